@@ -1,0 +1,26 @@
+"""The one exception type users see.
+
+Every user-facing failure raises :class:`TritongenError` with what went wrong and how to fix it. The CLI
+turns it into one line on stderr and a non-zero exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TritongenError(Exception):
+    """A problem the user can fix: bad input, a missing tool, a failed gate.
+
+    ``problem`` says what is wrong, ``fix`` what to do about it. ``details`` holds extra lines (a per-output
+    parity table, a server log excerpt) that the CLI prints below the one-line message.
+    """
+
+    def __init__(self, problem: str, fix: str = "", details: str = "", exit_code: int = 1) -> None:
+        self.problem = problem.rstrip(".")
+        self.fix = fix.rstrip(".")
+        self.details = details
+        self.exit_code = exit_code
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.problem}: {self.fix}" if self.fix else self.problem
