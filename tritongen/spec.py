@@ -158,3 +158,127 @@ def check_model_name(name: str) -> str:
             "use letters, digits, '_', '-' and '.', with no path separators or '..'",
         )
     return name
+
+
+def _yaml_spec(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise TritongenError(f"spec file {path} does not exist", "pass --spec with a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise TritongenError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
+    known = {"name", "max_batch_size", "inputs", "outputs", "target", "atol", "rtol", "opset", "instance_count",
+             "preferred_batch_sizes", "max_queue_delay_us", "warmup", "dynamic_dim_size", "model_factory"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TritongenError(f"spec file {path} has unknown key '{unknown[0]}'", f"use only {', '.join(sorted(known))}")
+    return data
+
+
+def _default_name(model_path: Path) -> str:
+    stem = model_path.name if model_path.is_dir() else model_path.stem
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".") or "model"
+
+
+def build_spec_from_options(
+    model_path: str | Path,
+    *,
+    name: str | None = None,
+    inputs: Iterable[str] = (),
+    outputs: Iterable[str] = (),
+    spec_file: str | Path | None = None,
+    sample_inputs: str | Path | None = None,
+    max_batch_size: int | None = None,
+    target: str | None = None,
+    repo: str | Path = "model_repository",
+    model_factory: str | None = None,
+    allow_pickle: bool = False,
+    opset: int | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    force: bool = False,
+    new_version: bool = False,
+    instance_count: int | None = None,
+    preferred_batch_sizes: Iterable[int] = (),
+    max_queue_delay_us: int | None = None,
+    warmup: bool | None = None,
+) -> BuildSpec:
+    """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
+    model = Path(model_path).expanduser().resolve()
+    if not model.exists():
+        raise TritongenError(f"model file {model_path} does not exist", "check the path")
+    file_opts = _yaml_spec(Path(spec_file).expanduser()) if spec_file else {}
+
+    def pick(flag, key, default):
+        return flag if flag is not None else file_opts.get(key, default)
+
+    mbs = int(pick(max_batch_size, "max_batch_size", 8))
+    if mbs < 0:
+        raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
+    samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
+
+    if inputs:
+        input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
+    elif file_opts.get("inputs"):
+        if not isinstance(file_opts["inputs"], list):
+            raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
+        input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
+    elif samples_path is not None:
+        from .samples import arrays_from_npz
+
+        input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
+    else:
+        raise TritongenError(
+            "the model's inputs are not declared",
+            "pass --input NAME:DTYPE:DIMS (e.g. x:FP32:3,224,224), --spec spec.yaml or --sample-inputs samples.npz",
+        )
+
+    out_names: tuple[str, ...] = tuple(outputs)
+    if not out_names and file_opts.get("outputs"):
+        out_names = tuple(str(o["name"]) if isinstance(o, Mapping) else str(o) for o in file_opts["outputs"])
+    for n in out_names:
+        TensorSpec(n, "FP32", (1,))  # validates the name
+
+    chosen_target = pick(target, "target", "local")
+    if chosen_target not in TARGETS:
+        raise TritongenError(f"unknown target '{chosen_target}'", f"use one of {', '.join(TARGETS)}")
+    if force and new_version:
+        raise TritongenError("--force and --new-version both given", "use --force to replace the model or --new-version to add a version, not both")
+    preferred = tuple(int(b) for b in (preferred_batch_sizes or file_opts.get("preferred_batch_sizes", ()) or ()))
+    bad = [b for b in preferred if b < 1 or b > mbs]
+    if bad:
+        raise TritongenError(f"preferred batch size {bad[0]} is outside 1..{mbs}", "use sizes between 1 and --max-batch-size")
+    count = int(pick(instance_count, "instance_count", 1))
+    if count < 1:
+        raise TritongenError(f"instance count {count} is below 1", "use --instances 1 or more")
+    tolerances = (float(pick(atol, "atol", DEFAULT_ATOL)), float(pick(rtol, "rtol", DEFAULT_RTOL)))
+    if min(tolerances) < 0:
+        raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
+    return BuildSpec(
+        model_path=model,
+        name=check_model_name(pick(name, "name", None) or _default_name(model)),
+        inputs=input_specs,
+        output_names=out_names,
+        max_batch_size=mbs,
+        target=chosen_target,
+        repo=Path(repo).expanduser().resolve(),
+        model_factory=pick(model_factory, "model_factory", None),
+        allow_pickle=allow_pickle,
+        sample_inputs=samples_path,
+        opset=int(pick(opset, "opset", DEFAULT_OPSET)),
+        atol=tolerances[0],
+        rtol=tolerances[1],
+        force=force,
+        new_version=new_version,
+        instance_count=count,
+        preferred_batch_sizes=preferred,
+        max_queue_delay_us=int(pick(max_queue_delay_us, "max_queue_delay_us", DEFAULT_QUEUE_DELAY_US)),
+        warmup=bool(pick(warmup, "warmup", True)),
+        dynamic_dim_size=int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM)),
+    )

@@ -1,0 +1,167 @@
+"""``tritongen build``: PyTorch model file -> validated Triton model folder, one stage after another.
+
+Stages (each in its own module): load (``load``), samples (``samples``), ONNX export and clean-up
+(``export``), parity gate (``parity``), config and files (``config``), manifest (``manifest``), offline
+validation (``validate``) and the atomic move into the repository (``repository``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import __version__
+from .config import WARMUP_DIR, config_text_from_spec, warmup_files
+from .errors import TritongenError
+from .manifest import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME, command_line, file_hashes, tool_versions, write_manifest
+from .parity import ParityReport
+from .repository import install_model, plan_install, staging_dir
+from .spec import BuildSpec, TensorSpec, check_model_name
+from .templates import template_path
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    spec: BuildSpec  # resolved, outputs included
+    model_dir: Path
+    version: int
+    config_path: Path
+    manifest_path: Path
+    parity: ParityReport
+    exporter: str
+    timings_s: Mapping[str, float]
+
+
+class _Stages:
+    """Prints one line per stage with its wall time."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress or (lambda message: None)
+        self.total = total
+        self.index = 0
+        self.timings_s: dict[str, float] = {}
+
+    def run(self, name: str, func, *args, **kwargs):
+        self.index += 1
+        self.progress(f"[{self.index}/{self.total}] {name} ...")
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        self.timings_s[name] = round(time.perf_counter() - start, 3)
+        return result
+
+
+def _observed_dims(outputs: tuple[TensorSpec, ...], observed: list[list[np.ndarray]], batched: bool) -> tuple[TensorSpec, ...]:
+    """Mark as variable (-1) every output dim that the graph leaves symbolic or that changed between cases."""
+    resolved = []
+    for i, spec in enumerate(outputs):
+        shapes = [case[i].shape[1:] if batched else case[i].shape for case in observed]
+        shapes = [s or (1,) for s in shapes]
+        dims = list(spec.dims)
+        if any(len(s) != len(dims) for s in shapes):
+            raise TritongenError(f"output '{spec.name}' changes rank between batch sizes", "make forward() return the same rank for every input shape")
+        for axis in range(len(dims)):
+            sizes = {s[axis] for s in shapes}
+            if len(sizes) > 1 or (dims[axis] != -1 and dims[axis] not in sizes):
+                dims[axis] = -1
+        resolved.append(TensorSpec(spec.name, spec.dtype, tuple(dims)))
+    return tuple(resolved)
+
+
+def _check_names(spec: BuildSpec) -> None:
+    names = [t.name for t in spec.inputs] + list(spec.output_names)
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise TritongenError(f"tensor name '{sorted(dupes)[0]}' is used twice", "give every input and output its own name")
+    if not spec.inputs:
+        raise TritongenError("the model has no inputs declared", "pass --input NAME:DTYPE:DIMS, --spec FILE or --sample-inputs FILE")
+
+
+def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
+    """Build one model into ``spec.repo`` and return what was written. Raises :class:`TritongenError`."""
+    from .export import onnx_from_module, torch_outputs_from_module
+    from .load import module_from_file
+    from .parity import onnx_session, parity_from_onnx
+    from .samples import sample_set_from_spec
+    from .validate import check_repository
+
+    check_model_name(spec.name)
+    _check_names(spec)
+    plan = plan_install(spec)
+    stages = _Stages(progress, 8)
+    loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
+    samples = stages.run("preparing samples", sample_set_from_spec, spec)
+
+    with staging_dir(plan) as stage:
+        staged_model = stage / spec.name
+        version_dir = staged_model / str(plan.version)
+        export = stages.run(f"exporting to ONNX ({'TorchScript' if loaded.form == 'torchscript' else 'dynamo'} exporter)",
+                            onnx_from_module, loaded, spec, samples.export, version_dir, stage / "raw")
+        shutil.rmtree(stage / "raw", ignore_errors=True)
+        spec = spec.with_outputs(export.outputs)
+
+        def reference():
+            return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
+
+        torch_ref = stages.run("running PyTorch on the samples", reference)
+
+        def gate() -> ParityReport:
+            session = onnx_session(export.onnx_path)
+            report = parity_from_onnx(export.onnx_path, torch_ref, samples.parity, spec, session)
+            observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]
+            return report, observed
+
+        report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
+        if not report.ok:
+            raise TritongenError(
+                "the ONNX model's outputs differ from PyTorch's beyond tolerance",
+                "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
+                details=report.table(),
+            )
+        spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
+
+        def write_files() -> Path:
+            artifacts = version_dir / ARTIFACT_DIR
+            artifacts.mkdir(parents=True, exist_ok=True)
+            label, inputs = samples.parity[-1]
+            np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs})
+            np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, torch_ref[label])})
+            if spec.target == "local":
+                shutil.copyfile(template_path("python/onnx_runner.py"), version_dir / "model.py")
+            if spec.warmup:
+                warm = staged_model / WARMUP_DIR
+                warm.mkdir(parents=True, exist_ok=True)
+                for name, data in warmup_files(spec, samples.warmup).items():
+                    (warm / name).write_bytes(data)
+            config_path = staged_model / "config.pbtxt"
+            config_path.write_text(config_text_from_spec(spec, samples.warmup))
+            files = [config_path, *version_dir.rglob("*"), *(staged_model / WARMUP_DIR).rglob("*")]
+            return write_manifest(staged_model, plan.version, {
+                "tritongen_version": __version__,
+                "command": command_line(),
+                "created_unix_s": round(time.time(), 3),
+                "version": plan.version,
+                "source": {"path": str(spec.model_path), "form": loaded.form},
+                "export": {"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
+                "spec": spec.to_dict(),
+                "tools": tool_versions(),
+                "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
+                "parity": report.to_dict(),
+                "files": file_hashes(staged_model, files),
+            })
+
+        manifest = stages.run("writing config, samples and manifest", write_files)
+        stages.run("validating the generated config", check_repository, stage)
+        installed = stages.run(f"installing into {plan.repo}", install_model, staged_model, plan, stage)
+
+    return BuildResult(
+        spec=spec, model_dir=installed, version=plan.version, config_path=installed / "config.pbtxt",
+        manifest_path=installed / manifest.relative_to(staged_model), parity=report, exporter=export.exporter,
+        timings_s=dict(stages.timings_s),
+    )

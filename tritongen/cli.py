@@ -1,0 +1,160 @@
+"""Command line: each command builds one spec and calls one public function.
+
+:class:`~tritongen.errors.TritongenError` becomes one line on stderr (plus its details) and exit code 1;
+``--debug`` shows tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import TritongenError
+
+_DEBUG = {"on": False}
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="tritongen")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """From a trained PyTorch model to a Triton model repository that is proven to serve."""
+    _DEBUG["on"] = debug
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--name", help="Model name in the repository (default: the file name without extension).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
+              help="A model input, e.g. x:FP32:3,224,224 (dims without batch, -1 variable). Repeat per input, in forward() order.")
+@click.option("--output", "outputs", multiple=True, metavar="NAME", help="Output name, in the order forward() returns them.")
+@click.option("--spec", "spec_file", type=click.Path(path_type=Path), help="YAML file with name, inputs, outputs, max_batch_size, ...")
+@click.option("--sample-inputs", type=click.Path(path_type=Path), help=".npz with one array per input (batch axis first): inputs are inferred from it and it feeds the parity gate.")
+@click.option("--max-batch-size", type=int, help="Largest batch Triton may form (0: no batching). Default 8.")
+@click.option("--target", type=click.Choice(["local", "onnxruntime"]), help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX Runtime backend on GPU.")
+@click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Model repository folder to write into.")
+@click.option("--model-factory", metavar="MODULE:CALLABLE", help="Builds the nn.Module for a state_dict file (module path or file.py).")
+@click.option("--allow-pickle", is_flag=True, help="Load a whole pickled module. Unpickling runs code: only for files you trust.")
+@click.option("--opset", type=int, help="ONNX opset (>= 17). Default 18.")
+@click.option("--atol", type=float, help="Parity gate absolute tolerance. Default 1e-4.")
+@click.option("--rtol", type=float, help="Parity gate relative tolerance. Default 1e-3.")
+@click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
+@click.option("--new-version", is_flag=True, help="Add version N+1 beside the existing versions.")
+@click.option("--instances", "instance_count", type=int, help="Model instances (instance_group count). Default 1.")
+@click.option("--preferred-batch-size", "preferred_batch_sizes", type=int, multiple=True, help="Dynamic batching preferred size (repeatable).")
+@click.option("--queue-delay-us", "max_queue_delay_us", type=int, help="Dynamic batching max queue delay in microseconds. Default 500.")
+@click.option("--no-warmup", is_flag=True, help="Do not add a model_warmup request.")
+def build(model: Path, no_warmup: bool, **options) -> None:
+    """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory) into a validated model folder."""
+    from .build import build as run_build
+    from .spec import build_spec_from_options
+
+    spec = build_spec_from_options(model, warmup=False if no_warmup else None, **options)
+    result = run_build(spec, progress=_echo_err)
+    total_s = sum(result.timings_s.values())
+    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {result.exporter} exporter) in {total_s:.1f}s")
+    click.echo(result.parity.table())
+    for t in result.spec.inputs:
+        click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+    for t in result.spec.outputs:
+        click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+    click.echo(f"manifest: {result.manifest_path}")
+
+
+@cli.command()
+@click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
+def validate(repo: Path) -> None:
+    """Check every config.pbtxt in REPO offline with Triton's own rules (ensembles included)."""
+    from .validate import check_repository
+
+    report = check_repository(repo)
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
+@click.option("--server-bin", type=click.Path(path_type=Path), help="tritonserver binary (default: on PATH, else the nvidia-pytriton wheel's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Anything but loopback restricts the model-control API.")
+@click.option("--http-port", type=int, help="Default 8000 if free, else a free port.")
+@click.option("--grpc-port", type=int, help="Default 8001 if free, else a free port.")
+@click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port.")
+@click.option("--timeout-s", "ready_timeout_s", type=float, default=180, show_default=True, help="How long to wait for every model to be READY.")
+@click.option("--docker", is_flag=True, help="Print the docker run line for NGC's Triton image instead of starting a server.")
+def serve(repo: Path, docker: bool, **options) -> None:
+    """Boot a real tritonserver on REPO, wait until every model is READY, serve until Ctrl-C."""
+    from .server import ServeSpec, docker_command, server_from_repository
+    from .validate import check_repository
+
+    check_repository(repo)
+    spec = ServeSpec(repo=repo.resolve(), **options)
+    if docker:
+        click.echo(docker_command(spec))
+        return
+    _echo_err(f"starting tritonserver on {spec.repo} ...")
+    server = server_from_repository(spec)
+    with server:
+        click.echo(f"ready: {', '.join(server.models)}")
+        click.echo(f"  HTTP    {server.http_url}")
+        click.echo(f"  gRPC    {server.grpc_url}")
+        click.echo(f"  metrics {server.metrics_url}")
+        click.echo(f"  log     {server.log_path}")
+        click.echo("press Ctrl-C to stop")
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            _echo_err("stopping ...")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--input-file", type=click.Path(path_type=Path), help=".npz with one array per input (default: the build's saved samples).")
+@click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Where the build's samples and reference outputs are.")
+@click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--check", is_flag=True, help="Compare the outputs with the build's saved PyTorch reference outputs.")
+def infer(name: str, **options) -> None:
+    """Send inputs to model NAME on a running server and print its outputs."""
+    from .infer import InferSpec, infer_model
+
+    result = infer_model(InferSpec(name=name, **options))
+    click.echo(result.text())
+    if result.check is not None and not result.check.ok:
+        raise TritongenError("served outputs differ from the PyTorch reference beyond tolerance", "see the table above")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="tritongen", standalone_mode=False)
+    except TritongenError as exc:
+        if _DEBUG["on"]:
+            raise
+        _echo_err(f"error: {exc.message}")
+        if exc.details:
+            _echo_err(exc.details)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # disk full, permissions on a path we did not foresee
+        if _DEBUG["on"]:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        _echo_err(f"error: {exc.strerror or exc}{where}: check the path and its permissions, or rerun with --debug")
+        sys.exit(1)
+    except click.exceptions.Abort:
+        _echo_err("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _echo_err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""ONNX export stage: PyTorch module -> cleaned, checked ``model.onnx`` (+ ``model.onnx.data``).
+
+The batch axis and every ``-1`` dimension are exported as dynamic. TorchScript modules go through the
+TorchScript exporter (the dynamo exporter cannot trace them); everything else through ``torch.export``.
+The graph is then cleaned with onnx-graphsurgeon (constant folding, clean-up, toposort) and checked with
+``onnx.checker``; weights are kept as external data beside the model, as Triton's ONNX Runtime backend
+expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .dtypes import triton_from_numpy
+from .errors import TritongenError
+from .spec import BuildSpec, TensorSpec
+
+ONNX_FILENAME = "model.onnx"
+ONNX_DATA_FILENAME = "model.onnx.data"
+MIN_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_path: Path
+    data_path: Path | None
+    exporter: str  # "dynamo" or "torchscript"
+    opset: int
+    outputs: tuple[TensorSpec, ...]  # names from the spec, dtype and dims read from the graph
+    node_count: int
+
+
+def flatten_outputs(result: Any) -> list:
+    """Model outputs as a flat list of tensors, in the order the ONNX exporters flatten them."""
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, Mapping):
+        return [t for v in result.values() for t in flatten_outputs(v)]
+    if isinstance(result, (list, tuple)):
+        return [t for v in result for t in flatten_outputs(v)]
+    if result is None:
+        return []
+    raise TritongenError(
+        f"the model returned a {type(result).__name__}, which is not a tensor",
+        "make forward() return a tensor, a tuple of tensors or a dict of tensors",
+    )
+
+
+def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the PyTorch model on named NumPy inputs (in the spec's input order) and return NumPy outputs."""
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in spec.inputs]
+    try:
+        with torch.inference_mode():
+            result = module(*args)
+    except Exception as exc:  # the user's model failed on the declared inputs
+        shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TritongenError(
+            f"the model failed on inputs {shapes}: {first[:300]}",
+            "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with real data)",
+        ) from None
+    return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
+
+
+def _output_names(spec: BuildSpec, count: int) -> tuple[str, ...]:
+    if spec.output_names:
+        if len(spec.output_names) != count:
+            raise TritongenError(
+                f"the model returns {count} output(s) but {len(spec.output_names)} --output name(s) were given",
+                f"give exactly {count} --output name(s), in the order forward() returns them",
+            )
+        return spec.output_names
+    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+
+
+def _dynamic_axes(spec: BuildSpec) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    offset = 1 if spec.batched else 0
+    for t in spec.inputs:
+        named = {i + offset: f"{t.name}_dim{i}" for i in t.dynamic_axes}
+        if spec.batched:
+            named[0] = "batch"
+        if named:
+            axes[t.name] = named
+    return axes
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' progress prints and deprecation chatter; errors still propagate."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, output_names) -> None:
+    import torch
+
+    axes = _dynamic_axes(spec)
+    if spec.batched:
+        for name in output_names:
+            axes[name] = {0: "batch"}
+    torch.onnx.export(
+        module, tuple(args), str(path), input_names=list(input_names), output_names=list(output_names),
+        dynamic_axes=axes, opset_version=max(MIN_OPSET, min(spec.opset, 20)), dynamo=False,
+        do_constant_folding=True,
+    )
+
+
+def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, output_names) -> None:
+    import torch
+
+    dim = torch.export.Dim.DYNAMIC
+    offset = 1 if spec.batched else 0
+    shapes = []
+    for t in spec.inputs:
+        axes = {i + offset: dim for i in t.dynamic_axes}
+        if spec.batched:
+            axes[0] = dim
+        shapes.append(axes or None)
+    torch.onnx.export(
+        module, tuple(args), str(path), input_names=list(input_names), output_names=list(output_names),
+        dynamic_shapes=tuple(shapes), opset_version=spec.opset, dynamo=True, external_data=True,
+        verbose=False, optimize=True,
+    )
+
+
+def _graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[TensorSpec, ...]:
+    from onnx import helper
+
+    specs = []
+    for out, name in zip(model.graph.output, names):
+        tensor_type = out.type.tensor_type
+        dtype = triton_from_numpy(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        if spec.batched:
+            if not dims:
+                raise TritongenError(
+                    f"output '{name}' is a scalar, so it has no batch dimension",
+                    "return one value per batch item (shape [batch, ...]) or build with --max-batch-size 0",
+                )
+            dims = dims[1:]
+        specs.append(TensorSpec(name=name, dtype=dtype, dims=tuple(dims) or (1,)))
+    return tuple(specs)
+
+
+def cleaned_onnx_from_onnx(src: Path, dst_dir: Path) -> tuple[Path, Any]:
+    """Fold constants, remove dead nodes and sort with onnx-graphsurgeon; save with external data; check."""
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    model = onnx.load(str(src), load_external_data=True)
+    with _quiet():
+        graph = gs.import_onnx(model)
+        graph.fold_constants().cleanup().toposort()
+        cleaned = gs.export_onnx(graph)
+    cleaned.ir_version = model.ir_version
+    del cleaned.opset_import[:]
+    cleaned.opset_import.extend(model.opset_import)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = dst_dir / ONNX_FILENAME
+    onnx.save_model(
+        cleaned, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
+        location=ONNX_DATA_FILENAME, size_threshold=1024,
+    )
+    try:
+        onnx.checker.check_model(str(onnx_path), full_check=True)
+    except Exception as exc:
+        raise TritongenError(f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0]}", "report this with the model; try --opset 17") from None
+    return onnx_path, onnx.load(str(onnx_path), load_external_data=False)
+
+
+def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, np.ndarray], out_dir: Path, raw_dir: Path) -> ExportResult:
+    """Export ``loaded.module`` to ``out_dir/model.onnx``; ``raw_dir`` holds the exporter's raw output."""
+    import torch
+
+    if spec.opset < MIN_OPSET:
+        raise TritongenError(f"opset {spec.opset} is too old", f"use --opset {MIN_OPSET} or newer")
+    probe = torch_outputs_from_module(loaded.module, spec, example_inputs)
+    if not probe:
+        raise TritongenError("the model returns no outputs", "make forward() return at least one tensor")
+    output_names = _output_names(spec, len(probe))
+    input_names = [t.name for t in spec.inputs]
+    args = [torch.from_numpy(np.ascontiguousarray(example_inputs[n])) for n in input_names]
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    raw = raw_dir / ONNX_FILENAME
+    is_script = isinstance(loaded.module, torch.jit.ScriptModule)
+    exporter = "torchscript" if is_script else "dynamo"
+    try:
+        with _quiet():
+            if is_script:
+                _export_torchscript(loaded.module, args, raw, spec, input_names, output_names)
+            else:
+                _export_dynamo(loaded.module, args, raw, spec, input_names, output_names)
+    except TritongenError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise TritongenError(
+            f"ONNX export failed ({exporter} exporter): {first[:400]}",
+            "the model uses something ONNX cannot express with these dynamic dims; fix the dims, "
+            "replace the unsupported operation, or try another --opset",
+            details=text[:4000],
+        ) from None
+    onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir)
+    graph_inputs = [i.name for i in model.graph.input]
+    unused = [n for n in input_names if n not in graph_inputs]
+    if unused:
+        raise TritongenError(
+            f"input '{unused[0]}' is not used by the model, so the exported graph has no such input",
+            "remove it from --input (or use it in forward())",
+        )
+    outputs = _graph_outputs(model, output_names, spec)
+    data = out_dir / ONNX_DATA_FILENAME
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), spec.opset)
+    return ExportResult(
+        onnx_path=onnx_path, data_path=data if data.exists() else None, exporter=exporter,
+        opset=opset, outputs=outputs, node_count=len(model.graph.node),
+    )

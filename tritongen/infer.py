@@ -1,0 +1,91 @@
+"""``tritongen infer``: send inputs to a served model and, with ``check``, compare against the build's reference.
+
+By default the inputs are the samples the build saved (``<model>/<version>/tritongen/samples.npz``) and the
+reference is the PyTorch output the build computed for them, so ``infer --check`` proves end to end that the
+served model answers like the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TritongenError
+from .manifest import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME, read_manifest
+from .parity import ParityReport, compare_arrays
+from .repository import numeric_versions
+from .samples import arrays_from_npz
+
+
+@dataclass(frozen=True)
+class InferSpec:
+    name: str
+    input_file: Path | None = None
+    repo: Path = Path("model_repository")
+    url: str | None = None
+    protocol: str = "grpc"
+    check: bool = False
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class InferResult:
+    outputs: dict[str, np.ndarray]
+    check: ParityReport | None
+
+    def text(self, values: int = 6) -> str:
+        lines = []
+        for name, array in self.outputs.items():
+            flat = array.reshape(-1)[:values]
+            shown = ", ".join(f"{v:.6g}" if array.dtype.kind == "f" else str(v) for v in flat)
+            more = ", ..." if array.size > values else ""
+            lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
+        if self.check is not None:
+            lines.append("check against the PyTorch reference saved by the build:")
+            lines.append(self.check.table())
+            lines.append("MATCH" if self.check.ok else "MISMATCH")
+        return "\n".join(lines)
+
+
+def saved_artifacts_dir(repo: Path, name: str) -> tuple[Path, int]:
+    model_dir = Path(repo) / name
+    versions = numeric_versions(model_dir)
+    if not versions:
+        raise TritongenError(
+            f"no build of model '{name}' in {repo}",
+            "pass --repo with the repository it was built into, or --input-file with inputs",
+        )
+    return model_dir / str(versions[-1]) / ARTIFACT_DIR, versions[-1]
+
+
+def infer_model(spec: InferSpec) -> InferResult:
+    from .client import default_url, infer_from_arrays
+
+    reference = None
+    tolerances = (1e-4, 1e-3)
+    if spec.input_file is not None:
+        if spec.check:
+            raise TritongenError("--check compares against the build's saved samples", "drop --input-file to send those samples")
+        inputs = arrays_from_npz(spec.input_file)
+    else:
+        artifacts, version = saved_artifacts_dir(spec.repo, spec.name)
+        if not (artifacts / SAMPLES_NAME).is_file():
+            raise TritongenError(f"model '{spec.name}' has no saved samples in {artifacts}", "pass --input-file with inputs")
+        inputs = arrays_from_npz(artifacts / SAMPLES_NAME)
+        if spec.check:
+            reference = arrays_from_npz(artifacts / REFERENCE_NAME)
+            manifest = read_manifest(Path(spec.repo) / spec.name, version)
+            tolerances = (manifest["spec"]["atol"], manifest["spec"]["rtol"])
+    url = spec.url or default_url(spec.protocol)
+    outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
+    report = None
+    if reference is not None:
+        results = []
+        for name, want in reference.items():
+            if name not in outputs:
+                raise TritongenError(f"the server returned no output '{name}'", "rebuild the model: config and reference disagree")
+            results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
+        report = ParityReport(atol=tolerances[0], rtol=tolerances[1], results=tuple(results))
+    return InferResult(outputs=outputs, check=report)
