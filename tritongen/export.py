@@ -184,7 +184,12 @@ def cleaned_onnx_from_onnx(src: Path, dst_dir: Path) -> tuple[Path, Any]:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except Exception as exc:
         raise TritongenError(f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0]}", "report this with the model; try --opset 17") from None
-    return onnx_path, onnx.load(str(onnx_path), load_external_data=False)
+    skeleton = onnx.load(str(onnx_path), load_external_data=False)
+    try:  # shapes the exporter left open (e.g. after a Reshape) are often known with data propagation
+        skeleton = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    except Exception:
+        pass
+    return onnx_path, skeleton
 
 
 def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, np.ndarray], out_dir: Path, raw_dir: Path) -> ExportResult:

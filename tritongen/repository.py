@@ -82,8 +82,18 @@ def staging_dir(plan: InstallPlan) -> Iterator[Path]:
                 plan.repo.rmdir()  # only succeeds if we created it and it is still empty
 
 
+def _normalise_modes(root: Path) -> None:
+    """Temporary folders are private (0700) and some writers create 0600 files; a served model must be
+    readable by the server's user, so apply the usual modes (minus the umask) before moving into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~umask)
+
+
 def install_model(staged_model: Path, plan: InstallPlan, trash: Path) -> Path:
     """Move a staged model folder into the repository. ``trash`` is a folder inside the staging area."""
+    _normalise_modes(staged_model)
     if plan.mode == "new":
         os.rename(staged_model, plan.model_dir)
     elif plan.mode == "replace":

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates .venv/ at the repository root with tritongen and everything its stages, tests and demo need.
+# Idempotent: a second run with an unchanged pyproject.toml and setup script is a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+
+stamp=".venv/.tritongen-setup"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/tritongen ]; then
+  exit 0
+fi
+
+echo "setting up .venv (python: $($PY --version 2>&1)) ..." >&2
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned to the CPU build (on PyPI's CPU index or this machine's wheel cache) so the project's
+# 'torch>=...' requirement does not pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[convert,server,test,examples]"
+.venv/bin/python - <<'PY'
+import numpy
+assert numpy.__version__.startswith("1."), f"numpy {numpy.__version__}: Triton 2.51's Python backend needs numpy<2"
+PY
+echo "$want" > "$stamp"
+echo "ready: .venv/bin/tritongen" >&2

@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritongen.errors import TritongenError
+from tritongen.spec import BuildSpec, TensorSpec, build_spec_from_options, tensor_spec_from_arg
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    path = tmp_path / "net.pt"
+    path.write_bytes(b"placeholder: spec resolution does not read the file")
+    return path
+
+
+def test_input_arg_parses_name_dtype_dims():
+    t = tensor_spec_from_arg("x:fp32:3,224,224")
+    assert (t.name, t.dtype, t.dims) == ("x", "FP32", (3, 224, 224))
+    assert tensor_spec_from_arg("ids:INT64:-1").dynamic_axes == (0,)
+    assert tensor_spec_from_arg("m:TYPE_INT32:2,-1,4").dynamic_axes == (1,)
+
+
+@pytest.mark.parametrize("arg, words", [
+    ("x:FP32", "NAME:DTYPE:DIMS"),
+    ("x:FP33:3", "unknown data type"),
+    ("x:FP32:3,a", "not integers"),
+    ("x:FP32:0,3", "dimension 0"),
+    ("x:FP32:-2", "dimension -2"),
+    ("9x:FP32:3", "not valid"),
+])
+def test_bad_input_args_say_what_is_wrong(arg, words):
+    with pytest.raises(TritongenError, match=words):
+        tensor_spec_from_arg(arg)
+
+
+def test_flags_override_yaml_and_defaults_resolve(model_file, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("name: fromyaml\nmax_batch_size: 4\ninputs:\n  - {name: x, dtype: FP32, dims: [3, 8]}\noutputs: [logits]\n")
+    spec = build_spec_from_options(model_file, spec_file=spec_file, max_batch_size=16, repo=tmp_path / "repo")
+    assert spec.name == "fromyaml"
+    assert spec.max_batch_size == 16  # flag wins over the file
+    assert spec.inputs == (TensorSpec("x", "FP32", (3, 8)),)
+    assert spec.output_names == ("logits",)
+    assert spec.target == "local" and spec.atol > 0 and spec.rtol > 0
+    assert spec.repo == (tmp_path / "repo").resolve()
+
+
+def test_inputs_inferred_from_sample_file(model_file, tmp_path):
+    samples = tmp_path / "s.npz"
+    np.savez(samples, a=np.zeros((5, 3, 4), np.float32), ids=np.zeros((5, 7), np.int64))
+    spec = build_spec_from_options(model_file, sample_inputs=samples)
+    assert [(t.name, t.dtype, t.dims) for t in spec.inputs] == [("a", "FP32", (3, 4)), ("ids", "INT64", (7,))]
+    unbatched = build_spec_from_options(model_file, sample_inputs=samples, max_batch_size=0)
+    assert unbatched.inputs[0].dims == (5, 3, 4) and not unbatched.batched
+
+
+@pytest.mark.parametrize("options, words", [
+    (dict(), "inputs are not declared"),
+    (dict(inputs=["x:FP32:3"], name="../evil"), "not a valid folder name"),
+    (dict(inputs=["x:FP32:3"], name="a/b"), "not a valid folder name"),
+    (dict(inputs=["x:FP32:3"], max_batch_size=-1), "negative"),
+    (dict(inputs=["x:FP32:3"], target="tensorflow"), "unknown target"),
+    (dict(inputs=["x:FP32:3"], force=True, new_version=True), "--force and --new-version"),
+    (dict(inputs=["x:FP32:3"], max_batch_size=4, preferred_batch_sizes=[8]), "outside 1..4"),
+    (dict(inputs=["x:FP32:3"], instance_count=0), "instance count"),
+])
+def test_bad_options_are_rejected(model_file, options, words):
+    with pytest.raises(TritongenError, match=words):
+        build_spec_from_options(model_file, **options)
+
+
+def test_missing_model_file_and_bad_yaml(tmp_path):
+    with pytest.raises(TritongenError, match="does not exist"):
+        build_spec_from_options(tmp_path / "nope.pt", inputs=["x:FP32:3"])
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inputs: [\n")
+    with pytest.raises(TritongenError, match="not valid YAML at line"):
+        build_spec_from_options(model, spec_file=bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("max_batchsize: 3\n")
+    with pytest.raises(TritongenError, match="unknown key 'max_batchsize'"):
+        build_spec_from_options(model, spec_file=unknown)
+
+
+def test_spec_is_frozen_and_serialisable(model_file):
+    spec = build_spec_from_options(model_file, inputs=["x:FP32:3"])
+    with pytest.raises(Exception):
+        spec.name = "other"  # type: ignore[misc]
+    data = spec.to_dict()
+    assert data["inputs"] == [{"name": "x", "dtype": "FP32", "dims": [3]}]
+    assert isinstance(data["model_path"], str)
+    assert isinstance(spec, BuildSpec)
