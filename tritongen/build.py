@@ -54,6 +54,7 @@ class _Stages:
         start = time.perf_counter()
         result = func(*args, **kwargs)
         self.timings_s[name] = round(time.perf_counter() - start, 3)
+        self.progress(f"      done in {self.timings_s[name]:.2f}s")
         return result
 
 
@@ -95,10 +96,9 @@ def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
     _check_names(spec)
     plan = plan_install(spec)
     stages = _Stages(progress, 8)
-    loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
-    samples = stages.run("preparing samples", sample_set_from_spec, spec)
-
-    with staging_dir(plan) as stage:
+    with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
+        loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
+        samples = stages.run("preparing samples", sample_set_from_spec, spec)
         staged_model = stage / spec.name
         version_dir = staged_model / str(plan.version)
         export = stages.run(f"exporting to ONNX ({'TorchScript' if loaded.form == 'torchscript' else 'dynamo'} exporter)",
@@ -111,7 +111,7 @@ def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
 
         torch_ref = stages.run("running PyTorch on the samples", reference)
 
-        def gate() -> ParityReport:
+        def gate() -> tuple[ParityReport, list[list[np.ndarray]]]:
             session = onnx_session(export.onnx_path)
             report = parity_from_onnx(export.onnx_path, torch_ref, samples.parity, spec, session)
             observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]

@@ -38,6 +38,14 @@ class ExportResult:
     node_count: int
 
 
+def short_reason(exc: BaseException) -> str:
+    """The line of an exception message that says what went wrong (TorchScript puts it last)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+
+
 def flatten_outputs(result: Any) -> list:
     """Model outputs as a flat list of tensors, in the order the ONNX exporters flatten them."""
     import torch
@@ -68,7 +76,7 @@ def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str,
         shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TritongenError(
-            f"the model failed on inputs {shapes}: {first[:300]}",
+            f"the model failed on inputs {shapes}: {short_reason(exc)[:300]}",
             "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with real data)",
         ) from None
     return [t.detach().cpu().numpy() for t in flatten_outputs(result)]

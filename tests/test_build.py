@@ -1,0 +1,127 @@
+"""The whole build stage chain on real models, into a temporary repository (no server needed)."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import factories
+from tritongen.build import build
+from tritongen.errors import TritongenError
+from tritongen.manifest import sha256_file
+from tritongen.spec import build_spec_from_options
+from tritongen.validate import check_repository
+
+
+@pytest.fixture(scope="module")
+def conv_state_dict(tmp_path_factory) -> Path:
+    return factories.save_model(factories.make_small_conv(), tmp_path_factory.mktemp("m") / "conv.pt", "state_dict")
+
+
+def _spec(model: Path, repo: Path, **options):
+    defaults = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
+                    max_batch_size=4, repo=repo, name="conv")
+    defaults.update(options)
+    return build_spec_from_options(model, **defaults)
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_build_writes_a_complete_validated_model(tmp_path, conv_state_dict):
+    lines: list[str] = []
+    result = build(_spec(conv_state_dict, tmp_path / "repo"), progress=lines.append)
+    model_dir = tmp_path / "repo" / "conv"
+    assert result.model_dir == model_dir and result.version == 1
+    for rel in ("config.pbtxt", "warmup/x", "1/model.onnx", "1/model.onnx.data", "1/model.py",
+                "1/tritongen/manifest.json", "1/tritongen/samples.npz", "1/tritongen/reference_outputs.npz"):
+        assert (model_dir / rel).is_file(), rel
+    assert not [p for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")], "staging folder left behind"
+    assert oct(model_dir.stat().st_mode & 0o777) == oct(0o755 & ~_umask())
+    check_repository(tmp_path / "repo")
+    config = (model_dir / "config.pbtxt").read_text()
+    assert 'backend: "python"' in config and "KIND_CPU" in config
+    assert "preferred_batch_size: [ 2, 4 ]" in config and "max_queue_delay_microseconds: 500" in config
+    assert (model_dir / "warmup" / "x").stat().st_size == 3 * 32 * 32 * 4  # one FP32 sample
+    manifest = json.loads((model_dir / "1/tritongen/manifest.json").read_text())
+    assert manifest["parity"]["ok"] and manifest["source"]["form"] == "state_dict"
+    assert manifest["spec"]["outputs"] == [{"name": "logits", "dtype": "FP32", "dims": [10]}]
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["tools"])
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(model_dir / rel) == digest, rel
+    assert "1/model.onnx" in manifest["files"] and "config.pbtxt" in manifest["files"]
+    reference = np.load(model_dir / "1/tritongen/reference_outputs.npz")
+    assert reference["logits"].shape == (4, 10)
+    assert any("parity gate" in line for line in lines)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_onnxruntime_target_config(tmp_path, conv_state_dict):
+    result = build(_spec(conv_state_dict, tmp_path / "repo", target="onnxruntime", instance_count=2, preferred_batch_sizes=[4],
+                         max_queue_delay_us=100))
+    config = result.config_path.read_text()
+    assert 'backend: "onnxruntime"' in config and "KIND_GPU" in config and "count: 2" in config
+    assert "preferred_batch_size: [ 4 ]" in config and "max_queue_delay_microseconds: 100" in config
+    assert not (result.model_dir / "1" / "model.py").exists()
+
+
+def test_existing_model_needs_force_and_new_version_adds_one(tmp_path, conv_state_dict):
+    repo = tmp_path / "repo"
+    build(_spec(conv_state_dict, repo))
+    onnx_hash = sha256_file(repo / "conv/1/model.onnx")
+    before = _listing(repo)
+    with pytest.raises(TritongenError, match="already exists.*--force"):
+        build(_spec(conv_state_dict, repo))
+    assert _listing(repo) == before
+    result = build(_spec(conv_state_dict, repo, new_version=True))
+    assert result.version == 2 and (repo / "conv/2/model.onnx").is_file()
+    assert sha256_file(repo / "conv/1/model.onnx") == onnx_hash, "version 1 must be untouched"
+    check_repository(repo)
+    replaced = build(_spec(conv_state_dict, repo, force=True, max_batch_size=2))
+    assert replaced.version == 1 and not (repo / "conv/2").exists()
+    assert "max_batch_size: 2" in (repo / "conv/config.pbtxt").read_text()
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    class Broken(factories.DynamicSeq):
+        def forward(self, x):
+            return (x - 1e9).log()  # NaN: the parity gate must stop the build
+
+    model = factories.save_model(Broken(), tmp_path / "nan.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    repo = tmp_path / "repo"
+    with pytest.raises(TritongenError, match="differ from PyTorch") as info:
+        build(build_spec_from_options(model, inputs=["x:FP32:-1,8"], repo=repo))
+    assert "PyTorch output holds NaN" in info.value.details
+    assert not repo.exists(), "a repository folder created by a failed build must be removed"
+
+    repo.mkdir()
+    (repo / "keep").mkdir()
+    with pytest.raises(TritongenError):
+        build(build_spec_from_options(model, inputs=["x:FP32:-1,8"], repo=repo))
+    assert _listing(repo) == ["keep"]
+
+
+def test_repository_path_that_is_a_file(tmp_path, conv_state_dict):
+    target = tmp_path / "repo"
+    target.write_text("not a folder")
+    with pytest.raises(TritongenError, match="is a file"):
+        build(_spec(conv_state_dict, target))
+
+
+def test_dynamic_dims_and_two_outputs_in_config(tmp_path):
+    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    result = build(build_spec_from_options(model, inputs=["x:FP32:-1,8"], repo=tmp_path / "repo", max_batch_size=0))
+    config = result.config_path.read_text()
+    assert "max_batch_size: 0" in config and "dims: [ -1, 8 ]" in config and "dynamic_batching" not in config
+    pair = factories.save_model(factories.make_two_in_two_out(), tmp_path / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    result = build(build_spec_from_options(pair, inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"], repo=tmp_path / "repo"))
+    assert [t.name for t in result.spec.outputs] == ["sum", "product"]
+    check_repository(tmp_path / "repo")

@@ -1,0 +1,106 @@
+"""The command line as a user meets it: real processes, exit codes, one-line errors, no tracebacks."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tritongen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "tritongen", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    first = errors[0]
+    for word in words:
+        assert word in first, first
+
+
+@pytest.fixture(scope="module")
+def conv_ts(tmp_path_factory) -> Path:
+    return factories.save_model(factories.make_small_conv(), tmp_path_factory.mktemp("m") / "conv.pt", "torchscript-trace", factories.small_conv_inputs())
+
+
+def test_build_then_validate(tmp_path, conv_ts):
+    repo = tmp_path / "repo"
+    proc = tritongen("build", str(conv_ts), "--name", "conv", "--input", "x:FP32:3,32,32", "--max-batch-size", "4", "--repo", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    assert "built" in proc.stdout and "parity" not in proc.stdout.lower() or "ok" in proc.stdout
+    assert "[3/8] exporting to ONNX" in proc.stderr
+    proc = tritongen("validate", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    assert "conv" in proc.stdout
+
+
+@pytest.mark.parametrize("make_input, args, words", [
+    (lambda d: d / "missing.pt", ["--input", "x:FP32:3"], ["does not exist"]),
+    (lambda d: _write(d / "notes.pt", b"just some text, not a model\n"), ["--input", "x:FP32:3"], ["not a model file"]),
+    (lambda d: _zip(d / "archive.pt"), ["--input", "x:FP32:3"], ["zip archive but not a PyTorch one", "TorchScript"]),
+    (None, ["--input", "x:FP32"], ["NAME:DTYPE:DIMS"]),
+    (None, ["--input", "x:FP32:3,0,32"], ["dimension 0"]),
+    (None, ["--input", "x:INT64:3,32,32"], ["model failed on inputs x[2, 3, 32, 32] int64", "expected scalar type"]),
+    (None, ["--input", "x:FP32:3,32,32", "--name", "../escape"], ["not a valid folder name"]),
+])
+def test_bad_build_input_gives_one_clean_line(tmp_path, conv_ts, make_input, args, words):
+    model = make_input(tmp_path) if make_input else conv_ts
+    repo = tmp_path / "repo"
+    proc = tritongen("build", str(model), "--repo", str(repo), *args)
+    assert_clean_error(proc, *words)
+    assert not repo.exists(), "no partial repository"
+
+
+def test_unwritable_output_folder(tmp_path, conv_ts):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a path on a read-only file system
+            target = Path("/proc/tritongen-repo")
+        else:
+            target = locked / "repo"
+        proc = tritongen("build", str(conv_ts), "--input", "x:FP32:3,32,32", "--repo", str(target))
+        assert_clean_error(proc, "repository folder")
+        assert not target.exists()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_validate_rejects_broken_config(tmp_path):
+    model = tmp_path / "repo" / "bad"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text('name: "bad"\nbackend: "python"\nmax_batch_size: 4\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 0 ] } ]\n')
+    (model / "1" / "model.py").write_text("")
+    proc = tritongen("validate", str(tmp_path / "repo"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "bad" in proc.stderr
+
+
+def test_help_and_version():
+    proc = tritongen("--help")
+    assert proc.returncode == 0 and "build" in proc.stdout and "serve" in proc.stdout
+    assert tritongen("--version").stdout.strip().startswith("tritongen, version")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("readme.txt", "a zip that is not TorchScript")
+    return path

@@ -1,0 +1,124 @@
+"""Export + parity with real torch and real ONNX Runtime on three model shapes and both exporters."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests import factories
+from tritongen.errors import TritongenError
+from tritongen.export import onnx_from_module, torch_outputs_from_module
+from tritongen.load import module_from_file
+from tritongen.parity import parity_from_onnx
+from tritongen.samples import sample_set_from_spec
+from tritongen.spec import build_spec_from_options
+
+CASES = {
+    # id: (factory, example inputs, save form, --input args, --output names, expected output dims)
+    "conv-dynamo": (factories.make_small_conv, factories.small_conv_inputs, "state_dict", ["x:FP32:3,32,32"], ["logits"], [(10,)]),
+    "conv-torchscript": (factories.make_small_conv, factories.small_conv_inputs, "torchscript-trace", ["x:FP32:3,32,32"], [], [(10,)]),
+    "two-in-two-out": (factories.make_two_in_two_out, factories.two_in_two_out_inputs, "torch.export", ["a:FP32:4", "b:FP32:4"], ["sum", "product"], [(4,), (4,)]),
+    "dynamic-seq-dynamo": (factories.make_dynamic_seq, factories.dynamic_seq_inputs, "pickled_module", ["x:FP32:-1,8"], [], [(8,)]),
+    "dynamic-seq-torchscript": (factories.make_dynamic_seq, factories.dynamic_seq_inputs, "torchscript-trace", ["x:FP32:-1,8"], [], [(8,)]),
+}
+
+
+def _export(tmp_path: Path, case: str, max_batch_size: int = 4, form: str | None = None):
+    make, inputs, case_form, input_args, outputs, _ = CASES[case]
+    form = form or case_form
+    path = factories.save_model(make(), tmp_path / "model.pt", form, inputs())
+    factory = "tests.factories:" + make.__name__ if form == "state_dict" else None
+    spec = build_spec_from_options(path, inputs=input_args, outputs=outputs, max_batch_size=max_batch_size,
+                                   model_factory=factory, allow_pickle=form == "pickled_module")
+    loaded = module_from_file(path, factory, allow_pickle=form == "pickled_module")
+    samples = sample_set_from_spec(spec)
+    result = onnx_from_module(loaded, spec, samples.export, tmp_path / "out", tmp_path / "raw")
+    return spec.with_outputs(result.outputs), loaded, samples, result
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_export_is_dynamic_and_matches_pytorch(tmp_path, case):
+    spec, loaded, samples, result = _export(tmp_path, case)
+    assert result.exporter == ("torchscript" if "torchscript" in case else "dynamo")
+    assert result.opset >= 17
+    assert [t.dims for t in result.outputs] == CASES[case][5]
+    if CASES[case][4]:
+        assert [t.name for t in result.outputs] == CASES[case][4]
+    model = onnx.load(str(result.onnx_path), load_external_data=False)
+    onnx.checker.check_model(str(result.onnx_path))
+    for graph_input, tensor in zip(model.graph.input, spec.inputs):
+        dims = graph_input.type.tensor_type.shape.dim
+        assert not dims[0].HasField("dim_value"), "batch axis must be dynamic"
+        for axis in tensor.dynamic_axes:
+            assert not dims[axis + 1].HasField("dim_value"), f"dim {axis} of {tensor.name} must be dynamic"
+    reference = {label: torch_outputs_from_module(loaded.module, spec, arrays) for label, arrays in samples.parity}
+    report = parity_from_onnx(result.onnx_path, reference, samples.parity, spec)
+    assert report.ok, report.table()
+    assert {r.case for r in report.results} == {"batch 1", "batch 4"}
+    assert all(r.max_abs_err < 1e-4 for r in report.results)
+
+
+def test_weights_are_external_data_beside_the_model(tmp_path):
+    _, _, _, result = _export(tmp_path, "conv-dynamo")
+    assert result.data_path is not None and result.data_path.parent == result.onnx_path.parent
+    model = onnx.load(str(result.onnx_path), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def test_unbatched_export_keeps_static_shapes(tmp_path):
+    # (a torch.export archive keeps the batch size it was exported with, so load this one from a state_dict)
+    spec, loaded, samples, result = _export(tmp_path, "two-in-two-out", max_batch_size=0, form="state_dict")
+    model = onnx.load(str(result.onnx_path), load_external_data=False)
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [4]
+    assert [t.dims for t in result.outputs] == [(4,), (4,)]
+
+
+class DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on values: torch.export cannot capture it
+            return x * 2
+        return x - 1
+
+
+class MakesNaN(torch.nn.Module):
+    def forward(self, x):
+        return torch.log(x - 1e9)
+
+
+def test_export_failure_is_a_clean_error(tmp_path):
+    path = factories.save_model(DataDependent(), tmp_path / "m.pt", "pickled_module")
+    spec = build_spec_from_options(path, inputs=["x:FP32:4"], allow_pickle=True)
+    loaded = module_from_file(path, allow_pickle=True)
+    with pytest.raises(TritongenError, match="ONNX export failed \\(dynamo exporter\\)"):
+        onnx_from_module(loaded, spec, sample_set_from_spec(spec).export, tmp_path / "o", tmp_path / "r")
+
+
+def test_nan_outputs_fail_the_parity_gate(tmp_path):
+    path = factories.save_model(MakesNaN(), tmp_path / "m.pt", "pickled_module")
+    spec = build_spec_from_options(path, inputs=["x:FP32:4"], allow_pickle=True)
+    loaded = module_from_file(path, allow_pickle=True)
+    samples = sample_set_from_spec(spec)
+    result = onnx_from_module(loaded, spec, samples.export, tmp_path / "o", tmp_path / "r")
+    spec = spec.with_outputs(result.outputs)
+    reference = {label: torch_outputs_from_module(loaded.module, spec, arrays) for label, arrays in samples.parity}
+    report = parity_from_onnx(result.onnx_path, reference, samples.parity, spec)
+    assert not report.ok
+    assert "PyTorch output holds NaN" in report.table()
+
+
+def test_wrong_number_of_output_names(tmp_path):
+    path = factories.save_model(factories.make_two_in_two_out(), tmp_path / "m.pt", "torch.export", factories.two_in_two_out_inputs())
+    spec = build_spec_from_options(path, inputs=["a:FP32:4", "b:FP32:4"], outputs=["only_one"])
+    loaded = module_from_file(path)
+    with pytest.raises(TritongenError, match="returns 2 output\\(s\\) but 1 --output"):
+        onnx_from_module(loaded, spec, sample_set_from_spec(spec).export, tmp_path / "o", tmp_path / "r")
+
+
+def test_inputs_that_do_not_fit_the_model(tmp_path):
+    path = factories.save_model(factories.make_small_conv(), tmp_path / "m.pt", "torchscript-trace", factories.small_conv_inputs())
+    spec = build_spec_from_options(path, inputs=["x:FP32:3,7"])
+    loaded = module_from_file(path)
+    with pytest.raises(TritongenError, match="the model failed on inputs x\\[2, 3, 7\\]"):
+        onnx_from_module(loaded, spec, sample_set_from_spec(spec).export, tmp_path / "o", tmp_path / "r")

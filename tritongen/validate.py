@@ -1,0 +1,697 @@
+"""Offline validation of Triton model configurations and repositories, with Triton's own rules.
+
+The rules and most messages come from Triton's core (``model_config_utils.cc``: ``ValidateModelConfig``,
+``ValidateModelIOConfig``, ``ValidateInstanceGroup``; the warmup and version-loading code; the ONNX Runtime
+backend's accelerator options); ensemble rules live in :mod:`tritongen.validate_ensemble`. Where Triton
+would auto-complete a field (version policy, instance groups, the backend from the model file), the
+validator does the same before judging, so a config Triton accepts is accepted here.
+
+Public API:
+
+- :func:`config_from_text` parses ``config.pbtxt`` text into the protobuf (syntax errors name file:line:col).
+- :func:`problems_in_config` lists every problem of one model (its folder too when ``model_dir`` is given).
+- :func:`validate_repository` checks every model of a repository, ensembles across models included.
+- :func:`check_repository` does the same and raises :class:`TritongenError` when anything is wrong.
+
+Only the GPUs of the target host cannot be known offline: GPU ids are checked against ``gpu_count`` when it
+is given, else against :data:`MAX_GPUS_PER_HOST`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TritongenError
+from .validate_ensemble import (
+    ENSEMBLE_PLATFORM,
+    WILDCARD_DIM,
+    problems_in_ensemble_scheduling,
+    problems_in_ensembles,
+)
+
+ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
+
+CONFIG_NAME = "config.pbtxt"
+MAX_GPUS_PER_HOST = 16  # the largest NVIDIA servers (DGX-2/HGX-2) hold 16 GPUs
+NON_VERSION_FOLDERS = frozenset({"warmup", "initial_state", "configs"})  # Triton skips these in a model folder
+WARMUP_FOLDER = "warmup"
+
+# Backend names Triton's core knows, each with the platform it implies (GetBackendType/FromPlatform).
+_PLATFORM_OF_BACKEND = {
+    "tensorflow": ("tensorflow_graphdef", "tensorflow_savedmodel"),
+    "tensorrt": ("tensorrt_plan",),
+    "onnxruntime": ("onnxruntime_onnx",),
+    "pytorch": ("pytorch_libtorch",),
+}
+_PLATFORM_HINTS = {
+    "onnxruntime": 'use backend: "onnxruntime" (or platform: "onnxruntime_onnx")',
+    "onnx": 'use backend: "onnxruntime" (or platform: "onnxruntime_onnx")',
+    "tensorrt": 'use backend: "tensorrt" (or platform: "tensorrt_plan")',
+    "pytorch": 'use backend: "pytorch" (or platform: "pytorch_libtorch")',
+    "python": 'use backend: "python"; the Python backend has no platform',
+}
+_BYTES_PER_ELEMENT = {"TYPE_BOOL": 1, "TYPE_UINT8": 1, "TYPE_INT8": 1, "TYPE_UINT16": 2, "TYPE_INT16": 2,
+                      "TYPE_FP16": 2, "TYPE_BF16": 2, "TYPE_UINT32": 4, "TYPE_INT32": 4, "TYPE_FP32": 4,
+                      "TYPE_UINT64": 8, "TYPE_INT64": 8, "TYPE_FP64": 8}
+# Keys the ONNX Runtime backend accepts for its TensorRT accelerator; any other key fails the model load.
+_ORT_TENSORRT_KEYS = frozenset({
+    "precision_mode", "max_workspace_size_bytes", "trt_max_partition_iterations", "trt_min_subgraph_size",
+    "int8_calibration_table_name", "int8_use_native_calibration_table", "trt_dla_enable", "trt_dla_core",
+    "trt_engine_cache_enable", "trt_engine_cache_path", "trt_engine_cache_prefix", "trt_dump_subgraphs",
+    "trt_force_sequential_engine_build", "trt_context_memory_sharing_enable", "trt_layer_norm_fp32_fallback",
+    "trt_timing_cache_enable", "trt_timing_cache_path", "trt_force_timing_cache", "trt_detailed_build_log",
+    "trt_build_heuristics_enable", "trt_sparsity_enable", "trt_builder_optimization_level",
+    "trt_auxiliary_streams", "trt_tactic_sources", "trt_extra_plugin_lib_paths", "trt_profile_min_shapes",
+    "trt_profile_max_shapes", "trt_profile_opt_shapes", "trt_cuda_graph_enable", "trt_dump_ep_context_model",
+    "trt_ep_context_file_path", "trt_ep_context_embed_mode",
+})
+_ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "BF16", "INT8"})
+
+
+def _pb():
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
+    """Parse ``config.pbtxt`` text; a syntax error raises :class:`TritongenError` naming file, line and column."""
+    from google.protobuf import text_format
+
+    try:
+        return text_format.Parse(text, _pb().ModelConfig())
+    except text_format.ParseError as err:
+        reason = str(err).split(" : ", 1)[-1]
+        where = f"{source}:{err.GetLine()}:{err.GetColumn()}" if err.GetLine() else source
+        fix = "fix the syntax there (protobuf text format: `field: value`, lists as `[ a, b ]`, enums bare)"
+        if "oneof \"scheduling_choice\"" in reason:
+            fix = ("keep one scheduler: dynamic_batching, sequence_batching or ensemble_scheduling "
+                   "(an ensemble batches in its composing models)")
+        elif "has no field named" in reason:
+            fix = "check the field's spelling and nesting against Triton's model_config.proto"
+        raise TritongenError(f"{where}: invalid model configuration: {reason}", fix) from None
+
+
+def config_from_file(path: Path) -> ModelConfig:
+    """Read and parse one ``config.pbtxt``."""
+    return config_from_text(Path(path).read_text(), source=str(path))
+
+
+# --------------------------------------------------------------------------------------------------------
+# One model
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """Platform, backend and model file after Triton's server-side auto-completion."""
+
+    platform: str
+    backend: str
+    filename: str
+    known: bool = True  # False when the backend would be inferred from files we were not shown
+
+
+def _version_dir_contents(model_dir: Path | None) -> dict[str, bool] | None:
+    """Names in the first version folder (what Triton inspects) mapped to is-directory; None if there is none."""
+    if model_dir is None or not model_dir.is_dir():
+        return None
+    subdirs = sorted(p.name for p in model_dir.iterdir() if p.is_dir())
+    if not subdirs:
+        return None
+    return {p.name: p.is_dir() for p in (model_dir / subdirs[0]).iterdir()}
+
+
+def _completed_backend(config: ModelConfig, model_dir: Path | None, model_name: str) -> _Backend | str:
+    """Triton's ``AutoCompleteBackendFields``; returns an error message when no backend can be found."""
+    platform, backend, filename = config.platform, config.backend, config.default_model_filename
+    files = _version_dir_contents(model_dir)
+    guess = not platform and not filename and files is not None  # may Triton look at the files?
+    if not platform and backend in ("", "tensorflow"):
+        if filename in ("model.savedmodel", "model.graphdef"):
+            platform = "tensorflow_savedmodel" if filename == "model.savedmodel" else "tensorflow_graphdef"
+        elif guess and files.get("model.graphdef") is False:
+            platform = "tensorflow_graphdef"
+        elif guess and files.get("model.savedmodel") is True:
+            platform = "tensorflow_savedmodel"
+    if platform in ("tensorflow_savedmodel", "tensorflow_graphdef"):
+        default = "model.savedmodel" if platform == "tensorflow_savedmodel" else "model.graphdef"
+        return _Backend(platform, backend or "tensorflow", filename or default)
+    # (backend, its platform or "", its model file, the file's kind: True dir, False file, None either)
+    for name, its_platform, its_file, is_dir in (("tensorrt", "tensorrt_plan", "model.plan", False),
+                                                 ("onnxruntime", "onnxruntime_onnx", "model.onnx", None),
+                                                 ("openvino", "", "model.xml", None),
+                                                 ("pytorch", "pytorch_libtorch", "model.pt", False),
+                                                 ("python", "", "model.py", None)):
+        if not backend:
+            if (its_platform and platform == its_platform) or filename == its_file:
+                backend = name
+            elif guess and its_file in files and is_dir in (None, files[its_file]):
+                backend = name
+        if backend == name:
+            return _Backend(platform or its_platform, backend, filename or its_file)
+    if not backend and not platform and not filename:
+        if "." in model_name:
+            suffix = model_name.split(".", 1)[1]
+            return _Backend("", suffix, f"model.{suffix}")
+        if model_dir is None:
+            return _Backend("", "", "", known=False)
+        return (f"Invalid model name: Could not determine backend for model '{model_name}' with no backend in model "
+                "configuration. Expected model name of the form 'model.<backend_name>'. Set backend (onnxruntime, "
+                "python, tensorrt, pytorch, ...) in config.pbtxt or put the model file in a version folder")
+    return _Backend(platform, backend, filename)
+
+
+def _platform_problems(name: str, done: _Backend) -> list[str]:
+    """Platform/backend pairing (``ValidateModelConfig``), judged on the auto-completed fields."""
+    if not done.known:
+        return []
+    if not done.backend:
+        if done.platform == ENSEMBLE_PLATFORM:
+            return []
+        hint = _PLATFORM_HINTS.get(done.platform, "set backend (onnxruntime, python, tensorrt, pytorch, ...) "
+                                                  "or a platform Triton knows")
+        return [f"unexpected platform type '{done.platform}' for {name}: {hint}"]
+    if done.platform == ENSEMBLE_PLATFORM:
+        return [f"Ensemble model '{name}' must have platform type 'ensemble' and empty backend type"]
+    platforms = _PLATFORM_OF_BACKEND.get(done.backend)
+    if platforms is not None and done.platform not in platforms:
+        return [f"unexpected 'platform' and 'backend' pair, got:{done.platform}, {done.backend} for {name}: "
+                f"backend '{done.backend}' goes with platform '{platforms[0]}' or none"]
+    return []
+
+
+def _element_count(dims) -> int:
+    """Triton's ``GetElementCount``: -1 if any dimension is variable, 0 for no dimensions."""
+    if any(d == WILDCARD_DIM for d in dims):
+        return -1
+    count = 0
+    for i, d in enumerate(dims):
+        count = d if i == 0 else count * d
+    return count
+
+
+def _chunk_counts(dims) -> list[int]:
+    """Element counts of the pieces between variable dimensions: [2, 4, -1, 6] -> [8, 6]."""
+    counts, current = [], 1
+    for d in dims:
+        if d == WILDCARD_DIM:
+            counts.append(current)
+            current = 1
+        else:
+            current *= d
+    return counts + [current]
+
+
+def _io_problem(io, max_batch_size: int, kind: str, platform: str) -> str | None:
+    """First problem of one input or output (``ValidateIOShape`` + ``ValidateModelInput/Output``)."""
+    if not io.name:
+        return f"model {kind} must specify 'name'"
+    named = f"model {kind} '{io.name}' "
+    if io.data_type == 0:
+        return named + "must specify 'data_type'"
+    if not io.dims:
+        return named + "must specify 'dims'"
+    has_reshape = io.HasField("reshape")
+    if has_reshape and not io.reshape.shape and max_batch_size == 0:
+        return named + "cannot have empty reshape for non-batching model as scalar tensors are not supported"
+    if any(d < 1 and d != WILDCARD_DIM for d in io.dims):
+        return named + "dimension must be integer >= 1, or -1 to indicate a variable-size dimension"
+    if has_reshape:
+        if any(d < 1 and d != WILDCARD_DIM for d in io.reshape.shape):
+            return named + "reshape dimensions must be integer >= 1, or -1 to indicate a variable-size dimension"
+        dims_size, reshape_size = _element_count(io.dims), _element_count(io.reshape.shape)
+        if dims_size != reshape_size and (reshape_size != 0 or dims_size != 1):
+            return named + "has different size for dims and reshape"
+        if dims_size == -1:
+            dims_chunks, reshape_chunks = _chunk_counts(io.dims), _chunk_counts(io.reshape.shape)
+            if len(dims_chunks) != len(reshape_chunks):
+                return named + "has different number of variable-size dimensions for dims and reshape"
+            if dims_chunks != reshape_chunks:
+                return named + "has different size for dims and reshape"
+    if kind == "input" and io.format in (1, 2) and len(io.dims) != 3:  # FORMAT_NHWC, FORMAT_NCHW
+        return f"model input NHWC/NCHW require 3 dims ('{io.name}' has {len(io.dims)})"
+    if io.is_shape_tensor and platform != "tensorrt_plan":
+        return f"shape tensors are only supported for TensorRT platform ('{io.name}')"
+    if io.is_non_linear_format_io:
+        if platform != "tensorrt_plan":
+            return f"Non-linear IO format is only supported for the TensorRT platform ('{io.name}')"
+        if len(io.dims) != 3:
+            return f"Non-linear IO format {kind} requires 3 dims ('{io.name}')"
+    return None
+
+
+def _io_problems(config: ModelConfig, name: str, platform: str) -> list[str]:
+    problems = []
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        seen: set[str] = set()
+        for io in tensors:
+            problem = _io_problem(io, config.max_batch_size, kind, platform)
+            if problem:
+                problems.append(f"{problem} for {name}")
+            elif io.name in seen:
+                problems.append(f"model {kind} '{io.name}' is declared more than once for {name}")
+            seen.add(io.name)
+    return problems + [f"{p} for {name}" for p in _batch_io_problems(config)]
+
+
+def _batch_io_problems(config: ModelConfig) -> list[str]:
+    """``ValidateBatchIO``: source counts, data types and names of batch inputs and outputs."""
+    mc = _pb()
+    inputs = {t.name for t in config.input}
+    outputs = {t.name for t in config.output}
+    problems = []
+    for batch_input in config.batch_input:
+        kind = mc.BatchInput.Kind.Name(batch_input.kind)
+        unknown = [s for s in batch_input.source_input if s not in inputs]
+        if len(batch_input.source_input) != 1:
+            problems.append(f"batch input kind '{kind}' expects 1 source input, got {len(batch_input.source_input)}")
+        elif batch_input.data_type not in (mc.TYPE_INT32, mc.TYPE_FP32):
+            problems.append("batch input data type must be TYPE_INT32 or TYPE_FP32")
+        elif unknown:
+            problems.append(f"unknown source input name '{unknown[0]}'")
+    for batch_output in config.batch_output:
+        kind = mc.BatchOutput.Kind.Name(batch_output.kind)
+        unknown = [s for s in batch_output.source_input if s not in inputs]
+        targets = list(batch_output.target_name)
+        if len(batch_output.source_input) != 1:
+            problems.append(f"batch output kind '{kind}' expects 1 source input, got {len(batch_output.source_input)}")
+        elif unknown:
+            problems.append(f"unknown source input name '{unknown[0]}'")
+        elif any(t not in outputs for t in targets):
+            problems.append(f"unknown target output name '{next(t for t in targets if t not in outputs)}'")
+        elif len(set(targets)) != len(targets):
+            twice = next(t for t in targets if targets.count(t) > 1)
+            problems.append(f"target output name '{twice}' can only be specified once")
+    return problems
+
+
+def _dynamic_batching_problems(config: ModelConfig, name: str) -> list[str]:
+    if not config.HasField("dynamic_batching"):
+        return []
+    batching = config.dynamic_batching
+    problems = []
+    for size in batching.preferred_batch_size:
+        if size <= 0:
+            problems.append(f"dynamic batching preferred size must be positive for {name}")
+            break
+        if size > config.max_batch_size:
+            problems.append(f"dynamic batching preferred size must be <= max batch size for {name} "
+                            f"({size} > {config.max_batch_size})")
+            break
+    levels = batching.priority_levels
+    if levels != 0:
+        if batching.default_priority_level == 0 or batching.default_priority_level > levels:
+            problems.append(f"default priority level must be in range [1, {levels}] for {name}")
+        if any(level == 0 or level > levels for level in batching.priority_queue_policy):
+            problems.append(f"priority queue policy must have priority level in range [1, {levels}] for {name}")
+    if batching.preserve_ordering:
+        if levels > 1:
+            problems.append(f"Only one priority level is allowed when 'preserve_ordering' is true for {name}")
+        policies = [batching.default_queue_policy, *batching.priority_queue_policy.values()]
+        if any(p.default_timeout_microseconds != 0 and p.timeout_action == _pb().ModelQueuePolicy.DELAY
+               for p in policies):
+            problems.append(f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true "
+                            f"for {name}")
+    return problems
+
+
+def _sequence_batching_problems(config: ModelConfig, name: str) -> list[str]:
+    """Control tensors (``GetBooleanSequenceControlProperties`` and friends) and strategy options."""
+    if not config.HasField("sequence_batching"):
+        return []
+    mc = _pb()
+    batcher = config.sequence_batching
+    problems = []
+    if config.response_cache.enable:
+        problems.append(f"Response Cache does not currently support model {name} with sequence batching scheduler. "
+                        "Please disable the response cache.")
+    seen: set[str] = set()
+    for control_input in batcher.control_input:
+        if not control_input.name:
+            problems.append(f"sequence batching control tensor must have a name for {name}")
+        elif control_input.name in seen:
+            problems.append(f"sequence batching control tensor '{control_input.name}' is specified for multiple "
+                            f"control kinds for {name}")
+        seen.add(control_input.name)
+    controls = [(ci.name, c) for ci in batcher.control_input for c in ci.control]
+    Kind = mc.ModelSequenceBatching.Control
+    for kind in (Kind.CONTROL_SEQUENCE_START, Kind.CONTROL_SEQUENCE_END, Kind.CONTROL_SEQUENCE_READY,
+                 Kind.CONTROL_SEQUENCE_CORRID):
+        kind_name = mc.ModelSequenceBatching.Control.Kind.Name(kind)
+        mine = [c for _, c in controls if c.kind == kind]
+        if len(mine) > 1:
+            problems.append(f"sequence batching specifies multiple {kind_name} tensors for {name}")
+        for c in mine[:1]:
+            given = [f for f in ("int32_false_true", "fp32_false_true", "bool_false_true") if len(getattr(c, f))]
+            if kind == Kind.CONTROL_SEQUENCE_CORRID:
+                if given:
+                    problems.append("sequence batching must not specify either 'int32_false_true', 'fp32_false_true' "
+                                    f"or 'bool_false_true' for {kind_name} for {name}")
+                elif c.data_type not in (mc.TYPE_UINT64, mc.TYPE_INT64, mc.TYPE_UINT32, mc.TYPE_INT32, mc.TYPE_STRING):
+                    problems.append(f"unexpected data type for control {kind_name} for {name}. Allowed data types are "
+                                    "TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 and TYPE_STRING")
+            elif not given:
+                problems.append("sequence batching must specify either 'int32_false_true', 'fp32_false_true' or "
+                                f"'bool_false_true' for {kind_name} for {name}")
+            elif len(given) > 1:
+                problems.append("sequence batching specifies more than one from 'int32_false_true', 'fp32_false_true' "
+                                f"and 'bool_false_true' for {kind_name} for {name}")
+            elif len(getattr(c, given[0])) != 2:
+                problems.append(f"sequence batching control '{given[0]}' must have exactly 2 entries for {kind_name} "
+                                f"for {name}")
+    if batcher.HasField("oldest"):
+        for size in batcher.oldest.preferred_batch_size:
+            if size <= 0 or size > config.max_batch_size:
+                bound = "be positive" if size <= 0 else "be <= max batch size"
+                problems.append(f"sequence batching preferred batch size must {bound} for {name}")
+                break
+    if batcher.HasField("direct") and not 0.0 <= batcher.direct.minimum_slot_utilization <= 1.0:
+        problems.append(f"sequence batching minimum slot utilization must be in range (0.0, 1.0] for {name}")
+    return problems
+
+
+def _instance_group_problems(config: ModelConfig, name: str, platform: str, gpu_count: int | None) -> list[str]:
+    """``ValidateInstanceGroup`` after ``NormalizeInstanceGroup`` (missing groups, counts and kinds get defaults)."""
+    mc = _pb()
+    Group = mc.ModelInstanceGroup
+    limit = MAX_GPUS_PER_HOST if gpu_count is None else gpu_count
+    problems = []
+    for index, group in enumerate(config.instance_group):
+        label = f"instance group {group.name or f'{name}_{index}'} of model {name}"
+        if group.kind in (Group.KIND_CPU, Group.KIND_MODEL) and group.gpus:
+            problems.append(f"{label} has kind {Group.Kind.Name(group.kind)} but specifies one or more GPUs")
+        if group.kind == Group.KIND_GPU and gpu_count == 0:
+            problems.append(f"{label} has kind KIND_GPU but no GPUs are available")
+        elif group.kind in (Group.KIND_GPU, Group.KIND_AUTO):
+            for gpu in group.gpus:
+                if not 0 <= gpu < limit:
+                    known = (", ".join(str(g) for g in range(limit)) if gpu_count is not None
+                             else f"ids 0 to {limit - 1} at most (no host has more than {limit} GPUs)")
+                    problems.append(f"{label} specifies invalid or unsupported gpu id {gpu}. GPUs with at least the "
+                                    f"minimum required CUDA compute compatibility are: {known}")
+        if group.kind == Group.KIND_CPU and platform == "tensorrt_plan":
+            problems.append(f"{label} has kind KIND_CPU but TensorRT models run only on GPUs: use KIND_GPU")
+        if group.profile and platform != "tensorrt_plan":
+            problems.append(f"{label} and platform {platform or '(none)'} specifies profile field which is only "
+                            "supported for TensorRT models")
+        for profile in group.profile:
+            if not profile.strip().isdigit():
+                problems.append(f"{label} and platform {platform} specifies invalid profile {profile}. The field "
+                                "should contain the string representation of a non-negative integer.")
+    return problems
+
+
+def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> list[str]:
+    """Warmup samples as Triton builds them (``GenerateWarmupData`` and the request checks they go through)."""
+    mc = _pb()
+    inputs = {t.name: t for t in config.input}
+    controls = {ci.name for ci in config.sequence_batching.control_input}
+    problems = []
+    for sample in config.model_warmup:
+        if sample.batch_size == 0:
+            continue  # Triton skips batch-0 samples
+        where = f"warmup sample '{sample.name}' of model '{name}'"
+        for key in sorted(sample.inputs):
+            value = sample.inputs[key]
+            if WILDCARD_DIM in value.dims:
+                problems.append(f"warmup setting expects all variable-size dimensions are specified for input '{key}' "
+                                f"({where})")
+                continue
+            source = value.WhichOneof("input_data_type")
+            if source is None:
+                problems.append(f"warmup setting expects input '{key}' to have input_data_type set ({where})")
+            io = inputs.get(key)
+            if io is None and key not in controls:
+                problems.append(f"unexpected inference input '{key}' for model '{name}' ({where})")
+            elif io is not None and value.data_type != io.data_type:
+                problems.append(f"inference input '{key}' data-type is '{mc.DataType.Name(value.data_type)}', but model "
+                                f"'{name}' expects '{mc.DataType.Name(io.data_type)}' ({where})")
+            elif io is not None and not _dims_compatible(value.dims, io.dims):
+                problems.append(f"unexpected shape for input '{key}' for model '{name}'. Expected {list(io.dims)}, got "
+                                f"{list(value.dims)} ({where})")
+            if source == "input_data_file" and model_dir is not None:
+                problems += _warmup_file_problems(model_dir, key, value, where)
+        missing = [t.name for t in config.input if not t.optional and t.name not in sample.inputs]
+        if missing:
+            problems.append(f"{where} does not set input(s) {', '.join(repr(m) for m in missing)}: every required "
+                            "input needs a value")
+    return problems
+
+
+def _dims_compatible(given, expected) -> bool:
+    return len(given) == len(expected) and all(e == WILDCARD_DIM or g == e for g, e in zip(given, expected))
+
+
+def _warmup_file_problems(model_dir: Path, key: str, value, where: str) -> list[str]:
+    folder = (model_dir / WARMUP_FOLDER).resolve()
+    path = (folder / value.input_data_file).resolve()
+    if folder not in path.parents:
+        return [f"warmup data file '{value.input_data_file}' for input '{key}' is outside {folder} ({where})"]
+    if not path.is_file():
+        return [f"unable to find warmup data file '{WARMUP_FOLDER}/{value.input_data_file}' for input '{key}' "
+                f"({where})"]
+    type_name = _pb().DataType.Name(value.data_type)
+    expected_bytes = _element_count(value.dims) * _BYTES_PER_ELEMENT.get(type_name, 4)
+    size_bytes = path.stat().st_size
+    if type_name != "TYPE_STRING" and expected_bytes > size_bytes:
+        return [f"warmup setting expects {expected_bytes} bytes, but the data provided from "
+                f"{value.input_data_file} only has {size_bytes} bytes ({where})"]
+    return []
+
+
+def _onnxruntime_problems(config: ModelConfig, name: str) -> list[str]:
+    """Accelerator names and options the ONNX Runtime backend rejects when it loads the model."""
+    accelerators = config.optimization.execution_accelerators
+    problems = []
+    for accelerator in accelerators.gpu_execution_accelerator:
+        if accelerator.name not in ("tensorrt", "cuda"):
+            problems.append(f"unknown Execution Accelerator '{accelerator.name}' is requested for {name}: "
+                            "gpu_execution_accelerator takes 'tensorrt' or 'cuda'")
+        if accelerator.name != "tensorrt":
+            continue
+        for key in sorted(accelerator.parameters):
+            if key not in _ORT_TENSORRT_KEYS:
+                problems.append(f"unknown parameter '{key}' is provided for TensorRT Execution Accelerator of {name}")
+        mode = accelerator.parameters.get("precision_mode")
+        if mode is not None and mode not in _ORT_PRECISION_MODES:
+            problems.append(f"unsupported precision mode '{mode}' is requested for {name}: use FP32, FP16, BF16 or INT8")
+    for accelerator in accelerators.cpu_execution_accelerator:
+        if accelerator.name != "openvino":
+            problems.append(f"unknown Execution Accelerator '{accelerator.name}' is requested for {name}: "
+                            "cpu_execution_accelerator takes 'openvino'")
+    return problems
+
+
+def _other_problems(config: ModelConfig, name: str) -> list[str]:
+    problems = []
+    if config.platform == ENSEMBLE_PLATFORM and not config.HasField("ensemble_scheduling"):
+        problems.append(f"ensemble scheduling must be set for ensemble {name} whose platform is ensemble")
+        for scheduler in ("dynamic_batching", "sequence_batching"):
+            if config.HasField(scheduler):
+                problems.append(f"{scheduler} should not be specified for ensemble '{name}': "
+                                "set it on its composing models")
+    if config.model_transaction_policy.decoupled and config.response_cache.enable:
+        problems.append(f"Response Cache does not currently support model {name} with 'decoupled' transaction "
+                        "policy. Please disable the response cache.")
+    for control in config.model_metrics.metric_control:
+        if not control.HasField("metric_identifier"):
+            problems.append(f"metric control must specify 'metric_identifier' for {name}")
+        elif not control.metric_identifier.family:
+            problems.append(f"metric identifier must specify non-empty 'family' for {name}")
+        elif not control.HasField("histogram_options"):
+            problems.append(f"metric control must specify 'histogram_options' for {name}")
+        elif not control.histogram_options.buckets:
+            problems.append(f"histogram options must specify non-empty 'buckets' for {name}")
+    return problems
+
+
+def problems_in_config(config: ModelConfig, model_dir: Path | None = None, *, gpu_count: int | None = None) -> list[str]:
+    """Every problem Triton would refuse this model for, as messages naming the model and tensor.
+
+    With ``model_dir`` (the model's folder) the folder is checked too: name, version folders, model files,
+    label and warmup files, and the backend Triton would infer from the files. ``gpu_count`` is the number of
+    GPUs on the target host, when known. Cross-model ensemble rules need the whole repository: see
+    :func:`validate_repository`.
+    """
+    model_dir = Path(model_dir) if model_dir is not None else None
+    name = config.name or (model_dir.name if model_dir is not None else "<unnamed>")
+    done = _completed_backend(config, model_dir, model_dir.name if model_dir is not None else name)
+    if isinstance(done, str):
+        problems, done = [done], _Backend(config.platform, config.backend, config.default_model_filename, False)
+    else:
+        problems = _platform_problems(name, done)
+    if config.max_batch_size < 0:
+        problems.append(f"'max_batch_size' must be non-negative value for {name}")
+    problems += _io_problems(config, name, done.platform)
+    problems += _dynamic_batching_problems(config, name)
+    problems += _sequence_batching_problems(config, name)
+    if config.HasField("ensemble_scheduling"):
+        problems += problems_in_ensemble_scheduling(config, name)
+    problems += _other_problems(config, name)
+    if not config.HasField("ensemble_scheduling") and config.platform != ENSEMBLE_PLATFORM:
+        problems += _instance_group_problems(config, name, done.platform, gpu_count)
+        problems += _warmup_problems(config, name, model_dir)
+    if done.backend == "onnxruntime":
+        problems += _onnxruntime_problems(config, name)
+    if model_dir is not None:
+        problems += _folder_problems(config, name, model_dir, done)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------
+# The model's folder
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Version folders Triton would consider, ascending (no leading zeros, integral names only)."""
+    return sorted(int(p.name) for p in Path(model_dir).iterdir()
+                  if p.is_dir() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0")))
+
+
+def _versions_to_load(config: ModelConfig, existing: list[int]) -> tuple[list[int], list[int]]:
+    """Triton's ``VersionsToLoad``: (versions loaded, specific versions asked for but absent)."""
+    policy = config.version_policy
+    if policy.HasField("specific"):
+        wanted = list(policy.specific.versions)
+        return [v for v in wanted if v in existing], [v for v in wanted if v not in existing]
+    if policy.HasField("all"):
+        return list(existing), []
+    count = policy.latest.num_versions if policy.HasField("latest") else 1
+    return sorted(existing, reverse=True)[:count], []
+
+
+def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Backend) -> list[str]:
+    if not model_dir.is_dir():
+        return [f"model folder {model_dir} of model '{name}' does not exist"]
+    problems = []
+    if config.name and config.name != model_dir.name:
+        problems.append(f"unexpected directory name '{model_dir.name}' for model '{config.name}', directory name must "
+                        "equal model name: rename the folder or the config's name")
+    for sub in sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name not in NON_VERSION_FOLDERS):
+        if len(sub) > 1 and sub.startswith("0") and sub.isdigit():
+            problems.append(f"version folder '{sub}' of model '{name}' is ignored by Triton: it contains leading zeros "
+                            f"in its directory name (use '{int(sub)}')")
+        elif not sub.isdigit():
+            problems.append(f"version folder '{sub}' of model '{name}' is ignored by Triton: it fails to convert to "
+                            "integral number (version folders are named 1, 2, ...)")
+    loaded, absent = _versions_to_load(config, version_numbers(model_dir))
+    for version in absent:
+        problems.append(f"version {version} is specified for model '{name}', but the version directory is not present")
+    if not loaded:
+        problems.append(f"at least one version must be available under the version policy of model '{name}': "
+                        f"create {model_dir.name}/1/" + ("" if done.platform == ENSEMBLE_PLATFORM else
+                                                         " holding the model file"))
+    problems += _model_file_problems(config, name, model_dir, loaded, done)
+    for io in config.output:
+        if io.label_filename:
+            path = (model_dir / io.label_filename).resolve()
+            if model_dir.resolve() not in path.parents:
+                problems.append(f"label file path '{path}' for output '{io.name}' in model '{name}' is outside model "
+                                "directory")
+            elif not path.is_file():
+                problems.append(f"unable to find label file '{io.label_filename}' for output '{io.name}' in model "
+                                f"'{name}'")
+    return problems
+
+
+def _model_file_problems(config: ModelConfig, name: str, model_dir: Path, versions: list[int],
+                         done: _Backend) -> list[str]:
+    """The file each loaded version must hold for the backends whose file name Triton fixes."""
+    if done.backend not in ("onnxruntime", "python", "tensorrt", "pytorch", "openvino", "tensorflow"):
+        return []
+    problems = []
+    for version in versions:
+        folder = model_dir / str(version)
+        candidates = [done.filename] + (list(config.cc_model_filenames.values()) if done.backend == "tensorrt" else [])
+        present = [c for c in candidates if (folder / c).exists()]
+        if done.backend == "onnxruntime" and present and (folder / present[0]).is_dir():
+            present = [c for c in present if (folder / c / "model.onnx").is_file()]
+        if not present:
+            problems.append(f"unable to find '{model_dir.name}/{version}/{done.filename}' for model '{name}' "
+                            f"(the {done.backend} backend loads it from every version folder in use)")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------
+# A whole repository
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Problems of every model in a repository; a model with an empty tuple is valid."""
+
+    repo: Path
+    problems_by_model: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.problems_by_model.values())
+
+    @property
+    def problem_count(self) -> int:
+        return sum(len(p) for p in self.problems_by_model.values())
+
+    def lines(self) -> list[str]:
+        """One ``model: problem`` line per problem, models in name order."""
+        return [f"{model}: {p}" for model, problems in sorted(self.problems_by_model.items()) for p in problems]
+
+    def summary(self) -> str:
+        models = sorted(self.problems_by_model)
+        if self.ok:
+            return f"model repository {self.repo}: {len(models)} model(s) valid ({', '.join(models)})"
+        head = f"model repository {self.repo}: {self.problem_count} problem(s) in {len(models)} model(s)"
+        return "\n".join([head, *(f"  {line}" for line in self.lines())])
+
+
+def validate_repository(repo: Path, *, gpu_count: int | None = None) -> ValidationReport:
+    """Check every ``<repo>/<model>/config.pbtxt`` with the single-model rules, then the ensembles across models.
+
+    Raises :class:`TritongenError` when ``repo`` is missing, is a file, holds no model folder, or a model
+    folder has no ``config.pbtxt``. Folders whose name starts with a dot are skipped.
+    """
+    repo = Path(repo)
+    if not repo.exists():
+        raise TritongenError(f"model repository {repo} does not exist",
+                             "pass the folder that holds one sub-folder per model (tritongen build creates it)")
+    if not repo.is_dir():
+        raise TritongenError(f"model repository {repo} is a file, not a folder",
+                             "pass the folder that holds one sub-folder per model, not a config or model file")
+    model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not model_dirs:
+        raise TritongenError(f"model repository {repo} holds no model folders", "build a model into it with tritongen build")
+    problems: dict[str, list[str]] = {}
+    configs: dict[str, ModelConfig] = {}
+    unreadable: set[str] = set()
+    for model_dir in model_dirs:
+        config_path = model_dir / CONFIG_NAME
+        if not config_path.is_file():
+            raise TritongenError(f"model folder {model_dir} has no {CONFIG_NAME}",
+                                 f"write {config_path} (tritongen build does), or move the folder out of the repository")
+        try:
+            config = config_from_file(config_path)
+        except TritongenError as err:
+            problems[model_dir.name] = [err.message]
+            unreadable.add(model_dir.name)
+            continue
+        configs[model_dir.name] = config
+        problems[model_dir.name] = problems_in_config(config, model_dir, gpu_count=gpu_count)
+    versions = {name: set(version_numbers(repo / name)) for name in configs}
+    for name, found in problems_in_ensembles(configs, versions, unreadable).items():
+        problems[name] += found
+    return ValidationReport(repo, {name: tuple(p) for name, p in problems.items()})
+
+
+def check_repository(repo: Path, *, gpu_count: int | None = None) -> ValidationReport:
+    """:func:`validate_repository`, raising :class:`TritongenError` listing every problem unless all is valid."""
+    report = validate_repository(repo, gpu_count=gpu_count)
+    if not report.ok:
+        count = report.problem_count
+        raise TritongenError(
+            f"{count} problem{'s' if count != 1 else ''} in model repository {repo}",
+            "fix the config.pbtxt files (or folders) named below, then run `tritongen validate` again",
+            details="\n".join(report.lines()),
+        )
+    return report
