@@ -39,7 +39,7 @@ class BuildResult:
     timings_s: Mapping[str, float]
 
 
-class _Stages:
+class Stages:
     """Prints one line per stage with its wall time."""
 
     def __init__(self, progress: Progress | None, total: int) -> None:
@@ -84,84 +84,112 @@ def _check_names(spec: BuildSpec) -> None:
         raise TritongenError("the model has no inputs declared", "pass --input NAME:DTYPE:DIMS, --spec FILE or --sample-inputs FILE")
 
 
-def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
-    """Build one model into ``spec.repo`` and return what was written. Raises :class:`TritongenError`."""
+@dataclass(frozen=True)
+class StagedModel:
+    """A model folder written into a staging area, not yet installed."""
+
+    spec: BuildSpec  # resolved, outputs included
+    folder: Path
+    version: int
+    manifest_path: Path
+    parity: ParityReport
+    exporter: str
+    form: str
+
+
+def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, loaded=None) -> StagedModel:
+    """Load (unless ``loaded`` is given), export, gate and write ``stage/<spec.name>/`` for one ONNX model.
+
+    Used by :func:`build` for a single model and by builders that stage several models (ensembles) into one
+    staging folder before validating and installing them together.
+    """
     from .export import onnx_from_module, torch_outputs_from_module
     from .load import module_from_file
     from .parity import onnx_session, parity_from_onnx
     from .samples import sample_set_from_spec
+
+    check_model_name(spec.name)
+    _check_names(spec)
+    if loaded is None:
+        loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
+    samples = stages.run("preparing samples", sample_set_from_spec, spec)
+    staged_model = stage / spec.name
+    version_dir = staged_model / str(version)
+    export = stages.run(f"exporting to ONNX ({'TorchScript' if loaded.form == 'torchscript' else 'dynamo'} exporter)",
+                        onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
+    shutil.rmtree(stage / ".raw", ignore_errors=True)
+    spec = spec.with_outputs(export.outputs)
+
+    def reference():
+        return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
+
+    torch_ref = stages.run("running PyTorch on the samples", reference)
+
+    def gate() -> tuple[ParityReport, list[list[np.ndarray]]]:
+        session = onnx_session(export.onnx_path)
+        report = parity_from_onnx(export.onnx_path, torch_ref, samples.parity, spec, session)
+        observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]
+        return report, observed
+
+    report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
+    if not report.ok:
+        raise TritongenError(
+            "the ONNX model's outputs differ from PyTorch's beyond tolerance",
+            "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
+            details=report.table(),
+        )
+    spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
+
+    def write_files() -> Path:
+        artifacts = version_dir / ARTIFACT_DIR
+        artifacts.mkdir(parents=True, exist_ok=True)
+        label, inputs = samples.parity[-1]
+        np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs})
+        np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, torch_ref[label])})
+        if spec.target == "local":
+            shutil.copyfile(template_path("python/onnx_runner.py"), version_dir / "model.py")
+        if spec.warmup:
+            warm = staged_model / WARMUP_DIR
+            warm.mkdir(parents=True, exist_ok=True)
+            for name, data in warmup_files(spec, samples.warmup).items():
+                (warm / name).write_bytes(data)
+        config_path = staged_model / "config.pbtxt"
+        config_path.write_text(config_text_from_spec(spec, samples.warmup))
+        files = [config_path, *version_dir.rglob("*"), *(staged_model / WARMUP_DIR).rglob("*")]
+        return write_manifest(staged_model, version, {
+            "tritongen_version": __version__,
+            "command": command_line(),
+            "created_unix_s": round(time.time(), 3),
+            "version": version,
+            "source": {"path": str(spec.model_path), "form": loaded.form},
+            "export": {"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
+            "spec": spec.to_dict(),
+            "tools": tool_versions(),
+            "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
+            "parity": report.to_dict(),
+            "files": file_hashes(staged_model, files),
+        })
+
+    manifest = stages.run("writing config, samples and manifest", write_files)
+    return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,
+                       exporter=export.exporter, form=loaded.form)
+
+
+def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
+    """Build one model into ``spec.repo`` and return what was written. Raises :class:`TritongenError`."""
     from .validate import check_repository
 
     check_model_name(spec.name)
     _check_names(spec)
     plan = plan_install(spec)
-    stages = _Stages(progress, 8)
+    stages = Stages(progress, 8)
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
-        loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
-        samples = stages.run("preparing samples", sample_set_from_spec, spec)
-        staged_model = stage / spec.name
-        version_dir = staged_model / str(plan.version)
-        export = stages.run(f"exporting to ONNX ({'TorchScript' if loaded.form == 'torchscript' else 'dynamo'} exporter)",
-                            onnx_from_module, loaded, spec, samples.export, version_dir, stage / "raw")
-        shutil.rmtree(stage / "raw", ignore_errors=True)
-        spec = spec.with_outputs(export.outputs)
-
-        def reference():
-            return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
-
-        torch_ref = stages.run("running PyTorch on the samples", reference)
-
-        def gate() -> tuple[ParityReport, list[list[np.ndarray]]]:
-            session = onnx_session(export.onnx_path)
-            report = parity_from_onnx(export.onnx_path, torch_ref, samples.parity, spec, session)
-            observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]
-            return report, observed
-
-        report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
-        if not report.ok:
-            raise TritongenError(
-                "the ONNX model's outputs differ from PyTorch's beyond tolerance",
-                "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
-                details=report.table(),
-            )
-        spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
-
-        def write_files() -> Path:
-            artifacts = version_dir / ARTIFACT_DIR
-            artifacts.mkdir(parents=True, exist_ok=True)
-            label, inputs = samples.parity[-1]
-            np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs})
-            np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, torch_ref[label])})
-            if spec.target == "local":
-                shutil.copyfile(template_path("python/onnx_runner.py"), version_dir / "model.py")
-            if spec.warmup:
-                warm = staged_model / WARMUP_DIR
-                warm.mkdir(parents=True, exist_ok=True)
-                for name, data in warmup_files(spec, samples.warmup).items():
-                    (warm / name).write_bytes(data)
-            config_path = staged_model / "config.pbtxt"
-            config_path.write_text(config_text_from_spec(spec, samples.warmup))
-            files = [config_path, *version_dir.rglob("*"), *(staged_model / WARMUP_DIR).rglob("*")]
-            return write_manifest(staged_model, plan.version, {
-                "tritongen_version": __version__,
-                "command": command_line(),
-                "created_unix_s": round(time.time(), 3),
-                "version": plan.version,
-                "source": {"path": str(spec.model_path), "form": loaded.form},
-                "export": {"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
-                "spec": spec.to_dict(),
-                "tools": tool_versions(),
-                "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
-                "parity": report.to_dict(),
-                "files": file_hashes(staged_model, files),
-            })
-
-        manifest = stages.run("writing config, samples and manifest", write_files)
+        staged = stage_model(spec, stage, plan.version, stages)
         stages.run("validating the generated config", check_repository, stage)
-        installed = stages.run(f"installing into {plan.repo}", install_model, staged_model, plan, stage)
+        installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
 
     return BuildResult(
-        spec=spec, model_dir=installed, version=plan.version, config_path=installed / "config.pbtxt",
-        manifest_path=installed / manifest.relative_to(staged_model), parity=report, exporter=export.exporter,
-        timings_s=dict(stages.timings_s),
+        spec=staged.spec, model_dir=installed, version=plan.version, config_path=installed / "config.pbtxt",
+        manifest_path=installed / staged.manifest_path.relative_to(staged.folder), parity=staged.parity,
+        exporter=staged.exporter, timings_s=dict(stages.timings_s),
     )

@@ -129,6 +129,11 @@ def infer(name: str, **options) -> None:
         raise TritongenError("served outputs differ from the PyTorch reference beyond tolerance", "see the table above")
 
 
+# Commands defined in their own modules (one line each; keep this block sorted).
+# --- registered commands ---
+# --- end registered commands ---
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="tritongen", standalone_mode=False)
