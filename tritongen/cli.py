@@ -80,6 +80,15 @@ def validate(repo: Path) -> None:
 
 @cli.command()
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
+def verify(repo: Path) -> None:
+    """Check every file in REPO against the sha256 recorded in its build manifest."""
+    from .verify import check_verified
+
+    click.echo(check_verified(repo).summary())
+
+
+@cli.command()
+@click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @click.option("--server-bin", type=click.Path(path_type=Path), help="tritonserver binary (default: on PATH, else the nvidia-pytriton wheel's).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Anything but loopback restricts the model-control API.")
 @click.option("--http-port", type=int, help="Default 8000 if free, else a free port.")
@@ -88,11 +97,13 @@ def validate(repo: Path) -> None:
 @click.option("--timeout-s", "ready_timeout_s", type=float, default=180, show_default=True, help="How long to wait for every model to be READY.")
 @click.option("--docker", is_flag=True, help="Print the docker run line for NGC's Triton image instead of starting a server.")
 def serve(repo: Path, docker: bool, **options) -> None:
-    """Boot a real tritonserver on REPO, wait until every model is READY, serve until Ctrl-C."""
+    """Boot a real tritonserver on REPO (validated and verified first), wait until every model is READY, serve until Ctrl-C."""
     from .server import ServeSpec, docker_command, server_from_repository
     from .validate import check_repository
+    from .verify import check_verified
 
     check_repository(repo)
+    check_verified(repo)
     spec = ServeSpec(repo=repo.resolve(), **options)
     if docker:
         click.echo(docker_command(spec))

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from tests import factories
+from tritongen.build import build
+from tritongen.errors import TritongenError
+from tritongen.spec import build_spec_from_options
+from tritongen.verify import check_verified, verify_repository
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    build(build_spec_from_options(model, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path / "repo"))
+    build(build_spec_from_options(model, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=2, repo=tmp_path / "repo", new_version=True))
+    return tmp_path / "repo"
+
+
+def test_untouched_repository_verifies(repo):
+    report = check_verified(repo)
+    assert report.ok and report.checked_files >= 10  # both versions' files plus the shared config and warm-up
+
+
+@pytest.mark.parametrize("rel, action, words", [
+    ("seq/1/model.onnx", "swap", "seq/1/model.onnx does not match"),
+    ("seq/2/tritongen/samples.npz", "truncate", "seq/2/tritongen/samples.npz does not match"),
+    ("seq/config.pbtxt", "swap", "seq/config.pbtxt does not match"),
+    ("seq/2/model.py", "delete", "seq/2/model.py is missing"),
+])
+def test_changed_files_are_named(repo, rel, action, words):
+    target = repo / rel
+    if action == "swap":
+        target.write_bytes(target.read_bytes() + b" ")
+    elif action == "truncate":
+        target.write_bytes(target.read_bytes()[:100])
+    else:
+        target.unlink()
+    with pytest.raises(TritongenError, match=words):
+        check_verified(repo)
+
+
+def test_hand_written_models_are_listed_as_unverified(repo):
+    (repo / "handmade" / "1").mkdir(parents=True)
+    report = verify_repository(repo)
+    assert report.ok and report.unverified_models == ("handmade",)
+    assert "handmade" in report.summary()
