@@ -1,0 +1,132 @@
+"""Tiny models for the tests, plus helpers that save them in each form ``tritongen.load`` reads.
+
+Every ``make_*`` factory takes no required argument, so ``--model-factory tests.factories:make_small_conv``
+(or ``tests/factories.py:make_small_conv``) works as is, and builds the same weights every time (it seeds
+a forked RNG, leaving the global one alone).
+
+Shapes (without the batch axis Triton adds):
+
+* ``SmallConvNet``: ``x: FP32 [3, 32, 32]`` -> ``logits: FP32 [10]``; has BatchNorm and Dropout, so a module
+  left in training mode gives different (random) outputs.
+* ``TwoInTwoOut``: ``a: FP32 [4]``, ``b: FP32 [4]`` -> ``(a + b, a * b)``; no parameters.
+* ``DynamicSeq``: ``x: FP32 [-1, 8]`` (a sequence of any length) -> the mean over the sequence, ``[8]``;
+  no parameters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+SMALL_CONV_INPUT = (3, 32, 32)
+SMALL_CONV_CLASSES = 10
+TWO_IN_SIZE = 4
+SEQ_FEATURES = 8
+
+
+class SmallConvNet(nn.Module):
+    """3x32x32 image -> 10 logits."""
+
+    def __init__(self, channels: int = 8, classes: int = SMALL_CONV_CLASSES) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.dropout = nn.Dropout(0.5)
+        self.head = nn.Linear(2 * channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(torch.flatten(self.features(x), 1)))
+
+
+class TwoInTwoOut(nn.Module):
+    """``(a, b) -> (a + b, a * b)``."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a + b, a * b
+
+
+class DynamicSeq(nn.Module):
+    """``[..., T, 8] -> [..., 8]``: the mean over a sequence of any length ``T``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=-2)
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+def make_small_conv(seed: int = 0) -> SmallConvNet:
+    return _seeded(SmallConvNet, seed)
+
+
+def make_two_in_two_out() -> TwoInTwoOut:
+    return TwoInTwoOut().eval()
+
+
+def make_dynamic_seq() -> DynamicSeq:
+    return DynamicSeq().eval()
+
+
+def small_conv_inputs(batch: int = 2, seed: int = 1) -> tuple[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, *SMALL_CONV_INPUT, generator=g),)
+
+
+def two_in_two_out_inputs(batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, TWO_IN_SIZE, generator=g), torch.randn(batch, TWO_IN_SIZE, generator=g)
+
+
+def dynamic_seq_inputs(batch: int = 2, length: int = 5, seed: int = 1) -> tuple[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, length, SEQ_FEATURES, generator=g),)
+
+
+FORMS = ("torchscript", "torch.export", "state_dict", "pickled_module")
+
+
+def save_model(model: nn.Module, path: Path, form: str, example_inputs: tuple[Any, ...] | None = None,
+               dynamic_batch: bool = True) -> Path:
+    """Save ``model`` to ``path`` in ``form`` (one of :data:`FORMS`, or ``"torchscript-trace"``).
+
+    ``torchscript`` scripts the model; ``torchscript-trace`` and ``torch.export`` need ``example_inputs`` (tensors
+    with a leading batch axis, which torch.export keeps dynamic unless ``dynamic_batch`` is False).
+    Torch's deprecation chatter about TorchScript is silenced.
+    """
+    path = Path(path)
+    model = model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if form == "torchscript":
+            torch.jit.save(torch.jit.script(model), str(path))
+        elif form == "torchscript-trace":
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(model, example_inputs), str(path))
+        elif form == "torch.export":
+            args = tuple(example_inputs)
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            shapes = tuple({0: batch} for _ in args) if dynamic_batch else None
+            with path.open("wb") as f:  # a file object: torch warns about paths that do not end in .pt2
+                torch.export.save(torch.export.export(model, args, dynamic_shapes=shapes), f)
+        elif form == "state_dict":
+            torch.save(model.state_dict(), path)
+        elif form == "pickled_module":
+            torch.save(model, path)
+        else:
+            raise ValueError(f"unknown form {form!r}")
+    return path
+
