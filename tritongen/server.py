@@ -29,13 +29,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from .errors import TritongenError
 
@@ -280,10 +281,15 @@ class RunningServer:
     def pid(self) -> int:
         return self.process.pid
 
-    @property
-    def admin_headers(self) -> dict[str, str]:
-        """Headers that unlock the restricted APIs (empty when bound to loopback, where nothing is restricted)."""
-        return {ADMIN_HEADER: self.admin_token} if self.admin_token else {}
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that unlock the restricted APIs (empty on loopback, where nothing is restricted).
+
+        Triton 2.51 expects the gRPC header with a ``triton-grpc-protocol-`` prefix.
+        """
+        if not self.admin_token:
+            return {}
+        key = f"triton-grpc-protocol-{ADMIN_HEADER}" if protocol == "grpc" else ADMIN_HEADER
+        return {key: self.admin_token}
 
     def is_running(self) -> bool:
         return self.process.poll() is None
@@ -338,6 +344,28 @@ def _stop_leftovers() -> None:
             pass
 
 
+def _die_with_parent():
+    """A preexec_fn asking Linux to SIGTERM the server when this process dies (even by SIGKILL), so no server
+    outlives a killed test run. Only from the main thread: the signal fires when the *thread* that started it
+    exits."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
     try:
         if group:
@@ -373,15 +401,21 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     ports = _choose_ports(spec)
     admin_token = None if _is_loopback(spec.host) else secrets.token_urlsafe(24)
     command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
-    log_path = spec.log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+    if spec.log_path is not None:
+        log_path = spec.log_path
+    else:
+        fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        log.write(("$ " + shlex.join(command) + "\n").encode())
+        shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
+        log.write(f"$ {shown}\n".encode())
         log.flush()
         try:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=install.environ(), start_new_session=True)
+                                       env=install.environ(), start_new_session=True, preexec_fn=_die_with_parent())
         except OSError as e:
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token)
@@ -415,16 +449,20 @@ def server_args(spec: ServeSpec, ports: Mapping[str, int], install: ServerInstal
     return args + list(spec.extra_args)
 
 
-def _check_numpy(repo: Path, install: ServerInstall) -> None:
-    """Triton 2.51's Python backend answers with empty or mis-sized outputs under numpy 2: refuse up front."""
+def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None = None) -> None:
+    """Triton 2.51's Python backend answers with empty or mis-sized outputs under numpy 2: refuse up front.
+
+    Only for the wheel's server, whose Python-backend models import numpy from this environment.
+    """
     if install.source != "wheel" or not _has_python_models(repo):
         return
-    from importlib.metadata import PackageNotFoundError, version
+    if numpy_version is None:
+        from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        numpy_version = version("numpy")
-    except PackageNotFoundError:
-        return
+        try:
+            numpy_version = version("numpy")
+        except PackageNotFoundError:
+            return
     if int(numpy_version.split(".")[0]) >= 2:
         raise TritongenError(
             f"numpy {numpy_version} is installed in {sys.prefix}, and the Python backend of Triton {install.version} "
@@ -451,7 +489,7 @@ def _wait_ready(server: RunningServer, deadline: float) -> tuple[str, ...]:
         code = server.process.poll()
         if code is not None:
             _raise_exited(server, code)
-        index = _repository_index(index_url, server.admin_headers)
+        index = _repository_index(index_url, server.admin_headers("http"))
         if index is not None:
             states = {}
             for entry in index:
@@ -504,15 +542,38 @@ def _raise_failed(server: RunningServer, failed: Mapping[str, list[dict]]) -> No
 
 def _raise_exited(server: RunningServer, code: int) -> None:
     tail = server.log_tail()
-    if re.search(r"address already in use|failed to start (http|grpc|metrics)|socket .* already in use", tail, re.IGNORECASE):
+    errors = _log_errors(server.log_path)
+    if any(re.search(r"address already in use|already in use|failed to start (http|grpc|metrics)", e, re.IGNORECASE) for e in errors):
         if all(getattr(server.spec, f"{k}_port") is None for k in DEFAULT_PORTS):
             raise _PortRace()
     load_errors = _log_load_errors(server.log_path)
-    problem = f"tritonserver exited with code {code} before its models were ready"
     if load_errors:
         name, reason = next(iter(load_errors.items()))
         problem = f"model '{name}' failed to load and tritonserver exited ({reason.strip().splitlines()[0]})"
-    raise TritongenError(problem, f"see the last lines of the server log below, or all of it in {server.log_path}", details=tail)
+    elif errors:
+        problem = f"tritonserver exited with code {code} before its models were ready ({errors[-1]})"
+    else:
+        problem = f"tritonserver exited with code {code} before its models were ready"
+    details = "\n".join(errors + ["", f"last lines of {server.log_path}:", tail]) if errors else tail
+    raise TritongenError(problem, f"see the server log below, or all of it in {server.log_path}", details=details)
+
+
+_ERROR_LINE_RE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] \"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
+                            re.IGNORECASE | re.MULTILINE)
+
+
+def _log_errors(log_path: Path, limit: int = 10) -> list[str]:
+    """The server's own error lines (``E1122 ...]`` or ``error: ...``), without the harmless NVML/DCGM noise."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    found = []
+    for m in _ERROR_LINE_RE.finditer(text):
+        line = (m["msg"] or m["plain"] or "").strip()
+        if line and not re.search(r"NVML|DCGM|CudaDriverHelper", line):
+            found.append(line.replace("\\n", " ")[:500])
+    return found[-limit:]
 
 
 _LOAD_ERROR_RE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?P<reason>.*?)\"?$", re.MULTILINE)
@@ -563,7 +624,9 @@ def _family(host: str) -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (connections left in TIME_WAIT do not count)."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -1,0 +1,126 @@
+"""tritongen.client against the session's real tritonserver (see conftest.tiny_server), no mocks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import free_ports
+from tritongen.client import default_url, infer_concurrently, infer_from_arrays, model_metadata, model_statistics
+from tritongen.errors import TritongenError
+
+PROTOCOLS = ("grpc", "http")
+
+
+def url_for(server, protocol: str) -> str:
+    return server.grpc_url if protocol == "grpc" else server.http_url
+
+
+# --------------------------------------------------------------------------------------------- no server needed
+
+
+def test_default_url_per_protocol_and_env_override(monkeypatch):
+    for name in ("TRITONGEN_URL", "TRITONGEN_GRPC_URL", "TRITONGEN_HTTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert default_url("grpc") == "127.0.0.1:8001"
+    assert default_url("http") == "127.0.0.1:8000"
+    monkeypatch.setenv("TRITONGEN_URL", "gpu-host:9001")
+    assert default_url("grpc") == default_url("http") == "gpu-host:9001"
+    monkeypatch.setenv("TRITONGEN_HTTP_URL", "gpu-host:9000")
+    assert default_url("http") == "gpu-host:9000" and default_url("grpc") == "gpu-host:9001"
+    with pytest.raises(TritongenError, match="protocol 'tcp'"):
+        default_url("tcp")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_no_server_is_a_quick_clean_error(protocol):
+    (port,) = free_ports(1)
+    started = time.monotonic()
+    with pytest.raises(TritongenError) as err:
+        infer_from_arrays(f"127.0.0.1:{port}", "double", {"X": np.ones((1, 4), np.float32)}, protocol=protocol, timeout_s=30)
+    assert time.monotonic() - started < 5
+    assert f"no Triton server answers at 127.0.0.1:{port} over {protocol}" in str(err.value)
+    assert "tritongen serve" in err.value.fix
+
+
+# --------------------------------------------------------------------------------------------- real server
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_round_trip(tiny_server, protocol):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = infer_from_arrays(url_for(tiny_server, protocol), "double", {"X": x}, protocol=protocol)
+    assert list(out) == ["Y"]
+    np.testing.assert_array_equal(out["Y"], x * 2 + 1)
+    assert out["Y"].dtype == np.float32
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_string_tensors(tiny_server, protocol):
+    text = np.array(["héllo", "triton", ""])  # a str array; bytes and object arrays work the same
+    out = infer_from_arrays(url_for(tiny_server, protocol), "env_probe", {"TEXT": text}, protocol=protocol, outputs=["UPPER"])
+    assert list(out) == ["UPPER"]
+    assert [v.decode() for v in out["UPPER"]] == ["HÉLLO", "TRITON", ""]
+
+
+@pytest.mark.server
+def test_concurrent_requests_are_batched_together(tiny_server):
+    requests = [{"X": np.full((1, 4), i, np.float32)} for i in range(64)]
+    before = model_statistics(tiny_server.grpc_url, "double")
+    responses = infer_concurrently(tiny_server.grpc_url, "double", requests, concurrency=16)
+    after = model_statistics(tiny_server.grpc_url, "double")
+    for request, response in zip(requests, responses):
+        np.testing.assert_array_equal(response["Y"], request["X"] * 2 + 1)
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    print(f"\n64 requests in {executions} executions; batch sizes {after['batch_executions']}")
+    assert inferences == 64
+    assert executions < inferences  # the dynamic batcher combined requests
+    assert max(after["batch_executions"]) > 1
+
+
+@pytest.mark.server
+def test_concurrent_requests_over_http(tiny_server):
+    requests = [{"X": np.full((2, 4), i, np.float32)} for i in range(12)]
+    responses = infer_concurrently(tiny_server.http_url, "double", requests, protocol="http", concurrency=4)
+    assert [r["Y"][0, 0] for r in responses] == [i * 2 + 1 for i in range(12)]
+    stats = model_statistics(tiny_server.http_url, "double", protocol="http")
+    assert stats["inference_count"] >= 24 and 0 < stats["execution_count"] <= stats["inference_count"]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_model_metadata(tiny_server, protocol):
+    meta = model_metadata(url_for(tiny_server, protocol), "double", protocol=protocol)
+    assert meta["name"] == "double" and meta["platform"] == "python" and meta["max_batch_size"] == 8
+    assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "Y", "datatype": "FP32", "shape": [-1, 4]}]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    "model, inputs, expected",
+    [
+        ("nope", {"X": np.ones((1, 4), np.float32)}, "has no model 'nope' ready"),
+        ("double", {"Z": np.ones((1, 4), np.float32)}, "unexpected inference input 'Z'"),
+        ("double", {"X": np.ones((1, 4), np.float64)}, "data-type is 'FP64', but model 'double' expects 'FP32'"),
+        ("double", {"X": np.ones((9, 4), np.float32)}, "batch-size must be <= 8"),
+    ],
+    ids=["unknown-model", "unknown-input", "wrong-dtype", "batch-too-big"],
+)
+def test_rejected_requests_are_clean_errors(tiny_server, protocol, model, inputs, expected):
+    with pytest.raises(TritongenError) as err:
+        infer_from_arrays(url_for(tiny_server, protocol), model, inputs, protocol=protocol)
+    assert expected in str(err.value)
+    assert err.value.fix
+
+
+@pytest.mark.server
+def test_statistics_of_unknown_model_is_a_clean_error(tiny_server):
+    with pytest.raises(TritongenError, match="has no model 'nope' ready"):
+        model_statistics(tiny_server.grpc_url, "nope")

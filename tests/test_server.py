@@ -1,0 +1,223 @@
+"""tritongen.server against a real tritonserver (the nvidia-pytriton wheel's 2.51 here), no mocks."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import BROKEN_MODEL, DOUBLE_CONFIG, DOUBLE_MODEL, free_ports, write_model
+from tritongen.client import infer_from_arrays
+from tritongen.errors import TritongenError
+from tritongen.server import (
+    ServeSpec,
+    ServerInstall,
+    _check_numpy,
+    docker_command,
+    find_server_binary,
+    port_is_free,
+    server_args,
+    server_from_repository,
+)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket in LISTEN state on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr_hex, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:
+                continue
+            raw = bytes.fromhex(addr_hex)
+            if v6:
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                found.add(socket.inet_ntop(socket.AF_INET6, raw).removeprefix("::ffff:"))  # IPv4-mapped
+            else:
+                found.add(socket.inet_ntoa(raw[::-1]))
+    return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return [p for p in pids if p != os.getpid()]
+
+
+def wait_gone(pids_fn, timeout_s: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := pids_fn()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+# --------------------------------------------------------------------------------------------- no server needed
+
+
+def test_docker_command_serves_the_absolute_repository_on_loopback(tmp_path):
+    command = docker_command(ServeSpec(repo=tmp_path / "repo"))
+    assert command == (
+        "docker run --gpus all --rm --shm-size=1g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 "
+        f"-v {tmp_path.resolve() / 'repo'}:/models nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models"
+    )
+
+
+def test_docker_command_off_loopback_publishes_all_and_restricts_admin_apis(tmp_path):
+    spec = ServeSpec(repo=tmp_path, host="0.0.0.0", http_port=9000, model_control="explicit")
+    words = shlex.split(docker_command(spec, image="my/triton:1", admin_token="s3cret"))
+    assert words[:5] == ["docker", "run", "--gpus", "all", "--rm"]
+    assert "9000:8000" in words and "8001:8001" in words
+    assert words[words.index("my/triton:1") + 1] == "tritonserver"
+    assert "--model-control-mode=explicit" in words and "--load-model=*" in words
+    assert "--http-restricted-api=model-repository,shared-memory,trace,logging:tritongen-admin-token=s3cret" in words
+    assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:tritongen-admin-token=s3cret" in words
+
+
+def test_server_args_bind_every_endpoint_to_the_host(tmp_path):
+    args = server_args(ServeSpec(repo=tmp_path, log_verbose=1, extra_args=("--exit-timeout-secs=5",)),
+                       {"http": 1, "grpc": 2, "metrics": 3})
+    for kind, port in (("http", 1), ("grpc", 2), ("metrics", 3)):
+        assert f"--{kind}-address=127.0.0.1" in args and f"--{kind}-port={port}" in args
+    assert not any("restricted" in a for a in args)  # loopback: nothing to restrict
+    assert args[-2:] == ["--log-verbose=1", "--exit-timeout-secs=5"]
+
+
+def test_bogus_server_bin_is_a_clean_error(tmp_path):
+    with pytest.raises(TritongenError) as missing:
+        find_server_binary(tmp_path / "nope" / "tritonserver")
+    assert "does not exist" in str(missing.value) and "pip install 'tritongen[server]'" in str(missing.value)
+    not_executable = tmp_path / "tritonserver"
+    not_executable.write_text("#!/bin/sh\n")
+    with pytest.raises(TritongenError, match="is not an executable file"):
+        find_server_binary(not_executable)
+
+
+def test_spec_rejects_unknown_model_control_and_bad_ports(tmp_path):
+    with pytest.raises(TritongenError, match="model control mode 'poll'"):
+        ServeSpec(repo=tmp_path, model_control="poll")
+    with pytest.raises(TritongenError, match="--grpc-port 70000"):
+        ServeSpec(repo=tmp_path, grpc_port=70000)
+
+
+def test_missing_repository_is_a_clean_error(tmp_path):
+    with pytest.raises(TritongenError, match="does not exist"):
+        server_from_repository(ServeSpec(repo=tmp_path / "missing"))
+
+
+def test_numpy_2_is_refused_for_python_backend_models(tmp_path):
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    wheel = ServerInstall(binary=Path("/x/tritonserver"), source="wheel", version="2.51.0")
+    with pytest.raises(TritongenError, match=r"numpy 2\.1\.0 .*pip install 'numpy<2'"):
+        _check_numpy(tmp_path, wheel, numpy_version="2.1.0")
+    _check_numpy(tmp_path, wheel, numpy_version="1.26.4")
+    _check_numpy(tmp_path, ServerInstall(binary=Path("/x"), source="path"), numpy_version="2.1.0")  # not our stub
+
+
+def test_wheel_install_prepares_a_backend_dir_for_this_python(server_install):
+    if server_install.source != "wheel":
+        pytest.skip(f"tritonserver comes from {server_install.source}, not the nvidia-pytriton wheel")
+    python_dir = server_install.backend_dir / "python"
+    assert os.access(python_dir / "triton_python_backend_stub", os.X_OK)
+    assert (python_dir / "libtriton_python.so").is_file()
+    env = server_install.environ({"PATH": "/usr/bin"})
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).absolute().parent)
+    assert "nvidia_pytriton.libs" in env["LD_LIBRARY_PATH"]
+    assert f"--backend-directory={server_install.backend_dir}" in server_install.args()
+    assert find_server_binary(server_install.binary).source == "wheel"  # --server-bin pointing at the wheel's binary
+
+
+# --------------------------------------------------------------------------------------------- real server
+
+
+@pytest.mark.server
+def test_boots_on_loopback_with_every_model_ready(tiny_server):
+    assert tiny_server.models == ("double", "env_probe")
+    assert tiny_server.is_running() and tiny_server.boot_s < 60
+    print(f"\ntritonserver ready in {tiny_server.boot_s:.2f} s")
+    for kind in ("http", "grpc", "metrics"):
+        port = tiny_server.ports[kind]
+        assert getattr(tiny_server, f"{kind}_url") == f"127.0.0.1:{port}"
+        assert listening_addresses(port) == {"127.0.0.1"}, f"{kind} port {port} is not bound to loopback only"
+    log = tiny_server.log_path.read_text()
+    assert f"Started GRPCInferenceService at 127.0.0.1:{tiny_server.ports['grpc']}" in log
+    assert tiny_server.admin_headers() == {}
+
+
+@pytest.mark.server
+def test_python_backend_models_run_in_this_environment(tiny_server):
+    out = infer_from_arrays(tiny_server.http_url, "env_probe", {"TEXT": np.array(["ok"])}, protocol="http")
+    stub_python, numpy_file, ort_version, ort_file = (v.decode() for v in out["INFO"])
+    assert stub_python == sys.version  # the same interpreter build, libpython included
+    assert numpy_file.startswith(sys.prefix) and ort_file.startswith(sys.prefix)
+    assert ort_version == version("onnxruntime")
+
+
+@pytest.mark.server
+def test_explicit_port_in_use_is_refused_before_starting(tmp_path, server_install):
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TritongenError, match=f"http port {port} on 127.0.0.1 is already in use"):
+            server_from_repository(ServeSpec(repo=tmp_path, http_port=port))
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.server
+def test_broken_model_is_named_with_the_server_error_and_the_server_stopped(tmp_path, server_install):
+    repo = tmp_path / "repo"
+    write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    write_model(repo, "broken", DOUBLE_CONFIG.replace('"double"', '"broken"'), BROKEN_MODEL)
+    ports = free_ports(3)
+    spec = ServeSpec(repo=repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], log_path=tmp_path / "server.log")
+    with pytest.raises(TritongenError) as failed:
+        server_from_repository(spec)
+    message = str(failed.value)
+    assert "model 'broken' failed to load" in message
+    assert "No module named 'tritongen_no_such_module'" in message  # the server's own words
+    assert "model.py" in failed.value.details and str(spec.log_path) in message
+    assert wait_gone(lambda: processes_mentioning(str(repo))) == []  # server and the good model's stub
+    assert all(port_is_free("127.0.0.1", p) and not listening_addresses(p) for p in ports)
+
+
+@pytest.mark.server
+def test_explicit_mode_on_default_or_free_ports_then_stop_and_wait(tmp_path, server_install):
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    with server_from_repository(ServeSpec(repo=tmp_path, model_control="explicit")) as server:
+        assert server.models == ("double",)
+        assert "--model-control-mode=explicit" in server.command and "--load-model=*" in server.command
+        x = np.ones((3, 4), np.float32)
+        np.testing.assert_array_equal(infer_from_arrays(server.grpc_url, "double", {"X": x})["Y"], x * 2 + 1)
+        exit_codes = []
+        waiter = threading.Thread(target=lambda: exit_codes.append(server.wait()))
+        waiter.start()
+        started = time.monotonic()
+        assert server.stop(timeout_s=30) == 0
+        waiter.join(timeout=10)
+        print(f"\ntritonserver stopped in {time.monotonic() - started:.2f} s")
+    assert exit_codes == [0]
+    assert not server.is_running()
+    assert wait_gone(lambda: processes_mentioning(str(tmp_path))) == []
+    assert all(port_is_free("127.0.0.1", p) and not listening_addresses(p) for p in server.ports.values())
+    with pytest.raises(TritongenError, match="no Triton server answers"):
+        infer_from_arrays(server.grpc_url, "double", {"X": x})
