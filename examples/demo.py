@@ -63,7 +63,7 @@ def main() -> int:
     run(TRITONGEN + ["validate", str(args.repo)])
 
     step("3. boot tritonserver on it")
-    from tritongen.client import infer_concurrently, model_statistics
+    from tritongen.client import infer_concurrently, model_statistics, statistics_after
     from tritongen.server import ServeSpec, server_from_repository
 
     start = time.perf_counter()
@@ -90,7 +90,7 @@ def main() -> int:
                              "attention_mask": encoded["attention_mask"].astype(np.int64)})
         before = model_statistics(server.grpc_url, "minilm")
         served = infer_concurrently(server.grpc_url, "minilm", requests * 4, concurrency=16)
-        after = model_statistics(server.grpc_url, "minilm")
+        after = statistics_after(server.grpc_url, "minilm", before["inference_count"] + len(requests) * 4)
         torch_model = torch.jit.load(str(args.work / "minilm.pt")).eval()
         st = SentenceTransformer(str(minilm_dir()), device="cpu")
         reference_st = st.encode(MORE_SENTENCES, normalize_embeddings=True)

@@ -9,7 +9,7 @@ import torch
 
 from tests import factories
 from tritongen.build import build
-from tritongen.client import infer_concurrently, infer_from_arrays, model_statistics
+from tritongen.client import infer_concurrently, infer_from_arrays, model_statistics, statistics_after
 from tritongen.infer import InferSpec, infer_model
 from tritongen.server import ServeSpec, server_from_repository
 from tritongen.spec import build_spec_from_options
@@ -55,7 +55,7 @@ def test_concurrent_requests_are_batched_and_correct(served):
     requests = [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(48)]
     before = model_statistics(server.grpc_url, "conv")
     responses = infer_concurrently(server.grpc_url, "conv", requests, concurrency=16)
-    after = model_statistics(server.grpc_url, "conv")
+    after = statistics_after(server.grpc_url, "conv", before["inference_count"] + 48)
     with torch.no_grad():
         want = model(torch.from_numpy(np.concatenate([r["x"] for r in requests]))).numpy()
     got = np.concatenate([r["logits"] for r in responses])
@@ -67,12 +67,17 @@ def test_concurrent_requests_are_batched_and_correct(served):
 
 
 def test_variable_length_sequences_concurrently(served):
+    """Ragged batching: requests of different lengths reach the Python model together and are run per shape."""
     server, _ = served
     rng = np.random.default_rng(11)
-    requests = [{"x": rng.standard_normal((1, length, 8)).astype(np.float32)} for length in (1, 3, 3, 17, 64, 5, 5, 5)]
-    responses = infer_concurrently(server.grpc_url, "seq", requests, concurrency=8)
+    lengths = (1, 3, 3, 17, 64, 5, 5, 5) * 4
+    requests = [{"x": rng.standard_normal((1, length, 8)).astype(np.float32)} for length in lengths]
+    before = model_statistics(server.grpc_url, "seq")
+    responses = infer_concurrently(server.grpc_url, "seq", requests, concurrency=16)
+    after = statistics_after(server.grpc_url, "seq", before["inference_count"] + len(requests))
     for request, response in zip(requests, responses):
         np.testing.assert_allclose(response["output"], request["x"].mean(axis=1), atol=1e-5)
+    assert after["execution_count"] - before["execution_count"] < len(requests), "requests of mixed lengths were never batched"
 
 
 def test_two_inputs_two_outputs(served):

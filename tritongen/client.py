@@ -11,6 +11,7 @@ import math
 import os
 import re
 import threading
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -153,6 +154,18 @@ def model_statistics(url: str, model: str, protocol: str = "grpc", timeout_s: fl
             out["batch_executions"][size] = out["batch_executions"].get(size, 0) + count
     out["batch_executions"] = dict(sorted(out["batch_executions"].items()))
     return out
+
+
+def statistics_after(url: str, model: str, inference_count: int, protocol: str = "grpc", timeout_s: float = 5,
+                     headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """:func:`model_statistics` once ``inference_count`` is reached: the server updates its counters just
+    after it sends a response, so a read right after the last answer can miss the last request."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = model_statistics(url, model, protocol, headers=headers)
+        if stats["inference_count"] >= inference_count or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------------------------- internals
