@@ -118,18 +118,28 @@ def _quiet():
             logging.disable(previous)
 
 
-def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, output_names) -> None:
+def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, output_names):
+    """TorchScript exporter; returns the ModelProto in memory for models under protobuf's 2 GB limit
+    (saves writing and re-reading the whole model), else writes ``path`` and returns it."""
     import torch
 
     axes = _dynamic_axes(spec)
     if spec.batched:
         for name in output_names:
             axes[name] = {0: "batch"}
+    weight_bytes = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    in_memory = weight_bytes < 1_500_000_000
+    target = io.BytesIO() if in_memory else str(path)
     torch.onnx.export(
-        module, tuple(args), str(path), input_names=list(input_names), output_names=list(output_names),
+        module, tuple(args), target, input_names=list(input_names), output_names=list(output_names),
         dynamic_axes=axes, opset_version=max(MIN_OPSET, min(spec.opset, 20)), dynamo=False,
         do_constant_folding=True,
     )
+    if not in_memory:
+        return path
+    import onnx
+
+    return onnx.load_model_from_string(target.getvalue())
 
 
 def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, output_names) -> None:
@@ -169,12 +179,15 @@ def _graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[Tens
     return tuple(specs)
 
 
-def cleaned_onnx_from_onnx(src: Path, dst_dir: Path) -> tuple[Path, Any]:
-    """Fold constants, remove dead nodes and sort with onnx-graphsurgeon; save with external data; check."""
+def cleaned_onnx_from_onnx(src: Any, dst_dir: Path) -> tuple[Path, Any]:
+    """Fold constants, remove dead nodes and sort with onnx-graphsurgeon; save with external data; check.
+
+    ``src`` is an ONNX file path or an in-memory ``onnx.ModelProto``.
+    """
     import onnx
     import onnx_graphsurgeon as gs
 
-    model = onnx.load(str(src), load_external_data=True)
+    model = src if isinstance(src, onnx.ModelProto) else onnx.load(str(src), load_external_data=True)
     with _quiet():
         graph = gs.import_onnx(model)
         graph.fold_constants().cleanup().toposort()
@@ -219,7 +232,7 @@ def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, 
     try:
         with _quiet():
             if is_script:
-                _export_torchscript(loaded.module, args, raw, spec, input_names, output_names)
+                raw = _export_torchscript(loaded.module, args, raw, spec, input_names, output_names)
             else:
                 _export_dynamo(loaded.module, args, raw, spec, input_names, output_names)
     except TritongenError:
