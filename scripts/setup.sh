@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
 stamp=".venv/.tritongen-setup"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml scripts/setup.sh scripts/install_perf_analyzer.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/tritongen ]; then
   exit 0
 fi
@@ -17,7 +17,9 @@ echo "setting up .venv (python: $($PY --version 2>&1)) ..." >&2
 # torch first, pinned to the CPU build (on PyPI's CPU index or this machine's wheel cache) so the project's
 # 'torch>=...' requirement does not pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[convert,server,test,examples]"
+.venv/bin/python -m pip install -q -e ".[convert,server,image,report,hf,test,examples]"
+# perf_analyzer: the binary from tritonclient 2.48's wheel, extracted into the venv (the venv keeps 2.73).
+bash scripts/install_perf_analyzer.sh
 .venv/bin/python - <<'PY'
 import numpy
 assert numpy.__version__.startswith("1."), f"numpy {numpy.__version__}: Triton 2.51's Python backend needs numpy<2"

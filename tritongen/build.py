@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import __version__
-from .config import WARMUP_DIR, config_text_from_spec, warmup_files
+from .config import LABELS_FILENAME, WARMUP_DIR, config_text_from_spec, warmup_files
 from .errors import TritongenError
 from .manifest import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME, command_line, file_hashes, tool_versions, write_manifest
 from .parity import ParityReport
@@ -139,6 +139,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             details=report.table(),
         )
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
+    precision, tensorrt = _precision_stage(spec, loaded, export.onnx_path, samples, stage, version_dir, stages)
 
     def write_files() -> Path:
         artifacts = version_dir / ARTIFACT_DIR
@@ -156,6 +157,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         config_path = staged_model / "config.pbtxt"
         config_path.write_text(config_text_from_spec(spec, samples.warmup))
         files = [config_path, *version_dir.rglob("*"), *(staged_model / WARMUP_DIR).rglob("*")]
+        if spec.labels:  # the config names it as the first output's label_filename
+            (staged_model / LABELS_FILENAME).write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
+            files.append(staged_model / LABELS_FILENAME)
         return write_manifest(staged_model, version, {
             "tritongen_version": __version__,
             "command": command_line(),
@@ -167,12 +171,48 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             "tools": tool_versions(),
             "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
             "parity": report.to_dict(),
+            "precision": precision.to_dict() if precision is not None else {"precision": spec.precision},
+            **({"tensorrt": tensorrt} if tensorrt else {}),
             "files": file_hashes(staged_model, files),
         })
 
     manifest = stages.run("writing config, samples and manifest", write_files)
     return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,
                        exporter=export.exporter, form=loaded.form)
+
+
+def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
+    """FP16/INT8 behind the accuracy guard (the variant replaces model.onnx), then for ``--target tensorrt``
+    the prepared ONNX, its profiles and the lint under ``<version>/tritongen/``. Returns (guard result, tensorrt record)."""
+    precision = None
+    if spec.precision != "fp32":
+        from .precision.stage import move_onnx, precision_from_build
+
+        work = stage / ".precision"
+        try:
+            precision = stages.run(f"{spec.precision} variant + accuracy guard (vs PyTorch FP32, held-out samples)", precision_from_build,
+                                   fp32_onnx, spec, loaded.module, samples.parity, work, stages.progress)
+            move_onnx(precision.onnx_path, version_dir)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        stages.progress(f"      {precision.summary()}")
+    if spec.target != "tensorrt":
+        if precision is None or spec.target != "onnxruntime":
+            return precision, None
+        from .lint import lint_from_onnx  # ONNX Runtime's TensorRT accelerator will parse this graph at load
+
+        lint = lint_from_onnx(version_dir / "model.onnx", None)
+        if not lint.ok:
+            stages.progress(f"      warning: TensorRT's parser will reject parts of this graph (ONNX Runtime runs them on CUDA): "
+                            + "; ".join(f.message for f in lint.findings if f.level == "error")[:300])
+        return precision, {"lint": lint.to_dict()}
+    from .engine import ENGINE_PLAN_NAME, PREPARED_ONNX, prepared_onnx_from_onnx
+
+    record = stages.run("preparing for TensorRT (ONNX, profiles, lint)", prepared_onnx_from_onnx, version_dir, spec)
+    if record["tensorrt_version"] is None:
+        stages.progress(f"      TensorRT is not installed here: wrote {ARTIFACT_DIR}/{PREPARED_ONNX} and {ARTIFACT_DIR}/{ENGINE_PLAN_NAME}; "
+                        "run `tritongen engine REPO` on a GPU host with TensorRT to make model.plan")
+    return precision, record
 
 
 def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
@@ -182,7 +222,7 @@ def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
     check_model_name(spec.name)
     _check_names(spec)
     plan = plan_install(spec)
-    stages = Stages(progress, 8)
+    stages = Stages(progress, 8 + (spec.precision != "fp32") + (spec.target == "tensorrt"))
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
         staged = stage_model(spec, stage, plan.version, stages)
         stages.run("validating the generated config", check_repository, stage)

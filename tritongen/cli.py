@@ -38,7 +38,7 @@ def cli(debug: bool) -> None:
 @click.option("--spec", "spec_file", type=click.Path(path_type=Path), help="YAML file with name, inputs, outputs, max_batch_size, ...")
 @click.option("--sample-inputs", type=click.Path(path_type=Path), help=".npz with one array per input (batch axis first): inputs are inferred from it and it feeds the parity gate.")
 @click.option("--max-batch-size", type=int, help="Largest batch Triton may form (0: no batching). Default 8.")
-@click.option("--target", type=click.Choice(["local", "onnxruntime"]), help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX Runtime backend on GPU.")
+@click.option("--target", type=click.Choice(["local", "onnxruntime", "tensorrt"]), help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX Runtime backend on GPU; tensorrt: prepared ONNX + profiles for `tritongen engine`.")
 @click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Model repository folder to write into.")
 @click.option("--model-factory", metavar="MODULE:CALLABLE", help="Builds the nn.Module for a state_dict file (module path or file.py).")
 @click.option("--allow-pickle", is_flag=True, help="Load a whole pickled module. Unpickling runs code: only for files you trust.")
@@ -51,12 +51,42 @@ def cli(debug: bool) -> None:
 @click.option("--preferred-batch-size", "preferred_batch_sizes", type=int, multiple=True, help="Dynamic batching preferred size (repeatable).")
 @click.option("--queue-delay-us", "max_queue_delay_us", type=int, help="Dynamic batching max queue delay in microseconds. Default 500.")
 @click.option("--no-warmup", is_flag=True, help="Do not add a model_warmup request.")
+@click.option("--task", type=click.Choice(["text-classification", "feature-extraction", "image-classification"]),
+              help="Ensemble task (default: detected from a Hugging Face folder's config.json).")
+@click.option("--tokenizer", type=click.Path(path_type=Path), help="Tokenizer folder for a model file: builds a text-in ensemble.")
+@click.option("--preprocess", metavar="KIND|FILE.py", help="tokenizer, image, none, or a .py with preprocess(batch) -> dict.")
+@click.option("--postprocess", metavar="KIND|FILE.py", help="mean-pool, normalize, softmax-topk, raw, or a .py with postprocess(batch) -> dict.")
+@click.option("--top-k", type=int, help="Labels returned by softmax-topk (default min(5, classes)).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision put into the ONNX graph (FP16 casts or INT8 Q/DQ), behind the accuracy guard. Default fp32.")
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Calibration samples: .npz file or folder, a text file of lines (with --tokenizer), or a folder of images. Every 4th is held out for the guard.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="INT8 calibration method. Default minmax.")
+@click.option("--min-cosine", type=float, help="Accuracy guard: mean cosine vs FP32 PyTorch >= this (min >= this - 0.01). Default 0.99.")
+@click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
+@click.option("--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128.")
 def build(model: Path, no_warmup: bool, **options) -> None:
-    """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory) into a validated model folder."""
+    """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory, or a Hugging Face folder) into a validated model folder.
+
+    A Hugging Face folder, --tokenizer, --task, --preprocess or --postprocess builds an ensemble NAME =
+    NAME_preprocess -> NAME_model -> NAME_postprocess that takes text or image bytes and returns labels or embeddings.
+    """
     from .build import build as run_build
     from .spec import build_spec_from_options
 
     spec = build_spec_from_options(model, warmup=False if no_warmup else None, **options)
+    if spec.is_ensemble:
+        from .ensemble import build_ensemble
+
+        made = build_ensemble(spec, progress=_echo_err)
+        click.echo(f"built ensemble {made.ensemble_dir} ({made.task or 'custom'}, {made.spec.target} target, "
+                   f"{made.exporter} exporter) in {sum(made.timings_s.values()):.1f}s")
+        click.echo(made.parity.table())
+        click.echo("  steps  " + " -> ".join(s.model_name for s in made.steps))
+        for t in made.inputs:
+            click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+        for t in made.outputs:
+            click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+        click.echo(f"manifest: {made.manifest_path}")
+        return
     result = run_build(spec, progress=_echo_err)
     total_s = sum(result.timings_s.values())
     click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {result.exporter} exporter) in {total_s:.1f}s")
@@ -116,6 +146,10 @@ def serve(repo: Path, docker: bool, **options) -> None:
         click.echo(f"  gRPC    {server.grpc_url}")
         click.echo(f"  metrics {server.metrics_url}")
         click.echo(f"  log     {server.log_path}")
+        if server.admin_token:
+            for protocol in ("http", "grpc"):
+                (key, value), = server.admin_headers(protocol).items()
+                click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
         click.echo("press Ctrl-C to stop")
         try:
             server.wait()
@@ -130,6 +164,8 @@ def serve(repo: Path, docker: bool, **options) -> None:
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--check", is_flag=True, help="Compare the outputs with the build's saved PyTorch reference outputs.")
+@click.option("--text", "texts", multiple=True, help="A text to send to a text-in ensemble (repeat for a batch).")
+@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="An image file (JPEG, PNG, ...) to send to an image-in ensemble (repeatable).")
 def infer(name: str, **options) -> None:
     """Send inputs to model NAME on a running server and print its outputs."""
     from .infer import InferSpec, infer_model
@@ -142,6 +178,12 @@ def infer(name: str, **options) -> None:
 
 # Commands defined in their own modules (one line each; keep this block sorted).
 # --- registered commands ---
+from .cli_perf import perf as _perf, tune as _tune  # noqa: E402
+cli.add_command(_perf)
+cli.add_command(_tune)
+from .cli_precision import engine as _engine, lint as _lint  # noqa: E402
+cli.add_command(_engine)
+cli.add_command(_lint)
 # --- end registered commands ---
 
 

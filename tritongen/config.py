@@ -14,6 +14,7 @@ from .spec import BuildSpec, TensorSpec
 from .templates import render
 
 WARMUP_DIR = "warmup"
+LABELS_FILENAME = "labels.txt"  # written beside config.pbtxt when the spec has labels
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,34 @@ class EntryKind:
     backend: str
     instance_kind: str
     parameters: Mapping[str, str]
+    platform: str = ""
+    model_filename: str = ""
 
 
 def entry_kind(target: str) -> EntryKind:
     if target == "local":
         # The Python backend runs model.onnx with ONNX Runtime on the CPU (the server available here).
         return EntryKind(backend="python", instance_kind="KIND_CPU", parameters={"intra_op_thread_count": "0"})
-    return EntryKind(backend="onnxruntime", instance_kind="KIND_GPU", parameters={})
+    if target == "tensorrt":  # model.plan comes from `tritongen engine` on a host with TensorRT
+        return EntryKind(backend="", instance_kind="KIND_GPU", parameters={}, platform="tensorrt_plan", model_filename="model.plan")
+    return EntryKind(backend="onnxruntime", instance_kind="KIND_GPU", parameters={}, model_filename="model.onnx")
+
+
+# ONNX Runtime's TensorRT accelerator: keys we write (a subset of those the backend accepts; any other key
+# fails the model load).
+ORT_TRT_KEYS = frozenset({"precision_mode", "max_workspace_size_bytes"})
+ORT_TRT_WORKSPACE_BYTES = 1 << 30
+
+
+def gpu_accelerators(spec: BuildSpec) -> list[dict[str, Any]]:
+    """``--target onnxruntime`` with FP16/INT8: let Triton's ONNX Runtime build a TensorRT engine at load time.
+
+    The ONNX already carries the precision (FP16 casts or Q/DQ); ``precision_mode`` lets TensorRT use it.
+    """
+    if spec.target != "onnxruntime" or getattr(spec, "precision", "fp32") == "fp32":
+        return []
+    params = {"precision_mode": spec.precision.upper(), "max_workspace_size_bytes": str(ORT_TRT_WORKSPACE_BYTES)}
+    return [{"name": "tensorrt", "parameters": {k: v for k, v in params.items() if k in ORT_TRT_KEYS}}]
 
 
 def preferred_batch_sizes(spec: BuildSpec) -> tuple[int, ...]:
@@ -54,11 +76,21 @@ def warmup_files(spec: BuildSpec, samples: Mapping[str, np.ndarray]) -> dict[str
     return {t.name: np.ascontiguousarray(samples[t.name]).tobytes() for t in spec.inputs}
 
 
-def _tensors(tensors: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
-    return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "label_filename": ""} for t in tensors]
+def _tensors(tensors: tuple[TensorSpec, ...], ragged: bool = False) -> list[dict[str, Any]]:
+    return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "label_filename": "",
+             "allow_ragged_batch": ragged and bool(t.dynamic_axes)} for t in tensors]
 
 
-def config_text_from_spec(spec: BuildSpec, warmup_samples: Mapping[str, np.ndarray] | None) -> str:
+def ragged_inputs(spec: BuildSpec) -> bool:
+    """Let the dynamic batcher combine requests whose variable dims differ, for the local target only:
+    its Python model groups the requests of one batch by shape, so nothing is padded. Triton's ONNX Runtime
+    backend cannot take ragged batches."""
+    return spec.target == "local" and spec.batched
+
+
+def config_text_from_spec(spec: BuildSpec, warmup_samples: Mapping[str, np.ndarray] | None,
+                          cc_model_filenames: Mapping[str, str] | None = None) -> str:
+    """``cc_model_filenames``: compute capability -> plan file, when plans exist for several GPUs."""
     kind = entry_kind(spec.target)
     dynamic = None
     if spec.batched:
@@ -66,12 +98,14 @@ def config_text_from_spec(spec: BuildSpec, warmup_samples: Mapping[str, np.ndarr
     return render(
         "config.pbtxt.j2",
         name=spec.name,
-        platform="",
+        platform=kind.platform,
         backend=kind.backend,
         max_batch_size=spec.max_batch_size,
-        default_model_filename="model.onnx" if kind.backend == "onnxruntime" else "",
-        inputs=_tensors(spec.inputs),
-        outputs=_tensors(spec.outputs),
+        default_model_filename=kind.model_filename,
+        cc_model_filenames=dict(sorted((cc_model_filenames or {}).items())),
+        gpu_accelerators=gpu_accelerators(spec),
+        inputs=_tensors(spec.inputs, ragged=ragged_inputs(spec)),
+        outputs=[dict(t, label_filename=LABELS_FILENAME if (spec.labels and i == 0) else "") for i, t in enumerate(_tensors(spec.outputs))],
         dynamic_batching=dynamic,
         instance_groups=[{"kind": kind.instance_kind, "count": spec.instance_count}],
         warmups=warmup_entries(spec, warmup_samples) if (spec.warmup and warmup_samples is not None) else [],

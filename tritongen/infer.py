@@ -28,6 +28,8 @@ class InferSpec:
     protocol: str = "grpc"
     check: bool = False
     timeout_s: float = 60.0
+    texts: tuple[str, ...] = ()  # sent as TEXT (TYPE_STRING) to a text-in ensemble
+    images: tuple[Path, ...] = ()  # encoded image files, sent as IMAGE to an image-in ensemble
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class InferResult:
         lines = []
         for name, array in self.outputs.items():
             flat = array.reshape(-1)[:values]
-            shown = ", ".join(f"{v:.6g}" if array.dtype.kind == "f" else str(v) for v in flat)
+            shown = ", ".join(f"{v:.6g}" if array.dtype.kind == "f" else
+                              repr(v.decode("utf-8", "replace")) if isinstance(v, bytes) else str(v) for v in flat)
             more = ", ..." if array.size > values else ""
             lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
         if self.check is not None:
@@ -60,12 +63,33 @@ def saved_artifacts_dir(repo: Path, name: str) -> tuple[Path, int]:
     return model_dir / str(versions[-1]) / ARTIFACT_DIR, versions[-1]
 
 
+def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, ...] = ()) -> dict[str, np.ndarray]:
+    """``TEXT`` / ``IMAGE`` arrays (TYPE_STRING, shape [n, 1]) for the ensembles ``tritongen build`` generates."""
+    from .pre_post import IMAGE_INPUT, TEXT_INPUT
+
+    if texts and images:
+        raise TritongenError("both --text and --image given", "send texts to a text model and images to an image model")
+    if texts:
+        return {TEXT_INPUT: np.array([[t.encode("utf-8")] for t in texts], dtype=object)}
+    data = []
+    for path in images:
+        try:
+            data.append([Path(path).read_bytes()])
+        except OSError as exc:
+            raise TritongenError(f"cannot read image {path} ({exc.strerror})", "pass an existing image file") from None
+    return {IMAGE_INPUT: np.array(data, dtype=object)}
+
+
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import default_url, infer_from_arrays
 
     reference = None
     tolerances = (1e-4, 1e-3)
-    if spec.input_file is not None:
+    if spec.texts or spec.images:
+        if spec.check or spec.input_file is not None:
+            raise TritongenError("--text/--image cannot be combined with --check or --input-file", "send texts/images on their own")
+        inputs = ensemble_inputs_from_files(spec.texts, spec.images)
+    elif spec.input_file is not None:
         if spec.check:
             raise TritongenError("--check compares against the build's saved samples", "drop --input-file to send those samples")
         inputs = arrays_from_npz(spec.input_file)

@@ -34,10 +34,15 @@ def arrays_from_npz(path: Path) -> Arrays:
     path = Path(path)
     if not path.is_file():
         raise TritongenError(f"sample file {path} does not exist", "pass an .npz with one array per model input")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK\x03\x04") or magic == b"\x93NUMPY"):
+        raise TritongenError(f"cannot read sample file {path}: it is not an .npz or .npy file", "save the samples with numpy.savez(path, name=array, ...)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if isinstance(data, np.ndarray):
-                return {"input": data}
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # a single .npy array
+            return {"input": data}
+        with data:
             return {k: np.asarray(data[k]) for k in data.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
 
-TARGETS = ("local", "onnxruntime")
+TARGETS = ("local", "onnxruntime", "tensorrt")  # tensorrt: prepared ONNX + profiles; `tritongen engine` makes model.plan
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
 
@@ -25,6 +25,10 @@ DEFAULT_RTOL = 1e-3
 DEFAULT_OPSET = 18
 DEFAULT_QUEUE_DELAY_US = 500
 DEFAULT_DYNAMIC_DIM = 16  # size given to a -1 dimension when samples are generated
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_MIN_COSINE = 0.99
+DEFAULT_MAX_DYNAMIC_DIM = 128  # TensorRT profile maximum for every -1 dimension
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,25 @@ class BuildSpec:
     warmup: bool = True
     dynamic_dim_size: int = DEFAULT_DYNAMIC_DIM
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Ensembles (tritongen.ensemble): pre-processing -> model -> post-processing.
+    task: str | None = None  # text-classification | feature-extraction | image-classification (None: detected)
+    tokenizer: Path | None = None  # tokenizer folder for a model file (a Hugging Face folder carries its own)
+    preprocess: str | None = None  # tokenizer | image | none | path/to/file.py (None: from the task)
+    postprocess: str | None = None  # mean-pool | normalize | softmax-topk | raw | path/to/file.py (None: from the task)
+    top_k: int | None = None  # labels returned by softmax-topk (default min(5, classes))
+    labels: tuple[str, ...] = ()  # class names in index order: written as the first output's label_filename
+    # Precision (tritongen.precision): FP16 / INT8 Q/DQ variants behind an accuracy guard.
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    calib_data: Path | None = None  # .npz file or folder, or a text file of lines (with tokenizer)
+    calib_method: str = "minmax"  # minmax | entropy | percentile
+    min_cosine: float = DEFAULT_MIN_COSINE  # guard: mean cosine >= this, min cosine >= this - 0.01
+    min_top1: float | None = None  # guard: top-1 agreement for [batch, classes] outputs
+    max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether ``tritongen build`` makes a pre -> model -> post ensemble rather than one model."""
+        return self.model_path.is_dir() or any(v is not None for v in (self.task, self.tokenizer, self.preprocess, self.postprocess))
 
     def with_outputs(self, outputs: Iterable[TensorSpec]) -> "BuildSpec":
         return dataclasses.replace(self, outputs=tuple(outputs))
@@ -174,7 +197,8 @@ def _yaml_spec(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
     known = {"name", "max_batch_size", "inputs", "outputs", "target", "atol", "rtol", "opset", "instance_count",
-             "preferred_batch_sizes", "max_queue_delay_us", "warmup", "dynamic_dim_size", "model_factory"}
+             "preferred_batch_sizes", "max_queue_delay_us", "warmup", "dynamic_dim_size", "model_factory",
+             "precision", "calib_data", "calib_method", "min_cosine", "min_top1", "max_dynamic_dim"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise TritongenError(f"spec file {path} has unknown key '{unknown[0]}'", f"use only {', '.join(sorted(known))}")
@@ -208,6 +232,17 @@ def build_spec_from_options(
     preferred_batch_sizes: Iterable[int] = (),
     max_queue_delay_us: int | None = None,
     warmup: bool | None = None,
+    task: str | None = None,
+    tokenizer: str | Path | None = None,
+    preprocess: str | None = None,
+    postprocess: str | None = None,
+    top_k: int | None = None,
+    precision: str | None = None,
+    calib_data: str | Path | None = None,
+    calib_method: str | None = None,
+    min_cosine: float | None = None,
+    min_top1: float | None = None,
+    max_dynamic_dim: int | None = None,
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
     model = Path(model_path).expanduser().resolve()
@@ -233,6 +268,8 @@ def build_spec_from_options(
         from .samples import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
+    elif model.is_dir() or tokenizer is not None:
+        input_specs = ()  # a Hugging Face folder or a tokenizer: the ensemble builder decides the inputs
     else:
         raise TritongenError(
             "the model's inputs are not declared",
@@ -281,4 +318,39 @@ def build_spec_from_options(
         max_queue_delay_us=int(pick(max_queue_delay_us, "max_queue_delay_us", DEFAULT_QUEUE_DELAY_US)),
         warmup=bool(pick(warmup, "warmup", True)),
         dynamic_dim_size=int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM)),
+        task=task,
+        tokenizer=Path(tokenizer).expanduser().resolve() if tokenizer is not None else None,
+        preprocess=preprocess,
+        postprocess=postprocess,
+        top_k=top_k,
+        **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
+
+
+def _precision_options(pick, target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim) -> dict[str, Any]:
+    """Resolve and check the precision options (flags over ``--spec`` YAML over defaults)."""
+    chosen = str(pick(precision, "precision", "fp32")).lower()
+    if chosen not in PRECISIONS:
+        raise TritongenError(f"unknown precision '{chosen}'", f"use one of {', '.join(PRECISIONS)}")
+    if chosen != "fp32" and target == "local":
+        raise TritongenError(f"--precision {chosen} with --target local: the Python-backend model runs FP32 ONNX Runtime on the CPU",
+                             "use --target onnxruntime (Triton builds a TensorRT engine at load) or --target tensorrt")
+    method = str(pick(calib_method, "calib_method", "minmax")).lower()
+    if method not in CALIB_METHODS:
+        raise TritongenError(f"unknown calibration method '{method}'", f"use one of {', '.join(CALIB_METHODS)}")
+    data = pick(calib_data, "calib_data", None)
+    if chosen == "int8" and data is None:
+        raise TritongenError("--precision int8 needs calibration data", "pass --calib-data with a few hundred representative samples (.npz file or folder, or a text file with --tokenizer)")
+    if data is not None and not Path(data).expanduser().exists():
+        raise TritongenError(f"calibration data {data} does not exist",
+                             "pass --calib-data with an .npz file, a folder of .npz files or a text file")
+    cosine = float(pick(min_cosine, "min_cosine", DEFAULT_MIN_COSINE))
+    top1 = pick(min_top1, "min_top1", None)
+    if not 0.0 < cosine <= 1.0 or (top1 is not None and not 0.0 < float(top1) <= 1.0):
+        raise TritongenError("--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99")
+    max_dim = int(pick(max_dynamic_dim, "max_dynamic_dim", DEFAULT_MAX_DYNAMIC_DIM))
+    if max_dim < 1:
+        raise TritongenError(f"--max-dim {max_dim} is below 1", "use the largest size any -1 dimension may take")
+    return {"precision": chosen, "calib_data": Path(data).expanduser().resolve() if data is not None else None,
+            "calib_method": method, "min_cosine": cosine, "min_top1": None if top1 is None else float(top1),
+            "max_dynamic_dim": max_dim}

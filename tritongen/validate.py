@@ -609,6 +609,8 @@ def _model_file_problems(config: ModelConfig, name: str, model_dir: Path, versio
         present = [c for c in candidates if (folder / c).exists()]
         if done.backend == "onnxruntime" and present and (folder / present[0]).is_dir():
             present = [c for c in present if (folder / c / "model.onnx").is_file()]
+        if not present and done.backend == "tensorrt" and (folder / "tritongen" / "engine.json").is_file():
+            continue  # prepared by `build --target tensorrt`: `tritongen engine` writes the plan on a GPU host
         if not present:
             problems.append(f"unable to find '{model_dir.name}/{version}/{done.filename}' for model '{name}' "
                             f"(the {done.backend} backend loads it from every version folder in use)")

@@ -1,0 +1,104 @@
+"""Built-in load generator vs perf_analyzer on the same served model, in one run.
+
+1. Agreement: the same model (SmallConvNet, 3x32x32 -> 10, dynamic batching) at the same concurrency, both
+   engines alternating (ABAB...), several rounds; prints built-in / perf_analyzer for throughput and p99
+   (medians over rounds). Target (issue 5): throughput within 5%, p99 within 10%.
+2. Drive: the highest request rate each can push through a trivial model (DynamicSeq, a mean over 8
+   features): closed loop at high concurrency, and open loop offered at twice that; prints the ratio of
+   achieved throughputs. Target: >= 0.8 of perf_analyzer's.
+
+    .venv/bin/python bench/harness_agreement.py [--rounds 3] [--concurrency 4] [--duration-s 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def build_models(work: Path) -> Path:
+    from tests import factories
+    from tritongen.build import build
+    from tritongen.spec import build_spec_from_options
+
+    repo = work / "repo"
+    conv = factories.save_model(factories.make_small_conv(), work / "conv.pt", "state_dict")
+    build(build_spec_from_options(conv, name="conv", inputs=["x:FP32:3,32,32"], outputs=["logits"], max_batch_size=8,
+                                  model_factory="tests.factories:make_small_conv", repo=repo))
+    seq = factories.save_model(factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    build(build_spec_from_options(seq, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=8, repo=repo))
+    return repo
+
+
+def measure(server, repo: Path, engine: str, model: str, duration_s: float, **load):
+    from tritongen.perf import PerfSpec, perf_from_spec
+
+    spec = PerfSpec(model=model, url=server.grpc_url, repo=repo, engine=engine, duration_s=duration_s, warmup_s=1.0,
+                    stability_pct=15, max_windows=6, **load)
+    run = perf_from_spec(spec)
+    if run.partial or not run.points:
+        raise SystemExit(f"{engine} run was partial: {run.partial_reason}")
+    return run.points[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--drive-concurrency", type=int, default=64)
+    parser.add_argument("--duration-s", type=float, default=4.0)
+    args = parser.parse_args()
+
+    from tritongen.perf.perf_analyzer import find_perf_analyzer
+    from tritongen.server import ServeSpec, server_from_repository
+
+    find_perf_analyzer()
+    with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:
+        repo = build_models(Path(tmp))
+        with server_from_repository(ServeSpec(repo=repo)) as server:
+            figures = {"builtin": [], "perf_analyzer": []}
+            for r in range(args.rounds):
+                for engine in (("builtin", "perf_analyzer") if r % 2 == 0 else ("perf_analyzer", "builtin")):
+                    p = measure(server, repo, engine, "conv", args.duration_s, concurrency=(args.concurrency,))
+                    figures[engine].append(p)
+                    print(f"round {r + 1} {engine:>13}: conv c={args.concurrency}  {p.throughput_rps:8.1f} req/s  "
+                          f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms", flush=True)
+            tp = {e: statistics.median(p.throughput_rps for p in ps) for e, ps in figures.items()}
+            p99 = {e: statistics.median(p.latency.p99_ms for p in ps) for e, ps in figures.items()}
+            p50 = {e: statistics.median(p.latency.p50_ms for p in ps) for e, ps in figures.items()}
+
+            drive = {"builtin": [], "perf_analyzer": []}
+            for r in range(2):
+                for engine in (("builtin", "perf_analyzer") if r % 2 == 0 else ("perf_analyzer", "builtin")):
+                    p = measure(server, repo, engine, "seq", args.duration_s, concurrency=(args.drive_concurrency,))
+                    drive[engine].append(p.throughput_rps)
+                    print(f"drive {r + 1} {engine:>13}: seq c={args.drive_concurrency}  {p.throughput_rps:8.1f} req/s", flush=True)
+            closed = {e: max(v) for e, v in drive.items()}
+            offered = 2 * closed["perf_analyzer"]
+            open_loop = {}
+            for engine in ("builtin", "perf_analyzer"):
+                p = measure(server, repo, engine, "seq", args.duration_s, request_rates=(offered,))
+                open_loop[engine] = p.throughput_rps
+                print(f"drive open {engine:>13}: seq offered {offered:.0f}/s  achieved {p.throughput_rps:8.1f} req/s "
+                      f"(errors {p.error_count})", flush=True)
+
+    print()
+    print(f"agreement, conv at concurrency {args.concurrency}, medians of {args.rounds} rounds (built-in / perf_analyzer):")
+    print(f"  throughput ratio {tp['builtin'] / tp['perf_analyzer']:.3f}  ({tp['builtin']:.1f} / {tp['perf_analyzer']:.1f} req/s; target 0.95-1.05)")
+    print(f"  p99 ratio        {p99['builtin'] / p99['perf_analyzer']:.3f}  ({p99['builtin']:.2f} / {p99['perf_analyzer']:.2f} ms; target 0.90-1.10)")
+    print(f"  p50 ratio        {p50['builtin'] / p50['perf_analyzer']:.3f}  ({p50['builtin']:.2f} / {p50['perf_analyzer']:.2f} ms)")
+    print("maximum request rate driven against the trivial model (built-in / perf_analyzer; target >= 0.8):")
+    print(f"  closed loop c={args.drive_concurrency}: {closed['builtin'] / closed['perf_analyzer']:.3f}  "
+          f"({closed['builtin']:.0f} / {closed['perf_analyzer']:.0f} req/s)")
+    print(f"  open loop at {offered:.0f}/s: {open_loop['builtin'] / open_loop['perf_analyzer']:.3f}  "
+          f"({open_loop['builtin']:.0f} / {open_loop['perf_analyzer']:.0f} req/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""tritongen tune vs NVIDIA Model Analyzer: best throughput under the same p99 bound, and search time.
+
+Both search the same model (SmallConvNet, Python backend + ONNX Runtime, CPU) over the same space (instance
+count up to --max-instances, max batch size up to --max-batch, concurrency up to --max-concurrency) under the
+same p99 bound. Model Analyzer runs in its own virtual environment (created here on first use, so its pins
+never touch .venv) in ``--triton-launch-mode local`` with wrappers that start this project's tritonserver and
+perf_analyzer. Its search time is its wall time; tune's includes booting its server.
+
+Because the two searches measure with different load generators, both winners are then measured again in
+one server with the same tool (perf_analyzer, alternating rounds) at the concurrency each search chose: the
+throughput ratio printed comes from that. Targets (issue 5): throughput >= 1.0x, search time <= 0.25x.
+
+    .venv/bin/python bench/tune_vs_model_analyzer.py [--max-p99-ms 10] [--max-instances 2] [--max-batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MA_VERSION = "1.58.0"
+
+
+def ma_venv() -> Path:
+    from tritongen.server import _cache_root
+
+    venv = _cache_root() / "venv-model-analyzer"
+    if not (venv / "bin" / "model-analyzer").exists():
+        print(f"creating {venv} with triton-model-analyzer=={MA_VERSION} ...", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"triton-model-analyzer=={MA_VERSION}"], check=True)
+    return venv
+
+
+def wrappers(work: Path) -> tuple[Path, Path]:
+    """Scripts Model Analyzer can start as 'tritonserver' and 'perf_analyzer'."""
+    from tritongen.perf.perf_analyzer import find_perf_analyzer
+    from tritongen.server import find_server_binary
+
+    install = find_server_binary()
+    env = install.environ({})
+    server = work / "tritonserver"
+    exports = "".join(f"export {k}={shlex.quote(v)}${{{k}:+:${k}}}\n" if k in ("PATH", "LD_LIBRARY_PATH") else f"export {k}={shlex.quote(v)}\n"
+                      for k, v in env.items())
+    server.write_text(f"#!/usr/bin/env bash\n{exports}exec {shlex.quote(str(install.binary))} {' '.join(map(shlex.quote, install.args()))} \"$@\"\n")
+    pa = find_perf_analyzer()
+    analyzer = work / "perf_analyzer"
+    analyzer.write_text(f"#!/usr/bin/env bash\nexport LD_LIBRARY_PATH={shlex.quote(pa.env.get('LD_LIBRARY_PATH', ''))}\n"
+                        f"exec {shlex.quote(str(pa.binary))} \"$@\"\n")
+    for path in (server, analyzer):
+        path.chmod(0o755)
+    return server, analyzer
+
+
+def build_model(work: Path) -> Path:
+    from tests import factories
+    from tritongen.build import build
+    from tritongen.spec import build_spec_from_options
+
+    repo = work / "repo"
+    conv = factories.save_model(factories.make_small_conv(), work / "conv.pt", "state_dict")
+    build(build_spec_from_options(conv, name="conv", inputs=["x:FP32:3,32,32"], outputs=["logits"], max_batch_size=8,
+                                  model_factory="tests.factories:make_small_conv", repo=repo, warmup=False))
+    return repo
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_model_analyzer(args, work: Path, repo: Path) -> tuple[float, dict]:
+    venv = ma_venv()
+    server, analyzer = wrappers(work)
+    export = work / "ma_export"
+    export.mkdir()
+    # Model Analyzer keeps the original preferred batch sizes while it lowers max_batch_size, and then skips
+    # every such config as illegal: give it the config without them so it can search its whole space.
+    import re
+
+    ma_repo = work / "ma_repo"
+    shutil.copytree(repo, ma_repo)
+    cfg = ma_repo / "conv" / "config.pbtxt"
+    cfg.write_text(re.sub(r"^\s*preferred_batch_size:.*\n", "", cfg.read_text(), flags=re.M))
+    repo = ma_repo
+    ports = [free_port() for _ in range(3)]
+    config = work / "ma.yaml"
+    config.write_text(f"""
+model_repository: {repo}
+output_model_repository_path: {work / 'ma_output_repo'}
+override_output_model_repository: true
+export_path: {export}
+checkpoint_directory: {work / 'ma_ckpt'}
+triton_launch_mode: local
+triton_server_path: {server}
+perf_analyzer_path: {analyzer}
+triton_http_endpoint: 127.0.0.1:{ports[0]}
+triton_grpc_endpoint: 127.0.0.1:{ports[1]}
+triton_metrics_url: http://127.0.0.1:{ports[2]}/metrics
+client_protocol: grpc
+run_config_search_mode: brute
+run_config_search_max_instance_count: {args.max_instances}
+run_config_search_max_model_batch_size: {args.max_batch}
+run_config_search_max_concurrency: {args.max_concurrency}
+skip_summary_reports: true
+profile_models:
+  conv:
+    cpu_only: true
+    constraints:
+      perf_latency_p99:
+        max: {args.max_p99_ms}
+""")
+    env = dict(os.environ, PATH=f"{work}:{venv / 'bin'}:{os.environ['PATH']}")
+    started = time.monotonic()
+    log = work / "ma.log"
+    with open(log, "w") as out:
+        done = subprocess.run([str(venv / "bin" / "model-analyzer"), "profile", "-f", str(config)], env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=args.ma_timeout_s)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        print(log.read_text()[-3000:])
+        raise SystemExit(f"model-analyzer failed (exit {done.returncode}); log {log}")
+    best = best_ma_row(export, args.max_p99_ms)
+    if best is None:
+        for path in (export / "results").glob("*.csv"):
+            print(path, "\n", path.read_text()[:3000])
+        print(log.read_text()[-3000:])
+        raise SystemExit(f"model-analyzer found no config within p99 {args.max_p99_ms} ms; log {log}")
+    best["output_repo"] = work / "ma_output_repo"
+    return elapsed, best
+
+
+def best_ma_row(export: Path, max_p99_ms: float) -> dict | None:
+    rows = []
+    for path in (export / "results").glob("*inference*.csv"):
+        rows += list(csv.DictReader(path.read_text().splitlines()))
+    best = None
+    for row in rows:
+        try:
+            tp = float(row["Throughput (infer/sec)"])
+            p99 = float(row["p99 Latency (ms)"])
+        except (KeyError, ValueError):
+            continue
+        if p99 <= max_p99_ms and (best is None or tp > best["throughput_rps"]):
+            best = {"throughput_rps": tp, "p99_ms": p99, "concurrency": int(float(row.get("Concurrency", "1"))),
+                    "config": row.get("Model Config Path", ""), "row": row}
+    return best
+
+
+def run_tune(args, repo: Path) -> tuple[float, object]:
+    from tritongen.perf.tune import TuneSpec, tune_model
+    from tritongen.server import ServeSpec, server_from_repository
+
+    started = time.monotonic()
+    with server_from_repository(ServeSpec(repo=repo, model_control="explicit")) as server:
+        result = tune_model(TuneSpec(model_dir=repo / "conv", max_p99_ms=args.max_p99_ms, url=server.grpc_url,
+                                     max_instances=args.max_instances, max_batch_sizes=tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128)
+                                                                                               if b <= args.max_batch),
+                                     max_concurrency=args.max_concurrency, duration_s=args.tune_duration_s),
+                             progress=lambda m: print(f"  tune: {m}", flush=True))
+    return time.monotonic() - started, result
+
+
+def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> dict[str, float]:
+    """Both winners in one server, measured by perf_analyzer, alternating rounds."""
+    from tritongen.perf import PerfSpec, perf_from_spec
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = work / "final"
+    repo.mkdir()
+    shutil.copytree(tune_repo / "conv", repo / "conv_tune")
+    ma_dir = Path(ma_best["config"]) if ma_best["config"] else None
+    if ma_dir is None or not (ma_dir / "config.pbtxt").is_file():
+        candidates = sorted(p for p in Path(ma_best["output_repo"]).iterdir() if (p / "config.pbtxt").is_file())
+        name = ma_best["row"].get("Model Config Path") or ""
+        ma_dir = next((p for p in candidates if p.name == name), None)
+    if ma_dir is None:
+        raise SystemExit(f"cannot find Model Analyzer's winning config {ma_best['row']}")
+    shutil.copytree(ma_dir, repo / "conv_ma", symlinks=False)
+    for name in ("conv_tune", "conv_ma"):
+        cfg = repo / name / "config.pbtxt"
+        import re
+
+        cfg.write_text(re.sub(r'^name: "[^"]*"', f'name: "{name}"', cfg.read_text(), flags=re.M))
+        if not any((repo / name / "1").glob("model.onnx")):
+            shutil.copytree(tune_repo / "conv" / "1", repo / name / "1", dirs_exist_ok=True)
+    concurrency = {"conv_tune": int(tune_result.winner.best.load), "conv_ma": int(ma_best["concurrency"])}
+    figures = {"conv_tune": [], "conv_ma": []}
+    with server_from_repository(ServeSpec(repo=repo)) as server:
+        for r in range(args.rounds):
+            for name in (("conv_tune", "conv_ma") if r % 2 == 0 else ("conv_ma", "conv_tune")):
+                run = perf_from_spec(PerfSpec(model=name, url=server.grpc_url, repo=repo, engine="perf_analyzer",
+                                              concurrency=(concurrency[name],), duration_s=4, stability_pct=15))
+                p = run.points[0]
+                figures[name].append((p.throughput_rps, p.latency.p99_ms))
+                print(f"  final round {r + 1} {name}: c={concurrency[name]} {p.throughput_rps:.1f} req/s p99 {p.latency.p99_ms:.2f} ms", flush=True)
+    return {name: statistics.median(tp for tp, _ in v) for name, v in figures.items()} | \
+           {f"{name}_p99": statistics.median(p for _, p in v) for name, v in figures.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-p99-ms", type=float, default=10.0)
+    parser.add_argument("--max-instances", type=int, default=2)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument("--tune-duration-s", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ma-timeout-s", type=float, default=3600)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tritongen-tune-bench-"))
+    print(f"work folder: {work} (removed at the end when all went well)", flush=True)
+    if True:
+        repo = build_model(work)
+        tune_repo = work / "tune_repo"
+        shutil.copytree(repo, tune_repo)
+        print("tritongen tune ...", flush=True)
+        tune_s, tune_result = run_tune(args, tune_repo)
+        print(tune_result.table(), flush=True)
+        print("model-analyzer profile ...", flush=True)
+        ma_s, ma_best = run_model_analyzer(args, work, repo)
+        print(f"  model analyzer best: {ma_best['throughput_rps']:.1f} req/s p99 {ma_best['p99_ms']:.2f} ms at "
+              f"concurrency {ma_best['concurrency']} ({ma_best['config']}) in {ma_s:.0f} s", flush=True)
+        final = remeasure(args, work, tune_repo, ma_best, tune_result)
+    print()
+    print(f"same model, same server build, p99 <= {args.max_p99_ms:g} ms, instances <= {args.max_instances}, "
+          f"max batch <= {args.max_batch}, concurrency <= {args.max_concurrency}:")
+    print(f"  search time   tune {tune_s:.0f} s ({len(tune_result.trials)} configs)  model analyzer {ma_s:.0f} s  "
+          f"ratio {tune_s / ma_s:.3f} (target <= 0.25)")
+    print(f"  as measured by each search: tune {tune_result.winner.score:.1f} req/s, model analyzer {ma_best['throughput_rps']:.1f} req/s")
+    print(f"  both winners re-measured by perf_analyzer: tune {final['conv_tune']:.1f} req/s (p99 {final['conv_tune_p99']:.2f} ms), "
+          f"model analyzer {final['conv_ma']:.1f} req/s (p99 {final['conv_ma_p99']:.2f} ms)  "
+          f"throughput ratio {final['conv_tune'] / final['conv_ma']:.3f} (target >= 1.0)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Issue 6's bad-input corpus, through the real CLI entry point (``tritongen.cli.main``).
+
+Every case must end with exactly one ``error: <problem>: <fix>`` line on stderr, a non-zero exit code, no
+traceback, no partial output, and earlier builds untouched. Cases that need a server get a real one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from tests import factories
+from tritongen.cli import main
+from tritongen.manifest import sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+CONV = ["--input", "x:FP32:3,32,32", "--max-batch-size", "4"]
+
+
+class RunsCode:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@dataclass
+class World:
+    """Files the cases point at, made once per module."""
+
+    root: Path
+    conv: Path = field(init=False)
+    conv_state: Path = field(init=False)
+    repo: Path = field(init=False)  # holds a good build of 'conv' that no case may change
+
+    def __post_init__(self) -> None:
+        self.conv = factories.save_model(factories.make_small_conv(), self.root / "conv.pt", "torchscript-trace", factories.small_conv_inputs())
+        self.conv_state = factories.save_model(factories.make_small_conv(), self.root / "conv_state.pt", "state_dict")
+        self.repo = self.root / "repo"
+        assert _run(["build", str(self.conv), "--name", "conv", "--repo", str(self.repo), *CONV])[0] == 0
+
+    def file(self, name: str, data: bytes) -> Path:
+        path = self.root / name
+        path.write_bytes(data)
+        return path
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def _zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("notes/readme.txt", "not TorchScript")
+    return path
+
+
+def _truncated(world: World) -> Path:
+    data = world.conv.read_bytes()
+    return world.file("truncated.pt", data[: len(data) // 2])
+
+
+def _evil(world: World) -> Path:
+    path = world.root / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump(RunsCode(str(world.root / "PWNED")), fh)
+    return path
+
+
+def _nan_model(world: World) -> Path:
+    class MakesNaN(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x - 1e9)
+
+    return factories.save_model(MakesNaN(), world.root / "nan.pt", "torchscript-trace", (torch.randn(2, 4),))
+
+
+def _npz(world: World, name: str, **arrays) -> Path:
+    path = world.root / name
+    np.savez(path, **arrays)
+    return path
+
+
+# (case id, argv builder, words the error line must contain)
+CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
+    ("missing model file", lambda w: ["build", str(w.root / "nope.pt"), *CONV], ("does not exist",)),
+    ("empty model file", lambda w: ["build", str(w.file("empty.pt", b"")), *CONV], ("empty",)),
+    ("truncated TorchScript", lambda w: ["build", str(_truncated(w)), *CONV], ("truncated",)),
+    ("random bytes", lambda w: ["build", str(w.file("random.pt", np.random.default_rng(0).bytes(4096))), *CONV], ("TorchScript",)),
+    ("zip that is not TorchScript", lambda w: ["build", str(_zip(w.root / "z.pt")), *CONV], ("zip archive",)),
+    ("text file", lambda w: ["build", str(w.file("model.txt", b"hello\n" * 20)), *CONV], ("text",)),
+    ("state_dict without factory", lambda w: ["build", str(w.conv_state), *CONV], ("state_dict", "--model-factory")),
+    ("state_dict keys do not match factory", lambda w: ["build", str(w.conv_state), *CONV, "--model-factory", "tests.factories:make_two_in_two_out"], ("unexpected",)),
+    ("factory not importable", lambda w: ["build", str(w.conv_state), *CONV, "--model-factory", "no_such_pkg.mod:make"], ("no_such_pkg",)),
+    ("pickle that would run code", lambda w: ["build", str(_evil(w)), *CONV], ("--allow-pickle",)),
+    ("wrong input dtype", lambda w: ["build", str(w.conv), "--input", "x:INT64:3,32,32"], ("model failed on inputs",)),
+    ("wrong input rank", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32"], ("model failed on inputs",)),
+    ("too many inputs", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32,32", "--input", "y:FP32:3"], ("model failed on inputs",)),
+    ("zero dim", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,0,32"], ("dimension 0",)),
+    ("negative dim", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,-4,32"], ("dimension -4",)),
+    ("malformed --input", lambda w: ["build", str(w.conv), "--input", "x=FP32"], ("NAME:DTYPE:DIMS",)),
+    ("unknown dtype", lambda w: ["build", str(w.conv), "--input", "x:FLOAT128:3"], ("unknown data type",)),
+    ("negative max batch", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32,32", "--max-batch-size", "-2"], ("negative",)),
+    ("outputs contain NaN", lambda w: ["build", str(_nan_model(w)), "--input", "x:FP32:4"], ("differ from PyTorch",)),
+    ("export of data-dependent control flow", lambda w: ["build", str(_data_dependent_pickle(w)), "--input", "x:FP32:4", "--allow-pickle"], ("ONNX export failed",)),
+    ("name with path separator", lambda w: ["build", str(w.conv), *CONV, "--name", "a/b"], ("not a valid folder name",)),
+    ("name with ..", lambda w: ["build", str(w.conv), *CONV, "--name", ".."], ("not a valid folder name",)),
+    ("existing model without --force", lambda w: ["build", str(w.conv), *CONV, "--name", "conv", "--repo", str(w.repo)], ("already exists", "--force")),
+    ("--force with --new-version", lambda w: ["build", str(w.conv), *CONV, "--force", "--new-version"], ("--force and --new-version",)),
+    ("repository folder is a file", lambda w: ["build", str(w.conv), *CONV, "--repo", str(w.file("afile", b"x"))], ("is a file",)),
+    ("repository on a read-only file system", lambda w: ["build", str(w.conv), *CONV, "--repo", "/proc/tritongen-repo"], ("repository folder",)),
+    ("spec file with bad YAML", lambda w: ["build", str(w.conv), "--spec", str(w.file("bad.yaml", b"inputs: [\n"))], ("not valid YAML",)),
+    ("sample file that is not npz", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(w.file("s.npz", b"garbage"))], ("cannot read sample file",)),
+    ("sample file with pickled objects", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "obj.npz", x=np.array([{"a": 1}], dtype=object)))], ("pickled objects",)),
+    ("sample dtype differs from --input", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "f64.npz", x=np.zeros((2, 3, 32, 32))))], ("float64",)),
+    ("sample without the declared input", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "wrongname.npz", image=np.zeros((2, 3, 32, 32), np.float32)))], ("no array for input 'x'",)),
+    ("validate: config syntax error", lambda w: ["validate", str(_syntax_error_repo(w))], ("problem",)),
+    ("validate: repository missing", lambda w: ["validate", str(w.root / "no-repo")], ("does not exist",)),
+    ("validate: repository is a file", lambda w: ["validate", str(w.file("repofile", b"x"))], ("not a folder",)),
+    ("serve: invalid repository", lambda w: ["serve", str(_syntax_error_repo(w))], ("problem",)),
+    ("serve: bogus --server-bin", lambda w: ["serve", str(w.repo), "--server-bin", str(w.root / "no-tritonserver")], ("no-tritonserver",)),
+    ("infer: no server listening", lambda w: ["infer", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9"], ("127.0.0.1:9",)),
+    ("infer: unknown model's samples", lambda w: ["infer", "ghost", "--repo", str(w.repo)], ("no build of model 'ghost'",)),
+    ("infer: input file missing", lambda w: ["infer", "conv", "--input-file", str(w.root / "none.npz")], ("does not exist",)),
+]
+
+
+class DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on values: the exporter cannot capture it
+            return x * 2
+        return x - 1
+
+
+def _data_dependent_pickle(world: World) -> Path:
+    return factories.save_model(DataDependent(), world.root / "dd_module.pt", "pickled_module")
+
+
+def _syntax_error_repo(world: World) -> Path:
+    repo = world.root / "broken_repo"
+    (repo / "m" / "1").mkdir(parents=True, exist_ok=True)
+    (repo / "m" / "1" / "model.py").write_text("")
+    (repo / "m" / "config.pbtxt").write_text('name: "m"\nbackend: "python"\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] \n')
+    return repo
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    return World(tmp_path_factory.mktemp("bad_input"))
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case, argv, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_clean_line(world, tmp_path, monkeypatch, case, argv, words):
+    monkeypatch.chdir(tmp_path)  # the default repository folder is ./model_repository
+    before = _snapshot(world.repo)
+    code, out, err = _run(argv(world))
+    assert code != 0, f"{case}: exit code 0\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    line = errors[0]
+    assert ": " in line[len("error: "):], f"no fix in: {line}"
+    for word in words:
+        assert word in line, f"{case}: {word!r} not in {line!r}"
+    assert not (tmp_path / "model_repository").exists(), "partial repository left behind"
+    assert _snapshot(world.repo) == before, "an earlier build was changed"
+    assert not [p for p in world.repo.iterdir() if p.name.startswith(".")], "staging folder left behind"
+    assert not (world.root / "PWNED").exists(), "a pickle was executed"
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30
+
+
+def test_debug_flag_shows_the_traceback(world):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "tritongen", "--debug", "build", str(world.root / "nope.pt"), *CONV],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "TritongenError" in proc.stderr

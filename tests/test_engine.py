@@ -1,0 +1,100 @@
+"""TensorRT engines: the Polygraphy build (needs TensorRT + GPU, skipped here) and everything around it that runs on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests import factories
+from tritongen.build import build
+from tritongen.cli import main
+from tritongen.engine import cc_config_text, engines_from_repository, profiles_from_spec, tensorrt_version
+from tritongen.errors import TritongenError
+from tritongen.spec import build_spec_from_options
+from tritongen.validate import check_repository
+
+needs_tensorrt = pytest.mark.skipif(tensorrt_version() is None, reason="TensorRT is not installed (PyPI only has placeholders here)")
+
+
+@pytest.fixture(scope="module")
+def prepared_repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trt")
+    model = factories.save_model(factories.make_small_conv(), root / "conv.pt", "state_dict")
+    spec = build_spec_from_options(model, inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
+                                   max_batch_size=8, repo=root / "repo", name="conv", target="tensorrt", precision="fp16")
+    build(spec)
+    return root / "repo"
+
+
+def test_profiles_cover_batch_and_every_variable_dim(tmp_path):
+    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript")
+    spec = build_spec_from_options(model, inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path, max_dynamic_dim=64)
+    assert profiles_from_spec(spec) == [{"x": {"min": [1, 1, 8], "opt": [4, 16, 8], "max": [4, 64, 8]}}]
+
+
+def test_prepared_repository_validates_and_engine_says_tensorrt_is_missing(prepared_repo, capsys):
+    check_repository(prepared_repo)
+    manifest = json.loads((prepared_repo / "conv/1/tritongen/manifest.json").read_text())
+    assert manifest["tensorrt"]["lint"]["ok"] and manifest["precision"]["precision"] == "fp16"
+    if tensorrt_version() is None:
+        with pytest.raises(SystemExit):
+            main(["engine", str(prepared_repo)])
+        assert "error: TensorRT is not installed here" in capsys.readouterr().err
+
+
+def test_engine_on_a_repository_without_prepared_models(tmp_path):
+    with pytest.raises(TritongenError, match="prepared for TensorRT"):
+        engines_from_repository(tmp_path)
+
+
+def test_cc_model_filenames_config_validates(prepared_repo, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    config = repo / "conv" / "config.pbtxt"
+    config.write_text(cc_config_text(config.read_text(), {"8.0": "model.8.0.plan", "9.0": "model.9.0.plan"}))
+    for cc in ("8.0", "9.0"):
+        (repo / "conv" / "1" / f"model.{cc}.plan").write_bytes(b"plan")
+    (repo / "conv/1/tritongen/engine.json").unlink()  # no longer pending: the plans must be there
+    check_repository(repo)
+    text = config.read_text()
+    assert text.count("cc_model_filenames") == 2 and 'platform: "tensorrt_plan"' in text
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_tensorrt
+def test_engine_builds_a_strongly_typed_plan(prepared_repo):
+    results = engines_from_repository(prepared_repo)
+    assert results and results[0].plan_path.name == "model.plan" and results[0].plan_path.stat().st_size > 0
+    manifest = json.loads((prepared_repo / "conv/1/tritongen/manifest.json").read_text())
+    assert manifest["tensorrt_version"] == results[0].tensorrt_version
+    assert results[0].compute_capability in manifest["engines"]
+    check_repository(prepared_repo)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_tensorrt
+def test_engine_per_compute_capability(prepared_repo):
+    results = engines_from_repository(prepared_repo, per_cc=True)
+    cc = results[0].compute_capability
+    assert (prepared_repo / "conv" / "1" / f"model.{cc}.plan").is_file()
+    assert f'key: "{cc}"' in (prepared_repo / "conv" / "config.pbtxt").read_text()
+
+
+def test_docker_images_share_one_ngc_version():
+    import yaml
+
+    docker = Path(__file__).resolve().parents[1] / "docker"
+    env = dict(line.split("=", 1) for line in (docker / ".env").read_text().splitlines() if line and not line.startswith("#"))
+    assert set(env) == {"NGC_VERSION"} and len(env["NGC_VERSION"].split(".")) == 2
+    dockerfile = (docker / "Dockerfile.engine-builder").read_text()
+    assert "FROM nvcr.io/nvidia/tensorrt:${NGC_VERSION}-py3" in dockerfile
+    compose = yaml.safe_load((docker / "compose.yaml").read_text())["services"]
+    assert compose["triton"]["image"] == "nvcr.io/nvidia/tritonserver:${NGC_VERSION}-py3"
+    assert compose["engine-builder"]["build"]["args"]["NGC_VERSION"] == "${NGC_VERSION}"
+    assert compose["triton"]["depends_on"]["engine-builder"]["condition"] == "service_completed_successfully"

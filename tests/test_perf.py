@@ -1,0 +1,195 @@
+"""tritongen perf and tune against a real tritonserver: built-in engine, perf_analyzer, report, tune, bad use."""
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import factories
+from tritongen.build import build
+from tritongen.errors import TritongenError
+from tritongen.perf import PerfSpec, perf_from_spec, run_from_json
+from tritongen.perf.report import report_from_runs
+from tritongen.perf.results import json_from_run
+from tritongen.server import ServeSpec, server_from_repository
+from tritongen.spec import build_spec_from_options
+
+pytestmark = pytest.mark.server
+
+QUICK = {"duration_s": 1.2, "warmup_s": 0.3, "max_windows": 4, "stability_pct": 25.0}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    work = tmp_path_factory.mktemp("perf")
+    repo = work / "repo"
+    seq = factories.save_model(factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    build(build_spec_from_options(seq, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=8, repo=repo))
+    # A copy for tune, which rewrites its config.
+    shutil.copytree(repo / "seq", repo / "seq_tune")
+    config = repo / "seq_tune" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "seq"', 'name: "seq_tune"'))
+    with server_from_repository(ServeSpec(repo=repo, model_control="explicit")) as server:
+        yield server, repo
+
+
+def spec_for(served, **options):
+    server, repo = served
+    settings = {**QUICK, **options}
+    return PerfSpec(model=settings.pop("model", "seq"), url=settings.pop("url", server.grpc_url), repo=repo,
+                    metrics_url=server.metrics_url, **settings)
+
+
+@pytest.fixture(scope="module")
+def closed_loop_run(served):
+    return perf_from_spec(spec_for(served, concurrency=(1, 4)))
+
+
+def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
+    run = closed_loop_run
+    assert not run.partial and [p.load for p in run.points] == [1, 4]
+    for p in run.points:
+        assert p.error_count == 0 and p.requests > 50
+        lat = p.latency
+        assert 0 < lat.p50_ms <= lat.p90_ms <= lat.p95_ms <= lat.p99_ms <= lat.max_ms
+        # Little's law: requests in flight = throughput x time each spends in flight (less the client's gap).
+        in_flight = p.throughput_rps * lat.mean_ms / 1000
+        assert 0.6 * p.load <= in_flight <= 1.05 * p.load, (p.load, in_flight)
+        assert p.server.requests > 0 and p.server.compute_infer_us > 0 and p.server.queue_us >= 0
+        assert p.server.total_us <= lat.mean_ms * 1000 * 1.1
+    assert run.points[1].throughput_rps > run.points[0].throughput_rps
+    assert "nv_cpu_utilization" in run.metrics or run.metrics == {}  # the CPU gauges exist in Triton 2.51 builds with them
+
+
+def test_open_loop_request_rate_is_held(served):
+    run = perf_from_spec(spec_for(served, request_rates=(80,), arrival="poisson"))
+    (p,) = run.points
+    assert p.mode == "request_rate" and p.error_count == 0
+    assert p.throughput_rps == pytest.approx(80, rel=0.25)
+    assert p.send_rate_rps == pytest.approx(80, rel=0.25)
+    assert p.latency.p50_ms > 0 and p.max_send_lag_ms is not None
+
+
+def test_http_protocol(served):
+    server, _ = served
+    run = perf_from_spec(spec_for(served, url=server.http_url, protocol="http", concurrency=(2,)))
+    assert run.points[0].error_count == 0 and run.points[0].throughput_rps > 0
+
+
+def test_perf_analyzer_engine_agrees_with_builtin(served):
+    from tritongen.perf.perf_analyzer import find_perf_analyzer
+
+    try:
+        find_perf_analyzer()
+    except TritongenError as err:
+        pytest.skip(f"perf_analyzer not installed ({err.problem}); run scripts/install_perf_analyzer.sh")
+    pa = perf_from_spec(spec_for(served, engine="perf_analyzer", concurrency=(4,), request_rates=(80,), stability_pct=30))
+    ours = perf_from_spec(spec_for(served, concurrency=(4,), request_rates=(80,), stability_pct=30))
+    assert not pa.partial, pa.partial_reason
+    assert [p.engine for p in pa.points] == ["perf_analyzer"] * 2
+    for a, b in zip(pa.points, ours.points):
+        assert a.mode == b.mode and a.load == b.load
+        # Same server, same inputs, a noisy shared machine: the figures agree in size, not to the percent
+        # (bench/harness_agreement.py measures the agreement properly).
+        assert 1 / 3 < b.throughput_rps / a.throughput_rps < 3.0, (a.throughput_rps, b.throughput_rps)
+        assert 0.2 < b.latency.p50_ms / a.latency.p50_ms < 5.0, (a.latency.p50_ms, b.latency.p50_ms)
+        assert a.server.compute_infer_us > 0
+
+
+def test_report_renders_in_headless_chromium(closed_loop_run, tmp_path):
+    other = run_from_json(json_from_run(closed_loop_run).replace('"label": ""', '"label": "second run"'))
+    report = report_from_runs([closed_loop_run, other], tmp_path / "report")
+    text = report.read_text()
+    assert text.count("data:image/png;base64,") >= 3 and "second run" in text
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no headless Chromium: apt-get install -y chromium")
+    shot = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1400", f"--screenshot={shot}", report.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=90)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))
+    assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
+    assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
+    assert (pixels[..., :3].mean(axis=2) < 0.5).mean() > 0.005, "no dark pixels: text and plots did not render"
+
+
+def test_cli_writes_json_csv_and_report(served, tmp_path):
+    server, repo = served
+    out = tmp_path / "cli"
+    done = subprocess.run([sys.executable, "-m", "tritongen", "perf", "seq", "--url", server.grpc_url, "--repo", str(repo),
+                           "--concurrency", "2", "--duration-s", "1.2", "--warmup-s", "0.3", "--report", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "window" in done.stderr  # live progress
+    assert {"report.html", "results.json", "results.csv"} <= {p.name for p in out.iterdir()}
+    assert run_from_json(out / "results.json").points[0].load == 2
+
+
+def test_bad_use_is_a_clear_error_not_a_hang(served, tmp_path):
+    server, repo = served
+    with pytest.raises(TritongenError, match="no model 'nope'"):
+        perf_from_spec(spec_for(served, model="nope"))
+    np.savez(tmp_path / "wrong.npz", y=np.zeros((2, 3, 8), np.float32))
+    with pytest.raises(TritongenError, match="do not match model 'seq'"):
+        perf_from_spec(spec_for(served, input_data=tmp_path / "wrong.npz"))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((2, 3, 7), np.float32))
+    with pytest.raises(TritongenError, match="shape"):
+        perf_from_spec(spec_for(served, input_data=tmp_path / "shape.npz"))
+    started = time.monotonic()
+    with pytest.raises(TritongenError, match="no Triton server answers"):
+        perf_from_spec(spec_for(served, url="127.0.0.1:1"))
+    assert time.monotonic() - started < 30
+    done = subprocess.run([sys.executable, "-m", "tritongen", "perf", "nope", "--url", server.grpc_url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_server_dying_mid_run_gives_a_partial_result(served, tmp_path):
+    _, repo = served
+    server = server_from_repository(ServeSpec(repo=repo))
+    try:
+        killer = threading.Timer(2.2, lambda: server.process.kill())
+        killer.start()
+        started = time.monotonic()
+        try:
+            run = perf_from_spec(PerfSpec(model="seq", url=server.grpc_url, repo=repo, concurrency=(1, 2, 4), timeout_s=5, **QUICK))
+            assert run.partial and run.points and "server" in run.partial_reason
+            report = report_from_runs([run], tmp_path / "partial")
+            assert "PARTIAL RESULT" in report.read_text()
+        except TritongenError as err:  # died before the first level was measured
+            assert "server" in err.message
+        assert time.monotonic() - started < 60
+    finally:
+        killer.cancel()
+        server.stop(timeout_s=10)
+
+
+def test_tune_writes_a_config_that_validates_and_loads(served):
+    from tritongen.client import infer_from_arrays, model_metadata
+    from tritongen.perf.tune import TuneSpec, tune_model
+    from tritongen.validate import config_from_file, validate_repository
+
+    server, repo = served
+    result = tune_model(TuneSpec(model_dir=repo / "seq_tune", max_p99_ms=200, url=server.grpc_url, max_instances=2,
+                                 queue_delays_us=(0, 500), max_batch_sizes=(4, 8), max_concurrency=8, duration_s=0.9,
+                                 warmup_s=0.2, budget_s=120))
+    assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
+    assert result.config_path == repo / "seq_tune" / "config.pbtxt" and result.record_path.is_file()
+    assert validate_repository(repo).ok
+    written = config_from_file(result.config_path)
+    assert written.name == "seq_tune" and written.instance_group[0].count == result.winner.candidate.instances
+    assert written.max_batch_size == result.winner.candidate.max_batch_size
+    assert model_metadata(server.grpc_url, "seq_tune")["max_batch_size"] == written.max_batch_size  # reloaded from disk
+    x = np.ones((1, 3, 8), np.float32)
+    np.testing.assert_allclose(infer_from_arrays(server.grpc_url, "seq_tune", {"x": x})["output"], x.mean(axis=1))
+    assert "frontier" in result.table()

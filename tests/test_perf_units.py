@@ -1,0 +1,113 @@
+"""Pure parts of tritongen.perf: result files, stability rule, perf_analyzer input data and CSV, tune helpers."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from tritongen.errors import TritongenError
+from tritongen.perf.inputs import RequestSet, check_requests_against_metadata, request_set_from_arrays
+from tritongen.perf.loadgen import Window, is_stable
+from tritongen.perf.perf_analyzer import input_data_from_requests, point_from_csv, shape_args_from_requests
+from tritongen.perf.results import (LatencySummary, PerfPoint, PerfRun, ServerBreakdown, csv_from_run, json_from_run,
+                                    latency_summary_from_ms, run_from_json)
+from tritongen.perf.spec import PerfSpec
+
+PA_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response,response wait
+4,3792.7,17,526,135,38,238,204,3,960,1240,1500,4010,1050,20,1000
+"""
+
+
+def _point(load=1.0, mode="concurrency"):
+    return PerfPoint(mode=mode, load=load, engine="builtin", throughput_rps=100.0,
+                     latency=latency_summary_from_ms([1.0, 2.0, 3.0, 10.0]), requests=400, errors={"unavailable": 2},
+                     measured_s=4.0, windows=3, server=ServerBreakdown(400, 100, 10.0, 1.0, 50.0, 2.0),
+                     window_history=((99.0, 9.0), (101.0, 10.0)))
+
+
+def test_latency_summary_percentiles_are_ordered():
+    s = latency_summary_from_ms(np.random.default_rng(0).exponential(5.0, 5000))
+    assert s.p50_ms <= s.p90_ms <= s.p95_ms <= s.p99_ms <= s.max_ms
+    assert np.isnan(latency_summary_from_ms([]).mean_ms)
+
+
+def test_run_json_round_trip_and_csv(tmp_path):
+    run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=(_point(1), _point(50, "request_rate")),
+                  settings={"duration_s": 2.0}, metrics={"nv_cpu_utilization": 0.5}, partial=True, partial_reason="server died")
+    back = run_from_json(json_from_run(run))
+    assert back == run
+    path = tmp_path / "r.json"
+    path.write_text(json_from_run(run))
+    assert run_from_json(path).points[1].mode == "request_rate"
+    rows = csv_from_run(run).splitlines()
+    assert rows[0].startswith("mode,load,engine,throughput_rps") and len(rows) == 3
+    with pytest.raises(TritongenError, match="not a tritongen perf result"):
+        run_from_json('{"format": "other"}')
+
+
+def test_stability_needs_three_close_windows():
+    def w(tp, mean):
+        return Window(0, 1, 1.0, tp, mean, mean * 2, 0, None)
+
+    assert not is_stable([w(100, 1), w(100, 1)], 10)
+    assert is_stable([w(50, 3), w(100, 1), w(104, 1.05), w(97, 0.98)], 10)
+    assert not is_stable([w(100, 1), w(130, 1), w(100, 1)], 10)
+
+
+def test_spec_defaults_and_bad_values():
+    spec = PerfSpec(model="m")
+    assert spec.levels == (("concurrency", 1.0), ("concurrency", 4.0))
+    assert PerfSpec(model="m", url="127.0.0.1:8001").resolved_metrics_url() == "127.0.0.1:8002"
+    assert PerfSpec(model="m", url="127.0.0.1:9001").resolved_metrics_url() is None
+    with pytest.raises(TritongenError, match="concurrency 0"):
+        PerfSpec(model="m", concurrency=(0,))
+    with pytest.raises(TritongenError, match="request rate"):
+        PerfSpec(model="m", request_rates=(-1,))
+
+
+def test_perf_analyzer_input_data_is_exact_and_shapes_come_from_samples():
+    x = np.arange(2 * 5 * 8, dtype=np.float32).reshape(2, 5, 8)
+    requests = request_set_from_arrays({"x": x}, batched=True, source="t")
+    data = input_data_from_requests(requests)
+    assert len(data["data"]) == 2 and data["data"][0]["x"]["shape"] == [5, 8]
+    raw = base64.b64decode(data["data"][1]["x"]["b64"])
+    np.testing.assert_array_equal(np.frombuffer(raw, np.float32).reshape(5, 8), x[1])
+    assert shape_args_from_requests(requests) == ["--shape", "x:5,8"]
+    json.dumps(data)
+
+
+def test_perf_analyzer_csv_parses_into_a_point():
+    p = point_from_csv(PA_CSV, "concurrency", 4, 3.0)
+    assert p.throughput_rps == pytest.approx(3792.7)
+    assert p.latency.p99_ms == pytest.approx(4.01) and p.latency.mean_ms == pytest.approx(1.05) and p.latency.max_ms is None
+    assert p.server.queue_us == 135 and p.server.compute_infer_us == 238
+
+
+def test_inputs_that_do_not_match_the_model_are_refused():
+    meta = {"name": "m", "max_batch_size": 8, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 8]}]}
+    good = request_set_from_arrays({"x": np.zeros((2, 3, 8), np.float32)}, True, "t")
+    check_requests_against_metadata(good, meta)
+    with pytest.raises(TritongenError, match="missing x"):
+        check_requests_against_metadata(request_set_from_arrays({"y": np.zeros((2, 3, 8), np.float32)}, True, "t"), meta)
+    with pytest.raises(TritongenError, match="FP64"):
+        check_requests_against_metadata(request_set_from_arrays({"x": np.zeros((2, 3, 8))}, True, "t"), meta)
+    with pytest.raises(TritongenError, match="shape"):
+        check_requests_against_metadata(RequestSet(({"x": np.zeros((1, 3, 7), np.float32)},), True, "t"), meta)
+
+
+def test_tune_config_round_trip_and_frontier():
+    from tritongen.perf.tune import Candidate, _frontier, candidate_from_config, config_from_candidate
+    from tritongen.validate import config_from_text
+
+    base = config_from_text('name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
+                            'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ndynamic_batching { preferred_batch_size: [4, 8] '
+                            'max_queue_delay_microseconds: 500 }\ninstance_group [{count: 1 kind: KIND_CPU}]\n')
+    c = candidate_from_config(base)
+    assert c == Candidate(1, 500, 8, (4, 8))
+    new = Candidate(2, 0, 16, (16,))
+    assert candidate_from_config(config_from_candidate(base, new)) == new
+    assert candidate_from_config(base) == c  # the base is not modified
+    pts = [(c, PerfPoint("concurrency", n, "builtin", tp, LatencySummary(1, 1, 1, 1, p99, 1), 1)) for n, tp, p99 in
+           ((1, 100, 1.0), (2, 90, 2.0), (4, 300, 3.0), (8, 250, 5.0))]
+    assert [p.throughput_rps for _, p in _frontier(pts)] == [100, 300]

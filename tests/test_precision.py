@@ -1,0 +1,219 @@
+"""FP16 / INT8 variants with calibration and the accuracy guard, on real models (library and build)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests import factories
+from tritongen.build import build
+from tritongen.errors import TritongenError
+from tritongen.precision.calibration import calibration_data_from_path
+from tritongen.precision.guard import guarded_onnx_from_onnx, outputs_from_onnx
+from tritongen.precision.int8 import int8_onnx_from_onnx
+from tritongen.spec import TensorSpec, build_spec_from_options
+from tritongen.validate import check_repository
+
+X = (TensorSpec("x", "FP32", (3, 32, 32)),)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TRITONGEN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tritongen-cache"))
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory) -> Path:
+    return factories.save_model(factories.make_small_conv(), tmp_path_factory.mktemp("m") / "conv.pt", "state_dict")
+
+
+@pytest.fixture(scope="module")
+def conv_calib(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "images.npz"
+    np.savez(path, x=np.random.default_rng(0).standard_normal((480, 3, 32, 32)).astype(np.float32))
+    return path
+
+
+def _conv_spec(model: Path, repo: Path, **options):
+    defaults = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
+                    max_batch_size=16, repo=repo, name="conv", target="onnxruntime")
+    defaults.update(options)
+    return build_spec_from_options(model, **defaults)
+
+
+def test_conv_int8_top1_agrees_with_fp32(tmp_path, conv, conv_calib):
+    result = build(_conv_spec(conv, tmp_path / "repo", precision="int8", calib_data=conv_calib, min_top1=0.99))
+    record = json.loads(result.manifest_path.read_text())["precision"]
+    assert record["precision"] == "int8" and record["ok"]
+    assert record["calibration"]["samples"] == 360 and record["calibration"]["eval_samples"] == 120
+    assert record["accuracy"]["top1"] >= 0.99 and record["accuracy"]["cosine_mean"] >= 0.99
+    import onnx
+
+    model = onnx.load(str(result.model_dir / "1" / "model.onnx"), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    zero_points = [i for i in model.graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)  # symmetric
+    assert all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
+    config = result.config_path.read_text()
+    assert 'name: "tensorrt"' in config and 'value: "INT8"' in config
+    check_repository(tmp_path / "repo")
+
+
+def test_conv_fp16_passes_its_gate_and_keeps_io_types(tmp_path, conv):
+    result = build(_conv_spec(conv, tmp_path / "repo", precision="fp16"))
+    record = json.loads(result.manifest_path.read_text())["precision"]
+    assert record["ok"] and record["accuracy"]["cosine_min"] >= 0.999
+    import onnx
+
+    model = onnx.load(str(result.model_dir / "1" / "model.onnx"), load_external_data=False)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert 'value: "FP16"' in result.config_path.read_text()
+    check_repository(tmp_path / "repo")
+
+
+class OutlierMLP(nn.Module):
+    """fc2 sees one activation channel 300x larger than the rest: per-tensor INT8 on fc2's input ruins it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16, 64), nn.Linear(64, 32), nn.Linear(32, 8)
+        for layer in (self.fc1, self.fc2, self.fc3):
+            layer.weight.data = torch.randn(layer.weight.shape, generator=g) / layer.weight.shape[1] ** 0.5
+        self.fc1.weight.data[0] *= 300.0
+        self.fc2.weight.data[:, 0] /= 300.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_guard_kicks_in_and_keeps_the_sensitive_layer(tmp_path):
+    model = OutlierMLP().eval()
+    path = factories.save_model(model, tmp_path / "mlp.pt", "torchscript-trace", (torch.randn(2, 16),))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32))
+    lines: list[str] = []
+    spec = build_spec_from_options(path, inputs=["x:FP32:16"], outputs=["y"], max_batch_size=8, repo=tmp_path / "repo",
+                                   name="mlp", target="tensorrt", precision="int8", calib_data=calib, min_cosine=0.999)
+    result = build(spec, progress=lines.append)
+    record = json.loads(result.manifest_path.read_text())["precision"]
+    first, last = record["attempts"][0]["accuracy"], record["attempts"][-1]["accuracy"]
+    assert not first["ok"] and last["ok"] and len(record["attempts"]) >= 2
+    assert record["kept_layers"] == ["/fc2/Gemm"]  # the layer reading the outlier channel, and only it
+    assert record["sensitivity"][0]["layer"] == "/fc2/Gemm" and record["sensitivity"][0]["loss"] > 100 * record["sensitivity"][1]["loss"]
+    assert any("below the bar" in line for line in lines) and any("TensorRT is not installed here" in line for line in lines)
+    # --target tensorrt: prepared ONNX + profiles, no plan yet; the config still validates
+    version_dir = result.model_dir / "1"
+    plan = json.loads((version_dir / "tritongen" / "engine.json").read_text())
+    assert plan["profiles"] == [{"x": {"min": [1, 16], "opt": [8, 16], "max": [8, 16]}}]
+    assert (version_dir / "tritongen" / "model.onnx").is_file() and not (version_dir / "model.plan").exists()
+    config = result.config_path.read_text()
+    assert 'platform: "tensorrt_plan"' in config and "max_batch_size: 8" in config and "KIND_GPU" in config
+    check_repository(tmp_path / "repo")
+
+
+def test_guard_fails_with_a_report_when_the_bar_is_out_of_reach(tmp_path):
+    model = OutlierMLP().eval()
+    path = factories.save_model(model, tmp_path / "mlp.pt", "torchscript-trace", (torch.randn(2, 16),))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
+    spec = build_spec_from_options(path, inputs=["x:FP32:16"], max_batch_size=8, repo=tmp_path / "repo", name="mlp",
+                                   target="onnxruntime", precision="int8", calib_data=calib, min_cosine=1.0)
+    with pytest.raises(TritongenError) as err:
+        build(spec)
+    assert "below the accuracy bar" in err.value.problem and "attempt 1" in err.value.details
+    assert "most sensitive layers" in err.value.details
+    assert not (tmp_path / "repo" / "mlp").exists()
+
+
+def test_calibration_cache_is_reused_while_model_and_data_are_unchanged(tmp_path, conv, conv_calib):
+    result = build(_conv_spec(conv, tmp_path / "repo"))  # FP32 export to quantize
+    src = result.model_dir / "1" / "model.onnx"
+    data = calibration_data_from_path(conv_calib, X, True, 16)
+    first = int8_onnx_from_onnx(src, tmp_path / "a", data, "percentile")
+    again = int8_onnx_from_onnx(src, tmp_path / "b", data, "percentile")
+    assert again.cache_path == first.cache_path and again.cache_hit
+    changed = np.load(conv_calib)["x"].copy()
+    changed[0, 0, 0, 0] += 1.0
+    np.savez(tmp_path / "changed.npz", x=changed)
+    new = int8_onnx_from_onnx(src, tmp_path / "c", calibration_data_from_path(tmp_path / "changed.npz", X, True, 16), "percentile")
+    assert new.cache_path != first.cache_path and not new.cache_hit
+    assert data.calib_samples == 360 and first.calib_samples == 352  # histogram methods need one batch shape: tail dropped
+
+
+# --- bad input: a clear error and nothing written -------------------------------------------------------
+
+def _bad(tmp_path: Path, conv: Path, **options) -> TritongenError:
+    with pytest.raises(TritongenError) as err:
+        build(_conv_spec(conv, tmp_path / "repo", **options))
+    assert not (tmp_path / "repo" / "conv").exists()
+    return err.value
+
+
+def test_bad_calibration_data(tmp_path, conv):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "shape.npz", x=rng.standard_normal((64, 3, 16, 16)).astype(np.float32))
+    assert "shape" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "shape.npz").problem
+    np.savez(tmp_path / "dtype.npz", x=rng.standard_normal((64, 3, 32, 32)))
+    assert "float64" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "dtype.npz").problem
+    np.savez(tmp_path / "few.npz", x=rng.standard_normal((5, 3, 32, 32)).astype(np.float32))
+    assert "too few" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "few.npz").problem
+    (tmp_path / "empty").mkdir()
+    assert "no .npz files or images" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "empty").problem
+    nan = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
+    nan[7, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan)
+    assert "NaN" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "nan.npz").problem
+    (tmp_path / "lines.txt").write_text("a sentence\n" * 40)
+    assert "tokenizer" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "lines.txt").problem
+
+
+def test_precision_the_target_cannot_do(tmp_path, conv, conv_calib):
+    with pytest.raises(TritongenError, match="target local"):
+        _conv_spec(conv, tmp_path / "repo", target="local", precision="fp16")
+    with pytest.raises(TritongenError, match="needs calibration data"):
+        _conv_spec(conv, tmp_path / "repo", precision="int8")
+    with pytest.raises(TritongenError, match="unknown precision"):
+        _conv_spec(conv, tmp_path / "repo", precision="int4")
+    with pytest.raises(TritongenError, match="min-cosine"):
+        _conv_spec(conv, tmp_path / "repo", precision="fp16", min_cosine=1.5)
+
+
+def test_image_folder_calibration(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    data = calibration_data_from_path(folder, X, True, 8)
+    assert data.source == "images" and (data.calib_samples, data.eval_samples) == (18, 6)
+    batch = data.calib[0]["x"]
+    assert batch.shape == (8, 3, 32, 32) and batch.dtype == np.float32 and 0.0 <= batch.min() and batch.max() <= 1.0
+    with pytest.raises(TritongenError, match="one image"):
+        calibration_data_from_path(folder, (TensorSpec("ids", "INT64", (-1,)),), True, 8)
+
+
+def test_cli_build_fp16_prints_the_guard_and_errors_in_one_line(tmp_path, conv, capsys):
+    from tritongen.cli import main
+
+    base = ["build", str(conv), "--model-factory", "tests.factories:make_small_conv", "--input", "x:FP32:3,32,32",
+            "--repo", str(tmp_path / "repo"), "--name", "conv", "--max-batch-size", "4"]
+    main(base + ["--target", "onnxruntime", "--precision", "fp16"])
+    err = capsys.readouterr().err
+    assert "fp16 variant + accuracy guard" in err and "fp16: cosine mean" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--name", "conv8", "--target", "onnxruntime", "--precision", "int8", "--calib-data", str(tmp_path / "none.npz")])
+    assert exit_info.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: calibration data {tmp_path / 'none.npz'} does not exist: pass --calib-data with an .npz file, "
+                     "a folder of .npz files or a text file"]
+    assert not (tmp_path / "repo" / "conv8").exists()

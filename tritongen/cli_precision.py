@@ -1,0 +1,39 @@
+"""``tritongen lint`` and ``tritongen engine``: thin click commands over :mod:`tritongen.lint` and :mod:`tritongen.engine`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .errors import TritongenError
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path), default="model_repository")
+def lint(path: Path) -> None:
+    """Check an ONNX file, or every model in a repository, for TensorRT offline (opset, operators, INT64, profiles, size)."""
+    from .lint import lint_from_onnx, lint_targets
+
+    reports = [lint_from_onnx(onnx_path, profiles) for onnx_path, profiles in lint_targets(path)]
+    for report in reports:
+        click.echo(report.text())
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        raise TritongenError(f"{len(bad)} of {len(reports)} model(s) will not pass TensorRT's ONNX parser", "see the findings above")
+
+
+@click.command()
+@click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
+@click.option("--workspace-gb", type=float, help="Builder workspace limit in GiB (default: engine.json's, 4).")
+@click.option("--opt-level", "optimization_level", type=click.IntRange(0, 5), help="Builder optimization level 0-5 (default 3).")
+@click.option("--per-cc", is_flag=True, help="Save model.<cc>.plan and list it in cc_model_filenames (plans for several GPUs in one repository).")
+def engine(repo: Path, workspace_gb: float | None, optimization_level: int | None, per_cc: bool) -> None:
+    """Build model.plan for every model in REPO prepared by `build --target tensorrt` (needs TensorRT and a GPU)."""
+    from .engine import engines_from_repository
+
+    results = engines_from_repository(repo, workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,
+                                      optimization_level=optimization_level, per_cc=per_cc,
+                                      progress=lambda m: click.echo(m, err=True))
+    for r in results:
+        click.echo(f"built {r.plan_path} (TensorRT {r.tensorrt_version}, compute capability {r.compute_capability}) in {r.build_s:.1f}s")

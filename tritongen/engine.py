@@ -1,0 +1,239 @@
+"""TensorRT engines: prepared ONNX (precision already in the graph) -> ``model.plan``, through Polygraphy.
+
+Where TensorRT is missing, ``build --target tensorrt`` stops after :func:`engine_plan_from_spec`: it writes
+the prepared ONNX and ``engine.json`` (profiles, precision, build settings) into the model's version folder
+under ``tritongen/``. ``tritongen engine REPO`` then runs :func:`engine_from_onnx` for every such model on a
+host with TensorRT (the ``docker/`` engine-builder image): a strongly typed network, so the FP16 casts and
+INT8 Q/DQ in the ONNX decide the precision (TensorRT 10 deprecated and TensorRT 11 removed the FP16/INT8
+builder flags and implicit calibration).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import TritongenError
+
+ENGINE_PLAN_NAME = "engine.json"
+PREPARED_ONNX = "model.onnx"  # inside <version>/tritongen/ for the tensorrt target
+PLAN_FILENAME = "model.plan"
+TIMING_CACHE_NAME = "timing.cache"
+DEFAULT_WORKSPACE_BYTES = 4 << 30
+DEFAULT_OPT_LEVEL = 3
+
+Shape = tuple[int, ...]
+Profile = dict[str, dict[str, list[int]]]  # input -> {"min": shape, "opt": shape, "max": shape}
+
+
+def profiles_from_spec(spec: Any) -> list[Profile]:
+    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim 1..max_dynamic_dim."""
+    from .config import preferred_batch_sizes
+
+    max_dim = int(getattr(spec, "max_dynamic_dim", 128))
+    opt_dim = max(1, min(int(spec.dynamic_dim_size), max_dim))
+    profile: Profile = {}
+    for t in spec.inputs:
+        lo = [1 if d == -1 else d for d in t.dims]
+        opt = [opt_dim if d == -1 else d for d in t.dims]
+        hi = [max_dim if d == -1 else d for d in t.dims]
+        if spec.batched:
+            best = max(preferred_batch_sizes(spec) or (spec.max_batch_size,))
+            lo, opt, hi = [1] + lo, [best] + opt, [spec.max_batch_size] + hi
+        profile[t.name] = {"min": lo, "opt": opt, "max": hi}
+    return [profile]
+
+
+def engine_plan_from_spec(spec: Any, onnx_rel: str, precision: str) -> dict[str, Any]:
+    """What ``tritongen engine`` needs on the GPU host (written as ``engine.json``)."""
+    return {
+        "onnx": onnx_rel,
+        "precision": precision,  # already in the graph; informational
+        "strongly_typed": True,
+        "profiles": profiles_from_spec(spec),
+        "max_batch_size": spec.max_batch_size,
+        "workspace_bytes": DEFAULT_WORKSPACE_BYTES,
+        "builder_optimization_level": DEFAULT_OPT_LEVEL,
+        "plan": PLAN_FILENAME,
+    }
+
+
+def prepared_onnx_from_onnx(version_dir: Path, spec: Any) -> dict[str, Any]:
+    """``--target tensorrt``: move ``<version>/model.onnx`` (+ data) to ``<version>/tritongen/``, write
+    ``engine.json`` beside it and lint it against the profiles; lint errors stop the build."""
+    from .lint import lint_from_onnx  # noqa: PLC0415
+    from .manifest import ARTIFACT_DIR  # noqa: PLC0415
+    from .precision.stage import move_onnx  # noqa: PLC0415
+
+    prepared = move_onnx(version_dir / PREPARED_ONNX, version_dir / ARTIFACT_DIR)
+    plan = engine_plan_from_spec(spec, PREPARED_ONNX, spec.precision)
+    (version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME).write_text(json.dumps(plan, indent=2) + "\n")
+    lint = lint_from_onnx(prepared, plan["profiles"])
+    if not lint.ok:
+        raise TritongenError("the prepared ONNX will not pass TensorRT's ONNX parser",
+                             "see the lint findings below; change the model or use --target onnxruntime", details=lint.text())
+    return {"engine_plan": f"{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}", "lint": lint.to_dict(), "tensorrt_version": tensorrt_version()}
+
+
+def tensorrt_version() -> str | None:
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+
+        return str(trt.__version__)
+    except Exception:  # missing, or the bindings without libnvinfer
+        return None
+
+
+def require_tensorrt() -> str:
+    version = tensorrt_version()
+    if version is None:
+        raise TritongenError(
+            "TensorRT is not installed here, so no engine can be built",
+            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the docker/ engine-builder image "
+            "(nvcr.io/nvidia/tensorrt:<YY.MM>-py3 with the same YY.MM as the Triton image)")
+    return version
+
+
+def compute_capability() -> str:
+    """The current GPU's compute capability as Triton's ``cc_model_filenames`` keys it (``"8.0"``)."""
+    try:
+        from cuda.bindings import runtime as cudart  # noqa: PLC0415
+    except Exception:
+        try:
+            from cuda import cudart  # noqa: PLC0415
+        except Exception:
+            cudart = None
+    if cudart is not None:
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            return f"{props.major}.{props.minor}"
+    try:
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return f"{major}.{minor}"
+    except Exception:
+        pass
+    import subprocess  # noqa: PLC0415
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    raise TritongenError("cannot tell this GPU's compute capability", "install cuda-python, or make nvidia-smi work")
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    plan_path: Path
+    tensorrt_version: str
+    compute_capability: str
+    build_s: float
+
+
+def engine_from_onnx(onnx_path: Path, plan_path: Path, profiles: list[Profile], *, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+                     optimization_level: int = DEFAULT_OPT_LEVEL, timing_cache: Path | None = None) -> EngineResult:
+    """Build a strongly typed engine with Polygraphy and save it to ``plan_path``."""
+    version = require_tensorrt()
+    from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile as TrtProfile, engine_from_network, save_engine  # noqa: PLC0415
+
+    trt_profiles = []
+    for p in profiles:
+        prof = TrtProfile()
+        for name, shapes in p.items():
+            prof.add(name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])
+        trt_profiles.append(prof)
+    start = time.perf_counter()
+    try:
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
+        import tensorrt as trt  # noqa: PLC0415
+
+        config = CreateConfig(profiles=trt_profiles, memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
+                              builder_optimization_level=optimization_level,
+                              load_timing_cache=str(timing_cache) if timing_cache and timing_cache.is_file() else None)
+        engine = engine_from_network(network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None)
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        save_engine(engine, str(plan_path))
+    except TritongenError:
+        raise
+    except Exception as exc:
+        raise TritongenError(f"TensorRT could not build {onnx_path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
+                             "run `tritongen lint` on the model, check the profiles in engine.json, rerun with --debug") from None
+    return EngineResult(plan_path, version, compute_capability(), round(time.perf_counter() - start, 3))
+
+
+def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
+    """(model folder, version folder, engine.json content) for every model prepared for TensorRT in ``repo``."""
+    from .manifest import ARTIFACT_DIR  # noqa: PLC0415
+
+    found = []
+    for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
+        version_dir = plan.parent.parent
+        if version_dir.name.isdigit():
+            found.append((version_dir.parent, version_dir, json.loads(plan.read_text())))
+    return found
+
+
+def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, optimization_level: int | None = None,
+                            per_cc: bool = False, progress=None) -> list[EngineResult]:
+    """Build ``model.plan`` for every prepared model in ``repo`` and record TensorRT version + compute capability.
+
+    With ``per_cc`` the plan is saved as ``model.<cc>.plan`` and listed in the config's ``cc_model_filenames``
+    so one repository can carry plans for several GPU generations.
+    """
+    from .manifest import ARTIFACT_DIR, manifest_path  # noqa: PLC0415
+
+    say = progress or (lambda message: None)
+    repo = Path(repo)
+    models = engine_models(repo)
+    if not models:
+        raise TritongenError(f"no model in {repo} is prepared for TensorRT",
+                             "build with `tritongen build ... --target tensorrt` first (it writes <model>/<version>/tritongen/engine.json)")
+    require_tensorrt()
+    results = []
+    for model_dir, version_dir, plan in models:
+        onnx_path = version_dir / ARTIFACT_DIR / plan["onnx"]
+        cc = compute_capability()
+        filename = f"model.{cc}.plan" if per_cc else plan.get("plan", PLAN_FILENAME)
+        say(f"building {model_dir.name} v{version_dir.name} ({plan.get('precision', 'fp32')}, cc {cc}) ...")
+        result = engine_from_onnx(onnx_path, version_dir / filename, plan["profiles"],
+                                  workspace_bytes=workspace_bytes or plan.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES),
+                                  optimization_level=optimization_level if optimization_level is not None else plan.get("builder_optimization_level", DEFAULT_OPT_LEVEL),
+                                  timing_cache=repo / f".{TIMING_CACHE_NAME}")
+        _record_engine(model_dir, version_dir, result, filename, per_cc, manifest_path(model_dir, int(version_dir.name)))
+        results.append(result)
+    return results
+
+
+def _record_engine(model_dir: Path, version_dir: Path, result: EngineResult, filename: str, per_cc: bool, manifest: Path) -> None:
+    """Manifest: TensorRT version, compute capability, plan hash; config: cc_model_filenames when per-cc."""
+    from .manifest import sha256_file  # noqa: PLC0415
+
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    engines = data.setdefault("engines", {})
+    engines[result.compute_capability] = {"plan": filename, "tensorrt_version": result.tensorrt_version,
+                                          "compute_capability": result.compute_capability, "build_s": result.build_s,
+                                          "sha256": sha256_file(result.plan_path)}
+    data["tensorrt_version"] = result.tensorrt_version
+    manifest.write_text(json.dumps(data, indent=2) + "\n")
+    if per_cc:
+        config = model_dir / "config.pbtxt"
+        text = config.read_text()
+        entries = {cc: e["plan"] for cc, e in engines.items()}
+        config.write_text(cc_config_text(text, entries))
+
+
+def cc_config_text(text: str, cc_model_filenames: Mapping[str, str]) -> str:
+    """``text`` with its ``cc_model_filenames`` entries replaced by ``cc_model_filenames``."""
+    import re  # noqa: PLC0415
+
+    text = re.sub(r'cc_model_filenames \{\s*key: "[^"]*"\s*value: "[^"]*"\s*\}\n', "", text)
+    block = "".join(f'cc_model_filenames {{\n  key: "{cc}"\n  value: "{name}"\n}}\n' for cc, name in sorted(cc_model_filenames.items()))
+    anchor = re.search(r"^max_batch_size: .*\n", text, flags=re.M)
+    return text[:anchor.end()] + block + text[anchor.end():] if anchor else block + text

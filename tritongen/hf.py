@@ -1,0 +1,331 @@
+"""Hugging Face folders as build input: detect the task, load the weights safely, describe the tensors.
+
+A Hugging Face folder holds ``config.json``, weights (``model.safetensors`` or ``pytorch_model.bin``) and,
+for text models, tokenizer files; image models have a ``preprocessor_config.json``. Everything here reads
+those files only: nothing is downloaded (``local_files_only``), and ``.bin`` weights are read with
+``weights_only`` unpickling (transformers' default), so loading runs no code from the folder.
+
+The model is wrapped in a small ``nn.Module`` that takes plain tensors and returns plain tensors, which is
+what the ONNX exporter and the parity gate need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import TritongenError
+from .spec import TensorSpec
+
+TASKS = ("text-classification", "feature-extraction", "image-classification")
+TEXT_TASKS = ("text-classification", "feature-extraction")
+TASK_ALIASES = {
+    "sentence-embedding": "feature-extraction", "sentence-similarity": "feature-extraction", "embedding": "feature-extraction",
+    "sequence-classification": "text-classification", "sentiment-analysis": "text-classification",
+}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
+DEFAULT_MAX_LENGTH = 512
+
+
+def is_hf_folder(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def task_from_name(task: str) -> str:
+    task = TASK_ALIASES.get(task, task)
+    if task not in TASKS:
+        raise TritongenError(f"unknown task '{task}'", f"use one of {', '.join(TASKS)}")
+    return task
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TritongenError(f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained writes config.json)") from None
+    except (OSError, ValueError) as exc:
+        raise TritongenError(f"cannot read {path} ({exc})", "pass a Hugging Face folder with a valid config.json") from None
+    if not isinstance(data, dict):
+        raise TritongenError(f"{path} is not a JSON object", "pass a Hugging Face folder with a valid config.json")
+    return data
+
+
+def task_from_config(config: Mapping[str, Any], folder: Path | None = None) -> str:
+    """The task from ``architectures`` (``...ForSequenceClassification`` -> text classification, ...)."""
+    archs = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "text-classification"
+    if any(a.endswith("ForImageClassification") for a in archs):
+        return "image-classification"
+    if folder is not None and (Path(folder) / "modules.json").is_file():
+        return "feature-extraction"  # a sentence-transformers folder
+    if archs and all(a.endswith("Model") and "For" not in a and "LMHead" not in a for a in archs):  # a bare encoder
+        if folder is not None and (Path(folder) / IMAGE_PROCESSOR_FILE).is_file() and not _has_tokenizer(Path(folder)):
+            raise TritongenError(f"cannot tell what to serve for the image backbone {archs[0]}",
+                                 "pass --task image-classification with a classifier, or --postprocess raw")
+        return "feature-extraction"
+    raise TritongenError(
+        f"cannot detect the task of {folder or 'the model'} from architectures {archs or 'none'}",
+        f"pass --task ({', '.join(TASKS)})",
+    )
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model"))
+
+
+def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Label names in class-index order from ``id2label`` (``LABEL_<i>`` for gaps)."""
+    id2label = config.get("id2label") or {}
+    try:
+        mapping = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        raise TritongenError("config.json's id2label has keys that are not class indices", "write id2label as {\"0\": \"negative\", ...}") from None
+    count = max(int(config.get("num_labels", 0) or 0), (max(mapping) + 1) if mapping else 0)
+    return tuple(mapping.get(i, f"LABEL_{i}") for i in range(count))
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    tokenizer_dir: Path
+    model_input_names: tuple[str, ...]  # in forward() order: input_ids, attention_mask[, token_type_ids]
+    max_length: int
+
+
+def tokenizer_from_folder(folder: Path):
+    from transformers import AutoTokenizer
+
+    if not _has_tokenizer(Path(folder)):
+        raise TritongenError(f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
+                             "pass --tokenizer DIR with the model's tokenizer (tokenizer.save_pretrained writes it)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
+        raise TritongenError(f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0][:300]}",
+                             "pass --tokenizer DIR with files written by tokenizer.save_pretrained") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TritongenError(f"the tokenizer in {folder} is not a fast tokenizer", "save it with tokenizer.json (a fast tokenizer)")
+    return tokenizer
+
+
+def text_settings_from_folder(tokenizer_dir: Path, model_config: Mapping[str, Any] | None, model_folder: Path | None,
+                              accepts: tuple[str, ...] | None = None) -> TextSettings:
+    """Which tokenizer outputs the model takes and the truncation length (sentence-transformers' when set)."""
+    tokenizer = tokenizer_from_folder(tokenizer_dir)
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in tokenizer.model_input_names and (accepts is None or "token_type_ids" in accepts) \
+            and int((model_config or {}).get("type_vocab_size", 0) or 0) > 1:
+        names.append("token_type_ids")
+    limits = []
+    for folder in {p for p in (model_folder, tokenizer_dir) if p is not None}:
+        st = Path(folder) / "sentence_bert_config.json"
+        if st.is_file():
+            try:
+                limits.append(int(json.loads(st.read_text()).get("max_seq_length")))
+            except (ValueError, TypeError, OSError):
+                pass
+    if not limits:
+        model_max = int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
+        positions = int((model_config or {}).get("max_position_embeddings", 0) or 0)
+        limits = [min(v for v in (model_max, positions or model_max, 100_000) if v > 0)]
+    return TextSettings(tokenizer_dir=Path(tokenizer_dir), model_input_names=tuple(names), max_length=min(limits))
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    dst.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int) -> dict[str, Any]:
+    """Real tokenized sentences of different lengths, padded to the longest: samples for the parity gate."""
+    import numpy as np
+
+    sentences = ["Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
+                 "A much longer sentence, with commas and clauses, so that the padding in this batch is really used."]
+    encoded = tokenizer_from_folder(tokenizer_dir)(sentences, padding="longest", truncation=True, max_length=max_length,
+                                                   return_tensors="np")
+    return {n: np.asarray(encoded[n]).astype(np.int64) for n in names}
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Decided pre-processing for images, from the model's own ``preprocessor_config.json``."""
+
+    resize: Mapping[str, int] | None  # {"height": h, "width": w} or {"shortest_edge": s}
+    crop: tuple[int, int] | None  # (height, width) center crop after the resize
+    crop_pct: float | None  # ConvNext: resize shortest edge to size/crop_pct, then crop size
+    resample: int
+    rescale_factor: float | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    channels: int = 3
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        if self.crop is not None:
+            return self.crop
+        if self.resize and "height" in self.resize:
+            return int(self.resize["height"]), int(self.resize["width"])
+        if self.resize and "shortest_edge" in self.resize and self.crop_pct is not None:
+            s = int(self.resize["shortest_edge"])
+            return s, s
+        raise TritongenError("the image processor settings give no fixed output size",
+                             "set size {height, width} or crop_size in preprocessor_config.json")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"resize": dict(self.resize) if self.resize else None, "crop": list(self.crop) if self.crop else None,
+                "crop_pct": self.crop_pct, "resample": self.resample, "rescale_factor": self.rescale_factor,
+                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None,
+                "channels": self.channels, "output_hw": list(self.output_hw)}
+
+
+def image_settings_from_folder(folder: Path) -> ImageSettings:
+    path = Path(folder) / IMAGE_PROCESSOR_FILE
+    if not path.is_file():
+        raise TritongenError(f"{folder} has no {IMAGE_PROCESSOR_FILE}", "save the model's image processor with save_pretrained into the folder")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TritongenError(f"cannot read {path} ({exc})", "write a valid preprocessor_config.json") from None
+
+    def hw(value, default=None):
+        if value is None:
+            return default
+        if isinstance(value, int):
+            return {"height": value, "width": value}
+        return {k: int(v) for k, v in value.items() if k in ("height", "width", "shortest_edge")}
+
+    resize = hw(cfg.get("size")) if cfg.get("do_resize", True) else None
+    crop_pct = cfg.get("crop_pct") if resize and "shortest_edge" in resize and not cfg.get("do_center_crop") else None
+    if crop_pct is not None and int(resize["shortest_edge"]) >= 384:
+        crop_pct = None  # ConvNext warps to a square at 384 and above
+        resize = {"height": int(resize["shortest_edge"]), "width": int(resize["shortest_edge"])}
+    crop = None
+    if cfg.get("do_center_crop"):
+        size = hw(cfg.get("crop_size"), {"height": 224, "width": 224})
+        crop = (int(size["height"]), int(size["width"]))
+    if resize and "shortest_edge" in resize and crop is None and crop_pct is None:
+        raise TritongenError(f"{path} resizes the shortest edge but does not crop, so image sizes vary",
+                             "use a processor with a fixed output size (size {height, width} or a center crop)")
+    mean = tuple(float(v) for v in cfg.get("image_mean", ())) if cfg.get("do_normalize", True) and cfg.get("image_mean") else None
+    std = tuple(float(v) for v in cfg.get("image_std", ())) if mean else None
+    rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else None
+    return ImageSettings(resize=resize, crop=crop, crop_pct=float(crop_pct) if crop_pct is not None else None,
+                         resample=int(cfg.get("resample", 2)), rescale_factor=rescale, mean=mean, std=std)
+
+
+# ------------------------------------------------------------------------------------------------ the model
+
+
+@dataclass(frozen=True)
+class HFModel:
+    """What a Hugging Face folder holds, decided once."""
+
+    folder: Path
+    task: str
+    config: Mapping[str, Any]
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+    text: TextSettings | None = None
+    image: ImageSettings | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: Path | None = None) -> HFModel:
+    folder = Path(folder)
+    config = read_config(folder)
+    task = task_from_name(task) if task else task_from_config(config, folder)
+    if not any((folder / w).is_file() for w in WEIGHT_FILES):
+        raise TritongenError(f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])})",
+                             "save the model with save_pretrained into the folder")
+    if task in TEXT_TASKS:
+        text = text_settings_from_folder(tokenizer_dir or folder, config, folder)
+        inputs = tuple(TensorSpec(n, "INT64", (-1,)) for n in text.model_input_names)
+        if task == "text-classification":
+            labels = labels_from_config(config)
+            if not labels:
+                raise TritongenError(f"{folder}/config.json has no id2label or num_labels", "save the classifier with its id2label")
+            return HFModel(folder, task, config, inputs, ("logits",), labels=labels, text=text)
+        return HFModel(folder, task, config, inputs, ("last_hidden_state",), text=text)
+    image = image_settings_from_folder(folder)
+    channels = int(config.get("num_channels", 3) or 3)
+    h, w = image.output_hw
+    labels = labels_from_config(config)
+    return HFModel(folder, task, config, (TensorSpec("pixel_values", "FP32", (channels, h, w)),), ("logits",),
+                   labels=labels, image=image)
+
+
+@dataclass(frozen=True)
+class LoadedHF:
+    """Quacks like :class:`tritongen.load.LoadedModel` for :func:`tritongen.build.stage_model`."""
+
+    module: Any
+    form: str
+    source: Path
+    exported_program: Any = None
+
+
+def loaded_from_hf(model: HFModel) -> LoadedHF:
+    """Load the weights with transformers (offline, safe unpickling) and wrap them to take/return tensors."""
+    import torch
+    import transformers
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    auto = {"text-classification": transformers.AutoModelForSequenceClassification,
+            "feature-extraction": transformers.AutoModel,
+            "image-classification": transformers.AutoModelForImageClassification}[model.task]
+    try:
+        hf = auto.from_pretrained(str(model.folder), local_files_only=True, attn_implementation="eager")
+    except Exception as exc:  # noqa: BLE001
+        raise TritongenError(f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",
+                             "check the folder was written by save_pretrained, or pass --task with the right task") from None
+    hf = hf.eval()
+    names = tuple(t.name for t in model.inputs)
+
+    class TextModel(torch.nn.Module):
+        def __init__(self, inner, output: str) -> None:
+            super().__init__()
+            self.inner = inner
+            self.output = output
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)[self.output]
+
+    class TextModelWithTypes(TextModel):
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              return_dict=True)[self.output]
+
+    class ImageModel(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values, return_dict=True).logits
+
+    if model.task == "image-classification":
+        wrapped = ImageModel(hf)
+    else:
+        wrapped = (TextModelWithTypes if "token_type_ids" in names else TextModel)(hf, model.output_names[0])
+    return LoadedHF(module=wrapped.eval(), form="huggingface", source=model.folder)

@@ -1,0 +1,169 @@
+"""Offline TensorRT compatibility lint for an ONNX model (no TensorRT needed).
+
+There is no CPU-only way to ask TensorRT whether a graph will parse (design notes, section 3), so this
+checks what can be checked: the opset range, every operator against the TensorRT ONNX parser's documented
+support list (onnx-tensorrt ``docs/operators.md``, TensorRT 10.x), non-standard domains, INT64 tensors,
+every dynamic dimension covered by an optimization profile, and the file size / external data layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import TritongenError
+
+MIN_OPSET, MAX_OPSET = 9, 22  # what the TensorRT 10.x ONNX parser documents
+PROTOBUF_LIMIT_BYTES = 2 << 30
+
+# Operators the TensorRT 10.x ONNX parser documents as supported (onnx-tensorrt docs/operators.md).
+TRT_ONNX_OPS = frozenset("""
+Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
+BlackmanWindow Cast CastLike Ceil Celu CenterCropPad Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
+CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Expand
+EyeLike Flatten Floor GRU Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+Greater GreaterOrEqual GridSample GroupNormalization HammingWindow HannWindow HardSigmoid HardSwish Hardmax Identity
+If ImageScaler InstanceNormalization IsInf IsNaN LRN LSTM LayerNormalization LeakyRelu Less LessOrEqual Log
+LogSoftmax Loop LpNormalization LpPool MatMul Max MaxPool Mean MeanVarianceNormalization Min Mish Mod Mul Neg
+NonMaxSuppression NonZero Not OneHot Or PRelu Pad ParametricSoftplus Pow QuantizeLinear RMSNormalization RNN
+RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum
+ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
+ReverseSequence RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
+Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
+ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" (TensorRT will not take it) or "warning" (may work, may cost speed or accuracy)
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"level": self.level, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class LintReport:
+    path: Path
+    findings: tuple[Finding, ...]
+    opset: int
+    ops: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def text(self) -> str:
+        head = f"{self.path}: opset {self.opset}, {len(self.ops)} operator types: " + ("ok" if self.ok else "NOT compatible")
+        return "\n".join([head] + [f"  {f.level:<7} {f.code:<18} {f.message}" for f in self.findings])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "opset": self.opset, "findings": [f.to_dict() for f in self.findings]}
+
+
+def _dims(value_info) -> list[int | str]:
+    dims = []
+    for d in value_info.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+    return dims
+
+
+def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> LintReport:
+    """Check ``onnx_path`` for TensorRT; ``profiles`` (as in ``engine.json``) must cover every dynamic dim."""
+    import onnx
+    from onnx import TensorProto
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise TritongenError(f"{onnx_path} does not exist", "pass an ONNX file or a model repository")
+    findings: list[Finding] = []
+    size = onnx_path.stat().st_size
+    if size >= PROTOBUF_LIMIT_BYTES:
+        findings.append(Finding("error", "file-size", f"{onnx_path.name} is {size / 2**30:.1f} GiB: protobuf's limit is 2 GiB; save the weights as external data"))
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:
+        raise TritongenError(f"cannot read {onnx_path}: {str(exc).splitlines()[0][:200]}", "pass a valid ONNX file") from None
+    locations = set()
+    for init in model.graph.initializer:
+        if init.data_location == TensorProto.EXTERNAL:
+            entry = {e.key: e.value for e in init.external_data}
+            locations.add(entry.get("location", ""))
+    for loc in sorted(locations):
+        if not (onnx_path.parent / loc).is_file():
+            findings.append(Finding("error", "external-data", f"external data file '{loc}' is missing beside {onnx_path.name}"))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        findings.append(Finding("error", "opset", f"opset {opset} is outside the TensorRT parser's {MIN_OPSET}..{MAX_OPSET}"))
+    ops = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")})
+    for n in sorted({(n.domain, n.op_type) for n in model.graph.node if n.domain not in ("", "ai.onnx")}):
+        findings.append(Finding("error", "custom-domain", f"operator {n[0]}::{n[1]} is not standard ONNX; TensorRT needs a plugin for it"))
+    for op in ops:
+        if op not in TRT_ONNX_OPS:
+            findings.append(Finding("error", "unsupported-op", f"operator {op} is not in the TensorRT ONNX parser's support list"))
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.type.tensor_type.elem_type == TensorProto.INT64:
+            findings.append(Finding("warning", "int64-io", f"{vi.name} is INT64: TensorRT 10 takes it, older TensorRT casts to INT32"))
+    big = [i.name for i in model.graph.initializer if i.data_type == TensorProto.INT64 and i.data_location != TensorProto.EXTERNAL
+           and any(abs(v) > 2**31 - 1 for v in onnx.numpy_helper.to_array(i).ravel()[:4096])]
+    for name in big[:5]:
+        findings.append(Finding("warning", "int64-range", f"initializer {name} holds INT64 values beyond the INT32 range (clamped by TensorRT)"))
+    findings.extend(_profile_findings(model, profiles))
+    return LintReport(onnx_path, tuple(findings), opset, tuple(ops))
+
+
+def _profile_findings(model, profiles) -> list[Finding]:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    dynamic = {i.name: _dims(i) for i in inputs if any(not isinstance(d, int) or d <= 0 for d in _dims(i))}
+    if profiles is None:
+        return [Finding("warning", "profile", f"input {name} has dynamic dims {dims} and no profile was given") for name, dims in dynamic.items()]
+    out = []
+    profiles = list(profiles)
+    if not profiles and dynamic:
+        return [Finding("error", "profile", "the model has dynamic inputs and no optimization profile")]
+    for k, prof in enumerate(profiles):
+        for vi in inputs:
+            dims = _dims(vi)
+            shapes = prof.get(vi.name)
+            if shapes is None:
+                if vi.name in dynamic:
+                    out.append(Finding("error", "profile", f"profile {k} does not cover dynamic input {vi.name} {dims}"))
+                continue
+            lo, opt, hi = (list(shapes[key]) for key in ("min", "opt", "max"))
+            if not len(lo) == len(opt) == len(hi) == len(dims):
+                out.append(Finding("error", "profile", f"profile {k}: {vi.name} has rank {len(dims)} but the profile gives {len(lo)}"))
+                continue
+            for axis, d in enumerate(dims):
+                if isinstance(d, int) and d > 0 and not lo[axis] == opt[axis] == hi[axis] == d:
+                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} is fixed at {d} but the profile says {lo[axis]}..{hi[axis]}"))
+                elif not 1 <= lo[axis] <= opt[axis] <= hi[axis]:
+                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} needs 1 <= min <= opt <= max, got {lo[axis]}/{opt[axis]}/{hi[axis]}"))
+    return out
+
+
+def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
+    """(ONNX file, profiles or None) for an ONNX file, or for every model in a repository."""
+    import json
+
+    from .engine import ENGINE_PLAN_NAME
+    from .manifest import ARTIFACT_DIR
+
+    path = Path(path)
+    if path.is_file():
+        plan = path.parent / ENGINE_PLAN_NAME
+        return [(path, json.loads(plan.read_text())["profiles"] if plan.is_file() else None)]
+    found = []
+    for version_dir in sorted(p for p in path.glob("*/*") if p.is_dir() and p.name.isdigit()):
+        plan = version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME
+        if plan.is_file():
+            content = json.loads(plan.read_text())
+            found.append((version_dir / ARTIFACT_DIR / content["onnx"], content["profiles"]))
+        elif (version_dir / "model.onnx").is_file():
+            found.append((version_dir / "model.onnx", None))
+    if not found:
+        raise TritongenError(f"no ONNX model found in {path}", "pass an .onnx file or a repository built by tritongen")
+    return found

@@ -1,0 +1,363 @@
+"""The built-in engine: an asyncio load generator over gRPC (grpc.aio) or HTTP (aiohttp).
+
+Requests are serialised once before the run (gRPC: a ``ModelInferRequest`` sent as raw bytes; HTTP: Triton's
+binary-tensor body), so the client spends its time sending, not encoding. Closed loop: ``concurrency``
+workers, each sending its next request when the last one answers. Open loop: sends follow a schedule
+(constant or Poisson intervals) whatever the server does, and latency is measured from the *scheduled* send
+time, so a client or server that falls behind shows as latency instead of being hidden.
+
+Each load level runs ``warmup_s``, then windows of ``window_s`` until the last 3 are stable (throughput and
+mean latency within ``stability_pct`` of their mean) or ``max_windows`` is reached. Triton's statistics API is
+read at every window edge to split the server's time into queue and compute for the measured windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import TritongenError
+from .inputs import RequestSet
+from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats
+from .spec import STABLE_WINDOWS, PerfSpec
+
+Progress = Callable[[str], None]
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+SERVER_GONE = ("unavailable", "connection")  # error kinds that mean no server answers
+
+
+class ServerGone(Exception):
+    """Every request of a window failed to reach the server."""
+
+
+# --------------------------------------------------------------------------------------------- senders
+
+
+class GrpcSender:
+    def __init__(self, url: str, model: str, requests: RequestSet, timeout_s: float) -> None:
+        import grpc
+
+        self._grpc = grpc
+        self.timeout_s = timeout_s
+        self.payloads = [grpc_request_bytes(model, r) for r in requests.requests]
+        self.channel = grpc.aio.insecure_channel(url, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                                                                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        # No (de)serialisers: the request goes as the bytes made above; the response is not parsed.
+        self.call = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+    async def send(self, index: int) -> str | None:
+        try:
+            await self.call(self.payloads[index % len(self.payloads)], timeout=self.timeout_s)
+            return None
+        except self._grpc.aio.AioRpcError as e:
+            return e.code().name.lower()
+        except (OSError, ConnectionError):
+            return "connection"
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+
+def grpc_request_bytes(model: str, request: Mapping[str, np.ndarray]) -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    message = service_pb2.ModelInferRequest(model_name=model)
+    for name, array in request.items():
+        tensor = message.inputs.add()
+        tensor.name = name
+        tensor.shape.extend(int(d) for d in array.shape)
+        tensor.datatype, raw = _wire(array)
+        message.raw_input_contents.append(raw)
+    return message.SerializeToString()
+
+
+def _wire(array: np.ndarray) -> tuple[str, bytes]:
+    from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
+
+    if array.dtype == object or array.dtype.kind in ("U", "S"):
+        return "BYTES", serialize_byte_tensor(np.asarray(array, dtype=object)).tobytes()
+    return np_to_triton_dtype(array.dtype), np.ascontiguousarray(array).tobytes()
+
+
+class HttpSender:
+    def __init__(self, url: str, model: str, requests: RequestSet, timeout_s: float, connections: int) -> None:
+        import aiohttp
+        import tritonclient.http as httpclient
+
+        self._aiohttp = aiohttp
+        self.url = f"http://{url}/v2/models/{model}/infer"
+        self.payloads = []
+        for request in requests.requests:
+            inputs = []
+            for name, array in request.items():
+                datatype, _ = _wire(array)
+                tensor = httpclient.InferInput(name, list(array.shape), datatype)
+                tensor.set_data_from_numpy(array if datatype == "BYTES" else np.ascontiguousarray(array), binary_data=True)
+                inputs.append(tensor)
+            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
+            headers = {"Content-Type": "application/octet-stream"}
+            if json_size is not None:
+                headers["Inference-Header-Content-Length"] = str(json_size)
+            self.payloads.append((body, headers))
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(1, connections)))
+
+    async def send(self, index: int) -> str | None:
+        body, headers = self.payloads[index % len(self.payloads)]
+        try:
+            async with self.session.post(self.url, data=body, headers=headers, timeout=self.timeout) as response:
+                await response.read()
+                return None if response.status == 200 else f"http_{response.status}"
+        except asyncio.TimeoutError:
+            return "deadline_exceeded"
+        except self._aiohttp.ClientConnectionError:
+            return "connection"
+        except self._aiohttp.ClientError:
+            return "client_error"
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+# --------------------------------------------------------------------------------------------- recording
+
+
+@dataclass
+class Recorder:
+    """Completion time, latency and error kind of every request, in completion order."""
+
+    done_s: list[float] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    send_lag_s: list[float] = field(default_factory=list)
+    sent: int = 0
+
+    def add(self, done_s: float, latency_s: float, error: str | None) -> None:
+        self.done_s.append(done_s)
+        self.latency_s.append(latency_s)
+        self.errors.append(error)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # index into the recorder
+    end: int
+    seconds: float
+    throughput_rps: float
+    mean_ms: float
+    p99_ms: float
+    errors: int
+    stats: Mapping[str, Any] | None  # server statistics at the window's end
+
+
+def _window(rec: Recorder, start: int, end: int, seconds: float, stats) -> Window:
+    lat = np.asarray(rec.latency_s[start:end]) * 1000.0
+    ok = np.asarray([e is None for e in rec.errors[start:end]], dtype=bool)
+    good = lat[ok] if lat.size else lat
+    return Window(start, end, seconds, float(ok.sum() / seconds) if seconds > 0 else 0.0,
+                  float(good.mean()) if good.size else float("nan"),
+                  float(np.percentile(good, 99)) if good.size else float("nan"), int((~ok).sum()), stats)
+
+
+def is_stable(windows: Sequence[Window], pct: float) -> bool:
+    if len(windows) < STABLE_WINDOWS:
+        return False
+    last = windows[-STABLE_WINDOWS:]
+    for key in ("throughput_rps", "mean_ms"):
+        values = np.asarray([getattr(w, key) for w in last], dtype=np.float64)
+        if not np.all(np.isfinite(values)) or values.mean() <= 0:
+            return False
+        if np.max(np.abs(values - values.mean())) > values.mean() * pct / 100.0:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------- one level
+
+
+async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progress: Progress) -> PerfPoint:
+    rec = Recorder()
+    stop = asyncio.Event()
+    clock = time.perf_counter
+    tasks: set[asyncio.Task] = set()
+    rng = np.random.default_rng(spec.seed)
+
+    async def closed_worker(first: int, step: int) -> None:
+        index = first
+        while not stop.is_set():
+            t0 = clock()
+            error = await sender.send(index)
+            t1 = clock()
+            rec.add(t1, t1 - t0, error)
+            index += step
+
+    async def one_open(index: int, scheduled_s: float) -> None:
+        rec.send_lag_s.append(clock() - scheduled_s)
+        error = await sender.send(index)
+        t1 = clock()
+        rec.add(t1, t1 - scheduled_s, error)
+
+    def start_open(due: list[tuple[int, float]]) -> None:
+        now = clock()
+        for index, scheduled_s in due:
+            if len(tasks) >= spec.max_in_flight:
+                rec.add(now, now - scheduled_s, "client_overloaded")
+                continue
+            task = asyncio.ensure_future(one_open(index, scheduled_s))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def open_scheduler(rate: float) -> None:
+        # The schedule is kept by a thread: time.sleep wakes within tens of microseconds, where the event
+        # loop's timers round up to whole milliseconds and would add that to every open-loop latency.
+        loop = asyncio.get_running_loop()
+        halt = threading.Event()
+
+        def schedule() -> None:
+            next_s = clock()
+            index = 0
+            while not halt.is_set() and not stop.is_set():
+                wait_s = next_s - clock()
+                if wait_s > 0:
+                    time.sleep(min(wait_s, 0.05))
+                    continue
+                due = []
+                now = clock()
+                while next_s <= now:
+                    due.append((index, next_s))
+                    index += 1
+                    next_s += rng.exponential(1.0 / rate) if spec.arrival == "poisson" else 1.0 / rate
+                rec.sent += len(due)
+                try:
+                    loop.call_soon_threadsafe(start_open, due)
+                except RuntimeError:  # the loop closed
+                    return
+
+        thread = threading.Thread(target=schedule, name="tritongen-open-loop", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive() and not stop.is_set():
+                await asyncio.sleep(0.05)
+        finally:
+            halt.set()
+            await asyncio.to_thread(thread.join, 5)
+
+    if mode == "concurrency":
+        n = int(load)
+        drivers = [asyncio.ensure_future(closed_worker(i, n)) for i in range(n)]
+    else:
+        drivers = [asyncio.ensure_future(open_scheduler(load))]
+    label = f"concurrency {int(load)}" if mode == "concurrency" else f"{load:g} req/s"
+    windows: list[Window] = []
+    stable = False
+    gone = None
+    try:
+        await _sleep_or_fail(drivers, spec.warmup_s)
+        start_index = len(rec.done_s)
+        start_stats = await stats_fn()
+        edge_s = clock()
+        while len(windows) < spec.max_windows:
+            await _sleep_or_fail(drivers, spec.window_s)
+            end_index = len(rec.done_s)
+            now = clock()
+            stats = await stats_fn()
+            w = _window(rec, start_index, end_index, now - edge_s, stats)
+            windows.append(w)
+            start_index, edge_s = end_index, now
+            stable = is_stable(windows, spec.stability_pct)
+            progress(f"  {label}: window {len(windows)}: {w.throughput_rps:8.1f} req/s  mean {w.mean_ms:7.2f} ms  "
+                     f"p99 {w.p99_ms:7.2f} ms  errors {w.errors}" + ("  stable" if stable else ""))
+            kinds = Counter(e for e in rec.errors[w.start:w.end])
+            if w.end > w.start and sum(kinds[k] for k in SERVER_GONE) == w.end - w.start:
+                gone = f"no server answered during window {len(windows)} ({', '.join(sorted(k for k in kinds if k))})"
+                break
+            if stable:
+                break
+    finally:
+        stop.set()
+        await _drain(drivers, tasks, spec.timeout_s)
+    used = windows[-STABLE_WINDOWS:]
+    if not used:
+        raise ServerGone(gone or "no window was measured")
+    first, last = used[0].start, used[-1].end
+    seconds = sum(w.seconds for w in used)
+    errors = Counter(e for e in rec.errors[first:last] if e is not None)
+    ok = [lat * 1000.0 for lat, e in zip(rec.latency_s[first:last], rec.errors[first:last]) if e is None]
+    before = windows[-STABLE_WINDOWS - 1].stats if len(windows) > STABLE_WINDOWS else start_stats
+    server = server_breakdown_from_stats(before, used[-1].stats) if (before and used[-1].stats) else ServerBreakdown()
+    point = PerfPoint(
+        mode=mode, load=load, engine="builtin", throughput_rps=len(ok) / seconds if seconds else 0.0,
+        latency=latency_summary_from_ms(ok), requests=last - first, errors=dict(errors), measured_s=seconds,
+        windows=len(windows), stable=stable, server=server,
+        window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
+    )
+    if mode == "request_rate":
+        lags = np.asarray(rec.send_lag_s) * 1000.0
+        point = _with_open_loop(point, rec, seconds, float(lags.max()) if lags.size else 0.0)
+    if gone:
+        raise ServerGone(gone)
+    return point
+
+
+def _with_open_loop(point: PerfPoint, rec: Recorder, seconds: float, max_lag_ms: float) -> PerfPoint:
+    from dataclasses import replace
+
+    return replace(point, send_rate_rps=point.requests / seconds if seconds else 0.0, max_send_lag_ms=max_lag_ms)
+
+
+async def _sleep_or_fail(drivers, seconds: float) -> None:
+    done, _ = await asyncio.wait(drivers, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
+
+
+async def _drain(drivers, tasks, timeout_s: float) -> None:
+    pending = [*drivers, *tasks]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=timeout_s + 5)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=5)
+
+
+# --------------------------------------------------------------------------------------------- entry
+
+
+def points_from_builtin(spec: PerfSpec, requests: RequestSet, progress: Progress | None = None,
+                        on_point: Callable[[PerfPoint], None] | None = None) -> list[PerfPoint]:
+    """Measure every load level of ``spec`` with the built-in engine. Raises :class:`ServerGone` mid-run."""
+    progress = progress or (lambda message: None)
+    return asyncio.run(_run_levels(spec, requests, progress, on_point or (lambda p: None)))
+
+
+async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, on_point) -> list[PerfPoint]:
+    from ..client import model_statistics
+
+    url = spec.resolved_url()
+    connections = max([int(c) for c in spec.concurrency] + [64])
+    sender = GrpcSender(url, spec.model, requests, spec.timeout_s) if spec.protocol == "grpc" else \
+        HttpSender(url, spec.model, requests, spec.timeout_s, connections)
+
+    async def stats():
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(model_statistics, url, spec.model, spec.protocol, 10), timeout=12)
+        except (TritongenError, asyncio.TimeoutError):
+            return None
+
+    points = []
+    try:
+        for mode, load in spec.levels:
+            point = await _level(sender, mode, load, spec, stats, progress)
+            points.append(point)
+            on_point(point)
+    finally:
+        await sender.close()
+    return points

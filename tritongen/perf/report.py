@@ -1,0 +1,150 @@
+"""The HTML report: plots (matplotlib, Agg, PNG embedded as base64) and tables for one or more runs.
+
+Plots: throughput vs concurrency / request rate, latency percentiles vs throughput, and the server-side
+breakdown of each load level's mean latency (queue, compute input/infer/output, and what is left: client
+and network). Several runs (``tritongen perf --compare a.json b.json``) share each plot. The file is
+self-contained: no script, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .results import SERVER_PARTS, PerfRun
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+PART_COLORS = {"queue_us": "#9ecae1", "compute_input_us": "#fdae6b", "compute_infer_us": "#e6550d",
+               "compute_output_us": "#fdd0a2", "other_us": "#d9d9d9"}
+PART_LABELS = {"queue_us": "queue", "compute_input_us": "compute input", "compute_infer_us": "compute infer",
+               "compute_output_us": "compute output", "other_us": "client + network"}
+
+
+def _figure_png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
+    """``(title, base64 PNG)`` for each plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    for mode, xlabel in (("concurrency", "concurrency (requests in flight)"), ("request_rate", "offered request rate (req/s)")):
+        if not any(p.mode == mode for r in runs for p in r.points):
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        for i, run in enumerate(runs):
+            pts = sorted((p for p in run.points if p.mode == mode), key=lambda p: p.load)
+            if pts:
+                ax.plot([p.load for p in pts], [p.throughput_rps for p in pts], "o-", color=COLORS[i % len(COLORS)], label=run.name)
+        if mode == "request_rate":
+            top = max(p.load for r in runs for p in r.points if p.mode == mode)
+            ax.plot([0, top], [0, top], ":", color="grey", label="offered = served")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("throughput (req/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        plots.append((f"Throughput vs {'concurrency' if mode == 'concurrency' else 'request rate'}", _figure_png(fig)))
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    styles = (("p50_ms", "-", "p50"), ("p90_ms", "--", "p90"), ("p99_ms", ":", "p99"))
+    for i, run in enumerate(runs):
+        for mode, marker, suffix in (("concurrency", "o", ""), ("request_rate", "s", " (open loop)")):
+            pts = sorted((p for p in run.points if p.mode == mode), key=lambda p: p.throughput_rps)
+            if not pts:
+                continue
+            for key, style, name in styles:
+                ax.plot([p.throughput_rps for p in pts], [getattr(p.latency, key) for p in pts], style, marker=marker,
+                        markersize=3, color=COLORS[i % len(COLORS)], label=f"{run.name} {name}{suffix}")
+    ax.set_xlabel("throughput (req/s)")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    plots.append(("Latency percentiles vs throughput", _figure_png(fig)))
+
+    rows = [(run, p) for run in runs for p in run.points]
+    if rows:
+        fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(rows)))
+        labels = []
+        for y, (run, p) in enumerate(rows):
+            left = 0.0
+            parts = {k: getattr(p.server, k) for k in SERVER_PARTS}
+            parts["other_us"] = max(0.0, p.latency.mean_ms * 1000 - p.server.total_us)
+            for key, value in parts.items():
+                ax.barh(y, value / 1000, left=left, color=PART_COLORS[key], label=PART_LABELS[key] if y == 0 else None)
+                left += value / 1000
+            unit = "c" if p.mode == "concurrency" else " req/s"
+            labels.append(f"{run.name if len(runs) > 1 else ''} {p.load:g}{unit}".strip())
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean latency per request (ms)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(axis="x", alpha=0.3)
+        plots.append(("Where the time goes (server statistics API)", _figure_png(fig)))
+    return plots
+
+
+def html_from_runs(runs: Sequence[PerfRun], title: str | None = None) -> str:
+    from ..templates import render
+
+    runs = list(runs)
+    return render(
+        "report.html.j2",
+        title=html.escape(title or ("tritongen perf: " + " vs ".join(r.name for r in runs))),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        runs=[_run_view(r) for r in runs],
+        plots=[(html.escape(t), png) for t, png in plots_from_runs(runs)],
+    )
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _run_view(run: PerfRun) -> dict:
+    rows = []
+    for p in run.points:
+        rows.append({
+            "load": f"{p.load:g}" + (" in flight" if p.mode == "concurrency" else " req/s"),
+            "throughput": _fmt(p.throughput_rps, 1), "mean": _fmt(p.latency.mean_ms), "p50": _fmt(p.latency.p50_ms),
+            "p90": _fmt(p.latency.p90_ms), "p95": _fmt(p.latency.p95_ms), "p99": _fmt(p.latency.p99_ms),
+            "max": _fmt(p.latency.max_ms), "errors": html.escape(", ".join(f"{k}: {v}" for k, v in p.errors.items()) or "0"),
+            "queue": _fmt(p.server.queue_us, 0), "infer": _fmt(p.server.compute_infer_us, 0),
+            "batch": _fmt(p.server.avg_batch) if p.server.executions else "-", "stable": "yes" if p.stable else "no",
+        })
+    return {
+        "name": html.escape(run.name), "model": html.escape(run.model), "url": html.escape(run.url),
+        "protocol": run.protocol, "engine": run.engine, "partial": run.partial,
+        "partial_reason": html.escape(run.partial_reason),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_unix_s)) if run.started_unix_s else "",
+        "inputs": html.escape(str(run.settings.get("inputs", ""))), "rows": rows,
+        "metrics": [(html.escape(k), f"{v:,.1f}") for k, v in sorted(run.metrics.items())],
+    }
+
+
+def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None = None) -> Path:
+    """Write ``report.html`` (and each run's JSON/CSV when there is one run) into ``out_dir``."""
+    from .results import files_from_run
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(runs) == 1:
+        files_from_run(runs[0], out_dir)
+    path = out_dir / "report.html"
+    path.write_text(html_from_runs(runs, title))
+    return path

@@ -1,0 +1,225 @@
+"""The result format both engines produce: one :class:`PerfPoint` per load level, a :class:`PerfRun` per run.
+
+Latencies are in milliseconds, throughput in requests per second (inferences/s with batch 1), server-side
+times in microseconds per request. A run saves as JSON (the full record, readable back with
+:func:`run_from_json`) and CSV (one row per load level).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import TritongenError
+
+PERCENTILES = (50, 90, 95, 99)
+SERVER_PARTS = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float | None  # perf_analyzer does not report a maximum
+
+
+def latency_summary_from_ms(latencies_ms: Sequence[float] | np.ndarray) -> LatencySummary:
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    if values.size == 0:
+        nan = float("nan")
+        return LatencySummary(nan, nan, nan, nan, nan, nan)
+    p = np.percentile(values, PERCENTILES)
+    return LatencySummary(float(values.mean()), *(float(x) for x in p), float(values.max()))
+
+
+@dataclass(frozen=True)
+class ServerBreakdown:
+    """Per-request averages from Triton's statistics API over the measured windows."""
+
+    requests: int = 0
+    executions: int = 0
+    queue_us: float = 0.0
+    compute_input_us: float = 0.0
+    compute_infer_us: float = 0.0
+    compute_output_us: float = 0.0
+
+    @property
+    def avg_batch(self) -> float:
+        return self.requests / self.executions if self.executions else 0.0
+
+    @property
+    def total_us(self) -> float:
+        return self.queue_us + self.compute_input_us + self.compute_infer_us + self.compute_output_us
+
+
+def server_breakdown_from_stats(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerBreakdown:
+    """The difference of two :func:`tritongen.client.model_statistics` snapshots, per successful request."""
+    count = int(after["success_count"]) - int(before["success_count"])
+    if count <= 0:
+        return ServerBreakdown()
+
+    def per_request_us(key: str) -> float:
+        return (int(after[key]) - int(before[key])) / count / 1000.0
+
+    return ServerBreakdown(
+        requests=count,
+        executions=int(after["execution_count"]) - int(before["execution_count"]),
+        queue_us=per_request_us("queue_ns"),
+        compute_input_us=per_request_us("compute_input_ns"),
+        compute_infer_us=per_request_us("compute_infer_ns"),
+        compute_output_us=per_request_us("compute_output_ns"),
+    )
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    """One load level measured: ``mode`` is ``concurrency`` or ``request_rate`` and ``load`` its value."""
+
+    mode: str
+    load: float
+    engine: str
+    throughput_rps: float
+    latency: LatencySummary
+    requests: int  # completed requests in the measured windows (errors included)
+    errors: Mapping[str, int] = field(default_factory=dict)  # kind -> count
+    measured_s: float = 0.0
+    windows: int = 0
+    stable: bool = True
+    server: ServerBreakdown = field(default_factory=ServerBreakdown)
+    send_rate_rps: float | None = None  # open loop: the rate requests actually left at
+    max_send_lag_ms: float | None = None  # open loop: worst delay of a send behind its schedule
+    window_history: tuple[tuple[float, float], ...] = ()  # (throughput_rps, p99_ms) per window
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+@dataclass(frozen=True)
+class PerfRun:
+    """A whole run: what was measured, how, and every load level's result."""
+
+    model: str
+    url: str
+    protocol: str
+    engine: str
+    points: tuple[PerfPoint, ...]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # server Prometheus gauges after the run
+    started_unix_s: float = 0.0
+    partial: bool = False
+    partial_reason: str = ""
+    label: str = ""
+
+    def with_point(self, point: PerfPoint) -> "PerfRun":
+        return replace(self, points=self.points + (point,))
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.model} ({self.engine})"
+
+
+# --------------------------------------------------------------------------------------------- files
+
+CSV_COLUMNS = ("mode", "load", "engine", "throughput_rps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+               "requests", "errors", "measured_s", "windows", "stable", "server_requests", "server_executions",
+               "avg_batch", *SERVER_PARTS, "send_rate_rps", "max_send_lag_ms")
+
+
+def _point_dict(point: PerfPoint) -> dict[str, Any]:
+    out = asdict(point)
+    out["errors"] = dict(point.errors)
+    out["window_history"] = [list(w) for w in point.window_history]
+    return out
+
+
+def json_from_run(run: PerfRun) -> str:
+    data = {f.name: getattr(run, f.name) for f in fields(run) if f.name != "points"}
+    data["settings"] = dict(run.settings)
+    data["metrics"] = dict(run.metrics)
+    data["points"] = [_point_dict(p) for p in run.points]
+    return json.dumps({"format": "tritongen-perf/1", **data}, indent=2, default=_json_default) + "\n"
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def run_from_json(text_or_path: str | Path) -> PerfRun:
+    path = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+    try:
+        data = json.loads(path.read_text() if path is not None else str(text_or_path))
+    except FileNotFoundError:
+        raise TritongenError(f"perf result {path} does not exist", "pass a results.json written by tritongen perf") from None
+    except json.JSONDecodeError as e:
+        raise TritongenError(f"perf result {path or 'text'} is not JSON ({e.msg})", "pass a results.json written by tritongen perf") from None
+    if not isinstance(data, dict) or data.get("format") != "tritongen-perf/1":
+        raise TritongenError(f"{path or 'text'} is not a tritongen perf result", "pass a results.json written by tritongen perf")
+    points = []
+    for p in data.get("points", []):
+        points.append(PerfPoint(
+            mode=p["mode"], load=p["load"], engine=p["engine"], throughput_rps=p["throughput_rps"],
+            latency=LatencySummary(**p["latency"]), requests=p["requests"], errors=dict(p.get("errors", {})),
+            measured_s=p.get("measured_s", 0.0), windows=p.get("windows", 0), stable=p.get("stable", True),
+            server=ServerBreakdown(**p.get("server", {})), send_rate_rps=p.get("send_rate_rps"),
+            max_send_lag_ms=p.get("max_send_lag_ms"), window_history=tuple(tuple(w) for w in p.get("window_history", ())),
+        ))
+    keep = {f.name for f in fields(PerfRun)} - {"points"}
+    return PerfRun(points=tuple(points), **{k: v for k, v in data.items() if k in keep})
+
+
+def csv_from_run(run: PerfRun) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for p in run.points:
+        lat = p.latency
+        writer.writerow([p.mode, p.load, p.engine, _r(p.throughput_rps), _r(lat.mean_ms), _r(lat.p50_ms), _r(lat.p90_ms),
+                         _r(lat.p95_ms), _r(lat.p99_ms), _r(lat.max_ms), p.requests, p.error_count, _r(p.measured_s),
+                         p.windows, p.stable, p.server.requests, p.server.executions, _r(p.server.avg_batch),
+                         *(_r(getattr(p.server, k)) for k in SERVER_PARTS), _r(p.send_rate_rps), _r(p.max_send_lag_ms)])
+    return buffer.getvalue()
+
+
+def _r(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
+    """Write ``results.json`` and ``results.csv`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
+    paths["json"].write_text(json_from_run(run))
+    paths["csv"].write_text(csv_from_run(run))
+    return paths
+
+
+def table_from_run(run: PerfRun) -> str:
+    """A plain-text table for the terminal."""
+    head = f"{'load':>10} {'req/s':>9} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5}"
+    lines = [f"{run.name}: {run.url} ({run.protocol})" + ("  [PARTIAL: " + run.partial_reason + "]" if run.partial else ""), head]
+    for p in run.points:
+        unit = "c" if p.mode == "concurrency" else "/s"
+        load = f"{p.load:g}{unit}"
+        mx = "-" if p.latency.max_ms is None else f"{p.latency.max_ms:.2f}"
+        flag = "" if p.stable else "  (not stable)"
+        lines.append(f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} {p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
+                     f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} {p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
+                     f"{p.server.avg_batch:>5.2f}{flag}")
+    return "\n".join(lines)

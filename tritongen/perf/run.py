@@ -1,0 +1,79 @@
+"""``tritongen perf``: check the model and its inputs, run the chosen engine over every load level, collect the
+server's metrics, and hand back one :class:`PerfRun` (marked partial when the server went away mid-run)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, replace
+from typing import Callable
+
+from ..errors import TritongenError
+from .results import PerfPoint, PerfRun
+from .spec import PerfSpec
+
+Progress = Callable[[str], None]
+METRIC_NAMES = ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage",
+                "nv_cpu_utilization", "nv_cpu_memory_used_bytes", "nv_cpu_memory_total_bytes")
+
+
+def metrics_from_server(metrics_url: str | None, timeout_s: float = 5.0) -> dict[str, float]:
+    """Selected gauges from Triton's Prometheus endpoint (GPU ones only where a GPU is present), summed per name."""
+    if not metrics_url:
+        return {}
+    try:
+        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as response:
+            text = response.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN)$", line)
+        if m and m.group(1) in METRIC_NAMES:
+            try:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+            except ValueError:
+                continue
+    return out
+
+
+def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
+    """Load-test ``spec.model`` on a running server. Raises :class:`TritongenError` for bad use before any load."""
+    from ..client import model_metadata
+    from .inputs import request_set_for_model
+    from .loadgen import ServerGone, points_from_builtin
+    from .perf_analyzer import find_perf_analyzer, points_from_perf_analyzer
+
+    progress = progress or (lambda message: None)
+    url = spec.resolved_url()
+    if spec.engine == "perf_analyzer":
+        find_perf_analyzer()  # fail before anything else if it is missing
+    metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=min(spec.timeout_s, 30))
+    requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
+    settings = {k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
+                for k, v in asdict(spec).items()}
+    settings["inputs"] = requests.source
+    settings["distinct_requests"] = len(requests.requests)
+    run = PerfRun(model=spec.model, url=url, protocol=spec.protocol, engine=spec.engine, points=(), settings=settings,
+                  started_unix_s=round(time.time(), 3), label=spec.label)
+    collected: list[PerfPoint] = []
+    progress(f"{spec.engine}: {spec.model} at {url} ({spec.protocol}); {len(requests.requests)} distinct request(s) from {requests.source}")
+    engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
+    partial_reason = ""
+    try:
+        engine(spec, requests, progress, collected.append)
+    except ServerGone as gone:
+        partial_reason = f"the server stopped answering: {gone}"
+    except TritongenError as err:
+        if not collected:
+            raise
+        partial_reason = err.message
+    except KeyboardInterrupt:
+        partial_reason = "interrupted"
+    if partial_reason and not collected and spec.engine == "builtin":
+        raise TritongenError(f"no load level of '{spec.model}' could be measured ({partial_reason})",
+                             "check that the server is up (tritongen serve) and the model loaded")
+    return replace(run, points=tuple(collected), metrics=metrics_from_server(spec.resolved_metrics_url()),
+                   partial=bool(partial_reason), partial_reason=partial_reason)

@@ -1,0 +1,94 @@
+"""The perf spec: one frozen description of a load test, defaults resolved here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TritongenError
+
+ENGINES = ("builtin", "perf_analyzer")
+ARRIVALS = ("constant", "poisson")
+DEFAULT_CONCURRENCY = (1, 4)
+STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
+
+
+@dataclass(frozen=True)
+class PerfSpec:
+    """What to load-test and how.
+
+    ``duration_s`` is the measured time per load level: it is split into 3 windows; more windows follow (up to
+    ``max_windows``) until the last 3 agree within ``stability_pct`` on throughput and mean latency, and the
+    figures reported come from those last 3. ``warmup_s`` of load runs first and is not measured.
+    """
+
+    model: str
+    url: str | None = None  # None: tritongen.client.default_url(protocol)
+    protocol: str = "grpc"
+    concurrency: tuple[int, ...] = ()
+    request_rates: tuple[float, ...] = ()
+    arrival: str = "constant"
+    engine: str = "builtin"
+    duration_s: float = 6.0
+    warmup_s: float = 1.0
+    max_windows: int = 10
+    stability_pct: float = 10.0
+    timeout_s: float = 30.0
+    repo: Path | None = Path("model_repository")
+    input_data: Path | None = None
+    text_file: Path | None = None
+    metrics_url: str | None = None  # None: the URL's host on port 8002 when the URL uses a default port
+    label: str = ""
+    seed: int = 0
+    max_in_flight: int = 4096  # open loop: requests outstanding before the client counts itself overloaded
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("grpc", "http"):
+            raise TritongenError(f"protocol '{self.protocol}' is not supported", "use grpc or http")
+        if self.engine not in ENGINES:
+            raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
+        if self.arrival not in ARRIVALS:
+            raise TritongenError(f"arrival '{self.arrival}' is not known", f"use one of {', '.join(ARRIVALS)}")
+        conc = tuple(int(c) for c in self.concurrency)
+        rates = tuple(float(r) for r in self.request_rates)
+        if not conc and not rates:
+            conc = DEFAULT_CONCURRENCY
+        if any(c < 1 for c in conc):
+            raise TritongenError(f"concurrency {min(conc)} is below 1", "use concurrencies of 1 or more")
+        if any(r <= 0 for r in rates):
+            raise TritongenError(f"request rate {min(rates):g} is not positive", "use request rates above 0 (requests per second)")
+        object.__setattr__(self, "concurrency", conc)
+        object.__setattr__(self, "request_rates", rates)
+        for name in ("duration_s", "timeout_s"):
+            if getattr(self, name) <= 0:
+                raise TritongenError(f"--{name.replace('_', '-')} {getattr(self, name)} is not positive", "give a time above 0 seconds")
+        if self.warmup_s < 0:
+            raise TritongenError(f"--warmup-s {self.warmup_s} is negative", "give 0 or more seconds")
+        if self.max_windows < STABLE_WINDOWS:
+            raise TritongenError(f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows")
+        for name in ("repo", "input_data", "text_file"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser())
+        if self.input_data is not None and self.text_file is not None:
+            raise TritongenError("--input-data and --text-file both given", "pass one source of inputs")
+
+    @property
+    def window_s(self) -> float:
+        return self.duration_s / STABLE_WINDOWS
+
+    @property
+    def levels(self) -> tuple[tuple[str, float], ...]:
+        return tuple(("concurrency", float(c)) for c in self.concurrency) + tuple(("request_rate", r) for r in self.request_rates)
+
+    def resolved_url(self) -> str:
+        from ..client import default_url
+
+        return re.sub(r"^(grpc|http)://", "", self.url or default_url(self.protocol)).rstrip("/")
+
+    def resolved_metrics_url(self) -> str | None:
+        if self.metrics_url:
+            return re.sub(r"^https?://", "", self.metrics_url).rstrip("/")
+        host, _, port = self.resolved_url().rpartition(":")
+        return f"{host}:8002" if port in ("8000", "8001") and host else None

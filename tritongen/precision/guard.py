@@ -1,0 +1,198 @@
+"""Accuracy guard: build a precision variant, measure it against the FP32 reference, fall back layer by layer.
+
+1. Build the variant with the default policy (FP16: overflow-prone ops in FP32; INT8: Q/DQ on weighted
+   Conv/Gemm/MatMul) and measure it on held-out samples against the reference outputs.
+2. Below the bar: per-layer sensitivity. Each candidate layer is converted *alone* and measured on a few
+   held-out batches; its loss (1 - mean cosine, plus the top-1 loss when that is gated) ranks it.
+3. Keep the k most sensitive layers in FP32, with the smallest k whose predicted loss (the sum of the
+   remaining layers' losses) fits in three quarters of the allowed loss; measure again; double k on failure, at most
+   ``max_attempts`` builds in all. The kept layers and every attempt's figures are reported; if no attempt
+   passes the build fails with that report. Nothing below the bar is returned.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import TritongenError
+from .accuracy import AccuracyReport, accuracy_from_outputs
+from .calibration import CalibrationData
+
+Progress = Callable[[str], None]
+DEFAULT_MAX_ATTEMPTS = 4
+SENSITIVITY_SAMPLES = 32  # held-out samples used to rank layers (the full held-out set checks each attempt)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    kept: tuple[str, ...]  # layers kept in FP32 beyond the default policy
+    accuracy: AccuracyReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kept_layers": list(self.kept), "accuracy": self.accuracy.to_dict()}
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    precision: str
+    onnx_path: Path
+    accuracy: AccuracyReport
+    attempts: tuple[Attempt, ...]
+    sensitivity: tuple[tuple[str, float], ...]  # (layer, loss when converted alone), worst first; empty if not needed
+    calibration: dict[str, Any]
+
+    @property
+    def kept_layers(self) -> tuple[str, ...]:
+        return self.attempts[-1].kept
+
+    @property
+    def guard_kicked_in(self) -> bool:
+        return len(self.attempts) > 1
+
+    def summary(self) -> str:
+        a = self.accuracy
+        top1 = f", top-1 {a.top1:.4f}" if a.top1 is not None else ""
+        kept = f"; kept {len(self.kept_layers)} layer(s) in FP32 after {len(self.attempts)} attempts" if self.guard_kicked_in else ""
+        return f"{self.precision}: cosine mean {a.cosine_mean:.5f} min {a.cosine_min:.5f}{top1}{kept}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "ok": self.accuracy.ok, "accuracy": self.accuracy.to_dict(),
+                "kept_layers": list(self.kept_layers), "attempts": [t.to_dict() for t in self.attempts],
+                "sensitivity": [{"layer": n, "loss": s} for n, s in self.sensitivity[:20]],
+                "calibration": self.calibration}
+
+
+def outputs_from_onnx(path: Path, batches: Sequence[dict], output_names: Sequence[str]) -> list[list[np.ndarray]]:
+    from ..parity import onnx_session
+
+    session = onnx_session(path)
+    names = [i.name for i in session.get_inputs()]
+    return [session.run(list(output_names), {n: b[n] for n in names}) for b in batches]
+
+
+def _loss(report: AccuracyReport) -> float:
+    loss = 1.0 - report.cosine_mean
+    if report.min_top1 is not None and report.top1 is not None:
+        loss += 1.0 - report.top1
+    return max(loss, 0.0) if np.isfinite(loss) else float("inf")
+
+
+class _Variant:
+    """Builds one variant of ``src`` with a given set of kept layers (FP16 or INT8)."""
+
+    def __init__(self, precision: str, src: Path, data: CalibrationData, method: str) -> None:
+        self.precision, self.src, self.data, self.method = precision, src, data, method
+        self.calibration: dict[str, Any] = {}
+        if precision == "int8":
+            from .int8 import weighted_nodes
+
+            self.candidates = weighted_nodes(src)[0]
+        else:
+            from .fp16 import fp16_candidates
+
+            self.candidates = fp16_candidates(src)
+
+    def build(self, dst: Path, kept: Sequence[str]) -> Path:
+        if self.precision == "fp16":
+            from .fp16 import fp16_onnx_from_onnx
+
+            return fp16_onnx_from_onnx(self.src, dst, keep_nodes=kept)
+        from .int8 import int8_onnx_from_onnx
+
+        result = int8_onnx_from_onnx(self.src, dst, self.data, self.method, exclude_nodes=kept)
+        if not self.calibration:
+            self.calibration = {"method": self.method, "samples": result.calib_samples, "cache_hit": result.cache_hit,
+                                "cache": str(result.cache_path), **self.data.to_dict()}
+        return result.onnx_path
+
+    def only(self, dst: Path, layer: str) -> Path:
+        """The variant with only ``layer`` converted (every other candidate kept)."""
+        return self.build(dst, [c for c in self.candidates if c != layer])
+
+
+def layer_sensitivity(variant: _Variant, work: Path, batches: Sequence[dict], reference: Sequence[Sequence[np.ndarray]],
+                      output_names: Sequence[str], min_cosine: float, min_top1: float | None,
+                      progress: Progress) -> list[tuple[str, float]]:
+    """Loss of each candidate layer converted alone, worst first."""
+    scores = []
+    for i, layer in enumerate(variant.candidates):
+        path = variant.only(work / "probe", layer)
+        report = accuracy_from_outputs(output_names, outputs_from_onnx(path, batches, output_names), reference, min_cosine, min_top1)
+        scores.append((layer, _loss(report)))
+        if (i + 1) % 10 == 0:
+            progress(f"      sensitivity: {i + 1}/{len(variant.candidates)} layers")
+    shutil.rmtree(work / "probe", ignore_errors=True)
+    return sorted(scores, key=lambda s: -s[1])
+
+
+def _keep_count(scores: list[tuple[str, float]], budget: float) -> int:
+    remaining = sum(s for _, s in scores)
+    for k, (_, s) in enumerate(scores):
+        if remaining <= budget:
+            return k
+        remaining -= s
+    return len(scores)
+
+
+def guarded_onnx_from_onnx(src: Path, work: Path, precision: str, data: CalibrationData,
+                           reference: Sequence[Sequence[np.ndarray]], output_names: Sequence[str], *,
+                           min_cosine: float, min_top1: float | None = None, method: str = "minmax",
+                           max_attempts: int = DEFAULT_MAX_ATTEMPTS, progress: Progress | None = None) -> GuardResult:
+    """The ``precision`` variant of ``src`` that meets the bar on ``data.eval`` against ``reference``.
+
+    ``reference[b]`` holds the FP32 reference outputs (PyTorch's) for ``data.eval[b]``. The variant is written
+    under ``work``; the returned path is the one that passed. Raises :class:`TritongenError` with every
+    attempt's figures when none passes.
+    """
+    say = progress or (lambda message: None)
+    if precision not in ("fp16", "int8"):
+        raise ValueError(precision)
+    if len(reference) != len(data.eval):
+        raise ValueError("one reference per evaluation batch")
+    variant = _Variant(precision, src, data, method)
+    attempts: list[Attempt] = []
+    scores: list[tuple[str, float]] = []
+
+    def attempt(kept: Sequence[str]) -> tuple[Path, AccuracyReport]:
+        path = variant.build(work / f"attempt-{len(attempts) + 1}", kept)
+        report = accuracy_from_outputs(output_names, outputs_from_onnx(path, data.eval, output_names), reference, min_cosine, min_top1)
+        attempts.append(Attempt(tuple(kept), report))
+        say(f"      attempt {len(attempts)} ({len(kept)} layer(s) kept in FP32): cosine mean {report.cosine_mean:.5f}"
+            f" min {report.cosine_min:.5f}" + (f" top-1 {report.top1:.4f}" if report.top1 is not None else "")
+            + (" ok" if report.ok else " below the bar"))
+        return path, report
+
+    path, report = attempt([])
+    if not report.ok and variant.candidates and max_attempts > 1:
+        probe_batches, probe_ref, rows = [], [], 0
+        for b, r in zip(data.eval, reference):
+            if rows >= SENSITIVITY_SAMPLES:
+                break
+            probe_batches.append(b)
+            probe_ref.append(r)
+            rows += data.rows(b)
+        say(f"      below the bar: measuring the sensitivity of {len(variant.candidates)} layers")
+        scores = layer_sensitivity(variant, work, probe_batches, probe_ref, output_names, min_cosine, min_top1, say)
+        budget = 0.75 * ((1.0 - min_cosine) + (0.0 if min_top1 is None else (1.0 - min_top1)))
+        k = max(1, _keep_count(scores, budget))
+        while not report.ok and len(attempts) < max_attempts and k < len(scores):
+            path, report = attempt([n for n, _ in scores[:k]])
+            k = max(k + 1, 2 * k)
+    result = GuardResult(precision=precision, onnx_path=path, accuracy=report, attempts=tuple(attempts),
+                         sensitivity=tuple(scores), calibration=dict(variant.calibration))
+    if not report.ok:
+        lines = [f"attempt {i + 1}: kept {len(a.kept)} layer(s): " + "; ".join(a.accuracy.failures()) for i, a in enumerate(attempts)]
+        if scores:
+            lines.append("most sensitive layers: " + ", ".join(f"{n} ({s:.3g})" for n, s in scores[:5]))
+        lines.append(report.table())
+        raise TritongenError(
+            f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)",
+            "give more or more representative --calib-data, try another --calib-method, lower --min-cosine/--min-top1 "
+            "if the loss is acceptable, or use a higher --precision",
+            details="\n".join(lines))
+    return result
