@@ -136,6 +136,7 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("sample file that is not npz", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(w.file("s.npz", b"garbage"))], ("cannot read sample file",)),
     ("sample file with pickled objects", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "obj.npz", x=np.array([{"a": 1}], dtype=object)))], ("pickled objects",)),
     ("sample dtype differs from --input", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "f64.npz", x=np.zeros((2, 3, 32, 32))))], ("float64",)),
+    ("max batch size smaller than the sample batch", lambda w: ["build", str(w.conv), *CONV, "--max-batch-size", "2", "--sample-inputs", str(_npz(w, "rows5.npz", x=np.zeros((5, 3, 32, 32), np.float32)))], ("batch of 5", "--max-batch-size 5")),
     ("sample without the declared input", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "wrongname.npz", image=np.zeros((2, 3, 32, 32), np.float32)))], ("no array for input 'x'",)),
     ("validate: config syntax error", lambda w: ["validate", str(_syntax_error_repo(w))], ("problem",)),
     ("validate: repository missing", lambda w: ["validate", str(w.root / "no-repo")], ("does not exist",)),

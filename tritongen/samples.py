@@ -123,6 +123,11 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
             raise TritongenError("sample file has an empty batch", "save at least one sample per input")
         if len({a.shape[0] for a in arrays.values()}) != 1:
             raise TritongenError("sample arrays have different batch sizes", "give every input the same number of rows")
+        rows = next(iter(arrays.values())).shape[0]
+        if rows > spec.max_batch_size:
+            raise TritongenError(
+                f"sample file {spec.sample_inputs.name} holds a batch of {rows} but --max-batch-size is {spec.max_batch_size}",
+                f"pass --max-batch-size {rows} (or more), or save at most {spec.max_batch_size} rows in the sample file")
         one = _take_batch(arrays, 1)
         full = _take_batch(arrays, spec.max_batch_size)
         export = _take_batch(arrays, min(2, spec.max_batch_size))
