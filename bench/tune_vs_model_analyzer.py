@@ -129,11 +129,17 @@ profile_models:
     log = work / "ma.log"
     with open(log, "w") as out:
         done = subprocess.run([str(venv / "bin" / "model-analyzer"), "profile", "-f", str(config)], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=args.ma_timeout_s)
+                              stderr=subprocess.STDOUT, timeout=args.ma_timeout_s, cwd=work)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         print(log.read_text()[-3000:])
         raise SystemExit(f"model-analyzer failed (exit {done.returncode}); log {log}")
+    # The result CSVs are written only with the summary reports: a second, untimed run from the checkpoint
+    # measures nothing again ("Existing measurement found") and just exports them.
+    config.write_text(config.read_text().replace("skip_summary_reports: true", "skip_summary_reports: false"))
+    with open(work / "ma_export.log", "w") as out:
+        subprocess.run([str(venv / "bin" / "model-analyzer"), "profile", "-f", str(config)], env=env, stdout=out,
+                       stderr=subprocess.STDOUT, timeout=args.ma_timeout_s, cwd=work)
     best = best_ma_row(export, args.max_p99_ms)
     if best is None:
         for path in (export / "results").glob("*.csv"):

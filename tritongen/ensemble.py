@@ -172,7 +172,8 @@ def _model_samples(source: _Source, work: Path) -> BuildSpec:
         return spec
     work.mkdir(parents=True, exist_ok=True)
     path = work / "samples.npz"
-    np.savez(path, **text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length))
+    max_rows = spec.max_batch_size if spec.batched else None
+    np.savez(path, **text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length, max_rows))
     return dataclasses.replace(spec, sample_inputs=path)
 
 

@@ -152,12 +152,17 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int) -> dict[str, Any]:
-    """Real tokenized sentences of different lengths, padded to the longest: samples for the parity gate."""
+def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
+    """Real tokenized sentences of different lengths, padded to the longest: samples for the parity gate.
+
+    ``max_rows`` (the model's max batch size, when it batches) caps the number of sentences: the longest are kept.
+    """
     import numpy as np
 
     sentences = ["Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
                  "A much longer sentence, with commas and clauses, so that the padding in this batch is really used."]
+    if max_rows is not None:
+        sentences = sentences[-max_rows:]
     encoded = tokenizer_from_folder(tokenizer_dir)(sentences, padding="longest", truncation=True, max_length=max_length,
                                                    return_tensors="np")
     return {n: np.asarray(encoded[n]).astype(np.int64) for n in names}

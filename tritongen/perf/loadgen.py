@@ -81,7 +81,9 @@ def _wire(array: np.ndarray) -> tuple[str, bytes]:
     from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
 
     if array.dtype == object or array.dtype.kind in ("U", "S"):
-        return "BYTES", serialize_byte_tensor(np.asarray(array, dtype=object)).tobytes()
+        # serialize_byte_tensor gives a 0-d object array holding the bytes: .item(), not .tobytes() (a pointer)
+        serialized = serialize_byte_tensor(np.asarray(array, dtype=object))
+        return "BYTES", serialized.item() if serialized.size else b""
     return np_to_triton_dtype(array.dtype), np.ascontiguousarray(array).tobytes()
 
 
