@@ -146,6 +146,43 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("infer: no server listening", lambda w: ["infer", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9"], ("127.0.0.1:9",)),
     ("infer: unknown model's samples", lambda w: ["infer", "ghost", "--repo", str(w.repo)], ("no build of model 'ghost'",)),
     ("infer: input file missing", lambda w: ["infer", "conv", "--input-file", str(w.root / "none.npz")], ("does not exist",)),
+    ("perf: no server listening", lambda w: ["perf", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9", "--duration-s", "1"], ("no Triton server answers",)),
+    ("perf: zero concurrency", lambda w: ["perf", "conv", "--concurrency", "0"], ("concurrency 0",)),
+    ("perf: --compare without --report", lambda w: ["perf", "--compare", str(w.file("a.json", b"{}"))], ("--report",)),
+    ("perf: --compare of a file that is not a result", lambda w: ["perf", "--compare", str(w.file("b.json", b"[1, 2")), "--report", str(w.root / "cmp")], ("b.json",)),
+    ("verify: a model file swapped after the build", lambda w: ["verify", str(_swapped_repo(w))], ("model.onnx",)),
+    ("tune: model folder missing", lambda w: ["tune", str(w.root / "no-repo" / "m"), "--max-p99-ms", "10"], ("does not exist",)),
+]
+
+
+def _swapped_repo(world: World) -> Path:
+    """A copy of the good build whose model.onnx was replaced by another file of the same size."""
+    import shutil
+
+    repo = world.root / "swapped_repo"
+    if not repo.exists():
+        shutil.copytree(world.repo, repo)
+        onnx = repo / "conv" / "1" / "model.onnx"
+        onnx.write_bytes(bytes(reversed(onnx.read_bytes())))
+    return repo
+
+
+# Cases that need a running server (the session's tiny one): (case id, argv builder(world, server), words).
+SERVER_CASES: list[tuple[str, Callable[..., list[str]], tuple[str, ...]]] = [
+    ("perf: unknown model", lambda w, s: ["perf", "ghost", "--url", s.grpc_url, "--duration-s", "1"], ("no model 'ghost'",)),
+    ("perf: input data with the wrong input name", lambda w, s: ["perf", "double", "--url", s.grpc_url, "--input-data",
+                                                                 str(_npz(w, "perf_name.npz", Z=np.zeros((2, 4), np.float32)))], ("do not match model 'double'",)),
+    ("perf: input data with the wrong shape", lambda w, s: ["perf", "double", "--url", s.grpc_url, "--input-data",
+                                                            str(_npz(w, "perf_shape.npz", X=np.zeros((2, 5), np.float32)))], ("shape",)),
+    ("infer: unknown model", lambda w, s: ["infer", "ghost", "--url", s.grpc_url, "--input-file",
+                                           str(_npz(w, "inf_ok.npz", X=np.zeros((2, 4), np.float32)))], ("ghost",)),
+    ("infer: input with the wrong shape", lambda w, s: ["infer", "double", "--url", s.grpc_url, "--input-file",
+                                                        str(_npz(w, "inf_shape.npz", X=np.zeros((2, 5), np.float32)))], ("X",)),
+    ("infer: input with the wrong dtype", lambda w, s: ["infer", "double", "--url", s.grpc_url, "--input-file",
+                                                        str(_npz(w, "inf_dtype.npz", X=np.zeros((2, 4), np.float64)))], ("X",)),
+    ("tune: server without explicit model control", lambda w, s: ["tune", str(s.spec.repo / "double"), "--url", s.grpc_url,
+                                                                  "--max-p99-ms", "10", "--duration-s", "0.5", "--input-data",
+                                                                  str(_npz(w, "tune_ok.npz", X=np.zeros((2, 4), np.float32)))], ("explicit",)),
 ]
 
 
@@ -177,11 +214,7 @@ def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case, argv, words", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_one_clean_line(world, tmp_path, monkeypatch, case, argv, words):
-    monkeypatch.chdir(tmp_path)  # the default repository folder is ./model_repository
-    before = _snapshot(world.repo)
-    code, out, err = _run(argv(world))
+def _assert_one_clean_line(case: str, code: int, out: str, err: str, words: tuple[str, ...]) -> None:
     assert code != 0, f"{case}: exit code 0\n{out}\n{err}"
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -190,14 +223,38 @@ def test_bad_input_gets_one_clean_line(world, tmp_path, monkeypatch, case, argv,
     assert ": " in line[len("error: "):], f"no fix in: {line}"
     for word in words:
         assert word in line, f"{case}: {word!r} not in {line!r}"
+
+
+@pytest.mark.parametrize("case, argv, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_clean_line(world, tmp_path, monkeypatch, case, argv, words):
+    monkeypatch.chdir(tmp_path)  # the default repository folder is ./model_repository
+    before = _snapshot(world.repo)
+    code, out, err = _run(argv(world))
+    _assert_one_clean_line(case, code, out, err, words)
     assert not (tmp_path / "model_repository").exists(), "partial repository left behind"
     assert _snapshot(world.repo) == before, "an earlier build was changed"
     assert not [p for p in world.repo.iterdir() if p.name.startswith(".")], "staging folder left behind"
     assert not (world.root / "PWNED").exists(), "a pickle was executed"
 
 
+@pytest.mark.server
+@pytest.mark.parametrize("case, argv, words", SERVER_CASES, ids=[c[0] for c in SERVER_CASES])
+def test_bad_use_of_a_running_server_gets_one_clean_line(world, tiny_server, tmp_path, monkeypatch, case, argv, words):
+    monkeypatch.chdir(tmp_path)
+    repo = tiny_server.spec.repo
+    before = _snapshot(repo)
+    code, out, err = _run(argv(world, tiny_server))
+    _assert_one_clean_line(case, code, out, err, words)
+    assert _snapshot(repo) == before, "the served repository was changed"
+    assert tiny_server.is_running()
+    assert not list(tmp_path.iterdir()), "output left behind"
+
+
 def test_corpus_is_large_enough():
-    assert len(CASES) >= 30
+    assert len(CASES) + len(SERVER_CASES) >= 30
+    # Cases of commands other than build are named "<command>: ..."; every command has some.
+    commands = {case.split(":")[0] if ":" in case else "build" for case, _, _ in CASES + SERVER_CASES}
+    assert commands >= {"build", "validate", "serve", "infer", "perf", "verify", "tune"}
 
 
 def test_debug_flag_shows_the_traceback(world):

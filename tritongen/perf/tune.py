@@ -234,6 +234,8 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
     progress = progress or (lambda message: None)
     config_path = spec.model_dir / "config.pbtxt"
+    if not spec.model_dir.is_dir():
+        raise TritongenError(f"model folder {spec.model_dir} does not exist", "pass a model folder inside a repository, e.g. model_repository/my-model")
     if not config_path.is_file():
         raise TritongenError(f"{spec.model_dir} has no config.pbtxt", "pass a model folder inside a repository, e.g. model_repository/my-model")
     base_config = config_from_file(config_path)
