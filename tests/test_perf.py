@@ -18,10 +18,36 @@ from tritongen.perf.report import report_from_runs
 from tritongen.perf.results import json_from_run
 from tritongen.server import ServeSpec, server_from_repository
 from tritongen.spec import build_spec_from_options
+from tests.conftest import write_model
 
 pytestmark = pytest.mark.server
 
 QUICK = {"duration_s": 1.2, "warmup_s": 0.3, "max_windows": 4, "stability_pct": 25.0}
+
+# 20 ms per execution whatever the batch; the batcher waits up to 5 ms for more requests (not at all once 8 are
+# there), so up to 8 requests in flight are answered in ~20-25 ms and more wait for a second execution (~40 ms).
+# A 30 ms p99 bound is therefore broken between concurrency 8 and 16.
+SLEEPY_CONFIG = """\
+name: "sleepy"
+backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
+dynamic_batching { max_queue_delay_microseconds: 5000 }
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+SLEEPY_MODEL = """\
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.02)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +60,7 @@ def served(tmp_path_factory):
     shutil.copytree(repo / "seq", repo / "seq_tune")
     config = repo / "seq_tune" / "config.pbtxt"
     config.write_text(config.read_text().replace('name: "seq"', 'name: "seq_tune"'))
+    write_model(repo, "sleepy", SLEEPY_CONFIG, SLEEPY_MODEL)
     with server_from_repository(ServeSpec(repo=repo, model_control="explicit")) as server:
         yield server, repo
 
@@ -193,3 +220,19 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     x = np.ones((1, 3, 8), np.float32)
     np.testing.assert_allclose(infer_from_arrays(server.grpc_url, "seq_tune", {"x": x})["output"], x.mean(axis=1))
     assert "frontier" in result.table()
+
+
+def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_and_the_first_over_it(served, tmp_path):
+    from tritongen.perf.tune import TuneSpec, tune_model
+
+    server, repo = served
+    np.savez(tmp_path / "x.npz", X=np.ones((4, 4), np.float32))
+    result = tune_model(TuneSpec(model_dir=repo / "sleepy", max_p99_ms=30, url=server.grpc_url, max_instances=1,
+                                 queue_delays_us=(5000,), max_batch_sizes=(8,), max_concurrency=16, duration_s=0.6,
+                                 warmup_s=0.2, budget_s=120, write=False, input_data=tmp_path / "x.npz"))
+    print(result.table())
+    baseline = {int(p.load): p for p in result.baseline.points}
+    assert baseline[8].latency.p99_ms <= 30 < baseline[16].latency.p99_ms, "the model's latency did not behave as designed"
+    # 8 is within the bound and 16 is not: bisection measures 12, then 10 (both over: a second execution waits).
+    assert {10, 12} <= set(baseline), sorted(baseline)
+    assert int(result.baseline.best.load) == 8 and result.config_path is None

@@ -201,6 +201,41 @@ def test_broken_model_is_named_with_the_server_error_and_the_server_stopped(tmp_
 
 
 @pytest.mark.server
+def test_stop_after_the_server_was_killed_leaves_no_stub_behind(tmp_path, server_install):
+    """A tritonserver SIGKILLed under load leaves its busy Python-backend stub running (an orphan that lives on
+    indefinitely, seen here); stop() must end it."""
+    from tritongen.client import infer_concurrently
+    from tritongen.procs import group_members, stubs_from_server
+
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    server = server_from_repository(ServeSpec(repo=tmp_path))
+    try:
+        stubs = list(stubs_from_server(server.pid))
+        assert stubs, "no Python-backend stub found"
+        x = np.ones((1, 4), np.float32)
+        load = threading.Thread(target=lambda: _ignore_errors(lambda: infer_concurrently(
+            server.grpc_url, "double", [{"X": x}] * 20000, concurrency=16, timeout_s=5)), daemon=True)
+        load.start()
+        time.sleep(1.5)
+        server.process.kill()
+        server.process.wait(timeout=10)
+        time.sleep(1.0)
+        orphans = group_members(server.pid)
+        print(f"left after the kill: {orphans} (stubs {stubs})")
+        load.join(timeout=30)
+    finally:
+        server.stop(timeout_s=5)
+    assert wait_gone(lambda: group_members(server.pid)) == []
+
+
+def _ignore_errors(fn) -> None:
+    try:
+        fn()
+    except TritongenError:
+        pass
+
+
+@pytest.mark.server
 def test_explicit_mode_on_default_or_free_ports_then_stop_and_wait(tmp_path, server_install):
     write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
     with server_from_repository(ServeSpec(repo=tmp_path, model_control="explicit")) as server:

@@ -81,6 +81,8 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
 @click.option("--duration-s", type=float, default=1.5, show_default=True, help="Measured time per operating point.")
 @click.option("--budget-s", type=float, default=900, show_default=True, help="Stop searching after this long; the best so far wins.")
 @click.option("--input-data", type=click.Path(path_type=Path), help=".npz of inputs instead of the build's saved samples.")
+@click.option("--engine", type=click.Choice(["builtin", "perf_analyzer"]), default="builtin", show_default=True,
+              help="What measures each point: tritongen's async client, or the real perf_analyzer.")
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:
     """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound."""

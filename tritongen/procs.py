@@ -9,18 +9,27 @@ from typing import Mapping
 STUB_NAME = "triton_python_backend_stub"
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, state) for every process visible in /proc."""
+def _stat_fields() -> dict[int, list[str]]:
+    """pid -> the fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...)."""
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            table[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        table[int(entry.name)] = (int(rest[1]), rest[0])
     return table
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) for every process visible in /proc."""
+    return {pid: (int(rest[1]), rest[0]) for pid, rest in _stat_fields().items()}
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group ``pgid``: a server's group holds it and its stubs."""
+    return [pid for pid, rest in _stat_fields().items() if int(rest[2]) == pgid and rest[0] not in ("Z", "X")]
 
 
 def _descendants(pid: int, table: Mapping[int, tuple[int, str]] | None = None) -> list[int]:

@@ -298,7 +298,11 @@ class RunningServer:
         return _tail(self.log_path, lines)
 
     def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGINT (Triton unloads models and exits), then SIGTERM, then SIGKILL to the whole process group."""
+        """SIGINT (Triton unloads models and exits), then SIGTERM, then SIGKILL to the whole process group.
+
+        Whatever is left of the server's process group once the server is gone (Python-backend stubs of a
+        server that crashed or was killed: they outlive it) is killed too.
+        """
         _RUNNING.discard(self)
         proc = self.process
         if proc.poll() is None:
@@ -312,6 +316,7 @@ class RunningServer:
                 except subprocess.TimeoutExpired:
                     _signal(proc, signal.SIGKILL, group=True)
                     proc.wait()
+        _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
         return proc.returncode
 
     def wait(self) -> int:

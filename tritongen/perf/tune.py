@@ -9,8 +9,12 @@ batch sizes, starting from the repository's config: each pass walks one dimensio
 config so far (a step up, and further while it keeps improving; a step down likewise) and keeps a change
 only when it beats the best by more than the noise margin. Each config's best operating point comes from a
 concurrency ladder (powers of two) that starts where the previous best config peaked and stops as soon as
-the p99 bound is broken or throughput stops rising. That is a few dozen measurements where a grid takes
-hundreds. Every measured point is kept, and the (throughput, p99) frontier is shown.
+the p99 bound is broken or throughput stops rising; for the starting config and every config within
+``refine_within_pct`` of the best so far, the concurrency is then bisected between the last level within the
+bound and the first one over it (``refine_steps`` times), so the winner's operating point is not a power of
+two short of the bound. That is a few dozen measurements where a grid takes hundreds. Every measured point is
+kept, and the (throughput, p99) frontier is shown. Points are measured with the built-in engine or, with
+``engine="perf_analyzer"``, by the real perf_analyzer.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import TritongenError
 from .results import PerfPoint
-from .spec import PerfSpec
+from .spec import ENGINES, PerfSpec
 
 Progress = Callable[[str], None]
 CONCURRENCY_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -60,6 +64,9 @@ class TuneSpec:
     warmup_s: float = 0.5
     stability_pct: float = 15.0
     margin_pct: float = 3.0  # a change must beat the best by this much to be kept
+    refine_steps: int = 2  # bisections of the concurrency between the last level within the bound and the next
+    refine_within_pct: float = 10.0  # refine configs whose ladder best is within this much of the best so far
+    engine: str = "builtin"  # or "perf_analyzer"
     budget_s: float = 900.0  # stop searching after this long (the best so far is used)
     write: bool = True
     input_data: Path | None = None
@@ -71,6 +78,10 @@ class TuneSpec:
             raise TritongenError(f"--max-p99-ms {self.max_p99_ms} is not positive", "give the p99 latency bound in milliseconds")
         if self.min_throughput_rps is not None and self.min_throughput_rps < 0:
             raise TritongenError("--min-throughput is negative", "give requests per second, 0 or more")
+        if self.engine not in ENGINES:
+            raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
+        if self.refine_steps < 0:
+            raise TritongenError(f"refine_steps {self.refine_steps} is negative", "give 0 (no refinement) or more")
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     from ..validate import config_from_file
     from .inputs import request_set_for_model
     from .loadgen import ServerGone, points_from_builtin
+    from .perf_analyzer import find_perf_analyzer, points_from_perf_analyzer
 
     progress = progress or (lambda message: None)
     config_path = spec.model_dir / "config.pbtxt"
@@ -244,7 +256,10 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     model = spec.model_dir.name
     perf = PerfSpec(model=model, url=spec.url, protocol=spec.protocol, duration_s=spec.duration_s, warmup_s=spec.warmup_s,
                     stability_pct=spec.stability_pct, max_windows=4, timeout_s=spec.timeout_s, repo=spec.model_dir.parent,
-                    input_data=spec.input_data)
+                    input_data=spec.input_data, engine=spec.engine)
+    if spec.engine == "perf_analyzer":
+        find_perf_analyzer()  # fail before anything is loaded if it is missing
+    engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
     url = perf.resolved_url()
     metadata = model_metadata(url, model, protocol=spec.protocol)
     requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
@@ -257,7 +272,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     ladder = [c for c in CONCURRENCY_LADDER if c <= spec.max_concurrency]
     peak_index = [0]
 
-    def measure(candidate: Candidate) -> Trial:
+    def measure(candidate: Candidate, refine_above_rps: float = 0.0) -> Trial:
         if candidate in trials:
             return trials[candidate]
         config = config_from_candidate(base_config, candidate)
@@ -273,16 +288,15 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         load_s = time.monotonic() - t0
         points: dict[int, PerfPoint] = {}
 
-        def at(index: int) -> PerfPoint:
-            c = ladder[index]
+        def at(c: int) -> PerfPoint:
             if c not in points:
                 level = replace(perf, concurrency=(c,), request_rates=())
-                p = points_from_builtin(level, requests)[0]
+                p = engine(level, requests)[0]
                 if p.latency.p99_ms > spec.max_p99_ms and not p.errors:
                     # A shared machine throws the odd p99 spike: a point over the bound is measured again and
                     # the second measurement stands.
                     progress(f"  concurrency {c:>3}: p99 {p.latency.p99_ms:.2f} ms over the bound; measuring again")
-                    p = points_from_builtin(level, requests)[0]
+                    p = engine(level, requests)[0]
                 points[c] = p
                 progress(f"  concurrency {c:>3}: {p.throughput_rps:8.1f} req/s  p99 {p.latency.p99_ms:7.2f} ms"
                          + ("" if p.latency.p99_ms <= spec.max_p99_ms and not p.errors else "  (over the bound)" if not p.errors else f"  errors {dict(p.errors)}"))
@@ -292,29 +306,47 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
             return p.latency.p99_ms <= spec.max_p99_ms and not p.errors
 
         i = min(peak_index[0], len(ladder) - 1)
-        if ok(at(i)):
+        if ok(at(ladder[i])):
             while i + 1 < len(ladder) and time.monotonic() - started < spec.budget_s:
-                nxt = at(i + 1)
-                if not ok(nxt) or nxt.throughput_rps < at(i).throughput_rps * 1.05:
-                    if ok(nxt) and nxt.throughput_rps > at(i).throughput_rps:
+                nxt = at(ladder[i + 1])
+                if not ok(nxt) or nxt.throughput_rps < at(ladder[i]).throughput_rps * 1.05:
+                    if ok(nxt) and nxt.throughput_rps > at(ladder[i]).throughput_rps:
                         i += 1
                     break
                 i += 1
         else:
-            while i > 0 and not ok(at(i)):
+            while i > 0 and not ok(at(ladder[i])):
                 i -= 1
-                at(i)
+                at(ladder[i])
         feasible = [p for p in points.values() if ok(p)]
         best = max(feasible, key=lambda p: p.throughput_rps) if feasible else None
+        if best is not None and best.throughput_rps >= refine_above_rps:
+            # Bisect between the best level within the bound and the lowest one above it that broke the bound.
+            lo = int(best.load)
+            hi = min((c for c, p in points.items() if c > lo and not ok(p)), default=None)
+            for _ in range(spec.refine_steps):
+                if hi is None or hi - lo < 2 or time.monotonic() - started >= spec.budget_s:
+                    break
+                mid = (lo + hi) // 2
+                if ok(at(mid)):
+                    lo = mid
+                else:
+                    hi = mid
+            feasible = [p for p in points.values() if ok(p)]
+            best = max(feasible, key=lambda p: p.throughput_rps)
         trial = Trial(candidate, tuple(points[c] for c in sorted(points)), best, load_s)
         trials[candidate] = trial
         return trial
+
+    def peak_of(trial: Trial) -> int:
+        """The ladder index at or just below the concurrency where ``trial`` peaked."""
+        return max(k for k, c in enumerate(ladder) if c <= max(ladder[0], int(trial.best.load)))
 
     try:
         baseline = measure(base)
         incumbent = baseline
         if incumbent.best is not None:
-            peak_index[0] = ladder.index(int(incumbent.best.load))
+            peak_index[0] = peak_of(incumbent)
         improved = True
         while improved and time.monotonic() - started < spec.budget_s:
             improved = False
@@ -327,10 +359,11 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                     moved = False
                     j = at_index + step
                     while 0 <= j < len(values) and time.monotonic() - started < spec.budget_s:
-                        trial = measure(_neighbour(incumbent.candidate, dim, values[j]))
+                        trial = measure(_neighbour(incumbent.candidate, dim, values[j]),
+                                        refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0))
                         if trial.score > incumbent.score * (1 + spec.margin_pct / 100.0):
                             incumbent, improved, moved = trial, True, True
-                            peak_index[0] = ladder.index(int(trial.best.load))
+                            peak_index[0] = peak_of(trial)
                             j += step
                         else:
                             break
