@@ -176,7 +176,8 @@ def run_tune(args, repo: Path) -> tuple[float, object]:
         result = tune_model(TuneSpec(model_dir=repo / "conv", max_p99_ms=args.max_p99_ms, url=server.grpc_url,
                                      max_instances=args.max_instances, max_batch_sizes=tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128)
                                                                                                if b <= args.max_batch),
-                                     max_concurrency=args.max_concurrency, duration_s=args.tune_duration_s),
+                                     max_concurrency=args.max_concurrency, duration_s=args.tune_duration_s,
+                                     engine=args.tune_engine),
                              progress=lambda m: print(f"  tune: {m}", flush=True))
     return time.monotonic() - started, result
 
@@ -205,6 +206,12 @@ def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> 
         if not any((repo / name / "1").glob("model.onnx")):
             shutil.copytree(tune_repo / "conv" / "1", repo / name / "1", dirs_exist_ok=True)
     concurrency = {"conv_tune": int(tune_result.winner.best.load), "conv_ma": int(ma_best["concurrency"])}
+    from tritongen.perf.tune import candidate_from_config
+    from tritongen.validate import config_from_file
+
+    for name in ("conv_tune", "conv_ma"):
+        label = candidate_from_config(config_from_file(repo / name / "config.pbtxt")).label()
+        print(f"  winner {name}: {label}, concurrency {concurrency[name]}", flush=True)
     figures = {"conv_tune": [], "conv_ma": []}
     with server_from_repository(ServeSpec(repo=repo)) as server:
         for r in range(args.rounds):
@@ -225,6 +232,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-concurrency", type=int, default=64)
     parser.add_argument("--tune-duration-s", type=float, default=1.5)
+    parser.add_argument("--tune-engine", choices=("builtin", "perf_analyzer"), default="perf_analyzer",
+                        help="what measures tune's points (Model Analyzer always uses perf_analyzer)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ma-timeout-s", type=float, default=3600)
     args = parser.parse_args()
@@ -234,7 +243,7 @@ def main() -> None:
         repo = build_model(work)
         tune_repo = work / "tune_repo"
         shutil.copytree(repo, tune_repo)
-        print("tritongen tune ...", flush=True)
+        print(f"tritongen tune (points measured by {args.tune_engine}) ...", flush=True)
         tune_s, tune_result = run_tune(args, tune_repo)
         print(tune_result.table(), flush=True)
         print("model-analyzer profile ...", flush=True)
