@@ -98,3 +98,48 @@ def test_docker_images_share_one_ngc_version():
     assert compose["triton"]["image"] == "nvcr.io/nvidia/tritonserver:${NGC_VERSION}-py3"
     assert compose["engine-builder"]["build"]["args"]["NGC_VERSION"] == "${NGC_VERSION}"
     assert compose["triton"]["depends_on"]["engine-builder"]["condition"] == "service_completed_successfully"
+
+
+def _repo_with_plan_built_by(prepared_repo: Path, tmp_path: Path, tensorrt: str) -> Path:
+    """A copy of the prepared repository whose manifest records a plan built with TensorRT ``tensorrt`` (what
+    `tritongen engine` records on a GPU host; the plan file itself is a placeholder: nothing here can load it)."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    (repo / "conv/1/model.plan").write_bytes(b"plan")
+    (repo / "conv/1/tritongen/engine.json").unlink()
+    manifest = repo / "conv/1/tritongen/manifest.json"
+    data = json.loads(manifest.read_text())
+    data["engines"] = {"8.9": {"plan": "model.plan", "tensorrt_version": tensorrt, "compute_capability": "8.9"}}
+    manifest.write_text(json.dumps(data))
+    return repo
+
+
+def test_validate_refuses_a_plan_built_with_another_tensorrt_and_names_the_images(prepared_repo, tmp_path, capsys):
+    from tritongen.plan_compat import tensorrt_of_triton
+
+    repo = _repo_with_plan_built_by(prepared_repo, tmp_path, "10.3.0.26")  # TensorRT of NGC 24.08 = Triton 2.49
+    assert tensorrt_of_triton("2.49.0") == "10.3.0.26" and tensorrt_of_triton("2.51.0") == "10.5.0.18"
+    check_repository(repo, triton_version="2.49.0")  # the Triton it was built for
+    check_repository(repo)  # no server named: only Triton's config rules
+    with pytest.raises(TritongenError) as err:
+        check_repository(repo, triton_version="2.51.0")
+    assert "TensorRT 10.3.0.26" in err.value.details and "runs TensorRT 10.5.0.18" in err.value.details
+    assert "nvcr.io/nvidia/tritonserver:24.08-py3" in err.value.details and "nvcr.io/nvidia/tensorrt:24.10-py3" in err.value.details
+    with pytest.raises(SystemExit):
+        main(["validate", str(repo)])  # the default: the Triton that `serve` and `serve --docker` run (2.51)
+    assert capsys.readouterr().err.startswith("error: 1 problem in model repository")
+    main(["validate", str(repo), "--triton-version", "2.49.0"])
+    assert "1 model(s) valid" in capsys.readouterr().out
+
+
+def test_serve_refuses_a_plan_its_server_cannot_load_before_booting(prepared_repo, tmp_path, server_install):
+    from tritongen.server import ServeSpec, server_from_repository
+
+    if server_install.source != "wheel":
+        pytest.skip("the server's version is known only for the nvidia-pytriton wheel's server")
+    repo = _repo_with_plan_built_by(prepared_repo, tmp_path, "10.3.0.26")
+    with pytest.raises(TritongenError, match="cannot load in Triton 2.51.0") as err:
+        server_from_repository(ServeSpec(repo=repo))
+    assert "nvcr.io/nvidia/tritonserver:24.08-py3" in err.value.message

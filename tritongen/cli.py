@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import TritongenError
+from .plan_compat import DEFAULT_TRITON_VERSION
 
 _DEBUG = {"on": False}
 
@@ -100,11 +101,13 @@ def build(model: Path, no_warmup: bool, **options) -> None:
 
 @cli.command()
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-def validate(repo: Path) -> None:
+@click.option("--triton-version", default=DEFAULT_TRITON_VERSION, show_default=True,
+              help="Triton release that will serve REPO: TensorRT plans must have been built with its TensorRT.")
+def validate(repo: Path, triton_version: str) -> None:
     """Check every config.pbtxt in REPO offline with Triton's own rules (ensembles included)."""
     from .validate import check_repository
 
-    report = check_repository(repo)
+    report = check_repository(repo, triton_version=triton_version)
     click.echo(report.summary())
 
 
@@ -132,7 +135,7 @@ def serve(repo: Path, docker: bool, **options) -> None:
     from .validate import check_repository
     from .verify import check_verified
 
-    check_repository(repo)
+    check_repository(repo, triton_version=DEFAULT_TRITON_VERSION if docker else None)  # else: the server's own, at boot
     check_verified(repo)
     spec = ServeSpec(repo=repo.resolve(), **options)
     if docker:

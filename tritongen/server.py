@@ -381,12 +381,26 @@ def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
         pass
 
 
+def _check_plans(repo: Path, install: ServerInstall) -> None:
+    """Refuse TensorRT plans built with another TensorRT than this server's (when its version is known)."""
+    from .plan_compat import plan_problems_from_repository, triton_version_from_environment
+
+    version = install.version if install.source == "wheel" else triton_version_from_environment()
+    problems = plan_problems_from_repository(repo, version) if version else {}
+    if problems:
+        lines = [f"{model}: {p}" for model, found in problems.items() for p in found]
+        raise TritongenError(f"{len(lines)} TensorRT plan(s) in {repo} cannot load in Triton {version}: {lines[0]}",
+                             "use the Triton image named above, or rebuild the plans with `tritongen engine` in the matching TensorRT image",
+                             details="\n".join(lines))
+
+
 def server_from_repository(spec: ServeSpec) -> RunningServer:
     """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY."""
     if not spec.repo.is_dir():
         raise TritongenError(f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder")
     install = find_server_binary(spec.server_bin)
     _check_numpy(spec.repo, install)
+    _check_plans(spec.repo, install)
     auto_ports = all(getattr(spec, f"{k}_port") is None for k in DEFAULT_PORTS)
     attempts = 3 if auto_ports else 1
     for attempt in range(attempts):

@@ -648,8 +648,11 @@ class ValidationReport:
         return "\n".join([head, *(f"  {line}" for line in self.lines())])
 
 
-def validate_repository(repo: Path, *, gpu_count: int | None = None) -> ValidationReport:
+def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None) -> ValidationReport:
     """Check every ``<repo>/<model>/config.pbtxt`` with the single-model rules, then the ensembles across models.
+
+    With ``triton_version``, TensorRT plans recorded in the models' manifests must have been built with the
+    TensorRT that Triton release runs (:mod:`tritongen.plan_compat`).
 
     Raises :class:`TritongenError` when ``repo`` is missing, is a file, holds no model folder, or a model
     folder has no ``config.pbtxt``. Folders whose name starts with a dot are skipped.
@@ -683,12 +686,17 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None) -> Validati
     versions = {name: set(version_numbers(repo / name)) for name in configs}
     for name, found in problems_in_ensembles(configs, versions, unreadable).items():
         problems[name] += found
+    if triton_version:
+        from .plan_compat import plan_problems_from_repository
+
+        for name, found in plan_problems_from_repository(repo, triton_version).items():
+            problems[name] += found
     return ValidationReport(repo, {name: tuple(p) for name, p in problems.items()})
 
 
-def check_repository(repo: Path, *, gpu_count: int | None = None) -> ValidationReport:
+def check_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None) -> ValidationReport:
     """:func:`validate_repository`, raising :class:`TritongenError` listing every problem unless all is valid."""
-    report = validate_repository(repo, gpu_count=gpu_count)
+    report = validate_repository(repo, gpu_count=gpu_count, triton_version=triton_version)
     if not report.ok:
         count = report.problem_count
         raise TritongenError(

@@ -1,0 +1,92 @@
+"""Which TensorRT a Triton release runs, and whether the plans in a repository were built with it.
+
+A TensorRT plan loads only in a Triton whose TensorRT has the same version as the one that built it (Triton
+says "Version tag does not match" and the model fails to load). ``tritongen engine`` records the TensorRT
+version of every plan in the model's manifest; :func:`plan_problems_from_repository` compares those with
+the TensorRT of the Triton that will serve them and names the NGC images that would work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# NGC release (YY.MM) -> (Triton server version, TensorRT version), from NVIDIA's Triton release notes.
+NGC_RELEASES: dict[str, tuple[str, str]] = {
+    "24.05": ("2.46.0", "10.0.1.6"),
+    "24.06": ("2.47.0", "10.1.0.27"),
+    "24.07": ("2.48.0", "10.2.0.19"),
+    "24.08": ("2.49.0", "10.3.0.26"),
+    "24.09": ("2.50.0", "10.4.0.26"),
+    "24.10": ("2.51.0", "10.5.0.18"),
+    "24.11": ("2.52.0", "10.6.0.26"),
+    "24.12": ("2.53.0", "10.7.0.23"),
+    "25.01": ("2.54.0", "10.8.0.43"),
+}
+DEFAULT_TRITON_VERSION = "2.51.0"  # the nvidia-pytriton 0.7.0 wheel's server, and `serve --docker`'s image (24.10)
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
+TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:{release}-py3"
+
+
+def _release(version: str) -> str:
+    """major.minor.patch: what a plan's version tag has to match."""
+    return ".".join(str(version).split(".")[:3])
+
+
+def release_of_triton(triton_version: str) -> str | None:
+    """The NGC release (YY.MM) that ships Triton ``triton_version``, when known."""
+    return next((rel for rel, (triton, _) in NGC_RELEASES.items() if _release(triton) == _release(triton_version)), None)
+
+
+def tensorrt_of_triton(triton_version: str) -> str | None:
+    release = release_of_triton(triton_version)
+    return NGC_RELEASES[release][1] if release else None
+
+
+def releases_with_tensorrt(tensorrt_version: str) -> list[str]:
+    return [rel for rel, (_, trt) in NGC_RELEASES.items() if _release(trt) == _release(tensorrt_version)]
+
+
+def triton_version_from_environment(known: str | None = None) -> str | None:
+    """``known`` (the wheel's server), else ``$TRITON_SERVER_VERSION`` (set in NGC's Triton images)."""
+    return known or os.environ.get("TRITON_SERVER_VERSION") or None
+
+
+def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
+    """One line per plan of ``model_dir`` (from its manifests) that Triton ``triton_version`` cannot load."""
+    from .manifest import manifest_path  # noqa: PLC0415
+    from .validate import version_numbers  # noqa: PLC0415
+
+    server_trt = tensorrt_of_triton(triton_version)
+    if server_trt is None:
+        return []  # a release this table does not know: Triton itself will say so at load time
+    server_release = release_of_triton(triton_version)
+    problems = []
+    for version in version_numbers(model_dir):
+        path = manifest_path(model_dir, version)
+        try:
+            engines = json.loads(path.read_text()).get("engines", {}) if path.is_file() else {}
+        except (OSError, ValueError):
+            continue  # unreadable manifests are tritongen verify's business
+        for cc, engine in sorted(engines.items()):
+            built = engine.get("tensorrt_version")
+            if not built or _release(built) == _release(server_trt):
+                continue
+            serve_with = [TRITON_IMAGE.format(release=r) for r in releases_with_tensorrt(built)]
+            fix = (f"serve it with {' or '.join(serve_with)}, or " if serve_with else "") + \
+                f"rebuild it with `tritongen engine` in {TENSORRT_IMAGE.format(release=server_release)}"
+            problems.append(f"version {version}: {engine.get('plan', 'model.plan')} (compute capability {cc}) was built with "
+                            f"TensorRT {built}, but Triton {triton_version} ({TRITON_IMAGE.format(release=server_release)}) "
+                            f"runs TensorRT {server_trt} and will not load it: {fix}")
+    return problems
+
+
+def plan_problems_from_repository(repo: Path, triton_version: str) -> dict[str, list[str]]:
+    """Model name -> plan problems, for every model folder of ``repo`` that has any."""
+    out = {}
+    for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = plan_problems_for_model(model_dir, triton_version)
+        if found:
+            out[model_dir.name] = found
+    return out
