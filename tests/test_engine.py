@@ -143,3 +143,25 @@ def test_serve_refuses_a_plan_its_server_cannot_load_before_booting(prepared_rep
     with pytest.raises(TritongenError, match="cannot load in Triton 2.51.0") as err:
         server_from_repository(ServeSpec(repo=repo))
     assert "nvcr.io/nvidia/tritonserver:24.08-py3" in err.value.message
+
+
+def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_path):
+    """What `tritongen engine --per-cc` records after a build (the TensorRT build itself cannot run here: the
+    plan is a placeholder file) keeps the repository verifiable: the plan and the rewritten config are hashed."""
+    import shutil
+
+    from tritongen.engine import EngineResult, _record_engine
+    from tritongen.manifest import manifest_path
+    from tritongen.verify import check_verified
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    model_dir = repo / "conv"
+    plan = model_dir / "1" / "model.8.9.plan"
+    plan.write_bytes(b"placeholder plan")
+    _record_engine(model_dir, model_dir / "1", EngineResult(plan, "10.5.0.18", "8.9", 1.0), plan.name, True, manifest_path(model_dir, 1))
+    assert 'key: "8.9"' in (model_dir / "config.pbtxt").read_text()
+    assert check_verified(repo).ok
+    plan.write_bytes(b"another plan")
+    with pytest.raises(TritongenError, match="conv/1/model.8.9.plan does not match"):
+        check_verified(repo)

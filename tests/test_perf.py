@@ -213,6 +213,9 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
     assert result.config_path == repo / "seq_tune" / "config.pbtxt" and result.record_path.is_file()
     assert validate_repository(repo).ok
+    from tritongen.verify import check_verified
+
+    assert check_verified(repo).ok  # the manifest vouches for the tuned config, so `serve` still accepts it
     written = config_from_file(result.config_path)
     assert written.name == "seq_tune" and written.instance_group[0].count == result.winner.candidate.instances
     assert written.max_batch_size == result.winner.candidate.max_batch_size

@@ -45,3 +45,22 @@ def test_hand_written_models_are_listed_as_unverified(repo):
     report = verify_repository(repo)
     assert report.ok and report.unverified_models == ("handmade",)
     assert "handmade" in report.summary()
+
+
+def test_every_model_of_a_generated_ensemble_is_verified(tmp_path):
+    """The pre/post-processing steps carry manifests too: a swapped step file is caught, not skipped."""
+    from tests.test_ensemble import POST_PY, PRE_PY
+    from tritongen.cli import main
+
+    pair = factories.save_model(factories.make_two_in_two_out(), tmp_path / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    (tmp_path / "pre.py").write_text(PRE_PY)
+    (tmp_path / "post.py").write_text(POST_PY)
+    repo = tmp_path / "repo"
+    main(["build", str(pair), "--name", "pair", "--input", "a:FP32:4", "--input", "b:FP32:4", "--output", "sum", "--output", "product",
+          "--preprocess", str(tmp_path / "pre.py"), "--postprocess", str(tmp_path / "post.py"), "--repo", str(repo), "--max-batch-size", "4"])
+    report = check_verified(repo)
+    assert report.unverified_models == () and report.checked_files >= 8
+    step = repo / "pair_preprocess" / "1" / "model.py"
+    step.write_text(step.read_text() + "\n# changed\n")
+    with pytest.raises(TritongenError, match="pair_preprocess/1/model.py does not match"):
+        check_verified(repo)

@@ -222,11 +222,16 @@ def _record_engine(model_dir: Path, version_dir: Path, result: EngineResult, fil
                                           "sha256": sha256_file(result.plan_path)}
     data["tensorrt_version"] = result.tensorrt_version
     manifest.write_text(json.dumps(data, indent=2) + "\n")
+    changed = [result.plan_path]
     if per_cc:
         config = model_dir / "config.pbtxt"
         text = config.read_text()
         entries = {cc: e["plan"] for cc, e in engines.items()}
         config.write_text(cc_config_text(text, entries))
+        changed.append(config)
+    from .manifest import rehash_files  # noqa: PLC0415
+
+    rehash_files(model_dir, int(version_dir.name), changed)  # verify checks the plan (and the rewritten config) too
 
 
 def cc_config_text(text: str, cc_model_filenames: Mapping[str, str]) -> str:

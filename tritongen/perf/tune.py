@@ -401,7 +401,7 @@ def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, t
                   frontier, search_s: float) -> tuple[Path, Path]:
     from google.protobuf import text_format
 
-    from ..manifest import ARTIFACT_DIR
+    from ..manifest import ARTIFACT_DIR, rehash_files
     from ..repository import numeric_versions
     from ..validate import config_from_text, problems_in_config
 
@@ -432,6 +432,8 @@ def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, t
     tmp = config_path.with_name(".config.pbtxt.tune")
     tmp.write_text(text)
     os.replace(tmp, config_path)
+    if versions:  # the build's manifest now vouches for the tuned config (and the record of how it was chosen)
+        rehash_files(spec.model_dir, versions[-1], [config_path, record_path])
     return config_path, record_path
 
 
