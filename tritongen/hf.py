@@ -155,7 +155,8 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
 def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
     """Real tokenized sentences of different lengths, padded to the longest: samples for the parity gate.
 
-    ``max_rows`` (the model's max batch size, when it batches) caps the number of sentences: the longest are kept.
+    ``max_rows`` (the model's max batch size, when it batches) caps the number of sentences: the last ones are
+    kept, so the longest (last) sentence is always among them.
     """
     import numpy as np
 

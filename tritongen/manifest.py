@@ -54,15 +54,14 @@ def write_manifest(model_dir: Path, version: int, content: dict[str, Any]) -> Pa
     return path
 
 
-def rehash_files(model_dir: Path, version: int, paths: Iterable[Path], **records: Any) -> Path | None:
-    """After a later step rewrote or added ``paths`` (tune's config, engine's plan), record their new sha256 in
-    the manifest of ``version`` (plus any ``records``), so ``tritongen verify`` accepts what tritongen wrote."""
+def rehash_files(model_dir: Path, version: int, paths: Iterable[Path]) -> Path | None:
+    """After a later step rewrote or added ``paths`` (tune's config and record), record their new sha256 in the
+    manifest of ``version``, so ``tritongen verify`` accepts what tritongen wrote."""
     path = manifest_path(model_dir, version)
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
     data.setdefault("files", {}).update(file_hashes(model_dir, paths))
-    data.update(records)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
 

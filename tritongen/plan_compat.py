@@ -48,9 +48,9 @@ def releases_with_tensorrt(tensorrt_version: str) -> list[str]:
     return [rel for rel, (_, trt) in NGC_RELEASES.items() if _release(trt) == _release(tensorrt_version)]
 
 
-def triton_version_from_environment(known: str | None = None) -> str | None:
-    """``known`` (the wheel's server), else ``$TRITON_SERVER_VERSION`` (set in NGC's Triton images)."""
-    return known or os.environ.get("TRITON_SERVER_VERSION") or None
+def triton_version_from_environment() -> str | None:
+    """``$TRITON_SERVER_VERSION``: set in NGC's Triton images, where tritonserver is on PATH."""
+    return os.environ.get("TRITON_SERVER_VERSION") or None
 
 
 def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
