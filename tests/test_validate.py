@@ -17,10 +17,14 @@ from tritongen.validate import (
     validate_repository,
 )
 
-ORACLE = Path("/work/shared/testdata/triton_l0_model_config")
+ORACLE = Path(__file__).resolve().parent.parent.parent / "shared" / "testdata" / "triton_l0_model_config"
 REJECT_CASES = sorted(p.name for p in (ORACLE / "noautofill_platform").iterdir()) if ORACLE.exists() else []
 ACCEPT_ROOT = ORACLE / "autofill_noplatform_success"
-needs_oracle = pytest.mark.skipif(not ORACLE.exists(), reason=f"Triton QA cases not found at {ORACLE}")
+
+
+def test_triton_qa_cases_are_beside_the_repository():
+    assert ORACLE.is_dir() and REJECT_CASES, f"Triton's QA cases must be at {ORACLE} (../shared beside the repository root)"
+
 
 # Cases whose message matches only another expected* file than `expected`, with the reason. Empty: every
 # one of the 58 cases is matched by its own `expected` regex.
@@ -61,7 +65,6 @@ def test_grep_regex_conversion():
 # Triton's QA cases
 
 
-@needs_oracle
 @pytest.mark.parametrize("case", REJECT_CASES)
 def test_triton_rejected_case_is_rejected_with_tritons_reason(case):
     folder = ORACLE / "noautofill_platform" / case
@@ -76,12 +79,10 @@ def test_triton_rejected_case_is_rejected_with_tritons_reason(case):
     assert matches(folder / "expected", problems), (case, (folder / "expected").read_text(), problems)
 
 
-@needs_oracle
 def test_oracle_has_all_cases():
     assert len(REJECT_CASES) == 58
 
 
-@needs_oracle
 @pytest.mark.parametrize("case", [c for c in REJECT_CASES
                                   if (ORACLE / "noautofill_platform" / c / "expected_ensemble").exists()])
 def test_triton_case_as_ensemble_platform_is_rejected_with_tritons_reason(case):
@@ -98,13 +99,11 @@ def accepted_configs() -> list[Path]:
     return sorted(ACCEPT_ROOT.glob("*/*/expected*")) + sorted(ACCEPT_ROOT.glob("*/*/*/expected*"))
 
 
-@needs_oracle
 @pytest.mark.parametrize("path", accepted_configs(), ids=lambda p: str(p.relative_to(ACCEPT_ROOT)))
 def test_config_triton_accepted_has_no_problems(path):
     assert problems_in_config(config_from_text(path.read_text(), str(path))) == []
 
 
-@needs_oracle
 @pytest.mark.parametrize("path", sorted(ACCEPT_ROOT.glob("*/*/expected*")) if ACCEPT_ROOT.exists() else [],
                          ids=lambda p: str(p.relative_to(ACCEPT_ROOT)))
 def test_config_triton_accepted_is_valid_in_a_repository_with_its_files(tmp_path, path):
@@ -122,7 +121,6 @@ def test_config_triton_accepted_is_valid_in_a_repository_with_its_files(tmp_path
     assert report.ok, report.summary()
 
 
-@needs_oracle
 @pytest.mark.parametrize("folder", sorted({p.parent.parent for p in ACCEPT_ROOT.glob("*/*/*/expected")})
                          if ACCEPT_ROOT.exists() else [], ids=lambda p: p.name)
 def test_ensemble_repository_triton_accepted_is_valid(tmp_path, folder):
