@@ -104,3 +104,9 @@ def _zip(path: Path) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("readme.txt", "a zip that is not TorchScript")
     return path
+
+
+def test_infer_with_an_empty_text_says_what_to_send():
+    done = tritongen("infer", "minilm", "--text", "  ")
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: --text is empty: pass the sentence to embed or classify, e.g. --text 'a short sentence'"]

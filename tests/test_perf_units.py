@@ -66,6 +66,28 @@ def test_spec_defaults_and_bad_values():
         PerfSpec(model="m", request_rates=(-1,))
 
 
+def test_time_budget_is_stated_and_max_time_lowers_the_window_cap():
+    spec = PerfSpec(model="m", concurrency=(1, 4), duration_s=3.0, warmup_s=1.0)
+    assert spec.time_budget_s() == (2 * (1.0 + 3.0), 2 * (1.0 + 10 * 1.0))
+    assert "2 level(s)" in spec.budget_text() and "3 to 10 windows" in spec.budget_text()
+    capped = PerfSpec(model="m", concurrency=(1, 4), duration_s=3.0, warmup_s=1.0, max_time_s=13)
+    assert capped.max_windows == 5 and capped.time_budget_s()[1] <= 13  # 6.5 s per level: 1 s warm-up + 5 x 1 s
+    assert PerfSpec(model="m", concurrency=(1,), max_time_s=1000).max_windows == 10  # never above --max-windows
+    with pytest.raises(TritongenError, match="too short for 2 load level") as err:
+        PerfSpec(model="m", concurrency=(1, 4), duration_s=3.0, warmup_s=1.0, max_time_s=7.9)
+    assert "8 s in all" in err.value.message
+
+
+def test_report_shows_metrics_in_human_units_and_loads_in_words():
+    from tritongen.perf.report import load_label, metric_text
+
+    assert metric_text("nv_cpu_memory_used_bytes", 25_276_059_648.0) == "23.54 GiB"
+    assert metric_text("nv_gpu_memory_used_bytes", 512.0) == "512 B"
+    assert metric_text("nv_cpu_utilization", 0.4567) == "45.7 %"
+    assert metric_text("nv_gpu_power_usage", 71.25) == "71.2 W"
+    assert load_label("concurrency", 4.0) == "4 in flight" and load_label("request_rate", 50.5) == "50.5 req/s"
+
+
 def test_perf_analyzer_input_data_is_exact_and_shapes_come_from_samples():
     x = np.arange(2 * 5 * 8, dtype=np.float32).reshape(2, 5, 8)
     requests = request_set_from_arrays({"x": x}, batched=True, source="t")

@@ -32,6 +32,7 @@ def _progress(message: str) -> None:
 @click.option("--duration-s", type=float, default=6.0, show_default=True, help="Measured time per load level (3 windows; more until stable).")
 @click.option("--warmup-s", type=float, default=1.0, show_default=True, help="Unmeasured load before each level.")
 @click.option("--max-windows", type=int, default=10, show_default=True, help="Cap on measurement windows per level.")
+@click.option("--max-time-s", type=float, help="Cap on the whole run: fewer windows per level so that every level fits.")
 @click.option("--stability-pct", type=float, default=10.0, show_default=True, help="Allowed variation across the last 3 windows.")
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)

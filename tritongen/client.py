@@ -328,8 +328,17 @@ def _clean_error(error: BaseException, url: str, protocol: str, model: str, time
         )
     return TritongenError(
         f"the server at {url} rejected the request to model '{model}': {message}",
-        f"check the input names, data types and shapes against the model's (GET http://<http-url>/v2/models/{model} lists them)",
+        f"check the input names, data types and shapes against the model's (GET {_metadata_address(url, protocol, model)} "
+        "lists them)",
     )
+
+
+def _metadata_address(url: str, protocol: str, model: str) -> str:
+    """The HTTP address of the model's metadata: the URL itself over HTTP, Triton's default HTTP port beside gRPC."""
+    host = url.split("://", 1)[-1].rstrip("/")
+    if protocol != "http":
+        host = f"{host.rpartition(':')[0] or host}:8000"
+    return f"http://{host}/v2/models/{model}"
 
 
 def _error_text(error: BaseException) -> tuple[str, str]:

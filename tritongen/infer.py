@@ -69,6 +69,8 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
 
     if texts and images:
         raise TritongenError("both --text and --image given", "send texts to a text model and images to an image model")
+    if any(not t.strip() for t in texts):
+        raise TritongenError("--text is empty", "pass the sentence to embed or classify, e.g. --text 'a short sentence'")
     if texts:
         return {TEXT_INPUT: np.array([[t.encode("utf-8")] for t in texts], dtype=object)}
     data = []

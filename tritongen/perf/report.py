@@ -52,6 +52,13 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
         if mode == "request_rate":
             top = max(p.load for r in runs for p in r.points if p.mode == mode)
             ax.plot([0, top], [0, top], ":", color="grey", label="offered = served")
+        if mode == "concurrency":
+            levels = sorted({p.load for r in runs for p in r.points if p.mode == mode})
+            if levels[-1] >= 8 * levels[0]:
+                ax.set_xscale("log", base=2)  # 1, 2, 4, ... 64 evenly spaced
+                ax.minorticks_off()
+            ax.set_xticks(levels)  # the measured levels, never fractional concurrencies
+            ax.set_xticklabels([f"{v:g}" for v in levels])
         ax.set_xlabel(xlabel)
         ax.set_ylabel("throughput (req/s)")
         ax.grid(alpha=0.3)
@@ -85,13 +92,13 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
             for key, value in parts.items():
                 ax.barh(y, value / 1000, left=left, color=PART_COLORS[key], label=PART_LABELS[key] if y == 0 else None)
                 left += value / 1000
-            unit = "c" if p.mode == "concurrency" else " req/s"
-            labels.append(f"{run.name if len(runs) > 1 else ''} {p.load:g}{unit}".strip())
+            labels.append(f"{run.name if len(runs) > 1 else ''} {load_label(p.mode, p.load)}".strip())
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("mean latency per request (ms)")
-        ax.legend(fontsize=7, loc="lower right")
+        # Above the axes, so it never covers the end of a bar.
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(PART_LABELS), frameon=False)
         ax.grid(axis="x", alpha=0.3)
         plots.append(("Where the time goes (server statistics API)", _figure_png(fig)))
     return plots
@@ -110,6 +117,24 @@ def html_from_runs(runs: Sequence[PerfRun], title: str | None = None) -> str:
     )
 
 
+def load_label(mode: str, load: float) -> str:
+    return f"{load:g} in flight" if mode == "concurrency" else f"{load:g} req/s"
+
+
+def metric_text(name: str, value: float) -> str:
+    """A Prometheus gauge as people read it: bytes in binary units, utilisation as a percentage, power in watts."""
+    if name.endswith("_bytes"):
+        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if abs(value) >= size:
+                return f"{value / size:,.2f} {unit}"
+        return f"{value:,.0f} B"
+    if name.endswith("_utilization"):
+        return f"{value * 100:.1f} %"  # Triton reports utilisation as a fraction of 1
+    if name.endswith("_power_usage"):
+        return f"{value:,.1f} W"
+    return f"{value:,.6g}"
+
+
 def _fmt(value, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -120,7 +145,7 @@ def _run_view(run: PerfRun) -> dict:
     rows = []
     for p in run.points:
         rows.append({
-            "load": f"{p.load:g}" + (" in flight" if p.mode == "concurrency" else " req/s"),
+            "load": load_label(p.mode, p.load),
             "throughput": _fmt(p.throughput_rps, 1), "mean": _fmt(p.latency.mean_ms), "p50": _fmt(p.latency.p50_ms),
             "p90": _fmt(p.latency.p90_ms), "p95": _fmt(p.latency.p95_ms), "p99": _fmt(p.latency.p99_ms),
             "max": _fmt(p.latency.max_ms), "errors": html.escape(", ".join(f"{k}: {v}" for k, v in p.errors.items()) or "0"),
@@ -133,7 +158,8 @@ def _run_view(run: PerfRun) -> dict:
         "partial_reason": html.escape(run.partial_reason),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_unix_s)) if run.started_unix_s else "",
         "inputs": html.escape(str(run.settings.get("inputs", ""))), "rows": rows,
-        "metrics": [(html.escape(k), f"{v:,.1f}") for k, v in sorted(run.metrics.items())],
+        "metrics": [(html.escape(k), metric_text(k, v)) for k, v in sorted(run.metrics.items())],
+        "stability_pct": f"{run.settings.get('stability_pct', 10.0):g}",
     }
 
 

@@ -42,6 +42,7 @@ class PerfSpec:
     label: str = ""
     seed: int = 0
     max_in_flight: int = 4096  # open loop: requests outstanding before the client counts itself overloaded
+    max_time_s: float | None = None  # cap on the whole run: lowers max_windows so every level fits
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
@@ -67,6 +68,8 @@ class PerfSpec:
             raise TritongenError(f"--warmup-s {self.warmup_s} is negative", "give 0 or more seconds")
         if self.max_windows < STABLE_WINDOWS:
             raise TritongenError(f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows")
+        if self.max_time_s is not None:
+            object.__setattr__(self, "max_windows", self._windows_within(self.max_time_s))
         for name in ("repo", "input_data", "text_file"):
             value = getattr(self, name)
             if value is not None:
@@ -77,6 +80,29 @@ class PerfSpec:
     @property
     def window_s(self) -> float:
         return self.duration_s / STABLE_WINDOWS
+
+    def _windows_within(self, max_time_s: float) -> int:
+        per_level_s = max_time_s / len(self.levels)
+        fits = int((per_level_s - self.warmup_s) / self.window_s + 1e-9)
+        if fits < STABLE_WINDOWS:
+            shortest_s = len(self.levels) * (self.warmup_s + STABLE_WINDOWS * self.window_s)
+            raise TritongenError(
+                f"--max-time-s {max_time_s:g} is too short for {len(self.levels)} load level(s): each needs "
+                f"{self.warmup_s:g} s of warm-up and {STABLE_WINDOWS} windows of {self.window_s:.3g} s ({shortest_s:.3g} s in all)",
+                "raise --max-time-s, shorten --duration-s or --warmup-s, or measure fewer levels")
+        return min(self.max_windows, fits)
+
+    def time_budget_s(self) -> tuple[float, float]:
+        """The shortest and longest the run can take: every level stable after 3 windows, or none before the cap."""
+        levels = len(self.levels)
+        return (levels * (self.warmup_s + STABLE_WINDOWS * self.window_s),
+                levels * (self.warmup_s + self.max_windows * self.window_s))
+
+    def budget_text(self) -> str:
+        shortest_s, longest_s = self.time_budget_s()
+        return (f"{len(self.levels)} level(s) x ({self.warmup_s:g} s warm-up + 3 to {self.max_windows} windows of "
+                f"{self.window_s:.3g} s): {shortest_s:.0f} to {longest_s:.0f} s. A level stops once its last 3 windows agree "
+                f"within {self.stability_pct:g}% on throughput and mean latency; --max-time-s caps the whole run")
 
     @property
     def levels(self) -> tuple[tuple[str, float], ...]:
