@@ -110,3 +110,11 @@ def test_infer_with_an_empty_text_says_what_to_send():
     done = tritongen("infer", "minilm", "--text", "  ")
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         "error: --text is empty: pass the sentence to embed or classify, e.g. --text 'a short sentence'"]
+
+
+def test_help_lists_every_command_without_cutting_its_description():
+    done = tritongen("--help")
+    commands = done.stdout.split("Commands:", 1)[1].strip().splitlines()
+    assert len(commands) >= 9 and not [c for c in commands if c.rstrip().endswith("...")], commands
+    build_help = tritongen("build", "--help").stdout
+    assert "Examples:" in build_help and "tritongen build resnet.pt --name resnet" in build_help

@@ -22,7 +22,7 @@ def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
 @click.version_option(__version__, prog_name="tritongen")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 def cli(debug: bool) -> None:
@@ -30,7 +30,7 @@ def cli(debug: bool) -> None:
     _DEBUG["on"] = debug
 
 
-@cli.command()
+@cli.command(short_help="Convert a PyTorch model (or Hugging Face folder) into a validated model folder, ready to serve.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", help="Model name in the repository (default: the file name without extension).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
@@ -69,6 +69,16 @@ def build(model: Path, no_warmup: bool, **options) -> None:
 
     A Hugging Face folder, --tokenizer, --task, --preprocess or --postprocess builds an ensemble NAME =
     NAME_preprocess -> NAME_model -> NAME_postprocess that takes text or image bytes and returns labels or embeddings.
+
+    Examples:
+
+    \b
+      tritongen build resnet.pt --name resnet --input x:FP32:3,224,224 --max-batch-size 32
+      tritongen build model.pt2 --spec spec.yaml --target onnxruntime
+      tritongen build weights.safetensors --model-factory mypkg.models:make_net --input x:FP32:-1,80
+      tritongen build path/to/hf-folder/ --name minilm            # text in, embeddings or labels out
+      tritongen build model.pt --precision int8 --calib-data calib.npz --min-cosine 0.99
+      tritongen build retrained.pt --name resnet --input x:FP32:3,224,224 --new-version
     """
     from .build import build as run_build
     from .spec import build_spec_from_options
@@ -120,7 +130,7 @@ def verify(repo: Path) -> None:
     click.echo(check_verified(repo).summary())
 
 
-@cli.command()
+@cli.command(short_help="Verify REPO, boot a real tritonserver on it and wait until every model is READY.")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @click.option("--server-bin", type=click.Path(path_type=Path), help="tritonserver binary (default: on PATH, else the nvidia-pytriton wheel's).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Anything but loopback restricts the model-control API.")

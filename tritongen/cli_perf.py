@@ -22,7 +22,7 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.command()
+@click.command(short_help="Load-test a served model: throughput, latency percentiles, HTML report.")
 @click.argument("targets", nargs=-1, required=True, metavar="MODEL | --compare A.json B.json ...")
 @click.option("--concurrency", help="Closed loop: comma-separated requests in flight, e.g. 1,2,4,8,16. Default 1,4.")
 @click.option("--request-rate", help="Open loop: comma-separated request rates in req/s, e.g. 50,100,200.")
@@ -71,7 +71,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
                              "the levels measured before it stopped are reported" + (f" in {report_dir}" if report_dir else ""))
 
 
-@click.command()
+@click.command(short_help="Search instances, queue delay and batch sizes under a p99 bound.")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--max-p99-ms", type=float, required=True, help="p99 latency bound every operating point must meet.")
 @click.option("--min-throughput", "min_throughput_rps", type=float, help="Write a config only if it reaches this many req/s.")

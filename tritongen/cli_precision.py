@@ -9,7 +9,7 @@ import click
 from .errors import TritongenError
 
 
-@click.command()
+@click.command(short_help="Check an ONNX file or a repository for TensorRT, offline.")
 @click.argument("path", type=click.Path(path_type=Path), default="model_repository")
 def lint(path: Path) -> None:
     """Check an ONNX file, or every model in a repository, for TensorRT offline (opset, operators, INT64, profiles, size)."""
@@ -23,7 +23,7 @@ def lint(path: Path) -> None:
         raise TritongenError(f"{len(bad)} of {len(reports)} model(s) will not pass TensorRT's ONNX parser", "see the findings above")
 
 
-@click.command()
+@click.command(short_help="Build TensorRT plans for models prepared with --target tensorrt (needs TensorRT).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @click.option("--workspace-gb", type=float, help="Builder workspace limit in GiB (default: engine.json's, 4).")
 @click.option("--opt-level", "optimization_level", type=click.IntRange(0, 5), help="Builder optimization level 0-5 (default 3).")
