@@ -1,5 +1,6 @@
 """tritongen perf and tune against a real tritonserver: built-in engine, perf_analyzer, report, tune, bad use."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -24,17 +25,18 @@ pytestmark = pytest.mark.server
 
 QUICK = {"duration_s": 1.2, "warmup_s": 0.3, "max_windows": 4, "stability_pct": 25.0}
 
-# 50 ms per execution whatever the batch; the batcher waits up to 5 ms for more requests (not at all once 8 are
-# there), so up to 8 requests in flight are answered in ~50-55 ms and more wait for a second execution (>= 100 ms).
-# A 90 ms p99 bound is therefore broken between concurrency 8 and 16, with ~35 ms of room for scheduling noise on
-# the side noise can push over (it only ever adds latency) and >= 10 ms on the other.
+# 50 ms per execution whatever the batch. The batcher fires as soon as 8 requests are there, or after 20 ms: a
+# client slowed down by a busy machine (re-sending 8 requests takes it longer) still fills one batch. So up to 8
+# requests in flight are answered in 50-70 ms, and more wait for a second execution (>= 100 ms). A 95 ms p99
+# bound is therefore broken between concurrency 8 and 16, with >= 25 ms of room below it for scheduling noise
+# (which only ever adds latency) and none needed above it.
 SLEEPY_CONFIG = """\
 name: "sleepy"
 backend: "python"
 max_batch_size: 8
 input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
 output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
-dynamic_batching { max_queue_delay_microseconds: 5000 }
+dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 """
 SLEEPY_MODEL = """\
@@ -213,6 +215,10 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
                                  warmup_s=0.2, budget_s=120))
     assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
     assert result.config_path == repo / "seq_tune" / "config.pbtxt" and result.record_path.is_file()
+    # The winner was measured again (twice as long) before it was written, and the record says so.
+    record = json.loads(result.record_path.read_text())
+    assert result.confirmed is not None and result.confirmed.latency.p99_ms <= 200
+    assert record["confirmed"]["p99_ms"] == result.confirmed.latency.p99_ms and record["confirmation"]
     assert validate_repository(repo).ok
     from tritongen.verify import check_verified
 
@@ -231,12 +237,13 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
 
     server, repo = served
     np.savez(tmp_path / "x.npz", X=np.ones((4, 4), np.float32))
-    result = tune_model(TuneSpec(model_dir=repo / "sleepy", max_p99_ms=90, url=server.grpc_url, max_instances=1,
-                                 queue_delays_us=(5000,), max_batch_sizes=(8,), max_concurrency=16, duration_s=0.6,
+    result = tune_model(TuneSpec(model_dir=repo / "sleepy", max_p99_ms=95, url=server.grpc_url, max_instances=1,
+                                 queue_delays_us=(20000,), max_batch_sizes=(8,), max_concurrency=16, duration_s=0.6,
                                  warmup_s=0.2, budget_s=120, write=False, input_data=tmp_path / "x.npz"))
     print(result.table())
     baseline = {int(p.load): p for p in result.baseline.points}
-    assert baseline[8].latency.p99_ms <= 90 < baseline[16].latency.p99_ms, "the model's latency did not behave as designed"
+    assert baseline[8].latency.p99_ms <= 95 < baseline[16].latency.p99_ms, "the model's latency did not behave as designed"
     # 8 is within the bound and 16 is not: bisection measures 12, then 10 (both over: a second execution waits).
     assert {10, 12} <= set(baseline), sorted(baseline)
     assert int(result.baseline.best.load) == 8 and result.config_path is None
+    assert result.confirmed is not None and int(result.confirmed.load) == 8 and result.confirmed.latency.p99_ms <= 95

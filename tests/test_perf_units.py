@@ -133,3 +133,11 @@ def test_tune_config_round_trip_and_frontier():
     pts = [(c, PerfPoint("concurrency", n, "builtin", tp, LatencySummary(1, 1, 1, 1, p99, 1), 1)) for n, tp, p99 in
            ((1, 100, 1.0), (2, 90, 2.0), (4, 300, 3.0), (8, 250, 5.0))]
     assert [p.throughput_rps for _, p in _frontier(pts)] == [100, 300]
+
+
+def test_tune_seeds_a_second_descent_in_the_batching_region():
+    from tritongen.perf.tune import Candidate, _batching_seed
+
+    space = {"instances": [1, 2], "max_queue_delay_us": [0, 500], "max_batch_size": [2, 4, 8, 16], "preferred": ["none"]}
+    assert _batching_seed(space, Candidate(2, 500, 8, (4, 8))) == Candidate(1, 500, 16, ())
+    assert _batching_seed({"instances": [1, 2]}, Candidate(1, 0, 0, ())) is None  # no batching: nothing to seed

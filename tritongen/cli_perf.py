@@ -94,4 +94,7 @@ def tune(model_dir: Path, dry_run: bool, **options) -> None:
     if result.config_path is not None:
         click.echo(f"wrote {result.config_path} (validated, reloaded); measurements in {result.record_path}")
     elif not result.meets_constraints:
+        if result.confirmation and result.confirmed is None:
+            raise TritongenError("the best config broke the p99 bound when measured again",
+                                 "run tune again on a quieter machine, or relax --max-p99-ms")
         raise TritongenError("no config met the constraints", "relax --max-p99-ms or --min-throughput, or add instances/hardware")
