@@ -252,6 +252,7 @@ def test_explicit_mode_on_default_or_free_ports_then_stop_and_wait(tmp_path, ser
         print(f"\ntritonserver stopped in {time.monotonic() - started:.2f} s")
     assert exit_codes == [0]
     assert not server.is_running()
+    assert server.temporary_log and not server.log_path.exists(), "a clean stop leaves no temp log behind"
     assert wait_gone(lambda: processes_mentioning(str(tmp_path))) == []
     assert all(port_is_free("127.0.0.1", p) and not listening_addresses(p) for p in server.ports.values())
     with pytest.raises(TritongenError, match="no Triton server answers"):

@@ -268,6 +268,7 @@ class RunningServer:
         self.command = command
         self.ports = dict(ports)
         self.log_path = log_path
+        self.temporary_log = spec.log_path is None  # a log in the temp directory: removed after a clean stop
         self.admin_token = admin_token
         self.models: tuple[str, ...] = ()
         self.boot_s: float | None = None
@@ -297,11 +298,13 @@ class RunningServer:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return _tail(self.log_path, lines)
 
-    def stop(self, timeout_s: float = 30.0) -> int:
+    def stop(self, timeout_s: float = 30.0, keep_log: bool = False) -> int:
         """SIGINT (Triton unloads models and exits), then SIGTERM, then SIGKILL to the whole process group.
 
         Whatever is left of the server's process group once the server is gone (Python-backend stubs of a
-        server that crashed or was killed: they outlive it) is killed too.
+        server that crashed or was killed: they outlive it) is killed too. A log tritongen put in the temp
+        directory is removed when the server exited cleanly, unless ``keep_log``; one named by
+        ``ServeSpec.log_path`` is always kept.
         """
         _RUNNING.discard(self)
         proc = self.process
@@ -317,6 +320,8 @@ class RunningServer:
                     _signal(proc, signal.SIGKILL, group=True)
                     proc.wait()
         _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
+        if self.temporary_log and not keep_log and proc.returncode == 0:
+            self.log_path.unlink(missing_ok=True)
         return proc.returncode
 
     def wait(self) -> int:
@@ -441,7 +446,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     try:
         server.models = _wait_ready(server, deadline=started + spec.ready_timeout_s)
     except BaseException:
-        server.stop(timeout_s=10)
+        server.stop(timeout_s=10, keep_log=True)  # the error names the log
         raise
     server.boot_s = time.monotonic() - started
     return server
