@@ -249,3 +249,27 @@ def test_infer_text_and_image_options(served):
     result = infer_model(InferSpec(name="vision", repo=repo, url=server.grpc_url, images=(image,)))
     assert result.outputs["LABELS"].shape == (1, 2)
     assert ensemble_inputs_from_files(texts=("a", "b"))["TEXT"].shape == (2, 1)
+
+
+def test_perf_on_an_ensemble_shows_how_each_step_batched(served, tmp_path):
+    from tritongen.perf import PerfSpec, perf_from_spec
+    from tritongen.perf.report import report_from_runs
+    from tritongen.perf.results import run_from_json, table_from_run
+
+    server, repo, _, _ = served
+    lines = tmp_path / "texts.txt"
+    lines.write_text("a short sentence\nanother one, a little longer than the first\nthe third\n")
+    run = perf_from_spec(PerfSpec(model="minilm", url=server.grpc_url, repo=repo, concurrency=(8,), duration_s=1.5,
+                                  warmup_s=0.3, max_windows=3, text_file=lines))
+    (point,) = run.points
+    assert list(point.steps) == ["minilm_preprocess", "minilm_model", "minilm_postprocess"]
+    for name, step in point.steps.items():
+        # Every request passed through every step once. The models' counters are read one after the other while
+        # the load goes on, so a step's count may run a few percent ahead of the ensemble's (requests answered
+        # while the snapshot was taken), never far.
+        assert 0.5 * point.server.requests <= step.requests <= 1.5 * point.server.requests, (name, step)
+        assert 1 <= step.executions <= step.requests
+    assert max(s.avg_batch for s in point.steps.values()) > 1.0  # 8 in flight: the batcher combined requests
+    report = report_from_runs([run], tmp_path / "report")
+    assert "step minilm_model" in report.read_text() and "step minilm_model" in table_from_run(run)
+    assert run_from_json(tmp_path / "report" / "results.json").points[0].steps == point.steps

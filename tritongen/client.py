@@ -86,7 +86,7 @@ def infer_concurrently(
 
 def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: float = 30,
                    headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape"}], "outputs"}``.
+    """``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape"}], "outputs", "steps"}``.
 
     Shapes are lists of ints and include the batch dimension (-1) when the model batches.
     """
@@ -114,6 +114,8 @@ def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: floa
         "max_batch_size": int(config.get("max_batch_size", 0)),
         "inputs": tensors(meta.get("inputs")),
         "outputs": tensors(meta.get("outputs")),
+        # An ensemble's composing models, in step order (empty for a plain model).
+        "steps": [str(step.get("model_name", "")) for step in config.get("ensemble_scheduling", {}).get("step", [])],
     }
 
 

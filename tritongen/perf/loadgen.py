@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import TritongenError
 from .inputs import RequestSet
-from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats
+from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
 from .spec import STABLE_WINDOWS, PerfSpec
 
 Progress = Callable[[str], None]
@@ -293,10 +293,11 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
     ok = [lat * 1000.0 for lat, e in zip(rec.latency_s[first:last], rec.errors[first:last]) if e is None]
     before = windows[-STABLE_WINDOWS - 1].stats if len(windows) > STABLE_WINDOWS else start_stats
     server = server_breakdown_from_stats(before, used[-1].stats) if (before and used[-1].stats) else ServerBreakdown()
+    steps = steps_from_stats(before, used[-1].stats, list(used[-1].stats.get("steps", {}))) if (before and used[-1].stats) else {}
     point = PerfPoint(
         mode=mode, load=load, engine="builtin", throughput_rps=len(ok) / seconds if seconds else 0.0,
         latency=latency_summary_from_ms(ok), requests=last - first, errors=dict(errors), measured_s=seconds,
-        windows=len(windows), stable=stable, server=server,
+        windows=len(windows), stable=stable, server=server, steps=steps,
         window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
     )
     if mode == "request_rate":
@@ -341,16 +342,27 @@ def points_from_builtin(spec: PerfSpec, requests: RequestSet, progress: Progress
 
 
 async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, on_point) -> list[PerfPoint]:
-    from ..client import model_statistics
+    from ..client import model_metadata, model_statistics
 
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
     sender = GrpcSender(url, spec.model, requests, spec.timeout_s) if spec.protocol == "grpc" else \
         HttpSender(url, spec.model, requests, spec.timeout_s, connections)
 
+    try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
+        steps = tuple(model_metadata(url, spec.model, spec.protocol, 10).get("steps", ()))
+    except TritongenError:
+        steps = ()
+
+    def snapshot() -> dict:
+        own = model_statistics(url, spec.model, spec.protocol, 10)
+        if steps:
+            own["steps"] = {name: model_statistics(url, name, spec.protocol, 10) for name in steps}
+        return own
+
     async def stats():
         try:
-            return await asyncio.wait_for(asyncio.to_thread(model_statistics, url, spec.model, spec.protocol, 10), timeout=12)
+            return await asyncio.wait_for(asyncio.to_thread(snapshot), timeout=12 + 10 * len(steps))
         except (TritongenError, asyncio.TimeoutError):
             return None
 

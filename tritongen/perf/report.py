@@ -150,8 +150,13 @@ def _run_view(run: PerfRun) -> dict:
             "p90": _fmt(p.latency.p90_ms), "p95": _fmt(p.latency.p95_ms), "p99": _fmt(p.latency.p99_ms),
             "max": _fmt(p.latency.max_ms), "errors": html.escape(", ".join(f"{k}: {v}" for k, v in p.errors.items()) or "0"),
             "queue": _fmt(p.server.queue_us, 0), "infer": _fmt(p.server.compute_infer_us, 0),
-            "batch": _fmt(p.server.avg_batch) if p.server.executions else "-", "stable": "yes" if p.stable else "no",
+            "batch": _fmt(p.server.avg_batch) if p.server.executions else "-", "stable": "yes" if p.stable else "no", "step": False,
         })
+        for name, step in p.steps.items():  # an ensemble: how each composing model queued, computed and batched
+            rows.append({"load": f"&nbsp;&nbsp;step {html.escape(name)}", "step": True,
+                         **{k: "" for k in ("throughput", "mean", "p50", "p90", "p95", "p99", "max", "errors", "stable")},
+                         "queue": _fmt(step.queue_us, 0), "infer": _fmt(step.compute_infer_us, 0),
+                         "batch": _fmt(step.avg_batch) if step.executions else "-"})
     return {
         "name": html.escape(run.name), "model": html.escape(run.model), "url": html.escape(run.url),
         "protocol": run.protocol, "engine": run.engine, "partial": run.partial,

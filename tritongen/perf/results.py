@@ -61,6 +61,12 @@ class ServerBreakdown:
         return self.queue_us + self.compute_input_us + self.compute_infer_us + self.compute_output_us
 
 
+def steps_from_stats(before: Mapping[str, Any], after: Mapping[str, Any], steps: Sequence[str]) -> dict[str, ServerBreakdown]:
+    """Per composing model of an ensemble, from snapshots that hold ``{"steps": {name: statistics}}``."""
+    return {name: server_breakdown_from_stats(before["steps"][name], after["steps"][name]) for name in steps
+            if name in before.get("steps", {}) and name in after.get("steps", {})}
+
+
 def server_breakdown_from_stats(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerBreakdown:
     """The difference of two :func:`tritongen.client.model_statistics` snapshots, per successful request."""
     count = int(after["success_count"]) - int(before["success_count"])
@@ -98,6 +104,7 @@ class PerfPoint:
     send_rate_rps: float | None = None  # open loop: the rate requests actually left at
     max_send_lag_ms: float | None = None  # open loop: worst delay of a send behind its schedule
     window_history: tuple[tuple[float, float], ...] = ()  # (throughput_rps, p99_ms) per window
+    steps: Mapping[str, ServerBreakdown] = field(default_factory=dict)  # ensemble: each composing model's breakdown
 
     @property
     def error_count(self) -> int:
@@ -139,6 +146,7 @@ def _point_dict(point: PerfPoint) -> dict[str, Any]:
     out = asdict(point)
     out["errors"] = dict(point.errors)
     out["window_history"] = [list(w) for w in point.window_history]
+    out["steps"] = {name: asdict(b) for name, b in point.steps.items()}
     return out
 
 
@@ -178,6 +186,7 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
             measured_s=p.get("measured_s", 0.0), windows=p.get("windows", 0), stable=p.get("stable", True),
             server=ServerBreakdown(**p.get("server", {})), send_rate_rps=p.get("send_rate_rps"),
             max_send_lag_ms=p.get("max_send_lag_ms"), window_history=tuple(tuple(w) for w in p.get("window_history", ())),
+            steps={name: ServerBreakdown(**b) for name, b in p.get("steps", {}).items()},
         ))
     keep = {f.name for f in fields(PerfRun)} - {"points"}
     return PerfRun(points=tuple(points), **{k: v for k, v in data.items() if k in keep})
@@ -222,4 +231,6 @@ def table_from_run(run: PerfRun) -> str:
         lines.append(f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} {p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
                      f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} {p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
                      f"{p.server.avg_batch:>5.2f}{flag}")
+        for name, step in p.steps.items():
+            lines.append(f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} {step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}")
     return "\n".join(lines)
