@@ -40,9 +40,11 @@ def test_changed_files_are_named(repo, rel, action, words):
         check_verified(repo)
 
 
-def test_hand_written_models_are_listed_as_unverified(repo):
+def test_hand_written_models_fail_unless_allowed_by_name(repo):
     (repo / "handmade" / "1").mkdir(parents=True)
-    report = verify_repository(repo)
+    with pytest.raises(TritongenError, match="model 'handmade' has no manifest.*--allow-unverified handmade"):
+        check_verified(repo)
+    report = verify_repository(repo, allow_unverified=["handmade"])
     assert report.ok and report.unverified_models == ("handmade",)
     assert "handmade" in report.summary()
 
