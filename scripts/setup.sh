@@ -17,7 +17,7 @@ echo "setting up .venv (python: $($PY --version 2>&1)) ..." >&2
 # torch first, pinned to the CPU build (on PyPI's CPU index or this machine's wheel cache) so the project's
 # 'torch>=...' requirement does not pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[convert,server,image,report,hf,test,examples]"
+.venv/bin/python -m pip install -q -e ".[convert,server,image,report,hf,sign,test,examples]"
 # perf_analyzer: the binary from tritonclient 2.48's wheel, extracted into the venv (the venv keeps 2.73).
 bash scripts/install_perf_analyzer.sh
 .venv/bin/python - <<'PY'

@@ -66,3 +66,25 @@ def test_every_model_of_a_generated_ensemble_is_verified(tmp_path):
     step.write_text(step.read_text() + "\n# changed\n")
     with pytest.raises(TritongenError, match="pair_preprocess/1/model.py does not match"):
         check_verified(repo)
+
+
+def test_python_bytecode_cache_is_accepted_only_as_the_compiled_verified_source(repo):
+    """The Python backend writes __pycache__/model.cpython-3XY.pyc into the version folder when it loads model.py
+    (its embedded interpreter ignores PYTHONDONTWRITEBYTECODE). Python runs that file instead of the source, so it
+    is checked: the exact bytecode of the verified model.py passes, other bytecode under its name does not."""
+    import importlib.util
+    import py_compile
+
+    source = repo / "seq" / "2" / "model.py"
+    cache = Path(importlib.util.cache_from_source(str(source)))
+    py_compile.compile(str(source), cfile=str(cache), doraise=True)  # what the server's import writes
+    assert check_verified(repo).ok
+    evil = repo.parent / "evil.py"
+    evil.write_text("import os\nos.system('touch PWNED')\n")
+    py_compile.compile(str(evil), cfile=str(cache), dfile=str(source), doraise=True)
+    with pytest.raises(TritongenError, match=r"seq/2/__pycache__/model\.cpython-\d+\.pyc is not the bytecode of its verified source"):
+        check_verified(repo)
+    cache.unlink()
+    py_compile.compile(str(source), cfile=str(cache.with_name("numpy" + cache.name[len("model"):])), doraise=True)
+    with pytest.raises(TritongenError, match=r"seq/2/__pycache__/numpy\.cpython-\d+\.pyc is not listed in any manifest"):
+        check_verified(repo)

@@ -34,7 +34,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TOOLS = ("tritongen", "torch", "onnx", "onnxruntime", "onnxscript", "onnx-graphsurgeon", "numpy", "tritonclient")
 
 
-def _open_regular(path: Path) -> int:
+def open_regular(path: Path) -> int:
     """A read-only descriptor of ``path``, refusing symlinks, FIFOs and devices (reading one could hang)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -54,7 +54,7 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
 def sha256_regular_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     """:func:`sha256_file` of a regular file that is not a symlink (``OSError`` otherwise)."""
     digest = hashlib.sha256()
-    with os.fdopen(_open_regular(path), "rb") as fh:
+    with os.fdopen(open_regular(path), "rb") as fh:
         for block in iter(lambda: fh.read(chunk_bytes), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -157,7 +157,7 @@ def check_manifest(data: Any, path: Path, model_dir: Path) -> dict[str, Any]:
 def load_manifest(path: Path, model_dir: Path) -> dict[str, Any]:
     """The manifest at ``path`` (of the model folder ``model_dir``), read with a size bound and schema-checked."""
     try:
-        with os.fdopen(_open_regular(path), "rb") as fh:
+        with os.fdopen(open_regular(path), "rb") as fh:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise _bad(path, f"cannot be read as a regular file ({exc.strerror or exc})") from None

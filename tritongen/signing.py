@@ -1,12 +1,15 @@
 """Signing a model repository with an elliptic-curve key (OpenSSF ``model-signing``), offline.
 
 ``tritongen sign REPO --private-key KEY`` hashes every file under ``REPO`` (every model folder, every version,
-every file; links are refused) and writes a signature over those hashes to ``REPO/.tritongen-signature.sig``
-(or ``--signature PATH``). The default signature is a file at the top of the repository: Triton loads only
-folders there, and the signature check ignores exactly that one file. A signature inside a model folder is
-refused. ``check_signature`` recomputes the hashes and checks them and the signature against a public key: a
-changed, added or removed file, another key, or no signature at all is an error. Key files are read and
-checked here before the library reads them; their contents are never printed.
+every file; links are refused) and writes a signature over those hashes to ``REPO/.tritongen-signature.sig`` (or
+``--signature PATH``). The default signature is a file at the top of the repository, where Triton loads only
+folders; the check skips that one file. A signature inside a model folder is refused. Also outside the signature:
+Python's ``__pycache__/`` folders beside a ``.py`` (the server writes them on load, after signing); verify accepts
+their files only as the exact bytecode of the signed source (:mod:`tritongen.bytecode`).
+
+``check_signature`` recomputes the hashes and checks them and the signature against a public key: a changed,
+added or removed file, another key, or no signature at all is an error. Key files are read and checked here
+before the library reads them; their contents are never printed.
 """
 
 from __future__ import annotations
@@ -110,10 +113,26 @@ def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | 
     return full, full.name
 
 
-def _hashing_config(hashing, skipped: str | None):
-    """The same file-by-file SHA-256 hashing on both sides; nothing ignored but the signature itself."""
+def _hashing_config(hashing, skipped: str | None, caches: list[str] = ()):
+    """The same file-by-file SHA-256 hashing on both sides. Ignored: the signature itself and, when signing,
+    Python's bytecode caches (``caches``; the signature records them, and verify adds them from it)."""
     config = hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
-    return config.set_ignored_paths(paths=[skipped] if skipped else [], ignore_git_paths=False)
+    return config.set_ignored_paths(paths=([skipped] if skipped else []) + list(caches), ignore_git_paths=False)
+
+
+def bytecode_cache_dirs(repo: Path) -> list[str]:
+    """``MODEL/.../__pycache__`` for every folder of a model that holds a ``.py`` file: the Python backend writes
+    its bytecode there on load, after signing. What is in them is checked by verify against the signed source
+    (:mod:`tritongen.bytecode`), not by the signature."""
+    from .bytecode import PYCACHE
+
+    out = []
+    for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.is_symlink()):
+        for dirpath, dirnames, filenames in os.walk(model_dir):
+            dirnames[:] = sorted(d for d in dirnames if d != PYCACHE)
+            if any(f.endswith(".py") for f in filenames):
+                out.append((Path(dirpath) / PYCACHE).relative_to(repo).as_posix())
+    return out
 
 
 def sign_repository(repo: Path, private_key: Path, signature: Path | None = None, *,
@@ -136,7 +155,7 @@ def sign_repository(repo: Path, private_key: Path, signature: Path | None = None
     with tempfile.TemporaryDirectory(prefix="tritongen-sign-") as work:
         made = Path(work) / "signature.sig"  # written outside the repository, so the hashing never sees it
         try:
-            config = signing.Config().set_hashing_config(_hashing_config(hashing, skipped))
+            config = signing.Config().set_hashing_config(_hashing_config(hashing, skipped, bytecode_cache_dirs(repo)))
             config.use_elliptic_key_signer(private_key=Path(private_key)).sign(repo, made)
         except (ValueError, OSError) as exc:  # a link in the repository, an unreadable file
             raise TritongenError(f"cannot sign model repository {repo}: {_short(exc)}",

@@ -666,8 +666,8 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
     TensorRT that Triton release runs (:mod:`tritongen.plan_compat`).
 
     Raises :class:`TritongenError` when ``repo`` is missing, is a file, holds no model folder, or a model
-    folder has no ``config.pbtxt``. A folder whose name starts with a dot is a problem: Triton loads it as a model,
-    tritongen refuses such names (``skip_folders``: a build's own scratch folders inside its staging folder).
+    folder has no ``config.pbtxt``, or a folder's name starts with a dot: Triton loads it as a model, tritongen
+    refuses such names (``skip_folders``: a build's own scratch folders inside its staging folder).
     """
     repo = Path(repo)
     if not repo.exists():
@@ -678,11 +678,13 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
                              "pass the folder that holds one sub-folder per model, not a config or model file")
     skipped = set(skip_folders)
     folders = sorted(p for p in repo.iterdir() if p.is_dir() and p.name not in skipped)
-    model_dirs = [p for p in folders if not p.name.startswith(".")]
-    problems: dict[str, list[str]] = {p.name: [f"{hidden_folder_problem(p.name)}: {HIDDEN_FOLDER_FIX}"]
-                                     for p in folders if p.name.startswith(".")}
-    if not folders:
+    hidden = [p.name for p in folders if p.name.startswith(".")]
+    if hidden:
+        raise TritongenError(hidden_folder_problem(hidden[0]), HIDDEN_FOLDER_FIX)
+    model_dirs = folders
+    if not model_dirs:
         raise TritongenError(f"model repository {repo} holds no model folders", "build a model into it with tritongen build")
+    problems: dict[str, list[str]] = {}
     configs: dict[str, ModelConfig] = {}
     unreadable: set[str] = set()
     for model_dir in model_dirs:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from .bytecode import FIX as BYTECODE_FIX, bytecode_problem, cached_source
 from .errors import TritongenError
 from .manifest import ARTIFACT_DIR, MANIFEST_NAME, load_manifest, sha256_regular_file
 from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem, version_numbers
@@ -52,7 +53,7 @@ class VerifyReport:
                  else f"{len(self.problems)} integrity problem(s) in {self.repo}:"]
         lines += [f"  {p}" for p in self.problems]
         if self.signature is not None:
-            lines.append(f"signature {self.signature} is valid for the public key: every file is as signed")
+            lines.append(f"signature {self.signature} is valid for the public key: the files are as signed")
         if self.unverified_models:
             lines.append(f"no manifest (allowed with --allow-unverified, not verified): {', '.join(self.unverified_models)}")
         return "\n".join(lines)
@@ -157,6 +158,9 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
         if head in version_names and rel == f"{head}/{ARTIFACT_DIR}/{MANIFEST_NAME}":
             continue
         shown = f"{name}/{rel}"
+        if rel not in expected and (cached := cached_source(rel)) and cached[0] in expected:
+            _check_bytecode(model_dir, rel, cached, expected[cached[0]], found)
+            continue
         if rel not in expected:
             found.add(f"{shown} is not listed in any manifest, and Triton may load it (a file beside a model can "
                       "run as code)", _FIX_UNLISTED)
@@ -173,6 +177,18 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     for rel in sorted(required - set(entries)):
         found.add(f"{name}/{rel} is missing")
     return True
+
+
+def _check_bytecode(model_dir: Path, rel: str, cached: tuple[str, str, int], source_sha256: str, found: _Findings) -> None:
+    """A Python bytecode cache file beside a listed source (the Python backend writes them on load)."""
+    source, tag, optimize = cached
+    # the names the server compiled it under: this path, or the repository mounted at /models by `serve --docker`
+    names = [os.path.abspath(model_dir / source), str((model_dir / source).resolve()), f"/models/{model_dir.name}/{source}"]
+    problem = bytecode_problem(model_dir / rel, model_dir / source, source_sha256, tag, optimize, names)
+    if problem:
+        found.add(f"{model_dir.name}/{rel} {problem}", BYTECODE_FIX)
+    else:
+        found.checked += 1
 
 
 def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:
