@@ -56,6 +56,8 @@ def world(tmp_path_factory) -> World:
     key, pub = _write_key_pair(root, "signing", ec.generate_private_key(ec.SECP256R1()))
     _, other_pub = _write_key_pair(root, "other", ec.generate_private_key(ec.SECP256R1()))
     _, rsa_pub = _write_key_pair(root, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    (root / "encrypted.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"secret")))
     code, out, err = _run(["sign", str(repo), "--private-key", str(key)])
     assert code == 0, err
     marker = root / "SERVER_STARTED"
@@ -183,6 +185,8 @@ def test_validate_refuses_a_hidden_model_folder(world, tmp_path):
     ("missing private key", ["--private-key", "{root}/nope.pem"], ("does not exist",)),
     ("public key given as private key", ["--private-key", "{pub}"], ("holds a public key",)),
     ("private key that is not PEM", ["--private-key", "{root}/conv.pt"], ("not a PEM private key",)),
+    ("RSA private key", ["--private-key", "{root}/rsa.pem"], ("RSAPrivateKey", "elliptic-curve")),
+    ("password-protected private key", ["--private-key", "{root}/encrypted.pem"], ("encrypted with a password",)),
     ("signature inside a model folder", ["--private-key", "{key}", "--signature", "{repo}/conv/1/sig"], ("inside a model folder",)),
 ])
 def test_sign_refuses_bad_keys_and_places(world, tmp_path, case, args, words):

@@ -25,7 +25,8 @@ PYCACHE = "__pycache__"
 MAX_PYC_BYTES = 64 << 20
 _HEADER_BYTES = 16
 _PYC_NAME = re.compile(r"(?P<stem>[^/]+)\.(?P<tag>[^./]+)(?:\.opt-(?P<opt>[12]))?\.pyc")
-FIX = "remove the __pycache__ folder (Python's bytecode cache: it is written again from the verified source on the next load)"
+FIX = ("remove the __pycache__ folder (Python's bytecode cache: it is written again from the verified source on the "
+       "next load)")
 
 
 def cached_source(rel: str) -> tuple[str, str, int] | None:
@@ -49,7 +50,8 @@ def bytecode_problem(pyc: Path, source: Path, source_sha256: str, tag: str, opti
     """None if ``pyc`` is byte for byte ``source`` (whose sha256 must be ``source_sha256``) compiled under one of
     ``filenames``; else what is wrong with it."""
     if tag != sys.implementation.cache_tag:
-        return f"is bytecode for another Python ({tag}), which this one ({sys.implementation.cache_tag}) cannot compare with its source"
+        return (f"is bytecode for another Python ({tag}), which this one ({sys.implementation.cache_tag}) cannot "
+                "compare with its source")
     try:
         text, data = _read(source, MAX_PYC_BYTES), _read(pyc, MAX_PYC_BYTES)
     except OSError as exc:
@@ -61,7 +63,7 @@ def bytecode_problem(pyc: Path, source: Path, source_sha256: str, tag: str, opti
     for filename in dict.fromkeys(filenames):
         try:
             code = compile(text, filename, "exec", dont_inherit=True, optimize=optimize)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             return "is bytecode of a source that does not compile"
         if marshal.dumps(code) == data[_HEADER_BYTES:]:
             return None

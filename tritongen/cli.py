@@ -135,7 +135,8 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
     """
     from .verify import check_verified
 
-    click.echo(check_verified(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature).summary())
+    report = check_verified(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+    click.echo(report.summary())
 
 
 @cli.command()

@@ -113,8 +113,8 @@ def read_manifest(model_dir: Path, version: int) -> dict[str, Any]:
 
 
 def _bad(path: Path, problem: str) -> TritongenError:
-    return TritongenError(f"manifest {path} {problem}",
-                          "rebuild the model with tritongen build --force (manifests are written by builds, not by hand)")
+    return TritongenError(f"manifest {path} {problem}", "rebuild the model with tritongen build --force "
+                          "(manifests are written by builds, not by hand)")
 
 
 def _path_problem(rel: Any, model_dir: Path) -> str | None:

@@ -45,13 +45,14 @@ def _library():
 
 def _read_key(path: Path, role: str) -> bytes:
     if not path.exists():
-        raise TritongenError(f"{role} key file {path} does not exist", f"pass the PEM file of the {role} key ({_KEYGEN})")
+        raise TritongenError(f"{role} key file {path} does not exist",
+                             f"pass the PEM file of the {role} key ({_KEYGEN})")
     if not path.is_file():
         raise TritongenError(f"{role} key path {path} is not a file", f"pass the PEM file of the {role} key")
     with open(path, "rb") as fh:
         data = fh.read(MAX_KEY_BYTES + 1)
     if len(data) > MAX_KEY_BYTES:
-        raise TritongenError(f"{role} key file {path} is larger than {MAX_KEY_BYTES >> 10} KiB, too large for a PEM key",
+        raise TritongenError(f"{role} key file {path} is larger than {MAX_KEY_BYTES >> 10} KiB, too large for a key",
                              f"pass the PEM file of the {role} key")
     return data
 
@@ -62,8 +63,8 @@ def _check_curve(key, path: Path, role: str) -> None:
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _CURVES:
         kind = public.curve.name if isinstance(public, ec.EllipticCurvePublicKey) else type(key).__name__
-        raise TritongenError(f"{role} key file {path} holds a {kind} key, not an elliptic-curve P-256, P-384 or P-521 key",
-                             _KEYGEN)
+        raise TritongenError(f"{role} key file {path} holds a {kind} key, not an elliptic-curve P-256, P-384 or "
+                             "P-521 key", _KEYGEN)
 
 
 def check_private_key(path: Path) -> None:
@@ -73,12 +74,14 @@ def check_private_key(path: Path) -> None:
 
     data = _read_key(Path(path), "private")
     if b"PRIVATE KEY-----" not in data and b"PUBLIC KEY-----" in data:
-        raise TritongenError(f"private key file {path} holds a public key", "sign with the private key (signing-key.pem)")
+        raise TritongenError(f"private key file {path} holds a public key",
+                             "sign with the private key (signing-key.pem)")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise TritongenError(f"private key file {path} is encrypted with a password",
-                             "write an unencrypted copy for signing (openssl ec -in KEY -out PLAIN.pem) and keep it private") from None
+                             "write an unencrypted copy for signing (openssl ec -in KEY -out PLAIN.pem) and keep it "
+                             "private") from None
     except (ValueError, UnsupportedAlgorithm):
         raise TritongenError(f"private key file {path} is not a PEM private key", _KEYGEN) from None
     _check_curve(key, Path(path), "private")
@@ -92,7 +95,8 @@ def check_public_key(path: Path) -> None:
     data = _read_key(Path(path), "public")
     if b"PRIVATE KEY-----" in data:
         raise TritongenError(f"public key file {path} holds a private key",
-                             "pass the public key (openssl ec -in signing-key.pem -pubout -out signing-key.pub); keep the private key off deploy hosts")
+                             "pass the public key (openssl ec -in signing-key.pem -pubout -out signing-key.pub); "
+                             "keep the private key off deploy hosts")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
@@ -150,7 +154,8 @@ def sign_repository(repo: Path, private_key: Path, signature: Path | None = None
     if path.is_dir():
         raise TritongenError(f"signature path {path} is a folder", "pass a file path with --signature")
     if not path.parent.is_dir():
-        raise TritongenError(f"the folder of signature path {path} does not exist", "create it, or pass another --signature")
+        raise TritongenError(f"the folder of signature path {path} does not exist",
+                             "create it, or pass another --signature")
     hashing, signing, _ = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-sign-") as work:
         made = Path(work) / "signature.sig"  # written outside the repository, so the hashing never sees it
@@ -179,7 +184,8 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def check_signature(repo: Path, public_key: Path, signature: Path | None = None) -> Path:
-    """Check that ``repo`` is exactly what the holder of ``public_key``'s private key signed; returns the signature path."""
+    """Check that ``repo`` is exactly what the holder of ``public_key``'s private key signed; returns the
+    signature's path."""
     repo = Path(repo)
     if not repo.is_dir():
         raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
@@ -191,7 +197,8 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     with open(path, "rb") as fh:
         data = fh.read(MAX_SIGNATURE_BYTES + 1)
     if len(data) > MAX_SIGNATURE_BYTES:
-        raise TritongenError(f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB", "sign the repository again")
+        raise TritongenError(f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB",
+                             "sign the repository again")
     hashing, _, verifying = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
         copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above

@@ -55,7 +55,8 @@ class VerifyReport:
         if self.signature is not None:
             lines.append(f"signature {self.signature} is valid for the public key: the files are as signed")
         if self.unverified_models:
-            lines.append(f"no manifest (allowed with --allow-unverified, not verified): {', '.join(self.unverified_models)}")
+            names = ", ".join(self.unverified_models)
+            lines.append(f"no manifest (allowed with --allow-unverified, not verified): {names}")
         return "\n".join(lines)
 
 
@@ -91,7 +92,12 @@ def _walk(model_dir: Path, found: _Findings) -> dict[str, bool]:
         for name in sorted(filenames):
             path = here / name
             rel = path.relative_to(model_dir).as_posix()
-            mode = path.lstat().st_mode
+            try:
+                mode = path.lstat().st_mode
+            except OSError as exc:
+                found.add(f"{model_dir.name}/{rel} cannot be read ({exc.strerror or exc})",
+                          "check the file and its permissions")
+                continue
             if stat.S_ISLNK(mode):
                 found.add(f"{model_dir.name}/{rel} is a symbolic link", _FIX_LINK)
             elif not stat.S_ISREG(mode):
@@ -138,7 +144,8 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     for version in versions:
         if version not in manifests:
             found.add(f"version folder {name}/{version} has no manifest (added by hand?), and Triton loads it "
-                      f"(by default the newest version)", f"remove {name}/{version}, or build it with tritongen build --new-version")
+                      "(by default the newest version)",
+                      f"remove {name}/{version}, or build it with tritongen build --new-version")
     expected: dict[str, str] = {}
     required: set[str] = set()
     for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
@@ -179,11 +186,13 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     return True
 
 
-def _check_bytecode(model_dir: Path, rel: str, cached: tuple[str, str, int], source_sha256: str, found: _Findings) -> None:
+def _check_bytecode(model_dir: Path, rel: str, cached: tuple[str, str, int], source_sha256: str,
+                    found: _Findings) -> None:
     """A Python bytecode cache file beside a listed source (the Python backend writes them on load)."""
     source, tag, optimize = cached
     # the names the server compiled it under: this path, or the repository mounted at /models by `serve --docker`
-    names = [os.path.abspath(model_dir / source), str((model_dir / source).resolve()), f"/models/{model_dir.name}/{source}"]
+    path = model_dir / source
+    names = [os.path.abspath(path), str(path.resolve()), f"/models/{model_dir.name}/{source}"]
     problem = bytecode_problem(model_dir / rel, model_dir / source, source_sha256, tag, optimize, names)
     if problem:
         found.add(f"{model_dir.name}/{rel} {problem}", BYTECODE_FIX)
