@@ -88,3 +88,19 @@ def test_python_bytecode_cache_is_accepted_only_as_the_compiled_verified_source(
     py_compile.compile(str(source), cfile=str(cache.with_name("numpy" + cache.name[len("model"):])), doraise=True)
     with pytest.raises(TritongenError, match=r"seq/2/__pycache__/numpy\.cpython-\d+\.pyc is not listed in any manifest"):
         check_verified(repo)
+
+
+def test_manifests_carry_a_schema_version_and_older_ones_without_it_still_verify(repo):
+    import json
+
+    from tritongen.manifest import MANIFEST_SCHEMA
+
+    path = repo / "seq" / "2" / "tritongen" / "manifest.json"
+    data = json.loads(path.read_text())
+    assert data["manifest_schema"] == MANIFEST_SCHEMA  # written by the build
+    del data["manifest_schema"]  # as tritongen wrote them before the field existed
+    path.write_text(json.dumps(data))
+    assert check_verified(repo).ok
+    path.write_text(json.dumps({**data, "manifest_schema": MANIFEST_SCHEMA + 1}))
+    with pytest.raises(TritongenError, match=f"manifest_schema {MANIFEST_SCHEMA + 1}, this tritongen reads {MANIFEST_SCHEMA}"):
+        check_verified(repo)
