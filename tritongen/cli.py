@@ -121,13 +121,49 @@ def validate(repo: Path, triton_version: str) -> None:
     click.echo(report.summary())
 
 
+_ALLOW_UNVERIFIED = click.option(
+    "--allow-unverified", "allow_unverified", multiple=True, metavar="NAME",
+    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.")
+_PUBLIC_KEY = click.option(
+    "--public-key", type=click.Path(path_type=Path),
+    help="PEM public key: first check REPO's signature (tritongen sign), so a changed, added or removed file fails.")
+_SIGNATURE = click.option(
+    "--signature", type=click.Path(path_type=Path),
+    help="Signature file (default: REPO/.tritongen-signature.sig).")
+
+
 @cli.command()
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-def verify(repo: Path) -> None:
-    """Check every file in REPO against the sha256 recorded in its build manifest."""
+@_ALLOW_UNVERIFIED
+@_PUBLIC_KEY
+@_SIGNATURE
+def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None) -> None:
+    """Check that every file Triton would load from REPO is listed, with its sha256, in a build manifest.
+
+    Every model folder (a hidden one is refused), every version folder and every file in them: an unlisted file,
+    a version without manifest or a model without manifest fails. With --public-key the signature is checked first.
+    """
     from .verify import check_verified
 
-    click.echo(check_verified(repo).summary())
+    report = check_verified(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
+@click.option("--private-key", type=click.Path(path_type=Path), required=True,
+              help="PEM elliptic-curve private key (P-256, P-384 or P-521; unencrypted). Never printed.")
+@_SIGNATURE
+@_ALLOW_UNVERIFIED
+def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified: tuple[str, ...]) -> None:
+    """Sign every file in REPO (after it verifies) with an EC key: verify/serve --public-key check it.
+
+    tune and engine rewrite files of the repository: sign again after them.
+    """
+    from .signing import sign_repository
+
+    path = sign_repository(repo, private_key, signature, allow_unverified=allow_unverified)
+    click.echo(f"signed {repo}: signature {path}")
 
 
 @cli.command(short_help="Verify REPO, boot a real tritonserver on it and wait until every model is READY.")
@@ -139,14 +175,23 @@ def verify(repo: Path) -> None:
 @click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port.")
 @click.option("--timeout-s", "ready_timeout_s", type=float, default=180, show_default=True, help="How long to wait for every model to be READY.")
 @click.option("--docker", is_flag=True, help="Print the docker run line for NGC's Triton image instead of starting a server.")
-def serve(repo: Path, docker: bool, **options) -> None:
-    """Boot a real tritonserver on REPO (validated and verified first), wait until every model is READY, serve until Ctrl-C."""
+@_ALLOW_UNVERIFIED
+@_PUBLIC_KEY
+@_SIGNATURE
+def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None,
+          **options) -> None:
+    """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
+    until every model is READY, serve until Ctrl-C."""
     from .server import ServeSpec, docker_command, server_from_repository
     from .validate import check_repository
     from .verify import check_verified
 
+    if public_key is not None:
+        from .signing import check_signature
+
+        check_signature(repo, public_key, signature)  # first: nothing else reads the repository's files before it
     check_repository(repo, triton_version=DEFAULT_TRITON_VERSION if docker else None)  # else: the server's own, at boot
-    check_verified(repo)
+    check_verified(repo, allow_unverified=allow_unverified)
     spec = ServeSpec(repo=repo.resolve(), **options)
     if docker:
         click.echo(docker_command(spec))

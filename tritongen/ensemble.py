@@ -29,7 +29,7 @@ from .templates import render
 PRE_KINDS = ("tokenizer", "image", "none")
 POST_KINDS = {"mean-pool": "mean_pool_normalize", "mean_pool": "mean_pool_normalize", "normalize": "normalize",
               "softmax-topk": "softmax_topk", "softmax_topk": "softmax_topk", "labels": "softmax_topk", "raw": "raw", "none": "raw"}
-WORK_DIR = ".work"  # inside the staging folder; hidden, so the validator skips it
+WORK_DIR = ".work"  # inside the staging folder; the build's validation skips it by name
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
             return pre, post, inputs, outputs, steps, manifest
 
         pre, post, inputs, outputs, steps, manifest = stages.run("writing pre/post-processing and the ensemble", write_steps)
-        stages.run("validating the ensemble and its models", check_repository, stage)
+        stages.run("validating the ensemble and its models", check_repository, stage, skip_folders=(WORK_DIR,))
 
         def install() -> dict[str, Path]:
             installed = {}

@@ -703,6 +703,7 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
     server = server_args(inner, DEFAULT_PORTS, install=None, admin_token=token, repo="/models")
     server = [a for a in server if not re.match(r"--(http|grpc|metrics)-(address|port)=", a)]
     # The Python backend moves tensors through /dev/shm; docker's 64 MB default is too small for real models.
+    # Read-only: the server cannot change the verified files (nor write __pycache__/ beside model.py).
     command = ["docker", "run", "--gpus", "all", "--rm", "--shm-size=1g", *publish,
-               "-v", f"{spec.repo}:/models", image, "tritonserver", *server]
+               "-v", f"{spec.repo}:/models:ro", image, "tritonserver", *server]
     return shlex.join(command)
