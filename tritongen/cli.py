@@ -132,7 +132,7 @@ _SIGNATURE = click.option(
     help="Signature file (default: REPO/.tritongen-signature.sig).")
 
 
-@cli.command()
+@cli.command(short_help="Check that every file Triton would load from REPO is in a build manifest (and signed).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @_ALLOW_UNVERIFIED
 @_PUBLIC_KEY
