@@ -279,11 +279,11 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
     if not any((folder / w).is_file() for w in WEIGHT_FILES):
         raise TritongenError(f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])})",
                              "save the model with save_pretrained into the folder")
+    labels = labels_from_config(config) if task != "feature-extraction" else ()  # checked before transformers reads them
     if task in TEXT_TASKS:
         text = text_settings_from_folder(tokenizer_dir or folder, config, folder)
         inputs = tuple(TensorSpec(n, "INT64", (-1,)) for n in text.model_input_names)
         if task == "text-classification":
-            labels = labels_from_config(config)
             if not labels:
                 raise TritongenError(f"{folder}/config.json has no id2label or num_labels", "save the classifier with its id2label")
             return HFModel(folder, task, config, inputs, ("logits",), labels=labels, text=text)
@@ -291,7 +291,6 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
     image = image_settings_from_folder(folder)
     channels = int(config.get("num_channels", 3) or 3)
     h, w = image.output_hw
-    labels = labels_from_config(config)
     return HFModel(folder, task, config, (TensorSpec("pixel_values", "FP32", (channels, h, w)),), ("logits",),
                    labels=labels, image=image)
 
