@@ -24,6 +24,7 @@ from tests.test_bad_input import CONV, _assert_one_clean_line, _run, _snapshot
 from tritongen.errors import TritongenError
 from tritongen.hf import labels_from_config
 from tritongen.names import MAX_LABELS, MAX_NAME_CHARS, check_host, check_label, check_name
+from tritongen.repository import link_problems
 from tritongen.validate import validate_repository
 
 MARKER = "PWNED"
@@ -126,6 +127,8 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
                                                                                 "--new-version", "--repo", str(w.link_repo)],
      ("version folder", "symbolic link")),
     ("validate: a symlinked model folder", lambda w: ["validate", str(w.link_repo)], ("problem",)),
+    ("model path with \\n and \\r in the error message", lambda w: ["build", str(w.root / "no\nsuch\rmodel.pt"), *CONV,
+                                                                  "--repo", str(w.repo)], ("no\\nsuch\\rmodel.pt",)),
     ("serve: --host with a shell command", lambda w: ["serve", str(w.repo), "--host", f"1.2.3.4; touch {_marker(w)}"],
      ("--host", "not an IP address")),
     ("serve: --host that is an option", lambda w: ["serve", str(w.repo), "--host", "-v"], ("--host '-v'",)),
@@ -157,6 +160,16 @@ def test_attack_gets_one_clean_line_and_writes_nothing(world, tmp_path, monkeypa
         assert not [p for p in root.iterdir() if p.name.startswith(".")], "staging folder left behind"
     assert {p.name: os.readlink(p) for p in world.link_repo.iterdir() if p.is_symlink()} == links
     assert not (world.root / MARKER).exists(), "a command ran"
+
+
+def test_links_inside_a_model_folder_are_refused_only_when_they_leave_the_repository(world, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo / "conv", repo / "conv")
+    (repo / "conv" / "1" / "inside.onnx").symlink_to(repo / "conv" / "1" / "model.onnx")
+    assert link_problems(repo, repo / "conv") == []
+    (repo / "conv" / "1" / "outside.txt").symlink_to(world.outside / "conv_copy" / "config.pbtxt")
+    assert [p for p in link_problems(repo, repo / "conv") if "conv/1/outside.txt" in p and "outside the repository" in p]
+    assert not validate_repository(repo).ok
 
 
 def test_corpus_has_the_cases_issue_10_asks_for():

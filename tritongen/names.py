@@ -43,6 +43,12 @@ def shown(text: Any, limit: int = 60) -> str:
     return ascii(cut)[1:-1]
 
 
+def one_line(text: str) -> str:
+    """``text`` with every refused character escaped (``\\r``, ``\\u2028``): an error message stays one line
+    whatever file name or value it quotes."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) in REFUSED_CATEGORIES else c for c in text)
+
+
 def refused_character(text: str) -> str | None:
     """The first character of ``text`` that no generated file may hold, or None."""
     for char in text:
