@@ -48,7 +48,8 @@ class World:
                                          factories.small_conv_inputs())
         self.repo = self.root / "repo"
         assert _run(["build", str(self.conv), "--name", "conv", "--repo", str(self.repo), *CONV])[0] == 0
-        assert _run(["build", str(self.conv), "--name", "ens", "--postprocess", "softmax-topk", "--repo", str(self.repo), *CONV])[0] == 0
+        ensemble = ["--name", "ens", "--postprocess", "softmax-topk", "--repo", str(self.repo), *CONV]
+        assert _run(["build", str(self.conv), *ensemble])[0] == 0
         self.outside = self.root / "outside"
         shutil.copytree(self.repo / "conv", self.outside / "conv_copy")
         self.link_repo = self.root / "link_repo"
@@ -83,59 +84,77 @@ def _labels(*names: str) -> dict[str, str]:
     return {str(i): n for i, n in enumerate(names)}
 
 
+def _build(w: World, *args: str, repo: Path | None = None) -> list[str]:
+    return ["build", *args, "--repo", str(repo or w.repo)]
+
+
+def _hf_build(w: World, name: str, **config) -> list[str]:
+    return _build(w, str(w.hf_with(f"hf_{name}", **config)), "--name", name)
+
+
+def _conv_build(w: World, *args: str, repo: Path | None = None) -> list[str]:
+    return _build(w, str(w.conv), *CONV, *args, repo=repo)
+
+
+SPEC_NAME_CR = 'name: "spec\\r"\ninputs:\n  - {name: x, dtype: FP32, dims: [3, 32, 32]}\n'
+SPEC_TENSOR_LS = 'inputs:\n  - {name: "x\\u2028", dtype: FP32, dims: [3, 32, 32]}\n'
+
 # (case id, argv builder, words the error line must contain)
 CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
-    ("id2label name with \\r", lambda w: ["build", str(w.hf_with("hf_cr", id2label=_labels("neg", "neu\rtral", "pos", "mixed"))),
-                                           "--repo", str(w.repo), "--name", "cr"], ("U+000D", "id2label[1]")),
-    ("id2label name with \\x85", lambda w: ["build", str(w.hf_with("hf_nel", id2label=_labels("neg", "neu", "po\x85s", "mixed"))),
-                                             "--repo", str(w.repo), "--name", "nel"], ("U+0085",)),
-    ("id2label name with \\u2029", lambda w: ["build", str(w.hf_with("hf_ps", id2label=_labels("neg", "neu", "pos", "mi\u2029xed"))),
-                                               "--repo", str(w.repo), "--name", "ps"], ("U+2029",)),
-    ("id2label key 300000000", lambda w: ["build", str(w.hf_with("hf_huge", id2label={"0": "neg", "300000000": "pos"})),
-                                          "--repo", str(w.repo), "--name", "huge"], ("300000000", str(MAX_LABELS))),
-    ("id2label key beyond num_labels", lambda w: ["build", str(w.hf_with("hf_beyond", id2label={"0": "a", "7": "b"}, num_labels=4)),
-                                                  "--repo", str(w.repo), "--name", "beyond"], ("outside 0..3",)),
-    ("id2label that is a list", lambda w: ["build", str(w.hf_with("hf_list", id2label=["neg", "pos"])),
-                                           "--repo", str(w.repo), "--name", "listed"], ("not a mapping",)),
-    ("tensor name with \\n via --input", lambda w: ["build", str(w.conv), "--input", "x\n:FP32:3,32,32", "--repo", str(w.repo),
-                                                    "--name", "nl"], ("tensor name", "U+000A")),
-    ("tensor name with NUL via --output", lambda w: ["build", str(w.conv), *CONV, "--output", "logits\x00", "--repo", str(w.repo),
-                                                     "--name", "nul"], ("tensor name", "U+0000")),
-    ("model name with \\u2028 via --name", lambda w: ["build", str(w.conv), *CONV, "--name", "conv\u2028two", "--repo", str(w.repo)],
+    ("id2label name with \\r", lambda w: _hf_build(w, "cr", id2label=_labels("neg", "neu\rtral", "pos", "mixed")),
+     ("U+000D", "id2label[1]")),
+    ("id2label name with \\x85", lambda w: _hf_build(w, "nel", id2label=_labels("neg", "neu", "po\x85s", "mixed")),
+     ("U+0085",)),
+    ("id2label name with \\u2029", lambda w: _hf_build(w, "ps", id2label=_labels("neg", "neu", "pos", "mi\u2029xed")),
+     ("U+2029",)),
+    ("id2label key 300000000", lambda w: _hf_build(w, "huge", id2label={"0": "neg", "300000000": "pos"}),
+     ("300000000", str(MAX_LABELS))),
+    ("id2label key beyond num_labels", lambda w: _hf_build(w, "beyond", id2label={"0": "a", "7": "b"}, num_labels=4),
+     ("outside 0..3",)),
+    ("id2label that is a list", lambda w: _hf_build(w, "listed", id2label=["neg", "pos"]), ("not a mapping",)),
+    ("tensor name with \\n via --input",
+     lambda w: _build(w, str(w.conv), "--input", "x\n:FP32:3,32,32", "--name", "nl"),
+     ("tensor name", "U+000A")),
+    ("tensor name with NUL via --output", lambda w: _conv_build(w, "--output", "logits\x00", "--name", "nul"),
+     ("tensor name", "U+0000")),
+    ("model name with \\u2028 via --name", lambda w: _conv_build(w, "--name", "conv\u2028two"),
      ("model name", "U+2028")),
-    ("model name with \\n at the end via --name", lambda w: ["build", str(w.conv), *CONV, "--name", "conv\n", "--repo", str(w.repo)],
+    ("model name with \\n at the end via --name", lambda w: _conv_build(w, "--name", "conv\n"),
      ("model name", "U+000A")),
-    ("model name with \\r via --spec", lambda w: ["build", str(w.conv), "--repo", str(w.repo), "--spec", str(w.spec(
-        "names.yaml", 'name: "spec\\r"\ninputs:\n  - {name: x, dtype: FP32, dims: [3, 32, 32]}\n'))], ("model name", "U+000D")),
-    ("tensor name with \\u2028 via --spec", lambda w: ["build", str(w.conv), "--repo", str(w.repo), "--name", "specx", "--spec", str(w.spec(
-        "tensor.yaml", 'inputs:\n  - {name: "x\\u2028", dtype: FP32, dims: [3, 32, 32]}\n'))], ("tensor name", "U+2028")),
-    ("overlong model name", lambda w: ["build", str(w.conv), *CONV, "--name", "m" * 300, "--repo", str(w.repo)],
-     ("300 characters", str(MAX_NAME_CHARS))),
-    ("overlong tensor name", lambda w: ["build", str(w.conv), "--input", "x" * 200 + ":FP32:3,32,32", "--repo", str(w.repo),
-                                        "--name", "long_tensor"], ("200 characters",)),
-    ("--force onto an ensemble's composing model", lambda w: ["build", str(w.conv), *CONV, "--name", "ens_model", "--force",
-                                                              "--repo", str(w.repo)], ("ensemble 'ens'", "--force")),
-    ("--new-version onto an ensemble's composing model", lambda w: ["build", str(w.conv), *CONV, "--name", "ens_model",
-                                                                    "--new-version", "--repo", str(w.repo)], ("ensemble 'ens'", "--name ens")),
-    ("--force onto an ensemble's post-processing step", lambda w: ["build", str(w.conv), *CONV, "--name", "ens_postprocess", "--force",
-                                                                   "--repo", str(w.repo)], ("ensemble 'ens'",)),
-    ("--new-version onto a symlinked model folder", lambda w: ["build", str(w.conv), *CONV, "--name", "linked", "--new-version",
-                                                               "--repo", str(w.link_repo)], ("symbolic link",)),
-    ("--force onto a symlinked model folder", lambda w: ["build", str(w.conv), *CONV, "--name", "linked", "--force",
-                                                         "--repo", str(w.link_repo)], ("symbolic link",)),
-    ("--new-version onto a model whose version folder is a symlink", lambda w: ["build", str(w.conv), *CONV, "--name", "vlinked",
-                                                                                "--new-version", "--repo", str(w.link_repo)],
+    ("model name with \\r via --spec",
+     lambda w: _build(w, str(w.conv), "--spec", str(w.spec("names.yaml", SPEC_NAME_CR))),
+     ("model name", "U+000D")),
+    ("tensor name with \\u2028 via --spec",
+     lambda w: _build(w, str(w.conv), "--name", "specx", "--spec", str(w.spec("tensor.yaml", SPEC_TENSOR_LS))),
+     ("tensor name", "U+2028")),
+    ("overlong model name", lambda w: _conv_build(w, "--name", "m" * 300), ("300 characters", str(MAX_NAME_CHARS))),
+    ("overlong tensor name", lambda w: _build(w, str(w.conv), "--input", "x" * 200 + ":FP32:3,32,32", "--name", "long"),
+     ("200 characters",)),
+    ("model path with \\n and \\r in the error message", lambda w: _build(w, str(w.root / "no\nsuch\rmodel.pt"), *CONV),
+     ("no\\nsuch\\rmodel.pt",)),
+    ("--force onto an ensemble's composing model", lambda w: _conv_build(w, "--name", "ens_model", "--force"),
+     ("ensemble 'ens'", "--force")),
+    ("--new-version onto an ensemble's composing model",
+     lambda w: _conv_build(w, "--name", "ens_model", "--new-version"),
+     ("ensemble 'ens'", "--name ens")),
+    ("--force onto an ensemble's post-processing step",
+     lambda w: _conv_build(w, "--name", "ens_postprocess", "--force"),
+     ("ensemble 'ens'",)),
+    ("--new-version onto a symlinked model folder",
+     lambda w: _conv_build(w, "--name", "linked", "--new-version", repo=w.link_repo), ("symbolic link",)),
+    ("--force onto a symlinked model folder",
+     lambda w: _conv_build(w, "--name", "linked", "--force", repo=w.link_repo), ("symbolic link",)),
+    ("--new-version onto a model whose version folder is a symlink",
+     lambda w: _conv_build(w, "--name", "vlinked", "--new-version", repo=w.link_repo),
      ("version folder", "symbolic link")),
     ("validate: a symlinked model folder", lambda w: ["validate", str(w.link_repo)], ("problem",)),
-    ("model path with \\n and \\r in the error message", lambda w: ["build", str(w.root / "no\nsuch\rmodel.pt"), *CONV,
-                                                                  "--repo", str(w.repo)], ("no\\nsuch\\rmodel.pt",)),
     ("serve: --host with a shell command", lambda w: ["serve", str(w.repo), "--host", f"1.2.3.4; touch {_marker(w)}"],
      ("--host", "not an IP address")),
     ("serve: --host that is an option", lambda w: ["serve", str(w.repo), "--host", "-v"], ("--host '-v'",)),
-    ("serve --docker: --host with a command substitution", lambda w: ["serve", str(w.repo), "--docker", "--host",
-                                                                      f"$(touch {_marker(w)})"], ("--host",)),
-    ("serve: --host with an IPv6 zone holding a command", lambda w: ["serve", str(w.repo), "--host", f"fe80::1%;touch {_marker(w)}"],
-     ("--host",)),
+    ("serve --docker: --host with a command substitution",
+     lambda w: ["serve", str(w.repo), "--docker", "--host", f"$(touch {_marker(w)})"], ("--host",)),
+    ("serve: --host with an IPv6 zone holding a command",
+     lambda w: ["serve", str(w.repo), "--host", f"fe80::1%;touch {_marker(w)}"], ("--host",)),
 ]
 
 
@@ -168,7 +187,8 @@ def test_links_inside_a_model_folder_are_refused_only_when_they_leave_the_reposi
     (repo / "conv" / "1" / "inside.onnx").symlink_to(repo / "conv" / "1" / "model.onnx")
     assert link_problems(repo, repo / "conv") == []
     (repo / "conv" / "1" / "outside.txt").symlink_to(world.outside / "conv_copy" / "config.pbtxt")
-    assert [p for p in link_problems(repo, repo / "conv") if "conv/1/outside.txt" in p and "outside the repository" in p]
+    found = link_problems(repo, repo / "conv")
+    assert [p for p in found if "conv/1/outside.txt" in p and "outside the repository" in p], found
     assert not validate_repository(repo).ok
 
 
@@ -179,8 +199,8 @@ def test_corpus_has_the_cases_issue_10_asks_for():
 def test_ensemble_rebuilt_with_force_may_replace_its_steps(world, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo)
-    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "ens", "--postprocess", "softmax-topk", "--top-k", "3",
-                         "--force", "--repo", str(repo)])
+    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "ens", "--postprocess", "softmax-topk",
+                         "--top-k", "3", "--force", "--repo", str(repo)])
     assert code == 0, err
     assert 'dims: [ 3 ]' in (repo / "ens_postprocess" / "config.pbtxt").read_text()
     code, _, err = _run(["build", str(world.conv), *CONV, "--name", "ens", "--postprocess", "softmax-topk",
@@ -208,7 +228,8 @@ def test_a_model_filling_a_hand_written_ensemble_is_checked_against_it(world, tm
     repo = tmp_path / "repo"
     (repo / "hand" / "1").mkdir(parents=True)
     (repo / "hand" / "config.pbtxt").write_text(ENSEMBLE_OF_FILLER.format(classes=classes))
-    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "filler", "--output", "logits", "--repo", str(repo)])
+    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "filler", "--output", "logits",
+                         "--repo", str(repo)])
     if ok:
         assert code == 0, err
         assert validate_repository(repo).ok

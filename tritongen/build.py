@@ -232,7 +232,8 @@ def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
         staged = stage_model(spec, stage, plan.version, stages)
         stages.run("validating the generated config", check_repository, stage)
-        check_ensembles_with(plan.repo, {spec.name: staged.folder}, frozenset({spec.name} if plan.mode == "new_version" else ()))
+        added = frozenset({spec.name} if plan.mode == "new_version" else ())
+        check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)
         installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
 
     return BuildResult(

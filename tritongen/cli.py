@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         if _DEBUG["on"]:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        _echo_err(f"error: {one_line(f'{exc.strerror or exc}{where}')}: check the path and its permissions, or rerun with --debug")
+        problem = one_line(f"{exc.strerror or exc}{where}")
+        _echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
         sys.exit(1)
     except click.exceptions.Abort:
         _echo_err("aborted")

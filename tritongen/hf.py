@@ -93,9 +93,9 @@ def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(id2label, Mapping):
         raise TritongenError("config.json's id2label is not a mapping", "write id2label as {\"0\": \"negative\", ...}")
     num_labels = config.get("num_labels")
-    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 0 <= num_labels <= MAX_LABELS):
-        raise TritongenError(f"config.json's num_labels {shown(repr(num_labels))} is not a class count from 0 to {MAX_LABELS}",
-                             "set num_labels to the number of classes the classifier outputs")
+    if num_labels is not None and (type(num_labels) is not int or not 0 <= num_labels <= MAX_LABELS):
+        raise TritongenError(f"config.json's num_labels {shown(repr(num_labels))} is not a class count from 0 to "
+                             f"{MAX_LABELS}", "set num_labels to the number of classes the classifier outputs")
     limit = num_labels or MAX_LABELS
     mapping: dict[int, str] = {}
     for key, value in id2label.items():
@@ -279,7 +279,7 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
     if not any((folder / w).is_file() for w in WEIGHT_FILES):
         raise TritongenError(f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])})",
                              "save the model with save_pretrained into the folder")
-    labels = labels_from_config(config) if task != "feature-extraction" else ()  # checked before transformers reads them
+    labels = labels_from_config(config) if task != "feature-extraction" else ()  # before transformers reads them
     if task in TEXT_TASKS:
         text = text_settings_from_folder(tokenizer_dir or folder, config, folder)
         inputs = tuple(TensorSpec(n, "INT64", (-1,)) for n in text.model_input_names)

@@ -62,30 +62,35 @@ def check_text(text: Any, what: str, max_chars: int, fix: str) -> str:
     if not isinstance(text, str):
         raise TritongenError(f"{what} {shown(text)} is a {type(text).__name__}, not text", fix)
     if len(text) > max_chars:
-        raise TritongenError(f"{what} '{shown(text, 40)}' is {len(text)} characters long, above the limit of {max_chars}", fix)
+        raise TritongenError(f"{what} '{shown(text, 40)}' is {len(text)} characters long, above the limit of "
+                             f"{max_chars}", fix)
     char = refused_character(text)
     if char is not None:
         name = unicodedata.name(char, "")
-        raise TritongenError(f"{what} '{shown(text)}' contains the control character U+{ord(char):04X}{f' ({name})' if name else ''}", fix)
+        described = f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+        raise TritongenError(f"{what} '{shown(text)}' contains the control character {described}", fix)
     return text
 
 
 def check_name(name: Any, what: str) -> str:
     """A model, tensor or step name: text, at most :data:`MAX_NAME_CHARS`, no control characters."""
-    return check_text(name, what, MAX_NAME_CHARS, f"use a name of at most {MAX_NAME_CHARS} letters, digits, '_', '-' and '.'")
+    return check_text(name, what, MAX_NAME_CHARS,
+                      f"use a name of at most {MAX_NAME_CHARS} letters, digits, '_', '-' and '.'")
 
 
 def check_label(label: Any, where: str) -> str:
     """One class label (``where`` says which, e.g. ``id2label[3]``)."""
     return check_text(label, f"label {where}", MAX_LABEL_CHARS,
-                      f"write label names of at most {MAX_LABEL_CHARS} characters on one line, without control characters")
+                      f"write label names of at most {MAX_LABEL_CHARS} characters on one line, without control "
+                      "characters")
 
 
 def check_labels(labels: Iterable[Any], where: str) -> tuple[str, ...]:
     """Every label of a classifier, at most :data:`MAX_LABELS` of them."""
     labels = tuple(labels)
     if len(labels) > MAX_LABELS:
-        raise TritongenError(f"{where} has {len(labels)} labels, above the limit of {MAX_LABELS}", "give one label per class of the model")
+        raise TritongenError(f"{where} has {len(labels)} labels, above the limit of {MAX_LABELS}",
+                             "give one label per class of the model")
     return tuple(check_label(label, f"{where}[{i}]") for i, label in enumerate(labels))
 
 
@@ -119,7 +124,8 @@ def check_host(host: Any, option: str = "--host") -> str:
     if not _HOST_NAME_RE.fullmatch(host):
         raise TritongenError(f"{option} '{shown(host)}' is not an IP address or a host name", fix)
     if not _resolves(host, RESOLVE_TIMEOUT_S):
-        raise TritongenError(f"{option} '{host}' does not resolve to an address on this machine within {RESOLVE_TIMEOUT_S:g} s", fix)
+        raise TritongenError(f"{option} '{host}' does not resolve to an address here within {RESOLVE_TIMEOUT_S:g} s",
+                             fix)
     return host
 
 

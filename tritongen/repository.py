@@ -57,10 +57,12 @@ def link_problems(repo: Path, model_dir: Path) -> list[str]:
                 continue
             rel = path.relative_to(model_dir).as_posix()
             target = path.resolve()
+            where = f"{shown(name)}/{shown(rel)}"
             if Path(folder) == model_dir and entry.isdigit():
-                problems.append(f"version folder '{shown(name)}/{shown(rel)}' is a symbolic link (to {shown(os.readlink(path), 120)})")
+                problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
             elif target != root and root not in target.parents:
-                problems.append(f"'{shown(name)}/{shown(rel)}' is a symbolic link leading outside the repository (to {shown(target, 120)})")
+                problems.append(f"'{where}' is a symbolic link leading outside the repository "
+                                f"(to {shown(target, 120)})")
     return problems
 
 
@@ -131,7 +133,8 @@ def _refuse_ensemble_step(repo: Path, spec: BuildSpec, rebuilt: frozenset[str]) 
     action = "adding a version to it" if spec.new_version else "replacing it"
     also = f" (and {', '.join(callers[1:])})" if len(callers) > 1 else ""
     raise TritongenError(
-        f"model '{spec.name}' is a step of ensemble '{callers[0]}'{also}: {action} on its own could leave the ensemble invalid",
+        f"model '{spec.name}' is a step of ensemble '{callers[0]}'{also}: {action} on its own could leave the "
+        "ensemble invalid",
         f"rebuild the ensemble with its steps in one command (tritongen build SOURCE --name {callers[0]} --force, "
         f"SOURCE being its model file or Hugging Face folder), or build this model under another --name")
 
@@ -158,20 +161,23 @@ def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: fr
     after, versions_after = dict(before), dict(versions)
     for name, folder in staged.items():
         after[name] = config_from_file(folder / "config.pbtxt")
-        versions_after[name] = set(version_numbers(folder)) | (versions.get(name, set()) if name in added_versions else set())
+        kept = versions.get(name, set()) if name in added_versions else set()
+        versions_after[name] = set(version_numbers(folder)) | kept
         unreadable.discard(name)
     called = {step.model_name for config in after.values() for step in config.ensemble_scheduling.step}
     called |= {step.model_name for config in before.values() for step in config.ensemble_scheduling.step}
     had = problems_in_ensembles(before, versions, unreadable | (called - set(before)))
     found = problems_in_ensembles(after, versions_after, unreadable | (called - set(after)))
-    touched = set(staged) | {n for n, config in after.items() if any(s.model_name in staged for s in config.ensemble_scheduling.step)}
+    touched = set(staged) | {n for n, config in after.items()
+                             if any(step.model_name in staged for step in config.ensemble_scheduling.step)}
     problems = {name: new for name in sorted(touched & set(found))
                 if (new := [p for p in found[name] if p not in had.get(name, [])])}
     if problems:
         name = next(iter(problems))
         raise TritongenError(
             f"installing {', '.join(sorted(staged))} would leave ensemble '{name}' invalid: {problems[name][0]}",
-            "rebuild the ensemble with its steps in one command (--force), or fix the model it calls; nothing was installed",
+            "rebuild the ensemble with its steps in one command (--force), or fix the model it calls; "
+            "nothing was installed",
             details="\n".join(f"{n}: {p}" for n in problems for p in problems[n]))
 
 

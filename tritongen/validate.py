@@ -685,8 +685,8 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
         configs[model_dir.name] = config
         problems[model_dir.name] = problems_in_config(config, model_dir, gpu_count=gpu_count)
     for model_dir in model_dirs:  # the repository is the boundary: Triton would follow these links
-        problems.setdefault(model_dir.name, []).extend(f"{p}: copy the files into the repository instead of linking them"
-                                                       for p in link_problems(repo, model_dir))
+        found = link_problems(repo, model_dir)
+        problems.setdefault(model_dir.name, []).extend(f"{p}: copy the files into the repository" for p in found)
     versions = {name: set(version_numbers(repo / name)) for name in configs}
     for name, found in problems_in_ensembles(configs, versions, unreadable).items():
         problems[name] += found

@@ -29,7 +29,8 @@ class TritonPythonModel:
         if self.kind == "softmax_topk":
             self.top_k = int(params["top_k"])
             path = os.path.join(args["model_repository"], args["model_version"], "labels.txt")
-            with open(path, "rb") as f:  # bytes split on b"\n" only: text mode turns a \r inside a label into a line break
+            # Bytes split on b"\n" only: text mode would turn a \r inside a label into a line break.
+            with open(path, "rb") as f:
                 labels = f.read().split(b"\n")
             classes = int(config["input"][0]["dims"][-1])
             if classes > 0 and len(labels) != classes:
