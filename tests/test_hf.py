@@ -146,3 +146,15 @@ def test_production_target_gets_the_same_ensemble(tmp_path):
         assert texts["local"][m] == texts["onnxruntime"][m], m
     assert 'backend: "onnxruntime"' in texts["onnxruntime"]["clf_model"]
     assert 'label_filename: "labels.txt"' in texts["onnxruntime"]["clf_model"]
+
+
+def test_loading_weights_prints_no_progress_bar(capfd):
+    import transformers
+
+    from tritongen.hf import loaded_from_hf
+
+    transformers.utils.logging.enable_progress_bar()
+    loaded_from_hf(hf_model_from_folder(minilm_dir()))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err, err[-300:]
+    assert transformers.utils.logging.is_progress_bar_enabled()  # the caller's setting is restored

@@ -314,11 +314,16 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
             "feature-extraction": transformers.AutoModel,
             "image-classification": transformers.AutoModelForImageClassification}[model.task]
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a raw tqdm bar would break the build's stage output
     try:
         hf = auto.from_pretrained(str(model.folder), local_files_only=True, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
         raise TritongenError(f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",
                              "check the folder was written by save_pretrained, or pass --task with the right task") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     hf = hf.eval()
     names = tuple(t.name for t in model.inputs)
 
