@@ -179,7 +179,7 @@ def _members(path: Path, fh: BinaryIO, refuse: Callable[[str], TritongenError]) 
     fh.seek(cd_offset)
     directory = fh.read(cd_size)
     members: list[Member] = []
-    seen: set[bytes] = set()
+    seen: dict[bytes, str] = {}
     at = 0
     for _ in range(entries):
         if at + _CENTRAL.size > len(directory):
@@ -197,8 +197,9 @@ def _members(path: Path, fh: BinaryIO, refuse: Callable[[str], TritongenError]) 
         name = _checked_name(raw_name, flags, refuse)
         key = raw_name.lower()  # miniz (torch) matches names ignoring ASCII case
         if key in seen:
-            raise refuse(f"it holds two members named {name!r} (a loader could read either copy)")
-        seen.add(key)
+            both = f"{name!r}" if seen[key] == name else f"{seen[key]!r} and {name!r} (one name to torch, which ignores case)"
+            raise refuse(f"it holds two members named {both}, and a loader could read either copy")
+        seen[key] = name
         if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION):
             raise refuse(f"its member {name} is encrypted")
         if method not in (_STORED, _DEFLATED):

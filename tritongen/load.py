@@ -163,7 +163,7 @@ def _detect_zip(path: Path) -> _Format:
             if archive.read(records["archive_format"], limit_bytes=64).strip() != b"pt2":
                 raise TritongenError(f"{path} is a zip archive with an unknown archive_format", FORMS_HELP)
             return _Format("torch.export")
-        if "serialized_exported_program.json" in names:
+        if "serialized_exported_program.json" in (n.lower() for n in names):
             return _Format("torch.export", "torch.export archive from torch <= 2.7")
     if "constants.pkl" in records and "data.pkl" in records:
         return _Format("torchscript")
@@ -179,11 +179,14 @@ def open_model_archive(path: Path, verify: bool = False) -> Archive:
 
 
 def _records(names: list[str]) -> dict[str, str]:
-    """Record name relative to the archive's root folder -> full member name (torch puts all under one folder)."""
+    """Record name relative to the archive's root folder -> full member name (torch puts all under one folder).
+
+    Record names are lower-cased: torch's reader finds them ignoring ASCII case (the archive reader refuses
+    names that differ only in case), so a check must look them up the same way."""
     roots = {n.split("/", 1)[0] for n in names if "/" in n}
     if len(roots) != 1 or any("/" not in n for n in names):
         return {}
-    return {n.split("/", 1)[1]: n for n in names}
+    return {n.split("/", 1)[1].lower(): n for n in names}
 
 
 def _is_safetensors(path: Path, head: bytes, size: int) -> bool:
@@ -347,7 +350,7 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
     unsafe: list[str] = []
     with open_model_archive(path) as archive:
         names = archive.names
-        records = _records(names) or {n: n for n in names}
+        records = _records(names) or {n.lower(): n for n in names}
         if not any(r.startswith("models/") and r.endswith(".json") for r in records) and "serialized_exported_program.json" not in records:
             raise TritongenError(
                 f"{path} is a PT2 package without an exported program"
@@ -374,7 +377,7 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
                 if name.startswith("opaque_obj_"):
                     unsafe.append(f"opaque object {fqn}")
                 elif isinstance(meta, dict) and meta.get("use_pickle"):
-                    pickled.append(folder + name)
+                    pickled.append((folder + name).lower())
         for rel in pickled:
             if rel not in records:
                 continue
