@@ -22,6 +22,7 @@ that inflates to more (or less) than it declares, or whose CRC differs, is refus
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import zlib
@@ -61,6 +62,7 @@ class Member:
     method: int
     crc: int
     flags: int
+    stamp: tuple[int, int, int] = (0, 0, 0)  # version needed, time, date: the local header must repeat them
 
 
 class Archive:
@@ -184,7 +186,7 @@ def _members(path: Path, fh: BinaryIO, refuse: Callable[[str], TritongenError]) 
     for _ in range(entries):
         if at + _CENTRAL.size > len(directory):
             raise refuse("its central directory is shorter than its entry count says")
-        (sig, _made_by, _needed, flags, method, _time, _date, crc, csize, usize, name_len, extra_len, comment_len,
+        (sig, _made_by, needed, flags, method, time, date, crc, csize, usize, name_len, extra_len, comment_len,
          disk, _internal, _external, offset) = _CENTRAL.unpack_from(directory, at)
         if sig != b"PK\x01\x02" or disk not in (0, 0xFFFF):
             raise refuse("its central directory is damaged")
@@ -208,7 +210,7 @@ def _members(path: Path, fh: BinaryIO, refuse: Callable[[str], TritongenError]) 
             raise refuse(f"its stored member {name} declares two different sizes")
         if usize > MAX_MEMBER_BYTES:
             raise refuse(f"its member {name} declares {usize} bytes, more than the {MAX_MEMBER_BYTES} allowed")
-        members.append(Member(name, offset, -1, csize, usize, method, crc, flags))
+        members.append(Member(name, offset, -1, csize, usize, method, crc, flags, (needed, time, date)))
     if at != len(directory):
         raise refuse("its central directory holds more than its entry count says")
     total = sum(m.size_bytes for m in members)
@@ -290,25 +292,40 @@ def _checked_name(raw: bytes, flags: int, refuse) -> str:
 
 
 def _located(fh: BinaryIO, members: list[Member], cd_offset: int, refuse) -> list[Member]:
-    """Members with their data offsets, after checking each local header and that they tile the file."""
+    """Members with their data offsets, after checking each local header against the central directory and
+    that the members tile the file from byte 0 to the central directory (each data descriptor matching too)."""
     located = []
     for m in members:
         fh.seek(m.offset)
         header = fh.read(_LOCAL.size)
         if len(header) != _LOCAL.size:
             raise refuse(f"its member {m.name} lies outside the file")
-        sig, _needed, flags, method, _time, _date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(header)
-        if sig != b"PK\x03\x04" or fh.read(name_len) != m.name.encode("utf-8") or flags != m.flags or method != m.method:
+        sig, local_needed, flags, method, time, date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(header)
+        if (sig != b"PK\x03\x04" or fh.read(name_len) != m.name.encode("utf-8") or (flags, method) != (m.flags, m.method)
+                or (local_needed, time, date) != m.stamp):
             raise refuse(f"the local header of member {m.name} differs from the central directory")
         if not flags & _FLAG_DESCRIPTOR and 0xFFFFFFFF not in (csize, usize) and (crc, csize, usize) != (m.crc, m.compressed_bytes, m.size_bytes):
             raise refuse(f"the local header of member {m.name} declares other sizes than the central directory")
         data_offset = m.offset + _LOCAL.size + name_len + extra_len
-        located.append(Member(m.name, m.offset, data_offset, m.compressed_bytes, m.size_bytes, m.method, m.crc, m.flags))
-    end, room = 0, 0  # where the previous member's data ends; bytes its data descriptor may take after that
-    for m in sorted(located, key=lambda m: m.offset):
-        if not end <= m.offset <= end + room:
-            raise refuse(f"its member {m.name} overlaps another or leaves a gap before it")
-        end, room = m.data_offset + m.compressed_bytes, 24 if m.flags & _FLAG_DESCRIPTOR else 0
-    if not end <= cd_offset <= end + room:
-        raise refuse("its members overlap its central directory or leave a gap before it")
+        located.append(dataclasses.replace(m, data_offset=data_offset))
+    end, previous = 0, None  # where the previous member's data ends, and that member
+    for m in sorted(located, key=lambda m: m.offset) + [None]:
+        start = cd_offset if m is None else m.offset
+        if start < end or (start > end and not _descriptor_fits(fh, previous, end, start - end)):
+            where = "its central directory" if m is None else f"member {m.name}"
+            raise refuse(f"{where} overlaps another member or leaves a gap before it")
+        if m is not None:
+            end, previous = m.data_offset + m.compressed_bytes, m
     return located
+
+
+def _descriptor_fits(fh: BinaryIO, member: Member | None, at: int, gap: int) -> bool:
+    """Whether the ``gap`` bytes at ``at`` are exactly ``member``'s data descriptor (its CRC and sizes)."""
+    if member is None or not member.flags & _FLAG_DESCRIPTOR or gap not in (12, 16, 20, 24):
+        return False
+    fh.seek(at)
+    found = fh.read(gap)
+    sizes = (member.compressed_bytes, member.size_bytes)
+    body = struct.pack("<IQQ", member.crc, *sizes) if gap in (20, 24) else struct.pack("<I", member.crc) + b"".join(
+        struct.pack("<I", v) for v in sizes if v < 2**32)
+    return found == (b"PK\x07\x08" + body if gap in (16, 24) else body)

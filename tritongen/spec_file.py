@@ -63,7 +63,8 @@ def yaml_spec(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark else ""
         raise TritongenError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax") from None
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of thousands of digits, a bad date
-        raise TritongenError(f"spec file {path} holds a value YAML cannot read ({str(exc)[:120]})", "fix that value") from None
+        why = str(exc).split(":")[0][:120]
+        raise TritongenError(f"spec file {path} holds a value YAML cannot read ({why})", "fix that value") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
