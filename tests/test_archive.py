@@ -52,7 +52,8 @@ class _Unseekable(io.RawIOBase):
         return self.raw.write(data)
 
 
-KINDS = ("torch.jit.save", "torch.export.save", "torch.save", "numpy.savez", "numpy.savez_compressed", "zipfile deflated, streamed")
+KINDS = ("torch.jit.save", "torch.export.save", "torch.save", "numpy.savez", "numpy.savez_compressed",
+         "zipfile deflated, streamed")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -104,7 +104,9 @@ def _duplicate(copies: str) -> Callable[[Files], list[str]]:
         evil = f.evil_pickle
 
         def edit(name: str, data: bytes) -> list[tuple[str, bytes]]:
-            return [(name, evil if c == "E" else data) for c in copies] if name.endswith(SAMPLE_INPUTS) else [(name, data)]
+            if not name.endswith(SAMPLE_INPUTS):
+                return [(name, data)]
+            return [(name, evil if c == "E" else data) for c in copies]
 
         return ["build", str(f.pt2_with(f"dup_{copies}.pt2", edit)), *TWO]
     return argv
@@ -138,44 +140,73 @@ def _commented(f: Files) -> list[str]:
     return ["build", str(f.file("commented.pt", bytes(data) + b"comment")), *CONV]
 
 
+def _conv_with(name: str, member: str, data: bytes = b"x") -> Callable[[Files], list[str]]:
+    return lambda f: ["build", str(f.conv_with(name, {member: data})), *CONV]
+
+
+def _pt2_raw(name: str, member: str, entry: Entry) -> Callable[[Files], list[str]]:
+    return lambda f: ["build", str(f.pt2_raw(name, {member: entry})), *TWO]
+
+
+def _npy_file(name: str, data: bytes) -> Callable[[Files], list[str]]:
+    return lambda f: ["build", str(f.world.conv), *CONV, "--sample-inputs", str(f.file(name, data))]
+
+
+CONV_SAMPLES = _npy(np.zeros((2, 3, 32, 32), np.float32))
+BOMB_3GB = dict(deflate=True, payload=deflate_bomb(3072), declared_bytes=3 * 2**30, crc=0)
+OBJECT_FIELDS = _lying_npy("(2, 4)").replace(b"'descr': '<f4'", b"'descr': [('a', '|O')]")
+ONE_INPUT = "inputs: [{name: x, dims: [3, 32, 32]}]\n"
+
 # (case id, argv builder, words the error line must contain)
 CASES: list[tuple[str, Callable[[Files], list[str]], tuple[str, ...]]] = [
     ("pt2: two same-named sample inputs, the code-running one in the middle", _duplicate("BEB"), ("two members",)),
     ("pt2: two same-named sample inputs, the code-running one first", _duplicate("EB"), ("two members",)),
     ("pt2: a code-running copy whose name differs only in case", _case_variant(True), ("two members", "ignores case")),
     ("pt2: the only sample inputs named in other case, code-running", _case_variant(False), ("--allow-pickle",)),
-    ("zip member named with ../", lambda f: ["build", str(f.conv_with("dotdot.pt", {"conv/../../evil.py": b"x"})), *CONV], ("'..'",)),
-    ("zip member with an absolute name", lambda f: ["build", str(f.conv_with("abs.pt", {"/tmp/evil.py": b"x"})), *CONV], ("absolute",)),
-    ("zip member named with backslashes", lambda f: ["build", str(f.conv_with("bs.pt", {"conv\\..\\evil.py": b"x"})), *CONV], ("backslash",)),
-    ("zip members whose names differ only in case", lambda f: ["build", str(f.conv_with("case.pt", {"conv/Version": b"3\n"})), *CONV], ("ignores case",)),
-    ("pt2 whose archive_format inflates to 3 GB", lambda f: ["build", str(f.pt2_raw("bomb.pt2", {"archive_format": Entry(
-        b"archive/archive_format", deflate=True, payload=deflate_bomb(3072), declared_bytes=3 * 2**30, crc=0)})), *TWO], ("unpacked",)),
-    ("pt2 whose archive_format declares 3 bytes and inflates to 64 MB", lambda f: ["build", str(f.pt2_raw("liar.pt2", {
-        "archive_format": Entry(b"archive/archive_format", b"pt2", deflate=True, payload=deflate_bomb(64))})), *TWO], ("unpacks to more",)),
-    ("zip member declaring 40 GiB", lambda f: ["build", str(f.pt2_raw("huge.pt2", {"archive_version": Entry(
-        b"archive/archive_version", deflate=True, payload=deflate_bomb(1), declared_bytes=40 * 2**30, crc=0)})), *TWO], ("declares",)),
+    ("zip member named with ../", _conv_with("dotdot.pt", "conv/../../evil.py"), ("'..'",)),
+    ("zip member with an absolute name", _conv_with("abs.pt", "/tmp/evil.py"), ("absolute",)),
+    ("zip member named with backslashes", _conv_with("bs.pt", "conv\\..\\evil.py"), ("backslash",)),
+    ("zip members whose names differ only in case", _conv_with("case.pt", "conv/Version", b"3\n"), ("ignores case",)),
+    ("pt2 whose archive_format inflates to 3 GB",
+     _pt2_raw("bomb.pt2", "archive_format", Entry(b"archive/archive_format", **BOMB_3GB)), ("unpacked",)),
+    ("pt2 whose archive_format declares 3 bytes and inflates to 64 MB",
+     _pt2_raw("liar.pt2", "archive_format",
+              Entry(b"archive/archive_format", b"pt2", deflate=True, payload=deflate_bomb(64))),
+     ("unpacks to more",)),
+    ("zip member declaring 40 GiB",
+     _pt2_raw("huge.pt2", "archive_version", Entry(b"archive/archive_version", deflate=True, payload=deflate_bomb(1),
+                                                   declared_bytes=40 * 2**30, crc=0)), ("declares",)),
     ("another zip prepended to the model", _prepended, ("does not end where its end record says",)),
     ("zip with a comment after its end record", _commented, ("comment",)),
     ("spec: YAML alias bomb inside outputs", lambda f: _spec(f, "bomb.yaml", _alias_bomb()), ("anchor or alias",)),
-    ("spec: dims that are a word", lambda f: _spec(f, "dims.yaml", "inputs: [{name: x, dtype: FP32, dims: 'x'}]\n"), ("dims",)),
+    ("spec: dims that are a word",
+     lambda f: _spec(f, "dims.yaml", "inputs: [{name: x, dtype: FP32, dims: 'x'}]\n"), ("dims",)),
     ("spec: inputs that are a number", lambda f: _spec(f, "inputs.yaml", "inputs: 5\n"), ("'inputs' is 5",)),
-    ("spec: max_batch_size that is a word", lambda f: _spec(f, "mbs.yaml", "max_batch_size: a\ninputs: [{name: x, dims: [3, 32, 32]}]\n"), ("max_batch_size",)),
-    ("spec: a word among the dims", lambda f: _spec(f, "dims2.yaml", "inputs: [{name: x, dtype: FP32, dims: [3, a, 32]}]\n"), ("dims",)),
-    ("spec: outputs entry without a name", lambda f: _spec(f, "outs.yaml", "inputs: [{name: x, dims: [3, 32, 32]}]\noutputs: [{nam: y}]\n"), ("output #1",)),
-    ("spec: warmup that is a word", lambda f: _spec(f, "warm.yaml", "inputs: [{name: x, dims: [3, 32, 32]}]\nwarmup: 'yes'\n"), ("warmup",)),
-    ("spec: a Python tag that would run code", lambda f: _spec(f, "tag.yaml", f"name: !!python/object/apply:os.system ['touch {f.marker}']\n"), ("not valid YAML",)),
-    ("spec: a batch of a terabyte", lambda f: _spec(f, "tb.yaml", "max_batch_size: 100000000\ninputs: [{name: x, dims: [3, 32, 32]}]\n"), ("bytes",)),
-    ("npz: header claims (2, 4e9)", lambda f: _npz(f, "lie.npz", [Entry(b"x.npy", _lying_npy("(2, 4000000000)"))]), ("claims shape",)),
-    ("npz: header claims fewer bytes than it holds", lambda f: _npz(f, "short.npz", [Entry(b"x.npy", _lying_npy("(1,)"))]), ("holds 32 bytes",)),
-    ("npz: object fields in a structured dtype", lambda f: _npz(f, "obj.npz", [Entry(b"x.npy", _lying_npy("(2, 4)").replace(
-        b"'descr': '<f4'", b"'descr': [('a', '|O')]"))]), ("pickled objects",)),
-    ("npz: two arrays with one name", lambda f: _npz(f, "dup.npz", [Entry(b"x.npy", _npy(np.zeros((2, 3, 32, 32), np.float32)))] * 2), ("two members",)),
-    ("npz: an array inflating to 3 GB", lambda f: _npz(f, "bomb.npz", [Entry(b"x.npy", deflate=True, payload=deflate_bomb(3072),
-                                                                               declared_bytes=3 * 2**30, crc=0)]), ("unpacked",)),
-    ("npz: a member that is not an array", lambda f: _npz(f, "txt.npz", [Entry(b"x.npy", _npy(np.zeros((2, 3, 32, 32), np.float32))),
-                                                                         Entry(b"notes.txt", b"hi")]), ("not an array",)),
-    (".npy: header claims (2, 4e9)", lambda f: ["build", str(f.world.conv), *CONV, "--sample-inputs", str(f.file("lie.npy", _lying_npy("(2, 4000000000)")))],
-     ("claims shape",)),
+    ("spec: max_batch_size that is a word",
+     lambda f: _spec(f, "mbs.yaml", "max_batch_size: a\n" + ONE_INPUT), ("max_batch_size",)),
+    ("spec: a word among the dims",
+     lambda f: _spec(f, "dims2.yaml", "inputs: [{name: x, dtype: FP32, dims: [3, a, 32]}]\n"), ("dims",)),
+    ("spec: outputs entry without a name",
+     lambda f: _spec(f, "outs.yaml", ONE_INPUT + "outputs: [{nam: y}]\n"), ("output #1",)),
+    ("spec: warmup that is a word", lambda f: _spec(f, "warm.yaml", ONE_INPUT + "warmup: 'yes'\n"), ("warmup",)),
+    ("spec: a Python tag that would run code",
+     lambda f: _spec(f, "tag.yaml", f"name: !!python/object/apply:os.system ['touch {f.marker}']\n"),
+     ("not valid YAML",)),
+    ("spec: a batch of a terabyte",
+     lambda f: _spec(f, "tb.yaml", "max_batch_size: 100000000\n" + ONE_INPUT), ("bytes",)),
+    ("npz: header claims (2, 4e9)",
+     lambda f: _npz(f, "lie.npz", [Entry(b"x.npy", _lying_npy("(2, 4000000000)"))]), ("claims shape",)),
+    ("npz: header claims fewer bytes than it holds",
+     lambda f: _npz(f, "short.npz", [Entry(b"x.npy", _lying_npy("(1,)"))]), ("holds 32 bytes",)),
+    ("npz: object fields in a structured dtype",
+     lambda f: _npz(f, "obj.npz", [Entry(b"x.npy", OBJECT_FIELDS)]),
+     ("pickled objects",)),
+    ("npz: two arrays with one name",
+     lambda f: _npz(f, "dup.npz", [Entry(b"x.npy", CONV_SAMPLES)] * 2), ("two members",)),
+    ("npz: an array inflating to 3 GB", lambda f: _npz(f, "bomb.npz", [Entry(b"x.npy", **BOMB_3GB)]), ("unpacked",)),
+    ("npz: a member that is not an array",
+     lambda f: _npz(f, "txt.npz", [Entry(b"x.npy", CONV_SAMPLES), Entry(b"notes.txt", b"hi")]), ("not an array",)),
+    (".npy: header claims (2, 4e9)", _npy_file("lie.npy", _lying_npy("(2, 4000000000)")), ("claims shape",)),
 ]
 
 

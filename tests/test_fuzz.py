@@ -56,7 +56,8 @@ dynamic_dim_size: 4
 """
 _NUMBERS = (0, 1, 2, 7, 255, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1, 3 * 2**30, 2**63 - 1)
 _YAML_TOKENS = ("&a x", "*a", "[", "]", "{", "}", "-1", "0", "1e400", ".nan", "'x'", "~", "99999999999999999999",
-                "!!python/object/apply:os.system ['true']", "[[[[[[[[", "a: &b [1, 2]", "*b", "!!binary aGk=", "2020-13-45",
+                "!!python/object/apply:os.system ['true']", "[[[[[[[[", "a: &b [1, 2]", "*b", "!!binary aGk=",
+                "2020-13-45",
                 "FP64", "STRING", "[4, 4]", "{name: c}", "true", "yes", "''", "\t")
 _NPY_SHAPES = ("()", "(2,)", "(2, 4)", "(4, 2)", "(2, 4000000000)", "(-2, -4)", "(0, 4)", "(1, 4)", "(2, 4, 1)",
                "(99999999999999999999,)", "('a',)", "(2.5, 4)")
@@ -364,6 +365,7 @@ def test_mutants_end_cleanly_and_run_nothing(seeds, tmp_path, monkeypatch, kind)
             problems.append(f"{case}: {problem} (mutant kept at {keep})")
         shutil.rmtree(repo, ignore_errors=True)
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib) / 1024
-    print(f"{kind}: {MUTANTS} mutants, {built} built, {time.monotonic() - started:.1f}s, peak memory grew {grown_mib:.0f} MiB")
+    took_s = time.monotonic() - started
+    print(f"{kind}: {MUTANTS} mutants, {built} built, {took_s:.1f}s, peak memory grew {grown_mib:.0f} MiB")
     assert not problems, "\n".join(problems[:20])
     assert grown_mib < 1024, f"{kind} mutants took the process's memory up by {grown_mib:.0f} MiB"

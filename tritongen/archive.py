@@ -131,7 +131,8 @@ class Archive:
                 break  # nothing left to read and nothing more comes out
             left_out -= len(chunk)
             if left_out < 0:
-                raise self._error(f"its member {member.name} unpacks to more than the {member.size_bytes} bytes it declares")
+                raise self._error(f"its member {member.name} unpacks to more than the {member.size_bytes} bytes "
+                                  "it declares")
             crc = zlib.crc32(chunk, crc)
             if chunk:
                 yield chunk
@@ -199,7 +200,9 @@ def _members(path: Path, fh: BinaryIO, refuse: Callable[[str], TritongenError]) 
         name = _checked_name(raw_name, flags, refuse)
         key = raw_name.lower()  # miniz (torch) matches names ignoring ASCII case
         if key in seen:
-            both = f"{name!r}" if seen[key] == name else f"{seen[key]!r} and {name!r} (one name to torch, which ignores case)"
+            both = f"{name!r}"
+            if seen[key] != name:
+                both = f"{seen[key]!r} and {name!r} (one name to torch, which ignores case)"
             raise refuse(f"it holds two members named {both}, and a loader could read either copy")
         seen[key] = name
         if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION):
@@ -301,10 +304,12 @@ def _located(fh: BinaryIO, members: list[Member], cd_offset: int, refuse) -> lis
         if len(header) != _LOCAL.size:
             raise refuse(f"its member {m.name} lies outside the file")
         sig, local_needed, flags, method, time, date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(header)
-        if (sig != b"PK\x03\x04" or fh.read(name_len) != m.name.encode("utf-8") or (flags, method) != (m.flags, m.method)
-                or (local_needed, time, date) != m.stamp):
+        if (sig != b"PK\x03\x04" or fh.read(name_len) != m.name.encode("utf-8")
+                or (flags, method, (local_needed, time, date)) != (m.flags, m.method, m.stamp)):
             raise refuse(f"the local header of member {m.name} differs from the central directory")
-        if not flags & _FLAG_DESCRIPTOR and 0xFFFFFFFF not in (csize, usize) and (crc, csize, usize) != (m.crc, m.compressed_bytes, m.size_bytes):
+        sizes = (crc, csize, usize)
+        declared = (m.crc, m.compressed_bytes, m.size_bytes)
+        if not flags & _FLAG_DESCRIPTOR and 0xFFFFFFFF not in sizes and sizes != declared:
             raise refuse(f"the local header of member {m.name} declares other sizes than the central directory")
         data_offset = m.offset + _LOCAL.size + name_len + extra_len
         located.append(dataclasses.replace(m, data_offset=data_offset))

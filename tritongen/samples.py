@@ -26,6 +26,7 @@ MAX_SAMPLE_ARRAYS = 1024
 MAX_BATCH_BYTES = 256 * 2**20  # one batch of samples (all inputs) that a build makes or repeats rows into
 _NPY_HEADER_LIMIT_BYTES = 64 * 1024
 _NPZ_FIX = "save the samples with numpy.savez(path, name=array, ...)"
+_SMALLER_FIX = "save fewer or smaller samples (a few batches are enough)"
 
 
 @dataclass(frozen=True)
@@ -57,27 +58,31 @@ def arrays_from_npz(path: Path) -> Arrays:
                 _npy_header(head, path.stat().st_size, path, "its array")
                 fh.seek(0)
                 data = bytearray(fh.read(MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES))
-                shape, fortran, dtype, data_at = _npy_header(bytes(data[:_NPY_HEADER_LIMIT_BYTES]), len(data), path, "its array")
+                head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
+                shape, fortran, dtype, data_at = _npy_header(head, len(data), path, "its array")
                 return {"input": _array(data, data_at, shape, fortran, dtype)}
     except OSError as exc:
-        raise TritongenError(f"cannot read sample file {path}: {exc.strerror or exc}", "check the file's permissions") from None
+        why = exc.strerror or exc
+        raise TritongenError(f"cannot read sample file {path}: {why}", "check the file's permissions") from None
     if not magic.startswith(b"PK\x03\x04") and not magic.startswith(b"PK\x05\x06"):
         raise TritongenError(f"cannot read sample file {path}: it is not an .npz or .npy file", _NPZ_FIX)
     with open_archive(path, "sample file", _NPZ_FIX) as archive:
         names = archive.names
         if len(names) > MAX_SAMPLE_ARRAYS:
-            raise TritongenError(f"sample file {path} holds {len(names)} arrays, more than {MAX_SAMPLE_ARRAYS}", _NPZ_FIX)
+            raise TritongenError(f"sample file {path} holds {len(names)} arrays, more than {MAX_SAMPLE_ARRAYS}",
+                                 _NPZ_FIX)
         odd = [n for n in names if not n.endswith(".npy") or n == ".npy"]
         if odd:
             raise TritongenError(f"sample file {path} holds {odd[0]!r}, which is not an array (.npy)", _NPZ_FIX)
         total_bytes = sum(archive.size_bytes(n) for n in names)
         if total_bytes > MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES * len(names):
-            raise TritongenError(f"sample file {path} holds {total_bytes} bytes of arrays, more than the {MAX_SAMPLE_FILE_BYTES} "
-                                 "tritongen reads", "save fewer or smaller samples (a few batches are enough)")
+            raise TritongenError(f"sample file {path} holds {total_bytes} bytes of arrays, more than the "
+                                 f"{MAX_SAMPLE_FILE_BYTES} tritongen reads", _SMALLER_FIX)
         arrays: Arrays = {}
         for name in names:
             data = archive.read(name, MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES)
-            shape, fortran, dtype, data_at = _npy_header(bytes(data[:_NPY_HEADER_LIMIT_BYTES]), len(data), path, f"array {name!r}")
+            head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
+            shape, fortran, dtype, data_at = _npy_header(head, len(data), path, f"array {name!r}")
             arrays[name[: -len(".npy")]] = _array(data, data_at, shape, fortran, dtype)
     return arrays
 
@@ -96,21 +101,24 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
         why = " ".join(str(exc).split())[:200]
         raise TritongenError(f"cannot read sample file {path}: {what} has a damaged header ({why})", _NPZ_FIX) from None
     if dtype.hasobject:
-        raise TritongenError(f"sample file {path} holds pickled objects ({what} has dtype {dtype})", "save plain numeric arrays with numpy.savez")
+        raise TritongenError(f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
+                             "save plain numeric arrays with numpy.savez")
     if dtype.itemsize == 0:
         raise TritongenError(f"sample file {path}: {what} has dtype {dtype} with no bytes per item", _NPZ_FIX)
     if any(dim < 0 for dim in shape):
-        raise TritongenError(f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}", _NPZ_FIX)
+        raise TritongenError(f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}",
+                             _NPZ_FIX)
     claimed_bytes = dtype.itemsize
     for dim in shape:
         claimed_bytes *= dim
     if claimed_bytes > MAX_SAMPLE_FILE_BYTES:
-        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype}, {claimed_bytes} bytes, more "
-                             f"than the {MAX_SAMPLE_FILE_BYTES} tritongen reads", "save fewer or smaller samples (a few batches are enough)")
+        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype}, "
+                             f"{claimed_bytes} bytes, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
+                             _SMALLER_FIX)
     data_at = stream.tell()
     if size_bytes - data_at != claimed_bytes:
-        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype} ({claimed_bytes} bytes) but "
-                             f"holds {size_bytes - data_at} bytes", _NPZ_FIX)
+        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype} "
+                             f"({claimed_bytes} bytes) but holds {size_bytes - data_at} bytes", _NPZ_FIX)
     return tuple(shape), bool(fortran), dtype, data_at
 
 
@@ -170,11 +178,13 @@ def check_arrays_match_spec(arrays: Mapping[str, np.ndarray], inputs: tuple[Tens
 
 
 def _check_batch_bytes(spec: BuildSpec, row_bytes: int) -> None:
-    """Refuse a spec whose largest batch of samples (``row_bytes`` per row, all inputs) exceeds :data:`MAX_BATCH_BYTES`."""
+    """Refuse a spec whose largest batch of samples (``row_bytes`` per row, all inputs) is above
+    :data:`MAX_BATCH_BYTES`."""
     rows = max(spec.max_batch_size, 1)
     if row_bytes * rows > MAX_BATCH_BYTES:
-        raise TritongenError(f"a batch of {rows} samples of the declared inputs takes {row_bytes * rows} bytes, more than the "
-                             f"{MAX_BATCH_BYTES} a build uses", "lower --max-batch-size, the input dims or the spec's dynamic_dim_size")
+        raise TritongenError(f"a batch of {rows} samples of the declared inputs takes {row_bytes * rows} bytes, "
+                             f"more than the {MAX_BATCH_BYTES} a build uses",
+                             "lower --max-batch-size, the input dims or the spec's dynamic_dim_size")
 
 
 def _take_batch(arrays: Arrays, batch: int) -> Arrays:
@@ -213,7 +223,8 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
     dyn = spec.dynamic_dim_size
     # A second size for variable dimensions proves they really are variable in the exported graph.
     dyn2 = max(2, dyn // 2 + 1)
-    _check_batch_bytes(spec, sum(math.prod(_concrete_shape(t, max(dyn, dyn2))) * numpy_dtype(t.dtype).itemsize for t in spec.inputs))
+    row_bytes = sum(math.prod(_concrete_shape(t, max(dyn, dyn2))) * numpy_dtype(t.dtype).itemsize for t in spec.inputs)
+    _check_batch_bytes(spec, row_bytes)
     if not spec.batched:
         arrays = {t.name: _random_array(t, None, dyn, rng) for t in spec.inputs}
         return SampleSet(export=arrays, parity=(("sample", arrays),), warmup=arrays, from_file=False)

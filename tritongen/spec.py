@@ -314,7 +314,8 @@ def build_spec_from_options(
 def _dynamic_dim_size(file_opts: Mapping[str, Any]) -> int:
     size = int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM))
     if size < 1:
-        raise TritongenError(f"spec dynamic_dim_size {size} is below 1", "use the size samples give every -1 dimension, e.g. 16")
+        raise TritongenError(f"spec dynamic_dim_size {size} is below 1",
+                             "use the size samples give every -1 dimension, e.g. 16")
     return size
 
 

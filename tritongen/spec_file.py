@@ -47,13 +47,14 @@ def yaml_spec(path: Path) -> dict[str, Any]:
     try:
         size_bytes = path.stat().st_size
         if size_bytes > MAX_SPEC_BYTES:
-            raise TritongenError(f"spec file {path} is {size_bytes} bytes, more than the {MAX_SPEC_BYTES} a spec may take",
+            raise TritongenError(f"spec file {path} is {size_bytes} bytes, more than the {MAX_SPEC_BYTES} a spec takes",
                                  "write a short spec: name, inputs, outputs, max_batch_size and the like")
         text = path.read_bytes()[:MAX_SPEC_BYTES].decode("utf-8")
     except UnicodeDecodeError:
         raise TritongenError(f"spec file {path} is not UTF-8 text", "save it as a UTF-8 YAML file") from None
     except OSError as exc:
-        raise TritongenError(f"cannot read spec file {path}: {exc.strerror or exc}", "check the file's permissions") from None
+        why = exc.strerror or exc
+        raise TritongenError(f"cannot read spec file {path}: {why}", "check the file's permissions") from None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         _check_events(yaml.parse(text, Loader=loader), path)
@@ -70,7 +71,8 @@ def yaml_spec(path: Path) -> dict[str, Any]:
         raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
     unknown = sorted((str(k) for k in data if k not in SPEC_KEYS), key=str)
     if unknown:
-        raise TritongenError(f"spec file {path} has unknown key '{unknown[0][:80]}'", f"use only {', '.join(sorted(SPEC_KEYS))}")
+        raise TritongenError(f"spec file {path} has unknown key '{unknown[0][:80]}'",
+                             f"use only {', '.join(sorted(SPEC_KEYS))}")
     for key, value in data.items():
         _check_value(path, key, SPEC_KEYS[key], value)
     return data
@@ -94,7 +96,8 @@ def _check_events(events, path: Path) -> None:
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             depth += 1
             if depth > MAX_SPEC_DEPTH:
-                raise TritongenError(f"spec file {path} nests more than {MAX_SPEC_DEPTH} levels deep", "write a flat spec")
+                raise TritongenError(f"spec file {path} nests more than {MAX_SPEC_DEPTH} levels deep",
+                                     "write a flat spec")
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
 
@@ -119,7 +122,8 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
         for i, entry in enumerate(value):
             name = entry.get("name") if isinstance(entry, dict) else entry
             if not isinstance(name, str) or (isinstance(entry, dict) and set(entry) - {"name"} - set(INPUT_KEYS)):
-                raise _wrong(path, f"output #{i + 1}", entry, "a name or a mapping with a name", "outputs: [logits] or [{name: logits}]")
+                raise _wrong(path, f"output #{i + 1}", entry, "a name or a mapping with a name",
+                             "outputs: [logits] or [{name: logits}]")
             _check_text(path, f"output #{i + 1}", name)
     elif kind == "ints":
         _check_list(path, key, value)
@@ -140,14 +144,17 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
 
 def _check_list(path: Path, key: str, value: Any) -> None:
     if not isinstance(value, list):
-        raise _wrong(path, f"'{key}'", value, "a list", f"{key}: [...]" if key != "inputs" else f"inputs: [{_ENTRY_EXAMPLE}]")
+        example = f"inputs: [{_ENTRY_EXAMPLE}]" if key == "inputs" else f"{key}: [...]"
+        raise _wrong(path, f"'{key}'", value, "a list", example)
     if len(value) > MAX_TENSORS:
-        raise TritongenError(f"spec file {path}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}", "list fewer")
+        raise TritongenError(f"spec file {path}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}",
+                             "list fewer")
 
 
 def _check_text(path: Path, where: str, value: Any) -> None:
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT_CHARS:
-        raise _wrong(path, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)", f"{where}: some_text")
+        raise _wrong(path, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)",
+                     f"{where}: some_text")
 
 
 def check_input_entry(path: Path, where: str, entry: Any) -> None:
@@ -168,5 +175,7 @@ def check_input_entry(path: Path, where: str, entry: Any) -> None:
             if not all(_DIM_TEXT.match(p) for p in parts):
                 raise _wrong(path, f"{where} {key}", dims, "a list of integers", "dims: [3, 224, 224]")
             dims = [int(p) for p in parts]
-        if not isinstance(dims, list) or len(dims) > MAX_RANK or not all(_is_int(d) and abs(d) <= _INT32_MAX for d in dims):
-            raise _wrong(path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers", "dims: [3, 224, 224]")
+        if not isinstance(dims, list) or len(dims) > MAX_RANK or not all(_is_int(d) and abs(d) <= _INT32_MAX
+                                                                         for d in dims):
+            raise _wrong(path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers",
+                         "dims: [3, 224, 224]")
