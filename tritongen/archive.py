@@ -100,9 +100,10 @@ class Archive:
         if member.size_bytes > limit_bytes:
             raise self._error(f"its member {name} declares {member.size_bytes} bytes, more than the {limit_bytes} "
                               "tritongen reads from such a member")
-        out = bytearray()
+        out, at = bytearray(member.size_bytes), 0  # the declared size, bounded above; _chunks never yields more
         for chunk in self._chunks(member):
-            out += chunk
+            out[at: at + len(chunk)] = chunk
+            at += len(chunk)
         return out
 
     def verify(self) -> None:
