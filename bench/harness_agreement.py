@@ -86,7 +86,10 @@ def main() -> None:
                         p = measure(server, repo, engine, model, args.duration_s, concurrency=(args.concurrency,))
                         figures[engine].append(p)
                         print(f"round {r + 1} {engine:>13}: {model} c={args.concurrency}  {p.throughput_rps:8.1f} req/s  "
-                              f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms", flush=True)
+                              f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms"
+                              + (f"  client CPU {p.client_cpu_cores:.2f} cores, {p.client_cpu_us_per_request:.0f} us/request"
+                                 + (" (client-bound)" if p.client_bound else "") if p.client_cpu_cores is not None else ""),
+                              flush=True)
                 agreement[model] = {key: {e: statistics.median(getattr_path(p, key) for p in ps) for e, ps in figures.items()}
                                     for key in ("throughput_rps", "latency.p99_ms", "latency.p50_ms")}
 

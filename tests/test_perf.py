@@ -92,6 +92,7 @@ def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
         assert 0.6 * p.load <= in_flight <= 1.05 * p.load, (p.load, in_flight)
         assert p.server.requests > 0 and p.server.compute_infer_us > 0 and p.server.queue_us >= 0
         assert p.server.total_us <= lat.mean_ms * 1000 * 1.1
+        assert p.client_cpu_cores is not None and p.client_cpu_cores > 0 and p.client_cpu_us_per_request > 0
     assert run.points[1].throughput_rps > run.points[0].throughput_rps
     assert "nv_cpu_utilization" in run.metrics or run.metrics == {}  # the CPU gauges exist in Triton 2.51 builds with them
 

@@ -141,3 +141,19 @@ def test_tune_seeds_a_second_descent_in_the_batching_region():
     space = {"instances": [1, 2], "max_queue_delay_us": [0, 500], "max_batch_size": [2, 4, 8, 16], "preferred": ["none"]}
     assert _batching_seed(space, Candidate(2, 500, 8, (4, 8))) == Candidate(1, 500, 16, ())
     assert _batching_seed({"instances": [1, 2]}, Candidate(1, 0, 0, ())) is None  # no batching: nothing to seed
+
+
+def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():
+    from dataclasses import replace
+
+    from tritongen.perf.results import client_bound_note, table_from_run
+
+    easy, busy = replace(_point(1.0), client_cpu_cores=0.3, client_cpu_us_per_request=300.0), \
+        replace(_point(4.0), client_cpu_cores=0.97, client_cpu_us_per_request=410.0)
+    run = PerfRun(model="m", url="u", protocol="grpc", engine="builtin", points=(easy, busy))
+    assert not easy.client_bound and busy.client_bound
+    note = client_bound_note(run)
+    assert note.startswith("client-bound at 4:") and "0.97 cores" in note and "--engine perf_analyzer" in note
+    assert "(client-bound)" in table_from_run(run).splitlines()[3] and note in table_from_run(run)
+    assert client_bound_note(replace(run, points=(easy,))) == ""
+    assert run_from_json(json_from_run(run)).points[1].client_cpu_us_per_request == 410.0

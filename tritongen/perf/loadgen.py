@@ -156,15 +156,16 @@ class Window:
     p99_ms: float
     errors: int
     stats: Mapping[str, Any] | None  # server statistics at the window's end
+    client_cpu_s: float = 0.0  # CPU time this process (the load generator) used during the window
 
 
-def _window(rec: Recorder, start: int, end: int, seconds: float, stats) -> Window:
+def _window(rec: Recorder, start: int, end: int, seconds: float, stats, client_cpu_s: float = 0.0) -> Window:
     lat = np.asarray(rec.latency_s[start:end]) * 1000.0
     ok = np.asarray([e is None for e in rec.errors[start:end]], dtype=bool)
     good = lat[ok] if lat.size else lat
     return Window(start, end, seconds, float(ok.sum() / seconds) if seconds > 0 else 0.0,
                   float(good.mean()) if good.size else float("nan"),
-                  float(np.percentile(good, 99)) if good.size else float("nan"), int((~ok).sum()), stats)
+                  float(np.percentile(good, 99)) if good.size else float("nan"), int((~ok).sum()), stats, client_cpu_s)
 
 
 def is_stable(windows: Sequence[Window], pct: float) -> bool:
@@ -263,15 +264,15 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
         await _sleep_or_fail(drivers, spec.warmup_s)
         start_index = len(rec.done_s)
         start_stats = await stats_fn()
-        edge_s = clock()
+        edge_s, cpu_edge_s = clock(), time.process_time()
         while len(windows) < spec.max_windows:
             await _sleep_or_fail(drivers, spec.window_s)
             end_index = len(rec.done_s)
-            now = clock()
+            now, cpu_now_s = clock(), time.process_time()
             stats = await stats_fn()
-            w = _window(rec, start_index, end_index, now - edge_s, stats)
+            w = _window(rec, start_index, end_index, now - edge_s, stats, cpu_now_s - cpu_edge_s)
             windows.append(w)
-            start_index, edge_s = end_index, now
+            start_index, edge_s, cpu_edge_s = end_index, now, cpu_now_s
             stable = is_stable(windows, spec.stability_pct)
             progress(f"  {label}: window {len(windows)}: {w.throughput_rps:8.1f} req/s  mean {w.mean_ms:7.2f} ms  "
                      f"p99 {w.p99_ms:7.2f} ms  errors {w.errors}" + ("  stable" if stable else ""))
@@ -289,6 +290,7 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
         raise ServerGone(gone or "no window was measured")
     first, last = used[0].start, used[-1].end
     seconds = sum(w.seconds for w in used)
+    client_cpu_s = sum(w.client_cpu_s for w in used)
     errors = Counter(e for e in rec.errors[first:last] if e is not None)
     ok = [lat * 1000.0 for lat, e in zip(rec.latency_s[first:last], rec.errors[first:last]) if e is None]
     before = windows[-STABLE_WINDOWS - 1].stats if len(windows) > STABLE_WINDOWS else start_stats
@@ -298,6 +300,8 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
         mode=mode, load=load, engine="builtin", throughput_rps=len(ok) / seconds if seconds else 0.0,
         latency=latency_summary_from_ms(ok), requests=last - first, errors=dict(errors), measured_s=seconds,
         windows=len(windows), stable=stable, server=server, steps=steps,
+        client_cpu_cores=client_cpu_s / seconds if seconds else None,
+        client_cpu_us_per_request=client_cpu_s / (last - first) * 1e6 if last > first else None,
         window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
     )
     if mode == "request_rate":

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .results import SERVER_PARTS, PerfRun
+from .results import SERVER_PARTS, PerfRun, client_bound_note
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 PART_COLORS = {"queue_us": "#9ecae1", "compute_input_us": "#fdae6b", "compute_infer_us": "#e6550d",
@@ -151,10 +151,11 @@ def _run_view(run: PerfRun) -> dict:
             "max": _fmt(p.latency.max_ms), "errors": html.escape(", ".join(f"{k}: {v}" for k, v in p.errors.items()) or "0"),
             "queue": _fmt(p.server.queue_us, 0), "infer": _fmt(p.server.compute_infer_us, 0),
             "batch": _fmt(p.server.avg_batch) if p.server.executions else "-", "stable": "yes" if p.stable else "no", "step": False,
+            "client": "-" if p.client_cpu_cores is None else f"{p.client_cpu_cores:.2f}" + (" (bound)" if p.client_bound else ""),
         })
         for name, step in p.steps.items():  # an ensemble: how each composing model queued, computed and batched
             rows.append({"load": f"&nbsp;&nbsp;step {html.escape(name)}", "step": True,
-                         **{k: "" for k in ("throughput", "mean", "p50", "p90", "p95", "p99", "max", "errors", "stable")},
+                         **{k: "" for k in ("throughput", "mean", "p50", "p90", "p95", "p99", "max", "errors", "stable", "client")},
                          "queue": _fmt(step.queue_us, 0), "infer": _fmt(step.compute_infer_us, 0),
                          "batch": _fmt(step.avg_batch) if step.executions else "-"})
     return {
@@ -165,6 +166,7 @@ def _run_view(run: PerfRun) -> dict:
         "inputs": html.escape(str(run.settings.get("inputs", ""))), "rows": rows,
         "metrics": [(html.escape(k), metric_text(k, v)) for k, v in sorted(run.metrics.items())],
         "stability_pct": f"{run.settings.get('stability_pct', 10.0):g}",
+        "client_note": html.escape(client_bound_note(run)),
     }
 
 

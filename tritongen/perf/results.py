@@ -105,6 +105,13 @@ class PerfPoint:
     max_send_lag_ms: float | None = None  # open loop: worst delay of a send behind its schedule
     window_history: tuple[tuple[float, float], ...] = ()  # (throughput_rps, p99_ms) per window
     steps: Mapping[str, ServerBreakdown] = field(default_factory=dict)  # ensemble: each composing model's breakdown
+    client_cpu_cores: float | None = None  # built-in engine: CPU the load generator used (1.0 = one core busy)
+    client_cpu_us_per_request: float | None = None  # ... and per request sent
+
+    @property
+    def client_bound(self) -> bool:
+        """The built-in client kept a core busy: the figures measure it as much as the server."""
+        return self.client_cpu_cores is not None and self.client_cpu_cores >= CLIENT_BOUND_CORES
 
     @property
     def error_count(self) -> int:
@@ -137,9 +144,13 @@ class PerfRun:
 
 # --------------------------------------------------------------------------------------------- files
 
+CLIENT_BOUND_CORES = 0.85  # the asyncio loop is one thread: at ~1 core it cannot send faster, whatever the server
+
+
 CSV_COLUMNS = ("mode", "load", "engine", "throughput_rps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
                "requests", "errors", "measured_s", "windows", "stable", "server_requests", "server_executions",
-               "avg_batch", *SERVER_PARTS, "send_rate_rps", "max_send_lag_ms")
+               "avg_batch", *SERVER_PARTS, "send_rate_rps", "max_send_lag_ms", "client_cpu_cores",
+               "client_cpu_us_per_request")
 
 
 def _point_dict(point: PerfPoint) -> dict[str, Any]:
@@ -187,6 +198,7 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
             server=ServerBreakdown(**p.get("server", {})), send_rate_rps=p.get("send_rate_rps"),
             max_send_lag_ms=p.get("max_send_lag_ms"), window_history=tuple(tuple(w) for w in p.get("window_history", ())),
             steps={name: ServerBreakdown(**b) for name, b in p.get("steps", {}).items()},
+            client_cpu_cores=p.get("client_cpu_cores"), client_cpu_us_per_request=p.get("client_cpu_us_per_request"),
         ))
     keep = {f.name for f in fields(PerfRun)} - {"points"}
     return PerfRun(points=tuple(points), **{k: v for k, v in data.items() if k in keep})
@@ -201,7 +213,8 @@ def csv_from_run(run: PerfRun) -> str:
         writer.writerow([p.mode, p.load, p.engine, _r(p.throughput_rps), _r(lat.mean_ms), _r(lat.p50_ms), _r(lat.p90_ms),
                          _r(lat.p95_ms), _r(lat.p99_ms), _r(lat.max_ms), p.requests, p.error_count, _r(p.measured_s),
                          p.windows, p.stable, p.server.requests, p.server.executions, _r(p.server.avg_batch),
-                         *(_r(getattr(p.server, k)) for k in SERVER_PARTS), _r(p.send_rate_rps), _r(p.max_send_lag_ms)])
+                         *(_r(getattr(p.server, k)) for k in SERVER_PARTS), _r(p.send_rate_rps), _r(p.max_send_lag_ms),
+                         _r(p.client_cpu_cores), _r(p.client_cpu_us_per_request)])
     return buffer.getvalue()
 
 
@@ -227,10 +240,25 @@ def table_from_run(run: PerfRun) -> str:
         unit = "c" if p.mode == "concurrency" else "/s"
         load = f"{p.load:g}{unit}"
         mx = "-" if p.latency.max_ms is None else f"{p.latency.max_ms:.2f}"
-        flag = "" if p.stable else "  (not stable)"
+        flag = ("" if p.stable else "  (not stable)") + ("  (client-bound)" if p.client_bound else "")
         lines.append(f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} {p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
                      f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} {p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
                      f"{p.server.avg_batch:>5.2f}{flag}")
         for name, step in p.steps.items():
             lines.append(f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} {step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}")
+    note = client_bound_note(run)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
+
+
+def client_bound_note(run: PerfRun) -> str:
+    """A warning when the built-in client, not the server, limited some load level."""
+    bound = [p for p in run.points if p.client_bound]
+    if not bound:
+        return ""
+    worst = max(bound, key=lambda p: p.client_cpu_cores or 0.0)
+    return (f"client-bound at {', '.join(f'{p.load:g}' for p in bound)}: tritongen's client used "
+            f"{worst.client_cpu_cores:.2f} cores ({worst.client_cpu_us_per_request:.0f} us of CPU per request), so these "
+            "figures understate the server; measure again with --engine perf_analyzer (C++, cheaper per request), or "
+            "run the client on another machine")
