@@ -84,12 +84,13 @@ def _pending_text(pending: Mapping[str, list[int]]) -> str:
 
 def _needs_gpu(repo: Path) -> bool:
     """Whether any model runs on a GPU: a KIND_GPU instance group, or a non-Python model left to Triton's default."""
-    from ..validate import config_from_file  # noqa: PLC0415
+    from ..validate import _pb, config_from_file  # noqa: PLC0415
 
+    Group = _pb().ModelInstanceGroup
     for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
         config = config_from_file(config_path)
         kinds = {group.kind for group in config.instance_group}
-        gpu, cpu = 2, 1  # ModelInstanceGroup.Kind: KIND_AUTO 0, KIND_CPU 1, KIND_GPU 2
+        gpu, cpu = Group.KIND_GPU, Group.KIND_CPU
         if gpu in kinds:
             return True
         if config.platform == "ensemble" or config.backend == "python":
@@ -143,12 +144,11 @@ def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | N
     files: dict[str, str | bytes | Path] = {}
     described: list[tuple[str, str]] = []
 
-    modules = sorted(m for model in serving.imports for m in model.modules)
     if serving.requirements:
         digest = hashlib.sha256("\n".join(serving.requirements).encode()).hexdigest()[:8]
         serving_image = f"tritongen-serving:{release}-{digest}"
         files[SERVING_DOCKERFILE] = render("docker/serving.Dockerfile.j2", triton_version=triton_version, release=release,
-                                           python=python, ubuntu=ubuntu, modules=modules, triton_image=triton_image,
+                                           python=python, ubuntu=ubuntu, modules=serving.installed_modules, triton_image=triton_image,
                                            externally_managed=externally_managed, requirements=serving.requirements)
         described.append((SERVING_DOCKERFILE, f"{triton_image} + the Python-backend models' packages"))
     else:

@@ -62,6 +62,11 @@ class ServingPackages:
     imports: tuple[ModelImports, ...]
     provided_by_image: frozenset[str]  # stdlib + backend modules found
 
+    @property
+    def installed_modules(self) -> tuple[str, ...]:
+        """The imported modules the requirements provide (everything not in the image already)."""
+        return tuple(sorted({m for model in self.imports for m in model.modules} - self.provided_by_image))
+
 
 def _requirement_name(requirement: str) -> str:
     return re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0].lower()
