@@ -106,7 +106,7 @@ def _pip_line(dockerfile: str) -> list[str]:
 
 def test_ensemble_bundle_serving_image_compose_and_readme(ensemble_repo, tmp_path, capsys):
     out = tmp_path / "deploy"
-    code, stdout, err = run_cli(["deploy", str(ensemble_repo), "--to", "docker", "--out", str(out)], capsys)
+    code, stdout, err = run_cli(["deploy", str(ensemble_repo), "--to", "docker", "--out", str(out), "--allow-unverified", "env_probe"], capsys)
     assert code == 0, err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["README.md", "compose.yaml", "serving.Dockerfile"]
     dockerfile = (out / "serving.Dockerfile").read_text()
@@ -210,17 +210,17 @@ def test_an_import_tritongen_cannot_map_is_an_error_until_named(ensemble_repo, t
     user_code = repo / "pair_preprocess" / "1" / "user_code.py"
     user_code.write_text("import sklearn.preprocessing\n" + user_code.read_text())
     (repo / "pair_preprocess" / "1" / "tritongen").rename(repo / "pair_preprocess" / "1" / ".manifest-off")  # edited: no manifest
-    code, _, err = run_cli(["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d")], capsys)
+    code, _, err = run_cli(["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d"), "--allow-unverified", "pair_preprocess"], capsys)
     assert code == 1 and "imports 'sklearn'" in err and "--extra-package sklearn=" in err
     assert not (tmp_path / "d").exists()
-    code, out, err = run_cli(["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d"),
+    code, out, err = run_cli(["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d"), "--allow-unverified", "pair_preprocess",
                               "--extra-package", "sklearn=scikit-learn==1.5.2"], capsys)
     assert code == 0, err
     assert "scikit-learn==1.5.2" in _pip_line((tmp_path / "d" / "serving.Dockerfile").read_text())
 
 
 def test_every_template_import_is_stdlib_backend_or_installed_by_the_serving_image(ensemble_repo, tmp_path):
-    bundle = docker_bundle_from_repository(ensemble_repo, tmp_path / "deploy")
+    bundle = docker_bundle_from_repository(ensemble_repo, tmp_path / "deploy", allow_unverified=("env_probe",))
     installed = {module for module, requirement in KNOWN_PACKAGES.items() if requirement in bundle.serving.requirements}
     templates = sorted((ROOT / "templates" / "python").glob("*.py"))
     generated = {p.read_bytes() for p in ensemble_repo.glob("*/1/model.py")}
@@ -239,13 +239,13 @@ def test_serve_docker_never_prints_a_run_line_that_cannot_load(trt_repo, ensembl
     assert code == 0, err
     assert "docker run" not in out and "not built yet (conv v1)" in out
     assert f"tritongen deploy {trt_repo.resolve()} --to docker --out deploy" in out
-    code, out, _ = run_cli(["serve", str(ensemble_repo), "--docker"], capsys)
+    code, out, _ = run_cli(["serve", str(ensemble_repo), "--docker", "--allow-unverified", "env_probe"], capsys)
     assert "docker run" not in out and "onnxruntime==" in out and "transformers==" in out
     from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL
 
     plain = tmp_path / "plain"
     write_model(plain, "double", DOUBLE_CONFIG, DOUBLE_MODEL)  # numpy only: NGC's image has it
-    code, out, _ = run_cli(["serve", str(plain), "--docker"], capsys)
+    code, out, _ = run_cli(["serve", str(plain), "--docker", "--allow-unverified", "double"], capsys)
     assert out.startswith("docker run ") and "nvcr.io/nvidia/tritonserver:24.10-py3" in out and "127.0.0.1:8000:8000" in out
 
 
@@ -340,7 +340,7 @@ def test_serving_packages_in_a_fresh_environment_serve_every_python_model(ensemb
     if server_install.source != "wheel":
         pytest.skip("the Python environment of the models can be chosen for the nvidia-pytriton wheel's server only")
     work = tmp_path_factory.mktemp("fresh-env")
-    bundle = docker_bundle_from_repository(ensemble_repo, work / "deploy")
+    bundle = docker_bundle_from_repository(ensemble_repo, work / "deploy", allow_unverified=("env_probe",))
     requirements = list(bundle.serving.requirements)
     assert requirements == _pip_line((bundle.out / "serving.Dockerfile").read_text())
     venv = _venv_with(work / "venv", requirements)  # exactly the serving image's list, from PyPI

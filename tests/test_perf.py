@@ -222,7 +222,7 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     assert validate_repository(repo).ok
     from tritongen.verify import check_verified
 
-    assert check_verified(repo).ok  # the manifest vouches for the tuned config, so `serve` still accepts it
+    assert check_verified(repo, allow_unverified=["sleepy"]).ok  # the manifest vouches for the tuned config: `serve` accepts it
     written = config_from_file(result.config_path)
     assert written.name == "seq_tune" and written.instance_group[0].count == result.winner.candidate.instances
     assert written.max_batch_size == result.winner.candidate.max_batch_size

@@ -77,7 +77,7 @@ def test_docker_command_serves_the_absolute_repository_on_loopback(tmp_path):
     command = docker_command(ServeSpec(repo=tmp_path / "repo"))
     assert command == (
         "docker run --gpus all --rm --shm-size=1g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 "
-        f"-v {tmp_path.resolve() / 'repo'}:/models nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models"
+        f"-v {tmp_path.resolve() / 'repo'}:/models:ro nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models"
     )
 
 

@@ -40,9 +40,11 @@ def test_changed_files_are_named(repo, rel, action, words):
         check_verified(repo)
 
 
-def test_hand_written_models_are_listed_as_unverified(repo):
+def test_hand_written_models_fail_unless_allowed_by_name(repo):
     (repo / "handmade" / "1").mkdir(parents=True)
-    report = verify_repository(repo)
+    with pytest.raises(TritongenError, match="model 'handmade' has no manifest.*--allow-unverified handmade"):
+        check_verified(repo)
+    report = verify_repository(repo, allow_unverified=["handmade"])
     assert report.ok and report.unverified_models == ("handmade",)
     assert "handmade" in report.summary()
 
@@ -63,4 +65,42 @@ def test_every_model_of_a_generated_ensemble_is_verified(tmp_path):
     step = repo / "pair_preprocess" / "1" / "model.py"
     step.write_text(step.read_text() + "\n# changed\n")
     with pytest.raises(TritongenError, match="pair_preprocess/1/model.py does not match"):
+        check_verified(repo)
+
+
+def test_python_bytecode_cache_is_accepted_only_as_the_compiled_verified_source(repo):
+    """The Python backend writes __pycache__/model.cpython-3XY.pyc into the version folder when it loads model.py
+    (its embedded interpreter ignores PYTHONDONTWRITEBYTECODE). Python runs that file instead of the source, so it
+    is checked: the exact bytecode of the verified model.py passes, other bytecode under its name does not."""
+    import importlib.util
+    import py_compile
+
+    source = repo / "seq" / "2" / "model.py"
+    cache = Path(importlib.util.cache_from_source(str(source)))
+    py_compile.compile(str(source), cfile=str(cache), doraise=True)  # what the server's import writes
+    assert check_verified(repo).ok
+    evil = repo.parent / "evil.py"
+    evil.write_text("import os\nos.system('touch PWNED')\n")
+    py_compile.compile(str(evil), cfile=str(cache), dfile=str(source), doraise=True)
+    with pytest.raises(TritongenError, match=r"seq/2/__pycache__/model\.cpython-\d+\.pyc is not the bytecode of its verified source"):
+        check_verified(repo)
+    cache.unlink()
+    py_compile.compile(str(source), cfile=str(cache.with_name("numpy" + cache.name[len("model"):])), doraise=True)
+    with pytest.raises(TritongenError, match=r"seq/2/__pycache__/numpy\.cpython-\d+\.pyc is not listed in any manifest"):
+        check_verified(repo)
+
+
+def test_manifests_carry_a_schema_version_and_older_ones_without_it_still_verify(repo):
+    import json
+
+    from tritongen.manifest import MANIFEST_SCHEMA
+
+    path = repo / "seq" / "2" / "tritongen" / "manifest.json"
+    data = json.loads(path.read_text())
+    assert data["manifest_schema"] == MANIFEST_SCHEMA  # written by the build
+    del data["manifest_schema"]  # as tritongen wrote them before the field existed
+    path.write_text(json.dumps(data))
+    assert check_verified(repo).ok
+    path.write_text(json.dumps({**data, "manifest_schema": MANIFEST_SCHEMA + 1}))
+    with pytest.raises(TritongenError, match=f"manifest_schema {MANIFEST_SCHEMA + 1}, this tritongen reads {MANIFEST_SCHEMA}"):
         check_verified(repo)

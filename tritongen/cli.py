@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import TritongenError
+from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
 
 _DEBUG = {"on": False}
@@ -121,13 +122,49 @@ def validate(repo: Path, triton_version: str) -> None:
     click.echo(report.summary())
 
 
-@cli.command()
+_ALLOW_UNVERIFIED = click.option(
+    "--allow-unverified", "allow_unverified", multiple=True, metavar="NAME",
+    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.")
+_PUBLIC_KEY = click.option(
+    "--public-key", type=click.Path(path_type=Path),
+    help="PEM public key: first check REPO's signature (tritongen sign), so a changed, added or removed file fails.")
+_SIGNATURE = click.option(
+    "--signature", type=click.Path(path_type=Path),
+    help="Signature file (default: REPO/.tritongen-signature.sig).")
+
+
+@cli.command(short_help="Check that every file Triton would load from REPO is in a build manifest (and signed).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-def verify(repo: Path) -> None:
-    """Check every file in REPO against the sha256 recorded in its build manifest."""
+@_ALLOW_UNVERIFIED
+@_PUBLIC_KEY
+@_SIGNATURE
+def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None) -> None:
+    """Check that every file Triton would load from REPO is listed, with its sha256, in a build manifest.
+
+    Every model folder (a hidden one is refused), every version folder and every file in them: an unlisted file,
+    a version without manifest or a model without manifest fails. With --public-key the signature is checked first.
+    """
     from .verify import check_verified
 
-    click.echo(check_verified(repo).summary())
+    report = check_verified(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
+@click.option("--private-key", type=click.Path(path_type=Path), required=True,
+              help="PEM elliptic-curve private key (P-256, P-384 or P-521; unencrypted). Never printed.")
+@_SIGNATURE
+@_ALLOW_UNVERIFIED
+def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified: tuple[str, ...]) -> None:
+    """Sign every file in REPO (after it verifies) with an EC key: verify/serve --public-key check it.
+
+    tune and engine rewrite files of the repository: sign again after them.
+    """
+    from .signing import sign_repository
+
+    path = sign_repository(repo, private_key, signature, allow_unverified=allow_unverified)
+    click.echo(f"signed {repo}: signature {path}")
 
 
 @cli.command(short_help="Verify REPO, boot a real tritonserver on it and wait until every model is READY.")
@@ -141,14 +178,23 @@ def verify(repo: Path) -> None:
 @click.option("--python-env", type=click.Path(path_type=Path),
               help="A virtual environment (this Python's version) the Python-backend models import from, instead of this one.")
 @click.option("--docker", is_flag=True, help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).")
-def serve(repo: Path, docker: bool, **options) -> None:
-    """Boot a real tritonserver on REPO (validated and verified first), wait until every model is READY, serve until Ctrl-C."""
+@_ALLOW_UNVERIFIED
+@_PUBLIC_KEY
+@_SIGNATURE
+def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None,
+          **options) -> None:
+    """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
+    until every model is READY, serve until Ctrl-C."""
     from .server import ServeSpec, server_from_repository
     from .validate import check_repository
     from .verify import check_verified
 
+    if public_key is not None:
+        from .signing import check_signature
+
+        check_signature(repo, public_key, signature)  # first: nothing else reads the repository's files before it
     check_repository(repo, triton_version=DEFAULT_TRITON_VERSION if docker else None)  # else: the server's own, at boot
-    check_verified(repo)
+    check_verified(repo, allow_unverified=allow_unverified)
     spec = ServeSpec(repo=repo.resolve(), **options)
     if docker:
         from .deploy.docker import docker_steps_from_repository
@@ -212,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     except TritongenError as exc:
         if _DEBUG["on"]:
             raise
-        _echo_err(f"error: {exc.message}")
+        _echo_err(f"error: {one_line(exc.message)}")
         if exc.details:
             _echo_err(exc.details)
         sys.exit(exc.exit_code)
@@ -220,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         if _DEBUG["on"]:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        _echo_err(f"error: {exc.strerror or exc}{where}: check the path and its permissions, or rerun with --debug")
+        problem = one_line(f"{exc.strerror or exc}{where}")
+        _echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
         sys.exit(1)
     except click.exceptions.Abort:
         _echo_err("aborted")

@@ -19,7 +19,8 @@ def _to_docker(repo: Path, out: Path, options: dict[str, Any]) -> Any:
     from .deploy.docker import docker_bundle_from_repository
 
     return docker_bundle_from_repository(repo, out, ngc_release=options["ngc_version"], host=options["host"],
-                                         force=options["force"], extra_packages=_extra_packages(options["extra_packages"]))
+                                         force=options["force"], extra_packages=_extra_packages(options["extra_packages"]),
+                                         allow_unverified=options["allow_unverified"])
 
 
 # --to value -> function(repo, out, options) returning a result with summary()
@@ -49,6 +50,8 @@ def _extra_packages(values: tuple[str, ...]) -> dict[str, str]:
               help="Address the ports are published on; anything but loopback restricts the model-control APIs.")
 @click.option("--extra-package", "extra_packages", multiple=True, metavar="IMPORT=REQUIREMENT",
               help="A package for an import tritongen does not know, e.g. sklearn=scikit-learn==1.5.2 (repeatable).")
+@click.option("--allow-unverified", "allow_unverified", multiple=True, metavar="NAME",
+              help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def deploy(repo: Path, target: str, out: Path, **options) -> None:
     """Write the files that serve REPO on TARGET into --out, for exactly this repository.

@@ -213,25 +213,24 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
 
 def _record_engine(model_dir: Path, version_dir: Path, result: EngineResult, filename: str, per_cc: bool, manifest: Path) -> None:
     """Manifest: TensorRT version, compute capability, plan hash; config: cc_model_filenames when per-cc."""
-    from .manifest import file_hashes, sha256_file  # noqa: PLC0415
+    from .manifest import file_hashes, load_manifest, sha256_file, update_manifest  # noqa: PLC0415
 
-    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    engines = data.setdefault("engines", {})
+    recorded = load_manifest(manifest, model_dir).get("engines") if manifest.is_file() else None
+    engines = dict(recorded) if isinstance(recorded, dict) else {}
     digest = sha256_file(result.plan_path)
     engines[result.compute_capability] = {"plan": filename, "tensorrt_version": result.tensorrt_version,
                                           "compute_capability": result.compute_capability, "build_s": result.build_s,
                                           "sha256": digest}
-    data["tensorrt_version"] = result.tensorrt_version
     # verify checks the plan (and the config rewritten below) like every other file of the build
-    files = data.setdefault("files", {})
-    files[result.plan_path.relative_to(model_dir).as_posix()] = digest
+    files = {result.plan_path.relative_to(model_dir).as_posix(): digest}
     if per_cc:
         config = model_dir / "config.pbtxt"
         text = config.read_text()
         entries = {cc: e["plan"] for cc, e in engines.items()}
         config.write_text(cc_config_text(text, entries))
         files.update(file_hashes(model_dir, [config]))
-    manifest.write_text(json.dumps(data, indent=2) + "\n")
+    if manifest.is_file():
+        update_manifest(manifest, files, engines=engines, tensorrt_version=result.tensorrt_version)
 
 
 def cc_config_text(text: str, cc_model_filenames: Mapping[str, str]) -> str:

@@ -29,7 +29,7 @@ from .templates import render
 PRE_KINDS = ("tokenizer", "image", "none")
 POST_KINDS = {"mean-pool": "mean_pool_normalize", "mean_pool": "mean_pool_normalize", "normalize": "normalize",
               "softmax-topk": "softmax_topk", "softmax_topk": "softmax_topk", "labels": "softmax_topk", "raw": "raw", "none": "raw"}
-WORK_DIR = ".work"  # inside the staging folder; hidden, so the validator skips it
+WORK_DIR = ".work"  # inside the staging folder; the build's validation skips it by name
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     """Build the ensemble ``spec.name`` and its composing models into ``spec.repo``. Raises :class:`TritongenError`."""
     from .hf import loaded_from_hf
     from .manifest import command_line, file_hashes, tool_versions, write_manifest
-    from .repository import install_model, plan_install, staging_dir
+    from .repository import check_ensembles_with, install_model, plan_install, staging_dir
     from .validate import check_repository
 
     check_model_name(spec.name)
@@ -240,7 +240,8 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     source = _source_from_spec(spec)
     roles = [r for r in ("ensemble", "pre", "model", "post")
              if not (r == "pre" and source.pre == "none") and not (r == "post" and source.post == "raw")]
-    plans = {r: plan_install(dataclasses.replace(spec, name=names[r])) for r in roles}  # conflicts up front, before any work
+    rebuilt = frozenset(names[r] for r in roles)  # steps of this ensemble may be replaced together with it
+    plans = {r: plan_install(dataclasses.replace(spec, name=names[r]), rebuilt) for r in roles}  # conflicts up front
     stages = Stages(progress, 9)
     with staging_dir(plans["ensemble"]) as stage:
         model_spec = _model_samples(source, stage / WORK_DIR)
@@ -283,7 +284,9 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
             return pre, post, inputs, outputs, steps, manifest
 
         pre, post, inputs, outputs, steps, manifest = stages.run("writing pre/post-processing and the ensemble", write_steps)
-        stages.run("validating the ensemble and its models", check_repository, stage)
+        stages.run("validating the ensemble and its models", check_repository, stage, skip_folders=(WORK_DIR,))
+        check_ensembles_with(spec.repo, {names[r]: stage / names[r] for r in roles},
+                             frozenset(names[r] for r in roles if plans[r].mode == "new_version"))
 
         def install() -> dict[str, Path]:
             installed = {}

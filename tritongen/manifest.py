@@ -1,29 +1,60 @@
 """Build manifests: resolved spec, tool versions, sha256 of every file, accuracy results.
 
 Each build writes ``<model>/<version>/tritongen/manifest.json``. File paths in it are relative to the model
-folder, so the repository can be moved and still be verified.
+folder, so the repository can be moved and still be verified. Manifests are read back through
+:func:`load_manifest`, which checks their schema: a bounded size, ``manifest_schema`` (absent in manifests of
+older tritongen builds, read as 1), and ``files`` mapping relative paths confined to the model folder to sha256
+hex digests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import re
+import stat
 import sys
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
+
+from .errors import TritongenError
 
 ARTIFACT_DIR = "tritongen"
 MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.npz"
 REFERENCE_NAME = "reference_outputs.npz"
+MANIFEST_SCHEMA = 1
+MAX_MANIFEST_BYTES = 8 << 20
+MAX_MANIFEST_FILES = 100_000
+MAX_PATH_CHARS = 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TOOLS = ("tritongen", "torch", "onnx", "onnxruntime", "onnxscript", "onnx-graphsurgeon", "numpy", "tritonclient")
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path``, refusing symlinks, FIFOs and devices (reading one could hang)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_regular_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """:func:`sha256_file` of a regular file that is not a symlink (``OSError`` otherwise)."""
+    digest = hashlib.sha256()
+    with os.fdopen(open_regular(path), "rb") as fh:
         for block in iter(lambda: fh.read(chunk_bytes), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -47,11 +78,24 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return model_dir / str(version) / ARTIFACT_DIR / MANIFEST_NAME
 
 
+def _dump(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"manifest_schema": MANIFEST_SCHEMA, **content}, indent=2, sort_keys=False) + "\n")
+
+
 def write_manifest(model_dir: Path, version: int, content: dict[str, Any]) -> Path:
     path = manifest_path(model_dir, version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
+    _dump(path, content)
     return path
+
+
+def update_manifest(path: Path, files: dict[str, str], **fields: Any) -> None:
+    """Add ``files`` (relative path -> sha256) and top-level ``fields`` to the manifest at ``path``, after a later
+    step (tune, engine) rewrote or added files; the manifest is read through the schema check first."""
+    data = load_manifest(path, path.parent.parent.parent)
+    data.update(fields)
+    data["files"] = {**data["files"], **files}
+    _dump(path, data)
 
 
 def rehash_files(model_dir: Path, version: int, paths: Iterable[Path]) -> Path | None:
@@ -60,14 +104,70 @@ def rehash_files(model_dir: Path, version: int, paths: Iterable[Path]) -> Path |
     path = manifest_path(model_dir, version)
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    data.setdefault("files", {}).update(file_hashes(model_dir, paths))
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    update_manifest(path, file_hashes(model_dir, paths))
     return path
 
 
 def read_manifest(model_dir: Path, version: int) -> dict[str, Any]:
-    return json.loads(manifest_path(model_dir, version).read_text())
+    return load_manifest(manifest_path(model_dir, version), model_dir)
+
+
+def _bad(path: Path, problem: str) -> TritongenError:
+    return TritongenError(f"manifest {path} {problem}", "rebuild the model with tritongen build --force "
+                          "(manifests are written by builds, not by hand)")
+
+
+def _path_problem(rel: Any, model_dir: Path) -> str | None:
+    if not isinstance(rel, str) or not rel or len(rel) > MAX_PATH_CHARS:
+        return f"lists a file path that is not a non-empty string of at most {MAX_PATH_CHARS} characters"
+    shown = ascii(rel)[:80]
+    if any(ord(c) < 32 or c in "\\\x7f" for c in rel) or rel.startswith("/"):
+        return f"lists the path {shown}, which is absolute or holds a backslash or control character"
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return f"lists the path {shown}, which has an empty, '.' or '..' component"
+    root = model_dir.resolve()
+    if root not in (root / PurePosixPath(rel)).resolve().parents:
+        return f"lists the path {shown}, which leads out of its model folder"
+    return None
+
+
+def check_manifest(data: Any, path: Path, model_dir: Path) -> dict[str, Any]:
+    """``data`` (a parsed manifest) if it fits the schema, else :class:`TritongenError` naming the first problem."""
+    if not isinstance(data, dict):
+        raise _bad(path, f"is a JSON {type(data).__name__}, not an object")
+    schema = data.get("manifest_schema", 1)  # manifests of tritongen before the field: the same layout
+    if type(schema) is not int or schema != MANIFEST_SCHEMA:
+        raise _bad(path, f"has manifest_schema {ascii(schema)[:20]}, this tritongen reads {MANIFEST_SCHEMA}")
+    files = data.get("files")
+    if not isinstance(files, dict):
+        raise _bad(path, "has no 'files' object (relative path -> sha256)" if files is None else
+                   f"has 'files' as a JSON {type(files).__name__}, not an object of relative path -> sha256")
+    if len(files) > MAX_MANIFEST_FILES:
+        raise _bad(path, f"lists {len(files)} files, more than {MAX_MANIFEST_FILES}")
+    for rel, digest in files.items():
+        problem = _path_problem(rel, model_dir)
+        if problem is None and (not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest)):
+            problem = f"gives {ascii(rel)[:80]} a digest that is not 64 lowercase hex digits"
+        if problem:
+            raise _bad(path, problem)
+    return data
+
+
+def load_manifest(path: Path, model_dir: Path) -> dict[str, Any]:
+    """The manifest at ``path`` (of the model folder ``model_dir``), read with a size bound and schema-checked."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise _bad(path, f"cannot be read as a regular file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise _bad(path, f"is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise _bad(path, "is not valid UTF-8 JSON") from None
+    return check_manifest(data, path, model_dir)
 
 
 def command_line() -> str:

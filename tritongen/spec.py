@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
+from .names import check_name
 
 TARGETS = ("local", "onnxruntime", "tensorrt")  # tensorrt: prepared ONNX + profiles; `tritongen engine` makes model.plan
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -40,7 +41,7 @@ class TensorSpec:
     dims: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not _TENSOR_NAME_RE.match(self.name):
+        if not _TENSOR_NAME_RE.fullmatch(check_name(self.name, "tensor name")):
             raise TritongenError(
                 f"tensor name '{self.name}' is not valid",
                 "use letters, digits and underscores, starting with a letter",
@@ -175,7 +176,7 @@ class BuildSpec:
 
 
 def check_model_name(name: str) -> str:
-    if not name or not _NAME_RE.match(name) or name in (".", ".."):
+    if not name or not _NAME_RE.fullmatch(check_name(name, "model name")) or name in (".", ".."):
         raise TritongenError(
             f"model name '{name}' is not a valid folder name",
             "use letters, digits, '_', '-' and '.', with no path separators or '..'",

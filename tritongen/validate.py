@@ -19,12 +19,13 @@ is given, else against :data:`MAX_GPUS_PER_HOST`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .repository import link_problems
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
@@ -545,6 +546,16 @@ def problems_in_config(config: ModelConfig, model_dir: Path | None = None, *, gp
 # The model's folder
 
 
+HIDDEN_FOLDER_FIX = "remove it or move it out of the repository"
+
+
+def hidden_folder_problem(name: str) -> str:
+    """Why a folder of a model repository whose name starts with a dot is refused (validate and verify)."""
+    name = name if name.isprintable() else ascii(name)[1:-1]
+    return (f"folder '{name}' has a hidden name, which tritongen refuses, yet Triton loads it as a model "
+            "(and tritongen would not check it)")
+
+
 def version_numbers(model_dir: Path) -> list[int]:
     """Version folders Triton would consider, ascending (no leading zeros, integral names only)."""
     return sorted(int(p.name) for p in Path(model_dir).iterdir()
@@ -654,14 +665,16 @@ class ValidationReport:
         return "\n".join([head, *(f"  {line}" for line in self.lines()), *self.warning_lines()])
 
 
-def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None) -> ValidationReport:
+def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None,
+                        skip_folders: Iterable[str] = ()) -> ValidationReport:
     """Check every ``<repo>/<model>/config.pbtxt`` with the single-model rules, then the ensembles across models.
 
     With ``triton_version``, TensorRT plans recorded in the models' manifests must have been built with the
     TensorRT that Triton release runs (:mod:`tritongen.plan_compat`).
 
     Raises :class:`TritongenError` when ``repo`` is missing, is a file, holds no model folder, or a model
-    folder has no ``config.pbtxt``. Folders whose name starts with a dot are skipped.
+    folder has no ``config.pbtxt``, or a folder's name starts with a dot: Triton loads it as a model, tritongen
+    refuses such names (``skip_folders``: a build's own scratch folders inside its staging folder).
     """
     repo = Path(repo)
     if not repo.exists():
@@ -670,7 +683,12 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
     if not repo.is_dir():
         raise TritongenError(f"model repository {repo} is a file, not a folder",
                              "pass the folder that holds one sub-folder per model, not a config or model file")
-    model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped = set(skip_folders)
+    folders = sorted(p for p in repo.iterdir() if p.is_dir() and p.name not in skipped)
+    hidden = [p.name for p in folders if p.name.startswith(".")]
+    if hidden:
+        raise TritongenError(hidden_folder_problem(hidden[0]), HIDDEN_FOLDER_FIX)
+    model_dirs = folders
     if not model_dirs:
         raise TritongenError(f"model repository {repo} holds no model folders", "build a model into it with tritongen build")
     problems: dict[str, list[str]] = {}
@@ -689,6 +707,9 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
             continue
         configs[model_dir.name] = config
         problems[model_dir.name] = problems_in_config(config, model_dir, gpu_count=gpu_count)
+    for model_dir in model_dirs:  # the repository is the boundary: Triton would follow these links
+        found = link_problems(repo, model_dir)
+        problems.setdefault(model_dir.name, []).extend(f"{p}: copy the files into the repository" for p in found)
     versions = {name: set(version_numbers(repo / name)) for name in configs}
     for name, found in problems_in_ensembles(configs, versions, unreadable).items():
         problems[name] += found
@@ -709,9 +730,10 @@ def _pending_plan_warnings(repo: Path) -> dict[str, tuple[str, ...]]:
             for name, versions in pending_plans_from_repository(repo).items()}
 
 
-def check_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None) -> ValidationReport:
+def check_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None,
+                     skip_folders: Iterable[str] = ()) -> ValidationReport:
     """:func:`validate_repository`, raising :class:`TritongenError` listing every problem unless all is valid."""
-    report = validate_repository(repo, gpu_count=gpu_count, triton_version=triton_version)
+    report = validate_repository(repo, gpu_count=gpu_count, triton_version=triton_version, skip_folders=skip_folders)
     if not report.ok:
         count = report.problem_count
         raise TritongenError(

@@ -1,19 +1,38 @@
-"""Integrity: check a repository's files against the sha256 recorded in each build's manifest.
+"""Integrity: everything Triton would load from a repository is a file some build's manifest vouches for.
 
-Each version folder's own files are checked against that version's manifest; the files shared by all
-versions (``config.pbtxt``, ``warmup/``) against the newest version's manifest, since a ``--new-version``
-build rewrites them. Models without a manifest (written by hand) are listed as unverified, not failed.
+Triton loads every folder of the repository as a model (hidden names included), the newest version folder
+(or those its version policy names), and whatever the backends read or import from the model and version
+folders. So ``verify`` walks every model folder and every file in it:
+
+- a folder whose name starts with a dot is refused (Triton would load it; tritongen does not build such names);
+- every numeric version folder needs its own manifest (``<version>/tritongen/manifest.json``);
+- each version folder's files are checked against that version's manifest, the files shared by all versions
+  (``config.pbtxt``, ``warmup/``, ``labels.txt``) against the newest manifest that lists them (a
+  ``--new-version`` build rewrites them);
+- a file no manifest lists, a symlink, or anything but a regular file is a problem;
+- a model without any manifest is a problem unless named in ``allow_unverified`` (hand-written models).
+
+Without a key this proves consistency with the manifests, not their origin: whoever can write the repository
+can rewrite a manifest too. :mod:`tritongen.signing` adds the origin (``--public-key``).
 """
 
 from __future__ import annotations
 
-import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
+from .bytecode import FIX as BYTECODE_FIX, bytecode_problem, cached_source
 from .errors import TritongenError
-from .manifest import ARTIFACT_DIR, MANIFEST_NAME, sha256_file
-from .repository import numeric_versions
+from .manifest import ARTIFACT_DIR, MANIFEST_NAME, load_manifest, sha256_regular_file
+from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem, version_numbers
+
+_FIX_CHANGED = "rebuild the model with tritongen build --force, or restore the original file"
+_FIX_UNLISTED = ("remove it, or rebuild the model with tritongen build --force (every file in a model folder must be "
+                 "listed in a manifest)")
+_FIX_LINK = "replace the link with what it points to: tritongen never writes links, and Triton follows them"
 
 
 @dataclass(frozen=True)
@@ -22,6 +41,8 @@ class VerifyReport:
     checked_files: int
     problems: tuple[str, ...]
     unverified_models: tuple[str, ...] = field(default=())
+    fixes: tuple[str, ...] = field(default=())  # one per problem
+    signature: Path | None = None  # checked against a public key first, when one was given
 
     @property
     def ok(self) -> bool:
@@ -31,55 +52,190 @@ class VerifyReport:
         lines = [f"{self.checked_files} files match their manifests in {self.repo}" if self.ok
                  else f"{len(self.problems)} integrity problem(s) in {self.repo}:"]
         lines += [f"  {p}" for p in self.problems]
+        if self.signature is not None:
+            lines.append(f"signature {self.signature} is valid for the public key: the files are as signed")
         if self.unverified_models:
-            lines.append(f"no manifest (not built by tritongen, not verified): {', '.join(self.unverified_models)}")
+            names = ", ".join(self.unverified_models)
+            lines.append(f"no manifest (allowed with --allow-unverified, not verified): {names}")
         return "\n".join(lines)
 
 
-def _is_shared(rel: str) -> bool:
-    return not rel.split("/", 1)[0].isdigit()
+class _Findings:
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+        self.checked = 0
+
+    def add(self, problem: str, fix: str = _FIX_CHANGED) -> None:
+        self.problems.append((printable(problem), printable(fix)))
 
 
-def verify_repository(repo: Path) -> VerifyReport:
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped: file names are the repository's, and a
+    newline in one must not start a line of its own."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _walk(model_dir: Path, found: _Findings) -> dict[str, bool]:
+    """Every entry under ``model_dir`` (relative POSIX path -> is a regular file); links and special files are
+    problems (and not descended into)."""
+    entries: dict[str, bool] = {}
+
+    def unreadable(exc: OSError) -> None:
+        found.add(f"{model_dir.name}: cannot read folder {exc.filename} ({exc.strerror})", "check its permissions")
+
+    for dirpath, dirnames, filenames in os.walk(model_dir, onerror=unreadable):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            if (here / name).is_symlink():
+                dirnames.remove(name)
+                filenames.append(name)
+        for name in sorted(filenames):
+            path = here / name
+            rel = path.relative_to(model_dir).as_posix()
+            try:
+                mode = path.lstat().st_mode
+            except OSError as exc:
+                found.add(f"{model_dir.name}/{rel} cannot be read ({exc.strerror or exc})",
+                          "check the file and its permissions")
+                continue
+            if stat.S_ISLNK(mode):
+                found.add(f"{model_dir.name}/{rel} is a symbolic link", _FIX_LINK)
+            elif not stat.S_ISREG(mode):
+                found.add(f"{model_dir.name}/{rel} is not a regular file", "remove it from the model folder")
+            entries[rel] = stat.S_ISREG(mode)
+    return entries
+
+
+def _manifests(model_dir: Path, versions: list[int], found: _Findings) -> dict[int, dict[str, str] | None]:
+    """The ``files`` of each version's manifest (None: the manifest is there but unreadable)."""
+    out: dict[int, dict[str, str] | None] = {}
+    for version in versions:
+        path = model_dir / str(version) / ARTIFACT_DIR / MANIFEST_NAME
+        if not os.path.lexists(path):
+            continue
+        try:
+            files = load_manifest(path, model_dir)["files"]
+        except TritongenError as err:
+            found.add(f"{model_dir.name}: {err.problem}", err.fix)
+            out[version] = None
+            continue
+        for rel in files:
+            head = rel.split("/", 1)[0]
+            if head.isdigit() and head != str(version):
+                found.add(f"{model_dir.name}: the manifest of version {version} lists {rel}, a file of another version")
+                out[version] = None
+                break
+        else:
+            out[version] = files
+    return out
+
+
+def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) -> bool:
+    """Check one model folder; False if it has no manifest and is allowed to be unverified."""
+    name = model_dir.name
+    versions = version_numbers(model_dir)
+    manifests = _manifests(model_dir, versions, found)
+    if not manifests:
+        if name in allow_unverified:
+            return False
+        found.add(f"model '{name}' has no manifest (not built by tritongen), so Triton would load it unchecked",
+                  f"rebuild it with tritongen build, or pass --allow-unverified {name} if you wrote it by hand")
+        return True
+    for version in versions:
+        if version not in manifests:
+            found.add(f"version folder {name}/{version} has no manifest (added by hand?), and Triton loads it "
+                      "(by default the newest version)",
+                      f"remove {name}/{version}, or build it with tritongen build --new-version")
+    expected: dict[str, str] = {}
+    required: set[str] = set()
+    for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
+        for rel, digest in (files or {}).items():
+            if rel.split("/", 1)[0].isdigit() or rel not in expected:
+                expected[rel] = digest
+                if rel.split("/", 1)[0].isdigit() or version == versions[-1]:
+                    required.add(rel)
+    entries = _walk(model_dir, found)
+    version_names = {str(v): v for v in versions}
+    shared_unknown = versions[-1] in manifests and manifests[versions[-1]] is None  # the newest manifest is bad
+    for rel, regular in sorted(entries.items()):
+        head = rel.split("/", 1)[0]
+        if not regular or (head in version_names and manifests.get(version_names[head]) is None) or (
+                head not in version_names and shared_unknown):
+            continue  # a link or special file, or files of a manifest already reported (missing or bad)
+        if head in version_names and rel == f"{head}/{ARTIFACT_DIR}/{MANIFEST_NAME}":
+            continue
+        shown = f"{name}/{rel}"
+        if rel not in expected and (cached := cached_source(rel)) and cached[0] in expected:
+            _check_bytecode(model_dir, rel, cached, expected[cached[0]], found)
+            continue
+        if rel not in expected:
+            found.add(f"{shown} is not listed in any manifest, and Triton may load it (a file beside a model can "
+                      "run as code)", _FIX_UNLISTED)
+            continue
+        try:
+            digest = sha256_regular_file(model_dir / rel)
+        except OSError as exc:
+            found.add(f"{shown} cannot be read ({exc.strerror or exc})")
+            continue
+        if digest != expected[rel]:
+            found.add(f"{shown} does not match its manifest (sha256 differs): the file was changed or swapped")
+        else:
+            found.checked += 1
+    for rel in sorted(required - set(entries)):
+        found.add(f"{name}/{rel} is missing")
+    return True
+
+
+def _check_bytecode(model_dir: Path, rel: str, cached: tuple[str, str, int], source_sha256: str,
+                    found: _Findings) -> None:
+    """A Python bytecode cache file beside a listed source (the Python backend writes them on load)."""
+    source, tag, optimize = cached
+    # the names the server compiled it under: this path, or the repository mounted at /models by `serve --docker`
+    path = model_dir / source
+    names = [os.path.abspath(path), str(path.resolve()), f"/models/{model_dir.name}/{source}"]
+    problem = bytecode_problem(model_dir / rel, model_dir / source, source_sha256, tag, optimize, names)
+    if problem:
+        found.add(f"{model_dir.name}/{rel} {problem}", BYTECODE_FIX)
+    else:
+        found.checked += 1
+
+
+def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:
+    """Check every model folder of ``repo`` (see the module docstring); problems are collected, not raised."""
     repo = Path(repo)
     if not repo.is_dir():
         raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
-    problems: list[str] = []
+    allowed = set(allow_unverified)
+    found = _Findings()
     unverified: list[str] = []
-    checked = 0
-    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = [v for v in numeric_versions(model_dir) if (model_dir / str(v) / ARTIFACT_DIR / MANIFEST_NAME).is_file()]
-        if not versions:
-            unverified.append(model_dir.name)
-            continue
-        for version in versions:
-            path = model_dir / str(version) / ARTIFACT_DIR / MANIFEST_NAME
-            try:
-                files = json.loads(path.read_text())["files"]
-            except (ValueError, KeyError, OSError):
-                problems.append(f"{model_dir.name}: manifest {path.relative_to(repo)} is unreadable or has no file list")
-                continue
-            for rel, digest in files.items():
-                if _is_shared(rel) and version != versions[-1]:
-                    continue
-                target = model_dir / rel
-                shown = f"{model_dir.name}/{rel}"
-                if not target.is_file():
-                    problems.append(f"{shown} is missing")
-                elif sha256_file(target) != digest:
-                    problems.append(f"{shown} does not match its manifest (sha256 differs): the file was changed or swapped")
-                else:
-                    checked += 1
-    return VerifyReport(repo=repo, checked_files=checked, problems=tuple(problems), unverified_models=tuple(unverified))
+    for entry in sorted(repo.iterdir()):
+        if not entry.is_dir():
+            continue  # files at the top of the repository are not loaded by Triton (the signature lives here)
+        if entry.is_symlink():
+            found.add(f"model folder {entry.name} is a symbolic link", _FIX_LINK)
+        elif entry.name.startswith("."):
+            found.add(hidden_folder_problem(entry.name), HIDDEN_FOLDER_FIX)
+        elif not _check_model(entry, allowed, found):
+            unverified.append(entry.name)
+    return VerifyReport(repo=repo, checked_files=found.checked, problems=tuple(p for p, _ in found.problems),
+                        unverified_models=tuple(unverified), fixes=tuple(f for _, f in found.problems))
 
 
-def check_verified(repo: Path) -> VerifyReport:
-    """:func:`verify_repository`, raising :class:`TritongenError` naming the first bad file."""
-    report = verify_repository(repo)
+def check_verified(repo: Path, *, allow_unverified: Iterable[str] = (), public_key: Path | None = None,
+                   signature: Path | None = None) -> VerifyReport:
+    """:func:`verify_repository`, raising :class:`TritongenError` naming the first problem. With ``public_key``,
+    the repository's signature is checked first (:func:`tritongen.signing.check_signature`)."""
+    checked_signature = None
+    if public_key is not None:
+        from .signing import check_signature
+
+        checked_signature = check_signature(repo, public_key, signature)
+    report = verify_repository(repo, allow_unverified=allow_unverified)
     if not report.ok:
-        raise TritongenError(
-            report.problems[0] + (f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""),
-            "rebuild the model with tritongen build --force, or restore the original file",
-            details="\n".join(report.problems),
-        )
+        more = len(report.problems) - 1
+        raise TritongenError(report.problems[0] + (f" (and {more} more)" if more else ""), report.fixes[0],
+                             details="\n".join(report.problems) if more else "")
+    if checked_signature is not None:
+        report = VerifyReport(repo=report.repo, checked_files=report.checked_files, problems=(),
+                              unverified_models=report.unverified_models, signature=checked_signature)
     return report

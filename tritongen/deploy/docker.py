@@ -119,8 +119,12 @@ def _triton_command(host: str) -> list[str]:
 
 
 def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | None = None, host: str = "127.0.0.1",
-                                  force: bool = False, extra_packages: Mapping[str, str] | None = None) -> DockerBundle:
-    """Write the Docker bundle that serves ``repo`` into ``out`` (atomically) and describe it."""
+                                  force: bool = False, extra_packages: Mapping[str, str] | None = None,
+                                  allow_unverified: tuple[str, ...] = ()) -> DockerBundle:
+    """Write the Docker bundle that serves ``repo`` into ``out`` (atomically) and describe it.
+
+    ``allow_unverified``: models without a build manifest (written by hand) that may be deployed all the same.
+    """
     from .. import __version__  # noqa: PLC0415
     from ..server import ADMIN_HEADER, _is_loopback  # noqa: PLC0415
     from ..validate import check_repository  # noqa: PLC0415
@@ -131,7 +135,7 @@ def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | N
     ubuntu, python = NGC_PLATFORMS[release]
     repo = Path(repo).expanduser()
     check_repository(repo, triton_version=triton_version)
-    check_verified(repo)
+    check_verified(repo, allow_unverified=allow_unverified)
     repo = repo.resolve()
     out = check_out_dir(out, repo, force)
     serving = serving_packages_from_repository(repo, extra_packages)

@@ -1,0 +1,225 @@
+"""Signing a model repository with an elliptic-curve key (OpenSSF ``model-signing``), offline.
+
+``tritongen sign REPO --private-key KEY`` hashes every file under ``REPO`` (every model folder, every version,
+every file; links are refused) and writes a signature over those hashes to ``REPO/.tritongen-signature.sig`` (or
+``--signature PATH``). The default signature is a file at the top of the repository, where Triton loads only
+folders; the check skips that one file. A signature inside a model folder is refused. Also outside the signature:
+Python's ``__pycache__/`` folders beside a ``.py`` (the server writes them on load, after signing); verify accepts
+their files only as the exact bytecode of the signed source (:mod:`tritongen.bytecode`).
+
+``check_signature`` recomputes the hashes and checks them and the signature against a public key: a changed,
+added or removed file, another key, or no signature at all is an error. Key files are read and checked here
+before the library reads them; their contents are never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from .errors import TritongenError
+
+SIGNATURE_NAME = ".tritongen-signature.sig"
+MAX_KEY_BYTES = 64 << 10
+MAX_SIGNATURE_BYTES = 64 << 20
+_QUOTED_ENDS = re.compile(r"^\[['\"]|['\"]\]$")
+_QUOTED_SEPARATOR = re.compile(r"['\"], ['\"]")
+_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+_KEYGEN = ("make a key pair with: openssl ecparam -name prime256v1 -genkey -noout -out signing-key.pem && "
+           "openssl ec -in signing-key.pem -pubout -out signing-key.pub")
+
+
+def _library():
+    try:
+        from model_signing import hashing, signing, verifying  # noqa: PLC0415
+    except ImportError as exc:
+        raise TritongenError(f"the model-signing library cannot be imported ({exc})",
+                             "install it beside tritongen: pip install model-signing pyopenssl") from None
+    return hashing, signing, verifying
+
+
+def _read_key(path: Path, role: str) -> bytes:
+    if not path.exists():
+        raise TritongenError(f"{role} key file {path} does not exist",
+                             f"pass the PEM file of the {role} key ({_KEYGEN})")
+    if not path.is_file():
+        raise TritongenError(f"{role} key path {path} is not a file", f"pass the PEM file of the {role} key")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_KEY_BYTES + 1)
+    if len(data) > MAX_KEY_BYTES:
+        raise TritongenError(f"{role} key file {path} is larger than {MAX_KEY_BYTES >> 10} KiB, too large for a key",
+                             f"pass the PEM file of the {role} key")
+    return data
+
+
+def _check_curve(key, path: Path, role: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _CURVES:
+        kind = public.curve.name if isinstance(public, ec.EllipticCurvePublicKey) else type(key).__name__
+        raise TritongenError(f"{role} key file {path} holds a {kind} key, not an elliptic-curve P-256, P-384 or "
+                             "P-521 key", _KEYGEN)
+
+
+def check_private_key(path: Path) -> None:
+    """Raise :class:`TritongenError` unless ``path`` is an unencrypted PEM EC private key of a supported curve."""
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    data = _read_key(Path(path), "private")
+    if b"PRIVATE KEY-----" not in data and b"PUBLIC KEY-----" in data:
+        raise TritongenError(f"private key file {path} holds a public key",
+                             "sign with the private key (signing-key.pem)")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise TritongenError(f"private key file {path} is encrypted with a password",
+                             "write an unencrypted copy for signing (openssl ec -in KEY -out PLAIN.pem) and keep it "
+                             "private") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise TritongenError(f"private key file {path} is not a PEM private key", _KEYGEN) from None
+    _check_curve(key, Path(path), "private")
+
+
+def check_public_key(path: Path) -> None:
+    """Raise :class:`TritongenError` unless ``path`` is a PEM EC public key of a supported curve."""
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    data = _read_key(Path(path), "public")
+    if b"PRIVATE KEY-----" in data:
+        raise TritongenError(f"public key file {path} holds a private key",
+                             "pass the public key (openssl ec -in signing-key.pem -pubout -out signing-key.pub); "
+                             "keep the private key off deploy hosts")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise TritongenError(f"public key file {path} is not a PEM public key", _KEYGEN) from None
+    _check_curve(key, Path(path), "public")
+
+
+def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | None]:
+    """(signature path, its name if it lies at the top of ``repo`` and the hashing must skip it, else None)."""
+    root = Path(repo).resolve()
+    path = Path(signature) if signature is not None else Path(repo) / SIGNATURE_NAME
+    full = path.parent.resolve() / path.name
+    if full == root or root not in full.parents:
+        return full, None
+    if full.parent != root:
+        raise TritongenError(f"signature path {path} lies inside a model folder of {repo}, where Triton would load it",
+                             f"keep it at the top of the repository (the default, {SIGNATURE_NAME}) or outside it")
+    return full, full.name
+
+
+def _hashing_config(hashing, skipped: str | None, caches: list[str] = ()):
+    """The same file-by-file SHA-256 hashing on both sides. Ignored: the signature itself and, when signing,
+    Python's bytecode caches (``caches``; the signature records them, and verify adds them from it)."""
+    config = hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
+    return config.set_ignored_paths(paths=([skipped] if skipped else []) + list(caches), ignore_git_paths=False)
+
+
+def bytecode_cache_dirs(repo: Path) -> list[str]:
+    """``MODEL/.../__pycache__`` for every folder of a model that holds a ``.py`` file: the Python backend writes
+    its bytecode there on load, after signing. What is in them is checked by verify against the signed source
+    (:mod:`tritongen.bytecode`), not by the signature."""
+    from .bytecode import PYCACHE
+
+    out = []
+    for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.is_symlink()):
+        for dirpath, dirnames, filenames in os.walk(model_dir):
+            dirnames[:] = sorted(d for d in dirnames if d != PYCACHE)
+            if any(f.endswith(".py") for f in filenames):
+                out.append((Path(dirpath) / PYCACHE).relative_to(repo).as_posix())
+    return out
+
+
+def sign_repository(repo: Path, private_key: Path, signature: Path | None = None, *,
+                    allow_unverified: Iterable[str] = ()) -> Path:
+    """Sign every file under ``repo`` once it verifies (:func:`tritongen.verify.check_verified`); returns the
+    signature path (written atomically)."""
+    from .verify import check_verified
+
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
+    check_private_key(private_key)
+    check_verified(repo, allow_unverified=allow_unverified)  # sign only what matches its manifests
+    path, skipped = signature_location(repo, signature)
+    if path.is_dir():
+        raise TritongenError(f"signature path {path} is a folder", "pass a file path with --signature")
+    if not path.parent.is_dir():
+        raise TritongenError(f"the folder of signature path {path} does not exist",
+                             "create it, or pass another --signature")
+    hashing, signing, _ = _library()
+    with tempfile.TemporaryDirectory(prefix="tritongen-sign-") as work:
+        made = Path(work) / "signature.sig"  # written outside the repository, so the hashing never sees it
+        try:
+            config = signing.Config().set_hashing_config(_hashing_config(hashing, skipped, bytecode_cache_dirs(repo)))
+            config.use_elliptic_key_signer(private_key=Path(private_key)).sign(repo, made)
+        except (ValueError, OSError) as exc:  # a link in the repository, an unreadable file
+            raise TritongenError(f"cannot sign model repository {repo}: {_short(exc)}",
+                                 "fix the path named, then sign again") from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(made.read_bytes())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return path
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """The library's message on one line, control characters escaped (file names in it are the repository's)."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(str(exc).split())) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def check_signature(repo: Path, public_key: Path, signature: Path | None = None) -> Path:
+    """Check that ``repo`` is exactly what the holder of ``public_key``'s private key signed; returns the
+    signature's path."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
+    check_public_key(public_key)
+    path, skipped = signature_location(repo, signature)
+    if not path.is_file():
+        raise TritongenError(f"model repository {repo} is not signed: no signature file {path}",
+                             f"sign it with tritongen sign {repo} --private-key KEY (or pass --signature PATH)")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_SIGNATURE_BYTES + 1)
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise TritongenError(f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB",
+                             "sign the repository again")
+    hashing, _, verifying = _library()
+    with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
+        copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
+        copy.write_bytes(data)
+        config = verifying.Config().set_hashing_config(_hashing_config(hashing, skipped))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
+                config.use_elliptic_key_verifier(public_key=Path(public_key)).verify(repo, copy)
+        except Exception as exc:  # noqa: BLE001 - whatever the library raises, the repository is not proven signed
+            raise TritongenError(*_failure(repo, path, public_key, exc)) from None
+    return path
+
+
+def _failure(repo: Path, path: Path, public_key: Path, exc: Exception) -> tuple[str, str]:
+    text = _short(exc)
+    if text.startswith("Signature mismatch: "):  # the library's list of differences, as a Python list
+        body = _QUOTED_ENDS.sub("", text[len("Signature mismatch: "):])
+        return (f"model repository {repo} differs from what was signed ({_QUOTED_SEPARATOR.sub('; ', body)})",
+                "restore the signed files, or re-sign the repository (tritongen sign) after a build, tune or engine")
+    if text.startswith("Key mismatch") or type(exc).__name__ == "InvalidSignature":
+        return (f"signature {path} was not made with the private key of {public_key}",
+                "pass the public key that belongs to the signing key, or re-sign the repository with its private key")
+    return (f"signature {path} cannot be checked ({type(exc).__name__}: {text})",
+            f"sign the repository again (tritongen sign {repo} --private-key KEY)")
