@@ -595,7 +595,7 @@ def _raise_failed(server: RunningServer, failed: Mapping[str, list[dict]]) -> No
     first_name, first_reason = next(iter(reasons.items()))
     first_line = first_reason.strip().splitlines()[0] if first_reason.strip() else "no reason given"
     details = "\n\n".join(f"{name}: {reason.strip()}" for name, reason in reasons.items())
-    server.stop(timeout_s=10)
+    server.stop(timeout_s=10, keep_log=True)  # the error below names the log
     raise TritongenError(
         f"model {names} failed to load in tritonserver ({first_name}: {first_line})" if len(reasons) == 1
         else f"models {names} failed to load in tritonserver ({first_name}: {first_line})",

@@ -100,6 +100,22 @@ def _needs_gpu(repo: Path) -> bool:
     return False
 
 
+def _docker_host(host: str) -> str:
+    """``host`` as Docker publishes ports on it: an IP address (``localhost`` is 127.0.0.1)."""
+    import ipaddress  # noqa: PLC0415
+
+    from ..names import check_host  # noqa: PLC0415
+
+    check_host(host)
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise TritongenError(f"--host '{host}' is a host name; Docker publishes ports on an IP address",
+                             "pass the address itself, e.g. --host 0.0.0.0 for every interface or --host 10.0.0.5") from None
+
+
 def _publish(host: str) -> list[str]:
     if host in ("", "0.0.0.0", "::"):
         bind = "0.0.0.0:" if host != "::" else "[::]:"
@@ -131,6 +147,7 @@ def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | N
     from ..verify import check_verified  # noqa: PLC0415
 
     release = check_release(ngc_release or DEFAULT_NGC_RELEASE)
+    host = _docker_host(host)
     triton_version, tensorrt_version = NGC_RELEASES[release]
     ubuntu, python = NGC_PLATFORMS[release]
     repo = Path(repo).expanduser()
