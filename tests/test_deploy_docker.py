@@ -73,11 +73,22 @@ def ensemble_repo(tmp_path_factory) -> Path:
     common = dict(repo=repo, max_batch_size=8, max_queue_delay_us=5000)
     build_ensemble(build_spec_from_options(minilm_dir(), name="minilm", **common))
     build_ensemble(build_spec_from_options(save_image_classifier(work / "vision"), top_k=2, **common))
-    pair = factories.save_model(factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    pair = factories.save_model(
+        factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
     (work / "pre.py").write_text(PRE_PY)
     (work / "post.py").write_text(POST_PY)
-    build_ensemble(build_spec_from_options(pair, name="pair", inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"],
-                                           preprocess=str(work / "pre.py"), postprocess=str(work / "post.py"), **common))
+    build_ensemble(
+        build_spec_from_options(
+            pair,
+            name="pair",
+            inputs=["a:FP32:4", "b:FP32:4"],
+            outputs=["sum", "product"],
+            preprocess=str(work / "pre.py"),
+            postprocess=str(work / "post.py"),
+            **common,
+        )
+    )
     write_model(repo, "env_probe", ENV_CONFIG, ENV_MODEL)
     return repo
 
@@ -90,8 +101,19 @@ def trt_repo(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("deploy-trt")
     model = factories.save_model(factories.make_small_conv(), root / "conv.pt", "state_dict")
-    build(build_spec_from_options(model, inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
-                                  max_batch_size=8, repo=root / "repo", name="conv", target="tensorrt", precision="fp16"))
+    build(
+        build_spec_from_options(
+            model,
+            inputs=["x:FP32:3,32,32"],
+            outputs=["logits"],
+            model_factory="tests.factories:make_small_conv",
+            max_batch_size=8,
+            repo=root / "repo",
+            name="conv",
+            target="tensorrt",
+            precision="fp16",
+        )
+    )
     return root / "repo"
 
 
@@ -107,9 +129,15 @@ def _pip_line(dockerfile: str) -> list[str]:
 
 def test_ensemble_bundle_serving_image_compose_and_readme(ensemble_repo, tmp_path, capsys):
     out = tmp_path / "deploy"
-    code, stdout, err = run_cli(["deploy", str(ensemble_repo), "--to", "docker", "--out", str(out), "--allow-unverified", "env_probe"], capsys)
+    code, stdout, err = run_cli(
+        ["deploy", str(ensemble_repo), "--to", "docker", "--out", str(out), "--allow-unverified", "env_probe"], capsys
+    )
     assert code == 0, err
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["README.md", "compose.yaml", "serving.Dockerfile"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "README.md",
+        "compose.yaml",
+        "serving.Dockerfile",
+    ]
     dockerfile = (out / "serving.Dockerfile").read_text()
     assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3\n" in dockerfile
     want = sorted(KNOWN_PACKAGES[m] for m in ("numpy", "onnxruntime", "transformers", "PIL"))
@@ -128,7 +156,7 @@ def test_ensemble_bundle_serving_image_compose_and_readme(ensemble_repo, tmp_pat
     assert "deploy" not in triton, "CPU-only Python-backend models: no GPU reservation"
     mount = triton["volumes"][0]
     assert mount.startswith("${TRITONGEN_REPOSITORY:-") and mount.endswith("}:/models:ro")
-    default = mount[len("${TRITONGEN_REPOSITORY:-"):-len("}:/models:ro")]
+    default = mount[len("${TRITONGEN_REPOSITORY:-") : -len("}:/models:ro")]
     assert not Path(default).is_absolute() and (out / default).resolve() == ensemble_repo.resolve()
     readme = (out / "README.md").read_text()
     assert "docker compose up" in readme and "TRITONGEN_REPOSITORY" in readme and "onnxruntime==" in readme
@@ -141,7 +169,9 @@ def test_tensorrt_bundle_builds_engines_first_with_one_release(trt_repo, tmp_pat
     wheel = next((out / "wheels").glob("tritongen-*-py3-none-any.whl"))
     builder = (out / "engine-builder.Dockerfile").read_text()
     assert "FROM nvcr.io/nvidia/tensorrt:24.10-py3\n" in builder
-    assert f"COPY wheels/{wheel.name} " in builder and "COPY tritongen" not in builder, "installed from a wheel, not a source copy"
+    assert f"COPY wheels/{wheel.name} " in builder and "COPY tritongen" not in builder, (
+        "installed from a wheel, not a source copy"
+    )
     assert _pip_line(builder) == list(ENGINE_BUILDER_PACKAGES)
     hadolint(out / "engine-builder.Dockerfile")
     assert not (out / "serving.Dockerfile").exists(), "no Python-backend model: Triton runs NGC's image as it is"
@@ -151,14 +181,19 @@ def test_tensorrt_bundle_builds_engines_first_with_one_release(trt_repo, tmp_pat
     assert services["triton"]["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
     assert services["triton"]["depends_on"] == {"engine-builder": {"condition": "service_completed_successfully"}}
     assert services["engine-builder"]["command"] == ["engine", "/models"]
-    assert services["engine-builder"]["volumes"][0].endswith(":/models"), "the builder writes the plans into the repository"
+    assert services["engine-builder"]["volumes"][0].endswith(":/models"), (
+        "the builder writes the plans into the repository"
+    )
     for name in ("engine-builder", "triton"):
         assert services[name]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
     newer = docker_bundle_from_repository(trt_repo, tmp_path / "deploy-25", ngc_release="25.01")
     builder = (newer.out / "engine-builder.Dockerfile").read_text()
     assert "FROM nvcr.io/nvidia/tensorrt:25.01-py3\n" in builder and "ENV PIP_BREAK_SYSTEM_PACKAGES=1" in builder
-    assert yaml.safe_load((newer.out / "compose.yaml").read_text())["services"]["triton"]["image"] == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    assert (
+        yaml.safe_load((newer.out / "compose.yaml").read_text())["services"]["triton"]["image"]
+        == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    )
     hadolint(newer.out / "engine-builder.Dockerfile")
 
 
@@ -178,16 +213,30 @@ def test_host_off_loopback_publishes_there_and_restricts_model_control(trt_repo,
 def test_bad_input_is_one_error_and_writes_nothing(trt_repo, ensemble_repo, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(trt_repo, broken)
-    (broken / "conv" / "config.pbtxt").write_text((broken / "conv" / "config.pbtxt").read_text().replace("max_batch_size: 8", "max_batch_size: -3"))
+    (broken / "conv" / "config.pbtxt").write_text(
+        (broken / "conv" / "config.pbtxt").read_text().replace("max_batch_size: 8", "max_batch_size: -3")
+    )
     cases = {
-        "repository does not validate": (["deploy", str(broken), "--to", "docker", "--out", str(tmp_path / "a")], "problem"),
-        "unknown NGC release": (["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "b"), "--ngc-version", "23.01"],
-                                "NGC release '23.01' is not known"),
-        "out inside the repository": (["deploy", str(trt_repo), "--to", "docker", "--out", str(trt_repo / "deploy")], "inside the model repository"),
-        "--host with a command": (["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "e"), "--host", "$(touch x)"],
-                                  "is not an IP address"),
-        "bad --extra-package": (["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "c"), "--extra-package", "sklearn"],
-                                "IMPORT=REQUIREMENT"),
+        "repository does not validate": (
+            ["deploy", str(broken), "--to", "docker", "--out", str(tmp_path / "a")],
+            "problem",
+        ),
+        "unknown NGC release": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "b"), "--ngc-version", "23.01"],
+            "NGC release '23.01' is not known",
+        ),
+        "out inside the repository": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(trt_repo / "deploy")],
+            "inside the model repository",
+        ),
+        "--host with a command": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "e"), "--host", "$(touch x)"],
+            "is not an IP address",
+        ),
+        "bad --extra-package": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "c"), "--extra-package", "sklearn"],
+            "IMPORT=REQUIREMENT",
+        ),
     }
     for what, (args, words) in cases.items():
         code, _, err = run_cli(args, capsys)
@@ -212,12 +261,30 @@ def test_an_import_tritongen_cannot_map_is_an_error_until_named(ensemble_repo, t
     shutil.copytree(ensemble_repo / "pair_preprocess", repo / "pair_preprocess")
     user_code = repo / "pair_preprocess" / "1" / "user_code.py"
     user_code.write_text("import sklearn.preprocessing\n" + user_code.read_text())
-    (repo / "pair_preprocess" / "1" / "tritongen").rename(repo / "pair_preprocess" / "1" / ".manifest-off")  # edited: no manifest
-    code, _, err = run_cli(["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d"), "--allow-unverified", "pair_preprocess"], capsys)
+    (repo / "pair_preprocess" / "1" / "tritongen").rename(
+        repo / "pair_preprocess" / "1" / ".manifest-off"
+    )  # edited: no manifest
+    code, _, err = run_cli(
+        ["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d"), "--allow-unverified", "pair_preprocess"],
+        capsys,
+    )
     assert code == 1 and "imports 'sklearn'" in err and "--extra-package sklearn=" in err
     assert not (tmp_path / "d").exists()
-    code, out, err = run_cli(["deploy", str(repo), "--to", "docker", "--out", str(tmp_path / "d"), "--allow-unverified", "pair_preprocess",
-                              "--extra-package", "sklearn=scikit-learn==1.5.2"], capsys)
+    code, out, err = run_cli(
+        [
+            "deploy",
+            str(repo),
+            "--to",
+            "docker",
+            "--out",
+            str(tmp_path / "d"),
+            "--allow-unverified",
+            "pair_preprocess",
+            "--extra-package",
+            "sklearn=scikit-learn==1.5.2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "scikit-learn==1.5.2" in _pip_line((tmp_path / "d" / "serving.Dockerfile").read_text())
 
@@ -227,10 +294,15 @@ def test_every_template_import_is_stdlib_backend_or_installed_by_the_serving_ima
     installed = {module for module, requirement in KNOWN_PACKAGES.items() if requirement in bundle.serving.requirements}
     templates = sorted((ROOT / "templates" / "python").glob("*.py"))
     generated = {p.read_bytes() for p in ensemble_repo.glob("*/1/model.py")}
-    assert templates and all(t.read_bytes() in generated for t in templates), "the repository holds every template, as generated"
+    assert templates and all(t.read_bytes() in generated for t in templates), (
+        "the repository holds every template, as generated"
+    )
     for path in [*templates, *ensemble_repo.glob("*/1/*.py")]:
         for module in modules_imported_by(path.read_text(), str(path)):
-            assert module in sys.stdlib_module_names or module in BACKEND_MODULES or module in installed, (path.name, module)
+            assert module in sys.stdlib_module_names or module in BACKEND_MODULES or module in installed, (
+                path.name,
+                module,
+            )
     assert {"onnxruntime", "transformers", "PIL", "numpy"} <= installed
 
 
@@ -249,7 +321,11 @@ def test_serve_docker_never_prints_a_run_line_that_cannot_load(trt_repo, ensembl
     plain = tmp_path / "plain"
     write_model(plain, "double", DOUBLE_CONFIG, DOUBLE_MODEL)  # numpy only: NGC's image has it
     code, out, _ = run_cli(["serve", str(plain), "--docker", "--allow-unverified", "double"], capsys)
-    assert out.startswith("docker run ") and "nvcr.io/nvidia/tritonserver:24.10-py3" in out and "127.0.0.1:8000:8000" in out
+    assert (
+        out.startswith("docker run ")
+        and "nvcr.io/nvidia/tritonserver:24.10-py3" in out
+        and "127.0.0.1:8000:8000" in out
+    )
 
 
 def test_validate_warns_about_pending_plans_and_names_the_command(trt_repo, capsys):
@@ -266,17 +342,27 @@ def test_wheel_installs_tritongen_with_its_templates_and_command(trt_repo, tmp_p
     bundle = docker_bundle_from_repository(trt_repo, tmp_path / "deploy")
     wheel = next((bundle.out / "wheels").glob("*.whl"))
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert (target / "bin" / "tritongen").is_file()
-    probe = ("import tritongen, tritongen.templates as t; from tritongen.cli import cli; "
-             "print(tritongen.__file__); print(t.template_dir()); print(sorted(cli.commands))")
+    probe = (
+        "import tritongen, tritongen.templates as t; from tritongen.cli import cli; "
+        "print(tritongen.__file__); print(t.template_dir()); print(sorted(cli.commands))"
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     package, templates, commands = result.stdout.splitlines()
     assert Path(package).is_relative_to(target) and Path(templates) == target / "tritongen" / "templates"
-    assert (Path(templates) / "python" / "onnx_runner.py").is_file() and (Path(templates) / "deploy" / "docker" / "compose.yaml.j2").is_file()
+    assert (Path(templates) / "python" / "onnx_runner.py").is_file() and (
+        Path(templates) / "deploy" / "docker" / "compose.yaml.j2"
+    ).is_file()
     assert "'engine'" in commands and "'deploy'" in commands
     again = docker_bundle_from_repository(trt_repo, tmp_path / "again")
     assert next((again.out / "wheels").glob("*.whl")).read_bytes() == wheel.read_bytes(), "the wheel is reproducible"
@@ -291,12 +377,38 @@ def test_pins_resolve_to_wheels_for_the_images_python(python, trt_repo, tmp_path
     for requirements in (list(KNOWN_PACKAGES.values()), [str(wheel), *ENGINE_BUILDER_PACKAGES]):
         report = tmp_path / "report.json"
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:", "-q",
-             "--python-version", python, "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-             "--platform", "manylinux2014_x86_64", "--target", str(tmp_path / "unused"), "--report", str(report), *requirements],
-            capture_output=True, text=True, timeout=540)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--only-binary=:all:",
+                "-q",
+                "--python-version",
+                python,
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--platform",
+                "manylinux2014_x86_64",
+                "--target",
+                str(tmp_path / "unused"),
+                "--report",
+                str(report),
+                *requirements,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
-        resolved = {_normalized(item["metadata"]["name"]): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
+        resolved = {
+            _normalized(item["metadata"]["name"]): item["metadata"]["version"]
+            for item in json.loads(report.read_text())["install"]
+        }
         assert resolved["numpy"].startswith("1."), "Triton 2.51's Python backend needs numpy<2"
         for requirement in requirements:
             if "==" in requirement:
@@ -314,8 +426,12 @@ def _normalized(name: str) -> str:
 
 def _venv_with(path: Path, requirements: list[str]) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
-    result = subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(path / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return path
 
@@ -336,7 +452,9 @@ def _venv_without(source: Path, path: Path, dropped: tuple[str, ...]) -> Path:
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_serving_packages_in_a_fresh_environment_serve_every_python_model(ensemble_repo, server_install, tmp_path_factory):
+def test_serving_packages_in_a_fresh_environment_serve_every_python_model(
+    ensemble_repo, server_install, tmp_path_factory
+):
     from sentence_transformers import SentenceTransformer
     from transformers import AutoImageProcessor, ViTForImageClassification
     import torch
@@ -356,7 +474,9 @@ def test_serving_packages_in_a_fresh_environment_serve_every_python_model(ensemb
     with server_from_repository(ServeSpec(repo=ensemble_repo, python_env=venv, ready_timeout_s=240, **ports)) as server:
         probe = infer_from_arrays(server.grpc_url, "env_probe", {"TEXT": np.array([b"x"], dtype=object)})["INFO"]
         numpy_file, ort_file = probe[1].decode(), probe[3].decode()
-        assert Path(numpy_file).is_relative_to(venv) and Path(ort_file).is_relative_to(venv), "the stub imports from the fresh venv"
+        assert Path(numpy_file).is_relative_to(venv) and Path(ort_file).is_relative_to(venv), (
+            "the stub imports from the fresh venv"
+        )
 
         responses = infer_concurrently(server.grpc_url, "minilm", [texts(s) for s in SENTENCES], concurrency=6)
         want = SentenceTransformer(str(minilm_dir()), device="cpu").encode(SENTENCES, normalize_embeddings=True)
@@ -388,3 +508,24 @@ def test_serving_packages_in_a_fresh_environment_serve_every_python_model(ensemb
         server_from_repository(ServeSpec(repo=ensemble_repo, python_env=broken, ready_timeout_s=240, **ports))
     assert "No module named 'PIL'" in failed.value.details
     assert "minilm" not in failed.value.problem, "only the models that import PIL fail"
+
+
+# ------------------------------------------------------------------------------------------ scripts/gpu_acceptance.sh
+
+
+def test_gpu_acceptance_script_is_shellcheck_clean_and_uses_real_options(capsys):
+    """The script cannot run here (no GPU, no Docker): its shell is checked, and every tritongen option it passes
+    exists in that command's --help."""
+    script = ROOT / "scripts" / "gpu_acceptance.sh"
+    result = subprocess.run([tool("shellcheck"), str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
+    text = script.read_text().replace("\\\n", " ")
+    calls = re.findall(r'"\$TG" (\w+)([^\n]*)', text)
+    assert {command for command, _ in calls} >= {"build", "validate", "deploy", "infer", "perf"}
+    for command, rest in calls:
+        code, help_text, _ = run_cli([command, "--help"], capsys)
+        assert code == 0
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+            assert option in help_text, f"tritongen {command} has no {option}"
+    assert "gpu acceptance: PASS" in text and "gpu acceptance: FAIL" in text

@@ -176,8 +176,9 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
 @click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port.")
 @click.option("--timeout-s", "ready_timeout_s", type=float, default=180, show_default=True, help="How long to wait for every model to be READY.")
 @click.option("--python-env", type=click.Path(path_type=Path),
-              help="A virtual environment (this Python's version) the Python-backend models import from, instead of this one.")
-@click.option("--docker", is_flag=True, help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).")
+              help="A venv (this Python's version) the Python-backend models import from, instead of this one.")
+@click.option("--docker", is_flag=True,
+              help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).")
 @_ALLOW_UNVERIFIED
 @_PUBLIC_KEY
 @_SIGNATURE

@@ -18,9 +18,15 @@ from .plan_compat import DEFAULT_NGC_RELEASE
 def _to_docker(repo: Path, out: Path, options: dict[str, Any]) -> Any:
     from .deploy.docker import docker_bundle_from_repository
 
-    return docker_bundle_from_repository(repo, out, ngc_release=options["ngc_version"], host=options["host"],
-                                         force=options["force"], extra_packages=_extra_packages(options["extra_packages"]),
-                                         allow_unverified=options["allow_unverified"])
+    return docker_bundle_from_repository(
+        repo,
+        out,
+        ngc_release=options["ngc_version"],
+        host=options["host"],
+        force=options["force"],
+        extra_packages=_extra_packages(options["extra_packages"]),
+        allow_unverified=options["allow_unverified"],
+    )
 
 
 # --to value -> function(repo, out, options) returning a result with summary()
@@ -34,8 +40,10 @@ def _extra_packages(values: tuple[str, ...]) -> dict[str, str]:
     for value in values:
         module, sep, requirement = value.partition("=")
         if not sep or not module or not requirement or not module.isidentifier():
-            raise TritongenError(f"--extra-package '{value}' is not IMPORT=REQUIREMENT",
-                                 "write the import name, '=', and a pinned requirement, e.g. --extra-package sklearn=scikit-learn==1.5.2")
+            raise TritongenError(
+                f"--extra-package '{value}' is not IMPORT=REQUIREMENT",
+                "write the import name, '=' and a pinned requirement: --extra-package sklearn=scikit-learn==1.5.2",
+            )
         out[module] = requirement
     return out
 
@@ -43,15 +51,36 @@ def _extra_packages(values: tuple[str, ...]) -> dict[str, str]:
 @click.command(short_help="Write what serves REPO on a GPU host (Dockerfiles + compose).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @click.option("--to", "target", type=click.Choice(sorted(TARGETS)), required=True, help="Where it will run.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (must not exist, unless --force).")
-@click.option("--ngc-version", default=DEFAULT_NGC_RELEASE, show_default=True, metavar="YY.MM",
-              help="NGC release of every image (Triton, TensorRT): plans built by one load in the other.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address the ports are published on; anything but loopback restricts the model-control APIs.")
-@click.option("--extra-package", "extra_packages", multiple=True, metavar="IMPORT=REQUIREMENT",
-              help="A package for an import tritongen does not know, e.g. sklearn=scikit-learn==1.5.2 (repeatable).")
-@click.option("--allow-unverified", "allow_unverified", multiple=True, metavar="NAME",
-              help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (must not exist, unless --force)."
+)
+@click.option(
+    "--ngc-version",
+    default=DEFAULT_NGC_RELEASE,
+    show_default=True,
+    metavar="YY.MM",
+    help="NGC release of every image (Triton, TensorRT): plans built by one load in the other.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the ports are published on; anything but loopback restricts the model-control APIs.",
+)
+@click.option(
+    "--extra-package",
+    "extra_packages",
+    multiple=True,
+    metavar="IMPORT=REQUIREMENT",
+    help="A package for an import tritongen does not know, e.g. sklearn=scikit-learn==1.5.2 (repeatable).",
+)
+@click.option(
+    "--allow-unverified",
+    "allow_unverified",
+    multiple=True,
+    metavar="NAME",
+    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
+)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def deploy(repo: Path, target: str, out: Path, **options) -> None:
     """Write the files that serve REPO on TARGET into --out, for exactly this repository.

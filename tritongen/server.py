@@ -137,8 +137,9 @@ def find_server_binary(server_bin: Path | str | None = None, python_env: Path | 
     wheel_root = _wheel_root()
     if python_env is not None:
         if server_bin is not None or shutil.which("tritonserver") or wheel_root is None:
-            raise TritongenError("a Python environment for the Python-backend models can only be given to the nvidia-pytriton wheel's server",
-                                 f"{INSTALL_FIX.split(' or ')[0]}, and leave --server-bin out (and tritonserver off PATH)")
+            raise TritongenError(
+                "a Python environment for the Python-backend models can only be given to the nvidia-pytriton wheel's server",
+                f"{INSTALL_FIX.split(' or ')[0]}, and leave --server-bin out (and tritonserver off PATH)")
         return _wheel_install(wheel_root, python_env)
     if server_bin is not None:
         path = Path(server_bin).expanduser()
@@ -229,15 +230,16 @@ def _python_environment(python_env: Path | None = None) -> tuple[Path, Path | No
 
 def _venv_bin(python_env: Path) -> Path:
     cfg = python_env / "pyvenv.cfg"
-    fix = f"create it with `{Path(sys.executable).name} -m venv {python_env}` (Python {sys.version_info.major}.{sys.version_info.minor}, the stub's)"
+    stub_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    fix = f"create it with `{Path(sys.executable).name} -m venv {python_env}` (Python {stub_python}, the stub's)"
     if not cfg.is_file() or not (python_env / "bin" / "python3").exists():
         raise TritongenError(f"{python_env} is not a virtual environment (no pyvenv.cfg or bin/python3)", fix)
     settings = dict(line.split("=", 1) for line in cfg.read_text().splitlines() if "=" in line)
     settings = {k.strip(): v.strip() for k, v in settings.items()}
     version = settings.get("version_info") or settings.get("version") or ""
     if version.split(".")[:2] != [str(sys.version_info.major), str(sys.version_info.minor)]:
-        raise TritongenError(f"{python_env} is a Python {version or '?'} environment; the Python-backend stub embeds Python "
-                             f"{sys.version_info.major}.{sys.version_info.minor}", fix)
+        raise TritongenError(f"{python_env} is a Python {version or '?'} environment; the Python-backend stub "
+                             f"embeds Python {stub_python}", fix)
     return python_env / "bin"
 
 
@@ -506,7 +508,8 @@ def server_args(spec: ServeSpec, ports: Mapping[str, int], install: ServerInstal
     return args + list(spec.extra_args)
 
 
-def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None = None, python_env: Path | None = None) -> None:
+def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None = None,
+                 python_env: Path | None = None) -> None:
     """Triton 2.51's Python backend answers with empty or mis-sized outputs under numpy 2: refuse up front.
 
     Only for the wheel's server, whose Python-backend models import numpy from this environment.
@@ -517,8 +520,8 @@ def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None =
         from importlib.metadata import PackageNotFoundError, distributions, version
 
         if python_env is not None:
-            found = [d.version for d in distributions(path=[str(p) for p in python_env.glob("lib/python3*/site-packages")])
-                     if (d.metadata["Name"] or "").lower() == "numpy"]
+            site = [str(p) for p in python_env.glob("lib/python3*/site-packages")]
+            found = [d.version for d in distributions(path=site) if (d.metadata["Name"] or "").lower() == "numpy"]
             if not found:
                 return
             numpy_version = found[0]
@@ -529,7 +532,8 @@ def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None =
                 return
     if int(numpy_version.split(".")[0]) >= 2:
         raise TritongenError(
-            f"numpy {numpy_version} is installed in {python_env or sys.prefix}, and the Python backend of Triton {install.version} "
+            f"numpy {numpy_version} is installed in {python_env or sys.prefix}, and the Python backend of Triton "
+            f"{install.version} "
             "returns empty or wrong-sized outputs with numpy 2",
             "pip install 'numpy<2' in this environment (Python-backend models import numpy from it)",
         )

@@ -724,8 +724,8 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
 def _pending_plan_warnings(repo: Path) -> dict[str, tuple[str, ...]]:
     from .plan_compat import pending_plans_from_repository
 
-    return {name: (f"TensorRT plan for version(s) {', '.join(map(str, versions))} not built yet: Triton cannot load this "
-                   f"model until `tritongen engine {repo}` ran on a GPU host with TensorRT "
+    return {name: (f"TensorRT plan for version(s) {', '.join(map(str, versions))} not built yet: Triton cannot load "
+                   f"this model until `tritongen engine {repo}` ran on a GPU host with TensorRT "
                    f"(or `tritongen deploy {repo} --to docker --out DIR` writes an engine builder for it)",)
             for name, versions in pending_plans_from_repository(repo).items()}
 

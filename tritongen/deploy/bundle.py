@@ -21,8 +21,10 @@ def check_out_dir(out: Path, repo: Path, force: bool) -> Path:
     out = Path(out).expanduser().absolute()
     repo = Path(repo).expanduser().resolve()
     if out.resolve() == repo or repo in out.resolve().parents:
-        raise TritongenError(f"--out {out} is inside the model repository {repo}",
-                             "write the bundle beside the repository, e.g. --out deploy/")
+        raise TritongenError(
+            f"--out {out} is inside the model repository {repo}",
+            "write the bundle beside the repository, e.g. --out deploy/",
+        )
     if out.exists() and not out.is_dir():
         raise TritongenError(f"--out {out} is a file", "pass a folder path (it is created)")
     if out.exists() and not force:
@@ -30,7 +32,9 @@ def check_out_dir(out: Path, repo: Path, force: bool) -> Path:
     return out
 
 
-def write_bundle(out: Path, files: Mapping[str, str | bytes | Path], *, force: bool, executable: tuple[str, ...] = ()) -> Path:
+def write_bundle(
+    out: Path, files: Mapping[str, str | bytes | Path], *, force: bool, executable: tuple[str, ...] = ()
+) -> Path:
     """Write ``files`` (relative name -> text, bytes or a file to copy) as the folder ``out``, atomically."""
     out = Path(out)
     if out.exists() and not force:
@@ -76,6 +80,14 @@ def _environment():
 
         from ..templates import template_dir  # noqa: PLC0415
 
-        _ENV.append(jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), undefined=jinja2.StrictUndefined,
-                                       keep_trailing_newline=True, autoescape=False, trim_blocks=True, lstrip_blocks=True))
+        _ENV.append(
+            jinja2.Environment(
+                loader=jinja2.FileSystemLoader(str(template_dir())),
+                undefined=jinja2.StrictUndefined,
+                keep_trailing_newline=True,
+                autoescape=False,
+                trim_blocks=True,
+                lstrip_blocks=True,
+            )
+        )
     return _ENV[0]

@@ -28,14 +28,26 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import TritongenError
-from ..plan_compat import (DEFAULT_NGC_RELEASE, NGC_PLATFORMS, NGC_RELEASES, TENSORRT_IMAGE, TRITON_IMAGE, check_release,
-                           pending_plans_from_repository)
+from ..plan_compat import (
+    DEFAULT_NGC_RELEASE,
+    NGC_PLATFORMS,
+    NGC_RELEASES,
+    TENSORRT_IMAGE,
+    TRITON_IMAGE,
+    check_release,
+    pending_plans_from_repository,
+)
 from .bundle import check_out_dir, render, write_bundle
 from .python_deps import ServingPackages, serving_packages_from_repository
 
 # What `tritongen engine` imports besides tritongen's own dependencies and TensorRT (in the image), pinned to
 # versions with Python 3.10 and 3.12 wheels. cuda-python 12.x matches the CUDA 12 of NGC 24.xx/25.01.
-ENGINE_BUILDER_PACKAGES = ("polygraphy==0.49.26", "onnx==1.17.0", "onnx-graphsurgeon==0.5.8", "cuda-python==12.6.2.post1")
+ENGINE_BUILDER_PACKAGES = (
+    "polygraphy==0.49.26",
+    "onnx==1.17.0",
+    "onnx-graphsurgeon==0.5.8",
+    "cuda-python==12.6.2.post1",
+)
 SERVING_DOCKERFILE = "serving.Dockerfile"
 BUILDER_DOCKERFILE = "engine-builder.Dockerfile"
 COMPOSE_FILE = "compose.yaml"
@@ -67,8 +79,11 @@ class DockerBundle:
         return bool(self.pending_plans)
 
     def summary(self) -> str:
-        lines = [f"wrote {self.out} (NGC {self.release}: {self.triton_image}"
-                 + (f", {self.tensorrt_image}" if self.tensorrt_image else "") + ")"]
+        lines = [
+            f"wrote {self.out} (NGC {self.release}: {self.triton_image}"
+            + (f", {self.tensorrt_image}" if self.tensorrt_image else "")
+            + ")"
+        ]
         lines += [f"  {name}" for name in self.files]
         if self.serving.requirements:
             lines.append(f"  serving image installs: {' '.join(self.serving.requirements)}")
@@ -112,8 +127,10 @@ def _docker_host(host: str) -> str:
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
-        raise TritongenError(f"--host '{host}' is a host name; Docker publishes ports on an IP address",
-                             "pass the address itself, e.g. --host 0.0.0.0 for every interface or --host 10.0.0.5") from None
+        raise TritongenError(
+            f"--host '{host}' is a host name; Docker publishes ports on an IP address",
+            "pass the address itself, e.g. --host 0.0.0.0 for every interface or --host 10.0.0.5",
+        ) from None
 
 
 def _publish(host: str) -> list[str]:
@@ -134,9 +151,16 @@ def _triton_command(host: str) -> list[str]:
     return command
 
 
-def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | None = None, host: str = "127.0.0.1",
-                                  force: bool = False, extra_packages: Mapping[str, str] | None = None,
-                                  allow_unverified: tuple[str, ...] = ()) -> DockerBundle:
+def docker_bundle_from_repository(
+    repo: Path,
+    out: Path,
+    *,
+    ngc_release: str | None = None,
+    host: str = "127.0.0.1",
+    force: bool = False,
+    extra_packages: Mapping[str, str] | None = None,
+    allow_unverified: tuple[str, ...] = (),
+) -> DockerBundle:
     """Write the Docker bundle that serves ``repo`` into ``out`` (atomically) and describe it.
 
     ``allow_unverified``: models without a build manifest (written by hand) that may be deployed all the same.
@@ -168,9 +192,17 @@ def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | N
     if serving.requirements:
         digest = hashlib.sha256("\n".join(serving.requirements).encode()).hexdigest()[:8]
         serving_image = f"tritongen-serving:{release}-{digest}"
-        files[SERVING_DOCKERFILE] = render("docker/serving.Dockerfile.j2", triton_version=triton_version, release=release,
-                                           python=python, ubuntu=ubuntu, modules=serving.installed_modules, triton_image=triton_image,
-                                           externally_managed=externally_managed, requirements=serving.requirements)
+        files[SERVING_DOCKERFILE] = render(
+            "docker/serving.Dockerfile.j2",
+            triton_version=triton_version,
+            release=release,
+            python=python,
+            ubuntu=ubuntu,
+            modules=serving.installed_modules,
+            triton_image=triton_image,
+            externally_managed=externally_managed,
+            requirements=serving.requirements,
+        )
         described.append((SERVING_DOCKERFILE, f"{triton_image} + the Python-backend models' packages"))
     else:
         serving_image = triton_image
@@ -189,30 +221,81 @@ def docker_bundle_from_repository(repo: Path, out: Path, *, ngc_release: str | N
 
             shutil.rmtree(wheel_tmp, ignore_errors=True)
         builder_image = f"tritongen-engine-builder:{release}-{__version__}"
-        files[BUILDER_DOCKERFILE] = render("docker/engine-builder.Dockerfile.j2", release=release, tensorrt_version=tensorrt_version,
-                                           python=python, tensorrt_image=tensorrt_image, externally_managed=externally_managed,
-                                           wheel=f"wheels/{wheel.name}", wheel_name=wheel.name, requirements=ENGINE_BUILDER_PACKAGES)
-        described.append((BUILDER_DOCKERFILE, f"{tensorrt_image} + tritongen (from the wheel) to build the pending plans"))
+        files[BUILDER_DOCKERFILE] = render(
+            "docker/engine-builder.Dockerfile.j2",
+            release=release,
+            tensorrt_version=tensorrt_version,
+            python=python,
+            tensorrt_image=tensorrt_image,
+            externally_managed=externally_managed,
+            wheel=f"wheels/{wheel.name}",
+            wheel_name=wheel.name,
+            requirements=ENGINE_BUILDER_PACKAGES,
+        )
+        described.append(
+            (BUILDER_DOCKERFILE, f"{tensorrt_image} + tritongen (from the wheel) to build the pending plans")
+        )
         described.append((f"wheels/{wheel.name}", "tritongen, packed from the installation that wrote this bundle"))
     ports = _publish(host)
     admin_env = None if _is_loopback(host) else ADMIN_ENV
-    files[COMPOSE_FILE] = render("docker/compose.yaml.j2", release=release, triton_version=triton_version,
-                                 tensorrt_version=tensorrt_version, repo_default=repo_default, builder=bool(pending),
-                                 pending=_pending_text(pending), admin_env=admin_env, admin_header=ADMIN_HEADER, host=host,
-                                 project="tritongen", builder_image=builder_image, repo_mount=repo_mount,
-                                 serving_dockerfile=bool(serving.requirements), serving_image=serving_image,
-                                 command=_triton_command(host), ports=ports, gpu=_needs_gpu(repo))
-    described.append((COMPOSE_FILE, "Triton" + (" after the engine builder" if pending else "") + ", health-checked on /v2/health/ready"))
+    files[COMPOSE_FILE] = render(
+        "docker/compose.yaml.j2",
+        release=release,
+        triton_version=triton_version,
+        tensorrt_version=tensorrt_version,
+        repo_default=repo_default,
+        builder=bool(pending),
+        pending=_pending_text(pending),
+        admin_env=admin_env,
+        admin_header=ADMIN_HEADER,
+        host=host,
+        project="tritongen",
+        builder_image=builder_image,
+        repo_mount=repo_mount,
+        serving_dockerfile=bool(serving.requirements),
+        serving_image=serving_image,
+        command=_triton_command(host),
+        ports=ports,
+        gpu=_needs_gpu(repo),
+    )
+    described.append(
+        (
+            COMPOSE_FILE,
+            "Triton" + (" after the engine builder" if pending else "") + ", health-checked on /v2/health/ready",
+        )
+    )
     described.append((README_FILE, "this file"))
     host_note = "loopback only" if _is_loopback(host) else f"set {ADMIN_ENV} before `docker compose up`"
-    files[README_FILE] = render("docker/README.md.j2", repo_name=repo.name, tritongen_version=__version__, repo_default=repo_default,
-                                release=release, triton_version=triton_version, tensorrt_version=tensorrt_version, python=python,
-                                files=described, builder=bool(pending), pending=_pending_text(pending),
-                                requirements=serving.requirements, ports=ports, host_note=host_note)
+    files[README_FILE] = render(
+        "docker/README.md.j2",
+        repo_name=repo.name,
+        tritongen_version=__version__,
+        repo_default=repo_default,
+        release=release,
+        triton_version=triton_version,
+        tensorrt_version=tensorrt_version,
+        python=python,
+        files=described,
+        builder=bool(pending),
+        pending=_pending_text(pending),
+        requirements=serving.requirements,
+        ports=ports,
+        host_note=host_note,
+    )
     write_bundle(out, files, force=force)
-    return DockerBundle(out=out, repo=repo, release=release, triton_image=triton_image, tensorrt_image=tensorrt_image,
-                        serving_image=serving_image, serving=serving, pending_plans=pending, files=tuple(sorted(files)),
-                        host=host, repo_default=repo_default)
+    return DockerBundle(
+        out=out,
+        repo=repo,
+        release=release,
+        triton_image=triton_image,
+        tensorrt_image=tensorrt_image,
+        serving_image=serving_image,
+        serving=serving,
+        pending_plans=pending,
+        files=tuple(sorted(files)),
+        host=host,
+        repo_default=repo_default,
+    )
 
 
 # ------------------------------------------------------------------------------------------ serve --docker
@@ -232,8 +315,11 @@ class DockerSteps:
             return self.command
         lines = ["NGC's Triton image cannot serve this repository as it is:"]
         lines += [f"  - {reason}" for reason in self.reasons]
-        lines += ["Write the images and compose file it needs, then start them on the GPU host:",
-                  f"  {self.deploy_command}", "  cd deploy && docker compose up"]
+        lines += [
+            "Write the images and compose file it needs, then start them on the GPU host:",
+            f"  {self.deploy_command}",
+            "  cd deploy && docker compose up",
+        ]
         return "\n".join(lines)
 
 

@@ -77,7 +77,9 @@ def modules_imported_by(source: str, filename: str = "<model.py>") -> frozenset[
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
-        raise TritongenError(f"{filename} has a syntax error at line {exc.lineno}", "fix the model's Python code") from None
+        raise TritongenError(
+            f"{filename} has a syntax error at line {exc.lineno}", "fix the model's Python code"
+        ) from None
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -99,17 +101,21 @@ def python_models(repo: Path) -> list[Path]:
 
 
 def imports_from_model(model_dir: Path, repo: Path) -> ModelImports:
-    """Third-party and standard modules imported by every ``.py`` of every version folder (tritongen's records excluded)."""
+    """Modules imported by every ``.py`` of every version folder (tritongen's own records excluded)."""
     by_file = {}
     for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-        local = {p.stem for p in version_dir.glob("*.py")} | {p.name for p in version_dir.iterdir() if (p / "__init__.py").is_file()}
+        local = {p.stem for p in version_dir.glob("*.py")} | {
+            p.name for p in version_dir.iterdir() if (p / "__init__.py").is_file()
+        }
         for path in sorted(version_dir.rglob("*.py")):
             if "tritongen" in path.relative_to(version_dir).parts[:1]:
                 continue
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise TritongenError(f"cannot read {path} ({exc})", "make the model's Python files readable UTF-8") from None
+                raise TritongenError(
+                    f"cannot read {path} ({exc})", "make the model's Python files readable UTF-8"
+                ) from None
             modules = modules_imported_by(text, str(path)) - local
             by_file[path.relative_to(repo).as_posix()] = frozenset(modules)
     return ModelImports(model_dir.name, by_file)
@@ -129,8 +135,10 @@ def serving_packages_from_repository(repo: Path, extra_packages: Mapping[str, st
     extra = dict(extra_packages or {})
     for module, requirement in extra.items():
         if not _REQUIREMENT_RE.match(requirement):
-            raise TritongenError(f"--extra-package {module}={requirement} is not a pinned requirement",
-                                 f"pin one version, e.g. {module}={requirement.split('=')[0].split('<')[0].split('>')[0] or 'package'}==1.2.3")
+            raise TritongenError(
+                f"--extra-package {module}={requirement} is not a pinned requirement",
+                f"pin one version, e.g. {module}={re.split(r'[=<>!~ ]', requirement)[0] or 'package'}==1.2.3",
+            )
     mapping = {**KNOWN_PACKAGES, **extra}
     imports = tuple(imports_from_model(m, Path(repo)) for m in python_models(Path(repo)))
     provided: set[str] = set()
@@ -148,8 +156,10 @@ def serving_packages_from_repository(repo: Path, extra_packages: Mapping[str, st
     if unknown:
         module, paths = next(iter(sorted(unknown.items())))
         others = f" (and {len(unknown) - 1} more: {', '.join(sorted(unknown)[1:])})" if len(unknown) > 1 else ""
-        raise TritongenError(f"{paths[0]} imports '{module}', a module tritongen cannot map to a PyPI package{others}",
-                             f"name its package and version: --extra-package {module}=PACKAGE==VERSION (repeatable)")
+        raise TritongenError(
+            f"{paths[0]} imports '{module}', a module tritongen cannot map to a PyPI package{others}",
+            f"name its package and version: --extra-package {module}=PACKAGE==VERSION (repeatable)",
+        )
     if imports:
         for module in ALWAYS:
             requirements.setdefault(_requirement_name(mapping[module]), mapping[module])

@@ -51,11 +51,15 @@ def wheel_from_installation(out_dir: Path) -> Path:
     try:
         dist = metadata.distribution("tritongen")
     except metadata.PackageNotFoundError:
-        raise TritongenError("tritongen is not installed as a package here, so it cannot be packed into a wheel",
-                             "install it (pip install -e . in a checkout, or pip install tritongen) and run again") from None
+        raise TritongenError(
+            "tritongen is not installed as a package here, so it cannot be packed into a wheel",
+            "install it (pip install -e . in a checkout, or pip install tritongen) and run again",
+        ) from None
     if dist.version != __version__:
-        raise TritongenError(f"the installed tritongen metadata says version {dist.version}, but the imported package is {__version__}",
-                             "reinstall tritongen (pip install -e . in the checkout you run) and run again")
+        raise TritongenError(
+            f"the installed tritongen metadata says version {dist.version}, but the imported package is {__version__}",
+            "reinstall tritongen (pip install -e . in the checkout you run) and run again",
+        )
     meta = dist.read_text("METADATA")
     entry_points = dist.read_text("entry_points.txt") or "[console_scripts]\ntritongen = tritongen.cli:main\n"
     info = f"tritongen-{__version__}.dist-info"
