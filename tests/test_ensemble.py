@@ -300,3 +300,30 @@ def test_perf_on_an_ensemble_shows_how_each_step_batched(served, tmp_path):
     report = report_from_runs([run], tmp_path / "report")
     assert "step minilm_model" in report.read_text() and "step minilm_model" in table_from_run(run)
     assert run_from_json(tmp_path / "report" / "results.json").points[0].steps == point.steps
+
+
+def test_infer_check_proves_text_ensembles_end_to_end(served):
+    server, repo, _, _ = served
+    for name, outputs in (("minilm", {"EMBEDDING"}), ("sentiment", {"LABELS", "SCORES"})):
+        result = infer_model(InferSpec(name=name, repo=repo, url=server.grpc_url, check=True))
+        assert result.check is not None and result.check.ok, result.text()
+        assert {r.output for r in result.check.results} == outputs and "end to end" in result.check.table()
+    # An image ensemble has no end-to-end reference: --check says so and names what can be checked instead.
+    with pytest.raises(TritongenError, match="no end-to-end reference") as err:
+        infer_model(InferSpec(name="vision", repo=repo, url=server.grpc_url, check=True))
+    assert "vision_model --check" in err.value.fix
+
+
+def test_end_to_end_check_fails_when_the_pipeline_answers_differently(served):
+    from tritongen.end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
+
+    server, repo, _, _ = served
+    texts, reference = read_reference(repo / "sentiment" / "1" / "tritongen" / END_TO_END_NAME)
+    served_outputs = infer_model(InferSpec(name="sentiment", repo=repo, url=server.grpc_url)).outputs
+    assert all(r.ok for r in compare_end_to_end(served_outputs, reference, 1e-4, 1e-3))
+    wrong = served_outputs["LABELS"].copy()
+    wrong[0, 0] = b"not a label"  # the first sentence's best label is another one
+    shifted = dict(served_outputs, LABELS=wrong)
+    scaled = dict(served_outputs, SCORES=served_outputs["SCORES"] * 1.01)
+    assert not all(r.ok for r in compare_end_to_end(shifted, reference, 1e-4, 1e-3))
+    assert not all(r.ok for r in compare_end_to_end(scaled, reference, 1e-4, 1e-3))

@@ -167,18 +167,22 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
-    """Real tokenized sentences of different lengths, padded to the longest: samples for the parity gate.
+SAMPLE_SENTENCES = ("Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
+                    "A much longer sentence, with commas and clauses, so that the padding in this batch is really used.")
 
-    ``max_rows`` (the model's max batch size, when it batches) caps the number of sentences: the last ones are
-    kept, so the longest (last) sentence is always among them.
-    """
+
+def sample_sentences(max_rows: int | None = None) -> tuple[str, ...]:
+    """The sentences :func:`text_samples` tokenizes: ``max_rows`` (the model's max batch size, when it batches)
+    caps their number, keeping the last ones, so the longest (last) sentence is always among them."""
+    return SAMPLE_SENTENCES if max_rows is None else SAMPLE_SENTENCES[-max_rows:]
+
+
+def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
+    """Real tokenized sentences of different lengths (:func:`sample_sentences`), padded to the longest: samples for
+    the parity gate."""
     import numpy as np
 
-    sentences = ["Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
-                 "A much longer sentence, with commas and clauses, so that the padding in this batch is really used."]
-    if max_rows is not None:
-        sentences = sentences[-max_rows:]
+    sentences = list(sample_sentences(max_rows))
     encoded = tokenizer_from_folder(tokenizer_dir)(sentences, padding="longest", truncation=True, max_length=max_length,
                                                    return_tensors="np")
     return {n: np.asarray(encoded[n]).astype(np.int64) for n in names}

@@ -185,25 +185,9 @@ def check_model_name(name: str) -> str:
 
 
 def _yaml_spec(path: Path) -> dict[str, Any]:
-    import yaml
+    from .spec_file import yaml_spec
 
-    if not path.is_file():
-        raise TritongenError(f"spec file {path} does not exist", "pass --spec with a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise TritongenError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax") from None
-    if not isinstance(data, dict):
-        raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
-    known = {"name", "max_batch_size", "inputs", "outputs", "target", "atol", "rtol", "opset", "instance_count",
-             "preferred_batch_sizes", "max_queue_delay_us", "warmup", "dynamic_dim_size", "model_factory",
-             "precision", "calib_data", "calib_method", "min_cosine", "min_top1", "max_dynamic_dim"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise TritongenError(f"spec file {path} has unknown key '{unknown[0]}'", f"use only {', '.join(sorted(known))}")
-    return data
+    return yaml_spec(path)
 
 
 def _default_name(model_path: Path) -> str:
@@ -318,7 +302,7 @@ def build_spec_from_options(
         preferred_batch_sizes=preferred,
         max_queue_delay_us=int(pick(max_queue_delay_us, "max_queue_delay_us", DEFAULT_QUEUE_DELAY_US)),
         warmup=bool(pick(warmup, "warmup", True)),
-        dynamic_dim_size=int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM)),
+        dynamic_dim_size=_dynamic_dim_size(file_opts),
         task=task,
         tokenizer=Path(tokenizer).expanduser().resolve() if tokenizer is not None else None,
         preprocess=preprocess,
@@ -326,6 +310,14 @@ def build_spec_from_options(
         top_k=top_k,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
+
+
+def _dynamic_dim_size(file_opts: Mapping[str, Any]) -> int:
+    size = int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM))
+    if size < 1:
+        raise TritongenError(f"spec dynamic_dim_size {size} is below 1",
+                             "use the size samples give every -1 dimension, e.g. 16")
+    return size
 
 
 def _precision_options(pick, target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim) -> dict[str, Any]:
