@@ -86,20 +86,6 @@ def test_engine_per_compute_capability(prepared_repo):
     assert f'key: "{cc}"' in (prepared_repo / "conv" / "config.pbtxt").read_text()
 
 
-def test_docker_images_share_one_ngc_version():
-    import yaml
-
-    docker = Path(__file__).resolve().parents[1] / "docker"
-    env = dict(line.split("=", 1) for line in (docker / ".env").read_text().splitlines() if line and not line.startswith("#"))
-    assert set(env) == {"NGC_VERSION"} and len(env["NGC_VERSION"].split(".")) == 2
-    dockerfile = (docker / "Dockerfile.engine-builder").read_text()
-    assert "FROM nvcr.io/nvidia/tensorrt:${NGC_VERSION}-py3" in dockerfile
-    compose = yaml.safe_load((docker / "compose.yaml").read_text())["services"]
-    assert compose["triton"]["image"] == "nvcr.io/nvidia/tritonserver:${NGC_VERSION}-py3"
-    assert compose["engine-builder"]["build"]["args"]["NGC_VERSION"] == "${NGC_VERSION}"
-    assert compose["triton"]["depends_on"]["engine-builder"]["condition"] == "service_completed_successfully"
-
-
 def _repo_with_plan_built_by(prepared_repo: Path, tmp_path: Path, tensorrt: str) -> Path:
     """A copy of the prepared repository whose manifest records a plan built with TensorRT ``tensorrt`` (what
     `tritongen engine` records on a GPU host; the plan file itself is a placeholder: nothing here can load it)."""

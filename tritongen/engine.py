@@ -3,7 +3,7 @@
 Where TensorRT is missing, ``build --target tensorrt`` stops after :func:`engine_plan_from_spec`: it writes
 the prepared ONNX and ``engine.json`` (profiles, precision, build settings) into the model's version folder
 under ``tritongen/``. ``tritongen engine REPO`` then runs :func:`engine_from_onnx` for every such model on a
-host with TensorRT (the ``docker/`` engine-builder image): a strongly typed network, so the FP16 casts and
+host with TensorRT (the engine-builder image ``tritongen deploy REPO --to docker`` writes): a strongly typed network, so the FP16 casts and
 INT8 Q/DQ in the ONNX decide the precision (TensorRT 10 deprecated and TensorRT 11 removed the FP16/INT8
 builder flags and implicit calibration).
 """
@@ -92,7 +92,7 @@ def require_tensorrt() -> str:
     if version is None:
         raise TritongenError(
             "TensorRT is not installed here, so no engine can be built",
-            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the docker/ engine-builder image "
+            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the engine-builder image `tritongen deploy REPO --to docker` writes "
             "(nvcr.io/nvidia/tensorrt:<YY.MM>-py3 with the same YY.MM as the Triton image)")
     return version
 
