@@ -93,7 +93,8 @@ class Alert:
 def alerts_for(q: Queries, t: Thresholds, *, for_scale: float = 1.0) -> list[Alert]:
     """The alerts, their levels from ``t``. ``for_scale`` shortens every ``for`` (a live test uses seconds)."""
     def dur(seconds: float) -> str:
-        return f"{max(1, math.ceil(seconds * for_scale))}s"
+        s = max(1, math.ceil(seconds * for_scale))
+        return f"{s // 60}m" if s % 60 == 0 else f"{s}s"
 
     mark = t.mark
     return [
