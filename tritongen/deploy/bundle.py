@@ -88,9 +88,9 @@ def _header(t: Thresholds) -> str:
 
 
 def _kubernetes_files(app: str, namespace: str, image: str, source: k8s.ModelSource, t: Thresholds,
-                      q: monitoring.Queries, placement: k8s.Placement, prometheus_url: str) -> dict[str, Any]:
+                      q: monitoring.Queries, placement: k8s.Placement, prometheus_url: str, for_scale: float) -> dict[str, Any]:
     h = _header(t)
-    groups = monitoring.rule_groups(q, t)
+    groups = monitoring.rule_groups(q, t, for_scale=for_scale)
     files: dict[str, Any] = {
         "base/deployment.yaml": _yaml_text(k8s.deployment(app, image, source, t, placement), h),
         "base/service.yaml": _yaml_text(k8s.service(app), h),
@@ -116,9 +116,9 @@ def _kubernetes_files(app: str, namespace: str, image: str, source: k8s.ModelSou
 
 
 def _kserve_files(app: str, namespace: str, storage_uri: str, t: Thresholds, q: monitoring.Queries,
-                  placement: k8s.Placement, prometheus_url: str, canary_traffic_percent: int | None) -> dict[str, Any]:
+                  placement: k8s.Placement, prometheus_url: str, canary_traffic_percent: int | None, for_scale: float) -> dict[str, Any]:
     h = _header(t)
-    groups = monitoring.rule_groups(q, t)
+    groups = monitoring.rule_groups(q, t, for_scale=for_scale)
     files: dict[str, Any] = {
         "base/podmonitor.yaml": _yaml_text(kserve.pod_monitor(app), h),
         "base/prometheusrule.yaml": _yaml_text(monitoring.prometheus_rule(app, k8s._labels(app), groups, t.mark), h),
@@ -134,13 +134,13 @@ def _kserve_files(app: str, namespace: str, storage_uri: str, t: Thresholds, q: 
     return files
 
 
-def _monitoring_files(app: str, t: Thresholds, q: monitoring.Queries) -> dict[str, Any]:
+def _monitoring_files(app: str, t: Thresholds, q: monitoring.Queries, for_scale: float) -> dict[str, Any]:
     import yaml
 
     h = _header(t)
     return {
-        "monitoring/rules.yaml": h + yaml.safe_dump({"groups": monitoring.rule_groups(q, t)}, sort_keys=False, width=1000),
-        "monitoring/rules-test.yaml": h + yaml.safe_dump(monitoring.promtool_tests(q, t, "rules.yaml"), sort_keys=False,
+        "monitoring/rules.yaml": h + yaml.safe_dump({"groups": monitoring.rule_groups(q, t, for_scale=for_scale)}, sort_keys=False, width=1000),
+        "monitoring/rules-test.yaml": h + yaml.safe_dump(monitoring.promtool_tests(q, t, "rules.yaml", for_scale=for_scale), sort_keys=False,
                                                          width=1000),
         "monitoring/prometheus-adapter-values.yaml": h + yaml.safe_dump(monitoring.adapter_values(q, t), sort_keys=False,
                                                                         width=1000),
@@ -178,13 +178,15 @@ def kubernetes_bundle_from_repository(
     slo_p99_ms: float | None = None, peak_rps: float | None = None, model: str | None = None,
     image: str = k8s.DEFAULT_IMAGE, model_uri: str | None = None, namespace: str = "tritongen", gpus: int = 1,
     load_time_s: float | None = None, prometheus_url: str = DEFAULT_PROMETHEUS_URL,
-    canary_traffic_percent: int | None = None, rate_window: str = "1m", force: bool = False,
+    canary_traffic_percent: int | None = None, rate_window: str = "1m", alert_for_scale: float = 1.0,
+    force: bool = False,
 ) -> DeployBundle:
     """Write a Kubernetes (kustomize) or KServe bundle for ``repo`` into ``out``; thresholds from ``perf_results``.
 
     Raises :class:`TritongenError` (and writes nothing) when the repository does not validate, the perf results
     are of a model the repository does not hold, the objective is below the p99 measured at the lowest load, or
-    an option is out of range.
+    an option is out of range. ``rate_window`` (every rate's range) and ``alert_for_scale`` (multiplies every
+    alert's ``for``) exist for fast live checks: a cluster keeps the defaults.
     """
     from ..perf.results import run_from_json
 
@@ -194,6 +196,8 @@ def kubernetes_bundle_from_repository(
         raise TritongenError(f"--peak-rps {peak_rps:g} is not positive", "give the peak request rate in requests per second")
     if gpus < 0:
         raise TritongenError(f"--gpus {gpus} is negative", "give the number of GPUs per replica (0 for none)")
+    if alert_for_scale <= 0:
+        raise TritongenError(f"alert for-scale {alert_for_scale:g} is not positive", "leave it at 1 outside tests")
     if canary_traffic_percent is not None and not 0 <= canary_traffic_percent <= 100:
         raise TritongenError(f"canary traffic {canary_traffic_percent}% is not a percentage", "give 0 to 100")
     repo = Path(repo)
@@ -220,12 +224,12 @@ def kubernetes_bundle_from_repository(
     uri = model_uri or f"pvc://{app}-models"
     source = k8s.model_source_from_uri(uri)
     if target == "kubernetes":
-        files = _kubernetes_files(app, namespace, image, source, t, q, placement, prometheus_url)
+        files = _kubernetes_files(app, namespace, image, source, t, q, placement, prometheus_url, alert_for_scale)
         overlays = ("dev", "prod", "prod-keda")
     else:
-        files = _kserve_files(app, namespace, uri, t, q, placement, prometheus_url, canary_traffic_percent)
+        files = _kserve_files(app, namespace, uri, t, q, placement, prometheus_url, canary_traffic_percent, alert_for_scale)
         overlays = ("dev", "prod")
-    files.update(_monitoring_files(app, t, q))
+    files.update(_monitoring_files(app, t, q, alert_for_scale))
     from ..templates import render
 
     files["README.md"] = render("deploy/k8s-README.md.j2", t=t, app=app, target=target, overlays=overlays,

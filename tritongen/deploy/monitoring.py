@@ -142,12 +142,18 @@ class Scenario:
     nominal: list[dict[str, str]]
 
 
-def _counter(per_s: float, minutes: int) -> str:
-    """A counter rising by ``per_s`` per second, one sample a minute: promtool's ``start+stepxN`` notation."""
-    return f"0+{per_s * 60:g}x{minutes}"
+def _seconds(duration: str) -> int:
+    """A Prometheus duration of one unit (``10s``, ``1m``, ``2h``) in seconds."""
+    value, unit = int(duration[:-1]), duration[-1]
+    return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
-def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, minutes: int) -> dict[str, Scenario]:
+def _counter(per_s: float, step_s: int, samples: int) -> str:
+    """A counter rising by ``per_s`` per second, one sample a step: promtool's ``start+incrementxN`` notation."""
+    return f"0+{per_s * step_s:g}x{samples}"
+
+
+def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, step_s: int, samples: int) -> dict[str, Scenario]:
     base = f'job="{q.job}",model="{q.model}",version="1",namespace="{namespace}",pod="{pod}"'
     podl = f'job="{q.job}",namespace="{namespace}",pod="{pod}"'
 
@@ -155,36 +161,36 @@ def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, minutes: int
         return {"series": f"{metric}{{{labels}{extra}}}", "values": values}
 
     rps = 10.0
-    up = s("up", f"1x{minutes}", labels=podl)
-    ok = s("nv_inference_request_success", _counter(rps, minutes))
+    up = s("up", f"1x{samples}", labels=podl)
+    ok = s("nv_inference_request_success", _counter(rps, step_s, samples))
 
     def in_flight(n: float) -> dict[str, str]:  # duration counter: n requests in flight on average
-        return s("nv_inference_request_duration_us", _counter(n * 1e6, minutes))
+        return s("nv_inference_request_duration_us", _counter(n * 1e6, step_s, samples))
 
     def p99(ms: float) -> dict[str, str]:
-        return s("nv_inference_request_summary_us", f"{ms * 1000:g}x{minutes}", ',quantile="0.99"')
+        return s("nv_inference_request_summary_us", f"{ms * 1000:g}x{samples}", ',quantile="0.99"')
 
     def queue(us: float) -> dict[str, str]:
-        return s("nv_inference_queue_duration_us", _counter(us * rps, minutes))
+        return s("nv_inference_queue_duration_us", _counter(us * rps, step_s, samples))
 
     def failures(ratio: float) -> list[dict[str, str]]:
         fail = ratio * rps / (1 - ratio)
-        return [s("nv_inference_request_failure", _counter(fail, minutes), ',reason="BACKEND"'),
-                s("nv_inference_request_failure", _counter(0, minutes), ',reason="REJECTED"')]
+        return [s("nv_inference_request_failure", _counter(fail, step_s, samples), ',reason="BACKEND"'),
+                s("nv_inference_request_failure", _counter(0, step_s, samples), ',reason="REJECTED"')]
 
     def gpu(ratio: float) -> list[dict[str, str]]:
         g = ',gpu_uuid="GPU-0"'
-        return [s("nv_gpu_memory_used_bytes", f"{ratio * 80e9:g}x{minutes}", g, podl),
-                s("nv_gpu_memory_total_bytes", f"{80e9:g}x{minutes}", g, podl)]
+        return [s("nv_gpu_memory_used_bytes", f"{ratio * 80e9:g}x{samples}", g, podl),
+                s("nv_gpu_memory_total_bytes", f"{80e9:g}x{samples}", g, podl)]
 
-    idle = s("nv_inference_request_success", f"100x{minutes}")
+    idle = s("nv_inference_request_success", f"100x{samples}")
     return {
         "TritonLatencyObjective": Scenario([up, ok, p99(t.slo_p99_ms * 2)], [up, ok, p99(t.slo_p99_ms / 2)]),
         "TritonAboveKnee": Scenario([up, ok, in_flight(t.target_in_flight * 2)], [up, ok, in_flight(t.target_in_flight / 2)]),
         "TritonQueueTime": Scenario([up, ok, queue(t.queue_alert_us * 2)], [up, ok, queue(t.queue_alert_us / 2)]),
         "TritonFailureRatio": Scenario([up, ok, *failures(t.failure_ratio_alert * 5)],
                                        [up, ok, *failures(t.failure_ratio_alert / 5)]),
-        "TritonModelNotReady": Scenario([s("up", f"0x{minutes}", labels=podl)], [up, ok]),
+        "TritonModelNotReady": Scenario([s("up", f"0x{samples}", labels=podl)], [up, ok]),
         "TritonNoTraffic": Scenario([up, idle], [up, ok]),
         "TritonGPUMemory": Scenario([up, ok, *gpu(min(0.99, t.gpu_memory_alert_ratio + 0.05))],
                                     [up, ok, *gpu(t.gpu_memory_alert_ratio / 2)]),
@@ -198,13 +204,15 @@ _GROUPING: dict[str, dict[str, str]] = {
 }
 
 
-def promtool_tests(q: Queries, t: Thresholds, rules_file: str) -> dict[str, Any]:
+def promtool_tests(q: Queries, t: Thresholds, rules_file: str, *, for_scale: float = 1.0) -> dict[str, Any]:
     """A ``promtool test rules`` file: for each alert, an overload series that fires it and a nominal one that does not."""
-    alerts = {a.name: a for a in alerts_for(q, t)}
-    minutes = 40  # past the longest ``for`` (15m) plus the idle window
+    alerts = {a.name: a for a in alerts_for(q, t, for_scale=for_scale)}
+    step_s = max(1, _seconds(q.window) // 4)  # several samples in every rate's range
+    total_s = 2 * _seconds(q.idle_window) + 900  # past the idle window plus the longest ``for``
+    samples = total_s // step_s
     pod, namespace = f"{q.job}-0", "serving"
     tests = []
-    for name, sc in _scenarios(q, t, pod, namespace, minutes).items():
+    for name, sc in _scenarios(q, t, pod, namespace, step_s, samples).items():
         for kind, series in (("overload", sc.overload), ("nominal", sc.nominal)):
             expected = []
             if kind == "overload":
@@ -213,9 +221,10 @@ def promtool_tests(q: Queries, t: Thresholds, rules_file: str) -> dict[str, Any]
                 labels = {k: (pod if v == "<pod>" else q.job if v == "<job>" else v) for k, v in labels.items()}
                 expected = [{"exp_labels": labels,
                              "exp_annotations": {"summary": alerts[name].summary, "thresholds": f"{t.mark}: {t.source}"}}]
-            tests.append({"name": f"{name} {kind}", "interval": "1m", "input_series": series,
-                          "alert_rule_test": [{"eval_time": f"{minutes - 1}m", "alertname": name, "exp_alerts": expected}]})
-    return {"rule_files": [rules_file], "evaluation_interval": "1m", "tests": tests}
+            tests.append({"name": f"{name} {kind}", "interval": f"{step_s}s", "input_series": series,
+                          "alert_rule_test": [{"eval_time": f"{total_s - step_s}s", "alertname": name,
+                                               "exp_alerts": expected}]})
+    return {"rule_files": [rules_file], "evaluation_interval": f"{step_s}s", "tests": tests}
 
 
 # ------------------------------------------------------------------------------------------- autoscaling
