@@ -236,6 +236,8 @@ def infer(name: str, **options) -> None:
 
 # Commands defined in their own modules (one line each; keep this block sorted).
 # --- registered commands ---
+from .cli_k8s_draft import deploy_k8s as _deploy_k8s  # noqa: E402
+cli.add_command(_deploy_k8s)
 from .cli_perf import perf as _perf, tune as _tune  # noqa: E402
 cli.add_command(_perf)
 cli.add_command(_tune)
