@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -239,13 +240,15 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
 
     repo = tmp_path / "repo"
     write_model(repo, "sleepy", SLEEPY_CONFIG, SLEEPY_MODEL)
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, X=np.ones((8, 4), np.float32))
     spec = ServeSpec(repo=repo, extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
     with server_from_repository(spec) as server:
         def perf(levels, phase):
             timing = ({"duration_s": 1.5, "warmup_s": 0.5, "max_windows": 4, "stability_pct": 25.0} if phase == "measure"
                       else {"duration_s": 15.0, "warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0})
             return perf_from_spec(PerfSpec(model="sleepy", url=server.grpc_url, repo=repo, metrics_url=server.metrics_url,
-                                           concurrency=levels, **timing))
+                                           input_data=inputs, concurrency=levels, **timing))
 
         proof = autoscale_proof(server, repo, tmp_path / "proof", perf=perf, measure_levels=(1, 2, 4, 8, 16),
                                 slo_p99_ms=SLO_MS, peak_rps=500)
