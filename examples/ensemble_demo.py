@@ -70,6 +70,8 @@ def main() -> int:
 
         step("3. text in, embedding out")
         run(TRITONGEN + ["infer", NAME, "--url", server.grpc_url, "--text", "the service was great"])
+        # The whole pipeline (tokenizer step, model, pooling step) against the build's PyTorch end-to-end reference.
+        run(TRITONGEN + ["infer", NAME, "--repo", str(args.repo), "--url", server.grpc_url, "--check"])
 
         step("4. sentences of different lengths, sent concurrently, vs sentence-transformers")
         import numpy as np

@@ -11,6 +11,8 @@ Shapes (without the batch axis Triton adds):
 * ``TwoInTwoOut``: ``a: FP32 [4]``, ``b: FP32 [4]`` -> ``(a + b, a * b)``; no parameters.
 * ``DynamicSeq``: ``x: FP32 [-1, 8]`` (a sequence of any length) -> the mean over the sequence, ``[8]``;
   no parameters.
+* ``make_tiny_linear``: ``x: FP32 [4]`` -> ``[2]``, an ``nn.Linear(4, 2)``: the smallest model with weights
+  (the fuzz test mutates its state_dict).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def make_two_in_two_out() -> TwoInTwoOut:
 
 def make_dynamic_seq() -> DynamicSeq:
     return DynamicSeq().eval()
+
+
+def make_tiny_linear(seed: int = 0) -> nn.Linear:
+    return _seeded(lambda: nn.Linear(TWO_IN_SIZE, 2), seed)
 
 
 def small_conv_inputs(batch: int = 2, seed: int = 1) -> tuple[torch.Tensor]:

@@ -29,7 +29,11 @@ from tritongen.validate import validate_repository
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.server
 
-LABELS = {0: "negative", 1: "neutral", 2: "positive", 3: "mixed"}
+# Non-ASCII and a no-break space: served exactly as written (labels.txt is read as bytes, split on b"\n" only).
+LABELS = {0: "negative", 1: "neutral \u00bd", 2: "tr\u00e8s positive \u2713", 3: "mixed\u00a0feelings"}
+# Characters that text-mode reading or str.splitlines() treat as line breaks: a build refuses them in id2label,
+# and the generated post-processing model still serves a labels.txt holding them exactly.
+SPLITTING_LABELS = ("car\rriage", "next\x85line", "line\u2028separator", "vertical\x0btab", "file\x1cseparator")
 IMAGE_LABELS = {0: "cat", 1: "dog", 2: "bird"}
 SENTENCES = ["Hello", "The service was great and the staff were friendly.", "It rained.",
              "A much longer sentence about nothing in particular, which goes on and on with clause after clause, "
@@ -124,8 +128,23 @@ def served(tmp_path_factory):
     cli_main(["build", str(pair), "--name", "pair", "--input", "a:FP32:4", "--input", "b:FP32:4", "--output", "sum",
               "--output", "product", "--preprocess", str(work / "pre.py"), "--postprocess", str(work / "post.py"),
               "--repo", str(repo), "--max-batch-size", "8"])  # through the CLI: its dispatch (an error would exit)
+    _stage_raw_labels_step(repo, "raw_labels", SPLITTING_LABELS)
     with server_from_repository(ServeSpec(repo=repo)) as server:
         yield server, repo, work, built
+
+
+def _stage_raw_labels_step(repo: Path, name: str, labels: tuple[str, ...]) -> None:
+    """The generated softmax-topk post-processing model with a labels.txt that a build would refuse (it holds
+    characters text-mode reading splits on), written with its manifest as a build writes it."""
+    from tritongen.pre_post import (LABELS_FILE, LABELS_OUTPUT, SCORES_OUTPUT, PythonStep, python_step_config_text,
+                                    stage_python_step)
+    from tritongen.spec import TensorSpec
+
+    k = len(labels)
+    step = PythonStep(name=name, template="postprocess.py", inputs=(TensorSpec("logits", "FP32", (k,)),),
+                      outputs=(TensorSpec(LABELS_OUTPUT, "STRING", (k,)), TensorSpec(SCORES_OUTPUT, "FP32", (k,))),
+                      parameters={"kind": "softmax_topk", "top_k": str(k)}, texts={LABELS_FILE: "\n".join(labels)})
+    stage_python_step(step, repo, 1, python_step_config_text(step, 8, (), 500))
 
 
 def test_generated_repository_is_valid_and_loads(served):
@@ -134,7 +153,7 @@ def test_generated_repository_is_valid_and_loads(served):
     for name in ("sentiment", "minilm", "vision", "pair"):
         assert {name, f"{name}_model"} <= set(server.models)
     assert [s.model_name for s in built["sentiment"].steps] == ["sentiment_preprocess", "sentiment_model", "sentiment_postprocess"]
-    assert (repo / "sentiment_model" / "labels.txt").read_text().split() == list(LABELS.values())
+    assert (repo / "sentiment_model" / "labels.txt").read_bytes() == ("\n".join(LABELS.values()) + "\n").encode()
 
 
 def test_text_classifier_top1_and_scores_match_pytorch(served):
@@ -150,6 +169,14 @@ def test_text_classifier_top1_and_scores_match_pytorch(served):
         order = np.argsort(-probs)
         assert [label.decode() for label in response["LABELS"][0]] == [LABELS[i] for i in order[:4]]
         np.testing.assert_allclose(response["SCORES"][0], probs[order], atol=1e-5)
+
+
+def test_labels_are_served_exactly_as_written_even_with_line_break_characters(served):
+    server, _, _, _ = served
+    logits = np.array([[0.5, 4.0, 3.0, 2.0, 1.0], [4.0, 0.0, 1.0, 2.0, 3.0]], np.float32)
+    got = infer_from_arrays(server.grpc_url, "raw_labels", {"logits": logits})
+    for row, labels in zip(logits, got["LABELS"]):
+        assert [label.decode() for label in labels] == [SPLITTING_LABELS[i] for i in np.argsort(-row, kind="stable")]
 
 
 def test_embeddings_match_sentence_transformers_concurrently(served):
@@ -273,3 +300,30 @@ def test_perf_on_an_ensemble_shows_how_each_step_batched(served, tmp_path):
     report = report_from_runs([run], tmp_path / "report")
     assert "step minilm_model" in report.read_text() and "step minilm_model" in table_from_run(run)
     assert run_from_json(tmp_path / "report" / "results.json").points[0].steps == point.steps
+
+
+def test_infer_check_proves_text_ensembles_end_to_end(served):
+    server, repo, _, _ = served
+    for name, outputs in (("minilm", {"EMBEDDING"}), ("sentiment", {"LABELS", "SCORES"})):
+        result = infer_model(InferSpec(name=name, repo=repo, url=server.grpc_url, check=True))
+        assert result.check is not None and result.check.ok, result.text()
+        assert {r.output for r in result.check.results} == outputs and "end to end" in result.check.table()
+    # An image ensemble has no end-to-end reference: --check says so and names what can be checked instead.
+    with pytest.raises(TritongenError, match="no end-to-end reference") as err:
+        infer_model(InferSpec(name="vision", repo=repo, url=server.grpc_url, check=True))
+    assert "vision_model --check" in err.value.fix
+
+
+def test_end_to_end_check_fails_when_the_pipeline_answers_differently(served):
+    from tritongen.end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
+
+    server, repo, _, _ = served
+    texts, reference = read_reference(repo / "sentiment" / "1" / "tritongen" / END_TO_END_NAME)
+    served_outputs = infer_model(InferSpec(name="sentiment", repo=repo, url=server.grpc_url)).outputs
+    assert all(r.ok for r in compare_end_to_end(served_outputs, reference, 1e-4, 1e-3))
+    wrong = served_outputs["LABELS"].copy()
+    wrong[0, 0] = b"not a label"  # the first sentence's best label is another one
+    shifted = dict(served_outputs, LABELS=wrong)
+    scaled = dict(served_outputs, SCORES=served_outputs["SCORES"] * 1.01)
+    assert not all(r.ok for r in compare_end_to_end(shifted, reference, 1e-4, 1e-3))
+    assert not all(r.ok for r in compare_end_to_end(scaled, reference, 1e-4, 1e-3))

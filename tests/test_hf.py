@@ -133,7 +133,7 @@ def test_user_code_declarations_read_without_running(tmp_path):
 
 
 def test_production_target_gets_the_same_ensemble(tmp_path):
-    from tests.test_ensemble import save_text_classifier
+    from tests.test_ensemble import LABELS, save_text_classifier
 
     folder = save_text_classifier(tmp_path / "clf")
     texts = {}
@@ -141,8 +141,20 @@ def test_production_target_gets_the_same_ensemble(tmp_path):
         repo = tmp_path / target
         build_ensemble(build_spec_from_options(folder, name="clf", repo=repo, target=target, max_batch_size=4))
         texts[target] = {m: (repo / m / "config.pbtxt").read_text() for m in ("clf", "clf_preprocess", "clf_postprocess", "clf_model")}
-        assert (repo / "clf_model" / "labels.txt").read_text().split() == ["negative", "neutral", "positive", "mixed"]
+        assert (repo / "clf_model" / "labels.txt").read_bytes() == ("\n".join(LABELS.values()) + "\n").encode()
     for m in ("clf", "clf_preprocess", "clf_postprocess"):
         assert texts["local"][m] == texts["onnxruntime"][m], m
     assert 'backend: "onnxruntime"' in texts["onnxruntime"]["clf_model"]
     assert 'label_filename: "labels.txt"' in texts["onnxruntime"]["clf_model"]
+
+
+def test_loading_weights_prints_no_progress_bar(capfd):
+    import transformers
+
+    from tritongen.hf import loaded_from_hf
+
+    transformers.utils.logging.enable_progress_bar()
+    loaded_from_hf(hf_model_from_folder(minilm_dir()))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err, err[-300:]
+    assert transformers.utils.logging.is_progress_bar_enabled()  # the caller's setting is restored

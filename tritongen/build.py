@@ -19,8 +19,9 @@ from . import __version__
 from .config import LABELS_FILENAME, WARMUP_DIR, config_text_from_spec, warmup_files
 from .errors import TritongenError
 from .manifest import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME, command_line, file_hashes, tool_versions, write_manifest
+from .names import check_labels
 from .parity import ParityReport
-from .repository import install_model, plan_install, staging_dir
+from .repository import check_ensembles_with, install_model, plan_install, staging_dir
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import template_path
 
@@ -110,6 +111,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
 
     check_model_name(spec.name)
     _check_names(spec)
+    check_labels(spec.labels, f"labels of model '{spec.name}'")
     if loaded is None:
         loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
@@ -139,6 +141,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             details=report.table(),
         )
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
+    classes = spec.outputs[0].dims[-1]
+    if spec.labels and classes not in (-1, len(spec.labels)):
+        raise TritongenError(f"model '{spec.name}' outputs {classes} classes but has {len(spec.labels)} labels",
+                             "make id2label (and num_labels) list exactly the classes of the classifier's output")
     precision, tensorrt = _precision_stage(spec, loaded, export.onnx_path, samples, stage, version_dir, stages)
 
     def write_files() -> Path:
@@ -157,8 +163,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         config_path = staged_model / "config.pbtxt"
         config_path.write_text(config_text_from_spec(spec, samples.warmup))
         files = [config_path, *version_dir.rglob("*"), *(staged_model / WARMUP_DIR).rglob("*")]
-        if spec.labels:  # the config names it as the first output's label_filename
-            (staged_model / LABELS_FILENAME).write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
+        if spec.labels:  # the config names it as the first output's label_filename; Triton reads it line by line
+            (staged_model / LABELS_FILENAME).write_bytes(("\n".join(spec.labels) + "\n").encode("utf-8"))
             files.append(staged_model / LABELS_FILENAME)
         return write_manifest(staged_model, version, {
             "tritongen_version": __version__,
@@ -226,6 +232,8 @@ def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
         staged = stage_model(spec, stage, plan.version, stages)
         stages.run("validating the generated config", check_repository, stage)
+        added = frozenset({spec.name} if plan.mode == "new_version" else ())
+        check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)
         installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
 
     return BuildResult(

@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import TritongenError
+from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
 
 _DEBUG = {"on": False}
@@ -132,7 +133,7 @@ _SIGNATURE = click.option(
     help="Signature file (default: REPO/.tritongen-signature.sig).")
 
 
-@cli.command()
+@cli.command(short_help="Check that every file Triton would load from REPO is in a build manifest (and signed).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @_ALLOW_UNVERIFIED
 @_PUBLIC_KEY
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     except TritongenError as exc:
         if _DEBUG["on"]:
             raise
-        _echo_err(f"error: {exc.message}")
+        _echo_err(f"error: {one_line(exc.message)}")
         if exc.details:
             _echo_err(exc.details)
         sys.exit(exc.exit_code)
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         if _DEBUG["on"]:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        _echo_err(f"error: {exc.strerror or exc}{where}: check the path and its permissions, or rerun with --debug")
+        problem = one_line(f"{exc.strerror or exc}{where}")
+        _echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
         sys.exit(1)
     except click.exceptions.Abort:
         _echo_err("aborted")

@@ -177,6 +177,35 @@ def _model_samples(source: _Source, work: Path) -> BuildSpec:
     return dataclasses.replace(spec, sample_inputs=path)
 
 
+def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonStep | None, path: Path) -> Path | None:
+    """Write the reference ``infer --check`` compares the served ensemble with: the build's own sentences, and the
+    PyTorch outputs of the model step post-processed by the reference in :mod:`tritongen.end_to_end`. Only for
+    text ensembles whose parity samples tritongen tokenized itself and whose steps are built in (not custom)."""
+    from .end_to_end import postprocessed, write_reference
+    from .hf import sample_sentences
+    from .manifest import ARTIFACT_DIR, REFERENCE_NAME
+    from .pre_post import LABELS_FILE
+    from .samples import arrays_from_npz
+
+    if pre is None or source.pre != "tokenizer" or source.post == "custom" or source.model_spec.sample_inputs is not None:
+        return None
+    model = staged.spec
+    artifacts = staged.folder / str(staged.version) / ARTIFACT_DIR
+    outputs = arrays_from_npz(artifacts / REFERENCE_NAME)
+    samples = arrays_from_npz(artifacts / "samples.npz")
+    sentences = sample_sentences(model.max_batch_size if model.batched else None)
+    rows = len(next(iter(outputs.values())))  # the saved samples repeat the sentences up to the max batch size
+    texts = [sentences[i % len(sentences)] for i in range(rows)]
+    if post is None:
+        final = dict(outputs)
+    else:
+        kind = post.parameters["kind"]
+        labels = post.texts.get(LABELS_FILE, "").split("\n")
+        final = postprocessed(kind, {t.name: outputs[t.name] for t in model.outputs}, samples.get("attention_mask"),
+                              labels, int(post.parameters.get("top_k", "0")))
+    return write_reference(path, texts, final)
+
+
 def _pre_step(source: _Source, name: str) -> PythonStep | None:
     spec = source.model_spec
     if source.pre == "tokenizer":
@@ -228,9 +257,10 @@ def _wiring(pre: PythonStep | None, model: BuildSpec, post: PythonStep | None) -
 
 def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> EnsembleBuildResult:
     """Build the ensemble ``spec.name`` and its composing models into ``spec.repo``. Raises :class:`TritongenError`."""
+    from .end_to_end import END_TO_END_NAME
     from .hf import loaded_from_hf
-    from .manifest import command_line, file_hashes, tool_versions, write_manifest
-    from .repository import install_model, plan_install, staging_dir
+    from .manifest import ARTIFACT_DIR, command_line, file_hashes, tool_versions, write_manifest
+    from .repository import check_ensembles_with, install_model, plan_install, staging_dir
     from .validate import check_repository
 
     check_model_name(spec.name)
@@ -240,7 +270,8 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     source = _source_from_spec(spec)
     roles = [r for r in ("ensemble", "pre", "model", "post")
              if not (r == "pre" and source.pre == "none") and not (r == "post" and source.post == "raw")]
-    plans = {r: plan_install(dataclasses.replace(spec, name=names[r])) for r in roles}  # conflicts up front, before any work
+    rebuilt = frozenset(names[r] for r in roles)  # steps of this ensemble may be replaced together with it
+    plans = {r: plan_install(dataclasses.replace(spec, name=names[r]), rebuilt) for r in roles}  # conflicts up front
     stages = Stages(progress, 9)
     with staging_dir(plans["ensemble"]) as stage:
         model_spec = _model_samples(source, stage / WORK_DIR)
@@ -264,6 +295,7 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
             (folder / str(version)).mkdir(parents=True, exist_ok=True)
             config = folder / "config.pbtxt"
             config.write_text(ensemble_config_text(names["ensemble"], spec.max_batch_size, inputs, outputs, steps))
+            reference = _end_to_end(source, staged, pre, post, folder / str(version) / ARTIFACT_DIR / END_TO_END_NAME)
             manifest = write_manifest(folder, version, {
                 "tritongen_version": __version__,
                 "command": command_line(),
@@ -278,12 +310,15 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
                 "outputs": [t.to_dict() for t in outputs],
                 "steps": [dataclasses.asdict(s) for s in steps],
                 "tools": tool_versions(),
-                "files": file_hashes(folder, [config]),
+                "end_to_end_reference": reference is not None,
+                "files": file_hashes(folder, [config] + ([reference] if reference is not None else [])),
             })
             return pre, post, inputs, outputs, steps, manifest
 
         pre, post, inputs, outputs, steps, manifest = stages.run("writing pre/post-processing and the ensemble", write_steps)
         stages.run("validating the ensemble and its models", check_repository, stage, skip_folders=(WORK_DIR,))
+        check_ensembles_with(spec.repo, {names[r]: stage / names[r] for r in roles},
+                             frozenset(names[r] for r in roles if plans[r].mode == "new_version"))
 
         def install() -> dict[str, Path]:
             installed = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import TritongenError
+from .names import MAX_LABELS, check_class_index, check_label, shown
 from .spec import TensorSpec
 
 TASKS = ("text-classification", "feature-extraction", "image-classification")
@@ -83,13 +84,27 @@ def _has_tokenizer(folder: Path) -> bool:
 
 
 def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """Label names in class-index order from ``id2label`` (``LABEL_<i>`` for gaps)."""
+    """Label names in class-index order from ``id2label`` (``LABEL_<i>`` for gaps).
+
+    Keys must be class indices below ``num_labels`` (when given) and below :data:`~tritongen.names.MAX_LABELS`,
+    names must pass :func:`~tritongen.names.check_label`: both checked before any list of that size is built.
+    """
     id2label = config.get("id2label") or {}
-    try:
-        mapping = {int(k): str(v) for k, v in id2label.items()}
-    except (TypeError, ValueError):
-        raise TritongenError("config.json's id2label has keys that are not class indices", "write id2label as {\"0\": \"negative\", ...}") from None
-    count = max(int(config.get("num_labels", 0) or 0), (max(mapping) + 1) if mapping else 0)
+    if not isinstance(id2label, Mapping):
+        raise TritongenError("config.json's id2label is not a mapping", "write id2label as {\"0\": \"negative\", ...}")
+    num_labels = config.get("num_labels")
+    if num_labels is not None and (type(num_labels) is not int or not 0 <= num_labels <= MAX_LABELS):
+        raise TritongenError(f"config.json's num_labels {shown(repr(num_labels))} is not a class count from 0 to "
+                             f"{MAX_LABELS}", "set num_labels to the number of classes the classifier outputs")
+    limit = num_labels or MAX_LABELS
+    mapping: dict[int, str] = {}
+    for key, value in id2label.items():
+        index = check_class_index(key, "config.json's id2label", limit)
+        if index in mapping:
+            raise TritongenError(f"config.json's id2label names class {index} twice", "give every class index one key")
+        mapping[index] = check_label(str(value) if isinstance(value, int) and not isinstance(value, bool) else value,
+                                     f"id2label[{index}] in config.json")
+    count = max(num_labels or 0, (max(mapping) + 1) if mapping else 0)
     return tuple(mapping.get(i, f"LABEL_{i}") for i in range(count))
 
 
@@ -152,18 +167,22 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
-    """Real tokenized sentences of different lengths, padded to the longest: samples for the parity gate.
+SAMPLE_SENTENCES = ("Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
+                    "A much longer sentence, with commas and clauses, so that the padding in this batch is really used.")
 
-    ``max_rows`` (the model's max batch size, when it batches) caps the number of sentences: the last ones are
-    kept, so the longest (last) sentence is always among them.
-    """
+
+def sample_sentences(max_rows: int | None = None) -> tuple[str, ...]:
+    """The sentences :func:`text_samples` tokenizes: ``max_rows`` (the model's max batch size, when it batches)
+    caps their number, keeping the last ones, so the longest (last) sentence is always among them."""
+    return SAMPLE_SENTENCES if max_rows is None else SAMPLE_SENTENCES[-max_rows:]
+
+
+def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
+    """Real tokenized sentences of different lengths (:func:`sample_sentences`), padded to the longest: samples for
+    the parity gate."""
     import numpy as np
 
-    sentences = ["Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
-                 "A much longer sentence, with commas and clauses, so that the padding in this batch is really used."]
-    if max_rows is not None:
-        sentences = sentences[-max_rows:]
+    sentences = list(sample_sentences(max_rows))
     encoded = tokenizer_from_folder(tokenizer_dir)(sentences, padding="longest", truncation=True, max_length=max_length,
                                                    return_tensors="np")
     return {n: np.asarray(encoded[n]).astype(np.int64) for n in names}
@@ -264,11 +283,11 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
     if not any((folder / w).is_file() for w in WEIGHT_FILES):
         raise TritongenError(f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])})",
                              "save the model with save_pretrained into the folder")
+    labels = labels_from_config(config) if task != "feature-extraction" else ()  # before transformers reads them
     if task in TEXT_TASKS:
         text = text_settings_from_folder(tokenizer_dir or folder, config, folder)
         inputs = tuple(TensorSpec(n, "INT64", (-1,)) for n in text.model_input_names)
         if task == "text-classification":
-            labels = labels_from_config(config)
             if not labels:
                 raise TritongenError(f"{folder}/config.json has no id2label or num_labels", "save the classifier with its id2label")
             return HFModel(folder, task, config, inputs, ("logits",), labels=labels, text=text)
@@ -276,7 +295,6 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
     image = image_settings_from_folder(folder)
     channels = int(config.get("num_channels", 3) or 3)
     h, w = image.output_hw
-    labels = labels_from_config(config)
     return HFModel(folder, task, config, (TensorSpec("pixel_values", "FP32", (channels, h, w)),), ("logits",),
                    labels=labels, image=image)
 
@@ -300,11 +318,16 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
             "feature-extraction": transformers.AutoModel,
             "image-classification": transformers.AutoModelForImageClassification}[model.task]
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a raw tqdm bar would break the build's stage output
     try:
         hf = auto.from_pretrained(str(model.folder), local_files_only=True, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
         raise TritongenError(f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",
                              "check the folder was written by save_pretrained, or pass --task with the right task") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     hf = hf.eval()
     names = tuple(t.name for t in model.inputs)
 

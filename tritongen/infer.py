@@ -82,10 +82,20 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
     return {IMAGE_INPUT: np.array(data, dtype=object)}
 
 
+def _is_ensemble(model_dir: Path, version: int) -> bool:
+    try:
+        return read_manifest(model_dir, version).get("kind") == "ensemble"
+    except TritongenError:
+        return False
+
+
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import default_url, infer_from_arrays
 
+    from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
+
     reference = None
+    end_to_end = None
     tolerances = (1e-4, 1e-3)
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
@@ -97,16 +107,32 @@ def infer_model(spec: InferSpec) -> InferResult:
         inputs = arrays_from_npz(spec.input_file)
     else:
         artifacts, version = saved_artifacts_dir(spec.repo, spec.name)
-        if not (artifacts / SAMPLES_NAME).is_file():
+        if (artifacts / END_TO_END_NAME).is_file():  # a text ensemble: the build's sentences, end to end
+            texts, saved = read_reference(artifacts / END_TO_END_NAME)
+            inputs = ensemble_inputs_from_files(tuple(texts))
+            if spec.check:
+                end_to_end = saved
+                model_spec = read_manifest(Path(spec.repo) / spec.name, version).get("model", {}).get("spec", {})
+                tolerances = (float(model_spec.get("atol", 1e-4)), float(model_spec.get("rtol", 1e-3)))
+        elif not (artifacts / SAMPLES_NAME).is_file():
+            if spec.check and _is_ensemble(Path(spec.repo) / spec.name, version):
+                raise TritongenError(f"ensemble '{spec.name}' has no end-to-end reference (its steps take images or "
+                                     "run your own code, which the build does not run)",
+                                     f"check its model step with tritongen infer {spec.name}_model --check, or send "
+                                     "--text/--image and look at the answers")
             raise TritongenError(f"model '{spec.name}' has no saved samples in {artifacts}", "pass --input-file with inputs")
-        inputs = arrays_from_npz(artifacts / SAMPLES_NAME)
-        if spec.check:
+        else:
+            inputs = arrays_from_npz(artifacts / SAMPLES_NAME)
+        if spec.check and end_to_end is None:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
             tolerances = (manifest["spec"]["atol"], manifest["spec"]["rtol"])
     url = spec.url or default_url(spec.protocol)
     outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
     report = None
+    if end_to_end is not None:
+        report = ParityReport(atol=tolerances[0], rtol=tolerances[1],
+                              results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances)))
     if reference is not None:
         results = []
         for name, want in reference.items():

@@ -34,11 +34,11 @@ import pickle
 import struct
 import sys
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from .archive import Archive, open_archive
 from .errors import TritongenError
 
 FORMS_HELP = (
@@ -57,6 +57,11 @@ FACTORY_FIX = "pass --model-factory module:callable (or path/to/file.py:callable
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 # Checkpoint dicts keep the state_dict under one of these keys (Lightning, the PyTorch tutorials, timm, ...).
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
+# What tritongen reads into memory from a model archive to check it: JSON configs, a torch.save file's data.pkl.
+_JSON_LIMIT_BYTES = 64 * 2**20
+_PICKLE_LIMIT_BYTES = 256 * 2**20
+# safetensors' own limit on its JSON header.
+_SAFETENSORS_HEADER_LIMIT_BYTES = 100_000_000
 # Prefixes that wrappers add to every key: DataParallel/DDP, torch.compile, Lightning modules.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 # Ops of an exported graph whose argument at this index (or keyword) says "training mode".
@@ -151,21 +156,15 @@ def detect_format(path: Path) -> _Format:
 
 
 def _detect_zip(path: Path) -> _Format:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            records = _records(names)
-            if "archive_format" in records:
-                if zf.read(records["archive_format"]).strip() != b"pt2":
-                    raise TritongenError(f"{path} is a zip archive with an unknown archive_format", FORMS_HELP)
-                return _Format("torch.export")
-            if "serialized_exported_program.json" in names:
-                return _Format("torch.export", "torch.export archive from torch <= 2.7")
-    except zipfile.BadZipFile as exc:
-        why = "its index at the end is missing" if "not a zip file" in str(exc) else str(exc)
-        raise TritongenError(f"{path} is a damaged or truncated zip archive ({why})", f"copy or save the model again; {FORMS_HELP}") from None
-    except OSError as exc:
-        raise TritongenError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from None
+    with open_model_archive(path, verify=True) as archive:
+        names = archive.names
+        records = _records(names)
+        if "archive_format" in records:
+            if archive.read(records["archive_format"], limit_bytes=64).strip() != b"pt2":
+                raise TritongenError(f"{path} is a zip archive with an unknown archive_format", FORMS_HELP)
+            return _Format("torch.export")
+        if "serialized_exported_program.json" in (n.lower() for n in names):
+            return _Format("torch.export", "torch.export archive from torch <= 2.7")
     if "constants.pkl" in records and "data.pkl" in records:
         return _Format("torchscript")
     if "data.pkl" in records:
@@ -174,25 +173,33 @@ def _detect_zip(path: Path) -> _Format:
     raise TritongenError(f"{path} is a zip archive but not a PyTorch one (it holds {shown or 'nothing'})", FORMS_HELP)
 
 
+def open_model_archive(path: Path, verify: bool = False) -> Archive:
+    """The model file as a checked archive (:mod:`tritongen.archive`): the one way this module opens a zip."""
+    return open_archive(path, "model file", f"copy or save the model again; {FORMS_HELP}", verify=verify)
+
+
 def _records(names: list[str]) -> dict[str, str]:
-    """Record name relative to the archive's root folder -> full member name (torch puts all under one folder)."""
+    """Record name relative to the archive's root folder -> full member name (torch puts all under one folder).
+
+    Record names are lower-cased: torch's reader finds them ignoring ASCII case (the archive reader refuses
+    names that differ only in case), so a check must look them up the same way."""
     roots = {n.split("/", 1)[0] for n in names if "/" in n}
     if len(roots) != 1 or any("/" not in n for n in names):
         return {}
-    return {n.split("/", 1)[1]: n for n in names}
+    return {n.split("/", 1)[1].lower(): n for n in names}
 
 
 def _is_safetensors(path: Path, head: bytes, size: int) -> bool:
     if len(head) < 10:
         return False
     (n,) = struct.unpack("<Q", head[:8])
-    if not 2 <= n <= size - 8 or head[8:9] != b"{":
+    if not 2 <= n <= min(size - 8, _SAFETENSORS_HEADER_LIMIT_BYTES) or head[8:9] != b"{":
         return False
     try:
         with path.open("rb") as f:
             f.seek(8)
             header = json.loads(f.read(n))
-    except (ValueError, OSError):
+    except (ValueError, OSError, RecursionError):
         return False
     return isinstance(header, dict)
 
@@ -328,10 +335,7 @@ def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
 
 def _check_pt2_payloads(path: Path, allow_pickle: bool) -> None:
     """Refuse (unless allowed) what torch.export.load would unpickle with weights_only=False or run natively."""
-    try:
-        unsafe = _pt2_unsafe_payloads(path)
-    except zipfile.BadZipFile as exc:
-        raise TritongenError(f"{path} is a damaged zip archive ({exc})", "copy or save the model again") from None
+    unsafe = _pt2_unsafe_payloads(path)
     if unsafe and not allow_pickle:
         raise TritongenError(
             f"{path} holds pickled Python objects ({', '.join(unsafe[:3])}) that torch.export.load would unpickle, "
@@ -344,9 +348,9 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
     import torch
 
     unsafe: list[str] = []
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        records = _records(names) or {n: n for n in names}
+    with open_model_archive(path) as archive:
+        names = archive.names
+        records = _records(names) or {n.lower(): n for n in names}
         if not any(r.startswith("models/") and r.endswith(".json") for r in records) and "serialized_exported_program.json" not in records:
             raise TritongenError(
                 f"{path} is a PT2 package without an exported program"
@@ -364,20 +368,20 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
             if not (rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("config.json")):
                 continue
             try:
-                config = json.loads(zf.read(records[rel])).get("config", {})
-            except (ValueError, AttributeError):
+                config = json.loads(archive.read(records[rel], _JSON_LIMIT_BYTES)).get("config", {})
+            except (ValueError, AttributeError, RecursionError):
                 continue  # torch.export.load will report it
             folder = rel.rsplit("/", 1)[0] + "/"
-            for fqn, meta in config.items():
+            for fqn, meta in (config.items() if isinstance(config, dict) else ()):
                 name = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
                 if name.startswith("opaque_obj_"):
                     unsafe.append(f"opaque object {fqn}")
                 elif isinstance(meta, dict) and meta.get("use_pickle"):
-                    pickled.append(folder + name)
+                    pickled.append((folder + name).lower())
         for rel in pickled:
             if rel not in records:
                 continue
-            data = zf.read(records[rel])
+            data = archive.read(records[rel], archive.size_bytes(records[rel]))
             if not data:
                 continue
             try:
@@ -455,15 +459,17 @@ def _scan_pickles(path: Path) -> tuple[bool, list[str]]:
     format five back to back (magic number, protocol, system info, the object, storage keys) before raw data."""
     import pickletools
 
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                stream: Any = io.BytesIO(zf.read(_records(zf.namelist())["data.pkl"]))
-            count = 1
-        else:
-            stream, count = path.open("rb"), 5
-    except Exception:  # noqa: BLE001
-        return False, []
+    with path.open("rb") as f:
+        is_zip = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    if is_zip:
+        with open_model_archive(path) as archive:
+            member = _records(archive.names).get("data.pkl")
+            if member is None:
+                return False, []
+            stream: Any = io.BytesIO(archive.read(member, _PICKLE_LIMIT_BYTES))
+        count = 1
+    else:
+        stream, count = path.open("rb"), 5
     found: list[str] = []
     pushed: list[Any] = []
     memo: dict[Any, Any] = {}

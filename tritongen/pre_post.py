@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import TritongenError
+from .names import check_labels
 from .spec import TensorSpec, tensor_spec_from_arg
 from .templates import render, template_path
 
@@ -110,8 +111,7 @@ def postprocess_step(name: str, kind: str, model_outputs: tuple[TensorSpec, ...]
         labels = tuple(f"LABEL_{i}" for i in range(classes))
     if len(labels) != classes:
         raise TritongenError(f"the model has {classes} classes but {len(labels)} labels (id2label)", "make id2label list every class")
-    if any("\n" in label for label in labels):
-        raise TritongenError("a label name contains a line break", "use one-line label names in id2label")
+    labels = check_labels(labels, "labels")  # the generated model splits labels.txt on b"\n" only
     k = min(top_k or DEFAULT_TOP_K, classes)
     if k < 1:
         raise TritongenError(f"--top-k {top_k} is below 1", "use --top-k 1 or more")
@@ -200,7 +200,7 @@ def stage_python_step(step: PythonStep, stage: Path, version: int, config_text: 
         (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, version_dir / rel)
     for rel, text in step.texts.items():
-        (version_dir / rel).write_text(text, encoding="utf-8")
+        (version_dir / rel).write_bytes(text.encode("utf-8"))  # exactly these bytes: no newline translation
     (folder / "config.pbtxt").write_text(config_text)
     write_manifest(folder, version, {
         "tritongen_version": __version__,

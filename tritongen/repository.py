@@ -3,6 +3,11 @@
 A build never leaves a half-written model behind: everything is written under a hidden staging folder in
 the target repository (same file system, so the final step is a rename) and removed if anything fails.
 An existing model is replaced only with ``force``; ``new_version`` adds version N+1 beside the old ones.
+
+The repository is the boundary: a model folder that is a symbolic link, or holds a version folder that is one
+or any link leading outside the repository, is refused (a build would write or delete through it). A model
+that an ensemble calls is replaced or given a version only together with that ensemble, and before installing,
+the ensembles that call a staged model are validated against the staged configs (:func:`check_ensembles_with`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import TritongenError
+from .names import shown
 from .spec import BuildSpec
 
 STAGING_PREFIX = ".tritongen-staging-"
@@ -36,8 +42,61 @@ def numeric_versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
 
 
-def plan_install(spec: BuildSpec) -> InstallPlan:
-    """Decide where the model goes and fail early (before any export work) on conflicts."""
+def link_problems(repo: Path, model_dir: Path) -> list[str]:
+    """Symbolic links in ``model_dir`` that Triton (or a build) would follow: the folder itself or a version
+    folder being a link, or any link inside resolving outside ``repo``. Empty when there are none."""
+    name = model_dir.name
+    if model_dir.is_symlink():
+        return [f"model folder '{shown(name)}' is a symbolic link (to {shown(os.readlink(model_dir), 120)})"]
+    root = Path(repo).resolve()
+    problems = []
+    for folder, dirs, files in os.walk(model_dir):  # links are not followed
+        for entry in sorted(dirs + files):
+            path = Path(folder) / entry
+            if not path.is_symlink():
+                continue
+            rel = path.relative_to(model_dir).as_posix()
+            target = path.resolve()
+            where = f"{shown(name)}/{shown(rel)}"
+            if Path(folder) == model_dir and entry.isdigit():
+                problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
+            elif target != root and root not in target.parents:
+                problems.append(f"'{where}' is a symbolic link leading outside the repository "
+                                f"(to {shown(target, 120)})")
+    return problems
+
+
+def ensembles_using(repo: Path) -> dict[str, set[str]]:
+    """Model name -> the ensembles in ``repo`` whose steps call it (configs that do not parse are skipped)."""
+    from .validate import config_from_file
+
+    users: dict[str, set[str]] = {}
+    for folder in sorted(Path(repo).iterdir()) if Path(repo).is_dir() else []:
+        config_path = folder / "config.pbtxt"
+        if folder.name.startswith(".") or folder.is_symlink() or not config_path.is_file():
+            continue
+        try:
+            config = config_from_file(config_path)
+        except (TritongenError, OSError, UnicodeDecodeError):
+            continue
+        for step in config.ensemble_scheduling.step:
+            users.setdefault(step.model_name, set()).add(folder.name)
+    return users
+
+
+def _refuse_links(repo: Path, model_dir: Path) -> None:
+    found = link_problems(repo, model_dir) if os.path.lexists(model_dir) else []
+    if found:
+        raise TritongenError(f"{found[0]}: a build would write or delete through it",
+                             f"replace the link with a real folder inside {repo}, or choose another --name")
+
+
+def plan_install(spec: BuildSpec, rebuilt: frozenset[str] = frozenset()) -> InstallPlan:
+    """Decide where the model goes and fail early (before any export work) on conflicts.
+
+    ``rebuilt`` names every model the same command builds (an ensemble and its steps): replacing a model
+    or adding a version to it is refused while an ensemble outside ``rebuilt`` calls it.
+    """
     repo = spec.repo
     if repo.exists() and not repo.is_dir():
         raise TritongenError(f"the repository path {repo} is a file, not a folder", "pass --repo with a folder path")
@@ -51,9 +110,12 @@ def plan_install(spec: BuildSpec) -> InstallPlan:
     if not os.access(repo, os.W_OK | os.X_OK):
         raise TritongenError(f"no write permission for repository folder {repo}", "pass --repo with a folder you can write to, or fix its permissions")
     model_dir = repo / spec.name
+    _refuse_links(repo, model_dir)
     if model_dir.exists() and not model_dir.is_dir():
         raise TritongenError(f"{model_dir} exists and is a file", "remove it or choose another --name")
     versions = numeric_versions(model_dir)
+    if model_dir.exists() and (spec.new_version or spec.force):
+        _refuse_ensemble_step(repo, spec, rebuilt)
     if model_dir.exists() and spec.new_version:
         return InstallPlan(repo, model_dir, (max(versions) + 1) if versions else 1, "new_version", created)
     if model_dir.exists() and not spec.force:
@@ -62,6 +124,61 @@ def plan_install(spec: BuildSpec) -> InstallPlan:
             "pass --force to replace it, --new-version to add a version beside it, or choose another --name",
         )
     return InstallPlan(repo, model_dir, 1, "replace" if model_dir.exists() else "new", created)
+
+
+def _refuse_ensemble_step(repo: Path, spec: BuildSpec, rebuilt: frozenset[str]) -> None:
+    callers = sorted(ensembles_using(repo).get(spec.name, set()) - set(rebuilt))
+    if not callers:
+        return
+    action = "adding a version to it" if spec.new_version else "replacing it"
+    also = f" (and {', '.join(callers[1:])})" if len(callers) > 1 else ""
+    raise TritongenError(
+        f"model '{spec.name}' is a step of ensemble '{callers[0]}'{also}: {action} on its own could leave the "
+        "ensemble invalid",
+        f"rebuild the ensemble with its steps in one command (tritongen build SOURCE --name {callers[0]} --force, "
+        f"SOURCE being its model file or Hugging Face folder), or build this model under another --name")
+
+
+def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: frozenset[str] = frozenset()) -> None:
+    """Refuse to install the ``staged`` model folders (name -> folder) if an ensemble that calls one of them (or
+    a staged ensemble) would then have a problem it does not have now. Models in ``added_versions`` keep their
+    installed versions beside the staged one. Steps calling models that are absent are not this build's doing
+    (a hand-written ensemble may be filled one model at a time): they are left to ``tritongen validate``."""
+    from .validate import config_from_file, version_numbers
+    from .validate_ensemble import problems_in_ensembles
+
+    repo = Path(repo)
+    before, versions, unreadable = {}, {}, set()
+    for folder in sorted(repo.iterdir()):
+        if folder.name.startswith(".") or folder.is_symlink() or not (folder / "config.pbtxt").is_file():
+            continue
+        try:
+            before[folder.name] = config_from_file(folder / "config.pbtxt")
+        except (TritongenError, OSError, UnicodeDecodeError):
+            unreadable.add(folder.name)
+            continue
+        versions[folder.name] = set(version_numbers(folder))
+    after, versions_after = dict(before), dict(versions)
+    for name, folder in staged.items():
+        after[name] = config_from_file(folder / "config.pbtxt")
+        kept = versions.get(name, set()) if name in added_versions else set()
+        versions_after[name] = set(version_numbers(folder)) | kept
+        unreadable.discard(name)
+    called = {step.model_name for config in after.values() for step in config.ensemble_scheduling.step}
+    called |= {step.model_name for config in before.values() for step in config.ensemble_scheduling.step}
+    had = problems_in_ensembles(before, versions, unreadable | (called - set(before)))
+    found = problems_in_ensembles(after, versions_after, unreadable | (called - set(after)))
+    touched = set(staged) | {n for n, config in after.items()
+                             if any(step.model_name in staged for step in config.ensemble_scheduling.step)}
+    problems = {name: new for name in sorted(touched & set(found))
+                if (new := [p for p in found[name] if p not in had.get(name, [])])}
+    if problems:
+        name = next(iter(problems))
+        raise TritongenError(
+            f"installing {', '.join(sorted(staged))} would leave ensemble '{name}' invalid: {problems[name][0]}",
+            "rebuild the ensemble with its steps in one command (--force), or fix the model it calls; "
+            "nothing was installed",
+            details="\n".join(f"{n}: {p}" for n in problems for p in problems[n]))
 
 
 @contextlib.contextmanager
@@ -93,6 +210,7 @@ def _normalise_modes(root: Path) -> None:
 
 def install_model(staged_model: Path, plan: InstallPlan, trash: Path) -> Path:
     """Move a staged model folder into the repository. ``trash`` is a folder inside the staging area."""
+    _refuse_links(plan.repo, plan.model_dir)  # again: a link may have appeared while the model was exported
     _normalise_modes(staged_model)
     if plan.mode == "new":
         os.rename(staged_model, plan.model_dir)

@@ -6,17 +6,27 @@ reference data that ``tritongen infer --check`` compares against, and Triton's m
 
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from .archive import open_archive
 from .dtypes import numpy_dtype
 from .errors import TritongenError
 from .spec import BuildSpec, TensorSpec
 
 Arrays = dict[str, np.ndarray]
+
+MAX_SAMPLE_FILE_BYTES = 512 * 2**20  # the arrays of one .npz (or .npy) file, together
+MAX_SAMPLE_ARRAYS = 1024
+MAX_BATCH_BYTES = 256 * 2**20  # one batch of samples (all inputs) that a build makes or repeats rows into
+_NPY_HEADER_LIMIT_BYTES = 64 * 1024
+_NPZ_FIX = "save the samples with numpy.savez(path, name=array, ...)"
+_SMALLER_FIX = "save fewer or smaller samples (a few batches are enough)"
 
 
 @dataclass(frozen=True)
@@ -30,26 +40,91 @@ class SampleSet:
 
 
 def arrays_from_npz(path: Path) -> Arrays:
-    """Read an ``.npz`` (or ``.npy`` for a single input) safely: no pickled objects."""
+    """Read an ``.npz`` (or ``.npy`` for a single input) safely and with bounded memory.
+
+    Every archive member goes through :mod:`tritongen.archive`; each ``.npy`` header is parsed and its shape
+    times item size checked against :data:`MAX_SAMPLE_FILE_BYTES` and the member's real length before any
+    array exists (``np.load`` allocates whatever a header claims). Object dtypes (pickles) are refused. Each
+    array is a view of the bytes read, so a file costs its arrays' size once."""
     path = Path(path)
     if not path.is_file():
         raise TritongenError(f"sample file {path} does not exist", "pass an .npz with one array per model input")
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if not (magic.startswith(b"PK\x03\x04") or magic == b"\x93NUMPY"):
-        raise TritongenError(f"cannot read sample file {path}: it is not an .npz or .npy file", "save the samples with numpy.savez(path, name=array, ...)")
     try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.ndarray):  # a single .npy array
-            return {"input": data}
-        with data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise TritongenError(f"sample file {path} holds pickled objects", "save plain numeric arrays with numpy.savez") from None
-        raise TritongenError(f"cannot read sample file {path} ({exc})", "pass an .npz written by numpy.savez") from None
-    except (OSError, EOFError) as exc:
-        raise TritongenError(f"cannot read sample file {path} ({exc})", "pass an .npz written by numpy.savez") from None
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+            if magic == b"\x93NUMPY":  # a single .npy array
+                fh.seek(0)
+                head = fh.read(_NPY_HEADER_LIMIT_BYTES)
+                _npy_header(head, path.stat().st_size, path, "its array")
+                fh.seek(0)
+                data = bytearray(fh.read(MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES))
+                head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
+                shape, fortran, dtype, data_at = _npy_header(head, len(data), path, "its array")
+                return {"input": _array(data, data_at, shape, fortran, dtype)}
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise TritongenError(f"cannot read sample file {path}: {why}", "check the file's permissions") from None
+    if not magic.startswith(b"PK\x03\x04") and not magic.startswith(b"PK\x05\x06"):
+        raise TritongenError(f"cannot read sample file {path}: it is not an .npz or .npy file", _NPZ_FIX)
+    with open_archive(path, "sample file", _NPZ_FIX) as archive:
+        names = archive.names
+        if len(names) > MAX_SAMPLE_ARRAYS:
+            raise TritongenError(f"sample file {path} holds {len(names)} arrays, more than {MAX_SAMPLE_ARRAYS}",
+                                 _NPZ_FIX)
+        odd = [n for n in names if not n.endswith(".npy") or n == ".npy"]
+        if odd:
+            raise TritongenError(f"sample file {path} holds {odd[0]!r}, which is not an array (.npy)", _NPZ_FIX)
+        total_bytes = sum(archive.size_bytes(n) for n in names)
+        if total_bytes > MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES * len(names):
+            raise TritongenError(f"sample file {path} holds {total_bytes} bytes of arrays, more than the "
+                                 f"{MAX_SAMPLE_FILE_BYTES} tritongen reads", _SMALLER_FIX)
+        arrays: Arrays = {}
+        for name in names:
+            data = archive.read(name, MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES)
+            head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
+            shape, fortran, dtype, data_at = _npy_header(head, len(data), path, f"array {name!r}")
+            arrays[name[: -len(".npy")]] = _array(data, data_at, shape, fortran, dtype)
+    return arrays
+
+
+def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, data offset)`` of an .npy whose first bytes are ``head`` and whose whole
+    length is ``size_bytes``; refused unless the data is exactly shape x item size bytes, within the bound."""
+    stream = io.BytesIO(head)
+    try:
+        major, _minor = np.lib.format.read_magic(stream)
+        if major not in (1, 2):
+            raise ValueError(f".npy format version {major} is not read here")
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(stream, max_header_size=_NPY_HEADER_LIMIT_BYTES - 16)
+    except Exception as exc:  # noqa: BLE001 -- numpy parses the header with tokenize and literal_eval: any failure
+        why = " ".join(str(exc).split())[:200]
+        raise TritongenError(f"cannot read sample file {path}: {what} has a damaged header ({why})", _NPZ_FIX) from None
+    if dtype.hasobject:
+        raise TritongenError(f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
+                             "save plain numeric arrays with numpy.savez")
+    if dtype.itemsize == 0:
+        raise TritongenError(f"sample file {path}: {what} has dtype {dtype} with no bytes per item", _NPZ_FIX)
+    if any(dim < 0 for dim in shape):
+        raise TritongenError(f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}",
+                             _NPZ_FIX)
+    claimed_bytes = dtype.itemsize
+    for dim in shape:
+        claimed_bytes *= dim
+    if claimed_bytes > MAX_SAMPLE_FILE_BYTES:
+        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype}, "
+                             f"{claimed_bytes} bytes, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
+                             _SMALLER_FIX)
+    data_at = stream.tell()
+    if size_bytes - data_at != claimed_bytes:
+        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype} "
+                             f"({claimed_bytes} bytes) but holds {size_bytes - data_at} bytes", _NPZ_FIX)
+    return tuple(shape), bool(fortran), dtype, data_at
+
+
+def _array(data: bytearray, data_at: int, shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
+    flat = np.frombuffer(memoryview(data)[data_at:], dtype=dtype)
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def _concrete_shape(tensor: TensorSpec, dyn: int) -> tuple[int, ...]:
@@ -102,6 +177,16 @@ def check_arrays_match_spec(arrays: Mapping[str, np.ndarray], inputs: tuple[Tens
             )
 
 
+def _check_batch_bytes(spec: BuildSpec, row_bytes: int) -> None:
+    """Refuse a spec whose largest batch of samples (``row_bytes`` per row, all inputs) is above
+    :data:`MAX_BATCH_BYTES`."""
+    rows = max(spec.max_batch_size, 1)
+    if row_bytes * rows > MAX_BATCH_BYTES:
+        raise TritongenError(f"a batch of {rows} samples of the declared inputs takes {row_bytes * rows} bytes, "
+                             f"more than the {MAX_BATCH_BYTES} a build uses",
+                             "lower --max-batch-size, the input dims or the spec's dynamic_dim_size")
+
+
 def _take_batch(arrays: Arrays, batch: int) -> Arrays:
     """The first ``batch`` rows, repeating rows when the file holds fewer."""
     out = {}
@@ -124,6 +209,7 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         if len({a.shape[0] for a in arrays.values()}) != 1:
             raise TritongenError("sample arrays have different batch sizes", "give every input the same number of rows")
         rows = next(iter(arrays.values())).shape[0]
+        _check_batch_bytes(spec, sum(a.nbytes // rows for a in arrays.values()))
         if rows > spec.max_batch_size:
             raise TritongenError(
                 f"sample file {spec.sample_inputs.name} holds a batch of {rows} but --max-batch-size is {spec.max_batch_size}",
@@ -135,12 +221,14 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
 
     rng = np.random.default_rng(seed)
     dyn = spec.dynamic_dim_size
+    # A second size for variable dimensions proves they really are variable in the exported graph.
+    dyn2 = max(2, dyn // 2 + 1)
+    row_bytes = sum(math.prod(_concrete_shape(t, max(dyn, dyn2))) * numpy_dtype(t.dtype).itemsize for t in spec.inputs)
+    _check_batch_bytes(spec, row_bytes)
     if not spec.batched:
         arrays = {t.name: _random_array(t, None, dyn, rng) for t in spec.inputs}
         return SampleSet(export=arrays, parity=(("sample", arrays),), warmup=arrays, from_file=False)
     export = {t.name: _random_array(t, min(2, spec.max_batch_size), dyn, rng) for t in spec.inputs}
     one = {t.name: _random_array(t, 1, dyn, rng) for t in spec.inputs}
-    # A second size for variable dimensions proves they really are variable in the exported graph.
-    dyn2 = max(2, dyn // 2 + 1)
     full = {t.name: _random_array(t, spec.max_batch_size, dyn2, rng) for t in spec.inputs}
     return SampleSet(export=export, parity=(("batch 1", one), (f"batch {spec.max_batch_size}", full)), warmup=one, from_file=False)

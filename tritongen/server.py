@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import TritongenError
+from .names import check_host
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server the wheel ships
@@ -75,6 +76,7 @@ class ServeSpec:
         if self.log_path is not None:
             object.__setattr__(self, "log_path", Path(self.log_path).expanduser().resolve())
         object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
+        check_host(self.host)  # goes onto tritonserver's and docker's command line
         if self.model_control not in MODEL_CONTROL_MODES:
             raise TritongenError(
                 f"model control mode '{self.model_control}' is not supported",

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
+from .names import check_name
 
 TARGETS = ("local", "onnxruntime", "tensorrt")  # tensorrt: prepared ONNX + profiles; `tritongen engine` makes model.plan
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -40,7 +41,7 @@ class TensorSpec:
     dims: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not _TENSOR_NAME_RE.match(self.name):
+        if not _TENSOR_NAME_RE.fullmatch(check_name(self.name, "tensor name")):
             raise TritongenError(
                 f"tensor name '{self.name}' is not valid",
                 "use letters, digits and underscores, starting with a letter",
@@ -175,7 +176,7 @@ class BuildSpec:
 
 
 def check_model_name(name: str) -> str:
-    if not name or not _NAME_RE.match(name) or name in (".", ".."):
+    if not name or not _NAME_RE.fullmatch(check_name(name, "model name")) or name in (".", ".."):
         raise TritongenError(
             f"model name '{name}' is not a valid folder name",
             "use letters, digits, '_', '-' and '.', with no path separators or '..'",
@@ -184,25 +185,9 @@ def check_model_name(name: str) -> str:
 
 
 def _yaml_spec(path: Path) -> dict[str, Any]:
-    import yaml
+    from .spec_file import yaml_spec
 
-    if not path.is_file():
-        raise TritongenError(f"spec file {path} does not exist", "pass --spec with a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise TritongenError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax") from None
-    if not isinstance(data, dict):
-        raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
-    known = {"name", "max_batch_size", "inputs", "outputs", "target", "atol", "rtol", "opset", "instance_count",
-             "preferred_batch_sizes", "max_queue_delay_us", "warmup", "dynamic_dim_size", "model_factory",
-             "precision", "calib_data", "calib_method", "min_cosine", "min_top1", "max_dynamic_dim"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise TritongenError(f"spec file {path} has unknown key '{unknown[0]}'", f"use only {', '.join(sorted(known))}")
-    return data
+    return yaml_spec(path)
 
 
 def _default_name(model_path: Path) -> str:
@@ -317,7 +302,7 @@ def build_spec_from_options(
         preferred_batch_sizes=preferred,
         max_queue_delay_us=int(pick(max_queue_delay_us, "max_queue_delay_us", DEFAULT_QUEUE_DELAY_US)),
         warmup=bool(pick(warmup, "warmup", True)),
-        dynamic_dim_size=int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM)),
+        dynamic_dim_size=_dynamic_dim_size(file_opts),
         task=task,
         tokenizer=Path(tokenizer).expanduser().resolve() if tokenizer is not None else None,
         preprocess=preprocess,
@@ -325,6 +310,14 @@ def build_spec_from_options(
         top_k=top_k,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
+
+
+def _dynamic_dim_size(file_opts: Mapping[str, Any]) -> int:
+    size = int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM))
+    if size < 1:
+        raise TritongenError(f"spec dynamic_dim_size {size} is below 1",
+                             "use the size samples give every -1 dimension, e.g. 16")
+    return size
 
 
 def _precision_options(pick, target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .repository import link_problems
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
@@ -700,6 +701,9 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
             continue
         configs[model_dir.name] = config
         problems[model_dir.name] = problems_in_config(config, model_dir, gpu_count=gpu_count)
+    for model_dir in model_dirs:  # the repository is the boundary: Triton would follow these links
+        found = link_problems(repo, model_dir)
+        problems.setdefault(model_dir.name, []).extend(f"{p}: copy the files into the repository" for p in found)
     versions = {name: set(version_numbers(repo / name)) for name in configs}
     for name, found in problems_in_ensembles(configs, versions, unreadable).items():
         problems[name] += found

@@ -5,7 +5,8 @@
 - ``mean_pool_normalize``: token embeddings + attention mask -> mean over the real tokens, L2-normalised
   (what sentence-transformers computes for mean-pooling models);
 - ``normalize``: an embedding -> L2-normalised;
-- ``softmax_topk``: logits -> softmax, the ``top_k`` best label names (from ``<version>/labels.txt``) and scores.
+- ``softmax_topk``: logits -> softmax, the ``top_k`` best label names (from ``<version>/labels.txt``,
+  one per line, read as bytes) and scores.
 
 Requests handed over together are concatenated (grouped by shape) and computed in one go; if that fails,
 each request is computed alone so that only the bad one gets an error response.
@@ -28,9 +29,13 @@ class TritonPythonModel:
         if self.kind == "softmax_topk":
             self.top_k = int(params["top_k"])
             path = os.path.join(args["model_repository"], args["model_version"], "labels.txt")
-            with open(path, encoding="utf-8") as f:
-                labels = f.read().split("\n")
-            self.labels = np.array([label.encode("utf-8") for label in labels], dtype=np.object_)
+            # Bytes split on b"\n" only: text mode would turn a \r inside a label into a line break.
+            with open(path, "rb") as f:
+                labels = f.read().split(b"\n")
+            classes = int(config["input"][0]["dims"][-1])
+            if classes > 0 and len(labels) != classes:
+                raise ValueError(f"labels.txt holds {len(labels)} labels but the model has {classes} classes")
+            self.labels = np.array(labels, dtype=np.object_)
 
     def _compute(self, arrays):
         if self.kind == "mean_pool_normalize":

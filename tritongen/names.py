@@ -1,0 +1,145 @@
+"""One rule for the strings users and model files put into generated files and command lines.
+
+Model names, tensor names and class labels end up in ``config.pbtxt``, ``labels.txt``, generated ``model.py``
+parameters and file names; a host name ends up on tritonserver's and docker's command line. Every such
+string is checked here, where it enters:
+
+- no control or format characters (Unicode categories Cc, Cf, Cs, Zl, Zp: ``\\r``, ``\\n``, NUL, ``\\x85``,
+  ``\\u2028``, ``\\u2029``, ...): Python's text-mode reading splits lines on several of them, so a label
+  holding one would shift every later label;
+- a length bound (:data:`MAX_NAME_CHARS`, :data:`MAX_LABEL_CHARS`) and a bound on the number of labels
+  (:data:`MAX_LABELS`), checked before anything of that size is built;
+- a host is an IP address or a host name that resolves here (within :data:`RESOLVE_TIMEOUT_S`).
+
+Messages show the offending text escaped (``ascii``), so an error stays one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+import unicodedata
+from typing import Any, Iterable
+
+from .errors import TritongenError
+
+MAX_NAME_CHARS = 128  # model and tensor names; "<name>_postprocess" stays far below a file name's 255 bytes
+MAX_LABEL_CHARS = 1024
+MAX_LABELS = 1_000_000  # class labels of one classifier (id2label keys must lie below this)
+MAX_HOST_CHARS = 253
+RESOLVE_TIMEOUT_S = 3.0
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_SCOPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an IPv6 zone: fe80::1%eth0
+
+
+def shown(text: Any, limit: int = 60) -> str:
+    """``text`` for an error message: escaped (one line, printable ASCII) and cut at ``limit`` characters."""
+    text = str(text)
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return ascii(cut)[1:-1]
+
+
+def one_line(text: str) -> str:
+    """``text`` with every refused character escaped (``\\r``, ``\\u2028``): an error message stays one line
+    whatever file name or value it quotes."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) in REFUSED_CATEGORIES else c for c in text)
+
+
+def refused_character(text: str) -> str | None:
+    """The first character of ``text`` that no generated file may hold, or None."""
+    for char in text:
+        if unicodedata.category(char) in REFUSED_CATEGORIES:
+            return char
+    return None
+
+
+def check_text(text: Any, what: str, max_chars: int, fix: str) -> str:
+    """``text`` if it is a string of at most ``max_chars`` characters without a refused character."""
+    if not isinstance(text, str):
+        raise TritongenError(f"{what} {shown(text)} is a {type(text).__name__}, not text", fix)
+    if len(text) > max_chars:
+        raise TritongenError(f"{what} '{shown(text, 40)}' is {len(text)} characters long, above the limit of "
+                             f"{max_chars}", fix)
+    char = refused_character(text)
+    if char is not None:
+        name = unicodedata.name(char, "")
+        described = f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+        raise TritongenError(f"{what} '{shown(text)}' contains the control character {described}", fix)
+    return text
+
+
+def check_name(name: Any, what: str) -> str:
+    """A model, tensor or step name: text, at most :data:`MAX_NAME_CHARS`, no control characters."""
+    return check_text(name, what, MAX_NAME_CHARS,
+                      f"use a name of at most {MAX_NAME_CHARS} letters, digits, '_', '-' and '.'")
+
+
+def check_label(label: Any, where: str) -> str:
+    """One class label (``where`` says which, e.g. ``id2label[3]``)."""
+    return check_text(label, f"label {where}", MAX_LABEL_CHARS,
+                      f"write label names of at most {MAX_LABEL_CHARS} characters on one line, without control "
+                      "characters")
+
+
+def check_labels(labels: Iterable[Any], where: str) -> tuple[str, ...]:
+    """Every label of a classifier, at most :data:`MAX_LABELS` of them."""
+    labels = tuple(labels)
+    if len(labels) > MAX_LABELS:
+        raise TritongenError(f"{where} has {len(labels)} labels, above the limit of {MAX_LABELS}",
+                             "give one label per class of the model")
+    return tuple(check_label(label, f"{where}[{i}]") for i, label in enumerate(labels))
+
+
+def check_class_index(key: Any, where: str, count: int | None = None) -> int:
+    """An ``id2label`` key: a non-negative integer (or its decimal text) below ``count`` (or :data:`MAX_LABELS`)."""
+    limit = MAX_LABELS if count is None else count
+    fix = f"write id2label with keys \"0\", \"1\", ... up to the number of classes - 1 (at most {MAX_LABELS - 1})"
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise TritongenError(f"{where} key {shown(key)} is not a class index", fix)
+    if isinstance(key, str):
+        if not (key.isascii() and key.isdigit()) or len(key) > len(str(MAX_LABELS)):
+            raise TritongenError(f"{where} key '{shown(key)}' is not a class index below {limit}", fix)
+        key = int(key)
+    if not 0 <= key < limit:
+        raise TritongenError(f"{where} key {shown(key)} is outside 0..{limit - 1}", fix)
+    return key
+
+
+def check_host(host: Any, option: str = "--host") -> str:
+    """``host`` if it is an IP address, or a host name that resolves here; anything else is refused."""
+    fix = "pass an IP address (127.0.0.1, 0.0.0.0 for every interface, ::1) or a host name that resolves here"
+    if not isinstance(host, str) or not host or len(host) > MAX_HOST_CHARS:
+        raise TritongenError(f"{option} '{shown(host)}' is not an IP address or a host name", fix)
+    address, _, scope = host.partition("%")
+    try:
+        ipaddress.ip_address(address)
+        if not scope or (":" in address and _SCOPE_RE.fullmatch(scope)):
+            return host
+    except ValueError:
+        pass
+    if not _HOST_NAME_RE.fullmatch(host):
+        raise TritongenError(f"{option} '{shown(host)}' is not an IP address or a host name", fix)
+    if not _resolves(host, RESOLVE_TIMEOUT_S):
+        raise TritongenError(f"{option} '{host}' does not resolve to an address here within {RESOLVE_TIMEOUT_S:g} s",
+                             fix)
+    return host
+
+
+def _resolves(host: str, timeout_s: float) -> bool:
+    """Whether ``getaddrinfo`` finds an address for ``host`` within ``timeout_s`` (it has no timeout itself)."""
+    found: list[bool] = []
+
+    def lookup() -> None:
+        try:
+            found.append(bool(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)))
+        except (OSError, UnicodeError):
+            found.append(False)
+
+    thread = threading.Thread(target=lookup, name="tritongen-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(found and found[0])

@@ -1,0 +1,181 @@
+"""The ``--spec`` YAML file: read with bounded work, every value type-checked, one clean error for anything else.
+
+PyYAML's ``safe_load`` expands aliases: a few hundred bytes with nested anchors build gigabytes of lists. The
+file is first read as a stream of parser events (no objects built) and refused when it uses an anchor or alias,
+nests too deep or holds too many nodes; only then is it constructed, and each key's value checked against
+:data:`SPEC_KEYS` before :func:`tritongen.spec.build_spec_from_options` uses it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import TritongenError
+
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_NODES = 10_000
+MAX_SPEC_DEPTH = 16
+MAX_TENSORS = 1024  # inputs or outputs listed
+MAX_RANK = 32
+MAX_TEXT_CHARS = 4096
+_INT32_MAX = 2**31 - 1
+
+# key -> kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs"
+SPEC_KEYS = {
+    "name": "text", "max_batch_size": "int", "inputs": "inputs", "outputs": "outputs", "target": "text",
+    "atol": "number", "rtol": "number", "opset": "int", "instance_count": "int", "preferred_batch_sizes": "ints",
+    "max_queue_delay_us": "int", "warmup": "bool", "dynamic_dim_size": "int", "model_factory": "text",
+    "precision": "text", "calib_data": "text", "calib_method": "text", "min_cosine": "number", "min_top1": "number",
+    "max_dynamic_dim": "int",
+}
+_KIND_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string",
+               "ints": "a list of integers"}
+INPUT_KEYS = ("name", "dtype", "data_type", "dims", "shape")
+_DIM_TEXT = re.compile(r"^-?[0-9]{1,10}$")
+_ENTRY_EXAMPLE = "{name: x, dtype: FP32, dims: [3, 224, 224]}"
+
+
+def yaml_spec(path: Path) -> dict[str, Any]:
+    """The spec file's mapping, with every value of the type its key needs. Raises :class:`TritongenError`."""
+    import yaml
+
+    if not path.is_file():
+        raise TritongenError(f"spec file {path} does not exist", "pass --spec with a YAML file")
+    try:
+        size_bytes = path.stat().st_size
+        if size_bytes > MAX_SPEC_BYTES:
+            raise TritongenError(f"spec file {path} is {size_bytes} bytes, more than the {MAX_SPEC_BYTES} a spec takes",
+                                 "write a short spec: name, inputs, outputs, max_batch_size and the like")
+        text = path.read_bytes()[:MAX_SPEC_BYTES].decode("utf-8")
+    except UnicodeDecodeError:
+        raise TritongenError(f"spec file {path} is not UTF-8 text", "save it as a UTF-8 YAML file") from None
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise TritongenError(f"cannot read spec file {path}: {why}", "check the file's permissions") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        _check_events(yaml.parse(text, Loader=loader), path)
+        data = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise TritongenError(f"spec file {path} is not valid YAML{where}", "fix the YAML syntax") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of thousands of digits, a bad date
+        why = str(exc).split(":")[0][:120]
+        raise TritongenError(f"spec file {path} holds a value YAML cannot read ({why})", "fix that value") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
+    unknown = sorted((str(k) for k in data if k not in SPEC_KEYS), key=str)
+    if unknown:
+        raise TritongenError(f"spec file {path} has unknown key '{unknown[0][:80]}'",
+                             f"use only {', '.join(sorted(SPEC_KEYS))}")
+    for key, value in data.items():
+        _check_value(path, key, SPEC_KEYS[key], value)
+    return data
+
+
+def _check_events(events, path: Path) -> None:
+    """Walk the parser's events: no anchors or aliases, at most :data:`MAX_SPEC_NODES` nodes and
+    :data:`MAX_SPEC_DEPTH` levels. Builds nothing."""
+    import yaml
+
+    nodes = depth = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            line = event.start_mark.line + 1 if event.start_mark else 0
+            raise TritongenError(f"spec file {path} uses a YAML anchor or alias (&, *) at line {line}",
+                                 "write each value out in full: a spec file may not use anchors or aliases")
+        if isinstance(event, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            nodes += 1
+            if nodes > MAX_SPEC_NODES:
+                raise TritongenError(f"spec file {path} holds more than {MAX_SPEC_NODES} values", "write a short spec")
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                raise TritongenError(f"spec file {path} nests more than {MAX_SPEC_DEPTH} levels deep",
+                                     "write a flat spec")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def _wrong(path: Path, where: str, value: Any, wanted: str, example: str) -> TritongenError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return TritongenError(f"spec file {path}: {where} is {shown}, not {wanted}", f"write it as {example}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
+    if kind == "inputs":
+        _check_list(path, key, value)
+        for i, entry in enumerate(value):
+            check_input_entry(path, f"input #{i + 1}", entry)
+    elif kind == "outputs":
+        _check_list(path, key, value)
+        for i, entry in enumerate(value):
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if not isinstance(name, str) or (isinstance(entry, dict) and set(entry) - {"name"} - set(INPUT_KEYS)):
+                raise _wrong(path, f"output #{i + 1}", entry, "a name or a mapping with a name",
+                             "outputs: [logits] or [{name: logits}]")
+            _check_text(path, f"output #{i + 1}", name)
+    elif kind == "ints":
+        _check_list(path, key, value)
+        if not all(_is_int(v) and abs(v) <= _INT32_MAX for v in value):
+            raise _wrong(path, key, value, _KIND_WORDS[kind], f"{key}: [2, 4]")
+    elif kind == "int":
+        if not _is_int(value) or abs(value) > _INT32_MAX:
+            raise _wrong(path, key, value, "an integer (at most 2147483647 in size)", f"{key}: 8")
+    elif kind == "number":
+        if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+            raise _wrong(path, key, value, "a finite number", f"{key}: 0.001")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise _wrong(path, key, value, _KIND_WORDS[kind], f"{key}: true")
+    else:
+        _check_text(path, key, value)
+
+
+def _check_list(path: Path, key: str, value: Any) -> None:
+    if not isinstance(value, list):
+        example = f"inputs: [{_ENTRY_EXAMPLE}]" if key == "inputs" else f"{key}: [...]"
+        raise _wrong(path, f"'{key}'", value, "a list", example)
+    if len(value) > MAX_TENSORS:
+        raise TritongenError(f"spec file {path}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}",
+                             "list fewer")
+
+
+def _check_text(path: Path, where: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT_CHARS:
+        raise _wrong(path, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)",
+                     f"{where}: some_text")
+
+
+def check_input_entry(path: Path, where: str, entry: Any) -> None:
+    """One ``inputs`` entry: a mapping with a string name, an optional string dtype and dims, a list of integers
+    (or a string like ``"3,224,224"``)."""
+    if not isinstance(entry, dict) or "name" not in entry or set(entry) - set(INPUT_KEYS):
+        raise _wrong(path, where, entry, f"a mapping of {', '.join(INPUT_KEYS)} with a name", _ENTRY_EXAMPLE)
+    _check_text(path, f"{where} name", entry["name"])
+    for key in ("dtype", "data_type"):
+        if key in entry:
+            _check_text(path, f"{where} {key}", entry[key])
+    for key in ("dims", "shape"):
+        if key not in entry:
+            continue
+        dims = entry[key]
+        if isinstance(dims, str):
+            parts = [d.strip() for d in dims.split(",") if d.strip()]
+            if not all(_DIM_TEXT.match(p) for p in parts):
+                raise _wrong(path, f"{where} {key}", dims, "a list of integers", "dims: [3, 224, 224]")
+            dims = [int(p) for p in parts]
+        if not isinstance(dims, list) or len(dims) > MAX_RANK or not all(_is_int(d) and abs(d) <= _INT32_MAX
+                                                                         for d in dims):
+            raise _wrong(path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers",
+                         "dims: [3, 224, 224]")
