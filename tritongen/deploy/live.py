@@ -95,6 +95,8 @@ def proof_table(proof: AutoscaleProof) -> str:
     t = proof.bundle.thresholds
     lines = [f"knee: {t.mode} {t.knee_load:g} (p99 {t.knee_p99_ms:.1f} ms <= {t.slo_p99_ms:g} ms), capacity "
              f"{t.capacity_rps:.1f} req/s per replica, HPA target {t.target_in_flight:g} requests in flight per replica",
+             "measured: " + "; ".join(f"{r.load:g}: {r.throughput_rps:.1f} req/s, p99 {r.p99_ms:.1f} ms, "
+                                      f"{r.in_flight:.2f} in flight, queue {r.queue_us / 1000:.1f} ms" for r in t.levels),
              f"{'level':>10} {'load':>5} {'p99 ms':>8} {'in flight':>9} {'replicas':>8}  alerts"]
     for lv in proof.levels:
         alerts = ", ".join(f"{k}={v}" for k, v in lv.alerts.items())
