@@ -54,18 +54,42 @@ def main() -> int:
         texts = work / "sentences.txt"
         texts.write_text("\n".join(SENTENCES) + "\n")
         print("building minilm_text ...", flush=True)
-        build_ensemble(build_spec_from_options(minilm_dir(), name="minilm_text", repo=repo,
-                                               max_batch_size=args.max_batch_size, max_queue_delay_us=2000))
-        serve = ServeSpec(repo=repo, extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
+        build_ensemble(
+            build_spec_from_options(
+                minilm_dir(), name="minilm_text", repo=repo, max_batch_size=args.max_batch_size, max_queue_delay_us=2000
+            )
+        )
+        serve = ServeSpec(
+            repo=repo, extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500")
+        )
         with server_from_repository(serve) as server:
+
             def perf(loads: tuple[int, ...], phase: str):
                 seconds = args.measure_s if phase == "measure" else args.drive_s
-                timing = ({"warmup_s": 1.0, "max_windows": 5, "stability_pct": 15.0} if phase == "measure"
-                          else {"warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0})
-                run = perf_from_spec(PerfSpec(model="minilm_text", url=server.grpc_url, concurrency=loads, duration_s=seconds,
-                                              text_file=texts, repo=None, metrics_url=server.metrics_url, **timing))
-                print(f"  perf {phase} {loads}: " + ", ".join(
-                    f"c{p.load:g} {p.throughput_rps:.1f} req/s p99 {p.latency.p99_ms:.1f} ms" for p in run.points), flush=True)
+                timing = (
+                    {"warmup_s": 1.0, "max_windows": 5, "stability_pct": 15.0}
+                    if phase == "measure"
+                    else {"warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0}
+                )
+                run = perf_from_spec(
+                    PerfSpec(
+                        model="minilm_text",
+                        url=server.grpc_url,
+                        concurrency=loads,
+                        duration_s=seconds,
+                        text_file=texts,
+                        repo=None,
+                        metrics_url=server.metrics_url,
+                        **timing,
+                    )
+                )
+                print(
+                    f"  perf {phase} {loads}: "
+                    + ", ".join(
+                        f"c{p.load:g} {p.throughput_rps:.1f} req/s p99 {p.latency.p99_ms:.1f} ms" for p in run.points
+                    ),
+                    flush=True,
+                )
                 return run
 
             slo = args.slo_p99_ms
@@ -77,11 +101,18 @@ def main() -> int:
     print(proof_table(proof))
     t = proof.bundle.thresholds
     half, _, double = proof.levels
-    verdict = (half.alerts["TritonAboveKnee"] == "inactive" and double.alerts["TritonAboveKnee"] == "firing"
-               and half.desired_replicas == 1 and double.desired_replicas >= 2)
-    print(f"target {t.target_in_flight:g} in flight per replica; above-knee alert inactive at 0.5x: "
-          f"{half.alerts['TritonAboveKnee'] == 'inactive'}, firing at 2x: {double.alerts['TritonAboveKnee'] == 'firing'}; "
-          f"replicas 0.5x/1x/2x: {'/'.join(str(lv.desired_replicas) for lv in proof.levels)}")
+    verdict = (
+        half.alerts["TritonAboveKnee"] == "inactive"
+        and double.alerts["TritonAboveKnee"] == "firing"
+        and half.desired_replicas == 1
+        and double.desired_replicas >= 2
+    )
+    print(
+        f"target {t.target_in_flight:g} in flight per replica; above-knee alert inactive at 0.5x: "
+        f"{half.alerts['TritonAboveKnee'] == 'inactive'}, "
+        f"firing at 2x: {double.alerts['TritonAboveKnee'] == 'firing'}; "
+        f"replicas 0.5x/1x/2x: {'/'.join(str(lv.desired_replicas) for lv in proof.levels)}"
+    )
     return 0 if verdict else 1
 
 

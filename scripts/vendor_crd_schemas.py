@@ -1,8 +1,9 @@
 """Extract the OpenAPI v3 schema of each custom resource the Kubernetes bundle uses from its project's CRD.
 
 Usage: python scripts/vendor_crd_schemas.py CRD.yaml [CRD.yaml ...]  (run from the repository root)
-Writes tritongen/deploy/schemas/<group>_<kind>_<version>.json (.json.gz when over 100 kB), descriptions stripped (they are documentation,
-not constraints) to keep the files small. Sources and licences: tritongen/deploy/schemas/README.md.
+Writes tritongen/deploy/schemas/<group>_<kind>_<version>.json (.json.gz when over 100 kB),
+descriptions stripped (they are documentation, not constraints) to keep the files small.
+Sources and licences: tritongen/deploy/schemas/README.md.
 """
 
 import gzip

@@ -25,14 +25,32 @@ SLO_MS = 95.0
 
 def point(load: int, rps: float, p99_ms: float, queue_us: float, errors: int = 0) -> PerfPoint:
     lat = LatencySummary(p99_ms / 2, p99_ms / 2, p99_ms * 0.8, p99_ms * 0.9, p99_ms, p99_ms * 1.2)
-    return PerfPoint("concurrency", load, "builtin", rps, lat, 1000, errors={"BACKEND": errors} if errors else {},
-                     server=ServerBreakdown(1000, 200, queue_us, 10.0, 50_000.0, 10.0))
+    return PerfPoint(
+        "concurrency",
+        load,
+        "builtin",
+        rps,
+        lat,
+        1000,
+        errors={"BACKEND": errors} if errors else {},
+        server=ServerBreakdown(1000, 200, queue_us, 10.0, 50_000.0, 10.0),
+    )
 
 
 # A batching model's shape: queue time falls from c4 to c8 as batches fill (queue delay), then rises past the knee.
-RUN = PerfRun("double", "127.0.0.1:8001", "grpc", "builtin", (
-    point(1, 15.0, 70.0, 20_000), point(2, 28.0, 71.0, 20_000), point(4, 55.0, 72.0, 20_000),
-    point(8, 110.0, 75.0, 3_000), point(16, 120.0, 140.0, 60_000)))
+RUN = PerfRun(
+    "double",
+    "127.0.0.1:8001",
+    "grpc",
+    "builtin",
+    (
+        point(1, 15.0, 70.0, 20_000),
+        point(2, 28.0, 71.0, 20_000),
+        point(4, 55.0, 72.0, 20_000),
+        point(8, 110.0, 75.0, 3_000),
+        point(16, 120.0, 140.0, 60_000),
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +63,13 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def measured(work):
-    return kubernetes_bundle_from_repository(work / "repo", work / "k8s", perf_results=work / "results.json",
-                                             slo_p99_ms=SLO_MS, peak_rps=1000)
+    return kubernetes_bundle_from_repository(
+        work / "repo", work / "k8s", perf_results=work / "results.json", slo_p99_ms=SLO_MS, peak_rps=1000
+    )
 
 
 # ------------------------------------------------------------------------------------------ thresholds
+
 
 def test_thresholds_from_measurement():
     t = thresholds_from_run(RUN, slo_p99_ms=SLO_MS, peak_rps=1000)
@@ -62,8 +82,13 @@ def test_thresholds_from_measurement():
 
 
 def test_knee_is_the_highest_load_meeting_the_objective_without_errors():
-    run = PerfRun("m", "u", "grpc", "builtin", (point(1, 10, 50, 0), point(2, 19, 99, 0), point(4, 35, 90, 0),
-                                                 point(8, 60, 92, 0, errors=3)))
+    run = PerfRun(
+        "m",
+        "u",
+        "grpc",
+        "builtin",
+        (point(1, 10, 50, 0), point(2, 19, 99, 0), point(4, 35, 90, 0), point(8, 60, 92, 0, errors=3)),
+    )
     t = thresholds_from_run(run, slo_p99_ms=95)
     assert t.knee_load == 4 and t.capacity_rps == 35  # 2 broke the objective (noise), 8 had errors
 
@@ -78,13 +103,20 @@ def test_hpa_rule_replayed():
 
 # ------------------------------------------------------------------------------------------ the files, checked
 
+
 def test_measured_bundle_renders_and_validates(measured):
     check = check_bundle(measured.out)
     assert check.ok, "\n".join(check.problems)
     assert set(check.overlays) == {"dev", "prod", "prod-keda"}
     prod = set(check.overlays["prod"])
-    assert {"Deployment/triton-double", "Service/triton-double", "PodDisruptionBudget/triton-double",
-            "ServiceMonitor/triton-double", "HorizontalPodAutoscaler/triton-double", "PrometheusRule/triton-double"} <= prod
+    assert {
+        "Deployment/triton-double",
+        "Service/triton-double",
+        "PodDisruptionBudget/triton-double",
+        "ServiceMonitor/triton-double",
+        "HorizontalPodAutoscaler/triton-double",
+        "PrometheusRule/triton-double",
+    } <= prod
     keda = set(check.overlays["prod-keda"])
     assert "ScaledObject/triton-double" in keda and "HorizontalPodAutoscaler/triton-double" not in keda
 
@@ -105,20 +137,37 @@ def test_measured_numbers_reach_the_objects(measured):
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and "--metrics-config=summary_latencies=true" in c["args"]
     assert pod["terminationGracePeriodSeconds"] > t.exit_timeout_s
     dev = {o["kind"]: o for o in rendered_overlay(measured.out / "overlays" / "dev")}
-    assert (dev["HorizontalPodAutoscaler"]["spec"]["minReplicas"], dev["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]) == (1, 2)
+    assert (
+        dev["HorizontalPodAutoscaler"]["spec"]["minReplicas"],
+        dev["HorizontalPodAutoscaler"]["spec"]["maxReplicas"],
+    ) == (1, 2)
     assert dev["Deployment"]["metadata"]["namespace"] == "tritongen-dev"
     rules = yaml.safe_load((measured.out / "monitoring" / "rules.yaml").read_text())["groups"][0]["rules"]
     exprs = {r["alert"]: r["expr"] for r in rules}
-    assert exprs["TritonLatencyObjective"].endswith("> 95") and exprs["TritonAboveKnee"].endswith(f"> {t.above_knee_in_flight:g}")
+    assert exprs["TritonLatencyObjective"].endswith("> 95") and exprs["TritonAboveKnee"].endswith(
+        f"> {t.above_knee_in_flight:g}"
+    )
     readme = (measured.out / "README.md").read_text()
-    assert "measured" in readme and "concurrency 8" in readme and "110.0 req/s" in readme and "unmeasured" not in readme.split("Startup")[0]
+    assert (
+        "measured" in readme
+        and "concurrency 8" in readme
+        and "110.0 req/s" in readme
+        and "unmeasured" not in readme.split("Startup")[0]
+    )
     keda = yaml.safe_load((measured.out / "overlays" / "prod-keda" / "scaledobject.yaml").read_text())
     assert keda["spec"]["triggers"][0]["metadata"]["threshold"] == f"{t.target_in_flight:g}"
 
 
 def test_kserve_bundle(work):
-    b = kubernetes_bundle_from_repository(work / "repo", work / "kserve", target="kserve", perf_results=work / "results.json",
-                                          slo_p99_ms=SLO_MS, model_uri="s3://models/repo", canary_traffic_percent=10)
+    b = kubernetes_bundle_from_repository(
+        work / "repo",
+        work / "kserve",
+        target="kserve",
+        perf_results=work / "results.json",
+        slo_p99_ms=SLO_MS,
+        model_uri="s3://models/repo",
+        canary_traffic_percent=10,
+    )
     check = check_bundle(b.out)
     assert check.ok, "\n".join(check.problems)
     isvc = next(o for o in rendered_overlay(b.out / "overlays" / "prod") if o["kind"] == "InferenceService")
@@ -147,8 +196,10 @@ def test_plans_pin_nodes_to_their_compute_capability(work, tmp_path):
     b = kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1)
     pod = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert {e["key"]: e["values"] for e in term["matchExpressions"]} == {"nvidia.com/gpu.compute.major": ["8"],
-                                                                       "nvidia.com/gpu.compute.minor": ["9"]}
+    assert {e["key"]: e["values"] for e in term["matchExpressions"]} == {
+        "nvidia.com/gpu.compute.major": ["8"],
+        "nvidia.com/gpu.compute.minor": ["9"],
+    }
 
 
 def test_checks_catch_what_they_claim_to(measured, tmp_path):
@@ -169,6 +220,7 @@ def test_checks_catch_what_they_claim_to(measured, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ bad input
+
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exc:
@@ -192,14 +244,18 @@ def test_bad_input_one_error_nothing_written(work, tmp_path, capsys, case):
         write_model(repo, "double", DOUBLE_CONFIG.replace("max_batch_size: 8", "max_batch_size: -3"), DOUBLE_MODEL)
         expected = "problem"
     out = tmp_path / "out"
-    code, err = _cli(["deploy-k8s", str(repo), "--out", str(out), "--from-perf", str(results), "--slo-p99-ms", slo], capsys)
+    code, err = _cli(
+        ["deploy-k8s", str(repo), "--out", str(out), "--from-perf", str(results), "--slo-p99-ms", slo], capsys
+    )
     assert code == 1 and err.startswith("error: ") and expected in err.splitlines()[0] and "Traceback" not in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 def test_existing_output_needs_force(measured, work):
     with pytest.raises(TritongenError, match="already exists"):
-        kubernetes_bundle_from_repository(work / "repo", measured.out, perf_results=work / "results.json", slo_p99_ms=SLO_MS)
+        kubernetes_bundle_from_repository(
+            work / "repo", measured.out, perf_results=work / "results.json", slo_p99_ms=SLO_MS
+        )
 
 
 # ------------------------------------------------------------------------------------------ live
@@ -244,20 +300,42 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
     np.savez(inputs, X=np.ones((8, 4), np.float32))
     spec = ServeSpec(repo=repo, extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
     with server_from_repository(spec) as server:
-        def perf(levels, phase):
-            timing = ({"duration_s": 1.5, "warmup_s": 0.5, "max_windows": 4, "stability_pct": 25.0} if phase == "measure"
-                      else {"duration_s": 15.0, "warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0})
-            return perf_from_spec(PerfSpec(model="sleepy", url=server.grpc_url, repo=repo, metrics_url=server.metrics_url,
-                                           input_data=inputs, concurrency=levels, **timing))
 
-        proof = autoscale_proof(server, repo, tmp_path / "proof", perf=perf, measure_levels=(1, 2, 4, 8, 16),
-                                slo_p99_ms=SLO_MS, peak_rps=500)
+        def perf(levels, phase):
+            timing = (
+                {"duration_s": 1.5, "warmup_s": 0.5, "max_windows": 4, "stability_pct": 25.0}
+                if phase == "measure"
+                else {"duration_s": 15.0, "warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0}
+            )
+            return perf_from_spec(
+                PerfSpec(
+                    model="sleepy",
+                    url=server.grpc_url,
+                    repo=repo,
+                    metrics_url=server.metrics_url,
+                    input_data=inputs,
+                    concurrency=levels,
+                    **timing,
+                )
+            )
+
+        proof = autoscale_proof(
+            server,
+            repo,
+            tmp_path / "proof",
+            perf=perf,
+            measure_levels=(1, 2, 4, 8, 16),
+            slo_p99_ms=SLO_MS,
+            peak_rps=500,
+        )
     print(proof_table(proof))
     t = proof.bundle.thresholds
     assert t.knee_load == 8, proof_table(proof)
     half, knee, double = proof.levels
     # the overload alert: silent at half the knee, firing at twice the knee
-    assert half.alerts["TritonAboveKnee"] == "inactive" and double.alerts["TritonAboveKnee"] == "firing", proof_table(proof)
+    assert half.alerts["TritonAboveKnee"] == "inactive" and double.alerts["TritonAboveKnee"] == "firing", proof_table(
+        proof
+    )
     assert double.alerts["TritonLatencyObjective"] != "inactive"
     # the HPA rule on the live metric: one replica is enough at half the knee, more are asked for at twice it
     assert half.desired_replicas == 1 and knee.desired_replicas in (1, 2) and 2 <= double.desired_replicas <= 3

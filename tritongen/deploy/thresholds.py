@@ -99,9 +99,11 @@ def _replicas(peak_rps: float | None, capacity_rps: float | None, min_replicas: 
 
 
 def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]]:
-    """The highest load of ``run``'s first mode whose p99 meets ``slo_p99_ms`` without errors, and that mode's points."""
+    """The highest load of the run's first mode whose p99 meets the objective without errors, and that mode's points."""
     if not run.points:
-        raise TritongenError("the perf results hold no measured load level", "run tritongen perf with --report DIR again")
+        raise TritongenError(
+            "the perf results hold no measured load level", "run tritongen perf with --report DIR again"
+        )
     mode = run.points[0].mode
     points = sorted((p for p in run.points if p.mode == mode), key=lambda p: p.load)
     lowest = points[0]
@@ -109,48 +111,92 @@ def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]
         raise TritongenError(
             f"--slo-p99-ms {slo_p99_ms:g} is below the p99 measured at the lowest load "
             f"({lowest.latency.p99_ms:.1f} ms at {mode} {lowest.load:g}): no replica count can meet it",
-            "raise --slo-p99-ms, or make the model faster (tritongen tune, a TensorRT engine) and measure again")
+            "raise --slo-p99-ms, or make the model faster (tritongen tune, a TensorRT engine) and measure again",
+        )
     good = [p for p in points if p.latency.p99_ms <= slo_p99_ms and p.error_count == 0]
     if not good:
-        raise TritongenError(f"every measured level of {run.model} had errors", "fix the errors perf reported and measure again")
+        raise TritongenError(
+            f"every measured level of {run.model} had errors", "fix the errors perf reported and measure again"
+        )
     return good[-1], points
 
 
-def thresholds_from_run(run: PerfRun, *, slo_p99_ms: float, peak_rps: float | None = None,
-                        load_time_s: float | None = None, source: str = "") -> Thresholds:
+def thresholds_from_run(
+    run: PerfRun,
+    *,
+    slo_p99_ms: float,
+    peak_rps: float | None = None,
+    load_time_s: float | None = None,
+    source: str = "",
+) -> Thresholds:
     """Thresholds from a measured run (see the module's docstring for each derivation)."""
     if slo_p99_ms <= 0:
-        raise TritongenError(f"--slo-p99-ms {slo_p99_ms:g} is not positive", "give the p99 latency objective in milliseconds")
+        raise TritongenError(
+            f"--slo-p99-ms {slo_p99_ms:g} is not positive", "give the p99 latency objective in milliseconds"
+        )
     knee, points = knee_of(run, slo_p99_ms)
     target = _in_flight(knee)
     if target <= 0:
-        raise TritongenError(f"the knee level of {run.model} measured no throughput", "measure again with tritongen perf")
+        raise TritongenError(
+            f"the knee level of {run.model} measured no throughput", "measure again with tritongen perf"
+        )
     compute_us = knee.server.total_us - knee.server.queue_us if knee.server.requests else 0.0
-    rows = tuple(LevelRow(p.load, p.throughput_rps, p.latency.p99_ms, _in_flight(p), p.server.queue_us, p.error_count,
-                          p.latency.p99_ms <= slo_p99_ms and p.error_count == 0) for p in points)
+    rows = tuple(
+        LevelRow(
+            p.load,
+            p.throughput_rps,
+            p.latency.p99_ms,
+            _in_flight(p),
+            p.server.queue_us,
+            p.error_count,
+            p.latency.p99_ms <= slo_p99_ms and p.error_count == 0,
+        )
+        for p in points
+    )
     max_p99_s = (knee.latency.max_ms or knee.latency.p99_ms) / 1000.0
     return Thresholds(
-        model=run.model, measured=True, source=source or f"perf run of {run.model} ({run.engine}, {len(points)} levels)",
-        slo_p99_ms=slo_p99_ms, mode=knee.mode, knee_load=knee.load, knee_p99_ms=knee.latency.p99_ms,
-        capacity_rps=knee.throughput_rps, target_in_flight=round(target, 3),
+        model=run.model,
+        measured=True,
+        source=source or f"perf run of {run.model} ({run.engine}, {len(points)} levels)",
+        slo_p99_ms=slo_p99_ms,
+        mode=knee.mode,
+        knee_load=knee.load,
+        knee_p99_ms=knee.latency.p99_ms,
+        capacity_rps=knee.throughput_rps,
+        target_in_flight=round(target, 3),
         queue_alert_us=round(max(slo_p99_ms * 1000.0 - compute_us, slo_p99_ms * 100.0), 1),
-        above_knee_in_flight=round(target * ABOVE_KNEE_ALERT_FACTOR, 3), peak_rps=peak_rps,
-        max_replicas_dev=2, max_replicas_prod=_replicas(peak_rps, knee.throughput_rps, 2, DEFAULT_MAX_REPLICAS),
+        above_knee_in_flight=round(target * ABOVE_KNEE_ALERT_FACTOR, 3),
+        peak_rps=peak_rps,
+        max_replicas_dev=2,
+        max_replicas_prod=_replicas(peak_rps, knee.throughput_rps, 2, DEFAULT_MAX_REPLICAS),
         load_time_s=load_time_s if load_time_s is not None else DEFAULT_LOAD_TIME_S,
         load_time_measured=load_time_s is not None,
-        exit_timeout_s=max(10, math.ceil(3 * max_p99_s)), levels=rows,
+        exit_timeout_s=max(10, math.ceil(3 * max_p99_s)),
+        levels=rows,
     )
 
 
-def unmeasured_thresholds(model: str, *, max_batch_size: int, instances: int, slo_p99_ms: float | None = None,
-                          peak_rps: float | None = None, load_time_s: float | None = None) -> Thresholds:
+def unmeasured_thresholds(
+    model: str,
+    *,
+    max_batch_size: int,
+    instances: int,
+    slo_p99_ms: float | None = None,
+    peak_rps: float | None = None,
+    load_time_s: float | None = None,
+) -> Thresholds:
     """Defaults from the model's config (one full batch per instance in flight), marked unmeasured."""
     slo = slo_p99_ms if slo_p99_ms is not None else DEFAULT_SLO_P99_MS
     target = float(max(1, max_batch_size) * max(1, instances))
     return Thresholds(
-        model=model, measured=False, source="unmeasured: defaults from config.pbtxt (one full batch per instance in flight)",
-        slo_p99_ms=slo, target_in_flight=target, queue_alert_us=slo * 1000.0 / 2,
-        above_knee_in_flight=target * ABOVE_KNEE_ALERT_FACTOR, peak_rps=peak_rps,
+        model=model,
+        measured=False,
+        source="unmeasured: defaults from config.pbtxt (one full batch per instance in flight)",
+        slo_p99_ms=slo,
+        target_in_flight=target,
+        queue_alert_us=slo * 1000.0 / 2,
+        above_knee_in_flight=target * ABOVE_KNEE_ALERT_FACTOR,
+        peak_rps=peak_rps,
         load_time_s=load_time_s if load_time_s is not None else DEFAULT_LOAD_TIME_S,
         load_time_measured=load_time_s is not None,
     )
