@@ -93,6 +93,16 @@ def test_knee_is_the_highest_load_meeting_the_objective_without_errors():
     assert t.knee_load == 4 and t.capacity_rps == 35  # 2 broke the objective (noise), 8 had errors
 
 
+def test_ensemble_target_uses_the_whole_request_time():
+    # an ensemble's own statistics (50 ms here) leave out its steps; the client's mean (p99/2 = 37.5 ms) covers them
+    from dataclasses import replace
+
+    step = ServerBreakdown(1000, 100, 10.0, 5.0, 30_000.0, 5.0)
+    run = PerfRun("ens", "u", "grpc", "builtin", tuple(replace(p, steps={"ens_model": step}) for p in RUN.points))
+    t = thresholds_from_run(run, slo_p99_ms=SLO_MS)
+    assert t.target_in_flight == pytest.approx(110 * 0.0375, rel=1e-3)
+
+
 def test_hpa_rule_replayed():
     assert desired_replicas(1, 3.0, 6.0) == 1
     assert desired_replicas(1, 6.5, 6.0) == 1  # within Kubernetes' 10% tolerance
