@@ -255,7 +255,7 @@ def test_bad_input_one_error_nothing_written(work, tmp_path, capsys, case):
         expected = "problem"
     out = tmp_path / "out"
     code, err = _cli(
-        ["deploy-k8s", str(repo), "--out", str(out), "--from-perf", str(results), "--slo-p99-ms", slo], capsys
+        ["k8s", str(repo), "--out", str(out), "--from-perf", str(results), "--slo-p99-ms", slo], capsys
     )
     assert code == 1 and err.startswith("error: ") and expected in err.splitlines()[0] and "Traceback" not in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

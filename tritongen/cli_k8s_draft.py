@@ -1,4 +1,4 @@
-"""``tritongen deploy-k8s``: a thin click command over :mod:`tritongen.deploy.bundle`, to be folded into
+"""``tritongen k8s``: a thin click command over :mod:`tritongen.deploy.bundle`, to be folded into
 ``tritongen deploy --to kubernetes|kserve``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 
-@click.command("deploy-k8s", short_help="Kubernetes/KServe bundle with autoscaling and alerts set from perf results.")
+@click.command("k8s", short_help="Kubernetes/KServe bundle with autoscaling and alerts set from perf results.")
 @click.argument("repo", type=click.Path(path_type=Path))
 @click.option("--to", "target", type=click.Choice(["kubernetes", "kserve"]), default="kubernetes", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the bundle into.")
