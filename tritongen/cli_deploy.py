@@ -29,9 +29,24 @@ def _to_docker(repo: Path, out: Path, options: dict[str, Any]) -> Any:
     )
 
 
+def _to_cluster(target: str) -> Callable[[Path, Path, dict[str, Any]], Any]:
+    def write(repo: Path, out: Path, options: dict[str, Any]) -> Any:
+        from .deploy.k8s_bundle import kubernetes_bundle_from_repository
+
+        return kubernetes_bundle_from_repository(
+            repo, out, target=target, perf_results=options["perf_results"], slo_p99_ms=options["slo_p99_ms"],
+            peak_rps=options["peak_rps"], model=options["model"], image=options["image"] or f"nvcr.io/nvidia/tritonserver:{options['ngc_version']}-py3",
+            model_uri=options["model_uri"], namespace=options["namespace"], gpus=options["gpus"],
+            canary_traffic_percent=options["canary_traffic_percent"], force=options["force"])
+
+    return write
+
+
 # --to value -> function(repo, out, options) returning a result with summary()
 TARGETS: dict[str, Callable[[Path, Path, dict[str, Any]], Any]] = {
     "docker": _to_docker,
+    "kubernetes": _to_cluster("kubernetes"),
+    "kserve": _to_cluster("kserve"),
 }
 
 
@@ -48,7 +63,7 @@ def _extra_packages(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@click.command(short_help="Write what serves REPO on a GPU host (Dockerfiles + compose).")
+@click.command(short_help="Write what serves REPO: Docker (GPU host), Kubernetes or KServe bundles.")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @click.option("--to", "target", type=click.Choice(sorted(TARGETS)), required=True, help="Where it will run.")
 @click.option(
@@ -81,6 +96,16 @@ def _extra_packages(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NAME",
     help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
 )
+@click.option("--from-perf", "perf_results", type=click.Path(path_type=Path),
+              help="kubernetes/kserve: results.json of tritongen perf on the target hardware (sets the thresholds).")
+@click.option("--slo-p99-ms", type=float, help="kubernetes/kserve: the p99 latency objective in ms (with --from-perf).")
+@click.option("--peak-rps", type=float, help="kubernetes/kserve: peak request rate to size the maximum replica count for.")
+@click.option("--model", help="kubernetes/kserve: the model to scale on (default: the perf results' model, or the only one).")
+@click.option("--image", default=None, help="kubernetes/kserve: serving image, e.g. the one --to docker builds (default: NGC's tritonserver of --ngc-version).")
+@click.option("--model-uri", help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or a path in the image.")
+@click.option("--namespace", default="tritongen", show_default=True, help="kubernetes/kserve: namespace.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="kubernetes/kserve: GPUs per replica.")
+@click.option("--canary-traffic-percent", type=int, help="kserve: share of traffic for the latest revision.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def deploy(repo: Path, target: str, out: Path, **options) -> None:
     """Write the files that serve REPO on TARGET into --out, for exactly this repository.
@@ -88,6 +113,8 @@ def deploy(repo: Path, target: str, out: Path, **options) -> None:
     \b
       tritongen deploy model_repository/ --to docker --out deploy/
       cd deploy && docker compose up        # pending TensorRT plans built first, then Triton
+      tritongen deploy model_repository/ --to kubernetes --from-perf perf/results.json --slo-p99-ms 50 \\
+          --peak-rps 2000 --out deploy/k8s/ && kubectl apply -k deploy/k8s/overlays/prod
     """
     result = TARGETS[target](repo, out, options)
     click.echo(result.summary())
