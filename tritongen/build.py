@@ -11,7 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -24,8 +24,8 @@ from .parity import ParityReport
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import template_path
+from .progress import Progress
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -221,16 +221,19 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
     return precision, record
 
 
-def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
-    """Build one model into ``spec.repo`` and return what was written. Raises :class:`TritongenError`."""
+def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> BuildResult:
+    """Build one model into ``spec.repo`` and return what was written. Raises :class:`TritongenError`.
+
+    ``loaded`` (a :class:`tritongen.load.LoadedModel`) skips loading ``spec.model_path``: an in-memory module.
+    """
     from .validate import check_repository
 
     check_model_name(spec.name)
     _check_names(spec)
     plan = plan_install(spec)
-    stages = Stages(progress, 8 + (spec.precision != "fp32") + (spec.target == "tensorrt"))
+    stages = Stages(progress, 8 - (loaded is not None) + (spec.precision != "fp32") + (spec.target == "tensorrt"))
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
-        staged = stage_model(spec, stage, plan.version, stages)
+        staged = stage_model(spec, stage, plan.version, stages, loaded)
         stages.run("validating the generated config", check_repository, stage)
         added = frozenset({spec.name} if plan.mode == "new_version" else ())
         check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, api
 from .errors import TritongenError
 from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
@@ -81,14 +81,8 @@ def build(model: Path, no_warmup: bool, **options) -> None:
       tritongen build model.pt --precision int8 --calib-data calib.npz --min-cosine 0.99
       tritongen build retrained.pt --name resnet --input x:FP32:3,224,224 --new-version
     """
-    from .build import build as run_build
-    from .spec import build_spec_from_options
-
-    spec = build_spec_from_options(model, warmup=False if no_warmup else None, **options)
-    if spec.is_ensemble:
-        from .ensemble import build_ensemble
-
-        made = build_ensemble(spec, progress=_echo_err)
+    made = api.build(model, progress=_echo_err, warmup=False if no_warmup else None, **options)
+    if hasattr(made, "ensemble_dir"):
         click.echo(f"built ensemble {made.ensemble_dir} ({made.task or 'custom'}, {made.spec.target} target, "
                    f"{made.exporter} exporter) in {sum(made.timings_s.values()):.1f}s")
         click.echo(made.parity.table())
@@ -99,7 +93,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
             click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
         click.echo(f"manifest: {made.manifest_path}")
         return
-    result = run_build(spec, progress=_echo_err)
+    result = made
     total_s = sum(result.timings_s.values())
     click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {result.exporter} exporter) in {total_s:.1f}s")
     click.echo(result.parity.table())
@@ -116,10 +110,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
               help="Triton release that will serve REPO: TensorRT plans must have been built with its TensorRT.")
 def validate(repo: Path, triton_version: str) -> None:
     """Check every config.pbtxt in REPO offline with Triton's own rules (ensembles included)."""
-    from .validate import check_repository
-
-    report = check_repository(repo, triton_version=triton_version)
-    click.echo(report.summary())
+    click.echo(api.validate(repo, triton_version=triton_version).summary())
 
 
 _ALLOW_UNVERIFIED = click.option(
@@ -144,9 +135,7 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
     Every model folder (a hidden one is refused), every version folder and every file in them: an unlisted file,
     a version without manifest or a model without manifest fails. With --public-key the signature is checked first.
     """
-    from .verify import check_verified
-
-    report = check_verified(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+    report = api.verify(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
     click.echo(report.summary())
 
 
@@ -161,9 +150,7 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
 
     tune and engine rewrite files of the repository: sign again after them.
     """
-    from .signing import sign_repository
-
-    path = sign_repository(repo, private_key, signature, allow_unverified=allow_unverified)
+    path = api.sign(repo, private_key, signature=signature, allow_unverified=allow_unverified)
     click.echo(f"signed {repo}: signature {path}")
 
 
@@ -186,25 +173,17 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
           **options) -> None:
     """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
     until every model is READY, serve until Ctrl-C."""
-    from .server import ServeSpec, server_from_repository
-    from .validate import check_repository
-    from .verify import check_verified
-
-    if public_key is not None:
-        from .signing import check_signature
-
-        check_signature(repo, public_key, signature)  # first: nothing else reads the repository's files before it
-    check_repository(repo, triton_version=DEFAULT_TRITON_VERSION if docker else None)  # else: the server's own, at boot
-    check_verified(repo, allow_unverified=allow_unverified)
-    spec = ServeSpec(repo=repo.resolve(), **options)
+    # the server's own Triton version checks plans at boot; the docker image's is the default release
+    api.check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature,
+                       triton_version=DEFAULT_TRITON_VERSION if docker else None)
     if docker:
         from .deploy.docker import docker_steps_from_repository
+        from .server import ServeSpec
 
-        click.echo(docker_steps_from_repository(spec).text())
+        click.echo(docker_steps_from_repository(ServeSpec(repo=repo.resolve(), **options)).text())
         return
-    _echo_err(f"starting tritonserver on {spec.repo} ...")
-    server = server_from_repository(spec)
-    with server:
+    _echo_err(f"starting tritonserver on {repo.resolve()} ...")
+    with api.serve(repo, verify=False, **options) as server:  # checked above
         click.echo(f"ready: {', '.join(server.models)}")
         click.echo(f"  HTTP    {server.http_url}")
         click.echo(f"  gRPC    {server.grpc_url}")
@@ -232,9 +211,7 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="An image file (JPEG, PNG, ...) to send to an image-in ensemble (repeatable).")
 def infer(name: str, **options) -> None:
     """Send inputs to model NAME on a running server and print its outputs."""
-    from .infer import InferSpec, infer_model
-
-    result = infer_model(InferSpec(name=name, **options))
+    result = api.infer(name, **options)
     click.echo(result.text())
     if result.check is not None and not result.check.ok:
         raise TritongenError("served outputs differ from the PyTorch reference beyond tolerance", "see the table above")

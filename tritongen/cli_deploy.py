@@ -1,66 +1,18 @@
 """``tritongen deploy``: a thin click command over the ``tritongen.deploy`` targets.
 
-Each ``--to`` target maps to one function in :data:`TARGETS` that takes the parsed options and returns a result
-with a ``summary()``; adding a target is one entry there (plus its options, ignored by the other targets).
+Each ``--to`` target maps to one function in :data:`tritongen.deploy.TARGETS` that takes the parsed options and
+returns a result with a ``summary()``; adding a target is one entry there (plus its options here).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
-from .errors import TritongenError
+from . import api
+from .deploy import TARGETS
 from .plan_compat import DEFAULT_NGC_RELEASE
-
-
-def _to_docker(repo: Path, out: Path, options: dict[str, Any]) -> Any:
-    from .deploy.docker import docker_bundle_from_repository
-
-    return docker_bundle_from_repository(
-        repo,
-        out,
-        ngc_release=options["ngc_version"],
-        host=options["host"],
-        force=options["force"],
-        extra_packages=_extra_packages(options["extra_packages"]),
-        allow_unverified=options["allow_unverified"],
-    )
-
-
-def _to_cluster(target: str) -> Callable[[Path, Path, dict[str, Any]], Any]:
-    def write(repo: Path, out: Path, options: dict[str, Any]) -> Any:
-        from .deploy.k8s_bundle import kubernetes_bundle_from_repository
-
-        return kubernetes_bundle_from_repository(
-            repo, out, target=target, perf_results=options["perf_results"], slo_p99_ms=options["slo_p99_ms"],
-            peak_rps=options["peak_rps"], model=options["model"], image=options["image"] or f"nvcr.io/nvidia/tritonserver:{options['ngc_version']}-py3",
-            model_uri=options["model_uri"], namespace=options["namespace"], gpus=options["gpus"],
-            canary_traffic_percent=options["canary_traffic_percent"], force=options["force"])
-
-    return write
-
-
-# --to value -> function(repo, out, options) returning a result with summary()
-TARGETS: dict[str, Callable[[Path, Path, dict[str, Any]], Any]] = {
-    "docker": _to_docker,
-    "kubernetes": _to_cluster("kubernetes"),
-    "kserve": _to_cluster("kserve"),
-}
-
-
-def _extra_packages(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for value in values:
-        module, sep, requirement = value.partition("=")
-        if not sep or not module or not requirement or not module.isidentifier():
-            raise TritongenError(
-                f"--extra-package '{value}' is not IMPORT=REQUIREMENT",
-                "write the import name, '=' and a pinned requirement: --extra-package sklearn=scikit-learn==1.5.2",
-            )
-        out[module] = requirement
-    return out
 
 
 @click.command(short_help="Write what serves REPO: Docker (GPU host), Kubernetes or KServe bundles.")
@@ -116,5 +68,5 @@ def deploy(repo: Path, target: str, out: Path, **options) -> None:
       tritongen deploy model_repository/ --to kubernetes --from-perf perf/results.json --slo-p99-ms 50 \\
           --peak-rps 2000 --out deploy/k8s/ && kubectl apply -k deploy/k8s/overlays/prod
     """
-    result = TARGETS[target](repo, out, options)
+    result = api.deploy(repo, to=target, out=out, **options)
     click.echo(result.summary())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import api
 from .errors import TritongenError
 
 
@@ -46,7 +47,7 @@ def _progress(message: str) -> None:
 @click.option("--compare", is_flag=True, help="Arguments are results.json files: write one report comparing them (needs --report).")
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
-    from .perf import PerfSpec, perf_from_spec, run_from_json
+    from .perf import run_from_json
     from .perf.report import report_from_runs
     from .perf.results import table_from_run
 
@@ -60,9 +61,8 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         return
     if len(targets) != 1:
         raise TritongenError(f"perf takes one model name, got {len(targets)} arguments", "pass one MODEL, or --compare with results.json files")
-    spec = PerfSpec(model=targets[0], concurrency=_numbers(concurrency, int, "--concurrency"),
-                    request_rates=_numbers(request_rate, float, "--request-rate"), **options)
-    run = perf_from_spec(spec, progress=_progress)
+    run = api.perf(targets[0], concurrency=_numbers(concurrency, int, "--concurrency"),
+                   request_rates=_numbers(request_rate, float, "--request-rate"), progress=_progress, **options)
     click.echo(table_from_run(run))
     if report_dir:
         click.echo(f"report: {report_from_runs([run], report_dir)}")
@@ -87,9 +87,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:
     """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound."""
-    from .perf.tune import TuneSpec, tune_model
-
-    result = tune_model(TuneSpec(model_dir=model_dir, write=not dry_run, **options), progress=_progress)
+    result = api.tune(model_dir, write=not dry_run, progress=_progress, **options)
     click.echo(result.table())
     if result.config_path is not None:
         click.echo(f"wrote {result.config_path} (validated, reloaded); measurements in {result.record_path}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import api
 from .errors import TritongenError
 
 
@@ -13,9 +14,7 @@ from .errors import TritongenError
 @click.argument("path", type=click.Path(path_type=Path), default="model_repository")
 def lint(path: Path) -> None:
     """Check an ONNX file, or every model in a repository, for TensorRT offline (opset, operators, INT64, profiles, size)."""
-    from .lint import lint_from_onnx, lint_targets
-
-    reports = [lint_from_onnx(onnx_path, profiles) for onnx_path, profiles in lint_targets(path)]
+    reports = api.lint(path)
     for report in reports:
         click.echo(report.text())
     bad = [r for r in reports if not r.ok]
@@ -30,9 +29,7 @@ def lint(path: Path) -> None:
 @click.option("--per-cc", is_flag=True, help="Save model.<cc>.plan and list it in cc_model_filenames (plans for several GPUs in one repository).")
 def engine(repo: Path, workspace_gb: float | None, optimization_level: int | None, per_cc: bool) -> None:
     """Build model.plan for every model in REPO prepared by `build --target tensorrt` (needs TensorRT and a GPU)."""
-    from .engine import engines_from_repository
-
-    results = engines_from_repository(repo, workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,
+    results = api.engine(repo, workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,
                                       optimization_level=optimization_level, per_cc=per_cc,
                                       progress=lambda m: click.echo(m, err=True))
     for r in results:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import __version__
-from .build import Progress, Stages
+from .build import Stages
+from .progress import Progress
 from .config import preferred_batch_sizes
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel

@@ -1,9 +1,74 @@
 """Deployment bundles for a built model repository: ``tritongen deploy REPO --to TARGET --out DIR``.
 
 Each target is a module with a ``<target>_bundle_from_repository(repo, out, ...)`` function returning a typed
-result; :mod:`tritongen.cli_deploy` maps ``--to`` to those functions.
+result; :func:`bundle_from_repository` maps a target name to it (:data:`TARGETS`).
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import TritongenError
+from ..plan_compat import DEFAULT_NGC_RELEASE
 from .docker import DockerBundle, docker_bundle_from_repository, docker_steps_from_repository
 
-__all__ = ["DockerBundle", "docker_bundle_from_repository", "docker_steps_from_repository"]
+
+def _to_docker(repo: Path, out: Path, *, ngc_version: str = DEFAULT_NGC_RELEASE, host: str = "127.0.0.1",
+               force: bool = False, extra_packages: Any = (), allow_unverified: tuple[str, ...] = (),
+               **_ignored: Any) -> Any:
+    return docker_bundle_from_repository(
+        repo, out, ngc_release=ngc_version, host=host, force=force,
+        extra_packages=extra_packages_from_args(extra_packages), allow_unverified=tuple(allow_unverified),
+    )
+
+
+def _to_cluster(target: str) -> Callable[..., Any]:
+    def write(repo: Path, out: Path, *, ngc_version: str = DEFAULT_NGC_RELEASE, perf_results: Path | None = None,
+              slo_p99_ms: float | None = None, peak_rps: float | None = None, model: str | None = None,
+              image: str | None = None, model_uri: str | None = None, namespace: str = "tritongen", gpus: int = 1,
+              canary_traffic_percent: int | None = None, force: bool = False, **_ignored: Any) -> Any:
+        from .k8s_bundle import kubernetes_bundle_from_repository
+
+        return kubernetes_bundle_from_repository(
+            repo, out, target=target, perf_results=perf_results, slo_p99_ms=slo_p99_ms, peak_rps=peak_rps,
+            model=model, image=image or f"nvcr.io/nvidia/tritonserver:{ngc_version}-py3", model_uri=model_uri,
+            namespace=namespace, gpus=gpus, canary_traffic_percent=canary_traffic_percent, force=force)
+
+    return write
+
+
+# target name -> function(repo, out, **options) returning a result with summary(); options of other targets are
+# ignored, so one set of CLI flags serves every target.
+TARGETS: dict[str, Callable[..., Any]] = {
+    "docker": _to_docker,
+    "kubernetes": _to_cluster("kubernetes"),
+    "kserve": _to_cluster("kserve"),
+}
+
+
+def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -> Any:
+    """Write the ``target`` bundle (docker, kubernetes, kserve) that serves ``repo`` into ``out``."""
+    if target not in TARGETS:
+        raise TritongenError(f"deploy target '{target}' is not known", f"use one of {', '.join(sorted(TARGETS))}")
+    return TARGETS[target](Path(repo), Path(out), **options)
+
+
+def extra_packages_from_args(values: Any) -> dict[str, str]:
+    """``IMPORT=REQUIREMENT`` strings (or a mapping already) -> {import name: pinned requirement}."""
+    if isinstance(values, dict):
+        return dict(values)
+    out = {}
+    for value in values:
+        module, sep, requirement = value.partition("=")
+        if not sep or not module or not requirement or not module.isidentifier():
+            raise TritongenError(
+                f"--extra-package '{value}' is not IMPORT=REQUIREMENT",
+                "write the import name, '=' and a pinned requirement: --extra-package sklearn=scikit-learn==1.5.2",
+            )
+        out[module] = requirement
+    return out
+
+
+__all__ = ["TARGETS", "DockerBundle", "bundle_from_repository", "docker_bundle_from_repository",
+           "docker_steps_from_repository", "extra_packages_from_args"]

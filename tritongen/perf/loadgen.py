@@ -23,11 +23,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import TritongenError
+from ..progress import Progress
 from .inputs import RequestSet
 from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
 from .spec import STABLE_WINDOWS, PerfSpec
 
-Progress = Callable[[str], None]
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVER_GONE = ("unavailable", "connection")  # error kinds that mean no server answers
 

@@ -23,12 +23,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import TritongenError
+from ..progress import Progress
 from .inputs import RequestSet
 from .results import LatencySummary, PerfPoint, ServerBreakdown
 from .spec import STABLE_WINDOWS, PerfSpec
 
 INSTALL_FIX = "run scripts/install_perf_analyzer.sh (perf_analyzer from the tritonclient 2.48 wheel, plus libb64-0d and libcudart)"
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,12 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, replace
-from typing import Callable
 
 from ..errors import TritongenError
+from ..progress import Progress
 from .results import PerfPoint, PerfRun
 from .spec import PerfSpec
 
-Progress = Callable[[str], None]
 METRIC_NAMES = ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage",
                 "nv_cpu_utilization", "nv_cpu_memory_used_bytes", "nv_cpu_memory_total_bytes")
 

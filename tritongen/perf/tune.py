@@ -28,13 +28,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..errors import TritongenError
+from ..progress import Progress
 from .results import PerfPoint
 from .spec import ENGINES, PerfSpec
 
-Progress = Callable[[str], None]
 CONCURRENCY_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TUNE_RECORD = "tune.json"
 

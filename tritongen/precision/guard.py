@@ -15,15 +15,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import TritongenError
+from ..progress import Progress
 from .accuracy import AccuracyReport, accuracy_from_outputs
 from .calibration import CalibrationData
 
-Progress = Callable[[str], None]
 DEFAULT_MAX_ATTEMPTS = 4
 SENSITIVITY_SAMPLES = 32  # held-out samples used to rank layers (the full held-out set checks each attempt)
 

@@ -1,0 +1,271 @@
+"""The public Python API, re-exported by :mod:`tritongen`: one function per command of the CLI.
+
+Every function imports the stage it needs when it is called, so ``import tritongen`` stays light (no torch, no
+tritonclient). Every failure is a :class:`tritongen.errors.TritongenError` carrying the problem and its fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import TritongenError
+from .progress import Progress
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from .build import BuildResult
+    from .ensemble import EnsembleBuildResult
+    from .engine import EngineResult
+    from .infer import InferResult
+    from .perf.results import PerfRun
+    from .perf.tune import TuneResult
+    from .server import RunningServer
+    from .validate import ValidationReport
+    from .verify import VerifyReport
+
+PathLike = str | Path
+
+
+def build(model: Any, *, example_inputs: Any = None, progress: Progress | None = None,
+          **options: Any) -> BuildResult | EnsembleBuildResult:
+    """Build ``model`` into a validated model folder of a Triton repository and return what was written.
+
+    ``model`` is one of:
+
+    - a file: TorchScript, ``torch.export`` ``.pt2``, a state_dict (with ``model_factory="pkg.mod:make"``) or,
+      with ``allow_pickle=True``, a pickled module;
+    - a Hugging Face folder (``config.json`` beside the weights): builds a text- or image-in ensemble;
+    - an in-memory ``torch.nn.Module``: then ``example_inputs`` is required, a mapping ``{input name: array}``
+      (or a sequence of arrays/tensors, named ``input_0``, ``input_1``, ...) in ``forward()`` order, batch axis
+      first when ``max_batch_size`` > 0. The input specs are inferred from them and they feed the parity gate.
+
+    ``options`` are the keyword forms of ``tritongen build``'s flags: ``name``, ``inputs`` (``"x:FP32:3,224,224"``
+    strings), ``outputs``, ``spec_file``, ``sample_inputs``, ``max_batch_size``, ``target``, ``repo``
+    (default ``model_repository``), ``force``, ``new_version``, ``precision``, ``task``, ``tokenizer``, ... (see
+    :func:`tritongen.spec.build_spec_from_options`). A Hugging Face folder, ``task``, ``tokenizer``,
+    ``preprocess`` or ``postprocess`` makes an ensemble (:class:`~tritongen.ensemble.EnsembleBuildResult`), else
+    one model (:class:`~tritongen.build.BuildResult`). ``progress`` receives one line per stage.
+
+    Example::
+
+        import tritongen
+        result = tritongen.build("resnet.pt", name="resnet", inputs=["x:FP32:3,224,224"], max_batch_size=32)
+        print(result.model_dir, result.parity.ok)
+    """
+    if isinstance(model, (str, Path)):
+        if example_inputs is not None:
+            raise TritongenError("example_inputs given with a model file",
+                                 "pass sample_inputs='samples.npz' for a file, or pass the nn.Module itself")
+        return _build_spec(model, progress, **options)
+    return _build_module(model, example_inputs, progress, **options)
+
+
+def _build_spec(model: PathLike, progress: Progress | None, loaded: Any = None, **options: Any) -> Any:
+    from .spec import build_spec_from_options
+
+    spec = build_spec_from_options(model, **options)
+    if spec.is_ensemble:
+        if loaded is not None:
+            raise TritongenError("an in-memory module cannot be built into an ensemble",
+                                 "save it (torch.jit.save or torch.export.save) and build the file with task/tokenizer")
+        from .ensemble import build_ensemble
+
+        return build_ensemble(spec, progress=progress)
+    from .build import build as build_model
+
+    if loaded is not None:
+        spec = _in_memory_spec(spec, loaded)
+    return build_model(spec, progress=progress, loaded=loaded)
+
+
+def _in_memory_spec(spec: Any, loaded: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(spec, model_path=loaded.source)
+
+
+def _build_module(module: Any, example_inputs: Any, progress: Progress | None, **options: Any) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise TritongenError("building an in-memory module needs torch", "pip install 'tritongen[convert]'") from None
+    if not isinstance(module, torch.nn.Module):
+        raise TritongenError(f"cannot build a {type(module).__name__}",
+                             "pass a model file, a Hugging Face folder or a torch.nn.Module")
+    if example_inputs is None:
+        raise TritongenError("an in-memory module needs example_inputs",
+                             "pass example_inputs={'x': batch} (batch axis first) in forward() order")
+    if options.get("sample_inputs") is not None:
+        raise TritongenError("sample_inputs given with an in-memory module", "pass the arrays as example_inputs")
+    arrays = _example_arrays(example_inputs)
+    from .load import LoadedModel
+
+    name = options.pop("name", None) or type(module).__name__.lower()
+    with tempfile.TemporaryDirectory(prefix="tritongen-module-") as tmp:
+        import numpy as np
+
+        samples = Path(tmp) / "example_inputs.npz"
+        np.savez(samples, **arrays)  # type: ignore[arg-type]
+        placeholder = Path(tmp) / f"{name}.module"
+        placeholder.touch()  # the spec resolver checks that the model exists
+        loaded = LoadedModel(module.eval(), "nn.Module", Path(f"<in-memory {type(module).__name__}>"))
+        return _build_spec(placeholder, progress, loaded=loaded, name=name, sample_inputs=samples, **options)
+
+
+def _example_arrays(example_inputs: Any) -> dict[str, Any]:
+    import numpy as np
+
+    if isinstance(example_inputs, Mapping):
+        items = list(example_inputs.items())
+    elif isinstance(example_inputs, Sequence):
+        items = [(f"input_{i}", v) for i, v in enumerate(example_inputs)]
+    else:
+        items = [("input_0", example_inputs)]
+    if not items:
+        raise TritongenError("example_inputs is empty", "pass one array per forward() argument")
+    out = {}
+    for key, value in items:
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        out[str(key)] = np.asarray(value)
+    return out
+
+
+def validate(repo: PathLike = "model_repository", *, triton_version: str | None = None) -> ValidationReport:
+    """Check every ``config.pbtxt`` in ``repo`` offline with Triton's own rules (ensembles included).
+
+    With ``triton_version`` (e.g. ``"2.51.0"``) TensorRT plans must have been built by that release's TensorRT.
+    Returns the report; raises :class:`~tritongen.errors.TritongenError` listing every problem.
+    """
+    from .validate import check_repository
+
+    return check_repository(Path(repo), triton_version=triton_version)
+
+
+def verify(repo: PathLike = "model_repository", *, allow_unverified: Sequence[str] = (),
+           public_key: PathLike | None = None, signature: PathLike | None = None) -> VerifyReport:
+    """Check that every file Triton would load from ``repo`` is listed, with its sha256, in a build manifest.
+
+    ``allow_unverified`` names models written by hand (no manifest). With ``public_key`` the repository's
+    signature (``tritongen.sign``) is checked first. Raises :class:`~tritongen.errors.TritongenError` on a mismatch.
+    """
+    from .verify import check_verified
+
+    return check_verified(Path(repo), allow_unverified=tuple(allow_unverified),
+                          public_key=_path(public_key), signature=_path(signature))
+
+
+def sign(repo: PathLike, private_key: PathLike, *, signature: PathLike | None = None,
+         allow_unverified: Sequence[str] = ()) -> Path:
+    """Sign every file in ``repo`` (after it verifies) with a PEM EC private key; returns the signature's path."""
+    from .signing import sign_repository
+
+    return sign_repository(Path(repo), Path(private_key), _path(signature), allow_unverified=tuple(allow_unverified))
+
+
+@contextlib.contextmanager
+def serve(repo: PathLike = "model_repository", *, verify: bool = True, allow_unverified: Sequence[str] = (),
+          public_key: PathLike | None = None, signature: PathLike | None = None,
+          **options: Any) -> Iterator[RunningServer]:
+    """Boot a real tritonserver on ``repo``; yields the server once every model is READY, stops it on exit.
+
+    Unless ``verify=False``, the repository is first signature-checked (with ``public_key``), validated and
+    verified against its manifests, as ``tritongen serve`` does. ``options`` are
+    :class:`~tritongen.server.ServeSpec` fields: ``http_port``, ``grpc_port``, ``metrics_port``, ``host``,
+    ``ready_timeout_s``, ``model_control``, ``server_bin``, ``python_env``, ...
+
+    Example::
+
+        with tritongen.serve("model_repository") as server:
+            print(tritongen.infer("resnet", url=server.grpc_url).outputs)
+    """
+    from .server import ServeSpec, server_from_repository
+
+    if verify:
+        check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+    with server_from_repository(ServeSpec(repo=Path(repo), **options)) as server:
+        yield server
+
+
+def check_servable(repo: PathLike, *, allow_unverified: Sequence[str] = (), public_key: PathLike | None = None,
+                   signature: PathLike | None = None, triton_version: str | None = None) -> None:
+    """What :func:`serve` checks before booting: signature (with ``public_key``), Triton's rules, manifests."""
+    if public_key is not None:
+        from .signing import check_signature
+
+        check_signature(Path(repo), Path(public_key), _path(signature))  # first: nothing else reads the files before
+    validate(repo, triton_version=triton_version)
+    verify(repo, allow_unverified=allow_unverified)
+
+
+def infer(name: str, **options: Any) -> InferResult:
+    """Send inputs to model ``name`` on a running server and return its outputs (and, with ``check=True``, the
+    comparison with the build's saved PyTorch reference).
+
+    ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``),
+    ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``.
+    """
+    from .infer import InferSpec, infer_model
+
+    return infer_model(InferSpec(name=name, **options))
+
+
+def perf(model: str, *, progress: Progress | None = None, **options: Any) -> PerfRun:
+    """Load-test ``model`` on a running server: throughput, latency percentiles, server-side breakdown.
+
+    ``options`` are :class:`~tritongen.perf.PerfSpec` fields (``concurrency``, ``request_rates``, ``engine``,
+    ``duration_s``, ``url``, ...). Write an HTML report with :func:`tritongen.perf.report.report_from_runs`.
+    """
+    from .perf import PerfSpec, perf_from_spec
+
+    return perf_from_spec(PerfSpec(model=model, **options), progress=progress)
+
+
+def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = None, **options: Any) -> TuneResult:
+    """Search instance count, queue delay and batch sizes for ``model_dir`` (``<repository>/<model>``) under a
+    p99 bound on a server with explicit model control; writes the best config unless ``write=False``.
+
+    ``options`` are :class:`~tritongen.perf.tune.TuneSpec` fields.
+    """
+    from .perf.tune import TuneSpec, tune_model
+
+    return tune_model(TuneSpec(model_dir=Path(model_dir), max_p99_ms=max_p99_ms, **options), progress=progress)
+
+
+def engine(repo: PathLike = "model_repository", *, workspace_bytes: int | None = None,
+           optimization_level: int | None = None, per_cc: bool = False,
+           progress: Progress | None = None) -> list[EngineResult]:
+    """Build ``model.plan`` for every model in ``repo`` prepared by ``build(..., target="tensorrt")``.
+
+    Needs TensorRT and a GPU; raises :class:`~tritongen.errors.TritongenError` saying so where they are missing.
+    """
+    from .engine import engines_from_repository
+
+    return engines_from_repository(Path(repo), workspace_bytes=workspace_bytes,
+                                   optimization_level=optimization_level, per_cc=per_cc, progress=progress)
+
+
+def lint(path: PathLike = "model_repository") -> list[Any]:
+    """Check an ONNX file, or every model of a repository, for TensorRT offline; one report per model."""
+    from .lint import lint_from_onnx, lint_targets
+
+    return [lint_from_onnx(onnx_path, profiles) for onnx_path, profiles in lint_targets(Path(path))]
+
+
+def deploy(repo: PathLike, *, to: str, out: PathLike, **options: Any) -> Any:
+    """Write what serves ``repo`` on ``to`` (``docker``, ``kubernetes`` or ``kserve``) into ``out``.
+
+    ``options`` are the keyword forms of ``tritongen deploy``'s flags (``force``, ``ngc_version``, ``host``,
+    ``extra_packages``, ``perf_results``, ``slo_p99_ms``, ``peak_rps``, ...). Returns the target's typed result
+    (it has ``summary()``).
+    """
+    from .deploy import bundle_from_repository
+
+    return bundle_from_repository(Path(repo), to, Path(out), **options)
+
+
+def _path(value: PathLike | None) -> Path | None:
+    return None if value is None else Path(value)

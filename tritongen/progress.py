@@ -1,0 +1,7 @@
+"""The progress callback type every long stage accepts: one human-readable line per call."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Progress = Callable[[str], None]
