@@ -24,7 +24,7 @@ from tests.test_bad_input import CONV, _assert_one_clean_line, _run, _snapshot
 from tritongen.errors import TritongenError
 from tritongen.hf import labels_from_config
 from tritongen.names import MAX_LABELS, MAX_NAME_CHARS, check_host, check_label, check_name
-from tritongen.repository import link_problems
+from tritongen.layout import link_problems
 from tritongen.validate import validate_repository
 
 MARKER = "PWNED"

@@ -137,7 +137,7 @@ def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_pat
     import shutil
 
     from tritongen.engine import EngineResult, _record_engine
-    from tritongen.manifest import manifest_path
+    from tritongen.layout import manifest_path
     from tritongen.verify import check_verified
 
     repo = tmp_path / "repo"

@@ -52,11 +52,11 @@ def test_payload_kinds_follow_the_model():
 
 def test_grpc_wire_bytes_of_a_string_tensor_are_the_strings():
     """perf's gRPC sender (reused here) once sent the 8-byte address of numpy's object, not the strings."""
-    from tritongen.perf.loadgen import _wire
+    from tritongen.perf.loadgen import wire_from_array
 
-    assert _wire(np.array([[b"ab"], [b"c"]], dtype=object)) == ("BYTES", b"\x02\x00\x00\x00ab\x01\x00\x00\x00c")
-    assert _wire(np.array([["d"]])) == ("BYTES", b"\x01\x00\x00\x00d")
-    assert _wire(np.zeros((0, 1), dtype=object)) == ("BYTES", b"")
+    assert wire_from_array(np.array([[b"ab"], [b"c"]], dtype=object)) == ("BYTES", b"\x02\x00\x00\x00ab\x01\x00\x00\x00c")
+    assert wire_from_array(np.array([["d"]])) == ("BYTES", b"\x01\x00\x00\x00d")
+    assert wire_from_array(np.zeros((0, 1), dtype=object)) == ("BYTES", b"")
 
 
 def test_soak_spec_is_checked_and_rss_reads_proc():

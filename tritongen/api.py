@@ -152,10 +152,17 @@ def verify(repo: PathLike = "model_repository", *, allow_unverified: Sequence[st
     ``allow_unverified`` names models written by hand (no manifest). With ``public_key`` the repository's
     signature (``tritongen.sign``) is checked first. Raises :class:`~tritongen.errors.TritongenError` on a mismatch.
     """
+    import dataclasses
+
     from .verify import check_verified
 
-    return check_verified(Path(repo), allow_unverified=tuple(allow_unverified),
-                          public_key=_path(public_key), signature=_path(signature))
+    checked_signature = None
+    if public_key is not None:
+        from .signing import check_signature
+
+        checked_signature = check_signature(Path(repo), Path(public_key), _path(signature))  # before any other read
+    report = check_verified(Path(repo), allow_unverified=tuple(allow_unverified))
+    return report if checked_signature is None else dataclasses.replace(report, signature=checked_signature)
 
 
 def sign(repo: PathLike, private_key: PathLike, *, signature: PathLike | None = None,
@@ -198,7 +205,7 @@ def check_servable(repo: PathLike, *, allow_unverified: Sequence[str] = (), publ
 
         check_signature(Path(repo), Path(public_key), _path(signature))  # first: nothing else reads the files before
     validate(repo, triton_version=triton_version)
-    verify(repo, allow_unverified=allow_unverified)
+    verify(repo, allow_unverified=allow_unverified)  # the signature (if any) was checked above
 
 
 def infer(name: str, **options: Any) -> InferResult:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from . import __version__
-from .config import LABELS_FILENAME, WARMUP_DIR, config_text_from_spec, warmup_files
+from .config import config_text_from_spec, warmup_files
 from .errors import TritongenError
-from .manifest import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME, command_line, file_hashes, tool_versions, write_manifest
+from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, LABELS_FILENAME, PREPARED_ONNX, REFERENCE_NAME, SAMPLES_NAME, WARMUP_DIR
+from .manifest import command_line, file_hashes, tool_versions, write_manifest
 from .names import check_labels
 from .parity import ParityReport
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
@@ -212,7 +213,7 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
             stages.progress(f"      warning: TensorRT's parser will reject parts of this graph (ONNX Runtime runs them on CUDA): "
                             + "; ".join(f.message for f in lint.findings if f.level == "error")[:300])
         return precision, {"lint": lint.to_dict()}
-    from .engine import ENGINE_PLAN_NAME, PREPARED_ONNX, prepared_onnx_from_onnx
+    from .engine import prepared_onnx_from_onnx
 
     record = stages.run("preparing for TensorRT (ONNX, profiles, lint)", prepared_onnx_from_onnx, version_dir, spec)
     if record["tensorrt_version"] is None:

@@ -7,6 +7,7 @@ Thin wrappers over ``tritonclient`` that turn its failures (no server, unknown m
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -54,7 +55,7 @@ def infer_from_arrays(
                               headers=dict(headers or {}), **kwargs)
         return _arrays(result, protocol, outputs)
     except Exception as e:  # noqa: BLE001 - every tritonclient failure becomes one clean error
-        raise _clean_error(e, url, protocol, model, timeout_s) from None
+        raise classify_error(e, url, protocol, model, timeout_s) from None
     finally:
         _close(client)
 
@@ -99,7 +100,7 @@ def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: floa
         meta = client.get_model_metadata(model, headers=dict(headers or {}), **kwargs)
         config = client.get_model_config(model, headers=dict(headers or {}), **kwargs)
     except Exception as e:  # noqa: BLE001
-        raise _clean_error(e, url, protocol, model, timeout_s) from None
+        raise classify_error(e, url, protocol, model, timeout_s) from None
     finally:
         _close(client)
     config = config.get("config", config)
@@ -135,7 +136,9 @@ def model_statistics(url: str, model: str, protocol: str = "grpc", timeout_s: fl
         kwargs = {"as_json": True, "client_timeout": timeout_s} if protocol == "grpc" else {}
         raw = client.get_inference_statistics(model, headers=dict(headers or {}), **kwargs)
     except Exception as e:  # noqa: BLE001
-        raise _clean_error(e, url, protocol, model, timeout_s) from None
+        if error_kind(e) == REJECTED:  # the model is the request's only argument: Triton says INVALID_ARGUMENT
+            e = _NotFound(e)
+        raise classify_error(e, url, protocol, model, timeout_s) from None
     finally:
         _close(client)
     # gRPC's JSON renders int64 as strings and leaves out zero fields; HTTP gives ints.
@@ -168,6 +171,135 @@ def statistics_after(url: str, model: str, inference_count: int, protocol: str =
         if stats["inference_count"] >= inference_count or time.monotonic() > deadline:
             return stats
         time.sleep(0.05)
+
+
+class Triton:
+    """One connection to a Triton server: health, metadata, repository index, load/unload, statistics.
+
+    The one place in tritongen that talks to Triton's management APIs (inference goes through the functions
+    above and :mod:`tritongen.perf.loadgen`). Every failure is a :class:`TritongenError` (see
+    :func:`classify_error`). ``headers`` go with every request (the admin header of a restricted server).
+    """
+
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 30.0,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.protocol = _check_protocol(protocol)
+        self.url = _host_port(url)
+        self.timeout_s = timeout_s
+        self.headers = dict(headers or {})
+        self._module = _module(self.protocol)
+        self.client = _connect(self._module, self.protocol, self.url, timeout_s)
+
+    def __enter__(self) -> "Triton":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        _close(self.client)
+
+    def _call(self, name: str, model: str, *args: Any, json_answer: bool = False, timeout_s: float | None = None,
+              **kwargs: Any) -> Any:
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout_s or self.timeout_s
+            if json_answer:
+                kwargs["as_json"] = True
+        try:
+            return getattr(self.client, name)(*args, headers=self.headers, **kwargs)
+        except Exception as e:  # noqa: BLE001 - every tritonclient failure becomes one clean error
+            raise classify_error(e, self.url, self.protocol, model, timeout_s or self.timeout_s) from None
+
+    def live(self) -> bool:
+        """Whether the server answers its liveness check (False when nothing answers)."""
+        return self._health("is_server_live")
+
+    def ready(self) -> bool:
+        """Whether the server says it is ready (every model it was asked to load is loaded)."""
+        return self._health("is_server_ready")
+
+    def _health(self, name: str) -> bool:
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        try:
+            return bool(getattr(self.client, name)(headers=self.headers, **kwargs))
+        except Exception:  # noqa: BLE001 - no answer, or a refusal: not live (and never a classified error: no loop)
+            return False
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Every model version the repository holds: ``[{"name", "version", "state", "reason"}]``."""
+        answer = self._call("get_model_repository_index", "", json_answer=True)
+        entries = answer.get("models", []) if isinstance(answer, dict) else answer
+        return [{"name": str(e.get("name", "")), "version": str(e.get("version", "")), "state": str(e.get("state", "")),
+                 "reason": str(e.get("reason", ""))} for e in entries or []]
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """The config the server uses for ``model``, as JSON (``model_config.proto`` field names)."""
+        answer = self._call("get_model_config", model, model, json_answer=True)
+        return answer.get("config", answer)
+
+    def load(self, model: str, config: str | Mapping[str, Any] | None = None, timeout_s: float = 300.0) -> None:
+        """Load (or reload) ``model``, with ``config`` (JSON text or a mapping) in place of its config.pbtxt.
+
+        Needs explicit model control: a server without it refuses with a :class:`TritongenError` that says so;
+        a config the server rejects raises :class:`ModelLoadError` with Triton's reason.
+        """
+        text = json.dumps(config) if isinstance(config, Mapping) else config
+        kwargs: dict[str, Any] = {"config": text} if text is not None else {}
+        try:
+            if self.protocol == "grpc":
+                self.client.load_model(model, headers=self.headers, client_timeout=timeout_s, **kwargs)
+            else:
+                self.client.load_model(model, headers=self.headers, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._raise_load_error(e, model, "load")
+
+    def unload(self, model: str, timeout_s: float = 300.0) -> None:
+        """Unload ``model`` (explicit model control only)."""
+        try:
+            if self.protocol == "grpc":
+                self.client.unload_model(model, headers=self.headers, client_timeout=timeout_s)
+            else:
+                self.client.unload_model(model, headers=self.headers)
+        except Exception as e:  # noqa: BLE001
+            self._raise_load_error(e, model, "unload")
+
+    def _raise_load_error(self, error: BaseException, model: str, action: str) -> None:
+        kind = error_kind(error)
+        if kind in (REJECTED, NOT_FOUND):
+            raise ModelLoadError(_error_text(error)[0]) from None
+        if kind in (UNAVAILABLE, FORBIDDEN) and self.live():
+            raise TritongenError(f"the server at {self.url} does not allow to {action} models ({_error_text(error)[0]})",
+                                 "start it with explicit model control (tritonserver --model-control-mode=explicit "
+                                 "--load-model=*, or ServeSpec(model_control=\"explicit\")), and send its admin header") from None
+        raise classify_error(error, self.url, self.protocol, model, self.timeout_s) from None
+
+    def statistics(self, model: str) -> dict[str, Any]:
+        """:func:`model_statistics` over this connection's URL and protocol."""
+        return model_statistics(self.url, model, self.protocol, self.timeout_s, self.headers)
+
+
+class ModelLoadError(TritongenError):
+    """Triton refused to load a model (a config it rejects, a model that fails to start): ``message`` is why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "see the server log for the model's load error")
+
+
+def server_live(url: str, protocol: str = "http", timeout_s: float = 5.0, headers: Mapping[str, str] | None = None) -> bool:
+    """Whether a Triton server answers its liveness check at ``url`` (never raises for an absent server)."""
+    try:
+        with Triton(url, protocol, timeout_s, headers) as triton:
+            return triton.live()
+    except TritongenError:
+        return False
+
+
+class _NotFound(Exception):
+    """A failure that means "no such model" although the server's status says invalid argument."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(_error_text(error)[0])
+        self.status = "404"
 
 
 # --------------------------------------------------------------------------------------------- internals
@@ -279,7 +411,7 @@ def _grpc_concurrently(module, url, model, prepared, concurrency, timeout_s, out
             raise TritongenError(f"{len(prepared)} concurrent requests to '{model}' at {url} did not finish", "raise timeout_s or lower the concurrency")
         for error in errors:
             if error is not None:
-                raise _clean_error(error, url, "grpc", model, timeout_s)
+                raise classify_error(error, url, "grpc", model, timeout_s)
         return [_arrays(r, "grpc", outputs) for r in results]
     finally:
         _close(client)
@@ -295,35 +427,68 @@ def _http_concurrently(module, url, model, prepared, concurrency, timeout_s, out
         except TritongenError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise _clean_error(e, url, "http", model, timeout_s) from None
+            raise classify_error(e, url, "http", model, timeout_s) from None
     finally:
         _close(client)
 
 
-_CONNECT_PATTERNS = ("failed to connect", "connection refused", "unavailable", "connect failed", "name or service not known",
-                     "name resolution", "no route to host", "connection reset", "socket closed", "failed to establish")
+# What went wrong, from the gRPC status code or the HTTP status (never from the message text).
+NO_SERVER, TIMEOUT, NOT_FOUND, FORBIDDEN, UNAVAILABLE, REJECTED = (
+    "no_server", "timeout", "not_found", "forbidden", "unavailable", "rejected")
+_GRPC_KINDS = {"DEADLINE_EXCEEDED": TIMEOUT, "NOT_FOUND": NOT_FOUND, "PERMISSION_DENIED": FORBIDDEN,
+               "UNAUTHENTICATED": FORBIDDEN, "UNAVAILABLE": UNAVAILABLE}
+_HTTP_KINDS = {403: FORBIDDEN, 401: FORBIDDEN, 404: NOT_FOUND, 408: TIMEOUT, 503: UNAVAILABLE, 504: TIMEOUT}
 
 
-def _clean_error(error: BaseException, url: str, protocol: str, model: str, timeout_s: float) -> TritongenError:
-    """Sort a tritonclient/network failure into: no server, timeout, unknown model, rejected request."""
+def error_kind(error: BaseException) -> str:
+    """One of :data:`NO_SERVER`, :data:`TIMEOUT`, :data:`NOT_FOUND`, :data:`FORBIDDEN`, :data:`UNAVAILABLE`,
+    :data:`REJECTED` for a tritonclient or network failure.
+
+    tritonclient reports gRPC failures with ``status() == "StatusCode.<NAME>"`` and HTTP ones with the response's
+    status code; a failure below that (connection refused, socket timeout) is an :class:`OSError`. gRPC's
+    ``UNAVAILABLE`` means either no server (the channel never connected) or a server that refuses the request
+    (Triton 2.51 answers a restricted protocol, or load/unload without explicit model control, with it):
+    :func:`classify_error` asks the server whether it is live to tell them apart.
+    """
+    if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
+        return TIMEOUT
+    if isinstance(error, OSError):
+        return NO_SERVER
+    _, status = _error_text(error)
+    if status.startswith("StatusCode."):
+        return _GRPC_KINDS.get(status.removeprefix("StatusCode."), REJECTED)
+    if status.isdigit():
+        return _HTTP_KINDS.get(int(status), REJECTED)
+    return REJECTED
+
+
+def classify_error(error: BaseException, url: str, protocol: str, model: str, timeout_s: float) -> TritongenError:
+    """Turn a tritonclient/network failure into one :class:`TritongenError`: no server, timeout, unknown
+    model, refused (restricted API or model control), or a rejected request (with the server's reason)."""
     if isinstance(error, TritongenError):
         return error
-    message, status = _error_text(error)
-    lowered = f"{status} {message}".lower()
+    message, _ = _error_text(error)
+    kind = error_kind(error)
+    if kind == UNAVAILABLE and (protocol == "grpc" and not server_live(url, protocol, timeout_s=min(timeout_s, 5))):
+        kind = NO_SERVER
     port_hint = "gRPC is usually port 8001, HTTP 8000"
-    if "deadline" in lowered or "timed out" in lowered or "timeout" in type(error).__name__.lower():
+    if kind == TIMEOUT:
         return TritongenError(
             f"request to model '{model}' at {url} ({protocol}) timed out after {timeout_s:g} s",
             "raise the timeout, or check that the server is not overloaded (its log says more)",
         )
-    if "unknown model" in lowered or (f"'{model}'" in message and ("not found" in lowered or "not available" in lowered)):
+    if kind == NOT_FOUND:
         return TritongenError(
             f"the server at {url} has no model '{model}' ready ({message})",
             "check the model name (tritongen serve lists the models it loaded), or see the server log for why it did not load",
         )
-    if "restricted" in lowered:
-        return TritongenError(f"the server at {url} refused the request: {message}", "send the admin header printed by tritongen serve, or call it from the server's own machine")
-    if isinstance(error, OSError) or any(p in lowered for p in _CONNECT_PATTERNS):
+    if kind in (FORBIDDEN, UNAVAILABLE):
+        return TritongenError(
+            f"the server at {url} refused the request: {message}",
+            "send the admin header printed by tritongen serve, or call it from the server's own machine; "
+            "loading and unloading models needs explicit model control",
+        )
+    if kind == NO_SERVER:
         return TritongenError(
             f"no Triton server answers at {url} over {protocol} ({message})",
             f"start one with `tritongen serve <repository>`, or pass the right --url and --protocol ({port_hint})",

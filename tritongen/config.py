@@ -10,11 +10,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .layout import LABELS_FILENAME
 from .spec import BuildSpec, TensorSpec
 from .templates import render
 
-WARMUP_DIR = "warmup"
-LABELS_FILENAME = "labels.txt"  # written beside config.pbtxt when the spec has labels
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,8 @@ def warmup_files(spec: BuildSpec, samples: Mapping[str, np.ndarray]) -> dict[str
     return {t.name: np.ascontiguousarray(samples[t.name]).tobytes() for t in spec.inputs}
 
 
-def _tensors(tensors: tuple[TensorSpec, ...], ragged: bool = False) -> list[dict[str, Any]]:
+def tensor_entries(tensors: tuple[TensorSpec, ...], ragged: bool = False) -> list[dict[str, Any]]:
+    """Template entries (name, dtype, dims, label_filename, allow_ragged_batch) for config.pbtxt tensors."""
     return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "label_filename": "",
              "allow_ragged_batch": ragged and bool(t.dynamic_axes)} for t in tensors]
 
@@ -104,8 +104,8 @@ def config_text_from_spec(spec: BuildSpec, warmup_samples: Mapping[str, np.ndarr
         default_model_filename=kind.model_filename,
         cc_model_filenames=dict(sorted((cc_model_filenames or {}).items())),
         gpu_accelerators=gpu_accelerators(spec),
-        inputs=_tensors(spec.inputs, ragged=ragged_inputs(spec)),
-        outputs=[dict(t, label_filename=LABELS_FILENAME if (spec.labels and i == 0) else "") for i, t in enumerate(_tensors(spec.outputs))],
+        inputs=tensor_entries(spec.inputs, ragged=ragged_inputs(spec)),
+        outputs=[dict(t, label_filename=LABELS_FILENAME if (spec.labels and i == 0) else "") for i, t in enumerate(tensor_entries(spec.outputs))],
         dynamic_batching=dynamic,
         instance_groups=[{"kind": kind.instance_kind, "count": spec.instance_count}],
         warmups=warmup_entries(spec, warmup_samples) if (spec.warmup and warmup_samples is not None) else [],

@@ -17,11 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import TritongenError
+from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, PLAN_FILENAME, PREPARED_ONNX, TIMING_CACHE_NAME, manifest_path
 
-ENGINE_PLAN_NAME = "engine.json"
-PREPARED_ONNX = "model.onnx"  # inside <version>/tritongen/ for the tensorrt target
-PLAN_FILENAME = "model.plan"
-TIMING_CACHE_NAME = "timing.cache"
 DEFAULT_WORKSPACE_BYTES = 4 << 30
 DEFAULT_OPT_LEVEL = 3
 
@@ -65,7 +62,6 @@ def prepared_onnx_from_onnx(version_dir: Path, spec: Any) -> dict[str, Any]:
     """``--target tensorrt``: move ``<version>/model.onnx`` (+ data) to ``<version>/tritongen/``, write
     ``engine.json`` beside it and lint it against the profiles; lint errors stop the build."""
     from .lint import lint_from_onnx  # noqa: PLC0415
-    from .manifest import ARTIFACT_DIR  # noqa: PLC0415
     from .precision.stage import move_onnx  # noqa: PLC0415
 
     prepared = move_onnx(version_dir / PREPARED_ONNX, version_dir / ARTIFACT_DIR)
@@ -170,7 +166,6 @@ def engine_from_onnx(onnx_path: Path, plan_path: Path, profiles: list[Profile], 
 
 def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
     """(model folder, version folder, engine.json content) for every model prepared for TensorRT in ``repo``."""
-    from .manifest import ARTIFACT_DIR  # noqa: PLC0415
 
     found = []
     for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
@@ -187,7 +182,6 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
     With ``per_cc`` the plan is saved as ``model.<cc>.plan`` and listed in the config's ``cc_model_filenames``
     so one repository can carry plans for several GPU generations.
     """
-    from .manifest import ARTIFACT_DIR, manifest_path  # noqa: PLC0415
 
     say = progress or (lambda message: None)
     repo = Path(repo)

@@ -22,7 +22,7 @@ from .progress import Progress
 from .config import preferred_batch_sizes
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel
-from .pre_post import (IMAGE_INPUT, TEXT_INPUT, PythonStep, custom_step_from_code, image_preprocess_step, postprocess_step,
+from .pre_post import (PythonStep, custom_step_from_code, image_preprocess_step, postprocess_step,
                        python_step_config_text, stage_python_step, text_preprocess_step, user_code_from_file)
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import render
@@ -184,9 +184,9 @@ def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonSte
     text ensembles whose parity samples tritongen tokenized itself and whose steps are built in (not custom)."""
     from .end_to_end import postprocessed, write_reference
     from .hf import sample_sentences
-    from .manifest import ARTIFACT_DIR, REFERENCE_NAME
+    from .layout import ARTIFACT_DIR, REFERENCE_NAME
     from .pre_post import LABELS_FILE
-    from .samples import arrays_from_npz
+    from .npz import arrays_from_npz
 
     if pre is None or source.pre != "tokenizer" or source.post == "custom" or source.model_spec.sample_inputs is not None:
         return None
@@ -260,7 +260,8 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     """Build the ensemble ``spec.name`` and its composing models into ``spec.repo``. Raises :class:`TritongenError`."""
     from .end_to_end import END_TO_END_NAME
     from .hf import loaded_from_hf
-    from .manifest import ARTIFACT_DIR, command_line, file_hashes, tool_versions, write_manifest
+    from .layout import ARTIFACT_DIR
+    from .manifest import command_line, file_hashes, tool_versions, write_manifest
     from .repository import check_ensembles_with, install_model, plan_install, staging_dir
     from .validate import check_repository
 

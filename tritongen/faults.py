@@ -23,12 +23,9 @@ What Triton 2.51 (the nvidia-pytriton wheel's server) does with a killed stub, a
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -169,14 +166,10 @@ class SoakResult:
 # --------------------------------------------------------------------------------------------- recovery
 
 
-def _http(server, method: str, path: str, body: bytes | None, timeout_s: float) -> tuple[int, bytes]:
-    headers = {"Content-Type": "application/json", **server.admin_headers("http")}
-    request = urllib.request.Request(f"http://{server.http_url}{path}", data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+def _triton(server, timeout_s: float):
+    from .client import Triton
+
+    return Triton(server.http_url, "http", timeout_s, headers=server.admin_headers("http"))
 
 
 def reload_model(server, model: str, timeout_s: float = 120.0) -> float:
@@ -188,31 +181,25 @@ def reload_model(server, model: str, timeout_s: float = 120.0) -> float:
     if getattr(server.spec, "model_control", "explicit") != "explicit":
         raise TritongenError(f"the server does not allow reloading '{model}' (model control mode '{server.spec.model_control}')",
                              "serve with explicit model control: ServeSpec(model_control=\"explicit\") or tritonserver --model-control-mode=explicit")
-    try:
-        code, body = _http(server, "GET", f"/v2/models/{model}/config", None, min(timeout_s, 30))
-        if code != 200:
-            raise TritongenError(f"cannot read the config of '{model}' to reload it (HTTP {code}: {body[:200].decode(errors='replace')})",
-                                 "check that the model is loaded")
-        config = json.loads(body)
+    from .client import ModelLoadError
+
+    with _triton(server, timeout_s) as triton:
+        config = triton.model_config(model)
         config.setdefault("parameters", {})[RESTART_PARAMETER] = {"string_value": str(time.time_ns())}
         started = time.monotonic()
-        payload = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-        code, body = _http(server, "POST", f"/v2/repository/models/{model}/load", payload, timeout_s)
-    except (urllib.error.URLError, OSError) as e:  # no answer, or a timeout
-        raise TritongenError(f"reloading '{model}' got no answer from {server.http_url} ({e})", "check that the server is alive (its log says more)") from None
-    if code != 200:
-        raise TritongenError(f"Triton refused to reload '{model}' (HTTP {code}: {body[:300].decode(errors='replace')})",
-                             f"see the server log {getattr(server, 'log_path', '')}")
+        try:
+            triton.load(model, config, timeout_s=timeout_s)
+        except ModelLoadError as e:
+            raise TritongenError(f"Triton refused to reload '{model}' ({e.problem[:300]})",
+                                 f"see the server log {getattr(server, 'log_path', '')}") from None
     return time.monotonic() - started
 
 
 def _server_alive(server) -> bool:
     if not server.is_running():
         return False
-    try:
-        return _http(server, "GET", "/v2/health/live", None, 5)[0] == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    with _triton(server, 5) as triton:
+        return triton.live()
 
 
 # --------------------------------------------------------------------------------------------- the soak

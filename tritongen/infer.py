@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TritongenError
-from .manifest import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME, read_manifest
+from .layout import REFERENCE_NAME, SAMPLES_NAME
+from .manifest import read_manifest
 from .parity import ParityReport, compare_arrays
-from .repository import numeric_versions
-from .samples import arrays_from_npz
+from .layout import latest_artifacts
+from .npz import arrays_from_npz
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,8 @@ class InferResult:
 
 
 def saved_artifacts_dir(repo: Path, name: str) -> tuple[Path, int]:
-    model_dir = Path(repo) / name
-    versions = numeric_versions(model_dir)
-    if not versions:
-        raise TritongenError(
-            f"no build of model '{name}' in {repo}",
-            "pass --repo with the repository it was built into, or --input-file with inputs",
-        )
-    return model_dir / str(versions[-1]) / ARTIFACT_DIR, versions[-1]
+    """The newest version's artifact folder of model ``name`` (see :func:`tritongen.layout.latest_artifacts`)."""
+    return latest_artifacts(repo, name)
 
 
 def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, ...] = ()) -> dict[str, np.ndarray]:

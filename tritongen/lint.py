@@ -149,8 +149,7 @@ def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
     """(ONNX file, profiles or None) for an ONNX file, or for every model in a repository."""
     import json
 
-    from .engine import ENGINE_PLAN_NAME
-    from .manifest import ARTIFACT_DIR
+    from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME
 
     path = Path(path)
     if path.is_file():

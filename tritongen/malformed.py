@@ -69,11 +69,11 @@ def request_bytes(model: str, tensors: Sequence[Tensor]) -> bytes:
 
 
 def _tensors(request: Mapping[str, np.ndarray]) -> list[Tensor]:
-    from .perf.loadgen import _wire
+    from .perf.loadgen import wire_from_array
 
     out = []
     for name, array in request.items():
-        datatype, raw = _wire(np.asarray(array))
+        datatype, raw = wire_from_array(np.asarray(array))
         out.append((name, datatype, tuple(int(d) for d in np.shape(array)), raw))
     return out
 

@@ -21,11 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from .errors import TritongenError
+from .layout import manifest_path
 
-ARTIFACT_DIR = "tritongen"
-MANIFEST_NAME = "manifest.json"
-SAMPLES_NAME = "samples.npz"
-REFERENCE_NAME = "reference_outputs.npz"
 MANIFEST_SCHEMA = 1
 MAX_MANIFEST_BYTES = 8 << 20
 MAX_MANIFEST_FILES = 100_000
@@ -72,10 +69,6 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def manifest_path(model_dir: Path, version: int) -> Path:
-    return model_dir / str(version) / ARTIFACT_DIR / MANIFEST_NAME
 
 
 def _dump(path: Path, content: dict[str, Any]) -> None:

@@ -63,8 +63,7 @@ def triton_version_from_environment() -> str | None:
 
 def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
     """One line per plan of ``model_dir`` (from its manifests) that Triton ``triton_version`` cannot load."""
-    from .manifest import manifest_path  # noqa: PLC0415
-    from .validate import version_numbers  # noqa: PLC0415
+    from .layout import manifest_path, version_numbers
 
     server_trt = tensorrt_of_triton(triton_version)
     if server_trt is None:
@@ -121,8 +120,7 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
     A version is pending when it holds ``tritongen/engine.json`` but none of the plan files its config names
     (``model.plan`` or a ``cc_model_filenames`` entry): Triton cannot load it until ``tritongen engine`` ran.
     """
-    from .engine import ENGINE_PLAN_NAME, PLAN_FILENAME  # noqa: PLC0415
-    from .manifest import ARTIFACT_DIR  # noqa: PLC0415
+    from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, PLAN_FILENAME
 
     pending: dict[str, list[int]] = {}
     for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):

@@ -173,14 +173,14 @@ def custom_step_from_code(name: str, code: UserCode, inputs: tuple[TensorSpec, .
 
 def python_step_config_text(step: PythonStep, max_batch_size: int, preferred_batch_sizes: tuple[int, ...],
                             max_queue_delay_us: int, instance_count: int = 1) -> str:
-    from .config import _tensors
+    from .config import tensor_entries
 
     # Python steps take requests of different shapes in one execute() (they group by shape themselves), so
     # variable-size inputs are ragged: the dynamic batcher need not wait for requests of equal shapes.
     return render(
         "config.pbtxt.j2", name=step.name, platform="", backend="python", max_batch_size=max_batch_size,
         default_model_filename="", cc_model_filenames={}, gpu_accelerators=[],
-        inputs=_tensors(step.inputs, ragged=True), outputs=_tensors(step.outputs),
+        inputs=tensor_entries(step.inputs, ragged=True), outputs=tensor_entries(step.outputs),
         dynamic_batching={"preferred_batch_sizes": preferred_batch_sizes, "max_queue_delay_us": max_queue_delay_us},
         instance_groups=[{"kind": "KIND_CPU", "count": instance_count}], warmups=[], parameters=dict(step.parameters),
     )

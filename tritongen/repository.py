@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import TritongenError
-from .names import shown
+from .layout import STAGING_PREFIX, link_problems, version_numbers
 from .spec import BuildSpec
 
-STAGING_PREFIX = ".tritongen-staging-"
 
 
 @dataclass(frozen=True)
@@ -34,36 +33,6 @@ class InstallPlan:
     version: int
     mode: str  # "new", "replace" or "new_version"
     created_repo: bool
-
-
-def numeric_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
-
-
-def link_problems(repo: Path, model_dir: Path) -> list[str]:
-    """Symbolic links in ``model_dir`` that Triton (or a build) would follow: the folder itself or a version
-    folder being a link, or any link inside resolving outside ``repo``. Empty when there are none."""
-    name = model_dir.name
-    if model_dir.is_symlink():
-        return [f"model folder '{shown(name)}' is a symbolic link (to {shown(os.readlink(model_dir), 120)})"]
-    root = Path(repo).resolve()
-    problems = []
-    for folder, dirs, files in os.walk(model_dir):  # links are not followed
-        for entry in sorted(dirs + files):
-            path = Path(folder) / entry
-            if not path.is_symlink():
-                continue
-            rel = path.relative_to(model_dir).as_posix()
-            target = path.resolve()
-            where = f"{shown(name)}/{shown(rel)}"
-            if Path(folder) == model_dir and entry.isdigit():
-                problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
-            elif target != root and root not in target.parents:
-                problems.append(f"'{where}' is a symbolic link leading outside the repository "
-                                f"(to {shown(target, 120)})")
-    return problems
 
 
 def ensembles_using(repo: Path) -> dict[str, set[str]]:
@@ -113,7 +82,7 @@ def plan_install(spec: BuildSpec, rebuilt: frozenset[str] = frozenset()) -> Inst
     _refuse_links(repo, model_dir)
     if model_dir.exists() and not model_dir.is_dir():
         raise TritongenError(f"{model_dir} exists and is a file", "remove it or choose another --name")
-    versions = numeric_versions(model_dir)
+    versions = version_numbers(model_dir)
     if model_dir.exists() and (spec.new_version or spec.force):
         _refuse_ensemble_step(repo, spec, rebuilt)
     if model_dir.exists() and spec.new_version:
@@ -144,7 +113,7 @@ def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: fr
     a staged ensemble) would then have a problem it does not have now. Models in ``added_versions`` keep their
     installed versions beside the staged one. Steps calling models that are absent are not this build's doing
     (a hand-written ensemble may be filled one model at a time): they are left to ``tritongen validate``."""
-    from .validate import config_from_file, version_numbers
+    from .validate import config_from_file
     from .validate_ensemble import problems_in_ensembles
 
     repo = Path(repo)

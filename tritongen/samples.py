@@ -6,26 +6,19 @@ reference data that ``tritongen infer --check`` compares against, and Triton's m
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from .archive import open_archive
 from .dtypes import numpy_dtype
 from .errors import TritongenError
+from .npz import Arrays, arrays_from_npz
 from .spec import BuildSpec, TensorSpec
 
-Arrays = dict[str, np.ndarray]
 
-MAX_SAMPLE_FILE_BYTES = 512 * 2**20  # the arrays of one .npz (or .npy) file, together
-MAX_SAMPLE_ARRAYS = 1024
 MAX_BATCH_BYTES = 256 * 2**20  # one batch of samples (all inputs) that a build makes or repeats rows into
-_NPY_HEADER_LIMIT_BYTES = 64 * 1024
-_NPZ_FIX = "save the samples with numpy.savez(path, name=array, ...)"
 _SMALLER_FIX = "save fewer or smaller samples (a few batches are enough)"
 
 
@@ -37,94 +30,6 @@ class SampleSet:
     parity: tuple[tuple[str, Arrays], ...]  # (label, inputs) pairs checked against PyTorch
     warmup: Arrays  # batch-1 inputs (or the full unbatched sample)
     from_file: bool
-
-
-def arrays_from_npz(path: Path) -> Arrays:
-    """Read an ``.npz`` (or ``.npy`` for a single input) safely and with bounded memory.
-
-    Every archive member goes through :mod:`tritongen.archive`; each ``.npy`` header is parsed and its shape
-    times item size checked against :data:`MAX_SAMPLE_FILE_BYTES` and the member's real length before any
-    array exists (``np.load`` allocates whatever a header claims). Object dtypes (pickles) are refused. Each
-    array is a view of the bytes read, so a file costs its arrays' size once."""
-    path = Path(path)
-    if not path.is_file():
-        raise TritongenError(f"sample file {path} does not exist", "pass an .npz with one array per model input")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-            if magic == b"\x93NUMPY":  # a single .npy array
-                fh.seek(0)
-                head = fh.read(_NPY_HEADER_LIMIT_BYTES)
-                _npy_header(head, path.stat().st_size, path, "its array")
-                fh.seek(0)
-                data = bytearray(fh.read(MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES))
-                head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
-                shape, fortran, dtype, data_at = _npy_header(head, len(data), path, "its array")
-                return {"input": _array(data, data_at, shape, fortran, dtype)}
-    except OSError as exc:
-        why = exc.strerror or exc
-        raise TritongenError(f"cannot read sample file {path}: {why}", "check the file's permissions") from None
-    if not magic.startswith(b"PK\x03\x04") and not magic.startswith(b"PK\x05\x06"):
-        raise TritongenError(f"cannot read sample file {path}: it is not an .npz or .npy file", _NPZ_FIX)
-    with open_archive(path, "sample file", _NPZ_FIX) as archive:
-        names = archive.names
-        if len(names) > MAX_SAMPLE_ARRAYS:
-            raise TritongenError(f"sample file {path} holds {len(names)} arrays, more than {MAX_SAMPLE_ARRAYS}",
-                                 _NPZ_FIX)
-        odd = [n for n in names if not n.endswith(".npy") or n == ".npy"]
-        if odd:
-            raise TritongenError(f"sample file {path} holds {odd[0]!r}, which is not an array (.npy)", _NPZ_FIX)
-        total_bytes = sum(archive.size_bytes(n) for n in names)
-        if total_bytes > MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES * len(names):
-            raise TritongenError(f"sample file {path} holds {total_bytes} bytes of arrays, more than the "
-                                 f"{MAX_SAMPLE_FILE_BYTES} tritongen reads", _SMALLER_FIX)
-        arrays: Arrays = {}
-        for name in names:
-            data = archive.read(name, MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES)
-            head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
-            shape, fortran, dtype, data_at = _npy_header(head, len(data), path, f"array {name!r}")
-            arrays[name[: -len(".npy")]] = _array(data, data_at, shape, fortran, dtype)
-    return arrays
-
-
-def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """``(shape, fortran_order, dtype, data offset)`` of an .npy whose first bytes are ``head`` and whose whole
-    length is ``size_bytes``; refused unless the data is exactly shape x item size bytes, within the bound."""
-    stream = io.BytesIO(head)
-    try:
-        major, _minor = np.lib.format.read_magic(stream)
-        if major not in (1, 2):
-            raise ValueError(f".npy format version {major} is not read here")
-        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(stream, max_header_size=_NPY_HEADER_LIMIT_BYTES - 16)
-    except Exception as exc:  # noqa: BLE001 -- numpy parses the header with tokenize and literal_eval: any failure
-        why = " ".join(str(exc).split())[:200]
-        raise TritongenError(f"cannot read sample file {path}: {what} has a damaged header ({why})", _NPZ_FIX) from None
-    if dtype.hasobject:
-        raise TritongenError(f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
-                             "save plain numeric arrays with numpy.savez")
-    if dtype.itemsize == 0:
-        raise TritongenError(f"sample file {path}: {what} has dtype {dtype} with no bytes per item", _NPZ_FIX)
-    if any(dim < 0 for dim in shape):
-        raise TritongenError(f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}",
-                             _NPZ_FIX)
-    claimed_bytes = dtype.itemsize
-    for dim in shape:
-        claimed_bytes *= dim
-    if claimed_bytes > MAX_SAMPLE_FILE_BYTES:
-        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype}, "
-                             f"{claimed_bytes} bytes, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
-                             _SMALLER_FIX)
-    data_at = stream.tell()
-    if size_bytes - data_at != claimed_bytes:
-        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype} "
-                             f"({claimed_bytes} bytes) but holds {size_bytes - data_at} bytes", _NPZ_FIX)
-    return tuple(shape), bool(fortran), dtype, data_at
-
-
-def _array(data: bytearray, data_at: int, shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
-    flat = np.frombuffer(memoryview(data)[data_at:], dtype=dtype)
-    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def _concrete_shape(tensor: TensorSpec, dyn: int) -> tuple[int, ...]:

@@ -17,7 +17,6 @@ import atexit
 import hashlib
 import importlib.util
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -31,14 +30,13 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from .errors import TritongenError
+from .layout import cache_root
 from .names import check_host
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -181,7 +179,7 @@ def _wheel_install(root: Path, python_env: Path | None = None) -> ServerInstall:
             f"run tritongen from a Python {' / '.join(have) or '3.10-3.12'} environment, or pass --server-bin",
         )
     env_bin, libpython, notes = _python_environment(python_env)
-    cache = _cache_root() / "backends" / _digest(stub, backend_src / "libtriton_python.so", sys.executable, libpython)
+    cache = cache_root() / "backends" / _digest(stub, backend_src / "libtriton_python.so", sys.executable, libpython)
     backend_dir = cache / "backends"
     _prepare_backend_dir(backend_dir / "python", backend_src, stub)
     # The stub links libpython3.X.so.1.0; point the loader at this interpreter's own copy so that the embedded
@@ -241,12 +239,6 @@ def _venv_bin(python_env: Path) -> Path:
         raise TritongenError(f"{python_env} is a Python {version or '?'} environment; the Python-backend stub "
                              f"embeds Python {stub_python}", fix)
     return python_env / "bin"
-
-
-def _cache_root() -> Path:
-    if os.environ.get("TRITONGEN_CACHE_DIR"):
-        return Path(os.environ["TRITONGEN_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tritongen"
 
 
 def _digest(*parts: Path | str | None) -> str:
@@ -458,7 +450,7 @@ class _PortRace(Exception):
 
 def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     ports = _choose_ports(spec)
-    admin_token = None if _is_loopback(spec.host) else secrets.token_urlsafe(24)
+    admin_token = None if is_loopback(spec.host) else secrets.token_urlsafe(24)
     command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
     if spec.log_path is not None:
         log_path = spec.log_path
@@ -552,12 +544,18 @@ def _has_python_models(repo: Path) -> bool:
 
 def _wait_ready(server: RunningServer, deadline: float) -> tuple[str, ...]:
     """Poll the repository index until every model is READY; raise with the server's reasons otherwise."""
-    index_url = f"http://{server.http_url}/v2/repository/index"
+    from .client import Triton
+
+    with Triton(server.http_url, "http", timeout_s=5, headers=server.admin_headers("http")) as triton:
+        return _poll_ready(server, triton, deadline)
+
+
+def _poll_ready(server: RunningServer, triton, deadline: float) -> tuple[str, ...]:
     while True:
         code = server.process.poll()
         if code is not None:
             _raise_exited(server, code)
-        index = _repository_index(index_url, server.admin_headers("http"))
+        index = _repository_index(triton)
         if index is not None:
             states = {}
             for entry in index:
@@ -579,12 +577,11 @@ def _wait_ready(server: RunningServer, deadline: float) -> tuple[str, ...]:
         time.sleep(POLL_INTERVAL_S)
 
 
-def _repository_index(url: str, headers: Mapping[str, str]) -> list[dict] | None:
-    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json", **headers})
+def _repository_index(triton) -> list[dict] | None:
+    """The repository index, or None while the server does not answer yet."""
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read() or b"[]")
-    except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, json.JSONDecodeError):
+        return triton.repository_index()
+    except TritongenError:
         return None
 
 
@@ -669,7 +666,8 @@ def _tail(path: Path, lines: int) -> str:
 # --------------------------------------------------------------------------------------------- ports
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (there, nothing restricts the model-control APIs)."""
     if host == "localhost":
         return True
     try:
@@ -738,9 +736,9 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
     for kind, container_port in DEFAULT_PORTS.items():
         bind = "" if spec.host in ("", "0.0.0.0", "::") else f"{_connect_host(spec.host)}:"
         publish += ["-p", f"{bind}{ports[kind]}:{container_port}"]
-    if not _is_loopback(spec.host) and admin_token is None:
+    if not is_loopback(spec.host) and admin_token is None:
         admin_token = secrets.token_urlsafe(24)
-    token = None if _is_loopback(spec.host) else admin_token
+    token = None if is_loopback(spec.host) else admin_token
     # Inside the container the server listens on all interfaces; docker's -p decides who can reach it.
     inner = ServeSpec(repo=spec.repo, host="0.0.0.0", model_control=spec.model_control, log_verbose=spec.log_verbose,
                       extra_args=spec.extra_args)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import TritongenError
+from .layout import SIGNATURE_NAME
 
-SIGNATURE_NAME = ".tritongen-signature.sig"
 MAX_KEY_BYTES = 64 << 10
 MAX_SIGNATURE_BYTES = 64 << 20
 _QUOTED_ENDS = re.compile(r"^\[['\"]|['\"]\]$")

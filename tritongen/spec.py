@@ -250,7 +250,7 @@ def build_spec_from_options(
             raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
         input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
     elif samples_path is not None:
-        from .samples import arrays_from_npz
+        from .npz import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
     elif model.is_dir() or tokenizer is not None:

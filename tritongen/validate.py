@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .repository import link_problems
+from .layout import CONFIG_NAME, ENGINE_PLAN_NAME, WARMUP_DIR, ARTIFACT_DIR, NON_VERSION_FOLDERS, link_problems, version_numbers
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
@@ -35,10 +35,7 @@ from .validate_ensemble import (
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
 
-CONFIG_NAME = "config.pbtxt"
 MAX_GPUS_PER_HOST = 16  # the largest NVIDIA servers (DGX-2/HGX-2) hold 16 GPUs
-NON_VERSION_FOLDERS = frozenset({"warmup", "initial_state", "configs"})  # Triton skips these in a model folder
-WARMUP_FOLDER = "warmup"
 
 # Backend names Triton's core knows, each with the platform it implies (GetBackendType/FromPlatform).
 _PLATFORM_OF_BACKEND = {
@@ -72,7 +69,8 @@ _ORT_TENSORRT_KEYS = frozenset({
 _ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "BF16", "INT8"})
 
 
-def _pb():
+def config_pb2():
+    """Triton's ``model_config_pb2`` module (imported when first needed: tritonclient is slow to import)."""
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2
@@ -83,7 +81,7 @@ def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(text, _pb().ModelConfig())
+        return text_format.Parse(text, config_pb2().ModelConfig())
     except text_format.ParseError as err:
         reason = str(err).split(" : ", 1)[-1]
         where = f"{source}:{err.GetLine()}:{err.GetColumn()}" if err.GetLine() else source
@@ -260,7 +258,7 @@ def _io_problems(config: ModelConfig, name: str, platform: str) -> list[str]:
 
 def _batch_io_problems(config: ModelConfig) -> list[str]:
     """``ValidateBatchIO``: source counts, data types and names of batch inputs and outputs."""
-    mc = _pb()
+    mc = config_pb2()
     inputs = {t.name for t in config.input}
     outputs = {t.name for t in config.output}
     problems = []
@@ -312,7 +310,7 @@ def _dynamic_batching_problems(config: ModelConfig, name: str) -> list[str]:
         if levels > 1:
             problems.append(f"Only one priority level is allowed when 'preserve_ordering' is true for {name}")
         policies = [batching.default_queue_policy, *batching.priority_queue_policy.values()]
-        if any(p.default_timeout_microseconds != 0 and p.timeout_action == _pb().ModelQueuePolicy.DELAY
+        if any(p.default_timeout_microseconds != 0 and p.timeout_action == config_pb2().ModelQueuePolicy.DELAY
                for p in policies):
             problems.append(f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true "
                             f"for {name}")
@@ -323,7 +321,7 @@ def _sequence_batching_problems(config: ModelConfig, name: str) -> list[str]:
     """Control tensors (``GetBooleanSequenceControlProperties`` and friends) and strategy options."""
     if not config.HasField("sequence_batching"):
         return []
-    mc = _pb()
+    mc = config_pb2()
     batcher = config.sequence_batching
     problems = []
     if config.response_cache.enable:
@@ -376,7 +374,7 @@ def _sequence_batching_problems(config: ModelConfig, name: str) -> list[str]:
 
 def _instance_group_problems(config: ModelConfig, name: str, platform: str, gpu_count: int | None) -> list[str]:
     """``ValidateInstanceGroup`` after ``NormalizeInstanceGroup`` (missing groups, counts and kinds get defaults)."""
-    mc = _pb()
+    mc = config_pb2()
     Group = mc.ModelInstanceGroup
     limit = MAX_GPUS_PER_HOST if gpu_count is None else gpu_count
     problems = []
@@ -407,7 +405,7 @@ def _instance_group_problems(config: ModelConfig, name: str, platform: str, gpu_
 
 def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> list[str]:
     """Warmup samples as Triton builds them (``GenerateWarmupData`` and the request checks they go through)."""
-    mc = _pb()
+    mc = config_pb2()
     inputs = {t.name: t for t in config.input}
     controls = {ci.name for ci in config.sequence_batching.control_input}
     problems = []
@@ -447,14 +445,14 @@ def _dims_compatible(given, expected) -> bool:
 
 
 def _warmup_file_problems(model_dir: Path, key: str, value, where: str) -> list[str]:
-    folder = (model_dir / WARMUP_FOLDER).resolve()
+    folder = (model_dir / WARMUP_DIR).resolve()
     path = (folder / value.input_data_file).resolve()
     if folder not in path.parents:
         return [f"warmup data file '{value.input_data_file}' for input '{key}' is outside {folder} ({where})"]
     if not path.is_file():
-        return [f"unable to find warmup data file '{WARMUP_FOLDER}/{value.input_data_file}' for input '{key}' "
+        return [f"unable to find warmup data file '{WARMUP_DIR}/{value.input_data_file}' for input '{key}' "
                 f"({where})"]
-    type_name = _pb().DataType.Name(value.data_type)
+    type_name = config_pb2().DataType.Name(value.data_type)
     expected_bytes = _element_count(value.dims) * _BYTES_PER_ELEMENT.get(type_name, 4)
     size_bytes = path.stat().st_size
     if type_name != "TYPE_STRING" and expected_bytes > size_bytes:
@@ -556,12 +554,6 @@ def hidden_folder_problem(name: str) -> str:
             "(and tritongen would not check it)")
 
 
-def version_numbers(model_dir: Path) -> list[int]:
-    """Version folders Triton would consider, ascending (no leading zeros, integral names only)."""
-    return sorted(int(p.name) for p in Path(model_dir).iterdir()
-                  if p.is_dir() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0")))
-
-
 def _versions_to_load(config: ModelConfig, existing: list[int]) -> tuple[list[int], list[int]]:
     """Triton's ``VersionsToLoad``: (versions loaded, specific versions asked for but absent)."""
     policy = config.version_policy
@@ -620,7 +612,7 @@ def _model_file_problems(config: ModelConfig, name: str, model_dir: Path, versio
         present = [c for c in candidates if (folder / c).exists()]
         if done.backend == "onnxruntime" and present and (folder / present[0]).is_dir():
             present = [c for c in present if (folder / c / "model.onnx").is_file()]
-        if not present and done.backend == "tensorrt" and (folder / "tritongen" / "engine.json").is_file():
+        if not present and done.backend == "tensorrt" and (folder / ARTIFACT_DIR / ENGINE_PLAN_NAME).is_file():
             continue  # prepared by `build --target tensorrt`: `tritongen engine` writes the plan on a GPU host
         if not present:
             problems.append(f"unable to find '{model_dir.name}/{version}/{done.filename}' for model '{name}' "

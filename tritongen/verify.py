@@ -26,8 +26,9 @@ from typing import Iterable
 
 from .bytecode import FIX as BYTECODE_FIX, bytecode_problem, cached_source
 from .errors import TritongenError
-from .manifest import ARTIFACT_DIR, MANIFEST_NAME, load_manifest, sha256_regular_file
-from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem, version_numbers
+from .layout import ARTIFACT_DIR, MANIFEST_NAME, version_numbers
+from .manifest import load_manifest, sha256_regular_file
+from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem
 
 _FIX_CHANGED = "rebuild the model with tritongen build --force, or restore the original file"
 _FIX_UNLISTED = ("remove it, or rebuild the model with tritongen build --force (every file in a model folder must be "
@@ -221,21 +222,12 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
                         unverified_models=tuple(unverified), fixes=tuple(f for _, f in found.problems))
 
 
-def check_verified(repo: Path, *, allow_unverified: Iterable[str] = (), public_key: Path | None = None,
-                   signature: Path | None = None) -> VerifyReport:
-    """:func:`verify_repository`, raising :class:`TritongenError` naming the first problem. With ``public_key``,
-    the repository's signature is checked first (:func:`tritongen.signing.check_signature`)."""
-    checked_signature = None
-    if public_key is not None:
-        from .signing import check_signature
-
-        checked_signature = check_signature(repo, public_key, signature)
+def check_verified(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:
+    """:func:`verify_repository`, raising :class:`TritongenError` naming the first problem. (The signature is
+    checked before it by :func:`tritongen.verify`, the public API, with ``public_key``.)"""
     report = verify_repository(repo, allow_unverified=allow_unverified)
     if not report.ok:
         more = len(report.problems) - 1
         raise TritongenError(report.problems[0] + (f" (and {more} more)" if more else ""), report.fixes[0],
                              details="\n".join(report.problems) if more else "")
-    if checked_signature is not None:
-        report = VerifyReport(repo=report.repo, checked_files=report.checked_files, problems=(),
-                              unverified_models=report.unverified_models, signature=checked_signature)
     return report

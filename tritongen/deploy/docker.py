@@ -99,9 +99,9 @@ def _pending_text(pending: Mapping[str, list[int]]) -> str:
 
 def _needs_gpu(repo: Path) -> bool:
     """Whether any model runs on a GPU: a KIND_GPU instance group, or a non-Python model left to Triton's default."""
-    from ..validate import _pb, config_from_file  # noqa: PLC0415
+    from ..validate import config_pb2, config_from_file
 
-    Group = _pb().ModelInstanceGroup
+    Group = config_pb2().ModelInstanceGroup
     for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
         config = config_from_file(config_path)
         kinds = {group.kind for group in config.instance_group}
@@ -117,9 +117,9 @@ def _needs_gpu(repo: Path) -> bool:
 
 def _docker_host(host: str) -> str:
     """``host`` as Docker publishes ports on it: an IP address (``localhost`` is 127.0.0.1)."""
-    import ipaddress  # noqa: PLC0415
+    import ipaddress
 
-    from ..names import check_host  # noqa: PLC0415
+    from ..names import check_host
 
     check_host(host)
     if host == "localhost":
@@ -142,10 +142,10 @@ def _publish(host: str) -> list[str]:
 
 
 def _triton_command(host: str) -> list[str]:
-    from ..server import ADMIN_HEADER, RESTRICTED_APIS, _is_loopback  # noqa: PLC0415
+    from ..server import ADMIN_HEADER, RESTRICTED_APIS, is_loopback
 
     command = ["tritonserver", "--model-repository=/models"]
-    if not _is_loopback(host):
+    if not is_loopback(host):
         restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}=${{{ADMIN_ENV}:?set {ADMIN_ENV} to a secret}}"
         command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     return command
@@ -165,10 +165,10 @@ def docker_bundle_from_repository(
 
     ``allow_unverified``: models without a build manifest (written by hand) that may be deployed all the same.
     """
-    from .. import __version__  # noqa: PLC0415
-    from ..server import ADMIN_HEADER, _is_loopback  # noqa: PLC0415
-    from ..validate import check_repository  # noqa: PLC0415
-    from ..verify import check_verified  # noqa: PLC0415
+    from .. import __version__
+    from ..server import ADMIN_HEADER, is_loopback
+    from ..validate import check_repository
+    from ..verify import check_verified
 
     release = check_release(ngc_release or DEFAULT_NGC_RELEASE)
     host = _docker_host(host)
@@ -208,16 +208,16 @@ def docker_bundle_from_repository(
         serving_image = triton_image
     builder_image = None
     if pending:
-        import tempfile  # noqa: PLC0415
+        import tempfile
 
-        from .wheel import wheel_from_installation  # noqa: PLC0415
+        from .wheel import wheel_from_installation
 
         wheel_tmp = Path(tempfile.mkdtemp(prefix=".tritongen-wheel-"))
         try:
             wheel = wheel_from_installation(wheel_tmp)
             files[f"wheels/{wheel.name}"] = wheel.read_bytes()
         finally:
-            import shutil  # noqa: PLC0415
+            import shutil
 
             shutil.rmtree(wheel_tmp, ignore_errors=True)
         builder_image = f"tritongen-engine-builder:{release}-{__version__}"
@@ -237,7 +237,7 @@ def docker_bundle_from_repository(
         )
         described.append((f"wheels/{wheel.name}", "tritongen, packed from the installation that wrote this bundle"))
     ports = _publish(host)
-    admin_env = None if _is_loopback(host) else ADMIN_ENV
+    admin_env = None if is_loopback(host) else ADMIN_ENV
     files[COMPOSE_FILE] = render(
         "docker/compose.yaml.j2",
         release=release,
@@ -265,7 +265,7 @@ def docker_bundle_from_repository(
         )
     )
     described.append((README_FILE, "this file"))
-    host_note = "loopback only" if _is_loopback(host) else f"set {ADMIN_ENV} before `docker compose up`"
+    host_note = "loopback only" if is_loopback(host) else f"set {ADMIN_ENV} before `docker compose up`"
     files[README_FILE] = render(
         "docker/README.md.j2",
         repo_name=repo.name,
@@ -325,9 +325,9 @@ class DockerSteps:
 
 def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -> DockerSteps:
     """For a validated ``spec.repo`` (a :class:`tritongen.server.ServeSpec`): the ``docker run`` line, or the steps."""
-    import shlex  # noqa: PLC0415
+    import shlex
 
-    from ..server import docker_command  # noqa: PLC0415
+    from ..server import docker_command
 
     reasons = []
     pending = pending_plans_from_repository(spec.repo)
@@ -354,10 +354,10 @@ def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -
 
 def compose_problems(text: str) -> list[str]:
     """Where ``text`` breaks the Compose specification's JSON schema (vendored in ``schemas/``); needs jsonschema."""
-    import json  # noqa: PLC0415
+    import json
 
-    import jsonschema  # noqa: PLC0415
-    import yaml  # noqa: PLC0415
+    import jsonschema
+    import yaml
 
     schema = json.loads((SCHEMA_DIR / "compose-spec.json").read_text())
     document = yaml.safe_load(text)

@@ -45,9 +45,9 @@ def request_set_from_arrays(arrays: Mapping[str, np.ndarray], batched: bool, sou
 
 
 def request_set_from_samples(repo: Path, model: str, batched: bool) -> RequestSet:
-    from ..infer import saved_artifacts_dir
-    from ..manifest import SAMPLES_NAME
-    from ..samples import arrays_from_npz
+    from ..layout import latest_artifacts as saved_artifacts_dir
+    from ..layout import SAMPLES_NAME
+    from ..npz import arrays_from_npz
 
     artifacts, _ = saved_artifacts_dir(Path(repo), model)
     path = artifacts / SAMPLES_NAME
@@ -72,7 +72,7 @@ def request_set_from_text(path: Path, input_name: str, batched: bool) -> Request
 def request_set_for_model(metadata: Mapping[str, Any], repo: Path | None, input_data: Path | None = None,
                           text_file: Path | None = None) -> RequestSet:
     """Pick the source (text file, ``--input-data``, else the saved samples) and check it against the model."""
-    from ..samples import arrays_from_npz
+    from ..npz import arrays_from_npz
 
     batched = int(metadata.get("max_batch_size", 0)) > 0
     model = metadata["name"]

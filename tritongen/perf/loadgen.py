@@ -72,12 +72,13 @@ def grpc_request_bytes(model: str, request: Mapping[str, np.ndarray]) -> bytes:
         tensor = message.inputs.add()
         tensor.name = name
         tensor.shape.extend(int(d) for d in array.shape)
-        tensor.datatype, raw = _wire(array)
+        tensor.datatype, raw = wire_from_array(array)
         message.raw_input_contents.append(raw)
     return message.SerializeToString()
 
 
-def _wire(array: np.ndarray) -> tuple[str, bytes]:
+def wire_from_array(array: np.ndarray) -> tuple[str, bytes]:
+    """``(Triton datatype, raw little-endian bytes)`` of an array as sent in a request (BYTES length-prefixed)."""
     from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
 
     if array.dtype == object or array.dtype.kind in ("U", "S"):
@@ -98,7 +99,7 @@ class HttpSender:
         for request in requests.requests:
             inputs = []
             for name, array in request.items():
-                datatype, _ = _wire(array)
+                datatype, _ = wire_from_array(array)
                 tensor = httpclient.InferInput(name, list(array.shape), datatype)
                 tensor.set_data_from_numpy(array if datatype == "BYTES" else np.ascontiguousarray(array), binary_data=True)
                 inputs.append(tensor)

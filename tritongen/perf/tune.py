@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import TritongenError
+from ..client import ModelLoadError, Triton
 from ..progress import Progress
 from .results import PerfPoint
 from .spec import ENGINES, PerfSpec
@@ -200,47 +201,6 @@ def _neighbour(c: Candidate, dim: str, value) -> Candidate:
     return replace(c, **{dim: value})
 
 
-# --------------------------------------------------------------------------------------------- server
-
-
-class _Server:
-    def __init__(self, url: str, protocol: str, timeout_s: float) -> None:
-        import tritonclient.grpc as grpcclient
-        import tritonclient.http as httpclient
-
-        self.url = url
-        self.protocol = protocol
-        self.timeout_s = timeout_s
-        self.client = grpcclient.InferenceServerClient(url) if protocol == "grpc" else httpclient.InferenceServerClient(
-            url, connection_timeout=timeout_s, network_timeout=max(timeout_s, 300))
-
-    def load(self, model: str, config_json: str | None) -> None:
-        from ..client import _clean_error
-
-        kwargs = {"client_timeout": 300} if self.protocol == "grpc" else {}
-        try:
-            self.client.load_model(model, config=config_json, **kwargs)
-        except Exception as e:  # noqa: BLE001 - reported as a failed candidate or a clean error
-            message = str(getattr(e, "message", lambda: e)() if callable(getattr(e, "message", None)) else e)
-            if "explicit" in message.lower() and "mode" in message.lower():
-                raise TritongenError(f"the server at {self.url} does not allow loading models ({message})",
-                                     "start it with explicit model control (tritonserver --model-control-mode=explicit --load-model=*, "
-                                     "or ServeSpec(model_control=\"explicit\"))") from None
-            if any(k in message.lower() for k in ("unavailable", "connection refused", "failed to connect")):
-                raise _clean_error(e, self.url, self.protocol, model, self.timeout_s) from None
-            raise _LoadFailed(message) from None
-
-    def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-class _LoadFailed(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------------------------- search
 
 
@@ -273,7 +233,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     url = perf.resolved_url()
     metadata = model_metadata(url, model, protocol=spec.protocol)
     requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
-    server = _Server(url, spec.protocol, spec.timeout_s)
+    server = Triton(url, spec.protocol, max(spec.timeout_s, 300))  # a load may take minutes
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     base = candidate_from_config(base_config)
     space = _search_space(spec, base, kind_cpu)
@@ -290,8 +250,8 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         progress(f"config {len(trials) + 1}: {candidate.label()}")
         try:
             server.load(model, json_format.MessageToJson(config))
-        except _LoadFailed as failed:
-            trial = Trial(candidate, (), None, time.monotonic() - t0, error=f"failed to load: {str(failed).splitlines()[0][:200]}")
+        except ModelLoadError as failed:
+            trial = Trial(candidate, (), None, time.monotonic() - t0, error=f"failed to load: {failed.problem.splitlines()[0][:200]}")
             progress(f"  {trial.error}")
             trials[candidate] = trial
             return trial
@@ -422,7 +382,7 @@ def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | No
     return Candidate(1, base.max_queue_delay_us, max(space["max_batch_size"]), ())
 
 
-def _confirm(winner: Trial, server: _Server, model: str, base_config, perf: PerfSpec, engine, requests, spec: TuneSpec,
+def _confirm(winner: Trial, server: Triton, model: str, base_config, perf: PerfSpec, engine, requests, spec: TuneSpec,
              progress: Progress) -> tuple[list[PerfPoint], PerfPoint | None]:
     """Measure the winner's best operating point again, twice as long; where its p99 breaks the bound, the next
     lower feasible point of the same config (at most three tries). Returns every re-measurement and the first
@@ -459,8 +419,9 @@ def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, t
                   ) -> tuple[Path, Path]:
     from google.protobuf import text_format
 
-    from ..manifest import ARTIFACT_DIR, rehash_files
-    from ..repository import numeric_versions
+    from ..layout import ARTIFACT_DIR
+    from ..manifest import rehash_files
+    from ..layout import version_numbers
     from ..validate import config_from_text, problems_in_config
 
     config = config_from_candidate(base_config, winner.candidate)
@@ -471,7 +432,7 @@ def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, t
                              details="\n".join(problems))
     config_path = spec.model_dir / "config.pbtxt"
     previous = config_path.read_text()
-    versions = numeric_versions(spec.model_dir)
+    versions = version_numbers(spec.model_dir)
     record_dir = spec.model_dir / str(versions[-1] if versions else 1) / ARTIFACT_DIR
     record_dir.mkdir(parents=True, exist_ok=True)
     record_path = record_dir / TUNE_RECORD

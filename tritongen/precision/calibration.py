@@ -73,7 +73,8 @@ def _check_finite(arrays: Arrays, where: str) -> None:
 
 
 def _items_from_npz(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, preprocessor: Path | None = None) -> list[Arrays]:
-    from ..samples import arrays_from_npz, check_arrays_match_spec
+    from ..npz import arrays_from_npz
+    from ..samples import check_arrays_match_spec
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".npz" and p.is_file())

@@ -13,18 +13,17 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ..layout import cache_root
 from ..errors import TritongenError
 from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from .calibration import MIN_CALIB_SAMPLES, CalibrationData
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
-CACHE_ENV = "TRITONGEN_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Int8Result:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tritongen").expanduser() / "calibration"
+    return cache_root() / "calibration"
 
 
 def onnx_digest(src: Path) -> str:

@@ -1,0 +1,102 @@
+"""Where things are: every repository, model-folder and artifact name tritongen and Triton use, version parsing,
+and tritongen's cache. The ground floor of the package: it imports nothing from tritongen but ``errors`` and
+``names``, so every stage can import it.
+
+A model folder::
+
+    <repo>/<model>/config.pbtxt
+    <repo>/<model>/labels.txt                     (classifiers: LABELS_FILENAME)
+    <repo>/<model>/warmup/                         (warm-up request data: WARMUP_DIR)
+    <repo>/<model>/<version>/model.onnx | model.py | model.plan
+    <repo>/<model>/<version>/tritongen/            (ARTIFACT_DIR: tritongen's own files, Triton ignores them)
+        manifest.json  samples.npz  reference_outputs.npz  engine.json  model.onnx (tensorrt target)
+    <repo>/.tritongen-signature.sig                (SIGNATURE_NAME)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import TritongenError
+from .names import shown
+
+CONFIG_NAME = "config.pbtxt"
+LABELS_FILENAME = "labels.txt"  # written beside config.pbtxt when the spec has labels
+WARMUP_DIR = "warmup"  # Triton reads model_warmup input_data_file from <model>/warmup/
+NON_VERSION_FOLDERS = frozenset({WARMUP_DIR, "initial_state", "configs"})  # Triton skips these in a model folder
+
+ARTIFACT_DIR = "tritongen"  # inside each version folder
+MANIFEST_NAME = "manifest.json"
+SAMPLES_NAME = "samples.npz"
+REFERENCE_NAME = "reference_outputs.npz"
+ENGINE_PLAN_NAME = "engine.json"  # what `tritongen engine` needs to build the plan (tensorrt target)
+PREPARED_ONNX = "model.onnx"  # inside <version>/tritongen/ for the tensorrt target
+PLAN_FILENAME = "model.plan"
+TIMING_CACHE_NAME = "timing.cache"
+
+STAGING_PREFIX = ".tritongen-staging-"  # a build's temporary folder inside the repository
+SIGNATURE_NAME = ".tritongen-signature.sig"
+
+CACHE_ENV = "TRITONGEN_CACHE_DIR"
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Version folders Triton would consider, ascending: integral ASCII names without leading zeros ("0" is a
+    version). Empty when ``model_dir`` is not a folder."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir()
+                  if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0")))
+
+
+def artifact_dir(model_dir: Path, version: int) -> Path:
+    """``<model>/<version>/tritongen/``: the build's manifest, samples and references."""
+    return Path(model_dir) / str(version) / ARTIFACT_DIR
+
+
+def manifest_path(model_dir: Path, version: int) -> Path:
+    return artifact_dir(model_dir, version) / MANIFEST_NAME
+
+
+def latest_artifacts(repo: Path, name: str) -> tuple[Path, int]:
+    """The artifact folder of model ``name``'s newest version in ``repo``, and that version."""
+    versions = version_numbers(Path(repo) / name)
+    if not versions:
+        raise TritongenError(
+            f"no build of model '{name}' in {repo}",
+            "pass --repo with the repository it was built into, or --input-file with inputs",
+        )
+    return artifact_dir(Path(repo) / name, versions[-1]), versions[-1]
+
+
+def cache_root() -> Path:
+    """tritongen's cache: ``$TRITONGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/tritongen``, else ``~/.cache/tritongen``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tritongen"
+
+
+def link_problems(repo: Path, model_dir: Path) -> list[str]:
+    """Symbolic links in ``model_dir`` that Triton (or a build) would follow: the folder itself or a version
+    folder being a link, or any link inside resolving outside ``repo``. Empty when there are none."""
+    name = model_dir.name
+    if model_dir.is_symlink():
+        return [f"model folder '{shown(name)}' is a symbolic link (to {shown(os.readlink(model_dir), 120)})"]
+    root = Path(repo).resolve()
+    problems = []
+    for folder, dirs, files in os.walk(model_dir):  # links are not followed
+        for entry in sorted(dirs + files):
+            path = Path(folder) / entry
+            if not path.is_symlink():
+                continue
+            rel = path.relative_to(model_dir).as_posix()
+            target = path.resolve()
+            where = f"{shown(name)}/{shown(rel)}"
+            if Path(folder) == model_dir and entry.isdigit():
+                problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
+            elif target != root and root not in target.parents:
+                problems.append(f"'{where}' is a symbolic link leading outside the repository "
+                                f"(to {shown(target, 120)})")
+    return problems
