@@ -2,7 +2,7 @@
 
 Builds two models into a temporary repository: ``seq`` (``--target local``: the Python backend running ONNX
 Runtime) and ``pair`` (an ensemble: CSV text -> custom preprocess -> ONNX; it has a TYPE_STRING input, for
-garbage bytes), boots tritonserver with explicit model control, and runs :func:`tritongen.faults.soak_from_server`
+garbage bytes), boots tritonserver with explicit model control, and runs :func:`tritongen.testing.faults.soak_from_server`
 at ``--concurrency`` for ``--duration-s`` with ``--bad-fraction`` malformed requests. At ``--kill-at-s`` it kills
 -9 the ``seq`` stub; Triton 2.51 does not restart it, so the soak reloads the model (``--no-reload``: watch it
 stay dead). Prints requests sent, good/bad outcomes, errors by kind, the server's RSS (tritonserver + stubs) at
@@ -41,8 +41,8 @@ def main() -> int:
     import io
 
     from tests.test_faults import build_fault_repository, csv_samples
-    from tritongen.faults import SoakSpec, soak_from_server
-    from tritongen.malformed import BAD_KINDS
+    from tritongen.testing.faults import SoakSpec, soak_from_server
+    from tritongen.testing.malformed import BAD_KINDS
     from tritongen.server import ServeSpec, server_from_repository
 
     skip = {k.strip() for k in args.skip_kinds.split(",") if k.strip()}

@@ -1,4 +1,4 @@
-"""Serving under faults (tritongen.faults) against a real tritonserver: a soak with malformed requests, and a
+"""Serving under faults (tritongen.testing.faults) against a real tritonserver: a soak with malformed requests, and a
 Python-backend stub killed with SIGKILL under load. No mocks; short runs (the long one is bench/soak.py)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from tests.conftest import free_ports
 from tests.test_ensemble import PRE_PY
 from tritongen.client import infer_from_arrays
 from tritongen.errors import TritongenError
-from tritongen.faults import SoakSpec, reload_model, rss_kb_from_pid, soak_from_server, stubs_from_server
-from tritongen.malformed import BAD_KINDS, payloads_from_samples
+from tritongen.testing.faults import SoakSpec, reload_model, rss_kb_from_pid, soak_from_server, stubs_from_server
+from tritongen.testing.malformed import BAD_KINDS, payloads_from_samples
 
 CSV_PRE = PRE_PY  # CSV text -> the two inputs of make_two_in_two_out
 NUMERIC_KINDS = {"wrong_dtype", "wrong_shape", "wrong_rank", "over_max_batch", "empty_batch", "truncated"}

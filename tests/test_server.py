@@ -205,7 +205,7 @@ def test_stop_after_the_server_was_killed_leaves_no_stub_behind(tmp_path, server
     """A tritonserver SIGKILLed under load leaves its busy Python-backend stub running (an orphan that lives on
     indefinitely, seen here); stop() must end it."""
     from tritongen.client import infer_concurrently
-    from tritongen.procs import group_members, stubs_from_server
+    from tritongen.testing.procs import group_members, stubs_from_server
 
     write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
     server = server_from_repository(ServeSpec(repo=tmp_path))

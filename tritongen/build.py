@@ -15,11 +15,10 @@ from typing import Mapping
 
 import numpy as np
 
-from . import __version__
 from .config import config_text_from_spec, warmup_files
 from .errors import TritongenError
 from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, LABELS_FILENAME, PREPARED_ONNX, REFERENCE_NAME, SAMPLES_NAME, WARMUP_DIR
-from .manifest import command_line, file_hashes, tool_versions, write_manifest
+from .manifest import file_hashes, new_manifest, write_manifest
 from .names import check_labels
 from .parity import ParityReport
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
@@ -167,21 +166,16 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         if spec.labels:  # the config names it as the first output's label_filename; Triton reads it line by line
             (staged_model / LABELS_FILENAME).write_bytes(("\n".join(spec.labels) + "\n").encode("utf-8"))
             files.append(staged_model / LABELS_FILENAME)
-        return write_manifest(staged_model, version, {
-            "tritongen_version": __version__,
-            "command": command_line(),
-            "created_unix_s": round(time.time(), 3),
-            "version": version,
-            "source": {"path": str(spec.model_path), "form": loaded.form},
-            "export": {"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
-            "spec": spec.to_dict(),
-            "tools": tool_versions(),
-            "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
-            "parity": report.to_dict(),
-            "precision": precision.to_dict() if precision is not None else {"precision": spec.precision},
+        return write_manifest(staged_model, version, new_manifest(
+            version, file_hashes(staged_model, files),
+            source={"path": str(spec.model_path), "form": loaded.form},
+            export={"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
+            spec=spec.to_dict(),
+            samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
+            parity=report.to_dict(),
+            precision=precision.to_dict() if precision is not None else {"precision": spec.precision},
             **({"tensorrt": tensorrt} if tensorrt else {}),
-            "files": file_hashes(staged_model, files),
-        })
+        ))
 
     manifest = stages.run("writing config, samples and manifest", write_files)
     return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,

@@ -294,6 +294,31 @@ def server_live(url: str, protocol: str = "http", timeout_s: float = 5.0, header
         return False
 
 
+def metrics_from_url(metrics_url: str, names: Sequence[str] | None = None, timeout_s: float = 5.0) -> dict[str, float]:
+    """Triton's Prometheus endpoint (``host:port``, served at ``/metrics``): sample name -> value summed over its
+    labels, only ``names`` when given. Empty when nothing answers (a server started without metrics)."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://{_host_port(metrics_url)}/metrics", timeout=timeout_s) as response:
+            text = response.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return {}
+    wanted = None if names is None else set(names)
+    out: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (wanted is None or sample.name in wanted) and not math.isnan(sample.value):
+                    out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+    except ValueError:  # not Prometheus text: what was read so far stands
+        pass
+    return out
+
+
 class _NotFound(Exception):
     """A failure that means "no such model" although the server's status says invalid argument."""
 

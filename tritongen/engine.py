@@ -209,8 +209,7 @@ def _record_engine(model_dir: Path, version_dir: Path, result: EngineResult, fil
     """Manifest: TensorRT version, compute capability, plan hash; config: cc_model_filenames when per-cc."""
     from .manifest import file_hashes, load_manifest, sha256_file, update_manifest  # noqa: PLC0415
 
-    recorded = load_manifest(manifest, model_dir).get("engines") if manifest.is_file() else None
-    engines = dict(recorded) if isinstance(recorded, dict) else {}
+    engines = dict(load_manifest(manifest, model_dir).engines) if manifest.is_file() else {}
     digest = sha256_file(result.plan_path)
     engines[result.compute_capability] = {"plan": filename, "tensorrt_version": result.tensorrt_version,
                                           "compute_capability": result.compute_capability, "build_s": result.build_s,
@@ -228,10 +227,17 @@ def _record_engine(model_dir: Path, version_dir: Path, result: EngineResult, fil
 
 
 def cc_config_text(text: str, cc_model_filenames: Mapping[str, str]) -> str:
-    """``text`` with its ``cc_model_filenames`` entries replaced by ``cc_model_filenames``."""
-    import re  # noqa: PLC0415
+    """``text`` (a config.pbtxt) with its ``cc_model_filenames`` map replaced by ``cc_model_filenames``.
 
-    text = re.sub(r'cc_model_filenames \{\s*key: "[^"]*"\s*value: "[^"]*"\s*\}\n', "", text)
-    block = "".join(f'cc_model_filenames {{\n  key: "{cc}"\n  value: "{name}"\n}}\n' for cc, name in sorted(cc_model_filenames.items()))
-    anchor = re.search(r"^max_batch_size: .*\n", text, flags=re.M)
-    return text[:anchor.end()] + block + text[anchor.end():] if anchor else block + text
+    Parsed and written with protobuf's ``text_format``: the leading comment lines are kept, the rest is laid
+    out the way protobuf writes it.
+    """
+    from google.protobuf import text_format
+
+    from .validate import config_from_text
+
+    config = config_from_text(text)
+    config.cc_model_filenames.clear()
+    config.cc_model_filenames.update(dict(cc_model_filenames))
+    comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    return comments + text_format.MessageToString(config)

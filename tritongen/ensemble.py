@@ -11,12 +11,10 @@ one (each atomically; composing models before the ensemble). Nothing is replaced
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import __version__
 from .build import Stages
 from .progress import Progress
 from .config import preferred_batch_sizes
@@ -261,7 +259,7 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     from .end_to_end import END_TO_END_NAME
     from .hf import loaded_from_hf
     from .layout import ARTIFACT_DIR
-    from .manifest import command_line, file_hashes, tool_versions, write_manifest
+    from .manifest import ENSEMBLE, file_hashes, new_manifest, write_manifest
     from .repository import check_ensembles_with, install_model, plan_install, staging_dir
     from .validate import check_repository
 
@@ -298,23 +296,17 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
             config = folder / "config.pbtxt"
             config.write_text(ensemble_config_text(names["ensemble"], spec.max_batch_size, inputs, outputs, steps))
             reference = _end_to_end(source, staged, pre, post, folder / str(version) / ARTIFACT_DIR / END_TO_END_NAME)
-            manifest = write_manifest(folder, version, {
-                "tritongen_version": __version__,
-                "command": command_line(),
-                "created_unix_s": round(time.time(), 3),
-                "version": version,
-                "kind": "ensemble",
-                "source": {"path": str(spec.model_path), "task": source.task, "form": staged.form},
-                "preprocess": None if pre is None else pre.to_dict(),
-                "model": {"name": model.name, "spec": model.to_dict(), "parity": staged.parity.to_dict()},
-                "postprocess": None if post is None else post.to_dict(),
-                "inputs": [t.to_dict() for t in inputs],
-                "outputs": [t.to_dict() for t in outputs],
-                "steps": [dataclasses.asdict(s) for s in steps],
-                "tools": tool_versions(),
-                "end_to_end_reference": reference is not None,
-                "files": file_hashes(folder, [config] + ([reference] if reference is not None else [])),
-            })
+            manifest = write_manifest(folder, version, new_manifest(
+                version, file_hashes(folder, [config] + ([reference] if reference is not None else [])), kind=ENSEMBLE,
+                source={"path": str(spec.model_path), "task": source.task, "form": staged.form},
+                preprocess=None if pre is None else pre.to_dict(),
+                model={"name": model.name, "spec": model.to_dict(), "parity": staged.parity.to_dict()},
+                postprocess=None if post is None else post.to_dict(),
+                inputs=[t.to_dict() for t in inputs],
+                outputs=[t.to_dict() for t in outputs],
+                steps=[dataclasses.asdict(s) for s in steps],
+                end_to_end_reference=reference is not None,
+            ))
             return pre, post, inputs, outputs, steps, manifest
 
         pre, post, inputs, outputs, steps, manifest = stages.run("writing pre/post-processing and the ensemble", write_steps)

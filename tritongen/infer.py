@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import TritongenError
 from .layout import REFERENCE_NAME, SAMPLES_NAME
-from .manifest import read_manifest
+from .manifest import ENSEMBLE, read_manifest
 from .parity import ParityReport, compare_arrays
 from .layout import latest_artifacts
 from .npz import arrays_from_npz
@@ -79,7 +79,7 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
 
 def _is_ensemble(model_dir: Path, version: int) -> bool:
     try:
-        return read_manifest(model_dir, version).get("kind") == "ensemble"
+        return read_manifest(model_dir, version).kind == ENSEMBLE
     except TritongenError:
         return False
 
@@ -107,7 +107,7 @@ def infer_model(spec: InferSpec) -> InferResult:
             inputs = ensemble_inputs_from_files(tuple(texts))
             if spec.check:
                 end_to_end = saved
-                model_spec = read_manifest(Path(spec.repo) / spec.name, version).get("model", {}).get("spec", {})
+                model_spec = read_manifest(Path(spec.repo) / spec.name, version).details.get("model", {}).get("spec", {})
                 tolerances = (float(model_spec.get("atol", 1e-4)), float(model_spec.get("rtol", 1e-3)))
         elif not (artifacts / SAMPLES_NAME).is_file():
             if spec.check and _is_ensemble(Path(spec.repo) / spec.name, version):
@@ -121,7 +121,7 @@ def infer_model(spec: InferSpec) -> InferResult:
         if spec.check and end_to_end is None:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
-            tolerances = (manifest["spec"]["atol"], manifest["spec"]["rtol"])
+            tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
     url = spec.url or default_url(spec.protocol)
     outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
     report = None

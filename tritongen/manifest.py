@@ -1,8 +1,9 @@
 """Build manifests: resolved spec, tool versions, sha256 of every file, accuracy results.
 
 Each build writes ``<model>/<version>/tritongen/manifest.json``. File paths in it are relative to the model
-folder, so the repository can be moved and still be verified. Manifests are read back through
-:func:`load_manifest`, which checks their schema: a bounded size, ``manifest_schema`` (absent in manifests of
+folder, so the repository can be moved and still be verified. A manifest is a typed :class:`Manifest`, written
+(:func:`write_manifest`, :func:`update_manifest`) and read (:func:`load_manifest`) only here; reading checks its
+schema: a bounded size, ``manifest_schema`` (absent in manifests of
 older tritongen builds, read as 1), and ``files`` mapping relative paths confined to the model folder to sha256
 hex digests.
 """
@@ -16,7 +17,9 @@ import platform
 import re
 import stat
 import sys
+import time
 from importlib import metadata
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
@@ -29,6 +32,76 @@ MAX_MANIFEST_FILES = 100_000
 MAX_PATH_CHARS = 1024
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TOOLS = ("tritongen", "torch", "onnx", "onnxruntime", "onnxscript", "onnx-graphsurgeon", "numpy", "tritonclient")
+
+
+MODEL, ENSEMBLE, PYTHON_STEP = "model", "ensemble", "python_step"
+_KNOWN = ("manifest_schema", "tritongen_version", "command", "created_unix_s", "version", "kind", "tools", "files",
+          "engines", "tensorrt_version")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One build's manifest: what made the version folder and the sha256 of every file Triton may load from it.
+
+    ``kind``: :data:`MODEL` (an ONNX model; absent from the JSON), :data:`ENSEMBLE` or :data:`PYTHON_STEP`.
+    ``details`` holds the kind's own record, written as top-level JSON fields in this order (``source``,
+    ``export``, ``spec``, ``parity``, ``precision``, ``model``, ``steps``, ...). ``engines`` (compute capability ->
+    plan record) and ``tensorrt_version`` are added by ``tritongen engine``.
+    """
+
+    files: dict[str, str]
+    version: int | None = None
+    kind: str = MODEL
+    tritongen_version: str = ""
+    command: str | None = None
+    created_unix_s: float = 0.0
+    tools: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tensorrt_version: str | None = None
+    schema: int = MANIFEST_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"manifest_schema": self.schema, "tritongen_version": self.tritongen_version}
+        if self.command is not None:
+            out["command"] = self.command
+        out["created_unix_s"] = self.created_unix_s
+        if self.version is not None:
+            out["version"] = self.version
+        if self.kind != MODEL:
+            out["kind"] = self.kind
+        out.update(self.details)
+        out["tools"] = dict(self.tools)
+        out["files"] = dict(self.files)
+        if self.engines:
+            out["engines"] = dict(self.engines)
+        if self.tensorrt_version is not None:
+            out["tensorrt_version"] = self.tensorrt_version
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        """From parsed JSON that passed :func:`check_manifest`."""
+        engines = data.get("engines")
+        return cls(
+            files=dict(data["files"]), version=data.get("version"), kind=str(data.get("kind") or MODEL),
+            tritongen_version=str(data.get("tritongen_version", "")), command=data.get("command"),
+            created_unix_s=float(data.get("created_unix_s") or 0.0), tools=dict(data.get("tools") or {}),
+            details={k: v for k, v in data.items() if k not in _KNOWN},
+            engines=dict(engines) if isinstance(engines, dict) else {},
+            tensorrt_version=data.get("tensorrt_version"), schema=int(data.get("manifest_schema", 1)),
+        )
+
+
+def new_manifest(version: int, files: dict[str, str], *, kind: str = MODEL, with_command: bool = True,
+                 **details: Any) -> Manifest:
+    """A manifest for a version folder this process just wrote: tritongen's and the tools' versions, the time,
+    the command line (unless ``with_command`` is False), and ``details`` as the kind's own record."""
+    from . import __version__
+
+    return Manifest(files=dict(files), version=version, kind=kind, tritongen_version=__version__,
+                    command=command_line() if with_command else None, created_unix_s=round(time.time(), 3),
+                    tools=tool_versions(), details=dict(details))
 
 
 def open_regular(path: Path) -> int:
@@ -71,24 +144,26 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def _dump(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps({"manifest_schema": MANIFEST_SCHEMA, **content}, indent=2, sort_keys=False) + "\n")
+def _dump(path: Path, manifest: Manifest) -> None:
+    path.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
 
 
-def write_manifest(model_dir: Path, version: int, content: dict[str, Any]) -> Path:
+def write_manifest(model_dir: Path, version: int, manifest: Manifest) -> Path:
+    """Write ``manifest`` as ``<model_dir>/<version>/tritongen/manifest.json``; returns its path."""
     path = manifest_path(model_dir, version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _dump(path, content)
+    _dump(path, manifest)
     return path
 
 
-def update_manifest(path: Path, files: dict[str, str], **fields: Any) -> None:
-    """Add ``files`` (relative path -> sha256) and top-level ``fields`` to the manifest at ``path``, after a later
-    step (tune, engine) rewrote or added files; the manifest is read through the schema check first."""
-    data = load_manifest(path, path.parent.parent.parent)
-    data.update(fields)
-    data["files"] = {**data["files"], **files}
-    _dump(path, data)
+def update_manifest(path: Path, files: dict[str, str], **fields: Any) -> Manifest:
+    """Add ``files`` (relative path -> sha256) and set ``fields`` (:class:`Manifest` fields, e.g. ``engines``) in
+    the manifest at ``path``, after a later step (tune, engine) rewrote or added files; the manifest is read
+    through the schema check first."""
+    manifest = load_manifest(path, path.parent.parent.parent)
+    manifest = replace(manifest, files={**manifest.files, **files}, **fields)
+    _dump(path, manifest)
+    return manifest
 
 
 def rehash_files(model_dir: Path, version: int, paths: Iterable[Path]) -> Path | None:
@@ -101,8 +176,22 @@ def rehash_files(model_dir: Path, version: int, paths: Iterable[Path]) -> Path |
     return path
 
 
-def read_manifest(model_dir: Path, version: int) -> dict[str, Any]:
+def read_manifest(model_dir: Path, version: int) -> Manifest:
+    """The manifest of ``model_dir``'s ``version`` (schema-checked)."""
     return load_manifest(manifest_path(model_dir, version), model_dir)
+
+
+def engines_of(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
+    """The TensorRT plans recorded in a version's manifest (compute capability -> record); empty when the
+    manifest is absent or unreadable. Read without the schema check: judging manifests is ``tritongen verify``'s
+    business, placing and checking plans only needs this record."""
+    path = manifest_path(model_dir, version)
+    try:
+        data = _read_json(path) if path.is_file() else {}
+    except TritongenError:
+        return {}
+    engines = data.get("engines") if isinstance(data, dict) else None
+    return {str(k): v for k, v in engines.items() if isinstance(v, dict)} if isinstance(engines, dict) else {}
 
 
 def _bad(path: Path, problem: str) -> TritongenError:
@@ -147,8 +236,13 @@ def check_manifest(data: Any, path: Path, model_dir: Path) -> dict[str, Any]:
     return data
 
 
-def load_manifest(path: Path, model_dir: Path) -> dict[str, Any]:
+def load_manifest(path: Path, model_dir: Path) -> Manifest:
     """The manifest at ``path`` (of the model folder ``model_dir``), read with a size bound and schema-checked."""
+    return Manifest.from_dict(check_manifest(_read_json(path), path, model_dir))
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON at ``path``: a regular file of at most :data:`MAX_MANIFEST_BYTES`."""
     try:
         with os.fdopen(open_regular(path), "rb") as fh:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
@@ -160,7 +254,7 @@ def load_manifest(path: Path, model_dir: Path) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         raise _bad(path, "is not valid UTF-8 JSON") from None
-    return check_manifest(data, path, model_dir)
+    return data
 
 
 def command_line() -> str:

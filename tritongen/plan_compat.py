@@ -8,7 +8,6 @@ the TensorRT of the Triton that will serve them and names the NGC images that wo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -63,7 +62,8 @@ def triton_version_from_environment() -> str | None:
 
 def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
     """One line per plan of ``model_dir`` (from its manifests) that Triton ``triton_version`` cannot load."""
-    from .layout import manifest_path, version_numbers
+    from .layout import version_numbers
+    from .manifest import engines_of
 
     server_trt = tensorrt_of_triton(triton_version)
     if server_trt is None:
@@ -71,11 +71,7 @@ def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
     server_release = release_of_triton(triton_version)
     problems = []
     for version in version_numbers(model_dir):
-        path = manifest_path(model_dir, version)
-        try:
-            engines = json.loads(path.read_text()).get("engines", {}) if path.is_file() else {}
-        except (OSError, ValueError):
-            continue  # unreadable manifests are tritongen verify's business
+        engines = engines_of(model_dir, version)  # unreadable manifests are tritongen verify's business
         for cc, engine in sorted(engines.items()):
             built = engine.get("tensorrt_version")
             if not built or _release(built) == _release(server_trt):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -189,8 +188,7 @@ def python_step_config_text(step: PythonStep, max_batch_size: int, preferred_bat
 def stage_python_step(step: PythonStep, stage: Path, version: int, config_text: str) -> Path:
     """Write ``stage/<step.name>/`` (config, ``<version>/model.py`` and the step's files) and its manifest, with
     the sha256 of every one of those files (what ``tritongen verify`` checks); returns the folder."""
-    from . import __version__
-    from .manifest import file_hashes, tool_versions, write_manifest
+    from .manifest import PYTHON_STEP, file_hashes, new_manifest, write_manifest
 
     folder = stage / step.name
     version_dir = folder / str(version)
@@ -202,13 +200,8 @@ def stage_python_step(step: PythonStep, stage: Path, version: int, config_text: 
     for rel, text in step.texts.items():
         (version_dir / rel).write_bytes(text.encode("utf-8"))  # exactly these bytes: no newline translation
     (folder / "config.pbtxt").write_text(config_text)
-    write_manifest(folder, version, {
-        "tritongen_version": __version__,
-        "created_unix_s": round(time.time(), 3),
-        "version": version,
-        "kind": "python_step",
-        "step": step.to_dict(),
-        "tools": tool_versions(),
-        "files": file_hashes(folder, [p for p in folder.rglob("*") if p.is_file()]),
-    })
+    write_manifest(folder, version, new_manifest(
+        version, file_hashes(folder, [p for p in folder.rglob("*") if p.is_file()]), kind=PYTHON_STEP,
+        with_command=False, step=step.to_dict(),
+    ))
     return folder

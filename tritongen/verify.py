@@ -115,7 +115,7 @@ def _manifests(model_dir: Path, versions: list[int], found: _Findings) -> dict[i
         if not os.path.lexists(path):
             continue
         try:
-            files = load_manifest(path, model_dir)["files"]
+            files = load_manifest(path, model_dir).files
         except TritongenError as err:
             found.add(f"{model_dir.name}: {err.problem}", err.fix)
             out[version] = None

@@ -6,7 +6,6 @@ serializer; every number comes from :class:`~tritongen.deploy.thresholds.Thresho
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -78,14 +77,13 @@ class Placement:
 
 def compute_capabilities_from_repository(repo: Path) -> tuple[str, ...]:
     """Compute capabilities of the TensorRT plans recorded in the models' manifests (``engines`` keys)."""
+    from ..layout import version_numbers
+    from ..manifest import engines_of
+
     found: set[str] = set()
-    for manifest in Path(repo).glob("*/*/tritongen/manifest.json"):
-        try:
-            engines = json.loads(manifest.read_text()).get("engines", {})
-        except (OSError, ValueError):
-            continue
-        if isinstance(engines, dict):
-            found.update(str(cc) for cc in engines if re.fullmatch(r"\d+\.\d+", str(cc)))
+    for model_dir in sorted(Path(repo).iterdir()) if Path(repo).is_dir() else []:
+        for version in version_numbers(model_dir):
+            found.update(str(cc) for cc in engines_of(model_dir, version) if re.fullmatch(r"\d+\.\d+", str(cc)))
     return tuple(sorted(found))
 
 

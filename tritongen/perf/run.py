@@ -3,10 +3,7 @@ server's metrics, and hand back one :class:`PerfRun` (marked partial when the se
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, replace
 
 from ..errors import TritongenError
@@ -20,22 +17,9 @@ METRIC_NAMES = ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory
 
 def metrics_from_server(metrics_url: str | None, timeout_s: float = 5.0) -> dict[str, float]:
     """Selected gauges from Triton's Prometheus endpoint (GPU ones only where a GPU is present), summed per name."""
-    if not metrics_url:
-        return {}
-    try:
-        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as response:
-            text = response.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN)$", line)
-        if m and m.group(1) in METRIC_NAMES:
-            try:
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
-            except ValueError:
-                continue
-    return out
+    from ..client import metrics_from_url
+
+    return metrics_from_url(metrics_url, METRIC_NAMES, timeout_s) if metrics_url else {}
 
 
 def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:

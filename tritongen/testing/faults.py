@@ -1,10 +1,10 @@
 """Serving under faults: a soak with malformed requests mixed in, and a Python-backend stub killed mid-load.
 
 :func:`soak_from_server` drives served models over gRPC with ``concurrency`` requests in flight for
-``duration_s``, about ``bad_fraction`` of them malformed (:mod:`tritongen.malformed`), and returns a
+``duration_s``, about ``bad_fraction`` of them malformed (:mod:`tritongen.testing.malformed`), and returns a
 :class:`SoakResult`: what was sent, good answers (checked against the server's own answers on a quiet server,
 so a batch that mixes good and bad requests cannot corrupt a good answer unnoticed), bad requests rejected or
-wrongly accepted, errors by kind, the server's RSS (tritonserver plus its stub children, :mod:`tritongen.procs`)
+wrongly accepted, errors by kind, the server's RSS (tritonserver plus its stub children, :mod:`tritongen.testing.procs`)
 and whether it is still alive. With ``kill_stub_at_s`` it kills -9 one model's ``triton_python_backend_stub``
 while the load runs and reports how the model recovered (:class:`StubKill`).
 
@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import TritongenError
+from ..errors import TritongenError
 from .malformed import GOOD, Payload, payloads_from_samples
 from .procs import STUB_NAME, rss_kb_from_pid, stubs_from_server, zombies_from_server
 
@@ -167,7 +167,7 @@ class SoakResult:
 
 
 def _triton(server, timeout_s: float):
-    from .client import Triton
+    from ..client import Triton
 
     return Triton(server.http_url, "http", timeout_s, headers=server.admin_headers("http"))
 
@@ -181,7 +181,7 @@ def reload_model(server, model: str, timeout_s: float = 120.0) -> float:
     if getattr(server.spec, "model_control", "explicit") != "explicit":
         raise TritongenError(f"the server does not allow reloading '{model}' (model control mode '{server.spec.model_control}')",
                              "serve with explicit model control: ServeSpec(model_control=\"explicit\") or tritonserver --model-control-mode=explicit")
-    from .client import ModelLoadError
+    from ..client import ModelLoadError
 
     with _triton(server, timeout_s) as triton:
         config = triton.model_config(model)
@@ -207,8 +207,8 @@ def _server_alive(server) -> bool:
 
 def soak_from_server(server, spec: SoakSpec, progress=None) -> SoakResult:
     """Soak ``spec.models`` on the running ``server`` (a :class:`~tritongen.server.RunningServer`)."""
-    from .client import model_metadata
-    from .perf.inputs import request_set_for_model
+    from ..client import model_metadata
+    from ..perf.inputs import request_set_for_model
 
     progress = progress or (lambda message: None)
     if not server.is_running():
@@ -299,7 +299,7 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
     import grpc
     from tritonclient.grpc import service_pb2
 
-    from .perf.loadgen import MAX_MESSAGE_BYTES
+    from ..perf.loadgen import MAX_MESSAGE_BYTES
 
     channel = grpc.aio.insecure_channel(server.grpc_url, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                                                                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])

@@ -18,7 +18,7 @@ samples, or any :class:`~tritongen.perf.inputs.RequestSet`) and returns :class:`
 
 Triton 2.51 rejects ``bad_string_framing`` only once the request is in a dynamic batch, and then fails the
 *whole batch* with that request's error: good requests batched with it get "incomplete string data" too (not
-so without dynamic batching). :func:`tritongen.faults.soak_from_server` counts those as failed good requests.
+so without dynamic batching). :func:`tritongen.testing.faults.soak_from_server` counts those as failed good requests.
 
 Every bad payload must be answered with an error; none is sent as a half-formed protobuf, so what is tested is
 the server's and the model's handling of a well-delivered bad request.
@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import TritongenError
+from ..errors import TritongenError
 
 GOOD = "good"
 BAD_KINDS = ("wrong_dtype", "wrong_shape", "wrong_rank", "over_max_batch", "empty_batch", "truncated", "garbage_bytes",
@@ -69,7 +69,7 @@ def request_bytes(model: str, tensors: Sequence[Tensor]) -> bytes:
 
 
 def _tensors(request: Mapping[str, np.ndarray]) -> list[Tensor]:
-    from .perf.loadgen import wire_from_array
+    from ..perf.loadgen import wire_from_array
 
     out = []
     for name, array in request.items():

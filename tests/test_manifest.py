@@ -1,0 +1,45 @@
+"""The typed manifest: what a build writes reads back as the same Manifest, and later steps keep what they do not own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tritongen.errors import TritongenError
+from tritongen.layout import manifest_path
+from tritongen.manifest import ENSEMBLE, MANIFEST_SCHEMA, Manifest, new_manifest, read_manifest, update_manifest, write_manifest
+
+DIGEST = "ab" * 32
+
+
+def test_manifest_round_trip_keeps_every_field(tmp_path):
+    model_dir = tmp_path / "m"
+    written = new_manifest(3, {"1/model.onnx": DIGEST}, kind=ENSEMBLE, source={"path": "x.pt"}, spec={"atol": 1e-4})
+    path = write_manifest(model_dir, 3, written)
+    assert path == manifest_path(model_dir, 3)
+    raw = json.loads(path.read_text())
+    assert raw["manifest_schema"] == MANIFEST_SCHEMA and raw["kind"] == "ensemble" and raw["spec"] == {"atol": 1e-4}
+    assert read_manifest(model_dir, 3) == written
+    assert "python" in written.tools and written.tritongen_version
+
+
+def test_update_adds_files_and_engines_and_keeps_details(tmp_path):
+    model_dir = tmp_path / "m"
+    path = write_manifest(model_dir, 1, new_manifest(1, {"config.pbtxt": DIGEST}, parity={"ok": True}))
+    updated = update_manifest(path, {"1/model.plan": "cd" * 32}, engines={"8.9": {"plan": "model.plan"}},
+                              tensorrt_version="10.5.0")
+    again = read_manifest(model_dir, 1)
+    assert again == updated and again.details == {"parity": {"ok": True}}
+    assert set(again.files) == {"config.pbtxt", "1/model.plan"} and again.engines["8.9"]["plan"] == "model.plan"
+
+
+def test_a_manifest_without_kind_is_a_model_and_a_bad_one_is_refused(tmp_path):
+    model_dir = tmp_path / "m"
+    path = manifest_path(model_dir, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"files": {"config.pbtxt": DIGEST}}))  # an older build: no schema, no kind
+    assert read_manifest(model_dir, 1) == Manifest(files={"config.pbtxt": DIGEST}, schema=1)
+    path.write_text(json.dumps({"manifest_schema": 2, "files": {}}))
+    with pytest.raises(TritongenError, match="manifest_schema 2"):
+        read_manifest(model_dir, 1)
