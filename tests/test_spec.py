@@ -93,3 +93,50 @@ def test_spec_is_frozen_and_serialisable(model_file):
     assert data["inputs"] == [{"name": "x", "dtype": "FP32", "dims": [3]}]
     assert isinstance(data["model_path"], str)
     assert isinstance(spec, BuildSpec)
+
+
+# --------------------------------------------------------------------------------------------- specs check themselves
+
+
+def test_build_spec_checks_itself(tmp_path, monkeypatch):
+    from tritongen.spec import BuildSpec
+
+    with pytest.raises(TritongenError, match="unknown target 'bogus'"):
+        BuildSpec(model_path=tmp_path / "m.pt", name="m", target="bogus")
+    with pytest.raises(TritongenError, match="not a valid folder name"):
+        BuildSpec(model_path=tmp_path / "m.pt", name="../m")
+    with pytest.raises(TritongenError, match="--precision fp16 with --target local"):
+        BuildSpec(model_path=tmp_path / "m.pt", name="m", precision="fp16")
+    monkeypatch.chdir(tmp_path)  # the default repository is resolved when a spec is made, not at import
+    assert BuildSpec(model_path=tmp_path / "m.pt", name="m").repo == tmp_path / "model_repository"
+
+
+def test_yaml_keys_come_from_the_spec_fields(tmp_path):
+    from tritongen.spec import DEFAULTS, yaml_keys
+
+    keys = yaml_keys()
+    assert {"task", "tokenizer", "preprocess", "postprocess", "top_k", "precision", "outputs"} <= set(keys)
+    assert keys["top_k"] == "int" and keys["tokenizer"] == "text" and "repo" not in keys and "force" not in keys
+    assert DEFAULTS["max_batch_size"] == 8 and DEFAULTS["target"] == "local"
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("postprocess: softmax-topk\ntop_k: 3\ninputs: [{name: x, dtype: FP32, dims: [4]}]\n")
+    spec = build_spec_from_options(model, spec_file=spec_file, repo=tmp_path / "repo")
+    assert spec.postprocess == "softmax-topk" and spec.top_k == 3 and spec.is_ensemble
+    spec_file.write_text("top_k: three\n")
+    with pytest.raises(TritongenError, match="top_k"):
+        build_spec_from_options(model, spec_file=spec_file, repo=tmp_path / "repo")
+
+
+def test_quieted_loggers_come_back_and_others_are_untouched():
+    import logging
+
+    from tritongen.logs import quieted
+
+    noisy, other = logging.getLogger("tritongen-test-noisy"), logging.getLogger("tritongen-test-other")
+    noisy.setLevel(logging.INFO)
+    with quieted("tritongen-test-noisy"):
+        assert not noisy.isEnabledFor(logging.WARNING) and other.isEnabledFor(logging.WARNING)
+        assert not logging.root.manager.disable  # nothing switched off process-wide
+    assert noisy.level == logging.INFO

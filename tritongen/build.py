@@ -7,6 +7,7 @@ validation (``validate``) and the atomic move into the repository (``repository`
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import template_path
 from .progress import Progress
 
+log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class BuildResult:
 
 
 class Stages:
-    """Prints one line per stage with its wall time."""
+    """Reports one line per stage with its wall time (to ``progress`` and to this module's logger)."""
 
     def __init__(self, progress: Progress | None, total: int) -> None:
         self.progress = progress or (lambda message: None)
@@ -55,6 +58,7 @@ class Stages:
         start = time.perf_counter()
         result = func(*args, **kwargs)
         self.timings_s[name] = round(time.perf_counter() - start, 3)
+        log.debug("stage %s took %.3f s", name, self.timings_s[name])
         self.progress(f"      done in {self.timings_s[name]:.2f}s")
         return result
 

@@ -13,6 +13,7 @@ import click
 
 from . import __version__, api
 from .errors import TritongenError
+from .logs import attach_cli_handler
 from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
 
@@ -29,6 +30,7 @@ def _echo_err(message: str) -> None:
 def cli(debug: bool) -> None:
     """From a trained PyTorch model to a Triton model repository that is proven to serve."""
     _DEBUG["on"] = debug
+    attach_cli_handler(debug)
 
 
 @cli.command(short_help="Convert a PyTorch model (or Hugging Face folder) into a validated model folder, ready to serve.")

@@ -8,6 +8,12 @@ import click
 
 from . import api
 from .errors import TritongenError
+from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of
+from .perf.tune import TuneSpec
+
+# The defaults shown in --help are the specs' own (one place: the dataclasses).
+PERF_DEFAULTS = defaults_of(PerfSpec)
+TUNE_DEFAULTS = defaults_of(TuneSpec)
 
 
 def _numbers(text: str | None, kind: type, option: str) -> tuple:
@@ -27,23 +33,23 @@ def _progress(message: str) -> None:
 @click.argument("targets", nargs=-1, required=True, metavar="MODEL | --compare A.json B.json ...")
 @click.option("--concurrency", help="Closed loop: comma-separated requests in flight, e.g. 1,2,4,8,16. Default 1,4.")
 @click.option("--request-rate", help="Open loop: comma-separated request rates in req/s, e.g. 50,100,200.")
-@click.option("--arrival", type=click.Choice(["constant", "poisson"]), default="constant", show_default=True, help="Open-loop arrival pattern.")
-@click.option("--engine", type=click.Choice(["builtin", "perf_analyzer"]), default="builtin", show_default=True,
+@click.option("--arrival", type=click.Choice(ARRIVALS), default=PERF_DEFAULTS["arrival"], show_default=True, help="Open-loop arrival pattern.")
+@click.option("--engine", type=click.Choice(ENGINES), default=PERF_DEFAULTS["engine"], show_default=True,
               help="builtin: tritongen's async client; perf_analyzer: the real perf_analyzer with generated input data.")
-@click.option("--duration-s", type=float, default=6.0, show_default=True, help="Measured time per load level (3 windows; more until stable).")
-@click.option("--warmup-s", type=float, default=1.0, show_default=True, help="Unmeasured load before each level.")
-@click.option("--max-windows", type=int, default=10, show_default=True, help="Cap on measurement windows per level.")
+@click.option("--duration-s", type=float, default=PERF_DEFAULTS["duration_s"], show_default=True, help="Measured time per load level (3 windows; more until stable).")
+@click.option("--warmup-s", type=float, default=PERF_DEFAULTS["warmup_s"], show_default=True, help="Unmeasured load before each level.")
+@click.option("--max-windows", type=int, default=PERF_DEFAULTS["max_windows"], show_default=True, help="Cap on measurement windows per level.")
 @click.option("--max-time-s", type=float, help="Cap on the whole run: fewer windows per level so that every level fits.")
-@click.option("--stability-pct", type=float, default=10.0, show_default=True, help="Allowed variation across the last 3 windows.")
+@click.option("--stability-pct", type=float, default=PERF_DEFAULTS["stability_pct"], show_default=True, help="Allowed variation across the last 3 windows.")
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default=PERF_DEFAULTS["protocol"], show_default=True)
 @click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Where the build's saved samples are.")
 @click.option("--input-data", type=click.Path(path_type=Path), help=".npz with one array per input (batch axis first) instead of the saved samples.")
 @click.option("--text-file", type=click.Path(path_type=Path), help="Text ensembles: one request text per line, sent to the model's BYTES input.")
 @click.option("--metrics-url", help="Triton's metrics endpoint host:port (default: the URL's host on 8002).")
-@click.option("--timeout-s", type=float, default=30.0, show_default=True, help="Per-request timeout.")
+@click.option("--timeout-s", type=float, default=PERF_DEFAULTS["timeout_s"], show_default=True, help="Per-request timeout.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Folder for report.html, results.json and results.csv.")
-@click.option("--label", default="", help="Name of this run in reports (default: model and engine).")
+@click.option("--label", default=PERF_DEFAULTS["label"], help="Name of this run in reports (default: model and engine).")
 @click.option("--compare", is_flag=True, help="Arguments are results.json files: write one report comparing them (needs --report).")
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
@@ -76,13 +82,13 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
 @click.option("--max-p99-ms", type=float, required=True, help="p99 latency bound every operating point must meet.")
 @click.option("--min-throughput", "min_throughput_rps", type=float, help="Write a config only if it reaches this many req/s.")
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC). The server needs explicit model control.")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
-@click.option("--max-instances", type=int, default=0, help="Largest instance count tried (default: CPU cores for CPU models, else 4).")
-@click.option("--max-concurrency", type=int, default=128, show_default=True, help="Largest concurrency tried.")
-@click.option("--duration-s", type=float, default=1.5, show_default=True, help="Measured time per operating point.")
-@click.option("--budget-s", type=float, default=900, show_default=True, help="Stop searching after this long; the best so far wins.")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default=TUNE_DEFAULTS["protocol"], show_default=True)
+@click.option("--max-instances", type=int, default=TUNE_DEFAULTS["max_instances"], help="Largest instance count tried (default: CPU cores for CPU models, else 4).")
+@click.option("--max-concurrency", type=int, default=TUNE_DEFAULTS["max_concurrency"], show_default=True, help="Largest concurrency tried.")
+@click.option("--duration-s", type=float, default=TUNE_DEFAULTS["duration_s"], show_default=True, help="Measured time per operating point.")
+@click.option("--budget-s", type=float, default=TUNE_DEFAULTS["budget_s"], show_default=True, help="Stop searching after this long; the best so far wins.")
 @click.option("--input-data", type=click.Path(path_type=Path), help=".npz of inputs instead of the build's saved samples.")
-@click.option("--engine", type=click.Choice(["builtin", "perf_analyzer"]), default="builtin", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default=TUNE_DEFAULTS["engine"], show_default=True,
               help="What measures each point: tritongen's async client, or the real perf_analyzer.")
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:

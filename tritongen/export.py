@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .dtypes import triton_from_numpy
+from .logs import quieted
 from .errors import TritongenError
 from .spec import BuildSpec, TensorSpec
 
@@ -110,12 +110,8 @@ def _quiet():
     """Silence the exporters' progress prints and deprecation chatter; errors still propagate."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
+        with quieted("", "torch", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "onnx_ir"):
             yield
-        finally:
-            logging.disable(previous)
 
 
 def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, output_names):

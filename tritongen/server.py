@@ -17,6 +17,7 @@ import atexit
 import hashlib
 import importlib.util
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -38,6 +39,8 @@ from typing import Mapping
 from .errors import TritongenError
 from .layout import cache_root
 from .names import check_host
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server the wheel ships
@@ -476,6 +479,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         server.stop(timeout_s=10, keep_log=True)  # the error names the log
         raise
     server.boot_s = time.monotonic() - started
+    log.info("tritonserver pid %d ready in %.1f s: %s (log %s)", server.pid, server.boot_s, ", ".join(server.models), log_path)
     return server
 
 

@@ -106,46 +106,116 @@ def tensor_specs_from_samples(samples: Mapping[str, Any], batched: bool) -> tupl
     return tuple(specs)
 
 
+def _yaml(kind: str = "auto", key: str | None = None) -> dict[str, Any]:
+    """Field metadata: the field is a ``--spec`` YAML key (``key``, default its name) of ``kind`` (default: from
+    its type)."""
+    return {"yaml": kind, "yaml_key": key}
+
+
+_YAML = _yaml()
+_YAML_KINDS = {"int": "int", "int | None": "int", "float": "number", "float | None": "number", "bool": "bool",
+               "str": "text", "str | None": "text", "Path | None": "text", "tuple[int, ...]": "ints"}
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """Everything a build needs, defaults resolved. Paths are absolute."""
 
     model_path: Path
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    output_names: tuple[str, ...] = ()
+    name: str = field(metadata=_YAML)
+    inputs: tuple[TensorSpec, ...] = field(default=(), metadata=_yaml("inputs"))
+    output_names: tuple[str, ...] = field(default=(), metadata=_yaml("outputs", key="outputs"))
     outputs: tuple[TensorSpec, ...] = ()  # filled in once the model has run
-    max_batch_size: int = 8
-    target: str = "local"
-    repo: Path = Path("model_repository").resolve()
-    model_factory: str | None = None
+    max_batch_size: int = field(default=8, metadata=_YAML)
+    target: str = field(default="local", metadata=_YAML)
+    repo: Path = Path("model_repository")  # made absolute (against the working directory) on construction
+    model_factory: str | None = field(default=None, metadata=_YAML)
     allow_pickle: bool = False
     sample_inputs: Path | None = None
-    opset: int = DEFAULT_OPSET
-    atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
+    opset: int = field(default=DEFAULT_OPSET, metadata=_YAML)
+    atol: float = field(default=DEFAULT_ATOL, metadata=_YAML)
+    rtol: float = field(default=DEFAULT_RTOL, metadata=_YAML)
     force: bool = False
     new_version: bool = False
-    instance_count: int = 1
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
-    warmup: bool = True
-    dynamic_dim_size: int = DEFAULT_DYNAMIC_DIM
+    instance_count: int = field(default=1, metadata=_YAML)
+    preferred_batch_sizes: tuple[int, ...] = field(default=(), metadata=_YAML)
+    max_queue_delay_us: int = field(default=DEFAULT_QUEUE_DELAY_US, metadata=_YAML)
+    warmup: bool = field(default=True, metadata=_YAML)
+    dynamic_dim_size: int = field(default=DEFAULT_DYNAMIC_DIM, metadata=_YAML)
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Ensembles (tritongen.ensemble): pre-processing -> model -> post-processing.
-    task: str | None = None  # text-classification | feature-extraction | image-classification (None: detected)
-    tokenizer: Path | None = None  # tokenizer folder for a model file (a Hugging Face folder carries its own)
-    preprocess: str | None = None  # tokenizer | image | none | path/to/file.py (None: from the task)
-    postprocess: str | None = None  # mean-pool | normalize | softmax-topk | raw | path/to/file.py (None: from the task)
-    top_k: int | None = None  # labels returned by softmax-topk (default min(5, classes))
+    # task: text-classification | feature-extraction | image-classification (None: detected)
+    task: str | None = field(default=None, metadata=_YAML)
+    # tokenizer folder for a model file (a Hugging Face folder carries its own)
+    tokenizer: Path | None = field(default=None, metadata=_YAML)
+    # tokenizer | image | none | path/to/file.py (None: from the task)
+    preprocess: str | None = field(default=None, metadata=_YAML)
+    # mean-pool | normalize | softmax-topk | raw | path/to/file.py (None: from the task)
+    postprocess: str | None = field(default=None, metadata=_YAML)
+    top_k: int | None = field(default=None, metadata=_YAML)  # labels returned by softmax-topk (default min(5, classes))
     labels: tuple[str, ...] = ()  # class names in index order: written as the first output's label_filename
     # Precision (tritongen.precision): FP16 / INT8 Q/DQ variants behind an accuracy guard.
-    precision: str = "fp32"  # fp32 | fp16 | int8
-    calib_data: Path | None = None  # .npz file or folder, or a text file of lines (with tokenizer)
-    calib_method: str = "minmax"  # minmax | entropy | percentile
-    min_cosine: float = DEFAULT_MIN_COSINE  # guard: mean cosine >= this, min cosine >= this - 0.01
-    min_top1: float | None = None  # guard: top-1 agreement for [batch, classes] outputs
-    max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
+    precision: str = field(default="fp32", metadata=_YAML)  # fp32 | fp16 | int8
+    # .npz file or folder, or a text file of lines (with tokenizer)
+    calib_data: Path | None = field(default=None, metadata=_YAML)
+    calib_method: str = field(default="minmax", metadata=_YAML)  # minmax | entropy | percentile
+    # guard: mean cosine >= this, min cosine >= this - 0.01
+    min_cosine: float = field(default=DEFAULT_MIN_COSINE, metadata=_YAML)
+    min_top1: float | None = field(default=None, metadata=_YAML)  # guard: top-1 agreement for [batch, classes] outputs
+    # TensorRT profiles: max size of every -1 dimension
+    max_dynamic_dim: int = field(default=DEFAULT_MAX_DYNAMIC_DIM, metadata=_YAML)
+
+    def __post_init__(self) -> None:
+        """Checks every value (one clean error for the first wrong one); makes the paths absolute."""
+        set_ = object.__setattr__
+        set_(self, "model_path", Path(self.model_path).expanduser())
+        set_(self, "repo", Path(self.repo).expanduser().resolve())
+        for name in ("tokenizer", "calib_data", "sample_inputs"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, Path(value).expanduser().resolve())
+        set_(self, "inputs", tuple(self.inputs))
+        set_(self, "output_names", tuple(self.output_names))
+        set_(self, "preferred_batch_sizes", tuple(int(b) for b in self.preferred_batch_sizes))
+        check_model_name(self.name)
+        for n in self.output_names:
+            TensorSpec(n, "FP32", (1,))  # validates the name
+        mbs = self.max_batch_size
+        if mbs < 0:
+            raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
+        if self.target not in TARGETS:
+            raise TritongenError(f"unknown target '{self.target}'", f"use one of {', '.join(TARGETS)}")
+        if self.force and self.new_version:
+            raise TritongenError("--force and --new-version both given",
+                                 "use --force to replace the model or --new-version to add a version, not both")
+        bad = [b for b in self.preferred_batch_sizes if b < 1 or b > mbs]
+        if bad:
+            raise TritongenError(f"preferred batch size {bad[0]} is outside 1..{mbs}", "use sizes between 1 and --max-batch-size")
+        if self.instance_count < 1:
+            raise TritongenError(f"instance count {self.instance_count} is below 1", "use --instances 1 or more")
+        if min(self.atol, self.rtol) < 0:
+            raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
+        if self.dynamic_dim_size < 1:
+            raise TritongenError(f"spec dynamic_dim_size {self.dynamic_dim_size} is below 1",
+                                 "use the size samples give every -1 dimension, e.g. 16")
+        self._check_precision()
+
+    def _check_precision(self) -> None:
+        chosen = self.precision
+        if chosen not in PRECISIONS:
+            raise TritongenError(f"unknown precision '{chosen}'", f"use one of {', '.join(PRECISIONS)}")
+        if chosen != "fp32" and self.target == "local":
+            raise TritongenError(f"--precision {chosen} with --target local: the Python-backend model runs FP32 ONNX Runtime on the CPU",
+                                 "use --target onnxruntime (Triton builds a TensorRT engine at load) or --target tensorrt")
+        if self.calib_method not in CALIB_METHODS:
+            raise TritongenError(f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}")
+        if chosen == "int8" and self.calib_data is None:
+            raise TritongenError("--precision int8 needs calibration data", "pass --calib-data with a few hundred representative samples (.npz file or folder, or a text file with --tokenizer)")
+        top1 = self.min_top1
+        if not 0.0 < self.min_cosine <= 1.0 or (top1 is not None and not 0.0 < float(top1) <= 1.0):
+            raise TritongenError("--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99")
+        if self.max_dynamic_dim < 1:
+            raise TritongenError(f"--max-dim {self.max_dynamic_dim} is below 1", "use the largest size any -1 dimension may take")
 
     @property
     def is_ensemble(self) -> bool:
@@ -184,10 +254,25 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def yaml_keys() -> dict[str, str]:
+    """The ``--spec`` YAML keys and the kind of value each takes, derived from :class:`BuildSpec`'s fields."""
+    keys = {}
+    for f in dataclasses.fields(BuildSpec):
+        if "yaml" in f.metadata:
+            kind = f.metadata["yaml"]
+            keys[f.metadata["yaml_key"] or f.name] = _YAML_KINDS[str(f.type)] if kind == "auto" else kind
+    return keys
+
+
+# Every default of a build, in one place: BuildSpec's fields.
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(BuildSpec)
+                            if f.default is not dataclasses.MISSING}
+
+
 def _yaml_spec(path: Path) -> dict[str, Any]:
     from .spec_file import yaml_spec
 
-    return yaml_spec(path)
+    return yaml_spec(path, yaml_keys())
 
 
 def _default_name(model_path: Path) -> str:
@@ -229,19 +314,21 @@ def build_spec_from_options(
     min_top1: float | None = None,
     max_dynamic_dim: int | None = None,
 ) -> BuildSpec:
-    """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
+    """Resolve CLI/library options (flags over ``--spec`` YAML over :data:`DEFAULTS`) into one :class:`BuildSpec`,
+    which checks the values itself."""
     model = Path(model_path).expanduser().resolve()
     if not model.exists():
         raise TritongenError(f"model file {model_path} does not exist", "check the path")
     file_opts = _yaml_spec(Path(spec_file).expanduser()) if spec_file else {}
 
-    def pick(flag, key, default):
-        return flag if flag is not None else file_opts.get(key, default)
+    def pick(flag: Any, key: str) -> Any:
+        return flag if flag is not None else file_opts.get(key, DEFAULTS.get(key))
 
-    mbs = int(pick(max_batch_size, "max_batch_size", 8))
+    mbs = int(pick(max_batch_size, "max_batch_size"))
     if mbs < 0:
         raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
+    tokenizer = pick(tokenizer, "tokenizer")
 
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
@@ -264,86 +351,41 @@ def build_spec_from_options(
     out_names: tuple[str, ...] = tuple(outputs)
     if not out_names and file_opts.get("outputs"):
         out_names = tuple(str(o["name"]) if isinstance(o, Mapping) else str(o) for o in file_opts["outputs"])
-    for n in out_names:
-        TensorSpec(n, "FP32", (1,))  # validates the name
-
-    chosen_target = pick(target, "target", "local")
-    if chosen_target not in TARGETS:
-        raise TritongenError(f"unknown target '{chosen_target}'", f"use one of {', '.join(TARGETS)}")
-    if force and new_version:
-        raise TritongenError("--force and --new-version both given", "use --force to replace the model or --new-version to add a version, not both")
-    preferred = tuple(int(b) for b in (preferred_batch_sizes or file_opts.get("preferred_batch_sizes", ()) or ()))
-    bad = [b for b in preferred if b < 1 or b > mbs]
-    if bad:
-        raise TritongenError(f"preferred batch size {bad[0]} is outside 1..{mbs}", "use sizes between 1 and --max-batch-size")
-    count = int(pick(instance_count, "instance_count", 1))
-    if count < 1:
-        raise TritongenError(f"instance count {count} is below 1", "use --instances 1 or more")
-    tolerances = (float(pick(atol, "atol", DEFAULT_ATOL)), float(pick(rtol, "rtol", DEFAULT_RTOL)))
-    if min(tolerances) < 0:
-        raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
+    calib = pick(calib_data, "calib_data")
+    if calib is not None and not Path(calib).expanduser().exists():
+        raise TritongenError(f"calibration data {calib} does not exist",
+                             "pass --calib-data with an .npz file, a folder of .npz files or a text file")
+    top1 = pick(min_top1, "min_top1")
     return BuildSpec(
         model_path=model,
-        name=check_model_name(pick(name, "name", None) or _default_name(model)),
+        name=pick(name, "name") or _default_name(model),
         inputs=input_specs,
         output_names=out_names,
         max_batch_size=mbs,
-        target=chosen_target,
-        repo=Path(repo).expanduser().resolve(),
-        model_factory=pick(model_factory, "model_factory", None),
+        target=pick(target, "target"),
+        repo=Path(repo),
+        model_factory=pick(model_factory, "model_factory"),
         allow_pickle=allow_pickle,
         sample_inputs=samples_path,
-        opset=int(pick(opset, "opset", DEFAULT_OPSET)),
-        atol=tolerances[0],
-        rtol=tolerances[1],
+        opset=int(pick(opset, "opset")),
+        atol=float(pick(atol, "atol")),
+        rtol=float(pick(rtol, "rtol")),
         force=force,
         new_version=new_version,
-        instance_count=count,
-        preferred_batch_sizes=preferred,
-        max_queue_delay_us=int(pick(max_queue_delay_us, "max_queue_delay_us", DEFAULT_QUEUE_DELAY_US)),
-        warmup=bool(pick(warmup, "warmup", True)),
-        dynamic_dim_size=_dynamic_dim_size(file_opts),
-        task=task,
-        tokenizer=Path(tokenizer).expanduser().resolve() if tokenizer is not None else None,
-        preprocess=preprocess,
-        postprocess=postprocess,
-        top_k=top_k,
-        **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
+        instance_count=int(pick(instance_count, "instance_count")),
+        preferred_batch_sizes=tuple(preferred_batch_sizes or file_opts.get("preferred_batch_sizes", ()) or ()),
+        max_queue_delay_us=int(pick(max_queue_delay_us, "max_queue_delay_us")),
+        warmup=bool(pick(warmup, "warmup")),
+        dynamic_dim_size=int(file_opts.get("dynamic_dim_size", DEFAULTS["dynamic_dim_size"])),
+        task=pick(task, "task"),
+        tokenizer=tokenizer,
+        preprocess=pick(preprocess, "preprocess"),
+        postprocess=pick(postprocess, "postprocess"),
+        top_k=pick(top_k, "top_k"),
+        precision=str(pick(precision, "precision")).lower(),
+        calib_data=calib,
+        calib_method=str(pick(calib_method, "calib_method")).lower(),
+        min_cosine=float(pick(min_cosine, "min_cosine")),
+        min_top1=None if top1 is None else float(top1),
+        max_dynamic_dim=int(pick(max_dynamic_dim, "max_dynamic_dim")),
     )
-
-
-def _dynamic_dim_size(file_opts: Mapping[str, Any]) -> int:
-    size = int(file_opts.get("dynamic_dim_size", DEFAULT_DYNAMIC_DIM))
-    if size < 1:
-        raise TritongenError(f"spec dynamic_dim_size {size} is below 1",
-                             "use the size samples give every -1 dimension, e.g. 16")
-    return size
-
-
-def _precision_options(pick, target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim) -> dict[str, Any]:
-    """Resolve and check the precision options (flags over ``--spec`` YAML over defaults)."""
-    chosen = str(pick(precision, "precision", "fp32")).lower()
-    if chosen not in PRECISIONS:
-        raise TritongenError(f"unknown precision '{chosen}'", f"use one of {', '.join(PRECISIONS)}")
-    if chosen != "fp32" and target == "local":
-        raise TritongenError(f"--precision {chosen} with --target local: the Python-backend model runs FP32 ONNX Runtime on the CPU",
-                             "use --target onnxruntime (Triton builds a TensorRT engine at load) or --target tensorrt")
-    method = str(pick(calib_method, "calib_method", "minmax")).lower()
-    if method not in CALIB_METHODS:
-        raise TritongenError(f"unknown calibration method '{method}'", f"use one of {', '.join(CALIB_METHODS)}")
-    data = pick(calib_data, "calib_data", None)
-    if chosen == "int8" and data is None:
-        raise TritongenError("--precision int8 needs calibration data", "pass --calib-data with a few hundred representative samples (.npz file or folder, or a text file with --tokenizer)")
-    if data is not None and not Path(data).expanduser().exists():
-        raise TritongenError(f"calibration data {data} does not exist",
-                             "pass --calib-data with an .npz file, a folder of .npz files or a text file")
-    cosine = float(pick(min_cosine, "min_cosine", DEFAULT_MIN_COSINE))
-    top1 = pick(min_top1, "min_top1", None)
-    if not 0.0 < cosine <= 1.0 or (top1 is not None and not 0.0 < float(top1) <= 1.0):
-        raise TritongenError("--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99")
-    max_dim = int(pick(max_dynamic_dim, "max_dynamic_dim", DEFAULT_MAX_DYNAMIC_DIM))
-    if max_dim < 1:
-        raise TritongenError(f"--max-dim {max_dim} is below 1", "use the largest size any -1 dimension may take")
-    return {"precision": chosen, "calib_data": Path(data).expanduser().resolve() if data is not None else None,
-            "calib_method": method, "min_cosine": cosine, "min_top1": None if top1 is None else float(top1),
-            "max_dynamic_dim": max_dim}

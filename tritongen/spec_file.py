@@ -3,7 +3,8 @@
 PyYAML's ``safe_load`` expands aliases: a few hundred bytes with nested anchors build gigabytes of lists. The
 file is first read as a stream of parser events (no objects built) and refused when it uses an anchor or alias,
 nests too deep or holds too many nodes; only then is it constructed, and each key's value checked against
-:data:`SPEC_KEYS` before :func:`tritongen.spec.build_spec_from_options` uses it.
+:func:`tritongen.spec.yaml_keys` (derived from ``BuildSpec``'s fields) before
+:func:`tritongen.spec.build_spec_from_options` uses it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import TritongenError
 
@@ -23,14 +24,8 @@ MAX_RANK = 32
 MAX_TEXT_CHARS = 4096
 _INT32_MAX = 2**31 - 1
 
-# key -> kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs"
-SPEC_KEYS = {
-    "name": "text", "max_batch_size": "int", "inputs": "inputs", "outputs": "outputs", "target": "text",
-    "atol": "number", "rtol": "number", "opset": "int", "instance_count": "int", "preferred_batch_sizes": "ints",
-    "max_queue_delay_us": "int", "warmup": "bool", "dynamic_dim_size": "int", "model_factory": "text",
-    "precision": "text", "calib_data": "text", "calib_method": "text", "min_cosine": "number", "min_top1": "number",
-    "max_dynamic_dim": "int",
-}
+# A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs". The keys and their
+# kinds come from tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
 _KIND_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string",
                "ints": "a list of integers"}
 INPUT_KEYS = ("name", "dtype", "data_type", "dims", "shape")
@@ -38,8 +33,8 @@ _DIM_TEXT = re.compile(r"^-?[0-9]{1,10}$")
 _ENTRY_EXAMPLE = "{name: x, dtype: FP32, dims: [3, 224, 224]}"
 
 
-def yaml_spec(path: Path) -> dict[str, Any]:
-    """The spec file's mapping, with every value of the type its key needs. Raises :class:`TritongenError`."""
+def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
+    """The spec file's mapping, with every value of the kind ``keys`` gives its key. Raises :class:`TritongenError`."""
     import yaml
 
     if not path.is_file():
@@ -69,12 +64,12 @@ def yaml_spec(path: Path) -> dict[str, Any]:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
-    unknown = sorted((str(k) for k in data if k not in SPEC_KEYS), key=str)
+    unknown = sorted((str(k) for k in data if k not in keys), key=str)
     if unknown:
         raise TritongenError(f"spec file {path} has unknown key '{unknown[0][:80]}'",
-                             f"use only {', '.join(sorted(SPEC_KEYS))}")
+                             f"use only {', '.join(sorted(keys))}")
     for key, value in data.items():
-        _check_value(path, key, SPEC_KEYS[key], value)
+        _check_value(path, key, keys[key], value)
     return data
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import TritongenError
 
@@ -12,6 +14,11 @@ ENGINES = ("builtin", "perf_analyzer")
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
 STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
+
+
+def defaults_of(spec_class: type) -> dict[str, Any]:
+    """A spec dataclass's field defaults, by field name (what the CLI shows and leaves to the spec)."""
+    return {f.name: f.default for f in dataclasses.fields(spec_class) if f.default is not dataclasses.MISSING}
 
 
 @dataclass(frozen=True)

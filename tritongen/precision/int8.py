@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..layout import cache_root
 from ..errors import TritongenError
+from ..layout import cache_root
+from ..logs import quieted
 from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from .calibration import MIN_CALIB_SAMPLES, CalibrationData
 
@@ -112,10 +112,8 @@ def int8_onnx_from_onnx(src: Path, dst_dir: Path, data: CalibrationData, method:
     out = dst_dir / ONNX_FILENAME
     for stale in (out, dst_dir / ONNX_DATA_FILENAME):
         stale.unlink(missing_ok=True)
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # ORT's "please consider pre-processing" chatter
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
+    try:  # ORT's "please consider pre-processing" chatter goes to the root logger
+        with contextlib.redirect_stdout(io.StringIO()), quieted("", "onnxruntime"):
             quantize_static(
                 str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
                 per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -131,8 +129,6 @@ def int8_onnx_from_onnx(src: Path, dst_dir: Path, data: CalibrationData, method:
     except Exception as exc:
         raise TritongenError(f"INT8 calibration/quantization failed: {str(exc).splitlines()[0][:300]}",
                              "check that the calibration samples are valid inputs for the model, or try --calib-method minmax") from None
-    finally:
-        logging.disable(previous)
     quantized = tuple(n for n in weighted if n not in excluded)
     rows = sum(data.rows(b) for b in batches)
     return Int8Result(onnx_path=out, cache_path=cache_path, cache_hit=hit, calib_samples=rows, quantized_nodes=quantized)
