@@ -315,7 +315,7 @@ def _located(fh: BinaryIO, members: list[Member], cd_offset: int, refuse) -> lis
         data_offset = m.offset + _LOCAL.size + name_len + extra_len
         located.append(dataclasses.replace(m, data_offset=data_offset))
     end, previous = 0, None  # where the previous member's data ends, and that member
-    for m in sorted(located, key=lambda m: m.offset) + [None]:
+    for m in sorted(located, key=lambda m: m.offset) + [None]:  # type: ignore[assignment]  # None: the end
         start = cd_offset if m is None else m.offset
         if start < end or (start > end and not _descriptor_fits(fh, previous, end, start - end)):
             where = "its central directory" if m is None else f"member {m.name}"

@@ -27,7 +27,7 @@ from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import template_path
 from .progress import Progress
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 
@@ -58,7 +58,7 @@ class Stages:
         start = time.perf_counter()
         result = func(*args, **kwargs)
         self.timings_s[name] = round(time.perf_counter() - start, 3)
-        log.debug("stage %s took %.3f s", name, self.timings_s[name])
+        logger.debug("stage %s took %.3f s", name, self.timings_s[name])
         self.progress(f"      done in {self.timings_s[name]:.2f}s")
         return result
 
@@ -188,7 +188,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
 
 def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
     """FP16/INT8 behind the accuracy guard (the variant replaces model.onnx), then for ``--target tensorrt``
-    the prepared ONNX, its profiles and the lint under ``<version>/tritongen/``. Returns (guard result, tensorrt record)."""
+    the prepared ONNX, its profiles and the lint under ``<version>/tritongen/``.
+    Returns (guard result, tensorrt record)."""
     precision = None
     if spec.precision != "fp32":
         from .precision.stage import move_onnx, precision_from_build
@@ -215,7 +216,7 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
 
     record = stages.run("preparing for TensorRT (ONNX, profiles, lint)", prepared_onnx_from_onnx, version_dir, spec)
     if record["tensorrt_version"] is None:
-        stages.progress(f"      TensorRT is not installed here: wrote {ARTIFACT_DIR}/{PREPARED_ONNX} and {ARTIFACT_DIR}/{ENGINE_PLAN_NAME}; "
+        stages.progress("      TensorRT is not installed here: wrote " f"{ARTIFACT_DIR}/{PREPARED_ONNX} and {ARTIFACT_DIR}/{ENGINE_PLAN_NAME}; "
                         "run `tritongen engine REPO` on a GPU host with TensorRT to make model.plan")
     return precision, record
 

@@ -37,12 +37,12 @@ def cli(debug: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", help="Model name in the repository (default: the file name without extension).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
-              help="A model input, e.g. x:FP32:3,224,224 (dims without batch, -1 variable). Repeat per input, in forward() order.")
+              help="A model input, e.g. x:FP32:3,224,224 (dims without batch, " "-1 variable). Repeat per input, in forward() order.")
 @click.option("--output", "outputs", multiple=True, metavar="NAME", help="Output name, in the order forward() returns them.")
 @click.option("--spec", "spec_file", type=click.Path(path_type=Path), help="YAML file with name, inputs, outputs, max_batch_size, ...")
 @click.option("--sample-inputs", type=click.Path(path_type=Path), help=".npz with one array per input (batch axis first): inputs are inferred from it and it feeds the parity gate.")
 @click.option("--max-batch-size", type=int, help="Largest batch Triton may form (0: no batching). Default 8.")
-@click.option("--target", type=click.Choice(["local", "onnxruntime", "tensorrt"]), help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX Runtime backend on GPU; tensorrt: prepared ONNX + profiles for `tritongen engine`.")
+@click.option("--target", type=click.Choice(["local", "onnxruntime", "tensorrt"]), help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX " "Runtime backend on GPU; tensorrt: prepared ONNX + profiles for `tritongen engine`.")
 @click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Model repository folder to write into.")
 @click.option("--model-factory", metavar="MODULE:CALLABLE", help="Builds the nn.Module for a state_dict file (module path or file.py).")
 @click.option("--allow-pickle", is_flag=True, help="Load a whole pickled module. Unpickling runs code: only for files you trust.")
@@ -62,13 +62,14 @@ def cli(debug: bool) -> None:
 @click.option("--postprocess", metavar="KIND|FILE.py", help="mean-pool, normalize, softmax-topk, raw, or a .py with postprocess(batch) -> dict.")
 @click.option("--top-k", type=int, help="Labels returned by softmax-topk (default min(5, classes)).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision put into the ONNX graph (FP16 casts or INT8 Q/DQ), behind the accuracy guard. Default fp32.")
-@click.option("--calib-data", type=click.Path(path_type=Path), help="Calibration samples: .npz file or folder, a text file of lines (with --tokenizer), or a folder of images. Every 4th is held out for the guard.")
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Calibration samples: .npz file or folder, a text file of lines (with " "--tokenizer), or a folder of images. Every 4th is held out for the guard.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="INT8 calibration method. Default minmax.")
 @click.option("--min-cosine", type=float, help="Accuracy guard: mean cosine vs FP32 PyTorch >= this (min >= this - 0.01). Default 0.99.")
 @click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
 @click.option("--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128.")
 def build(model: Path, no_warmup: bool, **options) -> None:
-    """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory, or a Hugging Face folder) into a validated model folder.
+    """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory, or a Hugging Face folder) into a
+    validated model folder.
 
     A Hugging Face folder, --tokenizer, --task, --preprocess or --postprocess builds an ensemble NAME =
     NAME_preprocess -> NAME_model -> NAME_postprocess that takes text or image bytes and returns labels or embeddings.
@@ -83,8 +84,10 @@ def build(model: Path, no_warmup: bool, **options) -> None:
       tritongen build model.pt --precision int8 --calib-data calib.npz --min-cosine 0.99
       tritongen build retrained.pt --name resnet --input x:FP32:3,224,224 --new-version
     """
+    from .ensemble import EnsembleBuildResult
+
     made = api.build(model, progress=_echo_err, warmup=False if no_warmup else None, **options)
-    if hasattr(made, "ensemble_dir"):
+    if isinstance(made, EnsembleBuildResult):
         click.echo(f"built ensemble {made.ensemble_dir} ({made.task or 'custom'}, {made.spec.target} target, "
                    f"{made.exporter} exporter) in {sum(made.timings_s.values()):.1f}s")
         click.echo(made.parity.table())
@@ -97,7 +100,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
         return
     result = made
     total_s = sum(result.timings_s.values())
-    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {result.exporter} exporter) in {total_s:.1f}s")
+    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} " f"target, {result.exporter} exporter) in {total_s:.1f}s")
     click.echo(result.parity.table())
     for t in result.spec.inputs:
         click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")

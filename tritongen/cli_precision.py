@@ -1,4 +1,5 @@
-"""``tritongen lint`` and ``tritongen engine``: thin click commands over :mod:`tritongen.lint` and :mod:`tritongen.engine`."""
+"""``tritongen lint`` and ``tritongen engine``: thin click commands over the public API (:func:`tritongen.lint`,
+:func:`tritongen.engine`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from .errors import TritongenError
 @click.command(short_help="Check an ONNX file or a repository for TensorRT, offline.")
 @click.argument("path", type=click.Path(path_type=Path), default="model_repository")
 def lint(path: Path) -> None:
-    """Check an ONNX file, or every model in a repository, for TensorRT offline (opset, operators, INT64, profiles, size)."""
+    """Check an ONNX file, or every model in a repository, for TensorRT offline.
+
+    Opset, operators, INT64 tensors, profiles and size.
+    """
     reports = api.lint(path)
     for report in reports:
         click.echo(report.text())
@@ -33,4 +37,4 @@ def engine(repo: Path, workspace_gb: float | None, optimization_level: int | Non
                                       optimization_level=optimization_level, per_cc=per_cc,
                                       progress=lambda m: click.echo(m, err=True))
     for r in results:
-        click.echo(f"built {r.plan_path} (TensorRT {r.tensorrt_version}, compute capability {r.compute_capability}) in {r.build_s:.1f}s")
+        click.echo(f"built {r.plan_path} (TensorRT {r.tensorrt_version}, compute " f"capability {r.compute_capability}) in {r.build_s:.1f}s")

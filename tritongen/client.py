@@ -87,7 +87,9 @@ def infer_concurrently(
 
 def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: float = 30,
                    headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape"}], "outputs", "steps"}``.
+    """The model's metadata and config in one mapping:
+    ``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape"}], "outputs",
+    "steps"}``.
 
     Shapes are lists of ints and include the batch dimension (-1) when the model batches.
     """
@@ -505,7 +507,7 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
     if kind == NOT_FOUND:
         return TritongenError(
             f"the server at {url} has no model '{model}' ready ({message})",
-            "check the model name (tritongen serve lists the models it loaded), or see the server log for why it did not load",
+            "check the model name (tritongen serve lists the models it " "loaded), or see the server log for why it did not load",
         )
     if kind in (FORBIDDEN, UNAVAILABLE):
         return TritongenError(
@@ -520,7 +522,7 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
         )
     return TritongenError(
         f"the server at {url} rejected the request to model '{model}': {message}",
-        f"check the input names, data types and shapes against the model's (GET {_metadata_address(url, protocol, model)} "
+        "check the input names, data types and shapes against the " f"model's (GET {_metadata_address(url, protocol, model)} "
         "lists them)",
     )
 

@@ -3,9 +3,9 @@
 Where TensorRT is missing, ``build --target tensorrt`` stops after :func:`engine_plan_from_spec`: it writes
 the prepared ONNX and ``engine.json`` (profiles, precision, build settings) into the model's version folder
 under ``tritongen/``. ``tritongen engine REPO`` then runs :func:`engine_from_onnx` for every such model on a
-host with TensorRT (the engine-builder image ``tritongen deploy REPO --to docker`` writes): a strongly typed network, so the FP16 casts and
-INT8 Q/DQ in the ONNX decide the precision (TensorRT 10 deprecated and TensorRT 11 removed the FP16/INT8
-builder flags and implicit calibration).
+host with TensorRT (the engine-builder image ``tritongen deploy REPO --to docker`` writes): a strongly typed
+network, so the FP16 casts and INT8 Q/DQ in the ONNX decide the precision (TensorRT 10 deprecated and TensorRT 11
+removed the FP16/INT8 builder flags and implicit calibration).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ Profile = dict[str, dict[str, list[int]]]  # input -> {"min": shape, "opt": shap
 
 
 def profiles_from_spec(spec: Any) -> list[Profile]:
-    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim 1..max_dynamic_dim."""
+    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim
+    1..max_dynamic_dim."""
     from .config import preferred_batch_sizes
 
     max_dim = int(getattr(spec, "max_dynamic_dim", 128))
@@ -88,7 +89,7 @@ def require_tensorrt() -> str:
     if version is None:
         raise TritongenError(
             "TensorRT is not installed here, so no engine can be built",
-            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the engine-builder image `tritongen deploy REPO --to docker` writes "
+            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the " "engine-builder image `tritongen deploy REPO --to docker` writes "
             "(nvcr.io/nvidia/tensorrt:<YY.MM>-py3 with the same YY.MM as the Triton image)")
     return version
 
@@ -159,7 +160,7 @@ def engine_from_onnx(onnx_path: Path, plan_path: Path, profiles: list[Profile], 
     except TritongenError:
         raise
     except Exception as exc:
-        raise TritongenError(f"TensorRT could not build {onnx_path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
+        raise TritongenError(f"TensorRT could not build {onnx_path}: " f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
                              "run `tritongen lint` on the model, check the profiles in engine.json, rerun with --debug") from None
     return EngineResult(plan_path, version, compute_capability(), round(time.perf_counter() - start, 3))
 
@@ -188,7 +189,7 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
     models = engine_models(repo)
     if not models:
         raise TritongenError(f"no model in {repo} is prepared for TensorRT",
-                             "build with `tritongen build ... --target tensorrt` first (it writes <model>/<version>/tritongen/engine.json)")
+                             "build with `tritongen build ... --target tensorrt` first " "(it writes <model>/<version>/tritongen/engine.json)")
     require_tensorrt()
     results = []
     for model_dir, version_dir, plan in models:

@@ -1,4 +1,5 @@
-"""``tritongen build`` for ensembles: what users send -> ``<name>_preprocess`` -> ``<name>_model`` -> ``<name>_postprocess``.
+"""``tritongen build`` for ensembles: what users send -> ``<name>_preprocess`` -> ``<name>_model`` ->
+``<name>_postprocess``.
 
 Input is a Hugging Face folder (task detected from its config, or ``--task``) or a model file with
 ``--tokenizer`` / ``--preprocess`` / ``--postprocess``. The model step is built exactly like a single model
@@ -107,7 +108,7 @@ def _post_choice(spec: BuildSpec, task: str | None) -> str:
     if spec.postprocess.endswith(".py") or Path(spec.postprocess).is_file():
         return "custom"
     raise TritongenError(f"unknown --postprocess '{spec.postprocess}'",
-                         f"use {', '.join(sorted(set(POST_KINDS) - {'mean_pool', 'softmax_topk', 'none'}))} or a .py file with postprocess(batch)")
+                         f"use {', '.join(sorted(set(POST_KINDS) - {'mean_pool', 'softmax_topk', 'none'}))} " "or a .py file with postprocess(batch)")
 
 
 def _source_from_spec(spec: BuildSpec) -> _Source:
@@ -151,8 +152,8 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
         raise TritongenError("the model's inputs are not declared", "pass --input NAME:DTYPE:DIMS (or build a Hugging Face folder)")
     if spec.max_batch_size < 1:
         raise TritongenError("an ensemble needs batching: --max-batch-size is 0", "use --max-batch-size 1 or more")
-    pre_code = user_code_from_file(Path(spec.preprocess), "preprocess") if pre == "custom" else None
-    post_code = user_code_from_file(Path(spec.postprocess), "postprocess") if post == "custom" else None
+    pre_code = user_code_from_file(Path(spec.preprocess or ""), "preprocess") if pre == "custom" else None
+    post_code = user_code_from_file(Path(spec.postprocess or ""), "postprocess") if post == "custom" else None
     if pre == "none" and post == "raw":
         raise TritongenError("neither pre- nor post-processing is chosen, so there is no ensemble to build",
                              "pass --preprocess/--postprocess (or --task), or build the model on its own")
@@ -208,9 +209,10 @@ def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonSte
 def _pre_step(source: _Source, name: str) -> PythonStep | None:
     spec = source.model_spec
     if source.pre == "tokenizer":
-        return text_preprocess_step(name, source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length)
+        tokenizer_dir = source.tokenizer_dir  # set whenever pre is "tokenizer" (_source_from_spec)
+        return text_preprocess_step(name, tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length)  # type: ignore[arg-type]
     if source.pre == "image":
-        return image_preprocess_step(name, source.hf.image, spec.inputs[0])
+        return image_preprocess_step(name, source.hf.image, spec.inputs[0])  # type: ignore[union-attr]  # image: from a HF folder
     if source.pre == "custom":
         inputs = source.pre_code.declared or (TensorSpec("INPUT", "STRING", (1,)),)
         clash = {t.name for t in inputs} & {t.name for t in spec.inputs}

@@ -74,10 +74,9 @@ def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str,
             result = module(*args)
     except Exception as exc:  # the user's model failed on the declared inputs
         shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TritongenError(
             f"the model failed on inputs {shapes}: {short_reason(exc)[:300]}",
-            "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with real data)",
+            "check --input names, order, dtypes and dims against the " "model's forward() (or pass --sample-inputs with real data)",
         ) from None
     return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
@@ -125,7 +124,7 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
             axes[name] = {0: "batch"}
     weight_bytes = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
     in_memory = weight_bytes < 1_500_000_000
-    target = io.BytesIO() if in_memory else str(path)
+    target: Any = io.BytesIO() if in_memory else str(path)
     torch.onnx.export(
         module, tuple(args), target, input_names=list(input_names), output_names=list(output_names),
         dynamic_axes=axes, opset_version=max(MIN_OPSET, min(spec.opset, 20)), dynamo=False,

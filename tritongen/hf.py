@@ -241,9 +241,9 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
 
     resize = hw(cfg.get("size")) if cfg.get("do_resize", True) else None
     crop_pct = cfg.get("crop_pct") if resize and "shortest_edge" in resize and not cfg.get("do_center_crop") else None
-    if crop_pct is not None and int(resize["shortest_edge"]) >= 384:
+    if crop_pct is not None and resize is not None and int(resize["shortest_edge"]) >= 384:
         crop_pct = None  # ConvNext warps to a square at 384 and above
-        resize = {"height": int(resize["shortest_edge"]), "width": int(resize["shortest_edge"])}
+        resize = {"height": int(resize["shortest_edge"]), "width": int(resize["shortest_edge"])}  # type: ignore[index]
     crop = None
     if cfg.get("do_center_crop"):
         size = hw(cfg.get("crop_size"), {"height": 224, "width": 224})
@@ -354,7 +354,7 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
             return self.inner(pixel_values=pixel_values, return_dict=True).logits
 
     if model.task == "image-classification":
-        wrapped = ImageModel(hf)
+        wrapped: torch.nn.Module = ImageModel(hf)
     else:
         wrapped = (TextModelWithTypes if "token_type_ids" in names else TextModel)(hf, model.output_names[0])
     return LoadedHF(module=wrapped.eval(), form="huggingface", source=model.folder)

@@ -82,7 +82,7 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
     findings: list[Finding] = []
     size = onnx_path.stat().st_size
     if size >= PROTOBUF_LIMIT_BYTES:
-        findings.append(Finding("error", "file-size", f"{onnx_path.name} is {size / 2**30:.1f} GiB: protobuf's limit is 2 GiB; save the weights as external data"))
+        findings.append(Finding("error", "file-size", f"{onnx_path.name} is {size / 2**30:.1f} GiB: protobuf's " "limit is 2 GiB; save the weights as external data"))
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:
@@ -139,9 +139,9 @@ def _profile_findings(model, profiles) -> list[Finding]:
                 continue
             for axis, d in enumerate(dims):
                 if isinstance(d, int) and d > 0 and not lo[axis] == opt[axis] == hi[axis] == d:
-                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} is fixed at {d} but the profile says {lo[axis]}..{hi[axis]}"))
+                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} is fixed at " f"{d} but the profile says {lo[axis]}..{hi[axis]}"))
                 elif not 1 <= lo[axis] <= opt[axis] <= hi[axis]:
-                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} needs 1 <= min <= opt <= max, got {lo[axis]}/{opt[axis]}/{hi[axis]}"))
+                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} needs 1 <= min <= " f"opt <= max, got {lo[axis]}/{opt[axis]}/{hi[axis]}"))
     return out
 
 

@@ -51,7 +51,7 @@ PICKLE_FIX = (
     "torch.export.save(torch.export.export(model, args), 'model.pt2'), or torch.save(model.state_dict(), 'model.pt') "
     "with --model-factory module:callable"
 )
-FACTORY_FIX = "pass --model-factory module:callable (or path/to/file.py:callable) that returns the nn.Module the weights belong to"
+FACTORY_FIX = "pass --model-factory module:callable (or path/to/file.py:callable) " "that returns the nn.Module the weights belong to"
 
 # torch.save's legacy (non-zip) format starts with this number, pickled (torch/serialization.py MAGIC_NUMBER).
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -215,7 +215,7 @@ def _first_pickle_value(head: bytes) -> Any:
     try:
         ops = pickletools.genops(io.BytesIO(head))
         proto = next(ops)
-        if proto[0].name != "PROTO" or not 2 <= proto[1] <= 5:
+        if proto[0].name != "PROTO" or not isinstance(proto[1], int) or not 2 <= proto[1] <= 5:
             return _NOT_PICKLE
         value = next(ops)
         return value[1] if value[0].name in ("LONG1", "LONG4", "INT", "BININT") else None
@@ -324,7 +324,7 @@ def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
     training = _training_ops(ep)
     if training:
         raise TritongenError(
-            f"{path} was exported in training mode ({', '.join(training[:3])}): its outputs would be random or depend on the batch",
+            f"{path} was exported in training mode ({', '.join(training[:3])}): " "its outputs would be random or depend on the batch",
             "call model.eval() before torch.export.export, then save it again",
         )
     # ep.module() forbids .eval()/.train(); the graph's mode was fixed at export (checked above), so mark it.
@@ -563,7 +563,7 @@ def _from_state_dict(path: Path, state: Mapping, model_factory: str | None, what
         ) from None
     if not isinstance(model, torch.nn.Module):
         raise TritongenError(
-            f"model factory {model_factory} returned a {type(model).__module__}.{type(model).__qualname__}, not a torch.nn.Module",
+            f"model factory {model_factory} returned a " f"{type(model).__module__}.{type(model).__qualname__}, not a torch.nn.Module",
             "make it return the model (an nn.Module instance) the weights belong to",
         )
     state = _match_keys(state, model.state_dict().keys())

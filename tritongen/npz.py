@@ -79,7 +79,7 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
         if major not in (1, 2):
             raise ValueError(f".npy format version {major} is not read here")
         reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(stream, max_header_size=_NPY_HEADER_LIMIT_BYTES - 16)
+        shape, fortran, dtype = reader(stream, max_header_size=_NPY_HEADER_LIMIT_BYTES - 16)  # type: ignore[call-arg]
     except Exception as exc:  # noqa: BLE001 -- numpy parses the header with tokenize and literal_eval: any failure
         why = " ".join(str(exc).split())[:200]
         raise TritongenError(f"cannot read sample file {path}: {what} has a damaged header ({why})", _NPZ_FIX) from None

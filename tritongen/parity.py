@@ -46,7 +46,7 @@ class ParityReport:
         rows = [f"{'case':<10} {'output':<20} {'shape':<18} {'max abs err':>12} {'max rel err':>12}  result"]
         for r in self.results:
             verdict = "ok" if r.ok else "FAIL" + (f" ({r.note})" if r.note else "")
-            rows.append(f"{r.case:<10} {r.output:<20} {str(list(r.shape)):<18} {r.max_abs_err:>12.3g} {r.max_rel_err:>12.3g}  {verdict}")
+            rows.append(f"{r.case:<10} {r.output:<20} {str(list(r.shape)):<18} " f"{r.max_abs_err:>12.3g} {r.max_rel_err:>12.3g}  {verdict}")
         rows.append(f"(tolerance: |onnx - torch| <= {self.atol:g} + {self.rtol:g} * |torch|)")
         return "\n".join(rows)
 

@@ -91,7 +91,7 @@ def postprocess_step(name: str, kind: str, model_outputs: tuple[TensorSpec, ...]
         raise TritongenError(f"the model's output '{first.name}' is {first.dtype}, not floating point", "use --postprocess raw or your own .py")
     if kind == "mean_pool_normalize":
         if len(first.dims) != 2 or attention_mask is None:
-            raise TritongenError(f"mean pooling needs token embeddings [seq, hidden] and an attention mask; output '{first.name}' has dims {list(first.dims)}",
+            raise TritongenError("mean pooling needs token embeddings [seq, hidden] and an " f"attention mask; output '{first.name}' has dims {list(first.dims)}",
                                  "use --postprocess normalize for a model that already pools, or raw")
         hidden = first.dims[-1]
         return PythonStep(name=name, template="postprocess.py", inputs=(first, attention_mask),

@@ -117,8 +117,8 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         _check_batch_bytes(spec, sum(a.nbytes // rows for a in arrays.values()))
         if rows > spec.max_batch_size:
             raise TritongenError(
-                f"sample file {spec.sample_inputs.name} holds a batch of {rows} but --max-batch-size is {spec.max_batch_size}",
-                f"pass --max-batch-size {rows} (or more), or save at most {spec.max_batch_size} rows in the sample file")
+                f"sample file {spec.sample_inputs.name} holds a batch of " f"{rows} but --max-batch-size is {spec.max_batch_size}",
+                f"pass --max-batch-size {rows} (or more), or save at " f"most {spec.max_batch_size} rows in the sample file")
         one = _take_batch(arrays, 1)
         full = _take_batch(arrays, spec.max_batch_size)
         export = _take_batch(arrays, min(2, spec.max_batch_size))

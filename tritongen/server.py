@@ -40,7 +40,7 @@ from .errors import TritongenError
 from .layout import cache_root
 from .names import check_host
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server the wheel ships
@@ -49,7 +49,7 @@ MODEL_CONTROL_MODES = ("none", "explicit")
 # APIs that change or expose server state; restricted to holders of the admin header off loopback.
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 ADMIN_HEADER = "tritongen-admin-token"
-INSTALL_FIX = "pip install 'tritongen[server]' (ships Triton 2.51 in the nvidia-pytriton wheel) or pass --server-bin /path/to/tritonserver"
+INSTALL_FIX = "pip install 'tritongen[server]' (ships Triton 2.51 in the " "nvidia-pytriton wheel) or pass --server-bin /path/to/tritonserver"
 LOG_TAIL_LINES = 25
 POLL_INTERVAL_S = 0.2
 
@@ -139,7 +139,7 @@ def find_server_binary(server_bin: Path | str | None = None, python_env: Path | 
     if python_env is not None:
         if server_bin is not None or shutil.which("tritonserver") or wheel_root is None:
             raise TritongenError(
-                "a Python environment for the Python-backend models can only be given to the nvidia-pytriton wheel's server",
+                "a Python environment for the Python-backend models can " "only be given to the nvidia-pytriton wheel's server",
                 f"{INSTALL_FIX.split(' or ')[0]}, and leave --server-bin out (and tritonserver off PATH)")
         return _wheel_install(wheel_root, python_env)
     if server_bin is not None:
@@ -178,7 +178,7 @@ def _wheel_install(root: Path, python_env: Path | None = None) -> ServerInstall:
     if not stub.is_file():
         have = sorted(p.name for p in (server_dir / "python_backend_stubs").glob("*"))
         raise TritongenError(
-            f"the nvidia-pytriton wheel has no Python backend stub for Python {version} (it has {', '.join(have) or 'none'})",
+            "the nvidia-pytriton wheel has no Python backend stub for " f"Python {version} (it has {', '.join(have) or 'none'})",
             f"run tritongen from a Python {' / '.join(have) or '3.10-3.12'} environment, or pass --server-bin",
         )
     env_bin, libpython, notes = _python_environment(python_env)
@@ -225,7 +225,7 @@ def _python_environment(python_env: Path | None = None) -> tuple[Path, Path | No
     if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname and (Path(libdir) / soname).is_file():
         libpython = Path(libdir) / soname
     else:
-        notes = ("this Python has no shared libpython; the Python-backend stub uses the system's libpython of the same version",)
+        notes = ("this Python has no shared libpython; the Python-backend " "stub uses the system's libpython of the same version",)
     return env_bin, libpython, notes
 
 
@@ -369,7 +369,7 @@ class RunningServer:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else f"exited {self.process.returncode}"
-        return f"RunningServer(pid={self.pid}, {state}, http={self.http_url}, grpc={self.grpc_url}, models={list(self.models)})"
+        return f"RunningServer(pid={self.pid}, {state}, http={self.http_url}, " f"grpc={self.grpc_url}, models={list(self.models)})"
 
 
 _RUNNING: "weakref.WeakSet[RunningServer]" = weakref.WeakSet()
@@ -425,7 +425,7 @@ def _check_plans(repo: Path, install: ServerInstall) -> None:
     if problems:
         lines = [f"{model}: {p}" for model, found in problems.items() for p in found]
         raise TritongenError(f"{len(lines)} TensorRT plan(s) in {repo} cannot load in Triton {version}: {lines[0]}",
-                             "use the Triton image named above, or rebuild the plans with `tritongen engine` in the matching TensorRT image",
+                             "use the Triton image named above, or rebuild the plans " "with `tritongen engine` in the matching TensorRT image",
                              details="\n".join(lines))
 
 
@@ -479,7 +479,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         server.stop(timeout_s=10, keep_log=True)  # the error names the log
         raise
     server.boot_s = time.monotonic() - started
-    log.info("tritonserver pid %d ready in %.1f s: %s (log %s)", server.pid, server.boot_s, ", ".join(server.models), log_path)
+    logger.info("tritonserver pid %d ready in %.1f s: %s (log %s)", server.pid, server.boot_s, ", ".join(server.models), log_path)
     return server
 
 
@@ -561,7 +561,7 @@ def _poll_ready(server: RunningServer, triton, deadline: float) -> tuple[str, ..
             _raise_exited(server, code)
         index = _repository_index(triton)
         if index is not None:
-            states = {}
+            states: dict[str, list[dict[str, str]]] = {}
             for entry in index:
                 states.setdefault(entry.get("name", "?"), []).append(entry)
             if not states:
@@ -627,7 +627,7 @@ def _raise_exited(server: RunningServer, code: int) -> None:
     raise TritongenError(problem, f"see the server log below, or all of it in {server.log_path}", details=details)
 
 
-_ERROR_LINE_RE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] \"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
+_ERROR_LINE_RE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] " r"\"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
                             re.IGNORECASE | re.MULTILINE)
 
 

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .errors import TritongenError
 from .layout import SIGNATURE_NAME
@@ -117,7 +117,7 @@ def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | 
     return full, full.name
 
 
-def _hashing_config(hashing, skipped: str | None, caches: list[str] = ()):
+def _hashing_config(hashing, skipped: str | None, caches: Sequence[str] = ()):
     """The same file-by-file SHA-256 hashing on both sides. Ignored: the signature itself and, when signing,
     Python's bytecode caches (``caches``; the signature records them, and verify adds them from it)."""
     config = hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)

@@ -210,7 +210,7 @@ class BuildSpec:
         if self.calib_method not in CALIB_METHODS:
             raise TritongenError(f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}")
         if chosen == "int8" and self.calib_data is None:
-            raise TritongenError("--precision int8 needs calibration data", "pass --calib-data with a few hundred representative samples (.npz file or folder, or a text file with --tokenizer)")
+            raise TritongenError("--precision int8 needs calibration data", "pass --calib-data with a few hundred representative samples " "(.npz file or folder, or a text file with --tokenizer)")
         top1 = self.min_top1
         if not 0.0 < self.min_cosine <= 1.0 or (top1 is not None and not 0.0 < float(top1) <= 1.0):
             raise TritongenError("--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99")
@@ -328,7 +328,8 @@ def build_spec_from_options(
     if mbs < 0:
         raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
-    tokenizer = pick(tokenizer, "tokenizer")
+    chosen_tokenizer = pick(tokenizer, "tokenizer")
+    tokenizer = Path(chosen_tokenizer) if chosen_tokenizer is not None else None
 
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
@@ -383,7 +384,7 @@ def build_spec_from_options(
         postprocess=pick(postprocess, "postprocess"),
         top_k=pick(top_k, "top_k"),
         precision=str(pick(precision, "precision")).lower(),
-        calib_data=calib,
+        calib_data=Path(calib) if calib is not None else None,
         calib_method=str(pick(calib_method, "calib_method")).lower(),
         min_cosine=float(pick(min_cosine, "min_cosine")),
         min_top1=None if top1 is None else float(top1),

@@ -131,9 +131,9 @@ def _completed_backend(config: ModelConfig, model_dir: Path | None, model_name: 
     if not platform and backend in ("", "tensorflow"):
         if filename in ("model.savedmodel", "model.graphdef"):
             platform = "tensorflow_savedmodel" if filename == "model.savedmodel" else "tensorflow_graphdef"
-        elif guess and files.get("model.graphdef") is False:
+        elif guess and files is not None and files.get("model.graphdef") is False:
             platform = "tensorflow_graphdef"
-        elif guess and files.get("model.savedmodel") is True:
+        elif guess and files is not None and files.get("model.savedmodel") is True:
             platform = "tensorflow_savedmodel"
     if platform in ("tensorflow_savedmodel", "tensorflow_graphdef"):
         default = "model.savedmodel" if platform == "tensorflow_savedmodel" else "model.graphdef"
@@ -147,7 +147,7 @@ def _completed_backend(config: ModelConfig, model_dir: Path | None, model_name: 
         if not backend:
             if (its_platform and platform == its_platform) or filename == its_file:
                 backend = name
-            elif guess and its_file in files and is_dir in (None, files[its_file]):
+            elif guess and files is not None and its_file in files and is_dir in (None, files[its_file]):
                 backend = name
         if backend == name:
             return _Backend(platform or its_platform, backend, filename or its_file)

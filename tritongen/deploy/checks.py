@@ -89,7 +89,7 @@ def custom_resource_problems(obj: dict[str, Any]) -> list[str]:
     """jsonschema errors of one custom resource against its CRD's schema (metadata checked by Kubernetes itself)."""
     import jsonschema
 
-    stem = CUSTOM_KINDS[(obj.get("apiVersion"), obj.get("kind"))]
+    stem = CUSTOM_KINDS[(str(obj.get("apiVersion")), str(obj.get("kind")))]
     schema = dict(crd_schema(stem))
     body = {k: v for k, v in obj.items() if k != "metadata"}
     schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}

@@ -329,7 +329,7 @@ def kubernetes_bundle_from_repository(
             slo_p99_ms=slo_p99_ms,
             peak_rps=peak_rps,
             load_time_s=load_time_s,
-            source=f"tritongen perf {Path(perf_results).name} of {run.model}: {len(run.points)} levels, "
+            source=f"tritongen perf {Path(str(perf_results)).name} of {run.model}: {len(run.points)} levels, "
             f"{run.engine} engine",
         )
     else:
@@ -348,7 +348,7 @@ def kubernetes_bundle_from_repository(
     source = k8s.model_source_from_uri(uri)
     if target == "kubernetes":
         files = _kubernetes_files(app, namespace, image, source, t, q, placement, prometheus_url, alert_for_scale)
-        overlays = ("dev", "prod", "prod-keda")
+        overlays: tuple[str, ...] = ("dev", "prod", "prod-keda")
     else:
         files = _kserve_files(
             app, namespace, uri, t, q, placement, prometheus_url, canary_traffic_percent, alert_for_scale

@@ -84,7 +84,7 @@ def autoscale_proof(
         force=True,
     )
     t = bundle.thresholds
-    knee = int(t.knee_load)
+    knee = int(t.knee_load)  # type: ignore[arg-type]  # a bundle made from perf results always has a knee
     q = Queries(job=bundle.app, model=bundle.model, window=f"{rate_window_s}s")
     pod = f"{bundle.app}-0"
     hpa_query = adapter_query(adapter_rule(q), NAMESPACE, [pod])

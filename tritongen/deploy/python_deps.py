@@ -80,7 +80,7 @@ def modules_imported_by(source: str, filename: str = "<model.py>") -> frozenset[
         raise TritongenError(
             f"{filename} has a syntax error at line {exc.lineno}", "fix the model's Python code"
         ) from None
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)

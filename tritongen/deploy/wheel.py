@@ -65,7 +65,7 @@ def wheel_from_installation(out_dir: Path) -> Path:
     info = f"tritongen-{__version__}.dist-info"
     wheel_text = "Wheel-Version: 1.0\nGenerator: tritongen.deploy.wheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     contents = {name: path.read_bytes() for name, path in _package_files().items()}
-    contents[f"{info}/METADATA"] = meta.encode()
+    contents[f"{info}/METADATA"] = (meta or "").encode()
     contents[f"{info}/WHEEL"] = wheel_text.encode()
     contents[f"{info}/entry_points.txt"] = entry_points.encode()
     record = [f"{name},{_record_hash(data)},{len(data)}" for name, data in sorted(contents.items())]

@@ -113,7 +113,7 @@ def check_requests_against_metadata(requests: RequestSet, metadata: Mapping[str,
                 raise TritongenError(f"input '{name}' from {requests.source} is {got_type}, model '{model}' wants {want['datatype']}",
                                      f"save the array as {want['datatype']} (numpy dtype)")
             if not _shape_fits(array.shape, want["shape"]):
-                raise TritongenError(f"input '{name}' from {requests.source} has shape {list(array.shape)}, model '{model}' wants {want['shape']}",
+                raise TritongenError(f"input '{name}' from {requests.source} has shape " f"{list(array.shape)}, model '{model}' wants {want['shape']}",
                                      "-1 is any size; a batched model's shape starts with the batch dimension")
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .inputs import RequestSet
 from .results import LatencySummary, PerfPoint, ServerBreakdown
 from .spec import STABLE_WINDOWS, PerfSpec
 
-INSTALL_FIX = "run scripts/install_perf_analyzer.sh (perf_analyzer from the tritonclient 2.48 wheel, plus libb64-0d and libcudart)"
+INSTALL_FIX = "run scripts/install_perf_analyzer.sh (perf_analyzer from " "the tritonclient 2.48 wheel, plus libb64-0d and libcudart)"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def input_data_from_requests(requests: RequestSet) -> dict:
     """perf_analyzer's ``--input-data`` JSON: one entry per request, tensors without the batch axis."""
     entries = []
     for request in requests.requests:
-        entry = {}
+        entry: dict[str, dict[str, Any]] = {}
         for name, array in request.items():
             tensor = array[0] if requests.batched else array
             if array.dtype == object or array.dtype.kind in ("U", "S"):
@@ -169,7 +169,7 @@ def points_from_perf_analyzer(spec: PerfSpec, requests: RequestSet, progress: Pr
                 from dataclasses import replace
 
                 point = replace(point, stable=False)
-            progress(f"  perf_analyzer {mode.replace('_', ' ')} {load:g}: {point.throughput_rps:.1f} req/s  p99 {point.latency.p99_ms:.2f} ms")
+            progress(f"  perf_analyzer {mode.replace('_', ' ')} {load:g}: " f"{point.throughput_rps:.1f} req/s  p99 {point.latency.p99_ms:.2f} ms")
             points.append(point)
             if on_point:
                 on_point(point)

@@ -38,7 +38,8 @@ def latency_summary_from_ms(latencies_ms: Sequence[float] | np.ndarray) -> Laten
         nan = float("nan")
         return LatencySummary(nan, nan, nan, nan, nan, nan)
     p = np.percentile(values, PERCENTILES)
-    return LatencySummary(float(values.mean()), *(float(x) for x in p), float(values.max()))
+    p50, p90, p95, p99 = (float(x) for x in p)
+    return LatencySummary(float(values.mean()), p50, p90, p95, p99, float(values.max()))
 
 
 @dataclass(frozen=True)
@@ -234,18 +235,18 @@ def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
 
 def table_from_run(run: PerfRun) -> str:
     """A plain-text table for the terminal."""
-    head = f"{'load':>10} {'req/s':>9} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5}"
+    head = f"{'load':>10} {'req/s':>9} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} " f"{'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5}"
     lines = [f"{run.name}: {run.url} ({run.protocol})" + ("  [PARTIAL: " + run.partial_reason + "]" if run.partial else ""), head]
     for p in run.points:
         unit = "c" if p.mode == "concurrency" else "/s"
         load = f"{p.load:g}{unit}"
         mx = "-" if p.latency.max_ms is None else f"{p.latency.max_ms:.2f}"
         flag = ("" if p.stable else "  (not stable)") + ("  (client-bound)" if p.client_bound else "")
-        lines.append(f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} {p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
-                     f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} {p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
+        lines.append(f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} " f"{p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
+                     f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} " f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
                      f"{p.server.avg_batch:>5.2f}{flag}")
         for name, step in p.steps.items():
-            lines.append(f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} {step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}")
+            lines.append(f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} " f"{step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}")
     note = client_bound_note(run)
     if note:
         lines.append(note)

@@ -42,7 +42,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     run = PerfRun(model=spec.model, url=url, protocol=spec.protocol, engine=spec.engine, points=(), settings=settings,
                   started_unix_s=round(time.time(), 3), label=spec.label)
     collected: list[PerfPoint] = []
-    progress(f"{spec.engine}: {spec.model} at {url} ({spec.protocol}); {len(requests.requests)} distinct request(s) from {requests.source}")
+    progress(f"{spec.engine}: {spec.model} at {url} ({spec.protocol}); " f"{len(requests.requests)} distinct request(s) from {requests.source}")
     progress(f"time: {spec.budget_text()}")
     engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
     partial_reason = ""

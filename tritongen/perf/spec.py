@@ -95,7 +95,7 @@ class PerfSpec:
             shortest_s = len(self.levels) * (self.warmup_s + STABLE_WINDOWS * self.window_s)
             raise TritongenError(
                 f"--max-time-s {max_time_s:g} is too short for {len(self.levels)} load level(s): each needs "
-                f"{self.warmup_s:g} s of warm-up and {STABLE_WINDOWS} windows of {self.window_s:.3g} s ({shortest_s:.3g} s in all)",
+                f"{self.warmup_s:g} s of warm-up and {STABLE_WINDOWS} windows " f"of {self.window_s:.3g} s ({shortest_s:.3g} s in all)",
                 "raise --max-time-s, shorten --duration-s or --warmup-s, or measure fewer levels")
         return min(self.max_windows, fits)
 
@@ -108,7 +108,7 @@ class PerfSpec:
     def budget_text(self) -> str:
         shortest_s, longest_s = self.time_budget_s()
         return (f"{len(self.levels)} level(s) x ({self.warmup_s:g} s warm-up + 3 to {self.max_windows} windows of "
-                f"{self.window_s:.3g} s): {shortest_s:.0f} to {longest_s:.0f} s. A level stops once its last 3 windows agree "
+                f"{self.window_s:.3g} s): {shortest_s:.0f} to {longest_s:.0f} " "s. A level stops once its last 3 windows agree "
                 f"within {self.stability_pct:g}% on throughput and mean latency; --max-time-s caps the whole run")
 
     @property

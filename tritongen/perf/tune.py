@@ -17,8 +17,8 @@ repository's config, and from one instance with the largest max batch size and n
 where Model Analyzer's sweeps find batching beating instances, which a descent that starts by adding instances
 never reaches). Before it is written, the winner's operating point is measured again, twice as long; if its p99
 breaks the bound there, the next lower point is confirmed instead, and the record keeps both measurements.
-Every measured point is kept, and the (throughput, p99) frontier is shown. Points are measured with the built-in engine or, with
-``engine="perf_analyzer"``, by the real perf_analyzer.
+Every measured point is kept, and the (throughput, p99) frontier is shown. Points are measured with the built-in
+engine or, with ``engine="perf_analyzer"``, by the real perf_analyzer.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import TritongenError
 from ..client import ModelLoadError, Triton
@@ -51,7 +51,7 @@ class Candidate:
 
     def label(self) -> str:
         pref = ",".join(map(str, self.preferred)) or "-"
-        return f"instances={self.instances} delay={self.max_queue_delay_us}us max_batch={self.max_batch_size} preferred={pref}"
+        return f"instances={self.instances} delay={self.max_queue_delay_us}us " f"max_batch={self.max_batch_size} preferred={pref}"
 
 
 @dataclass(frozen=True)
@@ -123,19 +123,19 @@ class TuneResult:
         lines.append(f"{'config':<64} {'conc':>4} {'req/s':>9} {'p99 ms':>8}")
         for t in self.trials:
             if t.best is None:
-                lines.append(f"{t.candidate.label():<64} {'-':>4} {'-':>9} {'-':>8}  {t.error or 'no point within the p99 bound'}")
+                lines.append(f"{t.candidate.label():<64} {'-':>4} {'-':>9} {'-':>8} " f" {t.error or 'no point within the p99 bound'}")
             else:
                 mark = "  <- best" if self.winner is not None and t is self.winner else ""
-                lines.append(f"{t.candidate.label():<64} {int(t.best.load):>4} {t.best.throughput_rps:>9.1f} {t.best.latency.p99_ms:>8.2f}{mark}")
+                lines.append(f"{t.candidate.label():<64} {int(t.best.load):>4} " f"{t.best.throughput_rps:>9.1f} {t.best.latency.p99_ms:>8.2f}{mark}")
         lines.append("frontier (throughput vs p99, every measured point):")
         for cand, p in self.frontier:
-            lines.append(f"  {p.throughput_rps:9.1f} req/s  p99 {p.latency.p99_ms:7.2f} ms  concurrency {int(p.load):>3}  {cand.label()}")
+            lines.append(f"  {p.throughput_rps:9.1f} req/s  p99 {p.latency.p99_ms:7.2f} " f"ms  concurrency {int(p.load):>3}  {cand.label()}")
         if self.winner is not None and self.baseline.best is not None:
             gain = self.winner.score / self.baseline.score if self.baseline.score else float("inf")
-            lines.append(f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} req/s ({gain:.2f}x the starting config)")
+            lines.append(f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} " f"req/s ({gain:.2f}x the starting config)")
         for p in self.confirmation:
             verdict = "holds" if p is self.confirmed else "over the bound"
-            lines.append(f"confirmed again at concurrency {int(p.load)}: {p.throughput_rps:.1f} req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})")
+            lines.append(f"confirmed again at concurrency {int(p.load)}: {p.throughput_rps:.1f} " f"req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})")
         return "\n".join(lines)
 
 
@@ -310,7 +310,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
     def peak_of(trial: Trial) -> int:
         """The ladder index at or just below the concurrency where ``trial`` peaked."""
-        return max(k for k, c in enumerate(ladder) if c <= max(ladder[0], int(trial.best.load)))
+        return max(k for k, c in enumerate(ladder) if c <= max(ladder[0], int(trial.best.load if trial.best is not None else 0)))
 
     def descend(start: Trial) -> Trial:
         incumbent = start
@@ -407,7 +407,7 @@ def _confirm(winner: Trial, server: Triton, model: str, base_config, perf: PerfS
 
 def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate, PerfPoint]]:
     """Points no other point beats on both throughput (higher) and p99 (lower), by throughput."""
-    out = []
+    out: list[tuple[Any, PerfPoint]] = []
     for cand, p in sorted(points, key=lambda cp: (cp[1].latency.p99_ms, -cp[1].throughput_rps)):
         if not out or p.throughput_rps > out[-1][1].throughput_rps:
             out.append((cand, p))
@@ -415,7 +415,7 @@ def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate
 
 
 def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, trials: list[Trial],
-                  frontier, search_s: float, confirmation: list[PerfPoint] = (), confirmed: PerfPoint | None = None
+                  frontier, search_s: float, confirmation: Sequence[PerfPoint] = (), confirmed: PerfPoint | None = None
                   ) -> tuple[Path, Path]:
     from google.protobuf import text_format
 

@@ -75,7 +75,7 @@ class AccuracyReport:
         return not self.failures()
 
     def table(self) -> str:
-        rows = [f"{'output':<20} {'samples':>7} {'max abs err':>12} {'max rel err':>12} {'cos mean':>9} {'cos min':>9} {'top-1':>7}"]
+        rows = [f"{'output':<20} {'samples':>7} {'max abs err':>12} " f"{'max rel err':>12} {'cos mean':>9} {'cos min':>9} {'top-1':>7}"]
         for o in self.outputs:
             top1 = f"{o.top1:.4f}" if o.top1 is not None else "-"
             rows.append(f"{o.output:<20} {o.samples:>7} {o.max_abs_err:>12.3g} {o.max_rel_err:>12.3g} "

@@ -84,7 +84,7 @@ def _items_from_npz(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, p
                 return _items_from_images(path, images, inputs, batched, preprocessor)
         if not files:
             raise TritongenError(f"calibration folder {path} holds no .npz files or images",
-                                 "put one .npz per sample (or per batch) in it, one array per model input (or image files for an image model)")
+                                 "put one .npz per sample (or per batch) in it, one array " "per model input (or image files for an image model)")
     else:
         files = [path]
     items: list[Arrays] = []
@@ -193,8 +193,10 @@ def _looks_like_text(path: Path) -> bool:
 
 def calibration_data_from_path(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, batch: int = 16,
                                tokenizer: Path | None = None, holdout: bool = True) -> CalibrationData:
-    # ``tokenizer``: a tokenizer folder (text), or a Hugging Face folder whose preprocessor_config.json normalises images
     """Read, check and split the user's calibration data; every problem is a :class:`TritongenError`.
+
+    ``tokenizer``: a tokenizer folder (text), or a Hugging Face folder whose preprocessor_config.json normalises
+    images.
 
     With ``holdout`` every 4th sample goes to the evaluation batches; without it (FP16 needs no calibration)
     every sample is used for evaluation.
@@ -214,7 +216,7 @@ def calibration_data_from_path(path: Path, inputs: tuple[TensorSpec, ...], batch
             need = MIN_CALIB_SAMPLES + MIN_CALIB_SAMPLES // (HOLDOUT_EVERY - 1) + 1
             raise TritongenError(
                 f"calibration data {path.name} has {len(items)} sample(s), too few to calibrate and check accuracy",
-                f"give at least {need} samples (a few hundred is better): every {HOLDOUT_EVERY}th is held out for the accuracy guard")
+                f"give at least {need} samples (a few hundred is better): " f"every {HOLDOUT_EVERY}th is held out for the accuracy guard")
     else:
         calib, held = [], list(items)
         if len(held) < MIN_EVAL_SAMPLES:

@@ -56,7 +56,8 @@ def weighted_nodes(src: Path) -> tuple[list[str], list[str]]:
 
     model = onnx.load(str(src), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
-    weighted, activation_only = [], []
+    weighted: list[str] = []
+    activation_only: list[str] = []
     for n in model.graph.node:
         if n.op_type in QUANTIZED_OPS:
             (weighted if len(n.input) > 1 and n.input[1] in inits else activation_only).append(n.name)

@@ -31,7 +31,7 @@ def precision_from_build(fp32_onnx: Path, spec: Any, module: Any, parity_samples
                                           holdout=spec.precision == "int8")
     else:
         data = calibration_data_from_arrays([], [inputs for _, inputs in parity_samples], batched=spec.batched, source="build samples")
-    say(f"      {data.calib_samples} calibration sample(s), {data.eval_samples} held out for the accuracy guard ({data.source})")
+    say(f"      {data.calib_samples} calibration sample(s), " f"{data.eval_samples} held out for the accuracy guard ({data.source})")
     reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
     return guarded_onnx_from_onnx(fp32_onnx, work, spec.precision, data, reference, [t.name for t in spec.outputs],
                                   min_cosine=spec.min_cosine, min_top1=spec.min_top1, method=spec.calib_method, progress=say)

@@ -137,28 +137,28 @@ class SoakResult:
         lines = [
             f"soak of {', '.join(self.models)}: {self.seconds:.1f} s at concurrency {self.concurrency}, "
             f"{self.sent} requests ({self.throughput_rps:.0f}/s)",
-            f"  good: {self.good_sent} sent, {self.good_ok} ok, {self.good_failed} failed ({self.good_wrong} wrong answers)",
+            f"  good: {self.good_sent} sent, {self.good_ok} ok, " f"{self.good_failed} failed ({self.good_wrong} wrong answers)",
             f"  bad:  {self.bad_sent} sent, {self.bad_rejected} rejected, {self.bad_accepted} accepted wrongly, "
             f"{self.bad_unanswered} unanswered",
         ]
         for kind, counts in sorted(self.bad_by_kind.items()):
-            lines.append(f"    {kind:<16} {counts['sent']:>7} sent {counts['rejected']:>7} rejected {counts['accepted']:>4} accepted")
+            lines.append(f"    {kind:<16} {counts['sent']:>7} sent {counts['rejected']:>7} " f"rejected {counts['accepted']:>4} accepted")
         lines.append("  errors by kind:" + ("" if self.errors else " none"))
         for key, count in sorted(self.errors.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {count:>7}  {key}  ({self.error_samples.get(key, '')[:110]})")
-        lines.append(f"  server RSS (tritonserver + stubs): before {self.rss_before_kb / 1024:.1f} MB, start {self.rss_start_kb / 1024:.1f} MB, "
-                     f"end {self.rss_end_kb / 1024:.1f} MB (end/start {self.rss_ratio:.3f}), peak {self.rss_peak_kb / 1024:.1f} MB")
+        lines.append(f"  server RSS (tritonserver + stubs): before {self.rss_before_kb / 1024:.1f} " f"MB, start {self.rss_start_kb / 1024:.1f} MB, "
+                     f"end {self.rss_end_kb / 1024:.1f} MB (end/start " f"{self.rss_ratio:.3f}), peak {self.rss_peak_kb / 1024:.1f} MB")
         lines.append(f"  server alive at end: {self.server_alive}; stubs {len(self.stubs_start)} -> {len(self.stubs_end)}, "
                      f"unreaped dead children {self.zombies_end}")
         k = self.stub_kill
         if k is not None:
             fmt = lambda v: "-" if v is None else f"{v:.3f} s"  # noqa: E731
-            lines.append(f"  stub kill: '{k.model}' stub pid {k.pid} killed at {k.at_s:.1f} s; first 'not healthy' after {fmt(k.detected_s)}; "
+            lines.append(f"  stub kill: '{k.model}' stub pid {k.pid} killed at " f"{k.at_s:.1f} s; first 'not healthy' after {fmt(k.detected_s)}; "
                          f"reload sent after {fmt(k.reload_started_s)} (took {fmt(k.reload_s)})"
                          + (f", reload failed: {k.reload_error}" if k.reload_error else ""))
-            lines.append(f"    recovered: {k.recovered} after {fmt(k.recovery_s)} (kill -> first good answer); self-recovered: {k.self_recovered}; "
+            lines.append(f"    recovered: {k.recovered} after {fmt(k.recovery_s)} (kill " f"-> first good answer); self-recovered: {k.self_recovered}; "
                          f"new stub pid {k.new_pid}")
-            lines.append(f"    failed requests: {k.failed_requests}, the last {fmt(k.last_failure_s)} after the kill, the slowest answered "
+            lines.append(f"    failed requests: {k.failed_requests}, the last " f"{fmt(k.last_failure_s)} after the kill, the slowest answered "
                          f"after {k.max_failed_latency_s:.3f} s")
         return "\n".join(lines)
 
@@ -180,7 +180,8 @@ def reload_model(server, model: str, timeout_s: float = 120.0) -> float:
     """
     if getattr(server.spec, "model_control", "explicit") != "explicit":
         raise TritongenError(f"the server does not allow reloading '{model}' (model control mode '{server.spec.model_control}')",
-                             "serve with explicit model control: ServeSpec(model_control=\"explicit\") or tritonserver --model-control-mode=explicit")
+                             "serve with explicit model control: ServeSpec(model_control=\"explicit\") "
+                             "or tritonserver --model-control-mode=explicit")
     from ..client import ModelLoadError
 
     with _triton(server, timeout_s) as triton:
@@ -372,7 +373,7 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
         kill_info: dict[str, Any] = {}
 
         async def killer() -> None:
-            await asyncio.sleep(spec.kill_stub_at_s)
+            await asyncio.sleep(spec.kill_stub_at_s or 0.0)
             pids = [pid for pid, model in stubs_from_server(server.pid).items() if model == killed]
             if not pids:
                 raise TritongenError(f"model '{killed}' has no {STUB_NAME} to kill", "kill a Python-backend model's stub (--target local)")
@@ -409,8 +410,9 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
             while True:
                 await asyncio.sleep(0.2)
                 now = clock()
-                if kill_task is not None and kill_task.done() and kill_task.exception() is not None:
-                    raise kill_task.exception()
+                failure = kill_task.exception() if kill_task is not None and kill_task.done() else None
+                if failure is not None:
+                    raise failure
                 if now - t0 >= spec.duration_s and (kill_task is None or kill_task.done()):
                     break
                 if now - last_report >= 10:
