@@ -151,3 +151,26 @@ def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_pat
     plan.write_bytes(b"another plan")
     with pytest.raises(TritongenError, match="conv/1/model.8.9.plan does not match"):
         check_verified(repo)
+
+
+def test_a_recorded_plan_is_current_only_for_its_gpu_tensorrt_and_bytes(prepared_repo, tmp_path):
+    """`tritongen engine` skips a model whose plan the manifest records for this compute capability and TensorRT
+    (the file unchanged), so `docker compose up` does not rebuild every engine each time."""
+    import shutil
+
+    from tritongen.engine import EngineResult, _record_engine, plan_is_current
+    from tritongen.manifest import load_manifest, manifest_path
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    model_dir, version_dir = repo / "conv", repo / "conv" / "1"
+    plan = version_dir / "model.plan"
+    plan.write_bytes(b"placeholder plan")
+    _record_engine(model_dir, version_dir, EngineResult(plan, "10.5.0.18", "8.9", 1.0), plan.name, False, manifest_path(model_dir, 1))
+    engines = load_manifest(manifest_path(model_dir, 1), model_dir)["engines"]
+    assert plan_is_current(engines, version_dir, "8.9", "10.5.0.18")
+    assert not plan_is_current(engines, version_dir, "9.0", "10.5.0.18")  # another GPU generation
+    assert not plan_is_current(engines, version_dir, "8.9", "10.7.0.23")  # another TensorRT
+    assert not plan_is_current(None, version_dir, "8.9", "10.5.0.18")  # nothing recorded
+    plan.write_bytes(b"a plan swapped in")
+    assert not plan_is_current(engines, version_dir, "8.9", "10.5.0.18")
