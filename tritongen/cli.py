@@ -214,11 +214,25 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
             for protocol in ("http", "grpc"):
                 (key, value), = server.admin_headers(protocol).items()
                 click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
+        for line in _next_steps(server.models, server.grpc_url, spec.repo):
+            click.echo(line)
         click.echo("press Ctrl-C to stop")
         try:
             server.wait()
         except KeyboardInterrupt:
             _echo_err("stopping ...")
+
+
+def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]:
+    """What to type next, for the models users call (an ensemble's steps are left out when it is served)."""
+    steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
+    entry = [m for m in models if m not in steps] or list(models)
+    if not entry:
+        return []
+    first = entry[0]
+    return ["next (in another shell):",
+            f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
+            f"  tritongen perf {first} --repo {repo} --url {grpc_url} --concurrency 1,4,16 --report perf/"]
 
 
 @cli.command()
