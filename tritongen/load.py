@@ -287,6 +287,13 @@ def _guarded(path: Path, what: str, fn: Callable[[], Any]) -> Any:
         raise
     except (ImportError, AttributeError) as exc:
         # Unpickling names a class by module and attribute; both must be importable here.
+        if "__main__" in str(exc):  # defined in the script that saved it: no import can bring it back
+            raise TritongenError(
+                f"{what} {path} failed: the pickled model's class was defined in the script that saved it "
+                f"(__main__), which is not there when tritongen loads it ({_first_line(exc)})",
+                "save it in a self-contained form: torch.export.save(...) or torch.jit.save(...), or save its "
+                "state_dict and pass --model-factory module:function that builds the model",
+            ) from None
         raise TritongenError(
             f"{what} {path} failed: the pickled model refers to code that cannot be imported here ({_first_line(exc)})",
             "make the model's module importable (install it or run from its directory), "
