@@ -13,6 +13,14 @@ Shapes (without the batch axis Triton adds):
   no parameters.
 * ``make_tiny_linear``: ``x: FP32 [4]`` -> ``[2]``, an ``nn.Linear(4, 2)``: the smallest model with weights
   (the fuzz test mutates its state_dict).
+
+Models that export badly (issue 16), none with parameters:
+
+* ``KthValue``: ``x: FP32 [-1]`` -> ``[]``; ``torch.kthvalue`` has no ONNX translation in either exporter.
+* ``PairwiseDistance``: ``x: FP32 [-1, 4]`` -> ``[-1, 3]`` (``torch.cdist`` to 3 points): the dynamo exporter cannot
+  translate it, the TorchScript exporter can.
+* ``FixedWidth``: ``x: FP32 [16]`` only (it reshapes to 4 x 4): declared ``-1``, the export fails.
+* ``DataDependent``: branches on the sum of its input.
 """
 
 from __future__ import annotations
@@ -63,6 +71,34 @@ class DynamicSeq(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=-2)
+
+
+class KthValue(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.kthvalue(x, 2, dim=-1)[0]
+
+
+class PairwiseDistance(nn.Module):
+    """Distances to 3 fixed points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("points", torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, self.points.expand(x.shape[0], 3, 4))
+
+
+class FixedWidth(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 4, 4).sum(-1)
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # control flow on values: no exporter can keep both branches
+            return x * 2
+        return x - 1
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:

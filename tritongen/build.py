@@ -38,6 +38,7 @@ class BuildResult:
     parity: ParityReport
     exporter: str
     timings_s: Mapping[str, float]
+    fallback: str = ""  # why the first exporter was not used ("" when it was)
 
 
 class Stages:
@@ -96,6 +97,7 @@ class StagedModel:
     parity: ParityReport
     exporter: str
     form: str
+    fallback: str = ""  # why the first exporter was not used
 
 
 def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, loaded=None) -> StagedModel:
@@ -117,9 +119,13 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
     staged_model = stage / spec.name
     version_dir = staged_model / str(version)
-    export = stages.run(f"exporting to ONNX ({'TorchScript' if loaded.form == 'torchscript' else 'dynamo'} exporter)",
+    export = stages.run(f"exporting to ONNX ({_exporter_label(spec, loaded)})",
                         onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
     shutil.rmtree(stage / ".raw", ignore_errors=True)
+    if export.fallback:
+        stages.progress(f"      used the {export.exporter} exporter because {export.fallback}")
+    for warning in export.warnings:
+        stages.progress(f"      warning: {warning}")
     spec = spec.with_outputs(export.outputs)
 
     def reference():
@@ -135,8 +141,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
 
     report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
     if not report.ok:
+        how = f" (exported by the {export.exporter} exporter because {export.fallback})" if export.fallback else ""
         raise TritongenError(
-            "the ONNX model's outputs differ from PyTorch's beyond tolerance",
+            f"the ONNX model's outputs differ from PyTorch's beyond tolerance{how}",
             "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
             details=report.table(),
         )
@@ -172,7 +179,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             "created_unix_s": round(time.time(), 3),
             "version": version,
             "source": {"path": str(spec.model_path), "form": loaded.form},
-            "export": {"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
+            "export": {"requested": spec.exporter, **export.to_dict()},
             "spec": spec.to_dict(),
             "tools": tool_versions(),
             "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
@@ -184,7 +191,14 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
 
     manifest = stages.run("writing config, samples and manifest", write_files)
     return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,
-                       exporter=export.exporter, form=loaded.form)
+                       exporter=export.exporter, form=loaded.form, fallback=export.fallback)
+
+
+def _exporter_label(spec: BuildSpec, loaded) -> str:
+    from .export import exporter_order
+
+    order = exporter_order(loaded.module, spec.exporter)
+    return f"{order[0]} exporter" + (f", {order[1]} if it fails" if len(order) > 1 else "")
 
 
 def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
@@ -239,5 +253,5 @@ def build(spec: BuildSpec, progress: Progress | None = None) -> BuildResult:
     return BuildResult(
         spec=staged.spec, model_dir=installed, version=plan.version, config_path=installed / "config.pbtxt",
         manifest_path=installed / staged.manifest_path.relative_to(staged.folder), parity=staged.parity,
-        exporter=staged.exporter, timings_s=dict(stages.timings_s),
+        exporter=staged.exporter, timings_s=dict(stages.timings_s), fallback=staged.fallback,
     )

@@ -27,6 +27,7 @@ DEFAULT_OPSET = 18
 DEFAULT_QUEUE_DELAY_US = 500
 DEFAULT_DYNAMIC_DIM = 16  # size given to a -1 dimension when samples are generated
 PRECISIONS = ("fp32", "fp16", "int8")
+EXPORTERS = ("auto", "dynamo", "torchscript")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MAX_DYNAMIC_DIM = 128  # TensorRT profile maximum for every -1 dimension
@@ -146,6 +147,7 @@ class BuildSpec:
     min_cosine: float = DEFAULT_MIN_COSINE  # guard: mean cosine >= this, min cosine >= this - 0.01
     min_top1: float | None = None  # guard: top-1 agreement for [batch, classes] outputs
     max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
+    exporter: str = "auto"  # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
 
     @property
     def is_ensemble(self) -> bool:
@@ -228,6 +230,7 @@ def build_spec_from_options(
     min_cosine: float | None = None,
     min_top1: float | None = None,
     max_dynamic_dim: int | None = None,
+    exporter: str | None = None,
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
     model = Path(model_path).expanduser().resolve()
@@ -279,6 +282,9 @@ def build_spec_from_options(
     count = int(pick(instance_count, "instance_count", 1))
     if count < 1:
         raise TritongenError(f"instance count {count} is below 1", "use --instances 1 or more")
+    chosen_exporter = str(pick(exporter, "exporter", "auto"))
+    if chosen_exporter not in EXPORTERS:
+        raise TritongenError(f"unknown exporter '{chosen_exporter}'", f"use one of {', '.join(EXPORTERS)}")
     tolerances = (float(pick(atol, "atol", DEFAULT_ATOL)), float(pick(rtol, "rtol", DEFAULT_RTOL)))
     if min(tolerances) < 0:
         raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
@@ -308,6 +314,7 @@ def build_spec_from_options(
         preprocess=preprocess,
         postprocess=postprocess,
         top_k=top_k,
+        exporter=chosen_exporter,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
 

@@ -29,7 +29,7 @@ SPEC_KEYS = {
     "atol": "number", "rtol": "number", "opset": "int", "instance_count": "int", "preferred_batch_sizes": "ints",
     "max_queue_delay_us": "int", "warmup": "bool", "dynamic_dim_size": "int", "model_factory": "text",
     "precision": "text", "calib_data": "text", "calib_method": "text", "min_cosine": "number", "min_top1": "number",
-    "max_dynamic_dim": "int",
+    "max_dynamic_dim": "int", "exporter": "text",
 }
 _KIND_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string",
                "ints": "a list of integers"}
