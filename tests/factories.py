@@ -21,6 +21,13 @@ Models that export badly (issue 16), none with parameters:
   translate it, the TorchScript exporter can.
 * ``FixedWidth``: ``x: FP32 [16]`` only (it reshapes to 4 x 4): declared ``-1``, the export fails.
 * ``DataDependent``: branches on the sum of its input.
+
+Variable sizes (issue 16, item 3):
+
+* ``FullyConv``: ``x: FP32 [3, -1, -1]`` -> ``[4, -1, -1]``; three 5x5 convolutions and a 2x2 pooling, a
+  receptive field of 18 pixels: any H, W >= 18 works, 9 or 16 do not.
+* ``MeanOverLast``: ``x: FP32 [-1]`` -> ``[1]``, the mean written as ``sum / float(x.shape[-1])``: a TorchScript
+  trace keeps the traced length as a constant.
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ class PairwiseDistance(nn.Module):
         self.register_buffer("points", torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 1.0]]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cdist(x, self.points.expand(x.shape[0], 3, 4))
+        return torch.cdist(x, self.points.expand(x.shape[0], 3, 4), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 class FixedWidth(nn.Module):
@@ -99,6 +106,25 @@ class DataDependent(nn.Module):
         if x.sum() > 0:  # control flow on values: no exporter can keep both branches
             return x * 2
         return x - 1
+
+
+class FullyConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(8, 4, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class MeanOverLast(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(-1, keepdim=True) / float(x.shape[-1])
+
+
+def make_fully_conv(seed: int = 0) -> FullyConv:
+    return _seeded(FullyConv, seed)
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -69,8 +69,12 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]
      ("ONNX export failed (torchscript exporter)", "aten::kthvalue", "--exporter dynamo may succeed"), True),
     ("dimension declared -1 that the model fixes", lambda r, repo: [
         "build", str(_pickled(r, factories.FixedWidth(), "fixed_width")), "--input", "x:FP32:-1", "--allow-pickle",
-        "--repo", str(repo)],
+        "--dim-range", "x:0:16:16:16", "--repo", str(repo)],
      ("fixes dimension 0 of input 'x' (declared -1) to 16", "declare that dimension as 16"), True),
+    ("model that fails at the default size of a -1 dimension", lambda r, repo: [
+        "build", str(_pickled(r, factories.FixedWidth(), "fixed_width")), "--input", "x:FP32:-1", "--allow-pickle",
+        "--repo", str(repo)],
+     ("the model failed on inputs x[2, 64]", "default sizes 32/64/128", "pass --dim-range x:0:MIN:OPT:MAX"), False),
     ("batch dimension that the model fixes", lambda r, repo: [
         "build", str(_pickled(r, FixedBatch(), "fixed_batch")), "--input", "x:FP32:4", "--allow-pickle", "--repo", str(repo)],
      ("fixes the batch dimension of input 'x' to 2", "--max-batch-size 0"), True),

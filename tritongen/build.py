@@ -117,6 +117,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     if loaded is None:
         loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
+    if spec.inputs_from == "samples":
+        stages.progress(f"      {fixed_dims_note(spec)}")
     staged_model = stage / spec.name
     version_dir = staged_model / str(version)
     export = stages.run(f"exporting to ONNX ({_exporter_label(spec, loaded)})",
@@ -141,12 +143,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
 
     report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
     if not report.ok:
-        how = f" (exported by the {export.exporter} exporter because {export.fallback})" if export.fallback else ""
-        raise TritongenError(
-            f"the ONNX model's outputs differ from PyTorch's beyond tolerance{how}",
-            "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
-            details=report.table(),
-        )
+        raise _parity_error(report, export, spec)
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
     classes = spec.outputs[0].dims[-1]
     if spec.labels and classes not in (-1, len(spec.labels)):
@@ -192,6 +189,34 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     manifest = stages.run("writing config, samples and manifest", write_files)
     return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,
                        exporter=export.exporter, form=loaded.form, fallback=export.fallback)
+
+
+def fixed_dims_note(spec: BuildSpec) -> str:
+    """What inferring the inputs from a sample file decided: which dims it fixed, which stay variable."""
+    fixed = [f"{t.name}{list(t.dims)}" for t in spec.inputs]
+    kept = ", ".join(r.text for r in spec.dim_ranges)
+    note = f"inputs inferred from {spec.sample_inputs.name if spec.sample_inputs else 'the samples'}: " + ", ".join(fixed)
+    if kept:
+        return note + f" (variable: {kept}; every other dimension fixed at the samples' size)"
+    return note + (" (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "
+                   "--dim-range INPUT:AXIS:MIN:OPT:MAX)")
+
+
+def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenError:
+    how = f" (exported by the {export.exporter} exporter because {export.fallback})" if export.fallback else ""
+    failed = sorted({r.case for r in report.results if not r.ok})
+    if failed and all(c.endswith(("min dims", "max dims")) for c in failed):
+        from .dim_ranges import range_hint
+
+        return TritongenError(
+            f"the ONNX model's outputs differ from PyTorch's at {' and '.join(failed)} but not at the export's size"
+            f"{how}: the export fixed a size that should vary",
+            "make forward() compute sizes with torch operations (not Python numbers), try --exporter dynamo, or give "
+            f"--dim-range the sizes the model supports{range_hint(spec)}", details=report.table())
+    return TritongenError(
+        f"the ONNX model's outputs differ from PyTorch's beyond tolerance{how}",
+        "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
+        details=report.table())
 
 
 def _exporter_label(spec: BuildSpec, loaded) -> str:

@@ -65,6 +65,8 @@ def cli(debug: bool) -> None:
 @click.option("--min-cosine", type=float, help="Accuracy guard: mean cosine vs FP32 PyTorch >= this (min >= this - 0.01). Default 0.99.")
 @click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
 @click.option("--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128.")
+@click.option("--dim-range", "dim_ranges", multiple=True, metavar="INPUT:AXIS:MIN:OPT:MAX",
+              help="Sizes of a -1 dim (AXIS without batch, from 0): samples, parity at MIN/OPT/MAX, warm-up, TensorRT profile. Repeatable.")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]),
               help="ONNX exporter. auto (default): dynamo, then TorchScript if dynamo fails (TorchScript modules: TorchScript).")
 def build(model: Path, no_warmup: bool, **options) -> None:

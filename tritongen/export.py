@@ -84,9 +84,12 @@ def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str,
     except Exception as exc:  # the user's model failed on the declared inputs
         shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        from .dim_ranges import range_hint
+
         raise TritongenError(
             f"the model failed on inputs {shapes}: {short_reason(exc)[:300]}",
-            "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with real data)",
+            "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with "
+            f"real data){range_hint(spec)}",
         ) from None
     return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .dim_ranges import DEFAULT_DIM_OPT, DimRange, check_ranges, dim_range_from_arg, dim_range_from_dict, inputs_with_ranges
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
 from .names import check_name
@@ -25,7 +26,7 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 DEFAULT_OPSET = 18
 DEFAULT_QUEUE_DELAY_US = 500
-DEFAULT_DYNAMIC_DIM = 16  # size given to a -1 dimension when samples are generated
+DEFAULT_DYNAMIC_DIM = DEFAULT_DIM_OPT  # size (OPT) of a -1 dimension without --dim-range (tritongen.dim_ranges)
 PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -148,6 +149,8 @@ class BuildSpec:
     min_top1: float | None = None  # guard: top-1 agreement for [batch, classes] outputs
     max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
     exporter: str = "auto"  # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
+    dim_ranges: tuple[DimRange, ...] = ()  # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
+    inputs_from: str = "flags"  # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged)
 
     @property
     def is_ensemble(self) -> bool:
@@ -167,7 +170,7 @@ class BuildSpec:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and value and isinstance(value[0], TensorSpec):
+            elif isinstance(value, tuple) and value and isinstance(value[0], (TensorSpec, DimRange)):
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -231,6 +234,7 @@ def build_spec_from_options(
     min_top1: float | None = None,
     max_dynamic_dim: int | None = None,
     exporter: str | None = None,
+    dim_ranges: Iterable[str] = (),
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
     model = Path(model_path).expanduser().resolve()
@@ -246,9 +250,13 @@ def build_spec_from_options(
         raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
 
+    ranges = tuple(dim_range_from_arg(a) for a in dim_ranges) or tuple(
+        dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}") for i, e in enumerate(file_opts.get("dim_ranges") or ()))
+    inputs_from = "flags"
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
     elif file_opts.get("inputs"):
+        inputs_from = "spec"
         if not isinstance(file_opts["inputs"], list):
             raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
         input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
@@ -256,6 +264,8 @@ def build_spec_from_options(
         from .samples import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
+        input_specs = inputs_with_ranges(input_specs, ranges)
+        inputs_from = "samples"
     elif model.is_dir() or tokenizer is not None:
         input_specs = ()  # a Hugging Face folder or a tokenizer: the ensemble builder decides the inputs
     else:
@@ -315,6 +325,8 @@ def build_spec_from_options(
         postprocess=postprocess,
         top_k=top_k,
         exporter=chosen_exporter,
+        dim_ranges=check_ranges(ranges, input_specs),
+        inputs_from=inputs_from,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
 
