@@ -22,6 +22,11 @@ Models that export badly (issue 16), none with parameters:
 * ``FixedWidth``: ``x: FP32 [16]`` only (it reshapes to 4 x 4): declared ``-1``, the export fails.
 * ``DataDependent``: branches on the sum of its input.
 
+Non-tensor arguments (issue 16, item 2):
+
+* ``WithRate``: ``forward(x, sr: int, gain: float = 1.0, negate: bool = False)`` -> ``x * sr / 1000 * gain``,
+  negated when ``negate``; ``x: FP32 [4]``.
+
 Variable sizes (issue 16, item 3):
 
 * ``FullyConv``: ``x: FP32 [3, -1, -1]`` -> ``[4, -1, -1]``; three 5x5 convolutions and a 2x2 pooling, a
@@ -106,6 +111,14 @@ class DataDependent(nn.Module):
         if x.sum() > 0:  # control flow on values: no exporter can keep both branches
             return x * 2
         return x - 1
+
+
+class WithRate(nn.Module):
+    def forward(self, x: torch.Tensor, sr: int, gain: float = 1.0, negate: bool = False) -> torch.Tensor:
+        y = x * (sr / 1000.0) * gain
+        if negate:
+            return -y
+        return y
 
 
 class FullyConv(nn.Module):

@@ -106,6 +106,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     Used by :func:`build` for a single model and by builders that stage several models (ensembles) into one
     staging folder before validating and installing them together.
     """
+    from .consts import check_consts, module_with_consts
     from .export import onnx_from_module, torch_outputs_from_module
     from .load import module_from_file
     from .parity import onnx_session, parity_from_onnx
@@ -116,6 +117,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     check_labels(spec.labels, f"labels of model '{spec.name}'")
     if loaded is None:
         loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
+    check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
+    if spec.consts:
+        loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
+        stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
     if spec.inputs_from == "samples":
         stages.progress(f"      {fixed_dims_note(spec)}")
@@ -176,7 +181,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             "created_unix_s": round(time.time(), 3),
             "version": version,
             "source": {"path": str(spec.model_path), "form": loaded.form},
-            "export": {"requested": spec.exporter, **export.to_dict()},
+            "export": {"requested": spec.exporter, **export.to_dict(), "consts": dict(spec.consts)},
             "spec": spec.to_dict(),
             "tools": tool_versions(),
             "samples": {"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},

@@ -135,6 +135,11 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
     (saves writing and re-reading the whole model), else writes ``path`` and returns it."""
     import torch
 
+    from .consts import inner_module
+
+    if module is not inner_module(module) and isinstance(inner_module(module), torch.jit.ScriptModule):
+        # a --const wrapper around a TorchScript module: the exporter only follows a ScriptModule it is handed
+        module = torch.jit.trace(module, tuple(args), check_trace=False)
     axes = _dynamic_axes(spec)
     if spec.batched:
         for name in output_names:
@@ -230,7 +235,9 @@ def exporter_order(module: Any, requested: str) -> tuple[str, ...]:
     (the dynamo exporter cannot trace one)."""
     import torch
 
-    is_script = isinstance(module, torch.jit.ScriptModule)
+    from .consts import inner_module
+
+    is_script = isinstance(inner_module(module), torch.jit.ScriptModule)
     if requested == "dynamo" and is_script:
         raise TritongenError("--exporter dynamo cannot export a TorchScript module",
                              "use --exporter torchscript (or auto), or save the model with torch.export.save (.pt2) "
@@ -256,8 +263,10 @@ def _attempt(exporter: str, loaded: Any, args, raw: Path, spec: BuildSpec, input
     except TritongenError:
         raise
     except Exception as exc:  # noqa: BLE001 -- any exporter failure becomes one line; the rest goes to the log
-        failure = failure_from_exception(exc, exporter, spec.opset, input_names, forward_arg_names(loaded.module),
-                                         spec.batched)
+        from .consts import inner_module
+
+        failure = failure_from_exception(exc, exporter, spec.opset, input_names,
+                                         forward_arg_names(inner_module(loaded.module)), spec.batched)
         return None, failure, f"{captured.text}\n\n{exception_text(exc)}", ()
     traced = trace_warning_failure(captured.warnings) if exporter == "torchscript" else None
     if traced is not None and not explicit:

@@ -151,6 +151,7 @@ class BuildSpec:
     exporter: str = "auto"  # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
     dim_ranges: tuple[DimRange, ...] = ()  # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
     inputs_from: str = "flags"  # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged)
+    consts: tuple[tuple[str, Any], ...] = ()  # (name, int/float/bool) arguments of forward() fixed at export
 
     @property
     def is_ensemble(self) -> bool:
@@ -235,6 +236,7 @@ def build_spec_from_options(
     max_dynamic_dim: int | None = None,
     exporter: str | None = None,
     dim_ranges: Iterable[str] = (),
+    consts: Iterable[str] = (),
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
     model = Path(model_path).expanduser().resolve()
@@ -326,9 +328,21 @@ def build_spec_from_options(
         top_k=top_k,
         exporter=chosen_exporter,
         dim_ranges=check_ranges(ranges, input_specs),
+        consts=_consts(consts, file_opts),
         inputs_from=inputs_from,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
+
+
+def _consts(args: Iterable[str], file_opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    from .consts import const_from_arg, consts_from_mapping
+
+    given = tuple(const_from_arg(a) for a in args) or consts_from_mapping(file_opts.get("consts") or {})
+    names = [n for n, _ in given]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TritongenError(f"--const {twice[0]} is given twice", "give each argument one value")
+    return given
 
 
 def _dynamic_dim_size(file_opts: Mapping[str, Any]) -> int:

@@ -30,6 +30,7 @@ SPEC_KEYS = {
     "max_queue_delay_us": "int", "warmup": "bool", "dynamic_dim_size": "int", "model_factory": "text",
     "precision": "text", "calib_data": "text", "calib_method": "text", "min_cosine": "number", "min_top1": "number",
     "max_dynamic_dim": "int", "exporter": "text", "dim_ranges": "dim_ranges",
+    "consts": "consts",
 }
 _KIND_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string",
                "ints": "a list of integers"}
@@ -127,6 +128,15 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
                 raise _wrong(path, f"output #{i + 1}", entry, "a name or a mapping with a name",
                              "outputs: [logits] or [{name: logits}]")
             _check_text(path, f"output #{i + 1}", name)
+    elif kind == "consts":
+        if not isinstance(value, dict) or len(value) > MAX_TENSORS:
+            raise _wrong(path, "'consts'", value, "a mapping of argument names to values", "consts: {sr: 16000}")
+        for name, const in value.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise _wrong(path, "a consts name", name, "an argument name", "consts: {sr: 16000}")
+            if not isinstance(const, (bool, int, float)) or (isinstance(const, float) and not math.isfinite(const)) \
+                    or (_is_int(const) and abs(const) > 2**63 - 1):
+                raise _wrong(path, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
     elif kind == "dim_ranges":
         _check_list(path, key, value)
         for i, entry in enumerate(value):
