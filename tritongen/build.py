@@ -126,8 +126,14 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         stages.progress(f"      {fixed_dims_note(spec)}")
     staged_model = stage / spec.name
     version_dir = staged_model / str(version)
-    export = stages.run(f"exporting to ONNX ({_exporter_label(spec, loaded)})",
-                        onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
+    if loaded.form == "onnx":
+        from .onnx_input import onnx_from_onnx_file
+
+        export = stages.run("cleaning the ONNX graph (reference: the original file in ONNX Runtime)",
+                            onnx_from_onnx_file, loaded, spec, version_dir)
+    else:
+        export = stages.run(f"exporting to ONNX ({_exporter_label(spec, loaded)})",
+                            onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
     shutil.rmtree(stage / ".raw", ignore_errors=True)
     if export.fallback:
         stages.progress(f"      used the {export.exporter} exporter because {export.fallback}")
@@ -138,7 +144,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     def reference():
         return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
 
-    torch_ref = stages.run("running PyTorch on the samples", reference)
+    torch_ref = stages.run("running the reference on the samples" if loaded.form == "onnx"
+                           else "running PyTorch on the samples", reference)
 
     def gate() -> tuple[ParityReport, list[list[np.ndarray]]]:
         session = onnx_session(export.onnx_path)
@@ -146,7 +153,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]
         return report, observed
 
-    report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
+    report, observed = stages.run("parity gate: ONNX Runtime vs " + ("the original ONNX file" if loaded.form == "onnx"
+                                                                       else "PyTorch"), gate)
     if not report.ok:
         raise _parity_error(report, export, spec)
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
@@ -209,17 +217,18 @@ def fixed_dims_note(spec: BuildSpec) -> str:
 
 def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenError:
     how = f" (exported by the {export.exporter} exporter because {export.fallback})" if export.fallback else ""
+    reference = "the original ONNX file's" if spec.inputs_from == "onnx" else "PyTorch's"
     failed = sorted({r.case for r in report.results if not r.ok})
     if failed and all(c.endswith(("min dims", "max dims")) for c in failed):
         from .dim_ranges import range_hint
 
         return TritongenError(
-            f"the ONNX model's outputs differ from PyTorch's at {' and '.join(failed)} but not at the export's size"
+            f"the ONNX model's outputs differ from {reference} at {' and '.join(failed)} but not at the export's size"
             f"{how}: the export fixed a size that should vary",
             "make forward() compute sizes with torch operations (not Python numbers), try --exporter dynamo, or give "
             f"--dim-range the sizes the model supports{range_hint(spec)}", details=report.table())
     return TritongenError(
-        f"the ONNX model's outputs differ from PyTorch's beyond tolerance{how}",
+        f"the ONNX model's outputs differ from {reference} beyond tolerance{how}",
         "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
         details=report.table())
 

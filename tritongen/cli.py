@@ -107,7 +107,8 @@ def build(model: Path, no_warmup: bool, **options) -> None:
         return
     result = run_build(spec, progress=_echo_err)
     total_s = sum(result.timings_s.values())
-    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {result.exporter} exporter) in {total_s:.1f}s")
+    how = "from the ONNX file" if result.spec.inputs_from == "onnx" else f"{result.exporter} exporter"
+    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {how}) in {total_s:.1f}s")
     if result.fallback:
         click.echo(f"  the {result.exporter} exporter was used because {result.fallback}")
     click.echo(result.parity.table())

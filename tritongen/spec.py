@@ -150,7 +150,7 @@ class BuildSpec:
     max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
     exporter: str = "auto"  # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
     dim_ranges: tuple[DimRange, ...] = ()  # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
-    inputs_from: str = "flags"  # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged)
+    inputs_from: str = "flags"  # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged) | onnx
     consts: tuple[tuple[str, Any], ...] = ()  # (name, int/float/bool) arguments of forward() fixed at export
 
     @property
@@ -247,8 +247,9 @@ def build_spec_from_options(
     def pick(flag, key, default):
         return flag if flag is not None else file_opts.get(key, default)
 
-    mbs = int(pick(max_batch_size, "max_batch_size", 8))
-    if mbs < 0:
+    onnx_file = _is_onnx_file(model)
+    mbs = int(pick(max_batch_size, "max_batch_size", 8 if not onnx_file else -1))  # ONNX: -1 until read from the graph
+    if mbs < 0 and not (onnx_file and pick(max_batch_size, "max_batch_size", None) is None):
         raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
 
@@ -262,6 +263,8 @@ def build_spec_from_options(
         if not isinstance(file_opts["inputs"], list):
             raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
         input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
+    elif onnx_file:
+        input_specs = ()  # read from the graph below
     elif samples_path is not None:
         from .samples import arrays_from_npz
 
@@ -281,6 +284,14 @@ def build_spec_from_options(
         out_names = tuple(str(o["name"]) if isinstance(o, Mapping) else str(o) for o in file_opts["outputs"])
     for n in out_names:
         TensorSpec(n, "FP32", (1,))  # validates the name
+    if onnx_file:
+        from .onnx_input import spec_io_from_onnx
+
+        if consts:
+            raise TritongenError("--const does not apply to an ONNX file: its graph already holds every value",
+                                 "drop --const")
+        input_specs, mbs = spec_io_from_onnx(model, input_specs, out_names, None if mbs < 0 else mbs)
+        inputs_from = "onnx"
 
     chosen_target = pick(target, "target", "local")
     if chosen_target not in TARGETS:
@@ -332,6 +343,18 @@ def build_spec_from_options(
         inputs_from=inputs_from,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
+
+
+def _is_onnx_file(model: Path) -> bool:
+    from .onnx_input import is_onnx_file
+
+    if not model.is_file():
+        return False
+    try:
+        with model.open("rb") as fh:
+            return is_onnx_file(fh.read(16))
+    except OSError:
+        return False
 
 
 def _consts(args: Iterable[str], file_opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
