@@ -90,20 +90,6 @@ def test_engine_per_compute_capability(prepared_repo):
     assert f'key: "{cc}"' in (prepared_repo / "conv" / "config.pbtxt").read_text()
 
 
-def test_docker_images_share_one_ngc_version():
-    import yaml
-
-    docker = Path(__file__).resolve().parents[1] / "docker"
-    env = dict(line.split("=", 1) for line in (docker / ".env").read_text().splitlines() if line and not line.startswith("#"))
-    assert set(env) == {"NGC_VERSION"} and len(env["NGC_VERSION"].split(".")) == 2
-    dockerfile = (docker / "Dockerfile.engine-builder").read_text()
-    assert "FROM nvcr.io/nvidia/tensorrt:${NGC_VERSION}-py3" in dockerfile
-    compose = yaml.safe_load((docker / "compose.yaml").read_text())["services"]
-    assert compose["triton"]["image"] == "nvcr.io/nvidia/tritonserver:${NGC_VERSION}-py3"
-    assert compose["engine-builder"]["build"]["args"]["NGC_VERSION"] == "${NGC_VERSION}"
-    assert compose["triton"]["depends_on"]["engine-builder"]["condition"] == "service_completed_successfully"
-
-
 def _repo_with_plan_built_by(prepared_repo: Path, tmp_path: Path, tensorrt: str) -> Path:
     """A copy of the prepared repository whose manifest records a plan built with TensorRT ``tensorrt`` (what
     `tritongen engine` records on a GPU host; the plan file itself is a placeholder: nothing here can load it)."""
@@ -169,3 +155,26 @@ def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_pat
     plan.write_bytes(b"another plan")
     with pytest.raises(TritongenError, match="conv/1/model.8.9.plan does not match"):
         check_verified(repo)
+
+
+def test_a_recorded_plan_is_current_only_for_its_gpu_tensorrt_and_bytes(prepared_repo, tmp_path):
+    """`tritongen engine` skips a model whose plan the manifest records for this compute capability and TensorRT
+    (the file unchanged), so `docker compose up` does not rebuild every engine each time."""
+    import shutil
+
+    from tritongen.engine import EngineResult, _record_engine, plan_is_current
+    from tritongen.manifest import load_manifest, manifest_path
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    model_dir, version_dir = repo / "conv", repo / "conv" / "1"
+    plan = version_dir / "model.plan"
+    plan.write_bytes(b"placeholder plan")
+    _record_engine(model_dir, version_dir, EngineResult(plan, "10.5.0.18", "8.9", 1.0), plan.name, False, manifest_path(model_dir, 1))
+    engines = load_manifest(manifest_path(model_dir, 1), model_dir)["engines"]
+    assert plan_is_current(engines, version_dir, "8.9", "10.5.0.18")
+    assert not plan_is_current(engines, version_dir, "9.0", "10.5.0.18")  # another GPU generation
+    assert not plan_is_current(engines, version_dir, "8.9", "10.7.0.23")  # another TensorRT
+    assert not plan_is_current(None, version_dir, "8.9", "10.5.0.18")  # nothing recorded
+    plan.write_bytes(b"a plan swapped in")
+    assert not plan_is_current(engines, version_dir, "8.9", "10.5.0.18")

@@ -184,7 +184,10 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
 @click.option("--grpc-port", type=int, help="Default 8001 if free, else a free port.")
 @click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port.")
 @click.option("--timeout-s", "ready_timeout_s", type=float, default=180, show_default=True, help="How long to wait for every model to be READY.")
-@click.option("--docker", is_flag=True, help="Print the docker run line for NGC's Triton image instead of starting a server.")
+@click.option("--python-env", type=click.Path(path_type=Path),
+              help="A venv (this Python's version) the Python-backend models import from, instead of this one.")
+@click.option("--docker", is_flag=True,
+              help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).")
 @_ALLOW_UNVERIFIED
 @_PUBLIC_KEY
 @_SIGNATURE
@@ -192,7 +195,7 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
           **options) -> None:
     """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
     until every model is READY, serve until Ctrl-C."""
-    from .server import ServeSpec, docker_command, server_from_repository
+    from .server import ServeSpec, server_from_repository
     from .validate import check_repository
     from .verify import check_verified
 
@@ -204,7 +207,9 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
     check_verified(repo, allow_unverified=allow_unverified)
     spec = ServeSpec(repo=repo.resolve(), **options)
     if docker:
-        click.echo(docker_command(spec))
+        from .deploy.docker import docker_steps_from_repository
+
+        click.echo(docker_steps_from_repository(spec).text())
         return
     _echo_err(f"starting tritonserver on {spec.repo} ...")
     server = server_from_repository(spec)
@@ -249,6 +254,8 @@ def infer(name: str, **options) -> None:
 from .cli_perf import perf as _perf, tune as _tune  # noqa: E402
 cli.add_command(_perf)
 cli.add_command(_tune)
+from .cli_deploy import deploy as _deploy  # noqa: E402
+cli.add_command(_deploy)
 from .cli_precision import engine as _engine, lint as _lint  # noqa: E402
 cli.add_command(_engine)
 cli.add_command(_lint)

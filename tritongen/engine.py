@@ -3,7 +3,7 @@
 Where TensorRT is missing, ``build --target tensorrt`` stops after :func:`engine_plan_from_spec`: it writes
 the prepared ONNX and ``engine.json`` (profiles, precision, build settings) into the model's version folder
 under ``tritongen/``. ``tritongen engine REPO`` then runs :func:`engine_from_onnx` for every such model on a
-host with TensorRT (the ``docker/`` engine-builder image): a strongly typed network, so the FP16 casts and
+host with TensorRT (the engine-builder image ``tritongen deploy REPO --to docker`` writes): a strongly typed network, so the FP16 casts and
 INT8 Q/DQ in the ONNX decide the precision (TensorRT 10 deprecated and TensorRT 11 removed the FP16/INT8
 builder flags and implicit calibration).
 """
@@ -94,7 +94,7 @@ def require_tensorrt() -> str:
     if version is None:
         raise TritongenError(
             "TensorRT is not installed here, so no engine can be built",
-            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the docker/ engine-builder image "
+            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the engine-builder image `tritongen deploy REPO --to docker` writes "
             "(nvcr.io/nvidia/tensorrt:<YY.MM>-py3 with the same YY.MM as the Triton image)")
     return version
 
@@ -182,14 +182,27 @@ def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
     return found
 
 
+def plan_is_current(engines: Any, version_dir: Path, compute_capability: str, tensorrt_version: str) -> bool:
+    """Whether the manifest's ``engines`` record a plan for this GPU generation, built by this TensorRT, whose file
+    is still the one recorded (same sha256): building it again would give nothing new."""
+    from .manifest import sha256_file  # noqa: PLC0415
+
+    entry = engines.get(compute_capability) if isinstance(engines, dict) else None
+    if not isinstance(entry, dict) or entry.get("tensorrt_version") != tensorrt_version:
+        return False
+    plan = version_dir / str(entry.get("plan", ""))
+    return plan.is_file() and plan.parent == version_dir and sha256_file(plan) == entry.get("sha256")
+
+
 def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, optimization_level: int | None = None,
-                            per_cc: bool = False, progress=None) -> list[EngineResult]:
+                            per_cc: bool = False, rebuild: bool = False, progress=None) -> list[EngineResult]:
     """Build ``model.plan`` for every prepared model in ``repo`` and record TensorRT version + compute capability.
 
     With ``per_cc`` the plan is saved as ``model.<cc>.plan`` and listed in the config's ``cc_model_filenames``
-    so one repository can carry plans for several GPU generations.
+    so one repository can carry plans for several GPU generations. A model whose manifest records a current
+    plan (this GPU generation, this TensorRT, the recorded file) is skipped unless ``rebuild``.
     """
-    from .manifest import ARTIFACT_DIR, manifest_path  # noqa: PLC0415
+    from .manifest import ARTIFACT_DIR, load_manifest, manifest_path  # noqa: PLC0415
 
     say = progress or (lambda message: None)
     repo = Path(repo)
@@ -197,11 +210,17 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
     if not models:
         raise TritongenError(f"no model in {repo} is prepared for TensorRT",
                              "build with `tritongen build ... --target tensorrt` first (it writes <model>/<version>/tritongen/engine.json)")
-    require_tensorrt()
+    trt_version = require_tensorrt()
     results = []
     for model_dir, version_dir, plan in models:
         onnx_path = version_dir / ARTIFACT_DIR / plan["onnx"]
         cc = compute_capability()
+        manifest = manifest_path(model_dir, int(version_dir.name))
+        engines = load_manifest(manifest, model_dir).get("engines") if manifest.is_file() else None
+        if not rebuild and plan_is_current(engines, version_dir, cc, trt_version):
+            say(f"skipping {model_dir.name} v{version_dir.name}: its plan for cc {cc} is built by TensorRT {trt_version} "
+                "(--rebuild builds it again)")
+            continue
         filename = f"model.{cc}.plan" if per_cc else plan.get("plan", PLAN_FILENAME)
         say(f"building {model_dir.name} v{version_dir.name} ({plan.get('precision', 'fp32')}, cc {cc}) ...")
         result = engine_from_onnx(onnx_path, version_dir / filename, plan["profiles"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 # NGC release (YY.MM) -> (Triton server version, TensorRT version), from NVIDIA's Triton release notes.
@@ -24,6 +25,13 @@ NGC_RELEASES: dict[str, tuple[str, str]] = {
     "24.12": ("2.53.0", "10.7.0.23"),
     "25.01": ("2.54.0", "10.8.0.43"),
 }
+# NGC release -> (Ubuntu, Python) of its tritonserver and tensorrt images (the release notes' container tables):
+# packages pip-installed into those images must have wheels for that Python. 25.01 moved to Ubuntu 24.04.
+NGC_PLATFORMS: dict[str, tuple[str, str]] = {
+    **{rel: ("22.04", "3.10") for rel in NGC_RELEASES if rel < "25.01"},
+    "25.01": ("24.04", "3.12"),
+}
+DEFAULT_NGC_RELEASE = "24.10"  # Triton 2.51: the server the nvidia-pytriton wheel ships, so what runs here runs there
 DEFAULT_TRITON_VERSION = "2.51.0"  # the nvidia-pytriton 0.7.0 wheel's server, and `serve --docker`'s image (24.10)
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
 TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:{release}-py3"
@@ -90,3 +98,43 @@ def plan_problems_from_repository(repo: Path, triton_version: str) -> dict[str, 
         if found:
             out[model_dir.name] = found
     return out
+
+
+def python_of_release(release: str) -> str:
+    """The Python (major.minor) in NGC release ``release``'s tritonserver and tensorrt images."""
+    return NGC_PLATFORMS[release][1]
+
+
+def check_release(release: str) -> str:
+    """``release`` if this table knows it, else a :class:`TritongenError` listing the releases it knows."""
+    from .errors import TritongenError  # noqa: PLC0415
+
+    if release not in NGC_RELEASES:
+        raise TritongenError(f"NGC release '{release}' is not known to tritongen",
+                             f"use one of {', '.join(NGC_RELEASES)} (YY.MM; default {DEFAULT_NGC_RELEASE})")
+    return release
+
+
+def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
+    """Model name -> version numbers prepared by ``build --target tensorrt`` whose plan is not built yet.
+
+    A version is pending when it holds ``tritongen/engine.json`` but none of the plan files its config names
+    (``model.plan`` or a ``cc_model_filenames`` entry): Triton cannot load it until ``tritongen engine`` ran.
+    """
+    from .engine import ENGINE_PLAN_NAME, PLAN_FILENAME  # noqa: PLC0415
+    from .manifest import ARTIFACT_DIR  # noqa: PLC0415
+
+    pending: dict[str, list[int]] = {}
+    for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
+        version_dir = plan.parent.parent
+        model_dir = version_dir.parent
+        if not version_dir.name.isdigit() or model_dir.name.startswith("."):
+            continue
+        try:
+            config = (model_dir / "config.pbtxt").read_text(errors="replace")
+        except OSError:
+            config = ""
+        names = {PLAN_FILENAME, *re.findall(r'value:\s*"([^"]+\.plan)"', config)}
+        if not any((version_dir / name).is_file() for name in names):
+            pending.setdefault(model_dir.name, []).append(int(version_dir.name))
+    return {name: sorted(versions) for name, versions in pending.items()}

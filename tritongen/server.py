@@ -68,9 +68,14 @@ class ServeSpec:
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
     log_path: Path | None = None  # None: a new file in the temp directory
+    # A virtual environment (of this Python's version) whose packages the Python-backend models import, instead of
+    # this one: e.g. one with exactly the serving image's packages (tritongen deploy --to docker). Wheel server only.
+    python_env: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
+        if self.python_env is not None:
+            object.__setattr__(self, "python_env", Path(self.python_env).expanduser().absolute())
         if self.server_bin is not None:
             object.__setattr__(self, "server_bin", Path(self.server_bin).expanduser())
         if self.log_path is not None:
@@ -124,9 +129,18 @@ class ServerInstall:
 # --------------------------------------------------------------------------------------------- finding
 
 
-def find_server_binary(server_bin: Path | str | None = None) -> ServerInstall:
-    """``server_bin`` if given, else ``tritonserver`` on PATH, else the nvidia-pytriton wheel's server."""
+def find_server_binary(server_bin: Path | str | None = None, python_env: Path | None = None) -> ServerInstall:
+    """``server_bin`` if given, else ``tritonserver`` on PATH, else the nvidia-pytriton wheel's server.
+
+    ``python_env``: the virtual environment the wheel server's Python-backend models run in (default: this one).
+    """
     wheel_root = _wheel_root()
+    if python_env is not None:
+        if server_bin is not None or shutil.which("tritonserver") or wheel_root is None:
+            raise TritongenError(
+                "a Python environment for the Python-backend models can only be given to the nvidia-pytriton wheel's server",
+                f"{INSTALL_FIX.split(' or ')[0]}, and leave --server-bin out (and tritonserver off PATH)")
+        return _wheel_install(wheel_root, python_env)
     if server_bin is not None:
         path = Path(server_bin).expanduser()
         if not path.is_file() or not os.access(path, os.X_OK):
@@ -154,7 +168,7 @@ def _wheel_root() -> Path | None:
     return Path(list(found.submodule_search_locations)[0])
 
 
-def _wheel_install(root: Path) -> ServerInstall:
+def _wheel_install(root: Path, python_env: Path | None = None) -> ServerInstall:
     server_dir = root / "tritonserver"
     libs_dir = root.parent / "nvidia_pytriton.libs"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -166,7 +180,7 @@ def _wheel_install(root: Path) -> ServerInstall:
             f"the nvidia-pytriton wheel has no Python backend stub for Python {version} (it has {', '.join(have) or 'none'})",
             f"run tritongen from a Python {' / '.join(have) or '3.10-3.12'} environment, or pass --server-bin",
         )
-    env_bin, libpython, notes = _python_environment()
+    env_bin, libpython, notes = _python_environment(python_env)
     cache = _cache_root() / "backends" / _digest(stub, backend_src / "libtriton_python.so", sys.executable, libpython)
     backend_dir = cache / "backends"
     _prepare_backend_dir(backend_dir / "python", backend_src, stub)
@@ -197,9 +211,13 @@ def _wheel_install(root: Path) -> ServerInstall:
     )
 
 
-def _python_environment() -> tuple[Path, Path | None, tuple[str, ...]]:
-    """This interpreter's bin/ folder (not resolved: a venv's bin/ holds symlinks) and its libpython."""
-    env_bin = Path(sys.executable).absolute().parent
+def _python_environment(python_env: Path | None = None) -> tuple[Path, Path | None, tuple[str, ...]]:
+    """This interpreter's bin/ folder (not resolved: a venv's bin/ holds symlinks), or ``python_env``'s, and libpython.
+
+    The stub embeds this interpreter's libpython, so ``python_env`` must be a virtual environment of the same
+    Python version (``python -m venv``); the embedded interpreter then reads its pyvenv.cfg and site-packages.
+    """
+    env_bin = Path(sys.executable).absolute().parent if python_env is None else _venv_bin(python_env)
     notes: tuple[str, ...] = ()
     libpython = None
     libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
@@ -208,6 +226,21 @@ def _python_environment() -> tuple[Path, Path | None, tuple[str, ...]]:
     else:
         notes = ("this Python has no shared libpython; the Python-backend stub uses the system's libpython of the same version",)
     return env_bin, libpython, notes
+
+
+def _venv_bin(python_env: Path) -> Path:
+    cfg = python_env / "pyvenv.cfg"
+    stub_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    fix = f"create it with `{Path(sys.executable).name} -m venv {python_env}` (Python {stub_python}, the stub's)"
+    if not cfg.is_file() or not (python_env / "bin" / "python3").exists():
+        raise TritongenError(f"{python_env} is not a virtual environment (no pyvenv.cfg or bin/python3)", fix)
+    settings = dict(line.split("=", 1) for line in cfg.read_text().splitlines() if "=" in line)
+    settings = {k.strip(): v.strip() for k, v in settings.items()}
+    version = settings.get("version_info") or settings.get("version") or ""
+    if version.split(".")[:2] != [str(sys.version_info.major), str(sys.version_info.minor)]:
+        raise TritongenError(f"{python_env} is a Python {version or '?'} environment; the Python-backend stub "
+                             f"embeds Python {stub_python}", fix)
+    return python_env / "bin"
 
 
 def _cache_root() -> Path:
@@ -405,8 +438,8 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
     """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY."""
     if not spec.repo.is_dir():
         raise TritongenError(f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder")
-    install = find_server_binary(spec.server_bin)
-    _check_numpy(spec.repo, install)
+    install = find_server_binary(spec.server_bin, spec.python_env)
+    _check_numpy(spec.repo, install, python_env=spec.python_env)
     _check_plans(spec.repo, install)
     auto_ports = all(getattr(spec, f"{k}_port") is None for k in DEFAULT_PORTS)
     attempts = 3 if auto_ports else 1
@@ -475,7 +508,8 @@ def server_args(spec: ServeSpec, ports: Mapping[str, int], install: ServerInstal
     return args + list(spec.extra_args)
 
 
-def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None = None) -> None:
+def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None = None,
+                 python_env: Path | None = None) -> None:
     """Triton 2.51's Python backend answers with empty or mis-sized outputs under numpy 2: refuse up front.
 
     Only for the wheel's server, whose Python-backend models import numpy from this environment.
@@ -483,15 +517,23 @@ def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None =
     if install.source != "wheel" or not _has_python_models(repo):
         return
     if numpy_version is None:
-        from importlib.metadata import PackageNotFoundError, version
+        from importlib.metadata import PackageNotFoundError, distributions, version
 
-        try:
-            numpy_version = version("numpy")
-        except PackageNotFoundError:
-            return
+        if python_env is not None:
+            site = [str(p) for p in python_env.glob("lib/python3*/site-packages")]
+            found = [d.version for d in distributions(path=site) if (d.metadata["Name"] or "").lower() == "numpy"]
+            if not found:
+                return
+            numpy_version = found[0]
+        else:
+            try:
+                numpy_version = version("numpy")
+            except PackageNotFoundError:
+                return
     if int(numpy_version.split(".")[0]) >= 2:
         raise TritongenError(
-            f"numpy {numpy_version} is installed in {sys.prefix}, and the Python backend of Triton {install.version} "
+            f"numpy {numpy_version} is installed in {python_env or sys.prefix}, and the Python backend of Triton "
+            f"{install.version} "
             "returns empty or wrong-sized outputs with numpy 2",
             "pip install 'numpy<2' in this environment (Python-backend models import numpy from it)",
         )
@@ -557,7 +599,7 @@ def _raise_failed(server: RunningServer, failed: Mapping[str, list[dict]]) -> No
     first_name, first_reason = next(iter(reasons.items()))
     first_line = first_reason.strip().splitlines()[0] if first_reason.strip() else "no reason given"
     details = "\n\n".join(f"{name}: {reason.strip()}" for name, reason in reasons.items())
-    server.stop(timeout_s=10)
+    server.stop(timeout_s=10, keep_log=True)  # the error below names the log
     raise TritongenError(
         f"model {names} failed to load in tritonserver ({first_name}: {first_line})" if len(reasons) == 1
         else f"models {names} failed to load in tritonserver ({first_name}: {first_line})",

@@ -638,6 +638,8 @@ class ValidationReport:
 
     repo: Path
     problems_by_model: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Valid, but not servable yet: TensorRT plans prepared by `build --target tensorrt` and not built.
+    warnings_by_model: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -651,12 +653,16 @@ class ValidationReport:
         """One ``model: problem`` line per problem, models in name order."""
         return [f"{model}: {p}" for model, problems in sorted(self.problems_by_model.items()) for p in problems]
 
+    def warning_lines(self) -> list[str]:
+        return [f"warning: {model}: {w}" for model, found in sorted(self.warnings_by_model.items()) for w in found]
+
     def summary(self) -> str:
         models = sorted(self.problems_by_model)
         if self.ok:
-            return f"model repository {self.repo}: {len(models)} model(s) valid ({', '.join(models)})"
+            return "\n".join([f"model repository {self.repo}: {len(models)} model(s) valid ({', '.join(models)})",
+                              *self.warning_lines()])
         head = f"model repository {self.repo}: {self.problem_count} problem(s) in {len(models)} model(s)"
-        return "\n".join([head, *(f"  {line}" for line in self.lines())])
+        return "\n".join([head, *(f"  {line}" for line in self.lines()), *self.warning_lines()])
 
 
 def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None,
@@ -712,7 +718,16 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
 
         for name, found in plan_problems_from_repository(repo, triton_version).items():
             problems[name] += found
-    return ValidationReport(repo, {name: tuple(p) for name, p in problems.items()})
+    return ValidationReport(repo, {name: tuple(p) for name, p in problems.items()}, _pending_plan_warnings(repo))
+
+
+def _pending_plan_warnings(repo: Path) -> dict[str, tuple[str, ...]]:
+    from .plan_compat import pending_plans_from_repository
+
+    return {name: (f"TensorRT plan for version(s) {', '.join(map(str, versions))} not built yet: Triton cannot load "
+                   f"this model until `tritongen engine {repo}` ran on a GPU host with TensorRT "
+                   f"(or `tritongen deploy {repo} --to docker --out DIR` writes an engine builder for it)",)
+            for name, versions in pending_plans_from_repository(repo).items()}
 
 
 def check_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None,

@@ -1,0 +1,356 @@
+"""tritongen's Kubernetes/KServe bundle: thresholds from measurements, the files checked by the tools their users
+run (kubectl kustomize, kubernetes-validate, CRD schemas, promtool), bad input, and a live proof against a real
+Prometheus scraping a real tritonserver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+from tritongen.cli import main
+from tritongen.deploy.k8s_bundle import kubernetes_bundle_from_repository
+from tritongen.deploy.checks import check_bundle, custom_resource_problems, rendered_overlay, core_problems
+from tritongen.deploy.thresholds import desired_replicas, thresholds_from_run
+from tritongen.errors import TritongenError
+from tritongen.perf.results import LatencySummary, PerfPoint, PerfRun, ServerBreakdown, json_from_run
+
+SLO_MS = 95.0
+
+
+def point(load: int, rps: float, p99_ms: float, queue_us: float, errors: int = 0) -> PerfPoint:
+    lat = LatencySummary(p99_ms / 2, p99_ms / 2, p99_ms * 0.8, p99_ms * 0.9, p99_ms, p99_ms * 1.2)
+    return PerfPoint(
+        "concurrency",
+        load,
+        "builtin",
+        rps,
+        lat,
+        1000,
+        errors={"BACKEND": errors} if errors else {},
+        server=ServerBreakdown(1000, 200, queue_us, 10.0, 50_000.0, 10.0),
+    )
+
+
+# A batching model's shape: queue time falls from c4 to c8 as batches fill (queue delay), then rises past the knee.
+RUN = PerfRun(
+    "double",
+    "127.0.0.1:8001",
+    "grpc",
+    "builtin",
+    (
+        point(1, 15.0, 70.0, 20_000),
+        point(2, 28.0, 71.0, 20_000),
+        point(4, 55.0, 72.0, 20_000),
+        point(8, 110.0, 75.0, 3_000),
+        point(16, 120.0, 140.0, 60_000),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("deploy")
+    write_model(root / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    (root / "results.json").write_text(json_from_run(RUN))
+    return root
+
+
+@pytest.fixture(scope="module")
+def measured(work):
+    return kubernetes_bundle_from_repository(
+        work / "repo", work / "k8s", perf_results=work / "results.json", slo_p99_ms=SLO_MS, peak_rps=1000
+    )
+
+
+# ------------------------------------------------------------------------------------------ thresholds
+
+
+def test_thresholds_from_measurement():
+    t = thresholds_from_run(RUN, slo_p99_ms=SLO_MS, peak_rps=1000)
+    assert t.measured and t.knee_load == 8 and t.capacity_rps == 110.0 and t.knee_p99_ms == 75.0
+    # Little's law at the knee: 110 req/s x (3000 + 50030) us per request
+    assert t.target_in_flight == pytest.approx(110 * 53_030e-6, rel=1e-3)
+    assert t.max_replicas_prod == 11  # ceil(1000 / 110) + 1 spare
+    assert t.min_replicas_prod == 2 and t.above_knee_in_flight == pytest.approx(1.5 * t.target_in_flight, rel=1e-3)
+    assert [r.meets_slo for r in t.levels] == [True, True, True, True, False]
+
+
+def test_knee_is_the_highest_load_meeting_the_objective_without_errors():
+    run = PerfRun(
+        "m",
+        "u",
+        "grpc",
+        "builtin",
+        (point(1, 10, 50, 0), point(2, 19, 99, 0), point(4, 35, 90, 0), point(8, 60, 92, 0, errors=3)),
+    )
+    t = thresholds_from_run(run, slo_p99_ms=95)
+    assert t.knee_load == 4 and t.capacity_rps == 35  # 2 broke the objective (noise), 8 had errors
+
+
+def test_ensemble_target_uses_the_whole_request_time():
+    # an ensemble's own statistics (50 ms here) leave out its steps; the client's mean (p99/2 = 37.5 ms) covers them
+    from dataclasses import replace
+
+    step = ServerBreakdown(1000, 100, 10.0, 5.0, 30_000.0, 5.0)
+    run = PerfRun("ens", "u", "grpc", "builtin", tuple(replace(p, steps={"ens_model": step}) for p in RUN.points))
+    t = thresholds_from_run(run, slo_p99_ms=SLO_MS)
+    assert t.target_in_flight == pytest.approx(110 * 0.0375, rel=1e-3)
+
+
+def test_hpa_rule_replayed():
+    assert desired_replicas(1, 3.0, 6.0) == 1
+    assert desired_replicas(1, 6.5, 6.0) == 1  # within Kubernetes' 10% tolerance
+    assert desired_replicas(1, 12.0, 6.0) == 2
+    assert desired_replicas(3, 12.0, 6.0) == 6
+    assert desired_replicas(4, 1.0, 6.0) == 1
+
+
+# ------------------------------------------------------------------------------------------ the files, checked
+
+
+def test_measured_bundle_renders_and_validates(measured):
+    check = check_bundle(measured.out)
+    assert check.ok, "\n".join(check.problems)
+    assert set(check.overlays) == {"dev", "prod", "prod-keda"}
+    prod = set(check.overlays["prod"])
+    assert {
+        "Deployment/triton-double",
+        "Service/triton-double",
+        "PodDisruptionBudget/triton-double",
+        "ServiceMonitor/triton-double",
+        "HorizontalPodAutoscaler/triton-double",
+        "PrometheusRule/triton-double",
+    } <= prod
+    keda = set(check.overlays["prod-keda"])
+    assert "ScaledObject/triton-double" in keda and "HorizontalPodAutoscaler/triton-double" not in keda
+
+
+def test_measured_numbers_reach_the_objects(measured):
+    t = measured.thresholds
+    objs = {(o["kind"], o["metadata"]["namespace"]): o for o in rendered_overlay(measured.out / "overlays" / "prod")}
+    hpa = objs[("HorizontalPodAutoscaler", "tritongen")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 11)
+    metric = hpa["spec"]["metrics"][0]["pods"]
+    assert metric["metric"]["name"] == "triton_in_flight_double"
+    assert metric["target"]["averageValue"] == f"{round(t.target_in_flight * 1000)}m"
+    pod = objs[("Deployment", "tritongen")]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and "--metrics-config=summary_latencies=true" in c["args"]
+    assert pod["terminationGracePeriodSeconds"] > t.exit_timeout_s
+    dev = {o["kind"]: o for o in rendered_overlay(measured.out / "overlays" / "dev")}
+    assert (
+        dev["HorizontalPodAutoscaler"]["spec"]["minReplicas"],
+        dev["HorizontalPodAutoscaler"]["spec"]["maxReplicas"],
+    ) == (1, 2)
+    assert dev["Deployment"]["metadata"]["namespace"] == "tritongen-dev"
+    rules = yaml.safe_load((measured.out / "monitoring" / "rules.yaml").read_text())["groups"][0]["rules"]
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert exprs["TritonLatencyObjective"].endswith("> 95") and exprs["TritonAboveKnee"].endswith(
+        f"> {t.above_knee_in_flight:g}"
+    )
+    readme = (measured.out / "README.md").read_text()
+    assert (
+        "measured" in readme
+        and "concurrency 8" in readme
+        and "110.0 req/s" in readme
+        and "unmeasured" not in readme.split("Startup")[0]
+    )
+    keda = yaml.safe_load((measured.out / "overlays" / "prod-keda" / "scaledobject.yaml").read_text())
+    assert keda["spec"]["triggers"][0]["metadata"]["threshold"] == f"{t.target_in_flight:g}"
+
+
+def test_kserve_bundle(work):
+    b = kubernetes_bundle_from_repository(
+        work / "repo",
+        work / "kserve",
+        target="kserve",
+        perf_results=work / "results.json",
+        slo_p99_ms=SLO_MS,
+        model_uri="s3://models/repo",
+        canary_traffic_percent=10,
+    )
+    check = check_bundle(b.out)
+    assert check.ok, "\n".join(check.problems)
+    isvc = next(o for o in rendered_overlay(b.out / "overlays" / "prod") if o["kind"] == "InferenceService")
+    pred = isvc["spec"]["predictor"]
+    assert pred["model"]["modelFormat"]["name"] == "triton" and pred["model"]["protocolVersion"] == "v2"
+    assert pred["model"]["storageUri"] == "s3://models/repo" and pred["canaryTrafficPercent"] == 10
+    target = pred["autoScaling"]["metrics"][0]["external"]["target"]["averageValue"]
+    assert target == f"{round(b.thresholds.target_in_flight * 1000)}m"  # the same target as the HPA's
+
+
+def test_unmeasured_defaults_are_marked_in_every_file_that_uses_them(work):
+    b = kubernetes_bundle_from_repository(work / "repo", work / "unmeasured", slo_p99_ms=SLO_MS)
+    assert not b.thresholds.measured and b.thresholds.target_in_flight == 8.0  # max_batch_size 8 x 1 instance
+    assert check_bundle(b.out).ok
+    for rel in b.files:
+        text = (b.out / rel).read_text()
+        if any(k in text for k in ("averageValue", "threshold", "expr", "Replicas", "startupProbe", "target")):
+            assert "unmeasured" in text, rel
+
+
+def test_plans_pin_nodes_to_their_compute_capability(work, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    (repo / "double" / "1" / "tritongen").mkdir()
+    (repo / "double" / "1" / "tritongen" / "manifest.json").write_text(json.dumps({"engines": {"8.9": {"plan": "x"}}}))
+    b = kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1)
+    pod = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {e["key"]: e["values"] for e in term["matchExpressions"]} == {
+        "nvidia.com/gpu.compute.major": ["8"],
+        "nvidia.com/gpu.compute.minor": ["9"],
+    }
+
+
+def test_checks_catch_what_they_claim_to(measured, tmp_path):
+    objs = rendered_overlay(measured.out / "overlays" / "prod")
+    monitor = next(o for o in objs if o["kind"] == "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["scrapeEvery"] = "15s"  # no such field
+    assert any("scrapeEvery" in p for p in custom_resource_problems(monitor))
+    deployment = next(o for o in objs if o["kind"] == "Deployment")
+    deployment["spec"]["replicas"] = "two"
+    assert core_problems([deployment])
+    # promtool: a rule that also fires under the nominal series fails its unit test
+    copy = tmp_path / "bundle"
+    shutil.copytree(measured.out, copy)
+    rules = copy / "monitoring" / "rules.yaml"
+    rules.write_text(rules.read_text().replace(f"> {measured.thresholds.above_knee_in_flight:g}", "> 0.001"))
+    problems = check_bundle(copy).problems
+    assert len(problems) == 1 and "TritonAboveKnee nominal" in problems[0]
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["unreachable slo", "other model", "invalid repository"])
+def test_bad_input_one_error_nothing_written(work, tmp_path, capsys, case):
+    repo, results, slo = work / "repo", work / "results.json", "95"
+    if case == "unreachable slo":
+        slo = "50"  # below the 70 ms p99 measured at concurrency 1
+        expected = "below the p99 measured at the lowest load"
+    elif case == "other model":
+        other = PerfRun("resnet", "u", "grpc", "builtin", RUN.points)
+        results = tmp_path / "other.json"
+        results.write_text(json_from_run(other))
+        expected = "model 'resnet' is not in model repository"
+    else:
+        repo = tmp_path / "bad"
+        write_model(repo, "double", DOUBLE_CONFIG.replace("max_batch_size: 8", "max_batch_size: -3"), DOUBLE_MODEL)
+        expected = "problem"
+    out = tmp_path / "out"
+    code, err = _cli(
+        ["deploy", str(repo), "--to", "kubernetes", "--out", str(out), "--from-perf", str(results), "--slo-p99-ms", slo], capsys
+    )
+    assert code == 1 and err.startswith("error: ") and expected in err.splitlines()[0] and "Traceback" not in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_existing_output_needs_force(measured, work):
+    with pytest.raises(TritongenError, match="already exists"):
+        kubernetes_bundle_from_repository(
+            work / "repo", measured.out, perf_results=work / "results.json", slo_p99_ms=SLO_MS
+        )
+
+
+# ------------------------------------------------------------------------------------------ live
+
+SLEEPY_CONFIG = """\
+name: "sleepy"
+backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+# 50 ms per execution whatever the batch (see tests/test_perf.py): up to 8 in flight are answered in 50-70 ms,
+# 16 wait for a second execution (>= 100 ms). A 95 ms p99 objective puts the knee at concurrency 8.
+SLEEPY_MODEL = """\
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.05)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
+    if shutil.which("prometheus") is None:
+        pytest.skip("no prometheus binary: apt-get install prometheus")
+    from tritongen.deploy.live import autoscale_proof, proof_table
+    from tritongen.perf import PerfSpec, perf_from_spec
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    write_model(repo, "sleepy", SLEEPY_CONFIG, SLEEPY_MODEL)
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, X=np.ones((8, 4), np.float32))
+    spec = ServeSpec(repo=repo, extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
+    with server_from_repository(spec) as server:
+
+        def perf(levels, phase):
+            timing = (
+                {"duration_s": 1.5, "warmup_s": 0.5, "max_windows": 4, "stability_pct": 25.0}
+                if phase == "measure"
+                else {"duration_s": 15.0, "warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0}
+            )
+            return perf_from_spec(
+                PerfSpec(
+                    model="sleepy",
+                    url=server.grpc_url,
+                    repo=repo,
+                    metrics_url=server.metrics_url,
+                    input_data=inputs,
+                    concurrency=levels,
+                    **timing,
+                )
+            )
+
+        proof = autoscale_proof(
+            server,
+            repo,
+            tmp_path / "proof",
+            perf=perf,
+            measure_levels=(1, 2, 4, 8, 16),
+            slo_p99_ms=SLO_MS,
+            peak_rps=500,
+        )
+    print(proof_table(proof))
+    t = proof.bundle.thresholds
+    assert t.knee_load == 8, proof_table(proof)
+    half, knee, double = proof.levels
+    # the overload alert: silent at half the knee, firing at twice the knee
+    assert half.alerts["TritonAboveKnee"] == "inactive" and double.alerts["TritonAboveKnee"] == "firing", proof_table(
+        proof
+    )
+    assert double.alerts["TritonLatencyObjective"] != "inactive"
+    # the HPA rule on the live metric: one replica is enough at half the knee, more are asked for at twice it
+    assert half.desired_replicas == 1 and knee.desired_replicas in (1, 2) and 2 <= double.desired_replicas <= 3
+    assert half.in_flight < knee.in_flight < double.in_flight
+    # every query of the bundle runs; all but alert conditions (empty when not firing) and GPU ones return data
+    for r in proof.queries:
+        if not r.needs_gpu and " expr" not in r.where:
+            assert r.series > 0, (r.where, r.query)

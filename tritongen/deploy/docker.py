@@ -1,0 +1,365 @@
+"""``tritongen deploy REPO --to docker``: the Dockerfiles and compose file that serve one model repository.
+
+What is written depends on the repository, decided here (the templates under ``templates/deploy/docker/``
+only lay it out):
+
+- ``serving.Dockerfile``: NGC's ``tritonserver:<release>-py3`` plus exactly the pinned PyPI packages the
+  repository's Python-backend models import (:mod:`tritongen.deploy.python_deps`); without Python-backend
+  models Triton runs from NGC's image as it is and no Dockerfile is written;
+- ``engine-builder.Dockerfile`` and ``wheels/tritongen-*.whl``, only while TensorRT plans are pending: NGC's
+  ``tensorrt:<same release>-py3`` with tritongen installed from that wheel (:mod:`tritongen.deploy.wheel`);
+- ``compose.yaml``: Triton on the repository (read-only, from ``$TRITONGEN_REPOSITORY`` or its path relative to
+  the bundle), ports on 127.0.0.1 unless ``host`` says otherwise (then the model-control APIs need a secret
+  header), a health check on ``/v2/health/ready``, and, with pending plans, the engine builder that Triton waits
+  for (``service_completed_successfully``);
+- ``README.md``: the commands.
+
+One NGC release (YY.MM, :data:`tritongen.plan_compat.NGC_RELEASES`) feeds every image, so plans built in the
+builder load in the server. The repository must validate (plans checked against that release's TensorRT) and
+verify; every problem is one :class:`TritongenError` before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import TritongenError
+from ..plan_compat import (
+    DEFAULT_NGC_RELEASE,
+    NGC_PLATFORMS,
+    NGC_RELEASES,
+    TENSORRT_IMAGE,
+    TRITON_IMAGE,
+    check_release,
+    pending_plans_from_repository,
+)
+from .bundle import check_out_dir, render, write_bundle
+from .python_deps import ServingPackages, serving_packages_from_repository
+
+# What `tritongen engine` imports besides tritongen's own dependencies and TensorRT (in the image), pinned to
+# versions with Python 3.10 and 3.12 wheels. cuda-python 12.x matches the CUDA 12 of NGC 24.xx/25.01.
+ENGINE_BUILDER_PACKAGES = (
+    "polygraphy==0.49.26",
+    "onnx==1.17.0",
+    "onnx-graphsurgeon==0.5.8",
+    "cuda-python==12.6.2.post1",
+)
+SERVING_DOCKERFILE = "serving.Dockerfile"
+BUILDER_DOCKERFILE = "engine-builder.Dockerfile"
+COMPOSE_FILE = "compose.yaml"
+README_FILE = "README.md"
+REPOSITORY_ENV = "TRITONGEN_REPOSITORY"
+ADMIN_ENV = "TRITONGEN_ADMIN_TOKEN"
+CONTAINER_PORTS = (8000, 8001, 8002)  # HTTP, gRPC, metrics inside the container
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+@dataclass(frozen=True)
+class DockerBundle:
+    """What ``deploy --to docker`` wrote, and why."""
+
+    out: Path
+    repo: Path
+    release: str  # NGC YY.MM
+    triton_image: str
+    tensorrt_image: str | None  # None: no plans pending, no builder
+    serving_image: str  # built from serving.Dockerfile, or NGC's image when nothing needs installing
+    serving: ServingPackages
+    pending_plans: Mapping[str, list[int]] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    repo_default: str = ""  # the repository path relative to ``out``, compose's default mount
+
+    @property
+    def has_builder(self) -> bool:
+        return bool(self.pending_plans)
+
+    def summary(self) -> str:
+        lines = [
+            f"wrote {self.out} (NGC {self.release}: {self.triton_image}"
+            + (f", {self.tensorrt_image}" if self.tensorrt_image else "")
+            + ")"
+        ]
+        lines += [f"  {name}" for name in self.files]
+        if self.serving.requirements:
+            lines.append(f"  serving image installs: {' '.join(self.serving.requirements)}")
+        if self.pending_plans:
+            lines.append(f"  plans built first: {_pending_text(self.pending_plans)}")
+        lines.append(f"next: cd {self.out} && docker compose up")
+        return "\n".join(lines)
+
+
+def _pending_text(pending: Mapping[str, list[int]]) -> str:
+    return ", ".join(f"{name} v{','.join(map(str, versions))}" for name, versions in sorted(pending.items()))
+
+
+def _needs_gpu(repo: Path) -> bool:
+    """Whether any model runs on a GPU: a KIND_GPU instance group, or a non-Python model left to Triton's default."""
+    from ..validate import _pb, config_from_file  # noqa: PLC0415
+
+    Group = _pb().ModelInstanceGroup
+    for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
+        config = config_from_file(config_path)
+        kinds = {group.kind for group in config.instance_group}
+        gpu, cpu = Group.KIND_GPU, Group.KIND_CPU
+        if gpu in kinds:
+            return True
+        if config.platform == "ensemble" or config.backend == "python":
+            continue
+        if not kinds or kinds - {cpu}:
+            return True
+    return False
+
+
+def _docker_host(host: str) -> str:
+    """``host`` as Docker publishes ports on it: an IP address (``localhost`` is 127.0.0.1)."""
+    import ipaddress  # noqa: PLC0415
+
+    from ..names import check_host  # noqa: PLC0415
+
+    check_host(host)
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise TritongenError(
+            f"--host '{host}' is a host name; Docker publishes ports on an IP address",
+            "pass the address itself, e.g. --host 0.0.0.0 for every interface or --host 10.0.0.5",
+        ) from None
+
+
+def _publish(host: str) -> list[str]:
+    if host in ("", "0.0.0.0", "::"):
+        bind = "0.0.0.0:" if host != "::" else "[::]:"
+    else:
+        bind = f"[{host}]:" if ":" in host else f"{host}:"
+    return [f"{bind}{port}:{port}" for port in CONTAINER_PORTS]
+
+
+def _triton_command(host: str) -> list[str]:
+    from ..server import ADMIN_HEADER, RESTRICTED_APIS, _is_loopback  # noqa: PLC0415
+
+    command = ["tritonserver", "--model-repository=/models"]
+    if not _is_loopback(host):
+        restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}=${{{ADMIN_ENV}:?set {ADMIN_ENV} to a secret}}"
+        command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    return command
+
+
+def docker_bundle_from_repository(
+    repo: Path,
+    out: Path,
+    *,
+    ngc_release: str | None = None,
+    host: str = "127.0.0.1",
+    force: bool = False,
+    extra_packages: Mapping[str, str] | None = None,
+    allow_unverified: tuple[str, ...] = (),
+) -> DockerBundle:
+    """Write the Docker bundle that serves ``repo`` into ``out`` (atomically) and describe it.
+
+    ``allow_unverified``: models without a build manifest (written by hand) that may be deployed all the same.
+    """
+    from .. import __version__  # noqa: PLC0415
+    from ..server import ADMIN_HEADER, _is_loopback  # noqa: PLC0415
+    from ..validate import check_repository  # noqa: PLC0415
+    from ..verify import check_verified  # noqa: PLC0415
+
+    release = check_release(ngc_release or DEFAULT_NGC_RELEASE)
+    host = _docker_host(host)
+    triton_version, tensorrt_version = NGC_RELEASES[release]
+    ubuntu, python = NGC_PLATFORMS[release]
+    repo = Path(repo).expanduser()
+    check_repository(repo, triton_version=triton_version)
+    check_verified(repo, allow_unverified=allow_unverified)
+    repo = repo.resolve()
+    out = check_out_dir(out, repo, force)
+    serving = serving_packages_from_repository(repo, extra_packages)
+    pending = pending_plans_from_repository(repo)
+    triton_image = TRITON_IMAGE.format(release=release)
+    tensorrt_image = TENSORRT_IMAGE.format(release=release) if pending else None
+    externally_managed = ubuntu >= "24.04"  # PEP 668 marker on Ubuntu 24.04's Python
+    repo_default = os.path.relpath(repo, out)
+    repo_mount = f"${{{REPOSITORY_ENV}:-{repo_default.replace('$', '$$')}}}"
+    files: dict[str, str | bytes | Path] = {}
+    described: list[tuple[str, str]] = []
+
+    if serving.requirements:
+        digest = hashlib.sha256("\n".join(serving.requirements).encode()).hexdigest()[:8]
+        serving_image = f"tritongen-serving:{release}-{digest}"
+        files[SERVING_DOCKERFILE] = render(
+            "docker/serving.Dockerfile.j2",
+            triton_version=triton_version,
+            release=release,
+            python=python,
+            ubuntu=ubuntu,
+            modules=serving.installed_modules,
+            triton_image=triton_image,
+            externally_managed=externally_managed,
+            requirements=serving.requirements,
+        )
+        described.append((SERVING_DOCKERFILE, f"{triton_image} + the Python-backend models' packages"))
+    else:
+        serving_image = triton_image
+    builder_image = None
+    if pending:
+        import tempfile  # noqa: PLC0415
+
+        from .wheel import wheel_from_installation  # noqa: PLC0415
+
+        wheel_tmp = Path(tempfile.mkdtemp(prefix=".tritongen-wheel-"))
+        try:
+            wheel = wheel_from_installation(wheel_tmp)
+            files[f"wheels/{wheel.name}"] = wheel.read_bytes()
+        finally:
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(wheel_tmp, ignore_errors=True)
+        builder_image = f"tritongen-engine-builder:{release}-{__version__}"
+        files[BUILDER_DOCKERFILE] = render(
+            "docker/engine-builder.Dockerfile.j2",
+            release=release,
+            tensorrt_version=tensorrt_version,
+            python=python,
+            tensorrt_image=tensorrt_image,
+            externally_managed=externally_managed,
+            wheel=f"wheels/{wheel.name}",
+            wheel_name=wheel.name,
+            requirements=ENGINE_BUILDER_PACKAGES,
+        )
+        described.append(
+            (BUILDER_DOCKERFILE, f"{tensorrt_image} + tritongen (from the wheel) to build the pending plans")
+        )
+        described.append((f"wheels/{wheel.name}", "tritongen, packed from the installation that wrote this bundle"))
+    ports = _publish(host)
+    admin_env = None if _is_loopback(host) else ADMIN_ENV
+    files[COMPOSE_FILE] = render(
+        "docker/compose.yaml.j2",
+        release=release,
+        triton_version=triton_version,
+        tensorrt_version=tensorrt_version,
+        repo_default=repo_default,
+        builder=bool(pending),
+        pending=_pending_text(pending),
+        admin_env=admin_env,
+        admin_header=ADMIN_HEADER,
+        host=host,
+        project="tritongen",
+        builder_image=builder_image,
+        repo_mount=repo_mount,
+        serving_dockerfile=bool(serving.requirements),
+        serving_image=serving_image,
+        command=_triton_command(host),
+        ports=ports,
+        gpu=_needs_gpu(repo),
+    )
+    described.append(
+        (
+            COMPOSE_FILE,
+            "Triton" + (" after the engine builder" if pending else "") + ", health-checked on /v2/health/ready",
+        )
+    )
+    described.append((README_FILE, "this file"))
+    host_note = "loopback only" if _is_loopback(host) else f"set {ADMIN_ENV} before `docker compose up`"
+    files[README_FILE] = render(
+        "docker/README.md.j2",
+        repo_name=repo.name,
+        tritongen_version=__version__,
+        repo_default=repo_default,
+        release=release,
+        triton_version=triton_version,
+        tensorrt_version=tensorrt_version,
+        python=python,
+        files=described,
+        builder=bool(pending),
+        pending=_pending_text(pending),
+        requirements=serving.requirements,
+        ports=ports,
+        host_note=host_note,
+    )
+    write_bundle(out, files, force=force)
+    return DockerBundle(
+        out=out,
+        repo=repo,
+        release=release,
+        triton_image=triton_image,
+        tensorrt_image=tensorrt_image,
+        serving_image=serving_image,
+        serving=serving,
+        pending_plans=pending,
+        files=tuple(sorted(files)),
+        host=host,
+        repo_default=repo_default,
+    )
+
+
+# ------------------------------------------------------------------------------------------ serve --docker
+
+
+@dataclass(frozen=True)
+class DockerSteps:
+    """What ``serve --docker`` prints: one ``docker run`` line when NGC's image loads the repository as it is,
+    otherwise why not and the ``deploy --to docker`` command that writes what it needs."""
+
+    command: str | None
+    reasons: tuple[str, ...] = ()
+    deploy_command: str | None = None
+
+    def text(self) -> str:
+        if self.command:
+            return self.command
+        lines = ["NGC's Triton image cannot serve this repository as it is:"]
+        lines += [f"  - {reason}" for reason in self.reasons]
+        lines += [
+            "Write the images and compose file it needs, then start them on the GPU host:",
+            f"  {self.deploy_command}",
+            "  cd deploy && docker compose up",
+        ]
+        return "\n".join(lines)
+
+
+def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -> DockerSteps:
+    """For a validated ``spec.repo`` (a :class:`tritongen.server.ServeSpec`): the ``docker run`` line, or the steps."""
+    import shlex  # noqa: PLC0415
+
+    from ..server import docker_command  # noqa: PLC0415
+
+    reasons = []
+    pending = pending_plans_from_repository(spec.repo)
+    if pending:
+        reasons.append(f"TensorRT plans are not built yet ({_pending_text(pending)}): Triton cannot load those models")
+    try:
+        needed = [r for r in serving_packages_from_repository(spec.repo).requirements if not r.startswith("numpy==")]
+        if needed:  # numpy<2 comes with NGC's image (its Python backend needs it); nothing else does
+            reasons.append(f"its Python-backend models import packages the image lacks: {', '.join(needed)}")
+    except TritongenError as err:
+        reasons.append(f"a Python-backend model imports a package the image lacks ({err.problem})")
+    if not reasons:
+        return DockerSteps(command=docker_command(spec, image=TRITON_IMAGE.format(release=ngc_release)))
+    deploy = ["tritongen", "deploy", str(spec.repo), "--to", "docker", "--out", "deploy"]
+    if ngc_release != DEFAULT_NGC_RELEASE:
+        deploy += ["--ngc-version", ngc_release]
+    if spec.host != "127.0.0.1":
+        deploy += ["--host", spec.host]
+    return DockerSteps(command=None, reasons=tuple(reasons), deploy_command=shlex.join(deploy))
+
+
+# ------------------------------------------------------------------------------------------ checking
+
+
+def compose_problems(text: str) -> list[str]:
+    """Where ``text`` breaks the Compose specification's JSON schema (vendored in ``schemas/``); needs jsonschema."""
+    import json  # noqa: PLC0415
+
+    import jsonschema  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+
+    schema = json.loads((SCHEMA_DIR / "compose-spec.json").read_text())
+    document = yaml.safe_load(text)
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)]

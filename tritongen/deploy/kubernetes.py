@@ -1,0 +1,314 @@
+"""Kubernetes objects for a Triton serving Deployment: Deployment, Service, PodDisruptionBudget, ServiceMonitor,
+HorizontalPodAutoscaler (``autoscaling/v2`` on a Triton metric through prometheus-adapter), and the kustomize
+files that put them in a base and the dev/prod overlays. Objects are built as data and written by a YAML
+serializer; every number comes from :class:`~tritongen.deploy.thresholds.Thresholds`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import TritongenError
+from .monitoring import Queries, metric_name_for
+from .thresholds import Thresholds
+
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server tests run here
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+PRESTOP_SLEEP_S = 10  # time for endpoints to drop the pod before Triton stops taking requests
+PROBE_PERIOD_S = 5
+MODEL_MOUNT = "/models"
+REMOTE_SCHEMES = ("s3://", "gs://", "as://")
+
+
+def app_name_for(model: str) -> str:
+    """A DNS-1123 name for the model's objects (lower case, digits and '-', at most 63 characters)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"triton-{model}".lower()).strip("-")
+    return name[:63].rstrip("-")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where Triton reads the model repository: ``pvc://claim[/sub/path]``, ``s3://``, ``gs://``, ``as://``, or
+    an absolute path inside the image (a serving image with the repository baked in)."""
+
+    uri: str
+
+    @property
+    def triton_path(self) -> str:
+        if self.uri.startswith(REMOTE_SCHEMES) or self.uri.startswith("/"):
+            return self.uri
+        return MODEL_MOUNT
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        if not self.uri.startswith("pvc://"):
+            return None
+        claim, _, sub = self.uri[len("pvc://") :].partition("/")
+        return claim, sub.strip("/")
+
+
+def model_source_from_uri(uri: str) -> ModelSource:
+    if uri.startswith(REMOTE_SCHEMES) or uri.startswith("/"):
+        return ModelSource(uri)
+    if (
+        uri.startswith("pvc://")
+        and len(uri) > len("pvc://")
+        and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", uri[6:].split("/")[0])
+    ):
+        return ModelSource(uri)
+    raise TritongenError(
+        f"model repository location '{uri}' is not one Triton or a pod can read",
+        "use pvc://CLAIM[/path], s3://bucket/path, gs://bucket/path, as://account/container/path, "
+        "or an absolute path inside the image",
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the pod asks of its node: GPUs, and the compute capabilities the repository's TensorRT plans need."""
+
+    gpus: int = 1
+    compute_capabilities: tuple[str, ...] = ()
+
+
+def compute_capabilities_from_repository(repo: Path) -> tuple[str, ...]:
+    """Compute capabilities of the TensorRT plans recorded in the models' manifests (``engines`` keys)."""
+    found: set[str] = set()
+    for manifest in Path(repo).glob("*/*/tritongen/manifest.json"):
+        try:
+            engines = json.loads(manifest.read_text()).get("engines", {})
+        except (OSError, ValueError):
+            continue
+        if isinstance(engines, dict):
+            found.update(str(cc) for cc in engines if re.fullmatch(r"\d+\.\d+", str(cc)))
+    return tuple(sorted(found))
+
+
+def _labels(app: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "tritongen"}
+
+
+def _affinity(cc: tuple[str, ...]) -> dict[str, Any]:
+    """Node affinity on GPU Feature Discovery's compute capability labels (one term per capability: any may match)."""
+    terms = [
+        {
+            "matchExpressions": [
+                {"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": [c.split(".")[0]]},
+                {"key": "nvidia.com/gpu.compute.minor", "operator": "In", "values": [c.split(".")[1]]},
+            ]
+        }
+        for c in cc
+    ]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
+def triton_args(model_path: str, t: Thresholds) -> list[str]:
+    return [
+        "tritonserver",
+        f"--model-repository={model_path}",
+        "--metrics-config=summary_latencies=true",
+        f"--exit-timeout-secs={t.exit_timeout_s}",
+        "--strict-readiness=true",
+    ]
+
+
+def startup_failure_threshold(t: Thresholds) -> int:
+    """Startup probe budget: 3x the model load time (measured by tune, or the unmeasured default) plus 30 s."""
+    return math.ceil((3 * t.load_time_s + 30) / PROBE_PERIOD_S)
+
+
+def grace_period_s(t: Thresholds) -> int:
+    """preStop sleep, then Triton's own drain (``--exit-timeout-secs``), then a margin."""
+    return PRESTOP_SLEEP_S + t.exit_timeout_s + 5
+
+
+def container(image: str, source: ModelSource, t: Thresholds, placement: Placement) -> dict[str, Any]:
+    def probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period_s,
+            "failureThreshold": failures,
+            "timeoutSeconds": 2,
+        }
+
+    out: dict[str, Any] = {
+        "name": "tritonserver",
+        "image": image,
+        "args": triton_args(source.triton_path, t),
+        "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in PORTS.items()],
+        "readinessProbe": probe("/v2/health/ready", PROBE_PERIOD_S, 3),
+        "livenessProbe": probe("/v2/health/live", 10, 3),
+        "startupProbe": probe("/v2/health/ready", PROBE_PERIOD_S, startup_failure_threshold(t)),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
+    }
+    if placement.gpus:
+        out["resources"] = {"limits": {"nvidia.com/gpu": placement.gpus}}
+    if source.uri.startswith(REMOTE_SCHEMES):  # credentials for the object store, when the Secret exists
+        out["envFrom"] = [{"secretRef": {"name": "model-storage-credentials", "optional": True}}]
+    if source.claim:
+        claim, sub = source.claim
+        mount = {"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}
+        if sub:
+            mount["subPath"] = sub
+        out["volumeMounts"] = [mount]
+    return out
+
+
+def deployment(app: str, image: str, source: ModelSource, t: Thresholds, placement: Placement) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "terminationGracePeriodSeconds": grace_period_s(t),
+        "containers": [container(image, source, t, placement)],
+    }
+    if placement.gpus:
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    if placement.compute_capabilities:
+        pod["affinity"] = _affinity(placement.compute_capabilities)
+    if source.claim:
+        pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": source.claim[0], "readOnly": True}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": app, "labels": _labels(app), "annotations": {"tritongen.dev/thresholds": t.mark}},
+        "spec": {
+            "replicas": t.min_replicas_prod,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": _labels(app)}, "spec": pod},
+        },
+    }
+
+
+def service(app: str) -> dict[str, Any]:
+    ports = [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"} for name, port in PORTS.items()]
+    ports[1]["appProtocol"] = "grpc"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app, "labels": _labels(app)},
+        "spec": {"selector": {"app.kubernetes.io/name": app}, "ports": ports},
+    }
+
+
+def pod_disruption_budget(app: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": app, "labels": _labels(app)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": app}}},
+    }
+
+
+def job_relabeling(app: str) -> list[dict[str, Any]]:
+    """Every query selects ``job="<app>"``: set it whatever the monitor's own default is."""
+    return [{"action": "replace", "targetLabel": "job", "replacement": app}]
+
+
+def service_monitor(app: str, scrape_interval: str = "15s") -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": app, "labels": _labels(app)},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
+            "endpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": scrape_interval, "relabelings": job_relabeling(app)}
+            ],
+        },
+    }
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity in thousandths (``7400m``): exact, and never in exponent form."""
+    return f"{max(1, round(value * 1000))}m"
+
+
+def hpa(app: str, q: Queries, t: Thresholds, min_replicas: int, max_replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": app,
+            "labels": _labels(app),
+            "annotations": {
+                "tritongen.dev/thresholds": t.mark,
+                "tritongen.dev/target": f"{t.target_in_flight:g} requests in flight per replica ({t.mark}: {t.source})",
+            },
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": metric_name_for(q.model)},
+                        "target": {"type": "AverageValue", "averageValue": quantity(t.target_in_flight)},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0},
+                "scaleDown": {"stabilizationWindowSeconds": 300},
+            },
+        },
+    }
+
+
+def replicas_patch(app: str, min_replicas: int, max_replicas: int) -> list[dict[str, Any]]:
+    """Strategic-merge patches an overlay applies to the base's Deployment and HPA."""
+    return [
+        {
+            "patch": _yaml(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": app},
+                    "spec": {"replicas": min_replicas},
+                }
+            )
+        },
+        {
+            "patch": _yaml(
+                {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": app},
+                    "spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas},
+                }
+            )
+        },
+    ]
+
+
+def delete_patch(api_version: str, kind: str, name: str) -> dict[str, Any]:
+    return {"patch": _yaml({"$patch": "delete", "apiVersion": api_version, "kind": kind, "metadata": {"name": name}})}
+
+
+def kustomization(
+    resources: list[str],
+    *,
+    namespace: str | None = None,
+    patches: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
+    if namespace:
+        out["namespace"] = namespace
+    if labels:
+        out["labels"] = [{"pairs": labels, "includeSelectors": False}]
+    out["resources"] = resources
+    if patches:
+        out["patches"] = patches
+    return out
+
+
+def _yaml(obj: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False)

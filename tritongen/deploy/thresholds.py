@@ -1,0 +1,230 @@
+"""Deployment thresholds from a measurement: the knee, per-replica capacity, the autoscaling target, replicas.
+
+The input is a ``tritongen perf`` run (``results.json``) against one server, which is one replica:
+
+- **knee**: the highest measured load whose p99 meets the objective (and that had no errors);
+- **capacity** per replica: the throughput measured at the knee;
+- **autoscaling target**: requests in flight per replica at the knee, ``throughput x server time per request``
+  (Little's law). Triton exposes its numerator as a counter, ``rate(nv_inference_request_duration_us) / 1e6``,
+  so Prometheus computes the same quantity from the same definition. It grows with offered load on both sides of
+  the knee, which queue time does not (a dynamic batcher's queue delay makes queue time *fall* as load rises
+  until batches fill), and it is averaged by the counter rather than sampled like
+  ``nv_inference_pending_request_count``;
+- **replicas**: ``max = ceil(peak_rps / capacity) + 1`` (one spare for a rolling update or a lost node),
+  ``min`` 2 in production (a PodDisruptionBudget can then let one go), 1 in development.
+
+Without a measurement the same fields hold defaults and ``measured`` is False; every file that uses them
+says "unmeasured".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import TritongenError
+from ..perf.results import PerfPoint, PerfRun
+
+DEFAULT_SLO_P99_MS = 100.0
+DEFAULT_MAX_REPLICAS = 4
+DEFAULT_LOAD_TIME_S = 90.0  # a budget, not a measurement: the startup probe allows 3x this
+FAILURE_RATIO_ALERT = 0.01  # 1% of requests failing, for any one reason
+ABOVE_KNEE_ALERT_FACTOR = 1.5  # requests in flight per replica above 1.5x the knee's: scaling is not keeping up
+GPU_MEMORY_ALERT_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class LevelRow:
+    """One measured load level, as the bundle's README shows it."""
+
+    load: float
+    throughput_rps: float
+    p99_ms: float
+    in_flight: float
+    queue_us: float
+    errors: int
+    meets_slo: bool
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every number the bundle uses. ``measured`` False: defaults, marked "unmeasured" wherever they appear."""
+
+    model: str
+    measured: bool
+    source: str
+    slo_p99_ms: float
+    mode: str = "concurrency"
+    knee_load: float | None = None
+    knee_p99_ms: float | None = None
+    capacity_rps: float | None = None  # per replica, at the knee
+    target_in_flight: float = 1.0  # HPA/KEDA target: requests in flight per replica
+    queue_alert_us: float = 0.0  # mean queue time per request above which the objective cannot be met
+    above_knee_in_flight: float = 1.5
+    failure_ratio_alert: float = FAILURE_RATIO_ALERT
+    gpu_memory_alert_ratio: float = GPU_MEMORY_ALERT_RATIO
+    peak_rps: float | None = None
+    min_replicas_dev: int = 1
+    max_replicas_dev: int = 2
+    min_replicas_prod: int = 2
+    max_replicas_prod: int = DEFAULT_MAX_REPLICAS
+    load_time_s: float = DEFAULT_LOAD_TIME_S
+    load_time_measured: bool = False
+    exit_timeout_s: int = 30
+    levels: tuple[LevelRow, ...] = ()
+
+    @property
+    def mark(self) -> str:
+        """The word every generated file puts beside a number that is not from a measurement."""
+        return "measured" if self.measured else "unmeasured"
+
+    def json(self) -> str:
+        data = asdict(self)
+        data["mark"] = self.mark
+        return json.dumps(data, indent=2) + "\n"
+
+
+def _in_flight(point: PerfPoint) -> float:
+    """Requests inside the server per replica: throughput x time per request (Little's law).
+
+    The time is the server's (queue + compute, from the statistics API) for a single model. An ensemble's own
+    statistics leave out most of the time its steps take, while ``nv_inference_request_duration_us`` counts the
+    whole request, so for an ensemble (or without server figures) the client's mean latency stands in for it
+    (measured there: 15.5 in flight live at the knee, 9.7 from the ensemble's statistics, 16 from the client).
+    """
+    use_server = point.server.requests and not point.steps
+    server_us = point.server.total_us if use_server else point.latency.mean_ms * 1000.0
+    return point.throughput_rps * server_us / 1e6
+
+
+def _replicas(peak_rps: float | None, capacity_rps: float | None, min_replicas: int, default_max: int) -> int:
+    if peak_rps is None or not capacity_rps:
+        return max(default_max, min_replicas)
+    return max(math.ceil(peak_rps / capacity_rps) + 1, min_replicas)
+
+
+def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]]:
+    """The highest load of the run's first mode whose p99 meets the objective without errors, and that mode's points."""
+    if not run.points:
+        raise TritongenError(
+            "the perf results hold no measured load level", "run tritongen perf with --report DIR again"
+        )
+    mode = run.points[0].mode
+    points = sorted((p for p in run.points if p.mode == mode), key=lambda p: p.load)
+    lowest = points[0]
+    if lowest.latency.p99_ms > slo_p99_ms:
+        raise TritongenError(
+            f"--slo-p99-ms {slo_p99_ms:g} is below the p99 measured at the lowest load "
+            f"({lowest.latency.p99_ms:.1f} ms at {mode} {lowest.load:g}): no replica count can meet it",
+            "raise --slo-p99-ms, or make the model faster (tritongen tune, a TensorRT engine) and measure again",
+        )
+    good = [p for p in points if p.latency.p99_ms <= slo_p99_ms and p.error_count == 0]
+    if not good:
+        raise TritongenError(
+            f"every measured level of {run.model} had errors", "fix the errors perf reported and measure again"
+        )
+    return good[-1], points
+
+
+def thresholds_from_run(
+    run: PerfRun,
+    *,
+    slo_p99_ms: float,
+    peak_rps: float | None = None,
+    load_time_s: float | None = None,
+    source: str = "",
+) -> Thresholds:
+    """Thresholds from a measured run (see the module's docstring for each derivation)."""
+    if slo_p99_ms <= 0:
+        raise TritongenError(
+            f"--slo-p99-ms {slo_p99_ms:g} is not positive", "give the p99 latency objective in milliseconds"
+        )
+    knee, points = knee_of(run, slo_p99_ms)
+    target = _in_flight(knee)
+    if target <= 0:
+        raise TritongenError(
+            f"the knee level of {run.model} measured no throughput", "measure again with tritongen perf"
+        )
+    compute_us = knee.server.total_us - knee.server.queue_us if knee.server.requests else 0.0
+    rows = tuple(
+        LevelRow(
+            p.load,
+            p.throughput_rps,
+            p.latency.p99_ms,
+            _in_flight(p),
+            p.server.queue_us,
+            p.error_count,
+            p.latency.p99_ms <= slo_p99_ms and p.error_count == 0,
+        )
+        for p in points
+    )
+    max_p99_s = (knee.latency.max_ms or knee.latency.p99_ms) / 1000.0
+    return Thresholds(
+        model=run.model,
+        measured=True,
+        source=source or f"perf run of {run.model} ({run.engine}, {len(points)} levels)",
+        slo_p99_ms=slo_p99_ms,
+        mode=knee.mode,
+        knee_load=knee.load,
+        knee_p99_ms=knee.latency.p99_ms,
+        capacity_rps=knee.throughput_rps,
+        target_in_flight=round(target, 3),
+        queue_alert_us=round(max(slo_p99_ms * 1000.0 - compute_us, slo_p99_ms * 100.0), 1),
+        above_knee_in_flight=round(target * ABOVE_KNEE_ALERT_FACTOR, 3),
+        peak_rps=peak_rps,
+        max_replicas_dev=2,
+        max_replicas_prod=_replicas(peak_rps, knee.throughput_rps, 2, DEFAULT_MAX_REPLICAS),
+        load_time_s=load_time_s if load_time_s is not None else DEFAULT_LOAD_TIME_S,
+        load_time_measured=load_time_s is not None,
+        exit_timeout_s=max(10, math.ceil(3 * max_p99_s)),
+        levels=rows,
+    )
+
+
+def unmeasured_thresholds(
+    model: str,
+    *,
+    max_batch_size: int,
+    instances: int,
+    slo_p99_ms: float | None = None,
+    peak_rps: float | None = None,
+    load_time_s: float | None = None,
+) -> Thresholds:
+    """Defaults from the model's config (one full batch per instance in flight), marked unmeasured."""
+    slo = slo_p99_ms if slo_p99_ms is not None else DEFAULT_SLO_P99_MS
+    target = float(max(1, max_batch_size) * max(1, instances))
+    return Thresholds(
+        model=model,
+        measured=False,
+        source="unmeasured: defaults from config.pbtxt (one full batch per instance in flight)",
+        slo_p99_ms=slo,
+        target_in_flight=target,
+        queue_alert_us=slo * 1000.0 / 2,
+        above_knee_in_flight=target * ABOVE_KNEE_ALERT_FACTOR,
+        peak_rps=peak_rps,
+        load_time_s=load_time_s if load_time_s is not None else DEFAULT_LOAD_TIME_S,
+        load_time_measured=load_time_s is not None,
+    )
+
+
+def load_time_from_tune_record(model_dir: Path) -> float | None:
+    """The winner's measured load time from ``tritongen tune``'s record (``<version>/tritongen/tune.json``), if any."""
+    records = sorted(model_dir.glob("*/tritongen/tune.json"), key=lambda p: (len(p.parts[-3]), p.parts[-3]))
+    for record in reversed(records):
+        try:
+            load_s = json.loads(record.read_text())["winner"]["load_s"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(load_s, (int, float)) and load_s > 0:
+            return float(load_s)
+    return None
+
+
+def desired_replicas(current: int, value: float, target: float, tolerance: float = 0.1) -> int:
+    """Kubernetes' HPA rule for one metric: ``ceil(current x value / target)``, unchanged within the tolerance."""
+    ratio = value / target
+    if abs(ratio - 1.0) <= tolerance:
+        return current
+    return max(1, math.ceil(current * ratio))
