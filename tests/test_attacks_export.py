@@ -26,6 +26,7 @@ from tritongen.samples import sample_set_from_spec
 from tritongen.spec import build_spec_from_options
 
 LOG_RE = re.compile(r"torch's output is in (\S+\.log)")
+CONV_INPUTS = "inputs: [{name: x, dims: [3, 32, 32]}]\n"
 
 
 class FixedBatch(torch.nn.Module):
@@ -56,7 +57,8 @@ def _traced_conv(root: Path) -> Path:
 # (case id, argv builder(root, repo), words the error line must contain, whether a log file is named)
 CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]] = [
     ("operator no exporter translates", lambda r, repo: [
-        "build", str(_pickled(r, factories.KthValue(), "kth")), "--input", "x:FP32:-1", "--allow-pickle", "--repo", str(repo)],
+        "build", str(_pickled(r, factories.KthValue(), "kth")), "--input", "x:FP32:-1", "--allow-pickle",
+        "--repo", str(repo)],
      ("ONNX export failed (dynamo exporter)", "operator aten::kthvalue has no ONNX translation",
       "the torchscript exporter also failed", "replace aten::kthvalue"), True),
     ("operator the dynamo exporter cannot translate, --exporter dynamo", lambda r, repo: [
@@ -76,7 +78,8 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]
         "--repo", str(repo)],
      ("the model failed on inputs x[2, 64]", "default sizes 32/64/128", "pass --dim-range x:0:MIN:OPT:MAX"), False),
     ("batch dimension that the model fixes", lambda r, repo: [
-        "build", str(_pickled(r, FixedBatch(), "fixed_batch")), "--input", "x:FP32:4", "--allow-pickle", "--repo", str(repo)],
+        "build", str(_pickled(r, FixedBatch(), "fixed_batch")), "--input", "x:FP32:4", "--allow-pickle",
+        "--repo", str(repo)],
      ("fixes the batch dimension of input 'x' to 2", "--max-batch-size 0"), True),
     ("control flow on a tensor's value", lambda r, repo: [
         "build", str(_pickled(r, factories.DataDependent(), "data_dependent")), "--input", "x:FP32:4", "--allow-pickle",
@@ -87,11 +90,11 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]
         "build", str(_traced_conv(r)), "--input", "x:FP32:3,32,32", "--exporter", "dynamo", "--repo", str(repo)],
      ("--exporter dynamo cannot export a TorchScript module", "--exporter torchscript"), False),
     ("unknown exporter in the spec file", lambda r, repo: [
-        "build", str(_traced_conv(r)), "--spec", str(_spec(r, "inputs: [{name: x, dims: [3, 32, 32]}]\nexporter: onnx2\n")),
+        "build", str(_traced_conv(r)), "--spec", str(_spec(r, f"{CONV_INPUTS}exporter: onnx2\n")),
         "--repo", str(repo)],
      ("unknown exporter 'onnx2'", "auto, dynamo, torchscript"), False),
     ("exporter of the wrong type in the spec file", lambda r, repo: [
-        "build", str(_traced_conv(r)), "--spec", str(_spec(r, "inputs: [{name: x, dims: [3, 32, 32]}]\nexporter: [dynamo]\n")),
+        "build", str(_traced_conv(r)), "--spec", str(_spec(r, f"{CONV_INPUTS}exporter: [dynamo]\n")),
         "--repo", str(repo)],
      ("exporter is ['dynamo']", "non-empty string"), False),
 ]
@@ -149,7 +152,8 @@ def test_unwritable_log_folder_still_gives_one_line(root, repo, tmp_path, monkey
 def test_fallback_to_torchscript_is_said_and_recorded(root, tmp_path, monkeypatch):
     monkeypatch.setenv("TRITONGEN_LOG_DIR", str(tmp_path / "logs"))
     repo = tmp_path / "repo"
-    code, out, err = _run(["build", str(_pickled(root, factories.PairwiseDistance(), "cdist")), "--input", "x:FP32:-1,4",
+    cdist = _pickled(root, factories.PairwiseDistance(), "cdist")
+    code, out, err = _run(["build", str(cdist), "--input", "x:FP32:-1,4",
                            "--allow-pickle", "--repo", str(repo), "--max-batch-size", "4"])
     assert code == 0, err
     assert "torchscript exporter) in" in out

@@ -60,7 +60,8 @@ def test_values_are_typed(text, value):
 
 CASES = [
     ("required int argument without --const", [], ("needs the argument 'sr: int'", "--const sr=VALUE")),
-    ("argument forward() does not have", ["--const", "sr=1", "--const", "rate=1"], ("no argument 'rate'", "x, sr, gain")),
+    ("argument forward() does not have", ["--const", "sr=1", "--const", "rate=1"],
+     ("no argument 'rate'", "x, sr, gain")),
     ("float for an int argument", ["--const", "sr=0.5"], ("declares 'sr: int'", "give an int value")),
     ("int for a bool argument", ["--const", "sr=1", "--const", "negate=1"], ("declares 'negate: bool'",)),
     ("const that is a declared input", ["--const", "sr=1", "--const", "x=1"], ("--const x names a declared input",)),

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from tests import factories
 from tests.test_bad_input import _assert_one_clean_line, _run
@@ -44,8 +43,10 @@ def test_fully_convolutional_net_builds_with_the_default_sizes(fcn, tmp_path):
     manifest = _manifest(tmp_path, "fcn")
     lo, opt, hi = DEFAULT_DIM_MIN, DEFAULT_DIM_OPT, DEFAULT_MAX_DYNAMIC_DIM
     side = lambda n: ((n - 8) // 2) - 4  # noqa: E731 -- the net's output size for an input of n pixels
-    assert _cases(manifest) == {"batch 1": [1, 4, side(opt), side(opt)], "batch 1, min dims": [1, 4, side(lo), side(lo)],
-                                "batch 1, max dims": [1, 4, side(hi), side(hi)], "batch 2": [2, 4, side(opt), side(opt)]}
+    assert _cases(manifest) == {"batch 1": [1, 4, side(opt), side(opt)],
+                                "batch 1, min dims": [1, 4, side(lo), side(lo)],
+                                "batch 1, max dims": [1, 4, side(hi), side(hi)],
+                                "batch 2": [2, 4, side(opt), side(opt)]}
     assert manifest["parity"]["ok"]
     assert (tmp_path / "fcn" / "warmup" / "x").stat().st_size == 3 * opt * opt * 4  # the warm-up request at OPT
     assert [t["dims"] for t in manifest["spec"]["outputs"]] == [[4, -1, -1]]
@@ -73,7 +74,8 @@ def test_a_default_size_below_the_receptive_field_says_to_pass_dim_range(fcn, tm
     code, out, err = _run(["build", str(fcn), "--model-factory", "tests.factories:make_fully_conv", "--spec", str(spec),
                            "--repo", str(tmp_path / "repo")])
     _assert_one_clean_line("receptive field", code, out, err,
-                           ("the model failed on inputs x[2, 3, 9, 9]", "default sizes 9/9/128", "--dim-range x:1:MIN:OPT:MAX"))
+                           ("the model failed on inputs x[2, 3, 9, 9]", "default sizes 9/9/128",
+                            "--dim-range x:1:MIN:OPT:MAX"))
     assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").iterdir())
 
 

@@ -20,7 +20,8 @@ from tritongen.load import detect_format
 from tritongen.onnx_input import is_onnx_file, onnx_model_from_file
 
 
-def _export(model: torch.nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str], axes: dict | None) -> Path:
+def _export(model: torch.nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str],
+            axes: dict | None) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), args, str(path), input_names=names, output_names=outputs, dynamic_axes=axes,
@@ -64,7 +65,8 @@ def test_onnx_is_detected_from_its_content(files, tmp_path):
     assert detect_format(renamed).kind == "onnx"
     assert not is_onnx_file(b"\x08\x01")  # too short to say
     assert not is_onnx_file(b"PK\x03\x04....")
-    assert not is_onnx_file(factories.save_model(factories.make_tiny_linear(), tmp_path / "w.pt", "state_dict").read_bytes()[:16])
+    weights = factories.save_model(factories.make_tiny_linear(), tmp_path / "w.pt", "state_dict")
+    assert not is_onnx_file(weights.read_bytes()[:16])
 
 
 def test_onnx_file_builds_with_io_from_the_graph(files, tmp_path):
@@ -162,11 +164,13 @@ ATTACKS = [
      ("'/etc/passwd'", "not a file name beside the model")),
     ("external data file missing", lambda f: _rewritten(f, "gone", _set_location("nope.bin")),
      ("'nope.bin', which does not exist",)),
-    ("external data beyond the end of its file", lambda f: _rewritten(f, "far", _set_location("conv.weights", "99999999")),
+    ("external data beyond the end of its file",
+     lambda f: _rewritten(f, "far", _set_location("conv.weights", "99999999")),
      ("beyond its", "truncated")),
     ("opset newer than onnx knows", lambda f: _rewritten(f, "new", _set_opset(999)), ("uses opset 999",)),
     ("opset older than ONNX Runtime runs", lambda f: _rewritten(f, "old", _set_opset(3)), ("uses opset 3",)),
-    ("operator from a custom domain", lambda f: _rewritten(f, "custom", _custom_op), ("com.example::", "standard ONNX")),
+    ("operator from a custom domain", lambda f: _rewritten(f, "custom", _custom_op),
+     ("com.example::", "standard ONNX")),
     ("truncated ONNX file", lambda f: _truncated(f), ("cannot be read",)),
 ]
 
@@ -180,7 +184,8 @@ def _truncated(files: dict[str, Path]) -> Path:
 
 FLAG_CASES = [
     ("--output names that are not the graph's", ["--output", "scores"], ("are not the graph's outputs ['logits']",)),
-    ("--input that does not fit the graph", ["--input", "image:FP32:3,64,64"], ("does not fit the graph's FP32 [3, 32, 32]",)),
+    ("--input that does not fit the graph", ["--input", "image:FP32:3,64,64"],
+     ("does not fit the graph's FP32 [3, 32, 32]",)),
     ("--input with another name", ["--input", "x:FP32:3,32,32"], ("are not the graph's inputs ['image']",)),
     ("--const with an ONNX file", ["--const", "sr=1"], ("--const does not apply to an ONNX file",)),
     ("--model-factory with an ONNX file", ["--model-factory", "tests.factories:make_small_conv"],

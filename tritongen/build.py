@@ -208,7 +208,8 @@ def fixed_dims_note(spec: BuildSpec) -> str:
     """What inferring the inputs from a sample file decided: which dims it fixed, which stay variable."""
     fixed = [f"{t.name}{list(t.dims)}" for t in spec.inputs]
     kept = ", ".join(r.text for r in spec.dim_ranges)
-    note = f"inputs inferred from {spec.sample_inputs.name if spec.sample_inputs else 'the samples'}: " + ", ".join(fixed)
+    source = spec.sample_inputs.name if spec.sample_inputs else "the samples"
+    note = f"inputs inferred from {source}: " + ", ".join(fixed)
     if kept:
         return note + f" (variable: {kept}; every other dimension fixed at the samples' size)"
     return note + (" (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "

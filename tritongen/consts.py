@@ -90,7 +90,8 @@ def check_consts(module: Any, consts: Sequence[Const], input_names: Iterable[str
     clash = sorted(names & set(given))
     if clash:
         raise TritongenError(f"--const {clash[0]} names a declared input",
-                             f"drop '{clash[0]}' from --input (a const is not a tensor the client sends) or from --const")
+                             f"drop '{clash[0]}' from --input (a const is not a tensor the client sends) "
+                             "or from --const")
     params = _parameters(module)
     if params is None:
         return
@@ -107,7 +108,8 @@ def check_consts(module: Any, consts: Sequence[Const], input_names: Iterable[str
                                  f"give {'an' if annotation is int else 'a'} {_type_name(annotation)} value")
     for name, annotation in params.items():
         if name not in given and name not in names and annotation in SCALAR_TYPES:
-            raise TritongenError(f"forward() needs the argument '{name}: {_type_name(annotation)}', which is not a tensor",
+            raise TritongenError(f"forward() needs the argument '{name}: {_type_name(annotation)}', "
+                                 "which is not a tensor",
                                  f"fix it at export with --const {name}=VALUE")
 
 

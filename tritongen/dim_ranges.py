@@ -22,7 +22,8 @@ from .errors import TritongenError
 DEFAULT_DIM_MIN = 32
 DEFAULT_DIM_OPT = 64
 MAX_DIM_SIZE = 1 << 20
-_ARG_FIX = "write it as INPUT:AXIS:MIN:OPT:MAX, e.g. x:1:32:128:512 (AXIS counts dims without the batch dimension, from 0)"
+_ARG_FIX = ("write it as INPUT:AXIS:MIN:OPT:MAX, e.g. x:1:32:128:512 (AXIS counts dims without the batch dimension, "
+            "from 0)")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def check_ranges(ranges: Iterable[DimRange], inputs: Sequence[Any]) -> tuple[Dim
                                  f"use an axis from 0 to {len(tensor.dims) - 1}")
         if tensor.dims[r.axis] != -1:
             raise TritongenError(f"--dim-range {r.text}: dimension {r.axis} of input '{r.input}' is fixed at "
-                                 f"{tensor.dims[r.axis]}", f"declare it -1 in --input to give it a range")
+                                 f"{tensor.dims[r.axis]}", "declare it -1 in --input to give it a range")
         if (r.input, r.axis) in seen:
             raise TritongenError(f"--dim-range gives dimension {r.axis} of input '{r.input}' two ranges",
                                  "give each dimension one range")

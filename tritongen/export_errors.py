@@ -98,7 +98,8 @@ def failure_from_exception(exc: BaseException, exporter: str, opset: int, input_
     site = _CALL_SITE.search(joined)
     if _DATA_DEPENDENT.search(joined):
         where = f" at {_where(site['file'], site['line'], site['code'])}" if site else ""
-        return ExportFailure(exporter, f"forward() branches on a tensor's value{where}, which an ONNX graph cannot hold",
+        return ExportFailure(exporter,
+                             f"forward() branches on a tensor's value{where}, which an ONNX graph cannot hold",
                              "compute both results and pick with torch.where (or use torch.cond), so the graph keeps "
                              "the choice", "control-flow")
     summary = _SUMMARY.search(joined)
@@ -109,7 +110,8 @@ def failure_from_exception(exc: BaseException, exporter: str, opset: int, input_
         line = lines[0] if lines else type(exc).__name__
     where = f" at {_where(site['file'], site['line'], site['code'])}" if site else ""
     return ExportFailure(exporter, f"{line[:MAX_REASON_CHARS]}{where}",
-                         "fix the dims, replace the unsupported operation, or try another --opset or --exporter", "other")
+                         "fix the dims, replace the unsupported operation, or try another --opset or --exporter",
+                         "other")
 
 
 def _shape_failure(exporter: str, found: re.Match, input_names: Sequence[str], arg_names: Sequence[str],
@@ -126,7 +128,7 @@ def _shape_failure(exporter: str, found: re.Match, input_names: Sequence[str], a
 
 
 def trace_warning_failure(caught: Sequence[Any]) -> ExportFailure | None:
-    """A failure when the TorchScript tracer turned a tensor into a Python value (the trace keeps the samples' value)."""
+    """A failure when the TorchScript tracer turned a tensor into a Python value (the trace keeps the samples')."""
     for w in caught:
         message = str(w.message)
         if w.category.__name__ == "TracerWarning" and _TRACER_WORDS in message:

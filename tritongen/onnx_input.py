@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -204,14 +204,15 @@ def spec_io_from_onnx(path: Path, declared: Sequence[Any], output_names: Sequenc
         fixed = next(vi.name for vi in _first_fixed(path))
         raise TritongenError(f"--max-batch-size {max_batch_size}: {Path(path).name}'s tensor '{fixed}' has a fixed "
                              "first dimension, so Triton cannot batch it",
-                             "build with --max-batch-size 0, or export with a dynamic first (batch) axis on every input "
-                             "and output")
+                             "build with --max-batch-size 0, or export with a dynamic first (batch) axis on every "
+                             "input and output")
     inputs = io.inputs if max_batch_size > 0 or not io.batch_axis else _unbatched(path)
     if not declared:
         return inputs, max_batch_size
     if [t.name for t in declared] != [t.name for t in inputs]:
         raise TritongenError(f"--input names {[t.name for t in declared]} are not the graph's inputs "
-                             f"{[t.name for t in inputs]}", "drop --input (read from the graph) or list those, in order")
+                             f"{[t.name for t in inputs]}",
+                             "drop --input (read from the graph) or list those, in order")
     for want, have in zip(declared, inputs):
         fits = len(want.dims) == len(have.dims) and all(h in (-1, w) for w, h in zip(want.dims, have.dims))
         if want.dtype != have.dtype or not fits:

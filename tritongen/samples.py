@@ -133,7 +133,8 @@ def _array(data: bytearray, data_at: int, shape: tuple[int, ...], fortran: bool,
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
-def _random_array(tensor: TensorSpec, batch: int | None, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def _random_array(tensor: TensorSpec, batch: int | None, shape: tuple[int, ...],
+                  rng: np.random.Generator) -> np.ndarray:
     if batch is not None:
         shape = (batch,) + shape
     dtype = numpy_dtype(tensor.dtype)
@@ -175,8 +176,9 @@ def _range_cases(spec: BuildSpec, rng: np.random.Generator, only_explicit: bool)
             shapes[r.input] = tuple(dims)
         if shapes != opt:
             if _row_bytes(spec, shapes) > MAX_BATCH_BYTES:
-                raise TritongenError(f"one sample at the {point} dims takes {_row_bytes(spec, shapes)} bytes, more than "
-                                     f"the {MAX_BATCH_BYTES} a build uses", "lower the MAX of --dim-range (or --max-dim)")
+                raise TritongenError(f"one sample at the {point} dims takes {_row_bytes(spec, shapes)} bytes, more "
+                                     f"than the {MAX_BATCH_BYTES} a build uses",
+                                     "lower the MAX of --dim-range (or --max-dim)")
             label = f"{point} dims" if batch is None else f"batch 1, {point} dims"
             cases.append((label, _random_arrays(spec, batch, shapes, rng)))
     return cases

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .dim_ranges import DEFAULT_DIM_OPT, DimRange, check_ranges, dim_range_from_arg, dim_range_from_dict, inputs_with_ranges
+from .dim_ranges import (DEFAULT_DIM_OPT, DimRange, check_ranges, dim_range_from_arg, dim_range_from_dict,
+                         inputs_with_ranges)
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
 from .names import check_name
@@ -150,7 +151,8 @@ class BuildSpec:
     max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
     exporter: str = "auto"  # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
     dim_ranges: tuple[DimRange, ...] = ()  # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
-    inputs_from: str = "flags"  # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged) | onnx
+    # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged) | onnx (read from the graph)
+    inputs_from: str = "flags"
     consts: tuple[tuple[str, Any], ...] = ()  # (name, int/float/bool) arguments of forward() fixed at export
 
     @property
@@ -254,7 +256,8 @@ def build_spec_from_options(
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
 
     ranges = tuple(dim_range_from_arg(a) for a in dim_ranges) or tuple(
-        dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}") for i, e in enumerate(file_opts.get("dim_ranges") or ()))
+        dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}")
+        for i, e in enumerate(file_opts.get("dim_ranges") or ()))
     inputs_from = "flags"
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
