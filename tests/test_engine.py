@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from tests import factories
 from tritongen.build import build
 from tritongen.cli import main
+from tritongen.dim_ranges import dim_range_from_arg
 from tritongen.engine import cc_config_text, engines_from_repository, profiles_from_spec, tensorrt_version
 from tritongen.errors import TritongenError
 from tritongen.spec import build_spec_from_options
@@ -31,7 +33,9 @@ def prepared_repo(tmp_path_factory) -> Path:
 def test_profiles_cover_batch_and_every_variable_dim(tmp_path):
     model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript")
     spec = build_spec_from_options(model, inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path, max_dynamic_dim=64)
-    assert profiles_from_spec(spec) == [{"x": {"min": [1, 1, 8], "opt": [4, 16, 8], "max": [4, 64, 8]}}]
+    assert profiles_from_spec(spec) == [{"x": {"min": [1, 1, 8], "opt": [4, 64, 8], "max": [4, 64, 8]}}]
+    ranged = dataclasses.replace(spec, dim_ranges=(dim_range_from_arg("x:0:5:20:40"),))
+    assert profiles_from_spec(ranged) == [{"x": {"min": [1, 5, 8], "opt": [4, 20, 8], "max": [4, 40, 8]}}]
 
 
 def test_prepared_repository_validates_and_engine_says_tensorrt_is_missing(prepared_repo, capsys):

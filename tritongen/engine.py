@@ -30,16 +30,18 @@ Profile = dict[str, dict[str, list[int]]]  # input -> {"min": shape, "opt": shap
 
 
 def profiles_from_spec(spec: Any) -> list[Profile]:
-    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim 1..max_dynamic_dim."""
+    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim its
+    --dim-range MIN/OPT/MAX, or 1/OPT/max_dynamic_dim without one (:mod:`tritongen.dim_ranges`)."""
     from .config import preferred_batch_sizes
+    from .dim_ranges import ranges_from_spec
 
-    max_dim = int(getattr(spec, "max_dynamic_dim", 128))
-    opt_dim = max(1, min(int(spec.dynamic_dim_size), max_dim))
+    ranges = {(r.input, r.axis): r for r in ranges_from_spec(spec)}
     profile: Profile = {}
     for t in spec.inputs:
-        lo = [1 if d == -1 else d for d in t.dims]
-        opt = [opt_dim if d == -1 else d for d in t.dims]
-        hi = [max_dim if d == -1 else d for d in t.dims]
+        picked = [ranges.get((t.name, i)) for i in range(len(t.dims))]
+        lo = [d if r is None else (r.min if r.explicit else 1) for d, r in zip(t.dims, picked)]
+        opt = [d if r is None else r.opt for d, r in zip(t.dims, picked)]
+        hi = [d if r is None else r.max for d, r in zip(t.dims, picked)]
         if spec.batched:
             best = max(preferred_batch_sizes(spec) or (spec.max_batch_size,))
             lo, opt, hi = [1] + lo, [best] + opt, [spec.max_batch_size] + hi

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .dim_ranges import (DEFAULT_DIM_OPT, DimRange, check_ranges, dim_range_from_arg, dim_range_from_dict,
+                         inputs_with_ranges)
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
 from .names import check_name
@@ -25,8 +27,9 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 DEFAULT_OPSET = 18
 DEFAULT_QUEUE_DELAY_US = 500
-DEFAULT_DYNAMIC_DIM = 16  # size given to a -1 dimension when samples are generated
+DEFAULT_DYNAMIC_DIM = DEFAULT_DIM_OPT  # size (OPT) of a -1 dimension without --dim-range (tritongen.dim_ranges)
 PRECISIONS = ("fp32", "fp16", "int8")
+EXPORTERS = ("auto", "dynamo", "torchscript")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MAX_DYNAMIC_DIM = 128  # TensorRT profile maximum for every -1 dimension
@@ -146,6 +149,11 @@ class BuildSpec:
     min_cosine: float = DEFAULT_MIN_COSINE  # guard: mean cosine >= this, min cosine >= this - 0.01
     min_top1: float | None = None  # guard: top-1 agreement for [batch, classes] outputs
     max_dynamic_dim: int = DEFAULT_MAX_DYNAMIC_DIM  # TensorRT profiles: max size of every -1 dimension
+    exporter: str = "auto"  # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
+    dim_ranges: tuple[DimRange, ...] = ()  # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
+    # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged) | onnx (read from the graph)
+    inputs_from: str = "flags"
+    consts: tuple[tuple[str, Any], ...] = ()  # (name, int/float/bool) arguments of forward() fixed at export
 
     @property
     def is_ensemble(self) -> bool:
@@ -165,7 +173,7 @@ class BuildSpec:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and value and isinstance(value[0], TensorSpec):
+            elif isinstance(value, tuple) and value and isinstance(value[0], (TensorSpec, DimRange)):
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -228,6 +236,9 @@ def build_spec_from_options(
     min_cosine: float | None = None,
     min_top1: float | None = None,
     max_dynamic_dim: int | None = None,
+    exporter: str | None = None,
+    dim_ranges: Iterable[str] = (),
+    consts: Iterable[str] = (),
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over defaults) into one :class:`BuildSpec`."""
     model = Path(model_path).expanduser().resolve()
@@ -238,21 +249,31 @@ def build_spec_from_options(
     def pick(flag, key, default):
         return flag if flag is not None else file_opts.get(key, default)
 
-    mbs = int(pick(max_batch_size, "max_batch_size", 8))
-    if mbs < 0:
+    onnx_file = _is_onnx_file(model)
+    mbs = int(pick(max_batch_size, "max_batch_size", 8 if not onnx_file else -1))  # ONNX: -1 until read from the graph
+    if mbs < 0 and not (onnx_file and pick(max_batch_size, "max_batch_size", None) is None):
         raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
 
+    ranges = tuple(dim_range_from_arg(a) for a in dim_ranges) or tuple(
+        dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}")
+        for i, e in enumerate(file_opts.get("dim_ranges") or ()))
+    inputs_from = "flags"
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
     elif file_opts.get("inputs"):
+        inputs_from = "spec"
         if not isinstance(file_opts["inputs"], list):
             raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
         input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
+    elif onnx_file:
+        input_specs = ()  # read from the graph below
     elif samples_path is not None:
         from .samples import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
+        input_specs = inputs_with_ranges(input_specs, ranges)
+        inputs_from = "samples"
     elif model.is_dir() or tokenizer is not None:
         input_specs = ()  # a Hugging Face folder or a tokenizer: the ensemble builder decides the inputs
     else:
@@ -266,6 +287,14 @@ def build_spec_from_options(
         out_names = tuple(str(o["name"]) if isinstance(o, Mapping) else str(o) for o in file_opts["outputs"])
     for n in out_names:
         TensorSpec(n, "FP32", (1,))  # validates the name
+    if onnx_file:
+        from .onnx_input import spec_io_from_onnx
+
+        if consts:
+            raise TritongenError("--const does not apply to an ONNX file: its graph already holds every value",
+                                 "drop --const")
+        input_specs, mbs = spec_io_from_onnx(model, input_specs, out_names, None if mbs < 0 else mbs)
+        inputs_from = "onnx"
 
     chosen_target = pick(target, "target", "local")
     if chosen_target not in TARGETS:
@@ -279,6 +308,9 @@ def build_spec_from_options(
     count = int(pick(instance_count, "instance_count", 1))
     if count < 1:
         raise TritongenError(f"instance count {count} is below 1", "use --instances 1 or more")
+    chosen_exporter = str(pick(exporter, "exporter", "auto"))
+    if chosen_exporter not in EXPORTERS:
+        raise TritongenError(f"unknown exporter '{chosen_exporter}'", f"use one of {', '.join(EXPORTERS)}")
     tolerances = (float(pick(atol, "atol", DEFAULT_ATOL)), float(pick(rtol, "rtol", DEFAULT_RTOL)))
     if min(tolerances) < 0:
         raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
@@ -308,8 +340,35 @@ def build_spec_from_options(
         preprocess=preprocess,
         postprocess=postprocess,
         top_k=top_k,
+        exporter=chosen_exporter,
+        dim_ranges=check_ranges(ranges, input_specs),
+        consts=_consts(consts, file_opts),
+        inputs_from=inputs_from,
         **_precision_options(pick, chosen_target, precision, calib_data, calib_method, min_cosine, min_top1, max_dynamic_dim),
     )
+
+
+def _is_onnx_file(model: Path) -> bool:
+    from .onnx_input import is_onnx_file
+
+    if not model.is_file():
+        return False
+    try:
+        with model.open("rb") as fh:
+            return is_onnx_file(fh.read(16))
+    except OSError:
+        return False
+
+
+def _consts(args: Iterable[str], file_opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    from .consts import const_from_arg, consts_from_mapping
+
+    given = tuple(const_from_arg(a) for a in args) or consts_from_mapping(file_opts.get("consts") or {})
+    names = [n for n, _ in given]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TritongenError(f"--const {twice[0]} is given twice", "give each argument one value")
+    return given
 
 
 def _dynamic_dim_size(file_opts: Mapping[str, Any]) -> int:
