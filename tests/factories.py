@@ -13,6 +13,26 @@ Shapes (without the batch axis Triton adds):
   no parameters.
 * ``make_tiny_linear``: ``x: FP32 [4]`` -> ``[2]``, an ``nn.Linear(4, 2)``: the smallest model with weights
   (the fuzz test mutates its state_dict).
+
+Models that export badly (issue 16), none with parameters:
+
+* ``KthValue``: ``x: FP32 [-1]`` -> ``[]``; ``torch.kthvalue`` has no ONNX translation in either exporter.
+* ``PairwiseDistance``: ``x: FP32 [-1, 4]`` -> ``[-1, 3]`` (``torch.cdist`` to 3 points): the dynamo exporter cannot
+  translate it, the TorchScript exporter can.
+* ``FixedWidth``: ``x: FP32 [16]`` only (it reshapes to 4 x 4): declared ``-1``, the export fails.
+* ``DataDependent``: branches on the sum of its input.
+
+Non-tensor arguments (issue 16, item 2):
+
+* ``WithRate``: ``forward(x, sr: int, gain: float = 1.0, negate: bool = False)`` -> ``x * sr / 1000 * gain``,
+  negated when ``negate``; ``x: FP32 [4]``.
+
+Variable sizes (issue 16, item 3):
+
+* ``FullyConv``: ``x: FP32 [3, -1, -1]`` -> ``[4, -1, -1]``; three 5x5 convolutions and a 2x2 pooling, a
+  receptive field of 18 pixels: any H, W >= 18 works, 9 or 16 do not.
+* ``MeanOverLast``: ``x: FP32 [-1]`` -> ``[1]``, the mean written as ``sum / float(x.shape[-1])``: a TorchScript
+  trace keeps the traced length as a constant.
 """
 
 from __future__ import annotations
@@ -63,6 +83,61 @@ class DynamicSeq(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=-2)
+
+
+class KthValue(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.kthvalue(x, 2, dim=-1)[0]
+
+
+class PairwiseDistance(nn.Module):
+    """Distances to 3 fixed points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("points", torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, self.points.expand(x.shape[0], 3, 4), compute_mode="donot_use_mm_for_euclid_dist")
+
+
+class FixedWidth(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 4, 4).sum(-1)
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # control flow on values: no exporter can keep both branches
+            return x * 2
+        return x - 1
+
+
+class WithRate(nn.Module):
+    def forward(self, x: torch.Tensor, sr: int, gain: float = 1.0, negate: bool = False) -> torch.Tensor:
+        y = x * (sr / 1000.0) * gain
+        if negate:
+            return -y
+        return y
+
+
+class FullyConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(8, 4, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class MeanOverLast(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(-1, keepdim=True) / float(x.shape[-1])
+
+
+def make_fully_conv(seed: int = 0) -> FullyConv:
+    return _seeded(FullyConv, seed)
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -118,3 +118,12 @@ def test_help_lists_every_command_without_cutting_its_description():
     assert len(commands) >= 9 and not [c for c in commands if c.rstrip().endswith("...")], commands
     build_help = tritongen("build", "--help").stdout
     assert "Examples:" in build_help and "tritongen build resnet.pt --name resnet" in build_help
+
+
+def test_serve_names_the_next_commands_for_the_models_users_call():
+    from tritongen.cli import _next_steps
+
+    lines = _next_steps(("minilm", "minilm_model", "minilm_postprocess", "minilm_preprocess"), "127.0.0.1:8001", Path("repo"))
+    assert lines[1].split("#")[0].split() == ["tritongen", "infer", "minilm", "--repo", "repo", "--url", "127.0.0.1:8001", "--check"]
+    assert "tritongen perf minilm " in lines[2]
+    assert "conv_model" in _next_steps(("conv_model",), "h:1", Path("r"))[1]  # a model of that name alone is entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from tests import factories
 from tritongen.build import build
 from tritongen.cli import main
+from tritongen.dim_ranges import dim_range_from_arg
 from tritongen.engine import cc_config_text, engines_from_repository, profiles_from_spec, tensorrt_version
 from tritongen.errors import TritongenError
 from tritongen.spec import build_spec_from_options
@@ -31,7 +33,9 @@ def prepared_repo(tmp_path_factory) -> Path:
 def test_profiles_cover_batch_and_every_variable_dim(tmp_path):
     model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript")
     spec = build_spec_from_options(model, inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path, max_dynamic_dim=64)
-    assert profiles_from_spec(spec) == [{"x": {"min": [1, 1, 8], "opt": [4, 16, 8], "max": [4, 64, 8]}}]
+    assert profiles_from_spec(spec) == [{"x": {"min": [1, 1, 8], "opt": [4, 64, 8], "max": [4, 64, 8]}}]
+    ranged = dataclasses.replace(spec, dim_ranges=(dim_range_from_arg("x:0:5:20:40"),))
+    assert profiles_from_spec(ranged) == [{"x": {"min": [1, 5, 8], "opt": [4, 20, 8], "max": [4, 40, 8]}}]
 
 
 def test_prepared_repository_validates_and_engine_says_tensorrt_is_missing(prepared_repo, capsys):
@@ -151,3 +155,27 @@ def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_pat
     plan.write_bytes(b"another plan")
     with pytest.raises(TritongenError, match="conv/1/model.8.9.plan does not match"):
         check_verified(repo)
+
+
+def test_a_recorded_plan_is_current_only_for_its_gpu_tensorrt_and_bytes(prepared_repo, tmp_path):
+    """`tritongen engine` skips a model whose plan the manifest records for this compute capability and TensorRT
+    (the file unchanged), so `docker compose up` does not rebuild every engine each time."""
+    import shutil
+
+    from tritongen.engine import EngineResult, _record_engine, plan_is_current
+    from tritongen.layout import manifest_path
+    from tritongen.manifest import load_manifest
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    model_dir, version_dir = repo / "conv", repo / "conv" / "1"
+    plan = version_dir / "model.plan"
+    plan.write_bytes(b"placeholder plan")
+    _record_engine(model_dir, version_dir, EngineResult(plan, "10.5.0.18", "8.9", 1.0), plan.name, False, manifest_path(model_dir, 1))
+    engines = load_manifest(manifest_path(model_dir, 1), model_dir).engines
+    assert plan_is_current(engines, version_dir, "8.9", "10.5.0.18")
+    assert not plan_is_current(engines, version_dir, "9.0", "10.5.0.18")  # another GPU generation
+    assert not plan_is_current(engines, version_dir, "8.9", "10.7.0.23")  # another TensorRT
+    assert not plan_is_current(None, version_dir, "8.9", "10.5.0.18")  # nothing recorded
+    plan.write_bytes(b"a plan swapped in")
+    assert not plan_is_current(engines, version_dir, "8.9", "10.5.0.18")

@@ -507,3 +507,18 @@ def test_factory_needing_arguments(saved):
     with pytest.raises(TritongenError) as err:
         module_from_file(saved["state_dict"], model_factory="torch.nn:Linear")
     assert "TypeError" in message(err) and "no arguments" in err.value.fix
+
+
+def test_a_pickled_module_defined_in_a_script_gets_a_fix_that_can_work(tmp_path):
+    """`torch.save(model)` from a script pickles the class as __main__.Net: no import brings it back."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text("import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n\n"
+                      f"torch.save(Net(), {str(tmp_path / 'net.pt')!r})\n")
+    subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path, timeout=120)
+    with pytest.raises(TritongenError) as err:
+        module_from_file(tmp_path / "net.pt", allow_pickle=True)
+    assert "__main__" in err.value.message and "importable" not in err.value.fix
+    assert "torch.export.save" in err.value.fix and "--model-factory" in err.value.fix

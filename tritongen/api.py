@@ -243,16 +243,18 @@ def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = 
 
 
 def engine(repo: PathLike = "model_repository", *, workspace_bytes: int | None = None,
-           optimization_level: int | None = None, per_cc: bool = False,
+           optimization_level: int | None = None, per_cc: bool = False, rebuild: bool = False,
            progress: Progress | None = None) -> list[EngineResult]:
     """Build ``model.plan`` for every model in ``repo`` prepared by ``build(..., target="tensorrt")``.
 
+    A model whose recorded plan is current (this GPU generation, this TensorRT) is skipped unless ``rebuild``.
     Needs TensorRT and a GPU; raises :class:`~tritongen.errors.TritongenError` saying so where they are missing.
     """
     from .engine import engines_from_repository
 
     return engines_from_repository(Path(repo), workspace_bytes=workspace_bytes,
-                                   optimization_level=optimization_level, per_cc=per_cc, progress=progress)
+                                   optimization_level=optimization_level, per_cc=per_cc, rebuild=rebuild,
+                                   progress=progress)
 
 
 def lint(path: PathLike = "model_repository") -> list[Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -41,6 +41,7 @@ class BuildResult:
     parity: ParityReport
     exporter: str
     timings_s: Mapping[str, float]
+    fallback: str = ""  # why the first exporter was not used ("" when it was)
 
 
 class Stages:
@@ -100,6 +101,7 @@ class StagedModel:
     parity: ParityReport
     exporter: str
     form: str
+    fallback: str = ""  # why the first exporter was not used
 
 
 def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, loaded=None) -> StagedModel:
@@ -108,6 +110,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     Used by :func:`build` for a single model and by builders that stage several models (ensembles) into one
     staging folder before validating and installing them together.
     """
+    from .consts import check_consts, module_with_consts
     from .export import onnx_from_module, torch_outputs_from_module
     from .load import module_from_file
     from .parity import onnx_session, parity_from_onnx
@@ -118,18 +121,35 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     check_labels(spec.labels, f"labels of model '{spec.name}'")
     if loaded is None:
         loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
+    check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
+    if spec.consts:
+        loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
+        stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
+    if spec.inputs_from == "samples":
+        stages.progress(f"      {fixed_dims_note(spec)}")
     staged_model = stage / spec.name
     version_dir = staged_model / str(version)
-    export = stages.run(f"exporting to ONNX ({'TorchScript' if loaded.form == 'torchscript' else 'dynamo'} exporter)",
-                        onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
+    if loaded.form == "onnx":
+        from .onnx_stage import onnx_from_onnx_file
+
+        export = stages.run("cleaning the ONNX graph (reference: the original file in ONNX Runtime)",
+                            onnx_from_onnx_file, loaded, spec, version_dir)
+    else:
+        export = stages.run(f"exporting to ONNX ({_exporter_label(spec, loaded)})",
+                            onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
     shutil.rmtree(stage / ".raw", ignore_errors=True)
+    if export.fallback:
+        stages.progress(f"      used the {export.exporter} exporter because {export.fallback}")
+    for warning in export.warnings:
+        stages.progress(f"      warning: {warning}")
     spec = spec.with_outputs(export.outputs)
 
     def reference():
         return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
 
-    torch_ref = stages.run("running PyTorch on the samples", reference)
+    torch_ref = stages.run("running the reference on the samples" if loaded.form == "onnx"
+                           else "running PyTorch on the samples", reference)
 
     def gate() -> tuple[ParityReport, list[list[np.ndarray]]]:
         session = onnx_session(export.onnx_path)
@@ -137,13 +157,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]
         return report, observed
 
-    report, observed = stages.run("parity gate: ONNX Runtime vs PyTorch", gate)
+    report, observed = stages.run("parity gate: ONNX Runtime vs " + ("the original ONNX file" if loaded.form == "onnx"
+                                                                       else "PyTorch"), gate)
     if not report.ok:
-        raise TritongenError(
-            "the ONNX model's outputs differ from PyTorch's beyond tolerance",
-            "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
-            details=report.table(),
-        )
+        raise _parity_error(report, export, spec)
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
     classes = spec.outputs[0].dims[-1]
     if spec.labels and classes not in (-1, len(spec.labels)):
@@ -173,7 +190,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         return write_manifest(staged_model, version, new_manifest(
             version, file_hashes(staged_model, files),
             source={"path": str(spec.model_path), "form": loaded.form},
-            export={"exporter": export.exporter, "opset": export.opset, "nodes": export.node_count},
+            export={"requested": spec.exporter, **export.to_dict(), "consts": dict(spec.consts)},
             spec=spec.to_dict(),
             samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
             parity=report.to_dict(),
@@ -183,7 +200,44 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
 
     manifest = stages.run("writing config, samples and manifest", write_files)
     return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,
-                       exporter=export.exporter, form=loaded.form)
+                       exporter=export.exporter, form=loaded.form, fallback=export.fallback)
+
+
+def fixed_dims_note(spec: BuildSpec) -> str:
+    """What inferring the inputs from a sample file decided: which dims it fixed, which stay variable."""
+    fixed = [f"{t.name}{list(t.dims)}" for t in spec.inputs]
+    kept = ", ".join(r.text for r in spec.dim_ranges)
+    source = spec.sample_inputs.name if spec.sample_inputs else "the samples"
+    note = f"inputs inferred from {source}: " + ", ".join(fixed)
+    if kept:
+        return note + f" (variable: {kept}; every other dimension fixed at the samples' size)"
+    return note + (" (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "
+                   "--dim-range INPUT:AXIS:MIN:OPT:MAX)")
+
+
+def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenError:
+    how = f" (exported by the {export.exporter} exporter because {export.fallback})" if export.fallback else ""
+    reference = "the original ONNX file's" if spec.inputs_from == "onnx" else "PyTorch's"
+    failed = sorted({r.case for r in report.results if not r.ok})
+    if failed and all(c.endswith(("min dims", "max dims")) for c in failed):
+        from .dim_ranges import range_hint
+
+        return TritongenError(
+            f"the ONNX model's outputs differ from {reference} at {' and '.join(failed)} but not at the export's size"
+            f"{how}: the export fixed a size that should vary",
+            "make forward() compute sizes with torch operations (not Python numbers), try --exporter dynamo, or give "
+            f"--dim-range the sizes the model supports{range_hint(spec)}", details=report.table())
+    return TritongenError(
+        f"the ONNX model's outputs differ from {reference} beyond tolerance{how}",
+        "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
+        details=report.table())
+
+
+def _exporter_label(spec: BuildSpec, loaded) -> str:
+    from .export import exporter_order
+
+    order = exporter_order(loaded.module, spec.exporter)
+    return f"{order[0]} exporter" + (f", {order[1]} if it fails" if len(order) > 1 else "")
 
 
 def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
@@ -242,5 +296,5 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
     return BuildResult(
         spec=staged.spec, model_dir=installed, version=plan.version, config_path=installed / "config.pbtxt",
         manifest_path=installed / staged.manifest_path.relative_to(staged.folder), parity=staged.parity,
-        exporter=staged.exporter, timings_s=dict(stages.timings_s),
+        exporter=staged.exporter, timings_s=dict(stages.timings_s), fallback=staged.fallback,
     )

@@ -67,6 +67,12 @@ def cli(debug: bool) -> None:
 @click.option("--min-cosine", type=float, help="Accuracy guard: mean cosine vs FP32 PyTorch >= this (min >= this - 0.01). Default 0.99.")
 @click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
 @click.option("--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128.")
+@click.option("--dim-range", "dim_ranges", multiple=True, metavar="INPUT:AXIS:MIN:OPT:MAX",
+              help="Sizes of a -1 dim (AXIS without batch, from 0): samples, parity at MIN/OPT/MAX, warm-up, TensorRT profile. Repeatable.")
+@click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
+              help="Fix an int/float/bool argument of forward() at export, e.g. sr=16000 (recorded in the manifest). Repeatable.")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]),
+              help="ONNX exporter. auto (default): dynamo, then TorchScript if dynamo fails (TorchScript modules: TorchScript).")
 def build(model: Path, no_warmup: bool, **options) -> None:
     """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory, or a Hugging Face folder) into a
     validated model folder.
@@ -100,7 +106,10 @@ def build(model: Path, no_warmup: bool, **options) -> None:
         return
     result = made
     total_s = sum(result.timings_s.values())
-    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} " f"target, {result.exporter} exporter) in {total_s:.1f}s")
+    how = "from the ONNX file" if result.spec.inputs_from == "onnx" else f"{result.exporter} exporter"
+    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {how}) in {total_s:.1f}s")
+    if result.fallback:
+        click.echo(f"  the {result.exporter} exporter was used because {result.fallback}")
     click.echo(result.parity.table())
     for t in result.spec.inputs:
         click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")
@@ -198,11 +207,25 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
             for protocol in ("http", "grpc"):
                 (key, value), = server.admin_headers(protocol).items()
                 click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
+        for line in _next_steps(server.models, server.grpc_url, repo.resolve()):
+            click.echo(line)
         click.echo("press Ctrl-C to stop")
         try:
             server.wait()
         except KeyboardInterrupt:
             _echo_err("stopping ...")
+
+
+def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]:
+    """What to type next, for the models users call (an ensemble's steps are left out when it is served)."""
+    steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
+    entry = [m for m in models if m not in steps] or list(models)
+    if not entry:
+        return []
+    first = entry[0]
+    return ["next (in another shell):",
+            f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
+            f"  tritongen perf {first} --repo {repo} --url {grpc_url} --concurrency 1,4,16 --report perf/"]
 
 
 @cli.command()

@@ -27,17 +27,18 @@ Profile = dict[str, dict[str, list[int]]]  # input -> {"min": shape, "opt": shap
 
 
 def profiles_from_spec(spec: Any) -> list[Profile]:
-    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim
-    1..max_dynamic_dim."""
+    """One optimization profile: batch 1..max_batch_size (opt: the largest preferred size), every -1 dim its
+    --dim-range MIN/OPT/MAX, or 1/OPT/max_dynamic_dim without one (:mod:`tritongen.dim_ranges`)."""
     from .config import preferred_batch_sizes
+    from .dim_ranges import ranges_from_spec
 
-    max_dim = int(getattr(spec, "max_dynamic_dim", 128))
-    opt_dim = max(1, min(int(spec.dynamic_dim_size), max_dim))
+    ranges = {(r.input, r.axis): r for r in ranges_from_spec(spec)}
     profile: Profile = {}
     for t in spec.inputs:
-        lo = [1 if d == -1 else d for d in t.dims]
-        opt = [opt_dim if d == -1 else d for d in t.dims]
-        hi = [max_dim if d == -1 else d for d in t.dims]
+        picked = [ranges.get((t.name, i)) for i in range(len(t.dims))]
+        lo = [d if r is None else (r.min if r.explicit else 1) for d, r in zip(t.dims, picked)]
+        opt = [d if r is None else r.opt for d, r in zip(t.dims, picked)]
+        hi = [d if r is None else r.max for d, r in zip(t.dims, picked)]
         if spec.batched:
             best = max(preferred_batch_sizes(spec) or (spec.max_batch_size,))
             lo, opt, hi = [1] + lo, [best] + opt, [spec.max_batch_size] + hi
@@ -176,25 +177,46 @@ def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
     return found
 
 
+def plan_is_current(engines: Any, version_dir: Path, compute_capability: str, tensorrt_version: str) -> bool:
+    """Whether the manifest's ``engines`` record a plan for this GPU generation, built by this TensorRT, whose file
+    is still the one recorded (same sha256): building it again would give nothing new."""
+    from .manifest import sha256_file  # noqa: PLC0415
+
+    entry = engines.get(compute_capability) if isinstance(engines, dict) else None
+    if not isinstance(entry, dict) or entry.get("tensorrt_version") != tensorrt_version:
+        return False
+    plan = version_dir / str(entry.get("plan", ""))
+    return plan.is_file() and plan.parent == version_dir and sha256_file(plan) == entry.get("sha256")
+
+
 def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, optimization_level: int | None = None,
-                            per_cc: bool = False, progress=None) -> list[EngineResult]:
+                            per_cc: bool = False, rebuild: bool = False, progress=None) -> list[EngineResult]:
     """Build ``model.plan`` for every prepared model in ``repo`` and record TensorRT version + compute capability.
 
     With ``per_cc`` the plan is saved as ``model.<cc>.plan`` and listed in the config's ``cc_model_filenames``
-    so one repository can carry plans for several GPU generations.
+    so one repository can carry plans for several GPU generations. A model whose manifest records a current
+    plan (this GPU generation, this TensorRT, the recorded file) is skipped unless ``rebuild``.
     """
+    from .manifest import load_manifest
 
     say = progress or (lambda message: None)
     repo = Path(repo)
     models = engine_models(repo)
     if not models:
         raise TritongenError(f"no model in {repo} is prepared for TensorRT",
-                             "build with `tritongen build ... --target tensorrt` first " "(it writes <model>/<version>/tritongen/engine.json)")
-    require_tensorrt()
+                             "build with `tritongen build ... --target tensorrt` first "
+                             "(it writes <model>/<version>/tritongen/engine.json)")
+    trt_version = require_tensorrt()
     results = []
     for model_dir, version_dir, plan in models:
         onnx_path = version_dir / ARTIFACT_DIR / plan["onnx"]
         cc = compute_capability()
+        manifest = manifest_path(model_dir, int(version_dir.name))
+        engines = load_manifest(manifest, model_dir).engines if manifest.is_file() else None
+        if not rebuild and plan_is_current(engines, version_dir, cc, trt_version):
+            say(f"skipping {model_dir.name} v{version_dir.name}: its plan for cc {cc} is built by TensorRT {trt_version} "
+                "(--rebuild builds it again)")
+            continue
         filename = f"model.{cc}.plan" if per_cc else plan.get("plan", PLAN_FILENAME)
         say(f"building {model_dir.name} v{version_dir.name} ({plan.get('precision', 'fp32')}, cc {cc}) ...")
         result = engine_from_onnx(onnx_path, version_dir / filename, plan["profiles"],

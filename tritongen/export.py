@@ -21,6 +21,7 @@ import numpy as np
 from .dtypes import triton_from_numpy
 from .logs import quieted
 from .errors import TritongenError
+from .export_errors import ExportFailure
 from .spec import BuildSpec, TensorSpec
 
 ONNX_FILENAME = "model.onnx"
@@ -36,6 +37,14 @@ class ExportResult:
     opset: int
     outputs: tuple[TensorSpec, ...]  # names from the spec, dtype and dims read from the graph
     node_count: int
+    fallback: str = ""  # why the first exporter of "auto" was not used ("" when it was)
+    log_path: Path | None = None  # torch's output of the failed attempts
+    warnings: tuple[str, ...] = ()  # TorchScript tracer warnings of an explicitly chosen exporter
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exporter": self.exporter, "opset": self.opset, "nodes": self.node_count,
+                **({"fallback": self.fallback} if self.fallback else {}),
+                **({"warnings": list(self.warnings)} if self.warnings else {})}
 
 
 def short_reason(exc: BaseException) -> str:
@@ -74,9 +83,12 @@ def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str,
             result = module(*args)
     except Exception as exc:  # the user's model failed on the declared inputs
         shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
+        from .dim_ranges import range_hint
+
         raise TritongenError(
             f"the model failed on inputs {shapes}: {short_reason(exc)[:300]}",
-            "check --input names, order, dtypes and dims against the " "model's forward() (or pass --sample-inputs with real data)",
+            "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with "
+            f"real data){range_hint(spec)}",
         ) from None
     return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
@@ -118,6 +130,11 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
     (saves writing and re-reading the whole model), else writes ``path`` and returns it."""
     import torch
 
+    from .consts import inner_module
+
+    if module is not inner_module(module) and isinstance(inner_module(module), torch.jit.ScriptModule):
+        # a --const wrapper around a TorchScript module: the exporter only follows a ScriptModule it is handed
+        module = torch.jit.trace(module, tuple(args), check_trace=False)
     axes = _dynamic_axes(spec)
     if spec.batched:
         for name in output_names:
@@ -155,7 +172,8 @@ def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, outpu
     )
 
 
-def _graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[TensorSpec, ...]:
+def graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[TensorSpec, ...]:
+    """The output specs of an exported or cleaned graph (``names`` in order), dims without the batch axis."""
     from onnx import helper
 
     specs = []
@@ -208,12 +226,64 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path) -> tuple[Path, Any]:
     return onnx_path, skeleton
 
 
-def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, np.ndarray], out_dir: Path, raw_dir: Path) -> ExportResult:
-    """Export ``loaded.module`` to ``out_dir/model.onnx``; ``raw_dir`` holds the exporter's raw output."""
+def exporter_order(module: Any, requested: str) -> tuple[str, ...]:
+    """Exporters to try, in order: ``auto`` is dynamo then TorchScript, or TorchScript alone for a ScriptModule
+    (the dynamo exporter cannot trace one)."""
     import torch
+
+    from .consts import inner_module
+
+    is_script = isinstance(inner_module(module), torch.jit.ScriptModule)
+    if requested == "dynamo" and is_script:
+        raise TritongenError("--exporter dynamo cannot export a TorchScript module",
+                             "use --exporter torchscript (or auto), or save the model with torch.export.save (.pt2) "
+                             "or as a state_dict with --model-factory")
+    if requested != "auto":
+        return (requested,)
+    return ("torchscript",) if is_script else ("dynamo", "torchscript")
+
+
+def _attempt(exporter: str, loaded: Any, args, raw: Path, spec: BuildSpec, input_names, output_names,
+             explicit: bool) -> tuple[Any, ExportFailure | None, str, tuple[str, ...]]:
+    """One exporter, quietly: (raw model or path, failure or None, torch's output, trace warnings kept)."""
+    from .export_capture import captured_output, exception_text
+    from .export_errors import failure_from_exception, forward_arg_names, trace_warning_failure
+
+    result: Any = raw
+    try:
+        with captured_output() as captured:
+            if exporter == "torchscript":
+                result = _export_torchscript(loaded.module, args, raw, spec, input_names, output_names)
+            else:
+                _export_dynamo(loaded.module, args, raw, spec, input_names, output_names)
+    except TritongenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any exporter failure becomes one line; the rest goes to the log
+        from .consts import inner_module
+
+        failure = failure_from_exception(exc, exporter, spec.opset, input_names,
+                                         forward_arg_names(inner_module(loaded.module)), spec.batched)
+        return None, failure, f"{captured.text}\n\n{exception_text(exc)}", ()
+    traced = trace_warning_failure(captured.warnings) if exporter == "torchscript" else None
+    if traced is not None and not explicit:
+        return None, traced, captured.text, ()
+    return result, None, captured.text, (f"{traced.reason}; {traced.fix}",) if traced else ()
+
+
+def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, np.ndarray], out_dir: Path, raw_dir: Path) -> ExportResult:
+    """Export ``loaded.module`` to ``out_dir/model.onnx``; ``raw_dir`` holds the exporter's raw output.
+
+    ``spec.exporter`` chooses the exporter (``auto``: see :func:`exporter_order`). Under ``auto``, when the first
+    exporter fails and the next succeeds, the result says why (``fallback``); the build's parity gate then checks
+    the graph it made. A failure of every exporter is one :class:`TritongenError` line naming the operator, shape or
+    line of ``forward()`` and the fix; torch's whole output is in a log file (:mod:`tritongen.export_capture`)."""
+    import torch
+
+    from .export_capture import export_log_from_text
 
     if spec.opset < MIN_OPSET:
         raise TritongenError(f"opset {spec.opset} is too old", f"use --opset {MIN_OPSET} or newer")
+    order = exporter_order(loaded.module, spec.exporter)
     probe = torch_outputs_from_module(loaded.module, spec, example_inputs)
     if not probe:
         raise TritongenError("the model returns no outputs", "make forward() return at least one tensor")
@@ -221,26 +291,33 @@ def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, 
     input_names = [t.name for t in spec.inputs]
     args = [torch.from_numpy(np.ascontiguousarray(example_inputs[n])) for n in input_names]
     raw_dir.mkdir(parents=True, exist_ok=True)
-    raw = raw_dir / ONNX_FILENAME
-    is_script = isinstance(loaded.module, torch.jit.ScriptModule)
-    exporter = "torchscript" if is_script else "dynamo"
-    try:
-        with _quiet():
-            if is_script:
-                raw = _export_torchscript(loaded.module, args, raw, spec, input_names, output_names)
-            else:
-                _export_dynamo(loaded.module, args, raw, spec, input_names, output_names)
-    except TritongenError:
-        raise
-    except Exception as exc:
-        text = str(exc).strip()
-        first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
-        raise TritongenError(
-            f"ONNX export failed ({exporter} exporter): {first[:400]}",
-            "the model uses something ONNX cannot express with these dynamic dims; fix the dims, "
-            "replace the unsupported operation, or try another --opset",
-            details=text[:4000],
-        ) from None
+    failures: list[ExportFailure] = []
+    sections: list[tuple[str, str]] = []
+    raw = None
+    for exporter in order:
+        raw, failure, output, warned = _attempt(exporter, loaded, args, raw_dir / ONNX_FILENAME, spec, input_names,
+                                                output_names, explicit=spec.exporter != "auto")
+        sections.append((f"{exporter} exporter" + (f": {failure.reason}" if failure else ": succeeded"), output))
+        if failure is None:
+            break
+        failures.append(failure)
+        if failure.kind == "shape":  # the declared dims are wrong: another exporter would bake in a size
+            break
+    log = export_log_from_text(spec.name, sections) if failures else None
+    log_note = f"torch's output is in {log}" if isinstance(log, Path) else (log or "")
+    if failure is not None:
+        first = failures[0]
+        also = "".join(f" (the {f.exporter} exporter also failed: {f.reason})" for f in failures[1:])
+        other = "torchscript" if first.exporter == "dynamo" else "dynamo"
+        untried = first.kind in ("operator", "other") and len(failures) == 1 and other not in order
+        if untried and (other == "torchscript" or exporter_order(loaded.module, "auto")[0] == "dynamo"):
+            also += f"; --exporter {other} may succeed"
+        raise TritongenError(f"ONNX export failed ({first.exporter} exporter): {first.reason}{also}",
+                             f"{first.fix}; {log_note}")
+    fallback = ""
+    if failures:
+        fallback = f"the {failures[0].exporter} exporter failed: {failures[0].reason} ({log_note})"
+    onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir)
     onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir)
     graph_inputs = [i.name for i in model.graph.input]
     unused = [n for n in input_names if n not in graph_inputs]
@@ -249,10 +326,11 @@ def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, 
             f"input '{unused[0]}' is not used by the model, so the exported graph has no such input",
             "remove it from --input (or use it in forward())",
         )
-    outputs = _graph_outputs(model, output_names, spec)
+    outputs = graph_outputs(model, output_names, spec)
     data = out_dir / ONNX_DATA_FILENAME
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), spec.opset)
     return ExportResult(
         onnx_path=onnx_path, data_path=data if data.exists() else None, exporter=exporter,
-        opset=opset, outputs=outputs, node_count=len(model.graph.node),
+        opset=opset, outputs=outputs, node_count=len(model.graph.node), fallback=fallback,
+        log_path=log if isinstance(log, Path) else None, warnings=warned,
     )

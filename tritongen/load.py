@@ -44,7 +44,7 @@ from .errors import TritongenError
 FORMS_HELP = (
     "tritongen reads a TorchScript archive (torch.jit.save), a torch.export archive (torch.export.save, .pt2), "
     "a state_dict or .safetensors file together with --model-factory module:callable, "
-    "or a pickled nn.Module (torch.save(model)) together with --allow-pickle"
+    "or a pickled nn.Module (torch.save(model)) together with --allow-pickle, or an ONNX file (.onnx)"
 )
 PICKLE_FIX = (
     "pass --allow-pickle only if you trust the file (unpickling can run any code), or save a safe form instead: "
@@ -83,14 +83,14 @@ _TRAINING_ARGS = {
 @dataclass(frozen=True)
 class LoadedModel:
     module: Any  # a callable torch module in eval mode: ScriptModule, nn.Module or the GraphModule of an ExportedProgram
-    form: str  # "torchscript" | "torch.export" | "state_dict" | "pickled_module"
+    form: str  # "torchscript" | "torch.export" | "state_dict" | "pickled_module" | "onnx"
     source: Path
     exported_program: Any = None  # the torch.export ExportedProgram for .pt2 archives
 
 
 @dataclass(frozen=True)
 class _Format:
-    kind: str  # "torchscript" | "torch.export" | "torch.save" | "safetensors" | "pickle"
+    kind: str  # "torchscript" | "torch.export" | "torch.save" | "safetensors" | "pickle" | "onnx"
     note: str = ""  # how it was recognized, for messages
 
 
@@ -106,6 +106,13 @@ def module_from_file(path: Path, model_factory: str | None = None, allow_pickle:
         ep, module = _load_exported(path, allow_pickle)
         _no_factory(path, model_factory, "a torch.export archive")
         return LoadedModel(module, "torch.export", path, ep)
+    if fmt.kind == "onnx":
+        from .onnx_input import onnx_model_from_file
+        from .onnx_stage import OnnxReference
+
+        onnx_model_from_file(path, load_data=False)  # the checks, before ONNX Runtime reads the file
+        _no_factory(path, model_factory, "an ONNX file")
+        return LoadedModel(OnnxReference(path), "onnx", path)
     if fmt.kind == "safetensors":
         return _from_state_dict(path, _load_safetensors(path), model_factory, "a safetensors file")
     if fmt.kind == "pickle":
@@ -146,6 +153,10 @@ def detect_format(path: Path) -> _Format:
         return _detect_zip(path)
     if _is_safetensors(path, head, size):
         return _Format("safetensors")
+    from .onnx_input import is_onnx_file
+
+    if is_onnx_file(head):
+        return _Format("onnx")
     if head[:1] == b"\x80":  # pickle protocol 2+
         first = _first_pickle_value(head)
         if first == _LEGACY_MAGIC:
@@ -287,6 +298,13 @@ def _guarded(path: Path, what: str, fn: Callable[[], Any]) -> Any:
         raise
     except (ImportError, AttributeError) as exc:
         # Unpickling names a class by module and attribute; both must be importable here.
+        if "__main__" in str(exc):  # defined in the script that saved it: no import can bring it back
+            raise TritongenError(
+                f"{what} {path} failed: the pickled model's class was defined in the script that saved it "
+                f"(__main__), which is not there when tritongen loads it ({_first_line(exc)})",
+                "save it in a self-contained form: torch.export.save(...) or torch.jit.save(...), or save its "
+                "state_dict and pass --model-factory module:function that builds the model",
+            ) from None
         raise TritongenError(
             f"{what} {path} failed: the pickled model refers to code that cannot be imported here ({_first_line(exc)})",
             "make the model's module importable (install it or run from its directory), "

@@ -43,10 +43,12 @@ class ParityReport:
         return all(r.ok for r in self.results)
 
     def table(self) -> str:
-        rows = [f"{'case':<10} {'output':<20} {'shape':<18} {'max abs err':>12} {'max rel err':>12}  result"]
+        width = max([10] + [len(r.case) for r in self.results])
+        rows = [f"{'case':<{width}} {'output':<20} {'shape':<18} {'max abs err':>12} {'max rel err':>12}  result"]
         for r in self.results:
             verdict = "ok" if r.ok else "FAIL" + (f" ({r.note})" if r.note else "")
-            rows.append(f"{r.case:<10} {r.output:<20} {str(list(r.shape)):<18} " f"{r.max_abs_err:>12.3g} {r.max_rel_err:>12.3g}  {verdict}")
+            rows.append(f"{r.case:<{width}} {r.output:<20} {str(list(r.shape)):<18} {r.max_abs_err:>12.3g} "
+                        f"{r.max_rel_err:>12.3g}  {verdict}")
         rows.append(f"(tolerance: |onnx - torch| <= {self.atol:g} + {self.rtol:g} * |torch|)")
         return "\n".join(rows)
 
@@ -103,9 +105,11 @@ def parity_from_onnx(onnx_path: Path, torch_outputs: Mapping[str, list[np.ndarra
         try:
             got = session.run(output_names, feed)
         except Exception as exc:
+            shapes = ", ".join(f"{n}{list(a.shape)}" for n, a in feed.items())
             raise TritongenError(
-                f"ONNX Runtime failed on the {label} samples: {str(exc).splitlines()[0][:300]}",
-                "the exported graph does not accept these shapes; check that variable dims are -1 in --input",
+                f"ONNX Runtime failed on the {label} samples ({shapes}): {str(exc).splitlines()[0][:300]}",
+                "the exported graph does not accept these shapes: check that variable dims are -1 in --input, and "
+                "that forward() computes sizes with torch operations (a Python number fixes the size in the graph)",
             ) from None
         for name, g, w in zip(output_names, got, torch_outputs[label]):
             results.append(compare_arrays(label, name, g, w, spec.atol, spec.rtol))

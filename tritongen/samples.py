@@ -2,6 +2,11 @@
 
 Samples feed the export (example inputs), the parity gate (batch 1 and the maximum batch), the saved
 reference data that ``tritongen infer --check`` compares against, and Triton's model warm-up.
+
+Every ``-1`` dimension takes its size from its range (:mod:`tritongen.dim_ranges`): the export, batch 1, the
+maximum batch and the warm-up at OPT, and two more batch-1 cases with every ranged dimension at MIN and at MAX.
+A sample file keeps its own shapes; only ranges given with ``--dim-range`` add MIN and MAX cases to it (random
+data, since the file holds one size).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 
 from .dtypes import numpy_dtype
 from .errors import TritongenError
+from .dim_ranges import ranges_from_spec, shapes_at
 from .npz import Arrays, arrays_from_npz
 from .spec import BuildSpec, TensorSpec
 
@@ -32,12 +38,8 @@ class SampleSet:
     from_file: bool
 
 
-def _concrete_shape(tensor: TensorSpec, dyn: int) -> tuple[int, ...]:
-    return tuple(dyn if d == -1 else d for d in tensor.dims)
-
-
-def _random_array(tensor: TensorSpec, batch: int | None, dyn: int, rng: np.random.Generator) -> np.ndarray:
-    shape = _concrete_shape(tensor, dyn)
+def _random_array(tensor: TensorSpec, batch: int | None, shape: tuple[int, ...],
+                  rng: np.random.Generator) -> np.ndarray:
     if batch is not None:
         shape = (batch,) + shape
     dtype = numpy_dtype(tensor.dtype)
@@ -52,6 +54,39 @@ def _random_array(tensor: TensorSpec, batch: int | None, dyn: int, rng: np.rando
         f"cannot generate samples for input '{tensor.name}' of type {tensor.dtype}",
         "pass --sample-inputs with real data for it",
     )
+
+
+def _random_arrays(spec: BuildSpec, batch: int | None, shapes: Mapping[str, tuple[int, ...]],
+                   rng: np.random.Generator) -> Arrays:
+    return {t.name: _random_array(t, batch, shapes[t.name], rng) for t in spec.inputs}
+
+
+def _row_bytes(spec: BuildSpec, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shapes[t.name]) * numpy_dtype(t.dtype).itemsize for t in spec.inputs)
+
+
+def _range_cases(spec: BuildSpec, rng: np.random.Generator, only_explicit: bool) -> list[tuple[str, Arrays]]:
+    """Batch-1 cases with every ranged dimension at its MIN, then at its MAX (where they differ from OPT)."""
+    ranges = [r for r in ranges_from_spec(spec) if r.explicit or not only_explicit]
+    if not ranges:
+        return []
+    opt = shapes_at(spec, "opt")
+    cases = []
+    batch = 1 if spec.batched else None
+    for point in ("min", "max"):
+        shapes = dict(opt)
+        for r in ranges:
+            dims = list(shapes[r.input])
+            dims[r.axis] = getattr(r, point)
+            shapes[r.input] = tuple(dims)
+        if shapes != opt:
+            if _row_bytes(spec, shapes) > MAX_BATCH_BYTES:
+                raise TritongenError(f"one sample at the {point} dims takes {_row_bytes(spec, shapes)} bytes, more "
+                                     f"than the {MAX_BATCH_BYTES} a build uses",
+                                     "lower the MAX of --dim-range (or --max-dim)")
+            label = f"{point} dims" if batch is None else f"batch 1, {point} dims"
+            cases.append((label, _random_arrays(spec, batch, shapes, rng)))
+    return cases
 
 
 def check_arrays_match_spec(arrays: Mapping[str, np.ndarray], inputs: tuple[TensorSpec, ...], batched: bool, what: str) -> None:
@@ -89,7 +124,7 @@ def _check_batch_bytes(spec: BuildSpec, row_bytes: int) -> None:
     if row_bytes * rows > MAX_BATCH_BYTES:
         raise TritongenError(f"a batch of {rows} samples of the declared inputs takes {row_bytes * rows} bytes, "
                              f"more than the {MAX_BATCH_BYTES} a build uses",
-                             "lower --max-batch-size, the input dims or the spec's dynamic_dim_size")
+                             "lower --max-batch-size, the input dims or the OPT of --dim-range")
 
 
 def _take_batch(arrays: Arrays, batch: int) -> Arrays:
@@ -108,7 +143,8 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         check_arrays_match_spec(arrays, spec.inputs, spec.batched, f"sample file {spec.sample_inputs.name}")
         arrays = {t.name: arrays[t.name] for t in spec.inputs}
         if not spec.batched:
-            return SampleSet(export=arrays, parity=(("sample", arrays),), warmup=arrays, from_file=True)
+            ranged = tuple(_range_cases(spec, np.random.default_rng(seed), only_explicit=True))
+            return SampleSet(export=arrays, parity=(*ranged, ("sample", arrays)), warmup=arrays, from_file=True)
         if any(a.shape[0] == 0 for a in arrays.values()):
             raise TritongenError("sample file has an empty batch", "save at least one sample per input")
         if len({a.shape[0] for a in arrays.values()}) != 1:
@@ -122,18 +158,20 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         one = _take_batch(arrays, 1)
         full = _take_batch(arrays, spec.max_batch_size)
         export = _take_batch(arrays, min(2, spec.max_batch_size))
-        return SampleSet(export=export, parity=(("batch 1", one), (f"batch {spec.max_batch_size}", full)), warmup=one, from_file=True)
+        ranged = tuple(_range_cases(spec, np.random.default_rng(seed), only_explicit=True))
+        return SampleSet(export=export, parity=(("batch 1", one), *ranged, (f"batch {spec.max_batch_size}", full)),
+                         warmup=one, from_file=True)
 
     rng = np.random.default_rng(seed)
-    dyn = spec.dynamic_dim_size
-    # A second size for variable dimensions proves they really are variable in the exported graph.
-    dyn2 = max(2, dyn // 2 + 1)
-    row_bytes = sum(math.prod(_concrete_shape(t, max(dyn, dyn2))) * numpy_dtype(t.dtype).itemsize for t in spec.inputs)
-    _check_batch_bytes(spec, row_bytes)
+    opt = shapes_at(spec, "opt")  # every -1 dimension at its range's OPT (tritongen.dim_ranges)
+    _check_batch_bytes(spec, _row_bytes(spec, opt))
     if not spec.batched:
-        arrays = {t.name: _random_array(t, None, dyn, rng) for t in spec.inputs}
-        return SampleSet(export=arrays, parity=(("sample", arrays),), warmup=arrays, from_file=False)
-    export = {t.name: _random_array(t, min(2, spec.max_batch_size), dyn, rng) for t in spec.inputs}
-    one = {t.name: _random_array(t, 1, dyn, rng) for t in spec.inputs}
-    full = {t.name: _random_array(t, spec.max_batch_size, dyn2, rng) for t in spec.inputs}
-    return SampleSet(export=export, parity=(("batch 1", one), (f"batch {spec.max_batch_size}", full)), warmup=one, from_file=False)
+        arrays = _random_arrays(spec, None, opt, rng)
+        cases = _range_cases(spec, rng, only_explicit=False)
+        return SampleSet(export=arrays, parity=(*cases, ("sample", arrays)), warmup=arrays, from_file=False)
+    export = _random_arrays(spec, min(2, spec.max_batch_size), opt, rng)
+    one = _random_arrays(spec, 1, opt, rng)
+    cases = _range_cases(spec, rng, only_explicit=False)
+    full = _random_arrays(spec, spec.max_batch_size, opt, rng)
+    return SampleSet(export=export, parity=(("batch 1", one), *cases, (f"batch {spec.max_batch_size}", full)),
+                     warmup=one, from_file=False)

@@ -13,97 +13,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .dtypes import triton_dtype, triton_from_numpy
+from .dim_ranges import (DEFAULT_DIM_OPT, DimRange, check_ranges, dim_range_from_arg, dim_range_from_dict,
+                         inputs_with_ranges)
 from .errors import TritongenError
 from .names import check_name
+from .tensors import TensorSpec, tensor_spec_from_arg, tensor_spec_from_dict, tensor_specs_from_samples
 
 TARGETS = ("local", "onnxruntime", "tensorrt")  # tensorrt: prepared ONNX + profiles; `tritongen engine` makes model.plan
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 DEFAULT_OPSET = 18
 DEFAULT_QUEUE_DELAY_US = 500
-DEFAULT_DYNAMIC_DIM = 16  # size given to a -1 dimension when samples are generated
+DEFAULT_DYNAMIC_DIM = DEFAULT_DIM_OPT  # size (OPT) of a -1 dimension without --dim-range (tritongen.dim_ranges)
 PRECISIONS = ("fp32", "fp16", "int8")
+EXPORTERS = ("auto", "dynamo", "torchscript")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MAX_DYNAMIC_DIM = 128  # TensorRT profile maximum for every -1 dimension
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output: Triton name, Triton data type (``FP32``), dims without the batch dimension."""
-
-    name: str
-    dtype: str
-    dims: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not _TENSOR_NAME_RE.fullmatch(check_name(self.name, "tensor name")):
-            raise TritongenError(
-                f"tensor name '{self.name}' is not valid",
-                "use letters, digits and underscores, starting with a letter",
-            )
-        object.__setattr__(self, "dtype", triton_dtype(self.dtype))
-        dims = tuple(int(d) for d in self.dims)
-        bad = [d for d in dims if d == 0 or d < -1]
-        if bad:
-            raise TritongenError(
-                f"tensor '{self.name}' has dimension {bad[0]}",
-                "every dimension must be a positive size or -1 for a variable size",
-            )
-        object.__setattr__(self, "dims", dims)
-
-    @property
-    def dynamic_axes(self) -> tuple[int, ...]:
-        """Indices (into ``dims``) of the variable dimensions."""
-        return tuple(i for i, d in enumerate(self.dims) if d == -1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
-
-
-def tensor_spec_from_arg(arg: str) -> TensorSpec:
-    """Parse ``NAME:DTYPE:DIMS`` (dims comma-separated, ``-1`` variable, empty for a scalar per item)."""
-    parts = arg.split(":")
-    if len(parts) != 3 or not parts[0]:
-        raise TritongenError(
-            f"--input '{arg}' is not NAME:DTYPE:DIMS",
-            "write it like x:FP32:3,224,224 (dims without the batch dimension, -1 for variable)",
-        )
-    name, dtype, dims_text = parts
-    try:
-        dims = tuple(int(d) for d in dims_text.replace(" ", "").split(",") if d != "")
-    except ValueError:
-        raise TritongenError(
-            f"--input '{arg}' has dims '{dims_text}' that are not integers",
-            "write dims as comma-separated integers like 3,224,224 (-1 for variable)",
-        ) from None
-    if not dims:
-        dims = (1,)
-    return TensorSpec(name=name, dtype=dtype, dims=dims)
-
-
-def tensor_spec_from_dict(entry: Mapping[str, Any], where: str) -> TensorSpec:
-    if not isinstance(entry, Mapping) or "name" not in entry:
-        raise TritongenError(f"{where} is not a mapping with a 'name'", "write entries like {name: x, dtype: FP32, dims: [3, 224, 224]}")
-    dims = entry.get("dims", entry.get("shape", [1]))
-    if isinstance(dims, str):
-        dims = [int(d) for d in dims.split(",") if d.strip()]
-    if not isinstance(dims, (list, tuple)):
-        raise TritongenError(f"{where} has dims {dims!r}", "write dims as a list like [3, 224, 224]")
-    return TensorSpec(name=str(entry["name"]), dtype=str(entry.get("dtype", entry.get("data_type", "FP32"))), dims=tuple(dims))
-
-
-def tensor_specs_from_samples(samples: Mapping[str, Any], batched: bool) -> tuple[TensorSpec, ...]:
-    """Inputs inferred from sample arrays: names from keys, dtype from the array, dims from the shape."""
-    specs = []
-    for name, array in samples.items():
-        shape = tuple(array.shape[1:] if batched else array.shape)
-        specs.append(TensorSpec(name=name, dtype=triton_from_numpy(array.dtype), dims=shape or (1,)))
-    return tuple(specs)
 
 
 def _yaml(kind: str = "auto", key: str | None = None) -> dict[str, Any]:
@@ -164,6 +92,14 @@ class BuildSpec:
     min_top1: float | None = field(default=None, metadata=_YAML)  # guard: top-1 agreement for [batch, classes] outputs
     # TensorRT profiles: max size of every -1 dimension
     max_dynamic_dim: int = field(default=DEFAULT_MAX_DYNAMIC_DIM, metadata=_YAML)
+    # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
+    exporter: str = field(default="auto", metadata=_YAML)
+    # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
+    dim_ranges: tuple[DimRange, ...] = field(default=(), metadata=_yaml("dim_ranges"))
+    # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged) | onnx (read from the graph)
+    inputs_from: str = "flags"
+    # (name, int/float/bool) arguments of forward() fixed at export
+    consts: tuple[tuple[str, Any], ...] = field(default=(), metadata=_yaml("consts"))
 
     def __post_init__(self) -> None:
         """Checks every value (one clean error for the first wrong one); makes the paths absolute."""
@@ -198,6 +134,8 @@ class BuildSpec:
         if self.dynamic_dim_size < 1:
             raise TritongenError(f"spec dynamic_dim_size {self.dynamic_dim_size} is below 1",
                                  "use the size samples give every -1 dimension, e.g. 16")
+        if self.exporter not in EXPORTERS:
+            raise TritongenError(f"unknown exporter '{self.exporter}'", f"use one of {', '.join(EXPORTERS)}")
         self._check_precision()
 
     def _check_precision(self) -> None:
@@ -235,7 +173,7 @@ class BuildSpec:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and value and isinstance(value[0], TensorSpec):
+            elif isinstance(value, tuple) and value and isinstance(value[0], (TensorSpec, DimRange)):
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -313,6 +251,9 @@ def build_spec_from_options(
     min_cosine: float | None = None,
     min_top1: float | None = None,
     max_dynamic_dim: int | None = None,
+    exporter: str | None = None,
+    dim_ranges: Iterable[str] = (),
+    consts: Iterable[str] = (),
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over :data:`DEFAULTS`) into one :class:`BuildSpec`,
     which checks the values itself."""
@@ -324,23 +265,35 @@ def build_spec_from_options(
     def pick(flag: Any, key: str) -> Any:
         return flag if flag is not None else file_opts.get(key, DEFAULTS.get(key))
 
-    mbs = int(pick(max_batch_size, "max_batch_size"))
-    if mbs < 0:
+    onnx_file = _is_onnx_file(model)
+    given_mbs = max_batch_size if max_batch_size is not None else file_opts.get("max_batch_size")
+    # ONNX: -1 until read from the graph
+    mbs = int(given_mbs) if given_mbs is not None else (-1 if onnx_file else int(DEFAULTS["max_batch_size"]))
+    if mbs < 0 and not (onnx_file and given_mbs is None):
         raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
     samples_path = Path(sample_inputs).expanduser().resolve() if sample_inputs else None
     chosen_tokenizer = pick(tokenizer, "tokenizer")
     tokenizer = Path(chosen_tokenizer) if chosen_tokenizer is not None else None
 
+    ranges = tuple(dim_range_from_arg(a) for a in dim_ranges) or tuple(
+        dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}")
+        for i, e in enumerate(file_opts.get("dim_ranges") or ()))
+    inputs_from = "flags"
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
     elif file_opts.get("inputs"):
+        inputs_from = "spec"
         if not isinstance(file_opts["inputs"], list):
             raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
         input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
+    elif onnx_file:
+        input_specs = ()  # read from the graph below
     elif samples_path is not None:
         from .npz import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
+        input_specs = inputs_with_ranges(input_specs, ranges)
+        inputs_from = "samples"
     elif model.is_dir() or tokenizer is not None:
         input_specs = ()  # a Hugging Face folder or a tokenizer: the ensemble builder decides the inputs
     else:
@@ -352,6 +305,16 @@ def build_spec_from_options(
     out_names: tuple[str, ...] = tuple(outputs)
     if not out_names and file_opts.get("outputs"):
         out_names = tuple(str(o["name"]) if isinstance(o, Mapping) else str(o) for o in file_opts["outputs"])
+    for n in out_names:
+        TensorSpec(n, "FP32", (1,))  # validates the name
+    if onnx_file:
+        from .onnx_input import spec_io_from_onnx
+
+        if consts:
+            raise TritongenError("--const does not apply to an ONNX file: its graph already holds every value",
+                                 "drop --const")
+        input_specs, mbs = spec_io_from_onnx(model, input_specs, out_names, None if mbs < 0 else mbs)
+        inputs_from = "onnx"
     calib = pick(calib_data, "calib_data")
     if calib is not None and not Path(calib).expanduser().exists():
         raise TritongenError(f"calibration data {calib} does not exist",
@@ -389,4 +352,31 @@ def build_spec_from_options(
         min_cosine=float(pick(min_cosine, "min_cosine")),
         min_top1=None if top1 is None else float(top1),
         max_dynamic_dim=int(pick(max_dynamic_dim, "max_dynamic_dim")),
+        exporter=str(pick(exporter, "exporter")),
+        dim_ranges=check_ranges(ranges, input_specs),
+        consts=_consts(consts, file_opts),
+        inputs_from=inputs_from,
     )
+
+
+def _is_onnx_file(model: Path) -> bool:
+    from .onnx_input import is_onnx_file
+
+    if not model.is_file():
+        return False
+    try:
+        with model.open("rb") as fh:
+            return is_onnx_file(fh.read(16))
+    except OSError:
+        return False
+
+
+def _consts(args: Iterable[str], file_opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    from .consts import const_from_arg, consts_from_mapping
+
+    given = tuple(const_from_arg(a) for a in args) or consts_from_mapping(file_opts.get("consts") or {})
+    names = [n for n, _ in given]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TritongenError(f"--const {twice[0]} is given twice", "give each argument one value")
+    return given

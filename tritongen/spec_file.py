@@ -24,13 +24,15 @@ MAX_RANK = 32
 MAX_TEXT_CHARS = 4096
 _INT32_MAX = 2**31 - 1
 
-# A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs". The keys and their
-# kinds come from tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
+# A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs", "dim_ranges",
+# "consts". The keys and their kinds come from tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
 _KIND_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string",
                "ints": "a list of integers"}
 INPUT_KEYS = ("name", "dtype", "data_type", "dims", "shape")
 _DIM_TEXT = re.compile(r"^-?[0-9]{1,10}$")
 _ENTRY_EXAMPLE = "{name: x, dtype: FP32, dims: [3, 224, 224]}"
+RANGE_KEYS = ("input", "axis", "min", "opt", "max")
+_RANGE_EXAMPLE = "{input: x, axis: 1, min: 32, opt: 128, max: 512}"
 
 
 def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
@@ -120,6 +122,19 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
                 raise _wrong(path, f"output #{i + 1}", entry, "a name or a mapping with a name",
                              "outputs: [logits] or [{name: logits}]")
             _check_text(path, f"output #{i + 1}", name)
+    elif kind == "consts":
+        if not isinstance(value, dict) or len(value) > MAX_TENSORS:
+            raise _wrong(path, "'consts'", value, "a mapping of argument names to values", "consts: {sr: 16000}")
+        for name, const in value.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise _wrong(path, "a consts name", name, "an argument name", "consts: {sr: 16000}")
+            if not isinstance(const, (bool, int, float)) or (isinstance(const, float) and not math.isfinite(const)) \
+                    or (_is_int(const) and abs(const) > 2**63 - 1):
+                raise _wrong(path, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
+    elif kind == "dim_ranges":
+        _check_list(path, key, value)
+        for i, entry in enumerate(value):
+            check_dim_range_entry(path, f"dim_ranges #{i + 1}", entry)
     elif kind == "ints":
         _check_list(path, key, value)
         if not all(_is_int(v) and abs(v) <= _INT32_MAX for v in value):
@@ -174,3 +189,13 @@ def check_input_entry(path: Path, where: str, entry: Any) -> None:
                                                                          for d in dims):
             raise _wrong(path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers",
                          "dims: [3, 224, 224]")
+
+
+def check_dim_range_entry(path: Path, where: str, entry: Any) -> None:
+    """One ``dim_ranges`` entry: a mapping of exactly input (a string) and axis, min, opt, max (integers)."""
+    if not isinstance(entry, dict) or set(entry) != set(RANGE_KEYS):
+        raise _wrong(path, where, entry, f"a mapping of {', '.join(RANGE_KEYS)}", _RANGE_EXAMPLE)
+    _check_text(path, f"{where} input", entry["input"])
+    for key in RANGE_KEYS[1:]:
+        if not _is_int(entry[key]) or abs(entry[key]) > _INT32_MAX:
+            raise _wrong(path, f"{where} {key}", entry[key], "an integer", _RANGE_EXAMPLE)

@@ -1,0 +1,94 @@
+"""``--const NAME=VALUE`` (issue 16, item 2): an int/float/bool argument of ``forward()`` fixed at export, recorded
+in the manifest; real exports (both exporters) and ONNX Runtime on the built model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import factories
+from tests.test_bad_input import _assert_one_clean_line, _run
+from tritongen.consts import const_from_arg
+from tritongen.errors import TritongenError
+from tritongen.parity import onnx_session
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("consts")
+    return {"pickled": factories.save_model(factories.WithRate(), root / "rate.pt", "pickled_module"),
+            "scripted": factories.save_model(factories.WithRate(), root / "rate_ts.pt", "torchscript")}
+
+
+@pytest.mark.parametrize("form, exporter", [("pickled", "dynamo"), ("scripted", "torchscript")])
+def test_consts_are_fixed_in_the_graph_and_recorded(models, tmp_path, form, exporter):
+    code, out, err = _run(["build", str(models[form]), "--name", "rate", "--input", "x:FP32:4", "--allow-pickle",
+                           "--const", "sr=16000", "--const", "negate=true", "--const", "gain=2",
+                           "--repo", str(tmp_path)])
+    assert code == 0, err
+    assert f"{exporter} exporter" in out
+    assert "forward() arguments fixed at export: sr=16000, negate=True, gain=2" in err
+    manifest = json.loads((tmp_path / "rate" / "1" / "tritongen" / "manifest.json").read_text())
+    assert manifest["export"]["consts"] == {"sr": 16000, "negate": True, "gain": 2}
+    assert manifest["spec"]["consts"] == [["sr", 16000], ["negate", True], ["gain", 2]]
+    session = onnx_session(tmp_path / "rate" / "1" / "model.onnx")
+    assert [i.name for i in session.get_inputs()] == ["x"]  # the consts are not inputs
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], -x * 16.0 * 2.0, rtol=1e-6)
+
+
+def test_consts_from_the_spec_file(models, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("inputs: [{name: x, dims: [4]}]\nconsts: {sr: 8000, gain: 0.5}\n")
+    code, out, err = _run(["build", str(models["pickled"]), "--name", "rate", "--spec", str(spec), "--allow-pickle",
+                           "--repo", str(tmp_path / "repo")])
+    assert code == 0, err
+    session = onnx_session(tmp_path / "repo" / "rate" / "1" / "model.onnx")
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x * 8.0 * 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("text, value", [("sr=16000", 16000), ("gain=0.25", 0.25), ("negate=True", True),
+                                         ("negate=false", False), ("gain=-3", -3), ("gain=1e-3", 1e-3)])
+def test_values_are_typed(text, value):
+    name, parsed = const_from_arg(text)
+    assert name == text.split("=")[0] and parsed == value and type(parsed) is type(value)
+
+
+CASES = [
+    ("required int argument without --const", [], ("needs the argument 'sr: int'", "--const sr=VALUE")),
+    ("argument forward() does not have", ["--const", "sr=1", "--const", "rate=1"],
+     ("no argument 'rate'", "x, sr, gain")),
+    ("float for an int argument", ["--const", "sr=0.5"], ("declares 'sr: int'", "give an int value")),
+    ("int for a bool argument", ["--const", "sr=1", "--const", "negate=1"], ("declares 'negate: bool'",)),
+    ("const that is a declared input", ["--const", "sr=1", "--const", "x=1"], ("--const x names a declared input",)),
+    ("value that is not a number", ["--const", "sr=fast"], ("'fast' is not an int, a float or a bool",)),
+    ("not NAME=VALUE", ["--const", "sr"], ("is not NAME=VALUE",)),
+    ("infinite value", ["--const", "sr=1", "--const", "gain=inf"], ("not a finite number",)),
+    ("same name twice", ["--const", "sr=1", "--const", "sr=2"], ("--const sr is given twice",)),
+]
+
+
+@pytest.mark.parametrize("case, extra, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_consts_get_one_line(models, tmp_path, monkeypatch, case, extra, words):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["build", str(models["pickled"]), "--input", "x:FP32:4", "--allow-pickle", *extra])
+    _assert_one_clean_line(case, code, out, err, words)
+    assert code == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text, words", [
+    ("consts: {sr: '16000'}\n", "consts sr is '16000', not an int"),
+    ("consts: [sr, 16000]\n", "'consts' is \\['sr', 16000\\], not a mapping"),
+    ("consts: {sr: .nan}\n", "consts sr is nan"),
+])
+def test_spec_file_consts_are_type_checked(models, tmp_path, text, words):
+    from tritongen.spec import build_spec_from_options
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("inputs: [{name: x, dims: [4]}]\n" + text)
+    with pytest.raises(TritongenError, match=words):
+        build_spec_from_options(models["pickled"], spec_file=spec, allow_pickle=True)

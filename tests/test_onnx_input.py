@@ -1,0 +1,229 @@
+"""``tritongen build model.onnx`` (issue 16, item 6): ONNX files written by ``torch.onnx.export`` here, I/O read from
+the graph, the original file in ONNX Runtime as the parity reference, external data and opsets checked, and one
+served end to end with ``infer --check``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests import factories
+from tests.test_bad_input import _assert_one_clean_line, _run
+from tritongen.errors import TritongenError
+from tritongen.load import detect_format
+from tritongen.onnx_input import is_onnx_file, onnx_model_from_file
+
+
+def _export(model: torch.nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str],
+            axes: dict | None) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), args, str(path), input_names=names, output_names=outputs, dynamic_axes=axes,
+                          dynamo=False, opset_version=17)
+    return path
+
+
+def _conv_onnx(folder: Path, batch_axis: bool = True) -> Path:
+    axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if batch_axis else None
+    return _export(factories.make_small_conv(), factories.small_conv_inputs(), folder / "conv.onnx", ["image"],
+                   ["logits"], axes)
+
+
+def _with_external_data(src: Path, folder: Path) -> Path:
+    model = onnx.load(str(src))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "conv.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="conv.weights", size_threshold=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("onnx_files")
+    (root / "fixed").mkdir()
+    conv = _conv_onnx(root)
+    seq = _export(factories.make_dynamic_seq(), factories.dynamic_seq_inputs(), root / "seq.onnx", ["x"], ["mean"],
+                  {"x": {0: "batch", 1: "length"}, "mean": {0: "batch"}})
+    return {"root": root, "conv": conv, "seq": seq, "external": _with_external_data(conv, root / "external"),
+            "fixed": _conv_onnx(root / "fixed", batch_axis=False)}
+
+
+def _manifest(repo: Path, name: str) -> dict:
+    return json.loads((repo / name / "1" / "tritongen" / "manifest.json").read_text())
+
+
+def test_onnx_is_detected_from_its_content(files, tmp_path):
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(files["conv"].read_bytes())
+    assert detect_format(renamed).kind == "onnx"
+    assert not is_onnx_file(b"\x08\x01")  # too short to say
+    assert not is_onnx_file(b"PK\x03\x04....")
+    weights = factories.save_model(factories.make_tiny_linear(), tmp_path / "w.pt", "state_dict")
+    assert not is_onnx_file(weights.read_bytes()[:16])
+
+
+def test_onnx_file_builds_with_io_from_the_graph(files, tmp_path):
+    code, out, err = _run(["build", str(files["conv"]), "--repo", str(tmp_path)])
+    assert code == 0, err
+    assert "(version 1, local target, from the ONNX file)" in out
+    assert "parity gate: ONNX Runtime vs the original ONNX file" in err
+    manifest = _manifest(tmp_path, "conv")
+    assert manifest["source"]["form"] == "onnx" and manifest["parity"]["ok"]
+    assert manifest["spec"]["max_batch_size"] == 8 and manifest["spec"]["inputs_from"] == "onnx"
+    assert manifest["spec"]["inputs"] == [{"name": "image", "dtype": "FP32", "dims": [3, 32, 32]}]
+    assert [(t["name"], t["dims"]) for t in manifest["spec"]["outputs"]] == [("logits", [10])]
+    reference = np.load(tmp_path / "conv" / "1" / "tritongen" / "reference_outputs.npz")["logits"]
+    samples = np.load(tmp_path / "conv" / "1" / "tritongen" / "samples.npz")["image"]
+    with torch.no_grad():  # the reference the build saved is the model's own answer
+        np.testing.assert_allclose(reference, factories.make_small_conv()(torch.from_numpy(samples)).numpy(), atol=1e-5)
+
+
+def test_dynamic_dims_of_the_graph_stay_dynamic_and_are_checked_at_their_range(files, tmp_path):
+    code, out, err = _run(["build", str(files["seq"]), "--repo", str(tmp_path), "--dim-range", "x:0:3:10:40"])
+    assert code == 0, err
+    manifest = _manifest(tmp_path, "seq")
+    assert manifest["spec"]["inputs"] == [{"name": "x", "dtype": "FP32", "dims": [-1, 8]}]
+    assert {r["case"] for r in manifest["parity"]["results"]} == {"batch 1", "batch 1, min dims", "batch 1, max dims",
+                                                                   "batch 8"}
+
+
+def test_external_data_is_read_and_written_beside_the_model(files, tmp_path):
+    code, out, err = _run(["build", str(files["external"]), "--repo", str(tmp_path), "--name", "ext"])
+    assert code == 0, err
+    manifest = _manifest(tmp_path, "ext")
+    assert {"1/model.onnx", "1/model.onnx.data"} <= set(manifest["files"])
+    assert manifest["parity"]["ok"]
+
+
+def test_a_graph_without_batch_axis_builds_unbatched_or_says_why_not(files, tmp_path):
+    code, out, err = _run(["build", str(files["fixed"]), "--repo", str(tmp_path)])
+    assert code == 0, err
+    manifest = _manifest(tmp_path, "conv")
+    assert manifest["spec"]["max_batch_size"] == 0
+    assert manifest["spec"]["inputs"] == [{"name": "image", "dtype": "FP32", "dims": [2, 3, 32, 32]}]
+    code, out, err = _run(["build", str(files["fixed"]), "--repo", str(tmp_path / "b"), "--max-batch-size", "4"])
+    _assert_one_clean_line("fixed batch", code, out, err, ("tensor 'image' has a fixed first dimension",
+                                                           "--max-batch-size 0"))
+
+
+def test_precision_variant_is_guarded_against_the_original_file(files, tmp_path):
+    code, out, err = _run(["build", str(files["conv"]), "--repo", str(tmp_path), "--target", "onnxruntime",
+                           "--precision", "fp16"])
+    assert code == 0, err
+    manifest = _manifest(tmp_path, "conv")
+    assert manifest["precision"]["precision"] == "fp16" and manifest["precision"]["ok"]
+
+
+def _rewritten(files: dict[str, Path], name: str, change) -> Path:
+    """A copy of the external-data model with ``change(model)`` applied to its graph (data left where it is)."""
+    folder = files["external"].parent
+    model = onnx.load(str(files["external"]), load_external_data=False)
+    change(model)
+    path = folder / f"{name}.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _set_location(value: str, offset: str | None = None):
+    def change(model):
+        entries = model.graph.initializer[0].external_data
+        for entry in entries:
+            if entry.key == "location":
+                entry.value = value
+            if entry.key == "offset" and offset is not None:
+                entry.value = offset
+        if offset is not None and not any(e.key == "offset" for e in entries):
+            entries.add(key="offset", value=offset)
+    return change
+
+
+def _set_opset(version: int):
+    def change(model):
+        for o in model.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = version
+    return change
+
+
+def _custom_op(model):
+    model.graph.node[0].domain = "com.example"
+    model.opset_import.add(domain="com.example", version=1)
+
+
+ATTACKS = [
+    ("external data outside the folder", lambda f: _rewritten(f, "up", _set_location("../../conv.onnx")),
+     ("keeps its data in '../../conv.onnx'", "not a file name beside the model")),
+    ("external data at an absolute path", lambda f: _rewritten(f, "abs", _set_location("/etc/passwd")),
+     ("'/etc/passwd'", "not a file name beside the model")),
+    ("external data file missing", lambda f: _rewritten(f, "gone", _set_location("nope.bin")),
+     ("'nope.bin', which does not exist",)),
+    ("external data beyond the end of its file",
+     lambda f: _rewritten(f, "far", _set_location("conv.weights", "99999999")),
+     ("beyond its", "truncated")),
+    ("opset newer than onnx knows", lambda f: _rewritten(f, "new", _set_opset(999)), ("uses opset 999",)),
+    ("opset older than ONNX Runtime runs", lambda f: _rewritten(f, "old", _set_opset(3)), ("uses opset 3",)),
+    ("operator from a custom domain", lambda f: _rewritten(f, "custom", _custom_op),
+     ("com.example::", "standard ONNX")),
+    ("truncated ONNX file", lambda f: _truncated(f), ("cannot be read",)),
+]
+
+
+def _truncated(files: dict[str, Path]) -> Path:
+    path = files["root"] / "truncated.onnx"
+    data = files["conv"].read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+FLAG_CASES = [
+    ("--output names that are not the graph's", ["--output", "scores"], ("are not the graph's outputs ['logits']",)),
+    ("--input that does not fit the graph", ["--input", "image:FP32:3,64,64"],
+     ("does not fit the graph's FP32 [3, 32, 32]",)),
+    ("--input with another name", ["--input", "x:FP32:3,32,32"], ("are not the graph's inputs ['image']",)),
+    ("--const with an ONNX file", ["--const", "sr=1"], ("--const does not apply to an ONNX file",)),
+    ("--model-factory with an ONNX file", ["--model-factory", "tests.factories:make_small_conv"],
+     ("an ONNX file that already contains the model",)),
+]
+
+
+@pytest.mark.parametrize("case, make, words", ATTACKS, ids=[c[0] for c in ATTACKS])
+def test_bad_onnx_files_get_one_line(files, tmp_path, monkeypatch, case, make, words):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["build", str(make(files))])
+    _assert_one_clean_line(case, code, out, err, words)
+    assert code == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case, extra, words", FLAG_CASES, ids=[c[0] for c in FLAG_CASES])
+def test_flags_that_do_not_fit_an_onnx_file_get_one_line(files, tmp_path, monkeypatch, case, extra, words):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["build", str(files["conv"]), *extra])
+    _assert_one_clean_line(case, code, out, err, words)
+    assert code == 1 and not list(tmp_path.iterdir())
+
+
+def test_external_data_is_not_read_before_it_is_checked(files):
+    with pytest.raises(TritongenError, match="not a file name beside the model"):
+        onnx_model_from_file(_rewritten(files, "up2", _set_location("../conv.onnx")))
+
+
+@pytest.mark.server
+def test_onnx_file_serves_and_passes_infer_check(files, tmp_path):
+    from tritongen.infer import InferSpec, infer_model
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    code, out, err = _run(["build", str(files["external"]), "--repo", str(repo), "--name", "conv_onnx"])
+    assert code == 0, err
+    with server_from_repository(ServeSpec(repo=repo)) as server:
+        result = infer_model(InferSpec(name="conv_onnx", repo=repo, url=server.grpc_url, check=True))
+        assert result.check is not None and result.check.ok, result.check.table()
+        code, out, err = _run(["infer", "conv_onnx", "--repo", str(repo), "--url", server.grpc_url, "--check"])
+        assert code == 0, err

@@ -1,0 +1,150 @@
+"""Non-tensor arguments of ``forward()``: ``--const NAME=VALUE`` fixes an ``int``, ``float`` or ``bool`` at export.
+
+``forward(x, sr: int)`` (silero-vad) cannot take ``sr`` from a Triton request: the graph is exported with the value
+given, and the manifest records it (``export.consts``). The model is wrapped so that every later stage (export,
+PyTorch reference, precision guard) calls ``forward(*tensors, sr=16000)``.
+
+Values: ``true``/``false`` are bools, an integer literal is an int, anything ``float()`` reads (finite) is a
+float. Where ``forward()``'s signature is readable, the name must be one of its arguments, not a declared input,
+and the value must fit the annotation (an int is accepted for a float). A required ``int``/``float``/``bool``
+argument without ``--const`` is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import TritongenError
+
+Const = tuple[str, Any]
+SCALAR_TYPES = (bool, int, float)
+_FIX = "write it as NAME=VALUE with an int (16000), a float (0.5) or a bool (true/false)"
+
+
+def const_from_arg(arg: str) -> Const:
+    """Parse ``NAME=VALUE``."""
+    name, sep, text = arg.partition("=")
+    name, text = name.strip(), text.strip()
+    if not sep or not name.isidentifier() or not text:
+        raise TritongenError(f"--const '{arg}' is not NAME=VALUE", _FIX)
+    if text.lower() in ("true", "false"):
+        return name, text.lower() == "true"
+    try:
+        return name, int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise TritongenError(f"--const '{arg}': '{text}' is not an int, a float or a bool", _FIX) from None
+    if not math.isfinite(value):
+        raise TritongenError(f"--const '{arg}': {text} is not a finite number", _FIX)
+    return name, value
+
+
+def consts_from_mapping(mapping: Mapping[str, Any]) -> tuple[Const, ...]:
+    """The YAML spec's ``consts: {sr: 16000}`` (types checked by :mod:`tritongen.spec_file`)."""
+    return tuple((str(k), v) for k, v in mapping.items())
+
+
+_TYPE_NAMES = {"int": int, "float": float, "bool": bool}
+
+
+def _norm(annotation: Any) -> Any:
+    """A type for ``int``/``float``/``bool`` annotations, written as types or as strings (postponed annotations)."""
+    return _TYPE_NAMES.get(annotation, annotation) if isinstance(annotation, str) else annotation
+
+
+def _parameters(module: Any) -> dict[str, Any] | None:
+    """forward()'s parameters: name -> annotation (a required one), or ("optional", annotation) for one with a
+    default; None when the signature cannot be read."""
+    forward = getattr(module, "forward", None)
+    schema = getattr(forward, "schema", None)  # a TorchScript method
+    if schema is not None:
+        return {a.name: _norm(str(a.type)) if a.default_value is None else ("optional", _norm(str(a.type)))
+                for a in schema.arguments[1:]}
+    try:
+        params = inspect.signature(forward).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    out = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            return None  # *args / **kwargs: any name may be fine
+        annotation = _norm(p.annotation) if p.annotation is not inspect.Parameter.empty else None
+        out[p.name] = annotation if p.default is inspect.Parameter.empty else ("optional", annotation)
+    return out
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def check_consts(module: Any, consts: Sequence[Const], input_names: Iterable[str]) -> None:
+    """Refuse a const that is not an argument of forward(), names a declared input, or does not fit its annotation,
+    and a required int/float/bool argument that has no const."""
+    names = set(input_names)
+    given = dict(consts)
+    clash = sorted(names & set(given))
+    if clash:
+        raise TritongenError(f"--const {clash[0]} names a declared input",
+                             f"drop '{clash[0]}' from --input (a const is not a tensor the client sends) "
+                             "or from --const")
+    params = _parameters(module)
+    if params is None:
+        return
+    for name, value in consts:
+        if name not in params:
+            raise TritongenError(f"forward() has no argument '{name}' (--const {name}={value})",
+                                 f"use one of its arguments: {', '.join(params) or 'none'}")
+        annotation = params[name][1] if isinstance(params[name], tuple) else params[name]
+        if annotation == "Tensor" or _type_name(annotation) == "Tensor":
+            raise TritongenError(f"--const {name}: forward() takes '{name}' as a tensor",
+                                 f"declare it with --input {name}:DTYPE:DIMS instead")
+        if annotation in SCALAR_TYPES and not _fits(value, annotation):
+            raise TritongenError(f"--const {name}={value}: forward() declares '{name}: {_type_name(annotation)}'",
+                                 f"give {'an' if annotation is int else 'a'} {_type_name(annotation)} value")
+    for name, annotation in params.items():
+        if name not in given and name not in names and annotation in SCALAR_TYPES:
+            raise TritongenError(f"forward() needs the argument '{name}: {_type_name(annotation)}', "
+                                 "which is not a tensor",
+                                 f"fix it at export with --const {name}=VALUE")
+
+
+def _fits(value: Any, annotation: type) -> bool:
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def module_with_consts(module: Any, consts: Sequence[Const]) -> Any:
+    """``module`` wrapped so it takes only the tensors and passes the consts by name (``module`` if there are none)."""
+    if not consts:
+        return module
+    import torch
+
+    class WithConsts(torch.nn.Module):
+        def __init__(self, inner: Any, values: dict[str, Any]) -> None:
+            super().__init__()
+            self.inner = inner
+            self.values = values
+
+        def forward(self, *tensors: Any) -> Any:
+            return self.inner(*tensors, **self.values)
+
+    annotations = _parameters(module) or {}
+    values = {}
+    for name, value in consts:
+        annotation = annotations.get(name)
+        annotation = annotation[1] if isinstance(annotation, tuple) else annotation
+        values[name] = float(value) if annotation is float else value
+    return WithConsts(module, values).eval()
+
+
+def inner_module(module: Any) -> Any:
+    """The user's module under a :func:`module_with_consts` wrapper."""
+    return getattr(module, "inner", module) if type(module).__name__ == "WithConsts" else module

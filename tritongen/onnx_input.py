@@ -1,0 +1,200 @@
+"""``tritongen build model.onnx``: an ONNX file as the model, the original file in ONNX Runtime as the reference.
+
+An ONNX file is a protobuf ``ModelProto``, not a zip: :func:`is_onnx_file` recognises it from its first bytes
+(``ir_version``, field 1, comes first, then another top-level field) and the file is read only after that and
+after checks that bound the work:
+
+* the ``.onnx`` file is at most 2 GiB (protobuf's limit) and is parsed without its external data;
+* every external data reference is a relative path inside the model's folder (no ``..``, no absolute path, no
+  link leaving it), the file exists, and ``offset + length`` lie within it; only then is the data read;
+* the IR version is one the installed ``onnx`` reads, the default-domain opset lies in
+  :data:`MIN_ONNX_OPSET`..the newest the installed ``onnx`` knows, and every operator domain is one ONNX Runtime
+  runs (``ai.onnx``, ``ai.onnx.ml``, ``com.microsoft``).
+
+Inputs and outputs are read from the graph: a symbolic first dimension on every input and output is the batch
+axis (``max_batch_size`` 8 unless given), otherwise the model is built unbatched; other symbolic dimensions are
+``-1``. The build then cleans the graph like an export (:func:`tritongen.export.cleaned_onnx_from_onnx`) and the
+parity gate compares the cleaned graph (and any precision variant) with :class:`OnnxReference`: the original
+file in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+
+from .errors import TritongenError
+
+MAX_ONNX_BYTES = 2**31 - 1  # protobuf's limit on one message
+MIN_ONNX_OPSET = 7  # the oldest opset ONNX Runtime runs
+ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+_MODEL_FIELD_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x72, 0x7A, 0x82}  # fields 2..16 after ir_version
+_FIX = "export it again (torch.onnx.export, onnx.save_model) and pass the .onnx file with its external data beside it"
+
+
+def is_onnx_file(head: bytes) -> bool:
+    """Whether ``head`` (the first bytes of a file) starts like a serialized ONNX ``ModelProto``."""
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    i, ir_version = 1, 0
+    while i < min(len(head), 6) and head[i] & 0x80:
+        ir_version |= (head[i] & 0x7F) << (7 * (i - 1))
+        i += 1
+    if i >= len(head):
+        return False
+    ir_version |= head[i] << (7 * (i - 1))
+    return 1 <= ir_version <= 64 and i + 1 < len(head) and head[i + 1] in _MODEL_FIELD_TAGS
+
+
+def _external_refs(model: Any) -> list[Any]:
+    """Every tensor of the model (initializers, Constant attributes, subgraphs) whose data is in another file."""
+    from onnx import TensorProto, external_data_helper
+
+    tensors = getattr(external_data_helper, "_get_all_tensors", lambda m: m.graph.initializer)(model)
+    return [t for t in tensors if t.data_location == TensorProto.EXTERNAL]
+
+
+def _check_external_data(model: Any, path: Path) -> None:
+    base = path.parent.resolve()
+    for tensor in _external_refs(model):
+        entry = {e.key: e.value for e in tensor.external_data}
+        location = entry.get("location", "")
+        where = f"{path.name}: tensor '{tensor.name[:80]}' keeps its data in '{location[:120]}'"
+        if not location or os.path.isabs(location) or ".." in Path(location).parts:
+            raise TritongenError(f"{where}, which is not a file name beside the model", _FIX)
+        data = (base / location).resolve()
+        if base not in data.parents:
+            raise TritongenError(f"{where}, which leads outside the model's folder", _FIX)
+        if not data.is_file():
+            raise TritongenError(f"{where}, which does not exist", f"put '{location}' beside {path.name}")
+        try:
+            offset, length = int(entry.get("offset", 0)), int(entry.get("length", -1))
+        except ValueError:
+            raise TritongenError(f"{where} at an offset or length that is not a number", _FIX) from None
+        size = data.stat().st_size
+        if offset < 0 or offset > size or (length >= 0 and offset + length > size):
+            raise TritongenError(f"{where} at bytes {offset}..{offset + max(length, 0)}, beyond its {size} bytes",
+                                 f"the data file is truncated or belongs to another model; {_FIX}")
+
+
+def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
+    """The checked ``ModelProto`` of ``path`` (see the module docstring). Raises :class:`TritongenError`."""
+    import onnx
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise TritongenError(f"{path} is {size} bytes, above protobuf's 2 GiB limit for one ONNX file",
+                             "save the weights as external data (onnx.save_model(..., save_as_external_data=True))")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 -- a damaged or foreign protobuf
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise TritongenError(f"{path} starts like an ONNX file but cannot be read ({why})", _FIX) from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise TritongenError(f"{path} is an ONNX file without a graph", _FIX)
+    if model.ir_version > onnx.IR_VERSION:
+        raise TritongenError(f"{path} has ONNX IR version {model.ir_version}; the installed onnx reads up to "
+                             f"{onnx.IR_VERSION}", "upgrade onnx, or export with an older IR version")
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not MIN_ONNX_OPSET <= opset <= newest:
+        raise TritongenError(f"{path} uses opset {opset}; ONNX Runtime and the installed onnx run "
+                             f"{MIN_ONNX_OPSET}..{newest}", f"export with an opset in {MIN_ONNX_OPSET}..{newest} "
+                             "(e.g. torch.onnx.export(..., opset_version=18))")
+    foreign = sorted({n.domain for n in model.graph.node if n.domain not in ORT_DOMAINS})
+    if foreign:
+        op = next(n.op_type for n in model.graph.node if n.domain == foreign[0])
+        raise TritongenError(f"{path} uses operator {foreign[0]}::{op}, from a domain ONNX Runtime does not run "
+                             "without a custom-op library", "export it with standard ONNX operators")
+    _check_external_data(model, path)
+    if load_data and _external_refs(model):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(path.parent))
+    return model
+
+
+def _dims(value_info: Any) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
+
+
+@dataclass(frozen=True)
+class OnnxIO:
+    inputs: tuple[Any, ...]  # TensorSpec, dims without the batch dimension when batched
+    outputs: tuple[str, ...]
+    batch_axis: bool  # every input and output has a symbolic first dimension
+
+
+def io_from_onnx(model: Any) -> OnnxIO:
+    """Graph inputs (initializers left out) and output names; whether the first dimension is a batch axis."""
+    from onnx import helper
+
+    from .dtypes import triton_from_numpy
+    from .tensors import TensorSpec
+
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = [vi for vi in model.graph.input if vi.name not in initializers]
+    batch_axis = bool(graph_inputs) and all(
+        (dims := _dims(vi)) and dims[0] == -1 for vi in list(graph_inputs) + list(model.graph.output))
+    inputs = []
+    for vi in graph_inputs:
+        try:
+            dtype = triton_from_numpy(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        except Exception:  # noqa: BLE001 -- a sequence, map or an element type Triton has no name for
+            raise TritongenError(f"graph input '{vi.name}' is not a tensor of a type Triton serves",
+                                 "make every graph input a numeric or bool tensor") from None
+        dims = _dims(vi)[1:] if batch_axis else _dims(vi)
+        inputs.append(TensorSpec(vi.name, dtype, tuple(dims) or (1,)))
+    return OnnxIO(tuple(inputs), tuple(o.name for o in model.graph.output), batch_axis)
+
+
+def spec_io_from_onnx(path: Path, declared: Sequence[Any], output_names: Sequence[str],
+                      max_batch_size: int | None) -> tuple[tuple[Any, ...], int]:
+    """Inputs and the max batch size for an ONNX file: read from the graph; ``--input`` may only restate them
+    (names, order, types, rank) and fix a symbolic dimension."""
+    io = io_from_onnx(onnx_model_from_file(path, load_data=False))
+    if output_names and tuple(output_names) != io.outputs:
+        raise TritongenError(f"--output names {list(output_names)} are not the graph's outputs {list(io.outputs)}",
+                             "drop --output (the names are read from the graph) or give exactly those")
+    if max_batch_size is None:
+        max_batch_size = 8 if io.batch_axis else 0
+    if max_batch_size > 0 and not io.batch_axis:
+        fixed = next(vi.name for vi in _first_fixed(path))
+        raise TritongenError(f"--max-batch-size {max_batch_size}: {Path(path).name}'s tensor '{fixed}' has a fixed "
+                             "first dimension, so Triton cannot batch it",
+                             "build with --max-batch-size 0, or export with a dynamic first (batch) axis on every "
+                             "input and output")
+    inputs = io.inputs if max_batch_size > 0 or not io.batch_axis else _unbatched(path)
+    if not declared:
+        return inputs, max_batch_size
+    if [t.name for t in declared] != [t.name for t in inputs]:
+        raise TritongenError(f"--input names {[t.name for t in declared]} are not the graph's inputs "
+                             f"{[t.name for t in inputs]}",
+                             "drop --input (read from the graph) or list those, in order")
+    for want, have in zip(declared, inputs):
+        fits = len(want.dims) == len(have.dims) and all(h in (-1, w) for w, h in zip(want.dims, have.dims))
+        if want.dtype != have.dtype or not fits:
+            raise TritongenError(f"--input {want.name}:{want.dtype}:{list(want.dims)} does not fit the graph's "
+                                 f"{have.dtype} {list(have.dims)}", "drop --input (read from the graph) or match it")
+    return tuple(declared), max_batch_size
+
+
+def _first_fixed(path: Path) -> list[Any]:
+    model = onnx_model_from_file(path, load_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    return [vi for vi in list(model.graph.input) + list(model.graph.output)
+            if vi.name not in initializers and (not _dims(vi) or _dims(vi)[0] != -1)]
+
+
+def _unbatched(path: Path) -> tuple[Any, ...]:
+    """Inputs with every dimension, the symbolic first one included (``--max-batch-size 0`` on a batched graph)."""
+    import dataclasses
+
+    model = onnx_model_from_file(path, load_data=False)
+    io = io_from_onnx(model)
+    dims = {vi.name: _dims(vi) for vi in model.graph.input}
+    return tuple(dataclasses.replace(t, dims=tuple(dims[t.name])) for t in io.inputs)

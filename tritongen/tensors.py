@@ -1,0 +1,89 @@
+"""Tensor specs: one model input or output (Triton name, Triton data type, dims without the batch dimension), and
+the ways to make them from ``--input`` text, a ``--spec`` entry or sample arrays. Below :mod:`tritongen.spec`
+(which re-exports them) so that readers of model files can make them too."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .dtypes import triton_dtype, triton_from_numpy
+from .errors import TritongenError
+from .names import check_name
+
+_TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: Triton name, Triton data type (``FP32``), dims without the batch dimension."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not _TENSOR_NAME_RE.fullmatch(check_name(self.name, "tensor name")):
+            raise TritongenError(
+                f"tensor name '{self.name}' is not valid",
+                "use letters, digits and underscores, starting with a letter",
+            )
+        object.__setattr__(self, "dtype", triton_dtype(self.dtype))
+        dims = tuple(int(d) for d in self.dims)
+        bad = [d for d in dims if d == 0 or d < -1]
+        if bad:
+            raise TritongenError(
+                f"tensor '{self.name}' has dimension {bad[0]}",
+                "every dimension must be a positive size or -1 for a variable size",
+            )
+        object.__setattr__(self, "dims", dims)
+
+    @property
+    def dynamic_axes(self) -> tuple[int, ...]:
+        """Indices (into ``dims``) of the variable dimensions."""
+        return tuple(i for i, d in enumerate(self.dims) if d == -1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+
+
+def tensor_spec_from_arg(arg: str) -> TensorSpec:
+    """Parse ``NAME:DTYPE:DIMS`` (dims comma-separated, ``-1`` variable, empty for a scalar per item)."""
+    parts = arg.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise TritongenError(
+            f"--input '{arg}' is not NAME:DTYPE:DIMS",
+            "write it like x:FP32:3,224,224 (dims without the batch dimension, -1 for variable)",
+        )
+    name, dtype, dims_text = parts
+    try:
+        dims = tuple(int(d) for d in dims_text.replace(" ", "").split(",") if d != "")
+    except ValueError:
+        raise TritongenError(
+            f"--input '{arg}' has dims '{dims_text}' that are not integers",
+            "write dims as comma-separated integers like 3,224,224 (-1 for variable)",
+        ) from None
+    if not dims:
+        dims = (1,)
+    return TensorSpec(name=name, dtype=dtype, dims=dims)
+
+
+def tensor_spec_from_dict(entry: Mapping[str, Any], where: str) -> TensorSpec:
+    if not isinstance(entry, Mapping) or "name" not in entry:
+        raise TritongenError(f"{where} is not a mapping with a 'name'", "write entries like {name: x, dtype: FP32, dims: [3, 224, 224]}")
+    dims = entry.get("dims", entry.get("shape", [1]))
+    if isinstance(dims, str):
+        dims = [int(d) for d in dims.split(",") if d.strip()]
+    if not isinstance(dims, (list, tuple)):
+        raise TritongenError(f"{where} has dims {dims!r}", "write dims as a list like [3, 224, 224]")
+    return TensorSpec(name=str(entry["name"]), dtype=str(entry.get("dtype", entry.get("data_type", "FP32"))), dims=tuple(dims))
+
+
+def tensor_specs_from_samples(samples: Mapping[str, Any], batched: bool) -> tuple[TensorSpec, ...]:
+    """Inputs inferred from sample arrays: names from keys, dtype from the array, dims from the shape."""
+    specs = []
+    for name, array in samples.items():
+        shape = tuple(array.shape[1:] if batched else array.shape)
+        specs.append(TensorSpec(name=name, dtype=triton_from_numpy(array.dtype), dims=shape or (1,)))
+    return tuple(specs)
