@@ -68,7 +68,7 @@ def cli(debug: bool) -> None:
 @click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
 @click.option("--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128.")
 @click.option("--dim-range", "dim_ranges", multiple=True, metavar="INPUT:AXIS:MIN:OPT:MAX",
-              help="Sizes of a -1 dim (AXIS without batch, from 0): samples, parity at MIN/OPT/MAX, warm-up, TensorRT profile. Repeatable.")
+              help="Sizes of a -1 dim (AXIS without batch, from 0): samples, " "parity at MIN/OPT/MAX, warm-up, TensorRT profile. Repeatable.")
 @click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
               help="Fix an int/float/bool argument of forward() at export, e.g. sr=16000 (recorded in the manifest). Repeatable.")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]),

@@ -214,7 +214,7 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
         manifest = manifest_path(model_dir, int(version_dir.name))
         engines = load_manifest(manifest, model_dir).engines if manifest.is_file() else None
         if not rebuild and plan_is_current(engines, version_dir, cc, trt_version):
-            say(f"skipping {model_dir.name} v{version_dir.name}: its plan for cc {cc} is built by TensorRT {trt_version} "
+            say(f"skipping {model_dir.name} v{version_dir.name}: its " f"plan for cc {cc} is built by TensorRT {trt_version} "
                 "(--rebuild builds it again)")
             continue
         filename = f"model.{cc}.plan" if per_cc else plan.get("plan", PLAN_FILENAME)
