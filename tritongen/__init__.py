@@ -25,8 +25,21 @@ __version__ = "0.1.0"
 from .api import build, deploy, engine, infer, lint, perf, serve, sign, tune, validate, verify  # noqa: E402
 from .errors import TritongenError  # noqa: E402
 
-__all__ = ["TritongenError", "__version__", "build", "deploy", "engine", "infer", "lint", "perf", "serve", "sign",
-           "tune", "validate", "verify"]
+__all__ = [
+    "TritongenError",
+    "__version__",
+    "build",
+    "deploy",
+    "engine",
+    "infer",
+    "lint",
+    "perf",
+    "serve",
+    "sign",
+    "tune",
+    "validate",
+    "verify",
+]
 
 
 class _Package(types.ModuleType):

@@ -17,8 +17,8 @@ from .progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from .build import BuildResult
-    from .ensemble import EnsembleBuildResult
     from .engine import EngineResult
+    from .ensemble import EnsembleBuildResult
     from .infer import InferResult
     from .perf.results import PerfRun
     from .perf.tune import TuneResult
@@ -29,8 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 PathLike = str | Path
 
 
-def build(model: Any, *, example_inputs: Any = None, progress: Progress | None = None,
-          **options: Any) -> BuildResult | EnsembleBuildResult:
+def build(
+    model: Any, *, example_inputs: Any = None, progress: Progress | None = None, **options: Any
+) -> BuildResult | EnsembleBuildResult:
     """Build ``model`` into a validated model folder of a Triton repository and return what was written.
 
     ``model`` is one of:
@@ -57,8 +58,10 @@ def build(model: Any, *, example_inputs: Any = None, progress: Progress | None =
     """
     if isinstance(model, (str, Path)):
         if example_inputs is not None:
-            raise TritongenError("example_inputs given with a model file",
-                                 "pass sample_inputs='samples.npz' for a file, or pass the nn.Module itself")
+            raise TritongenError(
+                "example_inputs given with a model file",
+                "pass sample_inputs='samples.npz' for a file, or pass the nn.Module itself",
+            )
         return _build_spec(model, progress, **options)
     return _build_module(model, example_inputs, progress, **options)
 
@@ -69,8 +72,10 @@ def _build_spec(model: PathLike, progress: Progress | None, loaded: Any = None, 
     spec = build_spec_from_options(model, **options)
     if spec.is_ensemble:
         if loaded is not None:
-            raise TritongenError("an in-memory module cannot be built into an ensemble",
-                                 "save it (torch.jit.save or torch.export.save) and build the file with task/tokenizer")
+            raise TritongenError(
+                "an in-memory module cannot be built into an ensemble",
+                "save it (torch.jit.save or torch.export.save) and build the file with task/tokenizer",
+            )
         from .ensemble import build_ensemble
 
         return build_ensemble(spec, progress=progress)
@@ -93,11 +98,14 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
     except ImportError:
         raise TritongenError("building an in-memory module needs torch", "pip install 'tritongen[convert]'") from None
     if not isinstance(module, torch.nn.Module):
-        raise TritongenError(f"cannot build a {type(module).__name__}",
-                             "pass a model file, a Hugging Face folder or a torch.nn.Module")
+        raise TritongenError(
+            f"cannot build a {type(module).__name__}", "pass a model file, a Hugging Face folder or a torch.nn.Module"
+        )
     if example_inputs is None:
-        raise TritongenError("an in-memory module needs example_inputs",
-                             "pass example_inputs={'x': batch} (batch axis first) in forward() order")
+        raise TritongenError(
+            "an in-memory module needs example_inputs",
+            "pass example_inputs={'x': batch} (batch axis first) in forward() order",
+        )
     if options.get("sample_inputs") is not None:
         raise TritongenError("sample_inputs given with an in-memory module", "pass the arrays as example_inputs")
     arrays = _example_arrays(example_inputs)
@@ -145,8 +153,13 @@ def validate(repo: PathLike = "model_repository", *, triton_version: str | None 
     return check_repository(Path(repo), triton_version=triton_version)
 
 
-def verify(repo: PathLike = "model_repository", *, allow_unverified: Sequence[str] = (),
-           public_key: PathLike | None = None, signature: PathLike | None = None) -> VerifyReport:
+def verify(
+    repo: PathLike = "model_repository",
+    *,
+    allow_unverified: Sequence[str] = (),
+    public_key: PathLike | None = None,
+    signature: PathLike | None = None,
+) -> VerifyReport:
     """Check that every file Triton would load from ``repo`` is listed, with its sha256, in a build manifest.
 
     ``allow_unverified`` names models written by hand (no manifest). With ``public_key`` the repository's
@@ -165,8 +178,9 @@ def verify(repo: PathLike = "model_repository", *, allow_unverified: Sequence[st
     return report if checked_signature is None else dataclasses.replace(report, signature=checked_signature)
 
 
-def sign(repo: PathLike, private_key: PathLike, *, signature: PathLike | None = None,
-         allow_unverified: Sequence[str] = ()) -> Path:
+def sign(
+    repo: PathLike, private_key: PathLike, *, signature: PathLike | None = None, allow_unverified: Sequence[str] = ()
+) -> Path:
     """Sign every file in ``repo`` (after it verifies) with a PEM EC private key; returns the signature's path."""
     from .signing import sign_repository
 
@@ -174,9 +188,15 @@ def sign(repo: PathLike, private_key: PathLike, *, signature: PathLike | None = 
 
 
 @contextlib.contextmanager
-def serve(repo: PathLike = "model_repository", *, verify: bool = True, allow_unverified: Sequence[str] = (),
-          public_key: PathLike | None = None, signature: PathLike | None = None,
-          **options: Any) -> Iterator[RunningServer]:
+def serve(
+    repo: PathLike = "model_repository",
+    *,
+    verify: bool = True,
+    allow_unverified: Sequence[str] = (),
+    public_key: PathLike | None = None,
+    signature: PathLike | None = None,
+    **options: Any,
+) -> Iterator[RunningServer]:
     """Boot a real tritonserver on ``repo``; yields the server once every model is READY, stops it on exit.
 
     Unless ``verify=False``, the repository is first signature-checked (with ``public_key``), validated and
@@ -197,8 +217,14 @@ def serve(repo: PathLike = "model_repository", *, verify: bool = True, allow_unv
         yield server
 
 
-def check_servable(repo: PathLike, *, allow_unverified: Sequence[str] = (), public_key: PathLike | None = None,
-                   signature: PathLike | None = None, triton_version: str | None = None) -> None:
+def check_servable(
+    repo: PathLike,
+    *,
+    allow_unverified: Sequence[str] = (),
+    public_key: PathLike | None = None,
+    signature: PathLike | None = None,
+    triton_version: str | None = None,
+) -> None:
     """What :func:`serve` checks before booting: signature (with ``public_key``), Triton's rules, manifests."""
     if public_key is not None:
         from .signing import check_signature
@@ -242,9 +268,15 @@ def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = 
     return tune_model(TuneSpec(model_dir=Path(model_dir), max_p99_ms=max_p99_ms, **options), progress=progress)
 
 
-def engine(repo: PathLike = "model_repository", *, workspace_bytes: int | None = None,
-           optimization_level: int | None = None, per_cc: bool = False, rebuild: bool = False,
-           progress: Progress | None = None) -> list[EngineResult]:
+def engine(
+    repo: PathLike = "model_repository",
+    *,
+    workspace_bytes: int | None = None,
+    optimization_level: int | None = None,
+    per_cc: bool = False,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+) -> list[EngineResult]:
     """Build ``model.plan`` for every model in ``repo`` prepared by ``build(..., target="tensorrt")``.
 
     A model whose recorded plan is current (this GPU generation, this TensorRT) is skipped unless ``rebuild``.
@@ -252,9 +284,14 @@ def engine(repo: PathLike = "model_repository", *, workspace_bytes: int | None =
     """
     from .engine import engines_from_repository
 
-    return engines_from_repository(Path(repo), workspace_bytes=workspace_bytes,
-                                   optimization_level=optimization_level, per_cc=per_cc, rebuild=rebuild,
-                                   progress=progress)
+    return engines_from_repository(
+        Path(repo),
+        workspace_bytes=workspace_bytes,
+        optimization_level=optimization_level,
+        per_cc=per_cc,
+        rebuild=rebuild,
+        progress=progress,
+    )
 
 
 def lint(path: PathLike = "model_repository") -> list[Any]:

@@ -26,9 +26,10 @@ import dataclasses
 import re
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from .errors import TritongenError
 
@@ -88,7 +89,7 @@ class Archive:
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
-    def __enter__(self) -> "Archive":
+    def __enter__(self) -> Archive:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -98,11 +99,13 @@ class Archive:
         """The member's bytes; refused when it declares (or inflates to) more than ``limit_bytes``."""
         member = self._by_name[name]
         if member.size_bytes > limit_bytes:
-            raise self._error(f"its member {name} declares {member.size_bytes} bytes, more than the {limit_bytes} "
-                              "tritongen reads from such a member")
+            raise self._error(
+                f"its member {name} declares {member.size_bytes} bytes, more than the {limit_bytes} "
+                "tritongen reads from such a member"
+            )
         out, at = bytearray(member.size_bytes), 0  # the declared size, bounded above; _chunks never yields more
         for chunk in self._chunks(member):
-            out[at: at + len(chunk)] = chunk
+            out[at : at + len(chunk)] = chunk
             at += len(chunk)
         return out
 
@@ -132,8 +135,9 @@ class Archive:
                 break  # nothing left to read and nothing more comes out
             left_out -= len(chunk)
             if left_out < 0:
-                raise self._error(f"its member {member.name} unpacks to more than the {member.size_bytes} bytes "
-                                  "it declares")
+                raise self._error(
+                    f"its member {member.name} unpacks to more than the {member.size_bytes} bytes it declares"
+                )
             crc = zlib.crc32(chunk, crc)
             if chunk:
                 yield chunk
@@ -188,12 +192,29 @@ def _members(path: Path, fh: BinaryIO, refuse: Callable[[str], TritongenError]) 
     for _ in range(entries):
         if at + _CENTRAL.size > len(directory):
             raise refuse("its central directory is shorter than its entry count says")
-        (sig, _made_by, needed, flags, method, time, date, crc, csize, usize, name_len, extra_len, comment_len,
-         disk, _internal, _external, offset) = _CENTRAL.unpack_from(directory, at)
+        (
+            sig,
+            _made_by,
+            needed,
+            flags,
+            method,
+            time,
+            date,
+            crc,
+            csize,
+            usize,
+            name_len,
+            extra_len,
+            comment_len,
+            disk,
+            _internal,
+            _external,
+            offset,
+        ) = _CENTRAL.unpack_from(directory, at)
         if sig != b"PK\x01\x02" or disk not in (0, 0xFFFF):
             raise refuse("its central directory is damaged")
-        raw_name = directory[at + _CENTRAL.size: at + _CENTRAL.size + name_len]
-        extra = directory[at + _CENTRAL.size + name_len: at + _CENTRAL.size + name_len + extra_len]
+        raw_name = directory[at + _CENTRAL.size : at + _CENTRAL.size + name_len]
+        extra = directory[at + _CENTRAL.size + name_len : at + _CENTRAL.size + name_len + extra_len]
         at += _CENTRAL.size + name_len + extra_len + comment_len
         if at > len(directory) or len(raw_name) != name_len:
             raise refuse("its central directory is damaged")
@@ -240,12 +261,26 @@ def _end_records(fh: BinaryIO, size: int, refuse) -> tuple[int, int, int, int]:
             if loc_disk != 0 or disks != 1 or record_at + _EOCD64.size != eocd_at - _LOCATOR.size:
                 raise refuse("its zip64 end records are not where its locator says")
             fh.seek(record_at)
-            (sig64, record_bytes, _made, _needed, disk64, cd_disk64, disk_entries64, entries64, cd_size64,
-             cd_offset64) = _EOCD64.unpack(fh.read(_EOCD64.size))
+            (
+                sig64,
+                record_bytes,
+                _made,
+                _needed,
+                disk64,
+                cd_disk64,
+                disk_entries64,
+                entries64,
+                cd_size64,
+                cd_offset64,
+            ) = _EOCD64.unpack(fh.read(_EOCD64.size))
             if sig64 != b"PK\x06\x06" or record_bytes != _EOCD64.size - 12 or disk64 or cd_disk64:
                 raise refuse("its zip64 end record is damaged")
-            for short, full, blank in ((disk_entries, disk_entries64, 0xFFFF), (entries, entries64, 0xFFFF),
-                                       (cd_size, cd_size64, 0xFFFFFFFF), (cd_offset, cd_offset64, 0xFFFFFFFF)):
+            for short, full, blank in (
+                (disk_entries, disk_entries64, 0xFFFF),
+                (entries, entries64, 0xFFFF),
+                (cd_size, cd_size64, 0xFFFFFFFF),
+                (cd_offset, cd_offset64, 0xFFFFFFFF),
+            ):
                 if short not in (full, blank):
                     raise refuse("its end record and zip64 end record disagree")
             if disk_entries64 != entries64:
@@ -261,7 +296,7 @@ def _zip64_values(extra: bytes, usize: int, csize: int, offset: int, refuse) -> 
     at = 0
     while at + 4 <= len(extra):
         tag, length = struct.unpack_from("<HH", extra, at)
-        body = extra[at + 4: at + 4 + length]
+        body = extra[at + 4 : at + 4 + length]
         if len(body) != length:
             raise refuse("a member's extra field is damaged")
         if tag == 0x0001:
@@ -305,8 +340,11 @@ def _located(fh: BinaryIO, members: list[Member], cd_offset: int, refuse) -> lis
         if len(header) != _LOCAL.size:
             raise refuse(f"its member {m.name} lies outside the file")
         sig, local_needed, flags, method, time, date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(header)
-        if (sig != b"PK\x03\x04" or fh.read(name_len) != m.name.encode("utf-8")
-                or (flags, method, (local_needed, time, date)) != (m.flags, m.method, m.stamp)):
+        if (
+            sig != b"PK\x03\x04"
+            or fh.read(name_len) != m.name.encode("utf-8")
+            or (flags, method, (local_needed, time, date)) != (m.flags, m.method, m.stamp)
+        ):
             raise refuse(f"the local header of member {m.name} differs from the central directory")
         sizes = (crc, csize, usize)
         declared = (m.crc, m.compressed_bytes, m.size_bytes)
@@ -332,6 +370,9 @@ def _descriptor_fits(fh: BinaryIO, member: Member | None, at: int, gap: int) -> 
     fh.seek(at)
     found = fh.read(gap)
     sizes = (member.compressed_bytes, member.size_bytes)
-    body = struct.pack("<IQQ", member.crc, *sizes) if gap in (20, 24) else struct.pack("<I", member.crc) + b"".join(
-        struct.pack("<I", v) for v in sizes if v < 2**32)
+    body = (
+        struct.pack("<IQQ", member.crc, *sizes)
+        if gap in (20, 24)
+        else struct.pack("<I", member.crc) + b"".join(struct.pack("<I", v) for v in sizes if v < 2**32)
+    )
     return found == (b"PK\x07\x08" + body if gap in (16, 24) else body)

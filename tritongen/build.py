@@ -10,25 +10,32 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from .config import config_text_from_spec, warmup_files
 from .errors import TritongenError
-from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, LABELS_FILENAME, PREPARED_ONNX, REFERENCE_NAME, SAMPLES_NAME, WARMUP_DIR
+from .layout import (
+    ARTIFACT_DIR,
+    ENGINE_PLAN_NAME,
+    LABELS_FILENAME,
+    PREPARED_ONNX,
+    REFERENCE_NAME,
+    SAMPLES_NAME,
+    WARMUP_DIR,
+)
 from .manifest import file_hashes, new_manifest, write_manifest
 from .names import check_labels
 from .parity import ParityReport
+from .progress import Progress
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import template_path
-from .progress import Progress
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,9 @@ class Stages:
         return result
 
 
-def _observed_dims(outputs: tuple[TensorSpec, ...], observed: list[list[np.ndarray]], batched: bool) -> tuple[TensorSpec, ...]:
+def _observed_dims(
+    outputs: tuple[TensorSpec, ...], observed: list[list[np.ndarray]], batched: bool
+) -> tuple[TensorSpec, ...]:
     """Mark as variable (-1) every output dim that the graph leaves symbolic or that changed between cases."""
     resolved = []
     for i, spec in enumerate(outputs):
@@ -72,7 +81,10 @@ def _observed_dims(outputs: tuple[TensorSpec, ...], observed: list[list[np.ndarr
         shapes = [s or (1,) for s in shapes]
         dims = list(spec.dims)
         if any(len(s) != len(dims) for s in shapes):
-            raise TritongenError(f"output '{spec.name}' changes rank between batch sizes", "make forward() return the same rank for every input shape")
+            raise TritongenError(
+                f"output '{spec.name}' changes rank between batch sizes",
+                "make forward() return the same rank for every input shape",
+            )
         for axis in range(len(dims)):
             sizes = {s[axis] for s in shapes}
             if len(sizes) > 1 or (dims[axis] != -1 and dims[axis] not in sizes):
@@ -85,9 +97,13 @@ def _check_names(spec: BuildSpec) -> None:
     names = [t.name for t in spec.inputs] + list(spec.output_names)
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise TritongenError(f"tensor name '{sorted(dupes)[0]}' is used twice", "give every input and output its own name")
+        raise TritongenError(
+            f"tensor name '{sorted(dupes)[0]}' is used twice", "give every input and output its own name"
+        )
     if not spec.inputs:
-        raise TritongenError("the model has no inputs declared", "pass --input NAME:DTYPE:DIMS, --spec FILE or --sample-inputs FILE")
+        raise TritongenError(
+            "the model has no inputs declared", "pass --input NAME:DTYPE:DIMS, --spec FILE or --sample-inputs FILE"
+        )
 
 
 @dataclass(frozen=True)
@@ -120,7 +136,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     _check_names(spec)
     check_labels(spec.labels, f"labels of model '{spec.name}'")
     if loaded is None:
-        loaded = stages.run(f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle)
+        loaded = stages.run(
+            f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle
+        )
     check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
     if spec.consts:
         loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
@@ -133,11 +151,23 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     if loaded.form == "onnx":
         from .onnx_stage import onnx_from_onnx_file
 
-        export = stages.run("cleaning the ONNX graph (reference: the original file in ONNX Runtime)",
-                            onnx_from_onnx_file, loaded, spec, version_dir)
+        export = stages.run(
+            "cleaning the ONNX graph (reference: the original file in ONNX Runtime)",
+            onnx_from_onnx_file,
+            loaded,
+            spec,
+            version_dir,
+        )
     else:
-        export = stages.run(f"exporting to ONNX ({_exporter_label(spec, loaded)})",
-                            onnx_from_module, loaded, spec, samples.export, version_dir, stage / ".raw")
+        export = stages.run(
+            f"exporting to ONNX ({_exporter_label(spec, loaded)})",
+            onnx_from_module,
+            loaded,
+            spec,
+            samples.export,
+            version_dir,
+            stage / ".raw",
+        )
     shutil.rmtree(stage / ".raw", ignore_errors=True)
     if export.fallback:
         stages.progress(f"      used the {export.exporter} exporter because {export.fallback}")
@@ -148,24 +178,31 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     def reference():
         return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
 
-    torch_ref = stages.run("running the reference on the samples" if loaded.form == "onnx"
-                           else "running PyTorch on the samples", reference)
+    torch_ref = stages.run(
+        "running the reference on the samples" if loaded.form == "onnx" else "running PyTorch on the samples", reference
+    )
 
     def gate() -> tuple[ParityReport, list[list[np.ndarray]]]:
         session = onnx_session(export.onnx_path)
         report = parity_from_onnx(export.onnx_path, torch_ref, samples.parity, spec, session)
-        observed = [session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs}) for _, inputs in samples.parity]
+        observed = [
+            session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs})
+            for _, inputs in samples.parity
+        ]
         return report, observed
 
-    report, observed = stages.run("parity gate: ONNX Runtime vs " + ("the original ONNX file" if loaded.form == "onnx"
-                                                                       else "PyTorch"), gate)
+    report, observed = stages.run(
+        "parity gate: ONNX Runtime vs " + ("the original ONNX file" if loaded.form == "onnx" else "PyTorch"), gate
+    )
     if not report.ok:
         raise _parity_error(report, export, spec)
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
     classes = spec.outputs[0].dims[-1]
     if spec.labels and classes not in (-1, len(spec.labels)):
-        raise TritongenError(f"model '{spec.name}' outputs {classes} classes but has {len(spec.labels)} labels",
-                             "make id2label (and num_labels) list exactly the classes of the classifier's output")
+        raise TritongenError(
+            f"model '{spec.name}' outputs {classes} classes but has {len(spec.labels)} labels",
+            "make id2label (and num_labels) list exactly the classes of the classifier's output",
+        )
     precision, tensorrt = _precision_stage(spec, loaded, export.onnx_path, samples, stage, version_dir, stages)
 
     def write_files() -> Path:
@@ -187,20 +224,33 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         if spec.labels:  # the config names it as the first output's label_filename; Triton reads it line by line
             (staged_model / LABELS_FILENAME).write_bytes(("\n".join(spec.labels) + "\n").encode("utf-8"))
             files.append(staged_model / LABELS_FILENAME)
-        return write_manifest(staged_model, version, new_manifest(
-            version, file_hashes(staged_model, files),
-            source={"path": str(spec.model_path), "form": loaded.form},
-            export={"requested": spec.exporter, **export.to_dict(), "consts": dict(spec.consts)},
-            spec=spec.to_dict(),
-            samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
-            parity=report.to_dict(),
-            precision=precision.to_dict() if precision is not None else {"precision": spec.precision},
-            **({"tensorrt": tensorrt} if tensorrt else {}),
-        ))
+        return write_manifest(
+            staged_model,
+            version,
+            new_manifest(
+                version,
+                file_hashes(staged_model, files),
+                source={"path": str(spec.model_path), "form": loaded.form},
+                export={"requested": spec.exporter, **export.to_dict(), "consts": dict(spec.consts)},
+                spec=spec.to_dict(),
+                samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
+                parity=report.to_dict(),
+                precision=precision.to_dict() if precision is not None else {"precision": spec.precision},
+                **({"tensorrt": tensorrt} if tensorrt else {}),
+            ),
+        )
 
     manifest = stages.run("writing config, samples and manifest", write_files)
-    return StagedModel(spec=spec, folder=staged_model, version=version, manifest_path=manifest, parity=report,
-                       exporter=export.exporter, form=loaded.form, fallback=export.fallback)
+    return StagedModel(
+        spec=spec,
+        folder=staged_model,
+        version=version,
+        manifest_path=manifest,
+        parity=report,
+        exporter=export.exporter,
+        form=loaded.form,
+        fallback=export.fallback,
+    )
 
 
 def fixed_dims_note(spec: BuildSpec) -> str:
@@ -211,8 +261,10 @@ def fixed_dims_note(spec: BuildSpec) -> str:
     note = f"inputs inferred from {source}: " + ", ".join(fixed)
     if kept:
         return note + f" (variable: {kept}; every other dimension fixed at the samples' size)"
-    return note + (" (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "
-                   "--dim-range INPUT:AXIS:MIN:OPT:MAX)")
+    return note + (
+        " (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "
+        "--dim-range INPUT:AXIS:MIN:OPT:MAX)"
+    )
 
 
 def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenError:
@@ -226,11 +278,14 @@ def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenErr
             f"the ONNX model's outputs differ from {reference} at {' and '.join(failed)} but not at the export's size"
             f"{how}: the export fixed a size that should vary",
             "make forward() compute sizes with torch operations (not Python numbers), try --exporter dynamo, or give "
-            f"--dim-range the sizes the model supports{range_hint(spec)}", details=report.table())
+            f"--dim-range the sizes the model supports{range_hint(spec)}",
+            details=report.table(),
+        )
     return TritongenError(
         f"the ONNX model's outputs differ from {reference} beyond tolerance{how}",
         "raise --atol/--rtol if the differences are acceptable, or check the model for ops that export differently",
-        details=report.table())
+        details=report.table(),
+    )
 
 
 def _exporter_label(spec: BuildSpec, loaded) -> str:
@@ -250,8 +305,16 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
 
         work = stage / ".precision"
         try:
-            precision = stages.run(f"{spec.precision} variant + accuracy guard (vs PyTorch FP32, held-out samples)", precision_from_build,
-                                   fp32_onnx, spec, loaded.module, samples.parity, work, stages.progress)
+            precision = stages.run(
+                f"{spec.precision} variant + accuracy guard (vs PyTorch FP32, held-out samples)",
+                precision_from_build,
+                fp32_onnx,
+                spec,
+                loaded.module,
+                samples.parity,
+                work,
+                stages.progress,
+            )
             move_onnx(precision.onnx_path, version_dir)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -263,15 +326,20 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
 
         lint = lint_from_onnx(version_dir / "model.onnx", None)
         if not lint.ok:
-            stages.progress(f"      warning: TensorRT's parser will reject parts of this graph (ONNX Runtime runs them on CUDA): "
-                            + "; ".join(f.message for f in lint.findings if f.level == "error")[:300])
+            stages.progress(
+                "      warning: TensorRT's parser will reject parts of this graph (ONNX Runtime runs them on CUDA): "
+                + "; ".join(f.message for f in lint.findings if f.level == "error")[:300]
+            )
         return precision, {"lint": lint.to_dict()}
     from .engine import prepared_onnx_from_onnx
 
     record = stages.run("preparing for TensorRT (ONNX, profiles, lint)", prepared_onnx_from_onnx, version_dir, spec)
     if record["tensorrt_version"] is None:
-        stages.progress("      TensorRT is not installed here: wrote " f"{ARTIFACT_DIR}/{PREPARED_ONNX} and {ARTIFACT_DIR}/{ENGINE_PLAN_NAME}; "
-                        "run `tritongen engine REPO` on a GPU host with TensorRT to make model.plan")
+        stages.progress(
+            "      TensorRT is not installed here: wrote "
+            f"{ARTIFACT_DIR}/{PREPARED_ONNX} and {ARTIFACT_DIR}/{ENGINE_PLAN_NAME}; "
+            "run `tritongen engine REPO` on a GPU host with TensorRT to make model.plan"
+        )
     return precision, record
 
 
@@ -294,7 +362,13 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
         installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
 
     return BuildResult(
-        spec=staged.spec, model_dir=installed, version=plan.version, config_path=installed / "config.pbtxt",
-        manifest_path=installed / staged.manifest_path.relative_to(staged.folder), parity=staged.parity,
-        exporter=staged.exporter, timings_s=dict(stages.timings_s), fallback=staged.fallback,
+        spec=staged.spec,
+        model_dir=installed,
+        version=plan.version,
+        config_path=installed / "config.pbtxt",
+        manifest_path=installed / staged.manifest_path.relative_to(staged.folder),
+        parity=staged.parity,
+        exporter=staged.exporter,
+        timings_s=dict(stages.timings_s),
+        fallback=staged.fallback,
     )

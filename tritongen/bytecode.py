@@ -16,8 +16,8 @@ import importlib.util
 import marshal
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .manifest import open_regular
 
@@ -25,8 +25,10 @@ PYCACHE = "__pycache__"
 MAX_PYC_BYTES = 64 << 20
 _HEADER_BYTES = 16
 _PYC_NAME = re.compile(r"(?P<stem>[^/]+)\.(?P<tag>[^./]+)(?:\.opt-(?P<opt>[12]))?\.pyc")
-FIX = ("remove the __pycache__ folder (Python's bytecode cache: it is written again from the verified source on the "
-       "next load)")
+FIX = (
+    "remove the __pycache__ folder (Python's bytecode cache: it is written again from the verified source on the "
+    "next load)"
+)
 
 
 def cached_source(rel: str) -> tuple[str, str, int] | None:
@@ -45,13 +47,16 @@ def _read(path: Path, limit_bytes: int) -> bytes:
         return fh.read(limit_bytes + 1)
 
 
-def bytecode_problem(pyc: Path, source: Path, source_sha256: str, tag: str, optimize: int,
-                     filenames: Iterable[str]) -> str | None:
+def bytecode_problem(
+    pyc: Path, source: Path, source_sha256: str, tag: str, optimize: int, filenames: Iterable[str]
+) -> str | None:
     """None if ``pyc`` is byte for byte ``source`` (whose sha256 must be ``source_sha256``) compiled under one of
     ``filenames``; else what is wrong with it."""
     if tag != sys.implementation.cache_tag:
-        return (f"is bytecode for another Python ({tag}), which this one ({sys.implementation.cache_tag}) cannot "
-                "compare with its source")
+        return (
+            f"is bytecode for another Python ({tag}), which this one ({sys.implementation.cache_tag}) cannot "
+            "compare with its source"
+        )
     try:
         text, data = _read(source, MAX_PYC_BYTES), _read(pyc, MAX_PYC_BYTES)
     except OSError as exc:

@@ -33,46 +33,137 @@ def cli(debug: bool) -> None:
     attach_cli_handler(debug)
 
 
-@cli.command(short_help="Convert a PyTorch model (or Hugging Face folder) into a validated model folder, ready to serve.")
+@cli.command(
+    short_help="Convert a PyTorch model (or Hugging Face folder) into a validated model folder, ready to serve."
+)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", help="Model name in the repository (default: the file name without extension).")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
-              help="A model input, e.g. x:FP32:3,224,224 (dims without batch, " "-1 variable). Repeat per input, in forward() order.")
-@click.option("--output", "outputs", multiple=True, metavar="NAME", help="Output name, in the order forward() returns them.")
-@click.option("--spec", "spec_file", type=click.Path(path_type=Path), help="YAML file with name, inputs, outputs, max_batch_size, ...")
-@click.option("--sample-inputs", type=click.Path(path_type=Path), help=".npz with one array per input (batch axis first): inputs are inferred from it and it feeds the parity gate.")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME:DTYPE:DIMS",
+    help="A model input, e.g. x:FP32:3,224,224 (dims without batch, "
+    "-1 variable). Repeat per input, in forward() order.",
+)
+@click.option(
+    "--output", "outputs", multiple=True, metavar="NAME", help="Output name, in the order forward() returns them."
+)
+@click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(path_type=Path),
+    help="YAML file with name, inputs, outputs, max_batch_size, ...",
+)
+@click.option(
+    "--sample-inputs",
+    type=click.Path(path_type=Path),
+    help=".npz with one array per input (batch axis first): inputs are inferred from it and it feeds the parity gate.",
+)
 @click.option("--max-batch-size", type=int, help="Largest batch Triton may form (0: no batching). Default 8.")
-@click.option("--target", type=click.Choice(["local", "onnxruntime", "tensorrt"]), help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX " "Runtime backend on GPU; tensorrt: prepared ONNX + profiles for `tritongen engine`.")
-@click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Model repository folder to write into.")
-@click.option("--model-factory", metavar="MODULE:CALLABLE", help="Builds the nn.Module for a state_dict file (module path or file.py).")
-@click.option("--allow-pickle", is_flag=True, help="Load a whole pickled module. Unpickling runs code: only for files you trust.")
+@click.option(
+    "--target",
+    type=click.Choice(["local", "onnxruntime", "tensorrt"]),
+    help="local: Python backend + ONNX Runtime on CPU (runs here); onnxruntime: Triton's ONNX "
+    "Runtime backend on GPU; tensorrt: prepared ONNX + profiles for `tritongen engine`.",
+)
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default="model_repository",
+    show_default=True,
+    help="Model repository folder to write into.",
+)
+@click.option(
+    "--model-factory",
+    metavar="MODULE:CALLABLE",
+    help="Builds the nn.Module for a state_dict file (module path or file.py).",
+)
+@click.option(
+    "--allow-pickle", is_flag=True, help="Load a whole pickled module. Unpickling runs code: only for files you trust."
+)
 @click.option("--opset", type=int, help="ONNX opset (>= 17). Default 18.")
 @click.option("--atol", type=float, help="Parity gate absolute tolerance. Default 1e-4.")
 @click.option("--rtol", type=float, help="Parity gate relative tolerance. Default 1e-3.")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
 @click.option("--new-version", is_flag=True, help="Add version N+1 beside the existing versions.")
 @click.option("--instances", "instance_count", type=int, help="Model instances (instance_group count). Default 1.")
-@click.option("--preferred-batch-size", "preferred_batch_sizes", type=int, multiple=True, help="Dynamic batching preferred size (repeatable).")
-@click.option("--queue-delay-us", "max_queue_delay_us", type=int, help="Dynamic batching max queue delay in microseconds. Default 500.")
+@click.option(
+    "--preferred-batch-size",
+    "preferred_batch_sizes",
+    type=int,
+    multiple=True,
+    help="Dynamic batching preferred size (repeatable).",
+)
+@click.option(
+    "--queue-delay-us",
+    "max_queue_delay_us",
+    type=int,
+    help="Dynamic batching max queue delay in microseconds. Default 500.",
+)
 @click.option("--no-warmup", is_flag=True, help="Do not add a model_warmup request.")
-@click.option("--task", type=click.Choice(["text-classification", "feature-extraction", "image-classification"]),
-              help="Ensemble task (default: detected from a Hugging Face folder's config.json).")
-@click.option("--tokenizer", type=click.Path(path_type=Path), help="Tokenizer folder for a model file: builds a text-in ensemble.")
-@click.option("--preprocess", metavar="KIND|FILE.py", help="tokenizer, image, none, or a .py with preprocess(batch) -> dict.")
-@click.option("--postprocess", metavar="KIND|FILE.py", help="mean-pool, normalize, softmax-topk, raw, or a .py with postprocess(batch) -> dict.")
+@click.option(
+    "--task",
+    type=click.Choice(["text-classification", "feature-extraction", "image-classification"]),
+    help="Ensemble task (default: detected from a Hugging Face folder's config.json).",
+)
+@click.option(
+    "--tokenizer", type=click.Path(path_type=Path), help="Tokenizer folder for a model file: builds a text-in ensemble."
+)
+@click.option(
+    "--preprocess", metavar="KIND|FILE.py", help="tokenizer, image, none, or a .py with preprocess(batch) -> dict."
+)
+@click.option(
+    "--postprocess",
+    metavar="KIND|FILE.py",
+    help="mean-pool, normalize, softmax-topk, raw, or a .py with postprocess(batch) -> dict.",
+)
 @click.option("--top-k", type=int, help="Labels returned by softmax-topk (default min(5, classes)).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision put into the ONNX graph (FP16 casts or INT8 Q/DQ), behind the accuracy guard. Default fp32.")
-@click.option("--calib-data", type=click.Path(path_type=Path), help="Calibration samples: .npz file or folder, a text file of lines (with " "--tokenizer), or a folder of images. Every 4th is held out for the guard.")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="INT8 calibration method. Default minmax.")
-@click.option("--min-cosine", type=float, help="Accuracy guard: mean cosine vs FP32 PyTorch >= this (min >= this - 0.01). Default 0.99.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Precision put into the ONNX graph (FP16 casts or INT8 Q/DQ), behind the accuracy guard. Default fp32.",
+)
+@click.option(
+    "--calib-data",
+    type=click.Path(path_type=Path),
+    help="Calibration samples: .npz file or folder, a text file of lines (with "
+    "--tokenizer), or a folder of images. Every 4th is held out for the guard.",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["minmax", "entropy", "percentile"]),
+    help="INT8 calibration method. Default minmax.",
+)
+@click.option(
+    "--min-cosine",
+    type=float,
+    help="Accuracy guard: mean cosine vs FP32 PyTorch >= this (min >= this - 0.01). Default 0.99.",
+)
 @click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
-@click.option("--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128.")
-@click.option("--dim-range", "dim_ranges", multiple=True, metavar="INPUT:AXIS:MIN:OPT:MAX",
-              help="Sizes of a -1 dim (AXIS without batch, from 0): samples, " "parity at MIN/OPT/MAX, warm-up, TensorRT profile. Repeatable.")
-@click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
-              help="Fix an int/float/bool argument of forward() at export, e.g. sr=16000 (recorded in the manifest). Repeatable.")
-@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]),
-              help="ONNX exporter. auto (default): dynamo, then TorchScript if dynamo fails (TorchScript modules: TorchScript).")
+@click.option(
+    "--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128."
+)
+@click.option(
+    "--dim-range",
+    "dim_ranges",
+    multiple=True,
+    metavar="INPUT:AXIS:MIN:OPT:MAX",
+    help="Sizes of a -1 dim (AXIS without batch, from 0): samples, "
+    "parity at MIN/OPT/MAX, warm-up, TensorRT profile. Repeatable.",
+)
+@click.option(
+    "--const",
+    "consts",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Fix an int/float/bool argument of forward() at export, e.g. sr=16000 (recorded in the manifest). Repeatable.",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(["auto", "dynamo", "torchscript"]),
+    help="ONNX exporter. auto (default): dynamo, then TorchScript if dynamo fails (TorchScript modules: TorchScript).",
+)
 def build(model: Path, no_warmup: bool, **options) -> None:
     """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory, or a Hugging Face folder) into a
     validated model folder.
@@ -94,8 +185,10 @@ def build(model: Path, no_warmup: bool, **options) -> None:
 
     made = api.build(model, progress=_echo_err, warmup=False if no_warmup else None, **options)
     if isinstance(made, EnsembleBuildResult):
-        click.echo(f"built ensemble {made.ensemble_dir} ({made.task or 'custom'}, {made.spec.target} target, "
-                   f"{made.exporter} exporter) in {sum(made.timings_s.values()):.1f}s")
+        click.echo(
+            f"built ensemble {made.ensemble_dir} ({made.task or 'custom'}, {made.spec.target} target, "
+            f"{made.exporter} exporter) in {sum(made.timings_s.values()):.1f}s"
+        )
         click.echo(made.parity.table())
         click.echo("  steps  " + " -> ".join(s.model_name for s in made.steps))
         for t in made.inputs:
@@ -107,7 +200,9 @@ def build(model: Path, no_warmup: bool, **options) -> None:
     result = made
     total_s = sum(result.timings_s.values())
     how = "from the ONNX file" if result.spec.inputs_from == "onnx" else f"{result.exporter} exporter"
-    click.echo(f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {how}) in {total_s:.1f}s")
+    click.echo(
+        f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {how}) in {total_s:.1f}s"
+    )
     if result.fallback:
         click.echo(f"  the {result.exporter} exporter was used because {result.fallback}")
     click.echo(result.parity.table())
@@ -120,22 +215,32 @@ def build(model: Path, no_warmup: bool, **options) -> None:
 
 @cli.command()
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-@click.option("--triton-version", default=DEFAULT_TRITON_VERSION, show_default=True,
-              help="Triton release that will serve REPO: TensorRT plans must have been built with its TensorRT.")
+@click.option(
+    "--triton-version",
+    default=DEFAULT_TRITON_VERSION,
+    show_default=True,
+    help="Triton release that will serve REPO: TensorRT plans must have been built with its TensorRT.",
+)
 def validate(repo: Path, triton_version: str) -> None:
     """Check every config.pbtxt in REPO offline with Triton's own rules (ensembles included)."""
     click.echo(api.validate(repo, triton_version=triton_version).summary())
 
 
 _ALLOW_UNVERIFIED = click.option(
-    "--allow-unverified", "allow_unverified", multiple=True, metavar="NAME",
-    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.")
+    "--allow-unverified",
+    "allow_unverified",
+    multiple=True,
+    metavar="NAME",
+    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
+)
 _PUBLIC_KEY = click.option(
-    "--public-key", type=click.Path(path_type=Path),
-    help="PEM public key: first check REPO's signature (tritongen sign), so a changed, added or removed file fails.")
+    "--public-key",
+    type=click.Path(path_type=Path),
+    help="PEM public key: first check REPO's signature (tritongen sign), so a changed, added or removed file fails.",
+)
 _SIGNATURE = click.option(
-    "--signature", type=click.Path(path_type=Path),
-    help="Signature file (default: REPO/.tritongen-signature.sig).")
+    "--signature", type=click.Path(path_type=Path), help="Signature file (default: REPO/.tritongen-signature.sig)."
+)
 
 
 @cli.command(short_help="Check that every file Triton would load from REPO is in a build manifest (and signed).")
@@ -155,8 +260,12 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
 
 @cli.command()
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-@click.option("--private-key", type=click.Path(path_type=Path), required=True,
-              help="PEM elliptic-curve private key (P-256, P-384 or P-521; unencrypted). Never printed.")
+@click.option(
+    "--private-key",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="PEM elliptic-curve private key (P-256, P-384 or P-521; unencrypted). Never printed.",
+)
 @_SIGNATURE
 @_ALLOW_UNVERIFIED
 def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified: tuple[str, ...]) -> None:
@@ -170,26 +279,59 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
 
 @cli.command(short_help="Verify REPO, boot a real tritonserver on it and wait until every model is READY.")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-@click.option("--server-bin", type=click.Path(path_type=Path), help="tritonserver binary (default: on PATH, else the nvidia-pytriton wheel's).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Anything but loopback restricts the model-control API.")
+@click.option(
+    "--server-bin",
+    type=click.Path(path_type=Path),
+    help="tritonserver binary (default: on PATH, else the nvidia-pytriton wheel's).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind. Anything but loopback restricts the model-control API.",
+)
 @click.option("--http-port", type=int, help="Default 8000 if free, else a free port.")
 @click.option("--grpc-port", type=int, help="Default 8001 if free, else a free port.")
 @click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port.")
-@click.option("--timeout-s", "ready_timeout_s", type=float, default=180, show_default=True, help="How long to wait for every model to be READY.")
-@click.option("--python-env", type=click.Path(path_type=Path),
-              help="A venv (this Python's version) the Python-backend models import from, instead of this one.")
-@click.option("--docker", is_flag=True,
-              help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).")
+@click.option(
+    "--timeout-s",
+    "ready_timeout_s",
+    type=float,
+    default=180,
+    show_default=True,
+    help="How long to wait for every model to be READY.",
+)
+@click.option(
+    "--python-env",
+    type=click.Path(path_type=Path),
+    help="A venv (this Python's version) the Python-backend models import from, instead of this one.",
+)
+@click.option(
+    "--docker",
+    is_flag=True,
+    help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
+)
 @_ALLOW_UNVERIFIED
 @_PUBLIC_KEY
 @_SIGNATURE
-def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None,
-          **options) -> None:
+def serve(
+    repo: Path,
+    docker: bool,
+    allow_unverified: tuple[str, ...],
+    public_key: Path | None,
+    signature: Path | None,
+    **options,
+) -> None:
     """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
     until every model is READY, serve until Ctrl-C."""
     # the server's own Triton version checks plans at boot; the docker image's is the default release
-    api.check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature,
-                       triton_version=DEFAULT_TRITON_VERSION if docker else None)
+    api.check_servable(
+        repo,
+        allow_unverified=allow_unverified,
+        public_key=public_key,
+        signature=signature,
+        triton_version=DEFAULT_TRITON_VERSION if docker else None,
+    )
     if docker:
         from .deploy.docker import docker_steps_from_repository
         from .server import ServeSpec
@@ -205,7 +347,7 @@ def serve(repo: Path, docker: bool, allow_unverified: tuple[str, ...], public_ke
         click.echo(f"  log     {server.log_path}")
         if server.admin_token:
             for protocol in ("http", "grpc"):
-                (key, value), = server.admin_headers(protocol).items()
+                ((key, value),) = server.admin_headers(protocol).items()
                 click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
         for line in _next_steps(server.models, server.grpc_url, repo.resolve()):
             click.echo(line)
@@ -223,20 +365,38 @@ def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]
     if not entry:
         return []
     first = entry[0]
-    return ["next (in another shell):",
-            f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
-            f"  tritongen perf {first} --repo {repo} --url {grpc_url} --concurrency 1,4,16 --report perf/"]
+    return [
+        "next (in another shell):",
+        f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
+        f"  tritongen perf {first} --repo {repo} --url {grpc_url} --concurrency 1,4,16 --report perf/",
+    ]
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--input-file", type=click.Path(path_type=Path), help=".npz with one array per input (default: the build's saved samples).")
-@click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Where the build's samples and reference outputs are.")
+@click.option(
+    "--input-file",
+    type=click.Path(path_type=Path),
+    help=".npz with one array per input (default: the build's saved samples).",
+)
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default="model_repository",
+    show_default=True,
+    help="Where the build's samples and reference outputs are.",
+)
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--check", is_flag=True, help="Compare the outputs with the build's saved PyTorch reference outputs.")
 @click.option("--text", "texts", multiple=True, help="A text to send to a text-in ensemble (repeat for a batch).")
-@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="An image file (JPEG, PNG, ...) to send to an image-in ensemble (repeatable).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An image file (JPEG, PNG, ...) to send to an image-in ensemble (repeatable).",
+)
 def infer(name: str, **options) -> None:
     """Send inputs to model NAME on a running server and print its outputs."""
     result = api.infer(name, **options)
@@ -247,12 +407,17 @@ def infer(name: str, **options) -> None:
 
 # Commands defined in their own modules (one line each; keep this block sorted).
 # --- registered commands ---
-from .cli_perf import perf as _perf, tune as _tune  # noqa: E402
+from .cli_perf import perf as _perf  # noqa: E402
+from .cli_perf import tune as _tune
+
 cli.add_command(_perf)
 cli.add_command(_tune)
 from .cli_deploy import deploy as _deploy  # noqa: E402
+
 cli.add_command(_deploy)
-from .cli_precision import engine as _engine, lint as _lint  # noqa: E402
+from .cli_precision import engine as _engine  # noqa: E402
+from .cli_precision import lint as _lint
+
 cli.add_command(_engine)
 cli.add_command(_lint)
 # --- end registered commands ---

@@ -48,13 +48,29 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     metavar="NAME",
     help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
 )
-@click.option("--from-perf", "perf_results", type=click.Path(path_type=Path),
-              help="kubernetes/kserve: results.json of tritongen perf on the target hardware (sets the thresholds).")
+@click.option(
+    "--from-perf",
+    "perf_results",
+    type=click.Path(path_type=Path),
+    help="kubernetes/kserve: results.json of tritongen perf on the target hardware (sets the thresholds).",
+)
 @click.option("--slo-p99-ms", type=float, help="kubernetes/kserve: the p99 latency objective in ms (with --from-perf).")
-@click.option("--peak-rps", type=float, help="kubernetes/kserve: peak request rate to size the maximum replica count for.")
-@click.option("--model", help="kubernetes/kserve: the model to scale on (default: the perf results' model, or the only one).")
-@click.option("--image", default=None, help="kubernetes/kserve: serving image, e.g. the one --to docker " "builds (default: NGC's tritonserver of --ngc-version).")
-@click.option("--model-uri", help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or a path in the image.")
+@click.option(
+    "--peak-rps", type=float, help="kubernetes/kserve: peak request rate to size the maximum replica count for."
+)
+@click.option(
+    "--model", help="kubernetes/kserve: the model to scale on (default: the perf results' model, or the only one)."
+)
+@click.option(
+    "--image",
+    default=None,
+    help="kubernetes/kserve: serving image, e.g. the one --to docker "
+    "builds (default: NGC's tritonserver of --ngc-version).",
+)
+@click.option(
+    "--model-uri",
+    help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or a path in the image.",
+)
 @click.option("--namespace", default="tritongen", show_default=True, help="kubernetes/kserve: namespace.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="kubernetes/kserve: GPUs per replica.")
 @click.option("--canary-traffic-percent", type=int, help="kserve: share of traffic for the latest revision.")

@@ -22,7 +22,9 @@ def _numbers(text: str | None, kind: type, option: str) -> tuple:
     try:
         return tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
-        raise TritongenError(f"{option} '{text}' is not a comma-separated list of numbers", f"write it like {option} 1,2,4,8") from None
+        raise TritongenError(
+            f"{option} '{text}' is not a comma-separated list of numbers", f"write it like {option} 1,2,4,8"
+        ) from None
 
 
 def _progress(message: str) -> None:
@@ -33,24 +35,88 @@ def _progress(message: str) -> None:
 @click.argument("targets", nargs=-1, required=True, metavar="MODEL | --compare A.json B.json ...")
 @click.option("--concurrency", help="Closed loop: comma-separated requests in flight, e.g. 1,2,4,8,16. Default 1,4.")
 @click.option("--request-rate", help="Open loop: comma-separated request rates in req/s, e.g. 50,100,200.")
-@click.option("--arrival", type=click.Choice(ARRIVALS), default=PERF_DEFAULTS["arrival"], show_default=True, help="Open-loop arrival pattern.")
-@click.option("--engine", type=click.Choice(ENGINES), default=PERF_DEFAULTS["engine"], show_default=True,
-              help="builtin: tritongen's async client; perf_analyzer: the real perf_analyzer with generated input data.")
-@click.option("--duration-s", type=float, default=PERF_DEFAULTS["duration_s"], show_default=True, help="Measured time per load level (3 windows; more until stable).")
-@click.option("--warmup-s", type=float, default=PERF_DEFAULTS["warmup_s"], show_default=True, help="Unmeasured load before each level.")
-@click.option("--max-windows", type=int, default=PERF_DEFAULTS["max_windows"], show_default=True, help="Cap on measurement windows per level.")
-@click.option("--max-time-s", type=float, help="Cap on the whole run: fewer windows per level so that every level fits.")
-@click.option("--stability-pct", type=float, default=PERF_DEFAULTS["stability_pct"], show_default=True, help="Allowed variation across the last 3 windows.")
+@click.option(
+    "--arrival",
+    type=click.Choice(ARRIVALS),
+    default=PERF_DEFAULTS["arrival"],
+    show_default=True,
+    help="Open-loop arrival pattern.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=PERF_DEFAULTS["engine"],
+    show_default=True,
+    help="builtin: tritongen's async client; perf_analyzer: the real perf_analyzer with generated input data.",
+)
+@click.option(
+    "--duration-s",
+    type=float,
+    default=PERF_DEFAULTS["duration_s"],
+    show_default=True,
+    help="Measured time per load level (3 windows; more until stable).",
+)
+@click.option(
+    "--warmup-s",
+    type=float,
+    default=PERF_DEFAULTS["warmup_s"],
+    show_default=True,
+    help="Unmeasured load before each level.",
+)
+@click.option(
+    "--max-windows",
+    type=int,
+    default=PERF_DEFAULTS["max_windows"],
+    show_default=True,
+    help="Cap on measurement windows per level.",
+)
+@click.option(
+    "--max-time-s", type=float, help="Cap on the whole run: fewer windows per level so that every level fits."
+)
+@click.option(
+    "--stability-pct",
+    type=float,
+    default=PERF_DEFAULTS["stability_pct"],
+    show_default=True,
+    help="Allowed variation across the last 3 windows.",
+)
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default=PERF_DEFAULTS["protocol"], show_default=True)
-@click.option("--repo", type=click.Path(path_type=Path), default="model_repository", show_default=True, help="Where the build's saved samples are.")
-@click.option("--input-data", type=click.Path(path_type=Path), help=".npz with one array per input (batch axis first) instead of the saved samples.")
-@click.option("--text-file", type=click.Path(path_type=Path), help="Text ensembles: one request text per line, sent to the model's BYTES input.")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default="model_repository",
+    show_default=True,
+    help="Where the build's saved samples are.",
+)
+@click.option(
+    "--input-data",
+    type=click.Path(path_type=Path),
+    help=".npz with one array per input (batch axis first) instead of the saved samples.",
+)
+@click.option(
+    "--text-file",
+    type=click.Path(path_type=Path),
+    help="Text ensembles: one request text per line, sent to the model's BYTES input.",
+)
 @click.option("--metrics-url", help="Triton's metrics endpoint host:port (default: the URL's host on 8002).")
-@click.option("--timeout-s", type=float, default=PERF_DEFAULTS["timeout_s"], show_default=True, help="Per-request timeout.")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Folder for report.html, results.json and results.csv.")
-@click.option("--label", default=PERF_DEFAULTS["label"], help="Name of this run in reports (default: model and engine).")
-@click.option("--compare", is_flag=True, help="Arguments are results.json files: write one report comparing them (needs --report).")
+@click.option(
+    "--timeout-s", type=float, default=PERF_DEFAULTS["timeout_s"], show_default=True, help="Per-request timeout."
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    help="Folder for report.html, results.json and results.csv.",
+)
+@click.option(
+    "--label", default=PERF_DEFAULTS["label"], help="Name of this run in reports (default: model and engine)."
+)
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Arguments are results.json files: write one report comparing them (needs --report).",
+)
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
     from .perf import run_from_json
@@ -66,30 +132,74 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         click.echo(f"report: {report_from_runs(runs, report_dir)}")
         return
     if len(targets) != 1:
-        raise TritongenError(f"perf takes one model name, got {len(targets)} arguments", "pass one MODEL, or --compare with results.json files")
-    run = api.perf(targets[0], concurrency=_numbers(concurrency, int, "--concurrency"),
-                   request_rates=_numbers(request_rate, float, "--request-rate"), progress=_progress, **options)
+        raise TritongenError(
+            f"perf takes one model name, got {len(targets)} arguments",
+            "pass one MODEL, or --compare with results.json files",
+        )
+    run = api.perf(
+        targets[0],
+        concurrency=_numbers(concurrency, int, "--concurrency"),
+        request_rates=_numbers(request_rate, float, "--request-rate"),
+        progress=_progress,
+        **options,
+    )
     click.echo(table_from_run(run))
     if report_dir:
         click.echo(f"report: {report_from_runs([run], report_dir)}")
     if run.partial:
-        raise TritongenError(f"the run is partial: {run.partial_reason}",
-                             "the levels measured before it stopped are reported" + (f" in {report_dir}" if report_dir else ""))
+        raise TritongenError(
+            f"the run is partial: {run.partial_reason}",
+            "the levels measured before it stopped are reported" + (f" in {report_dir}" if report_dir else ""),
+        )
 
 
 @click.command(short_help="Search instances, queue delay and batch sizes under a p99 bound.")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--max-p99-ms", type=float, required=True, help="p99 latency bound every operating point must meet.")
-@click.option("--min-throughput", "min_throughput_rps", type=float, help="Write a config only if it reaches this many req/s.")
-@click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC). The server needs explicit model control.")
+@click.option(
+    "--min-throughput", "min_throughput_rps", type=float, help="Write a config only if it reaches this many req/s."
+)
+@click.option(
+    "--url", help="Server address (default 127.0.0.1:8001 for gRPC). The server needs explicit model control."
+)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default=TUNE_DEFAULTS["protocol"], show_default=True)
-@click.option("--max-instances", type=int, default=TUNE_DEFAULTS["max_instances"], help="Largest instance count tried (default: CPU cores for CPU models, else 4).")
-@click.option("--max-concurrency", type=int, default=TUNE_DEFAULTS["max_concurrency"], show_default=True, help="Largest concurrency tried.")
-@click.option("--duration-s", type=float, default=TUNE_DEFAULTS["duration_s"], show_default=True, help="Measured time per operating point.")
-@click.option("--budget-s", type=float, default=TUNE_DEFAULTS["budget_s"], show_default=True, help="Stop searching after this long; the best so far wins.")
-@click.option("--input-data", type=click.Path(path_type=Path), help=".npz of inputs instead of the build's saved samples.")
-@click.option("--engine", type=click.Choice(ENGINES), default=TUNE_DEFAULTS["engine"], show_default=True,
-              help="What measures each point: tritongen's async client, or the real perf_analyzer.")
+@click.option(
+    "--max-instances",
+    type=int,
+    default=TUNE_DEFAULTS["max_instances"],
+    help="Largest instance count tried (default: CPU cores for CPU models, else 4).",
+)
+@click.option(
+    "--max-concurrency",
+    type=int,
+    default=TUNE_DEFAULTS["max_concurrency"],
+    show_default=True,
+    help="Largest concurrency tried.",
+)
+@click.option(
+    "--duration-s",
+    type=float,
+    default=TUNE_DEFAULTS["duration_s"],
+    show_default=True,
+    help="Measured time per operating point.",
+)
+@click.option(
+    "--budget-s",
+    type=float,
+    default=TUNE_DEFAULTS["budget_s"],
+    show_default=True,
+    help="Stop searching after this long; the best so far wins.",
+)
+@click.option(
+    "--input-data", type=click.Path(path_type=Path), help=".npz of inputs instead of the build's saved samples."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=TUNE_DEFAULTS["engine"],
+    show_default=True,
+    help="What measures each point: tritongen's async client, or the real perf_analyzer.",
+)
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:
     """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound."""
@@ -99,6 +209,10 @@ def tune(model_dir: Path, dry_run: bool, **options) -> None:
         click.echo(f"wrote {result.config_path} (validated, reloaded); measurements in {result.record_path}")
     elif not result.meets_constraints:
         if result.confirmation and result.confirmed is None:
-            raise TritongenError("the best config broke the p99 bound when measured again",
-                                 "run tune again on a quieter machine, or relax --max-p99-ms")
-        raise TritongenError("no config met the constraints", "relax --max-p99-ms or --min-throughput, or add instances/hardware")
+            raise TritongenError(
+                "the best config broke the p99 bound when measured again",
+                "run tune again on a quieter machine, or relax --max-p99-ms",
+            )
+        raise TritongenError(
+            "no config met the constraints", "relax --max-p99-ms or --min-throughput, or add instances/hardware"
+        )

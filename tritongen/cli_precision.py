@@ -23,19 +23,35 @@ def lint(path: Path) -> None:
         click.echo(report.text())
     bad = [r for r in reports if not r.ok]
     if bad:
-        raise TritongenError(f"{len(bad)} of {len(reports)} model(s) will not pass TensorRT's ONNX parser", "see the findings above")
+        raise TritongenError(
+            f"{len(bad)} of {len(reports)} model(s) will not pass TensorRT's ONNX parser", "see the findings above"
+        )
 
 
 @click.command(short_help="Build TensorRT plans for models prepared with --target tensorrt (needs TensorRT).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @click.option("--workspace-gb", type=float, help="Builder workspace limit in GiB (default: engine.json's, 4).")
-@click.option("--opt-level", "optimization_level", type=click.IntRange(0, 5), help="Builder optimization level 0-5 (default 3).")
-@click.option("--per-cc", is_flag=True, help="Save model.<cc>.plan and list it in cc_model_filenames (plans for several GPUs in one repository).")
+@click.option(
+    "--opt-level", "optimization_level", type=click.IntRange(0, 5), help="Builder optimization level 0-5 (default 3)."
+)
+@click.option(
+    "--per-cc",
+    is_flag=True,
+    help="Save model.<cc>.plan and list it in cc_model_filenames (plans for several GPUs in one repository).",
+)
 @click.option("--rebuild", is_flag=True, help="Build plans again even where the manifest records a current one.")
 def engine(repo: Path, workspace_gb: float | None, optimization_level: int | None, per_cc: bool, rebuild: bool) -> None:
     """Build model.plan for every model in REPO prepared by `build --target tensorrt` (needs TensorRT and a GPU)."""
-    results = api.engine(repo, workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,
-                                      optimization_level=optimization_level, per_cc=per_cc,
-                                      rebuild=rebuild, progress=lambda m: click.echo(m, err=True))
+    results = api.engine(
+        repo,
+        workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,
+        optimization_level=optimization_level,
+        per_cc=per_cc,
+        rebuild=rebuild,
+        progress=lambda m: click.echo(m, err=True),
+    )
     for r in results:
-        click.echo(f"built {r.plan_path} (TensorRT {r.tensorrt_version}, compute " f"capability {r.compute_capability}) in {r.build_s:.1f}s")
+        click.echo(
+            f"built {r.plan_path} (TensorRT {r.tensorrt_version}, compute "
+            f"capability {r.compute_capability}) in {r.build_s:.1f}s"
+        )

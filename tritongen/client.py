@@ -13,7 +13,8 @@ import os
 import re
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +52,13 @@ def infer_from_arrays(
     client = _connect(module, protocol, url, timeout_s)
     try:
         kwargs = {"client_timeout": timeout_s} if protocol == "grpc" else {}
-        result = client.infer(model, _infer_inputs(module, inputs), outputs=_requested(module, outputs),
-                              headers=dict(headers or {}), **kwargs)
+        result = client.infer(
+            model,
+            _infer_inputs(module, inputs),
+            outputs=_requested(module, outputs),
+            headers=dict(headers or {}),
+            **kwargs,
+        )
         return _arrays(result, protocol, outputs)
     except Exception as e:  # noqa: BLE001 - every tritonclient failure becomes one clean error
         raise classify_error(e, url, protocol, model, timeout_s) from None
@@ -85,8 +91,9 @@ def infer_concurrently(
     return _http_concurrently(module, url, model, prepared, concurrency, timeout_s, outputs, headers)
 
 
-def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: float = 30,
-                   headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def model_metadata(
+    url: str, model: str, protocol: str = "grpc", timeout_s: float = 30, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The model's metadata and config in one mapping:
     ``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape"}], "outputs",
     "steps"}``.
@@ -108,7 +115,10 @@ def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: floa
     config = config.get("config", config)
 
     def tensors(entries):
-        return [{"name": t["name"], "datatype": t["datatype"], "shape": [int(d) for d in t.get("shape", [])]} for t in entries or []]
+        return [
+            {"name": t["name"], "datatype": t["datatype"], "shape": [int(d) for d in t.get("shape", [])]}
+            for t in entries or []
+        ]
 
     return {
         "name": meta.get("name", model),
@@ -122,8 +132,9 @@ def model_metadata(url: str, model: str, protocol: str = "grpc", timeout_s: floa
     }
 
 
-def model_statistics(url: str, model: str, protocol: str = "grpc", timeout_s: float = 30,
-                     headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def model_statistics(
+    url: str, model: str, protocol: str = "grpc", timeout_s: float = 30, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Counters from Triton's statistics API, summed over the model's versions.
 
     ``inference_count`` counts inferences (batch items), ``execution_count`` model executions: with dynamic
@@ -144,9 +155,20 @@ def model_statistics(url: str, model: str, protocol: str = "grpc", timeout_s: fl
     finally:
         _close(client)
     # gRPC's JSON renders int64 as strings and leaves out zero fields; HTTP gives ints.
-    out: dict[str, Any] = {"model": model, "inference_count": 0, "execution_count": 0, "success_count": 0,
-                           "failure_count": 0, "success_ns": 0, "queue_ns": 0, "compute_input_ns": 0,
-                           "compute_infer_ns": 0, "compute_output_ns": 0, "batch_executions": {}, "raw": raw}
+    out: dict[str, Any] = {
+        "model": model,
+        "inference_count": 0,
+        "execution_count": 0,
+        "success_count": 0,
+        "failure_count": 0,
+        "success_ns": 0,
+        "queue_ns": 0,
+        "compute_input_ns": 0,
+        "compute_infer_ns": 0,
+        "compute_output_ns": 0,
+        "batch_executions": {},
+        "raw": raw,
+    }
     for entry in raw.get("model_stats", []):
         out["inference_count"] += int(entry.get("inference_count", 0))
         out["execution_count"] += int(entry.get("execution_count", 0))
@@ -163,8 +185,14 @@ def model_statistics(url: str, model: str, protocol: str = "grpc", timeout_s: fl
     return out
 
 
-def statistics_after(url: str, model: str, inference_count: int, protocol: str = "grpc", timeout_s: float = 5,
-                     headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def statistics_after(
+    url: str,
+    model: str,
+    inference_count: int,
+    protocol: str = "grpc",
+    timeout_s: float = 5,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """:func:`model_statistics` once ``inference_count`` is reached: the server updates its counters just
     after it sends a response, so a read right after the last answer can miss the last request."""
     deadline = time.monotonic() + timeout_s
@@ -183,8 +211,9 @@ class Triton:
     :func:`classify_error`). ``headers`` go with every request (the admin header of a restricted server).
     """
 
-    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 30.0,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, protocol: str = "http", timeout_s: float = 30.0, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.protocol = _check_protocol(protocol)
         self.url = _host_port(url)
         self.timeout_s = timeout_s
@@ -192,7 +221,7 @@ class Triton:
         self._module = _module(self.protocol)
         self.client = _connect(self._module, self.protocol, self.url, timeout_s)
 
-    def __enter__(self) -> "Triton":
+    def __enter__(self) -> Triton:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,8 +230,15 @@ class Triton:
     def close(self) -> None:
         _close(self.client)
 
-    def _call(self, name: str, model: str, *args: Any, json_answer: bool = False, timeout_s: float | None = None,
-              **kwargs: Any) -> Any:
+    def _call(
+        self,
+        name: str,
+        model: str,
+        *args: Any,
+        json_answer: bool = False,
+        timeout_s: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         if self.protocol == "grpc":
             kwargs["client_timeout"] = timeout_s or self.timeout_s
             if json_answer:
@@ -231,8 +267,15 @@ class Triton:
         """Every model version the repository holds: ``[{"name", "version", "state", "reason"}]``."""
         answer = self._call("get_model_repository_index", "", json_answer=True)
         entries = answer.get("models", []) if isinstance(answer, dict) else answer
-        return [{"name": str(e.get("name", "")), "version": str(e.get("version", "")), "state": str(e.get("state", "")),
-                 "reason": str(e.get("reason", ""))} for e in entries or []]
+        return [
+            {
+                "name": str(e.get("name", "")),
+                "version": str(e.get("version", "")),
+                "state": str(e.get("state", "")),
+                "reason": str(e.get("reason", "")),
+            }
+            for e in entries or []
+        ]
 
     def model_config(self, model: str) -> dict[str, Any]:
         """The config the server uses for ``model``, as JSON (``model_config.proto`` field names)."""
@@ -270,9 +313,11 @@ class Triton:
         if kind in (REJECTED, NOT_FOUND):
             raise ModelLoadError(_error_text(error)[0]) from None
         if kind in (UNAVAILABLE, FORBIDDEN) and self.live():
-            raise TritongenError(f"the server at {self.url} does not allow to {action} models ({_error_text(error)[0]})",
-                                 "start it with explicit model control (tritonserver --model-control-mode=explicit "
-                                 "--load-model=*, or ServeSpec(model_control=\"explicit\")), and send its admin header") from None
+            raise TritongenError(
+                f"the server at {self.url} does not allow to {action} models ({_error_text(error)[0]})",
+                "start it with explicit model control (tritonserver --model-control-mode=explicit "
+                '--load-model=*, or ServeSpec(model_control="explicit")), and send its admin header',
+            ) from None
         raise classify_error(error, self.url, self.protocol, model, self.timeout_s) from None
 
     def statistics(self, model: str) -> dict[str, Any]:
@@ -287,7 +332,9 @@ class ModelLoadError(TritongenError):
         super().__init__(reason, "see the server log for the model's load error")
 
 
-def server_live(url: str, protocol: str = "http", timeout_s: float = 5.0, headers: Mapping[str, str] | None = None) -> bool:
+def server_live(
+    url: str, protocol: str = "http", timeout_s: float = 5.0, headers: Mapping[str, str] | None = None
+) -> bool:
     """Whether a Triton server answers its liveness check at ``url`` (never raises for an absent server)."""
     try:
         with Triton(url, protocol, timeout_s, headers) as triton:
@@ -346,7 +393,9 @@ def _module(protocol: str):
         else:
             import tritonclient.http as module
     except ImportError as e:
-        raise TritongenError(f"tritonclient's {protocol} client cannot be imported ({e})", f"pip install 'tritonclient[{protocol}]'") from None
+        raise TritongenError(
+            f"tritonclient's {protocol} client cannot be imported ({e})", f"pip install 'tritonclient[{protocol}]'"
+        ) from None
     return module
 
 
@@ -362,9 +411,13 @@ def _connect(module, protocol: str, url: str, timeout_s: float, concurrency: int
     try:
         if protocol == "grpc":
             return module.InferenceServerClient(url)
-        return module.InferenceServerClient(url, concurrency=concurrency, connection_timeout=timeout_s, network_timeout=timeout_s)
+        return module.InferenceServerClient(
+            url, concurrency=concurrency, connection_timeout=timeout_s, network_timeout=timeout_s
+        )
     except Exception as e:  # noqa: BLE001 - a malformed URL fails here
-        raise TritongenError(f"cannot make a {protocol} client for '{url}' ({e})", "pass the URL as host:port, e.g. 127.0.0.1:8001") from None
+        raise TritongenError(
+            f"cannot make a {protocol} client for '{url}' ({e})", "pass the URL as host:port, e.g. 127.0.0.1:8001"
+        ) from None
 
 
 def _close(client) -> None:
@@ -429,13 +482,22 @@ def _grpc_concurrently(module, url, model, prepared, concurrency, timeout_s, out
             slots.acquire()
             try:
                 # tritonclient calls callback(result=..., error=...) by keyword
-                client.async_infer(model, inputs, callback=functools.partial(finished, i),
-                                   outputs=_requested(module, outputs), client_timeout=timeout_s, headers=dict(headers or {}))
+                client.async_infer(
+                    model,
+                    inputs,
+                    callback=functools.partial(finished, i),
+                    outputs=_requested(module, outputs),
+                    client_timeout=timeout_s,
+                    headers=dict(headers or {}),
+                )
             except Exception as e:  # noqa: BLE001
                 finished(i, None, e)
         # Each request has its own deadline, so callbacks do come; this guard only bounds a stuck client.
         if not done.wait(timeout=timeout_s * (math.ceil(len(prepared) / concurrency) + 2)):
-            raise TritongenError(f"{len(prepared)} concurrent requests to '{model}' at {url} did not finish", "raise timeout_s or lower the concurrency")
+            raise TritongenError(
+                f"{len(prepared)} concurrent requests to '{model}' at {url} did not finish",
+                "raise timeout_s or lower the concurrency",
+            )
         for error in errors:
             if error is not None:
                 raise classify_error(error, url, "grpc", model, timeout_s)
@@ -448,8 +510,10 @@ def _http_concurrently(module, url, model, prepared, concurrency, timeout_s, out
     client = _connect(module, "http", url, timeout_s, concurrency=concurrency)
     try:
         try:
-            handles = [client.async_infer(model, inputs, outputs=_requested(module, outputs), headers=dict(headers or {}))
-                       for inputs in prepared]
+            handles = [
+                client.async_infer(model, inputs, outputs=_requested(module, outputs), headers=dict(headers or {}))
+                for inputs in prepared
+            ]
             return [_arrays(h.get_result(timeout=timeout_s), "http", outputs) for h in handles]
         except TritongenError:
             raise
@@ -461,9 +525,20 @@ def _http_concurrently(module, url, model, prepared, concurrency, timeout_s, out
 
 # What went wrong, from the gRPC status code or the HTTP status (never from the message text).
 NO_SERVER, TIMEOUT, NOT_FOUND, FORBIDDEN, UNAVAILABLE, REJECTED = (
-    "no_server", "timeout", "not_found", "forbidden", "unavailable", "rejected")
-_GRPC_KINDS = {"DEADLINE_EXCEEDED": TIMEOUT, "NOT_FOUND": NOT_FOUND, "PERMISSION_DENIED": FORBIDDEN,
-               "UNAUTHENTICATED": FORBIDDEN, "UNAVAILABLE": UNAVAILABLE}
+    "no_server",
+    "timeout",
+    "not_found",
+    "forbidden",
+    "unavailable",
+    "rejected",
+)
+_GRPC_KINDS = {
+    "DEADLINE_EXCEEDED": TIMEOUT,
+    "NOT_FOUND": NOT_FOUND,
+    "PERMISSION_DENIED": FORBIDDEN,
+    "UNAUTHENTICATED": FORBIDDEN,
+    "UNAVAILABLE": UNAVAILABLE,
+}
 _HTTP_KINDS = {403: FORBIDDEN, 401: FORBIDDEN, 404: NOT_FOUND, 408: TIMEOUT, 503: UNAVAILABLE, 504: TIMEOUT}
 
 
@@ -507,7 +582,8 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
     if kind == NOT_FOUND:
         return TritongenError(
             f"the server at {url} has no model '{model}' ready ({message})",
-            "check the model name (tritongen serve lists the models it " "loaded), or see the server log for why it did not load",
+            "check the model name (tritongen serve lists the models it "
+            "loaded), or see the server log for why it did not load",
         )
     if kind in (FORBIDDEN, UNAVAILABLE):
         return TritongenError(
@@ -522,7 +598,8 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
         )
     return TritongenError(
         f"the server at {url} rejected the request to model '{model}': {message}",
-        "check the input names, data types and shapes against the " f"model's (GET {_metadata_address(url, protocol, model)} "
+        "check the input names, data types and shapes against the "
+        f"model's (GET {_metadata_address(url, protocol, model)} "
         "lists them)",
     )
 

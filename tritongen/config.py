@@ -5,15 +5,15 @@ The template ``templates/config.pbtxt.j2`` only lays the values out in Triton's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .layout import LABELS_FILENAME
 from .spec import BuildSpec, TensorSpec
 from .templates import render
-
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ def entry_kind(target: str) -> EntryKind:
         # The Python backend runs model.onnx with ONNX Runtime on the CPU (the server available here).
         return EntryKind(backend="python", instance_kind="KIND_CPU", parameters={"intra_op_thread_count": "0"})
     if target == "tensorrt":  # model.plan comes from `tritongen engine` on a host with TensorRT
-        return EntryKind(backend="", instance_kind="KIND_GPU", parameters={}, platform="tensorrt_plan", model_filename="model.plan")
+        return EntryKind(
+            backend="", instance_kind="KIND_GPU", parameters={}, platform="tensorrt_plan", model_filename="model.plan"
+        )
     return EntryKind(backend="onnxruntime", instance_kind="KIND_GPU", parameters={}, model_filename="model.onnx")
 
 
@@ -77,8 +79,16 @@ def warmup_files(spec: BuildSpec, samples: Mapping[str, np.ndarray]) -> dict[str
 
 def tensor_entries(tensors: tuple[TensorSpec, ...], ragged: bool = False) -> list[dict[str, Any]]:
     """Template entries (name, dtype, dims, label_filename, allow_ragged_batch) for config.pbtxt tensors."""
-    return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "label_filename": "",
-             "allow_ragged_batch": ragged and bool(t.dynamic_axes)} for t in tensors]
+    return [
+        {
+            "name": t.name,
+            "dtype": t.dtype,
+            "dims": list(t.dims),
+            "label_filename": "",
+            "allow_ragged_batch": ragged and bool(t.dynamic_axes),
+        }
+        for t in tensors
+    ]
 
 
 def ragged_inputs(spec: BuildSpec) -> bool:
@@ -88,8 +98,11 @@ def ragged_inputs(spec: BuildSpec) -> bool:
     return spec.target == "local" and spec.batched
 
 
-def config_text_from_spec(spec: BuildSpec, warmup_samples: Mapping[str, np.ndarray] | None,
-                          cc_model_filenames: Mapping[str, str] | None = None) -> str:
+def config_text_from_spec(
+    spec: BuildSpec,
+    warmup_samples: Mapping[str, np.ndarray] | None,
+    cc_model_filenames: Mapping[str, str] | None = None,
+) -> str:
     """``cc_model_filenames``: compute capability -> plan file, when plans exist for several GPUs."""
     kind = entry_kind(spec.target)
     dynamic = None
@@ -105,7 +118,10 @@ def config_text_from_spec(spec: BuildSpec, warmup_samples: Mapping[str, np.ndarr
         cc_model_filenames=dict(sorted((cc_model_filenames or {}).items())),
         gpu_accelerators=gpu_accelerators(spec),
         inputs=tensor_entries(spec.inputs, ragged=ragged_inputs(spec)),
-        outputs=[dict(t, label_filename=LABELS_FILENAME if (spec.labels and i == 0) else "") for i, t in enumerate(tensor_entries(spec.outputs))],
+        outputs=[
+            dict(t, label_filename=LABELS_FILENAME if (spec.labels and i == 0) else "")
+            for i, t in enumerate(tensor_entries(spec.outputs))
+        ],
         dynamic_batching=dynamic,
         instance_groups=[{"kind": kind.instance_kind, "count": spec.instance_count}],
         warmups=warmup_entries(spec, warmup_samples) if (spec.warmup and warmup_samples is not None) else [],

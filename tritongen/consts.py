@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import TritongenError
 
@@ -63,8 +64,10 @@ def _parameters(module: Any) -> dict[str, Any] | None:
     forward = getattr(module, "forward", None)
     schema = getattr(forward, "schema", None)  # a TorchScript method
     if schema is not None:
-        return {a.name: _norm(str(a.type)) if a.default_value is None else ("optional", _norm(str(a.type)))
-                for a in schema.arguments[1:]}
+        return {
+            a.name: _norm(str(a.type)) if a.default_value is None else ("optional", _norm(str(a.type)))
+            for a in schema.arguments[1:]
+        }
     try:
         params = inspect.signature(forward).parameters.values()  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -89,28 +92,36 @@ def check_consts(module: Any, consts: Sequence[Const], input_names: Iterable[str
     given = dict(consts)
     clash = sorted(names & set(given))
     if clash:
-        raise TritongenError(f"--const {clash[0]} names a declared input",
-                             f"drop '{clash[0]}' from --input (a const is not a tensor the client sends) "
-                             "or from --const")
+        raise TritongenError(
+            f"--const {clash[0]} names a declared input",
+            f"drop '{clash[0]}' from --input (a const is not a tensor the client sends) or from --const",
+        )
     params = _parameters(module)
     if params is None:
         return
     for name, value in consts:
         if name not in params:
-            raise TritongenError(f"forward() has no argument '{name}' (--const {name}={value})",
-                                 f"use one of its arguments: {', '.join(params) or 'none'}")
+            raise TritongenError(
+                f"forward() has no argument '{name}' (--const {name}={value})",
+                f"use one of its arguments: {', '.join(params) or 'none'}",
+            )
         annotation = params[name][1] if isinstance(params[name], tuple) else params[name]
         if annotation == "Tensor" or _type_name(annotation) == "Tensor":
-            raise TritongenError(f"--const {name}: forward() takes '{name}' as a tensor",
-                                 f"declare it with --input {name}:DTYPE:DIMS instead")
+            raise TritongenError(
+                f"--const {name}: forward() takes '{name}' as a tensor",
+                f"declare it with --input {name}:DTYPE:DIMS instead",
+            )
         if annotation in SCALAR_TYPES and not _fits(value, annotation):
-            raise TritongenError(f"--const {name}={value}: forward() declares '{name}: {_type_name(annotation)}'",
-                                 f"give {'an' if annotation is int else 'a'} {_type_name(annotation)} value")
+            raise TritongenError(
+                f"--const {name}={value}: forward() declares '{name}: {_type_name(annotation)}'",
+                f"give {'an' if annotation is int else 'a'} {_type_name(annotation)} value",
+            )
     for name, annotation in params.items():
         if name not in given and name not in names and annotation in SCALAR_TYPES:
-            raise TritongenError(f"forward() needs the argument '{name}: {_type_name(annotation)}', "
-                                 "which is not a tensor",
-                                 f"fix it at export with --const {name}=VALUE")
+            raise TritongenError(
+                f"forward() needs the argument '{name}: {_type_name(annotation)}', which is not a tensor",
+                f"fix it at export with --const {name}=VALUE",
+            )
 
 
 def _fits(value: Any, annotation: type) -> bool:

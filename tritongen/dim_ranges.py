@@ -14,16 +14,18 @@ minimum what the gate checked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import TritongenError
 
 DEFAULT_DIM_MIN = 32
 DEFAULT_DIM_OPT = 64
 MAX_DIM_SIZE = 1 << 20
-_ARG_FIX = ("write it as INPUT:AXIS:MIN:OPT:MAX, e.g. x:1:32:128:512 (AXIS counts dims without the batch dimension, "
-            "from 0)")
+_ARG_FIX = (
+    "write it as INPUT:AXIS:MIN:OPT:MAX, e.g. x:1:32:128:512 (AXIS counts dims without the batch dimension, from 0)"
+)
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,14 @@ class DimRange:
     explicit: bool = True  # False: the default range of a -1 dimension nobody gave a range
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "axis": self.axis, "min": self.min, "opt": self.opt, "max": self.max,
-                "explicit": self.explicit}
+        return {
+            "input": self.input,
+            "axis": self.axis,
+            "min": self.min,
+            "opt": self.opt,
+            "max": self.max,
+            "explicit": self.explicit,
+        }
 
     @property
     def text(self) -> str:
@@ -51,8 +59,10 @@ def _checked(name: str, axis: int, sizes: Sequence[int], where: str) -> DimRange
     if axis < 0:
         raise TritongenError(f"{where}: axis {axis} is negative", _ARG_FIX)
     if not 1 <= lo <= opt <= hi <= MAX_DIM_SIZE:
-        raise TritongenError(f"{where}: sizes {lo}/{opt}/{hi} are not 1 <= MIN <= OPT <= MAX <= {MAX_DIM_SIZE}",
-                             "give MIN <= OPT <= MAX, e.g. 32:128:512")
+        raise TritongenError(
+            f"{where}: sizes {lo}/{opt}/{hi} are not 1 <= MIN <= OPT <= MAX <= {MAX_DIM_SIZE}",
+            "give MIN <= OPT <= MAX, e.g. 32:128:512",
+        )
     return DimRange(name, axis, lo, opt, hi)
 
 
@@ -81,18 +91,25 @@ def check_ranges(ranges: Iterable[DimRange], inputs: Sequence[Any]) -> tuple[Dim
     for r in ranges:
         tensor = by_name.get(r.input)
         if tensor is None:
-            raise TritongenError(f"--dim-range {r.text} names input '{r.input}', which is not declared",
-                                 f"use one of the inputs: {', '.join(by_name) or 'none'}")
+            raise TritongenError(
+                f"--dim-range {r.text} names input '{r.input}', which is not declared",
+                f"use one of the inputs: {', '.join(by_name) or 'none'}",
+            )
         if r.axis >= len(tensor.dims):
-            raise TritongenError(f"--dim-range {r.text}: input '{r.input}' has {len(tensor.dims)} dims "
-                                 f"{list(tensor.dims)} (without the batch dimension), so there is no axis {r.axis}",
-                                 f"use an axis from 0 to {len(tensor.dims) - 1}")
+            raise TritongenError(
+                f"--dim-range {r.text}: input '{r.input}' has {len(tensor.dims)} dims "
+                f"{list(tensor.dims)} (without the batch dimension), so there is no axis {r.axis}",
+                f"use an axis from 0 to {len(tensor.dims) - 1}",
+            )
         if tensor.dims[r.axis] != -1:
-            raise TritongenError(f"--dim-range {r.text}: dimension {r.axis} of input '{r.input}' is fixed at "
-                                 f"{tensor.dims[r.axis]}", "declare it -1 in --input to give it a range")
+            raise TritongenError(
+                f"--dim-range {r.text}: dimension {r.axis} of input '{r.input}' is fixed at {tensor.dims[r.axis]}",
+                "declare it -1 in --input to give it a range",
+            )
         if (r.input, r.axis) in seen:
-            raise TritongenError(f"--dim-range gives dimension {r.axis} of input '{r.input}' two ranges",
-                                 "give each dimension one range")
+            raise TritongenError(
+                f"--dim-range gives dimension {r.axis} of input '{r.input}' two ranges", "give each dimension one range"
+            )
         seen.add((r.input, r.axis))
         out.append(r)
     return tuple(out)
@@ -103,8 +120,10 @@ def inputs_with_ranges(inputs: Sequence[Any], ranges: Iterable[DimRange]) -> tup
     import dataclasses
 
     ranged = {(r.input, r.axis) for r in ranges}
-    return tuple(dataclasses.replace(t, dims=tuple(-1 if (t.name, i) in ranged else d for i, d in enumerate(t.dims)))
-                 for t in inputs)
+    return tuple(
+        dataclasses.replace(t, dims=tuple(-1 if (t.name, i) in ranged else d for i, d in enumerate(t.dims)))
+        for t in inputs
+    )
 
 
 def ranges_from_spec(spec: Any) -> tuple[DimRange, ...]:
@@ -132,5 +151,7 @@ def range_hint(spec: Any) -> str:
     if not implicit:
         return ""
     r = implicit[0]
-    return (f"; -1 dimensions without --dim-range take the default sizes {r.min}/{r.opt}/{r.max}: pass "
-            f"--dim-range {r.input}:{r.axis}:MIN:OPT:MAX with sizes the model accepts")
+    return (
+        f"; -1 dimensions without --dim-range take the default sizes {r.min}/{r.opt}/{r.max}: pass "
+        f"--dim-range {r.input}:{r.axis}:MIN:OPT:MAX with sizes the model accepts"
+    )

@@ -30,8 +30,16 @@ _FROM_NUMPY = {v: k for k, v in _NUMPY.items()}
 
 # Names people type that mean a Triton type.
 _ALIASES = {
-    "FLOAT": "FP32", "FLOAT32": "FP32", "FLOAT16": "FP16", "HALF": "FP16", "FLOAT64": "FP64",
-    "DOUBLE": "FP64", "INT": "INT32", "LONG": "INT64", "BYTES": "STRING", "STR": "STRING",
+    "FLOAT": "FP32",
+    "FLOAT32": "FP32",
+    "FLOAT16": "FP16",
+    "HALF": "FP16",
+    "FLOAT64": "FP64",
+    "DOUBLE": "FP64",
+    "INT": "INT32",
+    "LONG": "INT64",
+    "BYTES": "STRING",
+    "STR": "STRING",
 }
 
 TRITON_DTYPES = tuple(_NUMPY)
@@ -41,7 +49,7 @@ def triton_dtype(name: str) -> str:
     """Normalise a user-typed dtype name (``fp32``, ``TYPE_FP32``, ``float32``) to Triton's name."""
     key = name.strip().upper()
     if key.startswith("TYPE_"):
-        key = key[len("TYPE_"):]
+        key = key[len("TYPE_") :]
     key = _ALIASES.get(key, key)
     if key not in _NUMPY:
         raise TritongenError(
@@ -70,8 +78,17 @@ def triton_from_numpy(dtype: np.dtype) -> str:
 def triton_from_torch(dtype) -> str:
     """Triton name of a ``torch.dtype`` (imported lazily by the caller)."""
     name = str(dtype).replace("torch.", "")
-    table = {"bool": "BOOL", "uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32",
-             "int64": "INT64", "float16": "FP16", "float32": "FP32", "float64": "FP64"}
+    table = {
+        "bool": "BOOL",
+        "uint8": "UINT8",
+        "int8": "INT8",
+        "int16": "INT16",
+        "int32": "INT32",
+        "int64": "INT64",
+        "float16": "FP16",
+        "float32": "FP32",
+        "float64": "FP64",
+    }
     if name not in table:
         raise TritongenError(
             f"model output of type torch.{name} has no Triton equivalent",

@@ -13,8 +13,9 @@ The reference is ``<ensemble>/<version>/tritongen/end_to_end.json``: ``{"format"
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,23 +28,28 @@ FORMAT = "tritongen-end-to-end/1"
 MAX_BYTES = 8 << 20  # a handful of sentences and their outputs: far below this
 
 
-def postprocessed(kind: str, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None, labels: Sequence[str],
-                  top_k: int) -> dict[str, np.ndarray]:
+def postprocessed(
+    kind: str, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None, labels: Sequence[str], top_k: int
+) -> dict[str, np.ndarray]:
     """What a built-in post-processing ``kind`` returns for the model's ``outputs`` (first output used)."""
     first = np.asarray(next(iter(outputs.values())), dtype=np.float64)
     if kind == "mean_pool_normalize":
         if mask is None:
             raise TritongenError("mean pooling needs the attention mask", "report this as a bug")
         weights = np.asarray(mask, dtype=np.float64)[:, :, None]
-        return {EMBEDDING_OUTPUT: _unit(np.einsum("bsh,bsx->bh", first, weights) / np.maximum(weights.sum(axis=1), 1e-9))}
+        return {
+            EMBEDDING_OUTPUT: _unit(np.einsum("bsh,bsx->bh", first, weights) / np.maximum(weights.sum(axis=1), 1e-9))
+        }
     if kind == "normalize":
         return {EMBEDDING_OUTPUT: _unit(first)}
     if kind == "softmax_topk":
         exp = np.exp(first - first.max(axis=-1, keepdims=True))
         probs = exp / exp.sum(axis=-1, keepdims=True)
         order = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
-        return {LABELS_OUTPUT: np.array([[labels[i] for i in row] for row in order], dtype=object),
-                SCORES_OUTPUT: np.take_along_axis(probs, order, axis=-1)}
+        return {
+            LABELS_OUTPUT: np.array([[labels[i] for i in row] for row in order], dtype=object),
+            SCORES_OUTPUT: np.take_along_axis(probs, order, axis=-1),
+        }
     raise TritongenError(f"no end-to-end reference for post-processing '{kind}'", "report this as a bug")
 
 
@@ -57,8 +63,11 @@ def write_reference(path: Path, texts: Sequence[str], outputs: Mapping[str, np.n
         if array.dtype == object:
             data["outputs"][name] = {"dtype": "STRING", "shape": list(array.shape), "data": array.reshape(-1).tolist()}
         else:
-            data["outputs"][name] = {"dtype": "FP64", "shape": list(array.shape),
-                                     "data": np.asarray(array, np.float64).reshape(-1).tolist()}
+            data["outputs"][name] = {
+                "dtype": "FP64",
+                "shape": list(array.shape),
+                "data": np.asarray(array, np.float64).reshape(-1).tolist(),
+            }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data) + "\n")
     return path
@@ -66,7 +75,9 @@ def write_reference(path: Path, texts: Sequence[str], outputs: Mapping[str, np.n
 
 def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """``(texts, outputs)`` from a reference file, checked for shape and type before anything is built."""
-    bad = TritongenError(f"end-to-end reference {path} is damaged", "rebuild the ensemble (tritongen build ... --force)")
+    bad = TritongenError(
+        f"end-to-end reference {path} is damaged", "rebuild the ensemble (tritongen build ... --force)"
+    )
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
@@ -83,8 +94,12 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         if not isinstance(entry, dict) or entry.get("dtype") not in ("STRING", "FP64"):
             raise bad
         shape, values = entry.get("shape"), entry.get("data")
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d for d in shape)
-                or not isinstance(values, list) or len(values) != int(np.prod(shape, dtype=np.int64))):
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and 0 <= d for d in shape)
+            or not isinstance(values, list)
+            or len(values) != int(np.prod(shape, dtype=np.int64))
+        ):
             raise bad
         if entry["dtype"] == "STRING":
             if not all(isinstance(v, str) for v in values):
@@ -97,29 +112,53 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     return texts, outputs
 
 
-def compare_end_to_end(served: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], atol: float,
-                       rtol: float) -> list[OutputParity]:
+def compare_end_to_end(
+    served: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], atol: float, rtol: float
+) -> list[OutputParity]:
     """Numbers by the allclose rule; labels exactly, except where two labels' reference scores tie within atol."""
     results = []
     scores = reference.get(SCORES_OUTPUT)
     for name, want in reference.items():
         if name not in served:
-            raise TritongenError(f"the server returned no output '{name}'", "rebuild the ensemble: config and reference disagree")
+            raise TritongenError(
+                f"the server returned no output '{name}'", "rebuild the ensemble: config and reference disagree"
+            )
         got = served[name]
         if want.dtype != object:
             results.append(compare_arrays("end to end", name, got, want, atol, rtol))
             continue
-        got_text = np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v), otypes=[object])(got)
+        got_text = np.vectorize(
+            lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v), otypes=[object]
+        )(got)
         if got_text.shape != want.shape:
-            results.append(OutputParity("end to end", name, tuple(want.shape), float("inf"), float("inf"), False,
-                                        f"shape {list(got_text.shape)} != {list(want.shape)}"))
+            results.append(
+                OutputParity(
+                    "end to end",
+                    name,
+                    tuple(want.shape),
+                    float("inf"),
+                    float("inf"),
+                    False,
+                    f"shape {list(got_text.shape)} != {list(want.shape)}",
+                )
+            )
             continue
         differ = 0
         for row, col in zip(*np.nonzero(got_text != want)):
             tie = scores is not None and any(
                 want[row, j] == got_text[row, col] and abs(scores[row, j] - scores[row, col]) <= atol
-                for j in range(want.shape[1]))
+                for j in range(want.shape[1])
+            )
             differ += 0 if tie else 1
-        results.append(OutputParity("end to end", name, tuple(want.shape), float(differ), 0.0, differ == 0,
-                                    f"{differ} label(s) differ" if differ else ""))
+        results.append(
+            OutputParity(
+                "end to end",
+                name,
+                tuple(want.shape),
+                float(differ),
+                0.0,
+                differ == 0,
+                f"{differ} label(s) differ" if differ else "",
+            )
+        )
     return results

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import TritongenError
 from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, PLAN_FILENAME, PREPARED_ONNX, TIMING_CACHE_NAME, manifest_path
@@ -71,9 +72,16 @@ def prepared_onnx_from_onnx(version_dir: Path, spec: Any) -> dict[str, Any]:
     (version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME).write_text(json.dumps(plan, indent=2) + "\n")
     lint = lint_from_onnx(prepared, plan["profiles"])
     if not lint.ok:
-        raise TritongenError("the prepared ONNX will not pass TensorRT's ONNX parser",
-                             "see the lint findings below; change the model or use --target onnxruntime", details=lint.text())
-    return {"engine_plan": f"{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}", "lint": lint.to_dict(), "tensorrt_version": tensorrt_version()}
+        raise TritongenError(
+            "the prepared ONNX will not pass TensorRT's ONNX parser",
+            "see the lint findings below; change the model or use --target onnxruntime",
+            details=lint.text(),
+        )
+    return {
+        "engine_plan": f"{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}",
+        "lint": lint.to_dict(),
+        "tensorrt_version": tensorrt_version(),
+    }
 
 
 def tensorrt_version() -> str | None:
@@ -90,8 +98,10 @@ def require_tensorrt() -> str:
     if version is None:
         raise TritongenError(
             "TensorRT is not installed here, so no engine can be built",
-            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the " "engine-builder image `tritongen deploy REPO --to docker` writes "
-            "(nvcr.io/nvidia/tensorrt:<YY.MM>-py3 with the same YY.MM as the Triton image)")
+            "run `tritongen engine` on a GPU host with TensorRT, e.g. in the "
+            "engine-builder image `tritongen deploy REPO --to docker` writes "
+            "(nvcr.io/nvidia/tensorrt:<YY.MM>-py3 with the same YY.MM as the Triton image)",
+        )
     return version
 
 
@@ -119,7 +129,12 @@ def compute_capability() -> str:
     import subprocess  # noqa: PLC0415
 
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip().splitlines()[0].strip()
     except (OSError, subprocess.SubprocessError):
@@ -135,11 +150,19 @@ class EngineResult:
     build_s: float
 
 
-def engine_from_onnx(onnx_path: Path, plan_path: Path, profiles: list[Profile], *, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-                     optimization_level: int = DEFAULT_OPT_LEVEL, timing_cache: Path | None = None) -> EngineResult:
+def engine_from_onnx(
+    onnx_path: Path,
+    plan_path: Path,
+    profiles: list[Profile],
+    *,
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+    optimization_level: int = DEFAULT_OPT_LEVEL,
+    timing_cache: Path | None = None,
+) -> EngineResult:
     """Build a strongly typed engine with Polygraphy and save it to ``plan_path``."""
     version = require_tensorrt()
-    from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile as TrtProfile, engine_from_network, save_engine  # noqa: PLC0415
+    from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, engine_from_network, save_engine  # noqa: PLC0415
+    from polygraphy.backend.trt import Profile as TrtProfile
 
     trt_profiles = []
     for p in profiles:
@@ -152,17 +175,25 @@ def engine_from_onnx(onnx_path: Path, plan_path: Path, profiles: list[Profile], 
         network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
         import tensorrt as trt  # noqa: PLC0415
 
-        config = CreateConfig(profiles=trt_profiles, memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
-                              builder_optimization_level=optimization_level,
-                              load_timing_cache=str(timing_cache) if timing_cache and timing_cache.is_file() else None)
-        engine = engine_from_network(network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None)
+        config = CreateConfig(
+            profiles=trt_profiles,
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
+            builder_optimization_level=optimization_level,
+            load_timing_cache=str(timing_cache) if timing_cache and timing_cache.is_file() else None,
+        )
+        engine = engine_from_network(
+            network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None
+        )
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         save_engine(engine, str(plan_path))
     except TritongenError:
         raise
     except Exception as exc:
-        raise TritongenError(f"TensorRT could not build {onnx_path}: " f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
-                             "run `tritongen lint` on the model, check the profiles in engine.json, rerun with --debug") from None
+        raise TritongenError(
+            f"TensorRT could not build {onnx_path}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
+            "run `tritongen lint` on the model, check the profiles in engine.json, rerun with --debug",
+        ) from None
     return EngineResult(plan_path, version, compute_capability(), round(time.perf_counter() - start, 3))
 
 
@@ -189,8 +220,15 @@ def plan_is_current(engines: Any, version_dir: Path, compute_capability: str, te
     return plan.is_file() and plan.parent == version_dir and sha256_file(plan) == entry.get("sha256")
 
 
-def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, optimization_level: int | None = None,
-                            per_cc: bool = False, rebuild: bool = False, progress=None) -> list[EngineResult]:
+def engines_from_repository(
+    repo: Path,
+    *,
+    workspace_bytes: int | None = None,
+    optimization_level: int | None = None,
+    per_cc: bool = False,
+    rebuild: bool = False,
+    progress=None,
+) -> list[EngineResult]:
     """Build ``model.plan`` for every prepared model in ``repo`` and record TensorRT version + compute capability.
 
     With ``per_cc`` the plan is saved as ``model.<cc>.plan`` and listed in the config's ``cc_model_filenames``
@@ -203,9 +241,11 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
     repo = Path(repo)
     models = engine_models(repo)
     if not models:
-        raise TritongenError(f"no model in {repo} is prepared for TensorRT",
-                             "build with `tritongen build ... --target tensorrt` first "
-                             "(it writes <model>/<version>/tritongen/engine.json)")
+        raise TritongenError(
+            f"no model in {repo} is prepared for TensorRT",
+            "build with `tritongen build ... --target tensorrt` first "
+            "(it writes <model>/<version>/tritongen/engine.json)",
+        )
     trt_version = require_tensorrt()
     results = []
     for model_dir, version_dir, plan in models:
@@ -214,29 +254,46 @@ def engines_from_repository(repo: Path, *, workspace_bytes: int | None = None, o
         manifest = manifest_path(model_dir, int(version_dir.name))
         engines = load_manifest(manifest, model_dir).engines if manifest.is_file() else None
         if not rebuild and plan_is_current(engines, version_dir, cc, trt_version):
-            say(f"skipping {model_dir.name} v{version_dir.name}: its " f"plan for cc {cc} is built by TensorRT {trt_version} "
-                "(--rebuild builds it again)")
+            say(
+                f"skipping {model_dir.name} v{version_dir.name}: its "
+                f"plan for cc {cc} is built by TensorRT {trt_version} "
+                "(--rebuild builds it again)"
+            )
             continue
         filename = f"model.{cc}.plan" if per_cc else plan.get("plan", PLAN_FILENAME)
         say(f"building {model_dir.name} v{version_dir.name} ({plan.get('precision', 'fp32')}, cc {cc}) ...")
-        result = engine_from_onnx(onnx_path, version_dir / filename, plan["profiles"],
-                                  workspace_bytes=workspace_bytes or plan.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES),
-                                  optimization_level=optimization_level if optimization_level is not None else plan.get("builder_optimization_level", DEFAULT_OPT_LEVEL),
-                                  timing_cache=repo / f".{TIMING_CACHE_NAME}")
-        _record_engine(model_dir, version_dir, result, filename, per_cc, manifest_path(model_dir, int(version_dir.name)))
+        result = engine_from_onnx(
+            onnx_path,
+            version_dir / filename,
+            plan["profiles"],
+            workspace_bytes=workspace_bytes or plan.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES),
+            optimization_level=optimization_level
+            if optimization_level is not None
+            else plan.get("builder_optimization_level", DEFAULT_OPT_LEVEL),
+            timing_cache=repo / f".{TIMING_CACHE_NAME}",
+        )
+        _record_engine(
+            model_dir, version_dir, result, filename, per_cc, manifest_path(model_dir, int(version_dir.name))
+        )
         results.append(result)
     return results
 
 
-def _record_engine(model_dir: Path, version_dir: Path, result: EngineResult, filename: str, per_cc: bool, manifest: Path) -> None:
+def _record_engine(
+    model_dir: Path, version_dir: Path, result: EngineResult, filename: str, per_cc: bool, manifest: Path
+) -> None:
     """Manifest: TensorRT version, compute capability, plan hash; config: cc_model_filenames when per-cc."""
     from .manifest import file_hashes, load_manifest, sha256_file, update_manifest  # noqa: PLC0415
 
     engines = dict(load_manifest(manifest, model_dir).engines) if manifest.is_file() else {}
     digest = sha256_file(result.plan_path)
-    engines[result.compute_capability] = {"plan": filename, "tensorrt_version": result.tensorrt_version,
-                                          "compute_capability": result.compute_capability, "build_s": result.build_s,
-                                          "sha256": digest}
+    engines[result.compute_capability] = {
+        "plan": filename,
+        "tensorrt_version": result.tensorrt_version,
+        "compute_capability": result.compute_capability,
+        "build_s": result.build_s,
+        "sha256": digest,
+    }
     # verify checks the plan (and the config rewritten below) like every other file of the build
     files = {result.plan_path.relative_to(model_dir).as_posix(): digest}
     if per_cc:

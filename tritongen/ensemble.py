@@ -12,23 +12,40 @@ one (each atomically; composing models before the ensemble). Nothing is replaced
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .build import Stages
-from .progress import Progress
 from .config import preferred_batch_sizes
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel
-from .pre_post import (PythonStep, custom_step_from_code, image_preprocess_step, postprocess_step,
-                       python_step_config_text, stage_python_step, text_preprocess_step, user_code_from_file)
+from .pre_post import (
+    PythonStep,
+    custom_step_from_code,
+    image_preprocess_step,
+    postprocess_step,
+    python_step_config_text,
+    stage_python_step,
+    text_preprocess_step,
+    user_code_from_file,
+)
+from .progress import Progress
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import render
 
 PRE_KINDS = ("tokenizer", "image", "none")
-POST_KINDS = {"mean-pool": "mean_pool_normalize", "mean_pool": "mean_pool_normalize", "normalize": "normalize",
-              "softmax-topk": "softmax_topk", "softmax_topk": "softmax_topk", "labels": "softmax_topk", "raw": "raw", "none": "raw"}
+POST_KINDS = {
+    "mean-pool": "mean_pool_normalize",
+    "mean_pool": "mean_pool_normalize",
+    "normalize": "normalize",
+    "softmax-topk": "softmax_topk",
+    "softmax_topk": "softmax_topk",
+    "labels": "softmax_topk",
+    "raw": "raw",
+    "none": "raw",
+}
 WORK_DIR = ".work"  # inside the staging folder; the build's validation skips it by name
 
 
@@ -58,12 +75,23 @@ def model_names(name: str) -> dict[str, str]:
     return {"ensemble": name, "pre": f"{name}_preprocess", "model": f"{name}_model", "post": f"{name}_postprocess"}
 
 
-def ensemble_config_text(name: str, max_batch_size: int, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                         steps: tuple[EnsembleStep, ...]) -> str:
+def ensemble_config_text(
+    name: str,
+    max_batch_size: int,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    steps: tuple[EnsembleStep, ...],
+) -> str:
     return render(
-        "ensemble.pbtxt.j2", name=name, max_batch_size=max_batch_size,
-        inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs],
-        steps=[{"model_name": s.model_name, "input_map": dict(s.input_map), "output_map": dict(s.output_map)} for s in steps],
+        "ensemble.pbtxt.j2",
+        name=name,
+        max_batch_size=max_batch_size,
+        inputs=[t.to_dict() for t in inputs],
+        outputs=[t.to_dict() for t in outputs],
+        steps=[
+            {"model_name": s.model_name, "input_map": dict(s.input_map), "output_map": dict(s.output_map)}
+            for s in steps
+        ],
     )
 
 
@@ -96,31 +124,48 @@ def _pre_choice(spec: BuildSpec, task: str | None) -> str:
         return spec.preprocess
     if spec.preprocess.endswith(".py") or Path(spec.preprocess).is_file():
         return "custom"
-    raise TritongenError(f"unknown --preprocess '{spec.preprocess}'", f"use {', '.join(PRE_KINDS)} or a .py file with preprocess(batch)")
+    raise TritongenError(
+        f"unknown --preprocess '{spec.preprocess}'", f"use {', '.join(PRE_KINDS)} or a .py file with preprocess(batch)"
+    )
 
 
 def _post_choice(spec: BuildSpec, task: str | None) -> str:
     if spec.postprocess is None:
-        return {"text-classification": "softmax_topk", "image-classification": "softmax_topk",
-                "feature-extraction": "embedding"}.get(task or "", "raw")
+        return {
+            "text-classification": "softmax_topk",
+            "image-classification": "softmax_topk",
+            "feature-extraction": "embedding",
+        }.get(task or "", "raw")
     if spec.postprocess in POST_KINDS:
         return POST_KINDS[spec.postprocess]
     if spec.postprocess.endswith(".py") or Path(spec.postprocess).is_file():
         return "custom"
-    raise TritongenError(f"unknown --postprocess '{spec.postprocess}'",
-                         f"use {', '.join(sorted(set(POST_KINDS) - {'mean_pool', 'softmax_topk', 'none'}))} " "or a .py file with postprocess(batch)")
+    raise TritongenError(
+        f"unknown --postprocess '{spec.postprocess}'",
+        f"use {', '.join(sorted(set(POST_KINDS) - {'mean_pool', 'softmax_topk', 'none'}))} "
+        "or a .py file with postprocess(batch)",
+    )
 
 
 def _source_from_spec(spec: BuildSpec) -> _Source:
-    from .hf import hf_model_from_folder, is_hf_folder, labels_from_config, read_config, task_from_name, text_settings_from_folder
+    from .hf import (
+        hf_model_from_folder,
+        is_hf_folder,
+        labels_from_config,
+        read_config,
+        task_from_name,
+        text_settings_from_folder,
+    )
 
     names = model_names(spec.name)
     hf = None
     task = task_from_name(spec.task) if spec.task else None
     if spec.model_path.is_dir():
         if not is_hf_folder(spec.model_path):
-            raise TritongenError(f"{spec.model_path} is a folder without config.json",
-                                 "pass a Hugging Face folder (save_pretrained) or a model file")
+            raise TritongenError(
+                f"{spec.model_path} is a folder without config.json",
+                "pass a Hugging Face folder (save_pretrained) or a model file",
+            )
         hf = hf_model_from_folder(spec.model_path, task, spec.tokenizer)
         task = hf.task
     elif spec.tokenizer is not None and task is None:
@@ -130,9 +175,12 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
     tokenizer_dir, max_length = None, 0
     if hf is not None:
         if spec.inputs and tuple(spec.inputs) != hf.inputs:
-            raise TritongenError("--input cannot change the inputs of a Hugging Face model", "drop --input; they come from the folder")
-        model_spec = dataclasses.replace(model_spec, inputs=hf.inputs, output_names=spec.output_names or hf.output_names,
-                                         labels=hf.labels)
+            raise TritongenError(
+                "--input cannot change the inputs of a Hugging Face model", "drop --input; they come from the folder"
+            )
+        model_spec = dataclasses.replace(
+            model_spec, inputs=hf.inputs, output_names=spec.output_names or hf.output_names, labels=hf.labels
+        )
         if hf.text is not None:
             tokenizer_dir, max_length = hf.text.tokenizer_dir, hf.text.max_length
     elif pre == "tokenizer":
@@ -145,20 +193,39 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
         labels = labels_from_config(config) if task == "text-classification" else ()
         model_spec = dataclasses.replace(model_spec, inputs=inputs, labels=labels)
     elif pre == "image":
-        raise TritongenError("--preprocess image needs the model's preprocessor_config.json", "build from the Hugging Face folder, or pass --preprocess my_pre.py")
+        raise TritongenError(
+            "--preprocess image needs the model's preprocessor_config.json",
+            "build from the Hugging Face folder, or pass --preprocess my_pre.py",
+        )
     if pre == "tokenizer" and tokenizer_dir is None:
-        raise TritongenError(f"the {task or 'model'} has no tokenizer to pre-process text with", "pass --tokenizer DIR or --preprocess my_pre.py")
+        raise TritongenError(
+            f"the {task or 'model'} has no tokenizer to pre-process text with",
+            "pass --tokenizer DIR or --preprocess my_pre.py",
+        )
     if not model_spec.inputs:
-        raise TritongenError("the model's inputs are not declared", "pass --input NAME:DTYPE:DIMS (or build a Hugging Face folder)")
+        raise TritongenError(
+            "the model's inputs are not declared", "pass --input NAME:DTYPE:DIMS (or build a Hugging Face folder)"
+        )
     if spec.max_batch_size < 1:
         raise TritongenError("an ensemble needs batching: --max-batch-size is 0", "use --max-batch-size 1 or more")
     pre_code = user_code_from_file(Path(spec.preprocess or ""), "preprocess") if pre == "custom" else None
     post_code = user_code_from_file(Path(spec.postprocess or ""), "postprocess") if post == "custom" else None
     if pre == "none" and post == "raw":
-        raise TritongenError("neither pre- nor post-processing is chosen, so there is no ensemble to build",
-                             "pass --preprocess/--postprocess (or --task), or build the model on its own")
-    return _Source(model_spec=model_spec, hf=hf, task=task, pre=pre, post=post, tokenizer_dir=tokenizer_dir,
-                   max_length=max_length, pre_code=pre_code, post_code=post_code)
+        raise TritongenError(
+            "neither pre- nor post-processing is chosen, so there is no ensemble to build",
+            "pass --preprocess/--postprocess (or --task), or build the model on its own",
+        )
+    return _Source(
+        model_spec=model_spec,
+        hf=hf,
+        task=task,
+        pre=pre,
+        post=post,
+        tokenizer_dir=tokenizer_dir,
+        max_length=max_length,
+        pre_code=pre_code,
+        post_code=post_code,
+    )
 
 
 def _model_samples(source: _Source, work: Path) -> BuildSpec:
@@ -173,7 +240,9 @@ def _model_samples(source: _Source, work: Path) -> BuildSpec:
     work.mkdir(parents=True, exist_ok=True)
     path = work / "samples.npz"
     max_rows = spec.max_batch_size if spec.batched else None
-    np.savez(path, **text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length, max_rows))
+    np.savez(
+        path, **text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length, max_rows)
+    )
     return dataclasses.replace(spec, sample_inputs=path)
 
 
@@ -184,10 +253,15 @@ def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonSte
     from .end_to_end import postprocessed, write_reference
     from .hf import sample_sentences
     from .layout import ARTIFACT_DIR, REFERENCE_NAME
-    from .pre_post import LABELS_FILE
     from .npz import arrays_from_npz
+    from .pre_post import LABELS_FILE
 
-    if pre is None or source.pre != "tokenizer" or source.post == "custom" or source.model_spec.sample_inputs is not None:
+    if (
+        pre is None
+        or source.pre != "tokenizer"
+        or source.post == "custom"
+        or source.model_spec.sample_inputs is not None
+    ):
         return None
     model = staged.spec
     artifacts = staged.folder / str(staged.version) / ARTIFACT_DIR
@@ -201,8 +275,13 @@ def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonSte
     else:
         kind = post.parameters["kind"]
         labels = post.texts.get(LABELS_FILE, "").split("\n")
-        final = postprocessed(kind, {t.name: outputs[t.name] for t in model.outputs}, samples.get("attention_mask"),
-                              labels, int(post.parameters.get("top_k", "0")))
+        final = postprocessed(
+            kind,
+            {t.name: outputs[t.name] for t in model.outputs},
+            samples.get("attention_mask"),
+            labels,
+            int(post.parameters.get("top_k", "0")),
+        )
     return write_reference(path, texts, final)
 
 
@@ -217,8 +296,10 @@ def _pre_step(source: _Source, name: str) -> PythonStep | None:
         inputs = source.pre_code.declared or (TensorSpec("INPUT", "STRING", (1,)),)
         clash = {t.name for t in inputs} & {t.name for t in spec.inputs}
         if clash:
-            raise TritongenError(f"the preprocess input '{sorted(clash)[0]}' has the name of a model input",
-                                 "give INPUTS in your preprocess file names of their own")
+            raise TritongenError(
+                f"the preprocess input '{sorted(clash)[0]}' has the name of a model input",
+                "give INPUTS in your preprocess file names of their own",
+            )
         return custom_step_from_code(name, source.pre_code, inputs, spec.inputs)
     return None
 
@@ -231,8 +312,10 @@ def _post_step(source: _Source, name: str, model: BuildSpec) -> PythonStep | Non
         outputs = source.post_code.declared
         clash = {t.name for t in outputs} & ({t.name for t in model.outputs} | {t.name for t in model.inputs})
         if clash:
-            raise TritongenError(f"the postprocess output '{sorted(clash)[0]}' has the name of a model tensor",
-                                 "give OUTPUTS in your postprocess file names of their own")
+            raise TritongenError(
+                f"the postprocess output '{sorted(clash)[0]}' has the name of a model tensor",
+                "give OUTPUTS in your postprocess file names of their own",
+            )
         return custom_step_from_code(name, source.post_code, model.outputs, outputs)
     mask = next((t for t in model.inputs if t.name == "attention_mask"), None)
     if kind == "embedding":
@@ -240,14 +323,22 @@ def _post_step(source: _Source, name: str, model: BuildSpec) -> PythonStep | Non
     return postprocess_step(name, kind, model.outputs, attention_mask=mask, labels=model.labels, top_k=model.top_k)
 
 
-def _wiring(pre: PythonStep | None, model: BuildSpec, post: PythonStep | None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], tuple[EnsembleStep, ...]]:
+def _wiring(
+    pre: PythonStep | None, model: BuildSpec, post: PythonStep | None
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], tuple[EnsembleStep, ...]]:
     """Ensemble inputs, outputs and steps: every tensor keeps its name across steps (each is written once)."""
     steps = []
     if pre is not None:
-        steps.append(EnsembleStep(pre.name, {t.name: t.name for t in pre.inputs}, {t.name: t.name for t in pre.outputs}))
-    steps.append(EnsembleStep(model.name, {t.name: t.name for t in model.inputs}, {t.name: t.name for t in model.outputs}))
+        steps.append(
+            EnsembleStep(pre.name, {t.name: t.name for t in pre.inputs}, {t.name: t.name for t in pre.outputs})
+        )
+    steps.append(
+        EnsembleStep(model.name, {t.name: t.name for t in model.inputs}, {t.name: t.name for t in model.outputs})
+    )
     if post is not None:
-        steps.append(EnsembleStep(post.name, {t.name: t.name for t in post.inputs}, {t.name: t.name for t in post.outputs}))
+        steps.append(
+            EnsembleStep(post.name, {t.name: t.name for t in post.inputs}, {t.name: t.name for t in post.outputs})
+        )
     inputs = pre.inputs if pre is not None else model.inputs
     outputs = post.outputs if post is not None else model.outputs
     return tuple(inputs), tuple(outputs), tuple(steps)
@@ -270,14 +361,21 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     for n in names.values():
         check_model_name(n)
     source = _source_from_spec(spec)
-    roles = [r for r in ("ensemble", "pre", "model", "post")
-             if not (r == "pre" and source.pre == "none") and not (r == "post" and source.post == "raw")]
+    roles = [
+        r
+        for r in ("ensemble", "pre", "model", "post")
+        if not (r == "pre" and source.pre == "none") and not (r == "post" and source.post == "raw")
+    ]
     rebuilt = frozenset(names[r] for r in roles)  # steps of this ensemble may be replaced together with it
     plans = {r: plan_install(dataclasses.replace(spec, name=names[r]), rebuilt) for r in roles}  # conflicts up front
     stages = Stages(progress, 9)
     with staging_dir(plans["ensemble"]) as stage:
         model_spec = _model_samples(source, stage / WORK_DIR)
-        loaded = stages.run(f"loading the Hugging Face model from {spec.model_path.name}", loaded_from_hf, source.hf) if source.hf else None
+        loaded = (
+            stages.run(f"loading the Hugging Face model from {spec.model_path.name}", loaded_from_hf, source.hf)
+            if source.hf
+            else None
+        )
         from .build import stage_model
 
         staged = stage_model(model_spec, stage, plans["model"].version, stages, loaded=loaded)
@@ -298,23 +396,34 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
             config = folder / "config.pbtxt"
             config.write_text(ensemble_config_text(names["ensemble"], spec.max_batch_size, inputs, outputs, steps))
             reference = _end_to_end(source, staged, pre, post, folder / str(version) / ARTIFACT_DIR / END_TO_END_NAME)
-            manifest = write_manifest(folder, version, new_manifest(
-                version, file_hashes(folder, [config] + ([reference] if reference is not None else [])), kind=ENSEMBLE,
-                source={"path": str(spec.model_path), "task": source.task, "form": staged.form},
-                preprocess=None if pre is None else pre.to_dict(),
-                model={"name": model.name, "spec": model.to_dict(), "parity": staged.parity.to_dict()},
-                postprocess=None if post is None else post.to_dict(),
-                inputs=[t.to_dict() for t in inputs],
-                outputs=[t.to_dict() for t in outputs],
-                steps=[dataclasses.asdict(s) for s in steps],
-                end_to_end_reference=reference is not None,
-            ))
+            manifest = write_manifest(
+                folder,
+                version,
+                new_manifest(
+                    version,
+                    file_hashes(folder, [config] + ([reference] if reference is not None else [])),
+                    kind=ENSEMBLE,
+                    source={"path": str(spec.model_path), "task": source.task, "form": staged.form},
+                    preprocess=None if pre is None else pre.to_dict(),
+                    model={"name": model.name, "spec": model.to_dict(), "parity": staged.parity.to_dict()},
+                    postprocess=None if post is None else post.to_dict(),
+                    inputs=[t.to_dict() for t in inputs],
+                    outputs=[t.to_dict() for t in outputs],
+                    steps=[dataclasses.asdict(s) for s in steps],
+                    end_to_end_reference=reference is not None,
+                ),
+            )
             return pre, post, inputs, outputs, steps, manifest
 
-        pre, post, inputs, outputs, steps, manifest = stages.run("writing pre/post-processing and the ensemble", write_steps)
+        pre, post, inputs, outputs, steps, manifest = stages.run(
+            "writing pre/post-processing and the ensemble", write_steps
+        )
         stages.run("validating the ensemble and its models", check_repository, stage, skip_folders=(WORK_DIR,))
-        check_ensembles_with(spec.repo, {names[r]: stage / names[r] for r in roles},
-                             frozenset(names[r] for r in roles if plans[r].mode == "new_version"))
+        check_ensembles_with(
+            spec.repo,
+            {names[r]: stage / names[r] for r in roles},
+            frozenset(names[r] for r in roles if plans[r].mode == "new_version"),
+        )
 
         def install() -> dict[str, Path]:
             installed = {}
@@ -329,7 +438,15 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
 
     ensemble_dir = installed[names["ensemble"]]
     return EnsembleBuildResult(
-        spec=model, task=source.task, ensemble_dir=ensemble_dir, model_dirs=installed, inputs=inputs, outputs=outputs,
-        steps=steps, parity=staged.parity, exporter=staged.exporter,
-        manifest_path=ensemble_dir / manifest.relative_to(stage / names["ensemble"]), timings_s=dict(stages.timings_s),
+        spec=model,
+        task=source.task,
+        ensemble_dir=ensemble_dir,
+        model_dirs=installed,
+        inputs=inputs,
+        outputs=outputs,
+        steps=steps,
+        parity=staged.parity,
+        exporter=staged.exporter,
+        manifest_path=ensemble_dir / manifest.relative_to(stage / names["ensemble"]),
+        timings_s=dict(stages.timings_s),
     )

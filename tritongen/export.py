@@ -12,16 +12,17 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .dtypes import triton_from_numpy
-from .logs import quieted
 from .errors import TritongenError
 from .export_errors import ExportFailure
+from .logs import quieted
 from .spec import BuildSpec, TensorSpec
 
 ONNX_FILENAME = "model.onnx"
@@ -42,9 +43,13 @@ class ExportResult:
     warnings: tuple[str, ...] = ()  # TorchScript tracer warnings of an explicitly chosen exporter
 
     def to_dict(self) -> dict[str, Any]:
-        return {"exporter": self.exporter, "opset": self.opset, "nodes": self.node_count,
-                **({"fallback": self.fallback} if self.fallback else {}),
-                **({"warnings": list(self.warnings)} if self.warnings else {})}
+        return {
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "nodes": self.node_count,
+            **({"fallback": self.fallback} if self.fallback else {}),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
+        }
 
 
 def short_reason(exc: BaseException) -> str:
@@ -143,8 +148,14 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
     in_memory = weight_bytes < 1_500_000_000
     target: Any = io.BytesIO() if in_memory else str(path)
     torch.onnx.export(
-        module, tuple(args), target, input_names=list(input_names), output_names=list(output_names),
-        dynamic_axes=axes, opset_version=max(MIN_OPSET, min(spec.opset, 20)), dynamo=False,
+        module,
+        tuple(args),
+        target,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_axes=axes,
+        opset_version=max(MIN_OPSET, min(spec.opset, 20)),
+        dynamo=False,
         do_constant_folding=True,
     )
     if not in_memory:
@@ -166,9 +177,17 @@ def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, outpu
             axes[0] = dim
         shapes.append(axes or None)
     torch.onnx.export(
-        module, tuple(args), str(path), input_names=list(input_names), output_names=list(output_names),
-        dynamic_shapes=tuple(shapes), opset_version=spec.opset, dynamo=True, external_data=True,
-        verbose=False, optimize=True,
+        module,
+        tuple(args),
+        str(path),
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_shapes=tuple(shapes),
+        opset_version=spec.opset,
+        dynamo=True,
+        external_data=True,
+        verbose=False,
+        optimize=True,
     )
 
 
@@ -211,13 +230,20 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path) -> tuple[Path, Any]:
     dst_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = dst_dir / ONNX_FILENAME
     onnx.save_model(
-        cleaned, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-        location=ONNX_DATA_FILENAME, size_threshold=1024,
+        cleaned,
+        str(onnx_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=ONNX_DATA_FILENAME,
+        size_threshold=1024,
     )
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except Exception as exc:
-        raise TritongenError(f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0]}", "report this with the model; try --opset 17") from None
+        raise TritongenError(
+            f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0]}",
+            "report this with the model; try --opset 17",
+        ) from None
     skeleton = onnx.load(str(onnx_path), load_external_data=False)
     try:  # shapes the exporter left open (e.g. after a Reshape) are often known with data propagation
         skeleton = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
@@ -235,16 +261,19 @@ def exporter_order(module: Any, requested: str) -> tuple[str, ...]:
 
     is_script = isinstance(inner_module(module), torch.jit.ScriptModule)
     if requested == "dynamo" and is_script:
-        raise TritongenError("--exporter dynamo cannot export a TorchScript module",
-                             "use --exporter torchscript (or auto), or save the model with torch.export.save (.pt2) "
-                             "or as a state_dict with --model-factory")
+        raise TritongenError(
+            "--exporter dynamo cannot export a TorchScript module",
+            "use --exporter torchscript (or auto), or save the model with torch.export.save (.pt2) "
+            "or as a state_dict with --model-factory",
+        )
     if requested != "auto":
         return (requested,)
     return ("torchscript",) if is_script else ("dynamo", "torchscript")
 
 
-def _attempt(exporter: str, loaded: Any, args, raw: Path, spec: BuildSpec, input_names, output_names,
-             explicit: bool) -> tuple[Any, ExportFailure | None, str, tuple[str, ...]]:
+def _attempt(
+    exporter: str, loaded: Any, args, raw: Path, spec: BuildSpec, input_names, output_names, explicit: bool
+) -> tuple[Any, ExportFailure | None, str, tuple[str, ...]]:
     """One exporter, quietly: (raw model or path, failure or None, torch's output, trace warnings kept)."""
     from .export_capture import captured_output, exception_text
     from .export_errors import failure_from_exception, forward_arg_names, trace_warning_failure
@@ -261,8 +290,9 @@ def _attempt(exporter: str, loaded: Any, args, raw: Path, spec: BuildSpec, input
     except Exception as exc:  # noqa: BLE001 -- any exporter failure becomes one line; the rest goes to the log
         from .consts import inner_module
 
-        failure = failure_from_exception(exc, exporter, spec.opset, input_names,
-                                         forward_arg_names(inner_module(loaded.module)), spec.batched)
+        failure = failure_from_exception(
+            exc, exporter, spec.opset, input_names, forward_arg_names(inner_module(loaded.module)), spec.batched
+        )
         return None, failure, f"{captured.text}\n\n{exception_text(exc)}", ()
     traced = trace_warning_failure(captured.warnings) if exporter == "torchscript" else None
     if traced is not None and not explicit:
@@ -270,7 +300,9 @@ def _attempt(exporter: str, loaded: Any, args, raw: Path, spec: BuildSpec, input
     return result, None, captured.text, (f"{traced.reason}; {traced.fix}",) if traced else ()
 
 
-def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, np.ndarray], out_dir: Path, raw_dir: Path) -> ExportResult:
+def onnx_from_module(
+    loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, np.ndarray], out_dir: Path, raw_dir: Path
+) -> ExportResult:
     """Export ``loaded.module`` to ``out_dir/model.onnx``; ``raw_dir`` holds the exporter's raw output.
 
     ``spec.exporter`` chooses the exporter (``auto``: see :func:`exporter_order`). Under ``auto``, when the first
@@ -295,8 +327,16 @@ def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, 
     sections: list[tuple[str, str]] = []
     raw = None
     for exporter in order:
-        raw, failure, output, warned = _attempt(exporter, loaded, args, raw_dir / ONNX_FILENAME, spec, input_names,
-                                                output_names, explicit=spec.exporter != "auto")
+        raw, failure, output, warned = _attempt(
+            exporter,
+            loaded,
+            args,
+            raw_dir / ONNX_FILENAME,
+            spec,
+            input_names,
+            output_names,
+            explicit=spec.exporter != "auto",
+        )
         sections.append((f"{exporter} exporter" + (f": {failure.reason}" if failure else ": succeeded"), output))
         if failure is None:
             break
@@ -312,8 +352,9 @@ def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, 
         untried = first.kind in ("operator", "other") and len(failures) == 1 and other not in order
         if untried and (other == "torchscript" or exporter_order(loaded.module, "auto")[0] == "dynamo"):
             also += f"; --exporter {other} may succeed"
-        raise TritongenError(f"ONNX export failed ({first.exporter} exporter): {first.reason}{also}",
-                             f"{first.fix}; {log_note}")
+        raise TritongenError(
+            f"ONNX export failed ({first.exporter} exporter): {first.reason}{also}", f"{first.fix}; {log_note}"
+        )
     fallback = ""
     if failures:
         fallback = f"the {failures[0].exporter} exporter failed: {failures[0].reason} ({log_note})"
@@ -330,7 +371,13 @@ def onnx_from_module(loaded: Any, spec: BuildSpec, example_inputs: Mapping[str, 
     data = out_dir / ONNX_DATA_FILENAME
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), spec.opset)
     return ExportResult(
-        onnx_path=onnx_path, data_path=data if data.exists() else None, exporter=exporter,
-        opset=opset, outputs=outputs, node_count=len(model.graph.node), fallback=fallback,
-        log_path=log if isinstance(log, Path) else None, warnings=warned,
+        onnx_path=onnx_path,
+        data_path=data if data.exists() else None,
+        exporter=exporter,
+        opset=opset,
+        outputs=outputs,
+        node_count=len(model.graph.node),
+        fallback=fallback,
+        log_path=log if isinstance(log, Path) else None,
+        warnings=warned,
     )

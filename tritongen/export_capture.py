@@ -20,9 +20,9 @@ import sys
 import tempfile
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 LOG_DIR_ENV = "TRITONGEN_LOG_DIR"
 LOG_DIR_NAME = "tritongen-logs"
@@ -40,10 +40,15 @@ class Captured:
 def _stream_handlers() -> list[logging.StreamHandler]:
     """Handlers that print to the terminal (torch's own trace-file handlers are left alone)."""
     consoles = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__) if s is not None}
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
-    return [h for lg in loggers for h in lg.handlers
-            if isinstance(h, logging.StreamHandler) and id(getattr(h, "stream", None)) in consoles]
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    return [
+        h
+        for lg in loggers
+        for h in lg.handlers
+        if isinstance(h, logging.StreamHandler) and id(getattr(h, "stream", None)) in consoles
+    ]
 
 
 @contextlib.contextmanager

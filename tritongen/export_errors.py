@@ -20,9 +20,10 @@ from __future__ import annotations
 import inspect
 import linecache
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OP_PATTERNS = (
@@ -35,12 +36,16 @@ _SHAPE_PATTERNS = (
     # torch.export: "... but tracing inferred a static shape of 16 for dimension inputs['x'].shape[1]."
     re.compile(r"static shape of (?P<size>\d+) for dimension inputs\['(?P<name>\w+)'\]\.shape\[(?P<axis>\d+)\]"),
     # dynamo: "You marked L['x'].size()[1] as dynamic but your code specialized it to be a constant (16)"
-    re.compile(r"marked L\['(?P<name>\w+)'\]\.size\(\)\[(?P<axis>\d+)\] as dynamic but your code specialized it "
-               r"to be a constant \((?P<size>\d+)\)"),
+    re.compile(
+        r"marked L\['(?P<name>\w+)'\]\.size\(\)\[(?P<axis>\d+)\] as dynamic but your code specialized it "
+        r"to be a constant \((?P<size>\d+)\)"
+    ),
 )
 _DATA_DEPENDENT = re.compile(r"data-dependent|GuardOnDataDependentSymNode|Dynamic control flow is not supported")
-_CALL_SITE = re.compile(r'The following call raised this error:\s*\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in '
-                        r"\w+\n\s*(?P<code>[^\n]*)")
+_CALL_SITE = re.compile(
+    r'The following call raised this error:\s*\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in '
+    r"\w+\n\s*(?P<code>[^\n]*)"
+)
 _SUMMARY = re.compile(r"## Exception summary\s*\n\s*<class '[\w.]+'>: (?P<line>[^\n]+)")
 _TRACER_WORDS = "might cause the trace to be incorrect"
 MAX_REASON_CHARS = 300
@@ -81,8 +86,9 @@ def forward_arg_names(module: Any) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def failure_from_exception(exc: BaseException, exporter: str, opset: int, input_names: Sequence[str],
-                           arg_names: Sequence[str], batched: bool) -> ExportFailure:
+def failure_from_exception(
+    exc: BaseException, exporter: str, opset: int, input_names: Sequence[str], arg_names: Sequence[str], batched: bool
+) -> ExportFailure:
     """Classify ``exc`` (raised by ``exporter``) into one reason and one fix."""
     texts = _chain_texts(exc)
     joined = "\n".join(texts)
@@ -90,9 +96,12 @@ def failure_from_exception(exc: BaseException, exporter: str, opset: int, input_
         found = pattern.search(joined)
         if found:
             op = found.group(1).replace(".", "::", 1) if "::" not in found.group(1) else found.group(1)
-            return ExportFailure(exporter, f"operator {op} has no ONNX translation (opset {opset})",
-                                 f"replace {op} in forward() with standard torch operations, or try another --opset",
-                                 "operator")
+            return ExportFailure(
+                exporter,
+                f"operator {op} has no ONNX translation (opset {opset})",
+                f"replace {op} in forward() with standard torch operations, or try another --opset",
+                "operator",
+            )
     for pattern in _SHAPE_PATTERNS:
         found = pattern.search(joined)
         if found:
@@ -100,10 +109,12 @@ def failure_from_exception(exc: BaseException, exporter: str, opset: int, input_
     site = _CALL_SITE.search(joined)
     if _DATA_DEPENDENT.search(joined):
         where = f" at {_where(site['file'], site['line'], site['code'])}" if site else ""
-        return ExportFailure(exporter,
-                             f"forward() branches on a tensor's value{where}, which an ONNX graph cannot hold",
-                             "compute both results and pick with torch.where (or use torch.cond), so the graph keeps "
-                             "the choice", "control-flow")
+        return ExportFailure(
+            exporter,
+            f"forward() branches on a tensor's value{where}, which an ONNX graph cannot hold",
+            "compute both results and pick with torch.where (or use torch.cond), so the graph keeps the choice",
+            "control-flow",
+        )
     summary = _SUMMARY.search(joined)
     if summary:
         line = summary["line"]
@@ -111,22 +122,33 @@ def failure_from_exception(exc: BaseException, exporter: str, opset: int, input_
         lines = [ln.strip() for ln in texts[-1].splitlines() if ln.strip()]
         line = lines[0] if lines else type(exc).__name__
     where = f" at {_where(site['file'], site['line'], site['code'])}" if site else ""
-    return ExportFailure(exporter, f"{line[:MAX_REASON_CHARS]}{where}",
-                         "fix the dims, replace the unsupported operation, or try another --opset or --exporter",
-                         "other")
+    return ExportFailure(
+        exporter,
+        f"{line[:MAX_REASON_CHARS]}{where}",
+        "fix the dims, replace the unsupported operation, or try another --opset or --exporter",
+        "other",
+    )
 
 
-def _shape_failure(exporter: str, found: re.Match, input_names: Sequence[str], arg_names: Sequence[str],
-                   batched: bool) -> ExportFailure:
+def _shape_failure(
+    exporter: str, found: re.Match, input_names: Sequence[str], arg_names: Sequence[str], batched: bool
+) -> ExportFailure:
     arg, axis, size = found["name"], int(found["axis"]), found["size"]
     name = input_names[arg_names.index(arg)] if arg in arg_names and arg_names.index(arg) < len(input_names) else arg
     if batched and axis == 0:
-        return ExportFailure(exporter, f"the model fixes the batch dimension of input '{name}' to {size}",
-                             "make forward() accept any batch size, or build with --max-batch-size 0", "shape")
+        return ExportFailure(
+            exporter,
+            f"the model fixes the batch dimension of input '{name}' to {size}",
+            "make forward() accept any batch size, or build with --max-batch-size 0",
+            "shape",
+        )
     dim = axis - 1 if batched else axis
-    return ExportFailure(exporter, f"the model fixes dimension {dim} of input '{name}' (declared -1) to {size}",
-                         f"declare that dimension as {size} in --input, or make forward() accept any size there",
-                         "shape")
+    return ExportFailure(
+        exporter,
+        f"the model fixes dimension {dim} of input '{name}' (declared -1) to {size}",
+        f"declare that dimension as {size} in --input, or make forward() accept any size there",
+        "shape",
+    )
 
 
 def trace_warning_failure(caught: Sequence[Any]) -> ExportFailure | None:
@@ -135,7 +157,11 @@ def trace_warning_failure(caught: Sequence[Any]) -> ExportFailure | None:
         message = str(w.message)
         if w.category.__name__ == "TracerWarning" and _TRACER_WORDS in message:
             what = message.split(" might", 1)[0].replace("Converting a tensor to", "turns a tensor into")
-            return ExportFailure("torchscript", f"the trace {what} at {_where(w.filename, w.lineno)}, so the graph "
-                                 "would keep the samples' value", "compute it with torch operations (torch.where "
-                                 "instead of if), or pass --exporter torchscript if that value never changes", "trace")
+            return ExportFailure(
+                "torchscript",
+                f"the trace {what} at {_where(w.filename, w.lineno)}, so the graph would keep the samples' value",
+                "compute it with torch operations (torch.where "
+                "instead of if), or pass --exporter torchscript if that value never changes",
+                "trace",
+            )
     return None

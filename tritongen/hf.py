@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import TritongenError
 from .names import MAX_LABELS, check_class_index, check_label, shown
@@ -25,12 +26,30 @@ from .spec import TensorSpec
 TASKS = ("text-classification", "feature-extraction", "image-classification")
 TEXT_TASKS = ("text-classification", "feature-extraction")
 TASK_ALIASES = {
-    "sentence-embedding": "feature-extraction", "sentence-similarity": "feature-extraction", "embedding": "feature-extraction",
-    "sequence-classification": "text-classification", "sentiment-analysis": "text-classification",
+    "sentence-embedding": "feature-extraction",
+    "sentence-similarity": "feature-extraction",
+    "embedding": "feature-extraction",
+    "sequence-classification": "text-classification",
+    "sentiment-analysis": "text-classification",
 }
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 DEFAULT_MAX_LENGTH = 512
 
@@ -51,9 +70,13 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise TritongenError(f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained writes config.json)") from None
+        raise TritongenError(
+            f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained writes config.json)"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise TritongenError(f"cannot read {path} ({exc})", "pass a Hugging Face folder with a valid config.json") from None
+        raise TritongenError(
+            f"cannot read {path} ({exc})", "pass a Hugging Face folder with a valid config.json"
+        ) from None
     if not isinstance(data, dict):
         raise TritongenError(f"{path} is not a JSON object", "pass a Hugging Face folder with a valid config.json")
     return data
@@ -70,8 +93,10 @@ def task_from_config(config: Mapping[str, Any], folder: Path | None = None) -> s
         return "feature-extraction"  # a sentence-transformers folder
     if archs and all(a.endswith("Model") and "For" not in a and "LMHead" not in a for a in archs):  # a bare encoder
         if folder is not None and (Path(folder) / IMAGE_PROCESSOR_FILE).is_file() and not _has_tokenizer(Path(folder)):
-            raise TritongenError(f"cannot tell what to serve for the image backbone {archs[0]}",
-                                 "pass --task image-classification with a classifier, or --postprocess raw")
+            raise TritongenError(
+                f"cannot tell what to serve for the image backbone {archs[0]}",
+                "pass --task image-classification with a classifier, or --postprocess raw",
+            )
         return "feature-extraction"
     raise TritongenError(
         f"cannot detect the task of {folder or 'the model'} from architectures {archs or 'none'}",
@@ -80,7 +105,9 @@ def task_from_config(config: Mapping[str, Any], folder: Path | None = None) -> s
 
 
 def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model"))
+    return any(
+        (folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
+    )
 
 
 def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -91,19 +118,23 @@ def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
     """
     id2label = config.get("id2label") or {}
     if not isinstance(id2label, Mapping):
-        raise TritongenError("config.json's id2label is not a mapping", "write id2label as {\"0\": \"negative\", ...}")
+        raise TritongenError("config.json's id2label is not a mapping", 'write id2label as {"0": "negative", ...}')
     num_labels = config.get("num_labels")
     if num_labels is not None and (type(num_labels) is not int or not 0 <= num_labels <= MAX_LABELS):
-        raise TritongenError(f"config.json's num_labels {shown(repr(num_labels))} is not a class count from 0 to "
-                             f"{MAX_LABELS}", "set num_labels to the number of classes the classifier outputs")
+        raise TritongenError(
+            f"config.json's num_labels {shown(repr(num_labels))} is not a class count from 0 to {MAX_LABELS}",
+            "set num_labels to the number of classes the classifier outputs",
+        )
     limit = num_labels or MAX_LABELS
     mapping: dict[int, str] = {}
     for key, value in id2label.items():
         index = check_class_index(key, "config.json's id2label", limit)
         if index in mapping:
             raise TritongenError(f"config.json's id2label names class {index} twice", "give every class index one key")
-        mapping[index] = check_label(str(value) if isinstance(value, int) and not isinstance(value, bool) else value,
-                                     f"id2label[{index}] in config.json")
+        mapping[index] = check_label(
+            str(value) if isinstance(value, int) and not isinstance(value, bool) else value,
+            f"id2label[{index}] in config.json",
+        )
     count = max(num_labels or 0, (max(mapping) + 1) if mapping else 0)
     return tuple(mapping.get(i, f"LABEL_{i}") for i in range(count))
 
@@ -122,25 +153,38 @@ def tokenizer_from_folder(folder: Path):
     from transformers import AutoTokenizer
 
     if not _has_tokenizer(Path(folder)):
-        raise TritongenError(f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
-                             "pass --tokenizer DIR with the model's tokenizer (tokenizer.save_pretrained writes it)")
+        raise TritongenError(
+            f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
+            "pass --tokenizer DIR with the model's tokenizer (tokenizer.save_pretrained writes it)",
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
-        raise TritongenError(f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0][:300]}",
-                             "pass --tokenizer DIR with files written by tokenizer.save_pretrained") from None
+        raise TritongenError(
+            f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0][:300]}",
+            "pass --tokenizer DIR with files written by tokenizer.save_pretrained",
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
-        raise TritongenError(f"the tokenizer in {folder} is not a fast tokenizer", "save it with tokenizer.json (a fast tokenizer)")
+        raise TritongenError(
+            f"the tokenizer in {folder} is not a fast tokenizer", "save it with tokenizer.json (a fast tokenizer)"
+        )
     return tokenizer
 
 
-def text_settings_from_folder(tokenizer_dir: Path, model_config: Mapping[str, Any] | None, model_folder: Path | None,
-                              accepts: tuple[str, ...] | None = None) -> TextSettings:
+def text_settings_from_folder(
+    tokenizer_dir: Path,
+    model_config: Mapping[str, Any] | None,
+    model_folder: Path | None,
+    accepts: tuple[str, ...] | None = None,
+) -> TextSettings:
     """Which tokenizer outputs the model takes and the truncation length (sentence-transformers' when set)."""
     tokenizer = tokenizer_from_folder(tokenizer_dir)
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in tokenizer.model_input_names and (accepts is None or "token_type_ids" in accepts) \
-            and int((model_config or {}).get("type_vocab_size", 0) or 0) > 1:
+    if (
+        "token_type_ids" in tokenizer.model_input_names
+        and (accepts is None or "token_type_ids" in accepts)
+        and int((model_config or {}).get("type_vocab_size", 0) or 0) > 1
+    ):
         names.append("token_type_ids")
     limits = []
     for folder in {p for p in (model_folder, tokenizer_dir) if p is not None}:
@@ -167,8 +211,12 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-SAMPLE_SENTENCES = ("Hello", "The service was great and the food arrived quickly.", "Triton serves many models at once.",
-                    "A much longer sentence, with commas and clauses, so that the padding in this batch is really used.")
+SAMPLE_SENTENCES = (
+    "Hello",
+    "The service was great and the food arrived quickly.",
+    "Triton serves many models at once.",
+    "A much longer sentence, with commas and clauses, so that the padding in this batch is really used.",
+)
 
 
 def sample_sentences(max_rows: int | None = None) -> tuple[str, ...]:
@@ -177,14 +225,17 @@ def sample_sentences(max_rows: int | None = None) -> tuple[str, ...]:
     return SAMPLE_SENTENCES if max_rows is None else SAMPLE_SENTENCES[-max_rows:]
 
 
-def text_samples(tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None) -> dict[str, Any]:
+def text_samples(
+    tokenizer_dir: Path, names: tuple[str, ...], max_length: int, max_rows: int | None = None
+) -> dict[str, Any]:
     """Real tokenized sentences of different lengths (:func:`sample_sentences`), padded to the longest: samples for
     the parity gate."""
     import numpy as np
 
     sentences = list(sample_sentences(max_rows))
-    encoded = tokenizer_from_folder(tokenizer_dir)(sentences, padding="longest", truncation=True, max_length=max_length,
-                                                   return_tensors="np")
+    encoded = tokenizer_from_folder(tokenizer_dir)(
+        sentences, padding="longest", truncation=True, max_length=max_length, return_tensors="np"
+    )
     return {n: np.asarray(encoded[n]).astype(np.int64) for n in names}
 
 
@@ -213,20 +264,32 @@ class ImageSettings:
         if self.resize and "shortest_edge" in self.resize and self.crop_pct is not None:
             s = int(self.resize["shortest_edge"])
             return s, s
-        raise TritongenError("the image processor settings give no fixed output size",
-                             "set size {height, width} or crop_size in preprocessor_config.json")
+        raise TritongenError(
+            "the image processor settings give no fixed output size",
+            "set size {height, width} or crop_size in preprocessor_config.json",
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"resize": dict(self.resize) if self.resize else None, "crop": list(self.crop) if self.crop else None,
-                "crop_pct": self.crop_pct, "resample": self.resample, "rescale_factor": self.rescale_factor,
-                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None,
-                "channels": self.channels, "output_hw": list(self.output_hw)}
+        return {
+            "resize": dict(self.resize) if self.resize else None,
+            "crop": list(self.crop) if self.crop else None,
+            "crop_pct": self.crop_pct,
+            "resample": self.resample,
+            "rescale_factor": self.rescale_factor,
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "channels": self.channels,
+            "output_hw": list(self.output_hw),
+        }
 
 
 def image_settings_from_folder(folder: Path) -> ImageSettings:
     path = Path(folder) / IMAGE_PROCESSOR_FILE
     if not path.is_file():
-        raise TritongenError(f"{folder} has no {IMAGE_PROCESSOR_FILE}", "save the model's image processor with save_pretrained into the folder")
+        raise TritongenError(
+            f"{folder} has no {IMAGE_PROCESSOR_FILE}",
+            "save the model's image processor with save_pretrained into the folder",
+        )
     try:
         cfg = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -249,13 +312,26 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
         size = hw(cfg.get("crop_size"), {"height": 224, "width": 224})
         crop = (int(size["height"]), int(size["width"]))
     if resize and "shortest_edge" in resize and crop is None and crop_pct is None:
-        raise TritongenError(f"{path} resizes the shortest edge but does not crop, so image sizes vary",
-                             "use a processor with a fixed output size (size {height, width} or a center crop)")
-    mean = tuple(float(v) for v in cfg.get("image_mean", ())) if cfg.get("do_normalize", True) and cfg.get("image_mean") else None
+        raise TritongenError(
+            f"{path} resizes the shortest edge but does not crop, so image sizes vary",
+            "use a processor with a fixed output size (size {height, width} or a center crop)",
+        )
+    mean = (
+        tuple(float(v) for v in cfg.get("image_mean", ()))
+        if cfg.get("do_normalize", True) and cfg.get("image_mean")
+        else None
+    )
     std = tuple(float(v) for v in cfg.get("image_std", ())) if mean else None
     rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else None
-    return ImageSettings(resize=resize, crop=crop, crop_pct=float(crop_pct) if crop_pct is not None else None,
-                         resample=int(cfg.get("resample", 2)), rescale_factor=rescale, mean=mean, std=std)
+    return ImageSettings(
+        resize=resize,
+        crop=crop,
+        crop_pct=float(crop_pct) if crop_pct is not None else None,
+        resample=int(cfg.get("resample", 2)),
+        rescale_factor=rescale,
+        mean=mean,
+        std=std,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -281,22 +357,33 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
     config = read_config(folder)
     task = task_from_name(task) if task else task_from_config(config, folder)
     if not any((folder / w).is_file() for w in WEIGHT_FILES):
-        raise TritongenError(f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])})",
-                             "save the model with save_pretrained into the folder")
+        raise TritongenError(
+            f"{folder} has no weights ({' or '.join(WEIGHT_FILES[::2])})",
+            "save the model with save_pretrained into the folder",
+        )
     labels = labels_from_config(config) if task != "feature-extraction" else ()  # before transformers reads them
     if task in TEXT_TASKS:
         text = text_settings_from_folder(tokenizer_dir or folder, config, folder)
         inputs = tuple(TensorSpec(n, "INT64", (-1,)) for n in text.model_input_names)
         if task == "text-classification":
             if not labels:
-                raise TritongenError(f"{folder}/config.json has no id2label or num_labels", "save the classifier with its id2label")
+                raise TritongenError(
+                    f"{folder}/config.json has no id2label or num_labels", "save the classifier with its id2label"
+                )
             return HFModel(folder, task, config, inputs, ("logits",), labels=labels, text=text)
         return HFModel(folder, task, config, inputs, ("last_hidden_state",), text=text)
     image = image_settings_from_folder(folder)
     channels = int(config.get("num_channels", 3) or 3)
     h, w = image.output_hw
-    return HFModel(folder, task, config, (TensorSpec("pixel_values", "FP32", (channels, h, w)),), ("logits",),
-                   labels=labels, image=image)
+    return HFModel(
+        folder,
+        task,
+        config,
+        (TensorSpec("pixel_values", "FP32", (channels, h, w)),),
+        ("logits",),
+        labels=labels,
+        image=image,
+    )
 
 
 @dataclass(frozen=True)
@@ -315,16 +402,20 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
     import transformers
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    auto = {"text-classification": transformers.AutoModelForSequenceClassification,
-            "feature-extraction": transformers.AutoModel,
-            "image-classification": transformers.AutoModelForImageClassification}[model.task]
+    auto = {
+        "text-classification": transformers.AutoModelForSequenceClassification,
+        "feature-extraction": transformers.AutoModel,
+        "image-classification": transformers.AutoModelForImageClassification,
+    }[model.task]
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # a raw tqdm bar would break the build's stage output
     try:
         hf = auto.from_pretrained(str(model.folder), local_files_only=True, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
-        raise TritongenError(f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",
-                             "check the folder was written by save_pretrained, or pass --task with the right task") from None
+        raise TritongenError(
+            f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",
+            "check the folder was written by save_pretrained, or pass --task with the right task",
+        ) from None
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
@@ -342,8 +433,9 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
 
     class TextModelWithTypes(TextModel):
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              return_dict=True)[self.output]
+            return self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+            )[self.output]
 
     class ImageModel(torch.nn.Module):
         def __init__(self, inner) -> None:

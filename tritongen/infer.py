@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TritongenError
-from .layout import REFERENCE_NAME, SAMPLES_NAME
+from .layout import REFERENCE_NAME, SAMPLES_NAME, latest_artifacts
 from .manifest import ENSEMBLE, read_manifest
-from .parity import ParityReport, compare_arrays
-from .layout import latest_artifacts
 from .npz import arrays_from_npz
+from .parity import ParityReport, compare_arrays
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,14 @@ class InferResult:
         lines = []
         for name, array in self.outputs.items():
             flat = array.reshape(-1)[:values]
-            shown = ", ".join(f"{v:.6g}" if array.dtype.kind == "f" else
-                              repr(v.decode("utf-8", "replace")) if isinstance(v, bytes) else str(v) for v in flat)
+            shown = ", ".join(
+                f"{v:.6g}"
+                if array.dtype.kind == "f"
+                else repr(v.decode("utf-8", "replace"))
+                if isinstance(v, bytes)
+                else str(v)
+                for v in flat
+            )
             more = ", ..." if array.size > values else ""
             lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
         if self.check is not None:
@@ -65,7 +70,9 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
     if texts and images:
         raise TritongenError("both --text and --image given", "send texts to a text model and images to an image model")
     if any(not t.strip() for t in texts):
-        raise TritongenError("--text is empty", "pass the sentence to embed or classify, e.g. --text 'a short sentence'")
+        raise TritongenError(
+            "--text is empty", "pass the sentence to embed or classify, e.g. --text 'a short sentence'"
+        )
     if texts:
         return {TEXT_INPUT: np.array([[t.encode("utf-8")] for t in texts], dtype=object)}
     data = []
@@ -86,7 +93,6 @@ def _is_ensemble(model_dir: Path, version: int) -> bool:
 
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import default_url, infer_from_arrays
-
     from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
 
     reference = None
@@ -94,11 +100,15 @@ def infer_model(spec: InferSpec) -> InferResult:
     tolerances = (1e-4, 1e-3)
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
-            raise TritongenError("--text/--image cannot be combined with --check or --input-file", "send texts/images on their own")
+            raise TritongenError(
+                "--text/--image cannot be combined with --check or --input-file", "send texts/images on their own"
+            )
         inputs = ensemble_inputs_from_files(spec.texts, spec.images)
     elif spec.input_file is not None:
         if spec.check:
-            raise TritongenError("--check compares against the build's saved samples", "drop --input-file to send those samples")
+            raise TritongenError(
+                "--check compares against the build's saved samples", "drop --input-file to send those samples"
+            )
         inputs = arrays_from_npz(spec.input_file)
     else:
         artifacts, version = saved_artifacts_dir(spec.repo, spec.name)
@@ -107,15 +117,21 @@ def infer_model(spec: InferSpec) -> InferResult:
             inputs = ensemble_inputs_from_files(tuple(texts))
             if spec.check:
                 end_to_end = saved
-                model_spec = read_manifest(Path(spec.repo) / spec.name, version).details.get("model", {}).get("spec", {})
+                model_spec = (
+                    read_manifest(Path(spec.repo) / spec.name, version).details.get("model", {}).get("spec", {})
+                )
                 tolerances = (float(model_spec.get("atol", 1e-4)), float(model_spec.get("rtol", 1e-3)))
         elif not (artifacts / SAMPLES_NAME).is_file():
             if spec.check and _is_ensemble(Path(spec.repo) / spec.name, version):
-                raise TritongenError(f"ensemble '{spec.name}' has no end-to-end reference (its steps take images or "
-                                     "run your own code, which the build does not run)",
-                                     f"check its model step with tritongen infer {spec.name}_model --check, or send "
-                                     "--text/--image and look at the answers")
-            raise TritongenError(f"model '{spec.name}' has no saved samples in {artifacts}", "pass --input-file with inputs")
+                raise TritongenError(
+                    f"ensemble '{spec.name}' has no end-to-end reference (its steps take images or "
+                    "run your own code, which the build does not run)",
+                    f"check its model step with tritongen infer {spec.name}_model --check, or send "
+                    "--text/--image and look at the answers",
+                )
+            raise TritongenError(
+                f"model '{spec.name}' has no saved samples in {artifacts}", "pass --input-file with inputs"
+            )
         else:
             inputs = arrays_from_npz(artifacts / SAMPLES_NAME)
         if spec.check and end_to_end is None:
@@ -126,13 +142,16 @@ def infer_model(spec: InferSpec) -> InferResult:
     outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
     report = None
     if end_to_end is not None:
-        report = ParityReport(atol=tolerances[0], rtol=tolerances[1],
-                              results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances)))
+        report = ParityReport(
+            atol=tolerances[0], rtol=tolerances[1], results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances))
+        )
     if reference is not None:
         results = []
         for name, want in reference.items():
             if name not in outputs:
-                raise TritongenError(f"the server returned no output '{name}'", "rebuild the model: config and reference disagree")
+                raise TritongenError(
+                    f"the server returned no output '{name}'", "rebuild the model: config and reference disagree"
+                )
             results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
         report = ParityReport(atol=tolerances[0], rtol=tolerances[1], results=tuple(results))
     return InferResult(outputs=outputs, check=report)

@@ -47,8 +47,11 @@ def version_numbers(model_dir: Path) -> list[int]:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0")))
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0"))
+    )
 
 
 def artifact_dir(model_dir: Path, version: int) -> Path:
@@ -97,6 +100,7 @@ def link_problems(repo: Path, model_dir: Path) -> list[str]:
             if Path(folder) == model_dir and entry.isdigit():
                 problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
             elif target != root and root not in target.parents:
-                problems.append(f"'{where}' is a symbolic link leading outside the repository "
-                                f"(to {shown(target, 120)})")
+                problems.append(
+                    f"'{where}' is a symbolic link leading outside the repository (to {shown(target, 120)})"
+                )
     return problems

@@ -8,9 +8,10 @@ every dynamic dimension covered by an optimization profile, and the file size / 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import TritongenError
 
@@ -18,7 +19,8 @@ MIN_OPSET, MAX_OPSET = 9, 22  # what the TensorRT 10.x ONNX parser documents
 PROTOBUF_LIMIT_BYTES = 2 << 30
 
 # Operators the TensorRT 10.x ONNX parser documents as supported (onnx-tensorrt docs/operators.md).
-TRT_ONNX_OPS = frozenset("""
+TRT_ONNX_OPS = frozenset(
+    """
 Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
 BlackmanWindow Cast CastLike Ceil Celu CenterCropPad Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
 CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Expand
@@ -32,7 +34,8 @@ ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSqu
 ReverseSequence RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
 Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
 ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ class LintReport:
         return not any(f.level == "error" for f in self.findings)
 
     def text(self) -> str:
-        head = f"{self.path}: opset {self.opset}, {len(self.ops)} operator types: " + ("ok" if self.ok else "NOT compatible")
+        head = f"{self.path}: opset {self.opset}, {len(self.ops)} operator types: " + (
+            "ok" if self.ok else "NOT compatible"
+        )
         return "\n".join([head] + [f"  {f.level:<7} {f.code:<18} {f.message}" for f in self.findings])
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,11 +87,20 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
     findings: list[Finding] = []
     size = onnx_path.stat().st_size
     if size >= PROTOBUF_LIMIT_BYTES:
-        findings.append(Finding("error", "file-size", f"{onnx_path.name} is {size / 2**30:.1f} GiB: protobuf's " "limit is 2 GiB; save the weights as external data"))
+        findings.append(
+            Finding(
+                "error",
+                "file-size",
+                f"{onnx_path.name} is {size / 2**30:.1f} GiB: protobuf's "
+                "limit is 2 GiB; save the weights as external data",
+            )
+        )
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:
-        raise TritongenError(f"cannot read {onnx_path}: {str(exc).splitlines()[0][:200]}", "pass a valid ONNX file") from None
+        raise TritongenError(
+            f"cannot read {onnx_path}: {str(exc).splitlines()[0][:200]}", "pass a valid ONNX file"
+        ) from None
     locations = set()
     for init in model.graph.initializer:
         if init.data_location == TensorProto.EXTERNAL:
@@ -94,23 +108,50 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
             locations.add(entry.get("location", ""))
     for loc in sorted(locations):
         if not (onnx_path.parent / loc).is_file():
-            findings.append(Finding("error", "external-data", f"external data file '{loc}' is missing beside {onnx_path.name}"))
+            findings.append(
+                Finding("error", "external-data", f"external data file '{loc}' is missing beside {onnx_path.name}")
+            )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        findings.append(Finding("error", "opset", f"opset {opset} is outside the TensorRT parser's {MIN_OPSET}..{MAX_OPSET}"))
+        findings.append(
+            Finding("error", "opset", f"opset {opset} is outside the TensorRT parser's {MIN_OPSET}..{MAX_OPSET}")
+        )
     ops = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")})
     for n in sorted({(n.domain, n.op_type) for n in model.graph.node if n.domain not in ("", "ai.onnx")}):
-        findings.append(Finding("error", "custom-domain", f"operator {n[0]}::{n[1]} is not standard ONNX; TensorRT needs a plugin for it"))
+        findings.append(
+            Finding(
+                "error",
+                "custom-domain",
+                f"operator {n[0]}::{n[1]} is not standard ONNX; TensorRT needs a plugin for it",
+            )
+        )
     for op in ops:
         if op not in TRT_ONNX_OPS:
-            findings.append(Finding("error", "unsupported-op", f"operator {op} is not in the TensorRT ONNX parser's support list"))
+            findings.append(
+                Finding("error", "unsupported-op", f"operator {op} is not in the TensorRT ONNX parser's support list")
+            )
     for vi in list(model.graph.input) + list(model.graph.output):
         if vi.type.tensor_type.elem_type == TensorProto.INT64:
-            findings.append(Finding("warning", "int64-io", f"{vi.name} is INT64: TensorRT 10 takes it, older TensorRT casts to INT32"))
-    big = [i.name for i in model.graph.initializer if i.data_type == TensorProto.INT64 and i.data_location != TensorProto.EXTERNAL
-           and any(abs(v) > 2**31 - 1 for v in onnx.numpy_helper.to_array(i).ravel()[:4096])]
+            findings.append(
+                Finding(
+                    "warning", "int64-io", f"{vi.name} is INT64: TensorRT 10 takes it, older TensorRT casts to INT32"
+                )
+            )
+    big = [
+        i.name
+        for i in model.graph.initializer
+        if i.data_type == TensorProto.INT64
+        and i.data_location != TensorProto.EXTERNAL
+        and any(abs(v) > 2**31 - 1 for v in onnx.numpy_helper.to_array(i).ravel()[:4096])
+    ]
     for name in big[:5]:
-        findings.append(Finding("warning", "int64-range", f"initializer {name} holds INT64 values beyond the INT32 range (clamped by TensorRT)"))
+        findings.append(
+            Finding(
+                "warning",
+                "int64-range",
+                f"initializer {name} holds INT64 values beyond the INT32 range (clamped by TensorRT)",
+            )
+        )
     findings.extend(_profile_findings(model, profiles))
     return LintReport(onnx_path, tuple(findings), opset, tuple(ops))
 
@@ -120,7 +161,10 @@ def _profile_findings(model, profiles) -> list[Finding]:
     inputs = [i for i in model.graph.input if i.name not in inits]
     dynamic = {i.name: _dims(i) for i in inputs if any(not isinstance(d, int) or d <= 0 for d in _dims(i))}
     if profiles is None:
-        return [Finding("warning", "profile", f"input {name} has dynamic dims {dims} and no profile was given") for name, dims in dynamic.items()]
+        return [
+            Finding("warning", "profile", f"input {name} has dynamic dims {dims} and no profile was given")
+            for name, dims in dynamic.items()
+        ]
     out = []
     profiles = list(profiles)
     if not profiles and dynamic:
@@ -131,17 +175,39 @@ def _profile_findings(model, profiles) -> list[Finding]:
             shapes = prof.get(vi.name)
             if shapes is None:
                 if vi.name in dynamic:
-                    out.append(Finding("error", "profile", f"profile {k} does not cover dynamic input {vi.name} {dims}"))
+                    out.append(
+                        Finding("error", "profile", f"profile {k} does not cover dynamic input {vi.name} {dims}")
+                    )
                 continue
             lo, opt, hi = (list(shapes[key]) for key in ("min", "opt", "max"))
             if not len(lo) == len(opt) == len(hi) == len(dims):
-                out.append(Finding("error", "profile", f"profile {k}: {vi.name} has rank {len(dims)} but the profile gives {len(lo)}"))
+                out.append(
+                    Finding(
+                        "error",
+                        "profile",
+                        f"profile {k}: {vi.name} has rank {len(dims)} but the profile gives {len(lo)}",
+                    )
+                )
                 continue
             for axis, d in enumerate(dims):
                 if isinstance(d, int) and d > 0 and not lo[axis] == opt[axis] == hi[axis] == d:
-                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} is fixed at " f"{d} but the profile says {lo[axis]}..{hi[axis]}"))
+                    out.append(
+                        Finding(
+                            "error",
+                            "profile",
+                            f"profile {k}: {vi.name} axis {axis} is fixed at "
+                            f"{d} but the profile says {lo[axis]}..{hi[axis]}",
+                        )
+                    )
                 elif not 1 <= lo[axis] <= opt[axis] <= hi[axis]:
-                    out.append(Finding("error", "profile", f"profile {k}: {vi.name} axis {axis} needs 1 <= min <= " f"opt <= max, got {lo[axis]}/{opt[axis]}/{hi[axis]}"))
+                    out.append(
+                        Finding(
+                            "error",
+                            "profile",
+                            f"profile {k}: {vi.name} axis {axis} needs 1 <= min <= "
+                            f"opt <= max, got {lo[axis]}/{opt[axis]}/{hi[axis]}",
+                        )
+                    )
     return out
 
 

@@ -34,9 +34,10 @@ import pickle
 import struct
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from .archive import Archive, open_archive
 from .errors import TritongenError
@@ -51,7 +52,10 @@ PICKLE_FIX = (
     "torch.export.save(torch.export.export(model, args), 'model.pt2'), or torch.save(model.state_dict(), 'model.pt') "
     "with --model-factory module:callable"
 )
-FACTORY_FIX = "pass --model-factory module:callable (or path/to/file.py:callable) " "that returns the nn.Module the weights belong to"
+FACTORY_FIX = (
+    "pass --model-factory module:callable (or path/to/file.py:callable) "
+    "that returns the nn.Module the weights belong to"
+)
 
 # torch.save's legacy (non-zip) format starts with this number, pickled (torch/serialization.py MAGIC_NUMBER).
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -82,7 +86,9 @@ _TRAINING_ARGS = {
 
 @dataclass(frozen=True)
 class LoadedModel:
-    module: Any  # a callable torch module in eval mode: ScriptModule, nn.Module or the GraphModule of an ExportedProgram
+    module: (
+        Any  # a callable torch module in eval mode: ScriptModule, nn.Module or the GraphModule of an ExportedProgram
+    )
     form: str  # "torchscript" | "torch.export" | "state_dict" | "pickled_module" | "onnx"
     source: Path
     exported_program: Any = None  # the torch.export ExportedProgram for .pt2 archives
@@ -138,7 +144,9 @@ def detect_format(path: Path) -> _Format:
     if not path.exists():
         raise TritongenError(f"model file {path} does not exist", f"check the path; {FORMS_HELP}")
     if path.is_dir():
-        raise TritongenError(f"{path} is a directory, not a model file", f"point to the saved model file inside it; {FORMS_HELP}")
+        raise TritongenError(
+            f"{path} is a directory, not a model file", f"point to the saved model file inside it; {FORMS_HELP}"
+        )
     if not path.is_file():
         raise TritongenError(f"{path} is not a regular file", FORMS_HELP)
     try:
@@ -266,8 +274,11 @@ def _quiet_torch() -> Iterator[list[logging.LogRecord]]:
     roots = ("torch.export", "torch._export")
     for name in roots:
         logging.getLogger(name)
-    loggers = [lg for name, lg in list(logging.root.manager.loggerDict.items())
-               if isinstance(lg, logging.Logger) and (name in roots or name.startswith(tuple(r + "." for r in roots)))]
+    loggers = [
+        lg
+        for name, lg in list(logging.root.manager.loggerDict.items())
+        if isinstance(lg, logging.Logger) and (name in roots or name.startswith(tuple(r + "." for r in roots)))
+    ]
     saved = [(lg, lg.handlers, lg.propagate) for lg in loggers]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -311,7 +322,9 @@ def _guarded(path: Path, what: str, fn: Callable[[], Any]) -> Any:
             "or save it in a self-contained form: torch.export.save(...) or torch.jit.save(...)",
         ) from None
     except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file; the user can act on the message
-        raise TritongenError(f"{what} {path} failed: {_first_line(exc)}", "check that the file is complete and was saved by PyTorch") from None
+        raise TritongenError(
+            f"{what} {path} failed: {_first_line(exc)}", "check that the file is complete and was saved by PyTorch"
+        ) from None
 
 
 def _load_torchscript(path: Path) -> Any:
@@ -342,7 +355,8 @@ def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
     training = _training_ops(ep)
     if training:
         raise TritongenError(
-            f"{path} was exported in training mode ({', '.join(training[:3])}): " "its outputs would be random or depend on the batch",
+            f"{path} was exported in training mode ({', '.join(training[:3])}): "
+            "its outputs would be random or depend on the batch",
             "call model.eval() before torch.export.export, then save it again",
         )
     # ep.module() forbids .eval()/.train(); the graph's mode was fixed at export (checked above), so mark it.
@@ -369,13 +383,22 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
     with open_model_archive(path) as archive:
         names = archive.names
         records = _records(names) or {n.lower(): n for n in names}
-        if not any(r.startswith("models/") and r.endswith(".json") for r in records) and "serialized_exported_program.json" not in records:
+        if (
+            not any(r.startswith("models/") and r.endswith(".json") for r in records)
+            and "serialized_exported_program.json" not in records
+        ):
             raise TritongenError(
                 f"{path} is a PT2 package without an exported program"
-                + (" (it holds AOTInductor-compiled code)" if any(r.startswith("data/aotinductor/") for r in records) else ""),
+                + (
+                    " (it holds AOTInductor-compiled code)"
+                    if any(r.startswith("data/aotinductor/") for r in records)
+                    else ""
+                ),
                 "save the ExportedProgram itself: torch.export.save(torch.export.export(model, args), 'model.pt2')",
             )
-        native = sorted({r.split("/")[1] for r in records if r.startswith(("data/aotinductor/", "data/executorch/", "data/mtia"))})
+        native = sorted(
+            {r.split("/")[1] for r in records if r.startswith(("data/aotinductor/", "data/executorch/", "data/mtia"))}
+        )
         if native:
             raise TritongenError(
                 f"{path} carries compiled code ({', '.join(native)}) that loading would execute",
@@ -390,7 +413,7 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
             except (ValueError, AttributeError, RecursionError):
                 continue  # torch.export.load will report it
             folder = rel.rsplit("/", 1)[0] + "/"
-            for fqn, meta in (config.items() if isinstance(config, dict) else ()):
+            for fqn, meta in config.items() if isinstance(config, dict) else ():
                 name = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
                 if name.startswith("opaque_obj_"):
                     unsafe.append(f"opaque object {fqn}")
@@ -435,7 +458,9 @@ def _load_safetensors(path: Path) -> dict:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise TritongenError(f"{path} is a safetensors file but the safetensors package is not installed", "pip install safetensors") from None
+        raise TritongenError(
+            f"{path} is a safetensors file but the safetensors package is not installed", "pip install safetensors"
+        ) from None
     with _quiet_torch():
         return _guarded(path, "loading safetensors file", lambda: load_file(str(path), device="cpu"))
 
@@ -466,8 +491,10 @@ def _torch_load(path: Path, allow_pickle: bool, note: str) -> tuple[Any, bool]:
 
 def _unreadable(path: Path, note: str, why: BaseException | str) -> TritongenError:
     why = why if isinstance(why, str) else _first_line(why)
-    return TritongenError(f"{path} looks like a torch.save file ({note}) but cannot be read: {why}",
-                          f"check that the file is complete; {FORMS_HELP}")
+    return TritongenError(
+        f"{path} looks like a torch.save file ({note}) but cannot be read: {why}",
+        f"check that the file is complete; {FORMS_HELP}",
+    )
 
 
 def _scan_pickles(path: Path) -> tuple[bool, list[str]]:
@@ -537,7 +564,9 @@ def _from_object(path: Path, obj: Any, model_factory: str | None, pickled: bool)
             f"{path} holds a dict (keys {keys or 'none'}) with no state_dict or model in it",
             f"save the model itself or its state_dict; {FORMS_HELP}",
         )
-    raise TritongenError(f"{path} holds a {type(obj).__module__}.{type(obj).__qualname__}, not a model or a state_dict", FORMS_HELP)
+    raise TritongenError(
+        f"{path} holds a {type(obj).__module__}.{type(obj).__qualname__}, not a model or a state_dict", FORMS_HELP
+    )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -568,7 +597,9 @@ def _from_state_dict(path: Path, state: Mapping, model_factory: str | None, what
     import torch
 
     if not model_factory:
-        raise TritongenError(f"{path} is {what} ({len(state)} tensors): weights only, without the model's code", FACTORY_FIX)
+        raise TritongenError(
+            f"{path} is {what} ({len(state)} tensors): weights only, without the model's code", FACTORY_FIX
+        )
     factory = factory_from_spec(model_factory)
     try:
         model = factory()
@@ -581,7 +612,8 @@ def _from_state_dict(path: Path, state: Mapping, model_factory: str | None, what
         ) from None
     if not isinstance(model, torch.nn.Module):
         raise TritongenError(
-            f"model factory {model_factory} returned a " f"{type(model).__module__}.{type(model).__qualname__}, not a torch.nn.Module",
+            f"model factory {model_factory} returned a "
+            f"{type(model).__module__}.{type(model).__qualname__}, not a torch.nn.Module",
             "make it return the model (an nn.Module instance) the weights belong to",
         )
     state = _match_keys(state, model.state_dict().keys())
@@ -601,7 +633,9 @@ def _from_state_dict(path: Path, state: Mapping, model_factory: str | None, what
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:  # noqa: BLE001 -- shape mismatches
-        lines = [ln.strip().rstrip(".") for ln in str(exc).splitlines() if ln.strip().startswith("size mismatch")] or [_first_line(exc)]
+        lines = [ln.strip().rstrip(".") for ln in str(exc).splitlines() if ln.strip().startswith("size mismatch")] or [
+            _first_line(exc)
+        ]
         raise TritongenError(
             f"the weights in {path} do not fit the model from {model_factory}: {'; '.join(lines[:3])}",
             "make the factory build the same architecture (and configuration) the weights were saved from",
@@ -616,7 +650,7 @@ def _match_keys(state: Mapping, expected: Any) -> Mapping:
     while set(current) != expected:
         for prefix in _WRAPPER_PREFIXES:
             if current and all(k.startswith(prefix) for k in current):
-                current = {k[len(prefix):]: v for k, v in current.items()}
+                current = {k[len(prefix) :]: v for k, v in current.items()}
                 break
         else:
             return state
@@ -642,20 +676,28 @@ def factory_from_spec(spec: str) -> Callable:
     ``sys.path`` so the file can import its sibling modules."""
     target, sep, attr = str(spec).rpartition(":")
     if not sep or not target.strip() or not attr.strip():
-        raise TritongenError(f"model factory {spec!r} is not of the form module:callable",
-                             "write it as package.module:callable or path/to/file.py:callable")
+        raise TritongenError(
+            f"model factory {spec!r} is not of the form module:callable",
+            "write it as package.module:callable or path/to/file.py:callable",
+        )
     target, attr = target.strip(), attr.strip()
     module = _module_from_target(target, spec)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = _callables(module)
-            hint = f"it has {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}" if names else "it defines no callables"
+            hint = (
+                f"it has {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+                if names
+                else "it defines no callables"
+            )
             raise TritongenError(f"model factory {spec}: {target} has no attribute {attr!r}", f"check the name; {hint}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TritongenError(f"model factory {spec}: {attr} is a {type(obj).__name__}, not callable",
-                             "name a function or class that returns the nn.Module")
+        raise TritongenError(
+            f"model factory {spec}: {attr} is a {type(obj).__name__}, not callable",
+            "name a function or class that returns the nn.Module",
+        )
     return obj
 
 
@@ -686,8 +728,10 @@ def _module_from_target(target: str, spec: str) -> Any:
             module_spec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 -- user code
             sys.modules.pop(name, None)
-            raise TritongenError(f"model factory {spec}: importing {file} raised {_first_line(exc)}",
-                                 "fix the error in that file (or install what it imports)") from None
+            raise TritongenError(
+                f"model factory {spec}: importing {file} raised {_first_line(exc)}",
+                "fix the error in that file (or install what it imports)",
+            ) from None
         return module
     if os.getcwd() not in sys.path and "" not in sys.path:  # like `python -m`: modules in the working directory
         sys.path.append(os.getcwd())
@@ -695,10 +739,16 @@ def _module_from_target(target: str, spec: str) -> Any:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
-            raise TritongenError(f"model factory {spec}: no module named {target!r}",
-                                 "check the spelling, install the package, or run from the folder that contains it (or set PYTHONPATH)") from None
-        raise TritongenError(f"model factory {spec}: importing {target} failed: {_first_line(exc)}",
-                             f"install the missing package {exc.name!r}") from None
+            raise TritongenError(
+                f"model factory {spec}: no module named {target!r}",
+                "check the spelling, install the package, or run from the folder that contains it (or set PYTHONPATH)",
+            ) from None
+        raise TritongenError(
+            f"model factory {spec}: importing {target} failed: {_first_line(exc)}",
+            f"install the missing package {exc.name!r}",
+        ) from None
     except Exception as exc:  # noqa: BLE001 -- user code
-        raise TritongenError(f"model factory {spec}: importing {target} raised {_first_line(exc)}",
-                             "fix the error in that module (or install what it imports)") from None
+        raise TritongenError(
+            f"model factory {spec}: importing {target} raised {_first_line(exc)}",
+            "fix the error in that module (or install what it imports)",
+        ) from None

@@ -18,10 +18,11 @@ import re
 import stat
 import sys
 import time
-from importlib import metadata
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import TritongenError
 from .layout import manifest_path
@@ -35,8 +36,18 @@ _TOOLS = ("tritongen", "torch", "onnx", "onnxruntime", "onnxscript", "onnx-graph
 
 
 MODEL, ENSEMBLE, PYTHON_STEP = "model", "ensemble", "python_step"
-_KNOWN = ("manifest_schema", "tritongen_version", "command", "created_unix_s", "version", "kind", "tools", "files",
-          "engines", "tensorrt_version")
+_KNOWN = (
+    "manifest_schema",
+    "tritongen_version",
+    "command",
+    "created_unix_s",
+    "version",
+    "kind",
+    "tools",
+    "files",
+    "engines",
+    "tensorrt_version",
+)
 
 
 @dataclass(frozen=True)
@@ -80,28 +91,41 @@ class Manifest:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """From parsed JSON that passed :func:`check_manifest`."""
         engines = data.get("engines")
         return cls(
-            files=dict(data["files"]), version=data.get("version"), kind=str(data.get("kind") or MODEL),
-            tritongen_version=str(data.get("tritongen_version", "")), command=data.get("command"),
-            created_unix_s=float(data.get("created_unix_s") or 0.0), tools=dict(data.get("tools") or {}),
+            files=dict(data["files"]),
+            version=data.get("version"),
+            kind=str(data.get("kind") or MODEL),
+            tritongen_version=str(data.get("tritongen_version", "")),
+            command=data.get("command"),
+            created_unix_s=float(data.get("created_unix_s") or 0.0),
+            tools=dict(data.get("tools") or {}),
             details={k: v for k, v in data.items() if k not in _KNOWN},
             engines=dict(engines) if isinstance(engines, dict) else {},
-            tensorrt_version=data.get("tensorrt_version"), schema=int(data.get("manifest_schema", 1)),
+            tensorrt_version=data.get("tensorrt_version"),
+            schema=int(data.get("manifest_schema", 1)),
         )
 
 
-def new_manifest(version: int, files: dict[str, str], *, kind: str = MODEL, with_command: bool = True,
-                 **details: Any) -> Manifest:
+def new_manifest(
+    version: int, files: dict[str, str], *, kind: str = MODEL, with_command: bool = True, **details: Any
+) -> Manifest:
     """A manifest for a version folder this process just wrote: tritongen's and the tools' versions, the time,
     the command line (unless ``with_command`` is False), and ``details`` as the kind's own record."""
     from . import __version__
 
-    return Manifest(files=dict(files), version=version, kind=kind, tritongen_version=__version__,
-                    command=command_line() if with_command else None, created_unix_s=round(time.time(), 3),
-                    tools=tool_versions(), details=dict(details))
+    return Manifest(
+        files=dict(files),
+        version=version,
+        kind=kind,
+        tritongen_version=__version__,
+        command=command_line() if with_command else None,
+        created_unix_s=round(time.time(), 3),
+        tools=tool_versions(),
+        details=dict(details),
+    )
 
 
 def open_regular(path: Path) -> int:
@@ -195,8 +219,10 @@ def engines_of(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
 
 
 def _bad(path: Path, problem: str) -> TritongenError:
-    return TritongenError(f"manifest {path} {problem}", "rebuild the model with tritongen build --force "
-                          "(manifests are written by builds, not by hand)")
+    return TritongenError(
+        f"manifest {path} {problem}",
+        "rebuild the model with tritongen build --force (manifests are written by builds, not by hand)",
+    )
 
 
 def _path_problem(rel: Any, model_dir: Path) -> str | None:
@@ -223,8 +249,12 @@ def check_manifest(data: Any, path: Path, model_dir: Path) -> dict[str, Any]:
         raise _bad(path, f"has manifest_schema {ascii(schema)[:20]}, this tritongen reads {MANIFEST_SCHEMA}")
     files = data.get("files")
     if not isinstance(files, dict):
-        raise _bad(path, "has no 'files' object (relative path -> sha256)" if files is None else
-                   f"has 'files' as a JSON {type(files).__name__}, not an object of relative path -> sha256")
+        raise _bad(
+            path,
+            "has no 'files' object (relative path -> sha256)"
+            if files is None
+            else f"has 'files' as a JSON {type(files).__name__}, not an object of relative path -> sha256",
+        )
     if len(files) > MAX_MANIFEST_FILES:
         raise _bad(path, f"lists {len(files)} files, more than {MAX_MANIFEST_FILES}")
     for rel, digest in files.items():

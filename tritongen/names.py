@@ -21,7 +21,8 @@ import re
 import socket
 import threading
 import unicodedata
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import TritongenError
 
@@ -62,8 +63,9 @@ def check_text(text: Any, what: str, max_chars: int, fix: str) -> str:
     if not isinstance(text, str):
         raise TritongenError(f"{what} {shown(text)} is a {type(text).__name__}, not text", fix)
     if len(text) > max_chars:
-        raise TritongenError(f"{what} '{shown(text, 40)}' is {len(text)} characters long, above the limit of "
-                             f"{max_chars}", fix)
+        raise TritongenError(
+            f"{what} '{shown(text, 40)}' is {len(text)} characters long, above the limit of {max_chars}", fix
+        )
     char = refused_character(text)
     if char is not None:
         name = unicodedata.name(char, "")
@@ -74,30 +76,36 @@ def check_text(text: Any, what: str, max_chars: int, fix: str) -> str:
 
 def check_name(name: Any, what: str) -> str:
     """A model, tensor or step name: text, at most :data:`MAX_NAME_CHARS`, no control characters."""
-    return check_text(name, what, MAX_NAME_CHARS,
-                      f"use a name of at most {MAX_NAME_CHARS} letters, digits, '_', '-' and '.'")
+    return check_text(
+        name, what, MAX_NAME_CHARS, f"use a name of at most {MAX_NAME_CHARS} letters, digits, '_', '-' and '.'"
+    )
 
 
 def check_label(label: Any, where: str) -> str:
     """One class label (``where`` says which, e.g. ``id2label[3]``)."""
-    return check_text(label, f"label {where}", MAX_LABEL_CHARS,
-                      f"write label names of at most {MAX_LABEL_CHARS} characters on one line, without control "
-                      "characters")
+    return check_text(
+        label,
+        f"label {where}",
+        MAX_LABEL_CHARS,
+        f"write label names of at most {MAX_LABEL_CHARS} characters on one line, without control characters",
+    )
 
 
 def check_labels(labels: Iterable[Any], where: str) -> tuple[str, ...]:
     """Every label of a classifier, at most :data:`MAX_LABELS` of them."""
     labels = tuple(labels)
     if len(labels) > MAX_LABELS:
-        raise TritongenError(f"{where} has {len(labels)} labels, above the limit of {MAX_LABELS}",
-                             "give one label per class of the model")
+        raise TritongenError(
+            f"{where} has {len(labels)} labels, above the limit of {MAX_LABELS}",
+            "give one label per class of the model",
+        )
     return tuple(check_label(label, f"{where}[{i}]") for i, label in enumerate(labels))
 
 
 def check_class_index(key: Any, where: str, count: int | None = None) -> int:
     """An ``id2label`` key: a non-negative integer (or its decimal text) below ``count`` (or :data:`MAX_LABELS`)."""
     limit = MAX_LABELS if count is None else count
-    fix = f"write id2label with keys \"0\", \"1\", ... up to the number of classes - 1 (at most {MAX_LABELS - 1})"
+    fix = f'write id2label with keys "0", "1", ... up to the number of classes - 1 (at most {MAX_LABELS - 1})'
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise TritongenError(f"{where} key {shown(key)} is not a class index", fix)
     if isinstance(key, str):
@@ -124,8 +132,9 @@ def check_host(host: Any, option: str = "--host") -> str:
     if not _HOST_NAME_RE.fullmatch(host):
         raise TritongenError(f"{option} '{shown(host)}' is not an IP address or a host name", fix)
     if not _resolves(host, RESOLVE_TIMEOUT_S):
-        raise TritongenError(f"{option} '{host}' does not resolve to an address here within {RESOLVE_TIMEOUT_S:g} s",
-                             fix)
+        raise TritongenError(
+            f"{option} '{host}' does not resolve to an address here within {RESOLVE_TIMEOUT_S:g} s", fix
+        )
     return host
 
 

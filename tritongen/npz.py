@@ -52,15 +52,19 @@ def arrays_from_npz(path: Path) -> Arrays:
     with open_archive(path, "sample file", _NPZ_FIX) as archive:
         names = archive.names
         if len(names) > MAX_SAMPLE_ARRAYS:
-            raise TritongenError(f"sample file {path} holds {len(names)} arrays, more than {MAX_SAMPLE_ARRAYS}",
-                                 _NPZ_FIX)
+            raise TritongenError(
+                f"sample file {path} holds {len(names)} arrays, more than {MAX_SAMPLE_ARRAYS}", _NPZ_FIX
+            )
         odd = [n for n in names if not n.endswith(".npy") or n == ".npy"]
         if odd:
             raise TritongenError(f"sample file {path} holds {odd[0]!r}, which is not an array (.npy)", _NPZ_FIX)
         total_bytes = sum(archive.size_bytes(n) for n in names)
         if total_bytes > MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES * len(names):
-            raise TritongenError(f"sample file {path} holds {total_bytes} bytes of arrays, more than the "
-                                 f"{MAX_SAMPLE_FILE_BYTES} tritongen reads", _SMALLER_FIX)
+            raise TritongenError(
+                f"sample file {path} holds {total_bytes} bytes of arrays, more than the "
+                f"{MAX_SAMPLE_FILE_BYTES} tritongen reads",
+                _SMALLER_FIX,
+            )
         arrays: Arrays = {}
         for name in names:
             data = archive.read(name, MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES)
@@ -84,24 +88,32 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
         why = " ".join(str(exc).split())[:200]
         raise TritongenError(f"cannot read sample file {path}: {what} has a damaged header ({why})", _NPZ_FIX) from None
     if dtype.hasobject:
-        raise TritongenError(f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
-                             "save plain numeric arrays with numpy.savez")
+        raise TritongenError(
+            f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
+            "save plain numeric arrays with numpy.savez",
+        )
     if dtype.itemsize == 0:
         raise TritongenError(f"sample file {path}: {what} has dtype {dtype} with no bytes per item", _NPZ_FIX)
     if any(dim < 0 for dim in shape):
-        raise TritongenError(f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}",
-                             _NPZ_FIX)
+        raise TritongenError(
+            f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}", _NPZ_FIX
+        )
     claimed_bytes = dtype.itemsize
     for dim in shape:
         claimed_bytes *= dim
     if claimed_bytes > MAX_SAMPLE_FILE_BYTES:
-        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype}, "
-                             f"{claimed_bytes} bytes, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
-                             _SMALLER_FIX)
+        raise TritongenError(
+            f"sample file {path}: {what} claims shape {list(shape)} of {dtype}, "
+            f"{claimed_bytes} bytes, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
+            _SMALLER_FIX,
+        )
     data_at = stream.tell()
     if size_bytes - data_at != claimed_bytes:
-        raise TritongenError(f"sample file {path}: {what} claims shape {list(shape)} of {dtype} "
-                             f"({claimed_bytes} bytes) but holds {size_bytes - data_at} bytes", _NPZ_FIX)
+        raise TritongenError(
+            f"sample file {path}: {what} claims shape {list(shape)} of {dtype} "
+            f"({claimed_bytes} bytes) but holds {size_bytes - data_at} bytes",
+            _NPZ_FIX,
+        )
     return tuple(shape), bool(fortran), dtype, data_at
 
 

@@ -21,10 +21,10 @@ file in ONNX Runtime.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
+from typing import Any
 
 from .errors import TritongenError
 
@@ -76,8 +76,10 @@ def _check_external_data(model: Any, path: Path) -> None:
             raise TritongenError(f"{where} at an offset or length that is not a number", _FIX) from None
         size = data.stat().st_size
         if offset < 0 or offset > size or (length >= 0 and offset + length > size):
-            raise TritongenError(f"{where} at bytes {offset}..{offset + max(length, 0)}, beyond its {size} bytes",
-                                 f"the data file is truncated or belongs to another model; {_FIX}")
+            raise TritongenError(
+                f"{where} at bytes {offset}..{offset + max(length, 0)}, beyond its {size} bytes",
+                f"the data file is truncated or belongs to another model; {_FIX}",
+            )
 
 
 def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
@@ -87,8 +89,10 @@ def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_ONNX_BYTES:
-        raise TritongenError(f"{path} is {size} bytes, above protobuf's 2 GiB limit for one ONNX file",
-                             "save the weights as external data (onnx.save_model(..., save_as_external_data=True))")
+        raise TritongenError(
+            f"{path} is {size} bytes, above protobuf's 2 GiB limit for one ONNX file",
+            "save the weights as external data (onnx.save_model(..., save_as_external_data=True))",
+        )
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 -- a damaged or foreign protobuf
@@ -97,19 +101,25 @@ def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
     if not model.HasField("graph") or not model.graph.node:
         raise TritongenError(f"{path} is an ONNX file without a graph", _FIX)
     if model.ir_version > onnx.IR_VERSION:
-        raise TritongenError(f"{path} has ONNX IR version {model.ir_version}; the installed onnx reads up to "
-                             f"{onnx.IR_VERSION}", "upgrade onnx, or export with an older IR version")
+        raise TritongenError(
+            f"{path} has ONNX IR version {model.ir_version}; the installed onnx reads up to {onnx.IR_VERSION}",
+            "upgrade onnx, or export with an older IR version",
+        )
     newest = onnx.defs.onnx_opset_version()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if not MIN_ONNX_OPSET <= opset <= newest:
-        raise TritongenError(f"{path} uses opset {opset}; ONNX Runtime and the installed onnx run "
-                             f"{MIN_ONNX_OPSET}..{newest}", f"export with an opset in {MIN_ONNX_OPSET}..{newest} "
-                             "(e.g. torch.onnx.export(..., opset_version=18))")
+        raise TritongenError(
+            f"{path} uses opset {opset}; ONNX Runtime and the installed onnx run {MIN_ONNX_OPSET}..{newest}",
+            f"export with an opset in {MIN_ONNX_OPSET}..{newest} (e.g. torch.onnx.export(..., opset_version=18))",
+        )
     foreign = sorted({n.domain for n in model.graph.node if n.domain not in ORT_DOMAINS})
     if foreign:
         op = next(n.op_type for n in model.graph.node if n.domain == foreign[0])
-        raise TritongenError(f"{path} uses operator {foreign[0]}::{op}, from a domain ONNX Runtime does not run "
-                             "without a custom-op library", "export it with standard ONNX operators")
+        raise TritongenError(
+            f"{path} uses operator {foreign[0]}::{op}, from a domain ONNX Runtime does not run "
+            "without a custom-op library",
+            "export it with standard ONNX operators",
+        )
     _check_external_data(model, path)
     if load_data and _external_refs(model):
         from onnx.external_data_helper import load_external_data_for_model
@@ -139,55 +149,69 @@ def io_from_onnx(model: Any) -> OnnxIO:
     initializers = {i.name for i in model.graph.initializer}
     graph_inputs = [vi for vi in model.graph.input if vi.name not in initializers]
     batch_axis = bool(graph_inputs) and all(
-        (dims := _dims(vi)) and dims[0] == -1 for vi in list(graph_inputs) + list(model.graph.output))
+        (dims := _dims(vi)) and dims[0] == -1 for vi in list(graph_inputs) + list(model.graph.output)
+    )
     inputs = []
     for vi in graph_inputs:
         try:
             dtype = triton_from_numpy(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
         except Exception:  # noqa: BLE001 -- a sequence, map or an element type Triton has no name for
-            raise TritongenError(f"graph input '{vi.name}' is not a tensor of a type Triton serves",
-                                 "make every graph input a numeric or bool tensor") from None
+            raise TritongenError(
+                f"graph input '{vi.name}' is not a tensor of a type Triton serves",
+                "make every graph input a numeric or bool tensor",
+            ) from None
         dims = _dims(vi)[1:] if batch_axis else _dims(vi)
         inputs.append(TensorSpec(vi.name, dtype, tuple(dims) or (1,)))
     return OnnxIO(tuple(inputs), tuple(o.name for o in model.graph.output), batch_axis)
 
 
-def spec_io_from_onnx(path: Path, declared: Sequence[Any], output_names: Sequence[str],
-                      max_batch_size: int | None) -> tuple[tuple[Any, ...], int]:
+def spec_io_from_onnx(
+    path: Path, declared: Sequence[Any], output_names: Sequence[str], max_batch_size: int | None
+) -> tuple[tuple[Any, ...], int]:
     """Inputs and the max batch size for an ONNX file: read from the graph; ``--input`` may only restate them
     (names, order, types, rank) and fix a symbolic dimension."""
     io = io_from_onnx(onnx_model_from_file(path, load_data=False))
     if output_names and tuple(output_names) != io.outputs:
-        raise TritongenError(f"--output names {list(output_names)} are not the graph's outputs {list(io.outputs)}",
-                             "drop --output (the names are read from the graph) or give exactly those")
+        raise TritongenError(
+            f"--output names {list(output_names)} are not the graph's outputs {list(io.outputs)}",
+            "drop --output (the names are read from the graph) or give exactly those",
+        )
     if max_batch_size is None:
         max_batch_size = 8 if io.batch_axis else 0
     if max_batch_size > 0 and not io.batch_axis:
         fixed = next(vi.name for vi in _first_fixed(path))
-        raise TritongenError(f"--max-batch-size {max_batch_size}: {Path(path).name}'s tensor '{fixed}' has a fixed "
-                             "first dimension, so Triton cannot batch it",
-                             "build with --max-batch-size 0, or export with a dynamic first (batch) axis on every "
-                             "input and output")
+        raise TritongenError(
+            f"--max-batch-size {max_batch_size}: {Path(path).name}'s tensor '{fixed}' has a fixed "
+            "first dimension, so Triton cannot batch it",
+            "build with --max-batch-size 0, or export with a dynamic first (batch) axis on every input and output",
+        )
     inputs = io.inputs if max_batch_size > 0 or not io.batch_axis else _unbatched(path)
     if not declared:
         return inputs, max_batch_size
     if [t.name for t in declared] != [t.name for t in inputs]:
-        raise TritongenError(f"--input names {[t.name for t in declared]} are not the graph's inputs "
-                             f"{[t.name for t in inputs]}",
-                             "drop --input (read from the graph) or list those, in order")
+        raise TritongenError(
+            f"--input names {[t.name for t in declared]} are not the graph's inputs {[t.name for t in inputs]}",
+            "drop --input (read from the graph) or list those, in order",
+        )
     for want, have in zip(declared, inputs):
         fits = len(want.dims) == len(have.dims) and all(h in (-1, w) for w, h in zip(want.dims, have.dims))
         if want.dtype != have.dtype or not fits:
-            raise TritongenError(f"--input {want.name}:{want.dtype}:{list(want.dims)} does not fit the graph's "
-                                 f"{have.dtype} {list(have.dims)}", "drop --input (read from the graph) or match it")
+            raise TritongenError(
+                f"--input {want.name}:{want.dtype}:{list(want.dims)} does not fit the graph's "
+                f"{have.dtype} {list(have.dims)}",
+                "drop --input (read from the graph) or match it",
+            )
     return tuple(declared), max_batch_size
 
 
 def _first_fixed(path: Path) -> list[Any]:
     model = onnx_model_from_file(path, load_data=False)
     initializers = {i.name for i in model.graph.initializer}
-    return [vi for vi in list(model.graph.input) + list(model.graph.output)
-            if vi.name not in initializers and (not _dims(vi) or _dims(vi)[0] != -1)]
+    return [
+        vi
+        for vi in list(model.graph.input) + list(model.graph.output)
+        if vi.name not in initializers and (not _dims(vi) or _dims(vi)[0] != -1)
+    ]
 
 
 def _unbatched(path: Path) -> tuple[Any, ...]:

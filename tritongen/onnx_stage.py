@@ -30,21 +30,28 @@ class OnnxReference:
         feed = {n: np.ascontiguousarray(t.detach().cpu().numpy()) for n, t in zip(self.input_names, tensors)}
         return tuple(torch.from_numpy(np.asarray(a)) for a in self.session.run(None, feed))
 
-    def eval(self) -> "OnnxReference":
+    def eval(self) -> OnnxReference:
         return self
 
 
 def onnx_from_onnx_file(loaded: Any, spec: Any, out_dir: Path) -> Any:
     """The "export" of an ONNX input: the checked graph, cleaned and saved like an export's."""
-    from .export import ONNX_DATA_FILENAME, ExportResult, graph_outputs, cleaned_onnx_from_onnx
+    from .export import ONNX_DATA_FILENAME, ExportResult, cleaned_onnx_from_onnx, graph_outputs
 
     model = onnx_model_from_file(loaded.source)
     names = tuple(o.name for o in model.graph.output)
     onnx_path, cleaned = cleaned_onnx_from_onnx(model, out_dir)
-    if [i.name for i in cleaned.graph.input if i.name not in {x.name for x in cleaned.graph.initializer}] != \
-            [t.name for t in spec.inputs]:
+    if [i.name for i in cleaned.graph.input if i.name not in {x.name for x in cleaned.graph.initializer}] != [
+        t.name for t in spec.inputs
+    ]:
         raise TritongenError(f"cleaning {loaded.source.name} changed its inputs", "report this with the model")
     opset = next((o.version for o in cleaned.opset_import if o.domain in ("", "ai.onnx")), 0)
     data = out_dir / ONNX_DATA_FILENAME
-    return ExportResult(onnx_path=onnx_path, data_path=data if data.exists() else None, exporter="none (ONNX file)",
-                        opset=opset, outputs=graph_outputs(cleaned, names, spec), node_count=len(cleaned.graph.node))
+    return ExportResult(
+        onnx_path=onnx_path,
+        data_path=data if data.exists() else None,
+        exporter="none (ONNX file)",
+        opset=opset,
+        outputs=graph_outputs(cleaned, names, spec),
+        node_count=len(cleaned.graph.node),
+    )

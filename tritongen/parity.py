@@ -7,9 +7,10 @@ errors so a failure says exactly which output drifted and by how much.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,15 @@ class OutputParity:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "output": self.output, "shape": list(self.shape), "max_abs_err": self.max_abs_err,
-                "max_rel_err": self.max_rel_err, "ok": self.ok, "note": self.note}
+        return {
+            "case": self.case,
+            "output": self.output,
+            "shape": list(self.shape),
+            "max_abs_err": self.max_abs_err,
+            "max_rel_err": self.max_rel_err,
+            "ok": self.ok,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,10 @@ class ParityReport:
         rows = [f"{'case':<{width}} {'output':<20} {'shape':<18} {'max abs err':>12} {'max rel err':>12}  result"]
         for r in self.results:
             verdict = "ok" if r.ok else "FAIL" + (f" ({r.note})" if r.note else "")
-            rows.append(f"{r.case:<{width}} {r.output:<20} {str(list(r.shape)):<18} {r.max_abs_err:>12.3g} "
-                        f"{r.max_rel_err:>12.3g}  {verdict}")
+            rows.append(
+                f"{r.case:<{width}} {r.output:<20} {str(list(r.shape)):<18} {r.max_abs_err:>12.3g} "
+                f"{r.max_rel_err:>12.3g}  {verdict}"
+            )
         rows.append(f"(tolerance: |onnx - torch| <= {self.atol:g} + {self.rtol:g} * |torch|)")
         return "\n".join(rows)
 
@@ -59,8 +69,15 @@ class ParityReport:
 def compare_arrays(case: str, name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> OutputParity:
     """Compare one output: shapes, NaN placement, then the allclose rule."""
     if got.shape != want.shape:
-        return OutputParity(case, name, tuple(want.shape), float("inf"), float("inf"), False,
-                            f"shape {list(got.shape)} != {list(want.shape)}")
+        return OutputParity(
+            case,
+            name,
+            tuple(want.shape),
+            float("inf"),
+            float("inf"),
+            False,
+            f"shape {list(got.shape)} != {list(want.shape)}",
+        )
     if want.dtype.kind not in "fc":
         equal = bool(np.array_equal(got, want))
         diff = 0.0 if equal else float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
@@ -69,8 +86,9 @@ def compare_arrays(case: str, name: str, got: np.ndarray, want: np.ndarray, atol
     w = want.astype(np.float64)
     nan_mismatch = bool(np.any(np.isnan(g) != np.isnan(w)))
     if np.any(np.isnan(w)):
-        return OutputParity(case, name, tuple(want.shape), float("nan"), float("nan"), False,
-                            "PyTorch output holds NaN")
+        return OutputParity(
+            case, name, tuple(want.shape), float("nan"), float("nan"), False, "PyTorch output holds NaN"
+        )
     diff = np.abs(g - w)
     max_abs = float(np.nanmax(diff)) if diff.size else 0.0
     rel = diff / np.maximum(np.abs(w), np.finfo(np.float64).tiny)
@@ -89,13 +107,19 @@ def onnx_session(onnx_path: Path, threads: int = 0):
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise TritongenError(f"ONNX Runtime cannot load {onnx_path.name}: {str(exc).splitlines()[0][:300]}",
-                             "the export produced a graph ONNX Runtime rejects; try another --opset") from None
+        raise TritongenError(
+            f"ONNX Runtime cannot load {onnx_path.name}: {str(exc).splitlines()[0][:300]}",
+            "the export produced a graph ONNX Runtime rejects; try another --opset",
+        ) from None
 
 
-def parity_from_onnx(onnx_path: Path, torch_outputs: Mapping[str, list[np.ndarray]],
-                     cases: tuple[tuple[str, Mapping[str, np.ndarray]], ...], spec: BuildSpec,
-                     session: Any = None) -> ParityReport:
+def parity_from_onnx(
+    onnx_path: Path,
+    torch_outputs: Mapping[str, list[np.ndarray]],
+    cases: tuple[tuple[str, Mapping[str, np.ndarray]], ...],
+    spec: BuildSpec,
+    session: Any = None,
+) -> ParityReport:
     """Run every case through ONNX Runtime and compare with the PyTorch outputs computed for it."""
     session = session or onnx_session(onnx_path)
     results = []

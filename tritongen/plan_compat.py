@@ -43,7 +43,9 @@ def _release(version: str) -> str:
 
 def release_of_triton(triton_version: str) -> str | None:
     """The NGC release (YY.MM) that ships Triton ``triton_version``, when known."""
-    return next((rel for rel, (triton, _) in NGC_RELEASES.items() if _release(triton) == _release(triton_version)), None)
+    return next(
+        (rel for rel, (triton, _) in NGC_RELEASES.items() if _release(triton) == _release(triton_version)), None
+    )
 
 
 def tensorrt_of_triton(triton_version: str) -> str | None:
@@ -77,11 +79,14 @@ def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
             if not built or _release(built) == _release(server_trt):
                 continue
             serve_with = [TRITON_IMAGE.format(release=r) for r in releases_with_tensorrt(built)]
-            fix = (f"serve it with {' or '.join(serve_with)}, or " if serve_with else "") + \
-                f"rebuild it with `tritongen engine` in {TENSORRT_IMAGE.format(release=server_release)}"
-            problems.append(f"version {version}: {engine.get('plan', 'model.plan')} (compute capability {cc}) was built with "
-                            f"TensorRT {built}, but Triton {triton_version} ({TRITON_IMAGE.format(release=server_release)}) "
-                            f"runs TensorRT {server_trt} and will not load it: {fix}")
+            fix = (
+                f"serve it with {' or '.join(serve_with)}, or " if serve_with else ""
+            ) + f"rebuild it with `tritongen engine` in {TENSORRT_IMAGE.format(release=server_release)}"
+            problems.append(
+                f"version {version}: {engine.get('plan', 'model.plan')} (compute capability {cc}) was built with "
+                f"TensorRT {built}, but Triton {triton_version} ({TRITON_IMAGE.format(release=server_release)}) "
+                f"runs TensorRT {server_trt} and will not load it: {fix}"
+            )
     return problems
 
 
@@ -105,8 +110,10 @@ def check_release(release: str) -> str:
     from .errors import TritongenError  # noqa: PLC0415
 
     if release not in NGC_RELEASES:
-        raise TritongenError(f"NGC release '{release}' is not known to tritongen",
-                             f"use one of {', '.join(NGC_RELEASES)} (YY.MM; default {DEFAULT_NGC_RELEASE})")
+        raise TritongenError(
+            f"NGC release '{release}' is not known to tritongen",
+            f"use one of {', '.join(NGC_RELEASES)} (YY.MM; default {DEFAULT_NGC_RELEASE})",
+        )
     return release
 
 

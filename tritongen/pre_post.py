@@ -20,9 +20,10 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import TritongenError
 from .names import check_labels
@@ -51,20 +52,33 @@ class PythonStep:
     parameters: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, Path] = field(default_factory=dict)  # name inside the version folder -> source file
     texts: Mapping[str, str] = field(default_factory=dict)  # name inside the version folder -> content
-    folders: Mapping[str, Path] = field(default_factory=dict)  # name inside the version folder -> source folder (copied)
+    folders: Mapping[str, Path] = field(
+        default_factory=dict
+    )  # name inside the version folder -> source folder (copied)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "template": self.template, "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs], "parameters": dict(self.parameters)}
+        return {
+            "name": self.name,
+            "template": self.template,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "parameters": dict(self.parameters),
+        }
 
 
-def text_preprocess_step(name: str, tokenizer_dir: Path, output_names: tuple[str, ...], max_length: int,
-                         max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> PythonStep:
+def text_preprocess_step(
+    name: str,
+    tokenizer_dir: Path,
+    output_names: tuple[str, ...],
+    max_length: int,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+) -> PythonStep:
     from .hf import TOKENIZER_FILES
 
     files = {f"tokenizer/{f}": tokenizer_dir / f for f in TOKENIZER_FILES if (tokenizer_dir / f).is_file()}
     return PythonStep(
-        name=name, template="text_preprocess.py",
+        name=name,
+        template="text_preprocess.py",
         inputs=(TensorSpec(TEXT_INPUT, "STRING", (1,)),),
         outputs=tuple(TensorSpec(n, "INT64", (-1,)) for n in output_names),
         parameters={"max_length": str(max_length), "max_text_bytes": str(max_text_bytes)},
@@ -74,49 +88,86 @@ def text_preprocess_step(name: str, tokenizer_dir: Path, output_names: tuple[str
 
 def image_preprocess_step(name: str, settings: Any, output: TensorSpec) -> PythonStep:
     return PythonStep(
-        name=name, template="image_preprocess.py",
-        inputs=(TensorSpec(IMAGE_INPUT, "STRING", (1,)),), outputs=(output,),
+        name=name,
+        template="image_preprocess.py",
+        inputs=(TensorSpec(IMAGE_INPUT, "STRING", (1,)),),
+        outputs=(output,),
         parameters={"max_image_bytes": str(32 << 20), "max_image_pixels": str(64 << 20)},
         texts={"image_processor.json": json.dumps(settings.to_dict(), indent=2) + "\n"},
     )
 
 
-def postprocess_step(name: str, kind: str, model_outputs: tuple[TensorSpec, ...], attention_mask: TensorSpec | None = None,
-                     labels: tuple[str, ...] = (), top_k: int | None = None) -> PythonStep:
+def postprocess_step(
+    name: str,
+    kind: str,
+    model_outputs: tuple[TensorSpec, ...],
+    attention_mask: TensorSpec | None = None,
+    labels: tuple[str, ...] = (),
+    top_k: int | None = None,
+) -> PythonStep:
     """Decide a built-in post-processing step from the model's (resolved) outputs."""
     if kind not in POSTPROCESS_KINDS:
-        raise TritongenError(f"unknown post-processing '{kind}'", f"use one of {', '.join(POSTPROCESS_KINDS)}, raw, or a .py file")
+        raise TritongenError(
+            f"unknown post-processing '{kind}'", f"use one of {', '.join(POSTPROCESS_KINDS)}, raw, or a .py file"
+        )
     first = model_outputs[0]
     if first.dtype not in ("FP32", "FP16", "FP64"):
-        raise TritongenError(f"the model's output '{first.name}' is {first.dtype}, not floating point", "use --postprocess raw or your own .py")
+        raise TritongenError(
+            f"the model's output '{first.name}' is {first.dtype}, not floating point",
+            "use --postprocess raw or your own .py",
+        )
     if kind == "mean_pool_normalize":
         if len(first.dims) != 2 or attention_mask is None:
-            raise TritongenError("mean pooling needs token embeddings [seq, hidden] and an " f"attention mask; output '{first.name}' has dims {list(first.dims)}",
-                                 "use --postprocess normalize for a model that already pools, or raw")
+            raise TritongenError(
+                "mean pooling needs token embeddings [seq, hidden] and an "
+                f"attention mask; output '{first.name}' has dims {list(first.dims)}",
+                "use --postprocess normalize for a model that already pools, or raw",
+            )
         hidden = first.dims[-1]
-        return PythonStep(name=name, template="postprocess.py", inputs=(first, attention_mask),
-                          outputs=(TensorSpec(EMBEDDING_OUTPUT, "FP32", (hidden,)),), parameters={"kind": kind})
+        return PythonStep(
+            name=name,
+            template="postprocess.py",
+            inputs=(first, attention_mask),
+            outputs=(TensorSpec(EMBEDDING_OUTPUT, "FP32", (hidden,)),),
+            parameters={"kind": kind},
+        )
     if kind == "normalize":
         if len(first.dims) != 1:
-            raise TritongenError(f"output '{first.name}' has dims {list(first.dims)}, not one embedding per item",
-                                 "use --postprocess mean-pool for token embeddings, or raw")
-        return PythonStep(name=name, template="postprocess.py", inputs=(first,),
-                          outputs=(TensorSpec(EMBEDDING_OUTPUT, "FP32", first.dims),), parameters={"kind": kind})
+            raise TritongenError(
+                f"output '{first.name}' has dims {list(first.dims)}, not one embedding per item",
+                "use --postprocess mean-pool for token embeddings, or raw",
+            )
+        return PythonStep(
+            name=name,
+            template="postprocess.py",
+            inputs=(first,),
+            outputs=(TensorSpec(EMBEDDING_OUTPUT, "FP32", first.dims),),
+            parameters={"kind": kind},
+        )
     classes = first.dims[-1]
     if len(first.dims) != 1 or classes == -1:
-        raise TritongenError(f"output '{first.name}' has dims {list(first.dims)}, not one score per class",
-                             "use --postprocess raw or your own .py")
+        raise TritongenError(
+            f"output '{first.name}' has dims {list(first.dims)}, not one score per class",
+            "use --postprocess raw or your own .py",
+        )
     if not labels:
         labels = tuple(f"LABEL_{i}" for i in range(classes))
     if len(labels) != classes:
-        raise TritongenError(f"the model has {classes} classes but {len(labels)} labels (id2label)", "make id2label list every class")
+        raise TritongenError(
+            f"the model has {classes} classes but {len(labels)} labels (id2label)", "make id2label list every class"
+        )
     labels = check_labels(labels, "labels")  # the generated model splits labels.txt on b"\n" only
     k = min(top_k or DEFAULT_TOP_K, classes)
     if k < 1:
         raise TritongenError(f"--top-k {top_k} is below 1", "use --top-k 1 or more")
-    return PythonStep(name=name, template="postprocess.py", inputs=(first,),
-                      outputs=(TensorSpec(LABELS_OUTPUT, "STRING", (k,)), TensorSpec(SCORES_OUTPUT, "FP32", (k,))),
-                      parameters={"kind": kind, "top_k": str(k)}, texts={LABELS_FILE: "\n".join(labels)})
+    return PythonStep(
+        name=name,
+        template="postprocess.py",
+        inputs=(first,),
+        outputs=(TensorSpec(LABELS_OUTPUT, "STRING", (k,)), TensorSpec(SCORES_OUTPUT, "FP32", (k,))),
+        parameters={"kind": kind, "top_k": str(k)},
+        texts={LABELS_FILE: "\n".join(labels)},
+    )
 
 
 # ------------------------------------------------------------------------------------------ custom steps
@@ -134,17 +185,23 @@ def user_code_from_file(path: Path, function: str) -> UserCode:
     path = Path(path).expanduser().resolve()
     flag = f"--{function}"
     if not path.is_file():
-        raise TritongenError(f"{flag} file {path} does not exist", f"pass a .py file defining {function}(batch) -> dict")
+        raise TritongenError(
+            f"{flag} file {path} does not exist", f"pass a .py file defining {function}(batch) -> dict"
+        )
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
     except SyntaxError as exc:
-        raise TritongenError(f"{flag} file {path} has a syntax error at line {exc.lineno}", "fix the Python syntax") from None
+        raise TritongenError(
+            f"{flag} file {path} has a syntax error at line {exc.lineno}", "fix the Python syntax"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TritongenError(f"cannot read {flag} file {path} ({exc})", "pass a readable UTF-8 .py file") from None
     functions = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     if function not in functions:
-        raise TritongenError(f"{flag} file {path.name} defines no function '{function}'",
-                             f"define {function}(batch: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray] at module level")
+        raise TritongenError(
+            f"{flag} file {path.name} defines no function '{function}'",
+            f"define {function}(batch: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray] at module level",
+        )
     key = "INPUTS" if function == "preprocess" else "OUTPUTS"
     declared = None
     for node in tree.body:
@@ -152,36 +209,64 @@ def user_code_from_file(path: Path, function: str) -> UserCode:
             try:
                 value = ast.literal_eval(node.value)
             except ValueError:
-                raise TritongenError(f"{key} in {path.name} is not a literal list", f"write {key} = [\"NAME:DTYPE:DIMS\", ...]") from None
+                raise TritongenError(
+                    f"{key} in {path.name} is not a literal list", f'write {key} = ["NAME:DTYPE:DIMS", ...]'
+                ) from None
             if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
-                raise TritongenError(f"{key} in {path.name} is not a list of \"NAME:DTYPE:DIMS\" strings",
-                                     f"write {key} = [\"TEXT:STRING:1\"] (dims without the batch dimension)")
+                raise TritongenError(
+                    f'{key} in {path.name} is not a list of "NAME:DTYPE:DIMS" strings',
+                    f'write {key} = ["TEXT:STRING:1"] (dims without the batch dimension)',
+                )
             declared = tuple(tensor_spec_from_arg(v) for v in value)
     if declared is None and function == "postprocess":
-        raise TritongenError(f"{path.name} does not declare its outputs", "add OUTPUTS = [\"NAME:DTYPE:DIMS\", ...] at module level")
+        raise TritongenError(
+            f"{path.name} does not declare its outputs", 'add OUTPUTS = ["NAME:DTYPE:DIMS", ...] at module level'
+        )
     return UserCode(path=path, function=function, declared=declared)
 
 
-def custom_step_from_code(name: str, code: UserCode, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> PythonStep:
-    return PythonStep(name=name, template="custom_step.py", inputs=inputs, outputs=outputs,
-                      parameters={"function": code.function}, files={"user_code.py": code.path})
+def custom_step_from_code(
+    name: str, code: UserCode, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> PythonStep:
+    return PythonStep(
+        name=name,
+        template="custom_step.py",
+        inputs=inputs,
+        outputs=outputs,
+        parameters={"function": code.function},
+        files={"user_code.py": code.path},
+    )
 
 
 # ------------------------------------------------------------------------------------------ writing
 
 
-def python_step_config_text(step: PythonStep, max_batch_size: int, preferred_batch_sizes: tuple[int, ...],
-                            max_queue_delay_us: int, instance_count: int = 1) -> str:
+def python_step_config_text(
+    step: PythonStep,
+    max_batch_size: int,
+    preferred_batch_sizes: tuple[int, ...],
+    max_queue_delay_us: int,
+    instance_count: int = 1,
+) -> str:
     from .config import tensor_entries
 
     # Python steps take requests of different shapes in one execute() (they group by shape themselves), so
     # variable-size inputs are ragged: the dynamic batcher need not wait for requests of equal shapes.
     return render(
-        "config.pbtxt.j2", name=step.name, platform="", backend="python", max_batch_size=max_batch_size,
-        default_model_filename="", cc_model_filenames={}, gpu_accelerators=[],
-        inputs=tensor_entries(step.inputs, ragged=True), outputs=tensor_entries(step.outputs),
+        "config.pbtxt.j2",
+        name=step.name,
+        platform="",
+        backend="python",
+        max_batch_size=max_batch_size,
+        default_model_filename="",
+        cc_model_filenames={},
+        gpu_accelerators=[],
+        inputs=tensor_entries(step.inputs, ragged=True),
+        outputs=tensor_entries(step.outputs),
         dynamic_batching={"preferred_batch_sizes": preferred_batch_sizes, "max_queue_delay_us": max_queue_delay_us},
-        instance_groups=[{"kind": "KIND_CPU", "count": instance_count}], warmups=[], parameters=dict(step.parameters),
+        instance_groups=[{"kind": "KIND_CPU", "count": instance_count}],
+        warmups=[],
+        parameters=dict(step.parameters),
     )
 
 
@@ -200,8 +285,15 @@ def stage_python_step(step: PythonStep, stage: Path, version: int, config_text: 
     for rel, text in step.texts.items():
         (version_dir / rel).write_bytes(text.encode("utf-8"))  # exactly these bytes: no newline translation
     (folder / "config.pbtxt").write_text(config_text)
-    write_manifest(folder, version, new_manifest(
-        version, file_hashes(folder, [p for p in folder.rglob("*") if p.is_file()]), kind=PYTHON_STEP,
-        with_command=False, step=step.to_dict(),
-    ))
+    write_manifest(
+        folder,
+        version,
+        new_manifest(
+            version,
+            file_hashes(folder, [p for p in folder.rglob("*") if p.is_file()]),
+            kind=PYTHON_STEP,
+            with_command=False,
+            step=step.to_dict(),
+        ),
+    )
     return folder

@@ -16,14 +16,13 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import TritongenError
 from .layout import STAGING_PREFIX, link_problems, version_numbers
 from .spec import BuildSpec
-
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,10 @@ def ensembles_using(repo: Path) -> dict[str, set[str]]:
 def _refuse_links(repo: Path, model_dir: Path) -> None:
     found = link_problems(repo, model_dir) if os.path.lexists(model_dir) else []
     if found:
-        raise TritongenError(f"{found[0]}: a build would write or delete through it",
-                             f"replace the link with a real folder inside {repo}, or choose another --name")
+        raise TritongenError(
+            f"{found[0]}: a build would write or delete through it",
+            f"replace the link with a real folder inside {repo}, or choose another --name",
+        )
 
 
 def plan_install(spec: BuildSpec, rebuilt: frozenset[str] = frozenset()) -> InstallPlan:
@@ -75,9 +76,14 @@ def plan_install(spec: BuildSpec, rebuilt: frozenset[str] = frozenset()) -> Inst
             repo.mkdir(parents=True)
             created = True
         except OSError as exc:
-            raise TritongenError(f"cannot create repository folder {repo} ({exc.strerror})", "pass --repo with a folder you can write to") from None
+            raise TritongenError(
+                f"cannot create repository folder {repo} ({exc.strerror})", "pass --repo with a folder you can write to"
+            ) from None
     if not os.access(repo, os.W_OK | os.X_OK):
-        raise TritongenError(f"no write permission for repository folder {repo}", "pass --repo with a folder you can write to, or fix its permissions")
+        raise TritongenError(
+            f"no write permission for repository folder {repo}",
+            "pass --repo with a folder you can write to, or fix its permissions",
+        )
     model_dir = repo / spec.name
     _refuse_links(repo, model_dir)
     if model_dir.exists() and not model_dir.is_dir():
@@ -105,7 +111,8 @@ def _refuse_ensemble_step(repo: Path, spec: BuildSpec, rebuilt: frozenset[str]) 
         f"model '{spec.name}' is a step of ensemble '{callers[0]}'{also}: {action} on its own could leave the "
         "ensemble invalid",
         f"rebuild the ensemble with its steps in one command (tritongen build SOURCE --name {callers[0]} --force, "
-        f"SOURCE being its model file or Hugging Face folder), or build this model under another --name")
+        f"SOURCE being its model file or Hugging Face folder), or build this model under another --name",
+    )
 
 
 def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: frozenset[str] = frozenset()) -> None:
@@ -137,17 +144,22 @@ def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: fr
     called |= {step.model_name for config in before.values() for step in config.ensemble_scheduling.step}
     had = problems_in_ensembles(before, versions, unreadable | (called - set(before)))
     found = problems_in_ensembles(after, versions_after, unreadable | (called - set(after)))
-    touched = set(staged) | {n for n, config in after.items()
-                             if any(step.model_name in staged for step in config.ensemble_scheduling.step)}
-    problems = {name: new for name in sorted(touched & set(found))
-                if (new := [p for p in found[name] if p not in had.get(name, [])])}
+    touched = set(staged) | {
+        n for n, config in after.items() if any(step.model_name in staged for step in config.ensemble_scheduling.step)
+    }
+    problems = {
+        name: new
+        for name in sorted(touched & set(found))
+        if (new := [p for p in found[name] if p not in had.get(name, [])])
+    }
     if problems:
         name = next(iter(problems))
         raise TritongenError(
             f"installing {', '.join(sorted(staged))} would leave ensemble '{name}' invalid: {problems[name][0]}",
             "rebuild the ensemble with its steps in one command (--force), or fix the model it calls; "
             "nothing was installed",
-            details="\n".join(f"{n}: {p}" for n in problems for p in problems[n]))
+            details="\n".join(f"{n}: {p}" for n in problems for p in problems[n]),
+        )
 
 
 @contextlib.contextmanager
@@ -156,7 +168,10 @@ def staging_dir(plan: InstallPlan) -> Iterator[Path]:
     try:
         stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=plan.repo))
     except OSError as exc:
-        raise TritongenError(f"cannot write to repository folder {plan.repo} ({exc.strerror})", "pass --repo with a folder you can write to") from None
+        raise TritongenError(
+            f"cannot write to repository folder {plan.repo} ({exc.strerror})",
+            "pass --repo with a folder you can write to",
+        ) from None
     ok = False
     try:
         yield stage

@@ -12,17 +12,16 @@ data, since the file holds one size).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
+from .dim_ranges import ranges_from_spec, shapes_at
 from .dtypes import numpy_dtype
 from .errors import TritongenError
-from .dim_ranges import ranges_from_spec, shapes_at
 from .npz import Arrays, arrays_from_npz
 from .spec import BuildSpec, TensorSpec
-
 
 MAX_BATCH_BYTES = 256 * 2**20  # one batch of samples (all inputs) that a build makes or repeats rows into
 _SMALLER_FIX = "save fewer or smaller samples (a few batches are enough)"
@@ -38,8 +37,9 @@ class SampleSet:
     from_file: bool
 
 
-def _random_array(tensor: TensorSpec, batch: int | None, shape: tuple[int, ...],
-                  rng: np.random.Generator) -> np.ndarray:
+def _random_array(
+    tensor: TensorSpec, batch: int | None, shape: tuple[int, ...], rng: np.random.Generator
+) -> np.ndarray:
     if batch is not None:
         shape = (batch,) + shape
     dtype = numpy_dtype(tensor.dtype)
@@ -56,8 +56,9 @@ def _random_array(tensor: TensorSpec, batch: int | None, shape: tuple[int, ...],
     )
 
 
-def _random_arrays(spec: BuildSpec, batch: int | None, shapes: Mapping[str, tuple[int, ...]],
-                   rng: np.random.Generator) -> Arrays:
+def _random_arrays(
+    spec: BuildSpec, batch: int | None, shapes: Mapping[str, tuple[int, ...]], rng: np.random.Generator
+) -> Arrays:
     return {t.name: _random_array(t, batch, shapes[t.name], rng) for t in spec.inputs}
 
 
@@ -81,15 +82,19 @@ def _range_cases(spec: BuildSpec, rng: np.random.Generator, only_explicit: bool)
             shapes[r.input] = tuple(dims)
         if shapes != opt:
             if _row_bytes(spec, shapes) > MAX_BATCH_BYTES:
-                raise TritongenError(f"one sample at the {point} dims takes {_row_bytes(spec, shapes)} bytes, more "
-                                     f"than the {MAX_BATCH_BYTES} a build uses",
-                                     "lower the MAX of --dim-range (or --max-dim)")
+                raise TritongenError(
+                    f"one sample at the {point} dims takes {_row_bytes(spec, shapes)} bytes, more "
+                    f"than the {MAX_BATCH_BYTES} a build uses",
+                    "lower the MAX of --dim-range (or --max-dim)",
+                )
             label = f"{point} dims" if batch is None else f"batch 1, {point} dims"
             cases.append((label, _random_arrays(spec, batch, shapes, rng)))
     return cases
 
 
-def check_arrays_match_spec(arrays: Mapping[str, np.ndarray], inputs: tuple[TensorSpec, ...], batched: bool, what: str) -> None:
+def check_arrays_match_spec(
+    arrays: Mapping[str, np.ndarray], inputs: tuple[TensorSpec, ...], batched: bool, what: str
+) -> None:
     """Names, dtypes and shapes of user arrays against the declared inputs, each mismatch a clear error."""
     names = [t.name for t in inputs]
     missing = [n for n in names if n not in arrays]
@@ -122,9 +127,11 @@ def _check_batch_bytes(spec: BuildSpec, row_bytes: int) -> None:
     :data:`MAX_BATCH_BYTES`."""
     rows = max(spec.max_batch_size, 1)
     if row_bytes * rows > MAX_BATCH_BYTES:
-        raise TritongenError(f"a batch of {rows} samples of the declared inputs takes {row_bytes * rows} bytes, "
-                             f"more than the {MAX_BATCH_BYTES} a build uses",
-                             "lower --max-batch-size, the input dims or the OPT of --dim-range")
+        raise TritongenError(
+            f"a batch of {rows} samples of the declared inputs takes {row_bytes * rows} bytes, "
+            f"more than the {MAX_BATCH_BYTES} a build uses",
+            "lower --max-batch-size, the input dims or the OPT of --dim-range",
+        )
 
 
 def _take_batch(arrays: Arrays, batch: int) -> Arrays:
@@ -153,14 +160,21 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         _check_batch_bytes(spec, sum(a.nbytes // rows for a in arrays.values()))
         if rows > spec.max_batch_size:
             raise TritongenError(
-                f"sample file {spec.sample_inputs.name} holds a batch of " f"{rows} but --max-batch-size is {spec.max_batch_size}",
-                f"pass --max-batch-size {rows} (or more), or save at " f"most {spec.max_batch_size} rows in the sample file")
+                f"sample file {spec.sample_inputs.name} holds a batch of "
+                f"{rows} but --max-batch-size is {spec.max_batch_size}",
+                f"pass --max-batch-size {rows} (or more), or save at "
+                f"most {spec.max_batch_size} rows in the sample file",
+            )
         one = _take_batch(arrays, 1)
         full = _take_batch(arrays, spec.max_batch_size)
         export = _take_batch(arrays, min(2, spec.max_batch_size))
         ranged = tuple(_range_cases(spec, np.random.default_rng(seed), only_explicit=True))
-        return SampleSet(export=export, parity=(("batch 1", one), *ranged, (f"batch {spec.max_batch_size}", full)),
-                         warmup=one, from_file=True)
+        return SampleSet(
+            export=export,
+            parity=(("batch 1", one), *ranged, (f"batch {spec.max_batch_size}", full)),
+            warmup=one,
+            from_file=True,
+        )
 
     rng = np.random.default_rng(seed)
     opt = shapes_at(spec, "opt")  # every -1 dimension at its range's OPT (tritongen.dim_ranges)
@@ -173,5 +187,9 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
     one = _random_arrays(spec, 1, opt, rng)
     cases = _range_cases(spec, rng, only_explicit=False)
     full = _random_arrays(spec, spec.max_batch_size, opt, rng)
-    return SampleSet(export=export, parity=(("batch 1", one), *cases, (f"batch {spec.max_batch_size}", full)),
-                     warmup=one, from_file=False)
+    return SampleSet(
+        export=export,
+        parity=(("batch 1", one), *cases, (f"batch {spec.max_batch_size}", full)),
+        warmup=one,
+        from_file=False,
+    )

@@ -32,9 +32,9 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from .errors import TritongenError
 from .layout import cache_root
@@ -49,7 +49,10 @@ MODEL_CONTROL_MODES = ("none", "explicit")
 # APIs that change or expose server state; restricted to holders of the admin header off loopback.
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 ADMIN_HEADER = "tritongen-admin-token"
-INSTALL_FIX = "pip install 'tritongen[server]' (ships Triton 2.51 in the " "nvidia-pytriton wheel) or pass --server-bin /path/to/tritonserver"
+INSTALL_FIX = (
+    "pip install 'tritongen[server]' (ships Triton 2.51 in the "
+    "nvidia-pytriton wheel) or pass --server-bin /path/to/tritonserver"
+)
 LOG_TAIL_LINES = 25
 POLL_INTERVAL_S = 0.2
 
@@ -91,9 +94,14 @@ class ServeSpec:
         for kind in DEFAULT_PORTS:
             port = getattr(self, f"{kind}_port")
             if port is not None and not 0 < int(port) < 65536:
-                raise TritongenError(f"--{kind}-port {port} is not a port number", "use a number from 1 to 65535, or leave it out to pick one")
+                raise TritongenError(
+                    f"--{kind}-port {port} is not a port number",
+                    "use a number from 1 to 65535, or leave it out to pick one",
+                )
         if self.ready_timeout_s <= 0:
-            raise TritongenError(f"ready timeout {self.ready_timeout_s} s is not positive", "give a timeout in seconds above 0")
+            raise TritongenError(
+                f"ready timeout {self.ready_timeout_s} s is not positive", "give a timeout in seconds above 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -139,15 +147,23 @@ def find_server_binary(server_bin: Path | str | None = None, python_env: Path | 
     if python_env is not None:
         if server_bin is not None or shutil.which("tritonserver") or wheel_root is None:
             raise TritongenError(
-                "a Python environment for the Python-backend models can " "only be given to the nvidia-pytriton wheel's server",
-                f"{INSTALL_FIX.split(' or ')[0]}, and leave --server-bin out (and tritonserver off PATH)")
+                "a Python environment for the Python-backend models can "
+                "only be given to the nvidia-pytriton wheel's server",
+                f"{INSTALL_FIX.split(' or ')[0]}, and leave --server-bin out (and tritonserver off PATH)",
+            )
         return _wheel_install(wheel_root, python_env)
     if server_bin is not None:
         path = Path(server_bin).expanduser()
         if not path.is_file() or not os.access(path, os.X_OK):
             what = "does not exist" if not path.exists() else "is not an executable file"
-            raise TritongenError(f"--server-bin {path} {what}", f"pass the path of a tritonserver binary, or {INSTALL_FIX.split(' or ')[0]} and leave --server-bin out")
-        if wheel_root is not None and path.resolve() == (wheel_root / "tritonserver" / "bin" / "tritonserver").resolve():
+            raise TritongenError(
+                f"--server-bin {path} {what}",
+                f"pass the path of a tritonserver binary, or {INSTALL_FIX.split(' or ')[0]} and leave --server-bin out",
+            )
+        if (
+            wheel_root is not None
+            and path.resolve() == (wheel_root / "tritonserver" / "bin" / "tritonserver").resolve()
+        ):
             return _wheel_install(wheel_root)
         return ServerInstall(binary=path.resolve(), source="argument")
     on_path = shutil.which("tritonserver")
@@ -178,7 +194,8 @@ def _wheel_install(root: Path, python_env: Path | None = None) -> ServerInstall:
     if not stub.is_file():
         have = sorted(p.name for p in (server_dir / "python_backend_stubs").glob("*"))
         raise TritongenError(
-            "the nvidia-pytriton wheel has no Python backend stub for " f"Python {version} (it has {', '.join(have) or 'none'})",
+            "the nvidia-pytriton wheel has no Python backend stub for "
+            f"Python {version} (it has {', '.join(have) or 'none'})",
             f"run tritongen from a Python {' / '.join(have) or '3.10-3.12'} environment, or pass --server-bin",
         )
     env_bin, libpython, notes = _python_environment(python_env)
@@ -225,7 +242,10 @@ def _python_environment(python_env: Path | None = None) -> tuple[Path, Path | No
     if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname and (Path(libdir) / soname).is_file():
         libpython = Path(libdir) / soname
     else:
-        notes = ("this Python has no shared libpython; the Python-backend " "stub uses the system's libpython of the same version",)
+        notes = (
+            "this Python has no shared libpython; the Python-backend "
+            "stub uses the system's libpython of the same version",
+        )
     return env_bin, libpython, notes
 
 
@@ -239,8 +259,11 @@ def _venv_bin(python_env: Path) -> Path:
     settings = {k.strip(): v.strip() for k, v in settings.items()}
     version = settings.get("version_info") or settings.get("version") or ""
     if version.split(".")[:2] != [str(sys.version_info.major), str(sys.version_info.minor)]:
-        raise TritongenError(f"{python_env} is a Python {version or '?'} environment; the Python-backend stub "
-                             f"embeds Python {stub_python}", fix)
+        raise TritongenError(
+            f"{python_env} is a Python {version or '?'} environment; the Python-backend stub "
+            f"embeds Python {stub_python}",
+            fix,
+        )
     return python_env / "bin"
 
 
@@ -290,8 +313,16 @@ def _link(link: Path, target: Path) -> None:
 class RunningServer:
     """A started tritonserver whose models are all READY. Use as a context manager, or call :meth:`stop`."""
 
-    def __init__(self, spec: ServeSpec, install: ServerInstall, process: subprocess.Popen, command: list[str],
-                 ports: Mapping[str, int], log_path: Path, admin_token: str | None) -> None:
+    def __init__(
+        self,
+        spec: ServeSpec,
+        install: ServerInstall,
+        process: subprocess.Popen,
+        command: list[str],
+        ports: Mapping[str, int],
+        log_path: Path,
+        admin_token: str | None,
+    ) -> None:
         self.spec = spec
         self.install = install
         self.process = process
@@ -361,7 +392,7 @@ class RunningServer:
         except KeyboardInterrupt:
             return self.stop()
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -369,10 +400,13 @@ class RunningServer:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else f"exited {self.process.returncode}"
-        return f"RunningServer(pid={self.pid}, {state}, http={self.http_url}, " f"grpc={self.grpc_url}, models={list(self.models)})"
+        return (
+            f"RunningServer(pid={self.pid}, {state}, http={self.http_url}, "
+            f"grpc={self.grpc_url}, models={list(self.models)})"
+        )
 
 
-_RUNNING: "weakref.WeakSet[RunningServer]" = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[RunningServer] = weakref.WeakSet()
 
 
 @atexit.register
@@ -424,15 +458,20 @@ def _check_plans(repo: Path, install: ServerInstall) -> None:
     problems = plan_problems_from_repository(repo, version) if version else {}
     if problems:
         lines = [f"{model}: {p}" for model, found in problems.items() for p in found]
-        raise TritongenError(f"{len(lines)} TensorRT plan(s) in {repo} cannot load in Triton {version}: {lines[0]}",
-                             "use the Triton image named above, or rebuild the plans " "with `tritongen engine` in the matching TensorRT image",
-                             details="\n".join(lines))
+        raise TritongenError(
+            f"{len(lines)} TensorRT plan(s) in {repo} cannot load in Triton {version}: {lines[0]}",
+            "use the Triton image named above, or rebuild the plans "
+            "with `tritongen engine` in the matching TensorRT image",
+            details="\n".join(lines),
+        )
 
 
 def server_from_repository(spec: ServeSpec) -> RunningServer:
     """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY."""
     if not spec.repo.is_dir():
-        raise TritongenError(f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder")
+        raise TritongenError(
+            f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder"
+        )
     install = find_server_binary(spec.server_bin, spec.python_env)
     _check_numpy(spec.repo, install, python_env=spec.python_env)
     _check_plans(spec.repo, install)
@@ -443,7 +482,10 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
             return _start(spec, install)
         except _PortRace:
             if attempt == attempts - 1:
-                raise TritongenError("tritonserver could not bind its ports: another process took them", "pass free ports with --http-port/--grpc-port/--metrics-port") from None
+                raise TritongenError(
+                    "tritonserver could not bind its ports: another process took them",
+                    "pass free ports with --http-port/--grpc-port/--metrics-port",
+                ) from None
     raise AssertionError("unreachable")
 
 
@@ -468,8 +510,15 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         log.write(f"$ {shown}\n".encode())
         log.flush()
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=install.environ(), start_new_session=True, preexec_fn=_die_with_parent())
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=install.environ(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
         except OSError as e:
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token)
@@ -479,12 +528,23 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         server.stop(timeout_s=10, keep_log=True)  # the error names the log
         raise
     server.boot_s = time.monotonic() - started
-    logger.info("tritonserver pid %d ready in %.1f s: %s (log %s)", server.pid, server.boot_s, ", ".join(server.models), log_path)
+    logger.info(
+        "tritonserver pid %d ready in %.1f s: %s (log %s)",
+        server.pid,
+        server.boot_s,
+        ", ".join(server.models),
+        log_path,
+    )
     return server
 
 
-def server_args(spec: ServeSpec, ports: Mapping[str, int], install: ServerInstall | None = None,
-                admin_token: str | None = None, repo: str | None = None) -> list[str]:
+def server_args(
+    spec: ServeSpec,
+    ports: Mapping[str, int],
+    install: ServerInstall | None = None,
+    admin_token: str | None = None,
+    repo: str | None = None,
+) -> list[str]:
     """tritonserver's command-line arguments (without the binary) for ``spec`` on ``ports``."""
     args = [f"--model-repository={repo or spec.repo}"]
     for kind in ("http", "grpc", "metrics"):
@@ -504,8 +564,9 @@ def server_args(spec: ServeSpec, ports: Mapping[str, int], install: ServerInstal
     return args + list(spec.extra_args)
 
 
-def _check_numpy(repo: Path, install: ServerInstall, numpy_version: str | None = None,
-                 python_env: Path | None = None) -> None:
+def _check_numpy(
+    repo: Path, install: ServerInstall, numpy_version: str | None = None, python_env: Path | None = None
+) -> None:
     """Triton 2.51's Python backend answers with empty or mis-sized outputs under numpy 2: refuse up front.
 
     Only for the wheel's server, whose Python-backend models import numpy from this environment.
@@ -565,7 +626,10 @@ def _poll_ready(server: RunningServer, triton, deadline: float) -> tuple[str, ..
             for entry in index:
                 states.setdefault(entry.get("name", "?"), []).append(entry)
             if not states:
-                raise TritongenError(f"the model repository {server.spec.repo} has no models", "build a model into it first (tritongen build)")
+                raise TritongenError(
+                    f"the model repository {server.spec.repo} has no models",
+                    "build a model into it first (tritongen build)",
+                )
             pending = [n for n, es in states.items() if any(e.get("state") in ("LOADING", "UNLOADING") for e in es)]
             if not pending:
                 failed = {n: es for n, es in states.items() if not any(e.get("state") == "READY" for e in es)}
@@ -602,7 +666,8 @@ def _raise_failed(server: RunningServer, failed: Mapping[str, list[dict]]) -> No
     details = "\n\n".join(f"{name}: {reason.strip()}" for name, reason in reasons.items())
     server.stop(timeout_s=10, keep_log=True)  # the error below names the log
     raise TritongenError(
-        f"model {names} failed to load in tritonserver ({first_name}: {first_line})" if len(reasons) == 1
+        f"model {names} failed to load in tritonserver ({first_name}: {first_line})"
+        if len(reasons) == 1
         else f"models {names} failed to load in tritonserver ({first_name}: {first_line})",
         f"fix the model and run again; full server log: {server.log_path}",
         details=details,
@@ -612,7 +677,10 @@ def _raise_failed(server: RunningServer, failed: Mapping[str, list[dict]]) -> No
 def _raise_exited(server: RunningServer, code: int) -> None:
     tail = server.log_tail()
     errors = _log_errors(server.log_path)
-    if any(re.search(r"address already in use|already in use|failed to start (http|grpc|metrics)", e, re.IGNORECASE) for e in errors):
+    if any(
+        re.search(r"address already in use|already in use|failed to start (http|grpc|metrics)", e, re.IGNORECASE)
+        for e in errors
+    ):
         if all(getattr(server.spec, f"{k}_port") is None for k in DEFAULT_PORTS):
             raise _PortRace()
     load_errors = _log_load_errors(server.log_path)
@@ -627,8 +695,11 @@ def _raise_exited(server: RunningServer, code: int) -> None:
     raise TritongenError(problem, f"see the server log below, or all of it in {server.log_path}", details=details)
 
 
-_ERROR_LINE_RE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] " r"\"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
-                            re.IGNORECASE | re.MULTILINE)
+_ERROR_LINE_RE = re.compile(
+    r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"\"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def _log_errors(log_path: Path, limit: int = 10) -> list[str]:
@@ -744,12 +815,29 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
         admin_token = secrets.token_urlsafe(24)
     token = None if is_loopback(spec.host) else admin_token
     # Inside the container the server listens on all interfaces; docker's -p decides who can reach it.
-    inner = ServeSpec(repo=spec.repo, host="0.0.0.0", model_control=spec.model_control, log_verbose=spec.log_verbose,
-                      extra_args=spec.extra_args)
+    inner = ServeSpec(
+        repo=spec.repo,
+        host="0.0.0.0",
+        model_control=spec.model_control,
+        log_verbose=spec.log_verbose,
+        extra_args=spec.extra_args,
+    )
     server = server_args(inner, DEFAULT_PORTS, install=None, admin_token=token, repo="/models")
     server = [a for a in server if not re.match(r"--(http|grpc|metrics)-(address|port)=", a)]
     # The Python backend moves tensors through /dev/shm; docker's 64 MB default is too small for real models.
     # Read-only: the server cannot change the verified files (nor write __pycache__/ beside model.py).
-    command = ["docker", "run", "--gpus", "all", "--rm", "--shm-size=1g", *publish,
-               "-v", f"{spec.repo}:/models:ro", image, "tritonserver", *server]
+    command = [
+        "docker",
+        "run",
+        "--gpus",
+        "all",
+        "--rm",
+        "--shm-size=1g",
+        *publish,
+        "-v",
+        f"{spec.repo}:/models:ro",
+        image,
+        "tritonserver",
+        *server,
+    ]
     return shlex.join(command)

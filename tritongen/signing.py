@@ -19,8 +19,8 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .errors import TritongenError
 from .layout import SIGNATURE_NAME
@@ -30,30 +30,37 @@ MAX_SIGNATURE_BYTES = 64 << 20
 _QUOTED_ENDS = re.compile(r"^\[['\"]|['\"]\]$")
 _QUOTED_SEPARATOR = re.compile(r"['\"], ['\"]")
 _CURVES = ("secp256r1", "secp384r1", "secp521r1")
-_KEYGEN = ("make a key pair with: openssl ecparam -name prime256v1 -genkey -noout -out signing-key.pem && "
-           "openssl ec -in signing-key.pem -pubout -out signing-key.pub")
+_KEYGEN = (
+    "make a key pair with: openssl ecparam -name prime256v1 -genkey -noout -out signing-key.pem && "
+    "openssl ec -in signing-key.pem -pubout -out signing-key.pub"
+)
 
 
 def _library():
     try:
         from model_signing import hashing, signing, verifying  # noqa: PLC0415
     except ImportError as exc:
-        raise TritongenError(f"the model-signing library cannot be imported ({exc})",
-                             "install it beside tritongen: pip install model-signing pyopenssl") from None
+        raise TritongenError(
+            f"the model-signing library cannot be imported ({exc})",
+            "install it beside tritongen: pip install model-signing pyopenssl",
+        ) from None
     return hashing, signing, verifying
 
 
 def _read_key(path: Path, role: str) -> bytes:
     if not path.exists():
-        raise TritongenError(f"{role} key file {path} does not exist",
-                             f"pass the PEM file of the {role} key ({_KEYGEN})")
+        raise TritongenError(
+            f"{role} key file {path} does not exist", f"pass the PEM file of the {role} key ({_KEYGEN})"
+        )
     if not path.is_file():
         raise TritongenError(f"{role} key path {path} is not a file", f"pass the PEM file of the {role} key")
     with open(path, "rb") as fh:
         data = fh.read(MAX_KEY_BYTES + 1)
     if len(data) > MAX_KEY_BYTES:
-        raise TritongenError(f"{role} key file {path} is larger than {MAX_KEY_BYTES >> 10} KiB, too large for a key",
-                             f"pass the PEM file of the {role} key")
+        raise TritongenError(
+            f"{role} key file {path} is larger than {MAX_KEY_BYTES >> 10} KiB, too large for a key",
+            f"pass the PEM file of the {role} key",
+        )
     return data
 
 
@@ -63,8 +70,9 @@ def _check_curve(key, path: Path, role: str) -> None:
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _CURVES:
         kind = public.curve.name if isinstance(public, ec.EllipticCurvePublicKey) else type(key).__name__
-        raise TritongenError(f"{role} key file {path} holds a {kind} key, not an elliptic-curve P-256, P-384 or "
-                             "P-521 key", _KEYGEN)
+        raise TritongenError(
+            f"{role} key file {path} holds a {kind} key, not an elliptic-curve P-256, P-384 or P-521 key", _KEYGEN
+        )
 
 
 def check_private_key(path: Path) -> None:
@@ -74,14 +82,16 @@ def check_private_key(path: Path) -> None:
 
     data = _read_key(Path(path), "private")
     if b"PRIVATE KEY-----" not in data and b"PUBLIC KEY-----" in data:
-        raise TritongenError(f"private key file {path} holds a public key",
-                             "sign with the private key (signing-key.pem)")
+        raise TritongenError(
+            f"private key file {path} holds a public key", "sign with the private key (signing-key.pem)"
+        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise TritongenError(f"private key file {path} is encrypted with a password",
-                             "write an unencrypted copy for signing (openssl ec -in KEY -out PLAIN.pem) and keep it "
-                             "private") from None
+        raise TritongenError(
+            f"private key file {path} is encrypted with a password",
+            "write an unencrypted copy for signing (openssl ec -in KEY -out PLAIN.pem) and keep it private",
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
         raise TritongenError(f"private key file {path} is not a PEM private key", _KEYGEN) from None
     _check_curve(key, Path(path), "private")
@@ -94,9 +104,11 @@ def check_public_key(path: Path) -> None:
 
     data = _read_key(Path(path), "public")
     if b"PRIVATE KEY-----" in data:
-        raise TritongenError(f"public key file {path} holds a private key",
-                             "pass the public key (openssl ec -in signing-key.pem -pubout -out signing-key.pub); "
-                             "keep the private key off deploy hosts")
+        raise TritongenError(
+            f"public key file {path} holds a private key",
+            "pass the public key (openssl ec -in signing-key.pem -pubout -out signing-key.pub); "
+            "keep the private key off deploy hosts",
+        )
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
@@ -112,8 +124,10 @@ def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | 
     if full == root or root not in full.parents:
         return full, None
     if full.parent != root:
-        raise TritongenError(f"signature path {path} lies inside a model folder of {repo}, where Triton would load it",
-                             f"keep it at the top of the repository (the default, {SIGNATURE_NAME}) or outside it")
+        raise TritongenError(
+            f"signature path {path} lies inside a model folder of {repo}, where Triton would load it",
+            f"keep it at the top of the repository (the default, {SIGNATURE_NAME}) or outside it",
+        )
     return full, full.name
 
 
@@ -139,8 +153,9 @@ def bytecode_cache_dirs(repo: Path) -> list[str]:
     return out
 
 
-def sign_repository(repo: Path, private_key: Path, signature: Path | None = None, *,
-                    allow_unverified: Iterable[str] = ()) -> Path:
+def sign_repository(
+    repo: Path, private_key: Path, signature: Path | None = None, *, allow_unverified: Iterable[str] = ()
+) -> Path:
     """Sign every file under ``repo`` once it verifies (:func:`tritongen.verify.check_verified`); returns the
     signature path (written atomically)."""
     from .verify import check_verified
@@ -154,8 +169,9 @@ def sign_repository(repo: Path, private_key: Path, signature: Path | None = None
     if path.is_dir():
         raise TritongenError(f"signature path {path} is a folder", "pass a file path with --signature")
     if not path.parent.is_dir():
-        raise TritongenError(f"the folder of signature path {path} does not exist",
-                             "create it, or pass another --signature")
+        raise TritongenError(
+            f"the folder of signature path {path} does not exist", "create it, or pass another --signature"
+        )
     hashing, signing, _ = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-sign-") as work:
         made = Path(work) / "signature.sig"  # written outside the repository, so the hashing never sees it
@@ -163,8 +179,9 @@ def sign_repository(repo: Path, private_key: Path, signature: Path | None = None
             config = signing.Config().set_hashing_config(_hashing_config(hashing, skipped, bytecode_cache_dirs(repo)))
             config.use_elliptic_key_signer(private_key=Path(private_key)).sign(repo, made)
         except (ValueError, OSError) as exc:  # a link in the repository, an unreadable file
-            raise TritongenError(f"cannot sign model repository {repo}: {_short(exc)}",
-                                 "fix the path named, then sign again") from None
+            raise TritongenError(
+                f"cannot sign model repository {repo}: {_short(exc)}", "fix the path named, then sign again"
+            ) from None
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -192,13 +209,16 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     check_public_key(public_key)
     path, skipped = signature_location(repo, signature)
     if not path.is_file():
-        raise TritongenError(f"model repository {repo} is not signed: no signature file {path}",
-                             f"sign it with tritongen sign {repo} --private-key KEY (or pass --signature PATH)")
+        raise TritongenError(
+            f"model repository {repo} is not signed: no signature file {path}",
+            f"sign it with tritongen sign {repo} --private-key KEY (or pass --signature PATH)",
+        )
     with open(path, "rb") as fh:
         data = fh.read(MAX_SIGNATURE_BYTES + 1)
     if len(data) > MAX_SIGNATURE_BYTES:
-        raise TritongenError(f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB",
-                             "sign the repository again")
+        raise TritongenError(
+            f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB", "sign the repository again"
+        )
     hashing, _, verifying = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
         copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
@@ -215,11 +235,17 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
 def _failure(repo: Path, path: Path, public_key: Path, exc: Exception) -> tuple[str, str]:
     text = _short(exc)
     if text.startswith("Signature mismatch: "):  # the library's list of differences, as a Python list
-        body = _QUOTED_ENDS.sub("", text[len("Signature mismatch: "):])
-        return (f"model repository {repo} differs from what was signed ({_QUOTED_SEPARATOR.sub('; ', body)})",
-                "restore the signed files, or re-sign the repository (tritongen sign) after a build, tune or engine")
+        body = _QUOTED_ENDS.sub("", text[len("Signature mismatch: ") :])
+        return (
+            f"model repository {repo} differs from what was signed ({_QUOTED_SEPARATOR.sub('; ', body)})",
+            "restore the signed files, or re-sign the repository (tritongen sign) after a build, tune or engine",
+        )
     if text.startswith("Key mismatch") or type(exc).__name__ == "InvalidSignature":
-        return (f"signature {path} was not made with the private key of {public_key}",
-                "pass the public key that belongs to the signing key, or re-sign the repository with its private key")
-    return (f"signature {path} cannot be checked ({type(exc).__name__}: {text})",
-            f"sign the repository again (tritongen sign {repo} --private-key KEY)")
+        return (
+            f"signature {path} was not made with the private key of {public_key}",
+            "pass the public key that belongs to the signing key, or re-sign the repository with its private key",
+        )
+    return (
+        f"signature {path} cannot be checked ({type(exc).__name__}: {text})",
+        f"sign the repository again (tritongen sign {repo} --private-key KEY)",
+    )

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from .dim_ranges import (DEFAULT_DIM_OPT, DimRange, check_ranges, dim_range_from_arg, dim_range_from_dict,
-                         inputs_with_ranges)
+from .dim_ranges import (
+    DEFAULT_DIM_OPT,
+    DimRange,
+    check_ranges,
+    dim_range_from_arg,
+    dim_range_from_dict,
+    inputs_with_ranges,
+)
 from .errors import TritongenError
 from .names import check_name
 from .tensors import TensorSpec, tensor_spec_from_arg, tensor_spec_from_dict, tensor_specs_from_samples
 
-TARGETS = ("local", "onnxruntime", "tensorrt")  # tensorrt: prepared ONNX + profiles; `tritongen engine` makes model.plan
+TARGETS = (
+    "local",
+    "onnxruntime",
+    "tensorrt",
+)  # tensorrt: prepared ONNX + profiles; `tritongen engine` makes model.plan
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 DEFAULT_ATOL = 1e-4
@@ -41,8 +52,17 @@ def _yaml(kind: str = "auto", key: str | None = None) -> dict[str, Any]:
 
 
 _YAML = _yaml()
-_YAML_KINDS = {"int": "int", "int | None": "int", "float": "number", "float | None": "number", "bool": "bool",
-               "str": "text", "str | None": "text", "Path | None": "text", "tuple[int, ...]": "ints"}
+_YAML_KINDS = {
+    "int": "int",
+    "int | None": "int",
+    "float": "number",
+    "float | None": "number",
+    "bool": "bool",
+    "str": "text",
+    "str | None": "text",
+    "Path | None": "text",
+    "tuple[int, ...]": "ints",
+}
 
 
 @dataclass(frozen=True)
@@ -118,22 +138,30 @@ class BuildSpec:
             TensorSpec(n, "FP32", (1,))  # validates the name
         mbs = self.max_batch_size
         if mbs < 0:
-            raise TritongenError(f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size")
+            raise TritongenError(
+                f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size"
+            )
         if self.target not in TARGETS:
             raise TritongenError(f"unknown target '{self.target}'", f"use one of {', '.join(TARGETS)}")
         if self.force and self.new_version:
-            raise TritongenError("--force and --new-version both given",
-                                 "use --force to replace the model or --new-version to add a version, not both")
+            raise TritongenError(
+                "--force and --new-version both given",
+                "use --force to replace the model or --new-version to add a version, not both",
+            )
         bad = [b for b in self.preferred_batch_sizes if b < 1 or b > mbs]
         if bad:
-            raise TritongenError(f"preferred batch size {bad[0]} is outside 1..{mbs}", "use sizes between 1 and --max-batch-size")
+            raise TritongenError(
+                f"preferred batch size {bad[0]} is outside 1..{mbs}", "use sizes between 1 and --max-batch-size"
+            )
         if self.instance_count < 1:
             raise TritongenError(f"instance count {self.instance_count} is below 1", "use --instances 1 or more")
         if min(self.atol, self.rtol) < 0:
             raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
         if self.dynamic_dim_size < 1:
-            raise TritongenError(f"spec dynamic_dim_size {self.dynamic_dim_size} is below 1",
-                                 "use the size samples give every -1 dimension, e.g. 16")
+            raise TritongenError(
+                f"spec dynamic_dim_size {self.dynamic_dim_size} is below 1",
+                "use the size samples give every -1 dimension, e.g. 16",
+            )
         if self.exporter not in EXPORTERS:
             raise TritongenError(f"unknown exporter '{self.exporter}'", f"use one of {', '.join(EXPORTERS)}")
         self._check_precision()
@@ -143,24 +171,38 @@ class BuildSpec:
         if chosen not in PRECISIONS:
             raise TritongenError(f"unknown precision '{chosen}'", f"use one of {', '.join(PRECISIONS)}")
         if chosen != "fp32" and self.target == "local":
-            raise TritongenError(f"--precision {chosen} with --target local: the Python-backend model runs FP32 ONNX Runtime on the CPU",
-                                 "use --target onnxruntime (Triton builds a TensorRT engine at load) or --target tensorrt")
+            raise TritongenError(
+                f"--precision {chosen} with --target local: the Python-backend model runs FP32 ONNX Runtime on the CPU",
+                "use --target onnxruntime (Triton builds a TensorRT engine at load) or --target tensorrt",
+            )
         if self.calib_method not in CALIB_METHODS:
-            raise TritongenError(f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}")
+            raise TritongenError(
+                f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}"
+            )
         if chosen == "int8" and self.calib_data is None:
-            raise TritongenError("--precision int8 needs calibration data", "pass --calib-data with a few hundred representative samples " "(.npz file or folder, or a text file with --tokenizer)")
+            raise TritongenError(
+                "--precision int8 needs calibration data",
+                "pass --calib-data with a few hundred representative samples "
+                "(.npz file or folder, or a text file with --tokenizer)",
+            )
         top1 = self.min_top1
         if not 0.0 < self.min_cosine <= 1.0 or (top1 is not None and not 0.0 < float(top1) <= 1.0):
-            raise TritongenError("--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99")
+            raise TritongenError(
+                "--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99"
+            )
         if self.max_dynamic_dim < 1:
-            raise TritongenError(f"--max-dim {self.max_dynamic_dim} is below 1", "use the largest size any -1 dimension may take")
+            raise TritongenError(
+                f"--max-dim {self.max_dynamic_dim} is below 1", "use the largest size any -1 dimension may take"
+            )
 
     @property
     def is_ensemble(self) -> bool:
         """Whether ``tritongen build`` makes a pre -> model -> post ensemble rather than one model."""
-        return self.model_path.is_dir() or any(v is not None for v in (self.task, self.tokenizer, self.preprocess, self.postprocess))
+        return self.model_path.is_dir() or any(
+            v is not None for v in (self.task, self.tokenizer, self.preprocess, self.postprocess)
+        )
 
-    def with_outputs(self, outputs: Iterable[TensorSpec]) -> "BuildSpec":
+    def with_outputs(self, outputs: Iterable[TensorSpec]) -> BuildSpec:
         return dataclasses.replace(self, outputs=tuple(outputs))
 
     @property
@@ -203,8 +245,9 @@ def yaml_keys() -> dict[str, str]:
 
 
 # Every default of a build, in one place: BuildSpec's fields.
-DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(BuildSpec)
-                            if f.default is not dataclasses.MISSING}
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(BuildSpec) if f.default is not dataclasses.MISSING
+}
 
 
 def _yaml_spec(path: Path) -> dict[str, Any]:
@@ -277,7 +320,8 @@ def build_spec_from_options(
 
     ranges = tuple(dim_range_from_arg(a) for a in dim_ranges) or tuple(
         dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}")
-        for i, e in enumerate(file_opts.get("dim_ranges") or ()))
+        for i, e in enumerate(file_opts.get("dim_ranges") or ())
+    )
     inputs_from = "flags"
     if inputs:
         input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
@@ -285,7 +329,9 @@ def build_spec_from_options(
         inputs_from = "spec"
         if not isinstance(file_opts["inputs"], list):
             raise TritongenError("spec file 'inputs' is not a list", "write inputs as a list of {name, dtype, dims}")
-        input_specs = tuple(tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"]))
+        input_specs = tuple(
+            tensor_spec_from_dict(e, f"spec file input #{i + 1}") for i, e in enumerate(file_opts["inputs"])
+        )
     elif onnx_file:
         input_specs = ()  # read from the graph below
     elif samples_path is not None:
@@ -311,14 +357,17 @@ def build_spec_from_options(
         from .onnx_input import spec_io_from_onnx
 
         if consts:
-            raise TritongenError("--const does not apply to an ONNX file: its graph already holds every value",
-                                 "drop --const")
+            raise TritongenError(
+                "--const does not apply to an ONNX file: its graph already holds every value", "drop --const"
+            )
         input_specs, mbs = spec_io_from_onnx(model, input_specs, out_names, None if mbs < 0 else mbs)
         inputs_from = "onnx"
     calib = pick(calib_data, "calib_data")
     if calib is not None and not Path(calib).expanduser().exists():
-        raise TritongenError(f"calibration data {calib} does not exist",
-                             "pass --calib-data with an .npz file, a folder of .npz files or a text file")
+        raise TritongenError(
+            f"calibration data {calib} does not exist",
+            "pass --calib-data with an .npz file, a folder of .npz files or a text file",
+        )
     top1 = pick(min_top1, "min_top1")
     return BuildSpec(
         model_path=model,

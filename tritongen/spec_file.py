@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import TritongenError
 
@@ -26,8 +27,13 @@ _INT32_MAX = 2**31 - 1
 
 # A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs", "dim_ranges",
 # "consts". The keys and their kinds come from tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
-_KIND_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string",
-               "ints": "a list of integers"}
+_KIND_WORDS = {
+    "int": "an integer",
+    "number": "a number",
+    "bool": "true or false",
+    "text": "a string",
+    "ints": "a list of integers",
+}
 INPUT_KEYS = ("name", "dtype", "data_type", "dims", "shape")
 _DIM_TEXT = re.compile(r"^-?[0-9]{1,10}$")
 _ENTRY_EXAMPLE = "{name: x, dtype: FP32, dims: [3, 224, 224]}"
@@ -44,8 +50,10 @@ def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
     try:
         size_bytes = path.stat().st_size
         if size_bytes > MAX_SPEC_BYTES:
-            raise TritongenError(f"spec file {path} is {size_bytes} bytes, more than the {MAX_SPEC_BYTES} a spec takes",
-                                 "write a short spec: name, inputs, outputs, max_batch_size and the like")
+            raise TritongenError(
+                f"spec file {path} is {size_bytes} bytes, more than the {MAX_SPEC_BYTES} a spec takes",
+                "write a short spec: name, inputs, outputs, max_batch_size and the like",
+            )
         text = path.read_bytes()[:MAX_SPEC_BYTES].decode("utf-8")
     except UnicodeDecodeError:
         raise TritongenError(f"spec file {path} is not UTF-8 text", "save it as a UTF-8 YAML file") from None
@@ -68,8 +76,9 @@ def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
         raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
     unknown = sorted((str(k) for k in data if k not in keys), key=str)
     if unknown:
-        raise TritongenError(f"spec file {path} has unknown key '{unknown[0][:80]}'",
-                             f"use only {', '.join(sorted(keys))}")
+        raise TritongenError(
+            f"spec file {path} has unknown key '{unknown[0][:80]}'", f"use only {', '.join(sorted(keys))}"
+        )
     for key, value in data.items():
         _check_value(path, key, keys[key], value)
     return data
@@ -84,8 +93,10 @@ def _check_events(events, path: Path) -> None:
     for event in events:
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             line = event.start_mark.line + 1 if event.start_mark else 0
-            raise TritongenError(f"spec file {path} uses a YAML anchor or alias (&, *) at line {line}",
-                                 "write each value out in full: a spec file may not use anchors or aliases")
+            raise TritongenError(
+                f"spec file {path} uses a YAML anchor or alias (&, *) at line {line}",
+                "write each value out in full: a spec file may not use anchors or aliases",
+            )
         if isinstance(event, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             nodes += 1
             if nodes > MAX_SPEC_NODES:
@@ -93,8 +104,9 @@ def _check_events(events, path: Path) -> None:
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             depth += 1
             if depth > MAX_SPEC_DEPTH:
-                raise TritongenError(f"spec file {path} nests more than {MAX_SPEC_DEPTH} levels deep",
-                                     "write a flat spec")
+                raise TritongenError(
+                    f"spec file {path} nests more than {MAX_SPEC_DEPTH} levels deep", "write a flat spec"
+                )
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
 
@@ -119,8 +131,13 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
         for i, entry in enumerate(value):
             name = entry.get("name") if isinstance(entry, dict) else entry
             if not isinstance(name, str) or (isinstance(entry, dict) and set(entry) - {"name"} - set(INPUT_KEYS)):
-                raise _wrong(path, f"output #{i + 1}", entry, "a name or a mapping with a name",
-                             "outputs: [logits] or [{name: logits}]")
+                raise _wrong(
+                    path,
+                    f"output #{i + 1}",
+                    entry,
+                    "a name or a mapping with a name",
+                    "outputs: [logits] or [{name: logits}]",
+                )
             _check_text(path, f"output #{i + 1}", name)
     elif kind == "consts":
         if not isinstance(value, dict) or len(value) > MAX_TENSORS:
@@ -128,8 +145,11 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
         for name, const in value.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise _wrong(path, "a consts name", name, "an argument name", "consts: {sr: 16000}")
-            if not isinstance(const, (bool, int, float)) or (isinstance(const, float) and not math.isfinite(const)) \
-                    or (_is_int(const) and abs(const) > 2**63 - 1):
+            if (
+                not isinstance(const, (bool, int, float))
+                or (isinstance(const, float) and not math.isfinite(const))
+                or (_is_int(const) and abs(const) > 2**63 - 1)
+            ):
                 raise _wrong(path, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
     elif kind == "dim_ranges":
         _check_list(path, key, value)
@@ -157,14 +177,16 @@ def _check_list(path: Path, key: str, value: Any) -> None:
         example = f"inputs: [{_ENTRY_EXAMPLE}]" if key == "inputs" else f"{key}: [...]"
         raise _wrong(path, f"'{key}'", value, "a list", example)
     if len(value) > MAX_TENSORS:
-        raise TritongenError(f"spec file {path}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}",
-                             "list fewer")
+        raise TritongenError(
+            f"spec file {path}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}", "list fewer"
+        )
 
 
 def _check_text(path: Path, where: str, value: Any) -> None:
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT_CHARS:
-        raise _wrong(path, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)",
-                     f"{where}: some_text")
+        raise _wrong(
+            path, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)", f"{where}: some_text"
+        )
 
 
 def check_input_entry(path: Path, where: str, entry: Any) -> None:
@@ -185,10 +207,14 @@ def check_input_entry(path: Path, where: str, entry: Any) -> None:
             if not all(_DIM_TEXT.match(p) for p in parts):
                 raise _wrong(path, f"{where} {key}", dims, "a list of integers", "dims: [3, 224, 224]")
             dims = [int(p) for p in parts]
-        if not isinstance(dims, list) or len(dims) > MAX_RANK or not all(_is_int(d) and abs(d) <= _INT32_MAX
-                                                                         for d in dims):
-            raise _wrong(path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers",
-                         "dims: [3, 224, 224]")
+        if (
+            not isinstance(dims, list)
+            or len(dims) > MAX_RANK
+            or not all(_is_int(d) and abs(d) <= _INT32_MAX for d in dims)
+        ):
+            raise _wrong(
+                path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers", "dims: [3, 224, 224]"
+            )
 
 
 def check_dim_range_entry(path: Path, where: str, entry: Any) -> None:

@@ -17,7 +17,10 @@ def template_dir() -> Path:
     for candidate in (here / "templates", here.parent / "templates"):
         if (candidate / "config.pbtxt.j2").is_file():
             return candidate
-    raise TritongenError("tritongen's templates are missing from its installation", "reinstall tritongen (pip install --force-reinstall tritongen)")
+    raise TritongenError(
+        "tritongen's templates are missing from its installation",
+        "reinstall tritongen (pip install --force-reinstall tritongen)",
+    )
 
 
 @lru_cache(maxsize=1)

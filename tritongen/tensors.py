@@ -5,8 +5,9 @@ the ways to make them from ``--input`` text, a ``--spec`` entry or sample arrays
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .dtypes import triton_dtype, triton_from_numpy
 from .errors import TritongenError
@@ -71,13 +72,17 @@ def tensor_spec_from_arg(arg: str) -> TensorSpec:
 
 def tensor_spec_from_dict(entry: Mapping[str, Any], where: str) -> TensorSpec:
     if not isinstance(entry, Mapping) or "name" not in entry:
-        raise TritongenError(f"{where} is not a mapping with a 'name'", "write entries like {name: x, dtype: FP32, dims: [3, 224, 224]}")
+        raise TritongenError(
+            f"{where} is not a mapping with a 'name'", "write entries like {name: x, dtype: FP32, dims: [3, 224, 224]}"
+        )
     dims = entry.get("dims", entry.get("shape", [1]))
     if isinstance(dims, str):
         dims = [int(d) for d in dims.split(",") if d.strip()]
     if not isinstance(dims, (list, tuple)):
         raise TritongenError(f"{where} has dims {dims!r}", "write dims as a list like [3, 224, 224]")
-    return TensorSpec(name=str(entry["name"]), dtype=str(entry.get("dtype", entry.get("data_type", "FP32"))), dims=tuple(dims))
+    return TensorSpec(
+        name=str(entry["name"]), dtype=str(entry.get("dtype", entry.get("data_type", "FP32"))), dims=tuple(dims)
+    )
 
 
 def tensor_specs_from_samples(samples: Mapping[str, Any], batched: bool) -> tuple[TensorSpec, ...]:

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .layout import CONFIG_NAME, ENGINE_PLAN_NAME, WARMUP_DIR, ARTIFACT_DIR, NON_VERSION_FOLDERS, link_problems, version_numbers
+from .layout import (
+    ARTIFACT_DIR,
+    CONFIG_NAME,
+    ENGINE_PLAN_NAME,
+    NON_VERSION_FOLDERS,
+    WARMUP_DIR,
+    link_problems,
+    version_numbers,
+)
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
@@ -51,21 +59,58 @@ _PLATFORM_HINTS = {
     "pytorch": 'use backend: "pytorch" (or platform: "pytorch_libtorch")',
     "python": 'use backend: "python"; the Python backend has no platform',
 }
-_BYTES_PER_ELEMENT = {"TYPE_BOOL": 1, "TYPE_UINT8": 1, "TYPE_INT8": 1, "TYPE_UINT16": 2, "TYPE_INT16": 2,
-                      "TYPE_FP16": 2, "TYPE_BF16": 2, "TYPE_UINT32": 4, "TYPE_INT32": 4, "TYPE_FP32": 4,
-                      "TYPE_UINT64": 8, "TYPE_INT64": 8, "TYPE_FP64": 8}
+_BYTES_PER_ELEMENT = {
+    "TYPE_BOOL": 1,
+    "TYPE_UINT8": 1,
+    "TYPE_INT8": 1,
+    "TYPE_UINT16": 2,
+    "TYPE_INT16": 2,
+    "TYPE_FP16": 2,
+    "TYPE_BF16": 2,
+    "TYPE_UINT32": 4,
+    "TYPE_INT32": 4,
+    "TYPE_FP32": 4,
+    "TYPE_UINT64": 8,
+    "TYPE_INT64": 8,
+    "TYPE_FP64": 8,
+}
 # Keys the ONNX Runtime backend accepts for its TensorRT accelerator; any other key fails the model load.
-_ORT_TENSORRT_KEYS = frozenset({
-    "precision_mode", "max_workspace_size_bytes", "trt_max_partition_iterations", "trt_min_subgraph_size",
-    "int8_calibration_table_name", "int8_use_native_calibration_table", "trt_dla_enable", "trt_dla_core",
-    "trt_engine_cache_enable", "trt_engine_cache_path", "trt_engine_cache_prefix", "trt_dump_subgraphs",
-    "trt_force_sequential_engine_build", "trt_context_memory_sharing_enable", "trt_layer_norm_fp32_fallback",
-    "trt_timing_cache_enable", "trt_timing_cache_path", "trt_force_timing_cache", "trt_detailed_build_log",
-    "trt_build_heuristics_enable", "trt_sparsity_enable", "trt_builder_optimization_level",
-    "trt_auxiliary_streams", "trt_tactic_sources", "trt_extra_plugin_lib_paths", "trt_profile_min_shapes",
-    "trt_profile_max_shapes", "trt_profile_opt_shapes", "trt_cuda_graph_enable", "trt_dump_ep_context_model",
-    "trt_ep_context_file_path", "trt_ep_context_embed_mode",
-})
+_ORT_TENSORRT_KEYS = frozenset(
+    {
+        "precision_mode",
+        "max_workspace_size_bytes",
+        "trt_max_partition_iterations",
+        "trt_min_subgraph_size",
+        "int8_calibration_table_name",
+        "int8_use_native_calibration_table",
+        "trt_dla_enable",
+        "trt_dla_core",
+        "trt_engine_cache_enable",
+        "trt_engine_cache_path",
+        "trt_engine_cache_prefix",
+        "trt_dump_subgraphs",
+        "trt_force_sequential_engine_build",
+        "trt_context_memory_sharing_enable",
+        "trt_layer_norm_fp32_fallback",
+        "trt_timing_cache_enable",
+        "trt_timing_cache_path",
+        "trt_force_timing_cache",
+        "trt_detailed_build_log",
+        "trt_build_heuristics_enable",
+        "trt_sparsity_enable",
+        "trt_builder_optimization_level",
+        "trt_auxiliary_streams",
+        "trt_tactic_sources",
+        "trt_extra_plugin_lib_paths",
+        "trt_profile_min_shapes",
+        "trt_profile_max_shapes",
+        "trt_profile_opt_shapes",
+        "trt_cuda_graph_enable",
+        "trt_dump_ep_context_model",
+        "trt_ep_context_file_path",
+        "trt_ep_context_embed_mode",
+    }
+)
 _ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "BF16", "INT8"})
 
 
@@ -86,9 +131,11 @@ def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
         reason = str(err).split(" : ", 1)[-1]
         where = f"{source}:{err.GetLine()}:{err.GetColumn()}" if err.GetLine() else source
         fix = "fix the syntax there (protobuf text format: `field: value`, lists as `[ a, b ]`, enums bare)"
-        if "oneof \"scheduling_choice\"" in reason:
-            fix = ("keep one scheduler: dynamic_batching, sequence_batching or ensemble_scheduling "
-                   "(an ensemble batches in its composing models)")
+        if 'oneof "scheduling_choice"' in reason:
+            fix = (
+                "keep one scheduler: dynamic_batching, sequence_batching or ensemble_scheduling "
+                "(an ensemble batches in its composing models)"
+            )
         elif "has no field named" in reason:
             fix = "check the field's spelling and nesting against Triton's model_config.proto"
         raise TritongenError(f"{where}: invalid model configuration: {reason}", fix) from None
@@ -139,11 +186,13 @@ def _completed_backend(config: ModelConfig, model_dir: Path | None, model_name: 
         default = "model.savedmodel" if platform == "tensorflow_savedmodel" else "model.graphdef"
         return _Backend(platform, backend or "tensorflow", filename or default)
     # (backend, its platform or "", its model file, the file's kind: True dir, False file, None either)
-    for name, its_platform, its_file, is_dir in (("tensorrt", "tensorrt_plan", "model.plan", False),
-                                                 ("onnxruntime", "onnxruntime_onnx", "model.onnx", None),
-                                                 ("openvino", "", "model.xml", None),
-                                                 ("pytorch", "pytorch_libtorch", "model.pt", False),
-                                                 ("python", "", "model.py", None)):
+    for name, its_platform, its_file, is_dir in (
+        ("tensorrt", "tensorrt_plan", "model.plan", False),
+        ("onnxruntime", "onnxruntime_onnx", "model.onnx", None),
+        ("openvino", "", "model.xml", None),
+        ("pytorch", "pytorch_libtorch", "model.pt", False),
+        ("python", "", "model.py", None),
+    ):
         if not backend:
             if (its_platform and platform == its_platform) or filename == its_file:
                 backend = name
@@ -157,9 +206,11 @@ def _completed_backend(config: ModelConfig, model_dir: Path | None, model_name: 
             return _Backend("", suffix, f"model.{suffix}")
         if model_dir is None:
             return _Backend("", "", "", known=False)
-        return (f"Invalid model name: Could not determine backend for model '{model_name}' with no backend in model "
-                "configuration. Expected model name of the form 'model.<backend_name>'. Set backend (onnxruntime, "
-                "python, tensorrt, pytorch, ...) in config.pbtxt or put the model file in a version folder")
+        return (
+            f"Invalid model name: Could not determine backend for model '{model_name}' with no backend in model "
+            "configuration. Expected model name of the form 'model.<backend_name>'. Set backend (onnxruntime, "
+            "python, tensorrt, pytorch, ...) in config.pbtxt or put the model file in a version folder"
+        )
     return _Backend(platform, backend, filename)
 
 
@@ -170,15 +221,18 @@ def _platform_problems(name: str, done: _Backend) -> list[str]:
     if not done.backend:
         if done.platform == ENSEMBLE_PLATFORM:
             return []
-        hint = _PLATFORM_HINTS.get(done.platform, "set backend (onnxruntime, python, tensorrt, pytorch, ...) "
-                                                  "or a platform Triton knows")
+        hint = _PLATFORM_HINTS.get(
+            done.platform, "set backend (onnxruntime, python, tensorrt, pytorch, ...) or a platform Triton knows"
+        )
         return [f"unexpected platform type '{done.platform}' for {name}: {hint}"]
     if done.platform == ENSEMBLE_PLATFORM:
         return [f"Ensemble model '{name}' must have platform type 'ensemble' and empty backend type"]
     platforms = _PLATFORM_OF_BACKEND.get(done.backend)
     if platforms is not None and done.platform not in platforms:
-        return [f"unexpected 'platform' and 'backend' pair, got:{done.platform}, {done.backend} for {name}: "
-                f"backend '{done.backend}' goes with platform '{platforms[0]}' or none"]
+        return [
+            f"unexpected 'platform' and 'backend' pair, got:{done.platform}, {done.backend} for {name}: "
+            f"backend '{done.backend}' goes with platform '{platforms[0]}' or none"
+        ]
     return []
 
 
@@ -297,8 +351,10 @@ def _dynamic_batching_problems(config: ModelConfig, name: str) -> list[str]:
             problems.append(f"dynamic batching preferred size must be positive for {name}")
             break
         if size > config.max_batch_size:
-            problems.append(f"dynamic batching preferred size must be <= max batch size for {name} "
-                            f"({size} > {config.max_batch_size})")
+            problems.append(
+                f"dynamic batching preferred size must be <= max batch size for {name} "
+                f"({size} > {config.max_batch_size})"
+            )
             break
     levels = batching.priority_levels
     if levels != 0:
@@ -310,10 +366,13 @@ def _dynamic_batching_problems(config: ModelConfig, name: str) -> list[str]:
         if levels > 1:
             problems.append(f"Only one priority level is allowed when 'preserve_ordering' is true for {name}")
         policies = [batching.default_queue_policy, *batching.priority_queue_policy.values()]
-        if any(p.default_timeout_microseconds != 0 and p.timeout_action == config_pb2().ModelQueuePolicy.DELAY
-               for p in policies):
-            problems.append(f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true "
-                            f"for {name}")
+        if any(
+            p.default_timeout_microseconds != 0 and p.timeout_action == config_pb2().ModelQueuePolicy.DELAY
+            for p in policies
+        ):
+            problems.append(
+                f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true for {name}"
+            )
     return problems
 
 
@@ -325,20 +384,28 @@ def _sequence_batching_problems(config: ModelConfig, name: str) -> list[str]:
     batcher = config.sequence_batching
     problems = []
     if config.response_cache.enable:
-        problems.append(f"Response Cache does not currently support model {name} with sequence batching scheduler. "
-                        "Please disable the response cache.")
+        problems.append(
+            f"Response Cache does not currently support model {name} with sequence batching scheduler. "
+            "Please disable the response cache."
+        )
     seen: set[str] = set()
     for control_input in batcher.control_input:
         if not control_input.name:
             problems.append(f"sequence batching control tensor must have a name for {name}")
         elif control_input.name in seen:
-            problems.append(f"sequence batching control tensor '{control_input.name}' is specified for multiple "
-                            f"control kinds for {name}")
+            problems.append(
+                f"sequence batching control tensor '{control_input.name}' is specified for multiple "
+                f"control kinds for {name}"
+            )
         seen.add(control_input.name)
     controls = [(ci.name, c) for ci in batcher.control_input for c in ci.control]
     Kind = mc.ModelSequenceBatching.Control
-    for kind in (Kind.CONTROL_SEQUENCE_START, Kind.CONTROL_SEQUENCE_END, Kind.CONTROL_SEQUENCE_READY,
-                 Kind.CONTROL_SEQUENCE_CORRID):
+    for kind in (
+        Kind.CONTROL_SEQUENCE_START,
+        Kind.CONTROL_SEQUENCE_END,
+        Kind.CONTROL_SEQUENCE_READY,
+        Kind.CONTROL_SEQUENCE_CORRID,
+    ):
         kind_name = mc.ModelSequenceBatching.Control.Kind.Name(kind)
         mine = [c for _, c in controls if c.kind == kind]
         if len(mine) > 1:
@@ -347,20 +414,29 @@ def _sequence_batching_problems(config: ModelConfig, name: str) -> list[str]:
             given = [f for f in ("int32_false_true", "fp32_false_true", "bool_false_true") if len(getattr(c, f))]
             if kind == Kind.CONTROL_SEQUENCE_CORRID:
                 if given:
-                    problems.append("sequence batching must not specify either 'int32_false_true', 'fp32_false_true' "
-                                    f"or 'bool_false_true' for {kind_name} for {name}")
+                    problems.append(
+                        "sequence batching must not specify either 'int32_false_true', 'fp32_false_true' "
+                        f"or 'bool_false_true' for {kind_name} for {name}"
+                    )
                 elif c.data_type not in (mc.TYPE_UINT64, mc.TYPE_INT64, mc.TYPE_UINT32, mc.TYPE_INT32, mc.TYPE_STRING):
-                    problems.append(f"unexpected data type for control {kind_name} for {name}. Allowed data types are "
-                                    "TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 and TYPE_STRING")
+                    problems.append(
+                        f"unexpected data type for control {kind_name} for {name}. Allowed data types are "
+                        "TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 and TYPE_STRING"
+                    )
             elif not given:
-                problems.append("sequence batching must specify either 'int32_false_true', 'fp32_false_true' or "
-                                f"'bool_false_true' for {kind_name} for {name}")
+                problems.append(
+                    "sequence batching must specify either 'int32_false_true', 'fp32_false_true' or "
+                    f"'bool_false_true' for {kind_name} for {name}"
+                )
             elif len(given) > 1:
-                problems.append("sequence batching specifies more than one from 'int32_false_true', 'fp32_false_true' "
-                                f"and 'bool_false_true' for {kind_name} for {name}")
+                problems.append(
+                    "sequence batching specifies more than one from 'int32_false_true', 'fp32_false_true' "
+                    f"and 'bool_false_true' for {kind_name} for {name}"
+                )
             elif len(getattr(c, given[0])) != 2:
-                problems.append(f"sequence batching control '{given[0]}' must have exactly 2 entries for {kind_name} "
-                                f"for {name}")
+                problems.append(
+                    f"sequence batching control '{given[0]}' must have exactly 2 entries for {kind_name} for {name}"
+                )
     if batcher.HasField("oldest"):
         for size in batcher.oldest.preferred_batch_size:
             if size <= 0 or size > config.max_batch_size:
@@ -387,19 +463,28 @@ def _instance_group_problems(config: ModelConfig, name: str, platform: str, gpu_
         elif group.kind in (Group.KIND_GPU, Group.KIND_AUTO):
             for gpu in group.gpus:
                 if not 0 <= gpu < limit:
-                    known = (", ".join(str(g) for g in range(limit)) if gpu_count is not None
-                             else f"ids 0 to {limit - 1} at most (no host has more than {limit} GPUs)")
-                    problems.append(f"{label} specifies invalid or unsupported gpu id {gpu}. GPUs with at least the "
-                                    f"minimum required CUDA compute compatibility are: {known}")
+                    known = (
+                        ", ".join(str(g) for g in range(limit))
+                        if gpu_count is not None
+                        else f"ids 0 to {limit - 1} at most (no host has more than {limit} GPUs)"
+                    )
+                    problems.append(
+                        f"{label} specifies invalid or unsupported gpu id {gpu}. GPUs with at least the "
+                        f"minimum required CUDA compute compatibility are: {known}"
+                    )
         if group.kind == Group.KIND_CPU and platform == "tensorrt_plan":
             problems.append(f"{label} has kind KIND_CPU but TensorRT models run only on GPUs: use KIND_GPU")
         if group.profile and platform != "tensorrt_plan":
-            problems.append(f"{label} and platform {platform or '(none)'} specifies profile field which is only "
-                            "supported for TensorRT models")
+            problems.append(
+                f"{label} and platform {platform or '(none)'} specifies profile field which is only "
+                "supported for TensorRT models"
+            )
         for profile in group.profile:
             if not profile.strip().isdigit():
-                problems.append(f"{label} and platform {platform} specifies invalid profile {profile}. The field "
-                                "should contain the string representation of a non-negative integer.")
+                problems.append(
+                    f"{label} and platform {platform} specifies invalid profile {profile}. The field "
+                    "should contain the string representation of a non-negative integer."
+                )
     return problems
 
 
@@ -416,8 +501,9 @@ def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> 
         for key in sorted(sample.inputs):
             value = sample.inputs[key]
             if WILDCARD_DIM in value.dims:
-                problems.append(f"warmup setting expects all variable-size dimensions are specified for input '{key}' "
-                                f"({where})")
+                problems.append(
+                    f"warmup setting expects all variable-size dimensions are specified for input '{key}' ({where})"
+                )
                 continue
             source = value.WhichOneof("input_data_type")
             if source is None:
@@ -426,17 +512,23 @@ def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> 
             if io is None and key not in controls:
                 problems.append(f"unexpected inference input '{key}' for model '{name}' ({where})")
             elif io is not None and value.data_type != io.data_type:
-                problems.append(f"inference input '{key}' data-type is '{mc.DataType.Name(value.data_type)}', but model "
-                                f"'{name}' expects '{mc.DataType.Name(io.data_type)}' ({where})")
+                problems.append(
+                    f"inference input '{key}' data-type is '{mc.DataType.Name(value.data_type)}', but model "
+                    f"'{name}' expects '{mc.DataType.Name(io.data_type)}' ({where})"
+                )
             elif io is not None and not _dims_compatible(value.dims, io.dims):
-                problems.append(f"unexpected shape for input '{key}' for model '{name}'. Expected {list(io.dims)}, got "
-                                f"{list(value.dims)} ({where})")
+                problems.append(
+                    f"unexpected shape for input '{key}' for model '{name}'. Expected {list(io.dims)}, got "
+                    f"{list(value.dims)} ({where})"
+                )
             if source == "input_data_file" and model_dir is not None:
                 problems += _warmup_file_problems(model_dir, key, value, where)
         missing = [t.name for t in config.input if not t.optional and t.name not in sample.inputs]
         if missing:
-            problems.append(f"{where} does not set input(s) {', '.join(repr(m) for m in missing)}: every required "
-                            "input needs a value")
+            problems.append(
+                f"{where} does not set input(s) {', '.join(repr(m) for m in missing)}: every required "
+                "input needs a value"
+            )
     return problems
 
 
@@ -450,14 +542,15 @@ def _warmup_file_problems(model_dir: Path, key: str, value, where: str) -> list[
     if folder not in path.parents:
         return [f"warmup data file '{value.input_data_file}' for input '{key}' is outside {folder} ({where})"]
     if not path.is_file():
-        return [f"unable to find warmup data file '{WARMUP_DIR}/{value.input_data_file}' for input '{key}' "
-                f"({where})"]
+        return [f"unable to find warmup data file '{WARMUP_DIR}/{value.input_data_file}' for input '{key}' ({where})"]
     type_name = config_pb2().DataType.Name(value.data_type)
     expected_bytes = _element_count(value.dims) * _BYTES_PER_ELEMENT.get(type_name, 4)
     size_bytes = path.stat().st_size
     if type_name != "TYPE_STRING" and expected_bytes > size_bytes:
-        return [f"warmup setting expects {expected_bytes} bytes, but the data provided from "
-                f"{value.input_data_file} only has {size_bytes} bytes ({where})"]
+        return [
+            f"warmup setting expects {expected_bytes} bytes, but the data provided from "
+            f"{value.input_data_file} only has {size_bytes} bytes ({where})"
+        ]
     return []
 
 
@@ -467,8 +560,10 @@ def _onnxruntime_problems(config: ModelConfig, name: str) -> list[str]:
     problems = []
     for accelerator in accelerators.gpu_execution_accelerator:
         if accelerator.name not in ("tensorrt", "cuda"):
-            problems.append(f"unknown Execution Accelerator '{accelerator.name}' is requested for {name}: "
-                            "gpu_execution_accelerator takes 'tensorrt' or 'cuda'")
+            problems.append(
+                f"unknown Execution Accelerator '{accelerator.name}' is requested for {name}: "
+                "gpu_execution_accelerator takes 'tensorrt' or 'cuda'"
+            )
         if accelerator.name != "tensorrt":
             continue
         for key in sorted(accelerator.parameters):
@@ -476,11 +571,15 @@ def _onnxruntime_problems(config: ModelConfig, name: str) -> list[str]:
                 problems.append(f"unknown parameter '{key}' is provided for TensorRT Execution Accelerator of {name}")
         mode = accelerator.parameters.get("precision_mode")
         if mode is not None and mode not in _ORT_PRECISION_MODES:
-            problems.append(f"unsupported precision mode '{mode}' is requested for {name}: use FP32, FP16, BF16 or INT8")
+            problems.append(
+                f"unsupported precision mode '{mode}' is requested for {name}: use FP32, FP16, BF16 or INT8"
+            )
     for accelerator in accelerators.cpu_execution_accelerator:
         if accelerator.name != "openvino":
-            problems.append(f"unknown Execution Accelerator '{accelerator.name}' is requested for {name}: "
-                            "cpu_execution_accelerator takes 'openvino'")
+            problems.append(
+                f"unknown Execution Accelerator '{accelerator.name}' is requested for {name}: "
+                "cpu_execution_accelerator takes 'openvino'"
+            )
     return problems
 
 
@@ -490,11 +589,14 @@ def _other_problems(config: ModelConfig, name: str) -> list[str]:
         problems.append(f"ensemble scheduling must be set for ensemble {name} whose platform is ensemble")
         for scheduler in ("dynamic_batching", "sequence_batching"):
             if config.HasField(scheduler):
-                problems.append(f"{scheduler} should not be specified for ensemble '{name}': "
-                                "set it on its composing models")
+                problems.append(
+                    f"{scheduler} should not be specified for ensemble '{name}': set it on its composing models"
+                )
     if config.model_transaction_policy.decoupled and config.response_cache.enable:
-        problems.append(f"Response Cache does not currently support model {name} with 'decoupled' transaction "
-                        "policy. Please disable the response cache.")
+        problems.append(
+            f"Response Cache does not currently support model {name} with 'decoupled' transaction "
+            "policy. Please disable the response cache."
+        )
     for control in config.model_metrics.metric_control:
         if not control.HasField("metric_identifier"):
             problems.append(f"metric control must specify 'metric_identifier' for {name}")
@@ -507,7 +609,9 @@ def _other_problems(config: ModelConfig, name: str) -> list[str]:
     return problems
 
 
-def problems_in_config(config: ModelConfig, model_dir: Path | None = None, *, gpu_count: int | None = None) -> list[str]:
+def problems_in_config(
+    config: ModelConfig, model_dir: Path | None = None, *, gpu_count: int | None = None
+) -> list[str]:
     """Every problem Triton would refuse this model for, as messages naming the model and tensor.
 
     With ``model_dir`` (the model's folder) the folder is checked too: name, version folders, model files,
@@ -550,8 +654,10 @@ HIDDEN_FOLDER_FIX = "remove it or move it out of the repository"
 def hidden_folder_problem(name: str) -> str:
     """Why a folder of a model repository whose name starts with a dot is refused (validate and verify)."""
     name = name if name.isprintable() else ascii(name)[1:-1]
-    return (f"folder '{name}' has a hidden name, which tritongen refuses, yet Triton loads it as a model "
-            "(and tritongen would not check it)")
+    return (
+        f"folder '{name}' has a hidden name, which tritongen refuses, yet Triton loads it as a model "
+        "(and tritongen would not check it)"
+    )
 
 
 def _versions_to_load(config: ModelConfig, existing: list[int]) -> tuple[list[int], list[int]]:
@@ -571,37 +677,47 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
         return [f"model folder {model_dir} of model '{name}' does not exist"]
     problems = []
     if config.name and config.name != model_dir.name:
-        problems.append(f"unexpected directory name '{model_dir.name}' for model '{config.name}', directory name must "
-                        "equal model name: rename the folder or the config's name")
+        problems.append(
+            f"unexpected directory name '{model_dir.name}' for model '{config.name}', directory name must "
+            "equal model name: rename the folder or the config's name"
+        )
     for sub in sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name not in NON_VERSION_FOLDERS):
         if len(sub) > 1 and sub.startswith("0") and sub.isdigit():
-            problems.append(f"version folder '{sub}' of model '{name}' is ignored by Triton: it contains leading zeros "
-                            f"in its directory name (use '{int(sub)}')")
+            problems.append(
+                f"version folder '{sub}' of model '{name}' is ignored by Triton: it contains leading zeros "
+                f"in its directory name (use '{int(sub)}')"
+            )
         elif not sub.isdigit():
-            problems.append(f"version folder '{sub}' of model '{name}' is ignored by Triton: it fails to convert to "
-                            "integral number (version folders are named 1, 2, ...)")
+            problems.append(
+                f"version folder '{sub}' of model '{name}' is ignored by Triton: it fails to convert to "
+                "integral number (version folders are named 1, 2, ...)"
+            )
     loaded, absent = _versions_to_load(config, version_numbers(model_dir))
     for version in absent:
         problems.append(f"version {version} is specified for model '{name}', but the version directory is not present")
     if not loaded:
-        problems.append(f"at least one version must be available under the version policy of model '{name}': "
-                        f"create {model_dir.name}/1/" + ("" if done.platform == ENSEMBLE_PLATFORM else
-                                                         " holding the model file"))
+        problems.append(
+            f"at least one version must be available under the version policy of model '{name}': "
+            f"create {model_dir.name}/1/" + ("" if done.platform == ENSEMBLE_PLATFORM else " holding the model file")
+        )
     problems += _model_file_problems(config, name, model_dir, loaded, done)
     for io in config.output:
         if io.label_filename:
             path = (model_dir / io.label_filename).resolve()
             if model_dir.resolve() not in path.parents:
-                problems.append(f"label file path '{path}' for output '{io.name}' in model '{name}' is outside model "
-                                "directory")
+                problems.append(
+                    f"label file path '{path}' for output '{io.name}' in model '{name}' is outside model directory"
+                )
             elif not path.is_file():
-                problems.append(f"unable to find label file '{io.label_filename}' for output '{io.name}' in model "
-                                f"'{name}'")
+                problems.append(
+                    f"unable to find label file '{io.label_filename}' for output '{io.name}' in model '{name}'"
+                )
     return problems
 
 
-def _model_file_problems(config: ModelConfig, name: str, model_dir: Path, versions: list[int],
-                         done: _Backend) -> list[str]:
+def _model_file_problems(
+    config: ModelConfig, name: str, model_dir: Path, versions: list[int], done: _Backend
+) -> list[str]:
     """The file each loaded version must hold for the backends whose file name Triton fixes."""
     if done.backend not in ("onnxruntime", "python", "tensorrt", "pytorch", "openvino", "tensorflow"):
         return []
@@ -615,8 +731,10 @@ def _model_file_problems(config: ModelConfig, name: str, model_dir: Path, versio
         if not present and done.backend == "tensorrt" and (folder / ARTIFACT_DIR / ENGINE_PLAN_NAME).is_file():
             continue  # prepared by `build --target tensorrt`: `tritongen engine` writes the plan on a GPU host
         if not present:
-            problems.append(f"unable to find '{model_dir.name}/{version}/{done.filename}' for model '{name}' "
-                            f"(the {done.backend} backend loads it from every version folder in use)")
+            problems.append(
+                f"unable to find '{model_dir.name}/{version}/{done.filename}' for model '{name}' "
+                f"(the {done.backend} backend loads it from every version folder in use)"
+            )
     return problems
 
 
@@ -651,14 +769,19 @@ class ValidationReport:
     def summary(self) -> str:
         models = sorted(self.problems_by_model)
         if self.ok:
-            return "\n".join([f"model repository {self.repo}: {len(models)} model(s) valid ({', '.join(models)})",
-                              *self.warning_lines()])
+            return "\n".join(
+                [
+                    f"model repository {self.repo}: {len(models)} model(s) valid ({', '.join(models)})",
+                    *self.warning_lines(),
+                ]
+            )
         head = f"model repository {self.repo}: {self.problem_count} problem(s) in {len(models)} model(s)"
         return "\n".join([head, *(f"  {line}" for line in self.lines()), *self.warning_lines()])
 
 
-def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None,
-                        skip_folders: Iterable[str] = ()) -> ValidationReport:
+def validate_repository(
+    repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None, skip_folders: Iterable[str] = ()
+) -> ValidationReport:
     """Check every ``<repo>/<model>/config.pbtxt`` with the single-model rules, then the ensembles across models.
 
     With ``triton_version``, TensorRT plans recorded in the models' manifests must have been built with the
@@ -670,11 +793,15 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
     """
     repo = Path(repo)
     if not repo.exists():
-        raise TritongenError(f"model repository {repo} does not exist",
-                             "pass the folder that holds one sub-folder per model (tritongen build creates it)")
+        raise TritongenError(
+            f"model repository {repo} does not exist",
+            "pass the folder that holds one sub-folder per model (tritongen build creates it)",
+        )
     if not repo.is_dir():
-        raise TritongenError(f"model repository {repo} is a file, not a folder",
-                             "pass the folder that holds one sub-folder per model, not a config or model file")
+        raise TritongenError(
+            f"model repository {repo} is a file, not a folder",
+            "pass the folder that holds one sub-folder per model, not a config or model file",
+        )
     skipped = set(skip_folders)
     folders = sorted(p for p in repo.iterdir() if p.is_dir() and p.name not in skipped)
     hidden = [p.name for p in folders if p.name.startswith(".")]
@@ -682,15 +809,19 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
         raise TritongenError(hidden_folder_problem(hidden[0]), HIDDEN_FOLDER_FIX)
     model_dirs = folders
     if not model_dirs:
-        raise TritongenError(f"model repository {repo} holds no model folders", "build a model into it with tritongen build")
+        raise TritongenError(
+            f"model repository {repo} holds no model folders", "build a model into it with tritongen build"
+        )
     problems: dict[str, list[str]] = {}
     configs: dict[str, ModelConfig] = {}
     unreadable: set[str] = set()
     for model_dir in model_dirs:
         config_path = model_dir / CONFIG_NAME
         if not config_path.is_file():
-            raise TritongenError(f"model folder {model_dir} has no {CONFIG_NAME}",
-                                 f"write {config_path} (tritongen build does), or move the folder out of the repository")
+            raise TritongenError(
+                f"model folder {model_dir} has no {CONFIG_NAME}",
+                f"write {config_path} (tritongen build does), or move the folder out of the repository",
+            )
         try:
             config = config_from_file(config_path)
         except TritongenError as err:
@@ -716,14 +847,19 @@ def validate_repository(repo: Path, *, gpu_count: int | None = None, triton_vers
 def _pending_plan_warnings(repo: Path) -> dict[str, tuple[str, ...]]:
     from .plan_compat import pending_plans_from_repository
 
-    return {name: (f"TensorRT plan for version(s) {', '.join(map(str, versions))} not built yet: Triton cannot load "
-                   f"this model until `tritongen engine {repo}` ran on a GPU host with TensorRT "
-                   f"(or `tritongen deploy {repo} --to docker --out DIR` writes an engine builder for it)",)
-            for name, versions in pending_plans_from_repository(repo).items()}
+    return {
+        name: (
+            f"TensorRT plan for version(s) {', '.join(map(str, versions))} not built yet: Triton cannot load "
+            f"this model until `tritongen engine {repo}` ran on a GPU host with TensorRT "
+            f"(or `tritongen deploy {repo} --to docker --out DIR` writes an engine builder for it)",
+        )
+        for name, versions in pending_plans_from_repository(repo).items()
+    }
 
 
-def check_repository(repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None,
-                     skip_folders: Iterable[str] = ()) -> ValidationReport:
+def check_repository(
+    repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None, skip_folders: Iterable[str] = ()
+) -> ValidationReport:
     """:func:`validate_repository`, raising :class:`TritongenError` listing every problem unless all is valid."""
     report = validate_repository(repo, gpu_count=gpu_count, triton_version=triton_version, skip_folders=skip_folders)
     if not report.ok:

@@ -40,15 +40,19 @@ def _quoted(names: Iterable[str]) -> str:
 def problems_in_ensemble_scheduling(config: ModelConfig, name: str) -> list[str]:
     """Rules an ensemble config must meet on its own; ``name`` is the model's name for messages."""
     if config.platform != ENSEMBLE_PLATFORM:
-        return [f"ensemble scheduling cannot be set for model '{name}' whose platform is not ensemble: "
-                f"add platform: \"ensemble\" (and no backend), or remove ensemble_scheduling"]
+        return [
+            f"ensemble scheduling cannot be set for model '{name}' whose platform is not ensemble: "
+            f'add platform: "ensemble" (and no backend), or remove ensemble_scheduling'
+        ]
     problems = []
     if config.instance_group:
-        problems.append(f"instance group should not be specified for ensemble '{name}': "
-                        "set instance_group on its composing models")
+        problems.append(
+            f"instance group should not be specified for ensemble '{name}': set instance_group on its composing models"
+        )
     if config.HasField("optimization"):
-        problems.append(f"optimization should not be specified for ensemble '{name}': "
-                        "set optimization on its composing models")
+        problems.append(
+            f"optimization should not be specified for ensemble '{name}': set optimization on its composing models"
+        )
     if config.model_warmup:
         problems.append(f"model_warmup can not be specified for ensemble '{name}': warm up its composing models")
     steps = list(config.ensemble_scheduling.step)
@@ -106,19 +110,27 @@ def _dataflow_problems(config: ModelConfig, name: str) -> list[str]:
     for tensor, writers in sorted(flow.writers.items()):
         if len(writers) > 1:
             who = " and ".join(_step(i, steps[i].model_name) for i in writers)
-            problems.append(f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble '{name}' "
-                            f"step {writers[1]}: it is written by {who}")
+            problems.append(
+                f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble '{name}' "
+                f"step {writers[1]}: it is written by {who}"
+            )
         if tensor in inputs:
-            problems.append(f"ensemble input '{tensor}' of ensemble '{name}' is overwritten by "
-                            f"{_step(writers[0], steps[writers[0]].model_name)}: map that output to a new tensor name")
+            problems.append(
+                f"ensemble input '{tensor}' of ensemble '{name}' is overwritten by "
+                f"{_step(writers[0], steps[writers[0]].model_name)}: map that output to a new tensor name"
+            )
     for tensor in inputs:
         if tensor not in flow.readers:
-            problems.append(f"ensemble input '{tensor}' for ensemble '{name}' is not used: no step's input_map reads it")
+            problems.append(
+                f"ensemble input '{tensor}' for ensemble '{name}' is not used: no step's input_map reads it"
+            )
     for tensor, readers in sorted(flow.readers.items()):
         if tensor not in flow.writers and tensor not in inputs:
-            problems.append(f"ensemble tensor '{tensor}' read by {_step(readers[0], steps[readers[0]].model_name)} "
-                            f"of ensemble '{name}' is never written: it is neither an ensemble input nor in any "
-                            "step's output_map")
+            problems.append(
+                f"ensemble tensor '{tensor}' read by {_step(readers[0], steps[readers[0]].model_name)} "
+                f"of ensemble '{name}' is never written: it is neither an ensemble input nor in any "
+                "step's output_map"
+            )
     problems += _cycle_problems(steps, flow, name)
     for tensor in outputs:
         if tensor in flow.ready:
@@ -127,14 +139,18 @@ def _dataflow_problems(config: ModelConfig, name: str) -> list[str]:
             problems.append(f"output '{tensor}' for ensemble '{name}' is not written: no step's output_map writes it")
             continue
         source, step_index = _unconnected_source(steps, flow, tensor)
-        problems.append(f"output '{tensor}' for ensemble '{name}' is not written: at least one of its depending "
-                        f"tensors, '{source}', is not connected ({_step(step_index, steps[step_index].model_name)} "
-                        "waits on it)")
+        problems.append(
+            f"output '{tensor}' for ensemble '{name}' is not written: at least one of its depending "
+            f"tensors, '{source}', is not connected ({_step(step_index, steps[step_index].model_name)} "
+            "waits on it)"
+        )
     for tensor, writers in sorted(flow.writers.items()):
         if tensor not in outputs and tensor not in flow.readers and tensor not in inputs:
-            problems.append(f"ensemble tensor '{tensor}' is unused in ensemble '{name}': "
-                            f"{_step(writers[0], steps[writers[0]].model_name)} writes it but no step reads it and it "
-                            "is not an ensemble output")
+            problems.append(
+                f"ensemble tensor '{tensor}' is unused in ensemble '{name}': "
+                f"{_step(writers[0], steps[writers[0]].model_name)} writes it but no step reads it and it "
+                "is not an ensemble output"
+            )
     return problems
 
 
@@ -143,8 +159,11 @@ def _unconnected_source(steps: Sequence[Any], flow: _Flow, tensor: str) -> tuple
     seen: set[str] = {tensor}
     step_index = flow.writers[tensor][0]
     while True:
-        missing = [t for t in (steps[step_index].input_map[k] for k in sorted(steps[step_index].input_map))
-                   if t not in flow.ready and t not in seen]
+        missing = [
+            t
+            for t in (steps[step_index].input_map[k] for k in sorted(steps[step_index].input_map))
+            if t not in flow.ready and t not in seen
+        ]
         if not missing:  # only a loop back to tensors already seen: a cycle, reported on its own
             return tensor, step_index
         tensor = missing[0]
@@ -165,11 +184,19 @@ def _cycle_problems(steps: Sequence[Any], flow: _Flow, name: str) -> list[str]:
         if len(component) == 1 and component[0] not in edges[component[0]]:
             continue
         members = sorted(component)
-        tensors = sorted({steps[j].input_map[k] for j in members for k in steps[j].input_map
-                          if set(flow.writers.get(steps[j].input_map[k], [])) & set(members)})
+        tensors = sorted(
+            {
+                steps[j].input_map[k]
+                for j in members
+                for k in steps[j].input_map
+                if set(flow.writers.get(steps[j].input_map[k], [])) & set(members)
+            }
+        )
         who = ", ".join(_step(i, steps[i].model_name) for i in members)
-        problems.append(f"steps of ensemble '{name}' form a cycle: {who} wait on each other through tensors "
-                        f"{_quoted(tensors)}, so none of them can run")
+        problems.append(
+            f"steps of ensemble '{name}' form a cycle: {who} wait on each other through tensors "
+            f"{_quoted(tensors)}, so none of them can run"
+        )
     return problems
 
 
@@ -239,11 +266,15 @@ def _consistency_problem(ensemble: str, tensor: str, first: _TensorNode, other: 
 
     prefix = f"in ensemble {ensemble}, ensemble tensor {tensor}: "
     if first.data_type != other.data_type:
-        return (prefix + f"inconsistent data type: {mc.DataType.Name(first.data_type)} is inferred from "
-                f"{first.source} while {mc.DataType.Name(other.data_type)} is inferred from {other.source}")
+        return (
+            prefix + f"inconsistent data type: {mc.DataType.Name(first.data_type)} is inferred from "
+            f"{first.source} while {mc.DataType.Name(other.data_type)} is inferred from {other.source}"
+        )
     if not _dims_match(first.dims, other.dims) and not _dims_match(first.full_dims, other.full_dims):
-        return (prefix + f"inconsistent shape: {_dims_text(first.full_dims)} is inferred from {first.source} while "
-                f"{_dims_text(other.full_dims)} is inferred from {other.source}")
+        return (
+            prefix + f"inconsistent shape: {_dims_text(first.full_dims)} is inferred from {first.source} while "
+            f"{_dims_text(other.full_dims)} is inferred from {other.source}"
+        )
     return None
 
 
@@ -267,21 +298,30 @@ def problems_in_ensembles(
             problems[name] = found
     for name, cycle in _ensemble_cycles(configs).items():
         problems.setdefault(name, []).append(
-            "circular dependency between ensembles: " + " -> ".join(cycle) + ": an ensemble cannot call itself")
+            "circular dependency between ensembles: " + " -> ".join(cycle) + ": an ensemble cannot call itself"
+        )
     return problems
 
 
 def _problems_in_one_ensemble(
-    name: str, config: ModelConfig, configs: Mapping[str, ModelConfig], versions: Mapping[str, Set[int]],
+    name: str,
+    config: ModelConfig,
+    configs: Mapping[str, ModelConfig],
+    versions: Mapping[str, Set[int]],
     unreadable: Set[str],
 ) -> list[str]:
     steps = list(config.ensemble_scheduling.step)
-    missing = [_step(i, s.model_name) for i, s in enumerate(steps)
-               if s.model_name and s.model_name not in configs and s.model_name not in unreadable]
+    missing = [
+        _step(i, s.model_name)
+        for i, s in enumerate(steps)
+        if s.model_name and s.model_name not in configs and s.model_name not in unreadable
+    ]
     problems = []
     if missing:
-        problems.append(f"ensemble {name} contains models that are not available: {', '.join(missing)}: "
-                        "add those model folders to the repository or fix the model_name")
+        problems.append(
+            f"ensemble {name} contains models that are not available: {', '.join(missing)}: "
+            "add those model folders to the repository or fix the model_name"
+        )
     batching = config.max_batch_size > 0
     tensors: dict[str, _TensorNode] = {}
 
@@ -305,39 +345,55 @@ def _problems_in_one_ensemble(
         where = _step(index, step.model_name)
         if model.model_transaction_policy.decoupled:
             decoupled_steps.add(index)
-        if step.model_version >= 0 and step.model_name in versions and step.model_version not in versions[step.model_name]:
-            problems.append(f"ensemble {name} {where} asks for version {step.model_version} of model "
-                            f"'{step.model_name}', which has no version folder {step.model_version}: "
-                            "set model_version: -1 for the latest version")
+        if (
+            step.model_version >= 0
+            and step.model_name in versions
+            and step.model_version not in versions[step.model_name]
+        ):
+            problems.append(
+                f"ensemble {name} {where} asks for version {step.model_version} of model "
+                f"'{step.model_name}', which has no version folder {step.model_version}: "
+                "set model_version: -1 for the latest version"
+            )
         if model.max_batch_size != 0 and model.max_batch_size < config.max_batch_size:
-            problems.append(f"ensemble {name} allows maximum batch size {config.max_batch_size}, but it contains model "
-                            f"{step.model_name} which only allows maximum batch size to be {model.max_batch_size} "
-                            f"({where}): lower the ensemble's max_batch_size or raise the model's")
+            problems.append(
+                f"ensemble {name} allows maximum batch size {config.max_batch_size}, but it contains model "
+                f"{step.model_name} which only allows maximum batch size to be {model.max_batch_size} "
+                f"({where}): lower the ensemble's max_batch_size or raise the model's"
+            )
         model_batching = model.max_batch_size > 0
         model_inputs = {t.name: t for t in model.input}
         model_outputs = {t.name: t for t in model.output}
         for key in sorted(step.input_map):
             tensor = step.input_map[key]
             if key not in model_inputs:
-                problems.append(f"in ensemble {name}, ensemble tensor {tensor} is mapping to non-existing input {key} "
-                                f"in model {step.model_name} ({where}); its inputs are {_quoted(model_inputs)}")
+                problems.append(
+                    f"in ensemble {name}, ensemble tensor {tensor} is mapping to non-existing input {key} "
+                    f"in model {step.model_name} ({where}); its inputs are {_quoted(model_inputs)}"
+                )
                 continue
             io = model_inputs[key]
-            register(tensor, _TensorNode(f"model {step.model_name} ({where})", io.data_type, tuple(io.dims),
-                                         model_batching))
+            register(
+                tensor, _TensorNode(f"model {step.model_name} ({where})", io.data_type, tuple(io.dims), model_batching)
+            )
         for io in model.input:
             if io.name not in step.input_map and not io.optional:
-                problems.append(f"in ensemble {name}, input {io.name} in model {step.model_name} is not mapped to any "
-                                f"ensemble tensors ({where}): add it to the step's input_map")
+                problems.append(
+                    f"in ensemble {name}, input {io.name} in model {step.model_name} is not mapped to any "
+                    f"ensemble tensors ({where}): add it to the step's input_map"
+                )
         for key in sorted(step.output_map):
             tensor = step.output_map[key]
             if key not in model_outputs:
-                problems.append(f"in ensemble {name}, ensemble tensor {tensor} is mapped from non-existing output {key} "
-                                f"in model {step.model_name} ({where}); its outputs are {_quoted(model_outputs)}")
+                problems.append(
+                    f"in ensemble {name}, ensemble tensor {tensor} is mapped from non-existing output {key} "
+                    f"in model {step.model_name} ({where}); its outputs are {_quoted(model_outputs)}"
+                )
                 continue
             io = model_outputs[key]
-            register(tensor, _TensorNode(f"model {step.model_name} ({where})", io.data_type, tuple(io.dims),
-                                         model_batching))
+            register(
+                tensor, _TensorNode(f"model {step.model_name} ({where})", io.data_type, tuple(io.dims), model_batching)
+            )
     problems += _decoupled_problems(name, steps, config, decoupled_steps)
     return problems
 
@@ -353,8 +409,10 @@ def _decoupled_problems(name: str, steps: Sequence[Any], config: ModelConfig, de
         step = steps[index]
         labels = {label.get(t, 0) for t in step.input_map.values()}
         if len(labels) > 1:
-            problems.append(f"in ensemble {name}, step of model '{step.model_name}' receives inputs originated from "
-                            f"different decoupled models ({_step(index, step.model_name)})")
+            problems.append(
+                f"in ensemble {name}, step of model '{step.model_name}' receives inputs originated from "
+                f"different decoupled models ({_step(index, step.model_name)})"
+            )
         if index in decoupled:
             next_label += 1
             out = next_label
@@ -367,8 +425,11 @@ def _decoupled_problems(name: str, steps: Sequence[Any], config: ModelConfig, de
 
 def _ensemble_cycles(configs: Mapping[str, ModelConfig]) -> dict[str, list[str]]:
     """For each ensemble that reaches itself through composing ensembles, one path ``[A, ..., A]``."""
-    calls = {name: [s.model_name for s in c.ensemble_scheduling.step if s.model_name in configs]
-             for name, c in configs.items() if c.HasField("ensemble_scheduling")}
+    calls = {
+        name: [s.model_name for s in c.ensemble_scheduling.step if s.model_name in configs]
+        for name, c in configs.items()
+        if c.HasField("ensemble_scheduling")
+    }
     cycles: dict[str, list[str]] = {}
     for start in sorted(calls):
         stack = [(start, [start])]

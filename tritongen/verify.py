@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
-from .bytecode import FIX as BYTECODE_FIX, bytecode_problem, cached_source
+from .bytecode import FIX as BYTECODE_FIX
+from .bytecode import bytecode_problem, cached_source
 from .errors import TritongenError
 from .layout import ARTIFACT_DIR, MANIFEST_NAME, version_numbers
 from .manifest import load_manifest, sha256_regular_file
 from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem
 
 _FIX_CHANGED = "rebuild the model with tritongen build --force, or restore the original file"
-_FIX_UNLISTED = ("remove it, or rebuild the model with tritongen build --force (every file in a model folder must be "
-                 "listed in a manifest)")
+_FIX_UNLISTED = (
+    "remove it, or rebuild the model with tritongen build --force (every file in a model folder must be "
+    "listed in a manifest)"
+)
 _FIX_LINK = "replace the link with what it points to: tritongen never writes links, and Triton follows them"
 
 
@@ -50,8 +53,11 @@ class VerifyReport:
         return not self.problems
 
     def summary(self) -> str:
-        lines = [f"{self.checked_files} files match their manifests in {self.repo}" if self.ok
-                 else f"{len(self.problems)} integrity problem(s) in {self.repo}:"]
+        lines = [
+            f"{self.checked_files} files match their manifests in {self.repo}"
+            if self.ok
+            else f"{len(self.problems)} integrity problem(s) in {self.repo}:"
+        ]
         lines += [f"  {p}" for p in self.problems]
         if self.signature is not None:
             lines.append(f"signature {self.signature} is valid for the public key: the files are as signed")
@@ -96,8 +102,10 @@ def _walk(model_dir: Path, found: _Findings) -> dict[str, bool]:
             try:
                 mode = path.lstat().st_mode
             except OSError as exc:
-                found.add(f"{model_dir.name}/{rel} cannot be read ({exc.strerror or exc})",
-                          "check the file and its permissions")
+                found.add(
+                    f"{model_dir.name}/{rel} cannot be read ({exc.strerror or exc})",
+                    "check the file and its permissions",
+                )
                 continue
             if stat.S_ISLNK(mode):
                 found.add(f"{model_dir.name}/{rel} is a symbolic link", _FIX_LINK)
@@ -139,14 +147,18 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     if not manifests:
         if name in allow_unverified:
             return False
-        found.add(f"model '{name}' has no manifest (not built by tritongen), so Triton would load it unchecked",
-                  f"rebuild it with tritongen build, or pass --allow-unverified {name} if you wrote it by hand")
+        found.add(
+            f"model '{name}' has no manifest (not built by tritongen), so Triton would load it unchecked",
+            f"rebuild it with tritongen build, or pass --allow-unverified {name} if you wrote it by hand",
+        )
         return True
     for version in versions:
         if version not in manifests:
-            found.add(f"version folder {name}/{version} has no manifest (added by hand?), and Triton loads it "
-                      "(by default the newest version)",
-                      f"remove {name}/{version}, or build it with tritongen build --new-version")
+            found.add(
+                f"version folder {name}/{version} has no manifest (added by hand?), and Triton loads it "
+                "(by default the newest version)",
+                f"remove {name}/{version}, or build it with tritongen build --new-version",
+            )
     expected: dict[str, str] = {}
     required: set[str] = set()
     for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
@@ -160,8 +172,11 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     shared_unknown = versions[-1] in manifests and manifests[versions[-1]] is None  # the newest manifest is bad
     for rel, regular in sorted(entries.items()):
         head = rel.split("/", 1)[0]
-        if not regular or (head in version_names and manifests.get(version_names[head]) is None) or (
-                head not in version_names and shared_unknown):
+        if (
+            not regular
+            or (head in version_names and manifests.get(version_names[head]) is None)
+            or (head not in version_names and shared_unknown)
+        ):
             continue  # a link or special file, or files of a manifest already reported (missing or bad)
         if head in version_names and rel == f"{head}/{ARTIFACT_DIR}/{MANIFEST_NAME}":
             continue
@@ -170,8 +185,11 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
             _check_bytecode(model_dir, rel, cached, expected[cached[0]], found)
             continue
         if rel not in expected:
-            found.add(f"{shown} is not listed in any manifest, and Triton may load it (a file beside a model can "
-                      "run as code)", _FIX_UNLISTED)
+            found.add(
+                f"{shown} is not listed in any manifest, and Triton may load it (a file beside a model can "
+                "run as code)",
+                _FIX_UNLISTED,
+            )
             continue
         try:
             digest = sha256_regular_file(model_dir / rel)
@@ -187,8 +205,9 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     return True
 
 
-def _check_bytecode(model_dir: Path, rel: str, cached: tuple[str, str, int], source_sha256: str,
-                    found: _Findings) -> None:
+def _check_bytecode(
+    model_dir: Path, rel: str, cached: tuple[str, str, int], source_sha256: str, found: _Findings
+) -> None:
     """A Python bytecode cache file beside a listed source (the Python backend writes them on load)."""
     source, tag, optimize = cached
     # the names the server compiled it under: this path, or the repository mounted at /models by `serve --docker`
@@ -218,8 +237,13 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
             found.add(hidden_folder_problem(entry.name), HIDDEN_FOLDER_FIX)
         elif not _check_model(entry, allowed, found):
             unverified.append(entry.name)
-    return VerifyReport(repo=repo, checked_files=found.checked, problems=tuple(p for p, _ in found.problems),
-                        unverified_models=tuple(unverified), fixes=tuple(f for _, f in found.problems))
+    return VerifyReport(
+        repo=repo,
+        checked_files=found.checked,
+        problems=tuple(p for p, _ in found.problems),
+        unverified_models=tuple(unverified),
+        fixes=tuple(f for _, f in found.problems),
+    )
 
 
 def check_verified(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:
@@ -228,6 +252,9 @@ def check_verified(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Verif
     report = verify_repository(repo, allow_unverified=allow_unverified)
     if not report.ok:
         more = len(report.problems) - 1
-        raise TritongenError(report.problems[0] + (f" (and {more} more)" if more else ""), report.fixes[0],
-                             details="\n".join(report.problems) if more else "")
+        raise TritongenError(
+            report.problems[0] + (f" (and {more} more)" if more else ""),
+            report.fixes[0],
+            details="\n".join(report.problems) if more else "",
+        )
     return report

@@ -6,34 +6,72 @@ result; :func:`bundle_from_repository` maps a target name to it (:data:`TARGETS`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import TritongenError
 from ..plan_compat import DEFAULT_NGC_RELEASE
 from .docker import DockerBundle, docker_bundle_from_repository, docker_steps_from_repository
 
 
-def _to_docker(repo: Path, out: Path, *, ngc_version: str = DEFAULT_NGC_RELEASE, host: str = "127.0.0.1",
-               force: bool = False, extra_packages: Any = (), allow_unverified: tuple[str, ...] = (),
-               **_ignored: Any) -> Any:
+def _to_docker(
+    repo: Path,
+    out: Path,
+    *,
+    ngc_version: str = DEFAULT_NGC_RELEASE,
+    host: str = "127.0.0.1",
+    force: bool = False,
+    extra_packages: Any = (),
+    allow_unverified: tuple[str, ...] = (),
+    **_ignored: Any,
+) -> Any:
     return docker_bundle_from_repository(
-        repo, out, ngc_release=ngc_version, host=host, force=force,
-        extra_packages=extra_packages_from_args(extra_packages), allow_unverified=tuple(allow_unverified),
+        repo,
+        out,
+        ngc_release=ngc_version,
+        host=host,
+        force=force,
+        extra_packages=extra_packages_from_args(extra_packages),
+        allow_unverified=tuple(allow_unverified),
     )
 
 
 def _to_cluster(target: str) -> Callable[..., Any]:
-    def write(repo: Path, out: Path, *, ngc_version: str = DEFAULT_NGC_RELEASE, perf_results: Path | None = None,
-              slo_p99_ms: float | None = None, peak_rps: float | None = None, model: str | None = None,
-              image: str | None = None, model_uri: str | None = None, namespace: str = "tritongen", gpus: int = 1,
-              canary_traffic_percent: int | None = None, force: bool = False, **_ignored: Any) -> Any:
+    def write(
+        repo: Path,
+        out: Path,
+        *,
+        ngc_version: str = DEFAULT_NGC_RELEASE,
+        perf_results: Path | None = None,
+        slo_p99_ms: float | None = None,
+        peak_rps: float | None = None,
+        model: str | None = None,
+        image: str | None = None,
+        model_uri: str | None = None,
+        namespace: str = "tritongen",
+        gpus: int = 1,
+        canary_traffic_percent: int | None = None,
+        force: bool = False,
+        **_ignored: Any,
+    ) -> Any:
         from .k8s_bundle import kubernetes_bundle_from_repository
 
         return kubernetes_bundle_from_repository(
-            repo, out, target=target, perf_results=perf_results, slo_p99_ms=slo_p99_ms, peak_rps=peak_rps,
-            model=model, image=image or f"nvcr.io/nvidia/tritonserver:{ngc_version}-py3", model_uri=model_uri,
-            namespace=namespace, gpus=gpus, canary_traffic_percent=canary_traffic_percent, force=force)
+            repo,
+            out,
+            target=target,
+            perf_results=perf_results,
+            slo_p99_ms=slo_p99_ms,
+            peak_rps=peak_rps,
+            model=model,
+            image=image or f"nvcr.io/nvidia/tritonserver:{ngc_version}-py3",
+            model_uri=model_uri,
+            namespace=namespace,
+            gpus=gpus,
+            canary_traffic_percent=canary_traffic_percent,
+            force=force,
+        )
 
     return write
 
@@ -70,5 +108,11 @@ def extra_packages_from_args(values: Any) -> dict[str, str]:
     return out
 
 
-__all__ = ["TARGETS", "DockerBundle", "bundle_from_repository", "docker_bundle_from_repository",
-           "docker_steps_from_repository", "extra_packages_from_args"]
+__all__ = [
+    "TARGETS",
+    "DockerBundle",
+    "bundle_from_repository",
+    "docker_bundle_from_repository",
+    "docker_steps_from_repository",
+    "extra_packages_from_args",
+]

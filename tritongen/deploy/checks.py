@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def rendered_overlay(overlay: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_schema(stem: str) -> dict[str, Any]:
     plain, packed = SCHEMA_DIR / f"{stem}.json", SCHEMA_DIR / f"{stem}.json.gz"
     data = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import TritongenError
 from ..plan_compat import (
@@ -99,7 +99,7 @@ def _pending_text(pending: Mapping[str, list[int]]) -> str:
 
 def _needs_gpu(repo: Path) -> bool:
     """Whether any model runs on a GPU: a KIND_GPU instance group, or a non-Python model left to Triton's default."""
-    from ..validate import config_pb2, config_from_file
+    from ..validate import config_from_file, config_pb2
 
     Group = config_pb2().ModelInstanceGroup
     for config_path in sorted(Path(repo).glob("*/config.pbtxt")):

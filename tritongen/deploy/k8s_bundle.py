@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
-from . import kserve, kubernetes as k8s, monitoring
+from . import kserve, monitoring
+from . import kubernetes as k8s
 from .thresholds import Thresholds, load_time_from_tune_record, thresholds_from_run, unmeasured_thresholds
 
 TARGETS = ("kubernetes", "kserve")
@@ -48,9 +49,11 @@ class DeployBundle:
     def summary(self) -> str:
         t = self.thresholds
         knee = f"knee {t.mode} {t.knee_load:g}, {t.capacity_rps:.1f} req/s per replica, " if t.measured else ""
-        return (f"wrote {self.out} ({self.target}, {len(self.files)} files; overlays {', '.join(self.overlays)})\n"
-                f"thresholds {t.mark}: {knee}target {t.target_in_flight:g} requests in flight per replica, "
-                f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}")
+        return (
+            f"wrote {self.out} ({self.target}, {len(self.files)} files; overlays {', '.join(self.overlays)})\n"
+            f"thresholds {t.mark}: {knee}target {t.target_in_flight:g} requests in flight per replica, "
+            f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}"
+        )
 
 
 @dataclass(frozen=True)

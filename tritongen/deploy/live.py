@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..perf.results import PerfRun, files_from_run
 from .k8s_bundle import DeployBundle, kubernetes_bundle_from_repository

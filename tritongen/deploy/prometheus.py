@@ -69,7 +69,7 @@ class LocalPrometheus:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "LocalPrometheus":
+    def __enter__(self) -> LocalPrometheus:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import TritongenError
 

@@ -7,9 +7,10 @@ served model's metadata before any load is sent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,27 +33,34 @@ class RequestSet:
         return tuple(self.requests[0])
 
 
-def request_set_from_arrays(arrays: Mapping[str, np.ndarray], batched: bool, source: str, limit: int = 64) -> RequestSet:
+def request_set_from_arrays(
+    arrays: Mapping[str, np.ndarray], batched: bool, source: str, limit: int = 64
+) -> RequestSet:
     if not arrays:
         raise TritongenError(f"{source} holds no arrays", "pass an .npz with one array per model input")
     if not batched:
         return RequestSet((dict(arrays),), batched, source)
     sizes = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
     if len(set(sizes.values())) != 1 or 0 in sizes.values():
-        raise TritongenError(f"the arrays in {source} have different batch sizes {sizes}", "give every input the same first (batch) dimension")
+        raise TritongenError(
+            f"the arrays in {source} have different batch sizes {sizes}",
+            "give every input the same first (batch) dimension",
+        )
     count = min(next(iter(sizes.values())), limit)
-    return RequestSet(tuple({name: a[i:i + 1] for name, a in arrays.items()} for i in range(count)), batched, source)
+    return RequestSet(tuple({name: a[i : i + 1] for name, a in arrays.items()} for i in range(count)), batched, source)
 
 
 def request_set_from_samples(repo: Path, model: str, batched: bool) -> RequestSet:
-    from ..layout import latest_artifacts as saved_artifacts_dir
     from ..layout import SAMPLES_NAME
+    from ..layout import latest_artifacts as saved_artifacts_dir
     from ..npz import arrays_from_npz
 
     artifacts, _ = saved_artifacts_dir(Path(repo), model)
     path = artifacts / SAMPLES_NAME
     if not path.is_file():
-        raise TritongenError(f"model '{model}' has no saved samples in {artifacts}", "pass --input-data with an .npz of inputs")
+        raise TritongenError(
+            f"model '{model}' has no saved samples in {artifacts}", "pass --input-data with an .npz of inputs"
+        )
     return request_set_from_arrays(arrays_from_npz(path), batched, str(path))
 
 
@@ -65,12 +73,16 @@ def request_set_from_text(path: Path, input_name: str, batched: bool) -> Request
     if not lines:
         raise TritongenError(f"text file {path} has no non-empty lines", "write one request text per line")
     shape = (1, 1) if batched else (1,)
-    return RequestSet(tuple({input_name: np.array([line.encode()], dtype=object).reshape(shape)} for line in lines[:256]),
-                      batched, str(path))
+    return RequestSet(
+        tuple({input_name: np.array([line.encode()], dtype=object).reshape(shape)} for line in lines[:256]),
+        batched,
+        str(path),
+    )
 
 
-def request_set_for_model(metadata: Mapping[str, Any], repo: Path | None, input_data: Path | None = None,
-                          text_file: Path | None = None) -> RequestSet:
+def request_set_for_model(
+    metadata: Mapping[str, Any], repo: Path | None, input_data: Path | None = None, text_file: Path | None = None
+) -> RequestSet:
     """Pick the source (text file, ``--input-data``, else the saved samples) and check it against the model."""
     from ..npz import arrays_from_npz
 
@@ -79,14 +91,18 @@ def request_set_for_model(metadata: Mapping[str, Any], repo: Path | None, input_
     if text_file is not None:
         text_inputs = [t for t in metadata["inputs"] if t["datatype"] == "BYTES"]
         if len(text_inputs) != 1:
-            raise TritongenError(f"model '{model}' has {len(text_inputs)} BYTES inputs, and --text-file needs exactly one",
-                                 "use --input-data with an .npz for this model")
+            raise TritongenError(
+                f"model '{model}' has {len(text_inputs)} BYTES inputs, and --text-file needs exactly one",
+                "use --input-data with an .npz for this model",
+            )
         requests = request_set_from_text(text_file, text_inputs[0]["name"], batched)
     elif input_data is not None:
         requests = request_set_from_arrays(arrays_from_npz(Path(input_data)), batched, str(input_data))
     else:
         if repo is None:
-            raise TritongenError(f"no inputs for model '{model}'", "pass --repo (the build's samples), --input-data or --text-file")
+            raise TritongenError(
+                f"no inputs for model '{model}'", "pass --repo (the build's samples), --input-data or --text-file"
+            )
         requests = request_set_from_samples(Path(repo), model, batched)
     check_requests_against_metadata(requests, metadata)
     return requests
@@ -101,7 +117,8 @@ def check_requests_against_metadata(requests: RequestSet, metadata: Mapping[str,
     if missing or extra:
         raise TritongenError(
             f"the inputs from {requests.source} do not match model '{model}'"
-            + (f": missing {', '.join(missing)}" if missing else "") + (f"; unknown {', '.join(extra)}" if extra else ""),
+            + (f": missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(extra)}" if extra else ""),
             f"give one array per model input, named {', '.join(wanted)}",
         )
     for request in requests.requests:
@@ -110,11 +127,16 @@ def check_requests_against_metadata(requests: RequestSet, metadata: Mapping[str,
             got_type = triton_from_numpy(array.dtype)
             got_type = "BYTES" if got_type == "STRING" else got_type
             if got_type != want["datatype"]:
-                raise TritongenError(f"input '{name}' from {requests.source} is {got_type}, model '{model}' wants {want['datatype']}",
-                                     f"save the array as {want['datatype']} (numpy dtype)")
+                raise TritongenError(
+                    f"input '{name}' from {requests.source} is {got_type}, model '{model}' wants {want['datatype']}",
+                    f"save the array as {want['datatype']} (numpy dtype)",
+                )
             if not _shape_fits(array.shape, want["shape"]):
-                raise TritongenError(f"input '{name}' from {requests.source} has shape " f"{list(array.shape)}, model '{model}' wants {want['shape']}",
-                                     "-1 is any size; a batched model's shape starts with the batch dimension")
+                raise TritongenError(
+                    f"input '{name}' from {requests.source} has shape "
+                    f"{list(array.shape)}, model '{model}' wants {want['shape']}",
+                    "-1 is any size; a batched model's shape starts with the batch dimension",
+                )
 
 
 def _shape_fits(shape: Sequence[int], wanted: Sequence[int]) -> bool:

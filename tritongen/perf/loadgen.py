@@ -17,8 +17,9 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,13 @@ class GrpcSender:
         self._grpc = grpc
         self.timeout_s = timeout_s
         self.payloads = [grpc_request_bytes(model, r) for r in requests.requests]
-        self.channel = grpc.aio.insecure_channel(url, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                                                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        self.channel = grpc.aio.insecure_channel(
+            url,
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
         # No (de)serialisers: the request goes as the bytes made above; the response is not parsed.
         self.call = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
 
@@ -101,7 +107,9 @@ class HttpSender:
             for name, array in request.items():
                 datatype, _ = wire_from_array(array)
                 tensor = httpclient.InferInput(name, list(array.shape), datatype)
-                tensor.set_data_from_numpy(array if datatype == "BYTES" else np.ascontiguousarray(array), binary_data=True)
+                tensor.set_data_from_numpy(
+                    array if datatype == "BYTES" else np.ascontiguousarray(array), binary_data=True
+                )
                 inputs.append(tensor)
             body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
             headers = {"Content-Type": "application/octet-stream"}
@@ -164,9 +172,17 @@ def _window(rec: Recorder, start: int, end: int, seconds: float, stats, client_c
     lat = np.asarray(rec.latency_s[start:end]) * 1000.0
     ok = np.asarray([e is None for e in rec.errors[start:end]], dtype=bool)
     good = lat[ok] if lat.size else lat
-    return Window(start, end, seconds, float(ok.sum() / seconds) if seconds > 0 else 0.0,
-                  float(good.mean()) if good.size else float("nan"),
-                  float(np.percentile(good, 99)) if good.size else float("nan"), int((~ok).sum()), stats, client_cpu_s)
+    return Window(
+        start,
+        end,
+        seconds,
+        float(ok.sum() / seconds) if seconds > 0 else 0.0,
+        float(good.mean()) if good.size else float("nan"),
+        float(np.percentile(good, 99)) if good.size else float("nan"),
+        int((~ok).sum()),
+        stats,
+        client_cpu_s,
+    )
 
 
 def is_stable(windows: Sequence[Window], pct: float) -> bool:
@@ -275,9 +291,11 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
             windows.append(w)
             start_index, edge_s, cpu_edge_s = end_index, now, cpu_now_s
             stable = is_stable(windows, spec.stability_pct)
-            progress(f"  {label}: window {len(windows)}: {w.throughput_rps:8.1f} req/s  mean {w.mean_ms:7.2f} ms  "
-                     f"p99 {w.p99_ms:7.2f} ms  errors {w.errors}" + ("  stable" if stable else ""))
-            kinds = Counter(e for e in rec.errors[w.start:w.end])
+            progress(
+                f"  {label}: window {len(windows)}: {w.throughput_rps:8.1f} req/s  mean {w.mean_ms:7.2f} ms  "
+                f"p99 {w.p99_ms:7.2f} ms  errors {w.errors}" + ("  stable" if stable else "")
+            )
+            kinds = Counter(e for e in rec.errors[w.start : w.end])
             if w.end > w.start and sum(kinds[k] for k in SERVER_GONE) == w.end - w.start:
                 gone = f"no server answered during window {len(windows)} ({', '.join(sorted(k for k in kinds if k))})"
                 break
@@ -296,11 +314,24 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
     ok = [lat * 1000.0 for lat, e in zip(rec.latency_s[first:last], rec.errors[first:last]) if e is None]
     before = windows[-STABLE_WINDOWS - 1].stats if len(windows) > STABLE_WINDOWS else start_stats
     server = server_breakdown_from_stats(before, used[-1].stats) if (before and used[-1].stats) else ServerBreakdown()
-    steps = steps_from_stats(before, used[-1].stats, list(used[-1].stats.get("steps", {}))) if (before and used[-1].stats) else {}
+    steps = (
+        steps_from_stats(before, used[-1].stats, list(used[-1].stats.get("steps", {})))
+        if (before and used[-1].stats)
+        else {}
+    )
     point = PerfPoint(
-        mode=mode, load=load, engine="builtin", throughput_rps=len(ok) / seconds if seconds else 0.0,
-        latency=latency_summary_from_ms(ok), requests=last - first, errors=dict(errors), measured_s=seconds,
-        windows=len(windows), stable=stable, server=server, steps=steps,
+        mode=mode,
+        load=load,
+        engine="builtin",
+        throughput_rps=len(ok) / seconds if seconds else 0.0,
+        latency=latency_summary_from_ms(ok),
+        requests=last - first,
+        errors=dict(errors),
+        measured_s=seconds,
+        windows=len(windows),
+        stable=stable,
+        server=server,
+        steps=steps,
         client_cpu_cores=client_cpu_s / seconds if seconds else None,
         client_cpu_us_per_request=client_cpu_s / (last - first) * 1e6 if last > first else None,
         window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
@@ -339,8 +370,12 @@ async def _drain(drivers, tasks, timeout_s: float) -> None:
 # --------------------------------------------------------------------------------------------- entry
 
 
-def points_from_builtin(spec: PerfSpec, requests: RequestSet, progress: Progress | None = None,
-                        on_point: Callable[[PerfPoint], None] | None = None) -> list[PerfPoint]:
+def points_from_builtin(
+    spec: PerfSpec,
+    requests: RequestSet,
+    progress: Progress | None = None,
+    on_point: Callable[[PerfPoint], None] | None = None,
+) -> list[PerfPoint]:
     """Measure every load level of ``spec`` with the built-in engine. Raises :class:`ServerGone` mid-run."""
     progress = progress or (lambda message: None)
     return asyncio.run(_run_levels(spec, requests, progress, on_point or (lambda p: None)))
@@ -351,8 +386,11 @@ async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, 
 
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
-    sender = GrpcSender(url, spec.model, requests, spec.timeout_s) if spec.protocol == "grpc" else \
-        HttpSender(url, spec.model, requests, spec.timeout_s, connections)
+    sender = (
+        GrpcSender(url, spec.model, requests, spec.timeout_s)
+        if spec.protocol == "grpc"
+        else HttpSender(url, spec.model, requests, spec.timeout_s, connections)
+    )
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
         steps = tuple(model_metadata(url, spec.model, spec.protocol, 10).get("steps", ()))

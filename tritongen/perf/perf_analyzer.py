@@ -16,9 +16,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,10 @@ from .inputs import RequestSet
 from .results import LatencySummary, PerfPoint, ServerBreakdown
 from .spec import STABLE_WINDOWS, PerfSpec
 
-INSTALL_FIX = "run scripts/install_perf_analyzer.sh (perf_analyzer from " "the tritonclient 2.48 wheel, plus libb64-0d and libcudart)"
+INSTALL_FIX = (
+    "run scripts/install_perf_analyzer.sh (perf_analyzer from "
+    "the tritonclient 2.48 wheel, plus libb64-0d and libcudart)"
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ def find_perf_analyzer() -> PerfAnalyzerInstall:
     except ImportError:
         pass
     if lib_dirs:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_dirs + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []))
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            lib_dirs + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
+        )
     return PerfAnalyzerInstall(binary=binary, env=env)
 
 
@@ -92,16 +98,39 @@ def _uniform_shapes(requests: RequestSet) -> bool:
     return len(shapes) == 1
 
 
-def command_from_spec(install: PerfAnalyzerInstall, spec: PerfSpec, mode: str, load: float, data_path: Path,
-                      csv_path: Path, requests: RequestSet) -> list[str]:
+def command_from_spec(
+    install: PerfAnalyzerInstall,
+    spec: PerfSpec,
+    mode: str,
+    load: float,
+    data_path: Path,
+    csv_path: Path,
+    requests: RequestSet,
+) -> list[str]:
     window_ms = max(100, int(spec.window_s * 1000))
     if mode == "request_rate":
         # perf_analyzer judges stability on the window's request count too: give each window >= 100 requests.
         window_ms = max(window_ms, int(100_000 / load))
-    command = [str(install.binary), "-m", spec.model, "-u", spec.resolved_url(), "-i", spec.protocol,
-               "--input-data", str(data_path), "--measurement-interval", str(window_ms),
-               "--stability-percentage", f"{spec.stability_pct:g}", "--max-trials", str(spec.max_windows),
-               "-f", str(csv_path), "--verbose-csv"]
+    command = [
+        str(install.binary),
+        "-m",
+        spec.model,
+        "-u",
+        spec.resolved_url(),
+        "-i",
+        spec.protocol,
+        "--input-data",
+        str(data_path),
+        "--measurement-interval",
+        str(window_ms),
+        "--stability-percentage",
+        f"{spec.stability_pct:g}",
+        "--max-trials",
+        str(spec.max_windows),
+        "-f",
+        str(csv_path),
+        "--verbose-csv",
+    ]
     if requests.batched:
         command += ["-b", "1"]
     if _uniform_shapes(requests):
@@ -124,19 +153,45 @@ def point_from_csv(text: str, mode: str, load: float, measured_s: float) -> Perf
         return float(value) if value not in ("", None) else 0.0
 
     throughput = float(row["Inferences/Second"])
-    latency = LatencySummary(mean_ms=us("Avg latency") / 1000, p50_ms=us("p50 latency") / 1000, p90_ms=us("p90 latency") / 1000,
-                             p95_ms=us("p95 latency") / 1000, p99_ms=us("p99 latency") / 1000, max_ms=None)
+    latency = LatencySummary(
+        mean_ms=us("Avg latency") / 1000,
+        p50_ms=us("p50 latency") / 1000,
+        p90_ms=us("p90 latency") / 1000,
+        p95_ms=us("p95 latency") / 1000,
+        p99_ms=us("p99 latency") / 1000,
+        max_ms=None,
+    )
     requests = int(round(throughput * measured_s))
-    server = ServerBreakdown(requests=requests, executions=0, queue_us=us("Server Queue"),
-                             compute_input_us=us("Server Compute Input"), compute_infer_us=us("Server Compute Infer"),
-                             compute_output_us=us("Server Compute Output"))
-    return PerfPoint(mode=mode, load=load, engine="perf_analyzer", throughput_rps=throughput, latency=latency,
-                     requests=requests, errors={}, measured_s=measured_s, windows=STABLE_WINDOWS, stable=True, server=server,
-                     send_rate_rps=throughput if mode == "request_rate" else None)
+    server = ServerBreakdown(
+        requests=requests,
+        executions=0,
+        queue_us=us("Server Queue"),
+        compute_input_us=us("Server Compute Input"),
+        compute_infer_us=us("Server Compute Infer"),
+        compute_output_us=us("Server Compute Output"),
+    )
+    return PerfPoint(
+        mode=mode,
+        load=load,
+        engine="perf_analyzer",
+        throughput_rps=throughput,
+        latency=latency,
+        requests=requests,
+        errors={},
+        measured_s=measured_s,
+        windows=STABLE_WINDOWS,
+        stable=True,
+        server=server,
+        send_rate_rps=throughput if mode == "request_rate" else None,
+    )
 
 
-def points_from_perf_analyzer(spec: PerfSpec, requests: RequestSet, progress: Progress | None = None,
-                              on_point: Callable[[PerfPoint], None] | None = None) -> list[PerfPoint]:
+def points_from_perf_analyzer(
+    spec: PerfSpec,
+    requests: RequestSet,
+    progress: Progress | None = None,
+    on_point: Callable[[PerfPoint], None] | None = None,
+) -> list[PerfPoint]:
     """Run perf_analyzer once per load level of ``spec`` and parse each CSV."""
     progress = progress or (lambda message: None)
     install = find_perf_analyzer()
@@ -154,22 +209,29 @@ def points_from_perf_analyzer(spec: PerfSpec, requests: RequestSet, progress: Pr
                 # Noisy machine: measure 3 windows whatever they vary by, and report the point as not stable.
                 widened = list(command)
                 widened[widened.index("--stability-percentage") + 1] = "1000"
-                progress(f"  perf_analyzer found no stable measurement within {spec.max_windows} windows; "
-                         "measuring 3 windows and marking the point not stable")
+                progress(
+                    f"  perf_analyzer found no stable measurement within {spec.max_windows} windows; "
+                    "measuring 3 windows and marking the point not stable"
+                )
                 done, output = _run(widened, install, limit_s, mode, load)
                 output += "\nFailed to obtain stable measurement (first attempt)"
             if done.returncode != 0 or not csv_path.is_file():
                 last = [line for line in output.splitlines() if line.strip()][-8:]
-                raise TritongenError(f"perf_analyzer failed at {mode.replace('_', ' ')} {load:g} (exit code {done.returncode})",
-                                     "see its output below; check the model name, the URL and that the server is up",
-                                     details="\n".join(last))
+                raise TritongenError(
+                    f"perf_analyzer failed at {mode.replace('_', ' ')} {load:g} (exit code {done.returncode})",
+                    "see its output below; check the model name, the URL and that the server is up",
+                    details="\n".join(last),
+                )
             stable = "Failed to obtain stable measurement" not in output
             point = point_from_csv(csv_path.read_text(), mode, load, spec.duration_s)
             if not stable:
                 from dataclasses import replace
 
                 point = replace(point, stable=False)
-            progress(f"  perf_analyzer {mode.replace('_', ' ')} {load:g}: " f"{point.throughput_rps:.1f} req/s  p99 {point.latency.p99_ms:.2f} ms")
+            progress(
+                f"  perf_analyzer {mode.replace('_', ' ')} {load:g}: "
+                f"{point.throughput_rps:.1f} req/s  p99 {point.latency.p99_ms:.2f} ms"
+            )
             points.append(point)
             if on_point:
                 on_point(point)
@@ -180,6 +242,8 @@ def _run(command: list[str], install: PerfAnalyzerInstall, limit_s: float, mode:
     try:
         done = subprocess.run(command, env=install.env, capture_output=True, text=True, timeout=limit_s)
     except subprocess.TimeoutExpired:
-        raise TritongenError(f"perf_analyzer did not finish {mode.replace('_', ' ')} {load:g} within {limit_s:.0f} s",
-                             "check that the server is up and answering; lower --max-windows") from None
+        raise TritongenError(
+            f"perf_analyzer did not finish {mode.replace('_', ' ')} {load:g} within {limit_s:.0f} s",
+            "check that the server is up and answering; lower --max-windows",
+        ) from None
     return done, (done.stdout + done.stderr).strip()

@@ -12,16 +12,26 @@ import base64
 import html
 import io
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .results import SERVER_PARTS, PerfRun, client_bound_note
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-PART_COLORS = {"queue_us": "#9ecae1", "compute_input_us": "#fdae6b", "compute_infer_us": "#e6550d",
-               "compute_output_us": "#fdd0a2", "other_us": "#d9d9d9"}
-PART_LABELS = {"queue_us": "queue", "compute_input_us": "compute input", "compute_infer_us": "compute infer",
-               "compute_output_us": "compute output", "other_us": "client + network"}
+PART_COLORS = {
+    "queue_us": "#9ecae1",
+    "compute_input_us": "#fdae6b",
+    "compute_infer_us": "#e6550d",
+    "compute_output_us": "#fdd0a2",
+    "other_us": "#d9d9d9",
+}
+PART_LABELS = {
+    "queue_us": "queue",
+    "compute_input_us": "compute input",
+    "compute_infer_us": "compute infer",
+    "compute_output_us": "compute output",
+    "other_us": "client + network",
+}
 
 
 def _figure_png(fig) -> str:
@@ -41,14 +51,23 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     plots = []
-    for mode, xlabel in (("concurrency", "concurrency (requests in flight)"), ("request_rate", "offered request rate (req/s)")):
+    for mode, xlabel in (
+        ("concurrency", "concurrency (requests in flight)"),
+        ("request_rate", "offered request rate (req/s)"),
+    ):
         if not any(p.mode == mode for r in runs for p in r.points):
             continue
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         for i, run in enumerate(runs):
             pts = sorted((p for p in run.points if p.mode == mode), key=lambda p: p.load)
             if pts:
-                ax.plot([p.load for p in pts], [p.throughput_rps for p in pts], "o-", color=COLORS[i % len(COLORS)], label=run.name)
+                ax.plot(
+                    [p.load for p in pts],
+                    [p.throughput_rps for p in pts],
+                    "o-",
+                    color=COLORS[i % len(COLORS)],
+                    label=run.name,
+                )
         if mode == "request_rate":
             top = max(p.load for r in runs for p in r.points if p.mode == mode)
             ax.plot([0, top], [0, top], ":", color="grey", label="offered = served")
@@ -73,8 +92,15 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
             if not pts:
                 continue
             for key, style, name in styles:
-                ax.plot([p.throughput_rps for p in pts], [getattr(p.latency, key) for p in pts], style, marker=marker,
-                        markersize=3, color=COLORS[i % len(COLORS)], label=f"{run.name} {name}{suffix}")
+                ax.plot(
+                    [p.throughput_rps for p in pts],
+                    [getattr(p.latency, key) for p in pts],
+                    style,
+                    marker=marker,
+                    markersize=3,
+                    color=COLORS[i % len(COLORS)],
+                    label=f"{run.name} {name}{suffix}",
+                )
     ax.set_xlabel("throughput (req/s)")
     ax.set_ylabel("latency (ms)")
     ax.grid(alpha=0.3)
@@ -144,26 +170,52 @@ def _fmt(value, digits: int = 2) -> str:
 def _run_view(run: PerfRun) -> dict:
     rows = []
     for p in run.points:
-        rows.append({
-            "load": load_label(p.mode, p.load),
-            "throughput": _fmt(p.throughput_rps, 1), "mean": _fmt(p.latency.mean_ms), "p50": _fmt(p.latency.p50_ms),
-            "p90": _fmt(p.latency.p90_ms), "p95": _fmt(p.latency.p95_ms), "p99": _fmt(p.latency.p99_ms),
-            "max": _fmt(p.latency.max_ms), "errors": html.escape(", ".join(f"{k}: {v}" for k, v in p.errors.items()) or "0"),
-            "queue": _fmt(p.server.queue_us, 0), "infer": _fmt(p.server.compute_infer_us, 0),
-            "batch": _fmt(p.server.avg_batch) if p.server.executions else "-", "stable": "yes" if p.stable else "no", "step": False,
-            "client": "-" if p.client_cpu_cores is None else f"{p.client_cpu_cores:.2f}" + (" (bound)" if p.client_bound else ""),
-        })
+        rows.append(
+            {
+                "load": load_label(p.mode, p.load),
+                "throughput": _fmt(p.throughput_rps, 1),
+                "mean": _fmt(p.latency.mean_ms),
+                "p50": _fmt(p.latency.p50_ms),
+                "p90": _fmt(p.latency.p90_ms),
+                "p95": _fmt(p.latency.p95_ms),
+                "p99": _fmt(p.latency.p99_ms),
+                "max": _fmt(p.latency.max_ms),
+                "errors": html.escape(", ".join(f"{k}: {v}" for k, v in p.errors.items()) or "0"),
+                "queue": _fmt(p.server.queue_us, 0),
+                "infer": _fmt(p.server.compute_infer_us, 0),
+                "batch": _fmt(p.server.avg_batch) if p.server.executions else "-",
+                "stable": "yes" if p.stable else "no",
+                "step": False,
+                "client": "-"
+                if p.client_cpu_cores is None
+                else f"{p.client_cpu_cores:.2f}" + (" (bound)" if p.client_bound else ""),
+            }
+        )
         for name, step in p.steps.items():  # an ensemble: how each composing model queued, computed and batched
-            rows.append({"load": f"&nbsp;&nbsp;step {html.escape(name)}", "step": True,
-                         **{k: "" for k in ("throughput", "mean", "p50", "p90", "p95", "p99", "max", "errors", "stable", "client")},
-                         "queue": _fmt(step.queue_us, 0), "infer": _fmt(step.compute_infer_us, 0),
-                         "batch": _fmt(step.avg_batch) if step.executions else "-"})
+            rows.append(
+                {
+                    "load": f"&nbsp;&nbsp;step {html.escape(name)}",
+                    "step": True,
+                    **{
+                        k: ""
+                        for k in ("throughput", "mean", "p50", "p90", "p95", "p99", "max", "errors", "stable", "client")
+                    },
+                    "queue": _fmt(step.queue_us, 0),
+                    "infer": _fmt(step.compute_infer_us, 0),
+                    "batch": _fmt(step.avg_batch) if step.executions else "-",
+                }
+            )
     return {
-        "name": html.escape(run.name), "model": html.escape(run.model), "url": html.escape(run.url),
-        "protocol": run.protocol, "engine": run.engine, "partial": run.partial,
+        "name": html.escape(run.name),
+        "model": html.escape(run.model),
+        "url": html.escape(run.url),
+        "protocol": run.protocol,
+        "engine": run.engine,
+        "partial": run.partial,
         "partial_reason": html.escape(run.partial_reason),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_unix_s)) if run.started_unix_s else "",
-        "inputs": html.escape(str(run.settings.get("inputs", ""))), "rows": rows,
+        "inputs": html.escape(str(run.settings.get("inputs", ""))),
+        "rows": rows,
         "metrics": [(html.escape(k), metric_text(k, v)) for k, v in sorted(run.metrics.items())],
         "stability_pct": f"{run.settings.get('stability_pct', 10.0):g}",
         "client_note": html.escape(client_bound_note(run)),

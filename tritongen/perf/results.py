@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,10 +63,15 @@ class ServerBreakdown:
         return self.queue_us + self.compute_input_us + self.compute_infer_us + self.compute_output_us
 
 
-def steps_from_stats(before: Mapping[str, Any], after: Mapping[str, Any], steps: Sequence[str]) -> dict[str, ServerBreakdown]:
+def steps_from_stats(
+    before: Mapping[str, Any], after: Mapping[str, Any], steps: Sequence[str]
+) -> dict[str, ServerBreakdown]:
     """Per composing model of an ensemble, from snapshots that hold ``{"steps": {name: statistics}}``."""
-    return {name: server_breakdown_from_stats(before["steps"][name], after["steps"][name]) for name in steps
-            if name in before.get("steps", {}) and name in after.get("steps", {})}
+    return {
+        name: server_breakdown_from_stats(before["steps"][name], after["steps"][name])
+        for name in steps
+        if name in before.get("steps", {}) and name in after.get("steps", {})
+    }
 
 
 def server_breakdown_from_stats(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerBreakdown:
@@ -135,7 +141,7 @@ class PerfRun:
     partial_reason: str = ""
     label: str = ""
 
-    def with_point(self, point: PerfPoint) -> "PerfRun":
+    def with_point(self, point: PerfPoint) -> PerfRun:
         return replace(self, points=self.points + (point,))
 
     @property
@@ -148,10 +154,31 @@ class PerfRun:
 CLIENT_BOUND_CORES = 0.85  # the asyncio loop is one thread: at ~1 core it cannot send faster, whatever the server
 
 
-CSV_COLUMNS = ("mode", "load", "engine", "throughput_rps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
-               "requests", "errors", "measured_s", "windows", "stable", "server_requests", "server_executions",
-               "avg_batch", *SERVER_PARTS, "send_rate_rps", "max_send_lag_ms", "client_cpu_cores",
-               "client_cpu_us_per_request")
+CSV_COLUMNS = (
+    "mode",
+    "load",
+    "engine",
+    "throughput_rps",
+    "mean_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "requests",
+    "errors",
+    "measured_s",
+    "windows",
+    "stable",
+    "server_requests",
+    "server_executions",
+    "avg_batch",
+    *SERVER_PARTS,
+    "send_rate_rps",
+    "max_send_lag_ms",
+    "client_cpu_cores",
+    "client_cpu_us_per_request",
+)
 
 
 def _point_dict(point: PerfPoint) -> dict[str, Any]:
@@ -185,22 +212,40 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
     try:
         data = json.loads(path.read_text() if path is not None else str(text_or_path))
     except FileNotFoundError:
-        raise TritongenError(f"perf result {path} does not exist", "pass a results.json written by tritongen perf") from None
+        raise TritongenError(
+            f"perf result {path} does not exist", "pass a results.json written by tritongen perf"
+        ) from None
     except json.JSONDecodeError as e:
-        raise TritongenError(f"perf result {path or 'text'} is not JSON ({e.msg})", "pass a results.json written by tritongen perf") from None
+        raise TritongenError(
+            f"perf result {path or 'text'} is not JSON ({e.msg})", "pass a results.json written by tritongen perf"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != "tritongen-perf/1":
-        raise TritongenError(f"{path or 'text'} is not a tritongen perf result", "pass a results.json written by tritongen perf")
+        raise TritongenError(
+            f"{path or 'text'} is not a tritongen perf result", "pass a results.json written by tritongen perf"
+        )
     points = []
     for p in data.get("points", []):
-        points.append(PerfPoint(
-            mode=p["mode"], load=p["load"], engine=p["engine"], throughput_rps=p["throughput_rps"],
-            latency=LatencySummary(**p["latency"]), requests=p["requests"], errors=dict(p.get("errors", {})),
-            measured_s=p.get("measured_s", 0.0), windows=p.get("windows", 0), stable=p.get("stable", True),
-            server=ServerBreakdown(**p.get("server", {})), send_rate_rps=p.get("send_rate_rps"),
-            max_send_lag_ms=p.get("max_send_lag_ms"), window_history=tuple(tuple(w) for w in p.get("window_history", ())),
-            steps={name: ServerBreakdown(**b) for name, b in p.get("steps", {}).items()},
-            client_cpu_cores=p.get("client_cpu_cores"), client_cpu_us_per_request=p.get("client_cpu_us_per_request"),
-        ))
+        points.append(
+            PerfPoint(
+                mode=p["mode"],
+                load=p["load"],
+                engine=p["engine"],
+                throughput_rps=p["throughput_rps"],
+                latency=LatencySummary(**p["latency"]),
+                requests=p["requests"],
+                errors=dict(p.get("errors", {})),
+                measured_s=p.get("measured_s", 0.0),
+                windows=p.get("windows", 0),
+                stable=p.get("stable", True),
+                server=ServerBreakdown(**p.get("server", {})),
+                send_rate_rps=p.get("send_rate_rps"),
+                max_send_lag_ms=p.get("max_send_lag_ms"),
+                window_history=tuple(tuple(w) for w in p.get("window_history", ())),
+                steps={name: ServerBreakdown(**b) for name, b in p.get("steps", {}).items()},
+                client_cpu_cores=p.get("client_cpu_cores"),
+                client_cpu_us_per_request=p.get("client_cpu_us_per_request"),
+            )
+        )
     keep = {f.name for f in fields(PerfRun)} - {"points"}
     return PerfRun(points=tuple(points), **{k: v for k, v in data.items() if k in keep})
 
@@ -211,11 +256,33 @@ def csv_from_run(run: PerfRun) -> str:
     writer.writerow(CSV_COLUMNS)
     for p in run.points:
         lat = p.latency
-        writer.writerow([p.mode, p.load, p.engine, _r(p.throughput_rps), _r(lat.mean_ms), _r(lat.p50_ms), _r(lat.p90_ms),
-                         _r(lat.p95_ms), _r(lat.p99_ms), _r(lat.max_ms), p.requests, p.error_count, _r(p.measured_s),
-                         p.windows, p.stable, p.server.requests, p.server.executions, _r(p.server.avg_batch),
-                         *(_r(getattr(p.server, k)) for k in SERVER_PARTS), _r(p.send_rate_rps), _r(p.max_send_lag_ms),
-                         _r(p.client_cpu_cores), _r(p.client_cpu_us_per_request)])
+        writer.writerow(
+            [
+                p.mode,
+                p.load,
+                p.engine,
+                _r(p.throughput_rps),
+                _r(lat.mean_ms),
+                _r(lat.p50_ms),
+                _r(lat.p90_ms),
+                _r(lat.p95_ms),
+                _r(lat.p99_ms),
+                _r(lat.max_ms),
+                p.requests,
+                p.error_count,
+                _r(p.measured_s),
+                p.windows,
+                p.stable,
+                p.server.requests,
+                p.server.executions,
+                _r(p.server.avg_batch),
+                *(_r(getattr(p.server, k)) for k in SERVER_PARTS),
+                _r(p.send_rate_rps),
+                _r(p.max_send_lag_ms),
+                _r(p.client_cpu_cores),
+                _r(p.client_cpu_us_per_request),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -235,18 +302,31 @@ def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
 
 def table_from_run(run: PerfRun) -> str:
     """A plain-text table for the terminal."""
-    head = f"{'load':>10} {'req/s':>9} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} " f"{'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5}"
-    lines = [f"{run.name}: {run.url} ({run.protocol})" + ("  [PARTIAL: " + run.partial_reason + "]" if run.partial else ""), head]
+    head = (
+        f"{'load':>10} {'req/s':>9} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5}"
+    )
+    lines = [
+        f"{run.name}: {run.url} ({run.protocol})" + ("  [PARTIAL: " + run.partial_reason + "]" if run.partial else ""),
+        head,
+    ]
     for p in run.points:
         unit = "c" if p.mode == "concurrency" else "/s"
         load = f"{p.load:g}{unit}"
         mx = "-" if p.latency.max_ms is None else f"{p.latency.max_ms:.2f}"
         flag = ("" if p.stable else "  (not stable)") + ("  (client-bound)" if p.client_bound else "")
-        lines.append(f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} " f"{p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
-                     f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} " f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
-                     f"{p.server.avg_batch:>5.2f}{flag}")
+        lines.append(
+            f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} "
+            f"{p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
+            f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} "
+            f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
+            f"{p.server.avg_batch:>5.2f}{flag}"
+        )
         for name, step in p.steps.items():
-            lines.append(f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} " f"{step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}")
+            lines.append(
+                f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} "
+                f"{step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}"
+            )
     note = client_bound_note(run)
     if note:
         lines.append(note)
@@ -259,7 +339,9 @@ def client_bound_note(run: PerfRun) -> str:
     if not bound:
         return ""
     worst = max(bound, key=lambda p: p.client_cpu_cores or 0.0)
-    return (f"client-bound at {', '.join(f'{p.load:g}' for p in bound)}: tritongen's client used "
-            f"{worst.client_cpu_cores:.2f} cores ({worst.client_cpu_us_per_request:.0f} us of CPU per request), so these "
-            "figures understate the server; measure again with --engine perf_analyzer (C++, cheaper per request), or "
-            "run the client on another machine")
+    return (
+        f"client-bound at {', '.join(f'{p.load:g}' for p in bound)}: tritongen's client used "
+        f"{worst.client_cpu_cores:.2f} cores ({worst.client_cpu_us_per_request:.0f} us of CPU per request), so these "
+        "figures understate the server; measure again with --engine perf_analyzer (C++, cheaper per request), or "
+        "run the client on another machine"
+    )

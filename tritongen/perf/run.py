@@ -11,8 +11,15 @@ from ..progress import Progress
 from .results import PerfPoint, PerfRun
 from .spec import PerfSpec
 
-METRIC_NAMES = ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage",
-                "nv_cpu_utilization", "nv_cpu_memory_used_bytes", "nv_cpu_memory_total_bytes")
+METRIC_NAMES = (
+    "nv_gpu_utilization",
+    "nv_gpu_memory_used_bytes",
+    "nv_gpu_memory_total_bytes",
+    "nv_gpu_power_usage",
+    "nv_cpu_utilization",
+    "nv_cpu_memory_used_bytes",
+    "nv_cpu_memory_total_bytes",
+)
 
 
 def metrics_from_server(metrics_url: str | None, timeout_s: float = 5.0) -> dict[str, float]:
@@ -35,14 +42,27 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         find_perf_analyzer()  # fail before anything else if it is missing
     metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=min(spec.timeout_s, 30))
     requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
-    settings = {k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
-                for k, v in asdict(spec).items()}
+    settings = {
+        k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
+        for k, v in asdict(spec).items()
+    }
     settings["inputs"] = requests.source
     settings["distinct_requests"] = len(requests.requests)
-    run = PerfRun(model=spec.model, url=url, protocol=spec.protocol, engine=spec.engine, points=(), settings=settings,
-                  started_unix_s=round(time.time(), 3), label=spec.label)
+    run = PerfRun(
+        model=spec.model,
+        url=url,
+        protocol=spec.protocol,
+        engine=spec.engine,
+        points=(),
+        settings=settings,
+        started_unix_s=round(time.time(), 3),
+        label=spec.label,
+    )
     collected: list[PerfPoint] = []
-    progress(f"{spec.engine}: {spec.model} at {url} ({spec.protocol}); " f"{len(requests.requests)} distinct request(s) from {requests.source}")
+    progress(
+        f"{spec.engine}: {spec.model} at {url} ({spec.protocol}); "
+        f"{len(requests.requests)} distinct request(s) from {requests.source}"
+    )
     progress(f"time: {spec.budget_text()}")
     engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
     partial_reason = ""
@@ -57,7 +77,14 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     except KeyboardInterrupt:
         partial_reason = "interrupted"
     if partial_reason and not collected and spec.engine == "builtin":
-        raise TritongenError(f"no load level of '{spec.model}' could be measured ({partial_reason})",
-                             "check that the server is up (tritongen serve) and the model loaded")
-    return replace(run, points=tuple(collected), metrics=metrics_from_server(spec.resolved_metrics_url()),
-                   partial=bool(partial_reason), partial_reason=partial_reason)
+        raise TritongenError(
+            f"no load level of '{spec.model}' could be measured ({partial_reason})",
+            "check that the server is up (tritongen serve) and the model loaded",
+        )
+    return replace(
+        run,
+        points=tuple(collected),
+        metrics=metrics_from_server(spec.resolved_metrics_url()),
+        partial=bool(partial_reason),
+        partial_reason=partial_reason,
+    )

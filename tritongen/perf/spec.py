@@ -65,16 +65,22 @@ class PerfSpec:
         if any(c < 1 for c in conc):
             raise TritongenError(f"concurrency {min(conc)} is below 1", "use concurrencies of 1 or more")
         if any(r <= 0 for r in rates):
-            raise TritongenError(f"request rate {min(rates):g} is not positive", "use request rates above 0 (requests per second)")
+            raise TritongenError(
+                f"request rate {min(rates):g} is not positive", "use request rates above 0 (requests per second)"
+            )
         object.__setattr__(self, "concurrency", conc)
         object.__setattr__(self, "request_rates", rates)
         for name in ("duration_s", "timeout_s"):
             if getattr(self, name) <= 0:
-                raise TritongenError(f"--{name.replace('_', '-')} {getattr(self, name)} is not positive", "give a time above 0 seconds")
+                raise TritongenError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)} is not positive", "give a time above 0 seconds"
+                )
         if self.warmup_s < 0:
             raise TritongenError(f"--warmup-s {self.warmup_s} is negative", "give 0 or more seconds")
         if self.max_windows < STABLE_WINDOWS:
-            raise TritongenError(f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows")
+            raise TritongenError(
+                f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows"
+            )
         if self.max_time_s is not None:
             object.__setattr__(self, "max_windows", self._windows_within(self.max_time_s))
         for name in ("repo", "input_data", "text_file"):
@@ -95,25 +101,34 @@ class PerfSpec:
             shortest_s = len(self.levels) * (self.warmup_s + STABLE_WINDOWS * self.window_s)
             raise TritongenError(
                 f"--max-time-s {max_time_s:g} is too short for {len(self.levels)} load level(s): each needs "
-                f"{self.warmup_s:g} s of warm-up and {STABLE_WINDOWS} windows " f"of {self.window_s:.3g} s ({shortest_s:.3g} s in all)",
-                "raise --max-time-s, shorten --duration-s or --warmup-s, or measure fewer levels")
+                f"{self.warmup_s:g} s of warm-up and {STABLE_WINDOWS} windows "
+                f"of {self.window_s:.3g} s ({shortest_s:.3g} s in all)",
+                "raise --max-time-s, shorten --duration-s or --warmup-s, or measure fewer levels",
+            )
         return min(self.max_windows, fits)
 
     def time_budget_s(self) -> tuple[float, float]:
         """The shortest and longest the run can take: every level stable after 3 windows, or none before the cap."""
         levels = len(self.levels)
-        return (levels * (self.warmup_s + STABLE_WINDOWS * self.window_s),
-                levels * (self.warmup_s + self.max_windows * self.window_s))
+        return (
+            levels * (self.warmup_s + STABLE_WINDOWS * self.window_s),
+            levels * (self.warmup_s + self.max_windows * self.window_s),
+        )
 
     def budget_text(self) -> str:
         shortest_s, longest_s = self.time_budget_s()
-        return (f"{len(self.levels)} level(s) x ({self.warmup_s:g} s warm-up + 3 to {self.max_windows} windows of "
-                f"{self.window_s:.3g} s): {shortest_s:.0f} to {longest_s:.0f} " "s. A level stops once its last 3 windows agree "
-                f"within {self.stability_pct:g}% on throughput and mean latency; --max-time-s caps the whole run")
+        return (
+            f"{len(self.levels)} level(s) x ({self.warmup_s:g} s warm-up + 3 to {self.max_windows} windows of "
+            f"{self.window_s:.3g} s): {shortest_s:.0f} to {longest_s:.0f} "
+            "s. A level stops once its last 3 windows agree "
+            f"within {self.stability_pct:g}% on throughput and mean latency; --max-time-s caps the whole run"
+        )
 
     @property
     def levels(self) -> tuple[tuple[str, float], ...]:
-        return tuple(("concurrency", float(c)) for c in self.concurrency) + tuple(("request_rate", r) for r in self.request_rates)
+        return tuple(("concurrency", float(c)) for c in self.concurrency) + tuple(
+            ("request_rate", r) for r in self.request_rates
+        )
 
     def resolved_url(self) -> str:
         from ..client import default_url

@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from ..errors import TritongenError
 from ..client import ModelLoadError, Triton
+from ..errors import TritongenError
 from ..progress import Progress
 from .results import PerfPoint
 from .spec import ENGINES, PerfSpec
@@ -51,7 +52,10 @@ class Candidate:
 
     def label(self) -> str:
         pref = ",".join(map(str, self.preferred)) or "-"
-        return f"instances={self.instances} delay={self.max_queue_delay_us}us " f"max_batch={self.max_batch_size} preferred={pref}"
+        return (
+            f"instances={self.instances} delay={self.max_queue_delay_us}us "
+            f"max_batch={self.max_batch_size} preferred={pref}"
+        )
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,9 @@ class TuneSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser().resolve())
         if self.max_p99_ms <= 0:
-            raise TritongenError(f"--max-p99-ms {self.max_p99_ms} is not positive", "give the p99 latency bound in milliseconds")
+            raise TritongenError(
+                f"--max-p99-ms {self.max_p99_ms} is not positive", "give the p99 latency bound in milliseconds"
+            )
         if self.min_throughput_rps is not None and self.min_throughput_rps < 0:
             raise TritongenError("--min-throughput is negative", "give requests per second, 0 or more")
         if self.engine not in ENGINES:
@@ -118,24 +124,41 @@ class TuneResult:
     confirmed: PerfPoint | None = None  # the first of them within the bound: the figure the written config stands on
 
     def table(self) -> str:
-        lines = [f"tune {self.model}: {len(self.trials)} configs, "
-                 f"{sum(len(t.points) for t in self.trials)} measurements in {self.search_s:.0f} s"]
+        lines = [
+            f"tune {self.model}: {len(self.trials)} configs, "
+            f"{sum(len(t.points) for t in self.trials)} measurements in {self.search_s:.0f} s"
+        ]
         lines.append(f"{'config':<64} {'conc':>4} {'req/s':>9} {'p99 ms':>8}")
         for t in self.trials:
             if t.best is None:
-                lines.append(f"{t.candidate.label():<64} {'-':>4} {'-':>9} {'-':>8} " f" {t.error or 'no point within the p99 bound'}")
+                lines.append(
+                    f"{t.candidate.label():<64} {'-':>4} {'-':>9} {'-':>8} "
+                    f" {t.error or 'no point within the p99 bound'}"
+                )
             else:
                 mark = "  <- best" if self.winner is not None and t is self.winner else ""
-                lines.append(f"{t.candidate.label():<64} {int(t.best.load):>4} " f"{t.best.throughput_rps:>9.1f} {t.best.latency.p99_ms:>8.2f}{mark}")
+                lines.append(
+                    f"{t.candidate.label():<64} {int(t.best.load):>4} "
+                    f"{t.best.throughput_rps:>9.1f} {t.best.latency.p99_ms:>8.2f}{mark}"
+                )
         lines.append("frontier (throughput vs p99, every measured point):")
         for cand, p in self.frontier:
-            lines.append(f"  {p.throughput_rps:9.1f} req/s  p99 {p.latency.p99_ms:7.2f} " f"ms  concurrency {int(p.load):>3}  {cand.label()}")
+            lines.append(
+                f"  {p.throughput_rps:9.1f} req/s  p99 {p.latency.p99_ms:7.2f} "
+                f"ms  concurrency {int(p.load):>3}  {cand.label()}"
+            )
         if self.winner is not None and self.baseline.best is not None:
             gain = self.winner.score / self.baseline.score if self.baseline.score else float("inf")
-            lines.append(f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} " f"req/s ({gain:.2f}x the starting config)")
+            lines.append(
+                f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} "
+                f"req/s ({gain:.2f}x the starting config)"
+            )
         for p in self.confirmation:
             verdict = "holds" if p is self.confirmed else "over the bound"
-            lines.append(f"confirmed again at concurrency {int(p.load)}: {p.throughput_rps:.1f} " f"req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})")
+            lines.append(
+                f"confirmed again at concurrency {int(p.load)}: {p.throughput_rps:.1f} "
+                f"req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})"
+            )
         return "\n".join(lines)
 
 
@@ -145,7 +168,9 @@ class TuneResult:
 def candidate_from_config(config) -> Candidate:
     instances = sum(g.count or 1 for g in config.instance_group) or 1
     db = config.dynamic_batching
-    return Candidate(instances, int(db.max_queue_delay_microseconds), int(config.max_batch_size), tuple(db.preferred_batch_size))
+    return Candidate(
+        instances, int(db.max_queue_delay_microseconds), int(config.max_batch_size), tuple(db.preferred_batch_size)
+    )
 
 
 def config_from_candidate(base, candidate: Candidate):
@@ -173,7 +198,9 @@ def _search_space(spec: TuneSpec, base: Candidate, kind_cpu: bool) -> dict[str, 
     space: dict[str, list] = {"instances": list(range(1, max(max_instances, base.instances) + 1))}
     if base.max_batch_size > 0:
         space["max_queue_delay_us"] = sorted(set(spec.queue_delays_us) | {base.max_queue_delay_us})
-        sizes = spec.max_batch_sizes or tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(2 * base.max_batch_size, 1))
+        sizes = spec.max_batch_sizes or tuple(
+            b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(2 * base.max_batch_size, 1)
+        )
         space["max_batch_size"] = sorted(set(sizes) | {base.max_batch_size})
         space["preferred"] = ["none", "max", "half+max"]
     return space
@@ -217,16 +244,32 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     progress = progress or (lambda message: None)
     config_path = spec.model_dir / "config.pbtxt"
     if not spec.model_dir.is_dir():
-        raise TritongenError(f"model folder {spec.model_dir} does not exist", "pass a model folder inside a repository, e.g. model_repository/my-model")
+        raise TritongenError(
+            f"model folder {spec.model_dir} does not exist",
+            "pass a model folder inside a repository, e.g. model_repository/my-model",
+        )
     if not config_path.is_file():
-        raise TritongenError(f"{spec.model_dir} has no config.pbtxt", "pass a model folder inside a repository, e.g. model_repository/my-model")
+        raise TritongenError(
+            f"{spec.model_dir} has no config.pbtxt",
+            "pass a model folder inside a repository, e.g. model_repository/my-model",
+        )
     base_config = config_from_file(config_path)
     if base_config.platform == "ensemble" or base_config.HasField("ensemble_scheduling"):
         raise TritongenError(f"{spec.model_dir.name} is an ensemble", "tune its composing models one by one")
     model = spec.model_dir.name
-    perf = PerfSpec(model=model, url=spec.url, protocol=spec.protocol, duration_s=spec.duration_s, warmup_s=spec.warmup_s,
-                    stability_pct=spec.stability_pct, max_windows=4, timeout_s=spec.timeout_s, repo=spec.model_dir.parent,
-                    input_data=spec.input_data, engine=spec.engine)
+    perf = PerfSpec(
+        model=model,
+        url=spec.url,
+        protocol=spec.protocol,
+        duration_s=spec.duration_s,
+        warmup_s=spec.warmup_s,
+        stability_pct=spec.stability_pct,
+        max_windows=4,
+        timeout_s=spec.timeout_s,
+        repo=spec.model_dir.parent,
+        input_data=spec.input_data,
+        engine=spec.engine,
+    )
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything is loaded if it is missing
     engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
@@ -251,7 +294,13 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         try:
             server.load(model, json_format.MessageToJson(config))
         except ModelLoadError as failed:
-            trial = Trial(candidate, (), None, time.monotonic() - t0, error=f"failed to load: {failed.problem.splitlines()[0][:200]}")
+            trial = Trial(
+                candidate,
+                (),
+                None,
+                time.monotonic() - t0,
+                error=f"failed to load: {failed.problem.splitlines()[0][:200]}",
+            )
             progress(f"  {trial.error}")
             trials[candidate] = trial
             return trial
@@ -268,8 +317,16 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                     progress(f"  concurrency {c:>3}: p99 {p.latency.p99_ms:.2f} ms over the bound; measuring again")
                     p = engine(level, requests)[0]
                 points[c] = p
-                progress(f"  concurrency {c:>3}: {p.throughput_rps:8.1f} req/s  p99 {p.latency.p99_ms:7.2f} ms"
-                         + ("" if p.latency.p99_ms <= spec.max_p99_ms and not p.errors else "  (over the bound)" if not p.errors else f"  errors {dict(p.errors)}"))
+                progress(
+                    f"  concurrency {c:>3}: {p.throughput_rps:8.1f} req/s  p99 {p.latency.p99_ms:7.2f} ms"
+                    + (
+                        ""
+                        if p.latency.p99_ms <= spec.max_p99_ms and not p.errors
+                        else "  (over the bound)"
+                        if not p.errors
+                        else f"  errors {dict(p.errors)}"
+                    )
+                )
             return points[c]
 
         def ok(p: PerfPoint) -> bool:
@@ -310,7 +367,11 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
     def peak_of(trial: Trial) -> int:
         """The ladder index at or just below the concurrency where ``trial`` peaked."""
-        return max(k for k, c in enumerate(ladder) if c <= max(ladder[0], int(trial.best.load if trial.best is not None else 0)))
+        return max(
+            k
+            for k, c in enumerate(ladder)
+            if c <= max(ladder[0], int(trial.best.load if trial.best is not None else 0))
+        )
 
     def descend(start: Trial) -> Trial:
         incumbent = start
@@ -320,7 +381,9 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         while improved and time.monotonic() - started < spec.budget_s:
             improved = False
             for dim, values in space.items():
-                current = getattr(incumbent.candidate, dim) if dim != "preferred" else _preferred_kind(incumbent.candidate)
+                current = (
+                    getattr(incumbent.candidate, dim) if dim != "preferred" else _preferred_kind(incumbent.candidate)
+                )
                 if current not in values:
                     continue
                 at_index = values.index(current)
@@ -328,8 +391,10 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                     moved = False
                     j = at_index + step
                     while 0 <= j < len(values) and time.monotonic() - started < spec.budget_s:
-                        trial = measure(_neighbour(incumbent.candidate, dim, values[j]),
-                                        refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0))
+                        trial = measure(
+                            _neighbour(incumbent.candidate, dim, values[j]),
+                            refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0),
+                        )
                         if trial.score > incumbent.score * (1 + spec.margin_pct / 100.0):
                             incumbent, improved, moved = trial, True, True
                             peak_index[0] = peak_of(trial)
@@ -352,9 +417,13 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
             if other.score > incumbent.score:
                 incumbent = other
         if spec.confirm and incumbent.best is not None:
-            confirmation, confirmed = _confirm(incumbent, server, model, base_config, perf, engine, requests, spec, progress)
+            confirmation, confirmed = _confirm(
+                incumbent, server, model, base_config, perf, engine, requests, spec, progress
+            )
     except ServerGone as gone:
-        raise TritongenError(f"the server stopped answering while tuning ({gone})", "restart it and run tune again") from None
+        raise TritongenError(
+            f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
+        ) from None
     finally:
         search_s = time.monotonic() - started
 
@@ -366,13 +435,25 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     written = record = None
     try:
         if spec.write and meets and winner is not None:
-            written, record = _write_winner(spec, base_config, winner, baseline, list(trials.values()), frontier, search_s,
-                                            confirmation, confirmed)
+            written, record = _write_winner(
+                spec, base_config, winner, baseline, list(trials.values()), frontier, search_s, confirmation, confirmed
+            )
         server.load(model, None)  # what is on disk now: the winner when written, else the original
     finally:
         server.close()
-    return TuneResult(model, winner, baseline, tuple(trials.values()), tuple(frontier), search_s, written, record, meets,
-                      tuple(confirmation), confirmed)
+    return TuneResult(
+        model,
+        winner,
+        baseline,
+        tuple(trials.values()),
+        tuple(frontier),
+        search_s,
+        written,
+        record,
+        meets,
+        tuple(confirmation),
+        confirmed,
+    )
 
 
 def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | None:
@@ -382,24 +463,38 @@ def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | No
     return Candidate(1, base.max_queue_delay_us, max(space["max_batch_size"]), ())
 
 
-def _confirm(winner: Trial, server: Triton, model: str, base_config, perf: PerfSpec, engine, requests, spec: TuneSpec,
-             progress: Progress) -> tuple[list[PerfPoint], PerfPoint | None]:
+def _confirm(
+    winner: Trial,
+    server: Triton,
+    model: str,
+    base_config,
+    perf: PerfSpec,
+    engine,
+    requests,
+    spec: TuneSpec,
+    progress: Progress,
+) -> tuple[list[PerfPoint], PerfPoint | None]:
     """Measure the winner's best operating point again, twice as long; where its p99 breaks the bound, the next
     lower feasible point of the same config (at most three tries). Returns every re-measurement and the first
     that holds."""
     from google.protobuf import json_format
 
     server.load(model, json_format.MessageToJson(config_from_candidate(base_config, winner.candidate)))
-    feasible = sorted((p for p in winner.points if p.latency.p99_ms <= spec.max_p99_ms and not p.errors),
-                      key=lambda p: p.throughput_rps, reverse=True)
+    feasible = sorted(
+        (p for p in winner.points if p.latency.p99_ms <= spec.max_p99_ms and not p.errors),
+        key=lambda p: p.throughput_rps,
+        reverse=True,
+    )
     measured: list[PerfPoint] = []
     for point in feasible[:3]:
         level = replace(perf, concurrency=(int(point.load),), request_rates=(), duration_s=2 * perf.duration_s)
         again = engine(level, requests)[0]
         measured.append(again)
         holds = again.latency.p99_ms <= spec.max_p99_ms and not again.errors
-        progress(f"confirming {winner.candidate.label()} at concurrency {int(point.load)}: {again.throughput_rps:.1f} req/s "
-                 f"p99 {again.latency.p99_ms:.2f} ms" + ("" if holds else "  (over the bound)"))
+        progress(
+            f"confirming {winner.candidate.label()} at concurrency {int(point.load)}: {again.throughput_rps:.1f} req/s "
+            f"p99 {again.latency.p99_ms:.2f} ms" + ("" if holds else "  (over the bound)")
+        )
         if holds:
             return measured, again
     return measured, None
@@ -414,22 +509,35 @@ def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate
     return out
 
 
-def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, trials: list[Trial],
-                  frontier, search_s: float, confirmation: Sequence[PerfPoint] = (), confirmed: PerfPoint | None = None
-                  ) -> tuple[Path, Path]:
+def _write_winner(
+    spec: TuneSpec,
+    base_config,
+    winner: Trial,
+    baseline: Trial,
+    trials: list[Trial],
+    frontier,
+    search_s: float,
+    confirmation: Sequence[PerfPoint] = (),
+    confirmed: PerfPoint | None = None,
+) -> tuple[Path, Path]:
     from google.protobuf import text_format
 
-    from ..layout import ARTIFACT_DIR
+    from ..layout import ARTIFACT_DIR, version_numbers
     from ..manifest import rehash_files
-    from ..layout import version_numbers
     from ..validate import config_from_text, problems_in_config
 
     config = config_from_candidate(base_config, winner.candidate)
-    text = "# Tuned by tritongen tune: see <version>/tritongen/tune.json for the measurements.\n" + text_format.MessageToString(config)
+    text = (
+        "# Tuned by tritongen tune: see <version>/tritongen/tune.json for the measurements.\n"
+        + text_format.MessageToString(config)
+    )
     problems = problems_in_config(config_from_text(text), spec.model_dir)
     if problems:
-        raise TritongenError("the tuned config does not validate", "report this as a bug; the repository was left unchanged",
-                             details="\n".join(problems))
+        raise TritongenError(
+            "the tuned config does not validate",
+            "report this as a bug; the repository was left unchanged",
+            details="\n".join(problems),
+        )
     config_path = spec.model_dir / "config.pbtxt"
     previous = config_path.read_text()
     versions = version_numbers(spec.model_dir)
@@ -445,8 +553,10 @@ def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, t
         "confirmed": None if confirmed is None else _point_dict(confirmed),
         "baseline": _trial_dict(baseline),
         "trials": [_trial_dict(t) for t in trials],
-        "frontier": [{"config": asdict(c), "concurrency": p.load, "throughput_rps": p.throughput_rps, "p99_ms": p.latency.p99_ms}
-                     for c, p in frontier],
+        "frontier": [
+            {"config": asdict(c), "concurrency": p.load, "throughput_rps": p.throughput_rps, "p99_ms": p.latency.p99_ms}
+            for c, p in frontier
+        ],
         "previous_config": previous,
     }
     record_path.write_text(json.dumps(record, indent=2) + "\n")
@@ -459,12 +569,27 @@ def _write_winner(spec: TuneSpec, base_config, winner: Trial, baseline: Trial, t
 
 
 def _trial_dict(t: Trial) -> dict[str, Any]:
-    return {"config": asdict(t.candidate), "load_s": round(t.load_s, 3), "error": t.error,
-            "best": None if t.best is None else {"concurrency": t.best.load, "throughput_rps": t.best.throughput_rps,
-                                                  "p99_ms": t.best.latency.p99_ms, "mean_ms": t.best.latency.mean_ms},
-            "points": [_point_dict(p) for p in t.points]}
+    return {
+        "config": asdict(t.candidate),
+        "load_s": round(t.load_s, 3),
+        "error": t.error,
+        "best": None
+        if t.best is None
+        else {
+            "concurrency": t.best.load,
+            "throughput_rps": t.best.throughput_rps,
+            "p99_ms": t.best.latency.p99_ms,
+            "mean_ms": t.best.latency.mean_ms,
+        },
+        "points": [_point_dict(p) for p in t.points],
+    }
 
 
 def _point_dict(p: PerfPoint) -> dict[str, Any]:
-    return {"concurrency": p.load, "throughput_rps": p.throughput_rps, "p99_ms": p.latency.p99_ms,
-            "measured_s": p.measured_s, "errors": dict(p.errors)}
+    return {
+        "concurrency": p.load,
+        "throughput_rps": p.throughput_rps,
+        "p99_ms": p.latency.p99_ms,
+        "measured_s": p.measured_s,
+        "errors": dict(p.errors),
+    }

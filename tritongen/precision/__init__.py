@@ -18,6 +18,13 @@ from .calibration import CalibrationData, calibration_data_from_path  # noqa: E4
 from .guard import GuardResult, guarded_onnx_from_onnx  # noqa: E402
 
 __all__ = [
-    "PRECISIONS", "CALIB_METHODS", "DEFAULT_MIN_COSINE", "AccuracyReport",
-    "accuracy_from_outputs", "CalibrationData", "calibration_data_from_path", "GuardResult", "guarded_onnx_from_onnx",
+    "PRECISIONS",
+    "CALIB_METHODS",
+    "DEFAULT_MIN_COSINE",
+    "AccuracyReport",
+    "accuracy_from_outputs",
+    "CalibrationData",
+    "calibration_data_from_path",
+    "GuardResult",
+    "guarded_onnx_from_onnx",
 ]

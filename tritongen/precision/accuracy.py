@@ -7,8 +7,9 @@ outputs shaped ``[batch, classes]`` when a ``min_top1`` bar is set (an embedding
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +25,15 @@ class OutputAccuracy:
     top1: float | None  # agreement of argmax over the last axis, for [batch, classes] outputs
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "samples": self.samples, "max_abs_err": self.max_abs_err,
-                "max_rel_err": self.max_rel_err, "cosine_mean": self.cosine_mean, "cosine_min": self.cosine_min,
-                "top1": self.top1}
+        return {
+            "output": self.output,
+            "samples": self.samples,
+            "max_abs_err": self.max_abs_err,
+            "max_rel_err": self.max_rel_err,
+            "cosine_mean": self.cosine_mean,
+            "cosine_min": self.cosine_min,
+            "top1": self.top1,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,19 +82,31 @@ class AccuracyReport:
         return not self.failures()
 
     def table(self) -> str:
-        rows = [f"{'output':<20} {'samples':>7} {'max abs err':>12} " f"{'max rel err':>12} {'cos mean':>9} {'cos min':>9} {'top-1':>7}"]
+        rows = [
+            f"{'output':<20} {'samples':>7} {'max abs err':>12} "
+            f"{'max rel err':>12} {'cos mean':>9} {'cos min':>9} {'top-1':>7}"
+        ]
         for o in self.outputs:
             top1 = f"{o.top1:.4f}" if o.top1 is not None else "-"
-            rows.append(f"{o.output:<20} {o.samples:>7} {o.max_abs_err:>12.3g} {o.max_rel_err:>12.3g} "
-                        f"{o.cosine_mean:>9.5f} {o.cosine_min:>9.5f} {top1:>7}")
+            rows.append(
+                f"{o.output:<20} {o.samples:>7} {o.max_abs_err:>12.3g} {o.max_rel_err:>12.3g} "
+                f"{o.cosine_mean:>9.5f} {o.cosine_min:>9.5f} {top1:>7}"
+            )
         bar = f"(bar: mean cosine >= {self.min_cosine:g}, min cosine >= {self.min_cosine - 0.01:g}"
         rows.append(bar + (f", top-1 >= {self.min_top1:g})" if self.min_top1 is not None else ")"))
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "min_cosine": self.min_cosine, "min_top1": self.min_top1,
-                "cosine_mean": self.cosine_mean, "cosine_min": self.cosine_min, "top1": self.top1,
-                "failures": self.failures(), "outputs": [o.to_dict() for o in self.outputs]}
+        return {
+            "ok": self.ok,
+            "min_cosine": self.min_cosine,
+            "min_top1": self.min_top1,
+            "cosine_mean": self.cosine_mean,
+            "cosine_min": self.cosine_min,
+            "top1": self.top1,
+            "failures": self.failures(),
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -105,8 +124,13 @@ def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return cos
 
 
-def accuracy_from_outputs(names: Sequence[str], got: Sequence[Sequence[np.ndarray]], want: Sequence[Sequence[np.ndarray]],
-                          min_cosine: float, min_top1: float | None = None) -> AccuracyReport:
+def accuracy_from_outputs(
+    names: Sequence[str],
+    got: Sequence[Sequence[np.ndarray]],
+    want: Sequence[Sequence[np.ndarray]],
+    min_cosine: float,
+    min_top1: float | None = None,
+) -> AccuracyReport:
     """Compare batches of outputs (``got[batch][output]``) with the reference, output by output."""
     results = []
     for i, name in enumerate(names):
@@ -115,11 +139,15 @@ def accuracy_from_outputs(names: Sequence[str], got: Sequence[Sequence[np.ndarra
         cos = np.concatenate([_cosines(g, w) for g, w in zip(g_all, w_all)])
         diffs = [np.abs(g.astype(np.float64) - w.astype(np.float64)) for g, w in zip(g_all, w_all)]
         max_abs = max(float(np.max(d)) if d.size else 0.0 for d in diffs)
-        max_rel = max(float(np.max(d / np.maximum(np.abs(w.astype(np.float64)), 1e-6))) if d.size else 0.0
-                      for d, w in zip(diffs, w_all))
+        max_rel = max(
+            float(np.max(d / np.maximum(np.abs(w.astype(np.float64)), 1e-6))) if d.size else 0.0
+            for d, w in zip(diffs, w_all)
+        )
         top1 = None
         if min_top1 is not None and all(w.ndim == 2 and w.shape[1] > 1 for w in w_all):
             agree = np.concatenate([np.argmax(g, axis=1) == np.argmax(w, axis=1) for g, w in zip(g_all, w_all)])
             top1 = float(np.mean(agree))
-        results.append(OutputAccuracy(name, int(cos.size), max_abs, max_rel, float(np.mean(cos)), float(np.min(cos)), top1))
+        results.append(
+            OutputAccuracy(name, int(cos.size), max_abs, max_rel, float(np.mean(cos)), float(np.min(cos)), top1)
+        )
     return AccuracyReport(tuple(results), float(min_cosine), None if min_top1 is None else float(min_top1))

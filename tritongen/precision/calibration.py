@@ -11,9 +11,9 @@ out: the accuracy guard measures on samples that calibration never saw.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,8 +52,12 @@ class CalibrationData:
         return len(shapes) <= 1
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "calib_samples": self.calib_samples, "eval_samples": self.eval_samples,
-                "calib_sha256": self.digest}
+        return {
+            "source": self.source,
+            "calib_samples": self.calib_samples,
+            "eval_samples": self.eval_samples,
+            "calib_sha256": self.digest,
+        }
 
 
 def digest_of(batches: Sequence[Arrays]) -> str:
@@ -69,10 +73,15 @@ def digest_of(batches: Sequence[Arrays]) -> str:
 def _check_finite(arrays: Arrays, where: str) -> None:
     for name, a in arrays.items():
         if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-            raise TritongenError(f"{where}: input '{name}' holds NaN or Inf", "remove or fix that sample; calibration needs finite values")
+            raise TritongenError(
+                f"{where}: input '{name}' holds NaN or Inf",
+                "remove or fix that sample; calibration needs finite values",
+            )
 
 
-def _items_from_npz(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, preprocessor: Path | None = None) -> list[Arrays]:
+def _items_from_npz(
+    path: Path, inputs: tuple[TensorSpec, ...], batched: bool, preprocessor: Path | None = None
+) -> list[Arrays]:
     from ..npz import arrays_from_npz
     from ..samples import check_arrays_match_spec
 
@@ -83,8 +92,11 @@ def _items_from_npz(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, p
             if images:
                 return _items_from_images(path, images, inputs, batched, preprocessor)
         if not files:
-            raise TritongenError(f"calibration folder {path} holds no .npz files or images",
-                                 "put one .npz per sample (or per batch) in it, one array " "per model input (or image files for an image model)")
+            raise TritongenError(
+                f"calibration folder {path} holds no .npz files or images",
+                "put one .npz per sample (or per batch) in it, one array "
+                "per model input (or image files for an image model)",
+            )
     else:
         files = [path]
     items: list[Arrays] = []
@@ -98,17 +110,25 @@ def _items_from_npz(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, p
             continue
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1:
-            raise TritongenError(f"calibration file {f.name}: arrays have different batch sizes", "give every input the same number of rows")
-        items.extend({k: a[i:i + 1] for k, a in arrays.items()} for i in range(rows.pop()))
+            raise TritongenError(
+                f"calibration file {f.name}: arrays have different batch sizes",
+                "give every input the same number of rows",
+            )
+        items.extend({k: a[i : i + 1] for k, a in arrays.items()} for i in range(rows.pop()))
     return items
 
 
 def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, tokenizer: Path | None) -> list[Arrays]:
     if tokenizer is None:
-        raise TritongenError(f"calibration data {path.name} is text, which needs a tokenizer",
-                             "pass --tokenizer DIR (a Hugging Face tokenizer folder), or give .npz samples instead")
+        raise TritongenError(
+            f"calibration data {path.name} is text, which needs a tokenizer",
+            "pass --tokenizer DIR (a Hugging Face tokenizer folder), or give .npz samples instead",
+        )
     if not batched:
-        raise TritongenError("text calibration data needs a batching model", "build with --max-batch-size 1 or more, or give .npz samples")
+        raise TritongenError(
+            "text calibration data needs a batching model",
+            "build with --max-batch-size 1 or more, or give .npz samples",
+        )
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     if not lines:
         raise TritongenError(f"calibration text file {path} has no non-empty lines", "write one sample text per line")
@@ -117,30 +137,43 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
 
         tok = AutoTokenizer.from_pretrained(str(tokenizer))
     except Exception as exc:
-        raise TritongenError(f"cannot load a tokenizer from {tokenizer}: {str(exc).splitlines()[0][:200]}",
-                             "pass --tokenizer with a folder holding tokenizer.json / tokenizer_config.json") from None
+        raise TritongenError(
+            f"cannot load a tokenizer from {tokenizer}: {str(exc).splitlines()[0][:200]}",
+            "pass --tokenizer with a folder holding tokenizer.json / tokenizer_config.json",
+        ) from None
     fixed = {t.dims[0] for t in inputs if len(t.dims) == 1 and t.dims[0] != -1}
-    max_len = fixed.pop() if fixed else min(DEFAULT_MAX_TOKENS, getattr(tok, "model_max_length", DEFAULT_MAX_TOKENS) or DEFAULT_MAX_TOKENS)
+    max_len = (
+        fixed.pop()
+        if fixed
+        else min(DEFAULT_MAX_TOKENS, getattr(tok, "model_max_length", DEFAULT_MAX_TOKENS) or DEFAULT_MAX_TOKENS)
+    )
     # One padded length for all lines: histogram calibrators stack batches, so shapes must agree.
-    enc = tok(lines, padding="max_length" if fixed else "longest", truncation=True, max_length=max_len, return_tensors="np")
+    enc = tok(
+        lines, padding="max_length" if fixed else "longest", truncation=True, max_length=max_len, return_tensors="np"
+    )
     missing = [t.name for t in inputs if t.name not in enc]
     if missing:
-        raise TritongenError(f"the tokenizer gives {', '.join(sorted(enc.keys()))} but the model needs input '{missing[0]}'",
-                             "name the model inputs like the tokenizer's outputs (input_ids, attention_mask, token_type_ids)")
+        raise TritongenError(
+            f"the tokenizer gives {', '.join(sorted(enc.keys()))} but the model needs input '{missing[0]}'",
+            "name the model inputs like the tokenizer's outputs (input_ids, attention_mask, token_type_ids)",
+        )
     arrays = {t.name: np.asarray(enc[t.name]).astype(numpy_dtype(t.dtype)) for t in inputs}
-    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(len(lines))]
+    return [{k: a[i : i + 1] for k, a in arrays.items()} for i in range(len(lines))]
 
 
-def _items_from_images(folder: Path, files: list[Path], inputs: tuple[TensorSpec, ...], batched: bool,
-                       preprocessor: Path | None) -> list[Arrays]:
+def _items_from_images(
+    folder: Path, files: list[Path], inputs: tuple[TensorSpec, ...], batched: bool, preprocessor: Path | None
+) -> list[Arrays]:
     import json
 
     from PIL import Image
 
     image_inputs = [t for t in inputs if len(t.dims) == 3 and t.dims[0] == 3 and -1 not in t.dims[1:]]
     if len(inputs) != 1 or not image_inputs or numpy_dtype(inputs[0].dtype).kind != "f":
-        raise TritongenError(f"calibration folder {folder} holds images, but the model does not take one image [3, H, W] (float)",
-                             "give .npz samples with one array per model input")
+        raise TritongenError(
+            f"calibration folder {folder} holds images, but the model does not take one image [3, H, W] (float)",
+            "give .npz samples with one array per model input",
+        )
     t = image_inputs[0]
     height, width = t.dims[1], t.dims[2]
     mean = std = None
@@ -152,9 +185,15 @@ def _items_from_images(folder: Path, files: list[Path], inputs: tuple[TensorSpec
     for f in files:
         try:
             with Image.open(f) as image:
-                array = np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32).transpose(2, 0, 1) / 255.0
+                array = (
+                    np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32).transpose(2, 0, 1)
+                    / 255.0
+                )
         except Exception as exc:
-            raise TritongenError(f"calibration image {f.name} cannot be read ({type(exc).__name__})", "remove it or replace it with a valid image") from None
+            raise TritongenError(
+                f"calibration image {f.name} cannot be read ({type(exc).__name__})",
+                "remove it or replace it with a valid image",
+            ) from None
         if mean is not None and std is not None:
             array = (array - mean) / std
         array = array.astype(numpy_dtype(t.dtype))
@@ -191,8 +230,14 @@ def _looks_like_text(path: Path) -> bool:
     return not head.startswith(b"PK") and b"\x00" not in head
 
 
-def calibration_data_from_path(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, batch: int = 16,
-                               tokenizer: Path | None = None, holdout: bool = True) -> CalibrationData:
+def calibration_data_from_path(
+    path: Path,
+    inputs: tuple[TensorSpec, ...],
+    batched: bool,
+    batch: int = 16,
+    tokenizer: Path | None = None,
+    holdout: bool = True,
+) -> CalibrationData:
     """Read, check and split the user's calibration data; every problem is a :class:`TritongenError`.
 
     ``tokenizer``: a tokenizer folder (text), or a Hugging Face folder whose preprocessor_config.json normalises
@@ -203,7 +248,10 @@ def calibration_data_from_path(path: Path, inputs: tuple[TensorSpec, ...], batch
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise TritongenError(f"calibration data {path} does not exist", "pass --calib-data with an .npz file, a folder of .npz files or a text file")
+        raise TritongenError(
+            f"calibration data {path} does not exist",
+            "pass --calib-data with an .npz file, a folder of .npz files or a text file",
+        )
     if path.is_file() and _looks_like_text(path):
         items, source = _items_from_text(path, inputs, batched, tokenizer), "text"
     else:
@@ -216,21 +264,39 @@ def calibration_data_from_path(path: Path, inputs: tuple[TensorSpec, ...], batch
             need = MIN_CALIB_SAMPLES + MIN_CALIB_SAMPLES // (HOLDOUT_EVERY - 1) + 1
             raise TritongenError(
                 f"calibration data {path.name} has {len(items)} sample(s), too few to calibrate and check accuracy",
-                f"give at least {need} samples (a few hundred is better): " f"every {HOLDOUT_EVERY}th is held out for the accuracy guard")
+                f"give at least {need} samples (a few hundred is better): "
+                f"every {HOLDOUT_EVERY}th is held out for the accuracy guard",
+            )
     else:
         calib, held = [], list(items)
         if len(held) < MIN_EVAL_SAMPLES:
-            raise TritongenError(f"calibration data {path.name} has {len(items)} sample(s)", f"give at least {MIN_EVAL_SAMPLES}")
+            raise TritongenError(
+                f"calibration data {path.name} has {len(items)} sample(s)", f"give at least {MIN_EVAL_SAMPLES}"
+            )
     step = max(1, batch)
     calib_batches, eval_batches = _batches(calib, step, batched), _batches(held, step, batched)
-    return CalibrationData(calib=tuple(calib_batches), eval=tuple(eval_batches), source=source,
-                           calib_samples=len(calib), eval_samples=len(held), digest=digest_of(calib_batches),
-                           batched=batched)
+    return CalibrationData(
+        calib=tuple(calib_batches),
+        eval=tuple(eval_batches),
+        source=source,
+        calib_samples=len(calib),
+        eval_samples=len(held),
+        digest=digest_of(calib_batches),
+        batched=batched,
+    )
 
 
-def calibration_data_from_arrays(calib: Sequence[Arrays], eval_batches: Sequence[Arrays], batched: bool = True,
-                                 source: str = "samples") -> CalibrationData:
+def calibration_data_from_arrays(
+    calib: Sequence[Arrays], eval_batches: Sequence[Arrays], batched: bool = True, source: str = "samples"
+) -> CalibrationData:
     """Wrap batches a caller already has (the build's own samples for FP16, or a library caller's data)."""
     count = lambda bs: sum((next(iter(b.values())).shape[0] if batched else 1) for b in bs if b)  # noqa: E731
-    return CalibrationData(calib=tuple(calib), eval=tuple(eval_batches), source=source, calib_samples=count(calib),
-                           eval_samples=count(eval_batches), digest=digest_of(calib), batched=batched)
+    return CalibrationData(
+        calib=tuple(calib),
+        eval=tuple(eval_batches),
+        source=source,
+        calib_samples=count(calib),
+        eval_samples=count(eval_batches),
+        digest=digest_of(calib),
+        batched=batched,
+    )

@@ -6,16 +6,36 @@ around every operation it leaves in FP32.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import TritongenError
 from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 
 # Reductions and large-range operations: FP16 overflows (65504) or loses the small terms of a sum.
-FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum",
-            "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Pow", "Sqrt", "Exp", "Log", "Erf",
-            "InstanceNormalization", "GroupNormalization", "CumSum", "TopK", "NonMaxSuppression", "Range", "RoiAlign")
+FP32_OPS = (
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Erf",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "CumSum",
+    "TopK",
+    "NonMaxSuppression",
+    "Range",
+    "RoiAlign",
+)
 
 
 def fp16_onnx_from_onnx(src: Path, dst_dir: Path, keep_nodes: Iterable[str] = (), keep_io_types: bool = True) -> Path:
@@ -26,15 +46,27 @@ def fp16_onnx_from_onnx(src: Path, dst_dir: Path, keep_nodes: Iterable[str] = ()
     model = onnx.load(str(src), load_external_data=True)
     try:
         converted = float16.convert_float_to_float16(
-            model, keep_io_types=keep_io_types, op_block_list=sorted(set(FP32_OPS) | set(float16.DEFAULT_OP_BLOCK_LIST)),
-            node_block_list=sorted(set(keep_nodes)), disable_shape_infer=False)
+            model,
+            keep_io_types=keep_io_types,
+            op_block_list=sorted(set(FP32_OPS) | set(float16.DEFAULT_OP_BLOCK_LIST)),
+            node_block_list=sorted(set(keep_nodes)),
+            disable_shape_infer=False,
+        )
     except Exception as exc:
-        raise TritongenError(f"the FP16 conversion failed: {str(exc).splitlines()[0][:300]}",
-                             "build with --precision fp32, or report the model") from None
+        raise TritongenError(
+            f"the FP16 conversion failed: {str(exc).splitlines()[0][:300]}",
+            "build with --precision fp32, or report the model",
+        ) from None
     dst_dir.mkdir(parents=True, exist_ok=True)
     path = dst_dir / ONNX_FILENAME
-    onnx.save_model(converted, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=ONNX_DATA_FILENAME, size_threshold=1024)
+    onnx.save_model(
+        converted,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=ONNX_DATA_FILENAME,
+        size_threshold=1024,
+    )
     return path
 
 

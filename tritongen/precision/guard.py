@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,14 +58,23 @@ class GuardResult:
     def summary(self) -> str:
         a = self.accuracy
         top1 = f", top-1 {a.top1:.4f}" if a.top1 is not None else ""
-        kept = f"; kept {len(self.kept_layers)} layer(s) in FP32 after {len(self.attempts)} attempts" if self.guard_kicked_in else ""
+        kept = (
+            f"; kept {len(self.kept_layers)} layer(s) in FP32 after {len(self.attempts)} attempts"
+            if self.guard_kicked_in
+            else ""
+        )
         return f"{self.precision}: cosine mean {a.cosine_mean:.5f} min {a.cosine_min:.5f}{top1}{kept}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"precision": self.precision, "ok": self.accuracy.ok, "accuracy": self.accuracy.to_dict(),
-                "kept_layers": list(self.kept_layers), "attempts": [t.to_dict() for t in self.attempts],
-                "sensitivity": [{"layer": n, "loss": s} for n, s in self.sensitivity[:20]],
-                "calibration": self.calibration}
+        return {
+            "precision": self.precision,
+            "ok": self.accuracy.ok,
+            "accuracy": self.accuracy.to_dict(),
+            "kept_layers": list(self.kept_layers),
+            "attempts": [t.to_dict() for t in self.attempts],
+            "sensitivity": [{"layer": n, "loss": s} for n, s in self.sensitivity[:20]],
+            "calibration": self.calibration,
+        }
 
 
 def outputs_from_onnx(path: Path, batches: Sequence[dict], output_names: Sequence[str]) -> list[list[np.ndarray]]:
@@ -106,8 +116,13 @@ class _Variant:
 
         result = int8_onnx_from_onnx(self.src, dst, self.data, self.method, exclude_nodes=kept)
         if not self.calibration:
-            self.calibration = {"method": self.method, "samples": result.calib_samples, "cache_hit": result.cache_hit,
-                                "cache": str(result.cache_path), **self.data.to_dict()}
+            self.calibration = {
+                "method": self.method,
+                "samples": result.calib_samples,
+                "cache_hit": result.cache_hit,
+                "cache": str(result.cache_path),
+                **self.data.to_dict(),
+            }
         return result.onnx_path
 
     def only(self, dst: Path, layer: str) -> Path:
@@ -115,14 +130,23 @@ class _Variant:
         return self.build(dst, [c for c in self.candidates if c != layer])
 
 
-def layer_sensitivity(variant: _Variant, work: Path, batches: Sequence[dict], reference: Sequence[Sequence[np.ndarray]],
-                      output_names: Sequence[str], min_cosine: float, min_top1: float | None,
-                      progress: Progress) -> list[tuple[str, float]]:
+def layer_sensitivity(
+    variant: _Variant,
+    work: Path,
+    batches: Sequence[dict],
+    reference: Sequence[Sequence[np.ndarray]],
+    output_names: Sequence[str],
+    min_cosine: float,
+    min_top1: float | None,
+    progress: Progress,
+) -> list[tuple[str, float]]:
     """Loss of each candidate layer converted alone, worst first."""
     scores = []
     for i, layer in enumerate(variant.candidates):
         path = variant.only(work / "probe", layer)
-        report = accuracy_from_outputs(output_names, outputs_from_onnx(path, batches, output_names), reference, min_cosine, min_top1)
+        report = accuracy_from_outputs(
+            output_names, outputs_from_onnx(path, batches, output_names), reference, min_cosine, min_top1
+        )
         scores.append((layer, _loss(report)))
         if (i + 1) % 10 == 0:
             progress(f"      sensitivity: {i + 1}/{len(variant.candidates)} layers")
@@ -139,10 +163,20 @@ def _keep_count(scores: list[tuple[str, float]], budget: float) -> int:
     return len(scores)
 
 
-def guarded_onnx_from_onnx(src: Path, work: Path, precision: str, data: CalibrationData,
-                           reference: Sequence[Sequence[np.ndarray]], output_names: Sequence[str], *,
-                           min_cosine: float, min_top1: float | None = None, method: str = "minmax",
-                           max_attempts: int = DEFAULT_MAX_ATTEMPTS, progress: Progress | None = None) -> GuardResult:
+def guarded_onnx_from_onnx(
+    src: Path,
+    work: Path,
+    precision: str,
+    data: CalibrationData,
+    reference: Sequence[Sequence[np.ndarray]],
+    output_names: Sequence[str],
+    *,
+    min_cosine: float,
+    min_top1: float | None = None,
+    method: str = "minmax",
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    progress: Progress | None = None,
+) -> GuardResult:
     """The ``precision`` variant of ``src`` that meets the bar on ``data.eval`` against ``reference``.
 
     ``reference[b]`` holds the FP32 reference outputs (PyTorch's) for ``data.eval[b]``. The variant is written
@@ -160,11 +194,16 @@ def guarded_onnx_from_onnx(src: Path, work: Path, precision: str, data: Calibrat
 
     def attempt(kept: Sequence[str]) -> tuple[Path, AccuracyReport]:
         path = variant.build(work / f"attempt-{len(attempts) + 1}", kept)
-        report = accuracy_from_outputs(output_names, outputs_from_onnx(path, data.eval, output_names), reference, min_cosine, min_top1)
+        report = accuracy_from_outputs(
+            output_names, outputs_from_onnx(path, data.eval, output_names), reference, min_cosine, min_top1
+        )
         attempts.append(Attempt(tuple(kept), report))
-        say(f"      attempt {len(attempts)} ({len(kept)} layer(s) kept in FP32): cosine mean {report.cosine_mean:.5f}"
-            f" min {report.cosine_min:.5f}" + (f" top-1 {report.top1:.4f}" if report.top1 is not None else "")
-            + (" ok" if report.ok else " below the bar"))
+        say(
+            f"      attempt {len(attempts)} ({len(kept)} layer(s) kept in FP32): cosine mean {report.cosine_mean:.5f}"
+            f" min {report.cosine_min:.5f}"
+            + (f" top-1 {report.top1:.4f}" if report.top1 is not None else "")
+            + (" ok" if report.ok else " below the bar")
+        )
         return path, report
 
     path, report = attempt([])
@@ -183,10 +222,19 @@ def guarded_onnx_from_onnx(src: Path, work: Path, precision: str, data: Calibrat
         while not report.ok and len(attempts) < max_attempts and k < len(scores):
             path, report = attempt([n for n, _ in scores[:k]])
             k = max(k + 1, 2 * k)
-    result = GuardResult(precision=precision, onnx_path=path, accuracy=report, attempts=tuple(attempts),
-                         sensitivity=tuple(scores), calibration=dict(variant.calibration))
+    result = GuardResult(
+        precision=precision,
+        onnx_path=path,
+        accuracy=report,
+        attempts=tuple(attempts),
+        sensitivity=tuple(scores),
+        calibration=dict(variant.calibration),
+    )
     if not report.ok:
-        lines = [f"attempt {i + 1}: kept {len(a.kept)} layer(s): " + "; ".join(a.accuracy.failures()) for i, a in enumerate(attempts)]
+        lines = [
+            f"attempt {i + 1}: kept {len(a.kept)} layer(s): " + "; ".join(a.accuracy.failures())
+            for i, a in enumerate(attempts)
+        ]
         if scores:
             lines.append("most sensitive layers: " + ", ".join(f"{n} ({s:.3g})" for n, s in scores[:5]))
         lines.append(report.table())
@@ -194,5 +242,6 @@ def guarded_onnx_from_onnx(src: Path, work: Path, precision: str, data: Calibrat
             f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)",
             "give more or more representative --calib-data, try another --calib-method, lower --min-cosine/--min-top1 "
             "if the loss is acceptable, or use a higher --precision",
-            details="\n".join(lines))
+            details="\n".join(lines),
+        )
     return result

@@ -13,14 +13,14 @@ import contextlib
 import hashlib
 import io
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import TritongenError
+from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from ..layout import cache_root
 from ..logs import quieted
-from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from .calibration import MIN_CALIB_SAMPLES, CalibrationData
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
@@ -67,8 +67,11 @@ def weighted_nodes(src: Path) -> tuple[list[str], list[str]]:
 def _method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[name]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
 
 
 def _uniform_batches(data: CalibrationData, method: str) -> list[dict]:
@@ -81,24 +84,39 @@ def _uniform_batches(data: CalibrationData, method: str) -> list[dict]:
     kept = [b for b in batches if sig(b) == common]
     rows = sum(data.rows(b) for b in kept)
     if rows < MIN_CALIB_SAMPLES:
-        raise TritongenError(f"--calib-method {method} needs calibration samples of one shape, and only {rows} share one",
-                             "pad the samples to one shape, or use --calib-method minmax")
+        raise TritongenError(
+            f"--calib-method {method} needs calibration samples of one shape, and only {rows} share one",
+            "pad the samples to one shape, or use --calib-method minmax",
+        )
     return kept
 
 
-def int8_onnx_from_onnx(src: Path, dst_dir: Path, data: CalibrationData, method: str = "minmax",
-                        exclude_nodes: Iterable[str] = ()) -> Int8Result:
+def int8_onnx_from_onnx(
+    src: Path, dst_dir: Path, data: CalibrationData, method: str = "minmax", exclude_nodes: Iterable[str] = ()
+) -> Int8Result:
     """Write ``dst_dir/model.onnx`` (+ external data) with symmetric INT8 Q/DQ calibrated on ``data.calib``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     batches = _uniform_batches(data, method)
     weighted, activation_only = weighted_nodes(src)
     if not weighted:
-        raise TritongenError("the model has no Conv, Gemm or MatMul with weights to quantize",
-                             "INT8 gains nothing here: build with --precision fp16 or fp32")
+        raise TritongenError(
+            "the model has no Conv, Gemm or MatMul with weights to quantize",
+            "INT8 gains nothing here: build with --precision fp16 or fp32",
+        )
     excluded = sorted(set(exclude_nodes) | set(activation_only))
-    key = hashlib.sha256("|".join([onnx_digest(src), data.digest, method, ",".join(QUANTIZED_OPS), "sym-int8-v1",
-                                   ",".join(str(len(b)) for b in batches)]).encode()).hexdigest()[:32]
+    key = hashlib.sha256(
+        "|".join(
+            [
+                onnx_digest(src),
+                data.digest,
+                method,
+                ",".join(QUANTIZED_OPS),
+                "sym-int8-v1",
+                ",".join(str(len(b)) for b in batches),
+            ]
+        ).encode()
+    ).hexdigest()[:32]
     cache_path = cache_dir() / f"{key}.json"
     hit = cache_path.is_file()
 
@@ -116,20 +134,38 @@ def int8_onnx_from_onnx(src: Path, dst_dir: Path, data: CalibrationData, method:
     try:  # ORT's "please consider pre-processing" chatter goes to the root logger
         with contextlib.redirect_stdout(io.StringIO()), quieted("", "onnxruntime"):
             quantize_static(
-                str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
-                per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded, use_external_data_format=True, calibrate_method=_method(method),
+                str(src),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                use_external_data_format=True,
+                calibrate_method=_method(method),
                 calibration_cache_path=str(cache_path),
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                               "CalibTensorRangeSymmetric": True, "QDQKeepRemovableActivations": True,
-                               # Q/DQ on the inputs of weighted ops only, as TensorRT recommends
-                               "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)},
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    "CalibTensorRangeSymmetric": True,
+                    "QDQKeepRemovableActivations": True,
+                    # Q/DQ on the inputs of weighted ops only, as TensorRT recommends
+                    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                },
             )
     except TritongenError:
         raise
     except Exception as exc:
-        raise TritongenError(f"INT8 calibration/quantization failed: {str(exc).splitlines()[0][:300]}",
-                             "check that the calibration samples are valid inputs for the model, or try --calib-method minmax") from None
+        raise TritongenError(
+            f"INT8 calibration/quantization failed: {str(exc).splitlines()[0][:300]}",
+            "check that the calibration samples are valid inputs for the model, or try --calib-method minmax",
+        ) from None
     quantized = tuple(n for n in weighted if n not in excluded)
     rows = sum(data.rows(b) for b in batches)
-    return Int8Result(onnx_path=out, cache_path=cache_path, cache_hit=hit, calib_samples=rows, quantized_nodes=quantized)
+    return Int8Result(
+        onnx_path=out, cache_path=cache_path, cache_hit=hit, calib_samples=rows, quantized_nodes=quantized
+    )

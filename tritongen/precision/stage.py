@@ -9,8 +9,9 @@ folder, so the repository serves exactly the file whose accuracy the manifest re
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from .calibration import calibration_data_from_arrays, calibration_data_from_path
@@ -19,22 +20,39 @@ from .guard import GuardResult, guarded_onnx_from_onnx
 CALIB_BATCH = 16
 
 
-def precision_from_build(fp32_onnx: Path, spec: Any, module: Any, parity_samples, work: Path,
-                         progress: Callable[[str], None] | None = None) -> GuardResult:
+def precision_from_build(
+    fp32_onnx: Path, spec: Any, module: Any, parity_samples, work: Path, progress: Callable[[str], None] | None = None
+) -> GuardResult:
     from ..export import torch_outputs_from_module
 
     say = progress or (lambda message: None)
     batch = max(1, min(CALIB_BATCH, spec.max_batch_size)) if spec.batched else 1
     if spec.calib_data is not None:
         tokenizer = spec.tokenizer or (spec.model_path if spec.model_path.is_dir() else None)
-        data = calibration_data_from_path(spec.calib_data, spec.inputs, spec.batched, batch, tokenizer=tokenizer,
-                                          holdout=spec.precision == "int8")
+        data = calibration_data_from_path(
+            spec.calib_data, spec.inputs, spec.batched, batch, tokenizer=tokenizer, holdout=spec.precision == "int8"
+        )
     else:
-        data = calibration_data_from_arrays([], [inputs for _, inputs in parity_samples], batched=spec.batched, source="build samples")
-    say(f"      {data.calib_samples} calibration sample(s), " f"{data.eval_samples} held out for the accuracy guard ({data.source})")
+        data = calibration_data_from_arrays(
+            [], [inputs for _, inputs in parity_samples], batched=spec.batched, source="build samples"
+        )
+    say(
+        f"      {data.calib_samples} calibration sample(s), "
+        f"{data.eval_samples} held out for the accuracy guard ({data.source})"
+    )
     reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
-    return guarded_onnx_from_onnx(fp32_onnx, work, spec.precision, data, reference, [t.name for t in spec.outputs],
-                                  min_cosine=spec.min_cosine, min_top1=spec.min_top1, method=spec.calib_method, progress=say)
+    return guarded_onnx_from_onnx(
+        fp32_onnx,
+        work,
+        spec.precision,
+        data,
+        reference,
+        [t.name for t in spec.outputs],
+        min_cosine=spec.min_cosine,
+        min_top1=spec.min_top1,
+        method=spec.calib_method,
+        progress=say,
+    )
 
 
 def move_onnx(src: Path, dst_dir: Path) -> Path:

@@ -27,8 +27,9 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,17 @@ class SoakSpec:
         if not self.models:
             raise TritongenError("no models to soak", "name at least one served model")
         if self.duration_s <= 0 or self.concurrency < 1 or self.timeout_s <= 0:
-            raise TritongenError("soak duration, concurrency and timeout must be positive", "give --duration-s > 0, concurrency >= 1")
+            raise TritongenError(
+                "soak duration, concurrency and timeout must be positive", "give --duration-s > 0, concurrency >= 1"
+            )
         if not 0 <= self.bad_fraction < 1:
-            raise TritongenError(f"bad fraction {self.bad_fraction} is outside [0, 1)", "use e.g. 0.1 for 10% malformed requests")
+            raise TritongenError(
+                f"bad fraction {self.bad_fraction} is outside [0, 1)", "use e.g. 0.1 for 10% malformed requests"
+            )
         if self.kill_stub_at_s is not None and not 0 <= self.kill_stub_at_s < self.duration_s:
-            raise TritongenError(f"stub kill at {self.kill_stub_at_s} s is outside the {self.duration_s:g} s run", "kill within the run")
+            raise TritongenError(
+                f"stub kill at {self.kill_stub_at_s} s is outside the {self.duration_s:g} s run", "kill within the run"
+            )
 
     @property
     def killed(self) -> str:
@@ -85,7 +92,9 @@ class StubKill:
     recovery_s: float | None  # kill -> first good answer to a request sent after the kill
     self_recovered: bool  # a good answer came before any reload: Triton restarted the stub itself
     failed_requests: int  # good requests to the model that failed (error answer, timeout) after the kill
-    last_failure_s: float | None  # kill -> the last of those failures (requests queued on the dead instance drain slowly)
+    last_failure_s: (
+        float | None
+    )  # kill -> the last of those failures (requests queued on the dead instance drain slowly)
     max_failed_latency_s: float  # the longest a failed request waited for its answer
     new_pid: int | None  # the model's stub after the run
     reload_error: str | None = None
@@ -137,29 +146,48 @@ class SoakResult:
         lines = [
             f"soak of {', '.join(self.models)}: {self.seconds:.1f} s at concurrency {self.concurrency}, "
             f"{self.sent} requests ({self.throughput_rps:.0f}/s)",
-            f"  good: {self.good_sent} sent, {self.good_ok} ok, " f"{self.good_failed} failed ({self.good_wrong} wrong answers)",
+            f"  good: {self.good_sent} sent, {self.good_ok} ok, "
+            f"{self.good_failed} failed ({self.good_wrong} wrong answers)",
             f"  bad:  {self.bad_sent} sent, {self.bad_rejected} rejected, {self.bad_accepted} accepted wrongly, "
             f"{self.bad_unanswered} unanswered",
         ]
         for kind, counts in sorted(self.bad_by_kind.items()):
-            lines.append(f"    {kind:<16} {counts['sent']:>7} sent {counts['rejected']:>7} " f"rejected {counts['accepted']:>4} accepted")
+            lines.append(
+                f"    {kind:<16} {counts['sent']:>7} sent {counts['rejected']:>7} "
+                f"rejected {counts['accepted']:>4} accepted"
+            )
         lines.append("  errors by kind:" + ("" if self.errors else " none"))
         for key, count in sorted(self.errors.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {count:>7}  {key}  ({self.error_samples.get(key, '')[:110]})")
-        lines.append(f"  server RSS (tritonserver + stubs): before {self.rss_before_kb / 1024:.1f} " f"MB, start {self.rss_start_kb / 1024:.1f} MB, "
-                     f"end {self.rss_end_kb / 1024:.1f} MB (end/start " f"{self.rss_ratio:.3f}), peak {self.rss_peak_kb / 1024:.1f} MB")
-        lines.append(f"  server alive at end: {self.server_alive}; stubs {len(self.stubs_start)} -> {len(self.stubs_end)}, "
-                     f"unreaped dead children {self.zombies_end}")
+        lines.append(
+            f"  server RSS (tritonserver + stubs): before {self.rss_before_kb / 1024:.1f} "
+            f"MB, start {self.rss_start_kb / 1024:.1f} MB, "
+            f"end {self.rss_end_kb / 1024:.1f} MB (end/start "
+            f"{self.rss_ratio:.3f}), peak {self.rss_peak_kb / 1024:.1f} MB"
+        )
+        lines.append(
+            f"  server alive at end: {self.server_alive}; stubs {len(self.stubs_start)} -> {len(self.stubs_end)}, "
+            f"unreaped dead children {self.zombies_end}"
+        )
         k = self.stub_kill
         if k is not None:
             fmt = lambda v: "-" if v is None else f"{v:.3f} s"  # noqa: E731
-            lines.append(f"  stub kill: '{k.model}' stub pid {k.pid} killed at " f"{k.at_s:.1f} s; first 'not healthy' after {fmt(k.detected_s)}; "
-                         f"reload sent after {fmt(k.reload_started_s)} (took {fmt(k.reload_s)})"
-                         + (f", reload failed: {k.reload_error}" if k.reload_error else ""))
-            lines.append(f"    recovered: {k.recovered} after {fmt(k.recovery_s)} (kill " f"-> first good answer); self-recovered: {k.self_recovered}; "
-                         f"new stub pid {k.new_pid}")
-            lines.append(f"    failed requests: {k.failed_requests}, the last " f"{fmt(k.last_failure_s)} after the kill, the slowest answered "
-                         f"after {k.max_failed_latency_s:.3f} s")
+            lines.append(
+                f"  stub kill: '{k.model}' stub pid {k.pid} killed at "
+                f"{k.at_s:.1f} s; first 'not healthy' after {fmt(k.detected_s)}; "
+                f"reload sent after {fmt(k.reload_started_s)} (took {fmt(k.reload_s)})"
+                + (f", reload failed: {k.reload_error}" if k.reload_error else "")
+            )
+            lines.append(
+                f"    recovered: {k.recovered} after {fmt(k.recovery_s)} (kill "
+                f"-> first good answer); self-recovered: {k.self_recovered}; "
+                f"new stub pid {k.new_pid}"
+            )
+            lines.append(
+                f"    failed requests: {k.failed_requests}, the last "
+                f"{fmt(k.last_failure_s)} after the kill, the slowest answered "
+                f"after {k.max_failed_latency_s:.3f} s"
+            )
         return "\n".join(lines)
 
 
@@ -179,9 +207,11 @@ def reload_model(server, model: str, timeout_s: float = 120.0) -> float:
     parameter (``tritongen_restart``: a fresh value each time), which the generated models ignore.
     """
     if getattr(server.spec, "model_control", "explicit") != "explicit":
-        raise TritongenError(f"the server does not allow reloading '{model}' (model control mode '{server.spec.model_control}')",
-                             "serve with explicit model control: ServeSpec(model_control=\"explicit\") "
-                             "or tritonserver --model-control-mode=explicit")
+        raise TritongenError(
+            f"the server does not allow reloading '{model}' (model control mode '{server.spec.model_control}')",
+            'serve with explicit model control: ServeSpec(model_control="explicit") '
+            "or tritonserver --model-control-mode=explicit",
+        )
     from ..client import ModelLoadError
 
     with _triton(server, timeout_s) as triton:
@@ -191,8 +221,10 @@ def reload_model(server, model: str, timeout_s: float = 120.0) -> float:
         try:
             triton.load(model, config, timeout_s=timeout_s)
         except ModelLoadError as e:
-            raise TritongenError(f"Triton refused to reload '{model}' ({e.problem[:300]})",
-                                 f"see the server log {getattr(server, 'log_path', '')}") from None
+            raise TritongenError(
+                f"Triton refused to reload '{model}' ({e.problem[:300]})",
+                f"see the server log {getattr(server, 'log_path', '')}",
+            ) from None
     return time.monotonic() - started
 
 
@@ -231,10 +263,14 @@ def soak_from_server(server, spec: SoakSpec, progress=None) -> SoakResult:
     try:
         return asyncio.run(asyncio.wait_for(_soak(server, spec, good, plan, progress), timeout=budget))
     except asyncio.TimeoutError:
-        raise TritongenError(f"the soak did not finish within {budget:g} s", f"see the server log {server.log_path}") from None
+        raise TritongenError(
+            f"the soak did not finish within {budget:g} s", f"see the server log {server.log_path}"
+        ) from None
 
 
-def _plan(spec: SoakSpec, good: Mapping[str, list[Payload]], bad: Mapping[str, list[Payload]], length: int = 4096) -> list[Payload]:
+def _plan(
+    spec: SoakSpec, good: Mapping[str, list[Payload]], bad: Mapping[str, list[Payload]], length: int = 4096
+) -> list[Payload]:
     """The request sequence the workers cycle through: models at random, ``bad_fraction`` of them malformed."""
     rng = np.random.default_rng(spec.seed)
     plan = []
@@ -302,10 +338,16 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
 
     from ..perf.loadgen import MAX_MESSAGE_BYTES
 
-    channel = grpc.aio.insecure_channel(server.grpc_url, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                                                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
-    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
-                               response_deserializer=service_pb2.ModelInferResponse.FromString)
+    channel = grpc.aio.insecure_channel(
+        server.grpc_url,
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    call = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer", response_deserializer=service_pb2.ModelInferResponse.FromString
+    )
     clock = time.monotonic
     try:
         # The quiet server's answers, one request at a time: what every good answer under load must match.
@@ -315,8 +357,10 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
                 try:
                     golden[id(p)] = _arrays(await call(p.data, timeout=spec.timeout_s))
                 except grpc.aio.AioRpcError as e:
-                    raise TritongenError(f"a good request to '{p.model}' failed before the soak ({_error_kind(e)[1][:200]})",
-                                         "check that the model serves its own samples (tritongen infer --check)") from None
+                    raise TritongenError(
+                        f"a good request to '{p.model}' failed before the soak ({_error_kind(e)[1][:200]})",
+                        "check that the model serves its own samples (tritongen infer --check)",
+                    ) from None
         tally = _Tally()
         stubs_start = stubs_from_server(server.pid)
         rss = {"before": rss_kb_from_pid(server.pid)}
@@ -376,7 +420,10 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
             await asyncio.sleep(spec.kill_stub_at_s or 0.0)
             pids = [pid for pid, model in stubs_from_server(server.pid).items() if model == killed]
             if not pids:
-                raise TritongenError(f"model '{killed}' has no {STUB_NAME} to kill", "kill a Python-backend model's stub (--target local)")
+                raise TritongenError(
+                    f"model '{killed}' has no {STUB_NAME} to kill",
+                    "kill a Python-backend model's stub (--target local)",
+                )
             kill_info["pid"] = pids[0]
             if "started" not in rss:  # RSS "start" is read before the kill takes a stub away
                 rss["start"], rss["started"] = await asyncio.to_thread(rss_kb_from_pid, server.pid), 1
@@ -392,11 +439,16 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
                 tally.reload_t = clock()
                 try:
                     kill_info["reload_s"] = await asyncio.wait_for(
-                        asyncio.to_thread(reload_model, server, killed, max(1.0, deadline - clock())), timeout=max(1.0, deadline - clock() + 5))
+                        asyncio.to_thread(reload_model, server, killed, max(1.0, deadline - clock())),
+                        timeout=max(1.0, deadline - clock() + 5),
+                    )
                 except (TritongenError, asyncio.TimeoutError) as e:
                     kill_info["reload_error"] = str(e) or "timed out"
-                progress(f"  reloaded '{killed}' in {kill_info.get('reload_s', float('nan')):.2f} s" if "reload_s" in kill_info
-                         else f"  reload of '{killed}' failed: {kill_info['reload_error']}")
+                progress(
+                    f"  reloaded '{killed}' in {kill_info.get('reload_s', float('nan')):.2f} s"
+                    if "reload_s" in kill_info
+                    else f"  reload of '{killed}' failed: {kill_info['reload_error']}"
+                )
             try:
                 await asyncio.wait_for(recovered.wait(), timeout=max(0.0, deadline - clock()))
             except asyncio.TimeoutError:
@@ -417,8 +469,10 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
                     break
                 if now - last_report >= 10:
                     last_report = now
-                    progress(f"  {now - t0:6.0f} s: {sum(tally.sent.values())} sent, {sum(tally.errors.values())} errors, "
-                             f"RSS {rss['peak'] / 1024:.0f} MB peak")
+                    progress(
+                        f"  {now - t0:6.0f} s: {sum(tally.sent.values())} sent, {sum(tally.errors.values())} errors, "
+                        f"RSS {rss['peak'] / 1024:.0f} MB peak"
+                    )
         finally:
             stop.set()
             pending = [*workers, *helpers] + ([kill_task] if kill_task is not None else [])
@@ -434,11 +488,17 @@ async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan:
     return _result(server, spec, tally, rss, stubs_start, seconds, kill_info, t0)
 
 
-def _result(server, spec: SoakSpec, tally: _Tally, rss, stubs_start, seconds: float, kill_info, t0: float) -> SoakResult:
+def _result(
+    server, spec: SoakSpec, tally: _Tally, rss, stubs_start, seconds: float, kill_info, t0: float
+) -> SoakResult:
     bad_kinds = sorted(k for k in tally.sent if k != GOOD)
     bad_by_kind = {}
     for kind in bad_kinds:
-        rejected = sum(n for key, n in tally.errors.items() if key.startswith(f"{kind}: ") and key.split(": ", 1)[1] not in NO_ANSWER)
+        rejected = sum(
+            n
+            for key, n in tally.errors.items()
+            if key.startswith(f"{kind}: ") and key.split(": ", 1)[1] not in NO_ANSWER
+        )
         bad_by_kind[kind] = {"sent": tally.sent[kind], "rejected": rejected, "accepted": tally.ok[kind]}
     good_failed = sum(n for key, n in tally.errors.items() if key.startswith(f"{GOOD}: "))
     bad_sent = sum(tally.sent[k] for k in bad_kinds)
@@ -451,20 +511,45 @@ def _result(server, spec: SoakSpec, tally: _Tally, rss, stubs_start, seconds: fl
         since = lambda t: None if t is None else t - tally.kill_t  # noqa: E731
         new = [pid for pid, model in stubs_end.items() if model == spec.killed and pid != kill_info["pid"]]
         kill = StubKill(
-            model=spec.killed, pid=kill_info["pid"], at_s=tally.kill_t - t0, detected_s=since(tally.unhealthy_t),
-            reload_started_s=since(tally.reload_t), reload_s=kill_info.get("reload_s"),
-            recovered=tally.first_good_t is not None, recovery_s=since(tally.first_good_t),
-            self_recovered=tally.first_good_t is not None and (tally.reload_t is None or tally.first_good_t < tally.reload_t),
-            failed_requests=tally.kill_failed, last_failure_s=since(tally.last_fail_t),
-            max_failed_latency_s=tally.max_fail_latency, new_pid=new[0] if new else None, reload_error=kill_info.get("reload_error"),
+            model=spec.killed,
+            pid=kill_info["pid"],
+            at_s=tally.kill_t - t0,
+            detected_s=since(tally.unhealthy_t),
+            reload_started_s=since(tally.reload_t),
+            reload_s=kill_info.get("reload_s"),
+            recovered=tally.first_good_t is not None,
+            recovery_s=since(tally.first_good_t),
+            self_recovered=tally.first_good_t is not None
+            and (tally.reload_t is None or tally.first_good_t < tally.reload_t),
+            failed_requests=tally.kill_failed,
+            last_failure_s=since(tally.last_fail_t),
+            max_failed_latency_s=tally.max_fail_latency,
+            new_pid=new[0] if new else None,
+            reload_error=kill_info.get("reload_error"),
         )
     return SoakResult(
-        models=spec.models, seconds=seconds, concurrency=spec.concurrency, sent=sum(tally.sent.values()),
-        good_sent=tally.sent[GOOD], good_ok=tally.ok[GOOD], good_failed=good_failed, good_wrong=tally.wrong,
-        bad_sent=bad_sent, bad_rejected=bad_rejected, bad_accepted=bad_accepted,
-        bad_unanswered=bad_sent - bad_rejected - bad_accepted, bad_by_kind=bad_by_kind,
-        errors=dict(tally.errors), error_samples=dict(tally.samples),
-        rss_before_kb=rss["before"], rss_start_kb=rss["start"], rss_end_kb=rss_end, rss_peak_kb=max(rss["peak"], rss_end),
-        stubs_start=stubs_start, stubs_end=stubs_end, zombies_end=zombies_from_server(server.pid),
-        server_alive=_server_alive(server), stub_kill=kill,
+        models=spec.models,
+        seconds=seconds,
+        concurrency=spec.concurrency,
+        sent=sum(tally.sent.values()),
+        good_sent=tally.sent[GOOD],
+        good_ok=tally.ok[GOOD],
+        good_failed=good_failed,
+        good_wrong=tally.wrong,
+        bad_sent=bad_sent,
+        bad_rejected=bad_rejected,
+        bad_accepted=bad_accepted,
+        bad_unanswered=bad_sent - bad_rejected - bad_accepted,
+        bad_by_kind=bad_by_kind,
+        errors=dict(tally.errors),
+        error_samples=dict(tally.samples),
+        rss_before_kb=rss["before"],
+        rss_start_kb=rss["start"],
+        rss_end_kb=rss_end,
+        rss_peak_kb=max(rss["peak"], rss_end),
+        stubs_start=stubs_start,
+        stubs_end=stubs_end,
+        zombies_end=zombies_from_server(server.pid),
+        server_alive=_server_alive(server),
+        stub_kill=kill,
     )

@@ -26,18 +26,35 @@ the server's and the model's handling of a well-delivered bad request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import TritongenError
 
 GOOD = "good"
-BAD_KINDS = ("wrong_dtype", "wrong_shape", "wrong_rank", "over_max_batch", "empty_batch", "truncated", "garbage_bytes",
-             "bad_string_framing")
-_OTHER_DTYPE = {"FP32": np.float64, "FP64": np.float32, "FP16": np.float32, "INT64": np.int32, "INT32": np.int64,
-                "INT8": np.int16, "UINT8": np.int16, "BOOL": np.int8}
+BAD_KINDS = (
+    "wrong_dtype",
+    "wrong_shape",
+    "wrong_rank",
+    "over_max_batch",
+    "empty_batch",
+    "truncated",
+    "garbage_bytes",
+    "bad_string_framing",
+)
+_OTHER_DTYPE = {
+    "FP32": np.float64,
+    "FP64": np.float32,
+    "FP16": np.float32,
+    "INT64": np.int32,
+    "INT32": np.int64,
+    "INT8": np.int16,
+    "UINT8": np.int16,
+    "BOOL": np.int8,
+}
 
 Tensor = tuple[str, str, tuple[int, ...], bytes]  # name, wire datatype, shape, raw bytes
 
@@ -78,13 +95,16 @@ def _tensors(request: Mapping[str, np.ndarray]) -> list[Tensor]:
     return out
 
 
-def payloads_from_samples(metadata: Mapping[str, Any], samples: Sequence[Mapping[str, np.ndarray]], good_count: int = 32,
-                          seed: int = 0) -> tuple[list[Payload], list[Payload]]:
+def payloads_from_samples(
+    metadata: Mapping[str, Any], samples: Sequence[Mapping[str, np.ndarray]], good_count: int = 32, seed: int = 0
+) -> tuple[list[Payload], list[Payload]]:
     """``(good, bad)`` payloads for the model ``metadata`` describes, from its good batch-1 ``samples``."""
     model = metadata["name"]
     max_batch = int(metadata.get("max_batch_size", 0))
     if not samples:
-        raise TritongenError(f"no sample requests for model '{model}'", "give at least one good request (the build's samples)")
+        raise TritongenError(
+            f"no sample requests for model '{model}'", "give at least one good request (the build's samples)"
+        )
     rng = np.random.default_rng(seed)
     rows_of = (lambda r: int(np.shape(next(iter(r.values())))[0])) if max_batch else (lambda r: 1)
 
@@ -105,7 +125,14 @@ def payloads_from_samples(metadata: Mapping[str, Any], samples: Sequence[Mapping
         request = _bad_request(kind, base, wanted, max_batch, rng)
         if request is not None:
             tensors = _tensors(request) if isinstance(request, dict) else request
-            bad.append(Payload(model, kind, request_bytes(model, tensors), int(tensors[0][2][0]) if max_batch and tensors[0][2] else 1))
+            bad.append(
+                Payload(
+                    model,
+                    kind,
+                    request_bytes(model, tensors),
+                    int(tensors[0][2][0]) if max_batch and tensors[0][2] else 1,
+                )
+            )
     return good, bad
 
 
@@ -118,7 +145,7 @@ def _bad_request(kind: str, base: dict[str, np.ndarray], wanted: Mapping[str, An
         other = np.float32 if is_bytes else _OTHER_DTYPE.get(wanted.get(first, {}).get("datatype"), np.float64)
         return {**base, first: np.ones(array.shape, other) if is_bytes else array.astype(other)}
     if kind == "wrong_shape":
-        dims = list(wanted.get(first, {}).get("shape", []))[1 if max_batch else 0:]
+        dims = list(wanted.get(first, {}).get("shape", []))[1 if max_batch else 0 :]
         fixed = [i for i, d in enumerate(dims) if d != -1]
         if not fixed:
             return None
@@ -137,14 +164,14 @@ def _bad_request(kind: str, base: dict[str, np.ndarray], wanted: Mapping[str, An
             return None
         tensors = _tensors(base)
         name, datatype, shape, raw = tensors[0]
-        return [(name, datatype, shape, raw[:-array.dtype.itemsize])] + tensors[1:]
+        return [(name, datatype, shape, raw[: -array.dtype.itemsize])] + tensors[1:]
     if kind == "bad_string_framing":
         tensors = _tensors(base)
         at = next((i for i, t in enumerate(tensors) if t[1] == "BYTES"), None)
         if at is None:
             return None
         name, datatype, shape, raw = tensors[at]
-        return tensors[:at] + [(name, datatype, shape, raw[:-1])] + tensors[at + 1:]
+        return tensors[:at] + [(name, datatype, shape, raw[:-1])] + tensors[at + 1 :]
     if kind == "garbage_bytes":
         names = [n for n in base if wanted.get(n, {}).get("datatype") == "BYTES"]
         if not names:
