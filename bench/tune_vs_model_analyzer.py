@@ -33,9 +33,9 @@ MA_VERSION = "1.58.0"
 
 
 def ma_venv() -> Path:
-    from tritongen.server import _cache_root
+    from tritongen.layout import cache_root
 
-    venv = _cache_root() / "venv-model-analyzer"
+    venv = cache_root() / "venv-model-analyzer"
     if not (venv / "bin" / "model-analyzer").exists():
         print(f"creating {venv} with triton-model-analyzer=={MA_VERSION} ...", flush=True)
         subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
