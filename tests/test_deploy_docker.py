@@ -532,15 +532,15 @@ def test_gpu_acceptance_script_is_shellcheck_clean_and_uses_real_options(capsys)
 
 
 def test_python_env_must_be_a_venv_of_the_stubs_python(tmp_path):
-    from tritongen.server import _venv_bin
+    from tritongen.server import venv_bin
 
     with pytest.raises(TritongenError, match="not a virtual environment"):
-        _venv_bin(tmp_path)
+        venv_bin(tmp_path)
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "python3").touch()
     (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\nversion_info = 3.9.18\n")
     with pytest.raises(TritongenError, match=r"Python 3\.9\.18 environment.*-m venv"):
-        _venv_bin(tmp_path)
+        venv_bin(tmp_path)
     here = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     (tmp_path / "pyvenv.cfg").write_text(f"home = /usr/bin\nversion = {here}\n")
-    assert _venv_bin(tmp_path) == tmp_path / "bin"
+    assert venv_bin(tmp_path) == tmp_path / "bin"

@@ -20,7 +20,7 @@ from tritongen.errors import TritongenError
 from tritongen.server import (
     ServeSpec,
     ServerInstall,
-    _check_numpy,
+    check_numpy,
     docker_command,
     find_server_binary,
     port_is_free,
@@ -127,9 +127,9 @@ def test_numpy_2_is_refused_for_python_backend_models(tmp_path):
     write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
     wheel = ServerInstall(binary=Path("/x/tritonserver"), source="wheel", version="2.51.0")
     with pytest.raises(TritongenError, match=r"numpy 2\.1\.0 .*pip install 'numpy<2'"):
-        _check_numpy(tmp_path, wheel, numpy_version="2.1.0")
-    _check_numpy(tmp_path, wheel, numpy_version="1.26.4")
-    _check_numpy(tmp_path, ServerInstall(binary=Path("/x"), source="path"), numpy_version="2.1.0")  # not our stub
+        check_numpy(tmp_path, wheel, numpy_version="2.1.0")
+    check_numpy(tmp_path, wheel, numpy_version="1.26.4")
+    check_numpy(tmp_path, ServerInstall(binary=Path("/x"), source="path"), numpy_version="2.1.0")  # not our stub
 
 
 def test_wheel_install_prepares_a_backend_dir_for_this_python(server_install):

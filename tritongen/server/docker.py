@@ -1,0 +1,50 @@
+"""The ``docker run`` line that serves a repository with NGC's Triton image."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+
+from .ports import connect_host, is_loopback
+from .process import server_args
+from .spec import DEFAULT_IMAGE, DEFAULT_PORTS, ServeSpec
+
+
+def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str | None = None) -> str:
+    """The ``docker run`` line that serves ``spec.repo`` with the NGC Triton image on a GPU host."""
+    ports = {k: getattr(spec, f"{k}_port") or d for k, d in DEFAULT_PORTS.items()}
+    publish = []
+    for kind, container_port in DEFAULT_PORTS.items():
+        bind = "" if spec.host in ("", "0.0.0.0", "::") else f"{connect_host(spec.host)}:"
+        publish += ["-p", f"{bind}{ports[kind]}:{container_port}"]
+    if not is_loopback(spec.host) and admin_token is None:
+        admin_token = secrets.token_urlsafe(24)
+    token = None if is_loopback(spec.host) else admin_token
+    # Inside the container the server listens on all interfaces; docker's -p decides who can reach it.
+    inner = ServeSpec(
+        repo=spec.repo,
+        host="0.0.0.0",
+        model_control=spec.model_control,
+        log_verbose=spec.log_verbose,
+        extra_args=spec.extra_args,
+    )
+    server = server_args(inner, DEFAULT_PORTS, install=None, admin_token=token, repo="/models")
+    server = [a for a in server if not re.match(r"--(http|grpc|metrics)-(address|port)=", a)]
+    # The Python backend moves tensors through /dev/shm; docker's 64 MB default is too small for real models.
+    # Read-only: the server cannot change the verified files (nor write __pycache__/ beside model.py).
+    command = [
+        "docker",
+        "run",
+        "--gpus",
+        "all",
+        "--rm",
+        "--shm-size=1g",
+        *publish,
+        "-v",
+        f"{spec.repo}:/models:ro",
+        image,
+        "tritonserver",
+        *server,
+    ]
+    return shlex.join(command)

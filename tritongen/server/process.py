@@ -1,0 +1,260 @@
+"""The tritonserver process: start it (:func:`server_from_repository`), watch it, stop it and its stubs."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import TritongenError
+from .install import ServerInstall, check_numpy, check_plans, find_server_binary
+from .ports import choose_ports, connect_host, is_loopback
+from .readiness import PortRace, tail_of, wait_ready
+from .spec import ADMIN_HEADER, DEFAULT_PORTS, INSTALL_FIX, LOG_TAIL_LINES, RESTRICTED_APIS, ServeSpec
+
+logger = logging.getLogger(__name__)
+
+
+class RunningServer:
+    """A started tritonserver whose models are all READY. Use as a context manager, or call :meth:`stop`."""
+
+    def __init__(
+        self,
+        spec: ServeSpec,
+        install: ServerInstall,
+        process: subprocess.Popen,
+        command: list[str],
+        ports: Mapping[str, int],
+        log_path: Path,
+        admin_token: str | None,
+    ) -> None:
+        self.spec = spec
+        self.install = install
+        self.process = process
+        self.command = command
+        self.ports = dict(ports)
+        self.log_path = log_path
+        self.temporary_log = spec.log_path is None  # a log in the temp directory: removed after a clean stop
+        self.admin_token = admin_token
+        self.models: tuple[str, ...] = ()
+        self.boot_s: float | None = None
+        connect = connect_host(spec.host)
+        self.http_url = f"{connect}:{self.ports['http']}"
+        self.grpc_url = f"{connect}:{self.ports['grpc']}"
+        self.metrics_url = f"{connect}:{self.ports['metrics']}"
+        _RUNNING.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that unlock the restricted APIs (empty on loopback, where nothing is restricted).
+
+        Triton 2.51 expects the gRPC header with a ``triton-grpc-protocol-`` prefix.
+        """
+        if not self.admin_token:
+            return {}
+        key = f"triton-grpc-protocol-{ADMIN_HEADER}" if protocol == "grpc" else ADMIN_HEADER
+        return {key: self.admin_token}
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return tail_of(self.log_path, lines)
+
+    def stop(self, timeout_s: float = 30.0, keep_log: bool = False) -> int:
+        """SIGINT (Triton unloads models and exits), then SIGTERM, then SIGKILL to the whole process group.
+
+        Whatever is left of the server's process group once the server is gone (Python-backend stubs of a
+        server that crashed or was killed: they outlive it) is killed too. A log tritongen put in the temp
+        directory is removed when the server exited cleanly, unless ``keep_log``; one named by
+        ``ServeSpec.log_path`` is always kept.
+        """
+        _RUNNING.discard(self)
+        proc = self.process
+        if proc.poll() is None:
+            _signal(proc, signal.SIGINT, group=False)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGTERM, group=True)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    _signal(proc, signal.SIGKILL, group=True)
+                    proc.wait()
+        _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
+        if self.temporary_log and not keep_log and proc.returncode == 0:
+            self.log_path.unlink(missing_ok=True)
+        return proc.returncode
+
+    def wait(self) -> int:
+        """Block until the server exits; Ctrl-C stops it cleanly. Returns the server's exit code."""
+        try:
+            return self.process.wait()
+        except KeyboardInterrupt:
+            return self.stop()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else f"exited {self.process.returncode}"
+        return (
+            f"RunningServer(pid={self.pid}, {state}, http={self.http_url}, "
+            f"grpc={self.grpc_url}, models={list(self.models)})"
+        )
+
+
+_RUNNING: weakref.WeakSet[RunningServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_RUNNING):
+        try:
+            server.stop(timeout_s=10)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to SIGTERM the server when this process dies (even by SIGKILL), so no server
+    outlives a killed test run. Only from the main thread: the signal fires when the *thread* that started it
+    exits."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(proc.pid, sig)  # the server leads its own session: this reaches the Python stubs too
+        else:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def server_from_repository(spec: ServeSpec) -> RunningServer:
+    """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY."""
+    if not spec.repo.is_dir():
+        raise TritongenError(
+            f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder"
+        )
+    install = find_server_binary(spec.server_bin, spec.python_env)
+    check_numpy(spec.repo, install, python_env=spec.python_env)
+    check_plans(spec.repo, install)
+    auto_ports = all(getattr(spec, f"{k}_port") is None for k in DEFAULT_PORTS)
+    attempts = 3 if auto_ports else 1
+    for attempt in range(attempts):
+        try:
+            return _start(spec, install)
+        except PortRace:
+            if attempt == attempts - 1:
+                raise TritongenError(
+                    "tritonserver could not bind its ports: another process took them",
+                    "pass free ports with --http-port/--grpc-port/--metrics-port",
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
+    ports = choose_ports(spec)
+    admin_token = None if is_loopback(spec.host) else secrets.token_urlsafe(24)
+    command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
+    if spec.log_path is not None:
+        log_path = spec.log_path
+    else:
+        fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
+        log.write(f"$ {shown}\n".encode())
+        log.flush()
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=install.environ(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+        except OSError as e:
+            raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
+    server = RunningServer(spec, install, process, command, ports, log_path, admin_token)
+    try:
+        server.models = wait_ready(server, deadline=started + spec.ready_timeout_s)
+    except BaseException:
+        server.stop(timeout_s=10, keep_log=True)  # the error names the log
+        raise
+    server.boot_s = time.monotonic() - started
+    logger.info(
+        "tritonserver pid %d ready in %.1f s: %s (log %s)",
+        server.pid,
+        server.boot_s,
+        ", ".join(server.models),
+        log_path,
+    )
+    return server
+
+
+def server_args(
+    spec: ServeSpec,
+    ports: Mapping[str, int],
+    install: ServerInstall | None = None,
+    admin_token: str | None = None,
+    repo: str | None = None,
+) -> list[str]:
+    """tritonserver's command-line arguments (without the binary) for ``spec`` on ``ports``."""
+    args = [f"--model-repository={repo or spec.repo}"]
+    for kind in ("http", "grpc", "metrics"):
+        args += [f"--{kind}-address={spec.host}", f"--{kind}-port={ports[kind]}"]
+    if install is not None:
+        args += install.args()
+        # Keep serving after a failed load so the repository index can say why; we stop it ourselves.
+        args.append("--exit-on-error=false")
+    if spec.model_control == "explicit":
+        args += ["--model-control-mode=explicit", "--load-model=*"]
+    if spec.log_verbose:
+        args.append(f"--log-verbose={spec.log_verbose}")
+    if admin_token:
+        # Triton 2.51 syntax: <apis>:<header>=<value>; gRPC calls the option "restricted-protocol".
+        restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={admin_token}"
+        args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    return args + list(spec.extra_args)

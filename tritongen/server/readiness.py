@@ -1,0 +1,149 @@
+"""Waiting until every model is READY (through :class:`tritongen.client.Triton`), and turning a failed
+load or an early exit into one clean error quoting the server's log."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any  # the server: a process.RunningServer (which imports this module)
+
+from ..errors import TritongenError
+from .spec import DEFAULT_PORTS, POLL_INTERVAL_S
+
+
+class PortRace(Exception):
+    """Another process took a port between choosing it and tritonserver binding it: start again."""
+
+
+def wait_ready(server: Any, deadline: float) -> tuple[str, ...]:
+    """Poll the repository index until every model is READY; raise with the server's reasons otherwise."""
+    from ..client import Triton
+
+    with Triton(server.http_url, "http", timeout_s=5, headers=server.admin_headers("http")) as triton:
+        return _poll_ready(server, triton, deadline)
+
+
+def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
+    while True:
+        code = server.process.poll()
+        if code is not None:
+            _raise_exited(server, code)
+        index = _repository_index(triton)
+        if index is not None:
+            states: dict[str, list[dict[str, str]]] = {}
+            for entry in index:
+                states.setdefault(entry.get("name", "?"), []).append(entry)
+            if not states:
+                raise TritongenError(
+                    f"the model repository {server.spec.repo} has no models",
+                    "build a model into it first (tritongen build)",
+                )
+            pending = [n for n, es in states.items() if any(e.get("state") in ("LOADING", "UNLOADING") for e in es)]
+            if not pending:
+                failed = {n: es for n, es in states.items() if not any(e.get("state") == "READY" for e in es)}
+                if failed:
+                    _raise_failed(server, failed)
+                return tuple(sorted(states))
+        if time.monotonic() > deadline:
+            raise TritongenError(
+                f"tritonserver did not get all models ready within {server.spec.ready_timeout_s:g} s",
+                f"raise --ready-timeout, or see the server log {server.log_path}",
+                details=server.log_tail(),
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _repository_index(triton) -> list[dict] | None:
+    """The repository index, or None while the server does not answer yet."""
+    try:
+        return triton.repository_index()
+    except TritongenError:
+        return None
+
+
+def _raise_failed(server: Any, failed: Mapping[str, list[dict]]) -> None:
+    reasons = {}
+    log_reasons = log_load_errors(server.log_path)
+    for name, entries in failed.items():
+        reason = next((e.get("reason") for e in entries if e.get("reason")), "") or log_reasons.get(name, "")
+        state = entries[0].get("state") or "not loaded"
+        reasons[name] = reason or state
+    names = ", ".join(f"'{n}'" for n in reasons)
+    first_name, first_reason = next(iter(reasons.items()))
+    first_line = first_reason.strip().splitlines()[0] if first_reason.strip() else "no reason given"
+    details = "\n\n".join(f"{name}: {reason.strip()}" for name, reason in reasons.items())
+    server.stop(timeout_s=10, keep_log=True)  # the error below names the log
+    raise TritongenError(
+        f"model {names} failed to load in tritonserver ({first_name}: {first_line})"
+        if len(reasons) == 1
+        else f"models {names} failed to load in tritonserver ({first_name}: {first_line})",
+        f"fix the model and run again; full server log: {server.log_path}",
+        details=details,
+    )
+
+
+def _raise_exited(server: Any, code: int) -> None:
+    tail = server.log_tail()
+    errors = log_errors(server.log_path)
+    if any(
+        re.search(r"address already in use|already in use|failed to start (http|grpc|metrics)", e, re.IGNORECASE)
+        for e in errors
+    ):
+        if all(getattr(server.spec, f"{k}_port") is None for k in DEFAULT_PORTS):
+            raise PortRace()
+    load_errors = log_load_errors(server.log_path)
+    if load_errors:
+        name, reason = next(iter(load_errors.items()))
+        problem = f"model '{name}' failed to load and tritonserver exited ({reason.strip().splitlines()[0]})"
+    elif errors:
+        problem = f"tritonserver exited with code {code} before its models were ready ({errors[-1]})"
+    else:
+        problem = f"tritonserver exited with code {code} before its models were ready"
+    details = "\n".join(errors + ["", f"last lines of {server.log_path}:", tail]) if errors else tail
+    raise TritongenError(problem, f"see the server log below, or all of it in {server.log_path}", details=details)
+
+
+_ERROR_LINE_RE = re.compile(
+    r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"\"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def log_errors(log_path: Path, limit: int = 10) -> list[str]:
+    """The server's own error lines (``E1122 ...]`` or ``error: ...``), without the harmless NVML/DCGM noise."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    found = []
+    for m in _ERROR_LINE_RE.finditer(text):
+        line = (m["msg"] or m["plain"] or "").strip()
+        if line and not re.search(r"NVML|DCGM|CudaDriverHelper", line):
+            found.append(line.replace("\\n", " ")[:500])
+    return found[-limit:]
+
+
+_LOAD_ERROR_RE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?P<reason>.*?)\"?$", re.MULTILINE)
+
+
+def log_load_errors(log_path: Path) -> dict[str, str]:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return {}
+    return {m["name"]: m["reason"].replace("\\n", "\n") for m in _LOAD_ERROR_RE.finditer(text)}
+
+
+def tail_of(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

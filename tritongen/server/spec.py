@@ -1,0 +1,86 @@
+"""How to serve a repository (:class:`ServeSpec`) and the constants every part of the server package shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TritongenError
+from ..names import check_host
+
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server the wheel ships
+
+
+WHEEL_SERVER_VERSION = "2.51.0"  # nvidia-pytriton 0.7.0
+
+
+MODEL_CONTROL_MODES = ("none", "explicit")
+
+
+# APIs that change or expose server state; restricted to holders of the admin header off loopback.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+
+
+ADMIN_HEADER = "tritongen-admin-token"
+
+
+INSTALL_FIX = (
+    "pip install 'tritongen[server]' (ships Triton 2.51 in the "
+    "nvidia-pytriton wheel) or pass --server-bin /path/to/tritonserver"
+)
+
+
+LOG_TAIL_LINES = 25
+
+
+POLL_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """How to serve a repository. Ports left as None take 8000/8001/8002 when free, else a free port."""
+
+    repo: Path
+    server_bin: Path | None = None
+    host: str = "127.0.0.1"
+    http_port: int | None = None
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+    ready_timeout_s: float = 180.0
+    model_control: str = "none"  # "explicit" loads every model at start (--load-model=*), then allows load/unload
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = ()
+    log_path: Path | None = None  # None: a new file in the temp directory
+    # A virtual environment (of this Python's version) whose packages the Python-backend models import, instead of
+    # this one: e.g. one with exactly the serving image's packages (tritongen deploy --to docker). Wheel server only.
+    python_env: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
+        if self.python_env is not None:
+            object.__setattr__(self, "python_env", Path(self.python_env).expanduser().absolute())
+        if self.server_bin is not None:
+            object.__setattr__(self, "server_bin", Path(self.server_bin).expanduser())
+        if self.log_path is not None:
+            object.__setattr__(self, "log_path", Path(self.log_path).expanduser().resolve())
+        object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
+        check_host(self.host)  # goes onto tritonserver's and docker's command line
+        if self.model_control not in MODEL_CONTROL_MODES:
+            raise TritongenError(
+                f"model control mode '{self.model_control}' is not supported",
+                f"use one of {', '.join(MODEL_CONTROL_MODES)}",
+            )
+        for kind in DEFAULT_PORTS:
+            port = getattr(self, f"{kind}_port")
+            if port is not None and not 0 < int(port) < 65536:
+                raise TritongenError(
+                    f"--{kind}-port {port} is not a port number",
+                    "use a number from 1 to 65535, or leave it out to pick one",
+                )
+        if self.ready_timeout_s <= 0:
+            raise TritongenError(
+                f"ready timeout {self.ready_timeout_s} s is not positive", "give a timeout in seconds above 0"
+            )
