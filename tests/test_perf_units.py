@@ -157,3 +157,19 @@ def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():
     assert "(client-bound)" in table_from_run(run).splitlines()[3] and note in table_from_run(run)
     assert client_bound_note(replace(run, points=(easy,))) == ""
     assert run_from_json(json_from_run(run)).points[1].client_cpu_us_per_request == 410.0
+    # Half a core is not a busy core, but on the server's own 2-core machine it is a quarter of the machine.
+    local = replace(easy, client_cpu_cores=0.5, client_machine_share=0.25)
+    assert local.client_bound and not replace(local, client_machine_share=None).client_bound
+    assert not replace(local, client_machine_share=0.1).client_bound
+    assert run_from_json(json_from_run(replace(run, points=(local,)))).points[0].client_machine_share == 0.25
+
+
+def test_the_machine_share_counts_only_for_a_server_on_this_machine():
+    import os
+
+    from tritongen.perf.loadgen import _machine_share
+
+    cores = os.cpu_count() or 1
+    assert _machine_share(PerfSpec(model="m", url="127.0.0.1:8001"), 0.5) == 0.5 / cores
+    assert _machine_share(PerfSpec(model="m", url="localhost:8001"), 0.5) == 0.5 / cores
+    assert _machine_share(PerfSpec(model="m", url="10.1.2.3:8001"), 0.5) is None

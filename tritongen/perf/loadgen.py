@@ -334,6 +334,7 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
         steps=steps,
         client_cpu_cores=client_cpu_s / seconds if seconds else None,
         client_cpu_us_per_request=client_cpu_s / (last - first) * 1e6 if last > first else None,
+        client_machine_share=_machine_share(spec, client_cpu_s / seconds) if seconds else None,
         window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
     )
     if mode == "request_rate":
@@ -342,6 +343,16 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
     if gone:
         raise ServerGone(gone)
     return point
+
+
+def _machine_share(spec: PerfSpec, client_cores: float) -> float | None:
+    """The client's share of this machine's cores when the server runs here too (a loopback URL), else None."""
+    import os
+
+    from ..server.ports import is_loopback
+
+    host = spec.resolved_url().rpartition(":")[0].strip("[]")
+    return client_cores / (os.cpu_count() or 1) if host and is_loopback(host) else None
 
 
 def _with_open_loop(point: PerfPoint, rec: Recorder, seconds: float, max_lag_ms: float) -> PerfPoint:
