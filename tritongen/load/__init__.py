@@ -1,0 +1,162 @@
+"""Load stage: a user's model file -> a callable torch module in eval mode.
+
+The form is read from the file's content, never its extension:
+
+* **TorchScript** (``torch.jit.save``): a zip whose records (under one root folder) include ``constants.pkl``
+  next to ``data.pkl`` and ``code/``. Loaded with ``torch.jit.load(map_location="cpu")``; TorchScript's own
+  unpickler only builds TorchScript types, so no Python code from the file runs.
+* **torch.export** (``torch.export.save``, usually ``.pt2``): a zip with ``archive_format`` = ``pt2`` and the
+  program in ``models/<name>.json`` (or, from torch <= 2.7, ``serialized_exported_program.json`` at the top).
+  Loaded with ``torch.export.load``; the module is ``ep.module()``.
+* **torch.save**: a zip with ``data.pkl`` but no ``constants.pkl``, or the legacy (pre-1.6) non-zip format,
+  a pickle stream that starts with torch's magic number. Always first read with ``torch.load(weights_only=True)``,
+  which only builds tensors and plain containers: a state_dict (or a checkpoint dict wrapping one) then needs
+  ``model_factory``. When that refuses the file it holds pickled Python objects -- usually a whole
+  ``nn.Module`` -- and is only unpickled with ``allow_pickle=True``.
+* **safetensors**: an 8-byte header length followed by a JSON header; a state_dict, so it needs
+  ``model_factory``.
+
+torch.export archives can hold pickles too (tensor subclasses, opaque constants, sample inputs from a fallback
+path) and torch loads those with ``weights_only=False``; each is checked with ``weights_only=True`` first, and
+an archive that needs more, or that carries AOTInductor-compiled native code, is refused by default.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ..errors import TritongenError
+from .common import FACTORY_FIX, FORMS_HELP, PICKLE_FIX, LoadedModel, first_line, guarded, no_factory, quiet_torch
+from .detect import Format, detect_format, open_model_archive
+from .safety import check_pt2_payloads, scan_pickles, training_ops
+from .state_dict import factory_from_spec, from_object, from_state_dict
+
+__all__ = [
+    "FACTORY_FIX",
+    "FORMS_HELP",
+    "PICKLE_FIX",
+    "Format",
+    "LoadedModel",
+    "detect_format",
+    "factory_from_spec",
+    "module_from_file",
+    "open_model_archive",
+]
+
+
+def module_from_file(path: Path, model_factory: str | None = None, allow_pickle: bool = False) -> LoadedModel:
+    """Load ``path`` in whichever form it is (see the module docstring). Raises :class:`TritongenError`."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt.kind == "torchscript":
+        module = _load_torchscript(path)
+        no_factory(path, model_factory, "a TorchScript archive")
+        return LoadedModel(module, "torchscript", path)
+    if fmt.kind == "torch.export":
+        ep, module = _load_exported(path, allow_pickle)
+        no_factory(path, model_factory, "a torch.export archive")
+        return LoadedModel(module, "torch.export", path, ep)
+    if fmt.kind == "onnx":
+        from ..onnx_input import onnx_model_from_file
+        from ..onnx_stage import OnnxReference
+
+        onnx_model_from_file(path, load_data=False)  # the checks, before ONNX Runtime reads the file
+        no_factory(path, model_factory, "an ONNX file")
+        return LoadedModel(OnnxReference(path), "onnx", path)
+    if fmt.kind == "safetensors":
+        return from_state_dict(path, _load_safetensors(path), model_factory, "a safetensors file")
+    if fmt.kind == "pickle":
+        if not allow_pickle:
+            raise TritongenError(
+                f"{path} is a plain Python pickle, not a torch.save file; loading it could run any code it contains",
+                PICKLE_FIX,
+            )
+        with quiet_torch(), path.open("rb") as f:
+            obj = guarded(path, "unpickling", lambda: pickle.load(f))
+        return from_object(path, obj, model_factory, pickled=True)
+    # torch.save, zip or legacy.
+    obj, pickled = _torch_load(path, allow_pickle, fmt.note)
+    return from_object(path, obj, model_factory, pickled)
+
+
+def _load_torchscript(path: Path) -> Any:
+    import torch
+
+    with quiet_torch():
+        module = guarded(path, "loading TorchScript archive", lambda: torch.jit.load(str(path), map_location="cpu"))
+    return module.eval()
+
+
+def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
+    import torch
+
+    check_pt2_payloads(path, allow_pickle)
+    with quiet_torch() as logged, path.open("rb") as f:  # a file object: torch warns about paths not ending in .pt2
+        try:
+            ep = torch.export.load(f)
+        except Exception as exc:  # noqa: BLE001
+            # For a vague "we ran into an error ... check the warnings above", the cause is in the logged warning.
+            cause = next((r.exc_info[1] for r in reversed(logged) if r.exc_info and r.exc_info[1] is not None), None)
+            detail = first_line(cause if cause is not None and "warnings above" in str(exc) else exc)
+            raise TritongenError(
+                f"loading torch.export archive {path} failed: {detail}",
+                "save it again with torch.export.save from the torch version installed here "
+                f"({torch.__version__.split('+')[0]}), or use another form; {FORMS_HELP}",
+            ) from None
+        module = guarded(path, "unlifting the exported program in", ep.module)
+    training = training_ops(ep)
+    if training:
+        raise TritongenError(
+            f"{path} was exported in training mode ({', '.join(training[:3])}): "
+            "its outputs would be random or depend on the batch",
+            "call model.eval() before torch.export.export, then save it again",
+        )
+    # ep.module() forbids .eval()/.train(); the graph's mode was fixed at export (checked above), so mark it.
+    for sub in module.modules():
+        sub.training = False
+    return ep, module
+
+
+def _load_safetensors(path: Path) -> dict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise TritongenError(
+            f"{path} is a safetensors file but the safetensors package is not installed", "pip install safetensors"
+        ) from None
+    with quiet_torch():
+        return guarded(path, "loading safetensors file", lambda: load_file(str(path), device="cpu"))
+
+
+def _torch_load(path: Path, allow_pickle: bool, note: str) -> tuple[Any, bool]:
+    """``torch.load`` with weights_only=True; the full unpickler only when that refuses and ``allow_pickle``."""
+    import torch
+
+    try:
+        with quiet_torch():
+            return torch.load(str(path), map_location="cpu", weights_only=True), False
+    except pickle.UnpicklingError:
+        pass  # a global the weights-only unpickler does not allow -- or a damaged pickle
+    except Exception as exc:  # noqa: BLE001
+        raise _unreadable(path, note, exc) from None
+    well_formed, classes = scan_pickles(path)
+    if not well_formed:
+        raise _unreadable(path, note, "its pickled data is damaged")
+    if not allow_pickle:
+        what = f" ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''})" if classes else ""
+        raise TritongenError(
+            f"{path} is a pickled Python object{what}, not just weights, and loading it could run any code it contains",
+            PICKLE_FIX,
+        )
+    with quiet_torch():
+        return guarded(path, "unpickling", lambda: torch.load(str(path), map_location="cpu", weights_only=False)), True
+
+
+def _unreadable(path: Path, note: str, why: BaseException | str) -> TritongenError:
+    why = why if isinstance(why, str) else first_line(why)
+    return TritongenError(
+        f"{path} looks like a torch.save file ({note}) but cannot be read: {why}",
+        f"check that the file is complete; {FORMS_HELP}",
+    )

@@ -1,0 +1,165 @@
+"""Checks before torch reads an archive: no pickle that needs more than weights, no compiled native code,
+no graph left in training mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ..errors import TritongenError
+from .common import quiet_torch
+from .detect import JSON_LIMIT_BYTES, open_model_archive, record_names
+
+_PICKLE_LIMIT_BYTES = 256 * 2**20
+
+
+# Ops of an exported graph whose argument at this index (or keyword) says "training mode".
+_TRAINING_ARGS = {
+    "aten.dropout.default": (2, "train"),
+    "aten.feature_dropout.default": (2, "train"),
+    "aten.alpha_dropout.default": (2, "train"),
+    "aten.feature_alpha_dropout.default": (2, "train"),
+    "aten.native_dropout.default": (2, "train"),
+    "aten.batch_norm.default": (5, "training"),
+    "aten.native_batch_norm.default": (5, "training"),
+    "aten._native_batch_norm_legit.default": (5, "training"),
+    "aten._native_batch_norm_legit_functional.default": (5, "training"),
+    "aten.cudnn_batch_norm.default": (5, "training"),
+    "aten.miopen_batch_norm.default": (5, "training"),
+}
+
+
+def check_pt2_payloads(path: Path, allow_pickle: bool) -> None:
+    """Refuse (unless allowed) what torch.export.load would unpickle with weights_only=False or run natively."""
+    unsafe = _pt2_unsafe_payloads(path)
+    if unsafe and not allow_pickle:
+        raise TritongenError(
+            f"{path} holds pickled Python objects ({', '.join(unsafe[:3])}) that torch.export.load would unpickle, "
+            "which can run any code",
+            "pass --allow-pickle only if you trust the file",
+        )
+
+
+def _pt2_unsafe_payloads(path: Path) -> list[str]:
+    import torch
+
+    unsafe: list[str] = []
+    with open_model_archive(path) as archive:
+        names = archive.names
+        records = record_names(names) or {n.lower(): n for n in names}
+        if (
+            not any(r.startswith("models/") and r.endswith(".json") for r in records)
+            and "serialized_exported_program.json" not in records
+        ):
+            raise TritongenError(
+                f"{path} is a PT2 package without an exported program"
+                + (
+                    " (it holds AOTInductor-compiled code)"
+                    if any(r.startswith("data/aotinductor/") for r in records)
+                    else ""
+                ),
+                "save the ExportedProgram itself: torch.export.save(torch.export.export(model, args), 'model.pt2')",
+            )
+        native = sorted(
+            {r.split("/")[1] for r in records if r.startswith(("data/aotinductor/", "data/executorch/", "data/mtia"))}
+        )
+        if native:
+            raise TritongenError(
+                f"{path} carries compiled code ({', '.join(native)}) that loading would execute",
+                "save the ExportedProgram alone: torch.export.save(torch.export.export(model, args), 'model.pt2')",
+            )
+        pickled: list[str] = [r for r in records if r.endswith(".pt")]  # sample inputs, legacy weights/constants
+        for rel in records:
+            if not (rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("config.json")):
+                continue
+            try:
+                config = json.loads(archive.read(records[rel], JSON_LIMIT_BYTES)).get("config", {})
+            except (ValueError, AttributeError, RecursionError):
+                continue  # torch.export.load will report it
+            folder = rel.rsplit("/", 1)[0] + "/"
+            for fqn, meta in config.items() if isinstance(config, dict) else ():
+                name = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
+                if name.startswith("opaque_obj_"):
+                    unsafe.append(f"opaque object {fqn}")
+                elif isinstance(meta, dict) and meta.get("use_pickle"):
+                    pickled.append((folder + name).lower())
+        for rel in pickled:
+            if rel not in records:
+                continue
+            data = archive.read(records[rel], archive.size_bytes(records[rel]))
+            if not data:
+                continue
+            try:
+                with quiet_torch():
+                    torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+            except pickle.UnpicklingError:
+                unsafe.append(rel)
+            except Exception:  # noqa: BLE001 -- damaged; torch.export.load reports it
+                pass
+    return unsafe
+
+
+def training_ops(ep: Any) -> list[str]:
+    found: list[str] = []
+    for gm in ep.graph_module.modules():
+        graph = getattr(gm, "graph", None)
+        if graph is None:
+            continue
+        for node in graph.nodes:
+            if node.op != "call_function":
+                continue
+            spec = _TRAINING_ARGS.get(str(node.target))
+            if spec is None:
+                continue
+            index, keyword = spec
+            flag = node.args[index] if len(node.args) > index else node.kwargs.get(keyword)
+            if flag is True and not ("dropout" in str(node.target) and len(node.args) > 1 and node.args[1] == 0):
+                found.append(f"{str(node.target).rsplit('.', 1)[0]} with {keyword}=True")
+    return sorted(set(found))
+
+
+def scan_pickles(path: Path) -> tuple[bool, list[str]]:
+    """Whether a torch.save file's pickles parse, and the non-torch classes and functions they name.
+
+    Reads opcodes only (``pickletools``), never unpickles: a zip holds one pickle (``data.pkl``); the legacy
+    format five back to back (magic number, protocol, system info, the object, storage keys) before raw data."""
+    import pickletools
+
+    with path.open("rb") as f:
+        is_zip = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    if is_zip:
+        with open_model_archive(path) as archive:
+            member = record_names(archive.names).get("data.pkl")
+            if member is None:
+                return False, []
+            stream: Any = io.BytesIO(archive.read(member, _PICKLE_LIMIT_BYTES))
+        count = 1
+    else:
+        stream, count = path.open("rb"), 5
+    found: list[str] = []
+    pushed: list[Any] = []
+    memo: dict[Any, Any] = {}
+    try:
+        with stream:
+            for _ in range(count):
+                for op, arg, _pos in pickletools.genops(stream):
+                    name = op.name
+                    if name in ("GLOBAL", "INST"):
+                        found.append(str(arg).replace(" ", "."))
+                    elif name == "STACK_GLOBAL" and len(pushed) >= 2:
+                        found.append(f"{pushed[-2]}.{pushed[-1]}")
+                    elif "UNICODE" in name or "STRING" in name:
+                        pushed.append(arg)
+                    elif name == "MEMOIZE" and pushed:
+                        memo[len(memo)] = pushed[-1]
+                    elif name in ("PUT", "BINPUT", "LONG_BINPUT") and pushed:
+                        memo[arg] = pushed[-1]
+                    elif name in ("GET", "BINGET", "LONG_BINGET"):
+                        pushed.append(memo.get(arg))
+    except Exception:  # noqa: BLE001 -- not a well-formed pickle
+        return False, []
+    boring = ("torch.", "collections.", "builtins.", "__builtin__.", "copyreg.", "_codecs.", "numpy.")
+    return True, list(dict.fromkeys(item for item in found if not item.startswith(boring)))
