@@ -99,6 +99,34 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+# 50 ms per execution whatever the batch. The batcher fires as soon as 8 requests are there, or after 20 ms: a
+# client slowed down by a busy machine (re-sending 8 requests takes it longer) still fills one batch. So up to 8
+# requests in flight are answered in 50-70 ms, and more wait for a second execution (>= 100 ms). A 95 ms p99
+# bound is therefore broken between concurrency 8 and 16, with >= 25 ms of room below it for scheduling noise
+# (which only ever adds latency) and none needed above it.
+SLEEPY_CONFIG = """\
+name: "sleepy"
+backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+SLEEPY_MODEL = """\
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(0.05)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""
+
+
 @pytest.fixture(scope="session")
 def server_install():
     """The tritonserver these tests boot; skips when none is installed."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, SLEEPY_CONFIG, SLEEPY_MODEL, write_model
 from tritongen.cli import main
 from tritongen.deploy.k8s_bundle import kubernetes_bundle_from_repository
 from tritongen.deploy.checks import check_bundle, custom_resource_problems, rendered_overlay, core_problems
@@ -269,30 +269,6 @@ def test_existing_output_needs_force(measured, work):
 
 
 # ------------------------------------------------------------------------------------------ live
-
-SLEEPY_CONFIG = """\
-name: "sleepy"
-backend: "python"
-max_batch_size: 8
-input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
-output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
-dynamic_batching { max_queue_delay_microseconds: 20000 }
-instance_group [{ kind: KIND_CPU count: 1 }]
-"""
-# 50 ms per execution whatever the batch (see tests/test_perf.py): up to 8 in flight are answered in 50-70 ms,
-# 16 wait for a second execution (>= 100 ms). A 95 ms p99 objective puts the knee at concurrency 8.
-SLEEPY_MODEL = """\
-import time
-
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(0.05)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
-                for r in requests]
-"""
 
 
 @pytest.mark.server
