@@ -18,9 +18,6 @@ nothing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from typing import Any
 from ..errors import TritongenError
 from . import kserve, monitoring
 from . import kubernetes as k8s
+from .bundle import check_out_dir, write_bundle
 from .thresholds import Thresholds, load_time_from_tune_record, thresholds_from_run, unmeasured_thresholds
 
 TARGETS = ("kubernetes", "kserve")
@@ -245,29 +243,6 @@ def _monitoring_files(app: str, t: Thresholds, q: monitoring.Queries, for_scale:
     }
 
 
-def _write_atomically(files: dict[str, str], out: Path, force: bool) -> None:
-    out = out.expanduser().resolve()
-    if out.exists() and not force:
-        raise TritongenError(f"{out} already exists", "pass --force to replace it, or choose another --out folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for rel, text in files.items():
-            path = staging / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
 def kubernetes_bundle_from_repository(
     repo: Path,
     out: Path,
@@ -297,6 +272,7 @@ def kubernetes_bundle_from_repository(
     """
     from ..perf.results import run_from_json
 
+    out = check_out_dir(Path(out), Path(repo), force)  # before any work: an existing bundle, or one inside the repo
     if target not in TARGETS:
         raise TritongenError(
             f"deploy target '{target}' is not one this bundle writes", f"use one of {', '.join(TARGETS)}"
@@ -376,5 +352,5 @@ def kubernetes_bundle_from_repository(
         grace_s=k8s.grace_period_s(t),
         prestop_s=k8s.PRESTOP_SLEEP_S,
     )
-    _write_atomically(files, Path(out), force)
-    return DeployBundle(Path(out), target, info.name, app, t, tuple(sorted(files)), overlays)
+    write_bundle(out, files, force=force)
+    return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays)
