@@ -252,7 +252,7 @@ def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonSte
     text ensembles whose parity samples tritongen tokenized itself and whose steps are built in (not custom)."""
     from .end_to_end import postprocessed, write_reference
     from .hf import sample_sentences
-    from .layout import ARTIFACT_DIR, REFERENCE_NAME
+    from .layout import ARTIFACT_DIR, REFERENCE_NAME, SAMPLES_NAME
     from .npz import arrays_from_npz
     from .pre_post import LABELS_FILE
 
@@ -266,7 +266,7 @@ def _end_to_end(source: _Source, staged, pre: PythonStep | None, post: PythonSte
     model = staged.spec
     artifacts = staged.folder / str(staged.version) / ARTIFACT_DIR
     outputs = arrays_from_npz(artifacts / REFERENCE_NAME)
-    samples = arrays_from_npz(artifacts / "samples.npz")
+    samples = arrays_from_npz(artifacts / SAMPLES_NAME)
     sentences = sample_sentences(model.max_batch_size if model.batched else None)
     rows = len(next(iter(outputs.values())))  # the saved samples repeat the sentences up to the max batch size
     texts = [sentences[i % len(sentences)] for i in range(rows)]
