@@ -140,7 +140,15 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle
         )
     check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
-    if spec.consts:
+    if spec.state_from_attributes:  # the wrapper passes the consts itself
+        from .state_attrs import explicit_state_from_module
+
+        explicit = stages.run("making the module's state attributes explicit", explicit_state_from_module,
+                              loaded.module, spec)
+        spec, loaded = explicit.spec, replace(loaded, module=explicit.module)
+        stages.progress("      state: " + ", ".join(
+            f"{s.attribute} -> {s.spec.name}/{s.output} {s.spec.dtype}{list(s.spec.dims)}" for s in explicit.states))
+    elif spec.consts:
         loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
         stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
@@ -212,8 +220,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs})
         np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, torch_ref[label])})
         if spec.target == "local":
-            shutil.copyfile(template_path("python/onnx_runner.py"), version_dir / "model.py")
-        if spec.warmup:
+            runner = "python/sequence_runner.py" if spec.states else "python/onnx_runner.py"
+            shutil.copyfile(template_path(runner), version_dir / "model.py")
+        if spec.warmup and not spec.states:  # a warm-up request has no sequence: stateful models start cold
             warm = staged_model / WARMUP_DIR
             warm.mkdir(parents=True, exist_ok=True)
             for name, data in warmup_files(spec, samples.warmup).items():
@@ -353,7 +362,10 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
     check_model_name(spec.name)
     _check_names(spec)
     plan = plan_install(spec)
-    stages = Stages(progress, 8 - (loaded is not None) + (spec.precision != "fp32") + (spec.target == "tensorrt"))
+    stages = Stages(
+        progress,
+        8 - (loaded is not None) + (spec.precision != "fp32") + (spec.target == "tensorrt") + bool(spec.state_from_attributes),
+    )
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
         staged = stage_model(spec, stage, plan.version, stages, loaded)
         stages.run("validating the generated config", check_repository, stage)

@@ -160,6 +160,20 @@ def cli(debug: bool) -> None:
     help="Fix an int/float/bool argument of forward() at export, e.g. sr=16000 (recorded in the manifest). Repeatable.",
 )
 @click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="IN:OUT",
+    help="A stateful streaming model: input IN is the state, output OUT its next value. Served on Triton's "
+    "sequence batcher (one state per sequence). Repeatable.",
+)
+@click.option(
+    "--state-from-attributes",
+    metavar="auto|NAME,NAME",
+    help="A module that keeps its state in attributes between calls: make them state inputs/outputs "
+    "(auto: every attribute forward() writes).",
+)
+@click.option(
     "--exporter",
     type=click.Choice(["auto", "dynamo", "torchscript"]),
     help="ONNX exporter. auto (default): dynamo, then TorchScript if dynamo fails (TorchScript modules: TorchScript).",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .layout import LABELS_FILENAME
+from .sequence import STATES_PARAMETER, sequence_batching_entry
 from .spec import BuildSpec, TensorSpec
 from .templates import render
 
@@ -106,8 +107,23 @@ def config_text_from_spec(
     """``cc_model_filenames``: compute capability -> plan file, when plans exist for several GPUs."""
     kind = entry_kind(spec.target)
     dynamic = None
-    if spec.batched:
+    if spec.batched and not spec.states:
         dynamic = {"preferred_batch_sizes": preferred_batch_sizes(spec), "max_queue_delay_us": spec.max_queue_delay_us}
+    parameters = dict(kind.parameters)
+    sequence = None
+    if spec.states:  # the sequence batcher; state tensors travel inside Triton (or the local model), not in the I/O
+        sequence = sequence_batching_entry(
+            spec.states,
+            spec.inputs,
+            target=spec.target,
+            max_batch_size=spec.max_batch_size,
+            max_queue_delay_us=spec.max_queue_delay_us,
+        )
+        if spec.target == "local":
+            parameters[STATES_PARAMETER] = ",".join(p.text for p in spec.states)
+    state_names = {n for p in spec.states for n in (p.input, p.output)}
+    inputs = tuple(t for t in spec.inputs if t.name not in state_names)
+    outputs = tuple(t for t in spec.outputs if t.name not in state_names)
     return render(
         "config.pbtxt.j2",
         name=spec.name,
@@ -117,13 +133,16 @@ def config_text_from_spec(
         default_model_filename=kind.model_filename,
         cc_model_filenames=dict(sorted((cc_model_filenames or {}).items())),
         gpu_accelerators=gpu_accelerators(spec),
-        inputs=tensor_entries(spec.inputs, ragged=ragged_inputs(spec)),
+        inputs=tensor_entries(inputs, ragged=ragged_inputs(spec) and not spec.states),
         outputs=[
             dict(t, label_filename=LABELS_FILENAME if (spec.labels and i == 0) else "")
-            for i, t in enumerate(tensor_entries(spec.outputs))
+            for i, t in enumerate(tensor_entries(outputs))
         ],
         dynamic_batching=dynamic,
+        sequence_batching=sequence,
         instance_groups=[{"kind": kind.instance_kind, "count": spec.instance_count}],
-        warmups=warmup_entries(spec, warmup_samples) if (spec.warmup and warmup_samples is not None) else [],
-        parameters=dict(kind.parameters),
+        warmups=warmup_entries(spec, warmup_samples)
+        if (spec.warmup and warmup_samples is not None and not spec.states)
+        else [],
+        parameters=parameters,
     )

@@ -157,5 +157,6 @@ def module_with_consts(module: Any, consts: Sequence[Const]) -> Any:
 
 
 def inner_module(module: Any) -> Any:
-    """The user's module under a :func:`module_with_consts` wrapper."""
-    return getattr(module, "inner", module) if type(module).__name__ == "WithConsts" else module
+    """The user's module under a :func:`module_with_consts` (or state) wrapper."""
+    wrappers = ("WithConsts", "WithExplicitState")  # this module's, and tritongen.state_attrs'
+    return getattr(module, "inner", module) if type(module).__name__ in wrappers else module

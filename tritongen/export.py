@@ -137,9 +137,12 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
 
     from .consts import inner_module
 
-    if module is not inner_module(module) and isinstance(inner_module(module), torch.jit.ScriptModule):
+    stateful = is_state_wrapper(module)
+    if stateful or (module is not inner_module(module) and isinstance(inner_module(module), torch.jit.ScriptModule)):
         # a --const wrapper around a TorchScript module: the exporter only follows a ScriptModule it is handed
         module = torch.jit.trace(module, tuple(args), check_trace=False)
+        if stateful:  # the state attributes' writes traced as in-place ops: make them functional for the exporter
+            torch._C._jit_pass_remove_mutation(module.graph)
     axes = _dynamic_axes(spec)
     if spec.batched:
         for name in output_names:
@@ -147,22 +150,52 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
     weight_bytes = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
     in_memory = weight_bytes < 1_500_000_000
     target: Any = io.BytesIO() if in_memory else str(path)
-    torch.onnx.export(
-        module,
-        tuple(args),
-        target,
-        input_names=list(input_names),
-        output_names=list(output_names),
-        dynamic_axes=axes,
-        opset_version=max(MIN_OPSET, min(spec.opset, 20)),
-        dynamo=False,
-        do_constant_folding=True,
-    )
+    opset = max(MIN_OPSET, min(spec.opset, 20))
+    with _chunk_symbolic(opset if stateful else None):
+        torch.onnx.export(
+            module,
+            tuple(args),
+            target,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     if not in_memory:
         return path
     import onnx
 
     return onnx.load_model_from_string(target.getvalue())
+
+
+def is_state_wrapper(module: Any) -> bool:
+    """A :mod:`tritongen.state_attrs` wrapper: exported by tracing it (TorchScript exporter only)."""
+    return type(module).__name__ == "WithExplicitState"
+
+
+@contextlib.contextmanager
+def _chunk_symbolic(opset: int | None):
+    """While exporting a traced state wrapper (opset >= 18): ``aten::unsafe_chunk`` (LSTM/GRU cells) along a dimension
+    the exporter's shape inference lost becomes ONNX ``Split(num_outputs=chunks)``, which needs no size."""
+    if opset is None or opset < 18:
+        yield
+        return
+    import torch
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper, symbolic_opset13
+
+    @symbolic_helper.parse_args("v", "i", "i", "i")
+    def chunk(g, self, chunks, dim, _outputs=None):
+        if _outputs is None or symbolic_helper._get_tensor_dim_size(self, dim) is not None:
+            return symbolic_opset13.unsafe_chunk(g, self, chunks, dim, _outputs)
+        return g.op("Split", self, axis_i=dim, num_outputs_i=chunks, outputs=_outputs)
+
+    torch.onnx.register_custom_op_symbolic("aten::unsafe_chunk", chunk, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::unsafe_chunk", opset)
 
 
 def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, output_names) -> None:
@@ -266,9 +299,14 @@ def exporter_order(module: Any, requested: str) -> tuple[str, ...]:
             "use --exporter torchscript (or auto), or save the model with torch.export.save (.pt2) "
             "or as a state_dict with --model-factory",
         )
+    if requested == "dynamo" and is_state_wrapper(module):
+        raise TritongenError(
+            "--exporter dynamo cannot export a module whose state attributes tritongen made explicit",
+            "use --exporter torchscript (or auto)",
+        )
     if requested != "auto":
         return (requested,)
-    return ("torchscript",) if is_script else ("dynamo", "torchscript")
+    return ("torchscript",) if is_script or is_state_wrapper(module) else ("dynamo", "torchscript")
 
 
 def _attempt(

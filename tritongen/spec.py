@@ -24,6 +24,7 @@ from .dim_ranges import (
 )
 from .errors import TritongenError
 from .names import check_name
+from .sequence import StatePair, attribute_names_from_arg, check_states, state_pairs_from_args
 from .tensors import TensorSpec, tensor_spec_from_arg, tensor_spec_from_dict, tensor_specs_from_samples
 
 TARGETS = (
@@ -120,6 +121,10 @@ class BuildSpec:
     inputs_from: str = "flags"
     # (name, int/float/bool) arguments of forward() fixed at export
     consts: tuple[tuple[str, Any], ...] = field(default=(), metadata=_yaml("consts"))
+    # stateful streaming model (tritongen.sequence): state input -> output pairs, served by the sequence batcher
+    states: tuple[StatePair, ...] = field(default=(), metadata=_yaml("texts"))
+    # attributes a module keeps its state in between calls ("auto": detected), made explicit tensors (state_attrs)
+    state_from_attributes: tuple[str, ...] = field(default=(), metadata=_yaml("texts"))
 
     def __post_init__(self) -> None:
         """Checks every value (one clean error for the first wrong one); makes the paths absolute."""
@@ -165,6 +170,14 @@ class BuildSpec:
         if self.exporter not in EXPORTERS:
             raise TritongenError(f"unknown exporter '{self.exporter}'", f"use one of {', '.join(EXPORTERS)}")
         self._check_precision()
+        check_states(
+            self.states,
+            self.inputs,
+            self.output_names,
+            batched=self.batched,
+            preferred_batch_sizes=self.preferred_batch_sizes,
+            from_attributes=bool(self.state_from_attributes),
+        )
 
     def _check_precision(self) -> None:
         chosen = self.precision
@@ -215,7 +228,7 @@ class BuildSpec:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and value and isinstance(value[0], (TensorSpec, DimRange)):
+            elif isinstance(value, tuple) and value and isinstance(value[0], (TensorSpec, DimRange, StatePair)):
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -297,6 +310,8 @@ def build_spec_from_options(
     exporter: str | None = None,
     dim_ranges: Iterable[str] = (),
     consts: Iterable[str] = (),
+    states: Iterable[str] = (),
+    state_from_attributes: str | None = None,
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over :data:`DEFAULTS`) into one :class:`BuildSpec`,
     which checks the values itself."""
@@ -405,6 +420,10 @@ def build_spec_from_options(
         dim_ranges=check_ranges(ranges, input_specs),
         consts=_consts(consts, file_opts),
         inputs_from=inputs_from,
+        states=state_pairs_from_args(tuple(states) or file_opts.get("states") or ()),
+        state_from_attributes=attribute_names_from_arg(
+            state_from_attributes if state_from_attributes is not None else file_opts.get("state_from_attributes")
+        ),
     )
 
 

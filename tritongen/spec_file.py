@@ -155,6 +155,10 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
         _check_list(path, key, value)
         for i, entry in enumerate(value):
             check_dim_range_entry(path, f"dim_ranges #{i + 1}", entry)
+    elif kind == "texts":
+        _check_list(path, key, value)
+        for i, entry in enumerate(value):
+            _check_text(path, f"{key} #{i + 1}", entry)
     elif kind == "ints":
         _check_list(path, key, value)
         if not all(_is_int(v) and abs(v) <= _INT32_MAX for v in value):
