@@ -66,6 +66,68 @@ def infer_from_arrays(
         _close(client)
 
 
+def infer_sequence_from_chunks(
+    url: str,
+    model: str,
+    chunks: Sequence[Mapping[str, np.ndarray]],
+    sequence_id: int,
+    protocol: str = "grpc",
+    outputs: Sequence[str] | None = None,
+    timeout_s: float = 60,
+    headers: Mapping[str, str] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """One sequence for a stateful model (Triton's sequence batcher): every chunk in order with correlation ID
+    ``sequence_id``, the first flagged as the sequence's start and the last as its end; one answer per chunk."""
+    if not chunks:
+        raise TritongenError("the sequence has no chunks", "pass at least one chunk of input")
+    if sequence_id < 1:
+        raise TritongenError(f"correlation ID {sequence_id} is below 1", "use a positive --sequence-id (0 means none)")
+    protocol = _check_protocol(protocol)
+    module = _module(protocol)
+    url = _host_port(url)
+    client = _connect(module, protocol, url, timeout_s)
+    answers = []
+    try:
+        kwargs = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+        for i, chunk in enumerate(chunks):
+            result = client.infer(
+                model,
+                _infer_inputs(module, chunk),
+                outputs=_requested(module, outputs),
+                headers=dict(headers or {}),
+                sequence_id=sequence_id,
+                sequence_start=i == 0,
+                sequence_end=i == len(chunks) - 1,
+                **kwargs,
+            )
+            answers.append(_arrays(result, protocol, outputs))
+        return answers
+    except Exception as e:  # noqa: BLE001 - every tritonclient failure becomes one clean error
+        raise classify_error(e, url, protocol, model, timeout_s) from None
+    finally:
+        _close(client)
+
+
+def infer_sequences_concurrently(
+    url: str,
+    model: str,
+    streams: Sequence[Sequence[Mapping[str, np.ndarray]]],
+    first_sequence_id: int = 1,
+    protocol: str = "grpc",
+    timeout_s: float = 60,
+) -> list[list[dict[str, np.ndarray]]]:
+    """``streams`` as concurrent sequences (one thread each, correlation IDs from ``first_sequence_id``), so the
+    sequence batcher can batch their chunks together; the answers per stream, per chunk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
+        futures = [
+            pool.submit(infer_sequence_from_chunks, url, model, chunks, first_sequence_id + i, protocol, None, timeout_s)
+            for i, chunks in enumerate(streams)
+        ]
+        return [f.result() for f in futures]
+
+
 def infer_concurrently(
     url: str,
     model: str,
