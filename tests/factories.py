@@ -38,8 +38,9 @@ Variable sizes (issue 16, item 3):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -119,6 +120,80 @@ class WithRate(nn.Module):
         if negate:
             return -y
         return y
+
+
+class Accumulator(nn.Module):
+    """Explicit state: ``forward(x, acc) -> (y, acc_out)``; y = x + acc, the next state acc + x (a running sum)."""
+
+    def forward(self, x: torch.Tensor, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = acc + x
+        return total * 1.0, total
+
+
+class StateChangesType(nn.Module):
+    """``acc_out`` is float64 while ``acc`` is float32: not a state pair."""
+
+    def forward(self, x: torch.Tensor, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + acc, (acc + x).double()
+
+
+class RunningSum(nn.Module):
+    """State kept in an attribute between calls (created lazily, like silero-vad's), plus a last-batch bookkeeping
+    int: each call returns the running sum of every x so far in the stream, scaled by ``gain``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(0.5))
+        self._sum = torch.zeros(0)
+        self._last_batch = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._last_batch != x.shape[0] or self._sum.numel() == 0:
+            self._sum = torch.zeros_like(x)
+        self._sum = self._sum + x
+        self._last_batch = x.shape[0]
+        return self._sum * self.gain
+
+
+class KeepsAList(nn.Module):
+    """State in a Python list: cannot travel as a tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: list[torch.Tensor] = []
+        self._total = torch.zeros(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._seen = self._seen + [x]
+        self._total = x * len(self._seen)
+        return self._total
+
+
+class BranchyState(nn.Module):
+    """State in an attribute, and a branch on the input's values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._h = torch.zeros(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._h.numel() == 0:
+            self._h = torch.zeros_like(x)
+        if bool(x.sum() > 0):
+            self._h = self._h + x
+        return self._h
+
+
+class GlobalCounter(nn.Module):
+    """State that does not follow the batch: one counter for every row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = torch.zeros(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._count = self._count + 1
+        return x * self._count
 
 
 class FullyConv(nn.Module):

@@ -143,11 +143,16 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     if spec.state_from_attributes:  # the wrapper passes the consts itself
         from .state_attrs import explicit_state_from_module
 
-        explicit = stages.run("making the module's state attributes explicit", explicit_state_from_module,
-                              loaded.module, spec)
+        explicit = stages.run(
+            "making the module's state attributes explicit", explicit_state_from_module, loaded.module, spec
+        )
         spec, loaded = explicit.spec, replace(loaded, module=explicit.module)
-        stages.progress("      state: " + ", ".join(
-            f"{s.attribute} -> {s.spec.name}/{s.output} {s.spec.dtype}{list(s.spec.dims)}" for s in explicit.states))
+        stages.progress(
+            "      state: "
+            + ", ".join(
+                f"{s.attribute} -> {s.spec.name}/{s.output} {s.spec.dtype}{list(s.spec.dims)}" for s in explicit.states
+            )
+        )
     elif spec.consts:
         loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
         stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
@@ -182,6 +187,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     for warning in export.warnings:
         stages.progress(f"      warning: {warning}")
     spec = spec.with_outputs(export.outputs)
+    if spec.states:
+        from .sequence import check_state_tensors
+
+        check_state_tensors(spec.states, spec.inputs, spec.outputs)
 
     def reference():
         return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
@@ -364,7 +373,11 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
     plan = plan_install(spec)
     stages = Stages(
         progress,
-        8 - (loaded is not None) + (spec.precision != "fp32") + (spec.target == "tensorrt") + bool(spec.state_from_attributes),
+        8
+        - (loaded is not None)
+        + (spec.precision != "fp32")
+        + (spec.target == "tensorrt")
+        + bool(spec.state_from_attributes),
     )
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
         staged = stage_model(spec, stage, plan.version, stages, loaded)

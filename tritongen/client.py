@@ -122,7 +122,9 @@ def infer_sequences_concurrently(
 
     with ThreadPoolExecutor(max_workers=max(1, len(streams))) as pool:
         futures = [
-            pool.submit(infer_sequence_from_chunks, url, model, chunks, first_sequence_id + i, protocol, None, timeout_s)
+            pool.submit(
+                infer_sequence_from_chunks, url, model, chunks, first_sequence_id + i, protocol, None, timeout_s
+            )
             for i, chunks in enumerate(streams)
         ]
         return [f.result() for f in futures]

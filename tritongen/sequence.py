@@ -106,6 +106,11 @@ def check_states(
             "give --max-batch-size the number of sequences one run may serve together, e.g. 8",
         )
     declared = {t.name for t in inputs}
+    if states and not output_names and not from_attributes:
+        raise TritongenError(
+            "a stateful model (--state) needs its outputs named",
+            "name every output forward() returns with --output, in order, the state outputs included",
+        )
     for pair in states:
         if not from_attributes and pair.input not in declared:
             raise TritongenError(
@@ -129,8 +134,28 @@ def check_states(
         )
 
 
-def state_tensor(states: Sequence[StatePair], name: str) -> StatePair | None:
-    return next((p for p in states if name in (p.input, p.output)), None)
+def check_state_tensors(
+    states: Sequence[StatePair], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> None:
+    """Once the graph exists: every state output has its input's data type and dims (the next call reads it)."""
+    by_in = {t.name: t for t in inputs}
+    by_out = {t.name: t for t in outputs}
+    for pair in states:
+        state_in, state_out = by_in[pair.input], by_out.get(pair.output)
+        if state_out is None:
+            raise TritongenError(
+                f"state output '{pair.output}' is not an output of the model", f"name one of {', '.join(by_out)}"
+            )
+        if state_in.dtype != state_out.dtype:
+            raise TritongenError(
+                f"state '{pair.text}' changes data type: input {state_in.dtype}, output {state_out.dtype}",
+                "return the next state in the state input's data type (or fix --input)",
+            )
+        if list(state_in.dims) != list(state_out.dims):
+            raise TritongenError(
+                f"state '{pair.text}' changes dims: input {list(state_in.dims)}, output {list(state_out.dims)}",
+                "return the next state with the state input's dims (or pair the right output in --state)",
+            )
 
 
 def sequence_batching_entry(
@@ -174,5 +199,7 @@ def _controls() -> list[dict[str, Any]]:
     flags = [(CONTROL_START, "CONTROL_SEQUENCE_START"), (CONTROL_END, "CONTROL_SEQUENCE_END")]
     flags.append((CONTROL_READY, "CONTROL_SEQUENCE_READY"))
     entries: list[dict[str, Any]] = [{"name": n, "kind": k, "int32_false_true": [0, 1], "dtype": ""} for n, k in flags]
-    entries.append({"name": CONTROL_CORRID, "kind": "CONTROL_SEQUENCE_CORRID", "int32_false_true": [], "dtype": "UINT64"})
+    entries.append(
+        {"name": CONTROL_CORRID, "kind": "CONTROL_SEQUENCE_CORRID", "int32_false_true": [], "dtype": "UINT64"}
+    )
     return entries

@@ -151,47 +151,80 @@ def _bookkeeping(probe: _Probe, name: str) -> Bookkeeping:
     )
 
 
-class WithExplicitState:
-    """Factory of the wrapper module (a class made on demand so torch is imported only when needed)."""
+_SCALAR_FROM_TENSOR = ("aten::Bool", "aten::Int", "aten::Float", "aten::item", "aten::is_nonzero")
 
-    @staticmethod
-    def make(module: Any, arg_names: Sequence[str], n_inputs: int, consts: Mapping[str, Any], states, books):
-        torch = _torch()
 
-        class WithExplicitState(torch.nn.Module):  # noqa: N801 -- consts.inner_module recognises it by name
-            """forward(inputs..., states...) -> (outputs..., new states...) around a module with state attributes."""
+def _marked_line(source: str) -> str:
+    """The code line TorchScript's source range marks (the line above its ``~~~ <--- HERE``)."""
+    lines = source.splitlines()
+    for i, text in enumerate(lines):
+        if "<--- HERE" in text and i > 0:
+            return lines[i - 1].strip()
+    return ""
 
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = module
-                self.states = tuple(states)
-                self.books = tuple(books)
-                self.graph = None
-                if isinstance(module, torch.jit.ScriptModule):
-                    # Run the module's own graph with the interpreter, so a trace records its operations with the
-                    # branches taken (calling a ScriptModule inside a trace keeps its control flow, which the ONNX
-                    # exporter cannot follow through attribute writes).
-                    self.graph = module.forward.graph.copy()
-                    torch._C._jit_pass_inline(self.graph)
 
-            def forward(self, *tensors: Any) -> tuple[Any, ...]:
-                inputs, given = tensors[:n_inputs], tensors[n_inputs:]
-                for state, value in zip(self.states, given):
-                    setattr(self.inner, state.attribute, value.permute(*state.to_inside))
-                for book in self.books:
-                    setattr(self.inner, book.attribute, inputs[0].shape[0] if book.value is None else book.value)
-                if self.graph is not None:
-                    feed = iter(inputs)
-                    args = [consts[n] if n in consts else next(feed) for n in arg_names]
-                    result = torch._C._jit_interpret_graph(self.graph, (self.inner._c, *args))
-                else:
-                    result = self.inner(*inputs, **consts)
-                from .export import flatten_outputs
+def inlined_forward(module: Any) -> Any:
+    """The TorchScript module's forward graph with every call inlined; refused when a branch, loop or size reads a
+    tensor's values (the interpreter would take the samples' branch and the trace would keep it silently)."""
+    torch = _torch()
+    graph = module.forward.graph.copy()
+    torch._C._jit_pass_inline(graph)
+    for kind in _SCALAR_FROM_TENSOR:
+        for node in graph.findAllNodes(kind):
+            source = next(iter(node.inputs()))
+            if source.type().isSubtypeOf(torch._C.TensorType.get()) and source.node().kind() != "prim::NumToTensor":
+                line = _marked_line(node.sourceRange() or "") or kind
+                raise TritongenError(
+                    f"forward() turns a tensor's values into a Python number (`{line[:120]}`), so a model whose "
+                    "state tritongen makes explicit would keep the samples' branch",
+                    "compute it with torch operations (torch.where instead of if), or make the state explicit in "
+                    "forward() and pass --state IN:OUT",
+                )
+    return graph
 
-                new = [getattr(self.inner, s.attribute).permute(*s.to_outside) for s in self.states]
-                return (*flatten_outputs(result), *new)
 
-        return WithExplicitState().eval()
+def state_wrapper(
+    module: Any, arg_names: Sequence[str], n_inputs: int, consts: Mapping[str, Any], states, books
+) -> Any:
+    """The wrapper module (its class is made here so torch is imported only when needed)."""
+    import torch
+
+    class WithExplicitState(torch.nn.Module):  # noqa: N801 -- consts.inner_module recognises it by name
+        """forward(inputs..., states...) -> (outputs..., new states...) around a module with state attributes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+            self.states = tuple(states)
+            self.books = tuple(books)
+            self.graph = None
+            if isinstance(module, torch.jit.ScriptModule):
+                # Run the module's own graph with the interpreter, so a trace records its operations with the
+                # branches taken (calling a ScriptModule inside a trace keeps its control flow, which the ONNX
+                # exporter cannot follow through attribute writes); the branches depend on shapes and the
+                # bookkeeping attributes only (inlined_forward refuses the rest).
+                self.graph = inlined_forward(module)
+
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
+            inputs, given = tensors[:n_inputs], tensors[n_inputs:]
+            for state, value in zip(self.states, given):
+                setattr(self.inner, state.attribute, value.permute(*state.to_inside))
+            for book in self.books:
+                setattr(self.inner, book.attribute, inputs[0].shape[0] if book.value is None else book.value)
+            if self.graph is not None:
+                feed = iter(inputs)
+                args = [consts[n] if n in consts else next(feed) for n in arg_names]
+                result = torch._C._jit_interpret_graph(  # type: ignore[attr-defined]
+                    self.graph, (self.inner._c, *args)
+                )
+            else:
+                result = self.inner(*inputs, **consts)
+            from .export import flatten_outputs
+
+            new = [getattr(self.inner, s.attribute).permute(*s.to_outside) for s in self.states]
+            return (*flatten_outputs(result), *new)
+
+    return WithExplicitState().eval()
 
 
 @dataclass(frozen=True)
@@ -202,6 +235,18 @@ class ExplicitState:
     spec: Any  # BuildSpec with the state inputs, outputs and pairs added
     states: tuple[TensorState, ...]
     bookkeeping: tuple[Bookkeeping, ...]
+
+
+def _scripted(module: Any) -> Any:
+    """A copy of the module as TorchScript where it scripts (its branches on the state's bookkeeping then resolve
+    without a trace warning); else an eager copy, whose trace refuses branches on tensor values."""
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return copy.deepcopy(module)
+    try:
+        return torch.jit.script(copy.deepcopy(module))
+    except Exception:  # noqa: BLE001 -- many eager modules do not script; the eager trace is checked as usual
+        return copy.deepcopy(module)
 
 
 def _arg_names(module: Any, consts: Mapping[str, Any], n_inputs: int) -> list[str]:
@@ -260,8 +305,9 @@ def explicit_state_from_module(module: Any, spec: Any) -> ExplicitState:
     )
     states = tuple(_tensor_state(probe, n, set(output_names)) for n in tensor_names)
     books = tuple(_bookkeeping(probe, n) for n in written if n not in tensor_names)
-    wrapper = WithExplicitState.make(
-        copy.deepcopy(module), _arg_names(module, consts, len(spec.inputs)), len(spec.inputs), consts, states, books
+    runnable = _scripted(module)
+    wrapper = state_wrapper(
+        runnable, _arg_names(runnable, consts, len(spec.inputs)), len(spec.inputs), consts, states, books
     )
     _stream_check(module, wrapper, spec, consts, states)
     new_spec = replace(

@@ -40,6 +40,7 @@ from .validate_ensemble import (
     problems_in_ensemble_scheduling,
     problems_in_ensembles,
 )
+from .validate_sequence import graph_state_problems, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
 
@@ -631,6 +632,7 @@ def problems_in_config(
     problems += _io_problems(config, name, done.platform)
     problems += _dynamic_batching_problems(config, name)
     problems += _sequence_batching_problems(config, name)
+    problems += state_problems(config, name, done.backend)
     if config.HasField("ensemble_scheduling"):
         problems += problems_in_ensemble_scheduling(config, name)
     problems += _other_problems(config, name)
@@ -701,6 +703,7 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
             f"create {model_dir.name}/1/" + ("" if done.platform == ENSEMBLE_PLATFORM else " holding the model file")
         )
     problems += _model_file_problems(config, name, model_dir, loaded, done)
+    problems += graph_state_problems(config, name, model_dir, loaded)
     for io in config.output:
         if io.label_filename:
             path = (model_dir / io.label_filename).resolve()

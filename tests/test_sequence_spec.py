@@ -1,0 +1,177 @@
+"""Stateful models without a server: ``--state`` pairs, ``--state-from-attributes``, the sequence_batching config
+(parsed back with tritonclient's ModelConfig protobuf), the validator's state rules, and bad input."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests import factories
+from tests.test_bad_input import _assert_one_clean_line, _run
+from tritongen.parity import onnx_session
+from tritongen.validate import config_from_file, config_from_text, problems_in_config
+
+ACC = ["--input", "x:FP32:4", "--input", "acc:FP32:4", "--state", "acc:acc_out", "--output", "y", "--output", "acc_out"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stateful")
+    return {
+        "acc": factories.save_model(factories.Accumulator(), root / "acc.pt", "torchscript"),
+        "retype": factories.save_model(factories.StateChangesType(), root / "retype.pt", "torchscript"),
+        "sum_eager": factories.save_model(factories.RunningSum(), root / "sum.pt", "pickled_module"),
+        "sum_script": factories.save_model(factories.RunningSum(), root / "sum_ts.pt", "torchscript"),
+        "list": factories.save_model(factories.KeepsAList(), root / "list.pt", "pickled_module"),
+        "counter": factories.save_model(factories.GlobalCounter(), root / "counter.pt", "pickled_module"),
+        "branchy": factories.save_model(factories.BranchyState(), root / "branchy.pt", "torchscript"),
+    }
+
+
+@pytest.mark.parametrize("target", ["local", "onnxruntime"])
+def test_a_state_pair_makes_a_sequence_model(files, tmp_path, target):
+    code, out, err = _run(["build", str(files["acc"]), "--name", "acc", *ACC, "--target", target,
+                           "--repo", str(tmp_path)])
+    assert code == 0, err
+    config = config_from_file(tmp_path / "acc" / "config.pbtxt")
+    assert config.WhichOneof("scheduling_choice") == "sequence_batching"
+    assert [t.name for t in config.input] == ["x"] and [t.name for t in config.output] == ["y"]
+    batcher = config.sequence_batching
+    assert batcher.oldest.preferred_batch_size == [8]
+    assert not config.model_warmup  # a warm-up request belongs to no sequence
+    if target == "local":
+        assert {c.name for c in batcher.control_input} == {"START", "END", "READY", "CORRID"}
+        assert config.parameters["tritongen_states"].string_value == "acc:acc_out"
+        assert not batcher.state
+    else:  # Triton keeps the state (implicit state), zeros at a sequence's start
+        (state,) = batcher.state
+        assert (state.input_name, state.output_name, list(state.dims)) == ("acc", "acc_out", [4])
+        assert state.initial_state[0].zero_data and list(state.initial_state[0].dims) == [4]
+        assert not batcher.control_input
+    assert problems_in_config(config, tmp_path / "acc") == []
+
+
+def _stream(module, chunks):
+    module = copy.deepcopy(module)
+    with torch.inference_mode():
+        return [module(torch.from_numpy(c)).numpy() for c in chunks]
+
+
+@pytest.mark.parametrize("form", ["sum_eager", "sum_script"])
+def test_state_attributes_become_state_tensors(files, tmp_path, form):
+    code, out, err = _run(["build", str(files[form]), "--name", "sum", "--input", "x:FP32:3", "--allow-pickle",
+                           "--state-from-attributes", "auto", "--repo", str(tmp_path)])
+    assert code == 0, err
+    assert "state: _sum -> sum_in/sum_out FP32[3]" in err
+    session = onnx_session(tmp_path / "sum" / "1" / "model.onnx")
+    assert [i.name for i in session.get_inputs()] == ["x", "sum_in"]
+    rng = np.random.default_rng(0)
+    chunks = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(5)]
+    expected = _stream(factories.RunningSum(), chunks)
+    state = np.zeros((2, 3), np.float32)
+    for chunk, want in zip(chunks, expected):
+        got, state = session.run(["output", "sum_out"], {"x": chunk, "sum_in": state})
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+BAD = [
+    ("unknown state tensor", "acc", ["--input", "x:FP32:4", "--state", "h:h_out", "--output", "y"],
+     ("state input 'h' is not a declared input",)),
+    ("state output not named", "acc", ["--input", "x:FP32:4", "--input", "acc:FP32:4", "--state", "acc:next",
+                                       "--output", "y", "--output", "acc_out"], ("state output 'next'",)),
+    ("dtype mismatch", "retype", ACC, ("changes data type", "FP32", "FP64")),
+    ("dynamic batching flags", "acc", [*ACC, "--preferred-batch-size", "4"], ("--preferred-batch-size",)),
+    ("no batching", "acc", [*ACC, "--max-batch-size", "0"], ("--max-batch-size 1 or more",)),
+    ("state in a list", "list", ["--input", "x:FP32:4", "--state-from-attributes", "auto", "--allow-pickle"],
+     ("attribute '_seen'", "list")),
+    ("state without a batch axis", "counter", ["--input", "x:FP32:4", "--state-from-attributes", "_count",
+                                               "--allow-pickle"], ("attribute '_count'", "batch")),
+    ("attribute the module lacks", "counter", ["--input", "x:FP32:4", "--state-from-attributes", "_h",
+                                               "--allow-pickle"], ("'_h'", "_count")),
+    ("branch on a tensor value", "branchy", ["--input", "x:FP32:4", "--state-from-attributes", "auto"],
+     ("forward() turns a tensor's values into a Python number", "x.sum()")),
+    ("bookkeeping named as state", "sum_eager", ["--input", "x:FP32:3", "--state-from-attributes", "_last_batch",
+                                                 "--allow-pickle"], ("'_last_batch' is a int",)),
+]
+
+
+@pytest.mark.parametrize("case, model, argv, words", BAD, ids=[c[0] for c in BAD])
+def test_bad_state_input_gets_one_clean_line(files, tmp_path, case, model, argv, words):
+    repo = tmp_path / "repo"
+    code, out, err = _run(["build", str(files[model]), "--name", "m", *argv, "--repo", str(repo)])
+    _assert_one_clean_line(case, code, out, err, words)
+    assert not (repo / "m").exists()
+
+
+def test_a_spec_file_declares_states(files, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "inputs: [{name: x, dims: [4]}, {name: acc, dims: [4]}]\noutputs: [y, acc_out]\nstates: ['acc:acc_out']\n"
+    )
+    code, out, err = _run(["build", str(files["acc"]), "--name", "acc", "--spec", str(spec),
+                           "--repo", str(tmp_path / "repo")])
+    assert code == 0, err
+    assert "tritongen_states" in (tmp_path / "repo" / "acc" / "config.pbtxt").read_text()
+
+
+IMPLICIT = """
+name: "m"
+backend: "onnxruntime"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
+sequence_batching {
+  oldest { max_candidate_sequences: 8 }
+  state {
+    input_name: "acc" output_name: "acc_out" data_type: TYPE_FP32 dims: [ 4 ]
+    initial_state { name: "zeros" data_type: TYPE_FP32 dims: [ 4 ] zero_data: true }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (("{ name: \"zeros\" data_type: TYPE_FP32", "{ name: \"zeros\" data_type: TYPE_INT32"),
+         "does not match the state data type"),
+        (("name: \"zeros\" ", ""), "Field 'name' must be set"),
+        (("dims: [ 4 ] zero_data", "dims: [ 5 ] zero_data"), "doesn't match 'state' dim description. 5 != 4"),
+        (("dims: [ 4 ] zero_data", "dims: [ -1 ] zero_data"), "contains variable dimensions"),
+        (("input [ { name: \"x\"", "input [ { name: \"acc\""), "also listed under input"),
+        (("backend: \"onnxruntime\"", "backend: \"python\""), "needs a backend that keeps it"),
+    ],
+)
+def test_the_validator_applies_tritons_state_rules(edit, words):
+    config = config_from_text(IMPLICIT.replace(*edit))
+    problems = problems_in_config(config)
+    assert any(words in p for p in problems), problems
+
+
+def test_the_validator_checks_state_tensors_against_the_graph(files, tmp_path):
+    code, _, err = _run(["build", str(files["acc"]), "--name", "acc", *ACC, "--target", "onnxruntime",
+                         "--repo", str(tmp_path)])
+    assert code == 0, err
+    config_path = tmp_path / "acc" / "config.pbtxt"
+    text = config_path.read_text()
+    state_block = text[text.index("  state {"):]
+    config_path.write_text(text.replace(state_block, state_block.replace("TYPE_FP32", "TYPE_INT32")))
+    problems = problems_in_config(config_from_file(config_path), tmp_path / "acc")
+    assert any("state input 'acc' of model acc is FP32 in the graph but TYPE_INT32" in p for p in problems), problems
+    config_path.write_text(text.replace('input_name: "acc"', 'input_name: "hidden"'))
+    problems = problems_in_config(config_from_file(config_path), tmp_path / "acc")
+    assert any("state input 'hidden' of model acc is not an input of 1/model.onnx" in p for p in problems), problems
+
+
+def test_one_scheduler_only(tmp_path):
+    text = IMPLICIT.replace("sequence_batching {", "dynamic_batching { }\nsequence_batching {")
+    folder = tmp_path / "repo" / "m"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(text)
+    code, out, err = _run(["validate", str(tmp_path / "repo")])
+    _assert_one_clean_line("two schedulers", code, out, err, ("1 problem",))
+    assert "keep one scheduler: dynamic_batching, sequence_batching" in err

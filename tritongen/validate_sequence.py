@@ -1,0 +1,175 @@
+"""Offline checks of a sequence model: implicit state (Triton core's sequence batch scheduler and the ONNX
+Runtime/TensorRT backends' rules) and tritongen's own state pairs (the local target's ``tritongen_states``).
+
+Triton's scheduler refuses, at load: more than one ``initial_state``, an initial state whose data type differs
+from the state's, has no ``name``, another number of dims than the state or a variable dim, or a dim that differs
+from a fixed state dim, and a state input named twice. The backends refuse a state tensor the model does not have
+or whose type differs; only the ONNX Runtime, TensorRT and PyTorch backends keep implicit state at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .sequence import STATES_PARAMETER
+
+_IMPLICIT_STATE_BACKENDS = ("onnxruntime", "tensorrt", "pytorch")
+
+
+def _config_pb2():
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _type_name(value: int) -> str:
+    return _config_pb2().DataType.Name(value)
+
+
+def state_problems(config: Any, name: str, backend: str) -> list[str]:
+    """Config-level rules of ``sequence_batching.state`` and of control input names."""
+    if not config.HasField("sequence_batching"):
+        return []
+    batcher = config.sequence_batching
+    problems = []
+    inputs = {t.name for t in config.input}
+    for control in batcher.control_input:
+        if control.name in inputs:
+            problems.append(
+                f"sequence batching control input '{control.name}' of {name} is also a model input: Triton sets "
+                "control tensors itself, so rename one"
+            )
+    if batcher.state and backend and backend not in _IMPLICIT_STATE_BACKENDS:
+        problems.append(
+            f"implicit state (sequence_batching.state) of {name} needs a backend that keeps it "
+            f"({', '.join(_IMPLICIT_STATE_BACKENDS)}), not '{backend}': let the model keep its state by correlation "
+            "ID (tritongen's local target does)"
+        )
+    seen: set[str] = set()
+    for state in batcher.state:
+        where = f"state input '{state.input_name}'"
+        if not state.input_name or not state.output_name:
+            problems.append(f"a state of {name} has no input_name or output_name: name both tensors")
+        if state.input_name in seen:
+            problems.append(f"State input name '{state.input_name}' specified more than once.")
+        seen.add(state.input_name)
+        if state.input_name in inputs:
+            problems.append(
+                f"{where} of {name} is also listed under input: Triton feeds it from the state, so remove it there"
+            )
+        if not state.dims:
+            problems.append(f"{where} of {name} has no dims: give the state's dims without the batch dimension")
+        if len(state.initial_state) > 1:
+            problems.append(
+                f"initial_state field for {where} must contain exactly one or zero element. "
+                f"Found '{len(state.initial_state)}' elements."
+            )
+        for initial in state.initial_state[:1]:
+            problems += _initial_state_problems(initial, state, where)
+    return problems
+
+
+def _initial_state_problems(initial: Any, state: Any, where: str) -> list[str]:
+    if initial.data_type != state.data_type:
+        return [f"The data type used for 'initial_state' field of {where} does not match the state data type."]
+    if not initial.name:
+        return [f"Field 'name' must be set when using initial_state for {where}."]
+    if len(initial.dims) != len(state.dims):
+        return [
+            f"Number of dimensions in 'initial_state' doesn't match the size of 'state' dimensions for {where}. "
+            f"{len(initial.dims)} != {len(state.dims)}"
+        ]
+    for given, declared in zip(initial.dims, state.dims):
+        if given == -1:
+            return [f"'initial_state' field for {where} contains variable dimensions."]
+        if declared != -1 and given != declared:
+            return [f"'initial_state' dim for {where} doesn't match 'state' dim description. {given} != {declared}"]
+    return []
+
+
+def state_pairs(config: Any) -> list[tuple[str, str, int | None, list[int] | None]]:
+    """(input, output, data type or None, dims or None) of every state: implicit, or the local target's pairs."""
+    pairs: list[tuple[str, str, int | None, list[int] | None]] = [
+        (s.input_name, s.output_name, s.data_type, list(s.dims)) for s in config.sequence_batching.state
+    ]
+    text = config.parameters[STATES_PARAMETER].string_value if STATES_PARAMETER in config.parameters else ""
+    for pair in filter(None, text.split(",")):
+        state_in, _, state_out = pair.partition(":")
+        pairs.append((state_in, state_out, None, None))
+    return pairs
+
+
+def graph_state_problems(config: Any, name: str, model_dir: Path, versions: list[int]) -> list[str]:
+    """Every state tensor exists in each version's ``model.onnx`` as an input and an output of the state's data type
+    and dims; the local target's pairs need its sequence batcher's START, END and CORRID controls."""
+    pairs = state_pairs(config)
+    if not pairs:
+        return []
+    problems = []
+    if STATES_PARAMETER in config.parameters:
+        kinds = {c.kind for ci in config.sequence_batching.control_input for c in ci.control}
+        names = {ci.name for ci in config.sequence_batching.control_input}
+        kind = _config_pb2().ModelSequenceBatching.Control
+        needed = (kind.CONTROL_SEQUENCE_START, kind.CONTROL_SEQUENCE_END, kind.CONTROL_SEQUENCE_CORRID)
+        if not config.HasField("sequence_batching") or any(k not in kinds for k in needed):
+            problems.append(
+                f"model {name} keeps state per sequence ({STATES_PARAMETER}) but its sequence_batching lacks the "
+                f"START, END or CORRID control: rebuild it with tritongen ({', '.join(sorted(names)) or 'none'} given)"
+            )
+    for version in versions:
+        path = model_dir / str(version) / "model.onnx"
+        if path.is_file():
+            problems += _onnx_problems(path, pairs, name, config.max_batch_size > 0)
+    return problems
+
+
+def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
+    import onnx
+    from onnx import helper
+
+    from .dtypes import triton_from_numpy
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 -- reported by the model-file checks as well
+        return [f"cannot read {path.name} of model {name} to check its state tensors: {str(exc)[:200]}"]
+
+    def io(values) -> dict[str, tuple[str, list[int]]]:
+        out = {}
+        for v in values:
+            tensor = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+            dtype = triton_from_numpy(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else "?"
+            out[v.name] = (dtype, dims[1:] if batched else dims)
+        return out
+
+    graph_in, graph_out = io(graph.input), io(graph.output)
+    problems = []
+    for state_in, state_out, data_type, dims in pairs:
+        for tensor, table, role in ((state_in, graph_in, "input"), (state_out, graph_out, "output")):
+            if tensor not in table:
+                problems.append(
+                    f"state {role} '{tensor}' of model {name} is not an {role} of {path.parent.name}/{path.name} "
+                    f"(its {role}s: {', '.join(table) or 'none'})"
+                )
+            elif data_type is not None and f"TYPE_{table[tensor][0]}" != _type_name(data_type):
+                problems.append(
+                    f"state {role} '{tensor}' of model {name} is {table[tensor][0]} in the graph but "
+                    f"{_type_name(data_type)} in sequence_batching.state"
+                )
+            elif dims is not None and not _dims_fit(table[tensor][1], dims):
+                problems.append(
+                    f"state {role} '{tensor}' of model {name} has dims {table[tensor][1]} in the graph but {dims} in "
+                    "sequence_batching.state"
+                )
+        if state_in in graph_in and state_out in graph_out and graph_in[state_in][0] != graph_out[state_out][0]:
+            problems.append(
+                f"state '{state_in}' of model {name} is {graph_in[state_in][0]} but its next value '{state_out}' "
+                f"is {graph_out[state_out][0]}"
+            )
+    return problems
+
+
+def _dims_fit(graph_dims: list[int], declared: list[int]) -> bool:
+    return len(graph_dims) == len(declared) and all(g in (-1, d) or d == -1 for g, d in zip(graph_dims, declared))
