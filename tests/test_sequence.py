@@ -66,12 +66,30 @@ def vad_server(server_install, tmp_path_factory):
         max_batch_size=STREAMS,
         repo=repo,
     )
+    from tests import factories
+
+    acc_file = factories.save_model(factories.Accumulator(), work / "acc.pt", "torchscript")
+    tritongen.build(acc_file, name="acc", inputs=["x:FP32:2", "acc:FP32:2"], outputs=["y", "acc_out"],
+                    states=["acc:acc_out"], repo=repo)
     http, grpc, metrics = free_ports(3)
     server = server_from_repository(
         ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, ready_timeout_s=180)
     )
     yield result, server
     server.stop(timeout_s=20)
+
+
+def _send(server, sequence_id, value, start=False, end=False):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        tensor = grpcclient.InferInput("x", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.full((1, 2), value, np.float32))
+        result = client.infer("acc", [tensor], sequence_id=sequence_id, sequence_start=start, sequence_end=end)
+        return float(result.as_numpy("y")[0, 0])
+    finally:
+        client.close()
 
 
 def test_build_makes_the_attributes_state(vad_server):
@@ -130,3 +148,56 @@ def test_a_stream_restarts_from_zero_state(vad_server):
 
     with pytest.raises(TritongenError):
         infer_from_arrays(server.grpc_url, "vad", chunks[0])
+
+
+def test_explicit_state_pairs_follow_start_and_end(vad_server):
+    """--state acc:acc_out: the running sum is per sequence; START starts it from zero; after END it is gone."""
+    from tritonclient.utils import InferenceServerException
+
+    _, server = vad_server
+    assert [_send(server, 11, 1.0, start=True), _send(server, 12, 10.0, start=True)] == [1.0, 10.0]
+    assert [_send(server, 11, 2.0), _send(server, 12, 20.0), _send(server, 11, 3.0, end=True)] == [3.0, 30.0, 6.0]
+    assert _send(server, 11, 5.0, start=True) == 5.0  # the same ID again: a new sequence from zero
+    _send(server, 11, 0.0, end=True)
+    with pytest.raises(InferenceServerException, match="START"):  # Triton refuses it first
+        _send(server, 11, 1.0)  # after END, without START: refused, never answered from a stale state
+
+
+def test_infer_check_and_streaming_a_wav(vad_server, tmp_path):
+    import wave
+
+    import tritongen
+    from tests.test_bad_input import _run
+
+    result, server = vad_server
+    checked = tritongen.infer("vad", url=server.grpc_url, repo=result.model_dir.parent, check=True)
+    assert checked.check is not None and checked.check.ok  # zero state at a sequence's start, as PyTorch
+    audio = speech_like(5, 20 * CHUNK / SAMPLE_RATE + 0.01)  # 20 chunks and a bit: the last one is padded
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm.tobytes())
+    code, out, err = _run(["infer", "vad", "--sequence", "--input-file", str(tmp_path / "speech.wav"),
+                           "--url", server.grpc_url, "--repo", str(result.model_dir.parent), "--sequence-id", "42"])
+    assert code == 0, err
+    assert "output: float32 [21, 1]" in out
+    streamed = tritongen.infer("vad", url=server.grpc_url, repo=result.model_dir.parent, sequence=True,
+                               input_file=tmp_path / "speech.wav", sequence_id=43)
+    samples = pcm.astype(np.float32) / 32768.0
+    chunks = np.split(np.concatenate([samples, np.zeros(21 * CHUNK - samples.size, np.float32)]), 21)
+    np.testing.assert_allclose(streamed.outputs["output"].ravel(), packaged_probabilities(chunks), atol=TOLERANCE)
+
+
+def test_perf_drives_concurrent_sequences(vad_server):
+    from tritongen.perf import PerfSpec, perf_from_spec
+
+    result, server = vad_server
+    run = perf_from_spec(PerfSpec(model="vad", url=server.grpc_url, repo=result.model_dir.parent, concurrency=(4,),
+                                  duration_s=1.5, warmup_s=0.3, max_windows=4, stability_pct=50.0,
+                                  sequence_length=10, metrics_url=server.metrics_url))
+    assert run.settings["sequence_length"] == 10
+    (point,) = run.points
+    assert not point.errors, point.errors  # every request belonged to a started sequence
+    assert point.requests > 0 and point.server.avg_batch > 1.0  # the 4 streams were batched together

@@ -226,8 +226,11 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         artifacts = version_dir / ARTIFACT_DIR
         artifacts.mkdir(parents=True, exist_ok=True)
         label, inputs = samples.parity[-1]
-        np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs})
-        np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, torch_ref[label])})
+        reference = torch_ref[label]
+        if spec.states:  # what a client sends at a sequence's start: its inputs, the state zeros (kept inside)
+            inputs, reference = sequence_start_sample(spec, inputs, loaded.module)
+        np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs if t.name in inputs})
+        np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, reference) if a is not None})
         if spec.target == "local":
             runner = "python/sequence_runner.py" if spec.states else "python/onnx_runner.py"
             shutil.copyfile(template_path(runner), version_dir / "model.py")
@@ -269,6 +272,19 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         form=loaded.form,
         fallback=export.fallback,
     )
+
+
+def sequence_start_sample(spec: BuildSpec, inputs, module) -> tuple[dict[str, np.ndarray], list]:
+    """A stateful model's saved sample: the client inputs alone, and the outputs PyTorch gives for them from zero
+    state (the state outputs left out: the server keeps them)."""
+    from .export import torch_outputs_from_module
+
+    state_in = {p.input for p in spec.states}
+    state_out = {p.output for p in spec.states}
+    fed = {t.name: np.zeros_like(inputs[t.name]) if t.name in state_in else inputs[t.name] for t in spec.inputs}
+    outputs = torch_outputs_from_module(module, spec, fed)
+    client = {n: a for n, a in fed.items() if n not in state_in}
+    return client, [None if t.name in state_out else a for t, a in zip(spec.outputs, outputs)]
 
 
 def fixed_dims_note(spec: BuildSpec) -> str:

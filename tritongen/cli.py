@@ -411,6 +411,13 @@ def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]
     type=click.Path(path_type=Path),
     help="An image file (JPEG, PNG, ...) to send to an image-in ensemble (repeatable).",
 )
+@click.option(
+    "--sequence",
+    is_flag=True,
+    help="A stateful model: stream --input-file (.wav, .npy or .npz) in chunks as one sequence (outputs per chunk).",
+)
+@click.option("--chunk-size", type=int, help="With --sequence: steps per request (default: the input's fixed size).")
+@click.option("--sequence-id", type=int, default=1, show_default=True, help="With --sequence: the correlation ID.")
 def infer(name: str, **options) -> None:
     """Send inputs to model NAME on a running server and print its outputs."""
     result = api.infer(name, **options)

@@ -80,6 +80,13 @@ def _progress(message: str) -> None:
     show_default=True,
     help="Allowed variation across the last 3 windows.",
 )
+@click.option(
+    "--sequence-length",
+    type=int,
+    default=PERF_DEFAULTS["sequence_length"],
+    help="A stateful (sequence) model: requests per sequence; each concurrent client streams sequences one after "
+    "another. Default 20 for sequence models.",
+)
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default=PERF_DEFAULTS["protocol"], show_default=True)
 @click.option(

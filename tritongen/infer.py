@@ -30,6 +30,10 @@ class InferSpec:
     timeout_s: float = 60.0
     texts: tuple[str, ...] = ()  # sent as TEXT (TYPE_STRING) to a text-in ensemble
     images: tuple[Path, ...] = ()  # encoded image files, sent as IMAGE to an image-in ensemble
+    # a stateful model: stream input_file in chunks as one sequence (tritongen.infer_sequence)
+    sequence: bool = False
+    chunk_size: int | None = None  # default: the first input's fixed size
+    sequence_id: int = 1  # the sequence's correlation ID
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,16 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
     return {IMAGE_INPUT: np.array(data, dtype=object)}
 
 
+def _is_sequence_model(model_dir: Path) -> bool:
+    from .validate import config_from_file
+
+    config_path = model_dir / "config.pbtxt"
+    try:
+        return config_path.is_file() and config_from_file(config_path).HasField("sequence_batching")
+    except TritongenError:
+        return False
+
+
 def _is_ensemble(model_dir: Path, version: int) -> bool:
     try:
         return read_manifest(model_dir, version).kind == ENSEMBLE
@@ -91,8 +105,48 @@ def _is_ensemble(model_dir: Path, version: int) -> bool:
         return False
 
 
+def sequence_from_file(spec: InferSpec) -> InferResult:
+    """``spec.input_file`` streamed to a stateful model as one sequence; outputs stacked per chunk."""
+    from .client import default_url, infer_sequence_from_chunks
+    from .dtypes import numpy_dtype
+    from .infer_sequence import arrays_from_stream_file, chunks_from_arrays, default_chunk_size, stacked
+    from .validate import config_from_file, config_pb2
+
+    if spec.input_file is None or spec.check or spec.texts or spec.images:
+        raise TritongenError(
+            "--sequence streams a file", "pass --input-file (a .wav, .npy or .npz) without --check/--text/--image"
+        )
+    config_path = Path(spec.repo) / spec.name / "config.pbtxt"
+    if not config_path.is_file():
+        raise TritongenError(f"model '{spec.name}' has no config in {spec.repo}", "pass --repo with the model")
+    config = config_from_file(config_path)
+    if not config.HasField("sequence_batching"):
+        raise TritongenError(
+            f"model '{spec.name}' is not a sequence model", "drop --sequence, or build it with --state"
+        )
+    names = [t.name for t in config.input]
+    dtypes = {t.name: numpy_dtype(config_pb2().DataType.Name(t.data_type)) for t in config.input}
+    arrays = arrays_from_stream_file(spec.input_file, names)
+    unknown = sorted(set(arrays) - set(names))
+    if unknown or set(names) - set(arrays):
+        raise TritongenError(
+            f"the stream's arrays ({', '.join(sorted(arrays))}) are not the model's inputs ({', '.join(names)})",
+            "name the .npz arrays after the inputs",
+        )
+    size = spec.chunk_size if spec.chunk_size is not None else default_chunk_size(config)
+    chunks = chunks_from_arrays(arrays, size, dtypes)
+    url = spec.url or default_url(spec.protocol)
+    answers = infer_sequence_from_chunks(
+        url, spec.name, chunks, spec.sequence_id, protocol=spec.protocol, timeout_s=spec.timeout_s
+    )
+    return InferResult(outputs=stacked(answers), check=None)
+
+
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import default_url, infer_from_arrays
+
+    if spec.sequence:
+        return sequence_from_file(spec)
     from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
 
     reference = None
@@ -139,7 +193,26 @@ def infer_model(spec: InferSpec) -> InferResult:
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
             tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
     url = spec.url or default_url(spec.protocol)
-    outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
+    if _is_sequence_model(Path(spec.repo) / spec.name):
+        # The sequence batcher takes batch 1: each row goes as a sequence of one request, from zero state.
+        from .client import infer_sequence_from_chunks
+        from .infer_sequence import stacked
+
+        rows = len(next(iter(inputs.values())))
+        answers = [
+            infer_sequence_from_chunks(
+                url,
+                spec.name,
+                [{n: a[i : i + 1] for n, a in inputs.items()}],
+                spec.sequence_id + i,
+                protocol=spec.protocol,
+                timeout_s=spec.timeout_s,
+            )[0]
+            for i in range(rows)
+        ]
+        outputs = stacked(answers)
+    else:
+        outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
     report = None
     if end_to_end is not None:
         report = ParityReport(

@@ -27,6 +27,7 @@ class RequestSet:
     requests: tuple[Request, ...]
     batched: bool
     source: str
+    sequence_length: int = 0  # a stateful model: requests per sequence (tritongen.perf.sequences)
 
     @property
     def names(self) -> tuple[str, ...]:

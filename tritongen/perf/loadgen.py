@@ -27,6 +27,7 @@ from ..errors import TritongenError
 from ..progress import Progress
 from .inputs import RequestSet
 from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
+from .sequences import SequenceTracker, grpc_sequence_bytes, http_sequence_body
 from .spec import STABLE_WINDOWS, PerfSpec
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -56,10 +57,14 @@ class GrpcSender:
         )
         # No (de)serialisers: the request goes as the bytes made above; the response is not parsed.
         self.call = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
 
-    async def send(self, index: int) -> str | None:
+    async def send(self, index: int, worker: int | None = None) -> str | None:
+        payload = self.payloads[index % len(self.payloads)]
+        if self.sequences is not None and worker is not None:
+            payload += grpc_sequence_bytes(*self.sequences.next(worker))
         try:
-            await self.call(self.payloads[index % len(self.payloads)], timeout=self.timeout_s)
+            await self.call(payload, timeout=self.timeout_s)
             return None
         except self._grpc.aio.AioRpcError as e:
             return e.code().name.lower()
@@ -118,9 +123,12 @@ class HttpSender:
             self.payloads.append((body, headers))
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(1, connections)))
+        self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
 
-    async def send(self, index: int) -> str | None:
+    async def send(self, index: int, worker: int | None = None) -> str | None:
         body, headers = self.payloads[index % len(self.payloads)]
+        if self.sequences is not None and worker is not None:
+            body, headers = http_sequence_body(body, headers, *self.sequences.next(worker))
         try:
             async with self.session.post(self.url, data=body, headers=headers, timeout=self.timeout) as response:
                 await response.read()
@@ -212,7 +220,7 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
         index = first
         while not stop.is_set():
             t0 = clock()
-            error = await sender.send(index)
+            error = await sender.send(index, first)  # worker `first` is one stream of a sequence model
             t1 = clock()
             rec.add(t1, t1 - t0, error)
             index += step

@@ -135,6 +135,9 @@ def command_from_spec(
         command += ["-b", "1"]
     if _uniform_shapes(requests):
         command += shape_args_from_requests(requests)
+    if requests.sequence_length:  # a stateful model: sequences of this length, one request in flight in each
+        command += ["--sequence-length", str(requests.sequence_length), "--sequence-length-variation", "0"]
+        command += ["--serial-sequences"]
     if mode == "concurrency":
         command += ["--concurrency-range", f"{int(load)}:{int(load)}"]
     else:

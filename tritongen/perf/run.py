@@ -29,6 +29,27 @@ def metrics_from_server(metrics_url: str | None, timeout_s: float = 5.0) -> dict
     return metrics_from_url(metrics_url, METRIC_NAMES, timeout_s) if metrics_url else {}
 
 
+def _sequence_length(spec: PerfSpec, url: str) -> int:
+    """Requests per sequence: the spec's, or the default for a sequence model; refused for other models."""
+    from ..client import Triton
+    from .sequences import DEFAULT_SEQUENCE_LENGTH, is_sequence_model
+
+    with Triton(url, spec.protocol, timeout_s=min(spec.timeout_s, 30)) as triton:
+        sequence = is_sequence_model(triton.model_config(spec.model))
+    if not sequence:
+        if spec.sequence_length:
+            raise TritongenError(
+                f"--sequence-length given but '{spec.model}' is not a sequence model", "drop --sequence-length"
+            )
+        return 0
+    if spec.request_rates and spec.engine == "builtin":
+        raise TritongenError(
+            f"'{spec.model}' is a sequence model: the builtin engine drives it with concurrent streams only",
+            "use --concurrency (each client is one stream), or --engine perf_analyzer for --request-rate",
+        )
+    return spec.sequence_length or DEFAULT_SEQUENCE_LENGTH
+
+
 def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     """Load-test ``spec.model`` on a running server. Raises :class:`TritongenError` for bad use before any load."""
     from ..client import model_metadata
@@ -42,6 +63,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         find_perf_analyzer()  # fail before anything else if it is missing
     metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=min(spec.timeout_s, 30))
     requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
+    requests = replace(requests, sequence_length=_sequence_length(spec, url))
     settings = {
         k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
         for k, v in asdict(spec).items()

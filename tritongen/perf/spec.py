@@ -50,6 +50,7 @@ class PerfSpec:
     seed: int = 0
     max_in_flight: int = 4096  # open loop: requests outstanding before the client counts itself overloaded
     max_time_s: float | None = None  # cap on the whole run: lowers max_windows so every level fits
+    sequence_length: int = 0  # stateful models: requests per sequence (0: 20 when the model is a sequence model)
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
@@ -80,6 +81,10 @@ class PerfSpec:
         if self.max_windows < STABLE_WINDOWS:
             raise TritongenError(
                 f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows"
+            )
+        if self.sequence_length < 0:
+            raise TritongenError(
+                f"--sequence-length {self.sequence_length} is negative", "give the requests per sequence, e.g. 20"
             )
         if self.max_time_s is not None:
             object.__setattr__(self, "max_windows", self._windows_within(self.max_time_s))
