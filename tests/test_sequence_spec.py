@@ -175,3 +175,78 @@ def test_one_scheduler_only(tmp_path):
     code, out, err = _run(["validate", str(tmp_path / "repo")])
     _assert_one_clean_line("two schedulers", code, out, err, ("1 problem",))
     assert "keep one scheduler: dynamic_batching, sequence_batching" in err
+
+
+def test_sequence_tracker_starts_and_ends_each_streams_sequences():
+    from tritongen.perf.sequences import SequenceTracker
+
+    tracker = SequenceTracker(3)
+    sent = [tracker.next(worker) for _ in range(4) for worker in (0, 1)]
+    assert [s for s in sent if s[0] == 1] == [(1, True, False), (1, False, False), (1, False, True)]
+    assert [s for s in sent if s[0] == 2] == [(2, True, False), (2, False, False), (2, False, True)]
+    assert sent[-2:] == [(3, True, False), (4, True, False)]  # a new ID per new sequence, never reused
+
+
+def test_sequence_parameters_on_the_wire():
+    import json
+
+    from tritonclient.grpc import service_pb2
+
+    from tritongen.perf.loadgen import grpc_request_bytes
+    from tritongen.perf.sequences import grpc_sequence_bytes, http_sequence_body
+
+    message = service_pb2.ModelInferRequest()
+    message.ParseFromString(grpc_request_bytes("vad", {"x": np.zeros((1, 4), np.float32)})
+                            + grpc_sequence_bytes(7, True, False))
+    assert message.model_name == "vad" and message.inputs[0].name == "x"
+    assert message.parameters["sequence_id"].int64_param == 7
+    assert message.parameters["sequence_start"].bool_param and not message.parameters["sequence_end"].bool_param
+    header = json.dumps({"inputs": [{"name": "x"}]}).encode()
+    body, headers = http_sequence_body(header + b"\0" * 16, {"Inference-Header-Content-Length": str(len(header))},
+                                       9, False, True)
+    size = int(headers["Inference-Header-Content-Length"])
+    assert json.loads(body[:size])["parameters"] == {"sequence_id": 9, "sequence_start": False, "sequence_end": True}
+    assert body[size:] == b"\0" * 16
+
+
+def test_perf_analyzer_gets_the_sequence_options(tmp_path):
+    from tritongen.perf import PerfSpec
+    from tritongen.perf.inputs import RequestSet
+    from tritongen.perf.perf_analyzer import PerfAnalyzerInstall, command_from_spec
+
+    requests = RequestSet(requests=({"x": np.zeros((1, 512), np.float32)},), batched=True, source="test",
+                          sequence_length=20)
+    spec = PerfSpec(model="vad", url="127.0.0.1:8001", concurrency=(4,))
+    command = command_from_spec(PerfAnalyzerInstall(tmp_path / "perf_analyzer", {}), spec, "concurrency", 4,
+                                tmp_path / "data.json", tmp_path / "out.csv", requests)
+    at = command.index("--sequence-length")
+    assert command[at + 1] == "20" and "--serial-sequences" in command
+    assert command[command.index("--sequence-length-variation") + 1] == "0"
+
+
+def test_streams_are_cut_into_padded_chunks(tmp_path):
+    import wave
+
+    from tritongen.errors import TritongenError
+    from tritongen.infer_sequence import arrays_from_stream_file, chunks_from_arrays
+
+    pcm = (np.arange(1000) - 500).astype("<i2")
+    with wave.open(str(tmp_path / "a.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(pcm.tobytes())
+    (samples,) = arrays_from_stream_file(tmp_path / "a.wav", ["x"]).values()
+    np.testing.assert_allclose(samples, pcm / 32768.0, rtol=1e-6)
+    chunks = chunks_from_arrays({"x": samples}, 512, {"x": np.dtype(np.float32)})
+    assert [c["x"].shape for c in chunks] == [(1, 512), (1, 512)]
+    assert np.all(chunks[1]["x"][0, 1000 - 512:] == 0)  # the last chunk zero-padded
+    with wave.open(str(tmp_path / "stereo.wav"), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(np.zeros(20, "<i2").tobytes())
+    with pytest.raises(TritongenError, match="2 channels"):
+        arrays_from_stream_file(tmp_path / "stereo.wav", ["x"])
+    with pytest.raises(TritongenError, match="takes 2 inputs"):
+        arrays_from_stream_file(tmp_path / "a.wav", ["x", "y"])
