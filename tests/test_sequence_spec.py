@@ -107,6 +107,13 @@ def test_bad_state_input_gets_one_clean_line(files, tmp_path, case, model, argv,
     assert not (repo / "m").exists()
 
 
+def test_tune_refuses_a_sequence_model(files, tmp_path):
+    code, _, err = _run(["build", str(files["acc"]), "--name", "acc", *ACC, "--repo", str(tmp_path)])
+    assert code == 0, err
+    code, out, err = _run(["tune", str(tmp_path / "acc"), "--max-p99-ms", "10", "--url", "127.0.0.1:1"])
+    _assert_one_clean_line("tune a sequence model", code, out, err, ("sequence model", "tritongen perf"))
+
+
 def test_a_spec_file_declares_states(files, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(

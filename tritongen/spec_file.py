@@ -25,8 +25,9 @@ MAX_RANK = 32
 MAX_TEXT_CHARS = 4096
 _INT32_MAX = 2**31 - 1
 
-# A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "inputs", "outputs", "dim_ranges",
-# "consts". The keys and their kinds come from tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
+# A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "texts" (a list of strings), "inputs",
+# "outputs", "dim_ranges", "consts". The keys and their kinds come from tritongen.spec.yaml_keys() (BuildSpec's
+# fields), passed to yaml_spec.
 _KIND_WORDS = {
     "int": "an integer",
     "number": "a number",

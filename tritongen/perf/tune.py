@@ -256,6 +256,11 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     base_config = config_from_file(config_path)
     if base_config.platform == "ensemble" or base_config.HasField("ensemble_scheduling"):
         raise TritongenError(f"{spec.model_dir.name} is an ensemble", "tune its composing models one by one")
+    if base_config.HasField("sequence_batching"):
+        raise TritongenError(
+            f"{spec.model_dir.name} is a sequence model: tune searches dynamic batching settings",
+            "measure it with tritongen perf (concurrent streams) and set --max-batch-size/--instances in the build",
+        )
     model = spec.model_dir.name
     perf = PerfSpec(
         model=model,
