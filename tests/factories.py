@@ -184,6 +184,31 @@ class BranchyState(nn.Module):
         return self._h
 
 
+class DecayingBuffer(nn.Module):
+    """State in a registered buffer, batch on axis 1 (like an RNN's hidden state): h = 0.5 h + x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("h", torch.zeros(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous = self.h if self.h.numel() > 0 else torch.zeros_like(x).unsqueeze(0)
+        self.h = 0.5 * previous + x.unsqueeze(0)
+        return self.h[0] * 2.0
+
+
+class GrowingHistory(nn.Module):
+    """Keeps every chunk so far: a state that grows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._history = torch.zeros(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._history = x if self._history.numel() == 0 else torch.cat([self._history, x], dim=1)
+        return self._history.mean(dim=1, keepdim=True)
+
+
 class GlobalCounter(nn.Module):
     """State that does not follow the batch: one counter for every row."""
 

@@ -28,6 +28,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "sum_script": factories.save_model(factories.RunningSum(), root / "sum_ts.pt", "torchscript"),
         "list": factories.save_model(factories.KeepsAList(), root / "list.pt", "pickled_module"),
         "counter": factories.save_model(factories.GlobalCounter(), root / "counter.pt", "pickled_module"),
+        "buffer": factories.save_model(factories.DecayingBuffer(), root / "buffer.pt", "pickled_module"),
+        "growing": factories.save_model(factories.GrowingHistory(), root / "growing.pt", "pickled_module"),
         "branchy": factories.save_model(factories.BranchyState(), root / "branchy.pt", "torchscript"),
     }
 
@@ -78,6 +80,20 @@ def test_state_attributes_become_state_tensors(files, tmp_path, form):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_a_buffer_with_the_batch_on_axis_1_becomes_batch_first_state(files, tmp_path):
+    code, out, err = _run(["build", str(files["buffer"]), "--name", "decay", "--input", "x:FP32:3", "--allow-pickle",
+                           "--state-from-attributes", "auto", "--repo", str(tmp_path)])
+    assert code == 0, err
+    assert "state: h -> h_in/h_out FP32[1, 3]" in err  # [1, B, 3] inside, [B, 1, 3] outside
+    session = onnx_session(tmp_path / "decay" / "1" / "model.onnx")
+    rng = np.random.default_rng(1)
+    chunks = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(4)]
+    state = np.zeros((4, 1, 3), np.float32)
+    for chunk, want in zip(chunks, _stream(factories.DecayingBuffer(), chunks)):
+        got, state = session.run(["output", "h_out"], {"x": chunk, "h_in": state})
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 BAD = [
     ("unknown state tensor", "acc", ["--input", "x:FP32:4", "--state", "h:h_out", "--output", "y"],
      ("state input 'h' is not a declared input",)),
@@ -94,6 +110,8 @@ BAD = [
                                                "--allow-pickle"], ("'_h'", "_count")),
     ("branch on a tensor value", "branchy", ["--input", "x:FP32:4", "--state-from-attributes", "auto"],
      ("forward() turns a tensor's values into a Python number", "x.sum()")),
+    ("a growing state", "growing", ["--input", "x:FP32:4", "--state-from-attributes", "auto", "--allow-pickle"],
+     ("attribute '_history'", "changes shape")),
     ("bookkeeping named as state", "sum_eager", ["--input", "x:FP32:3", "--state-from-attributes", "_last_batch",
                                                  "--allow-pickle"], ("'_last_batch' is a int",)),
 ]

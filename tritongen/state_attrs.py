@@ -26,7 +26,28 @@ from .errors import TritongenError
 from .sequence import STATE_FROM_ATTRIBUTES_AUTO, StatePair
 from .tensors import TensorSpec
 
-STREAM_CHECK_CALLS = 3  # calls of the stream check (batch 2), each continuing the last one's state
+STREAM_CHECK_CALLS = 3
+# nn.Module's own bookkeeping in vars(module): never state
+_MODULE_INTERNALS = frozenset(
+    {
+        "_parameters",
+        "_buffers",
+        "_modules",
+        "_non_persistent_buffers_set",
+        "_backward_pre_hooks",
+        "_backward_hooks",
+        "_is_full_backward_hook",
+        "_forward_hooks",
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_forward_pre_hooks",
+        "_forward_pre_hooks_with_kwargs",
+        "_state_dict_hooks",
+        "_state_dict_pre_hooks",
+        "_load_state_dict_pre_hooks",
+        "_load_state_dict_post_hooks",
+    }
+)  # calls of the stream check (batch 2), each continuing the last one's state
 
 
 @dataclass(frozen=True)
@@ -77,10 +98,15 @@ def written_attributes(module: Any, probe_args: Sequence[Any], consts: Mapping[s
                 names.append(node.s("name"))
         return tuple(names)
     probe = copy.deepcopy(module)
-    before = dict(vars(probe))
+
+    def attributes() -> dict[str, Any]:  # instance attributes and the module's own buffers (self.h = ... on one)
+        own = {n: v for n, v in vars(probe).items() if n not in _MODULE_INTERNALS}
+        return {**own, **dict(probe.named_buffers(recurse=False))}
+
+    before = attributes()
     with torch.inference_mode():
         probe(*probe_args, **consts)
-    after = vars(probe)
+    after = attributes()
     return tuple(n for n, v in after.items() if not n.startswith("__") and (n not in before or before[n] is not v))
 
 
@@ -92,15 +118,32 @@ def _call(module: Any, args: Sequence[Any], consts: Mapping[str, Any]) -> list[A
         return flatten_outputs(module(*args, **consts))
 
 
+def _tensor_attributes(module: Any) -> dict[str, Any]:
+    torch = _torch()
+    names = [n for n in dir(module) if not n.startswith("__")]
+    found = {}
+    for name in names:
+        try:
+            value = getattr(module, name)
+        except Exception:  # noqa: BLE001 -- properties that fail are not state
+            continue
+        if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+            found[name] = value
+    return found
+
+
 class _Probe:
     """Copies of the module after two calls at batch 1 and at batch 2 (the state the module keeps for a stream)."""
 
     def __init__(self, module: Any, batch1: Sequence[Any], batch2: Sequence[Any], consts: Mapping[str, Any]) -> None:
         self.one = copy.deepcopy(module)
         self.two = copy.deepcopy(module)
+        self.first_shapes: dict[str, tuple[int, ...]] = {}  # tensor attributes after the first call at batch 1
         for copy_, args in ((self.one, batch1), (self.two, batch2)):
             try:
                 _call(copy_, args, consts)
+                if copy_ is self.one:
+                    self.first_shapes = {n: tuple(v.shape) for n, v in _tensor_attributes(copy_).items()}
                 _call(copy_, args, consts)
             except Exception as exc:  # noqa: BLE001 -- the user's module failed on the declared inputs
                 raise TritongenError(
@@ -114,6 +157,13 @@ def _tensor_state(probe: _Probe, name: str, output_names: set[str]) -> TensorSta
     from .dtypes import triton_from_torch
 
     one, two = getattr(probe.one, name), getattr(probe.two, name)
+    first = probe.first_shapes.get(name)
+    if first is not None and first != tuple(one.shape):
+        raise TritongenError(
+            f"attribute '{name}' of the module changes shape from call to call ({list(first)}, then "
+            f"{list(one.shape)}): a growing history cannot be a fixed-size state",
+            "keep a fixed-size state (e.g. the last N steps) in the attribute",
+        )
     axes = [
         a
         for a in range(one.dim())
