@@ -336,3 +336,64 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
     for r in proof.queries:
         if not r.needs_gpu and " expr" not in r.where:
             assert r.series > 0, (r.where, r.query)
+
+
+# ------------------------------------------------------------------------------------------ versions and the canary
+
+
+def test_canary_rules_compare_versions_and_promtool_tests_them(measured, tmp_path):
+    from tritongen.deploy.monitoring import CANARY_P99_RATIO
+
+    groups = yaml.safe_load((measured.out / "monitoring" / "rules.yaml").read_text())["groups"]
+    alerts = {r["alert"]: r for r in groups[0]["rules"]}
+    records = {r["record"]: r for r in groups[1]["rules"]}
+    assert {"TritonCanaryFailureRatio", "TritonCanaryLatency"} <= set(alerts)
+    assert "by (namespace, version)" in alerts["TritonCanaryFailureRatio"]["expr"]
+    assert alerts["TritonCanaryLatency"]["expr"].endswith(f"* {CANARY_P99_RATIO:g})")
+    assert {"tritongen:version_p99_ms", "tritongen:version_failure_ratio", "tritongen:version_latency_ms"} <= set(records)
+    assert all(r["labels"] == {"model": "double"} for r in records.values())
+    tests = yaml.safe_load((measured.out / "monitoring" / "rules-test.yaml").read_text())["tests"]
+    names = {t["name"] for t in tests}
+    assert {"TritonCanaryFailureRatio overload", "TritonCanaryFailureRatio nominal", "TritonCanaryLatency overload"} <= names
+    fired = next(t for t in tests if t["name"] == "TritonCanaryFailureRatio overload")["alert_rule_test"][0]
+    assert fired["exp_alerts"][0]["exp_labels"]["version"] == "2"  # the canary, not the stable version
+    dashboard = json.loads((measured.out / "monitoring" / "grafana-dashboard.json").read_text())
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert "Versions compared: p99 and mean latency (ms)" in titles and "Versions compared: failure ratio" in titles
+    # promtool runs those unit tests: a canary margin so wide it never fires fails exactly the overload case
+    copy = tmp_path / "bundle"
+    shutil.copytree(measured.out, copy)
+    rules = copy / "monitoring" / "rules.yaml"
+    margin = f"+ {measured.thresholds.failure_ratio_alert:g})"
+    assert rules.read_text().count(margin) == 1
+    rules.write_text(rules.read_text().replace(margin, "+ 0.9)"))
+    problems = check_bundle(copy).problems
+    assert len(problems) == 1 and "TritonCanaryFailureRatio overload" in problems[0], problems
+
+
+def test_kserve_canary_from_the_command_line(work, tmp_path, capsys):
+    out = tmp_path / "kserve"
+    main_args = ["deploy", str(work / "repo"), "--to", "kserve", "--out", str(out), "--from-perf",
+                 str(work / "results.json"), "--slo-p99-ms", "95", "--model-uri", "s3://models/repo"]
+    main([*main_args, "--canary-percent", "10"])
+    assert "wrote" in capsys.readouterr().out
+    check = check_bundle(out)  # the InferenceService against KServe's CRD schema, the rules through promtool
+    assert check.ok, "\n".join(check.problems)
+    isvc = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "InferenceService")
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    rule = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "PrometheusRule")
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["tritongen-triton-double", "tritongen-triton-double-versions"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--to", "kserve", "--canary-percent", "150"], "canary traffic 150% is not a percentage"),
+        (["--to", "kubernetes", "--canary-percent", "10"], "--canary-percent is KServe's canaryTrafficPercent"),
+    ],
+)
+def test_bad_canary_one_error_nothing_written(work, tmp_path, capsys, args, words):
+    out = tmp_path / "out"
+    code, err = _cli(["deploy", str(work / "repo"), *args, "--out", str(out), "--slo-p99-ms", "95"], capsys)
+    assert code == 1 and err.startswith("error: ") and words in err.splitlines()[0] and "Traceback" not in err
+    assert not out.exists()
