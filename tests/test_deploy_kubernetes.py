@@ -397,3 +397,102 @@ def test_bad_canary_one_error_nothing_written(work, tmp_path, capsys, args, word
     code, err = _cli(["deploy", str(work / "repo"), *args, "--out", str(out), "--slo-p99-ms", "95"], capsys)
     assert code == 1 and err.startswith("error: ") and words in err.splitlines()[0] and "Traceback" not in err
     assert not out.exists()
+
+
+CANARY_CONFIG = """\
+name: "ab"
+backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
+version_policy: { all {} }
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+# version 1 answers at once; version 2 (the canary) takes 100 ms and fails every 4th request
+CANARY_MODEL = """\
+import time
+
+import triton_python_backend_utils as pb_utils
+
+CANARY = {canary}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.seen = 0
+
+    def execute(self, requests):  # one request per call (no dynamic batching)
+        self.seen += 1
+        if CANARY:
+            time.sleep(0.1)
+            if self.seen % 4 == 0:  # an exception: Triton counts a failure (an error response counts as a success)
+                raise pb_utils.TritonModelException("canary failure")
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_live_prometheus_compares_a_canary_version_with_the_stable_one(tmp_path, server_install):
+    """A real Triton serving two versions, driven by perf --version-split 1:75,2:25 while a real Prometheus scrapes it
+    with the bundle's rules: the per-version queries see both versions in proportion, and the canary comparisons
+    single out version 2 (slower, failing a quarter of its requests) and never version 1."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("no prometheus binary: apt-get install prometheus")
+    import time
+
+    from tests.conftest import free_ports
+    from tritongen.deploy.monitoring import CANARY_P99_RATIO, Queries, all_queries
+    from tritongen.deploy.prometheus import prometheus_scraping
+    from tritongen.perf import PerfSpec, perf_from_spec
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    for version in (1, 2):
+        (repo / "ab" / str(version)).mkdir(parents=True)
+        (repo / "ab" / str(version) / "model.py").write_text(CANARY_MODEL.format(canary=version == 2))
+    (repo / "ab" / "config.pbtxt").write_text(CANARY_CONFIG)
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, X=np.ones((4, 4), np.float32))
+    bundle = kubernetes_bundle_from_repository(repo, tmp_path / "bundle", slo_p99_ms=SLO_MS, rate_window="10s")
+    t = bundle.thresholds
+    q = Queries(job=bundle.app, model="ab", window="10s")
+    pod = f"{bundle.app}-0"
+    http, grpc, metrics = free_ports(3)
+    spec = ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                     extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
+    with server_from_repository(spec) as server, prometheus_scraping(
+        server.metrics_url,
+        tmp_path / "prometheus",
+        job=bundle.app,
+        namespace="tritongen",
+        pod=pod,
+        rule_files=(bundle.out / "monitoring" / "rules.yaml",),
+    ) as prom:
+        run = perf_from_spec(
+            PerfSpec(model="ab", url=server.grpc_url, repo=repo, input_data=inputs, concurrency=(4,), duration_s=6.0,
+                     warmup_s=1.0, max_windows=3, stability_pct=100.0, version_split="1:75,2:25")
+        )
+        time.sleep(1.5)  # one more scrape and rule evaluation
+        at_s = time.time()
+
+        def by_version(expr: str) -> dict[str, float]:
+            return {s.labels["version"]: s.value for s in prom.query(expr, at_s)}
+
+        rps = by_version(q.versions_rps())
+        failures = by_version(f'tritongen:version_failure_ratio{{model="ab"}}')
+        p99 = by_version(q.versions_p99_ms())
+        canary_failing = by_version(q.canary_failure_ratio(t.failure_ratio_alert))
+        canary_slow = by_version(q.canary_p99(CANARY_P99_RATIO))
+        empty = [where for where, expr, gpu in all_queries(q, t, ("tritongen", [pod]))
+                 if "ersion" in where and not gpu and not prom.query(expr, at_s)]
+    point = run.points[0]
+    print(f"client: v1 {point.versions['1'].ok} ok, v2 {point.versions['2'].ok} ok / {point.versions['2'].error_count}"
+          f" failed; Prometheus: rps {rps}, failure ratio {failures}, p99 ms {p99}")
+    assert point.versions["1"].error_count == 0 and point.versions["2"].error_count > 0
+    assert set(rps) == {"1", "2"} and rps["1"] > rps["2"] > 0
+    assert failures["1"] == 0 and 0.15 < failures["2"] < 0.35  # every 4th request of version 2 fails
+    assert p99["2"] >= 100 > p99["1"]
+    assert set(canary_failing) == {"2"} and set(canary_slow) == {"2"}
+    assert not empty, empty  # every per-version record and query of the bundle returns data
