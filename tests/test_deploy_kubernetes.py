@@ -381,6 +381,7 @@ def test_kserve_canary_from_the_command_line(work, tmp_path, capsys):
     assert check.ok, "\n".join(check.problems)
     isvc = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "InferenceService")
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert "`canaryTrafficPercent: 10`" in (out / "README.md").read_text()
     rule = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "PrometheusRule")
     assert [g["name"] for g in rule["spec"]["groups"]] == ["tritongen-triton-double", "tritongen-triton-double-versions"]
 

@@ -356,6 +356,8 @@ def kubernetes_bundle_from_repository(
         startup_s=k8s.startup_failure_threshold(t) * k8s.PROBE_PERIOD_S,
         grace_s=k8s.grace_period_s(t),
         prestop_s=k8s.PRESTOP_SLEEP_S,
+        canary_percent=canary_traffic_percent,
+        canary_p99_ratio=monitoring.CANARY_P99_RATIO,
     )
     write_bundle(out, files, force=force)
     return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays)
