@@ -154,7 +154,9 @@ def test_new_version_is_picked_up_without_a_failed_request(tmp_path, server_inst
     # the version folder was whole the first time it could be seen: every file, at its final size
     assert seen == _listing(repo / "lin" / "2") and "model.onnx" in seen and min(seen.values()) > 0, seen
     assert states.get("2") == "READY" and states.get("1") != "READY", states
-    assert not [p for p in repo.iterdir() if p.name.startswith(".")], "the build's staging folder was left behind"
+    assert not [p for p in [*repo.iterdir(), *tmp_path.iterdir()] if p.name.startswith(".")], "staging folder left"
+    # the build staged beside the repository: the polling server never tried to load its staging folder as a model
+    assert ".tritongen-staging" not in log
     # each version loads once when it appears and once more when its Python stub writes __pycache__ beside model.py
     # (a change to the polled folder; the stub ignores PYTHONDONTWRITEBYTECODE): both without a failed request
     assert 1 <= loads[2] <= 3, loads

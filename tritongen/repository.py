@@ -1,7 +1,8 @@
 """Repository writer: stage a model folder in a temporary directory, then move it into place atomically.
 
-A build never leaves a half-written model behind: everything is written under a hidden staging folder in
-the target repository (same file system, so the final step is a rename) and removed if anything fails.
+A build never leaves a half-written model behind: everything is written under a hidden staging folder beside the
+target repository (or in it; same file system either way, so the final step is a rename) and removed if anything
+fails.
 An existing model is replaced only with ``force``; ``new_version`` adds version N+1 beside the old ones.
 
 The repository is the boundary: a model folder that is a symbolic link, or holds a version folder that is one
@@ -162,11 +163,27 @@ def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: fr
         )
 
 
+def staging_parent(repo: Path) -> Path:
+    """Where a build stages its files: beside the repository when that folder is writable and on the same file system
+    (the final step stays a rename, and a server polling the repository never sees the staging folder, which it
+    would try to load as a model), else inside the repository."""
+    repo = Path(repo)
+    parent = repo.absolute().parent
+    try:
+        same_device = os.stat(parent).st_dev == os.stat(repo).st_dev
+    except OSError:
+        return repo
+    return parent if same_device and parent != repo.absolute() and os.access(parent, os.W_OK | os.X_OK) else repo
+
+
 @contextlib.contextmanager
 def staging_dir(plan: InstallPlan) -> Iterator[Path]:
-    """A temporary folder inside the repository, removed on exit whatever happens."""
+    """A temporary folder beside the repository (or inside it, see :func:`staging_parent`), removed on exit
+    whatever happens."""
+    parent = staging_parent(plan.repo)
+    prefix = STAGING_PREFIX if parent == plan.repo else f"{STAGING_PREFIX}{plan.repo.name}-"
     try:
-        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=plan.repo))
+        stage = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
         raise TritongenError(
             f"cannot write to repository folder {plan.repo} ({exc.strerror})",
