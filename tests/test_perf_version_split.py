@@ -223,3 +223,20 @@ def test_split_naming_an_unloaded_version(two_versions, capsys):
               "--version-split", "1:50,3:50"])
     err = capsys.readouterr().err
     assert exc.value.code == 1 and err.splitlines()[0].startswith("error: version 3 of 'ab' is not loaded (loaded: 1, 2): ")
+
+
+@pytest.mark.server
+def test_split_in_open_loop(two_versions):
+    from tritongen.perf import perf_from_spec
+
+    server, repo, inputs = two_versions
+    run = perf_from_spec(
+        PerfSpec(model="ab", url=server.grpc_url, repo=repo, input_data=inputs, request_rates=(40.0,), duration_s=1.5,
+                 warmup_s=0.3, max_windows=3, version_split="1:75,2:25", metrics_url=server.metrics_url)
+    )
+    (point,) = run.points
+    v1, v2 = point.versions["1"], point.versions["2"]
+    assert point.error_count == 0 and v1.requests + v2.requests == point.requests
+    # sends are scheduled 3:1; completions in the windows differ by the requests in flight at their edges
+    assert abs(v2.requests - point.requests / 4) <= 8, (v1.requests, v2.requests)
+    assert v1.server.requests > 0 and v2.server.requests > 0

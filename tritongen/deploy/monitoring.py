@@ -210,7 +210,8 @@ def alerts_for(q: Queries, t: Thresholds, *, for_scale: float = 1.0) -> list[Ale
             q.canary_p99(CANARY_P99_RATIO),
             dur(300),
             "warning",
-            f"a version of {t.model} has a p99 over {CANARY_P99_RATIO:g}x the best version's (canary slower than stable)",
+            f"a version of {t.model} has a p99 over {CANARY_P99_RATIO:g}x the best version's "
+            "(canary slower than stable)",
         ),
     ]
 

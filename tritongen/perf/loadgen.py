@@ -139,7 +139,9 @@ class HttpSender:
     async def send(self, index: int, version: str = "") -> str | None:
         body, headers = self.payloads[index % len(self.payloads)]
         try:
-            async with self.session.post(self.urls[version], data=body, headers=headers, timeout=self.timeout) as response:
+            async with self.session.post(
+                self.urls[version], data=body, headers=headers, timeout=self.timeout
+            ) as response:
                 await response.read()
                 return None if response.status == 200 else f"http_{response.status}"
         except asyncio.TimeoutError:

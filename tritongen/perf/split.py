@@ -38,7 +38,7 @@ def version_split_from_text(text: str | Sequence[Any] | None) -> tuple[tuple[str
                 )
             pairs.append((match.group(1), int(match.group(2))))
     else:
-        pairs = [(str(v), int(p)) for v, p in text]
+        pairs = [(str(pair[0]), int(pair[1])) for pair in text]
     versions = [str(int(v)) for v, _ in pairs]
     if len(pairs) < 2:
         raise TritongenError(
@@ -57,7 +57,9 @@ def version_split_from_text(text: str | Sequence[Any] | None) -> tuple[tuple[str
         )
     if any(p < 1 for _, p in pairs):
         zero = next(v for v, p in zip(versions, (p for _, p in pairs)) if p < 1)
-        raise TritongenError(f"--version-split gives version {zero} 0%", "leave that version out, or give it 1% or more")
+        raise TritongenError(
+            f"--version-split gives version {zero} 0%", "leave that version out, or give it 1% or more"
+        )
     total = sum(p for _, p in pairs)
     if total != 100:
         raise TritongenError(
@@ -132,8 +134,9 @@ def version_figures_from_records(
         ok_ms = [latencies_s[i] * 1000.0 for i in mine if errors[i] is None]
         kinds: dict[str, int] = {}
         for i in mine:
-            if errors[i] is not None:
-                kinds[errors[i]] = kinds.get(errors[i], 0) + 1
+            kind = errors[i]
+            if kind is not None:
+                kinds[kind] = kinds.get(kind, 0) + 1
         server = ServerBreakdown()
         if version in server_before and version in server_after:
             server = server_breakdown_from_stats(server_before[version], server_after[version])

@@ -75,9 +75,8 @@ class ServeSpec:
                 f"model control mode '{self.model_control}' is not supported",
                 f"use one of {', '.join(MODEL_CONTROL_MODES)}",
             )
-        if isinstance(self.poll_interval_s, bool) or int(self.poll_interval_s) != self.poll_interval_s or (
-            self.poll_interval_s < 1
-        ):
+        interval = self.poll_interval_s
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 1 or interval % 1:
             raise TritongenError(
                 f"poll interval {self.poll_interval_s} s is not a whole number of seconds from 1",
                 "give --poll-interval-s 1 or more (tritonserver's --repository-poll-secs takes whole seconds)",
