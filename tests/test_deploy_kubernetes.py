@@ -336,3 +336,164 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
     for r in proof.queries:
         if not r.needs_gpu and " expr" not in r.where:
             assert r.series > 0, (r.where, r.query)
+
+
+# ------------------------------------------------------------------------------------------ versions and the canary
+
+
+def test_canary_rules_compare_versions_and_promtool_tests_them(measured, tmp_path):
+    from tritongen.deploy.monitoring import CANARY_P99_RATIO
+
+    groups = yaml.safe_load((measured.out / "monitoring" / "rules.yaml").read_text())["groups"]
+    alerts = {r["alert"]: r for r in groups[0]["rules"]}
+    records = {r["record"]: r for r in groups[1]["rules"]}
+    assert {"TritonCanaryFailureRatio", "TritonCanaryLatency"} <= set(alerts)
+    assert "by (namespace, version)" in alerts["TritonCanaryFailureRatio"]["expr"]
+    assert alerts["TritonCanaryLatency"]["expr"].endswith(f"* {CANARY_P99_RATIO:g})")
+    assert {"tritongen:version_p99_ms", "tritongen:version_failure_ratio", "tritongen:version_latency_ms"} <= set(records)
+    assert all(r["labels"] == {"model": "double"} for r in records.values())
+    tests = yaml.safe_load((measured.out / "monitoring" / "rules-test.yaml").read_text())["tests"]
+    names = {t["name"] for t in tests}
+    assert {"TritonCanaryFailureRatio overload", "TritonCanaryFailureRatio nominal", "TritonCanaryLatency overload"} <= names
+    fired = next(t for t in tests if t["name"] == "TritonCanaryFailureRatio overload")["alert_rule_test"][0]
+    assert fired["exp_alerts"][0]["exp_labels"]["version"] == "2"  # the canary, not the stable version
+    dashboard = json.loads((measured.out / "monitoring" / "grafana-dashboard.json").read_text())
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert "Versions compared: p99 and mean latency (ms)" in titles and "Versions compared: failure ratio" in titles
+    # promtool runs those unit tests: a canary margin so wide it never fires fails exactly the overload case
+    copy = tmp_path / "bundle"
+    shutil.copytree(measured.out, copy)
+    rules = copy / "monitoring" / "rules.yaml"
+    margin = f"+ {measured.thresholds.failure_ratio_alert:g})"
+    assert rules.read_text().count(margin) == 1
+    rules.write_text(rules.read_text().replace(margin, "+ 0.9)"))
+    problems = check_bundle(copy).problems
+    assert len(problems) == 1 and "TritonCanaryFailureRatio overload" in problems[0], problems
+
+
+def test_kserve_canary_from_the_command_line(work, tmp_path, capsys):
+    out = tmp_path / "kserve"
+    main_args = ["deploy", str(work / "repo"), "--to", "kserve", "--out", str(out), "--from-perf",
+                 str(work / "results.json"), "--slo-p99-ms", "95", "--model-uri", "s3://models/repo"]
+    main([*main_args, "--canary-percent", "10"])
+    assert "wrote" in capsys.readouterr().out
+    check = check_bundle(out)  # the InferenceService against KServe's CRD schema, the rules through promtool
+    assert check.ok, "\n".join(check.problems)
+    isvc = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "InferenceService")
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert "`canaryTrafficPercent: 10`" in (out / "README.md").read_text()
+    rule = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "PrometheusRule")
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["tritongen-triton-double", "tritongen-triton-double-versions"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--to", "kserve", "--canary-percent", "150"], "canary traffic 150% is not a percentage"),
+        (["--to", "kubernetes", "--canary-percent", "10"], "--canary-percent is KServe's canaryTrafficPercent"),
+    ],
+)
+def test_bad_canary_one_error_nothing_written(work, tmp_path, capsys, args, words):
+    out = tmp_path / "out"
+    code, err = _cli(["deploy", str(work / "repo"), *args, "--out", str(out), "--slo-p99-ms", "95"], capsys)
+    assert code == 1 and err.startswith("error: ") and words in err.splitlines()[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+CANARY_CONFIG = """\
+name: "ab"
+backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
+version_policy: { all {} }
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+# version 1 answers at once; version 2 (the canary) takes 100 ms and fails every 4th request
+CANARY_MODEL = """\
+import time
+
+import triton_python_backend_utils as pb_utils
+
+CANARY = {canary}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.seen = 0
+
+    def execute(self, requests):  # one request per call (no dynamic batching)
+        self.seen += 1
+        if CANARY:
+            time.sleep(0.1)
+            if self.seen % 4 == 0:  # an exception: Triton counts a failure (an error response counts as a success)
+                raise pb_utils.TritonModelException("canary failure")
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_live_prometheus_compares_a_canary_version_with_the_stable_one(tmp_path, server_install):
+    """A real Triton serving two versions, driven by perf --version-split 1:75,2:25 while a real Prometheus scrapes it
+    with the bundle's rules: the per-version queries see both versions in proportion, and the canary comparisons
+    single out version 2 (slower, failing a quarter of its requests) and never version 1."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("no prometheus binary: apt-get install prometheus")
+    import time
+
+    from tests.conftest import free_ports
+    from tritongen.deploy.monitoring import CANARY_P99_RATIO, Queries, all_queries
+    from tritongen.deploy.prometheus import prometheus_scraping
+    from tritongen.perf import PerfSpec, perf_from_spec
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    for version in (1, 2):
+        (repo / "ab" / str(version)).mkdir(parents=True)
+        (repo / "ab" / str(version) / "model.py").write_text(CANARY_MODEL.format(canary=version == 2))
+    (repo / "ab" / "config.pbtxt").write_text(CANARY_CONFIG)
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, X=np.ones((4, 4), np.float32))
+    bundle = kubernetes_bundle_from_repository(repo, tmp_path / "bundle", slo_p99_ms=SLO_MS, rate_window="10s")
+    t = bundle.thresholds
+    q = Queries(job=bundle.app, model="ab", window="10s")
+    pod = f"{bundle.app}-0"
+    http, grpc, metrics = free_ports(3)
+    spec = ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                     extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
+    with server_from_repository(spec) as server, prometheus_scraping(
+        server.metrics_url,
+        tmp_path / "prometheus",
+        job=bundle.app,
+        namespace="tritongen",
+        pod=pod,
+        rule_files=(bundle.out / "monitoring" / "rules.yaml",),
+    ) as prom:
+        run = perf_from_spec(
+            PerfSpec(model="ab", url=server.grpc_url, repo=repo, input_data=inputs, concurrency=(4,), duration_s=6.0,
+                     warmup_s=1.0, max_windows=3, stability_pct=100.0, version_split="1:75,2:25")
+        )
+        time.sleep(1.5)  # one more scrape and rule evaluation
+        at_s = time.time()
+
+        def by_version(expr: str) -> dict[str, float]:
+            return {s.labels["version"]: s.value for s in prom.query(expr, at_s)}
+
+        rps = by_version(q.versions_rps())
+        failures = by_version(f'tritongen:version_failure_ratio{{model="ab"}}')
+        p99 = by_version(q.versions_p99_ms())
+        canary_failing = by_version(q.canary_failure_ratio(t.failure_ratio_alert))
+        canary_slow = by_version(q.canary_p99(CANARY_P99_RATIO))
+        empty = [where for where, expr, gpu in all_queries(q, t, ("tritongen", [pod]))
+                 if "ersion" in where and not gpu and not prom.query(expr, at_s)]
+    point = run.points[0]
+    print(f"client: v1 {point.versions['1'].ok} ok, v2 {point.versions['2'].ok} ok / {point.versions['2'].error_count}"
+          f" failed; Prometheus: rps {rps}, failure ratio {failures}, p99 ms {p99}")
+    assert point.versions["1"].error_count == 0 and point.versions["2"].error_count > 0
+    assert set(rps) == {"1", "2"} and rps["1"] > rps["2"] > 0
+    assert failures["1"] == 0 and 0.15 < failures["2"] < 0.35  # every 4th request of version 2 fails
+    assert p99["2"] >= 100 > p99["1"]
+    assert set(canary_failing) == {"2"} and set(canary_slow) == {"2"}
+    assert not empty, empty  # every per-version record and query of the bundle returns data

@@ -112,8 +112,8 @@ def test_bogus_server_bin_is_a_clean_error(tmp_path):
 
 
 def test_spec_rejects_unknown_model_control_and_bad_ports(tmp_path):
-    with pytest.raises(TritongenError, match="model control mode 'poll'"):
-        ServeSpec(repo=tmp_path, model_control="poll")
+    with pytest.raises(TritongenError, match="model control mode 'sometimes'"):
+        ServeSpec(repo=tmp_path, model_control="sometimes")
     with pytest.raises(TritongenError, match="--grpc-port 70000"):
         ServeSpec(repo=tmp_path, grpc_port=70000)
 

@@ -16,6 +16,7 @@ from .errors import TritongenError
 from .logs import attach_cli_handler
 from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
+from .server.spec import MODEL_CONTROL_MODES
 
 _DEBUG = {"on": False}
 
@@ -321,6 +322,21 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     help="A venv (this Python's version) the Python-backend models import from, instead of this one.",
 )
 @click.option(
+    "--model-control",
+    type=click.Choice(MODEL_CONTROL_MODES),
+    default="none",
+    show_default=True,
+    help="explicit: models can be loaded/unloaded through the API; poll: Triton rescans REPO and loads what "
+    "changed (build --new-version into it is picked up).",
+)
+@click.option(
+    "--poll-interval-s",
+    type=int,
+    default=1,
+    show_default=True,
+    help="With --model-control poll: seconds between repository scans.",
+)
+@click.option(
     "--docker",
     is_flag=True,
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
@@ -359,6 +375,8 @@ def serve(
         click.echo(f"  gRPC    {server.grpc_url}")
         click.echo(f"  metrics {server.metrics_url}")
         click.echo(f"  log     {server.log_path}")
+        if server.spec.model_control == "poll":
+            click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
         if server.admin_token:
             for protocol in ("http", "grpc"):
                 ((key, value),) = server.admin_headers(protocol).items()

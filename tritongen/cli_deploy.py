@@ -73,7 +73,13 @@ from .plan_compat import DEFAULT_NGC_RELEASE
 )
 @click.option("--namespace", default="tritongen", show_default=True, help="kubernetes/kserve: namespace.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="kubernetes/kserve: GPUs per replica.")
-@click.option("--canary-traffic-percent", type=int, help="kserve: share of traffic for the latest revision.")
+@click.option(
+    "--canary-percent",
+    "--canary-traffic-percent",
+    "canary_traffic_percent",
+    type=int,
+    help="kserve: share of traffic for the latest revision (canaryTrafficPercent); the rules compare its versions.",
+)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def deploy(repo: Path, target: str, out: Path, **options) -> None:
     """Write the files that serve REPO on TARGET into --out, for exactly this repository.

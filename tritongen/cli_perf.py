@@ -117,6 +117,11 @@ def _progress(message: str) -> None:
     help="Folder for report.html, results.json and results.csv.",
 )
 @click.option(
+    "--version-split",
+    help="A/B on one server: VERSION:PERCENT pairs, e.g. 1:90,2:10; version-pinned requests in those proportions "
+    "(interleaved), figures per version.",
+)
+@click.option(
     "--label", default=PERF_DEFAULTS["label"], help="Name of this run in reports (default: model and engine)."
 )
 @click.option(
@@ -124,7 +129,7 @@ def _progress(message: str) -> None:
     is_flag=True,
     help="Arguments are results.json files: write one report comparing them (needs --report).",
 )
-def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, **options) -> None:
+def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, version_split, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
     from .perf import run_from_json
     from .perf.report import report_from_runs
@@ -147,6 +152,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         targets[0],
         concurrency=_numbers(concurrency, int, "--concurrency"),
         request_rates=_numbers(request_rate, float, "--request-rate"),
+        version_split=version_split or (),
         progress=_progress,
         **options,
     )

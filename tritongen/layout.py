@@ -35,7 +35,7 @@ PREPARED_ONNX = "model.onnx"  # inside <version>/tritongen/ for the tensorrt tar
 PLAN_FILENAME = "model.plan"
 TIMING_CACHE_NAME = "timing.cache"
 
-STAGING_PREFIX = ".tritongen-staging-"  # a build's temporary folder inside the repository
+STAGING_PREFIX = ".tritongen-staging-"  # a build's temporary folder beside (or inside) the repository
 SIGNATURE_NAME = ".tritongen-signature.sig"
 
 CACHE_ENV = "TRITONGEN_CACHE_DIR"

@@ -1,7 +1,8 @@
 """Repository writer: stage a model folder in a temporary directory, then move it into place atomically.
 
-A build never leaves a half-written model behind: everything is written under a hidden staging folder in
-the target repository (same file system, so the final step is a rename) and removed if anything fails.
+A build never leaves a half-written model behind: everything is written under a hidden staging folder beside the
+target repository (or in it; same file system either way, so the final step is a rename) and removed if anything
+fails.
 An existing model is replaced only with ``force``; ``new_version`` adds version N+1 beside the old ones.
 
 The repository is the boundary: a model folder that is a symbolic link, or holds a version folder that is one
@@ -162,11 +163,27 @@ def check_ensembles_with(repo: Path, staged: dict[str, Path], added_versions: fr
         )
 
 
+def staging_parent(repo: Path) -> Path:
+    """Where a build stages its files: beside the repository when that folder is writable and on the same file system
+    (the final step stays a rename, and a server polling the repository never sees the staging folder, which it
+    would try to load as a model), else inside the repository."""
+    repo = Path(repo)
+    parent = repo.absolute().parent
+    try:
+        same_device = os.stat(parent).st_dev == os.stat(repo).st_dev
+    except OSError:
+        return repo
+    return parent if same_device and parent != repo.absolute() and os.access(parent, os.W_OK | os.X_OK) else repo
+
+
 @contextlib.contextmanager
 def staging_dir(plan: InstallPlan) -> Iterator[Path]:
-    """A temporary folder inside the repository, removed on exit whatever happens."""
+    """A temporary folder beside the repository (or inside it, see :func:`staging_parent`), removed on exit
+    whatever happens."""
+    parent = staging_parent(plan.repo)
+    prefix = STAGING_PREFIX if parent == plan.repo else f"{STAGING_PREFIX}{plan.repo.name}-"
     try:
-        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=plan.repo))
+        stage = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
         raise TritongenError(
             f"cannot write to repository folder {plan.repo} ({exc.strerror})",
@@ -205,11 +222,44 @@ def install_model(staged_model: Path, plan: InstallPlan, trash: Path) -> Path:
         except OSError:
             os.rename(trash / "previous", plan.model_dir)
             raise
-    else:  # new version beside the existing ones: the version folder first, then shared files
+    else:  # new version beside the existing ones: the version folder first (one rename: it appears whole), then
+        # shared files, each replaced in one step, so a server polling the repository never sees one missing
         os.rename(staged_model / str(plan.version), plan.model_dir / str(plan.version))
-        for item in staged_model.iterdir():
-            target = plan.model_dir / item.name
-            if target.is_dir():
-                os.rename(target, trash / item.name)
-            os.replace(item, target)
+        for item in sorted(staged_model.iterdir()):
+            swap_into_place(item, plan.model_dir / item.name, trash)
     return plan.model_dir
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+
+
+def swap_into_place(new: Path, target: Path, trash: Path) -> None:
+    """Put ``new`` at ``target``, the folder or file there before going to ``trash``. A reader sees the old one or
+    the new one, never neither: files are replaced by one rename, folders exchanged by one
+    ``renameat2(RENAME_EXCHANGE)`` (Linux; elsewhere, or on a file system without it, two renames)."""
+    if target.is_dir() and not target.is_symlink():
+        if exchange_paths(new, target):
+            os.rename(new, trash / target.name)  # ``new`` now holds what was at ``target``
+            return
+        os.rename(target, trash / target.name)
+    os.replace(new, target)
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the system cannot (then nothing changed)."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))

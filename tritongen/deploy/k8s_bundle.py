@@ -287,6 +287,11 @@ def kubernetes_bundle_from_repository(
         raise TritongenError(f"alert for-scale {alert_for_scale:g} is not positive", "leave it at 1 outside tests")
     if canary_traffic_percent is not None and not 0 <= canary_traffic_percent <= 100:
         raise TritongenError(f"canary traffic {canary_traffic_percent}% is not a percentage", "give 0 to 100")
+    if canary_traffic_percent is not None and target != "kserve":
+        raise TritongenError(
+            f"--canary-percent is KServe's canaryTrafficPercent, not a {target} bundle's",
+            "use --to kserve, or compare versions on one server (tritongen perf MODEL --version-split 1:90,2:10)",
+        )
     repo = Path(repo)
     run = run_from_json(Path(perf_results)) if perf_results is not None else None
     if run is not None and model is not None and model != run.model:
@@ -351,6 +356,8 @@ def kubernetes_bundle_from_repository(
         startup_s=k8s.startup_failure_threshold(t) * k8s.PROBE_PERIOD_S,
         grace_s=k8s.grace_period_s(t),
         prestop_s=k8s.PRESTOP_SLEEP_S,
+        canary_percent=canary_traffic_percent,
+        canary_p99_ratio=monitoring.CANARY_P99_RATIO,
     )
     write_bundle(out, files, force=force)
     return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays)

@@ -18,6 +18,9 @@ from typing import Any
 from .thresholds import Thresholds
 
 ADAPTER_SERIES = "nv_inference_request_duration_us"
+# A canary (a KServe revision, or a version beside the live one) whose p99 is this many times the best version's,
+# or whose failure ratio exceeds the best version's by the failure alert's ratio, is worse than the stable one.
+CANARY_P99_RATIO = 1.5
 
 
 def metric_name_for(model: str) -> str:
@@ -65,6 +68,33 @@ class Queries:
             f" + {self.rate('nv_inference_request_failure', 'namespace')})"
         )
         return f"{failures} / ignoring (reason) group_left () {total}"
+
+    # --- versions compared (A/B on one server, a canary revision): Triton labels every series with ``version``
+    def versions_p99_ms(self) -> str:
+        return f'max by (namespace, version) (nv_inference_request_summary_us{{{self.sel},quantile="0.99"}}) / 1000'
+
+    def versions_per_request_ms(self, metric: str) -> str:
+        """A cumulative duration per successful request, per version (request, queue or compute time)."""
+        v = "namespace, version"
+        return f"{self.rate(metric, v)} / {self.rate('nv_inference_request_success', v)} / 1000"
+
+    def versions_failure_ratio(self) -> str:
+        v = "namespace, version"
+        failures = self.rate("nv_inference_request_failure", v)
+        return f"{failures} / ({self.rate('nv_inference_request_success', v)} + {failures})"
+
+    def versions_rps(self) -> str:
+        return self.rate("nv_inference_request_success", "namespace, version")
+
+    def canary_failure_ratio(self, margin: float) -> str:
+        """Versions failing ``margin`` more of their requests than the best version of the namespace."""
+        ratio = self.versions_failure_ratio()
+        return f"{ratio} > on (namespace) group_left () (min by (namespace) ({ratio}) + {margin:g})"
+
+    def canary_p99(self, ratio: float) -> str:
+        """Versions whose p99 is ``ratio`` times the best version's."""
+        p99 = self.versions_p99_ms()
+        return f"{p99} > on (namespace) group_left () (min by (namespace) ({p99}) * {ratio:g})"
 
     def up(self) -> str:
         return f'up{{job="{self.job}"}}'
@@ -165,7 +195,39 @@ def alerts_for(q: Queries, t: Thresholds, *, for_scale: float = 1.0) -> list[Ale
             f"GPU memory above {t.gpu_memory_alert_ratio:.0%} on a Triton pod",
             needs_gpu=True,
         ),
+        Alert(
+            "TritonCanaryFailureRatio",
+            q.versions_failure_ratio(),
+            q.canary_failure_ratio(t.failure_ratio_alert),
+            dur(300),
+            "page",
+            f"a version of {t.model} fails {t.failure_ratio_alert:.0%} more of its requests than the best version "
+            "(canary worse than stable)",
+        ),
+        Alert(
+            "TritonCanaryLatency",
+            q.versions_p99_ms(),
+            q.canary_p99(CANARY_P99_RATIO),
+            dur(300),
+            "warning",
+            f"a version of {t.model} has a p99 over {CANARY_P99_RATIO:g}x the best version's "
+            "(canary slower than stable)",
+        ),
     ]
+
+
+def recording_rules(q: Queries, t: Thresholds) -> list[dict[str, Any]]:
+    """Per-version series (``tritongen:version_*``) a dashboard or a query compares a canary with: throughput, p99,
+    mean latency, queue and compute time per request, failure ratio."""
+    records = (
+        ("tritongen:version_throughput_rps", q.versions_rps()),
+        ("tritongen:version_p99_ms", q.versions_p99_ms()),
+        ("tritongen:version_latency_ms", q.versions_per_request_ms("nv_inference_request_duration_us")),
+        ("tritongen:version_queue_ms", q.versions_per_request_ms("nv_inference_queue_duration_us")),
+        ("tritongen:version_compute_ms", q.versions_per_request_ms("nv_inference_compute_infer_duration_us")),
+        ("tritongen:version_failure_ratio", q.versions_failure_ratio()),
+    )
+    return [{"record": name, "expr": expr, "labels": {"model": t.model}} for name, expr in records]
 
 
 def rule_groups(q: Queries, t: Thresholds, *, for_scale: float = 1.0) -> list[dict[str, Any]]:
@@ -180,7 +242,10 @@ def rule_groups(q: Queries, t: Thresholds, *, for_scale: float = 1.0) -> list[di
         }
         for a in alerts_for(q, t, for_scale=for_scale)
     ]
-    return [{"name": f"tritongen-{q.job}", "rules": rules}]
+    return [
+        {"name": f"tritongen-{q.job}", "rules": rules},
+        {"name": f"tritongen-{q.job}-versions", "rules": recording_rules(q, t)},
+    ]
 
 
 def prometheus_rule(name: str, labels: dict[str, str], groups: list[dict[str, Any]], mark: str) -> dict[str, Any]:
@@ -249,6 +314,17 @@ def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, step_s: int,
         ]
 
     idle = s("nv_inference_request_success", f"100x{samples}")
+
+    def version(number: int, failure_ratio: float, p99_ms: float) -> list[dict[str, str]]:
+        labels = base.replace('version="1"', f'version="{number}"')
+        fail = failure_ratio * rps / (1 - failure_ratio)
+        return [
+            s("nv_inference_request_success", _counter(rps, step_s, samples), labels=labels),
+            s("nv_inference_request_failure", _counter(fail, step_s, samples), ',reason="BACKEND"', labels),
+            s("nv_inference_request_summary_us", f"{p99_ms * 1000:g}x{samples}", ',quantile="0.99"', labels),
+        ]
+
+    margin, p99_ms = t.failure_ratio_alert, t.slo_p99_ms / 2
     return {
         "TritonLatencyObjective": Scenario([up, ok, p99(t.slo_p99_ms * 2)], [up, ok, p99(t.slo_p99_ms / 2)]),
         "TritonAboveKnee": Scenario(
@@ -263,6 +339,15 @@ def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, step_s: int,
         "TritonGPUMemory": Scenario(
             [up, ok, *gpu(min(0.99, t.gpu_memory_alert_ratio + 0.05))], [up, ok, *gpu(t.gpu_memory_alert_ratio / 2)]
         ),
+        # version 2 is the canary: failing 3 margins more than version 1 fires, half a margin more does not
+        "TritonCanaryFailureRatio": Scenario(
+            [up, *version(1, margin / 5, p99_ms), *version(2, margin / 5 + 3 * margin, p99_ms)],
+            [up, *version(1, margin / 5, p99_ms), *version(2, margin / 5 + margin / 2, p99_ms)],
+        ),
+        "TritonCanaryLatency": Scenario(
+            [up, *version(1, 0, p99_ms), *version(2, 0, p99_ms * CANARY_P99_RATIO * 1.5)],
+            [up, *version(1, 0, p99_ms), *version(2, 0, p99_ms * CANARY_P99_RATIO * 0.8)],
+        ),
     }
 
 
@@ -273,6 +358,8 @@ _GROUPING: dict[str, dict[str, str]] = {
     "TritonFailureRatio": {"reason": "BACKEND"},
     "TritonModelNotReady": {"pod": "<pod>", "job": "<job>"},
     "TritonGPUMemory": {"pod": "<pod>", "gpu_uuid": "GPU-0"},
+    "TritonCanaryFailureRatio": {"version": "2"},
+    "TritonCanaryLatency": {"version": "2"},
 }
 
 
@@ -399,6 +486,9 @@ def panels_for(q: Queries, t: Thresholds) -> list[Panel]:
     def per_model(metric: str) -> str:
         return f"sum by (model) (rate({metric}{{{job}}}[{w}]))"
 
+    def rec(name: str) -> str:  # a recording rule's series (the versions group of the rules)
+        return f'tritongen:version_{name}{{model="{q.model}"}}'
+
     return [
         Panel(
             "Throughput per model and version (req/s)",
@@ -456,6 +546,17 @@ def panels_for(q: Queries, t: Thresholds) -> list[Panel]:
             "none",
             ((f"sum by (model) (nv_inference_pending_request_count{{{job}}})", "{{model}}"),),
         ),
+        Panel(
+            "Versions compared: p99 and mean latency (ms)",
+            "ms",
+            ((q.versions_p99_ms(), "v{{version}} p99"), (rec("latency_ms"), "v{{version}} mean")),
+        ),
+        Panel(
+            "Versions compared: queue and compute per request (ms)",
+            "ms",
+            ((rec("queue_ms"), "v{{version}} queue"), (rec("compute_ms"), "v{{version}} compute")),
+        ),
+        Panel("Versions compared: failure ratio", "percentunit", ((rec("failure_ratio"), "v{{version}}"),)),
         Panel("CPU utilisation", "percentunit", ((f"avg by (pod) (nv_cpu_utilization{{{job}}})", "{{pod}}"),)),
         Panel(
             "GPU utilisation",
@@ -515,6 +616,8 @@ def all_queries(q: Queries, t: Thresholds, adapter_matchers: tuple[str, list[str
     for p in panels_for(q, t):
         for expr, legend in p.targets:
             out.append((f"panel {p.title} [{legend}]", expr, p.needs_gpu))
+    for r in recording_rules(q, t):
+        out.append((f"record {r['record']}", r["expr"], False))
     namespace, pods = adapter_matchers
     out.append(("prometheus-adapter metricsQuery", adapter_query(adapter_rule(q), namespace, pods), False))
     out.append(("KEDA trigger query", q.in_flight_total(namespace), False))

@@ -14,6 +14,7 @@ read at every window edge to split the server's time into queue and compute for 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from .inputs import RequestSet
 from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
 from .sequences import SequenceTracker, grpc_sequence_bytes, http_sequence_body
 from .spec import STABLE_WINDOWS, PerfSpec
+from .split import schedule_from_split, version_figures_from_records
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVER_GONE = ("unavailable", "connection")  # error kinds that mean no server answers
@@ -42,12 +44,16 @@ class ServerGone(Exception):
 
 
 class GrpcSender:
-    def __init__(self, url: str, model: str, requests: RequestSet, timeout_s: float) -> None:
+    """Sends prepared requests; ``versions`` ("" = unpinned) each get their own payloads."""
+
+    def __init__(
+        self, url: str, model: str, requests: RequestSet, timeout_s: float, versions: Sequence[str] = ("",)
+    ) -> None:
         import grpc
 
         self._grpc = grpc
         self.timeout_s = timeout_s
-        self.payloads = [grpc_request_bytes(model, r) for r in requests.requests]
+        self.payloads = {v: [grpc_request_bytes(model, r, v) for r in requests.requests] for v in set(versions)}
         self.channel = grpc.aio.insecure_channel(
             url,
             options=[
@@ -59,8 +65,9 @@ class GrpcSender:
         self.call = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
 
-    async def send(self, index: int, worker: int | None = None) -> str | None:
-        payload = self.payloads[index % len(self.payloads)]
+    async def send(self, index: int, version: str = "", worker: int | None = None) -> str | None:
+        payloads = self.payloads[version]
+        payload = payloads[index % len(payloads)]
         if self.sequences is not None and worker is not None:
             payload += grpc_sequence_bytes(*self.sequences.next(worker))
         try:
@@ -75,10 +82,10 @@ class GrpcSender:
         await self.channel.close(grace=None)
 
 
-def grpc_request_bytes(model: str, request: Mapping[str, np.ndarray]) -> bytes:
+def grpc_request_bytes(model: str, request: Mapping[str, np.ndarray], version: str = "") -> bytes:
     from tritonclient.grpc import service_pb2
 
-    message = service_pb2.ModelInferRequest(model_name=model)
+    message = service_pb2.ModelInferRequest(model_name=model, model_version=version)
     for name, array in request.items():
         tensor = message.inputs.add()
         tensor.name = name
@@ -100,12 +107,22 @@ def wire_from_array(array: np.ndarray) -> tuple[str, bytes]:
 
 
 class HttpSender:
-    def __init__(self, url: str, model: str, requests: RequestSet, timeout_s: float, connections: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        requests: RequestSet,
+        timeout_s: float,
+        connections: int,
+        versions: Sequence[str] = ("",),
+    ) -> None:
         import aiohttp
         import tritonclient.http as httpclient
 
         self._aiohttp = aiohttp
-        self.url = f"http://{url}/v2/models/{model}/infer"
+        self.urls = {
+            v: f"http://{url}/v2/models/{model}" + (f"/versions/{v}" if v else "") + "/infer" for v in set(versions)
+        }
         self.payloads = []
         for request in requests.requests:
             inputs = []
@@ -125,12 +142,14 @@ class HttpSender:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(1, connections)))
         self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
 
-    async def send(self, index: int, worker: int | None = None) -> str | None:
+    async def send(self, index: int, version: str = "", worker: int | None = None) -> str | None:
         body, headers = self.payloads[index % len(self.payloads)]
         if self.sequences is not None and worker is not None:
             body, headers = http_sequence_body(body, headers, *self.sequences.next(worker))
         try:
-            async with self.session.post(self.url, data=body, headers=headers, timeout=self.timeout) as response:
+            async with self.session.post(
+                self.urls[version], data=body, headers=headers, timeout=self.timeout
+            ) as response:
                 await response.read()
                 return None if response.status == 200 else f"http_{response.status}"
         except asyncio.TimeoutError:
@@ -155,12 +174,14 @@ class Recorder:
     latency_s: list[float] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
     send_lag_s: list[float] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)  # the version each request was pinned to ("" = none)
     sent: int = 0
 
-    def add(self, done_s: float, latency_s: float, error: str | None) -> None:
+    def add(self, done_s: float, latency_s: float, error: str | None, version: str = "") -> None:
         self.done_s.append(done_s)
         self.latency_s.append(latency_s)
         self.errors.append(error)
+        self.versions.append(version)
 
 
 @dataclass(frozen=True)
@@ -215,29 +236,36 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
     clock = time.perf_counter
     tasks: set[asyncio.Task] = set()
     rng = np.random.default_rng(spec.seed)
+    cycle = schedule_from_split(spec.version_split) or ("",)
+    slots = itertools.count()
+
+    def pick() -> str:  # the next version in send order: the split holds over any stretch of the run
+        return cycle[next(slots) % len(cycle)]
 
     async def closed_worker(first: int, step: int) -> None:
         index = first
         while not stop.is_set():
+            version = pick()
             t0 = clock()
-            error = await sender.send(index, first)  # worker `first` is one stream of a sequence model
+            error = await sender.send(index, version, first)  # worker `first` is one stream of a sequence model
             t1 = clock()
-            rec.add(t1, t1 - t0, error)
+            rec.add(t1, t1 - t0, error, version)
             index += step
 
-    async def one_open(index: int, scheduled_s: float) -> None:
+    async def one_open(index: int, scheduled_s: float, version: str) -> None:
         rec.send_lag_s.append(clock() - scheduled_s)
-        error = await sender.send(index)
+        error = await sender.send(index, version)
         t1 = clock()
-        rec.add(t1, t1 - scheduled_s, error)
+        rec.add(t1, t1 - scheduled_s, error, version)
 
     def start_open(due: list[tuple[int, float]]) -> None:
         now = clock()
         for index, scheduled_s in due:
+            version = pick()
             if len(tasks) >= spec.max_in_flight:
-                rec.add(now, now - scheduled_s, "client_overloaded")
+                rec.add(now, now - scheduled_s, "client_overloaded", version)
                 continue
-            task = asyncio.ensure_future(one_open(index, scheduled_s))
+            task = asyncio.ensure_future(one_open(index, scheduled_s, version))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -344,6 +372,17 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
         client_cpu_us_per_request=client_cpu_s / (last - first) * 1e6 if last > first else None,
         client_machine_share=_machine_share(spec, client_cpu_s / seconds) if seconds else None,
         window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
+        versions=version_figures_from_records(
+            spec.version_split,
+            rec.versions[first:last],
+            rec.latency_s[first:last],
+            rec.errors[first:last],
+            seconds,
+            before,
+            used[-1].stats,
+        )
+        if spec.version_split
+        else {},
     )
     if mode == "request_rate":
         lags = np.asarray(rec.send_lag_s) * 1000.0
@@ -405,10 +444,11 @@ async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, 
 
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
+    versions = tuple(v for v, _ in spec.version_split) or ("",)
     sender = (
-        GrpcSender(url, spec.model, requests, spec.timeout_s)
+        GrpcSender(url, spec.model, requests, spec.timeout_s, versions)
         if spec.protocol == "grpc"
-        else HttpSender(url, spec.model, requests, spec.timeout_s, connections)
+        else HttpSender(url, spec.model, requests, spec.timeout_s, connections, versions)
     )
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed

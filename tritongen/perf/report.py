@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import SERVER_PARTS, PerfRun, client_bound_note
+from .results import SERVER_PARTS, PerfRun, client_bound_note, version_count_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 PART_COLORS = {
@@ -127,7 +127,39 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
         ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(PART_LABELS), frameon=False)
         ax.grid(axis="x", alpha=0.3)
         plots.append(("Where the time goes (server statistics API)", _figure_png(fig)))
+    versioned = [(run, p) for run in runs for p in run.points if p.versions]
+    if versioned:
+        plots.append(("Versions compared (--version-split): p50 / p99 and throughput", _versions_png(runs, versioned)))
     return plots
+
+
+def _versions_png(runs: Sequence[PerfRun], rows) -> str:
+    """One group of bars per load level: each version's p50 and p99 (left axis) and its throughput (right)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    versions = sorted({v for _, p in rows for v in p.versions}, key=lambda v: int(v) if v.isdigit() else 0)
+    fig, (lat_ax, rps_ax) = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    x = np.arange(len(rows))
+    width = 0.8 / len(versions)
+    for j, version in enumerate(versions):
+        color = COLORS[j % len(COLORS)]
+        figures = [p.versions.get(version) for _, p in rows]
+        p50 = [f.latency.p50_ms if f else 0.0 for f in figures]
+        p99 = [f.latency.p99_ms if f else 0.0 for f in figures]
+        rps = [f.throughput_rps if f else 0.0 for f in figures]
+        lat_ax.bar(x + j * width, p99, width, color=color, alpha=0.45, label=f"v{version} p99")
+        lat_ax.bar(x + j * width, p50, width, color=color, label=f"v{version} p50")
+        rps_ax.bar(x + j * width, rps, width, color=color, label=f"v{version}")
+    labels = [f"{run.name if len(runs) > 1 else ''} {load_label(p.mode, p.load)}".strip() for run, p in rows]
+    for ax, ylabel in ((lat_ax, "latency (ms)"), (rps_ax, "throughput (req/s)")):
+        ax.set_xticks(x + width * (len(versions) - 1) / 2)
+        ax.set_xticklabels(labels, fontsize=7, rotation=20)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _figure_png(fig)
 
 
 def html_from_runs(runs: Sequence[PerfRun], title: str | None = None) -> str:
@@ -203,6 +235,26 @@ def _run_view(run: PerfRun) -> dict:
                     "queue": _fmt(step.queue_us, 0),
                     "infer": _fmt(step.compute_infer_us, 0),
                     "batch": _fmt(step.avg_batch) if step.executions else "-",
+                }
+            )
+        for version, v in p.versions.items():  # --version-split: each version's own figures
+            rows.append(
+                {
+                    "load": f"&nbsp;&nbsp;version {html.escape(version)} ({v.share_pct}%)",
+                    "step": True,
+                    "throughput": _fmt(v.throughput_rps, 1),
+                    "mean": _fmt(v.latency.mean_ms),
+                    "p50": _fmt(v.latency.p50_ms),
+                    "p90": _fmt(v.latency.p90_ms),
+                    "p95": _fmt(v.latency.p95_ms),
+                    "p99": _fmt(v.latency.p99_ms),
+                    "max": _fmt(v.latency.max_ms),
+                    "errors": html.escape(", ".join(f"{k}: {n}" for k, n in v.errors.items()) or "0"),
+                    "queue": _fmt(v.server.queue_us, 0),
+                    "infer": _fmt(v.server.compute_infer_us, 0),
+                    "batch": _fmt(v.server.avg_batch) if v.server.executions else "-",
+                    "stable": "",
+                    "client": html.escape(version_count_text(v)),
                 }
             )
     return {

@@ -94,6 +94,27 @@ def server_breakdown_from_stats(before: Mapping[str, Any], after: Mapping[str, A
 
 
 @dataclass(frozen=True)
+class VersionFigures:
+    """One version's share of a load level: the client's view and the server's statistics for it."""
+
+    version: str
+    share_pct: int  # asked for
+    requests: int  # completed in the measured windows (errors included)
+    throughput_rps: float
+    latency: LatencySummary
+    errors: Mapping[str, int] = field(default_factory=dict)
+    server: ServerBreakdown = field(default_factory=ServerBreakdown)  # Triton's statistics for this version only
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.error_count
+
+
+@dataclass(frozen=True)
 class PerfPoint:
     """One load level measured: ``mode`` is ``concurrency`` or ``request_rate`` and ``load`` its value."""
 
@@ -115,6 +136,7 @@ class PerfPoint:
     client_cpu_cores: float | None = None  # built-in engine: CPU the load generator used (1.0 = one core busy)
     client_cpu_us_per_request: float | None = None  # ... and per request sent
     client_machine_share: float | None = None  # server on this machine: the client's share of all its cores
+    versions: Mapping[str, VersionFigures] = field(default_factory=dict)  # --version-split: per-version figures
 
     @property
     def client_bound(self) -> bool:
@@ -194,6 +216,7 @@ def _point_dict(point: PerfPoint) -> dict[str, Any]:
     out["errors"] = dict(point.errors)
     out["window_history"] = [list(w) for w in point.window_history]
     out["steps"] = {name: asdict(b) for name, b in point.steps.items()}
+    out["versions"] = {v: asdict(f) for v, f in point.versions.items()}
     return out
 
 
@@ -253,10 +276,23 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
                 client_cpu_cores=p.get("client_cpu_cores"),
                 client_machine_share=p.get("client_machine_share"),
                 client_cpu_us_per_request=p.get("client_cpu_us_per_request"),
+                versions={v: _version_from_dict(f) for v, f in p.get("versions", {}).items()},
             )
         )
     keep = {f.name for f in fields(PerfRun)} - {"points"}
     return PerfRun(points=tuple(points), **{k: v for k, v in data.items() if k in keep})
+
+
+def _version_from_dict(data: Mapping[str, Any]) -> VersionFigures:
+    return VersionFigures(
+        version=str(data["version"]),
+        share_pct=int(data["share_pct"]),
+        requests=int(data["requests"]),
+        throughput_rps=float(data["throughput_rps"]),
+        latency=LatencySummary(**data["latency"]),
+        errors=dict(data.get("errors", {})),
+        server=ServerBreakdown(**data.get("server", {})),
+    )
 
 
 def csv_from_run(run: PerfRun) -> str:
@@ -336,10 +372,30 @@ def table_from_run(run: PerfRun) -> str:
                 f"{'':>10} {'step ' + name:<56} {step.queue_us:>9.0f} "
                 f"{step.compute_infer_us:>9.0f} {step.avg_batch:>5.2f}"
             )
+        for version, v in p.versions.items():
+            label = f"v{version} {v.share_pct}%"
+            lines.append(
+                f"{label:>10} {v.throughput_rps:>9.1f} {v.latency.mean_ms:>8.2f} {v.latency.p50_ms:>8.2f} "
+                f"{v.latency.p90_ms:>8.2f} {v.latency.p99_ms:>8.2f} {_ms(v.latency.max_ms):>8} {v.error_count:>6} "
+                f"{v.server.queue_us:>9.0f} {v.server.compute_infer_us:>9.0f} {v.server.avg_batch:>5.2f}"
+                f"  {version_count_text(v)}"
+            )
     note = client_bound_note(run)
     if note:
         lines.append(note)
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def version_count_text(v: VersionFigures) -> str:
+    """The client's answered requests for a version against the server's count for it (edges of the windows
+    differ by the requests in flight there)."""
+    if not v.server.requests:
+        return f"{v.ok} answered (no server statistics)"
+    return f"{v.ok} answered, server counted {v.server.requests}"
 
 
 def client_bound_note(run: PerfRun) -> str:

@@ -62,6 +62,10 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything else if it is missing
     metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=min(spec.timeout_s, 30))
+    if spec.version_split:
+        from .split import check_split_against_model
+
+        check_split_against_model(spec.version_split, spec.model, metadata["versions"])
     requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
     requests = replace(requests, sequence_length=_sequence_length(spec, url))
     settings = {
@@ -86,6 +90,8 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         f"{len(requests.requests)} distinct request(s) from {requests.source}"
     )
     progress(f"time: {spec.budget_text()}")
+    if spec.version_split:
+        progress("versions: " + ", ".join(f"v{v} {p}%" for v, p in spec.version_split) + " (interleaved in send order)")
     engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
     partial_reason = ""
     try:

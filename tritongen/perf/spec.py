@@ -51,6 +51,7 @@ class PerfSpec:
     max_in_flight: int = 4096  # open loop: requests outstanding before the client counts itself overloaded
     max_time_s: float | None = None  # cap on the whole run: lowers max_windows so every level fits
     sequence_length: int = 0  # stateful models: requests per sequence (0: 20 when the model is a sequence model)
+    version_split: tuple[tuple[str, int], ...] = ()  # A/B: (version, percent) pairs, e.g. "1:90,2:10"
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
@@ -92,6 +93,13 @@ class PerfSpec:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value).expanduser())
+        from .split import version_split_from_text
+
+        object.__setattr__(self, "version_split", version_split_from_text(self.version_split))
+        if self.version_split and self.engine != "builtin":
+            raise TritongenError(
+                "--version-split needs the builtin engine", "leave out --engine perf_analyzer (it pins one version)"
+            )
         if self.input_data is not None and self.text_file is not None:
             raise TritongenError("--input-data and --text-file both given", "pass one source of inputs")
 

@@ -26,6 +26,7 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
         repo=spec.repo,
         host="0.0.0.0",
         model_control=spec.model_control,
+        poll_interval_s=spec.poll_interval_s,
         log_verbose=spec.log_verbose,
         extra_args=spec.extra_args,
     )

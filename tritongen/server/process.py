@@ -251,6 +251,8 @@ def server_args(
         args.append("--exit-on-error=false")
     if spec.model_control == "explicit":
         args += ["--model-control-mode=explicit", "--load-model=*"]
+    elif spec.model_control == "poll":
+        args += ["--model-control-mode=poll", f"--repository-poll-secs={spec.poll_interval_s}"]
     if spec.log_verbose:
         args.append(f"--log-verbose={spec.log_verbose}")
     if admin_token:

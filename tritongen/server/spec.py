@@ -17,7 +17,7 @@ DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the serv
 WHEEL_SERVER_VERSION = "2.51.0"  # nvidia-pytriton 0.7.0
 
 
-MODEL_CONTROL_MODES = ("none", "explicit")
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 
 
 # APIs that change or expose server state; restricted to holders of the admin header off loopback.
@@ -51,6 +51,8 @@ class ServeSpec:
     metrics_port: int | None = None
     ready_timeout_s: float = 180.0
     model_control: str = "none"  # "explicit" loads every model at start (--load-model=*), then allows load/unload
+    # "poll": Triton rescans the repository every poll_interval_s and loads what changed (a new version folder)
+    poll_interval_s: int = 1
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
     log_path: Path | None = None  # None: a new file in the temp directory
@@ -73,6 +75,13 @@ class ServeSpec:
                 f"model control mode '{self.model_control}' is not supported",
                 f"use one of {', '.join(MODEL_CONTROL_MODES)}",
             )
+        interval = self.poll_interval_s
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 1 or interval % 1:
+            raise TritongenError(
+                f"poll interval {self.poll_interval_s} s is not a whole number of seconds from 1",
+                "give --poll-interval-s 1 or more (tritonserver's --repository-poll-secs takes whole seconds)",
+            )
+        object.__setattr__(self, "poll_interval_s", int(self.poll_interval_s))
         for kind in DEFAULT_PORTS:
             port = getattr(self, f"{kind}_port")
             if port is not None and not 0 < int(port) < 65536:
