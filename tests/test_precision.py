@@ -107,6 +107,10 @@ def test_guard_kicks_in_and_keeps_the_sensitive_layer(tmp_path):
     first, last = record["attempts"][0]["accuracy"], record["attempts"][-1]["accuracy"]
     assert not first["ok"] and last["ok"] and len(record["attempts"]) >= 2
     assert record["kept_layers"] == ["/fc2/Gemm"]  # the layer reading the outlier channel, and only it
+    # FLOPs per row by hand: fc1 2*16*64 = 2048, fc2 2*64*32 = 4096, fc3 2*32*8 = 512; fc2 kept in FP32
+    share = record["int8_weight_gemm_flops"]
+    assert (share["int8_nodes"], share["total_nodes"]) == (2, 3) and share["share"] == pytest.approx(2560 / 6656)
+    assert any("INT8 share of weight-GEMM FLOPs 38.5% (2/3 weighted ops in INT8)" in line for line in lines)
     assert record["sensitivity"][0]["layer"] == "/fc2/Gemm" and record["sensitivity"][0]["loss"] > 100 * record["sensitivity"][1]["loss"]
     assert any("below the bar" in line for line in lines) and any("TensorRT is not installed here" in line for line in lines)
     # --target tensorrt: prepared ONNX + profiles, no plan yet; the config still validates
@@ -129,7 +133,7 @@ def test_guard_fails_with_a_report_when_the_bar_is_out_of_reach(tmp_path):
     with pytest.raises(TritongenError) as err:
         build(spec)
     assert "below the accuracy bar" in err.value.problem and "attempt 1" in err.value.details
-    assert "most sensitive layers" in err.value.details
+    assert "most sensitive layers" in err.value.details and "INT8 share of weight-GEMM FLOPs" in err.value.details
     assert not (tmp_path / "repo" / "mlp").exists()
 
 

@@ -104,7 +104,7 @@ class _Variant:
         self.precision, self.src, self.data, self.method = precision, src, data, method
         self.calibration: dict[str, Any] = {}
         self.flops: dict[str, int] = {}
-        self.ranges = None
+        self.ranges: list[Any] | None = None
         if precision == "int8":
             self._prepare_int8(work)
         else:

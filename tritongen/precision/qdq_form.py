@@ -57,7 +57,8 @@ def fusable_qdq(model: Any) -> QdqForm:
         if len(readers[q.output[0]]) != 1 or dq.output[0] in graph_outputs:
             continue
         source = q.input[0]
-        quantized, other = [], []
+        quantized: list[tuple[Any, int]] = []
+        other: list[tuple[Any, int]] = []
         for node, k in readers[dq.output[0]]:
             (quantized if node.op_type in QDQ_CONSUMERS else other).append((node, k))
         for node, k in other:

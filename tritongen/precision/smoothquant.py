@@ -66,9 +66,7 @@ def _is_gelu(node: Any, producers: dict[str, Any], depth: int = 4) -> bool:
         return False
     for name in node.input:
         parent = producers.get(name)
-        if parent is not None and (
-            parent.op_type in ("Erf", "Tanh") or _is_gelu(parent, producers, depth - 1)
-        ):
+        if parent is not None and (parent.op_type in ("Erf", "Tanh") or _is_gelu(parent, producers, depth - 1)):
             return True
     return False
 
