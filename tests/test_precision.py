@@ -140,6 +140,13 @@ def test_guard_fails_with_a_report_when_the_bar_is_out_of_reach(tmp_path):
 def test_calibration_cache_is_reused_while_model_and_data_are_unchanged(tmp_path, conv, conv_calib):
     result = build(_conv_spec(conv, tmp_path / "repo"))  # FP32 export to quantize
     src = result.model_dir / "1" / "model.onnx"
+    import onnx
+
+    extents = [{e.key: int(e.value) for e in i.external_data if e.key != "location"}
+               for i in onnx.load(str(src), load_external_data=False).graph.initializer if i.external_data]
+    # the export writes the weights once (a second save appends a copy and points past the first)
+    assert min(e.get("offset", 0) for e in extents) == 0
+    assert src.with_name("model.onnx.data").stat().st_size == max(e.get("offset", 0) + e["length"] for e in extents)
     data = calibration_data_from_path(conv_calib, X, True, 16)
     first = int8_onnx_from_onnx(src, tmp_path / "a", data, "percentile")
     again = int8_onnx_from_onnx(src, tmp_path / "b", data, "percentile")
