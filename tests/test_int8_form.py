@@ -225,3 +225,18 @@ def test_lint_flags_misplaced_and_asymmetric_qdq(tmp_path):
     placement = next(f for f in report.findings if f.code == "qdq-placement")
     assert "Add 'residual'" in placement.message
     assert "qdq-placement" in report.text()
+
+
+def test_a_percentile_choice_sets_that_tensors_scale_and_excluded_ops_stay_float(tmp_path):
+    from tritongen.precision.tensor_ranges import RangeChoice
+
+    rng = np.random.default_rng(2)
+    src = _save(_block(rng), tmp_path / "src" / "model.onnx")
+    data = calibration_data_from_arrays(_batches(rng, 8), _batches(rng, 2))
+    ranges = [RangeChoice("res", "percentile", 10.0, 2.0), RangeChoice("gelu_smoothed", "percentile", 10.0, 2.0)]
+    result = int8_onnx_from_onnx(src, tmp_path / "int8", data, "auto", exclude_nodes=["down"], ranges=ranges)
+    assert result.quantized_nodes == ("q", "k", "v", "up")
+    model = onnx.load(str(result.onnx_path))
+    scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_scale = {n.input[0]: float(scales[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert q_scale["res"] == pytest.approx(2.0 / 127) and "gelu_smoothed" not in q_scale

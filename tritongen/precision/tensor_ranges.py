@@ -72,4 +72,6 @@ def range_choices(model: Any, tensors: Sequence[str], batches: Sequence[dict]) -
 
 def quant_overrides(choices: Sequence[RangeChoice]) -> dict[str, list[dict[str, float]]]:
     """``TensorQuantOverrides`` for the tensors whose range is not the calibrator's min/max."""
-    return {c.tensor: [{"rmin": -c.range, "rmax": c.range}] for c in choices if c.method != "minmax"}
+    return {
+        c.tensor: [{"rmin": np.float32(-c.range), "rmax": np.float32(c.range)}] for c in choices if c.method != "minmax"
+    }
