@@ -70,7 +70,7 @@ def range_choices(model: Any, tensors: Sequence[str], batches: Sequence[dict]) -
     return out
 
 
-def quant_overrides(choices: Sequence[RangeChoice]) -> dict[str, list[dict[str, float]]]:
+def quant_overrides(choices: Sequence[RangeChoice]) -> dict[str, list[dict[str, np.float32]]]:
     """``TensorQuantOverrides`` for the tensors whose range is not the calibrator's min/max."""
     return {
         c.tensor: [{"rmin": np.float32(-c.range), "rmax": np.float32(c.range)}] for c in choices if c.method != "minmax"
