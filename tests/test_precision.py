@@ -69,6 +69,9 @@ def test_conv_fp16_passes_its_gate_and_keeps_io_types(tmp_path, conv):
     result = build(_conv_spec(conv, tmp_path / "repo", precision="fp16"))
     record = json.loads(result.manifest_path.read_text())["precision"]
     assert record["ok"] and record["accuracy"]["cosine_min"] >= 0.999
+    from tritongen.manifest import read_manifest
+
+    assert read_manifest(result.model_dir, 1).int8_flop_share is None  # FP16 (and older manifests): no figure
     import onnx
 
     model = onnx.load(str(result.model_dir / "1" / "model.onnx"), load_external_data=False)
@@ -111,6 +114,9 @@ def test_guard_kicks_in_and_keeps_the_sensitive_layer(tmp_path):
     share = record["int8_weight_gemm_flops"]
     assert (share["int8_nodes"], share["total_nodes"]) == (2, 3) and share["share"] == pytest.approx(2560 / 6656)
     assert any("INT8 share of weight-GEMM FLOPs 38.5% (2/3 weighted ops in INT8)" in line for line in lines)
+    from tritongen.manifest import read_manifest
+
+    assert read_manifest(result.model_dir, 1).int8_flop_share == pytest.approx(2560 / 6656)
     assert record["sensitivity"][0]["layer"] == "/fc2/Gemm" and record["sensitivity"][0]["loss"] > 100 * record["sensitivity"][1]["loss"]
     assert any("below the bar" in line for line in lines) and any("TensorRT is not installed here" in line for line in lines)
     # --target tensorrt: prepared ONNX + profiles, no plan yet; the config still validates
