@@ -240,3 +240,13 @@ def test_a_percentile_choice_sets_that_tensors_scale_and_excluded_ops_stay_float
     scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     q_scale = {n.input[0]: float(scales[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
     assert q_scale["res"] == pytest.approx(2.0 / 127) and "gelu_smoothed" not in q_scale
+
+
+def test_statistics_of_a_model_too_big_to_serialise_go_through_a_file(monkeypatch):
+    from tritongen.precision import probe
+
+    model, batches = _block(np.random.default_rng(3)), _batches(np.random.default_rng(4), 2)
+    inline = probe.channel_absmax(model, ["ln", "gelu"], batches)
+    monkeypatch.setattr(probe, "INLINE_LIMIT_BYTES", 0)  # as if the model were over protobuf's 2 GiB
+    via_file = probe.channel_absmax(model, ["ln", "gelu"], batches)
+    assert all(np.array_equal(inline[k], via_file[k]) for k in ("ln", "gelu")) and inline["gelu"].shape == (F,)

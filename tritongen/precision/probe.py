@@ -7,13 +7,16 @@ of the FP32 graph on calibration batches, and none keeps the tensors themselves 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import TritongenError
 
+INLINE_LIMIT_BYTES = 1 << 30  # larger models are handed to ONNX Runtime through a file
 Reducer = Callable[[str, np.ndarray], None]  # (tensor name, this batch's value)
 
 
@@ -31,6 +34,7 @@ def exposed(model: Any, names: Iterable[str]) -> Any:
 
 def run_exposed(model: Any, names: Sequence[str], batches: Iterable[dict], reduce: Reducer) -> None:
     """Run ``model`` on every batch and hand each of ``names`` to ``reduce``; the model is not changed."""
+    import onnx
     import onnxruntime as ort
 
     if not names:
@@ -38,10 +42,15 @@ def run_exposed(model: Any, names: Sequence[str], batches: Iterable[dict], reduc
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor by name
+    probe = exposed(model, names)
     try:
-        session = ort.InferenceSession(
-            exposed(model, names).SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        if probe.ByteSize() < INLINE_LIMIT_BYTES:
+            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        else:  # protobuf cannot serialise 2 GiB: go through a file with external data
+            with tempfile.TemporaryDirectory(prefix="tritongen-probe-") as tmp:
+                path = Path(tmp) / "probe.onnx"
+                onnx.save(probe, str(path), save_as_external_data=True, location="probe.onnx.data")
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise TritongenError(
             f"ONNX Runtime cannot run the model to collect activation statistics: {str(exc).splitlines()[0][:200]}",
