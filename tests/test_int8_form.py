@@ -113,12 +113,17 @@ def test_int8_form_is_one_fused_pair_per_matmul_and_the_residual_reads_float(tmp
     result = int8_onnx_from_onnx(src, tmp_path / "int8", data)
     model = onnx.load(str(result.onnx_path))
     producers = {o: n for n in model.graph.node for o in n.output}
-    dq_readers = [n for n in model.graph.node for i in n.input if i in producers and producers[i].op_type == "DequantizeLinear"]
+    dq_readers = [
+        n for n in model.graph.node for i in n.input if i in producers and producers[i].op_type == "DequantizeLinear"
+    ]
     assert sorted(n.name for n in dq_readers if n.op_type == "MatMul") == sorted(["q", "k", "v", "up", "down"] * 2)
     assert {n.op_type for n in dq_readers} == {"MatMul"}  # the residual Add and the unsmoothing Mul read float
     assert result.qdq_form is not None and result.qdq_form.duplicated == 2 and result.qdq_form.rewired >= 1
-    act_scales = [numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == producers[n.input[0]].input[1]))
-                  for n in dq_readers if n.name in ("q", "k", "v")]
+    act_scales = [
+        numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == producers[n.input[0]].input[1]))
+        for n in dq_readers
+        if n.name in ("q", "k", "v")
+    ]
     assert len({float(s) for s in act_scales}) == 3 and np.ptp(act_scales) / act_scales[0] < 1e-5  # nudged by ulps
     zero_points = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("zero_point")]
     assert zero_points and not any(z.any() for z in zero_points)
