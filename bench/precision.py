@@ -120,21 +120,27 @@ def onnx_throughput(builds: Builds, batch: int, seq: int, rounds: int, threads: 
 
 def served_throughput(model: Path, calib: Path, work: Path, batch: int, rounds: int) -> tuple[dict | None, str]:
     """Requests/s of both variants through a real Triton (``--target local``), alternated; (None, why) if not."""
-    import tritongen
     from tritongen.errors import TritongenError
 
     try:
         builds = build_models(model, calib, work, batch, target="local")
     except TritongenError as exc:
         return None, f"--target local cannot build the variants in this checkout ({exc.problem})"
-    rps: dict[str, list[float]] = {"fp32": [], "int8": []}
-    with tritongen.serve(builds.fp32.model_dir.parent) as server:
+    repo = builds.fp32.model_dir.parent
+    return served_rps(repo, {"fp32": "minilm_fp32", "int8": "minilm_int8"}, rounds), "Triton --target local"
+
+
+def served_rps(repo: Path, models: dict[str, str], rounds: int, concurrency: int = 2) -> dict[str, float]:
+    """Boot one Triton on ``repo`` and load-test each model in turn, ``rounds`` times; median requests/s."""
+    import tritongen
+
+    rps: dict[str, list[float]] = {label: [] for label in models}
+    with tritongen.serve(repo) as server:
         for _ in range(rounds):
-            for name, result in (("fp32", builds.fp32), ("int8", builds.int8)):
-                run = tritongen.perf(result.model_dir.name, url=server.grpc_url, concurrency=(2,), duration_s=4.0,
-                                     repo=result.model_dir.parent)
-                rps[name].append(run.points[-1].throughput_rps)
-    return {name: statistics.median(v) for name, v in rps.items()}, "Triton --target local, concurrency 2"
+            for label, name in models.items():
+                run = tritongen.perf(name, url=server.grpc_url, concurrency=(concurrency,), duration_s=4.0, repo=repo)
+                rps[label].append(run.points[-1].throughput_rps)
+    return {label: statistics.median(v) for label, v in rps.items()}
 
 
 def model_sizes_mib(builds: Builds) -> dict[str, float]:
