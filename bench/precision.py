@@ -62,7 +62,8 @@ def build_models(model: Path, calib: Path, work: Path, batch: int, target: str =
     from tritongen.build import build
     from tritongen.spec import build_spec_from_options
 
-    common = dict(inputs=INPUTS, outputs=["embedding"], max_batch_size=batch, repo=work / f"repo-{target}", target=target)
+    common = dict(inputs=INPUTS, outputs=["embedding"], max_batch_size=batch, repo=work / f"repo-{target}",
+                  target=target)
     t0 = time.perf_counter()
     fp32 = build(build_spec_from_options(model, name="minilm_fp32", **common))
     t1 = time.perf_counter()
