@@ -69,6 +69,9 @@ def test_conv_fp16_passes_its_gate_and_keeps_io_types(tmp_path, conv):
     result = build(_conv_spec(conv, tmp_path / "repo", precision="fp16"))
     record = json.loads(result.manifest_path.read_text())["precision"]
     assert record["ok"] and record["accuracy"]["cosine_min"] >= 0.999
+    from tritongen.manifest import read_manifest
+
+    assert read_manifest(result.model_dir, 1).int8_flop_share is None  # FP16 (and older manifests): no figure
     import onnx
 
     model = onnx.load(str(result.model_dir / "1" / "model.onnx"), load_external_data=False)
@@ -107,6 +110,13 @@ def test_guard_kicks_in_and_keeps_the_sensitive_layer(tmp_path):
     first, last = record["attempts"][0]["accuracy"], record["attempts"][-1]["accuracy"]
     assert not first["ok"] and last["ok"] and len(record["attempts"]) >= 2
     assert record["kept_layers"] == ["/fc2/Gemm"]  # the layer reading the outlier channel, and only it
+    # FLOPs per row by hand: fc1 2*16*64 = 2048, fc2 2*64*32 = 4096, fc3 2*32*8 = 512; fc2 kept in FP32
+    share = record["int8_weight_gemm_flops"]
+    assert (share["int8_nodes"], share["total_nodes"]) == (2, 3) and share["share"] == pytest.approx(2560 / 6656)
+    assert any("INT8 share of weight-GEMM FLOPs 38.5% (2/3 weighted ops in INT8)" in line for line in lines)
+    from tritongen.manifest import read_manifest
+
+    assert read_manifest(result.model_dir, 1).int8_flop_share == pytest.approx(2560 / 6656)
     assert record["sensitivity"][0]["layer"] == "/fc2/Gemm" and record["sensitivity"][0]["loss"] > 100 * record["sensitivity"][1]["loss"]
     assert any("below the bar" in line for line in lines) and any("TensorRT is not installed here" in line for line in lines)
     # --target tensorrt: prepared ONNX + profiles, no plan yet; the config still validates
@@ -129,13 +139,20 @@ def test_guard_fails_with_a_report_when_the_bar_is_out_of_reach(tmp_path):
     with pytest.raises(TritongenError) as err:
         build(spec)
     assert "below the accuracy bar" in err.value.problem and "attempt 1" in err.value.details
-    assert "most sensitive layers" in err.value.details
+    assert "most sensitive layers" in err.value.details and "INT8 share of weight-GEMM FLOPs" in err.value.details
     assert not (tmp_path / "repo" / "mlp").exists()
 
 
 def test_calibration_cache_is_reused_while_model_and_data_are_unchanged(tmp_path, conv, conv_calib):
     result = build(_conv_spec(conv, tmp_path / "repo"))  # FP32 export to quantize
     src = result.model_dir / "1" / "model.onnx"
+    import onnx
+
+    extents = [{e.key: int(e.value) for e in i.external_data if e.key != "location"}
+               for i in onnx.load(str(src), load_external_data=False).graph.initializer if i.external_data]
+    # the export writes the weights once (a second save appends a copy and points past the first)
+    assert min(e.get("offset", 0) for e in extents) == 0
+    assert src.with_name("model.onnx.data").stat().st_size == max(e.get("offset", 0) + e["length"] for e in extents)
     data = calibration_data_from_path(conv_calib, X, True, 16)
     first = int8_onnx_from_onnx(src, tmp_path / "a", data, "percentile")
     again = int8_onnx_from_onnx(src, tmp_path / "b", data, "percentile")

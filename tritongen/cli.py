@@ -133,8 +133,9 @@ def cli(debug: bool) -> None:
 )
 @click.option(
     "--calib-method",
-    type=click.Choice(["minmax", "entropy", "percentile"]),
-    help="INT8 calibration method. Default minmax.",
+    type=click.Choice(["auto", "minmax", "entropy", "percentile"]),
+    help="INT8 calibration range: auto (min/max, or the 99.99th percentile for tensors whose outliers dominate), "
+    "or one method for every tensor. Default auto.",
 )
 @click.option(
     "--min-cosine",

@@ -3,7 +3,8 @@
 There is no CPU-only way to ask TensorRT whether a graph will parse (design notes, section 3), so this
 checks what can be checked: the opset range, every operator against the TensorRT ONNX parser's documented
 support list (onnx-tensorrt ``docs/operators.md``, TensorRT 10.x), non-standard domains, INT64 tensors,
-every dynamic dimension covered by an optimization profile, and the file size / external data layout.
+every dynamic dimension covered by an optimization profile, the file size / external data layout, and the
+placement of INT8 Q/DQ nodes (:mod:`tritongen.precision.qdq_lint`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
                 f"initializer {name} holds INT64 values beyond the INT32 range (clamped by TensorRT)",
             )
         )
+    from .precision.qdq_lint import qdq_findings
+
+    findings.extend(qdq_findings(model))
     findings.extend(_profile_findings(model, profiles))
     return LintReport(onnx_path, tuple(findings), opset, tuple(ops))
 

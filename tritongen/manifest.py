@@ -90,6 +90,15 @@ class Manifest:
             out["tensorrt_version"] = self.tensorrt_version
         return out
 
+    @property
+    def int8_flop_share(self) -> float | None:
+        """INT8 share of the weight-GEMM FLOPs (``precision.int8_weight_gemm_flops.share``); None when the build
+        was not INT8 or predates the figure."""
+        record = self.details.get("precision")
+        flops = record.get("int8_weight_gemm_flops") if isinstance(record, dict) else None
+        share = flops.get("share") if isinstance(flops, dict) else None
+        return float(share) if isinstance(share, (int, float)) else None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """From parsed JSON that passed :func:`check_manifest`."""

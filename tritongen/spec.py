@@ -41,7 +41,7 @@ DEFAULT_QUEUE_DELAY_US = 500
 DEFAULT_DYNAMIC_DIM = DEFAULT_DIM_OPT  # size (OPT) of a -1 dimension without --dim-range (tritongen.dim_ranges)
 PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTERS = ("auto", "dynamo", "torchscript")
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_METHODS = ("auto", "minmax", "entropy", "percentile")
 DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MAX_DYNAMIC_DIM = 128  # TensorRT profile maximum for every -1 dimension
 
@@ -107,7 +107,7 @@ class BuildSpec:
     precision: str = field(default="fp32", metadata=_YAML)  # fp32 | fp16 | int8
     # .npz file or folder, or a text file of lines (with tokenizer)
     calib_data: Path | None = field(default=None, metadata=_YAML)
-    calib_method: str = field(default="minmax", metadata=_YAML)  # minmax | entropy | percentile
+    calib_method: str = field(default="auto", metadata=_YAML)  # auto | minmax | entropy | percentile
     # guard: mean cosine >= this, min cosine >= this - 0.01
     min_cosine: float = field(default=DEFAULT_MIN_COSINE, metadata=_YAML)
     min_top1: float | None = field(default=None, metadata=_YAML)  # guard: top-1 agreement for [batch, classes] outputs

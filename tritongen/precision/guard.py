@@ -4,9 +4,10 @@
    Conv/Gemm/MatMul) and measure it on held-out samples against the reference outputs.
 2. Below the bar: per-layer sensitivity. Each candidate layer is converted *alone* and measured on a few
    held-out batches; its loss (1 - mean cosine, plus the top-1 loss when that is gated) ranks it.
-3. Keep the k most sensitive layers in FP32, with the smallest k whose predicted loss (the sum of the
-   remaining layers' losses) fits in three quarters of the allowed loss; measure again; double k on failure, at most
-   ``max_attempts`` builds in all. The kept layers and every attempt's figures are reported; if no attempt
+3. Rank the layers by loss per FLOP that keeping them in FP32 would cost (INT8: weight-GEMM FLOPs on a real
+   batch; FP16: loss alone) and keep the first k in FP32, with the smallest k whose predicted loss (the sum of
+   the remaining layers' losses) fits in three quarters of the allowed loss; measure again; double k on failure,
+   at most ``max_attempts`` builds in all. The kept layers and every attempt's figures are reported; if no attempt
    passes the build fails with that report. Nothing below the bar is returned.
 """
 
@@ -24,6 +25,7 @@ from ..errors import TritongenError
 from ..progress import Progress
 from .accuracy import AccuracyReport, accuracy_from_outputs
 from .calibration import CalibrationData
+from .flops import FlopShare, flop_share, loss_per_flop, weight_gemm_flops
 
 DEFAULT_MAX_ATTEMPTS = 4
 SENSITIVITY_SAMPLES = 32  # held-out samples used to rank layers (the full held-out set checks each attempt)
@@ -46,6 +48,7 @@ class GuardResult:
     attempts: tuple[Attempt, ...]
     sensitivity: tuple[tuple[str, float], ...]  # (layer, loss when converted alone), worst first; empty if not needed
     calibration: dict[str, Any]
+    flops: FlopShare | None = None  # INT8: the share of weight-GEMM FLOPs that runs in INT8
 
     @property
     def kept_layers(self) -> tuple[str, ...]:
@@ -63,7 +66,8 @@ class GuardResult:
             if self.guard_kicked_in
             else ""
         )
-        return f"{self.precision}: cosine mean {a.cosine_mean:.5f} min {a.cosine_min:.5f}{top1}{kept}"
+        share = f"; {self.flops.text()}" if self.flops is not None else ""
+        return f"{self.precision}: cosine mean {a.cosine_mean:.5f} min {a.cosine_min:.5f}{top1}{kept}{share}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +78,7 @@ class GuardResult:
             "attempts": [t.to_dict() for t in self.attempts],
             "sensitivity": [{"layer": n, "loss": s} for n, s in self.sensitivity[:20]],
             "calibration": self.calibration,
+            **({"int8_weight_gemm_flops": self.flops.to_dict()} if self.flops is not None else {}),
         }
 
 
@@ -95,17 +100,34 @@ def _loss(report: AccuracyReport) -> float:
 class _Variant:
     """Builds one variant of ``src`` with a given set of kept layers (FP16 or INT8)."""
 
-    def __init__(self, precision: str, src: Path, data: CalibrationData, method: str) -> None:
+    def __init__(self, precision: str, src: Path, data: CalibrationData, method: str, work: Path) -> None:
         self.precision, self.src, self.data, self.method = precision, src, data, method
         self.calibration: dict[str, Any] = {}
+        self.flops: dict[str, int] = {}
+        self.ranges: list[Any] | None = None
         if precision == "int8":
-            from .int8 import weighted_nodes
-
-            self.candidates = weighted_nodes(src)[0]
+            self._prepare_int8(work)
         else:
             from .fp16 import fp16_candidates
 
             self.candidates = fp16_candidates(src)
+
+    def _prepare_int8(self, work: Path) -> None:
+        """Once for every attempt: migrate scales, choose the per-tensor ranges, count the FLOPs."""
+        import onnx
+
+        from .int8 import QUANTIZED_OPS, prepared_batches, weighted_nodes
+        from .smoothquant import smoothed_onnx_from_onnx
+        from .tensor_ranges import activation_inputs, range_choices
+
+        self.candidates = weighted_nodes(self.src)[0]
+        batches = prepared_batches(self.data, self.method)
+        self.src, self.smoothed = smoothed_onnx_from_onnx(self.src, work / "smoothed" / self.src.name, batches)
+        model = onnx.load(str(self.src))
+        if self.method == "auto":
+            self.ranges = range_choices(model, activation_inputs(model, QUANTIZED_OPS), batches)
+        sample = (self.data.eval or self.data.calib)[0]
+        self.flops = weight_gemm_flops(model, sample)
 
     def build(self, dst: Path, kept: Sequence[str]) -> Path:
         if self.precision == "fp16":
@@ -114,14 +136,20 @@ class _Variant:
             return fp16_onnx_from_onnx(self.src, dst, keep_nodes=kept)
         from .int8 import int8_onnx_from_onnx
 
-        result = int8_onnx_from_onnx(self.src, dst, self.data, self.method, exclude_nodes=kept)
+        result = int8_onnx_from_onnx(
+            self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges
+        )
         if not self.calibration:
+            clipped = [r.to_dict() for r in result.ranges if r.method != "minmax"]
             self.calibration = {
                 "method": self.method,
                 "samples": result.calib_samples,
                 "cache_hit": result.cache_hit,
                 "cache": str(result.cache_path),
                 **self.data.to_dict(),
+                "smoothquant": [g.to_dict() for g in self.smoothed],
+                "percentile_tensors": clipped,  # --calib-method auto: tensors whose outliers set the range
+                "qdq_pairs": result.qdq_form.pairs if result.qdq_form else None,
             }
         return result.onnx_path
 
@@ -173,7 +201,7 @@ def guarded_onnx_from_onnx(
     *,
     min_cosine: float,
     min_top1: float | None = None,
-    method: str = "minmax",
+    method: str = "auto",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     progress: Progress | None = None,
 ) -> GuardResult:
@@ -188,7 +216,7 @@ def guarded_onnx_from_onnx(
         raise ValueError(precision)
     if len(reference) != len(data.eval):
         raise ValueError("one reference per evaluation batch")
-    variant = _Variant(precision, src, data, method)
+    variant = _Variant(precision, src, data, method, work)
     attempts: list[Attempt] = []
     scores: list[tuple[str, float]] = []
 
@@ -218,9 +246,11 @@ def guarded_onnx_from_onnx(
         say(f"      below the bar: measuring the sensitivity of {len(variant.candidates)} layers")
         scores = layer_sensitivity(variant, work, probe_batches, probe_ref, output_names, min_cosine, min_top1, say)
         budget = 0.75 * ((1.0 - min_cosine) + (0.0 if min_top1 is None else (1.0 - min_top1)))
-        k = max(1, _keep_count(scores, budget))
-        while not report.ok and len(attempts) < max_attempts and k < len(scores):
-            path, report = attempt([n for n, _ in scores[:k]])
+        loss = dict(scores)
+        order = [n for n, _ in loss_per_flop(scores, variant.flops)] if variant.flops else [n for n, _ in scores]
+        k = max(1, _keep_count([(n, loss[n]) for n in order], budget))
+        while not report.ok and len(attempts) < max_attempts and k < len(order):
+            path, report = attempt(order[:k])
             k = max(k + 1, 2 * k)
     result = GuardResult(
         precision=precision,
@@ -229,6 +259,7 @@ def guarded_onnx_from_onnx(
         attempts=tuple(attempts),
         sensitivity=tuple(scores),
         calibration=dict(variant.calibration),
+        flops=flop_share(variant.flops, attempts[-1].kept) if variant.flops else None,
     )
     if not report.ok:
         lines = [
@@ -237,6 +268,8 @@ def guarded_onnx_from_onnx(
         ]
         if scores:
             lines.append("most sensitive layers: " + ", ".join(f"{n} ({s:.3g})" for n, s in scores[:5]))
+        if result.flops is not None:
+            lines.append(result.flops.text())
         lines.append(report.table())
         raise TritongenError(
             f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)",

@@ -5,6 +5,11 @@ weight MatMul quantized; everything else (LayerNorm, Softmax, GELU, residual Add
 MatMuls) stays in floating point. Calibration runs on the CPU with ONNX Runtime
 (``onnxruntime.quantization.quantize_static``, QDQ format); its tensor ranges are cached in a file keyed by
 the ONNX model, the calibration data and the method, and reused while those are unchanged.
+
+Before calibration, activation outliers are migrated into the weights (:mod:`.smoothquant`); with
+``--calib-method auto`` each activation's range is min/max or a percentile, chosen per tensor
+(:mod:`.tensor_ranges`); after quantization the graph is rewritten into the form ONNX Runtime and TensorRT
+fuse, one Q/DQ pair per quantized op with residual readers on the float tensor (:mod:`.qdq_form`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +28,9 @@ from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from ..layout import cache_root
 from ..logs import quieted
 from .calibration import MIN_CALIB_SAMPLES, CalibrationData
+from .qdq_form import QdqForm, fusable_qdq
+from .smoothquant import SmoothedGroup, smoothed_onnx_from_onnx
+from .tensor_ranges import RangeChoice, activation_inputs, quant_overrides, range_choices
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -33,6 +42,9 @@ class Int8Result:
     cache_hit: bool
     calib_samples: int  # samples the calibrator saw
     quantized_nodes: tuple[str, ...]
+    smoothed: tuple[SmoothedGroup, ...] = ()
+    ranges: tuple[RangeChoice, ...] = ()  # per-tensor range choices (--calib-method auto)
+    qdq_form: QdqForm | None = None
 
 
 def cache_dir() -> Path:
@@ -68,6 +80,7 @@ def _method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
     return {
+        "auto": CalibrationMethod.MinMax,  # min/max, with per-tensor percentile overrides
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
@@ -77,7 +90,7 @@ def _method(name: str):
 def _uniform_batches(data: CalibrationData, method: str) -> list[dict]:
     """Histogram calibrators stack every batch's tensors, so they need one shape: keep the commonest."""
     batches = list(data.calib)
-    if method == "minmax":
+    if method in ("minmax", "auto"):
         return batches
     sig = lambda b: tuple((k, a.shape) for k, a in sorted(b.items()))  # noqa: E731
     common, _ = Counter(sig(b) for b in batches).most_common(1)[0]
@@ -91,11 +104,28 @@ def _uniform_batches(data: CalibrationData, method: str) -> list[dict]:
     return kept
 
 
+def prepared_batches(data: CalibrationData, method: str) -> list[dict]:
+    """The calibration batches ``method`` can use (histogram methods need one shape)."""
+    return _uniform_batches(data, method)
+
+
 def int8_onnx_from_onnx(
-    src: Path, dst_dir: Path, data: CalibrationData, method: str = "minmax", exclude_nodes: Iterable[str] = ()
+    src: Path,
+    dst_dir: Path,
+    data: CalibrationData,
+    method: str = "auto",
+    exclude_nodes: Iterable[str] = (),
+    *,
+    smooth: bool = True,
+    ranges: Sequence[RangeChoice] | None = None,
 ) -> Int8Result:
-    """Write ``dst_dir/model.onnx`` (+ external data) with symmetric INT8 Q/DQ calibrated on ``data.calib``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """Write ``dst_dir/model.onnx`` (+ external data) with symmetric INT8 Q/DQ calibrated on ``data.calib``.
+
+    ``smooth``: migrate activation outliers into the weights first (a caller that smoothed ``src`` already,
+    like the guard, passes False). ``ranges``: per-tensor range choices already measured on ``src`` (for
+    ``method="auto"``; measured here when None).
+    """
+    import onnx
 
     batches = _uniform_batches(data, method)
     weighted, activation_only = weighted_nodes(src)
@@ -105,14 +135,68 @@ def int8_onnx_from_onnx(
             "INT8 gains nothing here: build with --precision fp16 or fp32",
         )
     excluded = sorted(set(exclude_nodes) | set(activation_only))
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    out = dst_dir / ONNX_FILENAME
+    for stale in (out, dst_dir / ONNX_DATA_FILENAME):
+        stale.unlink(missing_ok=True)
+    smoothed: tuple[SmoothedGroup, ...] = ()
+    work = dst_dir / ".smooth"
+    digest = onnx_digest(src)
+    try:
+        if smooth:
+            src, smoothed = smoothed_onnx_from_onnx(src, work / ONNX_FILENAME, batches)
+        if method == "auto" and ranges is None:
+            model = onnx.load(str(src))
+            ranges = range_choices(model, activation_inputs(model, QUANTIZED_OPS), batches)
+            del model
+        ranges = tuple(ranges or ()) if method == "auto" else ()
+        cache_path, hit = _quantize(src, out, batches, method, excluded, ranges, digest, data.digest, smooth)
+        model = onnx.load(str(out))
+        form = fusable_qdq(model)
+        for stale in (out, dst_dir / ONNX_DATA_FILENAME):
+            stale.unlink(missing_ok=True)  # onnx appends to an existing external data file
+        onnx.save(model, str(out), save_as_external_data=True, location=ONNX_DATA_FILENAME, size_threshold=1024)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    quantized = tuple(n for n in weighted if n not in excluded)
+    rows = sum(data.rows(b) for b in batches)
+    return Int8Result(
+        onnx_path=out,
+        cache_path=cache_path,
+        cache_hit=hit,
+        calib_samples=rows,
+        quantized_nodes=quantized,
+        smoothed=smoothed,
+        ranges=ranges,
+        qdq_form=form,
+    )
+
+
+def _quantize(
+    src: Path,
+    out: Path,
+    batches: list[dict],
+    method: str,
+    excluded: list[str],
+    ranges: Sequence[RangeChoice],
+    src_digest: str,
+    data_digest: str,
+    smooth: bool,
+) -> tuple[Path, bool]:
+    """``quantize_static`` in the TensorRT form; returns (calibration cache file, whether it was reused)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from .smoothquant import ALPHA_GELU, ALPHA_NORM
+
     key = hashlib.sha256(
         "|".join(
             [
-                onnx_digest(src),
-                data.digest,
+                src_digest,
+                data_digest,
                 method,
                 ",".join(QUANTIZED_OPS),
-                "sym-int8-v1",
+                "sym-int8-v2",
+                f"smooth={smooth}:{ALPHA_NORM}:{ALPHA_GELU}",
                 ",".join(str(len(b)) for b in batches),
             ]
         ).encode()
@@ -127,10 +211,6 @@ def int8_onnx_from_onnx(
         def get_next(self):
             return next(self._it, None)
 
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    out = dst_dir / ONNX_FILENAME
-    for stale in (out, dst_dir / ONNX_DATA_FILENAME):
-        stale.unlink(missing_ok=True)
     try:  # ORT's "please consider pre-processing" chatter goes to the root logger
         with contextlib.redirect_stdout(io.StringIO()), quieted("", "onnxruntime"):
             quantize_static(
@@ -155,6 +235,7 @@ def int8_onnx_from_onnx(
                     "QDQKeepRemovableActivations": True,
                     # Q/DQ on the inputs of weighted ops only, as TensorRT recommends
                     "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                    "TensorQuantOverrides": quant_overrides(ranges),
                 },
             )
     except TritongenError:
@@ -164,8 +245,4 @@ def int8_onnx_from_onnx(
             f"INT8 calibration/quantization failed: {str(exc).splitlines()[0][:300]}",
             "check that the calibration samples are valid inputs for the model, or try --calib-method minmax",
         ) from None
-    quantized = tuple(n for n in weighted if n not in excluded)
-    rows = sum(data.rows(b) for b in batches)
-    return Int8Result(
-        onnx_path=out, cache_path=cache_path, cache_hit=hit, calib_samples=rows, quantized_nodes=quantized
-    )
+    return cache_path, hit

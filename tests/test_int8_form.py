@@ -1,0 +1,257 @@
+"""INT8 building blocks on tiny hand-made ONNX graphs: scale migration, FLOP share, the fusable Q/DQ form, lint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tritongen.lint import lint_from_onnx
+from tritongen.precision.calibration import calibration_data_from_arrays
+from tritongen.precision.flops import flop_share, loss_per_flop, weight_gemm_flops
+from tritongen.precision.int8 import int8_onnx_from_onnx
+from tritongen.precision.smoothquant import smoothed_onnx_from_onnx
+from tritongen.precision.tensor_ranges import range_choices
+
+D, F = 16, 32  # model width, FFN width
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONGEN_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _init(name: str, array: np.ndarray):
+    return numpy_helper.from_array(array.astype(np.float32), name)
+
+
+def _block(rng: np.random.Generator) -> onnx.ModelProto:
+    """Post-LN block: LayerNorm -> Q, K, V MatMuls, residual Add reading the LayerNorm output, FFN with erf-GELU."""
+    w = lambda *shape: rng.standard_normal(shape) / np.sqrt(shape[0])  # noqa: E731
+    gamma = np.ones(D)
+    gamma[3] = 40.0  # an outlier channel in the LayerNorm output, as in BERT-style models
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["ln", "wq"], ["q"], name="q"),
+        helper.make_node("MatMul", ["ln", "wk"], ["k"], name="k"),
+        helper.make_node("MatMul", ["ln", "wv"], ["v"], name="v"),
+        helper.make_node("Add", ["q", "k"], ["qk"], name="qk"),
+        helper.make_node("Add", ["qk", "v"], ["att"], name="att"),
+        helper.make_node("Add", ["att", "ln"], ["res"], name="residual"),
+        helper.make_node("MatMul", ["res", "wu"], ["up"], name="up"),
+        helper.make_node("Div", ["up", "sqrt2"], ["g0"], name="gelu_div"),
+        helper.make_node("Erf", ["g0"], ["g1"], name="gelu_erf"),
+        helper.make_node("Add", ["g1", "one"], ["g2"], name="gelu_add"),
+        helper.make_node("Mul", ["up", "g2"], ["g3"], name="gelu_mul"),
+        helper.make_node("Mul", ["g3", "half"], ["gelu"], name="gelu_half"),
+        helper.make_node("MatMul", ["gelu", "wd"], ["down"], name="down"),
+        helper.make_node("Add", ["down", "res"], ["y"], name="out"),
+    ]
+    inits = [
+        _init("gamma", gamma),
+        _init("beta", rng.standard_normal(D) * 0.1),
+        _init("wq", w(D, D)),
+        _init("wk", w(D, D)),
+        _init("wv", w(D, D)),
+        _init("wu", w(D, F)),
+        _init("wd", w(F, D)),
+        _init("sqrt2", np.array(np.sqrt(2.0))),
+        _init("one", np.array(1.0)),
+        _init("half", np.array(0.5)),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8, D])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8, D])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path: Path, feed: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
+def _batches(rng: np.random.Generator, count: int) -> list[dict]:
+    return [{"x": rng.standard_normal((4, 8, D)).astype(np.float32)} for _ in range(count)]
+
+
+def test_scale_migration_keeps_the_fp32_function(tmp_path):
+    rng = np.random.default_rng(0)
+    src = _save(_block(rng), tmp_path / "src" / "model.onnx")
+    out, groups = smoothed_onnx_from_onnx(src, tmp_path / "smooth" / "model.onnx", _batches(rng, 4))
+    assert {(g.kind, g.matmuls) for g in groups} == {("layernorm", ("q", "k", "v")), ("gelu", ("down",))}
+    assert all(g.scale_max > 1.5 for g in groups)  # scales really moved (the outlier channel)
+    smoothed = onnx.load(str(out))
+    weights = {i.name: numpy_helper.to_array(i) for i in smoothed.graph.initializer}
+    original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(src)).graph.initializer}
+    assert not np.allclose(weights["wq"], original["wq"]) and not np.allclose(weights["gamma"], original["gamma"])
+    assert np.allclose(weights["wu"], original["wu"])  # "up" reads the residual sum, not a LayerNorm or GELU
+    feed = {"x": rng.standard_normal((3, 8, D)).astype(np.float32)}
+    want, got = _run(src, feed), _run(out, feed)
+    assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+
+
+def test_int8_form_is_one_fused_pair_per_matmul_and_the_residual_reads_float(tmp_path):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(1)
+    src = _save(_block(rng), tmp_path / "src" / "model.onnx")
+    data = calibration_data_from_arrays(_batches(rng, 8), _batches(rng, 2))
+    result = int8_onnx_from_onnx(src, tmp_path / "int8", data)
+    model = onnx.load(str(result.onnx_path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    dq_readers = [
+        n for n in model.graph.node for i in n.input if i in producers and producers[i].op_type == "DequantizeLinear"
+    ]
+    assert sorted(n.name for n in dq_readers if n.op_type == "MatMul") == sorted(["q", "k", "v", "up", "down"] * 2)
+    assert {n.op_type for n in dq_readers} == {"MatMul"}  # the residual Add and the unsmoothing Mul read float
+    assert result.qdq_form is not None and result.qdq_form.duplicated == 2 and result.qdq_form.rewired >= 1
+    act_scales = [
+        numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == producers[n.input[0]].input[1]))
+        for n in dq_readers
+        if n.name in ("q", "k", "v")
+    ]
+    assert len({float(s) for s in act_scales}) == 3 and np.ptp(act_scales) / act_scales[0] < 1e-5  # nudged by ulps
+    zero_points = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and not any(z.any() for z in zero_points)
+    # ONNX Runtime's optimiser turns every weight MatMul into an integer kernel
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(result.onnx_path), options, providers=["CPUExecutionProvider"])
+    fused = [n for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert len(fused) == 5
+    assert not [f for f in lint_from_onnx(result.onnx_path).findings if f.code.startswith("qdq")]
+    feed = data.eval[0]
+    want, got = _run(src, feed), _run(result.onnx_path, feed)
+    cos = np.sum(want * got) / np.linalg.norm(want) / np.linalg.norm(got)
+    assert cos > 0.99
+
+
+def _two_matmuls() -> onnx.ModelProto:
+    """x[2, 8] -> MatMul [8, 16] -> MatMul [16, 4] -> a@a^T (activation x activation, not a weight GEMM)."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+        helper.make_node("MatMul", ["h", "w2"], ["a"], name="second"),
+        helper.make_node("Transpose", ["a"], ["at"], name="t"),
+        helper.make_node("MatMul", ["a", "at"], ["y"], name="gram"),
+    ]
+    inits = [_init("w1", np.ones((8, 16))), _init("w2", np.ones((16, 4)))]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_flop_share_matches_the_hand_count():
+    flops = weight_gemm_flops(_two_matmuls(), {"x": np.ones((2, 8), np.float32)})
+    assert flops == {"first": 2 * 2 * 8 * 16, "second": 2 * 2 * 16 * 4}  # 512 and 256; "gram" is not counted
+    share = flop_share(flops, kept=["second"])
+    assert (share.int8_flops, share.total_flops, share.int8_nodes, share.total_nodes) == (512, 768, 1, 2)
+    assert share.share == pytest.approx(2 / 3) and "66.7%" in share.text()
+    assert share.to_dict()["kept_in_float"] == [{"node": "second", "flops": 256}]
+    # fallback ranks by accuracy lost per FLOP kept in floating point: the small layer goes first here
+    assert [n for n, _ in loss_per_flop([("first", 0.01), ("second", 0.006)], flops)] == ["second", "first"]
+
+
+def test_range_choice_is_per_tensor():
+    """Two tensors, one with rare huge outliers: only that one takes the percentile range."""
+    nodes = [
+        helper.make_node("Mul", ["x", "one"], ["plain"], name="p"),
+        helper.make_node("Mul", ["z", "one"], ["spiky"], name="s"),
+        helper.make_node("MatMul", ["plain", "w"], ["a"], name="ma"),
+        helper.make_node("MatMul", ["spiky", "w"], ["b"], name="mb"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ranges",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [64, 64]) for n in ("x", "z")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [64, 4]) for n in ("a", "b")],
+        [_init("one", np.array(1.0)), _init("w", np.ones((64, 4)))],
+    )
+    rng = np.random.default_rng(0)
+    batches = []
+    for i in range(8):
+        z = rng.standard_normal((64, 64)).astype(np.float32)
+        z[0, 0] = 200.0 if i in (2, 5) else z[0, 0]  # 2 of 32768 values: below the 0.01% the percentile drops
+        batches.append({"x": rng.standard_normal((64, 64)).astype(np.float32), "z": z})
+    choices = {c.tensor: c for c in range_choices(helper.make_model(graph), ["plain", "spiky"], batches)}
+    assert choices["plain"].method == "minmax" and choices["spiky"].method == "percentile"
+    assert choices["spiky"].absmax == 200.0 and 2.0 < choices["spiky"].range < 10.0
+
+
+def test_lint_flags_misplaced_and_asymmetric_qdq(tmp_path):
+    """quantize_static's own form: the residual Add reads the DequantizeLinear output; plus a zero point of 3."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="quant"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dequant"),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["wd"], name="w_dequant", axis=1),
+        helper.make_node("MatMul", ["xd", "wd"], ["m"], name="mm"),
+        helper.make_node("Add", ["m", "xd"], ["y"], name="residual"),
+        helper.make_node("MatMul", ["y", "w2"], ["z"], name="half_quantized"),
+        helper.make_node("DequantizeLinear", ["w2q", "ws", "wzp"], ["w2"], name="w2_dequant", axis=1),
+    ]
+    inits = [
+        _init("s", np.array(0.1)),
+        numpy_helper.from_array(np.array(3, np.int8), "zp"),
+        numpy_helper.from_array(np.ones((8, 8), np.int8), "wq"),
+        numpy_helper.from_array(np.ones((8, 8), np.int8), "w2q"),
+        _init("ws", np.full(8, 0.01)),
+        numpy_helper.from_array(np.zeros(8, np.int8), "wzp"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "misplaced",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 8])],
+        inits,
+    )
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "bad.onnx")
+    report = lint_from_onnx(path)
+    codes = {(f.level, f.code) for f in report.findings}
+    assert ("warning", "qdq-placement") in codes and ("error", "qdq-zero-point") in codes
+    assert ("warning", "qdq-half") in codes and not report.ok
+    placement = next(f for f in report.findings if f.code == "qdq-placement")
+    assert "Add 'residual'" in placement.message
+    assert "qdq-placement" in report.text()
+
+
+def test_a_percentile_choice_sets_that_tensors_scale_and_excluded_ops_stay_float(tmp_path):
+    from tritongen.precision.tensor_ranges import RangeChoice
+
+    rng = np.random.default_rng(2)
+    src = _save(_block(rng), tmp_path / "src" / "model.onnx")
+    data = calibration_data_from_arrays(_batches(rng, 8), _batches(rng, 2))
+    ranges = [RangeChoice("res", "percentile", 10.0, 2.0), RangeChoice("gelu_smoothed", "percentile", 10.0, 2.0)]
+    result = int8_onnx_from_onnx(src, tmp_path / "int8", data, "auto", exclude_nodes=["down"], ranges=ranges)
+    assert result.quantized_nodes == ("q", "k", "v", "up")
+    model = onnx.load(str(result.onnx_path))
+    scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_scale = {n.input[0]: float(scales[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert q_scale["res"] == pytest.approx(2.0 / 127) and "gelu_smoothed" not in q_scale
+
+
+def test_statistics_of_a_model_too_big_to_serialise_go_through_a_file(monkeypatch):
+    from tritongen.precision import probe
+
+    model, batches = _block(np.random.default_rng(3)), _batches(np.random.default_rng(4), 2)
+    inline = probe.channel_absmax(model, ["ln", "gelu"], batches)
+    monkeypatch.setattr(probe, "INLINE_LIMIT_BYTES", 0)  # as if the model were over protobuf's 2 GiB
+    via_file = probe.channel_absmax(model, ["ln", "gelu"], batches)
+    assert all(np.array_equal(inline[k], via_file[k]) for k in ("ln", "gelu")) and inline["gelu"].shape == (F,)
