@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .findings import Finding
 
 MIN_OPSET, MAX_OPSET = 9, 22  # what the TensorRT 10.x ONNX parser documents
 PROTOBUF_LIMIT_BYTES = 2 << 30
@@ -37,16 +38,6 @@ Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth S
 ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split()
 )
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # "error" (TensorRT will not take it) or "warning" (may work, may cost speed or accuracy)
-    code: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"level": self.level, "code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)

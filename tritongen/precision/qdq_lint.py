@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..lint import Finding
+from ..findings import Finding
 
 QDQ_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 _SHAPE_ONLY = ("Shape", "Size")  # read the shape, not the values: harmless
