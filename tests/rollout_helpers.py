@@ -47,7 +47,7 @@ class ClosedLoop:
         client = grpcclient.InferenceServerClient(self.url)
         prepared = []
         for name, array in self.inputs.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
             tensor.set_data_from_numpy(array)
             prepared.append(tensor)
         try:

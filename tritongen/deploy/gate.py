@@ -115,18 +115,49 @@ def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[
     per line, ``label<TAB>text`` for labels) or, without it, the build's samples (``default``). Checked
     against the served model's ``inputs`` (``{"name", "datatype", "shape"}``, batch dimension included)."""
     if path is None:
-        arrays, source = arrays_from_npz(default), f"the build's samples ({default.name})"
-        labels = None
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise TritongenError(f"golden set {path} does not exist", "pass an .npz of inputs or a text file")
-        source = f"golden set {path.name}"
-        if path.suffix == ".npz":
-            arrays = dict(arrays_from_npz(path))
-            labels = arrays.pop(LABELS_KEY, None)
-        else:
-            arrays, labels = _texts(path, inputs)
+        return _golden(dict(arrays_from_npz(default)), None, inputs, batched, f"the build's samples ({default.name})")
+    path = Path(path)
+    if not path.is_file():
+        raise TritongenError(f"golden set {path} does not exist", "pass an .npz of inputs or a text file")
+    source = f"golden set {path.name}"
+    if path.suffix == ".npz":
+        arrays = dict(arrays_from_npz(path))
+        labels = arrays.pop(LABELS_KEY, None)
+        return _golden(arrays, labels, inputs, batched, source)
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    parts = [ln.split("\t", 1) for ln in lines]
+    if lines and all(len(p) == 2 and p[0].strip().lstrip("-").isdigit() for p in parts):
+        return golden_from_texts([p[1] for p in parts], [int(p[0]) for p in parts], inputs, batched, source)
+    return golden_from_texts(lines, None, inputs, batched, source)
+
+
+def golden_from_texts(
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    inputs: Sequence[Mapping[str, Any]],
+    batched: bool,
+    source: str,
+) -> GoldenSet:
+    """A golden set of texts for a model (a text ensemble) with one string input: one request per text."""
+    if len(inputs) != 1 or inputs[0]["datatype"] != "BYTES":
+        raise TritongenError(
+            f"{source} is text, but the model takes {[i['name'] for i in inputs]} (not one string input)",
+            "pass an .npz keyed by the model's input names",
+        )
+    if not texts:
+        raise TritongenError(f"{source} has no texts", "write one text per line")
+    shape = inputs[0]["shape"]
+    array = np.array([t.encode() for t in texts], dtype=object).reshape((len(texts),) + (1,) * (len(shape) - 1))
+    return _golden({inputs[0]["name"]: array}, None if labels is None else np.asarray(labels), inputs, batched, source)
+
+
+def _golden(
+    arrays: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    inputs: Sequence[Mapping[str, Any]],
+    batched: bool,
+    source: str,
+) -> GoldenSet:
     _check_matches(arrays, inputs, batched, source)
     rows = len(next(iter(arrays.values()))) if batched else 1
     if labels is not None:
@@ -138,24 +169,6 @@ def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[
             )
     requests = tuple({k: v[i : i + 1] for k, v in arrays.items()} for i in range(rows)) if batched else (dict(arrays),)
     return GoldenSet(requests, None if labels is None else tuple(int(x) for x in labels), source)
-
-
-def _texts(path: Path, inputs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    if len(inputs) != 1 or inputs[0]["datatype"] != "BYTES":
-        raise TritongenError(
-            f"golden set {path.name} is text, but the model takes {[i['name'] for i in inputs]} (not one string input)",
-            "pass an .npz keyed by the model's input names",
-        )
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    if not lines:
-        raise TritongenError(f"golden set {path.name} has no lines", "write one text per line")
-    labelled = [ln.split("\t", 1) for ln in lines]
-    labels = None
-    if all(len(p) == 2 and p[0].strip().lstrip("-").isdigit() for p in labelled):
-        labels, lines = np.array([int(p[0]) for p in labelled]), [p[1] for p in labelled]
-    shape = inputs[0]["shape"]
-    texts = np.array([t.encode() for t in lines], dtype=object).reshape((len(lines),) + (1,) * (len(shape) - 1))
-    return {inputs[0]["name"]: texts}, labels
 
 
 def _check_matches(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]], batched: bool, source: str):

@@ -6,8 +6,9 @@ Triton answers a request without a version from the highest READY version of the
 1. **gate** (rollout only): the new version is loaded beside the live one under a candidate name
    (``<name>__tritongen_candidate``, from the same verified files, sent with the load request), so that it gets
    no traffic of ``<name>`` while :mod:`~tritongen.deploy.gate` compares it with the live version; then unloaded.
-   A model that is a step of an ensemble is judged end to end: a candidate copy of the ensemble routes its step
-   to the candidate.
+   A model that is a step of an ensemble is judged end to end: each golden request goes through the ensemble's
+   steps as served, in order, with the candidate (or the live version) as that step. (Triton 2.51 loads an
+   ensemble's steps from the repository, so an ensemble cannot call a candidate loaded from request content.)
 2. **switch**: ``<name>`` is loaded with ``version_policy: specific [new]``. Triton loads the new version while
    the live one keeps answering, then in one step (``ModelLifeCycle::OnLoadFinal``, under the lock that every
    request's version lookup takes) releases the old version and marks the new one READY. Every answer comes
@@ -29,11 +30,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..client import Triton, default_url, model_metadata
+from ..end_to_end import END_TO_END_NAME, read_reference
 from ..errors import TritongenError
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
-from .gate import GateReport, GateThresholds, Target, golden_from_file, run_gate, write_gate_report
+from .gate import (
+    GateReport,
+    GateThresholds,
+    GoldenSet,
+    Target,
+    golden_from_file,
+    golden_from_texts,
+    run_gate,
+    write_gate_report,
+)
 from .rollout_record import (
     GATE_STEP,
     SWITCH_STEP,
@@ -139,7 +152,7 @@ def rollout_from_repository(spec: RolloutSpec, progress: Progress | None = None)
             try:
                 gate = _gate(triton, spec, model_dir, config, ensembles, golden, live, target)
             except TritongenError:
-                _quiet_unload(triton, _candidates(spec.name, ensembles))
+                _quiet_unload(triton, [spec.name + CANDIDATE_SUFFIX])
                 if _ready(triton, spec.name, spec.url) == ready:
                     restore_record(spec.repo, model_dir, record, existed)
                 raise
@@ -226,15 +239,25 @@ def _target(spec: RolloutSpec, record: RolloutRecord, model_dir: Path, live: int
     return _on_disk(spec, model_dir, target)
 
 
-def _golden(spec: RolloutSpec, gate_model: str, target: int):
-    """The golden set, checked against the inputs the served model (or its ensemble) takes."""
+def _golden(spec: RolloutSpec, gate_model: str, target: int) -> GoldenSet:
+    """The golden set, checked against the inputs the served model (or its ensemble) takes. Default: the new
+    version's saved samples; through an ensemble, the sentences of its end-to-end reference (text ensembles)."""
     meta = model_metadata(spec.url, gate_model, spec.protocol, headers=spec.headers)
-    versions = version_numbers(spec.repo / gate_model)
-    own = target if gate_model == spec.name else (versions[-1] if versions else 1)
-    default = artifact_dir(spec.repo / gate_model, own) / SAMPLES_NAME
+    batched = meta["max_batch_size"] > 0
+    if spec.golden is None and gate_model != spec.name:
+        versions = version_numbers(spec.repo / gate_model)
+        reference = artifact_dir(spec.repo / gate_model, versions[-1] if versions else 1) / END_TO_END_NAME
+        if not reference.is_file():
+            raise TritongenError(
+                f"ensemble '{gate_model}' (which calls '{spec.name}') has no end-to-end reference to judge with",
+                "pass --golden: an .npz of the ensemble's inputs, or a text file with one text a line",
+            )
+        texts, _ = read_reference(reference)
+        return golden_from_texts(texts, None, meta["inputs"], batched, f"the end-to-end reference of '{gate_model}'")
+    default = artifact_dir(spec.repo / spec.name, target) / SAMPLES_NAME
     if spec.golden is None and not default.is_file():
-        raise TritongenError(f"'{gate_model}' has no saved samples ({default})", "pass --golden with inputs")
-    return golden_from_file(spec.golden, default, meta["inputs"], meta["max_batch_size"] > 0)
+        raise TritongenError(f"'{spec.name}' has no saved samples ({default})", "pass --golden with inputs")
+    return golden_from_file(spec.golden, default, meta["inputs"], batched)
 
 
 def _gate(
@@ -243,48 +266,60 @@ def _gate(
     model_dir: Path,
     config: Mapping[str, Any],
     ensembles: list[str],
-    golden,
+    golden: GoldenSet,
     live: int,
     target: int,
 ) -> GateReport:
     candidate = spec.name + CANDIDATE_SUFFIX
     triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, _model_files(model_dir, target))
     try:
-        if ensembles:  # end to end: a copy of the ensemble whose step is the candidate
-            ensemble = ensembles[0]
-            cand_ens = ensemble + CANDIDATE_SUFFIX
-            triton.load(
-                cand_ens,
-                _rerouted(triton.model_config(ensemble), cand_ens, spec.name, candidate),
-                spec.timeout_s,
-                _model_files(spec.repo / ensemble, None),
-            )
-            live_t: Target = (ensemble, None)
-            cand_t: Target = (cand_ens, None)
-            stat_t: dict[Target, tuple[str, int]] = {live_t: (spec.name, live), cand_t: (candidate, target)}
+        live_t: Target = (spec.name, live)
+        cand_t: Target = (candidate, target)
+        if ensembles:  # end to end: the ensemble's steps as served, with the candidate (or the live version) as step
+            steps = triton.model_config(ensembles[0])
+            outputs = [t["name"] for t in steps.get("output", [])]
+
+            def infer(t: Target, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return _through_steps(triton, steps, outputs, spec.name, t, inputs)
         else:
-            live_t, cand_t = (spec.name, live), (candidate, target)
-            stat_t = {live_t: (spec.name, live), cand_t: (candidate, target)}
 
-        def infer(t, inputs):
-            return triton.infer(t[0], inputs, t[1])
+            def infer(t: Target, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return triton.infer(t[0], inputs, t[1])
 
-        def stats(t):
-            model, version = stat_t[t]
-            entry = triton.version_statistics(model).get(version, {})
+        def stats(t: Target) -> tuple[int, int]:
+            entry = triton.version_statistics(t[0]).get(int(t[1] or 0), {})
             return entry.get("success_count", 0), entry.get("success_ns", 0)
 
         return run_gate(infer, stats, live_t, cand_t, golden, spec.thresholds, spec.name, (live, target))
     finally:
-        _quiet_unload(triton, _candidates(spec.name, ensembles))
+        _quiet_unload(triton, [candidate])
 
 
-def _candidates(name: str, ensembles: list[str]) -> list[str]:
-    return [e + CANDIDATE_SUFFIX for e in ensembles[:1]] + [name + CANDIDATE_SUFFIX]
+def _through_steps(
+    triton: Triton,
+    ensemble: Mapping[str, Any],
+    outputs: list[str],
+    step: str,
+    target: Target,
+    inputs: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """One request through an ensemble's steps, in order, as its scheduler would route the tensors, with
+    ``target`` (model, version) answering for step ``step``. (Triton 2.51 polls an ensemble's steps from the
+    repository, so an ensemble cannot call a candidate loaded from request content: the gate chains the steps.)"""
+    tensors = dict(inputs)
+    for entry in ensemble.get("ensemble_scheduling", {}).get("step", []):
+        name, version = entry["model_name"], None
+        if name == step:
+            name, version = target
+        feed = {key: tensors[value] for key, value in entry.get("input_map", {}).items()}
+        answer = triton.infer(name, feed, version)
+        for key, value in entry.get("output_map", {}).items():
+            tensors[value] = answer[key]
+    return {name: tensors[name] for name in outputs}
 
 
 def _quiet_unload(triton: Triton, names: list[str]) -> None:
-    for name in names:  # the ensemble copy first: it holds its step
+    for name in names:
         try:
             triton.unload(name)
         except TritongenError:
@@ -308,7 +343,7 @@ def _resume(
     pending = record.pending
     assert pending is not None
     if pending.step == GATE_STEP:
-        _quiet_unload(triton, _candidates(spec.name, _ensembles_using(triton, spec.name)))
+        _quiet_unload(triton, [spec.name + CANDIDATE_SUFFIX])
         done = f"undid the unfinished gate of version {pending.to_version} (version {ready[-1]} serves)"
         record = replace(record, pending=None).with_event(
             _event(pending.action, pending.from_version, pending.to_version, "gate undone", None)
@@ -334,15 +369,6 @@ def _with_policy(config: Mapping[str, Any], versions: list[int], name: str | Non
     return out
 
 
-def _rerouted(config: Mapping[str, Any], name: str, step: str, candidate: str) -> dict[str, Any]:
-    out = copy.deepcopy(dict(config))
-    out["name"] = name
-    for entry in out.get("ensemble_scheduling", {}).get("step", []):
-        if entry.get("model_name") == step:
-            entry["model_name"], entry["model_version"] = candidate, "-1"
-    return out
-
-
 def _model_files(model_dir: Path, version: int | None) -> dict[str, bytes]:
     """The files Triton reads for ``version`` of ``model_dir`` (None: the newest), keyed by path in the folder:
     the version folder without tritongen's artifacts or bytecode caches, the warm-up data and the labels."""
@@ -354,8 +380,6 @@ def _model_files(model_dir: Path, version: int | None) -> dict[str, bytes]:
         if rel.parts[0] == ARTIFACT_DIR or "__pycache__" in rel.parts or not path.is_file() or path.is_symlink():
             continue
         files[f"{version}/{rel.as_posix()}"] = path.read_bytes()
-    if not files:  # an ensemble's version folder: Triton needs it to exist
-        files[f"{version}/{ARTIFACT_DIR}/.keep"] = b""
     for path in sorted((model_dir / WARMUP_DIR).glob("*")) + [model_dir / LABELS_FILENAME]:
         if path.is_file() and not path.is_symlink():
             files[path.relative_to(model_dir).as_posix()] = path.read_bytes()
