@@ -42,8 +42,15 @@ def _build(work, repo, k: float, new_version: bool) -> None:
     source = work / f"pair-{k}.pt"
     torch.jit.save(torch.jit.trace(Pair(k), example), str(source))
     tritongen.build(
-        source, name="pair", inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"], repo=repo,
-        preprocess=str(work / "pre.py"), postprocess=str(work / "post.py"), max_batch_size=8, new_version=new_version,
+        source,
+        name="pair",
+        inputs=["a:FP32:4", "b:FP32:4"],
+        outputs=["sum", "product"],
+        repo=repo,
+        preprocess=str(work / "pre.py"),
+        postprocess=str(work / "post.py"),
+        max_batch_size=8,
+        new_version=new_version,
     )
 
 
@@ -86,7 +93,12 @@ def test_rolling_out_the_model_step_keeps_the_ensemble_serving(served):
     with ClosedLoop(server.grpc_url, "pair", inputs, "TOTAL", concurrency=8) as loop:
         time.sleep(0.5)
         result = tritongen.rollout(
-            repo, "pair_model", to_version=2, url=server.grpc_url, golden=golden, max_p99_ratio=20.0,
+            repo,
+            "pair_model",
+            to_version=2,
+            url=server.grpc_url,
+            golden=golden,
+            max_p99_ratio=20.0,
             out=work / "report",
         )
         done = time.monotonic()

@@ -92,9 +92,7 @@ def test_a_signed_repository_stays_signed_when_the_record_changes(repo, tmp_path
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = tmp_path / "key.pem", tmp_path / "key.pub"
     private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     public.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

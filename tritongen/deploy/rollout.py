@@ -188,7 +188,8 @@ def rollout_from_repository(spec: RolloutSpec, progress: Progress | None = None)
 
 
 def _checked_model(spec: RolloutSpec) -> Path:
-    from ..api import check_servable
+    from ..validate import check_repository
+    from ..verify import check_verified
 
     model_dir = spec.repo / spec.name
     if not (model_dir / "config.pbtxt").is_file():
@@ -202,7 +203,8 @@ def _checked_model(spec: RolloutSpec) -> Path:
         )
     if spec.to_version is not None:
         _on_disk(spec, model_dir, spec.to_version)
-    check_servable(spec.repo, allow_unverified=spec.allow_unverified)  # Triton's rules, then every file's manifest
+    check_repository(spec.repo)  # Triton's rules, then every file's manifest (what `serve` checks)
+    check_verified(spec.repo, allow_unverified=spec.allow_unverified)
     return model_dir
 
 
