@@ -122,5 +122,6 @@ def test_nothing_to_roll_back_and_a_refused_gate(world):
     )
     assert "p99 ratio" in line and "version 1 keeps serving" in line
     assert (out_dir / "comparison.json").is_file()
+    assert 'id="verdict">refused: p99 ratio' in (out_dir / "comparison.html").read_text()
     assert '"result": "refused"' in (world["repo"] / NAME / "tritongen-rollout.json").read_text()
     shutil.rmtree(out_dir)

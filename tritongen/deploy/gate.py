@@ -8,6 +8,7 @@ client-side p50/p99 per version and Triton's per-version mean latency (statistic
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -324,11 +325,58 @@ def _judged(report: GateReport) -> GateReport:
 
 
 def write_gate_report(report: GateReport, out: Path) -> GateReport:
-    """Write ``comparison.json`` into ``out`` (created); the report with its path."""
+    """Write ``comparison.json`` and ``comparison.html`` into ``out`` (created); the report with the JSON's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "comparison.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
-    tmp.replace(path)
+    for target, text in (
+        (path, json.dumps(report.to_json(), indent=2, default=str) + "\n"),
+        (out / "comparison.html", html_from_gate(report)),
+    ):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
     return GateReport(**{**report.__dict__, "path": path})
+
+
+def html_from_gate(report: GateReport) -> str:
+    """The comparison as a self-contained HTML page (tables; ``templates/rollout_gate.html.j2`` lays it out)."""
+    from ..templates import render
+
+    def number(value: float | None, digits: str = ".4f") -> str:
+        return "-" if value is None else format(value, digits)
+
+    accuracy = report.accuracy or {}
+    versions = {"live": report.live_version, "candidate": report.candidate_version}
+    return render(
+        "rollout_gate.html.j2",
+        title=html.escape(
+            f"tritongen rollout gate: {report.model} v{report.candidate_version} vs live v{report.live_version}"
+        ),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        golden=html.escape(f"{report.golden}, {report.requests_per_version} timed requests per version"),
+        verdict="promote" if report.passed else html.escape("refused: " + "; ".join(report.reasons)),
+        verdict_class="promote" if report.passed else "refuse",
+        outputs=[
+            {
+                "name": html.escape(name),
+                "cosine": number(m.min_cosine, ".6f"),
+                "abs_error": number(m.max_abs_error, ".3g"),
+                "top1": number(m.top1_agreement),
+            }
+            for name, m in report.outputs.items()
+        ],
+        versions=[
+            {
+                "name": f"{role} (v{versions[role]})",
+                "p50": number(lat["p50"], ".2f"),
+                "p99": number(lat["p99"], ".2f"),
+                "server": number(lat["server_mean"], ".2f"),
+                "errors": report.errors[role],
+                "accuracy": number(accuracy.get(role)),
+            }
+            for role, lat in report.latency_ms.items()
+        ],
+        thresholds=[(html.escape(k), html.escape(str(v))) for k, v in asdict(report.thresholds).items()]
+        + [("p99 ratio (measured)", f"{report.p99_ratio:.2f}")],
+    )
