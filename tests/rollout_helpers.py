@@ -76,20 +76,20 @@ def which(output: np.ndarray, references: dict[int, np.ndarray], atol: float) ->
     return None
 
 
-def settled_rss_kb(pid: int, timeout_s: float = 30.0) -> int:
-    """Resident memory of the server and its Python-backend stubs once it stops moving (unloaded stubs take a
-    moment to exit)."""
-    from tritongen.testing.procs import rss_kb_from_pid
+def settled_rss_kb(pid: int, stubs: int = 1, timeout_s: float = 60.0) -> int:
+    """Resident memory of the server and its Python-backend stubs once ``stubs`` stub processes are left (an
+    unloaded version's stub exits some seconds after the unload) and the figure stops moving."""
+    from tritongen.testing.procs import rss_kb_from_pid, stubs_from_server
 
     deadline = time.monotonic() + timeout_s
     last = rss_kb_from_pid(pid)
     while time.monotonic() < deadline:
         time.sleep(1.0)
         now = rss_kb_from_pid(pid)
-        if abs(now - last) < 0.01 * last:
+        if len(stubs_from_server(pid)) == stubs and abs(now - last) < 0.01 * last:
             return now
         last = now
-    return last
+    raise AssertionError(f"the server still has {len(stubs_from_server(pid))} stubs after {timeout_s:g} s, not {stubs}")
 
 
 def percentile_ms(answers: list[Answer], q: float) -> float:

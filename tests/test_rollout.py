@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import free_ports
 from tests.rollout_helpers import ClosedLoop, settled_rss_kb, which
+from tests.test_bad_input import _run
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def world(tmp_path_factory, server_install):
     root = tmp_path_factory.mktemp("rollout")
     repo = root / "repo"
     example = {"x": torch.randn(2, 1024, generator=torch.Generator().manual_seed(5))}
-    nets = {1: _net(0), 2: _moved(_net(0), 3e-4), 3: _net(7)}
+    nets = {1: _net(0), 2: _moved(_net(0), 3e-4), 3: _moved(_net(0), 3e-2)}  # 3: a copy perturbed too far
     tritongen.build(nets[1], example_inputs=example, name=NAME, repo=repo)
     http, grpc, metrics = free_ports(3)
     spec = ServeSpec(
@@ -65,7 +66,7 @@ def world(tmp_path_factory, server_install):
         with torch.no_grad():
             refs = {v: nets[v](torch.from_numpy(x)).numpy() for v in nets}
         assert np.max(np.abs(refs[1] - refs[2])) > 10 * ATOL  # the answers tell the versions apart
-        yield {"repo": repo, "server": server, "x": x, "refs": refs, "root": root}
+        yield {"repo": repo, "server": server, "x": x, "refs": refs, "root": root, "nets": nets}
     finally:
         server.stop(timeout_s=30)
 
@@ -98,6 +99,8 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_free_the_memory(wor
     pid = world["server"].pid
     refs = {1: world["refs"][1], 2: world["refs"][2]}
     assert _live(world) == [1]
+    with ClosedLoop(world["server"].grpc_url, NAME, {"x": world["x"]}, "output", concurrency=32):
+        time.sleep(1.5)  # the server's own buffers grow with its first traffic: the earlier level is a served one
     before_kb = settled_rss_kb(pid)
     events: list = []
     with ClosedLoop(world["server"].grpc_url, NAME, {"x": world["x"]}, "output", concurrency=32) as loop:
@@ -139,14 +142,21 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_free_the_memory(wor
 
 
 def test_a_version_that_fails_the_gate_is_never_served(world):
+    # A labelled golden set: the labels are version 1's classes, so version 1 scores 1.0.
+    golden_x = np.random.default_rng(9).standard_normal((24, 1024)).astype(np.float32)
+    with torch.no_grad():
+        labels = world["nets"][1](torch.from_numpy(golden_x)).numpy().argmax(axis=1)
+    np.savez(world["root"] / "golden.npz", x=golden_x, labels=labels)
     events: list = []
     with ClosedLoop(world["server"].grpc_url, NAME, {"x": world["x"]}, "output", concurrency=32) as loop:
         time.sleep(0.5)
-        _, _, result = _rollout(world, "rollout", 3, events)
+        _, _, result = _rollout(world, "rollout", 3, events, golden=world["root"] / "golden.npz")
         time.sleep(0.5)
     answers = loop.snapshot()
     assert not result.promoted and result.gate is not None and not result.gate.passed
     assert any("cosine" in reason for reason in result.gate.reasons), result.gate.reasons
+    assert result.gate.accuracy is not None and result.gate.accuracy["live"] == 1.0
+    assert result.gate.accuracy["candidate"] < 1.0 and any("accuracy" in r for r in result.gate.reasons)
     assert not [a for a in answers if a.output is None]
     assert {which(a.output, {1: world["refs"][1]}, ATOL) for a in answers} == {1}
     assert _live(world) == [1]
@@ -162,8 +172,9 @@ def test_a_second_run_finishes_or_undoes_a_half_done_step(world):
     # A rollout to 2 stopped after its gate passed, during the switch: the next run finishes it.
     record = read_record(model_dir)
     write_record(world["repo"], model_dir, replace(record, pending=Pending("rollout", 1, 2, "switch")))
-    _, _, result = _rollout(world, "rollout", 2, [])
-    assert result.resumed and "finished" in result.resumed
+    code, out, err = _run(["rollout", str(world["repo"]), NAME, "--to-version", "2", "--url", world["server"].grpc_url])
+    assert code == 0, err
+    assert "resumed: finished the interrupted rollout to version 2" in out and "already the one serving" in out
     assert _live(world) == [2]
     # A rollout to 3 stopped during its gate: the next run (a rollback) undoes the gate, then rolls back.
     record = read_record(model_dir)
