@@ -142,49 +142,64 @@ def rollout_from_repository(spec: RolloutSpec, progress: Progress | None = None)
         if ready == [target]:
             return RolloutResult(spec.name, spec.action, target, target, False, tuple(ready), None, resumed)
         config = triton.model_config(spec.name)
-        ensembles = _ensembles_using(triton, spec.name)
+        step = _Step(triton, spec, model_dir, record, existed, ready)
         gate = None
         if spec.action == ROLLOUT:
-            gate_dir = ensembles[0] if ensembles else model_dir.name
-            golden = _golden(spec, gate_dir, target)
-            say(f"gate: loading '{spec.name}' version {target} as a candidate beside live version {live}")
-            write_record(spec.repo, model_dir, replace(record, pending=Pending(ROLLOUT, live, target, GATE_STEP)))
-            try:
-                gate = _gate(triton, spec, model_dir, config, ensembles, golden, live, target)
-            except TritongenError:
-                _quiet_unload(triton, [spec.name + CANDIDATE_SUFFIX])
-                if _ready(triton, spec.name, spec.url) == ready:
-                    restore_record(spec.repo, model_dir, record, existed)
-                raise
-            out = spec.out or Path("rollout_reports") / f"{spec.name}-v{live}-to-v{target}"
-            gate = write_gate_report(gate, out)
+            gate = step.judge(config, target, say)
             if not gate.passed:
-                record = replace(record, pending=None).with_event(_event(ROLLOUT, live, target, "refused", gate))
-                write_record(spec.repo, model_dir, record)
-                return RolloutResult(
-                    spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, time.monotonic() - start
-                )
-        say(f"switch: '{spec.name}' version {live} -> {target}")
-        write_record(spec.repo, model_dir, replace(record, pending=Pending(spec.action, live, target, SWITCH_STEP)))
-        try:
-            _switch(triton, spec.name, config, live, target, spec.timeout_s)
-        except TritongenError:
-            if _ready(triton, spec.name, spec.url) == ready:  # nothing changed on the server (a refused load)
-                restore_record(spec.repo, model_dir, record, existed)
-            raise
+                event = _event(ROLLOUT, live, target, "refused", gate)
+                write_record(spec.repo, model_dir, replace(record, pending=None).with_event(event))
+                elapsed = time.monotonic() - start
+                return RolloutResult(spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed)
+        step.switch(config, target, say)
         record = replace(record, live=target, previous=live, pending=None)
         write_record(spec.repo, model_dir, record.with_event(_event(spec.action, live, target, "promoted", gate)))
-        return RolloutResult(
-            spec.name,
-            spec.action,
-            live,
-            target,
-            True,
-            tuple(_ready(triton, spec.name, spec.url)),
-            gate,
-            resumed,
-            time.monotonic() - start,
-        )
+        after = tuple(_ready(triton, spec.name, spec.url))
+        return RolloutResult(spec.name, spec.action, live, target, True, after, gate, resumed, time.monotonic() - start)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step that changes the server, with the record marked ``pending`` meanwhile; when the step fails and
+    the server is as it was (a refused load), the record is put back as it was."""
+
+    triton: Triton
+    spec: RolloutSpec
+    model_dir: Path
+    record: RolloutRecord
+    existed: bool
+    ready: list[int]
+
+    def judge(self, config: Mapping[str, Any], target: int, say: Progress) -> GateReport:
+        spec, live = self.spec, self.ready[-1]
+        ensembles = _ensembles_using(self.triton, spec.name)
+        golden = _golden(spec, ensembles[0] if ensembles else spec.name, target)
+        say(f"gate: loading '{spec.name}' version {target} as a candidate beside live version {live}")
+        self._mark(Pending(ROLLOUT, live, target, GATE_STEP))
+        try:
+            gate = _gate(self.triton, spec, self.model_dir, config, ensembles, golden, live, target)
+        except TritongenError:
+            _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
+            self._restore_if_unchanged()
+            raise
+        return write_gate_report(gate, spec.out or Path("rollout_reports") / f"{spec.name}-v{live}-to-v{target}")
+
+    def switch(self, config: Mapping[str, Any], target: int, say: Progress) -> None:
+        live = self.ready[-1]
+        say(f"switch: '{self.spec.name}' version {live} -> {target}")
+        self._mark(Pending(self.spec.action, live, target, SWITCH_STEP))
+        try:
+            _switch(self.triton, self.spec.name, config, live, target, self.spec.timeout_s)
+        except TritongenError:
+            self._restore_if_unchanged()
+            raise
+
+    def _mark(self, pending: Pending) -> None:
+        write_record(self.spec.repo, self.model_dir, replace(self.record, pending=pending))
+
+    def _restore_if_unchanged(self) -> None:
+        if _ready(self.triton, self.spec.name, self.spec.url) == self.ready:
+            restore_record(self.spec.repo, self.model_dir, self.record, self.existed)
 
 
 def _checked_model(spec: RolloutSpec) -> Path:
