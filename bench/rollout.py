@@ -40,7 +40,7 @@ def main() -> int:
 
     import tritongen
     from tests.conftest import free_ports
-    from tests.rollout_helpers import ClosedLoop, percentile_ms, settled_rss_kb, which
+    from tritongen.testing.closed_loop import ClosedLoop, percentile_ms, settled_rss_kb, which
     from tritongen.server import ServeSpec, server_from_repository
 
     def net(moved: bool) -> torch.nn.Module:

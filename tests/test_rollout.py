@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_ports
-from tests.rollout_helpers import ClosedLoop, settled_rss_kb, which
+from tritongen.testing.closed_loop import ClosedLoop, settled_rss_kb, which
 from tests.test_bad_input import _run
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_ports
-from tests.rollout_helpers import ClosedLoop
+from tritongen.testing.closed_loop import ClosedLoop
 from tests.test_ensemble import POST_PY, PRE_PY
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Shared by the rollout tests and bench/rollout.py: a closed loop of clients and the server's memory."""
+"""A closed loop of gRPC clients and the server's settled memory (the rollout tests and bench/rollout.py)."""
 
 from __future__ import annotations
 
