@@ -11,8 +11,9 @@ The Python API (each function imports its stage when called, so ``import tritong
         print(tritongen.infer("resnet", url=server.grpc_url, repo="model_repository", check=True).text())
 
 ``build`` takes a model file, a Hugging Face folder or an in-memory ``torch.nn.Module`` (with ``example_inputs``);
-``serve`` validates and verifies before it boots Triton; ``perf``, ``tune``, ``engine``, ``lint``, ``deploy`` and
-``sign`` are the other commands. Every failure raises :class:`TritongenError` (``problem`` and ``fix``).
+``serve`` validates and verifies before it boots Triton; ``perf``, ``tune``, ``engine``, ``lint``, ``deploy``,
+``rollout``, ``rollback`` and ``sign`` are the other commands. Every failure raises :class:`TritongenError`
+(``problem`` and ``fix``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,21 @@ import types
 
 __version__ = "0.1.0"
 
-from .api import build, deploy, engine, infer, lint, perf, serve, sign, tune, validate, verify  # noqa: E402
+from .api import (  # noqa: E402
+    build,
+    deploy,
+    engine,
+    infer,
+    lint,
+    perf,
+    rollback,
+    rollout,
+    serve,
+    sign,
+    tune,
+    validate,
+    verify,
+)
 from .errors import TritongenError  # noqa: E402
 
 __all__ = [
@@ -34,6 +49,8 @@ __all__ = [
     "infer",
     "lint",
     "perf",
+    "rollback",
+    "rollout",
     "serve",
     "sign",
     "tune",

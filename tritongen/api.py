@@ -17,6 +17,7 @@ from .progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from .build import BuildResult
+    from .deploy.rollout import RolloutResult
     from .engine import EngineResult
     from .ensemble import EnsembleBuildResult
     from .infer import InferResult
@@ -311,6 +312,71 @@ def deploy(repo: PathLike, *, to: str, out: PathLike, **options: Any) -> Any:
     from .deploy import bundle_from_repository
 
     return bundle_from_repository(Path(repo), to, Path(out), **options)
+
+
+def rollout(
+    repo: PathLike, name: str, *, to_version: int, progress: Progress | None = None, **options: Any
+) -> RolloutResult:
+    """Roll model ``name`` of ``repo`` out to ``to_version`` on a running Triton with explicit model control.
+
+    The new version is loaded beside the live one as a candidate, judged on the served endpoint against the
+    live one (a golden set: ``golden``, default the build's samples), and only within the thresholds made the
+    version every request gets; the old version then drains and unloads. ``options``: ``url``, ``protocol``,
+    ``golden``, ``out`` (folder for ``comparison.json``), ``headers``, ``allow_unverified``, ``timeout_s`` and
+    the thresholds ``max_p99_ratio``, ``min_cosine``, ``min_top1``, ``max_abs_error``, ``max_accuracy_drop``,
+    ``gate_requests``. A refused version leaves the live one serving: ``result.promoted`` is False and
+    ``result.gate`` says why. The model folder's ``tritongen-rollout.json`` records it (see ``rollback``).
+
+    Example::
+
+        result = tritongen.rollout("model_repository", "resnet", to_version=2, url="127.0.0.1:8001")
+        print(result.summary())
+    """
+    return _rollout(repo, name, "rollout", to_version, progress, options)
+
+
+def rollback(
+    repo: PathLike, name: str, *, to_version: int | None = None, progress: Progress | None = None, **options: Any
+) -> RolloutResult:
+    """Return model ``name`` to the version that served before its last rollout (or ``to_version``), the same
+    way a rollout switches (no gate). ``options``: ``url``, ``protocol``, ``headers``, ``allow_unverified``,
+    ``timeout_s``."""
+    return _rollout(repo, name, "rollback", to_version, progress, options)
+
+
+def _rollout(
+    repo: PathLike, name: str, action: str, to_version: int | None, progress: Progress | None, options: dict
+) -> RolloutResult:
+    from .client import default_url
+    from .deploy.gate import GateThresholds
+    from .deploy.rollout import RolloutSpec, rollout_from_repository
+
+    limits = {
+        "max_p99_ratio": "max_p99_ratio",
+        "min_cosine": "min_cosine",
+        "min_top1": "min_top1_agreement",
+        "max_abs_error": "max_abs_error",
+        "max_accuracy_drop": "max_accuracy_drop",
+        "gate_requests": "latency_requests",
+    }
+    thresholds = GateThresholds(**{limits[k]: options.pop(k) for k in list(options) if k in limits})
+    protocol = options.pop("protocol", None) or "grpc"
+    url = options.pop("url", None) or default_url(protocol)
+    for key in ("golden", "out"):
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
+    options["allow_unverified"] = tuple(options.get("allow_unverified") or ())
+    spec = RolloutSpec(
+        repo=Path(repo),
+        name=name,
+        to_version=to_version,
+        action=action,
+        url=url,
+        protocol=protocol,
+        thresholds=thresholds,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+    return rollout_from_repository(spec, progress)
 
 
 def _path(value: PathLike | None) -> Path | None:

@@ -460,6 +460,11 @@ from .cli_precision import lint as _lint
 
 cli.add_command(_engine)
 cli.add_command(_lint)
+from .cli_rollout import rollback as _rollback  # noqa: E402
+from .cli_rollout import rollout as _rollout
+
+cli.add_command(_rollback)
+cli.add_command(_rollout)
 # --- end registered commands ---
 
 

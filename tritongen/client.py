@@ -346,14 +346,24 @@ class Triton:
         answer = self._call("get_model_config", model, model, json_answer=True)
         return answer.get("config", answer)
 
-    def load(self, model: str, config: str | Mapping[str, Any] | None = None, timeout_s: float = 300.0) -> None:
+    def load(
+        self,
+        model: str,
+        config: str | Mapping[str, Any] | None = None,
+        timeout_s: float = 300.0,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
         """Load (or reload) ``model``, with ``config`` (JSON text or a mapping) in place of its config.pbtxt.
 
-        Needs explicit model control: a server without it refuses with a :class:`TritongenError` that says so;
-        a config the server rejects raises :class:`ModelLoadError` with Triton's reason.
+        ``files`` (``{"1/model.onnx": bytes}``, paths inside the model folder; needs ``config``) load the model
+        from that content instead of the repository, under any name. Needs explicit model control: a server
+        without it refuses with a :class:`TritongenError` that says so; a config the server rejects raises
+        :class:`ModelLoadError` with Triton's reason.
         """
         text = json.dumps(config) if isinstance(config, Mapping) else config
         kwargs: dict[str, Any] = {"config": text} if text is not None else {}
+        if files:
+            kwargs["files"] = {f"file:{rel}": bytes(data) for rel, data in files.items()}
         try:
             if self.protocol == "grpc":
                 self.client.load_model(model, headers=self.headers, client_timeout=timeout_s, **kwargs)
@@ -387,6 +397,48 @@ class Triton:
     def statistics(self, model: str) -> dict[str, Any]:
         """:func:`model_statistics` over this connection's URL and protocol."""
         return model_statistics(self.url, model, self.protocol, self.timeout_s, self.headers)
+
+    def ready_versions(self, model: str) -> list[int]:
+        """The versions of ``model`` the server holds READY, ascending (unversioned requests get the last)."""
+        return sorted(
+            int(e["version"])
+            for e in self.repository_index()
+            if e["name"] == model and e["state"] == "READY" and e["version"].isdigit()
+        )
+
+    def version_statistics(self, model: str) -> dict[int, dict[str, int]]:
+        """Triton's statistics per loaded version of ``model``: ``{version: {"success_count", "failure_count",
+        "inference_count", "execution_count", "success_ns", "queue_ns", "compute_infer_ns"}}`` (cumulative)."""
+        raw = self._call("get_inference_statistics", model, model, json_answer=True)
+        out: dict[int, dict[str, int]] = {}
+        for entry in raw.get("model_stats", []):
+            if not str(entry.get("version", "")).isdigit():
+                continue
+            stats = entry.get("inference_stats", {})
+            out[int(entry["version"])] = {
+                "success_count": int(stats.get("success", {}).get("count", 0)),
+                "failure_count": int(stats.get("fail", {}).get("count", 0)),
+                "inference_count": int(entry.get("inference_count", 0)),
+                "execution_count": int(entry.get("execution_count", 0)),
+                "success_ns": int(stats.get("success", {}).get("ns", 0)),
+                "queue_ns": int(stats.get("queue", {}).get("ns", 0)),
+                "compute_infer_ns": int(stats.get("compute_infer", {}).get("ns", 0)),
+            }
+        return dict(sorted(out.items()))
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], version: int | None = None, timeout_s: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """One request to ``model`` (pinned to ``version`` when given, else the highest READY version): every
+        output as NumPy arrays."""
+        kwargs: dict[str, Any] = {"model_version": "" if version is None else str(int(version))}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout_s or self.timeout_s
+        try:
+            result = self.client.infer(model, _infer_inputs(self._module, inputs), headers=self.headers, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise classify_error(e, self.url, self.protocol, model, timeout_s or self.timeout_s) from None
+        return _arrays(result, self.protocol, None)
 
 
 class ModelLoadError(TritongenError):

@@ -7,6 +7,8 @@ A model folder::
     <repo>/<model>/config.pbtxt
     <repo>/<model>/labels.txt                     (classifiers: LABELS_FILENAME)
     <repo>/<model>/warmup/                         (warm-up request data: WARMUP_DIR)
+    <repo>/<model>/tritongen-rollout.json          (ROLLOUT_RECORD_NAME: tritongen rollout's record; Triton never
+                                                    reads it, verify checks its form)
     <repo>/<model>/<version>/model.onnx | model.py | model.plan
     <repo>/<model>/<version>/tritongen/            (ARTIFACT_DIR: tritongen's own files, Triton ignores them)
         manifest.json  samples.npz  reference_outputs.npz  engine.json  model.onnx (tensorrt target)
@@ -37,6 +39,8 @@ TIMING_CACHE_NAME = "timing.cache"
 
 STAGING_PREFIX = ".tritongen-staging-"  # a build's temporary folder beside (or inside) the repository
 SIGNATURE_NAME = ".tritongen-signature.sig"
+ROLLOUT_RECORD_NAME = "tritongen-rollout.json"  # beside config.pbtxt: which version is live, the rollout history
+ROLLOUT_RECORD_MAX_BYTES = 1 << 20
 
 CACHE_ENV = "TRITONGEN_CACHE_DIR"
 

@@ -131,11 +131,21 @@ def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | 
     return full, full.name
 
 
-def _hashing_config(hashing, skipped: str | None, caches: Sequence[str] = ()):
-    """The same file-by-file SHA-256 hashing on both sides. Ignored: the signature itself and, when signing,
-    Python's bytecode caches (``caches``; the signature records them, and verify adds them from it)."""
+def _hashing_config(hashing, skipped: str | None, caches: Sequence[str] = (), records: Sequence[str] = ()):
+    """The same file-by-file SHA-256 hashing on both sides. Ignored: the signature itself, every model's rollout
+    record (``records``: ``tritongen rollout`` rewrites it on a signed repository; verify checks its form) and,
+    when signing, Python's bytecode caches (``caches``; the signature records them, and verify adds them from it)."""
     config = hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
-    return config.set_ignored_paths(paths=([skipped] if skipped else []) + list(caches), ignore_git_paths=False)
+    paths = ([skipped] if skipped else []) + list(caches) + list(records)
+    return config.set_ignored_paths(paths=paths, ignore_git_paths=False)
+
+
+def rollout_record_paths(repo: Path) -> list[str]:
+    """``MODEL/tritongen-rollout.json`` for every model folder (whether it exists yet or not)."""
+    from .layout import ROLLOUT_RECORD_NAME
+
+    folders = sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.is_symlink())
+    return [f"{folder.name}/{ROLLOUT_RECORD_NAME}" for folder in folders]
 
 
 def bytecode_cache_dirs(repo: Path) -> list[str]:
@@ -176,7 +186,8 @@ def sign_repository(
     with tempfile.TemporaryDirectory(prefix="tritongen-sign-") as work:
         made = Path(work) / "signature.sig"  # written outside the repository, so the hashing never sees it
         try:
-            config = signing.Config().set_hashing_config(_hashing_config(hashing, skipped, bytecode_cache_dirs(repo)))
+            hashed = _hashing_config(hashing, skipped, bytecode_cache_dirs(repo), rollout_record_paths(repo))
+            config = signing.Config().set_hashing_config(hashed)
             config.use_elliptic_key_signer(private_key=Path(private_key)).sign(repo, made)
         except (ValueError, OSError) as exc:  # a link in the repository, an unreadable file
             raise TritongenError(
@@ -223,7 +234,9 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
         copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
         copy.write_bytes(data)
-        config = verifying.Config().set_hashing_config(_hashing_config(hashing, skipped))
+        config = verifying.Config().set_hashing_config(
+            _hashing_config(hashing, skipped, records=rollout_record_paths(repo))
+        )
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
                 config.use_elliptic_key_verifier(public_key=Path(public_key)).verify(repo, copy)

@@ -10,7 +10,11 @@ folders. So ``verify`` walks every model folder and every file in it:
   (``config.pbtxt``, ``warmup/``, ``labels.txt``) against the newest manifest that lists them (a
   ``--new-version`` build rewrites them);
 - a file no manifest lists, a symlink, or anything but a regular file is a problem;
-- a model without any manifest is a problem unless named in ``allow_unverified`` (hand-written models).
+- a model without any manifest is a problem unless named in ``allow_unverified`` (hand-written models);
+- one file no manifest lists is tritongen's own: ``<model>/tritongen-rollout.json``, the record ``tritongen rollout``
+  keeps (which version is live). Triton reads no such file (it reads ``config.pbtxt``, the version folders and the
+  files the config names, and the config is checked by its manifest); verify still requires it to be a regular
+  file of at most 1 MiB holding a JSON object written by tritongen for this model.
 
 Without a key this proves consistency with the manifests, not their origin: whoever can write the repository
 can rewrite a manifest too. :mod:`tritongen.signing` adds the origin (``--public-key``).
@@ -18,6 +22,7 @@ can rewrite a manifest too. :mod:`tritongen.signing` adds the origin (``--public
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterable
@@ -27,7 +32,7 @@ from pathlib import Path
 from .bytecode import FIX as BYTECODE_FIX
 from .bytecode import bytecode_problem, cached_source
 from .errors import TritongenError
-from .layout import ARTIFACT_DIR, MANIFEST_NAME, version_numbers
+from .layout import ARTIFACT_DIR, MANIFEST_NAME, ROLLOUT_RECORD_MAX_BYTES, ROLLOUT_RECORD_NAME, version_numbers
 from .manifest import load_manifest, sha256_regular_file
 from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem
 
@@ -180,6 +185,9 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
             continue  # a link or special file, or files of a manifest already reported (missing or bad)
         if head in version_names and rel == f"{head}/{ARTIFACT_DIR}/{MANIFEST_NAME}":
             continue
+        if rel == ROLLOUT_RECORD_NAME and rel not in expected:
+            _check_rollout_record(model_dir, found)
+            continue
         shown = f"{name}/{rel}"
         if rel not in expected and (cached := cached_source(rel)) and cached[0] in expected:
             _check_bytecode(model_dir, rel, cached, expected[cached[0]], found)
@@ -203,6 +211,21 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     for rel in sorted(required - set(entries)):
         found.add(f"{name}/{rel} is missing")
     return True
+
+
+def _check_rollout_record(model_dir: Path, found: _Findings) -> None:
+    """``<model>/tritongen-rollout.json``: tolerated unlisted only in the form tritongen writes it."""
+    path = model_dir / ROLLOUT_RECORD_NAME
+    fix = f"remove {model_dir.name}/{ROLLOUT_RECORD_NAME} (tritongen rollout writes it again; the server is unchanged)"
+    try:
+        size = path.stat().st_size
+        data = json.loads(path.read_bytes()) if size <= ROLLOUT_RECORD_MAX_BYTES else None
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and data.get("tool") == "tritongen-rollout" and data.get("model") == model_dir.name):
+        found.add(f"{model_dir.name}/{ROLLOUT_RECORD_NAME} is not a rollout record tritongen wrote for this model", fix)
+    else:
+        found.checked += 1
 
 
 def _check_bytecode(

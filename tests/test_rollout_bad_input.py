@@ -1,0 +1,127 @@
+"""Issue 14's bad input for `tritongen rollout` / `rollback`, through the real CLI entry point, on real servers.
+
+Each case: exactly one ``error:`` line, exit 1, no traceback; the live version still serves alone and the
+rollout record is unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import free_ports
+from tests.test_bad_input import _run
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+torch = pytest.importorskip("torch")
+
+NAME = "small"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, server_install):
+    import tritongen
+    from tritongen.server import ServeSpec, server_from_repository
+
+    root = tmp_path_factory.mktemp("rollout_bad")
+    repo = root / "repo"
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    example = {"x": torch.randn(2, 4)}
+    tritongen.build(net, example_inputs=example, name=NAME, repo=repo)
+    servers = {}
+    try:
+        for mode in ("explicit", "none"):
+            http, grpc, metrics = free_ports(3)
+            spec = ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control=mode)
+            servers[mode] = server_from_repository(spec)
+        tritongen.build(net, example_inputs=example, name=NAME, repo=repo, new_version=True)
+        yield {"repo": repo, "root": root, "url": servers["explicit"].grpc_url, "none_url": servers["none"].grpc_url}
+    finally:
+        for server in servers.values():
+            server.stop(timeout_s=30)
+
+
+def _ready(url: str) -> list[int]:
+    from tritongen.client import Triton
+
+    with Triton(url, "grpc") as triton:
+        return triton.ready_versions(NAME)
+
+
+def _refused(world, argv: list[str], message: str, url: str | None = None, record_kept: bool = True) -> str:
+    url = url or world["url"]
+    record = world["repo"] / NAME / "tritongen-rollout.json"
+    before = record.read_bytes() if record.exists() else None
+    code, out, err = _run([*argv, "--url", url])
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, (code, out, err)
+    assert message in lines[0], lines[0]
+    assert _ready(url) == [1]  # the live version is untouched
+    if record_kept:
+        assert (record.read_bytes() if record.exists() else None) == before
+    return lines[0]
+
+
+def test_an_unknown_version_is_refused(world):
+    _refused(world, ["rollout", str(world["repo"]), NAME, "--to-version", "7"], "has no version 7")
+    _refused(world, ["rollout", str(world["repo"]), "nosuch", "--to-version", "2"], "has no model 'nosuch'")
+
+
+def test_a_version_that_does_not_verify_or_validate_is_refused(world):
+    stray = world["repo"] / NAME / "2" / "extra.py"
+    stray.write_text("print('not built by tritongen')\n")
+    try:
+        _refused(world, ["rollout", str(world["repo"]), NAME, "--to-version", "2"], "not listed in any manifest")
+    finally:
+        stray.unlink()
+    config = world["repo"] / NAME / "config.pbtxt"
+    kept = config.read_bytes()
+    config.write_text(kept.decode().replace("max_batch_size: 8", "max_batch_size: -3"))
+    try:
+        _refused(world, ["rollout", str(world["repo"]), NAME, "--to-version", "2"], "problems in model repository")
+    finally:
+        config.write_bytes(kept)
+
+
+def test_a_golden_set_that_does_not_match_the_inputs_is_refused(world):
+    root: Path = world["root"]
+    np.savez(root / "names.npz", y=np.zeros((2, 4), np.float32))
+    np.savez(root / "shape.npz", x=np.zeros((2, 5), np.float32))
+    np.savez(root / "dtype.npz", x=np.zeros((2, 4), np.int64))
+    np.savez(root / "labels.npz", x=np.zeros((2, 4), np.float32), labels=np.array([0, 1, 2]))
+    (root / "texts.txt").write_text("a sentence\n")
+    base = ["rollout", str(world["repo"]), NAME, "--to-version", "2", "--golden"]
+    _refused(world, [*base, str(root / "names.npz")], "the model takes ['x']")
+    _refused(world, [*base, str(root / "shape.npz")], "input 'x' is float32[2, 5]")
+    _refused(world, [*base, str(root / "dtype.npz")], "input 'x' is int64")
+    _refused(world, [*base, str(root / "labels.npz")], "one integer class per row")
+    _refused(world, [*base, str(root / "texts.txt")], "is text")
+    _refused(world, [*base, str(root / "missing.npz")], "does not exist")
+
+
+def test_a_server_without_explicit_model_control_is_refused(world):
+    argv = ["rollout", str(world["repo"]), NAME, "--to-version", "2"]
+    line = _refused(world, argv, "does not allow to load models", url=world["none_url"])
+    assert "explicit" in line
+    _refused(world, ["rollback", str(world["repo"]), NAME, "--to-version", "2"], "does not allow", world["none_url"])
+
+
+def test_nothing_to_roll_back_and_a_refused_gate(world):
+    _refused(world, ["rollback", str(world["repo"]), NAME], "nothing to roll back")
+    out_dir = world["root"] / "gate"
+    line = _refused(
+        world,
+        ["rollout", str(world["repo"]), NAME, "--to-version", "2", "--max-p99-ratio", "0.001", "--out", str(out_dir)],
+        "failed the gate",
+        record_kept=False,  # the refusal is recorded in the history
+    )
+    assert "p99 ratio" in line and "version 1 keeps serving" in line
+    assert (out_dir / "comparison.json").is_file()
+    assert 'id="verdict">refused: p99 ratio' in (out_dir / "comparison.html").read_text()
+    assert '"result": "refused"' in (world["repo"] / NAME / "tritongen-rollout.json").read_text()
+    shutil.rmtree(out_dir)

@@ -1,0 +1,111 @@
+"""The rollout record beside config.pbtxt: verify and signatures tolerate it only in the form tritongen writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tritongen.errors import TritongenError
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    import tritongen
+
+    repo = tmp_path_factory.mktemp("record") / "repo"
+    torch.manual_seed(0)
+    tritongen.build(torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(2, 4)}, name="tiny", repo=repo)
+    return repo
+
+
+def _record(repo, **changes):
+    from tritongen.deploy.rollout_record import Pending, RolloutRecord, write_record
+
+    record = RolloutRecord(model="tiny", live=2, previous=1, pending=Pending("rollout", 1, 2, "switch"))
+    write_record(repo, repo / "tiny", record.with_event({"action": "rollout", "from": 1, "to": 2}))
+    path = repo / "tiny" / "tritongen-rollout.json"
+    if changes:
+        data = json.loads(path.read_text())
+        data.update(changes)
+        path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_record_round_trips_and_verify_accepts_it(repo):
+    import tritongen
+    from tritongen.deploy.rollout_record import read_record
+
+    path = _record(repo)
+    try:
+        record = read_record(repo / "tiny")
+        assert (record.live, record.previous, record.pending.step) == (2, 1, "switch")
+        assert record.history[0]["to"] == 2 and "at" in record.history[0]
+        assert not [p for p in repo.iterdir() if p.name.startswith(".tritongen-rollout-")]  # no temporary file left
+        report = tritongen.verify(repo)
+        assert report.ok
+    finally:
+        path.unlink()
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"tool": "something-else"}, "not a rollout record"),
+        ({"model": "other"}, "not a rollout record"),
+        (None, "not a rollout record"),  # not JSON
+        ("link", "symbolic link"),
+        ("big", "not a rollout record"),
+    ],
+)
+def test_verify_refuses_anything_else_under_the_record_name(repo, change, problem):
+    from tritongen.deploy.rollout_record import read_record
+    from tritongen.verify import verify_repository
+
+    path = repo / "tiny" / "tritongen-rollout.json"
+    if isinstance(change, dict):
+        _record(repo, **change)
+    elif change is None:
+        path.write_bytes(b"\x00ONNX model bytes, not JSON")
+    elif change == "link":
+        os.symlink(repo / "tiny" / "config.pbtxt", path)
+    else:
+        path.write_text(json.dumps({"tool": "tritongen-rollout", "model": "tiny", "pad": "x" * (2 << 20)}))
+    try:
+        report = verify_repository(repo)
+        assert not report.ok and any(problem in p for p in report.problems), report.problems
+        with pytest.raises(TritongenError):
+            read_record(repo / "tiny")
+    finally:
+        path.unlink()
+
+
+def test_a_signed_repository_stays_signed_when_the_record_changes(repo, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tritongen.signing import check_signature, sign_repository
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    signature = tmp_path / "repo.sig"
+    sign_repository(repo, private, signature)
+    path = _record(repo)
+    stray = repo / "tiny" / "notes.json"
+    try:
+        check_signature(repo, public, signature)  # the record is not part of what was signed
+        stray.write_text("{}")
+        with pytest.raises(TritongenError, match="differs from what was signed"):
+            check_signature(repo, public, signature)  # any other new file still breaks the signature
+    finally:
+        path.unlink()
+        stray.unlink(missing_ok=True)

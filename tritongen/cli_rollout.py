@@ -1,0 +1,114 @@
+"""``tritongen rollout`` and ``tritongen rollback``: thin click commands over :mod:`tritongen.deploy.rollout`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import api
+from .deploy.gate import GateThresholds
+from .errors import TritongenError
+
+_DEFAULTS = GateThresholds()
+_URL_HELP = "Server address (default 127.0.0.1:8001 for gRPC, or $TRITONGEN_URL). It needs explicit model control."
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command(short_help="Load a new version beside the live one, judge it, switch to it, unload the old one.")
+@click.argument("repo", type=click.Path(path_type=Path))
+@click.argument("name")
+@click.option(
+    "--to-version", type=int, required=True, help="The version folder to roll out (built with --new-version)."
+)
+@click.option(
+    "--golden",
+    type=click.Path(path_type=Path),
+    help="Golden set: .npz keyed by input name (optional 'labels'), or a text file (one text a line, "
+    "'label<TAB>text' for labels). Default: the new version's saved samples.",
+)
+@click.option(
+    "--max-p99-ratio",
+    type=float,
+    default=_DEFAULTS.max_p99_ratio,
+    show_default=True,
+    help="Refuse when the new version's p99 is more than this times the live one's.",
+)
+@click.option(
+    "--min-cosine",
+    type=float,
+    default=_DEFAULTS.min_cosine,
+    show_default=True,
+    help="Refuse when any answer's cosine similarity to the live version's is below this.",
+)
+@click.option(
+    "--min-top1",
+    type=float,
+    default=_DEFAULTS.min_top1_agreement,
+    show_default=True,
+    help="Refuse when top-1 agreement (outputs with a class axis) is below this.",
+)
+@click.option(
+    "--max-abs-error", type=float, help="Refuse when an output differs by more than this (default: report only)."
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=_DEFAULTS.max_accuracy_drop,
+    show_default=True,
+    help="With labels: refuse when accuracy drops by more than this.",
+)
+@click.option(
+    "--gate-requests",
+    type=int,
+    default=_DEFAULTS.latency_requests,
+    show_default=True,
+    help="Timed requests per version in the gate.",
+)
+@click.option("--url", help=_URL_HELP)
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder for comparison.json (default rollout_reports/NAME-vFROM-to-vTO).",
+)
+@click.option(
+    "--allow-unverified",
+    "allow_unverified",
+    multiple=True,
+    metavar="NAME",
+    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
+)
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
+def rollout(repo: Path, name: str, to_version: int, **options) -> None:
+    """Roll model NAME of REPO out to version --to-version on a running server with explicit model control."""
+    result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
+    click.echo(result.summary())
+    if result.gate is not None and not result.gate.passed:
+        raise TritongenError(
+            f"version {result.to_version} failed the gate ({'; '.join(result.gate.reasons)}); "
+            f"version {result.from_version} keeps serving",
+            f"see {result.gate.path}, fix the model or pass looser thresholds",
+        )
+
+
+@click.command(short_help="Return model NAME to the version that served before the last rollout.")
+@click.argument("repo", type=click.Path(path_type=Path))
+@click.argument("name")
+@click.option("--to-version", type=int, help="Roll back to this version (default: the one before the last rollout).")
+@click.option("--url", help=_URL_HELP)
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option(
+    "--allow-unverified",
+    "allow_unverified",
+    multiple=True,
+    metavar="NAME",
+    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
+)
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
+def rollback(repo: Path, name: str, **options) -> None:
+    """Roll model NAME of REPO back (no gate) on a running server with explicit model control."""
+    click.echo(api.rollback(repo, name, progress=_progress, **options).summary())

@@ -1,0 +1,382 @@
+"""The rollout gate: the live version and the candidate answer the same golden set on the served endpoint.
+
+Requests alternate between the two (live pinned to its version, the candidate pinned to its own), so both see
+the same server load. Per output: the smallest per-request cosine similarity, the largest absolute error and,
+for outputs with a class axis, top-1 agreement; accuracy of each version when the golden set has labels;
+client-side p50/p99 per version and Triton's per-version mean latency (statistics API); failed requests.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import TritongenError
+from ..npz import arrays_from_npz
+
+LABELS_KEY = "labels"  # optional in a golden .npz: one class index per row
+Target = tuple[str, int | None]  # (model name, version to pin; None: the highest READY)
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    min_cosine: float = 0.99  # every request's output, each output
+    min_top1_agreement: float = 0.99  # outputs with a class axis
+    max_abs_error: float | None = None  # None: reported, not gated (a retrained model differs in absolute terms)
+    max_p99_ratio: float = 1.2  # candidate p99 / live p99
+    max_accuracy_drop: float = 0.01  # live accuracy - candidate accuracy, with labels
+    latency_requests: int = 100  # timed requests per version (the golden set is repeated to reach it)
+
+    def __post_init__(self) -> None:
+        for name in ("min_cosine", "min_top1_agreement"):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise TritongenError(f"{name} {value} is outside [-1, 1]", "pass a similarity such as 0.99")
+        if self.max_p99_ratio <= 0:
+            raise TritongenError(f"max p99 ratio {self.max_p99_ratio} is not positive", "pass e.g. 1.2")
+        if self.max_abs_error is not None and self.max_abs_error < 0:
+            raise TritongenError(f"max abs error {self.max_abs_error} is negative", "pass 0 or more")
+        if self.latency_requests < 1:
+            raise TritongenError(f"latency_requests {self.latency_requests} is below 1", "pass 1 or more")
+
+
+@dataclass(frozen=True)
+class OutputAgreement:
+    min_cosine: float  # the smallest over the golden set's requests
+    max_abs_error: float
+    top1_agreement: float | None  # None: the output has no class axis
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    requests: tuple[dict[str, np.ndarray], ...]  # one request each (batch 1 for a batching model)
+    labels: tuple[int, ...] | None
+    source: str
+
+
+@dataclass(frozen=True)
+class GateReport:
+    model: str
+    live_version: int
+    candidate_version: int
+    thresholds: GateThresholds
+    outputs: dict[str, OutputAgreement]
+    accuracy: dict[str, float] | None
+    latency_ms: dict[str, dict[str, float]]
+    errors: dict[str, int]
+    reasons: tuple[str, ...]
+    golden: str
+    requests_per_version: int = 0
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.latency_ms["candidate"]["p99"] / max(self.latency_ms["live"]["p99"], 1e-9)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("path")
+        out["passed"], out["p99_ratio"] = self.passed, self.p99_ratio
+        return out
+
+    def summary(self) -> str:
+        lines = [
+            f"gate: '{self.model}' version {self.candidate_version} vs live version {self.live_version} "
+            f"({self.golden}, {self.requests_per_version} timed requests each)"
+        ]
+        for name, m in self.outputs.items():
+            top1 = "" if m.top1_agreement is None else f"  top-1 agreement {m.top1_agreement:.4f}"
+            lines.append(f"  {name}: min cosine {m.min_cosine:.6f}  max abs error {m.max_abs_error:.3g}{top1}")
+        if self.accuracy:
+            lines.append(f"  accuracy: live {self.accuracy['live']:.4f}  candidate {self.accuracy['candidate']:.4f}")
+        live, cand = self.latency_ms["live"], self.latency_ms["candidate"]
+        lines.append(
+            f"  p50 ms: live {live['p50']:.2f}  candidate {cand['p50']:.2f}   p99 ms: live {live['p99']:.2f}"
+            f"  candidate {cand['p99']:.2f} (ratio {self.p99_ratio:.2f})"
+        )
+        lines.append(f"  server mean ms: live {live['server_mean']:.2f}  candidate {cand['server_mean']:.2f}")
+        lines.append(f"  failed requests: live {self.errors['live']}  candidate {self.errors['candidate']}")
+        lines.append("  verdict: promote" if self.passed else "  verdict: refused: " + "; ".join(self.reasons))
+        return "\n".join(lines)
+
+
+def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[str, Any]], batched: bool) -> GoldenSet:
+    """The golden set: ``path`` (an ``.npz`` keyed by input name, optional ``labels``; or a text file, one text
+    per line, ``label<TAB>text`` for labels) or, without it, the build's samples (``default``). Checked
+    against the served model's ``inputs`` (``{"name", "datatype", "shape"}``, batch dimension included)."""
+    if path is None:
+        return _golden(dict(arrays_from_npz(default)), None, inputs, batched, f"the build's samples ({default.name})")
+    path = Path(path)
+    if not path.is_file():
+        raise TritongenError(f"golden set {path} does not exist", "pass an .npz of inputs or a text file")
+    source = f"golden set {path.name}"
+    if path.suffix == ".npz":
+        arrays = dict(arrays_from_npz(path))
+        labels = arrays.pop(LABELS_KEY, None)
+        return _golden(arrays, labels, inputs, batched, source)
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    parts = [ln.split("\t", 1) for ln in lines]
+    if lines and all(len(p) == 2 and p[0].strip().lstrip("-").isdigit() for p in parts):
+        return golden_from_texts([p[1] for p in parts], [int(p[0]) for p in parts], inputs, batched, source)
+    return golden_from_texts(lines, None, inputs, batched, source)
+
+
+def golden_from_texts(
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    inputs: Sequence[Mapping[str, Any]],
+    batched: bool,
+    source: str,
+) -> GoldenSet:
+    """A golden set of texts for a model (a text ensemble) with one string input: one request per text."""
+    if len(inputs) != 1 or inputs[0]["datatype"] != "BYTES":
+        raise TritongenError(
+            f"{source} is text, but the model takes {[i['name'] for i in inputs]} (not one string input)",
+            "pass an .npz keyed by the model's input names",
+        )
+    if not texts:
+        raise TritongenError(f"{source} has no texts", "write one text per line")
+    shape = inputs[0]["shape"]
+    array = np.array([t.encode() for t in texts], dtype=object).reshape((len(texts),) + (1,) * (len(shape) - 1))
+    return _golden({inputs[0]["name"]: array}, None if labels is None else np.asarray(labels), inputs, batched, source)
+
+
+def _golden(
+    arrays: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    inputs: Sequence[Mapping[str, Any]],
+    batched: bool,
+    source: str,
+) -> GoldenSet:
+    _check_matches(arrays, inputs, batched, source)
+    rows = len(next(iter(arrays.values()))) if batched else 1
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if labels.dtype.kind not in "iu" or len(labels) != rows:
+            raise TritongenError(
+                f"{source}: '{LABELS_KEY}' must hold one integer class per row ({rows})",
+                "store the expected class indices as an integer array",
+            )
+    requests = tuple({k: v[i : i + 1] for k, v in arrays.items()} for i in range(rows)) if batched else (dict(arrays),)
+    return GoldenSet(requests, None if labels is None else tuple(int(x) for x in labels), source)
+
+
+def _check_matches(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]], batched: bool, source: str):
+    fix = "pass a golden set with one array per model input, batch axis first, of the input's type and shape"
+    wanted = {i["name"]: i for i in inputs}
+    if set(arrays) != set(wanted):
+        raise TritongenError(f"{source} has {sorted(arrays)}, the model takes {sorted(wanted)}", fix)
+    rows = set()
+    for name, array in arrays.items():
+        spec = wanted[name]
+        kind_ok = array.dtype.kind in "OSU" if spec["datatype"] == "BYTES" else _dtype_name(array) == spec["datatype"]
+        dims = list(spec["shape"])
+        shape_ok = len(array.shape) == len(dims) and all(d < 0 or d == s for d, s in zip(dims, array.shape))
+        if not (kind_ok and shape_ok):
+            raise TritongenError(
+                f"{source}: input '{name}' is {array.dtype}{list(array.shape)}, the model takes "
+                f"{spec['datatype']}{dims}",
+                fix,
+            )
+        rows.add(array.shape[0] if batched else 0)
+    if len(rows) > 1:
+        raise TritongenError(f"{source}: the inputs have different numbers of rows {sorted(rows)}", fix)
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    from ..dtypes import triton_from_numpy
+
+    return triton_from_numpy(array.dtype).removeprefix("TYPE_")
+
+
+def run_gate(
+    infer: Callable[[Target, Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+    stats: Callable[[Target], tuple[int, int]],
+    live: Target,
+    candidate: Target,
+    golden: GoldenSet,
+    thresholds: GateThresholds,
+    model: str,
+    versions: tuple[int, int],
+) -> GateReport:
+    """Send the golden set to both targets, alternating, until each has ``latency_requests`` timed answers.
+
+    ``infer(target, inputs)`` answers one request; ``stats(target)`` is Triton's (success count, success ns)."""
+    for request in golden.requests[:2]:  # warm both (first requests pay for lazy initialisation)
+        for target in (live, candidate):
+            try:
+                infer(target, request)
+            except TritongenError:
+                pass
+    before = {"live": stats(live), "candidate": stats(candidate)}
+    answers: dict[str, list[dict[str, np.ndarray] | None]] = {"live": [], "candidate": []}
+    times: dict[str, list[float]] = {"live": [], "candidate": []}
+    errors = {"live": 0, "candidate": 0}
+    total = max(thresholds.latency_requests, len(golden.requests))
+    for i in range(total):
+        request = golden.requests[i % len(golden.requests)]
+        order = (("live", live), ("candidate", candidate)) if i % 2 == 0 else (("candidate", candidate), ("live", live))
+        for role, target in order:
+            start = time.perf_counter()
+            try:
+                answer: dict[str, np.ndarray] | None = infer(target, request)
+            except TritongenError:
+                answer, errors[role] = None, errors[role] + 1
+            times[role].append((time.perf_counter() - start) * 1e3)
+            if i < len(golden.requests):
+                answers[role].append(answer)
+    after = {"live": stats(live), "candidate": stats(candidate)}
+    latency = {
+        role: {
+            "p50": float(np.percentile(times[role], 50)),
+            "p99": float(np.percentile(times[role], 99)),
+            "server_mean": _server_mean_ms(before[role], after[role]),
+        }
+        for role in times
+    }
+    outputs, accuracy = _agreement(answers, golden.labels)
+    report = GateReport(
+        model=model,
+        live_version=versions[0],
+        candidate_version=versions[1],
+        thresholds=thresholds,
+        outputs=outputs,
+        accuracy=accuracy,
+        latency_ms=latency,
+        errors=errors,
+        reasons=(),
+        golden=golden.source,
+        requests_per_version=total,
+    )
+    return _judged(report)
+
+
+def _server_mean_ms(before: tuple[int, int], after: tuple[int, int]) -> float:
+    count = after[0] - before[0]
+    return (after[1] - before[1]) / count / 1e6 if count > 0 else 0.0
+
+
+def _agreement(
+    answers: Mapping[str, list[dict[str, np.ndarray] | None]], labels: tuple[int, ...] | None
+) -> tuple[dict[str, OutputAgreement], dict[str, float] | None]:
+    pairs = [(a, b) for a, b in zip(answers["live"], answers["candidate"]) if a is not None and b is not None]
+    outputs: dict[str, OutputAgreement] = {}
+    if not pairs:
+        return outputs, None
+    for name in pairs[0][0]:
+        cosines, abs_errors, agree, classed = [], [], [], False
+        for live, cand in pairs:
+            a, b = np.asarray(live[name]), np.asarray(cand.get(name))
+            if a.dtype.kind in "OSU" or a.shape != b.shape:
+                same = a.shape == b.shape and bool(np.all(a == b))
+                cosines.append(1.0 if same else 0.0)
+                abs_errors.append(0.0 if same else float("inf"))
+                continue
+            a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+            norm = np.linalg.norm(a64) * np.linalg.norm(b64)
+            cosines.append(float(a64 @ b64 / norm) if norm > 0 else float(np.array_equal(a64, b64)))
+            abs_errors.append(float(np.max(np.abs(a64 - b64))) if a64.size else 0.0)
+            if a.ndim >= 2 and a.shape[-1] > 1:
+                classed = True
+                agree.append(float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1))))
+        outputs[name] = OutputAgreement(min(cosines), max(abs_errors), float(np.mean(agree)) if classed else None)
+    accuracy = None
+    if labels is not None and len(pairs) == len(labels):
+        first = next(iter(pairs[0][0]))
+        accuracy = {
+            role: float(
+                np.mean([int(np.argmax(np.asarray(p[i][first]).reshape(-1))) == y for p, y in zip(pairs, labels)])
+            )
+            for i, role in enumerate(("live", "candidate"))
+        }
+    return outputs, accuracy
+
+
+def _judged(report: GateReport) -> GateReport:
+    t, reasons = report.thresholds, []
+    for role, count in report.errors.items():
+        if count:
+            reasons.append(f"{count} {role} request(s) failed")
+    if not report.outputs:
+        reasons.append("no request got an answer from both versions")
+    for name, m in report.outputs.items():
+        if m.min_cosine < t.min_cosine:
+            reasons.append(f"{name}: cosine {m.min_cosine:.4f} < {t.min_cosine}")
+        if m.top1_agreement is not None and m.top1_agreement < t.min_top1_agreement:
+            reasons.append(f"{name}: top-1 agreement {m.top1_agreement:.4f} < {t.min_top1_agreement}")
+        if t.max_abs_error is not None and m.max_abs_error > t.max_abs_error:
+            reasons.append(f"{name}: max abs error {m.max_abs_error:.3g} > {t.max_abs_error}")
+    if report.accuracy and report.accuracy["live"] - report.accuracy["candidate"] > t.max_accuracy_drop:
+        reasons.append(f"accuracy {report.accuracy['candidate']:.4f} vs live {report.accuracy['live']:.4f}")
+    if report.p99_ratio > t.max_p99_ratio:
+        reasons.append(f"p99 ratio {report.p99_ratio:.2f} > {t.max_p99_ratio}")
+    return GateReport(**{**report.__dict__, "reasons": tuple(reasons)})
+
+
+def write_gate_report(report: GateReport, out: Path) -> GateReport:
+    """Write ``comparison.json`` and ``comparison.html`` into ``out`` (created); the report with the JSON's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "comparison.json"
+    for target, text in (
+        (path, json.dumps(report.to_json(), indent=2, default=str) + "\n"),
+        (out / "comparison.html", html_from_gate(report)),
+    ):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    return GateReport(**{**report.__dict__, "path": path})
+
+
+def html_from_gate(report: GateReport) -> str:
+    """The comparison as a self-contained HTML page (tables; ``templates/rollout_gate.html.j2`` lays it out)."""
+    from ..templates import render
+
+    def number(value: float | None, digits: str = ".4f") -> str:
+        return "-" if value is None else format(value, digits)
+
+    accuracy = report.accuracy or {}
+    versions = {"live": report.live_version, "candidate": report.candidate_version}
+    return render(
+        "rollout_gate.html.j2",
+        title=html.escape(
+            f"tritongen rollout gate: {report.model} v{report.candidate_version} vs live v{report.live_version}"
+        ),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        golden=html.escape(f"{report.golden}, {report.requests_per_version} timed requests per version"),
+        verdict="promote" if report.passed else html.escape("refused: " + "; ".join(report.reasons)),
+        verdict_class="promote" if report.passed else "refuse",
+        outputs=[
+            {
+                "name": html.escape(name),
+                "cosine": number(m.min_cosine, ".6f"),
+                "abs_error": number(m.max_abs_error, ".3g"),
+                "top1": number(m.top1_agreement),
+            }
+            for name, m in report.outputs.items()
+        ],
+        versions=[
+            {
+                "name": f"{role} (v{versions[role]})",
+                "p50": number(lat["p50"], ".2f"),
+                "p99": number(lat["p99"], ".2f"),
+                "server": number(lat["server_mean"], ".2f"),
+                "errors": report.errors[role],
+                "accuracy": number(accuracy.get(role)),
+            }
+            for role, lat in report.latency_ms.items()
+        ],
+        thresholds=[(html.escape(k), html.escape(str(v))) for k, v in asdict(report.thresholds).items()]
+        + [("p99 ratio (measured)", f"{report.p99_ratio:.2f}")],
+    )

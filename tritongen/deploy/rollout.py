@@ -1,0 +1,423 @@
+"""Versioned rollouts on a running Triton with explicit model control: load, judge, switch, unload; and roll back.
+
+Triton answers a request without a version from the highest READY version of the model (core
+``ModelLifeCycle::GetModel``), and a reload keeps a READY version serving until its replacement is READY. So:
+
+1. **gate** (rollout only): the new version is loaded beside the live one under a candidate name
+   (``<name>__tritongen_candidate``, from the same verified files, sent with the load request), so that it gets
+   no traffic of ``<name>`` while :mod:`~tritongen.deploy.gate` compares it with the live version; then unloaded.
+   A model that is a step of an ensemble is judged end to end: each golden request goes through the ensemble's
+   steps as served, in order, with the candidate (or the live version) as that step. (Triton 2.51 loads an
+   ensemble's steps from the repository, so an ensemble cannot call a candidate loaded from request content.)
+2. **switch**: ``<name>`` is loaded with ``version_policy: specific [new]``. Triton loads the new version while
+   the live one keeps answering, then in one step (``ModelLifeCycle::OnLoadFinal``, under the lock that every
+   request's version lookup takes) releases the old version and marks the new one READY. Every answer comes
+   from one of the two; requests already running on the old version finish before Triton frees it (drain).
+   The same holds when the new version is lower (a rollback).
+
+The model folder's ``tritongen-rollout.json`` (:mod:`~tritongen.deploy.rollout_record`) holds the live version,
+the one ``rollback`` returns to and the step in progress: a run that finds a step in progress finishes a switch
+(the gate had passed) or undoes a gate. After a server restart Triton applies ``config.pbtxt`` again (the newest
+version): run ``rollout``/``rollback`` again to return to the recorded version.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..client import Triton, default_url, model_metadata
+from ..end_to_end import END_TO_END_NAME, read_reference
+from ..errors import TritongenError
+from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
+from ..progress import Progress
+from .gate import (
+    GateReport,
+    GateThresholds,
+    GoldenSet,
+    Target,
+    golden_from_file,
+    golden_from_texts,
+    run_gate,
+    write_gate_report,
+)
+from .rollout_record import (
+    GATE_STEP,
+    SWITCH_STEP,
+    Pending,
+    RolloutRecord,
+    read_record,
+    record_path,
+    restore_record,
+    write_record,
+)
+
+CANDIDATE_SUFFIX = "__tritongen_candidate"
+ROLLOUT, ROLLBACK = "rollout", "rollback"
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """What to roll out. ``to_version`` None with ``action="rollback"``: the version the record says was live
+    before the last rollout."""
+
+    repo: Path
+    name: str
+    to_version: int | None = None
+    action: str = ROLLOUT
+    url: str = field(default_factory=lambda: default_url("grpc"))
+    protocol: str = "grpc"
+    golden: Path | None = None
+    thresholds: GateThresholds = field(default_factory=GateThresholds)
+    out: Path | None = None  # where comparison.json goes; default rollout_reports/<name>-v<from>-to-v<to>
+    headers: Mapping[str, str] = field(default_factory=dict)
+    allow_unverified: tuple[str, ...] = ()
+    timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "repo", Path(self.repo))
+        if self.action not in (ROLLOUT, ROLLBACK):
+            raise TritongenError(f"unknown action '{self.action}'", "use rollout or rollback")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise TritongenError(f"'{self.name}' is not a model name", "pass the name of a model folder in REPO")
+        if self.to_version is not None and (isinstance(self.to_version, bool) or int(self.to_version) < 0):
+            raise TritongenError(f"version {self.to_version} is not a version number", "pass 1, 2, ...")
+        if self.action == ROLLOUT and self.to_version is None:
+            raise TritongenError("no version to roll out", "pass --to-version N")
+        if self.timeout_s <= 0:
+            raise TritongenError(f"timeout {self.timeout_s} s is not positive", "pass a positive timeout")
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    model: str
+    action: str
+    from_version: int
+    to_version: int
+    promoted: bool  # the new version serves alone
+    live_versions: tuple[int, ...]  # READY on the server afterwards
+    gate: GateReport | None = None
+    resumed: str | None = None  # what a half-done step from an earlier run became
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"resumed: {self.resumed}"] if self.resumed else []
+        if self.gate is not None:
+            lines.append(self.gate.summary())
+            if self.gate.path is not None:
+                lines.append(f"comparison: {self.gate.path}")
+        if self.from_version == self.to_version:
+            lines.append(f"'{self.model}' version {self.to_version} is already the one serving")
+        elif self.promoted:
+            lines.append(
+                f"{self.action}: '{self.model}' version {self.to_version} now answers every request "
+                f"(version {self.from_version} unloaded) in {self.elapsed_s:.1f} s"
+            )
+        else:
+            lines.append(f"{self.action}: version {self.to_version} refused; version {self.from_version} keeps serving")
+        return "\n".join(lines)
+
+
+def rollout_from_repository(spec: RolloutSpec, progress: Progress | None = None) -> RolloutResult:
+    """Roll ``spec.name`` out to ``spec.to_version`` (gate first) or back (``action="rollback"``, no gate)."""
+    say = progress or (lambda _line: None)
+    start = time.monotonic()
+    model_dir = _checked_model(spec)
+    existed = record_path(model_dir).exists()
+    record = read_record(model_dir)
+    with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), spec.headers) as triton:
+        ready = _ready(triton, spec.name, spec.url)
+        resumed = None
+        if record.pending is not None:
+            record, resumed = _resume(triton, spec, model_dir, record, ready, say)
+            existed, ready = True, _ready(triton, spec.name, spec.url)
+        live = ready[-1]
+        target = _target(spec, record, model_dir, live)
+        if ready == [target]:
+            return RolloutResult(spec.name, spec.action, target, target, False, tuple(ready), None, resumed)
+        config = triton.model_config(spec.name)
+        step = _Step(triton, spec, model_dir, record, existed, ready)
+        gate = None
+        if spec.action == ROLLOUT:
+            gate = step.judge(config, target, say)
+            if not gate.passed:
+                event = _event(ROLLOUT, live, target, "refused", gate)
+                write_record(spec.repo, model_dir, replace(record, pending=None).with_event(event))
+                elapsed = time.monotonic() - start
+                return RolloutResult(spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed)
+        step.switch(config, target, say)
+        record = replace(record, live=target, previous=live, pending=None)
+        write_record(spec.repo, model_dir, record.with_event(_event(spec.action, live, target, "promoted", gate)))
+        after = tuple(_ready(triton, spec.name, spec.url))
+        return RolloutResult(spec.name, spec.action, live, target, True, after, gate, resumed, time.monotonic() - start)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step that changes the server, with the record marked ``pending`` meanwhile; when the step fails and
+    the server is as it was (a refused load), the record is put back as it was."""
+
+    triton: Triton
+    spec: RolloutSpec
+    model_dir: Path
+    record: RolloutRecord
+    existed: bool
+    ready: list[int]
+
+    def judge(self, config: Mapping[str, Any], target: int, say: Progress) -> GateReport:
+        spec, live = self.spec, self.ready[-1]
+        ensembles = _ensembles_using(self.triton, spec.name)
+        golden = _golden(spec, ensembles[0] if ensembles else spec.name, target)
+        say(f"gate: loading '{spec.name}' version {target} as a candidate beside live version {live}")
+        self._mark(Pending(ROLLOUT, live, target, GATE_STEP))
+        try:
+            gate = _gate(self.triton, spec, self.model_dir, config, ensembles, golden, live, target)
+        except TritongenError:
+            _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
+            self._restore_if_unchanged()
+            raise
+        return write_gate_report(gate, spec.out or Path("rollout_reports") / f"{spec.name}-v{live}-to-v{target}")
+
+    def switch(self, config: Mapping[str, Any], target: int, say: Progress) -> None:
+        live = self.ready[-1]
+        say(f"switch: '{self.spec.name}' version {live} -> {target}")
+        self._mark(Pending(self.spec.action, live, target, SWITCH_STEP))
+        try:
+            _switch(self.triton, self.spec.name, config, live, target, self.spec.timeout_s)
+        except TritongenError:
+            self._restore_if_unchanged()
+            raise
+
+    def _mark(self, pending: Pending) -> None:
+        write_record(self.spec.repo, self.model_dir, replace(self.record, pending=pending))
+
+    def _restore_if_unchanged(self) -> None:
+        if _ready(self.triton, self.spec.name, self.spec.url) == self.ready:
+            restore_record(self.spec.repo, self.model_dir, self.record, self.existed)
+
+
+def _checked_model(spec: RolloutSpec) -> Path:
+    from ..validate import check_repository
+    from ..verify import check_verified
+
+    model_dir = spec.repo / spec.name
+    if not (model_dir / "config.pbtxt").is_file():
+        raise TritongenError(
+            f"model repository {spec.repo} has no model '{spec.name}'", "pass the repository and a model folder in it"
+        )
+    if (spec.repo / f"{spec.name}{CANDIDATE_SUFFIX}").exists():
+        raise TritongenError(
+            f"the repository has a folder {spec.name}{CANDIDATE_SUFFIX}, the name rollout gives a candidate",
+            "rename that model",
+        )
+    if spec.to_version is not None:
+        _on_disk(spec, model_dir, spec.to_version)
+    check_repository(spec.repo)  # Triton's rules, then every file's manifest (what `serve` checks)
+    check_verified(spec.repo, allow_unverified=spec.allow_unverified)
+    return model_dir
+
+
+def _on_disk(spec: RolloutSpec, model_dir: Path, version: int) -> int:
+    on_disk = version_numbers(model_dir)
+    if version not in on_disk:
+        raise TritongenError(
+            f"model '{spec.name}' has no version {version} in {spec.repo} (versions: {', '.join(map(str, on_disk))})",
+            "build it with tritongen build --new-version, or pass one of those versions",
+        )
+    return int(version)
+
+
+def _ready(triton: Triton, name: str, url: str) -> list[int]:
+    ready = triton.ready_versions(name)
+    if not ready:
+        raise TritongenError(
+            f"the server at {url} has no version of '{name}' loaded",
+            "serve the repository with explicit model control (tritongen serve REPO --model-control explicit) "
+            "and pass its --url",
+        )
+    return ready
+
+
+def _target(spec: RolloutSpec, record: RolloutRecord, model_dir: Path, live: int) -> int:
+    target = spec.to_version
+    if target is None:  # rollback without a version
+        if record.previous is None or record.live != live:
+            raise TritongenError(
+                f"no rollout of '{spec.name}' to version {live} is recorded, so there is nothing to roll back",
+                "pass --to-version N to roll back to a given version",
+            )
+        target = record.previous
+    return _on_disk(spec, model_dir, target)
+
+
+def _golden(spec: RolloutSpec, gate_model: str, target: int) -> GoldenSet:
+    """The golden set, checked against the inputs the served model (or its ensemble) takes. Default: the new
+    version's saved samples; through an ensemble, the sentences of its end-to-end reference (text ensembles)."""
+    meta = model_metadata(spec.url, gate_model, spec.protocol, headers=spec.headers)
+    batched = meta["max_batch_size"] > 0
+    if spec.golden is None and gate_model != spec.name:
+        versions = version_numbers(spec.repo / gate_model)
+        reference = artifact_dir(spec.repo / gate_model, versions[-1] if versions else 1) / END_TO_END_NAME
+        if not reference.is_file():
+            raise TritongenError(
+                f"ensemble '{gate_model}' (which calls '{spec.name}') has no end-to-end reference to judge with",
+                "pass --golden: an .npz of the ensemble's inputs, or a text file with one text a line",
+            )
+        texts, _ = read_reference(reference)
+        return golden_from_texts(texts, None, meta["inputs"], batched, f"the end-to-end reference of '{gate_model}'")
+    default = artifact_dir(spec.repo / spec.name, target) / SAMPLES_NAME
+    if spec.golden is None and not default.is_file():
+        raise TritongenError(f"'{spec.name}' has no saved samples ({default})", "pass --golden with inputs")
+    return golden_from_file(spec.golden, default, meta["inputs"], batched)
+
+
+def _gate(
+    triton: Triton,
+    spec: RolloutSpec,
+    model_dir: Path,
+    config: Mapping[str, Any],
+    ensembles: list[str],
+    golden: GoldenSet,
+    live: int,
+    target: int,
+) -> GateReport:
+    candidate = spec.name + CANDIDATE_SUFFIX
+    triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, _model_files(model_dir, target))
+    try:
+        live_t: Target = (spec.name, live)
+        cand_t: Target = (candidate, target)
+        if ensembles:  # end to end: the ensemble's steps as served, with the candidate (or the live version) as step
+            steps = triton.model_config(ensembles[0])
+            outputs = [t["name"] for t in steps.get("output", [])]
+
+            def infer(t: Target, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return _through_steps(triton, steps, outputs, spec.name, t, inputs)
+        else:
+
+            def infer(t: Target, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return triton.infer(t[0], inputs, t[1])
+
+        def stats(t: Target) -> tuple[int, int]:
+            entry = triton.version_statistics(t[0]).get(int(t[1] or 0), {})
+            return entry.get("success_count", 0), entry.get("success_ns", 0)
+
+        return run_gate(infer, stats, live_t, cand_t, golden, spec.thresholds, spec.name, (live, target))
+    finally:
+        _quiet_unload(triton, [candidate])
+
+
+def _through_steps(
+    triton: Triton,
+    ensemble: Mapping[str, Any],
+    outputs: list[str],
+    step: str,
+    target: Target,
+    inputs: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """One request through an ensemble's steps, in order, as its scheduler would route the tensors, with
+    ``target`` (model, version) answering for step ``step``. (Triton 2.51 polls an ensemble's steps from the
+    repository, so an ensemble cannot call a candidate loaded from request content: the gate chains the steps.)"""
+    tensors = dict(inputs)
+    for entry in ensemble.get("ensemble_scheduling", {}).get("step", []):
+        name, version = entry["model_name"], None
+        if name == step:
+            name, version = target
+        feed = {key: tensors[value] for key, value in entry.get("input_map", {}).items()}
+        answer = triton.infer(name, feed, version)
+        for key, value in entry.get("output_map", {}).items():
+            tensors[value] = answer[key]
+    return {name: tensors[name] for name in outputs}
+
+
+def _quiet_unload(triton: Triton, names: list[str]) -> None:
+    for name in names:
+        try:
+            triton.unload(name)
+        except TritongenError:
+            pass
+
+
+def _switch(triton: Triton, name: str, config: Mapping[str, Any], live: int, target: int, timeout_s: float) -> None:
+    """One load with ``specific [target]``: Triton loads the target (the live version serving meanwhile), then,
+    under the lock every request's version lookup takes, releases the old version and marks the target READY."""
+    triton.load(name, _with_policy(config, [target]), timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while triton.ready_versions(name) != [target]:  # the old version drains, then unloads
+        if time.monotonic() > deadline:
+            raise TritongenError(f"'{name}' version {live} did not unload within {timeout_s:g} s", "see the server log")
+        time.sleep(0.1)
+
+
+def _resume(
+    triton: Triton, spec: RolloutSpec, model_dir: Path, record: RolloutRecord, ready: list[int], say: Progress
+) -> tuple[RolloutRecord, str]:
+    pending = record.pending
+    assert pending is not None
+    if pending.step == GATE_STEP:
+        _quiet_unload(triton, [spec.name + CANDIDATE_SUFFIX])
+        done = f"undid the unfinished gate of version {pending.to_version} (version {ready[-1]} serves)"
+        record = replace(record, pending=None).with_event(
+            _event(pending.action, pending.from_version, pending.to_version, "gate undone", None)
+        )
+    else:
+        say(f"finishing the interrupted switch of '{spec.name}' to version {pending.to_version}")
+        config = triton.model_config(spec.name)
+        _switch(triton, spec.name, config, pending.from_version, pending.to_version, spec.timeout_s)
+        done = f"finished the interrupted {pending.action} to version {pending.to_version}"
+        record = replace(record, live=pending.to_version, previous=pending.from_version, pending=None).with_event(
+            _event(pending.action, pending.from_version, pending.to_version, "promoted (resumed)", None)
+        )
+    write_record(spec.repo, model_dir, record)
+    say(done)
+    return record, done
+
+
+def _with_policy(config: Mapping[str, Any], versions: list[int], name: str | None = None) -> dict[str, Any]:
+    out = copy.deepcopy(dict(config))
+    out["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def _model_files(model_dir: Path, version: int | None) -> dict[str, bytes]:
+    """The files Triton reads for ``version`` of ``model_dir`` (None: the newest), keyed by path in the folder:
+    the version folder without tritongen's artifacts or bytecode caches, the warm-up data and the labels."""
+    version = version if version is not None else version_numbers(model_dir)[-1]
+    files: dict[str, bytes] = {}
+    version_dir = model_dir / str(version)
+    for path in sorted(version_dir.rglob("*")):
+        rel = path.relative_to(version_dir)
+        if rel.parts[0] == ARTIFACT_DIR or "__pycache__" in rel.parts or not path.is_file() or path.is_symlink():
+            continue
+        files[f"{version}/{rel.as_posix()}"] = path.read_bytes()
+    for path in sorted((model_dir / WARMUP_DIR).glob("*")) + [model_dir / LABELS_FILENAME]:
+        if path.is_file() and not path.is_symlink():
+            files[path.relative_to(model_dir).as_posix()] = path.read_bytes()
+    return files
+
+
+def _ensembles_using(triton: Triton, name: str) -> list[str]:
+    """READY ensembles with a step ``name`` (the gate runs end to end through the first)."""
+    out = []
+    for entry in triton.repository_index():
+        if entry["state"] != "READY" or entry["name"] in out or entry["name"].endswith(CANDIDATE_SUFFIX):
+            continue
+        config = triton.model_config(entry["name"])
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        if any(step.get("model_name") == name for step in steps):
+            out.append(entry["name"])
+    return sorted(out)
+
+
+def _event(action: str, from_version: int, to_version: int, result: str, gate: GateReport | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"action": action, "from": from_version, "to": to_version, "result": result}
+    if gate is not None:
+        event["gate"] = {"passed": gate.passed, "reasons": list(gate.reasons), "p99_ratio": round(gate.p99_ratio, 3)}
+    return event
