@@ -2,13 +2,16 @@
 
 By default the inputs are the samples the build saved (``<model>/<version>/tritongen/samples.npz``) and the
 reference is the PyTorch output the build computed for them, so ``infer --check`` proves end to end that the
-served model answers like the original.
+served model answers like the original. For an FP16/INT8 variant (``build --precision``) the served answers are
+held to the accuracy guard's bar recorded in the manifest (mean/min cosine, top-1 agreement) instead of the FP32
+parity tolerances: a variant is not meant to match FP32 to 1e-4.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +20,9 @@ from .layout import REFERENCE_NAME, SAMPLES_NAME, latest_artifacts
 from .manifest import ENSEMBLE, read_manifest
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
+from .precision.accuracy import AccuracyReport, accuracy_from_outputs
+
+CheckReport = ParityReport | AccuracyReport  # both have .ok and .table()
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,8 @@ class InferSpec:
 @dataclass(frozen=True)
 class InferResult:
     outputs: dict[str, np.ndarray]
-    check: ParityReport | None
+    check: CheckReport | None
+    precision: str = "fp32"  # the served model's precision (an FP16/INT8 variant is checked against the guard's bar)
 
     def text(self, values: int = 6) -> str:
         lines = []
@@ -52,7 +59,13 @@ class InferResult:
             more = ", ..." if array.size > values else ""
             lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
         if self.check is not None:
-            lines.append("check against the PyTorch reference saved by the build:")
+            if self.precision == "fp32":
+                lines.append("check against the PyTorch reference saved by the build:")
+            else:
+                lines.append(
+                    f"check of the {self.precision} variant against the FP32 reference saved by the build "
+                    "(the accuracy guard's bar from the manifest):"
+                )
             lines.append(self.check.table())
             lines.append("MATCH" if self.check.ok else "MISMATCH")
         return "\n".join(lines)
@@ -91,12 +104,45 @@ def _is_ensemble(model_dir: Path, version: int) -> bool:
         return False
 
 
+def variant_bar(precision_record: Any) -> tuple[str, float, float | None] | None:
+    """(precision, min_cosine, min_top1) of the guard that passed an FP16/INT8 variant; None for FP32.
+
+    ``precision_record`` is the manifest's ``precision`` field as ``tritongen build`` writes it.
+    """
+    if not isinstance(precision_record, dict) or precision_record.get("precision", "fp32") == "fp32":
+        return None
+    accuracy = precision_record.get("accuracy")
+    if not isinstance(accuracy, dict) or not isinstance(accuracy.get("min_cosine"), (int, float)):
+        raise TritongenError(
+            f"the manifest records a {precision_record.get('precision')} variant without the accuracy guard's bar",
+            "rebuild the model with tritongen build --precision",
+        )
+    top1 = accuracy.get("min_top1")
+    return str(precision_record["precision"]), float(accuracy["min_cosine"]), None if top1 is None else float(top1)
+
+
+def _variant_check(
+    bar: tuple[str, float, float | None], outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+) -> AccuracyReport:
+    names = list(reference)
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise TritongenError(
+            f"the server returned no output '{missing[0]}'", "rebuild the model: config and reference disagree"
+        )
+    _, min_cosine, min_top1 = bar
+    return accuracy_from_outputs(
+        names, [[outputs[n] for n in names]], [[reference[n] for n in names]], min_cosine, min_top1
+    )
+
+
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import default_url, infer_from_arrays
     from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
 
     reference = None
     end_to_end = None
+    bar = None
     tolerances = (1e-4, 1e-3)
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
@@ -138,14 +184,17 @@ def infer_model(spec: InferSpec) -> InferResult:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
             tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
+            bar = variant_bar(manifest.details.get("precision"))
     url = spec.url or default_url(spec.protocol)
     outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
-    report = None
+    report: CheckReport | None = None
     if end_to_end is not None:
         report = ParityReport(
             atol=tolerances[0], rtol=tolerances[1], results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances))
         )
-    if reference is not None:
+    if reference is not None and bar is not None:
+        report = _variant_check(bar, outputs, reference)
+    elif reference is not None:
         results = []
         for name, want in reference.items():
             if name not in outputs:
@@ -154,4 +203,4 @@ def infer_model(spec: InferSpec) -> InferResult:
                 )
             results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
         report = ParityReport(atol=tolerances[0], rtol=tolerances[1], results=tuple(results))
-    return InferResult(outputs=outputs, check=report)
+    return InferResult(outputs=outputs, check=report, precision=bar[0] if bar else "fp32")
