@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 DETECT_THRESHOLD = 0.7  # facenet-pytorch's MTCNN default for its third stage (thresholds=[0.6, 0.7, 0.7])
 
 
-def _build(work: Path, precision: str, batch: int) -> float:
+def _build(work: Path, precision: str, batch: int, min_cosine: float) -> float:
     from examples.mtcnn_onet import OUTPUTS, onet_weights_path
 
     command = [sys.executable, "-m", "tritongen", "build", str(onet_weights_path()), "--name", f"onet_{precision}",
@@ -44,7 +44,7 @@ def _build(work: Path, precision: str, batch: int) -> float:
     for name in OUTPUTS:
         command += ["--output", name]
     if precision == "int8":
-        command += ["--precision", "int8", "--calib-data", str(work / "calib.npz")]
+        command += ["--precision", "int8", "--calib-data", str(work / "calib.npz"), "--min-cosine", str(min_cosine)]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="max batch size, and the in-process batch")
     parser.add_argument("--calib", type=int, default=400, help="calibration crops (a quarter held out by the guard)")
     parser.add_argument("--heldout", type=int, default=400, help="crops for the agreement figures")
+    parser.add_argument("--min-cosine", type=float, default=0.99, help="the INT8 build's accuracy bar (guard)")
     parser.add_argument("--no-served", action="store_true", help="skip the served throughput (no tritonserver)")
     parser.add_argument("--work", type=Path, help="keep the models here (default: a new temp folder)")
     args = parser.parse_args()
@@ -79,7 +80,7 @@ def main() -> None:
     np.savez(work / "calib.npz", x=onet_crops(args.calib, seed=1, background="china"))
     heldout = onet_crops(args.heldout, seed=2, background="flower")
     np.savez(work / "heldout.npz", x=heldout)
-    built_s = {p: _build(work, p, args.batch) for p in ("fp32", "int8")}
+    built_s = {p: _build(work, p, args.batch, args.min_cosine) for p in ("fp32", "int8")}
     repo = work / "repo"
     guard = json.loads((repo / "onet_int8" / "1" / "tritongen" / "manifest.json").read_text())["precision"]
 

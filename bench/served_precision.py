@@ -132,7 +132,6 @@ def main() -> None:
                     input_data=work / "load.npz", url=server.grpc_url,
                 ))
     median = {p: statistics.median(v) for p, v in rps.items()}
-    sizes = {p: sum(f.stat().st_size for f in (repo / f"minilm_{p}" / "1").glob("model.onnx*")) for p in rps}
     acc = guard["accuracy"]
     print(f"all-MiniLM-L6-v2 served by tritonserver (Python backend, ONNX Runtime CPU), {os.cpu_count()} cores, "
           f"batch-1 requests of {args.seq} tokens at concurrency {args.concurrency}, {args.rounds} rounds")
@@ -141,8 +140,6 @@ def main() -> None:
           f"kept in FP32")
     for p in rps:
         print(f"served {p}: " + ", ".join(f"{v:.1f}" for v in rps[p]) + f" seq/s (median {median[p]:.1f})")
-    print(f"model size: fp32 {sizes['fp32'] / 2**20:.1f} MiB, int8 {sizes['int8'] / 2**20:.1f} MiB "
-          f"(int8/fp32 = {sizes['int8'] / sizes['fp32']:.2f})")
     print(f"int8/fp32 = {median['int8'] / median['fp32']:.2f}x")
 
 
