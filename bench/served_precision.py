@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def free_ports() -> dict[str, int]:
+    """``http_port``, ``grpc_port``, ``metrics_port`` the system hands out free now: not Triton's defaults, where
+    another server on this machine (gRPC binds with SO_REUSEPORT) could share the port and answer instead."""
+    sockets = [socket.socket() for _ in range(3)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return {f"{kind}_port": s.getsockname()[1] for kind, s in zip(("http", "grpc", "metrics"), sockets)}
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def served_throughput_rps(
@@ -45,7 +59,8 @@ def served_throughput_rps(
 
     ``input_data``: an ``.npz`` with one array per input (batch axis first; each row is one request); default
     the samples the build saved. ``url``: a server already serving ``repo`` (its gRPC address); default: boot
-    one on free ports for this measurement (``tritongen.serve``: validated and verified first) and stop it after.
+    one on free ports (:func:`free_ports`) for this measurement (``tritongen.serve``: validated and verified
+    first) and stop it after.
     With batch-1 requests, requests/s is rows (sequences, images) per second. Raises ``TritongenError`` when
     the repository is not servable, or when any request failed (a throughput with errors is not a figure).
     """
@@ -55,7 +70,7 @@ def served_throughput_rps(
     if url is None:
         import tritongen
 
-        with tritongen.serve(repo) as server:
+        with tritongen.serve(repo, **free_ports()) as server:
             return served_throughput_rps(
                 repo, name, concurrency=concurrency, duration_s=duration_s, input_data=input_data, url=server.grpc_url
             )
@@ -84,6 +99,29 @@ def _tokens(texts, seq: int) -> dict[str, np.ndarray]:
     return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
 
+def _build_minilm(work: Path, seq: int, calib: int) -> dict[str, float]:
+    """Trace MiniLM, build it FP32 and INT8 with ``--target local`` into ``work/repo``; seconds per build."""
+    from tests.sentences import sentences
+    from tritongen.build import build
+    from tritongen.spec import build_spec_from_options
+
+    script = ROOT / "examples/minilm_to_torchscript.py"
+    subprocess.run([sys.executable, str(script), "--out", str(work)], check=True, capture_output=True)
+    np.savez(work / "calib.npz", **_tokens(sentences(calib, seed=1), seq))
+    np.savez(work / "load.npz", **_tokens(sentences(64, seed=11), seq))  # neither calibration's nor the guard's
+    common = dict(
+        inputs=["input_ids:INT64:-1", "attention_mask:INT64:-1"], outputs=["embedding"], max_batch_size=16,
+        repo=work / "repo", target="local", force=True,
+    )
+    built_s = {}
+    for precision in ("fp32", "int8"):
+        start = time.perf_counter()
+        extra = {"precision": "int8", "calib_data": work / "calib.npz"} if precision == "int8" else {}
+        build(build_spec_from_options(work / "minilm.pt", name=f"minilm_{precision}", **common, **extra))
+        built_s[precision] = time.perf_counter() - start
+    return built_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating FP32/INT8 measurements (median kept)")
@@ -92,36 +130,22 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128, help="padded sequence length of every request")
     parser.add_argument("--calib", type=int, default=288, help="calibration sentences (a quarter held out)")
     parser.add_argument("--work", type=Path, help="keep the models here (default: a new temp folder)")
+    parser.add_argument("--reuse", action="store_true", help="serve the models an earlier run left in --work")
     args = parser.parse_args()
 
     import tritongen
-    from tests.sentences import sentences
-    from tritongen.build import build
-    from tritongen.spec import build_spec_from_options
 
     work = args.work or Path(tempfile.mkdtemp(prefix="tritongen-bench-served-precision-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TRITONGEN_CACHE_DIR", str(work / "cache"))
-    script = ROOT / "examples/minilm_to_torchscript.py"
-    subprocess.run([sys.executable, str(script), "--out", str(work)], check=True, capture_output=True)
-    calib = _tokens(sentences(args.calib, seed=1), args.seq)
-    np.savez(work / "calib.npz", **calib)
-    np.savez(work / "load.npz", **_tokens(sentences(64, seed=11), args.seq))  # neither calibration nor the guard's
     repo = work / "repo"
-    common = dict(
-        inputs=["input_ids:INT64:-1", "attention_mask:INT64:-1"], outputs=["embedding"], max_batch_size=16,
-        repo=repo, target="local", force=True,
-    )
-    built_s = {}
-    for precision in ("fp32", "int8"):
-        start = time.perf_counter()
-        extra = {"precision": "int8", "calib_data": work / "calib.npz"} if precision == "int8" else {}
-        build(build_spec_from_options(work / "minilm.pt", name=f"minilm_{precision}", **common, **extra))
-        built_s[precision] = time.perf_counter() - start
+    built_s = {"fp32": 0.0, "int8": 0.0}
+    if not args.reuse:
+        built_s = _build_minilm(work, args.seq, args.calib)
     guard = json.loads((repo / "minilm_int8" / "1" / "tritongen" / "manifest.json").read_text())["precision"]
 
     rps: dict[str, list[float]] = {"fp32": [], "int8": []}
-    with tritongen.serve(repo) as server:
+    with tritongen.serve(repo, **free_ports()) as server:
         for precision in rps:  # one unmeasured pass each: the first requests pay for loading and warm-up
             served_throughput_rps(repo, f"minilm_{precision}", concurrency=args.concurrency, duration_s=1.0,
                                   input_data=work / "load.npz", url=server.grpc_url)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 import tritongen
+from bench.served_precision import served_throughput_rps
 from tests import factories
+from tests.conftest import free_ports
 from tritongen.build import LOCAL_FP16_NOTE, build
 from tritongen.errors import TritongenError
 from tritongen.infer import InferSpec, infer_model
@@ -58,7 +60,8 @@ def test_fp16_on_the_cpu_says_it_may_be_slow_and_int8_does_not(variants):
 
 def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants):
     repo, _ = variants
-    with tritongen.serve(repo) as server:
+    http, grpc, metrics = free_ports(3)  # never the defaults: another server there would answer instead
+    with tritongen.serve(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
         for precision in ("int8", "fp16"):
             name = f"conv_{precision}"
             result = infer_model(InferSpec(name=name, repo=repo, url=server.grpc_url, check=True))
@@ -71,6 +74,8 @@ def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants):
             if precision == "int8":  # the server ran the INT8 graph: FP32's 1e-4 tolerance would reject its answers
                 want = arrays_from_npz(repo / name / "1" / "tritongen" / "reference_outputs.npz")["logits"]
                 assert not compare_arrays("served", "logits", result.outputs["logits"], want, 1e-4, 1e-3).ok
+        # the served-throughput figure bench/precision.py prints: tritongen's perf engine, requests without errors
+        assert served_throughput_rps(repo, "conv_int8", concurrency=4, duration_s=1.0, url=server.grpc_url) > 0
 
 
 @pytest.mark.parametrize("file", ["model.onnx", "model.onnx.data"])
