@@ -27,7 +27,6 @@ from tritongen.precision.accuracy import AccuracyReport
 from tritongen.spec import build_spec_from_options
 from tritongen.verify import check_verified
 
-pytestmark = pytest.mark.server
 MIN_TOP1 = 0.9
 
 
@@ -40,7 +39,7 @@ def _spec(model: Path, repo: Path, precision: str, calib: Path | None):
 
 
 @pytest.fixture(scope="module")
-def variants(tmp_path_factory, server_install):
+def variants(tmp_path_factory):
     work = tmp_path_factory.mktemp("variants")
     conv = factories.save_model(factories.make_small_conv(), work / "conv.pt", "state_dict")
     calib = work / "calib.npz"  # the build's parity samples (seed 0 elsewhere) are not among these
@@ -58,7 +57,8 @@ def test_fp16_on_the_cpu_says_it_may_be_slow_and_int8_does_not(variants):
     assert not any(LOCAL_FP16_NOTE in line for line in said["int8"])
 
 
-def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants):
+@pytest.mark.server
+def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants, server_install):
     repo, _ = variants
     http, grpc, metrics = free_ports(3)  # never the defaults: another server there would answer instead
     with tritongen.serve(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
@@ -91,3 +91,14 @@ def test_a_changed_variant_file_is_refused_before_triton_boots(variants, tmp_pat
     with pytest.raises(TritongenError, match=f"conv_int8/1/{file} does not match"):
         with tritongen.serve(repo):
             pass
+
+
+def test_a_text_ensemble_with_a_variant_model_step_points_to_the_step_check(tmp_path):
+    from tests.test_ensemble import save_text_classifier
+    from tritongen.ensemble import build_ensemble
+
+    model = save_text_classifier(tmp_path / "sentiment")
+    build_ensemble(build_spec_from_options(model, repo=tmp_path / "repo", max_batch_size=4, precision="fp16"))
+    # refused before any request (nothing listens on port 9): its saved answers are FP32 PyTorch's
+    with pytest.raises(TritongenError, match=r"fp16 model step.*tritongen infer sentiment_model --check"):
+        infer_model(InferSpec(name="sentiment", repo=tmp_path / "repo", url="127.0.0.1:9", check=True))

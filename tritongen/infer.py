@@ -167,6 +167,14 @@ def infer_model(spec: InferSpec) -> InferResult:
                     read_manifest(Path(spec.repo) / spec.name, version).details.get("model", {}).get("spec", {})
                 )
                 tolerances = (float(model_spec.get("atol", 1e-4)), float(model_spec.get("rtol", 1e-3)))
+                precision = str(model_spec.get("precision", "fp32"))
+                if precision != "fp32":  # the saved end-to-end answers are FP32 PyTorch's, labels included
+                    raise TritongenError(
+                        f"ensemble '{spec.name}' serves a {precision} model step, and its end-to-end reference is "
+                        "FP32 PyTorch's (parity tolerances, exact labels)",
+                        f"check the model step against the accuracy guard's bar: tritongen infer {spec.name}_model "
+                        "--check",
+                    )
         elif not (artifacts / SAMPLES_NAME).is_file():
             if spec.check and _is_ensemble(Path(spec.repo) / spec.name, version):
                 raise TritongenError(
