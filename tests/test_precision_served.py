@@ -19,6 +19,7 @@ from bench.served_precision import served_throughput_rps
 from tests import factories
 from tests.conftest import free_ports
 from tritongen.build import LOCAL_FP16_NOTE, build
+from tritongen.cli import main as cli_main
 from tritongen.errors import TritongenError
 from tritongen.infer import InferSpec, infer_model
 from tritongen.npz import arrays_from_npz
@@ -58,7 +59,7 @@ def test_fp16_on_the_cpu_says_it_may_be_slow_and_int8_does_not(variants):
 
 
 @pytest.mark.server
-def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants, server_install):
+def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants, server_install, capsys):
     repo, _ = variants
     http, grpc, metrics = free_ports(3)  # never the defaults: another server there would answer instead
     with tritongen.serve(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
@@ -74,6 +75,8 @@ def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants, serv
             if precision == "int8":  # the server ran the INT8 graph: FP32's 1e-4 tolerance would reject its answers
                 want = arrays_from_npz(repo / name / "1" / "tritongen" / "reference_outputs.npz")["logits"]
                 assert not compare_arrays("served", "logits", result.outputs["logits"], want, 1e-4, 1e-3).ok
+        cli_main(["infer", "conv_int8", "--check", "--repo", str(repo), "--url", server.grpc_url])  # exits on MISMATCH
+        assert "check of the int8 variant" in capsys.readouterr().out
         # the served-throughput figure bench/precision.py prints: tritongen's perf engine, requests without errors
         assert served_throughput_rps(repo, "conv_int8", concurrency=4, duration_s=1.0, url=server.grpc_url) > 0
 
