@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from tritongen.spec import build_spec_from_options
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch is not installed (scripts/setup.sh)"
 )
+FACTORY_FILE = Path(__file__).resolve().parents[1] / "examples" / "mtcnn_onet.py"
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +36,7 @@ def test_onet_int8_agrees_with_pytorch_fp32_on_unseen_crops(tmp_path):
     np.savez(tmp_path / "calib.npz", x=onet_crops(200, seed=1, background="china"))
     result = build(build_spec_from_options(
         onet_weights_path(), name="onet", inputs=["x:FP32:3,48,48"], outputs=list(OUTPUTS), max_batch_size=32,
-        model_factory="examples/mtcnn_onet.py:make_onet", repo=tmp_path / "repo", target="local", precision="int8",
+        model_factory=f"{FACTORY_FILE}:make_onet", repo=tmp_path / "repo", target="local", precision="int8",
         calib_data=tmp_path / "calib.npz",
     ))
     record = json.loads(result.manifest_path.read_text())["precision"]
