@@ -139,9 +139,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TRITONGEN_CACHE_DIR", str(work / "cache"))
     repo = work / "repo"
-    built_s = {"fp32": 0.0, "int8": 0.0}
-    if not args.reuse:
-        built_s = _build_minilm(work, args.seq, args.calib)
+    built_s = None if args.reuse else _build_minilm(work, args.seq, args.calib)
     guard = json.loads((repo / "minilm_int8" / "1" / "tritongen" / "manifest.json").read_text())["precision"]
 
     rps: dict[str, list[float]] = {"fp32": [], "int8": []}
@@ -159,7 +157,8 @@ def main() -> None:
     acc = guard["accuracy"]
     print(f"all-MiniLM-L6-v2 served by tritonserver (Python backend, ONNX Runtime CPU), {os.cpu_count()} cores, "
           f"batch-1 requests of {args.seq} tokens at concurrency {args.concurrency}, {args.rounds} rounds")
-    print(f"build: fp32 {built_s['fp32']:.1f}s, int8 {built_s['int8']:.1f}s; guard (held-out): cosine mean "
+    built = f"fp32 {built_s['fp32']:.1f}s, int8 {built_s['int8']:.1f}s" if built_s else f"reused from {work}"
+    print(f"build: {built}; guard (held-out): cosine mean "
           f"{acc['cosine_mean']:.5f} min {acc['cosine_min']:.5f}, {len(guard['kept_layers'])} weight MatMul(s) "
           f"kept in FP32")
     for p in rps:

@@ -104,8 +104,17 @@ def _is_ensemble(model_dir: Path, version: int) -> bool:
         return False
 
 
-def variant_bar(precision_record: Any) -> tuple[str, float, float | None] | None:
-    """(precision, min_cosine, min_top1) of the guard that passed an FP16/INT8 variant; None for FP32.
+@dataclass(frozen=True)
+class VariantBar:
+    """The accuracy guard's bar that an FP16/INT8 variant passed at build time (from its manifest)."""
+
+    precision: str
+    min_cosine: float
+    min_top1: float | None
+
+
+def variant_bar(precision_record: Any) -> VariantBar | None:
+    """The bar of the guard that passed an FP16/INT8 variant; None for FP32.
 
     ``precision_record`` is the manifest's ``precision`` field as ``tritongen build`` writes it.
     """
@@ -118,21 +127,20 @@ def variant_bar(precision_record: Any) -> tuple[str, float, float | None] | None
             "rebuild the model with tritongen build --precision",
         )
     top1 = accuracy.get("min_top1")
-    return str(precision_record["precision"]), float(accuracy["min_cosine"]), None if top1 is None else float(top1)
+    return VariantBar(
+        str(precision_record["precision"]), float(accuracy["min_cosine"]), None if top1 is None else float(top1)
+    )
 
 
-def _variant_check(
-    bar: tuple[str, float, float | None], outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]
-) -> AccuracyReport:
+def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> AccuracyReport:
     names = list(reference)
     missing = [n for n in names if n not in outputs]
     if missing:
         raise TritongenError(
             f"the server returned no output '{missing[0]}'", "rebuild the model: config and reference disagree"
         )
-    _, min_cosine, min_top1 = bar
     return accuracy_from_outputs(
-        names, [[outputs[n] for n in names]], [[reference[n] for n in names]], min_cosine, min_top1
+        names, [[outputs[n] for n in names]], [[reference[n] for n in names]], bar.min_cosine, bar.min_top1
     )
 
 
@@ -211,4 +219,4 @@ def infer_model(spec: InferSpec) -> InferResult:
                 )
             results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
         report = ParityReport(atol=tolerances[0], rtol=tolerances[1], results=tuple(results))
-    return InferResult(outputs=outputs, check=report, precision=bar[0] if bar else "fp32")
+    return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32")
