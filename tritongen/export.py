@@ -229,6 +229,7 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path) -> tuple[Path, Any]:
     cleaned.opset_import.extend(model.opset_import)
     dst_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = dst_dir / ONNX_FILENAME
+    (dst_dir / ONNX_DATA_FILENAME).unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save_model(
         cleaned,
         str(onnx_path),
@@ -358,7 +359,6 @@ def onnx_from_module(
     fallback = ""
     if failures:
         fallback = f"the {failures[0].exporter} exporter failed: {failures[0].reason} ({log_note})"
-    onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir)
     onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir)
     graph_inputs = [i.name for i in model.graph.input]
     unused = [n for n in input_names if n not in graph_inputs]
