@@ -21,6 +21,9 @@ echo "[2/4] torch 2.13.0 (CPU build, about 1 GB; a minute or two) ..." >&2
 .venv/bin/python -m pip install -q "torch==2.13.0"
 echo "[3/4] tritongen and its stages: ONNX, ONNX Runtime, Triton 2.51 (nvidia-pytriton), transformers, ... (a few minutes on a first run) ..." >&2
 .venv/bin/python -m pip install -q -e ".[convert,server,image,report,hf,sign,deploy,test,examples]"
+# facenet-pytorch for the MTCNN ONet example (examples/mtcnn_onet.py: weights in the package, 1.9 MB): without its
+# dependencies, which pin torch<2.3 and torchvision; the example reads the weights file and never imports the package.
+.venv/bin/python -m pip install -q --no-deps "facenet-pytorch==2.6.0"
 echo "[4/4] perf_analyzer ..." >&2
 # perf_analyzer: the binary from tritonclient 2.48's wheel, extracted into the venv (the venv keeps 2.73).
 bash scripts/install_perf_analyzer.sh

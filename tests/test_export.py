@@ -66,6 +66,9 @@ def test_weights_are_external_data_beside_the_model(tmp_path):
     assert result.data_path is not None and result.data_path.parent == result.onnx_path.parent
     model = onnx.load(str(result.onnx_path), load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    # the data file holds each weight once: nothing but what the graph references (a second save appended a copy)
+    referenced = sum(int({e.key: e.value for e in t.external_data}.get("length", 0)) for t in model.graph.initializer)
+    assert result.data_path.stat().st_size == referenced
 
 
 def test_unbatched_export_keeps_static_shapes(tmp_path):

@@ -193,8 +193,7 @@ def test_bad_calibration_data(tmp_path, conv):
 
 
 def test_precision_the_target_cannot_do(tmp_path, conv, conv_calib):
-    with pytest.raises(TritongenError, match="target local"):
-        _conv_spec(conv, tmp_path / "repo", target="local", precision="fp16")
+    assert _conv_spec(conv, tmp_path / "repo", target="local", precision="fp16").precision == "fp16"  # served on the CPU
     with pytest.raises(TritongenError, match="needs calibration data"):
         _conv_spec(conv, tmp_path / "repo", precision="int8")
     with pytest.raises(TritongenError, match="unknown precision"):

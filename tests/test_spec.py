@@ -105,8 +105,8 @@ def test_build_spec_checks_itself(tmp_path, monkeypatch):
         BuildSpec(model_path=tmp_path / "m.pt", name="m", target="bogus")
     with pytest.raises(TritongenError, match="not a valid folder name"):
         BuildSpec(model_path=tmp_path / "m.pt", name="../m")
-    with pytest.raises(TritongenError, match="--precision fp16 with --target local"):
-        BuildSpec(model_path=tmp_path / "m.pt", name="m", precision="fp16")
+    with pytest.raises(TritongenError, match="unknown precision 'fp8'"):
+        BuildSpec(model_path=tmp_path / "m.pt", name="m", precision="fp8")
     monkeypatch.chdir(tmp_path)  # the default repository is resolved when a spec is made, not at import
     assert BuildSpec(model_path=tmp_path / "m.pt", name="m").repo == tmp_path / "model_repository"
 

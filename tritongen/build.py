@@ -329,6 +329,13 @@ def _exporter_label(spec: BuildSpec, loaded) -> str:
     return f"{order[0]} exporter" + (f", {order[1]} if it fails" if len(order) > 1 else "")
 
 
+# --target local serves the variant with ONNX Runtime on the CPU, which has few FP16 kernels (casts around FP32 ones).
+LOCAL_FP16_NOTE = (
+    "--target local runs this FP16 model with ONNX Runtime on the CPU, where FP16 may be slower than FP32 "
+    "(it checks accuracy here; the speed is for a GPU: --target onnxruntime or tensorrt)"
+)
+
+
 def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
     """FP16/INT8 behind the accuracy guard (the variant replaces model.onnx), then for ``--target tensorrt``
     the prepared ONNX, its profiles and the lint under ``<version>/tritongen/``.
@@ -353,6 +360,8 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
         finally:
             shutil.rmtree(work, ignore_errors=True)
         stages.progress(f"      {precision.summary()}")
+        if spec.target == "local" and spec.precision == "fp16":
+            stages.progress(f"      note: {LOCAL_FP16_NOTE}")
     if spec.target != "tensorrt":
         if precision is None or spec.target != "onnxruntime":
             return precision, None

@@ -442,6 +442,10 @@ def infer(name: str, **options) -> None:
     result = api.infer(name, **options)
     click.echo(result.text())
     if result.check is not None and not result.check.ok:
+        if result.precision != "fp32":
+            raise TritongenError(
+                f"the served {result.precision} answers are below the accuracy guard's bar", "see the table above"
+            )
         raise TritongenError("served outputs differ from the PyTorch reference beyond tolerance", "see the table above")
 
 

@@ -2,13 +2,16 @@
 
 By default the inputs are the samples the build saved (``<model>/<version>/tritongen/samples.npz``) and the
 reference is the PyTorch output the build computed for them, so ``infer --check`` proves end to end that the
-served model answers like the original.
+served model answers like the original. For an FP16/INT8 variant (``build --precision``) the served answers are
+held to the accuracy guard's bar recorded in the manifest (mean/min cosine, top-1 agreement) instead of the FP32
+parity tolerances: a variant is not meant to match FP32 to 1e-4.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +20,9 @@ from .layout import REFERENCE_NAME, SAMPLES_NAME, latest_artifacts
 from .manifest import ENSEMBLE, read_manifest
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
+from .precision.accuracy import AccuracyReport, accuracy_from_outputs
+
+CheckReport = ParityReport | AccuracyReport  # both have .ok and .table()
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,8 @@ class InferSpec:
 @dataclass(frozen=True)
 class InferResult:
     outputs: dict[str, np.ndarray]
-    check: ParityReport | None
+    check: CheckReport | None
+    precision: str = "fp32"  # the served model's precision (an FP16/INT8 variant is checked against the guard's bar)
 
     def text(self, values: int = 6) -> str:
         lines = []
@@ -56,7 +63,13 @@ class InferResult:
             more = ", ..." if array.size > values else ""
             lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
         if self.check is not None:
-            lines.append("check against the PyTorch reference saved by the build:")
+            if self.precision == "fp32":
+                lines.append("check against the PyTorch reference saved by the build:")
+            else:
+                lines.append(
+                    f"check of the {self.precision} variant against the FP32 reference saved by the build "
+                    "(the accuracy guard's bar from the manifest):"
+                )
             lines.append(self.check.table())
             lines.append("MATCH" if self.check.ok else "MISMATCH")
         return "\n".join(lines)
@@ -142,6 +155,46 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
     return InferResult(outputs=stacked(answers), check=None)
 
 
+@dataclass(frozen=True)
+class VariantBar:
+    """The accuracy guard's bar that an FP16/INT8 variant passed at build time (from its manifest)."""
+
+    precision: str
+    min_cosine: float
+    min_top1: float | None
+
+
+def variant_bar(precision_record: Any) -> VariantBar | None:
+    """The bar of the guard that passed an FP16/INT8 variant; None for FP32.
+
+    ``precision_record`` is the manifest's ``precision`` field as ``tritongen build`` writes it.
+    """
+    if not isinstance(precision_record, dict) or precision_record.get("precision", "fp32") == "fp32":
+        return None
+    accuracy = precision_record.get("accuracy")
+    if not isinstance(accuracy, dict) or not isinstance(accuracy.get("min_cosine"), (int, float)):
+        raise TritongenError(
+            f"the manifest records a {precision_record.get('precision')} variant without the accuracy guard's bar",
+            "rebuild the model with tritongen build --precision",
+        )
+    top1 = accuracy.get("min_top1")
+    return VariantBar(
+        str(precision_record["precision"]), float(accuracy["min_cosine"]), None if top1 is None else float(top1)
+    )
+
+
+def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> AccuracyReport:
+    names = list(reference)
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise TritongenError(
+            f"the server returned no output '{missing[0]}'", "rebuild the model: config and reference disagree"
+        )
+    return accuracy_from_outputs(
+        names, [[outputs[n] for n in names]], [[reference[n] for n in names]], bar.min_cosine, bar.min_top1
+    )
+
+
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import default_url, infer_from_arrays
 
@@ -151,6 +204,7 @@ def infer_model(spec: InferSpec) -> InferResult:
 
     reference = None
     end_to_end = None
+    bar = None
     tolerances = (1e-4, 1e-3)
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
@@ -175,6 +229,14 @@ def infer_model(spec: InferSpec) -> InferResult:
                     read_manifest(Path(spec.repo) / spec.name, version).details.get("model", {}).get("spec", {})
                 )
                 tolerances = (float(model_spec.get("atol", 1e-4)), float(model_spec.get("rtol", 1e-3)))
+                precision = str(model_spec.get("precision", "fp32"))
+                if precision != "fp32":  # the saved end-to-end answers are FP32 PyTorch's, labels included
+                    raise TritongenError(
+                        f"ensemble '{spec.name}' serves a {precision} model step, and its end-to-end reference is "
+                        "FP32 PyTorch's (parity tolerances, exact labels)",
+                        f"check the model step against the accuracy guard's bar: tritongen infer {spec.name}_model "
+                        "--check",
+                    )
         elif not (artifacts / SAMPLES_NAME).is_file():
             if spec.check and _is_ensemble(Path(spec.repo) / spec.name, version):
                 raise TritongenError(
@@ -192,6 +254,7 @@ def infer_model(spec: InferSpec) -> InferResult:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
             tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
+            bar = variant_bar(manifest.details.get("precision"))
     url = spec.url or default_url(spec.protocol)
     if _is_sequence_model(Path(spec.repo) / spec.name):
         # The sequence batcher takes batch 1: each row goes as a sequence of one request, from zero state.
@@ -213,12 +276,14 @@ def infer_model(spec: InferSpec) -> InferResult:
         outputs = stacked(answers)
     else:
         outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
-    report = None
+    report: CheckReport | None = None
     if end_to_end is not None:
         report = ParityReport(
             atol=tolerances[0], rtol=tolerances[1], results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances))
         )
-    if reference is not None:
+    if reference is not None and bar is not None:
+        report = _variant_check(bar, outputs, reference)
+    elif reference is not None:
         results = []
         for name, want in reference.items():
             if name not in outputs:
@@ -227,4 +292,4 @@ def infer_model(spec: InferSpec) -> InferResult:
                 )
             results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
         report = ParityReport(atol=tolerances[0], rtol=tolerances[1], results=tuple(results))
-    return InferResult(outputs=outputs, check=report)
+    return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32")

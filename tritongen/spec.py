@@ -183,11 +183,6 @@ class BuildSpec:
         chosen = self.precision
         if chosen not in PRECISIONS:
             raise TritongenError(f"unknown precision '{chosen}'", f"use one of {', '.join(PRECISIONS)}")
-        if chosen != "fp32" and self.target == "local":
-            raise TritongenError(
-                f"--precision {chosen} with --target local: the Python-backend model runs FP32 ONNX Runtime on the CPU",
-                "use --target onnxruntime (Triton builds a TensorRT engine at load) or --target tensorrt",
-            )
         if self.calib_method not in CALIB_METHODS:
             raise TritongenError(
                 f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}"

@@ -1,0 +1,52 @@
+"""A second real model family through the INT8 path: MTCNN's ONet with the weights facenet-pytorch ships.
+
+The build calibrates on face and china.jpg crops; the figures are taken on other crops (other face positions,
+flower.jpg backgrounds) that neither calibration nor the guard saw. ``bench/precision_second_model.py`` gives the
+full figures (and throughput).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tritongen.build import build
+from tritongen.precision.guard import outputs_from_onnx
+from tritongen.spec import build_spec_from_options
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch is not installed (scripts/setup.sh)"
+)
+FACTORY_FILE = Path(__file__).resolve().parents[1] / "examples" / "mtcnn_onet.py"
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TRITONGEN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tritongen-cache"))
+
+
+def test_onet_int8_agrees_with_pytorch_fp32_on_unseen_crops(tmp_path):
+    from examples.mtcnn_onet import OUTPUTS, onet_crops, onet_weights_path, pretrained_onet
+
+    np.savez(tmp_path / "calib.npz", x=onet_crops(200, seed=1, background="china"))
+    result = build(build_spec_from_options(
+        onet_weights_path(), name="onet", inputs=["x:FP32:3,48,48"], outputs=list(OUTPUTS), max_batch_size=32,
+        model_factory=f"{FACTORY_FILE}:make_onet", repo=tmp_path / "repo", target="local", precision="int8",
+        calib_data=tmp_path / "calib.npz",
+    ))
+    record = json.loads(result.manifest_path.read_text())["precision"]
+    assert record["ok"] and record["calibration"]["eval_samples"] == 50
+    heldout = onet_crops(128, seed=2, background="flower")
+    with torch.inference_mode():
+        want = [t.numpy() for t in pretrained_onet()(torch.from_numpy(heldout))]
+    box, landmarks, prob = outputs_from_onnx(result.model_dir / "1" / "model.onnx", [{"x": heldout}], OUTPUTS)[0]
+    faces = want[2][:, 1] >= 0.7
+    assert 0.3 < faces.mean() < 0.7  # both kinds of crop are there, so agreement means something
+    assert np.mean(np.argmax(prob, 1) == np.argmax(want[2], 1)) >= 0.98
+    assert np.max(np.abs(landmarks - want[1])) * 48 < 2.0  # pixels of the 48-pixel crop
+    assert np.max(np.abs(box - want[0])) * 48 < 2.0
