@@ -131,16 +131,19 @@ def served_throughput(model: Path, calib: Path, work: Path, batch: int, rounds: 
     return served_rps(repo, {"fp32": "minilm_fp32", "int8": "minilm_int8"}, rounds), "Triton --target local"
 
 
-def served_rps(repo: Path, models: dict[str, str], rounds: int, concurrency: int = 2) -> dict[str, float]:
-    """Boot one Triton on ``repo`` and load-test each model in turn, ``rounds`` times; median requests/s."""
+def served_rps(repo: Path, models: dict[str, str], rounds: int, concurrency: int = 8) -> dict[str, float]:
+    """Boot one Triton on ``repo`` (free ports) and load-test each model in turn, ``rounds`` times; median
+    requests/s (:func:`served_precision.served_throughput_rps` measures each round)."""
     import tritongen
+    from served_precision import free_ports, served_throughput_rps
 
     rps: dict[str, list[float]] = {label: [] for label in models}
-    with tritongen.serve(repo) as server:
+    with tritongen.serve(repo, **free_ports()) as server:
         for _ in range(rounds):
             for label, name in models.items():
-                run = tritongen.perf(name, url=server.grpc_url, concurrency=(concurrency,), duration_s=4.0, repo=repo)
-                rps[label].append(run.points[-1].throughput_rps)
+                rps[label].append(
+                    served_throughput_rps(repo, name, concurrency=concurrency, duration_s=4.0, url=server.grpc_url)
+                )
     return {label: statistics.median(v) for label, v in rps.items()}
 
 
