@@ -113,7 +113,12 @@ output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
 dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 """
-SLEEPY_MODEL = """\
+
+
+def sleepy_model(sleep_s: float, per_row_s: float = 0.0) -> str:
+    """A Python-backend model.py that answers every execution after ``sleep_s`` plus ``per_row_s`` per batched row
+    (latency by design, not by timing)."""
+    return f"""\
 import time
 
 import triton_python_backend_utils as pb_utils
@@ -121,10 +126,14 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def execute(self, requests):
-        time.sleep(0.05)
+        rows = sum(pb_utils.get_input_tensor_by_name(r, "X").as_numpy().shape[0] for r in requests)
+        time.sleep({sleep_s!r} + {per_row_s!r} * rows)
         return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
                 for r in requests]
 """
+
+
+SLEEPY_MODEL = sleepy_model(0.05)
 
 
 @pytest.fixture(scope="session")
