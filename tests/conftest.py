@@ -115,9 +115,8 @@ instance_group [{ kind: KIND_CPU count: 1 }]
 """
 
 
-def sleepy_model(sleep_s: float, per_row_s: float = 0.0) -> str:
-    """A Python-backend model.py that answers every execution after ``sleep_s`` plus ``per_row_s`` per batched row
-    (latency by design, not by timing)."""
+def sleepy_model(sleep_s: float) -> str:
+    """A Python-backend model.py that answers every execution after ``sleep_s`` (latency by design, not timing)."""
     return f"""\
 import time
 
@@ -126,8 +125,7 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def execute(self, requests):
-        rows = sum(pb_utils.get_input_tensor_by_name(r, "X").as_numpy().shape[0] for r in requests)
-        time.sleep({sleep_s!r} + {per_row_s!r} * rows)
+        time.sleep({sleep_s!r})
         return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
                 for r in requests]
 """

@@ -21,9 +21,9 @@ scrape, when Prometheus has marked every series of the target stale.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,34 +138,24 @@ def _wait_for_scrape_after(prom: LocalPrometheus, series: str, after_s: float, t
 def _drive_level(
     prom: LocalPrometheus, perf: Perf, load: int, series: str, t: _Timing, tries: int = 3
 ) -> tuple[PerfRun, SteadyWindow]:
-    """Drive ``load`` with perf in a thread until Prometheus holds a steady window of it (see the module's 4.)."""
+    """Drive ``load`` with perf in a thread until Prometheus holds a steady window of it (the module's 4.)."""
     hold_s = t.hold_s
     for attempt in range(1, tries + 1):
         before = _wait_for_scrape_after(prom, series, time.time(), timeout_s=30 * t.interval_s + 30)
-        result: dict[str, object] = {}
-
-        def run(hold_s: float = hold_s) -> None:
-            try:
-                result["run"] = perf((load,), hold_s)
-            except BaseException as err:  # re-raised in the caller's thread
-                result["error"] = err
-
-        thread = threading.Thread(target=run, name=f"tritongen-drive-{load}", daemon=True)
         started_s = time.time()
-        thread.start()
-        found = None
-        while found is None:
-            alive = thread.is_alive()
-            found = _steady_at(prom.samples(series, time.time() - started_s + 5), before, t)
-            if found is None and not alive:
-                break
-            time.sleep(0.25 if found is None else 0)
-        thread.join()
-        if "error" in result:
-            raise result["error"]  # type: ignore[misc]
+        with ThreadPoolExecutor(1, thread_name_prefix=f"tritongen-drive-{load}") as pool:
+            driving = pool.submit(perf, (load,), hold_s)
+            found = None
+            while found is None:
+                done = driving.done()
+                found = _steady_at(prom.samples(series, time.time() - started_s + 5), before, t)
+                if found is None and done:
+                    break
+                time.sleep(0.25 if found is None else 0)
+            run = driving.result()  # waits for the level's end; re-raises what perf raised
         if found is not None:
             seen, at_s, scrapes = found
-            return result["run"], SteadyWindow(seen, at_s, scrapes, attempt)  # type: ignore[return-value]
+            return run, SteadyWindow(seen, at_s, scrapes, attempt)
         hold_s *= 2
     raise TritongenError(
         f"Prometheus never held {t.window_s:g} s of steady load at concurrency {load} in {tries} drives",
