@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .layout import LABELS_FILENAME
+from .scheduling import dynamic_batching_entries, rate_limiter_entry
 from .spec import BuildSpec, TensorSpec
 from .templates import render
 
@@ -107,7 +108,11 @@ def config_text_from_spec(
     kind = entry_kind(spec.target)
     dynamic = None
     if spec.batched:
-        dynamic = {"preferred_batch_sizes": preferred_batch_sizes(spec), "max_queue_delay_us": spec.max_queue_delay_us}
+        dynamic = {
+            "preferred_batch_sizes": preferred_batch_sizes(spec),
+            "max_queue_delay_us": spec.max_queue_delay_us,
+            **dynamic_batching_entries(spec.priority_levels, spec.default_priority, spec.queue_policies),
+        }
     return render(
         "config.pbtxt.j2",
         name=spec.name,
@@ -123,7 +128,13 @@ def config_text_from_spec(
             for i, t in enumerate(tensor_entries(spec.outputs))
         ],
         dynamic_batching=dynamic,
-        instance_groups=[{"kind": kind.instance_kind, "count": spec.instance_count}],
+        instance_groups=[
+            {
+                "kind": kind.instance_kind,
+                "count": spec.instance_count,
+                "rate_limiter": rate_limiter_entry(spec.rate_limiter, spec.rate_limiter_priority),
+            }
+        ],
         warmups=warmup_entries(spec, warmup_samples) if (spec.warmup and warmup_samples is not None) else [],
         parameters=dict(kind.parameters),
     )
