@@ -49,6 +49,7 @@ class BuildResult:
     exporter: str
     timings_s: Mapping[str, float]
     fallback: str = ""  # why the first exporter was not used ("" when it was)
+    handoff_dir: Path | None = None  # perf_analyzer / Model Analyzer hand-offs (tritongen.handoff), outside the repo
 
 
 class Stages:

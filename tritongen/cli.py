@@ -235,6 +235,8 @@ def build(model: Path, no_warmup: bool, **options) -> None:
     for t in result.spec.outputs:
         click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
     click.echo(f"manifest: {result.manifest_path}")
+    if result.handoff_dir is not None:
+        click.echo(f"perf_analyzer / Model Analyzer hand-offs: {result.handoff_dir}")
 
 
 @cli.command()
