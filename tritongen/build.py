@@ -174,6 +174,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         stages.progress(f"      used the {export.exporter} exporter because {export.fallback}")
     for warning in export.warnings:
         stages.progress(f"      warning: {warning}")
+    if export.dropped_outputs:
+        stages.progress(
+            f"      note: forward() returned None for {', '.join(export.dropped_outputs)}: not an output of the model"
+        )
     spec = spec.with_outputs(export.outputs)
 
     def reference():
