@@ -12,7 +12,7 @@ that reproduce ``tritongen perf``'s measurement of a built model.
   ``$PERF_ANALYZER`` names another binary;
 - ``config.yaml``: ``model-analyzer profile -f config.yaml`` measures the model as built (no config search) at
   the same concurrencies with the same inputs, against a server already running (``triton_launch_mode:
-  remote``; start it with ``tritongen serve --model-control explicit``, which Model Analyzer's remote mode needs).
+  remote``, which needs explicit model control: ``tritonserver --model-control-mode=explicit --load-model='*'``).
 """
 
 from __future__ import annotations
@@ -151,8 +151,9 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
         ma_path = folder / MA_CONFIG_NAME
         header = (
             f"# Model Analyzer profile config written by tritongen: {model} as built (no config search), at the\n"
-            "# concurrencies and with the inputs of `tritongen perf`, against a running server (remote mode:\n"
-            "# tritongen serve --model-control explicit). Run: model-analyzer profile -f config.yaml\n"
+            "# concurrencies and with the inputs of `tritongen perf`, against a running server (remote mode, which\n"
+            "# needs tritonserver --model-control-mode=explicit --load-model='*'). Run: model-analyzer profile -f "
+            "config.yaml\n"
         )
         ma_path.write_text(header + yaml.safe_dump(ma, sort_keys=False))
     except OSError as err:
