@@ -170,3 +170,26 @@ def test_perf_analyzer_script_runs_against_the_served_model(built, tmp_path, ser
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
     rows = list(csv.DictReader((made.folder / "results_c2.csv").read_text().splitlines()))
     assert rows and float(rows[-1]["Inferences/Second"]) > 0
+
+
+def test_links_are_never_followed(built, tmp_path):
+    from tritongen.errors import TritongenError
+
+    work, _ = built
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seq").symlink_to(elsewhere)
+    with pytest.raises(TritongenError, match="symbolic link"):
+        handoff_from_model(work / "repo", "seq", out)
+    assert not list(elsewhere.iterdir())
+    # a link where a file goes is replaced by the file, and what it pointed to is untouched
+    (out / "seq").unlink()
+    (out / "seq").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (out / "seq" / "config.yaml").symlink_to(victim)
+    made = handoff_from_model(work / "repo", "seq", out)
+    assert victim.read_text() == "mine" and not made.model_analyzer_config.is_symlink()
+    assert sorted(p.name for p in made.folder.iterdir()) == ["config.yaml", "input_data.json", "perf_analyzer.sh"]

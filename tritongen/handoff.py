@@ -18,7 +18,9 @@ that reproduce ``tritongen perf``'s measurement of a built model.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,19 @@ def model_analyzer_config(
     }
 
 
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``path`` through a new file renamed over it: a link at ``path`` is replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None = None) -> Handoff:
     """Write ``out/<model>/`` for the model ``model`` built in ``repo`` (its newest version's saved samples)."""
     import yaml
@@ -138,14 +153,17 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
     spec = spec or PerfSpec(model=model, url=DEFAULT_GRPC_URL, repo=repo)
     requests = request_set_from_samples(repo, model, config.max_batch_size > 0)
     folder = Path(out) / model
+    if any(p.is_symlink() for p in (Path(out), folder)):
+        raise TritongenError(
+            f"{folder} is reached through a symbolic link", "remove the link; hand-offs are written only to folders"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         data_path = folder / DATA_NAME
-        data_path.write_text(json.dumps(input_data_from_requests(requests)))
+        _write(data_path, json.dumps(input_data_from_requests(requests)))
         commands = perf_analyzer_commands(spec, requests)
         script = folder / SCRIPT_NAME
-        script.write_text(_script(model, commands))
-        script.chmod(0o755)
+        _write(script, _script(model, commands), mode=0o755)
         cpu_only = bool(config.instance_group) and all(g.kind == g.KIND_CPU for g in config.instance_group)
         ma = model_analyzer_config(repo, model, spec, requests, data_path.resolve(), cpu_only)
         ma_path = folder / MA_CONFIG_NAME
@@ -155,7 +173,7 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
             "# needs tritonserver --model-control-mode=explicit --load-model='*'). Run: model-analyzer profile -f "
             "config.yaml\n"
         )
-        ma_path.write_text(header + yaml.safe_dump(ma, sort_keys=False))
+        _write(ma_path, header + yaml.safe_dump(ma, sort_keys=False))
     except OSError as err:
         raise TritongenError(
             f"cannot write the hand-offs of {model} to {folder}: {err.strerror or err}",
