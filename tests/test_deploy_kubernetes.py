@@ -271,6 +271,25 @@ def test_existing_output_needs_force(measured, work):
 # ------------------------------------------------------------------------------------------ live
 
 
+def test_steady_window_is_read_from_the_scrapes_not_the_clock():
+    from tritongen.deploy.live import _steady_at, _Timing
+
+    t = _Timing(interval_s=1.0, window_s=10.0, for_s=3.0, ramp_s=1.0, min_scrapes=5)
+    idle = [(float(s), 100.0) for s in range(0, 6)]
+    loaded = [(float(s), 100.0 + 20 * (s - 5)) for s in range(6, 30)]  # requests answered from t=5 on
+    # the first scrape that saw the load is t=6; the window and the alert's ``for`` behind the evaluation time
+    # lie after it (6 + 1 + 3 + 10 = 20), and the counter still rose at the next scrape
+    assert _steady_at(idle + loaded, 100.0, t) == (6.0, 20.0, 10)
+    # the load stopped at t=20: 20 is not inside it any more, and nothing later is
+    stopped = [(ts, min(v, 100.0 + 20 * 15)) for ts, v in idle + loaded]
+    assert _steady_at(stopped, 100.0, t) is None
+    # missed scrapes: a window holding fewer than 5 successful ones is not used; the next that holds 5 is
+    sparse = [(ts, v) for ts, v in idle + loaded if ts < 16 or ts >= 24]
+    assert _steady_at(sparse, 100.0, t) == (6.0, 28.0, 5)  # (18, 28] holds 24..28
+    # before any load, nothing
+    assert _steady_at(idle, 100.0, t) is None
+
+
 # The live test's model: one instance, no batcher, 50 ms per request. A closed loop of c clients then waits
 # c x 50 ms for every request (each waits for the c - 1 ahead of it, first come first served), whatever the
 # clients' timing: ~200 ms at concurrency 4, ~400 ms at 8, >= 800 ms at 16 (sixteen requests cannot pass faster).
