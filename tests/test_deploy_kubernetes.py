@@ -362,11 +362,12 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
     for lv in proof.levels:
         assert lv.window.at_s - lv.window.load_seen_s >= 10 + 1, table
         assert lv.window.scrapes >= 5, table
-    # the HPA metric follows the offered load: ~c requests in flight at concurrency c (a closed loop keeps c in flight
-    # at the server but for the client's own time per request: 35% of it on a machine with 7x more runnable
-    # processes than cores, measured)
+    # the HPA metric follows the offered load: up to c requests in flight at concurrency c (a closed loop keeps c in
+    # flight at the server but for the client's own time per request: at half the knee, where requests are short,
+    # up to 47% of it measured on a machine with 7x more runnable processes than cores; at twice the knee < 2%)
     for lv in proof.levels:
-        assert 0.5 * lv.load < lv.in_flight < 1.2 * lv.load, table
+        assert lv.in_flight < 1.2 * lv.load, table
+    assert double.in_flight > 0.6 * double.load, table
     assert half.in_flight < knee.in_flight < double.in_flight, table
     # the overload alert: silent at half the knee, firing at twice the knee (above 1.5x the knee's in flight)
     assert half.alerts["TritonAboveKnee"] == "inactive" and double.alerts["TritonAboveKnee"] == "firing", table
