@@ -11,9 +11,10 @@ latency summaries), and in one run:
    prometheus-adapter query, the replica count Kubernetes' HPA rule gives from one replica, and the alerts' states;
 5. runs every query of the bundle against Prometheus and lists those that returned nothing.
 
-    .venv/bin/python bench/autoscale_signal.py [--levels 1,2,4,8,16,32] [--slo-p99-ms N] [--drive-s 15]
+    .venv/bin/python bench/autoscale_signal.py [--levels 1,2,4,8,16,32] [--slo-p99-ms N]
 
-Rate windows are 10 s and alert ``for`` durations 1/40 of a cluster's, so the run takes minutes, not hours.
+Rate windows are 10 s and alert ``for`` durations 1/40 of a cluster's, so the run takes minutes, not hours. Each
+level is held until Prometheus has scraped a full rate window of it (tritongen/deploy/live.py says how).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ def main() -> int:
     parser.add_argument("--levels", default="1,2,4,8,16,32", help="concurrency ladder of the measurement")
     parser.add_argument("--slo-p99-ms", type=float, help="p99 objective (default: 4x the p99 at the lowest level)")
     parser.add_argument("--measure-s", type=float, default=3.0, help="measured seconds per level of the ladder")
-    parser.add_argument("--drive-s", type=float, default=15.0, help="measured seconds at half/1x/2x the knee")
     parser.add_argument("--max-batch-size", type=int, default=16)
     args = parser.parse_args()
     levels = tuple(int(v) for v in args.levels.split(","))
@@ -64,19 +64,18 @@ def main() -> int:
         )
         with server_from_repository(serve) as server:
 
-            def perf(loads: tuple[int, ...], phase: str):
-                seconds = args.measure_s if phase == "measure" else args.drive_s
+            def perf(loads: tuple[int, ...], load_s: float | None):
+                phase = "measure" if load_s is None else "drive"
                 timing = (
-                    {"warmup_s": 1.0, "max_windows": 5, "stability_pct": 15.0}
-                    if phase == "measure"
-                    else {"warmup_s": 3.0, "max_windows": 3, "stability_pct": 100.0}
+                    {"duration_s": args.measure_s, "warmup_s": 1.0, "max_windows": 5, "stability_pct": 15.0}
+                    if load_s is None  # the measurement
+                    else {"duration_s": load_s - 1.0, "warmup_s": 1.0, "max_windows": 3, "stability_pct": 100.0}
                 )
                 run = perf_from_spec(
                     PerfSpec(
                         model="minilm_text",
                         url=server.grpc_url,
                         concurrency=loads,
-                        duration_s=seconds,
                         text_file=texts,
                         repo=None,
                         metrics_url=server.metrics_url,
@@ -94,7 +93,7 @@ def main() -> int:
 
             slo = args.slo_p99_ms
             if slo is None:
-                first = perf((levels[0],), "measure").points[0]
+                first = perf((levels[0],), None).points[0]
                 slo = round(4 * first.latency.p99_ms, 1)
                 print(f"objective: p99 <= {slo:g} ms (4x the p99 at concurrency {levels[0]})", flush=True)
             proof = autoscale_proof(server, repo, work / "proof", perf=perf, measure_levels=levels, slo_p99_ms=slo)

@@ -113,7 +113,11 @@ output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
 dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [{ kind: KIND_CPU count: 1 }]
 """
-SLEEPY_MODEL = """\
+
+
+def sleepy_model(sleep_s: float) -> str:
+    """A Python-backend model.py that answers every execution after ``sleep_s`` (latency by design, not timing)."""
+    return f"""\
 import time
 
 import triton_python_backend_utils as pb_utils
@@ -121,10 +125,13 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def execute(self, requests):
-        time.sleep(0.05)
+        time.sleep({sleep_s!r})
         return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
                 for r in requests]
 """
+
+
+SLEEPY_MODEL = sleepy_model(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -311,3 +311,67 @@ def save_model(model: nn.Module, path: Path, form: str, example_inputs: tuple[An
             raise ValueError(f"unknown form {form!r}")
     return path
 
+
+
+# ----------------------------------------------------------------------- outputs as models return them (issue 16)
+
+
+class DictOut(nn.Module):
+    """Returns a dict: its keys are the output names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.lin(x)
+        return {"logits": h, "probs": torch.softmax(h, -1)}
+
+
+class TupleWithNone(nn.Module):
+    """Returns a tuple whose middle item is None (an optional output that is off), and an INT64 class per item (shape [batch])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor):
+        h = self.lin(x)
+        return h, None, h.argmax(-1)
+
+
+class HFStyleOut(nn.Module):
+    """Returns a Hugging Face ModelOutput with a None field (loss) and a tuple field (hidden_states)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        h = self.lin(x)
+        return SequenceClassifierOutput(loss=None, logits=h, hidden_states=(x, torch.tanh(h)))
+
+
+class MixedDtypes(nn.Module):
+    """INT64, BOOL and FP16 inputs and outputs."""
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, half: torch.Tensor):
+        return {
+            "ids2": ids * 2,
+            "kept": mask & (ids > 0),
+            "half2": half * 2,
+            "any_big": (ids.sum(-1, keepdim=True) > 3),
+        }
+
+
+def mixed_dtype_inputs(batch: int = 3, seed: int = 1) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "ids": rng.integers(-5, 5, (batch, 4)).astype(np.int64),
+        "mask": rng.random((batch, 4)) > 0.5,
+        "half": rng.standard_normal((batch, 4)).astype(np.float16),
+    }

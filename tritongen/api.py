@@ -84,7 +84,25 @@ def _build_spec(model: PathLike, progress: Progress | None, loaded: Any = None, 
 
     if loaded is not None:
         spec = _in_memory_spec(spec, loaded)
-    return build_model(spec, progress=progress, loaded=loaded)
+    result = build_model(spec, progress=progress, loaded=loaded)
+    return _with_handoff(result, progress)
+
+
+def _with_handoff(result: Any, progress: Progress | None) -> Any:
+    """Write the perf_analyzer / Model Analyzer hand-offs beside the repository (:mod:`tritongen.handoff`). The
+    model is installed by then: a hand-off that cannot be written is reported, not a failed build."""
+    import dataclasses
+
+    from .handoff import handoff_dir_for, handoff_from_model
+
+    repo = result.model_dir.parent
+    try:
+        made = handoff_from_model(repo, result.spec.name, handoff_dir_for(repo))
+    except TritongenError as err:
+        if progress is not None:
+            progress(f"no perf_analyzer/Model Analyzer hand-offs: {err}")
+        return result
+    return dataclasses.replace(result, handoff_dir=made.folder)
 
 
 def _in_memory_spec(spec: Any, loaded: Any) -> Any:

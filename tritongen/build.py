@@ -49,6 +49,7 @@ class BuildResult:
     exporter: str
     timings_s: Mapping[str, float]
     fallback: str = ""  # why the first exporter was not used ("" when it was)
+    handoff_dir: Path | None = None  # perf_analyzer / Model Analyzer hand-offs (tritongen.handoff), outside the repo
 
 
 class Stages:
@@ -186,6 +187,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         stages.progress(f"      used the {export.exporter} exporter because {export.fallback}")
     for warning in export.warnings:
         stages.progress(f"      warning: {warning}")
+    if export.dropped_outputs:
+        stages.progress(
+            f"      note: forward() returned None for {', '.join(export.dropped_outputs)}: not an output of the model"
+        )
     spec = spec.with_outputs(export.outputs)
     if spec.states:
         from .sequence import check_state_tensors

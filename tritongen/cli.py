@@ -102,6 +102,30 @@ def cli(debug: bool) -> None:
     type=int,
     help="Dynamic batching max queue delay in microseconds. Default 500.",
 )
+@click.option(
+    "--priority-levels", type=int, help="Dynamic batching priority levels (1 is the highest). Default 0: none."
+)
+@click.option(
+    "--default-priority",
+    type=int,
+    help="Priority level of requests that give none. Default: the lowest (--priority-levels).",
+)
+@click.option(
+    "--queue-policy",
+    "queue_policies",
+    multiple=True,
+    metavar="[LEVEL:]timeout_us=T,action=reject|delay,allow_override=BOOL,max_size=N",
+    help="Dynamic batching queue policy: the default one, or with LEVEL: that priority level's. Repeatable.",
+)
+@click.option(
+    "--rate-limiter",
+    "rate_limiter",
+    multiple=True,
+    metavar="RESOURCE:COUNT[:global]",
+    help="Rate limiter resource one execution of an instance takes (with tritonserver --rate-limit=execution_count). "
+    "Repeatable.",
+)
+@click.option("--rate-limiter-priority", type=int, help="Rate limiter weight of the instances (2: half the chances).")
 @click.option("--no-warmup", is_flag=True, help="Do not add a model_warmup request.")
 @click.option(
     "--task",
@@ -227,6 +251,8 @@ def build(model: Path, no_warmup: bool, **options) -> None:
     for t in result.spec.outputs:
         click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
     click.echo(f"manifest: {result.manifest_path}")
+    if result.handoff_dir is not None:
+        click.echo(f"perf_analyzer / Model Analyzer hand-offs: {result.handoff_dir}")
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .layout import LABELS_FILENAME
+from .scheduling import dynamic_batching_entries, rate_limiter_entry
 from .sequence import STATES_PARAMETER, sequence_batching_entry
 from .spec import BuildSpec, TensorSpec
 from .templates import render
@@ -108,7 +109,11 @@ def config_text_from_spec(
     kind = entry_kind(spec.target)
     dynamic = None
     if spec.batched and not spec.states:
-        dynamic = {"preferred_batch_sizes": preferred_batch_sizes(spec), "max_queue_delay_us": spec.max_queue_delay_us}
+        dynamic = {
+            "preferred_batch_sizes": preferred_batch_sizes(spec),
+            "max_queue_delay_us": spec.max_queue_delay_us,
+            **dynamic_batching_entries(spec.priority_levels, spec.default_priority, spec.queue_policies),
+        }
     parameters = dict(kind.parameters)
     sequence = None
     if spec.states:  # the sequence batcher; state tensors travel inside Triton (or the local model), not in the I/O
@@ -140,7 +145,13 @@ def config_text_from_spec(
         ],
         dynamic_batching=dynamic,
         sequence_batching=sequence,
-        instance_groups=[{"kind": kind.instance_kind, "count": spec.instance_count}],
+        instance_groups=[
+            {
+                "kind": kind.instance_kind,
+                "count": spec.instance_count,
+                "rate_limiter": rate_limiter_entry(spec.rate_limiter, spec.rate_limiter_priority),
+            }
+        ],
         warmups=warmup_entries(spec, warmup_samples)
         if (spec.warmup and warmup_samples is not None and not spec.states)
         else [],

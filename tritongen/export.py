@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class ExportResult:
     fallback: str = ""  # why the first exporter of "auto" was not used ("" when it was)
     log_path: Path | None = None  # torch's output of the failed attempts
     warnings: tuple[str, ...] = ()  # TorchScript tracer warnings of an explicitly chosen exporter
+    dropped_outputs: tuple[str, ...] = ()  # what forward() returned as None (not served)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class ExportResult:
             "nodes": self.node_count,
             **({"fallback": self.fallback} if self.fallback else {}),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
+            **({"dropped_outputs": list(self.dropped_outputs)} if self.dropped_outputs else {}),
         }
 
 
@@ -78,8 +81,62 @@ def flatten_outputs(result: Any) -> list:
     )
 
 
-def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run the PyTorch model on named NumPy inputs (in the spec's input order) and return NumPy outputs."""
+@dataclass(frozen=True)
+class OutputLayout:
+    """Names for what forward() returned, one per tensor in :func:`flatten_outputs` order, and the Nones dropped."""
+
+    names: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+
+
+def output_layout(result: Any) -> OutputLayout:
+    """A tensor is ``output``; a tuple's items ``output_0``, ``output_1``, ... (by position, Nones counted); a dict's
+    (or a Hugging Face ``ModelOutput``'s) values their keys (field names); nested values join with ``_``
+    (``hidden_states_0``). ``None`` values are dropped and named in ``dropped``."""
+    import dataclasses
+
+    import torch
+
+    names: list[str] = []
+    dropped: list[str] = []
+
+    def join(path: str, part: Any) -> str:
+        return f"{path}_{part}" if path else str(part)
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            names.append(path or "output")
+        elif value is None:
+            dropped.append(path or "output")
+        elif isinstance(value, Mapping) and dataclasses.is_dataclass(value):  # ModelOutput hides its None fields
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name, None), join(path, f.name))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, join(path, key))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, join(path or "output", i))
+        else:
+            flatten_outputs(value)  # raises the one clean error for what is not a tensor
+
+    walk(result, "")
+    clean: list[str] = []
+    for name in names:
+        base = _NAME_CHARS.sub("_", name)
+        base = base if re.match(r"[A-Za-z_]", base) else f"output_{base}"
+        unique, n = base, 1
+        while unique in clean:
+            unique, n = f"{base}_{n}", n + 1
+        clean.append(unique)
+    return OutputLayout(tuple(clean), tuple(dropped))
+
+
+def torch_result_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, np.ndarray]) -> Any:
+    """What the PyTorch model returns on named NumPy inputs (in the spec's input order), as it returns it."""
     import torch
 
     args = [torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in spec.inputs]
@@ -95,18 +152,25 @@ def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str,
             "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with "
             f"real data){range_hint(spec)}",
         ) from None
-    return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
+    return result
 
 
-def _output_names(spec: BuildSpec, count: int) -> tuple[str, ...]:
+def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the PyTorch model on named NumPy inputs (in the spec's input order) and return NumPy outputs."""
+    return [t.detach().cpu().numpy() for t in flatten_outputs(torch_result_from_module(module, spec, inputs))]
+
+
+def _output_names(spec: BuildSpec, layout: OutputLayout) -> tuple[str, ...]:
+    count = len(layout.names)
     if spec.output_names:
         if len(spec.output_names) != count:
             raise TritongenError(
                 f"the model returns {count} output(s) but {len(spec.output_names)} --output name(s) were given",
-                f"give exactly {count} --output name(s), in the order forward() returns them",
+                f"give exactly {count} --output name(s), in the order forward() returns them "
+                f"({', '.join(layout.names)})",
             )
         return spec.output_names
-    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+    return layout.names
 
 
 def _dynamic_axes(spec: BuildSpec) -> dict[str, dict[int, str]]:
@@ -355,10 +419,10 @@ def onnx_from_module(
     if spec.opset < MIN_OPSET:
         raise TritongenError(f"opset {spec.opset} is too old", f"use --opset {MIN_OPSET} or newer")
     order = exporter_order(loaded.module, spec.exporter)
-    probe = torch_outputs_from_module(loaded.module, spec, example_inputs)
-    if not probe:
+    layout = output_layout(torch_result_from_module(loaded.module, spec, example_inputs))
+    if not layout.names:
         raise TritongenError("the model returns no outputs", "make forward() return at least one tensor")
-    output_names = _output_names(spec, len(probe))
+    output_names = _output_names(spec, layout)
     input_names = [t.name for t in spec.inputs]
     args = [torch.from_numpy(np.ascontiguousarray(example_inputs[n])) for n in input_names]
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -418,4 +482,5 @@ def onnx_from_module(
         fallback=fallback,
         log_path=log if isinstance(log, Path) else None,
         warnings=warned,
+        dropped_outputs=layout.dropped,
     )

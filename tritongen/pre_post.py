@@ -249,6 +249,7 @@ def python_step_config_text(
     instance_count: int = 1,
 ) -> str:
     from .config import tensor_entries
+    from .scheduling import dynamic_batching_entries
 
     # Python steps take requests of different shapes in one execute() (they group by shape themselves), so
     # variable-size inputs are ragged: the dynamic batcher need not wait for requests of equal shapes.
@@ -263,8 +264,12 @@ def python_step_config_text(
         gpu_accelerators=[],
         inputs=tensor_entries(step.inputs, ragged=True),
         outputs=tensor_entries(step.outputs),
-        dynamic_batching={"preferred_batch_sizes": preferred_batch_sizes, "max_queue_delay_us": max_queue_delay_us},
-        instance_groups=[{"kind": "KIND_CPU", "count": instance_count}],
+        dynamic_batching={
+            "preferred_batch_sizes": preferred_batch_sizes,
+            "max_queue_delay_us": max_queue_delay_us,
+            **dynamic_batching_entries(0, 0, ()),
+        },
+        instance_groups=[{"kind": "KIND_CPU", "count": instance_count, "rate_limiter": None}],
         warmups=[],
         parameters=dict(step.parameters),
     )

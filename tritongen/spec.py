@@ -24,6 +24,15 @@ from .dim_ranges import (
 )
 from .errors import TritongenError
 from .names import check_name
+from .scheduling import (
+    QueuePolicy,
+    RateLimiterResource,
+    check_scheduling,
+    queue_policy_from_arg,
+    queue_policy_from_dict,
+    rate_limiter_resource_from_arg,
+    rate_limiter_resource_from_dict,
+)
 from .sequence import StatePair, attribute_names_from_arg, check_states, state_pairs_from_args
 from .tensors import TensorSpec, tensor_spec_from_arg, tensor_spec_from_dict, tensor_specs_from_samples
 
@@ -125,6 +134,12 @@ class BuildSpec:
     states: tuple[StatePair, ...] = field(default=(), metadata=_yaml("texts"))
     # attributes a module keeps its state in between calls ("auto": detected), made explicit tensors (state_attrs)
     state_from_attributes: tuple[str, ...] = field(default=(), metadata=_yaml("texts"))
+    # Scheduling (tritongen.scheduling): the dynamic batcher's priority levels and queue policies, the rate limiter
+    priority_levels: int = field(default=0, metadata=_YAML)
+    default_priority: int = field(default=0, metadata=_YAML)  # 0: the lowest level (priority_levels)
+    queue_policies: tuple[QueuePolicy, ...] = field(default=(), metadata=_yaml("queue_policies"))
+    rate_limiter: tuple[RateLimiterResource, ...] = field(default=(), metadata=_yaml("rate_limiter"))
+    rate_limiter_priority: int = field(default=0, metadata=_YAML)  # 0 counts as 1
 
     def __post_init__(self) -> None:
         """Checks every value (one clean error for the first wrong one); makes the paths absolute."""
@@ -178,6 +193,23 @@ class BuildSpec:
             preferred_batch_sizes=self.preferred_batch_sizes,
             from_attributes=bool(self.state_from_attributes),
         )
+        set_(self, "queue_policies", tuple(self.queue_policies))
+        set_(self, "rate_limiter", tuple(self.rate_limiter))
+        default_priority = check_scheduling(
+            batched=self.batched,
+            priority_levels=self.priority_levels,
+            default_priority=self.default_priority,
+            queue_policies=self.queue_policies,
+            rate_limiter=self.rate_limiter,
+            rate_limiter_priority=self.rate_limiter_priority,
+        )
+        set_(self, "default_priority", default_priority)
+        if self.states and (self.priority_levels or self.queue_policies):
+            raise TritongenError(
+                "priority levels and queue policies belong to the dynamic batcher; a --state model uses the "
+                "sequence batcher",
+                "drop --priority-levels/--queue-policy, or drop --state",
+            )
 
     def _check_precision(self) -> None:
         chosen = self.precision
@@ -223,7 +255,11 @@ class BuildSpec:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and value and isinstance(value[0], (TensorSpec, DimRange, StatePair)):
+            elif (
+                isinstance(value, tuple)
+                and value
+                and isinstance(value[0], (TensorSpec, DimRange, StatePair, QueuePolicy, RateLimiterResource))
+            ):
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -307,6 +343,11 @@ def build_spec_from_options(
     consts: Iterable[str] = (),
     states: Iterable[str] = (),
     state_from_attributes: str | None = None,
+    priority_levels: int | None = None,
+    default_priority: int | None = None,
+    queue_policies: Iterable[str] = (),
+    rate_limiter: Iterable[str] = (),
+    rate_limiter_priority: int | None = None,
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over :data:`DEFAULTS`) into one :class:`BuildSpec`,
     which checks the values itself."""
@@ -419,6 +460,19 @@ def build_spec_from_options(
         state_from_attributes=attribute_names_from_arg(
             state_from_attributes if state_from_attributes is not None else file_opts.get("state_from_attributes")
         ),
+        priority_levels=int(pick(priority_levels, "priority_levels")),
+        default_priority=int(pick(default_priority, "default_priority")),
+        queue_policies=tuple(queue_policy_from_arg(a) for a in queue_policies)
+        or tuple(
+            queue_policy_from_dict(e, f"spec file queue_policies #{i + 1}")
+            for i, e in enumerate(file_opts.get("queue_policies") or ())
+        ),
+        rate_limiter=tuple(rate_limiter_resource_from_arg(a) for a in rate_limiter)
+        or tuple(
+            rate_limiter_resource_from_dict(e, f"spec file rate_limiter #{i + 1}")
+            for i, e in enumerate(file_opts.get("rate_limiter") or ())
+        ),
+        rate_limiter_priority=int(pick(rate_limiter_priority, "rate_limiter_priority")),
     )
 
 

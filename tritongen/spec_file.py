@@ -26,8 +26,8 @@ MAX_TEXT_CHARS = 4096
 _INT32_MAX = 2**31 - 1
 
 # A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "texts" (a list of strings), "inputs",
-# "outputs", "dim_ranges", "consts". The keys and their kinds come from tritongen.spec.yaml_keys() (BuildSpec's
-# fields), passed to yaml_spec.
+# "outputs", "dim_ranges", "consts", "queue_policies", "rate_limiter". The keys and their kinds come from
+# tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
 _KIND_WORDS = {
     "int": "an integer",
     "number": "a number",
@@ -39,6 +39,10 @@ INPUT_KEYS = ("name", "dtype", "data_type", "dims", "shape")
 _DIM_TEXT = re.compile(r"^-?[0-9]{1,10}$")
 _ENTRY_EXAMPLE = "{name: x, dtype: FP32, dims: [3, 224, 224]}"
 RANGE_KEYS = ("input", "axis", "min", "opt", "max")
+POLICY_KEYS = ("priority", "timeout_us", "action", "allow_override", "max_size")
+_POLICY_EXAMPLE = "{priority: 1, timeout_us: 5000, action: reject, allow_override: false, max_size: 64}"
+RESOURCE_KEYS = ("name", "count", "global")
+_RESOURCE_EXAMPLE = "{name: R1, count: 2, global: false}"
 _RANGE_EXAMPLE = "{input: x, axis: 1, min: 32, opt: 128, max: 512}"
 
 
@@ -152,6 +156,14 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
                 or (_is_int(const) and abs(const) > 2**63 - 1)
             ):
                 raise _wrong(path, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
+    elif kind == "queue_policies":
+        _check_list(path, key, value)
+        for i, entry in enumerate(value):
+            check_queue_policy_entry(path, f"queue_policies #{i + 1}", entry)
+    elif kind == "rate_limiter":
+        _check_list(path, key, value)
+        for i, entry in enumerate(value):
+            check_resource_entry(path, f"rate_limiter #{i + 1}", entry)
     elif kind == "dim_ranges":
         _check_list(path, key, value)
         for i, entry in enumerate(value):
@@ -230,3 +242,30 @@ def check_dim_range_entry(path: Path, where: str, entry: Any) -> None:
     for key in RANGE_KEYS[1:]:
         if not _is_int(entry[key]) or abs(entry[key]) > _INT32_MAX:
             raise _wrong(path, f"{where} {key}", entry[key], "an integer", _RANGE_EXAMPLE)
+
+
+def check_queue_policy_entry(path: Path, where: str, entry: Any) -> None:
+    """One ``queue_policies`` entry: a mapping of some of :data:`POLICY_KEYS` (integers, action a string,
+    allow_override a bool); :mod:`tritongen.scheduling` checks the values."""
+    if not isinstance(entry, dict) or not entry or set(entry) - set(POLICY_KEYS):
+        raise _wrong(path, where, entry, f"a mapping of {', '.join(POLICY_KEYS)}", _POLICY_EXAMPLE)
+    for key in ("priority", "timeout_us", "max_size"):
+        if key in entry and (not _is_int(entry[key]) or not 0 <= entry[key] <= 2**63 - 1):
+            raise _wrong(path, f"{where} {key}", entry[key], "an integer of 0 or more", _POLICY_EXAMPLE)
+    if "action" in entry:
+        _check_text(path, f"{where} action", entry["action"])
+    if "allow_override" in entry and not isinstance(entry["allow_override"], bool):
+        raise _wrong(path, f"{where} allow_override", entry["allow_override"], "true or false", _POLICY_EXAMPLE)
+
+
+def check_resource_entry(path: Path, where: str, entry: Any) -> None:
+    """One ``rate_limiter`` entry: a mapping of name (a string), count (an integer) and an optional global (a bool)."""
+    if not isinstance(entry, dict) or not {"name", "count"} <= set(entry) or set(entry) - set(RESOURCE_KEYS):
+        raise _wrong(
+            path, where, entry, f"a mapping of {', '.join(RESOURCE_KEYS)} (global optional)", _RESOURCE_EXAMPLE
+        )
+    _check_text(path, f"{where} name", entry["name"])
+    if not _is_int(entry["count"]) or not 0 <= entry["count"] <= 2**32 - 1:
+        raise _wrong(path, f"{where} count", entry["count"], "an integer of 0 or more", _RESOURCE_EXAMPLE)
+    if "global" in entry and not isinstance(entry["global"], bool):
+        raise _wrong(path, f"{where} global", entry["global"], "true or false", _RESOURCE_EXAMPLE)

@@ -486,7 +486,22 @@ def _instance_group_problems(config: ModelConfig, name: str, platform: str, gpu_
                     f"{label} and platform {platform} specifies invalid profile {profile}. The field "
                     "should contain the string representation of a non-negative integer."
                 )
-    return problems
+    return problems + _rate_limiter_problems(config)
+
+
+def _rate_limiter_problems(config: ModelConfig) -> list[str]:
+    """The rate limiter's resources (``RateLimiter::ResourceManager::ValidateMaxResources``, run as each instance
+    registers): one name may not be both global and per device. Resource counts the server is given
+    (``--rate-limit-resource``) are only known where it starts."""
+    scopes: dict[str, set[bool]] = {}
+    for group in config.instance_group:
+        for resource in group.rate_limiter.resources:
+            scopes.setdefault(resource.name, set()).add(getattr(resource, "global"))
+    return [
+        f'Resource "{name}" is present as both global and device-specific resource in the model configuration.'
+        for name, seen in scopes.items()
+        if len(seen) > 1
+    ]
 
 
 def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> list[str]:

@@ -8,6 +8,8 @@ PromQL over its HTTP API. Debian's ``prometheus`` package provides the binary.
 from __future__ import annotations
 
 import json
+import math
+import re
 import socket
 import subprocess
 import time
@@ -53,6 +55,29 @@ class LocalPrometheus:
             return [Sample({}, float(data["result"][1]))]
         return [Sample(r["metric"], float(r["value"][1])) for r in data["result"]]
 
+    def samples(self, selector: str, lookback_s: float, at_s: float | None = None) -> list[tuple[float, float]]:
+        """The raw samples (timestamp in Unix seconds, value) of the one series ``selector`` matches, over the
+        ``lookback_s`` before ``at_s`` (or now): one per successful scrape."""
+        params: dict[str, Any] = {"query": f"{selector}[{max(1, math.ceil(lookback_s))}s]"}
+        if at_s is not None:
+            params["time"] = f"{at_s:.3f}"
+        result = self._get("/api/v1/query", params)["result"]
+        if len(result) > 1:
+            raise TritongenError(f"{selector!r} matches {len(result)} series", "select one series")
+        return [(float(t), float(v)) for t, v in result[0]["values"]] if result else []
+
+    def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> list[int]:
+        """A range query, as a dashboard sends it: the number of points of each series it returns."""
+        params = {"query": expr, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}", "step": f"{step_s:g}"}
+        data = self._get("/api/v1/query_range", params)
+        return [len(r["values"]) for r in data["result"]]
+
+    def rules_evaluated_s(self) -> float:
+        """When the oldest rule group was last evaluated (Unix seconds; 0 before the first evaluation)."""
+        groups = self._get("/api/v1/rules", {})["groups"]
+        stamps = [_unix_s(g.get("lastEvaluation", "")) for g in groups]
+        return min(stamps, default=0.0)
+
     def alerts(self, name: str, at_s: float | None = None) -> set[str]:
         """States (``pending``/``firing``) alert ``name`` was in at ``at_s``."""
         return {s.labels["alertstate"] for s in self.query(f'ALERTS{{alertname="{name}"}}', at_s)}
@@ -76,6 +101,17 @@ class LocalPrometheus:
         self.stop()
 
 
+def _unix_s(rfc3339: str) -> float:
+    """Prometheus's RFC 3339 timestamps (nanoseconds, ``Z``) in Unix seconds; 0 for its zero time or none."""
+    from datetime import datetime
+
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", rfc3339)
+    if not match:
+        return 0.0
+    whole = datetime.fromisoformat(match[1] + ("+00:00" if match[3] == "Z" else match[3])).timestamp()
+    return max(0.0, whole + float(match[2] or 0.0))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,15 +129,15 @@ def prometheus_scraping(
     interval_s: float = 1.0,
     ready_timeout_s: float = 60.0,
 ) -> LocalPrometheus:
-    """Start Prometheus scraping ``metrics_hostport`` every ``interval_s`` (rules evaluated as often); wait until the
-    target is up."""
+    """Start Prometheus scraping ``metrics_hostport`` every ``interval_s`` (rules evaluated as often, a scrape given
+    the whole interval to answer); wait until the target is up."""
     import yaml
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     interval = f"{int(interval_s * 1000)}ms"
     config = {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": [str(Path(r).resolve()) for r in rule_files],
         "scrape_configs": [
             {

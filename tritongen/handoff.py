@@ -1,0 +1,182 @@
+"""Hand-offs to the tools people already run: a perf_analyzer command line and a Model Analyzer ``config.yaml``
+that reproduce ``tritongen perf``'s measurement of a built model.
+
+``handoff/<model>/`` is written beside the model repository, never inside it, so Triton never loads it and
+``tritongen verify`` never sees it:
+
+- ``input_data.json``: perf_analyzer's ``--input-data``, the build's saved samples split into batch-1 requests
+  (the requests ``tritongen perf`` sends), tensors base64-encoded;
+- ``perf_analyzer.sh``: one perf_analyzer process per concurrency level, the command line tritongen's own
+  ``--engine perf_analyzer`` runs (same windows, stability and trials), with ``--shape`` for every input (its
+  dynamic dimensions at the samples' sizes). ``./perf_analyzer.sh [URL]`` (default ``localhost:8001``, gRPC);
+  ``$PERF_ANALYZER`` names another binary;
+- ``config.yaml``: ``model-analyzer profile -f config.yaml`` measures the model as built (no config search) at
+  the same concurrencies with the same inputs, against a server already running (``triton_launch_mode:
+  remote``, which needs explicit model control: ``tritonserver --model-control-mode=explicit --load-model='*'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import TritongenError
+from .perf.inputs import RequestSet, request_set_from_samples
+from .perf.perf_analyzer import (
+    PerfAnalyzerInstall,
+    command_from_spec,
+    input_data_from_requests,
+)
+from .perf.spec import PerfSpec
+
+HANDOFF_DIR = "handoff"
+DATA_NAME = "input_data.json"
+SCRIPT_NAME = "perf_analyzer.sh"
+MA_CONFIG_NAME = "config.yaml"
+DEFAULT_GRPC_URL = "localhost:8001"
+_URL = "${URL}"  # the script's one variable
+
+
+@dataclass(frozen=True)
+class Handoff:
+    folder: Path
+    input_data: Path
+    script: Path
+    model_analyzer_config: Path
+    commands: tuple[tuple[str, ...], ...]  # one per level; the binary is "perf_analyzer", the URL ``${URL}``
+
+    def command_for(self, binary: str, url: str) -> list[list[str]]:
+        """The script's commands with ``binary`` and ``url`` filled in (run them from :attr:`folder`)."""
+        return [[binary if i == 0 else url if a == _URL else a for i, a in enumerate(c)] for c in self.commands]
+
+
+def handoff_dir_for(repo: Path) -> Path:
+    """Where a build into ``repo`` writes its hand-offs: ``handoff/`` beside the repository."""
+    return Path(repo).resolve().parent / HANDOFF_DIR
+
+
+def perf_analyzer_commands(spec: PerfSpec, requests: RequestSet) -> tuple[tuple[str, ...], ...]:
+    """The command line of each load level, as tritongen's perf_analyzer engine runs it (relative file names)."""
+    install = PerfAnalyzerInstall(binary=Path("perf_analyzer"), env={})
+    commands = []
+    levels = [("concurrency", float(c)) for c in spec.concurrency] + [("request_rate", r) for r in spec.request_rates]
+    for mode, load in levels:
+        tag = f"c{int(load)}" if mode == "concurrency" else f"r{load:g}"
+        # --shape when every request has the same shapes; else perf_analyzer takes each one's from the data
+        command = command_from_spec(install, spec, mode, load, Path(DATA_NAME), Path(f"results_{tag}.csv"), requests)
+        command[command.index("-u") + 1] = _URL
+        commands.append(tuple(command))
+    return tuple(commands)
+
+
+def _script(model: str, commands: tuple[tuple[str, ...], ...]) -> str:
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Reproduces `tritongen perf {model}` with perf_analyzer, written by tritongen: one process per load",
+        "# level, the command line of `tritongen perf --engine perf_analyzer`. Usage: ./perf_analyzer.sh [URL]",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        f'URL="${{1:-{DEFAULT_GRPC_URL}}}"',
+        'PERF_ANALYZER="${PERF_ANALYZER:-perf_analyzer}"',
+    ]
+    for command in commands:
+        args = ['"${PERF_ANALYZER}"'] + ['"${URL}"' if a == _URL else shlex.quote(a) for a in command[1:]]
+        lines.append(" ".join(args))
+    return "\n".join(lines) + "\n"
+
+
+def _flag_value(command: tuple[str, ...], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def model_analyzer_config(
+    repo: Path, model: str, spec: PerfSpec, requests: RequestSet, data_path: Path, cpu_only: bool
+) -> dict[str, Any]:
+    """Model Analyzer's ``profile`` config (its documented YAML keys) for the measurement of ``spec``."""
+    command = perf_analyzer_commands(spec, requests)[0]
+    shapes = [command[i + 1] for i, a in enumerate(command) if a == "--shape"]
+    flags: dict[str, Any] = {
+        "input-data": str(data_path),
+        "measurement-interval": int(_flag_value(command, "--measurement-interval")),
+        "stability-percentage": float(_flag_value(command, "--stability-percentage")),
+        "max-trials": int(_flag_value(command, "--max-trials")),
+    }
+    if shapes:
+        flags["shape"] = shapes
+    parameters: dict[str, Any] = {"batch_sizes": [1]}
+    if spec.concurrency:
+        parameters["concurrency"] = [int(c) for c in spec.concurrency]
+    else:
+        parameters["request_rate"] = [int(r) for r in spec.request_rates]
+    profile: dict[str, Any] = {"parameters": parameters, "perf_analyzer_flags": flags}
+    if cpu_only:
+        profile["cpu_only"] = True
+    host = spec.resolved_url().rsplit(":", 1)[0]
+    return {
+        "model_repository": str(Path(repo).resolve()),
+        "profile_models": {model: profile},
+        "run_config_search_disable": True,
+        "client_protocol": spec.protocol,
+        "triton_launch_mode": "remote",
+        "triton_grpc_endpoint": f"{host}:8001",
+        "triton_http_endpoint": f"{host}:8000",
+        "triton_metrics_url": f"http://{host}:8002/metrics",
+    }
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``path`` through a new file renamed over it: a link at ``path`` is replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None = None) -> Handoff:
+    """Write ``out/<model>/`` for the model ``model`` built in ``repo`` (its newest version's saved samples)."""
+    import yaml
+
+    from .validate import config_from_file
+
+    repo = Path(repo).resolve()
+    config = config_from_file(repo / model / "config.pbtxt")
+    spec = spec or PerfSpec(model=model, url=DEFAULT_GRPC_URL, repo=repo)
+    requests = request_set_from_samples(repo, model, config.max_batch_size > 0)
+    folder = Path(out) / model
+    if any(p.is_symlink() for p in (Path(out), folder)):
+        raise TritongenError(
+            f"{folder} is reached through a symbolic link", "remove the link; hand-offs are written only to folders"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        data_path = folder / DATA_NAME
+        _write(data_path, json.dumps(input_data_from_requests(requests)))
+        commands = perf_analyzer_commands(spec, requests)
+        script = folder / SCRIPT_NAME
+        _write(script, _script(model, commands), mode=0o755)
+        cpu_only = bool(config.instance_group) and all(g.kind == g.KIND_CPU for g in config.instance_group)
+        ma = model_analyzer_config(repo, model, spec, requests, data_path.resolve(), cpu_only)
+        ma_path = folder / MA_CONFIG_NAME
+        header = (
+            f"# Model Analyzer profile config written by tritongen: {model} as built (no config search), at the\n"
+            "# concurrencies and with the inputs of `tritongen perf`, against a running server (remote mode, which\n"
+            "# needs tritonserver --model-control-mode=explicit --load-model='*'). Run: model-analyzer profile -f "
+            "config.yaml\n"
+        )
+        _write(ma_path, header + yaml.safe_dump(ma, sort_keys=False))
+    except OSError as err:
+        raise TritongenError(
+            f"cannot write the hand-offs of {model} to {folder}: {err.strerror or err}",
+            "make the folder beside the model repository writable",
+        ) from None
+    return Handoff(folder, data_path, script, ma_path, commands)
