@@ -62,8 +62,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def ensemble_repo(tmp_path_factory) -> Path:
-    """MiniLM (text), a tiny ViT (image) and a custom pre/post pair: every Python-backend template, plus a probe
-    model that reports where its packages come from."""
+    """MiniLM (text), a tiny ViT (image), a custom pre/post pair and a stateful model: every Python-backend
+    template, plus a probe model that reports where its packages come from."""
     from tests.test_ensemble import POST_PY, PRE_PY, minilm_dir, save_image_classifier
     from tritongen.ensemble import build_ensemble
     from tritongen.spec import build_spec_from_options
@@ -87,6 +87,21 @@ def ensemble_repo(tmp_path_factory) -> Path:
             preprocess=str(work / "pre.py"),
             postprocess=str(work / "post.py"),
             **common,
+        )
+    )
+    from tritongen.build import build
+
+    acc = factories.save_model(factories.Accumulator(), work / "acc.pt", "torchscript")
+    build(  # a stateful model: the sequence runner template
+        build_spec_from_options(
+            acc,
+            name="acc",
+            inputs=["x:FP32:4", "acc:FP32:4"],
+            outputs=["y", "acc_out"],
+            states=["acc:acc_out"],
+            repo=repo,
+            max_batch_size=8,
+            target="local",
         )
     )
     write_model(repo, "env_probe", ENV_CONFIG, ENV_MODEL)
