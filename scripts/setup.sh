@@ -24,6 +24,9 @@ echo "[3/4] tritongen and its stages: ONNX, ONNX Runtime, Triton 2.51 (nvidia-py
 # facenet-pytorch for the MTCNN ONet example (examples/mtcnn_onet.py: weights in the package, 1.9 MB): without its
 # dependencies, which pin torch<2.3 and torchvision; the example reads the weights file and never imports the package.
 .venv/bin/python -m pip install -q --no-deps "facenet-pytorch==2.6.0"
+# resemblyzer for its voice encoder (examples/resemblyzer_encoder.py: weights in the package, 17 MB): without its
+# audio front end's dependencies (webrtcvad, librosa); the example reads the weights file and never imports the package.
+.venv/bin/python -m pip install -q --no-deps "resemblyzer==0.1.4"
 echo "[4/4] perf_analyzer ..." >&2
 # perf_analyzer: the binary from tritonclient 2.48's wheel, extracted into the venv (the venv keeps 2.73).
 bash scripts/install_perf_analyzer.sh
