@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__, api
+from .cli_options import ALLOW_UNVERIFIED
 from .errors import TritongenError
 from .logs import attach_cli_handler
 from .names import one_line
@@ -268,13 +269,6 @@ def validate(repo: Path, triton_version: str) -> None:
     click.echo(api.validate(repo, triton_version=triton_version).summary())
 
 
-_ALLOW_UNVERIFIED = click.option(
-    "--allow-unverified",
-    "allow_unverified",
-    multiple=True,
-    metavar="NAME",
-    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
-)
 _PUBLIC_KEY = click.option(
     "--public-key",
     type=click.Path(path_type=Path),
@@ -287,7 +281,7 @@ _SIGNATURE = click.option(
 
 @cli.command(short_help="Check that every file Triton would load from REPO is in a build manifest (and signed).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
-@_ALLOW_UNVERIFIED
+@ALLOW_UNVERIFIED
 @_PUBLIC_KEY
 @_SIGNATURE
 def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None) -> None:
@@ -309,7 +303,7 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
     help="PEM elliptic-curve private key (P-256, P-384 or P-521; unencrypted). Never printed.",
 )
 @_SIGNATURE
-@_ALLOW_UNVERIFIED
+@ALLOW_UNVERIFIED
 def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified: tuple[str, ...]) -> None:
     """Sign every file in REPO (after it verifies) with an EC key: verify/serve --public-key check it.
 
@@ -368,7 +362,7 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     is_flag=True,
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
 )
-@_ALLOW_UNVERIFIED
+@ALLOW_UNVERIFIED
 @_PUBLIC_KEY
 @_SIGNATURE
 def serve(

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import api
+from .cli_options import ALLOW_UNVERIFIED
 from .deploy import TARGETS
 from .plan_compat import DEFAULT_NGC_RELEASE
 
@@ -41,13 +42,7 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     metavar="IMPORT=REQUIREMENT",
     help="A package for an import tritongen does not know, e.g. sklearn=scikit-learn==1.5.2 (repeatable).",
 )
-@click.option(
-    "--allow-unverified",
-    "allow_unverified",
-    multiple=True,
-    metavar="NAME",
-    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
-)
+@ALLOW_UNVERIFIED
 @click.option(
     "--from-perf",
     "perf_results",

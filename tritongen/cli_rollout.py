@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
+from .cli_options import ALLOW_UNVERIFIED
 from .deploy.gate import GateThresholds
 from .errors import TritongenError
 
@@ -75,13 +76,7 @@ def _progress(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Folder for comparison.json (default rollout_reports/NAME-vFROM-to-vTO).",
 )
-@click.option(
-    "--allow-unverified",
-    "allow_unverified",
-    multiple=True,
-    metavar="NAME",
-    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
-)
+@ALLOW_UNVERIFIED
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollout(repo: Path, name: str, to_version: int, **options) -> None:
     """Roll model NAME of REPO out to version --to-version on a running server with explicit model control."""
@@ -101,13 +96,7 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 @click.option("--to-version", type=int, help="Roll back to this version (default: the one before the last rollout).")
 @click.option("--url", help=_URL_HELP)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
-@click.option(
-    "--allow-unverified",
-    "allow_unverified",
-    multiple=True,
-    metavar="NAME",
-    help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
-)
+@ALLOW_UNVERIFIED
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollback(repo: Path, name: str, **options) -> None:
     """Roll model NAME of REPO back (no gate) on a running server with explicit model control."""
