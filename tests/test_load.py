@@ -522,3 +522,30 @@ def test_a_pickled_module_defined_in_a_script_gets_a_fix_that_can_work(tmp_path)
         module_from_file(tmp_path / "net.pt", allow_pickle=True)
     assert "__main__" in err.value.message and "importable" not in err.value.fix
     assert "torch.export.save" in err.value.fix and "--model-factory" in err.value.fix
+
+
+def test_a_pickle_of_a_class_defined_in_the_saving_script_names_main_and_a_fix_that_works(tmp_path):
+    """The class lives in the script that saved the model (``__main__``): "make it importable" cannot help, so the
+    fix names the self-contained forms instead."""
+    import subprocess
+    import sys
+
+    from tests.test_bad_input import _run
+
+    saved = tmp_path / "scripted.pt"
+    script = (
+        "import sys, torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * 2\n"
+        "torch.save(Net(), sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(saved)], check=True, cwd=tmp_path)
+    repo = tmp_path / "repo"
+    code, out, err = _run(["build", str(saved), "--input", "x:FP32:4", "--allow-pickle", "--repo", str(repo)])
+    assert code != 0 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]  # the rest is stage progress
+    assert "(__main__)" in line
+    assert "torch.export.save" in line and "--model-factory" in line
+    assert "importable" not in line  # the generic advice does not apply
+    assert not repo.exists() or not any(repo.iterdir())  # nothing half-written

@@ -17,6 +17,7 @@ from .errors import TritongenError
 from .logs import attach_cli_handler
 from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
+from .server.allocator import ALLOCATORS
 from .server.spec import MODEL_CONTROL_MODES
 
 _DEBUG = {"on": False}
@@ -358,6 +359,14 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     help="With --model-control poll: seconds between repository scans.",
 )
 @click.option(
+    "--allocator",
+    type=click.Choice(ALLOCATORS),
+    default="auto",
+    show_default=True,
+    help="The malloc tritonserver runs with (LD_PRELOAD). auto: jemalloc, else tcmalloc, else the system's; "
+    "Triton's guide recommends either for model load/unload (glibc keeps the freed memory).",
+)
+@click.option(
     "--docker",
     is_flag=True,
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
@@ -396,6 +405,8 @@ def serve(
         click.echo(f"  gRPC    {server.grpc_url}")
         click.echo(f"  metrics {server.metrics_url}")
         click.echo(f"  log     {server.log_path}")
+        library = f" ({server.allocator_library})" if server.allocator_library else ""
+        click.echo(f"  malloc  {server.allocator}{library}")
         if server.spec.model_control == "poll":
             click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
         if server.admin_token:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import TritongenError
+from .allocator import allocator_from_library, library_from_allocator, preload_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
 from .ports import choose_ports, connect_host, is_loopback
 from .readiness import PortRace, tail_of, wait_ready
@@ -38,8 +39,11 @@ class RunningServer:
         ports: Mapping[str, int],
         log_path: Path,
         admin_token: str | None,
+        allocator: Path | None = None,
     ) -> None:
         self.spec = spec
+        self.allocator_library = allocator  # preloaded into tritonserver; None: the system's malloc
+        self.allocator = allocator_from_library(allocator)
         self.install = install
         self.process = process
         self.command = command
@@ -193,6 +197,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     ports = choose_ports(spec)
     admin_token = None if is_loopback(spec.host) else secrets.token_urlsafe(24)
     command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
+    allocator = library_from_allocator(spec.allocator)
     if spec.log_path is not None:
         log_path = spec.log_path
     else:
@@ -203,7 +208,8 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     started = time.monotonic()
     with open(log_path, "wb") as log:
         shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
-        log.write(f"$ {shown}\n".encode())
+        preload = f"LD_PRELOAD={allocator} " if allocator is not None else ""
+        log.write(f"$ {preload}{shown}\n".encode())
         log.flush()
         try:
             process = subprocess.Popen(
@@ -211,13 +217,13 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=install.environ(),
+                env=preload_environ(install.environ(), allocator),
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
             )
         except OSError as e:
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
-    server = RunningServer(spec, install, process, command, ports, log_path, admin_token)
+    server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator)
     try:
         server.models = wait_ready(server, deadline=started + spec.ready_timeout_s)
     except BaseException:
@@ -225,9 +231,10 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         raise
     server.boot_s = time.monotonic() - started
     logger.info(
-        "tritonserver pid %d ready in %.1f s: %s (log %s)",
+        "tritonserver pid %d ready in %.1f s (malloc: %s): %s (log %s)",
         server.pid,
         server.boot_s,
+        server.allocator,
         ", ".join(server.models),
         log_path,
     )

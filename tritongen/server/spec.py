@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import TritongenError
 from ..names import check_host
+from .allocator import check_allocator
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -59,6 +60,9 @@ class ServeSpec:
     # A virtual environment (of this Python's version) whose packages the Python-backend models import, instead of
     # this one: e.g. one with exactly the serving image's packages (tritongen deploy --to docker). Wheel server only.
     python_env: Path | None = None
+    # The malloc tritonserver runs with (LD_PRELOAD): "auto" takes jemalloc, else tcmalloc, else the system's; see
+    # server/allocator.py for why (memory that load/unload cycles leave behind with glibc's malloc).
+    allocator: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
@@ -70,6 +74,7 @@ class ServeSpec:
             object.__setattr__(self, "log_path", Path(self.log_path).expanduser().resolve())
         object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
         check_host(self.host)  # goes onto tritonserver's and docker's command line
+        check_allocator(self.allocator)
         if self.model_control not in MODEL_CONTROL_MODES:
             raise TritongenError(
                 f"model control mode '{self.model_control}' is not supported",
