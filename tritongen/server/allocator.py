@@ -19,7 +19,7 @@ ALLOCATORS = ("auto", "jemalloc", "tcmalloc", "system")
 
 # Shared-object names, most preferred first, and the directories the dynamic loader's usual search covers.
 _LIBRARIES = {
-    "jemalloc": ("libjemalloc.so.2",),
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),  # the NGC image has both (libjemalloc-dev)
     "tcmalloc": ("libtcmalloc.so.4", "libtcmalloc_minimal.so.4"),
 }
 _INSTALL = {
