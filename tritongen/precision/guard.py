@@ -100,8 +100,10 @@ def _loss(report: AccuracyReport) -> float:
 class _Variant:
     """Builds one variant of ``src`` with a given set of kept layers (FP16 or INT8)."""
 
-    def __init__(self, precision: str, src: Path, data: CalibrationData, method: str, work: Path) -> None:
-        self.precision, self.src, self.data, self.method = precision, src, data, method
+    def __init__(
+        self, precision: str, src: Path, data: CalibrationData, method: str, work: Path, form: str = "tensorrt"
+    ) -> None:
+        self.precision, self.src, self.data, self.method, self.form = precision, src, data, method, form
         self.calibration: dict[str, Any] = {}
         self.flops: dict[str, int] = {}
         self.ranges: list[Any] | None = None
@@ -137,7 +139,7 @@ class _Variant:
         from .int8 import int8_onnx_from_onnx
 
         result = int8_onnx_from_onnx(
-            self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges
+            self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges, form=self.form
         )
         if not self.calibration:
             clipped = [r.to_dict() for r in result.ranges if r.method != "minmax"]
@@ -150,6 +152,7 @@ class _Variant:
                 "smoothquant": [g.to_dict() for g in self.smoothed],
                 "percentile_tensors": clipped,  # --calib-method auto: tensors whose outliers set the range
                 "qdq_pairs": result.qdq_form.pairs if result.qdq_form else None,
+                "int8_form": result.form,  # where the Q/DQ sit: "tensorrt" (inputs) or "cpu" (Conv outputs too)
             }
         return result.onnx_path
 
@@ -204,11 +207,13 @@ def guarded_onnx_from_onnx(
     method: str = "auto",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     progress: Progress | None = None,
+    int8_form: str = "tensorrt",
 ) -> GuardResult:
     """The ``precision`` variant of ``src`` that meets the bar on ``data.eval`` against ``reference``.
 
     ``reference[b]`` holds the FP32 reference outputs (PyTorch's) for ``data.eval[b]``. The variant is written
-    under ``work``; the returned path is the one that passed. Raises :class:`TritongenError` with every
+    under ``work``; the returned path is the one that passed. ``int8_form``: where an INT8 graph will run
+    (:data:`.int8.INT8_FORMS`). Raises :class:`TritongenError` with every
     attempt's figures when none passes.
     """
     say = progress or (lambda message: None)
@@ -216,7 +221,7 @@ def guarded_onnx_from_onnx(
         raise ValueError(precision)
     if len(reference) != len(data.eval):
         raise ValueError("one reference per evaluation batch")
-    variant = _Variant(precision, src, data, method, work)
+    variant = _Variant(precision, src, data, method, work, int8_form)
     attempts: list[Attempt] = []
     scores: list[tuple[str, float]] = []
 

@@ -52,6 +52,7 @@ def precision_from_build(
         min_top1=spec.min_top1,
         method=spec.calib_method,
         progress=say,
+        int8_form="cpu" if spec.target == "local" else "tensorrt",  # local: ONNX Runtime's CPU integer kernels
     )
 
 
