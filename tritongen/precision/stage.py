@@ -53,6 +53,7 @@ def precision_from_build(
         method=spec.calib_method,
         progress=say,
         int8_form="cpu" if spec.target == "local" else "tensorrt",  # local: ONNX Runtime's CPU integer kernels
+        max_abs_error=dict(spec.max_abs_error),
     )
 
 
