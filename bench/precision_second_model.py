@@ -8,8 +8,10 @@ One run:
    calibration file's held-out quarter);
 3. agreement with PyTorch FP32 on the held-out crops, which neither calibration nor the guard saw: face / not-face
    top-1 (argmax of the probabilities), the detector's decision at its ONet threshold (p(face) >= 0.7), cosine of
-   each output, and the landmarks' largest error in pixels of the 48-pixel crop;
-4. model size, in-process ONNX Runtime throughput (batches of ``--batch`` crops, FP32 and INT8 alternated over
+   each output, and the landmarks' and box offsets' largest error in pixels of the 48-pixel crop;
+4. the INT8 form, its share of weight-GEMM FLOPs, and the integer kernels ONNX Runtime's optimised graph runs
+   (``QLinearConv``/``QGemm`` for ``--target local``'s CPU form);
+5. model size, in-process ONNX Runtime throughput (batches of ``--batch`` crops, FP32 and INT8 alternated over
    ``--rounds``), and served throughput through the real Triton (``bench/served_precision.py``), each as int8/fp32.
 
     .venv/bin/python bench/precision_second_model.py [--rounds 5] [--batch 64] [--no-served]
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,13 @@ def main() -> None:
     options.log_severity_level = 3
     sessions = {p: ort.InferenceSession(str(repo / f"onet_{p}" / "1" / "model.onnx"), options,
                                         providers=["CPUExecutionProvider"]) for p in ("fp32", "int8")}
+    import onnx
+
+    optimized = ort.SessionOptions()  # the graph ONNX Runtime really runs for the INT8 file, after its optimiser
+    optimized.log_severity_level = 3
+    optimized.optimized_model_filepath = str(work / "int8-optimized.onnx")
+    ort.InferenceSession(str(repo / "onet_int8" / "1" / "model.onnx"), optimized, providers=["CPUExecutionProvider"])
+    ran = Counter(n.op_type for n in onnx.load(optimized.optimized_model_filepath, load_external_data=False).graph.node)
     got = {p: s.run(list(OUTPUTS), {"x": heldout}) for p, s in sessions.items()}
     faces = int(np.sum(want[2][:, 1] >= DETECT_THRESHOLD))
 
@@ -112,6 +122,14 @@ def main() -> None:
           f"{guard['calibration']['samples']} crops, guard on {guard['calibration']['eval_samples']} held out: "
           f"cosine mean {guard['accuracy']['cosine_mean']:.5f} min {guard['accuracy']['cosine_min']:.5f}, "
           f"{len(guard['attempts'])} attempt(s), {len(guard['kept_layers'])} layer(s) kept in FP32)")
+    share = guard.get("int8_weight_gemm_flops", {})
+    print(f"INT8 form {guard['calibration'].get('int8_form')}: share of weight-GEMM FLOPs {share.get('share', 0):.1%} "
+          f"({share.get('int8_nodes')}/{share.get('total_nodes')} weighted ops); ONNX Runtime runs "
+          + ", ".join(f"{op} x{ran[op]}" for op in ("QLinearConv", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
+                                                     "Conv", "Gemm") if ran[op]))
+    print("guard's bars: " + ", ".join(
+        f"{o['output']} max abs err {o['max_abs_err']:.4f} (row error bar {o['row_error_bar']:.4f}, cosine min "
+        f"{o['cosine_min']:.4f})" for o in guard["accuracy"]["outputs"]))
     print(f"held-out crops: {len(heldout)} ({faces} that FP32 calls a face at p >= {DETECT_THRESHOLD}); "
           "agreement with PyTorch FP32:")
     for p in ("fp32", "int8"):
@@ -120,8 +138,10 @@ def main() -> None:
         decision = float(np.mean((prob[:, 1] >= DETECT_THRESHOLD) == (want[2][:, 1] >= DETECT_THRESHOLD)))
         cos = {n: _cosines(g, w) for n, g, w in zip(OUTPUTS, got[p], want)}
         lm_px = float(np.max(np.abs(landmarks - want[1]))) * 48
+        box_px = float(np.max(np.abs(box - want[0]))) * 48
         print(f"  {p}: face top-1 {top1:.4f}, decision at {DETECT_THRESHOLD} {decision:.4f}, max |dp(face)| "
-              f"{float(np.max(np.abs(prob - want[2]))):.4f}, landmarks max error {lm_px:.3f} px, cosine mean/min "
+              f"{float(np.max(np.abs(prob - want[2]))):.4f}, landmarks max error {lm_px:.3f} px, box max error "
+              f"{box_px:.3f} px, cosine mean/min "
               + ", ".join(f"{n} {c.mean():.5f}/{c.min():.5f}" for n, c in cos.items()))
     print(f"model size: fp32 {sizes['fp32'] / 2**20:.2f} MiB, int8 {sizes['int8'] / 2**20:.2f} MiB "
           f"(int8/fp32 = {sizes['int8'] / sizes['fp32']:.2f})")

@@ -129,6 +129,7 @@ def test_int8_form_is_one_fused_pair_per_matmul_and_the_residual_reads_float(tmp
     assert zero_points and not any(z.any() for z in zero_points)
     # ONNX Runtime's optimiser turns every weight MatMul into an integer kernel
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # the "hardware specific optimizations" notice
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(result.onnx_path), options, providers=["CPUExecutionProvider"])
     fused = [n for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node if n.op_type == "MatMulIntegerToFloat"]
@@ -255,3 +256,78 @@ def test_statistics_of_a_model_too_big_to_serialise_go_through_a_file(monkeypatc
     monkeypatch.setattr(probe, "INLINE_LIMIT_BYTES", 0)  # as if the model were over protobuf's 2 GiB
     via_file = probe.channel_absmax(model, ["ln", "gelu"], batches)
     assert all(np.array_equal(inline[k], via_file[k]) for k in ("ln", "gelu")) and inline["gelu"].shape == (F,)
+
+
+def _conv_net(rng: np.random.Generator) -> onnx.ModelProto:
+    """Conv -> PRelu -> MaxPool -> Conv -> PRelu -> Flatten -> Gemm: ONet's pattern, small."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("PRelu", ["c1", "a1"], ["p1"], name="prelu1"),
+        helper.make_node("MaxPool", ["p1"], ["m1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["m1", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("PRelu", ["c2", "a2"], ["p2"], name="prelu2"),
+        helper.make_node("Flatten", ["p2"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="dense", transB=1),
+    ]
+    inits = [
+        _init("w1", rng.standard_normal((8, 3, 3, 3)) / 5),
+        _init("b1", rng.standard_normal(8) * 0.1),
+        _init("a1", np.full((8, 1, 1), 0.25)),
+        _init("w2", rng.standard_normal((16, 8, 3, 3)) / 8),
+        _init("b2", rng.standard_normal(16) * 0.1),
+        _init("a2", np.full((16, 1, 1), 0.25)),
+        _init("w3", rng.standard_normal((4, 16 * 5 * 5)) / 20),
+        _init("b3", rng.standard_normal(4) * 0.1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _optimized_ops(path: Path, tmp_path: Path) -> set[str]:
+    """The op types of the graph ONNX Runtime's CPU session really runs (after its optimiser)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the "hardware specific optimizations" notice
+    options.optimized_model_filepath = str(tmp_path / f"{path.parent.name}-optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node}
+
+
+def test_cpu_form_convolves_in_integers_and_the_tensorrt_form_passes_the_lint(tmp_path):
+    rng = np.random.default_rng(3)
+    src = _save(_conv_net(rng), tmp_path / "src" / "model.onnx")
+    image = lambda: {"x": rng.standard_normal((8, 3, 16, 16)).astype(np.float32)}  # noqa: E731
+    data = calibration_data_from_arrays([image() for _ in range(8)], [image()])
+    cpu = int8_onnx_from_onnx(src, tmp_path / "cpu", data, form="cpu")
+    trt = int8_onnx_from_onnx(src, tmp_path / "trt", data, form="tensorrt")
+    assert (cpu.form, trt.form) == ("cpu", "tensorrt")
+    cpu_ops, trt_ops = _optimized_ops(cpu.onnx_path, tmp_path), _optimized_ops(trt.onnx_path, tmp_path)
+    assert "QLinearConv" in cpu_ops and "Conv" not in cpu_ops and "QGemm" in cpu_ops
+    assert "QLinearConv" not in trt_ops and "Conv" in trt_ops  # inputs only: ORT dequantizes and convolves in float
+    lint = lint_from_onnx(trt.onnx_path)
+    assert lint.ok and not [f for f in lint.findings if f.code.startswith("qdq-")]
+    cpu_model = onnx.load(str(cpu.onnx_path))
+    conv_outputs = {n.output[0] for n in cpu_model.graph.node if n.op_type == "Conv"}
+    assert {n.input[0] for n in cpu_model.graph.node if n.op_type == "QuantizeLinear"} >= conv_outputs
+    feed = image()
+    want = _run(src, feed)
+    for path in (cpu.onnx_path, trt.onnx_path):
+        got = _run(path, feed)
+        assert np.max(np.abs(got - want)) < 0.05 * np.max(np.abs(want))
+
+
+def test_cpu_form_keeps_the_tensorrt_form_for_a_graph_without_conv(tmp_path):
+    rng = np.random.default_rng(4)
+    src = _save(_block(rng), tmp_path / "src" / "model.onnx")
+    data = calibration_data_from_arrays(_batches(rng, 8), _batches(rng, 2))
+    result = int8_onnx_from_onnx(src, tmp_path / "int8", data, form="cpu")
+    assert result.form == "tensorrt"
+    zero_points = [numpy_helper.to_array(i) for i in onnx.load(str(result.onnx_path)).graph.initializer]
+    assert not any(a.dtype == np.uint8 for a in zero_points)

@@ -30,6 +30,17 @@ def _cache_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TRITONGEN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tritongen-cache"))
 
 
+def _optimized_ops(path: Path, tmp_path: Path) -> set[str]:
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node}
+
+
 def test_onet_int8_agrees_with_pytorch_fp32_on_unseen_crops(tmp_path):
     from examples.mtcnn_onet import OUTPUTS, onet_crops, onet_weights_path, pretrained_onet
 
@@ -41,6 +52,13 @@ def test_onet_int8_agrees_with_pytorch_fp32_on_unseen_crops(tmp_path):
     ))
     record = json.loads(result.manifest_path.read_text())["precision"]
     assert record["ok"] and record["calibration"]["eval_samples"] == 50
+    # the default bar: the box offsets' near-0 rows are judged by their error (within 10% of the FP32 range)
+    box = next(o for o in record["accuracy"]["outputs"] if o["output"] == "box")
+    assert box["row_error_bar"] > 0 and box["max_abs_error_bar"] is None and record["kept_layers"] == []
+    # --target local: the CPU form, which ONNX Runtime runs with integer convolutions
+    assert record["calibration"]["int8_form"] == "cpu"
+    assert {"QLinearConv", "QGemm"} <= _optimized_ops(result.model_dir / "1" / "model.onnx", tmp_path)
+    assert "Conv" not in _optimized_ops(result.model_dir / "1" / "model.onnx", tmp_path)
     heldout = onet_crops(128, seed=2, background="flower")
     with torch.inference_mode():
         want = [t.numpy() for t in pretrained_onet()(torch.from_numpy(heldout))]

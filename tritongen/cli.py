@@ -170,6 +170,14 @@ def cli(debug: bool) -> None:
 )
 @click.option("--min-top1", type=float, help="Accuracy guard: top-1 agreement with FP32 for [batch, classes] outputs.")
 @click.option(
+    "--max-abs-error",
+    multiple=True,
+    metavar="OUTPUT=VALUE",
+    help="Accuracy guard: judge OUTPUT by its largest absolute error vs FP32 (<= VALUE) instead of cosine, for "
+    "outputs whose meaning is absolute (offsets, landmarks). Repeatable. Without it, a sample whose error vector "
+    "is within 10% of the output's FP32 range passes the per-sample cosine minimum (the mean is still gated).",
+)
+@click.option(
     "--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128."
 )
 @click.option(

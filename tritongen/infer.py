@@ -162,6 +162,8 @@ class VariantBar:
     precision: str
     min_cosine: float
     min_top1: float | None
+    max_abs_error: tuple[tuple[str, float], ...] = ()  # given bars: these outputs are judged by error alone
+    row_error_bars: tuple[tuple[str, float], ...] = ()  # the other outputs' resolved bars, as the guard applied them
 
 
 def variant_bar(precision_record: Any) -> VariantBar | None:
@@ -179,8 +181,18 @@ def variant_bar(precision_record: Any) -> VariantBar | None:
         )
     top1 = accuracy.get("min_top1")
     return VariantBar(
-        str(precision_record["precision"]), float(accuracy["min_cosine"]), None if top1 is None else float(top1)
+        str(precision_record["precision"]),
+        float(accuracy["min_cosine"]),
+        None if top1 is None else float(top1),
+        _bars(accuracy.get("max_abs_error")),
+        _bars(accuracy.get("row_error_bars")),  # absent before these bars: computed from the reference
     )
+
+
+def _bars(recorded: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(recorded, dict):
+        return ()
+    return tuple((str(k), float(v)) for k, v in recorded.items() if isinstance(v, (int, float)))
 
 
 def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> AccuracyReport:
@@ -191,7 +203,13 @@ def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: d
             f"the server returned no output '{missing[0]}'", "rebuild the model: config and reference disagree"
         )
     return accuracy_from_outputs(
-        names, [[outputs[n] for n in names]], [[reference[n] for n in names]], bar.min_cosine, bar.min_top1
+        names,
+        [[outputs[n] for n in names]],
+        [[reference[n] for n in names]],
+        bar.min_cosine,
+        bar.min_top1,
+        max_abs_error=dict(bar.max_abs_error),
+        row_error_bars=dict(bar.row_error_bars),
     )
 
 

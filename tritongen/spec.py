@@ -8,6 +8,7 @@ then makes a new spec with :meth:`BuildSpec.with_outputs`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,8 @@ class BuildSpec:
     # guard: mean cosine >= this, min cosine >= this - 0.01
     min_cosine: float = field(default=DEFAULT_MIN_COSINE, metadata=_YAML)
     min_top1: float | None = field(default=None, metadata=_YAML)  # guard: top-1 agreement for [batch, classes] outputs
+    # guard: (output, largest absolute error) for outputs judged by error, not cosine (offsets, landmarks)
+    max_abs_error: tuple[tuple[str, float], ...] = ()
     # TensorRT profiles: max size of every -1 dimension
     max_dynamic_dim: int = field(default=DEFAULT_MAX_DYNAMIC_DIM, metadata=_YAML)
     # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
@@ -230,6 +233,16 @@ class BuildSpec:
             raise TritongenError(
                 "--min-cosine/--min-top1 must be in (0, 1]", "use e.g. --min-cosine 0.99 --min-top1 0.99"
             )
+        for output, bar in self.max_abs_error:
+            if not bar > 0.0 or not math.isfinite(bar):
+                raise TritongenError(
+                    f"--max-abs-error {output}={bar} is not a positive number", "use e.g. --max-abs-error box=0.05"
+                )
+            if self.output_names and output not in self.output_names:
+                raise TritongenError(
+                    f"--max-abs-error names '{output}', which is not an output ({', '.join(self.output_names)})",
+                    "use an output name given with --output",
+                )
         if self.max_dynamic_dim < 1:
             raise TritongenError(
                 f"--max-dim {self.max_dynamic_dim} is below 1", "use the largest size any -1 dimension may take"
@@ -305,6 +318,23 @@ def _default_name(model_path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".") or "model"
 
 
+def _abs_error_bars(given: Iterable[str]) -> tuple[tuple[str, float], ...]:
+    """``OUTPUT=VALUE`` strings -> ((output, value), ...)."""
+    out: dict[str, float] = {}
+    for item in given:
+        name, sep, value = str(item).partition("=")
+        try:
+            bar = float(value)
+        except ValueError:
+            bar = float("nan")
+        if not sep or not name.strip() or not math.isfinite(bar):
+            raise TritongenError(
+                f"--max-abs-error '{item}' is not OUTPUT=VALUE", "use e.g. --max-abs-error box=0.05 (repeatable)"
+            )
+        out[name.strip()] = bar
+    return tuple(out.items())
+
+
 def build_spec_from_options(
     model_path: str | Path,
     *,
@@ -337,6 +367,7 @@ def build_spec_from_options(
     calib_method: str | None = None,
     min_cosine: float | None = None,
     min_top1: float | None = None,
+    max_abs_error: Iterable[str] = (),
     max_dynamic_dim: int | None = None,
     exporter: str | None = None,
     dim_ranges: Iterable[str] = (),
@@ -451,6 +482,7 @@ def build_spec_from_options(
         calib_method=str(pick(calib_method, "calib_method")).lower(),
         min_cosine=float(pick(min_cosine, "min_cosine")),
         min_top1=None if top1 is None else float(top1),
+        max_abs_error=_abs_error_bars(max_abs_error),
         max_dynamic_dim=int(pick(max_dynamic_dim, "max_dynamic_dim")),
         exporter=str(pick(exporter, "exporter")),
         dim_ranges=check_ranges(ranges, input_specs),

@@ -3,15 +3,31 @@
 Cosine similarity is taken per sample (each row of the batch, flattened), so one bad sample shows in the
 minimum even when the mean looks fine. Top-1 agreement (argmax over the last axis) is measured for
 outputs shaped ``[batch, classes]`` when a ``min_top1`` bar is set (an embedding has no meaningful top-1).
+
+Outputs whose meaning is absolute (box offsets, landmarks) are judged by error, not direction:
+
+- ``--max-abs-error OUTPUT=VALUE`` (``max_abs_error``): OUTPUT passes when its largest absolute error is <= VALUE;
+  its cosine is reported, not gated.
+- Default, for every other output: the cosine bar, except that a sample whose error vector (all its values) is no
+  longer than the output's *row error bar*, :data:`ROW_ERROR_OF_RANGE` (10%) of the FP32 output's range (max - min
+  over the held-out samples), passes the per-sample minimum whatever its cosine. A row of values near 0 (an MTCNN
+  box offset of a well-centred crop) has no meaningful direction: ONet's INT8 box error (about 0.04, a 20th of a
+  typical row's length) turns such rows by 15-20 degrees. The mean cosine is still gated, a sample off by more
+  still needs the floor, and since the bar is a length over the whole row, a wide output (an embedding, whose
+  rows are far longer than a tenth of its values' range) gains nothing from it.
+
+The resolved bars (absolute values) are recorded, so ``tritongen infer --check`` applies the same numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+ROW_ERROR_OF_RANGE = 0.1  # default row error bar: 10% of the output's FP32 range, as an error-vector length
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,9 @@ class OutputAccuracy:
     cosine_mean: float
     cosine_min: float
     top1: float | None  # agreement of argmax over the last axis, for [batch, classes] outputs
+    max_abs_error_bar: float | None = None  # --max-abs-error: judged by max_abs_err <= this alone
+    row_error_bar: float = 0.0  # samples whose error vector is at most this long pass the per-sample floor
+    cosine_min_gated: float | None = None  # min cosine over the samples off by more (None: none is)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +52,9 @@ class OutputAccuracy:
             "cosine_mean": self.cosine_mean,
             "cosine_min": self.cosine_min,
             "top1": self.top1,
+            "max_abs_error_bar": self.max_abs_error_bar,
+            "row_error_bar": self.row_error_bar,
+            "cosine_min_gated": self.cosine_min_gated,
         }
 
 
@@ -58,8 +80,9 @@ class AccuracyReport:
     def failures(self) -> list[str]:
         """Why the variant is below the bar (empty when it passes).
 
-        The bar: mean cosine >= ``min_cosine`` and minimum cosine >= ``min_cosine - 0.01`` for every output,
-        top-1 agreement >= ``min_top1`` when set; NaN anywhere fails.
+        The bar: an output with a ``--max-abs-error`` bar has max abs error <= that bar; every other output has
+        mean cosine >= ``min_cosine`` and minimum cosine >= ``min_cosine - 0.01`` over the samples whose error
+        vector is longer than its row error bar; top-1 agreement >= ``min_top1`` when set; NaN anywhere fails.
         """
         problems = []
         floor = self.min_cosine - 0.01
@@ -67,10 +90,19 @@ class AccuracyReport:
             if not np.isfinite(o.cosine_mean) or not np.isfinite(o.max_abs_err):
                 problems.append(f"{o.output}: NaN or Inf in the outputs")
                 continue
+            if o.max_abs_error_bar is not None:
+                if o.max_abs_err > o.max_abs_error_bar:
+                    problems.append(
+                        f"{o.output}: max abs error {o.max_abs_err:.4g} > {o.max_abs_error_bar:g} (--max-abs-error)"
+                    )
+                continue
             if o.cosine_mean < self.min_cosine:
                 problems.append(f"{o.output}: mean cosine {o.cosine_mean:.4f} < {self.min_cosine:g}")
-            if o.cosine_min < floor:
-                problems.append(f"{o.output}: min cosine {o.cosine_min:.4f} < {floor:g}")
+            if o.cosine_min_gated is not None and o.cosine_min_gated < floor:
+                problems.append(
+                    f"{o.output}: min cosine {o.cosine_min_gated:.4f} < {floor:g} on a sample whose error is longer "
+                    f"than {o.row_error_bar:.4g} ({ROW_ERROR_OF_RANGE:.0%} of its FP32 range)"
+                )
             if self.min_top1 is not None and o.top1 is not None and o.top1 < self.min_top1:
                 problems.append(f"{o.output}: top-1 agreement {o.top1:.4f} < {self.min_top1:g}")
         if self.min_top1 is not None and self.top1 is None:
@@ -94,7 +126,18 @@ class AccuracyReport:
             )
         bar = f"(bar: mean cosine >= {self.min_cosine:g}, min cosine >= {self.min_cosine - 0.01:g}"
         rows.append(bar + (f", top-1 >= {self.min_top1:g})" if self.min_top1 is not None else ")"))
+        given = [f"{o} <= {v:g}" for o, v in self.max_abs_errors().items()]
+        if given:
+            rows.append("(judged by max abs error instead: " + ", ".join(given) + ")")
         return "\n".join(rows)
+
+    def max_abs_errors(self) -> dict[str, float]:
+        """The ``--max-abs-error`` bars."""
+        return {o.output: o.max_abs_error_bar for o in self.outputs if o.max_abs_error_bar is not None}
+
+    def row_error_bars(self) -> dict[str, float]:
+        """Each cosine-judged output's resolved row error bar (what ``infer --check`` applies again)."""
+        return {o.output: o.row_error_bar for o in self.outputs if o.max_abs_error_bar is None}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +148,8 @@ class AccuracyReport:
             "cosine_min": self.cosine_min,
             "top1": self.top1,
             "failures": self.failures(),
+            "max_abs_error": self.max_abs_errors(),
+            "row_error_bars": self.row_error_bars(),
             "outputs": [o.to_dict() for o in self.outputs],
         }
 
@@ -124,14 +169,32 @@ def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return cos
 
 
+def row_error_bar(want: Sequence[np.ndarray]) -> float:
+    """:data:`ROW_ERROR_OF_RANGE` of the reference's range (max - min over every sample)."""
+    sized = [np.asarray(w, dtype=np.float64) for w in want if np.asarray(w).size]
+    if not sized:
+        return 0.0
+    span = max(float(np.max(w)) for w in sized) - min(float(np.min(w)) for w in sized)
+    return ROW_ERROR_OF_RANGE * span if np.isfinite(span) else 0.0
+
+
 def accuracy_from_outputs(
     names: Sequence[str],
     got: Sequence[Sequence[np.ndarray]],
     want: Sequence[Sequence[np.ndarray]],
     min_cosine: float,
     min_top1: float | None = None,
+    *,
+    max_abs_error: Mapping[str, float] | None = None,
+    row_error_bars: Mapping[str, float] | None = None,
 ) -> AccuracyReport:
-    """Compare batches of outputs (``got[batch][output]``) with the reference, output by output."""
+    """Compare batches of outputs (``got[batch][output]``) with the reference, output by output.
+
+    ``max_abs_error``: outputs judged by their largest absolute error alone. ``row_error_bars``: the other outputs'
+    row error bars as a manifest recorded them; an output without one gets :func:`row_error_bar` of the reference.
+    """
+    given = dict(max_abs_error or {})
+    recorded = dict(row_error_bars or {})
     results = []
     for i, name in enumerate(names):
         g_all = [np.asarray(b[i]) for b in got]
@@ -139,6 +202,10 @@ def accuracy_from_outputs(
         cos = np.concatenate([_cosines(g, w) for g, w in zip(g_all, w_all)])
         diffs = [np.abs(g.astype(np.float64) - w.astype(np.float64)) for g, w in zip(g_all, w_all)]
         max_abs = max(float(np.max(d)) if d.size else 0.0 for d in diffs)
+        row_bar = float(recorded[name]) if name in recorded else row_error_bar(w_all)
+        row_err = np.concatenate([np.linalg.norm(_rows(d), axis=1) for d in diffs])
+        off = cos[~(row_err <= row_bar)]  # NaN errors count as off
+        gated = float(np.min(off)) if off.size else None
         max_rel = max(
             float(np.max(d / np.maximum(np.abs(w.astype(np.float64)), 1e-6))) if d.size else 0.0
             for d, w in zip(diffs, w_all)
@@ -148,6 +215,17 @@ def accuracy_from_outputs(
             agree = np.concatenate([np.argmax(g, axis=1) == np.argmax(w, axis=1) for g, w in zip(g_all, w_all)])
             top1 = float(np.mean(agree))
         results.append(
-            OutputAccuracy(name, int(cos.size), max_abs, max_rel, float(np.mean(cos)), float(np.min(cos)), top1)
+            OutputAccuracy(
+                name,
+                int(cos.size),
+                max_abs,
+                max_rel,
+                float(np.mean(cos)),
+                float(np.min(cos)),
+                top1,
+                max_abs_error_bar=float(given[name]) if name in given else None,
+                row_error_bar=row_bar,
+                cosine_min_gated=gated,
+            )
         )
     return AccuracyReport(tuple(results), float(min_cosine), None if min_top1 is None else float(min_top1))

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,14 @@ def outputs_from_onnx(path: Path, batches: Sequence[dict], output_names: Sequenc
 
 
 def _loss(report: AccuracyReport) -> float:
-    loss = 1.0 - report.cosine_mean
+    """1 - mean cosine of the cosine-judged outputs, plus the top-1 loss when gated, plus for each output judged
+    by a given absolute-error bar its error as a share of that bar, in units of the allowed cosine loss."""
+    judged = [o.cosine_mean for o in report.outputs if o.max_abs_error_bar is None]
+    loss = 1.0 - min(judged) if judged else 0.0
+    allowed = 1.0 - report.min_cosine
+    for o in report.outputs:
+        if o.max_abs_error_bar is not None and o.max_abs_error_bar > 0:
+            loss += allowed * o.max_abs_err / o.max_abs_error_bar
     if report.min_top1 is not None and report.top1 is not None:
         loss += 1.0 - report.top1
     return max(loss, 0.0) if np.isfinite(loss) else float("inf")
@@ -100,8 +107,10 @@ def _loss(report: AccuracyReport) -> float:
 class _Variant:
     """Builds one variant of ``src`` with a given set of kept layers (FP16 or INT8)."""
 
-    def __init__(self, precision: str, src: Path, data: CalibrationData, method: str, work: Path) -> None:
-        self.precision, self.src, self.data, self.method = precision, src, data, method
+    def __init__(
+        self, precision: str, src: Path, data: CalibrationData, method: str, work: Path, form: str = "tensorrt"
+    ) -> None:
+        self.precision, self.src, self.data, self.method, self.form = precision, src, data, method, form
         self.calibration: dict[str, Any] = {}
         self.flops: dict[str, int] = {}
         self.ranges: list[Any] | None = None
@@ -137,7 +146,7 @@ class _Variant:
         from .int8 import int8_onnx_from_onnx
 
         result = int8_onnx_from_onnx(
-            self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges
+            self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges, form=self.form
         )
         if not self.calibration:
             clipped = [r.to_dict() for r in result.ranges if r.method != "minmax"]
@@ -150,6 +159,7 @@ class _Variant:
                 "smoothquant": [g.to_dict() for g in self.smoothed],
                 "percentile_tensors": clipped,  # --calib-method auto: tensors whose outliers set the range
                 "qdq_pairs": result.qdq_form.pairs if result.qdq_form else None,
+                "int8_form": result.form,  # where the Q/DQ sit: "tensorrt" (inputs) or "cpu" (Conv outputs too)
             }
         return result.onnx_path
 
@@ -167,13 +177,19 @@ def layer_sensitivity(
     min_cosine: float,
     min_top1: float | None,
     progress: Progress,
+    max_abs_error: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float]]:
     """Loss of each candidate layer converted alone, worst first."""
     scores = []
     for i, layer in enumerate(variant.candidates):
         path = variant.only(work / "probe", layer)
         report = accuracy_from_outputs(
-            output_names, outputs_from_onnx(path, batches, output_names), reference, min_cosine, min_top1
+            output_names,
+            outputs_from_onnx(path, batches, output_names),
+            reference,
+            min_cosine,
+            min_top1,
+            max_abs_error=max_abs_error,
         )
         scores.append((layer, _loss(report)))
         if (i + 1) % 10 == 0:
@@ -204,11 +220,15 @@ def guarded_onnx_from_onnx(
     method: str = "auto",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     progress: Progress | None = None,
+    int8_form: str = "tensorrt",
+    max_abs_error: Mapping[str, float] | None = None,
 ) -> GuardResult:
     """The ``precision`` variant of ``src`` that meets the bar on ``data.eval`` against ``reference``.
 
     ``reference[b]`` holds the FP32 reference outputs (PyTorch's) for ``data.eval[b]``. The variant is written
-    under ``work``; the returned path is the one that passed. Raises :class:`TritongenError` with every
+    under ``work``; the returned path is the one that passed. ``int8_form``: where an INT8 graph will run
+    (:data:`.int8.INT8_FORMS`). ``max_abs_error``: outputs judged by their largest absolute error alone
+    (:mod:`.accuracy`). Raises :class:`TritongenError` with every
     attempt's figures when none passes.
     """
     say = progress or (lambda message: None)
@@ -216,14 +236,19 @@ def guarded_onnx_from_onnx(
         raise ValueError(precision)
     if len(reference) != len(data.eval):
         raise ValueError("one reference per evaluation batch")
-    variant = _Variant(precision, src, data, method, work)
+    variant = _Variant(precision, src, data, method, work, int8_form)
     attempts: list[Attempt] = []
     scores: list[tuple[str, float]] = []
 
     def attempt(kept: Sequence[str]) -> tuple[Path, AccuracyReport]:
         path = variant.build(work / f"attempt-{len(attempts) + 1}", kept)
         report = accuracy_from_outputs(
-            output_names, outputs_from_onnx(path, data.eval, output_names), reference, min_cosine, min_top1
+            output_names,
+            outputs_from_onnx(path, data.eval, output_names),
+            reference,
+            min_cosine,
+            min_top1,
+            max_abs_error=max_abs_error,
         )
         attempts.append(Attempt(tuple(kept), report))
         say(
@@ -244,7 +269,9 @@ def guarded_onnx_from_onnx(
             probe_ref.append(r)
             rows += data.rows(b)
         say(f"      below the bar: measuring the sensitivity of {len(variant.candidates)} layers")
-        scores = layer_sensitivity(variant, work, probe_batches, probe_ref, output_names, min_cosine, min_top1, say)
+        scores = layer_sensitivity(
+            variant, work, probe_batches, probe_ref, output_names, min_cosine, min_top1, say, max_abs_error
+        )
         budget = 0.75 * ((1.0 - min_cosine) + (0.0 if min_top1 is None else (1.0 - min_top1)))
         loss = dict(scores)
         order = [n for n, _ in loss_per_flop(scores, variant.flops)] if variant.flops else [n for n, _ in scores]
@@ -274,7 +301,8 @@ def guarded_onnx_from_onnx(
         raise TritongenError(
             f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)",
             "give more or more representative --calib-data, try another --calib-method, lower --min-cosine/--min-top1 "
-            "if the loss is acceptable, or use a higher --precision",
+            "or give --max-abs-error OUTPUT=VALUE (outputs whose meaning is absolute) if the loss is acceptable, "
+            "or use a higher --precision",
             details="\n".join(lines),
         )
     return result

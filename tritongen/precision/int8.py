@@ -1,4 +1,5 @@
-"""INT8 variant: explicit QuantizeLinear/DequantizeLinear pairs as TensorRT wants them.
+"""INT8 variant: explicit QuantizeLinear/DequantizeLinear pairs as TensorRT wants them (or, for ONNX Runtime on the
+CPU, as its integer kernels want them: :class:`Int8Form`).
 
 Symmetric (zero point 0) INT8 for weights and activations, per-channel weights, inputs of Conv, Gemm and
 weight MatMul quantized; everything else (LayerNorm, Softmax, GELU, residual Adds, activation x activation
@@ -36,6 +37,34 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
+class Int8Form:
+    """Where the INT8 graph runs decides where its Q/DQ go and how they round (design notes, section 8).
+
+    - ``tensorrt``: symmetric INT8, Q/DQ on the inputs of the weighted ops only, as TensorRT wants them (also for
+      ONNX Runtime's TensorRT and CUDA accelerators); ``tritongen lint`` checks this placement.
+    - ``cpu`` (``--target local``, ONNX Runtime on the CPU), for graphs with a Conv: Conv outputs are quantized
+      too and the biases are INT32, so each Conv is a whole QDQ node unit (DequantizeLinear on input, weight and
+      bias -> Conv -> QuantizeLinear) that ONNX Runtime's QDQ transformer turns into ``QLinearConv`` (and Gemm into
+      ``QGemm``); with Q/DQ on the inputs alone it dequantizes the weights on every run and convolves in floating
+      point (ONet: 0.5x FP32). Activations are asymmetric UINT8 (U8S8, the kind ONNX Runtime's x86 kernels
+      prefer; VNNI CPUs have no U8S8 saturation): it also uses the full range of a PReLU's one-sided outputs.
+      Graphs without a Conv (transformers) keep the TensorRT form, which ONNX Runtime already fuses into
+      ``MatMulIntegerToFloat``.
+    """
+
+    name: str
+    output_ops: tuple[str, ...]  # ops whose outputs get a Q/DQ pair too
+    asymmetric: bool  # UINT8 activations with a zero point (else symmetric INT8)
+    quantize_bias: bool
+
+
+INT8_FORMS = {
+    "tensorrt": Int8Form("tensorrt", (), asymmetric=False, quantize_bias=False),
+    "cpu": Int8Form("cpu", ("Conv",), asymmetric=True, quantize_bias=True),
+}
+
+
+@dataclass(frozen=True)
 class Int8Result:
     onnx_path: Path
     cache_path: Path
@@ -45,6 +74,7 @@ class Int8Result:
     smoothed: tuple[SmoothedGroup, ...] = ()
     ranges: tuple[RangeChoice, ...] = ()  # per-tensor range choices (--calib-method auto)
     qdq_form: QdqForm | None = None
+    form: str = "tensorrt"  # the INT8_FORMS key the graph was made in
 
 
 def cache_dir() -> Path:
@@ -118,17 +148,24 @@ def int8_onnx_from_onnx(
     *,
     smooth: bool = True,
     ranges: Sequence[RangeChoice] | None = None,
+    form: str = "tensorrt",
 ) -> Int8Result:
     """Write ``dst_dir/model.onnx`` (+ external data) with symmetric INT8 Q/DQ calibrated on ``data.calib``.
 
     ``smooth``: migrate activation outliers into the weights first (a caller that smoothed ``src`` already,
     like the guard, passes False). ``ranges``: per-tensor range choices already measured on ``src`` (for
-    ``method="auto"``; measured here when None).
+    ``method="auto"``; measured here when None). ``form``: a key of :data:`INT8_FORMS`, where the graph will run
+    (``cpu`` falls back to ``tensorrt`` for a graph without a Conv; the result says which was made).
     """
     import onnx
 
+    if form not in INT8_FORMS:
+        raise ValueError(form)
     batches = _uniform_batches(data, method)
     weighted, activation_only = weighted_nodes(src)
+    chosen = INT8_FORMS[form]
+    if chosen.output_ops and not _has_op(src, chosen.output_ops):
+        chosen = INT8_FORMS["tensorrt"]
     if not weighted:
         raise TritongenError(
             "the model has no Conv, Gemm or MatMul with weights to quantize",
@@ -150,9 +187,9 @@ def int8_onnx_from_onnx(
             ranges = range_choices(model, activation_inputs(model, QUANTIZED_OPS), batches)
             del model
         ranges = tuple(ranges or ()) if method == "auto" else ()
-        cache_path, hit = _quantize(src, out, batches, method, excluded, ranges, digest, data.digest, smooth)
+        cache_path, hit = _quantize(src, out, batches, method, excluded, ranges, digest, data.digest, smooth, chosen)
         model = onnx.load(str(out))
-        form = fusable_qdq(model)
+        rewritten = fusable_qdq(model, keep_output_pairs=chosen.output_ops)
         for stale in (out, dst_dir / ONNX_DATA_FILENAME):
             stale.unlink(missing_ok=True)  # onnx appends to an existing external data file
         onnx.save(model, str(out), save_as_external_data=True, location=ONNX_DATA_FILENAME, size_threshold=1024)
@@ -168,8 +205,15 @@ def int8_onnx_from_onnx(
         quantized_nodes=quantized,
         smoothed=smoothed,
         ranges=ranges,
-        qdq_form=form,
+        qdq_form=rewritten,
+        form=chosen.name,
     )
+
+
+def _has_op(src: Path, op_types: Sequence[str]) -> bool:
+    import onnx
+
+    return any(n.op_type in op_types for n in onnx.load(str(src), load_external_data=False).graph.node)
 
 
 def _quantize(
@@ -182,8 +226,9 @@ def _quantize(
     src_digest: str,
     data_digest: str,
     smooth: bool,
+    form: Int8Form,
 ) -> tuple[Path, bool]:
-    """``quantize_static`` in the TensorRT form; returns (calibration cache file, whether it was reused)."""
+    """``quantize_static`` in ``form``; returns (calibration cache file, whether it was reused)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from .smoothquant import ALPHA_GELU, ALPHA_NORM
@@ -198,6 +243,7 @@ def _quantize(
                 "sym-int8-v2",
                 f"smooth={smooth}:{ALPHA_NORM}:{ALPHA_GELU}",
                 ",".join(str(len(b)) for b in batches),
+                *([f"form={form.name}"] if form.name != "tensorrt" else []),
             ]
         ).encode()
     ).hexdigest()[:32]
@@ -221,20 +267,21 @@ def _quantize(
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 per_channel=True,
                 reduce_range=False,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if form.asymmetric else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
                 use_external_data_format=True,
                 calibrate_method=_method(method),
                 calibration_cache_path=str(cache_path),
                 extra_options={
-                    "ActivationSymmetric": True,
+                    "ActivationSymmetric": not form.asymmetric,
                     "WeightSymmetric": True,
-                    "QuantizeBias": False,
-                    "CalibTensorRangeSymmetric": True,
+                    # an INT32 bias (scale = input scale x weight scale) completes ONNX Runtime's Conv node unit
+                    "QuantizeBias": form.quantize_bias,
+                    "CalibTensorRangeSymmetric": not form.asymmetric,
                     "QDQKeepRemovableActivations": True,
-                    # Q/DQ on the inputs of weighted ops only, as TensorRT recommends
-                    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                    # Q/DQ on the inputs of weighted ops only, as TensorRT recommends (and Conv outputs for the CPU)
+                    "OpTypesToExcludeOutputQuantization": [o for o in QUANTIZED_OPS if o not in form.output_ops],
                     "TensorQuantOverrides": quant_overrides(ranges),
                 },
             )

@@ -12,11 +12,16 @@ things then cost speed (design notes, section 8):
   back to the float tensor the QuantizeLinear reads.
 
 Everything stays TensorRT-compatible: symmetric scales, zero point 0, per-tensor activations.
+
+For ONNX Runtime on the CPU the pair on a Conv's *output* is kept whole (``keep_output_pairs``): it closes the
+DequantizeLinear -> Conv -> QuantizeLinear node unit that becomes ``QLinearConv``, and the float ops after it
+(PRelu, MaxPool) read its DequantizeLinear, the last step of the unit.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +37,11 @@ class QdqForm:
     rewired: int  # non-quantized readers moved back to the float tensor
 
 
-def fusable_qdq(model: Any) -> QdqForm:
-    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; see the module docstring."""
+def fusable_qdq(model: Any, keep_output_pairs: Sequence[str] = ()) -> QdqForm:
+    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; see the module docstring.
+
+    ``keep_output_pairs``: op types whose output pairs stay as they are (``("Conv",)`` for the CPU form).
+    """
     import onnx
     from onnx import numpy_helper
 
@@ -57,6 +65,9 @@ def fusable_qdq(model: Any) -> QdqForm:
         if len(readers[q.output[0]]) != 1 or dq.output[0] in graph_outputs:
             continue
         source = q.input[0]
+        if source in producers and producers[source].op_type in keep_output_pairs:
+            pairs += 1
+            continue
         quantized: list[tuple[Any, int]] = []
         other: list[tuple[Any, int]] = []
         for node, k in readers[dq.output[0]]:

@@ -52,6 +52,8 @@ def precision_from_build(
         min_top1=spec.min_top1,
         method=spec.calib_method,
         progress=say,
+        int8_form="cpu" if spec.target == "local" else "tensorrt",  # local: ONNX Runtime's CPU integer kernels
+        max_abs_error=dict(spec.max_abs_error),
     )
 
 
