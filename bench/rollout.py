@@ -17,7 +17,8 @@ their verify, file reading and gate would take the measuring clients' GIL).
 - the same ratio for the gate (the candidate is loaded and judged beside the live version);
 - **noise floor**: the same ratio between two quiet windows of that length (the one just after the command, once
   the old stub has had ``--quiet-s`` to exit, against the one before): what the machine's noise alone produces.
-  On a shared machine a switch ratio within the noise floor says nothing either way;
+  On a shared machine a switch ratio within the noise floor says nothing either way. Each ratio is given per
+  cycle, as the median of the cycles, and pooled (the p99 of all cycles' windows together: the steadiest figure);
 - the server's memory (tritonserver + Python-backend stubs) before and after.
 
     .venv/bin/python bench/rollout.py [--concurrency 32] [--cycles 3] [--quiet-s 6] [--json out.json]
@@ -94,12 +95,20 @@ def main() -> int:
                 time.sleep(args.quiet_s)
             answers = loop.snapshot()
             figures["rss_after_mb"] = round(settled_rss_kb(server.pid) / 1024, 1)
+    pooled: dict[str, dict[str, list[float]]] = {"rollout": {}, "rollback": {}}
     for c in commands:
         c.update(_judged(answers, c, refs, args.quiet_s))
+        for name, values in c.pop("latencies_ms").items():  # type: ignore[union-attr]
+            pooled[str(c["action"])].setdefault(name, []).extend(values)
         del c["marks"]
     for action in ("rollout", "rollback"):
         runs = [c for c in commands if c["action"] == action]
+        p99 = {name: float(np.percentile(v, 99)) for name, v in pooled[action].items() if len(v) >= 100}
         figures[action] = {
+            "pooled_p99_ms": {name: round(v, 1) for name, v in p99.items()},
+            "pooled_p99_ratio": round(p99["switch"] / p99["steady"], 2),
+            "pooled_gate_p99_ratio": round(p99["gate"] / p99["steady"], 2) if "gate" in p99 else None,
+            "pooled_noise_p99_ratio": round(p99["after"] / p99["steady"], 2),
             "runs": runs,
             "failed": sum(int(r["failed"]) for r in runs),  # type: ignore[call-overload]
             "unknown_answers": sum(int(r["unknown_answers"]) for r in runs),  # type: ignore[call-overload]
@@ -122,9 +131,9 @@ def main() -> int:
         f = figures[action]
         assert isinstance(f, dict)
         print(
-            f"{action}: median over {args.cycles}: p99 switch/steady {f.get('p99_ratio_median')}, gate/steady "
-            f"{f.get('gate_p99_ratio_median')}, noise floor {f.get('noise_p99_ratio_median')}; "
-            f"{f['failed']} failed"
+            f"{action}: {args.cycles} cycles pooled: p99 switch/steady {f['pooled_p99_ratio']}, gate/steady "
+            f"{f['pooled_gate_p99_ratio']}, noise floor {f['pooled_noise_p99_ratio']}; median of the cycles' "
+            f"ratios {f.get('p99_ratio_median')} (noise floor {f.get('noise_p99_ratio_median')}); {f['failed']} failed"
         )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
@@ -189,6 +198,10 @@ def _judged(answers: list, command: dict, refs: dict, quiet_s: float) -> dict[st
         "gate_p99_ratio": ratio(percentile_ms(gate, 99)) if len(gate) >= 100 else None,
         "noise_p99_ratio": ratio(p99["after"]),
         "requests_switch_steady": [len(during), len(steady)],
+        "latencies_ms": {
+            name: [(a.received_s - a.sent_s) * 1e3 for a in w if a.output is not None]
+            for name, w in (("steady", steady), ("switch", during), ("after", after), ("gate", gate))
+        },
     }
 
 
