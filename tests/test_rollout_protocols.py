@@ -69,16 +69,17 @@ def test_a_restricted_server_refuses_a_rollout_without_its_header_and_takes_one_
     ((key, value),) = world["server"].admin_headers(protocol).items()
     header = f"{key}={value}"
     out_dir = str(world["root"] / f"report-{protocol}")
+    gate = ("--to-version", "2", "--out", out_dir, "--max-p99-ratio", "1000")  # latency: not this test's point
     record = world["repo"] / NAME / "tritongen-rollout.json"
     before = record.read_bytes() if record.exists() else None
     for headers in ([], [f"{key}=wrong"]):
-        code, out, err = _command(world, "rollout", protocol, headers, "--to-version", "2", "--out", out_dir)
+        code, out, err = _command(world, "rollout", protocol, headers, *gate)
         lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
         assert code == 1 and len(lines) == 1 and "Traceback" not in err, (code, out, err)
         assert "refused the request" in lines[0] and "restricted" in lines[0] and "--header" in lines[0], lines[0]
         assert _ready(world) == [1]
         assert (record.read_bytes() if record.exists() else None) == before
-    code, out, err = _command(world, "rollout", protocol, [header], "--to-version", "2", "--out", out_dir)
+    code, out, err = _command(world, "rollout", protocol, [header], *gate)
     assert code == 0, err
     assert "verdict: promote" in out and f"'{NAME}' version 2 now answers every request" in out
     assert _ready(world) == [2]
