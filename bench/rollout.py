@@ -198,6 +198,9 @@ def _judged(answers: list, command: dict, refs: dict, quiet_s: float) -> dict[st
         "gate_p99_ratio": ratio(percentile_ms(gate, 99)) if len(gate) >= 100 else None,
         "noise_p99_ratio": ratio(p99["after"]),
         "requests_switch_steady": [len(during), len(steady)],
+        "old_answers_after_command": sum(
+            1 for a in sent(end, end + quiet_s) if a.output is not None and which(a.output, refs, 1e-4) == old
+        ),
         "latencies_ms": {
             name: [(a.received_s - a.sent_s) * 1e3 for a in w if a.output is not None]
             for name, w in (("steady", steady), ("switch", during), ("after", after), ("gate", gate))
