@@ -326,7 +326,6 @@ def _gate(
         return run_gate(infer, stats, live_t, cand_t, golden, spec.thresholds, spec.name, (live, target))
     finally:
         _quiet_unload(triton, [candidate])
-        _wait_unloaded(triton, candidate, min(spec.timeout_s, 30.0))  # its teardown stays out of the switch
 
 
 def _through_steps(
@@ -358,18 +357,6 @@ def _quiet_unload(triton: Triton, names: list[str]) -> None:
             triton.unload(name)
         except TritongenError:
             pass
-
-
-def _wait_unloaded(triton: Triton, name: str, timeout_s: float) -> None:
-    """Wait (at most ``timeout_s``) until no version of ``name`` is READY or UNLOADING on the server."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if not any(e["name"] == name and e["state"] in ("READY", "UNLOADING") for e in triton.repository_index()):
-                return
-        except TritongenError:
-            return
-        time.sleep(0.05)
 
 
 def _switch(triton: Triton, name: str, config: Mapping[str, Any], live: int, target: int, timeout_s: float) -> None:
