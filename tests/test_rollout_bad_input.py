@@ -125,3 +125,66 @@ def test_nothing_to_roll_back_and_a_refused_gate(world):
     assert 'id="verdict">refused: p99 ratio' in (out_dir / "comparison.html").read_text()
     assert '"result": "refused"' in (world["repo"] / NAME / "tritongen-rollout.json").read_text()
     shutil.rmtree(out_dir)
+
+
+HOLDER = """
+import sys, tritongen
+def progress(line):
+    print(line, flush=True)
+    if line.startswith("gate:"):
+        sys.stdin.readline()  # hold the run (and its lock) here until told to go on
+tritongen.rollout(sys.argv[1], sys.argv[2], to_version=2, url=sys.argv[3], progress=progress, out=sys.argv[4])
+"""
+
+
+def test_a_second_run_is_refused_while_one_runs_and_a_killed_run_does_not_block(world):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import tritongen
+
+    repo, lock = world["repo"], world["repo"] / NAME / "tritongen-rollout.lock"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", HOLDER, str(repo), NAME, world["url"], str(world["root"] / "held")]
+    holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+    try:
+        assert holder.stdout is not None
+        for line in holder.stdout:  # a real rollout, stopped inside its gate, holding the lock
+            if line.startswith("gate:"):
+                break
+        else:
+            raise AssertionError(f"the holding rollout ended early (exit {holder.wait()})")
+        record = repo / NAME / "tritongen-rollout.json"
+        before = record.read_bytes()
+        for action, version in (("rollout", "2"), ("rollback", "1")):
+            code, out, err = _run([action, str(repo), NAME, "--to-version", version, "--url", world["url"]])
+            lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+            assert code == 1 and len(lines) == 1 and "Traceback" not in err, (code, out, err)
+            assert f"model '{NAME}' is being changed by another run (rollout by pid {holder.pid} on" in lines[0]
+            assert "wait for it to finish" in lines[0]
+        assert record.read_bytes() == before  # the refused runs wrote nothing
+        tritongen.verify(repo)  # the lock, held and naming its holder, is tolerated
+        holder.send_signal(signal.SIGKILL)  # killed in its gate: the lock file stays, the lock goes
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=30)
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert lock.is_file() and f'"pid": {holder.pid}' in lock.read_text()
+    tritongen.verify(repo)  # a stale lock file is tolerated too
+    code, out, err = _run(["rollback", str(repo), NAME, "--to-version", "1", "--url", world["url"]])
+    assert code == 0, err  # not blocked: it takes the lock over (the killed run stopped before its gate began)
+    assert "version 1 is already the one serving" in out
+    assert _ready(world["url"]) == [1] and not lock.exists()
+    lock.write_text('{"tool": "something else"}')
+    try:
+        with pytest.raises(tritongen.TritongenError, match="is not a rollout lock tritongen wrote"):
+            tritongen.verify(repo)
+    finally:
+        lock.unlink()

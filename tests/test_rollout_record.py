@@ -109,3 +109,40 @@ def test_a_signed_repository_stays_signed_when_the_record_changes(repo, tmp_path
     finally:
         path.unlink()
         stray.unlink(missing_ok=True)
+
+
+def test_a_held_rollout_lock_keeps_the_repository_verified_and_signed(repo, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    import tritongen
+    from tritongen.deploy.rollout_lock import rollout_lock
+    from tritongen.signing import check_signature, sign_repository
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    signature = tmp_path / "repo.sig"
+    sign_repository(repo, private, signature)
+    lock = repo / "tiny" / "tritongen-rollout.lock"
+    with rollout_lock(repo / "tiny", "rollout") as holder:
+        assert json.loads(lock.read_text()) == holder and holder["pid"] == os.getpid()
+        with pytest.raises(TritongenError, match="being changed by another run \\(rollout by pid"):
+            with rollout_lock(repo / "tiny", "rollback"):  # another open file description: flock refuses it too
+                pass
+        check_signature(repo, public, signature)  # the lock is not part of what was signed
+        tritongen.verify(repo)
+    assert not lock.exists()  # removed by its holder
+    lock.write_text("")  # as a run killed between creating and filling it leaves it
+    try:
+        tritongen.verify(repo)
+        with rollout_lock(repo / "tiny", "rollout"):  # taken over
+            pass
+        assert not lock.exists()
+    finally:
+        lock.unlink(missing_ok=True)

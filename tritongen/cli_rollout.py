@@ -12,6 +12,15 @@ from .deploy.gate import GateThresholds
 from .errors import TritongenError
 
 _DEFAULTS = GateThresholds()
+_HEADER = click.option(
+    "--header",
+    "header",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Send this header with every request to the server (repeatable): e.g. the key of a server started with "
+    "--grpc-restricted-protocol / --http-restricted-api (over gRPC Triton expects the name "
+    "triton-grpc-protocol-<key>).",
+)
 _URL_HELP = "Server address (default 127.0.0.1:8001 for gRPC, or $TRITONGEN_URL). It needs explicit model control."
 
 
@@ -76,10 +85,12 @@ def _progress(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Folder for comparison.json (default rollout_reports/NAME-vFROM-to-vTO).",
 )
+@_HEADER
 @ALLOW_UNVERIFIED
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollout(repo: Path, name: str, to_version: int, **options) -> None:
     """Roll model NAME of REPO out to version --to-version on a running server with explicit model control."""
+    options["headers"] = headers_from_options(options.pop("header"))
     result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
     click.echo(result.summary())
     if result.gate is not None and not result.gate.passed:
@@ -96,8 +107,24 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 @click.option("--to-version", type=int, help="Roll back to this version (default: the one before the last rollout).")
 @click.option("--url", help=_URL_HELP)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@_HEADER
 @ALLOW_UNVERIFIED
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollback(repo: Path, name: str, **options) -> None:
     """Roll model NAME of REPO back (no gate) on a running server with explicit model control."""
+    options["headers"] = headers_from_options(options.pop("header"))
     click.echo(api.rollback(repo, name, progress=_progress, **options).summary())
+
+
+def headers_from_options(values: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` strings as a header mapping (gRPC metadata wants lower-case names)."""
+    headers: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        key = key.strip().lower()
+        if not sep or not key or any(c.isspace() or c in ":\r\n" for c in key) or any(c in "\r\n" for c in text):
+            raise TritongenError(
+                f"--header {value!r} is not NAME=VALUE", "pass e.g. --header triton-grpc-protocol-admin=secret"
+            )
+        headers[key] = text
+    return headers

@@ -9,6 +9,7 @@ A model folder::
     <repo>/<model>/warmup/                         (warm-up request data: WARMUP_DIR)
     <repo>/<model>/tritongen-rollout.json          (ROLLOUT_RECORD_NAME: tritongen rollout's record; Triton never
                                                     reads it, verify checks its form)
+    <repo>/<model>/tritongen-rollout.lock          (ROLLOUT_LOCK_NAME: held while a rollout runs; same treatment)
     <repo>/<model>/<version>/model.onnx | model.py | model.plan
     <repo>/<model>/<version>/tritongen/            (ARTIFACT_DIR: tritongen's own files, Triton ignores them)
         manifest.json  samples.npz  reference_outputs.npz  engine.json  model.onnx (tensorrt target)
@@ -41,6 +42,9 @@ STAGING_PREFIX = ".tritongen-staging-"  # a build's temporary folder beside (or 
 SIGNATURE_NAME = ".tritongen-signature.sig"
 ROLLOUT_RECORD_NAME = "tritongen-rollout.json"  # beside config.pbtxt: which version is live, the rollout history
 ROLLOUT_RECORD_MAX_BYTES = 1 << 20
+ROLLOUT_LOCK_NAME = "tritongen-rollout.lock"  # beside config.pbtxt while a rollout/rollback runs: its holder
+ROLLOUT_LOCK_TOOL = "tritongen-rollout-lock"
+ROLLOUT_LOCK_MAX_BYTES = 4096
 
 CACHE_ENV = "TRITONGEN_CACHE_DIR"
 

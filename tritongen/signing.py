@@ -141,11 +141,12 @@ def _hashing_config(hashing, skipped: str | None, caches: Sequence[str] = (), re
 
 
 def rollout_record_paths(repo: Path) -> list[str]:
-    """``MODEL/tritongen-rollout.json`` for every model folder (whether it exists yet or not)."""
-    from .layout import ROLLOUT_RECORD_NAME
+    """``MODEL/tritongen-rollout.json`` and ``MODEL/tritongen-rollout.lock`` for every model folder (whether they
+    exist yet or not)."""
+    from .layout import ROLLOUT_LOCK_NAME, ROLLOUT_RECORD_NAME
 
     folders = sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.is_symlink())
-    return [f"{folder.name}/{ROLLOUT_RECORD_NAME}" for folder in folders]
+    return [f"{folder.name}/{name}" for folder in folders for name in (ROLLOUT_RECORD_NAME, ROLLOUT_LOCK_NAME)]
 
 
 def bytecode_cache_dirs(repo: Path) -> list[str]:

@@ -32,7 +32,16 @@ from pathlib import Path
 from .bytecode import FIX as BYTECODE_FIX
 from .bytecode import bytecode_problem, cached_source
 from .errors import TritongenError
-from .layout import ARTIFACT_DIR, MANIFEST_NAME, ROLLOUT_RECORD_MAX_BYTES, ROLLOUT_RECORD_NAME, version_numbers
+from .layout import (
+    ARTIFACT_DIR,
+    MANIFEST_NAME,
+    ROLLOUT_LOCK_MAX_BYTES,
+    ROLLOUT_LOCK_NAME,
+    ROLLOUT_LOCK_TOOL,
+    ROLLOUT_RECORD_MAX_BYTES,
+    ROLLOUT_RECORD_NAME,
+    version_numbers,
+)
 from .manifest import load_manifest, sha256_regular_file
 from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem
 
@@ -188,6 +197,9 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
         if rel == ROLLOUT_RECORD_NAME and rel not in expected:
             _check_rollout_record(model_dir, found)
             continue
+        if rel == ROLLOUT_LOCK_NAME and rel not in expected:
+            _check_rollout_lock(model_dir, found)
+            continue
         shown = f"{name}/{rel}"
         if rel not in expected and (cached := cached_source(rel)) and cached[0] in expected:
             _check_bytecode(model_dir, rel, cached, expected[cached[0]], found)
@@ -226,6 +238,26 @@ def _check_rollout_record(model_dir: Path, found: _Findings) -> None:
         found.add(f"{model_dir.name}/{ROLLOUT_RECORD_NAME} is not a rollout record tritongen wrote for this model", fix)
     else:
         found.checked += 1
+
+
+def _check_rollout_lock(model_dir: Path, found: _Findings) -> None:
+    """``<model>/tritongen-rollout.lock``: tolerated unlisted only empty or naming its holder, as rollout writes it
+    (a run holds it; a killed run leaves it, and the next run takes it over)."""
+    path = model_dir / ROLLOUT_LOCK_NAME
+    try:
+        size = path.stat().st_size
+        text = path.read_bytes() if size <= ROLLOUT_LOCK_MAX_BYTES else None
+        data = json.loads(text) if text else ({} if text == b"" else None)
+    except (OSError, ValueError):
+        data = None
+    ours = isinstance(data, dict) and data.get("tool") == ROLLOUT_LOCK_TOOL and data.get("model") == model_dir.name
+    if data == {} or ours:
+        found.checked += 1
+    else:
+        found.add(
+            f"{model_dir.name}/{ROLLOUT_LOCK_NAME} is not a rollout lock tritongen wrote for this model",
+            f"remove {model_dir.name}/{ROLLOUT_LOCK_NAME} when no rollout of '{model_dir.name}' is running",
+        )
 
 
 def _check_bytecode(

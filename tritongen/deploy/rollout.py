@@ -15,6 +15,7 @@ Triton answers a request without a version from the highest READY version of the
    from one of the two; requests already running on the old version finish before Triton frees it (drain).
    The same holds when the new version is lower (a rollback).
 
+One run at a time changes a model: a second one is refused, naming the holder (:mod:`.rollout_lock`).
 The model folder's ``tritongen-rollout.json`` (:mod:`~tritongen.deploy.rollout_record`) holds the live version,
 the one ``rollback`` returns to and the step in progress: a run that finds a step in progress finishes a switch
 (the gate had passed) or undoes a gate. After a server restart Triton applies ``config.pbtxt`` again (the newest
@@ -47,6 +48,7 @@ from .gate import (
     run_gate,
     write_gate_report,
 )
+from .rollout_lock import rollout_lock
 from .rollout_record import (
     GATE_STEP,
     SWITCH_STEP,
@@ -129,6 +131,20 @@ def rollout_from_repository(spec: RolloutSpec, progress: Progress | None = None)
     say = progress or (lambda _line: None)
     start = time.monotonic()
     model_dir = _checked_model(spec)
+    with rollout_lock(model_dir, spec.action):  # one rollout/rollback of a model at a time
+        try:
+            return _locked(spec, model_dir, say, start)
+        except TritongenError as err:
+            if "restricted" not in err.problem:
+                raise
+            raise TritongenError(  # the server's admin APIs want a key (--grpc-restricted-protocol and the like)
+                err.problem,
+                "pass the header it names with --header NAME=VALUE (the key the server was started with)",
+                err.details,
+            ) from None
+
+
+def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> RolloutResult:
     existed = record_path(model_dir).exists()
     record = read_record(model_dir)
     with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), spec.headers) as triton:

@@ -64,7 +64,8 @@ class RunningServer:
         return self.process.pid
 
     def admin_headers(self, protocol: str = "http") -> dict[str, str]:
-        """Headers that unlock the restricted APIs (empty on loopback, where nothing is restricted).
+        """Headers that unlock the restricted APIs (empty on loopback, where nothing is restricted unless
+        ``ServeSpec.restricted``).
 
         Triton 2.51 expects the gRPC header with a ``triton-grpc-protocol-`` prefix.
         """
@@ -195,7 +196,7 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
 
 def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     ports = choose_ports(spec)
-    admin_token = None if is_loopback(spec.host) else secrets.token_urlsafe(24)
+    admin_token = None if is_loopback(spec.host) and not spec.restricted else secrets.token_urlsafe(24)
     command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
     allocator = library_from_allocator(spec.allocator)
     if spec.log_path is not None:

@@ -56,6 +56,7 @@ class ServeSpec:
     poll_interval_s: int = 1
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
+    restricted: bool = False  # the admin APIs need the admin header on loopback too (off loopback they always do)
     log_path: Path | None = None  # None: a new file in the temp directory
     # A virtual environment (of this Python's version) whose packages the Python-backend models import, instead of
     # this one: e.g. one with exactly the serving image's packages (tritongen deploy --to docker). Wheel server only.
