@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import BROKEN_MODEL, DOUBLE_CONFIG, DOUBLE_MODEL, free_ports, write_model
+from tests.conftest import BROKEN_MODEL, DOUBLE_CONFIG, DOUBLE_MODEL, ENV_CONFIG, ENV_MODEL, free_ports, write_model
 from tritongen.client import infer_from_arrays
 from tritongen.errors import TritongenError
 from tritongen.server import (
@@ -257,3 +257,40 @@ def test_explicit_mode_on_default_or_free_ports_then_stop_and_wait(tmp_path, ser
     assert all(port_is_free("127.0.0.1", p) and not listening_addresses(p) for p in server.ports.values())
     with pytest.raises(TritongenError, match="no Triton server answers"):
         infer_from_arrays(server.grpc_url, "double", {"X": x})
+
+
+def test_listens_on_tells_this_process_from_another(tmp_path):
+    from tritongen.server.ports import listens_on
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert listens_on(os.getpid(), port) is True
+        assert listens_on(os.getppid(), port) is False  # pytest's parent holds no socket on it
+    assert listens_on(os.getpid(), port) is False  # closed
+
+
+@pytest.mark.server
+def test_a_server_that_loses_the_port_race_does_not_take_the_winners_answers(tmp_path, server_install, monkeypatch):
+    """Two servers picking the same free default ports at once: the loser's readiness poll reaches the winner
+    (it answers with its own models, all READY). The loser must see that the ports are not its own and start
+    again on other ports, not report the winner's models as its own."""
+    import tritongen.server.process as process
+
+    winner_repo, loser_repo = tmp_path / "a", tmp_path / "b"
+    write_model(winner_repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    write_model(loser_repo, "env_probe", ENV_CONFIG, ENV_MODEL)
+    http, grpc, metrics = free_ports(3)
+    with server_from_repository(ServeSpec(repo=winner_repo, http_port=http, grpc_port=grpc, metrics_port=metrics)):
+        real = process.choose_ports
+        calls = []
+
+        def race_once(spec):
+            calls.append(spec)
+            return {"http": http, "grpc": grpc, "metrics": metrics} if len(calls) == 1 else real(spec)
+
+        monkeypatch.setattr(process, "choose_ports", race_once)
+        with server_from_repository(ServeSpec(repo=loser_repo)) as loser:
+            assert loser.models == ("env_probe",)
+            assert len(calls) == 2 and http not in loser.ports.values()

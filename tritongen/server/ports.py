@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 from ..errors import TritongenError
@@ -67,3 +68,51 @@ def choose_ports(spec: ServeSpec) -> dict[str, int]:
         for s in holders:
             s.close()
     return chosen
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes in LISTEN state on ``port`` (any address), from /proc/net/tcp{,6}; None without /proc."""
+    found: set[str] = set()
+    seen_table = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        seen_table = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found if seen_table else None
+
+
+def _socket_inodes(pid: int) -> set[str] | None:
+    """Inodes of the sockets process ``pid`` holds open; None when /proc does not show them."""
+    folder = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    inodes = set()
+    for name in names:
+        try:
+            target = os.readlink(f"{folder}/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a listening socket on ``port``; None where /proc cannot tell (not Linux).
+
+    What a client reaching ``port`` gets is only this server's answer if this is True: a second tritonserver
+    started in the same instant can win the bind while ours is still starting, and answer our readiness poll.
+    """
+    listening, ours = _listening_inodes(port), _socket_inodes(pid)
+    if listening is None or ours is None:
+        return None
+    return bool(listening & ours)

@@ -46,14 +46,34 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
                 failed = {n: es for n, es in states.items() if not any(e.get("state") == "READY" for e in es)}
                 if failed:
                     _raise_failed(server, failed)
-                return tuple(sorted(states))
+                if _answers_for_this_server(server):
+                    return tuple(sorted(states))
+                # Another tritonserver holds one of the ports and answered: ours fails to bind and exits (a PortRace
+                # above, and a start on other ports), or the deadline says so.
         if time.monotonic() > deadline:
+            taken = _ports_of_another_process(server)
+            if taken:
+                raise TritongenError(
+                    f"another process answers on port {', '.join(map(str, taken))}, which this tritonserver was given",
+                    "stop the other server, or pass free ports with --http-port/--grpc-port/--metrics-port",
+                )
             raise TritongenError(
                 f"tritonserver did not get all models ready within {server.spec.ready_timeout_s:g} s",
                 f"raise --ready-timeout, or see the server log {server.log_path}",
                 details=server.log_tail(),
             )
         time.sleep(POLL_INTERVAL_S)
+
+
+def _answers_for_this_server(server: Any) -> bool:
+    """Every port the server was given is one its own process listens on (True where /proc cannot tell)."""
+    return not _ports_of_another_process(server)
+
+
+def _ports_of_another_process(server: Any) -> list[int]:
+    from .ports import listens_on
+
+    return [port for port in server.ports.values() if listens_on(server.pid, port) is False]
 
 
 def _repository_index(triton) -> list[dict] | None:
