@@ -296,6 +296,9 @@ def main() -> None:
             ma_s, ma_best = run_model_analyzer(args, work, repo)
             print(f"  model analyzer best: {ma_best['throughput_rps']:.1f} req/s p99 {ma_best['p99_ms']:.2f} ms at "
                   f"concurrency {ma_best['concurrency']} ({ma_best['config']}) in {ma_s:.0f} s", flush=True)
+        if tune_result.operating_point is None:
+            raise SystemExit(f"tune found no config whose p99 held its target ({tune_result.target_p99_ms:.2f} ms) "
+                             f"when measured again: nothing to compare (a busy machine?); work folder {work}")
         final = remeasure(args, work, tune_repo, ma_best, tune_result)
     print()
     print(f"same model, same server build, p99 <= {args.max_p99_ms:g} ms, instances <= {args.max_instances}, "
