@@ -89,3 +89,29 @@ def test_the_table_names_each_re_measurement_with_its_config_and_verdict():
     assert "(the winner)" in lines[1] and B.label() in lines[1]
     assert result.operating_point is remeasured[1]
     assert TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True).operating_point is b.best  # unconfirmed
+
+
+def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
+    import json
+
+    from tritongen.perf.tune import _write_winner
+    from tritongen.validate import config_from_file
+
+    model = tmp_path / "repo" / "m"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (model / "config.pbtxt").write_text(
+        'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
+        'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ndynamic_batching { max_queue_delay_microseconds: 500 }\n'
+        'instance_group [{count: 1 kind: KIND_CPU}]\n')
+    spec = TuneSpec(model_dir=model, max_p99_ms=10)
+    a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
+    remeasured = [(a, _p(32, 7900, 9.6)), (b, _p(16, 7800, 5.0))]
+    config_path, record_path = _write_winner(spec, config_from_file(model / "config.pbtxt"), b, a, [a, b], [], 12.0,
+                                             remeasured, remeasured[1][1])
+    record = json.loads(record_path.read_text())
+    rows = [(r["config"]["preferred"], r["throughput_rps"], r["engine"]) for r in record["confirmation"]]
+    assert rows == [([], 7900, "perf_analyzer"), ([16], 7800, "perf_analyzer")]
+    assert record["confirmed"]["throughput_rps"] == 7800 and record["target_p99_ms"] == pytest.approx(9.0)
+    assert record["winner"]["config"]["preferred"] == [16] and record["search"]["confirm_engine"] == "perf_analyzer"
+    assert config_from_file(config_path).dynamic_batching.preferred_batch_size == [16]
