@@ -18,7 +18,7 @@ is broken or throughput stops rising. A config whose first point falls ``prune_p
 throughput is pruned there (no more points). For the starting configs and every config within
 ``refine_within_pct`` of the best so far, the concurrency is then bisected between the last level within the
 target and the first one over it (``refine_steps`` times). That is a few dozen measurements where a grid takes
-hundreds.
+hundreds. A config that fails to load, or whose measurement fails, is recorded with the error and ruled out.
 
 The search's figures are optimistic (the best of a few short measurements), so the winner is chosen on
 confirmed figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their
@@ -385,6 +385,23 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                 )
             return points[c]
 
+        try:
+            return ladder_and_refine(candidate, points, at, refine_above_rps, against, start, load_s)
+        except TritongenError as failed:
+            # A measurement that fails (perf_analyzer's exit on a busy machine) rules this config out, not the search.
+            detail = (failed.details or "").strip().splitlines()[-1:] or [""]
+            trial = Trial(
+                candidate,
+                tuple(points[c] for c in sorted(points)),
+                None,
+                load_s,
+                error=f"measurement failed: {failed.problem} {detail[0]}".strip()[:300],
+            )
+            progress(f"  {trial.error}")
+            trials[candidate] = trial
+            return trial
+
+    def ladder_and_refine(candidate, points, at, refine_above_rps, against, start, load_s) -> Trial:
         i = min(peak_index[0] if start is None else start, len(ladder) - 1)
         first = at(ladder[i])
         pruned = _pruned(first, against, spec.prune_pct)
@@ -635,13 +652,17 @@ def _confirm(
                 engine=engine_name,
             )
             try:
-                again = engines[engine_name](level, requests)[0]
+                try:
+                    again = engines[engine_name](level, requests)[0]
+                except TritongenError as failed:
+                    if spec.confirm_engine != "auto" or engine_name == spec.engine:
+                        raise
+                    progress(f"  perf_analyzer could not measure it ({failed.problem}); confirming with {spec.engine}")
+                    engine_name = spec.engine
+                    again = engines[engine_name](replace(level, engine=engine_name), requests)[0]
             except TritongenError as failed:
-                if spec.confirm_engine != "auto" or engine_name == spec.engine:
-                    raise
-                progress(f"  perf_analyzer could not measure it ({failed.problem}); confirming with {spec.engine}")
-                engine_name = spec.engine
-                again = engines[engine_name](replace(level, engine=engine_name), requests)[0]
+                progress(f"  measuring {trial.candidate.label()} again failed ({failed.problem}): it cannot win")
+                break
             measured.append((trial, again))
             holds = _within(again, target_ms)
             progress(
