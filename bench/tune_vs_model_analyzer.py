@@ -8,9 +8,17 @@ perf_analyzer. Its search time is its wall time; tune's includes booting its ser
 
 Because the two searches measure with different load generators, both winners are then measured again in
 one server with the same tool (perf_analyzer, alternating rounds) at the concurrency each search chose: the
-throughput ratio printed comes from that. Targets (issue 5): throughput >= 1.0x, search time <= 0.25x.
+throughput ratio printed comes from that, with its spread over the rounds (each round measures both, so each
+round gives a ratio). tune is re-measured at its confirmed operating point (the concurrency its written figure
+stands on). Targets (issue 5): throughput >= 1.0x, search time <= 0.25x.
+
+Where Model Analyzer cannot be run (its environment is missing and may not be installed), ``--ma-winner`` gives
+the config and concurrency an earlier Model Analyzer run chose and ``--ma-search-s`` its search time: that config
+is then re-measured beside tune's, and the search-time ratio uses the given time (say so when reporting).
 
     .venv/bin/python bench/tune_vs_model_analyzer.py [--max-p99-ms 10] [--max-instances 2] [--max-batch 16]
+    .venv/bin/python bench/tune_vs_model_analyzer.py --ma-winner instances=1,delay_us=500,max_batch=16,concurrency=32 \
+        --ma-search-s 888
 """
 
 from __future__ import annotations
@@ -167,6 +175,25 @@ def best_ma_row(export: Path, max_p99_ms: float) -> dict | None:
     return best
 
 
+def given_ma_winner(args, work: Path, repo: Path) -> tuple[float, dict]:
+    """--ma-winner: the config an earlier Model Analyzer run chose, written beside the model, and its time."""
+    from google.protobuf import text_format
+
+    from tritongen.perf.tune import Candidate, config_from_candidate
+    from tritongen.validate import config_from_file
+
+    fields = dict(item.split("=", 1) for item in args.ma_winner.split(",") if item)
+    preferred = tuple(int(b) for b in fields.get("preferred", "").split("+") if b)
+    cand = Candidate(int(fields["instances"]), int(fields["delay_us"]), int(fields["max_batch"]), preferred)
+    folder = work / "ma_given" / "conv"
+    shutil.copytree(repo / "conv", folder)
+    (folder / "config.pbtxt").write_text(
+        text_format.MessageToString(config_from_candidate(config_from_file(repo / "conv" / "config.pbtxt"), cand)))
+    return args.ma_search_s, {"throughput_rps": float("nan"), "p99_ms": float("nan"),
+                              "concurrency": int(fields["concurrency"]), "config": str(folder), "row": {},
+                              "output_repo": folder.parent}
+
+
 def run_tune(args, repo: Path) -> tuple[float, object]:
     from tritongen.perf.tune import TuneSpec, tune_model
     from tritongen.server import ServeSpec, server_from_repository
@@ -205,7 +232,7 @@ def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> 
         cfg.write_text(re.sub(r'^name: "[^"]*"', f'name: "{name}"', cfg.read_text(), flags=re.M))
         if not any((repo / name / "1").glob("model.onnx")):
             shutil.copytree(tune_repo / "conv" / "1", repo / name / "1", dirs_exist_ok=True)
-    concurrency = {"conv_tune": int(tune_result.winner.best.load), "conv_ma": int(ma_best["concurrency"])}
+    concurrency = {"conv_tune": int(tune_result.operating_point.load), "conv_ma": int(ma_best["concurrency"])}
     from tritongen.perf.tune import candidate_from_config
     from tritongen.validate import config_from_file
 
@@ -221,8 +248,17 @@ def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> 
                 p = run.points[0]
                 figures[name].append((p.throughput_rps, p.latency.p99_ms))
                 print(f"  final round {r + 1} {name}: c={concurrency[name]} {p.throughput_rps:.1f} req/s p99 {p.latency.p99_ms:.2f} ms", flush=True)
+    ratios = [t[0] / m[0] for t, m in zip(figures["conv_tune"], figures["conv_ma"])]
+    for name, v in figures.items():
+        tps, p99s = [tp for tp, _ in v], [p for _, p in v]
+        print(f"  {name}: throughput median {statistics.median(tps):.1f} req/s (min {min(tps):.1f}, max {max(tps):.1f}); "
+              f"p99 median {statistics.median(p99s):.2f} ms (min {min(p99s):.2f}, max {max(p99s):.2f}; "
+              f"{sum(p > args.max_p99_ms for p in p99s)} of {len(p99s)} rounds over the bound)", flush=True)
+    print(f"  per-round throughput ratio tune/ma: {', '.join(f'{r:.3f}' for r in ratios)} "
+          f"(median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
     return {name: statistics.median(tp for tp, _ in v) for name, v in figures.items()} | \
-           {f"{name}_p99": statistics.median(p for _, p in v) for name, v in figures.items()}
+           {f"{name}_p99": statistics.median(p for _, p in v) for name, v in figures.items()} | \
+           {"ratio_min": min(ratios), "ratio_max": max(ratios), "ratio_median": statistics.median(ratios)}
 
 
 def main() -> None:
@@ -234,9 +270,14 @@ def main() -> None:
     parser.add_argument("--tune-duration-s", type=float, default=1.5)
     parser.add_argument("--tune-engine", choices=("builtin", "perf_analyzer"), default="perf_analyzer",
                         help="what measures tune's points (Model Analyzer always uses perf_analyzer)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6, help="re-measurement rounds (each measures both winners)")
     parser.add_argument("--ma-timeout-s", type=float, default=3600)
+    parser.add_argument("--ma-winner", help="skip Model Analyzer: the config and concurrency an earlier run chose, "
+                        "e.g. instances=1,delay_us=500,max_batch=16,concurrency=32 (preferred=8+16 where it had some)")
+    parser.add_argument("--ma-search-s", type=float, help="with --ma-winner: that run's search time in seconds")
     args = parser.parse_args()
+    if args.ma_winner and args.ma_search_s is None:
+        parser.error("--ma-winner needs --ma-search-s (the search time of the run that chose it)")
     work = Path(tempfile.mkdtemp(prefix="tritongen-tune-bench-"))
     print(f"work folder: {work} (removed at the end when all went well)", flush=True)
     if True:
@@ -246,20 +287,35 @@ def main() -> None:
         print(f"tritongen tune (points measured by {args.tune_engine}) ...", flush=True)
         tune_s, tune_result = run_tune(args, tune_repo)
         print(tune_result.table(), flush=True)
-        print("model-analyzer profile ...", flush=True)
-        ma_s, ma_best = run_model_analyzer(args, work, repo)
-        print(f"  model analyzer best: {ma_best['throughput_rps']:.1f} req/s p99 {ma_best['p99_ms']:.2f} ms at "
-              f"concurrency {ma_best['concurrency']} ({ma_best['config']}) in {ma_s:.0f} s", flush=True)
+        if args.ma_winner:
+            ma_s, ma_best = given_ma_winner(args, work, repo)
+            print(f"model analyzer not run: its earlier winner given ({args.ma_winner}), its search time "
+                  f"{ma_s:.0f} s given", flush=True)
+        else:
+            print("model-analyzer profile ...", flush=True)
+            ma_s, ma_best = run_model_analyzer(args, work, repo)
+            print(f"  model analyzer best: {ma_best['throughput_rps']:.1f} req/s p99 {ma_best['p99_ms']:.2f} ms at "
+                  f"concurrency {ma_best['concurrency']} ({ma_best['config']}) in {ma_s:.0f} s", flush=True)
+        if tune_result.operating_point is None:
+            raise SystemExit(f"tune found no config whose p99 held its target ({tune_result.target_p99_ms:.2f} ms) "
+                             f"when measured again: nothing to compare (a busy machine?); work folder {work}")
         final = remeasure(args, work, tune_repo, ma_best, tune_result)
     print()
     print(f"same model, same server build, p99 <= {args.max_p99_ms:g} ms, instances <= {args.max_instances}, "
           f"max batch <= {args.max_batch}, concurrency <= {args.max_concurrency}:")
-    print(f"  search time   tune {tune_s:.0f} s ({len(tune_result.trials)} configs)  model analyzer {ma_s:.0f} s  "
+    given = " (given, from an earlier run)" if args.ma_winner else ""
+    n_points = sum(len(t.points) for t in tune_result.trials)
+    print(f"  search time   tune {tune_s:.0f} s ({len(tune_result.trials)} configs, {n_points} measurements + "
+          f"{len(tune_result.confirmation)} re-measurements)  model analyzer {ma_s:.0f} s{given}  "
           f"ratio {tune_s / ma_s:.3f} (target <= 0.25)")
-    print(f"  as measured by each search: tune {tune_result.winner.score:.1f} req/s, model analyzer {ma_best['throughput_rps']:.1f} req/s")
+    op = tune_result.operating_point
+    print(f"  as measured by each search: tune {tune_result.winner.score:.1f} req/s (confirmed {op.throughput_rps:.1f} "
+          f"req/s, p99 {op.latency.p99_ms:.2f} ms at concurrency {int(op.load)}), model analyzer "
+          f"{ma_best['throughput_rps']:.1f} req/s{given and ' (not run)'}")
     print(f"  both winners re-measured by perf_analyzer: tune {final['conv_tune']:.1f} req/s (p99 {final['conv_tune_p99']:.2f} ms), "
           f"model analyzer {final['conv_ma']:.1f} req/s (p99 {final['conv_ma_p99']:.2f} ms)  "
-          f"throughput ratio {final['conv_tune'] / final['conv_ma']:.3f} (target >= 1.0)")
+          f"throughput ratio {final['conv_tune'] / final['conv_ma']:.3f} (target >= 1.0; per round "
+          f"{final['ratio_min']:.3f}-{final['ratio_max']:.3f}, {args.rounds} rounds)")
     shutil.rmtree(work, ignore_errors=True)
 
 

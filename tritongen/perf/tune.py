@@ -2,23 +2,30 @@
 
 Works on a running server started with explicit model control: every candidate config is loaded through the
 model-repository API with a config override (nothing on disk changes while searching), measured with the
-built-in engine, and the original config is reloaded from disk at the end unless a winner is written.
+built-in engine or perf_analyzer, and the original config is reloaded from disk at the end unless a winner is
+written.
 
-The search is a coordinate descent over instance count, max queue delay, max batch size and preferred
-batch sizes, starting from the repository's config: each pass walks one dimension at a time from the best
-config so far (a step up, and further while it keeps improving; a step down likewise) and keeps a change
-only when it beats the best by more than the noise margin. Each config's best operating point comes from a
-concurrency ladder (powers of two) that starts where the previous best config peaked and stops as soon as
-the p99 bound is broken or throughput stops rising; for the starting config and every config within
+The search aims below the bound: a point counts only when its p99 is within ``max_p99_ms`` less
+``p99_margin_pct`` (the target), so the written figure still holds when it is measured again on a noisier
+minute. It measures the repository's config and one instance with the largest max batch size and no preferred
+sizes (the region where Model Analyzer's sweeps find batching beating instances), then runs a coordinate
+descent over instance count, max queue delay, max batch size and preferred batch sizes from the better of the
+two: each pass walks one dimension at a time from the best config so far (a step up, and further while it
+keeps improving; a step down likewise) and keeps a change only when it beats the best by more than the noise
+margin. Each config's best operating point comes from a concurrency ladder (powers of two) that starts where
+the best config so far peaked (the first config: at instances x max batch size) and stops as soon as the target
+is broken or throughput stops rising. A config whose first point falls ``prune_pct`` short of the best config's
+throughput is pruned there (no more points). For the starting configs and every config within
 ``refine_within_pct`` of the best so far, the concurrency is then bisected between the last level within the
-bound and the first one over it (``refine_steps`` times), so the winner's operating point is not a power of
-two short of the bound. That is a few dozen measurements where a grid takes hundreds. The descent runs twice: from the
-repository's config, and from one instance with the largest max batch size and no preferred sizes (the region
-where Model Analyzer's sweeps find batching beating instances, which a descent that starts by adding instances
-never reaches). Before it is written, the winner's operating point is measured again, twice as long; if its p99
-breaks the bound there, the next lower point is confirmed instead, and the record keeps both measurements.
-Every measured point is kept, and the (throughput, p99) frontier is shown. Points are measured with the built-in
-engine or, with ``engine="perf_analyzer"``, by the real perf_analyzer.
+target and the first one over it (``refine_steps`` times). That is a few dozen measurements where a grid takes
+hundreds. A config that fails to load, or whose measurement fails, is recorded with the error and ruled out.
+
+The search's figures are optimistic (the best of a few short measurements), so the winner is chosen on
+confirmed figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their
+operating points measured again, at least twice as long, by perf_analyzer where it is installed (what the
+user's own perf_analyzer will see), and the config with the highest re-measured throughput whose p99 holds the
+target wins; where a re-measured p99 breaks it, that config's next lower point is tried. The record keeps every
+measurement and re-measurement, and the (throughput, p99) frontier is shown.
 """
 
 from __future__ import annotations
@@ -73,10 +80,16 @@ class TuneSpec:
     warmup_s: float = 0.5
     stability_pct: float = 15.0
     margin_pct: float = 3.0  # a change must beat the best by this much to be kept
-    refine_steps: int = 2  # bisections of the concurrency between the last level within the bound and the next
+    p99_margin_pct: float = 10.0  # points count only with p99 within max_p99_ms less this much (the target)
+    prune_pct: float = 20.0  # a config whose first point is this far below the best config's gets no more points
+    refine_steps: int = 2  # bisections of the concurrency between the last level within the target and the next
     refine_within_pct: float = 10.0  # refine configs whose ladder best is within this much of the best so far
     engine: str = "builtin"  # or "perf_analyzer"
-    confirm: bool = True  # measure the winner's operating point again, twice as long, before it counts
+    confirm: bool = True  # measure the best configs' operating points again, longer, and pick on those figures
+    confirm_engine: str = "auto"  # what re-measures them: "auto" is perf_analyzer where installed, else `engine`
+    confirm_top: int = 2  # how many configs are re-measured (those within confirm_within_pct of the best)
+    confirm_within_pct: float = 10.0
+    confirm_duration_s: float = 0.0  # 0: twice duration_s, at least 3 s
     budget_s: float = 900.0  # stop searching after this long (the best so far is used)
     write: bool = True
     input_data: Path | None = None
@@ -92,8 +105,27 @@ class TuneSpec:
             raise TritongenError("--min-throughput is negative", "give requests per second, 0 or more")
         if self.engine not in ENGINES:
             raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
+        if self.confirm_engine not in (*ENGINES, "auto"):
+            raise TritongenError(
+                f"confirm engine '{self.confirm_engine}' is not known", f"use auto or one of {', '.join(ENGINES)}"
+            )
+        if not 0 <= self.p99_margin_pct < 100:
+            raise TritongenError(
+                f"p99 margin {self.p99_margin_pct:g}% is outside 0-100", "give a percentage such as 10 (0: none)"
+            )
+        if self.confirm_top < 1:
+            raise TritongenError(f"confirm_top {self.confirm_top} is below 1", "give how many configs to re-measure")
         if self.refine_steps < 0:
             raise TritongenError(f"refine_steps {self.refine_steps} is negative", "give 0 (no refinement) or more")
+
+    @property
+    def target_p99_ms(self) -> float:
+        """The p99 every counted point must meet: the bound less the margin."""
+        return self.max_p99_ms * (1 - self.p99_margin_pct / 100.0)
+
+    @property
+    def confirm_s(self) -> float:
+        return self.confirm_duration_s or max(2 * self.duration_s, 3.0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,7 @@ class Trial:
     best: PerfPoint | None  # highest throughput with p99 within the bound
     load_s: float
     error: str = ""
+    pruned: bool = False  # its first point fell prune_pct short of the best config's: no more points measured
 
     @property
     def score(self) -> float:
@@ -120,23 +153,36 @@ class TuneResult:
     config_path: Path | None  # written config, when one was written
     record_path: Path | None
     meets_constraints: bool
-    confirmation: tuple[PerfPoint, ...] = ()  # re-measurements of the winner's operating point(s), in order
-    confirmed: PerfPoint | None = None  # the first of them within the bound: the figure the written config stands on
+    confirmation: tuple[PerfPoint, ...] = ()  # every re-measurement of the best configs' points, in order
+    confirmed: PerfPoint | None = None  # the winner's re-measurement: the figure the written config stands on
+    confirmation_configs: tuple[Candidate, ...] = ()  # the config of each re-measurement (same order)
+    target_p99_ms: float = 0.0  # the p99 every counted point met: the bound less the margin
+
+    @property
+    def operating_point(self) -> PerfPoint | None:
+        """Where the winner is meant to run: its confirmed point, else (no confirmation) its search best."""
+        if self.confirmed is not None:
+            return self.confirmed
+        return self.winner.best if self.winner is not None else None
 
     def table(self) -> str:
         lines = [
             f"tune {self.model}: {len(self.trials)} configs, "
-            f"{sum(len(t.points) for t in self.trials)} measurements in {self.search_s:.0f} s"
+            f"{sum(len(t.points) for t in self.trials)} measurements"
+            + (f" + {len(self.confirmation)} re-measurements" if self.confirmation else "")
+            + f" in {self.search_s:.0f} s"
+            + (f"; points count with p99 <= {self.target_p99_ms:.2f} ms" if self.target_p99_ms else "")
         ]
         lines.append(f"{'config':<64} {'conc':>4} {'req/s':>9} {'p99 ms':>8}")
         for t in self.trials:
             if t.best is None:
                 lines.append(
                     f"{t.candidate.label():<64} {'-':>4} {'-':>9} {'-':>8} "
-                    f" {t.error or 'no point within the p99 bound'}"
+                    f" {t.error or 'no point within the p99 target'}"
                 )
             else:
                 mark = "  <- best" if self.winner is not None and t is self.winner else ""
+                mark += "  (pruned after one point)" if t.pruned else ""
                 lines.append(
                     f"{t.candidate.label():<64} {int(t.best.load):>4} "
                     f"{t.best.throughput_rps:>9.1f} {t.best.latency.p99_ms:>8.2f}{mark}"
@@ -153,11 +199,13 @@ class TuneResult:
                 f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} "
                 f"req/s ({gain:.2f}x the starting config)"
             )
-        for p in self.confirmation:
-            verdict = "holds" if p is self.confirmed else "over the bound"
+        configs: Sequence[Candidate | None] = self.confirmation_configs or (None,) * len(self.confirmation)
+        for remeasured, p in zip(configs, self.confirmation, strict=False):
+            holds = p.latency.p99_ms <= (self.target_p99_ms or float("inf")) and not p.errors
+            verdict = "the winner" if p is self.confirmed else "holds" if holds else "over the target"
             lines.append(
-                f"confirmed again at concurrency {int(p.load)}: {p.throughput_rps:.1f} "
-                f"req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})"
+                f"measured again at concurrency {int(p.load)}: {p.throughput_rps:.1f} "
+                f"req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})" + (f"  {remeasured.label()}" if remeasured else "")
             )
         return "\n".join(lines)
 
@@ -285,12 +333,26 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     base = candidate_from_config(base_config)
     space = _search_space(spec, base, kind_cpu)
+    target_ms = spec.target_p99_ms
     started = time.monotonic()
     trials: dict[Candidate, Trial] = {}
     ladder = [c for c in CONCURRENCY_LADDER if c <= spec.max_concurrency]
     peak_index = [0]
 
-    def measure(candidate: Candidate, refine_above_rps: float = 0.0) -> Trial:
+    def ok(p: PerfPoint) -> bool:
+        return _within(p, target_ms)
+
+    def in_budget() -> bool:
+        return time.monotonic() - started < spec.budget_s
+
+    def measure(
+        candidate: Candidate,
+        refine_above_rps: float = 0.0,
+        against: Trial | None = None,
+        start: int | None = None,
+    ) -> Trial:
+        """Load ``candidate`` and find its best point. ``against``: the best config so far, which a first point
+        far below it prunes; ``start``: the ladder index to begin at (default: where the best config peaked)."""
         if candidate in trials:
             return trials[candidate]
         config = config_from_candidate(base_config, candidate)
@@ -316,30 +378,37 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
             if c not in points:
                 level = replace(perf, concurrency=(c,), request_rates=())
                 p = engine(level, requests)[0]
-                if p.latency.p99_ms > spec.max_p99_ms and not p.errors:
-                    # A shared machine throws the odd p99 spike: a point over the bound is measured again and
-                    # the second measurement stands.
-                    progress(f"  concurrency {c:>3}: p99 {p.latency.p99_ms:.2f} ms over the bound; measuring again")
-                    p = engine(level, requests)[0]
                 points[c] = p
                 progress(
                     f"  concurrency {c:>3}: {p.throughput_rps:8.1f} req/s  p99 {p.latency.p99_ms:7.2f} ms"
-                    + (
-                        ""
-                        if p.latency.p99_ms <= spec.max_p99_ms and not p.errors
-                        else "  (over the bound)"
-                        if not p.errors
-                        else f"  errors {dict(p.errors)}"
-                    )
+                    + ("" if ok(p) else "  (over the target)" if not p.errors else f"  errors {dict(p.errors)}")
                 )
             return points[c]
 
-        def ok(p: PerfPoint) -> bool:
-            return p.latency.p99_ms <= spec.max_p99_ms and not p.errors
+        try:
+            return ladder_and_refine(candidate, points, at, refine_above_rps, against, start, load_s)
+        except TritongenError as failed:
+            # A measurement that fails (perf_analyzer's exit on a busy machine) rules this config out, not the search.
+            detail = (failed.details or "").strip().splitlines()[-1:] or [""]
+            trial = Trial(
+                candidate,
+                tuple(points[c] for c in sorted(points)),
+                None,
+                load_s,
+                error=f"measurement failed: {failed.problem} {detail[0]}".strip()[:300],
+            )
+            progress(f"  {trial.error}")
+            trials[candidate] = trial
+            return trial
 
-        i = min(peak_index[0], len(ladder) - 1)
-        if ok(at(ladder[i])):
-            while i + 1 < len(ladder) and time.monotonic() - started < spec.budget_s:
+    def ladder_and_refine(candidate, points, at, refine_above_rps, against, start, load_s) -> Trial:
+        i = min(peak_index[0] if start is None else start, len(ladder) - 1)
+        first = at(ladder[i])
+        pruned = _pruned(first, against, spec.prune_pct)
+        if pruned:
+            progress(f"  pruned: {spec.prune_pct:g}% or more below the best config so far")
+        elif ok(first):
+            while i + 1 < len(ladder) and in_budget():
                 nxt = at(ladder[i + 1])
                 if not ok(nxt) or nxt.throughput_rps < at(ladder[i]).throughput_rps * 1.05:
                     if ok(nxt) and nxt.throughput_rps > at(ladder[i]).throughput_rps:
@@ -349,24 +418,25 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         else:
             while i > 0 and not ok(at(ladder[i])):
                 i -= 1
-                at(ladder[i])
-        feasible = [p for p in points.values() if ok(p)]
-        best = max(feasible, key=lambda p: p.throughput_rps) if feasible else None
-        if best is not None and best.throughput_rps >= refine_above_rps:
-            # Bisect between the best level within the bound and the lowest one above it that broke the bound.
+                # Over the target and already too slow: lower concurrency is slower still.
+                if _pruned(at(ladder[i]), against, spec.prune_pct):
+                    pruned = True
+                    break
+        best = _best_point(points.values(), target_ms)
+        if best is not None and not pruned and best.throughput_rps >= refine_above_rps:
+            # Bisect between the best level within the target and the lowest one above it that broke it.
             lo = int(best.load)
             hi = min((c for c, p in points.items() if c > lo and not ok(p)), default=None)
             for _ in range(spec.refine_steps):
-                if hi is None or hi - lo < 2 or time.monotonic() - started >= spec.budget_s:
+                if hi is None or hi - lo < 2 or not in_budget():
                     break
                 mid = (lo + hi) // 2
                 if ok(at(mid)):
                     lo = mid
                 else:
                     hi = mid
-            feasible = [p for p in points.values() if ok(p)]
-            best = max(feasible, key=lambda p: p.throughput_rps)
-        trial = Trial(candidate, tuple(points[c] for c in sorted(points)), best, load_s)
+            best = _best_point(points.values(), target_ms)
+        trial = Trial(candidate, tuple(points[c] for c in sorted(points)), best, load_s, pruned=pruned)
         trials[candidate] = trial
         return trial
 
@@ -383,7 +453,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         if incumbent.best is not None:
             peak_index[0] = peak_of(incumbent)
         improved = True
-        while improved and time.monotonic() - started < spec.budget_s:
+        while improved and in_budget():
             improved = False
             for dim, values in space.items():
                 current = (
@@ -395,10 +465,11 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                 for step in (1, -1):
                     moved = False
                     j = at_index + step
-                    while 0 <= j < len(values) and time.monotonic() - started < spec.budget_s:
+                    while 0 <= j < len(values) and in_budget():
                         trial = measure(
                             _neighbour(incumbent.candidate, dim, values[j]),
                             refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0),
+                            against=incumbent,
                         )
                         if trial.score > incumbent.score * (1 + spec.margin_pct / 100.0):
                             incumbent, improved, moved = trial, True, True
@@ -410,21 +481,25 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                         break  # improved going up: no need to look down
         return incumbent
 
-    confirmation: list[PerfPoint] = []
-    confirmed = None
+    confirmation: list[tuple[Trial, PerfPoint]] = []
+    chosen: tuple[Trial, PerfPoint] | None = None
     try:
-        baseline = measure(base)
-        incumbent = descend(baseline)
+        baseline = measure(base, start=_start_index(ladder, base))
+        start = baseline
         seed = _batching_seed(space, base)
-        if seed is not None and seed not in trials and time.monotonic() - started < spec.budget_s:
-            progress("second descent: one instance, the largest max batch size, no preferred sizes")
-            other = descend(measure(seed, refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0)))
-            if other.score > incumbent.score:
-                incumbent = other
+        if seed is not None and seed not in trials and in_budget():
+            progress("also from one instance, the largest max batch size, no preferred sizes")
+            other = measure(seed, start=_start_index(ladder, seed))
+            if other.score > baseline.score:
+                start = other
+        incumbent = descend(start)
         if spec.confirm and incumbent.best is not None:
-            confirmation, confirmed = _confirm(
-                incumbent, server, model, base_config, perf, engine, requests, spec, progress
+            confirm_engine = _confirm_engine(spec)
+            contenders = _contenders(list(trials.values()), spec.confirm_top, spec.confirm_within_pct)
+            confirmation = _confirm(
+                contenders, server, model, base_config, perf, confirm_engine, requests, spec, progress
             )
+            chosen = _pick_confirmed(confirmation, target_ms)
     except ServerGone as gone:
         raise TritongenError(
             f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
@@ -432,7 +507,13 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     finally:
         search_s = time.monotonic() - started
 
-    winner = incumbent if incumbent.best is not None and (confirmed is not None or not spec.confirm) else None
+    confirmed = chosen[1] if chosen is not None else None
+    if chosen is not None:
+        winner: Trial | None = chosen[0]
+    elif spec.confirm or incumbent.best is None:
+        winner = None
+    else:
+        winner = incumbent
     standing = confirmed.throughput_rps if confirmed is not None else (winner.score if winner is not None else 0.0)
     meets = winner is not None and (spec.min_throughput_rps is None or standing >= spec.min_throughput_rps)
     all_points = [(t.candidate, p) for t in trials.values() for p in t.points if not p.errors]
@@ -456,9 +537,39 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         written,
         record,
         meets,
-        tuple(confirmation),
+        tuple(p for _, p in confirmation),
         confirmed,
+        tuple(t.candidate for t, _ in confirmation),
+        target_ms,
     )
+
+
+# --------------------------------------------------------------------------------------------- selection
+
+
+def _within(p: PerfPoint, target_p99_ms: float) -> bool:
+    return p.latency.p99_ms <= target_p99_ms and not p.errors
+
+
+def _best_point(points, target_p99_ms: float) -> PerfPoint | None:
+    """The highest-throughput point within the target, or None."""
+    feasible = [p for p in points if _within(p, target_p99_ms)]
+    return max(feasible, key=lambda p: p.throughput_rps) if feasible else None
+
+
+def _start_index(ladder: Sequence[int], candidate: Candidate) -> int:
+    """Where a config's ladder starts when no config has peaked yet: at the concurrency that fills every
+    instance's largest batch once (instances x max batch size), or the level just below it."""
+    fill = candidate.instances * max(1, candidate.max_batch_size)
+    return max((k for k, c in enumerate(ladder) if c <= fill), default=0)
+
+
+def _pruned(first: PerfPoint, against: Trial | None, prune_pct: float) -> bool:
+    """A config's first point is so far below the best config's throughput that more concurrency is not worth
+    measuring. Only against a config that has a best point, and never at 0% (pruning off)."""
+    if against is None or against.best is None or prune_pct <= 0:
+        return False
+    return first.throughput_rps < against.score * (1 - prune_pct / 100.0)
 
 
 def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | None:
@@ -468,41 +579,100 @@ def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | No
     return Candidate(1, base.max_queue_delay_us, max(space["max_batch_size"]), ())
 
 
+def _contenders(trials: Sequence[Trial], top: int, within_pct: float) -> list[Trial]:
+    """The configs worth measuring again: the best by search figure, and up to ``top - 1`` more whose figure is
+    within ``within_pct`` of it, best first."""
+    ranked = sorted((t for t in trials if t.best is not None), key=lambda t: t.score, reverse=True)
+    if not ranked:
+        return []
+    floor = ranked[0].score * (1 - within_pct / 100.0)
+    return [t for t in ranked if t.score >= floor][: max(1, top)]
+
+
+def _pick_confirmed(
+    remeasured: Sequence[tuple[Trial, PerfPoint]], target_p99_ms: float
+) -> tuple[Trial, PerfPoint] | None:
+    """The re-measurement with the highest throughput whose p99 holds the target (the earliest on a tie)."""
+    best: tuple[Trial, PerfPoint] | None = None
+    for trial, p in remeasured:
+        if _within(p, target_p99_ms) and (best is None or p.throughput_rps > best[1].throughput_rps):
+            best = (trial, p)
+    return best
+
+
+def _confirm_engine(spec: TuneSpec) -> str:
+    """perf_analyzer where it is installed (``auto``), so the confirmed figure is what it will see."""
+    if spec.confirm_engine != "auto":
+        return spec.confirm_engine
+    if spec.engine == "perf_analyzer":
+        return "perf_analyzer"
+    from .perf_analyzer import find_perf_analyzer
+
+    try:
+        find_perf_analyzer()
+    except TritongenError:
+        return spec.engine
+    return "perf_analyzer"
+
+
 def _confirm(
-    winner: Trial,
+    contenders: Sequence[Trial],
     server: Triton,
     model: str,
     base_config,
     perf: PerfSpec,
-    engine,
+    engine_name: str,
     requests,
     spec: TuneSpec,
     progress: Progress,
-) -> tuple[list[PerfPoint], PerfPoint | None]:
-    """Measure the winner's best operating point again, twice as long; where its p99 breaks the bound, the next
-    lower feasible point of the same config (at most three tries). Returns every re-measurement and the first
-    that holds."""
+) -> list[tuple[Trial, PerfPoint]]:
+    """Measure each contender's best point again, ``spec.confirm_s`` long, with ``engine_name``; where its p99
+    breaks the target, its next lower point (at most three tries for the first contender, one for the rest once
+    a figure holds). Returns every re-measurement with its config, in order."""
     from google.protobuf import json_format
 
-    server.load(model, json_format.MessageToJson(config_from_candidate(base_config, winner.candidate)))
-    feasible = sorted(
-        (p for p in winner.points if p.latency.p99_ms <= spec.max_p99_ms and not p.errors),
-        key=lambda p: p.throughput_rps,
-        reverse=True,
-    )
-    measured: list[PerfPoint] = []
-    for point in feasible[:3]:
-        level = replace(perf, concurrency=(int(point.load),), request_rates=(), duration_s=2 * perf.duration_s)
-        again = engine(level, requests)[0]
-        measured.append(again)
-        holds = again.latency.p99_ms <= spec.max_p99_ms and not again.errors
-        progress(
-            f"confirming {winner.candidate.label()} at concurrency {int(point.load)}: {again.throughput_rps:.1f} req/s "
-            f"p99 {again.latency.p99_ms:.2f} ms" + ("" if holds else "  (over the bound)")
+    from .loadgen import points_from_builtin
+    from .perf_analyzer import points_from_perf_analyzer
+
+    engines = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}
+    target_ms = spec.target_p99_ms
+    measured: list[tuple[Trial, PerfPoint]] = []
+    for trial in contenders:
+        server.load(model, json_format.MessageToJson(config_from_candidate(base_config, trial.candidate)))
+        feasible = sorted(
+            (p for p in trial.points if _within(p, target_ms)), key=lambda p: p.throughput_rps, reverse=True
         )
-        if holds:
-            return measured, again
-    return measured, None
+        holds_already = _pick_confirmed(measured, target_ms) is not None
+        for point in feasible[: 1 if holds_already else 3]:
+            level = replace(
+                perf,
+                concurrency=(int(point.load),),
+                request_rates=(),
+                duration_s=spec.confirm_s,
+                engine=engine_name,
+            )
+            try:
+                try:
+                    again = engines[engine_name](level, requests)[0]
+                except TritongenError as failed:
+                    if spec.confirm_engine != "auto" or engine_name == spec.engine:
+                        raise
+                    progress(f"  perf_analyzer could not measure it ({failed.problem}); confirming with {spec.engine}")
+                    engine_name = spec.engine
+                    again = engines[engine_name](replace(level, engine=engine_name), requests)[0]
+            except TritongenError as failed:
+                progress(f"  measuring {trial.candidate.label()} again failed ({failed.problem}): it cannot win")
+                break
+            measured.append((trial, again))
+            holds = _within(again, target_ms)
+            progress(
+                f"measured again ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency "
+                f"{int(point.load)}: {again.throughput_rps:.1f} req/s p99 {again.latency.p99_ms:.2f} ms"
+                + ("" if holds else "  (over the target)")
+            )
+            if holds:
+                break
+    return measured
 
 
 def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate, PerfPoint]]:
@@ -522,7 +692,7 @@ def _write_winner(
     trials: list[Trial],
     frontier,
     search_s: float,
-    confirmation: Sequence[PerfPoint] = (),
+    confirmation: Sequence[tuple[Trial, PerfPoint]] = (),
     confirmed: PerfPoint | None = None,
 ) -> tuple[Path, Path]:
     from google.protobuf import text_format
@@ -552,9 +722,19 @@ def _write_winner(
     record = {
         "created_unix_s": round(time.time(), 3),
         "constraint": {"max_p99_ms": spec.max_p99_ms, "min_throughput_rps": spec.min_throughput_rps},
+        "target_p99_ms": spec.target_p99_ms,  # what every counted point met: the bound less p99_margin_pct
+        "search": {
+            "p99_margin_pct": spec.p99_margin_pct,
+            "prune_pct": spec.prune_pct,
+            "duration_s": spec.duration_s,
+            "engine": spec.engine,
+            "confirm_s": spec.confirm_s,
+            "confirm_engine": confirmation[0][1].engine if confirmation else None,
+        },
         "search_s": round(search_s, 2),
         "winner": _trial_dict(winner),
-        "confirmation": [_point_dict(p) for p in confirmation],
+        # Every re-measurement of the best configs, in order; the winner is the highest whose p99 held the target.
+        "confirmation": [{"config": asdict(t.candidate), **_point_dict(p)} for t, p in confirmation],
         "confirmed": None if confirmed is None else _point_dict(confirmed),
         "baseline": _trial_dict(baseline),
         "trials": [_trial_dict(t) for t in trials],
@@ -578,6 +758,7 @@ def _trial_dict(t: Trial) -> dict[str, Any]:
         "config": asdict(t.candidate),
         "load_s": round(t.load_s, 3),
         "error": t.error,
+        "pruned": t.pruned,
         "best": None
         if t.best is None
         else {
@@ -596,5 +777,6 @@ def _point_dict(p: PerfPoint) -> dict[str, Any]:
         "throughput_rps": p.throughput_rps,
         "p99_ms": p.latency.p99_ms,
         "measured_s": p.measured_s,
+        "engine": p.engine,
         "errors": dict(p.errors),
     }

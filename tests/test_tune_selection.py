@@ -1,0 +1,117 @@
+"""tune's selection rules as pure functions over made-up measurements: the p99 target, where a ladder starts,
+pruning, which configs are measured again and which re-measurement wins. No server, no timing."""
+
+from pathlib import Path
+
+import pytest
+
+from tritongen.errors import TritongenError
+from tritongen.perf.results import LatencySummary, PerfPoint
+from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point,
+                                 _contenders, _pick_confirmed, _pruned, _start_index)
+
+
+def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
+    return PerfPoint("concurrency", load, "perf_analyzer", rps, LatencySummary(1, 1, 1, 1, p99_ms, None), 100,
+                     errors=errors or {})
+
+
+def _trial(cand: Candidate, *points: PerfPoint, target_ms: float = 9.0) -> Trial:
+    return Trial(cand, points, _best_point(points, target_ms), 0.1)
+
+
+A, B, C = Candidate(1, 500, 16, ()), Candidate(1, 500, 16, (16,)), Candidate(2, 500, 8, ())
+
+
+def test_points_count_only_within_the_bound_less_the_margin(tmp_path):
+    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10)
+    assert spec.target_p99_ms == pytest.approx(9.0)  # the default margin is 10%
+    assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, p99_margin_pct=0).target_p99_ms == 10
+    # 9.5 ms is within the bound but not the target: the faster point does not count; an errored point never does.
+    points = [_p(8, 5000, 4.0), _p(16, 7000, 8.9), _p(32, 7600, 9.5), _p(24, 9000, 3.0, errors={"unavailable": 1})]
+    assert _best_point(points, spec.target_p99_ms).load == 16
+    assert _best_point([_p(32, 7600, 9.5)], spec.target_p99_ms) is None
+    for bad in ({"p99_margin_pct": 100}, {"p99_margin_pct": -1}, {"confirm_top": 0}, {"confirm_engine": "ma"}):
+        with pytest.raises(TritongenError):
+            TuneSpec(model_dir=tmp_path, max_p99_ms=10, **bad)
+    assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=1.0).confirm_s == 3.0  # at least 3 s
+    assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5).confirm_s == 5.0  # else twice as long
+
+
+def test_the_first_ladder_starts_where_every_instance_fills_its_largest_batch_once():
+    ladder = list(CONCURRENCY_LADDER[:7])  # 1 .. 64
+    assert ladder[_start_index(ladder, Candidate(1, 500, 16, ()))] == 16
+    assert ladder[_start_index(ladder, Candidate(2, 500, 8, ()))] == 16
+    assert ladder[_start_index(ladder, Candidate(3, 0, 4, ()))] == 8  # 12: the level just below
+    assert ladder[_start_index(ladder, Candidate(1, 0, 0, ()))] == 1  # no batching: one request per instance
+    assert ladder[_start_index(ladder, Candidate(4, 0, 128, ()))] == 64  # capped by the largest level
+
+
+def test_a_config_far_below_the_best_is_pruned_after_its_first_point():
+    best = _trial(A, _p(16, 8000, 4.7), _p(32, 8100, 8.0))  # score 8100
+    assert _pruned(_p(16, 6000, 5.0), best, 20.0)  # 6000 < 0.8 x 8100
+    assert not _pruned(_p(16, 6600, 5.0), best, 20.0)  # within 20%: its ladder goes on
+    assert not _pruned(_p(16, 10, 5.0), best, 0.0)  # 0%: pruning off
+    assert not _pruned(_p(16, 10, 5.0), None, 20.0)  # nothing to compare with (the starting configs)
+    assert not _pruned(_p(16, 10, 5.0), _trial(A, _p(16, 9000, 50.0)), 20.0)  # the best has no point in the target
+
+
+def test_the_best_configs_within_the_window_are_measured_again_best_first():
+    trials = [_trial(C, _p(16, 7000, 6.0)), _trial(A, _p(32, 7600, 8.5)), _trial(B, _p(16, 8049, 4.7)),
+              _trial(Candidate(2, 0, 1, ()), _p(2, 900, 20.0))]  # no point within the target
+    assert [t.candidate for t in _contenders(trials, 2, 10.0)] == [B, A]
+    assert [t.candidate for t in _contenders(trials, 3, 10.0)] == [B, A]  # C is 13% below: not a contender
+    assert [t.candidate for t in _contenders(trials, 3, 15.0)] == [B, A, C]
+    assert [t.candidate for t in _contenders(trials, 1, 50.0)] == [B]
+    assert _contenders(trials[3:], 2, 10.0) == []
+
+
+def test_the_winner_is_the_highest_re_measured_throughput_that_holds_the_target():
+    a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
+    # A searched best, but measured again its p99 breaks the target; its lower point holds but B's is faster.
+    remeasured = [(a, _p(32, 7900, 9.6)), (a, _p(16, 7400, 5.1)), (b, _p(16, 7800, 5.0))]
+    winner, point = _pick_confirmed(remeasured, 9.0)
+    assert winner is b and point.throughput_rps == 7800
+    assert _pick_confirmed(remeasured[:2], 9.0)[1].load == 16  # A's lower point
+    assert _pick_confirmed([(a, _p(32, 7900, 9.6))], 9.0) is None  # nothing holds: no winner
+    assert _pick_confirmed([(a, _p(16, 9000, 2.0, errors={"timeout": 3}))], 9.0) is None
+
+
+def test_the_table_names_each_re_measurement_with_its_config_and_verdict():
+    a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
+    remeasured = [_p(32, 7900, 9.6), _p(16, 7800, 5.0)]
+    result = TuneResult("conv", b, a, (a, b), (), 100.0, None, Path("x"), True, tuple(remeasured), remeasured[1],
+                        (A, B), 9.0)
+    text = result.table()
+    assert "+ 2 re-measurements" in text and "p99 <= 9.00 ms" in text
+    lines = [line for line in text.splitlines() if line.startswith("measured again")]
+    assert "(over the target)" in lines[0] and A.label() in lines[0]
+    assert "(the winner)" in lines[1] and B.label() in lines[1]
+    assert result.operating_point is remeasured[1]
+    assert TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True).operating_point is b.best  # unconfirmed
+
+
+def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
+    import json
+
+    from tritongen.perf.tune import _write_winner
+    from tritongen.validate import config_from_file
+
+    model = tmp_path / "repo" / "m"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (model / "config.pbtxt").write_text(
+        'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
+        'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ndynamic_batching { max_queue_delay_microseconds: 500 }\n'
+        'instance_group [{count: 1 kind: KIND_CPU}]\n')
+    spec = TuneSpec(model_dir=model, max_p99_ms=10)
+    a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
+    remeasured = [(a, _p(32, 7900, 9.6)), (b, _p(16, 7800, 5.0))]
+    config_path, record_path = _write_winner(spec, config_from_file(model / "config.pbtxt"), b, a, [a, b], [], 12.0,
+                                             remeasured, remeasured[1][1])
+    record = json.loads(record_path.read_text())
+    rows = [(r["config"]["preferred"], r["throughput_rps"], r["engine"]) for r in record["confirmation"]]
+    assert rows == [([], 7900, "perf_analyzer"), ([16], 7800, "perf_analyzer")]
+    assert record["confirmed"]["throughput_rps"] == 7800 and record["target_p99_ms"] == pytest.approx(9.0)
+    assert record["winner"]["config"]["preferred"] == [16] and record["search"]["confirm_engine"] == "perf_analyzer"
+    assert config_from_file(config_path).dynamic_batching.preferred_batch_size == [16]
