@@ -53,8 +53,8 @@ def test_error_kind_carries_tritons_reason():
 
 
 class FakeServer:
-    """Reads requests (Content-Length framed) and answers each as ``behaviour(n)`` says: bytes to send, or None to
-    drop the connection, or "hang" to never answer. Records the requests and connections it saw."""
+    """Reads requests (Content-Length framed) and answers each as ``behaviour(n)`` says: bytes to send (ending in
+    ``<close>``: then close), or None to drop the connection, or "hang" to never answer. Records the requests and connections it saw."""
 
     def __init__(self, behaviour):
         self.behaviour = behaviour
@@ -86,8 +86,10 @@ class FakeServer:
                 if answer == "hang":
                     await reader.read()  # until the client gives up and drops the connection
                     break
-                writer.write(answer)
+                writer.write(answer.removesuffix(b"<close>"))
                 await writer.drain()
+                if answer.endswith(b"<close>"):  # answered, then the server closes the idle connection
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
@@ -161,6 +163,22 @@ def test_open_loop_sends_share_at_most_the_connection_limit():
     kinds, server = sends(lambda n: OK, 20, worker=None, connections=3)
     assert kinds == [None] * 20 and len(server.requests) == 20
     assert server.connections in range(1, 4)
+
+
+def test_connections_the_server_closes_while_idle_free_their_slots():
+    async def go():
+        async with FakeServer(lambda n: OK + b"<close>") as server:
+            sender = RawHttpSender(server.url, "m", REQUESTS, 5.0, 1)
+            kinds = []
+            for i in range(4):  # one slot: each send needs the slot the last (now closed) connection held
+                kinds.append(await asyncio.wait_for(sender.send(i), 5))
+                await asyncio.sleep(0.05)  # the close arrives while the connection is idle
+            kinds.append(await asyncio.wait_for(sender.send(9, "", 0), 5))
+            await sender.close()
+            return kinds, server.connections
+
+    kinds, connections = asyncio.run(go())
+    assert kinds == [None] * 5 and connections == 5
 
 
 def test_sequence_requests_carry_their_ids():

@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -137,7 +137,8 @@ class ResponseParser:
 class Connection(asyncio.Protocol):
     """One keep-alive connection with at most one request outstanding."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_closed: Callable[[Connection], None]) -> None:
+        self.on_closed = on_closed  # told once, when the connection closes (in use or idle)
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser()
         self.waiter: asyncio.Future | None = None
@@ -168,15 +169,20 @@ class Connection(asyncio.Protocol):
                 self.fail("connection")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self._close()
         self._resolve("connection")
 
     def fail(self, kind: str) -> None:
         """Give the outstanding request ``kind`` and drop the connection (the stream is out of step)."""
-        self.closed = True
+        self._close()
         self._resolve(kind)
         if self.transport is not None:
             self.transport.abort()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.on_closed(self)
 
     def _resolve(self, kind: str) -> None:
         waiter, self.waiter = self.waiter, None
@@ -261,7 +267,8 @@ class RawHttpSender:
         self.count += 1
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(Connection, self.host, self.port), timeout=min(self.timeout_s, 30)
+                loop.create_connection(lambda: Connection(self._forget), self.host, self.port),
+                timeout=min(self.timeout_s, 30),
             )
         except BaseException:
             self.count -= 1
@@ -271,11 +278,15 @@ class RawHttpSender:
         return conn
 
     def _release(self, conn: Connection, worker: int | None) -> None:
-        if conn.closed and conn in self.opened:
+        if worker is None and not conn.closed:
+            self._hand_on(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        """A connection closed (answering or idle): its slot is free for an open-loop send waiting for one."""
+        if conn in self.opened:
             self.opened.discard(conn)
             self.count -= 1
-        if worker is None:
-            self._hand_on(None if conn.closed else conn)
+            self._hand_on(None)
 
     def _hand_on(self, conn: Connection | None) -> None:
         """Give a free connection (or, None, a freed slot) to the longest waiting open-loop send, else keep it."""
@@ -302,6 +313,3 @@ class RawHttpSender:
             self.watchdog.cancel()
         for conn in list(self.opened):
             conn.fail("connection")
-            if conn.transport is not None:
-                conn.transport.close()
-        self.opened.clear()
