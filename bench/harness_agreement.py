@@ -60,8 +60,15 @@ def measure(server, repo: Path, engine: str, model: str, duration_s: float, prot
     url = server.grpc_url if protocol == "grpc" else server.http_url
     spec = PerfSpec(model=model, url=url, protocol=protocol, repo=repo, engine=engine, duration_s=duration_s,
                     warmup_s=1.0, stability_pct=15, max_windows=6, **load)
+    from tritongen.errors import TritongenError
+
     children_s, served = children_cpu_s(), success_count(url, model, protocol)
-    run = perf_from_spec(spec)
+    try:
+        run = perf_from_spec(spec)
+    except TritongenError as err:  # perf_analyzer gives up now and then on a busy machine: one more try
+        print(f"{engine} failed ({err.message}; {err.details[-300:]}); measuring again", flush=True)
+        children_s, served = children_cpu_s(), success_count(url, model, protocol)
+        run = perf_from_spec(spec)
     if run.partial or not run.points:
         raise SystemExit(f"{engine} run was partial: {run.partial_reason}")
     point = run.points[0]
