@@ -82,8 +82,11 @@ def test_open_loop_request_rate_is_held(served):
 
 def test_http_protocol(served):
     server, _ = served
-    run = perf_from_spec(spec_for(served, url=server.http_url, protocol="http", concurrency=(2,)))
-    assert run.points[0].error_count == 0 and run.points[0].throughput_rps > 0
+    run = perf_from_spec(spec_for(served, url=server.http_url, protocol="http", concurrency=(2,), request_rates=(80,)))
+    closed, opened = run.points
+    assert closed.error_count == 0 and closed.throughput_rps > 0 and closed.client_cpu_us_per_request > 0
+    assert opened.mode == "request_rate" and opened.error_count == 0
+    assert opened.throughput_rps == pytest.approx(80, rel=0.25)
 
 
 def test_perf_analyzer_engine_agrees_with_builtin(served):

@@ -190,11 +190,13 @@ def test_infer_check_and_streaming_a_wav(vad_server, tmp_path):
     np.testing.assert_allclose(streamed.outputs["output"].ravel(), packaged_probabilities(chunks), atol=TOLERANCE)
 
 
-def test_perf_drives_concurrent_sequences(vad_server):
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_perf_drives_concurrent_sequences(vad_server, protocol):
     from tritongen.perf import PerfSpec, perf_from_spec
 
     result, server = vad_server
-    run = perf_from_spec(PerfSpec(model="vad", url=server.grpc_url, repo=result.model_dir.parent, concurrency=(4,),
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    run = perf_from_spec(PerfSpec(model="vad", url=url, protocol=protocol, repo=result.model_dir.parent, concurrency=(4,),
                                   duration_s=1.5, warmup_s=0.3, max_windows=4, stability_pct=50.0,
                                   sequence_length=10, metrics_url=server.metrics_url))
     assert run.settings["sequence_length"] == 10

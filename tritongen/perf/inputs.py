@@ -34,6 +34,17 @@ class RequestSet:
         return tuple(self.requests[0])
 
 
+def wire_from_array(array: np.ndarray) -> tuple[str, bytes]:
+    """``(Triton datatype, raw little-endian bytes)`` of an array as sent in a request (BYTES length-prefixed)."""
+    from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
+
+    if array.dtype == object or array.dtype.kind in ("U", "S"):
+        # serialize_byte_tensor gives a 0-d object array holding the bytes: .item(), not .tobytes() (a pointer)
+        serialized = serialize_byte_tensor(np.asarray(array, dtype=object))
+        return "BYTES", serialized.item() if serialized.size else b""
+    return np_to_triton_dtype(array.dtype), np.ascontiguousarray(array).tobytes()
+
+
 def request_set_from_arrays(
     arrays: Mapping[str, np.ndarray], batched: bool, source: str, limit: int = 64
 ) -> RequestSet:

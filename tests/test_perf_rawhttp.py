@@ -1,0 +1,224 @@
+"""The built-in engine's HTTP sender (tritongen.perf.rawhttp): response framing, answers and failures counted, a
+server that drops the connection or never answers, the open-loop connection pool, and a real Triton's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from tritongen.perf.inputs import RequestSet
+from tritongen.perf.rawhttp import RawHttpSender, ResponseParser, error_from_response
+
+REQUESTS = RequestSet(({"X": np.arange(4, dtype=np.float32).reshape(1, 4)},), batched=True, source="test")
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def response(status: int, body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n" % (status, len(body), extra) + body
+
+
+# --------------------------------------------------------------------------------------------- framing
+
+
+def test_responses_split_anywhere_or_run_together_are_framed():
+    error = response(400, b'{"error":"bad input"}')
+    stream = OK + error + OK
+    one_by_one = ResponseParser()
+    got = [answer for i in range(len(stream)) for answer in one_by_one.feed(stream[i : i + 1])]
+    assert [(status, close) for status, _, close in got] == [(200, False), (400, False), (200, False)]
+    assert got[1][1] == b'{"error":"bad input"}'
+    assert ResponseParser().feed(stream) == got and ResponseParser().feed(stream[:-1]) == got[:2]
+
+
+def test_chunked_and_connection_close_responses():
+    chunked = b"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\n\r\n"
+    parser = ResponseParser()
+    assert parser.feed(chunked[:30]) == [] and parser.feed(chunked[30:] + OK) == [(500, b"abcdefg", False), (200, b"", False)]
+    assert ResponseParser().feed(response(200, b"{}", b"Connection: close\r\n")) == [(200, b"", True)]
+    with pytest.raises(ValueError, match="not an HTTP response"):
+        ResponseParser().feed(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_error_kind_carries_tritons_reason():
+    assert error_from_response(400, b'{"error":"unexpected shape for input \'X\'"}') == "http_400: unexpected shape for input 'X'"
+    assert error_from_response(503, b"Service\n Unavailable") == "http_503: Service Unavailable"
+    assert error_from_response(500, b"") == "http_500"
+    assert len(error_from_response(400, json.dumps({"error": "x" * 1000}).encode())) < 140
+
+
+# --------------------------------------------------------------------------------------------- against a fake server
+
+
+class FakeServer:
+    """Reads requests (Content-Length framed) and answers each as ``behaviour(n)`` says: bytes to send (ending in
+    ``<close>``: then close), or None to drop the connection, or "hang" to never answer. Records the requests and connections it saw."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.server = None
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.behaviour(len(self.requests))
+                if answer is None:
+                    break
+                if answer == "hang":
+                    await reader.read()  # until the client gives up and drops the connection
+                    break
+                writer.write(answer.removesuffix(b"<close>"))
+                await writer.drain()
+                if answer.endswith(b"<close>"):  # answered, then the server closes the idle connection
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+def sends(behaviour, count, worker=0, timeout_s=10.0, connections=64, version=""):
+    """The kinds ``count`` sends got (sequential for one worker; all at once for worker None), and the server."""
+
+    async def go():
+        async with FakeServer(behaviour) as server:
+            sender = RawHttpSender(server.url, "m", REQUESTS, timeout_s, connections, versions=(version,))
+            try:
+                if worker is None:
+                    kinds = await asyncio.gather(*(sender.send(i, version) for i in range(count)))
+                else:
+                    kinds = [await sender.send(i, version, worker) for i in range(count)]
+            finally:
+                await sender.close()
+                await asyncio.sleep(0.05)  # the server's handlers see the connections close
+            return list(kinds), server
+
+    return asyncio.run(go())
+
+
+def test_answers_are_counted_on_one_kept_alive_connection():
+    kinds, server = sends(lambda n: OK, 5, version="2")
+    assert kinds == [None] * 5 and len(server.requests) == 5 and server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /v2/models/m/versions/2/infer HTTP/1.1\r\n")
+    header_size = int(first.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
+    body = first.split(b"\r\n\r\n", 1)[1]
+    assert json.loads(body[:header_size])["inputs"][0]["parameters"] == {"binary_data_size": 16}
+    assert body[header_size:] == np.arange(4, dtype=np.float32).tobytes()
+
+
+def test_an_error_answer_is_a_failure_with_its_reason_and_the_connection_stays():
+    answers = {2: response(400, b'{"error":"inference request for unknown model \'m\'"}'), 3: response(503, b"")}
+    kinds, server = sends(lambda n: answers.get(n, OK), 4)
+    assert kinds == [None, "http_400: inference request for unknown model 'm'", "http_503", None]
+    assert server.connections == 1
+
+
+def test_a_server_that_disconnects_fails_that_request_and_the_next_reconnects():
+    kinds, server = sends(lambda n: None if n == 2 else OK, 4)
+    assert kinds == [None, "connection", None, None] and server.connections == 2
+    kinds, _ = sends(lambda n: b"garbage\r\n\r\n", 1)
+    assert kinds == ["bad_response"]
+
+
+def test_no_server_is_a_connection_failure_for_every_send():
+    from tests.conftest import free_ports
+
+    (port,) = free_ports(1)
+
+    async def go():
+        sender = RawHttpSender(f"127.0.0.1:{port}", "m", REQUESTS, 5.0, 4)
+        try:
+            return [await sender.send(0, "", 0), await sender.send(1)]
+        finally:
+            await sender.close()
+
+    assert asyncio.run(go()) == ["connection", "connection"]
+
+
+def test_a_request_never_answered_times_out_and_the_next_gets_a_fresh_connection():
+    kinds, server = sends(lambda n: "hang" if n == 1 else OK, 2, timeout_s=0.3)
+    assert kinds == ["deadline_exceeded", None] and server.connections == 2
+
+
+def test_open_loop_sends_share_at_most_the_connection_limit():
+    kinds, server = sends(lambda n: OK, 20, worker=None, connections=3)
+    assert kinds == [None] * 20 and len(server.requests) == 20
+    assert server.connections in range(1, 4)
+
+
+def test_connections_the_server_closes_while_idle_free_their_slots():
+    async def go():
+        async with FakeServer(lambda n: OK + b"<close>") as server:
+            sender = RawHttpSender(server.url, "m", REQUESTS, 5.0, 1)
+            kinds = []
+            for i in range(4):  # one slot: each send needs the slot the last (now closed) connection held
+                kinds.append(await asyncio.wait_for(sender.send(i), 5))
+                await asyncio.sleep(0.05)  # the close arrives while the connection is idle
+            kinds.append(await asyncio.wait_for(sender.send(9, "", 0), 5))
+            await sender.close()
+            return kinds, server.connections
+
+    kinds, connections = asyncio.run(go())
+    assert kinds == [None] * 5 and connections == 5
+
+
+def test_sequence_requests_carry_their_ids():
+    sequenced = RequestSet(REQUESTS.requests, batched=True, source="test", sequence_length=2)
+
+    async def go():
+        async with FakeServer(lambda n: OK) as server:
+            sender = RawHttpSender(server.url, "m", sequenced, 5.0, 4)
+            kinds = [await sender.send(i, "", 7) for i in range(3)]
+            await sender.close()
+            return kinds, server.requests
+
+    kinds, seen = asyncio.run(go())
+    assert kinds == [None] * 3
+    params = []
+    for raw in seen:
+        head, body = raw.split(b"\r\n\r\n", 1)
+        size = int(head.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
+        assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
+        params.append(json.loads(body[:size])["parameters"])
+    assert [(p["sequence_id"], p["sequence_start"], p["sequence_end"]) for p in params] == [(1, True, False), (1, False, True), (2, True, False)]
+
+
+# --------------------------------------------------------------------------------------------- a real Triton
+
+
+@pytest.mark.server
+def test_a_real_triton_answers_and_its_errors_are_counted_with_reasons(tiny_server):
+    async def go():
+        good = RawHttpSender(tiny_server.http_url, "double", REQUESTS, 30.0, 4)
+        wrong = RequestSet(({"X": np.zeros((1, 5), np.float32)},), batched=True, source="test")
+        bad_shape = RawHttpSender(tiny_server.http_url, "double", wrong, 30.0, 4)
+        missing = RawHttpSender(tiny_server.http_url, "no_such_model", REQUESTS, 30.0, 4)
+        try:
+            return [await good.send(i, "", 0) for i in range(3)], await bad_shape.send(0, "", 0), await missing.send(0)
+        finally:
+            for sender in (good, bad_shape, missing):
+                await sender.close()
+
+    answers, bad_shape, missing = asyncio.run(go())
+    assert answers == [None, None, None]
+    assert bad_shape.startswith("http_400: ") and "shape" in bad_shape
+    assert missing.startswith(("http_400: ", "http_404: ")) and "no_such_model" in missing

@@ -1,0 +1,315 @@
+"""A lean HTTP/1.1 sender for the built-in engine: asyncio Protocols on plain keep-alive connections.
+
+aiohttp costs about 160 us of CPU per request (headers objects, a stream reader, per-request timers); on a
+machine whose cores the server shares, that CPU is taken from the server and the measurement is the client's.
+Here each request is bytes built once (request line, headers and Triton's binary-tensor body), written with one
+``transport.write``; the response is read as far as needed: the status line, ``Content-Length`` (or chunked
+framing) and, on a non-200 answer, the ``{"error": ...}`` JSON Triton puts in the body, which becomes the
+failure's reason. Each closed-loop worker keeps one connection; open-loop requests take an idle connection or
+open one, up to ``connections``. Timeouts are checked by one watchdog task, not one timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .inputs import RequestSet, wire_from_array
+from .sequences import SequenceTracker, http_sequence_body
+
+HEADER_END = b"\r\n\r\n"
+REASON_CHARS = 120  # an error's reason is part of its kind: keep kinds short
+
+
+def http_request_bytes(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """A whole HTTP/1.1 POST: request line, headers and body."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}", "Connection: keep-alive"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def http_request_body(request) -> tuple[bytes, dict[str, str]]:
+    """Triton's binary-tensor request body and its headers (``Inference-Header-Content-Length``)."""
+    import tritonclient.http as httpclient
+
+    inputs = []
+    for name, array in request.items():
+        datatype, _ = wire_from_array(array)
+        tensor = httpclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array if datatype == "BYTES" else np.ascontiguousarray(array), binary_data=True)
+        inputs.append(tensor)
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
+    headers = {"Content-Type": "application/octet-stream"}
+    if json_size is not None:
+        headers["Inference-Header-Content-Length"] = str(json_size)
+    return body, headers
+
+
+def error_from_response(status: int, body: bytes) -> str:
+    """The failure kind of a non-200 answer: ``http_<status>``, and Triton's error message when it sent one."""
+    reason = ""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            reason = data["error"]
+    except ValueError:
+        reason = body[:REASON_CHARS].decode("utf-8", "replace").strip()
+    reason = " ".join(reason.split())[:REASON_CHARS]
+    return f"http_{status}: {reason}" if reason else f"http_{status}"
+
+
+class ResponseParser:
+    """Splits a byte stream into HTTP/1.1 responses: ``feed`` returns the (status, body, close) of each finished one."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()  # appended to and consumed from the front: no copy of the whole per read
+        self.status = 0
+        self.length = -1  # body bytes expected; -2: chunked
+        self.close = False
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes, bool]]:
+        self.buffer += data
+        done: list[tuple[int, bytes, bool]] = []
+        while True:
+            if self.length == -1:
+                end = self.buffer.find(HEADER_END)
+                if end < 0:
+                    return done
+                self._head(bytes(self.buffer[:end]))
+                del self.buffer[: end + 4]
+            if self.length == -2:
+                body = self._chunked()
+                if body is None:
+                    return done
+            elif len(self.buffer) >= self.length:
+                body = b"" if self.status == 200 else bytes(self.buffer[: self.length])  # only errors are read
+                del self.buffer[: self.length]
+            else:
+                return done
+            done.append((self.status, body, self.close))
+            self.length = -1
+
+    def _head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise ValueError(f"not an HTTP response: {lines[0][:60]!r}")
+        self.status = int(parts[1])
+        self.length, self.close = 0, parts[0] == b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                self.length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                self.length = -2
+            elif name == b"connection":
+                self.close = value.strip().lower() == b"close"
+
+    def _chunked(self) -> bytes | None:
+        """The whole body once every chunk is in the buffer (consumed then), else None."""
+        at, parts = 0, list[bytes]()
+        while True:
+            line_end = self.buffer.find(b"\r\n", at)
+            if line_end < 0:
+                return None
+            size = int(self.buffer[at:line_end].split(b";")[0], 16)
+            if size == 0:
+                trailer_end = self.buffer.find(b"\r\n\r\n", line_end)
+                if self.buffer[line_end : line_end + 4] == b"\r\n\r\n":
+                    trailer_end = line_end
+                if trailer_end < 0:
+                    return None
+                del self.buffer[: trailer_end + 4]
+                return b"".join(parts)
+            start = line_end + 2
+            if len(self.buffer) < start + size + 2:
+                return None
+            parts.append(bytes(self.buffer[start : start + size]))
+            at = start + size + 2
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection with at most one request outstanding."""
+
+    def __init__(self, on_closed: Callable[[Connection], None]) -> None:
+        self.on_closed = on_closed  # told once, when the connection closes (in use or idle)
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser()
+        self.waiter: asyncio.Future | None = None
+        self.sent_s = 0.0
+        self.closed = False
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def request(self, data: bytes) -> asyncio.Future:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.sent_s = time.perf_counter()
+        self.transport.write(data)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            answers = self.parser.feed(data)
+        except ValueError:
+            self.fail("bad_response")
+            return
+        for status, body, close in answers:
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None if status == 200 else error_from_response(status, body))
+            if close:
+                self.fail("connection")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()
+        self._resolve("connection")
+
+    def fail(self, kind: str) -> None:
+        """Give the outstanding request ``kind`` and drop the connection (the stream is out of step)."""
+        self._close()
+        self._resolve(kind)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.on_closed(self)
+
+    def _resolve(self, kind: str) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(kind)
+
+
+class RawHttpSender:
+    """The built-in engine's HTTP sender; the same ``send``/``close`` as the gRPC one."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        requests: RequestSet,
+        timeout_s: float,
+        connections: int,
+        versions: Sequence[str] = ("",),
+    ) -> None:
+        self.url = url
+        self.host, _, port = url.rpartition(":")
+        self.port = int(port)
+        self.host = self.host.strip("[]")
+        self.timeout_s = timeout_s
+        self.limit = max(1, connections)
+        self.paths = {v: f"/v2/models/{model}" + (f"/versions/{v}" if v else "") + "/infer" for v in set(versions)}
+        self.bodies = [http_request_body(r) for r in requests.requests]
+        self.payloads = {
+            v: [http_request_bytes(url, path, body, headers) for body, headers in self.bodies]
+            for v, path in self.paths.items()
+        }
+        self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
+        self.by_worker: dict[int, Connection] = {}
+        self.idle: deque[Connection] = deque()
+        self.opened: set[Connection] = set()
+        self.count = 0  # connections open or opening
+        self.slot_waiters: deque[asyncio.Future] = deque()
+        self.watchdog: asyncio.Task | None = None
+
+    async def send(self, index: int, version: str = "", worker: int | None = None) -> str | None:
+        if self.watchdog is None:
+            self.watchdog = asyncio.ensure_future(self._watch())
+        if self.sequences is not None and worker is not None:
+            body, headers = self.bodies[index % len(self.bodies)]
+            body, headers = http_sequence_body(body, headers, *self.sequences.next(worker))
+            payload = http_request_bytes(self.url, self.paths[version], body, headers)
+        else:
+            payloads = self.payloads[version]
+            payload = payloads[index % len(payloads)]
+        conn = self.by_worker.get(worker) if worker is not None else None
+        if conn is None or conn.closed:
+            try:
+                conn = await self._connection(worker)
+            except (OSError, asyncio.TimeoutError):
+                return "connection"
+        try:
+            return await conn.request(payload)
+        finally:
+            self._release(conn, worker)
+
+    async def _connection(self, worker: int | None) -> Connection:
+        if worker is not None:
+            conn = self.by_worker.get(worker)
+            if conn is None or conn.closed:
+                conn = self.by_worker[worker] = await self._open()
+            return conn
+        while self.idle:
+            conn = self.idle.popleft()
+            if not conn.closed:
+                return conn
+        while self.count >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self.slot_waiters.append(waiter)
+            handed = await waiter
+            if handed is not None and not handed.closed:
+                return handed
+        return await self._open()
+
+    async def _open(self) -> Connection:
+        """A new connection; it counts against the limit from now (while it opens too)."""
+        loop = asyncio.get_running_loop()
+        self.count += 1
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: Connection(self._forget), self.host, self.port),
+                timeout=min(self.timeout_s, 30),
+            )
+        except BaseException:
+            self.count -= 1
+            self._hand_on(None)
+            raise
+        self.opened.add(conn)
+        return conn
+
+    def _release(self, conn: Connection, worker: int | None) -> None:
+        if worker is None and not conn.closed:
+            self._hand_on(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        """A connection closed (answering or idle): its slot is free for an open-loop send waiting for one."""
+        if conn in self.opened:
+            self.opened.discard(conn)
+            self.count -= 1
+            self._hand_on(None)
+
+    def _hand_on(self, conn: Connection | None) -> None:
+        """Give a free connection (or, None, a freed slot) to the longest waiting open-loop send, else keep it."""
+        while self.slot_waiters:
+            waiter = self.slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self.idle.append(conn)
+
+    async def _watch(self) -> None:
+        """Fail requests outstanding longer than the timeout (their connection is dropped with them)."""
+        period_s = min(max(self.timeout_s / 4, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(period_s)
+            now = time.perf_counter()
+            for conn in list(self.opened):
+                if conn.waiter is not None and now - conn.sent_s > self.timeout_s:
+                    conn.fail("deadline_exceeded")
+
+    async def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        for conn in list(self.opened):
+            conn.fail("connection")
