@@ -146,3 +146,22 @@ def test_a_held_rollout_lock_keeps_the_repository_verified_and_signed(repo, tmp_
         assert not lock.exists()
     finally:
         lock.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"tool": "something-else", "model": "tiny"}', b"\x00not json", b'{"tool": "tritongen-rollout-lock", "model": "tiny", "pad": "' + b"x" * (2 << 20) + b'"}'],
+    ids=["foreign", "not-json", "too-big"],
+)
+def test_verify_refuses_anything_else_under_the_lock_name(repo, content):
+    from tritongen.layout import ROLLOUT_LOCK_NAME, ROLLOUT_LOCK_TOOL
+    from tritongen.verify import verify_repository
+
+    assert ROLLOUT_LOCK_TOOL == "tritongen-rollout-lock"  # the form the too-big case imitates
+    path = repo / "tiny" / ROLLOUT_LOCK_NAME
+    path.write_bytes(content)
+    try:
+        report = verify_repository(repo)
+        assert not report.ok and any("not a rollout lock" in p for p in report.problems), report.problems
+    finally:
+        path.unlink()

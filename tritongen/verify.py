@@ -225,14 +225,36 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     return True
 
 
+def _bounded_bytes(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of the regular file ``path`` (not followed if a link), or None if it is not one or holds more
+    than ``max_bytes``: one open, so the size checked is the size read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], max_bytes + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        return data if len(data) <= max_bytes else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _check_rollout_record(model_dir: Path, found: _Findings) -> None:
     """``<model>/tritongen-rollout.json``: tolerated unlisted only in the form tritongen writes it."""
     path = model_dir / ROLLOUT_RECORD_NAME
     fix = f"remove {model_dir.name}/{ROLLOUT_RECORD_NAME} (tritongen rollout writes it again; the server is unchanged)"
     try:
-        size = path.stat().st_size
-        data = json.loads(path.read_bytes()) if size <= ROLLOUT_RECORD_MAX_BYTES else None
-    except (OSError, ValueError):
+        text = _bounded_bytes(path, ROLLOUT_RECORD_MAX_BYTES)
+        data = json.loads(text) if text is not None else None
+    except ValueError:
         data = None
     if not (isinstance(data, dict) and data.get("tool") == "tritongen-rollout" and data.get("model") == model_dir.name):
         found.add(f"{model_dir.name}/{ROLLOUT_RECORD_NAME} is not a rollout record tritongen wrote for this model", fix)
@@ -245,10 +267,9 @@ def _check_rollout_lock(model_dir: Path, found: _Findings) -> None:
     (a run holds it; a killed run leaves it, and the next run takes it over)."""
     path = model_dir / ROLLOUT_LOCK_NAME
     try:
-        size = path.stat().st_size
-        text = path.read_bytes() if size <= ROLLOUT_LOCK_MAX_BYTES else None
+        text = _bounded_bytes(path, ROLLOUT_LOCK_MAX_BYTES)
         data = json.loads(text) if text else ({} if text == b"" else None)
-    except (OSError, ValueError):
+    except ValueError:
         data = None
     ours = isinstance(data, dict) and data.get("tool") == ROLLOUT_LOCK_TOOL and data.get("model") == model_dir.name
     if data == {} or ours:
