@@ -32,6 +32,10 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
         if code is not None:
             _raise_exited(server, code)
         index = _repository_index(triton)
+        if index is not None and _ports_of_another_process(server):
+            # Another tritonserver holds one of our ports and answered: its index says nothing about ours, which
+            # fails to bind and exits (a PortRace above, and a start on other ports), or the deadline says so.
+            index = None
         if index is not None:
             states: dict[str, list[dict[str, str]]] = {}
             for entry in index:
@@ -46,10 +50,7 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
                 failed = {n: es for n, es in states.items() if not any(e.get("state") == "READY" for e in es)}
                 if failed:
                     _raise_failed(server, failed)
-                if _answers_for_this_server(server):
-                    return tuple(sorted(states))
-                # Another tritonserver holds one of the ports and answered: ours fails to bind and exits (a PortRace
-                # above, and a start on other ports), or the deadline says so.
+                return tuple(sorted(states))
         if time.monotonic() > deadline:
             taken = _ports_of_another_process(server)
             if taken:
@@ -65,12 +66,8 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
         time.sleep(POLL_INTERVAL_S)
 
 
-def _answers_for_this_server(server: Any) -> bool:
-    """Every port the server was given is one its own process listens on (True where /proc cannot tell)."""
-    return not _ports_of_another_process(server)
-
-
 def _ports_of_another_process(server: Any) -> list[int]:
+    """The server's ports that its own process does not listen on (none where /proc cannot tell)."""
     from .ports import listens_on
 
     return [port for port in server.ports.values() if listens_on(server.pid, port) is False]
