@@ -127,7 +127,11 @@ def _model_analyzer_python() -> Path | None:
 
     given = os.environ.get("TRITONGEN_MODEL_ANALYZER_PYTHON")
     candidate = Path(given) if given else cache_root() / "venv-model-analyzer" / "bin" / "python"
-    return candidate if candidate.is_file() else None
+    if not candidate.is_file():
+        return None
+    # an environment still being made (or left half-made by an interrupted install) has no model_analyzer yet
+    probe = subprocess.run([str(candidate), "-c", "import model_analyzer"], capture_output=True, timeout=120)
+    return candidate if probe.returncode == 0 else None
 
 
 def test_model_analyzer_loads_the_config_with_its_own_loader(built):
