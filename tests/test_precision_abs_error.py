@@ -94,6 +94,26 @@ def test_bad_max_abs_error_options(tmp_path):
     assert spec.max_abs_error == (("logits", 0.25),)
 
 
+def test_max_abs_error_from_the_spec_file(tmp_path):
+    conv = factories.save_model(factories.make_small_conv(), tmp_path / "conv.pt", "state_dict")
+    base = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
+                repo=tmp_path / "repo", name="conv", precision="fp16")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("max_abs_error: {logits: 0.25}\n")
+    assert build_spec_from_options(conv, spec_file=spec_file, **base).max_abs_error == (("logits", 0.25),)
+    # a flag wins over the file, as every other key
+    given = build_spec_from_options(conv, spec_file=spec_file, max_abs_error=["logits=0.5"], **base)
+    assert given.max_abs_error == (("logits", 0.5),)
+    for text, words in (("max_abs_error: [logits]", "not a mapping of output names"),
+                        ("max_abs_error: {logits: -1}", "not a positive finite number"),
+                        ("max_abs_error: {logits: .nan}", "not a positive finite number"),
+                        ("max_abs_error: {logits: '0.1'}", "not a positive finite number"),
+                        ("max_abs_error: {box: 0.1}", "which is not an output")):
+        spec_file.write_text(text + "\n")
+        with pytest.raises(TritongenError, match=words):
+            build_spec_from_options(conv, spec_file=spec_file, **base)
+
+
 def test_the_guard_refuses_a_variant_beyond_a_given_bar_and_records_a_bar_it_meets(tmp_path):
     from tests.test_precision import OutlierMLP
 

@@ -122,7 +122,7 @@ class BuildSpec:
     min_cosine: float = field(default=DEFAULT_MIN_COSINE, metadata=_YAML)
     min_top1: float | None = field(default=None, metadata=_YAML)  # guard: top-1 agreement for [batch, classes] outputs
     # guard: (output, largest absolute error) for outputs judged by error, not cosine (offsets, landmarks)
-    max_abs_error: tuple[tuple[str, float], ...] = ()
+    max_abs_error: tuple[tuple[str, float], ...] = field(default=(), metadata=_yaml("abs_error_bars"))
     # TensorRT profiles: max size of every -1 dimension
     max_dynamic_dim: int = field(default=DEFAULT_MAX_DYNAMIC_DIM, metadata=_YAML)
     # auto (dynamo, then TorchScript if it fails) | dynamo | torchscript
@@ -482,7 +482,8 @@ def build_spec_from_options(
         calib_method=str(pick(calib_method, "calib_method")).lower(),
         min_cosine=float(pick(min_cosine, "min_cosine")),
         min_top1=None if top1 is None else float(top1),
-        max_abs_error=_abs_error_bars(max_abs_error),
+        max_abs_error=_abs_error_bars(max_abs_error)
+        or tuple((str(k), float(v)) for k, v in (file_opts.get("max_abs_error") or {}).items()),
         max_dynamic_dim=int(pick(max_dynamic_dim, "max_dynamic_dim")),
         exporter=str(pick(exporter, "exporter")),
         dim_ranges=check_ranges(ranges, input_specs),

@@ -26,8 +26,8 @@ MAX_TEXT_CHARS = 4096
 _INT32_MAX = 2**31 - 1
 
 # A key's kind: "int", "number", "bool", "text", "ints" (a list of ints), "texts" (a list of strings), "inputs",
-# "outputs", "dim_ranges", "consts", "queue_policies", "rate_limiter". The keys and their kinds come from
-# tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
+# "outputs", "dim_ranges", "consts", "abs_error_bars", "queue_policies", "rate_limiter". The keys and their kinds
+# come from tritongen.spec.yaml_keys() (BuildSpec's fields), passed to yaml_spec.
 _KIND_WORDS = {
     "int": "an integer",
     "number": "a number",
@@ -156,6 +156,15 @@ def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
                 or (_is_int(const) and abs(const) > 2**63 - 1)
             ):
                 raise _wrong(path, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
+    elif kind == "abs_error_bars":
+        example = "max_abs_error: {box: 0.05}"
+        if not isinstance(value, dict) or len(value) > MAX_TENSORS:
+            raise _wrong(path, f"'{key}'", value, "a mapping of output names to largest absolute errors", example)
+        for name, bar in value.items():
+            _check_text(path, f"a {key} output name", name)
+            ok = (_is_int(bar) and 0 < bar <= 2**63) or (isinstance(bar, float) and math.isfinite(bar) and bar > 0)
+            if not ok:
+                raise _wrong(path, f"{key} {name}", bar, "a positive finite number", example)
     elif kind == "queue_policies":
         _check_list(path, key, value)
         for i, entry in enumerate(value):
