@@ -115,3 +115,29 @@ def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
     assert record["confirmed"]["throughput_rps"] == 7800 and record["target_p99_ms"] == pytest.approx(9.0)
     assert record["winner"]["config"]["preferred"] == [16] and record["search"]["confirm_engine"] == "perf_analyzer"
     assert config_from_file(config_path).dynamic_batching.preferred_batch_size == [16]
+
+
+def test_the_bench_finds_the_highest_concurrency_that_holds_the_bound_with_few_probes():
+    """bench/tune_vs_model_analyzer.py compares both winners at the highest concurrency whose p99 holds the bound:
+    from the chosen concurrency, doubling while it holds, else bisecting down, within a probe budget."""
+    from bench.tune_vs_model_analyzer import highest_holding
+
+    def up_to(limit: int):
+        return lambda c: c <= limit
+
+    # chosen 32 broke the bound: bisect down between 1 and 32
+    level, probes = highest_holding(up_to(20), 32, False, 64)
+    assert level == 20 and [c for c, _ in probes] == [16, 24, 20, 22, 21]
+    # chosen 5 held: double to 10 (over), bisect back
+    level, probes = highest_holding(up_to(7), 5, True, 64)
+    assert level == 7 and [c for c, _ in probes] == [10, 7, 8]
+    # never above the search space's largest concurrency; holding there needs no bisection
+    level, probes = highest_holding(up_to(1000), 5, True, 64)
+    assert level == 64 and max(c for c, _ in probes) == 64
+    assert highest_holding(up_to(1000), 64, True, 64) == (64, [])
+    # nothing holds, not even one request at a time
+    level, probes = highest_holding(up_to(0), 32, False, 64)
+    assert level is None and probes[-1] == (1, False)
+    # the budget caps the probes: the answer is the highest level seen to hold
+    level, probes = highest_holding(up_to(20), 32, False, 64, max_probes=2)
+    assert level == 16 and len(probes) == 2
