@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,11 +284,17 @@ def final_repo(work: Path, tune_repo: Path, ma_best: dict) -> Path:
 
 def measure_at(server, repo: Path, name: str, concurrency: int, duration_s: float):
     """One perf_analyzer measurement of ``name`` at ``concurrency``: its PerfPoint."""
+    from tritongen.errors import TritongenError
     from tritongen.perf import PerfSpec, perf_from_spec
 
     spec = PerfSpec(model=name, url=server.grpc_url, repo=repo, engine="perf_analyzer", concurrency=(concurrency,),
                     duration_s=duration_s, warmup_s=min(1.0, duration_s / 2), stability_pct=15, max_windows=5)
-    return perf_from_spec(spec).points[0]
+    try:
+        return perf_from_spec(spec).points[0]
+    except TritongenError as failed:  # perf_analyzer gives up on a busy machine ("no valid requests"): once more
+        print(f"    {name} at concurrency {concurrency}: perf_analyzer failed ({failed.problem}); measuring again "
+              "with twice the window", flush=True)
+        return perf_from_spec(replace(spec, duration_s=2 * duration_s)).points[0]
 
 
 def holds_bound(point, max_p99_ms: float) -> bool:
@@ -342,7 +349,8 @@ def verdict(ratios: list[float], target: float = 1.0) -> str:
     return f"NOT MET: median {med:.3f}, every round below {target:g} (max {max(ratios):.3f})"
 
 
-def find_holding(server, repo: Path, chosen: dict[str, int], as_chosen: dict, args) -> dict[str, int | None]:
+def find_holding(server, repo: Path, chosen: dict[str, int], as_chosen: dict, args,
+                 why: dict[str, str]) -> dict[str, int | None]:
     """Per winner, the highest concurrency at which its p99 holds the bound: its chosen concurrency holds when
     its median p99 over the as-chosen rounds does; then a few short probes (see highest_holding)."""
     holding: dict[str, int | None] = {}
@@ -369,10 +377,13 @@ def find_holding(server, repo: Path, chosen: dict[str, int], as_chosen: dict, ar
 
         level, probes = highest_holding(holds, chosen[name], chosen_holds, args.max_concurrency, args.max_probes)
         holding[name] = level
-        why = ("no concurrency held the bound" if level is None else
-               f"concurrency {level}: the highest that held ({len(probes)} probes, concurrency <= "
-               f"{args.max_concurrency})")
-        print(f"  {name}: at the load that holds the bound: {why}", flush=True)
+        found = ("no concurrency held the bound" if level is None else
+                 f"concurrency {level}: the highest that held ({len(probes)} probes, concurrency <= "
+                 f"{args.max_concurrency})")
+        print(f"  {name}: at the load that holds the bound: {found}", flush=True)
+        start = f"chosen {chosen[name]} {'held' if chosen_holds else 'broke'} the bound (median p99 {med:.2f} ms)"
+        steps = ", ".join(f"{c} {'held' if ok else 'over'}" for c, ok in probes)
+        why[name] = f"{start}; probes {steps}" if probes else f"{start}; nothing above it was searched"
     return holding
 
 
@@ -395,7 +406,8 @@ def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> 
         result["chosen"] = summarize(alternate(server, repo, chosen, args, "as chosen"), chosen, args, "as chosen")
         started = time.monotonic()
         print(f"finding each winner's highest concurrency whose p99 holds {args.max_p99_ms:g} ms ...", flush=True)
-        holding = find_holding(server, repo, chosen, result["chosen"], args)
+        result["why"] = {}
+        holding = find_holding(server, repo, chosen, result["chosen"], args, result["why"])
         result["probe_s"] = time.monotonic() - started
         result["holding_levels"] = holding
         if all(level is not None for level in holding.values()):
@@ -477,6 +489,8 @@ def main() -> None:
         for name, who in (("conv_tune", "tune"), ("conv_ma", "model analyzer")):
             print(f"    {who:<14} concurrency {f['concurrency'][name]:>3}: {f['tp'][name]:8.1f} req/s median, "
                   f"p99 median {f['p99'][name]:.2f} ms, {f['over'][name]} of {args.rounds} rounds over the bound")
+            if key == "holding":
+                print(f"      ({final['why'][name]})")
         print(f"    throughput ratio tune/ma per round {spread(f['ratios'])}; target >= 1.0: {verdict(f['ratios'])}")
         if key == "holding":
             for name, who in (("conv_tune", "tune"), ("conv_ma", "model analyzer")):
