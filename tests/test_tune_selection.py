@@ -8,7 +8,8 @@ import pytest
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint
 from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point,
-                                 _contenders, _pick_confirmed, _pruned, _start_index)
+                                 _contenders, _fallback_contenders, _pick_confirmed, _pruned,
+                                 _start_index)
 
 
 def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
@@ -77,6 +78,27 @@ def test_the_winner_is_the_highest_re_measured_throughput_that_holds_the_target(
     assert _pick_confirmed([(a, _p(16, 9000, 2.0, errors={"timeout": 3}))], 9.0) is None
 
 
+
+def test_when_no_re_measurement_holds_the_next_configs_are_measured_again():
+    # The search's best (B) was one lucky point; A is within the window; C, robust but 13% below, was not a
+    # contender. Neither contender held measured again: C and then D are next, never B or A again, never E.
+    D = Candidate(2, 100, 8, (8,))
+    b, a = _trial(B, _p(16, 8100, 5.6)), _trial(A, _p(20, 7800, 5.4))
+    c, d = _trial(C, _p(8, 5500, 4.5), _p(16, 7000, 8.2)), _trial(D, _p(16, 5800, 7.9))
+    e = _trial(Candidate(2, 0, 1, ()), _p(2, 900, 20.0))  # no point within the target
+    trials = [b, a, e, d, c]
+    contenders = _contenders(trials, 2, 10.0)
+    assert [t.candidate for t in contenders] == [B, A]
+    remeasured = [(b, _p(16, 3800, 16.8)), (a, _p(20, 4600, 15.5))]
+    assert _pick_confirmed(remeasured, 9.0) is None
+    assert [t.candidate for t in _fallback_contenders(trials, contenders, 2)] == [C, D]
+    assert [t.candidate for t in _fallback_contenders(trials, contenders, 1)] == [C]
+    assert _fallback_contenders([b, a, e], contenders, 2) == []  # nothing else has a point within the target
+    # the fallback's re-measurement that holds is the winner, and only one that holds
+    winner, point = _pick_confirmed([*remeasured, (c, _p(16, 6200, 9.4)), (c, _p(8, 5200, 4.9))], 9.0)
+    assert winner is c and point.load == 8
+
+
 def test_the_table_names_each_re_measurement_with_its_config_and_verdict():
     a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
     remeasured = [_p(32, 7900, 9.6), _p(16, 7800, 5.0)]
@@ -115,3 +137,29 @@ def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
     assert record["confirmed"]["throughput_rps"] == 7800 and record["target_p99_ms"] == pytest.approx(9.0)
     assert record["winner"]["config"]["preferred"] == [16] and record["search"]["confirm_engine"] == "perf_analyzer"
     assert config_from_file(config_path).dynamic_batching.preferred_batch_size == [16]
+
+
+def test_the_bench_finds_the_highest_concurrency_that_holds_the_bound_with_few_probes():
+    """bench/tune_vs_model_analyzer.py compares both winners at the highest concurrency whose p99 holds the bound:
+    from the chosen concurrency, doubling while it holds, else bisecting down, within a probe budget."""
+    from bench.tune_vs_model_analyzer import highest_holding
+
+    def up_to(limit: int):
+        return lambda c: c <= limit
+
+    # chosen 32 broke the bound: bisect down between 1 and 32
+    level, probes = highest_holding(up_to(20), 32, False, 64)
+    assert level == 20 and [c for c, _ in probes] == [16, 24, 20, 22, 21]
+    # chosen 5 held: double to 10 (over), bisect back
+    level, probes = highest_holding(up_to(7), 5, True, 64)
+    assert level == 7 and [c for c, _ in probes] == [10, 7, 8]
+    # never above the search space's largest concurrency; holding there needs no bisection
+    level, probes = highest_holding(up_to(1000), 5, True, 64)
+    assert level == 64 and max(c for c, _ in probes) == 64
+    assert highest_holding(up_to(1000), 64, True, 64) == (64, [])
+    # nothing holds, not even one request at a time
+    level, probes = highest_holding(up_to(0), 32, False, 64)
+    assert level is None and probes[-1] == (1, False)
+    # the budget caps the probes: the answer is the highest level seen to hold
+    level, probes = highest_holding(up_to(20), 32, False, 64, max_probes=2)
+    assert level == 16 and len(probes) == 2

@@ -24,8 +24,10 @@ The search's figures are optimistic (the best of a few short measurements), so t
 confirmed figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their
 operating points measured again, at least twice as long, by perf_analyzer where it is installed (what the
 user's own perf_analyzer will see), and the config with the highest re-measured throughput whose p99 holds the
-target wins; where a re-measured p99 breaks it, that config's next lower point is tried. The record keeps every
-measurement and re-measurement, and the (throughput, p99) frontier is shown.
+target wins; where a re-measured p99 breaks it, that config's next lower point is tried, and where none of them
+holds, the next ``confirm_top`` configs by search figure are measured again the same way (the search's best can
+be one lucky point). The record keeps every measurement and re-measurement, and the (throughput, p99) frontier is
+shown.
 """
 
 from __future__ import annotations
@@ -500,6 +502,17 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                 contenders, server, model, base_config, perf, confirm_engine, requests, spec, progress
             )
             chosen = _pick_confirmed(confirmation, target_ms)
+            more = (
+                [] if chosen is not None else _fallback_contenders(list(trials.values()), contenders, spec.confirm_top)
+            )
+            if more:
+                # The search's best figures can be one lucky point: rather than write nothing, measure the next
+                # configs again (each with up to three of its points); only a re-measurement that holds wins.
+                progress(f"no re-measured point held the target: measuring the next {len(more)} configs again")
+                confirmation += _confirm(
+                    more, server, model, base_config, perf, confirm_engine, requests, spec, progress
+                )
+                chosen = _pick_confirmed(confirmation, target_ms)
     except ServerGone as gone:
         raise TritongenError(
             f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
@@ -587,6 +600,16 @@ def _contenders(trials: Sequence[Trial], top: int, within_pct: float) -> list[Tr
         return []
     floor = ranked[0].score * (1 - within_pct / 100.0)
     return [t for t in ranked if t.score >= floor][: max(1, top)]
+
+
+def _fallback_contenders(trials: Sequence[Trial], tried: Sequence[Trial], top: int) -> list[Trial]:
+    """When no contender's re-measurement held the target: the next ``top`` configs by search figure (with a point
+    within the target) that were not measured again yet, best first."""
+    seen = {t.candidate for t in tried}
+    ranked = sorted(
+        (t for t in trials if t.best is not None and t.candidate not in seen), key=lambda t: t.score, reverse=True
+    )
+    return ranked[: max(1, top)]
 
 
 def _pick_confirmed(
