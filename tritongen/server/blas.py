@@ -2,13 +2,14 @@
 which every stub inherits).
 
 numpy's wheel links OpenBLAS built with pthreads, which starts one thread per core, with its buffers, when numpy is
-imported: every stub imports numpy, and a rollout's switch starts a new stub on the cores the clients and the
-server use. Measured with ``bench/rollout_cpu.py`` (idle server, 2 cores, CPU seconds from ``/proc``): a stub's
-start cost 0.30-0.37 CPU-s by default and 0.21 with ``OPENBLAS_NUM_THREADS=1``; ``python -c "import numpy,
-onnxruntime"`` alone 0.25 vs 0.14 CPU-s (~0.1 s of it system time: the threads' creation and buffers). The
-generated models call no BLAS routine on their serving path (ONNX Runtime has its own thread pool; numpy only
-concatenates and casts), so one thread costs steady serving nothing; a custom step that multiplies large matrices
-with numpy is the case for ``stub_blas_threads=0`` (numpy's default) or a larger count.
+imported, and each thread spin-waits (``sched_yield``: ~2000 calls in its first half second, counted with strace)
+before it sleeps. Every stub imports numpy, and a rollout's switch starts a new stub on the cores the clients and
+the server use. Measured with ``bench/rollout_cpu.py`` (CPU seconds from ``/proc``, 2 cores shared with other
+jobs): a stub's start cost 0.30 CPU-s by default and 0.14-0.18 with ``OPENBLAS_NUM_THREADS=1`` on an idle server
+(the lead's earlier run: 0.30-0.37 vs 0.21); with 32 clients busy, the yielding thread gets little CPU and both
+cost 0.20-0.23. The generated models call no BLAS routine on their serving path (ONNX Runtime has its own thread
+pool; numpy only concatenates and casts), so one thread costs steady serving nothing; a custom step that
+multiplies large matrices with numpy is the case for ``stub_blas_threads=0`` (numpy's default) or a larger count.
 
 OpenBLAS reads ``OPENBLAS_NUM_THREADS``, then ``GOTO_NUM_THREADS``, then ``OMP_NUM_THREADS``: a user who set any of
 them has chosen, and their environment is kept as it is.

@@ -67,8 +67,9 @@ class ServeSpec:
     allocator: str = "auto"
     # OPENBLAS_NUM_THREADS for the Python-backend stubs (0: numpy's default, one thread per core; a value of it,
     # GOTO_NUM_THREADS or OMP_NUM_THREADS already in the environment is kept). numpy's OpenBLAS starts its threads
-    # and buffers at import: a stub's start measured 0.21 CPU-s with 1 against 0.30-0.37 by default, CPU a
-    # rollout's switch takes from the clients' cores; the generated models call no BLAS. See server/blas.py.
+    # and buffers at import, which spin before they sleep: a stub's start measured 0.14-0.18 CPU-s with 1 against
+    # 0.30 by default on an idle server, CPU a rollout's switch takes from the clients' cores; the generated
+    # models call no BLAS. See server/blas.py.
     stub_blas_threads: int = 1
 
     def __post_init__(self) -> None:
