@@ -25,12 +25,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from rollout_cpu import process_tree_cpu_s  # noqa: E402
 
-# name -> (stub_blas_threads, lines added to the runner after its SessionOptions are made)
+# name -> (stub_blas_threads, lines added to the runner after its SessionOptions are made). The runner turns
+# ONNX Runtime's spinning off itself (since this bench measured it); "spin" puts it back (ORT warns, overwrites).
 VARIANTS: dict[str, tuple[int, tuple[str, ...]]] = {
     "default": (0, ()),
     "blas1": (1, ()),
     "blas1+intra1": (1, ("options.intra_op_num_threads = 1",)),
     "blas1+nospin": (1, ('options.add_session_config_entry("session.intra_op.allow_spinning", "0")',)),
+    "blas1+spin": (1, ('options.add_session_config_entry("session.intra_op.allow_spinning", "1")',)),
     "blas1+basic": (1, ("options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC",)),
     "blas1+noopt": (1, ("options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL",)),
 }
