@@ -9,7 +9,7 @@
   with model control ``none``, where nothing is unloaded, so it is set always rather than only for
   ``explicit``/``poll``: it costs nothing there, and it is in place once an operator adds
   ``--model-control-mode=explicit`` (what ``tritongen rollout`` needs) without knowing the guide. The path is the
-  NGC image's (``libjemalloc.so`` ships in every ``tritonserver:*-py3`` image) for x86_64: the bundles target
+  one the guide gives for NGC's image (which has ``libjemalloc.so``), for x86_64: the bundles target
   x86_64 already (their pinned packages are checked against manylinux x86_64 wheels), and neither a compose
   ``environment`` nor a Kubernetes ``env`` can run the guide's ``$(uname -m)``.
 """

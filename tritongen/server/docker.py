@@ -34,8 +34,6 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
     )
     server = server_args(inner, DEFAULT_PORTS, install=None, admin_token=token, repo="/models")
     server = [a for a in server if not re.match(r"--(http|grpc|metrics)-(address|port)=", a)]
-    # The Python backend moves tensors through /dev/shm; docker's 64 MB default is too small for real models.
-    # Read-only: the server cannot change the verified files (nor write __pycache__/ beside model.py).
     # The environment `serve` gives its server: the stubs' BLAS threads and the allocator (NGC's x86_64 paths).
     environment = []
     if spec.stub_blas_threads:
@@ -43,6 +41,8 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
     preload = ngc_preload(spec.allocator)
     if preload is not None:
         environment += ["-e", f"LD_PRELOAD={preload}"]
+    # The Python backend moves tensors through /dev/shm; docker's 64 MB default is too small for real models.
+    # Read-only: the server cannot change the verified files (nor write __pycache__/ beside model.py).
     command = [
         "docker",
         "run",
