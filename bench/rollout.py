@@ -22,6 +22,7 @@ their verify, file reading and gate would take the measuring clients' GIL).
 - the server's memory (tritonserver + Python-backend stubs) before and after.
 
     .venv/bin/python bench/rollout.py [--concurrency 32] [--cycles 3] [--quiet-s 6] [--json out.json]
+        [--stub-blas-threads 1]
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=3, help="rollout + rollback pairs, one server")
     parser.add_argument("--quiet-s", type=float, default=6.0, help="quiet time before and after each command")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--stub-blas-threads", type=int, default=1, help="the server's ServeSpec.stub_blas_threads (0: numpy's default)"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -81,6 +85,7 @@ def main() -> int:
             metrics_port=metrics,
             model_control="explicit",
             ready_timeout_s=180,
+            stub_blas_threads=args.stub_blas_threads,
         )
         with server_from_repository(spec) as server:
             tritongen.build(nets[2], example_inputs=example, name="wide", repo=repo, new_version=True)

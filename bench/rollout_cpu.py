@@ -9,7 +9,7 @@ with ``specific [2]``) until only version 2 is READY, and a quiet wait for the o
 read from ``/proc`` (utime + stime of the server's process tree): robust to other load on the machine, unlike
 wall times and latencies.
 
-    .venv/bin/python bench/rollout_cpu.py [--concurrency 0]
+    .venv/bin/python bench/rollout_cpu.py [--concurrency 0] [--stub-blas-threads 1]
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def _label(cmd: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=0, help="closed-loop clients (0: idle server)")
+    parser.add_argument(
+        "--stub-blas-threads", type=int, default=1, help="the server's ServeSpec.stub_blas_threads (0: numpy's default)"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -74,7 +77,14 @@ def main() -> int:
         repo = Path(work) / "repo"
         tritongen.build(net, example_inputs=example, name="wide", repo=repo)
         http, grpc, metrics = free_ports(3)
-        spec = ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control="explicit")
+        spec = ServeSpec(
+            repo=repo,
+            http_port=http,
+            grpc_port=grpc,
+            metrics_port=metrics,
+            model_control="explicit",
+            stub_blas_threads=args.stub_blas_threads,
+        )
         with server_from_repository(spec) as server, Triton(server.grpc_url, "grpc", 60) as triton:
             with torch.no_grad():
                 for p in net.parameters():

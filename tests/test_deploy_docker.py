@@ -169,6 +169,10 @@ def test_ensemble_bundle_serving_image_compose_and_readme(ensemble_repo, tmp_pat
     assert triton["ports"] == ["127.0.0.1:8000:8000", "127.0.0.1:8001:8001", "127.0.0.1:8002:8002"]
     assert triton["healthcheck"]["test"][-1] == "http://localhost:8000/v2/health/ready"
     assert "deploy" not in triton, "CPU-only Python-backend models: no GPU reservation"
+    assert triton["environment"] == {
+        "OPENBLAS_NUM_THREADS": "1",
+        "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so",
+    }, "what `tritongen serve` gives its server: one BLAS thread for the stubs, jemalloc"
     mount = triton["volumes"][0]
     assert mount.startswith("${TRITONGEN_REPOSITORY:-") and mount.endswith("}:/models:ro")
     default = mount[len("${TRITONGEN_REPOSITORY:-") : -len("}:/models:ro")]
@@ -194,6 +198,8 @@ def test_tensorrt_bundle_builds_engines_first_with_one_release(trt_repo, tmp_pat
     assert compose_problems(text) == []
     services = yaml.safe_load(text)["services"]
     assert services["triton"]["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert services["triton"]["environment"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert "environment" not in services["engine-builder"]
     assert services["triton"]["depends_on"] == {"engine-builder": {"condition": "service_completed_successfully"}}
     assert services["engine-builder"]["command"] == ["engine", "/models"]
     assert services["engine-builder"]["volumes"][0].endswith(":/models"), (

@@ -145,6 +145,8 @@ def test_measured_numbers_reach_the_objects(measured):
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and "--metrics-config=summary_latencies=true" in c["args"]
+    env = {e["name"]: e["value"] for e in c["env"]}  # what `tritongen serve` gives its server
+    assert env == {"OPENBLAS_NUM_THREADS": "1", "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so"}
     assert pod["terminationGracePeriodSeconds"] > t.exit_timeout_s
     dev = {o["kind"]: o for o in rendered_overlay(measured.out / "overlays" / "dev")}
     assert (
@@ -184,6 +186,8 @@ def test_kserve_bundle(work):
     pred = isvc["spec"]["predictor"]
     assert pred["model"]["modelFormat"]["name"] == "triton" and pred["model"]["protocolVersion"] == "v2"
     assert pred["model"]["storageUri"] == "s3://models/repo" and pred["canaryTrafficPercent"] == 10
+    env = {e["name"]: e["value"] for e in pred["model"]["env"]}
+    assert env == {"OPENBLAS_NUM_THREADS": "1", "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so"}
     target = pred["autoScaling"]["metrics"][0]["external"]["target"]["averageValue"]
     assert target == f"{round(b.thresholds.target_in_flight * 1000)}m"  # the same target as the HPA's
 

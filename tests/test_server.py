@@ -76,9 +76,15 @@ def wait_gone(pids_fn, timeout_s: float = 10.0) -> list[int]:
 def test_docker_command_serves_the_absolute_repository_on_loopback(tmp_path):
     command = docker_command(ServeSpec(repo=tmp_path / "repo"))
     assert command == (
-        "docker run --gpus all --rm --shm-size=1g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 "
+        "docker run --gpus all --rm --shm-size=1g -e OPENBLAS_NUM_THREADS=1 "
+        "-e LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so "
+        "-p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 "
         f"-v {tmp_path.resolve() / 'repo'}:/models:ro nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models"
     )
+    plain = docker_command(ServeSpec(repo=tmp_path / "repo", stub_blas_threads=0, allocator="system"))
+    assert "OPENBLAS_NUM_THREADS" not in plain and "LD_PRELOAD" not in plain
+    tc = shlex.split(docker_command(ServeSpec(repo=tmp_path / "repo", stub_blas_threads=4, allocator="tcmalloc")))
+    assert "OPENBLAS_NUM_THREADS=4" in tc and "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4" in tc
 
 
 def test_docker_command_off_loopback_publishes_all_and_restricts_admin_apis(tmp_path):

@@ -375,6 +375,15 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     "Triton's guide recommends either for model load/unload (glibc keeps the freed memory).",
 )
 @click.option(
+    "--stub-blas-threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="OPENBLAS_NUM_THREADS for the Python-backend stubs (0: numpy's default, a thread per core; a value already "
+    "in the environment is kept). 1 makes a stub's start (a rollout's switch) cheaper; the generated models call "
+    "no BLAS.",
+)
+@click.option(
     "--docker",
     is_flag=True,
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
@@ -415,6 +424,7 @@ def serve(
         click.echo(f"  log     {server.log_path}")
         library = f" ({server.allocator_library})" if server.allocator_library else ""
         click.echo(f"  malloc  {server.allocator}{library}")
+        click.echo(f"  stub BLAS {server.stub_blas}")
         if server.spec.model_control == "poll":
             click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
         if server.admin_token:

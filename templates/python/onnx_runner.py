@@ -28,6 +28,10 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_thread_count", "0") or 0)
         if threads:
             options.intra_op_num_threads = threads
+        # ONNX Runtime's intra-op threads spin after each run by default, on cores that Triton, other instances and
+        # the clients share: off unless the config's parameter intra_op_spinning is "1" (bench/stub_steady_cpu.py).
+        spinning = "1" if params.get("intra_op_spinning", "0") == "1" else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.log_severity_level = 3
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

@@ -39,6 +39,7 @@ from ..plan_compat import (
 )
 from .bundle import check_out_dir, render, write_bundle
 from .python_deps import ServingPackages, serving_packages_from_repository
+from .serving_env import SERVING_ENV
 
 # What `tritongen engine` imports besides tritongen's own dependencies and TensorRT (in the image), pinned to
 # versions with Python 3.10 and 3.12 wheels. cuda-python 12.x matches the CUDA 12 of NGC 24.xx/25.01.
@@ -257,6 +258,7 @@ def docker_bundle_from_repository(
         command=_triton_command(host),
         ports=ports,
         gpu=_needs_gpu(repo),
+        environment=SERVING_ENV,
     )
     described.append(
         (

@@ -12,6 +12,7 @@ from typing import Any
 
 from .kubernetes import PORTS, Placement, job_relabeling, quantity, triton_args
 from .monitoring import Queries
+from .serving_env import kubernetes_env
 from .thresholds import Thresholds
 
 RUNTIME = "kserve-tritonserver"
@@ -38,6 +39,7 @@ def inference_service(
         "runtime": RUNTIME,
         "storageUri": storage_uri,
         "args": args,
+        "env": kubernetes_env(),  # one OpenBLAS thread for the stubs, jemalloc: see deploy/serving_env.py
     }
     if placement.gpus:
         model["resources"] = {"limits": {"nvidia.com/gpu": placement.gpus}}

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import TritongenError
 from .monitoring import Queries, metric_name_for
+from .serving_env import kubernetes_env
 from .thresholds import Thresholds
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server tests run here
@@ -144,6 +145,7 @@ def container(image: str, source: ModelSource, t: Thresholds, placement: Placeme
         "startupProbe": probe("/v2/health/ready", PROBE_PERIOD_S, startup_failure_threshold(t)),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
     }
+    out["env"] = kubernetes_env()  # one OpenBLAS thread for the stubs, jemalloc: see deploy/serving_env.py
     if placement.gpus:
         out["resources"] = {"limits": {"nvidia.com/gpu": placement.gpus}}
     if source.uri.startswith(REMOTE_SCHEMES):  # credentials for the object store, when the Secret exists

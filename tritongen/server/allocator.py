@@ -34,6 +34,13 @@ LIBRARY_DIRS = (
     "/usr/local/lib",
 )
 
+# Where NGC's tritonserver image (x86_64) has them: the paths of Triton's model-management guide with
+# $(uname -m) = x86_64 (a docker/compose/Kubernetes environment cannot run it; tritongen's bundles are x86_64).
+NGC_LIBRARIES = {
+    "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so",
+    "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+}
+
 
 def check_allocator(name: str) -> None:
     if name not in ALLOCATORS:
@@ -77,3 +84,9 @@ def preload_environ(env: dict[str, str], library: Path | None) -> dict[str, str]
     rest = out.get("LD_PRELOAD", "")
     out["LD_PRELOAD"] = f"{library}{os.pathsep}{rest}" if rest else str(library)
     return out
+
+
+def ngc_preload(name: str) -> str | None:
+    """What to preload for allocator ``name`` in NGC's image (None: the system's malloc); ``auto`` is jemalloc."""
+    check_allocator(name)
+    return None if name == "system" else NGC_LIBRARIES["jemalloc" if name == "auto" else name]

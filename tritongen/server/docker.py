@@ -6,6 +6,8 @@ import re
 import secrets
 import shlex
 
+from .allocator import ngc_preload
+from .blas import BLAS_THREADS_VARIABLE
 from .ports import connect_host, is_loopback
 from .process import server_args
 from .spec import DEFAULT_IMAGE, DEFAULT_PORTS, ServeSpec
@@ -32,6 +34,13 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
     )
     server = server_args(inner, DEFAULT_PORTS, install=None, admin_token=token, repo="/models")
     server = [a for a in server if not re.match(r"--(http|grpc|metrics)-(address|port)=", a)]
+    # The environment `serve` gives its server: the stubs' BLAS threads and the allocator (NGC's x86_64 paths).
+    environment = []
+    if spec.stub_blas_threads:
+        environment += ["-e", f"{BLAS_THREADS_VARIABLE}={spec.stub_blas_threads}"]
+    preload = ngc_preload(spec.allocator)
+    if preload is not None:
+        environment += ["-e", f"LD_PRELOAD={preload}"]
     # The Python backend moves tensors through /dev/shm; docker's 64 MB default is too small for real models.
     # Read-only: the server cannot change the verified files (nor write __pycache__/ beside model.py).
     command = [
@@ -41,6 +50,7 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
         "all",
         "--rm",
         "--shm-size=1g",
+        *environment,
         *publish,
         "-v",
         f"{spec.repo}:/models:ro",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import TritongenError
 from .allocator import allocator_from_library, library_from_allocator, preload_environ
+from .blas import blas_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
 from .ports import choose_ports, connect_host, is_loopback
 from .readiness import PortRace, tail_of, wait_ready
@@ -40,8 +41,10 @@ class RunningServer:
         log_path: Path,
         admin_token: str | None,
         allocator: Path | None = None,
+        stub_blas: str = "",
     ) -> None:
         self.spec = spec
+        self.stub_blas = stub_blas  # what the Python-backend stubs' OpenBLAS runs with, e.g. "OPENBLAS_NUM_THREADS=1"
         self.allocator_library = allocator  # preloaded into tritonserver; None: the system's malloc
         self.allocator = allocator_from_library(allocator)
         self.install = install
@@ -199,6 +202,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     admin_token = None if is_loopback(spec.host) and not spec.restricted else secrets.token_urlsafe(24)
     command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
     allocator = library_from_allocator(spec.allocator)
+    environ, stub_blas = blas_environ(preload_environ(install.environ(), allocator), spec.stub_blas_threads)
     if spec.log_path is not None:
         log_path = spec.log_path
     else:
@@ -218,13 +222,13 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=preload_environ(install.environ(), allocator),
+                env=environ,
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
             )
         except OSError as e:
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
-    server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator)
+    server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator, stub_blas)
     try:
         server.models = wait_ready(server, deadline=started + spec.ready_timeout_s)
     except BaseException:
@@ -232,10 +236,11 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         raise
     server.boot_s = time.monotonic() - started
     logger.info(
-        "tritonserver pid %d ready in %.1f s (malloc: %s): %s (log %s)",
+        "tritonserver pid %d ready in %.1f s (malloc: %s; stub BLAS: %s): %s (log %s)",
         server.pid,
         server.boot_s,
         server.allocator,
+        stub_blas,
         ", ".join(server.models),
         log_path,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import TritongenError
 from ..names import check_host
 from .allocator import check_allocator
+from .blas import check_blas_threads
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -64,6 +65,12 @@ class ServeSpec:
     # The malloc tritonserver runs with (LD_PRELOAD): "auto" takes jemalloc, else tcmalloc, else the system's; see
     # server/allocator.py for why (memory that load/unload cycles leave behind with glibc's malloc).
     allocator: str = "auto"
+    # OPENBLAS_NUM_THREADS for the Python-backend stubs (0: numpy's default, one thread per core; a value of it,
+    # GOTO_NUM_THREADS or OMP_NUM_THREADS already in the environment is kept). numpy's OpenBLAS starts its threads
+    # and buffers at import, which spin before they sleep: a stub's start measured 0.14-0.18 CPU-s with 1 against
+    # 0.30 by default on an idle server, CPU a rollout's switch takes from the clients' cores; the generated
+    # models call no BLAS. See server/blas.py.
+    stub_blas_threads: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
@@ -76,6 +83,7 @@ class ServeSpec:
         object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
         check_host(self.host)  # goes onto tritonserver's and docker's command line
         check_allocator(self.allocator)
+        check_blas_threads(self.stub_blas_threads)
         if self.model_control not in MODEL_CONTROL_MODES:
             raise TritongenError(
                 f"model control mode '{self.model_control}' is not supported",
