@@ -6,6 +6,7 @@ import re
 import secrets
 import shlex
 
+from ..cpus import cpus_text
 from .ports import connect_host, is_loopback
 from .process import server_args
 from .spec import DEFAULT_IMAGE, DEFAULT_PORTS, ServeSpec
@@ -41,6 +42,7 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
         "all",
         "--rm",
         "--shm-size=1g",
+        *([f"--cpuset-cpus={cpus_text(spec.cpus)}"] if spec.cpus else []),
         *publish,
         "-v",
         f"{spec.repo}:/models:ro",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..names import check_host
 from .allocator import check_allocator
@@ -64,6 +65,9 @@ class ServeSpec:
     # The malloc tritonserver runs with (LD_PRELOAD): "auto" takes jemalloc, else tcmalloc, else the system's; see
     # server/allocator.py for why (memory that load/unload cycles leave behind with glibc's malloc).
     allocator: str = "auto"
+    # CPU ids tritonserver (and the Python-backend stubs it starts) may run on, e.g. (1, 2, 3) or "1-3"; ():
+    # wherever this process may run. Keeps a load generator on the other CPUs from taking the server's time.
+    cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
@@ -76,6 +80,7 @@ class ServeSpec:
         object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
         check_host(self.host)  # goes onto tritonserver's and docker's command line
         check_allocator(self.allocator)
+        object.__setattr__(self, "cpus", cpus_from_text(self.cpus, "--cpus"))
         if self.model_control not in MODEL_CONTROL_MODES:
             raise TritongenError(
                 f"model control mode '{self.model_control}' is not supported",
