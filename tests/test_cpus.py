@@ -184,6 +184,7 @@ def test_perf_pins_its_client_records_it_and_says_the_sets_are_apart(pinned_serv
     assert run.points and not run.partial
     assert run.client_cpus == (CPUS[0],) and run.server_cpus == CPUS[1:]
     assert run.placement.startswith("client and server on separate CPUs")
+    assert all(p.client_machine_share is None for p in run.points)  # pinned apart: it takes none of the server's
     back = run_from_json(json_from_run(run))
     assert (back.client_cpus, back.server_cpus, back.placement) == (run.client_cpus, run.server_cpus, run.placement)
     assert json.loads(json_from_run(run))["client_cpus"] == [CPUS[0]]
@@ -195,6 +196,7 @@ def test_perf_says_when_the_client_shares_the_server_cpus(pinned_server):
     run = perf_from_spec(_spec(pinned_server))  # not pinned: the client may run on every CPU, the server's too
     assert run.client_cpus == CPUS and run.server_cpus == CPUS[1:]
     assert run.placement.startswith("client shares CPUs with the server")
+    assert all(p.client_machine_share is not None for p in run.points)
 
 
 @pytest.mark.server
