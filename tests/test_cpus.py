@@ -39,7 +39,7 @@ def test_cpu_lists_parse_to_sorted_sets_and_print_back_compactly():
     assert cpus_from_text(f"{top},{min(CPUS)},{top}") == tuple(sorted({top, min(CPUS)}))
     assert cpus_from_text(cpus_text(CPUS)) == CPUS
     assert cpus_from_text("") == () and cpus_from_text(None) == () and cpus_from_text(()) == ()
-    assert cpus_from_text([top]) == (top,)
+    assert cpus_from_text([top]) == (top,) and cpus_from_text(top) == (top,) and cpus_from_text(iter([top])) == (top,)
     assert cpus_text((1, 2, 3, 5, 7, 8)) == "1-3,5,7-8"
     assert cpus_text((4,)) == "4" and cpus_text(()) == ""
 
@@ -66,8 +66,9 @@ def test_the_specs_check_their_cpus():
         ServeSpec(repo=Path("."), cpus=(100000,))
     with pytest.raises(TritongenError, match="--client-cpus"):
         PerfSpec(model="m", client_cpus="x")
-    with pytest.raises(TritongenError, match="not a list of CPU ids"):
-        ServeSpec(repo=Path("."), cpus=(-1,))
+    for bad in ((-1,), (True,), ("1",), (1.5,)):
+        with pytest.raises(TritongenError, match="not a list of CPU ids"):
+            ServeSpec(repo=Path("."), cpus=bad)
     assert ServeSpec(repo=Path("."), cpus=str(max(CPUS))).cpus == (max(CPUS),)
     assert PerfSpec(model="m", client_cpus=[min(CPUS)]).client_cpus == (min(CPUS),)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .errors import TritongenError
 
@@ -50,7 +51,7 @@ def _parse(text: str, option: str) -> list[int]:
     return cpus
 
 
-def cpus_from_text(value: str | Iterable[int] | None, option: str = "--cpus") -> tuple[int, ...]:
+def cpus_from_text(value: str | int | Iterable[int] | None, option: str = "--cpus") -> tuple[int, ...]:
     """A checked, sorted CPU set from ``"1-3,5"`` or CPU ids; ``()`` for none given (no pinning).
 
     Every CPU must be one this process may run on (``os.sched_getaffinity``): a CPU outside it could not be
@@ -61,14 +62,10 @@ def cpus_from_text(value: str | Iterable[int] | None, option: str = "--cpus") ->
     if isinstance(value, str):
         cpus = _parse(value, option)
     else:
-        try:
-            cpus = [int(c) for c in value]
-        except (TypeError, ValueError):
-            raise TritongenError(
-                f"{option} {value!r} is not a list of CPU ids", f"write it like {option} 1-3,5"
-            ) from None
-        if any(isinstance(c, bool) or c < 0 for c in value):  # type: ignore[operator]
-            raise TritongenError(f"{option} {value!r} is not a list of CPU ids", f"write it like {option} 1-3,5")
+        given: list[Any] = [value] if isinstance(value, int) else list(value)
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in given):
+            raise TritongenError(f"{option} {given!r} is not a list of CPU ids", f"write it like {option} 1-3,5")
+        cpus = [int(c) for c in given]
     allowed = available_cpus()
     outside = sorted(set(cpus) - set(allowed))
     if outside:
