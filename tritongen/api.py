@@ -221,7 +221,8 @@ def serve(
     Unless ``verify=False``, the repository is first signature-checked (with ``public_key``), validated and
     verified against its manifests, as ``tritongen serve`` does. ``options`` are
     :class:`~tritongen.server.ServeSpec` fields: ``http_port``, ``grpc_port``, ``metrics_port``, ``host``,
-    ``ready_timeout_s``, ``model_control``, ``server_bin``, ``python_env``, ``allocator``, ``stub_blas_threads``, ...
+    ``ready_timeout_s``, ``model_control``, ``server_bin``, ``python_env``, ``allocator``, ``stub_blas_threads``,
+    ``cpus``, ...
 
     Example::
 

@@ -13,6 +13,7 @@ import click
 
 from . import __version__, api
 from .cli_options import ALLOW_UNVERIFIED
+from .cpus import cpus_text
 from .errors import TritongenError
 from .logs import attach_cli_handler
 from .names import one_line
@@ -384,6 +385,12 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     "no BLAS.",
 )
 @click.option(
+    "--cpus",
+    default="",
+    help="CPU ids the server (and its Python-backend stubs) may run on, e.g. 1 or 1-3,5; default: all this "
+    "process may use. Leaves the other CPUs to a load generator (tritongen perf --client-cpus).",
+)
+@click.option(
     "--docker",
     is_flag=True,
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
@@ -425,6 +432,8 @@ def serve(
         library = f" ({server.allocator_library})" if server.allocator_library else ""
         click.echo(f"  malloc  {server.allocator}{library}")
         click.echo(f"  stub BLAS {server.stub_blas}")
+        if server.spec.cpus:
+            click.echo(f"  CPUs    {cpus_text(server.spec.cpus)} (tritonserver and its stubs pinned there)")
         if server.spec.model_control == "poll":
             click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
         if server.admin_token:

@@ -122,6 +122,12 @@ def _progress(message: str) -> None:
     "(interleaved), figures per version.",
 )
 @click.option(
+    "--client-cpus",
+    default="",
+    help="CPU ids the load generator (and perf_analyzer) runs on, e.g. 0 or 0-1; keep them off the server's "
+    "(tritongen serve --cpus) on one machine. Default: wherever tritongen runs.",
+)
+@click.option(
     "--label", default=PERF_DEFAULTS["label"], help="Name of this run in reports (default: model and engine)."
 )
 @click.option(

@@ -330,13 +330,22 @@ async def _level(sender, mode: str, load: float, spec: PerfSpec, stats_fn, progr
 
 
 def _machine_share(spec: PerfSpec, client_cores: float) -> float | None:
-    """The client's share of this machine's cores when the server runs here too (a loopback URL), else None."""
+    """The client's share of this machine's cores when the server runs here too (a loopback URL), else None; None
+    too when the client is pinned to CPUs the server does not use (--client-cpus): then it takes nothing of the
+    server's."""
     import os
 
     from ..server.ports import is_loopback
+    from .placement import server_cpus_at
 
     host = spec.resolved_url().rpartition(":")[0].strip("[]")
-    return client_cores / (os.cpu_count() or 1) if host and is_loopback(host) else None
+    if not host or not is_loopback(host):
+        return None
+    if spec.client_cpus:
+        server = server_cpus_at(spec.resolved_url())
+        if server and not set(server) & set(spec.client_cpus):
+            return None
+    return client_cores / (os.cpu_count() or 1)
 
 
 def _with_open_loop(point: PerfPoint, rec: Recorder, seconds: float, max_lag_ms: float) -> PerfPoint:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cpus import cpus_text
 from ..errors import TritongenError
 
 PERCENTILES = (50, 90, 95, 99)
@@ -167,6 +168,9 @@ class PerfRun:
     partial: bool = False
     partial_reason: str = ""
     label: str = ""
+    client_cpus: tuple[int, ...] = ()  # the CPUs the load generator ran on (its whole set when not pinned)
+    server_cpus: tuple[int, ...] = ()  # a local tritonserver's CPUs, where its process was found; () otherwise
+    placement: str = ""  # whether those overlap (placement_note); empty when the server's are unknown
 
     def with_point(self, point: PerfPoint) -> PerfRun:
         return replace(self, points=self.points + (point,))
@@ -280,7 +284,10 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
             )
         )
     keep = {f.name for f in fields(PerfRun)} - {"points"}
-    return PerfRun(points=tuple(points), **{k: v for k, v in data.items() if k in keep})
+    run = {k: v for k, v in data.items() if k in keep}
+    for name in ("client_cpus", "server_cpus"):
+        run[name] = tuple(int(c) for c in run.get(name) or ())
+    return PerfRun(points=tuple(points), **run)
 
 
 def _version_from_dict(data: Mapping[str, Any]) -> VersionFigures:
@@ -383,6 +390,10 @@ def table_from_run(run: PerfRun) -> str:
     note = client_bound_note(run)
     if note:
         lines.append(note)
+    if run.placement:
+        lines.append(run.placement)
+    elif run.client_cpus:
+        lines.append(f"client CPUs {cpus_text(run.client_cpus)}")
     return "\n".join(lines)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 
+from ..cpus import available_cpus, cpus_text, pinned
 from ..errors import TritongenError
 from ..progress import Progress
+from .placement import placement_note, server_cpus_at
 from .results import PerfPoint, PerfRun
 from .spec import PerfSpec
 
@@ -93,9 +95,22 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     if spec.version_split:
         progress("versions: " + ", ".join(f"v{v} {p}%" for v, p in spec.version_split) + " (interleaved in send order)")
     engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
+    client_cpus = spec.client_cpus or available_cpus()
+    server_cpus = server_cpus_at(url)
+    run = replace(
+        run,
+        client_cpus=client_cpus,
+        server_cpus=server_cpus or (),
+        placement=placement_note(client_cpus, server_cpus),
+    )
+    if spec.client_cpus:
+        progress(f"client pinned to CPUs {cpus_text(spec.client_cpus)}")
+    if run.placement:
+        progress(run.placement)
     partial_reason = ""
     try:
-        engine(spec, requests, progress, collected.append)
+        with pinned(spec.client_cpus):  # perf_analyzer, started inside, inherits the set
+            engine(spec, requests, progress, collected.append)
     except ServerGone as gone:
         partial_reason = f"the server stopped answering: {gone}"
     except TritongenError as err:

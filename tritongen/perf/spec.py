@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cpus import cpus_from_text
 from ..errors import TritongenError
 
 ENGINES = ("builtin", "perf_analyzer")
@@ -52,6 +53,9 @@ class PerfSpec:
     max_time_s: float | None = None  # cap on the whole run: lowers max_windows so every level fits
     sequence_length: int = 0  # stateful models: requests per sequence (0: 20 when the model is a sequence model)
     version_split: tuple[tuple[str, int], ...] = ()  # A/B: (version, percent) pairs, e.g. "1:90,2:10"
+    # CPU ids the load generator runs on for the measurement (the builtin engine's process; perf_analyzer as its
+    # child), e.g. (0,) or "0"; (): wherever this process runs. Keep them off the server's (serve --cpus).
+    client_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
@@ -72,6 +76,7 @@ class PerfSpec:
             )
         object.__setattr__(self, "concurrency", conc)
         object.__setattr__(self, "request_rates", rates)
+        object.__setattr__(self, "client_cpus", cpus_from_text(self.client_cpus, "--client-cpus"))
         for name in ("duration_s", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise TritongenError(

@@ -6,6 +6,7 @@ import re
 import secrets
 import shlex
 
+from ..cpus import cpus_text
 from .allocator import ngc_preload
 from .blas import BLAS_THREADS_VARIABLE
 from .ports import connect_host, is_loopback
@@ -51,6 +52,7 @@ def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str
         "--rm",
         "--shm-size=1g",
         *environment,
+        *([f"--cpuset-cpus={cpus_text(spec.cpus)}"] if spec.cpus else []),
         *publish,
         "-v",
         f"{spec.repo}:/models:ro",

@@ -116,3 +116,18 @@ def listens_on(pid: int, port: int) -> bool | None:
     if listening is None or ours is None:
         return None
     return bool(listening & ours)
+
+
+def pids_listening_on(port: int) -> list[int]:
+    """The processes (of those /proc lets this user see) that hold a listening socket on ``port``, lowest first;
+    empty where /proc cannot tell."""
+    listening = _listening_inodes(port)
+    if not listening:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            inodes = _socket_inodes(int(name))
+            if inodes and inodes & listening:
+                found.append(int(name))
+    return sorted(found)

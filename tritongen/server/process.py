@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..cpus import affinity_preexec, cpus_text
 from ..errors import TritongenError
 from .allocator import allocator_from_library, library_from_allocator, preload_environ
 from .blas import blas_environ
@@ -214,7 +215,8 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     with open(log_path, "wb") as log:
         shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
         preload = f"LD_PRELOAD={allocator} " if allocator is not None else ""
-        log.write(f"$ {preload}{shown}\n".encode())
+        pin = f"taskset -c {cpus_text(spec.cpus)} " if spec.cpus else ""
+        log.write(f"$ {preload}{pin}{shown}\n".encode())
         log.flush()
         try:
             process = subprocess.Popen(
@@ -224,7 +226,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
                 stderr=subprocess.STDOUT,
                 env=environ,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=affinity_preexec(spec.cpus, then=_die_with_parent()),
             )
         except OSError as e:
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None

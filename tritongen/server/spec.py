@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..names import check_host
 from .allocator import check_allocator
@@ -71,6 +72,9 @@ class ServeSpec:
     # 0.30 by default on an idle server, CPU a rollout's switch takes from the clients' cores; the generated
     # models call no BLAS. See server/blas.py.
     stub_blas_threads: int = 1
+    # CPU ids tritonserver (and the Python-backend stubs it starts) may run on, e.g. (1, 2, 3) or "1-3"; ():
+    # wherever this process may run. Keeps a load generator on the other CPUs from taking the server's time.
+    cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
@@ -84,6 +88,7 @@ class ServeSpec:
         check_host(self.host)  # goes onto tritonserver's and docker's command line
         check_allocator(self.allocator)
         check_blas_threads(self.stub_blas_threads)
+        object.__setattr__(self, "cpus", cpus_from_text(self.cpus, "--cpus"))
         if self.model_control not in MODEL_CONTROL_MODES:
             raise TritongenError(
                 f"model control mode '{self.model_control}' is not supported",
