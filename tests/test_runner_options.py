@@ -59,3 +59,30 @@ def test_onnx_runner_turns_spinning_off_unless_the_config_asks(tmp_path, monkeyp
     assert model.session.get_session_options().get_session_config_entry(SPINNING) == expected
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(model._run({"x": x})[0], x)  # the session still runs
+
+
+@pytest.mark.parametrize(
+    ("allowed", "parameters", "expected"),
+    [
+        ({0}, {}, 1),  # pinned to one CPU of many: a pool of one
+        ({0, 1, 2}, {}, 3),
+        ("all", {}, 0),  # every CPU: ONNX Runtime's own choice (0)
+        ({0}, {"intra_op_thread_count": "4"}, 4),  # the config's count wins
+    ],
+)
+def test_onnx_runner_sizes_its_pool_by_the_cpus_it_may_use(tmp_path, monkeypatch, allowed, parameters, expected):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)) if allowed == "all" else allowed)
+    config = {
+        "max_batch_size": 8,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}],
+        "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [4]}],
+        "parameters": {k: {"string_value": v} for k, v in parameters.items()},
+    }
+    model = _runner("onnx_runner.py", monkeypatch)
+    model.initialize(
+        {"model_config": json.dumps(config), "model_repository": str(_repo(tmp_path)), "model_version": "1"}
+    )
+    assert model.session.get_session_options().intra_op_num_threads == expected

@@ -26,6 +26,11 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         options = ort.SessionOptions()
         threads = int(params.get("intra_op_thread_count", "0") or 0)
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        if not threads and 0 < allowed < (os.cpu_count() or allowed):
+            # a server pinned to some CPUs (serve --cpus, a container's cpuset): ONNX Runtime would size its pool
+            # by the machine's cores and run more threads than the CPUs it may use
+            threads = allowed
         if threads:
             options.intra_op_num_threads = threads
         # ONNX Runtime's intra-op threads spin after each run by default, on cores that Triton, other instances and
