@@ -44,6 +44,8 @@ def _parse(text: str, option: str) -> list[int]:
         low, dash, high = part.partition("-")
         if not low.isdigit() or (dash and not high.isdigit()):
             raise TritongenError(f"{option} '{text}' is not a list of CPU ids", example)
+        if len(low) > 6 or len(high) > 6:  # no machine has a million CPUs: refuse before building the range
+            raise TritongenError(f"{option} '{text}' names a CPU id beyond any machine's", example)
         first, last = int(low), int(high) if dash else int(low)
         if last < first:
             raise TritongenError(f"{option} '{text}': the range {part} runs backwards", example)
