@@ -42,10 +42,8 @@ def _repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize(
-    ("parameters", "expected"), [({}, "0"), ({"intra_op_spinning": "1"}, "1"), ({"intra_op_spinning": "yes"}, "0")]
-)
-def test_onnx_runner_turns_spinning_off_unless_the_config_asks(tmp_path, monkeypatch, parameters, expected):
+def _initialized(tmp_path: Path, monkeypatch, parameters: dict[str, str]):
+    """The ONNX runner initialized as Triton would, on an Identity model, with these config parameters."""
     config = {
         "max_batch_size": 8,
         "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}],
@@ -56,6 +54,14 @@ def test_onnx_runner_turns_spinning_off_unless_the_config_asks(tmp_path, monkeyp
     model.initialize(
         {"model_config": json.dumps(config), "model_repository": str(_repo(tmp_path)), "model_version": "1"}
     )
+    return model
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"), [({}, "0"), ({"intra_op_spinning": "1"}, "1"), ({"intra_op_spinning": "yes"}, "0")]
+)
+def test_onnx_runner_turns_spinning_off_unless_the_config_asks(tmp_path, monkeypatch, parameters, expected):
+    model = _initialized(tmp_path, monkeypatch, parameters)
     assert model.session.get_session_options().get_session_config_entry(SPINNING) == expected
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(model._run({"x": x})[0], x)  # the session still runs
@@ -75,14 +81,5 @@ def test_onnx_runner_sizes_its_pool_by_the_cpus_it_may_use(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)) if allowed == "all" else allowed)
-    config = {
-        "max_batch_size": 8,
-        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}],
-        "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [4]}],
-        "parameters": {k: {"string_value": v} for k, v in parameters.items()},
-    }
-    model = _runner("onnx_runner.py", monkeypatch)
-    model.initialize(
-        {"model_config": json.dumps(config), "model_repository": str(_repo(tmp_path)), "model_version": "1"}
-    )
+    model = _initialized(tmp_path, monkeypatch, parameters)
     assert model.session.get_session_options().intra_op_num_threads == expected
