@@ -196,6 +196,11 @@ def summary(protocols, agreement, drives, args) -> None:
             print(f"  p50 ratio        {p50['builtin'] / p50['perf_analyzer']:.3f}  ({p50['builtin']:.2f} / {p50['perf_analyzer']:.2f} ms)")
             print(f"  client CPU: built-in {a['client_cpu_us_per_request']:.0f} us/request ({a['client_cpu_cores']:.2f} cores), "
                   f"perf_analyzer ~{a['perf_analyzer_cpu_us_per_request']:.0f} us/request (whole run, start-up included)")
+            outside, batch = a["outside_us"], a["avg_batch"]
+            print(f"  time outside Triton's queue + compute per request: built-in {outside['builtin']:.0f} us, "
+                  f"perf_analyzer {outside['perf_analyzer']:.0f} us; server's average batch {batch['builtin']:.2f} vs "
+                  f"{batch['perf_analyzer']:.2f}")
+            print(f"  throughput per round: built-in {a['rounds']['builtin']}, perf_analyzer {a['rounds']['perf_analyzer']}")
     for protocol, (closed, offered, open_loop) in drives.items():
         print(f"maximum request rate driven against the trivial model over {protocol} (built-in / perf_analyzer; target >= 0.8):")
         print(f"  closed loop c={args.drive_concurrency}: {closed['builtin'] / closed['perf_analyzer']:.3f}  "
@@ -227,6 +232,13 @@ def agree(server, repo: Path, protocol: str, model: str, args, client_cpus=()) -
         out[key] = statistics.median(getattr(p, key) or 0.0 for p in figures["builtin"])
     out["perf_analyzer_cpu_us_per_request"] = statistics.median(
         p.client_cpu_us_per_request or 0.0 for p in figures["perf_analyzer"])
+    # Each request's time outside Triton's queue and compute (the client's own latency, the network, Triton's
+    # frontend): mean latency seen by the engine minus the server's per-request queue + compute, and the batch the
+    # server formed. In a closed loop at low concurrency this is what sets throughput beside the model itself.
+    out["outside_us"] = {e: statistics.median(p.latency.mean_ms * 1000 - p.server.total_us for p in ps)
+                         for e, ps in figures.items()}
+    out["avg_batch"] = {e: statistics.median(p.server.avg_batch for p in ps) for e, ps in figures.items()}
+    out["rounds"] = {e: [round(p.throughput_rps, 1) for p in ps] for e, ps in figures.items()}
     return out
 
 

@@ -52,7 +52,7 @@ def test_payload_kinds_follow_the_model():
 
 def test_grpc_wire_bytes_of_a_string_tensor_are_the_strings():
     """perf's gRPC sender (reused here) once sent the 8-byte address of numpy's object, not the strings."""
-    from tritongen.perf.loadgen import wire_from_array
+    from tritongen.perf.inputs import wire_from_array
 
     assert wire_from_array(np.array([[b"ab"], [b"c"]], dtype=object)) == ("BYTES", b"\x02\x00\x00\x00ab\x01\x00\x00\x00c")
     assert wire_from_array(np.array([["d"]])) == ("BYTES", b"\x01\x00\x00\x00d")

@@ -217,7 +217,7 @@ def test_sequence_parameters_on_the_wire():
 
     from tritonclient.grpc import service_pb2
 
-    from tritongen.perf.loadgen import grpc_request_bytes
+    from tritongen.perf.rawgrpc import grpc_request_bytes
     from tritongen.perf.sequences import grpc_sequence_bytes, http_sequence_body
 
     message = service_pb2.ModelInferRequest()

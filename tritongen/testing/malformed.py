@@ -86,7 +86,7 @@ def request_bytes(model: str, tensors: Sequence[Tensor]) -> bytes:
 
 
 def _tensors(request: Mapping[str, np.ndarray]) -> list[Tensor]:
-    from ..perf.loadgen import wire_from_array
+    from ..perf.inputs import wire_from_array
 
     out = []
     for name, array in request.items():
