@@ -99,6 +99,23 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+class LoopbackServer:
+    """An asyncio server on a free port of 127.0.0.1 for ``async with``; subclasses define ``handle(reader, writer)``."""
+
+    async def __aenter__(self):
+        import asyncio
+
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
 # 50 ms per execution whatever the batch. The batcher fires as soon as 8 requests are there, or after 20 ms: a
 # client slowed down by a busy machine (re-sending 8 requests takes it longer) still fills one batch. So up to 8
 # requests in flight are answered in 50-70 ms, and more wait for a second execution (>= 100 ms). A 95 ms p99

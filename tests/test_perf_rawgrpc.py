@@ -11,6 +11,7 @@ import struct
 import numpy as np
 import pytest
 
+from tests.conftest import LoopbackServer
 from tritongen.perf.inputs import RequestSet
 from tritongen.perf.rawgrpc import (
     CONTINUATION,
@@ -77,7 +78,7 @@ def trailers(status: int = 0, message: str = "") -> list[tuple[str, str]]:
     return [("grpc-status", str(status))] + ([("grpc-message", message)] if message else [])
 
 
-class ScriptedH2:
+class ScriptedH2(LoopbackServer):
     """An HTTP/2 server that reads whole requests and answers each with what ``answer(server, n, stream_id)`` returns: a list
     of raw frames, or "hang" (never answer). ``settings`` go in its SETTINGS frame. Records requests (stream id, header
     list, body bytes), the frames the client sent and connections."""
@@ -105,17 +106,6 @@ class ScriptedH2:
             + frame(DATA, 0, stream, grpc_message(b"\x0a\x01m"))
             + self.headers(stream, trailers(), True)
         )
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def handle(self, reader, writer):
         self.connections += 1

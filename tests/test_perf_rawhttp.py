@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import LoopbackServer
 from tritongen.perf.inputs import RequestSet
 from tritongen.perf.rawhttp import RawHttpSender, ResponseParser, error_from_response
 
@@ -52,7 +53,7 @@ def test_error_kind_carries_tritons_reason():
 # --------------------------------------------------------------------------------------------- against a fake server
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """Reads requests (Content-Length framed) and answers each as ``behaviour(n)`` says: bytes to send (ending in
     ``<close>``: then close), or None to drop the connection, or "hang" to never answer. Records the requests and connections it saw."""
 
@@ -60,18 +61,6 @@ class FakeServer:
         self.behaviour = behaviour
         self.requests: list[bytes] = []
         self.connections = 0
-        self.server = None
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def handle(self, reader, writer):
         self.connections += 1
