@@ -38,7 +38,6 @@ from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server
 from .spec import STABLE_WINDOWS, PerfSpec
 from .split import schedule_from_split, version_figures_from_records
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVER_GONE = ("unavailable", "connection")  # error kinds that mean no server answers
 
 

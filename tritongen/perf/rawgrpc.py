@@ -413,13 +413,11 @@ class H2Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     def _resolve_all(self, kind: str) -> None:
+        """Every outstanding call gets ``kind``; callers waiting for a stream slot wake (the connection is closed)."""
         for ident in list(self.streams):
             self._finish(ident, kind)
         self.blocked.clear()
-        while self.slot_waiters:
-            waiter = self.slot_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_slot_waiters()
 
     def _protocol_error(self, reason: str) -> None:
         """The server broke HTTP/2 (or we cannot follow it): every call here fails as ``bad_response``."""

@@ -332,11 +332,12 @@ class _Tally:
     max_fail_latency: float = 0.0
 
 
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # the soak's gRPC channel sends and receives messages up to this size
+
+
 async def _soak(server, spec: SoakSpec, good: Mapping[str, list[Payload]], plan: list[Payload], progress) -> SoakResult:
     import grpc
     from tritonclient.grpc import service_pb2
-
-    from ..perf.loadgen import MAX_MESSAGE_BYTES
 
     channel = grpc.aio.insecure_channel(
         server.grpc_url,
