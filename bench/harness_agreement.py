@@ -68,19 +68,24 @@ def measure(server, repo: Path, engine: str, model: str, duration_s: float, prot
                     warmup_s=1.0, stability_pct=15, max_windows=6, client_cpus=client_cpus, **load)
     from tritongen.errors import TritongenError
 
-    children_s, served = children_cpu_s(), success_count(url, model, protocol)
+    children_s, served = children_cpu_s(), counts(url, model, protocol)
     try:
         run = perf_from_spec(spec)
     except TritongenError as err:  # perf_analyzer gives up now and then on a busy machine: one more try
         print(f"{engine} failed ({err.message}; {err.details[-300:]}); measuring again", flush=True)
-        children_s, served = children_cpu_s(), success_count(url, model, protocol)
+        children_s, served = children_cpu_s(), counts(url, model, protocol)
         run = perf_from_spec(spec)
     if run.partial or not run.points:
         raise SystemExit(f"{engine} run was partial: {run.partial_reason}")
     point = run.points[0]
+    after = counts(url, model, protocol)
+    requests, executions = after[0] - served[0], after[1] - served[1]
+    # The server's average batch over the whole run (warm-up included), from its statistics: the same figure for
+    # both engines (perf_analyzer's CSV has none).
+    point = replace(point, server=replace(point.server, requests=requests, executions=executions))
     if engine == "perf_analyzer":  # its CPU over the whole run (warm-up and start-up too) per request served
-        used_s, count = children_cpu_s() - children_s, success_count(url, model, protocol) - served
-        point = replace(point, client_cpu_us_per_request=used_s / count * 1e6 if count else None)
+        used_s = children_cpu_s() - children_s
+        point = replace(point, client_cpu_us_per_request=used_s / requests * 1e6 if requests else None)
     return point
 
 
@@ -89,10 +94,12 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def success_count(url: str, model: str, protocol: str) -> int:
+def counts(url: str, model: str, protocol: str) -> tuple[int, int]:
+    """The server's (successful requests, model executions) for ``model`` so far."""
     from tritongen.client import model_statistics
 
-    return int(model_statistics(url, model, protocol)["success_count"])
+    stats = model_statistics(url, model, protocol)
+    return int(stats["success_count"]), int(stats["execution_count"])
 
 
 def getattr_path(obj, path: str):
@@ -142,6 +149,7 @@ def main() -> None:
     parser.add_argument("--drive-concurrency", type=int, default=64)
     parser.add_argument("--duration-s", type=float, default=4.0)
     parser.add_argument("--protocols", default="grpc,http", help="comma-separated: grpc, http (default both)")
+    parser.add_argument("--models", default="conv,wide", help="comma-separated: conv, wide (default both)")
     parser.add_argument("--no-drive", action="store_true", help="measure the agreement only")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="server on every CPU but the first, both engines on the first (default: on with 2+ CPUs)")
@@ -150,6 +158,10 @@ def main() -> None:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not protocols or any(p not in ("grpc", "http") for p in protocols):
         raise SystemExit(f"error: --protocols {args.protocols!r} is not a list of grpc/http: pass e.g. grpc,http")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or any(m not in ("conv", "wide") for m in models):
+        raise SystemExit(f"error: --models {args.models!r} is not a list of conv/wide: pass e.g. conv,wide")
+    args.models = models
 
     from tritongen.cpus import available_cpus
     from tritongen.perf.perf_analyzer import find_perf_analyzer
@@ -166,7 +178,7 @@ def main() -> None:
             agreement, drives = {}, {}
             with start_server(ServeSpec(repo=repo, cpus=server_cpus)) as server:
                 for protocol in protocols:
-                    for model in ("conv", "wide"):
+                    for model in args.models:
                         agreement[protocol, model] = agree(server, repo, protocol, model, args, client_cpus)
                 if not args.no_drive:
                     for protocol in protocols:
@@ -183,8 +195,9 @@ def summary(protocols, agreement, drives, args) -> None:
     meets = {}
     for protocol in protocols:
         meets[protocol] = True
-        for model, label in (("conv", "SmallConvNet 3x32x32, ~1 ms: client-bound"), ("wide", "32-channel net 3x128x128: compute-bound")):
-            a = agreement[protocol, model]
+        labels = {"conv": "SmallConvNet 3x32x32, ~1 ms: client-bound", "wide": "32-channel net 3x128x128: compute-bound"}
+        for model in args.models:
+            label, a = labels[model], agreement[protocol, model]
             tp, p99, p50 = a["throughput_rps"], a["latency.p99_ms"], a["latency.p50_ms"]
             tp_ratio, p99_ratio = tp["builtin"] / tp["perf_analyzer"], p99["builtin"] / p99["perf_analyzer"]
             ok = 0.95 <= tp_ratio <= 1.05 and 0.90 <= p99_ratio <= 1.10
@@ -198,8 +211,8 @@ def summary(protocols, agreement, drives, args) -> None:
                   f"perf_analyzer ~{a['perf_analyzer_cpu_us_per_request']:.0f} us/request (whole run, start-up included)")
             outside, batch = a["outside_us"], a["avg_batch"]
             print(f"  time outside Triton's queue + compute per request: built-in {outside['builtin']:.0f} us, "
-                  f"perf_analyzer {outside['perf_analyzer']:.0f} us; the server's average batch under the built-in engine "
-                  f"{batch['builtin']:.2f}")
+                  f"perf_analyzer {outside['perf_analyzer']:.0f} us; the server's average batch: built-in "
+                  f"{batch['builtin']:.2f}, perf_analyzer {batch['perf_analyzer']:.2f}")
             print(f"  throughput per round: built-in {a['rounds']['builtin']}, perf_analyzer {a['rounds']['perf_analyzer']}")
     for protocol, (closed, offered, open_loop) in drives.items():
         print(f"maximum request rate driven against the trivial model over {protocol} (built-in / perf_analyzer; target >= 0.8):")
@@ -220,7 +233,7 @@ def agree(server, repo: Path, protocol: str, model: str, args, client_cpus=()) -
                         concurrency=(args.concurrency,))
             figures[engine].append(p)
             print(f"round {r + 1} {protocol:>4} {engine:>13}: {model} c={args.concurrency}  {p.throughput_rps:8.1f} req/s  "
-                  f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms"
+                  f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms  batch {p.server.avg_batch:.2f}"
                   + (f"  client CPU {p.client_cpu_cores:.2f} cores, {p.client_cpu_us_per_request:.0f} us/request"
                      + (" (client-bound)" if p.client_bound else "") if p.client_cpu_cores is not None else "")
                   + (f"  client CPU ~{p.client_cpu_us_per_request:.0f} us/request (whole run)"
@@ -237,7 +250,7 @@ def agree(server, repo: Path, protocol: str, model: str, args, client_cpus=()) -
     # server formed. In a closed loop at low concurrency this is what sets throughput beside the model itself.
     out["outside_us"] = {e: statistics.median(p.latency.mean_ms * 1000 - p.server.total_us for p in ps)
                          for e, ps in figures.items()}
-    out["avg_batch"] = {e: statistics.median(p.server.avg_batch for p in ps) for e, ps in figures.items()}  # not in PA's CSV
+    out["avg_batch"] = {e: statistics.median(p.server.avg_batch for p in ps) for e, ps in figures.items()}
     out["rounds"] = {e: [round(p.throughput_rps, 1) for p in ps] for e, ps in figures.items()}
     return out
 

@@ -226,3 +226,7 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
     assert {10, 12} <= set(baseline), sorted(baseline)
     assert int(result.baseline.best.load) == 8 and result.config_path is None
     assert result.confirmed is not None and int(result.confirmed.load) == 8 and result.confirmed.latency.p99_ms <= 95
+    # The climb from the confirmed 8 re-measured 10 (a quarter more, rounded up), where two executions queue: over
+    # the bound, so the confirmed point stayed at 8.
+    climbed = [p for p in result.confirmation if int(p.load) > 8]
+    assert [int(p.load) for p in climbed] == [10] and climbed[0].latency.p99_ms > 95

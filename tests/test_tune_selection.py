@@ -1,6 +1,7 @@
 """tune's selection rules as pure functions over made-up measurements: the p99 target, where a ladder starts,
 pruning, which configs are measured again and which re-measurement wins. No server, no timing."""
 
+import json
 import statistics
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint
 from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point,
-                                 _contenders, _fallback_contenders, _pick_confirmed, _pruned,
-                                 _start_index)
+                                 _climb, _climb_loads, _contenders, _fallback_contenders, _pick_confirmed,
+                                 _pruned, _start_index)
 
 
 def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
@@ -56,6 +57,73 @@ def test_a_config_far_below_the_best_is_pruned_after_its_first_point():
     assert not _pruned(_p(16, 10, 5.0), best, 0.0)  # 0%: pruning off
     assert not _pruned(_p(16, 10, 5.0), None, 20.0)  # nothing to compare with (the starting configs)
     assert not _pruned(_p(16, 10, 5.0), _trial(A, _p(16, 9000, 50.0)), 20.0)  # the best has no point in the target
+
+
+def test_pruning_compares_a_first_point_with_what_the_best_config_served_at_the_same_concurrency():
+    # The best config peaked at 14, a bisected level; the next config's ladder starts at 8, where the best served
+    # 3237 req/s. Against its best (4958) both first points below would fall 20% short: the faster one must not.
+    best = _trial(A, _p(8, 3237, 4.5), _p(12, 4274, 5.3), _p(14, 4958, 5.8), _p(16, 3838, 9.8))
+    assert not _pruned(_p(8, 3510, 4.4), best, 20.0)  # more than the best served at 8
+    assert _pruned(_p(8, 2197, 6.9), best, 20.0)  # 2197 < 0.8 x 3237
+    assert not _pruned(_p(16, 4100, 8.0), best, 20.0)  # at 16: against 4958 (its best at or below 16)
+    assert _pruned(_p(16, 3900, 8.0), best, 20.0)  # 3900 < 0.8 x 4958
+    assert not _pruned(_p(4, 10, 2.0), best, 20.0)  # below every point of the best: nothing to compare with
+
+
+def test_the_climb_tries_a_quarter_more_concurrency_each_step_within_the_largest_level():
+    assert _climb_loads(14, 1.25, 2, 64) == [18, 23]
+    assert _climb_loads(1, 1.25, 3, 64) == [2, 3, 4]  # at least one more each step
+    assert _climb_loads(50, 1.25, 2, 64) == [63]  # 79 is over the largest level
+    assert _climb_loads(64, 1.25, 2, 64) == [] and _climb_loads(14, 1.25, 0, 64) == []
+
+
+class _Server:
+    def __init__(self):
+        self.loaded = []
+
+    def load(self, model, config_json):
+        self.loaded.append((model, json.loads(config_json)))
+
+
+def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.4)):
+    """Run the climb from a confirmed point at ``chosen_at`` with perf_analyzer replaced by a table of
+    concurrency -> (req/s, p99 ms); returns (the loads measured, the re-measurements, the server)."""
+    from tritongen.perf import perf_analyzer
+    from tritongen.perf.spec import PerfSpec
+    from tritongen.validate import config_from_text
+
+    asked = []
+
+    def fake(level, requests):
+        load = level.concurrency[0]
+        asked.append((load, level.duration_s))
+        return [_p(load, *measured[load])]
+
+    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
+    base = config_from_text('name: "conv"\nbackend: "python"\nmax_batch_size: 8\n'
+                            'dynamic_batching { max_queue_delay_microseconds: 500 }\n'
+                            'instance_group [{count: 1 kind: KIND_CPU}]\n')
+    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5)
+    chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
+    server = _Server()
+    climbed = _climb(chosen, server, "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)
+    return asked, climbed, server
+
+
+def test_the_climb_claims_a_higher_concurrency_only_on_a_re_measurement_within_the_target(monkeypatch, tmp_path):
+    # 18 holds the 9 ms target and serves more; 23 breaks it: the winner moves to 18 and no further.
+    asked, climbed, server = _climb_with(monkeypatch, tmp_path, {18: (4700.0, 8.1), 23: (5000.0, 9.6)})
+    assert asked == [(18, 5.0), (23, 5.0)]  # as long as the confirmation (twice the search's 2.5 s)
+    assert server.loaded[0][1]["maxBatchSize"] == 16 and server.loaded[0][1]["instanceGroup"][0]["count"] == 1
+    chosen = (_trial(A, _p(14, 4200.0, 6.4)), _p(14, 4200.0, 6.4))
+    trial, point = _pick_confirmed([chosen, *climbed], 9.0)
+    assert trial.candidate == A and point.load == 18
+    # Over the target at the first step: nothing else measured, the confirmed point stands.
+    asked, climbed, _ = _climb_with(monkeypatch, tmp_path, {18: (4900.0, 9.3)})
+    assert asked == [(18, 5.0)] and _pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
+    # Within the target but serving no more (saturated): the climb stops there and keeps the lower point.
+    asked, climbed, _ = _climb_with(monkeypatch, tmp_path, {18: (4100.0, 7.0)})
+    assert asked == [(18, 5.0)] and _pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
 
 
 def test_the_best_configs_within_the_window_are_measured_again_best_first():

@@ -233,6 +233,13 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
     show_default=True,
     help="What measures the best configs again before one is chosen (auto: perf_analyzer where installed).",
 )
+@click.option(
+    "--climb-steps",
+    type=click.IntRange(min=0),
+    default=TUNE_DEFAULTS["climb_steps"],
+    show_default=True,
+    help="From the winner's confirmed point, re-measure up to this many higher concurrencies (0: none).",
+)
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:
     """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound."""

@@ -14,8 +14,8 @@ two: each pass walks one dimension at a time from the best config so far (a step
 keeps improving; a step down likewise) and keeps a change only when it beats the best by more than the noise
 margin. Each config's best operating point comes from a concurrency ladder (powers of two) that starts where
 the best config so far peaked (the first config: at instances x max batch size) and stops as soon as the target
-is broken or throughput stops rising. A config whose first point falls ``prune_pct`` short of the best config's
-throughput is pruned there (no more points). For the starting configs and every config within
+is broken or throughput stops rising. A config whose first point falls ``prune_pct`` short of what the best config
+served at the same concurrency (or below) is pruned there (no more points). For the starting configs and every config within
 ``refine_within_pct`` of the best so far, the concurrency is then bisected between the last level within the
 target and the first one over it (``refine_steps`` times). That is a few dozen measurements where a grid takes
 hundreds. A config that fails to load, or whose measurement fails, is recorded with the error and ruled out.
@@ -26,13 +26,17 @@ operating points measured again, at least twice as long, by perf_analyzer where 
 user's own perf_analyzer will see), and the config with the highest re-measured throughput whose p99 holds the
 target wins; where a re-measured p99 breaks it, that config's next lower point is tried, and where none of them
 holds, the next ``confirm_top`` configs by search figure are measured again the same way (the search's best can
-be one lucky point). The record keeps every measurement and re-measurement, and the (throughput, p99) frontier is
+be one lucky point). From the winner's confirmed point the concurrency then climbs (``climb_steps`` levels, each
+``climb_factor`` higher), re-measured the same way, while each level holds the target and serves more: a short
+search measurement near the bound reads p99 high as often as low, and the climb claims that throughput only on a
+re-measurement within the target. The record keeps every measurement and re-measurement, and the (throughput, p99) frontier is
 shown.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -92,6 +96,8 @@ class TuneSpec:
     confirm_top: int = 2  # how many configs are re-measured (those within confirm_within_pct of the best)
     confirm_within_pct: float = 10.0
     confirm_duration_s: float = 0.0  # 0: twice duration_s, at least 3 s
+    climb_steps: int = 2  # from the winner's confirmed point, re-measure up to this many higher concurrencies
+    climb_factor: float = 1.25  # each a quarter higher (at least one more)
     budget_s: float = 900.0  # stop searching after this long (the best so far is used)
     write: bool = True
     input_data: Path | None = None
@@ -119,6 +125,10 @@ class TuneSpec:
             raise TritongenError(f"confirm_top {self.confirm_top} is below 1", "give how many configs to re-measure")
         if self.refine_steps < 0:
             raise TritongenError(f"refine_steps {self.refine_steps} is negative", "give 0 (no refinement) or more")
+        if self.climb_steps < 0:
+            raise TritongenError(f"climb_steps {self.climb_steps} is negative", "give 0 (no climbing) or more")
+        if self.climb_factor <= 1:
+            raise TritongenError(f"climb_factor {self.climb_factor:g} is not above 1", "give a factor such as 1.25")
 
     @property
     def target_p99_ms(self) -> float:
@@ -513,6 +523,9 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                     more, server, model, base_config, perf, confirm_engine, requests, spec, progress
                 )
                 chosen = _pick_confirmed(confirmation, target_ms)
+            if chosen is not None and spec.climb_steps:
+                confirmation += _climb(chosen, server, model, base_config, perf, requests, spec, progress)
+                chosen = _pick_confirmed(confirmation, target_ms)
     except ServerGone as gone:
         raise TritongenError(
             f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
@@ -578,11 +591,17 @@ def _start_index(ladder: Sequence[int], candidate: Candidate) -> int:
 
 
 def _pruned(first: PerfPoint, against: Trial | None, prune_pct: float) -> bool:
-    """A config's first point is so far below the best config's throughput that more concurrency is not worth
-    measuring. Only against a config that has a best point, and never at 0% (pruning off)."""
+    """A config's first point is so far below what the best config served at the same load that more concurrency
+    is not worth measuring. The comparison is at the same concurrency or below (the best config's highest
+    throughput there): its best point usually sits higher, at a bisected level the ladder does not visit, and a
+    closed loop serves more at a higher concurrency. Only against a config that has a best point and a point at
+    or below this load, and never at 0% (pruning off)."""
     if against is None or against.best is None or prune_pct <= 0:
         return False
-    return first.throughput_rps < against.score * (1 - prune_pct / 100.0)
+    at_or_below = [p.throughput_rps for p in against.points if p.load <= first.load and not p.errors]
+    if not at_or_below:
+        return False
+    return first.throughput_rps < max(at_or_below) * (1 - prune_pct / 100.0)
 
 
 def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | None:
@@ -698,6 +717,70 @@ def _confirm(
     return measured
 
 
+def _climb_loads(load: int, factor: float, steps: int, max_concurrency: int) -> list[int]:
+    """The concurrencies a climb from ``load`` tries, in order: each ``factor`` higher (at least one more), at most
+    ``steps`` of them, none above ``max_concurrency``."""
+    loads: list[int] = []
+    for _ in range(steps):
+        load = max(load + 1, math.ceil(load * factor))
+        if load > max_concurrency:
+            break
+        loads.append(load)
+    return loads
+
+
+def _climb(
+    chosen: tuple[Trial, PerfPoint],
+    server: Triton,
+    model: str,
+    base_config,
+    perf: PerfSpec,
+    requests,
+    spec: TuneSpec,
+    progress: Progress,
+) -> list[tuple[Trial, PerfPoint]]:
+    """From the winner's confirmed point, re-measure higher concurrencies (``spec.climb_factor`` apart, as long and
+    with the same engine as the confirmation) while each holds the target and serves more than the one below.
+
+    The search's points are short, and a short measurement's p99 near the bound reads high as often as low: the
+    level where the search saw the target broken often holds it when measured for longer. Stopping at the last
+    searched level within the target would leave that throughput unclaimed; the climb claims it only on the same
+    evidence the winner stands on (a re-measurement within the target). Returns the re-measurements, in order."""
+    from google.protobuf import json_format
+
+    from .loadgen import points_from_builtin
+    from .perf_analyzer import points_from_perf_analyzer
+
+    engines = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}
+    trial, below = chosen
+    engine_name = below.engine if below.engine in engines else spec.engine
+    loads = _climb_loads(int(below.load), spec.climb_factor, spec.climb_steps, spec.max_concurrency)
+    measured: list[tuple[Trial, PerfPoint]] = []
+    if not loads:
+        return measured
+    server.load(model, json_format.MessageToJson(config_from_candidate(base_config, trial.candidate)))
+    for load in loads:
+        level = replace(perf, concurrency=(load,), request_rates=(), duration_s=spec.confirm_s, engine=engine_name)
+        try:
+            again = engines[engine_name](level, requests)[0]
+        except TritongenError as failed:
+            progress(f"  measuring concurrency {load} failed ({failed.problem}): the climb stops")
+            break
+        measured.append((trial, again))
+        holds = _within(again, spec.target_p99_ms)
+        more = again.throughput_rps > below.throughput_rps
+        progress(
+            f"climbing ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency {load}: "
+            f"{again.throughput_rps:.1f} req/s p99 {again.latency.p99_ms:.2f} ms"
+            + ("" if holds else "  (over the target)")
+            + ("" if more or not holds else "  (no more than below: the climb stops)")
+        )
+        if not holds or not more:
+            break
+        below = again
+    return measured
+
+
 def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate, PerfPoint]]:
     """Points no other point beats on both throughput (higher) and p99 (lower), by throughput."""
     out: list[tuple[Any, PerfPoint]] = []
@@ -753,6 +836,8 @@ def _write_winner(
             "engine": spec.engine,
             "confirm_s": spec.confirm_s,
             "confirm_engine": confirmation[0][1].engine if confirmation else None,
+            "climb_steps": spec.climb_steps,
+            "climb_factor": spec.climb_factor,
         },
         "search_s": round(search_s, 2),
         "winner": _trial_dict(winner),
