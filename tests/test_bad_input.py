@@ -148,6 +148,7 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("infer: input file missing", lambda w: ["infer", "conv", "--input-file", str(w.root / "none.npz")], ("does not exist",)),
     ("perf: no server listening", lambda w: ["perf", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9", "--duration-s", "1"], ("no Triton server answers",)),
     ("perf: zero concurrency", lambda w: ["perf", "conv", "--concurrency", "0"], ("concurrency 0",)),
+    ("perf: perf_analyzer option tritongen sets", lambda w: ["perf", "conv", "--engine", "perf_analyzer", "--perf-analyzer-args", "-u 10.0.0.9:8001"], ("sets -u, which tritongen sets itself",)),
     ("perf: --compare without --report", lambda w: ["perf", "--compare", str(w.file("a.json", b"{}"))], ("--report",)),
     ("perf: --compare of a file that is not a result", lambda w: ["perf", "--compare", str(w.file("b.json", b"[1, 2")), "--report", str(w.root / "cmp")], ("b.json",)),
     ("verify: a model file swapped after the build", lambda w: ["verify", str(_swapped_repo(w))], ("model.onnx",)),

@@ -96,9 +96,12 @@ def test_perf_analyzer_engine_agrees_with_builtin(served):
         find_perf_analyzer()
     except TritongenError as err:
         pytest.skip(f"perf_analyzer not installed ({err.problem}); run scripts/install_perf_analyzer.sh")
-    pa = perf_from_spec(spec_for(served, engine="perf_analyzer", concurrency=(4,), request_rates=(80,), stability_pct=30))
+    # perf_analyzer's own asynchronous client, one thread (its leanest on gRPC): passed through, and recorded.
+    pa = perf_from_spec(spec_for(served, engine="perf_analyzer", concurrency=(4,), request_rates=(80,), stability_pct=30,
+                                 perf_analyzer_args="--async --max-threads 1"))
     ours = perf_from_spec(spec_for(served, concurrency=(4,), request_rates=(80,), stability_pct=30))
     assert not pa.partial, pa.partial_reason
+    assert tuple(pa.settings["perf_analyzer_args"]) == ("--async", "--max-threads", "1")
     assert [p.engine for p in pa.points] == ["perf_analyzer"] * 2
     for a, b in zip(pa.points, ours.points):
         assert a.mode == b.mode and a.load == b.load
@@ -218,7 +221,7 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
     result = tune_model(TuneSpec(model_dir=repo / "sleepy", max_p99_ms=95, url=server.grpc_url, max_instances=1,
                                  queue_delays_us=(20000,), max_batch_sizes=(8,), max_concurrency=16, duration_s=0.6,
                                  warmup_s=0.2, budget_s=120, write=False, input_data=tmp_path / "x.npz",
-                                 p99_margin_pct=0))  # the bound as designed: 8 in flight ~75 ms, 16 ~125 ms
+                                 p99_margin_pct=0, climb_steps=2))  # as designed: 8 in flight ~75 ms, 16 ~125 ms
     print(result.table())
     baseline = {int(p.load): p for p in result.baseline.points}
     assert baseline[8].latency.p99_ms <= 95 < baseline[16].latency.p99_ms, "the model's latency did not behave as designed"

@@ -173,3 +173,24 @@ def test_the_machine_share_counts_only_for_a_server_on_this_machine():
     assert _machine_share(PerfSpec(model="m", url="127.0.0.1:8001"), 0.5) == 0.5 / cores
     assert _machine_share(PerfSpec(model="m", url="localhost:8001"), 0.5) == 0.5 / cores
     assert _machine_share(PerfSpec(model="m", url="10.1.2.3:8001"), 0.5) is None
+
+
+def test_more_perf_analyzer_options_pass_through_but_not_the_ones_tritongen_sets(tmp_path):
+    from tritongen.perf.inputs import RequestSet
+    from tritongen.perf.perf_analyzer import PerfAnalyzerInstall, command_from_spec
+
+    spec = PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args="--async --max-threads 1")
+    assert spec.perf_analyzer_args == ("--async", "--max-threads", "1")
+    requests = RequestSet(requests=({"x": np.zeros((1, 4), np.float32)},), batched=True, source="test")
+    command = command_from_spec(PerfAnalyzerInstall(tmp_path / "pa", {}), spec, "concurrency", 4,
+                                tmp_path / "d.json", tmp_path / "o.csv", requests)
+    assert command[-3:] == ["--async", "--max-threads", "1"] and command.count("-u") == 1
+    assert PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args=["--streaming"]).perf_analyzer_args == (
+        "--streaming",)
+    for managed in ("-u 10.0.0.1:8001", "--concurrency-range=1:64", "-f /tmp/x.csv", "--measurement-interval 50"):
+        with pytest.raises(TritongenError, match="tritongen sets itself"):
+            PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args=managed)
+    with pytest.raises(TritongenError, match="without --engine perf_analyzer"):
+        PerfSpec(model="m", perf_analyzer_args="--async")
+    with pytest.raises(TritongenError, match="too long"):
+        PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args=("--async",) * 65)

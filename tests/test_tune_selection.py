@@ -103,7 +103,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
     base = config_from_text('name: "conv"\nbackend: "python"\nmax_batch_size: 8\n'
                             'dynamic_batching { max_queue_delay_microseconds: 500 }\n'
                             'instance_group [{count: 1 kind: KIND_CPU}]\n')
-    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5)
+    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2)
     chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
     server = _Server()
     climbed = _climb(chosen, server, "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)

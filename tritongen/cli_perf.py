@@ -122,6 +122,12 @@ def _progress(message: str) -> None:
     "(interleaved), figures per version.",
 )
 @click.option(
+    "--perf-analyzer-args",
+    default="",
+    help="More perf_analyzer options with --engine perf_analyzer, e.g. '--async --max-threads 1' (not the ones "
+    "tritongen sets: model, URL, protocol, inputs, load, windows).",
+)
+@click.option(
     "--client-cpus",
     default="",
     help="CPU ids the load generator (and perf_analyzer) runs on, e.g. 0 or 0-1; keep them off the server's "

@@ -142,7 +142,7 @@ def command_from_spec(
         command += ["--concurrency-range", f"{int(load)}:{int(load)}"]
     else:
         command += ["--request-rate-range", f"{load:g}:{load:g}", "--request-distribution", spec.arrival]
-    return command
+    return command + list(spec.perf_analyzer_args)
 
 
 def point_from_csv(text: str, mode: str, load: float, measured_s: float) -> PerfPoint:

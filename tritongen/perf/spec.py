@@ -56,6 +56,9 @@ class PerfSpec:
     # CPU ids the load generator runs on for the measurement (the builtin engine's process; perf_analyzer as its
     # child), e.g. (0,) or "0"; (): wherever this process runs. Keep them off the server's (serve --cpus).
     client_cpus: tuple[int, ...] = ()
+    # More perf_analyzer options (engine perf_analyzer), e.g. ("--async", "--max-threads", "1") or that as one
+    # string; not the ones tritongen sets itself (model, URL, protocol, inputs, load, windows, output).
+    perf_analyzer_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
@@ -107,6 +110,7 @@ class PerfSpec:
             )
         if self.input_data is not None and self.text_file is not None:
             raise TritongenError("--input-data and --text-file both given", "pass one source of inputs")
+        object.__setattr__(self, "perf_analyzer_args", _perf_analyzer_args(self.perf_analyzer_args, self.engine))
 
     @property
     def window_s(self) -> float:
@@ -158,3 +162,37 @@ class PerfSpec:
             return re.sub(r"^https?://", "", self.metrics_url).rstrip("/")
         host, _, port = self.resolved_url().rpartition(":")
         return f"{host}:8002" if port in ("8000", "8001") and host else None
+
+
+# What tritongen sets on perf_analyzer's command line itself (perf_analyzer.command_from_spec): not to be given again.
+MANAGED_PERF_ANALYZER_OPTIONS = frozenset(
+    {
+        "-m", "--model-name", "-u", "--url", "-i", "--protocol", "--input-data", "--measurement-interval", "-p",
+        "--stability-percentage", "-s", "--max-trials", "-r", "-f", "--verbose-csv", "-b", "--batch-size",
+        "--shape", "--sequence-length", "--sequence-length-variation", "--serial-sequences", "--concurrency-range",
+        "--request-rate-range", "--request-distribution", "--request-intervals", "--periodic-concurrency-range",
+        "-x", "--model-version", "--measurement-mode", "--latency-report-file",
+    }
+)  # fmt: skip
+
+
+def _perf_analyzer_args(value: str | tuple[str, ...] | list[str], engine: str) -> tuple[str, ...]:
+    import shlex
+
+    args = tuple(shlex.split(value)) if isinstance(value, str) else tuple(str(a) for a in value)
+    if not args:
+        return ()
+    if engine != "perf_analyzer":
+        raise TritongenError(
+            "--perf-analyzer-args given without --engine perf_analyzer", "add --engine perf_analyzer or drop them"
+        )
+    if len(args) > 64 or any(len(a) > 256 or "\0" in a for a in args):
+        raise TritongenError("--perf-analyzer-args is too long", "pass at most 64 options of at most 256 characters")
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name in MANAGED_PERF_ANALYZER_OPTIONS:
+            raise TritongenError(
+                f"--perf-analyzer-args sets {name}, which tritongen sets itself",
+                "use tritongen's own option for it (model, --url, --protocol, --concurrency, --duration-s, ...)",
+            )
+    return args
