@@ -233,3 +233,8 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
     # the bound, so the confirmed point stayed at 8.
     climbed = [p for p in result.confirmation if int(p.load) > 8]
     assert [int(p.load) for p in climbed] == [10] and climbed[0].latency.p99_ms > 95
+    # Every re-measurement is named with its config; the confirmed figure is one of the winner's own.
+    assert len(result.confirmation_configs) == len(result.confirmation)
+    (owner,) = [c for c, p in zip(result.confirmation_configs, result.confirmation) if p is result.confirmed]
+    assert owner == result.winner.candidate
+    assert [c for c, p in zip(result.confirmation_configs, result.confirmation) if int(p.load) == 10] == [owner]

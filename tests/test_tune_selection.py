@@ -10,8 +10,8 @@ import pytest
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint
 from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point,
-                                 _climb, _climb_loads, _contenders, _fallback_contenders, _pick_confirmed,
-                                 _pruned, _start_index)
+                                 _climb, _climb_loads, _contenders, _fallback_contenders, _paired,
+                                 _pick_confirmed, _pick_paired, _pruned, _rivals, _start_index)
 
 
 def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
@@ -85,12 +85,19 @@ class _Server:
         self.loaded.append((model, json.loads(config_json)))
 
 
+def _base_config():
+    from tritongen.validate import config_from_text
+
+    return config_from_text('name: "conv"\nbackend: "python"\nmax_batch_size: 8\n'
+                            'dynamic_batching { max_queue_delay_microseconds: 500 }\n'
+                            'instance_group [{count: 1 kind: KIND_CPU}]\n')
+
+
 def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.4)):
     """Run the climb from a confirmed point at ``chosen_at`` with perf_analyzer replaced by a table of
     concurrency -> (req/s, p99 ms); returns (the loads measured, the re-measurements, the server)."""
     from tritongen.perf import perf_analyzer
     from tritongen.perf.spec import PerfSpec
-    from tritongen.validate import config_from_text
 
     asked = []
 
@@ -100,9 +107,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
         return [_p(load, *measured[load])]
 
     monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
-    base = config_from_text('name: "conv"\nbackend: "python"\nmax_batch_size: 8\n'
-                            'dynamic_batching { max_queue_delay_microseconds: 500 }\n'
-                            'instance_group [{count: 1 kind: KIND_CPU}]\n')
+    base = _base_config()
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2)
     chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
     server = _Server()
@@ -124,6 +129,34 @@ def test_the_climb_claims_a_higher_concurrency_only_on_a_re_measurement_within_t
     # Within the target but serving no more (saturated): the climb stops there and keeps the lower point.
     asked, climbed, _ = _climb_with(monkeypatch, tmp_path, {18: (4100.0, 7.0)})
     assert asked == [(18, 5.0)] and _pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
+
+
+def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_picked_on_both(monkeypatch, tmp_path):
+    a, b, c = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7)), _trial(C, _p(8, 6000, 4.0))
+    remeasured = [(a, _p(32, 7900, 9.6)), (a, _p(16, 7400, 5.1)), (b, _p(16, 7800, 5.0)), (c, _p(8, 6000, 4.0))]
+    rivals = _rivals(remeasured, 9.0)
+    assert [(t.candidate, p.throughput_rps) for t, p in rivals] == [(A, 7400), (B, 7800)]  # in measured order
+    assert len(_rivals(remeasured[:3], 9.0)) == 2 and len(_rivals(remeasured[:2], 9.0)) == 1
+    # B read more once, but measured again after A's drift the other way, A serves more on the mean (7500 vs 7400);
+    # its figure is the lower of its two.
+    trial, point = _pick_paired(rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 5.0))], 9.0)
+    assert trial is a and point.throughput_rps == 7400
+    # A's second measurement breaks the target: B wins, on its lower figure; neither holds twice: no pick.
+    trial, point = _pick_paired(rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 9.5))], 9.0)
+    assert trial is b and point.throughput_rps == 7000
+    assert _pick_paired(rivals, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0) is None
+    # The second measurements run B first (measured last the first time), each with its config loaded, same load.
+    from tritongen.perf import perf_analyzer
+    from tritongen.perf.spec import PerfSpec
+
+    asked = []
+    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer",
+                        lambda level, requests: asked.append(level.concurrency[0]) or [_p(level.concurrency[0], 7000, 5)])
+    server = _Server()
+    again = _paired(rivals, server, "conv", _base_config(), PerfSpec(model="conv"), None,
+                    TuneSpec(model_dir=tmp_path, max_p99_ms=10), lambda m: None)
+    assert [t.candidate for t, _ in again] == [B, A] and asked == [16, 16]
+    assert [c["dynamicBatching"].get("preferredBatchSize", []) for _, c in server.loaded] == [[16], []]
 
 
 def test_the_best_configs_within_the_window_are_measured_again_best_first():

@@ -15,10 +15,10 @@ the best by more than the noise margin. Each config's best operating point comes
 of two) that starts where the best config so far peaked (the first config: at instances x max batch size) and stops
 as soon as the target is broken or throughput stops rising. A config whose first point falls ``prune_pct`` short of
 what the best config served at the same concurrency (or below) is pruned there (no more points). For the starting
-configs and every config within ``refine_within_pct`` of the best so far, the concurrency is then bisected between
-the last level within the target and the first one over it (``refine_steps`` times). That is a few dozen
-measurements where a grid takes hundreds. A config that fails to load, or whose measurement fails, is recorded with
-the error and ruled out.
+configs and every config with a point (over the target or not) within ``refine_within_pct`` of the best so far, the
+concurrency is then bisected between the last level within the target and the first one over it (``refine_steps``
+times). That is a few dozen measurements where a grid takes hundreds. A config that fails to load, or whose
+measurement fails, is recorded with the error and ruled out.
 
 The search's figures are optimistic (the best of a few short measurements), so the winner is chosen on confirmed
 figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their operating
@@ -26,7 +26,9 @@ points measured again, at least twice as long, by perf_analyzer where it is inst
 perf_analyzer will see), and the config with the highest re-measured throughput whose p99 holds the target wins;
 where a re-measured p99 breaks it, that config's next lower point is tried, and where none of them holds, the next
 ``confirm_top`` configs by search figure are measured again the same way (the search's best can be one lucky
-point). With ``climb_steps``, the concurrency then climbs from the winner's confirmed point (each level
+point). Where two configs held, both are measured once more in the reverse order (A B B A: the machine's drift
+weighs on both alike) and the one with the higher mean throughput that held both times wins, on the lower of its
+two figures. With ``climb_steps``, the concurrency then climbs from the winner's confirmed point (each level
 ``climb_factor`` higher), re-measured the same way, while each level holds the target and serves more; off by
 default, since on a noisy machine the first lucky re-measurement is the one kept. The record keeps every
 measurement and re-measurement, and the (throughput, p99) frontier is shown.
@@ -88,13 +90,16 @@ class TuneSpec:
     p99_margin_pct: float = 10.0  # points count only with p99 within max_p99_ms less this much (the target)
     prune_pct: float = 20.0  # a config whose first point is this far below the best config's gets no more points
     refine_steps: int = 2  # bisections of the concurrency between the last level within the target and the next
-    refine_within_pct: float = 10.0  # refine configs whose ladder best is within this much of the best so far
+    refine_within_pct: float = 10.0  # refine configs with a point (any) within this much of the best so far
     engine: str = "builtin"  # or "perf_analyzer"
     confirm: bool = True  # measure the best configs' operating points again, longer, and pick on those figures
     confirm_engine: str = "auto"  # what re-measures them: "auto" is perf_analyzer where installed, else `engine`
     confirm_top: int = 2  # how many configs are re-measured (those within confirm_within_pct of the best)
     confirm_within_pct: float = 10.0
     confirm_duration_s: float = 0.0  # 0: twice duration_s, at least 3 s
+    # Where two configs' re-measurements held the target, measure both once more in the reverse order (A B B A) and
+    # pick on the mean: the machine's drift between measurements is larger than two good configs differ by.
+    confirm_paired: bool = True
     # From the winner's confirmed point, re-measure up to this many higher concurrencies. Off by default: on a noisy
     # machine a single re-measurement near the target is lucky as often as not, and the first lucky one is kept
     # (bench/tune_vs_model_analyzer.py here: the climbed point broke the bound in 9 of 10 rounds after).
@@ -437,8 +442,10 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                     pruned = True
                     break
         best = _best_point(points.values(), target_ms)
-        if best is not None and not pruned and best.throughput_rps >= refine_above_rps:
-            # Bisect between the best level within the target and the lowest one above it that broke it.
+        if best is not None and not pruned and _potential_rps(points.values()) >= refine_above_rps:
+            # Bisect between the best level within the target and the lowest one above it that broke it: worth it
+            # when any of its points, the one over the target included, served about as much as the best config
+            # (a doubling of concurrency can jump from well below the target to just over it).
             lo = int(best.load)
             hi = min((c for c, p in points.items() if c > lo and not ok(p)), default=None)
             for _ in range(spec.refine_steps):
@@ -541,9 +548,17 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
                     more, server, model, base_config, perf, confirm_engine, requests, spec, progress
                 )
                 chosen = _pick_confirmed(confirmation, target_ms)
+            rivals = _rivals(confirmation, target_ms) if spec.confirm_paired else []
+            if chosen is not None and len(rivals) == 2:
+                # Two configs held: which serves more is decided on two measurements each, taken A B B A.
+                progress("two configs held: measuring both a second time, in the reverse order")
+                again = _paired(rivals, server, model, base_config, perf, requests, spec, progress)
+                confirmation += again
+                chosen = _pick_paired(rivals, again, target_ms) or chosen
             if chosen is not None and spec.climb_steps:
-                confirmation += _climb(chosen, server, model, base_config, perf, requests, spec, progress)
-                chosen = _pick_confirmed(confirmation, target_ms)
+                climbed = _climb(chosen, server, model, base_config, perf, requests, spec, progress)
+                confirmation += climbed
+                chosen = _pick_confirmed([chosen, *climbed], target_ms)  # the winner's own points only
     except ServerGone as gone:
         raise TritongenError(
             f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
@@ -599,6 +614,11 @@ def _best_point(points, target_p99_ms: float) -> PerfPoint | None:
     """The highest-throughput point within the target, or None."""
     feasible = [p for p in points if _within(p, target_p99_ms)]
     return max(feasible, key=lambda p: p.throughput_rps) if feasible else None
+
+
+def _potential_rps(points) -> float:
+    """The most any point served, within the target or not (errored points aside)."""
+    return max((p.throughput_rps for p in points if not p.errors), default=0.0)
 
 
 def _start_index(ladder: Sequence[int], candidate: Candidate) -> int:
@@ -799,6 +819,75 @@ def _climb(
     return measured
 
 
+def _rivals(remeasured: Sequence[tuple[Trial, PerfPoint]], target_p99_ms: float) -> list[tuple[Trial, PerfPoint]]:
+    """The two configs whose best re-measurement within the target served most (each with that re-measurement),
+    in the order they were measured."""
+    best: dict[Candidate, tuple[int, Trial, PerfPoint]] = {}
+    for index, (trial, p) in enumerate(remeasured):
+        held = best.get(trial.candidate)
+        if _within(p, target_p99_ms) and (held is None or p.throughput_rps > held[2].throughput_rps):
+            best[trial.candidate] = (index, trial, p)
+    top = sorted(best.values(), key=lambda itp: itp[2].throughput_rps, reverse=True)[:2]
+    return [(trial, p) for _, trial, p in sorted(top, key=lambda itp: itp[0])]
+
+
+def _pick_paired(
+    rivals: Sequence[tuple[Trial, PerfPoint]], again: Sequence[tuple[Trial, PerfPoint]], target_p99_ms: float
+) -> tuple[Trial, PerfPoint] | None:
+    """Of two configs each measured twice (``rivals``, then ``again`` in the reverse order, so a steady drift of the
+    machine weighs on both alike), the one with the higher mean throughput whose both measurements hold the target;
+    its figure is the lower of its two. None when neither held twice."""
+    firsts = {t.candidate: p for t, p in rivals}
+    best: tuple[float, Trial, PerfPoint] | None = None
+    for trial, second in again:
+        first = firsts.get(trial.candidate)
+        if first is None or not (_within(first, target_p99_ms) and _within(second, target_p99_ms)):
+            continue
+        mean_rps = (first.throughput_rps + second.throughput_rps) / 2
+        if best is None or mean_rps > best[0]:
+            best = (mean_rps, trial, min(first, second, key=lambda p: p.throughput_rps))
+    return None if best is None else (best[1], best[2])
+
+
+def _paired(
+    rivals: Sequence[tuple[Trial, PerfPoint]],
+    server: Triton,
+    model: str,
+    base_config,
+    perf: PerfSpec,
+    requests,
+    spec: TuneSpec,
+    progress: Progress,
+) -> list[tuple[Trial, PerfPoint]]:
+    """Measure the two rivals again at the same loads, in the reverse order of their first re-measurement (the
+    machine drifts by more than two good configs differ: measured A, B, B, A, both means see the same drift)."""
+    from google.protobuf import json_format
+
+    from .loadgen import points_from_builtin
+    from .perf_analyzer import points_from_perf_analyzer
+
+    engines = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}
+    measured: list[tuple[Trial, PerfPoint]] = []
+    for trial, first in reversed(rivals):
+        engine_name = first.engine if first.engine in engines else spec.engine
+        server.load(model, json_format.MessageToJson(config_from_candidate(base_config, trial.candidate)))
+        level = replace(
+            perf, concurrency=(int(first.load),), request_rates=(), duration_s=spec.confirm_s, engine=engine_name
+        )
+        try:
+            again = engines[engine_name](level, requests)[0]
+        except TritongenError as failed:
+            progress(f"  measuring {trial.candidate.label()} a second time failed ({failed.problem})")
+            continue
+        measured.append((trial, again))
+        progress(
+            f"measured a second time ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency "
+            f"{int(first.load)}: {again.throughput_rps:.1f} req/s p99 {again.latency.p99_ms:.2f} ms"
+            + ("" if _within(again, spec.target_p99_ms) else "  (over the target)")
+        )
+    return measured
+
+
 def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate, PerfPoint]]:
     """Points no other point beats on both throughput (higher) and p99 (lower), by throughput."""
     out: list[tuple[Any, PerfPoint]] = []
@@ -854,6 +943,7 @@ def _write_winner(
             "engine": spec.engine,
             "confirm_s": spec.confirm_s,
             "confirm_engine": confirmation[0][1].engine if confirmation else None,
+            "confirm_paired": spec.confirm_paired,
             "climb_steps": spec.climb_steps,
             "climb_factor": spec.climb_factor,
         },
