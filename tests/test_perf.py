@@ -1,6 +1,7 @@
 """tritongen perf and tune against a real tritonserver: built-in engine, perf_analyzer, report, tune, bad use."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -191,15 +192,17 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     from tritongen.validate import config_from_file, validate_repository
 
     server, repo = served
+    before = os.sched_getaffinity(0)
     result = tune_model(TuneSpec(model_dir=repo / "seq_tune", max_p99_ms=200, url=server.grpc_url, max_instances=2,
                                  queue_delays_us=(0, 500), max_batch_sizes=(4, 8), max_concurrency=8, duration_s=0.9,
-                                 warmup_s=0.2, budget_s=120))
+                                 warmup_s=0.2, budget_s=120, client_cpus="0"))
     assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
     assert result.config_path == repo / "seq_tune" / "config.pbtxt" and result.record_path.is_file()
     # The winner was measured again (twice as long) before it was written, and the record says so.
     record = json.loads(result.record_path.read_text())
     assert result.confirmed is not None and result.confirmed.latency.p99_ms <= 200
     assert record["confirmed"]["p99_ms"] == result.confirmed.latency.p99_ms and record["confirmation"]
+    assert record["search"]["client_cpus"] == [0] and os.sched_getaffinity(0) == before  # pinned, then given back
     assert validate_repository(repo).ok
     from tritongen.verify import check_verified
 

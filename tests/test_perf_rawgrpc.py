@@ -225,9 +225,13 @@ def test_goaway_fails_later_streams_and_the_next_call_opens_a_new_connection():
     assert kinds == ["unavailable", None, None] and server.connections == 2
 
 
-def test_a_frame_over_our_limit_and_garbage_are_protocol_errors():
-    kinds, _ = sends(lambda server, n, s: [frame(DATA, 0, s, b"x" * 20_000)] if n == 1 else [server.ok(s)], 2)
+def test_a_frame_over_our_limit_and_garbage_are_protocol_errors(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="tritongen.perf.rawgrpc"):
+        kinds, _ = sends(lambda server, n, s: [frame(DATA, 0, s, b"x" * 20_000)] if n == 1 else [server.ok(s)], 2)
     assert kinds == ["bad_response", None]
+    assert any("given up" in r.getMessage() for r in caplog.records)  # why the connection was dropped is logged
     kinds, _ = sends(lambda server, n, s: [b"HTTP/1.1 400 Bad Request\r\n\r\n"], 1)
     assert kinds == ["bad_response"]
 

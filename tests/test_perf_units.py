@@ -136,11 +136,15 @@ def test_tune_config_round_trip_and_frontier():
 
 
 def test_tune_seeds_a_second_descent_in_the_batching_region():
-    from tritongen.perf.tune import Candidate, _batching_seed
+    from tritongen.perf.tune import Candidate, _batching_seed, _parallel_seed
 
     space = {"instances": [1, 2], "max_queue_delay_us": [0, 500], "max_batch_size": [2, 4, 8, 16], "preferred": ["none"]}
     assert _batching_seed(space, Candidate(2, 500, 8, (4, 8))) == Candidate(1, 500, 16, ())
     assert _batching_seed({"instances": [1, 2]}, Candidate(1, 0, 0, ())) is None  # no batching: nothing to seed
+    # and one in the instance-parallel region: the most instances, the same max batch size, no preferred sizes
+    assert _parallel_seed(space, Candidate(1, 500, 8, (4, 8))) == Candidate(2, 500, 8, ())
+    assert _parallel_seed({"instances": [1, 2, 3]}, Candidate(1, 0, 0, ())) == Candidate(3, 0, 0, ())
+    assert _parallel_seed({"instances": [1]}, Candidate(1, 500, 8, ())) is None  # one instance only: no such region
 
 
 def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():

@@ -37,6 +37,9 @@ def test_points_count_only_within_the_bound_less_the_margin(tmp_path):
     for bad in ({"p99_margin_pct": 100}, {"p99_margin_pct": -1}, {"confirm_top": 0}, {"confirm_engine": "ma"}):
         with pytest.raises(TritongenError):
             TuneSpec(model_dir=tmp_path, max_p99_ms=10, **bad)
+    assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, client_cpus="0").client_cpus == (0,)
+    with pytest.raises(TritongenError, match="--client-cpus"):
+        TuneSpec(model_dir=tmp_path, max_p99_ms=10, client_cpus="4096")
     assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=1.0).confirm_s == 3.0  # at least 3 s
     assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5).confirm_s == 5.0  # else twice as long
 

@@ -240,6 +240,11 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
     help="What measures the best configs again before one is chosen (auto: perf_analyzer where installed).",
 )
 @click.option(
+    "--client-cpus",
+    default="",
+    help="CPU ids every measurement runs on, e.g. 0; keep them off the server's (tritongen serve --cpus).",
+)
+@click.option(
     "--climb-steps",
     type=click.IntRange(min=0),
     default=TUNE_DEFAULTS["climb_steps"],

@@ -17,6 +17,7 @@ header block means the same whenever it comes: each distinct block is decoded on
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
 from collections import deque
@@ -26,6 +27,8 @@ import numpy as np
 
 from .inputs import RequestSet, wire_from_array
 from .sequences import SequenceTracker, grpc_sequence_bytes
+
+logger = logging.getLogger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY_FRAME, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -420,7 +423,9 @@ class H2Connection(asyncio.Protocol):
         self._wake_slot_waiters()
 
     def _protocol_error(self, reason: str) -> None:
-        """The server broke HTTP/2 (or we cannot follow it): every call here fails as ``bad_response``."""
+        """The server broke HTTP/2 (or we cannot follow it): every call here fails as ``bad_response``; the reason
+        goes to the log (``--debug`` shows it)."""
+        logger.info("gRPC connection given up: %s", reason)
         self.closed = True
         self._resolve_all("bad_response")
         if self.transport is not None:

@@ -6,19 +6,20 @@ engine or perf_analyzer, and the original config is reloaded from disk at the en
 
 The search aims below the bound: a point counts only when its p99 is within ``max_p99_ms`` less ``p99_margin_pct``
 (the target), so the written figure still holds when it is measured again on a noisier minute. It measures the
-repository's config and one instance with the largest max batch size and no preferred sizes (the region where Model
-Analyzer's sweeps find batching beating instances), then runs a coordinate descent over instance count, max queue
-delay, max batch size and preferred batch sizes from the better of the two: each pass walks one dimension at a time
-from the best config so far (a step up, and further while it keeps improving; a step down likewise; preferred
-sizes, which have no order, try each other kind: none, the max, half and max) and keeps a change only when it beats
-the best by more than the noise margin. Each config's best operating point comes from a concurrency ladder (powers
-of two) that starts where the best config so far peaked (the first config: at instances x max batch size) and stops
-as soon as the target is broken or throughput stops rising. A config whose first point falls ``prune_pct`` short of
-what the best config served at the same concurrency (or below) is pruned there (no more points). For the starting
-configs and every config with a point (over the target or not) within ``refine_within_pct`` of the best so far, the
-concurrency is then bisected between the last level within the target and the first one over it (``refine_steps``
-times). That is a few dozen measurements where a grid takes hundreds. A config that fails to load, or whose
-measurement fails, is recorded with the error and ruled out.
+repository's config, one instance with the largest max batch size and no preferred sizes, and the most instances
+with the same max batch size and no preferred sizes (the two regions where Model Analyzer's sweeps find their
+winners: batching beating instances, or instances filling the cores), then runs a coordinate descent over instance
+count, max queue delay, max batch size and preferred batch sizes from the best of the three: each pass walks one
+dimension at a time from the best config so far (a step up, and further while it keeps improving; a step down
+likewise; preferred sizes, which have no order, try each other kind: none, the max, half and max) and keeps a
+change only when it beats the best by more than the noise margin. Each config's best operating point comes from a
+concurrency ladder (powers of two) that starts where the best config so far peaked (the first config: at instances
+x max batch size) and stops as soon as the target is broken or throughput stops rising. A config whose first point
+falls ``prune_pct`` short of what the best config served at the same concurrency (or below) is pruned there (no
+more points). For the starting configs and every config with a point (over the target or not) within
+``refine_within_pct`` of the best so far, the concurrency is then bisected between the last level within the target
+and the first one over it (``refine_steps`` times). That is a few dozen measurements where a grid takes hundreds. A
+config that fails to load, or whose measurement fails, is recorded with the error and ruled out.
 
 The search's figures are optimistic (the best of a few short measurements), so the winner is chosen on confirmed
 figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their operating
@@ -109,9 +110,15 @@ class TuneSpec:
     write: bool = True
     input_data: Path | None = None
     timeout_s: float = 30.0
+    # CPU ids every measurement runs on, e.g. "0" (the search's process; perf_analyzer as its child); (): wherever
+    # this process runs. Keep them off the server's (serve --cpus) on one machine.
+    client_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        from ..cpus import cpus_from_text
+
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser().resolve())
+        object.__setattr__(self, "client_cpus", cpus_from_text(self.client_cpus, "--client-cpus"))
         if self.max_p99_ms <= 0:
             raise TritongenError(
                 f"--max-p99-ms {self.max_p99_ms} is not positive", "give the p99 latency bound in milliseconds"
@@ -299,7 +306,15 @@ def _neighbour(c: Candidate, dim: str, value) -> Candidate:
 
 
 def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
-    """Search configs for ``spec.model_dir`` on a running server; write the winner back when ``spec.write``."""
+    """Search configs for ``spec.model_dir`` on a running server; write the winner back when ``spec.write``.
+    With ``spec.client_cpus`` every measurement runs on those CPUs (perf_analyzer inherits them)."""
+    from ..cpus import pinned
+
+    with pinned(spec.client_cpus):
+        return _tune_model(spec, progress)
+
+
+def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     from google.protobuf import json_format
 
     from ..client import model_metadata
@@ -341,6 +356,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
         repo=spec.model_dir.parent,
         input_data=spec.input_data,
         engine=spec.engine,
+        client_cpus=spec.client_cpus,
     )
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything is loaded if it is missing
@@ -523,12 +539,16 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
     try:
         baseline = measure(base, start=_start_index(ladder, base))
         start = baseline
-        seed = _batching_seed(space, base)
-        if seed is not None and seed not in trials and in_budget():
-            progress("also from one instance, the largest max batch size, no preferred sizes")
-            other = measure(seed, start=_start_index(ladder, seed))
-            if other.score > baseline.score:
-                start = other
+        seeds = (
+            (_batching_seed(space, base), "one instance, the largest max batch size, no preferred sizes"),
+            (_parallel_seed(space, base), "the most instances, the same max batch size, no preferred sizes"),
+        )
+        for seed, text in seeds:
+            if seed is not None and seed not in trials and in_budget():
+                progress(f"also from {text}")
+                other = measure(seed, start=_start_index(ladder, seed))
+                if other.score > start.score:
+                    start = other
         incumbent = descend(start)
         if spec.confirm and incumbent.best is not None:
             confirm_engine = _confirm_engine(spec)
@@ -647,6 +667,16 @@ def _batching_seed(space: Mapping[str, list], base: Candidate) -> Candidate | No
     if "max_batch_size" not in space:
         return None
     return Candidate(1, base.max_queue_delay_us, max(space["max_batch_size"]), ())
+
+
+def _parallel_seed(space: Mapping[str, list], base: Candidate) -> Candidate | None:
+    """The other end from the batching seed: the most instances searched, the starting max batch size and queue
+    delay, no preferred sizes (where Model Analyzer's sweeps found instances beating one large batch: on a CPU
+    whose cores one instance's batches leave idle). None when only one instance is searched."""
+    most = max(space["instances"])
+    if most <= 1:
+        return None
+    return Candidate(most, base.max_queue_delay_us, base.max_batch_size, ())
 
 
 def _contenders(trials: Sequence[Trial], top: int, within_pct: float) -> list[Trial]:
@@ -944,6 +974,7 @@ def _write_winner(
             "confirm_s": spec.confirm_s,
             "confirm_engine": confirmation[0][1].engine if confirmation else None,
             "confirm_paired": spec.confirm_paired,
+            "client_cpus": list(spec.client_cpus),
             "climb_steps": spec.climb_steps,
             "climb_factor": spec.climb_factor,
         },
