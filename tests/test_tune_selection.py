@@ -111,7 +111,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
 
     monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
     base = _base_config()
-    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2)
+    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2, load_warmup_s=0)
     chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
     server = _Server()
     climbed = _climb(chosen, server, "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)
@@ -157,7 +157,7 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
                         lambda level, requests: asked.append(level.concurrency[0]) or [_p(level.concurrency[0], 7000, 5)])
     server = _Server()
     again = _paired(rivals, server, "conv", _base_config(), PerfSpec(model="conv"), None,
-                    TuneSpec(model_dir=tmp_path, max_p99_ms=10), lambda m: None)
+                    TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None)
     assert [t.candidate for t, _ in again] == [B, A] and asked == [16, 16]
     assert [c["dynamicBatching"].get("preferredBatchSize", []) for _, c in server.loaded] == [[16], []]
 
@@ -284,3 +284,29 @@ def test_the_bench_calls_a_ratio_met_only_when_its_interval_clears_the_target():
     assert verdict(noisy).startswith("met on the median but not clear")
     assert verdict([0.97, 0.98, 1.01, 0.96, 0.99]).startswith("NOT MET on the median, within the noise")
     assert verdict([0.90, 0.92, 0.91]).startswith("NOT MET: ")
+
+
+def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measurement(monkeypatch, tmp_path):
+    # The built-in engine (replaced here by a recorder) sends load at the concurrency about to be measured, as long
+    # as load_warmup_s, and its figures are thrown away; 0 turns it off.
+    from tritongen.perf import loadgen, perf_analyzer
+    from tritongen.perf.spec import PerfSpec
+
+    calls = []
+    monkeypatch.setattr(loadgen, "points_from_builtin", lambda level, requests: calls.append(("warm", level)) or [])
+    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer",
+                        lambda level, requests: calls.append(("measure", level)) or [_p(level.concurrency[0], 7000, 5)])
+    a, b = _trial(A, _p(16, 7400, 5.1)), _trial(B, _p(8, 7800, 5.0))
+    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=2.0)
+    _paired([(a, a.points[0]), (b, b.points[0])], _Server(), "conv", _base_config(), PerfSpec(model="conv"), None,
+            spec, lambda m: None)
+    assert [(kind, level.concurrency[0]) for kind, level in calls] == [("warm", 8), ("measure", 8), ("warm", 16),
+                                                                        ("measure", 16)]
+    warm = calls[0][1]
+    assert warm.engine == "builtin" and warm.duration_s == 2.0 and warm.warmup_s == 0.0
+    calls.clear()
+    _paired([(a, a.points[0]), (b, b.points[0])], _Server(), "conv", _base_config(), PerfSpec(model="conv"), None,
+            TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None)
+    assert [kind for kind, _ in calls] == ["measure", "measure"]
+    with pytest.raises(TritongenError):
+        TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=-1)
