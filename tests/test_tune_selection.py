@@ -9,7 +9,7 @@ import pytest
 
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint
-from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point,
+from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point, _Remeasure,
                                  _climb, _climb_loads, _contenders, _fallback_contenders, _paired,
                                  _pick_confirmed, _pick_paired, _pruned, _rivals, _start_index)
 
@@ -114,7 +114,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2, load_warmup_s=0)
     chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
     server = _Server()
-    climbed = _climb(chosen, server, "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)
+    climbed = _climb(chosen, _Remeasure(server, "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None))
     return asked, climbed, server
 
 
@@ -156,8 +156,8 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
     monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer",
                         lambda level, requests: asked.append(level.concurrency[0]) or [_p(level.concurrency[0], 7000, 5)])
     server = _Server()
-    again = _paired(rivals, server, "conv", _base_config(), PerfSpec(model="conv"), None,
-                    TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None)
+    again = _paired(rivals, _Remeasure(server, "conv", _base_config(), PerfSpec(model="conv"), None,
+                                       TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None))
     assert [t.candidate for t, _ in again] == [B, A] and asked == [16, 16]
     assert [c["dynamicBatching"].get("preferredBatchSize", []) for _, c in server.loaded] == [[16], []]
 
@@ -298,15 +298,16 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
                         lambda level, requests: calls.append(("measure", level)) or [_p(level.concurrency[0], 7000, 5)])
     a, b = _trial(A, _p(16, 7400, 5.1)), _trial(B, _p(8, 7800, 5.0))
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=2.0)
-    _paired([(a, a.points[0]), (b, b.points[0])], _Server(), "conv", _base_config(), PerfSpec(model="conv"), None,
-            spec, lambda m: None)
+    _paired([(a, a.points[0]), (b, b.points[0])],
+            _Remeasure(_Server(), "conv", _base_config(), PerfSpec(model="conv"), None, spec, lambda m: None))
     assert [(kind, level.concurrency[0]) for kind, level in calls] == [("warm", 8), ("measure", 8), ("warm", 16),
                                                                         ("measure", 16)]
     warm = calls[0][1]
     assert warm.engine == "builtin" and warm.duration_s == 2.0 and warm.warmup_s == 0.0
     calls.clear()
-    _paired([(a, a.points[0]), (b, b.points[0])], _Server(), "conv", _base_config(), PerfSpec(model="conv"), None,
-            TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None)
+    _paired([(a, a.points[0]), (b, b.points[0])],
+            _Remeasure(_Server(), "conv", _base_config(), PerfSpec(model="conv"), None,
+                       TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None))
     assert [kind for kind, _ in calls] == ["measure", "measure"]
     with pytest.raises(TritongenError):
         TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=-1)

@@ -559,9 +559,8 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         if spec.confirm and incumbent.best is not None:
             confirm_engine = _confirm_engine(spec)
             contenders = _contenders(list(trials.values()), spec.confirm_top, spec.confirm_within_pct)
-            confirmation = _confirm(
-                contenders, server, model, base_config, perf, confirm_engine, requests, spec, progress
-            )
+            again = _Remeasure(server, model, base_config, perf, requests, spec, progress)
+            confirmation = _confirm(contenders, again, confirm_engine)
             chosen = _pick_confirmed(confirmation, target_ms)
             more = (
                 [] if chosen is not None else _fallback_contenders(list(trials.values()), contenders, spec.confirm_top)
@@ -570,19 +569,17 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                 # The search's best figures can be one lucky point: rather than write nothing, measure the next
                 # configs again (each with up to three of its points); only a re-measurement that holds wins.
                 progress(f"no re-measured point held the target: measuring the next {len(more)} configs again")
-                confirmation += _confirm(
-                    more, server, model, base_config, perf, confirm_engine, requests, spec, progress
-                )
+                confirmation += _confirm(more, again, confirm_engine)
                 chosen = _pick_confirmed(confirmation, target_ms)
             rivals = _rivals(confirmation, target_ms) if spec.confirm_paired else []
             if chosen is not None and len(rivals) == 2:
                 # Two configs held: which serves more is decided on two measurements each, taken A B B A.
                 progress("two configs held: measuring both a second time, in the reverse order")
-                again = _paired(rivals, server, model, base_config, perf, requests, spec, progress)
-                confirmation += again
-                chosen = _pick_paired(rivals, again, target_ms) or chosen
+                seconds = _paired(rivals, again)
+                confirmation += seconds
+                chosen = _pick_paired(rivals, seconds, target_ms) or chosen
             if chosen is not None and spec.climb_steps:
-                climbed = _climb(chosen, server, model, base_config, perf, requests, spec, progress)
+                climbed = _climb(chosen, again)
                 confirmation += climbed
                 chosen = _pick_confirmed([chosen, *climbed], target_ms)  # the winner's own points only
     except ServerGone as gone:
@@ -731,61 +728,75 @@ def _confirm_engine(spec: TuneSpec) -> str:
     return "perf_analyzer"
 
 
-def _confirm(
-    contenders: Sequence[Trial],
-    server: Triton,
-    model: str,
-    base_config,
-    perf: PerfSpec,
-    engine_name: str,
-    requests,
-    spec: TuneSpec,
-    progress: Progress,
-) -> list[tuple[Trial, PerfPoint]]:
+@dataclass(frozen=True)
+class _Remeasure:
+    """What measuring a config again needs: the server and model, the config candidates derive from, the perf
+    settings and requests, the tune spec, and where progress goes."""
+
+    server: Triton
+    model: str
+    base_config: Any
+    perf: PerfSpec
+    requests: Any
+    spec: TuneSpec
+    progress: Progress
+
+    def load(self, candidate: Candidate, concurrency: int) -> None:
+        """Load ``candidate`` and warm it up at ``concurrency`` (``spec.load_warmup_s``)."""
+        from google.protobuf import json_format
+
+        self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
+        _warm(self.perf, self.requests, concurrency, self.spec)
+
+    def at(self, concurrency: int, engine_name: str) -> PerfPoint:
+        """One measurement at ``concurrency``, ``spec.confirm_s`` long, with ``engine_name``."""
+        from .loadgen import points_from_builtin
+        from .perf_analyzer import points_from_perf_analyzer
+
+        engine = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}[engine_name]
+        level = replace(
+            self.perf,
+            concurrency=(concurrency,),
+            request_rates=(),
+            duration_s=self.spec.confirm_s,
+            engine=engine_name,
+        )
+        return engine(level, self.requests)[0]
+
+
+def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -> list[tuple[Trial, PerfPoint]]:
     """Measure each contender's best point again, ``spec.confirm_s`` long, with ``engine_name``; where its p99
     breaks the target, its next lower point (at most three tries for the first contender, one for the rest once
     a figure holds). Returns every re-measurement with its config, in order."""
-    from google.protobuf import json_format
-
-    from .loadgen import points_from_builtin
-    from .perf_analyzer import points_from_perf_analyzer
-
-    engines = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}
+    spec, progress = again.spec, again.progress
     target_ms = spec.target_p99_ms
     measured: list[tuple[Trial, PerfPoint]] = []
     for trial in contenders:
-        server.load(model, json_format.MessageToJson(config_from_candidate(base_config, trial.candidate)))
         feasible = sorted(
             (p for p in trial.points if _within(p, target_ms)), key=lambda p: p.throughput_rps, reverse=True
         )
+        if not feasible:
+            continue
+        again.load(trial.candidate, int(feasible[0].load))
         holds_already = _pick_confirmed(measured, target_ms) is not None
-        if feasible:
-            _warm(perf, requests, int(feasible[0].load), spec)
         for point in feasible[: 1 if holds_already else 3]:
-            level = replace(
-                perf,
-                concurrency=(int(point.load),),
-                request_rates=(),
-                duration_s=spec.confirm_s,
-                engine=engine_name,
-            )
             try:
                 try:
-                    again = engines[engine_name](level, requests)[0]
+                    remeasured = again.at(int(point.load), engine_name)
                 except TritongenError as failed:
                     if spec.confirm_engine != "auto" or engine_name == spec.engine:
                         raise
                     progress(f"  perf_analyzer could not measure it ({failed.problem}); confirming with {spec.engine}")
                     engine_name = spec.engine
-                    again = engines[engine_name](replace(level, engine=engine_name), requests)[0]
+                    remeasured = again.at(int(point.load), engine_name)
             except TritongenError as failed:
                 progress(f"  measuring {trial.candidate.label()} again failed ({failed.problem}): it cannot win")
                 break
-            measured.append((trial, again))
-            holds = _within(again, target_ms)
+            measured.append((trial, remeasured))
+            holds = _within(remeasured, target_ms)
             progress(
                 f"measured again ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency "
-                f"{int(point.load)}: {again.throughput_rps:.1f} req/s p99 {again.latency.p99_ms:.2f} ms"
+                f"{int(point.load)}: {remeasured.throughput_rps:.1f} req/s p99 {remeasured.latency.p99_ms:.2f} ms"
                 + ("" if holds else "  (over the target)")
             )
             if holds:
@@ -829,16 +840,7 @@ def _climb_loads(load: int, factor: float, steps: int, max_concurrency: int) -> 
     return loads
 
 
-def _climb(
-    chosen: tuple[Trial, PerfPoint],
-    server: Triton,
-    model: str,
-    base_config,
-    perf: PerfSpec,
-    requests,
-    spec: TuneSpec,
-    progress: Progress,
-) -> list[tuple[Trial, PerfPoint]]:
+def _climb(chosen: tuple[Trial, PerfPoint], again: _Remeasure) -> list[tuple[Trial, PerfPoint]]:
     """From the winner's confirmed point, re-measure higher concurrencies (``spec.climb_factor`` apart, as long and
     with the same engine as the confirmation) while each holds the target and serves more than the one below.
 
@@ -846,39 +848,32 @@ def _climb(
     level where the search saw the target broken often holds it when measured for longer. Stopping at the last
     searched level within the target would leave that throughput unclaimed; the climb claims it only on the same
     evidence the winner stands on (a re-measurement within the target). Returns the re-measurements, in order."""
-    from google.protobuf import json_format
-
-    from .loadgen import points_from_builtin
-    from .perf_analyzer import points_from_perf_analyzer
-
-    engines = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}
+    spec = again.spec
     trial, below = chosen
-    engine_name = below.engine if below.engine in engines else spec.engine
+    engine_name = below.engine if below.engine in ENGINES else spec.engine
     loads = _climb_loads(int(below.load), spec.climb_factor, spec.climb_steps, spec.max_concurrency)
     measured: list[tuple[Trial, PerfPoint]] = []
     if not loads:
         return measured
-    server.load(model, json_format.MessageToJson(config_from_candidate(base_config, trial.candidate)))
-    _warm(perf, requests, loads[0], spec)
+    again.load(trial.candidate, loads[0])
     for load in loads:
-        level = replace(perf, concurrency=(load,), request_rates=(), duration_s=spec.confirm_s, engine=engine_name)
         try:
-            again = engines[engine_name](level, requests)[0]
+            point = again.at(load, engine_name)
         except TritongenError as failed:
-            progress(f"  measuring concurrency {load} failed ({failed.problem}): the climb stops")
+            again.progress(f"  measuring concurrency {load} failed ({failed.problem}): the climb stops")
             break
-        measured.append((trial, again))
-        holds = _within(again, spec.target_p99_ms)
-        more = again.throughput_rps > below.throughput_rps
-        progress(
+        measured.append((trial, point))
+        holds = _within(point, spec.target_p99_ms)
+        more = point.throughput_rps > below.throughput_rps
+        again.progress(
             f"climbing ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency {load}: "
-            f"{again.throughput_rps:.1f} req/s p99 {again.latency.p99_ms:.2f} ms"
+            f"{point.throughput_rps:.1f} req/s p99 {point.latency.p99_ms:.2f} ms"
             + ("" if holds else "  (over the target)")
             + ("" if more or not holds else "  (no more than below: the climb stops)")
         )
         if not holds or not more:
             break
-        below = again
+        below = point
     return measured
 
 
@@ -912,42 +907,24 @@ def _pick_paired(
     return None if best is None else (best[1], best[2])
 
 
-def _paired(
-    rivals: Sequence[tuple[Trial, PerfPoint]],
-    server: Triton,
-    model: str,
-    base_config,
-    perf: PerfSpec,
-    requests,
-    spec: TuneSpec,
-    progress: Progress,
-) -> list[tuple[Trial, PerfPoint]]:
+def _paired(rivals: Sequence[tuple[Trial, PerfPoint]], again: _Remeasure) -> list[tuple[Trial, PerfPoint]]:
     """Measure the two rivals again at the same loads, in the reverse order of their first re-measurement (the
     machine drifts by more than two good configs differ: measured A, B, B, A, both means see the same drift)."""
-    from google.protobuf import json_format
-
-    from .loadgen import points_from_builtin
-    from .perf_analyzer import points_from_perf_analyzer
-
-    engines = {"builtin": points_from_builtin, "perf_analyzer": points_from_perf_analyzer}
+    spec = again.spec
     measured: list[tuple[Trial, PerfPoint]] = []
     for trial, first in reversed(rivals):
-        engine_name = first.engine if first.engine in engines else spec.engine
-        server.load(model, json_format.MessageToJson(config_from_candidate(base_config, trial.candidate)))
-        _warm(perf, requests, int(first.load), spec)
-        level = replace(
-            perf, concurrency=(int(first.load),), request_rates=(), duration_s=spec.confirm_s, engine=engine_name
-        )
+        engine_name = first.engine if first.engine in ENGINES else spec.engine
+        again.load(trial.candidate, int(first.load))
         try:
-            again = engines[engine_name](level, requests)[0]
+            second = again.at(int(first.load), engine_name)
         except TritongenError as failed:
-            progress(f"  measuring {trial.candidate.label()} a second time failed ({failed.problem})")
+            again.progress(f"  measuring {trial.candidate.label()} a second time failed ({failed.problem})")
             continue
-        measured.append((trial, again))
-        progress(
+        measured.append((trial, second))
+        again.progress(
             f"measured a second time ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency "
-            f"{int(first.load)}: {again.throughput_rps:.1f} req/s p99 {again.latency.p99_ms:.2f} ms"
-            + ("" if _within(again, spec.target_p99_ms) else "  (over the target)")
+            f"{int(first.load)}: {second.throughput_rps:.1f} req/s p99 {second.latency.p99_ms:.2f} ms"
+            + ("" if _within(second, spec.target_p99_ms) else "  (over the target)")
         )
     return measured
 
