@@ -9,14 +9,31 @@ import pytest
 
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint
-from tritongen.perf.tune import (CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, _best_point, _Remeasure,
-                                 _climb, _climb_loads, _contenders, _fallback_contenders, _paired,
-                                 _pick_confirmed, _pick_paired, _pruned, _rivals, _start_index)
+from tritongen.perf.tune import (
+    CONCURRENCY_LADDER,
+    Candidate,
+    Trial,
+    TuneResult,
+    TuneSpec,
+    _best_point,
+    _Remeasure,
+    _climb,
+    _climb_loads,
+    _contenders,
+    _fallback_contenders,
+    _paired,
+    _pick_confirmed,
+    _pick_paired,
+    _pruned,
+    _rivals,
+    _start_index,
+)
 
 
 def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
-    return PerfPoint("concurrency", load, "perf_analyzer", rps, LatencySummary(1, 1, 1, 1, p99_ms, None), 100,
-                     errors=errors or {})
+    return PerfPoint(
+        "concurrency", load, "perf_analyzer", rps, LatencySummary(1, 1, 1, 1, p99_ms, None), 100, errors=errors or {}
+    )
 
 
 def _trial(cand: Candidate, *points: PerfPoint, target_ms: float = 9.0) -> Trial:
@@ -91,9 +108,11 @@ class _Server:
 def _base_config():
     from tritongen.validate import config_from_text
 
-    return config_from_text('name: "conv"\nbackend: "python"\nmax_batch_size: 8\n'
-                            'dynamic_batching { max_queue_delay_microseconds: 500 }\n'
-                            'instance_group [{count: 1 kind: KIND_CPU}]\n')
+    return config_from_text(
+        'name: "conv"\nbackend: "python"\nmax_batch_size: 8\n'
+        "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
+        "instance_group [{count: 1 kind: KIND_CPU}]\n"
+    )
 
 
 def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.4)):
@@ -104,7 +123,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
 
     asked = []
 
-    def fake(level, requests):
+    def fake(level, requests, *_):
         load = level.concurrency[0]
         asked.append((load, level.duration_s))
         return [_p(load, *measured[load])]
@@ -153,18 +172,35 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
     from tritongen.perf.spec import PerfSpec
 
     asked = []
-    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer",
-                        lambda level, requests: asked.append(level.concurrency[0]) or [_p(level.concurrency[0], 7000, 5)])
+    monkeypatch.setattr(
+        perf_analyzer,
+        "points_from_perf_analyzer",
+        lambda level, requests, *_: asked.append(level.concurrency[0]) or [_p(level.concurrency[0], 7000, 5)],
+    )
     server = _Server()
-    again = _paired(rivals, _Remeasure(server, "conv", _base_config(), PerfSpec(model="conv"), None,
-                                       TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None))
+    again = _paired(
+        rivals,
+        _Remeasure(
+            server,
+            "conv",
+            _base_config(),
+            PerfSpec(model="conv"),
+            None,
+            TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0),
+            lambda m: None,
+        ),
+    )
     assert [t.candidate for t, _ in again] == [B, A] and asked == [16, 16]
     assert [c["dynamicBatching"].get("preferredBatchSize", []) for _, c in server.loaded] == [[16], []]
 
 
 def test_the_best_configs_within_the_window_are_measured_again_best_first():
-    trials = [_trial(C, _p(16, 7000, 6.0)), _trial(A, _p(32, 7600, 8.5)), _trial(B, _p(16, 8049, 4.7)),
-              _trial(Candidate(2, 0, 1, ()), _p(2, 900, 20.0))]  # no point within the target
+    trials = [
+        _trial(C, _p(16, 7000, 6.0)),
+        _trial(A, _p(32, 7600, 8.5)),
+        _trial(B, _p(16, 8049, 4.7)),
+        _trial(Candidate(2, 0, 1, ()), _p(2, 900, 20.0)),
+    ]  # no point within the target
     assert [t.candidate for t in _contenders(trials, 2, 10.0)] == [B, A]
     assert [t.candidate for t in _contenders(trials, 3, 10.0)] == [B, A]  # C is 13% below: not a contender
     assert [t.candidate for t in _contenders(trials, 3, 15.0)] == [B, A, C]
@@ -181,7 +217,6 @@ def test_the_winner_is_the_highest_re_measured_throughput_that_holds_the_target(
     assert _pick_confirmed(remeasured[:2], 9.0)[1].load == 16  # A's lower point
     assert _pick_confirmed([(a, _p(32, 7900, 9.6))], 9.0) is None  # nothing holds: no winner
     assert _pick_confirmed([(a, _p(16, 9000, 2.0, errors={"timeout": 3}))], 9.0) is None
-
 
 
 def test_when_no_re_measurement_holds_the_next_configs_are_measured_again():
@@ -207,8 +242,9 @@ def test_when_no_re_measurement_holds_the_next_configs_are_measured_again():
 def test_the_table_names_each_re_measurement_with_its_config_and_verdict():
     a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
     remeasured = [_p(32, 7900, 9.6), _p(16, 7800, 5.0)]
-    result = TuneResult("conv", b, a, (a, b), (), 100.0, None, Path("x"), True, tuple(remeasured), remeasured[1],
-                        (A, B), 9.0)
+    result = TuneResult(
+        "conv", b, a, (a, b), (), 100.0, None, Path("x"), True, tuple(remeasured), remeasured[1], (A, B), 9.0
+    )
     text = result.table()
     assert "+ 2 re-measurements" in text and "p99 <= 9.00 ms" in text
     lines = [line for line in text.splitlines() if line.startswith("measured again")]
@@ -230,12 +266,14 @@ def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
     (model / "config.pbtxt").write_text(
         'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
         'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ndynamic_batching { max_queue_delay_microseconds: 500 }\n'
-        'instance_group [{count: 1 kind: KIND_CPU}]\n')
+        "instance_group [{count: 1 kind: KIND_CPU}]\n"
+    )
     spec = TuneSpec(model_dir=model, max_p99_ms=10)
     a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
     remeasured = [(a, _p(32, 7900, 9.6)), (b, _p(16, 7800, 5.0))]
-    config_path, record_path = _write_winner(spec, config_from_file(model / "config.pbtxt"), b, a, [a, b], [], 12.0,
-                                             remeasured, remeasured[1][1])
+    config_path, record_path = _write_winner(
+        spec, config_from_file(model / "config.pbtxt"), b, a, [a, b], [], 12.0, remeasured, remeasured[1][1]
+    )
     record = json.loads(record_path.read_text())
     rows = [(r["config"]["preferred"], r["throughput_rps"], r["engine"]) for r in record["confirmation"]]
     assert rows == [([], 7900, "perf_analyzer"), ([16], 7800, "perf_analyzer")]
@@ -293,21 +331,39 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     from tritongen.perf.spec import PerfSpec
 
     calls = []
-    monkeypatch.setattr(loadgen, "points_from_builtin", lambda level, requests: calls.append(("warm", level)) or [])
-    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer",
-                        lambda level, requests: calls.append(("measure", level)) or [_p(level.concurrency[0], 7000, 5)])
+    monkeypatch.setattr(loadgen, "points_from_builtin", lambda level, requests, *_: calls.append(("warm", level)) or [])
+    monkeypatch.setattr(
+        perf_analyzer,
+        "points_from_perf_analyzer",
+        lambda level, requests, *_: calls.append(("measure", level)) or [_p(level.concurrency[0], 7000, 5)],
+    )
     a, b = _trial(A, _p(16, 7400, 5.1)), _trial(B, _p(8, 7800, 5.0))
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=2.0)
-    _paired([(a, a.points[0]), (b, b.points[0])],
-            _Remeasure(_Server(), "conv", _base_config(), PerfSpec(model="conv"), None, spec, lambda m: None))
-    assert [(kind, level.concurrency[0]) for kind, level in calls] == [("warm", 8), ("measure", 8), ("warm", 16),
-                                                                        ("measure", 16)]
+    _paired(
+        [(a, a.points[0]), (b, b.points[0])],
+        _Remeasure(_Server(), "conv", _base_config(), PerfSpec(model="conv"), None, spec, lambda m: None),
+    )
+    assert [(kind, level.concurrency[0]) for kind, level in calls] == [
+        ("warm", 8),
+        ("measure", 8),
+        ("warm", 16),
+        ("measure", 16),
+    ]
     warm = calls[0][1]
     assert warm.engine == "builtin" and warm.duration_s == 2.0 and warm.warmup_s == 0.0
     calls.clear()
-    _paired([(a, a.points[0]), (b, b.points[0])],
-            _Remeasure(_Server(), "conv", _base_config(), PerfSpec(model="conv"), None,
-                       TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), lambda m: None))
+    _paired(
+        [(a, a.points[0]), (b, b.points[0])],
+        _Remeasure(
+            _Server(),
+            "conv",
+            _base_config(),
+            PerfSpec(model="conv"),
+            None,
+            TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0),
+            lambda m: None,
+        ),
+    )
     assert [kind for kind, _ in calls] == ["measure", "measure"]
     with pytest.raises(TritongenError):
         TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=-1)

@@ -4,7 +4,9 @@ server's metrics, and hand back one :class:`PerfRun` (marked partial when the se
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 from ..cpus import available_cpus, cpus_text, pinned
 from ..errors import TritongenError
@@ -12,6 +14,9 @@ from ..progress import Progress
 from .placement import placement_note, server_cpus_at
 from .results import PerfPoint, PerfRun
 from .spec import PerfSpec
+
+if TYPE_CHECKING:
+    from .inputs import RequestSet
 
 METRIC_NAMES = (
     "nv_gpu_utilization",
@@ -52,12 +57,26 @@ def _sequence_length(spec: PerfSpec, url: str) -> int:
     return spec.sequence_length or DEFAULT_SEQUENCE_LENGTH
 
 
+def points_from_engine(
+    spec: PerfSpec,
+    requests: RequestSet,
+    progress: Progress | None = None,
+    on_point: Callable[[PerfPoint], None] | None = None,
+) -> list[PerfPoint]:
+    """Measure every load level of ``spec`` with the engine ``spec.engine`` names (built-in or perf_analyzer)."""
+    from .loadgen import points_from_builtin
+    from .perf_analyzer import points_from_perf_analyzer
+
+    engine = points_from_perf_analyzer if spec.engine == "perf_analyzer" else points_from_builtin
+    return engine(spec, requests, progress, on_point)
+
+
 def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     """Load-test ``spec.model`` on a running server. Raises :class:`TritongenError` for bad use before any load."""
     from ..client import model_metadata
     from .inputs import request_set_for_model
-    from .loadgen import ServerGone, points_from_builtin
-    from .perf_analyzer import find_perf_analyzer, points_from_perf_analyzer
+    from .loadgen import ServerGone
+    from .perf_analyzer import find_perf_analyzer
 
     progress = progress or (lambda message: None)
     url = spec.resolved_url()
@@ -94,7 +113,6 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     progress(f"time: {spec.budget_text()}")
     if spec.version_split:
         progress("versions: " + ", ".join(f"v{v} {p}%" for v, p in spec.version_split) + " (interleaved in send order)")
-    engine = points_from_builtin if spec.engine == "builtin" else points_from_perf_analyzer
     client_cpus = spec.client_cpus or available_cpus()
     server_cpus = server_cpus_at(url)
     run = replace(
@@ -110,7 +128,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     partial_reason = ""
     try:
         with pinned(spec.client_cpus):  # perf_analyzer, started inside, inherits the set
-            engine(spec, requests, progress, collected.append)
+            points_from_engine(spec, requests, progress, collected.append)
     except ServerGone as gone:
         partial_reason = f"the server stopped answering: {gone}"
     except TritongenError as err:
