@@ -203,6 +203,14 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     assert result.confirmed is not None and result.confirmed.latency.p99_ms <= 200
     assert record["confirmed"]["p99_ms"] == result.confirmed.latency.p99_ms and record["confirmation"]
     assert record["search"]["client_cpus"] == [0] and os.sched_getaffinity(0) == before  # pinned, then given back
+    # Each time a config's figure beat the best one's, the best was measured again beside it (paired descent), and
+    # the newcomer was kept only when it beat that figure by the margin too (or the best's point broke the target).
+    assert record["search"]["paired_descent"] is True and record["descent_checks"] == json.loads(json.dumps(list(result.descent_checks)))
+    for check in record["descent_checks"]:
+        again = check["again"]
+        assert check["kept"] == (
+            again is None or again["p99_ms"] > result.target_p99_ms or check["challenger_rps"] > again["throughput_rps"] * 1.03
+        )
     assert validate_repository(repo).ok
     from tritongen.verify import check_verified
 

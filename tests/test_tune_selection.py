@@ -15,6 +15,7 @@ from tritongen.perf.tune import (
     Trial,
     TuneResult,
     TuneSpec,
+    _beats_side_by_side,
     _best_point,
     _Remeasure,
     _climb,
@@ -367,3 +368,45 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     assert [kind for kind, _ in calls] == ["measure", "measure"]
     with pytest.raises(TritongenError):
         TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=-1)
+
+
+def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_beside_it(monkeypatch, tmp_path):
+    # The search engine (perf_analyzer here, replaced by a table of what the best config reads now) measures the
+    # best config again at its best point's load, as long as a search point, after loading it.
+    from tritongen.perf import perf_analyzer
+    from tritongen.perf.spec import PerfSpec
+
+    now = {}
+    asked = []
+
+    def fake(level, requests, *_):
+        asked.append((level.concurrency[0], level.duration_s, level.engine))
+        rps, p99 = now["reads"]
+        return [_p(level.concurrency[0], rps, p99)]
+
+    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
+    spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, engine="perf_analyzer", duration_s=1.5, load_warmup_s=0)
+    incumbent = _trial(A, _p(8, 5000, 4.0), _p(16, 6000, 8.0))
+    challenger = _trial(C, _p(16, 6600, 7.0))  # 10% over the best's search figure
+
+    def check(reads):
+        now["reads"] = reads
+        server, checks = _Server(), []
+        again = _Remeasure(server, "conv", _base_config(), PerfSpec(model="conv"), None, spec, lambda m: None)
+        return _beats_side_by_side(challenger, incumbent, again, checks), server, checks
+
+    # the best config reads more now (6,500): 6,600 is not 3% over it; it reads 5,900: the newcomer stays
+    kept, server, checks = check((6500, 8.0))
+    assert not kept and asked == [(16, 1.5, "perf_analyzer")]
+    assert server.loaded[0][1]["instanceGroup"][0]["count"] == 1  # the best config (A) was loaded again to measure
+    assert checks[0]["again"]["throughput_rps"] == 6500 and checks[0]["kept"] is False
+    assert checks[0]["challenger"]["instances"] == 2 and checks[0]["incumbent_search_rps"] == 6000
+    assert check((5900, 8.0))[0]
+    # its point breaks the target now (9.5 ms over 9.0): its figure does not stand, the newcomer is kept
+    assert check((7000, 9.5))[0]
+    # a measurement that fails keeps the newcomer, with nothing measured in the record
+    monkeypatch.setattr(
+        perf_analyzer, "points_from_perf_analyzer", lambda *_: (_ for _ in ()).throw(TritongenError("busy", "retry"))
+    )
+    kept, _, checks = check((0, 0))
+    assert kept and checks == [{**checks[0], "again": None, "kept": True}]

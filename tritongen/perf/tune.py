@@ -101,6 +101,10 @@ class TuneSpec:
     # Where two configs' re-measurements held the target, measure both once more in the reverse order (A B B A) and
     # pick on the mean: the machine's drift between measurements is larger than two good configs differ by.
     confirm_paired: bool = True
+    # When a config's search figure beats the best config's, measure the best config again right then (its best
+    # point's load) and keep the newcomer only if it beats that too: figures taken minutes apart on a noisy machine
+    # differ by more than neighbouring configs do, so the comparison is made between two measurements side by side.
+    paired_descent: bool = True
     # From the winner's confirmed point, re-measure up to this many higher concurrencies. Off by default: on a noisy
     # machine a single re-measurement near the target is lucky as often as not, and the first lucky one is kept
     # (bench/tune_vs_model_analyzer.py here: the climbed point broke the bound in 9 of 10 rounds after).
@@ -188,6 +192,9 @@ class TuneResult:
     confirmed: PerfPoint | None = None  # the winner's re-measurement: the figure the written config stands on
     confirmation_configs: tuple[Candidate, ...] = ()  # the config of each re-measurement (same order)
     target_p99_ms: float = 0.0  # the p99 every counted point met: the bound less the margin
+    # The paired descent's checks: each time a config's search figure beat the best config's, that config measured
+    # again beside it, and whether the newcomer was kept (see TuneSpec.paired_descent).
+    descent_checks: tuple[dict[str, Any], ...] = ()
 
     @property
     def operating_point(self) -> PerfPoint | None:
@@ -218,6 +225,12 @@ class TuneResult:
                     f"{t.candidate.label():<64} {int(t.best.load):>4} "
                     f"{t.best.throughput_rps:>9.1f} {t.best.latency.p99_ms:>8.2f}{mark}"
                 )
+        if self.descent_checks:
+            kept = sum(1 for c in self.descent_checks if c["kept"])
+            lines.append(
+                f"side by side: {len(self.descent_checks)} time(s) a config beat the best so far, the best was measured"
+                f" again beside it; the newcomer was kept {kept} time(s)"
+            )
         lines.append("frontier (throughput vs p99, every measured point):")
         for cand, p in self.frontier:
             lines.append(
@@ -514,7 +527,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                             refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0),
                             against=incumbent,
                         )
-                        if trial.score > max(chosen_kind.score, incumbent.score * (1 + spec.margin_pct / 100.0)):
+                        if beats(trial, chosen_kind):
                             chosen_kind = trial
                     if chosen_kind is not incumbent:
                         incumbent, improved = chosen_kind, True
@@ -530,7 +543,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                             refine_above_rps=incumbent.score * (1 - spec.refine_within_pct / 100.0),
                             against=incumbent,
                         )
-                        if trial.score > incumbent.score * (1 + spec.margin_pct / 100.0):
+                        if beats(trial, incumbent):
                             incumbent, improved, moved = trial, True, True
                             peak_index[0] = peak_of(trial)
                             j += step
@@ -539,6 +552,16 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                     if moved:
                         break  # improved going up: no need to look down
         return incumbent
+
+    again = _Remeasure(server, model, base_config, perf, requests, spec, progress)
+    checks: list[dict[str, Any]] = []  # the paired descent's side-by-side checks, in order
+
+    def beats(challenger: Trial, incumbent: Trial) -> bool:
+        if challenger.score <= incumbent.score * (1 + spec.margin_pct / 100.0):
+            return False
+        if not spec.paired_descent or not in_budget():
+            return True
+        return _beats_side_by_side(challenger, incumbent, again, checks)
 
     confirmation: list[tuple[Trial, PerfPoint]] = []
     chosen: tuple[Trial, PerfPoint] | None = None
@@ -553,13 +576,12 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
             if seed is not None and seed not in trials and in_budget():
                 progress(f"also from {text}")
                 other = measure(seed, start=_start_index(ladder, seed))
-                if other.score > start.score:
+                if beats(other, start):
                     start = other
         incumbent = descend(start)
         if spec.confirm and incumbent.best is not None:
             confirm_engine = _confirm_engine(spec)
             contenders = _contenders(list(trials.values()), spec.confirm_top, spec.confirm_within_pct)
-            again = _Remeasure(server, model, base_config, perf, requests, spec, progress)
             confirmation = _confirm(contenders, again, confirm_engine)
             chosen = _pick_confirmed(confirmation, target_ms)
             more = (
@@ -604,7 +626,16 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     try:
         if spec.write and meets and winner is not None:
             written, record = _write_winner(
-                spec, base_config, winner, baseline, list(trials.values()), frontier, search_s, confirmation, confirmed
+                spec,
+                base_config,
+                winner,
+                baseline,
+                list(trials.values()),
+                frontier,
+                search_s,
+                confirmation,
+                confirmed,
+                checks,
             )
         server.load(model, None)  # what is on disk now: the winner when written, else the original
     finally:
@@ -623,6 +654,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         confirmed,
         tuple(t.candidate for t, _ in confirmation),
         target_ms,
+        tuple(checks),
     )
 
 
@@ -748,15 +780,15 @@ class _Remeasure:
         self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
         _warm(self.perf, self.requests, concurrency, self.spec)
 
-    def at(self, concurrency: int, engine_name: str) -> PerfPoint:
-        """One measurement at ``concurrency``, ``spec.confirm_s`` long, with ``engine_name``."""
+    def at(self, concurrency: int, engine_name: str, duration_s: float | None = None) -> PerfPoint:
+        """One measurement at ``concurrency`` with ``engine_name``, ``duration_s`` long (default: confirm_s)."""
         from .run import points_from_engine
 
         level = replace(
             self.perf,
             concurrency=(concurrency,),
             request_rates=(),
-            duration_s=self.spec.confirm_s,
+            duration_s=self.spec.confirm_s if duration_s is None else duration_s,
             engine=engine_name,
         )
         return points_from_engine(level, self.requests)[0]
@@ -927,6 +959,41 @@ def _paired(rivals: Sequence[tuple[Trial, PerfPoint]], again: _Remeasure) -> lis
     return measured
 
 
+def _beats_side_by_side(challenger: Trial, incumbent: Trial, again: _Remeasure, checks: list[dict[str, Any]]) -> bool:
+    """``challenger``'s search figure beat ``incumbent``'s, which was measured minutes before. Measure the incumbent
+    again now (its config loaded and warmed up, at its best point's load, as long and with the same engine as the
+    search) and say whether the challenger beats that figure too, by ``spec.margin_pct``. Where the incumbent's
+    point breaks the target now, or cannot be measured, its old figure does not stand: the challenger is kept.
+    Each check is appended to ``checks`` for the record."""
+    spec, progress = again.spec, again.progress
+    if incumbent.best is None:
+        return True
+    load = int(incumbent.best.load)
+    check: dict[str, Any] = {
+        "challenger": asdict(challenger.candidate),
+        "challenger_rps": challenger.score,
+        "incumbent": asdict(incumbent.candidate),
+        "incumbent_search_rps": incumbent.score,
+    }
+    try:
+        again.load(incumbent.candidate, load)
+        now = again.at(load, spec.engine, spec.duration_s)
+    except TritongenError as failed:
+        progress(f"  measuring the best config again beside it failed ({failed.problem}): the newcomer is kept")
+        checks.append({**check, "again": None, "kept": True})
+        return True
+    holds = _within(now, spec.target_p99_ms)
+    kept = not holds or challenger.score > now.throughput_rps * (1 + spec.margin_pct / 100.0)
+    checks.append({**check, "again": _point_dict(now), "kept": kept})
+    progress(
+        f"  beside it, the best so far ({incumbent.candidate.label()}) measured again at concurrency {load}: "
+        f"{now.throughput_rps:.1f} req/s p99 {now.latency.p99_ms:.2f} ms"
+        + ("  (over the target)" if not holds else "")
+        + (f"; {challenger.score:.1f} req/s " + ("beats it" if kept else f"does not beat it by {spec.margin_pct:g}%"))
+    )
+    return kept
+
+
 def _frontier(points: list[tuple[Candidate, PerfPoint]]) -> list[tuple[Candidate, PerfPoint]]:
     """Points no other point beats on both throughput (higher) and p99 (lower), by throughput."""
     out: list[tuple[Any, PerfPoint]] = []
@@ -946,6 +1013,7 @@ def _write_winner(
     search_s: float,
     confirmation: Sequence[tuple[Trial, PerfPoint]] = (),
     confirmed: PerfPoint | None = None,
+    checks: Sequence[dict[str, Any]] = (),
 ) -> tuple[Path, Path]:
     from google.protobuf import text_format
 
@@ -986,12 +1054,15 @@ def _write_winner(
             "client_cpus": list(spec.client_cpus),
             "climb_steps": spec.climb_steps,
             "climb_factor": spec.climb_factor,
+            "paired_descent": spec.paired_descent,
         },
         "search_s": round(search_s, 2),
         "winner": _trial_dict(winner),
         # Every re-measurement of the best configs, in order; the winner is the highest whose p99 held the target.
         "confirmation": [{"config": asdict(t.candidate), **_point_dict(p)} for t, p in confirmation],
         "confirmed": None if confirmed is None else _point_dict(confirmed),
+        # Each time a config's search figure beat the best one's: the best measured again beside it, and the verdict.
+        "descent_checks": list(checks),
         "baseline": _trial_dict(baseline),
         "trials": [_trial_dict(t) for t in trials],
         "frontier": [
