@@ -21,6 +21,14 @@ measures both, so each round gives a throughput ratio and the spread of those ra
   breaks it in half the rounds after). The same rule for both winners, so neither figure comes from a load that
   breaks the bound both were given.
 
+- capacity at the bound: what each config serves at most with its p99 within the bound, whatever concurrency
+  either search chose. Each of ``--capacity-rounds`` rounds measures both winners (the order alternating) on one
+  shared ladder of ``--capacity-levels`` concurrencies (from half the lower chosen concurrency to 1.5x the higher),
+  ``--capacity-s`` each; a config's capacity in a round is its highest throughput at any level whose p99 held the
+  bound. The level is decided per round, so one lucky probe cannot put a config at a load that breaks the bound
+  in every round after (seen with the load that holds the bound above); the ratio compares the configs, not the
+  concurrencies the searches picked.
+
 Each comparison ends with a verdict against the target, from the median of the per-round ratios and its 95%
 bootstrap interval: met "clear of the noise" only when the whole interval lies at or above the target.
 Targets (issues 5 and 17): throughput >= 1.0x, search time <= 0.25x.
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
 import shlex
@@ -317,6 +326,49 @@ def alternate(server, repo: Path, concurrency: dict[str, int], args, phase: str)
     return points
 
 
+def capacity_levels(chosen: dict[str, int], max_concurrency: int, count: int) -> list[int]:
+    """The shared ladder of the capacity rounds: ``count`` concurrencies evenly spaced from half the lower chosen
+    concurrency to 1.5x the higher (at most ``max_concurrency``), without repeats."""
+    lo = max(1, min(chosen.values()) // 2)
+    hi = max(lo, min(max_concurrency, math.ceil(max(chosen.values()) * 1.5)))
+    if count <= 1:
+        return [hi]
+    return sorted({round(lo + (hi - lo) * k / (count - 1)) for k in range(count)})
+
+
+def capacity_of(points: list, max_p99_ms: float):
+    """The point with the highest throughput whose p99 held the bound (a config's capacity in one round), or None
+    when no level held it."""
+    held = [p for p in points if holds_bound(p, max_p99_ms)]
+    return max(held, key=lambda p: p.throughput_rps) if held else None
+
+
+def capacity_rounds(server, repo: Path, levels: list[int], args) -> dict:
+    """``args.capacity_rounds`` rounds; each measures both winners (the order alternating) at every level of
+    ``levels``, lowest first; per round and config, the capacity (see capacity_of). Returns the per-round capacity
+    points (None: no level held), the per-round ratios tune/ma where both held somewhere, and the medians."""
+    caps: dict[str, list] = {name: [] for name in NAMES}
+    for r in range(args.capacity_rounds):
+        for name in NAMES if r % 2 == 0 else NAMES[::-1]:
+            curve = [measure_at(server, repo, name, c, args.capacity_s) for c in levels]
+            cap = capacity_of(curve, args.max_p99_ms)
+            caps[name].append(cap)
+            shown = ", ".join(f"{int(p.load)}: {p.throughput_rps:.0f}/{p.latency.p99_ms:.1f}"
+                              + ("" if holds_bound(p, args.max_p99_ms) else "!") for p in curve)
+            best = "no level held" if cap is None else f"{cap.throughput_rps:.1f} req/s at {int(cap.load)}"
+            print(f"  capacity round {r + 1} {name}: {best}  (concurrency: req/s / p99 ms, ! over: {shown})",
+                  flush=True)
+    out: dict = {"levels": levels, "tp": {}, "at": {}, "none": {}}
+    for name in NAMES:
+        held = [p for p in caps[name] if p is not None]
+        out["none"][name] = len(caps[name]) - len(held)
+        out["tp"][name] = statistics.median(p.throughput_rps for p in held) if held else 0.0
+        out["at"][name] = sorted(int(p.load) for p in held)
+    out["ratios"] = [t.throughput_rps / m.throughput_rps for t, m in zip(caps["conv_tune"], caps["conv_ma"])
+                     if t is not None and m is not None]
+    return out
+
+
 def spread(values: list[float], fmt: str = ".3f") -> str:
     return f"median {statistics.median(values):{fmt}}, min {min(values):{fmt}}, max {max(values):{fmt}}"
 
@@ -431,6 +483,11 @@ def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> 
                   flush=True)
             result["holding"] = summarize(alternate(server, repo, levels, args, "holding"), levels, args,
                                           "holding")
+        if args.capacity_rounds > 0:
+            levels = capacity_levels(chosen, args.max_concurrency, args.capacity_levels)
+            print(f"capacity at the bound: both winners at concurrency {', '.join(map(str, levels))} in "
+                  f"{args.capacity_rounds} rounds of {args.capacity_s:g} s per level", flush=True)
+            result["capacity"] = capacity_rounds(server, repo, levels, args)
         result["extra_s"] = time.monotonic() - started
     return result
 
@@ -451,6 +508,10 @@ def main() -> None:
     parser.add_argument("--probe-margin", type=float, default=0.95,
                         help="a probe holds when its p99 is within this fraction of the bound (both winners)")
     parser.add_argument("--max-probes", type=int, default=5, help="probes per winner for that concurrency")
+    parser.add_argument("--capacity-rounds", type=int, default=5,
+                        help="rounds of the capacity comparison (0: skip it)")
+    parser.add_argument("--capacity-levels", type=int, default=7, help="concurrencies on the capacity ladder")
+    parser.add_argument("--capacity-s", type=float, default=3.0, help="measured time per level in those rounds")
     parser.add_argument("--ma-timeout-s", type=float, default=3600)
     parser.add_argument("--ma-winner", help="skip Model Analyzer: the config and concurrency an earlier run chose, "
                         "e.g. instances=1,delay_us=500,max_batch=16,concurrency=32 (preferred=8+16 where it had some)")
@@ -522,6 +583,19 @@ def main() -> None:
                 if f["p99"][name] > args.max_p99_ms:
                     print(f"    note: {who}'s median p99 broke the bound in these rounds although a short probe at "
                           f"concurrency {f['concurrency'][name]} held it: a noisy machine (rerun on a quiet one)")
+    cap = final.get("capacity")
+    if cap is not None:
+        print(f"  capacity at the bound (per round, the most each served at any of concurrency "
+              f"{', '.join(map(str, cap['levels']))} with p99 <= {args.max_p99_ms:g} ms), "
+              f"{args.capacity_rounds} rounds of {args.capacity_s:g} s per level, perf_analyzer:")
+        for name, who in (("conv_tune", "tune"), ("conv_ma", "model analyzer")):
+            print(f"    {who:<14} {cap['tp'][name]:8.1f} req/s median, at concurrency {cap['at'][name]}"
+                  + (f"; no level held in {cap['none'][name]} rounds" if cap["none"][name] else ""))
+        if cap["ratios"]:
+            print(f"    capacity ratio tune/ma per round {spread(cap['ratios'])}; "
+                  f"target >= 1.0: {verdict(cap['ratios'])}")
+        else:
+            print("    capacity ratio: no round where both held the bound at some level")
     print(f"  finding the loads that hold the bound and measuring there took {final['extra_s']:.0f} s "
           f"(probes {final['probe_s']:.0f} s)")
     shutil.rmtree(work, ignore_errors=True)

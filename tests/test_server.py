@@ -6,6 +6,7 @@ import os
 import shlex
 import socket
 import sys
+import tempfile
 import threading
 import time
 from importlib.metadata import version
@@ -297,6 +298,12 @@ def test_a_server_that_loses_the_port_race_does_not_take_the_winners_answers(tmp
             return {"http": http, "grpc": grpc, "metrics": metrics} if len(calls) == 1 else real(spec)
 
         monkeypatch.setattr(process, "choose_ports", race_once)
+        logs = tmp_path / "tmp"
+        logs.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(logs))  # where the loser's logs go
         with server_from_repository(ServeSpec(repo=loser_repo)) as loser:
             assert loser.models == ("env_probe",)
             assert len(calls) == 2 and http not in loser.ports.values()
+            # the lost attempt's log is gone (another start followed); the running server's is the only one
+            assert [p.name for p in logs.glob("tritonserver-*.log")] == [loser.log_path.name]
+        assert not list(logs.glob("tritonserver-*.log"))  # and a clean stop removes that one

@@ -410,3 +410,17 @@ def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_besi
     )
     kept, _, checks = check((0, 0))
     assert kept and checks == [{**checks[0], "again": None, "kept": True}]
+
+
+def test_the_bench_compares_capacity_on_a_shared_ladder_deciding_the_level_per_round():
+    """bench/tune_vs_model_analyzer.py's capacity at the bound: both winners on one ladder from half the lower
+    chosen concurrency to 1.5x the higher; a round's capacity is the most served at a level whose p99 held."""
+    from bench.tune_vs_model_analyzer import capacity_levels, capacity_of
+
+    assert capacity_levels({"conv_tune": 16, "conv_ma": 21}, 64, 7) == [8, 12, 16, 20, 24, 28, 32]
+    assert capacity_levels({"conv_tune": 60, "conv_ma": 40}, 64, 5) == [20, 31, 42, 53, 64]  # capped at the max
+    assert capacity_levels({"conv_tune": 1, "conv_ma": 1}, 64, 7) == [1, 2]  # no repeats
+    curve = [_p(8, 3000, 5.0), _p(12, 4200, 7.0), _p(16, 5100, 9.6), _p(20, 5300, 10.4), _p(24, 5000, 9.9)]
+    assert capacity_of(curve, 10.0).load == 16  # 20 served more but broke the bound; 24 held but served less
+    assert capacity_of(curve, 9.5).load == 12
+    assert capacity_of([_p(8, 3000, 12.0), _p(12, 9000, 3.0, errors={"unavailable": 1})], 10.0) is None

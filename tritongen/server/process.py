@@ -233,6 +233,11 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator, stub_blas)
     try:
         server.models = wait_ready(server, deadline=started + spec.ready_timeout_s)
+    except PortRace:
+        server.stop(timeout_s=10)
+        if server.temporary_log:  # another start on other ports follows: this attempt's log names nothing
+            log_path.unlink(missing_ok=True)
+        raise
     except BaseException:
         server.stop(timeout_s=10, keep_log=True)  # the error names the log
         raise
