@@ -235,9 +235,12 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
                                  p99_margin_pct=0, climb_steps=2, load_warmup_s=0.5))  # 8 in flight ~75 ms, 16 ~125
     print(result.table())
     baseline = {int(p.load): p for p in result.baseline.points}
-    assert baseline[8].latency.p99_ms <= 95 < baseline[16].latency.p99_ms, "the model's latency did not behave as designed"
-    # 8 is within the bound and 16 is not: bisection measures 12, then 10 (both over: a second execution waits).
-    assert {10, 12} <= set(baseline), sorted(baseline)
+    above = sorted(c for c in baseline if c > 8)
+    assert above and baseline[8].latency.p99_ms <= 95, "the model's latency did not behave as designed"
+    # From 8 (p99 ~75 ms) the walk steps to where p99 would reach 95 ms if it grew in proportion (9-12), not to 16;
+    # every level above 8 is over (a second execution waits), and bisection narrows the gap to 8.
+    assert 16 not in baseline and above[0] <= 12 and len(above) <= 3, sorted(baseline)
+    assert all(baseline[c].latency.p99_ms > 95 for c in above), sorted(baseline)
     assert int(result.baseline.best.load) == 8 and result.config_path is None
     assert result.confirmed is not None and int(result.confirmed.load) == 8 and result.confirmed.latency.p99_ms <= 95
     # The climb from the confirmed 8 re-measured 10 (a quarter more, rounded up), where two executions queue: over

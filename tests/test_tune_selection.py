@@ -424,3 +424,15 @@ def test_the_bench_compares_capacity_on_a_shared_ladder_deciding_the_level_per_r
     assert capacity_of(curve, 10.0).load == 16  # 20 served more but broke the bound; 24 held but served less
     assert capacity_of(curve, 9.5).load == 12
     assert capacity_of([_p(8, 3000, 12.0), _p(12, 9000, 3.0, errors={"unavailable": 1})], 10.0) is None
+
+
+def test_the_walk_up_aims_at_the_concurrency_where_p99_would_reach_the_target():
+    """From a point within the target, the next concurrency is where p99 would reach the target if it grew in
+    proportion to concurrency: at least one more, at most double, never past the largest concurrency searched."""
+    from tritongen.perf.tune import _next_up
+
+    assert _next_up(_p(16, 5000, 7.0), 9.0, 128) == 20  # 16 x 9 / 7 = 20.6
+    assert _next_up(_p(8, 3000, 1.0), 9.0, 128) == 16  # far below the target: a doubling at most
+    assert _next_up(_p(16, 5000, 8.9), 9.0, 128) == 17  # at the target already: one more
+    assert _next_up(_p(16, 5000, 2.0), 9.0, 24) == 24  # capped by the search's largest concurrency
+    assert _next_up(_p(24, 5000, 2.0), 9.0, 24) is None

@@ -14,12 +14,14 @@ dimension at a time from the best config so far (a step up, and further while it
 likewise; preferred sizes, which have no order, try each other kind: none, the max, half and max) and keeps a
 change only when it beats the best by more than the noise margin. Each config's best operating point comes from a
 concurrency ladder (powers of two) that starts where the best config so far peaked (the first config: at instances
-x max batch size) and stops as soon as the target is broken or throughput stops rising. A config whose first point
+x max batch size) and steps up towards the concurrency where p99 would reach the target if it grew in proportion
+(at most a doubling), until the target is broken or throughput stops rising. A config whose first point
 falls ``prune_pct`` short of what the best config served at the same concurrency (or below) is pruned there (no
 more points). For the starting configs and every config with a point (over the target or not) within
 ``refine_within_pct`` of the best so far, the concurrency is then bisected between the last level within the target
-and the first one over it (``refine_steps`` times). That is a few dozen measurements where a grid takes hundreds. A
-config that fails to load, or whose measurement fails, is recorded with the error and ruled out.
+and the first one over it (``refine_steps`` times, until the gap is ``refine_resolution_pct`` of the lower level).
+That is a few dozen measurements where a grid takes hundreds. A config that fails to load, or whose measurement
+fails, is recorded with the error and ruled out.
 
 The search's figures are optimistic (the best of a few short measurements), so the winner is chosen on confirmed
 figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their operating
@@ -91,6 +93,7 @@ class TuneSpec:
     p99_margin_pct: float = 10.0  # points count only with p99 within max_p99_ms less this much (the target)
     prune_pct: float = 20.0  # a config whose first point is this far below the best config's gets no more points
     refine_steps: int = 2  # bisections of the concurrency between the last level within the target and the next
+    refine_resolution_pct: float = 12.5  # no bisection once that gap is this share of the lower level (or 1)
     refine_within_pct: float = 10.0  # refine configs with a point (any) within this much of the best so far
     engine: str = "builtin"  # or "perf_analyzer"
     confirm: bool = True  # measure the best configs' operating points again, longer, and pick on those figures
@@ -462,13 +465,18 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         if pruned:
             progress(f"  pruned: {spec.prune_pct:g}% or more below the best config so far")
         elif ok(first):
-            while i + 1 < len(ladder) and in_budget():
-                nxt = at(ladder[i + 1])
-                if not ok(nxt) or nxt.throughput_rps < at(ladder[i]).throughput_rps * 1.05:
-                    if ok(nxt) and nxt.throughput_rps > at(ladder[i]).throughput_rps:
-                        i += 1
+            c = ladder[i]
+            while in_budget():
+                up = _next_up(at(c), target_ms, spec.max_concurrency)
+                if up is None:
                     break
-                i += 1
+                nxt, here = at(up), at(c)
+                # A doubling that adds under 5% has reached the plateau; a smaller step aimed at the target only
+                # has to serve more.
+                enough = here.throughput_rps * (1.05 if up >= 2 * c else 1.0)
+                if not ok(nxt) or nxt.throughput_rps <= enough:
+                    break
+                c = up
         else:
             while i > 0 and not ok(at(ladder[i])):
                 i -= 1
@@ -484,7 +492,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
             lo = int(best.load)
             hi = min((c for c, p in points.items() if c > lo and not ok(p)), default=None)
             for _ in range(spec.refine_steps):
-                if hi is None or hi - lo < 2 or not in_budget():
+                if hi is None or hi - lo <= max(1, int(lo * spec.refine_resolution_pct / 100)) or not in_budget():
                     break
                 mid = (lo + hi) // 2
                 if ok(at(mid)):
@@ -681,6 +689,19 @@ def _start_index(ladder: Sequence[int], candidate: Candidate) -> int:
     instance's largest batch once (instances x max batch size), or the level just below it."""
     fill = candidate.instances * max(1, candidate.max_batch_size)
     return max((k for k, c in enumerate(ladder) if c <= fill), default=0)
+
+
+def _next_up(point: PerfPoint, target_p99_ms: float, max_concurrency: int) -> int | None:
+    """The next concurrency up from a point within the target: where its p99 would reach the target if p99 grows
+    in proportion to concurrency (a saturated server: each request more waits its share), at least one more and at
+    most double; None at ``max_concurrency``. Below saturation p99 grows slower than that, so the guess falls short
+    of the crossing rather than past it, and the walk goes on from there."""
+    c = int(point.load)
+    if c >= max_concurrency:
+        return None
+    p99 = point.latency.p99_ms
+    guess = math.floor(c * target_p99_ms / p99) if p99 > 0 else 2 * c
+    return min(max_concurrency, 2 * c, max(c + 1, guess))
 
 
 def _pruned(first: PerfPoint, against: Trial | None, prune_pct: float) -> bool:
