@@ -149,6 +149,11 @@ class TuneSpec:
             raise TritongenError(f"confirm_top {self.confirm_top} is below 1", "give how many configs to re-measure")
         if self.refine_steps < 0:
             raise TritongenError(f"refine_steps {self.refine_steps} is negative", "give 0 (no refinement) or more")
+        if not 0 <= self.refine_resolution_pct < 100:
+            raise TritongenError(
+                f"refine_resolution_pct {self.refine_resolution_pct:g} is not in [0, 100)",
+                "give a share of the load in percent, e.g. 12.5",
+            )
         if self.load_warmup_s < 0:
             raise TritongenError(f"load_warmup_s {self.load_warmup_s:g} is negative", "give 0 (none) or more seconds")
         if self.climb_steps < 0:
