@@ -591,7 +591,12 @@ def main() -> None:
         for name, who in (("conv_tune", "tune"), ("conv_ma", "model analyzer")):
             print(f"    {who:<14} {cap['tp'][name]:8.1f} req/s median, at concurrency {cap['at'][name]}"
                   + (f"; no level held in {cap['none'][name]} rounds" if cap["none"][name] else ""))
-        if cap["ratios"]:
+        if cap["ratios"] and final["labels"]["conv_tune"] == final["labels"]["conv_ma"]:
+            # One config's capacity does not depend on the concurrency either search chose: equal by construction.
+            print(f"    the same config: target >= 1.0: MET (equal by construction); the two copies' per-round ratio, "
+                  f"an A/A check of the bench's noise: {spread(cap['ratios'])}, "
+                  f"{verdict(cap['ratios']).split(': ', 1)[-1]}")
+        elif cap["ratios"]:
             print(f"    capacity ratio tune/ma per round {spread(cap['ratios'])}; "
                   f"target >= 1.0: {verdict(cap['ratios'])}")
         else:
