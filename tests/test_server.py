@@ -203,6 +203,8 @@ def test_broken_model_is_named_with_the_server_error_and_the_server_stopped(tmp_
     assert "model 'broken' failed to load" in message
     assert "No module named 'tritongen_no_such_module'" in message  # the server's own words
     assert "model.py" in failed.value.details and str(spec.log_path) in message
+    # stopped by SIGINT alone: no connection of ours held it open until SIGTERM (15 s of waiting, seen before)
+    assert "Signal (2) received" in spec.log_path.read_text() and "Signal (15)" not in spec.log_path.read_text()
     assert wait_gone(lambda: processes_mentioning(str(repo))) == []  # server and the good model's stub
     assert all(port_is_free("127.0.0.1", p) and not listening_addresses(p) for p in ports)
 

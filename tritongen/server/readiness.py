@@ -92,7 +92,8 @@ def _raise_failed(server: Any, failed: Mapping[str, list[dict]]) -> None:
     first_name, first_reason = next(iter(reasons.items()))
     first_line = first_reason.strip().splitlines()[0] if first_reason.strip() else "no reason given"
     details = "\n\n".join(f"{name}: {reason.strip()}" for name, reason in reasons.items())
-    server.stop(timeout_s=10, keep_log=True)  # the error below names the log
+    # The caller stops the server (and keeps the log the error names) once this poll's connection is closed:
+    # stopped from in here, Triton would wait out its exit timeout for that open connection, then be killed.
     raise TritongenError(
         f"model {names} failed to load in tritonserver ({first_name}: {first_line})"
         if len(reasons) == 1
