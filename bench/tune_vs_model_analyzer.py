@@ -62,6 +62,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.ratios import median_interval  # noqa: E402  (after the path is set)
+
 MA_VERSION = "1.58.0"
 
 
@@ -390,15 +392,6 @@ def summarize(points: dict[str, list], concurrency: dict[str, int], args, phase:
     return out
 
 
-def median_interval(ratios: list[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """A 95% bootstrap interval of the median of the per-round ratios (rounds resampled with replacement)."""
-    import random
-
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
-    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
-
-
 def verdict(ratios: list[float], target: float = 1.0) -> str:
     """The median ratio against the target, and whether the rounds' spread makes it noise: the target is met
     clear of the noise when the 95% bootstrap interval of the median lies above it."""
@@ -577,7 +570,8 @@ def main() -> None:
                   f"copies' per-round ratio, an A/A check of the bench's noise: {spread(f['ratios'])}, "
                   f"{verdict(f['ratios']).split(': ', 1)[-1]}")
         else:
-            print(f"    throughput ratio tune/ma per round {spread(f['ratios'])}; target >= 1.0: {verdict(f['ratios'])}")
+            print(f"    throughput ratio tune/ma per round {spread(f['ratios'])}; "
+                  f"target >= 1.0: {verdict(f['ratios'])}")
         if key == "holding":
             for name, who in (("conv_tune", "tune"), ("conv_ma", "model analyzer")):
                 if f["p99"][name] > args.max_p99_ms:
