@@ -17,7 +17,6 @@ from tritongen.perf.tune import (
     TuneSpec,
     _beats_side_by_side,
     _best_point,
-    _Remeasure,
     _climb,
     _climb_loads,
     _contenders,
@@ -26,6 +25,7 @@ from tritongen.perf.tune import (
     _pick_confirmed,
     _pick_paired,
     _pruned,
+    _Remeasure,
     _rivals,
     _start_index,
 )
@@ -117,11 +117,19 @@ def _base_config():
     )
 
 
+def _again(spec: TuneSpec, server: _Server | None = None, base=None) -> _Remeasure:
+    """What re-measuring needs, for a config of "conv": a recording server, the base config, no requests (the
+    engines are replaced in these tests), silent progress."""
+    from tritongen.perf.spec import PerfSpec
+
+    base = _base_config() if base is None else base
+    return _Remeasure(server or _Server(), "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)
+
+
 def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.4)):
     """Run the climb from a confirmed point at ``chosen_at`` with perf_analyzer replaced by a table of
     concurrency -> (req/s, p99 ms); returns (the loads measured, the re-measurements, the server)."""
     from tritongen.perf import perf_analyzer
-    from tritongen.perf.spec import PerfSpec
 
     asked = []
 
@@ -135,7 +143,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2, load_warmup_s=0)
     chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
     server = _Server()
-    climbed = _climb(chosen, _Remeasure(server, "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None))
+    climbed = _climb(chosen, _again(spec, server, base))
     return asked, climbed, server
 
 
@@ -171,7 +179,6 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
     assert _pick_paired(rivals, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0) is None
     # The second measurements run B first (measured last the first time), each with its config loaded, same load.
     from tritongen.perf import perf_analyzer
-    from tritongen.perf.spec import PerfSpec
 
     asked = []
     monkeypatch.setattr(
@@ -182,15 +189,7 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
     server = _Server()
     again = _paired(
         rivals,
-        _Remeasure(
-            server,
-            "conv",
-            _base_config(),
-            PerfSpec(model="conv"),
-            None,
-            TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0),
-            lambda m: None,
-        ),
+        _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), server),
     )
     assert [t.candidate for t, _ in again] == [B, A] and asked == [16, 16]
     assert [c["dynamicBatching"].get("preferredBatchSize", []) for _, c in server.loaded] == [[16], []]
@@ -330,7 +329,6 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     # The built-in engine (replaced here by a recorder) sends load at the concurrency about to be measured, as long
     # as load_warmup_s, and its figures are thrown away; 0 turns it off.
     from tritongen.perf import loadgen, perf_analyzer
-    from tritongen.perf.spec import PerfSpec
 
     calls = []
     monkeypatch.setattr(loadgen, "points_from_builtin", lambda level, requests, *_: calls.append(("warm", level)) or [])
@@ -343,7 +341,7 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=2.0)
     _paired(
         [(a, a.points[0]), (b, b.points[0])],
-        _Remeasure(_Server(), "conv", _base_config(), PerfSpec(model="conv"), None, spec, lambda m: None),
+        _again(spec),
     )
     assert [(kind, level.concurrency[0]) for kind, level in calls] == [
         ("warm", 8),
@@ -356,15 +354,7 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     calls.clear()
     _paired(
         [(a, a.points[0]), (b, b.points[0])],
-        _Remeasure(
-            _Server(),
-            "conv",
-            _base_config(),
-            PerfSpec(model="conv"),
-            None,
-            TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0),
-            lambda m: None,
-        ),
+        _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0)),
     )
     assert [kind for kind, _ in calls] == ["measure", "measure"]
     with pytest.raises(TritongenError):
@@ -375,7 +365,6 @@ def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_besi
     # The search engine (perf_analyzer here, replaced by a table of what the best config reads now) measures the
     # best config again at its best point's load, as long as a search point, after loading it.
     from tritongen.perf import perf_analyzer
-    from tritongen.perf.spec import PerfSpec
 
     now = {}
     asked = []
@@ -393,7 +382,7 @@ def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_besi
     def check(reads):
         now["reads"] = reads
         server, checks = _Server(), []
-        again = _Remeasure(server, "conv", _base_config(), PerfSpec(model="conv"), None, spec, lambda m: None)
+        again = _again(spec, server)
         return _beats_side_by_side(challenger, incumbent, again, checks), server, checks
 
     # the best config reads more now (6,500): 6,600 is not 3% over it; it reads 5,900: the newcomer stays
