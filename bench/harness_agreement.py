@@ -127,13 +127,14 @@ def measure(server, repo: Path, name: str, model: str, duration_s: float, protoc
     )
     from tritongen.errors import TritongenError
 
-    children_s, served = children_cpu_s(), counts(url, model, protocol)
+    children_s, served, server_s = children_cpu_s(), counts(url, model, protocol), server_cpu_s(server, model)
     try:
         run = perf_from_spec(spec)
     except TritongenError as err:  # perf_analyzer gives up now and then on a busy machine: one more try
         print(f"{name} failed ({err.message}; {err.details[-300:]}); measuring again", flush=True)
-        children_s, served = children_cpu_s(), counts(url, model, protocol)
+        children_s, served, server_s = children_cpu_s(), counts(url, model, protocol), server_cpu_s(server, model)
         run = perf_from_spec(spec)
+    server_used = [b - a for a, b in zip(server_s, server_cpu_s(server, model))]
     if run.partial or not run.points:
         raise SystemExit(f"{name} run was partial: {run.partial_reason}")
     point = run.points[0]
@@ -145,7 +146,27 @@ def measure(server, repo: Path, name: str, model: str, duration_s: float, protoc
     if engine == "perf_analyzer":  # its CPU over the whole run (warm-up and start-up too) per request served
         used_s = children_cpu_s() - children_s
         point = replace(point, client_cpu_us_per_request=used_s / requests * 1e6 if requests else None)
-    return point
+    # The server's own CPU per request over the whole run, in two parts: the tritonserver process (HTTP/gRPC
+    # frontend, batcher) and the model's Python-backend stub (the compute): what each client costs the server.
+    frontend_us, stub_us = (used / requests * 1e6 if requests else 0.0 for used in server_used)
+    return point, (frontend_us, stub_us)
+
+
+def server_cpu_s(server, model: str) -> tuple[float, float]:
+    """CPU seconds used so far by the tritonserver process itself and by ``model``'s Python-backend stub(s)."""
+    import psutil
+
+    from tritongen.testing.procs import stubs_from_server
+
+    def used(pid: int) -> float:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
+    stubs = [pid for pid, name in stubs_from_server(server.pid).items() if name == model]
+    return used(server.pid), sum(used(pid) for pid in stubs)
 
 
 def children_cpu_s() -> float:
@@ -298,6 +319,11 @@ def summary(protocols, agreement, drives, args) -> None:
                     print(f"  against {REFERENCES[ref]}: {'meets' if ok else 'MISSES'} the targets")
                     print(f"    throughput {tp_text}; per round " + ", ".join(f"{r:.3f}" for r in a["tp_ratios"][ref]))
                     print(f"    p99 {p99_text}; per round " + ", ".join(f"{r:.3f}" for r in a["p99_ratios"][ref]))
+                    cpu_ratio = statistics.median(a["server_cpu_ratios"][ref])
+                    print(
+                        f"    the server's CPU per request, {REFERENCES[ref]} / built-in: {cpu_ratio:.3f} (median of "
+                        "rounds; the throughput ratio where the server's cores are saturated)"
+                    )
                 cpu, outside, batch = a["cpu_us"], a["outside_us"], a["avg_batch"]
                 print(
                     f"  client CPU per request: built-in {cpu['builtin']:.0f} us ({a['client_cpu_cores']:.2f} cores); "
@@ -309,6 +335,10 @@ def summary(protocols, agreement, drives, args) -> None:
                     + ", ".join(f"{e} {v:.0f} us" for e, v in outside.items())
                     + "; the server's average batch: "
                     + ", ".join(f"{e} {v:.2f}" for e, v in batch.items())
+                )
+                print(
+                    "  the server's CPU per request (tritonserver's frontend and batcher + the model's stub): "
+                    + ", ".join(f"{e} {f:.0f} + {m:.0f} us" for e, (f, m) in a["server_us"].items())
                 )
                 print("  throughput per round: " + "; ".join(f"{e} {v}" for e, v in a["rounds"].items()))
     for protocol, (closed, offered, open_loop) in drives.items():
@@ -349,13 +379,18 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
     perf_analyzer client (measured in the same round, the order rotating by round) and medians over rounds."""
     names = ["builtin", "perf_analyzer"] + (["perf_analyzer_async"] if args.lean_pa else [])
     figures = {name: [] for name in names}
+    server_us = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            p = measure(server, repo, name, model, args.duration_s, protocol, client_cpus, concurrency=(concurrency,))
+            p, (frontend_us, stub_us) = measure(
+                server, repo, name, model, args.duration_s, protocol, client_cpus, concurrency=(concurrency,)
+            )
             figures[name].append(p)
+            server_us[name].append((frontend_us, stub_us))
             print(
                 f"round {r + 1} {protocol:>4} {name:>19}: {model} c={concurrency}  {p.throughput_rps:8.1f} req/s  "
-                f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms  batch {p.server.avg_batch:.2f}"
+                f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms  batch {p.server.avg_batch:.2f}  "
+                f"server CPU {frontend_us:.0f} + {stub_us:.0f} us/request"
                 + (
                     f"  client CPU {p.client_cpu_cores:.2f} cores, {p.client_cpu_us_per_request:.0f} us/request"
                     + (" (client-bound)" if p.client_bound else "")
@@ -374,6 +409,11 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
         pairs = list(zip(figures["builtin"], figures[ref]))
         out["tp_ratios"][ref] = [b.throughput_rps / r.throughput_rps for b, r in pairs]
         out["p99_ratios"][ref] = [b.latency.p99_ms / r.latency.p99_ms for b, r in pairs]
+        # What the server spends on each request, that client's over the built-in engine's, per round: the
+        # throughput ratio a server whose cores are saturated shows (it serves 1 / its CPU per request).
+        out.setdefault("server_cpu_ratios", {})[ref] = [
+            sum(r) / sum(b) if sum(b) else 0.0 for b, r in zip(server_us["builtin"], server_us[ref])
+        ]
     out["client_cpu_cores"] = statistics.median(p.client_cpu_cores or 0.0 for p in figures["builtin"])
     out["cpu_us"] = {e: statistics.median(p.client_cpu_us_per_request or 0.0 for p in ps) for e, ps in figures.items()}
     # Each request's time outside Triton's queue and compute (the client's own latency, the network, Triton's
@@ -383,6 +423,7 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
         e: statistics.median(p.latency.mean_ms * 1000 - p.server.total_us for p in ps) for e, ps in figures.items()
     }
     out["avg_batch"] = {e: statistics.median(p.server.avg_batch for p in ps) for e, ps in figures.items()}
+    out["server_us"] = {e: tuple(statistics.median(v[i] for v in vs) for i in (0, 1)) for e, vs in server_us.items()}
     out["rounds"] = {e: [round(p.throughput_rps, 1) for p in ps] for e, ps in figures.items()}
     return out
 
@@ -391,7 +432,7 @@ def drive(server, repo: Path, protocol: str, args, client_cpus=()):
     rates = {"builtin": [], "perf_analyzer": []}
     for r in range(2):
         for engine in ("builtin", "perf_analyzer") if r % 2 == 0 else ("perf_analyzer", "builtin"):
-            p = measure(
+            p, _ = measure(
                 server,
                 repo,
                 engine,
@@ -411,7 +452,7 @@ def drive(server, repo: Path, protocol: str, args, client_cpus=()):
     offered = 2 * closed["perf_analyzer"]
     open_loop = {}
     for engine in ("builtin", "perf_analyzer"):
-        p = measure(server, repo, engine, "seq", args.duration_s, protocol, client_cpus, request_rates=(offered,))
+        p, _ = measure(server, repo, engine, "seq", args.duration_s, protocol, client_cpus, request_rates=(offered,))
         open_loop[engine] = p.throughput_rps
         print(
             f"drive open {protocol:>4} {engine:>13}: seq offered {offered:.0f}/s  "
