@@ -258,12 +258,13 @@ def main() -> None:
     if not models or any(m not in ("conv", "wide") for m in models):
         raise SystemExit(f"error: --models {args.models!r} is not a list of conv/wide: pass e.g. conv,wide")
     args.models = models
+    text = args.concurrency
     try:
-        args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        args.concurrency = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
         args.concurrency = []
     if not args.concurrency or min(args.concurrency) < 1:
-        raise SystemExit(f"error: --concurrency {args.concurrency!r} is not a list of levels: pass e.g. 4,16")
+        raise SystemExit(f"error: --concurrency {text!r} is not a list of levels: pass e.g. 4,16")
 
     from tritongen.cpus import available_cpus
     from tritongen.perf.perf_analyzer import find_perf_analyzer
