@@ -6,6 +6,7 @@ by a 95% bootstrap interval (rounds resampled with replacement)."""
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -17,13 +18,14 @@ def median_interval(ratios: list[float], draws: int = 10_000, seed: int = 0) -> 
     return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
-def band_verdict(ratios: list[float], low_ok: float, high_ok: float) -> tuple[str, str]:
-    """(word, text) for a ratio that should lie in [low_ok, high_ok]: "met" when the interval of the median lies
-    inside the band, "met on the median" when only the median does, "within the noise" when the band overlaps the
-    interval, "MISSED" when it does not."""
+def band_verdict(ratios: list[float], low_ok: float, high_ok: float = math.inf) -> tuple[str, str]:
+    """(word, text) for a ratio that should lie in [low_ok, high_ok] (no upper end by default: a target to reach):
+    "met" when the interval of the median lies inside the band, "met on the median" when only the median does,
+    "within the noise" when the band overlaps the interval, "MISSED" when it does not."""
     med = statistics.median(ratios)
     low, high = median_interval(ratios)
-    interval = f"{med:.3f} (95% interval of the median {low:.3f}-{high:.3f}; target {low_ok:g}-{high_ok:g})"
+    target = f">= {low_ok:g}" if math.isinf(high_ok) else f"{low_ok:g}-{high_ok:g}"
+    interval = f"{med:.3f} (95% interval of the median {low:.3f}-{high:.3f}; target {target})"
     if low_ok <= low and high <= high_ok:
         return "met", f"met clear of the noise: {interval}"
     if low_ok <= med <= high_ok:
@@ -31,3 +33,8 @@ def band_verdict(ratios: list[float], low_ok: float, high_ok: float) -> tuple[st
     if low <= high_ok and high >= low_ok:
         return "within the noise", f"missed on the median, within the noise: {interval}"
     return "MISSED", f"MISSED: {interval}"
+
+
+def verdict(ratios: list[float], target: float = 1.0) -> str:
+    """The text of :func:`band_verdict` for a ratio that should reach ``target`` (tune against Model Analyzer)."""
+    return band_verdict(ratios, target)[1]

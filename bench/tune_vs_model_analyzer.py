@@ -62,7 +62,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.ratios import median_interval  # noqa: E402  (after the path is set)
+from bench.ratios import verdict  # noqa: E402  (after the path is set)
 
 MA_VERSION = "1.58.0"
 
@@ -392,21 +392,6 @@ def summarize(points: dict[str, list], concurrency: dict[str, int], args, phase:
     return out
 
 
-def verdict(ratios: list[float], target: float = 1.0) -> str:
-    """The median ratio against the target, and whether the rounds' spread makes it noise: the target is met
-    clear of the noise when the 95% bootstrap interval of the median lies above it."""
-    med = statistics.median(ratios)
-    low, high = median_interval(ratios)
-    interval = f"median {med:.3f}, 95% interval of the median {low:.3f}-{high:.3f}"
-    if low >= target:
-        return f"MET, clear of the noise: {interval}"
-    if med >= target:
-        return f"met on the median but not clear of the noise: {interval}"
-    if high >= target:
-        return f"NOT MET on the median, within the noise: {interval}"
-    return f"NOT MET: {interval}"
-
-
 def find_holding(server, repo: Path, chosen: dict[str, int], as_chosen: dict, args,
                  why: dict[str, str]) -> dict[str, int | None]:
     """Per winner, the highest concurrency at which its p99 holds the bound: its chosen concurrency holds when
@@ -571,7 +556,7 @@ def main() -> None:
                   f"{verdict(f['ratios']).split(': ', 1)[-1]}")
         else:
             print(f"    throughput ratio tune/ma per round {spread(f['ratios'])}; "
-                  f"target >= 1.0: {verdict(f['ratios'])}")
+                  f"{verdict(f['ratios'])}")
         if key == "holding":
             for name, who in (("conv_tune", "tune"), ("conv_ma", "model analyzer")):
                 if f["p99"][name] > args.max_p99_ms:
@@ -592,7 +577,7 @@ def main() -> None:
                   f"{verdict(cap['ratios']).split(': ', 1)[-1]}")
         elif cap["ratios"]:
             print(f"    capacity ratio tune/ma per round {spread(cap['ratios'])}; "
-                  f"target >= 1.0: {verdict(cap['ratios'])}")
+                  f"{verdict(cap['ratios'])}")
         else:
             print("    capacity ratio: no round where both held the bound at some level")
     print(f"  finding the loads that hold the bound and measuring there took {final['extra_s']:.0f} s "

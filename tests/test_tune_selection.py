@@ -2,7 +2,6 @@
 pruning, which configs are measured again and which re-measurement wins. No server, no timing."""
 
 import json
-import statistics
 from pathlib import Path
 
 import pytest
@@ -307,22 +306,6 @@ def test_the_bench_finds_the_highest_concurrency_that_holds_the_bound_with_few_p
     # the budget caps the probes: the answer is the highest level seen to hold
     level, probes = highest_holding(up_to(20), 32, False, 64, max_probes=2)
     assert level == 16 and len(probes) == 2
-
-
-def test_the_bench_calls_a_ratio_met_only_when_its_interval_clears_the_target():
-    """The verdict on tune/Model Analyzer throughput: the 95% bootstrap interval of the median of per-round ratios
-    decides whether a median above 1.0 is clear of the noise."""
-    from bench.tune_vs_model_analyzer import median_interval, verdict
-
-    steady = [1.04, 1.05, 1.06, 1.05, 1.07, 1.04, 1.05, 1.06]
-    low, high = median_interval(steady)
-    assert low >= 1.04 and high <= 1.07 and low <= 1.05 <= high
-    assert verdict(steady).startswith("MET, clear of the noise")
-    noisy = [1.03, 1.04, 1.02, 0.95, 0.99, 0.86, 1.05, 1.01]
-    assert median_interval(noisy)[0] < 1.0 <= statistics.median(noisy)
-    assert verdict(noisy).startswith("met on the median but not clear")
-    assert verdict([0.97, 0.98, 1.01, 0.96, 0.99]).startswith("NOT MET on the median, within the noise")
-    assert verdict([0.90, 0.92, 0.91]).startswith("NOT MET: ")
 
 
 def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measurement(monkeypatch, tmp_path):
