@@ -68,6 +68,9 @@ def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
         assert p.server.requests > 0 and p.server.compute_infer_us > 0 and p.server.queue_us >= 0
         assert p.server.total_us <= lat.mean_ms * 1000 * 1.1
         assert p.client_cpu_cores is not None and p.client_cpu_cores > 0 and p.client_cpu_us_per_request > 0
+        # the server runs here: its CPU per answered request (its process and the model's stub) is measured
+        assert p.server_cpu_us_per_request is not None and p.server_cpu_us_per_request > 0
+        assert 0 < p.server_cpu_cores <= len(run.server_cpus) + 0.1, (p.server_cpu_cores, run.server_cpus)
     assert run.points[1].throughput_rps > run.points[0].throughput_rps
     assert "nv_cpu_utilization" in run.metrics or run.metrics == {}  # the CPU gauges exist in Triton 2.51 builds with them
 
@@ -111,6 +114,10 @@ def test_perf_analyzer_engine_agrees_with_builtin(served):
         assert 3.0 > b.throughput_rps / a.throughput_rps > 1 / 3, (a.throughput_rps, b.throughput_rps)
         assert 0.2 < b.latency.p50_ms / a.latency.p50_ms < 5.0, (a.latency.p50_ms, b.latency.p50_ms)
         assert a.server.compute_infer_us > 0
+        # the costs of each client, read around the perf_analyzer process: its own CPU and the server's
+        assert a.client_cpu_us_per_request is not None and a.client_cpu_us_per_request > 0
+        assert a.server_cpu_us_per_request is not None and a.server_cpu_us_per_request > 0
+        assert b.server_cpu_us_per_request is not None and b.server_cpu_us_per_request > 0
 
 
 def test_report_renders_in_headless_chromium(closed_loop_run, tmp_path):

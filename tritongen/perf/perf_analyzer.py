@@ -12,12 +12,14 @@ import base64
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from ..errors import TritongenError
 from ..progress import Progress
 from .inputs import RequestSet
 from .results import LatencySummary, PerfPoint, ServerBreakdown
+from .server_cpu import ServerCpuMeter, server_cpu_between, server_cpu_from_used, server_cpu_meter_at
 from .spec import STABLE_WINDOWS, PerfSpec
 
 INSTALL_FIX = (
@@ -198,6 +201,7 @@ def points_from_perf_analyzer(
     """Run perf_analyzer once per load level of ``spec`` and parse each CSV."""
     progress = progress or (lambda message: None)
     install = find_perf_analyzer()
+    meter = server_cpu_meter_at(spec.resolved_url())
     points = []
     with tempfile.TemporaryDirectory(prefix="tritongen-pa-") as tmp:
         data_path = Path(tmp) / "input_data.json"
@@ -207,6 +211,7 @@ def points_from_perf_analyzer(
             command = command_from_spec(install, spec, mode, load, data_path, csv_path, requests)
             limit_s = 60 + spec.max_windows * spec.window_s * 3 + spec.timeout_s
             progress(f"  perf_analyzer {mode.replace('_', ' ')} {load:g} ...")
+            before = _costs(spec, meter)
             done, output = _run(command, install, limit_s, mode, load)
             if done.returncode != 0 and "stable measurement" in output and not csv_path.is_file():
                 # Noisy machine: measure 3 windows whatever they vary by, and report the point as not stable.
@@ -227,10 +232,7 @@ def points_from_perf_analyzer(
                 )
             stable = "Failed to obtain stable measurement" not in output
             point = point_from_csv(csv_path.read_text(), mode, load, spec.duration_s)
-            if not stable:
-                from dataclasses import replace
-
-                point = replace(point, stable=False)
+            point = _with_costs(replace(point, stable=stable), before, _costs(spec, meter))
             progress(
                 f"  perf_analyzer {mode.replace('_', ' ')} {load:g}: "
                 f"{point.throughput_rps:.1f} req/s  p99 {point.latency.p99_ms:.2f} ms"
@@ -239,6 +241,52 @@ def points_from_perf_analyzer(
             if on_point:
                 on_point(point)
     return points
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """What a perf_analyzer run costs, read before and after it: the server's answers (statistics API), the
+    server's CPU (a server on this machine) and the CPU of this process's reaped children (perf_analyzer)."""
+
+    at_s: float
+    answered: int | None
+    server_cpu_s: float | None
+    children_cpu_s: float
+
+
+def _costs(spec: PerfSpec, meter: ServerCpuMeter | None) -> _Costs:
+    from ..client import model_statistics
+
+    answered: int | None
+    try:
+        answered = int(model_statistics(spec.resolved_url(), spec.model, spec.protocol, 10)["success_count"])
+    except (TritongenError, KeyError, TypeError, ValueError):
+        answered = None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return _Costs(
+        at_s=time.perf_counter(),
+        answered=answered,
+        server_cpu_s=meter.used_s() if meter is not None else None,
+        children_cpu_s=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def _with_costs(point: PerfPoint, before: _Costs, after: _Costs) -> PerfPoint:
+    """``point`` with the server's CPU (cores, per request) and perf_analyzer's CPU per request over its whole run,
+    start-up and the windows it threw away included (it reports only its last windows), per request the server
+    answered in that time."""
+    if before.answered is None or after.answered is None or after.answered <= before.answered:
+        return point
+    answered = after.answered - before.answered
+    server = server_cpu_from_used(
+        server_cpu_between(before.server_cpu_s, after.server_cpu_s), after.at_s - before.at_s, answered
+    )
+    return replace(
+        point,
+        client_cpu_us_per_request=(after.children_cpu_s - before.children_cpu_s) / answered * 1e6,
+        server_cpu_cores=server.cores if server else None,
+        server_cpu_us_per_request=server.us_per_request if server else None,
+    )
 
 
 def _run(command: list[str], install: PerfAnalyzerInstall, limit_s: float, mode: str, load: float):

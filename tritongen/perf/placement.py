@@ -4,25 +4,14 @@ whether the client's set overlaps it (then the client's own CPU time is taken fr
 from __future__ import annotations
 
 from ..cpus import cpus_of, cpus_text
-from ..server.ports import is_loopback, pids_listening_on
+from .server_cpu import server_pid_at
 
 
 def server_cpus_at(url: str) -> tuple[int, ...] | None:
     """The CPU set of the tritonserver listening at ``url`` (host:port) on this machine; None when the URL is not
     loopback or no tritonserver process of this user's is found listening there (in a container, say)."""
-    host, _, port = url.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not is_loopback(host):
-        return None
-    for pid in pids_listening_on(int(port)):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                name = f.read().strip()
-        except OSError:
-            continue
-        if name == "tritonserver":
-            return cpus_of(pid)
-    return None
+    pid = server_pid_at(url)
+    return cpus_of(pid) if pid is not None else None
 
 
 def placement_note(client_cpus: tuple[int, ...], server_cpus: tuple[int, ...] | None) -> str:

@@ -446,9 +446,12 @@ class RawGrpcSender:
         self.host, self.port = host.strip("[]"), int(port)
         self.timeout_s = timeout_s
         self.header_block = request_header_block(url)
-        self.payloads = {v: [grpc_request_bytes(model, r, v) for r in requests.requests] for v in set(versions)}
-        self.messages = {v: [grpc_message(p) for p in ps] for v, ps in self.payloads.items()}
         self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
+        payloads = {v: [grpc_request_bytes(model, r, v) for r in requests.requests] for v in set(versions)}
+        self.messages = {v: [grpc_message(p) for p in ps] for v, ps in payloads.items()}
+        # a sequence model's requests get their sequence fields appended per send, so only they keep the bare
+        # payloads; the others would hold every request twice
+        self.payloads = payloads if self.sequences is not None else {}
         self.conn: H2Connection | None = None
         self.opening: asyncio.Future | None = None
         self.connections: list[H2Connection] = []

@@ -209,12 +209,15 @@ class RawHttpSender:
         self.timeout_s = timeout_s
         self.limit = max(1, connections)
         self.paths = {v: f"/v2/models/{model}" + (f"/versions/{v}" if v else "") + "/infer" for v in set(versions)}
-        self.bodies = [http_request_body(r) for r in requests.requests]
+        self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
+        bodies = [http_request_body(r) for r in requests.requests]
         self.payloads = {
-            v: [http_request_bytes(url, path, body, headers) for body, headers in self.bodies]
+            v: [http_request_bytes(url, path, body, headers) for body, headers in bodies]
             for v, path in self.paths.items()
         }
-        self.sequences = SequenceTracker(requests.sequence_length) if requests.sequence_length else None
+        # a sequence model's bodies get their sequence parameters per send, so only they keep the bare bodies; the
+        # others would hold every request twice
+        self.bodies = bodies if self.sequences is not None else []
         self.by_worker: dict[int, Connection] = {}
         self.idle: deque[Connection] = deque()
         self.opened: set[Connection] = set()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import SERVER_PARTS, PerfRun, client_bound_note, version_count_text
+from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, version_count_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 PART_COLORS = {
@@ -199,6 +199,24 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def client_cpu_text(p: PerfPoint) -> str:
+    """The load generator's CPU: the built-in engine's over the measured windows (cores busy, per request);
+    perf_analyzer's per request over its whole process (start-up and its discarded windows included)."""
+    if p.client_cpu_cores is not None:
+        per_request = f", {p.client_cpu_us_per_request:.0f} &micro;s/req" if p.client_cpu_us_per_request else ""
+        return f"{p.client_cpu_cores:.2f}{per_request}" + (" (bound)" if p.client_bound else "")
+    if p.client_cpu_us_per_request is not None:
+        return f"{p.client_cpu_us_per_request:.0f} &micro;s/req (whole run)"
+    return "-"
+
+
+def server_cpu_text(p: PerfPoint) -> str:
+    """A local server's CPU per request it answered, and its cores busy."""
+    if p.server_cpu_us_per_request is None or p.server_cpu_cores is None:
+        return "-"
+    return f"{p.server_cpu_us_per_request:.0f} &micro;s/req, {p.server_cpu_cores:.2f}"
+
+
 def _run_view(run: PerfRun) -> dict:
     rows = []
     for p in run.points:
@@ -218,9 +236,8 @@ def _run_view(run: PerfRun) -> dict:
                 "batch": _fmt(p.server.avg_batch) if p.server.executions else "-",
                 "stable": "yes" if p.stable else "no",
                 "step": False,
-                "client": "-"
-                if p.client_cpu_cores is None
-                else f"{p.client_cpu_cores:.2f}" + (" (bound)" if p.client_bound else ""),
+                "client": client_cpu_text(p),
+                "server_cpu": server_cpu_text(p),
             }
         )
         for name, step in p.steps.items():  # an ensemble: how each composing model queued, computed and batched
@@ -230,7 +247,19 @@ def _run_view(run: PerfRun) -> dict:
                     "step": True,
                     **{
                         k: ""
-                        for k in ("throughput", "mean", "p50", "p90", "p95", "p99", "max", "errors", "stable", "client")
+                        for k in (
+                            "throughput",
+                            "mean",
+                            "p50",
+                            "p90",
+                            "p95",
+                            "p99",
+                            "max",
+                            "errors",
+                            "stable",
+                            "client",
+                            "server_cpu",
+                        )
                     },
                     "queue": _fmt(step.queue_us, 0),
                     "infer": _fmt(step.compute_infer_us, 0),
@@ -255,6 +284,7 @@ def _run_view(run: PerfRun) -> dict:
                     "batch": _fmt(v.server.avg_batch) if v.server.executions else "-",
                     "stable": "",
                     "client": html.escape(version_count_text(v)),
+                    "server_cpu": "",
                 }
             )
     return {
@@ -271,6 +301,7 @@ def _run_view(run: PerfRun) -> dict:
         "metrics": [(html.escape(k), metric_text(k, v)) for k, v in sorted(run.metrics.items())],
         "stability_pct": f"{run.settings.get('stability_pct', 10.0):g}",
         "client_note": html.escape(client_bound_note(run)),
+        "server_cpu": any(p.server_cpu_us_per_request is not None for p in run.points),
     }
 
 

@@ -138,6 +138,8 @@ class PerfPoint:
     client_cpu_us_per_request: float | None = None  # ... and per request sent
     client_machine_share: float | None = None  # server on this machine: the client's share of all its cores
     versions: Mapping[str, VersionFigures] = field(default_factory=dict)  # --version-split: per-version figures
+    server_cpu_cores: float | None = None  # a server on this machine: its CPU (all its processes), in cores busy
+    server_cpu_us_per_request: float | None = None  # ... and per request it answered (server_cpu.py)
 
     @property
     def client_bound(self) -> bool:
@@ -212,6 +214,8 @@ CSV_COLUMNS = (
     "max_send_lag_ms",
     "client_cpu_cores",
     "client_cpu_us_per_request",
+    "server_cpu_cores",
+    "server_cpu_us_per_request",
 )
 
 
@@ -280,6 +284,8 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
                 client_cpu_cores=p.get("client_cpu_cores"),
                 client_machine_share=p.get("client_machine_share"),
                 client_cpu_us_per_request=p.get("client_cpu_us_per_request"),
+                server_cpu_cores=p.get("server_cpu_cores"),
+                server_cpu_us_per_request=p.get("server_cpu_us_per_request"),
                 versions={v: _version_from_dict(f) for v, f in p.get("versions", {}).items()},
             )
         )
@@ -333,6 +339,8 @@ def csv_from_run(run: PerfRun) -> str:
                 _r(p.max_send_lag_ms),
                 _r(p.client_cpu_cores),
                 _r(p.client_cpu_us_per_request),
+                _r(p.server_cpu_cores),
+                _r(p.server_cpu_us_per_request),
             ]
         )
     return buffer.getvalue()
@@ -356,7 +364,7 @@ def table_from_run(run: PerfRun) -> str:
     """A plain-text table for the terminal."""
     head = (
         f"{'load':>10} {'req/s':>9} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5}"
+        f"{'max ms':>8} {'errors':>6} {'queue us':>9} {'infer us':>9} {'batch':>5} {'srv CPU us':>10}"
     )
     lines = [
         f"{run.name}: {run.url} ({run.protocol})" + ("  [PARTIAL: " + run.partial_reason + "]" if run.partial else ""),
@@ -372,7 +380,7 @@ def table_from_run(run: PerfRun) -> str:
             f"{p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
             f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} "
             f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
-            f"{p.server.avg_batch:>5.2f}{flag}"
+            f"{p.server.avg_batch:>5.2f} {_us(p.server_cpu_us_per_request):>10}{flag}"
         )
         for name, step in p.steps.items():
             lines.append(
@@ -390,11 +398,20 @@ def table_from_run(run: PerfRun) -> str:
     note = client_bound_note(run)
     if note:
         lines.append(note)
+    if any(p.server_cpu_us_per_request is not None for p in run.points):
+        lines.append(
+            "srv CPU us: the local tritonserver's CPU (its process and its stubs) per request it answered; "
+            "a saturated server serves about its cores / that"
+        )
     if run.placement:
         lines.append(run.placement)
     elif run.client_cpus:
         lines.append(f"client CPUs {cpus_text(run.client_cpus)}")
     return "\n".join(lines)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _ms(value: float | None) -> str:

@@ -1,0 +1,114 @@
+"""tritongen.perf.server_cpu: a local server's CPU (its process and its children) and what it costs per request.
+
+The meter is exercised on real processes: a parent that stands for tritonserver and a child that stands for a
+Python-backend stub, burning a known amount of CPU time (measured as CPU, not as wall time, so a busy machine
+does not change the answer)."""
+
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from tritongen.perf.results import PerfRun, csv_from_run, json_from_run, run_from_json, table_from_run
+from tritongen.perf.server_cpu import (
+    ServerCpuMeter,
+    server_cpu_between,
+    server_cpu_from_used,
+    server_cpu_meter_at,
+    server_pid_at,
+)
+from tests.test_perf_units import _point
+
+BURN_S = 0.3
+
+# The "stub": waits for the go file, burns BURN_S of its own CPU time, writes the done file, then idles.
+CHILD = f"""
+import os, sys, time
+go, done = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.01)
+start = time.process_time()
+while time.process_time() - start < {BURN_S}:
+    pass
+open(done, "w").close()
+time.sleep(60)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _wait_for(path, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_the_meter_counts_the_servers_children_and_says_when_the_server_is_gone(tmp_path):
+    go, done = tmp_path / "go", tmp_path / "done"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(go), str(done)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        child_pid = int(parent.stdout.readline())
+        meter = ServerCpuMeter(parent.pid)
+        assert child_pid in [p.pid for p in meter.processes]  # the stub was found when the meter was made
+        before = meter.used_s()
+        go.touch()
+        _wait_for(done)
+        after = meter.used_s()
+        used = server_cpu_between(before, after)
+        # the child's burn counts (the parent only sleeps): at least BURN_S, and not wildly more
+        assert used is not None and BURN_S * 0.95 <= used < BURN_S + 1.0, used
+    finally:
+        parent.kill()
+        parent.wait()
+    subprocess.run(["kill", "-9", str(child_pid)], check=False)
+    assert meter.used_s() is None  # the server itself is gone: no figure, not a partial one
+
+
+def test_only_a_tritonserver_on_a_loopback_url_is_metered():
+    assert server_pid_at("10.1.2.3:8001") is None and server_cpu_meter_at("10.1.2.3:8001") is None
+    assert server_pid_at("localhost:notaport") is None
+    with socket.socket() as listener:  # something listens on this port, but it is not tritonserver
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert server_pid_at(f"127.0.0.1:{port}") is None and server_cpu_meter_at(f"127.0.0.1:{port}") is None
+
+
+def test_cpu_per_request_needs_both_readings_a_span_and_answers():
+    figures = server_cpu_from_used(1.5, 2.0, 10_000)
+    assert figures is not None and figures.cores == pytest.approx(0.75) and figures.us_per_request == pytest.approx(150)
+    assert server_cpu_from_used(None, 2.0, 10_000) is None
+    assert server_cpu_from_used(1.5, 0.0, 10_000) is None
+    assert server_cpu_from_used(1.5, 2.0, 0) is None
+    assert server_cpu_between(3.0, 4.5) == pytest.approx(1.5)
+    assert server_cpu_between(None, 4.5) is None and server_cpu_between(3.0, None) is None
+    assert server_cpu_between(4.5, 3.0) is None  # a reading that went backwards (another process behind the pid)
+
+
+def test_the_server_cpu_is_saved_and_shown_where_it_was_measured():
+    from tritongen.perf.report import html_from_runs
+
+    measured = replace(_point(4.0), server_cpu_cores=0.98, server_cpu_us_per_request=172.4)
+    run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=(_point(1.0), measured))
+    back = run_from_json(json_from_run(run))
+    assert back.points[1].server_cpu_us_per_request == 172.4 and back.points[0].server_cpu_cores is None
+    header, *rows = csv_from_run(run).splitlines()
+    assert header.endswith(",server_cpu_cores,server_cpu_us_per_request") and rows[1].endswith(",0.9800,172.4000")
+    table = table_from_run(run).splitlines()
+    assert "srv CPU us" in table[1] and table[3].rstrip().endswith(" 172") and table[2].rstrip().endswith(" -")
+    assert any(line.startswith("srv CPU us: ") for line in table)
+    page = html_from_runs([run])
+    assert "172 &micro;s/req, 0.98" in page and "<b>server CPU</b>" in page
+    # nothing measured (a remote server): no column text to explain
+    remote = replace(run, points=(_point(1.0),))
+    assert "<b>server CPU</b>" not in html_from_runs([remote])
+    assert not any(line.startswith("srv CPU us: ") for line in table_from_run(remote).splitlines())
