@@ -37,7 +37,6 @@ measures both setups, one after the other (a fresh server each), and the summary
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 import tempfile
@@ -127,12 +126,12 @@ def measure(server, repo: Path, name: str, model: str, duration_s: float, protoc
     )
     from tritongen.errors import TritongenError
 
-    children_s, served, server_s = children_cpu_s(), counts(url, model, protocol), server_cpu_s(server, model)
+    served, server_s = counts(url, model, protocol), server_cpu_s(server, model)
     try:
         run = perf_from_spec(spec)
     except TritongenError as err:  # perf_analyzer gives up now and then on a busy machine: one more try
         print(f"{name} failed ({err.message}; {err.details[-300:]}); measuring again", flush=True)
-        children_s, served, server_s = children_cpu_s(), counts(url, model, protocol), server_cpu_s(server, model)
+        served, server_s = counts(url, model, protocol), server_cpu_s(server, model)
         run = perf_from_spec(spec)
     server_used = [b - a for a, b in zip(server_s, server_cpu_s(server, model))]
     if run.partial or not run.points:
@@ -143,9 +142,6 @@ def measure(server, repo: Path, name: str, model: str, duration_s: float, protoc
     # The server's average batch over the whole run (warm-up included), from its statistics: the same figure for
     # both engines (perf_analyzer's CSV has none).
     point = replace(point, server=replace(point.server, requests=requests, executions=executions))
-    if engine == "perf_analyzer":  # its CPU over the whole run (warm-up and start-up too) per request served
-        used_s = children_cpu_s() - children_s
-        point = replace(point, client_cpu_us_per_request=used_s / requests * 1e6 if requests else None)
     # The server's own CPU per request over the whole run, in two parts: the tritonserver process (HTTP/gRPC
     # frontend, batcher) and the model's Python-backend stub (the compute): what each client costs the server.
     frontend_us, stub_us = (used / requests * 1e6 if requests else 0.0 for used in server_used)
@@ -167,11 +163,6 @@ def server_cpu_s(server, model: str) -> tuple[float, float]:
 
     stubs = [pid for pid, name in stubs_from_server(server.pid).items() if name == model]
     return used(server.pid), sum(used(pid) for pid in stubs)
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def counts(url: str, model: str, protocol: str) -> tuple[int, int]:
@@ -391,7 +382,8 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
             print(
                 f"round {r + 1} {protocol:>4} {name:>19}: {model} c={concurrency}  {p.throughput_rps:8.1f} req/s  "
                 f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms  batch {p.server.avg_batch:.2f}  "
-                f"server CPU {frontend_us:.0f} + {stub_us:.0f} us/request"
+                f"server CPU {frontend_us:.0f} + {stub_us:.0f} us/request (perf's own figure: "
+                f"{p.server_cpu_us_per_request or 0:.0f} over its measured span)"
                 + (
                     f"  client CPU {p.client_cpu_cores:.2f} cores, {p.client_cpu_us_per_request:.0f} us/request"
                     + (" (client-bound)" if p.client_bound else "")
