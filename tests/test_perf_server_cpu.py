@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.test_perf_units import _point
 from tritongen.perf.results import PerfRun, csv_from_run, json_from_run, run_from_json, table_from_run
 from tritongen.perf.server_cpu import (
     ServerCpuMeter,
@@ -20,7 +21,6 @@ from tritongen.perf.server_cpu import (
     server_cpu_meter_at,
     server_pid_at,
 )
-from tests.test_perf_units import _point
 
 BURN_S = 0.3
 
@@ -112,3 +112,53 @@ def test_the_server_cpu_is_saved_and_shown_where_it_was_measured():
     remote = replace(run, points=(_point(1.0),))
     assert "<b>server CPU</b>" not in html_from_runs([remote])
     assert not any(line.startswith("srv CPU us: ") for line in table_from_run(remote).splitlines())
+
+
+def _cost(point, rps: float, us: float, cores: float):
+    return replace(point, throughput_rps=rps, server_cpu_us_per_request=us, server_cpu_cores=cores)
+
+
+def _run(name: str, *points, server_cpus=(1,)):
+    return PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine=name, points=points, label=name,
+                   server_cpus=server_cpus)
+
+
+def test_a_comparison_says_whether_the_servers_cpu_per_request_accounts_for_a_difference():
+    from tritongen.perf.report import html_from_runs
+    from tritongen.perf.results import comparison_lines
+
+    ours = _run("builtin", _cost(_point(4.0), 5000.0, 180.0, 0.95), _cost(_point(16.0), 5600.0, 170.0, 0.97))
+    # concurrency 4 within 5%: nothing to explain; at 16, 0.88x with 1.14x the CPU per request on a saturated core
+    pa = _run("perf_analyzer", _cost(_point(4.0), 4900.0, 185.0, 0.93), _cost(_point(16.0), 4928.0, 194.0, 0.96))
+    (line,) = comparison_lines([ours, pa])
+    assert line.startswith("concurrency 16: perf_analyzer reads 0.88x the throughput of builtin")
+    assert "1.14x the CPU per request" in line and "accounts for the difference" in line
+    # the same gap with the same CPU per request: the server's cost does not explain it
+    (line,) = comparison_lines([ours, _run("pa", _cost(_point(16.0), 4928.0, 172.0, 0.96))])
+    assert "not all of it" in line and "accounts for the difference" not in line
+    # a server with spare CPU: the clients' pace sets the figures, whatever the cost per request
+    (line,) = comparison_lines([ours, _run("pa", _cost(_point(16.0), 3000.0, 194.0, 0.55))])
+    assert "not saturated" in line and "0.55" in line
+    # a remote server: no CPU figures to compare, and the line says so
+    (line,) = comparison_lines([ours, _run("pa", replace(_point(16.0), throughput_rps=3000.0))])
+    assert "not measured" in line
+    assert comparison_lines([ours]) == [] and comparison_lines([ours, ours]) == []
+    page = html_from_runs([ours, pa])
+    assert 'id="comparison"' in page and "perf_analyzer reads 0.88x" in page
+    assert 'id="comparison"' not in html_from_runs([ours])
+
+
+def test_perf_compare_prints_the_comparison_and_writes_it_into_the_report(tmp_path):
+    from click.testing import CliRunner
+
+    from tritongen.cli import cli
+
+    ours = _run("builtin", _cost(_point(16.0), 5600.0, 170.0, 0.97))
+    pa = _run("perf_analyzer", _cost(_point(16.0), 4928.0, 194.0, 0.96))
+    (tmp_path / "a.json").write_text(json_from_run(ours))
+    (tmp_path / "b.json").write_text(json_from_run(pa))
+    out = CliRunner().invoke(cli, ["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                                    "--report", str(tmp_path / "cmp")])
+    assert out.exit_code == 0, out.output
+    assert "concurrency 16: perf_analyzer reads 0.88x the throughput of builtin" in out.output
+    assert "accounts for the difference" in (tmp_path / "cmp" / "report.html").read_text()

@@ -145,7 +145,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
     from .perf import run_from_json
     from .perf.report import report_from_runs
-    from .perf.results import table_from_run
+    from .perf.results import comparison_lines, table_from_run
 
     if compare:
         if not report_dir:
@@ -153,6 +153,8 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         runs = [run_from_json(Path(t)) for t in targets]
         for run in runs:
             click.echo(table_from_run(run))
+        for line in comparison_lines(runs):
+            click.echo(line)
         click.echo(f"report: {report_from_runs(runs, report_dir)}")
         return
     if len(targets) != 1:

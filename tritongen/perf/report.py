@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, version_count_text
+from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, comparison_lines, version_count_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 PART_COLORS = {
@@ -171,6 +171,7 @@ def html_from_runs(runs: Sequence[PerfRun], title: str | None = None) -> str:
         title=html.escape(title or ("tritongen perf: " + " vs ".join(r.name for r in runs))),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         runs=[_run_view(r) for r in runs],
+        comparison=[html.escape(line) for line in comparison_lines(runs)],
         plots=[(html.escape(t), png) for t, png in plots_from_runs(runs)],
     )
 

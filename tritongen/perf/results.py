@@ -438,3 +438,58 @@ def client_bound_note(run: PerfRun) -> str:
         "figures understate the server; measure again with --engine perf_analyzer (C++, cheaper per request), or "
         "run the client on another machine"
     )
+
+
+AGREE_PCT = 5.0  # two runs' throughputs within this of each other need no explaining
+SATURATED_SHARE = (
+    0.85  # a server using this share of its CPUs (or more) is CPU-bound: it serves cores / CPU per request
+)
+
+
+def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
+    """Where a run reads a throughput more than AGREE_PCT away from the first run's at the same load, one line on
+    whether the server's own CPU per request accounts for it: a server whose cores are saturated serves
+    cores / CPU per request, and that cost depends on how each client's requests arrive (README: perf)."""
+    if len(runs) < 2:
+        return []
+    base = runs[0]
+    by_load = {(p.mode, p.load): p for p in base.points}
+    lines = []
+    for other in runs[1:]:
+        for p in other.points:
+            a = by_load.get((p.mode, p.load))
+            if a is None or a.throughput_rps <= 0 or p.throughput_rps <= 0:
+                continue
+            tp = p.throughput_rps / a.throughput_rps
+            if abs(tp - 1.0) * 100.0 <= AGREE_PCT:
+                continue
+            where = f"concurrency {p.load:g}" if p.mode == "concurrency" else f"{p.load:g} req/s"
+            line = f"{where}: {other.name} reads {tp:.2f}x the throughput of {base.name}"
+            if a.server_cpu_us_per_request is None or p.server_cpu_us_per_request is None:
+                lines.append(line + "; the server's CPU was not measured in both (a server on another machine)")
+                continue
+            cpu = p.server_cpu_us_per_request / a.server_cpu_us_per_request
+            line += (
+                f"; the server spent {cpu:.2f}x the CPU per request on its requests "
+                f"({p.server_cpu_us_per_request:.0f} against {a.server_cpu_us_per_request:.0f} us)"
+            )
+            cores = len(base.server_cpus) if base.server_cpus == other.server_cpus else 0
+            busy = (a.server_cpu_cores or 0.0, p.server_cpu_cores or 0.0)
+            if not cores or min(busy) < SATURATED_SHARE * cores:
+                lines.append(
+                    line
+                    + f"; the server was not saturated in both (cores busy {busy[0]:.2f} and {busy[1]:.2f}"
+                    + (f" of {cores}" if cores else "")
+                    + "): the clients' pace, not the server's capacity, sets these figures"
+                )
+            elif abs(tp * cpu - 1.0) * 100.0 <= AGREE_PCT:
+                lines.append(
+                    line + f"; with its {cores} CPU(s) saturated in both, that accounts for the difference: the "
+                    "server did more work per request for one client, the measurement itself agrees"
+                )
+            else:
+                lines.append(
+                    line + f"; with its {cores} CPU(s) saturated in both, that accounts for a throughput of "
+                    f"{1 / cpu:.2f}x, not all of it: compare the clients' CPU and the queue times"
+                )
+    return lines
