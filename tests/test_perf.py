@@ -116,6 +116,7 @@ def test_perf_analyzer_engine_agrees_with_builtin(served):
         assert a.server.compute_infer_us > 0
         # the costs of each client, read around the perf_analyzer process: its own CPU and the server's
         assert a.client_cpu_us_per_request is not None and a.client_cpu_us_per_request > 0
+        assert a.server.executions > 0 and a.server.avg_batch >= 1.0  # the server's batching, which its CSV lacks
         assert a.server_cpu_us_per_request is not None and a.server_cpu_us_per_request > 0
         assert b.server_cpu_us_per_request is not None and b.server_cpu_us_per_request > 0
 

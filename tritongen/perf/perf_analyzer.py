@@ -250,6 +250,7 @@ class _Costs:
 
     at_s: float
     answered: int | None
+    executions: int | None
     server_cpu_s: float | None
     children_cpu_s: float
 
@@ -258,14 +259,17 @@ def _costs(spec: PerfSpec, meter: ServerCpuMeter | None) -> _Costs:
     from ..client import model_statistics
 
     answered: int | None
+    executions: int | None
     try:
-        answered = int(model_statistics(spec.resolved_url(), spec.model, spec.protocol, 10)["success_count"])
+        stats = model_statistics(spec.resolved_url(), spec.model, spec.protocol, 10)
+        answered, executions = int(stats["success_count"]), int(stats["execution_count"])
     except (TritongenError, KeyError, TypeError, ValueError):
-        answered = None
+        answered = executions = None
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return _Costs(
         at_s=time.perf_counter(),
         answered=answered,
+        executions=executions,
         server_cpu_s=meter.used_s() if meter is not None else None,
         children_cpu_s=usage.ru_utime + usage.ru_stime,
     )
@@ -274,15 +278,18 @@ def _costs(spec: PerfSpec, meter: ServerCpuMeter | None) -> _Costs:
 def _with_costs(point: PerfPoint, before: _Costs, after: _Costs) -> PerfPoint:
     """``point`` with the server's CPU (cores, per request) and perf_analyzer's CPU per request over its whole run,
     start-up and the windows it threw away included (it reports only its last windows), per request the server
-    answered in that time."""
+    answered in that time; and the server's request and execution counts over the run (its CSV has no batch
+    size: requests / executions is the server's average batch)."""
     if before.answered is None or after.answered is None or after.answered <= before.answered:
         return point
     answered = after.answered - before.answered
     server = server_cpu_from_used(
         server_cpu_between(before.server_cpu_s, after.server_cpu_s), after.at_s - before.at_s, answered
     )
+    executions = (after.executions or 0) - (before.executions or 0)
     return replace(
         point,
+        server=replace(point.server, requests=answered, executions=max(executions, 0)),
         client_cpu_us_per_request=(after.children_cpu_s - before.children_cpu_s) / answered * 1e6,
         server_cpu_cores=server.cores if server else None,
         server_cpu_us_per_request=server.us_per_request if server else None,

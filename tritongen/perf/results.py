@@ -485,7 +485,7 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
             elif abs(tp * cpu - 1.0) * 100.0 <= AGREE_PCT:
                 lines.append(
                     line + f"; with its {cores} CPU(s) saturated in both, that accounts for the difference: the "
-                    "server did more work per request for one client, the measurement itself agrees"
+                    "server itself did different work per request for each client; neither measurement is off"
                 )
             else:
                 lines.append(
