@@ -151,9 +151,30 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("perf: perf_analyzer option tritongen sets", lambda w: ["perf", "conv", "--engine", "perf_analyzer", "--perf-analyzer-args", "-u 10.0.0.9:8001"], ("sets -u, which tritongen sets itself",)),
     ("perf: --compare without --report", lambda w: ["perf", "--compare", str(w.file("a.json", b"{}"))], ("--report",)),
     ("perf: --compare of a file that is not a result", lambda w: ["perf", "--compare", str(w.file("b.json", b"[1, 2")), "--report", str(w.root / "cmp")], ("b.json",)),
+    ("perf: --compare of a result with a figure that is text", lambda w: ["perf", "--compare", str(_result(w, "t.json", throughput_rps="fast")), "--report", str(w.root / "cmp")], ("t.json is malformed", "throughput_rps")),
+    ("perf: --compare of a result with a point lacking its mode", lambda w: ["perf", "--compare", str(_result(w, "m.json", mode=None)), "--report", str(w.root / "cmp")], ("m.json lacks 'mode'",)),
     ("verify: a model file swapped after the build", lambda w: ["verify", str(_swapped_repo(w))], ("model.onnx",)),
     ("tune: model folder missing", lambda w: ["tune", str(w.root / "no-repo" / "m"), "--max-p99-ms", "10"], ("does not exist",)),
 ]
+
+
+def _result(world: World, name: str, **point) -> Path:
+    """A results.json as perf writes it, one point's fields replaced (None: removed)."""
+    import json
+    from dataclasses import replace
+
+    from tests.test_perf_units import _point
+    from tritongen.perf.results import PerfRun, json_from_run
+
+    run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin",
+                  points=(replace(_point(4.0), server_cpu_us_per_request=150.0, server_cpu_cores=0.9),))
+    data = json.loads(json_from_run(run))
+    for key, value in point.items():
+        if value is None:
+            del data["points"][0][key]
+        else:
+            data["points"][0][key] = value
+    return world.file(name, json.dumps(data).encode())
 
 
 def _swapped_repo(world: World) -> Path:

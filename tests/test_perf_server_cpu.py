@@ -162,3 +162,35 @@ def test_perf_compare_prints_the_comparison_and_writes_it_into_the_report(tmp_pa
     assert out.exit_code == 0, out.output
     assert "concurrency 16: perf_analyzer reads 0.88x the throughput of builtin" in out.output
     assert "accounts for the difference" in (tmp_path / "cmp" / "report.html").read_text()
+
+
+def test_a_result_file_whose_figures_are_not_numbers_is_refused_before_anything_formats_them():
+    import json
+
+    from tritongen.errors import TritongenError
+
+    measured = replace(_point(4.0), server_cpu_cores=0.98, server_cpu_us_per_request=172.4)
+    good = json.loads(json_from_run(_run("builtin", measured)))
+    assert run_from_json(json.dumps(good)).points[0].server_cpu_us_per_request == 172.4
+    for where, value, named in (
+        (("server_cpu_us_per_request",), "x", "points[0].server_cpu_us_per_request"),
+        (("latency", "p99_ms"), [1], "points[0].latency.p99_ms"),
+        (("server", "requests"), 1.5, "points[0].server.requests"),  # a count is a whole number
+        (("errors",), {"unavailable": "2"}, "points[0].errors"),
+        (("window_history",), [[1.0]], "points[0].window_history[0]"),
+    ):
+        bad = json.loads(json.dumps(good))
+        target = bad["points"][0]
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = value
+        with pytest.raises(TritongenError, match="malformed") as caught:
+            run_from_json(json.dumps(bad))
+        assert named in caught.value.problem, (named, caught.value.problem)
+    bad = json.loads(json.dumps(good))
+    bad["server_cpus"] = ["one"]
+    with pytest.raises(TritongenError, match="malformed"):
+        run_from_json(json.dumps(bad))
+    del bad["points"][0]["latency"]
+    with pytest.raises(TritongenError, match="lacks 'latency'"):
+        run_from_json(json.dumps(bad))

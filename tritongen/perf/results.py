@@ -11,9 +11,10 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -262,6 +263,70 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
         raise TritongenError(
             f"{path or 'text'} is not a tritongen perf result", "pass a results.json written by tritongen perf"
         )
+    try:
+        run = _run_from_data(data)
+        _check_types(run, PerfRun, "")
+    except KeyError as e:
+        raise TritongenError(
+            f"perf result {path or 'text'} lacks {e}", "pass a results.json written by tritongen perf"
+        ) from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise TritongenError(
+            f"perf result {path or 'text'} is malformed ({str(e)[:200]})",
+            "pass a results.json written by tritongen perf",
+        ) from None
+    return run
+
+
+def _check_types(value: Any, hint: Any, where: str) -> None:
+    """Raise ValueError where ``value`` (read from a file) is not what the annotation ``hint`` says: every figure
+    a table or a report formats must be a number, every name a string, before anything formats it."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return
+    if is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, hint):
+            raise ValueError(f"{where or 'the run'} is not a {hint.__name__}")
+        hints = get_type_hints(hint)
+        for f in fields(hint):
+            _check_types(getattr(value, f.name), hints[f.name], f"{where}.{f.name}".lstrip("."))
+        return
+    if origin in (Union, UnionType):
+        for option in args:
+            try:
+                _check_types(value, option, where)
+                return
+            except ValueError:
+                continue
+        raise ValueError(f"{where} has the wrong type ({type(value).__name__})")
+    if origin is tuple:
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if not isinstance(value, tuple) or len(items) != len(value):
+            raise ValueError(f"{where} is not a list of the right length")
+        for i, (item, item_hint) in enumerate(zip(value, items)):
+            _check_types(item, item_hint, f"{where}[{i}]")
+        return
+    if origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} is not an object")
+        for key, item in value.items():
+            _check_types(key, args[0], f"{where} key")
+            _check_types(item, args[1], f"{where}[{key!r}]"[:120])
+        return
+    ok = {
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+        type(None): value is None,
+    }.get(hint)
+    if ok is None:
+        raise TypeError(f"no check for {hint!r} at {where}")  # a field type this checker does not know yet
+    if not ok:
+        raise ValueError(f"{where} is not a {getattr(hint, '__name__', hint)} ({type(value).__name__})")
+
+
+def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
     points = []
     for p in data.get("points", []):
         points.append(
