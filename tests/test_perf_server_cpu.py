@@ -194,3 +194,21 @@ def test_a_result_file_whose_figures_are_not_numbers_is_refused_before_anything_
     del bad["points"][0]["latency"]
     with pytest.raises(TritongenError, match="lacks 'latency'"):
         run_from_json(json.dumps(bad))
+
+
+def test_a_result_file_is_read_within_a_bound_and_a_folder_or_binary_is_one_error(tmp_path, monkeypatch):
+    from tritongen.errors import TritongenError
+    from tritongen.perf import results
+
+    good = tmp_path / "good.json"
+    good.write_text(json_from_run(_run("builtin", _point(4.0))))
+    assert run_from_json(good).points[0].load == 4.0
+    monkeypatch.setattr(results, "MAX_RESULT_BYTES", good.stat().st_size - 1)
+    with pytest.raises(TritongenError, match="is over"):
+        run_from_json(good)
+    monkeypatch.undo()
+    with pytest.raises(TritongenError, match="cannot be read"):
+        run_from_json(tmp_path)
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00{")
+    with pytest.raises(TritongenError, match="not UTF-8|not JSON"):
+        run_from_json(tmp_path / "bin.json")

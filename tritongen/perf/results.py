@@ -247,13 +247,32 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+MAX_RESULT_BYTES = 64 << 20  # a run of many levels is a few hundred KiB; nothing read from a file is unbounded
+
+
 def run_from_json(text_or_path: str | Path) -> PerfRun:
     path = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
     try:
-        data = json.loads(path.read_text() if path is not None else str(text_or_path))
+        if path is not None:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_RESULT_BYTES + 1)
+            if len(raw) > MAX_RESULT_BYTES:
+                raise TritongenError(
+                    f"perf result {path} is over {MAX_RESULT_BYTES >> 20} MiB",
+                    "pass a results.json written by tritongen perf",
+                )
+        data = json.loads(raw if path is not None else str(text_or_path))
     except FileNotFoundError:
         raise TritongenError(
             f"perf result {path} does not exist", "pass a results.json written by tritongen perf"
+        ) from None
+    except OSError as e:
+        raise TritongenError(
+            f"perf result {path} cannot be read ({e.strerror or e})", "pass a results.json written by tritongen perf"
+        ) from None
+    except UnicodeDecodeError:
+        raise TritongenError(
+            f"perf result {path} is not UTF-8 text", "pass a results.json written by tritongen perf"
         ) from None
     except json.JSONDecodeError as e:
         raise TritongenError(
