@@ -248,6 +248,7 @@ def _json_default(value):
 
 
 MAX_RESULT_BYTES = 64 << 20  # a run of many levels is a few hundred KiB; nothing read from a file is unbounded
+RESULT_FIX = "pass a results.json written by tritongen perf"
 
 
 def run_from_json(text_or_path: str | Path) -> PerfRun:
@@ -259,40 +260,28 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
             if len(raw) > MAX_RESULT_BYTES:
                 raise TritongenError(
                     f"perf result {path} is over {MAX_RESULT_BYTES >> 20} MiB",
-                    "pass a results.json written by tritongen perf",
+                    RESULT_FIX,
                 )
         data = json.loads(raw if path is not None else str(text_or_path))
     except FileNotFoundError:
-        raise TritongenError(
-            f"perf result {path} does not exist", "pass a results.json written by tritongen perf"
-        ) from None
+        raise TritongenError(f"perf result {path} does not exist", RESULT_FIX) from None
     except OSError as e:
-        raise TritongenError(
-            f"perf result {path} cannot be read ({e.strerror or e})", "pass a results.json written by tritongen perf"
-        ) from None
+        raise TritongenError(f"perf result {path} cannot be read ({e.strerror or e})", RESULT_FIX) from None
     except UnicodeDecodeError:
-        raise TritongenError(
-            f"perf result {path} is not UTF-8 text", "pass a results.json written by tritongen perf"
-        ) from None
+        raise TritongenError(f"perf result {path} is not UTF-8 text", RESULT_FIX) from None
     except json.JSONDecodeError as e:
-        raise TritongenError(
-            f"perf result {path or 'text'} is not JSON ({e.msg})", "pass a results.json written by tritongen perf"
-        ) from None
+        raise TritongenError(f"perf result {path or 'text'} is not JSON ({e.msg})", RESULT_FIX) from None
     if not isinstance(data, dict) or data.get("format") != "tritongen-perf/1":
-        raise TritongenError(
-            f"{path or 'text'} is not a tritongen perf result", "pass a results.json written by tritongen perf"
-        )
+        raise TritongenError(f"{path or 'text'} is not a tritongen perf result", RESULT_FIX)
     try:
         run = _run_from_data(data)
         _check_types(run, PerfRun, "")
     except KeyError as e:
-        raise TritongenError(
-            f"perf result {path or 'text'} lacks {e}", "pass a results.json written by tritongen perf"
-        ) from None
+        raise TritongenError(f"perf result {path or 'text'} lacks {e}", RESULT_FIX) from None
     except (TypeError, ValueError, AttributeError) as e:
         raise TritongenError(
             f"perf result {path or 'text'} is malformed ({str(e)[:200]})",
-            "pass a results.json written by tritongen perf",
+            RESULT_FIX,
         ) from None
     return run
 
@@ -525,9 +514,8 @@ def client_bound_note(run: PerfRun) -> str:
 
 
 AGREE_PCT = 5.0  # two runs' throughputs within this of each other need no explaining
-SATURATED_SHARE = (
-    0.85  # a server using this share of its CPUs (or more) is CPU-bound: it serves cores / CPU per request
-)
+# A server using this share of its CPUs (or more) is CPU-bound: it serves cores / CPU per request.
+SATURATED_SHARE = 0.85
 
 
 def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
