@@ -43,13 +43,34 @@ def main() -> None:
     tritongen = str(Path(sys.executable).parent / "tritongen")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        subprocess.run([sys.executable, str(ROOT / "examples" / "minilm_to_torchscript.py"), "--out", str(work)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "minilm_to_torchscript.py"), "--out", str(work)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         model, samples = work / "minilm.pt", work / "minilm_samples.npz"
         bare_cmd = [sys.executable, "-c", BARE, str(model), str(samples), str(work / "bare.onnx")]
-        build_cmd = [tritongen, "build", str(model), "--name", "minilm", "--input", "input_ids:INT64:-1",
-                     "--input", "attention_mask:INT64:-1", "--output", "embedding", "--sample-inputs", str(samples),
-                     "--max-batch-size", "16", "--repo", str(work / "repo"), "--force"]
+        build_cmd = [
+            tritongen,
+            "build",
+            str(model),
+            "--name",
+            "minilm",
+            "--input",
+            "input_ids:INT64:-1",
+            "--input",
+            "attention_mask:INT64:-1",
+            "--output",
+            "embedding",
+            "--sample-inputs",
+            str(samples),
+            "--max-batch-size",
+            "16",
+            "--repo",
+            str(work / "repo"),
+            "--force",
+        ]
         timed(bare_cmd)  # warm the page cache for both
         bare_s, build_s = [], []
         for _ in range(args.rounds):

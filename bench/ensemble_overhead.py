@@ -55,12 +55,14 @@ def in_process_rate(repo: Path, batch: int, seconds: float) -> float:
     tokenizer = AutoTokenizer.from_pretrained(str(repo / "minilm_text_preprocess" / "1" / "tokenizer"))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(repo / "minilm_text_model" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(repo / "minilm_text_model" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
     names = [i.name for i in session.get_inputs()]
-    texts = (SENTENCES * (batch // len(SENTENCES) + 2))
+    texts = SENTENCES * (batch // len(SENTENCES) + 2)
     done, start, offset = 0, time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        chunk = texts[offset:offset + batch]
+        chunk = texts[offset : offset + batch]
         offset = (offset + batch) % len(SENTENCES)
         encoded = tokenizer(chunk, padding="longest", truncation=True, max_length=256, return_tensors="np")
         tokens = session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0]
@@ -78,8 +80,17 @@ def served_rate(url: str, seconds: float, concurrency: int, work: Path) -> float
 
     text_file = work / "sentences.txt"
     text_file.write_text("\n".join(SENTENCES) + "\n")
-    run = perf_from_spec(PerfSpec(model="minilm_text", url=url, concurrency=(concurrency,), duration_s=seconds, warmup_s=2.0,
-                                  text_file=text_file, repo=None))
+    run = perf_from_spec(
+        PerfSpec(
+            model="minilm_text",
+            url=url,
+            concurrency=(concurrency,),
+            duration_s=seconds,
+            warmup_s=2.0,
+            text_file=text_file,
+            repo=None,
+        )
+    )
     point = run.points[0]
     if point.errors:
         raise SystemExit(f"served run had errors: {point.errors}")
@@ -101,17 +112,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         print("building minilm_text ...", flush=True)
-        build_ensemble(build_spec_from_options(minilm_dir(), name="minilm_text", repo=repo, max_batch_size=args.max_batch_size,
-                                               max_queue_delay_us=2000))
+        build_ensemble(
+            build_spec_from_options(
+                minilm_dir(), name="minilm_text", repo=repo, max_batch_size=args.max_batch_size, max_queue_delay_us=2000
+            )
+        )
         with server_from_repository(ServeSpec(repo=repo)) as server:
             served, local = [], []
             for r in range(args.rounds):
                 local.append(in_process_rate(repo, args.max_batch_size, args.seconds))
                 served.append(served_rate(server.grpc_url, args.seconds, args.concurrency, Path(tmp)))
-                print(f"round {r + 1}: in-process {local[-1]:.1f} sentences/s, served {served[-1]:.1f} sentences/s", flush=True)
+                print(
+                    f"round {r + 1}: in-process {local[-1]:.1f} sentences/s, served {served[-1]:.1f} sentences/s",
+                    flush=True,
+                )
     ratio = max(served) / max(local)
-    print(f"served / in-process throughput (best of {args.rounds}): {max(served):.1f} / {max(local):.1f} = {ratio:.3f} "
-          f"(target >= 0.85): {'PASS' if ratio >= 0.85 else 'BELOW TARGET'}")
+    print(
+        f"served / in-process throughput (best of {args.rounds}): {max(served):.1f} / {max(local):.1f} = {ratio:.3f} "
+        f"(target >= 0.85): {'PASS' if ratio >= 0.85 else 'BELOW TARGET'}"
+    )
     return 0
 
 

@@ -62,8 +62,9 @@ def build_models(model: Path, calib: Path, work: Path, batch: int, target: str =
     from tritongen.build import build
     from tritongen.spec import build_spec_from_options
 
-    common = dict(inputs=INPUTS, outputs=["embedding"], max_batch_size=batch, repo=work / f"repo-{target}",
-                  target=target)
+    common = dict(
+        inputs=INPUTS, outputs=["embedding"], max_batch_size=batch, repo=work / f"repo-{target}", target=target
+    )
     t0 = time.perf_counter()
     fp32 = build(build_spec_from_options(model, name="minilm_fp32", **common))
     t1 = time.perf_counter()
@@ -103,8 +104,10 @@ def onnx_throughput(builds: Builds, batch: int, seq: int, rounds: int, threads: 
     from tests.sentences import sentences
     from tritongen.parity import onnx_session
 
-    sessions = {name: onnx_session(r.model_dir / "1" / "model.onnx", threads) for name, r in
-                (("fp32", builds.fp32), ("int8", builds.int8))}
+    sessions = {
+        name: onnx_session(r.model_dir / "1" / "model.onnx", threads)
+        for name, r in (("fp32", builds.fp32), ("int8", builds.int8))
+    }
     feed = tokens(sentences(batch, seed=11), seq)
     for sess in sessions.values():
         sess.run(None, feed)  # warm-up
@@ -134,8 +137,9 @@ def served_throughput(model: Path, calib: Path, work: Path, batch: int, rounds: 
 def served_rps(repo: Path, models: dict[str, str], rounds: int, concurrency: int = 8) -> dict[str, float]:
     """Boot one Triton on ``repo`` (free ports) and load-test each model in turn, ``rounds`` times; median
     requests/s (:func:`served_precision.served_throughput_rps` measures each round)."""
-    import tritongen
     from served_precision import free_ports, served_throughput_rps
+
+    import tritongen
 
     rps: dict[str, list[float]] = {label: [] for label in models}
     with tritongen.serve(repo, **free_ports()) as server:
@@ -148,8 +152,10 @@ def served_rps(repo: Path, models: dict[str, str], rounds: int, concurrency: int
 
 
 def model_sizes_mib(builds: Builds) -> dict[str, float]:
-    return {name: sum(p.stat().st_size for p in (r.model_dir / "1").glob("model.onnx*")) / 2**20
-            for name, r in (("fp32", builds.fp32), ("int8", builds.int8))}
+    return {
+        name: sum(p.stat().st_size for p in (r.model_dir / "1").glob("model.onnx*")) / 2**20
+        for name, r in (("fp32", builds.fp32), ("int8", builds.int8))
+    }
 
 
 def main() -> None:
@@ -168,8 +174,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="tritongen-bench-precision-"))
     os.environ.setdefault("TRITONGEN_CACHE_DIR", str(work / "cache"))
-    subprocess.run([sys.executable, str(ROOT / "examples/minilm_to_torchscript.py"), "--out", str(work)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/minilm_to_torchscript.py"), "--out", str(work)],
+        check=True,
+        capture_output=True,
+    )
     model = work / "minilm.pt"
     calib = work / "calib.npz"
     np.savez(calib, **tokens(sentences(args.calib, seed=1), None))
@@ -179,34 +188,53 @@ def main() -> None:
     share = g["int8_weight_gemm_flops"]
     count, cos = cosine_on_unseen(model, builds, args.batch)
     seq_s = onnx_throughput(builds, args.batch, args.seq, args.rounds, args.threads)
-    served, how = (None, "skipped (--no-serve)") if args.no_serve else served_throughput(
-        model, calib, work, args.batch, max(3, args.rounds // 2))
+    served, how = (
+        (None, "skipped (--no-serve)")
+        if args.no_serve
+        else served_throughput(model, calib, work, args.batch, max(3, args.rounds // 2))
+    )
     sizes = model_sizes_mib(builds)
 
-    print(f"all-MiniLM-L6-v2, ONNX Runtime {ort.__version__} (CPU), {os.cpu_count()} cores, batch {args.batch} x seq "
-          f"{args.seq}, {args.rounds} alternated rounds")
-    print(f"INT8 share of weight-GEMM FLOPs: {100 * share['share']:.1f}% ({share['int8_nodes']}/{share['total_nodes']} "
-          f"weight MatMuls in INT8, {len(g['calibration']['smoothquant'])} scale migrations, "
-          f"{g['calibration']['qdq_pairs']} Q/DQ pairs; target >= 90%)")
+    print(
+        f"all-MiniLM-L6-v2, ONNX Runtime {ort.__version__} (CPU), {os.cpu_count()} cores, batch {args.batch} x seq "
+        f"{args.seq}, {args.rounds} alternated rounds"
+    )
+    print(
+        f"INT8 share of weight-GEMM FLOPs: {100 * share['share']:.1f}% ({share['int8_nodes']}/{share['total_nodes']} "
+        f"weight MatMuls in INT8, {len(g['calibration']['smoothquant'])} scale migrations, "
+        f"{g['calibration']['qdq_pairs']} Q/DQ pairs; target >= 90%)"
+    )
     for i, a in enumerate(g["attempts"]):
         acc = a["accuracy"]
-        print(f"  guard attempt {i + 1}: {len(a['kept_layers'])} kept in FP32, held-out cosine mean "
-              f"{acc['cosine_mean']:.5f} min {acc['cosine_min']:.5f} -> {'pass' if acc['ok'] else 'below the bar'}")
-    print(f"unseen sentences ({count}): cosine to PyTorch FP32  int8 mean {cos['int8'][0]:.5f} min {cos['int8'][1]:.5f}"
-          f"  | fp32 mean {cos['fp32'][0]:.6f} min {cos['fp32'][1]:.6f}  (target mean >= 0.99, min >= 0.98)")
-    print(f"in-process ONNX Runtime: fp32 {seq_s['fp32']:.1f} seq/s, int8 {seq_s['int8']:.1f} seq/s, "
-          f"in-process int8/fp32 = {seq_s['int8'] / seq_s['fp32']:.2f}x")
+        print(
+            f"  guard attempt {i + 1}: {len(a['kept_layers'])} kept in FP32, held-out cosine mean "
+            f"{acc['cosine_mean']:.5f} min {acc['cosine_min']:.5f} -> {'pass' if acc['ok'] else 'below the bar'}"
+        )
+    print(
+        f"unseen sentences ({count}): cosine to PyTorch FP32  int8 mean {cos['int8'][0]:.5f} min {cos['int8'][1]:.5f}"
+        f"  | fp32 mean {cos['fp32'][0]:.6f} min {cos['fp32'][1]:.6f}  (target mean >= 0.99, min >= 0.98)"
+    )
+    print(
+        f"in-process ONNX Runtime: fp32 {seq_s['fp32']:.1f} seq/s, int8 {seq_s['int8']:.1f} seq/s, "
+        f"in-process int8/fp32 = {seq_s['int8'] / seq_s['fp32']:.2f}x"
+    )
     if served is None:
         print(f"served: not measured: {how}")
     else:
-        print(f"served ({how}): fp32 {served['fp32']:.1f} req/s, int8 {served['int8']:.1f} req/s, "
-              f"int8/fp32 = {served['int8'] / served['fp32']:.2f}x")
-    print(f"model size: fp32 {sizes['fp32']:.1f} MiB, int8 {sizes['int8']:.1f} MiB, int8/fp32 = "
-          f"{sizes['int8'] / sizes['fp32']:.2f}")
-    print(f"build: fp32 {builds.fp32_s:.1f}s, int8 {builds.int8_s:.1f}s of which scale migration + calibration + "
-          f"quantization + guard {builds.precision_stage_s:.1f}s ({g['calibration']['samples']} calibration sentences, "
-          f"{g['calibration']['eval_samples']} held out for the guard, method {g['calibration']['method']}, "
-          f"{len(g['calibration']['percentile_tensors'])} tensors on a percentile range)")
+        print(
+            f"served ({how}): fp32 {served['fp32']:.1f} req/s, int8 {served['int8']:.1f} req/s, "
+            f"int8/fp32 = {served['int8'] / served['fp32']:.2f}x"
+        )
+    print(
+        f"model size: fp32 {sizes['fp32']:.1f} MiB, int8 {sizes['int8']:.1f} MiB, int8/fp32 = "
+        f"{sizes['int8'] / sizes['fp32']:.2f}"
+    )
+    print(
+        f"build: fp32 {builds.fp32_s:.1f}s, int8 {builds.int8_s:.1f}s of which scale migration + calibration + "
+        f"quantization + guard {builds.precision_stage_s:.1f}s ({g['calibration']['samples']} calibration sentences, "
+        f"{g['calibration']['eval_samples']} held out for the guard, method {g['calibration']['method']}, "
+        f"{len(g['calibration']['percentile_tensors'])} tensors on a percentile range)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,26 @@ DETECT_THRESHOLD = 0.7  # facenet-pytorch's MTCNN default for its third stage (t
 def _build(work: Path, precision: str, batch: int, min_cosine: float) -> float:
     from examples.mtcnn_onet import OUTPUTS, onet_weights_path
 
-    command = [sys.executable, "-m", "tritongen", "build", str(onet_weights_path()), "--name", f"onet_{precision}",
-               "--model-factory", str(ROOT / "examples/mtcnn_onet.py") + ":make_onet", "--input", "x:FP32:3,48,48",
-               "--max-batch-size", str(batch), "--target", "local", "--repo", str(work / "repo"), "--force"]
+    command = [
+        sys.executable,
+        "-m",
+        "tritongen",
+        "build",
+        str(onet_weights_path()),
+        "--name",
+        f"onet_{precision}",
+        "--model-factory",
+        str(ROOT / "examples/mtcnn_onet.py") + ":make_onet",
+        "--input",
+        "x:FP32:3,48,48",
+        "--max-batch-size",
+        str(batch),
+        "--target",
+        "local",
+        "--repo",
+        str(work / "repo"),
+        "--force",
+    ]
     for name in OUTPUTS:
         command += ["--output", name]
     if precision == "int8":
@@ -91,8 +108,12 @@ def main() -> None:
         want = [t.numpy() for t in pretrained_onet()(torch.from_numpy(heldout))]
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    sessions = {p: ort.InferenceSession(str(repo / f"onet_{p}" / "1" / "model.onnx"), options,
-                                        providers=["CPUExecutionProvider"]) for p in ("fp32", "int8")}
+    sessions = {
+        p: ort.InferenceSession(
+            str(repo / f"onet_{p}" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        for p in ("fp32", "int8")
+    }
     import onnx
 
     optimized = ort.SessionOptions()  # the graph ONNX Runtime really runs for the INT8 file, after its optimiser
@@ -118,20 +139,34 @@ def main() -> None:
     sizes = {p: sum(f.stat().st_size for f in (repo / f"onet_{p}" / "1").glob("model.onnx*")) for p in sessions}
 
     print(f"MTCNN ONet (facenet-pytorch weights), CPU ONNX Runtime {ort.__version__}, {os.cpu_count()} cores")
-    print(f"build: fp32 {built_s['fp32']:.1f}s, int8 {built_s['int8']:.1f}s (calibration on "
-          f"{guard['calibration']['samples']} crops, guard on {guard['calibration']['eval_samples']} held out: "
-          f"cosine mean {guard['accuracy']['cosine_mean']:.5f} min {guard['accuracy']['cosine_min']:.5f}, "
-          f"{len(guard['attempts'])} attempt(s), {len(guard['kept_layers'])} layer(s) kept in FP32)")
+    print(
+        f"build: fp32 {built_s['fp32']:.1f}s, int8 {built_s['int8']:.1f}s (calibration on "
+        f"{guard['calibration']['samples']} crops, guard on {guard['calibration']['eval_samples']} held out: "
+        f"cosine mean {guard['accuracy']['cosine_mean']:.5f} min {guard['accuracy']['cosine_min']:.5f}, "
+        f"{len(guard['attempts'])} attempt(s), {len(guard['kept_layers'])} layer(s) kept in FP32)"
+    )
     share = guard.get("int8_weight_gemm_flops", {})
-    print(f"INT8 form {guard['calibration'].get('int8_form')}: share of weight-GEMM FLOPs {share.get('share', 0):.1%} "
-          f"({share.get('int8_nodes')}/{share.get('total_nodes')} weighted ops); ONNX Runtime runs "
-          + ", ".join(f"{op} x{ran[op]}" for op in ("QLinearConv", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
-                                                     "Conv", "Gemm") if ran[op]))
-    print("guard's bars: " + ", ".join(
-        f"{o['output']} max abs err {o['max_abs_err']:.4f} (row error bar {o['row_error_bar']:.4f}, cosine min "
-        f"{o['cosine_min']:.4f})" for o in guard["accuracy"]["outputs"]))
-    print(f"held-out crops: {len(heldout)} ({faces} that FP32 calls a face at p >= {DETECT_THRESHOLD}); "
-          "agreement with PyTorch FP32:")
+    print(
+        f"INT8 form {guard['calibration'].get('int8_form')}: share of weight-GEMM FLOPs {share.get('share', 0):.1%} "
+        f"({share.get('int8_nodes')}/{share.get('total_nodes')} weighted ops); ONNX Runtime runs "
+        + ", ".join(
+            f"{op} x{ran[op]}"
+            for op in ("QLinearConv", "ConvInteger", "QGemm", "MatMulIntegerToFloat", "Conv", "Gemm")
+            if ran[op]
+        )
+    )
+    print(
+        "guard's bars: "
+        + ", ".join(
+            f"{o['output']} max abs err {o['max_abs_err']:.4f} (row error bar {o['row_error_bar']:.4f}, cosine min "
+            f"{o['cosine_min']:.4f})"
+            for o in guard["accuracy"]["outputs"]
+        )
+    )
+    print(
+        f"held-out crops: {len(heldout)} ({faces} that FP32 calls a face at p >= {DETECT_THRESHOLD}); "
+        "agreement with PyTorch FP32:"
+    )
     for p in ("fp32", "int8"):
         box, landmarks, prob = got[p]
         top1 = float(np.mean(np.argmax(prob, 1) == np.argmax(want[2], 1)))
@@ -139,14 +174,20 @@ def main() -> None:
         cos = {n: _cosines(g, w) for n, g, w in zip(OUTPUTS, got[p], want)}
         lm_px = float(np.max(np.abs(landmarks - want[1]))) * 48
         box_px = float(np.max(np.abs(box - want[0]))) * 48
-        print(f"  {p}: face top-1 {top1:.4f}, decision at {DETECT_THRESHOLD} {decision:.4f}, max |dp(face)| "
-              f"{float(np.max(np.abs(prob - want[2]))):.4f}, landmarks max error {lm_px:.3f} px, box max error "
-              f"{box_px:.3f} px, cosine mean/min "
-              + ", ".join(f"{n} {c.mean():.5f}/{c.min():.5f}" for n, c in cos.items()))
-    print(f"model size: fp32 {sizes['fp32'] / 2**20:.2f} MiB, int8 {sizes['int8'] / 2**20:.2f} MiB "
-          f"(int8/fp32 = {sizes['int8'] / sizes['fp32']:.2f})")
-    print(f"in-process ONNX Runtime, batch {args.batch}: fp32 {crops_s['fp32']:.0f} crops/s, int8 "
-          f"{crops_s['int8']:.0f} crops/s, int8/fp32 = {crops_s['int8'] / crops_s['fp32']:.2f}x")
+        print(
+            f"  {p}: face top-1 {top1:.4f}, decision at {DETECT_THRESHOLD} {decision:.4f}, max |dp(face)| "
+            f"{float(np.max(np.abs(prob - want[2]))):.4f}, landmarks max error {lm_px:.3f} px, box max error "
+            f"{box_px:.3f} px, cosine mean/min "
+            + ", ".join(f"{n} {c.mean():.5f}/{c.min():.5f}" for n, c in cos.items())
+        )
+    print(
+        f"model size: fp32 {sizes['fp32'] / 2**20:.2f} MiB, int8 {sizes['int8'] / 2**20:.2f} MiB "
+        f"(int8/fp32 = {sizes['int8'] / sizes['fp32']:.2f})"
+    )
+    print(
+        f"in-process ONNX Runtime, batch {args.batch}: fp32 {crops_s['fp32']:.0f} crops/s, int8 "
+        f"{crops_s['int8']:.0f} crops/s, int8/fp32 = {crops_s['int8'] / crops_s['fp32']:.2f}x"
+    )
     if not args.no_served:
         import tritongen
 
@@ -154,11 +195,21 @@ def main() -> None:
         with tritongen.serve(repo) as server:
             for _ in range(3):
                 for p in rps:
-                    rps[p].append(served_throughput_rps(repo, f"onet_{p}", concurrency=32, duration_s=4.0,
-                                                        input_data=work / "heldout.npz", url=server.grpc_url))
+                    rps[p].append(
+                        served_throughput_rps(
+                            repo,
+                            f"onet_{p}",
+                            concurrency=32,
+                            duration_s=4.0,
+                            input_data=work / "heldout.npz",
+                            url=server.grpc_url,
+                        )
+                    )
         median = {p: statistics.median(v) for p, v in rps.items()}
-        print(f"served (tritonserver, Python backend, batch-1 requests at concurrency 32): fp32 {median['fp32']:.0f}"
-              f" crops/s, int8 {median['int8']:.0f} crops/s")
+        print(
+            f"served (tritonserver, Python backend, batch-1 requests at concurrency 32): fp32 {median['fp32']:.0f}"
+            f" crops/s, int8 {median['int8']:.0f} crops/s"
+        )
         print(f"int8/fp32 = {median['int8'] / median['fp32']:.2f}x")
 
 

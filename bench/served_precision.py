@@ -84,8 +84,10 @@ def served_throughput_rps(
     )
     point = perf_from_spec(spec).points[0]
     if point.errors:
-        raise TritongenError(f"{name}: {dict(point.errors)} failed request(s) at concurrency {concurrency}",
-                             "look at the server log: the served model fails on these inputs")
+        raise TritongenError(
+            f"{name}: {dict(point.errors)} failed request(s) at concurrency {concurrency}",
+            "look at the server log: the served model fails on these inputs",
+        )
     return point.throughput_rps
 
 
@@ -110,8 +112,12 @@ def _build_minilm(work: Path, seq: int, calib: int) -> dict[str, float]:
     np.savez(work / "calib.npz", **_tokens(sentences(calib, seed=1), seq))
     np.savez(work / "load.npz", **_tokens(sentences(64, seed=11), seq))  # neither calibration's nor the guard's
     common = dict(
-        inputs=["input_ids:INT64:-1", "attention_mask:INT64:-1"], outputs=["embedding"], max_batch_size=16,
-        repo=work / "repo", target="local", force=True,
+        inputs=["input_ids:INT64:-1", "attention_mask:INT64:-1"],
+        outputs=["embedding"],
+        max_batch_size=16,
+        repo=work / "repo",
+        target="local",
+        force=True,
     )
     built_s = {}
     for precision in ("fp32", "int8"):
@@ -145,22 +151,38 @@ def main() -> None:
     rps: dict[str, list[float]] = {"fp32": [], "int8": []}
     with tritongen.serve(repo, **free_ports()) as server:
         for precision in rps:  # one unmeasured pass each: the first requests pay for loading and warm-up
-            served_throughput_rps(repo, f"minilm_{precision}", concurrency=args.concurrency, duration_s=1.0,
-                                  input_data=work / "load.npz", url=server.grpc_url)
+            served_throughput_rps(
+                repo,
+                f"minilm_{precision}",
+                concurrency=args.concurrency,
+                duration_s=1.0,
+                input_data=work / "load.npz",
+                url=server.grpc_url,
+            )
         for _ in range(args.rounds):
             for precision in rps:
-                rps[precision].append(served_throughput_rps(
-                    repo, f"minilm_{precision}", concurrency=args.concurrency, duration_s=args.duration,
-                    input_data=work / "load.npz", url=server.grpc_url,
-                ))
+                rps[precision].append(
+                    served_throughput_rps(
+                        repo,
+                        f"minilm_{precision}",
+                        concurrency=args.concurrency,
+                        duration_s=args.duration,
+                        input_data=work / "load.npz",
+                        url=server.grpc_url,
+                    )
+                )
     median = {p: statistics.median(v) for p, v in rps.items()}
     acc = guard["accuracy"]
-    print(f"all-MiniLM-L6-v2 served by tritonserver (Python backend, ONNX Runtime CPU), {os.cpu_count()} cores, "
-          f"batch-1 requests of {args.seq} tokens at concurrency {args.concurrency}, {args.rounds} rounds")
+    print(
+        f"all-MiniLM-L6-v2 served by tritonserver (Python backend, ONNX Runtime CPU), {os.cpu_count()} cores, "
+        f"batch-1 requests of {args.seq} tokens at concurrency {args.concurrency}, {args.rounds} rounds"
+    )
     built = f"fp32 {built_s['fp32']:.1f}s, int8 {built_s['int8']:.1f}s" if built_s else f"reused from {work}"
-    print(f"build: {built}; guard (held-out): cosine mean "
-          f"{acc['cosine_mean']:.5f} min {acc['cosine_min']:.5f}, {len(guard['kept_layers'])} weight MatMul(s) "
-          f"kept in FP32")
+    print(
+        f"build: {built}; guard (held-out): cosine mean "
+        f"{acc['cosine_mean']:.5f} min {acc['cosine_min']:.5f}, {len(guard['kept_layers'])} weight MatMul(s) "
+        f"kept in FP32"
+    )
     for p in rps:
         print(f"served {p}: " + ", ".join(f"{v:.1f}" for v in rps[p]) + f" seq/s (median {median[p]:.1f})")
     print(f"int8/fp32 = {median['int8'] / median['fp32']:.2f}x")

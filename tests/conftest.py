@@ -61,7 +61,8 @@ class TritonPythonModel:
         for r in requests:
             text = pb_utils.get_input_tensor_by_name(r, "TEXT").as_numpy()
             upper = np.array([t.decode().upper().encode() for t in text.reshape(-1)], dtype=object).reshape(text.shape)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("UPPER", upper), pb_utils.Tensor("INFO", info)]))
+            tensors = [pb_utils.Tensor("UPPER", upper), pb_utils.Tensor("INFO", info)]
+            responses.append(pb_utils.InferenceResponse(tensors))
         return responses
 """
 
@@ -100,7 +101,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 class LoopbackServer:
-    """An asyncio server on a free port of 127.0.0.1 for ``async with``; subclasses define ``handle(reader, writer)``."""
+    """An asyncio server on a free port of 127.0.0.1 for ``async with``; subclasses define
+    ``handle(reader, writer)``."""
 
     async def __aenter__(self):
         import asyncio

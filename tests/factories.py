@@ -224,8 +224,9 @@ class GlobalCounter(nn.Module):
 class FullyConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(8, 4, 5))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 5)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -280,8 +281,9 @@ def dynamic_seq_inputs(batch: int = 2, length: int = 5, seed: int = 1) -> tuple[
 FORMS = ("torchscript", "torch.export", "state_dict", "pickled_module")
 
 
-def save_model(model: nn.Module, path: Path, form: str, example_inputs: tuple[Any, ...] | None = None,
-               dynamic_batch: bool = True) -> Path:
+def save_model(
+    model: nn.Module, path: Path, form: str, example_inputs: tuple[Any, ...] | None = None, dynamic_batch: bool = True
+) -> Path:
     """Save ``model`` to ``path`` in ``form`` (one of :data:`FORMS`, or ``"torchscript-trace"``).
 
     ``torchscript`` scripts the model; ``torchscript-trace`` and ``torch.export`` need ``example_inputs`` (tensors
@@ -312,7 +314,6 @@ def save_model(model: nn.Module, path: Path, form: str, example_inputs: tuple[An
     return path
 
 
-
 # ----------------------------------------------------------------------- outputs as models return them (issue 16)
 
 
@@ -329,7 +330,8 @@ class DictOut(nn.Module):
 
 
 class TupleWithNone(nn.Module):
-    """Returns a tuple whose middle item is None (an optional output that is off), and an INT64 class per item (shape [batch])."""
+    """Returns a tuple whose middle item is None (an optional output that is off), and an INT64 class per item
+    (shape [batch])."""
 
     def __init__(self) -> None:
         super().__init__()

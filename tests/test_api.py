@@ -20,10 +20,12 @@ def test_api_is_documented_and_import_stays_light():
         obj = getattr(tritongen, name)
         assert obj.__doc__ and len(obj.__doc__) > 40, name
     assert callable(tritongen.build) and callable(tritongen.perf) and callable(tritongen.deploy)
-    code = ("import sys, tritongen, tritongen.build, tritongen.perf.spec; "
-            "assert callable(tritongen.build) and callable(tritongen.perf), 'a submodule replaced an API function'; "
-            "heavy = [m for m in ('torch', 'tritonclient', 'onnx') if m in sys.modules]; "
-            "assert not heavy, heavy; help(tritongen.build)")
+    code = (
+        "import sys, tritongen, tritongen.build, tritongen.perf.spec; "
+        "assert callable(tritongen.build) and callable(tritongen.perf), 'a submodule replaced an API function'; "
+        "heavy = [m for m in ('torch', 'tritonclient', 'onnx') if m in sys.modules]; "
+        "assert not heavy, heavy; help(tritongen.build)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "in-memory" in out.stdout and "example_inputs" in out.stdout
@@ -63,7 +65,7 @@ def test_serve_refuses_an_unverified_repository_before_booting(tmp_path):
 
 def _readme_example() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Python API"):]
+    section = text[text.index("### Python API") :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, "README's Python API section has no python block"
     return match.group(1)

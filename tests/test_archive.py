@@ -52,8 +52,14 @@ class _Unseekable(io.RawIOBase):
         return self.raw.write(data)
 
 
-KINDS = ("torch.jit.save", "torch.export.save", "torch.save", "numpy.savez", "numpy.savez_compressed",
-         "zipfile deflated, streamed")
+KINDS = (
+    "torch.jit.save",
+    "torch.export.save",
+    "torch.save",
+    "numpy.savez",
+    "numpy.savez_compressed",
+    "zipfile deflated, streamed",
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -74,13 +80,16 @@ def test_read_refuses_a_member_above_its_limit(tmp_path):
             archive.read("a/big", 999)
 
 
-@pytest.mark.parametrize("entries, words", [
-    ([Entry(b"a/x", b"abc", crc=1)], "checksum"),
-    ([Entry(b"a/x", b"abc", deflate=True, payload=deflate_raw(b"abcd"))], "unpacks to more"),
-    ([Entry(b"a/x", b"abcd", deflate=True, payload=deflate_raw(b"abc"))], "size or checksum"),
-    ([Entry(b"a/x", b"abc", deflate=True, payload=b"\xff\xff\xff")], "damaged"),
-    ([Entry(b"a/x", b"", deflate=True, payload=deflate_bomb(64), declared_bytes=2**20)], "unpacks to more"),
-])
+@pytest.mark.parametrize(
+    "entries, words",
+    [
+        ([Entry(b"a/x", b"abc", crc=1)], "checksum"),
+        ([Entry(b"a/x", b"abc", deflate=True, payload=deflate_raw(b"abcd"))], "unpacks to more"),
+        ([Entry(b"a/x", b"abcd", deflate=True, payload=deflate_raw(b"abc"))], "size or checksum"),
+        ([Entry(b"a/x", b"abc", deflate=True, payload=b"\xff\xff\xff")], "damaged"),
+        ([Entry(b"a/x", b"", deflate=True, payload=deflate_bomb(64), declared_bytes=2**20)], "unpacks to more"),
+    ],
+)
 def test_verify_refuses_members_that_lie(tmp_path, entries, words):
     path = tmp_path / "a.zip"
     path.write_bytes(raw_zip(entries))
@@ -90,11 +99,22 @@ def test_verify_refuses_members_that_lie(tmp_path, entries, words):
         _open(path)
 
 
-@pytest.mark.parametrize("name, words", [
-    (b"a/../b", "'..'"), (b"/a/b", "absolute"), (b"a//b", "empty"), (b"./a", "'.'"), (b"C:/a", "absolute"),
-    (b"a\\b", "backslash"), (b"a/b\x00c", "control"), (b"a/b\rc", "control"), (b"a/\xe2\x80\xa8", "control"),
-    (b"a/\xff", "UTF-8"), (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        (b"a/../b", "'..'"),
+        (b"/a/b", "absolute"),
+        (b"a//b", "empty"),
+        (b"./a", "'.'"),
+        (b"C:/a", "absolute"),
+        (b"a\\b", "backslash"),
+        (b"a/b\x00c", "control"),
+        (b"a/b\rc", "control"),
+        (b"a/\xe2\x80\xa8", "control"),
+        (b"a/\xff", "UTF-8"),
+        (b"", "empty"),
+    ],
+)
 def test_refuses_member_names(tmp_path, name, words):
     path = tmp_path / "a.zip"
     path.write_bytes(raw_zip([Entry(name, b"x")]))
@@ -106,7 +126,7 @@ def test_refuses_overlapping_members(tmp_path):
     """Two central directory entries pointing at one local header (zipfile would read both)."""
     data = bytearray(raw_zip([Entry(b"a/x", b"1"), Entry(b"a/y", b"1")]))
     second = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 1)
-    data[second + 42: second + 46] = b"\0\0\0\0"  # a/y's local header offset -> a/x's
+    data[second + 42 : second + 46] = b"\0\0\0\0"  # a/y's local header offset -> a/x's
     path = tmp_path / "a.zip"
     path.write_bytes(bytes(data))
     with pytest.raises(TritongenError, match="differs|overlaps"):
@@ -117,7 +137,7 @@ def test_refuses_more_entries_than_the_end_record_counts(tmp_path):
     """zipfile walks the central directory by its size, miniz (torch) by the entry count."""
     data = bytearray(raw_zip([Entry(b"a/x", b"1"), Entry(b"a/y", b"2")]))
     end = len(data) - 22
-    data[end + 8: end + 12] = b"\x01\x00\x01\x00"
+    data[end + 8 : end + 12] = b"\x01\x00\x01\x00"
     path = tmp_path / "a.zip"
     path.write_bytes(bytes(data))
     assert len(zipfile.ZipFile(path).namelist()) == 2

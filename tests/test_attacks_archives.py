@@ -10,9 +10,9 @@ import functools
 import io
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -57,8 +57,10 @@ class Files:
     def pt2_raw(self, name: str, replace: dict[str, Entry]) -> Path:
         """The .pt2 rewritten by :func:`raw_zip`, members whose names end with a key of ``replace`` replaced."""
         with zipfile.ZipFile(self.pt2) as zf:
-            entries = [next((e for k, e in replace.items() if n.endswith(k)), None) or Entry(n.encode(), zf.read(n))
-                       for n in zf.namelist()]
+            entries = [
+                next((e for k, e in replace.items() if n.endswith(k)), None) or Entry(n.encode(), zf.read(n))
+                for n in zf.namelist()
+            ]
         path = self.root / name
         path.write_bytes(raw_zip(entries))
         return path
@@ -100,6 +102,7 @@ def _alias_bomb() -> str:
 
 def _duplicate(copies: str) -> Callable[[Files], list[str]]:
     """The .pt2 with its sample inputs stored as several same-named copies: B benign, E code-running."""
+
     def argv(f: Files) -> list[str]:
         evil = f.evil_pickle
 
@@ -109,11 +112,13 @@ def _duplicate(copies: str) -> Callable[[Files], list[str]]:
             return [(name, evil if c == "E" else data) for c in copies]
 
         return ["build", str(f.pt2_with(f"dup_{copies}.pt2", edit)), *TWO]
+
     return argv
 
 
 def _case_variant(keep_benign: bool) -> Callable[[Files], list[str]]:
     """The .pt2 with a code-running copy of its sample inputs named ``model.PT``: torch's reader ignores case."""
+
     def argv(f: Files) -> list[str]:
         evil = f.evil_pickle
 
@@ -123,6 +128,7 @@ def _case_variant(keep_benign: bool) -> Callable[[Files], list[str]]:
             return ([(name, data)] if keep_benign else []) + [(name[:-2] + "PT", evil)]
 
         return ["build", str(f.pt2_with(f"case_{keep_benign}.pt2", edit)), *TWO]
+
     return argv
 
 
@@ -167,45 +173,90 @@ CASES: list[tuple[str, Callable[[Files], list[str]], tuple[str, ...]]] = [
     ("zip member with an absolute name", _conv_with("abs.pt", "/tmp/evil.py"), ("absolute",)),
     ("zip member named with backslashes", _conv_with("bs.pt", "conv\\..\\evil.py"), ("backslash",)),
     ("zip members whose names differ only in case", _conv_with("case.pt", "conv/Version", b"3\n"), ("ignores case",)),
-    ("pt2 whose archive_format inflates to 3 GB",
-     _pt2_raw("bomb.pt2", "archive_format", Entry(b"archive/archive_format", **BOMB_3GB)), ("unpacked",)),
-    ("pt2 whose archive_format declares 3 bytes and inflates to 64 MB",
-     _pt2_raw("liar.pt2", "archive_format",
-              Entry(b"archive/archive_format", b"pt2", deflate=True, payload=deflate_bomb(64))),
-     ("unpacks to more",)),
-    ("zip member declaring 40 GiB",
-     _pt2_raw("huge.pt2", "archive_version", Entry(b"archive/archive_version", deflate=True, payload=deflate_bomb(1),
-                                                   declared_bytes=40 * 2**30, crc=0)), ("declares",)),
+    (
+        "pt2 whose archive_format inflates to 3 GB",
+        _pt2_raw("bomb.pt2", "archive_format", Entry(b"archive/archive_format", **BOMB_3GB)),
+        ("unpacked",),
+    ),
+    (
+        "pt2 whose archive_format declares 3 bytes and inflates to 64 MB",
+        _pt2_raw(
+            "liar.pt2",
+            "archive_format",
+            Entry(b"archive/archive_format", b"pt2", deflate=True, payload=deflate_bomb(64)),
+        ),
+        ("unpacks to more",),
+    ),
+    (
+        "zip member declaring 40 GiB",
+        _pt2_raw(
+            "huge.pt2",
+            "archive_version",
+            Entry(b"archive/archive_version", deflate=True, payload=deflate_bomb(1), declared_bytes=40 * 2**30, crc=0),
+        ),
+        ("declares",),
+    ),
     ("another zip prepended to the model", _prepended, ("does not end where its end record says",)),
     ("zip with a comment after its end record", _commented, ("comment",)),
     ("spec: YAML alias bomb inside outputs", lambda f: _spec(f, "bomb.yaml", _alias_bomb()), ("anchor or alias",)),
-    ("spec: dims that are a word",
-     lambda f: _spec(f, "dims.yaml", "inputs: [{name: x, dtype: FP32, dims: 'x'}]\n"), ("dims",)),
+    (
+        "spec: dims that are a word",
+        lambda f: _spec(f, "dims.yaml", "inputs: [{name: x, dtype: FP32, dims: 'x'}]\n"),
+        ("dims",),
+    ),
     ("spec: inputs that are a number", lambda f: _spec(f, "inputs.yaml", "inputs: 5\n"), ("'inputs' is 5",)),
-    ("spec: max_batch_size that is a word",
-     lambda f: _spec(f, "mbs.yaml", "max_batch_size: a\n" + ONE_INPUT), ("max_batch_size",)),
-    ("spec: a word among the dims",
-     lambda f: _spec(f, "dims2.yaml", "inputs: [{name: x, dtype: FP32, dims: [3, a, 32]}]\n"), ("dims",)),
-    ("spec: outputs entry without a name",
-     lambda f: _spec(f, "outs.yaml", ONE_INPUT + "outputs: [{nam: y}]\n"), ("output #1",)),
+    (
+        "spec: max_batch_size that is a word",
+        lambda f: _spec(f, "mbs.yaml", "max_batch_size: a\n" + ONE_INPUT),
+        ("max_batch_size",),
+    ),
+    (
+        "spec: a word among the dims",
+        lambda f: _spec(f, "dims2.yaml", "inputs: [{name: x, dtype: FP32, dims: [3, a, 32]}]\n"),
+        ("dims",),
+    ),
+    (
+        "spec: outputs entry without a name",
+        lambda f: _spec(f, "outs.yaml", ONE_INPUT + "outputs: [{nam: y}]\n"),
+        ("output #1",),
+    ),
     ("spec: warmup that is a word", lambda f: _spec(f, "warm.yaml", ONE_INPUT + "warmup: 'yes'\n"), ("warmup",)),
-    ("spec: a Python tag that would run code",
-     lambda f: _spec(f, "tag.yaml", f"name: !!python/object/apply:os.system ['touch {f.marker}']\n"),
-     ("not valid YAML",)),
-    ("spec: a batch of a terabyte",
-     lambda f: _spec(f, "tb.yaml", "max_batch_size: 100000000\n" + ONE_INPUT), ("bytes",)),
-    ("npz: header claims (2, 4e9)",
-     lambda f: _npz(f, "lie.npz", [Entry(b"x.npy", _lying_npy("(2, 4000000000)"))]), ("claims shape",)),
-    ("npz: header claims fewer bytes than it holds",
-     lambda f: _npz(f, "short.npz", [Entry(b"x.npy", _lying_npy("(1,)"))]), ("holds 32 bytes",)),
-    ("npz: object fields in a structured dtype",
-     lambda f: _npz(f, "obj.npz", [Entry(b"x.npy", OBJECT_FIELDS)]),
-     ("pickled objects",)),
-    ("npz: two arrays with one name",
-     lambda f: _npz(f, "dup.npz", [Entry(b"x.npy", CONV_SAMPLES)] * 2), ("two members",)),
+    (
+        "spec: a Python tag that would run code",
+        lambda f: _spec(f, "tag.yaml", f"name: !!python/object/apply:os.system ['touch {f.marker}']\n"),
+        ("not valid YAML",),
+    ),
+    (
+        "spec: a batch of a terabyte",
+        lambda f: _spec(f, "tb.yaml", "max_batch_size: 100000000\n" + ONE_INPUT),
+        ("bytes",),
+    ),
+    (
+        "npz: header claims (2, 4e9)",
+        lambda f: _npz(f, "lie.npz", [Entry(b"x.npy", _lying_npy("(2, 4000000000)"))]),
+        ("claims shape",),
+    ),
+    (
+        "npz: header claims fewer bytes than it holds",
+        lambda f: _npz(f, "short.npz", [Entry(b"x.npy", _lying_npy("(1,)"))]),
+        ("holds 32 bytes",),
+    ),
+    (
+        "npz: object fields in a structured dtype",
+        lambda f: _npz(f, "obj.npz", [Entry(b"x.npy", OBJECT_FIELDS)]),
+        ("pickled objects",),
+    ),
+    (
+        "npz: two arrays with one name",
+        lambda f: _npz(f, "dup.npz", [Entry(b"x.npy", CONV_SAMPLES)] * 2),
+        ("two members",),
+    ),
     ("npz: an array inflating to 3 GB", lambda f: _npz(f, "bomb.npz", [Entry(b"x.npy", **BOMB_3GB)]), ("unpacked",)),
-    ("npz: a member that is not an array",
-     lambda f: _npz(f, "txt.npz", [Entry(b"x.npy", CONV_SAMPLES), Entry(b"notes.txt", b"hi")]), ("not an array",)),
+    (
+        "npz: a member that is not an array",
+        lambda f: _npz(f, "txt.npz", [Entry(b"x.npy", CONV_SAMPLES), Entry(b"notes.txt", b"hi")]),
+        ("not an array",),
+    ),
     (".npy: header claims (2, 4e9)", _npy_file("lie.npy", _lying_npy("(2, 4000000000)")), ("claims shape",)),
 ]
 
@@ -213,8 +264,9 @@ CASES: list[tuple[str, Callable[[Files], list[str]], tuple[str, ...]]] = [
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Files:
     world = World(tmp_path_factory.mktemp("attacks"))
-    pt2 = factories.save_model(factories.make_two_in_two_out(), world.root / "two.pt2", "torch.export",
-                               factories.two_in_two_out_inputs())
+    pt2 = factories.save_model(
+        factories.make_two_in_two_out(), world.root / "two.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
     return Files(world, pt2)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -56,47 +56,161 @@ def _traced_conv(root: Path) -> Path:
 
 # (case id, argv builder(root, repo), words the error line must contain, whether a log file is named)
 CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]] = [
-    ("operator no exporter translates", lambda r, repo: [
-        "build", str(_pickled(r, factories.KthValue(), "kth")), "--input", "x:FP32:-1", "--allow-pickle",
-        "--repo", str(repo)],
-     ("ONNX export failed (dynamo exporter)", "operator aten::kthvalue has no ONNX translation",
-      "the torchscript exporter also failed", "replace aten::kthvalue"), True),
-    ("operator the dynamo exporter cannot translate, --exporter dynamo", lambda r, repo: [
-        "build", str(_pickled(r, factories.PairwiseDistance(), "cdist")), "--input", "x:FP32:-1,4", "--allow-pickle",
-        "--exporter", "dynamo", "--repo", str(repo)],
-     ("operator aten::_cdist_forward", "--exporter torchscript may succeed"), True),
-    ("operator the torchscript exporter cannot translate, --exporter torchscript", lambda r, repo: [
-        "build", str(_pickled(r, factories.KthValue(), "kth")), "--input", "x:FP32:-1", "--allow-pickle",
-        "--exporter", "torchscript", "--repo", str(repo)],
-     ("ONNX export failed (torchscript exporter)", "aten::kthvalue", "--exporter dynamo may succeed"), True),
-    ("dimension declared -1 that the model fixes", lambda r, repo: [
-        "build", str(_pickled(r, factories.FixedWidth(), "fixed_width")), "--input", "x:FP32:-1", "--allow-pickle",
-        "--dim-range", "x:0:16:16:16", "--repo", str(repo)],
-     ("fixes dimension 0 of input 'x' (declared -1) to 16", "declare that dimension as 16"), True),
-    ("model that fails at the default size of a -1 dimension", lambda r, repo: [
-        "build", str(_pickled(r, factories.FixedWidth(), "fixed_width")), "--input", "x:FP32:-1", "--allow-pickle",
-        "--repo", str(repo)],
-     ("the model failed on inputs x[2, 64]", "default sizes 32/64/128", "pass --dim-range x:0:MIN:OPT:MAX"), False),
-    ("batch dimension that the model fixes", lambda r, repo: [
-        "build", str(_pickled(r, FixedBatch(), "fixed_batch")), "--input", "x:FP32:4", "--allow-pickle",
-        "--repo", str(repo)],
-     ("fixes the batch dimension of input 'x' to 2", "--max-batch-size 0"), True),
-    ("control flow on a tensor's value", lambda r, repo: [
-        "build", str(_pickled(r, factories.DataDependent(), "data_dependent")), "--input", "x:FP32:4", "--allow-pickle",
-        "--repo", str(repo)],
-     ("branches on a tensor's value at factories.py:", "if x.sum() > 0:", "turns a tensor into a Python boolean",
-      "torch.where"), True),
-    ("--exporter dynamo on a TorchScript module", lambda r, repo: [
-        "build", str(_traced_conv(r)), "--input", "x:FP32:3,32,32", "--exporter", "dynamo", "--repo", str(repo)],
-     ("--exporter dynamo cannot export a TorchScript module", "--exporter torchscript"), False),
-    ("unknown exporter in the spec file", lambda r, repo: [
-        "build", str(_traced_conv(r)), "--spec", str(_spec(r, f"{CONV_INPUTS}exporter: onnx2\n")),
-        "--repo", str(repo)],
-     ("unknown exporter 'onnx2'", "auto, dynamo, torchscript"), False),
-    ("exporter of the wrong type in the spec file", lambda r, repo: [
-        "build", str(_traced_conv(r)), "--spec", str(_spec(r, f"{CONV_INPUTS}exporter: [dynamo]\n")),
-        "--repo", str(repo)],
-     ("exporter is ['dynamo']", "non-empty string"), False),
+    (
+        "operator no exporter translates",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, factories.KthValue(), "kth")),
+            "--input",
+            "x:FP32:-1",
+            "--allow-pickle",
+            "--repo",
+            str(repo),
+        ],
+        (
+            "ONNX export failed (dynamo exporter)",
+            "operator aten::kthvalue has no ONNX translation",
+            "the torchscript exporter also failed",
+            "replace aten::kthvalue",
+        ),
+        True,
+    ),
+    (
+        "operator the dynamo exporter cannot translate, --exporter dynamo",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, factories.PairwiseDistance(), "cdist")),
+            "--input",
+            "x:FP32:-1,4",
+            "--allow-pickle",
+            "--exporter",
+            "dynamo",
+            "--repo",
+            str(repo),
+        ],
+        ("operator aten::_cdist_forward", "--exporter torchscript may succeed"),
+        True,
+    ),
+    (
+        "operator the torchscript exporter cannot translate, --exporter torchscript",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, factories.KthValue(), "kth")),
+            "--input",
+            "x:FP32:-1",
+            "--allow-pickle",
+            "--exporter",
+            "torchscript",
+            "--repo",
+            str(repo),
+        ],
+        ("ONNX export failed (torchscript exporter)", "aten::kthvalue", "--exporter dynamo may succeed"),
+        True,
+    ),
+    (
+        "dimension declared -1 that the model fixes",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, factories.FixedWidth(), "fixed_width")),
+            "--input",
+            "x:FP32:-1",
+            "--allow-pickle",
+            "--dim-range",
+            "x:0:16:16:16",
+            "--repo",
+            str(repo),
+        ],
+        ("fixes dimension 0 of input 'x' (declared -1) to 16", "declare that dimension as 16"),
+        True,
+    ),
+    (
+        "model that fails at the default size of a -1 dimension",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, factories.FixedWidth(), "fixed_width")),
+            "--input",
+            "x:FP32:-1",
+            "--allow-pickle",
+            "--repo",
+            str(repo),
+        ],
+        ("the model failed on inputs x[2, 64]", "default sizes 32/64/128", "pass --dim-range x:0:MIN:OPT:MAX"),
+        False,
+    ),
+    (
+        "batch dimension that the model fixes",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, FixedBatch(), "fixed_batch")),
+            "--input",
+            "x:FP32:4",
+            "--allow-pickle",
+            "--repo",
+            str(repo),
+        ],
+        ("fixes the batch dimension of input 'x' to 2", "--max-batch-size 0"),
+        True,
+    ),
+    (
+        "control flow on a tensor's value",
+        lambda r, repo: [
+            "build",
+            str(_pickled(r, factories.DataDependent(), "data_dependent")),
+            "--input",
+            "x:FP32:4",
+            "--allow-pickle",
+            "--repo",
+            str(repo),
+        ],
+        (
+            "branches on a tensor's value at factories.py:",
+            "if x.sum() > 0:",
+            "turns a tensor into a Python boolean",
+            "torch.where",
+        ),
+        True,
+    ),
+    (
+        "--exporter dynamo on a TorchScript module",
+        lambda r, repo: [
+            "build",
+            str(_traced_conv(r)),
+            "--input",
+            "x:FP32:3,32,32",
+            "--exporter",
+            "dynamo",
+            "--repo",
+            str(repo),
+        ],
+        ("--exporter dynamo cannot export a TorchScript module", "--exporter torchscript"),
+        False,
+    ),
+    (
+        "unknown exporter in the spec file",
+        lambda r, repo: [
+            "build",
+            str(_traced_conv(r)),
+            "--spec",
+            str(_spec(r, f"{CONV_INPUTS}exporter: onnx2\n")),
+            "--repo",
+            str(repo),
+        ],
+        ("unknown exporter 'onnx2'", "auto, dynamo, torchscript"),
+        False,
+    ),
+    (
+        "exporter of the wrong type in the spec file",
+        lambda r, repo: [
+            "build",
+            str(_traced_conv(r)),
+            "--spec",
+            str(_spec(r, f"{CONV_INPUTS}exporter: [dynamo]\n")),
+            "--repo",
+            str(repo),
+        ],
+        ("exporter is ['dynamo']", "non-empty string"),
+        False,
+    ),
 ]
 
 
@@ -109,8 +223,20 @@ def root(tmp_path_factory) -> Path:
 def repo(root) -> Path:
     """A repository with one good build that no case may change."""
     repo = root / "repo"
-    code, out, err = _run(["build", str(_traced_conv(root)), "--name", "conv", "--input", "x:FP32:3,32,32",
-                           "--max-batch-size", "2", "--repo", str(repo)])
+    code, out, err = _run(
+        [
+            "build",
+            str(_traced_conv(root)),
+            "--name",
+            "conv",
+            "--input",
+            "x:FP32:3,32,32",
+            "--max-batch-size",
+            "2",
+            "--repo",
+            str(repo),
+        ]
+    )
     assert code == 0, err
     return repo
 
@@ -143,8 +269,19 @@ def test_unwritable_log_folder_still_gives_one_line(root, repo, tmp_path, monkey
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     monkeypatch.setenv("TRITONGEN_LOG_DIR", str(blocker / "logs"))
-    code, out, err = _run(["build", str(_pickled(root, factories.KthValue(), "kth")), "--input", "x:FP32:-1",
-                           "--allow-pickle", "--repo", str(repo), "--name", "kth"])
+    code, out, err = _run(
+        [
+            "build",
+            str(_pickled(root, factories.KthValue(), "kth")),
+            "--input",
+            "x:FP32:-1",
+            "--allow-pickle",
+            "--repo",
+            str(repo),
+            "--name",
+            "kth",
+        ]
+    )
     _assert_one_clean_line("unwritable log folder", code, out, err, ("aten::kthvalue", "could not be saved"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
 
@@ -153,8 +290,9 @@ def test_fallback_to_torchscript_is_said_and_recorded(root, tmp_path, monkeypatc
     monkeypatch.setenv("TRITONGEN_LOG_DIR", str(tmp_path / "logs"))
     repo = tmp_path / "repo"
     cdist = _pickled(root, factories.PairwiseDistance(), "cdist")
-    code, out, err = _run(["build", str(cdist), "--input", "x:FP32:-1,4",
-                           "--allow-pickle", "--repo", str(repo), "--max-batch-size", "4"])
+    code, out, err = _run(
+        ["build", str(cdist), "--input", "x:FP32:-1,4", "--allow-pickle", "--repo", str(repo), "--max-batch-size", "4"]
+    )
     assert code == 0, err
     assert "torchscript exporter) in" in out
     assert "the torchscript exporter was used because the dynamo exporter failed: operator aten::_cdist_forward" in out
@@ -181,8 +319,9 @@ def test_explicit_torchscript_keeps_a_trace_warning(tmp_path, monkeypatch):
 
 def test_explicit_torchscript_exports_a_plain_module(tmp_path):
     path = factories.save_model(factories.make_small_conv(), tmp_path / "m.pt", "state_dict")
-    spec = build_spec_from_options(path, inputs=["x:FP32:3,32,32"], model_factory="tests.factories:make_small_conv",
-                                   exporter="torchscript")
+    spec = build_spec_from_options(
+        path, inputs=["x:FP32:3,32,32"], model_factory="tests.factories:make_small_conv", exporter="torchscript"
+    )
     loaded = module_from_file(path, "tests.factories:make_small_conv")
     result = onnx_from_module(loaded, spec, sample_set_from_spec(spec).export, tmp_path / "o", tmp_path / "r")
     assert result.exporter == "torchscript" and result.onnx_path.is_file()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -28,10 +28,12 @@ MANIFEST = "conv/1/tritongen/manifest.json"
 
 def _write_key_pair(root: Path, name: str, key) -> tuple[Path, Path]:
     private, public = root / f"{name}.pem", root / f"{name}.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private, public
 
 
@@ -50,14 +52,21 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("attacks_repository")
-    conv = factories.save_model(factories.make_small_conv(), root / "conv.pt", "torchscript-trace", factories.small_conv_inputs())
+    conv = factories.save_model(
+        factories.make_small_conv(), root / "conv.pt", "torchscript-trace", factories.small_conv_inputs()
+    )
     repo = root / "repo"
     assert _run(["build", str(conv), "--name", "conv", "--repo", str(repo), *CONV])[0] == 0
     key, pub = _write_key_pair(root, "signing", ec.generate_private_key(ec.SECP256R1()))
     _, other_pub = _write_key_pair(root, "other", ec.generate_private_key(ec.SECP256R1()))
     _, rsa_pub = _write_key_pair(root, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    (root / "encrypted.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"secret")))
+    (root / "encrypted.pem").write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     code, out, err = _run(["sign", str(repo), "--private-key", str(key)])
     assert code == 0, err
     marker = root / "SERVER_STARTED"
@@ -68,8 +77,11 @@ def world(tmp_path_factory) -> World:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): sha256_file(p) if p.is_file() else "dir"
-            for p in sorted(root.rglob("*")) if not p.is_symlink()}
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p) if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+        if not p.is_symlink()
+    }
 
 
 def _rewrite_manifest(repo: Path, change: Callable[[dict], None]) -> None:
@@ -102,55 +114,148 @@ def _hidden_model(repo: Path) -> None:
 #  whether `serve` is run too)
 CASES: list[tuple[str, Callable[[Path], None], list[str], tuple[str, ...], bool]] = [
     ("version folder added by hand", _add_version, [], ("conv/2", "no manifest"), True),
-    ("numpy.py dropped into a verified version folder",
-     lambda r: (r / "conv/1/numpy.py").write_text("open('PWNED', 'w')\n"), [], ("conv/1/numpy.py", "not listed"), True),
-    ("model2.py dropped into a verified version folder",
-     lambda r: (r / "conv/1/model2.py").write_text("raise SystemExit\n"), [], ("conv/1/model2.py", "not listed"), False),
-    ("shared library dropped into a verified version folder",
-     lambda r: (r / "conv/1/libevil.so").write_bytes(b"\x7fELF" + bytes(60)), [], ("conv/1/libevil.so", "not listed"), False),
-    ("file dropped beside config.pbtxt",
-     lambda r: (r / "conv/extra.py").write_text("x = 1\n"), [], ("conv/extra.py", "not listed"), True),
-    ("manifest deleted", lambda r: (r / MANIFEST).unlink(), [], ("'conv' has no manifest", "--allow-unverified conv"), True),
+    (
+        "numpy.py dropped into a verified version folder",
+        lambda r: (r / "conv/1/numpy.py").write_text("open('PWNED', 'w')\n"),
+        [],
+        ("conv/1/numpy.py", "not listed"),
+        True,
+    ),
+    (
+        "model2.py dropped into a verified version folder",
+        lambda r: (r / "conv/1/model2.py").write_text("raise SystemExit\n"),
+        [],
+        ("conv/1/model2.py", "not listed"),
+        False,
+    ),
+    (
+        "shared library dropped into a verified version folder",
+        lambda r: (r / "conv/1/libevil.so").write_bytes(b"\x7fELF" + bytes(60)),
+        [],
+        ("conv/1/libevil.so", "not listed"),
+        False,
+    ),
+    (
+        "file dropped beside config.pbtxt",
+        lambda r: (r / "conv/extra.py").write_text("x = 1\n"),
+        [],
+        ("conv/extra.py", "not listed"),
+        True,
+    ),
+    (
+        "manifest deleted",
+        lambda r: (r / MANIFEST).unlink(),
+        [],
+        ("'conv' has no manifest", "--allow-unverified conv"),
+        True,
+    ),
     ("hidden model folder", _hidden_model, [], ("'.conv'", "hidden"), True),
-    ("manifest 'files' is a list", lambda r: _rewrite_manifest(r, lambda d: d.update(files=sorted(d["files"]))), [],
-     ("'files' as a JSON list",), True),
-    ("manifest path with ..", lambda r: _rewrite_manifest(r, lambda d: d["files"].update({"../x": "0" * 64})), [],
-     ("'../x'", ".."), False),
-    ("manifest path that is absolute", lambda r: _rewrite_manifest(r, lambda d: d["files"].update({"/etc/passwd": "0" * 64})),
-     [], ("'/etc/passwd'", "absolute"), False),
-    ("manifest digest that is not sha256 hex", lambda r: _rewrite_manifest(r, lambda d: d["files"].update({"1/model.py": 7})),
-     [], ("'1/model.py'", "64 lowercase hex"), False),
-    ("manifest of an unknown schema", lambda r: _rewrite_manifest(r, lambda d: d.update(manifest_schema=99)), [],
-     ("manifest_schema 99",), False),
-    ("manifest that is not JSON", lambda r: (r / MANIFEST).write_text("{" * 100_000), [], ("not valid UTF-8 JSON",), False),
-    ("symlink in a version folder", lambda r: (r / "conv/1/linked.py").symlink_to(r / "conv/1/model.py"), [],
-     ("conv/1/linked.py", "symbolic link"), False),
-    ("rewritten manifest with fresh hashes, checked with the public key", _rehashed_model_py, ["--public-key", "{pub}"],
-     ("differs from what was signed", "1/model.py"), True),
-    ("unsigned repository with --public-key", lambda r: (r / ".tritongen-signature.sig").unlink(), ["--public-key", "{pub}"],
-     ("is not signed",), True),
-    ("another key's public key", lambda r: None, ["--public-key", "{other_pub}"], ("not made with the private key",), True),
+    (
+        "manifest 'files' is a list",
+        lambda r: _rewrite_manifest(r, lambda d: d.update(files=sorted(d["files"]))),
+        [],
+        ("'files' as a JSON list",),
+        True,
+    ),
+    (
+        "manifest path with ..",
+        lambda r: _rewrite_manifest(r, lambda d: d["files"].update({"../x": "0" * 64})),
+        [],
+        ("'../x'", ".."),
+        False,
+    ),
+    (
+        "manifest path that is absolute",
+        lambda r: _rewrite_manifest(r, lambda d: d["files"].update({"/etc/passwd": "0" * 64})),
+        [],
+        ("'/etc/passwd'", "absolute"),
+        False,
+    ),
+    (
+        "manifest digest that is not sha256 hex",
+        lambda r: _rewrite_manifest(r, lambda d: d["files"].update({"1/model.py": 7})),
+        [],
+        ("'1/model.py'", "64 lowercase hex"),
+        False,
+    ),
+    (
+        "manifest of an unknown schema",
+        lambda r: _rewrite_manifest(r, lambda d: d.update(manifest_schema=99)),
+        [],
+        ("manifest_schema 99",),
+        False,
+    ),
+    (
+        "manifest that is not JSON",
+        lambda r: (r / MANIFEST).write_text("{" * 100_000),
+        [],
+        ("not valid UTF-8 JSON",),
+        False,
+    ),
+    (
+        "symlink in a version folder",
+        lambda r: (r / "conv/1/linked.py").symlink_to(r / "conv/1/model.py"),
+        [],
+        ("conv/1/linked.py", "symbolic link"),
+        False,
+    ),
+    (
+        "rewritten manifest with fresh hashes, checked with the public key",
+        _rehashed_model_py,
+        ["--public-key", "{pub}"],
+        ("differs from what was signed", "1/model.py"),
+        True,
+    ),
+    (
+        "unsigned repository with --public-key",
+        lambda r: (r / ".tritongen-signature.sig").unlink(),
+        ["--public-key", "{pub}"],
+        ("is not signed",),
+        True,
+    ),
+    (
+        "another key's public key",
+        lambda r: None,
+        ["--public-key", "{other_pub}"],
+        ("not made with the private key",),
+        True,
+    ),
     ("an RSA public key", lambda r: None, ["--public-key", "{rsa_pub}"], ("RSAPublicKey", "elliptic-curve"), False),
     ("the private key given as public key", lambda r: None, ["--public-key", "{key}"], ("holds a private key",), False),
     ("public key file missing", lambda r: None, ["--public-key", "{root}/nope.pub"], ("does not exist",), False),
-    ("signature that is not a signature", lambda r: (r / ".tritongen-signature.sig").write_bytes(b"\x00garbage"),
-     ["--public-key", "{pub}"], ("cannot be checked",), False),
+    (
+        "signature that is not a signature",
+        lambda r: (r / ".tritongen-signature.sig").write_bytes(b"\x00garbage"),
+        ["--public-key", "{pub}"],
+        ("cannot be checked",),
+        False,
+    ),
 ]
 
 
 def _argv(world: World, args: list[str]) -> list[str]:
-    fields = {"pub": world.pub, "other_pub": world.other_pub, "rsa_pub": world.rsa_pub, "key": world.key, "root": world.root}
+    fields = {
+        "pub": world.pub,
+        "other_pub": world.other_pub,
+        "rsa_pub": world.rsa_pub,
+        "key": world.key,
+        "root": world.root,
+    }
     return [a.format(**fields) for a in args]
 
 
 @pytest.mark.parametrize("case, change, args, words, serve", CASES, ids=[c[0] for c in CASES])
-def test_repository_attack_is_refused_by_verify_and_serve(world, tmp_path, monkeypatch, case, change, args, words, serve):
+def test_repository_attack_is_refused_by_verify_and_serve(
+    world, tmp_path, monkeypatch, case, change, args, words, serve
+):
     monkeypatch.chdir(tmp_path)
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo, symlinks=True)
     change(repo)
     before = _snapshot(repo)
-    commands = [["verify", str(repo)]] + ([["serve", str(repo), "--server-bin", str(world.server_bin)]] if serve else [])
+    commands = [["verify", str(repo)]] + (
+        [["serve", str(repo), "--server-bin", str(world.server_bin)]] if serve else []
+    )
     for command in commands:
         code, out, err = _run(command + _argv(world, args))
         _assert_one_clean_line(f"{command[0]}: {case}", code, out, err, words)
@@ -181,14 +286,21 @@ def test_validate_refuses_a_hidden_model_folder(world, tmp_path):
     _assert_one_clean_line("validate: hidden model folder", code, out, err, ("'.conv' has a hidden name",))
 
 
-@pytest.mark.parametrize("case, args, words", [
-    ("missing private key", ["--private-key", "{root}/nope.pem"], ("does not exist",)),
-    ("public key given as private key", ["--private-key", "{pub}"], ("holds a public key",)),
-    ("private key that is not PEM", ["--private-key", "{root}/conv.pt"], ("not a PEM private key",)),
-    ("RSA private key", ["--private-key", "{root}/rsa.pem"], ("RSAPrivateKey", "elliptic-curve")),
-    ("password-protected private key", ["--private-key", "{root}/encrypted.pem"], ("encrypted with a password",)),
-    ("signature inside a model folder", ["--private-key", "{key}", "--signature", "{repo}/conv/1/sig"], ("inside a model folder",)),
-])
+@pytest.mark.parametrize(
+    "case, args, words",
+    [
+        ("missing private key", ["--private-key", "{root}/nope.pem"], ("does not exist",)),
+        ("public key given as private key", ["--private-key", "{pub}"], ("holds a public key",)),
+        ("private key that is not PEM", ["--private-key", "{root}/conv.pt"], ("not a PEM private key",)),
+        ("RSA private key", ["--private-key", "{root}/rsa.pem"], ("RSAPrivateKey", "elliptic-curve")),
+        ("password-protected private key", ["--private-key", "{root}/encrypted.pem"], ("encrypted with a password",)),
+        (
+            "signature inside a model folder",
+            ["--private-key", "{key}", "--signature", "{repo}/conv/1/sig"],
+            ("inside a model folder",),
+        ),
+    ],
+)
 def test_sign_refuses_bad_keys_and_places(world, tmp_path, case, args, words):
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo)
@@ -259,8 +371,9 @@ def test_the_fake_server_marks_a_start(world, tmp_path):
     """Control for the cases above: on the untouched repository serve does get to start the (fake) server."""
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo)
-    code, out, err = _run(["serve", str(repo), "--public-key", str(world.pub), "--server-bin", str(world.server_bin),
-                           "--timeout-s", "5"])
+    code, out, err = _run(
+        ["serve", str(repo), "--public-key", str(world.pub), "--server-bin", str(world.server_bin), "--timeout-s", "5"]
+    )
     try:
         assert code == 1 and "tritonserver exited" in err and world.marker.exists()
     finally:

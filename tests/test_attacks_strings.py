@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -23,8 +23,8 @@ from tests import factories
 from tests.test_bad_input import CONV, _assert_one_clean_line, _run, _snapshot
 from tritongen.errors import TritongenError
 from tritongen.hf import labels_from_config
-from tritongen.names import MAX_LABELS, MAX_NAME_CHARS, check_host, check_label, check_name
 from tritongen.layout import link_problems
+from tritongen.names import MAX_LABELS, MAX_NAME_CHARS, check_host, check_label, check_name
 from tritongen.validate import validate_repository
 
 MARKER = "PWNED"
@@ -44,8 +44,9 @@ class World:
     def __post_init__(self) -> None:
         from tests.test_ensemble import save_text_classifier
 
-        self.conv = factories.save_model(factories.make_small_conv(), self.root / "conv.pt", "torchscript-trace",
-                                         factories.small_conv_inputs())
+        self.conv = factories.save_model(
+            factories.make_small_conv(), self.root / "conv.pt", "torchscript-trace", factories.small_conv_inputs()
+        )
         self.repo = self.root / "repo"
         assert _run(["build", str(self.conv), "--name", "conv", "--repo", str(self.repo), *CONV])[0] == 0
         ensemble = ["--name", "ens", "--postprocess", "softmax-topk", "--repo", str(self.repo), *CONV]
@@ -101,60 +102,120 @@ SPEC_TENSOR_LS = 'inputs:\n  - {name: "x\\u2028", dtype: FP32, dims: [3, 32, 32]
 
 # (case id, argv builder, words the error line must contain)
 CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
-    ("id2label name with \\r", lambda w: _hf_build(w, "cr", id2label=_labels("neg", "neu\rtral", "pos", "mixed")),
-     ("U+000D", "id2label[1]")),
-    ("id2label name with \\x85", lambda w: _hf_build(w, "nel", id2label=_labels("neg", "neu", "po\x85s", "mixed")),
-     ("U+0085",)),
-    ("id2label name with \\u2029", lambda w: _hf_build(w, "ps", id2label=_labels("neg", "neu", "pos", "mi\u2029xed")),
-     ("U+2029",)),
-    ("id2label key 300000000", lambda w: _hf_build(w, "huge", id2label={"0": "neg", "300000000": "pos"}),
-     ("300000000", str(MAX_LABELS))),
-    ("id2label key beyond num_labels", lambda w: _hf_build(w, "beyond", id2label={"0": "a", "7": "b"}, num_labels=4),
-     ("outside 0..3",)),
+    (
+        "id2label name with \\r",
+        lambda w: _hf_build(w, "cr", id2label=_labels("neg", "neu\rtral", "pos", "mixed")),
+        ("U+000D", "id2label[1]"),
+    ),
+    (
+        "id2label name with \\x85",
+        lambda w: _hf_build(w, "nel", id2label=_labels("neg", "neu", "po\x85s", "mixed")),
+        ("U+0085",),
+    ),
+    (
+        "id2label name with \\u2029",
+        lambda w: _hf_build(w, "ps", id2label=_labels("neg", "neu", "pos", "mi\u2029xed")),
+        ("U+2029",),
+    ),
+    (
+        "id2label key 300000000",
+        lambda w: _hf_build(w, "huge", id2label={"0": "neg", "300000000": "pos"}),
+        ("300000000", str(MAX_LABELS)),
+    ),
+    (
+        "id2label key beyond num_labels",
+        lambda w: _hf_build(w, "beyond", id2label={"0": "a", "7": "b"}, num_labels=4),
+        ("outside 0..3",),
+    ),
     ("id2label that is a list", lambda w: _hf_build(w, "listed", id2label=["neg", "pos"]), ("not a mapping",)),
-    ("tensor name with \\n via --input",
-     lambda w: _build(w, str(w.conv), "--input", "x\n:FP32:3,32,32", "--name", "nl"),
-     ("tensor name", "U+000A")),
-    ("tensor name with NUL via --output", lambda w: _conv_build(w, "--output", "logits\x00", "--name", "nul"),
-     ("tensor name", "U+0000")),
-    ("model name with \\u2028 via --name", lambda w: _conv_build(w, "--name", "conv\u2028two"),
-     ("model name", "U+2028")),
-    ("model name with \\n at the end via --name", lambda w: _conv_build(w, "--name", "conv\n"),
-     ("model name", "U+000A")),
-    ("model name with \\r via --spec",
-     lambda w: _build(w, str(w.conv), "--spec", str(w.spec("names.yaml", SPEC_NAME_CR))),
-     ("model name", "U+000D")),
-    ("tensor name with \\u2028 via --spec",
-     lambda w: _build(w, str(w.conv), "--name", "specx", "--spec", str(w.spec("tensor.yaml", SPEC_TENSOR_LS))),
-     ("tensor name", "U+2028")),
+    (
+        "tensor name with \\n via --input",
+        lambda w: _build(w, str(w.conv), "--input", "x\n:FP32:3,32,32", "--name", "nl"),
+        ("tensor name", "U+000A"),
+    ),
+    (
+        "tensor name with NUL via --output",
+        lambda w: _conv_build(w, "--output", "logits\x00", "--name", "nul"),
+        ("tensor name", "U+0000"),
+    ),
+    (
+        "model name with \\u2028 via --name",
+        lambda w: _conv_build(w, "--name", "conv\u2028two"),
+        ("model name", "U+2028"),
+    ),
+    (
+        "model name with \\n at the end via --name",
+        lambda w: _conv_build(w, "--name", "conv\n"),
+        ("model name", "U+000A"),
+    ),
+    (
+        "model name with \\r via --spec",
+        lambda w: _build(w, str(w.conv), "--spec", str(w.spec("names.yaml", SPEC_NAME_CR))),
+        ("model name", "U+000D"),
+    ),
+    (
+        "tensor name with \\u2028 via --spec",
+        lambda w: _build(w, str(w.conv), "--name", "specx", "--spec", str(w.spec("tensor.yaml", SPEC_TENSOR_LS))),
+        ("tensor name", "U+2028"),
+    ),
     ("overlong model name", lambda w: _conv_build(w, "--name", "m" * 300), ("300 characters", str(MAX_NAME_CHARS))),
-    ("overlong tensor name", lambda w: _build(w, str(w.conv), "--input", "x" * 200 + ":FP32:3,32,32", "--name", "long"),
-     ("200 characters",)),
-    ("model path with \\n and \\r in the error message", lambda w: _build(w, str(w.root / "no\nsuch\rmodel.pt"), *CONV),
-     ("no\\nsuch\\rmodel.pt",)),
-    ("--force onto an ensemble's composing model", lambda w: _conv_build(w, "--name", "ens_model", "--force"),
-     ("ensemble 'ens'", "--force")),
-    ("--new-version onto an ensemble's composing model",
-     lambda w: _conv_build(w, "--name", "ens_model", "--new-version"),
-     ("ensemble 'ens'", "--name ens")),
-    ("--force onto an ensemble's post-processing step",
-     lambda w: _conv_build(w, "--name", "ens_postprocess", "--force"),
-     ("ensemble 'ens'",)),
-    ("--new-version onto a symlinked model folder",
-     lambda w: _conv_build(w, "--name", "linked", "--new-version", repo=w.link_repo), ("symbolic link",)),
-    ("--force onto a symlinked model folder",
-     lambda w: _conv_build(w, "--name", "linked", "--force", repo=w.link_repo), ("symbolic link",)),
-    ("--new-version onto a model whose version folder is a symlink",
-     lambda w: _conv_build(w, "--name", "vlinked", "--new-version", repo=w.link_repo),
-     ("version folder", "symbolic link")),
+    (
+        "overlong tensor name",
+        lambda w: _build(w, str(w.conv), "--input", "x" * 200 + ":FP32:3,32,32", "--name", "long"),
+        ("200 characters",),
+    ),
+    (
+        "model path with \\n and \\r in the error message",
+        lambda w: _build(w, str(w.root / "no\nsuch\rmodel.pt"), *CONV),
+        ("no\\nsuch\\rmodel.pt",),
+    ),
+    (
+        "--force onto an ensemble's composing model",
+        lambda w: _conv_build(w, "--name", "ens_model", "--force"),
+        ("ensemble 'ens'", "--force"),
+    ),
+    (
+        "--new-version onto an ensemble's composing model",
+        lambda w: _conv_build(w, "--name", "ens_model", "--new-version"),
+        ("ensemble 'ens'", "--name ens"),
+    ),
+    (
+        "--force onto an ensemble's post-processing step",
+        lambda w: _conv_build(w, "--name", "ens_postprocess", "--force"),
+        ("ensemble 'ens'",),
+    ),
+    (
+        "--new-version onto a symlinked model folder",
+        lambda w: _conv_build(w, "--name", "linked", "--new-version", repo=w.link_repo),
+        ("symbolic link",),
+    ),
+    (
+        "--force onto a symlinked model folder",
+        lambda w: _conv_build(w, "--name", "linked", "--force", repo=w.link_repo),
+        ("symbolic link",),
+    ),
+    (
+        "--new-version onto a model whose version folder is a symlink",
+        lambda w: _conv_build(w, "--name", "vlinked", "--new-version", repo=w.link_repo),
+        ("version folder", "symbolic link"),
+    ),
     ("validate: a symlinked model folder", lambda w: ["validate", str(w.link_repo)], ("problem",)),
-    ("serve: --host with a shell command", lambda w: ["serve", str(w.repo), "--host", f"1.2.3.4; touch {_marker(w)}"],
-     ("--host", "not an IP address")),
+    (
+        "serve: --host with a shell command",
+        lambda w: ["serve", str(w.repo), "--host", f"1.2.3.4; touch {_marker(w)}"],
+        ("--host", "not an IP address"),
+    ),
     ("serve: --host that is an option", lambda w: ["serve", str(w.repo), "--host", "-v"], ("--host '-v'",)),
-    ("serve --docker: --host with a command substitution",
-     lambda w: ["serve", str(w.repo), "--docker", "--host", f"$(touch {_marker(w)})"], ("--host",)),
-    ("serve: --host with an IPv6 zone holding a command",
-     lambda w: ["serve", str(w.repo), "--host", f"fe80::1%;touch {_marker(w)}"], ("--host",)),
+    (
+        "serve --docker: --host with a command substitution",
+        lambda w: ["serve", str(w.repo), "--docker", "--host", f"$(touch {_marker(w)})"],
+        ("--host",),
+    ),
+    (
+        "serve: --host with an IPv6 zone holding a command",
+        lambda w: ["serve", str(w.repo), "--host", f"fe80::1%;touch {_marker(w)}"],
+        ("--host",),
+    ),
 ]
 
 
@@ -199,12 +260,38 @@ def test_corpus_has_the_cases_issue_10_asks_for():
 def test_ensemble_rebuilt_with_force_may_replace_its_steps(world, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo)
-    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "ens", "--postprocess", "softmax-topk",
-                         "--top-k", "3", "--force", "--repo", str(repo)])
+    code, _, err = _run(
+        [
+            "build",
+            str(world.conv),
+            *CONV,
+            "--name",
+            "ens",
+            "--postprocess",
+            "softmax-topk",
+            "--top-k",
+            "3",
+            "--force",
+            "--repo",
+            str(repo),
+        ]
+    )
     assert code == 0, err
-    assert 'dims: [ 3 ]' in (repo / "ens_postprocess" / "config.pbtxt").read_text()
-    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "ens", "--postprocess", "softmax-topk",
-                         "--new-version", "--repo", str(repo)])
+    assert "dims: [ 3 ]" in (repo / "ens_postprocess" / "config.pbtxt").read_text()
+    code, _, err = _run(
+        [
+            "build",
+            str(world.conv),
+            *CONV,
+            "--name",
+            "ens",
+            "--postprocess",
+            "softmax-topk",
+            "--new-version",
+            "--repo",
+            str(repo),
+        ]
+    )
     assert code == 0, err
     assert sorted(p.name for p in (repo / "ens_model").iterdir() if p.name.isdigit()) == ["1", "2"]
     assert validate_repository(repo).ok
@@ -228,8 +315,9 @@ def test_a_model_filling_a_hand_written_ensemble_is_checked_against_it(world, tm
     repo = tmp_path / "repo"
     (repo / "hand" / "1").mkdir(parents=True)
     (repo / "hand" / "config.pbtxt").write_text(ENSEMBLE_OF_FILLER.format(classes=classes))
-    code, _, err = _run(["build", str(world.conv), *CONV, "--name", "filler", "--output", "logits",
-                         "--repo", str(repo)])
+    code, _, err = _run(
+        ["build", str(world.conv), *CONV, "--name", "filler", "--output", "logits", "--repo", str(repo)]
+    )
     if ok:
         assert code == 0, err
         assert validate_repository(repo).ok
@@ -250,8 +338,22 @@ def test_labels_from_config_bounds_before_building_anything():
     assert labels_from_config({"id2label": {"1": "pos", "0": "neg"}, "num_labels": 3}) == ("neg", "pos", "LABEL_2")
 
 
-@pytest.mark.parametrize("text", ["a\rb", "a\nb", "a\x00b", "a\x85b", "a\u2028b", "a\u2029b", "a\x0bb", "a\x1cb",
-                                  "a\ufeffb", "a\u200eb", "a\ud800b"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a\rb",
+        "a\nb",
+        "a\x00b",
+        "a\x85b",
+        "a\u2028b",
+        "a\u2029b",
+        "a\x0bb",
+        "a\x1cb",
+        "a\ufeffb",
+        "a\u200eb",
+        "a\ud800b",
+    ],
+)
 def test_control_and_format_characters_are_refused_in_labels_and_names(text):
     with pytest.raises(TritongenError) as err:
         check_label(text, "id2label[0]")
@@ -270,8 +372,21 @@ def test_addresses_and_resolvable_names_are_hosts(host):
     assert check_host(host) == host
 
 
-@pytest.mark.parametrize("host", ["", " 127.0.0.1", "-v", "--http-port=1", "a b", "host;id", "x`id`", "1.2.3.4\n",
-                                  "no-such-host.invalid", "a" * 300])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        " 127.0.0.1",
+        "-v",
+        "--http-port=1",
+        "a b",
+        "host;id",
+        "x`id`",
+        "1.2.3.4\n",
+        "no-such-host.invalid",
+        "a" * 300,
+    ],
+)
 def test_anything_else_is_not_a_host(host):
     with pytest.raises(TritongenError, match="--host"):
         check_host(host)

@@ -11,9 +11,9 @@ import pickle
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -47,7 +47,9 @@ class World:
     repo: Path = field(init=False)  # holds a good build of 'conv' that no case may change
 
     def __post_init__(self) -> None:
-        self.conv = factories.save_model(factories.make_small_conv(), self.root / "conv.pt", "torchscript-trace", factories.small_conv_inputs())
+        self.conv = factories.save_model(
+            factories.make_small_conv(), self.root / "conv.pt", "torchscript-trace", factories.small_conv_inputs()
+        )
         self.conv_state = factories.save_model(factories.make_small_conv(), self.root / "conv_state.pt", "state_dict")
         self.repo = self.root / "repo"
         assert _run(["build", str(self.conv), "--name", "conv", "--repo", str(self.repo), *CONV])[0] == 0
@@ -109,52 +111,186 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("missing model file", lambda w: ["build", str(w.root / "nope.pt"), *CONV], ("does not exist",)),
     ("empty model file", lambda w: ["build", str(w.file("empty.pt", b"")), *CONV], ("empty",)),
     ("truncated TorchScript", lambda w: ["build", str(_truncated(w)), *CONV], ("truncated",)),
-    ("random bytes", lambda w: ["build", str(w.file("random.pt", np.random.default_rng(0).bytes(4096))), *CONV], ("TorchScript",)),
+    (
+        "random bytes",
+        lambda w: ["build", str(w.file("random.pt", np.random.default_rng(0).bytes(4096))), *CONV],
+        ("TorchScript",),
+    ),
     ("zip that is not TorchScript", lambda w: ["build", str(_zip(w.root / "z.pt")), *CONV], ("zip archive",)),
     ("text file", lambda w: ["build", str(w.file("model.txt", b"hello\n" * 20)), *CONV], ("text",)),
     ("state_dict without factory", lambda w: ["build", str(w.conv_state), *CONV], ("state_dict", "--model-factory")),
-    ("state_dict keys do not match factory", lambda w: ["build", str(w.conv_state), *CONV, "--model-factory", "tests.factories:make_two_in_two_out"], ("unexpected",)),
-    ("factory not importable", lambda w: ["build", str(w.conv_state), *CONV, "--model-factory", "no_such_pkg.mod:make"], ("no_such_pkg",)),
+    (
+        "state_dict keys do not match factory",
+        lambda w: ["build", str(w.conv_state), *CONV, "--model-factory", "tests.factories:make_two_in_two_out"],
+        ("unexpected",),
+    ),
+    (
+        "factory not importable",
+        lambda w: ["build", str(w.conv_state), *CONV, "--model-factory", "no_such_pkg.mod:make"],
+        ("no_such_pkg",),
+    ),
     ("pickle that would run code", lambda w: ["build", str(_evil(w)), *CONV], ("--allow-pickle",)),
     ("wrong input dtype", lambda w: ["build", str(w.conv), "--input", "x:INT64:3,32,32"], ("model failed on inputs",)),
     ("wrong input rank", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32"], ("model failed on inputs",)),
-    ("too many inputs", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32,32", "--input", "y:FP32:3"], ("model failed on inputs",)),
+    (
+        "too many inputs",
+        lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32,32", "--input", "y:FP32:3"],
+        ("model failed on inputs",),
+    ),
     ("zero dim", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,0,32"], ("dimension 0",)),
     ("negative dim", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,-4,32"], ("dimension -4",)),
     ("malformed --input", lambda w: ["build", str(w.conv), "--input", "x=FP32"], ("NAME:DTYPE:DIMS",)),
     ("unknown dtype", lambda w: ["build", str(w.conv), "--input", "x:FLOAT128:3"], ("unknown data type",)),
-    ("negative max batch", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32,32", "--max-batch-size", "-2"], ("negative",)),
+    (
+        "negative max batch",
+        lambda w: ["build", str(w.conv), "--input", "x:FP32:3,32,32", "--max-batch-size", "-2"],
+        ("negative",),
+    ),
     ("outputs contain NaN", lambda w: ["build", str(_nan_model(w)), "--input", "x:FP32:4"], ("differ from PyTorch",)),
-    ("export of data-dependent control flow", lambda w: ["build", str(_data_dependent_pickle(w)), "--input", "x:FP32:4", "--allow-pickle"], ("ONNX export failed",)),
-    ("name with path separator", lambda w: ["build", str(w.conv), *CONV, "--name", "a/b"], ("not a valid folder name",)),
+    (
+        "export of data-dependent control flow",
+        lambda w: ["build", str(_data_dependent_pickle(w)), "--input", "x:FP32:4", "--allow-pickle"],
+        ("ONNX export failed",),
+    ),
+    (
+        "name with path separator",
+        lambda w: ["build", str(w.conv), *CONV, "--name", "a/b"],
+        ("not a valid folder name",),
+    ),
     ("name with ..", lambda w: ["build", str(w.conv), *CONV, "--name", ".."], ("not a valid folder name",)),
-    ("existing model without --force", lambda w: ["build", str(w.conv), *CONV, "--name", "conv", "--repo", str(w.repo)], ("already exists", "--force")),
-    ("--force with --new-version", lambda w: ["build", str(w.conv), *CONV, "--force", "--new-version"], ("--force and --new-version",)),
-    ("repository folder is a file", lambda w: ["build", str(w.conv), *CONV, "--repo", str(w.file("afile", b"x"))], ("is a file",)),
-    ("repository on a read-only file system", lambda w: ["build", str(w.conv), *CONV, "--repo", "/proc/tritongen-repo"], ("repository folder",)),
-    ("spec file with bad YAML", lambda w: ["build", str(w.conv), "--spec", str(w.file("bad.yaml", b"inputs: [\n"))], ("not valid YAML",)),
-    ("sample file that is not npz", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(w.file("s.npz", b"garbage"))], ("cannot read sample file",)),
-    ("sample file with pickled objects", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "obj.npz", x=np.array([{"a": 1}], dtype=object)))], ("pickled objects",)),
-    ("sample dtype differs from --input", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "f64.npz", x=np.zeros((2, 3, 32, 32))))], ("float64",)),
-    ("max batch size smaller than the sample batch", lambda w: ["build", str(w.conv), *CONV, "--max-batch-size", "2", "--sample-inputs", str(_npz(w, "rows5.npz", x=np.zeros((5, 3, 32, 32), np.float32)))], ("batch of 5", "--max-batch-size 5")),
-    ("sample without the declared input", lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "wrongname.npz", image=np.zeros((2, 3, 32, 32), np.float32)))], ("no array for input 'x'",)),
+    (
+        "existing model without --force",
+        lambda w: ["build", str(w.conv), *CONV, "--name", "conv", "--repo", str(w.repo)],
+        ("already exists", "--force"),
+    ),
+    (
+        "--force with --new-version",
+        lambda w: ["build", str(w.conv), *CONV, "--force", "--new-version"],
+        ("--force and --new-version",),
+    ),
+    (
+        "repository folder is a file",
+        lambda w: ["build", str(w.conv), *CONV, "--repo", str(w.file("afile", b"x"))],
+        ("is a file",),
+    ),
+    (
+        "repository on a read-only file system",
+        lambda w: ["build", str(w.conv), *CONV, "--repo", "/proc/tritongen-repo"],
+        ("repository folder",),
+    ),
+    (
+        "spec file with bad YAML",
+        lambda w: ["build", str(w.conv), "--spec", str(w.file("bad.yaml", b"inputs: [\n"))],
+        ("not valid YAML",),
+    ),
+    (
+        "sample file that is not npz",
+        lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(w.file("s.npz", b"garbage"))],
+        ("cannot read sample file",),
+    ),
+    (
+        "sample file with pickled objects",
+        lambda w: [
+            "build",
+            str(w.conv),
+            *CONV,
+            "--sample-inputs",
+            str(_npz(w, "obj.npz", x=np.array([{"a": 1}], dtype=object))),
+        ],
+        ("pickled objects",),
+    ),
+    (
+        "sample dtype differs from --input",
+        lambda w: ["build", str(w.conv), *CONV, "--sample-inputs", str(_npz(w, "f64.npz", x=np.zeros((2, 3, 32, 32))))],
+        ("float64",),
+    ),
+    (
+        "max batch size smaller than the sample batch",
+        lambda w: [
+            "build",
+            str(w.conv),
+            *CONV,
+            "--max-batch-size",
+            "2",
+            "--sample-inputs",
+            str(_npz(w, "rows5.npz", x=np.zeros((5, 3, 32, 32), np.float32))),
+        ],
+        ("batch of 5", "--max-batch-size 5"),
+    ),
+    (
+        "sample without the declared input",
+        lambda w: [
+            "build",
+            str(w.conv),
+            *CONV,
+            "--sample-inputs",
+            str(_npz(w, "wrongname.npz", image=np.zeros((2, 3, 32, 32), np.float32))),
+        ],
+        ("no array for input 'x'",),
+    ),
     ("validate: config syntax error", lambda w: ["validate", str(_syntax_error_repo(w))], ("problem",)),
     ("validate: repository missing", lambda w: ["validate", str(w.root / "no-repo")], ("does not exist",)),
     ("validate: repository is a file", lambda w: ["validate", str(w.file("repofile", b"x"))], ("not a folder",)),
     ("serve: invalid repository", lambda w: ["serve", str(_syntax_error_repo(w))], ("problem",)),
-    ("serve: bogus --server-bin", lambda w: ["serve", str(w.repo), "--server-bin", str(w.root / "no-tritonserver")], ("no-tritonserver",)),
-    ("infer: no server listening", lambda w: ["infer", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9"], ("127.0.0.1:9",)),
-    ("infer: unknown model's samples", lambda w: ["infer", "ghost", "--repo", str(w.repo)], ("no build of model 'ghost'",)),
-    ("infer: input file missing", lambda w: ["infer", "conv", "--input-file", str(w.root / "none.npz")], ("does not exist",)),
-    ("perf: no server listening", lambda w: ["perf", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9", "--duration-s", "1"], ("no Triton server answers",)),
+    (
+        "serve: bogus --server-bin",
+        lambda w: ["serve", str(w.repo), "--server-bin", str(w.root / "no-tritonserver")],
+        ("no-tritonserver",),
+    ),
+    (
+        "infer: no server listening",
+        lambda w: ["infer", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9"],
+        ("127.0.0.1:9",),
+    ),
+    (
+        "infer: unknown model's samples",
+        lambda w: ["infer", "ghost", "--repo", str(w.repo)],
+        ("no build of model 'ghost'",),
+    ),
+    (
+        "infer: input file missing",
+        lambda w: ["infer", "conv", "--input-file", str(w.root / "none.npz")],
+        ("does not exist",),
+    ),
+    (
+        "perf: no server listening",
+        lambda w: ["perf", "conv", "--repo", str(w.repo), "--url", "127.0.0.1:9", "--duration-s", "1"],
+        ("no Triton server answers",),
+    ),
     ("perf: zero concurrency", lambda w: ["perf", "conv", "--concurrency", "0"], ("concurrency 0",)),
-    ("perf: perf_analyzer option tritongen sets", lambda w: ["perf", "conv", "--engine", "perf_analyzer", "--perf-analyzer-args", "-u 10.0.0.9:8001"], ("sets -u, which tritongen sets itself",)),
+    (
+        "perf: perf_analyzer option tritongen sets",
+        lambda w: ["perf", "conv", "--engine", "perf_analyzer", "--perf-analyzer-args", "-u 10.0.0.9:8001"],
+        ("sets -u, which tritongen sets itself",),
+    ),
     ("perf: --compare without --report", lambda w: ["perf", "--compare", str(w.file("a.json", b"{}"))], ("--report",)),
-    ("perf: --compare of a file that is not a result", lambda w: ["perf", "--compare", str(w.file("b.json", b"[1, 2")), "--report", str(w.root / "cmp")], ("b.json",)),
-    ("perf: --compare of a result with a figure that is text", lambda w: ["perf", "--compare", str(_result(w, "t.json", throughput_rps="fast")), "--report", str(w.root / "cmp")], ("t.json is malformed", "throughput_rps")),
-    ("perf: --compare of a result with a point lacking its mode", lambda w: ["perf", "--compare", str(_result(w, "m.json", mode=None)), "--report", str(w.root / "cmp")], ("m.json lacks 'mode'",)),
+    (
+        "perf: --compare of a file that is not a result",
+        lambda w: ["perf", "--compare", str(w.file("b.json", b"[1, 2")), "--report", str(w.root / "cmp")],
+        ("b.json",),
+    ),
+    (
+        "perf: --compare of a result with a figure that is text",
+        lambda w: [
+            "perf",
+            "--compare",
+            str(_result(w, "t.json", throughput_rps="fast")),
+            "--report",
+            str(w.root / "cmp"),
+        ],
+        ("t.json is malformed", "throughput_rps"),
+    ),
+    (
+        "perf: --compare of a result with a point lacking its mode",
+        lambda w: ["perf", "--compare", str(_result(w, "m.json", mode=None)), "--report", str(w.root / "cmp")],
+        ("m.json lacks 'mode'",),
+    ),
     ("verify: a model file swapped after the build", lambda w: ["verify", str(_swapped_repo(w))], ("model.onnx",)),
-    ("tune: model folder missing", lambda w: ["tune", str(w.root / "no-repo" / "m"), "--max-p99-ms", "10"], ("does not exist",)),
+    (
+        "tune: model folder missing",
+        lambda w: ["tune", str(w.root / "no-repo" / "m"), "--max-p99-ms", "10"],
+        ("does not exist",),
+    ),
 ]
 
 
@@ -166,8 +302,13 @@ def _result(world: World, name: str, **point) -> Path:
     from tests.test_perf_units import _point
     from tritongen.perf.results import PerfRun, json_from_run
 
-    run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin",
-                  points=(replace(_point(4.0), server_cpu_us_per_request=150.0, server_cpu_cores=0.9),))
+    run = PerfRun(
+        model="m",
+        url="127.0.0.1:8001",
+        protocol="grpc",
+        engine="builtin",
+        points=(replace(_point(4.0), server_cpu_us_per_request=150.0, server_cpu_cores=0.9),),
+    )
     data = json.loads(json_from_run(run))
     for key, value in point.items():
         if value is None:
@@ -191,20 +332,87 @@ def _swapped_repo(world: World) -> Path:
 
 # Cases that need a running server (the session's tiny one): (case id, argv builder(world, server), words).
 SERVER_CASES: list[tuple[str, Callable[..., list[str]], tuple[str, ...]]] = [
-    ("perf: unknown model", lambda w, s: ["perf", "ghost", "--url", s.grpc_url, "--duration-s", "1"], ("no model 'ghost'",)),
-    ("perf: input data with the wrong input name", lambda w, s: ["perf", "double", "--url", s.grpc_url, "--input-data",
-                                                                 str(_npz(w, "perf_name.npz", Z=np.zeros((2, 4), np.float32)))], ("do not match model 'double'",)),
-    ("perf: input data with the wrong shape", lambda w, s: ["perf", "double", "--url", s.grpc_url, "--input-data",
-                                                            str(_npz(w, "perf_shape.npz", X=np.zeros((2, 5), np.float32)))], ("shape",)),
-    ("infer: unknown model", lambda w, s: ["infer", "ghost", "--url", s.grpc_url, "--input-file",
-                                           str(_npz(w, "inf_ok.npz", X=np.zeros((2, 4), np.float32)))], ("ghost",)),
-    ("infer: input with the wrong shape", lambda w, s: ["infer", "double", "--url", s.grpc_url, "--input-file",
-                                                        str(_npz(w, "inf_shape.npz", X=np.zeros((2, 5), np.float32)))], ("X",)),
-    ("infer: input with the wrong dtype", lambda w, s: ["infer", "double", "--url", s.grpc_url, "--input-file",
-                                                        str(_npz(w, "inf_dtype.npz", X=np.zeros((2, 4), np.float64)))], ("X",)),
-    ("tune: server without explicit model control", lambda w, s: ["tune", str(s.spec.repo / "double"), "--url", s.grpc_url,
-                                                                  "--max-p99-ms", "10", "--duration-s", "0.5", "--input-data",
-                                                                  str(_npz(w, "tune_ok.npz", X=np.zeros((2, 4), np.float32)))], ("explicit",)),
+    (
+        "perf: unknown model",
+        lambda w, s: ["perf", "ghost", "--url", s.grpc_url, "--duration-s", "1"],
+        ("no model 'ghost'",),
+    ),
+    (
+        "perf: input data with the wrong input name",
+        lambda w, s: [
+            "perf",
+            "double",
+            "--url",
+            s.grpc_url,
+            "--input-data",
+            str(_npz(w, "perf_name.npz", Z=np.zeros((2, 4), np.float32))),
+        ],
+        ("do not match model 'double'",),
+    ),
+    (
+        "perf: input data with the wrong shape",
+        lambda w, s: [
+            "perf",
+            "double",
+            "--url",
+            s.grpc_url,
+            "--input-data",
+            str(_npz(w, "perf_shape.npz", X=np.zeros((2, 5), np.float32))),
+        ],
+        ("shape",),
+    ),
+    (
+        "infer: unknown model",
+        lambda w, s: [
+            "infer",
+            "ghost",
+            "--url",
+            s.grpc_url,
+            "--input-file",
+            str(_npz(w, "inf_ok.npz", X=np.zeros((2, 4), np.float32))),
+        ],
+        ("ghost",),
+    ),
+    (
+        "infer: input with the wrong shape",
+        lambda w, s: [
+            "infer",
+            "double",
+            "--url",
+            s.grpc_url,
+            "--input-file",
+            str(_npz(w, "inf_shape.npz", X=np.zeros((2, 5), np.float32))),
+        ],
+        ("X",),
+    ),
+    (
+        "infer: input with the wrong dtype",
+        lambda w, s: [
+            "infer",
+            "double",
+            "--url",
+            s.grpc_url,
+            "--input-file",
+            str(_npz(w, "inf_dtype.npz", X=np.zeros((2, 4), np.float64))),
+        ],
+        ("X",),
+    ),
+    (
+        "tune: server without explicit model control",
+        lambda w, s: [
+            "tune",
+            str(s.spec.repo / "double"),
+            "--url",
+            s.grpc_url,
+            "--max-p99-ms",
+            "10",
+            "--duration-s",
+            "0.5",
+            "--input-data",
+            str(_npz(w, "tune_ok.npz", X=np.zeros((2, 4), np.float32))),
+        ],
+        ("explicit",),
+    ),
 ]
 
 
@@ -223,7 +431,9 @@ def _syntax_error_repo(world: World) -> Path:
     repo = world.root / "broken_repo"
     (repo / "m" / "1").mkdir(parents=True, exist_ok=True)
     (repo / "m" / "1" / "model.py").write_text("")
-    (repo / "m" / "config.pbtxt").write_text('name: "m"\nbackend: "python"\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] \n')
+    (repo / "m" / "config.pbtxt").write_text(
+        'name: "m"\nbackend: "python"\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] \n'
+    )
     return repo
 
 
@@ -242,7 +452,7 @@ def _assert_one_clean_line(case: str, code: int, out: str, err: str, words: tupl
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, err
     line = errors[0]
-    assert ": " in line[len("error: "):], f"no fix in: {line}"
+    assert ": " in line[len("error: ") :], f"no fix in: {line}"
     for word in words:
         assert word in line, f"{case}: {word!r} not in {line!r}"
 
@@ -281,6 +491,11 @@ def test_corpus_is_large_enough():
 
 def test_debug_flag_shows_the_traceback(world):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "tritongen", "--debug", "build", str(world.root / "nope.pt"), *CONV],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tritongen", "--debug", "build", str(world.root / "nope.pt"), *CONV],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "TritongenError" in proc.stderr

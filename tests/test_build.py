@@ -21,8 +21,14 @@ def conv_state_dict(tmp_path_factory) -> Path:
 
 
 def _spec(model: Path, repo: Path, **options):
-    defaults = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
-                    max_batch_size=4, repo=repo, name="conv")
+    defaults = dict(
+        inputs=["x:FP32:3,32,32"],
+        outputs=["logits"],
+        model_factory="tests.factories:make_small_conv",
+        max_batch_size=4,
+        repo=repo,
+        name="conv",
+    )
     defaults.update(options)
     return build_spec_from_options(model, **defaults)
 
@@ -36,8 +42,16 @@ def test_build_writes_a_complete_validated_model(tmp_path, conv_state_dict):
     result = build(_spec(conv_state_dict, tmp_path / "repo"), progress=lines.append)
     model_dir = tmp_path / "repo" / "conv"
     assert result.model_dir == model_dir and result.version == 1
-    for rel in ("config.pbtxt", "warmup/x", "1/model.onnx", "1/model.onnx.data", "1/model.py",
-                "1/tritongen/manifest.json", "1/tritongen/samples.npz", "1/tritongen/reference_outputs.npz"):
+    for rel in (
+        "config.pbtxt",
+        "warmup/x",
+        "1/model.onnx",
+        "1/model.onnx.data",
+        "1/model.py",
+        "1/tritongen/manifest.json",
+        "1/tritongen/samples.npz",
+        "1/tritongen/reference_outputs.npz",
+    ):
         assert (model_dir / rel).is_file(), rel
     assert not [p for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")], "staging folder left behind"
     assert oct(model_dir.stat().st_mode & 0o777) == oct(0o755 & ~_umask())
@@ -65,8 +79,16 @@ def _umask() -> int:
 
 
 def test_onnxruntime_target_config(tmp_path, conv_state_dict):
-    result = build(_spec(conv_state_dict, tmp_path / "repo", target="onnxruntime", instance_count=2, preferred_batch_sizes=[4],
-                         max_queue_delay_us=100))
+    result = build(
+        _spec(
+            conv_state_dict,
+            tmp_path / "repo",
+            target="onnxruntime",
+            instance_count=2,
+            preferred_batch_sizes=[4],
+            max_queue_delay_us=100,
+        )
+    )
     config = result.config_path.read_text()
     assert 'backend: "onnxruntime"' in config and "KIND_GPU" in config and "count: 2" in config
     assert "preferred_batch_size: [ 4 ]" in config and "max_queue_delay_microseconds: 100" in config
@@ -117,11 +139,19 @@ def test_repository_path_that_is_a_file(tmp_path, conv_state_dict):
 
 
 def test_dynamic_dims_and_two_outputs_in_config(tmp_path):
-    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    model = factories.save_model(
+        factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
     result = build(build_spec_from_options(model, inputs=["x:FP32:-1,8"], repo=tmp_path / "repo", max_batch_size=0))
     config = result.config_path.read_text()
     assert "max_batch_size: 0" in config and "dims: [ -1, 8 ]" in config and "dynamic_batching" not in config
-    pair = factories.save_model(factories.make_two_in_two_out(), tmp_path / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
-    result = build(build_spec_from_options(pair, inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"], repo=tmp_path / "repo"))
+    pair = factories.save_model(
+        factories.make_two_in_two_out(), tmp_path / "pair.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
+    result = build(
+        build_spec_from_options(
+            pair, inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"], repo=tmp_path / "repo"
+        )
+    )
     assert [t.name for t in result.spec.outputs] == ["sum", "product"]
     check_repository(tmp_path / "repo")

@@ -1,13 +1,11 @@
 """The command line as a user meets it: real processes, exit codes, one-line errors, no tracebacks."""
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests import factories
@@ -17,7 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def tritongen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "tritongen", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tritongen", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -32,12 +37,28 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
 
 @pytest.fixture(scope="module")
 def conv_ts(tmp_path_factory) -> Path:
-    return factories.save_model(factories.make_small_conv(), tmp_path_factory.mktemp("m") / "conv.pt", "torchscript-trace", factories.small_conv_inputs())
+    return factories.save_model(
+        factories.make_small_conv(),
+        tmp_path_factory.mktemp("m") / "conv.pt",
+        "torchscript-trace",
+        factories.small_conv_inputs(),
+    )
 
 
 def test_build_then_validate(tmp_path, conv_ts):
     repo = tmp_path / "repo"
-    proc = tritongen("build", str(conv_ts), "--name", "conv", "--input", "x:FP32:3,32,32", "--max-batch-size", "4", "--repo", str(repo))
+    proc = tritongen(
+        "build",
+        str(conv_ts),
+        "--name",
+        "conv",
+        "--input",
+        "x:FP32:3,32,32",
+        "--max-batch-size",
+        "4",
+        "--repo",
+        str(repo),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "built" in proc.stdout and "parity" not in proc.stdout.lower() or "ok" in proc.stdout
     assert "[3/8] exporting to ONNX" in proc.stderr
@@ -46,15 +67,30 @@ def test_build_then_validate(tmp_path, conv_ts):
     assert "conv" in proc.stdout
 
 
-@pytest.mark.parametrize("make_input, args, words", [
-    (lambda d: d / "missing.pt", ["--input", "x:FP32:3"], ["does not exist"]),
-    (lambda d: _write(d / "notes.pt", b"just some text, not a model\n"), ["--input", "x:FP32:3"], ["not a model file"]),
-    (lambda d: _zip(d / "archive.pt"), ["--input", "x:FP32:3"], ["zip archive but not a PyTorch one", "TorchScript"]),
-    (None, ["--input", "x:FP32"], ["NAME:DTYPE:DIMS"]),
-    (None, ["--input", "x:FP32:3,0,32"], ["dimension 0"]),
-    (None, ["--input", "x:INT64:3,32,32"], ["model failed on inputs x[2, 3, 32, 32] int64", "expected scalar type"]),
-    (None, ["--input", "x:FP32:3,32,32", "--name", "../escape"], ["not a valid folder name"]),
-])
+@pytest.mark.parametrize(
+    "make_input, args, words",
+    [
+        (lambda d: d / "missing.pt", ["--input", "x:FP32:3"], ["does not exist"]),
+        (
+            lambda d: _write(d / "notes.pt", b"just some text, not a model\n"),
+            ["--input", "x:FP32:3"],
+            ["not a model file"],
+        ),
+        (
+            lambda d: _zip(d / "archive.pt"),
+            ["--input", "x:FP32:3"],
+            ["zip archive but not a PyTorch one", "TorchScript"],
+        ),
+        (None, ["--input", "x:FP32"], ["NAME:DTYPE:DIMS"]),
+        (None, ["--input", "x:FP32:3,0,32"], ["dimension 0"]),
+        (
+            None,
+            ["--input", "x:INT64:3,32,32"],
+            ["model failed on inputs x[2, 3, 32, 32] int64", "expected scalar type"],
+        ),
+        (None, ["--input", "x:FP32:3,32,32", "--name", "../escape"], ["not a valid folder name"]),
+    ],
+)
 def test_bad_build_input_gives_one_clean_line(tmp_path, conv_ts, make_input, args, words):
     model = make_input(tmp_path) if make_input else conv_ts
     repo = tmp_path / "repo"
@@ -82,7 +118,9 @@ def test_unwritable_output_folder(tmp_path, conv_ts):
 def test_validate_rejects_broken_config(tmp_path):
     model = tmp_path / "repo" / "bad"
     (model / "1").mkdir(parents=True)
-    (model / "config.pbtxt").write_text('name: "bad"\nbackend: "python"\nmax_batch_size: 4\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 0 ] } ]\n')
+    (model / "config.pbtxt").write_text(
+        'name: "bad"\nbackend: "python"\nmax_batch_size: 4\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 0 ] } ]\n'
+    )
     (model / "1" / "model.py").write_text("")
     proc = tritongen("validate", str(tmp_path / "repo"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -109,7 +147,8 @@ def _zip(path: Path) -> Path:
 def test_infer_with_an_empty_text_says_what_to_send():
     done = tritongen("infer", "minilm", "--text", "  ")
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
-        "error: --text is empty: pass the sentence to embed or classify, e.g. --text 'a short sentence'"]
+        "error: --text is empty: pass the sentence to embed or classify, e.g. --text 'a short sentence'"
+    ]
 
 
 def test_help_lists_every_command_without_cutting_its_description():
@@ -123,7 +162,18 @@ def test_help_lists_every_command_without_cutting_its_description():
 def test_serve_names_the_next_commands_for_the_models_users_call():
     from tritongen.cli import _next_steps
 
-    lines = _next_steps(("minilm", "minilm_model", "minilm_postprocess", "minilm_preprocess"), "127.0.0.1:8001", Path("repo"))
-    assert lines[1].split("#")[0].split() == ["tritongen", "infer", "minilm", "--repo", "repo", "--url", "127.0.0.1:8001", "--check"]
+    lines = _next_steps(
+        ("minilm", "minilm_model", "minilm_postprocess", "minilm_preprocess"), "127.0.0.1:8001", Path("repo")
+    )
+    assert lines[1].split("#")[0].split() == [
+        "tritongen",
+        "infer",
+        "minilm",
+        "--repo",
+        "repo",
+        "--url",
+        "127.0.0.1:8001",
+        "--check",
+    ]
     assert "tritongen perf minilm " in lines[2]
     assert "conv_model" in _next_steps(("conv_model",), "h:1", Path("r"))[1]  # a model of that name alone is entry

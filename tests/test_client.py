@@ -39,7 +39,9 @@ def test_no_server_is_a_quick_clean_error(protocol):
     (port,) = free_ports(1)
     started = time.monotonic()
     with pytest.raises(TritongenError) as err:
-        infer_from_arrays(f"127.0.0.1:{port}", "double", {"X": np.ones((1, 4), np.float32)}, protocol=protocol, timeout_s=30)
+        infer_from_arrays(
+            f"127.0.0.1:{port}", "double", {"X": np.ones((1, 4), np.float32)}, protocol=protocol, timeout_s=30
+        )
     assert time.monotonic() - started < 5
     assert f"no Triton server answers at 127.0.0.1:{port} over {protocol}" in str(err.value)
     assert "tritongen serve" in err.value.fix
@@ -62,7 +64,9 @@ def test_round_trip(tiny_server, protocol):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_string_tensors(tiny_server, protocol):
     text = np.array(["héllo", "triton", ""])  # a str array; bytes and object arrays work the same
-    out = infer_from_arrays(url_for(tiny_server, protocol), "env_probe", {"TEXT": text}, protocol=protocol, outputs=["UPPER"])
+    out = infer_from_arrays(
+        url_for(tiny_server, protocol), "env_probe", {"TEXT": text}, protocol=protocol, outputs=["UPPER"]
+    )
     assert list(out) == ["UPPER"]
     assert [v.decode() for v in out["UPPER"]] == ["HÉLLO", "TRITON", ""]
 

@@ -19,15 +19,33 @@ from tritongen.parity import onnx_session
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("consts")
-    return {"pickled": factories.save_model(factories.WithRate(), root / "rate.pt", "pickled_module"),
-            "scripted": factories.save_model(factories.WithRate(), root / "rate_ts.pt", "torchscript")}
+    return {
+        "pickled": factories.save_model(factories.WithRate(), root / "rate.pt", "pickled_module"),
+        "scripted": factories.save_model(factories.WithRate(), root / "rate_ts.pt", "torchscript"),
+    }
 
 
 @pytest.mark.parametrize("form, exporter", [("pickled", "dynamo"), ("scripted", "torchscript")])
 def test_consts_are_fixed_in_the_graph_and_recorded(models, tmp_path, form, exporter):
-    code, out, err = _run(["build", str(models[form]), "--name", "rate", "--input", "x:FP32:4", "--allow-pickle",
-                           "--const", "sr=16000", "--const", "negate=true", "--const", "gain=2",
-                           "--repo", str(tmp_path)])
+    code, out, err = _run(
+        [
+            "build",
+            str(models[form]),
+            "--name",
+            "rate",
+            "--input",
+            "x:FP32:4",
+            "--allow-pickle",
+            "--const",
+            "sr=16000",
+            "--const",
+            "negate=true",
+            "--const",
+            "gain=2",
+            "--repo",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, err
     assert f"{exporter} exporter" in out
     assert "forward() arguments fixed at export: sr=16000, negate=True, gain=2" in err
@@ -43,16 +61,36 @@ def test_consts_are_fixed_in_the_graph_and_recorded(models, tmp_path, form, expo
 def test_consts_from_the_spec_file(models, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("inputs: [{name: x, dims: [4]}]\nconsts: {sr: 8000, gain: 0.5}\n")
-    code, out, err = _run(["build", str(models["pickled"]), "--name", "rate", "--spec", str(spec), "--allow-pickle",
-                           "--repo", str(tmp_path / "repo")])
+    code, out, err = _run(
+        [
+            "build",
+            str(models["pickled"]),
+            "--name",
+            "rate",
+            "--spec",
+            str(spec),
+            "--allow-pickle",
+            "--repo",
+            str(tmp_path / "repo"),
+        ]
+    )
     assert code == 0, err
     session = onnx_session(tmp_path / "repo" / "rate" / "1" / "model.onnx")
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x * 8.0 * 0.5, rtol=1e-6)
 
 
-@pytest.mark.parametrize("text, value", [("sr=16000", 16000), ("gain=0.25", 0.25), ("negate=True", True),
-                                         ("negate=false", False), ("gain=-3", -3), ("gain=1e-3", 1e-3)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("sr=16000", 16000),
+        ("gain=0.25", 0.25),
+        ("negate=True", True),
+        ("negate=false", False),
+        ("gain=-3", -3),
+        ("gain=1e-3", 1e-3),
+    ],
+)
 def test_values_are_typed(text, value):
     name, parsed = const_from_arg(text)
     assert name == text.split("=")[0] and parsed == value and type(parsed) is type(value)
@@ -60,8 +98,11 @@ def test_values_are_typed(text, value):
 
 CASES = [
     ("required int argument without --const", [], ("needs the argument 'sr: int'", "--const sr=VALUE")),
-    ("argument forward() does not have", ["--const", "sr=1", "--const", "rate=1"],
-     ("no argument 'rate'", "x, sr, gain")),
+    (
+        "argument forward() does not have",
+        ["--const", "sr=1", "--const", "rate=1"],
+        ("no argument 'rate'", "x, sr, gain"),
+    ),
     ("float for an int argument", ["--const", "sr=0.5"], ("declares 'sr: int'", "give an int value")),
     ("int for a bool argument", ["--const", "sr=1", "--const", "negate=1"], ("declares 'negate: bool'",)),
     ("const that is a declared input", ["--const", "sr=1", "--const", "x=1"], ("--const x names a declared input",)),
@@ -80,11 +121,14 @@ def test_bad_consts_get_one_line(models, tmp_path, monkeypatch, case, extra, wor
     assert code == 1 and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("text, words", [
-    ("consts: {sr: '16000'}\n", "consts sr is '16000', not an int"),
-    ("consts: [sr, 16000]\n", "'consts' is \\['sr', 16000\\], not a mapping"),
-    ("consts: {sr: .nan}\n", "consts sr is nan"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("consts: {sr: '16000'}\n", "consts sr is '16000', not an int"),
+        ("consts: [sr, 16000]\n", "'consts' is \\['sr', 16000\\], not a mapping"),
+        ("consts: {sr: .nan}\n", "consts sr is nan"),
+    ],
+)
 def test_spec_file_consts_are_type_checked(models, tmp_path, text, words):
     from tritongen.spec import build_spec_from_options
 

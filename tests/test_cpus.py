@@ -173,8 +173,9 @@ def test_the_server_and_its_stubs_run_on_the_cpus_given(pinned_server):
 
 def _spec(pinned_server, **options) -> PerfSpec:
     server, data = pinned_server
-    return PerfSpec(model="double", url=server.grpc_url, input_data=data, repo=None, metrics_url=None,
-                    **{**QUICK, **options})
+    return PerfSpec(
+        model="double", url=server.grpc_url, input_data=data, repo=None, metrics_url=None, **{**QUICK, **options}
+    )
 
 
 @pytest.mark.server

@@ -476,9 +476,9 @@ def _venv_without(source: Path, path: Path, dropped: tuple[str, ...]) -> Path:
 def test_serving_packages_in_a_fresh_environment_serve_every_python_model(
     ensemble_repo, server_install, tmp_path_factory
 ):
+    import torch
     from sentence_transformers import SentenceTransformer
     from transformers import AutoImageProcessor, ViTForImageClassification
-    import torch
 
     from tests.test_ensemble import IMAGE_LABELS, SENTENCES, encoded_image, minilm_dir, texts
     from tritongen.client import infer_concurrently, infer_from_arrays

@@ -14,8 +14,8 @@ import yaml
 
 from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, sleepy_model, write_model
 from tritongen.cli import main
+from tritongen.deploy.checks import check_bundle, core_problems, custom_resource_problems, rendered_overlay
 from tritongen.deploy.k8s_bundle import kubernetes_bundle_from_repository
-from tritongen.deploy.checks import check_bundle, custom_resource_problems, rendered_overlay, core_problems
 from tritongen.deploy.thresholds import desired_replicas, thresholds_from_run
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint, PerfRun, ServerBreakdown, json_from_run
@@ -259,7 +259,19 @@ def test_bad_input_one_error_nothing_written(work, tmp_path, capsys, case):
         expected = "problem"
     out = tmp_path / "out"
     code, err = _cli(
-        ["deploy", str(repo), "--to", "kubernetes", "--out", str(out), "--from-perf", str(results), "--slo-p99-ms", slo], capsys
+        [
+            "deploy",
+            str(repo),
+            "--to",
+            "kubernetes",
+            "--out",
+            str(out),
+            "--from-perf",
+            str(results),
+            "--slo-p99-ms",
+            slo,
+        ],
+        capsys,
     )
     assert code == 1 and err.startswith("error: ") and expected in err.splitlines()[0] and "Traceback" not in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
@@ -396,11 +408,17 @@ def test_canary_rules_compare_versions_and_promtool_tests_them(measured, tmp_pat
     assert {"TritonCanaryFailureRatio", "TritonCanaryLatency"} <= set(alerts)
     assert "by (namespace, version)" in alerts["TritonCanaryFailureRatio"]["expr"]
     assert alerts["TritonCanaryLatency"]["expr"].endswith(f"* {CANARY_P99_RATIO:g})")
-    assert {"tritongen:version_p99_ms", "tritongen:version_failure_ratio", "tritongen:version_latency_ms"} <= set(records)
+    assert {"tritongen:version_p99_ms", "tritongen:version_failure_ratio", "tritongen:version_latency_ms"} <= set(
+        records
+    )
     assert all(r["labels"] == {"model": "double"} for r in records.values())
     tests = yaml.safe_load((measured.out / "monitoring" / "rules-test.yaml").read_text())["tests"]
     names = {t["name"] for t in tests}
-    assert {"TritonCanaryFailureRatio overload", "TritonCanaryFailureRatio nominal", "TritonCanaryLatency overload"} <= names
+    assert {
+        "TritonCanaryFailureRatio overload",
+        "TritonCanaryFailureRatio nominal",
+        "TritonCanaryLatency overload",
+    } <= names
     fired = next(t for t in tests if t["name"] == "TritonCanaryFailureRatio overload")["alert_rule_test"][0]
     assert fired["exp_alerts"][0]["exp_labels"]["version"] == "2"  # the canary, not the stable version
     dashboard = json.loads((measured.out / "monitoring" / "grafana-dashboard.json").read_text())
@@ -419,8 +437,20 @@ def test_canary_rules_compare_versions_and_promtool_tests_them(measured, tmp_pat
 
 def test_kserve_canary_from_the_command_line(work, tmp_path, capsys):
     out = tmp_path / "kserve"
-    main_args = ["deploy", str(work / "repo"), "--to", "kserve", "--out", str(out), "--from-perf",
-                 str(work / "results.json"), "--slo-p99-ms", "95", "--model-uri", "s3://models/repo"]
+    main_args = [
+        "deploy",
+        str(work / "repo"),
+        "--to",
+        "kserve",
+        "--out",
+        str(out),
+        "--from-perf",
+        str(work / "results.json"),
+        "--slo-p99-ms",
+        "95",
+        "--model-uri",
+        "s3://models/repo",
+    ]
     main([*main_args, "--canary-percent", "10"])
     assert "wrote" in capsys.readouterr().out
     check = check_bundle(out)  # the InferenceService against KServe's CRD schema, the rules through promtool
@@ -429,7 +459,10 @@ def test_kserve_canary_from_the_command_line(work, tmp_path, capsys):
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert "`canaryTrafficPercent: 10`" in (out / "README.md").read_text()
     rule = next(o for o in rendered_overlay(out / "overlays" / "prod") if o["kind"] == "PrometheusRule")
-    assert [g["name"] for g in rule["spec"]["groups"]] == ["tritongen-triton-double", "tritongen-triton-double-versions"]
+    assert [g["name"] for g in rule["spec"]["groups"]] == [
+        "tritongen-triton-double",
+        "tritongen-triton-double-versions",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -507,19 +540,37 @@ def test_live_prometheus_compares_a_canary_version_with_the_stable_one(tmp_path,
     q = Queries(job=bundle.app, model="ab", window="10s")
     pod = f"{bundle.app}-0"
     http, grpc, metrics = free_ports(3)
-    spec = ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                     extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
-    with server_from_repository(spec) as server, prometheus_scraping(
-        server.metrics_url,
-        tmp_path / "prometheus",
-        job=bundle.app,
-        namespace="tritongen",
-        pod=pod,
-        rule_files=(bundle.out / "monitoring" / "rules.yaml",),
-    ) as prom:
+    spec = ServeSpec(
+        repo=repo,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"),
+    )
+    with (
+        server_from_repository(spec) as server,
+        prometheus_scraping(
+            server.metrics_url,
+            tmp_path / "prometheus",
+            job=bundle.app,
+            namespace="tritongen",
+            pod=pod,
+            rule_files=(bundle.out / "monitoring" / "rules.yaml",),
+        ) as prom,
+    ):
         run = perf_from_spec(
-            PerfSpec(model="ab", url=server.grpc_url, repo=repo, input_data=inputs, concurrency=(4,), duration_s=6.0,
-                     warmup_s=1.0, max_windows=3, stability_pct=100.0, version_split="1:75,2:25")
+            PerfSpec(
+                model="ab",
+                url=server.grpc_url,
+                repo=repo,
+                input_data=inputs,
+                concurrency=(4,),
+                duration_s=6.0,
+                warmup_s=1.0,
+                max_windows=3,
+                stability_pct=100.0,
+                version_split="1:75,2:25",
+            )
         )
         time.sleep(1.5)  # one more scrape and rule evaluation
         at_s = time.time()
@@ -528,15 +579,20 @@ def test_live_prometheus_compares_a_canary_version_with_the_stable_one(tmp_path,
             return {s.labels["version"]: s.value for s in prom.query(expr, at_s)}
 
         rps = by_version(q.versions_rps())
-        failures = by_version(f'tritongen:version_failure_ratio{{model="ab"}}')
+        failures = by_version('tritongen:version_failure_ratio{model="ab"}')
         p99 = by_version(q.versions_p99_ms())
         canary_failing = by_version(q.canary_failure_ratio(t.failure_ratio_alert))
         canary_slow = by_version(q.canary_p99(CANARY_P99_RATIO))
-        empty = [where for where, expr, gpu in all_queries(q, t, ("tritongen", [pod]))
-                 if "ersion" in where and not gpu and not prom.query(expr, at_s)]
+        empty = [
+            where
+            for where, expr, gpu in all_queries(q, t, ("tritongen", [pod]))
+            if "ersion" in where and not gpu and not prom.query(expr, at_s)
+        ]
     point = run.points[0]
-    print(f"client: v1 {point.versions['1'].ok} ok, v2 {point.versions['2'].ok} ok / {point.versions['2'].error_count}"
-          f" failed; Prometheus: rps {rps}, failure ratio {failures}, p99 ms {p99}")
+    print(
+        f"client: v1 {point.versions['1'].ok} ok, v2 {point.versions['2'].ok} ok / {point.versions['2'].error_count}"
+        f" failed; Prometheus: rps {rps}, failure ratio {failures}, p99 ms {p99}"
+    )
     assert point.versions["1"].error_count == 0 and point.versions["2"].error_count > 0
     assert set(rps) == {"1", "2"} and rps["1"] > rps["2"] > 0
     assert failures["1"] == 0 and 0.15 < failures["2"] < 0.35  # every 4th request of version 2 fails

@@ -37,30 +37,63 @@ def _cases(manifest: dict) -> dict[str, list[int]]:
 def test_fully_convolutional_net_builds_with_the_default_sizes(fcn, tmp_path):
     """3,-1,-1 with a receptive field of 18: the old sizes (9 and 16) failed; the default range 32/64/128 works and
     the gate runs at each of them."""
-    code, out, err = _run(["build", str(fcn), "--name", "fcn", "--model-factory", "tests.factories:make_fully_conv",
-                           "--repo", str(tmp_path), *FCN])
+    code, out, err = _run(
+        [
+            "build",
+            str(fcn),
+            "--name",
+            "fcn",
+            "--model-factory",
+            "tests.factories:make_fully_conv",
+            "--repo",
+            str(tmp_path),
+            *FCN,
+        ]
+    )
     assert code == 0, err
     manifest = _manifest(tmp_path, "fcn")
     lo, opt, hi = DEFAULT_DIM_MIN, DEFAULT_DIM_OPT, DEFAULT_MAX_DYNAMIC_DIM
     side = lambda n: ((n - 8) // 2) - 4  # noqa: E731 -- the net's output size for an input of n pixels
-    assert _cases(manifest) == {"batch 1": [1, 4, side(opt), side(opt)],
-                                "batch 1, min dims": [1, 4, side(lo), side(lo)],
-                                "batch 1, max dims": [1, 4, side(hi), side(hi)],
-                                "batch 2": [2, 4, side(opt), side(opt)]}
+    assert _cases(manifest) == {
+        "batch 1": [1, 4, side(opt), side(opt)],
+        "batch 1, min dims": [1, 4, side(lo), side(lo)],
+        "batch 1, max dims": [1, 4, side(hi), side(hi)],
+        "batch 2": [2, 4, side(opt), side(opt)],
+    }
     assert manifest["parity"]["ok"]
     assert (tmp_path / "fcn" / "warmup" / "x").stat().st_size == 3 * opt * opt * 4  # the warm-up request at OPT
     assert [t["dims"] for t in manifest["spec"]["outputs"]] == [[4, -1, -1]]
 
 
 def test_ranges_drive_samples_parity_warmup_and_the_tensorrt_profile(fcn, tmp_path):
-    code, out, err = _run(["build", str(fcn), "--name", "fcn", "--model-factory", "tests.factories:make_fully_conv",
-                           "--repo", str(tmp_path), *FCN, "--dim-range", "x:1:24:40:72", "--dim-range", "x:2:20:36:60",
-                           "--target", "tensorrt"])
+    code, out, err = _run(
+        [
+            "build",
+            str(fcn),
+            "--name",
+            "fcn",
+            "--model-factory",
+            "tests.factories:make_fully_conv",
+            "--repo",
+            str(tmp_path),
+            *FCN,
+            "--dim-range",
+            "x:1:24:40:72",
+            "--dim-range",
+            "x:2:20:36:60",
+            "--target",
+            "tensorrt",
+        ]
+    )
     assert code == 0, err
     manifest = _manifest(tmp_path, "fcn")
     side = lambda n: ((n - 8) // 2) - 4  # noqa: E731
-    assert _cases(manifest) == {"batch 1": [1, 4, side(40), side(36)], "batch 1, min dims": [1, 4, side(24), side(20)],
-                                "batch 1, max dims": [1, 4, side(72), side(60)], "batch 2": [2, 4, side(40), side(36)]}
+    assert _cases(manifest) == {
+        "batch 1": [1, 4, side(40), side(36)],
+        "batch 1, min dims": [1, 4, side(24), side(20)],
+        "batch 1, max dims": [1, 4, side(72), side(60)],
+        "batch 2": [2, 4, side(40), side(36)],
+    }
     assert (tmp_path / "fcn" / "warmup" / "x").stat().st_size == 3 * 40 * 36 * 4
     plan = json.loads((tmp_path / "fcn" / "1" / "tritongen" / "engine.json").read_text())
     assert plan["profiles"] == [{"x": {"min": [1, 3, 24, 20], "opt": [2, 3, 40, 36], "max": [2, 3, 72, 60]}}]
@@ -71,11 +104,25 @@ def test_ranges_drive_samples_parity_warmup_and_the_tensorrt_profile(fcn, tmp_pa
 def test_a_default_size_below_the_receptive_field_says_to_pass_dim_range(fcn, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("inputs: [{name: x, dims: [3, -1, -1]}]\nmax_batch_size: 2\ndynamic_dim_size: 9\n")
-    code, out, err = _run(["build", str(fcn), "--model-factory", "tests.factories:make_fully_conv", "--spec", str(spec),
-                           "--repo", str(tmp_path / "repo")])
-    _assert_one_clean_line("receptive field", code, out, err,
-                           ("the model failed on inputs x[2, 3, 9, 9]", "default sizes 9/9/128",
-                            "--dim-range x:1:MIN:OPT:MAX"))
+    code, out, err = _run(
+        [
+            "build",
+            str(fcn),
+            "--model-factory",
+            "tests.factories:make_fully_conv",
+            "--spec",
+            str(spec),
+            "--repo",
+            str(tmp_path / "repo"),
+        ]
+    )
+    _assert_one_clean_line(
+        "receptive field",
+        code,
+        out,
+        err,
+        ("the model failed on inputs x[2, 3, 9, 9]", "default sizes 9/9/128", "--dim-range x:1:MIN:OPT:MAX"),
+    )
     assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").iterdir())
 
 
@@ -85,8 +132,16 @@ def test_parity_at_several_sizes_catches_a_size_the_export_fixed(tmp_path):
     path = factories.save_model(factories.MeanOverLast(), tmp_path / "mean.pt", "pickled_module")
     argv = ["build", str(path), "--input", "x:FP32:-1", "--allow-pickle", "--repo", str(tmp_path / "repo")]
     code, out, err = _run([*argv, "--exporter", "torchscript"])
-    _assert_one_clean_line("fixed size", code, out, err, ("at batch 1, max dims and batch 1, min dims but not at the "
-                                                          "export's size", "the export fixed a size that should vary"))
+    _assert_one_clean_line(
+        "fixed size",
+        code,
+        out,
+        err,
+        (
+            "at batch 1, max dims and batch 1, min dims but not at the export's size",
+            "the export fixed a size that should vary",
+        ),
+    )
     lines = err.splitlines()
     assert any("warning: the trace turns a tensor into a Python float at factories.py:" in line for line in lines)
     assert any(line.startswith("batch 1, min dims") and "FAIL" in line for line in lines)
@@ -94,17 +149,34 @@ def test_parity_at_several_sizes_catches_a_size_the_export_fixed(tmp_path):
     assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").iterdir())
     code, out, err = _run(argv)  # the dynamo exporter keeps the size symbolic
     assert code == 0, err
-    assert set(_cases(_manifest(tmp_path / "repo", "mean"))) == {"batch 1", "batch 1, min dims", "batch 1, max dims",
-                                                                 "batch 8"}
+    assert set(_cases(_manifest(tmp_path / "repo", "mean"))) == {
+        "batch 1",
+        "batch 1, min dims",
+        "batch 1, max dims",
+        "batch 8",
+    }
 
 
 def test_sample_inputs_keep_declared_dynamic_dims(tmp_path):
-    path = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace",
-                                factories.dynamic_seq_inputs())
+    path = factories.save_model(
+        factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
     samples = tmp_path / "s.npz"
     np.savez(samples, x=np.random.default_rng(0).standard_normal((3, 5, factories.SEQ_FEATURES)).astype(np.float32))
-    code, out, err = _run(["build", str(path), "--input", "x:FP32:-1,8", "--sample-inputs", str(samples),
-                           "--repo", str(tmp_path / "repo"), "--dim-range", "x:0:2:5:12"])
+    code, out, err = _run(
+        [
+            "build",
+            str(path),
+            "--input",
+            "x:FP32:-1,8",
+            "--sample-inputs",
+            str(samples),
+            "--repo",
+            str(tmp_path / "repo"),
+            "--dim-range",
+            "x:0:2:5:12",
+        ]
+    )
     assert code == 0, err
     graph = onnx.load(str(tmp_path / "repo" / "seq" / "1" / "model.onnx"), load_external_data=False)
     assert not graph.graph.input[0].type.tensor_type.shape.dim[1].HasField("dim_value")
@@ -115,62 +187,88 @@ def test_sample_inputs_keep_declared_dynamic_dims(tmp_path):
 
 
 def test_inputs_inferred_from_samples_say_which_dims_they_fixed(tmp_path):
-    path = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace",
-                                factories.dynamic_seq_inputs())
+    path = factories.save_model(
+        factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
     samples = tmp_path / "s.npz"
     np.savez(samples, x=np.zeros((2, 5, factories.SEQ_FEATURES), np.float32))
     code, out, err = _run(["build", str(path), "--sample-inputs", str(samples), "--repo", str(tmp_path / "fixed")])
     assert code == 0, err
     assert "inputs inferred from s.npz: x[5, 8] (every dimension fixed at the samples' size" in err
     assert "input  x                        FP32   [5, 8]" in out
-    code, out, err = _run(["build", str(path), "--sample-inputs", str(samples), "--repo", str(tmp_path / "ranged"),
-                           "--dim-range", "x:0:3:5:9"])
+    code, out, err = _run(
+        [
+            "build",
+            str(path),
+            "--sample-inputs",
+            str(samples),
+            "--repo",
+            str(tmp_path / "ranged"),
+            "--dim-range",
+            "x:0:3:5:9",
+        ]
+    )
     assert code == 0, err
     assert "inputs inferred from s.npz: x[-1, 8] (variable: x:0:3:5:9; every other dimension fixed" in err
     assert "input  x                        FP32   [-1, 8]" in out
-    assert set(_cases(_manifest(tmp_path / "ranged", "seq"))) == {"batch 1", "batch 1, min dims", "batch 1, max dims",
-                                                                  "batch 8"}
+    assert set(_cases(_manifest(tmp_path / "ranged", "seq"))) == {
+        "batch 1",
+        "batch 1, min dims",
+        "batch 1, max dims",
+        "batch 8",
+    }
 
 
 def test_sample_set_sizes_follow_the_ranges(tmp_path):
     path = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "state_dict")
-    spec = build_spec_from_options(path, inputs=["x:FP32:-1,8", "y:INT64:-1"], max_batch_size=0,
-                                   dim_ranges=["x:0:2:3:7"], max_dynamic_dim=20)
+    spec = build_spec_from_options(
+        path, inputs=["x:FP32:-1,8", "y:INT64:-1"], max_batch_size=0, dim_ranges=["x:0:2:3:7"], max_dynamic_dim=20
+    )
     ranges = ranges_from_spec(spec)
     assert [(r.input, r.axis, r.min, r.opt, r.max, r.explicit) for r in ranges] == [
-        ("x", 0, 2, 3, 7, True), ("y", 0, 20, 20, 20, False)]  # the default 32/64/128, capped by --max-dim 20
+        ("x", 0, 2, 3, 7, True),
+        ("y", 0, 20, 20, 20, False),
+    ]  # the default 32/64/128, capped by --max-dim 20
     assert shapes_at(spec, "max") == {"x": (7, 8), "y": (20,)}
     samples = sample_set_from_spec(spec)
     assert [(label, {k: v.shape for k, v in arrays.items()}) for label, arrays in samples.parity] == [
-        ("min dims", {"x": (2, 8), "y": (20,)}), ("max dims", {"x": (7, 8), "y": (20,)}),
-        ("sample", {"x": (3, 8), "y": (20,)})]
+        ("min dims", {"x": (2, 8), "y": (20,)}),
+        ("max dims", {"x": (7, 8), "y": (20,)}),
+        ("sample", {"x": (3, 8), "y": (20,)}),
+    ]
     assert {k: v.shape for k, v in samples.warmup.items()} == {"x": (3, 8), "y": (20,)}
 
 
-@pytest.mark.parametrize("ranges, words", [
-    (["x:1:2:3:4"], "no axis 1"),
-    (["x:0:4:3:2"], "not 1 <= MIN <= OPT <= MAX"),
-    (["x:0:0:3:4"], "not 1 <= MIN"),
-    (["z:0:2:3:4"], "input 'z', which is not declared"),
-    (["x:0:2:3"], "is not INPUT:AXIS:MIN:OPT:MAX"),
-    (["x:a:2:3:4"], "not an integer"),
-    (["x:0:2:3:4", "x:0:2:3:5"], "two ranges"),
-    (["c:0:2:3:4"], "fixed at 3"),
-])
+@pytest.mark.parametrize(
+    "ranges, words",
+    [
+        (["x:1:2:3:4"], "no axis 1"),
+        (["x:0:4:3:2"], "not 1 <= MIN <= OPT <= MAX"),
+        (["x:0:0:3:4"], "not 1 <= MIN"),
+        (["z:0:2:3:4"], "input 'z', which is not declared"),
+        (["x:0:2:3"], "is not INPUT:AXIS:MIN:OPT:MAX"),
+        (["x:a:2:3:4"], "not an integer"),
+        (["x:0:2:3:4", "x:0:2:3:5"], "two ranges"),
+        (["c:0:2:3:4"], "fixed at 3"),
+    ],
+)
 def test_bad_ranges_are_refused(tmp_path, ranges, words):
     path = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "state_dict")
     with pytest.raises(TritongenError, match=words.replace("(", "\\(")):
         build_spec_from_options(path, inputs=["x:FP32:-1", "c:FP32:3"], dim_ranges=ranges)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("dim_ranges: [{input: x, axis: 0, min: 2, opt: 3, max: 4}]\n", None),
-    ("dim_ranges: [{input: x, axis: 0, min: 2, opt: 3}]\n", "a mapping of input, axis, min, opt, max"),
-    ("dim_ranges: [{input: x, axis: '0', min: 2, opt: 3, max: 4}]\n", "axis is '0', not an integer"),
-    ("dim_ranges: [{input: x, axis: 0, min: 2.5, opt: 3, max: 4}]\n", "min is 2.5, not an integer"),
-    ("dim_ranges: [{input: x, axis: 0, min: true, opt: 3, max: 4}]\n", "min is True, not an integer"),
-    ("dim_ranges: x:0:2:3:4\n", "is 'x:0:2:3:4', not a list"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("dim_ranges: [{input: x, axis: 0, min: 2, opt: 3, max: 4}]\n", None),
+        ("dim_ranges: [{input: x, axis: 0, min: 2, opt: 3}]\n", "a mapping of input, axis, min, opt, max"),
+        ("dim_ranges: [{input: x, axis: '0', min: 2, opt: 3, max: 4}]\n", "axis is '0', not an integer"),
+        ("dim_ranges: [{input: x, axis: 0, min: 2.5, opt: 3, max: 4}]\n", "min is 2.5, not an integer"),
+        ("dim_ranges: [{input: x, axis: 0, min: true, opt: 3, max: 4}]\n", "min is True, not an integer"),
+        ("dim_ranges: x:0:2:3:4\n", "is 'x:0:2:3:4', not a list"),
+    ],
+)
 def test_yaml_dim_ranges_are_type_checked(tmp_path, text, words):
     path = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "state_dict")
     spec_file = tmp_path / "spec.yaml"

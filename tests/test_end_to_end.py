@@ -1,8 +1,5 @@
 """Build -> real tritonserver -> requests: served outputs against PyTorch, and dynamic batching at work."""
 
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -22,12 +19,34 @@ def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     repo = work / "repo"
     conv = factories.save_model(factories.make_small_conv(), work / "conv.pt", "state_dict")
-    build(build_spec_from_options(conv, name="conv", inputs=["x:FP32:3,32,32"], outputs=["logits"], max_batch_size=8,
-                                  model_factory="tests.factories:make_small_conv", repo=repo, max_queue_delay_us=20000))
-    seq = factories.save_model(factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
-    build(build_spec_from_options(seq, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=8, repo=repo, max_queue_delay_us=20000))
-    pair = factories.save_model(factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
-    build(build_spec_from_options(pair, name="pair", inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"], max_batch_size=8, repo=repo))
+    build(
+        build_spec_from_options(
+            conv,
+            name="conv",
+            inputs=["x:FP32:3,32,32"],
+            outputs=["logits"],
+            max_batch_size=8,
+            model_factory="tests.factories:make_small_conv",
+            repo=repo,
+            max_queue_delay_us=20000,
+        )
+    )
+    seq = factories.save_model(
+        factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
+    build(
+        build_spec_from_options(
+            seq, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=8, repo=repo, max_queue_delay_us=20000
+        )
+    )
+    pair = factories.save_model(
+        factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
+    build(
+        build_spec_from_options(
+            pair, name="pair", inputs=["a:FP32:4", "b:FP32:4"], outputs=["sum", "product"], max_batch_size=8, repo=repo
+        )
+    )
     with server_from_repository(ServeSpec(repo=repo)) as server:
         yield server, repo
 
@@ -77,7 +96,9 @@ def test_variable_length_sequences_concurrently(served):
     after = statistics_after(server.grpc_url, "seq", before["inference_count"] + len(requests))
     for request, response in zip(requests, responses):
         np.testing.assert_allclose(response["output"], request["x"].mean(axis=1), atol=1e-5)
-    assert after["execution_count"] - before["execution_count"] < len(requests), "requests of mixed lengths were never batched"
+    assert after["execution_count"] - before["execution_count"] < len(requests), (
+        "requests of mixed lengths were never batched"
+    )
 
 
 def test_two_inputs_two_outputs(served):

@@ -1,4 +1,5 @@
-"""TensorRT engines: the Polygraphy build (needs TensorRT + GPU, skipped here) and everything around it that runs on CPU."""
+"""TensorRT engines: the Polygraphy build (needs TensorRT + GPU, skipped here) and everything around it that runs on
+CPU."""
 
 from __future__ import annotations
 
@@ -17,15 +18,26 @@ from tritongen.errors import TritongenError
 from tritongen.spec import build_spec_from_options
 from tritongen.validate import check_repository
 
-needs_tensorrt = pytest.mark.skipif(tensorrt_version() is None, reason="TensorRT is not installed (PyPI only has placeholders here)")
+needs_tensorrt = pytest.mark.skipif(
+    tensorrt_version() is None, reason="TensorRT is not installed (PyPI only has placeholders here)"
+)
 
 
 @pytest.fixture(scope="module")
 def prepared_repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trt")
     model = factories.save_model(factories.make_small_conv(), root / "conv.pt", "state_dict")
-    spec = build_spec_from_options(model, inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
-                                   max_batch_size=8, repo=root / "repo", name="conv", target="tensorrt", precision="fp16")
+    spec = build_spec_from_options(
+        model,
+        inputs=["x:FP32:3,32,32"],
+        outputs=["logits"],
+        model_factory="tests.factories:make_small_conv",
+        max_batch_size=8,
+        repo=root / "repo",
+        name="conv",
+        target="tensorrt",
+        precision="fp16",
+    )
     build(spec)
     return root / "repo"
 
@@ -116,7 +128,10 @@ def test_validate_refuses_a_plan_built_with_another_tensorrt_and_names_the_image
     with pytest.raises(TritongenError) as err:
         check_repository(repo, triton_version="2.51.0")
     assert "TensorRT 10.3.0.26" in err.value.details and "runs TensorRT 10.5.0.18" in err.value.details
-    assert "nvcr.io/nvidia/tritonserver:24.08-py3" in err.value.details and "nvcr.io/nvidia/tensorrt:24.10-py3" in err.value.details
+    assert (
+        "nvcr.io/nvidia/tritonserver:24.08-py3" in err.value.details
+        and "nvcr.io/nvidia/tensorrt:24.10-py3" in err.value.details
+    )
     with pytest.raises(SystemExit):
         main(["validate", str(repo)])  # the default: the Triton that `serve` and `serve --docker` run (2.51)
     assert capsys.readouterr().err.startswith("error: 1 problem in model repository")
@@ -149,7 +164,14 @@ def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_pat
     model_dir = repo / "conv"
     plan = model_dir / "1" / "model.8.9.plan"
     plan.write_bytes(b"placeholder plan")
-    _record_engine(model_dir, model_dir / "1", EngineResult(plan, "10.5.0.18", "8.9", 1.0), plan.name, True, manifest_path(model_dir, 1))
+    _record_engine(
+        model_dir,
+        model_dir / "1",
+        EngineResult(plan, "10.5.0.18", "8.9", 1.0),
+        plan.name,
+        True,
+        manifest_path(model_dir, 1),
+    )
     assert 'key: "8.9"' in (model_dir / "config.pbtxt").read_text()
     assert check_verified(repo).ok
     plan.write_bytes(b"another plan")
@@ -171,7 +193,14 @@ def test_a_recorded_plan_is_current_only_for_its_gpu_tensorrt_and_bytes(prepared
     model_dir, version_dir = repo / "conv", repo / "conv" / "1"
     plan = version_dir / "model.plan"
     plan.write_bytes(b"placeholder plan")
-    _record_engine(model_dir, version_dir, EngineResult(plan, "10.5.0.18", "8.9", 1.0), plan.name, False, manifest_path(model_dir, 1))
+    _record_engine(
+        model_dir,
+        version_dir,
+        EngineResult(plan, "10.5.0.18", "8.9", 1.0),
+        plan.name,
+        False,
+        manifest_path(model_dir, 1),
+    )
     engines = load_manifest(manifest_path(model_dir, 1), model_dir).engines
     assert plan_is_current(engines, version_dir, "8.9", "10.5.0.18")
     assert not plan_is_current(engines, version_dir, "9.0", "10.5.0.18")  # another GPU generation

@@ -35,12 +35,17 @@ LABELS = {0: "negative", 1: "neutral \u00bd", 2: "tr\u00e8s positive \u2713", 3:
 # and the generated post-processing model still serves a labels.txt holding them exactly.
 SPLITTING_LABELS = ("car\rriage", "next\x85line", "line\u2028separator", "vertical\x0btab", "file\x1cseparator")
 IMAGE_LABELS = {0: "cat", 1: "dog", 2: "bird"}
-SENTENCES = ["Hello", "The service was great and the staff were friendly.", "It rained.",
-             "A much longer sentence about nothing in particular, which goes on and on with clause after clause, "
-             "so that it has many more tokens than the others in this list.", "¿Dónde está la biblioteca?",
-             "Numbers like 3.14159 and 2026 get their own tokens."]
+SENTENCES = [
+    "Hello",
+    "The service was great and the staff were friendly.",
+    "It rained.",
+    "A much longer sentence about nothing in particular, which goes on and on with clause after clause, "
+    "so that it has many more tokens than the others in this list.",
+    "¿Dónde está la biblioteca?",
+    "Numbers like 3.14159 and 2026 get their own tokens.",
+]
 
-PRE_PY = '''
+PRE_PY = """
 import numpy as np
 
 INPUTS = ["CSV:STRING:1"]
@@ -50,8 +55,8 @@ def preprocess(batch):
     rows = [[float(v) for v in item.decode().split(",")] for item in batch["CSV"].reshape(-1)]
     values = np.asarray(rows, dtype=np.float32)  # a bad row raises: that request gets an error
     return {"a": values[:, :4], "b": values[:, 4:]}
-'''
-POST_PY = '''
+"""
+POST_PY = """
 import numpy as np
 
 OUTPUTS = ["TOTAL:FP32:1", "SUMMARY:STRING:1"]
@@ -61,7 +66,7 @@ def postprocess(batch):
     total = batch["sum"].sum(axis=1, keepdims=True)
     summary = np.array([[f"max product {p.max():g}".encode()] for p in batch["product"]], dtype=object)
     return {"TOTAL": total, "SUMMARY": summary}
-'''
+"""
 
 
 def minilm_dir() -> Path:
@@ -74,9 +79,17 @@ def save_text_classifier(folder: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=len(LABELS), id2label=LABELS,
-                        label2id={v: k for k, v in LABELS.items()})
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(LABELS),
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = BertForSequenceClassification(config).eval()
@@ -88,9 +101,17 @@ def save_text_classifier(folder: Path) -> Path:
 def save_image_classifier(folder: Path) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, num_labels=len(IMAGE_LABELS), id2label=IMAGE_LABELS,
-                       label2id={v: k for k, v in IMAGE_LABELS.items()})
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=len(IMAGE_LABELS),
+        id2label=IMAGE_LABELS,
+        label2id={v: k for k, v in IMAGE_LABELS.items()},
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = ViTForImageClassification(config).eval()
@@ -122,12 +143,35 @@ def served(tmp_path_factory):
     built["sentiment"] = build_ensemble(build_spec_from_options(save_text_classifier(work / "sentiment"), **common))
     built["minilm"] = build_ensemble(build_spec_from_options(minilm_dir(), name="minilm", **common))
     built["vision"] = build_ensemble(build_spec_from_options(save_image_classifier(work / "vision"), top_k=2, **common))
-    pair = factories.save_model(factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    pair = factories.save_model(
+        factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
     (work / "pre.py").write_text(PRE_PY)
     (work / "post.py").write_text(POST_PY)
-    cli_main(["build", str(pair), "--name", "pair", "--input", "a:FP32:4", "--input", "b:FP32:4", "--output", "sum",
-              "--output", "product", "--preprocess", str(work / "pre.py"), "--postprocess", str(work / "post.py"),
-              "--repo", str(repo), "--max-batch-size", "8"])  # through the CLI: its dispatch (an error would exit)
+    cli_main(
+        [
+            "build",
+            str(pair),
+            "--name",
+            "pair",
+            "--input",
+            "a:FP32:4",
+            "--input",
+            "b:FP32:4",
+            "--output",
+            "sum",
+            "--output",
+            "product",
+            "--preprocess",
+            str(work / "pre.py"),
+            "--postprocess",
+            str(work / "post.py"),
+            "--repo",
+            str(repo),
+            "--max-batch-size",
+            "8",
+        ]
+    )  # through the CLI: its dispatch (an error would exit)
     _stage_raw_labels_step(repo, "raw_labels", SPLITTING_LABELS)
     with server_from_repository(ServeSpec(repo=repo)) as server:
         yield server, repo, work, built
@@ -136,14 +180,25 @@ def served(tmp_path_factory):
 def _stage_raw_labels_step(repo: Path, name: str, labels: tuple[str, ...]) -> None:
     """The generated softmax-topk post-processing model with a labels.txt that a build would refuse (it holds
     characters text-mode reading splits on), written with its manifest as a build writes it."""
-    from tritongen.pre_post import (LABELS_FILE, LABELS_OUTPUT, SCORES_OUTPUT, PythonStep, python_step_config_text,
-                                    stage_python_step)
+    from tritongen.pre_post import (
+        LABELS_FILE,
+        LABELS_OUTPUT,
+        SCORES_OUTPUT,
+        PythonStep,
+        python_step_config_text,
+        stage_python_step,
+    )
     from tritongen.spec import TensorSpec
 
     k = len(labels)
-    step = PythonStep(name=name, template="postprocess.py", inputs=(TensorSpec("logits", "FP32", (k,)),),
-                      outputs=(TensorSpec(LABELS_OUTPUT, "STRING", (k,)), TensorSpec(SCORES_OUTPUT, "FP32", (k,))),
-                      parameters={"kind": "softmax_topk", "top_k": str(k)}, texts={LABELS_FILE: "\n".join(labels)})
+    step = PythonStep(
+        name=name,
+        template="postprocess.py",
+        inputs=(TensorSpec("logits", "FP32", (k,)),),
+        outputs=(TensorSpec(LABELS_OUTPUT, "STRING", (k,)), TensorSpec(SCORES_OUTPUT, "FP32", (k,))),
+        parameters={"kind": "softmax_topk", "top_k": str(k)},
+        texts={LABELS_FILE: "\n".join(labels)},
+    )
     stage_python_step(step, repo, 1, python_step_config_text(step, 8, (), 500))
 
 
@@ -152,7 +207,11 @@ def test_generated_repository_is_valid_and_loads(served):
     assert validate_repository(repo).ok
     for name in ("sentiment", "minilm", "vision", "pair"):
         assert {name, f"{name}_model"} <= set(server.models)
-    assert [s.model_name for s in built["sentiment"].steps] == ["sentiment_preprocess", "sentiment_model", "sentiment_postprocess"]
+    assert [s.model_name for s in built["sentiment"].steps] == [
+        "sentiment_preprocess",
+        "sentiment_model",
+        "sentiment_postprocess",
+    ]
     assert (repo / "sentiment_model" / "labels.txt").read_bytes() == ("\n".join(LABELS.values()) + "\n").encode()
 
 
@@ -191,11 +250,15 @@ def test_embeddings_match_sentence_transformers_concurrently(served):
     want = SentenceTransformer(str(minilm_dir()), device="cpu").encode(SENTENCES, normalize_embeddings=True)
     for i, response in enumerate(responses):
         got = response["EMBEDDING"][0]
-        cosine = float(np.dot(got, want[i % len(SENTENCES)]) / (np.linalg.norm(got) * np.linalg.norm(want[i % len(SENTENCES)])))
+        cosine = float(
+            np.dot(got, want[i % len(SENTENCES)]) / (np.linalg.norm(got) * np.linalg.norm(want[i % len(SENTENCES)]))
+        )
         assert cosine >= 0.9999, (SENTENCES[i % len(SENTENCES)], cosine)
         assert abs(np.linalg.norm(got) - 1) < 1e-5
     assert after["inference_count"] - before["inference_count"] == len(requests)
-    assert after["execution_count"] - before["execution_count"] < len(requests), "dynamic batching did not combine requests"
+    assert after["execution_count"] - before["execution_count"] < len(requests), (
+        "dynamic batching did not combine requests"
+    )
 
 
 def test_image_classifier_with_real_jpeg_and_png(served):
@@ -209,7 +272,9 @@ def test_image_classifier_with_real_jpeg_and_png(served):
         from PIL import Image
 
         want_pixels = processor(Image.open(io.BytesIO(data)).convert("RGB"), return_tensors="pt")["pixel_values"]
-        got_pixels = infer_from_arrays(server.grpc_url, "vision_preprocess", {"IMAGE": np.array([[data]], dtype=object)})["pixel_values"]
+        got_pixels = infer_from_arrays(
+            server.grpc_url, "vision_preprocess", {"IMAGE": np.array([[data]], dtype=object)}
+        )["pixel_values"]
         np.testing.assert_allclose(got_pixels, want_pixels.numpy(), atol=1e-5)
         with torch.no_grad():
             probs = torch.softmax(model(pixel_values=want_pixels).logits, -1)[0].numpy()
@@ -252,13 +317,20 @@ def test_bad_requests_get_their_own_error_while_others_are_served(served):
             results[key] = err
 
     threads = [threading.Thread(target=send, args=(k, m, i)) for k, (m, i) in bad.items()]
-    threads += [threading.Thread(target=send, args=(f"good {i}", "sentiment", texts(s))) for i, s in enumerate(SENTENCES)]
+    threads += [
+        threading.Thread(target=send, args=(f"good {i}", "sentiment", texts(s))) for i, s in enumerate(SENTENCES)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    words = {"empty string": "empty", "non-UTF-8": "UTF-8", "1 MB string": "above the limit", "wrong data type": "BYTES",
-             "not an image": "not a decodable image"}
+    words = {
+        "empty string": "empty",
+        "non-UTF-8": "UTF-8",
+        "1 MB string": "above the limit",
+        "wrong data type": "BYTES",
+        "not an image": "not a decodable image",
+    }
     for key, word in words.items():
         assert isinstance(results[key], TritongenError), key
         assert word in str(results[key]), (key, str(results[key]))
@@ -286,8 +358,18 @@ def test_perf_on_an_ensemble_shows_how_each_step_batched(served, tmp_path):
     server, repo, _, _ = served
     lines = tmp_path / "texts.txt"
     lines.write_text("a short sentence\nanother one, a little longer than the first\nthe third\n")
-    run = perf_from_spec(PerfSpec(model="minilm", url=server.grpc_url, repo=repo, concurrency=(8,), duration_s=1.5,
-                                  warmup_s=0.3, max_windows=3, text_file=lines))
+    run = perf_from_spec(
+        PerfSpec(
+            model="minilm",
+            url=server.grpc_url,
+            repo=repo,
+            concurrency=(8,),
+            duration_s=1.5,
+            warmup_s=0.3,
+            max_windows=3,
+            text_file=lines,
+        )
+    )
     (point,) = run.points
     assert list(point.steps) == ["minilm_preprocess", "minilm_model", "minilm_postprocess"]
     for name, step in point.steps.items():

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from tritongen.ensemble import _wiring, ensemble_config_text
-from tritongen.pre_post import PythonStep, postprocess_step, python_step_config_text, stage_python_step, text_preprocess_step
+from tritongen.pre_post import (
+    PythonStep,
+    postprocess_step,
+    python_step_config_text,
+    stage_python_step,
+    text_preprocess_step,
+)
 from tritongen.spec import BuildSpec, TensorSpec
 from tritongen.validate import validate_repository
 
@@ -30,7 +36,9 @@ def write_generated(repo: Path, max_batch_size: int = 8) -> Path:
     post = postprocess_step("emb_postprocess", "mean_pool_normalize", (tokens,), attention_mask=mask)
     for step in (pre, model, post):
         stage_python_step(step, repo, 1, python_step_config_text(step, max_batch_size, (4, 8), 500))
-    model_spec = BuildSpec(model_path=repo, name="emb_model", inputs=(ids, mask), outputs=(tokens,), max_batch_size=max_batch_size)
+    model_spec = BuildSpec(
+        model_path=repo, name="emb_model", inputs=(ids, mask), outputs=(tokens,), max_batch_size=max_batch_size
+    )
     inputs, outputs, steps = _wiring(pre, model_spec, post)
     (repo / "emb" / "1").mkdir(parents=True)
     (repo / "emb" / "config.pbtxt").write_text(ensemble_config_text("emb", max_batch_size, inputs, outputs, steps))
@@ -52,22 +60,44 @@ def test_generated_ensemble_is_valid(tmp_path):
     assert set(report.problems_by_model) == {"emb", "emb_preprocess", "emb_model", "emb_postprocess"}
 
 
-@pytest.mark.parametrize("model, old, new, words", [
-    ("emb", 'output_map { key: "last_hidden_state" value: "last_hidden_state" }',
-     'output_map { key: "last_hidden_state" value: "hidden" }',
-     ["'last_hidden_state'", "step 2 ('emb_postprocess')", "never written"]),
-    ("emb", 'output_map { key: "EMBEDDING" value: "EMBEDDING" }', 'output_map { key: "EMBEDDING" value: "EMBEDDINGS" }',
-     ["output 'EMBEDDING'", "not written"]),
-    ("emb", 'input_map { key: "input_ids" value: "input_ids" }', 'input_map { key: "input_ids" value: "TEXT" }',
-     ["TEXT", "inconsistent data type", "step 1 ('emb_model')"]),
-    ("emb", 'output_map { key: "attention_mask" value: "attention_mask" }', 'output_map { key: "attention_mask" value: "input_ids" }',
-     ["'input_ids'", "output map only once"]),
-    ("emb_postprocess", "dims: [ 8 ]", "dims: [ 16 ]", ["EMBEDDING", "inconsistent shape"]),
-    ("emb_model", "data_type: TYPE_FP32", "data_type: TYPE_FP16", ["last_hidden_state", "inconsistent data type"]),
-    ("emb_model", "max_batch_size: 8", "max_batch_size: 4", ["emb_model", "maximum batch size", "step 1"]),
-    ("emb", 'key: "last_hidden_state" value: "last_hidden_state" }', 'key: "hidden_states" value: "last_hidden_state" }',
-     ["non-existing output hidden_states", "emb_model"]),
-])
+@pytest.mark.parametrize(
+    "model, old, new, words",
+    [
+        (
+            "emb",
+            'output_map { key: "last_hidden_state" value: "last_hidden_state" }',
+            'output_map { key: "last_hidden_state" value: "hidden" }',
+            ["'last_hidden_state'", "step 2 ('emb_postprocess')", "never written"],
+        ),
+        (
+            "emb",
+            'output_map { key: "EMBEDDING" value: "EMBEDDING" }',
+            'output_map { key: "EMBEDDING" value: "EMBEDDINGS" }',
+            ["output 'EMBEDDING'", "not written"],
+        ),
+        (
+            "emb",
+            'input_map { key: "input_ids" value: "input_ids" }',
+            'input_map { key: "input_ids" value: "TEXT" }',
+            ["TEXT", "inconsistent data type", "step 1 ('emb_model')"],
+        ),
+        (
+            "emb",
+            'output_map { key: "attention_mask" value: "attention_mask" }',
+            'output_map { key: "attention_mask" value: "input_ids" }',
+            ["'input_ids'", "output map only once"],
+        ),
+        ("emb_postprocess", "dims: [ 8 ]", "dims: [ 16 ]", ["EMBEDDING", "inconsistent shape"]),
+        ("emb_model", "data_type: TYPE_FP32", "data_type: TYPE_FP16", ["last_hidden_state", "inconsistent data type"]),
+        ("emb_model", "max_batch_size: 8", "max_batch_size: 4", ["emb_model", "maximum batch size", "step 1"]),
+        (
+            "emb",
+            'key: "last_hidden_state" value: "last_hidden_state" }',
+            'key: "hidden_states" value: "last_hidden_state" }',
+            ["non-existing output hidden_states", "emb_model"],
+        ),
+    ],
+)
 def test_broken_generated_ensemble_is_named_by_step_and_tensor(tmp_path, model, old, new, words):
     lines = problems_after(tmp_path, model, old, new)
     assert any(all(w in line for w in words) for line in lines), "\n".join(lines)

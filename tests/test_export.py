@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -17,11 +16,46 @@ from tritongen.spec import build_spec_from_options
 
 CASES = {
     # id: (factory, example inputs, save form, --input args, --output names, expected output dims)
-    "conv-dynamo": (factories.make_small_conv, factories.small_conv_inputs, "state_dict", ["x:FP32:3,32,32"], ["logits"], [(10,)]),
-    "conv-torchscript": (factories.make_small_conv, factories.small_conv_inputs, "torchscript-trace", ["x:FP32:3,32,32"], [], [(10,)]),
-    "two-in-two-out": (factories.make_two_in_two_out, factories.two_in_two_out_inputs, "torch.export", ["a:FP32:4", "b:FP32:4"], ["sum", "product"], [(4,), (4,)]),
-    "dynamic-seq-dynamo": (factories.make_dynamic_seq, factories.dynamic_seq_inputs, "pickled_module", ["x:FP32:-1,8"], [], [(8,)]),
-    "dynamic-seq-torchscript": (factories.make_dynamic_seq, factories.dynamic_seq_inputs, "torchscript-trace", ["x:FP32:-1,8"], [], [(8,)]),
+    "conv-dynamo": (
+        factories.make_small_conv,
+        factories.small_conv_inputs,
+        "state_dict",
+        ["x:FP32:3,32,32"],
+        ["logits"],
+        [(10,)],
+    ),
+    "conv-torchscript": (
+        factories.make_small_conv,
+        factories.small_conv_inputs,
+        "torchscript-trace",
+        ["x:FP32:3,32,32"],
+        [],
+        [(10,)],
+    ),
+    "two-in-two-out": (
+        factories.make_two_in_two_out,
+        factories.two_in_two_out_inputs,
+        "torch.export",
+        ["a:FP32:4", "b:FP32:4"],
+        ["sum", "product"],
+        [(4,), (4,)],
+    ),
+    "dynamic-seq-dynamo": (
+        factories.make_dynamic_seq,
+        factories.dynamic_seq_inputs,
+        "pickled_module",
+        ["x:FP32:-1,8"],
+        [],
+        [(8,)],
+    ),
+    "dynamic-seq-torchscript": (
+        factories.make_dynamic_seq,
+        factories.dynamic_seq_inputs,
+        "torchscript-trace",
+        ["x:FP32:-1,8"],
+        [],
+        [(8,)],
+    ),
 }
 
 
@@ -30,8 +64,14 @@ def _export(tmp_path: Path, case: str, max_batch_size: int = 4, form: str | None
     form = form or case_form
     path = factories.save_model(make(), tmp_path / "model.pt", form, inputs())
     factory = "tests.factories:" + make.__name__ if form == "state_dict" else None
-    spec = build_spec_from_options(path, inputs=input_args, outputs=outputs, max_batch_size=max_batch_size,
-                                   model_factory=factory, allow_pickle=form == "pickled_module")
+    spec = build_spec_from_options(
+        path,
+        inputs=input_args,
+        outputs=outputs,
+        max_batch_size=max_batch_size,
+        model_factory=factory,
+        allow_pickle=form == "pickled_module",
+    )
     loaded = module_from_file(path, factory, allow_pickle=form == "pickled_module")
     samples = sample_set_from_spec(spec)
     result = onnx_from_module(loaded, spec, samples.export, tmp_path / "out", tmp_path / "raw")
@@ -113,7 +153,9 @@ def test_nan_outputs_fail_the_parity_gate(tmp_path):
 
 
 def test_wrong_number_of_output_names(tmp_path):
-    path = factories.save_model(factories.make_two_in_two_out(), tmp_path / "m.pt", "torch.export", factories.two_in_two_out_inputs())
+    path = factories.save_model(
+        factories.make_two_in_two_out(), tmp_path / "m.pt", "torch.export", factories.two_in_two_out_inputs()
+    )
     spec = build_spec_from_options(path, inputs=["a:FP32:4", "b:FP32:4"], outputs=["only_one"])
     loaded = module_from_file(path)
     with pytest.raises(TritongenError, match="returns 2 output\\(s\\) but 1 --output"):
@@ -121,7 +163,9 @@ def test_wrong_number_of_output_names(tmp_path):
 
 
 def test_inputs_that_do_not_fit_the_model(tmp_path):
-    path = factories.save_model(factories.make_small_conv(), tmp_path / "m.pt", "torchscript-trace", factories.small_conv_inputs())
+    path = factories.save_model(
+        factories.make_small_conv(), tmp_path / "m.pt", "torchscript-trace", factories.small_conv_inputs()
+    )
     spec = build_spec_from_options(path, inputs=["x:FP32:3,7"])
     loaded = module_from_file(path)
     with pytest.raises(TritongenError, match="the model failed on inputs x\\[2, 3, 7\\]"):

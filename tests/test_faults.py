@@ -19,14 +19,25 @@ from tritongen.testing.malformed import BAD_KINDS, payloads_from_samples
 
 CSV_PRE = PRE_PY  # CSV text -> the two inputs of make_two_in_two_out
 NUMERIC_KINDS = {"wrong_dtype", "wrong_shape", "wrong_rank", "over_max_batch", "empty_batch", "truncated"}
-STRING_KINDS = {"wrong_dtype", "wrong_shape", "wrong_rank", "over_max_batch", "empty_batch", "garbage_bytes", "bad_string_framing"}
+STRING_KINDS = {
+    "wrong_dtype",
+    "wrong_shape",
+    "wrong_rank",
+    "over_max_batch",
+    "empty_batch",
+    "garbage_bytes",
+    "bad_string_framing",
+}
 NOT_FRAMING = tuple(k for k in BAD_KINDS if k != "bad_string_framing")
 MB = 1024
 
 
 def csv_samples(count: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [{"CSV": np.array([[",".join(f"{v:.4f}" for v in rng.normal(size=8)).encode()]], dtype=object)} for _ in range(count)]
+    return [
+        {"CSV": np.array([[",".join(f"{v:.4f}" for v in rng.normal(size=8)).encode()]], dtype=object)}
+        for _ in range(count)
+    ]
 
 
 SEQ_META = {"name": "seq", "max_batch_size": 8, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 8]}]}
@@ -54,7 +65,10 @@ def test_grpc_wire_bytes_of_a_string_tensor_are_the_strings():
     """perf's gRPC sender (reused here) once sent the 8-byte address of numpy's object, not the strings."""
     from tritongen.perf.inputs import wire_from_array
 
-    assert wire_from_array(np.array([[b"ab"], [b"c"]], dtype=object)) == ("BYTES", b"\x02\x00\x00\x00ab\x01\x00\x00\x00c")
+    assert wire_from_array(np.array([[b"ab"], [b"c"]], dtype=object)) == (
+        "BYTES",
+        b"\x02\x00\x00\x00ab\x01\x00\x00\x00c",
+    )
     assert wire_from_array(np.array([["d"]])) == ("BYTES", b"\x01\x00\x00\x00d")
     assert wire_from_array(np.zeros((0, 1), dtype=object)) == ("BYTES", b"")
 
@@ -80,12 +94,36 @@ def build_fault_repository(work: Path) -> Path:
     from tritongen.spec import build_spec_from_options
 
     repo = work / "repo"
-    seq = factories.save_model(factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    seq = factories.save_model(
+        factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
     build(build_spec_from_options(seq, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=8, repo=repo))
-    pair = factories.save_model(factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    pair = factories.save_model(
+        factories.make_two_in_two_out(), work / "pair.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
     (work / "pre.py").write_text(CSV_PRE)
-    cli_main(["build", str(pair), "--name", "pair", "--input", "a:FP32:4", "--input", "b:FP32:4", "--output", "sum",
-              "--output", "product", "--preprocess", str(work / "pre.py"), "--repo", str(repo), "--max-batch-size", "8"])
+    cli_main(
+        [
+            "build",
+            str(pair),
+            "--name",
+            "pair",
+            "--input",
+            "a:FP32:4",
+            "--input",
+            "b:FP32:4",
+            "--output",
+            "sum",
+            "--output",
+            "product",
+            "--preprocess",
+            str(work / "pre.py"),
+            "--repo",
+            str(repo),
+            "--max-batch-size",
+            "8",
+        ]
+    )
     return repo
 
 
@@ -96,7 +134,9 @@ def served(tmp_path_factory):
 
     repo = build_fault_repository(tmp_path_factory.mktemp("faults"))
     http, grpc, metrics = free_ports(3)
-    spec = ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control="explicit", ready_timeout_s=120)
+    spec = ServeSpec(
+        repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control="explicit", ready_timeout_s=120
+    )
     server = server_from_repository(spec)
     yield server
     # After a stub kill the replaced model never finishes unloading, so a graceful stop waits Triton's whole
@@ -126,7 +166,10 @@ def test_soak_good_requests_all_answer_and_bad_ones_all_rejected(served):
     assert set(result.bad_by_kind) == (NUMERIC_KINDS | STRING_KINDS) - {"bad_string_framing"}
     for key in result.errors:  # Triton's core turns every shape/type/size error away before a model sees it
         kind, error = key.split(": ")
-        assert error == ("internal" if kind == "garbage_bytes" else "invalid_argument"), (key, result.error_samples[key])
+        assert error == ("internal" if kind == "garbage_bytes" else "invalid_argument"), (
+            key,
+            result.error_samples[key],
+        )
     assert "UnicodeDecodeError" in result.error_samples["garbage_bytes: internal"]
     # No stub crashed or was restarted, none left dead, memory held steady.
     assert result.stubs_end == result.stubs_start and len(result.stubs_start) == 3 and result.zombies_end == 0
@@ -153,8 +196,18 @@ def test_bad_string_framing_fails_only_its_dynamic_batch(served):
 @pytest.mark.slow
 def test_triton_251_does_not_restart_a_killed_stub_and_a_reload_does(served):
     stub = next(pid for pid, model in stubs_from_server(served.pid).items() if model == "seq")
-    result = soak(served, models=("seq",), samples={}, duration_s=2.5, concurrency=4, bad_fraction=0.0, kill_stub_at_s=0.5,
-                  reload=False, recovery_timeout_s=3, timeout_s=4)
+    result = soak(
+        served,
+        models=("seq",),
+        samples={},
+        duration_s=2.5,
+        concurrency=4,
+        bad_fraction=0.0,
+        kill_stub_at_s=0.5,
+        reload=False,
+        recovery_timeout_s=3,
+        timeout_s=4,
+    )
     kill = result.stub_kill
     print(result.summary())
     assert kill.pid == stub and not kill.recovered and kill.recovery_s is None and kill.reload_started_s is None
@@ -179,7 +232,9 @@ def test_stub_killed_under_load_recovers_by_reload_and_failures_are_counted(serv
     assert kill.recovery_s < 10 and kill.reload_s < 10
     assert kill.new_pid is not None and kill.new_pid not in before
     # Every failed good request is one the killed model's outage explains, and the count is what the client saw.
-    assert result.good_failed == kill.failed_requests == sum(n for k, n in result.errors.items() if k.startswith("good: "))
+    assert (
+        result.good_failed == kill.failed_requests == sum(n for k, n in result.errors.items() if k.startswith("good: "))
+    )
     assert {k for k in result.errors if k.startswith("good: ")} <= {"good: stub_unhealthy", "good: deadline_exceeded"}
     assert result.good_ok + result.good_failed == result.good_sent and result.good_wrong == 0
     assert result.bad_rejected == result.bad_sent and result.bad_accepted == 0

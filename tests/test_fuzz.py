@@ -22,9 +22,9 @@ import signal
 import struct
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -55,14 +55,64 @@ warmup: true
 dynamic_dim_size: 4
 """
 _NUMBERS = (0, 1, 2, 7, 255, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1, 3 * 2**30, 2**63 - 1)
-_YAML_TOKENS = ("&a x", "*a", "[", "]", "{", "}", "-1", "0", "1e400", ".nan", "'x'", "~", "99999999999999999999",
-                "!!python/object/apply:os.system ['true']", "[[[[[[[[", "a: &b [1, 2]", "*b", "!!binary aGk=",
-                "2020-13-45",
-                "FP64", "STRING", "[4, 4]", "{name: c}", "true", "yes", "''", "\t")
-_NPY_SHAPES = ("()", "(2,)", "(2, 4)", "(4, 2)", "(2, 4000000000)", "(-2, -4)", "(0, 4)", "(1, 4)", "(2, 4, 1)",
-               "(99999999999999999999,)", "('a',)", "(2.5, 4)")
-_NPY_DESCRS = ("'<f4'", "'<f8'", "'>f4'", "'|O'", "'<i8'", "'|b1'", "'<U0'", "'|V0'", "[('a', '|O')]", "'<c8'", "'x'",
-               "'<f2'", "[('a', '<f4')]")
+_YAML_TOKENS = (
+    "&a x",
+    "*a",
+    "[",
+    "]",
+    "{",
+    "}",
+    "-1",
+    "0",
+    "1e400",
+    ".nan",
+    "'x'",
+    "~",
+    "99999999999999999999",
+    "!!python/object/apply:os.system ['true']",
+    "[[[[[[[[",
+    "a: &b [1, 2]",
+    "*b",
+    "!!binary aGk=",
+    "2020-13-45",
+    "FP64",
+    "STRING",
+    "[4, 4]",
+    "{name: c}",
+    "true",
+    "yes",
+    "''",
+    "\t",
+)
+_NPY_SHAPES = (
+    "()",
+    "(2,)",
+    "(2, 4)",
+    "(4, 2)",
+    "(2, 4000000000)",
+    "(-2, -4)",
+    "(0, 4)",
+    "(1, 4)",
+    "(2, 4, 1)",
+    "(99999999999999999999,)",
+    "('a',)",
+    "(2.5, 4)",
+)
+_NPY_DESCRS = (
+    "'<f4'",
+    "'<f8'",
+    "'>f4'",
+    "'|O'",
+    "'<i8'",
+    "'|b1'",
+    "'<U0'",
+    "'|V0'",
+    "[('a', '|O')]",
+    "'<c8'",
+    "'x'",
+    "'<f2'",
+    "[('a', '<f4')]",
+)
 _ST_DTYPES = ("F32", "F64", "F16", "BF16", "I64", "BOOL", "U8", "XX", "")
 _ST_SHAPES = ([2, 4], [4, 2], [2], [], [0], [-1], [4000000000, 2], [2**62, 4], ["a"], None)
 
@@ -104,7 +154,7 @@ def _insert(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
 
 def _delete(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
     at = rng.randrange(len(data))
-    return data[:at] + data[at + rng.randint(1, 64):]
+    return data[:at] + data[at + rng.randint(1, 64) :]
 
 
 def _number(old: int, width: int, rng: random.Random) -> int:
@@ -147,11 +197,27 @@ def _zipped(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def _other_name(name: str, names: list[str], rng: random.Random) -> str:
-    return rng.choice((
-        rng.choice(names), name.upper(), name.swapcase(), name[:-1] + name[-1].upper(), "../" + name, "/" + name,
-        name.replace("/", "\\"), name + "\x00", name + "/", "", name.replace("/", "//"), "C:" + name,
-        name.split("/", 1)[-1], "other/" + name.split("/", 1)[-1], name + "\r", "./" + name, name + "\u2028",
-    ))
+    return rng.choice(
+        (
+            rng.choice(names),
+            name.upper(),
+            name.swapcase(),
+            name[:-1] + name[-1].upper(),
+            "../" + name,
+            "/" + name,
+            name.replace("/", "\\"),
+            name + "\x00",
+            name + "/",
+            "",
+            name.replace("/", "//"),
+            "C:" + name,
+            name.split("/", 1)[-1],
+            "other/" + name.split("/", 1)[-1],
+            name + "\r",
+            "./" + name,
+            name + "\u2028",
+        )
+    )
 
 
 def _zip_duplicate(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
@@ -184,8 +250,13 @@ def _zip_refill(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
         members[index] = (name, (seeds.evil, rng.randbytes(rng.randint(0, 256)), b"")[choice])
         return _zipped(members)
     entries = [Entry(n.encode(), d) for n, d in members]
-    entries[index] = Entry(name.encode(), payload, deflate=True, payload=deflate_bomb(rng.choice((1, 8, 64))),
-                           declared_bytes=rng.choice((len(payload), 2**20, 3 * 2**30, 2**40)))
+    entries[index] = Entry(
+        name.encode(),
+        payload,
+        deflate=True,
+        payload=deflate_bomb(rng.choice((1, 8, 64))),
+        declared_bytes=rng.choice((len(payload), 2**20, 3 * 2**30, 2**40)),
+    )
     return raw_zip(entries)
 
 
@@ -196,12 +267,14 @@ def _npy_header(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
     name, payload = members[index]
     end = payload.find(b"\n") + 1
     header = payload[10:end].decode("latin-1")
-    header = rng.choice((
-        lambda h: re.sub(r"'shape': \([^)]*\)", f"'shape': {rng.choice(_NPY_SHAPES)}", h),
-        lambda h: re.sub(r"'descr': '[^']*'", f"'descr': {rng.choice(_NPY_DESCRS)}", h),
-        lambda h: h.replace("False", rng.choice(("True", "1", "None"))),
-        lambda h: h.replace("{", rng.choice(("[", "{'x': 1, ", "{{"))),
-    ))(header).rstrip()
+    header = rng.choice(
+        (
+            lambda h: re.sub(r"'shape': \([^)]*\)", f"'shape': {rng.choice(_NPY_SHAPES)}", h),
+            lambda h: re.sub(r"'descr': '[^']*'", f"'descr': {rng.choice(_NPY_DESCRS)}", h),
+            lambda h: h.replace("False", rng.choice(("True", "1", "None"))),
+            lambda h: h.replace("{", rng.choice(("[", "{'x': 1, ", "{{"))),
+        )
+    )(header).rstrip()
     header = header.ljust(max(end - 11, len(header))) + "\n"
     members[index] = (name, payload[:8] + struct.pack("<H", len(header)) + header.encode("latin-1") + payload[end:])
     return _zipped(members)
@@ -210,7 +283,7 @@ def _npy_header(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
 def _st_header(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
     """A safetensors JSON header with a tensor's dtype, shape or data offsets changed (its length recomputed)."""
     (length,) = struct.unpack_from("<Q", data)
-    header = json.loads(data[8: 8 + length])
+    header = json.loads(data[8 : 8 + length])
     tensor = header[rng.choice([k for k in header if k != "__metadata__"])]
     field = rng.choice(("dtype", "shape", "data_offsets", "data_offsets", "extra"))
     if field == "dtype":
@@ -222,7 +295,7 @@ def _st_header(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
     else:
         header[rng.choice(("__metadata__", "x" * 300, ""))] = rng.choice(({"a": 1}, {"format": "pt"}, [1], "s", None))
     text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data[8 + length:]
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
 
 
 def _st_length(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
@@ -246,8 +319,21 @@ def _yaml_line(data: bytes, rng: random.Random, seeds: Seeds) -> bytes:
     elif action == 1:
         del lines[index]
     else:
-        lines.insert(index, rng.choice(("x: &x [1, 1, 1, 1]\n", "y: [*x, *x, *x]\n", "<<: {name: z}\n", "- 5\n",
-                                        "inputs: 5\n", "  - {name: c, dims: [1]}\n", "outputs: *x\n", "---\n")))
+        lines.insert(
+            index,
+            rng.choice(
+                (
+                    "x: &x [1, 1, 1, 1]\n",
+                    "y: [*x, *x, *x]\n",
+                    "<<: {name: z}\n",
+                    "- 5\n",
+                    "inputs: 5\n",
+                    "  - {name: c, dims: [1]}\n",
+                    "outputs: *x\n",
+                    "---\n",
+                )
+            ),
+        )
     return "".join(lines).encode()
 
 
@@ -266,8 +352,16 @@ def _argv(kind: str, seeds: Seeds, mutant: Path) -> list[str]:
     if kind in ("torchscript", "pt2"):
         return ["build", str(mutant), *TWO]
     if kind == "safetensors":
-        return ["build", str(mutant), "--input", "x:FP32:4", "--max-batch-size", "2",
-                "--model-factory", "tests.factories:make_tiny_linear"]
+        return [
+            "build",
+            str(mutant),
+            "--input",
+            "x:FP32:4",
+            "--max-batch-size",
+            "2",
+            "--model-factory",
+            "tests.factories:make_tiny_linear",
+        ]
     if kind == "npz":
         return ["build", str(seeds.torchscript), "--max-batch-size", "2", "--sample-inputs", str(mutant)]
     return ["build", str(seeds.torchscript), "--spec", str(mutant)]
@@ -297,8 +391,13 @@ def seeds(tmp_path_factory) -> Seeds:
 
 
 def _seed_file(kind: str, seeds: Seeds) -> Path:
-    return {"torchscript": seeds.torchscript, "pt2": seeds.pt2, "safetensors": seeds.safetensors, "npz": seeds.npz,
-            "yaml": seeds.spec}[kind]
+    return {
+        "torchscript": seeds.torchscript,
+        "pt2": seeds.pt2,
+        "safetensors": seeds.safetensors,
+        "npz": seeds.npz,
+        "yaml": seeds.spec,
+    }[kind]
 
 
 def _on_alarm(signum, frame):

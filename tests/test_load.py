@@ -46,8 +46,10 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     """SmallConvNet saved once in every form, each under a name that hides its form."""
     folder = tmp_path_factory.mktemp("forms")
     model, x = make_small_conv(), small_conv_inputs()
-    return {form: save_model(model, folder / f"{form}.model", form, x)
-            for form in ("torchscript", "torchscript-trace", "torch.export", "state_dict", "pickled_module")}
+    return {
+        form: save_model(model, folder / f"{form}.model", form, x)
+        for form in ("torchscript", "torchscript-trace", "torch.export", "state_dict", "pickled_module")
+    }
 
 
 def outputs_match(loaded: LoadedModel, reference: torch.nn.Module, inputs) -> bool:
@@ -69,13 +71,16 @@ def message(exc_info) -> str:
 # ------------------------------------------------------------------------------------------------ forms
 
 
-@pytest.mark.parametrize("saved_as, kwargs, form", [
-    ("torchscript", {}, "torchscript"),
-    ("torchscript-trace", {}, "torchscript"),
-    ("torch.export", {}, "torch.export"),
-    ("state_dict", {"model_factory": FACTORY}, "state_dict"),
-    ("pickled_module", {"allow_pickle": True}, "pickled_module"),
-])
+@pytest.mark.parametrize(
+    "saved_as, kwargs, form",
+    [
+        ("torchscript", {}, "torchscript"),
+        ("torchscript-trace", {}, "torchscript"),
+        ("torch.export", {}, "torch.export"),
+        ("state_dict", {"model_factory": FACTORY}, "state_dict"),
+        ("pickled_module", {"allow_pickle": True}, "pickled_module"),
+    ],
+)
 def test_each_form_loads_and_matches_the_original(saved, saved_as, kwargs, form):
     loaded = module_from_file(saved[saved_as], **kwargs)
     assert loaded.form == form
@@ -118,14 +123,17 @@ def test_dynamic_sequence_torch_export_with_dynamic_dim(tmp_path):
         assert outputs_match(loaded, model, (torch.randn(2, length, 8),))
 
 
-@pytest.mark.parametrize("saved_as, name", [
-    ("torchscript", "model.bin"),
-    ("torchscript", "model"),
-    ("torch.export", "model.pt"),
-    ("torch.export", "model.onnx"),
-    ("state_dict", "weights.pt2"),
-    ("pickled_module", "model.pth"),
-])
+@pytest.mark.parametrize(
+    "saved_as, name",
+    [
+        ("torchscript", "model.bin"),
+        ("torchscript", "model"),
+        ("torch.export", "model.pt"),
+        ("torch.export", "model.onnx"),
+        ("state_dict", "weights.pt2"),
+        ("pickled_module", "model.pth"),
+    ],
+)
 def test_detection_ignores_the_extension(saved, tmp_path, saved_as, name):
     path = shutil.copyfile(saved[saved_as], tmp_path / name)
     kwargs = {"state_dict": {"model_factory": FACTORY}, "pickled_module": {"allow_pickle": True}}.get(saved_as, {})
@@ -164,15 +172,23 @@ def small_conv_state() -> dict:
     return make_small_conv().state_dict()
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda sd: {"state_dict": sd, "epoch": 3},
-    lambda sd: {"model": sd},
-    lambda sd: {"model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.1}]}, "loss": 0.5},
-    lambda sd: {"ema": sd, "step": 10},  # the only state_dict among the values
-    lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel / DDP
-    lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},  # torch.compile
-    lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}},  # Lightning
-], ids=["state_dict", "model", "model_state_dict", "single-value", "module-prefix", "compile-prefix", "lightning"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": sd, "epoch": 3},
+        lambda sd: {"model": sd},
+        lambda sd: {
+            "model_state_dict": sd,
+            "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.1}]},
+            "loss": 0.5,
+        },
+        lambda sd: {"ema": sd, "step": 10},  # the only state_dict among the values
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel / DDP
+        lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},  # torch.compile
+        lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}},  # Lightning
+    ],
+    ids=["state_dict", "model", "model_state_dict", "single-value", "module-prefix", "compile-prefix", "lightning"],
+)
 def test_checkpoint_wrappers(tmp_path, wrap):
     path = tmp_path / "ckpt.pt"
     torch.save(wrap(small_conv_state()), path)
@@ -229,8 +245,8 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 
 def test_shape_mismatch(tmp_path):
     (tmp_path / "wide.py").write_text(
-        "from tests.factories import SmallConvNet\n"
-        "def make():\n    return SmallConvNet(channels=4)\n")
+        "from tests.factories import SmallConvNet\ndef make():\n    return SmallConvNet(channels=4)\n"
+    )
     path = tmp_path / "sd.pt"
     torch.save(small_conv_state(), path)
     with pytest.raises(TritongenError) as err:
@@ -352,15 +368,18 @@ def test_malicious_pickle_inside_export_archive_is_refused(saved, tmp_path):
 
 def test_opaque_constants_in_export_archive_are_refused(saved, tmp_path):
     config = json.dumps({"config": {"obj": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False}}})
-    path = _rewrite_zip(saved["torch.export"], tmp_path / "opaque.pt2",
-                        {"data/constants/model_constants_config.json": config.encode()})
+    path = _rewrite_zip(
+        saved["torch.export"], tmp_path / "opaque.pt2", {"data/constants/model_constants_config.json": config.encode()}
+    )
     with pytest.raises(TritongenError) as err:
         module_from_file(path)
     assert "opaque" in message(err) and "--allow-pickle" in message(err)
 
 
 def test_export_archive_with_compiled_code_is_refused(saved, tmp_path):
-    path = _rewrite_zip(saved["torch.export"], tmp_path / "aoti.pt2", {}, add={"data/aotinductor/model/model.so": b"\x7fELF"})
+    path = _rewrite_zip(
+        saved["torch.export"], tmp_path / "aoti.pt2", {}, add={"data/aotinductor/model/model.so": b"\x7fELF"}
+    )
     with pytest.raises(TritongenError) as err:
         module_from_file(path)
     assert "compiled code" in message(err)
@@ -368,7 +387,9 @@ def test_export_archive_with_compiled_code_is_refused(saved, tmp_path):
 
 def test_forged_torchscript_pickle_does_not_run(saved, tmp_path):
     marker = tmp_path / "pwned"
-    path = _rewrite_zip(saved["torchscript"], tmp_path / "evil.pt", {"/data.pkl": pickle.dumps(Evil(marker), protocol=2)})
+    path = _rewrite_zip(
+        saved["torchscript"], tmp_path / "evil.pt", {"/data.pkl": pickle.dumps(Evil(marker), protocol=2)}
+    )
     assert detect_format(path).kind == "torchscript"
     with pytest.raises(TritongenError):
         module_from_file(path, allow_pickle=True)
@@ -420,18 +441,21 @@ def _make_bad(kind: str, folder: Path, saved: dict[str, Path]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("random", "not a model file"),
-    ("empty", "empty"),
-    ("truncated-zip", "truncated"),
-    ("truncated-torch-save", "truncated"),
-    ("damaged-torch-save", "cannot be read"),
-    ("legacy-export-forged", "loading torch.export archive"),
-    ("foreign-zip", "not a PyTorch one"),
-    ("text", "text file"),
-    ("directory", "directory"),
-    ("missing", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("random", "not a model file"),
+        ("empty", "empty"),
+        ("truncated-zip", "truncated"),
+        ("truncated-torch-save", "truncated"),
+        ("damaged-torch-save", "cannot be read"),
+        ("legacy-export-forged", "loading torch.export archive"),
+        ("foreign-zip", "not a PyTorch one"),
+        ("text", "text file"),
+        ("directory", "directory"),
+        ("missing", "does not exist"),
+    ],
+)
 def test_unrecognized_files(saved, tmp_path, kind, words):
     path = _make_bad(kind, tmp_path, saved)
     for kwargs in ({}, {"allow_pickle": True, "model_factory": FACTORY}):
@@ -470,16 +494,19 @@ def test_file_factory_loads_state_dict(saved, factories_file):
     assert loaded.form == "state_dict"
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("tests.factories", "module:callable"),
-    (":make", "module:callable"),
-    ("no_such_package_xyz.models:make", "no module named"),
-    ("tests.factories:make_large_conv", "no attribute"),
-    ("tests.factories:SMALL_CONV_INPUT", "not callable"),
-    ("{file}:missing", "no attribute"),
-    ("{file}:CONSTANT", "not callable"),
-    ("/nonexistent/dir/models.py:make", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("tests.factories", "module:callable"),
+        (":make", "module:callable"),
+        ("no_such_package_xyz.models:make", "no module named"),
+        ("tests.factories:make_large_conv", "no attribute"),
+        ("tests.factories:SMALL_CONV_INPUT", "not callable"),
+        ("{file}:missing", "no attribute"),
+        ("{file}:CONSTANT", "not callable"),
+        ("/nonexistent/dir/models.py:make", "does not exist"),
+    ],
+)
 def test_factory_spec_errors(factories_file, spec, words):
     with pytest.raises(TritongenError) as err:
         factory_from_spec(spec.format(file=factories_file))
@@ -493,10 +520,13 @@ def test_factory_import_error_inside_module(tmp_path):
     assert "no_such_dependency_xyz" in message(err)
 
 
-@pytest.mark.parametrize("name, words", [
-    ("boom", "raised ValueError: no config found"),
-    ("not_a_module", "not a torch.nn.Module"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("boom", "raised ValueError: no config found"),
+        ("not_a_module", "not a torch.nn.Module"),
+    ],
+)
 def test_factory_call_errors(saved, factories_file, name, words):
     with pytest.raises(TritongenError) as err:
         module_from_file(saved["state_dict"], model_factory=f"{factories_file}:{name}")
@@ -515,8 +545,10 @@ def test_a_pickled_module_defined_in_a_script_gets_a_fix_that_can_work(tmp_path)
     import sys
 
     script = tmp_path / "train.py"
-    script.write_text("import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n\n"
-                      f"torch.save(Net(), {str(tmp_path / 'net.pt')!r})\n")
+    script.write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n\n"
+        f"torch.save(Net(), {str(tmp_path / 'net.pt')!r})\n"
+    )
     subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path, timeout=120)
     with pytest.raises(TritongenError) as err:
         module_from_file(tmp_path / "net.pt", allow_pickle=True)

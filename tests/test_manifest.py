@@ -1,4 +1,5 @@
-"""The typed manifest: what a build writes reads back as the same Manifest, and later steps keep what they do not own."""
+"""The typed manifest: what a build writes reads back as the same Manifest, and later steps keep what they do not
+own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import pytest
 
 from tritongen.errors import TritongenError
 from tritongen.layout import manifest_path
-from tritongen.manifest import ENSEMBLE, MANIFEST_SCHEMA, Manifest, new_manifest, read_manifest, update_manifest, write_manifest
+from tritongen.manifest import (
+    ENSEMBLE,
+    MANIFEST_SCHEMA,
+    Manifest,
+    new_manifest,
+    read_manifest,
+    update_manifest,
+    write_manifest,
+)
 
 DIGEST = "ab" * 32
 
@@ -27,8 +36,9 @@ def test_manifest_round_trip_keeps_every_field(tmp_path):
 def test_update_adds_files_and_engines_and_keeps_details(tmp_path):
     model_dir = tmp_path / "m"
     path = write_manifest(model_dir, 1, new_manifest(1, {"config.pbtxt": DIGEST}, parity={"ok": True}))
-    updated = update_manifest(path, {"1/model.plan": "cd" * 32}, engines={"8.9": {"plan": "model.plan"}},
-                              tensorrt_version="10.5.0")
+    updated = update_manifest(
+        path, {"1/model.plan": "cd" * 32}, engines={"8.9": {"plan": "model.plan"}}, tensorrt_version="10.5.0"
+    )
     again = read_manifest(model_dir, 1)
     assert again == updated and again.details == {"parity": {"ok": True}}
     assert set(again.files) == {"config.pbtxt", "1/model.plan"} and again.engines["8.9"]["plan"] == "model.plan"

@@ -31,10 +31,32 @@ def test_pnet_parity_at_min_opt_max_and_at_unseen_sizes(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TRITONGEN_CACHE_DIR", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
-    code, out, err = _run(["build", str(pnet_weights_path()), "--model-factory", FACTORY, "--name", "pnet",
-                           "--input", "x:FP32:3,-1,-1", "--output", "box", "--output", "prob",
-                           "--dim-range", "x:1:12:48:160", "--dim-range", "x:2:13:64:150", "--max-batch-size", "4",
-                           "--target", "local", "--repo", str(repo)])
+    code, out, err = _run(
+        [
+            "build",
+            str(pnet_weights_path()),
+            "--model-factory",
+            FACTORY,
+            "--name",
+            "pnet",
+            "--input",
+            "x:FP32:3,-1,-1",
+            "--output",
+            "box",
+            "--output",
+            "prob",
+            "--dim-range",
+            "x:1:12:48:160",
+            "--dim-range",
+            "x:2:13:64:150",
+            "--max-batch-size",
+            "4",
+            "--target",
+            "local",
+            "--repo",
+            str(repo),
+        ]
+    )
     assert code == 0, err
     manifest = json.loads((repo / "pnet" / "1" / "tritongen" / "manifest.json").read_text())
     assert manifest["parity"]["ok"]

@@ -20,27 +20,43 @@ from tritongen.load import detect_format
 from tritongen.onnx_input import is_onnx_file, onnx_model_from_file
 
 
-def _export(model: torch.nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str],
-            axes: dict | None) -> Path:
+def _export(
+    model: torch.nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str], axes: dict | None
+) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), args, str(path), input_names=names, output_names=outputs, dynamic_axes=axes,
-                          dynamo=False, opset_version=17)
+        torch.onnx.export(
+            model.eval(),
+            args,
+            str(path),
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
     return path
 
 
 def _conv_onnx(folder: Path, batch_axis: bool = True) -> Path:
     axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if batch_axis else None
-    return _export(factories.make_small_conv(), factories.small_conv_inputs(), folder / "conv.onnx", ["image"],
-                   ["logits"], axes)
+    return _export(
+        factories.make_small_conv(), factories.small_conv_inputs(), folder / "conv.onnx", ["image"], ["logits"], axes
+    )
 
 
 def _with_external_data(src: Path, folder: Path) -> Path:
     model = onnx.load(str(src))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "conv.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="conv.weights", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="conv.weights",
+        size_threshold=0,
+    )
     return path
 
 
@@ -49,10 +65,21 @@ def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("onnx_files")
     (root / "fixed").mkdir()
     conv = _conv_onnx(root)
-    seq = _export(factories.make_dynamic_seq(), factories.dynamic_seq_inputs(), root / "seq.onnx", ["x"], ["mean"],
-                  {"x": {0: "batch", 1: "length"}, "mean": {0: "batch"}})
-    return {"root": root, "conv": conv, "seq": seq, "external": _with_external_data(conv, root / "external"),
-            "fixed": _conv_onnx(root / "fixed", batch_axis=False)}
+    seq = _export(
+        factories.make_dynamic_seq(),
+        factories.dynamic_seq_inputs(),
+        root / "seq.onnx",
+        ["x"],
+        ["mean"],
+        {"x": {0: "batch", 1: "length"}, "mean": {0: "batch"}},
+    )
+    return {
+        "root": root,
+        "conv": conv,
+        "seq": seq,
+        "external": _with_external_data(conv, root / "external"),
+        "fixed": _conv_onnx(root / "fixed", batch_axis=False),
+    }
 
 
 def _manifest(repo: Path, name: str) -> dict:
@@ -90,8 +117,12 @@ def test_dynamic_dims_of_the_graph_stay_dynamic_and_are_checked_at_their_range(f
     assert code == 0, err
     manifest = _manifest(tmp_path, "seq")
     assert manifest["spec"]["inputs"] == [{"name": "x", "dtype": "FP32", "dims": [-1, 8]}]
-    assert {r["case"] for r in manifest["parity"]["results"]} == {"batch 1", "batch 1, min dims", "batch 1, max dims",
-                                                                   "batch 8"}
+    assert {r["case"] for r in manifest["parity"]["results"]} == {
+        "batch 1",
+        "batch 1, min dims",
+        "batch 1, max dims",
+        "batch 8",
+    }
 
 
 def test_external_data_is_read_and_written_beside_the_model(files, tmp_path):
@@ -109,13 +140,15 @@ def test_a_graph_without_batch_axis_builds_unbatched_or_says_why_not(files, tmp_
     assert manifest["spec"]["max_batch_size"] == 0
     assert manifest["spec"]["inputs"] == [{"name": "image", "dtype": "FP32", "dims": [2, 3, 32, 32]}]
     code, out, err = _run(["build", str(files["fixed"]), "--repo", str(tmp_path / "b"), "--max-batch-size", "4"])
-    _assert_one_clean_line("fixed batch", code, out, err, ("tensor 'image' has a fixed first dimension",
-                                                           "--max-batch-size 0"))
+    _assert_one_clean_line(
+        "fixed batch", code, out, err, ("tensor 'image' has a fixed first dimension", "--max-batch-size 0")
+    )
 
 
 def test_precision_variant_is_guarded_against_the_original_file(files, tmp_path):
-    code, out, err = _run(["build", str(files["conv"]), "--repo", str(tmp_path), "--target", "onnxruntime",
-                           "--precision", "fp16"])
+    code, out, err = _run(
+        ["build", str(files["conv"]), "--repo", str(tmp_path), "--target", "onnxruntime", "--precision", "fp16"]
+    )
     assert code == 0, err
     manifest = _manifest(tmp_path, "conv")
     assert manifest["precision"]["precision"] == "fp16" and manifest["precision"]["ok"]
@@ -141,6 +174,7 @@ def _set_location(value: str, offset: str | None = None):
                 entry.value = offset
         if offset is not None and not any(e.key == "offset" for e in entries):
             entries.add(key="offset", value=offset)
+
     return change
 
 
@@ -149,6 +183,7 @@ def _set_opset(version: int):
         for o in model.opset_import:
             if o.domain in ("", "ai.onnx"):
                 o.version = version
+
     return change
 
 
@@ -158,19 +193,33 @@ def _custom_op(model):
 
 
 ATTACKS = [
-    ("external data outside the folder", lambda f: _rewritten(f, "up", _set_location("../../conv.onnx")),
-     ("keeps its data in '../../conv.onnx'", "not a file name beside the model")),
-    ("external data at an absolute path", lambda f: _rewritten(f, "abs", _set_location("/etc/passwd")),
-     ("'/etc/passwd'", "not a file name beside the model")),
-    ("external data file missing", lambda f: _rewritten(f, "gone", _set_location("nope.bin")),
-     ("'nope.bin', which does not exist",)),
-    ("external data beyond the end of its file",
-     lambda f: _rewritten(f, "far", _set_location("conv.weights", "99999999")),
-     ("beyond its", "truncated")),
+    (
+        "external data outside the folder",
+        lambda f: _rewritten(f, "up", _set_location("../../conv.onnx")),
+        ("keeps its data in '../../conv.onnx'", "not a file name beside the model"),
+    ),
+    (
+        "external data at an absolute path",
+        lambda f: _rewritten(f, "abs", _set_location("/etc/passwd")),
+        ("'/etc/passwd'", "not a file name beside the model"),
+    ),
+    (
+        "external data file missing",
+        lambda f: _rewritten(f, "gone", _set_location("nope.bin")),
+        ("'nope.bin', which does not exist",),
+    ),
+    (
+        "external data beyond the end of its file",
+        lambda f: _rewritten(f, "far", _set_location("conv.weights", "99999999")),
+        ("beyond its", "truncated"),
+    ),
     ("opset newer than onnx knows", lambda f: _rewritten(f, "new", _set_opset(999)), ("uses opset 999",)),
     ("opset older than ONNX Runtime runs", lambda f: _rewritten(f, "old", _set_opset(3)), ("uses opset 3",)),
-    ("operator from a custom domain", lambda f: _rewritten(f, "custom", _custom_op),
-     ("com.example::", "standard ONNX")),
+    (
+        "operator from a custom domain",
+        lambda f: _rewritten(f, "custom", _custom_op),
+        ("com.example::", "standard ONNX"),
+    ),
     ("truncated ONNX file", lambda f: _truncated(f), ("cannot be read",)),
 ]
 
@@ -184,12 +233,18 @@ def _truncated(files: dict[str, Path]) -> Path:
 
 FLAG_CASES = [
     ("--output names that are not the graph's", ["--output", "scores"], ("are not the graph's outputs ['logits']",)),
-    ("--input that does not fit the graph", ["--input", "image:FP32:3,64,64"],
-     ("does not fit the graph's FP32 [3, 32, 32]",)),
+    (
+        "--input that does not fit the graph",
+        ["--input", "image:FP32:3,64,64"],
+        ("does not fit the graph's FP32 [3, 32, 32]",),
+    ),
     ("--input with another name", ["--input", "x:FP32:3,32,32"], ("are not the graph's inputs ['image']",)),
     ("--const with an ONNX file", ["--const", "sr=1"], ("--const does not apply to an ONNX file",)),
-    ("--model-factory with an ONNX file", ["--model-factory", "tests.factories:make_small_conv"],
-     ("an ONNX file that already contains the model",)),
+    (
+        "--model-factory with an ONNX file",
+        ["--model-factory", "tests.factories:make_small_conv"],
+        ("an ONNX file that already contains the model",),
+    ),
 ]
 
 

@@ -51,7 +51,9 @@ def built(tmp_path_factory):
     for name, (make, inputs, _) in CASES.items():
         torch.manual_seed(0)
         lines: list[str] = []
-        results[name] = tritongen.build(make().eval(), example_inputs=inputs, name=name, repo=repo, progress=lines.append)
+        results[name] = tritongen.build(
+            make().eval(), example_inputs=inputs, name=name, repo=repo, progress=lines.append
+        )
         notes[name] = lines
     return repo, results, notes
 

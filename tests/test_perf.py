@@ -7,12 +7,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests import factories
+from tests.conftest import SLEEPY_CONFIG, SLEEPY_MODEL, write_model
 from tritongen.build import build
 from tritongen.errors import TritongenError
 from tritongen.perf import PerfSpec, perf_from_spec, run_from_json
@@ -20,19 +20,19 @@ from tritongen.perf.report import report_from_runs
 from tritongen.perf.results import json_from_run
 from tritongen.server import ServeSpec, server_from_repository
 from tritongen.spec import build_spec_from_options
-from tests.conftest import SLEEPY_CONFIG, SLEEPY_MODEL, write_model
 
 pytestmark = pytest.mark.server
 
 QUICK = {"duration_s": 1.2, "warmup_s": 0.3, "max_windows": 4, "stability_pct": 25.0}
 
 
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("perf")
     repo = work / "repo"
-    seq = factories.save_model(factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    seq = factories.save_model(
+        factories.make_dynamic_seq(), work / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
     build(build_spec_from_options(seq, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=8, repo=repo))
     # A copy for tune, which rewrites its config.
     shutil.copytree(repo / "seq", repo / "seq_tune")
@@ -46,8 +46,13 @@ def served(tmp_path_factory):
 def spec_for(served, **options):
     server, repo = served
     settings = {**QUICK, **options}
-    return PerfSpec(model=settings.pop("model", "seq"), url=settings.pop("url", server.grpc_url), repo=repo,
-                    metrics_url=server.metrics_url, **settings)
+    return PerfSpec(
+        model=settings.pop("model", "seq"),
+        url=settings.pop("url", server.grpc_url),
+        repo=repo,
+        metrics_url=server.metrics_url,
+        **settings,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,9 @@ def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
         assert p.server_cpu_us_per_request is not None and p.server_cpu_us_per_request > 0
         assert 0 < p.server_cpu_cores <= len(run.server_cpus) + 0.1, (p.server_cpu_cores, run.server_cpus)
     assert run.points[1].throughput_rps > run.points[0].throughput_rps
-    assert "nv_cpu_utilization" in run.metrics or run.metrics == {}  # the CPU gauges exist in Triton 2.51 builds with them
+    assert (
+        "nv_cpu_utilization" in run.metrics or run.metrics == {}
+    )  # the CPU gauges exist in Triton 2.51 builds with them
 
 
 def test_open_loop_request_rate_is_held(served):
@@ -101,8 +108,16 @@ def test_perf_analyzer_engine_agrees_with_builtin(served):
     except TritongenError as err:
         pytest.skip(f"perf_analyzer not installed ({err.problem}); run scripts/install_perf_analyzer.sh")
     # perf_analyzer's own asynchronous client, one thread (its leanest on gRPC): passed through, and recorded.
-    pa = perf_from_spec(spec_for(served, engine="perf_analyzer", concurrency=(4,), request_rates=(80,), stability_pct=30,
-                                 perf_analyzer_args="--async --max-threads 1"))
+    pa = perf_from_spec(
+        spec_for(
+            served,
+            engine="perf_analyzer",
+            concurrency=(4,),
+            request_rates=(80,),
+            stability_pct=30,
+            perf_analyzer_args="--async --max-threads 1",
+        )
+    )
     ours = perf_from_spec(spec_for(served, concurrency=(4,), request_rates=(80,), stability_pct=30))
     assert not pa.partial, pa.partial_reason
     assert tuple(pa.settings["perf_analyzer_args"]) == ("--async", "--max-threads", "1")
@@ -130,9 +145,21 @@ def test_report_renders_in_headless_chromium(closed_loop_run, tmp_path):
     if chromium is None:
         pytest.skip("no headless Chromium: apt-get install -y chromium")
     shot = tmp_path / "shot.png"
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1400", f"--screenshot={shot}", report.as_uri()]
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,1400",
+        f"--screenshot={shot}",
+        report.as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, timeout=90)
     assert shot.is_file(), "chromium wrote no screenshot"
     import matplotlib.image
@@ -146,9 +173,30 @@ def test_report_renders_in_headless_chromium(closed_loop_run, tmp_path):
 def test_cli_writes_json_csv_and_report(served, tmp_path):
     server, repo = served
     out = tmp_path / "cli"
-    done = subprocess.run([sys.executable, "-m", "tritongen", "perf", "seq", "--url", server.grpc_url, "--repo", str(repo),
-                           "--concurrency", "2", "--duration-s", "1.2", "--warmup-s", "0.3", "--report", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tritongen",
+            "perf",
+            "seq",
+            "--url",
+            server.grpc_url,
+            "--repo",
+            str(repo),
+            "--concurrency",
+            "2",
+            "--duration-s",
+            "1.2",
+            "--warmup-s",
+            "0.3",
+            "--report",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "window" in done.stderr  # live progress
     assert {"report.html", "results.json", "results.csv"} <= {p.name for p in out.iterdir()}
@@ -169,8 +217,12 @@ def test_bad_use_is_a_clear_error_not_a_hang(served, tmp_path):
     with pytest.raises(TritongenError, match="no Triton server answers"):
         perf_from_spec(spec_for(served, url="127.0.0.1:1"))
     assert time.monotonic() - started < 30
-    done = subprocess.run([sys.executable, "-m", "tritongen", "perf", "nope", "--url", server.grpc_url],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "tritongen", "perf", "nope", "--url", server.grpc_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
@@ -182,7 +234,9 @@ def test_server_dying_mid_run_gives_a_partial_result(served, tmp_path):
         killer.start()
         started = time.monotonic()
         try:
-            run = perf_from_spec(PerfSpec(model="seq", url=server.grpc_url, repo=repo, concurrency=(1, 2, 4), timeout_s=5, **QUICK))
+            run = perf_from_spec(
+                PerfSpec(model="seq", url=server.grpc_url, repo=repo, concurrency=(1, 2, 4), timeout_s=5, **QUICK)
+            )
             assert run.partial and run.points and "server" in run.partial_reason
             report = report_from_runs([run], tmp_path / "partial")
             assert "PARTIAL RESULT" in report.read_text()
@@ -201,9 +255,21 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
 
     server, repo = served
     before = os.sched_getaffinity(0)
-    result = tune_model(TuneSpec(model_dir=repo / "seq_tune", max_p99_ms=200, url=server.grpc_url, max_instances=2,
-                                 queue_delays_us=(0, 500), max_batch_sizes=(4, 8), max_concurrency=8, duration_s=0.9,
-                                 warmup_s=0.2, budget_s=120, client_cpus="0"))
+    result = tune_model(
+        TuneSpec(
+            model_dir=repo / "seq_tune",
+            max_p99_ms=200,
+            url=server.grpc_url,
+            max_instances=2,
+            queue_delays_us=(0, 500),
+            max_batch_sizes=(4, 8),
+            max_concurrency=8,
+            duration_s=0.9,
+            warmup_s=0.2,
+            budget_s=120,
+            client_cpus="0",
+        )
+    )
     assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
     assert result.config_path == repo / "seq_tune" / "config.pbtxt" and result.record_path.is_file()
     # The winner was measured again (twice as long) before it was written, and the record says so.
@@ -213,16 +279,22 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     assert record["search"]["client_cpus"] == [0] and os.sched_getaffinity(0) == before  # pinned, then given back
     # Each time a config's figure beat the best one's, the best was measured again beside it (paired descent), and
     # the newcomer was kept only when it beat that figure by the margin too (or the best's point broke the target).
-    assert record["search"]["paired_descent"] is True and record["descent_checks"] == json.loads(json.dumps(list(result.descent_checks)))
+    assert record["search"]["paired_descent"] is True and record["descent_checks"] == json.loads(
+        json.dumps(list(result.descent_checks))
+    )
     for check in record["descent_checks"]:
         again = check["again"]
         assert check["kept"] == (
-            again is None or again["p99_ms"] > result.target_p99_ms or check["challenger_rps"] > again["throughput_rps"] * 1.03
+            again is None
+            or again["p99_ms"] > result.target_p99_ms
+            or check["challenger_rps"] > again["throughput_rps"] * 1.03
         )
     assert validate_repository(repo).ok
     from tritongen.verify import check_verified
 
-    assert check_verified(repo, allow_unverified=["sleepy"]).ok  # the manifest vouches for the tuned config: `serve` accepts it
+    assert check_verified(
+        repo, allow_unverified=["sleepy"]
+    ).ok  # the manifest vouches for the tuned config: `serve` accepts it
     written = config_from_file(result.config_path)
     assert written.name == "seq_tune" and written.instance_group[0].count == result.winner.candidate.instances
     assert written.max_batch_size == result.winner.candidate.max_batch_size
@@ -237,10 +309,25 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
 
     server, repo = served
     np.savez(tmp_path / "x.npz", X=np.ones((4, 4), np.float32))
-    result = tune_model(TuneSpec(model_dir=repo / "sleepy", max_p99_ms=95, url=server.grpc_url, max_instances=1,
-                                 queue_delays_us=(20000,), max_batch_sizes=(8,), max_concurrency=16, duration_s=0.6,
-                                 warmup_s=0.2, budget_s=120, write=False, input_data=tmp_path / "x.npz",
-                                 p99_margin_pct=0, climb_steps=2, load_warmup_s=0.5))  # 8 in flight ~75 ms, 16 ~125
+    result = tune_model(
+        TuneSpec(
+            model_dir=repo / "sleepy",
+            max_p99_ms=95,
+            url=server.grpc_url,
+            max_instances=1,
+            queue_delays_us=(20000,),
+            max_batch_sizes=(8,),
+            max_concurrency=16,
+            duration_s=0.6,
+            warmup_s=0.2,
+            budget_s=120,
+            write=False,
+            input_data=tmp_path / "x.npz",
+            p99_margin_pct=0,
+            climb_steps=2,
+            load_warmup_s=0.5,
+        )
+    )  # 8 in flight ~75 ms, 16 ~125
     print(result.table())
     baseline = {int(p.load): p for p in result.baseline.points}
     above = sorted(c for c in baseline if c > 8)

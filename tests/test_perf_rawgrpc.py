@@ -65,7 +65,10 @@ def test_hpack_integers_and_frames():
 def test_status_from_trailers():
     assert status_from_headers([(":status", "200"), ("grpc-status", "0")], got_message=True) is None
     assert status_from_headers([("grpc-status", "0")], got_message=False) == "internal"
-    assert status_from_headers([(":status", "200"), ("grpc-status", "3"), ("grpc-message", "x")], False) == "invalid_argument"
+    assert (
+        status_from_headers([(":status", "200"), ("grpc-status", "3"), ("grpc-message", "x")], False)
+        == "invalid_argument"
+    )
     assert status_from_headers([(":status", "503")], False) == "http_503"
     assert status_from_headers([("grpc-status", "99")], True) == "unknown"
     assert status_from_headers([], True) == "bad_response"
@@ -79,16 +82,18 @@ def trailers(status: int = 0, message: str = "") -> list[tuple[str, str]]:
 
 
 class ScriptedH2(LoopbackServer):
-    """An HTTP/2 server that reads whole requests and answers each with what ``answer(server, n, stream_id)`` returns: a list
-    of raw frames, or "hang" (never answer). ``settings`` go in its SETTINGS frame. Records requests (stream id, header
-    list, body bytes), the frames the client sent and connections."""
+    """An HTTP/2 server that reads whole requests and answers each with what ``answer(server, n, stream_id)`` returns: a
+    list of raw frames, or "hang" (never answer). ``settings`` go in its SETTINGS frame. Records requests (stream id,
+    header list, body bytes), the frames the client sent and connections."""
 
     def __init__(self, answer, settings: bytes = b"", window_updates: bool = True):
         from hpack import Decoder, Encoder
 
         self.answer = answer
         self.settings = settings
-        self.window_updates = window_updates  # answer each DATA frame with WINDOW_UPDATEs (a server whose window is small)
+        self.window_updates = (
+            window_updates  # answer each DATA frame with WINDOW_UPDATEs (a server whose window is small)
+        )
         self.encoder = Encoder()
         self.encoder.header_table_size = 0
         self.decoder = Decoder()

@@ -37,14 +37,20 @@ def test_responses_split_anywhere_or_run_together_are_framed():
 def test_chunked_and_connection_close_responses():
     chunked = b"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\n\r\n"
     parser = ResponseParser()
-    assert parser.feed(chunked[:30]) == [] and parser.feed(chunked[30:] + OK) == [(500, b"abcdefg", False), (200, b"", False)]
+    assert parser.feed(chunked[:30]) == [] and parser.feed(chunked[30:] + OK) == [
+        (500, b"abcdefg", False),
+        (200, b"", False),
+    ]
     assert ResponseParser().feed(response(200, b"{}", b"Connection: close\r\n")) == [(200, b"", True)]
     with pytest.raises(ValueError, match="not an HTTP response"):
         ResponseParser().feed(b"SSH-2.0-OpenSSH\r\n\r\n")
 
 
 def test_error_kind_carries_tritons_reason():
-    assert error_from_response(400, b'{"error":"unexpected shape for input \'X\'"}') == "http_400: unexpected shape for input 'X'"
+    assert (
+        error_from_response(400, b'{"error":"unexpected shape for input \'X\'"}')
+        == "http_400: unexpected shape for input 'X'"
+    )
     assert error_from_response(503, b"Service\n Unavailable") == "http_503: Service Unavailable"
     assert error_from_response(500, b"") == "http_500"
     assert len(error_from_response(400, json.dumps({"error": "x" * 1000}).encode())) < 140
@@ -55,7 +61,8 @@ def test_error_kind_carries_tritons_reason():
 
 class FakeServer(LoopbackServer):
     """Reads requests (Content-Length framed) and answers each as ``behaviour(n)`` says: bytes to send (ending in
-    ``<close>``: then close), or None to drop the connection, or "hang" to never answer. Records the requests and connections it saw."""
+    ``<close>``: then close), or None to drop the connection, or "hang" to never answer. Records the requests and
+    connections it saw."""
 
     def __init__(self, behaviour):
         self.behaviour = behaviour
@@ -67,7 +74,13 @@ class FakeServer(LoopbackServer):
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 self.requests.append(head + await reader.readexactly(length))
                 answer = self.behaviour(len(self.requests))
                 if answer is None:
@@ -188,7 +201,11 @@ def test_sequence_requests_carry_their_ids():
         size = int(head.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
         assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
         params.append(json.loads(body[:size])["parameters"])
-    assert [(p["sequence_id"], p["sequence_start"], p["sequence_end"]) for p in params] == [(1, True, False), (1, False, True), (2, True, False)]
+    assert [(p["sequence_id"], p["sequence_start"], p["sequence_end"]) for p in params] == [
+        (1, True, False),
+        (1, False, True),
+        (2, True, False),
+    ]
 
 
 # --------------------------------------------------------------------------------------------- a real Triton

@@ -53,8 +53,9 @@ def _wait_for(path, timeout_s: float = 30.0) -> None:
 
 def test_the_meter_counts_the_servers_children_and_says_when_the_server_is_gone(tmp_path):
     go, done = tmp_path / "go", tmp_path / "done"
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(go), str(done)], stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, CHILD, str(go), str(done)], stdout=subprocess.PIPE, text=True
+    )
     try:
         child_pid = int(parent.stdout.readline())
         meter = ServerCpuMeter(parent.pid)
@@ -119,8 +120,15 @@ def _cost(point, rps: float, us: float, cores: float):
 
 
 def _run(name: str, *points, server_cpus=(1,)):
-    return PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine=name, points=points, label=name,
-                   server_cpus=server_cpus)
+    return PerfRun(
+        model="m",
+        url="127.0.0.1:8001",
+        protocol="grpc",
+        engine=name,
+        points=points,
+        label=name,
+        server_cpus=server_cpus,
+    )
 
 
 def test_a_comparison_says_whether_the_servers_cpu_per_request_accounts_for_a_difference():
@@ -157,8 +165,10 @@ def test_perf_compare_prints_the_comparison_and_writes_it_into_the_report(tmp_pa
     pa = _run("perf_analyzer", _cost(_point(16.0), 4928.0, 194.0, 0.96))
     (tmp_path / "a.json").write_text(json_from_run(ours))
     (tmp_path / "b.json").write_text(json_from_run(pa))
-    out = CliRunner().invoke(cli, ["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
-                                    "--report", str(tmp_path / "cmp")])
+    out = CliRunner().invoke(
+        cli,
+        ["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--report", str(tmp_path / "cmp")],
+    )
     assert out.exit_code == 0, out.output
     assert "concurrency 16: perf_analyzer reads 0.88x the throughput of builtin" in out.output
     assert "accounts for the difference" in (tmp_path / "cmp" / "report.html").read_text()

@@ -10,20 +10,40 @@ from tritongen.errors import TritongenError
 from tritongen.perf.inputs import RequestSet, check_requests_against_metadata, request_set_from_arrays
 from tritongen.perf.loadgen import Window, is_stable
 from tritongen.perf.perf_analyzer import input_data_from_requests, point_from_csv, shape_args_from_requests
-from tritongen.perf.results import (LatencySummary, PerfPoint, PerfRun, ServerBreakdown, csv_from_run, json_from_run,
-                                    latency_summary_from_ms, run_from_json)
+from tritongen.perf.results import (
+    LatencySummary,
+    PerfPoint,
+    PerfRun,
+    ServerBreakdown,
+    csv_from_run,
+    json_from_run,
+    latency_summary_from_ms,
+    run_from_json,
+)
 from tritongen.perf.spec import PerfSpec
 
-PA_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response,response wait
-4,3792.7,17,526,135,38,238,204,3,960,1240,1500,4010,1050,20,1000
-"""
+PA_CSV = (
+    "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+    "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,"
+    "Avg latency,request/response,response wait\n"
+    "4,3792.7,17,526,135,38,238,204,3,960,1240,1500,4010,1050,20,1000\n"
+)
 
 
 def _point(load=1.0, mode="concurrency"):
-    return PerfPoint(mode=mode, load=load, engine="builtin", throughput_rps=100.0,
-                     latency=latency_summary_from_ms([1.0, 2.0, 3.0, 10.0]), requests=400, errors={"unavailable": 2},
-                     measured_s=4.0, windows=3, server=ServerBreakdown(400, 100, 10.0, 1.0, 50.0, 2.0),
-                     window_history=((99.0, 9.0), (101.0, 10.0)))
+    return PerfPoint(
+        mode=mode,
+        load=load,
+        engine="builtin",
+        throughput_rps=100.0,
+        latency=latency_summary_from_ms([1.0, 2.0, 3.0, 10.0]),
+        requests=400,
+        errors={"unavailable": 2},
+        measured_s=4.0,
+        windows=3,
+        server=ServerBreakdown(400, 100, 10.0, 1.0, 50.0, 2.0),
+        window_history=((99.0, 9.0), (101.0, 10.0)),
+    )
 
 
 def test_latency_summary_percentiles_are_ordered():
@@ -33,8 +53,17 @@ def test_latency_summary_percentiles_are_ordered():
 
 
 def test_run_json_round_trip_and_csv(tmp_path):
-    run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=(_point(1), _point(50, "request_rate")),
-                  settings={"duration_s": 2.0}, metrics={"nv_cpu_utilization": 0.5}, partial=True, partial_reason="server died")
+    run = PerfRun(
+        model="m",
+        url="127.0.0.1:8001",
+        protocol="grpc",
+        engine="builtin",
+        points=(_point(1), _point(50, "request_rate")),
+        settings={"duration_s": 2.0},
+        metrics={"nv_cpu_utilization": 0.5},
+        partial=True,
+        partial_reason="server died",
+    )
     back = run_from_json(json_from_run(run))
     assert back == run
     path = tmp_path / "r.json"
@@ -102,7 +131,11 @@ def test_perf_analyzer_input_data_is_exact_and_shapes_come_from_samples():
 def test_perf_analyzer_csv_parses_into_a_point():
     p = point_from_csv(PA_CSV, "concurrency", 4, 3.0)
     assert p.throughput_rps == pytest.approx(3792.7)
-    assert p.latency.p99_ms == pytest.approx(4.01) and p.latency.mean_ms == pytest.approx(1.05) and p.latency.max_ms is None
+    assert (
+        p.latency.p99_ms == pytest.approx(4.01)
+        and p.latency.mean_ms == pytest.approx(1.05)
+        and p.latency.max_ms is None
+    )
     assert p.server.queue_us == 135 and p.server.compute_infer_us == 238
 
 
@@ -111,7 +144,9 @@ def test_inputs_that_do_not_match_the_model_are_refused():
     good = request_set_from_arrays({"x": np.zeros((2, 3, 8), np.float32)}, True, "t")
     check_requests_against_metadata(good, meta)
     with pytest.raises(TritongenError, match="missing x"):
-        check_requests_against_metadata(request_set_from_arrays({"y": np.zeros((2, 3, 8), np.float32)}, True, "t"), meta)
+        check_requests_against_metadata(
+            request_set_from_arrays({"y": np.zeros((2, 3, 8), np.float32)}, True, "t"), meta
+        )
     with pytest.raises(TritongenError, match="FP64"):
         check_requests_against_metadata(request_set_from_arrays({"x": np.zeros((2, 3, 8))}, True, "t"), meta)
     with pytest.raises(TritongenError, match="shape"):
@@ -122,23 +157,32 @@ def test_tune_config_round_trip_and_frontier():
     from tritongen.perf.tune import Candidate, _frontier, candidate_from_config, config_from_candidate
     from tritongen.validate import config_from_text
 
-    base = config_from_text('name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
-                            'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ndynamic_batching { preferred_batch_size: [4, 8] '
-                            'max_queue_delay_microseconds: 500 }\ninstance_group [{count: 1 kind: KIND_CPU}]\n')
+    base = config_from_text(
+        'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
+        'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ndynamic_batching { preferred_batch_size: [4, 8] '
+        "max_queue_delay_microseconds: 500 }\ninstance_group [{count: 1 kind: KIND_CPU}]\n"
+    )
     c = candidate_from_config(base)
     assert c == Candidate(1, 500, 8, (4, 8))
     new = Candidate(2, 0, 16, (16,))
     assert candidate_from_config(config_from_candidate(base, new)) == new
     assert candidate_from_config(base) == c  # the base is not modified
-    pts = [(c, PerfPoint("concurrency", n, "builtin", tp, LatencySummary(1, 1, 1, 1, p99, 1), 1)) for n, tp, p99 in
-           ((1, 100, 1.0), (2, 90, 2.0), (4, 300, 3.0), (8, 250, 5.0))]
+    pts = [
+        (c, PerfPoint("concurrency", n, "builtin", tp, LatencySummary(1, 1, 1, 1, p99, 1), 1))
+        for n, tp, p99 in ((1, 100, 1.0), (2, 90, 2.0), (4, 300, 3.0), (8, 250, 5.0))
+    ]
     assert [p.throughput_rps for _, p in _frontier(pts)] == [100, 300]
 
 
 def test_tune_seeds_a_second_descent_in_the_batching_region():
     from tritongen.perf.tune import Candidate, _batching_seed, _parallel_seed
 
-    space = {"instances": [1, 2], "max_queue_delay_us": [0, 500], "max_batch_size": [2, 4, 8, 16], "preferred": ["none"]}
+    space = {
+        "instances": [1, 2],
+        "max_queue_delay_us": [0, 500],
+        "max_batch_size": [2, 4, 8, 16],
+        "preferred": ["none"],
+    }
     assert _batching_seed(space, Candidate(2, 500, 8, (4, 8))) == Candidate(1, 500, 16, ())
     assert _batching_seed({"instances": [1, 2]}, Candidate(1, 0, 0, ())) is None  # no batching: nothing to seed
     # and one in the instance-parallel region: the most instances, the same max batch size, no preferred sizes
@@ -152,8 +196,10 @@ def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():
 
     from tritongen.perf.results import client_bound_note, table_from_run
 
-    easy, busy = replace(_point(1.0), client_cpu_cores=0.3, client_cpu_us_per_request=300.0), \
-        replace(_point(4.0), client_cpu_cores=0.97, client_cpu_us_per_request=410.0)
+    easy, busy = (
+        replace(_point(1.0), client_cpu_cores=0.3, client_cpu_us_per_request=300.0),
+        replace(_point(4.0), client_cpu_cores=0.97, client_cpu_us_per_request=410.0),
+    )
     run = PerfRun(model="m", url="u", protocol="grpc", engine="builtin", points=(easy, busy))
     assert not easy.client_bound and busy.client_bound
     note = client_bound_note(run)
@@ -186,11 +232,19 @@ def test_more_perf_analyzer_options_pass_through_but_not_the_ones_tritongen_sets
     spec = PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args="--async --max-threads 1")
     assert spec.perf_analyzer_args == ("--async", "--max-threads", "1")
     requests = RequestSet(requests=({"x": np.zeros((1, 4), np.float32)},), batched=True, source="test")
-    command = command_from_spec(PerfAnalyzerInstall(tmp_path / "pa", {}), spec, "concurrency", 4,
-                                tmp_path / "d.json", tmp_path / "o.csv", requests)
+    command = command_from_spec(
+        PerfAnalyzerInstall(tmp_path / "pa", {}),
+        spec,
+        "concurrency",
+        4,
+        tmp_path / "d.json",
+        tmp_path / "o.csv",
+        requests,
+    )
     assert command[-3:] == ["--async", "--max-threads", "1"] and command.count("-u") == 1
     assert PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args=["--streaming"]).perf_analyzer_args == (
-        "--streaming",)
+        "--streaming",
+    )
     for managed in ("-u 10.0.0.1:8001", "--concurrency-range=1:64", "-f /tmp/x.csv", "--measurement-interval 50"):
         with pytest.raises(TritongenError, match="tritongen sets itself"):
             PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args=managed)

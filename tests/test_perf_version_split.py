@@ -1,6 +1,6 @@
-"""``tritongen perf --version-split``: the split parsed and checked, the interleave, per-version figures in results.json,
-the table and the HTML report, and a real server serving two versions with the counts cross-checked against Triton's
-per-version statistics."""
+"""``tritongen perf --version-split``: the split parsed and checked, the interleave, per-version figures in
+results.json, the table and the HTML report, and a real server serving two versions with the counts cross-checked
+against Triton's per-version statistics."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_split_parsed():
         ("0:50,1:50", "version 0"),
         ("1=90,2:10", "'1=90' is not VERSION:PERCENT"),
         ("1:9.5,2:90.5", "is not VERSION:PERCENT"),
-        (",".join(f"{v}:10" for v in range(1, 11)), f"names 10 versions"),
+        (",".join(f"{v}:10" for v in range(1, 11)), "names 10 versions"),
     ],
 )
 def test_bad_split_one_line(text, words):
@@ -96,8 +96,12 @@ def test_unloaded_version_refused():
 def test_server_statistics_split_by_version():
     raw = {
         "model_stats": [
-            {"version": "1", "inference_count": "7", "execution_count": "5",
-             "inference_stats": {"success": {"count": "7", "ns": "7000"}, "queue": {"count": "7", "ns": "700"}}},
+            {
+                "version": "1",
+                "inference_count": "7",
+                "execution_count": "5",
+                "inference_stats": {"success": {"count": "7", "ns": "7000"}, "queue": {"count": "7", "ns": "700"}},
+            },
             {"version": "2", "inference_stats": {"fail": {"count": "2"}}},
         ]
     }
@@ -111,13 +115,21 @@ def test_server_statistics_split_by_version():
 
 def _figures(version: str, share: int, p50: float, ok: int, server_ok: int) -> VersionFigures:
     lat = LatencySummary(p50, p50, p50 * 1.5, p50 * 1.8, p50 * 2, p50 * 3)
-    return VersionFigures(version, share, ok + 1, ok / 2.0, lat, {"unavailable": 1}, ServerBreakdown(server_ok, server_ok))
+    return VersionFigures(
+        version, share, ok + 1, ok / 2.0, lat, {"unavailable": 1}, ServerBreakdown(server_ok, server_ok)
+    )
 
 
 def test_versions_in_json_table_and_html():
     lat = LatencySummary(2, 2, 3, 3, 4, 5)
     point = PerfPoint(
-        "concurrency", 4, "builtin", 100.0, lat, 201, measured_s=2.0,
+        "concurrency",
+        4,
+        "builtin",
+        100.0,
+        lat,
+        201,
+        measured_s=2.0,
         versions={"1": _figures("1", 90, 1.5, 180, 181), "2": _figures("2", 10, 9.0, 20, 19)},
     )
     run = PerfRun("m", "u", "grpc", "builtin", (point,), settings={"version_split": [["1", 90], ["2", 10]]})
@@ -196,8 +208,17 @@ def test_split_on_a_real_server(two_versions, protocol):
     concurrency = 4
     run = perf_from_spec(
         PerfSpec(
-            model="ab", url=url, protocol=protocol, repo=repo, input_data=inputs, concurrency=(concurrency,),
-            duration_s=1.5, warmup_s=0.3, max_windows=3, version_split="1:75,2:25", metrics_url=server.metrics_url,
+            model="ab",
+            url=url,
+            protocol=protocol,
+            repo=repo,
+            input_data=inputs,
+            concurrency=(concurrency,),
+            duration_s=1.5,
+            warmup_s=0.3,
+            max_windows=3,
+            version_split="1:75,2:25",
+            metrics_url=server.metrics_url,
         )
     )
     (point,) = run.points
@@ -219,10 +240,24 @@ def test_split_on_a_real_server(two_versions, protocol):
 def test_split_naming_an_unloaded_version(two_versions, capsys):
     server, repo, inputs = two_versions
     with pytest.raises(SystemExit) as exc:
-        main(["perf", "ab", "--url", server.grpc_url, "--repo", str(repo), "--input-data", str(inputs),
-              "--version-split", "1:50,3:50"])
+        main(
+            [
+                "perf",
+                "ab",
+                "--url",
+                server.grpc_url,
+                "--repo",
+                str(repo),
+                "--input-data",
+                str(inputs),
+                "--version-split",
+                "1:50,3:50",
+            ]
+        )
     err = capsys.readouterr().err
-    assert exc.value.code == 1 and err.splitlines()[0].startswith("error: version 3 of 'ab' is not loaded (loaded: 1, 2): ")
+    assert exc.value.code == 1 and err.splitlines()[0].startswith(
+        "error: version 3 of 'ab' is not loaded (loaded: 1, 2): "
+    )
 
 
 @pytest.mark.server
@@ -231,8 +266,18 @@ def test_split_in_open_loop(two_versions):
 
     server, repo, inputs = two_versions
     run = perf_from_spec(
-        PerfSpec(model="ab", url=server.grpc_url, repo=repo, input_data=inputs, request_rates=(40.0,), duration_s=1.5,
-                 warmup_s=0.3, max_windows=3, version_split="1:75,2:25", metrics_url=server.metrics_url)
+        PerfSpec(
+            model="ab",
+            url=server.grpc_url,
+            repo=repo,
+            input_data=inputs,
+            request_rates=(40.0,),
+            duration_s=1.5,
+            warmup_s=0.3,
+            max_windows=3,
+            version_split="1:75,2:25",
+            metrics_url=server.metrics_url,
+        )
     )
     (point,) = run.points
     v1, v2 = point.versions["1"], point.versions["2"]

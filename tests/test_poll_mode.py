@@ -82,7 +82,12 @@ def test_new_version_is_picked_up_without_a_failed_request(tmp_path, server_inst
 
     http, grpc, metrics = free_ports(3)
     spec = ServeSpec(
-        repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control="poll", ready_timeout_s=120,
+        repo=repo,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        model_control="poll",
+        ready_timeout_s=120,
         log_path=tmp_path / "server.log",
     )
     answers: list[tuple[float, float, str]] = []  # (sent, answered, "v1" | "v2" | "other" | "error: ...")
@@ -119,12 +124,13 @@ def test_new_version_is_picked_up_without_a_failed_request(tmp_path, server_inst
             time.sleep(1.0)
             assert answers and {k for _, _, k in answers} == {"v1"}, answers[:3]
             built_at = time.monotonic()
-            result = tritongen.build(models[2], example_inputs=example, name="lin", max_batch_size=8, repo=repo,
-                                     new_version=True)
+            result = tritongen.build(
+                models[2], example_inputs=example, name="lin", max_batch_size=8, repo=repo, new_version=True
+            )
             assert result.version == 2
             deadline = time.monotonic() + SWITCH_TIMEOUT_S
             while time.monotonic() < deadline:
-                recent = [k for s, _, k in answers[-4 * CONCURRENCY:]]
+                recent = [k for s, _, k in answers[-4 * CONCURRENCY :]]
                 if len(recent) == 4 * CONCURRENCY and set(recent) == {"v2"}:
                     break
                 time.sleep(0.2)

@@ -14,7 +14,6 @@ from tests import factories
 from tritongen.build import build
 from tritongen.errors import TritongenError
 from tritongen.precision.calibration import calibration_data_from_path
-from tritongen.precision.guard import guarded_onnx_from_onnx, outputs_from_onnx
 from tritongen.precision.int8 import int8_onnx_from_onnx
 from tritongen.spec import TensorSpec, build_spec_from_options
 from tritongen.validate import check_repository
@@ -40,8 +39,15 @@ def conv_calib(tmp_path_factory) -> Path:
 
 
 def _conv_spec(model: Path, repo: Path, **options):
-    defaults = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
-                    max_batch_size=16, repo=repo, name="conv", target="onnxruntime")
+    defaults = dict(
+        inputs=["x:FP32:3,32,32"],
+        outputs=["logits"],
+        model_factory="tests.factories:make_small_conv",
+        max_batch_size=16,
+        repo=repo,
+        name="conv",
+        target="onnxruntime",
+    )
     defaults.update(options)
     return build_spec_from_options(model, **defaults)
 
@@ -103,8 +109,18 @@ def test_guard_kicks_in_and_keeps_the_sensitive_layer(tmp_path):
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32))
     lines: list[str] = []
-    spec = build_spec_from_options(path, inputs=["x:FP32:16"], outputs=["y"], max_batch_size=8, repo=tmp_path / "repo",
-                                   name="mlp", target="tensorrt", precision="int8", calib_data=calib, min_cosine=0.999)
+    spec = build_spec_from_options(
+        path,
+        inputs=["x:FP32:16"],
+        outputs=["y"],
+        max_batch_size=8,
+        repo=tmp_path / "repo",
+        name="mlp",
+        target="tensorrt",
+        precision="int8",
+        calib_data=calib,
+        min_cosine=0.999,
+    )
     result = build(spec, progress=lines.append)
     record = json.loads(result.manifest_path.read_text())["precision"]
     first, last = record["attempts"][0]["accuracy"], record["attempts"][-1]["accuracy"]
@@ -117,8 +133,13 @@ def test_guard_kicks_in_and_keeps_the_sensitive_layer(tmp_path):
     from tritongen.manifest import read_manifest
 
     assert read_manifest(result.model_dir, 1).int8_flop_share == pytest.approx(2560 / 6656)
-    assert record["sensitivity"][0]["layer"] == "/fc2/Gemm" and record["sensitivity"][0]["loss"] > 100 * record["sensitivity"][1]["loss"]
-    assert any("below the bar" in line for line in lines) and any("TensorRT is not installed here" in line for line in lines)
+    assert (
+        record["sensitivity"][0]["layer"] == "/fc2/Gemm"
+        and record["sensitivity"][0]["loss"] > 100 * record["sensitivity"][1]["loss"]
+    )
+    assert any("below the bar" in line for line in lines) and any(
+        "TensorRT is not installed here" in line for line in lines
+    )
     # --target tensorrt: prepared ONNX + profiles, no plan yet; the config still validates
     version_dir = result.model_dir / "1"
     plan = json.loads((version_dir / "tritongen" / "engine.json").read_text())
@@ -134,8 +155,17 @@ def test_guard_fails_with_a_report_when_the_bar_is_out_of_reach(tmp_path):
     path = factories.save_model(model, tmp_path / "mlp.pt", "torchscript-trace", (torch.randn(2, 16),))
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
-    spec = build_spec_from_options(path, inputs=["x:FP32:16"], max_batch_size=8, repo=tmp_path / "repo", name="mlp",
-                                   target="onnxruntime", precision="int8", calib_data=calib, min_cosine=1.0)
+    spec = build_spec_from_options(
+        path,
+        inputs=["x:FP32:16"],
+        max_batch_size=8,
+        repo=tmp_path / "repo",
+        name="mlp",
+        target="onnxruntime",
+        precision="int8",
+        calib_data=calib,
+        min_cosine=1.0,
+    )
     with pytest.raises(TritongenError) as err:
         build(spec)
     assert "below the accuracy bar" in err.value.problem and "attempt 1" in err.value.details
@@ -148,8 +178,11 @@ def test_calibration_cache_is_reused_while_model_and_data_are_unchanged(tmp_path
     src = result.model_dir / "1" / "model.onnx"
     import onnx
 
-    extents = [{e.key: int(e.value) for e in i.external_data if e.key != "location"}
-               for i in onnx.load(str(src), load_external_data=False).graph.initializer if i.external_data]
+    extents = [
+        {e.key: int(e.value) for e in i.external_data if e.key != "location"}
+        for i in onnx.load(str(src), load_external_data=False).graph.initializer
+        if i.external_data
+    ]
     # the export writes the weights once (a second save appends a copy and points past the first)
     assert min(e.get("offset", 0) for e in extents) == 0
     assert src.with_name("model.onnx.data").stat().st_size == max(e.get("offset", 0) + e["length"] for e in extents)
@@ -160,12 +193,17 @@ def test_calibration_cache_is_reused_while_model_and_data_are_unchanged(tmp_path
     changed = np.load(conv_calib)["x"].copy()
     changed[0, 0, 0, 0] += 1.0
     np.savez(tmp_path / "changed.npz", x=changed)
-    new = int8_onnx_from_onnx(src, tmp_path / "c", calibration_data_from_path(tmp_path / "changed.npz", X, True, 16), "percentile")
+    new = int8_onnx_from_onnx(
+        src, tmp_path / "c", calibration_data_from_path(tmp_path / "changed.npz", X, True, 16), "percentile"
+    )
     assert new.cache_path != first.cache_path and not new.cache_hit
-    assert data.calib_samples == 360 and first.calib_samples == 352  # histogram methods need one batch shape: tail dropped
+    assert (
+        data.calib_samples == 360 and first.calib_samples == 352
+    )  # histogram methods need one batch shape: tail dropped
 
 
 # --- bad input: a clear error and nothing written -------------------------------------------------------
+
 
 def _bad(tmp_path: Path, conv: Path, **options) -> TritongenError:
     with pytest.raises(TritongenError) as err:
@@ -193,7 +231,9 @@ def test_bad_calibration_data(tmp_path, conv):
 
 
 def test_precision_the_target_cannot_do(tmp_path, conv, conv_calib):
-    assert _conv_spec(conv, tmp_path / "repo", target="local", precision="fp16").precision == "fp16"  # served on the CPU
+    assert (
+        _conv_spec(conv, tmp_path / "repo", target="local", precision="fp16").precision == "fp16"
+    )  # served on the CPU
     with pytest.raises(TritongenError, match="needs calibration data"):
         _conv_spec(conv, tmp_path / "repo", precision="int8")
     with pytest.raises(TritongenError, match="unknown precision"):
@@ -221,15 +261,41 @@ def test_image_folder_calibration(tmp_path):
 def test_cli_build_fp16_prints_the_guard_and_errors_in_one_line(tmp_path, conv, capsys):
     from tritongen.cli import main
 
-    base = ["build", str(conv), "--model-factory", "tests.factories:make_small_conv", "--input", "x:FP32:3,32,32",
-            "--repo", str(tmp_path / "repo"), "--name", "conv", "--max-batch-size", "4"]
+    base = [
+        "build",
+        str(conv),
+        "--model-factory",
+        "tests.factories:make_small_conv",
+        "--input",
+        "x:FP32:3,32,32",
+        "--repo",
+        str(tmp_path / "repo"),
+        "--name",
+        "conv",
+        "--max-batch-size",
+        "4",
+    ]
     main(base + ["--target", "onnxruntime", "--precision", "fp16"])
     err = capsys.readouterr().err
     assert "fp16 variant + accuracy guard" in err and "fp16: cosine mean" in err
     with pytest.raises(SystemExit) as exit_info:
-        main(base + ["--name", "conv8", "--target", "onnxruntime", "--precision", "int8", "--calib-data", str(tmp_path / "none.npz")])
+        main(
+            base
+            + [
+                "--name",
+                "conv8",
+                "--target",
+                "onnxruntime",
+                "--precision",
+                "int8",
+                "--calib-data",
+                str(tmp_path / "none.npz"),
+            ]
+        )
     assert exit_info.value.code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert lines == [f"error: calibration data {tmp_path / 'none.npz'} does not exist: pass --calib-data with an .npz file, "
-                     "a folder of .npz files or a text file"]
+    assert lines == [
+        f"error: calibration data {tmp_path / 'none.npz'} does not exist: pass --calib-data with an .npz file, "
+        "a folder of .npz files or a text file"
+    ]
     assert not (tmp_path / "repo" / "conv8").exists()

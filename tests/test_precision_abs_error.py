@@ -39,7 +39,9 @@ def test_a_near_zero_sample_passes_within_the_row_error_bar_and_fails_beyond_it(
     box = report.outputs[0]
     assert box.cosine_min < 0.98 and box.cosine_mean > 0.99  # the old bar refused this for the near-0 rows
     assert report.ok and box.row_error_bar == pytest.approx(ROW_ERROR_OF_RANGE * span)
-    assert box.cosine_min_gated is None and report.to_dict()["row_error_bars"] == {"box": pytest.approx(box.row_error_bar)}
+    assert box.cosine_min_gated is None and report.to_dict()["row_error_bars"] == {
+        "box": pytest.approx(box.row_error_bar)
+    }
     far = got.copy()
     far[0] = -ref[0] + box.row_error_bar  # a near-0 row off by more than the bar: the cosine judges it again
     report = accuracy_from_outputs(["box"], [[far]], [[ref]], 0.99)
@@ -84,10 +86,20 @@ def test_infer_check_applies_the_recorded_bars():
 
 def test_bad_max_abs_error_options(tmp_path):
     conv = factories.save_model(factories.make_small_conv(), tmp_path / "conv.pt", "state_dict")
-    base = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
-                repo=tmp_path / "repo", name="conv", precision="fp16")
-    for given, problem in (("logits", "not OUTPUT=VALUE"), ("logits=x", "not OUTPUT=VALUE"),
-                           ("logits=-1", "not a positive number"), ("box=0.1", "which is not an output")):
+    base = dict(
+        inputs=["x:FP32:3,32,32"],
+        outputs=["logits"],
+        model_factory="tests.factories:make_small_conv",
+        repo=tmp_path / "repo",
+        name="conv",
+        precision="fp16",
+    )
+    for given, problem in (
+        ("logits", "not OUTPUT=VALUE"),
+        ("logits=x", "not OUTPUT=VALUE"),
+        ("logits=-1", "not a positive number"),
+        ("box=0.1", "which is not an output"),
+    ):
         with pytest.raises(TritongenError, match=problem):
             build_spec_from_options(conv, max_abs_error=[given], **base)
     spec = build_spec_from_options(conv, max_abs_error=["logits=0.5", "logits=0.25"], **base)
@@ -96,19 +108,27 @@ def test_bad_max_abs_error_options(tmp_path):
 
 def test_max_abs_error_from_the_spec_file(tmp_path):
     conv = factories.save_model(factories.make_small_conv(), tmp_path / "conv.pt", "state_dict")
-    base = dict(inputs=["x:FP32:3,32,32"], outputs=["logits"], model_factory="tests.factories:make_small_conv",
-                repo=tmp_path / "repo", name="conv", precision="fp16")
+    base = dict(
+        inputs=["x:FP32:3,32,32"],
+        outputs=["logits"],
+        model_factory="tests.factories:make_small_conv",
+        repo=tmp_path / "repo",
+        name="conv",
+        precision="fp16",
+    )
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text("max_abs_error: {logits: 0.25}\n")
     assert build_spec_from_options(conv, spec_file=spec_file, **base).max_abs_error == (("logits", 0.25),)
     # a flag wins over the file, as every other key
     given = build_spec_from_options(conv, spec_file=spec_file, max_abs_error=["logits=0.5"], **base)
     assert given.max_abs_error == (("logits", 0.5),)
-    for text, words in (("max_abs_error: [logits]", "not a mapping of output names"),
-                        ("max_abs_error: {logits: -1}", "not a positive finite number"),
-                        ("max_abs_error: {logits: .nan}", "not a positive finite number"),
-                        ("max_abs_error: {logits: '0.1'}", "not a positive finite number"),
-                        ("max_abs_error: {box: 0.1}", "which is not an output")):
+    for text, words in (
+        ("max_abs_error: [logits]", "not a mapping of output names"),
+        ("max_abs_error: {logits: -1}", "not a positive finite number"),
+        ("max_abs_error: {logits: .nan}", "not a positive finite number"),
+        ("max_abs_error: {logits: '0.1'}", "not a positive finite number"),
+        ("max_abs_error: {box: 0.1}", "which is not an output"),
+    ):
         spec_file.write_text(text + "\n")
         with pytest.raises(TritongenError, match=words):
             build_spec_from_options(conv, spec_file=spec_file, **base)
@@ -120,12 +140,24 @@ def test_the_guard_refuses_a_variant_beyond_a_given_bar_and_records_a_bar_it_mee
     path = factories.save_model(OutlierMLP().eval(), tmp_path / "mlp.pt", "torchscript-trace", (torch.randn(2, 16),))
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
-    options = dict(inputs=["x:FP32:16"], outputs=["y"], max_batch_size=8, repo=tmp_path / "repo", name="mlp",
-                   target="onnxruntime", precision="fp16", calib_data=calib)
+    options = dict(
+        inputs=["x:FP32:16"],
+        outputs=["y"],
+        max_batch_size=8,
+        repo=tmp_path / "repo",
+        name="mlp",
+        target="onnxruntime",
+        precision="fp16",
+        calib_data=calib,
+    )
     with pytest.raises(TritongenError) as err:  # FP16 cannot be within 1e-9 of FP32 everywhere
         build(build_spec_from_options(path, max_abs_error=["y=1e-9"], **options))
     assert "below the accuracy bar" in err.value.problem and "(--max-abs-error)" in err.value.details
     assert not (tmp_path / "repo" / "mlp").exists()
     result = build(build_spec_from_options(path, max_abs_error=["y=1e3"], **options))
     accuracy = json.loads(Path(result.manifest_path).read_text())["precision"]["accuracy"]
-    assert accuracy["ok"] and accuracy["max_abs_error"] == {"y": 1e3} and accuracy["outputs"][0]["max_abs_error_bar"] == 1e3
+    assert (
+        accuracy["ok"]
+        and accuracy["max_abs_error"] == {"y": 1e3}
+        and accuracy["outputs"][0]["max_abs_error_bar"] == 1e3
+    )

@@ -33,15 +33,21 @@ def _minilm_dir() -> Path:
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("minilm")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "minilm_to_torchscript.py"), "--out", str(out)], check=True,
-                   capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "minilm_to_torchscript.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return out / "minilm.pt"
 
 
 def _tokens(texts: list[str]) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
-    enc = AutoTokenizer.from_pretrained(str(_minilm_dir()))(texts, padding=True, truncation=True, max_length=128, return_tensors="np")
+    enc = AutoTokenizer.from_pretrained(str(_minilm_dir()))(
+        texts, padding=True, truncation=True, max_length=128, return_tensors="np"
+    )
     return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
 
@@ -50,9 +56,17 @@ def test_minilm_int8_reaches_the_bar_on_unseen_sentences(tmp_path, minilm, monke
     calib = tmp_path / "calib.npz"
     np.savez(calib, **_tokens(sentences(288, seed=1)))
     lines: list[str] = []
-    spec = build_spec_from_options(minilm, name="minilm", inputs=["input_ids:INT64:-1", "attention_mask:INT64:-1"],
-                                   outputs=["embedding"], max_batch_size=16, repo=tmp_path / "repo", target="onnxruntime",
-                                   precision="int8", calib_data=calib)
+    spec = build_spec_from_options(
+        minilm,
+        name="minilm",
+        inputs=["input_ids:INT64:-1", "attention_mask:INT64:-1"],
+        outputs=["embedding"],
+        max_batch_size=16,
+        repo=tmp_path / "repo",
+        target="onnxruntime",
+        precision="int8",
+        calib_data=calib,
+    )
     result = build(spec, progress=lines.append)
     record = json.loads(result.manifest_path.read_text())["precision"]
     assert record["ok"] and record["calibration"]["samples"] == 216 and record["calibration"]["eval_samples"] == 72
@@ -75,7 +89,9 @@ def test_minilm_int8_reaches_the_bar_on_unseen_sentences(tmp_path, minilm, monke
     held_out = SENTENCES + sentences(56, seed=7)
     feed = _tokens(held_out)
     session = ort.InferenceSession(str(result.model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = np.concatenate([session.run(None, {k: v[i:i + 16] for k, v in feed.items()})[0] for i in range(0, len(held_out), 16)])
+    got = np.concatenate(
+        [session.run(None, {k: v[i : i + 16] for k, v in feed.items()})[0] for i in range(0, len(held_out), 16)]
+    )
     module = torch.jit.load(str(minilm))
     with torch.inference_mode():
         want = module(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()

@@ -45,11 +45,20 @@ def test_onet_int8_agrees_with_pytorch_fp32_on_unseen_crops(tmp_path):
     from examples.mtcnn_onet import OUTPUTS, onet_crops, onet_weights_path, pretrained_onet
 
     np.savez(tmp_path / "calib.npz", x=onet_crops(200, seed=1, background="china"))
-    result = build(build_spec_from_options(
-        onet_weights_path(), name="onet", inputs=["x:FP32:3,48,48"], outputs=list(OUTPUTS), max_batch_size=32,
-        model_factory=f"{FACTORY_FILE}:make_onet", repo=tmp_path / "repo", target="local", precision="int8",
-        calib_data=tmp_path / "calib.npz",
-    ))
+    result = build(
+        build_spec_from_options(
+            onet_weights_path(),
+            name="onet",
+            inputs=["x:FP32:3,48,48"],
+            outputs=list(OUTPUTS),
+            max_batch_size=32,
+            model_factory=f"{FACTORY_FILE}:make_onet",
+            repo=tmp_path / "repo",
+            target="local",
+            precision="int8",
+            calib_data=tmp_path / "calib.npz",
+        )
+    )
     record = json.loads(result.manifest_path.read_text())["precision"]
     assert record["ok"] and record["calibration"]["eval_samples"] == 50
     # the default bar: the box offsets' near-0 rows are judged by their error (within 10% of the FP32 range)

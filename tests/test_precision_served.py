@@ -33,9 +33,17 @@ MIN_TOP1 = 0.9
 
 def _spec(model: Path, repo: Path, precision: str, calib: Path | None):
     return build_spec_from_options(
-        model, name=f"conv_{precision}", inputs=["x:FP32:3,32,32"], outputs=["logits"], max_batch_size=8,
-        model_factory="tests.factories:make_small_conv", repo=repo, target="local", precision=precision,
-        calib_data=calib, min_top1=MIN_TOP1,
+        model,
+        name=f"conv_{precision}",
+        inputs=["x:FP32:3,32,32"],
+        outputs=["logits"],
+        max_batch_size=8,
+        model_factory="tests.factories:make_small_conv",
+        repo=repo,
+        target="local",
+        precision=precision,
+        calib_data=calib,
+        min_top1=MIN_TOP1,
     )
 
 

@@ -26,9 +26,28 @@ def test_voice_encoder_parity_at_min_opt_max_frames_and_at_unseen_counts(tmp_pat
 
     monkeypatch.setenv("TRITONGEN_CACHE_DIR", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
-    code, out, err = _run(["build", str(encoder_weights_path()), "--model-factory", FACTORY, "--name", "voice",
-                           "--input", "mels:FP32:-1,40", "--output", "embedding", "--dim-range", "mels:0:40:160:400",
-                           "--max-batch-size", "4", "--target", "local", "--repo", str(repo)])
+    code, out, err = _run(
+        [
+            "build",
+            str(encoder_weights_path()),
+            "--model-factory",
+            FACTORY,
+            "--name",
+            "voice",
+            "--input",
+            "mels:FP32:-1,40",
+            "--output",
+            "embedding",
+            "--dim-range",
+            "mels:0:40:160:400",
+            "--max-batch-size",
+            "4",
+            "--target",
+            "local",
+            "--repo",
+            str(repo),
+        ]
+    )
     assert code == 0, err
     manifest = json.loads((repo / "voice" / "1" / "tritongen" / "manifest.json").read_text())
     assert manifest["parity"]["ok"]

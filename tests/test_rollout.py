@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_ports
-from tritongen.testing.closed_loop import ClosedLoop, settled_rss_kb, which
 from tests.test_bad_input import _run
+from tritongen.testing.closed_loop import ClosedLoop, settled_rss_kb, which
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -141,8 +141,10 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_free_the_memory(wor
     # recommends jemalloc or tcmalloc for load/unload, and serve preloads jemalloc when it is installed.
     after_kb = settled_rss_kb(pid)
     if world["server"].allocator != "jemalloc":
-        pytest.skip(f"memory bound checked with jemalloc only (this server: {world['server'].allocator}): "
-                    "apt-get install libjemalloc2")
+        pytest.skip(
+            f"memory bound checked with jemalloc only (this server: {world['server'].allocator}): "
+            "apt-get install libjemalloc2"
+        )
     assert abs(after_kb - before_kb) <= 0.10 * before_kb, (before_kb, after_kb)
     assert tritongen.validate(world["repo"]).ok
 

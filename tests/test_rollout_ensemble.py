@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_ports
-from tritongen.testing.closed_loop import ClosedLoop
 from tests.test_ensemble import POST_PY, PRE_PY
+from tritongen.testing.closed_loop import ClosedLoop
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

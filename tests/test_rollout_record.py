@@ -150,7 +150,11 @@ def test_a_held_rollout_lock_keeps_the_repository_verified_and_signed(repo, tmp_
 
 @pytest.mark.parametrize(
     "content",
-    [b'{"tool": "something-else", "model": "tiny"}', b"\x00not json", b'{"tool": "tritongen-rollout-lock", "model": "tiny", "pad": "' + b"x" * (2 << 20) + b'"}'],
+    [
+        b'{"tool": "something-else", "model": "tiny"}',
+        b"\x00not json",
+        b'{"tool": "tritongen-rollout-lock", "model": "tiny", "pad": "' + b"x" * (2 << 20) + b'"}',
+    ],
     ids=["foreign", "not-json", "too-big"],
 )
 def test_verify_refuses_anything_else_under_the_lock_name(repo, content):

@@ -156,7 +156,8 @@ def test_cli_bad_scheduling_one_error_line_nothing_written(model_file, tmp_path,
 def _with(text: str, dynamic: str = "", group: str = "") -> str:
     return (
         'name: "m"\nbackend: "python"\nmax_batch_size: 8\n'
-        'input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]\noutput [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+        'input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+        'output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
         f"dynamic_batching {{ {dynamic} }}\ninstance_group [{{ kind: KIND_CPU count: 1 {group} }}, "
         f"{{ kind: KIND_CPU count: 1 {text} }}]\n"
     )
@@ -197,7 +198,9 @@ def test_validator_refuses_a_resource_both_global_and_per_device():
 
 
 @pytest.mark.server
-def test_config_with_priorities_queue_policies_and_a_rate_limiter_loads_and_serves(model_file, tmp_path, server_install):
+def test_config_with_priorities_queue_policies_and_a_rate_limiter_loads_and_serves(
+    model_file, tmp_path, server_install
+):
     import tritonclient.grpc as grpcclient
 
     from tritongen.server import ServeSpec, server_from_repository
@@ -215,7 +218,8 @@ def test_config_with_priorities_queue_policies_and_a_rate_limiter_loads_and_serv
     ).with_outputs([TensorSpec("Y", "FP32", (4,))])
     write_model(repo, "sleepy", config_text_from_spec(bounded, None), sleepy_model(3.0))
     serve = ServeSpec(
-        repo=repo, extra_args=("--rate-limit=execution_count", "--rate-limit-resource=R1:4", "--rate-limit-resource=R2:2")
+        repo=repo,
+        extra_args=("--rate-limit=execution_count", "--rate-limit-resource=R1:4", "--rate-limit-resource=R2:2"),
     )
     with server_from_repository(serve) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)

@@ -69,8 +69,14 @@ def vad_server(server_install, tmp_path_factory):
     from tests import factories
 
     acc_file = factories.save_model(factories.Accumulator(), work / "acc.pt", "torchscript")
-    tritongen.build(acc_file, name="acc", inputs=["x:FP32:2", "acc:FP32:2"], outputs=["y", "acc_out"],
-                    states=["acc:acc_out"], repo=repo)
+    tritongen.build(
+        acc_file,
+        name="acc",
+        inputs=["x:FP32:2", "acc:FP32:2"],
+        outputs=["y", "acc_out"],
+        states=["acc:acc_out"],
+        repo=repo,
+    )
     http, grpc, metrics = free_ports(3)
     server = server_from_repository(
         ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, ready_timeout_s=180)
@@ -139,9 +145,7 @@ def test_a_stream_restarts_from_zero_state(vad_server):
     chunks = [{"x": c[None]} for c in np.split(speech_like(99, 8 * CHUNK / SAMPLE_RATE), 8)]
     first = infer_sequence_from_chunks(server.grpc_url, "vad", chunks, sequence_id=7)
     second = infer_sequence_from_chunks(server.grpc_url, "vad", chunks, sequence_id=7)
-    np.testing.assert_allclose(
-        [a["output"] for a in first], [a["output"] for a in second], atol=1e-6
-    )
+    np.testing.assert_allclose([a["output"] for a in first], [a["output"] for a in second], atol=1e-6)
     # and a chunk outside any started sequence is refused, not answered from someone else's state
     from tritongen.client import infer_from_arrays
     from tritongen.errors import TritongenError
@@ -179,12 +183,31 @@ def test_infer_check_and_streaming_a_wav(vad_server, tmp_path):
         wav.setsampwidth(2)
         wav.setframerate(SAMPLE_RATE)
         wav.writeframes(pcm.tobytes())
-    code, out, err = _run(["infer", "vad", "--sequence", "--input-file", str(tmp_path / "speech.wav"),
-                           "--url", server.grpc_url, "--repo", str(result.model_dir.parent), "--sequence-id", "42"])
+    code, out, err = _run(
+        [
+            "infer",
+            "vad",
+            "--sequence",
+            "--input-file",
+            str(tmp_path / "speech.wav"),
+            "--url",
+            server.grpc_url,
+            "--repo",
+            str(result.model_dir.parent),
+            "--sequence-id",
+            "42",
+        ]
+    )
     assert code == 0, err
     assert "output: float32 [21, 1]" in out
-    streamed = tritongen.infer("vad", url=server.grpc_url, repo=result.model_dir.parent, sequence=True,
-                               input_file=tmp_path / "speech.wav", sequence_id=43)
+    streamed = tritongen.infer(
+        "vad",
+        url=server.grpc_url,
+        repo=result.model_dir.parent,
+        sequence=True,
+        input_file=tmp_path / "speech.wav",
+        sequence_id=43,
+    )
     samples = pcm.astype(np.float32) / 32768.0
     chunks = np.split(np.concatenate([samples, np.zeros(21 * CHUNK - samples.size, np.float32)]), 21)
     np.testing.assert_allclose(streamed.outputs["output"].ravel(), packaged_probabilities(chunks), atol=TOLERANCE)
@@ -196,9 +219,21 @@ def test_perf_drives_concurrent_sequences(vad_server, protocol):
 
     result, server = vad_server
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    run = perf_from_spec(PerfSpec(model="vad", url=url, protocol=protocol, repo=result.model_dir.parent, concurrency=(4,),
-                                  duration_s=1.5, warmup_s=0.3, max_windows=4, stability_pct=50.0,
-                                  sequence_length=10, metrics_url=server.metrics_url))
+    run = perf_from_spec(
+        PerfSpec(
+            model="vad",
+            url=url,
+            protocol=protocol,
+            repo=result.model_dir.parent,
+            concurrency=(4,),
+            duration_s=1.5,
+            warmup_s=0.3,
+            max_windows=4,
+            stability_pct=50.0,
+            sequence_length=10,
+            metrics_url=server.metrics_url,
+        )
+    )
     assert run.settings["sequence_length"] == 10
     (point,) = run.points
     assert not point.errors, point.errors  # every request belonged to a started sequence

@@ -36,8 +36,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("target", ["local", "onnxruntime"])
 def test_a_state_pair_makes_a_sequence_model(files, tmp_path, target):
-    code, out, err = _run(["build", str(files["acc"]), "--name", "acc", *ACC, "--target", target,
-                           "--repo", str(tmp_path)])
+    code, out, err = _run(
+        ["build", str(files["acc"]), "--name", "acc", *ACC, "--target", target, "--repo", str(tmp_path)]
+    )
     assert code == 0, err
     config = config_from_file(tmp_path / "acc" / "config.pbtxt")
     assert config.WhichOneof("scheduling_choice") == "sequence_batching"
@@ -65,8 +66,21 @@ def _stream(module, chunks):
 
 @pytest.mark.parametrize("form", ["sum_eager", "sum_script"])
 def test_state_attributes_become_state_tensors(files, tmp_path, form):
-    code, out, err = _run(["build", str(files[form]), "--name", "sum", "--input", "x:FP32:3", "--allow-pickle",
-                           "--state-from-attributes", "auto", "--repo", str(tmp_path)])
+    code, out, err = _run(
+        [
+            "build",
+            str(files[form]),
+            "--name",
+            "sum",
+            "--input",
+            "x:FP32:3",
+            "--allow-pickle",
+            "--state-from-attributes",
+            "auto",
+            "--repo",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, err
     assert "state: _sum -> sum_in/sum_out FP32[3]" in err
     session = onnx_session(tmp_path / "sum" / "1" / "model.onnx")
@@ -81,8 +95,21 @@ def test_state_attributes_become_state_tensors(files, tmp_path, form):
 
 
 def test_a_buffer_with_the_batch_on_axis_1_becomes_batch_first_state(files, tmp_path):
-    code, out, err = _run(["build", str(files["buffer"]), "--name", "decay", "--input", "x:FP32:3", "--allow-pickle",
-                           "--state-from-attributes", "auto", "--repo", str(tmp_path)])
+    code, out, err = _run(
+        [
+            "build",
+            str(files["buffer"]),
+            "--name",
+            "decay",
+            "--input",
+            "x:FP32:3",
+            "--allow-pickle",
+            "--state-from-attributes",
+            "auto",
+            "--repo",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, err
     assert "state: h -> h_in/h_out FP32[1, 3]" in err  # [1, B, 3] inside, [B, 1, 3] outside
     session = onnx_session(tmp_path / "decay" / "1" / "model.onnx")
@@ -95,25 +122,57 @@ def test_a_buffer_with_the_batch_on_axis_1_becomes_batch_first_state(files, tmp_
 
 
 BAD = [
-    ("unknown state tensor", "acc", ["--input", "x:FP32:4", "--state", "h:h_out", "--output", "y"],
-     ("state input 'h' is not a declared input",)),
-    ("state output not named", "acc", ["--input", "x:FP32:4", "--input", "acc:FP32:4", "--state", "acc:next",
-                                       "--output", "y", "--output", "acc_out"], ("state output 'next'",)),
+    (
+        "unknown state tensor",
+        "acc",
+        ["--input", "x:FP32:4", "--state", "h:h_out", "--output", "y"],
+        ("state input 'h' is not a declared input",),
+    ),
+    (
+        "state output not named",
+        "acc",
+        ["--input", "x:FP32:4", "--input", "acc:FP32:4", "--state", "acc:next", "--output", "y", "--output", "acc_out"],
+        ("state output 'next'",),
+    ),
     ("dtype mismatch", "retype", ACC, ("changes data type", "FP32", "FP64")),
     ("dynamic batching flags", "acc", [*ACC, "--preferred-batch-size", "4"], ("--preferred-batch-size",)),
     ("no batching", "acc", [*ACC, "--max-batch-size", "0"], ("--max-batch-size 1 or more",)),
-    ("state in a list", "list", ["--input", "x:FP32:4", "--state-from-attributes", "auto", "--allow-pickle"],
-     ("attribute '_seen'", "list")),
-    ("state without a batch axis", "counter", ["--input", "x:FP32:4", "--state-from-attributes", "_count",
-                                               "--allow-pickle"], ("attribute '_count'", "batch")),
-    ("attribute the module lacks", "counter", ["--input", "x:FP32:4", "--state-from-attributes", "_h",
-                                               "--allow-pickle"], ("'_h'", "_count")),
-    ("branch on a tensor value", "branchy", ["--input", "x:FP32:4", "--state-from-attributes", "auto"],
-     ("forward() turns a tensor's values into a Python number", "x.sum()")),
-    ("a growing state", "growing", ["--input", "x:FP32:4", "--state-from-attributes", "auto", "--allow-pickle"],
-     ("attribute '_history'", "changes shape")),
-    ("bookkeeping named as state", "sum_eager", ["--input", "x:FP32:3", "--state-from-attributes", "_last_batch",
-                                                 "--allow-pickle"], ("'_last_batch' is a int",)),
+    (
+        "state in a list",
+        "list",
+        ["--input", "x:FP32:4", "--state-from-attributes", "auto", "--allow-pickle"],
+        ("attribute '_seen'", "list"),
+    ),
+    (
+        "state without a batch axis",
+        "counter",
+        ["--input", "x:FP32:4", "--state-from-attributes", "_count", "--allow-pickle"],
+        ("attribute '_count'", "batch"),
+    ),
+    (
+        "attribute the module lacks",
+        "counter",
+        ["--input", "x:FP32:4", "--state-from-attributes", "_h", "--allow-pickle"],
+        ("'_h'", "_count"),
+    ),
+    (
+        "branch on a tensor value",
+        "branchy",
+        ["--input", "x:FP32:4", "--state-from-attributes", "auto"],
+        ("forward() turns a tensor's values into a Python number", "x.sum()"),
+    ),
+    (
+        "a growing state",
+        "growing",
+        ["--input", "x:FP32:4", "--state-from-attributes", "auto", "--allow-pickle"],
+        ("attribute '_history'", "changes shape"),
+    ),
+    (
+        "bookkeeping named as state",
+        "sum_eager",
+        ["--input", "x:FP32:3", "--state-from-attributes", "_last_batch", "--allow-pickle"],
+        ("'_last_batch' is a int",),
+    ),
 ]
 
 
@@ -137,8 +196,9 @@ def test_a_spec_file_declares_states(files, tmp_path):
     spec.write_text(
         "inputs: [{name: x, dims: [4]}, {name: acc, dims: [4]}]\noutputs: [y, acc_out]\nstates: ['acc:acc_out']\n"
     )
-    code, out, err = _run(["build", str(files["acc"]), "--name", "acc", "--spec", str(spec),
-                           "--repo", str(tmp_path / "repo")])
+    code, out, err = _run(
+        ["build", str(files["acc"]), "--name", "acc", "--spec", str(spec), "--repo", str(tmp_path / "repo")]
+    )
     assert code == 0, err
     assert "tritongen_states" in (tmp_path / "repo" / "acc" / "config.pbtxt").read_text()
 
@@ -162,13 +222,15 @@ sequence_batching {
 @pytest.mark.parametrize(
     "edit, words",
     [
-        (("{ name: \"zeros\" data_type: TYPE_FP32", "{ name: \"zeros\" data_type: TYPE_INT32"),
-         "does not match the state data type"),
-        (("name: \"zeros\" ", ""), "Field 'name' must be set"),
+        (
+            ('{ name: "zeros" data_type: TYPE_FP32', '{ name: "zeros" data_type: TYPE_INT32'),
+            "does not match the state data type",
+        ),
+        (('name: "zeros" ', ""), "Field 'name' must be set"),
         (("dims: [ 4 ] zero_data", "dims: [ 5 ] zero_data"), "doesn't match 'state' dim description. 5 != 4"),
         (("dims: [ 4 ] zero_data", "dims: [ -1 ] zero_data"), "contains variable dimensions"),
-        (("input [ { name: \"x\"", "input [ { name: \"acc\""), "also listed under input"),
-        (("backend: \"onnxruntime\"", "backend: \"python\""), "needs a backend that keeps it"),
+        (('input [ { name: "x"', 'input [ { name: "acc"'), "also listed under input"),
+        (('backend: "onnxruntime"', 'backend: "python"'), "needs a backend that keeps it"),
     ],
 )
 def test_the_validator_applies_tritons_state_rules(edit, words):
@@ -178,12 +240,13 @@ def test_the_validator_applies_tritons_state_rules(edit, words):
 
 
 def test_the_validator_checks_state_tensors_against_the_graph(files, tmp_path):
-    code, _, err = _run(["build", str(files["acc"]), "--name", "acc", *ACC, "--target", "onnxruntime",
-                         "--repo", str(tmp_path)])
+    code, _, err = _run(
+        ["build", str(files["acc"]), "--name", "acc", *ACC, "--target", "onnxruntime", "--repo", str(tmp_path)]
+    )
     assert code == 0, err
     config_path = tmp_path / "acc" / "config.pbtxt"
     text = config_path.read_text()
-    state_block = text[text.index("  state {"):]
+    state_block = text[text.index("  state {") :]
     config_path.write_text(text.replace(state_block, state_block.replace("TYPE_FP32", "TYPE_INT32")))
     problems = problems_in_config(config_from_file(config_path), tmp_path / "acc")
     assert any("state input 'acc' of model acc is FP32 in the graph but TYPE_INT32" in p for p in problems), problems
@@ -221,14 +284,16 @@ def test_sequence_parameters_on_the_wire():
     from tritongen.perf.sequences import grpc_sequence_bytes, http_sequence_body
 
     message = service_pb2.ModelInferRequest()
-    message.ParseFromString(grpc_request_bytes("vad", {"x": np.zeros((1, 4), np.float32)})
-                            + grpc_sequence_bytes(7, True, False))
+    message.ParseFromString(
+        grpc_request_bytes("vad", {"x": np.zeros((1, 4), np.float32)}) + grpc_sequence_bytes(7, True, False)
+    )
     assert message.model_name == "vad" and message.inputs[0].name == "x"
     assert message.parameters["sequence_id"].int64_param == 7
     assert message.parameters["sequence_start"].bool_param and not message.parameters["sequence_end"].bool_param
     header = json.dumps({"inputs": [{"name": "x"}]}).encode()
-    body, headers = http_sequence_body(header + b"\0" * 16, {"Inference-Header-Content-Length": str(len(header))},
-                                       9, False, True)
+    body, headers = http_sequence_body(
+        header + b"\0" * 16, {"Inference-Header-Content-Length": str(len(header))}, 9, False, True
+    )
     size = int(headers["Inference-Header-Content-Length"])
     assert json.loads(body[:size])["parameters"] == {"sequence_id": 9, "sequence_start": False, "sequence_end": True}
     assert body[size:] == b"\0" * 16
@@ -239,11 +304,19 @@ def test_perf_analyzer_gets_the_sequence_options(tmp_path):
     from tritongen.perf.inputs import RequestSet
     from tritongen.perf.perf_analyzer import PerfAnalyzerInstall, command_from_spec
 
-    requests = RequestSet(requests=({"x": np.zeros((1, 512), np.float32)},), batched=True, source="test",
-                          sequence_length=20)
+    requests = RequestSet(
+        requests=({"x": np.zeros((1, 512), np.float32)},), batched=True, source="test", sequence_length=20
+    )
     spec = PerfSpec(model="vad", url="127.0.0.1:8001", concurrency=(4,))
-    command = command_from_spec(PerfAnalyzerInstall(tmp_path / "perf_analyzer", {}), spec, "concurrency", 4,
-                                tmp_path / "data.json", tmp_path / "out.csv", requests)
+    command = command_from_spec(
+        PerfAnalyzerInstall(tmp_path / "perf_analyzer", {}),
+        spec,
+        "concurrency",
+        4,
+        tmp_path / "data.json",
+        tmp_path / "out.csv",
+        requests,
+    )
     at = command.index("--sequence-length")
     assert command[at + 1] == "20" and "--serial-sequences" in command
     assert command[command.index("--sequence-length-variation") + 1] == "0"
@@ -265,7 +338,7 @@ def test_streams_are_cut_into_padded_chunks(tmp_path):
     np.testing.assert_allclose(samples, pcm / 32768.0, rtol=1e-6)
     chunks = chunks_from_arrays({"x": samples}, 512, {"x": np.dtype(np.float32)})
     assert [c["x"].shape for c in chunks] == [(1, 512), (1, 512)]
-    assert np.all(chunks[1]["x"][0, 1000 - 512:] == 0)  # the last chunk zero-padded
+    assert np.all(chunks[1]["x"][0, 1000 - 512 :] == 0)  # the last chunk zero-padded
     with wave.open(str(tmp_path / "stereo.wav"), "wb") as wav:
         wav.setnchannels(2)
         wav.setsampwidth(2)

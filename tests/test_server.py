@@ -19,8 +19,8 @@ from tests.conftest import BROKEN_MODEL, DOUBLE_CONFIG, DOUBLE_MODEL, ENV_CONFIG
 from tritongen.client import infer_from_arrays
 from tritongen.errors import TritongenError
 from tritongen.server import (
-    ServeSpec,
     ServerInstall,
+    ServeSpec,
     check_numpy,
     docker_command,
     find_server_binary,
@@ -45,7 +45,7 @@ def listening_addresses(port: int) -> set[str]:
                 continue
             raw = bytes.fromhex(addr_hex)
             if v6:
-                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                 found.add(socket.inet_ntop(socket.AF_INET6, raw).removeprefix("::ffff:"))  # IPv4-mapped
             else:
                 found.add(socket.inet_ntoa(raw[::-1]))
@@ -80,7 +80,8 @@ def test_docker_command_serves_the_absolute_repository_on_loopback(tmp_path):
         "docker run --gpus all --rm --shm-size=1g -e OPENBLAS_NUM_THREADS=1 "
         "-e LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so "
         "-p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 "
-        f"-v {tmp_path.resolve() / 'repo'}:/models:ro nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models"
+        f"-v {tmp_path.resolve() / 'repo'}:/models:ro nvcr.io/nvidia/tritonserver:24.10-py3 "
+        "tritonserver --model-repository=/models"
     )
     plain = docker_command(ServeSpec(repo=tmp_path / "repo", stub_blas_threads=0, allocator="system"))
     assert "OPENBLAS_NUM_THREADS" not in plain and "LD_PRELOAD" not in plain
@@ -96,12 +97,16 @@ def test_docker_command_off_loopback_publishes_all_and_restricts_admin_apis(tmp_
     assert words[words.index("my/triton:1") + 1] == "tritonserver"
     assert "--model-control-mode=explicit" in words and "--load-model=*" in words
     assert "--http-restricted-api=model-repository,shared-memory,trace,logging:tritongen-admin-token=s3cret" in words
-    assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:tritongen-admin-token=s3cret" in words
+    assert (
+        "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:tritongen-admin-token=s3cret" in words
+    )
 
 
 def test_server_args_bind_every_endpoint_to_the_host(tmp_path):
-    args = server_args(ServeSpec(repo=tmp_path, log_verbose=1, extra_args=("--exit-timeout-secs=5",)),
-                       {"http": 1, "grpc": 2, "metrics": 3})
+    args = server_args(
+        ServeSpec(repo=tmp_path, log_verbose=1, extra_args=("--exit-timeout-secs=5",)),
+        {"http": 1, "grpc": 2, "metrics": 3},
+    )
     for kind, port in (("http", 1), ("grpc", 2), ("metrics", 3)):
         assert f"--{kind}-address=127.0.0.1" in args and f"--{kind}-port={port}" in args
     assert not any("restricted" in a for a in args)  # loopback: nothing to restrict
@@ -196,7 +201,9 @@ def test_broken_model_is_named_with_the_server_error_and_the_server_stopped(tmp_
     write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
     write_model(repo, "broken", DOUBLE_CONFIG.replace('"double"', '"broken"'), BROKEN_MODEL)
     ports = free_ports(3)
-    spec = ServeSpec(repo=repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], log_path=tmp_path / "server.log")
+    spec = ServeSpec(
+        repo=repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], log_path=tmp_path / "server.log"
+    )
     with pytest.raises(TritongenError) as failed:
         server_from_repository(spec)
     message = str(failed.value)
@@ -222,8 +229,12 @@ def test_stop_after_the_server_was_killed_leaves_no_stub_behind(tmp_path, server
         stubs = list(stubs_from_server(server.pid))
         assert stubs, "no Python-backend stub found"
         x = np.ones((1, 4), np.float32)
-        load = threading.Thread(target=lambda: _ignore_errors(lambda: infer_concurrently(
-            server.grpc_url, "double", [{"X": x}] * 20000, concurrency=16, timeout_s=5)), daemon=True)
+        load = threading.Thread(
+            target=lambda: _ignore_errors(
+                lambda: infer_concurrently(server.grpc_url, "double", [{"X": x}] * 20000, concurrency=16, timeout_s=5)
+            ),
+            daemon=True,
+        )
         load.start()
         time.sleep(1.5)
         server.process.kill()

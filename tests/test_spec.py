@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,17 @@ def test_input_arg_parses_name_dtype_dims():
     assert tensor_spec_from_arg("m:TYPE_INT32:2,-1,4").dynamic_axes == (1,)
 
 
-@pytest.mark.parametrize("arg, words", [
-    ("x:FP32", "NAME:DTYPE:DIMS"),
-    ("x:FP33:3", "unknown data type"),
-    ("x:FP32:3,a", "not integers"),
-    ("x:FP32:0,3", "dimension 0"),
-    ("x:FP32:-2", "dimension -2"),
-    ("9x:FP32:3", "not valid"),
-])
+@pytest.mark.parametrize(
+    "arg, words",
+    [
+        ("x:FP32", "NAME:DTYPE:DIMS"),
+        ("x:FP33:3", "unknown data type"),
+        ("x:FP32:3,a", "not integers"),
+        ("x:FP32:0,3", "dimension 0"),
+        ("x:FP32:-2", "dimension -2"),
+        ("9x:FP32:3", "not valid"),
+    ],
+)
 def test_bad_input_args_say_what_is_wrong(arg, words):
     with pytest.raises(TritongenError, match=words):
         tensor_spec_from_arg(arg)
@@ -36,7 +40,9 @@ def test_bad_input_args_say_what_is_wrong(arg, words):
 
 def test_flags_override_yaml_and_defaults_resolve(model_file, tmp_path):
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text("name: fromyaml\nmax_batch_size: 4\ninputs:\n  - {name: x, dtype: FP32, dims: [3, 8]}\noutputs: [logits]\n")
+    spec_file.write_text(
+        "name: fromyaml\nmax_batch_size: 4\ninputs:\n  - {name: x, dtype: FP32, dims: [3, 8]}\noutputs: [logits]\n"
+    )
     spec = build_spec_from_options(model_file, spec_file=spec_file, max_batch_size=16, repo=tmp_path / "repo")
     assert spec.name == "fromyaml"
     assert spec.max_batch_size == 16  # flag wins over the file
@@ -55,16 +61,19 @@ def test_inputs_inferred_from_sample_file(model_file, tmp_path):
     assert unbatched.inputs[0].dims == (5, 3, 4) and not unbatched.batched
 
 
-@pytest.mark.parametrize("options, words", [
-    (dict(), "inputs are not declared"),
-    (dict(inputs=["x:FP32:3"], name="../evil"), "not a valid folder name"),
-    (dict(inputs=["x:FP32:3"], name="a/b"), "not a valid folder name"),
-    (dict(inputs=["x:FP32:3"], max_batch_size=-1), "negative"),
-    (dict(inputs=["x:FP32:3"], target="tensorflow"), "unknown target"),
-    (dict(inputs=["x:FP32:3"], force=True, new_version=True), "--force and --new-version"),
-    (dict(inputs=["x:FP32:3"], max_batch_size=4, preferred_batch_sizes=[8]), "outside 1..4"),
-    (dict(inputs=["x:FP32:3"], instance_count=0), "instance count"),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (dict(), "inputs are not declared"),
+        (dict(inputs=["x:FP32:3"], name="../evil"), "not a valid folder name"),
+        (dict(inputs=["x:FP32:3"], name="a/b"), "not a valid folder name"),
+        (dict(inputs=["x:FP32:3"], max_batch_size=-1), "negative"),
+        (dict(inputs=["x:FP32:3"], target="tensorflow"), "unknown target"),
+        (dict(inputs=["x:FP32:3"], force=True, new_version=True), "--force and --new-version"),
+        (dict(inputs=["x:FP32:3"], max_batch_size=4, preferred_batch_sizes=[8]), "outside 1..4"),
+        (dict(inputs=["x:FP32:3"], instance_count=0), "instance count"),
+    ],
+)
 def test_bad_options_are_rejected(model_file, options, words):
     with pytest.raises(TritongenError, match=words):
         build_spec_from_options(model_file, **options)
@@ -87,7 +96,7 @@ def test_missing_model_file_and_bad_yaml(tmp_path):
 
 def test_spec_is_frozen_and_serialisable(model_file):
     spec = build_spec_from_options(model_file, inputs=["x:FP32:3"])
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "other"  # type: ignore[misc]
     data = spec.to_dict()
     assert data["inputs"] == [{"name": "x", "dtype": "FP32", "dims": [3]}]

@@ -16,7 +16,15 @@ from tritongen.templates import template_dir
 
 MODELS = sorted((template_dir() / "python").glob("*.py"))
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
-UNSAFE_LOADERS = {"pickle", "marshal", "dill", "cloudpickle", "torch", "yaml", "joblib"}  # their load/loads can run code
+UNSAFE_LOADERS = {
+    "pickle",
+    "marshal",
+    "dill",
+    "cloudpickle",
+    "torch",
+    "yaml",
+    "joblib",
+}  # their load/loads can run code
 FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpickle", "subprocess"}
 
 
@@ -30,7 +38,13 @@ def _calls(tree: ast.AST):
 
 
 def test_every_model_template_is_found():
-    assert {p.name for p in MODELS} >= {"onnx_runner.py", "text_preprocess.py", "image_preprocess.py", "postprocess.py", "custom_step.py"}
+    assert {p.name for p in MODELS} >= {
+        "onnx_runner.py",
+        "text_preprocess.py",
+        "image_preprocess.py",
+        "postprocess.py",
+        "custom_step.py",
+    }
 
 
 @pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
@@ -39,7 +53,9 @@ def test_no_code_evaluation_or_unpickling(path: Path):
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            assert not FORBIDDEN_MODULES & {n.split(".")[0] for n in names}, f"{path.name}:{node.lineno} imports {names}"
+            assert not FORBIDDEN_MODULES & {n.split(".")[0] for n in names}, (
+                f"{path.name}:{node.lineno} imports {names}"
+            )
     for node, name, owner in _calls(tree):
         where = f"{path.name}:{node.lineno} calls {owner + '.' if owner else ''}{name}"
         assert name not in FORBIDDEN_CALLS, where

@@ -51,8 +51,14 @@ def test_points_count_only_within_the_bound_less_the_margin(tmp_path):
     points = [_p(8, 5000, 4.0), _p(16, 7000, 8.9), _p(32, 7600, 9.5), _p(24, 9000, 3.0, errors={"unavailable": 1})]
     assert _best_point(points, spec.target_p99_ms).load == 16
     assert _best_point([_p(32, 7600, 9.5)], spec.target_p99_ms) is None
-    for bad in ({"p99_margin_pct": 100}, {"p99_margin_pct": -1}, {"confirm_top": 0}, {"confirm_engine": "ma"},
-                {"refine_resolution_pct": 100}, {"refine_resolution_pct": -1}):
+    for bad in (
+        {"p99_margin_pct": 100},
+        {"p99_margin_pct": -1},
+        {"confirm_top": 0},
+        {"confirm_engine": "ma"},
+        {"refine_resolution_pct": 100},
+        {"refine_resolution_pct": -1},
+    ):
         with pytest.raises(TritongenError):
             TuneSpec(model_dir=tmp_path, max_p99_ms=10, **bad)
     assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, client_cpus="0").client_cpus == (0,)

@@ -23,7 +23,9 @@ ACCEPT_ROOT = ORACLE / "autofill_noplatform_success"
 
 
 def test_triton_qa_cases_are_beside_the_repository():
-    assert ORACLE.is_dir() and REJECT_CASES, f"Triton's QA cases must be at {ORACLE} (../shared beside the repository root)"
+    assert ORACLE.is_dir() and REJECT_CASES, (
+        f"Triton's QA cases must be at {ORACLE} (../shared beside the repository root)"
+    )
 
 
 # Cases whose message matches only another expected* file than `expected`, with the reason. Empty: every
@@ -83,8 +85,9 @@ def test_oracle_has_all_cases():
     assert len(REJECT_CASES) == 58
 
 
-@pytest.mark.parametrize("case", [c for c in REJECT_CASES
-                                  if (ORACLE / "noautofill_platform" / c / "expected_ensemble").exists()])
+@pytest.mark.parametrize(
+    "case", [c for c in REJECT_CASES if (ORACLE / "noautofill_platform" / c / "expected_ensemble").exists()]
+)
 def test_triton_case_as_ensemble_platform_is_rejected_with_tritons_reason(case):
     """Triton's QA reruns these with platform "ensemble": an ensemble without ensemble_scheduling."""
     folder = ORACLE / "noautofill_platform" / case
@@ -104,8 +107,11 @@ def test_config_triton_accepted_has_no_problems(path):
     assert problems_in_config(config_from_text(path.read_text(), str(path))) == []
 
 
-@pytest.mark.parametrize("path", sorted(ACCEPT_ROOT.glob("*/*/expected*")) if ACCEPT_ROOT.exists() else [],
-                         ids=lambda p: str(p.relative_to(ACCEPT_ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(ACCEPT_ROOT.glob("*/*/expected*")) if ACCEPT_ROOT.exists() else [],
+    ids=lambda p: str(p.relative_to(ACCEPT_ROOT)),
+)
 def test_config_triton_accepted_is_valid_in_a_repository_with_its_files(tmp_path, path):
     """Single-model configs placed in a repository, with a version folder and the model file they name."""
     config = config_from_text(path.read_text())
@@ -121,8 +127,11 @@ def test_config_triton_accepted_is_valid_in_a_repository_with_its_files(tmp_path
     assert report.ok, report.summary()
 
 
-@pytest.mark.parametrize("folder", sorted({p.parent.parent for p in ACCEPT_ROOT.glob("*/*/*/expected")})
-                         if ACCEPT_ROOT.exists() else [], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "folder",
+    sorted({p.parent.parent for p in ACCEPT_ROOT.glob("*/*/*/expected")}) if ACCEPT_ROOT.exists() else [],
+    ids=lambda p: p.name,
+)
 def test_ensemble_repository_triton_accepted_is_valid(tmp_path, folder):
     """Triton's accepted ensembles with their composing models (identity and Python backends)."""
     repo = tmp_path / "repo"
@@ -140,14 +149,19 @@ def test_ensemble_repository_triton_accepted_is_valid(tmp_path, folder):
 
 
 def tensors_text(kind: str, tensors) -> str:
-    body = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_{t} dims: [ {", ".join(str(d) for d in dims)} ] }}'
-                      for n, t, dims in tensors)
+    body = ",\n".join(
+        f'  {{ name: "{n}" data_type: TYPE_{t} dims: [ {", ".join(str(d) for d in dims)} ] }}' for n, t, dims in tensors
+    )
     return f"{kind} [\n{body}\n]\n"
 
 
 def model_text(name, inputs, outputs, backend="python", max_batch_size=8, extra="") -> str:
-    return (f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch_size}\n'
-            + tensors_text("input", inputs) + tensors_text("output", outputs) + extra)
+    return (
+        f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch_size}\n'
+        + tensors_text("input", inputs)
+        + tensors_text("output", outputs)
+        + extra
+    )
 
 
 def step_text(model: str, inputs: dict[str, str], outputs: dict[str, str], version: int = -1) -> str:
@@ -157,9 +171,15 @@ def step_text(model: str, inputs: dict[str, str], outputs: dict[str, str], versi
 
 
 def ensemble_text(name, steps, inputs, outputs, max_batch_size=8, extra="") -> str:
-    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
-            + tensors_text("input", inputs) + tensors_text("output", outputs)
-            + "ensemble_scheduling { step [\n" + ",\n".join(steps) + "\n] }\n" + extra)
+    return (
+        f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
+        + tensors_text("input", inputs)
+        + tensors_text("output", outputs)
+        + "ensemble_scheduling { step [\n"
+        + ",\n".join(steps)
+        + "\n] }\n"
+        + extra
+    )
 
 
 def write_repo(repo: Path, models: dict[str, str]) -> Path:
@@ -179,8 +199,9 @@ TEXT = ("TEXT", "STRING", [1])
 LABEL = ("LABEL", "STRING", [1])
 COMPOSING = {
     "preprocess": model_text("preprocess", [TEXT], [("INPUT_IDS", "INT64", [16])]),
-    "classifier": model_text("classifier", [("input_ids", "INT64", [16])], [("logits", "FP32", [2])],
-                             backend="onnxruntime"),
+    "classifier": model_text(
+        "classifier", [("input_ids", "INT64", [16])], [("logits", "FP32", [2])], backend="onnxruntime"
+    ),
     "postprocess": model_text("postprocess", [("LOGITS", "FP32", [2])], [LABEL]),
     "mixer": model_text("mixer", [("A", "FP32", [2]), ("B", "FP32", [2])], [("C", "FP32", [2])]),
 }
@@ -189,11 +210,16 @@ CLASSIFY = step_text("classifier", {"input_ids": "ids"}, {"logits": "logits"})
 POST = step_text("postprocess", {"LOGITS": "logits"}, {"LABEL": "LABEL"})
 
 
-def pipeline_problems(tmp_path, steps=(PRE, CLASSIFY, POST), inputs=(TEXT,), outputs=(LABEL,), max_batch_size=8,
-                      extra="", models=None) -> list[str]:
-    repo = write_repo(tmp_path / "repo", {**(models or COMPOSING),
-                                          "pipeline": ensemble_text("pipeline", list(steps), inputs, outputs,
-                                                                    max_batch_size, extra)})
+def pipeline_problems(
+    tmp_path, steps=(PRE, CLASSIFY, POST), inputs=(TEXT,), outputs=(LABEL,), max_batch_size=8, extra="", models=None
+) -> list[str]:
+    repo = write_repo(
+        tmp_path / "repo",
+        {
+            **(models or COMPOSING),
+            "pipeline": ensemble_text("pipeline", list(steps), inputs, outputs, max_batch_size, extra),
+        },
+    )
     return list(validate_repository(repo).problems_by_model["pipeline"])
 
 
@@ -206,16 +232,21 @@ def assert_problem(problems: list[str], *needles: str) -> None:
 
 
 def test_three_step_ensemble_is_valid(tmp_path):
-    repo = write_repo(tmp_path / "repo", {**COMPOSING, "pipeline": ensemble_text("pipeline", [PRE, CLASSIFY, POST],
-                                                                                [TEXT], [LABEL])})
+    repo = write_repo(
+        tmp_path / "repo", {**COMPOSING, "pipeline": ensemble_text("pipeline", [PRE, CLASSIFY, POST], [TEXT], [LABEL])}
+    )
     report = check_repository(repo)
     assert report.ok and set(report.problems_by_model) == {*COMPOSING, "pipeline"}
     assert "valid" in report.summary() and "pipeline" in report.summary()
 
 
 def test_batching_ensemble_may_call_a_non_batching_model_with_the_batch_dim_in_dims(tmp_path):
-    models = {**COMPOSING, "postprocess": model_text("postprocess", [("LOGITS", "FP32", [-1, 2])],
-                                                     [("LABEL", "STRING", [-1, 1])], max_batch_size=0)}
+    models = {
+        **COMPOSING,
+        "postprocess": model_text(
+            "postprocess", [("LOGITS", "FP32", [-1, 2])], [("LABEL", "STRING", [-1, 1])], max_batch_size=0
+        ),
+    }
     assert pipeline_problems(tmp_path, models=models) == []
 
 
@@ -225,20 +256,28 @@ def test_ensemble_without_steps(tmp_path):
 
 def test_step_without_input_map(tmp_path):
     steps = (PRE, step_text("classifier", {}, {"logits": "logits"}), POST)
-    assert_problem(pipeline_problems(tmp_path, steps=steps),
-                   "must specify 'input_map' in step 1 ('classifier') of ensemble 'pipeline'")
+    assert_problem(
+        pipeline_problems(tmp_path, steps=steps),
+        "must specify 'input_map' in step 1 ('classifier') of ensemble 'pipeline'",
+    )
 
 
 def test_tensor_written_twice(tmp_path):
     problems = pipeline_problems(tmp_path, steps=(PRE, PRE, CLASSIFY, POST))
-    assert_problem(problems, "ensemble tensor 'ids' can appear in an output map only once", "'pipeline'",
-                   "step 0 ('preprocess')", "step 1 ('preprocess')")
+    assert_problem(
+        problems,
+        "ensemble tensor 'ids' can appear in an output map only once",
+        "'pipeline'",
+        "step 0 ('preprocess')",
+        "step 1 ('preprocess')",
+    )
 
 
 def test_ensemble_input_overwritten_by_a_step(tmp_path):
     steps = (PRE, CLASSIFY, POST, step_text("postprocess", {"LOGITS": "logits"}, {"LABEL": "TEXT"}))
-    assert_problem(pipeline_problems(tmp_path, steps=steps), "ensemble input 'TEXT'", "'pipeline'",
-                   "step 3 ('postprocess')")
+    assert_problem(
+        pipeline_problems(tmp_path, steps=steps), "ensemble input 'TEXT'", "'pipeline'", "step 3 ('postprocess')"
+    )
 
 
 def test_ensemble_input_not_used(tmp_path):
@@ -249,8 +288,7 @@ def test_ensemble_input_not_used(tmp_path):
 def test_output_not_written_names_the_unconnected_tensor_and_step(tmp_path):
     steps = (PRE, step_text("classifier", {"input_ids": "idz"}, {"logits": "logits"}), POST)
     problems = pipeline_problems(tmp_path, steps=steps)
-    assert_problem(problems, "output 'LABEL' for ensemble 'pipeline' is not written", "'idz'",
-                   "step 1 ('classifier')")
+    assert_problem(problems, "output 'LABEL' for ensemble 'pipeline' is not written", "'idz'", "step 1 ('classifier')")
     assert_problem(problems, "ensemble tensor 'idz' read by step 1 ('classifier')", "never written")
     assert_problem(problems, "ensemble tensor 'ids' is unused in ensemble 'pipeline'", "step 0 ('preprocess')")
 
@@ -261,72 +299,102 @@ def test_output_no_step_writes(tmp_path):
 
 
 def test_steps_in_a_cycle(tmp_path):
-    steps = (PRE, CLASSIFY, POST, step_text("mixer", {"A": "logits", "B": "z"}, {"C": "w"}),
-             step_text("mixer", {"A": "w", "B": "logits"}, {"C": "z"}))
+    steps = (
+        PRE,
+        CLASSIFY,
+        POST,
+        step_text("mixer", {"A": "logits", "B": "z"}, {"C": "w"}),
+        step_text("mixer", {"A": "w", "B": "logits"}, {"C": "z"}),
+    )
     problems = pipeline_problems(tmp_path, steps=steps)
-    assert_problem(problems, "steps of ensemble 'pipeline' form a cycle", "step 3 ('mixer')", "step 4 ('mixer')",
-                   "'w'", "'z'")
+    assert_problem(
+        problems, "steps of ensemble 'pipeline' form a cycle", "step 3 ('mixer')", "step 4 ('mixer')", "'w'", "'z'"
+    )
 
 
 def test_composing_model_missing(tmp_path):
     steps = (step_text("tokenizer", {"TEXT": "TEXT"}, {"INPUT_IDS": "ids"}), CLASSIFY, POST)
-    assert_problem(pipeline_problems(tmp_path, steps=steps),
-                   "ensemble pipeline contains models that are not available: step 0 ('tokenizer')")
+    assert_problem(
+        pipeline_problems(tmp_path, steps=steps),
+        "ensemble pipeline contains models that are not available: step 0 ('tokenizer')",
+    )
 
 
 def test_composing_model_with_smaller_max_batch_size(tmp_path):
     models = {**COMPOSING, "classifier": COMPOSING["classifier"].replace("max_batch_size: 8", "max_batch_size: 4")}
-    assert_problem(pipeline_problems(tmp_path, models=models),
-                   "ensemble pipeline allows maximum batch size 8, but it contains model classifier which only "
-                   "allows maximum batch size to be 4", "step 1 ('classifier')")
+    assert_problem(
+        pipeline_problems(tmp_path, models=models),
+        "ensemble pipeline allows maximum batch size 8, but it contains model classifier which only "
+        "allows maximum batch size to be 4",
+        "step 1 ('classifier')",
+    )
     models["classifier"] = COMPOSING["classifier"].replace("max_batch_size: 8", "max_batch_size: 0")
-    models["classifier"] = models["classifier"].replace("dims: [ 16 ]", "dims: [ -1, 16 ]").replace(
-        "dims: [ 2 ]", "dims: [ -1, 2 ]")
+    models["classifier"] = (
+        models["classifier"].replace("dims: [ 16 ]", "dims: [ -1, 16 ]").replace("dims: [ 2 ]", "dims: [ -1, 2 ]")
+    )
     assert pipeline_problems(tmp_path / "nobatch", models=models) == []  # 0 means "no batching": allowed
 
 
 def test_input_map_key_not_an_input_of_the_model(tmp_path):
     steps = (PRE, step_text("classifier", {"INPUT_IDS": "ids"}, {"logits": "logits"}), POST)
     problems = pipeline_problems(tmp_path, steps=steps)
-    assert_problem(problems, "in ensemble pipeline, ensemble tensor ids is mapping to non-existing input INPUT_IDS "
-                             "in model classifier", "step 1 ('classifier')", "'input_ids'")
+    assert_problem(
+        problems,
+        "in ensemble pipeline, ensemble tensor ids is mapping to non-existing input INPUT_IDS in model classifier",
+        "step 1 ('classifier')",
+        "'input_ids'",
+    )
     assert_problem(problems, "input input_ids in model classifier is not mapped to any ensemble tensors")
 
 
 def test_output_map_key_not_an_output_of_the_model(tmp_path):
     steps = (PRE, CLASSIFY, step_text("postprocess", {"LOGITS": "logits"}, {"label": "LABEL"}))
-    assert_problem(pipeline_problems(tmp_path, steps=steps),
-                   "ensemble tensor LABEL is mapped from non-existing output label in model postprocess",
-                   "step 2 ('postprocess')")
+    assert_problem(
+        pipeline_problems(tmp_path, steps=steps),
+        "ensemble tensor LABEL is mapped from non-existing output label in model postprocess",
+        "step 2 ('postprocess')",
+    )
 
 
 def test_tensor_with_two_data_types(tmp_path):
     models = {**COMPOSING, "postprocess": model_text("postprocess", [("LOGITS", "FP16", [2])], [LABEL])}
-    assert_problem(pipeline_problems(tmp_path, models=models),
-                   "in ensemble pipeline, ensemble tensor logits: inconsistent data type: TYPE_FP32 is inferred from "
-                   "model classifier (step 1 ('classifier')) while TYPE_FP16 is inferred from model postprocess "
-                   "(step 2 ('postprocess'))")
+    assert_problem(
+        pipeline_problems(tmp_path, models=models),
+        "in ensemble pipeline, ensemble tensor logits: inconsistent data type: TYPE_FP32 is inferred from "
+        "model classifier (step 1 ('classifier')) while TYPE_FP16 is inferred from model postprocess "
+        "(step 2 ('postprocess'))",
+    )
 
 
 def test_tensor_with_incompatible_shapes(tmp_path):
     models = {**COMPOSING, "postprocess": model_text("postprocess", [("LOGITS", "FP32", [3])], [LABEL])}
-    assert_problem(pipeline_problems(tmp_path, models=models),
-                   "ensemble tensor logits: inconsistent shape: [-1,2] is inferred from model classifier",
-                   "[-1,3] is inferred from model postprocess (step 2 ('postprocess'))")
+    assert_problem(
+        pipeline_problems(tmp_path, models=models),
+        "ensemble tensor logits: inconsistent shape: [-1,2] is inferred from model classifier",
+        "[-1,3] is inferred from model postprocess (step 2 ('postprocess'))",
+    )
 
 
 def test_ensemble_output_shape_checked_against_the_step_writing_it(tmp_path):
-    assert_problem(pipeline_problems(tmp_path, outputs=(("LABEL", "STRING", [4]),)),
-                   "ensemble tensor LABEL: inconsistent shape: [-1,4] is inferred from model pipeline",
-                   "step 2 ('postprocess')")
+    assert_problem(
+        pipeline_problems(tmp_path, outputs=(("LABEL", "STRING", [4]),)),
+        "ensemble tensor LABEL: inconsistent shape: [-1,4] is inferred from model pipeline",
+        "step 2 ('postprocess')",
+    )
 
 
-@pytest.mark.parametrize("extra, words", [
-    ("instance_group [ { kind: KIND_CPU } ]\n", "instance group should not be specified for ensemble 'pipeline'"),
-    ("optimization { input_pinned_memory { enable: true } }\n", "optimization should not be specified"),
-    ('model_warmup [ { name: "w" batch_size: 1 inputs { key: "TEXT" value { data_type: TYPE_STRING dims: [1] '
-     "zero_data: true } } } ]\n", "model_warmup can not be specified for ensemble 'pipeline'"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("instance_group [ { kind: KIND_CPU } ]\n", "instance group should not be specified for ensemble 'pipeline'"),
+        ("optimization { input_pinned_memory { enable: true } }\n", "optimization should not be specified"),
+        (
+            'model_warmup [ { name: "w" batch_size: 1 inputs { key: "TEXT" value { data_type: TYPE_STRING dims: [1] '
+            "zero_data: true } } } ]\n",
+            "model_warmup can not be specified for ensemble 'pipeline'",
+        ),
+    ],
+)
 def test_ensemble_fields_that_belong_to_composing_models(tmp_path, extra, words):
     assert_problem(pipeline_problems(tmp_path, extra=extra), words)
 
@@ -346,43 +414,68 @@ def test_ensemble_platform_without_scheduling():
 
 def test_ensemble_with_a_backend():
     config = config_from_text('name: "e"\nplatform: "ensemble"\nbackend: "python"\n')
-    assert_problem(problems_in_config(config), "Ensemble model 'e' must have platform type 'ensemble' and empty "
-                                               "backend type")
+    assert_problem(
+        problems_in_config(config), "Ensemble model 'e' must have platform type 'ensemble' and empty backend type"
+    )
 
 
 def test_ensembles_calling_each_other(tmp_path):
     x, y = ("X", "FP32", [2]), ("Y", "FP32", [2])
-    repo = write_repo(tmp_path / "repo", {
-        "loop_a": ensemble_text("loop_a", [step_text("loop_b", {"X": "X"}, {"Y": "Y"})], [x], [y]),
-        "loop_b": ensemble_text("loop_b", [step_text("loop_a", {"X": "X"}, {"Y": "Y"})], [x], [y]),
-    })
+    repo = write_repo(
+        tmp_path / "repo",
+        {
+            "loop_a": ensemble_text("loop_a", [step_text("loop_b", {"X": "X"}, {"Y": "Y"})], [x], [y]),
+            "loop_b": ensemble_text("loop_b", [step_text("loop_a", {"X": "X"}, {"Y": "Y"})], [x], [y]),
+        },
+    )
     report = validate_repository(repo)
-    assert_problem(list(report.problems_by_model["loop_a"]), "circular dependency between ensembles: loop_a -> loop_b -> loop_a")
-    assert_problem(list(report.problems_by_model["loop_b"]), "circular dependency between ensembles: loop_b -> loop_a -> loop_b")
+    assert_problem(
+        list(report.problems_by_model["loop_a"]), "circular dependency between ensembles: loop_a -> loop_b -> loop_a"
+    )
+    assert_problem(
+        list(report.problems_by_model["loop_b"]), "circular dependency between ensembles: loop_b -> loop_a -> loop_b"
+    )
 
 
 def test_ensemble_needs_a_version_folder(tmp_path):
-    repo = write_repo(tmp_path / "repo", {**COMPOSING, "pipeline": ensemble_text("pipeline", [PRE, CLASSIFY, POST],
-                                                                                [TEXT], [LABEL])})
+    repo = write_repo(
+        tmp_path / "repo", {**COMPOSING, "pipeline": ensemble_text("pipeline", [PRE, CLASSIFY, POST], [TEXT], [LABEL])}
+    )
     (repo / "pipeline" / "1").rmdir()
-    assert_problem(list(validate_repository(repo).problems_by_model["pipeline"]),
-                   "at least one version must be available under the version policy of model 'pipeline'")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["pipeline"]),
+        "at least one version must be available under the version policy of model 'pipeline'",
+    )
 
 
 def test_step_asking_for_a_missing_version(tmp_path):
     steps = (PRE, step_text("classifier", {"input_ids": "ids"}, {"logits": "logits"}, version=3), POST)
-    assert_problem(pipeline_problems(tmp_path, steps=steps), "ensemble pipeline step 1 ('classifier') asks for "
-                                                             "version 3 of model 'classifier'")
+    assert_problem(
+        pipeline_problems(tmp_path, steps=steps),
+        "ensemble pipeline step 1 ('classifier') asks for version 3 of model 'classifier'",
+    )
 
 
 def test_step_mixing_outputs_of_a_decoupled_and_a_plain_model(tmp_path):
-    models = {**COMPOSING, "streamer": model_text("streamer", [TEXT], [("D", "FP32", [2])],
-                                                  extra="model_transaction_policy { decoupled: true }\n")}
-    steps = (PRE, CLASSIFY, POST, step_text("streamer", {"TEXT": "TEXT"}, {"D": "d"}),
-             step_text("mixer", {"A": "logits", "B": "d"}, {"C": "MIXED"}))
+    models = {
+        **COMPOSING,
+        "streamer": model_text(
+            "streamer", [TEXT], [("D", "FP32", [2])], extra="model_transaction_policy { decoupled: true }\n"
+        ),
+    }
+    steps = (
+        PRE,
+        CLASSIFY,
+        POST,
+        step_text("streamer", {"TEXT": "TEXT"}, {"D": "d"}),
+        step_text("mixer", {"A": "logits", "B": "d"}, {"C": "MIXED"}),
+    )
     problems = pipeline_problems(tmp_path, steps=steps, outputs=(LABEL, ("MIXED", "FP32", [2])), models=models)
-    assert_problem(problems, "in ensemble pipeline, step of model 'mixer' receives inputs originated from different "
-                             "decoupled models", "step 4 ('mixer')")
+    assert_problem(
+        problems,
+        "in ensemble pipeline, step of model 'mixer' receives inputs originated from different decoupled models",
+        "step 4 ('mixer')",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -419,16 +512,19 @@ def test_valid_onnx_model_folder(tmp_path):
 def test_folder_name_must_equal_model_name(tmp_path):
     repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL})
     (repo / "net").rename(repo / "network")
-    assert_problem(list(validate_repository(repo).problems_by_model["network"]),
-                   "unexpected directory name 'network' for model 'net', directory name must equal model name")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["network"]),
+        "unexpected directory name 'network' for model 'net', directory name must equal model name",
+    )
 
 
 @pytest.mark.parametrize("backend, file", [("onnxruntime", "model.onnx"), ("python", "model.py")])
 def test_missing_model_file(tmp_path, backend, file):
     repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL.replace("onnxruntime", backend)})
     (repo / "net" / "1" / file).unlink()
-    assert_problem(list(validate_repository(repo).problems_by_model["net"]), f"unable to find 'net/1/{file}' for model "
-                                                                               "'net'")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["net"]), f"unable to find 'net/1/{file}' for model 'net'"
+    )
 
 
 def test_onnx_model_may_be_a_folder_holding_model_onnx(tmp_path):
@@ -464,37 +560,46 @@ def test_only_the_versions_the_policy_loads_need_a_model_file(tmp_path):
 
 def test_backend_inferred_from_the_model_file_like_triton(tmp_path):
     repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL.replace('backend: "onnxruntime"\n', "")})
-    assert_problem(list(validate_repository(repo).problems_by_model["net"]), "Could not determine backend for "
-                                                                               "model 'net'")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["net"]), "Could not determine backend for model 'net'"
+    )
     (repo / "net" / "1" / "model.onnx").write_bytes(b"onnx")  # Triton infers the backend from this file
     assert validate_repository(repo).ok
 
 
 def test_unknown_platform_gets_a_hint():
-    problems = problems_in_config(config_from_text(ONNX_MODEL.replace('backend: "onnxruntime"',
-                                                                      'platform: "onnxruntime"')))
+    problems = problems_in_config(
+        config_from_text(ONNX_MODEL.replace('backend: "onnxruntime"', 'platform: "onnxruntime"'))
+    )
     assert_problem(problems, "unexpected platform type 'onnxruntime' for net", 'backend: "onnxruntime"')
 
 
 def test_platform_and_backend_that_disagree():
     text = ONNX_MODEL.replace('backend: "onnxruntime"', 'backend: "onnxruntime"\nplatform: "tensorrt_plan"')
-    assert_problem(problems_in_config(config_from_text(text)),
-                   "unexpected 'platform' and 'backend' pair, got:tensorrt_plan, onnxruntime")
+    assert_problem(
+        problems_in_config(config_from_text(text)),
+        "unexpected 'platform' and 'backend' pair, got:tensorrt_plan, onnxruntime",
+    )
 
 
 def test_gpu_ids_checked_against_the_target_host():
     config = config_from_text(ONNX_MODEL + "instance_group [ { kind: KIND_GPU gpus: [ 1 ] } ]\n")
     assert problems_in_config(config) == []
     assert problems_in_config(config, gpu_count=2) == []
-    assert_problem(problems_in_config(config, gpu_count=1),
-                   "instance group net_0 of model net specifies invalid or unsupported gpu id 1", "are: 0")
+    assert_problem(
+        problems_in_config(config, gpu_count=1),
+        "instance group net_0 of model net specifies invalid or unsupported gpu id 1",
+        "are: 0",
+    )
     assert_problem(problems_in_config(config, gpu_count=0), "has kind KIND_GPU but no GPUs are available")
 
 
 def test_tensorrt_instances_must_be_on_gpu():
     text = ONNX_MODEL.replace("onnxruntime", "tensorrt") + "instance_group [ { kind: KIND_CPU } ]\n"
-    assert_problem(problems_in_config(config_from_text(text)), "of model net has kind KIND_CPU but TensorRT models run "
-                                                               "only on GPUs")
+    assert_problem(
+        problems_in_config(config_from_text(text)),
+        "of model net has kind KIND_CPU but TensorRT models run only on GPUs",
+    )
 
 
 def test_duplicate_input_name():
@@ -504,50 +609,69 @@ def test_duplicate_input_name():
 
 def test_preferred_batch_size_above_max_batch_size():
     text = ONNX_MODEL + "dynamic_batching { preferred_batch_size: [ 4, 16 ] }\n"
-    assert_problem(problems_in_config(config_from_text(text)),
-                   "dynamic batching preferred size must be <= max batch size for net (16 > 8)")
+    assert_problem(
+        problems_in_config(config_from_text(text)),
+        "dynamic batching preferred size must be <= max batch size for net (16 > 8)",
+    )
 
 
 def test_onnxruntime_tensorrt_accelerator_keys_are_whitelisted():
-    accelerator = ('optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" '
-                   'parameters { key: "%s" value: "%s" } } ] } }\n')
+    accelerator = (
+        'optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" '
+        'parameters { key: "%s" value: "%s" } } ] } }\n'
+    )
     assert problems_in_config(config_from_text(ONNX_MODEL + accelerator % ("precision_mode", "FP16"))) == []
-    assert_problem(problems_in_config(config_from_text(ONNX_MODEL + accelerator % ("precision", "FP16"))),
-                   "unknown parameter 'precision' is provided for TensorRT Execution Accelerator of net")
-    assert_problem(problems_in_config(config_from_text(ONNX_MODEL + accelerator % ("precision_mode", "fp8"))),
-                   "unsupported precision mode 'fp8'")
+    assert_problem(
+        problems_in_config(config_from_text(ONNX_MODEL + accelerator % ("precision", "FP16"))),
+        "unknown parameter 'precision' is provided for TensorRT Execution Accelerator of net",
+    )
+    assert_problem(
+        problems_in_config(config_from_text(ONNX_MODEL + accelerator % ("precision_mode", "fp8"))),
+        "unsupported precision mode 'fp8'",
+    )
 
 
 def warmup_text(dims: str, file: str = "x.bin") -> str:
-    return (f'model_warmup [ {{ name: "w" batch_size: 1 inputs {{ key: "x" value {{ data_type: TYPE_FP32 '
-            f'dims: [ {dims} ] input_data_file: "{file}" }} }} }} ]\n')
+    return (
+        f'model_warmup [ {{ name: "w" batch_size: 1 inputs {{ key: "x" value {{ data_type: TYPE_FP32 '
+        f'dims: [ {dims} ] input_data_file: "{file}" }} }} }} ]\n'
+    )
 
 
 def test_warmup_file_must_hold_enough_bytes(tmp_path):
     repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL + warmup_text("3")})
-    assert_problem(list(validate_repository(repo).problems_by_model["net"]),
-                   "unable to find warmup data file 'warmup/x.bin' for input 'x'")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["net"]),
+        "unable to find warmup data file 'warmup/x.bin' for input 'x'",
+    )
     (repo / "net" / "warmup").mkdir()
     (repo / "net" / "warmup" / "x.bin").write_bytes(b"\0" * 8)
-    assert_problem(list(validate_repository(repo).problems_by_model["net"]),
-                   "warmup setting expects 12 bytes, but the data provided from x.bin only has 8 bytes")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["net"]),
+        "warmup setting expects 12 bytes, but the data provided from x.bin only has 8 bytes",
+    )
     (repo / "net" / "warmup" / "x.bin").write_bytes(b"\0" * 12)
     assert validate_repository(repo).ok
 
 
-@pytest.mark.parametrize("dims, words", [
-    ("-1", "warmup setting expects all variable-size dimensions are specified for input 'x'"),
-    ("4", "unexpected shape for input 'x' for model 'net'. Expected [3], got [4]"),
-])
+@pytest.mark.parametrize(
+    "dims, words",
+    [
+        ("-1", "warmup setting expects all variable-size dimensions are specified for input 'x'"),
+        ("4", "unexpected shape for input 'x' for model 'net'. Expected [3], got [4]"),
+    ],
+)
 def test_warmup_sample_shape(dims, words):
     assert_problem(problems_in_config(config_from_text(ONNX_MODEL + warmup_text(dims))), words)
 
 
 def test_label_file_must_exist(tmp_path):
-    text = ONNX_MODEL.replace('dims: [ 2 ] }', 'dims: [ 2 ] label_filename: "labels.txt" }')
+    text = ONNX_MODEL.replace("dims: [ 2 ] }", 'dims: [ 2 ] label_filename: "labels.txt" }')
     repo = write_repo(tmp_path / "repo", {"net": text})
-    assert_problem(list(validate_repository(repo).problems_by_model["net"]),
-                   "unable to find label file 'labels.txt' for output 'y' in model 'net'")
+    assert_problem(
+        list(validate_repository(repo).problems_by_model["net"]),
+        "unable to find label file 'labels.txt' for output 'y' in model 'net'",
+    )
     (repo / "net" / "labels.txt").write_text("cat\ndog\n")
     assert validate_repository(repo).ok
 
@@ -557,10 +681,13 @@ def test_label_file_must_exist(tmp_path):
 
 
 def test_check_repository_raises_with_every_problem_in_details(tmp_path):
-    repo = write_repo(tmp_path / "repo", {
-        "net": ONNX_MODEL.replace("max_batch_size: 8", "max_batch_size: -1"),
-        "other": model_text("other", [("a", "FP32", [0])], [("b", "FP32", [1])]),
-    })
+    repo = write_repo(
+        tmp_path / "repo",
+        {
+            "net": ONNX_MODEL.replace("max_batch_size: 8", "max_batch_size: -1"),
+            "other": model_text("other", [("a", "FP32", [0])], [("b", "FP32", [1])]),
+        },
+    )
     with pytest.raises(TritongenError) as err:
         check_repository(repo)
     assert err.value.problem == f"2 problems in model repository {repo}"
@@ -574,15 +701,21 @@ def test_check_repository_raises_with_every_problem_in_details(tmp_path):
 def test_report_summary_lists_problems(tmp_path):
     report = ValidationReport(tmp_path, {"a": (), "b": ("bad thing",)})
     assert not report.ok and report.problem_count == 1
-    assert report.summary().splitlines() == [f"model repository {tmp_path}: 1 problem(s) in 2 model(s)", "  b: bad thing"]
+    assert report.summary().splitlines() == [
+        f"model repository {tmp_path}: 1 problem(s) in 2 model(s)",
+        "  b: bad thing",
+    ]
 
 
-@pytest.mark.parametrize("setup, words", [
-    (lambda repo: None, "does not exist"),
-    (lambda repo: repo.write_text("x"), "is a file, not a folder"),
-    (lambda repo: repo.mkdir(), "holds no model folders"),
-    (lambda repo: (repo / "net").mkdir(parents=True), "has no config.pbtxt"),
-])
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda repo: None, "does not exist"),
+        (lambda repo: repo.write_text("x"), "is a file, not a folder"),
+        (lambda repo: repo.mkdir(), "holds no model folders"),
+        (lambda repo: (repo / "net").mkdir(parents=True), "has no config.pbtxt"),
+    ],
+)
 def test_repository_that_cannot_be_validated(tmp_path, setup, words):
     repo = tmp_path / "repo"
     setup(repo)

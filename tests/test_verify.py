@@ -11,9 +11,15 @@ from tritongen.verify import check_verified, verify_repository
 
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs())
+    model = factories.save_model(
+        factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
     build(build_spec_from_options(model, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path / "repo"))
-    build(build_spec_from_options(model, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=2, repo=tmp_path / "repo", new_version=True))
+    build(
+        build_spec_from_options(
+            model, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=2, repo=tmp_path / "repo", new_version=True
+        )
+    )
     return tmp_path / "repo"
 
 
@@ -22,12 +28,15 @@ def test_untouched_repository_verifies(repo):
     assert report.ok and report.checked_files >= 10  # both versions' files plus the shared config and warm-up
 
 
-@pytest.mark.parametrize("rel, action, words", [
-    ("seq/1/model.onnx", "swap", "seq/1/model.onnx does not match"),
-    ("seq/2/tritongen/samples.npz", "truncate", "seq/2/tritongen/samples.npz does not match"),
-    ("seq/config.pbtxt", "swap", "seq/config.pbtxt does not match"),
-    ("seq/2/model.py", "delete", "seq/2/model.py is missing"),
-])
+@pytest.mark.parametrize(
+    "rel, action, words",
+    [
+        ("seq/1/model.onnx", "swap", "seq/1/model.onnx does not match"),
+        ("seq/2/tritongen/samples.npz", "truncate", "seq/2/tritongen/samples.npz does not match"),
+        ("seq/config.pbtxt", "swap", "seq/config.pbtxt does not match"),
+        ("seq/2/model.py", "delete", "seq/2/model.py is missing"),
+    ],
+)
 def test_changed_files_are_named(repo, rel, action, words):
     target = repo / rel
     if action == "swap":
@@ -54,12 +63,36 @@ def test_every_model_of_a_generated_ensemble_is_verified(tmp_path):
     from tests.test_ensemble import POST_PY, PRE_PY
     from tritongen.cli import main
 
-    pair = factories.save_model(factories.make_two_in_two_out(), tmp_path / "pair.pt2", "torch.export", factories.two_in_two_out_inputs())
+    pair = factories.save_model(
+        factories.make_two_in_two_out(), tmp_path / "pair.pt2", "torch.export", factories.two_in_two_out_inputs()
+    )
     (tmp_path / "pre.py").write_text(PRE_PY)
     (tmp_path / "post.py").write_text(POST_PY)
     repo = tmp_path / "repo"
-    main(["build", str(pair), "--name", "pair", "--input", "a:FP32:4", "--input", "b:FP32:4", "--output", "sum", "--output", "product",
-          "--preprocess", str(tmp_path / "pre.py"), "--postprocess", str(tmp_path / "post.py"), "--repo", str(repo), "--max-batch-size", "4"])
+    main(
+        [
+            "build",
+            str(pair),
+            "--name",
+            "pair",
+            "--input",
+            "a:FP32:4",
+            "--input",
+            "b:FP32:4",
+            "--output",
+            "sum",
+            "--output",
+            "product",
+            "--preprocess",
+            str(tmp_path / "pre.py"),
+            "--postprocess",
+            str(tmp_path / "post.py"),
+            "--repo",
+            str(repo),
+            "--max-batch-size",
+            "4",
+        ]
+    )
     report = check_verified(repo)
     assert report.unverified_models == () and report.checked_files >= 8
     step = repo / "pair_preprocess" / "1" / "model.py"
@@ -82,11 +115,15 @@ def test_python_bytecode_cache_is_accepted_only_as_the_compiled_verified_source(
     evil = repo.parent / "evil.py"
     evil.write_text("import os\nos.system('touch PWNED')\n")
     py_compile.compile(str(evil), cfile=str(cache), dfile=str(source), doraise=True)
-    with pytest.raises(TritongenError, match=r"seq/2/__pycache__/model\.cpython-\d+\.pyc is not the bytecode of its verified source"):
+    with pytest.raises(
+        TritongenError, match=r"seq/2/__pycache__/model\.cpython-\d+\.pyc is not the bytecode of its verified source"
+    ):
         check_verified(repo)
     cache.unlink()
-    py_compile.compile(str(source), cfile=str(cache.with_name("numpy" + cache.name[len("model"):])), doraise=True)
-    with pytest.raises(TritongenError, match=r"seq/2/__pycache__/numpy\.cpython-\d+\.pyc is not listed in any manifest"):
+    py_compile.compile(str(source), cfile=str(cache.with_name("numpy" + cache.name[len("model") :])), doraise=True)
+    with pytest.raises(
+        TritongenError, match=r"seq/2/__pycache__/numpy\.cpython-\d+\.pyc is not listed in any manifest"
+    ):
         check_verified(repo)
 
 
@@ -102,5 +139,7 @@ def test_manifests_carry_a_schema_version_and_older_ones_without_it_still_verify
     path.write_text(json.dumps(data))
     assert check_verified(repo).ok
     path.write_text(json.dumps({**data, "manifest_schema": MANIFEST_SCHEMA + 1}))
-    with pytest.raises(TritongenError, match=f"manifest_schema {MANIFEST_SCHEMA + 1}, this tritongen reads {MANIFEST_SCHEMA}"):
+    with pytest.raises(
+        TritongenError, match=f"manifest_schema {MANIFEST_SCHEMA + 1}, this tritongen reads {MANIFEST_SCHEMA}"
+    ):
         check_verified(repo)

@@ -12,9 +12,9 @@ import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 
 @dataclass
@@ -54,11 +54,49 @@ def raw_zip(entries: Iterable[Entry]) -> bytes:
         short_usize = 0xFFFFFFFF if zip64 else usize
         extra = struct.pack("<HHQ", 1, 8, usize) if zip64 else b""
         offset = len(local)
-        local += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 45 if zip64 else 20, e.flags, method, 0, 0x21, crc,
-                             len(payload), short_usize, len(e.name), len(extra)) + e.name + extra + payload
-        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 45 if zip64 else 20, 45 if zip64 else 20, e.flags,
-                               method, 0, 0x21, crc, len(payload), short_usize, len(e.name), len(extra), 0, 0, 0, 0,
-                               offset) + e.name + extra
+        local += (
+            struct.pack(
+                "<4sHHHHHIIIHH",
+                b"PK\x03\x04",
+                45 if zip64 else 20,
+                e.flags,
+                method,
+                0,
+                0x21,
+                crc,
+                len(payload),
+                short_usize,
+                len(e.name),
+                len(extra),
+            )
+            + e.name
+            + extra
+            + payload
+        )
+        central += (
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                45 if zip64 else 20,
+                45 if zip64 else 20,
+                e.flags,
+                method,
+                0,
+                0x21,
+                crc,
+                len(payload),
+                short_usize,
+                len(e.name),
+                len(extra),
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + e.name
+            + extra
+        )
     end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(central), len(local), 0)
     return bytes(local + central + end)
 
