@@ -130,3 +130,57 @@ def test_rejected_requests_are_clean_errors(tiny_server, protocol, model, inputs
 def test_statistics_of_unknown_model_is_a_clean_error(tiny_server):
     with pytest.raises(TritongenError, match="has no model 'nope' ready"):
         model_statistics(tiny_server.grpc_url, "nope")
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:73537", "127.0.0.1:0", "127.0.0.1:abc", "127.0.0.1:²", "127.0.0.1", ":8001"]
+)
+def test_a_url_is_host_and_a_port_from_1_to_65535(url):
+    from tritongen.client import host_port_from_url
+
+    with pytest.raises(TritongenError, match="is not host:port"):
+        host_port_from_url(url)  # 73537 would wrap around to port 8001: another server's
+
+
+def test_urls_people_write_are_accepted():
+    from tritongen.client import host_port_from_url
+
+    assert host_port_from_url("grpc://localhost:8001/") == "localhost:8001"
+    assert host_port_from_url("http://[::1]:8000") == "[::1]:8000"
+
+
+@pytest.mark.parametrize(
+    "meta, config",
+    [
+        ({"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": ["abc"]}]}, {}),
+        ({"name": "m", "inputs": [{"datatype": "FP32", "shape": [1]}]}, {}),
+        ({"name": "m", "inputs": "abc"}, {}),
+        ({"name": "m", "inputs": []}, {"max_batch_size": "x"}),
+        ({"name": ["m"], "inputs": []}, {}),
+    ],
+)
+def test_malformed_metadata_from_a_server_is_one_error(meta, config):
+    import http.server
+    import json
+    import threading
+
+    class NotTriton(http.server.BaseHTTPRequestHandler):  # a real HTTP server answering what Triton never would
+        def do_GET(self):
+            body = json.dumps(config if self.path.endswith("/config") else meta).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTriton)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(TritongenError, match="answered malformed metadata for model 'm'"):
+            model_metadata(f"127.0.0.1:{server.server_address[1]}", "m", "http", timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -599,3 +599,27 @@ def test_live_prometheus_compares_a_canary_version_with_the_stable_one(tmp_path,
     assert p99["2"] >= 100 > p99["1"]
     assert set(canary_failing) == {"2"} and set(canary_slow) == {"2"}
     assert not empty, empty  # every per-version record and query of the bundle returns data
+
+
+def test_figures_past_any_fleet_are_refused_and_the_grace_period_is_bounded():
+    from dataclasses import replace
+
+    from tritongen.deploy.thresholds import MAX_EXIT_TIMEOUT_S
+
+    with pytest.raises(TritongenError, match="replicas, over 10000"):
+        thresholds_from_run(RUN, slo_p99_ms=SLO_MS, peak_rps=1e9)  # 110 req/s a replica: 9 million replicas
+    slow = replace(RUN.points[3], latency=replace(RUN.points[3].latency, max_ms=1e12))  # the knee's slowest request
+    t = thresholds_from_run(replace(RUN, points=RUN.points[:3] + (slow,) + RUN.points[4:]), slo_p99_ms=SLO_MS)
+    assert t.exit_timeout_s == MAX_EXIT_TIMEOUT_S
+    tiny = replace(RUN, points=tuple(replace(p, throughput_rps=1e-300) for p in RUN.points))
+    with pytest.raises(TritongenError, match="measured no throughput"):
+        thresholds_from_run(tiny, slo_p99_ms=SLO_MS)
+
+
+@pytest.mark.parametrize("option, value", [("--peak-rps", "inf"), ("--peak-rps", "nan"), ("--slo-p99-ms", "inf")])
+def test_options_that_are_not_finite_are_one_error(work, tmp_path, capsys, option, value):
+    args = ["deploy", str(work / "repo"), "--to", "kubernetes", "--out", str(tmp_path / "out")]
+    args += ["--from-perf", str(work / "results.json"), "--slo-p99-ms", "95", option, value]
+    code, err = _cli(args, capsys)
+    assert code == 1 and err.startswith(f"error: {option} ") and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

@@ -94,3 +94,25 @@ def test_cli_lint_on_a_repository_and_on_a_bad_file(tmp_path, capsys):
     assert "NOT compatible" in err.out and "error: 1 of 1 model(s) will not pass" in err.err
     main(["lint", str(_relu(tmp_path / "ok.onnx"))])
     assert ": ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{broken", "is not JSON"),
+        ('{"onnx": "../../../../../../etc/passwd", "profiles": []}', "does not name an ONNX file in its own folder"),
+        ('{"onnx": "model.onnx", "profiles": "all"}', "has no list of profiles"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_an_engine_json_is_read_within_a_bound_and_names_a_file_beside_it(tmp_path, capsys, content, problem):
+    version = tmp_path / "repo" / "m" / "1" / "tritongen"
+    version.mkdir(parents=True)
+    _relu(version / "model.onnx")
+    (version / "engine.json").write_text(content)
+    for command in ("lint", "engine"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, str(tmp_path / "repo")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1 and "Traceback" not in err, (command, err)
+        assert err.startswith("error: ") and problem in err.splitlines()[0], (command, err)

@@ -4,6 +4,7 @@ own."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -52,4 +53,23 @@ def test_a_manifest_without_kind_is_a_model_and_a_bad_one_is_refused(tmp_path):
     assert read_manifest(model_dir, 1) == Manifest(files={"config.pbtxt": DIGEST}, schema=1)
     path.write_text(json.dumps({"manifest_schema": 2, "files": {}}))
     with pytest.raises(TritongenError, match="manifest_schema 2"):
+        read_manifest(model_dir, 1)
+
+
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("created_unix_s", "abc", "created_unix_s 'abc'"),
+        ("created_unix_s", 1e300, "not a Unix time"),
+        ("tools", [1, 2], "'tools'"),
+        ("tools", {"onnx": 1}, "'tools'"),
+        ("kind", 7, "'kind' as a JSON int"),
+    ],
+)
+def test_a_manifest_field_of_the_wrong_type_is_one_error_not_a_traceback(tmp_path, field, value, problem):
+    model_dir = tmp_path / "m"
+    path = manifest_path(model_dir, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"files": {"config.pbtxt": DIGEST}, field: value}))
+    with pytest.raises(TritongenError, match=re.escape(problem)):
         read_manifest(model_dir, 1)

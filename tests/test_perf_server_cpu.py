@@ -222,3 +222,23 @@ def test_a_result_file_is_read_within_a_bound_and_a_folder_or_binary_is_one_erro
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00{")
     with pytest.raises(TritongenError, match="not UTF-8|not JSON"):
         run_from_json(tmp_path / "bin.json")
+
+
+def test_a_listener_on_another_loopback_address_is_not_the_server_behind_the_url():
+    import os
+
+    from tritongen.server.ports import _proc_address, pids_listening_on
+
+    assert str(_proc_address("0100007F")) == "127.0.0.1"
+    assert _proc_address("0000000000000000FFFF00000100007F").ipv4_mapped.exploded == "127.0.0.1"
+    with socket.socket() as other:
+        other.bind(("127.0.0.2", 0))  # a decoy: same port, another address; the URL's server is not it
+        other.listen()
+        port = other.getsockname()[1]
+        assert os.getpid() in pids_listening_on(port, "127.0.0.2")
+        assert os.getpid() not in pids_listening_on(port, "127.0.0.1")
+        assert os.getpid() in pids_listening_on(port)  # no host: any address, as before
+    with socket.socket() as every:
+        every.bind(("0.0.0.0", 0))  # the wildcard takes connections to every address
+        every.listen()
+        assert os.getpid() in pids_listening_on(every.getsockname()[1], "127.0.0.1")

@@ -59,6 +59,7 @@ def test_the_record_round_trips_and_verify_accepts_it(repo):
         (None, "not a rollout record"),  # not JSON
         ("link", "symbolic link"),
         ("big", "not a rollout record"),
+        ("deep", "not a rollout record"),  # deep enough to exhaust the JSON parser's recursion
     ],
 )
 def test_verify_refuses_anything_else_under_the_record_name(repo, change, problem):
@@ -72,12 +73,25 @@ def test_verify_refuses_anything_else_under_the_record_name(repo, change, proble
         path.write_bytes(b"\x00ONNX model bytes, not JSON")
     elif change == "link":
         os.symlink(repo / "tiny" / "config.pbtxt", path)
+    elif change == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
     else:
         path.write_text(json.dumps({"tool": "tritongen-rollout", "model": "tiny", "pad": "x" * (2 << 20)}))
     try:
         report = verify_repository(repo)
         assert not report.ok and any(problem in p for p in report.problems), report.problems
         with pytest.raises(TritongenError):
+            read_record(repo / "tiny")
+    finally:
+        path.unlink()
+
+
+def test_a_record_whose_versions_are_not_numbers_is_one_error(repo):
+    from tritongen.deploy.rollout_record import read_record
+
+    path = _record(repo, pending={"action": "rollout", "from": float("inf"), "to": 2, "step": "switch"})
+    try:
+        with pytest.raises(TritongenError, match="cannot be read"):
             read_record(repo / "tiny")
     finally:
         path.unlink()
@@ -154,8 +168,9 @@ def test_a_held_rollout_lock_keeps_the_repository_verified_and_signed(repo, tmp_
         b'{"tool": "something-else", "model": "tiny"}',
         b"\x00not json",
         b'{"tool": "tritongen-rollout-lock", "model": "tiny", "pad": "' + b"x" * (2 << 20) + b'"}',
+        b"[" * 4000 + b"]" * 4000,
     ],
-    ids=["foreign", "not-json", "too-big"],
+    ids=["foreign", "not-json", "too-big", "deep"],
 )
 def test_verify_refuses_anything_else_under_the_lock_name(repo, content):
     from tritongen.layout import ROLLOUT_LOCK_NAME, ROLLOUT_LOCK_TOOL

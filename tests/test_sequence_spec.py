@@ -348,3 +348,19 @@ def test_streams_are_cut_into_padded_chunks(tmp_path):
         arrays_from_stream_file(tmp_path / "stereo.wav", ["x"])
     with pytest.raises(TritongenError, match="takes 2 inputs"):
         arrays_from_stream_file(tmp_path / "a.wav", ["x", "y"])
+
+
+def test_a_npy_whose_header_claims_terabytes_is_refused_before_any_array_exists(tmp_path):
+    from tritongen.errors import TritongenError
+    from tritongen.infer_sequence import arrays_from_stream_file
+
+    path = tmp_path / "claim.npy"
+    with open(path, "wb") as fh:  # 8 KB on disk; np.load would allocate the 1.6 TB its header claims
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False, "shape": (200_000_000_000,)})
+        fh.write(bytes(8192))
+    with pytest.raises(TritongenError) as caught:
+        arrays_from_stream_file(path, ["x"])
+    assert "claims shape [200000000000]" in caught.value.problem
+    np.save(path, np.arange(5, dtype=np.float32))
+    (samples,) = arrays_from_stream_file(path, ["x"]).values()
+    assert samples.tolist() == [0, 1, 2, 3, 4]

@@ -176,21 +176,43 @@ def model_metadata(
         raise classify_error(e, url, protocol, model, timeout_s) from None
     finally:
         _close(client)
+    try:
+        return _metadata_from_answers(meta, config, model)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise TritongenError(
+            f"the server at {url} answered malformed metadata for model '{model}' ({type(e).__name__}: {str(e)[:80]})",
+            "check that the URL points at a Triton Inference Server",
+        ) from None
+
+
+def _metadata_from_answers(meta: Any, config: Any, model: str) -> dict[str, Any]:
+    """:func:`model_metadata`'s mapping from the server's two answers; a malformed answer raises on the way."""
     config = config.get("config", config)
 
-    def tensors(entries):
+    def text(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{ascii(value)[:40]} is not a string")
+        return value
+
+    def tensors(entries: Any) -> list[dict[str, Any]]:
+        if not isinstance(entries, list):
+            raise TypeError("the tensors are not a list")
         return [
-            {"name": t["name"], "datatype": t["datatype"], "shape": [int(d) for d in t.get("shape", [])]}
-            for t in entries or []
+            {
+                "name": text(t["name"]),
+                "datatype": text(t["datatype"]),
+                "shape": [int(d) for d in t.get("shape", [])],
+            }
+            for t in entries
         ]
 
     return {
-        "name": meta.get("name", model),
+        "name": text(meta.get("name", model)),
         "versions": [str(v) for v in meta.get("versions", [])],
-        "platform": meta.get("platform", ""),
+        "platform": text(meta.get("platform", "")),
         "max_batch_size": int(config.get("max_batch_size", 0)),
-        "inputs": tensors(meta.get("inputs")),
-        "outputs": tensors(meta.get("outputs")),
+        "inputs": tensors(meta.get("inputs") or []),
+        "outputs": tensors(meta.get("outputs") or []),
         # An ensemble's composing models, in step order (empty for a plain model).
         "steps": [str(step.get("model_name", "")) for step in config.get("ensemble_scheduling", {}).get("step", [])],
     }
@@ -516,11 +538,22 @@ def _module(protocol: str):
 
 
 def _host_port(url: str) -> str:
-    url = (url or "").strip()
-    url = re.sub(r"^(grpc|http)://", "", url).rstrip("/")
-    if not url:
-        raise TritongenError("no server URL given", "pass --url host:port (gRPC is usually 8001, HTTP 8000)")
-    return url
+    return host_port_from_url(url)
+
+
+def host_port_from_url(url: str, option: str = "--url") -> str:
+    """``host:port`` from a server URL (``grpc://`` or ``http://`` and a trailing slash dropped), checked: a host,
+    and a port of ASCII digits from 1 to 65535 (a larger one would wrap around to another server's port)."""
+    text = re.sub(r"^(grpc|https?)://", "", (url or "").strip()).rstrip("/")
+    if not text:
+        raise TritongenError("no server URL given", f"pass {option} host:port (gRPC is usually 8001, HTTP 8000)")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise TritongenError(
+            f"{option} {ascii(text)[1:-1][:80]} is not host:port with a port from 1 to 65535",
+            f"pass {option} as host:port, e.g. 127.0.0.1:8001",
+        )
+    return text
 
 
 def _connect(module, protocol: str, url: str, timeout_s: float, concurrency: int = 1):

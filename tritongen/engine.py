@@ -199,12 +199,13 @@ def engine_from_onnx(
 
 def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
     """(model folder, version folder, engine.json content) for every model prepared for TensorRT in ``repo``."""
+    from .lint import engine_plan_from_file  # noqa: PLC0415
 
     found = []
     for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
         version_dir = plan.parent.parent
         if version_dir.name.isdigit():
-            found.append((version_dir.parent, version_dir, json.loads(plan.read_text())))
+            found.append((version_dir.parent, version_dir, engine_plan_from_file(plan)))
     return found
 
 

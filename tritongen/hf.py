@@ -11,7 +11,6 @@ what the ONNX exporter and the parity gate need.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .files import json_file
 from .names import MAX_LABELS, check_class_index, check_label, shown
 from .spec import TensorSpec
 
@@ -52,6 +52,7 @@ TOKENIZER_FILES = (
 )
 IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 DEFAULT_MAX_LENGTH = 512
+MAX_CONFIG_BYTES = 16 << 20  # config.json, preprocessor_config.json, sentence_bert_config.json: a few KiB each
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -68,7 +69,7 @@ def task_from_name(task: str) -> str:
 def read_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     try:
-        data = json.loads(path.read_text())
+        data = json_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise TritongenError(
             f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained writes config.json)"
@@ -191,8 +192,8 @@ def text_settings_from_folder(
         st = Path(folder) / "sentence_bert_config.json"
         if st.is_file():
             try:
-                limits.append(int(json.loads(st.read_text()).get("max_seq_length")))
-            except (ValueError, TypeError, OSError):
+                limits.append(int(json_file(st, MAX_CONFIG_BYTES).get("max_seq_length")))
+            except (ValueError, TypeError, OSError, AttributeError, OverflowError):
                 pass
     if not limits:
         model_max = int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
@@ -291,7 +292,7 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
             "save the model's image processor with save_pretrained into the folder",
         )
     try:
-        cfg = json.loads(path.read_text())
+        cfg = json_file(path, MAX_CONFIG_BYTES)
     except (OSError, ValueError) as exc:
         raise TritongenError(f"cannot read {path} ({exc})", "write a valid preprocessor_config.json") from None
 

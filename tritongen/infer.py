@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 
 from .errors import TritongenError
+from .files import read_problem, regular_bytes
 from .layout import REFERENCE_NAME, SAMPLES_NAME, latest_artifacts
 from .manifest import ENSEMBLE, read_manifest
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
 from .precision.accuracy import AccuracyReport, accuracy_from_outputs
+
+MAX_IMAGE_BYTES = 64 << 20  # one image sent by infer --image; a photo is a few MiB
 
 CheckReport = ParityReport | AccuracyReport  # both have .ok and .table()
 
@@ -95,9 +98,9 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
     data = []
     for path in images:
         try:
-            data.append([Path(path).read_bytes()])
+            data.append([regular_bytes(path, MAX_IMAGE_BYTES)])
         except OSError as exc:
-            raise TritongenError(f"cannot read image {path} ({exc.strerror})", "pass an existing image file") from None
+            raise TritongenError(f"image {path} {read_problem(exc)}", "pass an image file (JPEG, PNG)") from None
     return {IMAGE_INPUT: np.array(data, dtype=object)}
 
 

@@ -37,10 +37,11 @@ def arrays_from_stream_file(path: Path, input_names: list[str]) -> dict[str, np.
     if suffix == ".wav":
         return {input_names[0]: _wav_samples(path)}
     if suffix == ".npy":
-        try:
-            return {input_names[0]: np.load(path, allow_pickle=False)}
-        except (OSError, ValueError) as exc:
-            raise TritongenError(f"cannot read {path.name} as .npy ({exc})", "pass an array saved by np.save") from None
+        from .npz import arrays_from_npz
+
+        # the bounded reader: a header's claimed shape is checked against the file before any array exists
+        (array,) = arrays_from_npz(path).values()
+        return {input_names[0]: array}
     raise TritongenError(f"cannot stream {path.name}", "pass a .wav (PCM, mono), .npy or .npz file")
 
 

@@ -206,21 +206,42 @@ def _profile_findings(model, profiles) -> list[Finding]:
     return out
 
 
+MAX_ENGINE_PLAN_BYTES = 1 << 20  # engine.json: a few profiles and settings, a few KiB
+
+
+def engine_plan_from_file(plan: Path) -> dict[str, Any]:
+    """``engine.json`` (what ``tritongen build --target tensorrt`` writes), read within a bound and checked: an
+    object whose ``onnx`` names a file in the same folder and whose ``profiles`` is a list."""
+    from .files import json_from_bytes, read_problem, regular_bytes
+
+    fix = "build the model again with tritongen build --target tensorrt (it writes engine.json)"
+    try:
+        data = json_from_bytes(regular_bytes(plan, MAX_ENGINE_PLAN_BYTES))
+    except OSError as exc:
+        raise TritongenError(f"{plan} {read_problem(exc)}", fix) from None
+    except ValueError as exc:
+        raise TritongenError(f"{plan} is not JSON ({str(exc)[:120]})", fix) from None
+    onnx = data.get("onnx") if isinstance(data, dict) else None
+    if not isinstance(onnx, str) or not onnx or Path(onnx).name != onnx or onnx.startswith("."):
+        raise TritongenError(f"{plan} does not name an ONNX file in its own folder", fix)
+    if not isinstance(data.get("profiles"), list):
+        raise TritongenError(f"{plan} has no list of profiles", fix)
+    return data
+
+
 def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
     """(ONNX file, profiles or None) for an ONNX file, or for every model in a repository."""
-    import json
-
     from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME
 
     path = Path(path)
     if path.is_file():
         plan = path.parent / ENGINE_PLAN_NAME
-        return [(path, json.loads(plan.read_text())["profiles"] if plan.is_file() else None)]
+        return [(path, engine_plan_from_file(plan)["profiles"] if plan.is_file() else None)]
     found = []
     for version_dir in sorted(p for p in path.glob("*/*") if p.is_dir() and p.name.isdigit()):
         plan = version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME
         if plan.is_file():
-            content = json.loads(plan.read_text())
+            content = engine_plan_from_file(plan)
             found.append((version_dir / ARTIFACT_DIR / content["onnx"], content["profiles"]))
         elif (version_dir / "model.onnx").is_file():
             found.append((version_dir / "model.onnx", None))

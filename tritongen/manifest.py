@@ -272,6 +272,15 @@ def check_manifest(data: Any, path: Path, model_dir: Path) -> dict[str, Any]:
             problem = f"gives {ascii(rel)[:80]} a digest that is not 64 lowercase hex digits"
         if problem:
             raise _bad(path, problem)
+    created = data.get("created_unix_s")
+    if created is not None and (type(created) not in (int, float) or not 0 <= created < 1e11):
+        raise _bad(path, f"has created_unix_s {ascii(created)[:20]}, not a Unix time")
+    for name in ("kind", "tritongen_version"):
+        if name in data and not isinstance(data[name], str):
+            raise _bad(path, f"has '{name}' as a JSON {type(data[name]).__name__}, not a string")
+    tools = data.get("tools")
+    if tools is not None and not (isinstance(tools, dict) and all(isinstance(v, str) for v in tools.values())):
+        raise _bad(path, "has 'tools' that is not an object of tool name -> version")
     return data
 
 

@@ -22,7 +22,6 @@ can rewrite a manifest too. :mod:`tritongen.signing` adds the origin (``--public
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ from pathlib import Path
 from .bytecode import FIX as BYTECODE_FIX
 from .bytecode import bytecode_problem, cached_source
 from .errors import TritongenError
+from .files import json_from_bytes
 from .layout import (
     ARTIFACT_DIR,
     MANIFEST_NAME,
@@ -253,7 +253,7 @@ def _check_rollout_record(model_dir: Path, found: _Findings) -> None:
     fix = f"remove {model_dir.name}/{ROLLOUT_RECORD_NAME} (tritongen rollout writes it again; the server is unchanged)"
     try:
         text = _bounded_bytes(path, ROLLOUT_RECORD_MAX_BYTES)
-        data = json.loads(text) if text is not None else None
+        data = json_from_bytes(text) if text is not None else None
     except ValueError:
         data = None
     if not (isinstance(data, dict) and data.get("tool") == "tritongen-rollout" and data.get("model") == model_dir.name):
@@ -268,7 +268,7 @@ def _check_rollout_lock(model_dir: Path, found: _Findings) -> None:
     path = model_dir / ROLLOUT_LOCK_NAME
     try:
         text = _bounded_bytes(path, ROLLOUT_LOCK_MAX_BYTES)
-        data = json.loads(text) if text else ({} if text == b"" else None)
+        data = json_from_bytes(text) if text else ({} if text == b"" else None)
     except ValueError:
         data = None
     ours = isinstance(data, dict) and data.get("tool") == ROLLOUT_LOCK_TOOL and data.get("model") == model_dir.name

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..files import json_from_bytes
 from ..layout import ROLLOUT_LOCK_MAX_BYTES, ROLLOUT_LOCK_NAME, ROLLOUT_LOCK_TOOL
 
 
@@ -88,7 +89,7 @@ def rollout_lock(model_dir: Path, action: str) -> Iterator[dict[str, Any]]:
 
 def _holder_text(fd: int) -> str:
     try:
-        data = json.loads(os.pread(fd, ROLLOUT_LOCK_MAX_BYTES, 0) or b"{}")
+        data = json_from_bytes(os.pread(fd, ROLLOUT_LOCK_MAX_BYTES, 0) or b"{}")
     except (OSError, ValueError):
         data = {}
     if not isinstance(data, dict) or "pid" not in data:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..files import json_file
 from ..layout import ROLLOUT_RECORD_MAX_BYTES, ROLLOUT_RECORD_NAME
 
 TOOL = "tritongen-rollout"
@@ -69,9 +70,7 @@ def read_record(model_dir: Path) -> RolloutRecord:
         return RolloutRecord(model=model_dir.name)
     fix = f"remove {path} (it only records history; the server is unchanged) and run again"
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > ROLLOUT_RECORD_MAX_BYTES:
-            raise ValueError("not a small regular file")
-        data = json.loads(path.read_text())
+        data = json_file(path, ROLLOUT_RECORD_MAX_BYTES, follow_links=False)  # one open: checked is read
         if not isinstance(data, dict) or data.get("tool") != TOOL or data.get("model") != model_dir.name:
             raise ValueError("not a rollout record of this model")
         pending = data.get("pending")
@@ -84,7 +83,7 @@ def read_record(model_dir: Path) -> RolloutRecord:
             else Pending(str(pending["action"]), int(pending["from"]), int(pending["to"]), str(pending["step"])),
             history=tuple(e for e in data.get("history", []) if isinstance(e, dict)),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise TritongenError(f"rollout record {path} cannot be read ({exc})", fix) from None
 
 

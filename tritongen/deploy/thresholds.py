@@ -25,10 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import TritongenError
+from ..files import json_file
 from ..perf.results import PerfPoint, PerfRun
 
 DEFAULT_SLO_P99_MS = 100.0
 DEFAULT_MAX_REPLICAS = 4
+MAX_REPLICAS = 10_000  # a replica count past this is a mistake in the inputs, not a fleet
+MAX_EXIT_TIMEOUT_S = 3600  # the grace period for requests in flight at shutdown, however slow the slowest was
+MAX_TUNE_RECORD_BYTES = 16 << 20  # tune.json: every trial of a search, a few hundred KiB at most
 DEFAULT_LOAD_TIME_S = 90.0  # a budget, not a measurement: the startup probe allows 3x this
 FAILURE_RATIO_ALERT = 0.01  # 1% of requests failing, for any one reason
 ABOVE_KNEE_ALERT_FACTOR = 1.5  # requests in flight per replica above 1.5x the knee's: scaling is not keeping up
@@ -102,7 +106,14 @@ def _in_flight(point: PerfPoint) -> float:
 def _replicas(peak_rps: float | None, capacity_rps: float | None, min_replicas: int, default_max: int) -> int:
     if peak_rps is None or not capacity_rps:
         return max(default_max, min_replicas)
-    return max(math.ceil(peak_rps / capacity_rps) + 1, min_replicas)
+    needed = peak_rps / capacity_rps
+    if needed > MAX_REPLICAS:
+        raise TritongenError(
+            f"--peak-rps {peak_rps:g} at the measured capacity of {capacity_rps:.3g} req/s per replica needs "
+            f"{needed:.3g} replicas, over {MAX_REPLICAS}",
+            "check --peak-rps and the perf results (measure the model again with tritongen perf)",
+        )
+    return max(math.ceil(needed) + 1, min_replicas)
 
 
 def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]]:
@@ -143,7 +154,7 @@ def thresholds_from_run(
         )
     knee, points = knee_of(run, slo_p99_ms)
     target = _in_flight(knee)
-    if target <= 0:
+    if round(target, 3) <= 0:
         raise TritongenError(
             f"the knee level of {run.model} measured no throughput", "measure again with tritongen perf"
         )
@@ -160,7 +171,8 @@ def thresholds_from_run(
         )
         for p in points
     )
-    max_p99_s = (knee.latency.max_ms or knee.latency.p99_ms) / 1000.0
+    longest_ms = knee.latency.max_ms if knee.latency.max_ms and math.isfinite(knee.latency.max_ms) else 0.0
+    max_p99_s = min(max(longest_ms, knee.latency.p99_ms) / 1000.0, MAX_EXIT_TIMEOUT_S / 3)
     return Thresholds(
         model=run.model,
         measured=True,
@@ -214,7 +226,7 @@ def load_time_from_tune_record(model_dir: Path) -> float | None:
     records = sorted(model_dir.glob("*/tritongen/tune.json"), key=lambda p: (len(p.parts[-3]), p.parts[-3]))
     for record in reversed(records):
         try:
-            load_s = json.loads(record.read_text())["winner"]["load_s"]
+            load_s = json_file(record, MAX_TUNE_RECORD_BYTES)["winner"]["load_s"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(load_s, (int, float)) and load_s > 0:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..dtypes import triton_from_numpy
 from ..errors import TritongenError
+from ..files import read_problem, regular_bytes
 
 Request = Mapping[str, np.ndarray]
 
@@ -76,12 +77,18 @@ def request_set_from_samples(repo: Path, model: str, batched: bool) -> RequestSe
     return request_set_from_arrays(arrays_from_npz(path), batched, str(path))
 
 
+MAX_TEXT_FILE_BYTES = 16 << 20  # --text-file: the first 256 lines are sent; a file of requests is far smaller
+TEXT_FILE_FIX = "pass --text-file with one request text per line (up to 16 MiB)"
+
+
 def request_set_from_text(path: Path, input_name: str, batched: bool) -> RequestSet:
     """One request per non-empty line of ``path``, sent as a BYTES tensor named ``input_name``."""
     path = Path(path)
-    if not path.is_file():
-        raise TritongenError(f"text file {path} does not exist", "pass --text-file with one request text per line")
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:
+        raw = regular_bytes(path, MAX_TEXT_FILE_BYTES)
+    except OSError as exc:
+        raise TritongenError(f"text file {path} {read_problem(exc)}", TEXT_FILE_FIX) from None
+    lines = [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
     if not lines:
         raise TritongenError(f"text file {path} has no non-empty lines", "write one request text per line")
     shape = (1, 1) if batched else (1,)

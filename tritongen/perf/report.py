@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, comparison_lines, version_count_text
 
@@ -292,18 +294,25 @@ def _run_view(run: PerfRun) -> dict:
         "name": html.escape(run.name),
         "model": html.escape(run.model),
         "url": html.escape(run.url),
-        "protocol": run.protocol,
-        "engine": run.engine,
+        "protocol": html.escape(run.protocol),
+        "engine": html.escape(run.engine),
         "partial": run.partial,
         "partial_reason": html.escape(run.partial_reason),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_unix_s)) if run.started_unix_s else "",
         "inputs": html.escape(str(run.settings.get("inputs", ""))),
         "rows": rows,
         "metrics": [(html.escape(k), metric_text(k, v)) for k, v in sorted(run.metrics.items())],
-        "stability_pct": f"{run.settings.get('stability_pct', 10.0):g}",
+        "stability_pct": f"{_setting_number(run.settings, 'stability_pct', 10.0):g}",
         "client_note": html.escape(client_bound_note(run)),
         "server_cpu": any(p.server_cpu_us_per_request is not None for p in run.points),
     }
+
+
+def _setting_number(settings: Mapping[str, Any], name: str, default: float) -> float:
+    """A number from a run's settings (free-form in a results.json): the default when it is not a finite one."""
+    value = settings.get(name, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else default
 
 
 def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None = None) -> Path:

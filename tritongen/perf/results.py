@@ -20,6 +20,7 @@ import numpy as np
 
 from ..cpus import cpus_text
 from ..errors import TritongenError
+from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, size_text
 
 PERCENTILES = (50, 90, 95, 99)
 SERVER_PARTS = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
@@ -114,6 +115,10 @@ class VersionFigures:
     @property
     def ok(self) -> int:
         return self.requests - self.error_count
+
+
+ENGINES = ("builtin", "perf_analyzer")  # the load generators a run can be measured with (PerfSpec.engine)
+MODES = ("concurrency", "request_rate")  # closed loop at a concurrency; open loop at an offered rate
 
 
 @dataclass(frozen=True)
@@ -247,48 +252,81 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-MAX_RESULT_BYTES = 64 << 20  # a run of many levels is a few hundred KiB; nothing read from a file is unbounded
+MAX_RESULT_BYTES = 16 << 20  # a run of many levels is a few hundred KiB; nothing read from a file is unbounded
 RESULT_FIX = "pass a results.json written by tritongen perf"
 
 
 def run_from_json(text_or_path: str | Path) -> PerfRun:
-    path = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+    """A run from a results.json (a :class:`~pathlib.Path`, or a str naming one) or from its JSON text (a str that
+    starts with ``{``), checked whole: every field's type, every figure finite and within bounds, names without
+    control characters, known engines, protocols and modes."""
+    is_text = isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{")
+    path = None if is_text else Path(text_or_path)
+    where = f"perf result {path}" if path is not None else "perf result text"
     try:
-        if path is not None:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_RESULT_BYTES + 1)
-            if len(raw) > MAX_RESULT_BYTES:
-                raise TritongenError(
-                    f"perf result {path} is over {MAX_RESULT_BYTES >> 20} MiB",
-                    RESULT_FIX,
-                )
-        data = json.loads(raw if path is not None else str(text_or_path))
-    except FileNotFoundError:
-        raise TritongenError(f"perf result {path} does not exist", RESULT_FIX) from None
+        raw = regular_bytes(path, MAX_RESULT_BYTES) if path is not None else str(text_or_path)
+        data = json_from_bytes(raw)
+    except FileTooLargeError as e:
+        raise TritongenError(f"{where} is over {size_text(e.max_bytes)}", RESULT_FIX) from None
     except OSError as e:
-        raise TritongenError(f"perf result {path} cannot be read ({e.strerror or e})", RESULT_FIX) from None
+        raise TritongenError(f"{where} {read_problem(e)}", RESULT_FIX) from None
     except UnicodeDecodeError:
-        raise TritongenError(f"perf result {path} is not UTF-8 text", RESULT_FIX) from None
+        raise TritongenError(f"{where} is not UTF-8 text", RESULT_FIX) from None
     except json.JSONDecodeError as e:
-        raise TritongenError(f"perf result {path or 'text'} is not JSON ({e.msg})", RESULT_FIX) from None
+        raise TritongenError(f"{where} is not JSON ({e.msg})", RESULT_FIX) from None
+    except ValueError as e:
+        raise TritongenError(f"{where} is not readable JSON ({str(e)[:120]})", RESULT_FIX) from None
     if not isinstance(data, dict) or data.get("format") != "tritongen-perf/1":
-        raise TritongenError(f"{path or 'text'} is not a tritongen perf result", RESULT_FIX)
+        raise TritongenError(f"{path or 'the text'} is not a tritongen perf result", RESULT_FIX)
     try:
         run = _run_from_data(data)
         _check_types(run, PerfRun, "")
+        _check_names(run)
     except KeyError as e:
-        raise TritongenError(f"perf result {path or 'text'} lacks {e}", RESULT_FIX) from None
+        raise TritongenError(f"{where} lacks {str(e)[:120]}", RESULT_FIX) from None
     except (TypeError, ValueError, AttributeError) as e:
-        raise TritongenError(
-            f"perf result {path or 'text'} is malformed ({str(e)[:200]})",
-            RESULT_FIX,
-        ) from None
+        raise TritongenError(f"{where} is malformed ({str(e)[:200]})", RESULT_FIX) from None
     return run
 
 
-def _check_types(value: Any, hint: Any, where: str) -> None:
+MAX_FIGURE = 1e15  # no figure of a run (requests, microseconds, bytes of a gauge, a Unix time) comes near it
+MAX_UNIX_S = 253_402_300_799  # 9999-12-31: a start time a report can print
+MAX_TEXT_CHARS = 4096  # a model name, a URL, a label, an error kind
+
+
+def _check_names(run: PerfRun) -> None:
+    """The fields whose values the tool acts on are the ones it writes: a crafted file cannot name a new engine."""
+    if run.engine not in ENGINES:
+        raise ValueError(f"engine is {run.engine[:40]!r}, not one of {', '.join(ENGINES)}")
+    if run.started_unix_s > MAX_UNIX_S:
+        raise ValueError(f"started_unix_s is {run.started_unix_s:g}, after the year 9999")
+    if run.protocol not in ("grpc", "http"):
+        raise ValueError(f"protocol is {run.protocol[:40]!r}, not grpc or http")
+    for i, p in enumerate(run.points):
+        if p.mode not in MODES:
+            raise ValueError(f"points[{i}].mode is {p.mode[:40]!r}, not one of {', '.join(MODES)}")
+        if p.engine not in ENGINES:
+            raise ValueError(f"points[{i}].engine is {p.engine[:40]!r}, not one of {', '.join(ENGINES)}")
+        if p.load <= 0:
+            raise ValueError(f"points[{i}].load is not positive")
+        if (p.client_cpu_cores is None) != (p.client_cpu_us_per_request is None):
+            raise ValueError(f"points[{i}] has only one of client_cpu_cores and client_cpu_us_per_request")
+        if (p.server_cpu_cores is None) != (p.server_cpu_us_per_request is None):
+            raise ValueError(f"points[{i}] has only one of server_cpu_cores and server_cpu_us_per_request")
+
+
+def _text_problem(value: str) -> str | None:
+    if len(value) > MAX_TEXT_CHARS:
+        return f"is over {MAX_TEXT_CHARS} characters"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        return "holds a control character or a lone surrogate"
+    return None
+
+
+def _check_types(value: Any, hint: Any, where: str, nan_ok: bool = False) -> None:
     """Raise ValueError where ``value`` (read from a file) is not what the annotation ``hint`` says: every figure
-    a table or a report formats must be a number, every name a string, before anything formats it."""
+    a table or a report formats must be a number (finite, 0 to :data:`MAX_FIGURE`; NaN only in a latency summary,
+    where an empty level has one), every name a string without control characters, before anything formats it."""
     origin, args = get_origin(hint), get_args(hint)
     if hint is Any:
         return
@@ -297,29 +335,32 @@ def _check_types(value: Any, hint: Any, where: str) -> None:
             raise ValueError(f"{where or 'the run'} is not a {hint.__name__}")
         hints = get_type_hints(hint)
         for f in fields(hint):
-            _check_types(getattr(value, f.name), hints[f.name], f"{where}.{f.name}".lstrip("."))
+            name = f"{where}.{f.name}".lstrip(".")
+            _check_types(getattr(value, f.name), hints[f.name], name, nan_ok or hint is LatencySummary)
         return
     if origin in (Union, UnionType):
+        problems = []
         for option in args:
             try:
-                _check_types(value, option, where)
+                _check_types(value, option, where, nan_ok)
                 return
-            except ValueError:
-                continue
-        raise ValueError(f"{where} has the wrong type ({type(value).__name__})")
+            except ValueError as e:
+                if option is not type(None):  # "is not a NoneType" says nothing about a value that is there
+                    problems.append(str(e))
+        raise ValueError(min(problems, key=len) if problems else f"{where} has the wrong type")
     if origin is tuple:
         items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
         if not isinstance(value, tuple) or len(items) != len(value):
             raise ValueError(f"{where} is not a list of the right length")
         for i, (item, item_hint) in enumerate(zip(value, items)):
-            _check_types(item, item_hint, f"{where}[{i}]")
+            _check_types(item, item_hint, f"{where}[{i}]", nan_ok)
         return
     if origin in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise ValueError(f"{where} is not an object")
         for key, item in value.items():
-            _check_types(key, args[0], f"{where} key")
-            _check_types(item, args[1], f"{where}[{key!r}]"[:120])
+            _check_types(key, args[0], f"{where} key", nan_ok)
+            _check_types(item, args[1], f"{where}[{key!r}]"[:120], nan_ok)
         return
     ok = {
         float: isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -332,6 +373,10 @@ def _check_types(value: Any, hint: Any, where: str) -> None:
         raise TypeError(f"no check for {hint!r} at {where}")  # a field type this checker does not know yet
     if not ok:
         raise ValueError(f"{where} is not a {getattr(hint, '__name__', hint)} ({type(value).__name__})")
+    if hint in (float, int) and not (nan_ok and value != value) and not 0 <= value <= MAX_FIGURE:
+        raise ValueError(f"{where} is {str(value)[:40]}, not a figure from 0 to {MAX_FIGURE:g}")
+    if hint is str and (problem := _text_problem(value)):
+        raise ValueError(f"{where} {problem}")
 
 
 def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
@@ -365,16 +410,17 @@ def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
     keep = {f.name for f in fields(PerfRun)} - {"points"}
     run = {k: v for k, v in data.items() if k in keep}
     for name in ("client_cpus", "server_cpus"):
-        run[name] = tuple(int(c) for c in run.get(name) or ())
+        value = run.get(name) or ()
+        run[name] = tuple(value) if isinstance(value, list) else value
     return PerfRun(points=tuple(points), **run)
 
 
 def _version_from_dict(data: Mapping[str, Any]) -> VersionFigures:
     return VersionFigures(
-        version=str(data["version"]),
-        share_pct=int(data["share_pct"]),
-        requests=int(data["requests"]),
-        throughput_rps=float(data["throughput_rps"]),
+        version=data["version"],
+        share_pct=data["share_pct"],
+        requests=data["requests"],
+        throughput_rps=data["throughput_rps"],
         latency=LatencySummary(**data["latency"]),
         errors=dict(data.get("errors", {})),
         server=ServerBreakdown(**data.get("server", {})),
@@ -537,7 +583,7 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
                 continue
             where = f"concurrency {p.load:g}" if p.mode == "concurrency" else f"{p.load:g} req/s"
             line = f"{where}: {other.name} reads {tp:.2f}x the throughput of {base.name}"
-            if a.server_cpu_us_per_request is None or p.server_cpu_us_per_request is None:
+            if not a.server_cpu_us_per_request or not p.server_cpu_us_per_request:
                 lines.append(line + "; the server's CPU was not measured in both (a server on another machine)")
                 continue
             cpu = p.server_cpu_us_per_request / a.server_cpu_us_per_request

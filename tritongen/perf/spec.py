@@ -10,8 +10,8 @@ from typing import Any
 
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
+from .results import ENGINES
 
-ENGINES = ("builtin", "perf_analyzer")
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
 STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
@@ -80,6 +80,12 @@ class PerfSpec:
         object.__setattr__(self, "concurrency", conc)
         object.__setattr__(self, "request_rates", rates)
         object.__setattr__(self, "client_cpus", cpus_from_text(self.client_cpus, "--client-cpus"))
+        from ..client import host_port_from_url
+
+        if self.url is not None:
+            host_port_from_url(self.url)
+        if self.metrics_url:
+            host_port_from_url(re.sub(r"^https?://", "", self.metrics_url), "--metrics-url")
         for name in ("duration_s", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise TritongenError(

@@ -70,8 +70,28 @@ def choose_ports(spec: ServeSpec) -> dict[str, int]:
     return chosen
 
 
-def _listening_inodes(port: int) -> set[str] | None:
-    """Socket inodes in LISTEN state on ``port`` (any address), from /proc/net/tcp{,6}; None without /proc."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _proc_address(hex_address: str) -> Address:
+    """An address as /proc/net/tcp{,6} writes it: 4 bytes (IPv4) or four 32-bit words, each in host order."""
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw[::-1])
+    return ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def _reaches(bound: Address, targets: frozenset[Address]) -> bool:
+    """Whether a socket bound to ``bound`` accepts connections made to one of ``targets``."""
+    if bound.is_unspecified:  # 0.0.0.0 or ::, every address (:: takes IPv4 too unless IPV6_V6ONLY)
+        return True
+    mapped = bound.ipv4_mapped if isinstance(bound, ipaddress.IPv6Address) else None
+    return bound in targets or (mapped is not None and mapped in targets)
+
+
+def _listening_inodes(port: int, addresses: frozenset[Address] | None = None) -> set[str] | None:
+    """Socket inodes in LISTEN state on ``port`` (on any address, or on one that accepts connections to one of
+    ``addresses``), from /proc/net/tcp{,6}; None without /proc."""
     found: set[str] = set()
     seen_table = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -84,7 +104,8 @@ def _listening_inodes(port: int) -> set[str] | None:
         for line in lines:
             fields = line.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                found.add(fields[9])
+                if addresses is None or _reaches(_proc_address(fields[1].rsplit(":", 1)[0]), addresses):
+                    found.add(fields[9])
     return found if seen_table else None
 
 
@@ -118,10 +139,24 @@ def listens_on(pid: int, port: int) -> bool | None:
     return bool(listening & ours)
 
 
-def pids_listening_on(port: int) -> list[int]:
-    """The processes (of those /proc lets this user see) that hold a listening socket on ``port``, lowest first;
-    empty where /proc cannot tell."""
-    listening = _listening_inodes(port)
+def host_addresses(host: str) -> frozenset[Address]:
+    """The addresses a client connecting to ``host`` may reach: an IP address itself; a name (``localhost``)
+    resolved on this machine; empty when it does not resolve."""
+    try:
+        return frozenset({ipaddress.ip_address(host)})
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return frozenset()
+    return frozenset(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+
+
+def pids_listening_on(port: int, host: str | None = None) -> list[int]:
+    """The processes (of those /proc lets this user see) that hold a listening socket on ``port`` (one that
+    accepts connections to ``host``, when given), lowest first; empty where /proc cannot tell."""
+    listening = _listening_inodes(port, host_addresses(host) if host is not None else None)
     if not listening:
         return []
     found = []

@@ -1,0 +1,76 @@
+"""The one reader of files someone hands us: a regular file only, one open, never more than a bound."""
+
+import json
+import os
+
+import pytest
+
+from tritongen.files import FileTooLargeError, json_file, json_from_bytes, read_problem, regular_bytes, size_text
+
+
+def test_a_regular_file_is_read_whole_up_to_its_bound(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 100)
+    assert regular_bytes(path, 100) == b"x" * 100
+    with pytest.raises(FileTooLargeError) as caught:
+        regular_bytes(path, 99)
+    assert caught.value.max_bytes == 99 and read_problem(caught.value) == "cannot be read (it is over 99 bytes)"
+
+
+def test_a_fifo_a_device_and_a_folder_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # a plain open() would block here until a writer came
+    for path, why in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"), (tmp_path, "a folder")):
+        with pytest.raises(OSError) as caught:
+            regular_bytes(path, 1 << 20)
+        assert why in read_problem(caught.value), (path, read_problem(caught.value))
+    with pytest.raises(FileNotFoundError) as missing:
+        regular_bytes(tmp_path / "none", 10)
+    assert read_problem(missing.value) == "does not exist"
+
+
+def test_a_link_is_followed_only_where_the_caller_allows_it(tmp_path):
+    target = tmp_path / "t.json"
+    target.write_text("{}")
+    link = tmp_path / "l.json"
+    link.symlink_to(target)
+    assert json_file(link, 10) == {}
+    with pytest.raises(OSError):
+        json_file(link, 10, follow_links=False)
+
+
+def test_json_a_crafted_file_can_break_the_parser_with_is_a_value_error():
+    assert json_from_bytes(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    for raw in (b"[" * 100_000 + b"]" * 100_000, b"1" * 5000, b"{", b"\xff\xfe\x00{"):
+        with pytest.raises(ValueError):
+            json_from_bytes(raw)
+    assert json.loads("[1]") == json_from_bytes("[1]")
+
+
+def test_sizes_read_as_people_write_them():
+    assert [size_text(n) for n in (16 << 20, 64 << 10, 1 << 30, 100, (1 << 20) + 1)] == [
+        "16 MiB",
+        "64 KiB",
+        "1 GiB",
+        "100 bytes",
+        "1048577 bytes",
+    ]
+
+
+def test_the_readers_of_images_and_text_files_refuse_fifos_and_large_files(tmp_path, monkeypatch):
+    from tritongen.errors import TritongenError
+    from tritongen.infer import ensemble_inputs_from_files
+    from tritongen.perf import inputs
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(TritongenError, match="not a regular file"):
+        ensemble_inputs_from_files(images=(fifo,))
+    with pytest.raises(TritongenError, match="not a regular file"):
+        inputs.request_set_from_text(fifo, "TEXT", batched=True)
+    lines = tmp_path / "lines.txt"
+    lines.write_text("one\n\ntwo\n")
+    assert len(inputs.request_set_from_text(lines, "TEXT", batched=True).requests) == 2
+    monkeypatch.setattr(inputs, "MAX_TEXT_FILE_BYTES", 4)
+    with pytest.raises(TritongenError, match="is over 4 bytes"):
+        inputs.request_set_from_text(lines, "TEXT", batched=True)

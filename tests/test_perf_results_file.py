@@ -1,0 +1,148 @@
+"""A results.json is input like any other: a crafted one (found by an attack session) is one error line, never a
+traceback, a hang, an injected YAML document or HTML element. Both readers are covered: ``perf --compare`` and
+``deploy --from-perf``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import yaml
+
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+from tests.test_deploy_kubernetes import RUN
+from tritongen.cli import main
+from tritongen.deploy.k8s_bundle import comment_text
+from tritongen.errors import TritongenError
+from tritongen.perf.results import json_from_run, latency_summary_from_ms, run_from_json
+
+GOOD = json.loads(json_from_run(RUN))
+DEEP = "<50,000 nested lists>"  # written as raw text: this test's own json could not build it
+INJECTED = (
+    "builtin\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: pwned\n"
+)
+
+
+def _crafted(change) -> dict:
+    data = json.loads(json.dumps(GOOD))
+    change(data)
+    return data
+
+
+def _set(path: str, value):
+    def change(data):
+        target = data
+        keys = path.split(".")
+        for key in keys[:-1]:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[keys[-1]] = value
+
+    return change
+
+
+CRAFTED = {
+    "yaml in the engine": (_set("engine", INJECTED), "engine holds a control character"),
+    "an unknown engine": (_set("engine", "fast"), "engine is 'fast'"),
+    "html in the protocol": (_set("protocol", "<script>alert(1)</script>"), "protocol is"),
+    "an unknown mode": (_set("points.0.mode", "turbo"), "mode is"),
+    "nan throughput": (_set("points.0.throughput_rps", math.nan), "throughput_rps is nan"),
+    "infinite latency": (_set("points.0.latency.max_ms", math.inf), "max_ms is inf"),
+    "a huge load": (_set("points.0.load", 10**400), "load is"),
+    "a negative count": (_set("points.0.server.executions", -5), "executions is -5"),
+    "a zero load": (_set("points.0.load", 0), "load is not positive"),
+    "a bool for a cpu": (_set("client_cpus", [True]), "client_cpus[0] is not a int"),
+    "a text share": (
+        _set(
+            "points.0.versions",
+            {"1": {**GOOD["points"][0], "version": "1", "share_pct": "50", "requests": 1, "throughput_rps": 1.0}},
+        ),
+        "share_pct",
+    ),
+    "a terminal escape in the label": (_set("label", "\x1b]0;owned\x07"), "control character"),
+    "a lone surrogate": (_set("model", "\ud800"), "lone surrogate"),
+    "a start after the year 9999": (_set("started_unix_s", 1e14), "after the year 9999"),
+    "cpu cores without cpu per request": (_set("points.0.client_cpu_cores", 0.5), "only one of client_cpu_cores"),
+    "deep nesting": (_set("settings", DEEP), "nested too deeply"),
+}
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "crafted.json"
+    # json.dumps writes NaN and Infinity (as Python's json reads them: what a crafted file may hold)
+    path.write_text(json.dumps(data).replace(json.dumps(DEEP), "[" * 50_000 + "]" * 50_000))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_results_file_is_one_error_line_for_compare_and_deploy(tmp_path, capsys, case):
+    change, named = CRAFTED[case]
+    crafted = _write(tmp_path, _crafted(change))
+    good = tmp_path / "good.json"
+    good.write_text(json_from_run(RUN))
+    write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    for args in (
+        ["perf", "--compare", str(good), crafted, "--report", str(tmp_path / "report")],
+        [
+            "deploy",
+            str(tmp_path / "repo"),
+            "--to",
+            "kubernetes",
+            "--out",
+            str(tmp_path / "k8s"),
+            "--from-perf",
+            crafted,
+            "--slo-p99-ms",
+            "95",
+        ],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        err = capsys.readouterr().err
+        assert exc.value.code == 1 and "Traceback" not in err, (args[0], err[-500:])
+        assert err.startswith("error: perf result ") and named in err, (args[0], err[:300])
+        assert "pass a results.json written by tritongen perf" in err
+    assert not (tmp_path / "k8s").exists() and not (tmp_path / "report" / "report.html").exists()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path, capsys):
+    fifo = tmp_path / "results.json"
+    os.mkfifo(fifo)
+    with pytest.raises(TritongenError, match="not a regular file"):
+        run_from_json(fifo)
+
+
+def test_a_file_whose_name_starts_with_a_brace_is_read_as_a_file(tmp_path):
+    path = tmp_path / "{run}.json"
+    path.write_text(json_from_run(RUN))
+    assert run_from_json(path).model == "double"
+
+
+def test_an_empty_levels_nan_latency_is_what_tritongen_writes_and_reads_back():
+    empty = latency_summary_from_ms([])
+    assert math.isnan(empty.p99_ms)
+    from dataclasses import replace
+
+    run = replace(RUN, points=(replace(RUN.points[0], latency=empty, requests=0, throughput_rps=0.0),))
+    assert math.isnan(run_from_json(json_from_run(run)).points[0].latency.p99_ms)
+
+
+def test_a_comparison_with_a_zero_server_cpu_figure_says_it_was_not_measured(tmp_path):
+    from dataclasses import replace
+
+    from tritongen.perf.results import comparison_lines
+
+    a = replace(
+        RUN, server_cpus=(0, 1), points=(replace(RUN.points[0], server_cpu_cores=2.0, server_cpu_us_per_request=0.0),)
+    )
+    b = replace(a, label="b", points=(replace(a.points[0], throughput_rps=a.points[0].throughput_rps * 2),))
+    (line,) = comparison_lines([a, b])
+    assert "not measured in both" in line
+
+
+def test_a_yaml_comment_holds_one_line_whatever_text_it_is_given():
+    text = comment_text(INJECTED + "\r\x85\u2028end")
+    assert "\n" not in text and "\r" not in text and all(c.isprintable() for c in text)
+    header = f"# {text}\n"
+    assert yaml.safe_load(header + "a: 1\n") == {"a": 1}  # still one comment line: no document of its own

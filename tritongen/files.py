@@ -1,0 +1,81 @@
+"""Reading a file someone hands us: one open, a regular file only, never more than a stated number of bytes.
+
+Every reader of a user's (or an attacker's) file goes through :func:`regular_bytes`: a FIFO would hang a plain
+``open`` (it is opened non-blocking and refused), a device such as ``/dev/zero`` would never end (refused: only
+regular files), and a large file is refused after at most ``max_bytes + 1`` bytes, from the same descriptor whose
+type was checked, so what was checked is what is read. :func:`json_from_bytes` parses with the failures a crafted
+file can cause (nesting deep enough to exhaust the parser's recursion, integers too long to convert) as
+``ValueError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+READ_CHUNK_BYTES = 1 << 16
+
+
+class FileTooLargeError(OSError):
+    """The file holds more than the reader accepts."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__(errno.EFBIG, f"it is over {size_text(max_bytes)}", str(path))
+        self.max_bytes = max_bytes
+
+
+def size_text(n_bytes: int) -> str:
+    """``64 MiB``, ``16 KiB``, ``100 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n_bytes >= 1 << shift and n_bytes % (1 << shift) == 0:
+            return f"{n_bytes >> shift} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def regular_bytes(path: Path | str, max_bytes: int, *, follow_links: bool = True) -> bytes:
+    """The bytes of the regular file ``path``: ``OSError`` when it is missing, not a regular file (a folder, a FIFO,
+    a device; a symlink when ``follow_links`` is False) or cannot be read; :class:`FileTooLargeError` over
+    ``max_bytes``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder", str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "it is not a regular file (a FIFO, a device or a socket)", str(path))
+        chunks, left = [], max_bytes + 1
+        while left > 0 and (chunk := os.read(fd, min(left, READ_CHUNK_BYTES))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise FileTooLargeError(Path(path), max_bytes)
+    return data
+
+
+def json_from_bytes(raw: bytes | str) -> Any:
+    """``json.loads``, with every failure a crafted file can cause raised as ``ValueError`` (``UnicodeDecodeError``
+    for bytes that are not UTF-8, UTF-16 or UTF-32, itself a ``ValueError``)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+def read_problem(error: OSError) -> str:
+    """What went wrong reading a file, for an error line: ``does not exist``, ``cannot be read (it is a folder)``."""
+    if isinstance(error, FileNotFoundError):
+        return "does not exist"
+    return f"cannot be read ({error.strerror or error})"
+
+
+def json_file(path: Path | str, max_bytes: int, *, follow_links: bool = True) -> Any:
+    """:func:`json_from_bytes` of :func:`regular_bytes`: ``OSError`` or ``ValueError`` for every bad file."""
+    return json_from_bytes(regular_bytes(path, max_bytes, follow_links=follow_links))
