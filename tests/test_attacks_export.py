@@ -41,6 +41,15 @@ def _pickled(root: Path, model: torch.nn.Module, name: str) -> Path:
     return path
 
 
+def _exported_fixed_batch(root: Path) -> Path:
+    """A torch.export archive saved the plain way: its batch fixed at the example's 2."""
+    path = root / "fixed.pt2"
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.export.save(torch.export.export(torch.nn.Linear(4, 3).eval(), (torch.randn(2, 4),)), str(path))
+    return path
+
+
 def _spec(root: Path, text: str) -> Path:
     path = root / f"spec-{abs(hash(text))}.yaml"
     path.write_text(text)
@@ -149,6 +158,12 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]
             str(repo),
         ],
         ("fixes the batch dimension of input 'x' to 2", "--max-batch-size 0"),
+        True,
+    ),
+    (
+        "a torch.export archive exported with a fixed batch",
+        lambda r, repo: ["build", str(_exported_fixed_batch(r)), "--input", "x:FP32:4", "--repo", str(repo)],
+        ("batch dimension of input 'x' to 2", "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}"),
         True,
     ),
     (

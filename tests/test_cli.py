@@ -177,3 +177,25 @@ def test_serve_names_the_next_commands_for_the_models_users_call():
     ]
     assert "tritongen perf minilm " in lines[2]
     assert "conv_model" in _next_steps(("conv_model",), "h:1", Path("r"))[1]  # a model of that name alone is entry
+    # on ports of its own the metrics URL is named: perf guesses it only beside Triton's default ports
+    assert "--metrics-url 127.0.0.1:34765 " in _next_steps(("m",), "127.0.0.1:55177", Path("r"), "127.0.0.1:34765")[2]
+    assert "--metrics-url" not in _next_steps(("m",), "127.0.0.1:8001", Path("r"), "127.0.0.1:8002")[2]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["build"], "Missing argument 'MODEL'"),
+        (["serve", "repo", "--model-control", "foo"], "'foo' is not one of"),
+        (["build", "m.pt", "--max-batch-size", "x"], "'x' is not a valid integer"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_a_usage_mistake_is_one_error_line_too(argv, words, capsys):
+    from tritongen.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert "--help'" in err and "Usage:" not in err

@@ -184,3 +184,12 @@ def test_malformed_metadata_from_a_server_is_one_error(meta, config):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_rejected_request_points_at_the_metadata_of_the_server_it_went_to():
+    from tritongen.client import _metadata_address
+
+    assert _metadata_address("127.0.0.1:55177", "http", "m") == "http://127.0.0.1:55177/v2/models/m"
+    assert _metadata_address("10.0.0.5:8001", "grpc", "m") == "http://10.0.0.5:8000/v2/models/m"
+    # gRPC on a port of its own: the HTTP port is not 8000 (which may be another server's), so none is guessed
+    assert _metadata_address("127.0.0.1:55178", "grpc", "m") == "/v2/models/m on the server's HTTP port"

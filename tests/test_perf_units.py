@@ -252,3 +252,26 @@ def test_more_perf_analyzer_options_pass_through_but_not_the_ones_tritongen_sets
         PerfSpec(model="m", perf_analyzer_args="--async")
     with pytest.raises(TritongenError, match="too long"):
         PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args=("--async",) * 65)
+
+
+def test_a_text_ensemble_without_samples_is_measured_with_its_end_to_end_sentences(tmp_path):
+    from tritongen.end_to_end import END_TO_END_NAME, write_reference
+    from tritongen.errors import TritongenError
+    from tritongen.layout import artifact_dir
+    from tritongen.perf.inputs import request_set_for_model
+
+    artifacts = artifact_dir(tmp_path / "minilm", 1)
+    artifacts.mkdir(parents=True)
+    write_reference(artifacts / END_TO_END_NAME, ["a cat sat", "it rained"], {"EMBEDDING": np.ones((2, 4), np.float32)})
+    metadata = {
+        "name": "minilm",
+        "max_batch_size": 16,
+        "inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}],
+        "outputs": [],
+    }
+    requests = request_set_for_model(metadata, tmp_path)
+    assert [r["TEXT"].tolist() for r in requests.requests] == [[[b"a cat sat"]], [[b"it rained"]]]
+    assert requests.source.endswith(END_TO_END_NAME)
+    image = {**metadata, "inputs": [{"name": "IMAGE", "datatype": "FP32", "shape": [-1, 3]}]}
+    with pytest.raises(TritongenError, match="--text-file"):  # not a text model: no sentences to send
+        request_set_for_model(image, tmp_path)

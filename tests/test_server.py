@@ -320,3 +320,22 @@ def test_a_server_that_loses_the_port_race_does_not_take_the_winners_answers(tmp
             # the lost attempt's log is gone (another start followed); the running server's is the only one
             assert [p.name for p in logs.glob("tritonserver-*.log")] == [loser.log_path.name]
         assert not list(logs.glob("tritonserver-*.log"))  # and a clean stop removes that one
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_model_for_a_backend_this_server_lacks_gets_a_fix_that_helps(tmp_path, server_install):
+    torch = pytest.importorskip("torch")
+    import tritongen
+    from tritongen.errors import TritongenError
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    tritongen.build(
+        torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(2, 4)}, name="ort", repo=repo, target="onnxruntime"
+    )
+    with pytest.raises(TritongenError) as caught:
+        with server_from_repository(ServeSpec(repo=repo)):
+            pass
+    assert "model 'ort' failed to load" in caught.value.problem
+    assert "no 'onnxruntime' backend" in caught.value.fix and "--target local" in caught.value.fix

@@ -259,7 +259,7 @@ def infer(name: str, **options: Any) -> InferResult:
     comparison with the build's saved PyTorch reference).
 
     ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``),
-    ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``.
+    ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``.
     """
     from .infer import InferSpec, infer_model
 

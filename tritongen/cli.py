@@ -440,7 +440,7 @@ def serve(
             for protocol in ("http", "grpc"):
                 ((key, value),) = server.admin_headers(protocol).items()
                 click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
-        for line in _next_steps(server.models, server.grpc_url, repo.resolve()):
+        for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url):
             click.echo(line)
         click.echo("press Ctrl-C to stop")
         try:
@@ -449,8 +449,9 @@ def serve(
             _echo_err("stopping ...")
 
 
-def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]:
-    """What to type next, for the models users call (an ensemble's steps are left out when it is served)."""
+def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url: str = "") -> list[str]:
+    """What to type next, for the models users call (an ensemble's steps are left out when it is served); the
+    metrics URL is named where perf would not guess it (gRPC on a port other than 8001)."""
     steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
     entry = [m for m in models if m not in steps] or list(models)
     if not entry:
@@ -459,7 +460,9 @@ def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]
     return [
         "next (in another shell):",
         f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
-        f"  tritongen perf {first} --repo {repo} --url {grpc_url} --concurrency 1,4,16 --report perf/",
+        f"  tritongen perf {first} --repo {repo} --url {grpc_url}"
+        + (f" --metrics-url {metrics_url}" if metrics_url and not grpc_url.endswith(":8001") else "")
+        + " --concurrency 1,4,16 --report perf/",
     ]
 
 
@@ -495,6 +498,11 @@ def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path) -> list[str]
 )
 @click.option("--chunk-size", type=int, help="With --sequence: steps per request (default: the input's fixed size).")
 @click.option("--sequence-id", type=int, default=1, show_default=True, help="With --sequence: the correlation ID.")
+@click.option(
+    "--model-version",
+    type=click.IntRange(min=1),
+    help="The version to send to and check against (default: the highest version the server has ready).",
+)
 def infer(name: str, **options) -> None:
     """Send inputs to model NAME on a running server and print its outputs."""
     result = api.infer(name, **options)
@@ -550,6 +558,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         _echo_err("aborted")
         sys.exit(130)
+    except click.UsageError as exc:  # a missing argument, an unknown option, a value of the wrong type
+        command = exc.ctx.command_path if exc.ctx is not None else "tritongen"
+        _echo_err(f"error: {one_line(exc.format_message()).rstrip('.')}: see '{command} --help'")
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -106,7 +106,11 @@ def _progress(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Text ensembles: one request text per line, sent to the model's BYTES input.",
 )
-@click.option("--metrics-url", help="Triton's metrics endpoint host:port (default: the URL's host on 8002).")
+@click.option(
+    "--metrics-url",
+    help="Triton's metrics endpoint host:port (default: the URL's host on 8002 when the URL's port is 8000 or 8001; "
+    "none otherwise).",
+)
 @click.option(
     "--timeout-s", type=float, default=PERF_DEFAULTS["timeout_s"], show_default=True, help="Per-request timeout."
 )

@@ -40,8 +40,10 @@ def infer_from_arrays(
     outputs: Sequence[str] | None = None,
     timeout_s: float = 60,
     headers: Mapping[str, str] | None = None,
+    model_version: str = "",
 ) -> dict[str, np.ndarray]:
-    """One inference request; returns every output (or the named ``outputs``) as NumPy arrays.
+    """One inference request (to ``model_version``; empty: the version the server picks, its highest ready one);
+    returns every output (or the named ``outputs``) as NumPy arrays.
 
     Arrays carry the batch dimension when the model batches. Strings (``str``/``bytes``/object arrays) go as
     BYTES; BYTES outputs come back as object arrays of ``bytes``.
@@ -55,6 +57,7 @@ def infer_from_arrays(
         result = client.infer(
             model,
             _infer_inputs(module, inputs),
+            model_version=model_version,
             outputs=_requested(module, outputs),
             headers=dict(headers or {}),
             **kwargs,
@@ -410,9 +413,11 @@ class Triton:
             raise ModelLoadError(_error_text(error)[0]) from None
         if kind in (UNAVAILABLE, FORBIDDEN) and self.live():
             raise TritongenError(
-                f"the server at {self.url} does not allow to {action} models ({_error_text(error)[0]})",
-                "start it with explicit model control (tritonserver --model-control-mode=explicit "
-                '--load-model=*, or ServeSpec(model_control="explicit")), and send its admin header',
+                f"the server at {self.url} does not allow to {action} models: it was not started with explicit "
+                f"model control (Triton says: {_error_text(error)[0]})",
+                "start it with `tritongen serve REPOSITORY --model-control explicit` (tritonserver "
+                "--model-control-mode=explicit --load-model=*); on an address other than loopback, send the admin "
+                "header that serve prints",
             ) from None
         raise classify_error(error, self.url, self.protocol, model, self.timeout_s) from None
 
@@ -754,11 +759,15 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
 
 
 def _metadata_address(url: str, protocol: str, model: str) -> str:
-    """The HTTP address of the model's metadata: the URL itself over HTTP, Triton's default HTTP port beside gRPC."""
+    """Where the model's metadata is: the URL itself over HTTP; beside gRPC on its default port 8001, Triton's
+    default HTTP port 8000; beside gRPC elsewhere, the server's HTTP port, which this URL does not tell."""
     host = url.split("://", 1)[-1].rstrip("/")
-    if protocol != "http":
-        host = f"{host.rpartition(':')[0] or host}:8000"
-    return f"http://{host}/v2/models/{model}"
+    if protocol == "http":
+        return f"http://{host}/v2/models/{model}"
+    name, _, port = host.rpartition(":")
+    if port == "8001" and name:
+        return f"http://{name}:8000/v2/models/{model}"
+    return f"/v2/models/{model} on the server's HTTP port"
 
 
 def _error_text(error: BaseException) -> tuple[str, str]:

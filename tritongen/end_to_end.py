@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TritongenError
+from .files import json_file
 from .parity import OutputParity, compare_arrays
 from .pre_post import EMBEDDING_OUTPUT, LABELS_OUTPUT, SCORES_OUTPUT, TEXT_INPUT
 
@@ -79,9 +80,7 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         f"end-to-end reference {path} is damaged", "rebuild the ensemble (tritongen build ... --force)"
     )
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-        data = json.loads(raw) if len(raw) <= MAX_BYTES else None
+        data = json_file(path, MAX_BYTES)
     except (OSError, ValueError):
         raise bad from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("outputs"), dict):

@@ -139,7 +139,9 @@ def _shape_failure(
         return ExportFailure(
             exporter,
             f"the model fixes the batch dimension of input '{name}' to {size}",
-            "make forward() accept any batch size, or build with --max-batch-size 0",
+            "make forward() accept any batch size (a torch.export .pt2 fixes the sizes it was exported with: "
+            f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}), "
+            "or build with --max-batch-size 0",
             "shape",
         )
     dim = axis - 1 if batched else axis

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import TritongenError
 from .files import read_problem, regular_bytes
-from .layout import REFERENCE_NAME, SAMPLES_NAME, latest_artifacts
+from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, latest_artifacts, version_numbers
 from .manifest import ENSEMBLE, read_manifest
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
@@ -43,6 +43,9 @@ class InferSpec:
     sequence: bool = False
     chunk_size: int | None = None  # default: the first input's fixed size
     sequence_id: int = 1  # the sequence's correlation ID
+    # the version to send the build's samples to and check against; None: the highest version the server has
+    # ready (the one Triton answers a request without a version with), not the newest folder on disk
+    model_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,23 @@ class InferResult:
             lines.append(self.check.table())
             lines.append("MATCH" if self.check.ok else "MISMATCH")
         return "\n".join(lines)
+
+
+def served_version(spec: InferSpec, url: str) -> int:
+    """The version whose saved samples and reference ``infer`` uses: ``--model-version``, else the highest version
+    the server has ready (after a rollback or a ``build --new-version`` the server loaded no newer one, and the
+    newest folder on disk is not what answers), else the newest built one."""
+    _, newest = saved_artifacts_dir(spec.repo, spec.name)  # no build of it here: said before any request
+    if spec.model_version is not None:
+        return spec.model_version
+    from .client import model_metadata
+
+    if len(version_numbers(Path(spec.repo) / spec.name)) == 1:
+        return newest  # one build: nothing to choose (checks that need no server are made before any request)
+
+    versions = model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["versions"]
+    ready = sorted(int(v) for v in versions if v.isascii() and v.isdigit())
+    return ready[-1] if ready else newest
 
 
 def saved_artifacts_dir(repo: Path, name: str) -> tuple[Path, int]:
@@ -227,6 +247,8 @@ def infer_model(spec: InferSpec) -> InferResult:
     end_to_end = None
     bar = None
     tolerances = (1e-4, 1e-3)
+    url = spec.url or default_url(spec.protocol)
+    pinned = str(spec.model_version) if spec.model_version is not None else ""
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
             raise TritongenError(
@@ -240,7 +262,14 @@ def infer_model(spec: InferSpec) -> InferResult:
             )
         inputs = arrays_from_npz(spec.input_file)
     else:
-        artifacts, version = saved_artifacts_dir(spec.repo, spec.name)
+        version = served_version(spec, url)
+        pinned = str(version)
+        artifacts = artifact_dir(Path(spec.repo) / spec.name, version)
+        if not artifacts.is_dir():
+            raise TritongenError(
+                f"the build of version {version} of model '{spec.name}' is not in {spec.repo}",
+                "pass --repo with the repository the server loads, or --model-version with a version built there",
+            )
         if (artifacts / END_TO_END_NAME).is_file():  # a text ensemble: the build's sentences, end to end
             texts, saved = read_reference(artifacts / END_TO_END_NAME)
             inputs = ensemble_inputs_from_files(tuple(texts))
@@ -276,7 +305,6 @@ def infer_model(spec: InferSpec) -> InferResult:
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
             tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
             bar = variant_bar(manifest.details.get("precision"))
-    url = spec.url or default_url(spec.protocol)
     if _is_sequence_model(Path(spec.repo) / spec.name):
         # The sequence batcher takes batch 1: each row goes as a sequence of one request, from zero state.
         from .client import infer_sequence_from_chunks
@@ -296,7 +324,9 @@ def infer_model(spec: InferSpec) -> InferResult:
         ]
         outputs = stacked(answers)
     else:
-        outputs = infer_from_arrays(url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s)
+        outputs = infer_from_arrays(
+            url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s, model_version=pinned
+        )
     report: CheckReport | None = None
     if end_to_end is not None:
         report = ParityReport(

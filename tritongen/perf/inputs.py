@@ -63,16 +63,23 @@ def request_set_from_arrays(
     return RequestSet(tuple({name: a[i : i + 1] for name, a in arrays.items()} for i in range(count)), batched, source)
 
 
-def request_set_from_samples(repo: Path, model: str, batched: bool) -> RequestSet:
+def request_set_from_samples(repo: Path, model: str, batched: bool, text_input: str | None = None) -> RequestSet:
+    """The build's saved samples; for a text-in ensemble (``text_input``: its BYTES input), the sentences its
+    end-to-end reference was made from."""
+    from ..end_to_end import END_TO_END_NAME, read_reference
     from ..layout import SAMPLES_NAME
     from ..layout import latest_artifacts as saved_artifacts_dir
     from ..npz import arrays_from_npz
 
     artifacts, _ = saved_artifacts_dir(Path(repo), model)
     path = artifacts / SAMPLES_NAME
+    if not path.is_file() and text_input is not None and (artifacts / END_TO_END_NAME).is_file():
+        texts, _ = read_reference(artifacts / END_TO_END_NAME)
+        return _request_set_from_lines(texts, text_input, batched, str(artifacts / END_TO_END_NAME))
     if not path.is_file():
         raise TritongenError(
-            f"model '{model}' has no saved samples in {artifacts}", "pass --input-data with an .npz of inputs"
+            f"model '{model}' has no saved samples in {artifacts}",
+            "pass --input-data with an .npz of inputs, or --text-file with one request text per line",
         )
     return request_set_from_arrays(arrays_from_npz(path), batched, str(path))
 
@@ -91,11 +98,16 @@ def request_set_from_text(path: Path, input_name: str, batched: bool) -> Request
     lines = [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
     if not lines:
         raise TritongenError(f"text file {path} has no non-empty lines", "write one request text per line")
+    return _request_set_from_lines(lines, input_name, batched, str(path))
+
+
+def _request_set_from_lines(lines: Sequence[str], input_name: str, batched: bool, source: str) -> RequestSet:
+    """One request per text (the first 256), sent as a BYTES tensor named ``input_name``."""
     shape = (1, 1) if batched else (1,)
     return RequestSet(
         tuple({input_name: np.array([line.encode()], dtype=object).reshape(shape)} for line in lines[:256]),
         batched,
-        str(path),
+        source,
     )
 
 
@@ -122,7 +134,8 @@ def request_set_for_model(
             raise TritongenError(
                 f"no inputs for model '{model}'", "pass --repo (the build's samples), --input-data or --text-file"
             )
-        requests = request_set_from_samples(Path(repo), model, batched)
+        texts = [t["name"] for t in metadata["inputs"] if t["datatype"] == "BYTES"]
+        requests = request_set_from_samples(Path(repo), model, batched, texts[0] if len(texts) == 1 else None)
     check_requests_against_metadata(requests, metadata)
     return requests
 

@@ -94,11 +94,19 @@ def _raise_failed(server: Any, failed: Mapping[str, list[dict]]) -> None:
     details = "\n\n".join(f"{name}: {reason.strip()}" for name, reason in reasons.items())
     # The caller stops the server (and keeps the log the error names) once this poll's connection is closed:
     # stopped from in here, Triton would wait out its exit timeout for that open connection, then be killed.
+    missing = re.search(r"unable to find backend library for backend '([^']+)'", details)
+    fix = (
+        f"this tritonserver has no '{missing.group(1)}' backend (the one from PyPI has the Python backend only): "
+        "build with --target local to serve it here, or serve it in NGC's container (tritongen serve --docker, "
+        f"tritongen deploy); full server log: {server.log_path}"
+        if missing
+        else f"fix the model and run again; full server log: {server.log_path}"
+    )
     raise TritongenError(
         f"model {names} failed to load in tritonserver ({first_name}: {first_line})"
         if len(reasons) == 1
         else f"models {names} failed to load in tritonserver ({first_name}: {first_line})",
-        f"fix the model and run again; full server log: {server.log_path}",
+        fix,
         details=details,
     )
 

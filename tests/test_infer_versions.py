@@ -1,0 +1,33 @@
+"""``infer --check`` checks the version the server answers with: after ``build --new-version`` into a served
+repository (the server has not loaded it) or a rollback, the newest folder on disk is not what answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tritongen.errors import TritongenError
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def test_the_check_uses_the_served_version_and_model_version_pins_one(tmp_path, server_install):
+    import tritongen
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    torch.manual_seed(0)
+    tritongen.build(torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(2, 4)}, name="tiny", repo=repo)
+    with server_from_repository(ServeSpec(repo=repo)) as server:
+        torch.manual_seed(1)  # other weights: version 2 answers differently from version 1
+        tritongen.build(
+            torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(2, 4)}, name="tiny", repo=repo, new_version=True
+        )
+        served = tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True)
+        assert served.check is not None and served.check.ok  # version 1 against version 1's reference
+        pinned = tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True, model_version=1)
+        assert pinned.check is not None and pinned.check.ok
+        with pytest.raises(TritongenError, match="version 2|unknown model|not.*ready"):
+            tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True, model_version=2)  # not loaded
+        with pytest.raises(TritongenError, match="build of version 7 of model 'tiny' is not in"):
+            tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True, model_version=7)
