@@ -92,6 +92,9 @@ def main() -> int:
         served = infer_concurrently(server.grpc_url, "minilm", requests * 4, concurrency=16)
         after = statistics_after(server.grpc_url, "minilm", before["inference_count"] + len(requests) * 4)
         torch_model = torch.jit.load(str(args.work / "minilm.pt")).eval()
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar would break the step output
         st = SentenceTransformer(str(minilm_dir()), device="cpu")
         reference_st = st.encode(MORE_SENTENCES, normalize_embeddings=True)
         worst_abs, worst_cos = 0.0, 1.0

@@ -57,6 +57,9 @@ def main() -> None:
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # no raw "Loading weights" bar in the example's output
     encoder = AutoModel.from_pretrained(minilm_dir()).eval()
     encoder.config.return_dict = False
     model = SentenceEmbedding(encoder).eval()

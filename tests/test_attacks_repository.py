@@ -203,7 +203,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], tuple[str, ...], bool]
         "rewritten manifest with fresh hashes, checked with the public key",
         _rehashed_model_py,
         ["--public-key", "{pub}"],
-        ("differs from what was signed", "1/model.py"),
+        ("differs from what was signed", "changed since signing: conv/1/model.py"),
         True,
     ),
     (
@@ -378,3 +378,19 @@ def test_the_fake_server_marks_a_start(world, tmp_path):
         assert code == 1 and "tritonserver exited" in err and world.marker.exists()
     finally:
         world.marker.unlink(missing_ok=True)
+
+
+def test_a_signature_mismatch_names_the_changed_files_not_their_digests():
+    from tritongen.signing import _failure
+
+    digest = "Digest(algorithm='sha256', digest_value=b\"<W\\x00O'x)\")"  # bytes reprs hold quotes and parentheses
+    text = (
+        "Signature mismatch: [\"Extra files found in model 'repo': a/x.txt\", "
+        f"\"Hash mismatch for 'resnet/config.pbtxt': Expected '{digest}', Actual '{digest}'\", "
+        "\"Hash mismatch for 'resnet/1/model.onnx': Expected 'x', Actual 'y'\"]"
+    )
+    problem, _ = _failure(Path("repo"), Path("s.sig"), Path("k.pub"), ValueError(text))
+    assert problem == (
+        "model repository repo differs from what was signed (Extra files found in model 'repo': a/x.txt; "
+        "changed since signing: resnet/config.pbtxt, resnet/1/model.onnx)"
+    )

@@ -291,6 +291,12 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
         lambda w: ["tune", str(w.root / "no-repo" / "m"), "--max-p99-ms", "10"],
         ("does not exist",),
     ),
+    ("verify: repository missing", lambda w: ["verify", str(w.root / "nope_repo")], ("nope_repo does not exist",)),
+    (
+        "sign: repository missing",
+        lambda w: ["sign", str(w.root / "nope_repo"), "--private-key", str(w.root / "k.pem")],
+        ("nope_repo does not exist",),
+    ),
 ]
 
 

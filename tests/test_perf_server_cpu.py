@@ -108,7 +108,7 @@ def test_the_server_cpu_is_saved_and_shown_where_it_was_measured():
     assert "srv CPU us" in table[1] and table[3].rstrip().endswith(" 172") and table[2].rstrip().endswith(" -")
     assert any(line.startswith("srv CPU us: ") for line in table)
     page = html_from_runs([run])
-    assert "172 &micro;s/req, 0.98" in page and "<b>server CPU</b>" in page
+    assert "0.98, 172 &micro;s/req" in page and "<b>server CPU</b>" in page
     # nothing measured (a remote server): no column text to explain
     remote = replace(run, points=(_point(1.0),))
     assert "<b>server CPU</b>" not in html_from_runs([remote])

@@ -275,3 +275,38 @@ def test_a_text_ensemble_without_samples_is_measured_with_its_end_to_end_sentenc
     image = {**metadata, "inputs": [{"name": "IMAGE", "datatype": "FP32", "shape": [-1, 3]}]}
     with pytest.raises(TritongenError, match="--text-file"):  # not a text model: no sentences to send
         request_set_for_model(image, tmp_path)
+
+
+def test_the_table_names_error_kinds_and_says_unsent_requests_are_not_the_servers():
+    from dataclasses import replace
+
+    from tritongen.perf.results import PerfRun, table_from_run
+
+    point = replace(_point(2000.0, mode="request_rate"), errors={"client_overloaded": 5333, "http_500: boom": 2})
+    table = table_from_run(PerfRun("m", "u", "http", "builtin", (point, replace(_point(4.0), errors={}))))
+    assert "errors at 2000/s: client_overloaded 5333, http_500: boom 2" in table
+    assert "5333 requests this client could not send on schedule" in table
+    assert "errors at 4c" not in table  # a level without errors gets no line
+
+
+def test_an_ensembles_time_is_its_steps_summed_not_client_and_network():
+    from dataclasses import replace
+
+    from tritongen.perf.report import time_parts_us
+    from tritongen.perf.results import ServerBreakdown
+
+    ensemble = replace(
+        _point(1.0),
+        latency=replace(_point(1.0).latency, mean_ms=8.43),
+        server=ServerBreakdown(100, 100, 1.6, 82.0, 5565.0, 476.0),  # the ensemble's own: steps' queues left out
+        steps={
+            "pre": ServerBreakdown(100, 100, 637.0, 10.0, 80.0, 5.0),
+            "model": ServerBreakdown(100, 20, 634.0, 40.0, 5400.0, 30.0),
+            "post": ServerBreakdown(100, 100, 645.0, 5.0, 400.0, 5.0),
+        },
+    )
+    parts = time_parts_us(ensemble)
+    assert parts["queue_us"] == 637.0 + 634.0 + 645.0 and parts["compute_infer_us"] == 80.0 + 5400.0 + 400.0
+    assert abs(sum(parts.values()) - 8430.0) < 1e-6 and parts["other_us"] < 1000.0  # was 2.3 ms of "client"
+    plain = time_parts_us(_point(1.0))
+    assert plain["queue_us"] == 10.0 and plain["compute_infer_us"] == 50.0

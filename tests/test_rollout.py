@@ -115,7 +115,7 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_free_the_memory(wor
     assert back.promoted and (back.from_version, back.to_version) == (2, 1), back.summary()
     assert out.gate.path is not None and out.gate.path.is_file()
     page = (out.gate.path.parent / "comparison.html").read_text()
-    assert 'id="verdict">promote<' in page and "min cosine" in page
+    assert 'id="verdict">promote<' in page and "min cosine" in page and ">None<" not in page
     failed = [a for a in answers if a.output is None]
     assert not failed, f"{len(failed)} of {len(answers)} requests failed, e.g. {failed[0].error}"
     versions = [(a, which(a.output, refs, ATOL)) for a in answers]

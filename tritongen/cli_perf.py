@@ -219,7 +219,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
     type=float,
     default=TUNE_DEFAULTS["budget_s"],
     show_default=True,
-    help="Stop searching after this long; the best so far wins.",
+    help="Stop searching after this long; the best so far wins (its confirming re-measurements come after).",
 )
 @click.option(
     "--input-data", type=click.Path(path_type=Path), help=".npz of inputs instead of the build's saved samples."
@@ -264,6 +264,8 @@ def tune(model_dir: Path, dry_run: bool, **options) -> None:
     click.echo(result.table())
     if result.config_path is not None:
         click.echo(f"wrote {result.config_path} (validated, reloaded); measurements in {result.record_path}")
+    elif dry_run and result.meets_constraints:
+        click.echo(f"dry run: {Path(model_dir) / 'config.pbtxt'} left as it was; drop --dry-run to write the winner")
     elif not result.meets_constraints:
         if result.confirmation and result.confirmed is None:
             raise TritongenError(

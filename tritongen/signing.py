@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .errors import TritongenError
 from .layout import SIGNATURE_NAME
+from .validate import check_repository_folder
 
 MAX_KEY_BYTES = 64 << 10
 MAX_SIGNATURE_BYTES = 64 << 20
@@ -172,8 +173,7 @@ def sign_repository(
     from .verify import check_verified
 
     repo = Path(repo)
-    if not repo.is_dir():
-        raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
+    check_repository_folder(repo)
     check_private_key(private_key)
     check_verified(repo, allow_unverified=allow_unverified)  # sign only what matches its manifests
     path, skipped = signature_location(repo, signature)
@@ -216,8 +216,7 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     """Check that ``repo`` is exactly what the holder of ``public_key``'s private key signed; returns the
     signature's path."""
     repo = Path(repo)
-    if not repo.is_dir():
-        raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
+    check_repository_folder(repo)
     check_public_key(public_key)
     path, skipped = signature_location(repo, signature)
     if not path.is_file():
@@ -249,9 +248,16 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
 def _failure(repo: Path, path: Path, public_key: Path, exc: Exception) -> tuple[str, str]:
     text = _short(exc)
     if text.startswith("Signature mismatch: "):  # the library's list of differences, as a Python list
-        body = _QUOTED_ENDS.sub("", text[len("Signature mismatch: ") :])
+        body = text[len("Signature mismatch: ") :]
+        # changed files come last, each with both digests as Python reprs of bytes: named, not dumped
+        body, hashes = body.split("Hash mismatch for '", 1) if "Hash mismatch for '" in body else (body, "")
+        changed = re.findall(r"^([^']+)'|Hash mismatch for '([^']+)'", hashes) if hashes else []
+        names = [a or b for a, b in changed]
+        parts = [_QUOTED_SEPARATOR.sub("; ", _QUOTED_ENDS.sub("", body)).strip("; ,")] if body.strip("[ '\",") else []
+        if names:
+            parts.append(f"changed since signing: {', '.join(names)}")
         return (
-            f"model repository {repo} differs from what was signed ({_QUOTED_SEPARATOR.sub('; ', body)})",
+            f"model repository {repo} differs from what was signed ({'; '.join(parts)})",
             "restore the signed files, or re-sign the repository (tritongen sign) after a build, tune or engine",
         )
     if text.startswith("Key mismatch") or type(exc).__name__ == "InvalidSignature":

@@ -797,6 +797,20 @@ class ValidationReport:
         return "\n".join([head, *(f"  {line}" for line in self.lines()), *self.warning_lines()])
 
 
+def check_repository_folder(repo: Path) -> None:
+    """One error line when ``repo`` is missing or is a file (the same words for validate, verify, sign)."""
+    if not repo.exists():
+        raise TritongenError(
+            f"model repository {repo} does not exist",
+            "pass the folder that holds one sub-folder per model (tritongen build creates it)",
+        )
+    if not repo.is_dir():
+        raise TritongenError(
+            f"model repository {repo} is a file, not a folder",
+            "pass the folder that holds one sub-folder per model, not a config or model file",
+        )
+
+
 def validate_repository(
     repo: Path, *, gpu_count: int | None = None, triton_version: str | None = None, skip_folders: Iterable[str] = ()
 ) -> ValidationReport:
@@ -810,16 +824,7 @@ def validate_repository(
     refuses such names (``skip_folders``: a build's own scratch folders inside its staging folder).
     """
     repo = Path(repo)
-    if not repo.exists():
-        raise TritongenError(
-            f"model repository {repo} does not exist",
-            "pass the folder that holds one sub-folder per model (tritongen build creates it)",
-        )
-    if not repo.is_dir():
-        raise TritongenError(
-            f"model repository {repo} is a file, not a folder",
-            "pass the folder that holds one sub-folder per model, not a config or model file",
-        )
+    check_repository_folder(repo)
     skipped = set(skip_folders)
     folders = sorted(p for p in repo.iterdir() if p.is_dir() and p.name not in skipped)
     hidden = [p.name for p in folders if p.name.startswith(".")]

@@ -43,7 +43,7 @@ from .layout import (
     version_numbers,
 )
 from .manifest import load_manifest, sha256_regular_file
-from .validate import HIDDEN_FOLDER_FIX, hidden_folder_problem
+from .validate import HIDDEN_FOLDER_FIX, check_repository_folder, hidden_folder_problem
 
 _FIX_CHANGED = "rebuild the model with tritongen build --force, or restore the original file"
 _FIX_UNLISTED = (
@@ -299,8 +299,7 @@ def _check_bytecode(
 def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:
     """Check every model folder of ``repo`` (see the module docstring); problems are collected, not raised."""
     repo = Path(repo)
-    if not repo.is_dir():
-        raise TritongenError(f"model repository {repo} is not a folder", "pass the folder that holds the model folders")
+    check_repository_folder(repo)
     allowed = set(allow_unverified)
     found = _Findings()
     unverified: list[str] = []

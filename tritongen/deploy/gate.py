@@ -377,6 +377,9 @@ def html_from_gate(report: GateReport) -> str:
             }
             for role, lat in report.latency_ms.items()
         ],
-        thresholds=[(html.escape(k), html.escape(str(v))) for k, v in asdict(report.thresholds).items()]
+        thresholds=[
+            (html.escape(k), "not gated (reported only)" if v is None else html.escape(str(v)))
+            for k, v in asdict(report.thresholds).items()
+        ]
         + [("p99 ratio (measured)", f"{report.p99_ratio:.2f}")],
     )

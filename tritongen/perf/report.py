@@ -36,6 +36,16 @@ PART_LABELS = {
 }
 
 
+def time_parts_us(p: PerfPoint) -> dict[str, float]:
+    """A request's mean time by part: the server's queue and compute (an ensemble's own statistics leave out its
+    steps' queues and batchers, so its steps' figures, summed: they run one after the other), and the rest of the
+    client's mean latency as client + network."""
+    sources = list(p.steps.values()) or [p.server]
+    parts = {k: sum(getattr(s, k) for s in sources) for k in SERVER_PARTS}
+    parts["other_us"] = max(0.0, p.latency.mean_ms * 1000 - sum(parts.values()))
+    return parts
+
+
 def _figure_png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -115,8 +125,7 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
         labels = []
         for y, (run, p) in enumerate(rows):
             left = 0.0
-            parts = {k: getattr(p.server, k) for k in SERVER_PARTS}
-            parts["other_us"] = max(0.0, p.latency.mean_ms * 1000 - p.server.total_us)
+            parts = time_parts_us(p)
             for key, value in parts.items():
                 ax.barh(y, value / 1000, left=left, color=PART_COLORS[key], label=PART_LABELS[key] if y == 0 else None)
                 left += value / 1000
@@ -126,9 +135,12 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
         ax.invert_yaxis()
         ax.set_xlabel("mean latency per request (ms)")
         # Above the axes, so it never covers the end of a bar.
-        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(PART_LABELS), frameon=False)
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(PART_LABELS), frameon=False)
         ax.grid(axis="x", alpha=0.3)
-        plots.append(("Where the time goes (server statistics API)", _figure_png(fig)))
+        title = "Where the time goes (server statistics API" + (
+            "; an ensemble's bar sums its steps)" if any(p.steps for _, p in rows) else ")"
+        )
+        plots.append((title, _figure_png(fig)))
     versioned = [(run, p) for run in runs for p in run.points if p.versions]
     if versioned:
         plots.append(("Versions compared (--version-split): p50 / p99 and throughput", _versions_png(runs, versioned)))
@@ -217,7 +229,7 @@ def server_cpu_text(p: PerfPoint) -> str:
     """A local server's CPU per request it answered, and its cores busy."""
     if p.server_cpu_us_per_request is None or p.server_cpu_cores is None:
         return "-"
-    return f"{p.server_cpu_us_per_request:.0f} &micro;s/req, {p.server_cpu_cores:.2f}"
+    return f"{p.server_cpu_cores:.2f}, {p.server_cpu_us_per_request:.0f} &micro;s/req"  # as the client's column
 
 
 def _run_view(run: PerfRun) -> dict:

@@ -514,19 +514,44 @@ def table_from_run(run: PerfRun) -> str:
                 f"{v.server.queue_us:>9.0f} {v.server.compute_infer_us:>9.0f} {v.server.avg_batch:>5.2f}"
                 f"  {version_count_text(v)}"
             )
+    lines += error_lines(run)
     note = client_bound_note(run)
     if note:
         lines.append(note)
     if any(p.server_cpu_us_per_request is not None for p in run.points):
         lines.append(
-            "srv CPU us: the local tritonserver's CPU (its process and its stubs) per request it answered; "
-            "a saturated server serves about its cores / that"
+            "srv CPU us: CPU time the local tritonserver (its process and its stubs) spent per request it answered; "
+            "with its cores busy it serves at most cores x 1,000,000 / that requests a second"
         )
     if run.placement:
         lines.append(run.placement)
     elif run.client_cpus:
         lines.append(f"client CPUs {cpus_text(run.client_cpus)}")
     return "\n".join(lines)
+
+
+ERROR_KINDS_SHOWN = 4  # per level; the rest are counted in results.json
+
+
+def error_lines(run: PerfRun) -> list[str]:
+    """One line per level that had errors: the kinds and their counts, so that requests the client never sent
+    (``client_overloaded``: an open loop offered more than it could send on schedule) are not read as failures
+    of the server."""
+    lines = []
+    for p in run.points:
+        if not p.errors:
+            continue
+        where = f"{p.load:g}c" if p.mode == "concurrency" else f"{p.load:g}/s"
+        kinds = sorted(p.errors.items(), key=lambda kv: -kv[1])
+        text = ", ".join(f"{kind} {count}" for kind, count in kinds[:ERROR_KINDS_SHOWN])
+        more = f" and {len(kinds) - ERROR_KINDS_SHOWN} more kinds" if len(kinds) > ERROR_KINDS_SHOWN else ""
+        lines.append(f"errors at {where}: {text}{more}")
+        if "client_overloaded" in p.errors:
+            lines.append(
+                f"  client_overloaded: {p.errors['client_overloaded']} requests this client could not send on "
+                "schedule (never sent, not the server's failures): offer a lower --request-rate"
+            )
+    return lines
 
 
 def _us(value: float | None) -> str:
