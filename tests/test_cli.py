@@ -180,6 +180,7 @@ def test_serve_names_the_next_commands_for_the_models_users_call():
     # on ports of its own the metrics URL is named: perf guesses it only beside Triton's default ports
     assert "--metrics-url 127.0.0.1:34765 " in _next_steps(("m",), "127.0.0.1:55177", Path("r"), "127.0.0.1:34765")[2]
     assert "--metrics-url" not in _next_steps(("m",), "127.0.0.1:8001", Path("r"), "127.0.0.1:8002")[2]
+    assert "--metrics-url 127.0.0.1:40001" in _next_steps(("m",), "127.0.0.1:8001", Path("r"), "127.0.0.1:40001")[2]
 
 
 @pytest.mark.parametrize(
@@ -199,3 +200,12 @@ def test_a_usage_mistake_is_one_error_line_too(argv, words, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 1 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
     assert "--help'" in err and "Usage:" not in err
+
+
+def test_tritongen_alone_prints_its_help(capsys):
+    from tritongen.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    out = capsys.readouterr()
+    assert exc.value.code == 0 and "Usage: tritongen" in out.out + out.err and "error:" not in out.out + out.err

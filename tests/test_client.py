@@ -147,6 +147,9 @@ def test_urls_people_write_are_accepted():
 
     assert host_port_from_url("grpc://localhost:8001/") == "localhost:8001"
     assert host_port_from_url("http://[::1]:8000") == "[::1]:8000"
+    assert host_port_from_url("localhost:8000/triton") == "localhost:8000/triton"  # HTTP behind a proxy's path
+    with pytest.raises(TritongenError, match="asks for TLS"):
+        host_port_from_url("https://triton.example.com:443")  # would go in clear
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,8 @@ def test_cli_lint_on_a_repository_and_on_a_bad_file(tmp_path, capsys):
         ("{broken", "is not JSON"),
         ('{"onnx": "../../../../../../etc/passwd", "profiles": []}', "does not name an ONNX file in its own folder"),
         ('{"onnx": "model.onnx", "profiles": "all"}', "has no list of profiles"),
+        ('{"onnx": "model.onnx", "profiles": [], "plan": "../../../../tmp/evil.plan"}', "does not name a plan file"),
+        ('{"onnx": "model.onnx", "profiles": [], "workspace_bytes": "lots"}', "workspace_bytes 'lots'"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )

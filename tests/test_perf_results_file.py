@@ -43,7 +43,7 @@ def _set(path: str, value):
 
 
 CRAFTED = {
-    "yaml in the engine": (_set("engine", INJECTED), "engine holds a control character"),
+    "yaml in the engine": (_set("engine", INJECTED), "engine is 'builtin\\n---"),
     "an unknown engine": (_set("engine", "fast"), "engine is 'fast'"),
     "html in the protocol": (_set("protocol", "<script>alert(1)</script>"), "protocol is"),
     "an unknown mode": (_set("points.0.mode", "turbo"), "mode is"),
@@ -63,7 +63,7 @@ CRAFTED = {
     "a terminal escape in the label": (_set("label", "\x1b]0;owned\x07"), "control character"),
     "a lone surrogate": (_set("model", "\ud800"), "lone surrogate"),
     "a start after the year 9999": (_set("started_unix_s", 1e14), "after the year 9999"),
-    "cpu cores without cpu per request": (_set("points.0.client_cpu_cores", 0.5), "only one of client_cpu_cores"),
+    "yaml in a label": (_set("label", "x\n---\nkind: Secret\x00"), "control character"),
     "deep nesting": (_set("settings", DEEP), "nested too deeply"),
 }
 
@@ -119,13 +119,23 @@ def test_a_file_whose_name_starts_with_a_brace_is_read_as_a_file(tmp_path):
     assert run_from_json(path).model == "double"
 
 
-def test_an_empty_levels_nan_latency_is_what_tritongen_writes_and_reads_back():
+def test_what_perf_writes_for_a_level_without_answers_reads_back():
     empty = latency_summary_from_ms([])
     assert math.isnan(empty.p99_ms)
     from dataclasses import replace
 
-    run = replace(RUN, points=(replace(RUN.points[0], latency=empty, requests=0, throughput_rps=0.0),))
-    assert math.isnan(run_from_json(json_from_run(run)).points[0].latency.p99_ms)
+    level = replace(
+        RUN.points[0],
+        latency=empty,
+        requests=0,
+        throughput_rps=0.0,
+        window_history=((0.0, math.nan),),  # a window without an answer has no p99
+        client_cpu_cores=0.3,  # the client ran; per request: none completed
+    )
+    run = replace(RUN, points=(level,), partial=True, partial_reason="server died\nat 3 s\tlog: x.log")
+    back = run_from_json(json_from_run(run))
+    assert math.isnan(back.points[0].latency.p99_ms) and math.isnan(back.points[0].window_history[0][1])
+    assert back.points[0].client_cpu_us_per_request is None and back.partial_reason == run.partial_reason
 
 
 def test_a_comparison_with_a_zero_server_cpu_figure_says_it_was_not_measured(tmp_path):

@@ -242,3 +242,13 @@ def test_a_listener_on_another_loopback_address_is_not_the_server_behind_the_url
         every.bind(("0.0.0.0", 0))  # the wildcard takes connections to every address
         every.listen()
         assert os.getpid() in pids_listening_on(every.getsockname()[1], "127.0.0.1")
+
+
+def test_a_wildcard_listener_takes_its_own_familys_connections():
+    import ipaddress
+
+    from tritongen.server.ports import _reaches
+
+    v4, v6 = frozenset({ipaddress.ip_address("127.0.0.1")}), frozenset({ipaddress.ip_address("::1")})
+    assert _reaches(ipaddress.ip_address("0.0.0.0"), v4) and not _reaches(ipaddress.ip_address("0.0.0.0"), v6)
+    assert _reaches(ipaddress.ip_address("::"), v4) and _reaches(ipaddress.ip_address("::"), v6)  # dual stack

@@ -310,3 +310,13 @@ def test_an_ensembles_time_is_its_steps_summed_not_client_and_network():
     assert abs(sum(parts.values()) - 8430.0) < 1e-6 and parts["other_us"] < 1000.0  # was 2.3 ms of "client"
     plain = time_parts_us(_point(1.0))
     assert plain["queue_us"] == 10.0 and plain["compute_infer_us"] == 50.0
+
+
+def test_a_reference_whose_texts_cannot_be_sent_is_damaged(tmp_path):
+    from tritongen.end_to_end import END_TO_END_NAME, read_reference, write_reference
+    from tritongen.errors import TritongenError
+
+    path = tmp_path / END_TO_END_NAME
+    write_reference(path, ["\ud800"], {"EMBEDDING": np.ones((1, 4), np.float32)})  # JSON carries a lone surrogate
+    with pytest.raises(TritongenError, match="is damaged"):
+        read_reference(path)

@@ -364,3 +364,13 @@ def test_a_npy_whose_header_claims_terabytes_is_refused_before_any_array_exists(
     np.save(path, np.arange(5, dtype=np.float32))
     (samples,) = arrays_from_stream_file(path, ["x"]).values()
     assert samples.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_an_npz_under_an_npy_name_is_one_error(tmp_path):
+    from tritongen.errors import TritongenError
+    from tritongen.infer_sequence import arrays_from_stream_file
+
+    np.savez(tmp_path / "two.npz", a=np.zeros(3, np.float32), b=np.ones(3, np.float32))
+    (tmp_path / "two.npz").rename(tmp_path / "two.npy")
+    with pytest.raises(TritongenError, match="holds 2 arrays"):
+        arrays_from_stream_file(tmp_path / "two.npy", ["x"])

@@ -451,17 +451,18 @@ def serve(
 
 def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url: str = "") -> list[str]:
     """What to type next, for the models users call (an ensemble's steps are left out when it is served); the
-    metrics URL is named where perf would not guess it (gRPC on a port other than 8001)."""
+    metrics URL is named where perf would not guess it (it guesses port 8002 beside gRPC on 8001)."""
     steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
     entry = [m for m in models if m not in steps] or list(models)
     if not entry:
         return []
     first = entry[0]
+    guessed = grpc_url.endswith(":8001") and metrics_url.endswith(":8002")  # what perf guesses beside port 8001
     return [
         "next (in another shell):",
         f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
         f"  tritongen perf {first} --repo {repo} --url {grpc_url}"
-        + (f" --metrics-url {metrics_url}" if metrics_url and not grpc_url.endswith(":8001") else "")
+        + (f" --metrics-url {metrics_url}" if metrics_url and not guessed else "")
         + " --concurrency 1,4,16 --report perf/",
     ]
 
@@ -558,6 +559,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         _echo_err("aborted")
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `tritongen` alone: its help, as click prints it
+        exc.show()
+        sys.exit(0)
     except click.UsageError as exc:  # a missing argument, an unknown option, a value of the wrong type
         command = exc.ctx.command_path if exc.ctx is not None else "tritongen"
         _echo_err(f"error: {one_line(exc.format_message()).rstrip('.')}: see '{command} --help'")

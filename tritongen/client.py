@@ -78,6 +78,7 @@ def infer_sequence_from_chunks(
     outputs: Sequence[str] | None = None,
     timeout_s: float = 60,
     headers: Mapping[str, str] | None = None,
+    model_version: str = "",
 ) -> list[dict[str, np.ndarray]]:
     """One sequence for a stateful model (Triton's sequence batcher): every chunk in order with correlation ID
     ``sequence_id``, the first flagged as the sequence's start and the last as its end; one answer per chunk."""
@@ -96,6 +97,7 @@ def infer_sequence_from_chunks(
             result = client.infer(
                 model,
                 _infer_inputs(module, chunk),
+                model_version=model_version,
                 outputs=_requested(module, outputs),
                 headers=dict(headers or {}),
                 sequence_id=sequence_id,
@@ -547,12 +549,19 @@ def _host_port(url: str) -> str:
 
 
 def host_port_from_url(url: str, option: str = "--url") -> str:
-    """``host:port`` from a server URL (``grpc://`` or ``http://`` and a trailing slash dropped), checked: a host,
-    and a port of ASCII digits from 1 to 65535 (a larger one would wrap around to another server's port)."""
-    text = re.sub(r"^(grpc|https?)://", "", (url or "").strip()).rstrip("/")
+    """``host:port`` (and an HTTP base path, if any) from a server URL (``grpc://`` or ``http://`` and a trailing
+    slash dropped), checked: a host, and a port of ASCII digits from 1 to 65535 (a larger one would wrap around to
+    another server's port); ``https://`` is refused (no TLS here: it would go in clear)."""
+    text = (url or "").strip()
+    if text.lower().startswith("https://"):
+        raise TritongenError(
+            f"{option} {ascii(text)[1:-1][:80]} asks for TLS, which tritongen's clients do not speak",
+            f"pass {option} host:port of the server's plain HTTP/gRPC port (terminate TLS in front of it)",
+        )
+    text = re.sub(r"^(grpc|http)://", "", text).rstrip("/")
     if not text:
         raise TritongenError("no server URL given", f"pass {option} host:port (gRPC is usually 8001, HTTP 8000)")
-    host, sep, port = text.rpartition(":")
+    host, sep, port = text.split("/", 1)[0].rpartition(":")  # HTTP may carry a base path: host:port/triton
     if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise TritongenError(
             f"{option} {ascii(text)[1:-1][:80]} is not host:port with a port from 1 to 65535",

@@ -74,6 +74,15 @@ def write_reference(path: Path, texts: Sequence[str], outputs: Mapping[str, np.n
     return path
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8 (JSON can carry a lone surrogate; a request cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """``(texts, outputs)`` from a reference file, checked for shape and type before anything is built."""
     bad = TritongenError(
@@ -86,7 +95,7 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("outputs"), dict):
         raise bad
     texts = data.get("inputs", {}).get(TEXT_INPUT) if isinstance(data.get("inputs"), dict) else None
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and _encodable(t) for t in texts):
         raise bad
     outputs = {}
     for name, entry in data["outputs"].items():

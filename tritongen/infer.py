@@ -173,7 +173,13 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
     chunks = chunks_from_arrays(arrays, size, dtypes)
     url = spec.url or default_url(spec.protocol)
     answers = infer_sequence_from_chunks(
-        url, spec.name, chunks, spec.sequence_id, protocol=spec.protocol, timeout_s=spec.timeout_s
+        url,
+        spec.name,
+        chunks,
+        spec.sequence_id,
+        protocol=spec.protocol,
+        timeout_s=spec.timeout_s,
+        model_version=str(spec.model_version) if spec.model_version is not None else "",
     )
     return InferResult(outputs=stacked(answers), check=None)
 
@@ -319,6 +325,7 @@ def infer_model(spec: InferSpec) -> InferResult:
                 spec.sequence_id + i,
                 protocol=spec.protocol,
                 timeout_s=spec.timeout_s,
+                model_version=pinned,
             )[0]
             for i in range(rows)
         ]

@@ -35,13 +35,23 @@ def arrays_from_stream_file(path: Path, input_names: list[str]) -> dict[str, np.
             "pass an .npz with one array per input",
         )
     if suffix == ".wav":
+        from .npz import MAX_SAMPLE_FILE_BYTES
+
+        if path.stat().st_size > MAX_SAMPLE_FILE_BYTES:  # the frames are read whole: bounded like an .npz
+            raise TritongenError(
+                f"{path.name} is over {MAX_SAMPLE_FILE_BYTES >> 20} MiB", "stream a shorter recording (cut it with sox)"
+            )
         return {input_names[0]: _wav_samples(path)}
     if suffix == ".npy":
         from .npz import arrays_from_npz
 
         # the bounded reader: a header's claimed shape is checked against the file before any array exists
-        (array,) = arrays_from_npz(path).values()
-        return {input_names[0]: array}
+        arrays = arrays_from_npz(path)
+        if len(arrays) != 1:
+            raise TritongenError(
+                f"{path.name} holds {len(arrays)} arrays (an .npz under an .npy name)", "pass an array saved by np.save"
+            )
+        return {input_names[0]: next(iter(arrays.values()))}
     raise TritongenError(f"cannot stream {path.name}", "pass a .wav (PCM, mono), .npy or .npz file")
 
 

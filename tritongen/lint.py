@@ -221,12 +221,22 @@ def engine_plan_from_file(plan: Path) -> dict[str, Any]:
         raise TritongenError(f"{plan} {read_problem(exc)}", fix) from None
     except ValueError as exc:
         raise TritongenError(f"{plan} is not JSON ({str(exc)[:120]})", fix) from None
-    onnx = data.get("onnx") if isinstance(data, dict) else None
-    if not isinstance(onnx, str) or not onnx or Path(onnx).name != onnx or onnx.startswith("."):
+    if not isinstance(data, dict) or not _bare_name(data.get("onnx")):
         raise TritongenError(f"{plan} does not name an ONNX file in its own folder", fix)
+    if "plan" in data and not _bare_name(data["plan"]):  # where the engine is written: the version folder, no further
+        raise TritongenError(f"{plan} does not name a plan file in the model's version folder", fix)
     if not isinstance(data.get("profiles"), list):
         raise TritongenError(f"{plan} has no list of profiles", fix)
+    for name in ("workspace_bytes", "builder_optimization_level"):
+        value = data.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            raise TritongenError(f"{plan} has {name} {ascii(value)[:40]}, not a whole number", fix)
     return data
+
+
+def _bare_name(value: Any) -> bool:
+    """A file name without a folder: what engine.json may name (its ONNX, the plan it writes)."""
+    return isinstance(value, str) and bool(value) and Path(value).name == value and not value.startswith(".")
 
 
 def lint_targets(path: Path) -> list[tuple[Path, list | None]]:

@@ -85,7 +85,7 @@ class PerfSpec:
         if self.url is not None:
             host_port_from_url(self.url)
         if self.metrics_url:
-            host_port_from_url(re.sub(r"^https?://", "", self.metrics_url), "--metrics-url")
+            host_port_from_url(self.metrics_url, "--metrics-url")
         for name in ("duration_s", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise TritongenError(
@@ -164,8 +164,8 @@ class PerfSpec:
         return re.sub(r"^(grpc|http)://", "", self.url or default_url(self.protocol)).rstrip("/")
 
     def resolved_metrics_url(self) -> str | None:
-        if self.metrics_url:
-            return re.sub(r"^https?://", "", self.metrics_url).rstrip("/")
+        if self.metrics_url:  # host:port, as handoff writes it too (http://host:8002/metrics)
+            return re.sub(r"/metrics$", "", re.sub(r"^https?://", "", self.metrics_url).rstrip("/"))
         host, _, port = self.resolved_url().rpartition(":")
         return f"{host}:8002" if port in ("8000", "8001") and host else None
 

@@ -83,8 +83,8 @@ def _proc_address(hex_address: str) -> Address:
 
 def _reaches(bound: Address, targets: frozenset[Address]) -> bool:
     """Whether a socket bound to ``bound`` accepts connections made to one of ``targets``."""
-    if bound.is_unspecified:  # 0.0.0.0 or ::, every address (:: takes IPv4 too unless IPV6_V6ONLY)
-        return True
+    if bound.is_unspecified:  # every address of its family (:: takes IPv4 too unless IPV6_V6ONLY)
+        return bound.version == 6 or any(t.version == 4 for t in targets)
     mapped = bound.ipv4_mapped if isinstance(bound, ipaddress.IPv6Address) else None
     return bound in targets or (mapped is not None and mapped in targets)
 
