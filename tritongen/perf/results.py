@@ -281,7 +281,7 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
     try:
         run = _run_from_data(data)
         _check_types(run, PerfRun, "")
-        _check_names(run)
+        _check_values(run)
     except KeyError as e:
         raise TritongenError(f"{where} lacks {str(e)[:120]}", RESULT_FIX) from None
     except (TypeError, ValueError, AttributeError) as e:
@@ -294,8 +294,9 @@ MAX_UNIX_S = 253_402_300_799  # 9999-12-31: a start time a report can print
 MAX_TEXT_CHARS = 4096  # a model name, a URL, a label, an error kind
 
 
-def _check_names(run: PerfRun) -> None:
-    """The fields whose values the tool acts on are the ones it writes: a crafted file cannot name a new engine."""
+def _check_values(run: PerfRun) -> None:
+    """What the tool acts on holds what it writes: known engines, protocols and modes (a crafted file cannot name
+    a new engine), a positive load, a start time a report can print."""
     if run.engine not in ENGINES:
         raise ValueError(f"engine is {run.engine[:40]!r}, not one of {', '.join(ENGINES)}")
     if run.started_unix_s > MAX_UNIX_S:
