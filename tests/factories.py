@@ -377,3 +377,32 @@ def mixed_dtype_inputs(batch: int = 3, seed: int = 1) -> dict[str, Any]:
         "mask": rng.random((batch, 4)) > 0.5,
         "half": rng.standard_normal((batch, 4)).astype(np.float16),
     }
+
+
+def onnx_declaring(config: Any, *, batch_dim: bool | None = None) -> bytes:
+    """An ONNX model whose graph declares exactly the inputs and outputs of a Triton ``ModelConfig`` (type and dims,
+    with a variable first dim where the config batches); the outputs are constants, as only the declarations are
+    read by what uses it. ``batch_dim`` overrides whether the graph has the batch dim."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    batched = config.max_batch_size > 0 if batch_dim is None else batch_dim
+
+    def value(io: Any) -> Any:
+        element = getattr(TensorProto, {"FP32": "FLOAT", "FP16": "FLOAT16", "FP64": "DOUBLE"}.get(t := type_of(io), t))
+        dims: list[Any] = ["batch", *io.dims] if batched else list(io.dims)
+        return helper.make_tensor_value_info(io.name, element, [d if d != -1 else f"d{i}" for i, d in enumerate(dims)])
+
+    def type_of(io: Any) -> str:
+        from tritonclient.grpc import model_config_pb2
+
+        return model_config_pb2.DataType.Name(io.data_type).removeprefix("TYPE_")
+
+    nodes = [
+        helper.make_node(
+            "Constant", [], [o.name], value=helper.make_tensor(o.name + "_value", TensorProto.FLOAT, [1], [0])
+        )
+        for o in config.output
+    ]
+    graph = helper.make_graph(nodes, "declared", [value(i) for i in config.input], [value(o) for o in config.output])
+    return onnx.helper.make_model(graph).SerializeToString()

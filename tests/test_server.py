@@ -339,3 +339,31 @@ def test_a_model_for_a_backend_this_server_lacks_gets_a_fix_that_helps(tmp_path,
             pass
     assert "model 'ort' failed to load" in caught.value.problem
     assert "no 'onnxruntime' backend" in caught.value.fix and "--target local" in caught.value.fix
+
+
+@pytest.mark.server
+def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, server_install):
+    import signal
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    ports = [str(p) for p in free_ports(3)]
+    argv = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
+    argv += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root) as proc:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # up to "press Ctrl-C to stop"; ends early if serve fails
+            lines.append(line)
+            if line.startswith("press Ctrl-C"):
+                break
+        assert lines and lines[-1].startswith("press Ctrl-C"), "".join(lines) + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground command
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped: tritonserver unloaded its models and exited (code 0)" in err
+    assert "Traceback" not in err
+    assert wait_gone(lambda: processes_mentioning(str(repo))) == []

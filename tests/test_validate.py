@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import onnx_declaring
 from tritongen.errors import TritongenError
 from tritongen.validate import (
     ValidationReport,
@@ -119,7 +120,13 @@ def test_config_triton_accepted_is_valid_in_a_repository_with_its_files(tmp_path
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(path.read_text())
     filename = config.default_model_filename or {"pytorch": "model.pt"}[config.backend]  # Triton's default
-    (model_dir / "1" / filename).write_bytes(b"")
+    own = path.parent / "1" / filename
+    if own.is_file():  # Triton's case ships the model it completed the config from
+        shutil.copy(own, model_dir / "1" / filename)
+    elif config.backend == "onnxruntime":  # the backend reads the graph's inputs and outputs
+        (model_dir / "1" / filename).write_bytes(onnx_declaring(config))
+    else:
+        (model_dir / "1" / filename).write_bytes(b"")
     for output in config.output:
         if output.label_filename:
             (model_dir / output.label_filename).write_text("a\nb\n")
@@ -187,11 +194,11 @@ def write_repo(repo: Path, models: dict[str, str]) -> Path:
     for name, text in models.items():
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(text)
-        backend = config_from_text(text).backend
-        if backend == "python":
+        config = config_from_text(text)
+        if config.backend == "python":
             (repo / name / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
-        elif backend == "onnxruntime":
-            (repo / name / "1" / "model.onnx").write_bytes(b"onnx")
+        elif config.backend == "onnxruntime":
+            (repo / name / "1" / "model.onnx").write_bytes(onnx_declaring(config))
     return repo
 
 
@@ -532,7 +539,7 @@ def test_onnx_model_may_be_a_folder_holding_model_onnx(tmp_path):
     (repo / "net" / "1" / "model.onnx").unlink()
     (repo / "net" / "1" / "model.onnx").mkdir()
     assert not validate_repository(repo).ok
-    (repo / "net" / "1" / "model.onnx" / "model.onnx").write_bytes(b"onnx")
+    (repo / "net" / "1" / "model.onnx" / "model.onnx").write_bytes(onnx_declaring(config_from_text(ONNX_MODEL)))
     assert validate_repository(repo).ok
 
 
@@ -563,7 +570,8 @@ def test_backend_inferred_from_the_model_file_like_triton(tmp_path):
     assert_problem(
         list(validate_repository(repo).problems_by_model["net"]), "Could not determine backend for model 'net'"
     )
-    (repo / "net" / "1" / "model.onnx").write_bytes(b"onnx")  # Triton infers the backend from this file
+    declared = onnx_declaring(config_from_text(ONNX_MODEL))
+    (repo / "net" / "1" / "model.onnx").write_bytes(declared)  # Triton infers the backend from this file
     assert validate_repository(repo).ok
 
 

@@ -443,10 +443,14 @@ def serve(
         for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url):
             click.echo(line)
         click.echo("press Ctrl-C to stop")
-        try:
-            server.wait()
-        except KeyboardInterrupt:
-            _echo_err("stopping ...")
+        code = server.wait()
+        log = f"; its log: {server.log_path}" if server.log_path.exists() else ""
+        if server.interrupted:
+            _echo_err(f"stopped: tritonserver unloaded its models and exited (code {code}){log}")
+            return
+        if code != 0:
+            raise TritongenError(f"tritonserver exited on its own with code {code}", f"read its log {server.log_path}")
+        _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
 
 
 def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url: str = "") -> list[str]:

@@ -35,8 +35,8 @@ class TensorSpec:
         bad = [d for d in dims if d == 0 or d < -1]
         if bad:
             raise TritongenError(
-                f"tensor '{self.name}' has dimension {bad[0]}",
-                "every dimension must be a positive size or -1 for a variable size",
+                f"tensor '{self.name}' has a dimension of size {bad[0]} (dims {','.join(map(str, dims))})",
+                "every dimension must be a positive size, or -1 for a variable size",
             )
         object.__setattr__(self, "dims", dims)
 

@@ -40,6 +40,7 @@ from .validate_ensemble import (
     problems_in_ensemble_scheduling,
     problems_in_ensembles,
 )
+from .validate_onnx import graph_io_from_onnx, onnx_io_problems
 from .validate_sequence import graph_state_problems, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
@@ -719,6 +720,8 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
         )
     problems += _model_file_problems(config, name, model_dir, loaded, done)
     problems += graph_state_problems(config, name, model_dir, loaded)
+    if done.backend == "onnxruntime":
+        problems += _graph_io_problems(config, name, model_dir, loaded, done.filename)
     for io in config.output:
         if io.label_filename:
             path = (model_dir / io.label_filename).resolve()
@@ -730,6 +733,28 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
                 problems.append(
                     f"unable to find label file '{io.label_filename}' for output '{io.name}' in model '{name}'"
                 )
+    return problems
+
+
+def _graph_io_problems(
+    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
+) -> list[str]:
+    """The ONNX Runtime backend's checks of the config against each loaded version's graph."""
+    problems = []
+    for version in versions:
+        path = model_dir / str(version) / filename
+        if not path.exists():
+            continue  # named by the model-file checks
+        where = f"{version}/{filename}"
+        try:
+            graph = graph_io_from_onnx(path)
+        except ValueError as exc:
+            problems.append(
+                f"cannot read {where} of model '{name}' as an ONNX model ({exc}): the ONNX Runtime backend would "
+                "fail to load it; export it again or rebuild with tritongen"
+            )
+            continue
+        problems += onnx_io_problems(config, name, graph, where)
     return problems
 
 

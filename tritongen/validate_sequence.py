@@ -9,6 +9,7 @@ or whose type differs; only the ONNX Runtime, TensorRT and PyTorch backends keep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,26 +126,21 @@ def graph_state_problems(config: Any, name: str, model_dir: Path, versions: list
 
 
 def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
-    import onnx
-    from onnx import helper
-
-    from .dtypes import triton_from_numpy
+    from .validate_onnx import GraphTensor, graph_io_from_onnx
 
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # noqa: BLE001 -- reported by the model-file checks as well
-        return [f"cannot read {path.name} of model {name} to check its state tensors: {str(exc)[:200]}"]
+        graph = graph_io_from_onnx(path)
+    except ValueError as exc:  # reported by the model-file checks as well
+        return [f"cannot read {path.name} of model {name} to check its state tensors: {exc}"]
 
-    def io(values) -> dict[str, tuple[str, list[int]]]:
+    def io(values: Mapping[str, GraphTensor]) -> dict[str, tuple[str, list[int]]]:
         out = {}
-        for v in values:
-            tensor = v.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-            dtype = triton_from_numpy(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else "?"
-            out[v.name] = (dtype, dims[1:] if batched else dims)
+        for tensor_name, tensor in values.items():
+            dims = list(tensor.dims) if tensor.dims is not None else []
+            out[tensor_name] = (tensor.type_name.removeprefix("TYPE_"), dims[1:] if batched else dims)
         return out
 
-    graph_in, graph_out = io(graph.input), io(graph.output)
+    graph_in, graph_out = io(graph.inputs), io(graph.outputs)
     problems = []
     for state_in, state_out, data_type, dims in pairs:
         for tensor, table, role in ((state_in, graph_in, "input"), (state_out, graph_out, "output")):

@@ -56,6 +56,7 @@ class RunningServer:
         self.temporary_log = spec.log_path is None  # a log in the temp directory: removed after a clean stop
         self.admin_token = admin_token
         self.models: tuple[str, ...] = ()
+        self.interrupted = False  # set when Ctrl-C ended wait()
         self.boot_s: float | None = None
         connect = connect_host(spec.host)
         self.http_url = f"{connect}:{self.ports['http']}"
@@ -111,10 +112,12 @@ class RunningServer:
         return proc.returncode
 
     def wait(self) -> int:
-        """Block until the server exits; Ctrl-C stops it cleanly. Returns the server's exit code."""
+        """Block until the server exits; Ctrl-C stops it cleanly (``interrupted`` tells which). Returns the server's
+        exit code."""
         try:
             return self.process.wait()
         except KeyboardInterrupt:
+            self.interrupted = True
             return self.stop()
 
     def __enter__(self) -> RunningServer:

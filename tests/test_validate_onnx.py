@@ -1,0 +1,236 @@
+"""The ONNX Runtime backend's load-time checks of a config against its graph, run offline: on Triton's own QA models
+(the configs Triton completed from them are accepted) and on those configs broken one way at a time."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.factories import onnx_declaring
+from tests.test_cli import tritongen
+from tritongen.validate import config_from_text, validate_repository
+from tritongen.validate_onnx import graph_io_from_onnx, onnx_io_problems
+
+ONNX_CASES = (
+    (Path(__file__).resolve().parent.parent.parent / "shared" / "testdata" / "triton_l0_model_config")
+    / "autofill_noplatform_success"
+    / "onnx"
+)
+CASES_WITH_MODELS = sorted(p.parent.parent for p in ONNX_CASES.glob("*/1/model.onnx")) if ONNX_CASES.exists() else []
+
+
+def case(name: str):
+    """Triton's completed config of a QA case (mutable) and the graph it was completed from."""
+    folder = ONNX_CASES / name
+    if not folder.exists():
+        pytest.skip(f"Triton's QA cases are not beside the repository ({ONNX_CASES})")
+    return config_from_text((folder / "expected").read_text()), graph_io_from_onnx(folder / "1" / "model.onnx")
+
+
+@pytest.mark.parametrize("folder", CASES_WITH_MODELS, ids=lambda p: p.name)
+def test_the_config_triton_completed_from_its_graph_fits_the_graph(folder):
+    config = config_from_text((folder / "expected").read_text())
+    assert onnx_io_problems(config, config.name, graph_io_from_onnx(folder / "1" / "model.onnx"), "1/model.onnx") == []
+
+
+def test_the_qa_cases_have_models():
+    assert len(CASES_WITH_MODELS) >= 3, CASES_WITH_MODELS
+
+
+def only(problems: list[str], *needles: str) -> None:
+    assert len(problems) == 1 and all(n in problems[0] for n in needles), (needles, problems)
+
+
+def test_a_data_type_the_graph_does_not_have_is_refused_as_the_backend_would():
+    config, graph = case("empty_config")
+    config.input[0].data_type = (
+        config.input[0].DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_name["TYPE_FP16"].number
+    )
+    only(
+        onnx_io_problems(config, "m", graph, "1/model.onnx"),
+        "unable to load model 'm', configuration expects datatype TYPE_FP16 for input 'INPUT0', model provides "
+        "TYPE_INT32",
+        "set data_type: TYPE_INT32",
+    )
+
+
+def test_an_output_data_type_is_checked_too():
+    config, graph = case("empty_config")
+    config.output[1].data_type = config.input[0].data_type  # INT32 where the graph gives INT8
+    only(
+        onnx_io_problems(config, "m", graph, "w"), "datatype TYPE_INT32 for output 'OUTPUT1', model provides TYPE_INT8"
+    )
+
+
+def test_a_fixed_graph_dim_must_equal_the_configs():
+    config, graph = case("empty_config")
+    config.input[1].dims[0] = 15
+    only(
+        onnx_io_problems(config, "m", graph, "w"),
+        "model 'm', tensor 'INPUT1': the model expects 2 dimensions (shape [-1,16]) but the model configuration "
+        "specifies 2 dimensions (an initial batch dimension because max_batch_size > 0 followed by the explicit "
+        "tensor shape, making complete shape [-1,15])",
+    )
+
+
+def test_a_variable_config_dim_does_not_fit_a_fixed_graph_dim():
+    config, graph = case("empty_config")
+    config.input[0].dims[0] = -1
+    only(onnx_io_problems(config, "m", graph, "w"), "tensor 'INPUT0': the model expects 2 dimensions (shape [-1,16])")
+
+
+def test_an_outputs_dims_must_equal_exactly_where_an_inputs_may_be_any_under_a_variable_graph_dim(tmp_path):
+    config = config_from_text(
+        'name: "v"\nbackend: "onnxruntime"\nmax_batch_size: 4\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
+    )
+    (tmp_path / "model.onnx").write_bytes(onnx_declaring(config))  # graph dims [batch, d1]: both variable
+    graph = graph_io_from_onnx(tmp_path / "model.onnx")
+    assert onnx_io_problems(config, "v", graph, "w") == []
+    config.input[0].dims[0] = 7  # an input's fixed config dim under a variable graph dim: accepted
+    assert onnx_io_problems(config, "v", graph, "w") == []
+    config.output[0].dims[0] = 7  # an output's is not
+    only(onnx_io_problems(config, "v", graph, "w"), "tensor 'y': the model expects 2 dimensions (shape [-1,-1])")
+
+
+def test_a_batching_config_needs_a_variable_first_graph_dim():
+    config, graph = case("no_config_no_batch")  # graph dims [16]: no batch dim
+    config.max_batch_size = 4
+    problems = onnx_io_problems(config, "m", graph, "w")
+    assert len(problems) == 4, problems
+    assert (
+        "tensor 'INPUT0': for the model to support batching the shape should have at least 1 dimension and the "
+        "first dimension must be -1; but shape expected by the model is [16]" in problems[0]
+    )
+
+
+def test_a_config_without_batching_on_a_batched_graph_is_refused():
+    config, graph = case("empty_config")
+    config.max_batch_size = 0
+    problems = onnx_io_problems(config, "m", graph, "w")
+    assert (
+        "the model expects 2 dimensions (shape [-1,16]) but the model configuration specifies 1 dimensions "
+        "(shape [16])" in problems[0]
+    ), problems
+
+
+def test_an_input_the_graph_lacks_is_named_with_the_ones_it_has():
+    config, graph = case("empty_config")
+    config.input[1].name = "INPUT9"
+    only(
+        onnx_io_problems(config, "m", graph, "w"),
+        "unexpected inference input 'INPUT9', allowed inputs are: INPUT0, INPUT1",
+    )
+
+
+def test_an_output_the_graph_lacks_is_named_with_the_ones_it_has():
+    config, graph = case("empty_config")
+    config.output[0].name = "OUT"
+    only(onnx_io_problems(config, "m", graph, "w"), "unexpected inference output 'OUT', allowed outputs are: OUTPUT0")
+
+
+def test_a_graph_input_missing_from_the_config_is_counted_and_named():
+    config, graph = case("empty_config")
+    del config.input[1]
+    only(
+        onnx_io_problems(config, "m", graph, "1/model.onnx"),
+        "configuration expects 1 inputs, model provides 2 (1/model.onnx: INPUT0, INPUT1): add INPUT1",
+    )
+
+
+def test_an_optional_input_on_a_batching_model_is_refused():
+    config, graph = case("empty_config")
+    config.input[1].optional = True
+    problems = onnx_io_problems(config, "m", graph, "w")
+    assert any("optional input 'INPUT1' is not supported for models that support batching" in p for p in problems)
+
+
+SEQUENCE = (
+    'name: "s"\nbackend: "onnxruntime"\nmax_batch_size: 4\n'
+    'input [{ name: "x" data_type: TYPE_FP32 dims: [ 3 ] }]\n'
+    'output [{ name: "y" data_type: TYPE_FP32 dims: [ 3 ] }]\n'
+    'sequence_batching { control_input [{ name: "START" control [{ kind: CONTROL_SEQUENCE_START '
+    "int32_false_true: [ 0, 1 ] }] }] }\n"
+)
+
+
+def sequence_graph(tmp_path: Path, start_type: str, start_dims: str):
+    """The sequence model's graph: ``x`` and a START input declared like ``start_type``/``start_dims``."""
+    declared = config_from_text(
+        SEQUENCE.split("sequence_batching")[0].replace(
+            "input [", f'input [{{ name: "START" data_type: {start_type} dims: [ {start_dims} ] }}, '
+        )
+    )
+    (tmp_path / "model.onnx").write_bytes(onnx_declaring(declared))
+    return graph_io_from_onnx(tmp_path / "model.onnx")
+
+
+def test_a_sequence_control_is_a_graph_input_of_dims_1_and_the_controls_type(tmp_path):
+    config = config_from_text(SEQUENCE)
+    assert onnx_io_problems(config, "s", sequence_graph(tmp_path, "TYPE_INT32", "1"), "w") == []
+    only(
+        onnx_io_problems(config, "s", sequence_graph(tmp_path, "TYPE_FP32", "1"), "w"),
+        "sequence control 'START', the model expects data-type TYPE_FP32 but the model configuration specifies "
+        "data-type TYPE_INT32",
+    )
+    only(
+        onnx_io_problems(config, "s", sequence_graph(tmp_path, "TYPE_INT32", "2"), "w"),
+        "sequence control 'START' in model has dims [2] but dims [1] is expected",
+    )
+
+
+def test_a_sequence_control_the_graph_lacks_is_refused(tmp_path):
+    config = config_from_text(SEQUENCE)
+    (tmp_path / "model.onnx").write_bytes(onnx_declaring(config))  # x only
+    problems = onnx_io_problems(config, "s", graph_io_from_onnx(tmp_path / "model.onnx"), "w")
+    assert "configuration specified sequence control 'START', but model does not provide that input" in problems
+
+
+def repository_with(tmp_path: Path, config_text: str, model: bytes) -> Path:
+    folder = tmp_path / "repo" / "m"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(config_text)
+    (folder / "1" / "model.onnx").write_bytes(model)
+    return tmp_path / "repo"
+
+
+def test_validate_refuses_an_fp16_config_over_an_fp32_graph(tmp_path):
+    """The hole this closes: a config edited to FP16 over an FP32 export passed `validate`; Triton refuses it."""
+    text = (
+        'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 8\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 3 ] }]\n'
+    )
+    repo = repository_with(tmp_path, text, onnx_declaring(config_from_text(text)))
+    assert validate_repository(repo).ok
+    (repo / "m" / "config.pbtxt").write_text(text.replace("TYPE_FP32", "TYPE_FP16"))
+    proc = tritongen("validate", str(repo))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        "configuration expects datatype TYPE_FP16 for input 'x', model provides TYPE_FP32" in proc.stdout + proc.stderr
+    )
+
+
+def test_a_model_file_that_is_not_onnx_is_one_problem(tmp_path):
+    text = (
+        'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 8\ninput [{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+    )
+    text += 'output [{ name: "y" data_type: TYPE_FP32 dims: [ 3 ] }]\n'
+    repo = repository_with(tmp_path, text, b"\x08\x07garbage that is not a protobuf \xff\xff")
+    problems = list(validate_repository(repo).problems_by_model["m"])
+    assert len(problems) == 1 and "cannot read 1/model.onnx of model 'm' as an ONNX model" in problems[0], problems
+
+
+def test_the_qa_model_copied_into_a_repository_validates(tmp_path):
+    if not (ONNX_CASES / "empty_config").exists():
+        pytest.skip("Triton's QA cases are not beside the repository")
+    text = (ONNX_CASES / "empty_config" / "expected").read_text().replace('"empty_config"', '"m"')
+    repo = repository_with(tmp_path, text, b"")
+    shutil.copy(ONNX_CASES / "empty_config" / "1" / "model.onnx", repo / "m" / "1" / "model.onnx")
+    report = validate_repository(repo, gpu_count=1)
+    assert report.ok, report.summary()
+    (repo / "m" / "config.pbtxt").write_text(text.replace("dims: 16", "dims: 8", 1))
+    assert "shape [-1,8]" in " ".join(validate_repository(repo, gpu_count=1).problems_by_model["m"])

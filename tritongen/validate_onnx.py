@@ -1,0 +1,235 @@
+"""The ONNX Runtime backend's load-time checks of a config against the ``model.onnx`` it loads, run offline.
+
+When an instance loads, the backend (onnxruntime_backend's ``ValidateInputs``/``ValidateOutputs``) refuses a
+config whose inputs or outputs the graph does not have or whose data types differ, whose dims do not fit the
+graph's (an input's fixed graph dims must equal the config's, a variable graph dim accepts any; an output's must
+equal exactly, -1 only where the graph's dim is variable; a batching model's first graph dim must be variable), a
+sequence control that is not a graph input of dims [1] and of the control's type, an optional input on a batching
+model, and a count of graph inputs (initializers excluded) other than the config's inputs, sequence controls,
+states and batch inputs. Only the graph's declarations are read, never its weights' external data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ONNX TensorProto element types -> Triton's config names (the backend's ConvertFromOnnxDataType).
+_TRITON_FROM_ONNX = {
+    1: "TYPE_FP32",
+    2: "TYPE_UINT8",
+    3: "TYPE_INT8",
+    4: "TYPE_UINT16",
+    5: "TYPE_INT16",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    8: "TYPE_STRING",
+    9: "TYPE_BOOL",
+    10: "TYPE_FP16",
+    11: "TYPE_FP64",
+    12: "TYPE_UINT32",
+    13: "TYPE_UINT64",
+    16: "TYPE_BF16",
+}
+_BATCH_WORDS = (
+    "an initial batch dimension because max_batch_size > 0 followed by the explicit tensor shape, making complete shape"
+)
+
+
+@dataclass(frozen=True)
+class GraphTensor:
+    """One graph input or output as the backend sees it."""
+
+    type_name: str  # Triton's name (TYPE_FP32), or ONNX element type N when Triton has none
+    dims: tuple[int, ...] | None  # -1 for a variable dim; None when the graph declares no shape
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    inputs: Mapping[str, GraphTensor]  # graph inputs that are not initializers: a request must send them
+    overridable: Mapping[str, GraphTensor]  # initializers listed as inputs (IR >= 4): a request may send them
+    outputs: Mapping[str, GraphTensor]
+
+
+def _tensor(value: Any) -> GraphTensor:
+    tensor = value.type.tensor_type
+    type_name = _TRITON_FROM_ONNX.get(tensor.elem_type, f"ONNX element type {tensor.elem_type}")
+    if not tensor.HasField("shape"):
+        return GraphTensor(type_name, None)
+    return GraphTensor(type_name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
+
+
+def _graph_io(path: Path) -> GraphIO:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer} | {t.values.name for t in model.graph.sparse_initializer}
+    inputs = {v.name: _tensor(v) for v in model.graph.input if v.name not in initializers}
+    overridable = (
+        {v.name: _tensor(v) for v in model.graph.input if v.name in initializers} if model.ir_version >= 4 else {}
+    )
+    return GraphIO(inputs, overridable, {v.name: _tensor(v) for v in model.graph.output})
+
+
+def graph_io_from_onnx(path: Path) -> GraphIO:
+    """The graph's inputs and outputs. Raises ``ValueError`` on a file that is not an ONNX model."""
+    path = Path(path)
+    if path.is_dir():  # the backend's folder form: model.onnx/model.onnx beside its external data
+        path = path / "model.onnx"
+    try:
+        graph = _graph_io(path)
+    except Exception as exc:  # noqa: BLE001 -- protobuf and OS errors alike: the file cannot be read as ONNX
+        raise ValueError(str(exc)[:200] or type(exc).__name__) from None
+    if not graph.outputs:
+        raise ValueError("the file holds no ONNX graph with outputs")
+    return graph
+
+
+def _shape(dims: tuple[int, ...] | list[int]) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int], batched: bool, exact: bool) -> str:
+    """The backends' ``CompareDimsSupported``, as one message or ''."""
+    if batched and (not graph or graph[0] != -1):
+        return (
+            f"model '{name}', tensor '{tensor}': for the model to support batching the shape should have at least 1 "
+            f"dimension and the first dimension must be -1; but shape expected by the model is {_shape(graph)}"
+        )
+    full = [-1, *dims] if batched else list(dims)
+    fits = len(graph) == len(full) and all(g == d for g, d in zip(graph, full) if exact or g != -1)
+    if fits:
+        return ""
+    given = f"{_BATCH_WORDS} {_shape(full)}" if batched else f"shape {_shape(full)}"
+    return (
+        f"model '{name}', tensor '{tensor}': the model expects {len(graph)} dimensions (shape {_shape(graph)}) but the "
+        f"model configuration specifies {len(full)} dimensions ({given})"
+    )
+
+
+def _tensor_problems(
+    config: Any, name: str, io: Any, graph: GraphTensor, role: str, check_dims: bool = True
+) -> list[str]:
+    type_name = _config_pb2().DataType.Name(io.data_type)
+    if type_name != graph.type_name:
+        return [
+            f"unable to load model '{name}', configuration expects datatype {type_name} for {role} '{io.name}', "
+            f"model provides {graph.type_name}: set data_type: {graph.type_name} for it in config.pbtxt"
+        ]
+    if graph.dims is None or not check_dims:  # a batch output's shape need not match the model's
+        return []
+    dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+    if role == "input" and io.allow_ragged_batch:
+        if graph.dims != (-1,):
+            return [
+                f"unable to load model '{name}', configuration expects model provides input with shape [-1] for "
+                f"ragged input '{io.name}', model provides {_shape(graph.dims)}"
+            ]
+        return []
+    if not graph.dims:
+        if any(d != 1 for d in dims):
+            return [
+                f"unable to load model '{name}', scalar tensor '{io.name}', should only provide 1 in the model "
+                f"configuration when the model doesn't support batching. Model configuration provided: {_shape(dims)}."
+            ]
+        return []
+    problem = _dims_problem(name, io.name, graph.dims, dims, config.max_batch_size > 0, exact=role == "output")
+    return [problem] if problem else []
+
+
+def _control_tensors(config: Any) -> list[tuple[str, str]]:
+    """(tensor, its Triton type) of each START, END, READY and CORRID control the sequence batcher sets."""
+    if not config.HasField("sequence_batching"):
+        return []
+    kind = _config_pb2().ModelSequenceBatching.Control
+    wanted = (
+        kind.CONTROL_SEQUENCE_START,
+        kind.CONTROL_SEQUENCE_END,
+        kind.CONTROL_SEQUENCE_READY,
+        kind.CONTROL_SEQUENCE_CORRID,
+    )
+    tensors = []
+    for control_input in config.sequence_batching.control_input:
+        for control in control_input.control:
+            if control.kind not in wanted:
+                continue
+            if control.kind == kind.CONTROL_SEQUENCE_CORRID:
+                type_name = _config_pb2().DataType.Name(control.data_type)
+            elif control.fp32_false_true:
+                type_name = "TYPE_FP32"
+            elif control.bool_false_true:
+                type_name = "TYPE_BOOL"
+            else:
+                type_name = "TYPE_INT32"
+            tensors.append((control_input.name, type_name))
+    return tensors
+
+
+def onnx_io_problems(config: Any, name: str, graph: GraphIO, where: str) -> list[str]:
+    """Every reason the ONNX Runtime backend would refuse ``config`` for the graph ``graph`` read from ``where``."""
+    controls = _control_tensors(config)
+    required = [io.name for io in config.input if not io.optional]
+    expected = len(required) + len(config.batch_input) + len(controls) + len(config.sequence_batching.state)
+    problems = []
+    if len(graph.inputs) != expected:
+        configured = set(required) | {c for c, _ in controls} | {s.input_name for s in config.sequence_batching.state}
+        missing = [n for n in graph.inputs if n not in configured]
+        problems.append(
+            f"unable to load model '{name}', configuration expects {expected} inputs, model provides "
+            f"{len(graph.inputs)} ({where}: {', '.join(graph.inputs) or 'none'})"
+            + (f": add {', '.join(missing)} to the config's inputs" if missing else "")
+        )
+    allowed = {**graph.inputs, **graph.overridable}
+    for io in config.input:
+        if io.optional and config.max_batch_size != 0:
+            problems.append(
+                f"unable to load model '{name}', optional input '{io.name}' is not supported for models that "
+                "support batching"
+            )
+        if io.name not in allowed:
+            problems.append(f"unexpected inference input '{io.name}', allowed inputs are: {', '.join(sorted(allowed))}")
+            continue
+        problems += _tensor_problems(config, name, io, allowed[io.name], "input")
+    batch_outputs = {target for b in config.batch_output for target in b.target_name}
+    for io in config.output:
+        if io.name not in graph.outputs:
+            problems.append(
+                f"unexpected inference output '{io.name}', allowed outputs are: {', '.join(sorted(graph.outputs))}"
+            )
+        else:
+            problems += _tensor_problems(
+                config, name, io, graph.outputs[io.name], "output", check_dims=io.name not in batch_outputs
+            )
+    problems += _control_problems(config, name, graph, controls)
+    return problems
+
+
+def _control_problems(config: Any, name: str, graph: GraphIO, controls: list[tuple[str, str]]) -> list[str]:
+    problems = []
+    for tensor, type_name in controls:
+        found = graph.inputs.get(tensor)
+        if found is None:
+            problems.append(
+                f"configuration specified sequence control '{tensor}', but model does not provide that input"
+            )
+            continue
+        dims = list(found.dims[1:] if config.max_batch_size > 0 else found.dims) if found.dims is not None else [1]
+        if dims != [1]:
+            problems.append(
+                f"unable to load model '{name}', sequence control '{tensor}' in model has dims {_shape(dims)} but dims "
+                "[1] is expected"
+            )
+        elif found.type_name != type_name:
+            problems.append(
+                f"unable to load model '{name}', sequence control '{tensor}', the model expects data-type "
+                f"{found.type_name} but the model configuration specifies data-type {type_name}"
+            )
+    return problems
+
+
+def _config_pb2():
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
