@@ -184,3 +184,19 @@ def test_verify_refuses_anything_else_under_the_lock_name(repo, content):
         assert not report.ok and any("not a rollout lock" in p for p in report.problems), report.problems
     finally:
         path.unlink()
+
+
+def test_a_later_gate_of_the_same_versions_keeps_the_earlier_report(tmp_path):
+    from tritongen.deploy.rollout import unused_report_dir
+
+    first = unused_report_dir(tmp_path, "m", 1, 2)
+    assert first == tmp_path / "m-v1-to-v2"
+    first.mkdir()
+    assert unused_report_dir(tmp_path, "m", 1, 2) == first  # a folder without a report is reused
+    (first / "comparison.json").write_text("{}")
+    second = unused_report_dir(tmp_path, "m", 1, 2)
+    assert second == tmp_path / "m-v1-to-v2-2"
+    second.mkdir()
+    (second / "comparison.json").write_text("{}")
+    assert unused_report_dir(tmp_path, "m", 1, 2) == tmp_path / "m-v1-to-v2-3"
+    assert unused_report_dir(tmp_path, "m", 2, 1) == tmp_path / "m-v2-to-v1"

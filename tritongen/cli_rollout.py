@@ -83,7 +83,7 @@ def _progress(message: str) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    help="Folder for comparison.json (default rollout_reports/NAME-vFROM-to-vTO).",
+    help="Folder for comparison.json (default rollout_reports/NAME-vFROM-to-vTO, then -2, -3 for later gates).",
 )
 @_HEADER
 @ALLOW_UNVERIFIED

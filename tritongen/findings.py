@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Finding:
-    level: str  # "error" (TensorRT will not take it) or "warning" (may work, may cost speed or accuracy)
+    level: str  # "error" (TensorRT will not take it), "warning" (may work, may cost speed or accuracy) or "note"
     code: str
     message: str
 

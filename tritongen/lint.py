@@ -156,8 +156,13 @@ def _profile_findings(model, profiles) -> list[Finding]:
     inputs = [i for i in model.graph.input if i.name not in inits]
     dynamic = {i.name: _dims(i) for i in inputs if any(not isinstance(d, int) or d <= 0 for d in _dims(i))}
     if profiles is None:
-        return [
-            Finding("warning", "profile", f"input {name} has dynamic dims {dims} and no profile was given")
+        return [  # not a fault: the profile is made when the model is prepared for TensorRT
+            Finding(
+                "note",
+                "profile",
+                f"input {name} has dynamic dims {dims} and no optimization profile yet: `tritongen build --target "
+                "tensorrt` derives one (--dim-range sets its sizes)",
+            )
             for name, dims in dynamic.items()
         ]
     out = []

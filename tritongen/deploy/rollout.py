@@ -198,7 +198,7 @@ class _Step:
             _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
             self._restore_if_unchanged()
             raise
-        return write_gate_report(gate, spec.out or Path("rollout_reports") / f"{spec.name}-v{live}-to-v{target}")
+        return write_gate_report(gate, spec.out or unused_report_dir(Path("rollout_reports"), spec.name, live, target))
 
     def switch(self, config: Mapping[str, Any], target: int, say: Progress) -> None:
         live = self.ready[-1]
@@ -437,3 +437,14 @@ def _event(action: str, from_version: int, to_version: int, result: str, gate: G
     if gate is not None:
         event["gate"] = {"passed": gate.passed, "reasons": list(gate.reasons), "p99_ratio": round(gate.p99_ratio, 3)}
     return event
+
+
+def unused_report_dir(root: Path, name: str, live: int, target: int) -> Path:
+    """``root/<name>-v<live>-to-v<target>``, or with ``-2``, ``-3``, ... the first such folder that holds no gate
+    report yet: a second gate of the same versions (a retry after a refusal) keeps the first one's report."""
+    base = root / f"{name}-v{live}-to-v{target}"
+    candidate, number = base, 1
+    while (candidate / "comparison.json").exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
