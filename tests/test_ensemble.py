@@ -348,6 +348,11 @@ def test_infer_text_and_image_options(served):
     result = infer_model(InferSpec(name="vision", repo=repo, url=server.grpc_url, images=(image,)))
     assert result.outputs["LABELS"].shape == (1, 2)
     assert ensemble_inputs_from_files(texts=("a", "b"))["TEXT"].shape == (2, 1)
+    with pytest.raises(TritongenError) as crossed:  # an image to the text model is named before the server's refusal
+        infer_model(InferSpec(name="sentiment", repo=repo, url=server.grpc_url, images=(image,)))
+    assert str(crossed.value) == "model 'sentiment' takes TEXT, not IMAGE (--image): send it --text instead"
+    with pytest.raises(TritongenError, match="model 'vision' takes IMAGE, not TEXT \\(--text\\): send it --image"):
+        infer_model(InferSpec(name="vision", repo=repo, url=server.grpc_url, texts=("a cat",)))
 
 
 def test_perf_on_an_ensemble_shows_how_each_step_batched(served, tmp_path):

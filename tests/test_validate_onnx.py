@@ -221,7 +221,24 @@ def test_a_model_file_that_is_not_onnx_is_one_problem(tmp_path):
     text += 'output [{ name: "y" data_type: TYPE_FP32 dims: [ 3 ] }]\n'
     repo = repository_with(tmp_path, text, b"\x08\x07garbage that is not a protobuf \xff\xff")
     problems = list(validate_repository(repo).problems_by_model["m"])
-    assert len(problems) == 1 and "cannot read 1/model.onnx of model 'm' as an ONNX model" in problems[0], problems
+    assert len(problems) == 1, problems
+    assert (
+        "1/model.onnx of model 'm' is not a model the ONNX Runtime backend can load (not an ONNX model" in problems[0]
+    )
+
+
+def test_a_fifo_in_place_of_the_model_is_refused_without_hanging(tmp_path):
+    import os
+
+    text = (
+        'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 8\ninput [{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+    )
+    text += 'output [{ name: "y" data_type: TYPE_FP32 dims: [ 3 ] }]\n'
+    repo = repository_with(tmp_path, text, b"")
+    (repo / "m" / "1" / "model.onnx").unlink()
+    os.mkfifo(repo / "m" / "1" / "model.onnx")  # a plain open() would wait for a writer forever
+    problems = " ".join(validate_repository(repo).problems_by_model["m"])
+    assert "(the file cannot be read (it is not a regular file" in problems, problems
 
 
 def test_the_qa_model_copied_into_a_repository_validates(tmp_path):

@@ -9,6 +9,7 @@ parity tolerances: a variant is not meant to match FP32 to 1e-4.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,23 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
         except OSError as exc:
             raise TritongenError(f"image {path} {read_problem(exc)}", "pass an image file (JPEG, PNG)") from None
     return {IMAGE_INPUT: np.array(data, dtype=object)}
+
+
+def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) -> None:
+    """A text sent to an image model (or the reverse) is named as such, before the server's generic refusal."""
+    from .client import model_metadata
+    from .pre_post import IMAGE_INPUT, TEXT_INPUT
+
+    (sent,) = inputs
+    takes = [i["name"] for i in model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["inputs"]]
+    if sent in takes:
+        return
+    option = {TEXT_INPUT: "--text", IMAGE_INPUT: "--image"}
+    other = next((option[name] for name in takes if name in option), None)
+    raise TritongenError(
+        f"model '{spec.name}' takes {', '.join(takes) or 'no inputs'}, not {sent} ({option[sent]})",
+        f"send it {other} instead" if other else "pass --input-file with its inputs (an .npz named by input)",
+    )
 
 
 def _is_sequence_model(model_dir: Path) -> bool:
@@ -261,6 +279,7 @@ def infer_model(spec: InferSpec) -> InferResult:
                 "--text/--image cannot be combined with --check or --input-file", "send texts/images on their own"
             )
         inputs = ensemble_inputs_from_files(spec.texts, spec.images)
+        _check_takes(spec, url, inputs)
     elif spec.input_file is not None:
         if spec.check:
             raise TritongenError(

@@ -750,8 +750,8 @@ def _graph_io_problems(
             graph = graph_io_from_onnx(path)
         except ValueError as exc:
             problems.append(
-                f"cannot read {where} of model '{name}' as an ONNX model ({exc}): the ONNX Runtime backend would "
-                "fail to load it; export it again or rebuild with tritongen"
+                f"{where} of model '{name}' is not a model the ONNX Runtime backend can load ({exc}): export it "
+                "again or rebuild with tritongen"
             )
             continue
         problems += onnx_io_problems(config, name, graph, where)

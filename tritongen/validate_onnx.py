@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .files import read_problem, regular_bytes
+
+MAX_ONNX_FILE_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its weights as external data
+
 # ONNX TensorProto element types -> Triton's config names (the backend's ConvertFromOnnxDataType).
 _TRITON_FROM_ONNX = {
     1: "TYPE_FP32",
@@ -64,7 +68,8 @@ def _tensor(value: Any) -> GraphTensor:
 def _graph_io(path: Path) -> GraphIO:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    # one bounded read of a regular file (a FIFO or a device in its place would hang or never end a plain open)
+    model = onnx.load_model_from_string(regular_bytes(path, MAX_ONNX_FILE_BYTES))
     initializers = {t.name for t in model.graph.initializer} | {t.values.name for t in model.graph.sparse_initializer}
     inputs = {v.name: _tensor(v) for v in model.graph.input if v.name not in initializers}
     overridable = (
@@ -80,10 +85,12 @@ def graph_io_from_onnx(path: Path) -> GraphIO:
         path = path / "model.onnx"
     try:
         graph = _graph_io(path)
-    except Exception as exc:  # noqa: BLE001 -- protobuf and OS errors alike: the file cannot be read as ONNX
-        raise ValueError(str(exc)[:200] or type(exc).__name__) from None
+    except OSError as exc:
+        raise ValueError(f"the file {read_problem(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 -- whatever protobuf raises on bytes that are not a model
+        raise ValueError(f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}") from None
     if not graph.outputs:
-        raise ValueError("the file holds no ONNX graph with outputs")
+        raise ValueError("not an ONNX model: it holds no graph with outputs")
     return graph
 
 
