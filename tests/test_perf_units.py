@@ -320,3 +320,28 @@ def test_a_reference_whose_texts_cannot_be_sent_is_damaged(tmp_path):
     write_reference(path, ["\ud800"], {"EMBEDDING": np.ones((1, 4), np.float32)})  # JSON carries a lone surrogate
     with pytest.raises(TritongenError, match="is damaged"):
         read_reference(path)
+
+
+def test_perf_sends_the_samples_of_the_version_the_server_answers_with(tmp_path):
+    """Unversioned requests reach the newest version the server has ready; a newer build on disk that is not loaded
+    yet (other shapes, say) must not supply perf's requests."""
+    from tritongen.layout import SAMPLES_NAME, artifact_dir
+    from tritongen.perf.inputs import request_set_for_model
+
+    for version, width in ((1, 4), (2, 6)):
+        folder = artifact_dir(tmp_path / "m", version)
+        folder.mkdir(parents=True)
+        np.savez(folder / SAMPLES_NAME, x=np.zeros((2, width), np.float32))
+
+    def metadata(versions: list[str]) -> dict:
+        return {
+            "name": "m",
+            "max_batch_size": 8,
+            "versions": versions,
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}],
+        }
+
+    served_1 = request_set_for_model(metadata(["1"]), tmp_path)
+    assert served_1.requests[0]["x"].shape == (1, 4) and "/1/" in served_1.source
+    assert request_set_for_model(metadata(["1", "2"]), tmp_path).requests[0]["x"].shape == (1, 6)
+    assert request_set_for_model(metadata(["3"]), tmp_path).requests[0]["x"].shape == (1, 6)  # not built here: newest

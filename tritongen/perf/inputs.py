@@ -63,15 +63,20 @@ def request_set_from_arrays(
     return RequestSet(tuple({name: a[i : i + 1] for name, a in arrays.items()} for i in range(count)), batched, source)
 
 
-def request_set_from_samples(repo: Path, model: str, batched: bool, text_input: str | None = None) -> RequestSet:
+def request_set_from_samples(
+    repo: Path, model: str, batched: bool, text_input: str | None = None, served: Sequence[int] = ()
+) -> RequestSet:
     """The build's saved samples; for a text-in ensemble (``text_input``: its BYTES input), the sentences its
-    end-to-end reference was made from."""
+    end-to-end reference was made from. ``served``: the versions the server has ready; unversioned requests go to
+    the newest, so its build's samples are taken when the repository holds them (else the newest build's)."""
     from ..end_to_end import END_TO_END_NAME, read_reference
-    from ..layout import SAMPLES_NAME
+    from ..layout import SAMPLES_NAME, artifact_dir
     from ..layout import latest_artifacts as saved_artifacts_dir
     from ..npz import arrays_from_npz
 
     artifacts, _ = saved_artifacts_dir(Path(repo), model)
+    if served and artifact_dir(Path(repo) / model, max(served)).is_dir():
+        artifacts = artifact_dir(Path(repo) / model, max(served))
     path = artifacts / SAMPLES_NAME
     if not path.is_file() and text_input is not None and (artifacts / END_TO_END_NAME).is_file():
         texts, _ = read_reference(artifacts / END_TO_END_NAME)
@@ -135,7 +140,8 @@ def request_set_for_model(
                 f"no inputs for model '{model}'", "pass --repo (the build's samples), --input-data or --text-file"
             )
         texts = [t["name"] for t in metadata["inputs"] if t["datatype"] == "BYTES"]
-        requests = request_set_from_samples(Path(repo), model, batched, texts[0] if len(texts) == 1 else None)
+        served = [int(v) for v in metadata.get("versions", ()) if str(v).isdigit()]
+        requests = request_set_from_samples(Path(repo), model, batched, texts[0] if len(texts) == 1 else None, served)
     check_requests_against_metadata(requests, metadata)
     return requests
 
