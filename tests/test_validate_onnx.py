@@ -39,15 +39,19 @@ def test_the_qa_cases_have_models():
     assert len(CASES_WITH_MODELS) >= 3, CASES_WITH_MODELS
 
 
+def type_value(name: str) -> int:
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2.DataType.Value(name)
+
+
 def only(problems: list[str], *needles: str) -> None:
     assert len(problems) == 1 and all(n in problems[0] for n in needles), (needles, problems)
 
 
 def test_a_data_type_the_graph_does_not_have_is_refused_as_the_backend_would():
     config, graph = case("empty_config")
-    config.input[0].data_type = (
-        config.input[0].DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_name["TYPE_FP16"].number
-    )
+    config.input[0].data_type = type_value("TYPE_FP16")
     only(
         onnx_io_problems(config, "m", graph, "1/model.onnx"),
         "unable to load model 'm', configuration expects datatype TYPE_FP16 for input 'INPUT0', model provides "
@@ -251,3 +255,39 @@ def test_the_qa_model_copied_into_a_repository_validates(tmp_path):
     assert report.ok, report.summary()
     (repo / "m" / "config.pbtxt").write_text(text.replace("dims: 16", "dims: 8", 1))
     assert "shape [-1,8]" in " ".join(validate_repository(repo, gpu_count=1).problems_by_model["m"])
+
+
+@pytest.mark.parametrize("folder", CASES_WITH_MODELS, ids=lambda p: p.name)
+def test_a_config_without_inputs_or_outputs_is_completed_from_the_graph_as_triton_did(folder):
+    """Triton's QA: the config given (or none) and the config Triton completed from the model (``expected``)."""
+    from tritongen.validate_onnx import auto_completed
+
+    given = folder / "config.pbtxt"
+    config = config_from_text(given.read_text() if given.exists() else "")
+    expected = config_from_text((folder / "expected").read_text())
+    done, refused = auto_completed(config, folder.name, graph_io_from_onnx(folder / "1" / "model.onnx"))
+    assert refused == ""
+    assert done.max_batch_size == expected.max_batch_size
+    for ours, theirs in ((done.input, expected.input), (done.output, expected.output)):
+        assert sorted((t.name, t.data_type, list(t.dims)) for t in ours) == sorted(
+            (t.name, t.data_type, list(t.dims)) for t in theirs
+        )
+    assert onnx_io_problems(config, folder.name, graph_io_from_onnx(folder / "1" / "model.onnx"), "w") == []
+
+
+def test_a_batching_config_without_inputs_over_a_graph_that_cannot_batch_is_refused():
+    config, graph = case("no_config_no_batch")
+    config.max_batch_size = 8
+    del config.input[:]
+    only(
+        onnx_io_problems(config, "m", graph, "w"),
+        "autofill failed for model 'm': model does not support batching while non-zero max_batch_size is specified",
+    )
+
+
+def test_a_config_with_only_outputs_gets_the_graphs_inputs(tmp_path):
+    config, graph = case("empty_config")
+    del config.input[:]
+    assert onnx_io_problems(config, "m", graph, "w") == []
+    config.output[0].data_type = type_value("TYPE_BOOL")  # the given outputs are still checked
+    only(onnx_io_problems(config, "m", graph, "w"), "for output 'OUTPUT0', model provides TYPE_INT8")

@@ -18,6 +18,7 @@ from typing import Any
 
 from .files import read_problem, regular_bytes
 
+DEFAULT_MAX_BATCH_SIZE = 4  # tritonserver --backend-config=default-max-batch-size, Triton's default
 MAX_ONNX_FILE_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its weights as external data
 
 # ONNX TensorProto element types -> Triton's config names (the backend's ConvertFromOnnxDataType).
@@ -174,8 +175,50 @@ def _control_tensors(config: Any) -> list[tuple[str, str]]:
     return tensors
 
 
+def auto_completed(config: Any, name: str, graph: GraphIO) -> tuple[Any, str]:
+    """The config as the backend completes it from the graph before it checks it (``AutoCompleteConfig``, on unless
+    tritonserver runs with --disable-auto-complete-config), and the reason it refuses to, or ''.
+
+    Only a config without inputs (and batch inputs) or without outputs is completed: its max_batch_size becomes
+    tritonserver's default (4) when every graph tensor has a variable first dim and it is 0, and the missing inputs
+    or outputs are the graph's, dims without the batch dim ([1] with an empty reshape for a batching scalar)."""
+    has_inputs = len(config.input) + len(config.batch_input) > 0
+    if has_inputs and len(config.output) > 0:
+        return config, ""
+    done = type(config)()
+    done.CopyFrom(config)
+    tensors = [*graph.inputs.values(), *graph.outputs.values()]
+    if all(t.dims and t.dims[0] == -1 for t in tensors):
+        if done.max_batch_size == 0:
+            done.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+    elif done.max_batch_size != 0:
+        return done, (
+            f"autofill failed for model '{name}': model does not support batching while non-zero max_batch_size is "
+            "specified (a graph input or output has no variable first dim): set max_batch_size: 0"
+        )
+    for missing, values, tensors_of in (
+        (not has_inputs, graph.inputs, done.input),
+        (not config.output, graph.outputs, done.output),
+    ):
+        if not missing:
+            continue
+        for tensor_name, tensor in values.items():
+            io = tensors_of.add()
+            io.name = tensor_name
+            io.data_type = _config_pb2().DataType.Value(tensor.type_name) if tensor.type_name.startswith("TYPE_") else 0
+            dims = list(tensor.dims or ())[1 if done.max_batch_size > 0 else 0 :]
+            io.dims.extend(dims or [1])
+            if not dims and done.max_batch_size > 0:
+                io.reshape.SetInParent()  # an empty reshape: a scalar per batch item
+    return done, ""
+
+
 def onnx_io_problems(config: Any, name: str, graph: GraphIO, where: str) -> list[str]:
-    """Every reason the ONNX Runtime backend would refuse ``config`` for the graph ``graph`` read from ``where``."""
+    """Every reason the ONNX Runtime backend would refuse ``config`` for the graph ``graph`` read from ``where``
+    (after completing a config without inputs or outputs from the graph, as the backend does)."""
+    config, refused = auto_completed(config, name, graph)
+    if refused:
+        return [refused]
     controls = _control_tensors(config)
     required = [io.name for io in config.input if not io.optional]
     expected = len(required) + len(config.batch_input) + len(controls) + len(config.sequence_batching.state)
