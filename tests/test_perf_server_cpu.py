@@ -231,6 +231,9 @@ def test_a_listener_on_another_loopback_address_is_not_the_server_behind_the_url
 
     assert str(_proc_address("0100007F")) == "127.0.0.1"
     assert _proc_address("0000000000000000FFFF00000100007F").ipv4_mapped.exploded == "127.0.0.1"
+    # the same addresses as a big-endian host prints them (each 32-bit word in host order)
+    assert str(_proc_address("7F000001", "big")) == "127.0.0.1"
+    assert _proc_address("00000000000000000000FFFF7F000001", "big").ipv4_mapped.exploded == "127.0.0.1"
     with socket.socket() as other:
         other.bind(("127.0.0.2", 0))  # a decoy: same port, another address; the URL's server is not it
         other.listen()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 
 from ..errors import TritongenError
 from .spec import DEFAULT_PORTS, ServeSpec
@@ -73,12 +74,13 @@ def choose_ports(spec: ServeSpec) -> dict[str, int]:
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _proc_address(hex_address: str) -> Address:
+def _proc_address(hex_address: str, byteorder: str = sys.byteorder) -> Address:
     """An address as /proc/net/tcp{,6} writes it: 4 bytes (IPv4) or four 32-bit words, each in host order."""
     raw = bytes.fromhex(hex_address)
+    step = -1 if byteorder == "little" else 1  # a word printed in host order: reversed on little-endian hosts
     if len(raw) == 4:
-        return ipaddress.IPv4Address(raw[::-1])
-    return ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+        return ipaddress.IPv4Address(raw[::step])
+    return ipaddress.IPv6Address(b"".join(raw[i : i + 4][::step] for i in range(0, 16, 4)))
 
 
 def _reaches(bound: Address, targets: frozenset[Address]) -> bool:
