@@ -487,6 +487,7 @@ def test_bad_use_of_a_running_server_gets_one_clean_line(world, tiny_server, tmp
     before = _snapshot(repo)
     code, out, err = _run(argv(world, tiny_server))
     _assert_one_clean_line(case, code, out, err, words)
+    assert "config 1:" not in out + err, "tune announced a config it never loaded"
     assert _snapshot(repo) == before, "the served repository was changed"
     assert tiny_server.is_running()
     assert not list(tmp_path.iterdir()), "output left behind"

@@ -418,10 +418,11 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
             return trials[candidate]
         config = config_from_candidate(base_config, candidate)
         t0 = time.monotonic()
-        progress(f"config {len(trials) + 1}: {candidate.label()}")
+        header = f"config {len(trials) + 1}: {candidate.label()}"
         try:
-            server.load(model, json_format.MessageToJson(config))
+            server.load(model, json_format.MessageToJson(config))  # a server without explicit control ends the run
         except ModelLoadError as failed:
+            progress(header)
             trial = Trial(
                 candidate,
                 (),
@@ -432,6 +433,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
             progress(f"  {trial.error}")
             trials[candidate] = trial
             return trial
+        progress(header)
         load_s = time.monotonic() - t0
         _warm(perf, requests, ladder[min(peak_index[0] if start is None else start, len(ladder) - 1)], spec)
         points: dict[int, PerfPoint] = {}
