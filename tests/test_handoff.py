@@ -201,3 +201,18 @@ def test_links_are_never_followed(built, tmp_path):
     made = handoff_from_model(work / "repo", "seq", out)
     assert victim.read_text() == "mine" and not made.model_analyzer_config.is_symlink()
     assert sorted(p.name for p in made.folder.iterdir()) == ["config.yaml", "input_data.json", "perf_analyzer.sh"]
+
+
+def test_a_model_of_the_same_name_in_another_repository_beside_it_gets_its_own_folder(built, tmp_path):
+    import shutil
+
+    work, _ = built
+    other = tmp_path / "other_repo"
+    shutil.copytree(work / "repo", other)
+    out = tmp_path / "handoff"
+    first = handoff_from_model(work / "repo", "seq", out)
+    second = handoff_from_model(other, "seq", out)
+    assert first.folder == out / "seq" and second.folder == out / "other_repo-seq"
+    assert yaml.safe_load(first.model_analyzer_config.read_text())["model_repository"] == str((work / "repo").resolve())
+    assert yaml.safe_load(second.model_analyzer_config.read_text())["model_repository"] == str(other.resolve())
+    assert handoff_from_model(work / "repo", "seq", out).folder == first.folder  # its own folder, written again

@@ -85,7 +85,9 @@ def test_a_variable_config_dim_does_not_fit_a_fixed_graph_dim():
     only(onnx_io_problems(config, "m", graph, "w"), "tensor 'INPUT0': the model expects 2 dimensions (shape [-1,16])")
 
 
-def test_an_outputs_dims_must_equal_exactly_where_an_inputs_may_be_any_under_a_variable_graph_dim(tmp_path):
+def test_a_variable_graph_dim_takes_any_config_dim_and_a_fixed_one_only_its_own(tmp_path):
+    """For an output the backend compares exactly, but with the dims ONNX Runtime's shape inference filled in, which
+    are not in the file: a dim declared variable may be inferred to the config's, so only fixed dims are judged."""
     config = config_from_text(
         'name: "v"\nbackend: "onnxruntime"\nmax_batch_size: 4\n'
         'input [{ name: "x" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
@@ -94,10 +96,14 @@ def test_an_outputs_dims_must_equal_exactly_where_an_inputs_may_be_any_under_a_v
     (tmp_path / "model.onnx").write_bytes(onnx_declaring(config))  # graph dims [batch, d1]: both variable
     graph = graph_io_from_onnx(tmp_path / "model.onnx")
     assert onnx_io_problems(config, "v", graph, "w") == []
-    config.input[0].dims[0] = 7  # an input's fixed config dim under a variable graph dim: accepted
+    config.input[0].dims[0] = 7
+    config.output[0].dims[0] = 7
     assert onnx_io_problems(config, "v", graph, "w") == []
-    config.output[0].dims[0] = 7  # an output's is not
+    config.output[0].dims.append(3)  # but not another rank
     only(onnx_io_problems(config, "v", graph, "w"), "tensor 'y': the model expects 2 dimensions (shape [-1,-1])")
+    fixed, _ = case("empty_config")  # OUTPUT0 declared [var, 16]
+    fixed.output[0].dims[0] = -1
+    only(onnx_io_problems(fixed, "m", case("empty_config")[1], "w"), "tensor 'OUTPUT0': the model expects 2 dim")
 
 
 def test_a_batching_config_needs_a_variable_first_graph_dim():
@@ -133,7 +139,10 @@ def test_an_input_the_graph_lacks_is_named_with_the_ones_it_has():
 def test_an_output_the_graph_lacks_is_named_with_the_ones_it_has():
     config, graph = case("empty_config")
     config.output[0].name = "OUT"
-    only(onnx_io_problems(config, "m", graph, "w"), "unexpected inference output 'OUT', allowed outputs are: OUTPUT0")
+    only(
+        onnx_io_problems(config, "m", graph, "w"),
+        "unexpected inference output 'OUT', allowed outputs are: OUTPUT0, OUTPUT1",
+    )
 
 
 def test_a_graph_input_missing_from_the_config_is_counted_and_named():
@@ -291,3 +300,120 @@ def test_a_config_with_only_outputs_gets_the_graphs_inputs(tmp_path):
     assert onnx_io_problems(config, "m", graph, "w") == []
     config.output[0].data_type = type_value("TYPE_BOOL")  # the given outputs are still checked
     only(onnx_io_problems(config, "m", graph, "w"), "for output 'OUTPUT0', model provides TYPE_INT8")
+
+
+def graph_file(tmp_path: Path, inputs, outputs, initializers=(), ir_version: int | None = None) -> Path:
+    """A model.onnx declaring ``inputs``/``outputs`` (onnx ValueInfoProtos) and ``initializers`` (TensorProtos)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Constant", [], [o.name], value=helper.make_tensor(o.name + "_v", TensorProto.FLOAT, [1], [0]))
+        for o in outputs
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", list(inputs), list(outputs), list(initializers)))
+    if ir_version is not None:
+        model.ir_version = ir_version
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def value(name: str, elem_type: int | None = 1, dims=None):
+    from onnx import helper
+
+    if elem_type is None:  # declared with neither type nor shape
+        return helper.make_empty_tensor_value_info(name)
+    return helper.make_tensor_value_info(name, elem_type, dims)
+
+
+PLAIN = (
+    'name: "p"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
+    'input [{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+    'output [{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+)
+
+
+def test_an_output_whose_type_and_shape_are_left_to_inference_is_not_refused(tmp_path):
+    graph = graph_io_from_onnx(graph_file(tmp_path, [value("x", 1, [4])], [value("y", None)]))
+    assert onnx_io_problems(config_from_text(PLAIN), "p", graph, "w") == []
+    # a config without outputs: whether the model batches depends on the inferred shape, so it is not judged
+    no_outputs = config_from_text(PLAIN.replace("max_batch_size: 0", "max_batch_size: 8").split("output")[0])
+    assert onnx_io_problems(no_outputs, "p", graph, "w") == []
+
+
+def test_an_initializer_listed_as_an_input_may_be_sent_from_ir_4_on(tmp_path):
+    from onnx import helper
+
+    weight = helper.make_tensor("w", 1, [4], [0.0] * 4)
+    inputs = [value("x", 1, [4]), value("w", 1, [4])]
+    text = PLAIN.replace("input [", 'input [{ name: "w" data_type: TYPE_FP32 dims: [ 4 ] }, ')
+    graph = graph_io_from_onnx(graph_file(tmp_path, inputs, [value("y", 1, [4])], [weight]))
+    assert list(graph.inputs) == ["x"] and list(graph.overridable) == ["w"]
+    # counted as the graph's inputs are (without it): one more config input than that is refused by the count
+    assert onnx_io_problems(config_from_text(PLAIN), "p", graph, "w") == []
+    assert "configuration expects 2 inputs, model provides 1" in " ".join(
+        onnx_io_problems(config_from_text(text), "p", graph, "w")
+    )
+    old = graph_io_from_onnx(graph_file(tmp_path, inputs, [value("y", 1, [4])], [weight], ir_version=3))
+    assert list(old.inputs) == ["x"] and not old.overridable  # before IR 4 an initializer cannot be overridden
+
+
+def test_an_optional_input_is_an_initializer_the_graph_lets_requests_override(tmp_path):
+    from onnx import helper
+
+    mask = helper.make_tensor("m", 1, [4], [1.0] * 4)
+    inputs = [value("x", 1, [4]), value("m", 1, [4])]
+    text = PLAIN.replace("input [", 'input [{ name: "m" data_type: TYPE_FP32 dims: [ 4 ] optional: true }, ')
+    graph = graph_io_from_onnx(graph_file(tmp_path, inputs, [value("y", 1, [4])], [mask]))
+    assert onnx_io_problems(config_from_text(text), "p", graph, "w") == []  # not counted, and a request may send it
+    batching = text.replace("max_batch_size: 0", "max_batch_size: 8")
+    assert any(
+        "optional input 'm' is not supported for models that support batching" in p
+        for p in onnx_io_problems(config_from_text(batching), "p", graph, "w")
+    )
+    plain_graph = graph_io_from_onnx(graph_file(tmp_path, inputs, [value("y", 1, [4])]))  # m a real graph input
+    assert onnx_io_problems(config_from_text(text), "p", plain_graph, "w") == [
+        "unable to load model 'p', configuration expects 1 inputs, model provides 2 (w: x, m): make m required "
+        "(only an initializer of the graph may be optional)"
+    ]
+
+
+def test_a_batch_outputs_dims_are_not_compared(tmp_path):
+    graph = graph_io_from_onnx(graph_file(tmp_path, [value("x", 1, ["b", 4])], [value("y", 1, ["b", 4])]))
+    text = PLAIN.replace("max_batch_size: 0", "max_batch_size: 8").replace(
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] }]',
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 9 ] }]',
+    )
+    assert onnx_io_problems(config_from_text(text), "p", graph, "w")  # an ordinary output: refused
+    text += 'batch_output [{ target_name: "y" kind: BATCH_SCATTER_WITH_INPUT_SHAPE source_input: "x" }]\n'
+    assert onnx_io_problems(config_from_text(text), "p", graph, "w") == []
+
+
+def test_an_unnamed_data_type_number_and_bf16_are_problems_not_crashes(tmp_path):
+    graph = graph_io_from_onnx(graph_file(tmp_path, [value("x", 1, [4])], [value("y", 1, [4])]))
+    unknown = onnx_io_problems(config_from_text(PLAIN.replace("TYPE_FP32 dims", "99 dims", 1)), "p", graph, "w")
+    assert unknown == ["unsupported datatype data type 99 for input 'x' for model 'p'"]
+    bf16 = onnx_io_problems(config_from_text(PLAIN.replace("TYPE_FP32 dims", "TYPE_BF16 dims", 1)), "p", graph, "w")
+    assert bf16 == ["unsupported datatype TYPE_BF16 for input 'x' for model 'p'"]  # Triton 2.51's backend
+
+
+def test_tensor_names_from_the_model_file_are_escaped_in_messages(tmp_path):
+    graph = graph_io_from_onnx(
+        graph_file(tmp_path, [value("x", 1, [4]), value("\x1b[31mred", 1, [4])], [value("y", 1, [4])])
+    )
+    problems = onnx_io_problems(config_from_text(PLAIN), "p", graph, "w")
+    assert problems and "\x1b" not in " ".join(problems) and "\\x1b[31mred" in problems[0], problems
+
+
+def test_without_onnx_installed_no_graph_is_judged(tmp_path, monkeypatch):
+    import sys
+
+    validate_module = sys.modules["tritongen.validate"]  # the package's `validate` is the API function
+
+    text = PLAIN.replace("TYPE_FP32 dims", "TYPE_FP16 dims", 1).replace('"p"', '"m"', 1)
+    repo = repository_with(
+        tmp_path, text, graph_file(tmp_path, [value("x", 1, [4])], [value("y", 1, [4])]).read_bytes()
+    )
+    assert not validate_repository(repo).ok
+    monkeypatch.setattr(validate_module, "onnx_available", lambda: False)
+    assert validate_repository(repo).ok

@@ -2,7 +2,8 @@
 that reproduce ``tritongen perf``'s measurement of a built model.
 
 ``handoff/<model>/`` is written beside the model repository, never inside it, so Triton never loads it and
-``tritongen verify`` never sees it:
+``tritongen verify`` never sees it (``handoff/<repository>-<model>/`` when ``handoff/<model>/`` holds the hand-off of
+a model of the same name in another repository beside it):
 
 - ``input_data.json``: perf_analyzer's ``--input-data``, the build's saved samples split into batch-1 requests
   (the requests ``tritongen perf`` sends), tensors base64-encoded;
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .files import regular_bytes
 from .perf.inputs import RequestSet, request_set_from_samples
 from .perf.perf_analyzer import (
     PerfAnalyzerInstall,
@@ -94,6 +96,22 @@ def _flag_value(command: tuple[str, ...], flag: str) -> str:
     return command[command.index(flag) + 1]
 
 
+MAX_MA_CONFIG_BYTES = 1 << 20  # the config.yaml written here is a few KiB
+
+
+def _written_for(folder: Path) -> str | None:
+    """The repository an earlier hand-off in ``folder`` was written for (its config.yaml's model_repository), or
+    None when there is none that can be read (a link is not followed)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(regular_bytes(folder / MA_CONFIG_NAME, MAX_MA_CONFIG_BYTES, follow_links=False))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    value = data.get("model_repository") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def model_analyzer_config(
     repo: Path, model: str, spec: PerfSpec, requests: RequestSet, data_path: Path, cpu_only: bool
 ) -> dict[str, Any]:
@@ -153,6 +171,9 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
     spec = spec or PerfSpec(model=model, url=DEFAULT_GRPC_URL, repo=repo)
     requests = request_set_from_samples(repo, model, config.max_batch_size > 0)
     folder = Path(out) / model
+    owner = _written_for(folder)
+    if owner is not None and owner != str(repo):  # another repository beside this one has a model of this name
+        folder = Path(out) / f"{repo.name}-{model}"
     if any(p.is_symlink() for p in (Path(out), folder)):
         raise TritongenError(
             f"{folder} is reached through a symbolic link", "remove the link; hand-offs are written only to folders"

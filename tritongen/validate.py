@@ -40,7 +40,7 @@ from .validate_ensemble import (
     problems_in_ensemble_scheduling,
     problems_in_ensembles,
 )
-from .validate_onnx import graph_io_from_onnx, onnx_io_problems
+from .validate_onnx import graph_io_from_onnx, onnx_available, onnx_io_problems
 from .validate_sequence import graph_state_problems, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
@@ -739,7 +739,9 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
 def _graph_io_problems(
     config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
 ) -> list[str]:
-    """The ONNX Runtime backend's checks of the config against each loaded version's graph."""
+    """The ONNX Runtime backend's checks of the config against each loaded version's graph (none without onnx)."""
+    if not onnx_available():
+        return []
     problems = []
     for version in versions:
         path = model_dir / str(version) / filename

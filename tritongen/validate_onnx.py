@@ -2,21 +2,25 @@
 
 When an instance loads, the backend (onnxruntime_backend's ``ValidateInputs``/``ValidateOutputs``) refuses a
 config whose inputs or outputs the graph does not have or whose data types differ, whose dims do not fit the
-graph's (an input's fixed graph dims must equal the config's, a variable graph dim accepts any; an output's must
-equal exactly, -1 only where the graph's dim is variable; a batching model's first graph dim must be variable), a
-sequence control that is not a graph input of dims [1] and of the control's type, an optional input on a batching
-model, and a count of graph inputs (initializers excluded) other than the config's inputs, sequence controls,
-states and batch inputs. Only the graph's declarations are read, never its weights' external data.
+graph's (a fixed graph dim must equal the config's, a variable one accepts any; a batching model's first graph dim
+must be variable), a sequence control that is not a graph input of dims [1] and of the control's type, an optional
+input on a batching model, and a count of graph inputs (initializers excluded) other than the config's inputs,
+sequence controls, states and batch inputs. A config without inputs or outputs is completed from the graph first.
+
+Only the graph's declarations are read, never its weights' external data. Where ONNX Runtime would complete them
+itself (an output's variable or undeclared dims and type, which its shape inference may fix), nothing is refused:
+a config this passes may still be refused at load, but one Triton accepts is not refused here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .files import read_problem, regular_bytes
+from .names import one_line
 
 DEFAULT_MAX_BATCH_SIZE = 4  # tritonserver --backend-config=default-max-batch-size, Triton's default
 MAX_ONNX_FILE_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its weights as external data
@@ -36,8 +40,8 @@ _TRITON_FROM_ONNX = {
     11: "TYPE_FP64",
     12: "TYPE_UINT32",
     13: "TYPE_UINT64",
-    16: "TYPE_BF16",
-}
+}  # BF16 came to the backend after Triton 2.51 (it refuses TYPE_BF16 as an unsupported datatype)
+_SUPPORTED_TYPES = frozenset(_TRITON_FROM_ONNX.values())
 _BATCH_WORDS = (
     "an initial batch dimension because max_batch_size > 0 followed by the explicit tensor shape, making complete shape"
 )
@@ -47,7 +51,7 @@ _BATCH_WORDS = (
 class GraphTensor:
     """One graph input or output as the backend sees it."""
 
-    type_name: str  # Triton's name (TYPE_FP32), or ONNX element type N when Triton has none
+    type_name: str  # Triton's name (TYPE_FP32), ONNX element type N when Triton has none, '' when not declared
     dims: tuple[int, ...] | None  # -1 for a variable dim; None when the graph declares no shape
 
 
@@ -61,6 +65,8 @@ class GraphIO:
 def _tensor(value: Any) -> GraphTensor:
     tensor = value.type.tensor_type
     type_name = _TRITON_FROM_ONNX.get(tensor.elem_type, f"ONNX element type {tensor.elem_type}")
+    if not tensor.elem_type:
+        type_name = ""
     if not tensor.HasField("shape"):
         return GraphTensor(type_name, None)
     return GraphTensor(type_name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
@@ -79,6 +85,13 @@ def _graph_io(path: Path) -> GraphIO:
     return GraphIO(inputs, overridable, {v.name: _tensor(v) for v in model.graph.output})
 
 
+def onnx_available() -> bool:
+    """Whether the ``onnx`` package is installed (the ``convert`` extra): without it no graph is read or judged."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
+
+
 def graph_io_from_onnx(path: Path) -> GraphIO:
     """The graph's inputs and outputs. Raises ``ValueError`` on a file that is not an ONNX model."""
     path = Path(path)
@@ -95,19 +108,27 @@ def graph_io_from_onnx(path: Path) -> GraphIO:
     return graph
 
 
+def _names(names: Iterable[str]) -> str:
+    """Tensor names read from a model file, for a message: escaped, so that no control character reaches a terminal."""
+    return ", ".join(one_line(n) for n in names)
+
+
 def _shape(dims: tuple[int, ...] | list[int]) -> str:
     return "[" + ",".join(str(d) for d in dims) + "]"
 
 
-def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int], batched: bool, exact: bool) -> str:
-    """The backends' ``CompareDimsSupported``, as one message or ''."""
+def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int], batched: bool) -> str:
+    """The backends' ``CompareDimsSupported`` (as for inputs: a variable graph dim takes any), as one message or ''.
+
+    For outputs the backend compares exactly, but against the dims ONNX Runtime inferred, which this does not see:
+    a dim the graph declares variable may have been inferred fixed, so only the declared fixed dims are compared."""
     if batched and (not graph or graph[0] != -1):
         return (
             f"model '{name}', tensor '{tensor}': for the model to support batching the shape should have at least 1 "
             f"dimension and the first dimension must be -1; but shape expected by the model is {_shape(graph)}"
         )
     full = [-1, *dims] if batched else list(dims)
-    fits = len(graph) == len(full) and all(g == d for g, d in zip(graph, full) if exact or g != -1)
+    fits = len(graph) == len(full) and all(g == d for g, d in zip(graph, full) if g != -1)
     if fits:
         return ""
     given = f"{_BATCH_WORDS} {_shape(full)}" if batched else f"shape {_shape(full)}"
@@ -117,33 +138,53 @@ def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int
     )
 
 
+def _type_name(value: int) -> str:
+    try:
+        return str(_config_pb2().DataType.Name(value))
+    except ValueError:  # a number the enum does not name (the text format accepts one)
+        return f"data type {value}"
+
+
 def _tensor_problems(
     config: Any, name: str, io: Any, graph: GraphTensor, role: str, check_dims: bool = True
 ) -> list[str]:
-    type_name = _config_pb2().DataType.Name(io.data_type)
-    if type_name != graph.type_name:
+    """The backend's checks of one config tensor against its graph tensor. ORT completes the graph's outputs by
+    shape inference before the backend reads them, so for an output only what the graph declares is compared: a
+    declared type, and its fixed dims (a variable or undeclared one may be inferred to anything)."""
+    type_name = _type_name(io.data_type)
+    if type_name not in _SUPPORTED_TYPES:
+        return [f"unsupported datatype {type_name} for {role} '{io.name}' for model '{name}'"]
+    if role == "output" and not graph.type_name:
+        pass  # declared without a type: inferred
+    elif type_name != graph.type_name:
         return [
             f"unable to load model '{name}', configuration expects datatype {type_name} for {role} '{io.name}', "
             f"model provides {graph.type_name}: set data_type: {graph.type_name} for it in config.pbtxt"
         ]
-    if graph.dims is None or not check_dims:  # a batch output's shape need not match the model's
+    if not check_dims or (graph.dims is None and role == "output"):  # a batch output's shape need not match
         return []
+    graph_dims = graph.dims or ()  # an input declared without a shape is rank 0 to the backend
     dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+    if role == "input" and io.optional and io.allow_ragged_batch:
+        return [
+            f"unable to load model '{name}', configuration expects model provides input with shape [-1] for ragged "
+            f"input '{io.name}', which is not supported for optional input"
+        ]
     if role == "input" and io.allow_ragged_batch:
-        if graph.dims != (-1,):
+        if graph_dims != (-1,):
             return [
                 f"unable to load model '{name}', configuration expects model provides input with shape [-1] for "
-                f"ragged input '{io.name}', model provides {_shape(graph.dims)}"
+                f"ragged input '{io.name}', model provides {_shape(graph_dims)}"
             ]
         return []
-    if not graph.dims:
+    if not graph_dims:
         if any(d != 1 for d in dims):
             return [
                 f"unable to load model '{name}', scalar tensor '{io.name}', should only provide 1 in the model "
                 f"configuration when the model doesn't support batching. Model configuration provided: {_shape(dims)}."
             ]
         return []
-    problem = _dims_problem(name, io.name, graph.dims, dims, config.max_batch_size > 0, exact=role == "output")
+    problem = _dims_problem(name, io.name, graph_dims, dims, config.max_batch_size > 0)
     return [problem] if problem else []
 
 
@@ -164,7 +205,7 @@ def _control_tensors(config: Any) -> list[tuple[str, str]]:
             if control.kind not in wanted:
                 continue
             if control.kind == kind.CONTROL_SEQUENCE_CORRID:
-                type_name = _config_pb2().DataType.Name(control.data_type)
+                type_name = _type_name(control.data_type)
             elif control.fp32_false_true:
                 type_name = "TYPE_FP32"
             elif control.bool_false_true:
@@ -175,16 +216,19 @@ def _control_tensors(config: Any) -> list[tuple[str, str]]:
     return tensors
 
 
-def auto_completed(config: Any, name: str, graph: GraphIO) -> tuple[Any, str]:
+def auto_completed(config: Any, name: str, graph: GraphIO) -> tuple[Any | None, str]:
     """The config as the backend completes it from the graph before it checks it (``AutoCompleteConfig``, on unless
     tritonserver runs with --disable-auto-complete-config), and the reason it refuses to, or ''.
 
     Only a config without inputs (and batch inputs) or without outputs is completed: its max_batch_size becomes
     tritonserver's default (4) when every graph tensor has a variable first dim and it is 0, and the missing inputs
-    or outputs are the graph's, dims without the batch dim ([1] with an empty reshape for a batching scalar)."""
+    or outputs are the graph's, dims without the batch dim ([1] with an empty reshape for a batching scalar).
+    None when that depends on an output shape the graph leaves to ONNX Runtime's inference (not judged here)."""
     has_inputs = len(config.input) + len(config.batch_input) > 0
     if has_inputs and len(config.output) > 0:
         return config, ""
+    if any(t.dims is None for t in graph.outputs.values()):
+        return None, ""
     done = type(config)()
     done.CopyFrom(config)
     tensors = [*graph.inputs.values(), *graph.outputs.values()]
@@ -216,20 +260,31 @@ def auto_completed(config: Any, name: str, graph: GraphIO) -> tuple[Any, str]:
 def onnx_io_problems(config: Any, name: str, graph: GraphIO, where: str) -> list[str]:
     """Every reason the ONNX Runtime backend would refuse ``config`` for the graph ``graph`` read from ``where``
     (after completing a config without inputs or outputs from the graph, as the backend does)."""
-    config, refused = auto_completed(config, name, graph)
+    completed, refused = auto_completed(config, name, graph)
     if refused:
         return [refused]
+    if completed is None:
+        return []
+    config = completed
     controls = _control_tensors(config)
     required = [io.name for io in config.input if not io.optional]
     expected = len(required) + len(config.batch_input) + len(controls) + len(config.sequence_batching.state)
     problems = []
     if len(graph.inputs) != expected:
-        configured = set(required) | {c for c, _ in controls} | {s.input_name for s in config.sequence_batching.state}
+        configured = {io.name for io in config.input} | {c for c, _ in controls}
+        configured |= {s.input_name for s in config.sequence_batching.state}
         missing = [n for n in graph.inputs if n not in configured]
+        optional = [io.name for io in config.input if io.optional and io.name in graph.inputs]
+        fix = (
+            f": add {_names(missing)} to the config's inputs"
+            if missing
+            else f": make {_names(optional)} required (only an initializer of the graph may be optional)"
+            if optional
+            else ""
+        )
         problems.append(
             f"unable to load model '{name}', configuration expects {expected} inputs, model provides "
-            f"{len(graph.inputs)} ({where}: {', '.join(graph.inputs) or 'none'})"
-            + (f": add {', '.join(missing)} to the config's inputs" if missing else "")
+            f"{len(graph.inputs)} ({where}: {_names(graph.inputs) or 'none'}){fix}"
         )
     allowed = {**graph.inputs, **graph.overridable}
     for io in config.input:
@@ -239,14 +294,14 @@ def onnx_io_problems(config: Any, name: str, graph: GraphIO, where: str) -> list
                 "support batching"
             )
         if io.name not in allowed:
-            problems.append(f"unexpected inference input '{io.name}', allowed inputs are: {', '.join(sorted(allowed))}")
+            problems.append(f"unexpected inference input '{io.name}', allowed inputs are: {_names(sorted(allowed))}")
             continue
         problems += _tensor_problems(config, name, io, allowed[io.name], "input")
     batch_outputs = {target for b in config.batch_output for target in b.target_name}
     for io in config.output:
         if io.name not in graph.outputs:
             problems.append(
-                f"unexpected inference output '{io.name}', allowed outputs are: {', '.join(sorted(graph.outputs))}"
+                f"unexpected inference output '{io.name}', allowed outputs are: {_names(sorted(graph.outputs))}"
             )
         else:
             problems += _tensor_problems(
