@@ -142,7 +142,11 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
         lambda w: ["build", str(w.conv), "--input", "x:FP32:3,0,32"],
         ("tensor 'x' has a dimension of size 0 (dims 3,0,32)",),
     ),
-    ("negative dim", lambda w: ["build", str(w.conv), "--input", "x:FP32:3,-4,32"], ("dimension -4",)),
+    (
+        "negative dim",
+        lambda w: ["build", str(w.conv), "--input", "x:FP32:3,-4,32"],
+        ("a dimension of size -4 (dims 3,-4,32)",),
+    ),
     ("malformed --input", lambda w: ["build", str(w.conv), "--input", "x=FP32"], ("NAME:DTYPE:DIMS",)),
     ("unknown dtype", lambda w: ["build", str(w.conv), "--input", "x:FLOAT128:3"], ("unknown data type",)),
     (

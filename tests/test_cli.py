@@ -82,7 +82,7 @@ def test_build_then_validate(tmp_path, conv_ts):
             ["zip archive but not a PyTorch one", "TorchScript"],
         ),
         (None, ["--input", "x:FP32"], ["NAME:DTYPE:DIMS"]),
-        (None, ["--input", "x:FP32:3,0,32"], ["dimension 0"]),
+        (None, ["--input", "x:FP32:3,0,32"], ["a dimension of size 0 (dims 3,0,32)"]),
         (
             None,
             ["--input", "x:INT64:3,32,32"],

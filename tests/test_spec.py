@@ -28,8 +28,8 @@ def test_input_arg_parses_name_dtype_dims():
         ("x:FP32", "NAME:DTYPE:DIMS"),
         ("x:FP33:3", "unknown data type"),
         ("x:FP32:3,a", "not integers"),
-        ("x:FP32:0,3", "dimension 0"),
-        ("x:FP32:-2", "dimension -2"),
+        ("x:FP32:0,3", r"a dimension of size 0 \(dims 0,3\)"),
+        ("x:FP32:-2", r"a dimension of size -2 \(dims -2\)"),
         ("9x:FP32:3", "not valid"),
     ],
 )

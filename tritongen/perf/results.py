@@ -252,7 +252,7 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-MAX_RESULT_BYTES = 16 << 20  # a run of many levels is a few hundred KiB; nothing read from a file is unbounded
+MAX_RESULT_BYTES = 4 << 20  # a run of many levels is a few hundred KiB; 4 MiB of tiny JSON values parse to ~100 MB
 RESULT_FIX = "pass a results.json written by tritongen perf"
 
 
