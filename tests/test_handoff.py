@@ -216,3 +216,17 @@ def test_a_model_of_the_same_name_in_another_repository_beside_it_gets_its_own_f
     assert yaml.safe_load(first.model_analyzer_config.read_text())["model_repository"] == str((work / "repo").resolve())
     assert yaml.safe_load(second.model_analyzer_config.read_text())["model_repository"] == str(other.resolve())
     assert handoff_from_model(work / "repo", "seq", out).folder == first.folder  # its own folder, written again
+
+
+def test_a_crafted_config_yaml_in_the_handoff_folder_is_replaced_not_obeyed(tmp_path):
+    from tritongen.handoff import _written_for
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    assert _written_for(folder) is None  # nothing there
+    (folder / "config.yaml").write_text("[" * 200_000)  # nesting deep enough to exhaust the parser
+    assert _written_for(folder) is None
+    (folder / "config.yaml").write_text("model_repository: [1, 2]\n")
+    assert _written_for(folder) is None
+    (folder / "config.yaml").write_text("model_repository: /some/repo\n")
+    assert _written_for(folder) == "/some/repo"

@@ -106,7 +106,7 @@ def _written_for(folder: Path) -> str | None:
 
     try:
         data = yaml.safe_load(regular_bytes(folder / MA_CONFIG_NAME, MAX_MA_CONFIG_BYTES, follow_links=False))
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):  # nesting deep enough to exhaust the parser
         return None
     value = data.get("model_repository") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
