@@ -342,7 +342,8 @@ def test_a_model_for_a_backend_this_server_lacks_gets_a_fix_that_helps(tmp_path,
 
 
 @pytest.mark.server
-def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, server_install):
+@pytest.mark.parametrize("at", ["ready:", "press Ctrl-C"])  # while the banner prints, and once it has
+def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, server_install, at):
     import signal
     import subprocess
 
@@ -356,12 +357,12 @@ def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, se
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root) as proc:
         assert proc.stdout is not None
         lines = []
-        for line in proc.stdout:  # up to "press Ctrl-C to stop"; ends early if serve fails
+        for line in proc.stdout:  # up to the line `at`; ends early if serve fails
             lines.append(line)
-            if line.startswith("press Ctrl-C"):
+            if line.startswith(at):
                 break
-        assert lines and lines[-1].startswith("press Ctrl-C"), "".join(lines) + proc.stderr.read()
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground command
+        assert lines and lines[-1].startswith(at), "".join(lines) + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground command, at once
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped: tritonserver unloaded its models and exited (code 0)" in err

@@ -424,26 +424,12 @@ def serve(
         return
     _echo_err(f"starting tritonserver on {repo.resolve()} ...")
     with api.serve(repo, verify=False, **options) as server:  # checked above
-        click.echo(f"ready: {', '.join(server.models)}")
-        click.echo(f"  HTTP    {server.http_url}")
-        click.echo(f"  gRPC    {server.grpc_url}")
-        click.echo(f"  metrics {server.metrics_url}")
-        click.echo(f"  log     {server.log_path}")
-        library = f" ({server.allocator_library})" if server.allocator_library else ""
-        click.echo(f"  malloc  {server.allocator}{library}")
-        click.echo(f"  stub BLAS {server.stub_blas}")
-        if server.spec.cpus:
-            click.echo(f"  CPUs    {cpus_text(server.spec.cpus)} (tritonserver and its stubs pinned there)")
-        if server.spec.model_control == "poll":
-            click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
-        if server.admin_token:
-            for protocol in ("http", "grpc"):
-                ((key, value),) = server.admin_headers(protocol).items()
-                click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
-        for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url):
-            click.echo(line)
-        click.echo("press Ctrl-C to stop")
-        code = server.wait()
+        try:
+            _print_ready(server, repo)
+            code = server.wait()
+        except KeyboardInterrupt:  # Ctrl-C while the banner was printed, before wait() took it over
+            server.interrupted = True
+            code = server.stop()
         log = f"; its log: {server.log_path}" if server.log_path.exists() else ""
         if server.interrupted:
             _echo_err(f"stopped: tritonserver unloaded its models and exited (code {code}){log}")
@@ -451,6 +437,29 @@ def serve(
         if code != 0:
             raise TritongenError(f"tritonserver exited on its own with code {code}", f"read its log {server.log_path}")
         _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
+
+
+def _print_ready(server, repo: Path) -> None:
+    """The endpoints and settings of a server that is ready, what to type next, and how to stop it."""
+    click.echo(f"ready: {', '.join(server.models)}")
+    click.echo(f"  HTTP    {server.http_url}")
+    click.echo(f"  gRPC    {server.grpc_url}")
+    click.echo(f"  metrics {server.metrics_url}")
+    click.echo(f"  log     {server.log_path}")
+    library = f" ({server.allocator_library})" if server.allocator_library else ""
+    click.echo(f"  malloc  {server.allocator}{library}")
+    click.echo(f"  stub BLAS {server.stub_blas}")
+    if server.spec.cpus:
+        click.echo(f"  CPUs    {cpus_text(server.spec.cpus)} (tritonserver and its stubs pinned there)")
+    if server.spec.model_control == "poll":
+        click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
+    if server.admin_token:
+        for protocol in ("http", "grpc"):
+            ((key, value),) = server.admin_headers(protocol).items()
+            click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
+    for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url):
+        click.echo(line)
+    click.echo("press Ctrl-C to stop")
 
 
 def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url: str = "") -> list[str]:
