@@ -14,6 +14,7 @@ from tritongen.perf.tune import (
     Trial,
     TuneResult,
     TuneSpec,
+    _after_paired,
     _beats_side_by_side,
     _best_point,
     _climb,
@@ -182,6 +183,14 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
     trial, point = _pick_paired(rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 9.5))], 9.0)
     assert trial is b and point.throughput_rps == 7000
     assert _pick_paired(rivals, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0) is None
+    # Neither held twice: the first re-measurement's best stays, and the output says why.
+    said: list[str] = []
+    chosen = (b, _p(16, 7800, 5.0))
+    assert _after_paired(chosen, rivals, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0, said.append) is chosen
+    assert len(said) == 1 and "neither held the target both times" in said[0] and B.label() in said[0]
+    said.clear()
+    assert _after_paired(chosen, rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 5.0))], 9.0, said.append)[0] is a
+    assert said == []
     # The second measurements run B first (measured last the first time), each with its config loaded, same load.
     from tritongen.perf import perf_analyzer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import onnx_declaring
+from tests.factories import declared_nodes, declared_opsets, onnx_declaring
 from tests.test_cli import tritongen
 from tritongen.validate import config_from_text, validate_repository
 from tritongen.validate_onnx import graph_io_from_onnx, onnx_io_problems
@@ -127,22 +127,17 @@ def test_a_config_without_batching_on_a_batched_graph_is_refused():
     ), problems
 
 
-def test_an_input_the_graph_lacks_is_named_with_the_ones_it_has():
+@pytest.mark.parametrize(
+    ("role", "index", "renamed", "message"),
+    [
+        ("input", 1, "INPUT9", "unexpected inference input 'INPUT9', allowed inputs are: INPUT0, INPUT1"),
+        ("output", 0, "OUT", "unexpected inference output 'OUT', allowed outputs are: OUTPUT0, OUTPUT1"),
+    ],
+)
+def test_a_tensor_the_graph_lacks_is_named_with_the_ones_it_has(role, index, renamed, message):
     config, graph = case("empty_config")
-    config.input[1].name = "INPUT9"
-    only(
-        onnx_io_problems(config, "m", graph, "w"),
-        "unexpected inference input 'INPUT9', allowed inputs are: INPUT0, INPUT1",
-    )
-
-
-def test_an_output_the_graph_lacks_is_named_with_the_ones_it_has():
-    config, graph = case("empty_config")
-    config.output[0].name = "OUT"
-    only(
-        onnx_io_problems(config, "m", graph, "w"),
-        "unexpected inference output 'OUT', allowed outputs are: OUTPUT0, OUTPUT1",
-    )
+    getattr(config, role)[index].name = renamed
+    only(onnx_io_problems(config, "m", graph, "w"), message)
 
 
 def test_a_graph_input_missing_from_the_config_is_counted_and_named():
@@ -304,13 +299,10 @@ def test_a_config_with_only_outputs_gets_the_graphs_inputs(tmp_path):
 
 def graph_file(tmp_path: Path, inputs, outputs, initializers=(), ir_version: int | None = None) -> Path:
     """A model.onnx declaring ``inputs``/``outputs`` (onnx ValueInfoProtos) and ``initializers`` (TensorProtos)."""
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    nodes = [
-        helper.make_node("Constant", [], [o.name], value=helper.make_tensor(o.name + "_v", TensorProto.FLOAT, [1], [0]))
-        for o in outputs
-    ]
-    model = helper.make_model(helper.make_graph(nodes, "g", list(inputs), list(outputs), list(initializers)))
+    graph = helper.make_graph(declared_nodes(outputs), "g", list(inputs), list(outputs), list(initializers))
+    model = helper.make_model(graph, opset_imports=declared_opsets())
     if ir_version is not None:
         model.ir_version = ir_version
     path = tmp_path / "model.onnx"
@@ -339,6 +331,70 @@ def test_an_output_whose_type_and_shape_are_left_to_inference_is_not_refused(tmp
     # a config without outputs: whether the model batches depends on the inferred shape, so it is not judged
     no_outputs = config_from_text(PLAIN.replace("max_batch_size: 0", "max_batch_size: 8").split("output")[0])
     assert onnx_io_problems(no_outputs, "p", graph, "w") == []
+
+
+def inferring_graph(tmp_path: Path, output_dims, weight_rows: int = 64) -> Path:
+    """x [batch, 64] -> MatMul with a weight of 64 x 32 FP32 (8 KiB: given to inference as a declared input, not
+    its values) -> Reshape to [0, 4, 8] by a small constant shape -> y, declared with ``output_dims`` (None: neither
+    type nor shape). Shape inference completes y to [batch, 4, 8] FP32."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((weight_rows, 32), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, 4, 8], np.int64), "shape")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
+    y = helper.make_empty_tensor_value_info("y") if output_dims is None else value("y", 1, output_dims)
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [weight, shape]))
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+BATCHED = (
+    'name: "b"\nbackend: "onnxruntime"\nmax_batch_size: 8\n'
+    'input [{ name: "x" data_type: TYPE_FP32 dims: [ 64 ] }]\n'
+    'output [{ name: "y" data_type: TYPE_FP32 dims: [ 4, 8 ] }]\n'
+)
+
+
+@pytest.mark.parametrize("declared", [None, ["batch", "a", "b"]], ids=["undeclared", "declared-variable"])
+def test_an_outputs_shape_is_judged_as_onnx_shape_inference_completes_it(tmp_path, declared):
+    """ONNX Runtime completes a graph output's type and dims by shape inference before the backend compares them
+    exactly with the config's; validate runs ONNX's shape inference (the weights' values left out) likewise."""
+    graph = graph_io_from_onnx(inferring_graph(tmp_path, declared))
+    assert graph.outputs["y"].type_name == "TYPE_FP32" and graph.outputs["y"].dims == (-1, 4, 8)
+    config = config_from_text(BATCHED)
+    assert onnx_io_problems(config, "b", graph, "w") == []
+    config.output[0].dims[1] = 16
+    only(onnx_io_problems(config, "b", graph, "w"), "tensor 'y': the model expects 3 dimensions (shape [-1,4,8])")
+    config.output[0].dims[1] = -1  # the backend compares outputs exactly: a variable config dim over a fixed one
+    only(onnx_io_problems(config, "b", graph, "w"), "tensor 'y'", "shape [-1,4,8]")
+    config = config_from_text(BATCHED)
+    config.output[0].data_type = type_value("TYPE_FP16")
+    only(onnx_io_problems(config, "b", graph, "w"), "for output 'y', model provides TYPE_FP32")
+
+
+def test_shape_inference_gets_the_small_constants_and_only_the_declarations_of_weights(tmp_path):
+    import onnx
+
+    from tritongen.validate_onnx import _without_weights
+
+    light = _without_weights(onnx.load(inferring_graph(tmp_path, None)))
+    assert [t.name for t in light.graph.initializer] == ["shape"]
+    assert [(v.name, [d.dim_value for d in v.type.tensor_type.shape.dim]) for v in light.graph.input][1:] == [
+        ("w", [64, 32])
+    ]
+
+
+def test_a_graph_inference_cannot_follow_is_judged_on_its_declarations_alone(tmp_path):
+    # the weight has 65 rows against x's 64 columns: inference fails on the MatMul and y stays as declared
+    graph = graph_io_from_onnx(inferring_graph(tmp_path, ["batch", "a", "b"], weight_rows=65))
+    assert graph.outputs["y"].dims == (-1, -1, -1)
+    config = config_from_text(BATCHED)
+    config.output[0].dims[1] = 16
+    assert onnx_io_problems(config, "b", graph, "w") == []
+    assert graph_io_from_onnx(inferring_graph(tmp_path, None, weight_rows=65)).outputs["y"].dims is None
 
 
 def test_an_initializer_listed_as_an_input_may_be_sent_from_ir_4_on(tmp_path):

@@ -7,9 +7,11 @@ must be variable), a sequence control that is not a graph input of dims [1] and 
 input on a batching model, and a count of graph inputs (initializers excluded) other than the config's inputs,
 sequence controls, states and batch inputs. A config without inputs or outputs is completed from the graph first.
 
-Only the graph's declarations are read, never its weights' external data. Where ONNX Runtime would complete them
-itself (an output's variable or undeclared dims and type, which its shape inference may fix), nothing is refused:
-a config this passes may still be refused at load, but one Triton accepts is not refused here.
+Only the graph is read, never its weights' external data. ONNX Runtime completes a graph's outputs by shape
+inference before the backend compares them, so ONNX's shape inference runs here too (on the graph without its
+weights' values); where it cannot follow (an operator it does not know, a graph it finds inconsistent), an
+output's variable or undeclared dims and type are not judged: a config this passes may still be refused at load,
+but one Triton accepts is not refused here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .names import one_line
 
 DEFAULT_MAX_BATCH_SIZE = 4  # tritonserver --backend-config=default-max-batch-size, Triton's default
 MAX_ONNX_FILE_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its weights as external data
+_SMALL_INITIALIZER_BYTES = 4096  # an initializer up to this size goes into shape inference with its values
 
 # ONNX TensorProto element types -> Triton's config names (the backend's ConvertFromOnnxDataType).
 _TRITON_FROM_ONNX = {
@@ -72,6 +75,61 @@ def _tensor(value: Any) -> GraphTensor:
     return GraphTensor(type_name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
 
 
+def _without_weights(model: Any) -> Any:
+    """A copy of ``model`` for shape inference: its nodes and declarations, the small initializers (the constant
+    shapes a Reshape or an Expand reads), and every larger or external one as a graph input of its type and dims
+    (a weight's values decide no shape), so inference never copies the weights."""
+    from onnx import ModelProto, TensorProto, helper
+
+    light = ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph = light.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    declared = {v.name for v in graph.input}
+    for tensor in model.graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL and tensor.ByteSize() <= _SMALL_INITIALIZER_BYTES:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    for sparse in model.graph.sparse_initializer:
+        if sparse.values.name not in declared:
+            graph.input.append(
+                helper.make_tensor_value_info(sparse.values.name, sparse.values.data_type, list(sparse.dims))
+            )
+    return light
+
+
+def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
+    """The graph's outputs as ONNX's shape inference completes them (what ONNX Runtime does before the backend
+    reads them: a declared variable dim becomes the inferred value, an undeclared type and shape the inferred
+    ones; a conflict keeps the declaration). {} where inference fails."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(model), strict_mode=False, data_prop=False)
+    except Exception:  # noqa: BLE001 -- a graph inference cannot follow: only the declarations are judged
+        return {}
+    return {v.name: _tensor(v) for v in inferred.graph.output}
+
+
+def _completed(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
+    """``declared`` with what inference adds: its type where none is declared, its dims where none are, and each
+    fixed dim where the declaration's is variable (same rank only)."""
+    if inferred is None:
+        return declared
+    type_name = declared.type_name or inferred.type_name
+    if declared.dims is None:
+        return GraphTensor(type_name, inferred.dims)
+    if inferred.dims is None or len(inferred.dims) != len(declared.dims):
+        return GraphTensor(type_name, declared.dims)
+    return GraphTensor(type_name, tuple(d if d != -1 else i for d, i in zip(declared.dims, inferred.dims)))
+
+
 def _graph_io(path: Path) -> GraphIO:
     import onnx
 
@@ -82,7 +140,9 @@ def _graph_io(path: Path) -> GraphIO:
     overridable = (
         {v.name: _tensor(v) for v in model.graph.input if v.name in initializers} if model.ir_version >= 4 else {}
     )
-    return GraphIO(inputs, overridable, {v.name: _tensor(v) for v in model.graph.output})
+    inferred = _inferred_outputs(model)
+    outputs = {v.name: _completed(_tensor(v), inferred.get(v.name)) for v in model.graph.output}
+    return GraphIO(inputs, overridable, outputs)
 
 
 def onnx_available() -> bool:
@@ -120,8 +180,8 @@ def _shape(dims: tuple[int, ...] | list[int]) -> str:
 def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int], batched: bool) -> str:
     """The backends' ``CompareDimsSupported`` (as for inputs: a variable graph dim takes any), as one message or ''.
 
-    For outputs the backend compares exactly, but against the dims ONNX Runtime inferred, which this does not see:
-    a dim the graph declares variable may have been inferred fixed, so only the declared fixed dims are compared."""
+    For outputs the backend compares exactly, against the dims ONNX Runtime inferred: ``graph`` holds ONNX's
+    inferred dims, and a dim still variable there (ONNX Runtime may know more) is not judged."""
     if batched and (not graph or graph[0] != -1):
         return (
             f"model '{name}', tensor '{tensor}': for the model to support batching the shape should have at least 1 "
@@ -149,8 +209,8 @@ def _tensor_problems(
     config: Any, name: str, io: Any, graph: GraphTensor, role: str, check_dims: bool = True
 ) -> list[str]:
     """The backend's checks of one config tensor against its graph tensor. ORT completes the graph's outputs by
-    shape inference before the backend reads them, so for an output only what the graph declares is compared: a
-    declared type, and its fixed dims (a variable or undeclared one may be inferred to anything)."""
+    shape inference before the backend reads them, so for an output only what the graph declares or ONNX's shape
+    inference found is compared: a known type, and the fixed dims (a variable or unknown one may be anything)."""
     type_name = _type_name(io.data_type)
     if type_name not in _SUPPORTED_TYPES:
         return [f"unsupported datatype {type_name} for {role} '{io.name}' for model '{name}'"]

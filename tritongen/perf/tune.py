@@ -43,7 +43,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -614,7 +614,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                 progress("two configs held: measuring both a second time, in the reverse order")
                 seconds = _paired(rivals, again)
                 confirmation += seconds
-                chosen = _pick_paired(rivals, seconds, target_ms) or chosen
+                chosen = _after_paired(chosen, rivals, seconds, target_ms, progress)
             if chosen is not None and spec.climb_steps:
                 climbed = _climb(chosen, again)
                 confirmation += climbed
@@ -963,6 +963,26 @@ def _pick_paired(
         if best is None or mean_rps > best[0]:
             best = (mean_rps, trial, min(first, second, key=lambda p: p.throughput_rps))
     return None if best is None else (best[1], best[2])
+
+
+def _after_paired(
+    chosen: tuple[Trial, PerfPoint],
+    rivals: Sequence[tuple[Trial, PerfPoint]],
+    again: Sequence[tuple[Trial, PerfPoint]],
+    target_p99_ms: float,
+    progress: Callable[[str], None],
+) -> tuple[Trial, PerfPoint]:
+    """The winner after the paired measurement: ``_pick_paired``'s, or where neither config held the target both
+    times, ``chosen`` (the first re-measurement's best), saying so."""
+    paired = _pick_paired(rivals, again, target_p99_ms)
+    if paired is not None:
+        return paired
+    progress(
+        "neither held the target both times (a busy machine reads both slower): kept "
+        f"{chosen[0].candidate.label()}, the first re-measurement's best; run tune again on a quiet machine to "
+        "decide between the two"
+    )
+    return chosen
 
 
 def _paired(rivals: Sequence[tuple[Trial, PerfPoint]], again: _Remeasure) -> list[tuple[Trial, PerfPoint]]:
