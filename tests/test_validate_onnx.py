@@ -333,20 +333,35 @@ def test_an_output_whose_type_and_shape_are_left_to_inference_is_not_refused(tmp
     assert onnx_io_problems(no_outputs, "p", graph, "w") == []
 
 
-def inferring_graph(tmp_path: Path, output_dims, weight_rows: int = 64) -> Path:
+def inferring_graph(
+    tmp_path: Path,
+    output_dims,
+    *,
+    weight_rows: int = 64,
+    shape_is_input: bool = False,
+    stale_hidden: bool = False,
+    name: str = "model",
+) -> Path:
     """x [batch, 64] -> MatMul with a weight of 64 x 32 FP32 (8 KiB: given to inference as a declared input, not
-    its values) -> Reshape to [0, 4, 8] by a small constant shape -> y, declared with ``output_dims`` (None: neither
-    type nor shape). Shape inference completes y to [batch, 4, 8] FP32."""
+    its values) -> h -> Reshape to [0, 4, 8] by a small constant shape -> y, declared with ``output_dims`` (None:
+    neither type nor shape). Shape inference computes y as [batch, 4, 8] FP32. ``shape_is_input``: the shape is
+    also a graph input (IR 8: a request may replace it, so nothing is computed from it); ``stale_hidden``: a
+    value_info declares h [batch, 16] (inference finds [batch, 32])."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.zeros((weight_rows, 32), np.float32), "w")
     shape = numpy_helper.from_array(np.array([0, 4, 8], np.int64), "shape")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])]
+    if shape_is_input:
+        inputs.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [3]))
     y = helper.make_empty_tensor_value_info("y") if output_dims is None else value("y", 1, output_dims)
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [weight, shape]))
-    path = tmp_path / "model.onnx"
+    stale = [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 16])] if stale_hidden else []
+    graph = helper.make_graph(nodes, "g", inputs, [y], [weight, shape], value_info=stale)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / f"{name}.onnx"
     path.write_bytes(model.SerializeToString())
     return path
 
@@ -359,42 +374,104 @@ BATCHED = (
 
 
 @pytest.mark.parametrize("declared", [None, ["batch", "a", "b"]], ids=["undeclared", "declared-variable"])
-def test_an_outputs_shape_is_judged_as_onnx_shape_inference_completes_it(tmp_path, declared):
+def test_an_output_dim_the_graph_computes_refuses_another_fixed_dim(tmp_path, declared):
     """ONNX Runtime completes a graph output's type and dims by shape inference before the backend compares them
-    exactly with the config's; validate runs ONNX's shape inference (the weights' values left out) likewise."""
+    with the config's; validate runs ONNX's shape inference (the weights' values left out) likewise. A dim only
+    inference supplies refuses another fixed dim, and takes a variable one (another ONNX Runtime may infer less)."""
     graph = graph_io_from_onnx(inferring_graph(tmp_path, declared))
-    assert graph.outputs["y"].type_name == "TYPE_FP32" and graph.outputs["y"].dims == (-1, 4, 8)
+    assert graph.outputs["y"].type_name == "TYPE_FP32" and graph.outputs["y"].computed == (-1, 4, 8)
     config = config_from_text(BATCHED)
     assert onnx_io_problems(config, "b", graph, "w") == []
-    config.output[0].dims[1] = 16
-    only(onnx_io_problems(config, "b", graph, "w"), "tensor 'y': the model expects 3 dimensions (shape [-1,4,8])")
-    config.output[0].dims[1] = -1  # the backend compares outputs exactly: a variable config dim over a fixed one
-    only(onnx_io_problems(config, "b", graph, "w"), "tensor 'y'", "shape [-1,4,8]")
+    config.output[0].dims[0] = 16
+    only(
+        onnx_io_problems(config, "b", graph, "w"),
+        "output 'y': the graph computes shape [-1,4,8] (ONNX shape inference; -1: not known) but the model "
+        "configuration specifies [-1,16,8]: set its dims to [4,8]",
+    )
+    config.output[0].dims[0] = -1
+    assert onnx_io_problems(config, "b", graph, "w") == []
     config = config_from_text(BATCHED)
     config.output[0].data_type = type_value("TYPE_FP16")
     only(onnx_io_problems(config, "b", graph, "w"), "for output 'y', model provides TYPE_FP32")
 
 
+def ort_output_dims(path: Path, batched: bool) -> list[int] | None:
+    """The output dims ONNX Runtime reports for ``path`` (what the backend compares a config with): -1 for a
+    symbolic or unknown dim, without the batch dim; None when it reports no shape."""
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    shape = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_outputs()[0].shape
+    if not shape:
+        return None
+    dims = [d if isinstance(d, int) else -1 for d in shape]
+    return dims[1:] if batched else dims
+
+
+@pytest.mark.parametrize(
+    ("declared", "options"),
+    [
+        (None, {}),
+        (["batch", "a", "b"], {}),
+        (["batch", "a", "b"], {"shape_is_input": True}),  # ORT computes nothing from an overridable initializer
+        (None, {"shape_is_input": True}),
+        (["batch", 4, 16], {}),  # declared 16, computed 8: ORT leaves the dim unknown
+        (["batch", 4], {}),  # declared rank 2, computed rank 3: ORT keeps no shape
+        (["batch", "n", "m"], {"stale_hidden": True}),  # a value_info inference disagrees with
+    ],
+    ids=["undeclared", "variable", "overridable", "overridable-undeclared", "conflict", "rank", "stale-value-info"],
+)
+def test_a_config_of_the_output_dims_onnx_runtime_reports_is_never_refused(tmp_path, declared, options):
+    """The oracle is ONNX Runtime itself: whatever output shape its session reports, the config that states it
+    (a variable dim where ONNX Runtime knows none) passes validate."""
+    path = inferring_graph(tmp_path, declared, **options)
+    dims = ort_output_dims(path, batched=True)
+    config = config_from_text(BATCHED)
+    del config.output[0].dims[:]
+    config.output[0].dims.extend(dims if dims is not None else [1])
+    assert onnx_io_problems(config, "b", graph_io_from_onnx(path), "w") == []
+
+
 def test_shape_inference_gets_the_small_constants_and_only_the_declarations_of_weights(tmp_path):
+    import numpy as np
     import onnx
+    from onnx import helper, numpy_helper
 
-    from tritongen.validate_onnx import _without_weights
+    from tritongen.validate_onnx import _lightened
 
-    light = _without_weights(onnx.load(inferring_graph(tmp_path, None)))
-    assert [t.name for t in light.graph.initializer] == ["shape"]
+    model = onnx.load(inferring_graph(tmp_path, ["batch", 4, 8]))
+    big = numpy_helper.from_array(np.ones((64, 64), np.float32), "big")
+    model.graph.node.append(helper.make_node("Constant", [], ["k"], value=big))
+    light = _lightened(model)
+    assert [t.name for t in light.graph.initializer] == ["shape"] and "Constant" not in {
+        n.op_type for n in light.graph.node
+    }
     assert [(v.name, [d.dim_value for d in v.type.tensor_type.shape.dim]) for v in light.graph.input][1:] == [
-        ("w", [64, 32])
+        ("w", [64, 32]),
+        ("k", [64, 64]),
     ]
+    assert not light.graph.output[0].type.tensor_type.HasField("shape")
 
 
 def test_a_graph_inference_cannot_follow_is_judged_on_its_declarations_alone(tmp_path):
-    # the weight has 65 rows against x's 64 columns: inference fails on the MatMul and y stays as declared
+    # the weight has 65 rows against x's 64 columns: inference fails, and y stays as declared
     graph = graph_io_from_onnx(inferring_graph(tmp_path, ["batch", "a", "b"], weight_rows=65))
-    assert graph.outputs["y"].dims == (-1, -1, -1)
+    assert graph.outputs["y"].dims == (-1, -1, -1) and graph.outputs["y"].computed is None
     config = config_from_text(BATCHED)
     config.output[0].dims[1] = 16
     assert onnx_io_problems(config, "b", graph, "w") == []
     assert graph_io_from_onnx(inferring_graph(tmp_path, None, weight_rows=65)).outputs["y"].dims is None
+
+
+def test_a_graph_of_a_huge_rank_is_not_given_to_shape_inference(tmp_path):
+    import onnx
+    from onnx import helper
+
+    path = inferring_graph(tmp_path, None)
+    model = onnx.load(path)
+    model.graph.value_info.append(helper.make_tensor_value_info("unused", 1, [1] * 65))
+    path.write_bytes(model.SerializeToString())
+    assert graph_io_from_onnx(path).outputs["y"].computed is None
 
 
 def test_an_initializer_listed_as_an_input_may_be_sent_from_ir_4_on(tmp_path):

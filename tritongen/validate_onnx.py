@@ -9,9 +9,11 @@ sequence controls, states and batch inputs. A config without inputs or outputs i
 
 Only the graph is read, never its weights' external data. ONNX Runtime completes a graph's outputs by shape
 inference before the backend compares them, so ONNX's shape inference runs here too (on the graph without its
-weights' values); where it cannot follow (an operator it does not know, a graph it finds inconsistent), an
-output's variable or undeclared dims and type are not judged: a config this passes may still be refused at load,
-but one Triton accepts is not refused here.
+weights' values; strict: a graph it finds any error in is judged on its declarations alone), and the declared and
+inferred shapes are merged as ONNX Runtime merges them. A dim only inference supplies refuses only a config's other
+fixed dim (an ONNX Runtime of another release may infer less). An output's variable or unknown dims are not
+judged: a config this passes may still be refused at load, but one Triton accepts is not refused here (the tests
+hold this against ONNX Runtime's own session).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .names import one_line
 DEFAULT_MAX_BATCH_SIZE = 4  # tritonserver --backend-config=default-max-batch-size, Triton's default
 MAX_ONNX_FILE_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its weights as external data
 _SMALL_INITIALIZER_BYTES = 4096  # an initializer up to this size goes into shape inference with its values
+_MAX_RANK = 64  # a graph with a tensor of a higher rank is not given to shape inference (ONNX Runtime: at most 8)
 
 # ONNX TensorProto element types -> Triton's config names (the backend's ConvertFromOnnxDataType).
 _TRITON_FROM_ONNX = {
@@ -56,6 +59,9 @@ class GraphTensor:
 
     type_name: str  # Triton's name (TYPE_FP32), ONNX element type N when Triton has none, '' when not declared
     dims: tuple[int, ...] | None  # -1 for a variable dim; None when the graph declares no shape
+    # An output's dims that only ONNX's shape inference supplies (-1 where it supplies none): the graph computes
+    # them, but the backend may see them variable (another ONNX Runtime release may infer less).
+    computed: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,59 +81,93 @@ def _tensor(value: Any) -> GraphTensor:
     return GraphTensor(type_name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
 
 
-def _without_weights(model: Any) -> Any:
-    """A copy of ``model`` for shape inference: its nodes and declarations, the small initializers (the constant
-    shapes a Reshape or an Expand reads), and every larger or external one as a graph input of its type and dims
-    (a weight's values decide no shape), so inference never copies the weights."""
-    from onnx import ModelProto, TensorProto, helper
+def _lightened(model: Any) -> Any:
+    """``model`` itself, changed for shape inference as ONNX Runtime sees the graph: a small constant initializer
+    keeps its values (the shapes a Reshape or an Expand reads; from IR 4 an initializer the graph also lists as an
+    input is not constant: a request may replace it), every other one and every large Constant node becomes a graph
+    input of its type and dims (a weight's values decide no shape, and inference then never copies them), and the
+    outputs lose their declared type and shape (ONNX Runtime's merge of declared and inferred is done after)."""
+    from onnx import TensorProto, helper
 
-    light = ModelProto()
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    graph = light.graph
-    graph.node.extend(model.graph.node)
-    graph.input.extend(model.graph.input)
-    graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
-    declared = {v.name for v in graph.input}
-    for tensor in model.graph.initializer:
+    graph = model.graph
+    listed = {v.name for v in graph.input}
+    overridable = listed if model.ir_version >= 4 else set()
+    keep = []
+    for tensor in graph.initializer:
+        if tensor.name in overridable:
+            continue  # already a declared input
         if tensor.data_location != TensorProto.EXTERNAL and tensor.ByteSize() <= _SMALL_INITIALIZER_BYTES:
-            graph.initializer.append(tensor)
-        elif tensor.name not in declared:
+            small = TensorProto()
+            small.CopyFrom(tensor)
+            keep.append(small)
+        elif tensor.name not in listed:
             graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    for sparse in model.graph.sparse_initializer:
-        if sparse.values.name not in declared:
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for sparse in graph.sparse_initializer:
+        if sparse.values.name not in listed:
             graph.input.append(
                 helper.make_tensor_value_info(sparse.values.name, sparse.values.data_type, list(sparse.dims))
             )
-    return light
+    del graph.sparse_initializer[:]
+    for index in reversed(range(len(graph.node))):
+        node = graph.node[index]
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            continue
+        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+        if value is not None and value.ByteSize() > _SMALL_INITIALIZER_BYTES:
+            graph.input.append(helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims)))
+            del graph.node[index]
+    for output in graph.output:
+        output.type.tensor_type.ClearField("elem_type")
+        output.type.tensor_type.ClearField("shape")
+    return model
+
+
+def _ranks_bounded(model: Any) -> bool:
+    """Whether every tensor the graph declares has a rank inference can hold (a crafted rank of millions would
+    take gigabytes as Python messages)."""
+    graph = model.graph
+    constants = [a.t for node in graph.node for a in node.attribute if a.HasField("t")]
+    tensors = [*graph.initializer, *graph.sparse_initializer, *constants]
+    values = [*graph.input, *graph.output, *graph.value_info]
+    return all(len(t.dims) <= _MAX_RANK for t in tensors) and all(
+        len(v.type.tensor_type.shape.dim) <= _MAX_RANK for v in values
+    )
 
 
 def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
-    """The graph's outputs as ONNX's shape inference completes them (what ONNX Runtime does before the backend
-    reads them: a declared variable dim becomes the inferred value, an undeclared type and shape the inferred
-    ones; a conflict keeps the declaration). {} where inference fails."""
+    """The graph's outputs as ONNX's shape inference computes them from the graph (changes ``model``: call it
+    last). {} where the graph has a tensor of a rank past ``_MAX_RANK`` or inference finds any error (strict: a
+    graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference)."""
     import onnx
 
+    if not _ranks_bounded(model):
+        return {}
     try:
-        inferred = onnx.shape_inference.infer_shapes(_without_weights(model), strict_mode=False, data_prop=False)
+        inferred = onnx.shape_inference.infer_shapes(_lightened(model), strict_mode=True, data_prop=False)
     except Exception:  # noqa: BLE001 -- a graph inference cannot follow: only the declarations are judged
         return {}
     return {v.name: _tensor(v) for v in inferred.graph.output}
 
 
-def _completed(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
-    """``declared`` with what inference adds: its type where none is declared, its dims where none are, and each
-    fixed dim where the declaration's is variable (same rank only)."""
+def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
+    """``declared`` merged with the inferred tensor as ONNX Runtime merges them (``MergeShapeInfo``): a missing
+    type is the inferred one; a fixed dim the two disagree on becomes unknown, and ranks that disagree leave no
+    shape. A dim only inference supplies (declared variable, or no shape declared) goes into ``computed``: ONNX
+    Runtime of another release may not compute it, so it refuses only a config's fixed dim that differs."""
     if inferred is None:
         return declared
     type_name = declared.type_name or inferred.type_name
-    if declared.dims is None:
-        return GraphTensor(type_name, inferred.dims)
-    if inferred.dims is None or len(inferred.dims) != len(declared.dims):
+    if inferred.dims is None:
         return GraphTensor(type_name, declared.dims)
-    return GraphTensor(type_name, tuple(d if d != -1 else i for d, i in zip(declared.dims, inferred.dims)))
+    if declared.dims is None:
+        return GraphTensor(type_name, None, inferred.dims)
+    if len(declared.dims) != len(inferred.dims):
+        return GraphTensor(type_name, None)
+    dims = tuple(d if i in (-1, d) else -1 for d, i in zip(declared.dims, inferred.dims))
+    computed = tuple(i if d == -1 else -1 for d, i in zip(declared.dims, inferred.dims))
+    return GraphTensor(type_name, dims, computed if any(c != -1 for c in computed) else None)
 
 
 def _graph_io(path: Path) -> GraphIO:
@@ -140,9 +180,9 @@ def _graph_io(path: Path) -> GraphIO:
     overridable = (
         {v.name: _tensor(v) for v in model.graph.input if v.name in initializers} if model.ir_version >= 4 else {}
     )
-    inferred = _inferred_outputs(model)
-    outputs = {v.name: _completed(_tensor(v), inferred.get(v.name)) for v in model.graph.output}
-    return GraphIO(inputs, overridable, outputs)
+    declared = {v.name: _tensor(v) for v in model.graph.output}
+    inferred = _inferred_outputs(model)  # changes model: after every declaration is read
+    return GraphIO(inputs, overridable, {name: _merged(t, inferred.get(name)) for name, t in declared.items()})
 
 
 def onnx_available() -> bool:
@@ -180,8 +220,8 @@ def _shape(dims: tuple[int, ...] | list[int]) -> str:
 def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int], batched: bool) -> str:
     """The backends' ``CompareDimsSupported`` (as for inputs: a variable graph dim takes any), as one message or ''.
 
-    For outputs the backend compares exactly, against the dims ONNX Runtime inferred: ``graph`` holds ONNX's
-    inferred dims, and a dim still variable there (ONNX Runtime may know more) is not judged."""
+    For outputs the backend compares exactly, against the dims ONNX Runtime inferred: ``graph`` holds the dims
+    declared and inferred agree on (see ``_merged``), and a dim still variable there is not judged here."""
     if batched and (not graph or graph[0] != -1):
         return (
             f"model '{name}', tensor '{tensor}': for the model to support batching the shape should have at least 1 "
@@ -221,8 +261,10 @@ def _tensor_problems(
             f"unable to load model '{name}', configuration expects datatype {type_name} for {role} '{io.name}', "
             f"model provides {graph.type_name}: set data_type: {graph.type_name} for it in config.pbtxt"
         ]
-    if not check_dims or (graph.dims is None and role == "output"):  # a batch output's shape need not match
+    if not check_dims:  # a batch output's shape need not match
         return []
+    if graph.dims is None and role == "output":
+        return _computed_problems(config, name, io, graph)
     graph_dims = graph.dims or ()  # an input declared without a shape is rank 0 to the backend
     dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
     if role == "input" and io.optional and io.allow_ragged_batch:
@@ -245,7 +287,28 @@ def _tensor_problems(
             ]
         return []
     problem = _dims_problem(name, io.name, graph_dims, dims, config.max_batch_size > 0)
-    return [problem] if problem else []
+    return [problem] if problem else _computed_problems(config, name, io, graph)
+
+
+def _computed_problems(config: Any, name: str, io: Any, graph: GraphTensor) -> list[str]:
+    """A config's fixed output dim that differs from the one the graph computes (ONNX's shape inference), where the
+    graph declares it variable or declares no shape. The config's variable dim is accepted there: ONNX Runtime of
+    another release may see the dim variable too. The backend would refuse the first (or answer every request with
+    another shape)."""
+    if graph.computed is None:
+        return []
+    batched = config.max_batch_size > 0
+    dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+    full = [-1, *dims] if batched else dims
+    if len(full) != len(graph.computed):
+        return []
+    if all(c in (-1, d) or d == -1 for c, d in zip(graph.computed, full)):
+        return []
+    return [
+        f"model '{name}', output '{io.name}': the graph computes shape {_shape(graph.computed)} (ONNX shape "
+        f"inference; -1: not known) but the model configuration specifies {_shape(full)}: set its dims to "
+        f"{_shape(graph.computed[1:] if batched else graph.computed)}"
+    ]
 
 
 def _control_tensors(config: Any) -> list[tuple[str, str]]:
