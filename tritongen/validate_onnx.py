@@ -263,10 +263,10 @@ def _tensor_problems(
         ]
     if not check_dims:  # a batch output's shape need not match
         return []
-    if graph.dims is None and role == "output":
-        return _computed_problems(config, name, io, graph)
-    graph_dims = graph.dims or ()  # an input declared without a shape is rank 0 to the backend
     dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+    if graph.dims is None and role == "output":
+        return _computed_problems(config, name, io.name, graph, dims)
+    graph_dims = graph.dims or ()  # an input declared without a shape is rank 0 to the backend
     if role == "input" and io.optional and io.allow_ragged_batch:
         return [
             f"unable to load model '{name}', configuration expects model provides input with shape [-1] for ragged "
@@ -287,10 +287,10 @@ def _tensor_problems(
             ]
         return []
     problem = _dims_problem(name, io.name, graph_dims, dims, config.max_batch_size > 0)
-    return [problem] if problem else _computed_problems(config, name, io, graph)
+    return [problem] if problem else _computed_problems(config, name, io.name, graph, dims)
 
 
-def _computed_problems(config: Any, name: str, io: Any, graph: GraphTensor) -> list[str]:
+def _computed_problems(config: Any, name: str, tensor: str, graph: GraphTensor, dims: list[int]) -> list[str]:
     """A config's fixed output dim that differs from the one the graph computes (ONNX's shape inference), where the
     graph declares it variable or declares no shape. The config's variable dim is accepted there: ONNX Runtime of
     another release may see the dim variable too. The backend would refuse the first (or answer every request with
@@ -298,14 +298,13 @@ def _computed_problems(config: Any, name: str, io: Any, graph: GraphTensor) -> l
     if graph.computed is None:
         return []
     batched = config.max_batch_size > 0
-    dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
     full = [-1, *dims] if batched else dims
     if len(full) != len(graph.computed):
         return []
     if all(c in (-1, d) or d == -1 for c, d in zip(graph.computed, full)):
         return []
     return [
-        f"model '{name}', output '{io.name}': the graph computes shape {_shape(graph.computed)} (ONNX shape "
+        f"model '{name}', output '{tensor}': the graph computes shape {_shape(graph.computed)} (ONNX shape "
         f"inference; -1: not known) but the model configuration specifies {_shape(full)}: set its dims to "
         f"{_shape(graph.computed[1:] if batched else graph.computed)}"
     ]
