@@ -432,6 +432,58 @@ def test_a_config_of_the_output_dims_onnx_runtime_reports_is_never_refused(tmp_p
     assert onnx_io_problems(config, "b", graph_io_from_onnx(path), "w") == []
 
 
+def test_an_output_whose_declared_rank_inference_contradicts_takes_only_dims_of_1(tmp_path):
+    """ONNX Runtime (1.19.2, Triton 2.51's, and 1.32 alike) reports no shape for an output declared [batch, 4] that
+    the graph computes as [batch, 4, 8]; the backend then takes it as a scalar and refuses any dim but 1."""
+    path = inferring_graph(tmp_path, ["batch", 4])
+    assert ort_output_dims(path, batched=True) is None
+    graph = graph_io_from_onnx(path)
+    assert graph.outputs["y"].dims == () and graph.outputs["y"].conflict == ((-1, 4), (-1, 4, 8))
+    config = config_from_text(BATCHED)
+    del config.output[0].dims[:]
+    config.output[0].dims.append(4)  # the declared shape: refused at load
+    only(
+        onnx_io_problems(config, "b", graph, "w"),
+        "scalar tensor 'y', should only provide 1 in the model configuration",
+        "the graph declares this output as [-1,4] but computes [-1,4,8]",
+        "declare the output in the ONNX file with the rank it computes (3), or set its dims to [1]",
+    )
+    config.output[0].dims[0] = 1
+    assert onnx_io_problems(config, "b", graph, "w") == []
+
+
+def test_shape_inference_runs_in_a_process_of_its_own_within_bounds(tmp_path, monkeypatch):
+    """A chain of Unsqueeze nodes makes ranks 1, 2, ..., n: inference's memory grows with n squared (a file of
+    0.7 MB would take gigabytes). It runs in a child process within an address-space limit; past it, the outputs
+    are judged on their declarations, and this process never holds the ranks."""
+    import resource
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tritongen import validate_onnx
+
+    monkeypatch.setattr(validate_onnx, "_INFERENCE_MEMORY_BYTES", 1 << 30)
+    count = 20_000
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [0])
+    nodes = [helper.make_node("Unsqueeze", [f"t{i}", "axes"], [f"t{i + 1}"]) for i in range(count)]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info(f"t{count}", TensorProto.FLOAT, None)],
+        [axes],
+    )
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tensor = graph_io_from_onnx(path).outputs[f"t{count}"]
+    assert tensor.dims is None and tensor.computed is None
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kib < 256 * 1024  # not here: in the child
+    # a short chain is inferred as before, through the same child (its rank past 64 is dropped there)
+    assert graph_io_from_onnx(inferring_graph(tmp_path, None)).outputs["y"].computed == (-1, 4, 8)
+
+
 def test_shape_inference_gets_the_small_constants_and_only_the_declarations_of_weights(tmp_path):
     import numpy as np
     import onnx

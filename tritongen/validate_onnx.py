@@ -9,9 +9,11 @@ sequence controls, states and batch inputs. A config without inputs or outputs i
 
 Only the graph is read, never its weights' external data. ONNX Runtime completes a graph's outputs by shape
 inference before the backend compares them, so ONNX's shape inference runs here too (on the graph without its
-weights' values; strict: a graph it finds any error in is judged on its declarations alone), and the declared and
-inferred shapes are merged as ONNX Runtime merges them. A dim only inference supplies refuses only a config's other
-fixed dim (an ONNX Runtime of another release may infer less). An output's variable or unknown dims are not
+weights' values, in a child interpreter bounded in memory and time; strict: a graph it finds any error in, or
+cannot finish within those bounds, is judged on its declarations alone), and the declared and inferred shapes are
+merged as ONNX Runtime merges them (an output whose ranks disagree has no shape there: a scalar to the backend).
+A dim only inference supplies refuses only a config's other fixed dim (an ONNX Runtime of another release may infer
+less). An output's variable or unknown dims are not
 judged: a config this passes may still be refused at load, but one Triton accepts is not refused here (the tests
 hold this against ONNX Runtime's own session).
 """
@@ -62,6 +64,9 @@ class GraphTensor:
     # An output's dims that only ONNX's shape inference supplies (-1 where it supplies none): the graph computes
     # them, but the backend may see them variable (another ONNX Runtime release may infer less).
     computed: tuple[int, ...] | None = None
+    # An output whose declared rank inference contradicts, as (declared, computed): ONNX Runtime then reports no
+    # shape for it, and the backend takes it as a scalar (``dims`` is ()).
+    conflict: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,26 +141,79 @@ def _ranks_bounded(model: Any) -> bool:
     )
 
 
+# Shape inference runs in an interpreter of its own, within an address space, CPU time and wall-clock time: a crafted
+# graph makes it take memory and time that no check of the file's declarations bounds (a chain of n Unsqueeze nodes,
+# 130 KB at n = 4,000, holds ranks 1, 2, ..., n: 0.7 GB and 2 s here, quadratic in n; a Concat of Shapes feeding a
+# Reshape multiplies a rank at each step). Its answer is the graph's outputs alone, a rank past _MAX_RANK cleared.
+_INFERENCE_TIMEOUT_S = 60  # wall-clock and CPU seconds (a real graph of 10,000s of nodes takes about a second)
+_INFERENCE_MEMORY_BYTES = 3 << 30  # address space, plus 4x the graph given (the interpreter and onnx take 0.15 GB)
+_INFERENCE_CHILD = """
+import json, sys
+paths, memory_bytes, cpu_s, max_rank = json.loads(sys.argv[1])
+sys.path[:] = paths
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+except (ImportError, ValueError, OSError):
+    pass  # no such limits here: the wall-clock limit still holds
+import onnx
+model = onnx.load_model_from_string(sys.stdin.buffer.read())
+try:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=False)
+except Exception:
+    sys.exit(3)
+outputs = onnx.GraphProto()
+outputs.output.extend(inferred.graph.output)
+for value in outputs.output:
+    if len(value.type.tensor_type.shape.dim) > max_rank:
+        value.type.tensor_type.ClearField("shape")
+sys.stdout.buffer.write(outputs.SerializeToString())
+"""
+
+
 def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
     """The graph's outputs as ONNX's shape inference computes them from the graph (changes ``model``: call it
-    last). {} where the graph has a tensor of a rank past ``_MAX_RANK`` or inference finds any error (strict: a
-    graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference)."""
+    last). {} where the graph has a tensor of a rank past ``_MAX_RANK``, inference finds any error (strict: a
+    graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference) or it runs out
+    of its memory or time (see ``_INFERENCE_CHILD``)."""
+    import json
+    import subprocess
+    import sys
+
     import onnx
 
     if not _ranks_bounded(model):
         return {}
+    light = _lightened(model).SerializeToString()
+    limits = [[p for p in sys.path if p], _INFERENCE_MEMORY_BYTES + 4 * len(light), _INFERENCE_TIMEOUT_S, _MAX_RANK]
     try:
-        inferred = onnx.shape_inference.infer_shapes(_lightened(model), strict_mode=True, data_prop=False)
-    except Exception:  # noqa: BLE001 -- a graph inference cannot follow: only the declarations are judged
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _INFERENCE_CHILD, json.dumps(limits)],
+            input=light,
+            capture_output=True,
+            timeout=_INFERENCE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError):  # no interpreter to run, or out of time
         return {}
-    return {v.name: _tensor(v) for v in inferred.graph.output}
+    if done.returncode != 0:
+        return {}
+    outputs = onnx.GraphProto()
+    try:
+        outputs.ParseFromString(done.stdout)
+    except Exception:  # noqa: BLE001 -- not what the child writes: nothing inferred
+        return {}
+    return {v.name: _tensor(v) for v in outputs.output}
 
 
 def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
     """``declared`` merged with the inferred tensor as ONNX Runtime merges them (``MergeShapeInfo``): a missing
     type is the inferred one; a fixed dim the two disagree on becomes unknown, and ranks that disagree leave no
-    shape. A dim only inference supplies (declared variable, or no shape declared) goes into ``computed``: ONNX
-    Runtime of another release may not compute it, so it refuses only a config's fixed dim that differs."""
+    shape (ONNX Runtime's session reports [] then, and the backend takes the output as a scalar: ``dims`` () with
+    the two shapes in ``conflict``). A dim only inference supplies (declared variable, or no shape declared) goes
+    into ``computed``: ONNX Runtime of another release may not compute it, so it refuses only a config's fixed dim
+    that differs."""
     if inferred is None:
         return declared
     type_name = declared.type_name or inferred.type_name
@@ -164,7 +222,7 @@ def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
     if declared.dims is None:
         return GraphTensor(type_name, None, inferred.dims)
     if len(declared.dims) != len(inferred.dims):
-        return GraphTensor(type_name, None)
+        return GraphTensor(type_name, (), conflict=(declared.dims, inferred.dims))
     dims = tuple(d if i in (-1, d) else -1 for d, i in zip(declared.dims, inferred.dims))
     computed = tuple(i if d == -1 else -1 for d, i in zip(declared.dims, inferred.dims))
     return GraphTensor(type_name, dims, computed if any(c != -1 for c in computed) else None)
@@ -284,10 +342,24 @@ def _tensor_problems(
             return [
                 f"unable to load model '{name}', scalar tensor '{io.name}', should only provide 1 in the model "
                 f"configuration when the model doesn't support batching. Model configuration provided: {_shape(dims)}."
+                + _conflict_words(graph)
             ]
         return []
     problem = _dims_problem(name, io.name, graph_dims, dims, config.max_batch_size > 0)
     return [problem] if problem else _computed_problems(config, name, io.name, graph, dims)
+
+
+def _conflict_words(graph: GraphTensor) -> str:
+    """Why the backend sees a scalar where the graph declares a shape, and what to do, or ''."""
+    if graph.conflict is None:
+        return ""
+    declared, computed = graph.conflict
+    return (
+        f" (the graph declares this output as {_shape(declared)} but computes {_shape(computed)} (ONNX shape "
+        "inference; -1: not known): ONNX Runtime then reports no shape for it, and the backend takes it as a "
+        f"scalar): declare the output in the ONNX file with the rank it computes ({len(computed)}), or set its dims "
+        "to [1]"
+    )
 
 
 def _computed_problems(config: Any, name: str, tensor: str, graph: GraphTensor, dims: list[int]) -> list[str]:
