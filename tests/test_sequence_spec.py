@@ -374,3 +374,32 @@ def test_an_npz_under_an_npy_name_is_one_error(tmp_path):
     (tmp_path / "two.npz").rename(tmp_path / "two.npy")
     with pytest.raises(TritongenError, match="holds 2 arrays"):
         arrays_from_stream_file(tmp_path / "two.npy", ["x"])
+
+
+def test_a_state_output_is_judged_on_the_shape_the_graph_computes(tmp_path):
+    """The graph declares the state output without a shape; shape inference computes [batch, 4, 8] from the state
+    input: a state whose dims differ is refused with the computed dims, one that fits passes; an output nothing tells
+    the shape of is not judged."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tritongen.validate_sequence import _onnx_problems
+
+    def graph(name: str, node) -> Path:
+        state = helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 4, 8])
+        model = helper.make_model(
+            helper.make_graph([node], "g", [state], [helper.make_empty_tensor_value_info("next")]),
+            opset_imports=factories.declared_opsets(),
+        )
+        onnx.save(model, tmp_path / f"{name}.onnx")
+        return tmp_path / f"{name}.onnx"
+
+    path = graph("inferred", helper.make_node("Identity", ["h"], ["next"]))
+    assert _onnx_problems(path, [("h", "next", None, [4, 8])], "s", True) == []
+    assert _onnx_problems(path, [("h", "next", None, [4, -1])], "s", True) == []
+    assert _onnx_problems(path, [("h", "next", None, [-1])], "s", True) == [
+        "state input 'h' of model s has dims [4, 8] in the graph but [-1] in sequence_batching.state",
+        "state output 'next' of model s has dims [4, 8] in the graph but [-1] in sequence_batching.state",
+    ]
+    unknown = graph("unknown", helper.make_node("Declared", ["h"], ["next"], domain=factories.DECLARED_DOMAIN))
+    assert _onnx_problems(unknown, [("h", "next", None, [4, 8])], "s", True) == []  # next: no shape, not judged

@@ -484,6 +484,31 @@ def test_shape_inference_runs_in_a_process_of_its_own_within_bounds(tmp_path, mo
     assert graph_io_from_onnx(inferring_graph(tmp_path, None)).outputs["y"].computed == (-1, 4, 8)
 
 
+def test_a_graph_is_inferred_once_for_the_same_bytes_and_again_when_they_change(tmp_path, monkeypatch):
+    from tritongen import validate_onnx
+
+    calls = []
+    real = validate_onnx._inferred_in_child
+
+    def counted(light: bytes):
+        calls.append(len(light))
+        return real(light)
+
+    monkeypatch.setattr(validate_onnx, "_INFERRED", {})
+    monkeypatch.setattr(validate_onnx, "_inferred_in_child", counted)
+    path = inferring_graph(tmp_path, None)
+    assert graph_io_from_onnx(path).outputs["y"].computed == (-1, 4, 8)
+    assert graph_io_from_onnx(path).outputs["y"].computed == (-1, 4, 8)
+    assert len(calls) == 1
+    inferring_graph(tmp_path, None, stale_hidden=True)  # the same file rewritten: other bytes, inferred again
+    assert graph_io_from_onnx(path).outputs["y"].computed is None  # strict inference refuses the stale value_info
+    assert len(calls) == 2
+    monkeypatch.setattr(validate_onnx, "_inferred_in_child", lambda light: calls.append(0))  # did not finish
+    other = inferring_graph(tmp_path, None, shape_is_input=True, name="other")  # other bytes for inference
+    assert graph_io_from_onnx(other).outputs["y"].dims is None and graph_io_from_onnx(other)
+    assert calls[2:] == [0, 0]  # not kept: asked again
+
+
 def test_shape_inference_gets_the_small_constants_and_only_the_declarations_of_weights(tmp_path):
     import numpy as np
     import onnx

@@ -20,6 +20,8 @@ hold this against ONNX Runtime's own session).
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +163,8 @@ import onnx
 model = onnx.load_model_from_string(sys.stdin.buffer.read())
 try:
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=False)
+except MemoryError:
+    sys.exit(4)
 except Exception:
     sys.exit(3)
 outputs = onnx.GraphProto()
@@ -177,15 +181,40 @@ def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
     last). {} where the graph has a tensor of a rank past ``_MAX_RANK``, inference finds any error (strict: a
     graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference) or it runs out
     of its memory or time (see ``_INFERENCE_CHILD``)."""
+    if not _ranks_bounded(model):
+        return {}
+    light = _lightened(model).SerializeToString()
+    key = hashlib.sha256(light).digest()  # the bytes inferred, not the file's name or times: nothing stale
+    with _INFERRED_LOCK:
+        known = _INFERRED.get(key)
+    if known is not None:
+        return dict(known)
+    inferred = _inferred_in_child(light)
+    if inferred is None:  # out of memory or time: perhaps only now, so not kept
+        return {}
+    with _INFERRED_LOCK:
+        if len(_INFERRED) >= _INFERRED_KEPT:
+            del _INFERRED[next(iter(_INFERRED))]
+        _INFERRED[key] = inferred
+    return dict(inferred)
+
+
+# The last graphs inferred, by the sha256 of the bytes given to inference: a stateful model's graph is judged twice
+# (its states, its tensors), and a child interpreter costs about 0.2 s.
+_INFERRED: dict[bytes, dict[str, GraphTensor]] = {}
+_INFERRED_KEPT = 8
+_INFERRED_LOCK = threading.Lock()
+
+
+def _inferred_in_child(light: bytes) -> dict[str, GraphTensor] | None:
+    """Shape inference of ``light`` in a child interpreter: the outputs it computes ({} where inference finds an
+    error in the graph), or None where the child did not finish (out of memory or time, or no interpreter)."""
     import json
     import subprocess
     import sys
 
     import onnx
 
-    if not _ranks_bounded(model):
-        return {}
-    light = _lightened(model).SerializeToString()
     limits = [[p for p in sys.path if p], _INFERENCE_MEMORY_BYTES + 4 * len(light), _INFERENCE_TIMEOUT_S, _MAX_RANK]
     try:
         done = subprocess.run(
@@ -196,9 +225,11 @@ def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
             check=False,
         )
     except (OSError, ValueError, subprocess.SubprocessError):  # no interpreter to run, or out of time
+        return None
+    if done.returncode == 3:  # strict inference found an error in the graph
         return {}
     if done.returncode != 0:
-        return {}
+        return None
     outputs = onnx.GraphProto()
     try:
         outputs.ParseFromString(done.stdout)

@@ -135,11 +135,11 @@ def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
     except ValueError as exc:  # reported by the model-file checks as well
         return [f"cannot read {path.name} of model {name} to check its state tensors: {exc}"]
 
-    def io(values: Mapping[str, GraphTensor]) -> dict[str, tuple[str, list[int]]]:
-        out = {}
+    def io(values: Mapping[str, GraphTensor]) -> dict[str, tuple[str, list[int] | None]]:
+        out: dict[str, tuple[str, list[int] | None]] = {}
         for tensor_name, tensor in values.items():
-            dims = list(tensor.dims) if tensor.dims is not None else []
-            out[tensor_name] = (tensor.type_name.removeprefix("TYPE_"), dims[1:] if batched else dims)
+            dims = _runtime_dims(tensor)
+            out[tensor_name] = (tensor.type_name.removeprefix("TYPE_"), dims[1:] if batched and dims else dims)
         return out
 
     graph_in, graph_out = io(graph.inputs), io(graph.outputs)
@@ -151,22 +151,36 @@ def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
                     f"state {role} '{tensor}' of model {name} is not an {role} of {path.parent.name}/{path.name} "
                     f"(its {role}s: {', '.join(table) or 'none'})"
                 )
-            elif data_type is not None and f"TYPE_{table[tensor][0]}" != _type_name(data_type):
+            elif data_type is not None and table[tensor][0] and f"TYPE_{table[tensor][0]}" != _type_name(data_type):
                 problems.append(
                     f"state {role} '{tensor}' of model {name} is {table[tensor][0]} in the graph but "
                     f"{_type_name(data_type)} in sequence_batching.state"
                 )
-            elif dims is not None and not _dims_fit(table[tensor][1], dims):
+            elif dims is not None and (graph_dims := table[tensor][1]) is not None and not _dims_fit(graph_dims, dims):
                 problems.append(
-                    f"state {role} '{tensor}' of model {name} has dims {table[tensor][1]} in the graph but {dims} in "
+                    f"state {role} '{tensor}' of model {name} has dims {graph_dims} in the graph but {dims} in "
                     "sequence_batching.state"
                 )
-        if state_in in graph_in and state_out in graph_out and graph_in[state_in][0] != graph_out[state_out][0]:
+        in_type = graph_in[state_in][0] if state_in in graph_in else ""
+        out_type = graph_out[state_out][0] if state_out in graph_out else ""  # '': no type declared or inferred
+        if in_type and out_type and in_type != out_type:
             problems.append(
-                f"state '{state_in}' of model {name} is {graph_in[state_in][0]} but its next value '{state_out}' "
-                f"is {graph_out[state_out][0]}"
+                f"state '{state_in}' of model {name} is {in_type} but its next value '{state_out}' is {out_type}"
             )
     return problems
+
+
+def _runtime_dims(tensor) -> list[int] | None:
+    """The dims a graph tensor has when the model runs, as far as the graph tells (-1: variable), or None when it
+    does not: the declared dims with those shape inference computes filled in, the computed ones where the declared
+    rank is wrong (ONNX Runtime reports no shape then, but the tensor still has the rank the graph computes)."""
+    if tensor.conflict is not None:
+        return list(tensor.conflict[1])
+    if tensor.dims is None:
+        return list(tensor.computed) if tensor.computed is not None else None
+    if tensor.computed is None:
+        return list(tensor.dims)
+    return [c if d == -1 else d for d, c in zip(tensor.dims, tensor.computed)]
 
 
 def _dims_fit(graph_dims: list[int], declared: list[int]) -> bool:
