@@ -322,6 +322,35 @@ def test_sign_refuses_a_repository_that_does_not_verify(world, tmp_path):
     assert _snapshot(repo) == before
 
 
+def test_an_empty_repository_is_neither_signed_nor_verified(world, tmp_path):
+    """A wrongly mounted, empty folder must not pass the integrity gate (validate, serve and deploy refuse it too)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv, case in (
+        (["verify", str(empty)], "verify"),
+        (["sign", str(empty), "--private-key", str(world.key)], "sign"),
+    ):
+        code, out, err = _run(argv)
+        _assert_one_clean_line(f"{case}: empty repository", code, out, err, ("empty holds no model folders",))
+    assert list(empty.iterdir()) == []  # no signature written
+
+
+def test_a_changed_file_heads_the_list_before_the_stale_bytecode_it_leaves(world, tmp_path):
+    import importlib.util
+    import py_compile
+
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    model_py = repo / "conv" / "1" / "model.py"
+    model_py.write_text(model_py.read_text() + "\n# changed\n")
+    old = tmp_path / "old_model.py"
+    shutil.copy(world.repo / "conv" / "1" / "model.py", old)
+    py_compile.compile(str(old), cfile=importlib.util.cache_from_source(str(model_py)), doraise=True)
+    (repo / "conv" / "config.pbtxt").write_text((repo / "conv" / "config.pbtxt").read_text() + "\n")
+    code, out, err = _run(["verify", str(repo)])
+    assert code != 0 and "__pycache__" not in err.splitlines()[0].split("(and")[0], err
+
+
 def test_signed_repository_verifies_and_serve_accepts_it(world, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo)

@@ -127,6 +127,31 @@ def test_python_bytecode_cache_is_accepted_only_as_the_compiled_verified_source(
         check_verified(repo)
 
 
+@pytest.mark.parametrize("compiled_at", ["/srv/old/seq/2/model.py", "/a/" + "long/" * 60 + "model.py", "/tmp/é/m.py"])
+def test_a_bytecode_cache_compiled_where_the_repository_was_before_it_moved_passes(repo, compiled_at):
+    """The cache names the path it was compiled from (what tracebacks print): a repository copied or moved after
+    Triton loaded it holds caches compiled elsewhere. The verified source compiled under any path passes (short,
+    long and non-ASCII paths marshal differently); other code under that path, or one byte changed, does not."""
+    import importlib.util
+    import py_compile
+
+    source = repo / "seq" / "2" / "model.py"
+    cache = Path(importlib.util.cache_from_source(str(source)))
+    py_compile.compile(str(source), cfile=str(cache), dfile=compiled_at, doraise=True)
+    assert check_verified(repo).ok
+    evil = repo.parent / "evil.py"
+    evil.write_text(source.read_text() + "\nimport os\n")
+    py_compile.compile(str(evil), cfile=str(cache), dfile=compiled_at, doraise=True)
+    with pytest.raises(TritongenError, match=r"model\.cpython-\d+\.pyc is not the bytecode of its verified source"):
+        check_verified(repo)
+    py_compile.compile(str(source), cfile=str(cache), dfile=compiled_at, doraise=True)
+    data = bytearray(cache.read_bytes())
+    data[-1] ^= 1  # the last byte of the code, after the path
+    cache.write_bytes(bytes(data))
+    with pytest.raises(TritongenError, match=r"model\.cpython-\d+\.pyc is not the bytecode of its verified source"):
+        check_verified(repo)
+
+
 def test_manifests_carry_a_schema_version_and_older_ones_without_it_still_verify(repo):
     import json
 

@@ -5,8 +5,8 @@ Triton's Python backend embeds an isolated interpreter (environment variables su
 ``<version>/__pycache__/model.cpython-3XY.pyc`` into the repository. Python runs such a file instead of the
 source when its header fits, and an unchecked hash-based one whatever the source says, so it cannot simply be
 ignored. A cache file is accepted when its bytes equal what compiling the verified source gives (this Python,
-the same optimisation level, the file name the server used); anything else is a problem, and removing
-``__pycache__/`` is always safe.
+the same optimisation level; the file name it was compiled under may be any, so that a repository moved or copied
+after a load still verifies); anything else is a problem, and removing ``__pycache__/`` is always safe.
 """
 
 from __future__ import annotations
@@ -65,11 +65,52 @@ def bytecode_problem(
         return "is bytecode of a source that does not match its manifest"
     if len(data) > MAX_PYC_BYTES or data[:4] != importlib.util.MAGIC_NUMBER:
         return "is not bytecode of this Python"
-    for filename in dict.fromkeys(filenames):
+    for filename in (_PLACEHOLDER, *dict.fromkeys(filenames)):
         try:
             code = compile(text, filename, "exec", dont_inherit=True, optimize=optimize)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return "is bytecode of a source that does not compile"
-        if marshal.dumps(code) == data[_HEADER_BYTES:]:
+        compiled = marshal.dumps(code)
+        if compiled == data[_HEADER_BYTES:] or (
+            filename == _PLACEHOLDER and _same_but_file_name(compiled, data[_HEADER_BYTES:])
+        ):
             return None
     return "is not the bytecode of its verified source"
+
+
+# Bytecode holds the path it was compiled from (``co_filename``: what tracebacks name), so a repository moved or
+# copied after the server loaded it holds caches compiled under another path. The source is compiled under this
+# name, and a cache is accepted when its bytes differ from that only in the one marshalled string that holds it: a
+# path is all such a cache can choose.
+_PLACEHOLDER = "<tritongen-verify>"
+_STRING_TYPES = {ord("z"): 1, ord("Z"): 1, ord("a"): 4, ord("A"): 4, ord("u"): 4, ord("t"): 4}  # -> length bytes
+
+
+def _same_but_file_name(compiled: bytes, data: bytes) -> bool:
+    """Whether ``data`` is ``compiled`` (compiled under ``_PLACEHOLDER``) with another file name in its place."""
+    name = _PLACEHOLDER.encode()
+    at = compiled.find(name)
+    if (
+        at < 2
+        or compiled.find(name, at + 1) >= 0
+        or compiled[at - 2] & 0x7F != ord("z")
+        or compiled[at - 1] != len(name)
+    ):
+        return False
+    head, tail = compiled[: at - 2], compiled[at + len(name) :]
+    if len(data) < len(head) + len(tail) + 2 or not data.startswith(head) or not data.endswith(tail):
+        return False
+    string = data[len(head) : len(data) - len(tail)]
+    kind, flag = string[0] & 0x7F, string[0] & 0x80
+    size_bytes = _STRING_TYPES.get(kind)
+    if size_bytes is None or flag != compiled[at - 2] & 0x80 or len(string) < 1 + size_bytes:
+        return False  # not a string, or the flag that numbers the objects after it differs
+    size = int.from_bytes(string[1 : 1 + size_bytes], "little")
+    text = string[1 + size_bytes :]
+    if len(text) != size:
+        return False
+    try:
+        text.decode("utf-8" if kind in (ord("u"), ord("t")) else "ascii", "surrogatepass")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -303,21 +303,27 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
     allowed = set(allow_unverified)
     found = _Findings()
     unverified: list[str] = []
-    for entry in sorted(repo.iterdir()):
-        if not entry.is_dir():
-            continue  # files at the top of the repository are not loaded by Triton (the signature lives here)
+    folders = [entry for entry in sorted(repo.iterdir()) if entry.is_dir()]
+    if not folders:  # files at the top of the repository are not loaded by Triton (the signature lives there)
+        found.add(
+            f"model repository {repo} holds no model folders",
+            "pass the folder that holds one sub-folder per model (tritongen build creates it)",
+        )
+    for entry in folders:
         if entry.is_symlink():
             found.add(f"model folder {entry.name} is a symbolic link", _FIX_LINK)
         elif entry.name.startswith("."):
             found.add(hidden_folder_problem(entry.name), HIDDEN_FOLDER_FIX)
         elif not _check_model(entry, allowed, found):
             unverified.append(entry.name)
+    # a stale bytecode cache is named after what was changed, whatever the order of the files
+    problems = sorted(found.problems, key=lambda problem: problem[1] == BYTECODE_FIX)
     return VerifyReport(
         repo=repo,
         checked_files=found.checked,
-        problems=tuple(p for p, _ in found.problems),
+        problems=tuple(p for p, _ in problems),
         unverified_models=tuple(unverified),
-        fixes=tuple(f for _, f in found.problems),
+        fixes=tuple(f for _, f in problems),
     )
 
 
