@@ -340,25 +340,32 @@ def inferring_graph(
     weight_rows: int = 64,
     shape_is_input: bool = False,
     stale_hidden: bool = False,
+    folded_shape: bool = False,
     name: str = "model",
 ) -> Path:
     """x [batch, 64] -> MatMul with a weight of 64 x 32 FP32 (8 KiB: given to inference as a declared input, not
     its values) -> h -> Reshape to [0, 4, 8] by a small constant shape -> y, declared with ``output_dims`` (None:
     neither type nor shape). Shape inference computes y as [batch, 4, 8] FP32. ``shape_is_input``: the shape is
     also a graph input (IR 8: a request may replace it, so nothing is computed from it); ``stale_hidden``: a
-    value_info declares h [batch, 16] (inference finds [batch, 32])."""
+    value_info declares h [batch, 16] (inference finds [batch, 32]); ``folded_shape``: the shape is the sum of two
+    constants (ONNX Runtime's constant folding makes it one; shape inference without values knows only its length)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.zeros((weight_rows, 32), np.float32), "w")
     shape = numpy_helper.from_array(np.array([0, 4, 8], np.int64), "shape")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])]
+    extra = []
+    if folded_shape:
+        nodes.insert(0, helper.make_node("Add", ["shape_a", "zeros"], ["shape"]))
+        shape.name = "shape_a"
+        extra.append(numpy_helper.from_array(np.zeros(3, np.int64), "zeros"))
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])]
     if shape_is_input:
         inputs.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [3]))
     y = helper.make_empty_tensor_value_info("y") if output_dims is None else value("y", 1, output_dims)
     stale = [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 16])] if stale_hidden else []
-    graph = helper.make_graph(nodes, "g", inputs, [y], [weight, shape], value_info=stale)
+    graph = helper.make_graph(nodes, "g", inputs, [y], [weight, shape, *extra], value_info=stale)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / f"{name}.onnx"
@@ -395,17 +402,24 @@ def test_an_output_dim_the_graph_computes_refuses_another_fixed_dim(tmp_path, de
     only(onnx_io_problems(config, "b", graph, "w"), "for output 'y', model provides TYPE_FP32")
 
 
-def ort_output_dims(path: Path, batched: bool) -> list[int] | None:
-    """The output dims ONNX Runtime reports for ``path`` (what the backend compares a config with): -1 for a
-    symbolic or unknown dim, without the batch dim; None when it reports no shape."""
+def ort_outputs_dims(path: Path, batched: bool, optimized: bool = True) -> list[list[int] | None]:
+    """Each output's dims as ONNX Runtime reports them for ``path`` (what the backend compares a config with): -1
+    for a symbolic or unknown dim, without the batch dim; None when it reports no shape. ``optimized``: every graph
+    optimization on (ONNX Runtime's and Triton's default), else none."""
     ort = pytest.importorskip("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    shape = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_outputs()[0].shape
-    if not shape:
-        return None
-    dims = [d if isinstance(d, int) else -1 for d in shape]
-    return dims[1:] if batched else dims
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    found: list[list[int] | None] = []
+    for output in ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_outputs():
+        dims = [d if isinstance(d, int) else -1 for d in output.shape]
+        found.append((dims[1:] if batched else dims) if dims else None)
+    return found
+
+
+def ort_output_dims(path: Path, batched: bool, optimized: bool = True) -> list[int] | None:
+    return ort_outputs_dims(path, batched, optimized)[0]
 
 
 @pytest.mark.parametrize(
@@ -418,44 +432,94 @@ def ort_output_dims(path: Path, batched: bool) -> list[int] | None:
         (["batch", 4, 16], {}),  # declared 16, computed 8: ORT leaves the dim unknown
         (["batch", 4], {}),  # declared rank 2, computed rank 3: ORT keeps no shape
         (["batch", "n", "m"], {"stale_hidden": True}),  # a value_info inference disagrees with
+        (["batch", 4], {"folded_shape": True}),  # rank conflict; ORT's folding resolves y again as [batch, 4, 8]
+        (None, {"folded_shape": True}),
     ],
-    ids=["undeclared", "variable", "overridable", "overridable-undeclared", "conflict", "rank", "stale-value-info"],
+    ids=[
+        "undeclared",
+        "variable",
+        "overridable",
+        "overridable-undeclared",
+        "conflict",
+        "rank",
+        "stale-value-info",
+        "rank-folded",
+        "undeclared-folded",
+    ],
 )
-def test_a_config_of_the_output_dims_onnx_runtime_reports_is_never_refused(tmp_path, declared, options):
-    """The oracle is ONNX Runtime itself: whatever output shape its session reports, the config that states it
-    (a variable dim where ONNX Runtime knows none) passes validate."""
+@pytest.mark.parametrize("optimized", [True, False], ids=["optimized", "unoptimized"])
+def test_a_config_of_the_output_dims_onnx_runtime_reports_is_never_refused(tmp_path, declared, options, optimized):
+    """The oracle is ONNX Runtime itself: whatever output shape its session reports (with every graph optimization,
+    Triton's default, or none), the config that states it (a variable dim where ONNX Runtime knows none) passes
+    validate."""
     path = inferring_graph(tmp_path, declared, **options)
-    dims = ort_output_dims(path, batched=True)
+    dims = ort_output_dims(path, batched=True, optimized=optimized)
     config = config_from_text(BATCHED)
     del config.output[0].dims[:]
     config.output[0].dims.extend(dims if dims is not None else [1])
     assert onnx_io_problems(config, "b", graph_io_from_onnx(path), "w") == []
 
 
-def test_an_output_whose_declared_rank_inference_contradicts_takes_only_dims_of_1(tmp_path):
-    """ONNX Runtime (1.19.2, Triton 2.51's, and 1.32 alike) reports no shape for an output declared [batch, 4] that
-    the graph computes as [batch, 4, 8]; the backend then takes it as a scalar and refuses any dim but 1."""
+def test_an_output_whose_declared_rank_inference_contradicts_refuses_only_what_onnx_runtime_never_reports(tmp_path):
+    """Declared [batch, 4], computed [batch, 4, 8]: ONNX Runtime (1.19.2, Triton 2.51's, and 1.32 alike) reports no
+    shape for it (a scalar to the backend) without graph optimizations, and the computed shape once they rewrite the
+    graph; the declared shape stands for outputs computed from it. A config fitting none of these is refused."""
     path = inferring_graph(tmp_path, ["batch", 4])
-    assert ort_output_dims(path, batched=True) is None
+    assert ort_output_dims(path, batched=True, optimized=False) is None
     graph = graph_io_from_onnx(path)
     assert graph.outputs["y"].dims == () and graph.outputs["y"].conflict == ((-1, 4), (-1, 4, 8))
     config = config_from_text(BATCHED)
-    del config.output[0].dims[:]
-    config.output[0].dims.append(4)  # the declared shape: refused at load
-    only(
-        onnx_io_problems(config, "b", graph, "w"),
-        "scalar tensor 'y', should only provide 1 in the model configuration",
-        "the graph declares this output as [-1,4] but computes [-1,4,8]",
-        "declare the output in the ONNX file with the rank it computes (3), or set its dims to [1]",
+    for dims in ([1], [4, 8], [4]):
+        del config.output[0].dims[:]
+        config.output[0].dims.extend(dims)
+        assert onnx_io_problems(config, "b", graph, "w") == [], dims
+    for dims in ([5, 8], [-1, 8]):  # the backend compares outputs exactly: a variable dim is not 4
+        del config.output[0].dims[:]
+        config.output[0].dims.extend(dims)
+        only(
+            onnx_io_problems(config, "b", graph, "w"),
+            "model 'b', output 'y': the graph declares it as [-1,4] but computes [-1,4,8] (ONNX shape inference; -1: "
+            f"not known), and the model configuration specifies [-1,{dims[0]},8], which ONNX Runtime reports for "
+            "neither: declare the output in the ONNX file with the shape it computes, and set its dims to [4,8]",
+        )
+
+
+def test_outputs_after_a_rank_conflict_are_judged_as_onnx_runtime_reports_them(tmp_path):
+    """y1 = Reshape(x) declared [6, 4] but computed [2, 3, 4]; y2 = Identity(y1) declared [6, 4]: ONNX Runtime keeps
+    y2 as declared (y1 has no shape for its inference to pass on), at every optimization level."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(__import__("numpy").array([2, 3, 4], "int64"), "s")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y1"]), helper.make_node("Identity", ["y1"], ["y2"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12])],
+        [value("y1", 1, [6, 4]), value("y2", 1, [6, 4])],
+        [shape],
     )
-    config.output[0].dims[0] = 1
-    assert onnx_io_problems(config, "b", graph, "w") == []
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "chained.onnx"
+    onnx.save(model, path)
+    text = (
+        'name: "c"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ 2, 12 ] }]\n'
+        'output [{ name: "y1" data_type: TYPE_FP32 dims: [ 1 ] }, { name: "y2" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+    )
+    found = graph_io_from_onnx(path)
+    for optimized in (True, False):
+        config = config_from_text(text)
+        for output, dims in zip(config.output, ort_outputs_dims(path, batched=False, optimized=optimized)):
+            del output.dims[:]
+            output.dims.extend(dims if dims is not None else [1])
+        assert onnx_io_problems(config, "c", found, "w") == [], optimized
 
 
-def test_shape_inference_runs_in_a_process_of_its_own_within_bounds(tmp_path, monkeypatch):
+def test_the_graph_is_read_in_a_process_of_its_own_within_bounds(tmp_path, monkeypatch):
     """A chain of Unsqueeze nodes makes ranks 1, 2, ..., n: inference's memory grows with n squared (a file of
-    0.7 MB would take gigabytes). It runs in a child process within an address-space limit; past it, the outputs
-    are judged on their declarations, and this process never holds the ranks."""
+    0.7 MB would take gigabytes). The graph is read in a child process within an address-space limit; past it, the
+    outputs are judged on their declarations, and this process never holds the ranks."""
     import resource
 
     import onnx
@@ -463,7 +527,7 @@ def test_shape_inference_runs_in_a_process_of_its_own_within_bounds(tmp_path, mo
 
     from tritongen import validate_onnx
 
-    monkeypatch.setattr(validate_onnx, "_INFERENCE_MEMORY_BYTES", 1 << 30)
+    monkeypatch.setattr(validate_onnx, "_CHILD_MEMORY_BYTES", 1 << 30)
     count = 20_000
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [0])
     nodes = [helper.make_node("Unsqueeze", [f"t{i}", "axes"], [f"t{i + 1}"]) for i in range(count)]
@@ -484,29 +548,39 @@ def test_shape_inference_runs_in_a_process_of_its_own_within_bounds(tmp_path, mo
     assert graph_io_from_onnx(inferring_graph(tmp_path, None)).outputs["y"].computed == (-1, 4, 8)
 
 
-def test_a_graph_is_inferred_once_for_the_same_bytes_and_again_when_they_change(tmp_path, monkeypatch):
+def test_a_graph_is_read_once_for_the_same_bytes_and_again_when_they_change(tmp_path, monkeypatch):
     from tritongen import validate_onnx
 
     calls = []
-    real = validate_onnx._inferred_in_child
+    real = validate_onnx._graph_io_in_child
 
-    def counted(light: bytes):
-        calls.append(len(light))
-        return real(light)
+    def counted(data: bytes, infer: bool):
+        calls.append(infer)
+        return real(data, infer)
 
-    monkeypatch.setattr(validate_onnx, "_INFERRED", {})
-    monkeypatch.setattr(validate_onnx, "_inferred_in_child", counted)
+    monkeypatch.setattr(validate_onnx, "_READ", {})
+    monkeypatch.setattr(validate_onnx, "_graph_io_in_child", counted)
     path = inferring_graph(tmp_path, None)
     assert graph_io_from_onnx(path).outputs["y"].computed == (-1, 4, 8)
     assert graph_io_from_onnx(path).outputs["y"].computed == (-1, 4, 8)
-    assert len(calls) == 1
-    inferring_graph(tmp_path, None, stale_hidden=True)  # the same file rewritten: other bytes, inferred again
+    assert calls == [True]
+    inferring_graph(tmp_path, None, stale_hidden=True)  # the same file rewritten: other bytes, read again
     assert graph_io_from_onnx(path).outputs["y"].computed is None  # strict inference refuses the stale value_info
-    assert len(calls) == 2
-    monkeypatch.setattr(validate_onnx, "_inferred_in_child", lambda light: calls.append(0))  # did not finish
-    other = inferring_graph(tmp_path, None, shape_is_input=True, name="other")  # other bytes for inference
-    assert graph_io_from_onnx(other).outputs["y"].dims is None and graph_io_from_onnx(other)
-    assert calls[2:] == [0, 0]  # not kept: asked again
+    assert calls == [True, True]
+    # a child that never finishes: once more without inference, then the reason; not kept, so asked again
+    monkeypatch.setattr(validate_onnx, "_graph_io_in_child", lambda data, infer: calls.append(infer))
+    other = inferring_graph(tmp_path, None, shape_is_input=True, name="other")
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"its graph cannot be read within \d+ MiB of memory and 60 s"):
+            graph_io_from_onnx(other)
+    assert calls[2:] == [True, False, True, False]
+
+
+def test_a_file_that_is_no_onnx_model_is_named_so_by_the_child(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        graph_io_from_onnx(path)
 
 
 def test_shape_inference_gets_the_small_constants_and_only_the_declarations_of_weights(tmp_path):

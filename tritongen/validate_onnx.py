@@ -7,15 +7,15 @@ must be variable), a sequence control that is not a graph input of dims [1] and 
 input on a batching model, and a count of graph inputs (initializers excluded) other than the config's inputs,
 sequence controls, states and batch inputs. A config without inputs or outputs is completed from the graph first.
 
-Only the graph is read, never its weights' external data. ONNX Runtime completes a graph's outputs by shape
-inference before the backend compares them, so ONNX's shape inference runs here too (on the graph without its
-weights' values, in a child interpreter bounded in memory and time; strict: a graph it finds any error in, or
-cannot finish within those bounds, is judged on its declarations alone), and the declared and inferred shapes are
-merged as ONNX Runtime merges them (an output whose ranks disagree has no shape there: a scalar to the backend).
-A dim only inference supplies refuses only a config's other fixed dim (an ONNX Runtime of another release may infer
-less). An output's variable or unknown dims are not
-judged: a config this passes may still be refused at load, but one Triton accepts is not refused here (the tests
-hold this against ONNX Runtime's own session).
+Only the graph is read, never its weights' external data, and it is read in a child interpreter bounded in memory
+and time (a crafted file cannot exhaust this process). ONNX Runtime completes a graph's outputs by shape inference
+before the backend compares them, so ONNX's shape inference runs here too (on the graph without its weights' values;
+strict: a graph it finds any error in, or cannot finish within the bounds, is judged on its declarations alone), and
+the declared and inferred shapes are merged as ONNX Runtime merges them. A dim only inference supplies refuses only
+a config's other fixed dim (an ONNX Runtime of another release may infer less); an output declared with another rank
+than the graph computes refuses only a config that fits none of the shapes ONNX Runtime may report for it. An
+output's variable or unknown dims are not judged: a config this passes may still be refused at load, but one Triton
+accepts is not refused here (the tests hold this against ONNX Runtime's own session).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _lightened(model: Any) -> Any:
     input is not constant: a request may replace it), every other one and every large Constant node becomes a graph
     input of its type and dims (a weight's values decide no shape, and inference then never copies them), and the
     outputs lose their declared type and shape (ONNX Runtime's merge of declared and inferred is done after)."""
-    from onnx import TensorProto, helper
+    from onnx import GraphProto, TensorProto, helper
 
     graph = model.graph
     listed = {v.name for v in graph.input}
@@ -117,14 +117,17 @@ def _lightened(model: Any) -> Any:
                 helper.make_tensor_value_info(sparse.values.name, sparse.values.data_type, list(sparse.dims))
             )
     del graph.sparse_initializer[:]
-    for index in reversed(range(len(graph.node))):
-        node = graph.node[index]
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
-            continue
-        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+    kept = GraphProto()  # the nodes kept, moved once (deleting one by one moves the rest each time)
+    for node in graph.node:
+        value = None
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
         if value is not None and value.ByteSize() > _SMALL_INITIALIZER_BYTES:
             graph.input.append(helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims)))
-            del graph.node[index]
+        else:
+            kept.node.add().CopyFrom(node)
+    graph.ClearField("node")
+    graph.node.MergeFrom(kept.node)
     for output in graph.output:
         output.type.tensor_type.ClearField("elem_type")
         output.type.tensor_type.ClearField("shape")
@@ -143,108 +146,137 @@ def _ranks_bounded(model: Any) -> bool:
     )
 
 
-# Shape inference runs in an interpreter of its own, within an address space, CPU time and wall-clock time: a crafted
-# graph makes it take memory and time that no check of the file's declarations bounds (a chain of n Unsqueeze nodes,
-# 130 KB at n = 4,000, holds ranks 1, 2, ..., n: 0.7 GB and 2 s here, quadratic in n; a Concat of Shapes feeding a
-# Reshape multiplies a rank at each step). Its answer is the graph's outputs alone, a rank past _MAX_RANK cleared.
-_INFERENCE_TIMEOUT_S = 60  # wall-clock and CPU seconds (a real graph of 10,000s of nodes takes about a second)
-_INFERENCE_MEMORY_BYTES = 3 << 30  # address space, plus 4x the graph given (the interpreter and onnx take 0.15 GB)
-_INFERENCE_CHILD = """
+# The graph is read in an interpreter of its own, within an address space, CPU time and wall-clock time: parsing
+# a crafted file takes many times its size (20 million empty nodes in 40 MB: 3 GB), and ONNX's shape inference takes
+# memory and time no check of the declarations bounds (a chain of n Unsqueeze nodes, 130 KB at n = 4,000, holds
+# ranks 1, 2, ..., n: 0.7 GB and 2 s, quadratic in n; a Concat of Shapes feeding a Reshape multiplies a rank at each
+# step). This process keeps the file's bytes and the child's compact answer, both linear in the file's size.
+_CHILD_TIMEOUT_S = 60  # wall-clock and CPU seconds (MiniLM, or a graph of 20,000 nodes: about 0.4 s)
+_CHILD_MEMORY_BYTES = 3 << 30  # address space, plus 4x the file (the interpreter and onnx take about 0.15 GB)
+_CHILD = """
 import json, sys
-paths, memory_bytes, cpu_s, max_rank = json.loads(sys.argv[1])
-sys.path[:] = paths
+header = json.loads(sys.stdin.buffer.readline())
+sys.path[:] = header["paths"]
 try:
     import resource
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-except (ImportError, ValueError, OSError):
-    pass  # no such limits here: the wall-clock limit still holds
-import onnx
-model = onnx.load_model_from_string(sys.stdin.buffer.read())
-try:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=False)
-except MemoryError:
-    sys.exit(4)
-except Exception:
-    sys.exit(3)
-outputs = onnx.GraphProto()
-outputs.output.extend(inferred.graph.output)
-for value in outputs.output:
-    if len(value.type.tensor_type.shape.dim) > max_rank:
-        value.type.tensor_type.ClearField("shape")
-sys.stdout.buffer.write(outputs.SerializeToString())
+except ImportError:
+    resource = None
+for limit, value in (("RLIMIT_AS", header["memory_bytes"]), ("RLIMIT_CPU", header["cpu_s"])):
+    try:
+        resource.setrlimit(getattr(resource, limit), (value, value))
+    except (AttributeError, ValueError, OSError):
+        pass  # no such limit here: the others, and the wall-clock limit, still hold
+from tritongen.validate_onnx import child_main
+child_main(header, sys.stdin.buffer.read())
 """
+_GRAPH_TABLES = ("inputs", "overridable", "outputs")  # GraphIO's fields, in order
+_CHILD_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # numpy's pools
+
+
+def child_main(header: Mapping[str, Any], data: bytes) -> None:
+    """The child's work (see ``_CHILD``): the graph in ``data`` read, written to stdout as JSON; exit 2 with the
+    reason when it is not an ONNX model."""
+    import json
+    import sys
+
+    try:
+        graph = _graph_io(data, infer=bool(header.get("infer")))
+    except Exception as exc:  # noqa: BLE001 -- whatever protobuf raises on bytes that are not a model
+        sys.stdout.write(json.dumps({"error": f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}"}))
+        sys.stdout.flush()
+        sys.exit(2)
+    sys.stdout.write(json.dumps({k: {n: _tensor_json(t) for n, t in getattr(graph, k).items()} for k in _GRAPH_TABLES}))
+
+
+def _tensor_json(t: GraphTensor) -> list:
+    return [t.type_name, t.dims, t.computed, t.conflict]
+
+
+def _tensor_from_json(value: Any) -> GraphTensor:
+    def dims(v: Any) -> tuple[int, ...] | None:
+        if v is None:
+            return None
+        if not isinstance(v, list) or not all(type(d) is int for d in v):
+            raise ValueError("not a list of dims")
+        return tuple(v)
+
+    if not isinstance(value, list) or len(value) != 4 or not isinstance(value[0], str):
+        raise ValueError("not a tensor")
+    conflict = value[3]
+    if conflict is not None:
+        if not isinstance(conflict, list) or len(conflict) != 2:
+            raise ValueError("not a conflict")
+        declared, computed = dims(conflict[0]), dims(conflict[1])
+        assert declared is not None and computed is not None
+        return GraphTensor(value[0], dims(value[1]), dims(value[2]), (declared, computed))
+    return GraphTensor(value[0], dims(value[1]), dims(value[2]))
+
+
+def _graph_io_in_child(data: bytes, infer: bool) -> GraphIO | None:
+    """The graph read by a child interpreter within its limits; None where it did not finish (out of memory or
+    time, or no interpreter to run). Raises ``ValueError`` when the child found no ONNX model in ``data``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not sys.executable:
+        return None
+    header = {
+        "paths": [p for p in sys.path if isinstance(p, str) and p],
+        "memory_bytes": _CHILD_MEMORY_BYTES + 4 * len(data),
+        "cpu_s": _CHILD_TIMEOUT_S,
+        "infer": infer,
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _CHILD],
+            input=json.dumps(header).encode() + b"\n" + data,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=_CHILD_TIMEOUT_S,
+            env={**os.environ, **_CHILD_THREADS},
+            check=False,
+        )
+    except (OSError, ValueError, TypeError, subprocess.SubprocessError):  # no interpreter to run, or out of time
+        return None
+    if done.returncode not in (0, 2):
+        return None
+    try:
+        answer = json.loads(done.stdout)
+        if done.returncode == 2:
+            reason = answer["error"]
+        else:
+            tables = [{str(n): _tensor_from_json(t) for n, t in answer[k].items()} for k in _GRAPH_TABLES]
+            return GraphIO(*tables)
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError):
+        return None  # not what the child writes
+    raise ValueError(str(reason)[:300])
 
 
 def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
     """The graph's outputs as ONNX's shape inference computes them from the graph (changes ``model``: call it
-    last). {} where the graph has a tensor of a rank past ``_MAX_RANK``, inference finds any error (strict: a
-    graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference) or it runs out
-    of its memory or time (see ``_INFERENCE_CHILD``)."""
-    if not _ranks_bounded(model):
-        return {}
-    light = _lightened(model).SerializeToString()
-    key = hashlib.sha256(light).digest()  # the bytes inferred, not the file's name or times: nothing stale
-    with _INFERRED_LOCK:
-        known = _INFERRED.get(key)
-    if known is not None:
-        return dict(known)
-    inferred = _inferred_in_child(light)
-    if inferred is None:  # out of memory or time: perhaps only now, so not kept
-        return {}
-    with _INFERRED_LOCK:
-        if len(_INFERRED) >= _INFERRED_KEPT:
-            del _INFERRED[next(iter(_INFERRED))]
-        _INFERRED[key] = inferred
-    return dict(inferred)
-
-
-# The last graphs inferred, by the sha256 of the bytes given to inference: a stateful model's graph is judged twice
-# (its states, its tensors), and a child interpreter costs about 0.2 s.
-_INFERRED: dict[bytes, dict[str, GraphTensor]] = {}
-_INFERRED_KEPT = 8
-_INFERRED_LOCK = threading.Lock()
-
-
-def _inferred_in_child(light: bytes) -> dict[str, GraphTensor] | None:
-    """Shape inference of ``light`` in a child interpreter: the outputs it computes ({} where inference finds an
-    error in the graph), or None where the child did not finish (out of memory or time, or no interpreter)."""
-    import json
-    import subprocess
-    import sys
-
+    last). {} where the graph has a tensor of a rank past ``_MAX_RANK`` or inference finds any error (strict: a
+    graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference) or runs out of
+    memory; the caller's limits bound the rest (see ``_CHILD``)."""
     import onnx
 
-    limits = [[p for p in sys.path if p], _INFERENCE_MEMORY_BYTES + 4 * len(light), _INFERENCE_TIMEOUT_S, _MAX_RANK]
-    try:
-        done = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _INFERENCE_CHILD, json.dumps(limits)],
-            input=light,
-            capture_output=True,
-            timeout=_INFERENCE_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, ValueError, subprocess.SubprocessError):  # no interpreter to run, or out of time
-        return None
-    if done.returncode == 3:  # strict inference found an error in the graph
+    if not _ranks_bounded(model):
         return {}
-    if done.returncode != 0:
-        return None
-    outputs = onnx.GraphProto()
     try:
-        outputs.ParseFromString(done.stdout)
-    except Exception:  # noqa: BLE001 -- not what the child writes: nothing inferred
+        inferred = onnx.shape_inference.infer_shapes(_lightened(model), strict_mode=True, data_prop=False)
+    except Exception:  # noqa: BLE001 -- a graph inference cannot follow: only the declarations are judged
         return {}
-    return {v.name: _tensor(v) for v in outputs.output}
+    return {v.name: _tensor(v) for v in inferred.graph.output if len(v.type.tensor_type.shape.dim) <= _MAX_RANK}
 
 
 def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
     """``declared`` merged with the inferred tensor as ONNX Runtime merges them (``MergeShapeInfo``): a missing
     type is the inferred one; a fixed dim the two disagree on becomes unknown, and ranks that disagree leave no
-    shape (ONNX Runtime's session reports [] then, and the backend takes the output as a scalar: ``dims`` () with
-    the two shapes in ``conflict``). A dim only inference supplies (declared variable, or no shape declared) goes
-    into ``computed``: ONNX Runtime of another release may not compute it, so it refuses only a config's fixed dim
-    that differs."""
+    shape (ONNX Runtime's session reports [] then, a scalar to the backend, unless its graph optimizations resolve
+    the graph again: ``dims`` () with the two shapes in ``conflict``). A dim only inference supplies (declared
+    variable, or no shape declared) goes into ``computed``: ONNX Runtime of another release may not compute it, so
+    it refuses only a config's fixed dim that differs."""
     if inferred is None:
         return declared
     type_name = declared.type_name or inferred.type_name
@@ -259,18 +291,17 @@ def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
     return GraphTensor(type_name, dims, computed if any(c != -1 for c in computed) else None)
 
 
-def _graph_io(path: Path) -> GraphIO:
+def _graph_io(data: bytes, infer: bool = True) -> GraphIO:
     import onnx
 
-    # one bounded read of a regular file (a FIFO or a device in its place would hang or never end a plain open)
-    model = onnx.load_model_from_string(regular_bytes(path, MAX_ONNX_FILE_BYTES))
+    model = onnx.load_model_from_string(data)
     initializers = {t.name for t in model.graph.initializer} | {t.values.name for t in model.graph.sparse_initializer}
     inputs = {v.name: _tensor(v) for v in model.graph.input if v.name not in initializers}
     overridable = (
         {v.name: _tensor(v) for v in model.graph.input if v.name in initializers} if model.ir_version >= 4 else {}
     )
     declared = {v.name: _tensor(v) for v in model.graph.output}
-    inferred = _inferred_outputs(model)  # changes model: after every declaration is read
+    inferred = _inferred_outputs(model) if infer else {}  # changes model: after every declaration is read
     return GraphIO(inputs, overridable, {name: _merged(t, inferred.get(name)) for name, t in declared.items()})
 
 
@@ -281,20 +312,54 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None
 
 
+# The last graphs read, by the sha256 of the file's bytes (not its name or times: nothing stale): a stateful model's
+# graph is judged twice (its states, its tensors), and a child interpreter costs about 0.2 s.
+_READ: dict[bytes, GraphIO | str] = {}
+_READ_KEPT = 8
+_READ_LOCK = threading.Lock()
+
+
 def graph_io_from_onnx(path: Path) -> GraphIO:
-    """The graph's inputs and outputs. Raises ``ValueError`` on a file that is not an ONNX model."""
+    """The graph's inputs and outputs (read in a child interpreter within memory and time limits: see ``_CHILD``).
+    Raises ``ValueError`` on a file that is not an ONNX model, or whose graph cannot be read within the limits."""
     path = Path(path)
     if path.is_dir():  # the backend's folder form: model.onnx/model.onnx beside its external data
         path = path / "model.onnx"
     try:
-        graph = _graph_io(path)
+        # one bounded read of a regular file (a FIFO or a device in its place would hang or never end a plain open)
+        data = regular_bytes(path, MAX_ONNX_FILE_BYTES)
     except OSError as exc:
         raise ValueError(f"the file {read_problem(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 -- whatever protobuf raises on bytes that are not a model
-        raise ValueError(f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}") from None
-    if not graph.outputs:
+    key = hashlib.sha256(data).digest()
+    with _READ_LOCK:
+        known = _READ.get(key)
+    if known is None:
+        known = _read_graph(data)
+        with _READ_LOCK:
+            if len(_READ) >= _READ_KEPT:
+                del _READ[next(iter(_READ))]
+            _READ[key] = known
+    if isinstance(known, str):
+        raise ValueError(known)
+    if not known.outputs:
         raise ValueError("not an ONNX model: it holds no graph with outputs")
-    return graph
+    return known
+
+
+def _read_graph(data: bytes) -> GraphIO | str:
+    """The graph in ``data``, or why it is not one (kept as the graph is). Where the child does not finish, once more
+    without shape inference (its usual cost); where that does not either, the reason (not kept: perhaps only now)."""
+    for infer in (True, False):
+        try:
+            graph = _graph_io_in_child(data, infer)
+        except ValueError as exc:
+            return str(exc)
+        if graph is not None:
+            return graph
+    raise ValueError(
+        f"its graph cannot be read within {_CHILD_MEMORY_BYTES + 4 * len(data) >> 20} MiB of memory and "
+        f"{_CHILD_TIMEOUT_S} s (nothing of it is judged)"
+    )
 
 
 def _names(names: Iterable[str]) -> str:
@@ -303,6 +368,8 @@ def _names(names: Iterable[str]) -> str:
 
 
 def _shape(dims: tuple[int, ...] | list[int]) -> str:
+    if len(dims) > _MAX_RANK:  # a crafted rank: its dims would make a message of megabytes
+        return "[" + ",".join(str(d) for d in dims[:8]) + f",... ({len(dims)} dims)]"
     return "[" + ",".join(str(d) for d in dims) + "]"
 
 
@@ -368,29 +435,36 @@ def _tensor_problems(
                 f"ragged input '{io.name}', model provides {_shape(graph_dims)}"
             ]
         return []
+    if graph.conflict is not None:
+        return _conflict_problems(config, name, io.name, graph.conflict, dims)
     if not graph_dims:
         if any(d != 1 for d in dims):
             return [
                 f"unable to load model '{name}', scalar tensor '{io.name}', should only provide 1 in the model "
                 f"configuration when the model doesn't support batching. Model configuration provided: {_shape(dims)}."
-                + _conflict_words(graph)
             ]
         return []
     problem = _dims_problem(name, io.name, graph_dims, dims, config.max_batch_size > 0)
     return [problem] if problem else _computed_problems(config, name, io.name, graph, dims)
 
 
-def _conflict_words(graph: GraphTensor) -> str:
-    """Why the backend sees a scalar where the graph declares a shape, and what to do, or ''."""
-    if graph.conflict is None:
-        return ""
-    declared, computed = graph.conflict
-    return (
-        f" (the graph declares this output as {_shape(declared)} but computes {_shape(computed)} (ONNX shape "
-        "inference; -1: not known): ONNX Runtime then reports no shape for it, and the backend takes it as a "
-        f"scalar): declare the output in the ONNX file with the rank it computes ({len(computed)}), or set its dims "
-        "to [1]"
-    )
+def _conflict_problems(
+    config: Any, name: str, tensor: str, conflict: tuple[tuple[int, ...], tuple[int, ...]], dims: list[int]
+) -> list[str]:
+    """An output declared with another rank than the graph computes. ONNX Runtime then reports no shape for it (a
+    scalar to the backend: dims of 1 only), unless a graph optimization rewrites the graph (Triton's default level
+    runs them all) and it is resolved again to the shape computed; an output computed from it keeps its declared
+    shape. A config that fits none of these is refused."""
+    declared, computed = conflict
+    batched = config.max_batch_size > 0
+    if all(d == 1 for d in dims) or any(not _dims_problem(name, tensor, s, dims, batched) for s in conflict):
+        return []
+    return [
+        f"model '{name}', output '{tensor}': the graph declares it as {_shape(declared)} but computes "
+        f"{_shape(computed)} (ONNX shape inference; -1: not known), and the model configuration specifies "
+        f"{_shape([-1, *dims] if batched else dims)}, which ONNX Runtime reports for neither: declare the output in "
+        f"the ONNX file with the shape it computes, and set its dims to {_shape(computed[1:] if batched else computed)}"
+    ]
 
 
 def _computed_problems(config: Any, name: str, tensor: str, graph: GraphTensor, dims: list[int]) -> list[str]:
@@ -448,11 +522,12 @@ def auto_completed(config: Any, name: str, graph: GraphIO) -> tuple[Any | None, 
     Only a config without inputs (and batch inputs) or without outputs is completed: its max_batch_size becomes
     tritonserver's default (4) when every graph tensor has a variable first dim and it is 0, and the missing inputs
     or outputs are the graph's, dims without the batch dim ([1] with an empty reshape for a batching scalar).
-    None when that depends on an output shape the graph leaves to ONNX Runtime's inference (not judged here)."""
+    None when that depends on an output shape the graph leaves to ONNX Runtime's inference or its optimizations (not
+    judged here)."""
     has_inputs = len(config.input) + len(config.batch_input) > 0
     if has_inputs and len(config.output) > 0:
         return config, ""
-    if any(t.dims is None for t in graph.outputs.values()):
+    if any(t.dims is None or t.conflict is not None for t in graph.outputs.values()):
         return None, ""
     done = type(config)()
     done.CopyFrom(config)
