@@ -144,7 +144,9 @@ def test_measured_numbers_reach_the_objects(measured):
     c = pod["containers"][0]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and "--metrics-config=summary_latencies=true" in c["args"]
+    # every instance of the model is KIND_CPU: no GPU asked of the node (--gpus sets it)
+    assert "nvidia.com/gpu" not in c.get("resources", {}).get("limits", {})
+    assert "--metrics-config=summary_latencies=true" in c["args"]
     env = {e["name"]: e["value"] for e in c["env"]}  # what `tritongen serve` gives its server
     assert env == {"OPENBLAS_NUM_THREADS": "1", "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so"}
     assert pod["terminationGracePeriodSeconds"] > t.exit_timeout_s
@@ -190,6 +192,45 @@ def test_kserve_bundle(work):
     assert env == {"OPENBLAS_NUM_THREADS": "1", "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so"}
     target = pred["autoScaling"]["metrics"][0]["external"]["target"]["averageValue"]
     assert target == f"{round(b.thresholds.target_in_flight * 1000)}m"  # the same target as the HPA's
+
+
+def test_a_repository_ngcs_image_cannot_serve_needs_the_image_it_does(work, tmp_path, capsys):
+    """A Python-backend model importing a package NGC's image lacks (here onnxruntime, as `build --target local`
+    writes): the stock image would fail every pod's load, so the bundle needs --image (the one --to docker builds);
+    with it, both targets run that image."""
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    model_py = repo / "double" / "1" / "model.py"
+    model_py.write_text("import onnxruntime\n" + model_py.read_text())
+    for target in ("kubernetes", "kserve"):
+        out = tmp_path / f"out-{target}"
+        code, err = _cli(["deploy", str(repo), "--to", target, "--out", str(out), "--slo-p99-ms", "95"], capsys)
+        line = err.splitlines()[0]
+        assert code == 1 and line.startswith("error: NGC's Triton image") and "onnxruntime" in line, err
+        assert f"tritongen deploy {repo} --to docker" in line and "--image" in line and not out.exists()
+        image = "registry.example.com/team/double-serving:1"
+        b = kubernetes_bundle_from_repository(repo, out, target=target, slo_p99_ms=SLO_MS, image=image, gpus=1)
+        assert check_bundle(b.out).ok
+        objs = rendered_overlay(b.out / "overlays" / "prod")
+        if target == "kubernetes":
+            (c,) = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+        else:
+            c = next(o for o in objs if o["kind"] == "InferenceService")["spec"]["predictor"]["model"]
+        assert c["image"] == image and c["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_gpus_follow_the_instance_kinds_unless_given(work, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    config = repo / "double" / "config.pbtxt"
+    for kinds, given, expected in ((["KIND_CPU"], None, None), (["KIND_GPU"], None, 1), (["KIND_CPU"], 2, 2)):
+        text = DOUBLE_CONFIG.replace("kind: KIND_CPU", f"kind: {kinds[0]}")
+        config.write_text(text)
+        b = kubernetes_bundle_from_repository(repo, tmp_path / f"out-{kinds[0]}-{given}", slo_p99_ms=SLO_MS, gpus=given)
+        (c,) = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == expected, (kinds, given)
 
 
 def test_unmeasured_defaults_are_marked_in_every_file_that_uses_them(work):

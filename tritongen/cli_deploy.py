@@ -67,7 +67,12 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or a path in the image.",
 )
 @click.option("--namespace", default="tritongen", show_default=True, help="kubernetes/kserve: namespace.")
-@click.option("--gpus", type=int, default=1, show_default=True, help="kubernetes/kserve: GPUs per replica.")
+@click.option(
+    "--gpus",
+    type=int,
+    default=None,
+    help="kubernetes/kserve: GPUs per replica (default: 1, or 0 where every model's instances are KIND_CPU).",
+)
 @click.option(
     "--canary-percent",
     "--canary-traffic-percent",

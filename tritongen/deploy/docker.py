@@ -325,22 +325,29 @@ class DockerSteps:
         return "\n".join(lines)
 
 
+def stock_image_problems(repo: Path) -> list[str]:
+    """Why NGC's Triton image, as it is, cannot serve ``repo``: TensorRT plans not built yet, packages its
+    Python-backend models import that the image lacks. [] when it can."""
+    reasons = []
+    pending = pending_plans_from_repository(repo)
+    if pending:
+        reasons.append(f"TensorRT plans are not built yet ({_pending_text(pending)}): Triton cannot load those models")
+    try:
+        needed = [r for r in serving_packages_from_repository(repo).requirements if not r.startswith("numpy==")]
+        if needed:  # numpy<2 comes with NGC's image (its Python backend needs it); nothing else does
+            reasons.append(f"its Python-backend models import packages the image lacks: {', '.join(needed)}")
+    except TritongenError as err:
+        reasons.append(f"a Python-backend model imports a package the image lacks ({err.problem})")
+    return reasons
+
+
 def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -> DockerSteps:
     """For a validated ``spec.repo`` (a :class:`tritongen.server.ServeSpec`): the ``docker run`` line, or the steps."""
     import shlex
 
     from ..server import docker_command
 
-    reasons = []
-    pending = pending_plans_from_repository(spec.repo)
-    if pending:
-        reasons.append(f"TensorRT plans are not built yet ({_pending_text(pending)}): Triton cannot load those models")
-    try:
-        needed = [r for r in serving_packages_from_repository(spec.repo).requirements if not r.startswith("numpy==")]
-        if needed:  # numpy<2 comes with NGC's image (its Python backend needs it); nothing else does
-            reasons.append(f"its Python-backend models import packages the image lacks: {', '.join(needed)}")
-    except TritongenError as err:
-        reasons.append(f"a Python-backend model imports a package the image lacks ({err.problem})")
+    reasons = stock_image_problems(spec.repo)
     if not reasons:
         return DockerSteps(command=docker_command(spec, image=TRITON_IMAGE.format(release=ngc_release)))
     deploy = ["tritongen", "deploy", str(spec.repo), "--to", "docker", "--out", "deploy"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
 from . import kserve, monitoring
 from . import kubernetes as k8s
 from .bundle import check_out_dir, write_bundle
@@ -72,6 +73,30 @@ def _models(repo: Path) -> dict[str, Any]:
         for d in sorted(repo.iterdir())
         if d.is_dir() and not d.name.startswith(".") and (d / "config.pbtxt").is_file()
     }
+
+
+def _check_stock_image(repo: Path, target: str, stock: str) -> None:
+    """Refuse NGC's image for a repository it cannot serve: every pod would fail to load the models."""
+    from .docker import stock_image_problems
+
+    problems = stock_image_problems(repo)
+    if problems:
+        image = stock if target == "kubernetes" else f"the {kserve.RUNTIME} runtime's image"
+        raise TritongenError(
+            f"NGC's Triton image ({image}) cannot serve model repository {repo}: {'; '.join(problems)}",
+            f"build the serving image with tritongen deploy {repo} --to docker, push it to your registry, and pass "
+            "its name with --image",
+        )
+
+
+def _cpu_only(config: Any) -> bool:
+    """Whether every instance of the model runs on CPU (KIND_CPU); an ensemble runs none of its own."""
+    from tritonclient.grpc import model_config_pb2
+
+    if config.platform == "ensemble":
+        return True
+    groups = config.instance_group
+    return bool(groups) and all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in groups)
 
 
 def _served_model(configs: dict[str, Any], wanted: str | None, repo: Path) -> _ModelInfo:
@@ -197,6 +222,7 @@ def _kserve_files(
     prometheus_url: str,
     canary_traffic_percent: int | None,
     for_scale: float,
+    image: str | None,
 ) -> dict[str, Any]:
     h = _header(t)
     groups = monitoring.rule_groups(q, t, for_scale=for_scale)
@@ -220,6 +246,7 @@ def _kserve_files(
             min_replicas=lo,
             max_replicas=hi,
             canary_traffic_percent=canary_traffic_percent,
+            image=image,
         )
         files[f"overlays/{env}/inferenceservice.yaml"] = _yaml_text(isvc, h)
         files[f"overlays/{env}/kustomization.yaml"] = _yaml_text(
@@ -261,10 +288,11 @@ def kubernetes_bundle_from_repository(
     slo_p99_ms: float | None = None,
     peak_rps: float | None = None,
     model: str | None = None,
-    image: str = k8s.DEFAULT_IMAGE,
+    image: str | None = None,
+    ngc_release: str = DEFAULT_NGC_RELEASE,
     model_uri: str | None = None,
     namespace: str = "tritongen",
-    gpus: int = 1,
+    gpus: int | None = None,
     load_time_s: float | None = None,
     prometheus_url: str = DEFAULT_PROMETHEUS_URL,
     canary_traffic_percent: int | None = None,
@@ -277,7 +305,10 @@ def kubernetes_bundle_from_repository(
     Raises :class:`TritongenError` (and writes nothing) when the repository does not validate, the perf results
     are of a model the repository does not hold, the objective is below the p99 measured at the lowest load, or
     an option is out of range. ``rate_window`` (every rate's range) and ``alert_for_scale`` (multiplies every
-    alert's ``for``) exist for fast live checks: a cluster keeps the defaults.
+    alert's ``for``) exist for fast live checks: a cluster keeps the defaults. ``image`` None: NGC's Triton image
+    of ``ngc_release`` (KServe: its Triton runtime's), refused for a repository that image cannot serve (see
+    :func:`tritongen.deploy.docker.stock_image_problems`). ``gpus`` None: 1 per replica, 0 where every model's
+    instances are KIND_CPU.
     """
     from ..perf.results import run_from_json
 
@@ -296,7 +327,7 @@ def kubernetes_bundle_from_repository(
             f"--slo-p99-ms {slo_p99_ms:g} is not a latency from 0 to {MAX_SLO_P99_MS:g} ms",
             "give the p99 latency objective in milliseconds",
         )
-    if gpus < 0:
+    if gpus is not None and gpus < 0:
         raise TritongenError(f"--gpus {gpus} is negative", "give the number of GPUs per replica (0 for none)")
     if alert_for_scale <= 0:
         raise TritongenError(f"alert for-scale {alert_for_scale:g} is not positive", "leave it at 1 outside tests")
@@ -316,6 +347,11 @@ def kubernetes_bundle_from_repository(
         )
     configs = _models(repo)
     info = _served_model(configs, run.model if run is not None else model, repo)
+    stock = TRITON_IMAGE.format(release=ngc_release)
+    if image is None:
+        _check_stock_image(repo, target, stock)
+    if gpus is None:
+        gpus = 0 if all(_cpu_only(c) for c in configs.values()) else 1
     if load_time_s is None:
         load_time_s = load_time_from_tune_record(repo / info.name)
     if run is not None:
@@ -346,11 +382,13 @@ def kubernetes_bundle_from_repository(
     uri = model_uri or f"pvc://{app}-models"
     source = k8s.model_source_from_uri(uri)
     if target == "kubernetes":
-        files = _kubernetes_files(app, namespace, image, source, t, q, placement, prometheus_url, alert_for_scale)
+        files = _kubernetes_files(
+            app, namespace, image or stock, source, t, q, placement, prometheus_url, alert_for_scale
+        )
         overlays: tuple[str, ...] = ("dev", "prod", "prod-keda")
     else:
         files = _kserve_files(
-            app, namespace, uri, t, q, placement, prometheus_url, canary_traffic_percent, alert_for_scale
+            app, namespace, uri, t, q, placement, prometheus_url, canary_traffic_percent, alert_for_scale, image
         )
         overlays = ("dev", "prod")
     files.update(_monitoring_files(app, t, q, alert_for_scale))
@@ -363,7 +401,7 @@ def kubernetes_bundle_from_repository(
         target=target,
         overlays=overlays,
         namespace=namespace,
-        image=image,
+        image=image or (stock if target == "kubernetes" else f"the {kserve.RUNTIME} runtime's"),
         uri=uri,
         metric=monitoring.metric_name_for(info.name),
         hpa_query=q.in_flight_per_pod(),

@@ -31,7 +31,9 @@ def inference_service(
     min_replicas: int,
     max_replicas: int,
     canary_traffic_percent: int | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
+    """``image``: the serving image in place of the runtime's (NGC's Triton), e.g. the one ``--to docker`` builds."""
     args = [a for a in triton_args("/mnt/models", t)[1:] if not a.startswith("--model-repository")]
     model: dict[str, Any] = {
         "modelFormat": {"name": "triton"},
@@ -41,6 +43,8 @@ def inference_service(
         "args": args,
         "env": kubernetes_env(),  # one OpenBLAS thread for the stubs, jemalloc: see deploy/serving_env.py
     }
+    if image is not None:
+        model["image"] = image
     if placement.gpus:
         model["resources"] = {"limits": {"nvidia.com/gpu": placement.gpus}}
     predictor: dict[str, Any] = {

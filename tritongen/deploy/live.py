@@ -30,6 +30,7 @@ from pathlib import Path
 from ..errors import TritongenError
 from ..perf.results import PerfRun, files_from_run
 from .k8s_bundle import DeployBundle, kubernetes_bundle_from_repository
+from .kubernetes import DEFAULT_IMAGE
 from .monitoring import Queries, adapter_query, adapter_rule, alerts_for, all_queries
 from .prometheus import LocalPrometheus, prometheus_scraping
 from .thresholds import desired_replicas
@@ -201,6 +202,7 @@ def autoscale_proof(
         rate_window=f"{rate_window_s}s",
         alert_for_scale=for_scale,
         force=True,
+        image=DEFAULT_IMAGE,  # the proof reads the bundle's signals from the server here, not from an image
     )
     t = bundle.thresholds
     knee = int(t.knee_load)  # type: ignore[arg-type]  # a bundle made from perf results always has a knee
