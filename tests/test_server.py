@@ -144,6 +144,38 @@ def test_numpy_2_is_refused_for_python_backend_models(tmp_path):
     check_numpy(tmp_path, ServerInstall(binary=Path("/x"), source="path"), numpy_version="2.1.0")  # not our stub
 
 
+def test_sigterm_within_stop_on_sigterm_is_a_ctrl_c_once_then_the_old_handler_is_back():
+    import signal
+
+    from tritongen.server import Terminated, stop_on_sigterm
+
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # else the block would change nothing
+    with stop_on_sigterm():
+        assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # never send SIGTERM to the test run unhandled
+        with pytest.raises(KeyboardInterrupt) as caught:
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(30)  # the handler raises as soon as Python checks for signals, long before this ends
+        assert isinstance(caught.value, Terminated) and caught.value.exit_code == 143
+        signal.raise_signal(signal.SIGTERM)  # a second one, while the stop the first began runs: ignored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_stop_on_sigterm_leaves_a_handler_someone_else_set():
+    import signal
+
+    from tritongen.server import stop_on_sigterm
+
+    def mine(signum, frame) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with stop_on_sigterm():
+            assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_wheel_install_prepares_a_backend_dir_for_this_python(server_install):
     if server_install.source != "wheel":
         pytest.skip(f"tritonserver comes from {server_install.source}, not the nvidia-pytriton wheel")
@@ -343,7 +375,10 @@ def test_a_model_for_a_backend_this_server_lacks_gets_a_fix_that_helps(tmp_path,
 
 @pytest.mark.server
 @pytest.mark.parametrize("at", ["ready:", "press Ctrl-C"])  # while the banner prints, and once it has
-def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, server_install, at):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])  # Ctrl-C; docker stop, systemd, kill
+def test_serve_stopped_by_ctrl_c_or_sigterm_says_so_and_leaves_nothing_running(
+    tmp_path, server_install, at, signal_name
+):
     import signal
     import subprocess
 
@@ -353,7 +388,9 @@ def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, se
     argv = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
     argv += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
     root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=str(root))
+    logs = tmp_path / "tmp"  # the server's log goes to the temp directory: this one, to be looked at alone
+    logs.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(logs))
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root) as proc:
         assert proc.stdout is not None
         lines = []
@@ -362,9 +399,11 @@ def test_serve_stopped_by_ctrl_c_says_so_and_leaves_nothing_running(tmp_path, se
             if line.startswith(at):
                 break
         assert lines and lines[-1].startswith(at), "".join(lines) + proc.stderr.read()
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground command, at once
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+        (log,) = logs.glob("tritonserver-*.log")  # the running server's log
+        proc.send_signal(getattr(signal, signal_name))  # at once, as Ctrl-C (or docker stop) would
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err  # a stop that was asked for and done
     assert "stopped: tritonserver unloaded its models and exited (code 0)" in err
     assert "Traceback" not in err
-    assert wait_gone(lambda: processes_mentioning(str(repo))) == []
+    assert wait_gone(lambda: processes_mentioning(str(repo)), timeout_s=60) == []
+    assert not log.exists() and not list(logs.glob("tritonserver-*.log"))  # removed after the clean stop

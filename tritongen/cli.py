@@ -18,6 +18,7 @@ from .errors import TritongenError
 from .logs import attach_cli_handler
 from .names import one_line
 from .plan_compat import DEFAULT_TRITON_VERSION
+from .server import Terminated, stop_on_sigterm
 from .server.allocator import ALLOCATORS
 from .server.spec import MODEL_CONTROL_MODES
 
@@ -407,7 +408,7 @@ def serve(
     **options,
 ) -> None:
     """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
-    until every model is READY, serve until Ctrl-C."""
+    until every model is READY, serve until Ctrl-C or SIGTERM."""
     # the server's own Triton version checks plans at boot; the docker image's is the default release
     api.check_servable(
         repo,
@@ -423,11 +424,15 @@ def serve(
         click.echo(docker_steps_from_repository(ServeSpec(repo=repo.resolve(), **options)).text())
         return
     _echo_err(f"starting tritonserver on {repo.resolve()} ...")
-    with api.serve(repo, verify=False, **options) as server:  # checked above
+    # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does, with the same "stopped:" line and the
+    # same exit code 0: a stop that was asked for and done is the command's success (docker stop then shows
+    # Exited (0), systemd a clean stop; 143 would be a failure to systemd unless SuccessExitStatus=143). Cut short
+    # before the server is ready, serve exits 143 as it exits 130 on Ctrl-C (main()).
+    with stop_on_sigterm(), api.serve(repo, verify=False, **options) as server:  # checked above
         try:
             _print_ready(server, repo)
             code = server.wait()
-        except KeyboardInterrupt:  # Ctrl-C while the banner was printed, before wait() took it over
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the banner was printed, before wait() took it over
             server.interrupted = True
             code = server.stop()
         log = f"; its log: {server.log_path}" if server.log_path.exists() else ""
@@ -569,9 +574,9 @@ def main(argv: list[str] | None = None) -> None:
         problem = one_line(f"{exc.strerror or exc}{where}")
         _echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
         sys.exit(1)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click's for Ctrl-C; or SIGTERM, where serve takes it as Ctrl-C
         _echo_err("aborted")
-        sys.exit(130)
+        sys.exit(exc.__cause__.exit_code if isinstance(exc.__cause__, Terminated) else 130)
     except click.exceptions.NoArgsIsHelpError as exc:  # `tritongen` alone: its help, as click prints it
         exc.show()
         sys.exit(0)

@@ -9,13 +9,14 @@ packages (numpy, onnxruntime, ...) from *this* environment.
 :func:`server_from_repository` (:mod:`.process`) starts the server, bound to ``127.0.0.1`` unless told otherwise
 (:mod:`.ports`), writes its log to a file, polls the repository index until every model is READY
 (:mod:`.readiness`), and turns a failed load into a :class:`TritongenError` that quotes the server's own error.
-:class:`RunningServer` stops it again. :mod:`.docker` writes the ``docker run`` line for NGC's image.
+:class:`RunningServer` stops it again (on Ctrl-C, and on SIGTERM within :func:`stop_on_sigterm`).
+:mod:`.docker` writes the ``docker run`` line for NGC's image.
 """
 
 from .docker import docker_command
 from .install import ServerInstall, check_numpy, find_server_binary, venv_bin
 from .ports import is_loopback, port_is_free
-from .process import RunningServer, server_args, server_from_repository
+from .process import RunningServer, Terminated, server_args, server_from_repository, stop_on_sigterm
 from .spec import (
     ADMIN_HEADER,
     DEFAULT_IMAGE,
@@ -38,6 +39,7 @@ __all__ = [
     "RunningServer",
     "ServeSpec",
     "ServerInstall",
+    "Terminated",
     "check_numpy",
     "docker_command",
     "find_server_binary",
@@ -45,5 +47,6 @@ __all__ = [
     "port_is_free",
     "server_args",
     "server_from_repository",
+    "stop_on_sigterm",
     "venv_bin",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import secrets
@@ -14,7 +15,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..cpus import affinity_preexec, cpus_text
@@ -56,7 +57,7 @@ class RunningServer:
         self.temporary_log = spec.log_path is None  # a log in the temp directory: removed after a clean stop
         self.admin_token = admin_token
         self.models: tuple[str, ...] = ()
-        self.interrupted = False  # set when Ctrl-C ended wait()
+        self.interrupted = False  # set when Ctrl-C (or SIGTERM, within stop_on_sigterm()) ended wait()
         self.boot_s: float | None = None
         connect = connect_host(spec.host)
         self.http_url = f"{connect}:{self.ports['http']}"
@@ -135,6 +136,43 @@ class RunningServer:
 
 
 _RUNNING: weakref.WeakSet[RunningServer] = weakref.WeakSet()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by :func:`stop_on_sigterm` as Ctrl-C's KeyboardInterrupt is, so the same clean stop
+    follows. 143 (128 + SIGTERM) is the exit code of a command it aborts, as 130 is Ctrl-C's."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM (``docker stop``, systemd, ``kill``) raises :class:`Terminated`, a
+    KeyboardInterrupt: whatever stops the server on Ctrl-C (:meth:`RunningServer.wait`, the ``with`` block's
+    exit, a boot cut short) stops it on SIGTERM too. Python's default would end this process at once, leaving
+    tritonserver to shut down alone (its ports held meanwhile) and its log behind.
+
+    Only the first SIGTERM raises; later ones are ignored while the stop it began runs (another raise would cut
+    that stop short). The previous handler is back after the block. Nothing changes off the main thread (Python
+    runs signal handlers there only), nor where SIGTERM already had a handler or was ignored (as Python leaves
+    SIGINT alone when it started ignored).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    taken = False
+
+    def on_sigterm(signum, frame) -> None:
+        nonlocal taken
+        if not taken:
+            taken = True
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @atexit.register
