@@ -106,6 +106,11 @@ def _npz(world: World, name: str, **arrays) -> Path:
     return path
 
 
+def _perf_nowhere(world: World) -> list[str]:
+    """perf of the good build against a port no Triton answers on."""
+    return ["perf", "conv", "--repo", str(world.repo), "--url", "127.0.0.1:9", "--duration-s", "1"]
+
+
 # (case id, argv builder, words the error line must contain)
 CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("missing model file", lambda w: ["build", str(w.root / "nope.pt"), *CONV], ("does not exist",)),
@@ -293,6 +298,28 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
         lambda w: ["perf", "--compare", str(_result(w, "m.json", mode=None)), "--report", str(w.root / "cmp")],
         ("m.json lacks 'mode'",),
     ),
+    # --report is checked before any load: these name no server that answers (127.0.0.1:9), and still get the
+    # report's error, not that one
+    (
+        "perf: --report that is a file",
+        lambda w: [*_perf_nowhere(w), "--report", str(w.file("notes.md", b"# notes\n"))],
+        ("the report path", "notes.md is a file, not a folder", "pass --report with a folder path"),
+    ),
+    (
+        "perf: --report under a file",
+        lambda w: [*_perf_nowhere(w), "--report", str(w.file("notes2.md", b"# notes\n") / "out")],
+        ("cannot be created (", "notes2.md is a file, not a folder)"),
+    ),
+    (
+        "perf: --report where no folder can be created",
+        lambda w: [*_perf_nowhere(w), "--report", "/proc/tritongen-report"],
+        ("the report folder /proc/tritongen-report cannot be created in /proc", "folder you can write to"),
+    ),
+    (
+        "perf: --compare into a --report that is a file",
+        lambda w: ["perf", "--compare", str(_result(w, "ok.json")), "--report", str(w.file("notes3.md", b"x"))],
+        ("notes3.md is a file, not a folder",),
+    ),
     ("verify: a model file swapped after the build", lambda w: ["verify", str(_swapped_repo(w))], ("model.onnx",)),
     (
         "tune: model folder missing",
@@ -346,6 +373,26 @@ def _swapped_repo(world: World) -> Path:
 
 # Cases that need a running server (the session's tiny one): (case id, argv builder(world, server), words).
 SERVER_CASES: list[tuple[str, Callable[..., list[str]], tuple[str, ...]]] = [
+    (
+        "perf: --report that is a file, with a server that would answer",  # refused before the load, not after it
+        lambda w, s: [
+            "perf",
+            "double",
+            "--url",
+            s.grpc_url,
+            "--concurrency",
+            "1",
+            "--duration-s",
+            "0.3",
+            "--warmup-s",
+            "0",
+            "--input-data",
+            str(_npz(w, "perf_ok.npz", X=np.zeros((2, 4), np.float32))),
+            "--report",
+            str(w.file("README.md", b"# notes\n")),
+        ],
+        ("README.md is a file, not a folder", "pass --report with a folder path"),
+    ),
     (
         "perf: unknown model",
         lambda w, s: ["perf", "ghost", "--url", s.grpc_url, "--duration-s", "1"],

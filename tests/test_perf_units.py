@@ -95,6 +95,30 @@ def test_spec_defaults_and_bad_values():
         PerfSpec(model="m", request_rates=(-1,))
 
 
+def test_report_folder_is_checked_by_the_spec_and_the_check_writes_nothing(tmp_path):
+    from tritongen.perf.report import report_from_runs
+    from tritongen.perf.results import check_report_dir
+
+    check_report_dir(tmp_path / "new" / "deeper")  # missing parents are fine: the report creates them
+    assert PerfSpec(model="m", report_dir=str(tmp_path)).report_dir == tmp_path
+    assert list(tmp_path.iterdir()) == []  # neither check created a folder, nor left its probe
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    with pytest.raises(TritongenError, match="notes.md is a file, not a folder") as err:
+        PerfSpec(model="m", report_dir=notes)
+    assert err.value.fix == "pass --report with a folder path"
+    with pytest.raises(TritongenError, match=r"cannot be created \(.*notes.md is a file, not a folder\)"):
+        PerfSpec(model="m", report_dir=notes / "out" / "deeper")
+    (tmp_path / "taken" / "report.html").mkdir(parents=True)
+    with pytest.raises(TritongenError, match="holds a report.html that is not a file"):
+        check_report_dir(tmp_path / "taken")
+    run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=(_point(1.0),))
+    with pytest.raises(TritongenError, match="holds a report.html"):
+        report_from_runs([run], tmp_path / "taken")
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["report.html"]  # no results.json, no .csv
+    assert notes.read_text() == "# notes\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "taken"]
+
+
 def test_time_budget_is_stated_and_max_time_lowers_the_window_cap():
     spec = PerfSpec(model="m", concurrency=(1, 4), duration_s=3.0, warmup_s=1.0)
     assert spec.time_budget_s() == (2 * (1.0 + 3.0), 2 * (1.0 + 10 * 1.0))

@@ -270,7 +270,8 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     """Load-test ``model`` on a running server: throughput, latency percentiles, server-side breakdown.
 
     ``options`` are :class:`~tritongen.perf.PerfSpec` fields (``concurrency``, ``request_rates``, ``engine``,
-    ``duration_s``, ``url``, ...). Write an HTML report with :func:`tritongen.perf.report.report_from_runs`.
+    ``duration_s``, ``url``, ...). Write an HTML report with :func:`tritongen.perf.report.report_from_runs`; pass
+    its folder as ``report_dir`` too, to have it checked before any load is sent.
     """
     from .perf import PerfSpec, perf_from_spec
 

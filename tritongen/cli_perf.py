@@ -171,6 +171,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         concurrency=_numbers(concurrency, int, "--concurrency"),
         request_rates=_numbers(request_rate, float, "--request-rate"),
         version_split=version_split or (),
+        report_dir=report_dir,  # checked before any load is sent
         progress=_progress,
         **options,
     )

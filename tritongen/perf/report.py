@@ -328,13 +328,19 @@ def _setting_number(settings: Mapping[str, Any], name: str, default: float) -> f
 
 
 def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None = None) -> Path:
-    """Write ``report.html`` (and each run's JSON/CSV when there is one run) into ``out_dir``."""
-    from .results import files_from_run
+    """Write ``report.html`` (and each run's JSON/CSV when there is one run) into ``out_dir``, created if missing.
+
+    A destination that cannot take them is refused (:func:`~tritongen.perf.results.check_report_dir`) before
+    anything is written; so is a run the report cannot render.
+    """
+    from .results import check_report_dir, files_from_run
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_report_dir(out_dir)
+    page = html_from_runs(runs, title)
     if len(runs) == 1:
         files_from_run(runs[0], out_dir)
     path = out_dir / "report.html"
-    path.write_text(html_from_runs(runs, title))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
     return path

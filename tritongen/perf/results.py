@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -470,13 +472,57 @@ def _r(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
-    """Write ``results.json`` and ``results.csv`` into ``out_dir``."""
+REPORT_FILES = ("report.html", "results.json", "results.csv")  # what a report folder receives
+
+
+def check_report_dir(out_dir: Path) -> None:
+    """Raise :class:`TritongenError` unless a report can be written into ``out_dir``: a folder that exists and can
+    be written in, or one that can be created (missing parents included). :class:`~tritongen.perf.PerfSpec` runs
+    it on its ``report_dir``, before any load is sent: a bad ``--report`` costs no run.
+
+    Nothing is left behind: writability is probed with an empty folder, removed at once (``os.access`` says yes
+    to root on a path where nothing can be created, such as ``/proc``).
+    """
     out_dir = Path(out_dir)
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise TritongenError(f"the report path {out_dir} is a file, not a folder", "pass --report with a folder path")
+    if os.path.isdir(out_dir):
+        for name in REPORT_FILES:
+            target = out_dir / name
+            if os.path.lexists(target) and not os.path.isfile(target):
+                raise TritongenError(
+                    f"the report folder {out_dir} holds a {name} that is not a file",
+                    f"remove {target}, or pass --report with another folder",
+                )
+        existing = out_dir
+    else:
+        existing = out_dir.parent
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not os.path.isdir(existing):
+            raise TritongenError(
+                f"the report folder {out_dir} cannot be created ({existing} is a file, not a folder)",
+                "pass --report with a folder path whose parents are folders",
+            )
+    try:
+        probe = tempfile.mkdtemp(prefix=".tritongen-probe-", dir=existing)
+    except OSError as exc:
+        problem = "cannot be written in" if existing == out_dir else f"cannot be created in {existing}"
+        raise TritongenError(
+            f"the report folder {out_dir} {problem} ({exc.strerror or exc})",
+            "pass --report with a folder you can write to, or fix its permissions",
+        ) from None
+    os.rmdir(probe)
+
+
+def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
+    """Write ``results.json`` and ``results.csv`` into ``out_dir`` (both rendered before either is written)."""
+    out_dir = Path(out_dir)
+    texts = {"json": json_from_run(run), "csv": csv_from_run(run)}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
-    paths["json"].write_text(json_from_run(run))
-    paths["csv"].write_text(csv_from_run(run))
+    for kind, path in paths.items():
+        path.write_text(texts[kind])
     return paths
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
-from .results import ENGINES
+from .results import ENGINES, check_report_dir
 
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
@@ -59,6 +59,9 @@ class PerfSpec:
     # More perf_analyzer options (engine perf_analyzer), e.g. ("--async", "--max-threads", "1") or that as one
     # string; not the ones tritongen sets itself (model, URL, protocol, inputs, load, windows, output).
     perf_analyzer_args: tuple[str, ...] = ()
+    # The folder the report will go to (report.report_from_runs, after the run; tritongen perf --report): checked
+    # here, before any load is sent, so that a path no report can be written to costs no run. None: no report.
+    report_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
@@ -117,6 +120,9 @@ class PerfSpec:
         if self.input_data is not None and self.text_file is not None:
             raise TritongenError("--input-data and --text-file both given", "pass one source of inputs")
         object.__setattr__(self, "perf_analyzer_args", _perf_analyzer_args(self.perf_analyzer_args, self.engine))
+        if self.report_dir is not None:
+            object.__setattr__(self, "report_dir", Path(self.report_dir))
+            check_report_dir(self.report_dir)
 
     @property
     def window_s(self) -> float:
