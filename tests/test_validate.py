@@ -730,3 +730,35 @@ def test_repository_that_cannot_be_validated(tmp_path, setup, words):
     with pytest.raises(TritongenError, match=words) as err:
         validate_repository(repo)
     assert err.value.fix
+
+
+def test_a_local_build_is_checked_against_the_graph_its_model_py_runs(tmp_path):
+    """`build --target local` writes tritongen's ONNX Runtime runner as model.py: it feeds the graph the config's
+    inputs and asks it for the config's outputs by name, so a config edited to another name loads but fails every
+    request. validate names each such mismatch; a model.py that is not the runner is not judged."""
+    from tests import factories
+    from tritongen.build import build
+    from tritongen.spec import build_spec_from_options
+    from tritongen.validate import validate_repository
+
+    model = factories.save_model(
+        factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
+    repo = tmp_path / "repo"
+    build(build_spec_from_options(model, name="seq", inputs=["x:FP32:-1,8"], max_batch_size=4, repo=repo))
+    assert validate_repository(repo).ok
+    config = repo / "seq" / "config.pbtxt"
+    text = config.read_text()
+    (output,) = re.findall(r'output \[\s*\{\s*name: "([^"]+)"', text)
+    config.write_text(text.replace(f'name: "{output}"', 'name: "renamed"').replace("TYPE_FP32", "TYPE_FP16", 1))
+    problems = validate_repository(repo).problems_by_model["seq"]
+    assert any(
+        "output 'renamed' of model 'seq' is not an output of 1/model.onnx" in p and f"(its outputs: {output})" in p
+        for p in problems
+    ), problems
+    assert any(
+        "input 'x' of model 'seq' is TYPE_FP16 in config.pbtxt but TYPE_FP32 in 1/model.onnx" in p for p in problems
+    )
+    model_py = repo / "seq" / "1" / "model.py"
+    model_py.write_text(model_py.read_text() + "\n# changed by hand: not judged\n")
+    assert not any("1/model.onnx" in p for p in validate_repository(repo).problems_by_model["seq"])

@@ -34,6 +34,7 @@ from .layout import (
     link_problems,
     version_numbers,
 )
+from .names import one_line
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
@@ -722,6 +723,8 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
     problems += graph_state_problems(config, name, model_dir, loaded)
     if done.backend == "onnxruntime":
         problems += _graph_io_problems(config, name, model_dir, loaded, done.filename)
+    elif done.backend == "python":
+        problems += _runner_io_problems(config, name, model_dir, loaded)
     for io in config.output:
         if io.label_filename:
             path = (model_dir / io.label_filename).resolve()
@@ -757,6 +760,78 @@ def _graph_io_problems(
             )
             continue
         problems += onnx_io_problems(config, name, graph, where)
+    return problems
+
+
+RUNNER_TEMPLATE = "python/onnx_runner.py"  # the model.py a --target local build writes: it runs model.onnx
+
+
+def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, versions: list[int]) -> list[str]:
+    """For a Python-backend model whose model.py is tritongen's ONNX Runtime runner, unchanged: the runner feeds
+    the config's inputs to ``model.onnx`` by name and asks ONNX Runtime for the config's outputs by name, so a name
+    the graph lacks, a graph input the config lacks, or an input data type the graph does not take fails every
+    request (ONNX Runtime: "Invalid output name", "Missing Input", ...), though Triton loads the model."""
+    from .templates import template_path
+
+    if not onnx_available():
+        return []
+    runner = template_path(RUNNER_TEMPLATE).read_bytes()
+    problems = []
+    for version in versions:
+        folder = model_dir / str(version)
+        try:
+            ours = (folder / "model.py").is_file() and (folder / "model.py").read_bytes() == runner
+        except OSError:
+            ours = False  # named by the model-file checks
+        if not ours or not (folder / "model.onnx").is_file():
+            continue
+        where = f"{version}/model.onnx"
+        try:
+            graph = graph_io_from_onnx(folder / "model.onnx")
+        except ValueError as exc:
+            problems.append(f"{where} of model '{name}' cannot be read ({exc}): rebuild it with tritongen build")
+            continue
+        problems += runner_io_problems(config, name, graph, where)
+    return problems
+
+
+def runner_io_problems(config: ModelConfig, name: str, graph, where: str) -> list[str]:
+    """What tritongen's ONNX Runtime runner (``model.py``) would fail on every request: see
+    :func:`_runner_io_problems`."""
+
+    def names(values) -> str:  # tensor names read from a model file: escaped for the terminal
+        return ", ".join(one_line(n) for n in values)
+
+    type_name = config_pb2().DataType.Name
+    problems = []
+    feedable = {**graph.inputs, **graph.overridable}
+    for io in config.input:
+        tensor = feedable.get(io.name)
+        if tensor is None:
+            problems.append(
+                f"input '{io.name}' of model '{name}' is not an input of {where} (its inputs: "
+                f"{names(graph.inputs) or 'none'}): model.py feeds ONNX Runtime the config's inputs by name, so every "
+                f"request would fail: rename it in config.pbtxt"
+            )
+        elif tensor.type_name and tensor.type_name != type_name(io.data_type):
+            problems.append(
+                f"input '{io.name}' of model '{name}' is {type_name(io.data_type)} in config.pbtxt but "
+                f"{tensor.type_name} in {where}: ONNX Runtime refuses it on every request: set data_type: "
+                f"{tensor.type_name}"
+            )
+    missing = [n for n in graph.inputs if n not in {io.name for io in config.input}]
+    if missing:
+        problems.append(
+            f"{where} of model '{name}' needs inputs the config does not give ({names(missing)}): model.py would "
+            "feed ONNX Runtime without them, and every request would fail: add them to config.pbtxt's inputs"
+        )
+    for io in config.output:
+        if io.name not in graph.outputs:
+            problems.append(
+                f"output '{io.name}' of model '{name}' is not an output of {where} (its outputs: "
+                f"{names(graph.outputs)}): model.py asks ONNX Runtime for the config's outputs by name, so every "
+                f"request would fail: rename it in config.pbtxt"
+            )
     return problems
 
 
