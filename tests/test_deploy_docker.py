@@ -179,6 +179,12 @@ def test_ensemble_bundle_serving_image_compose_and_readme(ensemble_repo, tmp_pat
     assert not Path(default).is_absolute() and (out / default).resolve() == ensemble_repo.resolve()
     readme = (out / "README.md").read_text()
     assert "docker compose up" in readme and "TRITONGEN_REPOSITORY" in readme and "onnxruntime==" in readme
+    # the check runs as written from the bundle's folder: each entry model by name, the repository given
+    checks = [line for line in readme.splitlines() if line.startswith("tritongen infer ")]
+    assert f"tritongen infer minilm --url 127.0.0.1:8001 --repo {default} --check" in checks, checks
+    # entries with answers saved to compare: not an ensemble's steps, not a hand-written model (env_probe), not an
+    # ensemble the build cannot run end to end (pair: the user's own code; vision: images)
+    assert [line.split()[2] for line in checks] == ["acc", "minilm"], checks
 
 
 def test_tensorrt_bundle_builds_engines_first_with_one_release(trt_repo, tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,8 +269,16 @@ def docker_bundle_from_repository(
     )
     described.append((README_FILE, "this file"))
     host_note = "loopback only" if is_loopback(host) else f"set {ADMIN_ENV} before `docker compose up`"
+    from ..repository import ensembles_using
+
+    called = ensembles_using(repo)  # an ensemble's steps answer through it: the entry points are checked
+    entries = [d.name for d in sorted(repo.iterdir()) if d.is_dir() and d.name not in called and _checkable(d)]
     files[README_FILE] = render(
         "docker/README.md.j2",
+        checks=[
+            shlex.join(["tritongen", "infer", n, "--url", "127.0.0.1:8001", "--repo", repo_default, "--check"])
+            for n in entries
+        ],
         repo_name=repo.name,
         tritongen_version=__version__,
         repo_default=repo_default,
@@ -325,6 +334,19 @@ class DockerSteps:
         return "\n".join(lines)
 
 
+def _checkable(model_dir: Path) -> bool:
+    """Whether ``infer --check`` has answers to compare with: the newest version's saved reference (a model's, or an
+    ensemble's end to end)."""
+    from ..end_to_end import END_TO_END_NAME
+    from ..layout import REFERENCE_NAME, artifact_dir, version_numbers
+
+    versions = version_numbers(model_dir)
+    if not versions or not (model_dir / "config.pbtxt").is_file():
+        return False
+    artifacts = artifact_dir(model_dir, versions[-1])
+    return (artifacts / REFERENCE_NAME).is_file() or (artifacts / END_TO_END_NAME).is_file()
+
+
 def stock_image_problems(repo: Path) -> list[str]:
     """Why NGC's Triton image, as it is, cannot serve ``repo``: TensorRT plans not built yet, packages its
     Python-backend models import that the image lacks. [] when it can."""
@@ -343,7 +365,6 @@ def stock_image_problems(repo: Path) -> list[str]:
 
 def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -> DockerSteps:
     """For a validated ``spec.repo`` (a :class:`tritongen.server.ServeSpec`): the ``docker run`` line, or the steps."""
-    import shlex
 
     from ..server import docker_command
 
