@@ -11,7 +11,7 @@ import pytest
 from tests.factories import declared_nodes, declared_opsets, onnx_declaring
 from tests.test_cli import tritongen
 from tritongen.validate import config_from_text, validate_repository
-from tritongen.validate_onnx import graph_io_from_onnx, onnx_io_problems
+from tritongen.validate_onnx import _tensor_problems, graph_io_from_onnx, onnx_io_problems
 
 ONNX_CASES = (
     (Path(__file__).resolve().parent.parent.parent / "shared" / "testdata" / "triton_l0_model_config")
@@ -514,6 +514,69 @@ def test_outputs_after_a_rank_conflict_are_judged_as_onnx_runtime_reports_them(t
             del output.dims[:]
             output.dims.extend(dims if dims is not None else [1])
         assert onnx_io_problems(config, "c", found, "w") == [], optimized
+
+
+def _oracle_graph(tmp_path: Path, name: str, nodes, inputs, outputs, initializers=(), opsets=()) -> Path:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *opsets])
+    model.ir_version = 8
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def _oracle_cases(tmp_path: Path) -> list[Path]:
+    """Graphs whose outputs ONNX Runtime reports otherwise than they are declared: a graph input and an initializer
+    passed through as outputs (reported as the input's declaration, the initializer's dims), and a contrib operator
+    ONNX's own inference does not know, whose output ONNX Runtime resolves to a rank the declaration contradicts
+    (reported with no shape: a scalar to the backend)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12])
+    shape = numpy_helper.from_array(np.array([2, 3, 4], np.int64), "s")
+    ms = helper.make_opsetid("com.microsoft", 1)
+    return [
+        _oracle_graph(tmp_path, "passed_input", [], [value("x", 1, [2, 3])], [value("x", 1, [6])]),
+        _oracle_graph(
+            tmp_path,
+            "passed_initializer",
+            [helper.make_node("Identity", ["a"], ["z"])],
+            [value("a", 1, [1])],
+            [value("z", 1, [1]), value("c", 1, [6])],
+            [numpy_helper.from_array(np.zeros((2, 3), np.float32), "c")],
+        ),
+        _oracle_graph(
+            tmp_path,
+            "contrib_then_reshape",
+            [
+                helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"),
+                helper.make_node("Reshape", ["g", "s"], ["y"]),
+            ],
+            [x],
+            [value("y", 1, [6, 4])],
+            [shape],
+            [ms],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("optimized", [True, False], ids=["optimized", "unoptimized"])
+def test_outputs_onnx_runtime_reports_otherwise_than_declared_are_never_refused(tmp_path, optimized):
+    for path in _oracle_cases(tmp_path):
+        found = graph_io_from_onnx(path)
+        ort_dims = ort_outputs_dims(path, batched=False, optimized=optimized)
+        for name, dims in zip(found.outputs, ort_dims):
+            text = (
+                'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
+                f'output [{{ name: "{name}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, dims or [1]))} ] }}]\n'
+            )
+            config = config_from_text(text)
+            problems = _tensor_problems(config, "m", config.output[0], found.outputs[name], "output")
+            assert problems == [], (path.name, name, dims, found.outputs[name])
 
 
 def test_the_graph_is_read_in_a_process_of_its_own_within_bounds(tmp_path, monkeypatch):

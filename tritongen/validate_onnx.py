@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ class GraphTensor:
     # An output whose declared rank inference contradicts, as (declared, computed): ONNX Runtime then reports no
     # shape for it, and the backend takes it as a scalar (``dims`` is ()).
     conflict: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    # An output shape inference here did not settle: ONNX Runtime's own (its contrib operators', say) may contradict
+    # the declared rank and report no shape, a scalar to the backend, so dims of 1 are not refused.
+    may_be_scalar: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,14 @@ class GraphIO:
     outputs: Mapping[str, GraphTensor]
 
 
+def _type_from_onnx(elem_type: int) -> str:
+    """Triton's name of an ONNX element type; '' for none (0: not declared)."""
+    return _TRITON_FROM_ONNX.get(elem_type, f"ONNX element type {elem_type}") if elem_type else ""
+
+
 def _tensor(value: Any) -> GraphTensor:
     tensor = value.type.tensor_type
-    type_name = _TRITON_FROM_ONNX.get(tensor.elem_type, f"ONNX element type {tensor.elem_type}")
-    if not tensor.elem_type:
-        type_name = ""
+    type_name = _type_from_onnx(tensor.elem_type)
     if not tensor.HasField("shape"):
         return GraphTensor(type_name, None)
     return GraphTensor(type_name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
@@ -189,7 +195,7 @@ def child_main(header: Mapping[str, Any], data: bytes) -> None:
 
 
 def _tensor_json(t: GraphTensor) -> list:
-    return [t.type_name, t.dims, t.computed, t.conflict]
+    return [t.type_name, t.dims, t.computed, t.conflict, t.may_be_scalar]
 
 
 def _tensor_from_json(value: Any) -> GraphTensor:
@@ -200,7 +206,7 @@ def _tensor_from_json(value: Any) -> GraphTensor:
             raise ValueError("not a list of dims")
         return tuple(v)
 
-    if not isinstance(value, list) or len(value) != 4 or not isinstance(value[0], str):
+    if not isinstance(value, list) or len(value) != 5 or not isinstance(value[0], str) or type(value[4]) is not bool:
         raise ValueError("not a tensor")
     conflict = value[3]
     if conflict is not None:
@@ -208,8 +214,8 @@ def _tensor_from_json(value: Any) -> GraphTensor:
             raise ValueError("not a conflict")
         declared, computed = dims(conflict[0]), dims(conflict[1])
         assert declared is not None and computed is not None
-        return GraphTensor(value[0], dims(value[1]), dims(value[2]), (declared, computed))
-    return GraphTensor(value[0], dims(value[1]), dims(value[2]))
+        return GraphTensor(value[0], dims(value[1]), dims(value[2]), (declared, computed), value[4])
+    return GraphTensor(value[0], dims(value[1]), dims(value[2]), None, value[4])
 
 
 def _graph_io_in_child(data: bytes, infer: bool) -> GraphIO | None:
@@ -277,11 +283,12 @@ def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
     the graph again: ``dims`` () with the two shapes in ``conflict``). A dim only inference supplies (declared
     variable, or no shape declared) goes into ``computed``: ONNX Runtime of another release may not compute it, so
     it refuses only a config's fixed dim that differs."""
+    unsettled = bool(declared.dims)  # not settled by inference here: ONNX Runtime's may clear it (see may_be_scalar)
     if inferred is None:
-        return declared
+        return replace(declared, may_be_scalar=unsettled)
     type_name = declared.type_name or inferred.type_name
     if inferred.dims is None:
-        return GraphTensor(type_name, declared.dims)
+        return GraphTensor(type_name, declared.dims, may_be_scalar=unsettled)
     if declared.dims is None:
         return GraphTensor(type_name, None, inferred.dims)
     if len(declared.dims) != len(inferred.dims):
@@ -301,8 +308,19 @@ def _graph_io(data: bytes, infer: bool = True) -> GraphIO:
         {v.name: _tensor(v) for v in model.graph.input if v.name in initializers} if model.ir_version >= 4 else {}
     )
     declared = {v.name: _tensor(v) for v in model.graph.output}
+    # An output that is a graph input or an initializer passed through is that tensor to ONNX Runtime (one NodeArg):
+    # it reports the input's declaration or the initializer's dims, whatever the output's declaration says.
+    passed = {v.name: _tensor(v) for v in model.graph.input if v.name in declared}
+    passed.update(
+        {
+            t.name: GraphTensor(_type_from_onnx(t.data_type), tuple(t.dims))
+            for t in model.graph.initializer
+            if t.name in declared and t.name not in passed
+        }
+    )
     inferred = _inferred_outputs(model) if infer else {}  # changes model: after every declaration is read
-    return GraphIO(inputs, overridable, {name: _merged(t, inferred.get(name)) for name, t in declared.items()})
+    outputs = {name: passed.get(name) or _merged(t, inferred.get(name)) for name, t in declared.items()}
+    return GraphIO(inputs, overridable, outputs)
 
 
 def onnx_available() -> bool:
@@ -420,6 +438,8 @@ def _tensor_problems(
     if not check_dims:  # a batch output's shape need not match
         return []
     dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+    if role == "output" and graph.may_be_scalar and all(d == 1 for d in dims):
+        return []  # the backend's scalar rule, where ONNX Runtime may report no shape
     if graph.dims is None and role == "output":
         return _computed_problems(config, name, io.name, graph, dims)
     graph_dims = graph.dims or ()  # an input declared without a shape is rank 0 to the backend
