@@ -639,6 +639,21 @@ def test_a_graph_is_read_once_for_the_same_bytes_and_again_when_they_change(tmp_
     assert calls[2:] == [True, False, True, False]
 
 
+def test_without_an_interpreter_to_start_the_declarations_are_read_here(tmp_path, monkeypatch):
+    import sys
+
+    from tritongen import validate_onnx
+
+    monkeypatch.setattr(validate_onnx, "_READ", {})
+    monkeypatch.setattr(sys, "executable", "")
+    found = graph_io_from_onnx(inferring_graph(tmp_path, ["batch", "a", "b"]))
+    assert found.outputs["y"].dims == (-1, -1, -1) and found.outputs["y"].computed is None  # no inference
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        graph_io_from_onnx(bad)
+
+
 def test_a_file_that_is_no_onnx_model_is_named_so_by_the_child(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\xff" * 64)

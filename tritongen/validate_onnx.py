@@ -366,7 +366,16 @@ def graph_io_from_onnx(path: Path) -> GraphIO:
 
 def _read_graph(data: bytes) -> GraphIO | str:
     """The graph in ``data``, or why it is not one (kept as the graph is). Where the child does not finish, once more
-    without shape inference (its usual cost); where that does not either, the reason (not kept: perhaps only now)."""
+    without shape inference (its usual cost); where that does not either, the reason (not kept: perhaps only now).
+    Where no interpreter can be started (``sys.executable`` empty in an embedding), the declarations are read here,
+    without inference."""
+    import sys
+
+    if not sys.executable:
+        try:
+            return _graph_io(data, infer=False)
+        except Exception as exc:  # noqa: BLE001 -- whatever protobuf raises on bytes that are not a model
+            return f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}"
     for infer in (True, False):
         try:
             graph = _graph_io_in_child(data, infer)
