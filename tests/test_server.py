@@ -407,3 +407,37 @@ def test_serve_stopped_by_ctrl_c_or_sigterm_says_so_and_leaves_nothing_running(
     assert "Traceback" not in err
     assert wait_gone(lambda: processes_mentioning(str(repo)), timeout_s=60) == []
     assert not log.exists() and not list(logs.glob("tritonserver-*.log"))  # removed after the clean stop
+
+
+SLOW_LOAD_MODEL = DOUBLE_MODEL.replace(
+    "class TritonPythonModel:\n",
+    "import time\n\n\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(600)\n\n",
+)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_serve_stopped_while_it_boots_exits_and_leaves_no_log(tmp_path, server_install, signal_name):
+    """Ctrl-C (or SIGTERM) while the models load: the stop was asked for, so no log is kept that no message names."""
+    import signal
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write_model(repo, "double", DOUBLE_CONFIG, SLOW_LOAD_MODEL)
+    ports = [str(p) for p in free_ports(3)]
+    argv = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
+    argv += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    root = Path(__file__).resolve().parent.parent
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(logs))
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root) as proc:
+        booting = f"--model-repository={repo.resolve()}"  # tritonserver's own command line: it runs, loading
+        assert wait_gone(lambda: [] if processes_mentioning(booting) else ["no server yet"], timeout_s=60) == []
+        assert list(logs.glob("tritonserver-*.log"))
+        proc.send_signal(getattr(signal, signal_name))
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signal_name], err
+    assert "aborted" in err and "Traceback" not in err
+    assert wait_gone(lambda: processes_mentioning(str(repo)), timeout_s=60) == []
+    assert not list(logs.glob("tritonserver-*.log"))

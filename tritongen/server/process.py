@@ -279,6 +279,11 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         if server.temporary_log:  # another start on other ports follows: this attempt's log names nothing
             log_path.unlink(missing_ok=True)
         raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it booted: asked for, and nothing names the log
+        server.stop(timeout_s=10)
+        if server.temporary_log:
+            log_path.unlink(missing_ok=True)
+        raise
     except BaseException:
         server.stop(timeout_s=10, keep_log=True)  # the error names the log
         raise
