@@ -127,11 +127,14 @@ def test_python_bytecode_cache_is_accepted_only_as_the_compiled_verified_source(
         check_verified(repo)
 
 
-@pytest.mark.parametrize("compiled_at", ["/srv/old/seq/2/model.py", "/a/" + "long/" * 60 + "model.py", "/tmp/é/m.py"])
+@pytest.mark.parametrize(
+    "compiled_at", ["/srv/old/seq/2/model.py", "/a/" + "long/" * 60 + "seq/2/model.py", "/tmp/é/seq/2/model.py"]
+)
 def test_a_bytecode_cache_compiled_where_the_repository_was_before_it_moved_passes(repo, compiled_at):
-    """The cache names the path it was compiled from (what tracebacks print): a repository copied or moved after
-    Triton loaded it holds caches compiled elsewhere. The verified source compiled under any path passes (short,
-    long and non-ASCII paths marshal differently); other code under that path, or one byte changed, does not."""
+    """The cache names the path it was compiled from (what tracebacks print and read): a repository copied or moved
+    after Triton loaded it holds caches compiled elsewhere. The verified source compiled under any absolute path to
+    the same model file passes (short, long and non-ASCII paths marshal differently); a path to another file, other
+    code under the right path, or one byte changed does not."""
     import importlib.util
     import py_compile
 
@@ -144,6 +147,10 @@ def test_a_bytecode_cache_compiled_where_the_repository_was_before_it_moved_pass
     py_compile.compile(str(evil), cfile=str(cache), dfile=compiled_at, doraise=True)
     with pytest.raises(TritongenError, match=r"model\.cpython-\d+\.pyc is not the bytecode of its verified source"):
         check_verified(repo)
+    for elsewhere in ("/etc/passwd", "seq/2/model.py", "/srv/other/2/model.py"):  # another file; not absolute
+        py_compile.compile(str(source), cfile=str(cache), dfile=elsewhere, doraise=True)
+        with pytest.raises(TritongenError, match=r"is not the bytecode of its verified source"):
+            check_verified(repo)
     py_compile.compile(str(source), cfile=str(cache), dfile=compiled_at, doraise=True)
     data = bytearray(cache.read_bytes())
     data[-1] ^= 1  # the last byte of the code, after the path

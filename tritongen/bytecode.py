@@ -5,8 +5,9 @@ Triton's Python backend embeds an isolated interpreter (environment variables su
 ``<version>/__pycache__/model.cpython-3XY.pyc`` into the repository. Python runs such a file instead of the
 source when its header fits, and an unchecked hash-based one whatever the source says, so it cannot simply be
 ignored. A cache file is accepted when its bytes equal what compiling the verified source gives (this Python,
-the same optimisation level; the file name it was compiled under may be any, so that a repository moved or copied
-after a load still verifies); anything else is a problem, and removing ``__pycache__/`` is always safe.
+the same optimisation level; the file name it was compiled under may be any absolute path to the same model file,
+so that a repository moved or copied after a load still verifies); anything else is a problem, and removing
+``__pycache__/`` is always safe.
 """
 
 from __future__ import annotations
@@ -48,10 +49,17 @@ def _read(path: Path, limit_bytes: int) -> bytes:
 
 
 def bytecode_problem(
-    pyc: Path, source: Path, source_sha256: str, tag: str, optimize: int, filenames: Iterable[str]
+    pyc: Path,
+    source: Path,
+    source_sha256: str,
+    tag: str,
+    optimize: int,
+    filenames: Iterable[str],
+    moved_suffix: str | None = None,
 ) -> str | None:
     """None if ``pyc`` is byte for byte ``source`` (whose sha256 must be ``source_sha256``) compiled under one of
-    ``filenames``; else what is wrong with it."""
+    ``filenames``, or under any absolute path ending in ``moved_suffix`` (``/<model>/<version>/model.py``: the
+    repository loaded from elsewhere); else what is wrong with it."""
     if tag != sys.implementation.cache_tag:
         return (
             f"is bytecode for another Python ({tag}), which this one ({sys.implementation.cache_tag}) cannot "
@@ -72,7 +80,9 @@ def bytecode_problem(
             return "is bytecode of a source that does not compile"
         compiled = marshal.dumps(code)
         if compiled == data[_HEADER_BYTES:] or (
-            filename == _PLACEHOLDER and _same_but_file_name(compiled, data[_HEADER_BYTES:])
+            filename == _PLACEHOLDER
+            and moved_suffix is not None
+            and _accepted_path(_file_name_in_place(compiled, data[_HEADER_BYTES:]), moved_suffix)
         ):
             return None
     return "is not the bytecode of its verified source"
@@ -86,8 +96,15 @@ _PLACEHOLDER = "<tritongen-verify>"
 _STRING_TYPES = {ord("z"): 1, ord("Z"): 1, ord("a"): 4, ord("A"): 4, ord("u"): 4, ord("t"): 4}  # -> length bytes
 
 
-def _same_but_file_name(compiled: bytes, data: bytes) -> bool:
-    """Whether ``data`` is ``compiled`` (compiled under ``_PLACEHOLDER``) with another file name in its place."""
+def _accepted_path(name: str | None, suffix: str) -> bool:
+    """A path the cache may name: absolute, the same file of the same model folder (tracebacks read the file a
+    cache names, so not any file of the machine)."""
+    return name is not None and name.startswith("/") and name.endswith(suffix) and "\x00" not in name
+
+
+def _file_name_in_place(compiled: bytes, data: bytes) -> str | None:
+    """The file name ``data`` holds where ``compiled`` (compiled under ``_PLACEHOLDER``) holds that placeholder,
+    when nothing else differs; else None."""
     name = _PLACEHOLDER.encode()
     at = compiled.find(name)
     if (
@@ -96,21 +113,20 @@ def _same_but_file_name(compiled: bytes, data: bytes) -> bool:
         or compiled[at - 2] & 0x7F != ord("z")
         or compiled[at - 1] != len(name)
     ):
-        return False
+        return None
     head, tail = compiled[: at - 2], compiled[at + len(name) :]
     if len(data) < len(head) + len(tail) + 2 or not data.startswith(head) or not data.endswith(tail):
-        return False
+        return None
     string = data[len(head) : len(data) - len(tail)]
     kind, flag = string[0] & 0x7F, string[0] & 0x80
     size_bytes = _STRING_TYPES.get(kind)
     if size_bytes is None or flag != compiled[at - 2] & 0x80 or len(string) < 1 + size_bytes:
-        return False  # not a string, or the flag that numbers the objects after it differs
+        return None  # not a string, or the flag that numbers the objects after it differs
     size = int.from_bytes(string[1 : 1 + size_bytes], "little")
     text = string[1 + size_bytes :]
     if len(text) != size:
-        return False
+        return None
     try:
-        text.decode("utf-8" if kind in (ord("u"), ord("t")) else "ascii", "surrogatepass")
+        return text.decode("utf-8" if kind in (ord("u"), ord("t")) else "ascii", "surrogatepass")
     except UnicodeDecodeError:
-        return False
-    return True
+        return None

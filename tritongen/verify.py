@@ -289,7 +289,9 @@ def _check_bytecode(
     # the names the server compiled it under: this path, or the repository mounted at /models by `serve --docker`
     path = model_dir / source
     names = [os.path.abspath(path), str(path.resolve()), f"/models/{model_dir.name}/{source}"]
-    problem = bytecode_problem(model_dir / rel, model_dir / source, source_sha256, tag, optimize, names)
+    problem = bytecode_problem(
+        model_dir / rel, model_dir / source, source_sha256, tag, optimize, names, f"/{model_dir.name}/{source}"
+    )
     if problem:
         found.add(f"{model_dir.name}/{rel} {problem}", BYTECODE_FIX)
     else:
