@@ -318,6 +318,29 @@ def test_bad_input_one_error_nothing_written(work, tmp_path, capsys, case):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (
+            "doubel",
+            (
+                "model 'doubel' is not in model repository",
+                "did you mean 'double'? name one the repository holds with --model",
+            ),
+        ),
+        ("resnet", ("model 'resnet' is not in model repository", ": name one the repository holds with --model")),
+    ],
+)
+def test_a_model_not_in_the_repository_gets_the_fix_for_model(work, tmp_path, capsys, model, words):
+    """--model that names no model of the repository is told to name one it holds (not to pass perf results)."""
+    out = tmp_path / "out"
+    code, err = _cli(["deploy", str(work / "repo"), "--to", "kubernetes", "--out", str(out), "--model", model], capsys)
+    line = err.splitlines()[0]
+    assert code == 1 and line.startswith("error: ") and "Traceback" not in err
+    assert all(w in line for w in words) and "perf results" not in line, line
+    assert not out.exists()
+
+
 def test_existing_output_needs_force(measured, work):
     with pytest.raises(TritongenError, match="already exists"):
         kubernetes_bundle_from_repository(

@@ -44,6 +44,15 @@ def shown(text: Any, limit: int = 60) -> str:
     return ascii(cut)[1:-1]
 
 
+def did_you_mean(name: Any, known: Iterable[Any]) -> str:
+    """``"did you mean 'minilm'?"`` when ``name`` is close to one of ``known`` (a typo), else ``""``: for a
+    name looked up among known ones (model names of a repository, keys of a spec file)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.75)
+    return f"did you mean '{shown(close[0])}'?" if close else ""
+
+
 def one_line(text: str) -> str:
     """``text`` with every refused character escaped (``\\r``, ``\\u2028``): an error message stays one line
     whatever file name or value it quotes."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..names import did_you_mean
 from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
 from . import kserve, monitoring
 from . import kubernetes as k8s
@@ -99,7 +100,9 @@ def _cpu_only(config: Any) -> bool:
     return bool(groups) and all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in groups)
 
 
-def _served_model(configs: dict[str, Any], wanted: str | None, repo: Path) -> _ModelInfo:
+def _served_model(configs: dict[str, Any], wanted: str | None, repo: Path, from_perf: bool = False) -> _ModelInfo:
+    """The model to scale on: ``wanted`` (the perf results' model when ``from_perf``, else --model's), or the
+    repository's only entry model."""
     steps = {s.model_name for c in configs.values() for s in c.ensemble_scheduling.step}
     entries = [name for name in configs if name not in steps]
     if wanted is None:
@@ -110,9 +113,14 @@ def _served_model(configs: dict[str, Any], wanted: str | None, repo: Path) -> _M
             )
         wanted = entries[0]
     if wanted not in configs:
+        if from_perf:
+            fix = "pass the perf results of a model in this repository, or the repository it was measured on"
+        else:
+            fix = "name one the repository holds with --model"
+        hint = did_you_mean(wanted, configs)
         raise TritongenError(
             f"model '{wanted}' is not in model repository {repo} (it holds {', '.join(configs)})",
-            "pass the perf results of a model in this repository, or the repository it was measured on",
+            f"{hint} {fix}" if hint else fix,
         )
     c = configs[wanted]
     instances = sum(max(1, g.count) for g in c.instance_group) or 1
@@ -346,7 +354,7 @@ def kubernetes_bundle_from_repository(
             f"pass the results of a perf run on {model}, or leave out --model",
         )
     configs = _models(repo)
-    info = _served_model(configs, run.model if run is not None else model, repo)
+    info = _served_model(configs, run.model if run is not None else model, repo, from_perf=run is not None)
     stock = TRITON_IMAGE.format(release=ngc_release)
     if image is None:
         _check_stock_image(repo, target, stock)
