@@ -241,6 +241,16 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
         ],
         ("no array for input 'x'",),
     ),
+    (
+        "samples of another model's inputs",
+        lambda w: [
+            "build",
+            str(w.conv),
+            "--sample-inputs",
+            str(_npz(w, "other_model.npz", input_ids=np.ones((2, 8), np.int64), mask=np.ones((2, 8), np.int64))),
+        ],
+        ("model failed on inputs", "check the arrays of other_model.npz", "--sample-inputs must hold this model's"),
+    ),
     ("validate: config syntax error", lambda w: ["validate", str(_syntax_error_repo(w))], ("problem",)),
     ("validate: repository missing", lambda w: ["validate", str(w.root / "no-repo")], ("does not exist",)),
     ("validate: repository is a file", lambda w: ["validate", str(w.file("repofile", b"x"))], ("not a folder",)),

@@ -149,10 +149,26 @@ def torch_result_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, 
 
         raise TritongenError(
             f"the model failed on inputs {shapes}: {short_reason(exc)[:300]}",
-            "check --input names, order, dtypes and dims against the model's forward() (or pass --sample-inputs with "
-            f"real data){range_hint(spec)}",
+            f"{_inputs_fix(spec)}{range_hint(spec)}",
         ) from None
     return result
+
+
+def _inputs_fix(spec: BuildSpec) -> str:
+    """How to fix inputs the model failed on, for where they came from: --input, the spec file, the samples."""
+    declared = "the spec file's inputs" if spec.inputs_from == "spec" else "--input"
+    if spec.sample_inputs is None:
+        return (
+            f"check {declared} names, order, dtypes and dims against the model's forward() "
+            "(or pass --sample-inputs with real data)"
+        )
+    samples = spec.sample_inputs.name
+    if spec.inputs_from == "samples":
+        return (
+            f"check the arrays of {samples} (names, order, dtypes, dims) against the model's forward(); "
+            "--sample-inputs must hold this model's inputs"
+        )
+    return f"check {declared} and the arrays of {samples} (names, order, dtypes, dims) against the model's forward()"
 
 
 def torch_outputs_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
