@@ -266,6 +266,35 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
         ("127.0.0.1:9",),
     ),
     (
+        "infer: an http:// --url is tried over HTTP",
+        lambda w: ["infer", "conv", "--repo", str(w.repo), "--url", "http://127.0.0.1:9"],
+        ("no Triton server answers at 127.0.0.1:9 over http",),
+    ),
+    (
+        "infer: --url scheme that contradicts --protocol",
+        lambda w: ["infer", "conv", "--repo", str(w.repo), "--url", "http://127.0.0.1:9", "--protocol", "grpc"],
+        ("--url http://127.0.0.1:9 asks for HTTP but --protocol is grpc", "pass --protocol http"),
+    ),
+    (
+        "perf: --url scheme that contradicts --protocol",
+        lambda w: ["perf", "conv", "--repo", str(w.repo), "--url", "grpc://127.0.0.1:9", "--protocol", "http"],
+        ("--url grpc://127.0.0.1:9 asks for gRPC but --protocol is http", "pass --protocol grpc"),
+    ),
+    (
+        "tune: --url scheme that contradicts --protocol",
+        lambda w: [
+            "tune",
+            str(w.repo / "conv"),
+            "--max-p99-ms",
+            "10",
+            "--url",
+            "http://127.0.0.1:9",
+            "--protocol",
+            "grpc",
+        ],
+        ("asks for HTTP but --protocol is grpc",),
+    ),
+    (
         "infer: unknown model's samples",
         lambda w: ["infer", "ghost", "--repo", str(w.repo)],
         ("no build of model 'ghost'",),

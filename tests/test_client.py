@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_ports
-from tritongen.client import default_url, infer_concurrently, infer_from_arrays, model_metadata, model_statistics
+from tritongen.client import (
+    default_url,
+    infer_concurrently,
+    infer_from_arrays,
+    model_metadata,
+    model_statistics,
+    protocol_for_url,
+)
 from tritongen.errors import TritongenError
 
 PROTOCOLS = ("grpc", "http")
@@ -32,6 +39,22 @@ def test_default_url_per_protocol_and_env_override(monkeypatch):
     assert default_url("http") == "gpu-host:9000" and default_url("grpc") == "gpu-host:9001"
     with pytest.raises(TritongenError, match="protocol 'tcp'"):
         default_url("tcp")
+
+
+def test_a_url_scheme_chooses_the_protocol_unless_protocol_is_given():
+    assert protocol_for_url("http://127.0.0.1:8000", None) == "http"
+    assert protocol_for_url(" HTTP://host:8000/", None) == "http"
+    assert protocol_for_url("grpc://127.0.0.1:8001", None) == "grpc"
+    assert protocol_for_url("127.0.0.1:8000", None) == "grpc"  # no scheme: gRPC, as before
+    assert protocol_for_url(None, None) == "grpc"
+    assert protocol_for_url("127.0.0.1:8000", "http") == "http"
+    assert protocol_for_url("http://127.0.0.1:8000", "http") == "http"
+    with pytest.raises(TritongenError) as err:
+        protocol_for_url("http://127.0.0.1:8000", "grpc")
+    assert err.value.message == (
+        "--url http://127.0.0.1:8000 asks for HTTP but --protocol is grpc: "
+        "pass --protocol http, or --url host:port of the server's gRPC port"
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -69,6 +92,31 @@ def test_string_tensors(tiny_server, protocol):
     )
     assert list(out) == ["UPPER"]
     assert [v.decode() for v in out["UPPER"]] == ["HÉLLO", "TRITON", ""]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_other_protocols_port_is_named_as_such(tiny_server, protocol):
+    """A request over one protocol to the other's port says a server answers there over the other protocol
+    (not that no server answers, or that it rejected the request)."""
+    other = "http" if protocol == "grpc" else "grpc"
+    with pytest.raises(TritongenError) as err:
+        infer_from_arrays(
+            url_for(tiny_server, other), "double", {"X": np.ones((1, 4), np.float32)}, protocol=protocol, timeout_s=10
+        )
+    assert f"over {protocol}, but one answers there over {other}" in err.value.problem
+    assert err.value.fix.startswith(f"pass --protocol {other} (or --url {other}://{url_for(tiny_server, other)})")
+
+
+@pytest.mark.server
+def test_an_http_url_is_served_over_http(tiny_server, tmp_path):
+    """api.infer (tritongen infer --url http://...) speaks HTTP to an http:// URL instead of gRPC."""
+    from tritongen import api
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.savez(tmp_path / "x.npz", X=x)
+    result = api.infer("double", url=f"http://{tiny_server.http_url}", input_file=tmp_path / "x.npz", repo=tmp_path)
+    np.testing.assert_array_equal(result.outputs["Y"], x * 2 + 1)
 
 
 @pytest.mark.server

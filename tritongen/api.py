@@ -258,12 +258,13 @@ def infer(name: str, **options: Any) -> InferResult:
     """Send inputs to model ``name`` on a running server and return its outputs (and, with ``check=True``, the
     comparison with the build's saved PyTorch reference).
 
-    ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``),
+    ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``; default:
+    the ``url``'s ``http://`` or ``grpc://``, else gRPC),
     ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``.
     """
     from .infer import InferSpec, infer_model
 
-    return infer_model(InferSpec(name=name, **options))
+    return infer_model(InferSpec(name=name, **_with_protocol(options)))
 
 
 def perf(model: str, *, progress: Progress | None = None, **options: Any) -> PerfRun:
@@ -275,7 +276,7 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     """
     from .perf import PerfSpec, perf_from_spec
 
-    return perf_from_spec(PerfSpec(model=model, **options), progress=progress)
+    return perf_from_spec(PerfSpec(model=model, **_with_protocol(options)), progress=progress)
 
 
 def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = None, **options: Any) -> TuneResult:
@@ -286,7 +287,8 @@ def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = 
     """
     from .perf.tune import TuneSpec, tune_model
 
-    return tune_model(TuneSpec(model_dir=Path(model_dir), max_p99_ms=max_p99_ms, **options), progress=progress)
+    spec = TuneSpec(model_dir=Path(model_dir), max_p99_ms=max_p99_ms, **_with_protocol(options))
+    return tune_model(spec, progress=progress)
 
 
 def engine(
@@ -367,7 +369,7 @@ def rollback(
 def _rollout(
     repo: PathLike, name: str, action: str, to_version: int | None, progress: Progress | None, options: dict
 ) -> RolloutResult:
-    from .client import default_url
+    from .client import default_url, protocol_for_url
     from .deploy.gate import GateThresholds
     from .deploy.rollout import RolloutSpec, rollout_from_repository
 
@@ -380,7 +382,7 @@ def _rollout(
         "gate_requests": "latency_requests",
     }
     thresholds = GateThresholds(**{limits[k]: options.pop(k) for k in list(options) if k in limits})
-    protocol = options.pop("protocol", None) or "grpc"
+    protocol = protocol_for_url(options.get("url"), options.pop("protocol", None))
     url = options.pop("url", None) or default_url(protocol)
     for key in ("golden", "out"):
         if options.get(key) is not None:
@@ -397,6 +399,14 @@ def _rollout(
         **{k: v for k, v in options.items() if v is not None},
     )
     return rollout_from_repository(spec, progress)
+
+
+def _with_protocol(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``protocol`` set: as given, else the ``url``'s scheme (``http://``, ``grpc://``), else
+    gRPC; a scheme that contradicts a given protocol is refused."""
+    from .client import protocol_for_url
+
+    return {**options, "protocol": protocol_for_url(options.get("url"), options.get("protocol"))}
 
 
 def _path(value: PathLike | None) -> Path | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__, api
-from .cli_options import ALLOW_UNVERIFIED
+from .cli_options import ALLOW_UNVERIFIED, PROTOCOL
 from .cpus import cpus_text
 from .errors import TritongenError
 from .logs import attach_cli_handler
@@ -500,7 +500,7 @@ def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url:
     help="Where the build's samples and reference outputs are.",
 )
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@PROTOCOL
 @click.option("--check", is_flag=True, help="Compare the outputs with the build's saved PyTorch reference outputs.")
 @click.option("--text", "texts", multiple=True, help="A text to send to a text-in ensemble (repeat for a batch).")
 @click.option(

@@ -1,4 +1,4 @@
-"""Click options more than one CLI file uses (cli, cli_deploy, cli_rollout import them; this imports only click)."""
+"""Click options more than one CLI file uses (cli, cli_deploy, cli_perf, cli_rollout); this imports only click."""
 
 from __future__ import annotations
 
@@ -10,4 +10,10 @@ ALLOW_UNVERIFIED = click.option(
     multiple=True,
     metavar="NAME",
     help="Accept model NAME without a manifest (written by hand; not verified). Repeatable.",
+)
+PROTOCOL = click.option(
+    "--protocol",
+    type=click.Choice(["grpc", "http"]),
+    default=None,
+    help="grpc or http (default: the --url's http:// or grpc://, else grpc).",
 )

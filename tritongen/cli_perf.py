@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
+from .cli_options import PROTOCOL
 from .errors import TritongenError
 from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of
 from .perf.tune import TuneSpec
@@ -88,7 +89,7 @@ def _progress(message: str) -> None:
     "another. Default 20 for sequence models.",
 )
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default=PERF_DEFAULTS["protocol"], show_default=True)
+@PROTOCOL
 @click.option(
     "--repo",
     type=click.Path(path_type=Path),
@@ -194,7 +195,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
 @click.option(
     "--url", help="Server address (default 127.0.0.1:8001 for gRPC). The server needs explicit model control."
 )
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default=TUNE_DEFAULTS["protocol"], show_default=True)
+@PROTOCOL
 @click.option(
     "--max-instances",
     type=int,

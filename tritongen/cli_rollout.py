@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import ALLOW_UNVERIFIED
+from .cli_options import ALLOW_UNVERIFIED, PROTOCOL
 from .deploy.gate import GateThresholds
 from .errors import TritongenError
 
@@ -79,7 +79,7 @@ def _progress(message: str) -> None:
     help="Timed requests per version in the gate.",
 )
 @click.option("--url", help=_URL_HELP)
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@PROTOCOL
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -106,7 +106,7 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 @click.argument("name")
 @click.option("--to-version", type=int, help="Roll back to this version (default: the one before the last rollout).")
 @click.option("--url", help=_URL_HELP)
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@PROTOCOL
 @_HEADER
 @ALLOW_UNVERIFIED
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")

@@ -1,7 +1,8 @@
 """Send requests to a running Triton server over gRPC or HTTP, with NumPy arrays in and out.
 
 Thin wrappers over ``tritonclient`` that turn its failures (no server, unknown model, rejected input) into
-:class:`TritongenError` with a fix. URLs are ``host:port`` (a leading ``http://`` or ``grpc://`` is dropped).
+:class:`TritongenError` with a fix. URLs are ``host:port`` (a leading ``http://`` or ``grpc://`` is dropped; it chooses
+the protocol where none is given, :func:`protocol_for_url`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,24 @@ def default_url(protocol: str = "grpc") -> str:
     """``TRITONGEN_<PROTOCOL>_URL``, else ``TRITONGEN_URL``, else 127.0.0.1:8001 (gRPC) / :8000 (HTTP)."""
     protocol = _check_protocol(protocol)
     return os.environ.get(f"TRITONGEN_{protocol.upper()}_URL") or os.environ.get(URL_ENV) or DEFAULT_URLS[protocol]
+
+
+def protocol_for_url(url: str | None, protocol: str | None, option: str = "--url") -> str:
+    """The protocol to speak to ``url``: ``protocol`` when given, else the URL's scheme (``http://`` HTTP,
+    ``grpc://`` gRPC), else gRPC. A scheme that contradicts ``protocol`` is refused (one would be tried on the
+    other's port and answer "no server")."""
+    match = re.match(r"\s*(grpc|http)://", url or "", re.IGNORECASE)
+    scheme = match.group(1).lower() if match else None
+    if protocol is None:
+        return scheme or "grpc"
+    protocol = _check_protocol(protocol)
+    if scheme is not None and scheme != protocol:
+        shown = {"grpc": "gRPC", "http": "HTTP"}
+        raise TritongenError(
+            f"{option} {ascii((url or '').strip())[1:-1][:80]} asks for {shown[scheme]} but --protocol is {protocol}",
+            f"pass --protocol {scheme}, or {option} host:port of the server's {shown[protocol]} port",
+        )
+    return protocol
 
 
 def infer_from_arrays(
@@ -754,6 +773,15 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
             "send the admin header printed by tritongen serve, or call it from the server's own machine; "
             "loading and unloading models needs explicit model control",
         )
+    not_http = protocol == "http" and "Expected HTTP/" in message  # an HTTP request to a gRPC port
+    if kind == NO_SERVER or not_http:
+        other = "http" if protocol == "grpc" else "grpc"
+        if server_live(url, other, timeout_s=min(timeout_s, 2)):  # the other protocol's port (8000 for gRPC)
+            return TritongenError(
+                f"no Triton server answers at {url} over {protocol}, but one answers there over {other}",
+                f"pass --protocol {other} (or --url {other}://{url}), or --url with the server's {protocol} port "
+                f"({port_hint})",
+            )
     if kind == NO_SERVER:
         return TritongenError(
             f"no Triton server answers at {url} over {protocol} ({message})",
