@@ -106,6 +106,14 @@ def _npz(world: World, name: str, **arrays) -> Path:
     return path
 
 
+def _versionless_repo(world: World) -> Path:
+    """A repository whose model 'conv' lost its version folder (config.pbtxt only)."""
+    repo = world.root / "versionless"
+    (repo / "conv").mkdir(parents=True, exist_ok=True)
+    (repo / "conv" / "config.pbtxt").write_bytes((world.repo / "conv" / "config.pbtxt").read_bytes())
+    return repo
+
+
 def _perf_nowhere(world: World) -> list[str]:
     """perf of the good build against a port no Triton answers on."""
     return ["perf", "conv", "--repo", str(world.repo), "--url", "127.0.0.1:9", "--duration-s", "1"]
@@ -298,6 +306,16 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
         "infer: unknown model's samples",
         lambda w: ["infer", "ghost", "--repo", str(w.repo)],
         ("no build of model 'ghost'",),
+    ),
+    (
+        "infer: a model name with a typo",
+        lambda w: ["infer", "cnov", "--repo", str(w.repo)],
+        ("no build of model 'cnov'", "did you mean 'conv'? pass --repo"),
+    ),
+    (
+        "infer: a model folder without its version folder",
+        lambda w: ["infer", "conv", "--repo", str(_versionless_repo(w))],
+        ("no build of model 'conv'", "no version folder such as 1/", "rebuild it with tritongen build --force"),
     ),
     (
         "infer: input file missing",

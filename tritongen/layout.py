@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from .errors import TritongenError
-from .names import shown
+from .names import shown, with_suggestion
 
 CONFIG_NAME = "config.pbtxt"
 LABELS_FILENAME = "labels.txt"  # written beside config.pbtxt when the spec has labels
@@ -71,15 +71,27 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return artifact_dir(model_dir, version) / MANIFEST_NAME
 
 
-def latest_artifacts(repo: Path, name: str) -> tuple[Path, int]:
-    """The artifact folder of model ``name``'s newest version in ``repo``, and that version."""
+def latest_artifacts(repo: Path, name: str, inputs_option: str = "--input-file") -> tuple[Path, int]:
+    """The artifact folder of model ``name``'s newest version in ``repo``, and that version (``inputs_option``:
+    the command's option that sends other inputs, named in the fix when there is no build)."""
     versions = version_numbers(Path(repo) / name)
     if not versions:
-        raise TritongenError(
-            f"no build of model '{name}' in {repo}",
-            "pass --repo with the repository it was built into, or --input-file with inputs",
-        )
+        fix = f"pass --repo with the repository it was built into, or {inputs_option} with inputs"
+        if (Path(repo) / name).is_dir():
+            raise TritongenError(
+                f"no build of model '{name}' in {repo} (its folder holds no version folder such as 1/)",
+                f"rebuild it with tritongen build --force, or pass {inputs_option} with inputs",
+            )
+        raise TritongenError(f"no build of model '{name}' in {repo}", with_suggestion(name, _model_names(repo), fix))
     return artifact_dir(Path(repo) / name, versions[-1]), versions[-1]
+
+
+def _model_names(repo: Path) -> list[str]:
+    """The model folders of ``repo`` (for a did-you-mean); empty when it is not a readable folder."""
+    try:
+        return sorted(p.name for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
 
 
 def cache_root() -> Path:

@@ -53,6 +53,12 @@ def did_you_mean(name: Any, known: Iterable[Any]) -> str:
     return f"did you mean '{shown(close[0])}'?" if close else ""
 
 
+def with_suggestion(name: Any, known: Iterable[Any], fix: str) -> str:
+    """``fix`` led by :func:`did_you_mean`'s question when ``name`` is close to one of ``known``."""
+    hint = did_you_mean(name, known)
+    return f"{hint} {fix}" if hint else fix
+
+
 def one_line(text: str) -> str:
     """``text`` with every refused character escaped (``\\r``, ``\\u2028``): an error message stays one line
     whatever file name or value it quotes."""

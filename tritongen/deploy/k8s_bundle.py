@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
-from ..names import did_you_mean
+from ..names import with_suggestion
 from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
 from . import kserve, monitoring
 from . import kubernetes as k8s
@@ -117,10 +117,9 @@ def _served_model(configs: dict[str, Any], wanted: str | None, repo: Path, from_
             fix = "pass the perf results of a model in this repository, or the repository it was measured on"
         else:
             fix = "name one the repository holds with --model"
-        hint = did_you_mean(wanted, configs)
         raise TritongenError(
             f"model '{wanted}' is not in model repository {repo} (it holds {', '.join(configs)})",
-            f"{hint} {fix}" if hint else fix,
+            with_suggestion(wanted, configs, fix),
         )
     c = configs[wanted]
     instances = sum(max(1, g.count) for g in c.instance_group) or 1

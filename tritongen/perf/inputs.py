@@ -74,7 +74,7 @@ def request_set_from_samples(
     from ..layout import latest_artifacts as saved_artifacts_dir
     from ..npz import arrays_from_npz
 
-    artifacts, _ = saved_artifacts_dir(Path(repo), model)
+    artifacts, _ = saved_artifacts_dir(Path(repo), model, "--input-data")
     if served and artifact_dir(Path(repo) / model, max(served)).is_dir():
         artifacts = artifact_dir(Path(repo) / model, max(served))
     path = artifacts / SAMPLES_NAME
