@@ -103,6 +103,11 @@ CASES = [
         ["--const", "sr=1", "--const", "rate=1"],
         ("no argument 'rate'", "x, sr, gain"),
     ),
+    (
+        "argument name with a typo",
+        ["--const", "sr=1", "--const", "gian=1"],
+        ("no argument 'gian'", "did you mean 'gain'? use one of its arguments: x, sr, gain"),
+    ),
     ("float for an int argument", ["--const", "sr=0.5"], ("declares 'sr: int'", "give an int value")),
     ("int for a bool argument", ["--const", "sr=1", "--const", "negate=1"], ("declares 'negate: bool'",)),
     ("const that is a declared input", ["--const", "sr=1", "--const", "x=1"], ("--const x names a declared input",)),

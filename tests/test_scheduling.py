@@ -106,6 +106,7 @@ def test_defaults_write_nothing_new_and_the_default_level_is_the_lowest(model_fi
         ({"queue_policies": ["timeout_us=1,action=drop"]}, "is not reject or delay"),
         ({"queue_policies": ["timeout_us=-1"]}, "is not an integer from 0"),
         ({"queue_policies": ["timeout_us=1,colour=red"]}, "unknown key 'colour'"),
+        ({"queue_policies": ["timeout=1"]}, "unknown key 'timeout': did you mean 'timeout_us'? use timeout_us, action"),
         ({"queue_policies": ["0:timeout_us=1"]}, "level 0 is not a priority level"),
         ({"queue_policies": ["timeout_us"]}, "is not key=value"),
         ({"max_batch_size": 0, "priority_levels": 2}, "--max-batch-size 0 turns off"),

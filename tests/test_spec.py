@@ -149,3 +149,40 @@ def test_quieted_loggers_come_back_and_others_are_untouched():
         assert not noisy.isEnabledFor(logging.WARNING) and other.isEnabledFor(logging.WARNING)
         assert not logging.root.manager.disable  # nothing switched off process-wide
     assert noisy.level == logging.INFO
+
+
+# --------------------------------------------------------------------------------------------- did you mean
+
+
+def test_a_name_close_to_a_known_one_gets_a_did_you_mean(model_file, tmp_path):
+    """A typo among known names (spec keys, data types, inputs, targets, precisions) is answered with the
+    name meant; a name close to none keeps the list of the known ones."""
+
+    def message(**options) -> str:
+        with pytest.raises(TritongenError) as err:
+            build_spec_from_options(model_file, **options)
+        return err.value.message
+
+    spec = tmp_path / "typo.yaml"
+    spec.write_text("output: [y]\ninputs: [{name: x, dtype: FP32, dims: [3]}]\n")
+    typo = message(spec_file=spec)
+    assert typo.endswith("has unknown key 'output': did you mean 'outputs'? rename the key"), typo
+    assert "use only" not in typo  # not all the keys a spec file takes
+    spec.write_text("zzzqq: 1\n")
+    assert "use only atol, " in message(spec_file=spec)
+    assert "unknown data type 'FP23': did you mean 'FP32'? use one of" in message(inputs=["x:FP23:3"])
+    assert ": did you mean 'tokens'? use one of the inputs: tokens" in message(
+        inputs=["tokens:INT64:-1"], dim_ranges=["token:0:2:8:16"]
+    )
+    assert "unknown target 'locla': did you mean 'local'?" in message(inputs=["x:FP32:3"], target="locla")
+    assert "unknown precision 'fp61': did you mean 'fp16'?" in message(inputs=["x:FP32:3"], precision="fp61")
+
+
+def test_did_you_mean_only_for_a_close_name():
+    from tritongen.names import did_you_mean, with_suggestion
+
+    assert did_you_mean("minlm", ["minilm", "tiny"]) == "did you mean 'minilm'?"
+    assert did_you_mean("ghost", ["minilm", "tiny"]) == ""
+    assert did_you_mean("x", []) == ""
+    assert with_suggestion("tny", ["tiny"], "name one it holds") == "did you mean 'tiny'? name one it holds"
+    assert with_suggestion("zzz", ["tiny"], "name one it holds") == "name one it holds"

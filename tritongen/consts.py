@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import TritongenError
+from .names import with_suggestion
 
 Const = tuple[str, Any]
 SCALAR_TYPES = (bool, int, float)
@@ -103,7 +104,7 @@ def check_consts(module: Any, consts: Sequence[Const], input_names: Iterable[str
         if name not in params:
             raise TritongenError(
                 f"forward() has no argument '{name}' (--const {name}={value})",
-                f"use one of its arguments: {', '.join(params) or 'none'}",
+                with_suggestion(name, params, f"use one of its arguments: {', '.join(params) or 'none'}"),
             )
         annotation = params[name][1] if isinstance(params[name], tuple) else params[name]
         if annotation == "Tensor" or _type_name(annotation) == "Tensor":

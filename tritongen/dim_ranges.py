@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import TritongenError
+from .names import with_suggestion
 
 DEFAULT_DIM_MIN = 32
 DEFAULT_DIM_OPT = 64
@@ -93,7 +94,7 @@ def check_ranges(ranges: Iterable[DimRange], inputs: Sequence[Any]) -> tuple[Dim
         if tensor is None:
             raise TritongenError(
                 f"--dim-range {r.text} names input '{r.input}', which is not declared",
-                f"use one of the inputs: {', '.join(by_name) or 'none'}",
+                with_suggestion(r.input, by_name, f"use one of the inputs: {', '.join(by_name) or 'none'}"),
             )
         if r.axis >= len(tensor.dims):
             raise TritongenError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import TritongenError
+from .names import with_suggestion
 
 # Triton name -> NumPy dtype. STRING is Triton's BYTES (object arrays of bytes).
 _NUMPY = {
@@ -54,7 +55,7 @@ def triton_dtype(name: str) -> str:
     if key not in _NUMPY:
         raise TritongenError(
             f"unknown data type '{name}'",
-            f"use one of {', '.join(TRITON_DTYPES)}",
+            with_suggestion(key, [*TRITON_DTYPES, *_ALIASES], f"use one of {', '.join(TRITON_DTYPES)}"),
         )
     return key
 

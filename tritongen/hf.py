@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import TritongenError
 from .files import json_file
-from .names import MAX_LABELS, check_class_index, check_label, shown
+from .names import MAX_LABELS, check_class_index, check_label, shown, with_suggestion
 from .spec import TensorSpec
 
 TASKS = ("text-classification", "feature-extraction", "image-classification")
@@ -62,7 +62,7 @@ def is_hf_folder(path: Path) -> bool:
 def task_from_name(task: str) -> str:
     task = TASK_ALIASES.get(task, task)
     if task not in TASKS:
-        raise TritongenError(f"unknown task '{task}'", f"use one of {', '.join(TASKS)}")
+        raise TritongenError(f"unknown task '{task}'", with_suggestion(task, TASKS, f"use one of {', '.join(TASKS)}"))
     return task
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import TritongenError
+from .names import with_suggestion
 
 ACTIONS = ("REJECT", "DELAY")
 UINT32_MAX = 2**32 - 1
@@ -104,7 +105,10 @@ def _int(value: Any, where: str, fix: str, hi: int = UINT32_MAX) -> int:
 def _policy(priority: int, fields: Mapping[str, Any], where: str) -> QueuePolicy:
     unknown = sorted(set(fields) - set(POLICY_KEYS))
     if unknown:
-        raise TritongenError(f"{where}: unknown key '{unknown[0]}'", f"use {', '.join(POLICY_KEYS)}")
+        raise TritongenError(
+            f"{where}: unknown key '{unknown[0]}'",
+            with_suggestion(unknown[0], POLICY_KEYS, f"use {', '.join(POLICY_KEYS)}"),
+        )
     action = str(fields.get("action", "reject")).strip().upper()
     if action not in ACTIONS:
         raise TritongenError(f"{where}: action '{fields['action']}' is not reject or delay", _POLICY_FIX)

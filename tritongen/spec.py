@@ -24,7 +24,7 @@ from .dim_ranges import (
     inputs_with_ranges,
 )
 from .errors import TritongenError
-from .names import check_name
+from .names import check_name, with_suggestion
 from .scheduling import (
     QueuePolicy,
     RateLimiterResource,
@@ -165,7 +165,10 @@ class BuildSpec:
                 f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size"
             )
         if self.target not in TARGETS:
-            raise TritongenError(f"unknown target '{self.target}'", f"use one of {', '.join(TARGETS)}")
+            raise TritongenError(
+                f"unknown target '{self.target}'",
+                with_suggestion(self.target, TARGETS, f"use one of {', '.join(TARGETS)}"),
+            )
         if self.force and self.new_version:
             raise TritongenError(
                 "--force and --new-version both given",
@@ -186,7 +189,10 @@ class BuildSpec:
                 "use the size samples give every -1 dimension, e.g. 16",
             )
         if self.exporter not in EXPORTERS:
-            raise TritongenError(f"unknown exporter '{self.exporter}'", f"use one of {', '.join(EXPORTERS)}")
+            raise TritongenError(
+                f"unknown exporter '{self.exporter}'",
+                with_suggestion(self.exporter, EXPORTERS, f"use one of {', '.join(EXPORTERS)}"),
+            )
         self._check_precision()
         check_states(
             self.states,
@@ -217,7 +223,10 @@ class BuildSpec:
     def _check_precision(self) -> None:
         chosen = self.precision
         if chosen not in PRECISIONS:
-            raise TritongenError(f"unknown precision '{chosen}'", f"use one of {', '.join(PRECISIONS)}")
+            raise TritongenError(
+                f"unknown precision '{chosen}'",
+                with_suggestion(chosen, PRECISIONS, f"use one of {', '.join(PRECISIONS)}"),
+            )
         if self.calib_method not in CALIB_METHODS:
             raise TritongenError(
                 f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .names import did_you_mean
 
 MAX_SPEC_BYTES = 1 << 20
 MAX_SPEC_NODES = 10_000
@@ -81,8 +82,10 @@ def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
         raise TritongenError(f"spec file {path} is not a mapping", "write keys like name:, max_batch_size:, inputs:")
     unknown = sorted((str(k) for k in data if k not in keys), key=str)
     if unknown:
+        hint = did_you_mean(unknown[0], keys)
         raise TritongenError(
-            f"spec file {path} has unknown key '{unknown[0][:80]}'", f"use only {', '.join(sorted(keys))}"
+            f"spec file {path} has unknown key '{unknown[0][:80]}'",
+            f"{hint} rename the key" if hint else f"use only {', '.join(sorted(keys))}",
         )
     for key, value in data.items():
         _check_value(path, key, keys[key], value)
