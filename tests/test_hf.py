@@ -52,6 +52,8 @@ def test_task_aliases_and_unknown_task():
     assert task_from_name("sentence-embedding") == "feature-extraction"
     with pytest.raises(TritongenError, match="unknown task 'translation'"):
         task_from_name("translation")
+    with pytest.raises(TritongenError, match="did you mean 'text-classification'\\? use one of"):
+        task_from_name("text-clasification")
 
 
 def test_labels_in_index_order_with_gaps():
