@@ -25,6 +25,8 @@ def test_the_check_uses_the_served_version_and_model_version_pins_one(tmp_path, 
         )
         served = tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True)
         assert served.check is not None and served.check.ok  # version 1 against version 1's reference
+        # the table's tolerance line names what it compared: the served answers with PyTorch's (not the ONNX graph)
+        assert "(tolerance: |served - torch| <= " in served.text(), served.text()
         pinned = tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True, model_version=1)
         assert pinned.check is not None and pinned.check.ok
         with pytest.raises(TritongenError, match="version 2|unknown model|not.*ready"):

@@ -282,3 +282,6 @@ def test_onnx_file_serves_and_passes_infer_check(files, tmp_path):
         assert result.check is not None and result.check.ok, result.check.table()
         code, out, err = _run(["infer", "conv_onnx", "--repo", str(repo), "--url", server.grpc_url, "--check"])
         assert code == 0, err
+        # the reference an ONNX file's build saved is the original graph's outputs, not PyTorch's
+        assert "check against the original ONNX file's outputs saved by the build:" in out, out
+        assert "(tolerance: |served - original| <= " in out and "PyTorch" not in out, out

@@ -70,7 +70,9 @@ class InferResult:
             more = ", ..." if array.size > values else ""
             lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
         if self.check is not None:
-            if self.precision == "fp32":
+            if isinstance(self.check, ParityReport) and self.check.want == "original":
+                lines.append("check against the original ONNX file's outputs saved by the build:")
+            elif self.precision == "fp32":
                 lines.append("check against the PyTorch reference saved by the build:")
             else:
                 lines.append(
@@ -271,6 +273,7 @@ def infer_model(spec: InferSpec) -> InferResult:
     end_to_end = None
     bar = None
     tolerances = (1e-4, 1e-3)
+    reference_of = "torch"  # what the saved reference is: PyTorch's outputs, or an ONNX file's ("original")
     url = spec.url or default_url(spec.protocol)
     pinned = str(spec.model_version) if spec.model_version is not None else ""
     if spec.texts or spec.images:
@@ -329,6 +332,8 @@ def infer_model(spec: InferSpec) -> InferResult:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
             tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
+            # an ONNX file's build saved the original graph's outputs as the reference, not PyTorch's
+            reference_of = "original" if manifest.details["spec"].get("inputs_from") == "onnx" else "torch"
             bar = variant_bar(manifest.details.get("precision"))
     if _is_sequence_model(Path(spec.repo) / spec.name):
         # The sequence batcher takes batch 1: each row goes as a sequence of one request, from zero state.
@@ -356,7 +361,10 @@ def infer_model(spec: InferSpec) -> InferResult:
     report: CheckReport | None = None
     if end_to_end is not None:
         report = ParityReport(
-            atol=tolerances[0], rtol=tolerances[1], results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances))
+            atol=tolerances[0],
+            rtol=tolerances[1],
+            results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances)),
+            got="served",
         )
     if reference is not None and bar is not None:
         report = _variant_check(bar, outputs, reference)
@@ -368,5 +376,7 @@ def infer_model(spec: InferSpec) -> InferResult:
                     f"the server returned no output '{name}'", "rebuild the model: config and reference disagree"
                 )
             results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
-        report = ParityReport(atol=tolerances[0], rtol=tolerances[1], results=tuple(results))
+        report = ParityReport(
+            atol=tolerances[0], rtol=tolerances[1], results=tuple(results), got="served", want=reference_of
+        )
     return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32")

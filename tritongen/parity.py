@@ -45,6 +45,10 @@ class ParityReport:
     atol: float
     rtol: float
     results: tuple[OutputParity, ...]
+    # what was compared with what, as the table's tolerance line names them: the exported graph with PyTorch at a
+    # build, the server's answers with the build's PyTorch reference at tritongen infer --check
+    got: str = "onnx"
+    want: str = "torch"
 
     @property
     def ok(self) -> bool:
@@ -59,7 +63,8 @@ class ParityReport:
                 f"{r.case:<{width}} {r.output:<20} {str(list(r.shape)):<18} {r.max_abs_err:>12.3g} "
                 f"{r.max_rel_err:>12.3g}  {verdict}"
             )
-        rows.append(f"(tolerance: |onnx - torch| <= {self.atol:g} + {self.rtol:g} * |torch|)")
+        got, want = self.got, self.want
+        rows.append(f"(tolerance: |{got} - {want}| <= {self.atol:g} + {self.rtol:g} * |{want}|)")
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,4 +142,5 @@ def parity_from_onnx(
             ) from None
         for name, g, w in zip(output_names, got, torch_outputs[label]):
             results.append(compare_arrays(label, name, g, w, spec.atol, spec.rtol))
-    return ParityReport(atol=spec.atol, rtol=spec.rtol, results=tuple(results))
+    want = "original" if spec.inputs_from == "onnx" else "torch"
+    return ParityReport(atol=spec.atol, rtol=spec.rtol, results=tuple(results), want=want)
