@@ -381,6 +381,27 @@ def test_signature_outside_the_repository_and_resigning(world, tmp_path):
     _assert_one_clean_line("removed file", code, out, err, ("Missing files", "conv/warmup/x"))
 
 
+def test_verify_without_a_public_key_says_the_signature_was_not_checked(world, tmp_path):
+    """A signed repository verified against its manifests only: the summary says the signature went unchecked and
+    how to check it; with --public-key, or without a signature, no such line."""
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    code, out, err = _run(["verify", str(repo)])
+    assert code == 0 and "files match their manifests" in out, err
+    assert out.splitlines()[-1] == (
+        f"hint: signature {repo / '.tritongen-signature.sig'} was not checked (no --public-key): pass --public-key "
+        "with the signer's public key to check that the files are as signed"
+    ), out
+    code, out, err = _run(["verify", str(repo), "--public-key", str(world.pub)])
+    assert code == 0 and "hint:" not in out, out
+    sig = tmp_path / "elsewhere.sig"
+    (repo / ".tritongen-signature.sig").rename(sig)
+    code, out, err = _run(["verify", str(repo)])
+    assert code == 0 and "hint:" not in out, out
+    code, out, err = _run(["verify", str(repo), "--signature", str(sig)])
+    assert code == 0 and f"hint: signature {sig} was not checked" in out, out
+
+
 def test_hand_written_model_is_accepted_only_by_name(world, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(world.repo, repo)

@@ -303,6 +303,12 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
     """
     report = api.verify(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
     click.echo(report.summary())
+    if public_key is None:
+        from .signing import unchecked_signature_hint
+
+        hint = unchecked_signature_hint(repo, signature)
+        if hint:
+            click.echo(hint)
 
 
 @cli.command()
