@@ -157,6 +157,10 @@ def test_help_lists_every_command_without_cutting_its_description():
     assert len(commands) >= 9 and not [c for c in commands if c.rstrip().endswith("...")], commands
     build_help = tritongen("build", "--help").stdout
     assert "Examples:" in build_help and "tritongen build resnet.pt --name resnet" in build_help
+    # every form the README's table lists (the detection reads the content, not the extension)
+    for form in ("TorchScript", "torch.export .pt2", "state_dict", "pickled module", "ONNX file", "Hugging Face"):
+        assert form in " ".join(build_help.split()), form
+    assert "tritongen build model.onnx" in build_help
 
 
 def test_serve_names_the_next_commands_for_the_models_users_call():

@@ -38,9 +38,7 @@ def cli(debug: bool) -> None:
     attach_cli_handler(debug)
 
 
-@cli.command(
-    short_help="Convert a PyTorch model (or Hugging Face folder) into a validated model folder, ready to serve."
-)
+@cli.command(short_help="Convert a PyTorch model, ONNX file or Hugging Face folder into a validated model folder.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", help="Model name in the repository (default: the file name without extension).")
 @click.option(
@@ -217,8 +215,9 @@ def cli(debug: bool) -> None:
     help="ONNX exporter. auto (default): dynamo, then TorchScript if dynamo fails (TorchScript modules: TorchScript).",
 )
 def build(model: Path, no_warmup: bool, **options) -> None:
-    """Convert MODEL (TorchScript, torch.export .pt2, state_dict + factory, or a Hugging Face folder) into a
-    validated model folder.
+    """Convert MODEL into a validated model folder. MODEL is TorchScript, a torch.export .pt2, an ONNX file, a
+    Hugging Face folder, a state_dict (with --model-factory) or a whole pickled module (with --allow-pickle): the
+    form is detected from the content, not the extension.
 
     A Hugging Face folder, --tokenizer, --task, --preprocess or --postprocess builds an ensemble NAME =
     NAME_preprocess -> NAME_model -> NAME_postprocess that takes text or image bytes and returns labels or embeddings.
@@ -228,6 +227,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
     \b
       tritongen build resnet.pt --name resnet --input x:FP32:3,224,224 --max-batch-size 32
       tritongen build model.pt2 --spec spec.yaml --target onnxruntime
+      tritongen build model.onnx --name detector                  # inputs and outputs read from the graph
       tritongen build weights.safetensors --model-factory mypkg.models:make_net --input x:FP32:-1,80
       tritongen build path/to/hf-folder/ --name minilm            # text in, embeddings or labels out
       tritongen build model.pt --precision int8 --calib-data calib.npz --min-cosine 0.99
