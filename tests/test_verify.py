@@ -175,3 +175,12 @@ def test_manifests_carry_a_schema_version_and_older_ones_without_it_still_verify
         TritongenError, match=f"manifest_schema {MANIFEST_SCHEMA + 1}, this tritongen reads {MANIFEST_SCHEMA}"
     ):
         check_verified(repo)
+
+
+def test_a_model_whose_version_folders_are_gone_is_named_so(repo):
+    import shutil
+
+    for version in ("1", "2"):
+        shutil.rmtree(repo / "seq" / version)
+    with pytest.raises(TritongenError, match=r"model 'seq' has no version folder \(1/, 2/, \.\.\.\), so Triton cannot"):
+        check_verified(repo)

@@ -161,6 +161,12 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     if not manifests:
         if name in allow_unverified:
             return False
+        if not versions:  # nothing Triton could load, and no manifest because its version folders are gone
+            found.add(
+                f"model '{name}' has no version folder (1/, 2/, ...), so Triton cannot load it",
+                f"restore its version folder, rebuild it with tritongen build --force, or remove {name}/",
+            )
+            return True
         found.add(
             f"model '{name}' has no manifest (not built by tritongen), so Triton would load it unchecked",
             f"rebuild it with tritongen build, or pass --allow-unverified {name} if you wrote it by hand",
