@@ -373,6 +373,24 @@ def test_a_model_for_a_backend_this_server_lacks_gets_a_fix_that_helps(tmp_path,
     assert "no 'onnxruntime' backend" in caught.value.fix and "--target local" in caught.value.fix
 
 
+def _serve_in_a_process(tmp_path: Path, model_py: str):
+    """`tritongen serve` of one Python model, in a process of its own with a temp directory of its own (the server's
+    log goes there, to be looked at alone): (repo, that directory, the process)."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write_model(repo, "double", DOUBLE_CONFIG, model_py)
+    ports = [str(p) for p in free_ports(3)]
+    argv = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
+    argv += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    root = Path(__file__).resolve().parent.parent
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(logs))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    return repo, logs, proc
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("at", ["ready:", "press Ctrl-C"])  # while the banner prints, and once it has
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])  # Ctrl-C; docker stop, systemd, kill
@@ -380,18 +398,9 @@ def test_serve_stopped_by_ctrl_c_or_sigterm_says_so_and_leaves_nothing_running(
     tmp_path, server_install, at, signal_name
 ):
     import signal
-    import subprocess
 
-    repo = tmp_path / "repo"
-    write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
-    ports = [str(p) for p in free_ports(3)]
-    argv = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
-    argv += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
-    root = Path(__file__).resolve().parent.parent
-    logs = tmp_path / "tmp"  # the server's log goes to the temp directory: this one, to be looked at alone
-    logs.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(logs))
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root) as proc:
+    repo, logs, proc = _serve_in_a_process(tmp_path, DOUBLE_MODEL)
+    with proc:
         assert proc.stdout is not None
         lines = []
         for line in proc.stdout:  # up to the line `at`; ends early if serve fails
@@ -420,18 +429,9 @@ SLOW_LOAD_MODEL = DOUBLE_MODEL.replace(
 def test_serve_stopped_while_it_boots_exits_and_leaves_no_log(tmp_path, server_install, signal_name):
     """Ctrl-C (or SIGTERM) while the models load: the stop was asked for, so no log is kept that no message names."""
     import signal
-    import subprocess
 
-    repo = tmp_path / "repo"
-    write_model(repo, "double", DOUBLE_CONFIG, SLOW_LOAD_MODEL)
-    ports = [str(p) for p in free_ports(3)]
-    argv = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
-    argv += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
-    root = Path(__file__).resolve().parent.parent
-    logs = tmp_path / "tmp"
-    logs.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(logs))
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root) as proc:
+    repo, logs, proc = _serve_in_a_process(tmp_path, SLOW_LOAD_MODEL)
+    with proc:
         booting = f"--model-repository={repo.resolve()}"  # tritonserver's own command line: it runs, loading
         assert wait_gone(lambda: [] if processes_mentioning(booting) else ["no server yet"], timeout_s=60) == []
         assert list(logs.glob("tritonserver-*.log"))

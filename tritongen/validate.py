@@ -34,14 +34,13 @@ from .layout import (
     link_problems,
     version_numbers,
 )
-from .names import one_line
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
     problems_in_ensemble_scheduling,
     problems_in_ensembles,
 )
-from .validate_onnx import graph_io_from_onnx, onnx_available, onnx_io_problems
+from .validate_onnx import graph_io_from_onnx, onnx_available, onnx_io_problems, tensor_names
 from .validate_sequence import graph_state_problems, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
@@ -799,9 +798,6 @@ def runner_io_problems(config: ModelConfig, name: str, graph, where: str) -> lis
     """What tritongen's ONNX Runtime runner (``model.py``) would fail on every request: see
     :func:`_runner_io_problems`."""
 
-    def names(values) -> str:  # tensor names read from a model file: escaped for the terminal
-        return ", ".join(one_line(n) for n in values)
-
     type_name = config_pb2().DataType.Name
     problems = []
     feedable = {**graph.inputs, **graph.overridable}
@@ -810,8 +806,8 @@ def runner_io_problems(config: ModelConfig, name: str, graph, where: str) -> lis
         if tensor is None:
             problems.append(
                 f"input '{io.name}' of model '{name}' is not an input of {where} (its inputs: "
-                f"{names(graph.inputs) or 'none'}): model.py feeds ONNX Runtime the config's inputs by name, so every "
-                f"request would fail: rename it in config.pbtxt"
+                f"{tensor_names(graph.inputs) or 'none'}): model.py feeds ONNX Runtime the config's inputs by name, so "
+                "every request would fail: rename it in config.pbtxt"
             )
         elif tensor.type_name and tensor.type_name != type_name(io.data_type):
             problems.append(
@@ -822,15 +818,15 @@ def runner_io_problems(config: ModelConfig, name: str, graph, where: str) -> lis
     missing = [n for n in graph.inputs if n not in {io.name for io in config.input}]
     if missing:
         problems.append(
-            f"{where} of model '{name}' needs inputs the config does not give ({names(missing)}): model.py would "
-            "feed ONNX Runtime without them, and every request would fail: add them to config.pbtxt's inputs"
+            f"{where} of model '{name}' needs inputs the config does not give ({tensor_names(missing)}): model.py "
+            "would feed ONNX Runtime without them, and every request would fail: add them to config.pbtxt's inputs"
         )
     for io in config.output:
         if io.name not in graph.outputs:
             problems.append(
                 f"output '{io.name}' of model '{name}' is not an output of {where} (its outputs: "
-                f"{names(graph.outputs)}): model.py asks ONNX Runtime for the config's outputs by name, so every "
-                f"request would fail: rename it in config.pbtxt"
+                f"{tensor_names(graph.outputs)}): model.py asks ONNX Runtime for the config's outputs by name, so "
+                "every request would fail: rename it in config.pbtxt"
             )
     return problems
 

@@ -390,7 +390,7 @@ def _read_graph(data: bytes) -> GraphIO | str:
     )
 
 
-def _names(names: Iterable[str]) -> str:
+def tensor_names(names: Iterable[str]) -> str:
     """Tensor names read from a model file, for a message: escaped, so that no control character reaches a terminal."""
     return ", ".join(one_line(n) for n in names)
 
@@ -606,15 +606,15 @@ def onnx_io_problems(config: Any, name: str, graph: GraphIO, where: str) -> list
         missing = [n for n in graph.inputs if n not in configured]
         optional = [io.name for io in config.input if io.optional and io.name in graph.inputs]
         fix = (
-            f": add {_names(missing)} to the config's inputs"
+            f": add {tensor_names(missing)} to the config's inputs"
             if missing
-            else f": make {_names(optional)} required (only an initializer of the graph may be optional)"
+            else f": make {tensor_names(optional)} required (only an initializer of the graph may be optional)"
             if optional
             else ""
         )
         problems.append(
             f"unable to load model '{name}', configuration expects {expected} inputs, model provides "
-            f"{len(graph.inputs)} ({where}: {_names(graph.inputs) or 'none'}){fix}"
+            f"{len(graph.inputs)} ({where}: {tensor_names(graph.inputs) or 'none'}){fix}"
         )
     allowed = {**graph.inputs, **graph.overridable}
     for io in config.input:
@@ -624,14 +624,15 @@ def onnx_io_problems(config: Any, name: str, graph: GraphIO, where: str) -> list
                 "support batching"
             )
         if io.name not in allowed:
-            problems.append(f"unexpected inference input '{io.name}', allowed inputs are: {_names(sorted(allowed))}")
+            allowed_names = tensor_names(sorted(allowed))
+            problems.append(f"unexpected inference input '{io.name}', allowed inputs are: {allowed_names}")
             continue
         problems += _tensor_problems(config, name, io, allowed[io.name], "input")
     batch_outputs = {target for b in config.batch_output for target in b.target_name}
     for io in config.output:
         if io.name not in graph.outputs:
             problems.append(
-                f"unexpected inference output '{io.name}', allowed outputs are: {_names(sorted(graph.outputs))}"
+                f"unexpected inference output '{io.name}', allowed outputs are: {tensor_names(sorted(graph.outputs))}"
             )
         else:
             problems += _tensor_problems(
