@@ -175,6 +175,18 @@ def test_rejected_requests_are_clean_errors(tiny_server, protocol, model, inputs
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_model_name_with_a_typo_gets_the_servers_closest_name(tiny_server, protocol):
+    inputs = {"X": np.ones((1, 4), np.float32)}
+    with pytest.raises(TritongenError) as err:
+        infer_from_arrays(url_for(tiny_server, protocol), "doubel", inputs, protocol=protocol)
+    assert "has no model 'doubel' ready" in err.value.problem and err.value.fix.startswith("did you mean 'double'?")
+    with pytest.raises(TritongenError) as err:
+        infer_from_arrays(url_for(tiny_server, protocol), "zzz", inputs, protocol=protocol)
+    assert "did you mean" not in err.value.fix  # nothing close: the fix alone
+
+
+@pytest.mark.server
 def test_statistics_of_unknown_model_is_a_clean_error(tiny_server):
     with pytest.raises(TritongenError, match="has no model 'nope' ready"):
         model_statistics(tiny_server.grpc_url, "nope")

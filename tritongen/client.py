@@ -21,6 +21,7 @@ import numpy as np
 
 from .dtypes import triton_from_numpy
 from .errors import TritongenError
+from .names import with_suggestion
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -746,6 +747,22 @@ def error_kind(error: BaseException) -> str:
     return REJECTED
 
 
+def _served_names(url: str, protocol: str, timeout_s: float) -> list[str]:
+    """The model names the server's repository index holds (for a did-you-mean), or [] when it does not answer.
+    Asked with tritonclient itself: a failure here is never classified (no loop back into :func:`classify_error`)."""
+    try:
+        client = _connect(_module(protocol), protocol, _host_port(url), timeout_s)
+        try:
+            kwargs: dict[str, Any] = {"client_timeout": timeout_s, "as_json": True} if protocol == "grpc" else {}
+            answer = client.get_model_repository_index(**kwargs)
+        finally:
+            _close(client)
+    except Exception:  # noqa: BLE001 -- no answer, no suggestion
+        return []
+    entries = answer.get("models", []) if isinstance(answer, dict) else answer
+    return sorted({str(e.get("name", "")) for e in entries if isinstance(e, dict)} if isinstance(entries, list) else [])
+
+
 def classify_error(error: BaseException, url: str, protocol: str, model: str, timeout_s: float) -> TritongenError:
     """Turn a tritonclient/network failure into one :class:`TritongenError`: no server, timeout, unknown
     model, refused (restricted API or model control), or a rejected request (with the server's reason)."""
@@ -762,10 +779,13 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
             "raise the timeout, or check that the server is not overloaded (its log says more)",
         )
     if kind == NOT_FOUND:
+        fix = (
+            "check the model name (tritongen serve lists the models it loaded), or see the server log for why it did "
+            "not load"
+        )
         return TritongenError(
             f"the server at {url} has no model '{model}' ready ({message})",
-            "check the model name (tritongen serve lists the models it "
-            "loaded), or see the server log for why it did not load",
+            with_suggestion(model, _served_names(url, protocol, min(timeout_s, 5)), fix),
         )
     if kind in (FORBIDDEN, UNAVAILABLE):
         return TritongenError(
