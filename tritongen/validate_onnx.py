@@ -188,10 +188,15 @@ def child_main(header: Mapping[str, Any], data: bytes) -> None:
     try:
         graph = _graph_io(data, infer=bool(header.get("infer")))
     except Exception as exc:  # noqa: BLE001 -- whatever protobuf raises on bytes that are not a model
-        sys.stdout.write(json.dumps({"error": f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}"}))
+        sys.stdout.write(json.dumps({"error": _not_a_model(exc)}))
         sys.stdout.flush()
         sys.exit(2)
     sys.stdout.write(json.dumps({k: {n: _tensor_json(t) for n, t in getattr(graph, k).items()} for k in _GRAPH_TABLES}))
+
+
+def _not_a_model(exc: Exception) -> str:
+    """Why bytes are not an ONNX model: the first of what protobuf (or onnx) said."""
+    return f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}"
 
 
 def _tensor_json(t: GraphTensor) -> list:
@@ -221,14 +226,12 @@ def _tensor_from_json(value: Any) -> GraphTensor:
 
 def _graph_io_in_child(data: bytes, infer: bool) -> GraphIO | None:
     """The graph read by a child interpreter within its limits; None where it did not finish (out of memory or
-    time, or no interpreter to run). Raises ``ValueError`` when the child found no ONNX model in ``data``."""
+    time, or the interpreter would not start). Raises ``ValueError`` when the child found no ONNX model in ``data``."""
     import json
     import os
     import subprocess
     import sys
 
-    if not sys.executable:
-        return None
     header = {
         "paths": [p for p in sys.path if isinstance(p, str) and p],
         "memory_bytes": _CHILD_MEMORY_BYTES + 4 * len(data),
@@ -376,7 +379,7 @@ def _read_graph(data: bytes) -> GraphIO | str:
         try:
             return _graph_io(data, infer=False)
         except Exception as exc:  # noqa: BLE001 -- whatever protobuf raises on bytes that are not a model
-            return f"not an ONNX model: {str(exc)[:200] or type(exc).__name__}"
+            return _not_a_model(exc)
     for infer in (True, False):
         try:
             graph = _graph_io_in_child(data, infer)
