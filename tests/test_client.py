@@ -15,6 +15,7 @@ from tritongen.client import (
     model_metadata,
     model_statistics,
     protocol_for_url,
+    spec_protocol,
 )
 from tritongen.errors import TritongenError
 
@@ -55,6 +56,45 @@ def test_a_url_scheme_chooses_the_protocol_unless_protocol_is_given():
         "--url http://127.0.0.1:8000 asks for HTTP but --protocol is grpc: "
         "pass --protocol http, or --url host:port of the server's gRPC port"
     )
+
+
+def test_a_spec_settles_its_protocol_from_the_url_or_the_environment(monkeypatch, tmp_path):
+    """Specs built directly (the library, not the CLI) choose the protocol as the CLI does: an http:// URL is
+    spoken to over HTTP, and so is an http:// $TRITONGEN_URL when no URL is given."""
+    from tritongen.deploy.rollout import RolloutSpec
+    from tritongen.infer import InferSpec
+    from tritongen.perf.spec import PerfSpec
+    from tritongen.perf.tune import TuneSpec
+
+    for name in ("TRITONGEN_URL", "TRITONGEN_GRPC_URL", "TRITONGEN_HTTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    specs = {
+        "infer": lambda **kw: InferSpec(name="m", **kw),
+        "perf": lambda **kw: PerfSpec(model="m", **kw),
+        "tune": lambda **kw: TuneSpec(model_dir=tmp_path / "m", max_p99_ms=10, **kw),
+        "rollout": lambda **kw: RolloutSpec(repo=tmp_path, name="m", to_version=2, **kw),
+    }
+    for what, make in specs.items():
+        assert make().protocol == "grpc", what
+        assert make(url="http://h:8000").protocol == "http", what
+        assert make(url="h:8000", protocol="http").protocol == "http", what
+        with pytest.raises(TritongenError, match="asks for HTTP but --protocol is grpc"):
+            make(url="http://h:8000", protocol="grpc")
+    monkeypatch.setenv("TRITONGEN_URL", "http://gpu-host:9000")
+    for what, make in specs.items():
+        assert make().protocol == "http", what
+        assert make(url="gpu-host:9001").protocol == "grpc", what  # a URL given: the environment is not asked
+    assert RolloutSpec(repo=tmp_path, name="m", to_version=2).url == "http://gpu-host:9000"
+    assert PerfSpec(model="m").resolved_url() == "gpu-host:9000"
+    with pytest.raises(TritongenError) as err:
+        InferSpec(name="m", protocol="grpc")
+    assert err.value.message == (
+        "$TRITONGEN_URL http://gpu-host:9000 asks for HTTP but --protocol is grpc: "
+        "pass --protocol http, or set $TRITONGEN_URL to host:port of the server's gRPC port"
+    )
+    monkeypatch.setenv("TRITONGEN_GRPC_URL", "gpu-host:9001")  # the protocol's own variable is the one used
+    assert spec_protocol(None, "grpc") == "grpc" and spec_protocol(None, None) == "http"
+    assert InferSpec(name="m", protocol="grpc").protocol == "grpc"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -117,6 +157,25 @@ def test_an_http_url_is_served_over_http(tiny_server, tmp_path):
     np.savez(tmp_path / "x.npz", X=x)
     result = api.infer("double", url=f"http://{tiny_server.http_url}", input_file=tmp_path / "x.npz", repo=tmp_path)
     np.testing.assert_array_equal(result.outputs["Y"], x * 2 + 1)
+
+
+@pytest.mark.server
+def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkeypatch):
+    """$TRITONGEN_URL=http://host:port (no --url, no --protocol): tritongen infer speaks HTTP to it."""
+    from click.testing import CliRunner
+
+    from tritongen.cli import cli
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.savez(tmp_path / "x.npz", X=x)
+    for name in ("TRITONGEN_GRPC_URL", "TRITONGEN_HTTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRITONGEN_URL", f"http://{tiny_server.http_url}")
+    result = CliRunner().invoke(
+        cli, ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--repo", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Y: float32 [2, 4] [1, 3, 5, 7, 9, 11" in result.output
 
 
 @pytest.mark.server

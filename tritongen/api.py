@@ -259,7 +259,7 @@ def infer(name: str, **options: Any) -> InferResult:
     comparison with the build's saved PyTorch reference).
 
     ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``; default:
-    the ``url``'s ``http://`` or ``grpc://``, else gRPC),
+    the ``url``'s ``http://`` or ``grpc://``, else ``$TRITONGEN_URL``'s, else gRPC),
     ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``.
     """
     from .infer import InferSpec, infer_model
@@ -369,7 +369,6 @@ def rollback(
 def _rollout(
     repo: PathLike, name: str, action: str, to_version: int | None, progress: Progress | None, options: dict
 ) -> RolloutResult:
-    from .client import default_url, protocol_for_url
     from .deploy.gate import GateThresholds
     from .deploy.rollout import RolloutSpec, rollout_from_repository
 
@@ -382,8 +381,6 @@ def _rollout(
         "gate_requests": "latency_requests",
     }
     thresholds = GateThresholds(**{limits[k]: options.pop(k) for k in list(options) if k in limits})
-    protocol = protocol_for_url(options.get("url"), options.pop("protocol", None))
-    url = options.pop("url", None) or default_url(protocol)
     for key in ("golden", "out"):
         if options.get(key) is not None:
             options[key] = Path(options[key])
@@ -393,8 +390,6 @@ def _rollout(
         name=name,
         to_version=to_version,
         action=action,
-        url=url,
-        protocol=protocol,
         thresholds=thresholds,
         **{k: v for k, v in options.items() if v is not None},
     )
@@ -402,11 +397,9 @@ def _rollout(
 
 
 def _with_protocol(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with ``protocol`` set: as given, else the ``url``'s scheme (``http://``, ``grpc://``), else
-    gRPC; a scheme that contradicts a given protocol is refused."""
-    from .client import protocol_for_url
-
-    return {**options, "protocol": protocol_for_url(options.get("url"), options.get("protocol"))}
+    """``options`` without a ``protocol`` or ``url`` of None (the CLI's "not given"): the spec then settles them
+    (:func:`tritongen.client.spec_protocol`)."""
+    return {k: v for k, v in options.items() if not (k in ("protocol", "url") and v is None)}
 
 
 def _path(value: PathLike | None) -> Path | None:

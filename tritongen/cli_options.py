@@ -15,5 +15,5 @@ PROTOCOL = click.option(
     "--protocol",
     type=click.Choice(["grpc", "http"]),
     default=None,
-    help="grpc or http (default: the --url's http:// or grpc://, else grpc).",
+    help="grpc or http (default: the scheme of --url or $TRITONGEN_URL, http:// or grpc://, else grpc).",
 )

@@ -45,11 +45,26 @@ def protocol_for_url(url: str | None, protocol: str | None, option: str = "--url
     protocol = _check_protocol(protocol)
     if scheme is not None and scheme != protocol:
         shown = {"grpc": "gRPC", "http": "HTTP"}
+        give = f"set {option} to" if option.startswith("$") else option  # an environment variable, or an option
         raise TritongenError(
             f"{option} {ascii((url or '').strip())[1:-1][:80]} asks for {shown[scheme]} but --protocol is {protocol}",
-            f"pass --protocol {scheme}, or {option} host:port of the server's {shown[protocol]} port",
+            f"pass --protocol {scheme}, or {give} host:port of the server's {shown[protocol]} port",
         )
     return protocol
+
+
+def spec_protocol(url: str | None, protocol: str | None) -> str:
+    """What a spec's ``protocol`` field settles to: ``protocol`` when given, else the scheme of ``url`` or, with no
+    ``url``, of ``$TRITONGEN_URL`` (the address :func:`default_url` would give), else gRPC. A scheme that
+    contradicts a given protocol is refused, naming where it came from."""
+    if url:
+        return protocol_for_url(url, protocol or None)
+    if not protocol:
+        return protocol_for_url(os.environ.get(URL_ENV), None, f"${URL_ENV}")
+    protocol = _check_protocol(protocol)
+    own = f"TRITONGEN_{protocol.upper()}_URL"
+    name = own if os.environ.get(own) else URL_ENV
+    return protocol_for_url(os.environ.get(name), protocol, f"${name}")
 
 
 def infer_from_arrays(

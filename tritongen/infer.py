@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .client import default_url, spec_protocol
 from .errors import TritongenError
 from .files import read_problem, regular_bytes
 from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, latest_artifacts, version_numbers
@@ -35,7 +36,7 @@ class InferSpec:
     input_file: Path | None = None
     repo: Path = Path("model_repository")
     url: str | None = None
-    protocol: str = "grpc"
+    protocol: str = ""  # "": the URL's scheme (http://, grpc://), else $TRITONGEN_URL's, else grpc
     check: bool = False
     timeout_s: float = 60.0
     texts: tuple[str, ...] = ()  # sent as TEXT (TYPE_STRING) to a text-in ensemble
@@ -47,6 +48,9 @@ class InferSpec:
     # the version to send the build's samples to and check against; None: the highest version the server has
     # ready (the one Triton answers a request without a version with), not the newest folder on disk
     model_version: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def _is_ensemble(model_dir: Path, version: int) -> bool:
 
 def sequence_from_file(spec: InferSpec) -> InferResult:
     """``spec.input_file`` streamed to a stateful model as one sequence; outputs stacked per chunk."""
-    from .client import default_url, infer_sequence_from_chunks
+    from .client import infer_sequence_from_chunks
     from .dtypes import numpy_dtype
     from .infer_sequence import arrays_from_stream_file, chunks_from_arrays, default_chunk_size, stacked
     from .validate import config_from_file, config_pb2
@@ -263,7 +267,7 @@ def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: d
 
 
 def infer_model(spec: InferSpec) -> InferResult:
-    from .client import default_url, infer_from_arrays
+    from .client import infer_from_arrays
 
     if spec.sequence:
         return sequence_from_file(spec)

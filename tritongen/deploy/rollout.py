@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..client import Triton, default_url, model_metadata
+from ..client import Triton, default_url, model_metadata, spec_protocol
 from ..end_to_end import END_TO_END_NAME, read_reference
 from ..errors import TritongenError
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
@@ -73,8 +73,8 @@ class RolloutSpec:
     name: str
     to_version: int | None = None
     action: str = ROLLOUT
-    url: str = field(default_factory=lambda: default_url("grpc"))
-    protocol: str = "grpc"
+    url: str = ""  # "": tritongen.client.default_url(protocol)
+    protocol: str = ""  # "": the URL's scheme (http://, grpc://), else $TRITONGEN_URL's, else grpc
     golden: Path | None = None
     thresholds: GateThresholds = field(default_factory=GateThresholds)
     out: Path | None = None  # where comparison.json goes; default rollout_reports/<name>-v<from>-to-v<to>
@@ -84,6 +84,8 @@ class RolloutSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo))
+        object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
+        object.__setattr__(self, "url", self.url or default_url(self.protocol))
         if self.action not in (ROLLOUT, ROLLBACK):
             raise TritongenError(f"unknown action '{self.action}'", "use rollout or rollback")
         if not self.name or "/" in self.name or self.name.startswith("."):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..client import default_url, spec_protocol
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from .results import ENGINES, check_report_dir
@@ -33,7 +34,7 @@ class PerfSpec:
 
     model: str
     url: str | None = None  # None: tritongen.client.default_url(protocol)
-    protocol: str = "grpc"
+    protocol: str = ""  # "": the URL's scheme (http://, grpc://), else $TRITONGEN_URL's, else grpc
     concurrency: tuple[int, ...] = ()
     request_rates: tuple[float, ...] = ()
     arrival: str = "constant"
@@ -64,8 +65,7 @@ class PerfSpec:
     report_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("grpc", "http"):
-            raise TritongenError(f"protocol '{self.protocol}' is not supported", "use grpc or http")
+        object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         if self.engine not in ENGINES:
             raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
         if self.arrival not in ARRIVALS:
@@ -165,8 +165,6 @@ class PerfSpec:
         )
 
     def resolved_url(self) -> str:
-        from ..client import default_url
-
         return re.sub(r"^(grpc|http)://", "", self.url or default_url(self.protocol)).rstrip("/")
 
     def resolved_metrics_url(self) -> str | None:

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..client import ModelLoadError, Triton
+from ..client import ModelLoadError, Triton, spec_protocol
 from ..errors import TritongenError
 from ..progress import Progress
 from .results import PerfPoint
@@ -81,7 +81,7 @@ class TuneSpec:
     max_p99_ms: float
     min_throughput_rps: float | None = None
     url: str | None = None
-    protocol: str = "grpc"
+    protocol: str = ""  # "": the URL's scheme (http://, grpc://), else $TRITONGEN_URL's, else grpc
     max_instances: int = 0  # 0: the number of CPU cores (KIND_CPU) or 4
     queue_delays_us: tuple[int, ...] = (0, 100, 500, 2000, 10000)
     max_batch_sizes: tuple[int, ...] = ()  # empty: powers of two up to twice the current maximum (at most 128)
@@ -125,6 +125,7 @@ class TuneSpec:
     client_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         from ..cpus import cpus_from_text
 
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser().resolve())
