@@ -19,6 +19,7 @@ from tritongen.perf.tune import (
     _best_point,
     _climb,
     _climb_loads,
+    _confirm,
     _contenders,
     _fallback_contenders,
     _paired,
@@ -357,6 +358,38 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     assert [kind for kind, _ in calls] == ["measure", "measure"]
     with pytest.raises(TritongenError):
         TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=-1)
+
+
+def test_the_config_loaded_and_just_measured_is_not_loaded_and_warmed_again(monkeypatch, tmp_path):
+    # The paired measurement runs in the reverse order of the first: its first config is the one the confirmation
+    # measured last, still loaded and warm; loading it again would cost a load and a warm-up for nothing.
+    from tritongen.client import ModelLoadError
+    from tritongen.perf import loadgen, perf_analyzer
+
+    calls = []
+    monkeypatch.setattr(loadgen, "points_from_builtin", lambda level, requests, *_: calls.append("warm") or [])
+    monkeypatch.setattr(
+        perf_analyzer,
+        "points_from_perf_analyzer",
+        lambda level, requests, *_: calls.append("measure") or [_p(level.concurrency[0], 7000, 5)],
+    )
+    a, b = _trial(A, _p(16, 7400, 5.1)), _trial(B, _p(8, 7800, 5.0))
+    server = _Server()
+    again = _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=1.0), server)
+    confirmed = _confirm([a, b], again, "perf_analyzer")  # A, then B: both loaded and warmed
+    assert [t.candidate for t, _ in confirmed] == [A, B] and again.loaded == B
+    calls.clear()
+    _paired(confirmed, again)  # B (loaded now: measured as it is), then A (loaded and warmed)
+    assert calls == ["measure", "warm", "measure"] and len(server.loaded) == 3 and again.loaded == A
+
+    class _Refusing(_Server):
+        def load(self, model, config_json):
+            raise ModelLoadError("refused")
+
+    again.server = _Refusing()
+    with pytest.raises(ModelLoadError):
+        again.load(B, 8)
+    assert again.loaded is None  # what the server holds after a failed load is not known: the next one loads
 
 
 def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_beside_it(monkeypatch, tmp_path):

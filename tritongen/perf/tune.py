@@ -114,8 +114,9 @@ class TuneSpec:
     climb_steps: int = 0
     climb_factor: float = 1.25  # each a quarter higher (at least one more)
     # After each load, this long of unmeasured load (built-in engine) before any measurement: a freshly loaded
-    # config serves slower at first (measured here: two instances' first 1.5 s measurement 15-20% below later ones).
-    load_warmup_s: float = 2.0
+    # config serves slower at first (measured here: two instances' first 1.5 s measurement 15-20% below later ones;
+    # after 1 s of warm-up no lower than after 2 s, in alternated rounds; each load's warm-up is search time).
+    load_warmup_s: float = 1.0
     budget_s: float = 900.0  # stop searching after this long (the best so far is used)
     write: bool = True
     input_data: Path | None = None
@@ -401,6 +402,8 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     ladder = [c for c in CONCURRENCY_LADDER if c <= spec.max_concurrency]
     peak_index = [0]
 
+    again = _Remeasure(server, model, base_config, perf, requests, spec, progress)
+
     def ok(p: PerfPoint) -> bool:
         return _within(p, target_ms)
 
@@ -420,8 +423,10 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         config = config_from_candidate(base_config, candidate)
         t0 = time.monotonic()
         header = f"config {len(trials) + 1}: {candidate.label()}"
+        again.loaded = None
         try:
             server.load(model, json_format.MessageToJson(config))  # a server without explicit control ends the run
+            again.loaded = candidate
         except ModelLoadError as failed:
             progress(header)
             trial = Trial(
@@ -569,7 +574,6 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                         break  # improved going up: no need to look down
         return incumbent
 
-    again = _Remeasure(server, model, base_config, perf, requests, spec, progress)
     checks: list[dict[str, Any]] = []  # the paired descent's side-by-side checks, in order
 
     def beats(challenger: Trial, incumbent: Trial) -> bool:
@@ -789,10 +793,11 @@ def _confirm_engine(spec: TuneSpec) -> str:
     return "perf_analyzer"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Remeasure:
     """What measuring a config again needs: the server and model, the config candidates derive from, the perf
-    settings and requests, the tune spec, and where progress goes."""
+    settings and requests, the tune spec, and where progress goes; ``loaded``: the candidate the server holds
+    now, serving warm (the last one loaded and measured), or None (not known)."""
 
     server: Triton
     model: str
@@ -801,13 +806,19 @@ class _Remeasure:
     requests: Any
     spec: TuneSpec
     progress: Progress
+    loaded: Candidate | None = None
 
     def load(self, candidate: Candidate, concurrency: int) -> None:
-        """Load ``candidate`` and warm it up at ``concurrency`` (``spec.load_warmup_s``)."""
+        """Load ``candidate`` and warm it up at ``concurrency`` (``spec.load_warmup_s``); nothing where it is the
+        one loaded already (it has just been measured: reloading would only cost a load and a warm-up)."""
         from google.protobuf import json_format
 
+        if candidate == self.loaded:
+            return
+        self.loaded = None
         self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
         _warm(self.perf, self.requests, concurrency, self.spec)
+        self.loaded = candidate
 
     def at(self, concurrency: int, engine_name: str, duration_s: float | None = None) -> PerfPoint:
         """One measurement at ``concurrency`` with ``engine_name``, ``duration_s`` long (default: confirm_s)."""
