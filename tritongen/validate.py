@@ -19,7 +19,7 @@ is given, else against :data:`MAX_GPUS_PER_HOST`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from .validate_ensemble import (
     problems_in_ensemble_scheduling,
     problems_in_ensembles,
 )
-from .validate_onnx import graph_io_from_onnx, onnx_available, onnx_io_problems, tensor_names
+from .validate_onnx import GraphIO, graph_io_from_onnx, onnx_available, onnx_io_problems, tensor_names
 from .validate_sequence import graph_state_problems, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
@@ -738,28 +738,53 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
     return problems
 
 
-def _graph_io_problems(
-    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
+_GraphCheck = Callable[[ModelConfig, str, GraphIO, str], list[str]]  # (config, name, graph, where) -> problems
+
+
+def _version_graph_problems(
+    config: ModelConfig,
+    name: str,
+    model_dir: Path,
+    versions: list[int],
+    filename: str,
+    check_for: Callable[[Path], _GraphCheck | None],
+    unreadable: tuple[str, str],
 ) -> list[str]:
-    """The ONNX Runtime backend's checks of the config against each loaded version's graph (none without onnx)."""
+    """Each loaded version's graph ``filename`` judged by the check ``check_for`` gives for its version folder (a
+    folder it gives none for, or without the file, is skipped: the model-file checks name a missing one); a graph
+    that cannot be read is named with ``unreadable``: (what is wrong with it, the fix). None without onnx."""
     if not onnx_available():
         return []
     problems = []
     for version in versions:
-        path = model_dir / str(version) / filename
-        if not path.exists():
-            continue  # named by the model-file checks
+        folder = model_dir / str(version)
+        path = folder / filename
+        check = check_for(folder) if path.exists() else None
+        if check is None:
+            continue
         where = f"{version}/{filename}"
         try:
             graph = graph_io_from_onnx(path)
         except ValueError as exc:
-            problems.append(
-                f"{where} of model '{name}' is not a model the ONNX Runtime backend can load ({exc}): export it "
-                "again or rebuild with tritongen"
-            )
+            problems.append(f"{where} of model '{name}' {unreadable[0]} ({exc}): {unreadable[1]}")
             continue
-        problems += onnx_io_problems(config, name, graph, where)
+        problems += check(config, name, graph, where)
     return problems
+
+
+def _graph_io_problems(
+    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
+) -> list[str]:
+    """The ONNX Runtime backend's checks of the config against each loaded version's graph (none without onnx)."""
+    return _version_graph_problems(
+        config,
+        name,
+        model_dir,
+        versions,
+        filename,
+        lambda folder: onnx_io_problems,
+        ("is not a model the ONNX Runtime backend can load", "export it again or rebuild with tritongen"),
+    )
 
 
 RUNNER_TEMPLATE = "python/onnx_runner.py"  # the model.py a --target local build writes: it runs model.onnx
@@ -772,29 +797,29 @@ def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, version
     request (ONNX Runtime: "Invalid output name", "Missing Input", ...), though Triton loads the model."""
     from .templates import template_path
 
-    if not onnx_available():
-        return []
-    runner = template_path(RUNNER_TEMPLATE).read_bytes()
-    problems = []
-    for version in versions:
-        folder = model_dir / str(version)
+    def check_for(folder: Path) -> _GraphCheck | None:
         try:
-            ours = (folder / "model.py").is_file() and (folder / "model.py").read_bytes() == runner
+            code = (folder / "model.py").read_bytes() if (folder / "model.py").is_file() else None
         except OSError:
-            ours = False  # named by the model-file checks
-        if not ours or not (folder / "model.onnx").is_file():
-            continue
-        where = f"{version}/model.onnx"
-        try:
-            graph = graph_io_from_onnx(folder / "model.onnx")
-        except ValueError as exc:
-            problems.append(f"{where} of model '{name}' cannot be read ({exc}): rebuild it with tritongen build")
-            continue
-        problems += runner_io_problems(config, name, graph, where)
-    return problems
+            code = None  # named by the model-file checks
+        if code is None or not (folder / "model.onnx").is_file():
+            return None
+        if code == template_path(RUNNER_TEMPLATE).read_bytes():
+            return _runner_graph_problems
+        return None
+
+    return _version_graph_problems(
+        config,
+        name,
+        model_dir,
+        versions,
+        "model.onnx",
+        check_for,
+        ("cannot be read", "rebuild it with tritongen build"),
+    )
 
 
-def runner_io_problems(config: ModelConfig, name: str, graph, where: str) -> list[str]:
+def _runner_graph_problems(config: ModelConfig, name: str, graph: GraphIO, where: str) -> list[str]:
     """What tritongen's ONNX Runtime runner (``model.py``) would fail on every request: see
     :func:`_runner_io_problems`."""
 
