@@ -762,3 +762,111 @@ def test_a_local_build_is_checked_against_the_graph_its_model_py_runs(tmp_path):
     model_py = repo / "seq" / "1" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# changed by hand: not judged\n")
     assert not any("1/model.onnx" in p for p in validate_repository(repo).problems_by_model["seq"])
+
+
+@pytest.fixture(scope="module")
+def sequence_local_repo(tmp_path_factory) -> Path:
+    """A stateful model built with `--target local`: tritongen's sequence runner as model.py, running model.onnx
+    (x, acc -> y, acc_out) with the state pair acc:acc_out kept by the runner, so config.pbtxt lists x and y only."""
+    from tests import factories
+    from tritongen.api import build
+
+    root = tmp_path_factory.mktemp("sequence_local")
+    model = factories.save_model(factories.Accumulator(), root / "acc.pt", "torchscript")
+    repo = root / "repo"
+    build(
+        model,
+        name="acc",
+        inputs=["x:FP32:4", "acc:FP32:4"],
+        outputs=["y", "acc_out"],
+        states=["acc:acc_out"],
+        target="local",
+        repo=repo,
+    )
+    return repo
+
+
+def _edited_sequence_repo(source: Path, tmp_path: Path, old: str, new: str) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(source, repo)
+    config = repo / "acc" / "config.pbtxt"
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+    return repo
+
+
+def test_a_local_sequence_build_validates(sequence_local_repo):
+    """The sequence runner feeds the state input acc itself: the config need not list it."""
+    assert validate_repository(sequence_local_repo).ok
+    assert (sequence_local_repo / "acc" / "1" / "model.py").read_text().startswith('"""Triton Python-backend model')
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            'name: "y"',
+            'name: "z"',
+            [
+                "output 'z' of model 'acc' is not an output of 1/model.onnx (its outputs: y, acc_out): model.py asks "
+                "ONNX Runtime for the config's outputs by name, so every request would fail: rename it in config.pbtxt"
+            ],
+        ),
+        (
+            'name: "x"',
+            'name: "w"',
+            [
+                "input 'w' of model 'acc' is not an input of 1/model.onnx (its inputs: x, acc): model.py feeds ONNX "
+                "Runtime the config's inputs by name, so every request would fail: rename it in config.pbtxt",
+                # acc is not named: the runner feeds it from the state it keeps
+                "1/model.onnx of model 'acc' needs inputs the config does not give (x): model.py would feed ONNX "
+                "Runtime without them, and every request would fail: add them to config.pbtxt's inputs",
+            ],
+        ),
+        (
+            "data_type: TYPE_FP32",
+            "data_type: TYPE_FP16",
+            [
+                "input 'x' of model 'acc' is TYPE_FP16 in config.pbtxt but TYPE_FP32 in 1/model.onnx: ONNX Runtime "
+                "refuses it on every request: set data_type: TYPE_FP32"
+            ],
+        ),
+    ],
+    ids=["output-renamed", "input-renamed", "input-type"],
+)
+def test_a_local_sequence_build_is_checked_against_the_graph_its_model_py_runs(
+    sequence_local_repo, tmp_path, old, new, expected
+):
+    """Each edit loads in Triton but fails every request in the sequence runner (ONNX Runtime: "Invalid output name",
+    "Required inputs (['x']) are missing", "Unexpected input data type")."""
+    repo = _edited_sequence_repo(sequence_local_repo, tmp_path, old, new)
+    assert list(validate_repository(repo).problems_by_model["acc"]) == expected
+
+
+def test_a_local_sequence_build_without_its_state_pairs_is_named_once(sequence_local_repo, tmp_path):
+    """Without tritongen_states the sequence runner cannot load; its state input is not asked for as a config input."""
+    repo = _edited_sequence_repo(sequence_local_repo, tmp_path, 'key: "tritongen_states"', 'key: "other"')
+    problems = validate_repository(repo).problems_by_model["acc"]
+    assert problems == (
+        "1/model.py of model 'acc' is tritongen's sequence runner, which reads its state pairs from the config's "
+        "tritongen_states parameter, but config.pbtxt lacks it, so Triton cannot load the model: rebuild it with "
+        "tritongen build",
+    ), problems
+
+
+def test_a_state_tensor_the_sequence_runners_graph_lacks_is_named_once(sequence_local_repo, tmp_path):
+    """State tensors are judged by the state checks; the runner check neither names them again nor asks the config
+    for the graph input (acc) the broken pair should name."""
+    repo = _edited_sequence_repo(sequence_local_repo, tmp_path, 'string_value: "acc:acc_out"', 'string_value: "h:h2"')
+    assert validate_repository(repo).problems_by_model["acc"] == (
+        "state input 'h' of model acc is not an input of 1/model.onnx (its inputs: x, acc)",
+        "state output 'h2' of model acc is not an output of 1/model.onnx (its outputs: y, acc_out)",
+    )
+
+
+def test_a_hand_edited_sequence_runner_is_not_judged(sequence_local_repo, tmp_path):
+    repo = _edited_sequence_repo(sequence_local_repo, tmp_path, 'name: "y"', 'name: "z"')
+    model_py = repo / "acc" / "1" / "model.py"
+    model_py.write_text(model_py.read_text() + "\n# changed by hand: not judged\n")
+    assert validate_repository(repo).ok

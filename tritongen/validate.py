@@ -34,6 +34,7 @@ from .layout import (
     link_problems,
     version_numbers,
 )
+from .sequence import STATES_PARAMETER
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
     WILDCARD_DIM,
@@ -41,7 +42,7 @@ from .validate_ensemble import (
     problems_in_ensembles,
 )
 from .validate_onnx import GraphIO, graph_io_from_onnx, onnx_available, onnx_io_problems, tensor_names
-from .validate_sequence import graph_state_problems, state_problems
+from .validate_sequence import graph_state_problems, runner_state_pairs, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
 
@@ -788,13 +789,18 @@ def _graph_io_problems(
 
 
 RUNNER_TEMPLATE = "python/onnx_runner.py"  # the model.py a --target local build writes: it runs model.onnx
+SEQUENCE_RUNNER_TEMPLATE = "python/sequence_runner.py"  # the same for a stateful model (--state): keeps its state
 
 
 def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, versions: list[int]) -> list[str]:
-    """For a Python-backend model whose model.py is tritongen's ONNX Runtime runner, unchanged: the runner feeds
-    the config's inputs to ``model.onnx`` by name and asks ONNX Runtime for the config's outputs by name, so a name
-    the graph lacks, a graph input the config lacks, or an input data type the graph does not take fails every
-    request (ONNX Runtime: "Invalid output name", "Missing Input", ...), though Triton loads the model."""
+    """For a Python-backend model whose model.py is one of tritongen's ONNX Runtime runners, unchanged: the runner
+    feeds the config's inputs to ``model.onnx`` by name and asks ONNX Runtime for the config's outputs by name, so a
+    name the graph lacks, a graph input the config lacks, or an input data type the graph does not take fails every
+    request (ONNX Runtime: "Invalid output name", "Missing Input", ...), though Triton loads the model.
+
+    The sequence runner also feeds the graph the state inputs of the config's ``tritongen_states`` pairs (from the
+    state it keeps) and asks for their outputs: those need no config tensor, and :func:`graph_state_problems`
+    judges them against the graph."""
     from .templates import template_path
 
     def check_for(folder: Path) -> _GraphCheck | None:
@@ -806,6 +812,8 @@ def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, version
             return None
         if code == template_path(RUNNER_TEMPLATE).read_bytes():
             return _runner_graph_problems
+        if code == template_path(SEQUENCE_RUNNER_TEMPLATE).read_bytes():
+            return _sequence_runner_graph_problems
         return None
 
     return _version_graph_problems(
@@ -819,14 +827,35 @@ def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, version
     )
 
 
-def _runner_graph_problems(config: ModelConfig, name: str, graph: GraphIO, where: str) -> list[str]:
+def _sequence_runner_graph_problems(config: ModelConfig, name: str, graph: GraphIO, where: str) -> list[str]:
+    """:func:`_runner_graph_problems` for the sequence runner: the graph inputs of its state pairs are its own."""
+    if STATES_PARAMETER not in config.parameters:  # its state inputs are unknown: the runner fails to load
+        return [
+            f"{where.partition('/')[0]}/model.py of model '{name}' is tritongen's sequence runner, which reads its "
+            f"state pairs from the config's {STATES_PARAMETER} parameter, but config.pbtxt lacks it, so Triton "
+            "cannot load the model: rebuild it with tritongen build"
+        ]
+    state_inputs = frozenset(state_in for state_in, _ in runner_state_pairs(config))
+    if not state_inputs <= set(graph.inputs):
+        # the runner fails to load, named by the state checks (graph_state_problems); which graph inputs its pairs
+        # should name is unknown, so none is asked of the config
+        state_inputs |= frozenset(graph.inputs)
+    return _runner_graph_problems(config, name, graph, where, state_inputs)
+
+
+def _runner_graph_problems(
+    config: ModelConfig, name: str, graph: GraphIO, where: str, state_inputs: frozenset[str] = frozenset()
+) -> list[str]:
     """What tritongen's ONNX Runtime runner (``model.py``) would fail on every request: see
-    :func:`_runner_io_problems`."""
+    :func:`_runner_io_problems`. ``state_inputs``: the graph inputs the sequence runner feeds from its state (a
+    config input of that name is overwritten by the state, so it is not fed either)."""
 
     type_name = config_pb2().DataType.Name
     problems = []
     feedable = {**graph.inputs, **graph.overridable}
     for io in config.input:
+        if io.name in state_inputs:
+            continue
         tensor = feedable.get(io.name)
         if tensor is None:
             problems.append(
@@ -840,7 +869,8 @@ def _runner_graph_problems(config: ModelConfig, name: str, graph: GraphIO, where
                 f"{tensor.type_name} in {where}: ONNX Runtime refuses it on every request: set data_type: "
                 f"{tensor.type_name}"
             )
-    missing = [n for n in graph.inputs if n not in {io.name for io in config.input}]
+    given = {io.name for io in config.input} | state_inputs
+    missing = [n for n in graph.inputs if n not in given]
     if missing:
         problems.append(
             f"{where} of model '{name}' needs inputs the config does not give ({tensor_names(missing)}): model.py "

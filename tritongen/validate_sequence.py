@@ -94,11 +94,14 @@ def state_pairs(config: Any) -> list[tuple[str, str, int | None, list[int] | Non
     pairs: list[tuple[str, str, int | None, list[int] | None]] = [
         (s.input_name, s.output_name, s.data_type, list(s.dims)) for s in config.sequence_batching.state
     ]
-    text = config.parameters[STATES_PARAMETER].string_value if STATES_PARAMETER in config.parameters else ""
-    for pair in filter(None, text.split(",")):
-        state_in, _, state_out = pair.partition(":")
-        pairs.append((state_in, state_out, None, None))
+    pairs += [(state_in, state_out, None, None) for state_in, state_out in runner_state_pairs(config)]
     return pairs
+
+
+def runner_state_pairs(config: Any) -> list[tuple[str, str]]:
+    """(input, output) of every state the local target's sequence runner keeps (its ``tritongen_states``)."""
+    text = config.parameters[STATES_PARAMETER].string_value if STATES_PARAMETER in config.parameters else ""
+    return [(p.partition(":")[0], p.partition(":")[2]) for p in filter(None, text.split(","))]
 
 
 def graph_state_problems(config: Any, name: str, model_dir: Path, versions: list[int]) -> list[str]:
