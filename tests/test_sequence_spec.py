@@ -398,8 +398,10 @@ def test_a_state_output_is_judged_on_the_shape_the_graph_computes(tmp_path):
     assert _onnx_problems(path, [("h", "next", None, [4, 8])], "s", True) == []
     assert _onnx_problems(path, [("h", "next", None, [4, -1])], "s", True) == []
     assert _onnx_problems(path, [("h", "next", None, [-1])], "s", True) == [
-        "state input 'h' of model s has dims [4, 8] in the graph but [-1] in sequence_batching.state",
-        "state output 'next' of model s has dims [4, 8] in the graph but [-1] in sequence_batching.state",
+        "state input 'h' of model s has dims [4, 8] in the graph but [-1] in sequence_batching.state: set its dims: "
+        "[4, 8]",
+        "state output 'next' of model s has dims [4, 8] in the graph but [-1] in sequence_batching.state: set its "
+        "dims: [4, 8]",
     ]
     unknown = graph("unknown", helper.make_node("Declared", ["h"], ["next"], domain=factories.DECLARED_DOMAIN))
     assert _onnx_problems(unknown, [("h", "next", None, [4, 8])], "s", True) == []  # next: no shape, not judged

@@ -860,9 +860,29 @@ def test_a_state_tensor_the_sequence_runners_graph_lacks_is_named_once(sequence_
     for the graph input (acc) the broken pair should name."""
     repo = _edited_sequence_repo(sequence_local_repo, tmp_path, 'string_value: "acc:acc_out"', 'string_value: "h:h2"')
     assert validate_repository(repo).problems_by_model["acc"] == (
-        "state input 'h' of model acc is not an input of 1/model.onnx (its inputs: x, acc)",
-        "state output 'h2' of model acc is not an output of 1/model.onnx (its outputs: y, acc_out)",
+        "state input 'h' of model acc is not an input of 1/model.onnx (its inputs: x, acc): name one of them in the "
+        "state pair (tritongen build --state INPUT:OUTPUT)",
+        "state output 'h2' of model acc is not an output of 1/model.onnx (its outputs: y, acc_out): name one of them "
+        "in the state pair (tritongen build --state INPUT:OUTPUT)",
     )
+
+
+@pytest.mark.parametrize("pairs", ["", ",", "acc", "acc:acc_out:x", "acc:", "acc:acc_out,y"])
+def test_a_sequence_runners_state_pairs_that_it_cannot_read_are_named(sequence_local_repo, tmp_path, pairs):
+    """The sequence runner splits tritongen_states into INPUT:OUTPUT pairs and fails every request where there is
+    none (its first state is read) or a pair is not two names (it unpacks each pair)."""
+    repo = _edited_sequence_repo(
+        sequence_local_repo, tmp_path, 'string_value: "acc:acc_out"', f'string_value: "{pairs}"'
+    )
+    problems = validate_repository(repo).problems_by_model["acc"]
+    assert any(
+        p.startswith("model acc's tritongen_states parameter '")
+        and p.endswith(
+            "is not a list of INPUT:OUTPUT state pairs (the sequence runner fails every request): rebuild it with "
+            "tritongen build --state INPUT:OUTPUT"
+        )
+        for p in problems
+    ), problems
 
 
 def test_a_hand_edited_sequence_runner_is_not_judged(sequence_local_repo, tmp_path):

@@ -107,10 +107,19 @@ def runner_state_pairs(config: Any) -> list[tuple[str, str]]:
 def graph_state_problems(config: Any, name: str, model_dir: Path, versions: list[int]) -> list[str]:
     """Every state tensor exists in each version's ``model.onnx`` as an input and an output of the state's data type
     and dims; the local target's pairs need its sequence batcher's START, END and CORRID controls."""
+    problems = []
+    if STATES_PARAMETER in config.parameters:
+        text = config.parameters[STATES_PARAMETER].string_value
+        malformed = [p for p in text.split(",") if p and (p.count(":") != 1 or not all(p.split(":")))]
+        if malformed or not runner_state_pairs(config):
+            shown = ascii(malformed[0] if malformed else text)[1:-1][:80]
+            problems.append(
+                f"model {name}'s {STATES_PARAMETER} parameter '{shown}' is not a list of INPUT:OUTPUT state pairs "
+                "(the sequence runner fails every request): rebuild it with tritongen build --state INPUT:OUTPUT"
+            )
     pairs = state_pairs(config)
     if not pairs:
-        return []
-    problems = []
+        return problems
     if STATES_PARAMETER in config.parameters:
         kinds = {c.kind for ci in config.sequence_batching.control_input for c in ci.control}
         names = {ci.name for ci in config.sequence_batching.control_input}
@@ -152,23 +161,25 @@ def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
             if tensor not in table:
                 problems.append(
                     f"state {role} '{tensor}' of model {name} is not an {role} of {path.parent.name}/{path.name} "
-                    f"(its {role}s: {', '.join(table) or 'none'})"
+                    f"(its {role}s: {', '.join(table) or 'none'}): name one of them in the state pair "
+                    "(tritongen build --state INPUT:OUTPUT)"
                 )
             elif data_type is not None and table[tensor][0] and f"TYPE_{table[tensor][0]}" != _type_name(data_type):
                 problems.append(
                     f"state {role} '{tensor}' of model {name} is {table[tensor][0]} in the graph but "
-                    f"{_type_name(data_type)} in sequence_batching.state"
+                    f"{_type_name(data_type)} in sequence_batching.state: set its data_type: TYPE_{table[tensor][0]}"
                 )
             elif dims is not None and (graph_dims := table[tensor][1]) is not None and not _dims_fit(graph_dims, dims):
                 problems.append(
                     f"state {role} '{tensor}' of model {name} has dims {graph_dims} in the graph but {dims} in "
-                    "sequence_batching.state"
+                    f"sequence_batching.state: set its dims: {graph_dims}"
                 )
         in_type = graph_in[state_in][0] if state_in in graph_in else ""
         out_type = graph_out[state_out][0] if state_out in graph_out else ""  # '': no type declared or inferred
         if in_type and out_type and in_type != out_type:
             problems.append(
-                f"state '{state_in}' of model {name} is {in_type} but its next value '{state_out}' is {out_type}"
+                f"state '{state_in}' of model {name} is {in_type} but its next value '{state_out}' is {out_type}: "
+                "export the model so that the state output has the state input's type"
             )
     return problems
 
