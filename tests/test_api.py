@@ -80,3 +80,155 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, server_install, capsy
     out = capsys.readouterr().out
     assert "parity ok: True" in out and "MATCH" in out and "MISMATCH" not in out
     assert (tmp_path / "model_repository" / "tiny" / "config.pbtxt").is_file()
+
+
+def test_validate_checks_plans_against_the_triton_the_cli_assumes(tmp_path):
+    """One default: ``tritongen.validate(repo)`` and ``tritongen validate REPO`` both check the plans recorded in
+    the manifests against DEFAULT_TRITON_VERSION's TensorRT (the API skipped the check); None skips it."""
+    import inspect
+    import json
+
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+    from tests.test_bad_input import _run
+    from tritongen.cli import cli
+    from tritongen.plan_compat import DEFAULT_TRITON_VERSION
+
+    repo = tmp_path / "repo"
+    folder = write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    (folder / "1" / "tritongen").mkdir()
+    engines = {"8.9": {"plan": "model.plan", "tensorrt_version": "8.6.1", "compute_capability": "8.9"}}
+    (folder / "1" / "tritongen" / "manifest.json").write_text(json.dumps({"engines": engines}))
+    with pytest.raises(TritongenError) as err:
+        tritongen.validate(repo)
+    assert "TensorRT 8.6.1" in err.value.details and f"Triton {DEFAULT_TRITON_VERSION}" in err.value.details
+    code, _, stderr = _run(["validate", str(repo)])
+    assert code == 1 and "1 problem in model repository" in stderr
+    assert tritongen.validate(repo, triton_version=None).ok  # asked not to check plans
+    cli_default = next(p.default for p in cli.commands["validate"].params if p.name == "triton_version")
+    api_default = inspect.signature(tritongen.validate).parameters["triton_version"].default
+    assert cli_default == api_default == DEFAULT_TRITON_VERSION
+
+
+def test_build_keywords_take_the_spec_files_python_forms(tmp_path):
+    """consts, states and max_abs_error take a mapping or pairs (as the YAML spec file writes them) as well as the
+    CLI's strings, and all forms make the same spec; a wrong entry is a TritongenError naming the form."""
+    from tritongen.sequence import StatePair
+    from tritongen.spec import build_spec_from_options
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"placeholder")  # never loaded: the spec only
+    common = {"inputs": ["x:FP32:4", "h:FP32:8"], "outputs": ["y", "h_next"], "max_batch_size": 4}
+
+    def spec(**kw):
+        return build_spec_from_options(model, repo=tmp_path / "repo", **common, **kw)
+
+    cli_form = spec(max_abs_error=["y=0.1"], consts=["sr=16000", "fast=true"], states=["h:h_next"])
+    for py_form in (
+        {"max_abs_error": {"y": 0.1}, "consts": {"sr": 16000, "fast": True}, "states": {"h": "h_next"}},
+        {"max_abs_error": [("y", 0.1)], "consts": [("sr", 16000), ("fast", True)], "states": [("h", "h_next")]},
+        {"max_abs_error": [["y", 0.1]], "consts": [["sr", 16000], "fast=true"], "states": [StatePair("h", "h_next")]},
+    ):
+        made = spec(**py_form)
+        assert made.max_abs_error == cli_form.max_abs_error == (("y", 0.1),), py_form
+        assert made.consts == cli_form.consts == (("sr", 16000), ("fast", True)), py_form
+        assert made.states == cli_form.states == (StatePair("h", "h_next"),), py_form
+    for bad, words in (
+        ({"max_abs_error": {"y": "0.1"}}, "--max-abs-error ('y', '0.1') is not OUTPUT=VALUE"),
+        ({"max_abs_error": {"y": -1.0}}, "--max-abs-error y=-1.0 is not a positive number"),
+        ({"max_abs_error": [("y",)]}, "is not OUTPUT=VALUE"),
+        ({"consts": {"sr": "16000"}}, "the value is not an int, a finite float or a bool"),
+        ({"consts": {"sr": float("nan")}}, "the value is not an int, a finite float or a bool"),
+        ({"consts": {"not a name": 1}}, "is not an argument name"),
+        ({"consts": [("sr", 1), ("sr", 2)]}, "--const sr is given twice"),
+        ({"consts": [3]}, "--const 3 is not NAME=VALUE"),
+        ({"states": [("h", "h_next", "x")]}, "is not INPUT:OUTPUT"),
+        ({"states": [("h", 3)]}, "is not INPUT:OUTPUT"),
+        ({"states": {"h": "h"}}, "state tensor 'h' is named twice"),
+    ):
+        with pytest.raises(TritongenError) as err:
+            spec(**bad)
+        assert words in str(err.value), (bad, str(err.value))
+
+
+def test_build_of_an_in_memory_module_hands_it_back_in_its_mode(tmp_path):
+    """build() runs the module in eval mode and puts every submodule back as it came (train, or a mix), after a
+    build and after a failed one; max_abs_error as a mapping reaches the build."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5))
+    net.train()
+    net[1].eval()  # a mix: the caller's choice, kept
+    before = [m.training for m in net.modules()]
+    assert before == [True, True, False]
+    result = tritongen.build(
+        net, example_inputs=[torch.randn(2, 4)], name="net", repo=tmp_path / "repo", max_abs_error={"output_0": 1.0}
+    )
+    assert result.parity.ok and result.spec.max_abs_error == (("output_0", 1.0),)
+    assert [m.training for m in net.modules()] == before
+    with pytest.raises(TritongenError, match="negative"):
+        tritongen.build(net, example_inputs=[torch.randn(2, 4)], name="bad", repo=tmp_path / "r2", max_batch_size=-1)
+    assert [m.training for m in net.modules()] == before
+
+
+def test_build_takes_any_path_like_and_checks_an_in_memory_name_first(tmp_path):
+    from pathlib import PurePosixPath
+
+    class Where:
+        def __init__(self, path):
+            self.path = path
+
+        def __fspath__(self):
+            return self.path
+
+    for given in (PurePosixPath(tmp_path / "missing.pt"), Where(str(tmp_path / "missing.pt"))):
+        with pytest.raises(TritongenError, match="does not exist"):  # read as a path, not refused as an object
+            tritongen.build(given, inputs=["x:FP32:4"], repo=tmp_path / "repo")
+    with pytest.raises(TritongenError, match="is bytes"):
+        tritongen.build(Where(b"/tmp/model.pt"), inputs=["x:FP32:4"], repo=tmp_path / "repo")
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(4, 3)
+    for bad in ("a/b", "..", "../up"):
+        with pytest.raises(TritongenError, match="is not a valid folder name"):
+            tritongen.build(net, example_inputs=[torch.randn(2, 4)], name=bad, repo=tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_verify_report_says_a_signature_was_not_checked(tmp_path):
+    """A signed repository verified without a public key: the API's report names the unchecked signature and its
+    summary ends with the hint the CLI prints; no signature file, no hint."""
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    repo = tmp_path / "repo"
+    write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    report = tritongen.verify(repo, allow_unverified=["double"])
+    assert report.unchecked_signature is None and "hint:" not in report.summary()
+    sig = repo / ".tritongen-signature.sig"
+    sig.write_bytes(b"not read without a public key")
+    report = tritongen.verify(repo, allow_unverified=["double"])
+    assert report.unchecked_signature == sig and report.signature is None
+    assert report.summary().splitlines()[-1] == (
+        f"hint: signature {sig} was not checked (no --public-key): pass --public-key with the signer's public key "
+        "to check that the files are as signed"
+    )
+    elsewhere = tmp_path / "elsewhere.sig"
+    sig.rename(elsewhere)
+    assert tritongen.verify(repo, allow_unverified=["double"]).unchecked_signature is None
+    report = tritongen.verify(repo, allow_unverified=["double"], signature=elsewhere)
+    assert report.unchecked_signature == elsewhere and f"signature {elsewhere} was not checked" in report.summary()
+
+
+def test_build_docstring_maps_every_keyword_to_its_flag():
+    """build's table names every keyword build_spec_from_options takes and the CLI flag that sets it."""
+    import inspect
+
+    from tritongen.cli import cli
+    from tritongen.spec import build_spec_from_options
+
+    rows = dict(re.findall(r"^ {8}([a-z_0-9]+) +(--[a-z0-9-]+) ", tritongen.build.__doc__, re.M))
+    keywords = set(inspect.signature(build_spec_from_options).parameters) - {"model_path"}
+    assert set(rows) == keywords
+    flags = {p.name: p.opts[0] for p in cli.commands["build"].params if p.name != "model"}
+    flags["warmup"] = flags.pop("no_warmup")
+    assert rows == flags
+    for text in (tritongen.__doc__, tritongen.perf.__doc__):
+        assert "http_port=0" not in text and "tritongen.perf.report." not in text

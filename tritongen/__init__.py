@@ -7,7 +7,7 @@ The Python API (each function imports its stage when called, so ``import tritong
     result = tritongen.build("resnet.pt", name="resnet", inputs=["x:FP32:3,224,224"], repo="model_repository")
     tritongen.validate("model_repository")
     tritongen.verify("model_repository")
-    with tritongen.serve("model_repository", http_port=0) as server:
+    with tritongen.serve("model_repository") as server:  # ports 8000/8001/8002 when free, else free ones
         print(tritongen.infer("resnet", url=server.grpc_url, repo="model_repository", check=True).text())
 
 ``build`` takes a model file, a Hugging Face folder or an in-memory ``torch.nn.Module`` (with ``example_inputs``);

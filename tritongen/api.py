@@ -7,12 +7,14 @@ tritonclient). Every failure is a :class:`tritongen.errors.TritongenError` carry
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import TritongenError
+from .plan_compat import DEFAULT_TRITON_VERSION
 from .progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -27,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from .validate import ValidationReport
     from .verify import VerifyReport
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def build(
@@ -35,21 +37,69 @@ def build(
 ) -> BuildResult | EnsembleBuildResult:
     """Build ``model`` into a validated model folder of a Triton repository and return what was written.
 
-    ``model`` is one of:
+    ``model`` is one of (a path may be a ``str`` or any ``os.PathLike``; the form of a file is read from its
+    content, not its name):
 
-    - a file: TorchScript, ``torch.export`` ``.pt2``, a state_dict (with ``model_factory="pkg.mod:make"``) or,
-      with ``allow_pickle=True``, a pickled module;
+    - a file: TorchScript, ``torch.export`` ``.pt2``, an ONNX file (inputs and outputs read from its graph), a
+      state_dict (with ``model_factory="pkg.mod:make"``) or, with ``allow_pickle=True``, a pickled module;
     - a Hugging Face folder (``config.json`` beside the weights): builds a text- or image-in ensemble;
     - an in-memory ``torch.nn.Module``: then ``example_inputs`` is required, a mapping ``{input name: array}``
       (or a sequence of arrays/tensors, named ``input_0``, ``input_1``, ...) in ``forward()`` order, batch axis
       first when ``max_batch_size`` > 0. The input specs are inferred from them and they feed the parity gate.
+      The module is run in eval mode and handed back in the train/eval mode it came in; ``name`` defaults to its
+      class name in lower case.
 
-    ``options`` are the keyword forms of ``tritongen build``'s flags: ``name``, ``inputs`` (``"x:FP32:3,224,224"``
-    strings), ``outputs``, ``spec_file``, ``sample_inputs``, ``max_batch_size``, ``target``, ``repo``
-    (default ``model_repository``), ``force``, ``new_version``, ``precision``, ``task``, ``tokenizer``, ... (see
-    :func:`tritongen.spec.build_spec_from_options`). A Hugging Face folder, ``task``, ``tokenizer``,
-    ``preprocess`` or ``postprocess`` makes an ensemble (:class:`~tritongen.ensemble.EnsembleBuildResult`), else
-    one model (:class:`~tritongen.build.BuildResult`). ``progress`` receives one line per stage.
+    A Hugging Face folder, ``task``, ``tokenizer``, ``preprocess`` or ``postprocess`` makes an ensemble
+    (:class:`~tritongen.ensemble.EnsembleBuildResult`), else one model (:class:`~tritongen.build.BuildResult`).
+    Besides ``<repo>/<name>/``, a single-model build writes perf_analyzer / Model Analyzer hand-offs to
+    ``handoff/<name>/`` beside the repository (``result.handoff_dir``). ``progress`` receives one line per stage.
+
+    ``options`` stand for ``tritongen build``'s flags; a keyword left out (or ``None``) is a flag not given, and
+    the defaults are the CLI's (``--spec`` file values fill in what is not given). Where a flag is repeatable the
+    keyword takes a list; the values are the flags' (strings like ``"x:FP32:3,224,224"``) unless said here::
+
+        keyword                flag                     value
+        name                   --name                   str (default: the file or folder name)
+        inputs                 --input                  ["x:FP32:3,224,224", ...]
+        outputs                --output                 ["logits", ...]
+        spec_file              --spec                   YAML spec file path
+        sample_inputs          --sample-inputs          .npz path
+        max_batch_size         --max-batch-size         int
+        target                 --target                 "local" | "onnxruntime" | "tensorrt"
+        repo                   --repo                   path (default "model_repository")
+        model_factory          --model-factory          "pkg.module:make" or "file.py:make"
+        allow_pickle           --allow-pickle           bool
+        opset                  --opset                  int
+        atol                   --atol                   float
+        rtol                   --rtol                   float
+        force                  --force                  bool
+        new_version            --new-version            bool
+        instance_count         --instances              int
+        preferred_batch_sizes  --preferred-batch-size   [int, ...]
+        max_queue_delay_us     --queue-delay-us         int
+        priority_levels        --priority-levels        int
+        default_priority       --default-priority       int
+        queue_policies         --queue-policy           ["[LEVEL:]timeout_us=T,action=reject|delay,...", ...]
+        rate_limiter           --rate-limiter           ["RESOURCE:COUNT[:global]", ...]
+        rate_limiter_priority  --rate-limiter-priority  int
+        warmup                 --no-warmup              bool: warmup=False is --no-warmup
+        task                   --task                   "text-classification" | "feature-extraction" | ...
+        tokenizer              --tokenizer              tokenizer folder path
+        preprocess             --preprocess             "tokenizer" | "image" | "none" | "file.py"
+        postprocess            --postprocess            "mean-pool" | "normalize" | "softmax-topk" | ...
+        top_k                  --top-k                  int
+        precision              --precision              "fp32" | "fp16" | "int8"
+        calib_data             --calib-data             path
+        calib_method           --calib-method           "auto" | "minmax" | "entropy" | "percentile"
+        min_cosine             --min-cosine             float
+        min_top1               --min-top1               float
+        max_abs_error          --max-abs-error          {"box": 0.05}, [("box", 0.05)] or ["box=0.05"]
+        max_dynamic_dim        --max-dim                int
+        dim_ranges             --dim-range              ["INPUT:AXIS:MIN:OPT:MAX", ...]
+        consts                 --const                  {"sr": 16000}, [("sr", 16000)] or ["sr=16000"]
+        states                 --state                  {"h_in": "h_out"}, [("h_in", "h_out")] or ["h_in:h_out"]
+        state_from_attributes  --state-from-attributes  "auto", "_h,_c" or ["_h", "_c"]
+        exporter               --exporter               "auto" | "dynamo" | "torchscript"
 
     Example::
 
@@ -57,7 +107,8 @@ def build(
         result = tritongen.build("resnet.pt", name="resnet", inputs=["x:FP32:3,224,224"], max_batch_size=32)
         print(result.model_dir, result.parity.ok)
     """
-    if isinstance(model, (str, Path)):
+    if isinstance(model, (str, os.PathLike)):
+        model = _model_path(model)
         if example_inputs is not None:
             raise TritongenError(
                 "example_inputs given with a model file",
@@ -67,7 +118,17 @@ def build(
     return _build_module(model, example_inputs, progress, **options)
 
 
-def _build_spec(model: PathLike, progress: Progress | None, loaded: Any = None, **options: Any) -> Any:
+def _model_path(model: str | os.PathLike[Any]) -> Path:
+    """A model given as a ``str`` or any ``os.PathLike`` (``Path``, ``PurePosixPath``, ...) as a ``Path``."""
+    path = os.fspath(model)
+    if not isinstance(path, str):
+        raise TritongenError(
+            f"model path {path!r} is bytes", "pass the model file or folder as a str or a pathlib.Path"
+        )
+    return Path(path)
+
+
+def _build_spec(model: Path, progress: Progress | None, loaded: Any = None, **options: Any) -> Any:
     from .spec import build_spec_from_options
 
     spec = build_spec_from_options(model, **options)
@@ -129,17 +190,23 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
         raise TritongenError("sample_inputs given with an in-memory module", "pass the arrays as example_inputs")
     arrays = _example_arrays(example_inputs)
     from .load import LoadedModel
+    from .spec import check_model_name
 
-    name = options.pop("name", None) or type(module).__name__.lower()
-    with tempfile.TemporaryDirectory(prefix="tritongen-module-") as tmp:
-        import numpy as np
+    name = check_model_name(options.pop("name", None) or type(module).__name__.lower())  # before it names a file
+    modes = [(m, m.training) for m in module.modules()]  # the caller's module: put back as it was (train or eval)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tritongen-module-") as tmp:
+            import numpy as np
 
-        samples = Path(tmp) / "example_inputs.npz"
-        np.savez(samples, **arrays)  # type: ignore[arg-type]
-        placeholder = Path(tmp) / f"{name}.module"
-        placeholder.touch()  # the spec resolver checks that the model exists
-        loaded = LoadedModel(module.eval(), "nn.Module", Path(f"<in-memory {type(module).__name__}>"))
-        return _build_spec(placeholder, progress, loaded=loaded, name=name, sample_inputs=samples, **options)
+            samples = Path(tmp) / "example_inputs.npz"
+            np.savez(samples, **arrays)  # type: ignore[arg-type]
+            placeholder = Path(tmp) / f"{name}.module"
+            placeholder.touch()  # the spec resolver checks that the model exists
+            loaded = LoadedModel(module.eval(), "nn.Module", Path(f"<in-memory {type(module).__name__}>"))
+            return _build_spec(placeholder, progress, loaded=loaded, name=name, sample_inputs=samples, **options)
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _example_arrays(example_inputs: Any) -> dict[str, Any]:
@@ -161,11 +228,16 @@ def _example_arrays(example_inputs: Any) -> dict[str, Any]:
     return out
 
 
-def validate(repo: PathLike = "model_repository", *, triton_version: str | None = None) -> ValidationReport:
+def validate(
+    repo: PathLike = "model_repository", *, triton_version: str | None = DEFAULT_TRITON_VERSION
+) -> ValidationReport:
     """Check every ``config.pbtxt`` in ``repo`` offline with Triton's own rules (ensembles included).
 
-    With ``triton_version`` (e.g. ``"2.51.0"``) TensorRT plans must have been built by that release's TensorRT.
-    Returns the report; raises :class:`~tritongen.errors.TritongenError` listing every problem.
+    TensorRT plans recorded in the manifests must have been built by the TensorRT of Triton ``triton_version``,
+    the release that will serve ``repo``: by default the one ``tritongen validate`` assumes
+    (:data:`tritongen.plan_compat.DEFAULT_TRITON_VERSION`, the Triton that ``serve`` and ``serve --docker`` run);
+    ``None`` skips that check. Returns the report; raises :class:`~tritongen.errors.TritongenError` listing every
+    problem.
     """
     from .validate import check_repository
 
@@ -182,19 +254,26 @@ def verify(
     """Check that every file Triton would load from ``repo`` is listed, with its sha256, in a build manifest.
 
     ``allow_unverified`` names models written by hand (no manifest). With ``public_key`` the repository's
-    signature (``tritongen.sign``) is checked first. Raises :class:`~tritongen.errors.TritongenError` on a mismatch.
+    signature (``tritongen.sign``; ``signature``: its file, default ``<repo>/.tritongen-signature.sig``) is checked
+    first and the report's ``signature`` names it. Without ``public_key`` a signature file that is there goes
+    unchecked: the report's ``unchecked_signature`` names it and its ``summary()`` ends with a hint saying so.
+    Raises :class:`~tritongen.errors.TritongenError` on a mismatch.
     """
     import dataclasses
 
     from .verify import check_verified
 
-    checked_signature = None
     if public_key is not None:
         from .signing import check_signature
 
         checked_signature = check_signature(Path(repo), Path(public_key), _path(signature))  # before any other read
+        report = check_verified(Path(repo), allow_unverified=tuple(allow_unverified))
+        return dataclasses.replace(report, signature=checked_signature)
+    from .signing import unchecked_signature
+
     report = check_verified(Path(repo), allow_unverified=tuple(allow_unverified))
-    return report if checked_signature is None else dataclasses.replace(report, signature=checked_signature)
+    # a signed repository checked against its manifests only: the report (and its summary) says so
+    return dataclasses.replace(report, unchecked_signature=unchecked_signature(Path(repo), _path(signature)))
 
 
 def sign(
@@ -260,7 +339,10 @@ def infer(name: str, **options: Any) -> InferResult:
 
     ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``; default:
     the ``url``'s ``http://`` or ``grpc://``, else ``$TRITONGEN_URL``'s, else gRPC),
-    ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``.
+    ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``, and for a
+    stateful model (``build(..., states=...)``) ``sequence=True`` to stream ``input_file`` in chunks as one
+    sequence, ``chunk_size`` (default: the first input's fixed size) and ``sequence_id`` (its correlation ID,
+    default 1).
     """
     from .infer import InferSpec, infer_model
 
@@ -271,8 +353,9 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     """Load-test ``model`` on a running server: throughput, latency percentiles, server-side breakdown.
 
     ``options`` are :class:`~tritongen.perf.PerfSpec` fields (``concurrency``, ``request_rates``, ``engine``,
-    ``duration_s``, ``url``, ...). Write an HTML report with :func:`tritongen.perf.report.report_from_runs`; pass
-    its folder as ``report_dir`` too, to have it checked before any load is sent.
+    ``duration_s``, ``url``, ...). Write an HTML report with ``report_from_runs`` (``from
+    tritongen.perf.report import report_from_runs``: ``tritongen.perf`` is this function, so reach the subpackage's
+    modules by import); pass its folder as ``report_dir`` too, to have it checked before any load is sent.
     """
     from .perf import PerfSpec, perf_from_spec
 
@@ -302,7 +385,12 @@ def engine(
 ) -> list[EngineResult]:
     """Build ``model.plan`` for every model in ``repo`` prepared by ``build(..., target="tensorrt")``.
 
+    ``workspace_bytes``: the builder's workspace limit (``tritongen engine --workspace-gb`` times 2**30; default:
+    the model's ``engine.json``, 4 GiB). ``optimization_level``: the builder optimization level 0-5
+    (``--opt-level``; default: ``engine.json``'s, 3). ``per_cc``: save ``model.<cc>.plan`` and list it in the
+    config's ``cc_model_filenames``, so one repository carries plans for several GPU generations (``--per-cc``).
     A model whose recorded plan is current (this GPU generation, this TensorRT) is skipped unless ``rebuild``.
+    ``progress`` receives one line per model. Returns one :class:`~tritongen.engine.EngineResult` per plan built.
     Needs TensorRT and a GPU; raises :class:`~tritongen.errors.TritongenError` saying so where they are missing.
     """
     from .engine import engines_from_repository

@@ -302,13 +302,7 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
     a version without manifest or a model without manifest fails. With --public-key the signature is checked first.
     """
     report = api.verify(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
-    click.echo(report.summary())
-    if public_key is None:
-        from .signing import unchecked_signature_hint
-
-        hint = unchecked_signature_hint(repo, signature)
-        if hint:
-            click.echo(hint)
+    click.echo(report.summary())  # its last line says so where a signature was not checked (no --public-key)
 
 
 @cli.command()

@@ -23,6 +23,7 @@ from .names import with_suggestion
 Const = tuple[str, Any]
 SCALAR_TYPES = (bool, int, float)
 _FIX = "write it as NAME=VALUE with an int (16000), a float (0.5) or a bool (true/false)"
+_PY_FIX = "pass consts={'sr': 16000} (or ['sr=16000']): argument names to ints, finite floats or bools"
 
 
 def const_from_arg(arg: str) -> Const:
@@ -49,6 +50,39 @@ def const_from_arg(arg: str) -> Const:
 def consts_from_mapping(mapping: Mapping[str, Any]) -> tuple[Const, ...]:
     """The YAML spec's ``consts: {sr: 16000}`` (types checked by :mod:`tritongen.spec_file`)."""
     return tuple((str(k), v) for k, v in mapping.items())
+
+
+def const_from_pair(name: Any, value: Any) -> Const:
+    """A Python ``(name, value)`` pair (``consts={"sr": 16000}`` or ``[("sr", 16000)]``): the rules of ``--const``,
+    the value already typed (an int, a finite float or a bool)."""
+    shown = f"{name!r}: {value!r}"
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TritongenError(f"consts {shown}: {name!r} is not an argument name", _PY_FIX)
+    if (
+        not isinstance(value, SCALAR_TYPES)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or (isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1)
+    ):
+        raise TritongenError(f"consts {shown}: the value is not an int, a finite float or a bool", _PY_FIX)
+    return name, value
+
+
+def consts_from_given(given: Iterable[Any] | Mapping[str, Any]) -> tuple[Const, ...]:
+    """``--const`` values: ``NAME=VALUE`` strings (the CLI's), ``(name, value)`` pairs or one mapping
+    ``{name: value}`` (Python's)."""
+    if isinstance(given, Mapping):
+        return tuple(const_from_pair(k, v) for k, v in given.items())
+    out = []
+    for item in given:
+        if isinstance(item, str):
+            out.append(const_from_arg(item))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            out.append(const_from_pair(*item))
+        else:
+            shown = repr(item) if len(repr(item)) <= 80 else repr(item)[:77] + "..."
+            raise TritongenError(f"--const {shown} is not NAME=VALUE", _PY_FIX)
+    return tuple(out)
 
 
 _TYPE_NAMES = {"int": int, "float": float, "bool": bool}

@@ -8,7 +8,7 @@ itself, keyed by correlation ID, driven by the control inputs named here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,21 +44,39 @@ class StatePair:
         return {"input": self.input, "output": self.output}
 
 
-def state_pair_from_arg(arg: str) -> StatePair:
-    """``IN:OUT`` (``--state`` and the YAML spec's ``states:`` list)."""
-    parts = str(arg).split(":")
+def state_pair_from_arg(arg: str | StatePair | Sequence[str]) -> StatePair:
+    """``IN:OUT`` (``--state`` and the YAML spec's ``states:`` list); from Python also an ``(IN, OUT)`` pair or a
+    :class:`StatePair`."""
+    if isinstance(arg, StatePair):
+        parts = [arg.input, arg.output]
+    elif isinstance(arg, str):
+        parts = arg.split(":")
+    elif isinstance(arg, (tuple, list)) and all(isinstance(p, str) for p in arg):
+        parts = list(arg)
+    else:
+        parts = []
     if len(parts) != 2 or not all(parts):
-        raise TritongenError(
-            f"--state '{arg}' is not INPUT:OUTPUT", "name the state input and the output that returns its next value"
-        )
+        fix = "name the state input and the output that returns its next value"
+        if not isinstance(arg, str):
+            fix += ": 'h_in:h_out', ('h_in', 'h_out'), or one mapping {'h_in': 'h_out'} for all pairs"
+        raise TritongenError(f"--state {_shown(arg)} is not INPUT:OUTPUT", fix)
     for part in parts:
         check_name(part, "state tensor name")
         TensorSpec(part, "FP32", (1,))  # the tensor-name rules
     return StatePair(parts[0], parts[1])
 
 
-def state_pairs_from_args(args: Iterable[str]) -> tuple[StatePair, ...]:
-    pairs = tuple(state_pair_from_arg(a) for a in args)
+def _shown(value: Any) -> str:
+    """``value`` for a message: a string quoted as the CLI gave it, anything else as its (shortened) repr."""
+    shown = f"'{value}'" if isinstance(value, str) else repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def state_pairs_from_args(args: Iterable[Any] | Mapping[str, str]) -> tuple[StatePair, ...]:
+    """``--state`` values (``IN:OUT`` strings, ``(IN, OUT)`` pairs or :class:`StatePair` objects) or one mapping
+    ``{IN: OUT}``."""
+    items = list(args.items()) if isinstance(args, Mapping) else list(args)
+    pairs = tuple(state_pair_from_arg(a) for a in items)
     names = [n for p in pairs for n in (p.input, p.output)]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

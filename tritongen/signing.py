@@ -117,16 +117,11 @@ def check_public_key(path: Path) -> None:
     _check_curve(key, Path(path), "public")
 
 
-def unchecked_signature_hint(repo: Path, signature: Path | None = None) -> str:
-    """The line to print after a verify without a public key where ``repo`` has a signature (the default one, or
-    ``signature``): the manifests were checked, the signature was not. Empty when there is no signature file."""
+def unchecked_signature(repo: Path, signature: Path | None = None) -> Path | None:
+    """The signature file of ``repo`` (the default one, or ``signature``) if there is one: what a verify without
+    a public key leaves unchecked (:attr:`tritongen.verify.VerifyReport.unchecked_signature`)."""
     path = Path(signature) if signature is not None else Path(repo) / SIGNATURE_NAME
-    if not path.is_file():
-        return ""
-    return (
-        f"hint: signature {path} was not checked (no --public-key): pass --public-key with the signer's public key "
-        "to check that the files are as signed"
-    )
+    return path if path.is_file() else None
 
 
 def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | None]:

@@ -327,18 +327,36 @@ def _default_name(model_path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".") or "model"
 
 
-def _abs_error_bars(given: Iterable[str]) -> tuple[tuple[str, float], ...]:
-    """``OUTPUT=VALUE`` strings -> ((output, value), ...)."""
+def _abs_error_bars(given: Iterable[Any] | Mapping[str, float]) -> tuple[tuple[str, float], ...]:
+    """``OUTPUT=VALUE`` strings (the CLI's), ``(output, value)`` pairs or one mapping ``{output: value}`` (Python's,
+    as the spec file's ``max_abs_error: {box: 0.05}``) -> ((output, value), ...)."""
     out: dict[str, float] = {}
-    for item in given:
-        name, sep, value = str(item).partition("=")
-        try:
-            bar = float(value)
-        except ValueError:
-            bar = float("nan")
-        if not sep or not name.strip() or not math.isfinite(bar):
+    items = list(given.items()) if isinstance(given, Mapping) else list(given)
+    for item in items:
+        if isinstance(item, str):
+            name, sep, value = item.partition("=")
+            try:
+                bar = float(value)
+            except ValueError:
+                bar = float("nan")
+            if not sep or not name.strip() or not math.isfinite(bar):
+                raise TritongenError(
+                    f"--max-abs-error '{item}' is not OUTPUT=VALUE", "use e.g. --max-abs-error box=0.05 (repeatable)"
+                )
+        elif (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and item[0].strip()
+            and isinstance(item[1], (int, float))
+            and not isinstance(item[1], bool)
+        ):
+            name, bar = item[0], float(item[1])
+        else:
+            shown = repr(item) if len(repr(item)) <= 80 else repr(item)[:77] + "..."
             raise TritongenError(
-                f"--max-abs-error '{item}' is not OUTPUT=VALUE", "use e.g. --max-abs-error box=0.05 (repeatable)"
+                f"--max-abs-error {shown} is not OUTPUT=VALUE",
+                "pass max_abs_error={'box': 0.05} (or ['box=0.05']): output names to positive numbers",
             )
         out[name.strip()] = bar
     return tuple(out.items())
@@ -376,12 +394,12 @@ def build_spec_from_options(
     calib_method: str | None = None,
     min_cosine: float | None = None,
     min_top1: float | None = None,
-    max_abs_error: Iterable[str] = (),
+    max_abs_error: Iterable[Any] | Mapping[str, float] = (),
     max_dynamic_dim: int | None = None,
     exporter: str | None = None,
     dim_ranges: Iterable[str] = (),
-    consts: Iterable[str] = (),
-    states: Iterable[str] = (),
+    consts: Iterable[Any] | Mapping[str, Any] = (),
+    states: Iterable[Any] | Mapping[str, str] = (),
     state_from_attributes: str | None = None,
     priority_levels: int | None = None,
     default_priority: int | None = None,
@@ -498,7 +516,7 @@ def build_spec_from_options(
         dim_ranges=check_ranges(ranges, input_specs),
         consts=_consts(consts, file_opts),
         inputs_from=inputs_from,
-        states=state_pairs_from_args(tuple(states) or file_opts.get("states") or ()),
+        states=state_pairs_from_args(states) or state_pairs_from_args(file_opts.get("states") or ()),
         state_from_attributes=attribute_names_from_arg(
             state_from_attributes if state_from_attributes is not None else file_opts.get("state_from_attributes")
         ),
@@ -530,10 +548,10 @@ def _is_onnx_file(model: Path) -> bool:
         return False
 
 
-def _consts(args: Iterable[str], file_opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    from .consts import const_from_arg, consts_from_mapping
+def _consts(args: Iterable[Any] | Mapping[str, Any], file_opts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    from .consts import consts_from_given, consts_from_mapping
 
-    given = tuple(const_from_arg(a) for a in args) or consts_from_mapping(file_opts.get("consts") or {})
+    given = consts_from_given(args) or consts_from_mapping(file_opts.get("consts") or {})
     names = [n for n, _ in given]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

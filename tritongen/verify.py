@@ -61,6 +61,8 @@ class VerifyReport:
     unverified_models: tuple[str, ...] = field(default=())
     fixes: tuple[str, ...] = field(default=())  # one per problem
     signature: Path | None = None  # checked against a public key first, when one was given
+    # a signature file beside the repository that nobody checked (verified without a public key): see summary()
+    unchecked_signature: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,17 @@ class VerifyReport:
         if self.unverified_models:
             names = ", ".join(self.unverified_models)
             lines.append(f"no manifest (allowed with --allow-unverified, not verified): {names}")
+        if self.unchecked_signature is not None:
+            lines.append(unchecked_signature_line(self.unchecked_signature))
         return "\n".join(lines)
+
+
+def unchecked_signature_line(path: Path) -> str:
+    """The summary's last line where the repository has a signature at ``path`` that was not checked."""
+    return (
+        f"hint: signature {path} was not checked (no --public-key): pass --public-key with the signer's public key "
+        "to check that the files are as signed"
+    )
 
 
 class _Findings:
