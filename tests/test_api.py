@@ -47,7 +47,7 @@ def test_build_from_in_memory_module(tmp_path):
 
 
 def test_build_refuses_what_it_cannot_build(tmp_path):
-    with pytest.raises(TritongenError, match="cannot build a dict"):
+    with pytest.raises(TritongenError, match="cannot build a value of type dict"):
         tritongen.build({"not": "a model"}, example_inputs={"x": [1.0]}, repo=tmp_path)
     with pytest.raises(TritongenError, match="does not exist"):
         tritongen.build(tmp_path / "missing.pt", inputs=["x:FP32:4"], repo=tmp_path)
@@ -232,3 +232,123 @@ def test_build_docstring_maps_every_keyword_to_its_flag():
     assert rows == flags
     for text in (tritongen.__doc__, tritongen.perf.__doc__):
         assert "http_port=0" not in text and "tritongen.perf.report." not in text
+
+
+# Every API keyword is checked before any work (the paths below do not exist: a check made after the first read
+# would say so instead), with a did-you-mean, or the API's name for a CLI flag's spelling.
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda r: tritongen.perf("m", concurency=4),
+            r"perf\(\) has no option 'concurency': did you mean 'concurrency'",
+        ),
+        (lambda r: tritongen.infer("m", checks=True), r"infer\(\) has no option 'checks': did you mean 'check'"),
+        (lambda r: tritongen.tune(r / "m", max_p99_ms=10, dry_run=True), r"--dry-run\): pass write=False"),
+        (lambda r: tritongen.serve(r, http_prot=0), r"did you mean 'http_port'"),
+        (lambda r: tritongen.rollout(r, "m", to_version=2, min_cosin=0.9), r"did you mean 'min_cosine'"),
+        (lambda r: tritongen.rollout(r, "m", to_version=2, header=["a=b"]), r"pass headers=\{name: value\}"),
+        (lambda r: tritongen.rollback(r, "m", urll="x"), r"did you mean 'url'"),
+        (lambda r: tritongen.engine(r, workspace_gb=2), r"pass workspace_bytes="),
+        (lambda r: tritongen.build(r / "m.pt", instances=2), r"pass instance_count=N"),
+        (lambda r: tritongen.build(r / "m.pt", no_warmup=True), r"pass warmup=False"),
+        (lambda r: tritongen.build(r / "m.pt", dim_range=["x:0:1:2:3"]), r"pass dim_ranges="),
+        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", forse=True), r"did you mean 'force'"),
+        (lambda r: tritongen.deploy(r, to="kubernetes", out=r / "o", namspace="p"), r"did you mean 'namespace'"),
+        (lambda r: tritongen.deploy(r, to="kubernetes", out=r / "o", gpu=0), r"did you mean 'gpus'"),
+        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", ngc="99.99"), r"deploy\(\) has no option 'ngc'"),
+        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", slo_p99_ms=5), r"for kserve and kubernetes bundles"),
+        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", namespace="x"), r"namespace .*not docker"),
+        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", extra_package="a=b"), r"pass extra_packages="),
+        (lambda r: tritongen.rollback(r, "m", golden=r / "g.npz"), r"rollback\(\) takes no golden"),
+        (lambda r: tritongen.rollback(r, "m", min_cosine=0.5), r"rollback\(\) takes no min_cosine"),
+        (lambda r: tritongen.validate(r, "2.51.0"), r"validate\(\): too many positional"),
+    ],
+)
+def test_an_unknown_keyword_is_refused_before_any_work(tmp_path, call, message):
+    with pytest.raises(TritongenError, match=message) as caught:
+        call(tmp_path / "missing")
+    assert "\n" not in str(caught.value)
+
+
+# Values of the wrong type are refused where they enter, naming the option and the type it wants.
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda r: tritongen.perf("m", duration_s="5"), r"duration_s='5' is a str, not a number: .*duration_s=5$"),
+        (lambda r: tritongen.perf("m", url=8001), r"perf option url=8001 is an int, not text"),
+        (lambda r: tritongen.infer("m", url=8001), r"infer option url=8001 is an int"),
+        (lambda r: tritongen.perf("m", concurrency=["1", "4"]), r"concurrency item '1' is a str"),
+        (lambda r: tritongen.perf("m", concurrency="1,x"), r"concurrency '1,x' is not a comma-separated list"),
+        (lambda r: tritongen.perf("m", version_split=[("1", 90), (2, "x")]), r"'2:x' is not VERSION:PERCENT"),
+        (lambda r: tritongen.tune(r / "m", max_p99_ms="10"), r"tune option max_p99_ms='10' is a str"),
+        (lambda r: tritongen.serve(r, ready_timeout_s="60"), r"serve option ready_timeout_s='60' is a str"),
+        (lambda r: tritongen.serve(r, http_port="8000"), r"http_port='8000' is a str, not a whole number"),
+        (lambda r: tritongen.rollout(r, "m", to_version=2, min_cosine="0.9"), r"min_cosine='0.9' is a str"),
+        (lambda r: tritongen.rollout(r, "m", to_version=2, min_top1="1"), r"rollout option min_top1='1'"),
+        (lambda r: tritongen.rollout(r, "m", to_version=2, headers=["a=b"]), r"headers=\['a=b'\] is a list"),
+        (lambda r: tritongen.deploy(r, to="kubernetes", out=r / "o", gpus="0"), r"gpus='0' is a str"),
+        (lambda r: tritongen.validate(123), r"validate option repo=123 is an int, not a path"),
+        (lambda r: tritongen.lint(5), r"lint option path=5 is an int, not a path"),
+        (lambda r: tritongen.build(r / "m.pt", progress=True), r"progress=True is a bool, not a function"),
+        (lambda r: tritongen.engine(r, workspace_bytes="2"), r"workspace_bytes='2' is a str"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_before_any_work(tmp_path, call, message):
+    with pytest.raises(TritongenError, match=message) as caught:
+        call(tmp_path / "missing")
+    assert "\n" not in str(caught.value)
+
+
+def test_specs_take_the_forms_the_cli_takes():
+    from tritongen.infer import InferSpec
+    from tritongen.perf import PerfSpec
+    from tritongen.server import ServeSpec
+
+    assert PerfSpec(model="m", concurrency=4).concurrency == (4,)
+    assert PerfSpec(model="m", concurrency="1,4").concurrency == (1, 4)  # as --concurrency 1,4
+    assert PerfSpec(model="m", request_rates=50).request_rates == (50.0,)
+    assert PerfSpec(model="m", version_split={"1": 90, "2": 10}).version_split == (("1", 90), ("2", 10))
+    assert PerfSpec(model="m", input_data=Path("a.npz")).input_data == Path("a.npz")
+    # a str where texts or paths are expected is one item, never its letters
+    assert InferSpec(name="m", texts="hello").texts == ("hello",)
+    assert InferSpec(name="m", images="cat.jpg").images == (Path("cat.jpg"),)
+    assert ServeSpec(repo=Path("."), http_port=8000).http_port == 8000
+
+
+def test_allow_unverified_given_as_one_name(tmp_path):
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    repo = tmp_path / "repo"
+    write_model(repo, "abc", DOUBLE_CONFIG, DOUBLE_MODEL)  # written by hand: no manifest
+    tritongen.verify(repo, allow_unverified="abc")  # one model name, not 'a', 'b', 'c'
+
+
+def test_every_cli_flag_is_an_api_keyword_or_names_one():
+    """Each flag of a CLI command is an option of its API function, or a spelling the API answers with its own
+    name (api.CLI_SPELLINGS), so a keyword copied from the command line is never met with a bare 'no option'."""
+    import click
+
+    from tritongen import api
+    from tritongen.cli import cli
+
+    for command, cmd in cli.commands.items():
+        function = getattr(api, command, None)
+        if function is None:
+            continue
+        known = set(function.options())
+        for param in cmd.params:
+            if not isinstance(param, click.Option):
+                continue
+            for flag in (*param.opts, *param.secondary_opts):
+                spelling = flag.lstrip("-").replace("-", "_")
+                assert spelling in known or spelling in api.CLI_SPELLINGS.get(command, {}), (command, flag)
+
+
+def test_cli_deploy_refuses_another_targets_flag(tmp_path, capsys):
+    from tritongen.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["deploy", str(tmp_path), "--to", "docker", "--out", str(tmp_path / "o"), "--slo-p99-ms", "5"])
+    assert exit_info.value.code != 0
+    assert "slo_p99_ms (--slo-p99-ms) is for kserve and kubernetes bundles, not docker" in capsys.readouterr().err

@@ -7,9 +7,11 @@ tritonclient). Every failure is a :class:`tritongen.errors.TritongenError` carry
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,137 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 PathLike = str | os.PathLike[str]
 
+# The CLI's flag spellings that an API keyword names otherwise, by function: {spelling: what to pass instead}.
+CLI_SPELLINGS: dict[str, dict[str, str]] = {
+    "build": {
+        "input": "inputs=[...]",
+        "output": "outputs=[...]",
+        "spec": "spec_file=...",
+        "instances": "instance_count=N",
+        "preferred_batch_size": "preferred_batch_sizes=[...]",
+        "queue_delay_us": "max_queue_delay_us=N",
+        "queue_policy": "queue_policies=[...]",
+        "no_warmup": "warmup=False",
+        "max_dim": "max_dynamic_dim=N",
+        "dim_range": "dim_ranges=[...]",
+        "const": "consts=[...]",
+        "state": "states=[...]",
+    },
+    "deploy": {
+        "extra_package": "extra_packages=[...]",
+        "from_perf": "perf_results=...",
+        "canary_percent": "canary_traffic_percent=N",
+    },
+    "engine": {"workspace_gb": "workspace_bytes=GB << 30", "opt_level": "optimization_level=N"},
+    "infer": {"text": "texts=[...]", "image": "images=[...]"},
+    "perf": {
+        "request_rate": "request_rates=[...]",
+        "report": "report_dir=... (and write the report with tritongen.perf.report.report_from_runs)",
+        "compare": "the runs to tritongen.perf.report.report_from_runs",
+    },
+    "rollout": {"header": "headers={name: value}", "timeout": "timeout_s=..."},
+    "rollback": {"header": "headers={name: value}", "timeout": "timeout_s=..."},
+    "serve": {"timeout_s": "ready_timeout_s=...", "docker": "tritongen.deploy(repo, to='docker', out=...) instead"},
+    "tune": {"dry_run": "write=False", "min_throughput": "min_throughput_rps=..."},
+}
 
+# rollout's gate thresholds, by keyword -> GateThresholds field
+GATE_LIMITS = {
+    "max_p99_ratio": "max_p99_ratio",
+    "min_cosine": "min_cosine",
+    "min_top1": "min_top1_agreement",
+    "max_abs_error": "max_abs_error",
+    "max_accuracy_drop": "max_accuracy_drop",
+    "gate_requests": "latency_requests",
+}
+ROLLOUT_ONLY = ("golden", "out", *GATE_LIMITS)  # what only a gate uses: a rollback has none
+
+
+def _spec_fields(module: str, name: str, *leave_out: str) -> Callable[[], tuple[str, ...]]:
+    """The fields of spec class ``name`` in ``module`` less ``leave_out`` (what the function sets itself)."""
+
+    def fields() -> tuple[str, ...]:
+        import dataclasses
+        import importlib
+
+        spec = getattr(importlib.import_module(module, __package__), name)
+        return tuple(f.name for f in dataclasses.fields(spec) if f.name not in leave_out)
+
+    return fields
+
+
+def _build_options() -> tuple[str, ...]:
+    from .spec import build_spec_from_options
+
+    params = inspect.signature(build_spec_from_options).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+
+def _deploy_options() -> tuple[str, ...]:
+    from .deploy import TARGETS, target_options
+
+    return tuple(dict.fromkeys(o for t in TARGETS for o in target_options(t)))
+
+
+def _rollout_options(*leave_out: str) -> Callable[[], tuple[str, ...]]:
+    spec_fields = _spec_fields(".deploy.rollout", "RolloutSpec", "repo", "name", "to_version", "action", "thresholds")
+
+    def options() -> tuple[str, ...]:
+        return tuple(o for o in (*spec_fields(), *GATE_LIMITS) if o not in leave_out)
+
+    return options
+
+
+def _checked(options: Callable[[], Sequence[str]] | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """Check a call of an API function before it does any work: every keyword is one it takes (its own, or for
+    ``**options`` the ``options()`` it passes on: a spec's fields), with a did-you-mean or the API's name for a
+    CLI flag's spelling; its own arguments have the types their annotations say (:mod:`tritongen.fields`)."""
+
+    def wrap(func: Callable[..., Any]) -> Any:
+        signature = inspect.signature(func)
+        own = [p.name for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            from .fields import check_value, parameter_hints
+            from .names import shown, with_suggestion
+
+            command = func.__name__
+            known = checked.__dict__["options"]()
+            for key in kwargs:
+                if key in known:
+                    continue
+                if command == "rollback" and key in ROLLOUT_ONLY:
+                    raise TritongenError(
+                        f"rollback() takes no {key}: a rollback switches back without a gate",
+                        "leave it out (golden, out and the thresholds are rollout's)",
+                    )
+                spelling = CLI_SPELLINGS.get(command, {}).get(key)
+                if spelling is not None:
+                    raise TritongenError(
+                        f"{command}() has no option {key} (the CLI's --{key.replace('_', '-')})", f"pass {spelling}"
+                    )
+                raise TritongenError(
+                    f"{command}() has no option '{shown(key)}'",
+                    with_suggestion(key, known, f"its options are {', '.join(sorted(known))}"),
+                )
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TritongenError(f"{command}(): {exc}", f"see help(tritongen.{command})") from None
+            hints = parameter_hints(func)
+            for name, value in bound.arguments.items():
+                if name in hints:
+                    bound.arguments[name] = check_value(value, hints[name], name, command)
+            return func(*bound.args, **bound.kwargs)
+
+        checked.__dict__["options"] = lambda: (*own, *(options() if options is not None else ()))
+        return checked
+
+    return wrap
+
+
+@_checked(_build_options)
 def build(
     model: Any, *, example_inputs: Any = None, progress: Progress | None = None, **options: Any
 ) -> BuildResult | EnsembleBuildResult:
@@ -179,7 +311,8 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
         raise TritongenError("building an in-memory module needs torch", "pip install 'tritongen[convert]'") from None
     if not isinstance(module, torch.nn.Module):
         raise TritongenError(
-            f"cannot build a {type(module).__name__}", "pass a model file, a Hugging Face folder or a torch.nn.Module"
+            f"cannot build a value of type {type(module).__name__}",
+            "pass a model file, a Hugging Face folder or a torch.nn.Module",
         )
     if example_inputs is None:
         raise TritongenError(
@@ -228,6 +361,7 @@ def _example_arrays(example_inputs: Any) -> dict[str, Any]:
     return out
 
 
+@_checked()
 def validate(
     repo: PathLike = "model_repository", *, triton_version: str | None = DEFAULT_TRITON_VERSION
 ) -> ValidationReport:
@@ -244,6 +378,7 @@ def validate(
     return check_repository(Path(repo), triton_version=triton_version)
 
 
+@_checked()
 def verify(
     repo: PathLike = "model_repository",
     *,
@@ -276,6 +411,7 @@ def verify(
     return dataclasses.replace(report, unchecked_signature=unchecked_signature(Path(repo), _path(signature)))
 
 
+@_checked()
 def sign(
     repo: PathLike, private_key: PathLike, *, signature: PathLike | None = None, allow_unverified: Sequence[str] = ()
 ) -> Path:
@@ -285,7 +421,7 @@ def sign(
     return sign_repository(Path(repo), Path(private_key), _path(signature), allow_unverified=tuple(allow_unverified))
 
 
-@contextlib.contextmanager
+@_checked(_spec_fields(".server", "ServeSpec", "repo"))
 def serve(
     repo: PathLike = "model_repository",
     *,
@@ -294,7 +430,7 @@ def serve(
     public_key: PathLike | None = None,
     signature: PathLike | None = None,
     **options: Any,
-) -> Iterator[RunningServer]:
+) -> contextlib.AbstractContextManager[RunningServer]:
     """Boot a real tritonserver on ``repo``; yields the server once every model is READY, stops it on exit.
 
     Unless ``verify=False``, the repository is first signature-checked (with ``public_key``), validated and
@@ -308,14 +444,30 @@ def serve(
         with tritongen.serve("model_repository") as server:
             print(tritongen.infer("resnet", url=server.grpc_url).outputs)
     """
-    from .server import ServeSpec, server_from_repository
+    from .server import ServeSpec
+
+    spec = ServeSpec(repo=Path(repo), **options)  # its options are checked at the call, before the repository
+    return _serving(spec, repo, verify, allow_unverified, public_key, signature)
+
+
+@contextlib.contextmanager
+def _serving(
+    spec: Any,
+    repo: PathLike,
+    verify: bool,
+    allow_unverified: Sequence[str],
+    public_key: PathLike | None,
+    signature: PathLike | None,
+) -> Iterator[RunningServer]:
+    from .server import server_from_repository
 
     if verify:
         check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
-    with server_from_repository(ServeSpec(repo=Path(repo), **options)) as server:
+    with server_from_repository(spec) as server:
         yield server
 
 
+@_checked()
 def check_servable(
     repo: PathLike,
     *,
@@ -333,6 +485,7 @@ def check_servable(
     verify(repo, allow_unverified=allow_unverified)  # the signature (if any) was checked above
 
 
+@_checked(_spec_fields(".infer", "InferSpec", "name"))
 def infer(name: str, **options: Any) -> InferResult:
     """Send inputs to model ``name`` on a running server and return its outputs (and, with ``check=True``, the
     comparison with the build's saved PyTorch reference).
@@ -349,6 +502,7 @@ def infer(name: str, **options: Any) -> InferResult:
     return infer_model(InferSpec(name=name, **_with_protocol(options)))
 
 
+@_checked(_spec_fields(".perf.spec", "PerfSpec", "model"))
 def perf(model: str, *, progress: Progress | None = None, **options: Any) -> PerfRun:
     """Load-test ``model`` on a running server: throughput, latency percentiles, server-side breakdown.
 
@@ -362,6 +516,7 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     return perf_from_spec(PerfSpec(model=model, **_with_protocol(options)), progress=progress)
 
 
+@_checked(_spec_fields(".perf.tune", "TuneSpec", "model_dir", "max_p99_ms"))
 def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = None, **options: Any) -> TuneResult:
     """Search instance count, queue delay and batch sizes for ``model_dir`` (``<repository>/<model>``) under a
     p99 bound on a server with explicit model control; writes the best config unless ``write=False``.
@@ -374,6 +529,7 @@ def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = 
     return tune_model(spec, progress=progress)
 
 
+@_checked()
 def engine(
     repo: PathLike = "model_repository",
     *,
@@ -405,6 +561,7 @@ def engine(
     )
 
 
+@_checked()
 def lint(path: PathLike = "model_repository") -> list[Any]:
     """Check an ONNX file, or every model of a repository, for TensorRT offline; one report per model."""
     from .lint import lint_from_onnx, lint_targets
@@ -412,6 +569,7 @@ def lint(path: PathLike = "model_repository") -> list[Any]:
     return [lint_from_onnx(onnx_path, profiles) for onnx_path, profiles in lint_targets(Path(path))]
 
 
+@_checked(_deploy_options)
 def deploy(repo: PathLike, *, to: str, out: PathLike, **options: Any) -> Any:
     """Write what serves ``repo`` on ``to`` (``docker``, ``kubernetes`` or ``kserve``) into ``out``.
 
@@ -424,6 +582,7 @@ def deploy(repo: PathLike, *, to: str, out: PathLike, **options: Any) -> Any:
     return bundle_from_repository(Path(repo), to, Path(out), **options)
 
 
+@_checked(_rollout_options())
 def rollout(
     repo: PathLike, name: str, *, to_version: int, progress: Progress | None = None, **options: Any
 ) -> RolloutResult:
@@ -445,6 +604,7 @@ def rollout(
     return _rollout(repo, name, "rollout", to_version, progress, options)
 
 
+@_checked(_rollout_options(*ROLLOUT_ONLY))
 def rollback(
     repo: PathLike, name: str, *, to_version: int | None = None, progress: Progress | None = None, **options: Any
 ) -> RolloutResult:
@@ -460,19 +620,7 @@ def _rollout(
     from .deploy.gate import GateThresholds
     from .deploy.rollout import RolloutSpec, rollout_from_repository
 
-    limits = {
-        "max_p99_ratio": "max_p99_ratio",
-        "min_cosine": "min_cosine",
-        "min_top1": "min_top1_agreement",
-        "max_abs_error": "max_abs_error",
-        "max_accuracy_drop": "max_accuracy_drop",
-        "gate_requests": "latency_requests",
-    }
-    thresholds = GateThresholds(**{limits[k]: options.pop(k) for k in list(options) if k in limits})
-    for key in ("golden", "out"):
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    options["allow_unverified"] = tuple(options.get("allow_unverified") or ())
+    thresholds = GateThresholds(**{GATE_LIMITS[k]: options.pop(k) for k in list(options) if k in GATE_LIMITS})
     spec = RolloutSpec(
         repo=Path(repo),
         name=name,

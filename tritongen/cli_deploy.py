@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import api
 from .cli_options import ALLOW_UNVERIFIED
@@ -90,5 +91,8 @@ def deploy(repo: Path, target: str, out: Path, **options) -> None:
       tritongen deploy model_repository/ --to kubernetes --from-perf perf/results.json --slo-p99-ms 50 \\
           --peak-rps 2000 --out deploy/k8s/ && kubectl apply -k deploy/k8s/overlays/prod
     """
-    result = api.deploy(repo, to=target, out=out, **options)
+    # only the flags given: a target refuses another target's options, and the defaults are the API's
+    ctx = click.get_current_context()
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+    result = api.deploy(repo, to=target, out=out, **given)
     click.echo(result.summary())

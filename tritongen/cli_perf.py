@@ -9,23 +9,12 @@ import click
 from . import api
 from .cli_options import PROTOCOL
 from .errors import TritongenError
-from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of
+from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of, numbers_from_text
 from .perf.tune import TuneSpec
 
 # The defaults shown in --help are the specs' own (one place: the dataclasses).
 PERF_DEFAULTS = defaults_of(PerfSpec)
 TUNE_DEFAULTS = defaults_of(TuneSpec)
-
-
-def _numbers(text: str | None, kind: type, option: str) -> tuple:
-    if not text:
-        return ()
-    try:
-        return tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise TritongenError(
-            f"{option} '{text}' is not a comma-separated list of numbers", f"write it like {option} 1,2,4,8"
-        ) from None
 
 
 def _progress(message: str) -> None:
@@ -169,8 +158,8 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         )
     run = api.perf(
         targets[0],
-        concurrency=_numbers(concurrency, int, "--concurrency"),
-        request_rates=_numbers(request_rate, float, "--request-rate"),
+        concurrency=numbers_from_text(concurrency, int, "--concurrency"),
+        request_rates=numbers_from_text(request_rate, float, "--request-rate"),
         version_split=version_split or (),
         report_dir=report_dir,  # checked before any load is sent
         progress=_progress,

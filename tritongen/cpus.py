@@ -64,7 +64,7 @@ def cpus_from_text(value: str | int | Iterable[int] | None, option: str = "--cpu
     if isinstance(value, str):
         cpus = _parse(value, option)
     else:
-        given: list[Any] = [value] if isinstance(value, int) else list(value)
+        given: list[Any] = list(value) if isinstance(value, Iterable) else [value]
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in given):
             raise TritongenError(f"{option} {given!r} is not a list of CPU ids", f"write it like {option} 1-3,5")
         cpus = [int(c) for c in given]

@@ -18,6 +18,7 @@ import numpy as np
 
 from .client import default_url, spec_protocol
 from .errors import TritongenError
+from .fields import check_fields
 from .files import read_problem, regular_bytes
 from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, latest_artifacts, version_numbers
 from .manifest import ENSEMBLE, read_manifest
@@ -50,6 +51,7 @@ class InferSpec:
     model_version: int | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, "infer")
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
 
 

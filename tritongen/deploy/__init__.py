@@ -6,7 +6,7 @@ result; :func:`bundle_from_repository` maps a target name to it (:data:`TARGETS`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,8 @@ def _to_docker(
     ngc_version: str = DEFAULT_NGC_RELEASE,
     host: str = "127.0.0.1",
     force: bool = False,
-    extra_packages: Any = (),
+    extra_packages: Mapping[str, str] | tuple[str, ...] = (),
     allow_unverified: tuple[str, ...] = (),
-    **_ignored: Any,
 ) -> Any:
     return docker_bundle_from_repository(
         repo,
@@ -53,7 +52,6 @@ def _to_cluster(target: str) -> Callable[..., Any]:
         gpus: int | None = None,
         canary_traffic_percent: int | None = None,
         force: bool = False,
-        **_ignored: Any,
     ) -> Any:
         from .k8s_bundle import kubernetes_bundle_from_repository
 
@@ -77,8 +75,8 @@ def _to_cluster(target: str) -> Callable[..., Any]:
     return write
 
 
-# target name -> function(repo, out, **options) returning a result with summary(); options of other targets are
-# ignored, so one set of CLI flags serves every target.
+# target name -> function(repo, out, **options) returning a result with summary(); its keyword parameters are the
+# options that target takes: another target's option, or an unknown one, is refused (bundle_from_repository).
 TARGETS: dict[str, Callable[..., Any]] = {
     "docker": _to_docker,
     "kubernetes": _to_cluster("kubernetes"),
@@ -86,17 +84,49 @@ TARGETS: dict[str, Callable[..., Any]] = {
 }
 
 
+def target_options(target: str) -> tuple[str, ...]:
+    """The options ``target`` takes (its function's keyword parameters)."""
+    import inspect
+
+    params = inspect.signature(TARGETS[target]).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+
 def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -> Any:
-    """Write the ``target`` bundle (docker, kubernetes, kserve) that serves ``repo`` into ``out``."""
-    if target not in TARGETS:
-        raise TritongenError(f"deploy target '{target}' is not known", f"use one of {', '.join(sorted(TARGETS))}")
+    """Write the ``target`` bundle (docker, kubernetes, kserve) that serves ``repo`` into ``out``; an option
+    ``target`` does not take is refused, before anything is written."""
+    from ..fields import check_arguments
+    from ..names import shown, with_suggestion
+
+    if not isinstance(target, str) or target not in TARGETS:
+        raise TritongenError(
+            f"deploy target '{shown(target)}' is not known",
+            with_suggestion(target, TARGETS, f"use one of {', '.join(sorted(TARGETS))}"),
+        )
+    takes = target_options(target)
+    for key in options:
+        if key in takes:
+            continue
+        others = [t for t in sorted(TARGETS) if key in target_options(t)]
+        if others:
+            raise TritongenError(
+                f"deploy option {key} (--{key.replace('_', '-')}) is for {' and '.join(others)} bundles, not {target}",
+                f"leave it out, or deploy to {' or '.join(others)}",
+            )
+        raise TritongenError(
+            f"deploy to {target} has no option '{shown(key)}'",
+            with_suggestion(key, takes, f"its options are {', '.join(takes)}"),
+        )
+    options = check_arguments(TARGETS[target], options, f"deploy to {target}")
     return TARGETS[target](Path(repo), Path(out), **options)
 
 
 def extra_packages_from_args(values: Any) -> dict[str, str]:
     """``IMPORT=REQUIREMENT`` strings (or a mapping already) -> {import name: pinned requirement}."""
-    if isinstance(values, dict):
+    if isinstance(values, Mapping):
         return dict(values)
+    if isinstance(values, str):
+        values = (values,)  # one IMPORT=REQUIREMENT, not its letters
     out = {}
     for value in values:
         module, sep, requirement = value.partition("=")
@@ -116,4 +146,5 @@ __all__ = [
     "docker_bundle_from_repository",
     "docker_steps_from_repository",
     "extra_packages_from_args",
+    "target_options",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TritongenError
+from ..fields import check_fields
 from ..npz import arrays_from_npz
 
 LABELS_KEY = "labels"  # optional in a golden .npz: one class index per row
@@ -35,6 +36,8 @@ class GateThresholds:
     latency_requests: int = 100  # timed requests per version (the golden set is repeated to reach it)
 
     def __post_init__(self) -> None:
+        # named as rollout's keywords (tritongen.rollout, --min-top1, --gate-requests)
+        check_fields(self, "rollout", names={"min_top1_agreement": "min_top1", "latency_requests": "gate_requests"})
         for name in ("min_cosine", "min_top1_agreement"):
             value = getattr(self, name)
             if not -1.0 <= value <= 1.0:

@@ -36,6 +36,7 @@ import numpy as np
 from ..client import Triton, default_url, model_metadata, spec_protocol
 from ..end_to_end import END_TO_END_NAME, read_reference
 from ..errors import TritongenError
+from ..fields import check_fields
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
 from .gate import (
@@ -83,7 +84,7 @@ class RolloutSpec:
     timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "repo", Path(self.repo))
+        check_fields(self, self.action if self.action in (ROLLOUT, ROLLBACK) else ROLLOUT, skip=("action",))
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         object.__setattr__(self, "url", self.url or default_url(self.protocol))
         if self.action not in (ROLLOUT, ROLLBACK):

@@ -11,11 +11,25 @@ from typing import Any
 from ..client import default_url, spec_protocol
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
+from ..fields import check_fields
+from ..names import shown
 from .results import ENGINES, check_report_dir
 
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
 STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
+
+
+def numbers_from_text(text: str | None, kind: type, option: str) -> tuple:
+    """``"1,4"`` -> ``(1, 4)`` (``kind`` each): the text form of ``--concurrency`` and ``--request-rate``."""
+    if not text:
+        return ()
+    try:
+        return tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise TritongenError(
+            f"{option} '{shown(text)}' is not a comma-separated list of numbers", f"write it like {option} 1,2,4,8"
+        ) from None
 
 
 def defaults_of(spec_class: type) -> dict[str, Any]:
@@ -65,13 +79,27 @@ class PerfSpec:
     report_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        import shlex
+
+        from .split import version_split_from_text
+
+        check_fields(
+            self,
+            "perf",
+            parse={
+                "concurrency": lambda v: numbers_from_text(v, int, "concurrency") if isinstance(v, str) else v,
+                "request_rates": lambda v: numbers_from_text(v, float, "request_rates") if isinstance(v, str) else v,
+                "client_cpus": lambda v: cpus_from_text(v, "--client-cpus"),
+                "version_split": version_split_from_text,
+                "perf_analyzer_args": lambda v: tuple(shlex.split(v)) if isinstance(v, str) else v,
+            },
+        )
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         if self.engine not in ENGINES:
             raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
         if self.arrival not in ARRIVALS:
             raise TritongenError(f"arrival '{self.arrival}' is not known", f"use one of {', '.join(ARRIVALS)}")
-        conc = tuple(int(c) for c in self.concurrency)
-        rates = tuple(float(r) for r in self.request_rates)
+        conc, rates = self.concurrency, self.request_rates
         if not conc and not rates:
             conc = DEFAULT_CONCURRENCY
         if any(c < 1 for c in conc):
@@ -82,7 +110,6 @@ class PerfSpec:
             )
         object.__setattr__(self, "concurrency", conc)
         object.__setattr__(self, "request_rates", rates)
-        object.__setattr__(self, "client_cpus", cpus_from_text(self.client_cpus, "--client-cpus"))
         from ..client import host_port_from_url
 
         if self.url is not None:
@@ -110,9 +137,6 @@ class PerfSpec:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value).expanduser())
-        from .split import version_split_from_text
-
-        object.__setattr__(self, "version_split", version_split_from_text(self.version_split))
         if self.version_split and self.engine != "builtin":
             raise TritongenError(
                 "--version-split needs the builtin engine", "leave out --engine perf_analyzer (it pins one version)"

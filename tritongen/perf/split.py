@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import TritongenError
+from ..names import shown
 from .results import ServerBreakdown, VersionFigures, latency_summary_from_ms, server_breakdown_from_stats
 
 MAX_VERSIONS = 8
@@ -22,23 +23,33 @@ SPLIT_EXAMPLE = "--version-split 1:90,2:10"
 _PART = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
-def version_split_from_text(text: str | Sequence[Any] | None) -> tuple[tuple[str, int], ...]:
-    """``"1:90,2:10"`` (or pairs already) -> ``(("1", 90), ("2", 10))``; one-line errors for anything else."""
-    if text is None or text == "" or text == ():
+def version_split_from_text(
+    text: str | Mapping[Any, Any] | Sequence[Any] | None,
+) -> tuple[tuple[str, int], ...]:
+    """``"1:90,2:10"`` (or pairs already, or ``{"1": 90, "2": 10}``) -> ``(("1", 90), ("2", 10))``; one-line
+    errors for anything else."""
+    if text is None or text == "" or text == () or text == {} or text == []:
         return ()
     if isinstance(text, str):
         parts = [p for p in text.split(",") if p.strip()]
-        pairs = []
-        for part in parts:
-            match = _PART.match(part)
-            if not match:
-                raise TritongenError(
-                    f"--version-split part '{part.strip()}' is not VERSION:PERCENT",
-                    f"write whole numbers like {SPLIT_EXAMPLE}",
-                )
-            pairs.append((match.group(1), int(match.group(2))))
+    elif isinstance(text, Mapping):
+        parts = [f"{_whole(v)}:{_whole(p)}" for v, p in text.items()]
+    elif isinstance(text, Sequence):
+        parts = [_pair_text(pair) for pair in text]
     else:
-        pairs = [(str(pair[0]), int(pair[1])) for pair in text]
+        raise TritongenError(
+            f"--version-split {shown(repr(text))} is a {type(text).__name__}",
+            f"pass text like {SPLIT_EXAMPLE}, (version, percent) pairs or {{version: percent}}",
+        )
+    pairs = []
+    for part in parts:
+        match = _PART.match(part)
+        if not match:
+            raise TritongenError(
+                f"--version-split part '{shown(part.strip())}' is not VERSION:PERCENT",
+                f"write whole numbers like {SPLIT_EXAMPLE}",
+            )
+        pairs.append((match.group(1), int(match.group(2))))
     versions = [str(int(v)) for v, _ in pairs]
     if len(pairs) < 2:
         raise TritongenError(
@@ -66,6 +77,17 @@ def version_split_from_text(text: str | Sequence[Any] | None) -> tuple[tuple[str
             f"--version-split percentages add up to {total}, not 100", f"make them sum to 100, like {SPLIT_EXAMPLE}"
         )
     return tuple(zip(versions, (p for _, p in pairs)))
+
+
+def _whole(value: Any) -> str:
+    """A version or a percentage of a pair as text for :data:`_PART` (a bool or a float is no whole number)."""
+    return str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else repr(value)
+
+
+def _pair_text(pair: Any) -> str:
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        return repr(pair)
+    return f"{_whole(pair[0])}:{_whole(pair[1])}"
 
 
 def schedule_from_split(split: Sequence[tuple[str, int]]) -> tuple[str, ...]:

@@ -126,11 +126,16 @@ class TuneSpec:
     client_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         from ..cpus import cpus_from_text
+        from ..fields import check_fields
 
+        check_fields(
+            self,
+            "tune",
+            parse={"client_cpus": lambda v: cpus_from_text(v, "--client-cpus")},
+        )
+        object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser().resolve())
-        object.__setattr__(self, "client_cpus", cpus_from_text(self.client_cpus, "--client-cpus"))
         if self.max_p99_ms <= 0:
             raise TritongenError(
                 f"--max-p99-ms {self.max_p99_ms} is not positive", "give the p99 latency bound in milliseconds"

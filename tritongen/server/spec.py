@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
+from ..fields import check_fields
 from ..names import check_host
 from .allocator import check_allocator
 from .blas import check_blas_threads
@@ -77,6 +78,12 @@ class ServeSpec:
     cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        check_fields(
+            self,
+            "serve",
+            parse={"cpus": lambda v: cpus_from_text(v, "--cpus")},
+            skip=("poll_interval_s", "stub_blas_threads"),  # checked below (poll: a whole number of seconds, 2.0 too)
+        )
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
         if self.python_env is not None:
             object.__setattr__(self, "python_env", Path(self.python_env).expanduser().absolute())
@@ -88,7 +95,6 @@ class ServeSpec:
         check_host(self.host)  # goes onto tritonserver's and docker's command line
         check_allocator(self.allocator)
         check_blas_threads(self.stub_blas_threads)
-        object.__setattr__(self, "cpus", cpus_from_text(self.cpus, "--cpus"))
         if self.model_control not in MODEL_CONTROL_MODES:
             raise TritongenError(
                 f"model control mode '{self.model_control}' is not supported",

@@ -1,0 +1,79 @@
+"""tritongen.fields: values checked and converted against their annotations (the specs' and the API's)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+
+from tritongen.errors import TritongenError
+from tritongen.fields import check_fields, check_value
+
+
+class _Place(os.PathLike):
+    def __fspath__(self) -> str:
+        return "/tmp/place"
+
+
+@pytest.mark.parametrize(
+    "value, annotation, want",
+    [
+        (3, float, 3.0),
+        (np.int64(3), int, 3),
+        ("a.npz", Path | None, Path("a.npz")),
+        (_Place(), Path, Path("/tmp/place")),
+        (PurePosixPath("x"), str | Path, Path("x")),
+        ("hello", tuple[str, ...], ("hello",)),  # one text, not its letters
+        ("cat.jpg", tuple[Path, ...], (Path("cat.jpg"),)),
+        (4, tuple[int, ...], (4,)),
+        ([1, 2], tuple[int, ...], (1, 2)),
+        ("abc", Sequence[str], ("abc",)),
+        ([("1", 90)], tuple[tuple[str, int], ...], (("1", 90),)),
+        ({"a": "b"}, Mapping[str, str], {"a": "b"}),
+        (None, int | None, None),
+    ],
+)
+def test_values_are_converted_to_their_annotation(value, annotation, want):
+    assert check_value(value, annotation, "x", "test") == want
+
+
+@pytest.mark.parametrize(
+    "value, annotation, message",
+    [
+        ("5", float, r"test option x='5' is a str, not a number: pass the number itself, not text: x=5$"),
+        (True, int, r"x=True is a bool, not a whole number"),
+        (1.5, int, r"x=1.5 is a float, not a whole number"),
+        (1, bool, r"x=1 is an int, not True or False"),
+        (8001, str | None, r"x=8001 is an int, not text \(a str\) or None"),
+        (5, Path, r"x=5 is an int, not a path \(str or os.PathLike\)"),
+        ([1, "2"], tuple[int, ...], r"x item '2' is a str, not a whole number: .*not text: 2$"),
+        (["a=b"], Mapping[str, str], r"x=\['a=b'\] is a list, not a mapping"),
+        ({"a": 1}, tuple[str, ...], r"is a dict"),
+    ],
+)
+def test_a_wrong_type_is_one_line_naming_the_field(value, annotation, message):
+    with pytest.raises(TritongenError, match=message) as caught:
+        check_value(value, annotation, "x", "test")
+    assert "\n" not in str(caught.value)
+
+
+def test_check_fields_converts_in_place_and_parses_text_forms():
+    @dataclass(frozen=True)
+    class Spec:
+        levels: tuple[int, ...] = ()
+        path: Path | None = None
+        name: str = ""
+
+        def __post_init__(self) -> None:
+            check_fields(
+                self, "spec", parse={"levels": lambda v: tuple(map(int, v.split(","))) if isinstance(v, str) else v}
+            )
+
+    spec = Spec(levels="1,4", path="a")  # type: ignore[arg-type]
+    assert spec.levels == (1, 4) and spec.path == Path("a")
+    with pytest.raises(TritongenError, match="spec option name=3 is an int"):
+        Spec(name=3)  # type: ignore[arg-type]

@@ -1,0 +1,244 @@
+"""Values checked against their type annotations, in one place: every spec's fields and the API's keywords.
+
+Each frozen spec (``PerfSpec``, ``TuneSpec``, ``ServeSpec``, ``InferSpec``, ``RolloutSpec``, ``GateThresholds``)
+calls :func:`check_fields` first in ``__post_init__``, and :mod:`tritongen.api` checks its functions' own
+keywords with :func:`check_value`, so a value of the wrong type is refused where it enters, naming the field and
+the type it wants, instead of failing deep inside with a raw ``TypeError``. The rules:
+
+- ``int``: an integer (numpy's too), not a bool; ``float``: an integer or a float, not a bool (stored as float);
+  ``bool``: True or False; ``str``: text. A number written as text (``"5"``) is refused: the fix shows it as a
+  number (the CLI parses its flags; the API takes values of their type);
+- ``Path``: a ``str`` or any ``os.PathLike``, stored as a :class:`~pathlib.Path`;
+- ``tuple[X, ...]`` / ``Sequence[X]``: a list, tuple or other iterable of ``X``, stored as a tuple; one ``X`` on its
+  own (a ``str`` where texts or paths are expected, an ``int`` where numbers are) is one item, never iterated;
+- ``Mapping[K, V]``: a mapping whose keys and values are checked, stored as a dict;
+- ``X | None``: None or ``X``; a class: an instance of it; a ``Callable``: anything callable; ``Any``: anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import numbers
+import os
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any
+
+from .errors import TritongenError
+from .names import shown
+
+
+class _Mismatch(Exception):
+    """The value is not of the annotated type (turned into a TritongenError naming the field)."""
+
+
+def check_fields(
+    spec: Any,
+    what: str,
+    *,
+    parse: Mapping[str, Callable[[Any], Any]] | None = None,
+    skip: Iterable[str] = (),
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Check (and convert, as the rules above say) every field of the frozen dataclass ``spec`` against its
+    annotation, in place. ``parse`` maps a field to a function applied to its value first (a text form the CLI
+    takes too, e.g. ``"1,4"``); ``skip`` names fields the spec checks itself; ``names`` maps a field to the name
+    the user gave it (an API keyword that differs from the field). ``what`` leads the message (e.g. ``perf``)."""
+    hints = _class_hints(type(spec))
+    skipped = set(skip)
+    for field in dataclasses.fields(spec):
+        if field.name in skipped or field.name not in hints:
+            continue
+        value = getattr(spec, field.name)
+        if parse and field.name in parse:
+            value = parse[field.name](value)
+        name = names.get(field.name, field.name) if names else field.name
+        object.__setattr__(spec, field.name, check_value(value, hints[field.name], name, what))
+
+
+def check_arguments(func: Callable[..., Any], values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``values`` (keyword arguments of ``func``) checked and converted against ``func``'s parameter annotations."""
+    hints = parameter_hints(func)
+    return {k: check_value(v, hints[k], k, what) if k in hints else v for k, v in values.items()}
+
+
+def check_value(value: Any, annotation: Any, name: str, what: str) -> Any:
+    """``value`` converted to ``annotation`` (see the module's rules), or a TritongenError naming ``name``."""
+    try:
+        return _convert(value, annotation)
+    except _Mismatch:
+        pass
+    bad = _bad_item(value, annotation)
+    example = f"{name}={value.strip() if isinstance(value, str) else ''}"
+    if bad is not None:  # a list with one wrong item: that item is named
+        value, annotation = bad
+        name, example = f"{name} item {shown(repr(value))}", str(value).strip()
+    else:
+        name = f"{name}={shown(repr(value))}"
+    wanted = describe(annotation)
+    kind = type(value).__name__
+    problem = f"{what} option {name} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not {wanted}"
+    if isinstance(value, str) and _number_text(value):
+        fix = f"pass the number itself, not text: {shown(example)}"
+    else:
+        fix = f"pass {wanted}"
+    raise TritongenError(problem, fix)
+
+
+def _bad_item(value: Any, annotation: Any) -> tuple[Any, Any] | None:
+    """The first item of ``value`` that is not of ``annotation``'s item type (a list of them), and that type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return _bad_item(value, members[0]) if len(members) == 1 else None
+    variadic = origin is tuple and len(args) == 2 and args[1] is Ellipsis or origin in (Sequence, Iterable)
+    if not variadic or not args or isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return None
+    for item in value:
+        try:
+            _convert(item, args[0])
+        except _Mismatch:
+            return item, args[0]
+    return None
+
+
+def describe(annotation: Any) -> str:
+    """What ``annotation`` asks for, in words (``"a number or None"``)."""
+    if annotation is Any:
+        return "anything"
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if any(_is_path(a) for a in members):
+            members = [a for a in members if a is not str]
+        text = " or ".join(dict.fromkeys(describe(a) for a in members))
+        return f"{text} or None" if type(None) in args else text
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis or origin in (Sequence, Iterable):
+        item = args[0] if args else Any
+        return f"{describe(item)} or a list of them"
+    if origin is tuple:
+        return f"a pair ({', '.join(describe(a) for a in args)})"
+    if origin in (Mapping, dict):
+        return "a mapping" + (f" of {describe(args[0])} to {describe(args[1])}" if args else "")
+    if origin is Callable or annotation is Callable:
+        return "a function (callable)"
+    simple = {bool: "True or False", int: "a whole number", float: "a number", str: "text (a str)"}
+    if annotation in simple:
+        return simple[annotation]
+    if _is_path(annotation):
+        return "a path (str or os.PathLike)"
+    return f"a {getattr(annotation, '__name__', str(annotation))}"
+
+
+def _convert(value: Any, annotation: Any) -> Any:
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for member in args:
+            if member is type(None):
+                continue
+            try:
+                return _convert(value, member)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if annotation is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise _Mismatch
+    if annotation is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if _is_path(annotation):
+        if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+            try:
+                return Path(value)
+            except TypeError:  # a PathLike whose __fspath__ gives bytes
+                raise _Mismatch from None
+        raise _Mismatch
+    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence) or len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if origin in (tuple, Sequence, Iterable):
+        item = args[0] if args else Any
+        try:
+            return (_convert(value, item),)  # one item on its own (a str is one text, not its letters)
+        except _Mismatch:
+            pass
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+            raise _Mismatch
+        return tuple(_convert(v, item) for v in value)
+    if origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise _Mismatch
+        key, val = args if args else (Any, Any)
+        return {_convert(k, key): _convert(v, val) for k, v in value.items()}
+    if origin is Callable or annotation is Callable:
+        if callable(value):
+            return value
+        raise _Mismatch
+    if isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        raise _Mismatch
+    return value  # an annotation these rules do not cover: not checked
+
+
+def _is_path(annotation: Any) -> bool:
+    """A path type: ``Path`` and its kin, or ``os.PathLike`` (``os.PathLike[str]`` too)."""
+    target = typing.get_origin(annotation) or annotation
+    return isinstance(target, type) and issubclass(target, (PurePath, os.PathLike))
+
+
+def _number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _class_hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """``func``'s parameter annotations, evaluated (``from __future__ import annotations`` leaves them as text;
+    the return annotation, often a name imported for type checking only, is left out)."""
+    target = inspect.unwrap(func)
+    namespace = getattr(target, "__globals__", {})
+    hints = {}
+    for param in inspect.signature(target).parameters.values():
+        annotation = param.annotation
+        if annotation is inspect.Parameter.empty or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        hints[param.name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
+    return hints
