@@ -179,6 +179,27 @@ def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkey
 
 
 @pytest.mark.server
+def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, tmp_path):
+    """tritongen.perf(report_dir=...) writes what perf --report writes (it only checked the folder)."""
+    import tritongen
+
+    np.savez(tmp_path / "x.npz", X=np.zeros((2, 4), np.float32))
+    out = tmp_path / "report"
+    run = tritongen.perf(
+        "double",
+        url=tiny_server.grpc_url,
+        concurrency=1,
+        duration_s=0.3,
+        warmup_s=0,
+        input_data=tmp_path / "x.npz",
+        repo=None,
+        report_dir=out,
+    )
+    assert run.points[0].load == 1
+    assert {"report.html", "results.json", "results.csv"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.server
 def test_concurrent_requests_are_batched_together(tiny_server):
     requests = [{"X": np.full((1, 4), i, np.float32)} for i in range(64)]
     before = model_statistics(tiny_server.grpc_url, "double")

@@ -355,6 +355,23 @@ def test_serve_docker_never_prints_a_run_line_that_cannot_load(trt_repo, ensembl
     )
 
 
+def test_docker_steps_from_the_api_are_what_serve_docker_prints(trt_repo, tmp_path, capsys):
+    """tritongen.docker_steps is serve --docker from Python: the same checks first, the same steps."""
+    import tritongen
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL
+
+    plain = tmp_path / "plain"
+    write_model(plain, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    for repo, extra in ((plain, ["--allow-unverified", "double"]), (trt_repo, [])):
+        steps = tritongen.docker_steps(repo, allow_unverified=extra[1:], http_port=9000)
+        code, out, err = run_cli(["serve", str(repo), "--docker", "--http-port", "9000", *extra], capsys)
+        assert code == 0, err
+        assert out == steps.text() + "\n"
+    assert "127.0.0.1:9000:8000" in tritongen.docker_steps(plain, allow_unverified=["double"], http_port=9000).text()
+    with pytest.raises(TritongenError, match="no manifest"):  # verified first, as serve does
+        tritongen.docker_steps(plain)
+
+
 def test_validate_warns_about_pending_plans_and_names_the_command(trt_repo, capsys):
     code, out, _ = run_cli(["validate", str(trt_repo)], capsys)
     assert code == 0

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,8 @@ class _Place(os.PathLike):
         (_Place(), Path, Path("/tmp/place")),
         (PurePosixPath("x"), str | Path, Path("x")),
         ("hello", tuple[str, ...], ("hello",)),  # one text, not its letters
+        ([[1], {"a": 1}], Sequence[Any], ([1], {"a": 1})),  # a list of anything: its items, not one item
+        ("x", Sequence[Any], ("x",)),
         ("cat.jpg", tuple[Path, ...], (Path("cat.jpg"),)),
         (4, tuple[int, ...], (4,)),
         ([1, 2], tuple[int, ...], (1, 2)),

@@ -369,3 +369,24 @@ def test_perf_sends_the_samples_of_the_version_the_server_answers_with(tmp_path)
     assert served_1.requests[0]["x"].shape == (1, 4) and "/1/" in served_1.source
     assert request_set_for_model(metadata(["1", "2"]), tmp_path).requests[0]["x"].shape == (1, 6)
     assert request_set_for_model(metadata(["3"]), tmp_path).requests[0]["x"].shape == (1, 6)  # not built here: newest
+
+
+def test_report_writes_one_report_for_runs_or_their_results_files(tmp_path):
+    """tritongen.report is perf --compare from Python: runs perf() returned, or the results.json files an earlier
+    perf --report wrote, in one report.html."""
+    import tritongen
+    from tritongen.errors import TritongenError
+
+    a = PerfRun(model="m", url="u", protocol="grpc", engine="builtin", points=(_point(1.0),), label="a")
+    b = PerfRun(model="m", url="u", protocol="grpc", engine="perf_analyzer", points=(_point(4.0),), label="b")
+    path = tritongen.report([a], tmp_path / "one")
+    assert path == tmp_path / "one" / "report.html" and (tmp_path / "one" / "results.json").is_file()
+    both = tritongen.report([tmp_path / "one" / "results.json", b], str(tmp_path / "both"), title="A and B")
+    page = both.read_text()
+    assert "A and B" in page and ">a<" in page and ">b<" in page
+    assert not (tmp_path / "both" / "results.json").exists()  # results files belong to one run
+    with pytest.raises(TritongenError, match="report\\(\\) got no runs"):
+        tritongen.report([], tmp_path / "none")
+    with pytest.raises(TritongenError, match="got a dict among its runs"):
+        tritongen.report([{}], tmp_path / "none")
+    assert not (tmp_path / "none").exists()

@@ -11,7 +11,8 @@ The Python API (each function imports its stage when called, so ``import tritong
         print(tritongen.infer("resnet", url=server.grpc_url, repo="model_repository", check=True).text())
 
 ``build`` takes a model file, a Hugging Face folder or an in-memory ``torch.nn.Module`` (with ``example_inputs``);
-``serve`` validates and verifies before it boots Triton; ``perf``, ``tune``, ``engine``, ``lint``, ``deploy``,
+``serve`` validates and verifies before it boots Triton (``docker_steps``: how to serve it with NGC's image
+instead); ``perf`` (``report``: one report for several runs), ``tune``, ``engine``, ``lint``, ``deploy``,
 ``rollout``, ``rollback`` and ``sign`` are the other commands. Every failure raises :class:`TritongenError`
 (``problem`` and ``fix``).
 """
@@ -26,10 +27,12 @@ __version__ = "0.1.0"
 from .api import (  # noqa: E402
     build,
     deploy,
+    docker_steps,
     engine,
     infer,
     lint,
     perf,
+    report,
     rollback,
     rollout,
     serve,
@@ -45,10 +48,12 @@ __all__ = [
     "__version__",
     "build",
     "deploy",
+    "docker_steps",
     "engine",
     "infer",
     "lint",
     "perf",
+    "report",
     "rollback",
     "rollout",
     "serve",

@@ -21,6 +21,7 @@ from .progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from .build import BuildResult
+    from .deploy.docker import DockerSteps
     from .deploy.rollout import RolloutResult
     from .engine import EngineResult
     from .ensemble import EnsembleBuildResult
@@ -58,12 +59,12 @@ CLI_SPELLINGS: dict[str, dict[str, str]] = {
     "infer": {"text": "texts=[...]", "image": "images=[...]"},
     "perf": {
         "request_rate": "request_rates=[...]",
-        "report": "report_dir=... (and write the report with tritongen.perf.report.report_from_runs)",
-        "compare": "the runs to tritongen.perf.report.report_from_runs",
+        "report": "report_dir=...",
+        "compare": "the runs or their results.json files to tritongen.report(runs, report_dir) instead",
     },
     "rollout": {"header": "headers={name: value}", "timeout": "timeout_s=..."},
     "rollback": {"header": "headers={name: value}", "timeout": "timeout_s=..."},
-    "serve": {"timeout_s": "ready_timeout_s=...", "docker": "tritongen.deploy(repo, to='docker', out=...) instead"},
+    "serve": {"timeout_s": "ready_timeout_s=...", "docker": "tritongen.docker_steps(repo, ...) instead"},
     "tune": {"dry_run": "write=False", "min_throughput": "min_throughput_rps=..."},
 }
 
@@ -467,6 +468,34 @@ def _serving(
         yield server
 
 
+@_checked(_spec_fields(".server", "ServeSpec", "repo"))
+def docker_steps(
+    repo: PathLike = "model_repository",
+    *,
+    allow_unverified: Sequence[str] = (),
+    public_key: PathLike | None = None,
+    signature: PathLike | None = None,
+    **options: Any,
+) -> DockerSteps:
+    """How to serve ``repo`` with NGC's Triton image instead of this machine's server (``tritongen serve
+    --docker``): the ``docker run`` line where the stock image can serve every model, else the deploy steps that
+    make an image that can. The repository is checked first as :func:`serve` checks it, with plans judged against
+    the image's Triton release. ``options`` are :class:`~tritongen.server.ServeSpec` fields (ports, ``host``,
+    ...); ``.text()`` is what the CLI prints."""
+    from .deploy.docker import docker_steps_from_repository
+    from .server import ServeSpec
+
+    spec = ServeSpec(repo=Path(repo).resolve(), **options)
+    check_servable(
+        repo,
+        allow_unverified=allow_unverified,
+        public_key=public_key,
+        signature=signature,
+        triton_version=DEFAULT_TRITON_VERSION,  # the image's release
+    )
+    return docker_steps_from_repository(spec)
+
+
 @_checked()
 def check_servable(
     repo: PathLike,
@@ -507,13 +536,43 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     """Load-test ``model`` on a running server: throughput, latency percentiles, server-side breakdown.
 
     ``options`` are :class:`~tritongen.perf.PerfSpec` fields (``concurrency``, ``request_rates``, ``engine``,
-    ``duration_s``, ``url``, ...). Write an HTML report with ``report_from_runs`` (``from
-    tritongen.perf.report import report_from_runs``: ``tritongen.perf`` is this function, so reach the subpackage's
-    modules by import); pass its folder as ``report_dir`` too, to have it checked before any load is sent.
+    ``duration_s``, ``url``, ...). With ``report_dir`` (checked before any load is sent) the run's report.html,
+    results.json and results.csv are written there, as ``tritongen perf --report DIR`` writes them (a partial run's
+    too); :func:`report` writes one for several runs.
     """
     from .perf import PerfSpec, perf_from_spec
+    from .perf.report import report_from_runs
 
-    return perf_from_spec(PerfSpec(model=model, **_with_protocol(options)), progress=progress)
+    spec = PerfSpec(model=model, **_with_protocol(options))
+    run = perf_from_spec(spec, progress=progress)
+    if spec.report_dir is not None:
+        report_from_runs([run], spec.report_dir)
+    return run
+
+
+@_checked()
+def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = None) -> Path:
+    """Write ``report.html`` into ``report_dir`` (created if missing) for ``runs``: runs :func:`perf` returned, or
+    ``results.json`` files an earlier ``tritongen perf --report`` wrote (``tritongen perf --compare A.json B.json
+    --report DIR`` is ``report(["A.json", "B.json"], "DIR")``); with one run its ``results.json`` and
+    ``results.csv`` too. Returns the report's path."""
+    from .perf.report import report_from_runs
+    from .perf.results import PerfRun, run_from_json
+
+    if not runs:
+        raise TritongenError("report() got no runs", "pass the runs perf() returned, or results.json files")
+    loaded = []
+    for run in runs:
+        if isinstance(run, PerfRun):
+            loaded.append(run)
+        elif isinstance(run, (str, os.PathLike)):
+            loaded.append(run_from_json(Path(run)))
+        else:
+            raise TritongenError(
+                f"report() got a {type(run).__name__} among its runs",
+                "pass the runs perf() returned, or paths of results.json files",
+            )
+    return report_from_runs(loaded, Path(report_dir), title)
 
 
 @_checked(_spec_fields(".perf.tune", "TuneSpec", "model_dir", "max_p99_ms"))

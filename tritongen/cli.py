@@ -409,20 +409,11 @@ def serve(
 ) -> None:
     """Boot a real tritonserver on REPO (signature checked with --public-key, then validated and verified), wait
     until every model is READY, serve until Ctrl-C or SIGTERM."""
-    # the server's own Triton version checks plans at boot; the docker image's is the default release
-    api.check_servable(
-        repo,
-        allow_unverified=allow_unverified,
-        public_key=public_key,
-        signature=signature,
-        triton_version=DEFAULT_TRITON_VERSION if docker else None,
-    )
-    if docker:
-        from .deploy.docker import docker_steps_from_repository
-        from .server import ServeSpec
-
-        click.echo(docker_steps_from_repository(ServeSpec(repo=repo.resolve(), **options)).text())
+    checks = {"allow_unverified": allow_unverified, "public_key": public_key, "signature": signature}
+    if docker:  # checked against the image's Triton release
+        click.echo(api.docker_steps(repo, **checks, **options).text())
         return
+    api.check_servable(repo, **checks, triton_version=None)  # the server's own Triton checks plans at boot
     _echo_err(f"starting tritonserver on {repo.resolve()} ...")
     # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does, with the same "stopped:" line and the
     # same exit code 0: a stop that was asked for and done is the command's success (docker stop then shows

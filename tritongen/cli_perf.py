@@ -138,7 +138,6 @@ def _progress(message: str) -> None:
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, version_split, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
     from .perf import run_from_json
-    from .perf.report import report_from_runs
     from .perf.results import comparison_lines, table_from_run
 
     if compare:
@@ -149,7 +148,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             click.echo(table_from_run(run))
         for line in comparison_lines(runs):
             click.echo(line)
-        click.echo(f"report: {report_from_runs(runs, report_dir)}")
+        click.echo(f"report: {api.report(runs, report_dir)}")
         return
     if len(targets) != 1:
         raise TritongenError(
@@ -161,13 +160,13 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         concurrency=numbers_from_text(concurrency, int, "--concurrency"),
         request_rates=numbers_from_text(request_rate, float, "--request-rate"),
         version_split=version_split or (),
-        report_dir=report_dir,  # checked before any load is sent
+        report_dir=report_dir,  # checked before any load is sent; the report is written there after the run
         progress=_progress,
         **options,
     )
     click.echo(table_from_run(run))
     if report_dir:
-        click.echo(f"report: {report_from_runs([run], report_dir)}")
+        click.echo(f"report: {Path(report_dir) / 'report.html'}")
     if run.partial:
         raise TritongenError(
             f"the run is partial: {run.partial_reason}",

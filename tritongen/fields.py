@@ -184,10 +184,12 @@ def _convert(value: Any, annotation: Any) -> Any:
         return tuple(_convert(v, a) for v, a in zip(value, args))
     if origin in (tuple, Sequence, Iterable):
         item = args[0] if args else Any
-        try:
-            return (_convert(value, item),)  # one item on its own (a str is one text, not its letters)
-        except _Mismatch:
-            pass
+        single = isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable)
+        if item is not Any or single:  # a list of anything is that list, not one item
+            try:
+                return (_convert(value, item),)  # one item on its own (a str is one text, not its letters)
+            except _Mismatch:
+                pass
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
             raise _Mismatch
         return tuple(_convert(v, item) for v in value)
