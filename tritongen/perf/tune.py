@@ -114,9 +114,11 @@ class TuneSpec:
     climb_steps: int = 0
     climb_factor: float = 1.25  # each a quarter higher (at least one more)
     # After each load, this long of unmeasured load (built-in engine) before any measurement: a freshly loaded
-    # config serves slower at first (measured here: two instances' first 1.5 s measurement 15-20% below later ones;
-    # after 1 s of warm-up no lower than after 2 s, in alternated rounds; each load's warm-up is search time).
-    load_warmup_s: float = 1.0
+    # config serves slower at first (measured here once: two instances' first 1.5 s measurement 15-20% below later
+    # ones). Measured again (6 alternated rounds per engine, 2 instances at concurrency 24): after 0.5 s the
+    # median was no lower than after 2 s (perf_analyzer 7,255 vs 6,564 req/s; built-in 9,498 vs 8,941), and every
+    # load's warm-up is search time.
+    load_warmup_s: float = 0.5
     budget_s: float = 900.0  # stop searching after this long (the best so far is used)
     write: bool = True
     input_data: Path | None = None
