@@ -109,6 +109,44 @@ def test_validate_checks_plans_against_the_triton_the_cli_assumes(tmp_path):
     assert cli_default == api_default == DEFAULT_TRITON_VERSION
 
 
+def test_build_takes_one_string_where_a_list_goes_as_one_item(tmp_path, monkeypatch):
+    """build(outputs="logits") named six outputs, one per letter; preferred_batch_sizes=4 was a raw TypeError:
+    build's options are checked against build_spec_from_options' annotations first, as the specs' are."""
+    import functools
+
+    import tritongen
+    from tritongen import spec as spec_module
+
+    real = spec_module.build_spec_from_options
+    made = []
+
+    @functools.wraps(real)
+    def recording(model, **options):
+        made.append(real(model, **options))
+        raise TritongenError("stop here", "the spec is what this test reads")
+
+    monkeypatch.setattr(spec_module, "build_spec_from_options", recording)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"placeholder")
+    with pytest.raises(TritongenError, match="stop here"):
+        tritongen.build(
+            model,
+            inputs="x:FP32:4",
+            outputs="y",
+            preferred_batch_sizes=4,
+            max_batch_size=4,
+            consts={"sr": 16000},
+            max_abs_error="y=0.1",
+            repo=tmp_path / "repo",
+        )
+    (spec,) = made
+    assert [i.name for i in spec.inputs] == ["x"] and spec.output_names == ("y",)
+    assert spec.preferred_batch_sizes == (4,) and spec.consts == (("sr", 16000),)
+    assert spec.max_abs_error == (("y", 0.1),)
+    with pytest.raises(TritongenError, match="build option preferred_batch_sizes item '4' is a str"):
+        tritongen.build(model, preferred_batch_sizes=["4"], repo=tmp_path / "repo")
+
+
 def test_build_keywords_take_the_spec_files_python_forms(tmp_path):
     """consts, states and max_abs_error take a mapping or pairs (as the YAML spec file writes them) as well as the
     CLI's strings, and all forms make the same spec; a wrong entry is a TritongenError naming the form."""
@@ -352,3 +390,37 @@ def test_cli_deploy_refuses_another_targets_flag(tmp_path, capsys):
         main(["deploy", str(tmp_path), "--to", "docker", "--out", str(tmp_path / "o"), "--slo-p99-ms", "5"])
     assert exit_info.value.code != 0
     assert "slo_p99_ms (--slo-p99-ms) is for kserve and kubernetes bundles, not docker" in capsys.readouterr().err
+
+
+def test_an_option_given_as_none_is_an_option_not_given(tmp_path):
+    """None stands for "not given" in every API function (build's docstring says so; the CLI passes it): the spec's
+    default stands instead of a type error. Nothing answers at the URL: the call gets that far."""
+    import numpy as np
+
+    import tritongen
+    from tests.conftest import free_ports
+
+    (port,) = free_ports(1)
+    url = f"127.0.0.1:{port}"
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=np.zeros((1, 4), np.float32))
+    for call in (
+        lambda: tritongen.perf("m", url=url, label=None, engine=None, concurrency=1, duration_s=0.3, repo=None),
+        lambda: tritongen.infer("m", url=url, texts=None, images=None, timeout_s=5, input_file=inputs),
+    ):
+        with pytest.raises(TritongenError, match=f"no Triton server answers at {url}"):
+            call()
+
+
+def test_serve_extra_args_in_one_string_are_split_as_a_shell_would(tmp_path):
+    from tritongen.server import ServeSpec
+
+    assert ServeSpec(repo=tmp_path, extra_args="--log-verbose 1 --id 'a b'").extra_args == (
+        "--log-verbose",
+        "1",
+        "--id",
+        "a b",
+    )
+    assert ServeSpec(repo=tmp_path, extra_args=["--log-verbose", "1"]).extra_args == ("--log-verbose", "1")
+    with pytest.raises(TritongenError, match="cannot be split"):
+        ServeSpec(repo=tmp_path, extra_args="--id 'a")

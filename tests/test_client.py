@@ -179,7 +179,7 @@ def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkey
 
 
 @pytest.mark.server
-def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, tmp_path):
+def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, tmp_path, monkeypatch):
     """tritongen.perf(report_dir=...) writes what perf --report writes (it only checked the folder)."""
     import tritongen
 
@@ -197,6 +197,26 @@ def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, t
     )
     assert run.points[0].load == 1
     assert {"report.html", "results.json", "results.csv"} <= {p.name for p in out.iterdir()}
+    # The folder is checked before the run; where it cannot take the report after it, the figures are not lost.
+    from tritongen.perf import report as report_module
+
+    def refuse(runs, out_dir, title=None):
+        raise TritongenError(f"{out_dir} went read-only", "pass a folder that can be written")
+
+    monkeypatch.setattr(report_module, "report_from_runs", refuse)
+    with pytest.raises(TritongenError) as err:
+        tritongen.perf(
+            "double",
+            url=tiny_server.grpc_url,
+            concurrency=1,
+            duration_s=0.3,
+            warmup_s=0,
+            input_data=tmp_path / "x.npz",
+            repo=None,
+            report_dir=tmp_path / "again",
+        )
+    assert err.value.problem.startswith("the run finished, but its report could not be written: ")
+    assert "req/s" in err.value.details  # the run's table
 
 
 @pytest.mark.server

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +31,8 @@ class _Place(os.PathLike):
         ("hello", tuple[str, ...], ("hello",)),  # one text, not its letters
         ([[1], {"a": 1}], Sequence[Any], ([1], {"a": 1})),  # a list of anything: its items, not one item
         ("x", Sequence[Any], ("x",)),
+        ({"sr": 1}, Iterable[Any] | Mapping[str, Any], {"sr": 1}),  # a mapping goes to the union's Mapping
+        ("sr=1", Iterable[Any] | Mapping[str, Any], ("sr=1",)),
         ("cat.jpg", tuple[Path, ...], (Path("cat.jpg"),)),
         (4, tuple[int, ...], (4,)),
         ([1, 2], tuple[int, ...], (1, 2)),
@@ -80,3 +82,8 @@ def test_check_fields_converts_in_place_and_parses_text_forms():
     assert spec.levels == (1, 4) and spec.path == Path("a")
     with pytest.raises(TritongenError, match="spec option name=3 is an int"):
         Spec(name=3)  # type: ignore[arg-type]
+
+
+def test_a_whole_number_too_large_for_a_float_is_refused_cleanly():
+    with pytest.raises(TritongenError, match="is an int, not a number"):
+        check_value(10**400, float, "max_p99_ms", "tune")

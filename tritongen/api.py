@@ -262,8 +262,10 @@ def _model_path(model: str | os.PathLike[Any]) -> Path:
 
 
 def _build_spec(model: Path, progress: Progress | None, loaded: Any = None, **options: Any) -> Any:
+    from .fields import check_arguments
     from .spec import build_spec_from_options
 
+    options = check_arguments(build_spec_from_options, options, "build")  # a str where a list goes is one item
     spec = build_spec_from_options(model, **options)
     if spec.is_ensemble:
         if loaded is not None:
@@ -447,7 +449,7 @@ def serve(
     """
     from .server import ServeSpec
 
-    spec = ServeSpec(repo=Path(repo), **options)  # its options are checked at the call, before the repository
+    spec = ServeSpec(repo=Path(repo), **_given(options))  # its options are checked at the call, before the repository
     return _serving(spec, repo, verify, allow_unverified, public_key, signature)
 
 
@@ -485,7 +487,7 @@ def docker_steps(
     from .deploy.docker import docker_steps_from_repository
     from .server import ServeSpec
 
-    spec = ServeSpec(repo=Path(repo).resolve(), **options)
+    spec = ServeSpec(repo=Path(repo).resolve(), **_given(options))
     check_servable(
         repo,
         allow_unverified=allow_unverified,
@@ -528,7 +530,7 @@ def infer(name: str, **options: Any) -> InferResult:
     """
     from .infer import InferSpec, infer_model
 
-    return infer_model(InferSpec(name=name, **_with_protocol(options)))
+    return infer_model(InferSpec(name=name, **_given(options)))
 
 
 @_checked(_spec_fields(".perf.spec", "PerfSpec", "model"))
@@ -543,10 +545,19 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     from .perf import PerfSpec, perf_from_spec
     from .perf.report import report_from_runs
 
-    spec = PerfSpec(model=model, **_with_protocol(options))
+    spec = PerfSpec(model=model, **_given(options))
     run = perf_from_spec(spec, progress=progress)
     if spec.report_dir is not None:
-        report_from_runs([run], spec.report_dir)
+        try:
+            report_from_runs([run], spec.report_dir)
+        except TritongenError as failed:  # the folder changed during the run: the figures are not lost
+            from .perf.results import table_from_run
+
+            raise TritongenError(
+                f"the run finished, but its report could not be written: {failed.problem}",
+                failed.fix,
+                details=table_from_run(run),
+            ) from None
     return run
 
 
@@ -584,7 +595,7 @@ def tune(model_dir: PathLike, *, max_p99_ms: float, progress: Progress | None = 
     """
     from .perf.tune import TuneSpec, tune_model
 
-    spec = TuneSpec(model_dir=Path(model_dir), max_p99_ms=max_p99_ms, **_with_protocol(options))
+    spec = TuneSpec(model_dir=Path(model_dir), max_p99_ms=max_p99_ms, **_given(options))
     return tune_model(spec, progress=progress)
 
 
@@ -679,7 +690,8 @@ def _rollout(
     from .deploy.gate import GateThresholds
     from .deploy.rollout import RolloutSpec, rollout_from_repository
 
-    thresholds = GateThresholds(**{GATE_LIMITS[k]: options.pop(k) for k in list(options) if k in GATE_LIMITS})
+    limits = {GATE_LIMITS[k]: options.pop(k) for k in list(options) if k in GATE_LIMITS}
+    thresholds = GateThresholds(**{k: v for k, v in limits.items() if v is not None})  # None: the default
     spec = RolloutSpec(
         repo=Path(repo),
         name=name,
@@ -691,10 +703,11 @@ def _rollout(
     return rollout_from_repository(spec, progress)
 
 
-def _with_protocol(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` without a ``protocol`` or ``url`` of None (the CLI's "not given"): the spec then settles them
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without those given as None (the CLI's "not given"; for the library too, as ``build`` takes
+    them): the spec's defaults stand, and it settles ``protocol`` and ``url``
     (:func:`tritongen.client.spec_protocol`)."""
-    return {k: v for k, v in options.items() if not (k in ("protocol", "url") and v is None)}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _path(value: PathLike | None) -> Path | None:

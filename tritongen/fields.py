@@ -120,7 +120,7 @@ def describe(annotation: Any) -> str:
         return f"{text} or None" if type(None) in args else text
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis or origin in (Sequence, Iterable):
         item = args[0] if args else Any
-        return f"{describe(item)} or a list of them"
+        return "a list" if item is Any else f"{describe(item)} or a list of them"
     if origin is tuple:
         return f"a pair ({', '.join(describe(a) for a in args)})"
     if origin in (Mapping, dict):
@@ -165,7 +165,10 @@ def _convert(value: Any, annotation: Any) -> Any:
         raise _Mismatch
     if annotation is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int too large for a float
+                raise _Mismatch from None
         raise _Mismatch
     if annotation is str:
         if isinstance(value, str):
@@ -184,7 +187,9 @@ def _convert(value: Any, annotation: Any) -> Any:
         return tuple(_convert(v, a) for v, a in zip(value, args))
     if origin in (tuple, Sequence, Iterable):
         item = args[0] if args else Any
-        single = isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable)
+        if item is Any and isinstance(value, Mapping):
+            raise _Mismatch  # neither one item nor its keys: a union's Mapping member takes it
+        single = isinstance(value, (str, bytes)) or not isinstance(value, Iterable)
         if item is not Any or single:  # a list of anything is that list, not one item
             try:
                 return (_convert(value, item),)  # one item on its own (a str is one text, not its letters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
@@ -41,6 +42,18 @@ LOG_TAIL_LINES = 25
 
 
 POLL_INTERVAL_S = 0.2
+
+
+def _split_args(value: Any) -> Any:
+    """``extra_args`` given as one string (``"--log-verbose 1"``): its words, split as a shell would."""
+    import shlex
+
+    if not isinstance(value, str):
+        return value
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise TritongenError(f"extra_args {value[:80]!r} cannot be split ({exc})", "close the quote") from None
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,8 @@ class ServeSpec:
         check_fields(
             self,
             "serve",
-            parse={"cpus": lambda v: cpus_from_text(v, "--cpus")},
+            # one string of arguments is split as a shell would (as perf's perf_analyzer_args is)
+            parse={"cpus": lambda v: cpus_from_text(v, "--cpus"), "extra_args": _split_args},
             skip=("poll_interval_s", "stub_blas_threads"),  # checked below (poll: a whole number of seconds, 2.0 too)
         )
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
