@@ -184,18 +184,21 @@ def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, t
     import tritongen
 
     np.savez(tmp_path / "x.npz", X=np.zeros((2, 4), np.float32))
+
+    def perf(report_dir):
+        return tritongen.perf(
+            "double",
+            url=tiny_server.grpc_url,
+            concurrency=1,
+            duration_s=0.3,
+            warmup_s=0,
+            input_data=tmp_path / "x.npz",
+            repo=None,
+            report_dir=report_dir,
+        )
+
     out = tmp_path / "report"
-    run = tritongen.perf(
-        "double",
-        url=tiny_server.grpc_url,
-        concurrency=1,
-        duration_s=0.3,
-        warmup_s=0,
-        input_data=tmp_path / "x.npz",
-        repo=None,
-        report_dir=out,
-    )
-    assert run.points[0].load == 1
+    assert perf(out).points[0].load == 1
     assert {"report.html", "results.json", "results.csv"} <= {p.name for p in out.iterdir()}
     # The folder is checked before the run; where it cannot take the report after it, the figures are not lost.
     from tritongen.perf import report as report_module
@@ -205,16 +208,7 @@ def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, t
 
     monkeypatch.setattr(report_module, "report_from_runs", refuse)
     with pytest.raises(TritongenError) as err:
-        tritongen.perf(
-            "double",
-            url=tiny_server.grpc_url,
-            concurrency=1,
-            duration_s=0.3,
-            warmup_s=0,
-            input_data=tmp_path / "x.npz",
-            repo=None,
-            report_dir=tmp_path / "again",
-        )
+        perf(tmp_path / "again")
     assert err.value.problem.startswith("the run finished, but its report could not be written: ")
     assert "req/s" in err.value.details  # the run's table
 
