@@ -691,14 +691,14 @@ def _rollout(
     from .deploy.rollout import RolloutSpec, rollout_from_repository
 
     limits = {GATE_LIMITS[k]: options.pop(k) for k in list(options) if k in GATE_LIMITS}
-    thresholds = GateThresholds(**{k: v for k, v in limits.items() if v is not None})  # None: the default
+    thresholds = GateThresholds(**_given(limits))  # None: the default
     spec = RolloutSpec(
         repo=Path(repo),
         name=name,
         to_version=to_version,
         action=action,
         thresholds=thresholds,
-        **{k: v for k, v in options.items() if v is not None},
+        **_given(options),
     )
     return rollout_from_repository(spec, progress)
 
