@@ -208,6 +208,62 @@ def test_build_of_an_in_memory_module_hands_it_back_in_its_mode(tmp_path):
     assert [m.training for m in net.modules()] == before
 
 
+def test_build_list_options_take_the_spec_files_mappings(tmp_path, monkeypatch):
+    """inputs, outputs, dim_ranges, queue_policies and rate_limiter take the spec file's mappings from Python (they
+    were refused as not text): the same spec as the CLI's strings, each item checked as the spec file's are, and a
+    wrong mapping is a TritongenError naming the item."""
+    import functools
+
+    from tritongen import spec as spec_module
+
+    real = spec_module.build_spec_from_options
+    made = []
+
+    @functools.wraps(real)
+    def recording(model, **options):
+        made.append(real(model, **options))
+        raise TritongenError("stop here", "the spec is what this test reads")
+
+    monkeypatch.setattr(spec_module, "build_spec_from_options", recording)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"placeholder")  # never loaded: the spec only
+    common = {"max_batch_size": 4, "priority_levels": 2, "repo": tmp_path / "repo"}
+    cli_form = {
+        "inputs": ["x:FP32:8,-1", "m:INT64:-1"],
+        "outputs": ["y"],
+        "dim_ranges": ["x:1:1:16:64"],
+        "queue_policies": ["1:timeout_us=5000,action=reject,max_size=8"],
+        "rate_limiter": ["R1:2:global"],
+    }
+    py_form = {
+        "inputs": [{"name": "x", "dtype": "FP32", "dims": [8, -1]}, "m:INT64:-1"],  # the two forms mix
+        "outputs": {"name": "y"},  # one mapping on its own is one item
+        "dim_ranges": [{"input": "x", "axis": 1, "min": 1, "opt": 16, "max": 64}],
+        "queue_policies": [{"priority": 1, "timeout_us": 5000, "action": "reject", "max_size": 8}],
+        "rate_limiter": [{"name": "R1", "count": 2, "global": True}],
+    }
+    for given in (cli_form, py_form):
+        with pytest.raises(TritongenError, match="stop here"):
+            tritongen.build(model, **common, **given)
+    cli_spec, py_spec = made
+    for key in ("inputs", "output_names", "dim_ranges", "queue_policies", "rate_limiter"):
+        assert getattr(py_spec, key) == getattr(cli_spec, key), key
+    assert [i.name for i in py_spec.inputs] == ["x", "m"] and py_spec.rate_limiter[0].is_global
+    for bad, words in (
+        ({"inputs": [{"dtype": "FP32"}]}, "build option: inputs item #1 is {'dtype': 'FP32'}, not a mapping of"),
+        ({"inputs": [{"name": "x", "dims": ["3"]}]}, "inputs item #1 dims is ['3'], not a list of at most"),
+        ({"dim_ranges": [{"input": "x", "axis": 1}]}, "dim_ranges item #1 is"),
+        ({"queue_policies": [{"priority": 1, "timeout_us": -5}]}, "timeout_us is -5, not an integer of 0 or more"),
+        ({"rate_limiter": [{"name": "R1", "count": 2, "global": "yes"}]}, "global is 'yes', not true or false"),
+        ({"outputs": [{"label": "y"}]}, "outputs item #1 is {'label': 'y'}, not a name or a mapping with a name"),
+        ({"inputs": [3]}, "build option inputs item 3 is an int, not text (a str) or a mapping: pass"),
+    ):
+        given = {**cli_form, **bad}
+        with pytest.raises(TritongenError) as err:
+            tritongen.build(model, **common, **given)
+        assert words in str(err.value), (bad, str(err.value))
+
+
 def test_build_takes_any_path_like_and_checks_an_in_memory_name_first(tmp_path):
     from pathlib import PurePosixPath
 

@@ -189,7 +189,11 @@ def build(
 
     ``options`` stand for ``tritongen build``'s flags; a keyword left out (or ``None``) is a flag not given, and
     the defaults are the CLI's (``--spec`` file values fill in what is not given). Where a flag is repeatable the
-    keyword takes a list; the values are the flags' (strings like ``"x:FP32:3,224,224"``) unless said here::
+    keyword takes a list; the values are the flags' (strings like ``"x:FP32:3,224,224"``) unless said here. An
+    item of ``inputs``, ``outputs``, ``dim_ranges``, ``queue_policies`` or ``rate_limiter`` may also be the
+    ``--spec`` file's mapping (``{"name": "x", "dtype": "FP32", "dims": [3, 224, 224]}``, ``{"input": "x",
+    "axis": 1, "min": 1, "opt": 128, "max": 512}``, ``{"priority": 1, "timeout_us": 5000, "action": "reject"}``,
+    ``{"name": "R1", "count": 2, "global": True}``), checked as the file's are::
 
         keyword                flag                     value
         name                   --name                   str (default: the file or folder name)

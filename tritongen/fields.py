@@ -124,7 +124,7 @@ def describe(annotation: Any) -> str:
     if origin is tuple:
         return f"a pair ({', '.join(describe(a) for a in args)})"
     if origin in (Mapping, dict):
-        return "a mapping" + (f" of {describe(args[0])} to {describe(args[1])}" if args else "")
+        return "a mapping" + (f" of {describe(args[0])} to {describe(args[1])}" if args and args[1] is not Any else "")
     if origin is Callable or annotation is Callable:
         return "a function (callable)"
     simple = {bool: "True or False", int: "a whole number", float: "a number", str: "text (a str)"}

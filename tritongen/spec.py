@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .dim_ranges import (
     DEFAULT_DIM_OPT,
@@ -24,7 +24,7 @@ from .dim_ranges import (
     inputs_with_ranges,
 )
 from .errors import TritongenError
-from .names import check_name, with_suggestion
+from .names import check_name, shown, with_suggestion
 from .scheduling import (
     QueuePolicy,
     RateLimiterResource,
@@ -36,6 +36,8 @@ from .scheduling import (
 )
 from .sequence import StatePair, attribute_names_from_arg, check_states, state_pairs_from_args
 from .tensors import TensorSpec, tensor_spec_from_arg, tensor_spec_from_dict, tensor_specs_from_samples
+
+T = TypeVar("T")
 
 TARGETS = (
     "local",
@@ -366,8 +368,8 @@ def build_spec_from_options(
     model_path: str | Path,
     *,
     name: str | None = None,
-    inputs: Iterable[str] = (),
-    outputs: Iterable[str] = (),
+    inputs: Iterable[str | Mapping[str, Any]] = (),
+    outputs: Iterable[str | Mapping[str, Any]] = (),
     spec_file: str | Path | None = None,
     sample_inputs: str | Path | None = None,
     max_batch_size: int | None = None,
@@ -397,18 +399,20 @@ def build_spec_from_options(
     max_abs_error: Iterable[Any] | Mapping[str, float] = (),
     max_dynamic_dim: int | None = None,
     exporter: str | None = None,
-    dim_ranges: Iterable[str] = (),
+    dim_ranges: Iterable[str | Mapping[str, Any]] = (),
     consts: Iterable[Any] | Mapping[str, Any] = (),
     states: Iterable[Any] | Mapping[str, str] = (),
     state_from_attributes: str | None = None,
     priority_levels: int | None = None,
     default_priority: int | None = None,
-    queue_policies: Iterable[str] = (),
-    rate_limiter: Iterable[str] = (),
+    queue_policies: Iterable[str | Mapping[str, Any]] = (),
+    rate_limiter: Iterable[str | Mapping[str, Any]] = (),
     rate_limiter_priority: int | None = None,
 ) -> BuildSpec:
     """Resolve CLI/library options (flags over ``--spec`` YAML over :data:`DEFAULTS`) into one :class:`BuildSpec`,
-    which checks the values itself."""
+    which checks the values itself. An item of ``inputs``, ``outputs``, ``dim_ranges``, ``queue_policies`` or
+    ``rate_limiter`` is the flag's text or the spec file's mapping (e.g. ``{"name": "x", "dtype": "FP32",
+    "dims": [3, 224, 224]}``), checked as the spec file's are."""
     model = Path(model_path).expanduser().resolve()
     if not model.exists():
         raise TritongenError(f"model file {model_path} does not exist", "check the path")
@@ -427,13 +431,13 @@ def build_spec_from_options(
     chosen_tokenizer = pick(tokenizer, "tokenizer")
     tokenizer = Path(chosen_tokenizer) if chosen_tokenizer is not None else None
 
-    ranges = tuple(dim_range_from_arg(a) for a in dim_ranges) or tuple(
+    ranges = _entries(dim_ranges, "dim_ranges", dim_range_from_arg, dim_range_from_dict) or tuple(
         dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}")
         for i, e in enumerate(file_opts.get("dim_ranges") or ())
     )
     inputs_from = "flags"
     if inputs:
-        input_specs = tuple(tensor_spec_from_arg(a) for a in inputs)
+        input_specs = _entries(inputs, "inputs", tensor_spec_from_arg, tensor_spec_from_dict)
     elif file_opts.get("inputs"):
         inputs_from = "spec"
         if not isinstance(file_opts["inputs"], list):
@@ -457,7 +461,7 @@ def build_spec_from_options(
             "pass --input NAME:DTYPE:DIMS (e.g. x:FP32:3,224,224), --spec spec.yaml or --sample-inputs samples.npz",
         )
 
-    out_names: tuple[str, ...] = tuple(outputs)
+    out_names = tuple(_output_name(o, i) for i, o in enumerate(outputs))
     if not out_names and file_opts.get("outputs"):
         out_names = tuple(str(o["name"]) if isinstance(o, Mapping) else str(o) for o in file_opts["outputs"])
     for n in out_names:
@@ -522,18 +526,49 @@ def build_spec_from_options(
         ),
         priority_levels=int(pick(priority_levels, "priority_levels")),
         default_priority=int(pick(default_priority, "default_priority")),
-        queue_policies=tuple(queue_policy_from_arg(a) for a in queue_policies)
+        queue_policies=_entries(queue_policies, "queue_policies", queue_policy_from_arg, queue_policy_from_dict)
         or tuple(
             queue_policy_from_dict(e, f"spec file queue_policies #{i + 1}")
             for i, e in enumerate(file_opts.get("queue_policies") or ())
         ),
-        rate_limiter=tuple(rate_limiter_resource_from_arg(a) for a in rate_limiter)
+        rate_limiter=_entries(
+            rate_limiter, "rate_limiter", rate_limiter_resource_from_arg, rate_limiter_resource_from_dict
+        )
         or tuple(
             rate_limiter_resource_from_dict(e, f"spec file rate_limiter #{i + 1}")
             for i, e in enumerate(file_opts.get("rate_limiter") or ())
         ),
         rate_limiter_priority=int(pick(rate_limiter_priority, "rate_limiter_priority")),
     )
+
+
+def _output_name(item: Any, index: int) -> str:
+    """An ``outputs`` item: the name, or the spec file's ``{"name": ...}``."""
+    name = item.get("name") if isinstance(item, Mapping) else item
+    if not isinstance(name, str):
+        raise TritongenError(
+            f"build option outputs item #{index + 1} is {shown(repr(item))}, not a name or a mapping with a name",
+            'pass outputs=["logits"] or [{"name": "logits"}]',
+        )
+    return name
+
+
+def _entries(
+    given: Iterable[Any], key: str, from_arg: Callable[[str], T], from_dict: Callable[..., T]
+) -> tuple[T, ...]:
+    """The items of a list option: each the flag's text or the spec file's mapping (checked as the spec file's are)."""
+    from .spec_file import check_entry
+
+    out = []
+    for i, item in enumerate(given):
+        if isinstance(item, str):
+            out.append(from_arg(item))
+            continue
+        where = f"{key} item #{i + 1}"
+        entry = dict(item) if isinstance(item, Mapping) else item
+        check_entry("build option", key, where, entry)
+        out.append(from_dict(entry, f"build option {where}"))
+    return tuple(out)
 
 
 def _is_onnx_file(model: Path) -> bool:

@@ -88,7 +88,7 @@ def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
             f"{hint} rename the key" if hint else f"use only {', '.join(sorted(keys))}",
         )
     for key, value in data.items():
-        _check_value(path, key, keys[key], value)
+        _check_value(f"spec file {path}", key, keys[key], value)
     return data
 
 
@@ -119,114 +119,112 @@ def _check_events(events, path: Path) -> None:
             depth -= 1
 
 
-def _wrong(path: Path, where: str, value: Any, wanted: str, example: str) -> TritongenError:
+def _wrong(source: str, where: str, value: Any, wanted: str, example: str) -> TritongenError:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return TritongenError(f"spec file {path}: {where} is {shown}, not {wanted}", f"write it as {example}")
+    return TritongenError(f"{source}: {where} is {shown}, not {wanted}", f"write it as {example}")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_value(path: Path, key: str, kind: str, value: Any) -> None:
+def _check_value(source: str, key: str, kind: str, value: Any) -> None:
     if kind == "inputs":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         for i, entry in enumerate(value):
-            check_input_entry(path, f"input #{i + 1}", entry)
+            check_input_entry(source, f"input #{i + 1}", entry)
     elif kind == "outputs":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         for i, entry in enumerate(value):
             name = entry.get("name") if isinstance(entry, dict) else entry
             if not isinstance(name, str) or (isinstance(entry, dict) and set(entry) - {"name"} - set(INPUT_KEYS)):
                 raise _wrong(
-                    path,
+                    source,
                     f"output #{i + 1}",
                     entry,
                     "a name or a mapping with a name",
                     "outputs: [logits] or [{name: logits}]",
                 )
-            _check_text(path, f"output #{i + 1}", name)
+            _check_text(source, f"output #{i + 1}", name)
     elif kind == "consts":
         if not isinstance(value, dict) or len(value) > MAX_TENSORS:
-            raise _wrong(path, "'consts'", value, "a mapping of argument names to values", "consts: {sr: 16000}")
+            raise _wrong(source, "'consts'", value, "a mapping of argument names to values", "consts: {sr: 16000}")
         for name, const in value.items():
             if not isinstance(name, str) or not name.isidentifier():
-                raise _wrong(path, "a consts name", name, "an argument name", "consts: {sr: 16000}")
+                raise _wrong(source, "a consts name", name, "an argument name", "consts: {sr: 16000}")
             if (
                 not isinstance(const, (bool, int, float))
                 or (isinstance(const, float) and not math.isfinite(const))
                 or (_is_int(const) and abs(const) > 2**63 - 1)
             ):
-                raise _wrong(path, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
+                raise _wrong(source, f"consts {name}", const, "an int, a finite float or a bool", "consts: {sr: 16000}")
     elif kind == "abs_error_bars":
         example = "max_abs_error: {box: 0.05}"
         if not isinstance(value, dict) or len(value) > MAX_TENSORS:
-            raise _wrong(path, f"'{key}'", value, "a mapping of output names to largest absolute errors", example)
+            raise _wrong(source, f"'{key}'", value, "a mapping of output names to largest absolute errors", example)
         for name, bar in value.items():
-            _check_text(path, f"a {key} output name", name)
+            _check_text(source, f"a {key} output name", name)
             ok = (_is_int(bar) and 0 < bar <= 2**63) or (isinstance(bar, float) and math.isfinite(bar) and bar > 0)
             if not ok:
-                raise _wrong(path, f"{key} {name}", bar, "a positive finite number", example)
+                raise _wrong(source, f"{key} {name}", bar, "a positive finite number", example)
     elif kind == "queue_policies":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         for i, entry in enumerate(value):
-            check_queue_policy_entry(path, f"queue_policies #{i + 1}", entry)
+            check_queue_policy_entry(source, f"queue_policies #{i + 1}", entry)
     elif kind == "rate_limiter":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         for i, entry in enumerate(value):
-            check_resource_entry(path, f"rate_limiter #{i + 1}", entry)
+            check_resource_entry(source, f"rate_limiter #{i + 1}", entry)
     elif kind == "dim_ranges":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         for i, entry in enumerate(value):
-            check_dim_range_entry(path, f"dim_ranges #{i + 1}", entry)
+            check_dim_range_entry(source, f"dim_ranges #{i + 1}", entry)
     elif kind == "texts":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         for i, entry in enumerate(value):
-            _check_text(path, f"{key} #{i + 1}", entry)
+            _check_text(source, f"{key} #{i + 1}", entry)
     elif kind == "ints":
-        _check_list(path, key, value)
+        _check_list(source, key, value)
         if not all(_is_int(v) and abs(v) <= _INT32_MAX for v in value):
-            raise _wrong(path, key, value, _KIND_WORDS[kind], f"{key}: [2, 4]")
+            raise _wrong(source, key, value, _KIND_WORDS[kind], f"{key}: [2, 4]")
     elif kind == "int":
         if not _is_int(value) or abs(value) > _INT32_MAX:
-            raise _wrong(path, key, value, "an integer (at most 2147483647 in size)", f"{key}: 8")
+            raise _wrong(source, key, value, "an integer (at most 2147483647 in size)", f"{key}: 8")
     elif kind == "number":
         if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
-            raise _wrong(path, key, value, "a finite number", f"{key}: 0.001")
+            raise _wrong(source, key, value, "a finite number", f"{key}: 0.001")
     elif kind == "bool":
         if not isinstance(value, bool):
-            raise _wrong(path, key, value, _KIND_WORDS[kind], f"{key}: true")
+            raise _wrong(source, key, value, _KIND_WORDS[kind], f"{key}: true")
     else:
-        _check_text(path, key, value)
+        _check_text(source, key, value)
 
 
-def _check_list(path: Path, key: str, value: Any) -> None:
+def _check_list(source: str, key: str, value: Any) -> None:
     if not isinstance(value, list):
         example = f"inputs: [{_ENTRY_EXAMPLE}]" if key == "inputs" else f"{key}: [...]"
-        raise _wrong(path, f"'{key}'", value, "a list", example)
+        raise _wrong(source, f"'{key}'", value, "a list", example)
     if len(value) > MAX_TENSORS:
-        raise TritongenError(
-            f"spec file {path}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}", "list fewer"
-        )
+        raise TritongenError(f"{source}: '{key}' lists {len(value)} entries, more than {MAX_TENSORS}", "list fewer")
 
 
-def _check_text(path: Path, where: str, value: Any) -> None:
+def _check_text(source: str, where: str, value: Any) -> None:
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT_CHARS:
         raise _wrong(
-            path, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)", f"{where}: some_text"
+            source, where, value, f"a non-empty string (at most {MAX_TEXT_CHARS} characters)", f"{where}: some_text"
         )
 
 
-def check_input_entry(path: Path, where: str, entry: Any) -> None:
+def check_input_entry(source: str, where: str, entry: Any) -> None:
     """One ``inputs`` entry: a mapping with a string name, an optional string dtype and dims, a list of integers
     (or a string like ``"3,224,224"``)."""
     if not isinstance(entry, dict) or "name" not in entry or set(entry) - set(INPUT_KEYS):
-        raise _wrong(path, where, entry, f"a mapping of {', '.join(INPUT_KEYS)} with a name", _ENTRY_EXAMPLE)
-    _check_text(path, f"{where} name", entry["name"])
+        raise _wrong(source, where, entry, f"a mapping of {', '.join(INPUT_KEYS)} with a name", _ENTRY_EXAMPLE)
+    _check_text(source, f"{where} name", entry["name"])
     for key in ("dtype", "data_type"):
         if key in entry:
-            _check_text(path, f"{where} {key}", entry[key])
+            _check_text(source, f"{where} {key}", entry[key])
     for key in ("dims", "shape"):
         if key not in entry:
             continue
@@ -234,7 +232,7 @@ def check_input_entry(path: Path, where: str, entry: Any) -> None:
         if isinstance(dims, str):
             parts = [d.strip() for d in dims.split(",") if d.strip()]
             if not all(_DIM_TEXT.match(p) for p in parts):
-                raise _wrong(path, f"{where} {key}", dims, "a list of integers", "dims: [3, 224, 224]")
+                raise _wrong(source, f"{where} {key}", dims, "a list of integers", "dims: [3, 224, 224]")
             dims = [int(p) for p in parts]
         if (
             not isinstance(dims, list)
@@ -242,42 +240,57 @@ def check_input_entry(path: Path, where: str, entry: Any) -> None:
             or not all(_is_int(d) and abs(d) <= _INT32_MAX for d in dims)
         ):
             raise _wrong(
-                path, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers", "dims: [3, 224, 224]"
+                source, f"{where} {key}", entry[key], f"a list of at most {MAX_RANK} integers", "dims: [3, 224, 224]"
             )
 
 
-def check_dim_range_entry(path: Path, where: str, entry: Any) -> None:
+def check_dim_range_entry(source: str, where: str, entry: Any) -> None:
     """One ``dim_ranges`` entry: a mapping of exactly input (a string) and axis, min, opt, max (integers)."""
     if not isinstance(entry, dict) or set(entry) != set(RANGE_KEYS):
-        raise _wrong(path, where, entry, f"a mapping of {', '.join(RANGE_KEYS)}", _RANGE_EXAMPLE)
-    _check_text(path, f"{where} input", entry["input"])
+        raise _wrong(source, where, entry, f"a mapping of {', '.join(RANGE_KEYS)}", _RANGE_EXAMPLE)
+    _check_text(source, f"{where} input", entry["input"])
     for key in RANGE_KEYS[1:]:
         if not _is_int(entry[key]) or abs(entry[key]) > _INT32_MAX:
-            raise _wrong(path, f"{where} {key}", entry[key], "an integer", _RANGE_EXAMPLE)
+            raise _wrong(source, f"{where} {key}", entry[key], "an integer", _RANGE_EXAMPLE)
 
 
-def check_queue_policy_entry(path: Path, where: str, entry: Any) -> None:
+def check_queue_policy_entry(source: str, where: str, entry: Any) -> None:
     """One ``queue_policies`` entry: a mapping of some of :data:`POLICY_KEYS` (integers, action a string,
     allow_override a bool); :mod:`tritongen.scheduling` checks the values."""
     if not isinstance(entry, dict) or not entry or set(entry) - set(POLICY_KEYS):
-        raise _wrong(path, where, entry, f"a mapping of {', '.join(POLICY_KEYS)}", _POLICY_EXAMPLE)
+        raise _wrong(source, where, entry, f"a mapping of {', '.join(POLICY_KEYS)}", _POLICY_EXAMPLE)
     for key in ("priority", "timeout_us", "max_size"):
         if key in entry and (not _is_int(entry[key]) or not 0 <= entry[key] <= 2**63 - 1):
-            raise _wrong(path, f"{where} {key}", entry[key], "an integer of 0 or more", _POLICY_EXAMPLE)
+            raise _wrong(source, f"{where} {key}", entry[key], "an integer of 0 or more", _POLICY_EXAMPLE)
     if "action" in entry:
-        _check_text(path, f"{where} action", entry["action"])
+        _check_text(source, f"{where} action", entry["action"])
     if "allow_override" in entry and not isinstance(entry["allow_override"], bool):
-        raise _wrong(path, f"{where} allow_override", entry["allow_override"], "true or false", _POLICY_EXAMPLE)
+        raise _wrong(source, f"{where} allow_override", entry["allow_override"], "true or false", _POLICY_EXAMPLE)
 
 
-def check_resource_entry(path: Path, where: str, entry: Any) -> None:
+def check_resource_entry(source: str, where: str, entry: Any) -> None:
     """One ``rate_limiter`` entry: a mapping of name (a string), count (an integer) and an optional global (a bool)."""
     if not isinstance(entry, dict) or not {"name", "count"} <= set(entry) or set(entry) - set(RESOURCE_KEYS):
         raise _wrong(
-            path, where, entry, f"a mapping of {', '.join(RESOURCE_KEYS)} (global optional)", _RESOURCE_EXAMPLE
+            source, where, entry, f"a mapping of {', '.join(RESOURCE_KEYS)} (global optional)", _RESOURCE_EXAMPLE
         )
-    _check_text(path, f"{where} name", entry["name"])
+    _check_text(source, f"{where} name", entry["name"])
     if not _is_int(entry["count"]) or not 0 <= entry["count"] <= 2**32 - 1:
-        raise _wrong(path, f"{where} count", entry["count"], "an integer of 0 or more", _RESOURCE_EXAMPLE)
+        raise _wrong(source, f"{where} count", entry["count"], "an integer of 0 or more", _RESOURCE_EXAMPLE)
     if "global" in entry and not isinstance(entry["global"], bool):
-        raise _wrong(path, f"{where} global", entry["global"], "true or false", _RESOURCE_EXAMPLE)
+        raise _wrong(source, f"{where} global", entry["global"], "true or false", _RESOURCE_EXAMPLE)
+
+
+_ENTRY_CHECKS = {
+    "inputs": check_input_entry,
+    "dim_ranges": check_dim_range_entry,
+    "queue_policies": check_queue_policy_entry,
+    "rate_limiter": check_resource_entry,
+}
+
+
+def check_entry(source: str, key: str, where: str, entry: Any) -> None:
+    """One entry of the list ``key`` (``inputs``, ``dim_ranges``, ``queue_policies``, ``rate_limiter``) given as
+    the spec file's mapping from elsewhere (the Python API's ``build``): the same checks, ``source`` leading the
+    message."""
+    _ENTRY_CHECKS[key](source, where, entry)
