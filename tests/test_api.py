@@ -365,6 +365,14 @@ def test_an_unknown_keyword_is_refused_before_any_work(tmp_path, call, message):
     assert "\n" not in str(caught.value)
 
 
+def test_rollback_takes_a_rollout_only_option_given_as_none(tmp_path):
+    """None is "not given" in every API function: rollback(golden=None) was refused as a rollout-only option. It
+    goes on to the real work (here: the repository that does not exist)."""
+    with pytest.raises(TritongenError) as caught:
+        tritongen.rollback(tmp_path / "missing", "m", golden=None, min_cosine=None, out=None)
+    assert "takes no" not in str(caught.value) and "missing" in str(caught.value), str(caught.value)
+
+
 # Values of the wrong type are refused where they enter, naming the option and the type it wants.
 @pytest.mark.parametrize(
     "call, message",

@@ -135,6 +135,8 @@ def _checked(options: Callable[[], Sequence[str]] | None = None) -> Callable[[Ca
                 if key in known:
                     continue
                 if command == "rollback" and key in ROLLOUT_ONLY:
+                    if kwargs[key] is None:  # not given, as everywhere
+                        continue
                     raise TritongenError(
                         f"rollback() takes no {key}: a rollback switches back without a gate",
                         "leave it out (golden, out and the thresholds are rollout's)",
