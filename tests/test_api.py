@@ -351,7 +351,7 @@ def test_build_docstring_maps_every_keyword_to_its_flag():
         (lambda r: tritongen.deploy(r, to="kubernetes", out=r / "o", namspace="p"), r"did you mean 'namespace'"),
         (lambda r: tritongen.deploy(r, to="kubernetes", out=r / "o", gpu=0), r"did you mean 'gpus'"),
         (lambda r: tritongen.deploy(r, to="docker", out=r / "o", ngc="99.99"), r"deploy\(\) has no option 'ngc'"),
-        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", slo_p99_ms=5), r"for kserve and kubernetes bundles"),
+        (lambda r: tritongen.deploy(r, to="docker", out=r / "o", slo_p99_ms=5), r"option slo_p99_ms is for kserve and"),
         (lambda r: tritongen.deploy(r, to="docker", out=r / "o", namespace="x"), r"namespace .*not docker"),
         (lambda r: tritongen.deploy(r, to="docker", out=r / "o", extra_package="a=b"), r"pass extra_packages="),
         (lambda r: tritongen.rollback(r, "m", golden=r / "g.npz"), r"rollback\(\) takes no golden"),
@@ -453,7 +453,32 @@ def test_cli_deploy_refuses_another_targets_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["deploy", str(tmp_path), "--to", "docker", "--out", str(tmp_path / "o"), "--slo-p99-ms", "5"])
     assert exit_info.value.code != 0
-    assert "slo_p99_ms (--slo-p99-ms) is for kserve and kubernetes bundles, not docker" in capsys.readouterr().err
+    assert "deploy option --slo-p99-ms is for kserve and kubernetes bundles, not docker" in capsys.readouterr().err
+
+
+def test_errors_name_the_keyword_to_pass_from_python_and_the_flag_from_the_cli(tmp_path, capsys):
+    """A build error written for the CLI ("pass --force to replace it") names the keyword a Python caller passes
+    (force=True, new_version=True, name); the same error from the CLI keeps its flags."""
+    torch = pytest.importorskip("torch")
+    from tritongen.cli import main
+
+    net = torch.nn.Linear(4, 3)
+    repo = tmp_path / "repo"
+    tritongen.build(net, example_inputs=[torch.randn(2, 4)], name="net", repo=repo)
+    with pytest.raises(TritongenError) as caught:
+        tritongen.build(net, example_inputs=[torch.randn(2, 4)], name="net", repo=repo)
+    assert "pass force=True to replace it, new_version=True to add a version beside it, or choose another name" in (
+        str(caught.value)
+    )
+    assert caught.value.message == str(caught.value)
+    model = repo / "net" / "1" / "model.onnx"
+    with pytest.raises(SystemExit):
+        main(["build", str(model), "--name", "net", "--repo", str(repo)])
+    err = capsys.readouterr().err
+    assert "pass --force to replace it, --new-version to add a version beside it, or choose another --name" in err
+    with pytest.raises(TritongenError) as caught:  # after the CLI's call, the API's words again
+        tritongen.build(model, name="net", repo=repo)
+    assert "pass force=True" in str(caught.value)
 
 
 def test_an_option_given_as_none_is_an_option_not_given(tmp_path):

@@ -331,7 +331,7 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     (
         "perf: perf_analyzer option tritongen sets",
         lambda w: ["perf", "conv", "--engine", "perf_analyzer", "--perf-analyzer-args", "-u 10.0.0.9:8001"],
-        ("sets -u, which tritongen sets itself",),
+        ("sets '-u', which tritongen sets itself",),
     ),
     ("perf: --compare without --report", lambda w: ["perf", "--compare", str(w.file("a.json", b"{}"))], ("--report",)),
     (

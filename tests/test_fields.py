@@ -87,3 +87,26 @@ def test_check_fields_converts_in_place_and_parses_text_forms():
 def test_a_whole_number_too_large_for_a_float_is_refused_cleanly():
     with pytest.raises(TritongenError, match="is an int, not a number"):
         check_value(10**400, float, "max_p99_ms", "tune")
+
+
+def test_in_api_words_names_keywords_and_keeps_command_lines():
+    from tritongen.fields import in_api_words
+
+    options = {"force": bool, "warmup": bool | None, "max_batch_size": int | None, "name": str | None}
+    spellings = {"instances": "instance_count=N", "compare": "the runs to tritongen.report(...) instead"}
+    cases = [
+        ("pass --force to replace it", "pass force=True to replace it"),
+        ("--max-batch-size -1 is negative", "max_batch_size -1 is negative"),
+        ("drop --no-warmup, or choose another --name", "drop warmup=False, or choose another name"),
+        ("pass --instances 2", "pass instance_count 2"),
+        (
+            "rebuild it with tritongen build --force, or pass --force",
+            "rebuild it with tritongen build --force, or pass force=True",
+        ),
+        ("(tritongen build SOURCE --name m --force)", "(tritongen build SOURCE --name m --force)"),
+        ("--compare and --unknown-flag stay", "--compare and --unknown-flag stay"),  # no keyword for either
+        ("--perf-analyzer-args sets '--force'", "--perf-analyzer-args sets '--force'"),  # quoted: another tool's
+        ("--forceful is no option", "--forceful is no option"),
+    ]
+    for text, want in cases:
+        assert in_api_words(text, options, spellings) == want, text

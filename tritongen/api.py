@@ -7,6 +7,7 @@ tritonclient). Every failure is a :class:`tritongen.errors.TritongenError` carry
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import os
@@ -33,6 +34,21 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from .verify import VerifyReport
 
 PathLike = str | os.PathLike[str]
+
+# True while the CLI calls (its messages keep their flags): see cli_words
+_CLI_CALLS: contextvars.ContextVar[bool] = contextvars.ContextVar("tritongen_cli_calls", default=False)
+
+
+@contextlib.contextmanager
+def cli_words() -> Iterator[None]:
+    """Within it, the API's errors name the CLI's flags as written (``--force``): the CLI's commands run in it.
+    Outside, a Python caller reads the keyword to pass (``force=True``)."""
+    token = _CLI_CALLS.set(True)
+    try:
+        yield
+    finally:
+        _CLI_CALLS.reset(token)
+
 
 # The CLI's flag spellings that an API keyword names otherwise, by function: {spelling: what to pass instead}.
 CLI_SPELLINGS: dict[str, dict[str, str]] = {
@@ -80,49 +96,78 @@ GATE_LIMITS = {
 ROLLOUT_ONLY = ("golden", "out", *GATE_LIMITS)  # what only a gate uses: a rollback has none
 
 
-def _spec_fields(module: str, name: str, *leave_out: str) -> Callable[[], tuple[str, ...]]:
-    """The fields of spec class ``name`` in ``module`` less ``leave_out`` (what the function sets itself)."""
+def _spec_fields(module: str, name: str, *leave_out: str) -> Callable[[], dict[str, Any]]:
+    """The fields of spec class ``name`` in ``module`` less ``leave_out`` (what the function sets itself), each
+    with its annotation."""
 
-    def fields() -> tuple[str, ...]:
+    def fields() -> dict[str, Any]:
         import dataclasses
         import importlib
 
+        from .fields import class_hints
+
         spec = getattr(importlib.import_module(module, __package__), name)
-        return tuple(f.name for f in dataclasses.fields(spec) if f.name not in leave_out)
+        hints = class_hints(spec)
+        return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(spec) if f.name not in leave_out}
 
     return fields
 
 
-def _build_options() -> tuple[str, ...]:
+def _keyword_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """``func``'s keyword-only parameters, each with its annotation."""
+    from .fields import parameter_hints
+
+    hints = parameter_hints(func)
+    params = inspect.signature(func).parameters.values()
+    return {p.name: hints.get(p.name, Any) for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def _build_options() -> dict[str, Any]:
     from .spec import build_spec_from_options
 
-    params = inspect.signature(build_spec_from_options).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+    return _keyword_hints(build_spec_from_options)
 
 
-def _deploy_options() -> tuple[str, ...]:
-    from .deploy import TARGETS, target_options
+def _deploy_options() -> dict[str, Any]:
+    from .deploy import TARGETS
 
-    return tuple(dict.fromkeys(o for t in TARGETS for o in target_options(t)))
+    options: dict[str, Any] = {}
+    for write in TARGETS.values():
+        for key, hint in _keyword_hints(write).items():
+            options.setdefault(key, hint)
+    return options
 
 
-def _rollout_options(*leave_out: str) -> Callable[[], tuple[str, ...]]:
+def _rollout_options(*leave_out: str) -> Callable[[], dict[str, Any]]:
     spec_fields = _spec_fields(".deploy.rollout", "RolloutSpec", "repo", "name", "to_version", "action", "thresholds")
 
-    def options() -> tuple[str, ...]:
-        return tuple(o for o in (*spec_fields(), *GATE_LIMITS) if o not in leave_out)
+    def options() -> dict[str, Any]:
+        from .deploy.gate import GateThresholds
+        from .fields import class_hints
+
+        limits = class_hints(GateThresholds)
+        every = {**spec_fields(), **{k: limits.get(field, Any) for k, field in GATE_LIMITS.items()}}
+        return {k: v for k, v in every.items() if k not in leave_out}
 
     return options
 
 
-def _checked(options: Callable[[], Sequence[str]] | None = None) -> Callable[[Callable[..., Any]], Any]:
+def _checked(options: Callable[[], Mapping[str, Any]] | None = None) -> Callable[[Callable[..., Any]], Any]:
     """Check a call of an API function before it does any work: every keyword is one it takes (its own, or for
-    ``**options`` the ``options()`` it passes on: a spec's fields), with a did-you-mean or the API's name for a
-    CLI flag's spelling; its own arguments have the types their annotations say (:mod:`tritongen.fields`)."""
+    ``**options`` the ``options()`` it passes on: a spec's fields, each with its annotation), with a did-you-mean
+    or the API's name for a CLI flag's spelling; its own arguments have the types their annotations say
+    (:mod:`tritongen.fields`). A :class:`TritongenError` it raises names the CLI's flags by their keywords
+    (``pass force=True`` for ``pass --force``), unless the CLI is the caller (:func:`cli_words`)."""
 
     def wrap(func: Callable[..., Any]) -> Any:
         signature = inspect.signature(func)
         own = [p.name for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+        def known_options() -> dict[str, Any]:
+            from .fields import parameter_hints
+
+            hints = parameter_hints(func)
+            return {**{k: hints.get(k, Any) for k in own}, **(options() if options is not None else {})}
 
         @functools.wraps(func)
         def checked(*args: Any, **kwargs: Any) -> Any:
@@ -158,9 +203,18 @@ def _checked(options: Callable[[], Sequence[str]] | None = None) -> Callable[[Ca
             for name, value in bound.arguments.items():
                 if name in hints:
                     bound.arguments[name] = check_value(value, hints[name], name, command)
-            return func(*bound.args, **bound.kwargs)
+            try:
+                return func(*bound.args, **bound.kwargs)
+            except TritongenError as exc:
+                if not _CLI_CALLS.get():
+                    from .fields import in_api_words
 
-        checked.__dict__["options"] = lambda: (*own, *(options() if options is not None else ()))
+                    spellings = CLI_SPELLINGS.get(command, {})
+                    exc.problem, exc.fix = (in_api_words(t, known, spellings) for t in (exc.problem, exc.fix))
+                    exc.args = (exc.message,)
+                raise
+
+        checked.__dict__["options"] = known_options
         return checked
 
     return wrap

@@ -36,6 +36,7 @@ def cli(debug: bool) -> None:
     """From a trained PyTorch model to a Triton model repository that is proven to serve."""
     _DEBUG["on"] = debug
     attach_cli_handler(debug)
+    click.get_current_context().with_resource(api.cli_words())  # errors name the flags as typed here
 
 
 @cli.command(short_help="Convert a PyTorch model, ONNX file or Hugging Face folder into a validated model folder.")

@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 import numbers
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,7 +48,7 @@ def check_fields(
     annotation, in place. ``parse`` maps a field to a function applied to its value first (a text form the CLI
     takes too, e.g. ``"1,4"``); ``skip`` names fields the spec checks itself; ``names`` maps a field to the name
     the user gave it (an API keyword that differs from the field). ``what`` leads the message (e.g. ``perf``)."""
-    hints = _class_hints(type(spec))
+    hints = class_hints(type(spec))
     skipped = set(skip)
     for field in dataclasses.fields(spec):
         if field.name in skipped or field.name not in hints:
@@ -231,10 +232,45 @@ def _number_text(text: str) -> bool:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _class_hints(cls: type) -> dict[str, Any]:
+def class_hints(cls: type) -> dict[str, Any]:
+    """``cls``'s field annotations, evaluated (once per class)."""
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
+
+
+# A CLI command line inside a message ("rebuild it with tritongen build --force, or ..."): its flags stay flags.
+_COMMAND_LINE = re.compile(r"tritongen [a-z][^,;:()]*")
+_FLAG = re.compile(r"(?<![\w'-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)\b")
+
+
+def in_api_words(text: str, options: Mapping[str, Any], spellings: Mapping[str, str]) -> str:
+    """``text`` (an error's problem or fix, written for the CLI) with each CLI flag that stands for one of
+    ``options`` (keyword -> annotation) named as a Python caller passes it: ``--force`` -> ``force=True`` (a
+    bool), ``--no-warmup`` -> ``warmup=False``, ``--max-batch-size`` -> ``max_batch_size``; ``spellings`` maps a
+    flag the API names otherwise to its keyword (``{"instances": "instance_count=N"}`` -> ``instance_count``).
+    Flags inside a ``tritongen ...`` command line, and flags of no option here, are left as written."""
+    kept = [m.span() for m in _COMMAND_LINE.finditer(text)]
+
+    def word(match: re.Match[str]) -> str:
+        if any(start <= match.start() < end for start, end in kept):
+            return match.group(0)
+        key = match.group(1).replace("-", "_")
+        spelled = spellings.get(key)
+        if spelled is not None and " " not in spelled:
+            return spelled if spelled.endswith(("=True", "=False")) else spelled.split("=")[0]
+        if key.startswith("no_") and _is_bool(options.get(key[3:])):
+            return f"{key[3:]}=False"
+        if key in options:
+            return f"{key}=True" if _is_bool(options[key]) else key
+        return match.group(0)
+
+    return _FLAG.sub(word, text)
+
+
+def _is_bool(annotation: Any) -> bool:
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return annotation is bool or (bool in members and all(m in (bool, type(None)) for m in members))
 
 
 def parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -
         others = [t for t in sorted(TARGETS) if key in target_options(t)]
         if others:
             raise TritongenError(
-                f"deploy option {key} (--{key.replace('_', '-')}) is for {' and '.join(others)} bundles, not {target}",
+                f"deploy option --{key.replace('_', '-')} is for {' and '.join(others)} bundles, not {target}",
                 f"leave it out, or deploy to {' or '.join(others)}",
             )
         raise TritongenError(

@@ -226,7 +226,7 @@ def _perf_analyzer_args(value: str | tuple[str, ...] | list[str], engine: str) -
         name = arg.split("=", 1)[0]
         if name in MANAGED_PERF_ANALYZER_OPTIONS:
             raise TritongenError(
-                f"--perf-analyzer-args sets {name}, which tritongen sets itself",
+                f"--perf-analyzer-args sets '{name}', which tritongen sets itself",
                 "use tritongen's own option for it (model, --url, --protocol, --concurrency, --duration-s, ...)",
             )
     return args
