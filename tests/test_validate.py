@@ -890,3 +890,11 @@ def test_a_hand_edited_sequence_runner_is_not_judged(sequence_local_repo, tmp_pa
     model_py = repo / "acc" / "1" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# changed by hand: not judged\n")
     assert validate_repository(repo).ok
+
+
+def test_an_unreadable_graph_under_the_sequence_runner_is_named_once(sequence_local_repo, tmp_path):
+    """The runner check and the state checks both read model.onnx: the file that cannot be read is named once."""
+    repo = _edited_sequence_repo(sequence_local_repo, tmp_path, 'name: "y"', 'name: "y"')
+    (repo / "acc" / "1" / "model.onnx").write_bytes(b"not an ONNX model")
+    problems = validate_repository(repo).problems_by_model["acc"]
+    assert len(problems) == 1 and problems[0].startswith("1/model.onnx of model 'acc' cannot be read ("), problems

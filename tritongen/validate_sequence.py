@@ -144,8 +144,8 @@ def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
         return []
     try:
         graph = graph_io_from_onnx(path)
-    except ValueError as exc:  # reported by the model-file checks as well
-        return [f"cannot read {path.name} of model {name} to check its state tensors: {exc}"]
+    except ValueError:  # named once, by the graph checks of its backend (ONNX Runtime's, or tritongen's runner's)
+        return []
 
     def io(values: Mapping[str, GraphTensor]) -> dict[str, tuple[str, list[int] | None]]:
         out: dict[str, tuple[str, list[int] | None]] = {}
