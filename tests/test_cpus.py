@@ -221,3 +221,12 @@ def test_perf_analyzer_is_started_on_the_client_cpus(pinned_server, monkeypatch)
     run = perf_from_spec(_spec(pinned_server, engine="perf_analyzer", client_cpus=(CPUS[0],)))
     assert forked_from and all(s == {CPUS[0]} for s in forked_from)
     assert run.points and run.client_cpus == (CPUS[0],)
+
+
+def test_a_space_inside_a_cpu_list_is_refused_not_dropped():
+    """--cpus "0 1" pinned to CPU 1 (every space was dropped before the split: "01")."""
+    from tritongen.cpus import cpus_from_text
+
+    assert cpus_from_text(" 0 , 0 ") == (0,)
+    with pytest.raises(TritongenError, match="'0 0' is not a list of CPU ids"):
+        cpus_from_text("0 0")

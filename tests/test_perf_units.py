@@ -390,3 +390,12 @@ def test_report_writes_one_report_for_runs_or_their_results_files(tmp_path):
     with pytest.raises(TritongenError, match="got a dict among its runs"):
         tritongen.report([{}], tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_a_space_inside_a_number_list_is_refused_not_dropped():
+    """--concurrency "1 4" ran one level at concurrency 14 (every space was dropped before the split)."""
+    from tritongen.perf.spec import numbers_from_text
+
+    assert numbers_from_text(" 1, 4 ,", int, "--concurrency") == (1, 4)
+    with pytest.raises(TritongenError, match="'1 4' is not a comma-separated list of numbers"):
+        numbers_from_text("1 4", int, "--concurrency")

@@ -186,3 +186,12 @@ def test_did_you_mean_only_for_a_close_name():
     assert did_you_mean("x", []) == ""
     assert with_suggestion("tny", ["tiny"], "name one it holds") == "did you mean 'tiny'? name one it holds"
     assert with_suggestion("zzz", ["tiny"], "name one it holds") == "name one it holds"
+
+
+def test_a_space_inside_a_dimension_is_refused_not_dropped():
+    """--input "x:FP32:3,6 4,64" built dims [3, 64, 64] (every space was dropped before the split)."""
+    from tritongen.tensors import tensor_spec_from_arg
+
+    assert tensor_spec_from_arg("x:FP32:3, 64 ,64").dims == (3, 64, 64)
+    with pytest.raises(TritongenError, match="has dims '3,6 4,64' that are not integers"):
+        tensor_spec_from_arg("x:FP32:3,6 4,64")

@@ -40,7 +40,7 @@ def cpus_text(cpus: Iterable[int]) -> str:
 def _parse(text: str, option: str) -> list[int]:
     example = f"write it like {option} 1 or {option} 1-3,5 (CPU ids, ranges inclusive)"
     cpus: list[int] = []
-    for part in text.replace(" ", "").split(","):
+    for part in (p.strip() for p in text.split(",")):  # "0 1" is no CPU id
         low, dash, high = part.partition("-")
         if not low.isdigit() or (dash and not high.isdigit()):
             raise TritongenError(f"{option} '{text}' is not a list of CPU ids", example)

@@ -59,7 +59,7 @@ def tensor_spec_from_arg(arg: str) -> TensorSpec:
         )
     name, dtype, dims_text = parts
     try:
-        dims = tuple(int(d) for d in dims_text.replace(" ", "").split(",") if d != "")
+        dims = tuple(int(d) for d in (d.strip() for d in dims_text.split(",")) if d)  # "6 4" is no number
     except ValueError:
         raise TritongenError(
             f"--input '{arg}' has dims '{dims_text}' that are not integers",

@@ -25,7 +25,7 @@ def numbers_from_text(text: str | None, kind: type, option: str) -> tuple:
     if not text:
         return ()
     try:
-        return tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
+        return tuple(kind(v) for v in (v.strip() for v in text.split(",")) if v)  # "1 4" is no number
     except ValueError:
         raise TritongenError(
             f"{option} '{shown(text)}' is not a comma-separated list of numbers", f"write it like {option} 1,2,4,8"
