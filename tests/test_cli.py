@@ -213,3 +213,32 @@ def test_tritongen_alone_prints_its_help(capsys):
         main([])
     out = capsys.readouterr()
     assert exc.value.code == 0 and "Usage: tritongen" in out.out + out.err and "error:" not in out.out + out.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "{m}"],
+        ["verify", "{m}"],
+        ["serve", "{m}"],
+        ["sign", "{m}", "--private-key", "{key}"],
+        ["deploy", "{m}", "--to", "docker", "--out", "{out}"],
+        ["infer", "double", "--repo", "{m}"],
+        ["rollout", "{m}", "double", "--to-version", "2"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_model_folder_given_for_its_repository_is_named_as_such(tiny_repository, tmp_path, argv, capsys):
+    """Read as a repository, a model folder's version folders looked like models without a config: verify advised
+    "remove 1/", validate "write .../1/config.pbtxt". Each command says what was passed and what to pass."""
+    from tritongen.cli import main
+
+    model = tiny_repository / "double"
+    given = [a.format(m=model, key=tmp_path / "k.pem", out=tmp_path / "out") for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        main(given)
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err.count("\n") == 1, err
+    assert f"error: {model} is a model folder (it holds config.pbtxt), not a model repository" in err, err
+    assert f"pass the repository that holds it: {tiny_repository.resolve()}" in err
+    assert not (tmp_path / "out").exists()

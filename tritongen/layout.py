@@ -71,11 +71,22 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return artifact_dir(model_dir, version) / MANIFEST_NAME
 
 
+def check_not_model_folder(repo: Path) -> None:
+    """Refuse a model folder given where its repository goes (``repo/pnet`` for ``repo``): read as a repository, its
+    version folders look like models without a config, and the fixes offered for that would be wrong."""
+    if (Path(repo) / CONFIG_NAME).is_file():
+        raise TritongenError(
+            f"{repo} is a model folder (it holds {CONFIG_NAME}), not a model repository",
+            f"pass the repository that holds it: {Path(repo).resolve().parent}",
+        )
+
+
 def latest_artifacts(repo: Path, name: str, inputs_option: str = "--input-file") -> tuple[Path, int]:
     """The artifact folder of model ``name``'s newest version in ``repo``, and that version (``inputs_option``:
     the command's option that sends other inputs, named in the fix when there is no build)."""
     versions = version_numbers(Path(repo) / name)
     if not versions:
+        check_not_model_folder(repo)
         fix = f"pass --repo with the repository it was built into, or {inputs_option} with inputs"
         if (Path(repo) / name).is_dir():
             raise TritongenError(

@@ -31,6 +31,7 @@ from .layout import (
     ENGINE_PLAN_NAME,
     NON_VERSION_FOLDERS,
     WARMUP_DIR,
+    check_not_model_folder,
     link_problems,
     version_numbers,
 )
@@ -962,6 +963,7 @@ def check_repository_folder(repo: Path) -> None:
             f"model repository {repo} is a file, not a folder",
             "pass the folder that holds one sub-folder per model, not a config or model file",
         )
+    check_not_model_folder(repo)  # before anything reads its version folders (1/, 2/, ...) as models
 
 
 def validate_repository(

@@ -222,11 +222,13 @@ class _Step:
 
 
 def _checked_model(spec: RolloutSpec) -> Path:
+    from ..layout import check_not_model_folder
     from ..validate import check_repository
     from ..verify import check_verified
 
     model_dir = spec.repo / spec.name
     if not (model_dir / "config.pbtxt").is_file():
+        check_not_model_folder(spec.repo)
         raise TritongenError(
             f"model repository {spec.repo} has no model '{spec.name}'", "pass the repository and a model folder in it"
         )
