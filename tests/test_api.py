@@ -513,3 +513,28 @@ def test_serve_extra_args_in_one_string_are_split_as_a_shell_would(tmp_path):
     assert ServeSpec(repo=tmp_path, extra_args=["--log-verbose", "1"]).extra_args == ("--log-verbose", "1")
     with pytest.raises(TritongenError, match="cannot be split"):
         ServeSpec(repo=tmp_path, extra_args="--id 'a")
+
+
+@pytest.mark.server
+def test_infer_takes_arrays_in_memory_and_one_npy_for_a_one_input_model(tiny_server, tmp_path):
+    """A notebook user had to write an .npz first (inputs= was no option); an .npy for the one-input model was sent
+    as an input named "input" and refused by the server. Both go to the model's input now."""
+    import numpy as np
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    result = tritongen.infer("double", url=tiny_server.grpc_url, inputs={"X": x})
+    np.testing.assert_array_equal(result.outputs["Y"], x * 2 + 1)
+    torch = pytest.importorskip("torch")
+    result = tritongen.infer("double", url=tiny_server.grpc_url, inputs={"X": torch.from_numpy(x)})
+    np.testing.assert_array_equal(result.outputs["Y"], x * 2 + 1)
+    np.save(tmp_path / "x.npy", x)
+    result = tritongen.infer("double", url=tiny_server.grpc_url, input_file=tmp_path / "x.npy")
+    np.testing.assert_array_equal(result.outputs["Y"], x * 2 + 1)
+    for bad, words in (
+        ({"inputs": {}}, "infer option inputs is empty"),
+        ({"inputs": {"X": [object()]}}, "infer input 'X' holds Python objects"),
+        ({"inputs": {"X": x}, "input_file": tmp_path / "x.npy"}, "both input_file and inputs are given"),
+        ({"inputs": {"X": x}, "check": True}, "check=True compares against the build's saved samples: drop inputs"),
+    ):
+        with pytest.raises(TritongenError, match=re.escape(words)):
+            tritongen.infer("double", url=tiny_server.grpc_url, **bad)

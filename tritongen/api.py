@@ -583,7 +583,8 @@ def infer(name: str, **options: Any) -> InferResult:
 
     ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``; default:
     the ``url``'s ``http://`` or ``grpc://``, else ``$TRITONGEN_URL``'s, else gRPC),
-    ``repo``, ``input_file``, ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``, and for a
+    ``repo``, ``input_file`` (an ``.npz`` named by input, or one ``.npy`` for a one-input model), ``inputs``
+    (arrays in memory: ``{"x": array}``), ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``, and for a
     stateful model (``build(..., states=...)``) ``sequence=True`` to stream ``input_file`` in chunks as one
     sequence, ``chunk_size`` (default: the first input's fixed size) and ``sequence_id`` (its correlation ID,
     default 1).

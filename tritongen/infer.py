@@ -49,10 +49,34 @@ class InferSpec:
     # the version to send the build's samples to and check against; None: the highest version the server has
     # ready (the one Triton answers a request without a version with), not the newest folder on disk
     model_version: int | None = None
+    # arrays to send, by input name (the Python API's in-memory form of input_file)
+    inputs: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, "infer")
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
+        if self.inputs is not None:
+            object.__setattr__(self, "inputs", _arrays_given(self.inputs))
+
+
+def _arrays_given(given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``inputs`` as NumPy arrays (lists, tensors with ``.numpy()`` and scalars taken), one per input name."""
+    if not given:
+        raise TritongenError("infer option inputs is empty", 'pass inputs={"INPUT_NAME": array, ...}')
+    arrays = {}
+    for name, value in given.items():
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TritongenError(f"infer input '{name}' is not an array ({exc})", "pass NumPy arrays") from None
+        if array.dtype == object and not all(isinstance(v, (str, bytes)) for v in array.reshape(-1)):
+            raise TritongenError(
+                f"infer input '{name}' holds Python objects", "pass a numeric array, or text as str/bytes"
+            )
+        arrays[name] = array
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,26 @@ def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) ->
         f"model '{spec.name}' takes {', '.join(takes) or 'no inputs'}, not {sent} ({option[sent]})",
         f"send it {other} instead" if other else "pass --input-file with its inputs (an .npz named by input)",
     )
+
+
+def _named_npy(spec: InferSpec, url: str) -> dict[str, np.ndarray]:
+    """``spec.input_file``'s arrays; a single ``.npy`` array (read as "input") goes to the model's one input, by
+    the server's own name for it."""
+    from .client import model_metadata
+
+    assert spec.input_file is not None
+    arrays = arrays_from_npz(spec.input_file)
+    with open(spec.input_file, "rb") as fh:  # readable: just read
+        if fh.read(6) != b"\x93NUMPY":
+            return arrays
+    takes = [i["name"] for i in model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["inputs"]]
+    if len(takes) != 1:
+        raise TritongenError(
+            f"{spec.input_file} holds one array, and model '{spec.name}' takes {len(takes)} inputs "
+            f"({', '.join(takes)})",
+            "pass an .npz with one array per input, named by input (numpy.savez(path, NAME=array, ...))",
+        )
+    return {takes[0]: arrays["input"]}
 
 
 def _is_sequence_model(model_dir: Path) -> bool:
@@ -289,12 +333,15 @@ def infer_model(spec: InferSpec) -> InferResult:
             )
         inputs = ensemble_inputs_from_files(spec.texts, spec.images)
         _check_takes(spec, url, inputs)
-    elif spec.input_file is not None:
+    elif spec.input_file is not None or spec.inputs is not None:
         if spec.check:
+            given = "--input-file" if spec.input_file is not None else "inputs"
             raise TritongenError(
-                "--check compares against the build's saved samples", "drop --input-file to send those samples"
+                "--check compares against the build's saved samples", f"drop {given} to send those samples"
             )
-        inputs = arrays_from_npz(spec.input_file)
+        if spec.input_file is not None and spec.inputs is not None:
+            raise TritongenError("both input_file and inputs are given", "pass one of them")
+        inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, url)
     else:
         version = served_version(spec, url)
         pinned = str(version)
