@@ -538,3 +538,13 @@ def test_infer_takes_arrays_in_memory_and_one_npy_for_a_one_input_model(tiny_ser
     ):
         with pytest.raises(TritongenError, match=re.escape(words)):
             tritongen.infer("double", url=tiny_server.grpc_url, **bad)
+
+
+def test_an_in_memory_module_failing_on_its_example_inputs_names_them(tmp_path):
+    """The fix pointed at "the arrays of example_inputs.npz" and --sample-inputs, a file and a flag the caller never
+    gave: it names example_inputs."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TritongenError) as caught:
+        tritongen.build(torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(2, 5)}, repo=tmp_path / "repo")
+    assert "check example_inputs (names, order, dtypes, dims) against the module's forward()" in str(caught.value)
+    assert ".npz" not in str(caught.value) and "sample" not in str(caught.value)

@@ -394,7 +394,9 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
         with tempfile.TemporaryDirectory(prefix="tritongen-module-") as tmp:
             import numpy as np
 
-            samples = Path(tmp) / "example_inputs.npz"
+            from .export import EXAMPLE_INPUTS_NPZ
+
+            samples = Path(tmp) / EXAMPLE_INPUTS_NPZ
             np.savez(samples, **arrays)  # type: ignore[arg-type]
             placeholder = Path(tmp) / f"{name}.module"
             placeholder.touch()  # the spec resolver checks that the model exists

@@ -154,6 +154,9 @@ def torch_result_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, 
     return result
 
 
+EXAMPLE_INPUTS_NPZ = "example_inputs.npz"  # where the API's build(module, example_inputs=...) saves them
+
+
 def _inputs_fix(spec: BuildSpec) -> str:
     """How to fix inputs the model failed on, for where they came from: --input, the spec file, the samples."""
     declared = "the spec file's inputs" if spec.inputs_from == "spec" else "--input"
@@ -163,6 +166,11 @@ def _inputs_fix(spec: BuildSpec) -> str:
             "(or pass --sample-inputs with real data)"
         )
     samples = spec.sample_inputs.name
+    if samples == EXAMPLE_INPUTS_NPZ and spec.inputs_from == "samples":  # build(module, example_inputs=...)
+        return (
+            "check example_inputs (names, order, dtypes, dims) against the module's forward(): one array per "
+            "forward() argument, batch axis first"
+        )
     if spec.inputs_from == "samples":
         return (
             f"check the arrays of {samples} (names, order, dtypes, dims) against the model's forward(); "
