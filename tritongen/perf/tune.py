@@ -350,7 +350,6 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
 
 def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
-    from google.protobuf import json_format
 
     from ..client import model_metadata
     from ..validate import config_from_file
@@ -427,13 +426,10 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         far below it prunes; ``start``: the ladder index to begin at (default: where the best config peaked)."""
         if candidate in trials:
             return trials[candidate]
-        config = config_from_candidate(base_config, candidate)
         t0 = time.monotonic()
         header = f"config {len(trials) + 1}: {candidate.label()}"
-        again.loaded = None
         try:
-            server.load(model, json_format.MessageToJson(config))  # a server without explicit control ends the run
-            again.loaded = candidate
+            again.swap(candidate)  # a server without explicit control ends the run
         except ModelLoadError as failed:
             progress(header)
             trial = Trial(
@@ -818,13 +814,18 @@ class _Remeasure:
     def load(self, candidate: Candidate, concurrency: int) -> None:
         """Load ``candidate`` and warm it up at ``concurrency`` (``spec.load_warmup_s``); nothing where it is the
         one loaded already (it has just been measured: reloading would only cost a load and a warm-up)."""
-        from google.protobuf import json_format
-
         if candidate == self.loaded:
             return
+        self.swap(candidate)
+        _warm(self.perf, self.requests, concurrency, self.spec)
+
+    def swap(self, candidate: Candidate) -> None:
+        """Load ``candidate``, not warmed; ``loaded`` is None until it has loaded (a refused load leaves the
+        server's holding unknown). Raises :class:`ModelLoadError` for a config Triton refuses."""
+        from google.protobuf import json_format
+
         self.loaded = None
         self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
-        _warm(self.perf, self.requests, concurrency, self.spec)
         self.loaded = candidate
 
     def at(self, concurrency: int, engine_name: str, duration_s: float | None = None) -> PerfPoint:
