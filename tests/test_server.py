@@ -441,3 +441,39 @@ def test_serve_stopped_while_it_boots_exits_and_leaves_no_log(tmp_path, server_i
     assert "aborted" in err and "Traceback" not in err
     assert wait_gone(lambda: processes_mentioning(str(repo)), timeout_s=60) == []
     assert not list(logs.glob("tritonserver-*.log"))
+
+
+# A module in the folder serve is started from, named as one the Python backend imports: the stub would import it
+# first from its working directory, running code no check of the repository covers.
+SHADOW_JSON = """\
+import importlib, os, sys
+open(os.environ["TRITONGEN_TEST_MARKER"], "a").write(f"imported by {os.getpid()}\\n")
+del sys.modules["json"]
+sys.path = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+sys.modules["json"] = importlib.import_module("json")
+"""
+
+
+@pytest.mark.server
+def test_the_server_runs_in_an_empty_folder_of_its_own(tmp_path, server_install, monkeypatch):
+    repo = tmp_path / "repo"
+    write_model(
+        repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL.replace("import numpy as np", "import json\nimport numpy as np")
+    )
+    started_from = tmp_path / "cwd"
+    started_from.mkdir()
+    (started_from / "json.py").write_text(SHADOW_JSON)
+    marker = tmp_path / "imported.txt"
+    monkeypatch.setenv("TRITONGEN_TEST_MARKER", str(marker))
+    monkeypatch.chdir(started_from)
+    http, grpc, metrics = free_ports(3)
+    server = server_from_repository(ServeSpec(repo=repo, http_port=http, grpc_port=grpc, metrics_port=metrics))
+    try:
+        assert server.workdir is not None and list(server.workdir.iterdir()) == []
+        assert os.readlink(f"/proc/{server.pid}/cwd") == str(server.workdir)
+        out = infer_from_arrays(server.grpc_url, "double", {"X": np.ones((1, 4), np.float32)})
+        np.testing.assert_array_equal(out["Y"], np.full((1, 4), 3, np.float32))
+    finally:
+        server.stop()
+    assert not marker.exists(), marker.read_text()
+    assert not server.workdir.exists()

@@ -106,10 +106,11 @@ def _model_names(repo: Path) -> list[str]:
 
 
 def cache_root() -> Path:
-    """tritongen's cache: ``$TRITONGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/tritongen``, else ``~/.cache/tritongen``."""
+    """tritongen's cache: ``$TRITONGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/tritongen``, else ``~/.cache/tritongen``;
+    absolute (a server started from another folder is given its paths)."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tritongen"
+        return Path(os.environ[CACHE_ENV]).expanduser().absolute()
+    return (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tritongen").absolute()
 
 
 def link_problems(repo: Path, model_dir: Path) -> list[str]:

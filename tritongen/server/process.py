@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,7 @@ class RunningServer:
         self.models: tuple[str, ...] = ()
         self.interrupted = False  # set when Ctrl-C (or SIGTERM, within stop_on_sigterm()) ended wait()
         self.boot_s: float | None = None
+        self.workdir: Path | None = None  # the empty folder it runs in (see _start)
         connect = connect_host(spec.host)
         self.http_url = f"{connect}:{self.ports['http']}"
         self.grpc_url = f"{connect}:{self.ports['grpc']}"
@@ -110,6 +112,8 @@ class RunningServer:
         _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
         if self.temporary_log and not keep_log and proc.returncode == 0:
             self.log_path.unlink(missing_ok=True)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return proc.returncode
 
     def wait(self) -> int:
@@ -252,6 +256,10 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         os.close(fd)
         log_path = Path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The server runs in an empty folder of its own: the Python-backend stub imports from its working directory
+    # first, so a json.py (or numpy/, ...) in the folder serve was started from would run inside the server,
+    # outside every check of the repository.
+    workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))
     started = time.monotonic()
     with open(log_path, "wb") as log:
         shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
@@ -266,12 +274,15 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environ,
+                cwd=workdir,
                 start_new_session=True,
                 preexec_fn=affinity_preexec(spec.cpus, then=_die_with_parent()),
             )
         except OSError as e:
+            shutil.rmtree(workdir, ignore_errors=True)
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator, stub_blas)
+    server.workdir = workdir
     try:
         server.models = wait_ready(server, deadline=started + spec.ready_timeout_s)
     except PortRace:
