@@ -238,7 +238,7 @@ def test_a_model_folder_given_for_its_repository_is_named_as_such(tiny_repositor
     with pytest.raises(SystemExit) as exc:
         main(given)
     err = capsys.readouterr().err
-    assert exc.value.code == 1 and err.count("\n") == 1, err
+    assert exc.value.code == 1 and err.count("error: ") == 1 and "Traceback" not in err, err
     assert f"error: {model} is a model folder (it holds config.pbtxt), not a model repository" in err, err
     assert f"pass the repository that holds it: {tiny_repository.resolve()}" in err
     assert not (tmp_path / "out").exists()

@@ -414,8 +414,9 @@ def test_serve_stopped_by_ctrl_c_or_sigterm_says_so_and_leaves_nothing_running(
     assert proc.returncode == 0, err  # a stop that was asked for and done
     assert "stopped: tritonserver unloaded its models and exited (code 0)" in err
     assert "Traceback" not in err
-    assert wait_gone(lambda: processes_mentioning(str(repo)), timeout_s=60) == []
+    assert wait_gone(lambda: processes_mentioning(str(logs)), timeout_s=60) == []  # it serves a copy kept there
     assert not log.exists() and not list(logs.glob("tritonserver-*.log"))  # removed after the clean stop
+    assert not list(logs.glob("tritongen-*"))  # the checked copy and the server's folder too
 
 
 SLOW_LOAD_MODEL = DOUBLE_MODEL.replace(
@@ -432,15 +433,16 @@ def test_serve_stopped_while_it_boots_exits_and_leaves_no_log(tmp_path, server_i
 
     repo, logs, proc = _serve_in_a_process(tmp_path, SLOW_LOAD_MODEL)
     with proc:
-        booting = f"--model-repository={repo.resolve()}"  # tritonserver's own command line: it runs, loading
+        # tritonserver's own command line: it runs, loading the checked copy of the repository (in its TMPDIR)
+        booting = f"--model-repository={logs.resolve()}/tritongen-snapshot-"
         assert wait_gone(lambda: [] if processes_mentioning(booting) else ["no server yet"], timeout_s=60) == []
         assert list(logs.glob("tritonserver-*.log"))
         proc.send_signal(getattr(signal, signal_name))
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signal_name], err
     assert "aborted" in err and "Traceback" not in err
-    assert wait_gone(lambda: processes_mentioning(str(repo)), timeout_s=60) == []
-    assert not list(logs.glob("tritonserver-*.log"))
+    assert wait_gone(lambda: processes_mentioning(str(logs)), timeout_s=60) == []
+    assert not list(logs.glob("tritonserver-*.log")) and not list(logs.glob("tritongen-*"))
 
 
 # A module in the folder serve is started from, named as one the Python backend imports: the stub would import it

@@ -524,12 +524,50 @@ def _serving(
     public_key: PathLike | None,
     signature: PathLike | None,
 ) -> Iterator[RunningServer]:
-    from .server import server_from_repository
+    import dataclasses
+    import shutil
 
-    if verify:
-        check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
-    with server_from_repository(spec) as server:
-        yield server
+    from .server import server_from_repository
+    from .server.snapshot import snapshot_from_repository, with_repository_words
+    from .validate import check_repository_folder
+
+    if not verify or spec.model_control == "poll":
+        if verify:  # Triton polls the repository itself: checked once, here (later changes load unchecked)
+            check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+        with server_from_repository(spec) as server:
+            yield server
+        return
+    # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
+    given = Path(repo)
+    check_repository_folder(given)
+    root = Path(tempfile.mkdtemp(prefix="tritongen-snapshot-"))
+    try:
+        snapshot = snapshot_from_repository(given, root / spec.repo.name)
+        try:
+            check_servable(
+                snapshot,
+                allow_unverified=allow_unverified,
+                public_key=public_key,
+                signature=_in_snapshot(signature, given, snapshot),
+            )
+            server = server_from_repository(dataclasses.replace(spec, repo=snapshot))
+        except TritongenError as error:  # a check's or the server's words about the copy name the repository
+            raise with_repository_words(error, snapshot, spec.repo) from None
+        with server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _in_snapshot(signature: PathLike | None, repo: Path, snapshot: Path) -> Path | None:
+    """A signature file inside ``repo`` (at its top) read from the copy; one outside it from where it is."""
+    if signature is None:
+        return None
+    path = Path(signature).expanduser()
+    try:
+        return snapshot / path.resolve().relative_to(repo.resolve())
+    except ValueError:
+        return path
 
 
 @_checked(_spec_fields(".server", "ServeSpec", "repo"))

@@ -414,13 +414,13 @@ def serve(
     if docker:  # checked against the image's Triton release
         click.echo(api.docker_steps(repo, **checks, **options).text())
         return
-    api.check_servable(repo, **checks, triton_version=None)  # the server's own Triton checks plans at boot
-    _echo_err(f"starting tritonserver on {repo.resolve()} ...")
+    # checked as a private copy, which tritongen serves: the server's own Triton checks plans at boot
+    _echo_err(f"checking {repo.resolve()} and starting tritonserver on a checked copy of it ...")
     # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does, with the same "stopped:" line and the
     # same exit code 0: a stop that was asked for and done is the command's success (docker stop then shows
     # Exited (0), systemd a clean stop; 143 would be a failure to systemd unless SuccessExitStatus=143). Cut short
     # before the server is ready, serve exits 143 as it exits 130 on Ctrl-C (main()).
-    with stop_on_sigterm(), api.serve(repo, verify=False, **options) as server:  # checked above
+    with stop_on_sigterm(), api.serve(repo, **checks, **options) as server:
         try:
             _print_ready(server, repo)
             code = server.wait()
@@ -443,6 +443,8 @@ def _print_ready(server, repo: Path) -> None:
     click.echo(f"  gRPC    {server.grpc_url}")
     click.echo(f"  metrics {server.metrics_url}")
     click.echo(f"  log     {server.log_path}")
+    if server.spec.repo != repo.resolve():
+        click.echo(f"  repo    {repo.resolve()}, served from a checked copy (later changes to it are not loaded)")
     library = f" ({server.allocator_library})" if server.allocator_library else ""
     click.echo(f"  malloc  {server.allocator}{library}")
     click.echo(f"  stub BLAS {server.stub_blas}")
