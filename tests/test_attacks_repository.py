@@ -374,11 +374,18 @@ def test_signature_outside_the_repository_and_resigning(world, tmp_path):
     assert _run(check)[0] == 0
     shutil.copytree(repo / "conv", repo / "conv2")
     code, out, err = _run(check)
-    _assert_one_clean_line("added model", code, out, err, ("differs from what was signed", "conv2/config.pbtxt"))
+    _assert_one_clean_line(
+        "added model",
+        code,
+        out,
+        err,
+        ("differs from what was signed", "(added since signing: conv2/1/model.onnx", "conv2/config.pbtxt"),
+    )
     shutil.rmtree(repo / "conv2")
     (repo / "conv" / "warmup" / "x").unlink()
     code, out, err = _run(check)
-    _assert_one_clean_line("removed file", code, out, err, ("Missing files", "conv/warmup/x"))
+    _assert_one_clean_line("removed file", code, out, err, ("(removed since signing: conv/warmup/x)",))
+    assert "in model" not in err, err
 
 
 def test_verify_without_a_public_key_says_the_signature_was_not_checked(world, tmp_path):
@@ -431,16 +438,38 @@ def test_the_fake_server_marks_a_start(world, tmp_path):
 
 
 def test_a_signature_mismatch_names_the_changed_files_not_their_digests():
+    """The library's list of differences is a Python list's repr: a digest holding both quotes escapes the quoting
+    of its whole entry; the paths are named all the same, the digests never."""
     from tritongen.signing import _failure
 
-    digest = "Digest(algorithm='sha256', digest_value=b\"<W\\x00O'x)\")"  # bytes reprs hold quotes and parentheses
-    text = (
-        "Signature mismatch: [\"Extra files found in model 'repo': a/x.txt\", "
-        f"\"Hash mismatch for 'resnet/config.pbtxt': Expected '{digest}', Actual '{digest}'\", "
-        "\"Hash mismatch for 'resnet/1/model.onnx': Expected 'x', Actual 'y'\"]"
-    )
-    problem, _ = _failure(Path("repo"), Path("s.sig"), Path("k.pub"), ValueError(text))
+    both = "Digest(algorithm='sha256', digest_value=" + repr(b"<W\x00O'x)\"") + ")"  # bytes with ' and "
+    plain = "Digest(algorithm='sha256', digest_value=" + repr(b"\x19") + ")"
+    items = [
+        "Extra files found in model 'repo': a/x.txt, a/y.txt",
+        "Missing files in model 'repo': b/z.txt",
+        f"Hash mismatch for 'resnet/1/model.onnx': Expected '{both}', Actual '{plain}'",
+        f"Hash mismatch for 'resnet/config.pbtxt': Expected '{plain}', Actual '{both}'",
+    ]
+    assert "\\'" in str(items)  # the quoting the old pattern match did not survive
+    problem, _ = _failure(Path("repo"), Path("s.sig"), Path("k.pub"), ValueError(f"Signature mismatch: {items}"))
     assert problem == (
-        "model repository repo differs from what was signed (Extra files found in model 'repo': a/x.txt; "
-        "changed since signing: resnet/config.pbtxt, resnet/1/model.onnx)"
+        "model repository repo differs from what was signed (changed since signing: resnet/1/model.onnx, "
+        "resnet/config.pbtxt; added since signing: a/x.txt, a/y.txt; removed since signing: b/z.txt)"
     )
+
+
+def test_a_changed_file_whose_digest_holds_a_quote_is_named_through_the_cli(world, tmp_path):
+    """The digests of the changed file are bytes that hold a double quote: the error line names the file only."""
+    import hashlib
+
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    model_py = repo / "conv" / "1" / "model.py"
+    text = model_py.read_text()
+    extra = next(f"\n# {i}\n" for i in range(10_000) if b'"' in hashlib.sha256((text + f"\n# {i}\n").encode()).digest())
+    model_py.write_text(text + extra)
+    _rewrite_manifest(repo, lambda d: d["files"].update({"1/model.py": sha256_file(model_py)}))
+    code, out, err = _run(["verify", str(repo), "--public-key", str(world.pub)])
+    _assert_one_clean_line("quoted digest", code, out, err, ("differs from what was signed",))
+    assert "(changed since signing: conv/1/model.py, conv/1/tritongen/manifest.json):" in err, err
+    assert "Digest" not in err and "\\x" not in err, err

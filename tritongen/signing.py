@@ -14,10 +14,10 @@ before the library reads them; their contents are never printed.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,8 +28,6 @@ from .validate import check_repository_folder
 
 MAX_KEY_BYTES = 64 << 10
 MAX_SIGNATURE_BYTES = 64 << 20
-_QUOTED_ENDS = re.compile(r"^\[['\"]|['\"]\]$")
-_QUOTED_SEPARATOR = re.compile(r"['\"], ['\"]")
 _CURVES = ("secp256r1", "secp384r1", "secp521r1")
 _KEYGEN = (
     "make a key pair with: openssl ecparam -name prime256v1 -genkey -noout -out signing-key.pem && "
@@ -213,7 +211,7 @@ def sign_repository(
     return path
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
+def _short(exc: BaseException | str, limit: int = 300) -> str:
     """The library's message on one line, control characters escaped (file names in it are the repository's)."""
     text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= limit else text[:limit] + " ..."
@@ -252,19 +250,59 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     return path
 
 
+_MISMATCH = "Signature mismatch: "
+_MAX_NAMED = 10  # files named per kind of difference; the rest are counted
+
+
+def _mismatches(message: str) -> list[str] | None:
+    """The library's list of differences (``Signature mismatch: [...]``, a Python list of strings) read back as
+    that list, or None. Read as a literal, not by pattern: a digest's bytes repr may hold either quote, which turns
+    the list's own quoting into escapes."""
+    if not message.startswith(_MISMATCH):
+        return None
+    try:
+        items = ast.literal_eval(message[len(_MISMATCH) :])
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return items if isinstance(items, list) and all(isinstance(i, str) for i in items) else None
+
+
+def _named(paths: Sequence[str]) -> str:
+    shown = [_short(p, 200) for p in paths[:_MAX_NAMED]]
+    more = len(paths) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _differences(items: Sequence[str]) -> str:
+    """Each kind of difference in the library's list, its paths named: changed, added, removed (never the digests,
+    and never the library's 'model', which here is the whole repository)."""
+    changed: list[str] = []
+    added: list[str] = []
+    removed: list[str] = []
+    other: list[str] = []
+    for item in items:
+        if item.startswith("Hash mismatch for '") and "': Expected '" in item:
+            changed.append(item[len("Hash mismatch for '") : item.index("': Expected '")])
+        elif item.startswith(("Extra files found in model '", "Missing files in model '")) and "': " in item:
+            names = item.split("': ", 1)[1].split(", ")
+            (added if item.startswith("Extra") else removed).extend(n for n in names if n)
+        else:
+            other.append(_short(item))
+    parts = [
+        f"{kind} since signing: {_named(paths)}"
+        for kind, paths in (("changed", changed), ("added", added), ("removed", removed))
+        if paths
+    ]
+    return "; ".join(parts + other)
+
+
 def _failure(repo: Path, path: Path, public_key: Path, exc: Exception) -> tuple[str, str]:
     text = _short(exc)
-    if text.startswith("Signature mismatch: "):  # the library's list of differences, as a Python list
-        body = text[len("Signature mismatch: ") :]
-        # changed files come last, each with both digests as Python reprs of bytes: named, not dumped
-        body, hashes = body.split("Hash mismatch for '", 1) if "Hash mismatch for '" in body else (body, "")
-        changed = re.findall(r"^([^']+)'|Hash mismatch for '([^']+)'", hashes) if hashes else []
-        names = [a or b for a, b in changed]
-        parts = [_QUOTED_SEPARATOR.sub("; ", _QUOTED_ENDS.sub("", body)).strip("; ,")] if body.strip("[ '\",") else []
-        if names:
-            parts.append(f"changed since signing: {', '.join(names)}")
+    items = _mismatches(str(exc))
+    if items is not None or text.startswith(_MISMATCH):
+        found = _differences(items) if items else "the library's list of differences cannot be read"
         return (
-            f"model repository {repo} differs from what was signed ({'; '.join(parts)})",
+            f"model repository {repo} differs from what was signed ({found})",
             "restore the signed files, or re-sign the repository (tritongen sign) after a build, tune or engine",
         )
     if text.startswith("Key mismatch") or type(exc).__name__ == "InvalidSignature":
