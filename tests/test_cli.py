@@ -194,6 +194,11 @@ def test_serve_names_the_next_commands_for_the_models_users_call():
         (["serve", "repo", "--model-control", "foo"], "'foo' is not one of"),
         (["build", "m.pt", "--max-batch-size", "x"], "'x' is not a valid integer"),
         (["nosuch"], "No such command 'nosuch'"),
+        # click's multi-line list of choices reads as one line, without escaped line breaks or tabs
+        (
+            ["deploy", "repo", "--out", "x"],
+            "error: Missing option '--to'. Choose from: docker, kserve, kubernetes: see 'tritongen deploy --help'",
+        ),
     ],
 )
 def test_a_usage_mistake_is_one_error_line_too(argv, words, capsys):

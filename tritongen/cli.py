@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -551,6 +552,15 @@ cli.add_command(_rollout)
 # --- end registered commands ---
 
 
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+
+
+def _usage_problem(exc: click.UsageError) -> str:
+    """click's message on one line: its line breaks and their indentation (``Choose from:\\n\\ta,\\n\\tb``) read
+    as one space (``Choose from: a, b``); any other control character is escaped."""
+    return one_line(_LINE_BREAK.sub(" ", exc.format_message()).strip()).rstrip(".")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="tritongen", standalone_mode=False)
@@ -576,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except click.UsageError as exc:  # a missing argument, an unknown option, a value of the wrong type
         command = exc.ctx.command_path if exc.ctx is not None else "tritongen"
-        _echo_err(f"error: {one_line(exc.format_message()).rstrip('.')}: see '{command} --help'")
+        _echo_err(f"error: {_usage_problem(exc)}: see '{command} --help'")
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
