@@ -199,6 +199,9 @@ def test_serve_names_the_next_commands_for_the_models_users_call():
             ["deploy", "repo", "--out", "x"],
             "error: Missing option '--to'. Choose from: docker, kserve, kubernetes: see 'tritongen deploy --help'",
         ),
+        # an option without its value: click gives no context, the command is read off the command line
+        (["perf", "m", "--report"], "error: Option '--report' requires an argument: see 'tritongen perf --help'"),
+        (["--debug", "build", "m.pt", "--name"], "requires an argument: see 'tritongen build --help'"),
     ],
 )
 def test_a_usage_mistake_is_one_error_line_too(argv, words, capsys):

@@ -561,6 +561,23 @@ def _usage_problem(exc: click.UsageError) -> str:
     return one_line(_LINE_BREAK.sub(" ", exc.format_message()).strip()).rstrip(".")
 
 
+def _command_path(exc: click.UsageError, argv: list[str] | None) -> str:
+    """``tritongen COMMAND``: the command whose options were misused. click leaves ``exc.ctx`` unset for some
+    mistakes (an option missing its value), so the path is then read off the command line."""
+    if exc.ctx is not None:
+        return exc.ctx.command_path
+    words: list[str] = ["tritongen"]
+    command: click.Command = cli
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith("-"):  # the group's own options are flags (--debug, --version, --help)
+            continue
+        if not isinstance(command, click.Group) or arg not in command.commands:
+            break
+        words.append(arg)
+        command = command.commands[arg]
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="tritongen", standalone_mode=False)
@@ -585,8 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(0)
     except click.UsageError as exc:  # a missing argument, an unknown option, a value of the wrong type
-        command = exc.ctx.command_path if exc.ctx is not None else "tritongen"
-        _echo_err(f"error: {_usage_problem(exc)}: see '{command} --help'")
+        _echo_err(f"error: {_usage_problem(exc)}: see '{_command_path(exc, argv)} --help'")
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
