@@ -214,6 +214,18 @@ def test_a_usage_mistake_is_one_error_line_too(argv, words, capsys):
     assert "--help'" in err and "Usage:" not in err
 
 
+@pytest.mark.parametrize("argv", [["build", "--debug", "x.pt"], ["build", "x.pt", "--debug"]])
+def test_debug_after_the_command_says_it_goes_before_it(argv, capsys):
+    from tritongen.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err == (
+        "error: No such option '--debug': --debug goes before the command: tritongen --debug build ...\n"
+    ), err
+
+
 def test_tritongen_alone_prints_its_help(capsys):
     from tritongen.cli import main
 

@@ -578,6 +578,14 @@ def _command_path(exc: click.UsageError, argv: list[str] | None) -> str:
     return " ".join(words)
 
 
+def _usage_fix(exc: click.UsageError, argv: list[str] | None) -> str:
+    command = _command_path(exc, argv)
+    if isinstance(exc, click.NoSuchOption) and exc.option_name == "--debug" and command != "tritongen":
+        rest = command[len("tritongen ") :]
+        return f"--debug goes before the command: tritongen --debug {rest} ..."
+    return f"see '{command} --help'"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="tritongen", standalone_mode=False)
@@ -602,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(0)
     except click.UsageError as exc:  # a missing argument, an unknown option, a value of the wrong type
-        _echo_err(f"error: {_usage_problem(exc)}: see '{_command_path(exc, argv)} --help'")
+        _echo_err(f"error: {_usage_problem(exc)}: {_usage_fix(exc, argv)}")
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
