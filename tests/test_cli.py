@@ -226,6 +226,24 @@ def test_debug_after_the_command_says_it_goes_before_it(argv, capsys):
     ), err
 
 
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["infer", "m", "--protocol", "HTTP", "--url", "grpc://127.0.0.1:1"], "--protocol is http:"),
+        (["perf", "m", "--protocol", "gRPC", "--url", "http://127.0.0.1:1"], "--protocol is grpc:"),
+        (["rollback", "repo", "m", "--protocol", "Http", "--url", "grpc://127.0.0.1:1"], "--protocol is http:"),
+    ],
+)
+def test_protocol_is_taken_in_any_case_and_read_in_lower_case(argv, said, capsys):
+    """--protocol HTTP is http (the contradicting URL scheme shows what the command went on with)."""
+    from tritongen.cli import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    assert said in err and "is not one of" not in err, err
+
+
 def test_tritongen_alone_prints_its_help(capsys):
     from tritongen.cli import main
 

@@ -97,6 +97,23 @@ def test_a_spec_settles_its_protocol_from_the_url_or_the_environment(monkeypatch
     assert InferSpec(name="m", protocol="grpc").protocol == "grpc"
 
 
+def test_a_protocol_is_read_whatever_its_case(monkeypatch, tmp_path):
+    """HTTP, gRPC, Http: the library and spec files take a protocol in any case, as the CLI does."""
+    from tritongen.client import _check_protocol
+    from tritongen.infer import InferSpec
+    from tritongen.perf.spec import PerfSpec
+
+    for name in ("TRITONGEN_URL", "TRITONGEN_GRPC_URL", "TRITONGEN_HTTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert _check_protocol("HTTP") == "http" and _check_protocol(" gRPC ") == "grpc"
+    assert spec_protocol(None, "HTTP") == "http" and protocol_for_url("http://h:8000", "Http") == "http"
+    assert InferSpec(name="m", protocol="gRPC").protocol == "grpc"
+    assert PerfSpec(model="m", url="h:8000", protocol="HTTP").protocol == "http"
+    for bad in ("tcp", 5):
+        with pytest.raises(TritongenError, match="is not supported: use grpc or http"):
+            _check_protocol(bad)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_no_server_is_a_quick_clean_error(protocol):
     (port,) = free_ports(1)

@@ -13,7 +13,7 @@ ALLOW_UNVERIFIED = click.option(
 )
 PROTOCOL = click.option(
     "--protocol",
-    type=click.Choice(["grpc", "http"]),
+    type=click.Choice(["grpc", "http"], case_sensitive=False),  # --protocol HTTP reads http
     default=None,
     help="grpc or http (default: the scheme of --url or $TRITONGEN_URL, http:// or grpc://, else grpc).",
 )

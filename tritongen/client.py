@@ -560,7 +560,8 @@ class _NotFound(Exception):
 
 
 def _check_protocol(protocol: str) -> str:
-    p = (protocol or "").lower()
+    """``protocol`` in lower case (``HTTP``, ``gRPC`` and `` http `` read ``http``, ``grpc``) if it is one."""
+    p = protocol.strip().lower() if isinstance(protocol, str) else ""
     if p not in PROTOCOLS:
         raise TritongenError(f"protocol '{protocol}' is not supported", "use grpc or http")
     return p
