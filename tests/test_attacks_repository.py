@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests import factories
 from tests.test_bad_input import _assert_one_clean_line, _run
@@ -220,7 +220,13 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], tuple[str, ...], bool]
         ("not made with the private key",),
         True,
     ),
-    ("an RSA public key", lambda r: None, ["--public-key", "{rsa_pub}"], ("RSAPublicKey", "elliptic-curve"), False),
+    (
+        "an RSA public key",
+        lambda r: None,
+        ["--public-key", "{rsa_pub}"],
+        ("holds an RSA public key, not an elliptic-curve",),
+        False,
+    ),
     ("the private key given as public key", lambda r: None, ["--public-key", "{key}"], ("holds a private key",), False),
     ("public key file missing", lambda r: None, ["--public-key", "{root}/nope.pub"], ("does not exist",), False),
     (
@@ -292,7 +298,7 @@ def test_validate_refuses_a_hidden_model_folder(world, tmp_path):
         ("missing private key", ["--private-key", "{root}/nope.pem"], ("does not exist",)),
         ("public key given as private key", ["--private-key", "{pub}"], ("holds a public key",)),
         ("private key that is not PEM", ["--private-key", "{root}/conv.pt"], ("not a PEM private key",)),
-        ("RSA private key", ["--private-key", "{root}/rsa.pem"], ("RSAPrivateKey", "elliptic-curve")),
+        ("RSA private key", ["--private-key", "{root}/rsa.pem"], ("holds an RSA private key, not an elliptic-curve",)),
         ("password-protected private key", ["--private-key", "{root}/encrypted.pem"], ("encrypted with a password",)),
         (
             "signature inside a model folder",
@@ -309,6 +315,28 @@ def test_sign_refuses_bad_keys_and_places(world, tmp_path, case, args, words):
     code, out, err = _run(["sign", str(repo), *[a.format(**{**vars(world), "repo": repo}) for a in args]])
     _assert_one_clean_line(f"sign: {case}", code, out, err, words)
     assert _snapshot(repo) == before, "something was written"
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "an RSA"),
+        (lambda: ec.generate_private_key(ec.SECP256K1()), "a {part} key on the curve secp256k1"),
+        (ed25519.Ed25519PrivateKey.generate, "an Ed25519"),
+    ],
+)
+def test_a_key_of_another_kind_is_named_in_words(tmp_path, make, said):
+    from tritongen.errors import TritongenError
+    from tritongen.signing import check_private_key, check_public_key
+
+    private, public = _write_key_pair(tmp_path, "k", make())
+    for check, path, part in ((check_private_key, private, "private"), (check_public_key, public, "public")):
+        with pytest.raises(TritongenError) as err:
+            check(path)
+        kind = said.format(part=part) if "{part}" in said else f"{said} {part} key"
+        assert err.value.problem == (
+            f"{part} key file {path} holds {kind}, not an elliptic-curve P-256, P-384 or P-521 key"
+        )
 
 
 def test_sign_refuses_a_repository_that_does_not_verify(world, tmp_path):

@@ -63,14 +63,35 @@ def _read_key(path: Path, role: str) -> bytes:
     return data
 
 
+def _key_kind(key) -> str:
+    """What ``key`` is, in words and with its article: 'an RSA private key', 'a public key on the curve
+    secp256k1'."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519  # noqa: PLC0415
+
+    families = (
+        (rsa.RSAPrivateKey, rsa.RSAPublicKey, "an RSA"),
+        (dsa.DSAPrivateKey, dsa.DSAPublicKey, "a DSA"),
+        (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, "an Ed25519"),
+        (ed448.Ed448PrivateKey, ed448.Ed448PublicKey, "an Ed448"),
+        (x25519.X25519PrivateKey, x25519.X25519PublicKey, "an X25519"),
+        (x448.X448PrivateKey, x448.X448PublicKey, "an X448"),
+    )
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        part = "private" if isinstance(key, ec.EllipticCurvePrivateKey) else "public"
+        return f"a {part} key on the curve {key.curve.name}"
+    for private, public, name in families:
+        if isinstance(key, (private, public)):
+            return f"{name} {'private' if isinstance(key, private) else 'public'} key"
+    return f"a key of type {type(key).__name__}"
+
+
 def _check_curve(key, path: Path, role: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
 
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _CURVES:
-        kind = public.curve.name if isinstance(public, ec.EllipticCurvePublicKey) else type(key).__name__
         raise TritongenError(
-            f"{role} key file {path} holds a {kind} key, not an elliptic-curve P-256, P-384 or P-521 key", _KEYGEN
+            f"{role} key file {path} holds {_key_kind(key)}, not an elliptic-curve P-256, P-384 or P-521 key", _KEYGEN
         )
 
 
