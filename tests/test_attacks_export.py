@@ -280,6 +280,39 @@ def test_export_failure_is_one_line_and_a_log(root, repo, tmp_path, monkeypatch,
     assert [p.name for p in logs.iterdir()] == [Path(named[0]).name]
 
 
+def test_a_wrong_dtype_is_not_blamed_on_the_default_size_of_a_variable_dimension(root, tmp_path):
+    """FP32 ids for an embedding: the fix is the dtype; --dim-range advice (as for a size) would mislead."""
+    model = _pickled(root, torch.nn.Sequential(torch.nn.Embedding(100, 8), torch.nn.Linear(8, 2)), "embedding")
+    argv = ["build", str(model), "--input", "input_ids:FP32:-1", "--allow-pickle", "--repo", str(tmp_path / "repo")]
+    code, out, err = _run(argv)
+    words = ("the model failed on inputs input_ids[2, 64] float32", "scalar types", "dtypes")
+    _assert_one_clean_line("wrong dtype", code, out, err, words)
+    assert "--dim-range" not in err and "default sizes" not in err, err
+
+
+@pytest.mark.parametrize(
+    "reason, sized",
+    [
+        ("mat1 and mat2 must have the same dtype, but got Long and Float", False),
+        ("Input type (long int) and bias type (float) should be the same", False),
+        ("Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int", False),
+        ("mixed dtype (CPU): all inputs must share same datatype.", False),
+        ("\"softmax_lastdim_kernel_impl\" not implemented for 'Long'", False),
+        ("RNN input dtype (torch.int64) does not match weight dtype (torch.float32)", False),
+        ("result type Float can't be cast to the desired output type Long", False),
+        ("mat1 and mat2 shapes cannot be multiplied (2x5 and 4x2)", True),
+        ("Kernel size can't be greater than actual input size", True),
+        ("shape '[2, 16]' is invalid for input of size 128", True),
+    ],
+)
+def test_only_a_failure_that_is_not_a_dtype_gets_the_size_advice(tmp_path, reason, sized):
+    from tritongen.export import _size_hint
+
+    (tmp_path / "m.pt").write_bytes(b"")
+    spec = build_spec_from_options(tmp_path / "m.pt", inputs=["x:FP32:-1"])
+    assert ("--dim-range x:0:MIN:OPT:MAX" in _size_hint(spec, reason)) is sized
+
+
 def test_unwritable_log_folder_still_gives_one_line(root, repo, tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")

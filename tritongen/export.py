@@ -145,16 +145,33 @@ def torch_result_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, 
             result = module(*args)
     except Exception as exc:  # the user's model failed on the declared inputs
         shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
-        from .dim_ranges import range_hint
-
+        reason = short_reason(exc)
         raise TritongenError(
-            f"the model failed on inputs {shapes}: {short_reason(exc)[:300]}",
-            f"{_inputs_fix(spec)}{range_hint(spec)}",
+            f"the model failed on inputs {shapes}: {reason[:300]}", f"{_inputs_fix(spec)}{_size_hint(spec, reason)}"
         ) from None
     return result
 
 
 EXAMPLE_INPUTS_NPZ = "example_inputs.npz"  # where the API's build(module, example_inputs=...) saves them
+
+
+# torch's words for a tensor of the wrong dtype: 'must have the same dtype', 'one of the following scalar types',
+# 'mixed dtype', '"addmm" not implemented for 'Long'', 'Input type (long int) and bias type (float) should be the same'
+_DTYPE_FAILURE = re.compile(
+    r"dtype|datatype|scalar type|not implemented for '|can't be cast to|"
+    r"type \([^)]*\) and \w+ type \([^)]*\) should be the same",
+    re.IGNORECASE,
+)
+
+
+def _size_hint(spec: BuildSpec, reason: str) -> str:
+    """The --dim-range advice for a -1 dimension at its default size, where that size may be why the model failed:
+    not where torch's reason is a dtype the model does not take (another size would fail alike)."""
+    if _DTYPE_FAILURE.search(reason):
+        return ""
+    from .dim_ranges import range_hint
+
+    return range_hint(spec)
 
 
 def _inputs_fix(spec: BuildSpec) -> str:
