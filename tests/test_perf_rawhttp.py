@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import LoopbackServer
 from tritongen.perf.inputs import RequestSet
-from tritongen.perf.rawhttp import RawHttpSender, ResponseParser, error_from_response
+from tritongen.perf.rawhttp import REASON_CHARS, RawHttpSender, ResponseParser, error_from_response
 
 REQUESTS = RequestSet(({"X": np.arange(4, dtype=np.float32).reshape(1, 4)},), batched=True, source="test")
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -53,7 +53,13 @@ def test_error_kind_carries_tritons_reason():
     )
     assert error_from_response(503, b"Service\n Unavailable") == "http_503: Service Unavailable"
     assert error_from_response(500, b"") == "http_500"
-    assert len(error_from_response(400, json.dumps({"error": "x" * 1000}).encode())) < 140
+    assert len(error_from_response(400, json.dumps({"error": "x" * 1000}).encode())) == len("http_400: ") + REASON_CHARS
+    # ONNX Runtime's cause comes last: the reason keeps it
+    onnx = (
+        "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running Conv node. "
+        "Name:'conv2d_1_nchwc' Status Message: Invalid input shape: {2,2}"
+    )
+    assert error_from_response(500, json.dumps({"error": onnx}).encode()) == f"http_500: {onnx}"
 
 
 # --------------------------------------------------------------------------------------------- against a fake server

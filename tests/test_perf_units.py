@@ -399,3 +399,89 @@ def test_a_space_inside_a_number_list_is_refused_not_dropped():
     assert numbers_from_text(" 1, 4 ,", int, "--concurrency") == (1, 4)
     with pytest.raises(TritongenError, match="'1 4' is not a comma-separated list of numbers"):
         numbers_from_text("1 4", int, "--concurrency")
+
+
+# ------------------------------------------------------------------------------------------ levels where all failed
+
+REFUSED = "internal: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Invalid input shape: {2,2}"
+
+
+def _failed_run(*points):
+    return PerfRun(model="pnet", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=points)
+
+
+def _all_failed(load=1.0):
+    from dataclasses import replace
+
+    return replace(
+        _point(load),
+        throughput_rps=0.0,
+        latency=latency_summary_from_ms([]),
+        requests=819,
+        errors={REFUSED: 818, "deadline_exceeded": 1},
+    )
+
+
+def test_a_level_where_every_request_failed_is_an_error_naming_the_first_failure(tmp_path):
+    from tritongen.perf.results import LevelFailed, failed_level_error
+
+    assert failed_level_error(_failed_run(_point(1), _point(4))) is None  # some answers: results, as before
+    run = _failed_run(_point(1), _all_failed(4))
+    failed = failed_level_error(run, tmp_path / "r")
+    assert isinstance(failed, LevelFailed) and failed.run is run
+    assert failed.problem == f"every request at concurrency 4 failed (819, 2 kinds), the first with {REFUSED}"
+    assert failed.fix == f"fix that and run perf again; every failure kind is in {tmp_path / 'r' / 'results.json'}"
+    assert failed_level_error(_failed_run(_all_failed(1))).fix == "fix that and run perf again"
+
+
+def _fake_perf(monkeypatch, run):
+    import importlib
+
+    package = importlib.import_module("tritongen.perf")  # tritongen.perf, the attribute, is the API's function
+    monkeypatch.setattr(package, "perf_from_spec", lambda spec, progress=None: run)
+
+
+def test_perf_from_python_raises_for_a_level_without_answers_after_writing_its_results(tmp_path, monkeypatch):
+    import tritongen
+
+    _fake_perf(monkeypatch, _failed_run(_all_failed(1)))
+    with pytest.raises(TritongenError, match=r"^every request at concurrency 1 failed .*Invalid input shape") as err:
+        tritongen.perf("pnet", concurrency=1, report_dir=tmp_path / "r")
+    assert run_from_json(tmp_path / "r" / "results.json").points[0].errors[REFUSED] == 818  # there to look at
+    assert err.value.run.points[0].requests == 819
+    _fake_perf(monkeypatch, _failed_run(_point(1)))  # a level with answers and some failures: returned as before
+    assert tritongen.perf("pnet", concurrency=1).points[0].errors == {"unavailable": 2}
+
+
+def test_perf_on_the_command_line_shows_the_table_then_ends_with_one_error_line(tmp_path, monkeypatch, capsys):
+    from tritongen.cli import main
+
+    _fake_perf(monkeypatch, _failed_run(_point(1), _all_failed(4)))
+    with pytest.raises(SystemExit) as exc:
+        main(["perf", "pnet", "--concurrency", "1,4", "--report", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 1 and "Traceback" not in err
+    assert f"errors at 4c: {REFUSED} 818" in out and "report: " in out
+    assert err.strip().splitlines() == [
+        f"error: every request at concurrency 4 failed (819, 2 kinds), the first with {REFUSED}: fix that and run "
+        f"perf again; every failure kind is in {tmp_path / 'r' / 'results.json'}"
+    ]
+
+
+def test_a_window_where_every_answer_is_unavailable_with_a_reason_means_the_server_is_gone():
+    """gRPC failures carry their reason now ('unavailable: ...'); the server-gone rule reads the kind before it."""
+    import asyncio
+
+    from tritongen.perf.loadgen import ServerGone, _level
+
+    class Refused:
+        async def send(self, index, version="", worker=None):
+            await asyncio.sleep(0.001)
+            return "unavailable: Request for unknown model: 'm' has no available versions"
+
+    async def no_stats():
+        return None
+
+    spec = PerfSpec(model="m", url="10.0.0.1:8001", duration_s=0.3, warmup_s=0, max_windows=1000)
+    with pytest.raises(ServerGone, match="no server answered during window"):
+        asyncio.run(_level(Refused(), "concurrency", 1, spec, no_stats, lambda m: None))

@@ -641,10 +641,13 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     ``options`` are :class:`~tritongen.perf.PerfSpec` fields (``concurrency``, ``request_rates``, ``engine``,
     ``duration_s``, ``url``, ...). With ``report_dir`` (checked before any load is sent) the run's report.html,
     results.json and results.csv are written there, as ``tritongen perf --report DIR`` writes them (a partial run's
-    too); :func:`report` writes one for several runs.
+    too); :func:`report` writes one for several runs. A load level where every request failed raises
+    :class:`TritongenError` naming the first failure (after the report is written; the error's ``run`` holds the
+    figures); a level with some answers is returned with its failures counted in its ``errors``.
     """
     from .perf import PerfSpec, perf_from_spec
     from .perf.report import report_from_runs
+    from .perf.results import failed_level_error
 
     spec = PerfSpec(model=model, **_given(options))
     run = perf_from_spec(spec, progress=progress)
@@ -659,6 +662,9 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
                 failed.fix,
                 details=table_from_run(run),
             ) from None
+    no_answers = failed_level_error(run, spec.report_dir)
+    if no_answers is not None:
+        raise no_answers
     return run
 
 

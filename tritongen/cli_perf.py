@@ -138,7 +138,7 @@ def _progress(message: str) -> None:
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, version_split, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
     from .perf import run_from_json
-    from .perf.results import comparison_lines, table_from_run
+    from .perf.results import LevelFailed, comparison_lines, table_from_run
 
     if compare:
         if not report_dir:
@@ -155,23 +155,33 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             f"perf takes one model name, got {len(targets)} arguments",
             "pass one MODEL, or --compare with results.json files",
         )
-    run = api.perf(
-        targets[0],
-        concurrency=numbers_from_text(concurrency, int, "--concurrency"),
-        request_rates=numbers_from_text(request_rate, float, "--request-rate"),
-        version_split=version_split or (),
-        report_dir=report_dir,  # checked before any load is sent; the report is written there after the run
-        progress=_progress,
-        **options,
-    )
-    click.echo(table_from_run(run))
-    if report_dir:
-        click.echo(f"report: {Path(report_dir) / 'report.html'}")
+    try:
+        run = api.perf(
+            targets[0],
+            concurrency=numbers_from_text(concurrency, int, "--concurrency"),
+            request_rates=numbers_from_text(request_rate, float, "--request-rate"),
+            version_split=version_split or (),
+            report_dir=report_dir,  # checked before any load is sent; the report is written there after the run
+            progress=_progress,
+            **options,
+        )
+    except LevelFailed as failed:  # a level where every request failed: the table first, then the one error
+        _show(failed.run, report_dir)
+        raise
+    _show(run, report_dir)
     if run.partial:
         raise TritongenError(
             f"the run is partial: {run.partial_reason}",
             "the levels measured before it stopped are reported" + (f" in {report_dir}" if report_dir else ""),
         )
+
+
+def _show(run, report_dir: Path | None) -> None:
+    from .perf.results import table_from_run
+
+    click.echo(table_from_run(run))
+    if report_dir:
+        click.echo(f"report: {Path(report_dir) / 'report.html'}")
 
 
 @click.command(short_help="Search instances, queue delay and batch sizes under a p99 bound.")

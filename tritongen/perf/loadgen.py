@@ -32,14 +32,14 @@ import numpy as np
 from ..errors import TritongenError
 from ..progress import Progress
 from .inputs import RequestSet
-from .rawgrpc import RawGrpcSender
+from .rawgrpc import RawGrpcSender, kind_name
 from .rawhttp import RawHttpSender
 from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
 from .server_cpu import ServerCpuMeter, server_cpu_between, server_cpu_from_used, server_cpu_meter_at
 from .spec import STABLE_WINDOWS, PerfSpec
 from .split import schedule_from_split, version_figures_from_records
 
-SERVER_GONE = ("unavailable", "connection")  # error kinds that mean no server answers
+SERVER_GONE = ("unavailable", "connection")  # error kinds (less their reasons) that mean no server answers
 
 
 class ServerGone(Exception):
@@ -226,7 +226,10 @@ async def _level(
                 f"p99 {w.p99_ms:7.2f} ms  errors {w.errors}" + ("  stable" if stable else "")
             )
             kinds = Counter(e for e in rec.errors[w.start : w.end])
-            if w.end > w.start and sum(kinds[k] for k in SERVER_GONE) == w.end - w.start:
+            if (
+                w.end > w.start
+                and sum(n for k, n in kinds.items() if k and kind_name(k) in SERVER_GONE) == w.end - w.start
+            ):
                 gone = f"no server answered during window {len(windows)} ({', '.join(sorted(k for k in kinds if k))})"
                 break
             if stable:

@@ -22,10 +22,12 @@ import struct
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from urllib.parse import unquote
 
 import numpy as np
 
 from .inputs import RequestSet, wire_from_array
+from .rawhttp import REASON_CHARS
 from .sequences import SequenceTracker, grpc_sequence_bytes
 
 logger = logging.getLogger(__name__)
@@ -120,7 +122,9 @@ def grpc_request_bytes(model: str, request: Mapping[str, np.ndarray], version: s
 
 
 def status_from_headers(headers: Sequence[tuple[str, str]], got_message: bool) -> str | None:
-    """None for a call that succeeded, else its failure kind (a gRPC status name, ``http_<status>``)."""
+    """None for a call that succeeded, else its failure kind (a gRPC status name, ``http_<status>``), followed by
+    the server's reason where its trailers carry one (``grpc-message``), as the HTTP sender keeps Triton's error
+    text: ``invalid_argument: unexpected shape for input 'X' ...``."""
     fields = dict(headers)
     status = fields.get(":status")
     if status is not None and status != "200":
@@ -131,7 +135,20 @@ def status_from_headers(headers: Sequence[tuple[str, str]], got_message: bool) -
     code = int(grpc_status)
     if code == 0:
         return None if got_message else "internal"  # a unary call that ends without its answer
-    return STATUS_NAMES[code] if code < len(STATUS_NAMES) else "unknown"
+    kind = STATUS_NAMES[code] if code < len(STATUS_NAMES) else "unknown"
+    reason = reason_from_grpc_message(fields.get("grpc-message", ""))
+    return f"{kind}: {reason}" if reason else kind
+
+
+def reason_from_grpc_message(raw: str) -> str:
+    """A ``grpc-message`` trailer as text: percent-decoded (as gRPC sends it), on one line, at most
+    ``REASON_CHARS`` characters (the reason is part of the failure kind)."""
+    return " ".join(unquote(raw, errors="replace").split())[:REASON_CHARS].rstrip()
+
+
+def kind_name(kind: str) -> str:
+    """A failure kind without its reason: ``unavailable`` for ``unavailable: no server``."""
+    return kind.partition(":")[0]
 
 
 # --------------------------------------------------------------------------------------------- one connection

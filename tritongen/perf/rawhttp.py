@@ -23,7 +23,9 @@ from .inputs import RequestSet, wire_from_array
 from .sequences import SequenceTracker, http_sequence_body
 
 HEADER_END = b"\r\n\r\n"
-REASON_CHARS = 120  # an error's reason is part of its kind: keep kinds short
+# An error's reason is part of its kind: kinds stay short, yet long enough for ONNX Runtime's, whose cause comes
+# last ("... while running Conv node. Name:'conv2d_1_nchwc' Status Message: Invalid input shape: {2,2}", 190).
+REASON_CHARS = 240
 
 
 def http_request_bytes(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:

@@ -601,6 +601,34 @@ def error_lines(run: PerfRun) -> list[str]:
     return lines
 
 
+class LevelFailed(TritongenError):
+    """Every request of a load level failed: nothing was measured there. ``run`` holds what was (its figures, every
+    failure kind by count), for a caller to look at; ``perf --report`` has written it before this is raised."""
+
+    def __init__(self, run: PerfRun, problem: str, fix: str) -> None:
+        super().__init__(problem, fix)
+        self.run = run
+
+
+def failed_level_error(run: PerfRun, report_dir: Path | None = None) -> LevelFailed | None:
+    """The error for the first level of ``run`` where no request succeeded (each failed, with a kind), if any:
+    its figures are no measurement of the model, so the run is no success. Levels with some answers stay results
+    (their error kinds are counted, as :func:`error_lines` shows)."""
+    for p in run.points:
+        if not p.errors or p.requests > p.error_count:
+            continue
+        where = f"concurrency {p.load:g}" if p.mode == "concurrency" else f"{p.load:g} req/s"
+        first = next(iter(p.errors))  # kinds are counted in the order they first happened
+        kinds = f", {len(p.errors)} kinds" if len(p.errors) > 1 else ""
+        saved = f"; every failure kind is in {Path(report_dir) / 'results.json'}" if report_dir else ""
+        return LevelFailed(
+            run,
+            f"every request at {where} failed ({p.error_count}{kinds}), the first with {first}",
+            f"fix that and run perf again{saved}",
+        )
+    return None
+
+
 def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
