@@ -93,6 +93,60 @@ def test_knee_is_the_highest_load_meeting_the_objective_without_errors():
     assert t.knee_load == 4 and t.capacity_rps == 35  # 2 broke the objective (noise), 8 had errors
 
 
+def test_a_knee_at_the_highest_measured_level_is_a_caution_saying_to_measure_higher():
+    """Every level within the objective: the knee is somewhere above the measurement, and capacity understated."""
+    t = thresholds_from_run(RUN, slo_p99_ms=150, peak_rps=1000)
+    assert t.knee_load == 16
+    assert t.cautions == (
+        "every measured level met p99 <= 150 ms (p99 140.0 ms at concurrency 16): the knee is above concurrency 16, "
+        "so capacity per replica is understated (and replicas overcounted); measure higher loads (tritongen perf "
+        "double --concurrency 32,64,128,256)",
+    )
+    assert thresholds_from_run(RUN, slo_p99_ms=SLO_MS).cautions == ()  # c16 broke it: the knee was measured
+    errors_below = PerfRun("m", "u", "grpc", "builtin", (point(1, 10, 50, 0, errors=2), point(2, 19, 60, 0)))
+    (caution,) = thresholds_from_run(errors_below, slo_p99_ms=95).cautions
+    assert caution.startswith("the highest level met p99 <= 95 ms")
+
+
+def test_a_client_bound_or_cpu_sharing_perf_run_is_a_caution():
+    from dataclasses import replace
+
+    bound = replace(RUN, points=tuple(replace(p, client_cpu_cores=0.9) if p.load == 4 else p for p in RUN.points))
+    (caution,) = thresholds_from_run(bound, slo_p99_ms=SLO_MS).cautions
+    assert caution.startswith("the perf run was client-bound at concurrency 4 (")
+    assert "measure again with --engine perf_analyzer" in caution
+    shared = replace(RUN, client_cpus=(0, 1), server_cpus=(1, 2))
+    (caution,) = thresholds_from_run(shared, slo_p99_ms=SLO_MS).cautions
+    assert caution.startswith("the perf run's client shared CPUs 1 with the server") and "perf --client-cpus" in caution
+    apart = replace(RUN, client_cpus=(0,), server_cpus=(1, 2))
+    assert thresholds_from_run(apart, slo_p99_ms=SLO_MS).cautions == ()
+
+
+def test_deploy_prints_its_cautions_and_writes_them_into_the_readme_and_thresholds(work, tmp_path, capsys):
+    main(
+        [
+            "deploy",
+            str(work / "repo"),
+            "--to",
+            "kubernetes",
+            "--image",
+            "r/x:1",
+            "--from-perf",
+            str(work / "results.json"),
+            "--slo-p99-ms",
+            "150",
+            "--out",
+            str(tmp_path / "k8s"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "\ncaution: every measured level met p99 <= 150 ms (p99 140.0 ms at concurrency 16)" in out
+    readme = (tmp_path / "k8s" / "README.md").read_text()
+    assert "- **Caution**: every measured level met p99 <= 150 ms" in readme
+    record = json.loads((tmp_path / "k8s" / "thresholds.json").read_text())
+    assert record["cautions"][0].startswith("every measured level met p99 <= 150 ms")
+
+
 def test_ensemble_target_uses_the_whole_request_time():
     # an ensemble's own statistics (50 ms here) leave out its steps; the client's mean (p99/2 = 37.5 ms) covers them
     from dataclasses import replace

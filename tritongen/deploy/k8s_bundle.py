@@ -54,7 +54,7 @@ class DeployBundle:
         return (
             f"wrote {self.out} ({self.target}, {len(self.files)} files; overlays {', '.join(self.overlays)})\n"
             f"thresholds {t.mark}: {knee}target {t.target_in_flight:g} requests in flight per replica, "
-            f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}"
+            f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}" + "".join(f"\ncaution: {c}" for c in t.cautions)
         )
 
 

@@ -13,6 +13,10 @@ The input is a ``tritongen perf`` run (``results.json``) against one server, whi
 - **replicas**: ``max = ceil(peak_rps / capacity) + 1`` (one spare for a rolling update or a lost node),
   ``min`` 2 in production (a PodDisruptionBudget can then let one go), 1 in development.
 
+**Cautions** say where the measurement understates a replica, each with what to measure instead: the highest
+measured load met the objective (the knee lies above it, unmeasured), a level was client-bound (the load
+generator, not the server, set its pace), or the load generator shared CPUs with the server.
+
 Without a measurement the same fields hold defaults and ``measured`` is False; every file that uses them
 says "unmeasured".
 """
@@ -24,6 +28,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import json_file
 from ..perf.results import PerfPoint, PerfRun
@@ -78,6 +83,7 @@ class Thresholds:
     load_time_measured: bool = False
     exit_timeout_s: int = 30
     levels: tuple[LevelRow, ...] = ()
+    cautions: tuple[str, ...] = ()  # where the measurement understates a replica, and what to measure (module doc)
 
     @property
     def mark(self) -> str:
@@ -139,6 +145,41 @@ def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]
     return good[-1], points
 
 
+def _higher_loads(mode: str, top: float) -> str:
+    """perf's option for four loads above ``top``, doubling: ``--concurrency 8,16,32,64``."""
+    loads = ",".join(f"{top * 2**i:g}" for i in range(1, 5))
+    return f"--concurrency {loads}" if mode == "concurrency" else f"--request-rate {loads}"
+
+
+def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_ms: float) -> tuple[str, ...]:
+    """What makes the run understate a replica's capacity (the module's docstring), one sentence each."""
+    where = "concurrency" if knee.mode == "concurrency" else "request rate"
+    out = []
+    if knee is points[-1]:
+        met = all(p.latency.p99_ms <= slo_p99_ms and not p.error_count for p in points)
+        which = "every measured level" if met else "the highest level"
+        out.append(
+            f"{which} met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {where} {knee.load:g}): the "
+            f"knee is above {where} {knee.load:g}, so capacity per replica is understated (and replicas overcounted); "
+            f"measure higher loads (tritongen perf {run.model} {_higher_loads(knee.mode, knee.load)})"
+        )
+    bound = [p for p in points if p.client_bound]
+    if bound:
+        out.append(
+            f"the perf run was client-bound at {where} {', '.join(f'{p.load:g}' for p in bound)} (its load generator, "
+            "not the server, set the pace), so capacity per replica is understated; measure again with --engine "
+            "perf_analyzer, or with the client on another machine"
+        )
+    shared = sorted(set(run.client_cpus) & set(run.server_cpus))
+    if shared:
+        out.append(
+            f"the perf run's client shared CPUs {cpus_text(tuple(shared))} with the server, taking CPU time a replica "
+            "has to itself, so capacity per replica is understated; measure again with them apart (tritongen serve "
+            "--cpus, perf --client-cpus) or with the client on another machine"
+        )
+    return tuple(out)
+
+
 def thresholds_from_run(
     run: PerfRun,
     *,
@@ -192,6 +233,7 @@ def thresholds_from_run(
         load_time_measured=load_time_s is not None,
         exit_timeout_s=max(10, math.ceil(3 * max_p99_s)),
         levels=rows,
+        cautions=cautions_of(run, knee, points, slo_p99_ms),
     )
 
 
