@@ -522,11 +522,13 @@ def infer(name: str, **options) -> None:
     result = api.infer(name, **options)
     click.echo(result.text())
     if result.check is not None and not result.check.ok:
+        # where the server started before this build (build --force into the repository it serves): why, and
+        # what to do, in place of the table
+        stale = result.stale
+        why, fix = (f" ({stale.cause})", stale.fix) if stale is not None else ("", "see the table above")
         if result.precision != "fp32":
-            raise TritongenError(
-                f"the served {result.precision} answers are below the accuracy guard's bar", "see the table above"
-            )
-        raise TritongenError("served outputs differ from the PyTorch reference beyond tolerance", "see the table above")
+            raise TritongenError(f"the served {result.precision} answers are below the accuracy guard's bar{why}", fix)
+        raise TritongenError(f"served outputs differ from the PyTorch reference beyond tolerance{why}", fix)
 
 
 # Commands defined in their own modules (one line each; keep this block sorted).

@@ -80,10 +80,20 @@ def _arrays_given(given: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class StaleServer:
+    """A failed check's likely cause: the local server started before the checked version was built (``build
+    --force`` into the repository it serves) and still answers with the files it loaded then."""
+
+    cause: str  # "model lin was rebuilt at ... after the server started at ..."
+    fix: str
+
+
+@dataclass(frozen=True)
 class InferResult:
     outputs: dict[str, np.ndarray]
     check: CheckReport | None
     precision: str = "fp32"  # the served model's precision (an FP16/INT8 variant is checked against the guard's bar)
+    stale: StaleServer | None = None  # a failed check against a server older than the build: why, and what to do
 
     def text(self, values: int = 6) -> str:
         lines = []
@@ -112,6 +122,72 @@ class InferResult:
             lines.append(self.check.table())
             lines.append("MATCH" if self.check.ok else "MISMATCH")
         return "\n".join(lines)
+
+
+def _clock(unix_s: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+
+
+def _built_at(model_dir: Path, version: int) -> float | None:
+    """When ``version`` of ``model_dir`` was built: its manifest's time, else the newest mtime of its config and
+    the version folder's files."""
+    try:
+        created = read_manifest(model_dir, version).created_unix_s
+    except TritongenError:
+        created = 0.0
+    if created > 0:
+        return created
+    try:
+        paths = [model_dir / "config.pbtxt", *(model_dir / str(version)).iterdir()]
+        return max(p.stat().st_mtime for p in paths if p.exists())
+    except (OSError, ValueError):
+        return None
+
+
+def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer | None:
+    """Where the tritonserver at ``url`` runs on this machine (found by the port it listens on), serves ``repo``
+    and started before ``version`` of ``name`` was built: the cause, and the fix for its model-control mode (with
+    none, Triton never reads a model's files again). None otherwise, or where any of it cannot be read."""
+    import psutil
+
+    from .client import host_port_from_url
+    from .perf.server_cpu import server_pid_at
+
+    try:
+        pid = server_pid_at(host_port_from_url(url).split("/", 1)[0])
+    except TritongenError:
+        return None
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        started, command = process.create_time(), process.cmdline()
+        options = dict(a.split("=", 1) for a in command if a.startswith("--") and "=" in a)
+        served = options.get("--model-repository")
+        if served is not None and not Path(served).is_absolute():
+            served = str(Path(process.cwd()) / served)
+    except (psutil.Error, OSError):
+        return None
+    try:
+        if served is not None and Path(served).resolve() != Path(repo).resolve():
+            return None  # it serves another repository: this build is not what it answers from
+    except OSError:
+        return None
+    built = _built_at(Path(repo) / name, version)
+    if built is None or built <= started:
+        return None
+    cause = f"model {name} was rebuilt at {_clock(built)} after the server started at {_clock(started)}"
+    mode = options.get("--model-control-mode", "none")
+    if mode == "poll":
+        return StaleServer(f"{cause} (it polls {repo})", "check again once its log says it loaded the model again")
+    if mode == "explicit":
+        return StaleServer(cause, "load the model again (the server's model-control API), or restart serve")
+    return StaleServer(
+        f"{cause} and still serves the files it loaded then",
+        "restart serve (or serve with --model-control poll, or build with --new-version)",
+    )
 
 
 def served_version(spec: InferSpec, url: str) -> int:
@@ -326,6 +402,7 @@ def infer_model(spec: InferSpec) -> InferResult:
     reference_of = "torch"  # what the saved reference is: PyTorch's outputs, or an ONNX file's ("original")
     url = spec.url or default_url(spec.protocol)
     pinned = str(spec.model_version) if spec.model_version is not None else ""
+    checked_version: int | None = None  # the version whose saved samples are sent
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
             raise TritongenError(
@@ -344,6 +421,7 @@ def infer_model(spec: InferSpec) -> InferResult:
         inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, url)
     else:
         version = served_version(spec, url)
+        checked_version = version
         pinned = str(version)
         artifacts = artifact_dir(Path(spec.repo) / spec.name, version)
         if not artifacts.is_dir():
@@ -432,4 +510,7 @@ def infer_model(spec: InferSpec) -> InferResult:
         report = ParityReport(
             atol=tolerances[0], rtol=tolerances[1], results=tuple(results), got="served", want=reference_of
         )
-    return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32")
+    stale = None
+    if report is not None and not report.ok and checked_version is not None:
+        stale = stale_server(url, Path(spec.repo), spec.name, checked_version)
+    return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32", stale=stale)
