@@ -151,6 +151,49 @@ def test_string_tensors(tiny_server, protocol):
     assert [v.decode() for v in out["UPPER"]] == ["HÉLLO", "TRITON", ""]
 
 
+def test_a_servers_address_knows_its_protocol_and_reads_as_host_port():
+    """RunningServer.http_url is text ("127.0.0.1:8000") that a spec without a protocol speaks HTTP to (it spoke gRPC
+    to the HTTP port, and failed)."""
+    import copy
+    import pickle
+
+    from tritongen.client import ServerAddress
+    from tritongen.infer import InferSpec
+    from tritongen.perf import PerfSpec
+
+    http = ServerAddress("127.0.0.1:8000", "http")
+    assert http == "127.0.0.1:8000" and f"{http}" == "127.0.0.1:8000" and http.rpartition(":")[2] == "8000"
+    assert copy.deepcopy(http).protocol == pickle.loads(pickle.dumps(http)).protocol == "http"
+    assert protocol_for_url(http, None) == "http" and protocol_for_url(str(http), None) == "grpc"
+    assert InferSpec(name="m", url=http).protocol == "http" and PerfSpec(model="m", url=http).protocol == "http"
+    assert InferSpec(name="m", url=ServerAddress("127.0.0.1:8001", "grpc")).protocol == "grpc"
+    with pytest.raises(TritongenError) as err:
+        PerfSpec(model="m", url=http, protocol="grpc")
+    assert err.value.message == (
+        "--url 127.0.0.1:8000 is the server's HTTP port but --protocol is grpc: "
+        "pass --protocol http, or --url host:port of the server's gRPC port"
+    )
+
+
+@pytest.mark.server
+def test_a_running_servers_http_url_is_spoken_to_over_http_from_python(tiny_server, tmp_path):
+    import tritongen
+
+    np.savez(tmp_path / "x.npz", X=np.ones((2, 4), np.float32))
+    result = tritongen.infer("double", url=tiny_server.http_url, input_file=tmp_path / "x.npz", repo=tmp_path)
+    np.testing.assert_array_equal(result.outputs["Y"], np.full((2, 4), 3.0, np.float32))
+    run = tritongen.perf(
+        "double",
+        url=tiny_server.http_url,
+        concurrency=1,
+        duration_s=0.3,
+        warmup_s=0,
+        input_data=tmp_path / "x.npz",
+        repo=None,
+    )
+    assert run.protocol == "http" and run.points[0].requests > run.points[0].error_count
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_the_other_protocols_port_is_named_as_such(tiny_server, protocol):

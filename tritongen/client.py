@@ -28,6 +28,23 @@ DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 URL_ENV = "TRITONGEN_URL"  # TRITONGEN_GRPC_URL / TRITONGEN_HTTP_URL override it per protocol
 
 
+class ServerAddress(str):
+    """``host:port`` of one of a server's endpoints that knows which protocol listens there: what a
+    :class:`~tritongen.server.RunningServer` hands out as ``http_url`` and ``grpc_url``. Text like any other
+    (``"127.0.0.1:8000"``), so every use of an address takes it; a spec given one without a ``protocol`` speaks the
+    endpoint's (``tritongen.infer(name, url=server.http_url)`` speaks HTTP), as with an ``http://`` URL."""
+
+    protocol: str
+
+    def __new__(cls, address: str, protocol: str) -> ServerAddress:
+        made = super().__new__(cls, address)
+        made.protocol = _check_protocol(protocol)
+        return made
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ServerAddress, (str(self), self.protocol)
+
+
 def default_url(protocol: str = "grpc") -> str:
     """``TRITONGEN_<PROTOCOL>_URL``, else ``TRITONGEN_URL``, else 127.0.0.1:8001 (gRPC) / :8000 (HTTP)."""
     protocol = _check_protocol(protocol)
@@ -39,15 +56,16 @@ def protocol_for_url(url: str | None, protocol: str | None, option: str = "--url
     ``grpc://`` gRPC), else gRPC. A scheme that contradicts ``protocol`` is refused (one would be tried on the
     other's port and answer "no server")."""
     match = re.match(r"\s*(grpc|http)://", url or "", re.IGNORECASE)
-    scheme = match.group(1).lower() if match else None
+    scheme = match.group(1).lower() if match else getattr(url, "protocol", None)  # a ServerAddress knows its own
     if protocol is None:
         return scheme or "grpc"
     protocol = _check_protocol(protocol)
     if scheme is not None and scheme != protocol:
         shown = {"grpc": "gRPC", "http": "HTTP"}
         give = f"set {option} to" if option.startswith("$") else option  # an environment variable, or an option
+        asks = f"asks for {shown[scheme]}" if match else f"is the server's {shown[scheme]} port"
         raise TritongenError(
-            f"{option} {ascii((url or '').strip())[1:-1][:80]} asks for {shown[scheme]} but --protocol is {protocol}",
+            f"{option} {ascii((url or '').strip())[1:-1][:80]} {asks} but --protocol is {protocol}",
             f"pass --protocol {scheme}, or {give} host:port of the server's {shown[protocol]} port",
         )
     return protocol

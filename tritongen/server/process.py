@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..client import ServerAddress
 from ..cpus import affinity_preexec, cpus_text
 from ..errors import TritongenError
 from .allocator import allocator_from_library, library_from_allocator, preload_environ
@@ -62,8 +63,9 @@ class RunningServer:
         self.boot_s: float | None = None
         self.workdir: Path | None = None  # the empty folder it runs in (see _start)
         connect = connect_host(spec.host)
-        self.http_url = f"{connect}:{self.ports['http']}"
-        self.grpc_url = f"{connect}:{self.ports['grpc']}"
+        # host:port, each knowing its protocol: infer(url=server.http_url) speaks HTTP without protocol="http"
+        self.http_url = ServerAddress(f"{connect}:{self.ports['http']}", "http")
+        self.grpc_url = ServerAddress(f"{connect}:{self.ports['grpc']}", "grpc")
         self.metrics_url = f"{connect}:{self.ports['metrics']}"
         _RUNNING.add(self)
 
