@@ -528,7 +528,7 @@ def _serving(
     import shutil
 
     from .server import server_from_repository
-    from .server.snapshot import snapshot_from_repository, with_repository_words
+    from .server.snapshot import snapshot_from_repository, snapshot_root, with_repository_words
     from .validate import check_repository_folder
 
     if not verify or spec.model_control == "poll":
@@ -540,7 +540,7 @@ def _serving(
     # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
     given = Path(repo)
     check_repository_folder(given)
-    root = Path(tempfile.mkdtemp(prefix="tritongen-snapshot-"))
+    root = snapshot_root(spec.repo)
     try:
         snapshot = snapshot_from_repository(given, root / spec.repo.name)
         try:

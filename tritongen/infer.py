@@ -154,6 +154,7 @@ def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer |
 
     from .client import host_port_from_url
     from .perf.server_cpu import server_pid_at
+    from .server.snapshot import snapshot_source
 
     try:
         pid = server_pid_at(host_port_from_url(url).split("/", 1)[0])
@@ -168,6 +169,8 @@ def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer |
         served = options.get("--model-repository")
         if served is not None and not Path(served).is_absolute():
             served = str(Path(process.cwd()) / served)
+        if served is not None:  # tritongen serve loads a checked copy of the repository
+            served = str(snapshot_source(Path(served)) or served)
     except (psutil.Error, OSError):
         return None
     try:

@@ -19,6 +19,29 @@ from pathlib import Path
 from ..errors import TritongenError
 
 COPY_CHUNK_BYTES = 1 << 20
+SNAPSHOT_PREFIX = "tritongen-snapshot-"  # the private folder (in the temp directory) that holds a served copy
+SOURCE_NAME = "source.txt"  # in that folder, beside the copy: the path of the repository it copies
+
+
+def snapshot_root(repo: Path) -> Path:
+    """A new private folder for a copy of ``repo``, naming ``repo`` in its :data:`SOURCE_NAME` (what a server
+    serving the copy answers from, for those who ask: ``infer --check``)."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
+    (root / SOURCE_NAME).write_text(str(Path(repo).resolve()))
+    return root
+
+
+def snapshot_source(served: Path) -> Path | None:
+    """The repository that the served folder ``served`` is a copy of, or None where it is no such copy."""
+    marker = Path(served).parent / SOURCE_NAME
+    if not Path(served).parent.name.startswith(SNAPSHOT_PREFIX):
+        return None
+    try:
+        return Path(marker.read_text()[:4096].strip())
+    except OSError:
+        return None
 
 
 def snapshot_from_repository(repo: Path, dest: Path) -> Path:
