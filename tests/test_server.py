@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -479,3 +480,32 @@ def test_the_server_runs_in_an_empty_folder_of_its_own(tmp_path, server_install,
         server.stop()
     assert not marker.exists(), marker.read_text()
     assert not server.workdir.exists()
+
+
+@pytest.mark.server
+def test_explicit_model_control_on_loopback_needs_the_key_that_only_its_user_can_read(tmp_path, server_install):
+    """Triton's load request carries a model's files (model.py included): with explicit model control open on
+    loopback, any process of any user on the machine could run code in the server. It has a key now; tritongen's
+    own clients find it beside the server's folder (mode 0700, the key file 0600)."""
+    import tritonclient.grpc as grpcclient
+
+    from tritongen.client import Triton
+
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    http, grpc, metrics = free_ports(3)
+    spec = ServeSpec(repo=tmp_path, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control="explicit")
+    with server_from_repository(spec) as server:
+        assert server.admin_token
+        home = server.workdir.parent
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert stat.S_IMODE((home / "admin-key").stat().st_mode) == 0o600
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            with pytest.raises(Exception, match="restricted"):  # anyone without the key: refused
+                client.load_model("double")
+        finally:
+            client.close()
+        with Triton(server.grpc_url, "grpc") as triton:  # tritongen's client on this machine: the key is found
+            triton.load("double")
+            assert triton.ready_versions("double") == [1]
+    assert not home.exists()

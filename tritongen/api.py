@@ -494,12 +494,17 @@ def serve(
     allow_unverified: Sequence[str] = (),
     public_key: PathLike | None = None,
     signature: PathLike | None = None,
+    progress: Progress | None = None,
     **options: Any,
 ) -> contextlib.AbstractContextManager[RunningServer]:
     """Boot a real tritonserver on ``repo``; yields the server once every model is READY, stops it on exit.
 
-    Unless ``verify=False``, the repository is first signature-checked (with ``public_key``), validated and
-    verified against its manifests, as ``tritongen serve`` does. ``options`` are
+    Unless ``verify=False``, the repository is copied into a private folder, the copy is signature-checked (with
+    ``public_key``), validated and verified against its manifests, and Triton serves the copy, as ``tritongen
+    serve`` does: a file changed after the checks is not what Triton loads. With ``model_control="poll"``
+    tritongen polls ``repo`` every ``poll_interval_s``: a change is copied and checked the same way before Triton
+    loads it (a change that fails the checks is not loaded; ``progress`` gets a line for each, else the
+    ``tritongen.serve`` logger). ``options`` are
     :class:`~tritongen.server.ServeSpec` fields: ``http_port``, ``grpc_port``, ``metrics_port``, ``host``,
     ``ready_timeout_s``, ``model_control``, ``server_bin``, ``python_env``, ``allocator``, ``stub_blas_threads``,
     ``cpus``, ...
@@ -512,7 +517,7 @@ def serve(
     from .server import ServeSpec
 
     spec = ServeSpec(repo=Path(repo), **_given(options))  # its options are checked at the call, before the repository
-    return _serving(spec, repo, verify, allow_unverified, public_key, signature)
+    return _serving(spec, repo, verify, allow_unverified, public_key, signature, progress)
 
 
 @contextlib.contextmanager
@@ -523,40 +528,82 @@ def _serving(
     allow_unverified: Sequence[str],
     public_key: PathLike | None,
     signature: PathLike | None,
+    progress: Progress | None = None,
 ) -> Iterator[RunningServer]:
     import dataclasses
     import shutil
 
     from .server import server_from_repository
-    from .server.snapshot import snapshot_from_repository, snapshot_root, with_repository_words
+    from .server.snapshot import (
+        CheckedPoll,
+        fingerprint,
+        snapshot_from_repository,
+        snapshot_root,
+        with_repository_words,
+    )
     from .validate import check_repository_folder
 
-    if not verify or spec.model_control == "poll":
-        if verify:  # Triton polls the repository itself: checked once, here (later changes load unchecked)
-            check_servable(repo, allow_unverified=allow_unverified, public_key=public_key, signature=signature)
+    if not verify:
         with server_from_repository(spec) as server:
             yield server
         return
     # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
     given = Path(repo)
     check_repository_folder(given)
+
+    def check(copy: Path) -> None:
+        check_servable(
+            copy,
+            allow_unverified=allow_unverified,
+            public_key=public_key,
+            signature=_in_snapshot(signature, given, copy),
+        )
+
+    poll = spec.model_control == "poll"  # tritongen polls (and checks), Triton loads what it is told to
     root = snapshot_root(spec.repo)
     try:
+        seen = fingerprint(given)  # before the copy: a change made while it is copied is looked at again
         snapshot = snapshot_from_repository(given, root / spec.repo.name)
         try:
-            check_servable(
-                snapshot,
-                allow_unverified=allow_unverified,
-                public_key=public_key,
-                signature=_in_snapshot(signature, given, snapshot),
-            )
-            server = server_from_repository(dataclasses.replace(spec, repo=snapshot))
+            check(snapshot)
+            served = dataclasses.replace(spec, repo=snapshot, model_control="explicit" if poll else spec.model_control)
+            server = server_from_repository(served)
         except TritongenError as error:  # a check's or the server's words about the copy name the repository
             raise with_repository_words(error, snapshot, spec.repo) from None
         with server:
-            yield server
+            checked = None
+            if poll:
+                checked = CheckedPoll(
+                    spec.repo, snapshot, seen, check, _reloader(server), spec.poll_interval_s, progress or _poll_log
+                ).start()
+                server.checked_poll = checked
+            try:
+                yield server
+            finally:
+                if checked is not None:
+                    checked.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _reloader(server: RunningServer) -> Callable[[str, bool], None]:
+    """Load (or unload) a model of ``server`` by name, with its admin key."""
+    from .client import Triton
+
+    def reload(model: str, present: bool) -> None:
+        with Triton(server.grpc_url, "grpc", 300.0, server.admin_headers("grpc")) as triton:
+            if present:
+                triton.load(model)
+            else:
+                triton.unload(model)
+
+    return reload
+
+
+def _poll_log(line: str) -> None:
+    import logging
+
+    logging.getLogger("tritongen.serve").warning(line)
 
 
 def _in_snapshot(signature: PathLike | None, repo: Path, snapshot: Path) -> Path | None:

@@ -421,7 +421,7 @@ def serve(
     # same exit code 0: a stop that was asked for and done is the command's success (docker stop then shows
     # Exited (0), systemd a clean stop; 143 would be a failure to systemd unless SuccessExitStatus=143). Cut short
     # before the server is ready, serve exits 143 as it exits 130 on Ctrl-C (main()).
-    with stop_on_sigterm(), api.serve(repo, **checks, **options) as server:
+    with stop_on_sigterm(), api.serve(repo, **checks, progress=_echo_err, **options) as server:
         try:
             _print_ready(server, repo)
             code = server.wait()
@@ -445,13 +445,19 @@ def _print_ready(server, repo: Path) -> None:
     click.echo(f"  metrics {server.metrics_url}")
     click.echo(f"  log     {server.log_path}")
     if server.spec.repo != repo.resolve():
-        click.echo(f"  repo    {repo.resolve()}, served from a checked copy (later changes to it are not loaded)")
+        later = "changes are checked before they load" if server.checked_poll else "later changes to it are not loaded"
+        click.echo(f"  repo    {repo.resolve()}, served from a checked copy ({later})")
     library = f" ({server.allocator_library})" if server.allocator_library else ""
     click.echo(f"  malloc  {server.allocator}{library}")
     click.echo(f"  stub BLAS {server.stub_blas}")
     if server.spec.cpus:
         click.echo(f"  CPUs    {cpus_text(server.spec.cpus)} (tritonserver and its stubs pinned there)")
-    if server.spec.model_control == "poll":
+    if server.checked_poll is not None:
+        click.echo(
+            f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s; a change is "
+            "copied, checked and only then loaded (explicit model control underneath)"
+        )
+    elif server.spec.model_control == "poll":
         click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")
     if server.admin_token:
         for protocol in ("http", "grpc"):

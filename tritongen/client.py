@@ -352,16 +352,20 @@ class Triton:
 
     The one place in tritongen that talks to Triton's management APIs (inference goes through the functions
     above and :mod:`tritongen.perf.loadgen`). Every failure is a :class:`TritongenError` (see
-    :func:`classify_error`). ``headers`` go with every request (the admin header of a restricted server).
+    :func:`classify_error`). ``headers`` go with every request (the admin header of a restricted server; without
+    them, that of a server tritongen started on this machine is found by its port).
     """
 
     def __init__(
         self, url: str, protocol: str = "http", timeout_s: float = 30.0, headers: Mapping[str, str] | None = None
     ) -> None:
+        from .server.admin import admin_headers_at
+
         self.protocol = _check_protocol(protocol)
         self.url = _host_port(url)
         self.timeout_s = timeout_s
-        self.headers = dict(headers or {})
+        # none given: the key of a server tritongen started on this machine, if it has one (tritongen.server.admin)
+        self.headers = dict(headers) if headers else admin_headers_at(self.url, self.protocol)
         self._module = _module(self.protocol)
         self.client = _connect(self._module, self.protocol, self.url, timeout_s)
 

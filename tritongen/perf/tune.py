@@ -350,7 +350,6 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
 
 def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
-
     from ..client import model_metadata
     from ..validate import config_from_file
     from .inputs import request_set_for_model

@@ -168,3 +168,23 @@ def pids_listening_on(port: int, host: str | None = None) -> list[int]:
             if inodes and inodes & listening:
                 found.append(int(name))
     return sorted(found)
+
+
+def server_pid_at(url: str) -> int | None:
+    """The pid of the tritonserver listening at ``url`` (host:port) on this machine, on that host's address or on
+    every address; None when the URL is not loopback, no tritonserver process of this user's is found listening
+    there (in a container, say), or more than one is."""
+    host, _, port = url.rpartition(":")
+    host = host.strip("[]")
+    if not host or not (port.isascii() and port.isdigit()) or not is_loopback(host) or not 0 < int(port) < 65536:
+        return None
+    found = []
+    for pid in pids_listening_on(int(port), host):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name == "tritonserver":
+            found.append(pid)
+    return found[0] if len(found) == 1 else None  # two claim the port (one on another address): meter neither

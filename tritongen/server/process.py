@@ -18,10 +18,12 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..client import ServerAddress
 from ..cpus import affinity_preexec, cpus_text
 from ..errors import TritongenError
+from .admin import SERVER_HOME_PREFIX, admin_headers, write_admin_key
 from .allocator import allocator_from_library, library_from_allocator, preload_environ
 from .blas import blas_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
@@ -61,7 +63,8 @@ class RunningServer:
         self.models: tuple[str, ...] = ()
         self.interrupted = False  # set when Ctrl-C (or SIGTERM, within stop_on_sigterm()) ended wait()
         self.boot_s: float | None = None
-        self.workdir: Path | None = None  # the empty folder it runs in (see _start)
+        self.workdir: Path | None = None  # the empty folder it runs in, in its private folder (see _start)
+        self.checked_poll: Any = None  # tritongen.server.snapshot.CheckedPoll where serve polls for it
         connect = connect_host(spec.host)
         # host:port, each knowing its protocol: infer(url=server.http_url) speaks HTTP without protocol="http"
         self.http_url = ServerAddress(f"{connect}:{self.ports['http']}", "http")
@@ -79,10 +82,7 @@ class RunningServer:
 
         Triton 2.51 expects the gRPC header with a ``triton-grpc-protocol-`` prefix.
         """
-        if not self.admin_token:
-            return {}
-        key = f"triton-grpc-protocol-{ADMIN_HEADER}" if protocol == "grpc" else ADMIN_HEADER
-        return {key: self.admin_token}
+        return admin_headers(self.admin_token, protocol)
 
     def is_running(self) -> bool:
         return self.process.poll() is None
@@ -114,8 +114,8 @@ class RunningServer:
         _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
         if self.temporary_log and not keep_log and proc.returncode == 0:
             self.log_path.unlink(missing_ok=True)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir is not None:  # and its key beside it
+            shutil.rmtree(self.workdir.parent, ignore_errors=True)
         return proc.returncode
 
     def wait(self) -> int:
@@ -247,7 +247,12 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
 
 def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     ports = choose_ports(spec)
-    admin_token = None if is_loopback(spec.host) and not spec.restricted else secrets.token_urlsafe(24)
+    # An open model-control API runs whatever model a request hands it, for any process of any user on a loopback
+    # address too: explicit model control gets a key (tritongen.server.admin), as every address but loopback does.
+    open_control = spec.model_control == "explicit"
+    admin_token = (
+        None if is_loopback(spec.host) and not spec.restricted and not open_control else secrets.token_urlsafe(24)
+    )
     command = [str(install.binary), *server_args(spec, ports, install, admin_token)]
     allocator = library_from_allocator(spec.allocator)
     environ, stub_blas = blas_environ(preload_environ(install.environ(), allocator), spec.stub_blas_threads)
@@ -261,7 +266,11 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     # The server runs in an empty folder of its own: the Python-backend stub imports from its working directory
     # first, so a json.py (or numpy/, ...) in the folder serve was started from would run inside the server,
     # outside every check of the repository.
-    workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))
+    home = Path(tempfile.mkdtemp(prefix=SERVER_HOME_PREFIX))  # mode 0700: this user's only
+    workdir = home / "cwd"
+    workdir.mkdir(mode=0o700)
+    if admin_token:
+        write_admin_key(home, admin_token)  # for tritongen's own commands on this machine (rollout, tune)
     started = time.monotonic()
     with open(log_path, "wb") as log:
         shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
@@ -281,7 +290,7 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
                 preexec_fn=affinity_preexec(spec.cpus, then=_die_with_parent()),
             )
         except OSError as e:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
             raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator, stub_blas)
     server.workdir = workdir
