@@ -85,7 +85,10 @@ def main() -> int:
             model_control="explicit",
             stub_blas_threads=args.stub_blas_threads,
         )
-        with server_from_repository(spec) as server, Triton(server.grpc_url, "grpc", 60) as triton:
+        with (
+            server_from_repository(spec) as server,
+            Triton(server.grpc_url, "grpc", 60, server.admin_headers("grpc")) as triton,
+        ):
             with torch.no_grad():
                 for p in net.parameters():
                     p.add_(3e-4 * torch.randn_like(p))

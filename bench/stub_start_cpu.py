@@ -73,7 +73,10 @@ def main() -> int:
                 stub_blas_threads=blas_threads,
             )
             stubs, server_cpu, walls = [], [], []
-            with server_from_repository(spec) as server, Triton(server.grpc_url, "grpc", 60) as triton:
+            with (
+                server_from_repository(spec) as server,
+                Triton(server.grpc_url, "grpc", 60, server.admin_headers("grpc")) as triton,
+            ):
                 for _ in range(args.loads):
                     triton.unload("wide")
                     while any("stub" in k for k in process_tree_cpu_s(server.pid)):

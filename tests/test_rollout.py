@@ -89,7 +89,7 @@ def _rollout(world, action: str, to_version: int | None, events: list, **options
 def _live(world) -> list[int]:
     from tritongen.client import Triton
 
-    with Triton(world["server"].grpc_url, "grpc") as triton:
+    with Triton(world["server"].grpc_url, "grpc", headers=world["server"].admin_headers("grpc")) as triton:
         return triton.ready_versions(NAME)
 
 

@@ -48,8 +48,9 @@ def world(tmp_path_factory, server_install):
 
 def _ready(url: str) -> list[int]:
     from tritongen.client import Triton
+    from tritongen.server.admin import admin_headers_at
 
-    with Triton(url, "grpc") as triton:
+    with Triton(url, "grpc", headers=admin_headers_at(url, "grpc")) as triton:  # the server's key, by its port
         return triton.ready_versions(NAME)
 
 

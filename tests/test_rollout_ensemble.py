@@ -75,8 +75,9 @@ def served(tmp_path_factory, server_install):
 
 def _ready(url: str) -> dict[str, list[int]]:
     from tritongen.client import Triton
+    from tritongen.server.admin import admin_headers_at
 
-    with Triton(url, "grpc") as triton:
+    with Triton(url, "grpc", headers=admin_headers_at(url, "grpc")) as triton:  # the server's key, by its port
         return {name: triton.ready_versions(name) for name in STEPS}
 
 

@@ -490,6 +490,7 @@ def test_explicit_model_control_on_loopback_needs_the_key_that_only_its_user_can
     import tritonclient.grpc as grpcclient
 
     from tritongen.client import Triton
+    from tritongen.server.admin import admin_headers_at
 
     write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
     http, grpc, metrics = free_ports(3)
@@ -505,7 +506,9 @@ def test_explicit_model_control_on_loopback_needs_the_key_that_only_its_user_can
                 client.load_model("double")
         finally:
             client.close()
-        with Triton(server.grpc_url, "grpc") as triton:  # tritongen's client on this machine: the key is found
+        found = admin_headers_at(server.grpc_url, "grpc")  # as tritongen's commands on this machine find it
+        assert found == server.admin_headers("grpc")
+        with Triton(server.grpc_url, "grpc", headers=found) as triton:
             triton.load("double")
             assert triton.ready_versions("double") == [1]
     assert not home.exists()

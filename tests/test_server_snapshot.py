@@ -175,7 +175,7 @@ def test_serve_with_poll_loads_a_checked_new_version_and_refuses_an_unchecked_on
         assert poll is not None and server.spec.model_control == "explicit" and server.admin_token
         tritongen.build(torch.nn.Linear(4, 3), example_inputs=example, name="lin", repo=repo, new_version=True)
         assert poll.poll_once() == ["lin"]
-        with Triton(server.grpc_url, "grpc") as triton:  # the key of a server tritongen started: found by its port
+        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
             assert triton.ready_versions("lin") == [2]
         hand_made = repo / "lin" / "3"
         hand_made.mkdir()
@@ -183,6 +183,6 @@ def test_serve_with_poll_loads_a_checked_new_version_and_refuses_an_unchecked_on
             (hand_made / name).write_bytes((repo / "lin" / "2" / name).read_bytes())
         assert poll.poll_once() == []
         assert "poll: not loaded, the change to lin" in said[-1] and "lin/3 has no manifest" in said[-1], said
-        with Triton(server.grpc_url, "grpc") as triton:
+        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
             assert triton.ready_versions("lin") == [2]
         assert not (server.spec.repo / "lin" / "3").exists()

@@ -352,20 +352,17 @@ class Triton:
 
     The one place in tritongen that talks to Triton's management APIs (inference goes through the functions
     above and :mod:`tritongen.perf.loadgen`). Every failure is a :class:`TritongenError` (see
-    :func:`classify_error`). ``headers`` go with every request (the admin header of a restricted server; without
-    them, that of a server tritongen started on this machine is found by its port).
+    :func:`classify_error`). ``headers`` go with every request (the admin header of a restricted server;
+    :func:`tritongen.server.admin.admin_headers_at` finds that of a server tritongen started on this machine).
     """
 
     def __init__(
         self, url: str, protocol: str = "http", timeout_s: float = 30.0, headers: Mapping[str, str] | None = None
     ) -> None:
-        from .server.admin import admin_headers_at
-
         self.protocol = _check_protocol(protocol)
         self.url = _host_port(url)
         self.timeout_s = timeout_s
-        # none given: the key of a server tritongen started on this machine, if it has one (tritongen.server.admin)
-        self.headers = dict(headers) if headers else admin_headers_at(self.url, self.protocol)
+        self.headers = dict(headers or {})
         self._module = _module(self.protocol)
         self.client = _connect(self._module, self.protocol, self.url, timeout_s)
 

@@ -150,7 +150,12 @@ def rollout_from_repository(spec: RolloutSpec, progress: Progress | None = None)
 def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> RolloutResult:
     existed = record_path(model_dir).exists()
     record = read_record(model_dir)
-    with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), spec.headers) as triton:
+    from ..client import host_port_from_url
+    from ..server.admin import admin_headers_at
+
+    # none given: the key of a server tritongen started on this machine, found by its port
+    headers = spec.headers or admin_headers_at(host_port_from_url(spec.url), spec.protocol)
+    with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
         if record.pending is not None:

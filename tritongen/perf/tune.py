@@ -350,7 +350,8 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
 
 def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
-    from ..client import model_metadata
+    from ..client import host_port_from_url, model_metadata
+    from ..server.admin import admin_headers_at
     from ..validate import config_from_file
     from .inputs import request_set_for_model
     from .loadgen import ServerGone
@@ -397,7 +398,10 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     url = perf.resolved_url()
     metadata = model_metadata(url, model, protocol=spec.protocol)
     requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
-    server = Triton(url, spec.protocol, max(spec.timeout_s, 300))  # a load may take minutes
+    # a load may take minutes; the key of a server tritongen started on this machine, found by its port
+    server = Triton(
+        url, spec.protocol, max(spec.timeout_s, 300), admin_headers_at(host_port_from_url(url), spec.protocol)
+    )
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     base = candidate_from_config(base_config)
     space = _search_space(spec, base, kind_cpu)

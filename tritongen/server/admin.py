@@ -5,9 +5,8 @@ load request carries the config and the files (``model.py`` included) in its bod
 process of every user on the machine. So such a server is started with a per-run key, off loopback as on it
 (:func:`tritongen.server.process._start`), and the key is kept where only its user can read it: a file beside the
 empty folder the server runs in (the private ``tritongen-serve-*`` folder, mode 0700). tritongen's own commands
-that talk to its model-control API on this machine (:class:`tritongen.client.Triton`: ``rollout``, ``rollback``,
-``tune``) find it there by the port the server listens on (:func:`admin_headers_at`); anyone else passes the
-header ``serve`` prints.
+that load models into a server on this machine (``rollout``, ``rollback``, ``tune``) find it there by the port the
+server listens on (:func:`admin_headers_at`); anyone else passes the header ``serve`` prints.
 """
 
 from __future__ import annotations
