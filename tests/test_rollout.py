@@ -136,16 +136,20 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_free_the_memory(wor
     assert '"live": 1' in record and '"previous": 2' in record and '"pending": null' in record
     tritongen.verify(world["repo"])  # the record is tolerated; everything else still matches its manifest
 
-    # Memory: the unloaded version's stub is gone and the server is back within 10%. With glibc's malloc the
-    # server keeps the pages of the candidate's uploaded files (it grew 4-36 MB per cycle here); Triton's guide
-    # recommends jemalloc or tcmalloc for load/unload, and serve preloads jemalloc when it is installed.
+    # Memory: the unloaded version's stub is gone and the server is back within 10%, give or take one upload.
+    # With glibc's malloc the server keeps the pages of the uploaded files (it grew 4-36 MB per cycle here); Triton's
+    # guide recommends jemalloc or tcmalloc for load/unload, and serve preloads jemalloc when it is installed. The
+    # gate and both switches send the version's files with their load request (the verified bytes); jemalloc
+    # returns a request's pages as it allocates again, so the last one's (the rollback's, just before this
+    # measurement) may still be held: 9-33 MB here, against a leaked copy of the version, a stub of ~90 MB.
+    upload_kb = sum(p.stat().st_size for p in (world["repo"] / NAME / "1").iterdir() if p.is_file()) // 1024
     after_kb = settled_rss_kb(pid)
     if world["server"].allocator != "jemalloc":
         pytest.skip(
             f"memory bound checked with jemalloc only (this server: {world['server'].allocator}): "
             "apt-get install libjemalloc2"
         )
-    assert abs(after_kb - before_kb) <= 0.10 * before_kb, (before_kb, after_kb)
+    assert abs(after_kb - before_kb) <= 0.10 * before_kb + upload_kb, (before_kb, after_kb, upload_kb)
     assert tritongen.validate(world["repo"]).ok
 
 

@@ -165,6 +165,34 @@ def _manifests(model_dir: Path, versions: list[int], found: _Findings) -> dict[i
     return out
 
 
+def _expected(manifests: dict[int, dict[str, str] | None], newest: int) -> tuple[dict[str, str], set[str]]:
+    """(relative path -> the sha256 its file must have, the paths that must be there): a version folder's files from
+    that version's manifest, the files shared by all versions from the newest manifest that lists them."""
+    expected: dict[str, str] = {}
+    required: set[str] = set()
+    for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
+        for rel, digest in (files or {}).items():
+            if rel.split("/", 1)[0].isdigit() or rel not in expected:
+                expected[rel] = digest
+                if rel.split("/", 1)[0].isdigit() or version == newest:
+                    required.add(rel)
+    return expected, required
+
+
+def manifest_digests(model_dir: Path) -> dict[str, str] | None:
+    """What :func:`verify_repository` holds the files of ``model_dir`` to: relative path -> sha256, as the
+    manifests list them (a version folder's files from its manifest, the shared files from the newest manifest
+    listing them); None when the model has no manifest (a model allowed unverified). A manifest that cannot be
+    read raises :class:`TritongenError`. For whoever reads the files after ``verify``: hashing the bytes it read
+    against these proves that what it acts on is what was verified."""
+    versions = version_numbers(model_dir)
+    found = _Findings()
+    manifests = _manifests(model_dir, versions, found)
+    if found.problems:
+        raise TritongenError(*found.problems[0])
+    return _expected(manifests, versions[-1])[0] if manifests else None
+
+
 def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) -> bool:
     """Check one model folder; False if it has no manifest and is allowed to be unverified."""
     name = model_dir.name
@@ -191,14 +219,7 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
                 "(by default the newest version)",
                 f"remove {name}/{version}, or build it with tritongen build --new-version",
             )
-    expected: dict[str, str] = {}
-    required: set[str] = set()
-    for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
-        for rel, digest in (files or {}).items():
-            if rel.split("/", 1)[0].isdigit() or rel not in expected:
-                expected[rel] = digest
-                if rel.split("/", 1)[0].isdigit() or version == versions[-1]:
-                    required.add(rel)
+    expected, required = _expected(manifests, versions[-1])
     entries = _walk(model_dir, found)
     version_names = {str(v): v for v in versions}
     shared_unknown = versions[-1] in manifests and manifests[versions[-1]] is None  # the newest manifest is bad

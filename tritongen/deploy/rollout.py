@@ -1,19 +1,22 @@
 """Versioned rollouts on a running Triton with explicit model control: load, judge, switch, unload; and roll back.
 
 Triton answers a request without a version from the highest READY version of the model (core
-``ModelLifeCycle::GetModel``), and a reload keeps a READY version serving until its replacement is READY. So:
+``ModelLifeCycle::GetModel``), and a reload keeps a READY version serving until its replacement is READY.
+The new version's files are read once, after ``verify``, each hashed against its manifest (a file changed,
+added or removed since is refused), and both loads below send those bytes with the request: Triton never reads
+the version from the repository, so what the gate judged is what the switch serves. So:
 
 1. **gate** (rollout only): the new version is loaded beside the live one under a candidate name
-   (``<name>__tritongen_candidate``, from the same verified files, sent with the load request), so that it gets
-   no traffic of ``<name>`` while :mod:`~tritongen.deploy.gate` compares it with the live version; then unloaded.
+   (``<name>__tritongen_candidate``, from those files), so that it gets no traffic of ``<name>`` while
+   :mod:`~tritongen.deploy.gate` compares it with the live version; then unloaded.
    A model that is a step of an ensemble is judged end to end: each golden request goes through the ensemble's
    steps as served, in order, with the candidate (or the live version) as that step. (Triton 2.51 loads an
    ensemble's steps from the repository, so an ensemble cannot call a candidate loaded from request content.)
-2. **switch**: ``<name>`` is loaded with ``version_policy: specific [new]``. Triton loads the new version while
-   the live one keeps answering, then in one step (``ModelLifeCycle::OnLoadFinal``, under the lock that every
-   request's version lookup takes) releases the old version and marks the new one READY. Every answer comes
-   from one of the two; requests already running on the old version finish before Triton frees it (drain).
-   The same holds when the new version is lower (a rollback).
+2. **switch**: ``<name>`` is loaded with ``version_policy: specific [new]`` and the same files. Triton loads the
+   new version while the live one keeps answering, then in one step (``ModelLifeCycle::OnLoadFinal``, under the
+   lock that every request's version lookup takes) releases the old version and marks the new one READY. Every
+   answer comes from one of the two; requests already running on the old version finish before Triton frees it
+   (drain). The same holds when the new version is lower (a rollback).
 
 One run at a time changes a model: a second one is refused, naming the holder (:mod:`.rollout_lock`).
 The model folder's ``tritongen-rollout.json`` (:mod:`~tritongen.deploy.rollout_record`) holds the live version,
@@ -25,6 +28,7 @@ version): run ``rollout``/``rollback`` again to return to the recorded version.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -37,6 +41,7 @@ from ..client import Triton, default_url, model_metadata, spec_protocol
 from ..end_to_end import END_TO_END_NAME, read_reference
 from ..errors import TritongenError
 from ..fields import check_fields
+from ..files import read_problem, regular_bytes
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
 from .gate import (
@@ -62,6 +67,7 @@ from .rollout_record import (
 )
 
 CANDIDATE_SUFFIX = "__tritongen_candidate"
+MAX_LOAD_BYTES = (2 << 30) - 1  # the files of one load request: gRPC and protobuf carry no larger message
 ROLLOUT, ROLLBACK = "rollout", "rollback"
 
 
@@ -166,16 +172,18 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
         if ready == [target]:
             return RolloutResult(spec.name, spec.action, target, target, False, tuple(ready), None, resumed)
         config = triton.model_config(spec.name)
+        # the bytes the gate judges and the switch loads: read once, each checked against the verified manifest
+        files = _model_files(model_dir, target, _digests(spec, model_dir))
         step = _Step(triton, spec, model_dir, record, existed, ready)
         gate = None
         if spec.action == ROLLOUT:
-            gate = step.judge(config, target, say)
+            gate = step.judge(config, target, files, say)
             if not gate.passed:
                 event = _event(ROLLOUT, live, target, "refused", gate)
                 write_record(spec.repo, model_dir, replace(record, pending=None).with_event(event))
                 elapsed = time.monotonic() - start
                 return RolloutResult(spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed)
-        step.switch(config, target, say)
+        step.switch(config, target, files, say)
         record = replace(record, live=target, previous=live, pending=None)
         write_record(spec.repo, model_dir, record.with_event(_event(spec.action, live, target, "promoted", gate)))
         after = tuple(_ready(triton, spec.name, spec.url))
@@ -194,26 +202,26 @@ class _Step:
     existed: bool
     ready: list[int]
 
-    def judge(self, config: Mapping[str, Any], target: int, say: Progress) -> GateReport:
+    def judge(self, config: Mapping[str, Any], target: int, files: Mapping[str, bytes], say: Progress) -> GateReport:
         spec, live = self.spec, self.ready[-1]
         ensembles = _ensembles_using(self.triton, spec.name)
         golden = _golden(spec, ensembles[0] if ensembles else spec.name, target)
         say(f"gate: loading '{spec.name}' version {target} as a candidate beside live version {live}")
         self._mark(Pending(ROLLOUT, live, target, GATE_STEP))
         try:
-            gate = _gate(self.triton, spec, self.model_dir, config, ensembles, golden, live, target)
+            gate = _gate(self.triton, spec, config, files, ensembles, golden, live, target)
         except TritongenError:
             _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
             self._restore_if_unchanged()
             raise
         return write_gate_report(gate, spec.out or unused_report_dir(Path("rollout_reports"), spec.name, live, target))
 
-    def switch(self, config: Mapping[str, Any], target: int, say: Progress) -> None:
+    def switch(self, config: Mapping[str, Any], target: int, files: Mapping[str, bytes], say: Progress) -> None:
         live = self.ready[-1]
         say(f"switch: '{self.spec.name}' version {live} -> {target}")
         self._mark(Pending(self.spec.action, live, target, SWITCH_STEP))
         try:
-            _switch(self.triton, self.spec.name, config, live, target, self.spec.timeout_s)
+            _switch(self.triton, self.spec.name, config, files, live, target, self.spec.timeout_s)
         except TritongenError:
             self._restore_if_unchanged()
             raise
@@ -306,15 +314,15 @@ def _golden(spec: RolloutSpec, gate_model: str, target: int) -> GoldenSet:
 def _gate(
     triton: Triton,
     spec: RolloutSpec,
-    model_dir: Path,
     config: Mapping[str, Any],
+    files: Mapping[str, bytes],
     ensembles: list[str],
     golden: GoldenSet,
     live: int,
     target: int,
 ) -> GateReport:
     candidate = spec.name + CANDIDATE_SUFFIX
-    triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, _model_files(model_dir, target))
+    triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, files)
     try:
         live_t: Target = (spec.name, live)
         cand_t: Target = (candidate, target)
@@ -369,10 +377,20 @@ def _quiet_unload(triton: Triton, names: list[str]) -> None:
             pass
 
 
-def _switch(triton: Triton, name: str, config: Mapping[str, Any], live: int, target: int, timeout_s: float) -> None:
+def _switch(
+    triton: Triton,
+    name: str,
+    config: Mapping[str, Any],
+    files: Mapping[str, bytes],
+    live: int,
+    target: int,
+    timeout_s: float,
+) -> None:
     """One load with ``specific [target]``: Triton loads the target (the live version serving meanwhile), then,
-    under the lock every request's version lookup takes, releases the old version and marks the target READY."""
-    triton.load(name, _with_policy(config, [target]), timeout_s)
+    under the lock every request's version lookup takes, releases the old version and marks the target READY.
+    The target's files go with the request (:func:`_model_files`: the verified bytes, the ones the gate judged),
+    so what Triton loads is what was checked, whatever happens to the repository meanwhile."""
+    triton.load(name, _with_policy(config, [target]), timeout_s, files)
     deadline = time.monotonic() + timeout_s
     while triton.ready_versions(name) != [target]:  # the old version drains, then unloads
         if time.monotonic() > deadline:
@@ -394,7 +412,8 @@ def _resume(
     else:
         say(f"finishing the interrupted switch of '{spec.name}' to version {pending.to_version}")
         config = triton.model_config(spec.name)
-        _switch(triton, spec.name, config, pending.from_version, pending.to_version, spec.timeout_s)
+        files = _model_files(model_dir, _on_disk(spec, model_dir, pending.to_version), _digests(spec, model_dir))
+        _switch(triton, spec.name, config, files, pending.from_version, pending.to_version, spec.timeout_s)
         done = f"finished the interrupted {pending.action} to version {pending.to_version}"
         record = replace(record, live=pending.to_version, previous=pending.from_version, pending=None).with_event(
             _event(pending.action, pending.from_version, pending.to_version, "promoted (resumed)", None)
@@ -412,20 +431,70 @@ def _with_policy(config: Mapping[str, Any], versions: list[int], name: str | Non
     return out
 
 
-def _model_files(model_dir: Path, version: int | None) -> dict[str, bytes]:
-    """The files Triton reads for ``version`` of ``model_dir`` (None: the newest), keyed by path in the folder:
-    the version folder without tritongen's artifacts or bytecode caches, the warm-up data and the labels."""
-    version = version if version is not None else version_numbers(model_dir)[-1]
-    files: dict[str, bytes] = {}
+def _digests(spec: RolloutSpec, model_dir: Path) -> dict[str, str] | None:
+    """The sha256 the manifests give each file of the model (what ``check_verified`` held them to); None for a
+    model without a manifest that ``allow_unverified`` names."""
+    from ..verify import manifest_digests
+
+    digests = manifest_digests(model_dir)
+    if digests is None and spec.name not in spec.allow_unverified:  # check_verified refused it: gone since
+        raise TritongenError(
+            f"model '{spec.name}' has no manifest (it was removed after verify)", "rebuild it with tritongen build"
+        )
+    return digests
+
+
+def _model_files(model_dir: Path, version: int, digests: Mapping[str, str] | None) -> dict[str, bytes]:
+    """The files Triton reads for ``version`` of ``model_dir``, keyed by path in the folder: the version folder
+    without tritongen's artifacts or bytecode caches, the warm-up data and the labels. With ``digests`` (path ->
+    sha256, :func:`~tritongen.verify.manifest_digests`) each byte string read is hashed and must be the one its
+    manifest lists, and every file the manifest lists in the version folder must be there: the bytes sent to
+    Triton are the verified ones, though the repository changed after ``verify``. At most
+    :data:`MAX_LOAD_BYTES` in all (one load request)."""
+    paths: list[Path] = []
     version_dir = model_dir / str(version)
     for path in sorted(version_dir.rglob("*")):
         rel = path.relative_to(version_dir)
         if rel.parts[0] == ARTIFACT_DIR or "__pycache__" in rel.parts or not path.is_file() or path.is_symlink():
             continue
-        files[f"{version}/{rel.as_posix()}"] = path.read_bytes()
+        paths.append(path)
     for path in sorted((model_dir / WARMUP_DIR).glob("*")) + [model_dir / LABELS_FILENAME]:
         if path.is_file() and not path.is_symlink():
-            files[path.relative_to(model_dir).as_posix()] = path.read_bytes()
+            paths.append(path)
+    files: dict[str, bytes] = {}
+    left = MAX_LOAD_BYTES
+    for path in paths:
+        rel_path = path.relative_to(model_dir).as_posix()
+        shown = f"{model_dir.name}/{rel_path}"
+        try:
+            data = regular_bytes(path, left, follow_links=False)
+        except OSError as exc:
+            raise TritongenError(
+                f"{shown} {read_problem(exc)}",
+                "check the file (and that nothing changes the repository during a rollout), then run it again",
+            ) from None
+        left -= len(data)
+        if digests is not None:
+            if rel_path not in digests:
+                raise TritongenError(
+                    f"{shown} is not listed in any manifest (it appeared after verify), and Triton would load it",
+                    "remove it, or rebuild the model with tritongen build --force; then run the rollout again",
+                )
+            if hashlib.sha256(data).hexdigest() != digests[rel_path]:
+                raise TritongenError(
+                    f"{shown} does not match its manifest (sha256 differs): it was changed or swapped after verify",
+                    "restore the original file, or rebuild the model with tritongen build --force; then run the "
+                    "rollout again",
+                )
+        files[rel_path] = data
+    prefix = f"{version}/"
+    for rel_path in sorted(digests or {}):
+        parts = rel_path.split("/")
+        if rel_path.startswith(prefix) and parts[1] != ARTIFACT_DIR and rel_path not in files:
+            raise TritongenError(
+                f"{model_dir.name}/{rel_path} is missing (removed after verify)",
+                "restore it, or rebuild the model with tritongen build --force; then run the rollout again",
+            )
     return files
 
 
