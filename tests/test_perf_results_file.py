@@ -156,3 +156,43 @@ def test_a_yaml_comment_holds_one_line_whatever_text_it_is_given():
     assert "\n" not in text and "\r" not in text and all(c.isprintable() for c in text)
     header = f"# {text}\n"
     assert yaml.safe_load(header + "a: 1\n") == {"a": 1}  # still one comment line: no document of its own
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "a$\\foo{$b",  # mathtext: "Unknown symbol: \foo"
+        "$" + "{" * 1500 + "x" + "}" * 1500 + "$",  # mathtext: a RecursionError
+    ],
+)
+def test_a_dollar_in_a_label_or_name_is_drawn_as_text(tmp_path, capsys, label):
+    from dataclasses import replace
+
+    from tritongen.perf.results import VersionFigures
+
+    p = RUN.points[0]
+    figures = VersionFigures(label, 100, p.requests, p.throughput_rps, p.latency, server=p.server)
+    versioned = replace(p, versions={label: figures})
+    runs = {"a.json": replace(RUN, label=label, model=label, points=(versioned,)), "b.json": replace(RUN, label="b")}
+    for name, run in runs.items():
+        (tmp_path / name).write_text(json_from_run(run))
+    args = ["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--report", str(tmp_path / "r")]
+    main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and (tmp_path / "r" / "report.html").is_file()
+
+
+def test_a_run_matplotlib_cannot_draw_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from tritongen.perf import report
+
+    def fails(fig):
+        raise ValueError("\nUnknown symbol: \\foo, found '\\'  (at char 1), (line:1, col:2)")
+
+    monkeypatch.setattr(report, "_figure_png", fails)
+    (tmp_path / "a.json").write_text(json_from_run(RUN))
+    with pytest.raises(SystemExit) as exc:
+        main(["perf", "--compare", str(tmp_path / "a.json"), "--report", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: the report's plots cannot be drawn (Unknown symbol: \\foo") and "--label" in err
+    assert not (tmp_path / "r" / "report.html").exists()

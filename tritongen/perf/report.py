@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import TritongenError
 from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, comparison_lines, version_count_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -50,16 +51,34 @@ def _figure_png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
 def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
-    """``(title, base64 PNG)`` for each plot."""
+    """``(title, base64 PNG)`` for each plot; a run whose texts matplotlib cannot draw is a
+    :class:`TritongenError`."""
     import matplotlib
 
     matplotlib.use("Agg")
+    # Every text on a figure (a run's label, its model, a version's name) comes from a results.json: drawn as
+    # given, never parsed as mathtext ("$\foo$" fails, "$" "{" * 1500 ... "$" exhausts the parser's recursion)
+    # nor typeset with LaTeX, whatever the user's matplotlibrc says.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        try:
+            return _plots(runs)
+        except (ValueError, RecursionError, OverflowError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise TritongenError(
+                f"the report's plots cannot be drawn ({reason})",
+                "shorten the runs' labels (--label) and names, then write the report again",
+            ) from None
+
+
+def _plots(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     plots = []
