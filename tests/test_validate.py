@@ -551,6 +551,31 @@ def test_version_folder_with_leading_zero(tmp_path):
     assert_problem(problems, "at least one version must be available under the version policy of model 'net'")
 
 
+@pytest.mark.parametrize(
+    "folder, problem",
+    [
+        ("9x", "folder '9x' of model 'net' is read by Triton as version 9 (it reads the sign and leading digits"),
+        ("+2", "folder '+2' of model 'net' is read by Triton as version 2"),
+        (" 3", "folder ' 3' of model 'net' is read by Triton as version 3"),
+        ("-1", "folder '-1' of model 'net' is read by Triton as version -1"),
+        ("0x", "version folder '0x' of model 'net' is ignored by Triton: it contains leading zeros"),
+        ("x9", "version folder 'x9' of model 'net' is ignored by Triton: it fails to convert to integral number"),
+        ("\u00b2", "version folder '\u00b2' of model 'net' is ignored by Triton: it fails to convert"),  # a digit
+    ],
+)
+def test_a_folder_is_judged_as_std_stoll_reads_its_name(tmp_path, folder, problem):
+    """Triton's VersionsToLoad: a name of more than one character starting with 0 is ignored, else std::stoll
+    reads white space, a sign and the leading ASCII digits; Triton loads version N from N/ (Triton 2.51, for a
+    folder 9x: 'loading: tiny:9', then 'Python model file not found in .../tiny/9/model.py')."""
+    repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL})
+    (repo / "net" / folder).mkdir()
+    problems = list(validate_repository(repo).problems_by_model["net"])
+    assert len(problems) == 1, problems
+    assert_problem(problems, problem)
+    if "read by Triton as version" in problem:
+        assert "not from this folder: rename it to" in problems[0] and "fails to convert" not in problems[0]
+
+
 def test_specific_version_policy_needs_its_folders(tmp_path):
     text = ONNX_MODEL + "version_policy { specific { versions: [ 1, 2 ] } }\n"
     problems = list(validate_repository(write_repo(tmp_path / "repo", {"net": text})).problems_by_model["net"])

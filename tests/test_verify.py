@@ -184,3 +184,20 @@ def test_a_model_whose_version_folders_are_gone_is_named_so(repo):
         shutil.rmtree(repo / "seq" / version)
     with pytest.raises(TritongenError, match=r"model 'seq' has no version folder \(1/, 2/, \.\.\.\), so Triton cannot"):
         check_verified(repo)
+
+
+@pytest.mark.parametrize("folder, version", [("9x", 9), ("+1", 1), (" 2", 2), ("-1", -1), ("2.0", 2)])
+def test_a_folder_triton_reads_as_a_version_is_a_problem_even_empty(repo, folder, version):
+    """Triton reads the leading digits of a sub-folder's name (std::stoll) and loads that version from its own
+    folder: an empty 9x/ made Triton 2.51 load version 9 ('loading: seq:9') and fail, yet verify passed."""
+    (repo / "seq" / folder).mkdir()
+    with pytest.raises(TritongenError) as err:
+        check_verified(repo)
+    assert f"folder '{folder}' of model 'seq' is read by Triton as version {version}" in err.value.problem
+    assert "rename it to" in err.value.fix and "or remove it" in err.value.fix
+
+
+def test_a_folder_triton_does_not_read_as_a_version_is_not_a_problem(repo):
+    for folder in ("01", "x9", "configs"):  # ignored by Triton: a leading zero, no leading digit
+        (repo / "seq" / folder).mkdir()
+    assert check_verified(repo).ok

@@ -19,6 +19,7 @@ A model folder::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .errors import TritongenError
@@ -49,16 +50,67 @@ ROLLOUT_LOCK_MAX_BYTES = 4096
 CACHE_ENV = "TRITONGEN_CACHE_DIR"
 
 
-def version_numbers(model_dir: Path) -> list[int]:
-    """Version folders Triton would consider, ascending: integral ASCII names without leading zeros ("0" is a
-    version). Empty when ``model_dir`` is not a folder."""
+# What Triton's ``VersionsToLoad`` reads from a sub-folder's name: ``std::stoll``, i.e. C ``isspace`` white space,
+# a sign and the leading ASCII digits, the rest ignored
+_STOLL = re.compile("[ \t\n\x0b\x0c\r]*([+-]?[0-9]+)")
+_INT64 = range(-(2**63), 2**63)
+
+
+def triton_version(name: str) -> int | None:
+    """The version number Triton reads from the name of a model folder's sub-folder (core ``VersionsToLoad``), or
+    None for a folder it does not count: one it skips (``warmup/``, ``initial_state/``), a name of more than one
+    character starting with ``0`` (ignored with a warning) and one ``std::stoll`` cannot convert. Otherwise it is
+    what ``std::stoll`` reads: white space, a sign and the leading digits, so ``9x`` is version 9 and ``-1`` is
+    -1. Triton then loads version N from the folder named ``N``. (A number past 64 bits makes ``std::stoll``
+    throw an error Triton does not catch.) The one owner of that rule: :func:`version_numbers` and
+    :func:`misread_version_folders` apply it."""
+    if name in NON_VERSION_FOLDERS or (len(name) > 1 and name.startswith("0")):
+        return None
+    match = _STOLL.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _sub_folders(model_dir: Path) -> list[str]:
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
+    return sorted(p.name for p in model_dir.iterdir() if p.is_dir()) if model_dir.is_dir() else []
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Version folders Triton would consider, ascending: the sub-folders whose name is the number
+    :func:`triton_version` reads from it, without a sign, within 64 bits ("0" is a version; "01" is not). Empty
+    when ``model_dir`` is not a folder."""
     return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0"))
+        v
+        for name in _sub_folders(model_dir)
+        if (v := triton_version(name)) is not None and name == str(v) and v >= 0 and v in _INT64
+    )
+
+
+def misread_version_folders(model_dir: Path) -> list[tuple[str, int]]:
+    """``(name, version)`` for each sub-folder of ``model_dir`` that Triton counts as a version but that is not a
+    version folder (:func:`version_numbers`): ``9x`` (Triton loads version 9 from ``9/``, or fails to: not from
+    ``9x/``), `` 7``, ``+3``, a negative version or one past 64 bits."""
+    out = []
+    for name in _sub_folders(model_dir):
+        version = triton_version(name)
+        if version is not None and (name != str(version) or version < 0 or version not in _INT64):
+            out.append((name, version))
+    return out
+
+
+def misread_version_problem(model: str, folder: str, version: int) -> tuple[str, str]:
+    """(problem, fix) for a folder of :func:`misread_version_folders` (validate and verify say the same)."""
+    where = f"folder '{shown(folder)}' of model '{shown(model)}'"
+    if version not in _INT64:
+        return (
+            f"{where} starts with a number Triton reads as a version but cannot hold in 64 bits (std::stoll "
+            "fails on it)",
+            "rename it to a version number (1, 2, ...) or remove it",
+        )
+    return (
+        f"{where} is read by Triton as version {version} (it reads the sign and leading digits of a folder's "
+        f"name), so Triton loads version {version} from {shown(model)}/{version}/, not from this folder",
+        f"rename it to {version} or remove it" if version >= 0 else "rename it to a version number or remove it",
     )
 
 

@@ -33,6 +33,9 @@ from .layout import (
     WARMUP_DIR,
     check_not_model_folder,
     link_problems,
+    misread_version_folders,
+    misread_version_problem,
+    triton_version,
     version_numbers,
 )
 from .sequence import STATES_PARAMETER
@@ -702,16 +705,20 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
             "equal model name: rename the folder or the config's name"
         )
     for sub in sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name not in NON_VERSION_FOLDERS):
-        if len(sub) > 1 and sub.startswith("0") and sub.isdigit():
+        if triton_version(sub) is not None:
+            continue  # a version folder, or one Triton reads as another's number (named below)
+        if len(sub) > 1 and sub.startswith("0"):
+            use = f" (use '{int(sub)}')" if sub.isascii() and sub.isdigit() else ""
             problems.append(
                 f"version folder '{sub}' of model '{name}' is ignored by Triton: it contains leading zeros "
-                f"in its directory name (use '{int(sub)}')"
+                f"in its directory name{use}"
             )
-        elif not sub.isdigit():
+        else:
             problems.append(
                 f"version folder '{sub}' of model '{name}' is ignored by Triton: it fails to convert to "
                 "integral number (version folders are named 1, 2, ...)"
             )
+    problems += [": ".join(misread_version_problem(name, *misread)) for misread in misread_version_folders(model_dir)]
     loaded, absent = _versions_to_load(config, version_numbers(model_dir))
     for version in absent:
         problems.append(f"version {version} is specified for model '{name}', but the version directory is not present")

@@ -5,7 +5,9 @@ Triton loads every folder of the repository as a model (hidden names included), 
 folders. So ``verify`` walks every model folder and every file in it:
 
 - a folder whose name starts with a dot is refused (Triton would load it; tritongen does not build such names);
-- every numeric version folder needs its own manifest (``<version>/tritongen/manifest.json``);
+- every numeric version folder needs its own manifest (``<version>/tritongen/manifest.json``), and a folder
+  Triton reads as a version though it is not one (``9x``: Triton reads the leading digits and loads version 9
+  from ``9/``, or fails to) is a problem (:func:`~tritongen.layout.misread_version_folders`);
 - each version folder's files are checked against that version's manifest, the files shared by all versions
   (``config.pbtxt``, ``warmup/``, ``labels.txt``) against the newest manifest that lists them (a
   ``--new-version`` build rewrites them);
@@ -40,6 +42,8 @@ from .layout import (
     ROLLOUT_LOCK_TOOL,
     ROLLOUT_RECORD_MAX_BYTES,
     ROLLOUT_RECORD_NAME,
+    misread_version_folders,
+    misread_version_problem,
     version_numbers,
 )
 from .manifest import load_manifest, sha256_regular_file
@@ -212,6 +216,8 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
             f"rebuild it with tritongen build, or pass --allow-unverified {name} if you wrote it by hand",
         )
         return True
+    for folder, version in misread_version_folders(model_dir):  # Triton counts it: it decides what Triton loads
+        found.add(*misread_version_problem(name, folder, version))
     for version in versions:
         if version not in manifests:
             found.add(
