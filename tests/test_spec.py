@@ -195,3 +195,27 @@ def test_a_space_inside_a_dimension_is_refused_not_dropped():
     assert tensor_spec_from_arg("x:FP32:3, 64 ,64").dims == (3, 64, 64)
     with pytest.raises(TritongenError, match="has dims '3,6 4,64' that are not integers"):
         tensor_spec_from_arg("x:FP32:3,6 4,64")
+
+
+def test_a_spec_file_that_grew_after_its_size_was_read_is_still_bounded(tmp_path, monkeypatch):
+    """The size checked is the size read: a file that stat() said was small but holds more than MAX_SPEC_BYTES
+    when read (it grew in between) is refused after MAX_SPEC_BYTES + 1 bytes. The old code stat()ed, then read the
+    whole file and cut it: a valid spec followed by anything was accepted whatever its length."""
+    import os
+
+    from tritongen.spec import yaml_keys
+    from tritongen.spec_file import MAX_SPEC_BYTES, yaml_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: m\n" + "#" * (2 * MAX_SPEC_BYTES) + "\n")
+    real_stat = Path.stat
+
+    def stat_before_it_grew(self, *args, **kwargs):
+        result = real_stat(self, *args, **kwargs)
+        if self == path:  # what a stat() saw before the file grew: 8 bytes
+            return os.stat_result((result.st_mode, *result[1:6], 8, *result[7:]))
+        return result
+
+    monkeypatch.setattr(Path, "stat", stat_before_it_grew)
+    with pytest.raises(TritongenError, match=f"spec file .* is more than the {MAX_SPEC_BYTES} bytes a spec takes"):
+        yaml_spec(path, yaml_keys())

@@ -923,3 +923,40 @@ def test_an_unreadable_graph_under_the_sequence_runner_is_named_once(sequence_lo
     (repo / "acc" / "1" / "model.onnx").write_bytes(b"not an ONNX model")
     problems = validate_repository(repo).problems_by_model["acc"]
     assert len(problems) == 1 and problems[0].startswith("1/model.onnx of model 'acc' cannot be read ("), problems
+
+
+def test_a_config_over_the_bound_is_one_problem_and_not_read_whole(tmp_path):
+    """A 100 MB config.pbtxt of parameters took 15 s and 400 MB to validate: it is refused after 4 MiB + 1 bytes."""
+    from tritongen.layout import MAX_CONFIG_BYTES
+
+    repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL})
+    with (repo / "net" / "config.pbtxt").open("a") as fh:
+        fh.write(("# padding\n" * 1024) * (MAX_CONFIG_BYTES // 10240 + 1))  # a valid config, only longer
+    problems = list(validate_repository(repo).problems_by_model["net"])
+    assert len(problems) == 1 and "config.pbtxt is over 4 MiB, far more than a model configuration holds" in problems[0]
+
+
+def test_a_config_that_is_not_utf8_is_one_error(tmp_path):
+    from tritongen.validate import config_from_file
+
+    path = tmp_path / "config.pbtxt"
+    path.write_bytes(ONNX_MODEL.encode() + b"# \xff\xfe\n")
+    with pytest.raises(TritongenError, match=r"config.pbtxt is not UTF-8 text"):
+        config_from_file(path)
+
+
+def test_a_large_model_py_is_not_read_whole(tmp_path):
+    """validate compares a Python model's model.py with tritongen's runners: it reads no more than a runner holds."""
+    import tracemalloc
+
+    repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL.replace("onnxruntime", "python")})
+    (repo / "net" / "1" / "model.onnx").write_bytes(onnx_declaring(config_from_text(ONNX_MODEL)))
+    with (repo / "net" / "1" / "model.py").open("r+b") as fh:
+        fh.truncate(256 << 20)  # sparse: 256 MiB of NULs after the stub
+    tracemalloc.start()
+    try:
+        validate_repository(repo)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak

@@ -26,6 +26,7 @@ from .errors import TritongenError
 from .names import shown, with_suggestion
 
 CONFIG_NAME = "config.pbtxt"
+MAX_CONFIG_BYTES = 4 << 20  # a config.pbtxt tritongen reads: Triton configs are a few KiB (ensembles: tens)
 LABELS_FILENAME = "labels.txt"  # written beside config.pbtxt when the spec has labels
 WARMUP_DIR = "warmup"  # Triton reads model_warmup input_data_file from <model>/warmup/
 NON_VERSION_FOLDERS = frozenset({WARMUP_DIR, "initial_state", "configs"})  # Triton skips these in a model folder

@@ -123,7 +123,8 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
     A version is pending when it holds ``tritongen/engine.json`` but none of the plan files its config names
     (``model.plan`` or a ``cc_model_filenames`` entry): Triton cannot load it until ``tritongen engine`` ran.
     """
-    from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, PLAN_FILENAME
+    from .files import regular_bytes
+    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME, MAX_CONFIG_BYTES, PLAN_FILENAME
 
     pending: dict[str, list[int]] = {}
     for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
@@ -131,8 +132,8 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
         model_dir = version_dir.parent
         if not version_dir.name.isdigit() or model_dir.name.startswith("."):
             continue
-        try:
-            config = (model_dir / "config.pbtxt").read_text(errors="replace")
+        try:  # a config too large (or unreadable) is named by validate; here it names no plan
+            config = regular_bytes(model_dir / CONFIG_NAME, MAX_CONFIG_BYTES).decode(errors="replace")
         except OSError:
             config = ""
         names = {PLAN_FILENAME, *re.findall(r'value:\s*"([^"]+\.plan)"', config)}

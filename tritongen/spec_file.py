@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .files import FileTooLargeError, regular_bytes
 from .names import did_you_mean
 
 MAX_SPEC_BYTES = 1 << 20
@@ -53,14 +54,13 @@ def yaml_spec(path: Path, keys: Mapping[str, str]) -> dict[str, Any]:
 
     if not path.is_file():
         raise TritongenError(f"spec file {path} does not exist", "pass --spec with a YAML file")
-    try:
-        size_bytes = path.stat().st_size
-        if size_bytes > MAX_SPEC_BYTES:
-            raise TritongenError(
-                f"spec file {path} is {size_bytes} bytes, more than the {MAX_SPEC_BYTES} a spec takes",
-                "write a short spec: name, inputs, outputs, max_batch_size and the like",
-            )
-        text = path.read_bytes()[:MAX_SPEC_BYTES].decode("utf-8")
+    try:  # one open, at most MAX_SPEC_BYTES + 1 bytes read: a file that grows after any check is still bounded
+        text = regular_bytes(path, MAX_SPEC_BYTES).decode("utf-8")
+    except FileTooLargeError:
+        raise TritongenError(
+            f"spec file {path} is more than the {MAX_SPEC_BYTES} bytes a spec takes",
+            "write a short spec: name, inputs, outputs, max_batch_size and the like",
+        ) from None
     except UnicodeDecodeError:
         raise TritongenError(f"spec file {path} is not UTF-8 text", "save it as a UTF-8 YAML file") from None
     except OSError as exc:

@@ -29,6 +29,7 @@ from .layout import (
     ARTIFACT_DIR,
     CONFIG_NAME,
     ENGINE_PLAN_NAME,
+    MAX_CONFIG_BYTES,
     NON_VERSION_FOLDERS,
     WARMUP_DIR,
     check_not_model_folder,
@@ -149,8 +150,24 @@ def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
 
 
 def config_from_file(path: Path) -> ModelConfig:
-    """Read and parse one ``config.pbtxt``."""
-    return config_from_text(Path(path).read_text(), source=str(path))
+    """Read (a regular file of at most :data:`~tritongen.layout.MAX_CONFIG_BYTES`, one open) and parse one
+    ``config.pbtxt``; a file that cannot be read raises :class:`TritongenError`."""
+    from .files import FileTooLargeError, read_problem, regular_bytes, size_text
+
+    try:
+        raw = regular_bytes(path, MAX_CONFIG_BYTES)
+    except FileTooLargeError:
+        raise TritongenError(
+            f"{path} is over {size_text(MAX_CONFIG_BYTES)}, far more than a model configuration holds",
+            "write the model's settings only (a Triton config is a few KiB); keep data in files beside it",
+        ) from None
+    except OSError as exc:
+        raise TritongenError(f"{path} {read_problem(exc)}", f"pass a readable {CONFIG_NAME}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TritongenError(f"{path} is not UTF-8 text", "save it as UTF-8 (protobuf text format)") from None
+    return config_from_text(text, source=str(path))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -812,17 +829,17 @@ def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, version
     from .templates import template_path
 
     def check_for(folder: Path) -> _GraphCheck | None:
-        try:
-            code = (folder / "model.py").read_bytes() if (folder / "model.py").is_file() else None
+        from .files import regular_bytes
+
+        runners = {
+            template_path(RUNNER_TEMPLATE).read_bytes(): _runner_graph_problems,
+            template_path(SEQUENCE_RUNNER_TEMPLATE).read_bytes(): _sequence_runner_graph_problems,
+        }
+        try:  # a model.py longer than the runners is neither: no more than that is read
+            code = regular_bytes(folder / "model.py", max(map(len, runners)))
         except OSError:
-            code = None  # named by the model-file checks
-        if code is None or not (folder / "model.onnx").is_file():
-            return None
-        if code == template_path(RUNNER_TEMPLATE).read_bytes():
-            return _runner_graph_problems
-        if code == template_path(SEQUENCE_RUNNER_TEMPLATE).read_bytes():
-            return _sequence_runner_graph_problems
-        return None
+            return None  # missing or unreadable (named by the model-file checks), or larger than a runner
+        return runners.get(code) if (folder / "model.onnx").is_file() else None
 
     return _version_graph_problems(
         config,
