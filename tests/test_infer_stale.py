@@ -95,8 +95,8 @@ def test_check_after_a_forced_rebuild_of_a_served_model_says_to_restart(tmp_path
     assert line.startswith(
         "error: served outputs differ from the PyTorch reference beyond tolerance (model tiny was rebuilt at "
     )
-    assert line.endswith(
-        "and still serves the files it loaded then): restart serve (or serve with --model-control poll, or build "
-        "with --new-version)"
+    assert line.endswith(  # tritongen serve serves a checked copy of the repository, made at its start
+        "and still serves the copy of the repository it checked at its start): restart serve (or serve with "
+        "--model-control poll, or build with --new-version and tritongen rollout)"
     )
     assert " after the server started at " in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -23,13 +24,15 @@ def test_the_copy_holds_every_file_keeps_links_as_links_and_is_private(tmp_path)
     (repo / ".tritongen-signature.sig").write_text("sig")
     (repo / "m" / "2").symlink_to(repo / "m" / "1")
     (repo / "m" / "link.txt").symlink_to("/etc/hostname")
+    (repo / "m" / "relative").symlink_to("1/model.py")
     copy = snapshot_from_repository(repo, tmp_path / "copy")
     assert stat.S_IMODE(copy.stat().st_mode) == 0o700
     assert (copy / "m" / "1" / "model.py").read_bytes() == b"x" * 3_000_000
     assert (copy / ".tritongen-signature.sig").read_text() == "sig"
     assert os.readlink(copy / "m" / "2") == str(repo / "m" / "1")  # a link stays a link: the checks refuse it
     assert os.readlink(copy / "m" / "link.txt") == "/etc/hostname"
-    with pytest.raises(FileExistsError):
+    assert os.readlink(copy / "m" / "relative") == f"{repo}/m/1/model.py"  # where it pointed, not into the copy
+    with pytest.raises(TritongenError, match=r"could not be made in .* \(File exists\)"):
         snapshot_from_repository(repo, copy)
 
 
@@ -86,45 +89,47 @@ def test_a_file_changed_after_the_checks_is_not_what_triton_loads(tmp_path, serv
 
 
 def _poller(repo: Path, tmp_path: Path, check=None):
-    """A CheckedPoll over ``repo`` serving a copy in ``tmp_path/root``, recording its checks, reloads and lines."""
+    """A CheckedPoll over ``repo`` serving a copy in ``tmp_path/tritongen-snapshot-t/copy``, recording its checks
+    and lines."""
     from tritongen.server.snapshot import CheckedPoll, fingerprint
 
-    root = tmp_path / "root"
-    root.mkdir()
+    root = tmp_path / "tritongen-snapshot-t"
+    (root / "copy").mkdir(parents=True)
     seen = fingerprint(repo)
-    served = snapshot_from_repository(repo, root / repo.name)
-    calls: dict[str, list] = {"checked": [], "reloaded": [], "said": []}
+    served = snapshot_from_repository(repo, root / "copy" / repo.name)
+    calls: dict[str, list] = {"checked": [], "said": []}
 
     def checking(copy: Path) -> None:
         calls["checked"].append(sorted(p.name for p in copy.iterdir()))
         if check is not None:
             check(copy)
 
-    def reload(model: str, present: bool) -> None:
-        calls["reloaded"].append((model, present))
-
-    poll = CheckedPoll(repo, served, seen, checking, reload, 3600, calls["said"].append)
+    poll = CheckedPoll(repo, served, seen, checking, 3600, calls["said"].append)
     return poll, served, calls
 
 
-def test_a_checked_change_is_moved_into_the_served_copy_and_loaded(tmp_path):
+def test_a_checked_change_is_swapped_into_the_served_copy(tmp_path):
     repo = tmp_path / "repo"
     for name in ("a", "b"):
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(f'name: "{name}"')
     poll, served, calls = _poller(repo, tmp_path)
     assert poll.poll_once() == [] and calls["checked"] == []  # nothing changed: nothing copied or checked
+    (repo / "a" / "tritongen-rollout.lock").write_text("pid")  # rollout's own files: no change to load
+    (repo / ".tritongen-signature.sig").write_text("re-signed")  # not a model
+    (repo / ".staging-build").mkdir()  # a build's hidden staging folder: never copied
+    assert poll.poll_once() == [] and calls["checked"] == []
     (repo / "a" / "2").mkdir()
     (repo / "a" / "2" / "model.py").write_text("v2")
-    (repo / "a" / "tritongen-rollout.json").write_text("{}")  # rollout's own record: no change to load
+    inode_of_b = (served / "b").stat().st_ino
     assert poll.poll_once() == ["a"]
     assert (served / "a" / "2" / "model.py").read_text() == "v2"
-    assert calls["checked"] == [["a", "b"]] and calls["reloaded"] == [("a", True)]
-    shutil_rmtree = __import__("shutil").rmtree
-    shutil_rmtree(repo / "b")
-    assert poll.poll_once() == ["b"] and calls["reloaded"][-1] == ("b", False)
-    assert not (served / "b").exists()
-    assert sorted(p.name for p in served.parent.iterdir()) == ["repo"]  # no staging copy left behind
+    assert (served / "b").stat().st_ino == inode_of_b  # an unchanged model is left where it is
+    assert calls["checked"] == [[".tritongen-signature.sig", "a", "b"]]
+    shutil.rmtree(repo / "b")
+    assert poll.poll_once() == ["b"] and not (served / "b").exists()
+    assert sorted(p.name for p in served.parent.parent.iterdir()) == ["copy"]  # no staging copy left behind
+    assert calls["said"][-1] == f"poll: checked the change to b in {repo}; Triton loads it at its next poll"
 
 
 def test_a_change_that_fails_the_check_is_not_loaded_until_the_repository_changes_again(tmp_path):
@@ -138,22 +143,45 @@ def test_a_change_that_fails_the_check_is_not_loaded_until_the_repository_change
 
     poll, served, calls = _poller(repo, tmp_path, check)
     (repo / "a" / "1" / "model.py").write_text("evil")
-    assert poll.poll_once() == [] and calls["reloaded"] == []
+    assert poll.poll_once() == []
     assert (served / "a" / "1" / "model.py").read_text() == "v1"  # the server keeps what it had
     (line,) = calls["said"]
-    assert (
-        line
-        == f"poll: not loaded, the change to a in {repo}: {repo}/a/1/model.py does not match its manifest: rebuild it"
+    assert line == (
+        f"poll: not loaded, the change to a in {repo}: {repo}/a/1/model.py does not match its manifest: rebuild it"
     )
     assert poll.poll_once() == [] and len(calls["checked"]) == 1  # unchanged since: not checked again
     (repo / "a" / "1" / "model.py").write_text("v2")
     assert poll.poll_once() == ["a"] and (served / "a" / "1" / "model.py").read_text() == "v2"
 
 
+def test_exchange_swaps_two_folders_in_one_step(tmp_path):
+    from tritongen.server.snapshot import exchange
+
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "f").write_text("new")
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "f").write_text("old")
+    exchange(tmp_path / "new", tmp_path / "live")
+    assert (tmp_path / "live" / "f").read_text() == "new" and (tmp_path / "new" / "f").read_text() == "old"
+
+
+def _wait_for(condition, timeout_s: float = 90.0):
+    """Poll ``condition`` until it is truthy (a deadline far beyond the few seconds it needs, not a timing bound)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    return condition()
+
+
 @pytest.mark.server
 def test_serve_with_poll_loads_a_checked_new_version_and_refuses_an_unchecked_one(tmp_path, server_install):
-    """Triton's own poll loaded whatever appeared in the repository after serve's checks; tritongen now polls,
-    copies and checks each change before Triton loads it (explicit model control underneath)."""
+    """Triton's own poll loaded whatever appeared in the repository after serve's checks; now Triton polls the
+    checked copy, and tritongen copies and checks each change of the repository before swapping it in."""
     torch = pytest.importorskip("torch")
     from tritongen.client import Triton
 
@@ -163,26 +191,20 @@ def test_serve_with_poll_loads_a_checked_new_version_and_refuses_an_unchecked_on
     said: list[str] = []
     http, grpc, metrics = free_ports(3)
     with tritongen.serve(
-        repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        model_control="poll",
-        poll_interval_s=3600,  # this test polls by hand: nothing depends on timing
-        progress=said.append,
+        repo, http_port=http, grpc_port=grpc, metrics_port=metrics, model_control="poll", progress=said.append
     ) as server:
-        poll = server.checked_poll
-        assert poll is not None and server.spec.model_control == "explicit" and server.admin_token
+        assert server.checked_poll is not None and server.spec.model_control == "poll" and not server.admin_token
+
+        def ready() -> list[int]:
+            with Triton(server.grpc_url, "grpc") as triton:
+                return triton.ready_versions("lin")
+
         tritongen.build(torch.nn.Linear(4, 3), example_inputs=example, name="lin", repo=repo, new_version=True)
-        assert poll.poll_once() == ["lin"]
-        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
-            assert triton.ready_versions("lin") == [2]
+        assert _wait_for(lambda: ready() == [2]), (ready(), said)
         hand_made = repo / "lin" / "3"
         hand_made.mkdir()
         for name in ("model.py", "model.onnx"):
             (hand_made / name).write_bytes((repo / "lin" / "2" / name).read_bytes())
-        assert poll.poll_once() == []
-        assert "poll: not loaded, the change to lin" in said[-1] and "lin/3 has no manifest" in said[-1], said
-        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
-            assert triton.ready_versions("lin") == [2]
-        assert not (server.spec.repo / "lin" / "3").exists()
+        assert _wait_for(lambda: any("not loaded" in line for line in said)), said
+        assert "the change to lin" in said[-1] and "lin/3 has no manifest" in said[-1], said
+        assert ready() == [2] and not (server.spec.repo / "lin" / "3").exists()

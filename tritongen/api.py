@@ -502,9 +502,9 @@ def serve(
     Unless ``verify=False``, the repository is copied into a private folder, the copy is signature-checked (with
     ``public_key``), validated and verified against its manifests, and Triton serves the copy, as ``tritongen
     serve`` does: a file changed after the checks is not what Triton loads. With ``model_control="poll"``
-    tritongen polls ``repo`` every ``poll_interval_s``: a change is copied and checked the same way before Triton
-    loads it (a change that fails the checks is not loaded; ``progress`` gets a line for each, else the
-    ``tritongen.serve`` logger). ``options`` are
+    tritongen polls ``repo`` every ``poll_interval_s``: a change is copied and checked the same way, and only then
+    swapped into the copy Triton polls (a change that fails the checks is never there; ``progress`` gets a line
+    for each, else the ``tritongen.serve`` logger). ``options`` are
     :class:`~tritongen.server.ServeSpec` fields: ``http_port``, ``grpc_port``, ``metrics_port``, ``host``,
     ``ready_timeout_s``, ``model_control``, ``server_bin``, ``python_env``, ``allocator``, ``stub_blas_threads``,
     ``cpus``, ...
@@ -537,6 +537,7 @@ def _serving(
     from .server.snapshot import (
         CheckedPoll,
         fingerprint,
+        served_copy,
         snapshot_from_repository,
         snapshot_root,
         with_repository_words,
@@ -548,35 +549,30 @@ def _serving(
             yield server
         return
     # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
-    given = Path(repo)
+    given = Path(repo).resolve()  # once: a later chdir of the caller changes nothing
+    key = None if public_key is None else Path(public_key).expanduser().resolve()
+    signed = None if signature is None else Path(signature).expanduser().resolve()
     check_repository_folder(given)
 
     def check(copy: Path) -> None:
         check_servable(
-            copy,
-            allow_unverified=allow_unverified,
-            public_key=public_key,
-            signature=_in_snapshot(signature, given, copy),
+            copy, allow_unverified=allow_unverified, public_key=key, signature=_in_snapshot(signed, given, copy)
         )
 
-    poll = spec.model_control == "poll"  # tritongen polls (and checks), Triton loads what it is told to
-    root = snapshot_root(spec.repo)
+    root = snapshot_root(given)
     try:
         seen = fingerprint(given)  # before the copy: a change made while it is copied is looked at again
-        snapshot = snapshot_from_repository(given, root / spec.repo.name)
+        snapshot = snapshot_from_repository(given, served_copy(root, given))
         try:
             check(snapshot)
-            served = dataclasses.replace(spec, repo=snapshot, model_control="explicit" if poll else spec.model_control)
-            server = server_from_repository(served)
+            server = server_from_repository(dataclasses.replace(spec, repo=snapshot))
         except TritongenError as error:  # a check's or the server's words about the copy name the repository
             raise with_repository_words(error, snapshot, spec.repo) from None
         with server:
             checked = None
-            if poll:
-                checked = CheckedPoll(
-                    spec.repo, snapshot, seen, check, _reloader(server), spec.poll_interval_s, progress or _poll_log
-                ).start()
-                server.checked_poll = checked
+            if spec.model_control == "poll":  # Triton polls the copy; tritongen polls the repository and checks
+                checked = CheckedPoll(given, snapshot, seen, check, spec.poll_interval_s, progress or _poll_log)
+                server.checked_poll = checked.start()
             try:
                 yield server
             finally:
@@ -586,35 +582,21 @@ def _serving(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _reloader(server: RunningServer) -> Callable[[str, bool], None]:
-    """Load (or unload) a model of ``server`` by name, with its admin key."""
-    from .client import Triton
-
-    def reload(model: str, present: bool) -> None:
-        with Triton(server.grpc_url, "grpc", 300.0, server.admin_headers("grpc")) as triton:
-            if present:
-                triton.load(model)
-            else:
-                triton.unload(model)
-
-    return reload
-
-
 def _poll_log(line: str) -> None:
     import logging
 
     logging.getLogger("tritongen.serve").warning(line)
 
 
-def _in_snapshot(signature: PathLike | None, repo: Path, snapshot: Path) -> Path | None:
-    """A signature file inside ``repo`` (at its top) read from the copy; one outside it from where it is."""
+def _in_snapshot(signature: Path | None, repo: Path, snapshot: Path) -> Path | None:
+    """A signature file inside ``repo`` (at its top) read from the copy; one outside it from where it is (both
+    paths resolved)."""
     if signature is None:
         return None
-    path = Path(signature).expanduser()
     try:
-        return snapshot / path.resolve().relative_to(repo.resolve())
+        return snapshot / signature.relative_to(repo)
     except ValueError:
-        return path
+        return signature
 
 
 @_checked(_spec_fields(".server", "ServeSpec", "repo"))

@@ -455,7 +455,7 @@ def _print_ready(server, repo: Path) -> None:
     if server.checked_poll is not None:
         click.echo(
             f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s; a change is "
-            "copied, checked and only then loaded (explicit model control underneath)"
+            "copied, checked and only then swapped into the copy Triton polls"
         )
     elif server.spec.model_control == "poll":
         click.echo(f"  model control poll: {repo.resolve()} rescanned every {server.spec.poll_interval_s} s")

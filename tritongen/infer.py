@@ -169,8 +169,9 @@ def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer |
         served = options.get("--model-repository")
         if served is not None and not Path(served).is_absolute():
             served = str(Path(process.cwd()) / served)
-        if served is not None:  # tritongen serve loads a checked copy of the repository
-            served = str(snapshot_source(Path(served)) or served)
+        source = snapshot_source(Path(served)) if served is not None else None
+        if source is not None:  # tritongen serve loads a checked copy of the repository, made at its start
+            served = str(source)
     except (psutil.Error, OSError):
         return None
     try:
@@ -183,8 +184,17 @@ def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer |
         return None
     cause = f"model {name} was rebuilt at {_clock(built)} after the server started at {_clock(started)}"
     mode = options.get("--model-control-mode", "none")
+    if mode == "poll" and source is not None:
+        return StaleServer(
+            f"{cause} (serve polls {repo} and checks each change)", "check again once serve says it checked the change"
+        )
     if mode == "poll":
         return StaleServer(f"{cause} (it polls {repo})", "check again once its log says it loaded the model again")
+    if source is not None:  # a load from the server's own repository would read the copy made at its start
+        return StaleServer(
+            f"{cause} and still serves the copy of the repository it checked at its start",
+            "restart serve (or serve with --model-control poll, or build with --new-version and tritongen rollout)",
+        )
     if mode == "explicit":
         return StaleServer(cause, "load the model again (the server's model-control API), or restart serve")
     return StaleServer(

@@ -247,8 +247,9 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
 
 def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     ports = choose_ports(spec)
-    # An open model-control API runs whatever model a request hands it, for any process of any user on a loopback
-    # address too: explicit model control gets a key (tritongen.server.admin), as every address but loopback does.
+    # An open model-control API runs whatever model a request hands it, for any process on a loopback address too:
+    # explicit model control gets a key (tritongen.server.admin), as every address but loopback does. (It is on
+    # tritonserver's command line, which other users can read unless /proc is mounted hidepid=2.)
     open_control = spec.model_control == "explicit"
     admin_token = (
         None if is_loopback(spec.host) and not spec.restricted and not open_control else secrets.token_urlsafe(24)
@@ -268,30 +269,33 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
     # outside every check of the repository.
     home = Path(tempfile.mkdtemp(prefix=SERVER_HOME_PREFIX))  # mode 0700: this user's only
     workdir = home / "cwd"
-    workdir.mkdir(mode=0o700)
-    if admin_token:
-        write_admin_key(home, admin_token)  # for tritongen's own commands on this machine (rollout, tune)
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
-        preload = f"LD_PRELOAD={allocator} " if allocator is not None else ""
-        pin = f"taskset -c {cpus_text(spec.cpus)} " if spec.cpus else ""
-        log.write(f"$ {preload}{pin}{shown}\n".encode())
-        log.flush()
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environ,
-                cwd=workdir,
-                start_new_session=True,
-                preexec_fn=affinity_preexec(spec.cpus, then=_die_with_parent()),
-            )
-        except OSError as e:
-            shutil.rmtree(home, ignore_errors=True)
-            raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
+    try:  # removed again with its key if the server does not start
+        workdir.mkdir(mode=0o700)
+        if admin_token:
+            write_admin_key(home, admin_token)  # for tritongen's own commands on this machine (rollout, tune)
+        started = time.monotonic()
+        with open(log_path, "wb") as log:
+            shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
+            preload = f"LD_PRELOAD={allocator} " if allocator is not None else ""
+            pin = f"taskset -c {cpus_text(spec.cpus)} " if spec.cpus else ""
+            log.write(f"$ {preload}{pin}{shown}\n".encode())
+            log.flush()
+            try:
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=environ,
+                    cwd=workdir,
+                    start_new_session=True,
+                    preexec_fn=affinity_preexec(spec.cpus, then=_die_with_parent()),
+                )
+            except OSError as e:
+                raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator, stub_blas)
     server.workdir = workdir
     try:

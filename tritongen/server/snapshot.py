@@ -3,18 +3,24 @@
 ``serve`` checks a repository (signature, Triton's rules, manifests) and then Triton reads it: a file changed on
 disk between the two (a second writer, a build into the served repository) would be loaded unchecked. So the
 repository is first copied, file by file, into a private folder (mode 0700, in the temp directory) that nothing
-else writes; the checks run on the copy and Triton loads the copy. The copy keeps symbolic links as links and
-refuses special files, so the checks see what the repository holds (and refuse links as they always do).
+else writes; the checks run on the copy and Triton loads the copy. The copy keeps symbolic links as links (the
+checks refuse them; in a model allowed unverified a relative link is made absolute, so it still points where it
+pointed) and refuses special files.
 
-:func:`snapshot_from_repository` makes the copy; :func:`with_repository_words` turns a check's message about
-the copy back into one about the repository the user named.
+The private folder (``tritongen-snapshot-*``) holds ``source.txt`` (the repository's path, for ``infer --check``),
+``copy/<repo>/`` (what Triton serves) and, while a poll round runs, ``staging-N/<repo>/``.
+
+:func:`snapshot_from_repository` makes a copy; :func:`with_repository_words` turns a check's message about a copy
+back into one about the repository the user named; :class:`CheckedPoll` is poll mode with every change checked.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,49 +29,101 @@ from ..errors import TritongenError
 
 COPY_CHUNK_BYTES = 1 << 20
 SNAPSHOT_PREFIX = "tritongen-snapshot-"  # the private folder (in the temp directory) that holds a served copy
-SOURCE_NAME = "source.txt"  # in that folder, beside the copy: the path of the repository it copies
+SOURCE_NAME = "source.txt"  # in that folder: the path of the repository it copies
+COPY_DIR = "copy"  # in that folder: the served copy, copy/<repository name>/
+SPACE_MARGIN_BYTES = 64 << 20  # left free in the temp directory beside a copy
 
 
 def snapshot_root(repo: Path) -> Path:
-    """A new private folder for a copy of ``repo``, naming ``repo`` in its :data:`SOURCE_NAME` (what a server
+    """A new private folder for copies of ``repo``, naming ``repo`` in its :data:`SOURCE_NAME` (what a server
     serving the copy answers from, for those who ask: ``infer --check``)."""
-    import tempfile
-
     root = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
-    (root / SOURCE_NAME).write_text(str(Path(repo).resolve()))
+    try:
+        (root / SOURCE_NAME).write_text(str(Path(repo).resolve()))
+        os.mkdir(root / COPY_DIR, 0o700)
+    except OSError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise _no_room(exc) from None
     return root
+
+
+def served_copy(root: Path, repo: Path) -> Path:
+    """Where the copy of ``repo`` that Triton serves lies in ``root``."""
+    return root / COPY_DIR / Path(repo).resolve().name
 
 
 def snapshot_source(served: Path) -> Path | None:
     """The repository that the served folder ``served`` is a copy of, or None where it is no such copy."""
-    marker = Path(served).parent / SOURCE_NAME
-    if not Path(served).parent.name.startswith(SNAPSHOT_PREFIX):
+    from ..files import regular_bytes
+
+    root = Path(served).parent.parent
+    if Path(served).parent.name != COPY_DIR or not root.name.startswith(SNAPSHOT_PREFIX):
         return None
     try:
-        return Path(marker.read_text()[:4096].strip())
-    except OSError:
+        return Path(regular_bytes(root / SOURCE_NAME, 4096, follow_links=False).decode().strip())
+    except (OSError, UnicodeDecodeError):
         return None
 
 
-def snapshot_from_repository(repo: Path, dest: Path) -> Path:
+def snapshot_from_repository(
+    repo: Path, dest: Path, *, models_only: bool = False, cancelled: Callable[[], bool] | None = None
+) -> Path:
     """Copy every entry of ``repo`` into ``dest`` (created, mode 0700; it must not exist): regular files by
     content (each opened once, without following a link, and checked to be a regular file on that descriptor),
     symbolic links as links, folders as folders. Returns ``dest``. A special file (FIFO, socket, device) is
-    refused: Triton could be made to read one, and a copy could not be checked."""
+    refused: Triton could be made to read one, and a copy could not be checked. ``models_only``: top-level folders
+    whose name starts with a dot are left out (Triton never sees them in the copy). ``cancelled``: asked before
+    each file; when it says so the copy stops (half made, for the caller to remove). Refused, before anything is
+    copied, where the temp directory lacks the room."""
     repo = Path(repo)
-    os.mkdir(dest, 0o700)
+    _check_room(repo, Path(dest).parent)
+    try:
+        os.mkdir(dest, 0o700)
+    except OSError as exc:
+        raise _no_room(exc) from None
     for dirpath, dirnames, filenames in os.walk(repo, onerror=_unreadable_folder):
         here = Path(dirpath)
         there = dest / here.relative_to(repo)
+        if models_only and here == repo:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in list(dirnames):
             if (here / name).is_symlink():  # copied as a link, not descended into
                 dirnames.remove(name)
                 filenames.append(name)
             else:
-                (there / name).mkdir(mode=0o700)
+                try:
+                    (there / name).mkdir(mode=0o700)
+                except OSError as exc:
+                    raise _no_room(exc) from None
         for name in filenames:
+            if cancelled is not None and cancelled():
+                return dest
             _copy_entry(here / name, there / name, repo)
     return dest
+
+
+def _check_room(repo: Path, where: Path) -> None:
+    size_bytes = 0
+    for dirpath, _, filenames in os.walk(repo):
+        for name in filenames:
+            try:
+                size_bytes += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue  # named by the copy
+    free_bytes = shutil.disk_usage(where).free
+    if size_bytes + SPACE_MARGIN_BYTES > free_bytes:
+        raise TritongenError(
+            f"serve copies {repo} ({size_bytes >> 20} MiB) to check and serve it, and {where} has "
+            f"{free_bytes >> 20} MiB free",
+            "point $TMPDIR at a folder with room for it, or free space there",
+        )
+
+
+def _no_room(exc: OSError) -> TritongenError:
+    return TritongenError(
+        f"the private copy of the repository could not be made in {tempfile.gettempdir()} ({exc.strerror or exc})",
+        "point $TMPDIR at a writable folder with room for the repository",
+    )
 
 
 def _unreadable_folder(exc: OSError) -> None:
@@ -79,7 +137,10 @@ def _copy_entry(source: Path, target: Path, repo: Path) -> None:
     try:
         mode = source.lstat().st_mode
         if stat.S_ISLNK(mode):
-            os.symlink(os.readlink(source), target)  # the checks refuse it, naming it
+            pointed = os.readlink(source)
+            # the checks refuse a link, naming it; where they are told not to check a model (allow-unverified), a
+            # relative link made absolute points where it pointed from the repository, not into the temp folder
+            os.symlink(os.path.join(os.path.dirname(os.path.abspath(source)), pointed), target)
             return
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -90,7 +151,8 @@ def _copy_entry(source: Path, target: Path, repo: Path) -> None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # checked on the descriptor the bytes come from
             raise TritongenError(f"{shown} in {repo} is not a regular file", "remove it from the repository")
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(info.st_mode) & 0o700)
+        readable = 0o600 | (stat.S_IMODE(info.st_mode) & 0o100)  # this user's, executable where it was
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, readable)
         try:
             while chunk := os.read(fd, COPY_CHUNK_BYTES):
                 view = memoryview(chunk)
@@ -101,7 +163,7 @@ def _copy_entry(source: Path, target: Path, repo: Path) -> None:
     except OSError as exc:
         raise TritongenError(
             f"{shown} of {repo} could not be copied for serving ({exc.strerror or exc})",
-            "free space in the temp directory ($TMPDIR), or check the file",
+            "point $TMPDIR at a folder with room for the repository, or check the file",
         ) from None
     finally:
         os.close(fd)
@@ -120,10 +182,12 @@ def with_repository_words(error: TritongenError, snapshot: Path, repo: Path) -> 
 _NOT_LOADED = ("tritongen-rollout.json", "tritongen-rollout.lock")
 
 
-def fingerprint(repo: Path) -> dict[str, tuple[int, int, int, int]]:
-    """Every entry under ``repo`` (relative POSIX path -> mode, size, mtime in ns, inode), links not followed; a
-    changed, added or removed file changes it. Unreadable folders leave their entries out (the check names them)."""
-    entries: dict[str, tuple[int, int, int, int]] = {}
+def fingerprint(repo: Path) -> dict[str, tuple[int, ...]]:
+    """Every entry under ``repo`` (relative POSIX path -> mode, inode, and for a file or link its size, mtime and
+    ctime in ns), links not followed: a changed, added or removed file changes it; a folder counts by its kind and
+    inode only (a file created beside it, such as rollout's lock, changes the folder's mtime but is no change to
+    load). Unreadable folders leave their entries out (the check names them)."""
+    entries: dict[str, tuple[int, ...]] = {}
     for dirpath, dirnames, filenames in os.walk(repo):
         here = Path(dirpath)
         for name in (*dirnames, *filenames):
@@ -135,29 +199,60 @@ def fingerprint(repo: Path) -> dict[str, tuple[int, int, int, int]]:
                 info = path.lstat()
             except OSError:
                 continue
-            entries[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino)
+            if stat.S_ISDIR(info.st_mode):
+                entries[rel] = (info.st_mode, info.st_ino)
+            else:
+                entries[rel] = (info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     return entries
 
 
 def changed_models(before: Mapping[str, tuple], after: Mapping[str, tuple]) -> list[str]:
-    """The model folders (top-level entries) whose entries differ between two fingerprints, by name."""
-    tops = {rel.split("/", 1)[0] for rel in (*before, *after)}
+    """The model folders (top-level folders, not hidden) whose entries differ between two fingerprints."""
+    tops = {rel.split("/", 1)[0] for rel in (*before, *after) if "/" in rel or _is_folder(before, after, rel)}
 
     def of(prints: Mapping[str, tuple], top: str) -> dict[str, tuple]:
         return {rel: v for rel, v in prints.items() if rel == top or rel.startswith(f"{top}/")}
 
-    return sorted(top for top in tops if of(before, top) != of(after, top))
+    return sorted(t for t in tops if not t.startswith(".") and of(before, t) != of(after, t))
+
+
+def _is_folder(before: Mapping[str, tuple], after: Mapping[str, tuple], rel: str) -> bool:
+    mode = (after.get(rel) or before.get(rel) or (0,))[0]
+    return stat.S_ISDIR(mode)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(first: Path, second: Path) -> None:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader sees one or the other, never
+    neither. Where the kernel or the file system cannot, the second moves aside and the first takes its place."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    rename2 = getattr(libc, "renameat2", None)
+    if rename2 is not None:
+        if rename2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: not here; anything else is a real failure
+            raise OSError(err, os.strerror(err), str(first))
+    aside = first.with_name(first.name + ".old")
+    second.rename(aside)
+    first.rename(second)
+    aside.rename(first)
 
 
 class CheckedPoll:
-    """Triton's poll mode, with every change checked before Triton sees it.
+    """Poll mode with every change checked before Triton can see it.
 
-    Every ``interval_s`` the repository's :func:`fingerprint` is compared with the one last looked at. Where it
-    changed, the whole repository is copied again (:func:`snapshot_from_repository`) and ``check`` runs on that
-    copy (signature, validate, verify: what ``serve`` checks at start); only then are the changed model folders
-    moved into the served copy, and ``reload`` (model, whether it is still there) has Triton load (or unload)
-    each, over explicit model control (an ensemble after its steps). A change that fails the check is not
-    loaded: ``progress`` says why, and the server keeps serving what it had until the repository changes again.
+    Triton polls the served copy (its own poll mode: no model-control API is opened); tritongen polls the
+    repository. Every ``interval_s`` the repository's :func:`fingerprint` is compared with the one last looked at.
+    Where a model folder changed, the repository is copied again (hidden top-level folders left out: a build's
+    staging folder), the copy is fingerprinted again (a change made while it was copied waits for the next round),
+    ``check`` runs on it (signature, validate, verify: what ``serve`` checks at start), and only then each changed
+    model folder is swapped into the served copy in one step (:func:`exchange`), where Triton's next poll loads it.
+    A change that fails the check is never moved: ``progress`` says why, and the server keeps serving what it had
+    until the repository changes again.
     """
 
     def __init__(
@@ -166,16 +261,15 @@ class CheckedPoll:
         served: Path,
         seen: Mapping[str, tuple],
         check: Callable[[Path], None],
-        reload: Callable[[str, bool], None],
         interval_s: float,
         progress: Callable[[str], None],
     ) -> None:
         self.repo, self.served = Path(repo), Path(served)
         self.applied = dict(seen)  # what the served copy holds
         self.attempted = dict(seen)  # what was last checked (a refused change is not checked again unchanged)
-        self.check, self.reload, self.progress = check, reload, progress
-        self.interval_s = interval_s
+        self.check, self.interval_s, self._progress = check, interval_s, progress
         self.rounds = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tritongen-checked-poll", daemon=True)
 
@@ -183,67 +277,67 @@ class CheckedPoll:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 60.0) -> None:
+    def stop(self, timeout_s: float = 120.0) -> bool:
+        """Stop polling (a round under way stops copying); True once the thread has ended."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
+
+    def _say(self, line: str) -> None:
+        try:
+            self._progress(line)
+        except Exception:  # noqa: BLE001,S110 - a closed stderr must not end the polling
+            pass
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.poll_once()
             except Exception as exc:  # noqa: BLE001 - the server keeps serving; say why this round failed
-                self.progress(f"poll: {self.repo} could not be read this round ({exc})")
+                self._say(f"poll: {self.repo} could not be read this round ({exc}); trying again")
 
     def poll_once(self) -> list[str]:
-        """One look at the repository; returns the models whose change was loaded (or unloaded)."""
-        now = fingerprint(self.repo)
-        if now == self.attempted:
-            return []
-        self.attempted = now
-        changed = changed_models(self.applied, now)
-        if not changed:
-            self.applied = now
-            return []
-        self.rounds += 1
-        work = self.served.parent / f"next-{self.rounds}"
-        os.mkdir(work, 0o700)
-        try:
-            staged = snapshot_from_repository(self.repo, work / self.served.name)
-            try:
-                self.check(staged)
-            except TritongenError as error:
-                words = with_repository_words(error, staged, self.repo)
-                self.progress(f"poll: not loaded, the change to {', '.join(changed)} in {self.repo}: {words}")
+        """One look at the repository; returns the models whose checked change was moved into the served copy."""
+        with self._lock:
+            if self._stop.is_set():
                 return []
-            retired = work / "retired"
-            retired.mkdir()
-            for model in changed:  # Triton reads a model folder only when told to load it (explicit control)
-                live, new = self.served / model, staged / model
-                if os.path.lexists(live):
-                    live.rename(retired / model)
-                if os.path.lexists(new):
-                    new.rename(live)
-            self.applied = now
-            done = []
-            for model in sorted(changed, key=lambda m: _is_ensemble(self.served / m)):  # steps first
-                present = (self.served / model).is_dir()
-                try:
-                    self.reload(model, present)
-                except TritongenError as error:
-                    self.progress(f"poll: Triton did not {'load' if present else 'unload'} {model}: {error}")
-                    continue
-                done.append(model)
-                self.progress(f"poll: {'loaded' if present else 'unloaded'} {model} (checked change in {self.repo})")
-            return done
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            now = fingerprint(self.repo)
+            if now == self.attempted:
+                return []
+            changed = changed_models(self.applied, now)
+            if not changed:
+                self.applied = self.attempted = now
+                return []
+            self.rounds += 1
+            work = self.served.parent.parent / f"staging-{self.rounds}"
+            os.mkdir(work, 0o700)
+            try:
+                return self._round(now, changed, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
 
-
-def _is_ensemble(model_dir: Path) -> bool:
-    from ..files import regular_bytes
-
-    try:
-        return b'platform: "ensemble"' in regular_bytes(model_dir / "config.pbtxt", 1 << 20)
-    except OSError:
-        return False
+    def _round(self, now: dict[str, tuple], changed: list[str], work: Path) -> list[str]:
+        staged = snapshot_from_repository(
+            self.repo, work / self.served.name, models_only=True, cancelled=self._stop.is_set
+        )
+        if self._stop.is_set() or fingerprint(self.repo) != now:
+            return []  # stopped, or changed while copied: the next round looks again
+        try:
+            self.check(staged)
+        except TritongenError as error:
+            self.attempted = now
+            words = with_repository_words(error, staged, self.repo)
+            self._say(f"poll: not loaded, the change to {', '.join(changed)} in {self.repo}: {words}")
+            return []
+        for model in changed:
+            live, new = self.served / model, staged / model
+            if os.path.lexists(live) and os.path.lexists(new):
+                exchange(new, live)  # Triton's poll sees the old folder or the new one, never neither
+            elif os.path.lexists(new):
+                new.rename(live)
+            elif os.path.lexists(live):
+                live.rename(work / f"removed-{model}")
+        self.applied = self.attempted = now
+        self._say(f"poll: checked the change to {', '.join(changed)} in {self.repo}; Triton loads it at its next poll")
+        return changed
