@@ -291,11 +291,16 @@ class CheckedPoll:
             pass
 
     def _run(self) -> None:
+        said = ""
         while not self._stop.wait(self.interval_s):
             try:
                 self.poll_once()
-            except Exception as exc:  # noqa: BLE001 - the server keeps serving; say why this round failed
-                self._say(f"poll: {self.repo} could not be read this round ({exc}); trying again")
+                said = ""
+            except Exception as exc:  # noqa: BLE001 - the server keeps serving; say why (once), try again
+                line = f"poll: the change to {self.repo} could not be checked ({exc}); trying again each poll"
+                if line != said:
+                    self._say(line)
+                said = line
 
     def poll_once(self) -> list[str]:
         """One look at the repository; returns the models whose checked change was moved into the served copy."""
