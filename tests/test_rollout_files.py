@@ -99,7 +99,7 @@ def test_a_file_swapped_at_the_switch_is_never_served(repo, server_install, tmp_
     server = server_from_repository(spec)
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     try:
-        with Triton(server.grpc_url, "grpc") as triton:
+        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
             assert triton.ready_versions(NAME) == [2]
             verified = list(triton.infer(NAME, {"x": x}).values())[0]
         assert not np.allclose(verified, 1234.0)
@@ -118,7 +118,7 @@ def test_a_file_swapped_at_the_switch_is_never_served(repo, server_install, tmp_
             call = tritongen.rollout if action == "rollout" else tritongen.rollback
             result = call(repo, NAME, to_version=version, url=server.grpc_url, progress=swap_at_switch, **options)
             assert any(line.startswith("switch:") for line in lines) and SWAP.encode() in model_py.read_bytes()
-            with Triton(server.grpc_url, "grpc") as triton:
+            with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
                 assert triton.ready_versions(NAME) == [version]
                 served = list(triton.infer(NAME, {"x": x}).values())[0]
             assert result.promoted, result.summary()
