@@ -109,16 +109,15 @@ def test_validate_checks_plans_against_the_triton_the_cli_assumes(tmp_path):
     assert cli_default == api_default == DEFAULT_TRITON_VERSION
 
 
-def test_build_takes_one_string_where_a_list_goes_as_one_item(tmp_path, monkeypatch):
-    """build(outputs="logits") named six outputs, one per letter; preferred_batch_sizes=4 was a raw TypeError:
-    build's options are checked against build_spec_from_options' annotations first, as the specs' are."""
+def _recorded_build_specs(monkeypatch) -> list:
+    """The BuildSpecs that build() resolves from here on, each recorded and then the build stopped (the spec is
+    what the calling test reads)."""
     import functools
 
-    import tritongen
     from tritongen import spec as spec_module
 
     real = spec_module.build_spec_from_options
-    made = []
+    made: list = []
 
     @functools.wraps(real)
     def recording(model, **options):
@@ -126,6 +125,13 @@ def test_build_takes_one_string_where_a_list_goes_as_one_item(tmp_path, monkeypa
         raise TritongenError("stop here", "the spec is what this test reads")
 
     monkeypatch.setattr(spec_module, "build_spec_from_options", recording)
+    return made
+
+
+def test_build_takes_one_string_where_a_list_goes_as_one_item(tmp_path, monkeypatch):
+    """build(outputs="logits") named six outputs, one per letter; preferred_batch_sizes=4 was a raw TypeError:
+    build's options are checked against build_spec_from_options' annotations first, as the specs' are."""
+    made = _recorded_build_specs(monkeypatch)
     model = tmp_path / "m.pt"
     model.write_bytes(b"placeholder")
     with pytest.raises(TritongenError, match="stop here"):
@@ -212,19 +218,7 @@ def test_build_list_options_take_the_spec_files_mappings(tmp_path, monkeypatch):
     """inputs, outputs, dim_ranges, queue_policies and rate_limiter take the spec file's mappings from Python (they
     were refused as not text): the same spec as the CLI's strings, each item checked as the spec file's are, and a
     wrong mapping is a TritongenError naming the item."""
-    import functools
-
-    from tritongen import spec as spec_module
-
-    real = spec_module.build_spec_from_options
-    made = []
-
-    @functools.wraps(real)
-    def recording(model, **options):
-        made.append(real(model, **options))
-        raise TritongenError("stop here", "the spec is what this test reads")
-
-    monkeypatch.setattr(spec_module, "build_spec_from_options", recording)
+    made = _recorded_build_specs(monkeypatch)
     model = tmp_path / "m.pt"
     model.write_bytes(b"placeholder")  # never loaded: the spec only
     common = {"max_batch_size": 4, "priority_levels": 2, "repo": tmp_path / "repo"}
