@@ -74,3 +74,25 @@ def test_the_readers_of_images_and_text_files_refuse_fifos_and_large_files(tmp_p
     monkeypatch.setattr(inputs, "MAX_TEXT_FILE_BYTES", 4)
     with pytest.raises(TritongenError, match="is over 4 bytes"):
         inputs.request_set_from_text(lines, "TEXT", batched=True)
+
+
+def test_every_reader_of_a_config_pbtxt_is_bounded(tmp_path):
+    """config.pbtxt is read by one bounded reader (layout.config_text): validate, the deploy bundle's Python-model
+    scan, serve's numpy check, tune's and engine's rewrites; a 5 MiB config is one clean error (or, where only a
+    hint is looked for, skipped), not read whole."""
+    from tritongen.deploy.python_deps import python_models
+    from tritongen.errors import TritongenError
+    from tritongen.layout import MAX_CONFIG_BYTES, config_text
+    from tritongen.server.install import has_python_models
+
+    model = tmp_path / "repo" / "m"
+    model.mkdir(parents=True)
+    config = model / "config.pbtxt"
+    config.write_text('backend: "python"\n' + "#" * MAX_CONFIG_BYTES)
+    for read in (lambda: config_text(config), lambda: python_models(tmp_path / "repo")):
+        with pytest.raises(TritongenError, match="far more than a model configuration holds"):
+            read()
+    assert has_python_models(tmp_path / "repo") is False  # a hint only: the config is refused where it is checked
+    config.write_text('backend: "python"\n')
+    assert config_text(config) == 'backend: "python"\n' and python_models(tmp_path / "repo") == [model]
+    assert has_python_models(tmp_path / "repo") is True

@@ -126,3 +126,12 @@ def test_a_file_swapped_at_the_switch_is_never_served(repo, server_install, tmp_
             model_py.write_bytes(original)  # the next step's verify needs the repository as built
     finally:
         server.stop(timeout_s=30)
+
+
+def test_files_over_one_load_request_are_named_as_such(repo, monkeypatch):
+    """Past the 2 GiB one load request carries, the error said the file "cannot be read (it is over N bytes)"."""
+    from tritongen.deploy import rollout
+
+    monkeypatch.setattr(rollout, "MAX_LOAD_BYTES", 1000)  # the real bound is 2 GiB; the model here is smaller
+    with pytest.raises(TritongenError, match=r"version 2 of model 'tiny' holds more than .* one load request can"):
+        _files(repo, 2)

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, PLAN_FILENAME, PREPARED_ONNX, TIMING_CACHE_NAME, manifest_path
+from .layout import (
+    ARTIFACT_DIR,
+    ENGINE_PLAN_NAME,
+    PLAN_FILENAME,
+    PREPARED_ONNX,
+    TIMING_CACHE_NAME,
+    config_text,
+    manifest_path,
+)
 
 DEFAULT_WORKSPACE_BYTES = 4 << 30
 DEFAULT_OPT_LEVEL = 3
@@ -299,7 +307,7 @@ def _record_engine(
     files = {result.plan_path.relative_to(model_dir).as_posix(): digest}
     if per_cc:
         config = model_dir / "config.pbtxt"
-        text = config.read_text()
+        text = config_text(config)  # bounded, one open
         entries = {cc: e["plan"] for cc, e in engines.items()}
         config.write_text(cc_config_text(text, entries))
         files.update(file_hashes(model_dir, [config]))

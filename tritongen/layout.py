@@ -124,6 +124,26 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return artifact_dir(model_dir, version) / MANIFEST_NAME
 
 
+def config_text(path: Path) -> str:
+    """A ``config.pbtxt``'s text: a regular file of at most :data:`MAX_CONFIG_BYTES`, read with one open, UTF-8;
+    anything else raises :class:`TritongenError`. Every reader of a config goes through it."""
+    from .files import FileTooLargeError, read_problem, regular_bytes, size_text
+
+    try:
+        raw = regular_bytes(path, MAX_CONFIG_BYTES)
+    except FileTooLargeError:
+        raise TritongenError(
+            f"{path} is over {size_text(MAX_CONFIG_BYTES)}, far more than a model configuration holds",
+            "write the model's settings only (a Triton config is a few KiB); keep data in files beside it",
+        ) from None
+    except OSError as exc:
+        raise TritongenError(f"{path} {read_problem(exc)}", f"pass a readable {CONFIG_NAME}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TritongenError(f"{path} is not UTF-8 text", "save it as UTF-8 (protobuf text format)") from None
+
+
 def check_not_model_folder(repo: Path) -> None:
     """Refuse a model folder given where its repository goes (``repo/pnet`` for ``repo``): read as a repository, its
     version folders look like models without a config, and the fixes offered for that would be wrong."""

@@ -123,8 +123,8 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
     A version is pending when it holds ``tritongen/engine.json`` but none of the plan files its config names
     (``model.plan`` or a ``cc_model_filenames`` entry): Triton cannot load it until ``tritongen engine`` ran.
     """
-    from .files import regular_bytes
-    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME, MAX_CONFIG_BYTES, PLAN_FILENAME
+    from .errors import TritongenError
+    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME, PLAN_FILENAME, config_text
 
     pending: dict[str, list[int]] = {}
     for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
@@ -133,8 +133,8 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
         if not version_dir.name.isdigit() or model_dir.name.startswith("."):
             continue
         try:  # a config too large (or unreadable) is named by validate; here it names no plan
-            config = regular_bytes(model_dir / CONFIG_NAME, MAX_CONFIG_BYTES).decode(errors="replace")
-        except OSError:
+            config = config_text(model_dir / CONFIG_NAME)
+        except TritongenError:
             config = ""
         names = {PLAN_FILENAME, *re.findall(r'value:\s*"([^"]+\.plan)"', config)}
         if not any((version_dir / name).is_file() for name in names):

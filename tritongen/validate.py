@@ -29,10 +29,10 @@ from .layout import (
     ARTIFACT_DIR,
     CONFIG_NAME,
     ENGINE_PLAN_NAME,
-    MAX_CONFIG_BYTES,
     NON_VERSION_FOLDERS,
     WARMUP_DIR,
     check_not_model_folder,
+    config_text,
     link_problems,
     misread_version_folders,
     misread_version_problem,
@@ -150,24 +150,10 @@ def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
 
 
 def config_from_file(path: Path) -> ModelConfig:
-    """Read (a regular file of at most :data:`~tritongen.layout.MAX_CONFIG_BYTES`, one open) and parse one
-    ``config.pbtxt``; a file that cannot be read raises :class:`TritongenError`."""
-    from .files import FileTooLargeError, read_problem, regular_bytes, size_text
-
-    try:
-        raw = regular_bytes(path, MAX_CONFIG_BYTES)
-    except FileTooLargeError:
-        raise TritongenError(
-            f"{path} is over {size_text(MAX_CONFIG_BYTES)}, far more than a model configuration holds",
-            "write the model's settings only (a Triton config is a few KiB); keep data in files beside it",
-        ) from None
-    except OSError as exc:
-        raise TritongenError(f"{path} {read_problem(exc)}", f"pass a readable {CONFIG_NAME}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise TritongenError(f"{path} is not UTF-8 text", "save it as UTF-8 (protobuf text format)") from None
-    return config_from_text(text, source=str(path))
+    """Read (:func:`tritongen.layout.config_text`: a regular file of at most
+    :data:`~tritongen.layout.MAX_CONFIG_BYTES`, one open) and parse one ``config.pbtxt``; a file that cannot be
+    read raises :class:`TritongenError`."""
+    return config_from_text(config_text(path), source=str(path))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TritongenError
+from ..files import regular_bytes
+from ..layout import config_text
 
 # Provided inside every Triton Python-backend stub (not on PyPI).
 BACKEND_MODULES = frozenset({"triton_python_backend_utils", "c_python_backend_utils"})
@@ -89,13 +91,16 @@ def modules_imported_by(source: str, filename: str = "<model.py>") -> frozenset[
     return frozenset(found)
 
 
+MAX_SOURCE_BYTES = 16 << 20  # one .py of a Python-backend model (tritongen's runners: a few KiB)
+
+
 def python_models(repo: Path) -> list[Path]:
     """Model folders of ``repo`` whose config says ``backend: "python"``."""
     pattern = re.compile(r'^\s*backend\s*:\s*"python"', re.MULTILINE)
     out = []
     for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith(".")):
         config = model_dir / "config.pbtxt"
-        if config.is_file() and pattern.search(config.read_text(errors="replace")):
+        if config.is_file() and pattern.search(config_text(config)):  # bounded, one open
             out.append(model_dir)
     return out
 
@@ -111,10 +116,11 @@ def imports_from_model(model_dir: Path, repo: Path) -> ModelImports:
             if "tritongen" in path.relative_to(version_dir).parts[:1]:
                 continue
             try:
-                text = path.read_text(encoding="utf-8")
+                text = regular_bytes(path, MAX_SOURCE_BYTES).decode("utf-8")  # bounded, one open
             except (OSError, UnicodeDecodeError) as exc:
                 raise TritongenError(
-                    f"cannot read {path} ({exc})", "make the model's Python files readable UTF-8"
+                    f"cannot read {path} ({exc})",
+                    f"make the model's Python files readable UTF-8 of at most {MAX_SOURCE_BYTES >> 20} MiB",
                 ) from None
             modules = modules_imported_by(text, str(path)) - local
             by_file[path.relative_to(repo).as_posix()] = frozenset(modules)

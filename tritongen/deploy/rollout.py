@@ -41,7 +41,7 @@ from ..client import Triton, default_url, model_metadata, spec_protocol
 from ..end_to_end import END_TO_END_NAME, read_reference
 from ..errors import TritongenError
 from ..fields import check_fields
-from ..files import read_problem, regular_bytes
+from ..files import FileTooLargeError, read_problem, regular_bytes
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
 from .gate import (
@@ -468,6 +468,12 @@ def _model_files(model_dir: Path, version: int, digests: Mapping[str, str] | Non
         shown = f"{model_dir.name}/{rel_path}"
         try:
             data = regular_bytes(path, left, follow_links=False)
+        except FileTooLargeError:
+            raise TritongenError(
+                f"version {version} of model '{model_dir.name}' holds more than {MAX_LOAD_BYTES >> 20} MiB of files "
+                f"(at {shown}), more than one load request can carry (gRPC and protobuf stop at 2 GiB)",
+                "roll it out by restarting serve on the repository (or build it with smaller weight files)",
+            ) from None
         except OSError as exc:
             raise TritongenError(
                 f"{shown} {read_problem(exc)}",

@@ -1088,7 +1088,7 @@ def _write_winner(
 ) -> tuple[Path, Path]:
     from google.protobuf import text_format
 
-    from ..layout import ARTIFACT_DIR, version_numbers
+    from ..layout import ARTIFACT_DIR, config_text, version_numbers
     from ..manifest import rehash_files
     from ..validate import config_from_text, problems_in_config
 
@@ -1105,7 +1105,7 @@ def _write_winner(
             details="\n".join(problems),
         )
     config_path = spec.model_dir / "config.pbtxt"
-    previous = config_path.read_text()
+    previous = config_text(config_path)  # bounded, one open
     versions = version_numbers(spec.model_dir)
     record_dir = spec.model_dir / str(versions[-1] if versions else 1) / ARTIFACT_DIR
     record_dir.mkdir(parents=True, exist_ok=True)

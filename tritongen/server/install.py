@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TritongenError
-from ..layout import cache_root
+from ..layout import cache_root, config_text
 from .spec import INSTALL_FIX, WHEEL_SERVER_VERSION
 
 
@@ -272,8 +272,8 @@ def has_python_models(repo: Path) -> bool:
     pattern = re.compile(r'^\s*backend\s*:\s*"python"', re.MULTILINE)
     for config in repo.glob("*/config.pbtxt"):
         try:
-            if pattern.search(config.read_text(errors="replace")):
+            if pattern.search(config_text(config)):  # bounded, one open
                 return True
-        except OSError:
+        except TritongenError:
             continue
     return False
