@@ -246,13 +246,19 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
     return {IMAGE_INPUT: np.array(data, dtype=object)}
 
 
+def _served_inputs(spec: InferSpec, url: str) -> list[str]:
+    """The input names the served model ``spec.name`` takes, from the server's metadata."""
+    from .client import model_metadata
+
+    return [i["name"] for i in model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["inputs"]]
+
+
 def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) -> None:
     """A text sent to an image model (or the reverse) is named as such, before the server's generic refusal."""
-    from .client import model_metadata
     from .pre_post import IMAGE_INPUT, TEXT_INPUT
 
     (sent,) = inputs
-    takes = [i["name"] for i in model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["inputs"]]
+    takes = _served_inputs(spec, url)
     if sent in takes:
         return
     option = {TEXT_INPUT: "--text", IMAGE_INPUT: "--image"}
@@ -266,14 +272,12 @@ def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) ->
 def _named_npy(spec: InferSpec, url: str) -> dict[str, np.ndarray]:
     """``spec.input_file``'s arrays; a single ``.npy`` array (read as "input") goes to the model's one input, by
     the server's own name for it."""
-    from .client import model_metadata
-
     assert spec.input_file is not None
     arrays = arrays_from_npz(spec.input_file)
     with open(spec.input_file, "rb") as fh:  # readable: just read
         if fh.read(6) != b"\x93NUMPY":
             return arrays
-    takes = [i["name"] for i in model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["inputs"]]
+    takes = _served_inputs(spec, url)
     if len(takes) != 1:
         raise TritongenError(
             f"{spec.input_file} holds one array, and model '{spec.name}' takes {len(takes)} inputs "
