@@ -129,12 +129,14 @@ def _build_options() -> dict[str, Any]:
 
 
 def _deploy_options() -> dict[str, Any]:
-    from .deploy import TARGETS
+    from .deploy import TARGETS, target_options
+    from .fields import parameter_hints
 
     options: dict[str, Any] = {}
-    for write in TARGETS.values():
-        for key, hint in _keyword_hints(write).items():
-            options.setdefault(key, hint)
+    for target, write in TARGETS.items():  # what each target takes, as deploy itself decides it
+        hints = parameter_hints(write)
+        for key in target_options(target):
+            options.setdefault(key, hints.get(key, Any))
     return options
 
 
