@@ -19,22 +19,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests import factories
+from tests.keys import write_key_pair
 from tests.test_bad_input import _assert_one_clean_line, _run
 from tritongen.manifest import sha256_file
 
 CONV = ["--input", "x:FP32:3,32,32", "--max-batch-size", "4"]
 MANIFEST = "conv/1/tritongen/manifest.json"
-
-
-def _write_key_pair(root: Path, name: str, key) -> tuple[Path, Path]:
-    private, public = root / f"{name}.pem", root / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
 
 
 @dataclass
@@ -57,9 +47,9 @@ def world(tmp_path_factory) -> World:
     )
     repo = root / "repo"
     assert _run(["build", str(conv), "--name", "conv", "--repo", str(repo), *CONV])[0] == 0
-    key, pub = _write_key_pair(root, "signing", ec.generate_private_key(ec.SECP256R1()))
-    _, other_pub = _write_key_pair(root, "other", ec.generate_private_key(ec.SECP256R1()))
-    _, rsa_pub = _write_key_pair(root, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    key, pub = write_key_pair(root, "signing", ec.generate_private_key(ec.SECP256R1()))
+    _, other_pub = write_key_pair(root, "other", ec.generate_private_key(ec.SECP256R1()))
+    _, rsa_pub = write_key_pair(root, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048))
     (root / "encrypted.pem").write_bytes(
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM,
@@ -329,7 +319,7 @@ def test_a_key_of_another_kind_is_named_in_words(tmp_path, make, said):
     from tritongen.errors import TritongenError
     from tritongen.signing import check_private_key, check_public_key
 
-    private, public = _write_key_pair(tmp_path, "k", make())
+    private, public = write_key_pair(tmp_path, "k", make())
     for check, path, part in ((check_private_key, private, "private"), (check_public_key, public, "public")):
         with pytest.raises(TritongenError) as err:
             check(path)

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.keys import write_key_pair
 from tritongen.errors import TritongenError
 
 torch = pytest.importorskip("torch")
@@ -98,19 +99,9 @@ def test_a_record_whose_versions_are_not_numbers_is_one_error(repo):
 
 
 def test_a_signed_repository_stays_signed_when_the_record_changes(repo, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from tritongen.signing import check_signature, sign_repository
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    private, public = write_key_pair(tmp_path)
     signature = tmp_path / "repo.sig"
     sign_repository(repo, private, signature)
     path = _record(repo)
@@ -126,21 +117,11 @@ def test_a_signed_repository_stays_signed_when_the_record_changes(repo, tmp_path
 
 
 def test_a_held_rollout_lock_keeps_the_repository_verified_and_signed(repo, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     import tritongen
     from tritongen.deploy.rollout_lock import rollout_lock
     from tritongen.signing import check_signature, sign_repository
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    private, public = write_key_pair(tmp_path)
     signature = tmp_path / "repo.sig"
     sign_repository(repo, private, signature)
     lock = repo / "tiny" / "tritongen-rollout.lock"

@@ -536,6 +536,7 @@ def _serving(
     import shutil
 
     from .server import server_from_repository
+    from .server.admin import SIGNING_KEY_NAME
     from .server.snapshot import (
         CheckedPoll,
         fingerprint,
@@ -544,6 +545,7 @@ def _serving(
         snapshot_root,
         with_repository_words,
     )
+    from .signing import check_public_key
     from .validate import check_repository_folder
 
     if not verify:
@@ -556,18 +558,29 @@ def _serving(
     signed = None if signature is None else Path(signature).expanduser().resolve()
     check_repository_folder(given)
 
-    def check(copy: Path) -> None:
-        check_servable(
-            copy, allow_unverified=allow_unverified, public_key=key, signature=_in_snapshot(signed, given, copy)
-        )
-
+    kept = None if key is None else check_public_key(key)
     root = snapshot_root(given)
+    key_copy = root / SIGNING_KEY_NAME  # the key serve was started with, for every check (poll's too) and rollout
+
+    def check(copy: Path) -> None:
+        try:
+            check_servable(
+                copy,
+                allow_unverified=allow_unverified,
+                public_key=None if key is None else key_copy,
+                signature=_in_snapshot(signed, given, copy),
+            )
+        except TritongenError as error:  # words about the key's copy name the key given
+            raise error if key is None else with_repository_words(error, key_copy, key) from None
+
     try:
+        if kept is not None:
+            key_copy.write_bytes(kept)
         seen = fingerprint(given)  # before the copy: a change made while it is copied is looked at again
         snapshot = snapshot_from_repository(given, served_copy(root, given))
         try:
             check(snapshot)
-            server = server_from_repository(dataclasses.replace(spec, repo=snapshot))
+            server = server_from_repository(dataclasses.replace(spec, repo=snapshot), signing_key=kept)
         except TritongenError as error:  # a check's or the server's words about the copy name the repository
             raise with_repository_words(error, snapshot, spec.repo) from None
         with server:
@@ -799,10 +812,12 @@ def rollout(
     The new version is loaded beside the live one as a candidate, judged on the served endpoint against the
     live one (a golden set: ``golden``, default the build's samples), and only within the thresholds made the
     version every request gets; the old version then drains and unloads. ``options``: ``url``, ``protocol``,
-    ``golden``, ``out`` (folder for ``comparison.json``), ``headers``, ``allow_unverified``, ``timeout_s`` and
-    the thresholds ``max_p99_ratio``, ``min_cosine``, ``min_top1``, ``max_abs_error``, ``max_accuracy_drop``,
-    ``gate_requests``. A refused version leaves the live one serving: ``result.promoted`` is False and
-    ``result.gate`` says why. The model folder's ``tritongen-rollout.json`` records it (see ``rollback``).
+    ``golden``, ``out`` (folder for ``comparison.json``), ``headers``, ``allow_unverified``, ``timeout_s``,
+    ``public_key`` and ``signature`` (the files sent must be the signed ones; default: the key of a local server
+    that ``serve(public_key=...)`` started, found by its port) and the thresholds ``max_p99_ratio``,
+    ``min_cosine``, ``min_top1``, ``max_abs_error``, ``max_accuracy_drop``, ``gate_requests``. A refused version
+    leaves the live one serving: ``result.promoted`` is False and ``result.gate`` says why. The model folder's
+    ``tritongen-rollout.json`` records it (see ``rollback``).
 
     Example::
 
@@ -818,7 +833,7 @@ def rollback(
 ) -> RolloutResult:
     """Return model ``name`` to the version that served before its last rollout (or ``to_version``), the same
     way a rollout switches (no gate). ``options``: ``url``, ``protocol``, ``headers``, ``allow_unverified``,
-    ``timeout_s``."""
+    ``timeout_s``, ``public_key``, ``signature``."""
     return _rollout(repo, name, "rollback", to_version, progress, options)
 
 

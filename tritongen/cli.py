@@ -423,7 +423,7 @@ def serve(
     # before the server is ready, serve exits 143 as it exits 130 on Ctrl-C (main()).
     with stop_on_sigterm(), api.serve(repo, **checks, progress=_echo_err, **options) as server:
         try:
-            _print_ready(server, repo)
+            _print_ready(server, repo, public_key)
             code = server.wait()
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the banner was printed, before wait() took it over
             server.interrupted = True
@@ -437,7 +437,7 @@ def serve(
         _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
 
 
-def _print_ready(server, repo: Path) -> None:
+def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
     """The endpoints and settings of a server that is ready, what to type next, and how to stop it."""
     click.echo(f"ready: {', '.join(server.models)}")
     click.echo(f"  HTTP    {server.http_url}")
@@ -447,6 +447,9 @@ def _print_ready(server, repo: Path) -> None:
     if server.spec.repo != repo.resolve():
         later = "changes are checked before they load" if server.checked_poll else "later changes to it are not loaded"
         click.echo(f"  repo    {repo.resolve()}, served from a checked copy ({later})")
+    if public_key is not None:
+        after = {"explicit": "; rollout and rollback load signed versions only", "poll": "; changes load if signed"}
+        click.echo(f"  signed  checked with {public_key}{after.get(server.spec.model_control, '')}")
     library = f" ({server.allocator_library})" if server.allocator_library else ""
     click.echo(f"  malloc  {server.allocator}{library}")
     click.echo(f"  stub BLAS {server.stub_blas}")

@@ -21,6 +21,15 @@ _HEADER = click.option(
     "--grpc-restricted-protocol / --http-restricted-api (over gRPC Triton expects the name "
     "triton-grpc-protocol-<key>).",
 )
+_PUBLIC_KEY = click.option(
+    "--public-key",
+    type=click.Path(path_type=Path),
+    help="PEM public key: every file sent must be the one REPO's signature lists (tritongen sign). Default: the key "
+    "of a server that serve --public-key started on this machine, else no signature check.",
+)
+_SIGNATURE = click.option(
+    "--signature", type=click.Path(path_type=Path), help="Signature file (default: REPO/.tritongen-signature.sig)."
+)
 _URL_HELP = "Server address (default 127.0.0.1:8001 for gRPC, or $TRITONGEN_URL). It needs explicit model control."
 
 
@@ -87,6 +96,8 @@ def _progress(message: str) -> None:
 )
 @_HEADER
 @ALLOW_UNVERIFIED
+@_PUBLIC_KEY
+@_SIGNATURE
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollout(repo: Path, name: str, to_version: int, **options) -> None:
     """Roll model NAME of REPO out to version --to-version on a running server with explicit model control."""
@@ -109,6 +120,8 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 @PROTOCOL
 @_HEADER
 @ALLOW_UNVERIFIED
+@_PUBLIC_KEY
+@_SIGNATURE
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollback(repo: Path, name: str, **options) -> None:
     """Roll model NAME of REPO back (no gate) on a running server with explicit model control."""

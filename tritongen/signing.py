@@ -117,8 +117,9 @@ def check_private_key(path: Path) -> None:
     _check_curve(key, Path(path), "private")
 
 
-def check_public_key(path: Path) -> None:
-    """Raise :class:`TritongenError` unless ``path`` is a PEM EC public key of a supported curve."""
+def check_public_key(path: Path) -> bytes:
+    """Raise :class:`TritongenError` unless ``path`` is a PEM EC public key of a supported curve; returns the
+    bytes checked."""
     from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
@@ -134,6 +135,7 @@ def check_public_key(path: Path) -> None:
     except (ValueError, UnsupportedAlgorithm):
         raise TritongenError(f"public key file {path} is not a PEM public key", _KEYGEN) from None
     _check_curve(key, Path(path), "public")
+    return data
 
 
 def unchecked_signature(repo: Path, signature: Path | None = None) -> Path | None:
@@ -245,17 +247,7 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     check_repository_folder(repo)
     check_public_key(public_key)
     path, skipped = signature_location(repo, signature)
-    if not path.is_file():
-        raise TritongenError(
-            f"model repository {repo} is not signed: no signature file {path}",
-            f"sign it with tritongen sign {repo} --private-key KEY (or pass --signature PATH)",
-        )
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_SIGNATURE_BYTES + 1)
-    if len(data) > MAX_SIGNATURE_BYTES:
-        raise TritongenError(
-            f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB", "sign the repository again"
-        )
+    data = _signature_bytes(repo, path)
     hashing, _, verifying = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
         copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
@@ -269,6 +261,53 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
         except Exception as exc:  # noqa: BLE001 - whatever the library raises, the repository is not proven signed
             raise TritongenError(*_failure(repo, path, public_key, exc)) from None
     return path
+
+
+def signed_digests(repo: Path, public_key: Path, signature: Path | None = None) -> dict[str, str]:
+    """What the holder of ``public_key``'s private key signed for ``repo``: the sha256 of every file the
+    signature lists (path in the repository, ``model/1/model.py``, -> hex digest), once the signature itself is
+    proven to be that key's. Nothing under ``repo`` is read: the caller hashes the bytes it is about to use and
+    holds them to these (``tritongen rollout`` into a server that checks signatures), so the check and the use
+    read the same bytes."""
+    check_public_key(public_key)
+    path, _ = signature_location(repo, signature)
+    data = _signature_bytes(repo, path)
+    _library()  # a missing library is one error
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb  # noqa: PLC0415 - no public API returns these
+
+    with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
+        copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
+        copy.write_bytes(data)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
+                manifest = sign_ec_key.Verifier(Path(public_key)).verify(sign_sigstore_pb.Signature.read(copy))
+            listed = [(d.identifier, d.digest.algorithm, d.digest.digest_hex) for d in manifest.resource_descriptors()]
+        except Exception as exc:  # noqa: BLE001 - whatever the library raises, the signature is not proven
+            raise TritongenError(*_failure(Path(repo), path, public_key, exc)) from None
+    other = sorted({algorithm for _, algorithm, _ in listed if algorithm != "sha256"})
+    if other:
+        raise TritongenError(
+            f"signature {path} hashes files with {', '.join(other)}, not file by file with sha256 as tritongen sign "
+            "does",
+            f"sign the repository with tritongen sign {repo} --private-key KEY",
+        )
+    return {identifier: digest for identifier, _, digest in listed}
+
+
+def _signature_bytes(repo: Path, path: Path) -> bytes:
+    """The signature file's bytes, read once and bounded."""
+    if not path.is_file():
+        raise TritongenError(
+            f"model repository {repo} is not signed: no signature file {path}",
+            f"sign it with tritongen sign {repo} --private-key KEY (or pass --signature PATH)",
+        )
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_SIGNATURE_BYTES + 1)
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise TritongenError(
+            f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB", "sign the repository again"
+        )
+    return data
 
 
 _MISMATCH = "Signature mismatch: "

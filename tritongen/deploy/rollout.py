@@ -88,6 +88,10 @@ class RolloutSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     allow_unverified: tuple[str, ...] = ()
     timeout_s: float = 300.0
+    # The files sent must be the ones the repository's signature lists under this key. None: the key of the server,
+    # where serve started it with --public-key on this machine (found by its port), else no signature check.
+    public_key: Path | None = None
+    signature: Path | None = None  # None: REPO/.tritongen-signature.sig
 
     def __post_init__(self) -> None:
         check_fields(self, self.action if self.action in (ROLLOUT, ROLLBACK) else ROLLOUT, skip=("action",))
@@ -159,13 +163,15 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     from ..client import host_port_from_url
     from ..server.admin import admin_headers_at
 
+    address = host_port_from_url(spec.url)
     # none given: the key of a server tritongen started on this machine, found by its port
-    headers = spec.headers or admin_headers_at(host_port_from_url(spec.url), spec.protocol)
+    headers = spec.headers or admin_headers_at(address, spec.protocol)
+    signed = _signed(spec, address)  # before the server is asked anything: a repository not signed is refused first
     with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
         if record.pending is not None:
-            record, resumed = _resume(triton, spec, model_dir, record, ready, say)
+            record, resumed = _resume(triton, spec, model_dir, record, ready, say, signed)
             existed, ready = True, _ready(triton, spec.name, spec.url)
         live = ready[-1]
         target = _target(spec, record, model_dir, live)
@@ -173,7 +179,7 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
             return RolloutResult(spec.name, spec.action, target, target, False, tuple(ready), None, resumed)
         config = triton.model_config(spec.name)
         # the bytes the gate judges and the switch loads: read once, each checked against the verified manifest
-        files = _model_files(model_dir, target, _digests(spec, model_dir))
+        files = _model_files(model_dir, target, _digests(spec, model_dir), signed)
         step = _Step(triton, spec, model_dir, record, existed, ready)
         gate = None
         if spec.action == ROLLOUT:
@@ -399,7 +405,13 @@ def _switch(
 
 
 def _resume(
-    triton: Triton, spec: RolloutSpec, model_dir: Path, record: RolloutRecord, ready: list[int], say: Progress
+    triton: Triton,
+    spec: RolloutSpec,
+    model_dir: Path,
+    record: RolloutRecord,
+    ready: list[int],
+    say: Progress,
+    signed: Mapping[str, str] | None,
 ) -> tuple[RolloutRecord, str]:
     pending = record.pending
     assert pending is not None
@@ -412,7 +424,8 @@ def _resume(
     else:
         say(f"finishing the interrupted switch of '{spec.name}' to version {pending.to_version}")
         config = triton.model_config(spec.name)
-        files = _model_files(model_dir, _on_disk(spec, model_dir, pending.to_version), _digests(spec, model_dir))
+        version = _on_disk(spec, model_dir, pending.to_version)
+        files = _model_files(model_dir, version, _digests(spec, model_dir), signed)
         _switch(triton, spec.name, config, files, pending.from_version, pending.to_version, spec.timeout_s)
         done = f"finished the interrupted {pending.action} to version {pending.to_version}"
         record = replace(record, live=pending.to_version, previous=pending.from_version, pending=None).with_event(
@@ -444,13 +457,30 @@ def _digests(spec: RolloutSpec, model_dir: Path) -> dict[str, str] | None:
     return digests
 
 
-def _model_files(model_dir: Path, version: int, digests: Mapping[str, str] | None) -> dict[str, bytes]:
+def _signed(spec: RolloutSpec, address: str) -> dict[str, str] | None:
+    """Where what is sent must be signed (``spec.public_key``, else the key of the server at ``address`` that
+    ``serve --public-key`` started on this machine): the sha256 the repository's signature gives each file of the
+    model, by path in the model folder (the signature is proven that key's first). None: no signature to hold to."""
+    from ..server.admin import signed_digests_for
+
+    digests = signed_digests_for(address, spec.repo, spec.public_key, spec.signature)
+    if digests is None:
+        return None
+    prefix = f"{spec.name}/"
+    return {path[len(prefix) :]: digest for path, digest in digests.items() if path.startswith(prefix)}
+
+
+def _model_files(
+    model_dir: Path, version: int, digests: Mapping[str, str] | None, signed: Mapping[str, str] | None = None
+) -> dict[str, bytes]:
     """The files Triton reads for ``version`` of ``model_dir``, keyed by path in the folder: the version folder
     without tritongen's artifacts or bytecode caches, the warm-up data and the labels. With ``digests`` (path ->
     sha256, :func:`~tritongen.verify.manifest_digests`) each byte string read is hashed and must be the one its
     manifest lists, and every file the manifest lists in the version folder must be there: the bytes sent to
-    Triton are the verified ones, though the repository changed after ``verify``. At most
-    :data:`MAX_LOAD_BYTES` in all (one load request)."""
+    Triton are the verified ones, though the repository changed after ``verify``. With ``signed`` (path in the
+    folder -> sha256, from the repository's signature: :func:`_signed`) the same bytes must also be the signed
+    ones, and every signed file of the version be there. At most :data:`MAX_LOAD_BYTES` in all (one load
+    request)."""
     paths: list[Path] = []
     version_dir = model_dir / str(version)
     for path in sorted(version_dir.rglob("*")):
@@ -480,13 +510,21 @@ def _model_files(model_dir: Path, version: int, digests: Mapping[str, str] | Non
                 "check the file (and that nothing changes the repository during a rollout), then run it again",
             ) from None
         left -= len(data)
+        sha256 = hashlib.sha256(data).hexdigest() if digests is not None or signed is not None else ""
+        if signed is not None and signed.get(rel_path) != sha256:
+            raise TritongenError(
+                f"{shown} {'differs from' if rel_path in signed else 'is not in'} what the repository's signature "
+                "lists: the version was built or changed after signing, and the server loads only signed files",
+                f"check the change, sign the repository again (tritongen sign {model_dir.parent} --private-key KEY), "
+                "then run this again",
+            )
         if digests is not None:
             if rel_path not in digests:
                 raise TritongenError(
                     f"{shown} is not listed in any manifest (it appeared after verify), and Triton would load it",
                     "remove it, or rebuild the model with tritongen build --force; then run the rollout again",
                 )
-            if hashlib.sha256(data).hexdigest() != digests[rel_path]:
+            if sha256 != digests[rel_path]:
                 raise TritongenError(
                     f"{shown} does not match its manifest (sha256 differs): it was changed or swapped after verify",
                     "restore the original file, or rebuild the model with tritongen build --force; then run the "
@@ -500,6 +538,14 @@ def _model_files(model_dir: Path, version: int, digests: Mapping[str, str] | Non
             raise TritongenError(
                 f"{model_dir.name}/{rel_path} is missing (removed after verify)",
                 "restore it, or rebuild the model with tritongen build --force; then run the rollout again",
+            )
+    for rel_path in sorted(signed or {}):
+        parts = rel_path.split("/")
+        if rel_path.startswith(prefix) and parts[1] != ARTIFACT_DIR and rel_path not in files:
+            raise TritongenError(
+                f"{model_dir.name}/{rel_path} is signed but missing (removed after signing)",
+                f"restore it, or sign the repository again (tritongen sign {model_dir.parent} --private-key KEY); then "
+                "run this again",
             )
     return files
 

@@ -50,6 +50,7 @@ from typing import Any
 
 from ..client import ModelLoadError, Triton, spec_protocol
 from ..errors import TritongenError
+from ..layout import CONFIG_NAME
 from ..progress import Progress
 from .results import PerfPoint
 from .spec import ENGINES, PerfSpec
@@ -337,6 +338,26 @@ def _neighbour(c: Candidate, dim: str, value) -> Candidate:
     return replace(c, **{dim: value})
 
 
+def _check_signed_config(address: str, model_dir: Path, text: str) -> None:
+    """Into a server that loads only signed files (``serve --public-key`` on this machine, its key found by the
+    port), tune loads variations of the model's config: the config they start from must be the signed one, so
+    that they differ from it only in what tune searches."""
+    import hashlib
+
+    from ..server.admin import signed_digests_for
+
+    digests = signed_digests_for(address, model_dir.parent)
+    if digests is None:
+        return
+    if digests.get(f"{model_dir.name}/{CONFIG_NAME}") != hashlib.sha256(text.encode()).hexdigest():
+        raise TritongenError(
+            f"{model_dir / CONFIG_NAME} is not the one the repository's signature lists, and the server at {address} "
+            "loads only signed files (serve --public-key): tune would load configs made from an unsigned one",
+            f"restore the signed config, or sign the repository again (tritongen sign {model_dir.parent} "
+            "--private-key KEY); then tune",
+        )
+
+
 # --------------------------------------------------------------------------------------------- search
 
 
@@ -351,8 +372,9 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 
 def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     from ..client import host_port_from_url, model_metadata
+    from ..layout import config_text
     from ..server.admin import admin_headers_at
-    from ..validate import config_from_file
+    from ..validate import config_from_text
     from .inputs import request_set_for_model
     from .loadgen import ServerGone
     from .perf_analyzer import find_perf_analyzer
@@ -370,7 +392,8 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
             f"{spec.model_dir} has no config.pbtxt",
             "pass a model folder inside a repository, e.g. model_repository/my-model",
         )
-    base_config = config_from_file(config_path)
+    text = config_text(config_path)  # once: what is parsed is what is held to a signature below
+    base_config = config_from_text(text, source=str(config_path))
     if base_config.platform == "ensemble" or base_config.HasField("ensemble_scheduling"):
         raise TritongenError(f"{spec.model_dir.name} is an ensemble", "tune its composing models one by one")
     if base_config.HasField("sequence_batching"):
@@ -396,6 +419,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything is loaded if it is missing
     url = perf.resolved_url()
+    _check_signed_config(host_port_from_url(url), spec.model_dir, text)
     metadata = model_metadata(url, model, protocol=spec.protocol)
     requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
     # a load may take minutes; the key of a server tritongen started on this machine, found by its port

@@ -7,6 +7,10 @@ process of every user on the machine. So such a server is started with a per-run
 empty folder the server runs in (the private ``tritongen-serve-*`` folder, mode 0700). tritongen's own commands
 that load models into a server on this machine (``rollout``, ``rollback``, ``tune``) find it there by the port the
 server listens on (:func:`admin_headers_at`); anyone else passes the header ``serve`` prints.
+
+A server whose repository was checked against a signature (``serve --public-key``) keeps that public key in the
+same folder: those commands hold every file they send it to the repository's signature under that key
+(:func:`signing_key_at`), so a version built or changed after signing is not loaded into it either.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from ..errors import TritongenError
 from .spec import ADMIN_HEADER
 
 ADMIN_KEY_NAME = "admin-key"
+SIGNING_KEY_NAME = "public-key.pem"  # serve --public-key: what rollout holds its files to
 SERVER_HOME_PREFIX = "tritongen-serve-"  # the private folder of a server tritongen started
 MAX_KEY_BYTES = 256
 
@@ -34,13 +39,39 @@ def admin_headers(token: str | None, protocol: str) -> dict[str, str]:
 def write_admin_key(home: Path, token: str) -> Path:
     """Write ``token`` to ``home``'s key file, readable by this user only (``home`` is the server's private
     folder)."""
-    path = Path(home) / ADMIN_KEY_NAME
+    return _write_private(Path(home) / ADMIN_KEY_NAME, token.encode())
+
+
+def write_signing_key(home: Path, public_key: bytes) -> Path:
+    """Keep the public key the server's repository was checked with in ``home``: tritongen's commands that load
+    models into it (``rollout``, ``rollback``, ``tune``) hold what they send to the repository's signature under
+    that key (:func:`signing_key_at`)."""
+    return _write_private(Path(home) / SIGNING_KEY_NAME, public_key)
+
+
+def _write_private(path: Path, data: bytes) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, token.encode())
+        os.write(fd, data)
     finally:
         os.close(fd)
     return path
+
+
+def server_home_at(address: str) -> Path | None:
+    """The private folder of the tritonserver that tritongen started and that listens at ``address`` (host:port,
+    on loopback) on this machine; None where there is no such server or this user cannot see where it runs (another
+    user's server)."""
+    from .ports import server_pid_at
+
+    try:
+        pid = server_pid_at(address)
+        if pid is None:
+            return None
+        home = Path(os.readlink(f"/proc/{pid}/cwd")).parent
+    except (OSError, ValueError, TritongenError):
+        return None
+    return home if home.name.startswith(SERVER_HOME_PREFIX) else None  # else a server tritongen did not start
 
 
 def admin_headers_at(address: str, protocol: str) -> dict[str, str]:
@@ -48,16 +79,46 @@ def admin_headers_at(address: str, protocol: str) -> dict[str, str]:
     on loopback) on this machine: its key, read from beside the folder it runs in. Empty where there is no such
     server, it has no key, or this user may not read it (another user's server)."""
     from ..files import regular_bytes
-    from .ports import server_pid_at
 
+    home = server_home_at(address)
+    if home is None:
+        return {}
     try:
-        pid = server_pid_at(address)
-        if pid is None:
-            return {}
-        home = Path(os.readlink(f"/proc/{pid}/cwd")).parent
-        if not home.name.startswith(SERVER_HOME_PREFIX):
-            return {}  # a server tritongen did not start (its key, if any, is the user's to pass)
         token = regular_bytes(home / ADMIN_KEY_NAME, MAX_KEY_BYTES, follow_links=False).decode("ascii").strip()
     except (OSError, UnicodeDecodeError, ValueError, TritongenError):  # no readable key of a local server
         return {}
     return admin_headers(token, protocol)
+
+
+def signing_key_at(address: str) -> Path | None:
+    """The public key that the repository of the tritonserver tritongen started at ``address`` was checked with
+    (``serve --public-key``), as a file in the server's private folder; None where the server checks no signature
+    or is not one tritongen started on this machine."""
+    home = server_home_at(address)
+    if home is None:
+        return None
+    path = home / SIGNING_KEY_NAME
+    return path if path.is_file() and not path.is_symlink() else None
+
+
+def signed_digests_for(address: str, repo: Path, public_key: Path | None = None, signature: Path | None = None):
+    """Where what tritongen loads into the server at ``address`` must be signed: ``public_key`` given, else the
+    key of a server ``serve --public-key`` started on this machine (found by its port): the sha256 the signature of
+    ``repo`` (``signature``, default the repository's) gives each file, by path in the repository
+    (:func:`tritongen.signing.signed_digests`: the signature is proven that key's first). None: nothing to hold to.
+    Errors about the server's key name it as such, not by where serve keeps it."""
+    from ..signing import signed_digests
+
+    key = public_key or signing_key_at(address)
+    if key is None:
+        return None
+    try:
+        return signed_digests(repo, key, signature)
+    except TritongenError as err:
+        if public_key is None:
+            for attribute in ("problem", "fix", "details"):
+                text = getattr(err, attribute).replace(str(key), f"the key the server at {address} was started with")
+                setattr(err, attribute, text)
+            err.problem += f" (the server at {address} was started with --public-key: it loads only signed files)"
+            err.args = (err.message,)
+        raise

@@ -23,7 +23,7 @@ from typing import Any
 from ..client import ServerAddress
 from ..cpus import affinity_preexec, cpus_text
 from ..errors import TritongenError
-from .admin import SERVER_HOME_PREFIX, admin_headers, write_admin_key
+from .admin import SERVER_HOME_PREFIX, admin_headers, write_admin_key, write_signing_key
 from .allocator import allocator_from_library, library_from_allocator, preload_environ
 from .blas import blas_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
@@ -222,8 +222,10 @@ def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
         pass
 
 
-def server_from_repository(spec: ServeSpec) -> RunningServer:
-    """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY."""
+def server_from_repository(spec: ServeSpec, *, signing_key: bytes | None = None) -> RunningServer:
+    """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY.
+    ``signing_key``: the public key (PEM) the repository's signature was checked with, kept in the server's private
+    folder for tritongen's commands that load models into it (:func:`tritongen.server.admin.signing_key_at`)."""
     if not spec.repo.is_dir():
         raise TritongenError(
             f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder"
@@ -235,7 +237,7 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
     attempts = 3 if auto_ports else 1
     for attempt in range(attempts):
         try:
-            return _start(spec, install)
+            return _start(spec, install, signing_key)
         except PortRace:
             if attempt == attempts - 1:
                 raise TritongenError(
@@ -245,7 +247,7 @@ def server_from_repository(spec: ServeSpec) -> RunningServer:
     raise AssertionError("unreachable")
 
 
-def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
+def _start(spec: ServeSpec, install: ServerInstall, signing_key: bytes | None = None) -> RunningServer:
     ports = choose_ports(spec)
     # An open model-control API runs whatever model a request hands it, for any process on a loopback address too:
     # explicit model control gets a key (tritongen.server.admin), as every address but loopback does. (It is on
@@ -273,6 +275,8 @@ def _start(spec: ServeSpec, install: ServerInstall) -> RunningServer:
         workdir.mkdir(mode=0o700)
         if admin_token:
             write_admin_key(home, admin_token)  # for tritongen's own commands on this machine (rollout, tune)
+        if signing_key is not None:
+            write_signing_key(home, signing_key)  # what they hold the files they load to
         started = time.monotonic()
         with open(log_path, "wb") as log:
             shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)

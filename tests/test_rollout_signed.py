@@ -1,0 +1,204 @@
+"""A server whose repository was checked against a signature (``serve --public-key``) loads only signed files
+through rollout and rollback too: the bytes sent are held to the digests the signature lists under that key (the
+key found by the server's port, or given), so a version built or changed after signing is refused and the live
+version keeps serving."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import free_ports
+from tests.keys import write_key_pair
+from tritongen.errors import TritongenError
+
+torch = pytest.importorskip("torch")
+
+NAME = "tiny"
+EXAMPLE = {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
+
+
+def _build(repo, version_seed: int, new_version: bool) -> None:
+    import tritongen
+
+    torch.manual_seed(version_seed)
+    tritongen.build(torch.nn.Linear(4, 3), example_inputs=EXAMPLE, name=NAME, repo=repo, new_version=new_version)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rollout_signed")
+    repo = root / "repo"
+    _build(repo, 0, False)
+    _build(repo, 1, True)  # versions 1 and 2
+    return repo
+
+
+@pytest.fixture
+def signed(built, tmp_path):
+    """A copy of the repository signed with a new key: (repo, private key, public key)."""
+    from tritongen.signing import sign_repository
+
+    repo = shutil.copytree(built, tmp_path / "repo")
+    private, public = write_key_pair(tmp_path)
+    sign_repository(repo, private)
+    return repo, private, public
+
+
+def _files(repo, version: int, public):
+    from tritongen.deploy.rollout import RolloutSpec, _model_files, _signed
+    from tritongen.verify import manifest_digests
+
+    spec = RolloutSpec(repo=repo, name=NAME, to_version=version, public_key=public)
+    return _model_files(repo / NAME, version, manifest_digests(repo / NAME), _signed(spec, "127.0.0.1:1"))
+
+
+def test_the_signed_digests_are_the_files_sha256_under_the_right_key_only(signed, tmp_path):
+    from tritongen.signing import signed_digests
+
+    repo, _, public = signed
+    digests = signed_digests(repo, public)
+    on_disk = {
+        p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in repo.rglob("*")
+        if p.is_file() and p.name != ".tritongen-signature.sig"
+    }
+    assert digests == on_disk and f"{NAME}/2/model.onnx" in digests
+    _, other = write_key_pair(tmp_path, "other")
+    with pytest.raises(TritongenError, match="was not made with the private key of"):
+        signed_digests(repo, other)
+    (repo / ".tritongen-signature.sig").unlink()
+    with pytest.raises(TritongenError, match="is not signed: no signature file"):
+        signed_digests(repo, public)
+
+
+def test_a_signature_whose_listed_digest_was_rewritten_is_refused(signed):
+    """The attacker rewrites the digest of model.py in the signed payload (the envelope's signature then no longer
+    matches): no digests come back, only the error."""
+    import base64
+
+    from tritongen.signing import signed_digests
+
+    repo, _, public = signed
+    path = repo / ".tritongen-signature.sig"
+    bundle = json.loads(path.read_text())
+    payload = base64.b64decode(bundle["dsseEnvelope"]["payload"]).decode()
+    old = signed_digests(repo, public)[f"{NAME}/2/model.py"]
+    assert old in payload
+    forged = payload.replace(old, hashlib.sha256(b"import os").hexdigest())
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(forged.encode()).decode()
+    path.write_text(json.dumps(bundle))
+    with pytest.raises(TritongenError) as err:
+        signed_digests(repo, public)
+    assert str(path) in err.value.problem and "Traceback" not in err.value.message
+
+
+def test_the_signed_files_are_sent_and_others_refused(signed):
+    repo, private, public = signed
+    files = _files(repo, 2, public)
+    assert {"2/model.py", "2/model.onnx"} <= set(files)
+    assert all(data == (repo / NAME / rel).read_bytes() for rel, data in files.items())
+
+    _build(repo, 2, True)  # version 3: built after signing; its manifest is in order, its signature missing
+    with pytest.raises(TritongenError) as err:
+        _files(repo, 3, public)
+    assert "tiny/3/" in err.value.problem and "is not in what the repository's signature lists" in err.value.problem
+    assert f"tritongen sign {repo} --private-key KEY" in err.value.fix
+
+    from tritongen.signing import sign_repository
+
+    sign_repository(repo, private)  # signed again: now it is what was signed
+    assert "3/model.onnx" in _files(repo, 3, public)
+
+
+def test_a_file_changed_after_signing_is_refused_even_with_its_manifest_rewritten(signed):
+    """The attacker's move that plain verify cannot see: a new model.py and a manifest that lists it."""
+    import tritongen
+    from tritongen.manifest import sha256_file
+
+    repo, _, public = signed
+    model_py = repo / NAME / "2" / "model.py"
+    model_py.write_text(model_py.read_text() + "\nimport os  # and anything else\n")
+    manifest = repo / NAME / "2" / "tritongen" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["files"]["2/model.py"] = sha256_file(model_py)
+    manifest.write_text(json.dumps(data))
+    tritongen.verify(repo)  # the manifests agree with the files: only the signature tells
+    with pytest.raises(TritongenError, match="tiny/2/model.py differs from what the repository's signature lists"):
+        _files(repo, 2, public)
+
+
+def test_a_signed_file_that_is_gone_is_named(signed):
+    from tritongen.deploy.rollout import RolloutSpec, _model_files, _signed
+
+    repo, _, public = signed
+    (repo / NAME / "2" / "model.onnx").unlink()
+    spec = RolloutSpec(repo=repo, name=NAME, to_version=2, public_key=public)
+    with pytest.raises(TritongenError, match="tiny/2/model.onnx is signed but missing"):
+        _model_files(repo / NAME, 2, None, _signed(spec, "127.0.0.1:1"))  # a model allow_unverified names
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only(signed, server_install, tmp_path):
+    """serve --public-key keeps its key; rollout finds it by the port (no key passed), refuses version 3 built
+    after signing (version 2 keeps answering), and rolls it out once the repository is signed again."""
+    import tritongen
+    from tritongen.client import Triton, host_port_from_url
+    from tritongen.server.admin import signing_key_at
+    from tritongen.signing import sign_repository
+
+    repo, private, public = signed
+    http, grpc, metrics = free_ports(3)
+    x = EXAMPLE["x"][:1]
+    ports = {"http_port": http, "grpc_port": grpc, "metrics_port": metrics}
+    with tritongen.serve(repo, public_key=public, model_control="explicit", **ports) as server:
+        kept = signing_key_at(host_port_from_url(server.grpc_url))
+        assert kept is not None and kept.read_bytes() == public.read_bytes()
+        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
+            assert triton.ready_versions(NAME) == [2]
+            before = list(triton.infer(NAME, {"x": x}).values())[0]
+
+        _build(repo, 2, True)  # version 3, after signing
+        gate = {"max_p99_ratio": 1000.0, "min_cosine": -1.0, "out": tmp_path / "report"}
+        with pytest.raises(TritongenError) as err:
+            tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, **gate)
+        assert "tiny/3/" in err.value.problem and "signature" in err.value.problem
+        with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
+            assert triton.ready_versions(NAME) == [2]  # refused before anything was loaded
+            assert not any(m["name"].endswith("__tritongen_candidate") for m in triton.repository_index())
+            np.testing.assert_allclose(list(triton.infer(NAME, {"x": x}).values())[0], before)
+
+        sign_repository(repo, private)
+        result = tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, **gate)
+        assert result.promoted, result.summary()
+        back = tritongen.rollback(repo, NAME, url=server.grpc_url)
+        assert back.promoted and back.to_version == 2, back.summary()
+
+        (repo / ".tritongen-signature.sig").unlink()  # not signed at all: refused, saying why the server cares
+        with pytest.raises(TritongenError) as err:
+            tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, **gate)
+        assert "is not signed" in err.value.problem and "started with --public-key" in err.value.problem
+        assert str(kept) not in err.value.message  # the server's private folder is not the user's business
+
+
+def test_tune_starts_only_from_the_signed_config_on_such_a_server(signed, monkeypatch):
+    """tune loads variations of the model's config: into a server that checks signatures (its key found by the
+    port, here put in place of the lookup) the config they start from must be the signed one."""
+    from tritongen.perf.tune import _check_signed_config
+    from tritongen.server import admin
+
+    repo, _, public = signed
+    config = repo / NAME / "config.pbtxt"
+    _check_signed_config("127.0.0.1:1", repo / NAME, config.read_text())  # no server with a key there: no check
+    monkeypatch.setattr(admin, "signing_key_at", lambda address: public)
+    _check_signed_config("127.0.0.1:1", repo / NAME, config.read_text())  # the signed config
+    changed = config.read_text() + "\n# changed\n"
+    with pytest.raises(TritongenError) as err:
+        _check_signed_config("127.0.0.1:1", repo / NAME, changed)
+    assert "is not the one the repository's signature lists" in err.value.problem
+    assert "127.0.0.1:1" in err.value.problem and str(public) not in err.value.message
