@@ -119,6 +119,6 @@ def signed_digests_for(address: str, repo: Path, public_key: Path | None = None,
             for attribute in ("problem", "fix", "details"):
                 text = getattr(err, attribute).replace(str(key), f"the key the server at {address} was started with")
                 setattr(err, attribute, text)
-            err.problem += f" (the server at {address} was started with --public-key: it loads only signed files)"
+            err.problem += f" (the server at {address} checks signatures: it loads only signed files)"
             err.args = (err.message,)
         raise
