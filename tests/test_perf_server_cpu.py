@@ -255,3 +255,27 @@ def test_a_wildcard_listener_takes_its_own_familys_connections():
     v4, v6 = frozenset({ipaddress.ip_address("127.0.0.1")}), frozenset({ipaddress.ip_address("::1")})
     assert _reaches(ipaddress.ip_address("0.0.0.0"), v4) and not _reaches(ipaddress.ip_address("0.0.0.0"), v6)
     assert _reaches(ipaddress.ip_address("::"), v4) and _reaches(ipaddress.ip_address("::"), v6)  # dual stack
+
+
+def test_a_url_that_stays_on_this_machine_finds_its_server_by_any_local_address():
+    """A server is this machine's whatever the URL calls it: loopback, 0.0.0.0 (Linux connects it to loopback) or
+    an address of one of its interfaces; an address elsewhere is not looked up (its /proc is not ours)."""
+    import os
+
+    from tritongen.server.ports import _interface_addresses, is_this_machine, pids_listening_on
+
+    assert is_this_machine("127.0.0.1") and is_this_machine("localhost") and is_this_machine("0.0.0.0")
+    own = sorted(str(a) for a in _interface_addresses() if a.version == 4 and not a.is_loopback)
+    elsewhere = next(a for a in ("192.0.2.7", "198.51.100.7", "203.0.113.7") if a not in own)  # documentation nets
+    assert not is_this_machine(elsewhere) and not is_this_machine("no-such-host.invalid")
+    for address in own:
+        assert is_this_machine(address)
+    with socket.socket() as loop:
+        loop.bind(("127.0.0.1", 0))
+        loop.listen()
+        assert os.getpid() in pids_listening_on(loop.getsockname()[1], "0.0.0.0")  # reaches loopback
+    with socket.socket() as every:
+        every.bind(("0.0.0.0", 0))
+        every.listen()
+        for address in own:
+            assert os.getpid() in pids_listening_on(every.getsockname()[1], address)

@@ -98,6 +98,46 @@ def test_a_record_whose_versions_are_not_numbers_is_one_error(repo):
         path.unlink()
 
 
+@pytest.mark.parametrize(
+    "pending",
+    [
+        {"action": "deploy", "from": 1, "to": 2, "step": "switch"},
+        {"action": "rollout", "from": 1, "to": 2, "step": "load"},
+        {"action": "rollout", "from": None, "to": 2, "step": "switch"},
+        {"action": "rollout", "from": 1, "to": True, "step": "gate"},
+        ["rollout", 1, 2, "switch"],
+    ],
+)
+def test_a_pending_step_is_read_only_in_the_form_tritongen_writes(repo, pending):
+    """A resumed step acts on the server: an action, step or version tritongen never writes is refused."""
+    from tritongen.deploy.rollout_record import read_record
+
+    path = _record(repo, pending=pending)
+    try:
+        with pytest.raises(TritongenError, match="cannot be read"):
+            read_record(repo / "tiny")
+    finally:
+        path.unlink()
+
+
+def test_a_recorded_switch_from_a_version_the_server_no_longer_serves_is_dropped_not_done(repo):
+    """A switch 1 -> 2 recorded as unfinished while the server serves version 3: the record is stale (or written
+    by hand to force a version in without its gate), so the run changes nothing on the server and drops it."""
+    from tritongen.deploy.rollout import RolloutSpec, _resume
+    from tritongen.deploy.rollout_record import Pending, RolloutRecord, read_record
+
+    record = RolloutRecord(model="tiny", live=3, previous=2, pending=Pending("rollout", 1, 2, "switch"))
+    spec = RolloutSpec(repo=repo, name="tiny", to_version=1, action="rollback")
+    lines: list[str] = []
+    try:
+        after, done = _resume(None, spec, repo / "tiny", record, [3], lines.append, None)  # type: ignore[arg-type]
+        assert after.pending is None and after.live == 3 and after.history[-1]["result"] == "stale step dropped"
+        assert "dropped the recorded unfinished rollout 1 -> 2: the server serves version 3" == done
+        assert read_record(repo / "tiny").pending is None
+    finally:
+        (repo / "tiny" / "tritongen-rollout.json").unlink(missing_ok=True)
+
+
 def test_a_signed_repository_stays_signed_when_the_record_changes(repo, tmp_path):
     from tritongen.signing import check_signature, sign_repository
 

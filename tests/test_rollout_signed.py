@@ -172,6 +172,14 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
             assert triton.ready_versions(NAME) == [2]  # refused before anything was loaded
             assert not any(m["name"].endswith("__tritongen_candidate") for m in triton.repository_index())
             np.testing.assert_allclose(list(triton.infer(NAME, {"x": x}).values())[0], before)
+        # the same server by another of this machine's names, its admin key passed by hand: the same check
+        elsewhere = {"url": f"0.0.0.0:{grpc}", "headers": server.admin_headers("grpc")}
+        with pytest.raises(TritongenError) as err:
+            tritongen.rollout(repo, NAME, to_version=3, **elsewhere, **gate)
+        assert "tiny/3/" in err.value.problem and "signature" in err.value.problem
+        _, other = write_key_pair(tmp_path, "other")  # a key of one's own does not replace the server's
+        with pytest.raises(TritongenError, match=f"public key {other} is not the key the server at"):
+            tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, public_key=other, **gate)
 
         sign_repository(repo, private)
         result = tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, **gate)
@@ -202,3 +210,47 @@ def test_tune_starts_only_from_the_signed_config_on_such_a_server(signed, monkey
         _check_signed_config("127.0.0.1:1", repo / NAME, changed)
     assert "is not the one the repository's signature lists" in err.value.problem
     assert "127.0.0.1:1" in err.value.problem and str(public) not in err.value.message
+
+
+def test_a_key_given_beside_the_servers_own_must_be_that_key(signed, tmp_path, monkeypatch):
+    """The server's key decides what rollout holds the files to: another key given by hand (with a signature made
+    by its holder) is refused, not used in its place; the server's key given again is fine."""
+    from tritongen.server import admin
+    from tritongen.signing import same_public_key
+
+    repo, _, public = signed
+    _, other = write_key_pair(tmp_path, "other")
+    assert same_public_key(public, public) and not same_public_key(public, other)
+    monkeypatch.setattr(admin, "signing_key_at", lambda address: public)
+    with pytest.raises(TritongenError) as err:
+        admin.signed_digests_for("127.0.0.1:1", repo, other)
+    assert f"public key {other} is not the key the server at 127.0.0.1:1 checks signatures with" == err.value.problem
+    assert f"{NAME}/2/model.py" in admin.signed_digests_for("127.0.0.1:1", repo, public)
+    _, unsigned_by = write_key_pair(tmp_path, "third")
+    monkeypatch.setattr(admin, "signing_key_at", lambda address: unsigned_by)
+    with pytest.raises(TritongenError) as err:  # the server's key, named as such and its address once
+        admin.signed_digests_for("127.0.0.1:1", repo)
+    assert "the server's key" in err.value.problem and str(unsigned_by) not in err.value.message
+    assert err.value.problem.count("127.0.0.1:1") == 1
+
+
+def test_a_signature_path_that_is_no_regular_file_is_named_so_without_waiting(signed, tmp_path):
+    import os
+
+    from tritongen.signing import signed_digests
+
+    repo, _, public = signed
+    fifo = tmp_path / "signature.fifo"
+    os.mkfifo(fifo)  # a reader that opened it blocking would wait for a writer forever
+    with pytest.raises(TritongenError, match="not a regular file"):
+        signed_digests(repo, public, fifo)
+    with pytest.raises(TritongenError, match="it is a folder"):
+        signed_digests(repo, public, tmp_path)
+
+
+def test_serving_unchecked_with_a_key_is_refused_at_the_call(signed):
+    import tritongen
+
+    repo, _, public = signed
+    with pytest.raises(TritongenError, match="verify=False serves the repository unchecked"):
+        tritongen.serve(repo, verify=False, public_key=public)

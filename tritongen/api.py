@@ -519,6 +519,11 @@ def serve(
     from .server import ServeSpec
 
     spec = ServeSpec(repo=Path(repo), **_given(options))  # its options are checked at the call, before the repository
+    if not verify and (public_key is not None or signature is not None):
+        raise TritongenError(
+            "verify=False serves the repository unchecked: its signature would not be checked",
+            "leave verify on to check the signature with public_key, or leave public_key and signature out",
+        )
     return _serving(spec, repo, verify, allow_unverified, public_key, signature, progress)
 
 

@@ -448,8 +448,11 @@ def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
         later = "changes are checked before they load" if server.checked_poll else "later changes to it are not loaded"
         click.echo(f"  repo    {repo.resolve()}, served from a checked copy ({later})")
     if public_key is not None:
-        after = {"explicit": "; rollout and rollback load signed versions only", "poll": "; changes load if signed"}
-        click.echo(f"  signed  checked with {public_key}{after.get(server.spec.model_control, '')}")
+        after = {
+            "explicit": "; tritongen rollout, rollback and tune load signed files only (the admin key bypasses this)",
+            "poll": "; changes load if signed",
+        }
+        click.echo(f"  signed  checked with {public_key.resolve()}{after.get(server.spec.model_control, '')}")
     library = f" ({server.allocator_library})" if server.allocator_library else ""
     click.echo(f"  malloc  {server.allocator}{library}")
     click.echo(f"  stub BLAS {server.stub_blas}")

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .errors import TritongenError
+from .files import FileTooLargeError, read_problem, regular_bytes
 from .layout import SIGNATURE_NAME
 from .validate import check_repository_folder
 
@@ -138,6 +139,18 @@ def check_public_key(path: Path) -> bytes:
     return data
 
 
+def same_public_key(a: Path, b: Path) -> bool:
+    """Whether the PEM public-key files ``a`` and ``b`` hold the same key (compared as DER SubjectPublicKeyInfo,
+    so two encodings of one key are one key); each is checked as :func:`check_public_key` checks it."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    def der(path: Path) -> bytes:
+        key = serialization.load_pem_public_key(check_public_key(path))
+        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    return der(a) == der(b)
+
+
 def unchecked_signature(repo: Path, signature: Path | None = None) -> Path | None:
     """The signature file of ``repo`` (the default one, or ``signature``) if there is one: what a verify without
     a public key leaves unchecked (:attr:`tritongen.verify.VerifyReport.unchecked_signature`)."""
@@ -245,19 +258,18 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     signature's path."""
     repo = Path(repo)
     check_repository_folder(repo)
-    check_public_key(public_key)
+    key = check_public_key(public_key)
     path, skipped = signature_location(repo, signature)
     data = _signature_bytes(repo, path)
     hashing, _, verifying = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
-        copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
-        copy.write_bytes(data)
+        copy, key_copy = _checked_copies(Path(tmp), data, key)
         config = verifying.Config().set_hashing_config(
             _hashing_config(hashing, skipped, records=rollout_record_paths(repo))
         )
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
-                config.use_elliptic_key_verifier(public_key=Path(public_key)).verify(repo, copy)
+                config.use_elliptic_key_verifier(public_key=key_copy).verify(repo, copy)
         except Exception as exc:  # noqa: BLE001 - whatever the library raises, the repository is not proven signed
             raise TritongenError(*_failure(repo, path, public_key, exc)) from None
     return path
@@ -269,18 +281,17 @@ def signed_digests(repo: Path, public_key: Path, signature: Path | None = None) 
     proven to be that key's. Nothing under ``repo`` is read: the caller hashes the bytes it is about to use and
     holds them to these (``tritongen rollout`` into a server that checks signatures), so the check and the use
     read the same bytes."""
-    check_public_key(public_key)
+    key = check_public_key(public_key)
     path, _ = signature_location(repo, signature)
     data = _signature_bytes(repo, path)
     _library()  # a missing library is one error
     from model_signing._signing import sign_ec_key, sign_sigstore_pb  # noqa: PLC0415 - no public API returns these
 
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
-        copy = Path(tmp) / "signature.sig"  # the library reads exactly the bytes checked above
-        copy.write_bytes(data)
+        copy, key_copy = _checked_copies(Path(tmp), data, key)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
-                manifest = sign_ec_key.Verifier(Path(public_key)).verify(sign_sigstore_pb.Signature.read(copy))
+                manifest = sign_ec_key.Verifier(key_copy).verify(sign_sigstore_pb.Signature.read(copy))
             listed = [(d.identifier, d.digest.algorithm, d.digest.digest_hex) for d in manifest.resource_descriptors()]
         except Exception as exc:  # noqa: BLE001 - whatever the library raises, the signature is not proven
             raise TritongenError(*_failure(Path(repo), path, public_key, exc)) from None
@@ -294,20 +305,31 @@ def signed_digests(repo: Path, public_key: Path, signature: Path | None = None) 
     return {identifier: digest for identifier, _, digest in listed}
 
 
+def _checked_copies(folder: Path, signature: bytes, public_key: bytes) -> tuple[Path, Path]:
+    """The signature and key bytes checked, written where the library reads them: it reads exactly those."""
+    copies = folder / "signature.sig", folder / "public-key.pem"
+    copies[0].write_bytes(signature)
+    copies[1].write_bytes(public_key)
+    return copies
+
+
 def _signature_bytes(repo: Path, path: Path) -> bytes:
-    """The signature file's bytes, read once and bounded."""
-    if not path.is_file():
+    """The signature file's bytes, read once and bounded (a FIFO or device is refused, not waited on)."""
+    try:
+        return regular_bytes(path, MAX_SIGNATURE_BYTES)
+    except FileNotFoundError:
         raise TritongenError(
             f"model repository {repo} is not signed: no signature file {path}",
             f"sign it with tritongen sign {repo} --private-key KEY (or pass --signature PATH)",
-        )
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_SIGNATURE_BYTES + 1)
-    if len(data) > MAX_SIGNATURE_BYTES:
+        ) from None
+    except FileTooLargeError:
         raise TritongenError(
             f"signature file {path} is larger than {MAX_SIGNATURE_BYTES >> 20} MiB", "sign the repository again"
-        )
-    return data
+        ) from None
+    except OSError as exc:
+        raise TritongenError(
+            f"signature file {path} {read_problem(exc)}", "pass the signature file tritongen sign wrote"
+        ) from None
 
 
 _MISMATCH = "Signature mismatch: "

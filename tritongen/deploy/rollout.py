@@ -421,6 +421,14 @@ def _resume(
         record = replace(record, pending=None).with_event(
             _event(pending.action, pending.from_version, pending.to_version, "gate undone", None)
         )
+    elif not set(ready) <= {pending.from_version, pending.to_version}:  # the server moved on since: act on nothing
+        done = (
+            f"dropped the recorded unfinished {pending.action} {pending.from_version} -> {pending.to_version}: the "
+            f"server serves version {ready[-1]}"
+        )
+        record = replace(record, pending=None).with_event(
+            _event(pending.action, pending.from_version, pending.to_version, "stale step dropped", None)
+        )
     else:
         say(f"finishing the interrupted switch of '{spec.name}' to version {pending.to_version}")
         config = triton.model_config(spec.name)

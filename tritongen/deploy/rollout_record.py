@@ -78,9 +78,7 @@ def read_record(model_dir: Path) -> RolloutRecord:
             model=model_dir.name,
             live=_version(data.get("live")),
             previous=_version(data.get("previous")),
-            pending=None
-            if pending is None
-            else Pending(str(pending["action"]), int(pending["from"]), int(pending["to"]), str(pending["step"])),
+            pending=None if pending is None else _pending(pending),
             history=tuple(e for e in data.get("history", []) if isinstance(e, dict)),
         )
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
@@ -110,6 +108,19 @@ def restore_record(repo: Path, model_dir: Path, old: RolloutRecord, existed: boo
         write_record(repo, model_dir, old)
     else:
         record_path(model_dir).unlink(missing_ok=True)
+
+
+def _pending(value: Any) -> Pending:
+    """The step in progress, each field checked: a resumed step acts on the server."""
+    if not isinstance(value, dict):
+        raise ValueError("its pending step is not an object")
+    action, step = value["action"], value["step"]
+    if action not in ("rollout", "rollback") or step not in (GATE_STEP, SWITCH_STEP):
+        raise ValueError(f"its pending step ({action!r}, {step!r}) is not a rollout's or rollback's gate or switch")
+    from_version, to_version = _version(value["from"]), _version(value["to"])
+    if from_version is None or to_version is None:
+        raise ValueError("its pending step names no version")
+    return Pending(action, from_version, to_version, step)
 
 
 def _version(value: Any) -> int | None:

@@ -102,14 +102,21 @@ def signing_key_at(address: str) -> Path | None:
 
 
 def signed_digests_for(address: str, repo: Path, public_key: Path | None = None, signature: Path | None = None):
-    """Where what tritongen loads into the server at ``address`` must be signed: ``public_key`` given, else the
-    key of a server ``serve --public-key`` started on this machine (found by its port): the sha256 the signature of
+    """Where what tritongen loads into the server at ``address`` must be signed: the key of a server ``serve
+    --public-key`` started on this machine (found by its port), else ``public_key``: the sha256 the signature of
     ``repo`` (``signature``, default the repository's) gives each file, by path in the repository
     (:func:`tritongen.signing.signed_digests`: the signature is proven that key's first). None: nothing to hold to.
-    Errors about the server's key name it as such, not by where serve keeps it."""
-    from ..signing import signed_digests
+    A ``public_key`` that is not the server's key is refused: the server's own key decides. Errors about the
+    server's key name it as such, not by where serve keeps it."""
+    from ..signing import same_public_key, signed_digests
 
-    key = public_key or signing_key_at(address)
+    server_key = signing_key_at(address)
+    if server_key is not None and public_key is not None and not same_public_key(public_key, server_key):
+        raise TritongenError(
+            f"public key {public_key} is not the key the server at {address} checks signatures with",
+            "leave --public-key out (the server's own key is used) or pass the key the server was started with",
+        )
+    key = server_key or public_key
     if key is None:
         return None
     try:
@@ -117,8 +124,7 @@ def signed_digests_for(address: str, repo: Path, public_key: Path | None = None,
     except TritongenError as err:
         if public_key is None:
             for attribute in ("problem", "fix", "details"):
-                text = getattr(err, attribute).replace(str(key), f"the key the server at {address} was started with")
-                setattr(err, attribute, text)
+                setattr(err, attribute, getattr(err, attribute).replace(str(key), "the server's key"))
             err.problem += f" (the server at {address} checks signatures: it loads only signed files)"
             err.args = (err.message,)
         raise

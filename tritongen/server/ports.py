@@ -21,6 +21,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _interface_addresses() -> frozenset[Address]:
+    """The addresses assigned to this machine's network interfaces (psutil); empty where it cannot tell."""
+    import psutil
+
+    try:
+        found = psutil.net_if_addrs()
+    except (OSError, psutil.Error):
+        return frozenset()
+    addresses = set()
+    for entries in found.values():
+        for entry in entries:
+            try:
+                addresses.add(ipaddress.ip_address(str(entry.address).split("%")[0]))
+            except ValueError:  # a link-layer address
+                continue
+    return frozenset(addresses)
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether a connection to ``host`` stays on this machine: loopback, the unspecified address (``0.0.0.0``,
+    ``::``, which Linux connects to loopback) or an address of one of its interfaces, given as such or as a name
+    that resolves only to those. A server listening there is one this machine's /proc shows."""
+    if is_loopback(host):
+        return True
+    addresses = host_addresses(host)
+    if not addresses:
+        return False
+    local = _interface_addresses()
+    return all(a.is_loopback or a.is_unspecified or a in local for a in addresses)
+
+
 def connect_host(host: str) -> str:
     """Where a client on this machine connects to reach a server bound to ``host``."""
     if host in ("", "0.0.0.0"):
@@ -158,7 +189,11 @@ def host_addresses(host: str) -> frozenset[Address]:
 def pids_listening_on(port: int, host: str | None = None) -> list[int]:
     """The processes (of those /proc lets this user see) that hold a listening socket on ``port`` (one that
     accepts connections to ``host``, when given), lowest first; empty where /proc cannot tell."""
-    listening = _listening_inodes(port, host_addresses(host) if host is not None else None)
+    targets = None
+    if host is not None:  # a connection to 0.0.0.0 or :: goes to loopback
+        loopback = {4: ipaddress.ip_address("127.0.0.1"), 6: ipaddress.ip_address("::1")}
+        targets = frozenset(loopback[a.version] if a.is_unspecified else a for a in host_addresses(host))
+    listening = _listening_inodes(port, targets)
     if not listening:
         return []
     found = []
@@ -172,11 +207,13 @@ def pids_listening_on(port: int, host: str | None = None) -> list[int]:
 
 def server_pid_at(url: str) -> int | None:
     """The pid of the tritonserver listening at ``url`` (host:port) on this machine, on that host's address or on
-    every address; None when the URL is not loopback, no tritonserver process of this user's is found listening
-    there (in a container, say), or more than one is."""
+    every address; None when the URL's host is not this machine's (:func:`is_this_machine`), no tritonserver
+    process of this user's is found listening there (in a container, say), or more than one is."""
     host, _, port = url.rpartition(":")
     host = host.strip("[]")
-    if not host or not (port.isascii() and port.isdigit()) or not is_loopback(host) or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        return None
+    if not is_this_machine(host):
         return None
     found = []
     for pid in pids_listening_on(int(port), host):
