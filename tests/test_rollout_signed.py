@@ -144,7 +144,9 @@ def test_a_signed_file_that_is_gone_is_named(signed):
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only(signed, server_install, tmp_path):
+def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only(
+    signed, server_install, tmp_path, monkeypatch
+):
     """serve --public-key keeps its key; rollout finds it by the port (no key passed), refuses version 3 built
     after signing (version 2 keeps answering), and rolls it out once the repository is signed again."""
     import tritongen
@@ -159,6 +161,7 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
     with tritongen.serve(repo, public_key=public, model_control="explicit", **ports) as server:
         kept = signing_key_at(host_port_from_url(server.grpc_url))
         assert kept is not None and kept.read_bytes() == public.read_bytes()
+        _found_only_where_it_alone_listens(http, monkeypatch)
         with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
             assert triton.ready_versions(NAME) == [2]
             before = list(triton.infer(NAME, {"x": x}).values())[0]
@@ -192,6 +195,29 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
             tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, **gate)
         assert "is not signed" in err.value.problem and "checks signatures" in err.value.problem
         assert str(kept) not in err.value.message  # the server's private folder is not the user's business
+
+
+def _found_only_where_it_alone_listens(port: int, monkeypatch) -> None:
+    """The server (on 127.0.0.1) is found by its address, a base path or not; by a name only while nothing else
+    listens on an address the name resolves to (``localhost`` may be 127.0.0.1 and ::1: another user's listener on
+    the second, whose /proc this user cannot read, could be the one a client reaches). The name here resolves to
+    127.0.0.1 and 127.0.0.2, where a decoy listens."""
+    import ipaddress
+    import socket
+
+    from tritongen.server import ports
+
+    pid = ports.server_pid_at(f"127.0.0.1:{port}")
+    assert pid is not None and ports.server_pid_at(f"127.0.0.1:{port}/triton") == pid
+    assert ports.server_pid_at(f"localhost:{port}") == pid
+    both = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.2")})
+    resolve = ports.host_addresses
+    monkeypatch.setattr(ports, "host_addresses", lambda host: both if host == "two-homed" else resolve(host))
+    assert ports.server_pid_at(f"two-homed:{port}") == pid  # nothing on 127.0.0.2 yet
+    with socket.socket() as decoy:
+        decoy.bind(("127.0.0.2", port))
+        decoy.listen()
+        assert ports.server_pid_at(f"two-homed:{port}") is None and ports.server_pid_at(f"127.0.0.1:{port}") == pid
 
 
 def test_tune_starts_only_from_the_signed_config_on_such_a_server(signed, monkeypatch):

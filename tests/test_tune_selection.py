@@ -392,6 +392,33 @@ def test_the_config_loaded_and_just_measured_is_not_loaded_and_warmed_again(monk
     assert again.loaded is None  # what the server holds after a failed load is not known: the next one loads
 
 
+def test_a_later_contender_gets_its_lower_points_tried_only_while_they_could_still_win(monkeypatch, tmp_path):
+    # A holds at 7,000 req/s. B's best point breaks the target when measured again; its next point (search figure
+    # 8,000, over what A confirmed) is tried and holds; its third (6,500 in the search, under A's 7,000) is not.
+    from tritongen.perf import perf_analyzer
+
+    reads = {(A, 16): (7000, 5.0), (B, 24): (8800, 9.6), (B, 16): (7900, 8.0), (B, 8): (6400, 4.0)}
+    asked = []
+    again = _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0))
+
+    def fake(level, requests, *_):
+        key = (again.loaded, level.concurrency[0])  # what the config loaded now reads at that load
+        asked.append(key)
+        rps, p99 = reads[key]
+        return [_p(level.concurrency[0], rps, p99)]
+
+    monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
+    a = _trial(A, _p(16, 7400, 5.1))
+    b = _trial(B, _p(24, 9000, 8.5), _p(16, 8000, 7.0), _p(8, 6500, 3.0))
+    confirmed = _confirm([a, b], again, "perf_analyzer")
+    assert asked == [(A, 16), (B, 24), (B, 16)]
+    assert _pick_confirmed(confirmed, 9.0)[0].candidate == B
+    asked.clear()
+    reads[(B, 16)] = (7900, 9.5)  # over the target too: the third point, under A's figure, is still not tried
+    _confirm([a, b], again, "perf_analyzer")
+    assert asked == [(A, 16), (B, 24), (B, 16)]
+
+
 def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_beside_it(monkeypatch, tmp_path):
     # The search engine (perf_analyzer here, replaced by a table of what the best config reads now) measures the
     # best config again at its best point's load, as long as a search point, after loading it.

@@ -27,13 +27,14 @@ The search's figures are optimistic (the best of a few short measurements), so t
 figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their operating
 points measured again, at least twice as long, by perf_analyzer where it is installed (what the user's own
 perf_analyzer will see), and the config with the highest re-measured throughput whose p99 holds the target wins;
-where a re-measured p99 breaks it, that config's next lower point is tried, and where none of them holds, the next
-``confirm_top`` configs by search figure are measured again the same way (the search's best can be one lucky
-point). Where two configs held, both are measured once more in the reverse order (A B B A: the machine's drift
-weighs on both alike) and the one with the higher mean throughput that held both times wins, on the lower of its
-two figures. With ``climb_steps``, the concurrency then climbs from the winner's confirmed point (each level
-``climb_factor`` higher), re-measured the same way, while each level holds the target and serves more; off by
-default, since on a noisy machine the first lucky re-measurement is the one kept. The record keeps every
+where a re-measured p99 breaks it, that config's next lower point is tried (up to three, while its search figure
+beats the best re-measured figure that held: a lower point that cannot win is not measured), and where none of
+them holds, the next ``confirm_top`` configs by search figure are measured again the same way (the search's best
+can be one lucky point). Where two configs held, both are measured once more in the reverse order (A B B A: the
+machine's drift weighs on both alike) and the one with the higher mean throughput that held both times wins, on
+the lower of its two figures. With ``climb_steps``, the concurrency then climbs from the winner's confirmed point
+(each level ``climb_factor`` higher), re-measured the same way, while each level holds the target and serves more;
+off by default, since on a noisy machine the first lucky re-measurement is the one kept. The record keeps every
 measurement and re-measurement, and the (throughput, p99) frontier is shown.
 """
 
@@ -871,8 +872,9 @@ class _Remeasure:
 
 def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -> list[tuple[Trial, PerfPoint]]:
     """Measure each contender's best point again, ``spec.confirm_s`` long, with ``engine_name``; where its p99
-    breaks the target, its next lower point (at most three tries for the first contender, one for the rest once
-    a figure holds). Returns every re-measurement with its config, in order."""
+    breaks the target, its next lower point (at most three tries; once a figure holds, a later contender's lower
+    point is tried only where its search figure beats the best figure that held: it could still win). Returns
+    every re-measurement with its config, in order."""
     spec, progress = again.spec, again.progress
     target_ms = spec.target_p99_ms
     measured: list[tuple[Trial, PerfPoint]] = []
@@ -883,8 +885,11 @@ def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -
         if not feasible:
             continue
         again.load(trial.candidate, int(feasible[0].load))
-        holds_already = _pick_confirmed(measured, target_ms) is not None
-        for point in feasible[: 1 if holds_already else 3]:
+        held = _pick_confirmed(measured, target_ms)
+        tries = feasible[:3]
+        if held is not None:  # the first point, and lower ones only while they could still win
+            tries = tries[:1] + [p for p in tries[1:] if p.throughput_rps > held[1].throughput_rps]
+        for point in tries:
             try:
                 try:
                     remeasured = again.at(int(point.load), engine_name)

@@ -186,14 +186,16 @@ def host_addresses(host: str) -> frozenset[Address]:
     return frozenset(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
 
 
+def _targets(host: str) -> frozenset[Address]:
+    """The addresses a connection to ``host`` reaches (one to 0.0.0.0 or :: goes to loopback)."""
+    loopback = {4: ipaddress.ip_address("127.0.0.1"), 6: ipaddress.ip_address("::1")}
+    return frozenset(loopback[a.version] if a.is_unspecified else a for a in host_addresses(host))
+
+
 def pids_listening_on(port: int, host: str | None = None) -> list[int]:
     """The processes (of those /proc lets this user see) that hold a listening socket on ``port`` (one that
     accepts connections to ``host``, when given), lowest first; empty where /proc cannot tell."""
-    targets = None
-    if host is not None:  # a connection to 0.0.0.0 or :: goes to loopback
-        loopback = {4: ipaddress.ip_address("127.0.0.1"), 6: ipaddress.ip_address("::1")}
-        targets = frozenset(loopback[a.version] if a.is_unspecified else a for a in host_addresses(host))
-    listening = _listening_inodes(port, targets)
+    listening = _listening_inodes(port, None if host is None else _targets(host))
     if not listening:
         return []
     found = []
@@ -206,10 +208,12 @@ def pids_listening_on(port: int, host: str | None = None) -> list[int]:
 
 
 def server_pid_at(url: str) -> int | None:
-    """The pid of the tritonserver listening at ``url`` (host:port) on this machine, on that host's address or on
-    every address; None when the URL's host is not this machine's (:func:`is_this_machine`), no tritonserver
-    process of this user's is found listening there (in a container, say), or more than one is."""
-    host, _, port = url.rpartition(":")
+    """The pid of the tritonserver listening at ``url`` (host:port, an HTTP base path dropped) on this machine, on
+    that host's address or on every address; None when the URL's host is not this machine's
+    (:func:`is_this_machine`), no tritonserver process of this user's is found listening there (in a container,
+    say), more than one is, or anything else listens on an address the host name reaches (``localhost``: 127.0.0.1
+    and ::1; another user's listener there, whose /proc this user cannot read, could be the one a client reaches)."""
+    host, _, port = url.split("/", 1)[0].rpartition(":")
     host = host.strip("[]")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return None
@@ -224,4 +228,7 @@ def server_pid_at(url: str) -> int | None:
             continue
         if name == "tritonserver":
             found.append(pid)
-    return found[0] if len(found) == 1 else None  # two claim the port (one on another address): meter neither
+    if len(found) != 1:  # two claim the port (one on another address): meter neither
+        return None
+    listening, ours = _listening_inodes(int(port), _targets(host)), _socket_inodes(found[0])
+    return found[0] if listening and ours is not None and listening <= ours else None
