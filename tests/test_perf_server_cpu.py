@@ -262,9 +262,19 @@ def test_a_url_that_stays_on_this_machine_finds_its_server_by_any_local_address(
     an address of one of its interfaces; an address elsewhere is not looked up (its /proc is not ours)."""
     import os
 
-    from tritongen.server.ports import _interface_addresses, is_this_machine, pids_listening_on
+    from tritongen.server.ports import (
+        _interface_addresses,
+        connects_to_loopback,
+        host_addresses,
+        is_loopback,
+        is_this_machine,
+        pids_listening_on,
+    )
 
     assert is_this_machine("127.0.0.1") and is_this_machine("localhost") and is_this_machine("0.0.0.0")
+    assert is_loopback("::ffff:127.0.0.1") and is_this_machine("::ffff:127.0.0.1")  # IPv4-mapped, as IPv4
+    assert connects_to_loopback("0.0.0.0") and connects_to_loopback("::") and not connects_to_loopback("192.0.2.9")
+    assert host_addresses("a..b") == frozenset() and host_addresses("x" * 64 + ".example") == frozenset()
     own = sorted(str(a) for a in _interface_addresses() if a.version == 4 and not a.is_loopback)
     elsewhere = next(a for a in ("192.0.2.7", "198.51.100.7", "203.0.113.7") if a not in own)  # documentation nets
     assert not is_this_machine(elsewhere) and not is_this_machine("no-such-host.invalid")

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import free_ports
 from tests.keys import write_key_pair
 from tritongen.errors import TritongenError
+from tritongen.server.admin import LocalServer
+from tritongen.server.spec import ADMIN_HEADER
 
 torch = pytest.importorskip("torch")
 
@@ -54,7 +56,8 @@ def _files(repo, version: int, public):
     from tritongen.verify import manifest_digests
 
     spec = RolloutSpec(repo=repo, name=NAME, to_version=version, public_key=public)
-    return _model_files(repo / NAME, version, manifest_digests(repo / NAME), _signed(spec, "127.0.0.1:1"))
+    nowhere = LocalServer("127.0.0.1:1", None)  # no server of tritongen's there: the key given decides
+    return _model_files(repo / NAME, version, manifest_digests(repo / NAME), _signed(spec, nowhere))
 
 
 def test_the_signed_digests_are_the_files_sha256_under_the_right_key_only(signed, tmp_path):
@@ -139,7 +142,7 @@ def test_a_signed_file_that_is_gone_is_named(signed):
     (repo / NAME / "2" / "model.onnx").unlink()
     spec = RolloutSpec(repo=repo, name=NAME, to_version=2, public_key=public)
     with pytest.raises(TritongenError, match="tiny/2/model.onnx is signed but missing"):
-        _model_files(repo / NAME, 2, None, _signed(spec, "127.0.0.1:1"))  # a model allow_unverified names
+        _model_files(repo / NAME, 2, None, _signed(spec, LocalServer("127.0.0.1:1", None)))  # no manifest
 
 
 @pytest.mark.server
@@ -220,44 +223,76 @@ def _found_only_where_it_alone_listens(port: int, monkeypatch) -> None:
         assert ports.server_pid_at(f"two-homed:{port}") is None and ports.server_pid_at(f"127.0.0.1:{port}") == pid
 
 
-def test_tune_starts_only_from_the_signed_config_on_such_a_server(signed, monkeypatch):
-    """tune loads variations of the model's config: into a server that checks signatures (its key found by the
-    port, here put in place of the lookup) the config they start from must be the signed one."""
+def _server_with_key(folder, public, address: str = "127.0.0.1:1"):
+    """A server as rollout and tune find it by its port: its private folder holds the key it checks with."""
+    from tritongen.server.admin import LocalServer, write_admin_key, write_signing_key
+
+    folder.mkdir(parents=True)
+    write_signing_key(folder, public.read_bytes())
+    write_admin_key(folder, "sesame")
+    return LocalServer(address, folder)
+
+
+def test_tune_starts_only_from_the_signed_config_on_such_a_server(signed, tmp_path):
+    """tune loads variations of the model's config: into a server that checks signatures (found by the port) the
+    config they start from must be the signed one."""
     from tritongen.perf.tune import _check_signed_config
-    from tritongen.server import admin
 
     repo, _, public = signed
     config = repo / NAME / "config.pbtxt"
-    _check_signed_config("127.0.0.1:1", repo / NAME, config.read_text())  # no server with a key there: no check
-    monkeypatch.setattr(admin, "signing_key_at", lambda address: public)
-    _check_signed_config("127.0.0.1:1", repo / NAME, config.read_text())  # the signed config
+    _check_signed_config(LocalServer("127.0.0.1:1", None), repo / NAME, config.read_text())  # none found: no check
+    server = _server_with_key(tmp_path / "home", public)
+    _check_signed_config(server, repo / NAME, config.read_text())  # the signed config
     changed = config.read_text() + "\n# changed\n"
     with pytest.raises(TritongenError) as err:
-        _check_signed_config("127.0.0.1:1", repo / NAME, changed)
+        _check_signed_config(server, repo / NAME, changed)
     assert "is not the one the repository's signature lists" in err.value.problem
     assert "127.0.0.1:1" in err.value.problem and str(public) not in err.value.message
 
 
-def test_a_key_given_beside_the_servers_own_must_be_that_key(signed, tmp_path, monkeypatch):
+def test_a_key_given_beside_the_servers_own_must_be_that_key(signed, tmp_path):
     """The server's key decides what rollout holds the files to: another key given by hand (with a signature made
-    by its holder) is refused, not used in its place; the server's key given again is fine."""
-    from tritongen.server import admin
+    by its holder) is refused, not used in its place; the server's key given again is fine, and errors then name
+    it as the server's key, not by the file in the server's private folder."""
     from tritongen.signing import same_public_key
 
     repo, _, public = signed
     _, other = write_key_pair(tmp_path, "other")
     assert same_public_key(public, public) and not same_public_key(public, other)
-    monkeypatch.setattr(admin, "signing_key_at", lambda address: public)
+    server = _server_with_key(tmp_path / "home", public)
     with pytest.raises(TritongenError) as err:
-        admin.signed_digests_for("127.0.0.1:1", repo, other)
+        server.signed_digests(repo, other)
     assert f"public key {other} is not the key the server at 127.0.0.1:1 checks signatures with" == err.value.problem
-    assert f"{NAME}/2/model.py" in admin.signed_digests_for("127.0.0.1:1", repo, public)
+    assert f"{NAME}/2/model.py" in server.signed_digests(repo, public)
     _, unsigned_by = write_key_pair(tmp_path, "third")
-    monkeypatch.setattr(admin, "signing_key_at", lambda address: unsigned_by)
-    with pytest.raises(TritongenError) as err:  # the server's key, named as such and its address once
-        admin.signed_digests_for("127.0.0.1:1", repo)
-    assert "the server's key" in err.value.problem and str(unsigned_by) not in err.value.message
-    assert err.value.problem.count("127.0.0.1:1") == 1
+    for given in (None, unsigned_by):  # the server checks with a key the repository was not signed with
+        server = _server_with_key(tmp_path / f"home-{given is None}", unsigned_by)
+        with pytest.raises(TritongenError) as err:  # the server's key, named as such and its address once
+            server.signed_digests(repo, given)
+        assert "the server's key" in err.value.problem and str(server.home) not in err.value.message
+        assert err.value.problem.count("127.0.0.1:1") == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "sent"),
+    [
+        ("127.0.0.1:1", True),
+        ("localhost:1", True),
+        ("0.0.0.0:1", True),
+        ("[::ffff:127.0.0.1]:1", True),
+        ("192.0.2.9:1", False),
+        ("myhost:1/triton", False),
+    ],
+)
+def test_the_admin_key_is_sent_only_where_the_connection_goes_to_loopback(tmp_path, address, sent):
+    """The signing key is found by any address of this machine (holding files to it is the safe side), the admin
+    key only for one that connects to loopback: another of the machine's addresses can be redirected (a
+    container's published port), and the key is a secret."""
+    _, public = write_key_pair(tmp_path)
+    server = _server_with_key(tmp_path / "home", public, address)
+    assert server.signing_key() is not None
+    assert bool(server.headers("http")) is sent
+    assert server.headers("grpc") == ({f"triton-grpc-protocol-{ADMIN_HEADER}": "sesame"} if sent else {})
 
 
 def test_a_signature_path_that_is_no_regular_file_is_named_so_without_waiting(signed, tmp_path):
@@ -270,6 +305,8 @@ def test_a_signature_path_that_is_no_regular_file_is_named_so_without_waiting(si
     os.mkfifo(fifo)  # a reader that opened it blocking would wait for a writer forever
     with pytest.raises(TritongenError, match="not a regular file"):
         signed_digests(repo, public, fifo)
+    with pytest.raises(TritongenError, match=f"public key file {fifo} cannot be read .*not a regular file"):
+        signed_digests(repo, fifo)
     with pytest.raises(TritongenError, match="it is a folder"):
         signed_digests(repo, public, tmp_path)
 

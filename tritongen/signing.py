@@ -48,20 +48,23 @@ def _library():
 
 
 def _read_key(path: Path, role: str) -> bytes:
-    if not path.exists():
+    """The key file's bytes, read once and bounded (a FIFO or device is refused, not waited on)."""
+    try:
+        return regular_bytes(path, MAX_KEY_BYTES)
+    except FileNotFoundError:
         raise TritongenError(
             f"{role} key file {path} does not exist", f"pass the PEM file of the {role} key ({_KEYGEN})"
-        )
-    if not path.is_file():
-        raise TritongenError(f"{role} key path {path} is not a file", f"pass the PEM file of the {role} key")
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_KEY_BYTES + 1)
-    if len(data) > MAX_KEY_BYTES:
+        ) from None
+    except FileTooLargeError:
         raise TritongenError(
             f"{role} key file {path} is larger than {MAX_KEY_BYTES >> 10} KiB, too large for a key",
             f"pass the PEM file of the {role} key",
-        )
-    return data
+        ) from None
+    except IsADirectoryError:
+        raise TritongenError(f"{role} key path {path} is not a file", f"pass the PEM file of the {role} key") from None
+    except OSError as exc:
+        problem = f"{role} key file {path} {read_problem(exc)}"
+        raise TritongenError(problem, f"pass the PEM file of the {role} key") from None
 
 
 def _key_kind(key) -> str:

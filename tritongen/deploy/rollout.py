@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,6 +65,9 @@ from .rollout_record import (
     restore_record,
     write_record,
 )
+
+if TYPE_CHECKING:
+    from ..server.admin import LocalServer
 
 CANDIDATE_SUFFIX = "__tritongen_candidate"
 MAX_LOAD_BYTES = (2 << 30) - 1  # the files of one load request: gRPC and protobuf carry no larger message
@@ -161,12 +164,12 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     existed = record_path(model_dir).exists()
     record = read_record(model_dir)
     from ..client import host_port_from_url
-    from ..server.admin import admin_headers_at
+    from ..server.admin import local_server_at
 
-    address = host_port_from_url(spec.url)
+    server = local_server_at(host_port_from_url(spec.url))  # found once: its admin key and signing key belong together
     # none given: the key of a server tritongen started on this machine, found by its port
-    headers = spec.headers or admin_headers_at(address, spec.protocol)
-    signed = _signed(spec, address)  # before the server is asked anything: a repository not signed is refused first
+    headers = spec.headers or server.headers(spec.protocol)
+    signed = _signed(spec, server)  # before the server is asked anything: a repository not signed is refused first
     with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
@@ -424,7 +427,7 @@ def _resume(
     elif not set(ready) <= {pending.from_version, pending.to_version}:  # the server moved on since: act on nothing
         done = (
             f"dropped the recorded unfinished {pending.action} {pending.from_version} -> {pending.to_version}: the "
-            f"server serves version {ready[-1]}"
+            f"server serves {'version' if len(ready) == 1 else 'versions'} {', '.join(map(str, ready))}"
         )
         record = replace(record, pending=None).with_event(
             _event(pending.action, pending.from_version, pending.to_version, "stale step dropped", None)
@@ -465,13 +468,11 @@ def _digests(spec: RolloutSpec, model_dir: Path) -> dict[str, str] | None:
     return digests
 
 
-def _signed(spec: RolloutSpec, address: str) -> dict[str, str] | None:
-    """Where what is sent must be signed (``spec.public_key``, else the key of the server at ``address`` that
-    ``serve --public-key`` started on this machine): the sha256 the repository's signature gives each file of the
-    model, by path in the model folder (the signature is proven that key's first). None: no signature to hold to."""
-    from ..server.admin import signed_digests_for
-
-    digests = signed_digests_for(address, spec.repo, spec.public_key, spec.signature)
+def _signed(spec: RolloutSpec, server: LocalServer) -> dict[str, str] | None:
+    """Where what is sent must be signed (the key of the server that ``serve --public-key`` started on this machine,
+    else ``spec.public_key``): the sha256 the repository's signature gives each file of the model, by path in the
+    model folder (the signature is proven that key's first). None: no signature to hold to."""
+    digests = server.signed_digests(spec.repo, spec.public_key, spec.signature)
     if digests is None:
         return None
     prefix = f"{spec.name}/"

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..client import ModelLoadError, Triton, spec_protocol
 from ..errors import TritongenError
@@ -55,6 +55,9 @@ from ..layout import CONFIG_NAME
 from ..progress import Progress
 from .results import PerfPoint
 from .spec import ENGINES, PerfSpec
+
+if TYPE_CHECKING:
+    from ..server.admin import LocalServer
 
 CONCURRENCY_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TUNE_RECORD = "tune.json"
@@ -339,15 +342,14 @@ def _neighbour(c: Candidate, dim: str, value) -> Candidate:
     return replace(c, **{dim: value})
 
 
-def _check_signed_config(address: str, model_dir: Path, text: str) -> None:
+def _check_signed_config(server: LocalServer, model_dir: Path, text: str) -> None:
     """Into a server that loads only signed files (``serve --public-key`` on this machine, its key found by the
     port), tune loads variations of the model's config: the config they start from must be the signed one, so
     that they differ from it only in what tune searches."""
     import hashlib
 
-    from ..server.admin import signed_digests_for
-
-    digests = signed_digests_for(address, model_dir.parent)
+    address = server.address
+    digests = server.signed_digests(model_dir.parent)
     if digests is None:
         return
     if digests.get(f"{model_dir.name}/{CONFIG_NAME}") != hashlib.sha256(text.encode()).hexdigest():
@@ -374,7 +376,7 @@ def tune_model(spec: TuneSpec, progress: Progress | None = None) -> TuneResult:
 def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     from ..client import host_port_from_url, model_metadata
     from ..layout import config_text
-    from ..server.admin import admin_headers_at
+    from ..server.admin import local_server_at
     from ..validate import config_from_text
     from .inputs import request_set_for_model
     from .loadgen import ServerGone
@@ -420,13 +422,12 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything is loaded if it is missing
     url = perf.resolved_url()
-    _check_signed_config(host_port_from_url(url), spec.model_dir, text)
+    local = local_server_at(host_port_from_url(url))  # found once: its admin key and signing key belong together
+    _check_signed_config(local, spec.model_dir, text)
     metadata = model_metadata(url, model, protocol=spec.protocol)
     requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
     # a load may take minutes; the key of a server tritongen started on this machine, found by its port
-    server = Triton(
-        url, spec.protocol, max(spec.timeout_s, 300), admin_headers_at(host_port_from_url(url), spec.protocol)
-    )
+    server = Triton(url, spec.protocol, max(spec.timeout_s, 300), local.headers(spec.protocol))
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     base = candidate_from_config(base_config)
     space = _search_space(spec, base, kind_cpu)

@@ -16,6 +16,7 @@ same folder: those commands hold every file they send it to the repository's sig
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TritongenError
@@ -59,9 +60,9 @@ def _write_private(path: Path, data: bytes) -> Path:
 
 
 def server_home_at(address: str) -> Path | None:
-    """The private folder of the tritonserver that tritongen started and that listens at ``address`` (host:port,
-    on loopback) on this machine; None where there is no such server or this user cannot see where it runs (another
-    user's server)."""
+    """The private folder of the tritonserver that tritongen started and that listens at ``address`` (host:port) on
+    this machine (:func:`tritongen.server.ports.server_pid_at`); None where there is no such server or this user
+    cannot see where it runs (another user's server)."""
     from .ports import server_pid_at
 
     try:
@@ -74,57 +75,93 @@ def server_home_at(address: str) -> Path | None:
     return home if home.name.startswith(SERVER_HOME_PREFIX) else None  # else a server tritongen did not start
 
 
+@dataclass(frozen=True)
+class LocalServer:
+    """The server at ``address`` as found once, by its port, for one command: the admin key it sends and the
+    signing key it holds files to come from the same folder (two lookups could find two different servers).
+    ``home`` None: no server tritongen started is found there (a remote one, another user's, one in a container)."""
+
+    address: str
+    home: Path | None
+
+    def headers(self, protocol: str) -> dict[str, str]:
+        """Its admin headers, read from its folder; only for an address that connects to loopback (a loopback
+        address, ``localhost``, 0.0.0.0 or ::): a connection to another of this machine's addresses can be
+        redirected elsewhere (a container's published port), and the key is a secret. Empty where there is no
+        such server, it has no key, or this user may not read it."""
+        from ..files import regular_bytes
+        from .ports import connects_to_loopback
+
+        if self.home is None or not connects_to_loopback(_host(self.address)):
+            return {}
+        try:
+            raw = regular_bytes(self.home / ADMIN_KEY_NAME, MAX_KEY_BYTES, follow_links=False)
+            token = raw.decode("ascii").strip()
+        except (OSError, UnicodeDecodeError, ValueError, TritongenError):  # no readable key of a local server
+            return {}
+        return admin_headers(token, protocol)
+
+    def signing_key(self) -> Path | None:
+        """The public key the server's repository was checked with (``serve --public-key``), as a file in its
+        private folder; None where it checks no signature or is not one tritongen started on this machine. Found
+        by any address of this machine: holding files to a signature is the safe side of a redirected
+        connection."""
+        if self.home is None:
+            return None
+        path = self.home / SIGNING_KEY_NAME
+        return path if path.is_file() and not path.is_symlink() else None
+
+    def signed_digests(self, repo: Path, public_key: Path | None = None, signature: Path | None = None):
+        """Where what tritongen loads into this server must be signed: its own key (:meth:`signing_key`), else
+        ``public_key``: the sha256 the signature of ``repo`` (``signature``, default the repository's) gives each
+        file, by path in the repository (:func:`tritongen.signing.signed_digests`: the signature is proven that
+        key's first). None: nothing to hold to. A ``public_key`` that is not the server's key is refused: the
+        server's own key decides. Errors name the server's key as such, not by where serve keeps it."""
+        from ..signing import same_public_key, signed_digests
+
+        server_key = self.signing_key()
+        if server_key is None and public_key is None:
+            return None
+        try:
+            if server_key is not None and public_key is not None and not same_public_key(public_key, server_key):
+                raise TritongenError(
+                    f"public key {public_key} is not the key the server at {self.address} checks signatures with",
+                    "leave --public-key out (the server's own key is used) or pass the key the server was started with",
+                )
+            key = server_key or public_key
+            assert key is not None
+            return signed_digests(repo, key, signature)
+        except TritongenError as err:
+            if server_key is not None:
+                for attribute in ("problem", "fix", "details"):
+                    setattr(err, attribute, getattr(err, attribute).replace(str(server_key), "the server's key"))
+                if "checks signatures" not in err.problem:
+                    err.problem += f" (the server at {self.address} checks signatures: it loads only signed files)"
+                err.args = (err.message,)
+            raise
+
+
+def local_server_at(address: str) -> LocalServer:
+    """The tritonserver tritongen started that listens at ``address`` (host:port) on this machine, found once."""
+    return LocalServer(address, server_home_at(address))
+
+
+def _host(address: str) -> str:
+    return address.split("/", 1)[0].rpartition(":")[0].strip("[]")
+
+
 def admin_headers_at(address: str, protocol: str) -> dict[str, str]:
     """The admin headers of the tritonserver that tritongen started and that listens at ``address`` (host:port,
-    on loopback) on this machine: its key, read from beside the folder it runs in. Empty where there is no such
-    server, it has no key, or this user may not read it (another user's server)."""
-    from ..files import regular_bytes
-
-    home = server_home_at(address)
-    if home is None:
-        return {}
-    try:
-        token = regular_bytes(home / ADMIN_KEY_NAME, MAX_KEY_BYTES, follow_links=False).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError, ValueError, TritongenError):  # no readable key of a local server
-        return {}
-    return admin_headers(token, protocol)
+    connecting to loopback) on this machine (:meth:`LocalServer.headers`)."""
+    return local_server_at(address).headers(protocol)
 
 
 def signing_key_at(address: str) -> Path | None:
-    """The public key that the repository of the tritonserver tritongen started at ``address`` was checked with
-    (``serve --public-key``), as a file in the server's private folder; None where the server checks no signature
-    or is not one tritongen started on this machine."""
-    home = server_home_at(address)
-    if home is None:
-        return None
-    path = home / SIGNING_KEY_NAME
-    return path if path.is_file() and not path.is_symlink() else None
+    """The public key the tritonserver tritongen started at ``address`` checks signatures with
+    (:meth:`LocalServer.signing_key`)."""
+    return local_server_at(address).signing_key()
 
 
 def signed_digests_for(address: str, repo: Path, public_key: Path | None = None, signature: Path | None = None):
-    """Where what tritongen loads into the server at ``address`` must be signed: the key of a server ``serve
-    --public-key`` started on this machine (found by its port), else ``public_key``: the sha256 the signature of
-    ``repo`` (``signature``, default the repository's) gives each file, by path in the repository
-    (:func:`tritongen.signing.signed_digests`: the signature is proven that key's first). None: nothing to hold to.
-    A ``public_key`` that is not the server's key is refused: the server's own key decides. Errors about the
-    server's key name it as such, not by where serve keeps it."""
-    from ..signing import same_public_key, signed_digests
-
-    server_key = signing_key_at(address)
-    if server_key is not None and public_key is not None and not same_public_key(public_key, server_key):
-        raise TritongenError(
-            f"public key {public_key} is not the key the server at {address} checks signatures with",
-            "leave --public-key out (the server's own key is used) or pass the key the server was started with",
-        )
-    key = server_key or public_key
-    if key is None:
-        return None
-    try:
-        return signed_digests(repo, key, signature)
-    except TritongenError as err:
-        if public_key is None:
-            for attribute in ("problem", "fix", "details"):
-                setattr(err, attribute, getattr(err, attribute).replace(str(key), "the server's key"))
-            err.problem += f" (the server at {address} checks signatures: it loads only signed files)"
-            err.args = (err.message,)
-        raise
+    """:meth:`LocalServer.signed_digests` of the server at ``address``."""
+    return local_server_at(address).signed_digests(repo, public_key, signature)

@@ -10,15 +10,32 @@ import sys
 from ..errors import TritongenError
 from .spec import DEFAULT_PORTS, ServeSpec
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(host: str) -> Address | None:
+    """``host`` as an IP address (an IPv4-mapped IPv6 address as its IPv4 one), None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (there, nothing restricts the model-control APIs)."""
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = _ip(host)
+    return address is not None and address.is_loopback
+
+
+def connects_to_loopback(host: str) -> bool:
+    """Whether a connection to ``host`` goes to loopback: a loopback address, ``localhost``, or the unspecified
+    address (Linux connects 0.0.0.0 and :: to loopback)."""
+    address = _ip(host)
+    return is_loopback(host) or (address is not None and address.is_unspecified)
 
 
 def _interface_addresses() -> frozenset[Address]:
@@ -102,9 +119,6 @@ def choose_ports(spec: ServeSpec) -> dict[str, int]:
     return chosen
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
 def _proc_address(hex_address: str, byteorder: str = sys.byteorder) -> Address:
     """An address as /proc/net/tcp{,6} writes it: 4 bytes (IPv4) or four 32-bit words, each in host order."""
     raw = bytes.fromhex(hex_address)
@@ -175,15 +189,19 @@ def listens_on(pid: int, port: int) -> bool | None:
 def host_addresses(host: str) -> frozenset[Address]:
     """The addresses a client connecting to ``host`` may reach: an IP address itself; a name (``localhost``)
     resolved on this machine; empty when it does not resolve."""
-    try:
-        return frozenset({ipaddress.ip_address(host)})
-    except ValueError:
-        pass
+    address = _ip(host)
+    if address is not None:
+        return frozenset({address})
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: a name no IDNA label takes ("a..b", a label over 63)
         return frozenset()
-    return frozenset(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    found = set()
+    for info in infos:
+        resolved = _ip(str(info[4][0]).split("%")[0])
+        if resolved is not None:
+            found.add(resolved)
+    return frozenset(found)
 
 
 def _targets(host: str) -> frozenset[Address]:
