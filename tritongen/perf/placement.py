@@ -8,8 +8,8 @@ from .server_cpu import server_pid_at
 
 
 def server_cpus_at(url: str) -> tuple[int, ...] | None:
-    """The CPU set of the tritonserver listening at ``url`` (host:port) on this machine; None when the URL is not
-    loopback or no tritonserver process of this user's is found listening there (in a container, say)."""
+    """The CPU set of the tritonserver listening at ``url`` (host:port) on this machine; None when the URL's host is
+    not this machine's or no tritonserver process of this user's is found listening there (in a container, say)."""
     pid = server_pid_at(url)
     return cpus_of(pid) if pid is not None else None
 

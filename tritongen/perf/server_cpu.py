@@ -8,9 +8,9 @@ spent 100 us per request on a client that sends a batch's worth of requests back
 clients that spread them out (perf_analyzer's; bench/harness_agreement.py). Two load generators that disagree on
 such a model show it in this figure.
 
-Only for a server found listening on a loopback URL's port (:func:`server_pid_at`); None otherwise. The stubs are
-found once, when the meter is made (they start when their model loads); every process of the server counts, so
-another client's load on another model during the run would count too.
+Only for a server found listening on the port of a URL of this machine (:func:`server_pid_at`); None otherwise.
+The stubs are found once, when the meter is made (they start when their model loads); every process of the server
+counts, so another client's load on another model during the run would count too.
 """
 
 from __future__ import annotations
