@@ -190,6 +190,9 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
         sign_repository(repo, private)
         result = tritongen.rollout(repo, NAME, to_version=3, url=server.grpc_url, **gate)
         assert result.promoted, result.summary()
+        assert "signature: every file sent is the one the repository's signature lists under the server's key" in (
+            result.summary()
+        )
         back = tritongen.rollback(repo, NAME, url=server.grpc_url)
         assert back.promoted and back.to_version == 2, back.summary()
 
@@ -317,3 +320,19 @@ def test_serving_unchecked_with_a_key_is_refused_at_the_call(signed):
     repo, _, public = signed
     with pytest.raises(TritongenError, match="verify=False serves the repository unchecked"):
         tritongen.serve(repo, verify=False, public_key=public)
+
+
+def test_a_rollout_with_the_admin_key_by_hand_says_when_no_signature_was_checked(signed, tmp_path):
+    """--header reaches a server rollout cannot look into (another host): the result says nothing was held to a
+    signature there, and how to make it so; with a key, what the files were held to."""
+    from tritongen.deploy.rollout import RolloutSpec, _signature_words
+
+    repo, _, public = signed
+    nowhere = LocalServer("192.0.2.9:8001", None)
+    by_hand = RolloutSpec(repo=repo, name=NAME, to_version=2, headers={"triton-admin": "k"})
+    words = _signature_words(by_hand, nowhere, False) or ""
+    assert "not checked" in words and "192.0.2.9:8001" in words and "--public-key" in words
+    assert _signature_words(RolloutSpec(repo=repo, name=NAME, to_version=2), nowhere, False) is None
+    keyed = RolloutSpec(repo=repo, name=NAME, to_version=2, public_key=public)
+    assert f"under the key {public}" in (_signature_words(keyed, nowhere, True) or "")
+    assert "under the server's key" in (_signature_words(keyed, _server_with_key(tmp_path / "h", public), True) or "")

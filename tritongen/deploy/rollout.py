@@ -123,9 +123,12 @@ class RolloutResult:
     gate: GateReport | None = None
     resumed: str | None = None  # what a half-done step from an earlier run became
     elapsed_s: float = 0.0
+    signature: str | None = None  # what the files sent were held to, beyond the manifests (None: nothing to say)
 
     def summary(self) -> str:
         lines = [f"resumed: {self.resumed}"] if self.resumed else []
+        if self.signature:
+            lines.append(f"signature: {self.signature}")
         if self.gate is not None:
             lines.append(self.gate.summary())
             if self.gate.path is not None:
@@ -170,6 +173,7 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     # none given: the key of a server tritongen started on this machine, found by its port
     headers = spec.headers or server.headers(spec.protocol)
     signed = _signed(spec, server)  # before the server is asked anything: a repository not signed is refused first
+    signature = _signature_words(spec, server, signed is not None)
     with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
@@ -191,12 +195,17 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
                 event = _event(ROLLOUT, live, target, "refused", gate)
                 write_record(spec.repo, model_dir, replace(record, pending=None).with_event(event))
                 elapsed = time.monotonic() - start
-                return RolloutResult(spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed)
+                return RolloutResult(
+                    spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed, signature=signature
+                )
         step.switch(config, target, files, say)
         record = replace(record, live=target, previous=live, pending=None)
         write_record(spec.repo, model_dir, record.with_event(_event(spec.action, live, target, "promoted", gate)))
         after = tuple(_ready(triton, spec.name, spec.url))
-        return RolloutResult(spec.name, spec.action, live, target, True, after, gate, resumed, time.monotonic() - start)
+        elapsed = time.monotonic() - start
+        return RolloutResult(
+            spec.name, spec.action, live, target, True, after, gate, resumed, elapsed, signature=signature
+        )
 
 
 @dataclass(frozen=True)
@@ -477,6 +486,21 @@ def _signed(spec: RolloutSpec, server: LocalServer) -> dict[str, str] | None:
         return None
     prefix = f"{spec.name}/"
     return {path[len(prefix) :]: digest for path, digest in digests.items() if path.startswith(prefix)}
+
+
+def _signature_words(spec: RolloutSpec, server: LocalServer, checked: bool) -> str | None:
+    """What the result says about signatures: what the files were held to; or, where the admin key was passed by
+    hand and no server of this machine that checks signatures was found, that nothing was (a server elsewhere may
+    check them: only --public-key brings its key here). Nothing otherwise."""
+    if checked:
+        key = "the server's key" if server.signing_key() is not None else f"the key {spec.public_key}"
+        return f"every file sent is the one the repository's signature lists under {key}"
+    if spec.headers:
+        return (
+            f"not checked (no --public-key, and no server of this machine that checks signatures at {server.address}); "
+            "pass --public-key to hold what is sent to the repository's signature"
+        )
+    return None
 
 
 def _model_files(
