@@ -393,8 +393,9 @@ def test_the_config_loaded_and_just_measured_is_not_loaded_and_warmed_again(monk
 
 
 def test_a_later_contender_gets_its_lower_points_tried_only_while_they_could_still_win(monkeypatch, tmp_path):
-    # A holds at 7,000 req/s. B's best point breaks the target when measured again; its next point (search figure
-    # 8,000, over what A confirmed) is tried and holds; its third (6,500 in the search, under A's 7,000) is not.
+    # A holds at 7,000 req/s. B's best point (concurrency 24) breaks the target when measured again; its next by
+    # search figure is at a higher load (32): not tried; then 16 (8,000, over what A confirmed) is tried and holds;
+    # 8 (6,500 in the search, under A's 7,000) is not.
     from tritongen.perf import perf_analyzer
 
     reads = {(A, 16): (7000, 5.0), (B, 24): (8800, 9.6), (B, 16): (7900, 8.0), (B, 8): (6400, 4.0)}
@@ -409,7 +410,7 @@ def test_a_later_contender_gets_its_lower_points_tried_only_while_they_could_sti
 
     monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
     a = _trial(A, _p(16, 7400, 5.1))
-    b = _trial(B, _p(24, 9000, 8.5), _p(16, 8000, 7.0), _p(8, 6500, 3.0))
+    b = _trial(B, _p(24, 9000, 8.5), _p(32, 8500, 8.9), _p(16, 8000, 7.0), _p(8, 6500, 3.0))
     confirmed = _confirm([a, b], again, "perf_analyzer")
     assert asked == [(A, 16), (B, 24), (B, 16)]
     assert _pick_confirmed(confirmed, 9.0)[0].candidate == B

@@ -27,8 +27,8 @@ The search's figures are optimistic (the best of a few short measurements), so t
 figures: the ``confirm_top`` best configs (those within ``confirm_within_pct`` of the best) have their operating
 points measured again, at least twice as long, by perf_analyzer where it is installed (what the user's own
 perf_analyzer will see), and the config with the highest re-measured throughput whose p99 holds the target wins;
-where a re-measured p99 breaks it, that config's next lower point is tried (up to three, while its search figure
-beats the best re-measured figure that held: a lower point that cannot win is not measured), and where none of
+where a re-measured p99 breaks it, that config's next point at a lower concurrency is tried (up to three, while its
+search figure beats the best re-measured figure that held: a point that cannot win is not measured), and where none of
 them holds, the next ``confirm_top`` configs by search figure are measured again the same way (the search's best
 can be one lucky point). Where two configs held, both are measured once more in the reverse order (A B B A: the
 machine's drift weighs on both alike) and the one with the higher mean throughput that held both times wins, on
@@ -873,9 +873,9 @@ class _Remeasure:
 
 def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -> list[tuple[Trial, PerfPoint]]:
     """Measure each contender's best point again, ``spec.confirm_s`` long, with ``engine_name``; where its p99
-    breaks the target, its next lower point (at most three tries; once a figure holds, a later contender's lower
-    point is tried only where its search figure beats the best figure that held: it could still win). Returns
-    every re-measurement with its config, in order."""
+    breaks the target, its next point by search figure at a lower load (at most three tries; once a figure holds, a
+    later contender's next point is tried only where its search figure beats the best figure that held: it could
+    still win). Returns every re-measurement with its config, in order."""
     spec, progress = again.spec, again.progress
     target_ms = spec.target_p99_ms
     measured: list[tuple[Trial, PerfPoint]] = []
@@ -887,10 +887,15 @@ def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -
             continue
         again.load(trial.candidate, int(feasible[0].load))
         held = _pick_confirmed(measured, target_ms)
-        tries = feasible[:3]
-        if held is not None:  # the first point, and lower ones only while they could still win
-            tries = tries[:1] + [p for p in tries[1:] if p.throughput_rps > held[1].throughput_rps]
-        for point in tries:
+        tries, over_at = 0, None
+        for point in feasible:
+            if tries == 3:
+                break
+            if over_at is not None and point.load >= over_at:  # more load than a point that broke the target
+                continue
+            if tries and held is not None and point.throughput_rps <= held[1].throughput_rps:
+                break  # it could not win (nor could the rest: they serve less)
+            tries += 1
             try:
                 try:
                     remeasured = again.at(int(point.load), engine_name)
@@ -912,6 +917,7 @@ def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -
             )
             if holds:
                 break
+            over_at = point.load
     return measured
 
 
