@@ -154,7 +154,7 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
     after signing (version 2 keeps answering), and rolls it out once the repository is signed again."""
     import tritongen
     from tritongen.client import Triton, host_port_from_url
-    from tritongen.server.admin import signing_key_at
+    from tritongen.server.admin import local_server_at
     from tritongen.signing import sign_repository
 
     repo, private, public = signed
@@ -162,7 +162,7 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
     x = EXAMPLE["x"][:1]
     ports = {"http_port": http, "grpc_port": grpc, "metrics_port": metrics}
     with tritongen.serve(repo, public_key=public, model_control="explicit", **ports) as server:
-        kept = signing_key_at(host_port_from_url(server.grpc_url))
+        kept = local_server_at(host_port_from_url(server.grpc_url)).signing_key()
         assert kept is not None and kept.read_bytes() == public.read_bytes()
         _found_only_where_it_alone_listens(http, monkeypatch)
         with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:

@@ -10,7 +10,7 @@ server listens on (:func:`admin_headers_at`); anyone else passes the header ``se
 
 A server whose repository was checked against a signature (``serve --public-key``) keeps that public key in the
 same folder: those commands hold every file they send it to the repository's signature under that key
-(:func:`signing_key_at`), so a version built or changed after signing is not loaded into it either.
+(:meth:`LocalServer.signing_key`), so a version built or changed after signing is not loaded into it either.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def write_admin_key(home: Path, token: str) -> Path:
 def write_signing_key(home: Path, public_key: bytes) -> Path:
     """Keep the public key the server's repository was checked with in ``home``: tritongen's commands that load
     models into it (``rollout``, ``rollback``, ``tune``) hold what they send to the repository's signature under
-    that key (:func:`signing_key_at`)."""
+    that key (:meth:`LocalServer.signing_key`)."""
     return _write_private(Path(home) / SIGNING_KEY_NAME, public_key)
 
 
@@ -154,14 +154,3 @@ def admin_headers_at(address: str, protocol: str) -> dict[str, str]:
     """The admin headers of the tritonserver that tritongen started and that listens at ``address`` (host:port,
     connecting to loopback) on this machine (:meth:`LocalServer.headers`)."""
     return local_server_at(address).headers(protocol)
-
-
-def signing_key_at(address: str) -> Path | None:
-    """The public key the tritonserver tritongen started at ``address`` checks signatures with
-    (:meth:`LocalServer.signing_key`)."""
-    return local_server_at(address).signing_key()
-
-
-def signed_digests_for(address: str, repo: Path, public_key: Path | None = None, signature: Path | None = None):
-    """:meth:`LocalServer.signed_digests` of the server at ``address``."""
-    return local_server_at(address).signed_digests(repo, public_key, signature)

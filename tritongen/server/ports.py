@@ -60,9 +60,10 @@ def is_this_machine(host: str) -> bool:
     """Whether a connection to ``host`` stays on this machine: loopback, the unspecified address (``0.0.0.0``,
     ``::``, which Linux connects to loopback) or an address of one of its interfaces, given as such or as a name
     that resolves only to those. A server listening there is one this machine's /proc shows."""
-    if is_loopback(host):
-        return True
-    addresses = host_addresses(host)
+    return is_loopback(host) or _all_local(host_addresses(host))
+
+
+def _all_local(addresses: frozenset[Address]) -> bool:
     if not addresses:
         return False
     local = _interface_addresses()
@@ -204,16 +205,20 @@ def host_addresses(host: str) -> frozenset[Address]:
     return frozenset(found)
 
 
-def _targets(host: str) -> frozenset[Address]:
-    """The addresses a connection to ``host`` reaches (one to 0.0.0.0 or :: goes to loopback)."""
+def _targets(addresses: frozenset[Address]) -> frozenset[Address]:
+    """The addresses a connection to one of ``addresses`` reaches (one to 0.0.0.0 or :: goes to loopback)."""
     loopback = {4: ipaddress.ip_address("127.0.0.1"), 6: ipaddress.ip_address("::1")}
-    return frozenset(loopback[a.version] if a.is_unspecified else a for a in host_addresses(host))
+    return frozenset(loopback[a.version] if a.is_unspecified else a for a in addresses)
 
 
 def pids_listening_on(port: int, host: str | None = None) -> list[int]:
     """The processes (of those /proc lets this user see) that hold a listening socket on ``port`` (one that
     accepts connections to ``host``, when given), lowest first; empty where /proc cannot tell."""
-    listening = _listening_inodes(port, None if host is None else _targets(host))
+    return _holders(_listening_inodes(port, None if host is None else _targets(host_addresses(host))))
+
+
+def _holders(listening: set[str] | None) -> list[int]:
+    """The processes (of those /proc lets this user see) holding one of the sockets ``listening``, lowest first."""
     if not listening:
         return []
     found = []
@@ -230,15 +235,18 @@ def server_pid_at(url: str) -> int | None:
     that host's address or on every address; None when the URL's host is not this machine's
     (:func:`is_this_machine`), no tritonserver process of this user's is found listening there (in a container,
     say), more than one is, or anything else listens on an address the host name reaches (``localhost``: 127.0.0.1
-    and ::1; another user's listener there, whose /proc this user cannot read, could be the one a client reaches)."""
+    and ::1; another user's listener there, whose /proc this user cannot read, could be the one a client reaches).
+    The name is resolved once and the listening sockets read once: the pid and the check are of the same sockets."""
     host, _, port = url.split("/", 1)[0].rpartition(":")
     host = host.strip("[]")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return None
-    if not is_this_machine(host):
+    addresses = host_addresses(host)
+    if not (is_loopback(host) or _all_local(addresses)):
         return None
+    listening = _listening_inodes(int(port), _targets(addresses))
     found = []
-    for pid in pids_listening_on(int(port), host):
+    for pid in _holders(listening):
         try:
             with open(f"/proc/{pid}/comm") as f:
                 name = f.read().strip()
@@ -248,5 +256,5 @@ def server_pid_at(url: str) -> int | None:
             found.append(pid)
     if len(found) != 1:  # two claim the port (one on another address): meter neither
         return None
-    listening, ours = _listening_inodes(int(port), _targets(host)), _socket_inodes(found[0])
+    ours = _socket_inodes(found[0])
     return found[0] if listening and ours is not None and listening <= ours else None

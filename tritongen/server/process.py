@@ -225,7 +225,8 @@ def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
 def server_from_repository(spec: ServeSpec, *, signing_key: bytes | None = None) -> RunningServer:
     """Start tritonserver on ``spec.repo`` and return once every model in the repository is READY.
     ``signing_key``: the public key (PEM) the repository's signature was checked with, kept in the server's private
-    folder for tritongen's commands that load models into it (:func:`tritongen.server.admin.signing_key_at`)."""
+    folder for tritongen's commands that load models into it
+    (:meth:`tritongen.server.admin.LocalServer.signing_key`)."""
     if not spec.repo.is_dir():
         raise TritongenError(
             f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder"
