@@ -67,10 +67,10 @@ def test_a_file_changed_after_the_checks_is_not_what_triton_loads(tmp_path, serv
     monkeypatch.setenv("TRITONGEN_TEST_MARKER", str(marker))
     real = server_module.server_from_repository
 
-    def swapped_then_started(spec):
+    def swapped_then_started(spec, **options):
         model_py = repo / "lin" / "1" / "model.py"
         model_py.write_text(MARKER_MODEL_PY + model_py.read_text())  # after every check, before the load
-        return real(spec)
+        return real(spec, **options)
 
     monkeypatch.setattr(server_module, "server_from_repository", swapped_then_started)
     http, grpc, metrics = free_ports(3)
