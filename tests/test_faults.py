@@ -30,6 +30,7 @@ STRING_KINDS = {
 }
 NOT_FRAMING = tuple(k for k in BAD_KINDS if k != "bad_string_framing")
 MB = 1024
+TRITON_LOCK_ABORT = "boost::interprocess::lock_exception"  # Triton's Python backend aborting (see the stub-kill test)
 
 
 def csv_samples(count: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -223,10 +224,36 @@ def test_triton_251_does_not_restart_a_killed_stub_and_a_reload_does(served):
 @pytest.mark.server
 @pytest.mark.slow
 def test_stub_killed_under_load_recovers_by_reload_and_failures_are_counted(served):
-    before = {pid for pid, model in stubs_from_server(served.pid).items() if model == "seq"}
-    result = soak(served, duration_s=5, kill_stub_at_s=1.5, recovery_timeout_s=30, timeout_s=8)
+    """Killed under load, the stub's model recovers by a reload. Triton 2.51's Python backend itself can abort the
+    whole server when the stub dies holding the shared-memory lock it shares with it ("terminate called after
+    throwing an instance of 'boost::interprocess::lock_exception'", then signal 6; seen once in four fresh-clone CI
+    runs; upstream: triton-inference-server/server#8882, open): only that crash, found in the server's log, sends
+    the scenario to a fresh server, at most twice; every assertion is made on a run whose server lived."""
+    from dataclasses import replace
+
+    from tritongen.server import server_from_repository
+
+    server, fresh = served, []
+    try:
+        for attempt in range(3):
+            before = {pid for pid, model in stubs_from_server(server.pid).items() if model == "seq"}
+            result = soak(server, duration_s=5, kill_stub_at_s=1.5, recovery_timeout_s=30, timeout_s=8)
+            print(result.summary())
+            aborted = not server.is_running() and TRITON_LOCK_ABORT in server.log_path.read_text(errors="replace")
+            if not aborted or attempt == 2:
+                break
+            print("tritonserver aborted on its shared-memory lock when the stub died: again on a fresh server")
+            http, grpc, metrics = free_ports(3)
+            server = server_from_repository(replace(served.spec, http_port=http, grpc_port=grpc, metrics_port=metrics))
+            fresh.append(server)
+        _assert_recovered_by_reload(server, result, before)
+    finally:
+        for extra in fresh:
+            extra.stop(timeout_s=1)
+
+
+def _assert_recovered_by_reload(served, result, before) -> None:
     kill = result.stub_kill
-    print(result.summary())
     assert kill is not None and kill.pid in before and kill.model == "seq"
     assert kill.recovered and not kill.self_recovered and kill.reload_error is None
     assert kill.recovery_s < 10 and kill.reload_s < 10
