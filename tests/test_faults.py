@@ -242,6 +242,7 @@ def test_stub_killed_under_load_recovers_by_reload_and_failures_are_counted(serv
             aborted = not server.is_running() and TRITON_LOCK_ABORT in server.log_path.read_text(errors="replace")
             if not aborted or attempt == 2:
                 break
+            assert TRITON_LOCK_ABORT in result.server_crash  # the soak's result quotes the server's own last word
             print("tritonserver aborted on its shared-memory lock when the stub died: again on a fresh server")
             http, grpc, metrics = free_ports(3)
             server = server_from_repository(replace(served.spec, http_port=http, grpc_port=grpc, metrics_port=metrics))
@@ -273,3 +274,22 @@ def _assert_recovered_by_reload(served, result, before) -> None:
 def test_reload_needs_explicit_model_control(tiny_server):
     with pytest.raises(TritongenError, match="explicit"):
         reload_model(tiny_server, "double")
+
+
+def test_a_soak_whose_server_died_quotes_how_in_its_summary():
+    """A server gone by the end of a soak is named with its own last word (Triton's abort line), not only
+    "alive: False", so a reader sees whose crash it was."""
+    from tritongen.testing.faults import SoakResult
+
+    def result(crash: str) -> SoakResult:
+        return SoakResult(
+            models=("seq",), seconds=5.0, concurrency=4, sent=10, good_sent=10, good_ok=10, good_failed=0,
+            good_wrong=0, bad_sent=0, bad_rejected=0, bad_accepted=0, bad_unanswered=0, bad_by_kind={}, errors={},
+            error_samples={}, rss_before_kb=1, rss_start_kb=1, rss_end_kb=1, rss_peak_kb=1, stubs_start={},
+            stubs_end={}, zombies_end=0, server_alive=not crash, server_crash=crash,
+        )  # fmt: skip
+
+    crash = "killed by signal 6 (SIGABRT); its log: terminate called after throwing an instance of 'x'"
+    assert f"  server gone: {crash}" in result(crash).summary().splitlines()
+    assert "server gone" not in result("").summary()
+    assert result(crash).to_dict()["server_crash"] == crash

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import free_ports
 from tests.keys import write_key_pair
 from tritongen.errors import TritongenError
-from tritongen.server.admin import LocalServer
+from tritongen.server.admin import SIGNING_KEY_NAME, LocalServer
 from tritongen.server.spec import ADMIN_HEADER
 
 torch = pytest.importorskip("torch")
@@ -57,7 +57,8 @@ def _files(repo, version: int, public):
 
     spec = RolloutSpec(repo=repo, name=NAME, to_version=version, public_key=public)
     nowhere = LocalServer("127.0.0.1:1", None)  # no server of tritongen's there: the key given decides
-    return _model_files(repo / NAME, version, manifest_digests(repo / NAME), _signed(spec, nowhere))
+    signed_files = nowhere.signed_digests(repo, public)
+    return _model_files(repo / NAME, version, manifest_digests(repo / NAME), _signed(spec, signed_files))
 
 
 def test_the_signed_digests_are_the_files_sha256_under_the_right_key_only(signed, tmp_path):
@@ -142,7 +143,7 @@ def test_a_signed_file_that_is_gone_is_named(signed):
     (repo / NAME / "2" / "model.onnx").unlink()
     spec = RolloutSpec(repo=repo, name=NAME, to_version=2, public_key=public)
     with pytest.raises(TritongenError, match="tiny/2/model.onnx is signed but missing"):
-        _model_files(repo / NAME, 2, None, _signed(spec, LocalServer("127.0.0.1:1", None)))  # no manifest
+        _model_files(repo / NAME, 2, None, _signed(spec, LocalServer("127.0.0.1:1", None).signed_digests(repo, public)))
 
 
 @pytest.mark.server
@@ -266,7 +267,10 @@ def test_a_key_given_beside_the_servers_own_must_be_that_key(signed, tmp_path):
     with pytest.raises(TritongenError) as err:
         server.signed_digests(repo, other)
     assert f"public key {other} is not the key the server at 127.0.0.1:1 checks signatures with" == err.value.problem
-    assert f"{NAME}/2/model.py" in server.signed_digests(repo, public)
+    held = server.signed_digests(repo, public)
+    assert held is not None and f"{NAME}/2/model.py" in held.digests and held.by_server_key
+    by_hand = LocalServer("127.0.0.1:1", None).signed_digests(repo, public)  # no server's key: the given one decides
+    assert by_hand is not None and by_hand.digests == held.digests and not by_hand.by_server_key
     _, unsigned_by = write_key_pair(tmp_path, "third")
     for given in (None, unsigned_by):  # the server checks with a key the repository was not signed with
         server = _server_with_key(tmp_path / f"home-{given is None}", unsigned_by)
@@ -330,9 +334,13 @@ def test_a_rollout_with_the_admin_key_by_hand_says_when_no_signature_was_checked
     repo, _, public = signed
     nowhere = LocalServer("192.0.2.9:8001", None)
     by_hand = RolloutSpec(repo=repo, name=NAME, to_version=2, headers={"triton-admin": "k"})
-    words = _signature_words(by_hand, nowhere, False) or ""
+    words = _signature_words(by_hand, nowhere, None) or ""
     assert "not checked" in words and "192.0.2.9:8001" in words and "--public-key" in words
-    assert _signature_words(RolloutSpec(repo=repo, name=NAME, to_version=2), nowhere, False) is None
+    assert _signature_words(RolloutSpec(repo=repo, name=NAME, to_version=2), nowhere, None) is None
     keyed = RolloutSpec(repo=repo, name=NAME, to_version=2, public_key=public)
-    assert f"under the key {public}" in (_signature_words(keyed, nowhere, True) or "")
-    assert "under the server's key" in (_signature_words(keyed, _server_with_key(tmp_path / "h", public), True) or "")
+    assert f"under the key {public}" in (_signature_words(keyed, nowhere, nowhere.signed_digests(repo, public)) or "")
+    local = _server_with_key(tmp_path / "h", public)
+    # the words follow the key that decided, as found by the one lookup: not a second look at the server's folder
+    held = local.signed_digests(repo, public)
+    (local.home / SIGNING_KEY_NAME).unlink()
+    assert "under the server's key" in (_signature_words(keyed, local, held) or "")

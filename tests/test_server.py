@@ -270,8 +270,10 @@ def test_stop_after_the_server_was_killed_leaves_no_stub_behind(tmp_path, server
         )
         load.start()
         time.sleep(1.5)
+        assert server.crash() == ""  # running
         server.process.kill()
         server.process.wait(timeout=10)
+        assert server.crash().startswith("killed by signal 9 (SIGKILL)"), server.crash()
         time.sleep(1.0)
         orphans = group_members(server.pid)
         print(f"left after the kill: {orphans} (stubs {stubs})")

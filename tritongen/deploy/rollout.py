@@ -67,7 +67,7 @@ from .rollout_record import (
 )
 
 if TYPE_CHECKING:
-    from ..server.admin import LocalServer
+    from ..server.admin import LocalServer, SignedFiles
 
 CANDIDATE_SUFFIX = "__tritongen_candidate"
 MAX_LOAD_BYTES = (2 << 30) - 1  # the files of one load request: gRPC and protobuf carry no larger message
@@ -172,8 +172,9 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     server = local_server_at(host_port_from_url(spec.url))  # found once: its admin key and signing key belong together
     # none given: the key of a server tritongen started on this machine, found by its port
     headers = spec.headers or server.headers(spec.protocol)
-    signed = _signed(spec, server)  # before the server is asked anything: a repository not signed is refused first
-    signature = _signature_words(spec, server, signed is not None)
+    signed_files = server.signed_digests(spec.repo, spec.public_key, spec.signature)  # before the server is asked
+    signed = _signed(spec, signed_files)  # anything: a repository not signed is refused first
+    signature = _signature_words(spec, server, signed_files)
     with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
@@ -477,23 +478,23 @@ def _digests(spec: RolloutSpec, model_dir: Path) -> dict[str, str] | None:
     return digests
 
 
-def _signed(spec: RolloutSpec, server: LocalServer) -> dict[str, str] | None:
+def _signed(spec: RolloutSpec, signed: SignedFiles | None) -> dict[str, str] | None:
     """Where what is sent must be signed (the key of the server that ``serve --public-key`` started on this machine,
-    else ``spec.public_key``): the sha256 the repository's signature gives each file of the model, by path in the
-    model folder (the signature is proven that key's first). None: no signature to hold to."""
-    digests = server.signed_digests(spec.repo, spec.public_key, spec.signature)
-    if digests is None:
+    else ``spec.public_key``: :meth:`LocalServer.signed_digests`): the sha256 the repository's signature gives each
+    file of the model, by path in the model folder (the signature is proven that key's first). None: no signature
+    to hold to."""
+    if signed is None:
         return None
     prefix = f"{spec.name}/"
-    return {path[len(prefix) :]: digest for path, digest in digests.items() if path.startswith(prefix)}
+    return {path[len(prefix) :]: digest for path, digest in signed.digests.items() if path.startswith(prefix)}
 
 
-def _signature_words(spec: RolloutSpec, server: LocalServer, checked: bool) -> str | None:
+def _signature_words(spec: RolloutSpec, server: LocalServer, signed: SignedFiles | None) -> str | None:
     """What the result says about signatures: what the files were held to; or, where the admin key was passed by
     hand and no server of this machine that checks signatures was found, that nothing was (a server elsewhere may
     check them: only --public-key brings its key here). Nothing otherwise."""
-    if checked:
-        key = "the server's key" if server.signing_key() is not None else f"the key {spec.public_key}"
+    if signed is not None:
+        key = "the server's key" if signed.by_server_key else f"the key {spec.public_key}"
         return f"every file sent is the one the repository's signature lists under {key}"
     if spec.headers:
         return (

@@ -349,10 +349,10 @@ def _check_signed_config(server: LocalServer, model_dir: Path, text: str) -> Non
     import hashlib
 
     address = server.address
-    digests = server.signed_digests(model_dir.parent)
-    if digests is None:
+    signed = server.signed_digests(model_dir.parent)
+    if signed is None:
         return
-    if digests.get(f"{model_dir.name}/{CONFIG_NAME}") != hashlib.sha256(text.encode()).hexdigest():
+    if signed.digests.get(f"{model_dir.name}/{CONFIG_NAME}") != hashlib.sha256(text.encode()).hexdigest():
         raise TritongenError(
             f"{model_dir / CONFIG_NAME} is not the one the repository's signature lists, and the server at {address} "
             "loads only signed files (serve --public-key): tune would load configs made from an unsigned one",

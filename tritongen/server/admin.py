@@ -76,6 +76,15 @@ def server_home_at(address: str) -> Path | None:
 
 
 @dataclass(frozen=True)
+class SignedFiles:
+    """What a server's files are held to: the sha256 the repository's signature gives each file, by path in the
+    repository, and whether the key that proved the signature is the server's own (else the one given)."""
+
+    digests: dict[str, str]
+    by_server_key: bool
+
+
+@dataclass(frozen=True)
 class LocalServer:
     """The server at ``address`` as found once, by its port, for one command: the admin key it sends and the
     signing key it holds files to come from the same folder (two lookups could find two different servers).
@@ -111,12 +120,15 @@ class LocalServer:
         path = self.home / SIGNING_KEY_NAME
         return path if path.is_file() and not path.is_symlink() else None
 
-    def signed_digests(self, repo: Path, public_key: Path | None = None, signature: Path | None = None):
+    def signed_digests(
+        self, repo: Path, public_key: Path | None = None, signature: Path | None = None
+    ) -> SignedFiles | None:
         """Where what tritongen loads into this server must be signed: its own key (:meth:`signing_key`), else
         ``public_key``: the sha256 the signature of ``repo`` (``signature``, default the repository's) gives each
         file, by path in the repository (:func:`tritongen.signing.signed_digests`: the signature is proven that
-        key's first). None: nothing to hold to. A ``public_key`` that is not the server's key is refused: the
-        server's own key decides. Errors name the server's key as such, not by where serve keeps it."""
+        key's first), with which of the two keys decided (looked up once). None: nothing to hold to. A
+        ``public_key`` that is not the server's key is refused: the server's own key decides. Errors name the
+        server's key as such, not by where serve keeps it."""
         from ..signing import same_public_key, signed_digests
 
         server_key = self.signing_key()
@@ -130,7 +142,7 @@ class LocalServer:
                 )
             key = server_key or public_key
             assert key is not None
-            return signed_digests(repo, key, signature)
+            return SignedFiles(signed_digests(repo, key, signature), by_server_key=server_key is not None)
         except TritongenError as err:
             if server_key is not None:
                 for attribute in ("problem", "fix", "details"):

@@ -132,6 +132,7 @@ def _raise_exited(server: Any, code: int) -> None:
     raise TritongenError(problem, f"see the server log below, or all of it in {server.log_path}", details=details)
 
 
+LOG_CRASH_LINES = 400  # how far back from the log's end a crash's own line is looked for (a stack trace follows it)
 _ERROR_LINE_RE = re.compile(
     r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
     r"\"?(?P<msg>.*?)\"?$|^(?P<plain>(error|.*unrecognized option|.*invalid argument).*)$",
@@ -162,6 +163,34 @@ def log_load_errors(log_path: Path) -> dict[str, str]:
     except OSError:
         return {}
     return {m["name"]: m["reason"].replace("\\n", "\n") for m in _LOAD_ERROR_RE.finditer(text)}
+
+
+_CRASH_LINE_RE = re.compile(
+    r"^(?P<line>(terminate called .*|Signal \(\d+\) received.*|.*Segmentation fault.*|.*core dumped.*))$", re.MULTILINE
+)
+
+
+def crash_words(returncode: int | None, log_path: Path) -> str:
+    """How a server that is gone ended, for a person: its exit (a signal by name) and its log's own last word on it
+    (``terminate called after throwing an instance of ...``, ``Signal (6) received``), read from the log's tail;
+    empty while it runs."""
+    import signal
+
+    if returncode is None:
+        return ""
+    if returncode < 0:
+        try:
+            how = f"killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+    else:
+        how = f"exited with code {returncode}"
+    lines = [m["line"].strip() for m in _CRASH_LINE_RE.finditer(tail_of(log_path, LOG_CRASH_LINES))]
+    said = next((line for line in reversed(lines) if line.startswith("terminate called")), lines[-1] if lines else "")
+    if not said and returncode != 0:
+        errors = log_errors(log_path, limit=1)
+        said = errors[-1] if errors else ""
+    return how + (f"; its log: {said[:300]}" if said else "")
 
 
 def tail_of(path: Path, lines: int) -> str:

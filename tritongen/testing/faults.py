@@ -126,6 +126,7 @@ class SoakResult:
     zombies_end: int  # dead children the server has not reaped
     server_alive: bool
     stub_kill: StubKill | None = None
+    server_crash: str = ""  # a server gone by the end: how it ended, in its own log's words (RunningServer.crash)
 
     @property
     def rss_ratio(self) -> float:
@@ -169,6 +170,8 @@ class SoakResult:
             f"  server alive at end: {self.server_alive}; stubs {len(self.stubs_start)} -> {len(self.stubs_end)}, "
             f"unreaped dead children {self.zombies_end}"
         )
+        if self.server_crash:
+            lines.append(f"  server gone: {self.server_crash}")
         k = self.stub_kill
         if k is not None:
             fmt = lambda v: "-" if v is None else f"{v:.3f} s"  # noqa: E731
@@ -553,4 +556,5 @@ def _result(
         zombies_end=zombies_from_server(server.pid),
         server_alive=_server_alive(server),
         stub_kill=kill,
+        server_crash=server.crash(),
     )
