@@ -238,15 +238,22 @@ def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():
     assert run_from_json(json_from_run(replace(run, points=(local,)))).points[0].client_machine_share == 0.25
 
 
-def test_the_machine_share_counts_only_for_a_server_on_this_machine():
+def test_the_machine_share_counts_only_for_a_server_on_this_machine(monkeypatch):
+    """Loopback, 0.0.0.0 and any address of this machine's interfaces reach a server on this machine (the client
+    shares its cores); an address elsewhere does not."""
+    import ipaddress
     import os
 
     from tritongen.perf.loadgen import _machine_share
+    from tritongen.server import ports
 
     cores = os.cpu_count() or 1
     assert _machine_share(PerfSpec(model="m", url="127.0.0.1:8001"), 0.5) == 0.5 / cores
     assert _machine_share(PerfSpec(model="m", url="localhost:8001"), 0.5) == 0.5 / cores
-    assert _machine_share(PerfSpec(model="m", url="10.1.2.3:8001"), 0.5) is None
+    assert _machine_share(PerfSpec(model="m", url="0.0.0.0:8001"), 0.5) == 0.5 / cores
+    monkeypatch.setattr(ports, "_interface_addresses", lambda: frozenset({ipaddress.ip_address("10.1.2.3")}))
+    assert _machine_share(PerfSpec(model="m", url="10.1.2.3:8001"), 0.5) == 0.5 / cores  # this machine's own
+    assert _machine_share(PerfSpec(model="m", url="10.1.2.4:8001"), 0.5) is None
 
 
 def test_more_perf_analyzer_options_pass_through_but_not_the_ones_tritongen_sets(tmp_path):

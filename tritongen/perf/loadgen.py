@@ -296,16 +296,16 @@ async def _level(
 
 
 def _machine_share(spec: PerfSpec, client_cores: float) -> float | None:
-    """The client's share of this machine's cores when the server runs here too (a loopback URL), else None; None
-    too when the client is pinned to CPUs the server does not use (--client-cpus): then it takes nothing of the
-    server's."""
+    """The client's share of this machine's cores when the server runs here too (a URL that stays on this machine:
+    loopback, 0.0.0.0, or an address of one of its interfaces), else None; None too when the client is pinned to
+    CPUs the server does not use (--client-cpus): then it takes nothing of the server's."""
     import os
 
-    from ..server.ports import is_loopback
+    from ..server.ports import is_this_machine
     from .placement import server_cpus_at
 
     host = spec.resolved_url().rpartition(":")[0].strip("[]")
-    if not host or not is_loopback(host):
+    if not host or not is_this_machine(host):
         return None
     if spec.client_cpus:
         server = server_cpus_at(spec.resolved_url())
