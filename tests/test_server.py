@@ -422,6 +422,44 @@ def test_serve_stopped_by_ctrl_c_or_sigterm_says_so_and_leaves_nothing_running(
     assert not list(logs.glob("tritongen-*"))  # the checked copy and the server's folder too
 
 
+@pytest.mark.server
+def test_serve_whose_server_crashes_says_how_in_one_line_and_keeps_the_log(tmp_path, server_install):
+    """tritonserver aborting under serve (as Triton's Python backend does on its shared-memory lock, server#8882):
+    serve exits non-zero with one line naming the signal and quoting the log's own last word, and the log stays."""
+    import signal
+
+    repo, logs, proc = _serve_in_a_process(tmp_path, DOUBLE_MODEL)
+    with proc:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("press Ctrl-C"):
+                break
+        assert lines and lines[-1].startswith("press Ctrl-C"), "".join(lines) + proc.stderr.read()
+        (log,) = logs.glob("tritonserver-*.log")
+        (server,) = [
+            p for p in processes_mentioning(str(logs)) if Path(f"/proc/{p}/comm").read_text().strip() == "tritonserver"
+        ]
+        os.kill(server, signal.SIGABRT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: tritonserver ended on its own: killed by signal 6 (SIGABRT)"), err
+    assert f"read its log {log}" in line and log.exists()  # kept: the message names it
+    said = crash_said(log)
+    assert said is None or f"its log: {said.rstrip('.')}" in line  # an error line's problem drops its final stop
+
+
+def crash_said(log: Path) -> str | None:
+    """The line of the log serve should quote, found here independently of tritongen: None where the log has none."""
+    import re
+
+    found = re.findall(r"^(terminate called .*|Signal \(\d+\) received.*)$", log.read_text(errors="replace"), re.M)
+    terminate = [f for f in found if f.startswith("terminate called")]
+    return (terminate or found or [None])[-1]
+
+
 SLOW_LOAD_MODEL = DOUBLE_MODEL.replace(
     "class TritonPythonModel:\n",
     "import time\n\n\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(600)\n\n",

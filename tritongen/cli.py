@@ -433,7 +433,8 @@ def serve(
             _echo_err(f"stopped: tritonserver unloaded its models and exited (code {code}){log}")
             return
         if code != 0:
-            raise TritongenError(f"tritonserver exited on its own with code {code}", f"read its log {server.log_path}")
+            # how it ended, in its own log's words (a signal by name; "terminate called after ...", "Signal (6) ...")
+            raise TritongenError(f"tritonserver ended on its own: {server.crash()}", f"read its log {server.log_path}")
         _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
 
 
