@@ -194,7 +194,7 @@ def test_rollout_into_a_server_that_checks_signatures_loads_signed_versions_only
         assert "signature: every file sent is the one the repository's signature lists under the server's key" in (
             result.summary()
         )
-        back = tritongen.rollback(repo, NAME, url=server.grpc_url)
+        back = tritongen.rollback(repo, NAME, url=f"grpc://localhost:{grpc}")  # by name: its key found, held to it
         assert back.promoted and back.to_version == 2, back.summary()
 
         (repo / ".tritongen-signature.sig").unlink()  # not signed at all: refused, saying why the server cares
@@ -213,6 +213,7 @@ def _found_only_where_it_alone_listens(port: int, monkeypatch) -> None:
     import socket
 
     from tritongen.server import ports
+    from tritongen.server.admin import local_server_at
 
     pid = ports.server_pid_at(f"127.0.0.1:{port}")
     assert pid is not None and ports.server_pid_at(f"127.0.0.1:{port}/triton") == pid
@@ -221,10 +222,21 @@ def _found_only_where_it_alone_listens(port: int, monkeypatch) -> None:
     resolve = ports.host_addresses
     monkeypatch.setattr(ports, "host_addresses", lambda host: both if host == "two-homed" else resolve(host))
     assert ports.server_pid_at(f"two-homed:{port}") == pid  # nothing on 127.0.0.2 yet
+    assert ports.server_found_at(f"localhost:{port}") == ports.FoundServer(pid, f"127.0.0.1:{port}")
+    local = local_server_at(f"two-homed:{port}")  # found while the server alone listens there
+    assert local.home is not None and local.connect == f"127.0.0.1:{port}"
     with socket.socket() as decoy:
         decoy.bind(("127.0.0.2", port))
         decoy.listen()
         assert ports.server_pid_at(f"two-homed:{port}") is None and ports.server_pid_at(f"127.0.0.1:{port}") == pid
+        # a listener that appeared on the name's other address after the look is not reached: rollout and tune
+        # connect (with the admin key) to the address the server was found listening on, not to the name again
+        assert local.url(f"http://two-homed:{port}/triton") == f"http://127.0.0.1:{port}/triton"
+        assert local.url(f"grpc://two-homed:{port}") == f"grpc://127.0.0.1:{port}"
+        assert local.url(f"two-homed:{port}") == f"127.0.0.1:{port}"
+        assert local.headers("http")  # the admin key: for the loopback address it connects to
+    nowhere = local_server_at("192.0.2.9:8001")  # not this machine's: the URL as given, no key
+    assert nowhere.url("grpc://192.0.2.9:8001") == "grpc://192.0.2.9:8001" and nowhere.headers("grpc") == {}
 
 
 def _server_with_key(folder, public, address: str = "127.0.0.1:1"):

@@ -175,7 +175,8 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     signed_files = server.signed_digests(spec.repo, spec.public_key, spec.signature)  # before the server is asked
     signed = _signed(spec, signed_files)  # anything: a repository not signed is refused first
     signature = _signature_words(spec, server, signed_files)
-    with Triton(spec.url, spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
+    # to a server found here, by the address it was found listening on: the name is not resolved again
+    with Triton(server.url(spec.url), spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
         if record.pending is not None:

@@ -427,7 +427,8 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     metadata = model_metadata(url, model, protocol=spec.protocol)
     requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
     # a load may take minutes; the key of a server tritongen started on this machine, found by its port
-    server = Triton(url, spec.protocol, max(spec.timeout_s, 300), local.headers(spec.protocol))
+    # to a server found here, by the address it was found listening on (the name is not resolved again)
+    server = Triton(local.url(url), spec.protocol, max(spec.timeout_s, 300), local.headers(spec.protocol))
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     base = candidate_from_config(base_config)
     space = _search_space(spec, base, kind_cpu)

@@ -63,14 +63,15 @@ def server_home_at(address: str) -> Path | None:
     """The private folder of the tritonserver that tritongen started and that listens at ``address`` (host:port) on
     this machine (:func:`tritongen.server.ports.server_pid_at`); None where there is no such server or this user
     cannot see where it runs (another user's server)."""
-    from .ports import server_pid_at
+    return local_server_at(address).home
 
+
+def _home_of(pid: int | None) -> Path | None:
+    if pid is None:
+        return None
     try:
-        pid = server_pid_at(address)
-        if pid is None:
-            return None
         home = Path(os.readlink(f"/proc/{pid}/cwd")).parent
-    except (OSError, ValueError, TritongenError):
+    except (OSError, ValueError):
         return None
     return home if home.name.startswith(SERVER_HOME_PREFIX) else None  # else a server tritongen did not start
 
@@ -92,6 +93,19 @@ class LocalServer:
 
     address: str
     home: Path | None
+    connect: str | None = None  # host:port, the address literal it was found listening on (FoundServer.address)
+
+    def url(self, url: str) -> str:
+        """``url`` (the one this server was found by) to connect to it with its admin key: its host replaced by
+        the address literal the server was found listening on (a name resolved again could reach another listener
+        since), scheme and HTTP base path kept; unchanged where no server of tritongen's was found."""
+        if self.home is None or self.connect is None:
+            return url
+        text = url.strip()
+        scheme = next((s for s in ("grpc://", "http://") if text.lower().startswith(s)), "")
+        rest = text[len(scheme) :]
+        path = rest.split("/", 1)[1] if "/" in rest else ""
+        return f"{scheme}{self.connect}" + (f"/{path}" if path else "")
 
     def headers(self, protocol: str) -> dict[str, str]:
         """Its admin headers, read from its folder; only for an address that connects to loopback (a loopback
@@ -101,7 +115,7 @@ class LocalServer:
         from ..files import regular_bytes
         from .ports import connects_to_loopback
 
-        if self.home is None or not connects_to_loopback(_host(self.address)):
+        if self.home is None or not connects_to_loopback(_host(self.connect or self.address)):
             return {}
         try:
             raw = regular_bytes(self.home / ADMIN_KEY_NAME, MAX_KEY_BYTES, follow_links=False)
@@ -154,8 +168,16 @@ class LocalServer:
 
 
 def local_server_at(address: str) -> LocalServer:
-    """The tritonserver tritongen started that listens at ``address`` (host:port) on this machine, found once."""
-    return LocalServer(address, server_home_at(address))
+    """The tritonserver tritongen started that listens at ``address`` (host:port) on this machine, found once (its
+    folder and the address literal to connect to it by come from the same look: :func:`ports.server_found_at`)."""
+    from .ports import server_found_at
+
+    try:
+        found = server_found_at(address)
+    except (OSError, ValueError, TritongenError):  # nothing found: no key of a local server is used
+        found = None
+    home = None if found is None else _home_of(found.pid)
+    return LocalServer(address, home, None if home is None or found is None else found.address)
 
 
 def _host(address: str) -> str:

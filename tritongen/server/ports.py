@@ -6,6 +6,7 @@ import ipaddress
 import os
 import socket
 import sys
+from dataclasses import dataclass
 
 from ..errors import TritongenError
 from .spec import DEFAULT_PORTS, ServeSpec
@@ -140,7 +141,16 @@ def _reaches(bound: Address, targets: frozenset[Address]) -> bool:
 def _listening_inodes(port: int, addresses: frozenset[Address] | None = None) -> set[str] | None:
     """Socket inodes in LISTEN state on ``port`` (on any address, or on one that accepts connections to one of
     ``addresses``), from /proc/net/tcp{,6}; None without /proc."""
-    found: set[str] = set()
+    listeners = _listeners(port)
+    if listeners is None:
+        return None
+    return {inode for bound, inode in listeners if addresses is None or _reaches(bound, addresses)}
+
+
+def _listeners(port: int) -> list[tuple[Address, str]] | None:
+    """(bound address, socket inode) of every socket in LISTEN state on ``port``, from /proc/net/tcp{,6} read once;
+    None without /proc."""
+    found: list[tuple[Address, str]] = []
     seen_table = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -152,8 +162,7 @@ def _listening_inodes(port: int, addresses: frozenset[Address] | None = None) ->
         for line in lines:
             fields = line.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                if addresses is None or _reaches(_proc_address(fields[1].rsplit(":", 1)[0]), addresses):
-                    found.add(fields[9])
+                found.append((_proc_address(fields[1].rsplit(":", 1)[0]), fields[9]))
     return found if seen_table else None
 
 
@@ -231,12 +240,29 @@ def _holders(listening: set[str] | None) -> list[int]:
 
 
 def server_pid_at(url: str) -> int | None:
-    """The pid of the tritonserver listening at ``url`` (host:port, an HTTP base path dropped) on this machine, on
-    that host's address or on every address; None when the URL's host is not this machine's
-    (:func:`is_this_machine`), no tritonserver process of this user's is found listening there (in a container,
-    say), more than one is, or anything else listens on an address the host name reaches (``localhost``: 127.0.0.1
-    and ::1; another user's listener there, whose /proc this user cannot read, could be the one a client reaches).
-    The name is resolved once and the listening sockets read once: the pid and the check are of the same sockets."""
+    """The pid of the tritonserver listening at ``url`` on this machine (:func:`server_found_at`), else None."""
+    found = server_found_at(url)
+    return None if found is None else found.pid
+
+
+@dataclass(frozen=True)
+class FoundServer:
+    """A tritonserver found listening at a URL of this machine: its pid, and ``address`` (``host:port``, an IP
+    address literal, IPv4 and loopback first) where it listens among the addresses the URL's host resolved to when
+    it was found. A client that holds secrets for it connects there, not by the name again: a name resolved anew
+    (``localhost``: 127.0.0.1 and ::1) could reach a listener that appeared since on its other address."""
+
+    pid: int
+    address: str
+
+
+def server_found_at(url: str) -> FoundServer | None:
+    """The tritonserver listening at ``url`` (host:port, an HTTP base path dropped) on this machine, on that host's
+    address or on every address; None when the URL's host is not this machine's (:func:`is_this_machine`), no
+    tritonserver process of this user's is found listening there (in a container, say), more than one is, or
+    anything else listens on an address the host name reaches (``localhost``: 127.0.0.1 and ::1; another user's
+    listener there, whose /proc this user cannot read, could be the one a client reaches). The name is resolved
+    once and the listening sockets read once: the pid, the check and the address are of the same sockets."""
     host, _, port = url.split("/", 1)[0].rpartition(":")
     host = host.strip("[]")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
@@ -244,7 +270,11 @@ def server_pid_at(url: str) -> int | None:
     addresses = host_addresses(host)
     if not (is_loopback(host) or _all_local(addresses)):
         return None
-    listening = _listening_inodes(int(port), _targets(addresses))
+    targets = _targets(addresses)
+    listeners = _listeners(int(port))
+    if listeners is None:
+        return None
+    listening = {inode for bound, inode in listeners if _reaches(bound, targets)}
     found = []
     for pid in _holders(listening):
         try:
@@ -257,4 +287,10 @@ def server_pid_at(url: str) -> int | None:
     if len(found) != 1:  # two claim the port (one on another address): meter neither
         return None
     ours = _socket_inodes(found[0])
-    return found[0] if listening and ours is not None and listening <= ours else None
+    if not listening or ours is None or not listening <= ours:
+        return None
+    for target in sorted(targets, key=lambda a: (a.version, not a.is_loopback, int(a))):
+        if any(_reaches(bound, frozenset({target})) for bound, inode in listeners if inode in ours):
+            literal = str(target) if target.version == 4 else f"[{target}]"
+            return FoundServer(found[0], f"{literal}:{int(port)}")
+    return None
