@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -390,8 +393,34 @@ def _serve_in_a_process(tmp_path: Path, model_py: str):
     logs = tmp_path / "tmp"
     logs.mkdir()
     env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(logs))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    # Ctrl-C's default: a suite started in the background by a shell without job control inherits SIGINT ignored,
+    # and Python then installs no handler for it (serve would never see the Ctrl-C these tests send)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     return repo, logs, proc
+
+
+@contextlib.contextmanager
+def _ended(proc):
+    """``proc`` (a serve process) for the block, and ended on the way out whatever happened in it: SIGTERM (serve
+    stops its server), then SIGKILL; a failed assertion must not leave the test waiting on a serve that runs on."""
+    with proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 @pytest.mark.server
@@ -403,7 +432,7 @@ def test_serve_stopped_by_ctrl_c_or_sigterm_says_so_and_leaves_nothing_running(
     import signal
 
     repo, logs, proc = _serve_in_a_process(tmp_path, DOUBLE_MODEL)
-    with proc:
+    with _ended(proc):
         assert proc.stdout is not None
         lines = []
         for line in proc.stdout:  # up to the line `at`; ends early if serve fails
@@ -429,7 +458,7 @@ def test_serve_whose_server_crashes_says_how_in_one_line_and_keeps_the_log(tmp_p
     import signal
 
     repo, logs, proc = _serve_in_a_process(tmp_path, DOUBLE_MODEL)
-    with proc:
+    with _ended(proc):
         assert proc.stdout is not None
         lines = []
         for line in proc.stdout:
@@ -473,7 +502,7 @@ def test_serve_stopped_while_it_boots_exits_and_leaves_no_log(tmp_path, server_i
     import signal
 
     repo, logs, proc = _serve_in_a_process(tmp_path, SLOW_LOAD_MODEL)
-    with proc:
+    with _ended(proc):
         # tritonserver's own command line: it runs, loading the checked copy of the repository (in its TMPDIR)
         booting = f"--model-repository={logs.resolve()}/tritongen-snapshot-"
         assert wait_gone(lambda: [] if processes_mentioning(booting) else ["no server yet"], timeout_s=60) == []
