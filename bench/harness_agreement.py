@@ -331,6 +331,8 @@ def summary(protocols, agreement, drives, args) -> None:
                 print(
                     "  the server's CPU per request (tritonserver's frontend and batcher + the model's stub): "
                     + ", ".join(f"{e} {f:.0f} + {m:.0f} us" for e, (f, m) in a["server_us"].items())
+                    + "; its threads' wakeups per request: "
+                    + ", ".join(f"{e} {w:.2f}" for e, w in a["wakeups"].items())
                 )
                 print("  throughput per round: " + "; ".join(f"{e} {v}" for e, v in a["rounds"].items()))
     for protocol, (closed, offered, open_loop) in drives.items():
@@ -383,7 +385,8 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
                 f"round {r + 1} {protocol:>4} {name:>19}: {model} c={concurrency}  {p.throughput_rps:8.1f} req/s  "
                 f"p50 {p.latency.p50_ms:6.2f} ms  p99 {p.latency.p99_ms:6.2f} ms  batch {p.server.avg_batch:.2f}  "
                 f"server CPU {frontend_us:.0f} + {stub_us:.0f} us/request (perf's own figure: "
-                f"{p.server_cpu_us_per_request or 0:.0f} over its measured span)"
+                f"{p.server_cpu_us_per_request or 0:.0f} over its measured span), its threads woke "
+                f"{p.server_wakeups_per_request or 0:.2f} times per request"
                 + (
                     f"  client CPU {p.client_cpu_cores:.2f} cores, {p.client_cpu_us_per_request:.0f} us/request"
                     + (" (client-bound)" if p.client_bound else "")
@@ -417,6 +420,11 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
     }
     out["avg_batch"] = {e: statistics.median(p.server.avg_batch for p in ps) for e, ps in figures.items()}
     out["server_us"] = {e: tuple(statistics.median(v[i] for v in vs) for i in (0, 1)) for e, vs in server_us.items()}
+    # How often the server's threads woke per request (perf's own reading): requests that arrive one at a time
+    # wake a thread each, a burst shares a wakeup; the frontend's CPU per request follows it.
+    out["wakeups"] = {
+        e: statistics.median(p.server_wakeups_per_request or 0.0 for p in ps) for e, ps in figures.items()
+    }
     out["rounds"] = {e: [round(p.throughput_rps, 1) for p in ps] for e, ps in figures.items()}
     return out
 

@@ -75,6 +75,8 @@ def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
         assert p.client_cpu_cores is not None and p.client_cpu_cores > 0 and p.client_cpu_us_per_request > 0
         # the server runs here: its CPU per answered request (its process and the model's stub) is measured
         assert p.server_cpu_us_per_request is not None and p.server_cpu_us_per_request > 0
+        # ... and how often its threads woke per request (at least the thread that read it, once per arrival burst)
+        assert p.server_wakeups_per_request is not None and p.server_wakeups_per_request > 0
         assert 0 < p.server_cpu_cores <= len(run.server_cpus) + 0.1, (p.server_cpu_cores, run.server_cpus)
     assert run.points[1].throughput_rps > run.points[0].throughput_rps
     assert (
@@ -134,6 +136,7 @@ def test_perf_analyzer_engine_agrees_with_builtin(served):
         assert a.server.executions > 0 and a.server.avg_batch >= 1.0  # the server's batching, which its CSV lacks
         assert a.server_cpu_us_per_request is not None and a.server_cpu_us_per_request > 0
         assert b.server_cpu_us_per_request is not None and b.server_cpu_us_per_request > 0
+        assert a.server_wakeups_per_request and b.server_wakeups_per_request  # read around either engine
 
 
 def test_report_renders_in_headless_chromium(closed_loop_run, tmp_path):

@@ -4,9 +4,11 @@ The meter is exercised on real processes: a parent that stands for tritonserver 
 Python-backend stub, burning a known amount of CPU time (measured as CPU, not as wall time, so a busy machine
 does not change the answer)."""
 
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -16,10 +18,14 @@ from tests.test_perf_units import _point
 from tritongen.perf.results import PerfRun, csv_from_run, json_from_run, run_from_json, table_from_run
 from tritongen.perf.server_cpu import (
     ServerCpuMeter,
+    ServerReading,
+    ServerUse,
     server_cpu_between,
     server_cpu_from_used,
     server_cpu_meter_at,
     server_pid_at,
+    server_use_total,
+    thread_wakeups,
 )
 
 BURN_S = 0.3
@@ -60,18 +66,18 @@ def test_the_meter_counts_the_servers_children_and_says_when_the_server_is_gone(
         child_pid = int(parent.stdout.readline())
         meter = ServerCpuMeter(parent.pid)
         assert child_pid in [p.pid for p in meter.processes]  # the stub was found when the meter was made
-        before = meter.used_s()
+        before = meter.read()
         go.touch()
         _wait_for(done)
-        after = meter.used_s()
+        after = meter.read()
         used = server_cpu_between(before, after)
         # the child's burn counts (the parent only sleeps): at least BURN_S, and not wildly more
-        assert used is not None and BURN_S * 0.95 <= used < BURN_S + 1.0, used
+        assert used is not None and BURN_S * 0.95 <= used.cpu_s < BURN_S + 1.0, used
     finally:
         parent.kill()
         parent.wait()
     subprocess.run(["kill", "-9", str(child_pid)], check=False)
-    assert meter.used_s() is None  # the server itself is gone: no figure, not a partial one
+    assert meter.read() is None  # the server itself is gone: no figure, not a partial one
 
 
 def test_only_a_tritonserver_on_a_loopback_url_is_metered():
@@ -84,31 +90,90 @@ def test_only_a_tritonserver_on_a_loopback_url_is_metered():
         assert server_pid_at(f"127.0.0.1:{port}") is None and server_cpu_meter_at(f"127.0.0.1:{port}") is None
 
 
+# The "server": a second thread (not the main one, whose count is all psutil reads) waits for the go file, then
+# sleeps SLEEPS times (each a voluntary context switch) and writes the done file.
+SLEEPS = 300
+SLEEPER = f"""
+import os, sys, threading, time
+go, done = sys.argv[1], sys.argv[2]
+def work():
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    for _ in range({SLEEPS}):
+        time.sleep(0.0005)
+    open(done, "w").close()
+    time.sleep(60)  # the thread lives on: a thread that ends takes its count with it
+threading.Thread(target=work, daemon=True).start()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_meter_counts_the_wakeups_of_every_thread_of_the_server(tmp_path):
+    go, done = tmp_path / "go", tmp_path / "done"
+    server = subprocess.Popen([sys.executable, "-c", SLEEPER, str(go), str(done)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        meter = ServerCpuMeter(server.pid)
+        before = meter.read()
+        go.touch()
+        _wait_for(done)
+        used = server_cpu_between(before, meter.read())
+        # every sleep of the second thread woke it once; the main thread sleeps throughout (one wakeup at most)
+        assert used is not None and used.wakeups is not None and SLEEPS <= used.wakeups < SLEEPS * 3, used
+        import psutil
+
+        assert psutil.Process(server.pid).num_ctx_switches().voluntary < SLEEPS  # the main thread's alone
+    finally:
+        server.kill()
+        server.wait()
+    assert thread_wakeups(server.pid) is None  # gone: nothing to read
+    assert thread_wakeups(os.getpid()) and threading.get_native_id() in thread_wakeups(os.getpid())
+
+
 def test_cpu_per_request_needs_both_readings_a_span_and_answers():
-    figures = server_cpu_from_used(1.5, 2.0, 10_000)
+    figures = server_cpu_from_used(ServerUse(1.5, 20_000), 2.0, 10_000)
     assert figures is not None and figures.cores == pytest.approx(0.75) and figures.us_per_request == pytest.approx(150)
+    assert figures.wakeups_per_request == pytest.approx(2.0)
+    unread = server_cpu_from_used(ServerUse(1.5), 2.0, 10_000)
+    assert unread is not None and unread.wakeups_per_request is None and unread.us_per_request == pytest.approx(150)
     assert server_cpu_from_used(None, 2.0, 10_000) is None
-    assert server_cpu_from_used(1.5, 0.0, 10_000) is None
-    assert server_cpu_from_used(1.5, 2.0, 0) is None
-    assert server_cpu_between(3.0, 4.5) == pytest.approx(1.5)
-    assert server_cpu_between(None, 4.5) is None and server_cpu_between(3.0, None) is None
-    assert server_cpu_between(4.5, 3.0) is None  # a reading that went backwards (another process behind the pid)
+    assert server_cpu_from_used(ServerUse(1.5, 1), 0.0, 10_000) is None
+    assert server_cpu_from_used(ServerUse(1.5, 1), 2.0, 0) is None
+    R = ServerReading
+    used = server_cpu_between(R(3.0, {1: 100, 2: 5}), R(4.5, {1: 150, 2: 15}))
+    assert used is not None and used.cpu_s == pytest.approx(1.5) and used.wakeups == 60
+    assert server_cpu_between(None, R(4.5)) is None and server_cpu_between(R(3.0), None) is None
+    # a reading that went backwards (another process behind the pid)
+    assert server_cpu_between(R(4.5, {1: 1}), R(3.0, {1: 2})) is None
+    # a thread that ended takes its count with it, one that started counts whole, the others count their own rise
+    assert server_cpu_between(R(3.0, {1: 100, 2: 50}), R(4.5, {1: 130, 3: 7})).wakeups == 37
+    # a count lower than before under the same id: another thread that got the id, counted whole
+    assert server_cpu_between(R(3.0, {1: 100}), R(4.5, {1: 4})).wakeups == 4
+    assert server_cpu_between(R(3.0, {1: 100}), R(4.5, None)).wakeups is None  # /proc not readable
+    assert server_use_total([ServerUse(1.0, 10), ServerUse(2.0, 5)]) == ServerUse(3.0, 15)
+    assert server_use_total([ServerUse(1.0, 10), ServerUse(2.0)]) == ServerUse(3.0, None)
+    assert server_use_total([ServerUse(1.0, 10), None]) is None and server_use_total([]) is None
 
 
 def test_the_server_cpu_is_saved_and_shown_where_it_was_measured():
     from tritongen.perf.report import html_from_runs
 
-    measured = replace(_point(4.0), server_cpu_cores=0.98, server_cpu_us_per_request=172.4)
+    measured = replace(
+        _point(4.0), server_cpu_cores=0.98, server_cpu_us_per_request=172.4, server_wakeups_per_request=1.25
+    )
     run = PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=(_point(1.0), measured))
     back = run_from_json(json_from_run(run))
     assert back.points[1].server_cpu_us_per_request == 172.4 and back.points[0].server_cpu_cores is None
+    assert back.points[1].server_wakeups_per_request == 1.25 and back.points[0].server_wakeups_per_request is None
     header, *rows = csv_from_run(run).splitlines()
-    assert header.endswith(",server_cpu_cores,server_cpu_us_per_request") and rows[1].endswith(",0.9800,172.4000")
+    assert header.endswith(",server_cpu_cores,server_cpu_us_per_request,server_wakeups_per_request")
+    assert rows[1].endswith(",0.9800,172.4000,1.2500")
     table = table_from_run(run).splitlines()
     assert "srv CPU us" in table[1] and table[3].rstrip().endswith(" 172") and table[2].rstrip().endswith(" -")
     assert any(line.startswith("srv CPU us: ") for line in table)
     page = html_from_runs([run])
-    assert "0.98, 172 &micro;s/req" in page and "<b>server CPU</b>" in page
+    assert "0.98, 172 &micro;s/req, 1.2 wakeups/req" in page and "<b>server CPU</b>" in page
     # nothing measured (a remote server): no column text to explain
     remote = replace(run, points=(_point(1.0),))
     assert "<b>server CPU</b>" not in html_from_runs([remote])
@@ -151,6 +216,21 @@ def test_a_comparison_says_whether_the_servers_cpu_per_request_accounts_for_a_di
     (line,) = comparison_lines([ours, _run("pa", replace(_point(16.0), throughput_rps=3000.0))])
     assert "not measured" in line
     assert comparison_lines([ours]) == [] and comparison_lines([ours, ours]) == []
+    assert "woke" not in line  # no wakeups read: no words on them
+    # wakeups read in both: the line says how often the server's threads woke, and names the pace where they differ
+    woke = [
+        _run(r.engine, *(replace(p, server_wakeups_per_request=w) for p in r.points))
+        for r, w in ((ours, 0.8), (pa, 2.0))
+    ]
+    (line,) = comparison_lines(woke)
+    assert "its threads woke 2.00 times per request against 0.80" in line and "one at a time" in line
+    assert line.index("woke") < line.index("accounts for the difference")
+    near = [
+        _run(r.engine, *(replace(p, server_wakeups_per_request=w) for p in r.points))
+        for r, w in ((ours, 1.0), (pa, 1.1))
+    ]
+    (line,) = comparison_lines(near)
+    assert "woke 1.10 times per request against 1.00" in line and "one at a time" not in line
     page = html_from_runs([ours, pa])
     assert 'id="comparison"' in page and "perf_analyzer reads 0.88x" in page
     assert 'id="comparison"' not in html_from_runs([ours])

@@ -35,7 +35,14 @@ from .inputs import RequestSet
 from .rawgrpc import RawGrpcSender, kind_name
 from .rawhttp import RawHttpSender
 from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
-from .server_cpu import ServerCpuMeter, server_cpu_between, server_cpu_from_used, server_cpu_meter_at
+from .server_cpu import (
+    ServerCpuMeter,
+    ServerUse,
+    server_cpu_between,
+    server_cpu_from_used,
+    server_cpu_meter_at,
+    server_use_total,
+)
 from .spec import STABLE_WINDOWS, PerfSpec
 from .split import schedule_from_split, version_figures_from_records
 
@@ -81,11 +88,11 @@ class Window:
     errors: int
     stats: Mapping[str, Any] | None  # server statistics at the window's end
     client_cpu_s: float = 0.0  # CPU time this process (the load generator) used during the window
-    server_cpu_s: float | None = None  # CPU time a local server used during the window (None: not readable)
+    server_use: ServerUse | None = None  # CPU time and wakeups of a local server in the window (None: not readable)
 
 
 def _window(
-    rec: Recorder, start: int, end: int, seconds: float, stats, client_cpu_s: float = 0.0, server_cpu_s=None
+    rec: Recorder, start: int, end: int, seconds: float, stats, client_cpu_s: float = 0.0, server_use=None
 ) -> Window:
     lat = np.asarray(rec.latency_s[start:end]) * 1000.0
     ok = np.asarray([e is None for e in rec.errors[start:end]], dtype=bool)
@@ -100,7 +107,7 @@ def _window(
         int((~ok).sum()),
         stats,
         client_cpu_s,
-        server_cpu_s,
+        server_use,
     )
 
 
@@ -124,7 +131,7 @@ async def _level(
     sender, mode: str, load: float, spec: PerfSpec, stats_fn, progress: Progress, meter: ServerCpuMeter | None = None
 ) -> PerfPoint:
     rec = Recorder()
-    server_used_s = meter.used_s if meter is not None else (lambda: None)
+    server_read = meter.read if meter is not None else (lambda: None)
     stop = asyncio.Event()
     clock = time.perf_counter
     tasks: set[asyncio.Task] = set()
@@ -210,16 +217,16 @@ async def _level(
         await _sleep_or_fail(drivers, spec.warmup_s)
         start_index = len(rec.done_s)
         start_stats = await stats_fn()
-        edge_s, cpu_edge_s, server_edge_s = clock(), time.process_time(), server_used_s()
+        edge_s, cpu_edge_s, server_edge = clock(), time.process_time(), server_read()
         while len(windows) < spec.max_windows:
             await _sleep_or_fail(drivers, spec.window_s)
             end_index = len(rec.done_s)
-            now, cpu_now_s, server_now_s = clock(), time.process_time(), server_used_s()
+            now, cpu_now_s, server_now = clock(), time.process_time(), server_read()
             stats = await stats_fn()
-            server_cpu_s = server_cpu_between(server_edge_s, server_now_s)
-            w = _window(rec, start_index, end_index, now - edge_s, stats, cpu_now_s - cpu_edge_s, server_cpu_s)
+            server_use = server_cpu_between(server_edge, server_now)
+            w = _window(rec, start_index, end_index, now - edge_s, stats, cpu_now_s - cpu_edge_s, server_use)
             windows.append(w)
-            start_index, edge_s, cpu_edge_s, server_edge_s = end_index, now, cpu_now_s, server_now_s
+            start_index, edge_s, cpu_edge_s, server_edge = end_index, now, cpu_now_s, server_now
             stable = is_stable(windows, spec.stability_pct)
             progress(
                 f"  {label}: window {len(windows)}: {w.throughput_rps:8.1f} req/s  mean {w.mean_ms:7.2f} ms  "
@@ -243,8 +250,7 @@ async def _level(
     first, last = used[0].start, used[-1].end
     seconds = sum(w.seconds for w in used)
     client_cpu_s = sum(w.client_cpu_s for w in used)
-    server_windows_s = [w.server_cpu_s for w in used]
-    server_cpu_s = None if None in server_windows_s else sum(s for s in server_windows_s if s is not None)
+    server_use = server_use_total([w.server_use for w in used])
     errors = Counter(e for e in rec.errors[first:last] if e is not None)
     ok = [lat * 1000.0 for lat, e in zip(rec.latency_s[first:last], rec.errors[first:last]) if e is None]
     before = windows[-STABLE_WINDOWS - 1].stats if len(windows) > STABLE_WINDOWS else start_stats
@@ -255,7 +261,7 @@ async def _level(
         else {}
     )
     answered = server.requests or len(ok)  # the server's own count over the same windows, where it has one
-    server_cpu = server_cpu_from_used(server_cpu_s, seconds, answered)
+    server_cpu = server_cpu_from_used(server_use, seconds, answered)
     point = PerfPoint(
         mode=mode,
         load=load,
@@ -274,6 +280,7 @@ async def _level(
         client_machine_share=_machine_share(spec, client_cpu_s / seconds) if seconds else None,
         server_cpu_cores=server_cpu.cores if server_cpu else None,
         server_cpu_us_per_request=server_cpu.us_per_request if server_cpu else None,
+        server_wakeups_per_request=server_cpu.wakeups_per_request if server_cpu else None,
         window_history=tuple((round(w.throughput_rps, 3), round(w.p99_ms, 3)) for w in windows),
         versions=version_figures_from_records(
             spec.version_split,

@@ -29,7 +29,7 @@ from ..errors import TritongenError
 from ..progress import Progress
 from .inputs import RequestSet
 from .results import LatencySummary, PerfPoint, ServerBreakdown
-from .server_cpu import ServerCpuMeter, server_cpu_between, server_cpu_from_used, server_cpu_meter_at
+from .server_cpu import ServerCpuMeter, ServerReading, server_cpu_between, server_cpu_from_used, server_cpu_meter_at
 from .spec import STABLE_WINDOWS, PerfSpec
 
 INSTALL_FIX = (
@@ -251,7 +251,7 @@ class _Costs:
     at_s: float
     answered: int | None
     executions: int | None
-    server_cpu_s: float | None
+    server_reading: ServerReading | None
     children_cpu_s: float
 
 
@@ -270,7 +270,7 @@ def _costs(spec: PerfSpec, meter: ServerCpuMeter | None) -> _Costs:
         at_s=time.perf_counter(),
         answered=answered,
         executions=executions,
-        server_cpu_s=meter.used_s() if meter is not None else None,
+        server_reading=meter.read() if meter is not None else None,
         children_cpu_s=usage.ru_utime + usage.ru_stime,
     )
 
@@ -284,7 +284,7 @@ def _with_costs(point: PerfPoint, before: _Costs, after: _Costs) -> PerfPoint:
         return point
     answered = after.answered - before.answered
     server = server_cpu_from_used(
-        server_cpu_between(before.server_cpu_s, after.server_cpu_s), after.at_s - before.at_s, answered
+        server_cpu_between(before.server_reading, after.server_reading), after.at_s - before.at_s, answered
     )
     executions = (after.executions or 0) - (before.executions or 0)
     return replace(
@@ -293,6 +293,7 @@ def _with_costs(point: PerfPoint, before: _Costs, after: _Costs) -> PerfPoint:
         client_cpu_us_per_request=(after.children_cpu_s - before.children_cpu_s) / answered * 1e6,
         server_cpu_cores=server.cores if server else None,
         server_cpu_us_per_request=server.us_per_request if server else None,
+        server_wakeups_per_request=server.wakeups_per_request if server else None,
     )
 
 

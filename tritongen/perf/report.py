@@ -245,10 +245,13 @@ def client_cpu_text(p: PerfPoint) -> str:
 
 
 def server_cpu_text(p: PerfPoint) -> str:
-    """A local server's CPU per request it answered, and its cores busy."""
+    """A local server's CPU per request it answered, its cores busy and its threads' wakeups per request."""
     if p.server_cpu_us_per_request is None or p.server_cpu_cores is None:
         return "-"
-    return f"{p.server_cpu_cores:.2f}, {p.server_cpu_us_per_request:.0f} &micro;s/req"  # as the client's column
+    text = f"{p.server_cpu_cores:.2f}, {p.server_cpu_us_per_request:.0f} &micro;s/req"  # as the client's column
+    if p.server_wakeups_per_request is not None:
+        text += f", {p.server_wakeups_per_request:.1f} wakeups/req"
+    return text
 
 
 def _run_view(run: PerfRun) -> dict:

@@ -148,6 +148,7 @@ class PerfPoint:
     versions: Mapping[str, VersionFigures] = field(default_factory=dict)  # --version-split: per-version figures
     server_cpu_cores: float | None = None  # a server on this machine: its CPU (all its processes), in cores busy
     server_cpu_us_per_request: float | None = None  # ... and per request it answered (server_cpu.py)
+    server_wakeups_per_request: float | None = None  # ... and its threads' wakeups per request it answered
 
     @property
     def client_bound(self) -> bool:
@@ -224,6 +225,7 @@ CSV_COLUMNS = (
     "client_cpu_us_per_request",
     "server_cpu_cores",
     "server_cpu_us_per_request",
+    "server_wakeups_per_request",
 )
 
 
@@ -407,6 +409,7 @@ def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
                 client_cpu_us_per_request=p.get("client_cpu_us_per_request"),
                 server_cpu_cores=p.get("server_cpu_cores"),
                 server_cpu_us_per_request=p.get("server_cpu_us_per_request"),
+                server_wakeups_per_request=p.get("server_wakeups_per_request"),
                 versions={v: _version_from_dict(f) for v, f in p.get("versions", {}).items()},
             )
         )
@@ -463,6 +466,7 @@ def csv_from_run(run: PerfRun) -> str:
                 _r(p.client_cpu_us_per_request),
                 _r(p.server_cpu_cores),
                 _r(p.server_cpu_us_per_request),
+                _r(p.server_wakeups_per_request),
             ]
         )
     return buffer.getvalue()
@@ -664,6 +668,27 @@ AGREE_PCT = 5.0  # two runs' throughputs within this of each other need no expla
 SATURATED_SHARE = 0.85
 
 
+# Wakeups per request this far apart (a ratio) are named as a cause of a difference in the server's CPU per request.
+WAKEUPS_DIFFER = 1.25
+
+
+def wakeups_words(base: PerfPoint, other: PerfPoint) -> str:
+    """How often the server's threads woke per request under each run, where both were read; where they differ
+    by WAKEUPS_DIFFER or more, what that means: a thread woken once per request costs more than one that reads a
+    burst of requests at once (server_cpu.py)."""
+    before, after = base.server_wakeups_per_request, other.server_wakeups_per_request
+    if before is None or after is None:
+        return ""
+    text = f", its threads woke {after:.2f} times per request against {before:.2f}"
+    low, high = sorted((before, after))
+    if low > 0 and high / low >= WAKEUPS_DIFFER:
+        text += (
+            " (requests that arrive one at a time wake a thread each; those that arrive together share a wakeup: "
+            "how each client paces its requests)"
+        )
+    return text
+
+
 def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
     """Where a run reads a throughput more than AGREE_PCT away from the first run's at the same load, one line on
     whether the server's own CPU per request accounts for it: a server whose cores are saturated serves
@@ -690,7 +715,7 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
             line += (
                 f"; the server spent {cpu:.2f}x the CPU per request on its requests "
                 f"({p.server_cpu_us_per_request:.0f} against {a.server_cpu_us_per_request:.0f} us)"
-            )
+            ) + wakeups_words(a, p)
             cores = len(base.server_cpus) if base.server_cpus == other.server_cpus else 0
             busy = (a.server_cpu_cores or 0.0, p.server_cpu_cores or 0.0)
             if not cores or min(busy) < SATURATED_SHARE * cores:
