@@ -59,13 +59,6 @@ def _write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def server_home_at(address: str) -> Path | None:
-    """The private folder of the tritonserver that tritongen started and that listens at ``address`` (host:port) on
-    this machine (:func:`tritongen.server.ports.server_pid_at`); None where there is no such server or this user
-    cannot see where it runs (another user's server)."""
-    return local_server_at(address).home
-
-
 def _home_of(pid: int | None) -> Path | None:
     if pid is None:
         return None
