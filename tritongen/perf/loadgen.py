@@ -37,6 +37,7 @@ from .rawhttp import RawHttpSender
 from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
 from .server_cpu import (
     ServerCpuMeter,
+    ServerReading,
     ServerUse,
     server_cpu_between,
     server_cpu_from_used,
@@ -131,7 +132,12 @@ async def _level(
     sender, mode: str, load: float, spec: PerfSpec, stats_fn, progress: Progress, meter: ServerCpuMeter | None = None
 ) -> PerfPoint:
     rec = Recorder()
-    server_read = meter.read if meter is not None else (lambda: None)
+
+    async def server_read() -> ServerReading | None:
+        # In a thread: reading every thread's wakeups from /proc takes a millisecond or more for tritonserver's
+        # hundred threads, which the event loop would otherwise hold its answers for at every window's edge.
+        return await asyncio.to_thread(meter.read) if meter is not None else None
+
     stop = asyncio.Event()
     clock = time.perf_counter
     tasks: set[asyncio.Task] = set()
@@ -217,11 +223,13 @@ async def _level(
         await _sleep_or_fail(drivers, spec.warmup_s)
         start_index = len(rec.done_s)
         start_stats = await stats_fn()
-        edge_s, cpu_edge_s, server_edge = clock(), time.process_time(), server_read()
+        edge_s, cpu_edge_s = clock(), time.process_time()
+        server_edge = await server_read()
         while len(windows) < spec.max_windows:
             await _sleep_or_fail(drivers, spec.window_s)
             end_index = len(rec.done_s)
-            now, cpu_now_s, server_now = clock(), time.process_time(), server_read()
+            now, cpu_now_s = clock(), time.process_time()
+            server_now = await server_read()
             stats = await stats_fn()
             server_use = server_cpu_between(server_edge, server_now)
             w = _window(rec, start_index, end_index, now - edge_s, stats, cpu_now_s - cpu_edge_s, server_use)
