@@ -30,8 +30,13 @@ recommends (the client off the server's resources): each engine's own CPU per re
 server's capacity. ``--no-isolate`` measures the old way, client and server sharing every CPU; ``--both``
 measures both setups, one after the other (a fresh server each), and the summary prints both.
 
+Triton's HTTP frontend runs 8 threads by default, and libevhtp gives a new connection to the first of them with an
+empty command queue: the built-in engine's connections, opened together on an idle server, land on one thread that
+reads a batch's worth of requests per wakeup; perf_analyzer's spread over several that each wake for their own.
+``--server-args '--http-thread-count 1'`` measures with one HTTP thread, as many as the isolated server's CPUs.
+
     .venv/bin/python bench/harness_agreement.py [--rounds 5] [--concurrency 4,16] [--duration-s 4]
-        [--protocols grpc,http] [--no-drive] [--isolate | --no-isolate] [--both]
+        [--protocols grpc,http] [--no-drive] [--isolate | --no-isolate] [--both] [--server-args '...']
 """
 
 from __future__ import annotations
@@ -241,6 +246,11 @@ def main() -> None:
         help="server on every CPU but the first, both engines on the first (default: on with 2+ CPUs)",
     )
     parser.add_argument("--both", action="store_true", help="measure the isolated and the shared setup")
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="more tritonserver options, e.g. '--http-thread-count 1' (Triton's default: 8 HTTP threads)",
+    )
     args = parser.parse_args()
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not protocols or any(p not in ("grpc", "http") for p in protocols):
@@ -269,8 +279,10 @@ def main() -> None:
         repo = build_models(Path(tmp))
         for name, server_cpus, client_cpus in setups:
             print(f"setup {setup_text(server_cpus, client_cpus, cpus)}", flush=True)
+            if args.server_args:
+                print(f"tritonserver {args.server_args}", flush=True)
             agreement, drives = {}, {}
-            with start_server(ServeSpec(repo=repo, cpus=server_cpus)) as server:
+            with start_server(ServeSpec(repo=repo, cpus=server_cpus, extra_args=args.server_args)) as server:
                 for protocol in protocols:
                     for concurrency in args.concurrency:
                         for model in args.models:
