@@ -181,10 +181,26 @@ def test_a_second_run_finishes_or_undoes_a_half_done_step(world):
     from tritongen.deploy.rollout_record import Pending, read_record, write_record
 
     model_dir = world["repo"] / NAME
-    # A rollout to 2 stopped after its gate passed, during the switch: the next run finishes it.
+    rollout_to_2 = ["rollout", str(world["repo"]), NAME, "--to-version", "2", "--url", world["server"].grpc_url]
+    rollout_to_2 += ["--max-p99-ratio", "20", "--out", str(world["root"] / "report-resumed")]  # latency: not the point
+    assert _live(world) == [1]
+    # A switch 1 -> 2 recorded as unfinished while the server never got its load (a run killed before it, or a
+    # record written by hand, outside the signature, to bring 2 in past its gate): dropped, and 2 is gated again.
     record = read_record(model_dir)
     write_record(world["repo"], model_dir, replace(record, pending=Pending("rollout", 1, 2, "switch")))
-    code, out, err = _run(["rollout", str(world["repo"]), NAME, "--to-version", "2", "--url", world["server"].grpc_url])
+    code, out, err = _run(rollout_to_2)
+    assert code == 0, err
+    assert "resumed: dropped the recorded unfinished rollout 1 -> 2: the server serves version 1" in out, out
+    assert f"gate: '{NAME}' version 2 vs live version 1" in out and "version 2 now answers every request" in out, out
+    assert _live(world) == [2]
+    assert [e["result"] for e in read_record(model_dir).history[-2:]] == ["stale step dropped", "promoted"]
+    # A rollout to 2 stopped after Triton took the switch's load, before the record said so: the next run finishes
+    # it (the server already holds the target).
+    record = read_record(model_dir)
+    write_record(
+        world["repo"], model_dir, replace(record, live=1, previous=None, pending=Pending("rollout", 1, 2, "switch"))
+    )
+    code, out, err = _run(rollout_to_2)
     assert code == 0, err
     assert "resumed: finished the interrupted rollout to version 2" in out and "already the one serving" in out
     assert _live(world) == [2]

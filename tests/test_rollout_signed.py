@@ -356,3 +356,20 @@ def test_a_rollout_with_the_admin_key_by_hand_says_when_no_signature_was_checked
     held = local.signed_digests(repo, public)
     (local.home / SIGNING_KEY_NAME).unlink()
     assert "under the server's key" in (_signature_words(keyed, local, held) or "")
+
+
+def test_a_server_without_model_control_is_named_before_the_repositorys_signature(signed, server_install, tmp_path):
+    """The refusal whose fix restarts the server comes first: an unsigned repository, rolled out into a server that
+    checks signatures but loads nothing (model control none), is told about the model control, not sent to sign
+    first only to be refused again; nothing is printed as loading."""
+    import tritongen
+
+    repo, _, public = signed
+    http, grpc, metrics = free_ports(3)
+    with tritongen.serve(repo, public_key=public, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        (repo / ".tritongen-signature.sig").unlink()
+        said: list[str] = []
+        with pytest.raises(TritongenError) as err:
+            tritongen.rollout(repo, NAME, to_version=1, url=server.grpc_url, progress=said.append)
+        assert "was not started with explicit model control" in err.value.problem, err.value.message
+        assert "--model-control explicit" in err.value.fix and not said

@@ -58,6 +58,40 @@ def test_hand_written_models_fail_unless_allowed_by_name(repo):
     assert "handmade" in report.summary()
 
 
+def _unchecked_hash_pyc(cache: Path, code_text: str, filename: str) -> None:
+    """An "unchecked hash-based" .pyc (PEP 552): Python runs it without looking at the source it sits beside."""
+    import importlib.util
+    import marshal
+
+    code = compile(code_text, filename, "exec")
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_bytes(importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + b"\0" * 8 + marshal.dumps(code))
+
+
+def test_a_hand_written_model_allowed_unverified_still_runs_no_bytecode_but_its_source_compiled(repo):
+    """The signature and the manifests leave __pycache__/ out (the server writes it after signing); a model allowed
+    unverified has no manifest to compare its caches with, so they are compared with its source as it is: the
+    source compiled passes, other code under the cache's name (an unchecked hash-based .pyc, which Python runs
+    whatever the source says) or a stray file in the cache folder does not."""
+    import importlib.util
+    import py_compile
+
+    source = repo / "hand" / "1" / "model.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("class TritonPythonModel:\n    def execute(self, requests):\n        return []\n")
+    cache = Path(importlib.util.cache_from_source(str(source)))
+    py_compile.compile(str(source), cfile=str(cache), doraise=True)
+    report = verify_repository(repo, allow_unverified=["hand"])
+    assert report.ok and report.unverified_models == ("hand",), report.problems
+    _unchecked_hash_pyc(cache, "open('PWNED', 'w')\n" + source.read_text(), str(source))
+    with pytest.raises(TritongenError, match=r"hand/1/__pycache__/model\.cpython-\d+\.pyc is not the bytecode of"):
+        check_verified(repo, allow_unverified=["hand"])
+    cache.unlink()
+    (cache.parent / "helper.cpython-311.pyc").write_bytes(b"x")
+    with pytest.raises(TritongenError, match=r"hand/1/__pycache__/helper\.cpython-311\.pyc is not the bytecode cache"):
+        check_verified(repo, allow_unverified=["hand"])
+
+
 def test_every_model_of_a_generated_ensemble_is_verified(tmp_path):
     """The pre/post-processing steps carry manifests too: a swapped step file is caught, not skipped."""
     from tests.test_ensemble import POST_PY, PRE_PY

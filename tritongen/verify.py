@@ -13,6 +13,10 @@ folders. So ``verify`` walks every model folder and every file in it:
   ``--new-version`` build rewrites them);
 - a file no manifest lists, a symlink, or anything but a regular file is a problem;
 - a model without any manifest is a problem unless named in ``allow_unverified`` (hand-written models);
+- in every model, hand-written ones too, a config setting that points Triton at files outside the model folder
+  (a Python environment, an operation library, TensorRT caches and plugins: :mod:`tritongen.config_paths`) is a
+  problem, and every file in a ``__pycache__/`` folder must be the bytecode of the source beside it
+  (:mod:`tritongen.bytecode`): the signature leaves those folders out, since the server writes them after signing;
 - one file no manifest lists is tritongen's own: ``<model>/tritongen-rollout.json``, the record ``tritongen rollout``
   keeps (which version is live). Triton reads no such file (it reads ``config.pbtxt``, the version folders and the
   files the config names, and the config is checked by its manifest); verify still requires it to be a regular
@@ -31,11 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bytecode import FIX as BYTECODE_FIX
-from .bytecode import bytecode_problem, cached_source
+from .bytecode import PYCACHE, bytecode_problem, cached_source
+from .config_paths import FIX as CONFIG_PATHS_FIX
+from .config_paths import outside_path_problems
 from .errors import TritongenError
 from .files import json_from_bytes
 from .layout import (
     ARTIFACT_DIR,
+    CONFIG_NAME,
     MANIFEST_NAME,
     ROLLOUT_LOCK_MAX_BYTES,
     ROLLOUT_LOCK_NAME,
@@ -47,7 +54,7 @@ from .layout import (
     version_numbers,
 )
 from .manifest import load_manifest, sha256_regular_file
-from .validate import HIDDEN_FOLDER_FIX, check_repository_folder, hidden_folder_problem
+from .validate import HIDDEN_FOLDER_FIX, check_repository_folder, config_from_file, hidden_folder_problem
 
 _FIX_CHANGED = "rebuild the model with tritongen build --force, or restore the original file"
 _FIX_UNLISTED = (
@@ -200,10 +207,12 @@ def manifest_digests(model_dir: Path) -> dict[str, str] | None:
 def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) -> bool:
     """Check one model folder; False if it has no manifest and is allowed to be unverified."""
     name = model_dir.name
+    _check_config_paths(model_dir, found)
     versions = version_numbers(model_dir)
     manifests = _manifests(model_dir, versions, found)
     if not manifests:
         if name in allow_unverified:
+            _check_unverified_bytecode(model_dir, found)
             return False
         if not versions:  # nothing Triton could load, and no manifest because its version folders are gone
             found.add(
@@ -268,6 +277,21 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     for rel in sorted(required - set(entries)):
         found.add(f"{name}/{rel} is missing")
     return True
+
+
+def _check_config_paths(model_dir: Path, found: _Findings) -> None:
+    """Settings of the model's config that point Triton at files outside the folder (:mod:`tritongen.config_paths`),
+    for every model, hand-written ones included: what they name is in no manifest and under no signature. A config
+    that cannot be read or parsed is left to the checks of Triton's rules (Triton would not load it)."""
+    path = model_dir / CONFIG_NAME
+    if not path.is_file() or path.is_symlink():
+        return
+    try:
+        config = config_from_file(path)
+    except TritongenError:
+        return
+    for problem in outside_path_problems(config, model_dir.name):
+        found.add(problem, CONFIG_PATHS_FIX)
 
 
 def _bounded_bytes(path: Path, max_bytes: int) -> bytes | None:
@@ -341,6 +365,42 @@ def _check_bytecode(
         found.add(f"{model_dir.name}/{rel} {problem}", BYTECODE_FIX)
     else:
         found.checked += 1
+
+
+def _check_unverified_bytecode(model_dir: Path, found: _Findings) -> None:
+    """The bytecode caches of a model allowed unverified. Its files are the user's (and the signature's, which
+    leaves ``__pycache__/`` out: the server writes it after signing), but Python runs a cache instead of its
+    source, so each must be its source as it is now, compiled; anything else in a cache folder is a problem."""
+    for dirpath, dirnames, _ in os.walk(model_dir):
+        if PYCACHE not in dirnames:
+            continue
+        dirnames.remove(PYCACHE)
+        folder = Path(dirpath) / PYCACHE
+        shown = f"{model_dir.name}/{folder.relative_to(model_dir).as_posix()}"
+        try:
+            if folder.is_symlink():
+                found.add(f"{shown} is a symbolic link", _FIX_LINK)
+                continue
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            found.add(f"{shown} cannot be read ({exc.strerror or exc})", BYTECODE_FIX)
+            continue
+        for name in names:
+            rel = (folder / name).relative_to(model_dir).as_posix()
+            cached = cached_source(rel)
+            try:
+                regular = stat.S_ISREG((folder / name).lstat().st_mode)
+                digest = sha256_regular_file(model_dir / cached[0]) if regular and cached else None
+            except OSError:
+                digest = None
+            if cached is None or digest is None:
+                found.add(
+                    f"{model_dir.name}/{rel} is not the bytecode cache of a Python source beside it, and Python "
+                    "may run it",
+                    BYTECODE_FIX,
+                )
+            else:
+                _check_bytecode(model_dir, rel, cached, digest, found)
 
 
 def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:

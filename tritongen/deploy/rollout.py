@@ -70,6 +70,9 @@ if TYPE_CHECKING:
     from ..server.admin import LocalServer, SignedFiles
 
 CANDIDATE_SUFFIX = "__tritongen_candidate"
+# Unloaded first by every run: a no-op with explicit model control (no model has the name: verify refuses a folder
+# whose name starts with a dot), Triton's refusal of model control otherwise.
+MODEL_CONTROL_PROBE = ".tritongen-model-control-probe"
 MAX_LOAD_BYTES = (2 << 30) - 1  # the files of one load request: gRPC and protobuf carry no larger message
 ROLLOUT, ROLLBACK = "rollout", "rollback"
 
@@ -172,11 +175,13 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     server = local_server_at(host_port_from_url(spec.url))  # found once: its admin key and signing key belong together
     # none given: the key of a server tritongen started on this machine, found by its port
     headers = spec.headers or server.headers(spec.protocol)
-    signed_files = server.signed_digests(spec.repo, spec.public_key, spec.signature)  # before the server is asked
-    signed = _signed(spec, signed_files)  # anything: a repository not signed is refused first
-    signature = _signature_words(spec, server, signed_files)
     # to a server found here, by the address it was found listening on: the name is not resolved again
     with Triton(server.url(spec.url), spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
+        # first whether the server lets models be loaded at all (the one refusal whose fix restarts the server)
+        triton.unload(MODEL_CONTROL_PROBE, min(spec.timeout_s, 60.0))
+        signed_files = server.signed_digests(spec.repo, spec.public_key, spec.signature)  # before any load
+        signed = _signed(spec, signed_files)  # anything: a repository not signed is refused before anything loads
+        signature = _signature_words(spec, server, signed_files)
         ready = _ready(triton, spec.name, spec.url)
         resumed = None
         if record.pending is not None:
@@ -435,7 +440,10 @@ def _resume(
         record = replace(record, pending=None).with_event(
             _event(pending.action, pending.from_version, pending.to_version, "gate undone", None)
         )
-    elif not set(ready) <= {pending.from_version, pending.to_version}:  # the server moved on since: act on nothing
+    elif pending.to_version not in ready or not set(ready) <= {pending.from_version, pending.to_version}:
+        # The server moved on since, or never got the switch's load: act on nothing. A switch is finished only where
+        # the server already holds its target, so a record written by hand cannot bring a version in past its gate
+        # (the record is the repository's, outside the signature); a rollout to that version runs the gate again.
         done = (
             f"dropped the recorded unfinished {pending.action} {pending.from_version} -> {pending.to_version}: the "
             f"server serves {'version' if len(ready) == 1 else 'versions'} {', '.join(map(str, ready))}"

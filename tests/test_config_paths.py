@@ -1,0 +1,77 @@
+import pytest
+
+from tritongen.config_paths import inside_model_folder, outside_path_problems
+from tritongen.errors import TritongenError
+from tritongen.validate import config_from_text
+from tritongen.verify import check_verified, verify_repository
+
+HAND_CONFIG = 'name: "hand"\nbackend: "python"\nmax_batch_size: 0\n'
+
+
+@pytest.mark.parametrize(
+    "value, inside",
+    [
+        ("$$TRITON_MODEL_DIRECTORY/env.tar.gz", True),
+        ("$$TRITON_MODEL_DIRECTORY/envs/py311.tar.gz", True),
+        ("$$TRITON_MODEL_DIRECTORY/../other/env.tar.gz", False),
+        ("$$TRITON_MODEL_DIRECTORY/", False),
+        ("$$TRITON_MODEL_DIRECTORY", False),
+        ("$$TRITON_MODEL_DIRECTORYX/env.tar.gz", False),
+        ("/opt/envs/env.tar.gz", False),
+        ("env.tar.gz", False),
+        ("$$TRITON_MODEL_DIRECTORY/a\\..\\..\\b", False),
+    ],
+)
+def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_directory_variable(value, inside):
+    assert inside_model_folder(value) is inside
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        (
+            'parameters { key: "EXECUTION_ENV_PATH" value { string_value: "/tmp/outside-env.tar.gz" } }',
+            "Python environment outside its folder",
+        ),
+        ('model_operations { op_library_filename: "/opt/libcustom.so" }', "operation library '/opt/libcustom.so'"),
+        (
+            'optimization { execution_accelerators { gpu_execution_accelerator { name: "tensorrt" '
+            'parameters { key: "trt_extra_plugin_lib_paths" value: "/tmp/plugin.so" } } } }',
+            "trt_extra_plugin_lib_paths '/tmp/plugin.so'",
+        ),
+        (
+            'optimization { execution_accelerators { gpu_execution_accelerator { name: "tensorrt" '
+            'parameters { key: "trt_engine_cache_enable" value: "true" } } } }',
+            "cached engines from the server's working folder",
+        ),
+    ],
+)
+def test_settings_that_point_triton_outside_the_model_folder_are_named(setting, words):
+    problems = outside_path_problems(config_from_text(HAND_CONFIG + setting), "hand")
+    assert len(problems) == 1 and words in problems[0], problems
+
+
+def test_settings_inside_the_model_folder_or_without_files_pass():
+    inside = 'parameters { key: "EXECUTION_ENV_PATH" value { string_value: "$$TRITON_MODEL_DIRECTORY/env.tar.gz" } }'
+    cache_off = (
+        'optimization { execution_accelerators { gpu_execution_accelerator { name: "tensorrt" '
+        'parameters { key: "trt_engine_cache_enable" value: "false" } '
+        'parameters { key: "precision_mode" value: "FP16" } } } }'
+    )
+    assert outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off), "hand") == []
+
+
+def test_verify_refuses_a_hand_written_model_whose_environment_lies_outside_the_repository(tmp_path):
+    """A signature covers the config, not the archive it names: verify (which serve and sign run) refuses the path,
+    even for a model allowed unverified, and accepts the archive inside the model folder."""
+    repo = tmp_path / "repo"
+    model = repo / "hand"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    outside = 'parameters { key: "EXECUTION_ENV_PATH" value { string_value: "/tmp/outside-env.tar.gz" } }\n'
+    (model / "config.pbtxt").write_text(HAND_CONFIG + outside)
+    with pytest.raises(TritongenError, match="model 'hand' names a Python environment outside its folder"):
+        check_verified(repo, allow_unverified=["hand"])
+    (model / "config.pbtxt").write_text(HAND_CONFIG + outside.replace("/tmp/", "$$TRITON_MODEL_DIRECTORY/"))
+    report = verify_repository(repo, allow_unverified=["hand"])
+    assert report.ok, report.problems

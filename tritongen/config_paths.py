@@ -1,0 +1,71 @@
+"""Settings of a ``config.pbtxt`` through which Triton reads files, or loads code, from paths the config names.
+
+``verify`` checks every file in a model folder; a config that points Triton outside the folder would have it run
+what nothing checked, and a signature covers the path, not the file (which can be swapped after signing). So a
+path the config names must stay inside the model folder, where the manifest or the signature covers it, or the
+setting is refused:
+
+- ``parameters { key: "EXECUTION_ENV_PATH" }`` (Python backend): a packed environment whose ``bin/activate`` the
+  stub sources before it imports ``model.py``. Accepted as ``$$TRITON_MODEL_DIRECTORY/<file>`` (the backend puts
+  the model folder's path there), with no ``..``.
+- ``model_operations { op_library_filename: ... }``: shared libraries a backend loads into the server.
+- The ONNX Runtime backend's TensorRT accelerator: ``trt_extra_plugin_lib_paths`` (shared libraries),
+  ``trt_engine_cache_enable``/``trt_engine_cache_path`` and ``trt_ep_context_file_path`` (engines it deserialises
+  and runs, read from the server's working folder or the path named), ``trt_timing_cache_path``.
+
+tritongen writes none of these; a hand-written model that needs them is served from an image that holds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
+EXECUTION_ENV_KEY = "EXECUTION_ENV_PATH"
+_ORT_TENSORRT_FILE_KEYS = (
+    "trt_extra_plugin_lib_paths",
+    "trt_engine_cache_path",
+    "trt_ep_context_file_path",
+    "trt_timing_cache_path",
+)
+FIX = (
+    "keep every file the model needs inside its folder (a Python environment as "
+    f"{MODEL_DIRECTORY_VARIABLE}/<file>), or build a serving image that holds it and remove the setting"
+)
+
+
+def inside_model_folder(value: str) -> bool:
+    """True for ``$$TRITON_MODEL_DIRECTORY/<relative path without ..>``."""
+    prefix = MODEL_DIRECTORY_VARIABLE + "/"
+    if not value.startswith(prefix):
+        return False
+    rest = PurePosixPath(value[len(prefix) :])
+    return bool(rest.parts) and not rest.is_absolute() and ".." not in rest.parts and "\\" not in value
+
+
+def outside_path_problems(config: Any, name: str) -> list[str]:
+    """What in ``config`` (a parsed ``ModelConfig``) points Triton at files outside model ``name``'s folder."""
+    problems = []
+    env = config.parameters.get(EXECUTION_ENV_KEY)
+    if env is not None and not inside_model_folder(env.string_value):
+        problems.append(
+            f"model '{name}' names a Python environment outside its folder ({EXECUTION_ENV_KEY} "
+            f"'{env.string_value[:200]}'), which the stub unpacks and runs unchecked"
+        )
+    for library in config.model_operations.op_library_filename:
+        problems.append(f"model '{name}' loads operation library '{library[:200]}' into the server unchecked")
+    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        settings = accelerator.parameters
+        for key in _ORT_TENSORRT_FILE_KEYS:
+            if key in settings:
+                problems.append(
+                    f"model '{name}' sets {key} '{settings[key][:200]}': TensorRT would read it from outside "
+                    "the model folder unchecked"
+                )
+        if settings.get("trt_engine_cache_enable", "").strip().lower() in ("1", "true"):
+            problems.append(
+                f"model '{name}' enables trt_engine_cache_enable: TensorRT would load cached engines from the "
+                "server's working folder unchecked"
+            )
+    return problems
