@@ -747,3 +747,40 @@ def test_options_that_are_not_finite_are_one_error(work, tmp_path, capsys, optio
     code, err = _cli(args, capsys)
     assert code == 1 and err.startswith(f"error: {option} ") and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_knee_whose_mean_latency_is_nan_has_no_target():
+    """Without server statistics the target is throughput x mean latency: a NaN mean passed `round(t, 3) <= 0` and
+    reached int() in the HPA's quantity. (The results reader refuses such a file; this is the API's own check.)"""
+    from dataclasses import replace
+
+    knee = RUN.points[3]
+    blind = replace(knee, latency=replace(knee.latency, mean_ms=float("nan")), server=ServerBreakdown())
+    with pytest.raises(TritongenError, match="measured no throughput \\(or no latency\\)"):
+        thresholds_from_run(replace(RUN, points=RUN.points[:3] + (blind,) + RUN.points[4:]), slo_p99_ms=SLO_MS)
+
+
+@pytest.mark.parametrize("load_s", ["Infinity", "NaN", "1e300", "-5", "0", "86401", "true", '"90"'])
+def test_a_tune_record_whose_load_time_is_not_a_load_time_is_one_error(work, tmp_path, capsys, load_s):
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    record = repo / "double" / "1" / "tritongen" / "tune.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(f'{{"winner": {{"load_s": {load_s}}}}}')
+    out = tmp_path / "out"
+    code, err = _cli(["deploy", str(repo), "--to", "kubernetes", "--out", str(out)], capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {record} holds a winner load_s of ") and "at most 86400" in err, err
+    assert f"remove {record}" in err and not out.exists()
+
+
+def test_a_tune_records_load_time_sets_the_startup_probe(work, tmp_path):
+    from tritongen.deploy.thresholds import load_time_from_tune_record
+
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    assert load_time_from_tune_record(repo / "double") is None
+    record = repo / "double" / "1" / "tritongen" / "tune.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"winner": {"load_s": 86400}}')  # a day: the most a record may say
+    assert load_time_from_tune_record(repo / "double") == 86400.0

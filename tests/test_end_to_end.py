@@ -1,4 +1,7 @@
-"""Build -> real tritonserver -> requests: served outputs against PyTorch, and dynamic batching at work."""
+"""Build -> real tritonserver -> requests: served outputs against PyTorch, and dynamic batching at work; and the
+reader of an ensemble's end-to-end reference file (tritongen/end_to_end.py), without a server."""
+
+import json
 
 import numpy as np
 import pytest
@@ -10,8 +13,6 @@ from tritongen.client import infer_concurrently, infer_from_arrays, model_statis
 from tritongen.infer import InferSpec, infer_model
 from tritongen.server import ServeSpec, server_from_repository
 from tritongen.spec import build_spec_from_options
-
-pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,13 @@ def served(tmp_path_factory):
         yield server, repo
 
 
+@pytest.mark.server
 def test_all_models_ready(served):
     server, _ = served
     assert set(server.models) >= {"conv", "seq", "pair"}
 
 
+@pytest.mark.server
 def test_batch_one_matches_pytorch_via_saved_reference(served):
     server, repo = served
     result = infer_model(InferSpec(name="conv", repo=repo, url=server.grpc_url, check=True))
@@ -67,6 +70,7 @@ def test_batch_one_matches_pytorch_via_saved_reference(served):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.server
 def test_concurrent_requests_are_batched_and_correct(served):
     server, _ = served
     model = factories.make_small_conv()
@@ -85,6 +89,7 @@ def test_concurrent_requests_are_batched_and_correct(served):
     assert executions < inferences, f"dynamic batching did not combine requests: {executions} executions"
 
 
+@pytest.mark.server
 def test_variable_length_sequences_concurrently(served):
     """Ragged batching: requests of different lengths reach the Python model together and are run per shape."""
     server, _ = served
@@ -101,6 +106,7 @@ def test_variable_length_sequences_concurrently(served):
     )
 
 
+@pytest.mark.server
 def test_two_inputs_two_outputs(served):
     server, _ = served
     a = np.arange(8, dtype=np.float32).reshape(2, 4)
@@ -108,3 +114,31 @@ def test_two_inputs_two_outputs(served):
     out = infer_from_arrays(server.grpc_url, "pair", {"a": a, "b": b})
     np.testing.assert_allclose(out["sum"], a + b)
     np.testing.assert_allclose(out["product"], a * b)
+
+
+@pytest.mark.parametrize(
+    "shape, data",
+    [
+        ([4294967296, 4294967296], []),  # 2**64 elements: np.prod in int64 wrapped to 0, the length check passed
+        ([0, 2**31, 2**31], []),  # no element, yet no array numpy can shape
+        ([10**30], []),  # past int64: np.prod raised OverflowError
+        ([1] * 70, [1.0]),  # more dimensions than numpy allows
+        ([True], [1.0]),  # a bool is no dimension
+        ([-1], []),
+        ([1], [10**400]),  # an integer no float64 holds
+        ([2], [1.0]),  # fewer values than the shape holds
+    ],
+)
+def test_a_crafted_end_to_end_reference_is_damaged_not_a_traceback(tmp_path, shape, data):
+    from tritongen.end_to_end import FORMAT, read_reference
+    from tritongen.errors import TritongenError
+    from tritongen.pre_post import TEXT_INPUT
+
+    path = tmp_path / "end_to_end.json"
+    entry = {"dtype": "FP64", "shape": shape, "data": data}
+    path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: ["a"]}, "outputs": {"scores": entry}}))
+    with pytest.raises(TritongenError, match="end-to-end reference .* is damaged"):
+        read_reference(path)
+    entry.update(shape=[2, 0], data=[])  # the same file with a shape its data fills reads back
+    path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: ["a"]}, "outputs": {"scores": entry}}))
+    assert read_reference(path)[1]["scores"].shape == (2, 0)

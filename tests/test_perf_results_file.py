@@ -65,6 +65,16 @@ CRAFTED = {
     "a start after the year 9999": (_set("started_unix_s", 1e14), "after the year 9999"),
     "yaml in a label": (_set("label", "x\n---\nkind: Secret\x00"), "control character"),
     "deep nesting": (_set("settings", DEEP), "nested too deeply"),
+    # the knee's mean is the autoscaling target's time per request without server statistics: NaN reached int()
+    "nan mean beside measured latencies": (
+        lambda data: (_set("points.3.latency.mean_ms", math.nan)(data), _set("points.3.server", {})(data)),
+        "points[3].latency.mean_ms is nan beside measured latencies",
+    ),
+    "nan latencies at a throughput": (
+        _set("points.3.latency", {k: math.nan for k in GOOD["points"][3]["latency"]}),
+        "points[3].latency.mean_ms is nan at a throughput of 110 req/s",
+    ),
+    "nan throughput of a window": (_set("points.0.window_history", [[math.nan, 1.0]]), "window_history[0]"),
 }
 
 
@@ -196,3 +206,25 @@ def test_a_run_matplotlib_cannot_draw_is_one_error_line(tmp_path, capsys, monkey
     assert exc.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: the report's plots cannot be drawn (Unknown symbol: \\foo") and "--label" in err
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_a_client_bound_level_without_cpu_per_request_is_compared_with_its_note(tmp_path, capsys):
+    """client_cpu_cores without client_cpu_us_per_request is what loadgen writes for a level that sent no request;
+    a crafted one at 0.9 cores (client-bound) made the note format None: a traceback."""
+    data = json.loads(json_from_run(RUN))
+    data["points"][0]["client_cpu_cores"] = 0.9
+    data["points"][0]["client_cpu_us_per_request"] = None
+    crafted = _write(tmp_path, data)
+    good = tmp_path / "good.json"
+    good.write_text(json_from_run(RUN))
+    main(["perf", "--compare", str(good), crafted, "--report", str(tmp_path / "report")])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and (tmp_path / "report" / "report.html").is_file()
+    assert "client-bound at 1: tritongen's client used 0.90 cores, so these figures understate" in out
+    from dataclasses import replace
+
+    from tritongen.perf.results import client_bound_note
+
+    run = run_from_json(crafted)
+    with_cpu = replace(run, points=(replace(run.points[0], client_cpu_us_per_request=250.0),) + run.points[1:])
+    assert "0.90 cores (250 us of CPU per request)" in client_bound_note(with_cpu)

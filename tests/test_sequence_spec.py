@@ -350,6 +350,22 @@ def test_streams_are_cut_into_padded_chunks(tmp_path):
         arrays_from_stream_file(tmp_path / "a.wav", ["x", "y"])
 
 
+def test_a_wav_whose_data_is_not_whole_samples_is_one_error(tmp_path):
+    """A 16-bit PCM .wav whose data chunk declares 4 bytes and holds 3 (cut short): wave reads the 3 and numpy's
+    frombuffer raised "buffer size must be a multiple of element size"."""
+    import struct
+
+    from tritongen.errors import TritongenError
+    from tritongen.infer_sequence import arrays_from_stream_file
+
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)  # PCM, mono, 16 kHz, 16-bit
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", 4) + b"\x01\x02\x03"
+    path = tmp_path / "odd.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(TritongenError, match="odd.wav holds 3 bytes of 16-bit samples, not a whole number of samples"):
+        arrays_from_stream_file(path, ["x"])
+
+
 def test_a_npy_whose_header_claims_terabytes_is_refused_before_any_array_exists(tmp_path):
     from tritongen.errors import TritongenError
     from tritongen.infer_sequence import arrays_from_stream_file

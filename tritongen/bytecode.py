@@ -25,7 +25,10 @@ from .manifest import open_regular
 PYCACHE = "__pycache__"
 MAX_PYC_BYTES = 64 << 20
 _HEADER_BYTES = 16
-_PYC_NAME = re.compile(r"(?P<stem>[^/]+)\.(?P<tag>[^./]+)(?:\.opt-(?P<opt>[12]))?\.pyc")
+# NAME.TAG[.opt-N].pyc: the stem as short as the rest allows (a greedy one read model.cpython-311.opt-1.pyc as the
+# source model.cpython-311.py under the tag opt-1), as importlib.util.source_from_cache splits it; a source name with
+# dots of its own (a.b.py -> a.b.cpython-311.pyc) still matches, by backtracking
+_PYC_NAME = re.compile(r"(?P<stem>[^/]+?)\.(?P<tag>[^./]+)(?:\.opt-(?P<opt>[12]))?\.pyc")
 FIX = (
     "remove the __pycache__ folder (Python's bytecode cache: it is written again from the verified source on the "
     "next load)"

@@ -13,6 +13,7 @@ The reference is ``<ensemble>/<version>/tritongen/end_to_end.json``: ``{"format"
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from .pre_post import EMBEDDING_OUTPUT, LABELS_OUTPUT, SCORES_OUTPUT, TEXT_INPUT
 END_TO_END_NAME = "end_to_end.json"
 FORMAT = "tritongen-end-to-end/1"
 MAX_BYTES = 8 << 20  # a handful of sentences and their outputs: far below this
+MAX_DIMS = 32  # numpy's limit on an array's dimensions (1.x)
+MAX_FLOAT_INT = 2**1023  # an integer in the data converts to float64 below this (float(2**1024) overflows)
 
 
 def postprocessed(
@@ -83,6 +86,14 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _is_float64(value: Any) -> bool:
+    """A JSON number a float64 holds (NaN and infinities included: what json.dumps writes for them); an integer
+    past a float's range is not."""
+    if isinstance(value, float):
+        return True
+    return type(value) is int and abs(value) <= MAX_FLOAT_INT
+
+
 def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """``(texts, outputs)`` from a reference file, checked for shape and type before anything is built."""
     bad = TritongenError(
@@ -102,11 +113,14 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         if not isinstance(entry, dict) or entry.get("dtype") not in ("STRING", "FP64"):
             raise bad
         shape, values = entry.get("shape"), entry.get("data")
+        # counted with Python ints: np.prod in int64 wraps (2**32 x 2**32 is 0) and a reshape then fails
         if (
             not isinstance(shape, list)
-            or not all(isinstance(d, int) and 0 <= d for d in shape)
+            or len(shape) > MAX_DIMS
+            or not all(type(d) is int and 0 <= d for d in shape)
+            or math.prod(max(d, 1) for d in shape) > MAX_BYTES  # a zero among huge dims: still no array numpy makes
             or not isinstance(values, list)
-            or len(values) != int(np.prod(shape, dtype=np.int64))
+            or len(values) != math.prod(shape)
         ):
             raise bad
         if entry["dtype"] == "STRING":
@@ -114,7 +128,7 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
                 raise bad
             outputs[name] = np.array(values, dtype=object).reshape(shape)
         else:
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if not all(_is_float64(v) for v in values):
                 raise bad
             outputs[name] = np.array(values, dtype=np.float64).reshape(shape)
     return texts, outputs

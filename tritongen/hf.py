@@ -11,6 +11,7 @@ what the ONNX exporter and the parity gate need.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .files import json_file
+from .files import json_file, read_problem
 from .names import MAX_LABELS, check_class_index, check_label, shown, with_suggestion
 from .spec import TensorSpec
 
@@ -52,7 +53,7 @@ TOKENIZER_FILES = (
 )
 IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 DEFAULT_MAX_LENGTH = 512
-MAX_CONFIG_BYTES = 16 << 20  # config.json, preprocessor_config.json, sentence_bert_config.json: a few KiB each
+MAX_CONFIG_BYTES = 16 << 20  # config.json, sentence_bert_config.json: a few KiB each (and a label map)
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -172,6 +173,21 @@ def tokenizer_from_folder(folder: Path):
     return tokenizer
 
 
+MAX_CONFIG_COUNT = 1 << 30  # a vocabulary, a number of positions: a count from config.json far past any model's
+
+
+def _config_count(config: Mapping[str, Any] | None, key: str, folder: Path | None) -> int:
+    """A count from the model's config.json (0 where it gives none), a :class:`TritongenError` where it is not one."""
+    value = (config or {}).get(key, 0) or 0
+    if type(value) is not int or not 0 <= value <= MAX_CONFIG_COUNT:
+        where = f"{folder}/config.json" if folder is not None else "the model's config.json"
+        raise TritongenError(
+            f"{where}: {key} is {shown(repr(value))}, not a count from 0 to {MAX_CONFIG_COUNT}",
+            "save the model's config with save_pretrained",
+        )
+    return value
+
+
 def text_settings_from_folder(
     tokenizer_dir: Path,
     model_config: Mapping[str, Any] | None,
@@ -184,7 +200,7 @@ def text_settings_from_folder(
     if (
         "token_type_ids" in tokenizer.model_input_names
         and (accepts is None or "token_type_ids" in accepts)
-        and int((model_config or {}).get("type_vocab_size", 0) or 0) > 1
+        and _config_count(model_config, "type_vocab_size", model_folder) > 1
     ):
         names.append("token_type_ids")
     limits = []
@@ -197,7 +213,7 @@ def text_settings_from_folder(
                 pass
     if not limits:
         model_max = int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
-        positions = int((model_config or {}).get("max_position_embeddings", 0) or 0)
+        positions = _config_count(model_config, "max_position_embeddings", model_folder)
         limits = [min(v for v in (model_max, positions or model_max, 100_000) if v > 0)]
     return TextSettings(tokenizer_dir=Path(tokenizer_dir), model_input_names=tuple(names), max_length=min(limits))
 
@@ -284,7 +300,22 @@ class ImageSettings:
         }
 
 
+MAX_PROCESSOR_CONFIG_BYTES = 1 << 20  # preprocessor_config.json: a few hundred bytes
+MAX_IMAGE_SIDE = 16384  # pixels: a resize or crop past this is a mistake in the file, not a model's input
+MAX_IMAGE_CHANNELS = 4  # RGBA at most: the pre-processing step decodes images with PIL
+PIL_RESAMPLE_FILTERS = range(6)  # NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING: what Image.resize takes
+PROCESSOR_FIX = "write preprocessor_config.json as the model's image processor saves it (save_pretrained)"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def image_settings_from_folder(folder: Path) -> ImageSettings:
+    """The image pre-processing of a Hugging Face folder, from its ``preprocessor_config.json`` (read bounded),
+    every field it uses checked: sides whole pixels from 1 to :data:`MAX_IMAGE_SIDE`, ``image_mean``/``image_std``
+    one or three finite numbers (std above 0), a known PIL filter; anything else is a :class:`TritongenError`
+    naming the file and the field."""
     path = Path(folder) / IMAGE_PROCESSOR_FILE
     if not path.is_file():
         raise TritongenError(
@@ -292,43 +323,82 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
             "save the model's image processor with save_pretrained into the folder",
         )
     try:
-        cfg = json_file(path, MAX_CONFIG_BYTES)
-    except (OSError, ValueError) as exc:
-        raise TritongenError(f"cannot read {path} ({exc})", "write a valid preprocessor_config.json") from None
+        cfg = json_file(path, MAX_PROCESSOR_CONFIG_BYTES)
+    except OSError as exc:
+        raise TritongenError(f"{path} {read_problem(exc)}", PROCESSOR_FIX) from None
+    except ValueError as exc:
+        raise TritongenError(f"{path} is not valid JSON ({str(exc)[:120]})", PROCESSOR_FIX) from None
+    if not isinstance(cfg, dict):
+        raise TritongenError(f"{path} is not a JSON object", PROCESSOR_FIX)
 
-    def hw(value, default=None):
+    def bad(field: str, what: str) -> TritongenError:
+        return TritongenError(f"{path}: {field} is {shown(repr(cfg.get(field)))}, not {what}", PROCESSOR_FIX)
+
+    def side(value: Any) -> bool:
+        return type(value) is int and 1 <= value <= MAX_IMAGE_SIDE
+
+    sides = f"a whole number of pixels from 1 to {MAX_IMAGE_SIDE}"
+
+    def hw(key: str, default: dict[str, int] | None = None, shortest_ok: bool = True) -> dict[str, int] | None:
+        value = cfg.get(key)
         if value is None:
             return default
-        if isinstance(value, int):
+        if side(value):
             return {"height": value, "width": value}
-        return {k: int(v) for k, v in value.items() if k in ("height", "width", "shortest_edge")}
+        keys = ("height", "width", "shortest_edge") if shortest_ok else ("height", "width")
+        if isinstance(value, dict) and all(side(value[k]) for k in keys if k in value):
+            out = {k: value[k] for k in keys if k in value}
+            if "height" in out and "width" in out:
+                return {"height": out["height"], "width": out["width"]}
+            if shortest_ok and "shortest_edge" in out and not ("height" in out or "width" in out):
+                return {"shortest_edge": out["shortest_edge"]}
+        shapes = "{height, width}" + (" or {shortest_edge}" if shortest_ok else "")
+        raise bad(key, f"{sides}, or {shapes} of such numbers")
 
-    resize = hw(cfg.get("size")) if cfg.get("do_resize", True) else None
+    resize = hw("size") if cfg.get("do_resize", True) else None
     crop_pct = cfg.get("crop_pct") if resize and "shortest_edge" in resize and not cfg.get("do_center_crop") else None
-    if crop_pct is not None and resize is not None and int(resize["shortest_edge"]) >= 384:
+    if crop_pct is not None and not (_is_number(crop_pct) and 0 < crop_pct <= 1):
+        raise bad("crop_pct", "a fraction above 0, at most 1")
+    if crop_pct is not None and resize is not None and resize["shortest_edge"] >= 384:
         crop_pct = None  # ConvNext warps to a square at 384 and above
-        resize = {"height": int(resize["shortest_edge"]), "width": int(resize["shortest_edge"])}  # type: ignore[index]
+        resize = {"height": resize["shortest_edge"], "width": resize["shortest_edge"]}
     crop = None
     if cfg.get("do_center_crop"):
-        size = hw(cfg.get("crop_size"), {"height": 224, "width": 224})
-        crop = (int(size["height"]), int(size["width"]))
+        size = hw("crop_size", shortest_ok=False) or {"height": 224, "width": 224}
+        crop = (size["height"], size["width"])
     if resize and "shortest_edge" in resize and crop is None and crop_pct is None:
         raise TritongenError(
             f"{path} resizes the shortest edge but does not crop, so image sizes vary",
             "use a processor with a fixed output size (size {height, width} or a center crop)",
         )
-    mean = (
-        tuple(float(v) for v in cfg.get("image_mean", ()))
-        if cfg.get("do_normalize", True) and cfg.get("image_mean")
-        else None
-    )
-    std = tuple(float(v) for v in cfg.get("image_std", ())) if mean else None
-    rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else None
+
+    def channel_values(key: str) -> tuple[float, ...] | None:
+        value = cfg.get(key)
+        if value is None or value == []:
+            return None
+        values = value if isinstance(value, list) else [value]
+        if len(values) not in (1, 3) or not all(_is_number(v) for v in values):
+            raise bad(key, "one or three finite numbers (one per RGB channel)")
+        if key == "image_std" and min(values) <= 0:
+            raise bad(key, "one or three numbers above 0 (it divides)")
+        return tuple(float(v) for v in values)
+
+    mean = channel_values("image_mean") if cfg.get("do_normalize", True) else None
+    std = channel_values("image_std") if mean else None
+    if mean and std is None:
+        raise bad("image_std", "one or three numbers above 0 beside image_mean")
+    rescale_value = cfg.get("rescale_factor", 1 / 255)
+    if cfg.get("do_rescale", True) and not (_is_number(rescale_value) and 0 < rescale_value <= 255):
+        raise bad("rescale_factor", "a number above 0, at most 255 (1/255 scales bytes to 0..1)")
+    rescale = float(rescale_value) if cfg.get("do_rescale", True) else None
+    resample = cfg.get("resample", 2)
+    if type(resample) is not int or resample not in PIL_RESAMPLE_FILTERS:
+        raise bad("resample", "a PIL resampling filter (0 to 5; 2 is bilinear, 3 bicubic)")
     return ImageSettings(
         resize=resize,
         crop=crop,
         crop_pct=float(crop_pct) if crop_pct is not None else None,
-        resample=int(cfg.get("resample", 2)),
+        resample=resample,
         rescale_factor=rescale,
         mean=mean,
         std=std,
@@ -374,7 +444,13 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
             return HFModel(folder, task, config, inputs, ("logits",), labels=labels, text=text)
         return HFModel(folder, task, config, inputs, ("last_hidden_state",), text=text)
     image = image_settings_from_folder(folder)
-    channels = int(config.get("num_channels", 3) or 3)
+    channels = config.get("num_channels", 3) or 3
+    if type(channels) is not int or not 1 <= channels <= MAX_IMAGE_CHANNELS:
+        raise TritongenError(
+            f"{folder}/config.json: num_channels is {shown(repr(channels))}, not a channel count from 1 to "
+            f"{MAX_IMAGE_CHANNELS}",
+            "save the model's config with save_pretrained (3 for RGB images)",
+        )
     h, w = image.output_hw
     return HFModel(
         folder,

@@ -64,6 +64,11 @@ def _wav_samples(path: Path) -> np.ndarray:
         raise TritongenError(f"cannot read {path.name} as a PCM .wav ({exc})", "pass a PCM .wav file") from None
     if channels != 1:
         raise TritongenError(f"{path.name} has {channels} channels", "pass mono audio (e.g. sox in.wav -c 1 out.wav)")
+    if width in (2, 4) and len(data) % width:  # a data chunk cut short, or one whose size is not whole samples
+        raise TritongenError(
+            f"{path.name} holds {len(data)} bytes of {8 * width}-bit samples, not a whole number of samples",
+            "pass a complete PCM .wav file (write it again with sox or soundfile)",
+        )
     if width == 1:
         return ((np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     if width in (2, 4):

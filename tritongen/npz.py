@@ -92,6 +92,11 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
             f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
             "save plain numeric arrays with numpy.savez",
         )
+    if dtype.subdtype is not None:  # '(2,)<f4': each item an array, so the data holds more items than the shape says
+        raise TritongenError(
+            f"cannot read sample file {path}: {what} has the subarray dtype {str(dtype)[:80]}",
+            "save the array with a plain dtype (its item shape as dimensions of the array)",
+        )
     if dtype.itemsize == 0:
         raise TritongenError(f"sample file {path}: {what} has dtype {dtype} with no bytes per item", _NPZ_FIX)
     if any(dim < 0 for dim in shape):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .files import read_problem, regular_bytes
 from .names import check_labels
 from .spec import TensorSpec, tensor_spec_from_arg
 from .templates import render, template_path
@@ -38,6 +39,7 @@ SCORES_OUTPUT = "SCORES"
 LABELS_FILE = "labels.txt"
 DEFAULT_MAX_TEXT_BYTES = 65536  # far above any tokenizer's max_length in text; a 1 MB string is refused
 DEFAULT_TOP_K = 5
+MAX_USER_CODE_BYTES = 4 << 20  # a --preprocess/--postprocess .py: a few KiB of numpy
 POSTPROCESS_KINDS = ("mean_pool_normalize", "normalize", "softmax_topk")
 
 
@@ -189,13 +191,18 @@ def user_code_from_file(path: Path, function: str) -> UserCode:
             f"{flag} file {path} does not exist", f"pass a .py file defining {function}(batch) -> dict"
         )
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(regular_bytes(path, MAX_USER_CODE_BYTES).decode(), filename=str(path))
     except SyntaxError as exc:
         raise TritongenError(
             f"{flag} file {path} has a syntax error at line {exc.lineno}", "fix the Python syntax"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TritongenError(f"cannot read {flag} file {path} ({exc})", "pass a readable UTF-8 .py file") from None
+        shown = read_problem(exc) if isinstance(exc, OSError) else f"cannot be read ({exc})"
+        raise TritongenError(f"{flag} file {path} {shown}", "pass a readable UTF-8 .py file") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # a NUL byte; nesting the parser cannot follow
+        raise TritongenError(
+            f"{flag} file {path} cannot be parsed ({type(exc).__name__})", "pass a plain UTF-8 .py file"
+        ) from None
     functions = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     if function not in functions:
         raise TritongenError(

@@ -38,6 +38,7 @@ DEFAULT_MAX_REPLICAS = 4
 MAX_REPLICAS = 10_000  # a replica count past this is a mistake in the inputs, not a fleet
 MAX_EXIT_TIMEOUT_S = 3600  # the grace period for requests in flight at shutdown, however slow the slowest was
 MAX_TUNE_RECORD_BYTES = 16 << 20  # tune.json: every trial of a search, a few hundred KiB at most
+MAX_LOAD_TIME_S = 86_400  # a day: a model that takes longer to load is a mistake in the record, not a model
 DEFAULT_LOAD_TIME_S = 90.0  # a budget, not a measurement: the startup probe allows 3x this
 FAILURE_RATIO_ALERT = 0.01  # 1% of requests failing, for any one reason
 ABOVE_KNEE_ALERT_FACTOR = 1.5  # requests in flight per replica above 1.5x the knee's: scaling is not keeping up
@@ -195,9 +196,9 @@ def thresholds_from_run(
         )
     knee, points = knee_of(run, slo_p99_ms)
     target = _in_flight(knee)
-    if round(target, 3) <= 0:
+    if not math.isfinite(target) or round(target, 3) <= 0:  # NaN passes "<= 0"
         raise TritongenError(
-            f"the knee level of {run.model} measured no throughput", "measure again with tritongen perf"
+            f"the knee level of {run.model} measured no throughput (or no latency)", "measure again with tritongen perf"
         )
     compute_us = knee.server.total_us - knee.server.queue_us if knee.server.requests else 0.0
     rows = tuple(
@@ -271,8 +272,16 @@ def load_time_from_tune_record(model_dir: Path) -> float | None:
             load_s = json_file(record, MAX_TUNE_RECORD_BYTES)["winner"]["load_s"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if isinstance(load_s, (int, float)) and load_s > 0:
-            return float(load_s)
+        if load_s is None:
+            continue
+        # the startup probe's failure threshold is computed from it: a crafted Infinity or 1e300 is no load time
+        if isinstance(load_s, bool) or not isinstance(load_s, (int, float)) or not 0 < load_s <= MAX_LOAD_TIME_S:
+            raise TritongenError(
+                f"{record} holds a winner load_s of {str(load_s)[:40]}, not a load time in seconds "
+                f"(over 0, at most {MAX_LOAD_TIME_S})",
+                f"run tritongen tune on {model_dir.name} again, or remove {record}",
+            )
+        return float(load_s)
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -314,6 +315,26 @@ def _check_values(run: PerfRun) -> None:
             raise ValueError(f"points[{i}].engine is {p.engine[:40]!r}, not one of {', '.join(ENGINES)}")
         if p.load <= 0:
             raise ValueError(f"points[{i}].load is not positive")
+        _check_latency(p.latency, p.throughput_rps, f"points[{i}]")
+        for version, v in p.versions.items():
+            _check_latency(v.latency, v.throughput_rps, f"points[{i}].versions[{version[:40]!r}]")
+        for j, (window_rps, _) in enumerate(p.window_history):
+            if math.isnan(window_rps):
+                raise ValueError(f"points[{i}].window_history[{j}] has a throughput of nan")
+
+
+def _check_latency(latency: LatencySummary, throughput_rps: float, where: str) -> None:
+    """NaN is what perf writes for a level (or a version's share of one) without an answer: then every latency is
+    NaN (perf_analyzer's maximum None) and the throughput 0; a summary partly NaN, or NaN beside a throughput, is
+    not a measurement (a deployment's autoscaling target is computed from the mean)."""
+    figures = {f.name: getattr(latency, f.name) for f in fields(latency)}
+    nan = [name for name, value in figures.items() if value is not None and math.isnan(value)]
+    if not nan:
+        return
+    if len(nan) + (figures["max_ms"] is None) < len(figures):
+        raise ValueError(f"{where}.latency.{nan[0]} is nan beside measured latencies")
+    if throughput_rps:
+        raise ValueError(f"{where}.latency.{nan[0]} is nan at a throughput of {throughput_rps:g} req/s")
 
 
 def _text_problem(value: str) -> str | None:
@@ -655,9 +676,12 @@ def client_bound_note(run: PerfRun) -> str:
     if not bound:
         return ""
     worst = max(bound, key=lambda p: p.client_cpu_cores or 0.0)
+    # a level that sent no request has cores busy but no CPU per request (loadgen writes None there)
+    per_request = worst.client_cpu_us_per_request
+    per_request_text = f" ({per_request:.0f} us of CPU per request)" if per_request is not None else ""
     return (
         f"client-bound at {', '.join(f'{p.load:g}' for p in bound)}: tritongen's client used "
-        f"{worst.client_cpu_cores:.2f} cores ({worst.client_cpu_us_per_request:.0f} us of CPU per request), so these "
+        f"{worst.client_cpu_cores or 0.0:.2f} cores{per_request_text}, so these "
         "figures understate the server; measure again with --engine perf_analyzer (C++, cheaper per request), or "
         "run the client on another machine"
     )

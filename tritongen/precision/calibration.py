@@ -11,6 +11,8 @@ out: the accuracy guard measures on samples that calibration never saw.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..dtypes import numpy_dtype
 from ..errors import TritongenError
+from ..files import json_file, read_problem, regular_bytes
 from ..spec import TensorSpec
 
 Arrays = dict[str, np.ndarray]
@@ -28,6 +31,8 @@ HOLDOUT_EVERY = 4  # every 4th sample is held out for the accuracy guard
 DEFAULT_MAX_TOKENS = 128
 TEXT_SUFFIXES = (".txt", ".text", ".lines")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+MAX_TEXT_BYTES = 64 << 20  # a calibration text file: a few hundred sentences are plenty, a million still fit
+MAX_PREPROCESSOR_BYTES = 1 << 20  # preprocessor_config.json: a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,14 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
             "text calibration data needs a batching model",
             "build with --max-batch-size 1 or more, or give .npz samples",
         )
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:
+        raw = regular_bytes(path, MAX_TEXT_BYTES)
+    except OSError as exc:
+        raise TritongenError(
+            f"calibration text file {path} {read_problem(exc)}",
+            "give a readable text file with one sample per line (a few hundred lines are enough)",
+        ) from None
+    lines = [line.strip() for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
     if not lines:
         raise TritongenError(f"calibration text file {path} has no non-empty lines", "write one sample text per line")
     try:
@@ -164,8 +176,6 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
 def _items_from_images(
     folder: Path, files: list[Path], inputs: tuple[TensorSpec, ...], batched: bool, preprocessor: Path | None
 ) -> list[Arrays]:
-    import json
-
     from PIL import Image
 
     image_inputs = [t for t in inputs if len(t.dims) == 3 and t.dims[0] == 3 and -1 not in t.dims[1:]]
@@ -178,9 +188,7 @@ def _items_from_images(
     height, width = t.dims[1], t.dims[2]
     mean = std = None
     if preprocessor is not None and (preprocessor / "preprocessor_config.json").is_file():
-        cfg = json.loads((preprocessor / "preprocessor_config.json").read_text())
-        mean = np.asarray(cfg.get("image_mean"), np.float32).reshape(3, 1, 1) if cfg.get("image_mean") else None
-        std = np.asarray(cfg.get("image_std"), np.float32).reshape(3, 1, 1) if cfg.get("image_std") else None
+        mean, std = _normalisation(preprocessor / "preprocessor_config.json")
     items = []
     for f in files:
         try:
@@ -199,6 +207,41 @@ def _items_from_images(
         array = array.astype(numpy_dtype(t.dtype))
         items.append({t.name: array[None] if batched else array})
     return items
+
+
+def _normalisation(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``image_mean`` and ``image_std`` of a Hugging Face ``preprocessor_config.json`` as [3, 1, 1] arrays (None
+    where it gives none); a file that is not such JSON, or values that are not 1 or 3 finite numbers (std above 0),
+    are a :class:`TritongenError`."""
+    try:
+        cfg = json_file(path, MAX_PREPROCESSOR_BYTES)
+    except (OSError, ValueError) as exc:
+        problem = read_problem(exc) if isinstance(exc, OSError) else f"is not valid JSON ({exc})"
+        raise TritongenError(
+            f"{path} {problem}", "give a Hugging Face preprocessor_config.json, or leave it out"
+        ) from None
+    if not isinstance(cfg, dict):
+        raise TritongenError(f"{path} is not a JSON object", "give a Hugging Face preprocessor_config.json")
+    out: list[np.ndarray | None] = []
+    for key in ("image_mean", "image_std"):
+        value = cfg.get(key)
+        if value is None or value == []:
+            out.append(None)
+            continue
+        values = value if isinstance(value, list) else [value]
+        if (
+            len(values) not in (1, 3)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            or not np.all(np.isfinite(np.asarray(values, np.float64)))
+            or (key == "image_std" and min(values) <= 0)
+        ):
+            raise TritongenError(
+                f"{path}: {key} is {str(value)[:80]}, not one or three finite numbers"
+                + (" above 0" if key == "image_std" else ""),
+                f"give {key} as three numbers, one per RGB channel" + (" (each above 0)" if key == "image_std" else ""),
+            )
+        out.append(np.broadcast_to(np.asarray(values, np.float32).reshape(-1, 1, 1), (3, 1, 1)).copy())
+    return out[0], out[1]
 
 
 def _batches(items: list[Arrays], batch: int, batched: bool) -> list[Arrays]:
@@ -226,7 +269,16 @@ def _looks_like_text(path: Path) -> bool:
         return True
     if path.suffix.lower() in (".npz", ".npy"):
         return False
-    head = path.read_bytes()[:4096]
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # not held up by a FIFO
+    except OSError:
+        return False  # read as .npz, whose reader names the problem
+    try:
+        head = os.read(fd, 4096) if stat.S_ISREG(os.fstat(fd).st_mode) else b"PK"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return not head.startswith(b"PK") and b"\x00" not in head
 
 
@@ -250,6 +302,11 @@ def calibration_data_from_path(
     if not path.exists():
         raise TritongenError(
             f"calibration data {path} does not exist",
+            "pass --calib-data with an .npz file, a folder of .npz files or a text file",
+        )
+    if not path.is_file() and not path.is_dir():
+        raise TritongenError(
+            f"calibration data {path} is not a regular file or a folder (a FIFO, a device or a socket)",
             "pass --calib-data with an .npz file, a folder of .npz files or a text file",
         )
     if path.is_file() and _looks_like_text(path):

@@ -1,0 +1,43 @@
+"""The bounded .npz/.npy reader (tritongen/npz.py): a header that disagrees with its data is one error line."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.test_bad_input import _assert_one_clean_line, _run
+from tritongen.errors import TritongenError
+from tritongen.npz import arrays_from_npz
+
+
+def _npy(descr: object, shape: tuple[int, ...], payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + payload
+
+
+# shape (2,) of '(2,)<f4' is 16 bytes, as the data holds: each item is itself an array of 2, so np.frombuffer made 4
+# items and the reshape to (2,) raised ValueError
+SUBARRAY = _npy("(2,)<f4", (2,), np.arange(4, dtype="<f4").tobytes())
+
+
+def test_a_subarray_dtype_is_refused_in_an_npz_and_an_npy(tmp_path):
+    with zipfile.ZipFile(tmp_path / "sub.npz", "w") as zf:
+        zf.writestr("x.npy", SUBARRAY)
+    (tmp_path / "sub.npy").write_bytes(SUBARRAY)
+    for name in ("sub.npz", "sub.npy"):
+        with pytest.raises(TritongenError, match=r"has the subarray dtype \('<f4', \(2,\)\)"):
+            arrays_from_npz(tmp_path / name)
+    plain = _npy("<f4", (2, 2), np.arange(4, dtype="<f4").tobytes())  # the same bytes as the plain array they are
+    (tmp_path / "plain.npy").write_bytes(plain)
+    np.testing.assert_array_equal(arrays_from_npz(tmp_path / "plain.npy")["input"], np.arange(4.0).reshape(2, 2))
+
+
+def test_infer_with_a_subarray_dtype_sample_is_one_error_line(tmp_path):
+    with zipfile.ZipFile(tmp_path / "sub.npz", "w") as zf:
+        zf.writestr("x.npy", SUBARRAY)
+    code, out, err = _run(["infer", "double", "--url", "127.0.0.1:9", "--input-file", str(tmp_path / "sub.npz")])
+    _assert_one_clean_line("subarray dtype", code, out, err, ("sub.npz", "subarray dtype", "plain dtype"))
