@@ -187,6 +187,31 @@ def test_serve_names_the_next_commands_for_the_models_users_call():
     assert "--metrics-url 127.0.0.1:40001" in _next_steps(("m",), "127.0.0.1:8001", Path("r"), "127.0.0.1:40001")[2]
 
 
+def test_serve_names_commands_that_work_for_a_hand_written_model(tmp_path):
+    """A model no build wrote has no saved samples or reference: --check and the default inputs cannot work, so
+    its commands take inputs; a built model beside it is named first."""
+    from tritongen.cli import _has_manifest, _next_steps
+
+    (tmp_path / "hand" / "1").mkdir(parents=True)
+    (tmp_path / "built" / "2" / "tritongen").mkdir(parents=True)
+    (tmp_path / "built" / "2" / "tritongen" / "manifest.json").write_text("{}")
+    assert not _has_manifest(tmp_path / "hand") and _has_manifest(tmp_path / "built")
+    lines = _next_steps(("hand",), "127.0.0.1:8001", tmp_path, "127.0.0.1:8002", built=set())
+    words = " ".join(lines).split()
+    assert "--check" not in words and "--repo" not in words
+    assert lines[1].split("#")[0].split() == [
+        "tritongen",
+        "infer",
+        "hand",
+        "--url",
+        "127.0.0.1:8001",
+        "--input-file",
+        "inputs.npz",
+    ]
+    assert "tritongen perf hand --url 127.0.0.1:8001 --input-data inputs.npz" in lines[2]
+    assert "tritongen infer built --repo" in _next_steps(("built", "hand"), "h:1", tmp_path, built={"built"})[1]
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [

@@ -200,12 +200,57 @@ def test_the_other_protocols_port_is_named_as_such(tiny_server, protocol):
     """A request over one protocol to the other's port says a server answers there over the other protocol
     (not that no server answers, or that it rejected the request)."""
     other = "http" if protocol == "grpc" else "grpc"
+    wrong = url_for(tiny_server, other)
     with pytest.raises(TritongenError) as err:
-        infer_from_arrays(
-            url_for(tiny_server, other), "double", {"X": np.ones((1, 4), np.float32)}, protocol=protocol, timeout_s=10
-        )
+        infer_from_arrays(wrong, "double", {"X": np.ones((1, 4), np.float32)}, protocol=protocol, timeout_s=10)
     assert f"over {protocol}, but one answers there over {other}" in err.value.problem
-    assert err.value.fix.startswith(f"pass --protocol {other} (or --url {other}://{url_for(tiny_server, other)})")
+    shown = {"grpc": "gRPC", "http": "HTTP"}[protocol]
+    assert err.value.fix == (
+        f"pass --url {other}://{wrong} without --protocol (or --url {wrong} --protocol {other}), or keep {shown} and "
+        f"point --url at the server's {shown} port (gRPC is usually port 8001, HTTP 8000)"
+    )
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_fix_for_the_other_protocols_port_works_as_written(tiny_server, tmp_path, monkeypatch, protocol):
+    """`tritongen infer --url http://HOST:GRPC_PORT` suggested `--protocol grpc`, which with that URL is refused
+    ("asks for HTTP but --protocol is grpc"). Every way of asking for one protocol at the other's port gets a fix
+    whose every alternative, run as written, infers; and so does keeping the protocol at its own port."""
+    import re
+
+    from click.testing import CliRunner
+
+    from tritongen.cli import cli
+
+    for name in ("TRITONGEN_URL", "TRITONGEN_GRPC_URL", "TRITONGEN_HTTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    np.savez(tmp_path / "x.npz", X=np.arange(8, dtype=np.float32).reshape(2, 4))
+    other = "http" if protocol == "grpc" else "grpc"
+    wrong, right = url_for(tiny_server, other), url_for(tiny_server, protocol)
+
+    def infer(args):
+        base = ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--repo", str(tmp_path)]
+        return CliRunner().invoke(cli, base + args)
+
+    asked = [["--url", f"{protocol}://{wrong}"], ["--url", wrong, "--protocol", protocol]]
+    if protocol == "grpc":
+        asked.append(["--url", wrong])  # no scheme, no --protocol: gRPC
+    fixes = set()
+    for args in asked:
+        failed = infer(args)
+        assert isinstance(failed.exception, TritongenError), (args, failed.output)
+        fixes.add(failed.exception.fix)
+        assert infer([a.replace(wrong, right) for a in args]).exit_code == 0, args  # keep it, at its own port
+    (fix,) = fixes  # one fix, whatever the call looked like
+    without = re.search(r"pass --url (\S+) without --protocol", fix)
+    given = re.search(r"\(or --url (\S+) --protocol (\w+)\)", fix)
+    assert without and given, fix
+    for args in (["--url", without.group(1)], ["--url", given.group(1), "--protocol", given.group(2)]):
+        followed = infer(args)
+        assert followed.exit_code == 0, (args, followed.output, followed.exception)
+        assert "Y: float32 [2, 4] [1, 3, 5, 7, 9, 11" in followed.output
+        assert protocol_for_url(args[1], args[3] if len(args) > 2 else None) == other
 
 
 @pytest.mark.server

@@ -52,6 +52,8 @@ INPUTS = ["CSV:STRING:1"]
 
 
 def preprocess(batch):
+    if any(item.startswith(b"#") for item in batch["CSV"].reshape(-1)):
+        raise ValueError("a comment is not a row\\n  (a row is numbers and commas)")
     rows = [[float(v) for v in item.decode().split(",")] for item in batch["CSV"].reshape(-1)]
     values = np.asarray(rows, dtype=np.float32)  # a bad row raises: that request gets an error
     return {"a": values[:, :4], "b": values[:, 4:]}
@@ -296,6 +298,9 @@ def test_custom_pre_and_post_functions(served):
         assert response["SUMMARY"][0][0].decode() == f"max product {(a * b).max():g}"
     with pytest.raises(TritongenError, match="ValueError"):
         infer_from_arrays(server.grpc_url, "pair", {"CSV": np.array([[b"1,2,x"]], dtype=object)})
+    # every line of the step's message reaches the client, on one line (the detail is often past the first)
+    with pytest.raises(TritongenError, match=r"ValueError: a comment is not a row \(a row is numbers and commas\)"):
+        infer_from_arrays(server.grpc_url, "pair", {"CSV": np.array([[b"# header"]], dtype=object)})
     assert (repo / "pair_preprocess" / "1" / "user_code.py").is_file()
 
 

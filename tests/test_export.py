@@ -59,7 +59,7 @@ CASES = {
 }
 
 
-def _export(tmp_path: Path, case: str, max_batch_size: int = 4, form: str | None = None):
+def _export(tmp_path: Path, case: str, max_batch_size: int = 4, form: str | None = None, opset: int | None = None):
     make, inputs, case_form, input_args, outputs, _ = CASES[case]
     form = form or case_form
     path = factories.save_model(make(), tmp_path / "model.pt", form, inputs())
@@ -71,6 +71,7 @@ def _export(tmp_path: Path, case: str, max_batch_size: int = 4, form: str | None
         max_batch_size=max_batch_size,
         model_factory=factory,
         allow_pickle=form == "pickled_module",
+        opset=opset,
     )
     loaded = module_from_file(path, factory, allow_pickle=form == "pickled_module")
     samples = sample_set_from_spec(spec)
@@ -170,3 +171,17 @@ def test_inputs_that_do_not_fit_the_model(tmp_path):
     loaded = module_from_file(path)
     with pytest.raises(TritongenError, match="the model failed on inputs x\\[2, 3, 7\\]"):
         onnx_from_module(loaded, spec, sample_set_from_spec(spec).export, tmp_path / "o", tmp_path / "r")
+
+
+@pytest.mark.parametrize("case, opset", [("conv-torchscript", 19), ("conv-torchscript", 20), ("conv-dynamo", 21)])
+def test_the_graph_is_written_at_the_opset_asked_for(tmp_path, case, opset):
+    """No silent change: each exporter writes the opset asked for, up to the newest it writes."""
+    _, _, _, result = _export(tmp_path, case, opset=opset)
+    model = onnx.load(str(result.onnx_path), load_external_data=False)
+    assert result.opset == opset
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+
+
+def test_a_torchscript_module_asked_for_an_opset_only_dynamo_writes_is_refused(tmp_path):
+    with pytest.raises(TritongenError, match="TorchScript exporter .* writes opset 20 at most; --opset is 21"):
+        _export(tmp_path, "conv-torchscript", opset=21)

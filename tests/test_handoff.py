@@ -8,6 +8,7 @@ import base64
 import csv
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -160,24 +161,92 @@ def test_model_analyzer_loads_the_config_with_its_own_loader(built):
     assert loaded["flags"]["input-data"] == str(result.handoff_dir / "input_data.json")
 
 
+def _as_a_user(**extra: str) -> dict[str, str]:
+    """The environment of someone who runs the hand-off in a shell of the README's setup: no perf_analyzer on PATH,
+    no LD_LIBRARY_PATH, no PERF_ANALYZER (unless given)."""
+    import shutil
+
+    folders = [
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not (Path(d) / "perf_analyzer").exists()
+    ]
+    path = os.pathsep.join(folders)
+    if shutil.which("bash", path=path) is None:
+        pytest.skip("perf_analyzer shares its folder with bash here: no PATH without it")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PERF_ANALYZER")}
+    return {**env, "PATH": path, **extra}
+
+
 @pytest.mark.server
 def test_perf_analyzer_script_runs_against_the_served_model(built, tmp_path, server_install):
+    """``./perf_analyzer.sh URL`` as a user runs it: perf_analyzer is not on PATH and LD_LIBRARY_PATH is unset, so
+    the script falls back to the perf_analyzer of the installation that wrote it, with tritongen's library path;
+    and with ``PERF_ANALYZER`` set to that binary it runs too."""
+    from tritongen.errors import TritongenError
     from tritongen.perf.perf_analyzer import find_perf_analyzer
     from tritongen.server import ServeSpec, server_from_repository
 
+    try:
+        install = find_perf_analyzer()
+    except TritongenError as err:
+        pytest.skip(f"perf_analyzer not installed ({err.problem}); run scripts/install_perf_analyzer.sh")
     work, _ = built
-    install = find_perf_analyzer()
     # the same writer with a short measurement (the build's hand-off uses tritongen perf's defaults)
     quick = PerfSpec(model="seq", concurrency=(2,), duration_s=3.0, stability_pct=100.0, max_windows=10, repo=None)
     made = handoff_from_model(work / "repo", "seq", tmp_path, spec=quick)
+    assert f"TRITONGEN_PERF_ANALYZER={shlex.quote(str(install.binary.absolute()))}\n" in made.script.read_text()
+    results = made.folder / "results_c2.csv"
     with server_from_repository(ServeSpec(repo=work / "repo")) as server:
-        env = dict(install.env, PERF_ANALYZER=str(install.binary))
-        run = subprocess.run(
-            ["bash", str(made.script), server.grpc_url], capture_output=True, text=True, env=env, timeout=240
-        )
-    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
-    rows = list(csv.DictReader((made.folder / "results_c2.csv").read_text().splitlines()))
-    assert rows and float(rows[-1]["Inferences/Second"]) > 0
+        for extra in ({}, {"PERF_ANALYZER": str(install.binary)}):
+            results.unlink(missing_ok=True)
+            run = subprocess.run(
+                [str(made.script), server.grpc_url],
+                capture_output=True,
+                text=True,
+                env=_as_a_user(**extra),
+                cwd=tmp_path,
+                timeout=240,
+            )
+            assert run.returncode == 0, (extra, run.stdout[-2000:], run.stderr[-2000:])
+            rows = list(csv.DictReader(results.read_text().splitlines()))
+            assert rows and float(rows[-1]["Inferences/Second"]) > 0
+
+
+def test_without_a_perf_analyzer_the_script_says_what_to_do_in_one_line(built, tmp_path):
+    """Nothing to run (PERF_ANALYZER names no file; or, on another machine, none on PATH and the writer's fallback
+    absent): one line on stderr saying what to install or set, exit 127, nothing run."""
+    from tritongen.handoff import LocalPerfAnalyzer, _script, perf_analyzer_commands
+
+    work, _ = built
+    made = handoff_from_model(work / "repo", "seq", tmp_path / "here")
+    missing = tmp_path / "no" / "perf_analyzer"
+    run = subprocess.run(
+        [str(made.script), "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        env=_as_a_user(PERF_ANALYZER=str(missing)),
+        timeout=60,
+    )
+    assert (run.returncode, run.stdout) == (127, "") and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"perf_analyzer.sh: PERF_ANALYZER={missing} is neither an executable file")
+    assert "unset it to use perf_analyzer on PATH" in run.stderr
+
+    commands = perf_analyzer_commands(PerfSpec(model="seq", repo=None), _requests(work))
+    for local, where in ((LocalPerfAnalyzer(missing, ("/no/lib",)), f" nor at {missing}"), (None, "")):
+        script = tmp_path / ("elsewhere" if local else "bare") / "perf_analyzer.sh"
+        script.parent.mkdir()
+        script.write_text(_script("seq", commands, local))
+        script.chmod(0o755)
+        run = subprocess.run([str(script)], capture_output=True, text=True, env=_as_a_user(), timeout=60)
+        assert (run.returncode, run.stdout) == (127, "") and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith(f"perf_analyzer.sh: perf_analyzer is not on PATH{where}: install it")
+        assert run.stderr.rstrip().endswith("and put it on PATH, or set PERF_ANALYZER to its binary")
+        assert sorted(p.name for p in script.parent.iterdir()) == ["perf_analyzer.sh"]  # nothing ran
+
+
+def _requests(work: Path):
+    from tritongen.perf.inputs import request_set_from_samples
+
+    return request_set_from_samples(work / "repo", "seq", True)
 
 
 def test_links_are_never_followed(built, tmp_path):

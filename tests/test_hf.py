@@ -112,6 +112,93 @@ def test_image_settings_vit_and_convnext(tmp_path):
         )
 
 
+VIT = {"size": {"height": 224, "width": 224}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"size": [224, 224]}, "size is [224, 224], not a whole number of pixels"),  # was an AttributeError
+        ({"size": {"height": "abc"}}, "size is {'height': 'abc'}"),  # was a ValueError from int()
+        ({"size": {"height": 224}}, "size is {'height': 224}"),  # no width: a KeyError at output_hw
+        ({"size": {"height": 224, "width": 10**9}}, "from 1 to 16384"),
+        ({"size": {"height": 224.0, "width": 224}}, "size is"),
+        ({"size": 0}, "size is 0"),
+        ({"size": True}, "size is True"),
+        ({"do_center_crop": True, "crop_size": {"shortest_edge": 224}}, "crop_size is"),
+        ({"do_center_crop": True, "crop_size": "big"}, "crop_size is 'big'"),
+        ({"size": {"shortest_edge": 224}, "crop_pct": 0}, "crop_pct is 0, not a fraction"),  # divides the edge
+        ({"size": {"shortest_edge": 224}, "crop_pct": "x"}, "crop_pct is 'x'"),
+        ({"image_mean": [0.5, 0.5]}, "image_mean is [0.5, 0.5], not one or three finite numbers"),
+        ({"image_mean": ["a", 1, 2]}, "image_mean is"),
+        ({"image_std": [0.5, 0.0, 0.5]}, "image_std is [0.5, 0.0, 0.5], not one or three numbers above 0"),
+        ({"image_std": None}, "image_std is None, not one or three numbers above 0 beside image_mean"),
+        ({"image_std": {"r": 1}}, "image_std is"),
+        ({"rescale_factor": None}, "rescale_factor is None"),
+        ({"rescale_factor": -1}, "rescale_factor is -1"),
+        ({"resample": 9}, "resample is 9, not a PIL resampling filter"),
+        ({"resample": "bicubic"}, "resample is 'bicubic'"),
+    ],
+)
+def test_a_crafted_preprocessor_config_is_one_error_naming_the_file_and_field(tmp_path, change, words):
+    folder = _write(tmp_path / "img", "preprocessor_config.json", {**VIT, **change})
+    with pytest.raises(TritongenError) as err:
+        image_settings_from_folder(folder)
+    assert str(err.value).startswith(f"{folder / 'preprocessor_config.json'}: ") and words in str(err.value), err.value
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{", "{" + " " * (1 << 20) + "}"])
+def test_a_preprocessor_config_that_is_no_object_or_too_large_is_one_error(tmp_path, text):
+    (tmp_path / "preprocessor_config.json").write_text(text)
+    with pytest.raises(TritongenError, match="preprocessor_config.json (is not|cannot be read \\(it is over 1 MiB)"):
+        image_settings_from_folder(tmp_path)
+
+
+def test_image_settings_take_what_processors_save(tmp_path):
+    """The checks refuse no shape Hugging Face writes: a scalar mean and std, a side as one number, CLIP's shortest
+    edge with a crop, ConvNext's shortest edge of 384 (a square), and a size beside do_resize false."""
+    scalar = image_settings_from_folder(
+        _write(tmp_path / "a", "preprocessor_config.json", {"size": 224, "image_mean": 0.5, "image_std": 0.25})
+    )
+    assert scalar.output_hw == (224, 224) and scalar.mean == (0.5,) and scalar.std == (0.25,)
+    clip = {"size": {"shortest_edge": 224}, "do_center_crop": True, "crop_size": {"height": 224, "width": 224}}
+    clip_settings = image_settings_from_folder(_write(tmp_path / "b", "preprocessor_config.json", clip))
+    assert clip_settings.resize == {"shortest_edge": 224} and clip_settings.crop == (224, 224)
+    big = {"size": {"shortest_edge": 384}, "crop_pct": 0.875}
+    assert image_settings_from_folder(_write(tmp_path / "c", "preprocessor_config.json", big)).resize == {
+        "height": 384,
+        "width": 384,
+    }
+    unresized = {"do_resize": False, "size": "ignored", "do_center_crop": True, "crop_size": 32, "do_rescale": False}
+    kept = image_settings_from_folder(_write(tmp_path / "d", "preprocessor_config.json", unresized))
+    assert kept.resize is None and kept.crop == (32, 32) and kept.rescale_factor is None
+
+
+def test_build_of_an_image_folder_with_a_list_size_is_one_error_line(tmp_path):
+    from tests.test_bad_input import _assert_one_clean_line, _run
+
+    folder = _write(tmp_path / "vit", "config.json", {"architectures": ["ViTForImageClassification"], "num_labels": 2})
+    (folder / "model.safetensors").write_bytes(b"")
+    _write(folder, "preprocessor_config.json", {**VIT, "size": [224, 224]})
+    code, out, err = _run(["build", str(folder), "--repo", str(tmp_path / "repo")])
+    _assert_one_clean_line("list size", code, out, err, ("preprocessor_config.json: size is [224, 224]",))
+    assert not (tmp_path / "repo").exists()
+    _write(folder, "preprocessor_config.json", VIT)
+    config = {"architectures": ["ViTForImageClassification"], "num_labels": 2, "num_channels": "3"}
+    _write(folder, "config.json", config)
+    with pytest.raises(TritongenError, match="config.json: num_channels is '3', not a channel count from 1 to 4"):
+        hf_model_from_folder(folder)
+
+
+@pytest.mark.parametrize("config", [{"type_vocab_size": "abc"}, {"type_vocab_size": [2]}, {"type_vocab_size": -2}])
+def test_a_count_in_config_json_that_is_not_one_is_one_error(tmp_path, config):
+    from tritongen.hf import text_settings_from_folder
+
+    (key,) = config
+    with pytest.raises(TritongenError, match=f"{tmp_path}/config.json: {key} is .*, not a count from 0 to"):
+        text_settings_from_folder(minilm_dir(), config, tmp_path)
+
+
 def test_folder_without_weights(tmp_path):
     _write(tmp_path / "m", "config.json", {"architectures": ["BertForSequenceClassification"]})
     with pytest.raises(TritongenError, match="has no weights"):
@@ -159,13 +246,31 @@ def test_failure_after_export_leaves_nothing(tmp_path):
         ("def postprocess(batch):\n    return batch\n", "postprocess", "does not declare its outputs"),
         ("INPUTS = 'TEXT'\ndef preprocess(batch):\n    return batch\n", "preprocess", "not a list"),
         ("def preprocess(batch) return\n", "preprocess", "syntax error"),
+        ("def preprocess(batch):\n    return batch\x00\n", "preprocess", "cannot be parsed|syntax error"),
+        (
+            "def preprocess(batch):\n    return b'\xff'\n".encode("latin-1").decode("utf-8", "surrogateescape"),
+            "preprocess",
+            "cannot be read",
+        ),
+        ("x = " + "[" * 5000 + "]" * 5000 + "\n", "preprocess", "cannot be parsed|syntax error"),
     ],
 )
 def test_user_code_errors(tmp_path, source, function, words):
     path = tmp_path / "user.py"
-    path.write_text(source)
+    path.write_bytes(source.encode("utf-8", "surrogateescape"))
     with pytest.raises(TritongenError, match=words):
         user_code_from_file(path, function)
+
+
+def test_user_code_over_the_limit_is_refused_unread(tmp_path):
+    from tritongen.pre_post import MAX_USER_CODE_BYTES
+
+    path = tmp_path / "pre.py"
+    with open(path, "wb") as fh:
+        fh.write(b"def preprocess(batch):\n    return batch\n#")
+        fh.truncate(MAX_USER_CODE_BYTES + 1)
+    with pytest.raises(TritongenError, match=r"--preprocess file .*pre\.py cannot be read \(it is over 4 MiB"):
+        user_code_from_file(path, "preprocess")
 
 
 def test_user_code_declarations_read_without_running(tmp_path):

@@ -219,3 +219,29 @@ def test_a_spec_file_that_grew_after_its_size_was_read_is_still_bounded(tmp_path
     monkeypatch.setattr(Path, "stat", stat_before_it_grew)
     with pytest.raises(TritongenError, match=f"spec file .* is more than the {MAX_SPEC_BYTES} bytes a spec takes"):
         yaml_spec(path, yaml_keys())
+
+
+@pytest.mark.parametrize(
+    "opset, exporter, words",
+    [
+        (16, "auto", "opset 16 is outside 17-23"),
+        (24, "auto", "opset 24 is outside 17-23"),
+        (99, "dynamo", "opset 99 is outside 17-23"),
+        (21, "torchscript", "--exporter torchscript writes opset 20 at most, and --opset is 21"),
+    ],
+)
+def test_an_opset_the_exporters_do_not_write_is_refused_not_changed(model_file, opset, exporter, words):
+    with pytest.raises(TritongenError, match=words):
+        build_spec_from_options(model_file, inputs=["x:FP32:3,8"], opset=opset, exporter=exporter)
+    assert build_spec_from_options(model_file, inputs=["x:FP32:3,8"], opset=20, exporter=exporter).opset == 20
+
+
+def test_the_opset_bounds_are_torchs():
+    import torch.onnx._constants as torch_onnx
+
+    from tritongen.spec import MAX_OPSET, TORCHSCRIPT_MAX_OPSET
+
+    assert (MAX_OPSET, TORCHSCRIPT_MAX_OPSET) == (
+        torch_onnx.ONNX_MAX_OPSET,
+        torch_onnx.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET,
+    )

@@ -790,6 +790,144 @@ def test_a_local_build_is_checked_against_the_graph_its_model_py_runs(tmp_path):
 
 
 @pytest.fixture(scope="module")
+def mlp_local_repo(tmp_path_factory) -> Path:
+    """The newcomer's repro: Sequential(Linear(16, 4)) traced, built with `--target local`, max_batch_size 4 (graph
+    x [batch, 16] -> output [batch, 4], the batch dim named symbolically), and a scalar-per-item model beside it
+    (x [batch, 16] -> output [batch], which tritongen writes as output dims [1])."""
+    import torch
+
+    from tests import factories
+    from tritongen.api import build
+
+    root = tmp_path_factory.mktemp("mlp_local")
+    repo = root / "repo"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(torch.nn.Linear(16, 4)).eval()
+    example = (torch.randn(2, 16),)
+    model = factories.save_model(mlp, root / "mlp.pt", "torchscript-trace", example)
+    build(model, name="mlp", inputs=["x:FP32:16"], max_batch_size=4, target="local", repo=repo)
+
+    class SumOverLast(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(-1)
+
+    summed = factories.save_model(SumOverLast(), root / "sum.pt", "torchscript-trace", example)
+    build(summed, name="sum", inputs=["x:FP32:16"], max_batch_size=4, target="local", repo=repo)
+    return repo
+
+
+def _edited_mlp_repo(source: Path, tmp_path: Path, old: str, new: str, model: str = "mlp") -> Path:
+    """A copy of ``source`` with the first ``old`` in the model's config.pbtxt replaced, its warm-up section removed
+    (a warm-up sample of the old dims would be named too)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(source, repo)
+    config = repo / model / "config.pbtxt"
+    text = config.read_text()
+    assert old in text
+    text = re.sub(r"model_warmup \[.*?\n\]\n", "", text.replace(old, new, 1), flags=re.S)
+    assert "model_warmup" not in text
+    config.write_text(text)
+    return repo
+
+
+def test_a_local_build_and_its_scalar_per_item_output_validate(mlp_local_repo):
+    """Output dims [1] over a graph output [batch] is how tritongen writes a scalar per item: not refused."""
+    assert validate_repository(mlp_local_repo).ok
+    assert "dims: [ 1 ]" in (mlp_local_repo / "sum" / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "dims: [ 16 ]",
+            "dims: [ 17 ]",
+            "input 'x' of model 'mlp' has dims [17] in config.pbtxt (shape [-1,17] with the batch dim of "
+            "max_batch_size > 0) but 1/model.onnx takes shape [-1,16] (-1: any size): model.py feeds ONNX Runtime the "
+            "request's tensor as Triton shapes it by the config, so ONNX Runtime refuses every request: set dims: "
+            "[ 16 ]",
+        ),
+        (
+            "dims: [ 16 ]",
+            "dims: [ 16, 1 ]",
+            "input 'x' of model 'mlp' has dims [16,1] in config.pbtxt (shape [-1,16,1] with the batch dim of "
+            "max_batch_size > 0) but 1/model.onnx takes shape [-1,16] (-1: any size): model.py feeds ONNX Runtime the "
+            "request's tensor as Triton shapes it by the config, so ONNX Runtime refuses every request: set dims: "
+            "[ 16 ]",
+        ),
+        (
+            "dims: [ 16 ]",
+            "dims: [ 16 ] reshape: { shape: [ 2, 8 ] }",
+            "input 'x' of model 'mlp' has reshape [2,8] in config.pbtxt (shape [-1,2,8] with the batch dim of "
+            "max_batch_size > 0) but 1/model.onnx takes shape [-1,16] (-1: any size): model.py feeds ONNX Runtime the "
+            "request's tensor as Triton shapes it by the config, so ONNX Runtime refuses every request: set reshape: "
+            "{ shape: [ 16 ] }",
+        ),
+        (
+            "dims: [ 4 ]",
+            "dims: [ 5 ]",
+            "output 'output' of model 'mlp' has dims [5] in config.pbtxt (shape [-1,5] with the batch dim of "
+            "max_batch_size > 0) but 1/model.onnx computes shape [-1,4] (-1: any size): model.py returns what ONNX "
+            "Runtime computes, so every response would contradict the config: set dims: [ 4 ]",
+        ),
+    ],
+    ids=["input-dim", "input-rank", "input-reshape", "output-dim"],
+)
+def test_a_local_builds_dims_are_checked_against_the_graph_its_model_py_runs(
+    mlp_local_repo, tmp_path, old, new, expected
+):
+    """The runner feeds ONNX Runtime each request as Triton shaped it by the config (batch dim first): config dims
+    the graph does not take loaded in Triton and then failed every request ("Got invalid dimensions for input x"),
+    while validate said the model was valid."""
+    repo = _edited_mlp_repo(mlp_local_repo, tmp_path, old, new)
+    assert validate_repository(repo).problems_by_model["mlp"] == (expected,)
+
+
+@pytest.mark.parametrize(
+    "model, old, new",
+    [
+        ("mlp", "dims: [ 16 ]", "dims: [ -1 ]"),  # a variable config dim: a request of 16 still runs
+        ("mlp", "dims: [ 16 ]", "dims: [ 2, 8 ] reshape: { shape: [ 16 ] }"),  # Triton hands the runner [batch, 16]
+        ("mlp", "dims: [ 4 ]", "dims: [ -1 ]"),
+        ("sum", "dims: [ 1 ]", "dims: [ 1 ] reshape: { shape: [ ] }"),  # the scalar per item, as Triton writes it
+    ],
+    ids=["variable-input", "input-reshaped-to-the-graph", "variable-output", "scalar-output-reshape"],
+)
+def test_local_dims_that_fit_the_graph_are_not_refused(mlp_local_repo, tmp_path, model, old, new):
+    repo = _edited_mlp_repo(mlp_local_repo, tmp_path, old, new, model)
+    assert validate_repository(repo).problems_by_model[model] == ()
+
+
+def test_a_local_model_without_batching_over_a_batched_graph_is_named(mlp_local_repo, tmp_path):
+    """max_batch_size 0: Triton hands the runner [16], the graph takes [batch, 16] (the symbolic batch dim is -1)."""
+    repo = _edited_mlp_repo(mlp_local_repo, tmp_path, "max_batch_size: 4", "max_batch_size: 0", "sum")
+    config = repo / "sum" / "config.pbtxt"
+    config.write_text(re.sub(r"dynamic_batching \{.*?\n\}\n", "", config.read_text(), flags=re.S))
+    assert validate_repository(repo).problems_by_model["sum"] == (
+        "input 'x' of model 'sum' has dims [16] in config.pbtxt but 1/model.onnx takes shape [-1,16] (-1: any "
+        "size): model.py feeds ONNX Runtime the request's tensor as Triton shapes it by the config, so ONNX Runtime "
+        "refuses every request: set dims: [ -1, 16 ]",
+    )  # not the output: a graph output [-1] takes the config's [1]
+
+
+def test_the_repro_fails_validate_with_one_line(mlp_local_repo, tmp_path, capsys):
+    """`tritongen validate` on the newcomer's repro: not '1 model(s) valid', but one line naming model, tensor,
+    config dims and graph dims."""
+    from tritongen.cli import main
+
+    repo = _edited_mlp_repo(mlp_local_repo, tmp_path, "dims: [ 16 ]", "dims: [ 17 ]")
+    shutil.rmtree(repo / "sum")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", str(repo)])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    named = [line for line in err.splitlines() if line.startswith("mlp: ")]
+    assert len(named) == 1, err
+    assert all(w in named[0] for w in ("'x'", "'mlp'", "dims [17]", "shape [-1,16]", "set dims: [ 16 ]")), named
+
+
+@pytest.fixture(scope="module")
 def sequence_local_repo(tmp_path_factory) -> Path:
     """A stateful model built with `--target local`: tritongen's sequence runner as model.py, running model.onnx
     (x, acc -> y, acc_out) with the state pair acc:acc_out kept by the runner, so config.pbtxt lists x and y only."""
@@ -857,8 +995,18 @@ def test_a_local_sequence_build_validates(sequence_local_repo):
                 "refuses it on every request: set data_type: TYPE_FP32"
             ],
         ),
+        (
+            "dims: [ 4 ]",
+            "dims: [ 3 ]",
+            [
+                "input 'x' of model 'acc' has dims [3] in config.pbtxt (shape [-1,3] with the batch dim of "
+                "max_batch_size > 0) but 1/model.onnx takes shape [-1,4] (-1: any size): model.py feeds ONNX Runtime "
+                "the request's tensor as Triton shapes it by the config, so ONNX Runtime refuses every request: set "
+                "dims: [ 4 ]"
+            ],
+        ),
     ],
-    ids=["output-renamed", "input-renamed", "input-type"],
+    ids=["output-renamed", "input-renamed", "input-type", "input-dims"],
 )
 def test_a_local_sequence_build_is_checked_against_the_graph_its_model_py_runs(
     sequence_local_repo, tmp_path, old, new, expected

@@ -87,7 +87,9 @@ def cli(debug: bool) -> None:
 @click.option(
     "--allow-pickle", is_flag=True, help="Load a whole pickled module. Unpickling runs code: only for files you trust."
 )
-@click.option("--opset", type=int, help="ONNX opset (>= 17). Default 18.")
+@click.option(
+    "--opset", type=int, help="ONNX opset, 17-23 (TorchScript modules: 17-20). Default 18; never changed silently."
+)
 @click.option("--atol", type=float, help="Parity gate absolute tolerance. Default 1e-4.")
 @click.option("--rtol", type=float, help="Parity gate relative tolerance. Default 1e-3.")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
@@ -470,27 +472,48 @@ def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
         for protocol in ("http", "grpc"):
             ((key, value),) = server.admin_headers(protocol).items()
             click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
-    for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url):
+    built = {m for m in server.models if _has_manifest(repo.resolve() / m)}
+    for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url, built):
         click.echo(line)
     click.echo("press Ctrl-C to stop")
 
 
-def _next_steps(models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url: str = "") -> list[str]:
+def _has_manifest(model_dir: Path) -> bool:
+    """Whether a build of tritongen wrote the model (a version holds its manifest, and with it saved samples)."""
+    from .layout import ARTIFACT_DIR, MANIFEST_NAME
+
+    return any(model_dir.glob(f"*/{ARTIFACT_DIR}/{MANIFEST_NAME}"))
+
+
+def _next_steps(
+    models: tuple[str, ...], grpc_url: str, repo: Path, metrics_url: str = "", built: set[str] | None = None
+) -> list[str]:
     """What to type next, for the models users call (an ensemble's steps are left out when it is served); the
-    metrics URL is named where perf would not guess it (it guesses port 8002 beside gRPC on 8001)."""
+    metrics URL is named where perf would not guess it (it guesses port 8002 beside gRPC on 8001). A model no build
+    wrote (``built``: those one did; default all) has no saved samples or reference: its commands take inputs."""
     steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
     entry = [m for m in models if m not in steps] or list(models)
     if not entry:
         return []
-    first = entry[0]
-    guessed = grpc_url.endswith(":8001") and metrics_url.endswith(":8002")  # what perf guesses beside port 8001
+    first = next((m for m in entry if built is None or m in built), entry[0])
+    metrics = f" --metrics-url {metrics_url}" if metrics_url and not _guessed_metrics(grpc_url, metrics_url) else ""
+    if built is not None and first not in built:
+        return [
+            "next (in another shell; the model has no build's samples, so give it inputs):",
+            f"  tritongen infer {first} --url {grpc_url} --input-file inputs.npz      # one array per input",
+            f"  tritongen perf {first} --url {grpc_url}{metrics} --input-data inputs.npz --concurrency 1,4,16 "
+            "--report perf/",
+        ]
     return [
         "next (in another shell):",
         f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
-        f"  tritongen perf {first} --repo {repo} --url {grpc_url}"
-        + (f" --metrics-url {metrics_url}" if metrics_url and not guessed else "")
-        + " --concurrency 1,4,16 --report perf/",
+        f"  tritongen perf {first} --repo {repo} --url {grpc_url}{metrics} --concurrency 1,4,16 --report perf/",
     ]
+
+
+def _guessed_metrics(grpc_url: str, metrics_url: str) -> bool:
+    """Whether perf would guess ``metrics_url`` itself: port 8002 beside gRPC on 8001."""
+    return grpc_url.endswith(":8001") and metrics_url.endswith(":8002")
 
 
 @cli.command()

@@ -467,7 +467,8 @@ class Triton:
         kind = error_kind(error)
         if kind in (REJECTED, NOT_FOUND):
             raise ModelLoadError(_error_text(error)[0]) from None
-        if kind in (UNAVAILABLE, FORBIDDEN) and self.live():
+        restricted = "restricted" in _error_text(error)[0]  # Triton's answer without the admin header: the same code
+        if kind in (UNAVAILABLE, FORBIDDEN) and not restricted and self.live():
             raise TritongenError(
                 f"the server at {self.url} does not allow to {action} models: it was not started with explicit "
                 f"model control (Triton says: {_error_text(error)[0]})",
@@ -832,10 +833,14 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
     if kind == NO_SERVER or not_http:
         other = "http" if protocol == "grpc" else "grpc"
         if server_live(url, other, timeout_s=min(timeout_s, 2)):  # the other protocol's port (8000 for gRPC)
+            # each fix names the URL and the protocol together: it works whatever --url/--protocol the call had
+            # (an http:// URL with --protocol grpc is refused, see protocol_for_url); gRPC has no base path
+            address = url if other == "http" else url.split("/", 1)[0]
+            shown = {"grpc": "gRPC", "http": "HTTP"}
             return TritongenError(
                 f"no Triton server answers at {url} over {protocol}, but one answers there over {other}",
-                f"pass --protocol {other} (or --url {other}://{url}), or --url with the server's {protocol} port "
-                f"({port_hint})",
+                f"pass --url {other}://{address} without --protocol (or --url {address} --protocol {other}), "
+                f"or keep {shown[protocol]} and point --url at the server's {shown[protocol]} port ({port_hint})",
             )
     if kind == NO_SERVER:
         return TritongenError(

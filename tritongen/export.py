@@ -24,11 +24,10 @@ from .dtypes import triton_from_numpy
 from .errors import TritongenError
 from .export_errors import ExportFailure
 from .logs import quieted
-from .spec import BuildSpec, TensorSpec
+from .spec import TORCHSCRIPT_MAX_OPSET, BuildSpec, TensorSpec
 
 ONNX_FILENAME = "model.onnx"
 ONNX_DATA_FILENAME = "model.onnx.data"
-MIN_OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,7 @@ def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, 
     weight_bytes = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
     in_memory = weight_bytes < 1_500_000_000
     target: Any = io.BytesIO() if in_memory else str(path)
-    opset = max(MIN_OPSET, min(spec.opset, 20))
+    opset = spec.opset  # within what this exporter writes: checked by _export's exporter order
     with _chunk_symbolic(opset if stateful else None):
         torch.onnx.export(
             module,
@@ -457,9 +456,16 @@ def onnx_from_module(
 
     from .export_capture import export_log_from_text
 
-    if spec.opset < MIN_OPSET:
-        raise TritongenError(f"opset {spec.opset} is too old", f"use --opset {MIN_OPSET} or newer")
     order = exporter_order(loaded.module, spec.exporter)
+    if spec.opset > TORCHSCRIPT_MAX_OPSET:  # the TorchScript exporter cannot write it (a spec refuses it asked for)
+        if order == ("torchscript",):
+            raise TritongenError(
+                "this model is exported by torch's TorchScript exporter (a TorchScript module, or one whose state "
+                f"tritongen made explicit), which writes opset {TORCHSCRIPT_MAX_OPSET} at most; --opset is "
+                f"{spec.opset}",
+                f"use --opset {TORCHSCRIPT_MAX_OPSET} or lower",
+            )
+        order = tuple(e for e in order if e != "torchscript")
     layout = output_layout(torch_result_from_module(loaded.module, spec, example_inputs))
     if not layout.names:
         raise TritongenError("the model returns no outputs", "make forward() return at least one tensor")
@@ -494,7 +500,9 @@ def onnx_from_module(
         also = "".join(f" (the {f.exporter} exporter also failed: {f.reason})" for f in failures[1:])
         other = "torchscript" if first.exporter == "dynamo" else "dynamo"
         untried = first.kind in ("operator", "other") and len(failures) == 1 and other not in order
-        if untried and (other == "torchscript" or exporter_order(loaded.module, "auto")[0] == "dynamo"):
+        if untried and other == "torchscript" and spec.opset > TORCHSCRIPT_MAX_OPSET:
+            also += f"; --opset {TORCHSCRIPT_MAX_OPSET} (so that the TorchScript exporter is tried too) may succeed"
+        elif untried and (other == "torchscript" or exporter_order(loaded.module, "auto")[0] == "dynamo"):
             also += f"; --exporter {other} may succeed"
         raise TritongenError(
             f"ONNX export failed ({first.exporter} exporter): {first.reason}{also}", f"{first.fix}; {log_note}"

@@ -9,8 +9,11 @@ a model of the same name in another repository beside it):
   (the requests ``tritongen perf`` sends), tensors base64-encoded;
 - ``perf_analyzer.sh``: one perf_analyzer process per concurrency level, the command line tritongen's own
   ``--engine perf_analyzer`` runs (same windows, stability and trials), with ``--shape`` for every input (its
-  dynamic dimensions at the samples' sizes). ``./perf_analyzer.sh [URL]`` (default ``localhost:8001``, gRPC);
-  ``$PERF_ANALYZER`` names another binary;
+  dynamic dimensions at the samples' sizes). ``./perf_analyzer.sh [URL]`` (default ``localhost:8001``, gRPC)
+  runs ``$PERF_ANALYZER`` when set, else ``perf_analyzer`` on ``PATH``, else (on the machine that wrote it) the
+  binary tritongen's own engine runs, with the CUDA runtime folder tritongen puts on ``LD_LIBRARY_PATH``
+  (:func:`tritongen.perf.perf_analyzer.find_perf_analyzer`); with none of them it prints one line saying what to
+  install or set and exits 127;
 - ``config.yaml``: ``model-analyzer profile -f config.yaml`` measures the model as built (no config search) at
   the same concurrencies with the same inputs, against a server already running (``triton_launch_mode:
   remote``, which needs explicit model control: ``tritonserver --model-control-mode=explicit --load-model='*'``).
@@ -32,6 +35,8 @@ from .perf.inputs import RequestSet, request_set_from_samples
 from .perf.perf_analyzer import (
     PerfAnalyzerInstall,
     command_from_spec,
+    cuda_runtime_dirs,
+    find_perf_analyzer,
     input_data_from_requests,
 )
 from .perf.spec import PerfSpec
@@ -76,15 +81,60 @@ def perf_analyzer_commands(spec: PerfSpec, requests: RequestSet) -> tuple[tuple[
     return tuple(commands)
 
 
-def _script(model: str, commands: tuple[tuple[str, ...], ...]) -> str:
+@dataclass(frozen=True)
+class LocalPerfAnalyzer:
+    """The perf_analyzer of the tritongen installation that writes a hand-off: the script's fallback on that machine
+    (``binary``), run with the library folders tritongen's own engine puts on ``LD_LIBRARY_PATH``."""
+
+    binary: Path
+    library_path: tuple[str, ...] = ()
+
+
+def local_perf_analyzer() -> LocalPerfAnalyzer | None:
+    """The perf_analyzer tritongen's ``--engine perf_analyzer`` would run here, or None when there is none."""
+    try:
+        install = find_perf_analyzer()
+    except TritongenError:
+        return None
+    return LocalPerfAnalyzer(binary=install.binary.absolute(), library_path=cuda_runtime_dirs())
+
+
+def _script(model: str, commands: tuple[tuple[str, ...], ...], local: LocalPerfAnalyzer | None = None) -> str:
+    fallback = shlex.quote(str(local.binary)) if local else "''"
+    libraries = shlex.quote(os.pathsep.join(local.library_path)) if local else "''"
     lines = [
         "#!/usr/bin/env bash",
         f"# Reproduces `tritongen perf {model}` with perf_analyzer, written by tritongen: one process per load",
         "# level, the command line of `tritongen perf --engine perf_analyzer`. Usage: ./perf_analyzer.sh [URL]",
+        "# perf_analyzer: $PERF_ANALYZER when set, else perf_analyzer on PATH, else the fallback below.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         f'URL="${{1:-{DEFAULT_GRPC_URL}}}"',
-        'PERF_ANALYZER="${PERF_ANALYZER:-perf_analyzer}"',
+        "# Fallback, valid only on the machine that wrote this script (skipped where the file is absent): the",
+        "# perf_analyzer of the tritongen installation that wrote it, with the CUDA runtime folder (libcudart.so.12)",
+        "# tritongen adds to LD_LIBRARY_PATH for it. Elsewhere: put perf_analyzer on PATH or set PERF_ANALYZER.",
+        f"TRITONGEN_PERF_ANALYZER={fallback}",
+        f"TRITONGEN_LIBRARY_PATH={libraries}",
+        'if [ -n "${PERF_ANALYZER:-}" ]; then',
+        '  if ! command -v -- "${PERF_ANALYZER}" >/dev/null 2>&1; then',
+        '    echo "perf_analyzer.sh: PERF_ANALYZER=${PERF_ANALYZER} is neither an executable file nor a command on'
+        " PATH: set it to perf_analyzer's binary, or unset it to use perf_analyzer on PATH\" >&2",
+        "    exit 127",
+        "  fi",
+        "elif command -v perf_analyzer >/dev/null 2>&1; then",
+        "  PERF_ANALYZER=perf_analyzer",
+        'elif [ -n "${TRITONGEN_PERF_ANALYZER}" ] && [ -x "${TRITONGEN_PERF_ANALYZER}" ]; then',
+        '  PERF_ANALYZER="${TRITONGEN_PERF_ANALYZER}"',
+        "else",
+        '  echo "perf_analyzer.sh: perf_analyzer is not on PATH${TRITONGEN_PERF_ANALYZER:+ nor at'
+        " ${TRITONGEN_PERF_ANALYZER}}: install it (Triton's SDK; or tritongen's scripts/install_perf_analyzer.sh)"
+        ' and put it on PATH, or set PERF_ANALYZER to its binary" >&2',
+        "  exit 127",
+        "fi",
+        'if [ "${PERF_ANALYZER}" != perf_analyzer ] && [ -n "${TRITONGEN_LIBRARY_PATH}" ]; then',
+        "  # not the one on PATH: the libraries tritongen runs its perf_analyzer with, after any already set",
+        '  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+${LD_LIBRARY_PATH}:}${TRITONGEN_LIBRARY_PATH}"',
+        "fi",
     ]
     for command in commands:
         args = ['"${PERF_ANALYZER}"'] + ['"${URL}"' if a == _URL else shlex.quote(a) for a in command[1:]]
@@ -184,7 +234,7 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
         _write(data_path, json.dumps(input_data_from_requests(requests)))
         commands = perf_analyzer_commands(spec, requests)
         script = folder / SCRIPT_NAME
-        _write(script, _script(model, commands), mode=0o755)
+        _write(script, _script(model, commands, local_perf_analyzer()), mode=0o755)
         cpu_only = bool(config.instance_group) and all(g.kind == g.KIND_CPU for g in config.instance_group)
         ma = model_analyzer_config(repo, model, spec, requests, data_path.resolve(), cpu_only)
         ma_path = folder / MA_CONFIG_NAME

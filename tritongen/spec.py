@@ -49,6 +49,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 DEFAULT_OPSET = 18
+MIN_OPSET = 17  # the oldest opset tritongen exports at (Triton's ONNX Runtime and TensorRT read 17..22)
+MAX_OPSET = 23  # torch's ONNX_MAX_OPSET: the newest its dynamo exporter writes
+TORCHSCRIPT_MAX_OPSET = 20  # torch's ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
 DEFAULT_QUEUE_DELAY_US = 500
 DEFAULT_DYNAMIC_DIM = DEFAULT_DIM_OPT  # size (OPT) of a -1 dimension without --dim-range (tritongen.dim_ranges)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -189,6 +192,16 @@ class BuildSpec:
             raise TritongenError(
                 f"spec dynamic_dim_size {self.dynamic_dim_size} is below 1",
                 "use the size samples give every -1 dimension, e.g. 16",
+            )
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise TritongenError(
+                f"opset {self.opset} is outside {MIN_OPSET}-{MAX_OPSET}, the opsets torch's ONNX exporters write",
+                f"use --opset {DEFAULT_OPSET} (the default) or another in {MIN_OPSET}-{MAX_OPSET}",
+            )
+        if self.exporter == "torchscript" and self.opset > TORCHSCRIPT_MAX_OPSET:
+            raise TritongenError(
+                f"--exporter torchscript writes opset {TORCHSCRIPT_MAX_OPSET} at most, and --opset is {self.opset}",
+                f"use --opset {TORCHSCRIPT_MAX_OPSET} or lower, or --exporter dynamo",
             )
         if self.exporter not in EXPORTERS:
             raise TritongenError(

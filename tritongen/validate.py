@@ -46,7 +46,15 @@ from .validate_ensemble import (
     problems_in_ensemble_scheduling,
     problems_in_ensembles,
 )
-from .validate_onnx import GraphIO, graph_io_from_onnx, onnx_available, onnx_io_problems, tensor_names
+from .validate_onnx import (
+    GraphIO,
+    GraphTensor,
+    graph_io_from_onnx,
+    onnx_available,
+    onnx_io_problems,
+    shape_text,
+    tensor_names,
+)
 from .validate_sequence import graph_state_problems, runner_state_pairs, state_problems
 
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
@@ -807,7 +815,11 @@ def _runner_io_problems(config: ModelConfig, name: str, model_dir: Path, version
     """For a Python-backend model whose model.py is one of tritongen's ONNX Runtime runners, unchanged: the runner
     feeds the config's inputs to ``model.onnx`` by name and asks ONNX Runtime for the config's outputs by name, so a
     name the graph lacks, a graph input the config lacks, or an input data type the graph does not take fails every
-    request (ONNX Runtime: "Invalid output name", "Missing Input", ...), though Triton loads the model.
+    request (ONNX Runtime: "Invalid output name", "Missing Input", ...), though Triton loads the model. The runner
+    feeds each request's tensors as Triton shaped them by the config (the batch dim first where max_batch_size > 0)
+    and returns what ONNX Runtime computes, so an input's dims the graph does not take fail every request too ("Got
+    invalid dimensions"), and an output's dims other than the graph's contradict every response (see
+    :func:`_runner_dims_problem`).
 
     The sequence runner also feeds the graph the state inputs of the config's ``tritongen_states`` pairs (from the
     state it keeps) and asks for their outputs: those need no config tensor, and :func:`graph_state_problems`
@@ -874,12 +886,14 @@ def _runner_graph_problems(
                 f"{tensor_names(graph.inputs) or 'none'}): model.py feeds ONNX Runtime the config's inputs by name, so "
                 "every request would fail: rename it in config.pbtxt"
             )
-        elif tensor.type_name and tensor.type_name != type_name(io.data_type):
+            continue
+        if tensor.type_name and tensor.type_name != type_name(io.data_type):
             problems.append(
                 f"input '{io.name}' of model '{name}' is {type_name(io.data_type)} in config.pbtxt but "
                 f"{tensor.type_name} in {where}: ONNX Runtime refuses it on every request: set data_type: "
                 f"{tensor.type_name}"
             )
+        problems += _runner_dims_problem(config, name, io, tensor, "input", where)
     given = {io.name for io in config.input} | state_inputs
     missing = [n for n in graph.inputs if n not in given]
     if missing:
@@ -894,7 +908,57 @@ def _runner_graph_problems(
                 f"{tensor_names(graph.outputs)}): model.py asks ONNX Runtime for the config's outputs by name, so "
                 "every request would fail: rename it in config.pbtxt"
             )
+        else:
+            problems += _runner_dims_problem(config, name, io, graph.outputs[io.name], "output", where)
     return problems
+
+
+def _runner_dims_problem(
+    config: ModelConfig, name: str, io: Any, tensor: GraphTensor, role: str, where: str
+) -> list[str]:
+    """The config tensor ``io``'s dims against its graph tensor's shape, for tritongen's runners: an input reaches
+    ONNX Runtime as Triton shaped it by the config (``reshape`` where given, the batch dim first where
+    max_batch_size > 0), and ONNX Runtime refuses a rank or a fixed dim the graph does not take; an output is
+    returned as ONNX Runtime computes it. -1 on either side takes any size (a dim the graph names symbolically is
+    -1); an output the graph gives no per-item dims takes config dims of 1 (how tritongen builds a scalar per item).
+    An output whose declared rank contradicts the one the graph computes, or whose shape is not known, is not
+    judged."""
+    graph = tensor.dims if tensor.dims is not None else tensor.computed
+    if graph is None or tensor.conflict is not None:
+        return []
+    if role == "output" and tensor.dims is not None and tensor.computed is not None:
+        graph = tuple(c if g == -1 else g for g, c in zip(graph, tensor.computed))  # what inference found too
+    reshaped = io.HasField("reshape")
+    dims = list(io.reshape.shape) if reshaped else list(io.dims)
+    batched = config.max_batch_size > 0
+    full = [-1, *dims] if batched else dims
+    if len(graph) == len(full) and all(-1 in (g, d) or g == d for g, d in zip(graph, full)):
+        return []
+    per_item = list(graph[1:] if batched else graph)
+    if role == "output" and not per_item and len(graph) == int(batched) and all(d == 1 for d in dims):
+        return []
+    given = f"{'reshape' if reshaped else 'dims'} {shape_text(dims)} in config.pbtxt"
+    if batched:
+        given += f" (shape {shape_text(full)} with the batch dim of max_batch_size > 0)"
+    graph_words = f"shape {shape_text(graph)}" + (" (-1: any size)" if -1 in graph else "")
+    if batched and len(graph) == len(dims) and all(-1 in (g, d) or g == d for g, d in zip(graph, dims)):
+        fix = f"{where} has no batch dim: set max_batch_size: 0"
+    elif not per_item:
+        fix = "set dims: [ 1 ] with reshape: { shape: [ ] }"
+    elif reshaped:
+        fix = f"set reshape: {{ shape: [ {', '.join(map(str, per_item))} ] }}"
+    else:
+        fix = f"set dims: [ {', '.join(map(str, per_item))} ]"
+    if role == "input":
+        return [
+            f"input '{io.name}' of model '{name}' has {given} but {where} takes {graph_words}: model.py feeds ONNX "
+            f"Runtime the request's tensor as Triton shapes it by the config, so ONNX Runtime refuses every request: "
+            f"{fix}"
+        ]
+    return [
+        f"output '{io.name}' of model '{name}' has {given} but {where} computes {graph_words}: model.py returns what "
+        f"ONNX Runtime computes, so every response would contradict the config: {fix}"
+    ]
 
 
 def _model_file_problems(

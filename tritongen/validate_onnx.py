@@ -398,6 +398,11 @@ def tensor_names(names: Iterable[str]) -> str:
     return ", ".join(one_line(n) for n in names)
 
 
+def shape_text(dims: tuple[int, ...] | list[int]) -> str:
+    """Dims as the messages write a shape: ``[-1,16]`` (a crafted rank is cut short)."""
+    return _shape(dims)
+
+
 def _shape(dims: tuple[int, ...] | list[int]) -> str:
     if len(dims) > _MAX_RANK:  # a crafted rank: its dims would make a message of megabytes
         return "[" + ",".join(str(d) for d in dims[:8]) + f",... ({len(dims)} dims)]"

@@ -63,8 +63,8 @@ class TritonPythonModel:
 
     @staticmethod
     def _error(exc):
-        text = str(exc).strip().splitlines()
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {text[0] if text else ''}"))
+        text = " ".join(str(exc).split())[:2000]  # every line of it, on one
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {text}"))
 
     def execute(self, requests):
         responses = [None] * len(requests)

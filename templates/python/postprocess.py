@@ -97,5 +97,5 @@ class TritonPythonModel:
                 try:
                     responses[i] = self._respond(self._compute(arrays))
                 except Exception as exc:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc).splitlines()[0]))
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(" ".join(str(exc).split())[:2000]))
         return responses

@@ -125,7 +125,7 @@ class TritonPythonModel:
                 outputs = self.session.run(self.run_outputs, self._feed(members))
             except Exception as exc:
                 for i, _ in members:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc).splitlines()[0]))
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(" ".join(str(exc).split())[:2000]))
                 continue
             start = 0
             count = len(self.output_names)

@@ -80,5 +80,5 @@ class TritonPythonModel:
                     try:
                         responses[i] = self._respond(self._encode(texts))
                     except Exception as exc:
-                        responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc).splitlines()[0]))
+                        responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(" ".join(str(exc).split())[:2000]))
         return responses

@@ -44,6 +44,16 @@ class PerfAnalyzerInstall:
     env: Mapping[str, str]
 
 
+def cuda_runtime_dirs() -> tuple[str, ...]:
+    """The library folders of the ``nvidia-cuda-runtime-cu12`` wheel (the wheel's perf_analyzer needs
+    ``libcudart.so.12``), put on ``LD_LIBRARY_PATH`` for it; none when the wheel is absent."""
+    try:
+        import nvidia.cuda_runtime as cuda_runtime  # noqa: PLC0415 - a library folder, not code we run
+    except ImportError:
+        return ()
+    return tuple(str(Path(p) / "lib") for p in cuda_runtime.__path__ if (Path(p) / "lib").is_dir())
+
+
 def find_perf_analyzer() -> PerfAnalyzerInstall:
     candidates = []
     on_path = shutil.which("perf_analyzer")
@@ -55,13 +65,7 @@ def find_perf_analyzer() -> PerfAnalyzerInstall:
     if binary is None:
         raise TritongenError("perf_analyzer is not installed (not on PATH, not in this environment)", INSTALL_FIX)
     env = dict(os.environ)
-    lib_dirs = []
-    try:
-        import nvidia.cuda_runtime as cuda_runtime  # noqa: PLC0415 - a library folder, not code we run
-
-        lib_dirs += [str(Path(p) / "lib") for p in cuda_runtime.__path__]
-    except ImportError:
-        pass
+    lib_dirs = list(cuda_runtime_dirs())
     if lib_dirs:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             lib_dirs + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
