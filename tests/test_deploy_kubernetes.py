@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -337,10 +338,14 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
     return exc.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["unreachable slo", "other model", "invalid repository"])
+@pytest.mark.parametrize("case", ["unreachable slo", "other model", "invalid repository", "partial run"])
 def test_bad_input_one_error_nothing_written(work, tmp_path, capsys, case):
     repo, results, slo = work / "repo", work / "results.json", "95"
-    if case == "unreachable slo":
+    if case == "partial run":  # a perf run stopped with Ctrl-C: its last level was cut short
+        results = tmp_path / "partial.json"
+        results.write_text(json_from_run(replace(RUN, partial=True, partial_reason="interrupted")))
+        expected = "the perf results of double are of a partial run (interrupted)"
+    elif case == "unreachable slo":
         slo = "50"  # below the 70 ms p99 measured at concurrency 1
         expected = "below the p99 measured at the lowest load"
     elif case == "other model":

@@ -228,3 +228,26 @@ def test_a_client_bound_level_without_cpu_per_request_is_compared_with_its_note(
     run = run_from_json(crafted)
     with_cpu = replace(run, points=(replace(run.points[0], client_cpu_us_per_request=250.0),) + run.points[1:])
     assert "0.90 cores (250 us of CPU per request)" in client_bound_note(with_cpu)
+
+
+def test_runs_of_one_name_are_labelled_apart_by_what_differs(tmp_path, capsys):
+    """Two runs of minilm with the built-in engine, one over gRPC, one over HTTP, both unlabelled: the comparison
+    read "minilm (builtin) reads 1.34x the throughput of minilm (builtin)" and the plots' legends were the same."""
+    from dataclasses import replace
+
+    from tritongen.perf.results import distinct_names
+
+    grpc = RUN
+    http = replace(RUN, protocol="http", url="127.0.0.1:8000", points=(replace(RUN.points[0], throughput_rps=30.0),))
+    named = distinct_names([grpc, http])
+    assert [r.name for r in named] == [f"{RUN.name} [gRPC, 127.0.0.1:8001]", f"{RUN.name} [HTTP, 127.0.0.1:8000]"]
+    assert [r.name for r in distinct_names([RUN, RUN])] == [f"{RUN.name} [#1]", f"{RUN.name} [#2]"]
+    labelled = replace(http, label="after")
+    assert distinct_names([grpc, labelled]) == (grpc, labelled)  # names already apart: unchanged
+    (tmp_path / "a.json").write_text(json_from_run(grpc))
+    (tmp_path / "b.json").write_text(json_from_run(http))
+    main(["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--report", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert f"{RUN.name} [HTTP, 127.0.0.1:8000] reads 2.00x the throughput of {RUN.name} [gRPC, 127.0.0.1:8001]" in out
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert f"{RUN.name} [gRPC, 127.0.0.1:8001] vs {RUN.name} [HTTP, 127.0.0.1:8000]" in page

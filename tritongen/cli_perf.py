@@ -138,12 +138,12 @@ def _progress(message: str) -> None:
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, version_split, **options) -> None:
     """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
     from .perf import run_from_json
-    from .perf.results import LevelFailed, comparison_lines, table_from_run
+    from .perf.results import LevelFailed, comparison_lines, distinct_names, table_from_run
 
     if compare:
         if not report_dir:
             raise TritongenError("--compare needs --report DIR", "pass the folder to write report.html into")
-        runs = [run_from_json(Path(t)) for t in targets]
+        runs = distinct_names([run_from_json(Path(t)) for t in targets])  # each table named as the report names it
         for run in runs:
             click.echo(table_from_run(run))
         for line in comparison_lines(runs):

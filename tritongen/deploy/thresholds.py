@@ -194,6 +194,13 @@ def thresholds_from_run(
         raise TritongenError(
             f"--slo-p99-ms {slo_p99_ms:g} is not positive", "give the p99 latency objective in milliseconds"
         )
+    if run.partial:
+        reason = " ".join(run.partial_reason.split())[:200] or "cut short"
+        raise TritongenError(
+            f"the perf results of {run.model} are of a partial run ({reason}): its last level stopped before it was "
+            "measured to the end, and the thresholds would rest on it",
+            "pass the results of a perf run that finished (tritongen perf ... --report DIR)",
+        )
     knee, points = knee_of(run, slo_p99_ms)
     target = _in_flight(knee)
     if not math.isfinite(target) or round(target, 3) <= 0:  # NaN passes "<= 0"

@@ -355,11 +355,11 @@ def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None =
     A destination that cannot take them is refused (:func:`~tritongen.perf.results.check_report_dir`) before
     anything is written; so is a run the report cannot render.
     """
-    from .results import check_report_dir, files_from_run
+    from .results import check_report_dir, distinct_names, files_from_run
 
     out_dir = Path(out_dir)
     check_report_dir(out_dir)
-    page = html_from_runs(runs, title)
+    page = html_from_runs(distinct_names(runs), title)
     if len(runs) == 1:
         files_from_run(runs[0], out_dir)
     path = out_dir / "report.html"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -713,12 +714,42 @@ def wakeups_words(base: PerfPoint, other: PerfPoint) -> str:
     return text
 
 
+def distinct_names(runs: Sequence[PerfRun]) -> tuple[PerfRun, ...]:
+    """``runs``, those whose names (label, else model and engine) another run shares labelled apart by what differs
+    between them: protocol, engine, URL, else start time, else their place in the list (``#2``). A comparison of
+    two runs both named ``minilm (builtin)`` would otherwise read one name against itself."""
+    names = [run.name for run in runs]
+    out = list(runs)
+    for name in dict.fromkeys(names):
+        group = [i for i, n in enumerate(names) if n == name]
+        if len(group) < 2:
+            continue
+        details: dict[int, list[str]] = {i: [] for i in group}
+        for describe in (
+            lambda r: {"http": "HTTP", "grpc": "gRPC"}.get(r.protocol, r.protocol),
+            lambda r: r.engine,
+            lambda r: r.url,
+            lambda r: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_unix_s)) if r.started_unix_s else "",
+        ):
+            if len({describe(runs[i]) for i in group}) > 1:
+                for i in group:
+                    details[i].append(describe(runs[i]) or "?")
+        for place, i in enumerate(group, 1):
+            shown = ", ".join(details[i]) if details[i] else f"#{place}"
+            out[i] = replace(runs[i], label=f"{name} [{shown}]")
+        if len({out[i].name for i in group}) < len(group):  # the same details: their places tell them apart
+            for place, i in enumerate(group, 1):
+                out[i] = replace(out[i], label=f"{out[i].name} #{place}")
+    return tuple(out)
+
+
 def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
     """Where a run reads a throughput more than AGREE_PCT away from the first run's at the same load, one line on
     whether the server's own CPU per request accounts for it: a server whose cores are saturated serves
     cores / CPU per request, and that cost depends on how each client's requests arrive (README: perf)."""
     if len(runs) < 2:
         return []
+    runs = distinct_names(runs)
     base = runs[0]
     by_load = {(p.mode, p.load): p for p in base.points}
     lines = []
