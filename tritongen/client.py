@@ -25,6 +25,7 @@ from .names import with_suggestion
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+MODEL_CONTROL_PROBE = ".tritongen-model-control-probe"  # unloaded to learn whether the server lets models load
 URL_ENV = "TRITONGEN_URL"  # TRITONGEN_GRPC_URL / TRITONGEN_HTTP_URL override it per protocol
 
 
@@ -462,6 +463,18 @@ class Triton:
                 self.client.unload_model(model, headers=self.headers)
         except Exception as e:  # noqa: BLE001
             self._raise_load_error(e, model, "unload")
+
+    def require_model_control(self, timeout_s: float = 60.0) -> None:
+        """Raise the refusal a load would meet where the server does not let models be loaded (no explicit model
+        control; a restricted API without its header), before anything is loaded: unloads a name no model can have
+        (verify refuses a model folder whose name starts with a dot), a no-op where loading is allowed."""
+        try:
+            if self.protocol == "grpc":
+                self.client.unload_model(MODEL_CONTROL_PROBE, headers=self.headers, client_timeout=timeout_s)
+            else:
+                self.client.unload_model(MODEL_CONTROL_PROBE, headers=self.headers)
+        except Exception as e:  # noqa: BLE001
+            self._raise_load_error(e, MODEL_CONTROL_PROBE, "load")
 
     def _raise_load_error(self, error: BaseException, model: str, action: str) -> None:
         kind = error_kind(error)

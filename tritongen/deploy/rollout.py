@@ -70,9 +70,6 @@ if TYPE_CHECKING:
     from ..server.admin import LocalServer, SignedFiles
 
 CANDIDATE_SUFFIX = "__tritongen_candidate"
-# Unloaded first by every run: a no-op with explicit model control (no model has the name: verify refuses a folder
-# whose name starts with a dot), Triton's refusal of model control otherwise.
-MODEL_CONTROL_PROBE = ".tritongen-model-control-probe"
 MAX_LOAD_BYTES = (2 << 30) - 1  # the files of one load request: gRPC and protobuf carry no larger message
 ROLLOUT, ROLLBACK = "rollout", "rollback"
 
@@ -178,7 +175,7 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
     # to a server found here, by the address it was found listening on: the name is not resolved again
     with Triton(server.url(spec.url), spec.protocol, min(spec.timeout_s, 60.0), headers) as triton:
         # first whether the server lets models be loaded at all (the one refusal whose fix restarts the server)
-        triton.unload(MODEL_CONTROL_PROBE, min(spec.timeout_s, 60.0))
+        triton.require_model_control(min(spec.timeout_s, 60.0))
         signed_files = server.signed_digests(spec.repo, spec.public_key, spec.signature)  # before any load
         signed = _signed(spec, signed_files)  # anything: a repository not signed is refused before anything loads
         signature = _signature_words(spec, server, signed_files)
