@@ -456,25 +456,22 @@ class Triton:
 
     def unload(self, model: str, timeout_s: float = 300.0) -> None:
         """Unload ``model`` (explicit model control only)."""
+        self._unload(model, timeout_s, "unload")
+
+    def require_model_control(self, timeout_s: float = 60.0) -> None:
+        """Raise the refusal a load would meet where the server does not let models be loaded (no explicit model
+        control; a restricted API without its header), before anything is loaded: unloads a name no model can have
+        (verify refuses a model folder whose name starts with a dot), a no-op where loading is allowed."""
+        self._unload(MODEL_CONTROL_PROBE, timeout_s, "load")
+
+    def _unload(self, model: str, timeout_s: float, action: str) -> None:
         try:
             if self.protocol == "grpc":
                 self.client.unload_model(model, headers=self.headers, client_timeout=timeout_s)
             else:
                 self.client.unload_model(model, headers=self.headers)
         except Exception as e:  # noqa: BLE001
-            self._raise_load_error(e, model, "unload")
-
-    def require_model_control(self, timeout_s: float = 60.0) -> None:
-        """Raise the refusal a load would meet where the server does not let models be loaded (no explicit model
-        control; a restricted API without its header), before anything is loaded: unloads a name no model can have
-        (verify refuses a model folder whose name starts with a dot), a no-op where loading is allowed."""
-        try:
-            if self.protocol == "grpc":
-                self.client.unload_model(MODEL_CONTROL_PROBE, headers=self.headers, client_timeout=timeout_s)
-            else:
-                self.client.unload_model(MODEL_CONTROL_PROBE, headers=self.headers)
-        except Exception as e:  # noqa: BLE001
-            self._raise_load_error(e, MODEL_CONTROL_PROBE, "load")
+            self._raise_load_error(e, model, action)
 
     def _raise_load_error(self, error: BaseException, model: str, action: str) -> None:
         kind = error_kind(error)
