@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -376,7 +378,25 @@ def test_a_model_for_a_backend_this_server_lacks_gets_a_fix_that_helps(tmp_path,
         with server_from_repository(ServeSpec(repo=repo)):
             pass
     assert "model 'ort' failed to load" in caught.value.problem
-    assert "no 'onnxruntime' backend" in caught.value.fix and "--target local" in caught.value.fix
+    assert "no 'onnxruntime' backend" in caught.value.fix and "build with --target local" in caught.value.fix
+
+    # a model tritongen did not write (no manifest): an ONNX file and an empty config.pbtxt, which Triton completes
+    # as onnxruntime; "build with --target local" cannot apply, the fix names the build from its ONNX file instead,
+    # and that command, typed as written, gives a model this server loads
+    hand = tmp_path / "hand"
+    (hand / "hand" / "1").mkdir(parents=True)
+    shutil.copy(repo / "ort" / "1" / "model.onnx", hand / "hand" / "1" / "model.onnx")
+    (hand / "hand" / "config.pbtxt").write_text("")
+    with pytest.raises(TritongenError) as caught:
+        with server_from_repository(ServeSpec(repo=hand)):
+            pass
+    command = re.search(r"\((tritongen build .+?)\) to serve it here", caught.value.fix)
+    assert command, caught.value.fix
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", *shlex.split(command.group(1))]
+    subprocess.run(argv, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(root)), timeout=600)
+    with server_from_repository(ServeSpec(repo=hand)) as server:
+        assert server.models == ("hand",)
 
 
 def _serve_in_a_process(tmp_path: Path, model_py: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from tritongen.server.readiness import crash_words
 
 # The end of Triton 2.51's log when its Python backend aborted on its shared-memory lock (the stub-kill soak, a
@@ -46,3 +48,59 @@ def test_a_kill_without_a_word_in_the_log_or_no_log_at_all_still_names_the_signa
     assert crash_words(-9, tmp_path / "gone.log") == "killed by signal 9 (SIGKILL)"
     assert crash_words(0, log) == "exited with code 0"
     assert crash_words(-200, log) == "killed by signal 200"
+
+
+def test_a_port_nobody_listens_on_is_not_another_processs(tmp_path):
+    # a server whose models hang in loading (measured: a stub killed by a space in its path) has not bound its
+    # ports yet; the deadline's message named "another process answers on port ..." for ports nobody held
+    import socket
+    from types import SimpleNamespace
+
+    from tritongen.server.readiness import _ports_of_another_process
+
+    with socket.socket() as held, socket.socket() as free:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        free.bind(("127.0.0.1", 0))  # bound, not listening: nobody answers on it
+        ports = {"http": held.getsockname()[1], "grpc": free.getsockname()[1]}
+        server = SimpleNamespace(pid=os.getppid(), ports=ports)  # pytest's parent holds neither
+        assert _ports_of_another_process(server) == [ports["http"]]
+        server.pid = os.getpid()
+        assert _ports_of_another_process(server) == []
+
+
+def test_the_missing_backend_fix_names_what_applies_to_the_model(tmp_path):
+    from tritongen.layout import ARTIFACT_DIR, MANIFEST_NAME
+    from tritongen.server.readiness import _local_fix
+
+    repo = tmp_path / "my repo"
+    for version in ("2", "10"):  # the newest version by number, not by name
+        (repo / "hand" / version).mkdir(parents=True)
+        (repo / "hand" / version / "model.onnx").write_bytes(b"")
+    fix = _local_fix(repo, ["hand"])
+    assert f"tritongen build '{repo}/hand/10/model.onnx' --name hand --target local --repo '{repo}' --force" in fix
+    (repo / "plan" / "1").mkdir(parents=True)
+    assert "'plan' was not built by tritongen" in _local_fix(repo, ["plan"])
+    (repo / "built" / "1" / ARTIFACT_DIR).mkdir(parents=True)
+    (repo / "built" / "1" / ARTIFACT_DIR / MANIFEST_NAME).write_text("{}")
+    assert _local_fix(repo, ["built"]) == "build with --target local"
+
+
+def test_a_repository_path_a_shell_would_split_is_refused_before_triton_starts(tmp_path):
+    import pytest
+
+    from tritongen.errors import TritongenError
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "my repo"
+    repo.mkdir()
+    with pytest.raises(TritongenError) as caught:
+        server_from_repository(ServeSpec(repo=repo))
+    assert "holds ' '" in caught.value.problem and "tritongen serve" in caught.value.fix
+
+
+def test_the_served_copy_has_a_name_a_shell_leaves_whole(tmp_path):
+    from tritongen.names import shell_special_chars
+    from tritongen.server.snapshot import served_copy
+
+    assert shell_special_chars(str(served_copy(tmp_path, tmp_path / "my $(repo)"))) == []

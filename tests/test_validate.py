@@ -671,6 +671,24 @@ def warmup_text(dims: str, file: str = "x.bin") -> str:
     )
 
 
+@pytest.mark.parametrize("max_batch_size, batch_size, ok", [(8, 8, True), (8, 9, False), (0, 1, True), (0, 2, False)])
+def test_warmup_batch_size_is_bounded_by_max_batch_size_as_triton_fails_the_load(max_batch_size, batch_size, ok):
+    # Triton 2.51, measured: a sample of batch 64 for max_batch_size 8 fails the load ("failed to run warmup sample
+    # 'sample_request': batch size 64 for 'tiny_0_0', max allowed is 8"); batch 2 for max_batch_size 0 likewise,
+    # batch 1 there loads
+    text = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], "onnxruntime", max_batch_size)
+    text += (
+        warmup_text("3")
+        .replace("batch_size: 1", f"batch_size: {batch_size}")
+        .replace('input_data_file: "x.bin"', "zero_data: true")
+    )
+    problems = problems_in_config(config_from_text(text))
+    if ok:
+        assert problems == []
+    else:
+        assert_problem(problems, f"batch size {batch_size} for 'net', max allowed is {max_batch_size}", "at most")
+
+
 def test_warmup_file_must_hold_enough_bytes(tmp_path):
     repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL + warmup_text("3")})
     assert_problem(
@@ -1108,3 +1126,19 @@ def test_a_large_model_py_is_not_read_whole(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20, peak
+
+
+@pytest.mark.parametrize("name", ["x$(id>pwned)", "my model", "a;b", "tab\there"])
+def test_a_python_model_name_a_shell_would_split_or_run_is_a_problem(name):
+    # Triton 2.51's Python backend starts the stub through bash -c with the model path unquoted: measured, a model
+    # folder named x$(id>pwned) wrote the file in the server's folder; one named with a space never loaded
+    text = model_text(name, [("x", "FP32", [3])], [("y", "FP32", [2])])
+    assert_problem(problems_in_config(config_from_text(text)), f"of Python-backend model '{name}' holds", "rename")
+    other = model_text(name, [("x", "FP32", [3])], [("y", "FP32", [2])], backend="onnxruntime")
+    assert not [p for p in problems_in_config(config_from_text(other)) if "Python-backend" in p]
+
+
+def test_a_python_model_file_name_a_shell_would_split_is_a_problem():
+    text = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], extra='default_model_filename: "m y.py"\n')
+    assert_problem(problems_in_config(config_from_text(text)), "model file name 'm y.py'", "rename")
+    assert problems_in_config(config_from_text(text.replace("m y.py", "my.py"))) == []

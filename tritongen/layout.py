@@ -124,6 +124,11 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return artifact_dir(model_dir, version) / MANIFEST_NAME
 
 
+def has_manifest(model_dir: Path) -> bool:
+    """Whether a build of tritongen wrote the model (a version holds its manifest, and with it saved samples)."""
+    return any(model_dir.glob(f"*/{ARTIFACT_DIR}/{MANIFEST_NAME}"))
+
+
 def config_text(path: Path) -> str:
     """A ``config.pbtxt``'s text: a regular file of at most :data:`MAX_CONFIG_BYTES`, read with one open, UTF-8;
     anything else raises :class:`TritongenError`. Every reader of a config goes through it."""

@@ -26,6 +26,18 @@ from typing import Any
 
 from .errors import TritongenError
 
+# Characters a shell word splits on or acts on: Triton's Python backend starts each model's stub through
+# ``bash -c`` with the model's path unquoted (measured, Triton 2.51: a model folder named ``x$(id>f)`` ran ``id``
+# in the server; a repository or model folder named with a space killed the stub in ``stol``, the model hung in
+# loading). Model names, model file names and the repository path Triton gets must hold none.
+SHELL_SPECIAL = frozenset(" \t\n\r\v\f$`\\\"';&|<>()*?[]{}#~!")
+
+
+def shell_special_chars(text: str) -> list[str]:
+    """The characters of ``text`` a shell would split on or act on (control characters too), sorted."""
+    return sorted({c for c in text if c in SHELL_SPECIAL or not c.isprintable()})
+
+
 MAX_NAME_CHARS = 128  # model and tensor names; "<name>_postprocess" stays far below a file name's 255 bytes
 MAX_LABEL_CHARS = 1024
 MAX_LABELS = 1_000_000  # class labels of one classifier (id2label keys must lie below this)

@@ -39,6 +39,7 @@ from .layout import (
     triton_version,
     version_numbers,
 )
+from .names import shell_special_chars
 from .sequence import STATES_PARAMETER
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
@@ -531,6 +532,12 @@ def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> 
         if sample.batch_size == 0:
             continue  # Triton skips batch-0 samples
         where = f"warmup sample '{sample.name}' of model '{name}'"
+        allowed = max(config.max_batch_size, 1)  # a model without batching takes a sample of batch 1 only
+        if sample.batch_size > allowed:
+            problems.append(
+                f"failed to run warmup sample '{sample.name}': batch size {sample.batch_size} for '{name}', max "
+                f"allowed is {config.max_batch_size}: set the sample's batch_size to at most {allowed}"
+            )
         for key in sorted(sample.inputs):
             value = sample.inputs[key]
             if WILDCARD_DIM in value.dims:
@@ -673,8 +680,24 @@ def problems_in_config(
         problems += _warmup_problems(config, name, model_dir)
     if done.backend == "onnxruntime":
         problems += _onnxruntime_problems(config, name)
+    if done.backend == "python":
+        problems += _stub_path_problems(config, name)
     if model_dir is not None:
         problems += _folder_problems(config, name, model_dir, done)
+    return problems
+
+
+def _stub_path_problems(config: ModelConfig, name: str) -> list[str]:
+    """A Python-backend model whose name or model file name a shell would split or run."""
+    problems = []
+    for what, text in (("name", name), ("model file name", config.default_model_filename)):
+        bad = shell_special_chars(text)
+        if bad:
+            problems.append(
+                f"the {what} {text!r} of Python-backend model '{name}' holds {', '.join(map(repr, bad))}: Triton "
+                "starts the model's stub through a shell that splits or runs them; rename it with letters, digits, "
+                "'_', '-' and '.'"
+            )
     return problems
 
 

@@ -196,6 +196,12 @@ def listens_on(pid: int, port: int) -> bool | None:
     return bool(listening & ours)
 
 
+def listened_on(port: int) -> bool | None:
+    """Whether any process holds a listening socket on ``port``; None where /proc cannot tell."""
+    listening = _listening_inodes(port)
+    return None if listening is None else bool(listening)
+
+
 def host_addresses(host: str) -> frozenset[Address]:
     """The addresses a client connecting to ``host`` may reach: an IP address itself; a name (``localhost``)
     resolved on this machine; empty when it does not resolve."""

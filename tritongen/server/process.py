@@ -23,6 +23,7 @@ from typing import Any
 from ..client import ServerAddress
 from ..cpus import affinity_preexec, cpus_text
 from ..errors import TritongenError
+from ..names import shell_special_chars
 from .admin import SERVER_HOME_PREFIX, admin_headers, write_admin_key, write_signing_key
 from .allocator import allocator_from_library, library_from_allocator, preload_environ
 from .blas import blas_environ
@@ -236,6 +237,14 @@ def server_from_repository(spec: ServeSpec, *, signing_key: bytes | None = None)
     if not spec.repo.is_dir():
         raise TritongenError(
             f"model repository {spec.repo} does not exist", "build one first (tritongen build) or pass the right folder"
+        )
+    bad = shell_special_chars(str(spec.repo))
+    if bad:
+        raise TritongenError(
+            f"the model repository path {ascii(str(spec.repo))} holds {', '.join(map(repr, bad))}: Triton's Python "
+            "backend starts each model's stub through a shell that splits or runs them",
+            "serve it checked (tritongen serve; tritongen.serve without verify=False: a private copy of it is "
+            "served), or move it to a path of letters, digits, '_', '-', '.' and '/'",
         )
     install = find_server_binary(spec.server_bin, spec.python_env)
     check_numpy(spec.repo, install, python_env=spec.python_env)

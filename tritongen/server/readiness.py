@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,10 +68,11 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
 
 
 def _ports_of_another_process(server: Any) -> list[int]:
-    """The server's ports that its own process does not listen on (none where /proc cannot tell)."""
-    from .ports import listens_on
+    """The server's ports that another process listens on (none where /proc cannot tell; a port nobody listens on
+    yet is not one: a server still starting, or one whose models hang, has not bound it)."""
+    from .ports import listened_on, listens_on
 
-    return [port for port in server.ports.values() if listens_on(server.pid, port) is False]
+    return [port for port in server.ports.values() if listens_on(server.pid, port) is False and listened_on(port)]
 
 
 def _repository_index(triton) -> list[dict] | None:
@@ -97,8 +99,8 @@ def _raise_failed(server: Any, failed: Mapping[str, list[dict]]) -> None:
     missing = re.search(r"unable to find backend library for backend '([^']+)'", details)
     fix = (
         f"this tritonserver has no '{missing.group(1)}' backend (the one from PyPI has the Python backend only): "
-        "build with --target local to serve it here, or serve it in NGC's container (tritongen serve --docker, "
-        f"tritongen deploy); full server log: {server.log_path}"
+        f"{_local_fix(server.spec.repo, list(reasons))} to serve it here, or serve it in NGC's container (tritongen "
+        f"serve --docker, tritongen deploy); full server log: {server.log_path}"
         if missing
         else f"fix the model and run again; full server log: {server.log_path}"
     )
@@ -109,6 +111,27 @@ def _raise_failed(server: Any, failed: Mapping[str, list[dict]]) -> None:
         fix,
         details=details,
     )
+
+
+def _local_fix(repo: Path, names: list[str]) -> str:
+    """How to get a Python-backend model for the named ones: build again with --target local; for a model tritongen
+    did not write (no manifest), from its ONNX file where it has one (an empty config.pbtxt names no backend:
+    Triton completes it from model.onnx as onnxruntime)."""
+    from ..layout import has_manifest
+
+    for name in names:
+        model_dir = repo / name
+        if has_manifest(model_dir):
+            continue
+        onnx = [p for p in model_dir.glob("*/model.onnx") if p.parent.name.isdigit()]
+        if onnx:
+            source = max(onnx, key=lambda p: int(p.parent.name))  # the version Triton serves by default
+            return (
+                f"build it from its ONNX file (tritongen build {shlex.quote(str(source))} --name {name} --target "
+                f"local --repo {shlex.quote(str(repo))} --force)"
+            )
+        return f"model '{name}' was not built by tritongen: give it a Python-backend model.py"
+    return "build with --target local"
 
 
 def _raise_exited(server: Any, code: int) -> None:

@@ -8,7 +8,7 @@ checks refuse them; in a model allowed unverified a relative link is made absolu
 pointed) and refuses special files.
 
 The private folder (``tritongen-snapshot-*``) holds ``source.txt`` (the repository's path, for ``infer --check``),
-``copy/<repo>/`` (what Triton serves) and, while a poll round runs, ``staging-N/<repo>/``.
+``copy/repo/`` (what Triton serves) and, while a poll round runs, ``staging-N/repo/``.
 
 :func:`snapshot_from_repository` makes a copy; :func:`with_repository_words` turns a check's message about a copy
 back into one about the repository the user named; :class:`CheckedPoll` is poll mode with every change checked.
@@ -30,7 +30,8 @@ from ..errors import TritongenError
 COPY_CHUNK_BYTES = 1 << 20
 SNAPSHOT_PREFIX = "tritongen-snapshot-"  # the private folder (in the temp directory) that holds a served copy
 SOURCE_NAME = "source.txt"  # in that folder: the path of the repository it copies
-COPY_DIR = "copy"  # in that folder: the served copy, copy/<repository name>/
+COPY_DIR = "copy"  # in that folder: the served copy, copy/repo/
+SERVED_NAME = "repo"
 SPACE_MARGIN_BYTES = 64 << 20  # left free in the temp directory beside a copy
 
 
@@ -48,8 +49,11 @@ def snapshot_root(repo: Path) -> Path:
 
 
 def served_copy(root: Path, repo: Path) -> Path:
-    """Where the copy of ``repo`` that Triton serves lies in ``root``."""
-    return root / COPY_DIR / Path(repo).resolve().name
+    """Where the copy of ``repo`` that Triton serves lies in ``root``: under a fixed name, not the repository's own.
+    Triton's Python backend starts each model's stub through ``bash -c`` with the model's path unquoted: a
+    repository folder named with a space (measured, Triton 2.51: the stub dies in ``stol`` and the model never
+    loads) or a ``$(...)`` would break or run there."""
+    return root / COPY_DIR / SERVED_NAME
 
 
 def snapshot_source(served: Path) -> Path | None:
