@@ -72,6 +72,7 @@ def test_inputs_inferred_from_sample_file(model_file, tmp_path):
         (dict(inputs=["x:FP32:3"], force=True, new_version=True), "--force and --new-version"),
         (dict(inputs=["x:FP32:3"], max_batch_size=4, preferred_batch_sizes=[8]), "outside 1..4"),
         (dict(inputs=["x:FP32:3"], instance_count=0), "instance count"),
+        (dict(inputs=["x:FP32:3"], instance_count=2**31 - 1), "instance count 2147483647 is above 256"),
     ],
 )
 def test_bad_options_are_rejected(model_file, options, words):
@@ -245,3 +246,23 @@ def test_the_opset_bounds_are_torchs():
         torch_onnx.ONNX_MAX_OPSET,
         torch_onnx.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET,
     )
+
+
+@pytest.mark.parametrize(
+    "entry, words",
+    [
+        ("{name: out, dtype: [1]}", "output #1 dtype is [1]"),
+        ("{name: out, dims: [[3], {a: 1}]}", "output #1 dims is [[3], {'a': 1}], not a list of at most"),
+    ],
+)
+def test_an_output_entrys_dtype_and_dims_are_type_checked(tmp_path, entry, words):
+    from tritongen.spec import yaml_keys
+    from tritongen.spec_file import yaml_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: m\noutputs: [{entry}]\n")
+    with pytest.raises(TritongenError) as err:
+        yaml_spec(path, yaml_keys())
+    assert words in err.value.problem
+    path.write_text("name: m\noutputs: [{name: out, dtype: FP32, dims: [10]}]\n")  # as the manifest writes them
+    assert yaml_spec(path, yaml_keys())["outputs"][0]["name"] == "out"

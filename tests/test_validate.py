@@ -1142,3 +1142,11 @@ def test_a_python_model_file_name_a_shell_would_split_is_a_problem():
     text = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], extra='default_model_filename: "m y.py"\n')
     assert_problem(problems_in_config(config_from_text(text)), "model file name 'm y.py'", "rename")
     assert problems_in_config(config_from_text(text.replace("m y.py", "my.py"))) == []
+
+
+def test_an_instance_count_past_the_bound_is_a_problem():
+    # measured: count 2147483647 passed validate, and serve forked 133 stubs and took 8 GB in 15 s before it was
+    # stopped
+    text = ONNX_MODEL + "instance_group [ { kind: KIND_CPU count: %d } ]\n"
+    assert_problem(problems_in_config(config_from_text(text % 2147483647)), "asks for 2147483647 instances", "256")
+    assert problems_in_config(config_from_text(text % 256)) == []

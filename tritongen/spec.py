@@ -26,6 +26,7 @@ from .dim_ranges import (
 from .errors import TritongenError
 from .names import check_name, shown, with_suggestion
 from .scheduling import (
+    MAX_INSTANCE_COUNT,
     QueuePolicy,
     RateLimiterResource,
     check_scheduling,
@@ -186,6 +187,12 @@ class BuildSpec:
             )
         if self.instance_count < 1:
             raise TritongenError(f"instance count {self.instance_count} is below 1", "use --instances 1 or more")
+        if self.instance_count > MAX_INSTANCE_COUNT:
+            raise TritongenError(
+                f"instance count {self.instance_count} is above {MAX_INSTANCE_COUNT} (each instance is a thread with "
+                "its own memory; a process for the Python backend)",
+                f"use --instances 1 to {MAX_INSTANCE_COUNT}; tritongen tune finds the count that pays",
+            )
         if min(self.atol, self.rtol) < 0:
             raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
         if self.dynamic_dim_size < 1:

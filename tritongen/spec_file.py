@@ -147,6 +147,8 @@ def _check_value(source: str, key: str, kind: str, value: Any) -> None:
                     "outputs: [logits] or [{name: logits}]",
                 )
             _check_text(source, f"output #{i + 1}", name)
+            if isinstance(entry, dict):  # dtype and dims as the manifest writes them: type-checked, the graph's used
+                check_input_entry(source, f"output #{i + 1}", entry)
     elif kind == "consts":
         if not isinstance(value, dict) or len(value) > MAX_TENSORS:
             raise _wrong(source, "'consts'", value, "a mapping of argument names to values", "consts: {sr: 16000}")

@@ -40,6 +40,7 @@ from .layout import (
     version_numbers,
 )
 from .names import shell_special_chars
+from .scheduling import MAX_INSTANCE_COUNT
 from .sequence import STATES_PARAMETER
 from .validate_ensemble import (
     ENSEMBLE_PLATFORM,
@@ -61,6 +62,7 @@ from .validate_sequence import graph_state_problems, runner_state_pairs, state_p
 ModelConfig = Any  # tritonclient.grpc.model_config_pb2.ModelConfig (imported inside functions)
 
 MAX_GPUS_PER_HOST = 16  # the largest NVIDIA servers (DGX-2/HGX-2) hold 16 GPUs
+
 
 # Backend names Triton's core knows, each with the platform it implies (GetBackendType/FromPlatform).
 _PLATFORM_OF_BACKEND = {
@@ -475,6 +477,11 @@ def _instance_group_problems(config: ModelConfig, name: str, platform: str, gpu_
     problems = []
     for index, group in enumerate(config.instance_group):
         label = f"instance group {group.name or f'{name}_{index}'} of model {name}"
+        if group.count > MAX_INSTANCE_COUNT:
+            problems.append(
+                f"{label} asks for {group.count} instances, each a thread with its own memory (a process for the "
+                f"Python backend): give a count of at most {MAX_INSTANCE_COUNT}"
+            )
         if group.kind in (Group.KIND_CPU, Group.KIND_MODEL) and group.gpus:
             problems.append(f"{label} has kind {Group.Kind.Name(group.kind)} but specifies one or more GPUs")
         if group.kind == Group.KIND_GPU and gpu_count == 0:
