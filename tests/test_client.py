@@ -455,3 +455,18 @@ def test_a_rejected_request_points_at_the_metadata_of_the_server_it_went_to():
     assert _metadata_address("10.0.0.5:8001", "grpc", "m") == "http://10.0.0.5:8000/v2/models/m"
     # gRPC on a port of its own: the HTTP port is not 8000 (which may be another server's), so none is guessed
     assert _metadata_address("127.0.0.1:55178", "grpc", "m") == "/v2/models/m on the server's HTTP port"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("url_form", ["{}", "http://{}"])
+def test_the_metrics_port_is_named_as_such_not_taken_for_the_http_api(tiny_server, url_form):
+    # Triton's metrics port answers every path with a 200 (/v2/health/live too), so the liveness probe took it
+    # for the HTTP API: the fix said "pass --url http://...:8002", which then failed with "Method Not Allowed"
+    from tritongen.client import is_metrics_port
+
+    metrics = tiny_server.metrics_url
+    assert is_metrics_port(metrics) and not is_metrics_port(tiny_server.http_url)
+    assert not is_metrics_port(tiny_server.grpc_url)
+    with pytest.raises(TritongenError) as err:
+        infer_from_arrays(url_form.format(metrics), "double", {"X": np.ones((1, 4), np.float32)})
+    assert "is Triton's metrics port" in err.value.problem and "gRPC port" in err.value.fix

@@ -819,6 +819,14 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
     if kind == UNAVAILABLE and (protocol == "grpc" and not server_live(url, protocol, timeout_s=min(timeout_s, 5))):
         kind = NO_SERVER
     port_hint = "gRPC is usually port 8001, HTTP 8000"
+    # a gRPC answer comes from a gRPC server; an HTTP one, or none, may come from the metrics port
+    if kind != TIMEOUT and (protocol == "http" or kind == NO_SERVER) and is_metrics_port(url, min(timeout_s, 2)):
+        host = url.split("://", 1)[-1].split("/", 1)[0].rpartition(":")[0] or "localhost"
+        return TritongenError(
+            f"{url} is Triton's metrics port: it serves Prometheus metrics, not inference requests",
+            f"point --url at the server's gRPC port (--url {host}:PORT) or its HTTP one (--url http://{host}:PORT): "
+            "Triton's defaults are 8001 and 8000, and tritongen serve prints all three",
+        )
     if kind == TIMEOUT:
         return TritongenError(
             f"request to model '{model}' at {url} ({protocol}) timed out after {timeout_s:g} s",
@@ -863,6 +871,26 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
         f"model's (GET {_metadata_address(url, protocol, model)} "
         "lists them)",
     )
+
+
+def is_metrics_port(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether ``url`` is Triton's metrics port: it answers ``GET /metrics`` with Prometheus text (``# HELP nv_``:
+    the HTTP port says 404 there, gRPC's no HTTP/1.1 at all) and every other path, ``/v2/health/live`` included, with
+    an empty 200 (which tritonclient's HTTP liveness check takes for a live server)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        address = _host_port(url).split("/", 1)[0]
+    except TritongenError:
+        return False
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as response:
+            head = response.read(4096)
+    except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException):  # gRPC's port: no HTTP/1.1
+        return False
+    return head.startswith(b"# HELP nv_") or head.startswith(b"# TYPE nv_")
 
 
 def _metadata_address(url: str, protocol: str, model: str) -> str:
