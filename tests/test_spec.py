@@ -184,6 +184,11 @@ def test_did_you_mean_only_for_a_close_name():
 
     assert did_you_mean("minlm", ["minilm", "tiny"]) == "did you mean 'minilm'?"
     assert did_you_mean("ghost", ["minilm", "tiny"]) == ""
+    # short names: another case, or two letters swapped, are typos too (difflib's ratio for mpl/mlp is 0.67)
+    assert did_you_mean("MLP", ["mlp", "cnn"]) == "did you mean 'mlp'?"
+    assert did_you_mean("mpl", ["mlp", "cnn"]) == "did you mean 'mlp'?"
+    assert did_you_mean("ncn", ["mlp", "cnn"]) == "did you mean 'cnn'?"
+    assert did_you_mean("abc", ["mlp", "cnn"]) == ""
     assert did_you_mean("x", []) == ""
     assert with_suggestion("tny", ["tiny"], "name one it holds") == "did you mean 'tiny'? name one it holds"
     assert with_suggestion("zzz", ["tiny"], "name one it holds") == "name one it holds"

@@ -61,8 +61,16 @@ def did_you_mean(name: Any, known: Iterable[Any]) -> str:
     name looked up among known ones (model names of a repository, keys of a spec file)."""
     import difflib
 
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.75)
-    return f"did you mean '{shown(close[0])}'?" if close else ""
+    text, names = str(name), [str(k) for k in known]
+    folded = {n.casefold(): n for n in names}
+    key = text.casefold()
+    if key in folded:  # another case: MLP for mlp
+        return f"did you mean '{shown(folded[key])}'?"
+    swapped = [n for n in names if len(text) > 2 and sorted(n.casefold()) == sorted(key)]  # mpl for mlp
+    if len(swapped) == 1:
+        return f"did you mean '{shown(swapped[0])}'?"
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.75)
+    return f"did you mean '{shown(folded[close[0]])}'?" if close else ""
 
 
 def with_suggestion(name: Any, known: Iterable[Any], fix: str) -> str:
