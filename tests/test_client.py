@@ -409,6 +409,11 @@ def test_urls_people_write_are_accepted():
     assert host_port_from_url("localhost:8000/triton") == "localhost:8000/triton"  # HTTP behind a proxy's path
     with pytest.raises(TritongenError, match="asks for TLS"):
         host_port_from_url("https://triton.example.com:443")  # would go in clear
+    for given in ("http://127.0.0.1:8000/v2", "127.0.0.1:8000/v2/models/mlp"):  # Triton's own path: /v2/v2/...
+        with pytest.raises(TritongenError) as err:
+            host_port_from_url(given)
+        assert "names a path of Triton's API" in err.value.problem and "--url 127.0.0.1:8000 " in err.value.fix
+    assert host_port_from_url("localhost:8000/proxy/v2x") == "localhost:8000/proxy/v2x"
 
 
 @pytest.mark.parametrize(
@@ -470,3 +475,26 @@ def test_the_metrics_port_is_named_as_such_not_taken_for_the_http_api(tiny_serve
     with pytest.raises(TritongenError) as err:
         infer_from_arrays(url_form.format(metrics), "double", {"X": np.ones((1, 4), np.float32)})
     assert "is Triton's metrics port" in err.value.problem and "gRPC port" in err.value.fix
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    "arrays, words",
+    [
+        ({"X": np.ones(4, np.float32)}, "has shape [4], model 'double' wants [-1, 4]"),
+        ({"feats": np.ones((1, 4), np.float32)}, "missing X; unknown feats"),
+        ({"X": np.ones((9, 4), np.float32)}, "holds a batch of 9, more than model 'double' takes"),
+        ({"X": np.ones((1, 4), np.float64)}, "is FP64, model 'double' wants FP32"),
+    ],
+)
+def test_infer_checks_the_arrays_against_the_served_model_before_sending(tiny_server, tmp_path, arrays, words):
+    # the server's own refusals name neither the file nor the inputs the model wants ("batch-size must be <= 8")
+    import tritongen
+
+    path = tmp_path / "inputs.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(TritongenError) as err:
+        tritongen.infer("double", url=tiny_server.grpc_url, input_file=path)
+    assert words in err.value.problem and str(path) in err.value.problem
+    good = tritongen.infer("double", url=tiny_server.grpc_url, inputs={"X": np.ones((8, 4), np.float32)})
+    assert good.outputs["Y"].shape == (8, 4)

@@ -129,6 +129,16 @@ def test_a_file_whose_name_starts_with_a_brace_is_read_as_a_file(tmp_path):
     assert run_from_json(path).model == "double"
 
 
+def test_a_report_folder_is_read_through_its_results_json(tmp_path):
+    # perf --report DIR writes DIR/results.json: --compare DIR and deploy --from-perf DIR take the folder itself
+    report = tmp_path / "perf-cnn"
+    report.mkdir()
+    with pytest.raises(TritongenError, match="cannot be read"):  # a folder without one is still refused
+        run_from_json(report)
+    (report / "results.json").write_text(json_from_run(RUN))
+    assert run_from_json(report).model == "double"
+
+
 def test_what_perf_writes_for_a_level_without_answers_reads_back():
     empty = latency_summary_from_ms([])
     assert math.isnan(empty.p99_ms)

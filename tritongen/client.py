@@ -218,8 +218,8 @@ def model_metadata(
     url: str, model: str, protocol: str = "grpc", timeout_s: float = 30, headers: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The model's metadata and config in one mapping:
-    ``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape"}], "outputs",
-    "steps"}``.
+    ``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape", "optional"}],
+    "outputs", "steps"}``.
 
     Shapes are lists of ints and include the batch dimension (-1) when the model batches.
     """
@@ -265,12 +265,13 @@ def _metadata_from_answers(meta: Any, config: Any, model: str) -> dict[str, Any]
             for t in entries
         ]
 
+    optional = {t.get("name") for t in config.get("input") or [] if isinstance(t, dict) and t.get("optional")}
     return {
         "name": text(meta.get("name", model)),
         "versions": [str(v) for v in meta.get("versions", [])],
         "platform": text(meta.get("platform", "")),
         "max_batch_size": int(config.get("max_batch_size", 0)),
-        "inputs": tensors(meta.get("inputs") or []),
+        "inputs": [dict(t, optional=t["name"] in optional) for t in tensors(meta.get("inputs") or [])],
         "outputs": tensors(meta.get("outputs") or []),
         # An ensemble's composing models, in step order (empty for a plain model).
         "steps": [str(step.get("model_name", "")) for step in config.get("ensemble_scheduling", {}).get("step", [])],
@@ -479,11 +480,12 @@ class Triton:
             raise ModelLoadError(_error_text(error)[0]) from None
         restricted = "restricted" in _error_text(error)[0]  # Triton's answer without the admin header: the same code
         if kind in (UNAVAILABLE, FORBIDDEN) and not restricted and self.live():
+            # Triton's own words ("... not allowed if polling is enabled") are the same in mode none: not passed on
             raise TritongenError(
                 f"the server at {self.url} does not allow to {action} models: it was not started with explicit "
-                f"model control (Triton says: {_error_text(error)[0]})",
-                "start it with `tritongen serve REPOSITORY --model-control explicit` (tritonserver "
-                "--model-control-mode=explicit --load-model=*); on an address other than loopback, send the admin "
+                "model control",
+                "start it with `tritongen serve <your repository> --model-control explicit` (tritonserver "
+                "--model-control-mode=explicit --load-model='*'); on an address other than loopback, send the admin "
                 "header that serve prints",
             ) from None
         raise classify_error(error, self.url, self.protocol, model, self.timeout_s) from None
@@ -632,6 +634,13 @@ def host_port_from_url(url: str, option: str = "--url") -> str:
         raise TritongenError(
             f"{option} {ascii(text)[1:-1][:80]} is not host:port with a port from 1 to 65535",
             f"pass {option} as host:port, e.g. 127.0.0.1:8001",
+        )
+    base = text.split("/", 1)[1] if "/" in text else ""
+    if base.split("/", 1)[0] == "v2":  # Triton's own API path: every request would go to /v2/v2/...
+        address = text.split("/", 1)[0]
+        raise TritongenError(
+            f"{option} {ascii(text)[1:-1][:80]} names a path of Triton's API (/{base}), which tritongen adds itself",
+            f"pass {option} {address} (a base path is only for a proxy that serves Triton under one)",
         )
     return text
 

@@ -269,6 +269,17 @@ def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) ->
     )
 
 
+def _check_against_served(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) -> None:
+    """The arrays given against the served model's inputs (names, datatypes, shapes, batch size), before sending:
+    the server's refusal would name neither the file nor the inputs the model wants."""
+    from .client import model_metadata
+    from .perf.inputs import check_arrays_against_metadata
+
+    source = str(spec.input_file) if spec.input_file is not None else "the arrays given"
+    metadata = model_metadata(url, spec.name, spec.protocol, spec.timeout_s)
+    check_arrays_against_metadata(inputs, metadata, source)
+
+
 def _named_npy(spec: InferSpec, url: str) -> dict[str, np.ndarray]:
     """``spec.input_file``'s arrays; a single ``.npy`` array (read as "input") goes to the model's one input, by
     the server's own name for it."""
@@ -436,6 +447,7 @@ def infer_model(spec: InferSpec) -> InferResult:
         if spec.input_file is not None and spec.inputs is not None:
             raise TritongenError("both input_file and inputs are given", "pass one of them")
         inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, url)
+        _check_against_served(spec, url, inputs)
     else:
         version = served_version(spec, url)
         checked_version = version

@@ -147,34 +147,46 @@ def request_set_for_model(
 
 
 def check_requests_against_metadata(requests: RequestSet, metadata: Mapping[str, Any]) -> None:
+    for request in requests.requests:
+        check_arrays_against_metadata(request, metadata, requests.source)
+
+
+def check_arrays_against_metadata(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any], source: str) -> None:
+    """One request's arrays against the served model's metadata (names, datatypes, shapes with -1 as any size),
+    before the server's own refusal, which names neither the file nor the input the model wants."""
     model = metadata["name"]
     wanted = {t["name"]: t for t in metadata["inputs"]}
-    first = requests.requests[0]
-    missing = sorted(set(wanted) - set(first))
-    extra = sorted(set(first) - set(wanted))
+    optional = {t["name"] for t in metadata["inputs"] if t.get("optional")}
+    missing = sorted(set(wanted) - set(arrays) - optional)
+    extra = sorted(set(arrays) - set(wanted))
     if missing or extra:
         raise TritongenError(
-            f"the inputs from {requests.source} do not match model '{model}'"
+            f"the inputs from {source} do not match model '{model}'"
             + (f": missing {', '.join(missing)}" if missing else "")
             + (f"; unknown {', '.join(extra)}" if extra else ""),
             f"give one array per model input, named {', '.join(wanted)}",
         )
-    for request in requests.requests:
-        for name, array in request.items():
-            want = wanted[name]
-            got_type = triton_from_numpy(array.dtype)
-            got_type = "BYTES" if got_type == "STRING" else got_type
-            if got_type != want["datatype"]:
-                raise TritongenError(
-                    f"input '{name}' from {requests.source} is {got_type}, model '{model}' wants {want['datatype']}",
-                    f"save the array as {want['datatype']} (numpy dtype)",
-                )
-            if not _shape_fits(array.shape, want["shape"]):
-                raise TritongenError(
-                    f"input '{name}' from {requests.source} has shape "
-                    f"{list(array.shape)}, model '{model}' wants {want['shape']}",
-                    "-1 is any size; a batched model's shape starts with the batch dimension",
-                )
+    for name, array in arrays.items():
+        want = wanted[name]
+        got_type = triton_from_numpy(array.dtype)
+        got_type = "BYTES" if got_type == "STRING" else got_type
+        if got_type != want["datatype"]:
+            raise TritongenError(
+                f"input '{name}' from {source} is {got_type}, model '{model}' wants {want['datatype']}",
+                f"save the array as {want['datatype']} (numpy dtype)",
+            )
+        if not _shape_fits(array.shape, want["shape"]):
+            raise TritongenError(
+                f"input '{name}' from {source} has shape {list(array.shape)}, model '{model}' wants {want['shape']}",
+                "-1 is any size; a batched model's shape starts with the batch dimension (a single item: array[None])",
+            )
+        limit = int(metadata.get("max_batch_size") or 0)
+        if limit and array.ndim and array.shape[0] > limit:
+            raise TritongenError(
+                f"input '{name}' from {source} holds a batch of {array.shape[0]}, more than model '{model}' takes "
+                f"in one request (max_batch_size {limit})",
+                f"send at most {limit} rows per request (split the array: array[:{limit}], ...)",
+            )
 
 
 def _shape_fits(shape: Sequence[int], wanted: Sequence[int]) -> bool:

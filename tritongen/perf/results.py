@@ -259,7 +259,8 @@ def _json_default(value):
 
 
 MAX_RESULT_BYTES = 4 << 20  # a run of many levels is a few hundred KiB; 4 MiB of tiny JSON values parse to ~100 MB
-RESULT_FIX = "pass a results.json written by tritongen perf"
+RESULTS_NAME = "results.json"  # in a --report folder
+RESULT_FIX = "pass a results.json written by tritongen perf (or the --report folder that holds it)"
 
 
 def run_from_json(text_or_path: str | Path) -> PerfRun:
@@ -268,6 +269,8 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
     control characters, known engines, protocols and modes."""
     is_text = isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{")
     path = None if is_text else Path(text_or_path)
+    if path is not None and path.is_dir() and (path / RESULTS_NAME).is_file():  # a report folder: its results
+        path = path / RESULTS_NAME
     where = f"perf result {path}" if path is not None else "perf result text"
     try:
         raw = regular_bytes(path, MAX_RESULT_BYTES) if path is not None else str(text_or_path)
@@ -498,7 +501,7 @@ def _r(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-REPORT_FILES = ("report.html", "results.json", "results.csv")  # what a report folder receives
+REPORT_FILES = ("report.html", RESULTS_NAME, "results.csv")  # what a report folder receives
 
 
 def check_report_dir(out_dir: Path) -> None:
@@ -546,7 +549,7 @@ def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     texts = {"json": json_from_run(run), "csv": csv_from_run(run)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
+    paths = {"json": out_dir / RESULTS_NAME, "csv": out_dir / "results.csv"}
     for kind, path in paths.items():
         path.write_text(texts[kind])
     return paths
