@@ -119,3 +119,19 @@ def test_an_engine_json_is_read_within_a_bound_and_names_a_file_beside_it(tmp_pa
         err = capsys.readouterr().err
         assert exit_info.value.code == 1 and "Traceback" not in err, (command, err)
         assert err.startswith("error: ") and problem in err.splitlines()[0], (command, err)
+
+
+def test_a_pytorch_file_given_to_lint_is_named_as_such(tmp_path):
+    # before: "cannot read m.pt: Error parsing message with type 'onnx.ModelProto'"
+    import torch
+
+    from tritongen.errors import TritongenError
+
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(4, 3), torch.randn(2, 4)), str(path))
+    with pytest.raises(TritongenError) as err:
+        lint_from_onnx(path)
+    assert "is a torchscript file, not ONNX" in err.value.problem and "tritongen build" in err.value.fix
+    (tmp_path / "g.onnx").write_bytes(b"garbage")
+    with pytest.raises(TritongenError, match="cannot read"):
+        lint_from_onnx(tmp_path / "g.onnx")

@@ -90,9 +90,7 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:
-        raise TritongenError(
-            f"cannot read {onnx_path}: {str(exc).splitlines()[0][:200]}", "pass a valid ONNX file"
-        ) from None
+        raise _not_onnx(onnx_path, exc) from None
     locations = set()
     for init in model.graph.initializer:
         if init.data_location == TensorProto.EXTERNAL:
@@ -149,6 +147,22 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
     findings.extend(qdq_findings(model))
     findings.extend(_profile_findings(model, profiles))
     return LintReport(onnx_path, tuple(findings), opset, tuple(ops))
+
+
+def _not_onnx(path: Path, exc: Exception) -> TritongenError:
+    """The error for a file ONNX cannot read: a PyTorch file is named as such, with the build that makes ONNX."""
+    from .load.detect import detect_format
+
+    try:
+        kind = detect_format(path).kind
+    except TritongenError:
+        kind = "onnx"
+    if kind != "onnx":
+        return TritongenError(
+            f"{path} is a {kind} file, not ONNX: lint checks the ONNX graph a build exports",
+            f"build it first (tritongen build {path} ...), then lint the repository or its model.onnx",
+        )
+    return TritongenError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}", "pass a valid ONNX file")
 
 
 def _profile_findings(model, profiles) -> list[Finding]:
