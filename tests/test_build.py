@@ -155,3 +155,22 @@ def test_dynamic_dims_and_two_outputs_in_config(tmp_path):
     )
     assert [t.name for t in result.spec.outputs] == ["sum", "product"]
     check_repository(tmp_path / "repo")
+
+
+def test_a_new_version_over_a_tuned_config_says_the_tuned_settings_go(tmp_path):
+    import torch
+
+    import tritongen
+    from tritongen.layout import TUNED_CONFIG_HEADER
+
+    net, example = torch.nn.Linear(4, 3), {"x": torch.randn(2, 4)}
+    repo = tmp_path / "repo"
+    tritongen.build(net, example_inputs=example, name="lin", repo=repo)
+    config = repo / "lin" / "config.pbtxt"
+    lines: list[str] = []
+    tritongen.build(net, example_inputs=example, name="lin", repo=repo, new_version=True, progress=lines.append)
+    assert not any("written by tritongen tune" in line for line in lines)  # a config the build wrote: no note
+    config.write_text(TUNED_CONFIG_HEADER + config.read_text())
+    lines.clear()
+    tritongen.build(net, example_inputs=example, name="lin", repo=repo, new_version=True, progress=lines.append)
+    assert any("lin/config.pbtxt was written by tritongen tune" in line and "tune again" in line for line in lines)

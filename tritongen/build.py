@@ -20,12 +20,14 @@ from .config import config_text_from_spec, warmup_files
 from .errors import TritongenError
 from .layout import (
     ARTIFACT_DIR,
+    CONFIG_NAME,
     ENGINE_PLAN_NAME,
     LABELS_FILENAME,
     PREPARED_ONNX,
     REFERENCE_NAME,
     SAMPLES_NAME,
     WARMUP_DIR,
+    is_tuned_config,
 )
 from .manifest import file_hashes, new_manifest, write_manifest
 from .names import check_labels
@@ -409,6 +411,11 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
         + (spec.target == "tensorrt")
         + bool(spec.state_from_attributes),
     )
+    if plan.mode == "new_version" and is_tuned_config(plan.model_dir / CONFIG_NAME):
+        stages.progress(
+            f"      note: {spec.name}/{CONFIG_NAME} was written by tritongen tune; this build replaces it with its own "
+            "settings (instances, batch sizes, queue delay): run tritongen tune again on the new version"
+        )
     with staging_dir(plan) as stage:  # from here on, any failure removes everything this build wrote
         staged = stage_model(spec, stage, plan.version, stages, loaded)
         stages.run("validating the generated config", check_repository, stage)

@@ -124,6 +124,18 @@ def manifest_path(model_dir: Path, version: int) -> Path:
     return artifact_dir(model_dir, version) / MANIFEST_NAME
 
 
+# The first line of a config.pbtxt that tritongen tune wrote (a build adding a version replaces it: it says so)
+TUNED_CONFIG_HEADER = "# Tuned by tritongen tune: see <version>/tritongen/tune.json for the measurements.\n"
+
+
+def is_tuned_config(path: Path) -> bool:
+    """Whether ``path`` is a config.pbtxt written by tritongen tune (False where it cannot be read)."""
+    try:
+        return config_text(path).startswith(TUNED_CONFIG_HEADER)
+    except TritongenError:
+        return False
+
+
 def has_manifest(model_dir: Path) -> bool:
     """Whether a build of tritongen wrote the model (a version holds its manifest, and with it saved samples)."""
     return any(model_dir.glob(f"*/{ARTIFACT_DIR}/{MANIFEST_NAME}"))
