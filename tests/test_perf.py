@@ -258,6 +258,7 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
 
     server, repo = served
     before = os.sched_getaffinity(0)
+    config_before = (repo / "seq_tune" / "config.pbtxt").read_bytes()
     result = tune_model(
         TuneSpec(
             model_dir=repo / "seq_tune",
@@ -274,6 +275,12 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
         )
     )
     assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
+    if result.unchanged:  # the starting config won: config.pbtxt is left as it was, and served as it is
+        assert result.config_path is None and result.record_path is None
+        assert (repo / "seq_tune" / "config.pbtxt").read_bytes() == config_before
+        assert result.winner.candidate == result.baseline.candidate and "(the starting config)" in result.table()
+        assert model_metadata(server.grpc_url, "seq_tune")["max_batch_size"] == result.winner.candidate.max_batch_size
+        return
     assert result.config_path == repo / "seq_tune" / "config.pbtxt" and result.record_path.is_file()
     # The winner was measured again (twice as long) before it was written, and the record says so.
     record = json.loads(result.record_path.read_text())
@@ -301,7 +308,7 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     written = config_from_file(result.config_path)
     assert written.name == "seq_tune" and written.instance_group[0].count == result.winner.candidate.instances
     assert written.max_batch_size == result.winner.candidate.max_batch_size
-    assert model_metadata(server.grpc_url, "seq_tune")["max_batch_size"] == written.max_batch_size  # reloaded from disk
+    assert model_metadata(server.grpc_url, "seq_tune")["max_batch_size"] == written.max_batch_size  # loaded at the end
     x = np.ones((1, 3, 8), np.float32)
     np.testing.assert_allclose(infer_from_arrays(server.grpc_url, "seq_tune", {"x": x})["output"], x.mean(axis=1))
     assert "frontier" in result.table()

@@ -2,6 +2,7 @@
 pruning, which configs are measured again and which re-measurement wins. No server, no timing."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -485,3 +486,112 @@ def test_the_walk_up_aims_at_the_concurrency_where_p99_would_reach_the_target():
     assert _next_up(_p(16, 5000, 8.9), 9.0, 128) == 17  # at the target already: one more
     assert _next_up(_p(16, 5000, 2.0), 9.0, 24) == 24  # capped by the search's largest concurrency
     assert _next_up(_p(24, 5000, 2.0), 9.0, 24) is None
+
+
+def test_the_summary_says_which_figures_to_plan_capacity_with():
+    a = _trial(A, replace(_p(16, 8100, 4.0), engine="builtin"))
+    b = _trial(B, replace(_p(16, 9000, 4.7), engine="builtin"))
+    remeasured = [replace(_p(16, 6000, 5.0), measured_s=3.0), replace(_p(16, 6300, 5.0), measured_s=3.0)]
+    result = TuneResult(
+        "conv", b, a, (a, b), (), 100.0, None, None, True, tuple(remeasured), remeasured[1], (A, B), 9.0
+    )
+    text = result.table()
+    assert "plan capacity with the re-measured figure: 6300.0 req/s at concurrency 16, p99 5.00 ms" in text
+    assert "(perf_analyzer, 3 s); the search's figures (builtin, the best of short measurements) are optimistic" in text
+    # Winner and starting config were both measured again: they are compared on those figures, not the search's.
+    assert f"best: {B.label()}: 9000.0 req/s in the search (1.05x the starting config, both measured again)" in text
+    # Unconfirmed: no capacity line, and the ratio says it compares search figures.
+    text = TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True).table()
+    assert "plan capacity" not in text and "(1.11x the starting config's search figure)" in text
+    # The starting config won: said so, with no ratio.
+    text = TuneResult("conv", a, a, (a, b), (), 1.0, None, None, True).table()
+    assert f"best: {A.label()}: 8100.0 req/s in the search (the starting config)" in text
+
+
+def test_the_summary_says_when_the_search_stopped_at_max_concurrency_far_under_the_target():
+    a = _trial(A, _p(8, 7000, 1.5), _p(16, 8000, 2.15))
+    capped = TuneResult("conv", a, a, (a,), (), 1.0, None, None, True, target_p99_ms=9.0, max_concurrency=16)
+    assert "note: the search stopped at --max-concurrency 16, where the winner's p99 is 2.15 ms against a target" in (
+        capped.table()
+    )
+    assert "raise --max-concurrency (e.g. 32)" in capped.table()
+    # Under the cap, or at the cap with p99 near the target: the figures are the bound's, no note.
+    assert "--max-concurrency" not in replace(capped, max_concurrency=32).table()
+    near = _trial(A, _p(16, 8000, 8.5))
+    assert "--max-concurrency" not in replace(capped, winner=near, baseline=near, trials=(near,)).table()
+
+
+def _cli_tune(monkeypatch, capsys, tmp_path, result: TuneResult, *args: str):
+    from tritongen import api
+    from tritongen.cli import main
+
+    monkeypatch.setattr(api, "tune", lambda *a, **k: result)
+    main(["tune", str(tmp_path / "conv"), "--max-p99-ms", "10", *args])
+    return capsys.readouterr().out
+
+
+def test_the_cli_says_the_starting_config_won_and_what_the_server_serves(monkeypatch, capsys, tmp_path):
+    a = _trial(A, _p(16, 8100, 4.0))
+    served = "the server now serves conv with config.pbtxt's config (instances=1 ...)"
+    same = TuneResult("conv", a, a, (a,), (), 1.0, None, None, True, unchanged=True, served=served)
+    out = _cli_tune(monkeypatch, capsys, tmp_path, same)
+    assert f"the starting config is best: {tmp_path / 'conv' / 'config.pbtxt'} left as it was; {served}" in out
+    assert "wrote" not in out and "reloaded" not in out
+    b = _trial(B, _p(16, 9000, 4.0))
+    dry = TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True, served=served)
+    out = _cli_tune(monkeypatch, capsys, tmp_path, dry, "--dry-run")
+    assert f"dry run: {tmp_path / 'conv' / 'config.pbtxt'} left as it was; {served}; drop --dry-run" in out
+    written = replace(dry, config_path=tmp_path / "c", record_path=tmp_path / "r", served="the server now serves X")
+    out = _cli_tune(monkeypatch, capsys, tmp_path, written)
+    assert f"wrote {tmp_path / 'c'} (validated); the server now serves X; measurements in {tmp_path / 'r'}" in out
+
+
+def test_sigterm_during_the_tune_command_is_taken_as_ctrl_c(monkeypatch, capsys, tmp_path):
+    import os
+    import signal
+    import time
+
+    from tritongen import api
+    from tritongen.cli import main
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM already has a handler here: the command leaves it alone")
+
+    def tune(*args, **kwargs):
+        # Without a handler SIGTERM would end pytest itself: fail instead.
+        assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL, "tune runs with SIGTERM's default (exit at once)"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not interrupt tune")
+
+    monkeypatch.setattr(api, "tune", tune)
+    with pytest.raises(SystemExit) as exited:
+        main(["tune", str(tmp_path / "conv"), "--max-p99-ms", "10"])
+    assert exited.value.code == 143 and "aborted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back after the command
+
+
+def test_a_server_that_refused_every_load_is_not_given_config_pbtxt_back(tmp_path):
+    # No explicit model control: the first load is refused before anything changed, so tune has nothing to undo
+    # (and must not claim to have put the server back); a config Triton itself refused did reach it.
+    from tritongen.client import ModelLoadError
+
+    class _NoControl(_Server):
+        def load(self, model, config_json):
+            raise TritongenError("the server does not allow to load models", "start it with explicit control")
+
+    class _Rejecting(_Server):
+        def load(self, model, config_json):
+            raise ModelLoadError("bad config")
+
+    again = _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10), _NoControl())
+    with pytest.raises(TritongenError):
+        again.swap(A)
+    assert not again.changed
+    again.server = _Rejecting()
+    with pytest.raises(ModelLoadError):
+        again.swap(A)
+    assert again.changed
+    again = _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10))
+    again.swap(A)
+    assert again.changed

@@ -260,13 +260,24 @@ def _show(run, report_dir: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:
     """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound."""
-    result = api.tune(model_dir, write=not dry_run, progress=_progress, **options)
+    from .signals import sigterm_as_keyboard_interrupt
+
+    # SIGTERM (kill, a CI job's timeout, docker stop) ends tune as Ctrl-C does: the server is loaded with what
+    # config.pbtxt says before "aborted" (exit 143), rather than left on the candidate being measured.
+    with sigterm_as_keyboard_interrupt():
+        result = api.tune(model_dir, write=not dry_run, progress=_progress, **options)
     click.echo(result.table())
+    config = Path(model_dir) / "config.pbtxt"
+    served = f"; {result.served}" if result.served else ""
     if result.config_path is not None:
-        click.echo(f"wrote {result.config_path} (validated, reloaded); measurements in {result.record_path}")
+        click.echo(f"wrote {result.config_path} (validated){served}; measurements in {result.record_path}")
+    elif result.unchanged and result.meets_constraints:
+        click.echo(f"the starting config is best: {config} left as it was{served}")
     elif dry_run and result.meets_constraints:
-        click.echo(f"dry run: {Path(model_dir) / 'config.pbtxt'} left as it was; drop --dry-run to write the winner")
+        click.echo(f"dry run: {config} left as it was{served}; drop --dry-run to write the winner")
     elif not result.meets_constraints:
+        if result.served:
+            click.echo(f"{config} left as it was{served}")
         if result.confirmation and result.confirmed is None:
             raise TritongenError(
                 "the best configs broke the p99 target (the bound less --p99-margin-pct) when measured again",

@@ -2,7 +2,10 @@
 
 Works on a running server started with explicit model control: every candidate config is loaded through the
 model-repository API with a config override (nothing on disk changes while searching), measured with the built-in
-engine or perf_analyzer, and the original config is reloaded from disk at the end unless a winner is written.
+engine or perf_analyzer. However tune ends (a winner written, a dry run, no winner, an error, Ctrl-C), the server
+is then loaded with what config.pbtxt says, again with a config override (a plain load after an override does not
+read config.pbtxt again when no file changed, and a ``tritongen serve`` server reads a checked copy, which tune does
+not write). A winner that is the starting config is not written: config.pbtxt stays as it was.
 
 The search aims below the bound: a point counts only when its p99 is within ``max_p99_ms`` less ``p99_margin_pct``
 (the target), so the written figure still holds when it is measured again on a noisier minute. It measures the
@@ -217,6 +220,9 @@ class TuneResult:
     # The paired descent's checks: each time a config's search figure beat the best config's, that config measured
     # again beside it, and whether the newcomer was kept (see TuneSpec.paired_descent).
     descent_checks: tuple[dict[str, Any], ...] = ()
+    unchanged: bool = False  # the winner is the starting config: config.pbtxt was left as it was
+    served: str = ""  # what the server serves now that tune has ended, in one sentence
+    max_concurrency: int = 0  # the highest concurrency the search could try (--max-concurrency)
 
     @property
     def operating_point(self) -> PerfPoint | None:
@@ -259,12 +265,8 @@ class TuneResult:
                 f"  {p.throughput_rps:9.1f} req/s  p99 {p.latency.p99_ms:7.2f} "
                 f"ms  concurrency {int(p.load):>3}  {cand.label()}"
             )
-        if self.winner is not None and self.baseline.best is not None:
-            gain = self.winner.score / self.baseline.score if self.baseline.score else float("inf")
-            lines.append(
-                f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} "
-                f"req/s ({gain:.2f}x the starting config)"
-            )
+        if self.winner is not None:
+            lines.append(self._best_line())
         configs: Sequence[Candidate | None] = self.confirmation_configs or (None,) * len(self.confirmation)
         for remeasured, p in zip(configs, self.confirmation, strict=False):
             holds = p.latency.p99_ms <= (self.target_p99_ms or float("inf")) and not p.errors
@@ -273,7 +275,56 @@ class TuneResult:
                 f"measured again at concurrency {int(p.load)}: {p.throughput_rps:.1f} "
                 f"req/s, p99 {p.latency.p99_ms:.2f} ms ({verdict})" + (f"  {remeasured.label()}" if remeasured else "")
             )
+        lines.extend(self._notes())
         return "\n".join(lines)
+
+    def _best_line(self) -> str:
+        """The winner's search figure against the starting config's: on re-measured figures where both have one
+        that held the target (search figures of different configs are best-of-a-few and not comparable to a
+        re-measurement)."""
+        assert self.winner is not None
+        line = f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} req/s in the search"
+        if self.winner.candidate == self.baseline.candidate:
+            return line + " (the starting config)"
+        start = self._held(self.baseline.candidate)
+        if self.confirmed is not None and start is not None:
+            ratio = self.confirmed.throughput_rps / start.throughput_rps if start.throughput_rps else float("inf")
+            return line + f" ({ratio:.2f}x the starting config, both measured again)"
+        if self.baseline.best is None:
+            return line + " (the starting config had no point within the target)"
+        ratio = self.winner.score / self.baseline.score if self.baseline.score else float("inf")
+        return line + f" ({ratio:.2f}x the starting config's search figure)"
+
+    def _held(self, candidate: Candidate) -> PerfPoint | None:
+        """``candidate``'s highest re-measurement that held the target, if any."""
+        held = [
+            p
+            for c, p in zip(self.confirmation_configs, self.confirmation, strict=False)
+            if c == candidate and _within(p, self.target_p99_ms or float("inf"))
+        ]
+        return max(held, key=lambda p: p.throughput_rps) if held else None
+
+    def _notes(self) -> list[str]:
+        """Which figures to plan capacity with, and whether --max-concurrency capped the search."""
+        notes = []
+        op = self.operating_point
+        if self.confirmed is not None and self.winner is not None and self.winner.best is not None:
+            c = self.confirmed
+            notes.append(
+                f"plan capacity with the re-measured figure: {c.throughput_rps:.1f} req/s at concurrency "
+                f"{int(c.load)}, p99 {c.latency.p99_ms:.2f} ms ({c.engine}, {c.measured_s:.0f} s); the search's "
+                f"figures ({self.winner.best.engine}, the best of short measurements) are optimistic"
+            )
+        target = self.target_p99_ms
+        if op is not None and self.max_concurrency and int(op.load) >= self.max_concurrency and target:
+            if op.latency.p99_ms < 0.8 * target:
+                notes.append(
+                    f"note: the search stopped at --max-concurrency {self.max_concurrency}, where the winner's p99 is "
+                    f"{op.latency.p99_ms:.2f} ms against a target of {target:.2f} ms: its figures are what "
+                    f"{self.max_concurrency} requests in flight get, not the most it serves within the bound; raise "
+                    f"--max-concurrency (e.g. {2 * self.max_concurrency}) to find that"
+                )
+        return notes
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -618,66 +669,76 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
 
     confirmation: list[tuple[Trial, PerfPoint]] = []
     chosen: tuple[Trial, PerfPoint] | None = None
+    # What the server must serve when tune ends, however it ends: config.pbtxt's config, the written winner once it
+    # is on disk. Loaded with a config override, as the candidates were: a plain load after an override does not
+    # read config.pbtxt again when its files have not changed, and a `tritongen serve` server reads a checked copy
+    # of the repository, which tune does not write.
+    serving = _Serving(base_config, "config.pbtxt's config")
+    ending = False  # the final load has begun (an error there is its own: it is not tried a second time)
     try:
-        baseline = measure(base, start=_start_index(ladder, base))
-        start = baseline
-        seeds = (
-            (_batching_seed(space, base), "one instance, the largest max batch size, no preferred sizes"),
-            (_parallel_seed(space, base), "the most instances, the same max batch size, no preferred sizes"),
-        )
-        for seed, text in seeds:
-            if seed is not None and seed not in trials and in_budget():
-                progress(f"also from {text}")
-                other = measure(seed, start=_start_index(ladder, seed))
-                if beats(other, start):
-                    start = other
-        incumbent = descend(start)
-        if spec.confirm and incumbent.best is not None:
-            confirm_engine = _confirm_engine(spec)
-            contenders = _contenders(list(trials.values()), spec.confirm_top, spec.confirm_within_pct)
-            confirmation = _confirm(contenders, again, confirm_engine)
-            chosen = _pick_confirmed(confirmation, target_ms)
-            more = (
-                [] if chosen is not None else _fallback_contenders(list(trials.values()), contenders, spec.confirm_top)
+        try:
+            baseline = measure(base, start=_start_index(ladder, base))
+            start = baseline
+            seeds = (
+                (_batching_seed(space, base), "one instance, the largest max batch size, no preferred sizes"),
+                (_parallel_seed(space, base), "the most instances, the same max batch size, no preferred sizes"),
             )
-            if more:
-                # The search's best figures can be one lucky point: rather than write nothing, measure the next
-                # configs again (each with up to three of its points); only a re-measurement that holds wins.
-                progress(f"no re-measured point held the target: measuring the next {len(more)} configs again")
-                confirmation += _confirm(more, again, confirm_engine)
+            for seed, text in seeds:
+                if seed is not None and seed not in trials and in_budget():
+                    progress(f"also from {text}")
+                    other = measure(seed, start=_start_index(ladder, seed))
+                    if beats(other, start):
+                        start = other
+            incumbent = descend(start)
+            if spec.confirm and incumbent.best is not None:
+                confirm_engine = _confirm_engine(spec)
+                contenders = _contenders(list(trials.values()), spec.confirm_top, spec.confirm_within_pct)
+                confirmation = _confirm(contenders, again, confirm_engine)
                 chosen = _pick_confirmed(confirmation, target_ms)
-            rivals = _rivals(confirmation, target_ms) if spec.confirm_paired else []
-            if chosen is not None and len(rivals) == 2:
-                # Two configs held: which serves more is decided on two measurements each, taken A B B A.
-                progress("two configs held: measuring both a second time, in the reverse order")
-                seconds = _paired(rivals, again)
-                confirmation += seconds
-                chosen = _after_paired(chosen, rivals, seconds, target_ms, progress)
-            if chosen is not None and spec.climb_steps:
-                climbed = _climb(chosen, again)
-                confirmation += climbed
-                chosen = _pick_confirmed([chosen, *climbed], target_ms)  # the winner's own points only
-    except ServerGone as gone:
-        raise TritongenError(
-            f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
-        ) from None
-    finally:
-        search_s = time.monotonic() - started
+                more = (
+                    []
+                    if chosen is not None
+                    else _fallback_contenders(list(trials.values()), contenders, spec.confirm_top)
+                )
+                if more:
+                    # The search's best figures can be one lucky point: rather than write nothing, measure the next
+                    # configs again (each with up to three of its points); only a re-measurement that holds wins.
+                    progress(f"no re-measured point held the target: measuring the next {len(more)} configs again")
+                    confirmation += _confirm(more, again, confirm_engine)
+                    chosen = _pick_confirmed(confirmation, target_ms)
+                rivals = _rivals(confirmation, target_ms) if spec.confirm_paired else []
+                if chosen is not None and len(rivals) == 2:
+                    # Two configs held: which serves more is decided on two measurements each, taken A B B A.
+                    progress("two configs held: measuring both a second time, in the reverse order")
+                    seconds = _paired(rivals, again)
+                    confirmation += seconds
+                    chosen = _after_paired(chosen, rivals, seconds, target_ms, progress)
+                if chosen is not None and spec.climb_steps:
+                    climbed = _climb(chosen, again)
+                    confirmation += climbed
+                    chosen = _pick_confirmed([chosen, *climbed], target_ms)  # the winner's own points only
+        except ServerGone as gone:
+            raise TritongenError(
+                f"the server stopped answering while tuning ({gone})", "restart it and run tune again"
+            ) from None
+        finally:
+            search_s = time.monotonic() - started
 
-    confirmed = chosen[1] if chosen is not None else None
-    if chosen is not None:
-        winner: Trial | None = chosen[0]
-    elif spec.confirm or incumbent.best is None:
-        winner = None
-    else:
-        winner = incumbent
-    standing = confirmed.throughput_rps if confirmed is not None else (winner.score if winner is not None else 0.0)
-    meets = winner is not None and (spec.min_throughput_rps is None or standing >= spec.min_throughput_rps)
-    all_points = [(t.candidate, p) for t in trials.values() for p in t.points if not p.errors]
-    frontier = _frontier(all_points)
-    written = record = None
-    try:
-        if spec.write and meets and winner is not None:
+        confirmed = chosen[1] if chosen is not None else None
+        if chosen is not None:
+            winner: Trial | None = chosen[0]
+        elif spec.confirm or incumbent.best is None:
+            winner = None
+        else:
+            winner = incumbent
+        standing = confirmed.throughput_rps if confirmed is not None else (winner.score if winner is not None else 0.0)
+        meets = winner is not None and (spec.min_throughput_rps is None or standing >= spec.min_throughput_rps)
+        all_points = [(t.candidate, p) for t in trials.values() for p in t.points if not p.errors]
+        frontier = _frontier(all_points)
+        written = record = None
+        # The starting config won: config.pbtxt stays as it is (not rewritten, reformatted, nor its manifest touched).
+        unchanged = winner is not None and config_from_candidate(base_config, winner.candidate) == base_config
+        if spec.write and meets and winner is not None and not unchanged:
             written, record = _write_winner(
                 spec,
                 base_config,
@@ -689,8 +750,20 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                 confirmation,
                 confirmed,
                 checks,
+                serving,
             )
-        server.load(model, None)  # what is on disk now: the winner when written, else the original
+        ending = True
+        served = _serve(server, model, serving)
+    except TritongenError:
+        if not ending and again.changed:
+            _serve_after_stop(server, model, serving, progress)
+        raise
+    except BaseException:
+        if ending:  # Ctrl-C again while the final config loaded
+            progress(f"tune stopped while the server loaded {serving.name}: run tune again, or restart the server")
+        elif again.changed:
+            _serve_after_stop(server, model, serving, progress)
+        raise
     finally:
         server.close()
     return TuneResult(
@@ -708,7 +781,44 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         tuple(t.candidate for t, _ in confirmation),
         target_ms,
         tuple(checks),
+        unchanged=unchanged,
+        served=served,
+        max_concurrency=spec.max_concurrency,
     )
+
+
+@dataclass
+class _Serving:
+    """The config the server must serve when tune ends (``config``, a ModelConfig) and how to name it."""
+
+    config: Any
+    name: str
+
+
+def _serve_after_stop(server: Triton, model: str, serving: _Serving, progress: Progress) -> None:
+    """Ctrl-C, SIGTERM (the CLI takes it as Ctrl-C), a failed measurement or write: the server is put back on what
+    config.pbtxt says now before the error goes on, and the user is told whether that worked."""
+    try:
+        progress(f"tune stopped: {_serve(server, model, serving)}")
+    except TritongenError as failed:
+        progress(f"tune stopped: {failed.problem}; {failed.fix}")
+
+
+def _serve(server: Triton, model: str, serving: _Serving) -> str:
+    """Load ``serving.config`` into the server with a config override (what config.pbtxt says now), and say so in
+    one sentence. Raises :class:`TritongenError` where the server refuses or does not answer."""
+    from google.protobuf import json_format
+
+    label = candidate_from_config(serving.config).label()
+    try:
+        server.load(model, json_format.MessageToJson(serving.config))
+    except TritongenError as failed:
+        raise TritongenError(
+            f"the server could not load {model} with {serving.name} again ({failed.problem}): it may still serve "
+            "the last config tune measured",
+            "restart the server, or run tune again once it answers",
+        ) from None
+    return f"the server now serves {model} with {serving.name} ({label})"
 
 
 # --------------------------------------------------------------------------------------------- selection
@@ -830,7 +940,8 @@ def _confirm_engine(spec: TuneSpec) -> str:
 class _Remeasure:
     """What measuring a config again needs: the server and model, the config candidates derive from, the perf
     settings and requests, the tune spec, and where progress goes; ``loaded``: the candidate the server holds
-    now, serving warm (the last one loaded and measured), or None (not known)."""
+    now, serving warm (the last one loaded and measured), or None (not known); ``changed``: whether any load was
+    sent (what the server serves is then tune's doing)."""
 
     server: Triton
     model: str
@@ -840,6 +951,7 @@ class _Remeasure:
     spec: TuneSpec
     progress: Progress
     loaded: Candidate | None = None
+    changed: bool = False  # a candidate was loaded (or its load began): the server must be given config.pbtxt's back
 
     def load(self, candidate: Candidate, concurrency: int) -> None:
         """Load ``candidate`` and warm it up at ``concurrency`` (``spec.load_warmup_s``); nothing where it is the
@@ -855,7 +967,14 @@ class _Remeasure:
         from google.protobuf import json_format
 
         self.loaded = None
-        self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
+        changed, self.changed = self.changed, True
+        try:
+            self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
+        except ModelLoadError:
+            raise
+        except TritongenError:
+            self.changed = changed  # refused before loading anything: no explicit model control, no answer
+            raise
         self.loaded = candidate
 
     def at(self, concurrency: int, engine_name: str, duration_s: float | None = None) -> PerfPoint:
@@ -1122,18 +1241,18 @@ def _write_winner(
     confirmation: Sequence[tuple[Trial, PerfPoint]] = (),
     confirmed: PerfPoint | None = None,
     checks: Sequence[dict[str, Any]] = (),
+    serving: _Serving | None = None,
 ) -> tuple[Path, Path]:
+    """Write the winner's config into config.pbtxt (validated first) and the record of how it was chosen;
+    ``serving`` (what the server must serve when tune ends) becomes the written config once it is on disk."""
     from google.protobuf import text_format
 
-    from ..layout import ARTIFACT_DIR, config_text, version_numbers
+    from ..layout import ARTIFACT_DIR, TUNED_CONFIG_HEADER, config_text, version_numbers
     from ..manifest import rehash_files
     from ..validate import config_from_text, problems_in_config
 
     config = config_from_candidate(base_config, winner.candidate)
-    text = (
-        "# Tuned by tritongen tune: see <version>/tritongen/tune.json for the measurements.\n"
-        + text_format.MessageToString(config)
-    )
+    text = TUNED_CONFIG_HEADER + text_format.MessageToString(config)
     problems = problems_in_config(config_from_text(text), spec.model_dir)
     if problems:
         raise TritongenError(
@@ -1183,6 +1302,8 @@ def _write_winner(
     tmp = config_path.with_name(".config.pbtxt.tune")
     tmp.write_text(text)
     os.replace(tmp, config_path)
+    if serving is not None:
+        serving.config, serving.name = config, f"the tuned config written to {CONFIG_NAME}"
     if versions:  # the build's manifest now vouches for the tuned config (and the record of how it was chosen)
         rehash_files(spec.model_dir, versions[-1], [config_path, record_path])
     return config_path, record_path
