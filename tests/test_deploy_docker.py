@@ -149,6 +149,7 @@ def test_ensemble_bundle_serving_image_compose_and_readme(ensemble_repo, tmp_pat
     )
     assert code == 0, err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        ".tritongen-bundle",  # what deploy --force may replace (tests/test_deploy_safety.py)
         "README.md",
         "compose.yaml",
         "serving.Dockerfile",
@@ -277,9 +278,17 @@ def test_bad_input_is_one_error_and_writes_nothing(trt_repo, ensemble_repo, tmp_
     code, _, err = run_cli(["deploy", str(trt_repo), "--to", "docker", "--out", str(existing)], capsys)
     assert code == 1 and "already exists" in err and "--force" in err
     assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+    # --force replaces a bundle tritongen wrote, never a folder of other files (tests/test_deploy_safety.py)
+    code, _, err = run_cli(["deploy", str(trt_repo), "--to", "docker", "--out", str(existing), "--force"], capsys)
+    assert code == 1 and "is not a bundle tritongen deploy wrote" in err.splitlines()[0], err
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+    (existing / "mine.txt").unlink()
     code, _, err = run_cli(["deploy", str(trt_repo), "--to", "docker", "--out", str(existing), "--force"], capsys)
     assert code == 0, err
-    assert not (existing / "mine.txt").exists() and (existing / "compose.yaml").is_file()
+    (existing / "compose.yaml").write_text("edited")
+    code, _, err = run_cli(["deploy", str(trt_repo), "--to", "docker", "--out", str(existing), "--force"], capsys)
+    assert code == 0, err
+    assert (existing / "compose.yaml").read_text() != "edited"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
 

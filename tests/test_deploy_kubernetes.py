@@ -54,10 +54,20 @@ RUN = PerfRun(
 )
 
 
+def vouch(model_dir: Path, **fields) -> Path:
+    """Write the manifest a build would for version 1 of the hand-written ``model_dir``, listing every file in it
+    (a test's edits too), so the repository verifies as a built one does; ``fields``: Manifest fields (engines)."""
+    from tritongen.manifest import file_hashes, manifest_path, new_manifest, write_manifest
+
+    path = manifest_path(model_dir, 1)
+    files = [p for p in model_dir.rglob("*") if p.is_file() and p != path]
+    return write_manifest(model_dir, 1, replace(new_manifest(1, file_hashes(model_dir, files)), **fields))
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("deploy")
-    write_model(root / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    vouch(write_model(root / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL))
     (root / "results.json").write_text(json_from_run(RUN))
     return root
 
@@ -101,7 +111,7 @@ def test_a_knee_at_the_highest_measured_level_is_a_caution_saying_to_measure_hig
     assert t.cautions == (
         "every measured level met p99 <= 150 ms (p99 140.0 ms at concurrency 16): the knee is above concurrency 16, "
         "so capacity per replica is understated (and replicas overcounted); measure higher loads (tritongen perf "
-        "double --concurrency 32,64,128,256)",
+        "double --concurrency 32,64,128,256 --report perf-double/, then --from-perf perf-double/)",
     )
     assert thresholds_from_run(RUN, slo_p99_ms=SLO_MS).cautions == ()  # c16 broke it: the knee was measured
     errors_below = PerfRun("m", "u", "grpc", "builtin", (point(1, 10, 50, 0, errors=2), point(2, 19, 60, 0)))
@@ -257,6 +267,7 @@ def test_a_repository_ngcs_image_cannot_serve_needs_the_image_it_does(work, tmp_
     shutil.copytree(work / "repo", repo)
     model_py = repo / "double" / "1" / "model.py"
     model_py.write_text("import onnxruntime\n" + model_py.read_text())
+    vouch(repo / "double")
     for target in ("kubernetes", "kserve"):
         out = tmp_path / f"out-{target}"
         code, err = _cli(["deploy", str(repo), "--to", target, "--out", str(out), "--slo-p99-ms", "95"], capsys)
@@ -281,6 +292,7 @@ def test_gpus_follow_the_instance_kinds_unless_given(work, tmp_path):
     for kinds, given, expected in ((["KIND_CPU"], None, None), (["KIND_GPU"], None, 1), (["KIND_CPU"], 2, 2)):
         text = DOUBLE_CONFIG.replace("kind: KIND_CPU", f"kind: {kinds[0]}")
         config.write_text(text)
+        vouch(repo / "double")
         b = kubernetes_bundle_from_repository(repo, tmp_path / f"out-{kinds[0]}-{given}", slo_p99_ms=SLO_MS, gpus=given)
         (c,) = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
             "containers"
@@ -301,8 +313,7 @@ def test_unmeasured_defaults_are_marked_in_every_file_that_uses_them(work):
 def test_plans_pin_nodes_to_their_compute_capability(work, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(work / "repo", repo)
-    (repo / "double" / "1" / "tritongen").mkdir()
-    (repo / "double" / "1" / "tritongen" / "manifest.json").write_text(json.dumps({"engines": {"8.9": {"plan": "x"}}}))
+    vouch(repo / "double", engines={"8.9": {"plan": "x"}})
     b = kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1)
     pod = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
@@ -457,7 +468,7 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
     from tritongen.server import ServeSpec, server_from_repository
 
     repo = tmp_path / "repo"
-    write_model(repo, "sleepy", LIVE_CONFIG, LIVE_MODEL)
+    vouch(write_model(repo, "sleepy", LIVE_CONFIG, LIVE_MODEL))
     inputs = tmp_path / "x.npz"
     np.savez(inputs, X=np.ones((8, 4), np.float32))
     spec = ServeSpec(repo=repo, extra_args=("--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"))
@@ -664,7 +675,9 @@ def test_live_prometheus_compares_a_canary_version_with_the_stable_one(tmp_path,
     (repo / "ab" / "config.pbtxt").write_text(CANARY_CONFIG)
     inputs = tmp_path / "x.npz"
     np.savez(inputs, X=np.ones((4, 4), np.float32))
-    bundle = kubernetes_bundle_from_repository(repo, tmp_path / "bundle", slo_p99_ms=SLO_MS, rate_window="10s")
+    bundle = kubernetes_bundle_from_repository(
+        repo, tmp_path / "bundle", slo_p99_ms=SLO_MS, rate_window="10s", allow_unverified=("ab",)
+    )
     t = bundle.thresholds
     q = Queries(job=bundle.app, model="ab", window="10s")
     pod = f"{bundle.app}-0"
@@ -772,6 +785,7 @@ def test_a_tune_record_whose_load_time_is_not_a_load_time_is_one_error(work, tmp
     record = repo / "double" / "1" / "tritongen" / "tune.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(f'{{"winner": {{"load_s": {load_s}}}}}')
+    vouch(repo / "double")  # tune rehashes what it writes
     out = tmp_path / "out"
     code, err = _cli(["deploy", str(repo), "--to", "kubernetes", "--out", str(out)], capsys)
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -786,6 +800,6 @@ def test_a_tune_records_load_time_sets_the_startup_probe(work, tmp_path):
     shutil.copytree(work / "repo", repo)
     assert load_time_from_tune_record(repo / "double") is None
     record = repo / "double" / "1" / "tritongen" / "tune.json"
-    record.parent.mkdir(parents=True)
+    record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text('{"winner": {"load_s": 86400}}')  # a day: the most a record may say
     assert load_time_from_tune_record(repo / "double") == 86400.0

@@ -67,7 +67,12 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     "--model-uri",
     help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or a path in the image.",
 )
-@click.option("--namespace", default="tritongen", show_default=True, help="kubernetes/kserve: namespace.")
+@click.option(
+    "--namespace",
+    default="tritongen",
+    show_default=True,
+    help="kubernetes/kserve: namespace (a DNS-1123 label of at most 59 characters; dev adds -dev).",
+)
 @click.option(
     "--gpus",
     type=int,
@@ -81,7 +86,11 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     type=int,
     help="kserve: share of traffic for the latest revision (canaryTrafficPercent); the rules compare its versions.",
 )
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace --out if it exists and is empty or a bundle tritongen deploy wrote (never the repository's folder).",
+)
 def deploy(repo: Path, target: str, out: Path, **options) -> None:
     """Write the files that serve REPO on TARGET into --out, for exactly this repository.
 

@@ -52,6 +52,7 @@ def _to_cluster(target: str) -> Callable[..., Any]:
         gpus: int | None = None,
         canary_traffic_percent: int | None = None,
         force: bool = False,
+        allow_unverified: tuple[str, ...] = (),
     ) -> Any:
         from .k8s_bundle import kubernetes_bundle_from_repository
 
@@ -70,6 +71,7 @@ def _to_cluster(target: str) -> Callable[..., Any]:
             gpus=gpus,
             canary_traffic_percent=canary_traffic_percent,
             force=force,
+            allow_unverified=tuple(allow_unverified),
         )
 
     return write

@@ -38,7 +38,7 @@ from ..plan_compat import (
     check_release,
     pending_plans_from_repository,
 )
-from .bundle import check_out_dir, render, write_bundle
+from .bundle import check_out_dir, comment_text, render, write_bundle
 from .python_deps import ServingPackages, serving_packages_from_repository
 from .serving_env import SERVING_ENV
 
@@ -153,6 +153,29 @@ def _triton_command(host: str) -> list[str]:
     return command
 
 
+# What compose.yaml cannot hold in the repository's path: ``$`` (Compose interpolates it, even in a default),
+# ``}`` (ends the ``${TRITONGEN_REPOSITORY:-...}`` default early), ``:`` (splits the ``SRC:DST:ro`` volume); control
+# characters are refused everywhere (names.refused_character): a newline would end the header comment.
+MOUNT_PATH_REFUSED = "$}:"
+
+
+def _mount_path(relative: str) -> str:
+    """The repository's path relative to ``out`` (compose's default mount and the README's), refused when the
+    compose file cannot hold it as it is."""
+    from ..names import refused_character, shown
+
+    char = refused_character(relative)
+    if char is None:
+        char = next((c for c in relative if c in MOUNT_PATH_REFUSED), None)
+    if char is not None:
+        raise TritongenError(
+            f"the model repository's path from --out, '{shown(relative, 120)}', holds {ascii(char)}, which "
+            "compose.yaml cannot mount as written (a control character, '$', '}' or ':')",
+            "rename the folders on that path, or write the bundle (--out) beside the repository",
+        )
+    return relative
+
+
 def docker_bundle_from_repository(
     repo: Path,
     out: Path,
@@ -186,8 +209,8 @@ def docker_bundle_from_repository(
     triton_image = TRITON_IMAGE.format(release=release)
     tensorrt_image = TENSORRT_IMAGE.format(release=release) if pending else None
     externally_managed = ubuntu >= "24.04"  # PEP 668 marker on Ubuntu 24.04's Python
-    repo_default = os.path.relpath(repo, out)
-    repo_mount = f"${{{REPOSITORY_ENV}:-{repo_default.replace('$', '$$')}}}"
+    repo_default = _mount_path(os.path.relpath(repo, out))
+    repo_mount = f"${{{REPOSITORY_ENV}:-{repo_default}}}"
     files: dict[str, str | bytes | Path] = {}
     described: list[tuple[str, str]] = []
 
@@ -247,7 +270,7 @@ def docker_bundle_from_repository(
         tensorrt_version=tensorrt_version,
         repo_default=repo_default,
         builder=bool(pending),
-        pending=_pending_text(pending),
+        pending=comment_text(_pending_text(pending)),
         admin_env=admin_env,
         admin_header=ADMIN_HEADER,
         host=host,

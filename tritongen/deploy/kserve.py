@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kubernetes import PORTS, Placement, job_relabeling, quantity, triton_args
+from .kubernetes import PORTS, Placement, job_relabeling, quantity, resources, shm_mount, shm_volume, triton_args
 from .monitoring import Queries
 from .serving_env import kubernetes_env
 from .thresholds import Thresholds
@@ -45,11 +45,12 @@ def inference_service(
     }
     if image is not None:
         model["image"] = image
-    if placement.gpus:
-        model["resources"] = {"limits": {"nvidia.com/gpu": placement.gpus}}
+    model["resources"] = resources(t, placement)  # the Deployment's requests and GPU limit (kubernetes.py)
+    model["volumeMounts"] = [shm_mount()]  # /dev/shm for the Python backend's tensors, as the Deployment's
     predictor: dict[str, Any] = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
+        "volumes": [shm_volume()],
         "model": model,
         "autoScaling": {
             "metrics": [

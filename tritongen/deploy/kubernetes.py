@@ -22,6 +22,16 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 PRESTOP_SLEEP_S = 10  # time for endpoints to drop the pod before Triton stops taking requests
 PROBE_PERIOD_S = 5
 MODEL_MOUNT = "/models"
+# The Python backend passes tensors through /dev/shm, and a container's default is 64 MB, too small for real
+# models: a memory-backed emptyDir of the size the compose bundle gives (shm_size: 1g, deploy/docker.py).
+SHM_VOLUME = "dshm"
+SHM_SIZE = "1Gi"
+# Requests where the perf run measured no server CPU (thresholds.cpu_request_cores): one core for Triton's own
+# threads and a model instance (a GPU model's CPU work is small; a CPU model's instances want their cores, so
+# measure it with tritongen perf on the serving hardware). Memory: tritonserver itself (about half a GiB), a full
+# /dev/shm (its pages count against the pod's memory) and room for a model's weights; not measured by tritongen.
+DEFAULT_CPU_REQUEST_CORES = 1.0
+DEFAULT_MEMORY_REQUEST = "2Gi"
 REMOTE_SCHEMES = ("s3://", "gs://", "as://")
 
 
@@ -126,6 +136,24 @@ def grace_period_s(t: Thresholds) -> int:
     return PRESTOP_SLEEP_S + t.exit_timeout_s + 5
 
 
+def resources(t: Thresholds, placement: Placement) -> dict[str, Any]:
+    """The container's requests (CPU measured at the knee where the perf run measured it, else the defaults above)
+    and its GPU limit."""
+    cpu = t.cpu_request_cores if t.cpu_request_cores is not None else DEFAULT_CPU_REQUEST_CORES
+    out: dict[str, Any] = {"requests": {"cpu": quantity(cpu), "memory": DEFAULT_MEMORY_REQUEST}}
+    if placement.gpus:
+        out["limits"] = {"nvidia.com/gpu": placement.gpus}
+    return out
+
+
+def shm_volume() -> dict[str, Any]:
+    return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
+
+
+def shm_mount() -> dict[str, Any]:
+    return {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
+
+
 def container(image: str, source: ModelSource, t: Thresholds, placement: Placement) -> dict[str, Any]:
     def probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
         return {
@@ -146,16 +174,17 @@ def container(image: str, source: ModelSource, t: Thresholds, placement: Placeme
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
     }
     out["env"] = kubernetes_env()  # one OpenBLAS thread for the stubs, jemalloc: see deploy/serving_env.py
-    if placement.gpus:
-        out["resources"] = {"limits": {"nvidia.com/gpu": placement.gpus}}
+    out["resources"] = resources(t, placement)
     if source.uri.startswith(REMOTE_SCHEMES):  # credentials for the object store, when the Secret exists
         out["envFrom"] = [{"secretRef": {"name": "model-storage-credentials", "optional": True}}]
+    mounts = [shm_mount()]
     if source.claim:
         claim, sub = source.claim
         mount = {"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}
         if sub:
             mount["subPath"] = sub
-        out["volumeMounts"] = [mount]
+        mounts.insert(0, mount)
+    out["volumeMounts"] = mounts
     return out
 
 
@@ -168,8 +197,11 @@ def deployment(app: str, image: str, source: ModelSource, t: Thresholds, placeme
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if placement.compute_capabilities:
         pod["affinity"] = _affinity(placement.compute_capabilities)
+    pod["volumes"] = [shm_volume()]
     if source.claim:
-        pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": source.claim[0], "readOnly": True}}]
+        pod["volumes"].insert(
+            0, {"name": "models", "persistentVolumeClaim": {"claimName": source.claim[0], "readOnly": True}}
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

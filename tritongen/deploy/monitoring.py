@@ -12,15 +12,72 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import TritongenError
+from ..names import shown
 from .thresholds import Thresholds
 
 ADAPTER_SERIES = "nv_inference_request_duration_us"
 # A canary (a KServe revision, or a version beside the live one) whose p99 is this many times the best version's,
 # or whose failure ratio exceeds the best version's by the failure alert's ratio, is worse than the stable one.
 CANARY_P99_RATIO = 1.5
+
+
+# ------------------------------------------------------------------------------------------- text in queries
+
+# Characters a label value keeps as themselves in a query; every other ASCII character is written as an escape.
+_PLAIN = frozenset(string.ascii_letters + string.digits + "_.-:/@ ")
+_RE2_META = frozenset("\\.+*?()|[]{}^$")  # what Go's regexp.QuoteMeta escapes
+
+
+def label_value(text: str) -> str:
+    """``text`` as a PromQL string literal that Prometheus reads back as exactly ``text`` (its lexer takes Go's
+    escapes: https://prometheus.io/docs/prometheus/latest/querying/basics/#string-literals).
+
+    Backslash, double quote and newline get their escapes; every other ASCII character outside letters, digits and
+    ``_.-:/@`` and space (control characters, ``{``, ``}``, ``<``, ``$``, ``[``, backquote...) is written as
+    ``\\uXXXX``, as is any non-ASCII character that is not printable. So no value can end the string and add
+    matchers, nor be read as a template by what reads a query before Prometheus does: prometheus-adapter's
+    ``<<...>>`` metricsQuery template, Grafana's ``$variable`` and ``[[variable]]`` interpolation. Every label
+    value a query holds (model, job, namespace, pod) goes through here."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _PLAIN or (code > 0x7F and char.isprintable()):
+            out.append(char)
+        elif char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif 0xD800 <= code < 0xE000:  # a lone surrogate (an undecodable file name's byte): no UTF-8 for it
+            raise TritongenError(
+                f"label value '{shown(text)}' holds a character that is not valid UTF-8 (a lone surrogate)",
+                "rename what holds it (a model: its folder and config.pbtxt name) with letters, digits, '_', '.' "
+                "and '-'",
+            )
+        else:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
+def regex_quote(text: str) -> str:
+    """``text`` as an RE2 regular expression matching exactly ``text`` (Go's ``regexp.QuoteMeta``)."""
+    return "".join("\\" + c if c in _RE2_META else c for c in text)
+
+
+def regex_value(alternatives: list[str]) -> str:
+    """A PromQL string literal for a ``=~`` matcher matching exactly one of ``alternatives``."""
+    return label_value("|".join(regex_quote(a) for a in alternatives))
+
+
+def template_text(text: str) -> str:
+    """``text`` as a Go template that renders exactly ``text``: Prometheus expands every alert label and annotation
+    value as a template at alert time (``{{ query "..." }}`` runs a query), so each ``{{`` of a model name or file
+    name is written as an action printing ``{{``. Text outside an action has no other special sequence."""
+    return text.replace("{{", '{{ "{{" }}')
 
 
 def metric_name_for(model: str) -> str:
@@ -39,7 +96,7 @@ class Queries:
 
     @property
     def sel(self) -> str:
-        return f'job="{self.job}",model="{self.model}"'
+        return f"job={label_value(self.job)},model={label_value(self.model)}"
 
     def rate(self, metric: str, by: str, window: str | None = None) -> str:
         return f"sum by ({by}) (rate({metric}{{{self.sel}}}[{window or self.window}]))"
@@ -49,7 +106,7 @@ class Queries:
         return f"{self.rate('nv_inference_request_duration_us', 'namespace, pod')} / 1e6"
 
     def in_flight_total(self, namespace: str) -> str:
-        sel = f'namespace="{namespace}",{self.sel}'
+        sel = f"namespace={label_value(namespace)},{self.sel}"
         return f"sum(rate(nv_inference_request_duration_us{{{sel}}}[{self.window}])) / 1e6"
 
     def p99_ms(self) -> str:
@@ -97,7 +154,7 @@ class Queries:
         return f"{p99} > on (namespace) group_left () (min by (namespace) ({p99}) * {ratio:g})"
 
     def up(self) -> str:
-        return f'up{{job="{self.job}"}}'
+        return f"up{{job={label_value(self.job)}}}"
 
     def model_not_ready(self) -> str:
         """Pods not scraped, or scraped without this model's series (Triton drops them when a model is not loaded)."""
@@ -110,7 +167,7 @@ class Queries:
         return self.rate("nv_inference_request_success", "namespace", self.idle_window)
 
     def gpu_memory_ratio(self) -> str:
-        sel = f'job="{self.job}"'
+        sel = f"job={label_value(self.job)}"
         return (
             f"max by (namespace, pod, gpu_uuid) (nv_gpu_memory_used_bytes{{{sel}}}"
             f" / nv_gpu_memory_total_bytes{{{sel}}})"
@@ -227,6 +284,7 @@ def recording_rules(q: Queries, t: Thresholds) -> list[dict[str, Any]]:
         ("tritongen:version_compute_ms", q.versions_per_request_ms("nv_inference_compute_infer_duration_us")),
         ("tritongen:version_failure_ratio", q.versions_failure_ratio()),
     )
+    # a recording rule's labels are stored as written, not expanded as templates
     return [{"record": name, "expr": expr, "labels": {"model": t.model}} for name, expr in records]
 
 
@@ -237,8 +295,12 @@ def rule_groups(q: Queries, t: Thresholds, *, for_scale: float = 1.0) -> list[di
             "alert": a.name,
             "expr": a.expr,
             "for": a.for_,
-            "labels": {"severity": a.severity, "model": t.model, "thresholds": t.mark},
-            "annotations": {"summary": a.summary, "thresholds": f"{t.mark}: {t.source}"},
+            # expanded as templates at alert time: the model's and the results file's names must render as written
+            "labels": {"severity": a.severity, "model": template_text(t.model), "thresholds": t.mark},
+            "annotations": {
+                "summary": template_text(a.summary),
+                "thresholds": template_text(f"{t.mark}: {t.source}"),
+            },
         }
         for a in alerts_for(q, t, for_scale=for_scale)
     ]
@@ -280,8 +342,13 @@ def _counter(per_s: float, step_s: int, samples: int) -> str:
 
 
 def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, step_s: int, samples: int) -> dict[str, Scenario]:
-    base = f'job="{q.job}",model="{q.model}",version="1",namespace="{namespace}",pod="{pod}"'
-    podl = f'job="{q.job}",namespace="{namespace}",pod="{pod}"'
+    podl = f"job={label_value(q.job)},namespace={label_value(namespace)},pod={label_value(pod)}"
+
+    def labels_of(version: int) -> str:
+        model = f"job={label_value(q.job)},model={label_value(q.model)},version={label_value(str(version))}"
+        return f"{model},namespace={label_value(namespace)},pod={label_value(pod)}"
+
+    base = labels_of(1)
 
     def s(metric: str, values: str, extra: str = "", labels: str = base) -> dict[str, str]:
         return {"series": f"{metric}{{{labels}{extra}}}", "values": values}
@@ -316,7 +383,7 @@ def _scenarios(q: Queries, t: Thresholds, pod: str, namespace: str, step_s: int,
     idle = s("nv_inference_request_success", f"100x{samples}")
 
     def version(number: int, failure_ratio: float, p99_ms: float) -> list[dict[str, str]]:
-        labels = base.replace('version="1"', f'version="{number}"')
+        labels = labels_of(number)
         fail = failure_ratio * rps / (1 - failure_ratio)
         return [
             s("nv_inference_request_success", _counter(rps, step_s, samples), labels=labels),
@@ -417,7 +484,7 @@ def adapter_rule(q: Queries) -> dict[str, Any]:
 
 def adapter_query(rule: dict[str, Any], namespace: str, pods: list[str]) -> str:
     """The query prometheus-adapter sends for ``pods``: its template filled in the way the adapter fills it."""
-    matchers = f'namespace="{namespace}",pod=~"{"|".join(pods)}"'
+    matchers = f"namespace={label_value(namespace)},pod=~{regex_value(pods)}"
     return (
         rule["metricsQuery"]
         .replace("<<.Series>>", ADAPTER_SERIES)
@@ -480,14 +547,14 @@ class Panel:
 
 
 def panels_for(q: Queries, t: Thresholds) -> list[Panel]:
-    job = f'job="{q.job}"'
+    job = f"job={label_value(q.job)}"
     w = q.window
 
     def per_model(metric: str) -> str:
         return f"sum by (model) (rate({metric}{{{job}}}[{w}]))"
 
     def rec(name: str) -> str:  # a recording rule's series (the versions group of the rules)
-        return f'tritongen:version_{name}{{model="{q.model}"}}'
+        return f"tritongen:version_{name}{{model={label_value(q.model)}}}"
 
     return [
         Panel(

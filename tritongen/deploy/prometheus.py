@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import TritongenError
 from .checks import tool
+from .monitoring import label_value
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class LocalPrometheus:
 
     def alerts(self, name: str, at_s: float | None = None) -> set[str]:
         """States (``pending``/``firing``) alert ``name`` was in at ``at_s``."""
-        return {s.labels["alertstate"] for s in self.query(f'ALERTS{{alertname="{name}"}}', at_s)}
+        return {s.labels["alertstate"] for s in self.query(f"ALERTS{{alertname={label_value(name)}}}", at_s)}
 
     def targets_up(self) -> bool:
         return any(t["health"] == "up" for t in self._get("/api/v1/targets", {})["activeTargets"])

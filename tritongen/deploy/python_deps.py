@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import TritongenError
 from ..files import regular_bytes
-from ..layout import config_text
+from ..names import one_line
 
 # Provided inside every Triton Python-backend stub (not on PyPI).
 BACKEND_MODULES = frozenset({"triton_python_backend_utils", "c_python_backend_utils"})
@@ -41,7 +41,8 @@ KNOWN_PACKAGES: Mapping[str, str] = {
 }
 # Installed by every serving image that installs anything: the Python backend itself needs numpy.
 ALWAYS = ("numpy",)
-_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!-]+$")
+# the whole requirement (fullmatch: no trailing newline, which would split the Dockerfile's RUN line)
+_REQUIREMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!-]+")
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,24 @@ def modules_imported_by(source: str, filename: str = "<model.py>") -> frozenset[
 MAX_SOURCE_BYTES = 16 << 20  # one .py of a Python-backend model (tritongen's runners: a few KiB)
 
 
+def is_python_model(model_dir: Path, config) -> bool:
+    """Whether Triton runs the model of ``model_dir`` (its parsed ``config``) on the Python backend: its backend
+    as Triton completes it (``backend: 'python'`` in any quoting, or no backend and a ``model.py``)."""
+    from ..validate import _completed_backend
+
+    done = _completed_backend(config, model_dir, model_dir.name)
+    return not isinstance(done, str) and done.backend == "python"
+
+
 def python_models(repo: Path) -> list[Path]:
-    """Model folders of ``repo`` whose config says ``backend: "python"``."""
-    pattern = re.compile(r'^\s*backend\s*:\s*"python"', re.MULTILINE)
+    """Model folders of ``repo`` that Triton runs on the Python backend (each ``config.pbtxt`` parsed: bounded,
+    one open)."""
+    from ..validate import config_from_file
+
     out = []
     for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith(".")):
         config = model_dir / "config.pbtxt"
-        if config.is_file() and pattern.search(config_text(config)):  # bounded, one open
+        if config.is_file() and is_python_model(model_dir, config_from_file(config)):
             out.append(model_dir)
     return out
 
@@ -140,10 +152,11 @@ def serving_packages_from_repository(repo: Path, extra_packages: Mapping[str, st
     """
     extra = dict(extra_packages or {})
     for module, requirement in extra.items():
-        if not _REQUIREMENT_RE.match(requirement):
+        if not _REQUIREMENT_RE.fullmatch(requirement):
+            example = one_line(re.split(r"[=<>!~\s]", requirement)[0])
             raise TritongenError(
-                f"--extra-package {module}={requirement} is not a pinned requirement",
-                f"pin one version, e.g. {module}={re.split(r'[=<>!~ ]', requirement)[0] or 'package'}==1.2.3",
+                f"--extra-package {one_line(module)}={one_line(requirement)} is not a pinned requirement",
+                f"pin one version, e.g. {one_line(module)}={example or 'package'}==1.2.3",
             )
     mapping = {**KNOWN_PACKAGES, **extra}
     imports = tuple(imports_from_model(m, Path(repo)) for m in python_models(Path(repo)))

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import json_file
+from ..names import shown
 from ..perf.results import PerfPoint, PerfRun
 
 DEFAULT_SLO_P99_MS = 100.0
@@ -43,6 +45,12 @@ DEFAULT_LOAD_TIME_S = 90.0  # a budget, not a measurement: the startup probe all
 FAILURE_RATIO_ALERT = 0.01  # 1% of requests failing, for any one reason
 ABOVE_KNEE_ALERT_FACTOR = 1.5  # requests in flight per replica above 1.5x the knee's: scaling is not keeping up
 GPU_MEMORY_ALERT_RATIO = 0.9
+CPU_REQUEST_STEP = 0.1  # a measured CPU request is rounded up to a tenth of a core
+MAX_CPU_REQUEST_CORES = 1024.0  # a server busier than this is a mistake in the results, not one replica
+# What a deployed model's name may hold: what tritongen build names models with. The name goes into Kubernetes
+# names, Prometheus queries and alert labels (expanded as templates); every one of them escapes it, and this
+# keeps each file readable and each name the same in all of them.
+DEPLOY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,9 @@ class Thresholds:
     exit_timeout_s: int = 30
     levels: tuple[LevelRow, ...] = ()
     cautions: tuple[str, ...] = ()  # where the measurement understates a replica, and what to measure (module doc)
+    # CPU a replica uses at its autoscaling target: the server's CPU at the knee (cores busy) where the perf run
+    # measured it (a server on the perf machine); None: unmeasured, the pod asks for kubernetes.py's default
+    cpu_request_cores: float | None = None
 
     @property
     def mark(self) -> str:
@@ -108,6 +119,35 @@ def _in_flight(point: PerfPoint) -> float:
     use_server = point.server.requests and not point.steps
     server_us = point.server.total_us if use_server else point.latency.mean_ms * 1000.0
     return point.throughput_rps * server_us / 1e6
+
+
+def check_model_name(model: str) -> str:
+    """``model`` if it is a name a bundle can carry (:data:`DEPLOY_NAME_RE`), else one error."""
+    if not DEPLOY_NAME_RE.fullmatch(model):
+        raise TritongenError(
+            f"model name '{shown(model)}' holds characters other than letters, digits, '_', '.' and '-'; "
+            "it would go into Kubernetes names, Prometheus queries and alert labels",
+            "rename the model's folder and the name in its config.pbtxt to those characters "
+            "(as tritongen build names models), and validate the repository again",
+        )
+    return model
+
+
+def _cpu_request(run: PerfRun, knee: PerfPoint) -> float | None:
+    """Cores busy in the server at the knee (at most the CPUs it had), rounded up to :data:`CPU_REQUEST_STEP`:
+    what a replica uses at its autoscaling target. None where the run did not measure it (a server elsewhere)."""
+    cores = knee.server_cpu_cores
+    if cores is None or isinstance(cores, bool) or not isinstance(cores, (int, float)) or not cores > 0:
+        return None
+    if run.server_cpus:
+        cores = min(cores, float(len(run.server_cpus)))
+    if not cores <= MAX_CPU_REQUEST_CORES:  # inf, or past any one server
+        raise TritongenError(
+            f"the perf results of {run.model} record {cores:g} cores busy in the server at the knee, not a "
+            f"server's CPU (over 0, at most {MAX_CPU_REQUEST_CORES:g})",
+            "measure the model again with tritongen perf",
+        )
+    return round(math.ceil(round(cores / CPU_REQUEST_STEP, 6)) * CPU_REQUEST_STEP, 3)
 
 
 def _replicas(peak_rps: float | None, capacity_rps: float | None, min_replicas: int, default_max: int) -> int:
@@ -162,7 +202,8 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
         out.append(
             f"{which} met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {where} {knee.load:g}): the "
             f"knee is above {where} {knee.load:g}, so capacity per replica is understated (and replicas overcounted); "
-            f"measure higher loads (tritongen perf {run.model} {_higher_loads(knee.mode, knee.load)})"
+            f"measure higher loads (tritongen perf {run.model} {_higher_loads(knee.mode, knee.load)} --report "
+            f"perf-{run.model}/, then --from-perf perf-{run.model}/)"
         )
     bound = [p for p in points if p.client_bound]
     if bound:
@@ -190,6 +231,7 @@ def thresholds_from_run(
     source: str = "",
 ) -> Thresholds:
     """Thresholds from a measured run (see the module's docstring for each derivation)."""
+    check_model_name(run.model)
     if slo_p99_ms <= 0:
         raise TritongenError(
             f"--slo-p99-ms {slo_p99_ms:g} is not positive", "give the p99 latency objective in milliseconds"
@@ -242,6 +284,7 @@ def thresholds_from_run(
         exit_timeout_s=max(10, math.ceil(3 * max_p99_s)),
         levels=rows,
         cautions=cautions_of(run, knee, points, slo_p99_ms),
+        cpu_request_cores=_cpu_request(run, knee),
     )
 
 
@@ -255,6 +298,7 @@ def unmeasured_thresholds(
     load_time_s: float | None = None,
 ) -> Thresholds:
     """Defaults from the model's config (one full batch per instance in flight), marked unmeasured."""
+    check_model_name(model)
     slo = slo_p99_ms if slo_p99_ms is not None else DEFAULT_SLO_P99_MS
     target = float(max(1, max_batch_size) * max(1, instances))
     return Thresholds(
