@@ -136,7 +136,16 @@ def _progress(message: str) -> None:
     help="Arguments are results.json files: write one report comparing them (needs --report).",
 )
 def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compare, version_split, **options) -> None:
-    """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report."""
+    """Load-test MODEL on a running server: throughput, latency percentiles, server-side breakdown, HTML report.
+
+    Examples:
+
+    \b
+      tritongen perf minilm --concurrency 1,4,16 --report perf-minilm/
+      tritongen perf minilm --request-rate 100,200 --arrival poisson --report perf-open/
+      tritongen perf minilm --concurrency 4 --engine perf_analyzer --report pa/
+      tritongen perf --compare perf-minilm/ pa/ --report compare/        # report folders or results.json files
+    """
     from .perf import run_from_json
     from .perf.results import LevelFailed, comparison_lines, distinct_names, table_from_run
 
@@ -259,7 +268,17 @@ def _show(run, report_dir: Path | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
 def tune(model_dir: Path, dry_run: bool, **options) -> None:
-    """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound."""
+    """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound.
+
+    The server must run with explicit model control (tritongen serve REPO --model-control explicit).
+
+    Examples:
+
+    \b
+      tritongen tune model_repository/minilm --max-p99-ms 20
+      tritongen tune model_repository/minilm --max-p99-ms 20 --min-throughput 500 --dry-run
+      tritongen tune model_repository/minilm --max-p99-ms 20 --budget-s 120 --max-concurrency 64
+    """
     from .signals import sigterm_as_keyboard_interrupt
 
     # SIGTERM (kill, a CI job's timeout, docker stop) ends tune as Ctrl-C does: the server is loaded with what
