@@ -161,6 +161,9 @@ def test_help_lists_every_command_without_cutting_its_description():
     for form in ("TorchScript", "torch.export .pt2", "state_dict", "pickled module", "ONNX file", "Hugging Face"):
         assert form in " ".join(build_help.split()), form
     assert "tritongen build model.onnx" in build_help
+    for command in ("perf", "tune"):  # the commands a newcomer types next show how, too
+        text = tritongen(command, "--help").stdout
+        assert "Examples:" in text and f"tritongen {command} " in text.split("Examples:", 1)[1], command
 
 
 def test_serve_names_the_next_commands_for_the_models_users_call():
@@ -185,17 +188,19 @@ def test_serve_names_the_next_commands_for_the_models_users_call():
     assert "--metrics-url 127.0.0.1:34765 " in _next_steps(("m",), "127.0.0.1:55177", Path("r"), "127.0.0.1:34765")[2]
     assert "--metrics-url" not in _next_steps(("m",), "127.0.0.1:8001", Path("r"), "127.0.0.1:8002")[2]
     assert "--metrics-url 127.0.0.1:40001" in _next_steps(("m",), "127.0.0.1:8001", Path("r"), "127.0.0.1:40001")[2]
+    assert "--repo '/d/my repo' " in _next_steps(("m",), "h:1", Path("/d/my repo"))[1]  # one argument as typed
 
 
 def test_serve_names_commands_that_work_for_a_hand_written_model(tmp_path):
     """A model no build wrote has no saved samples or reference: --check and the default inputs cannot work, so
     its commands take inputs; a built model beside it is named first."""
-    from tritongen.cli import _has_manifest, _next_steps
+    from tritongen.cli import _next_steps
+    from tritongen.layout import has_manifest
 
     (tmp_path / "hand" / "1").mkdir(parents=True)
     (tmp_path / "built" / "2" / "tritongen").mkdir(parents=True)
     (tmp_path / "built" / "2" / "tritongen" / "manifest.json").write_text("{}")
-    assert not _has_manifest(tmp_path / "hand") and _has_manifest(tmp_path / "built")
+    assert not has_manifest(tmp_path / "hand") and has_manifest(tmp_path / "built")
     lines = _next_steps(("hand",), "127.0.0.1:8001", tmp_path, "127.0.0.1:8002", built=set())
     words = " ".join(lines).split()
     assert "--check" not in words and "--repo" not in words

@@ -121,9 +121,10 @@ def test_nothing_to_roll_back_and_a_refused_gate(world):
         "failed the gate",
         record_kept=False,  # the refusal is recorded in the history
     )
-    assert "p99 ratio" in line and "version 1 keeps serving" in line
+    assert "latency ratio" in line and "version 1 keeps serving" in line  # --max-p99-ratio: the earlier name
+    assert "every answer agreed" in line and "--max-latency-ratio" in line  # latency alone: says so
     assert (out_dir / "comparison.json").is_file()
-    assert 'id="verdict">refused: p99 ratio' in (out_dir / "comparison.html").read_text()
+    assert 'id="verdict">refused: latency ratio' in (out_dir / "comparison.html").read_text()
     assert '"result": "refused"' in (world["repo"] / NAME / "tritongen-rollout.json").read_text()
     shutil.rmtree(out_dir)
 

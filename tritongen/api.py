@@ -86,7 +86,8 @@ CLI_SPELLINGS: dict[str, dict[str, str]] = {
 
 # rollout's gate thresholds, by keyword -> GateThresholds field
 GATE_LIMITS = {
-    "max_p99_ratio": "max_p99_ratio",
+    "max_latency_ratio": "max_latency_ratio",
+    "max_p99_ratio": "max_latency_ratio",  # its earlier name (the gate no longer judges the noisy p99)
     "min_cosine": "min_cosine",
     "min_top1": "min_top1_agreement",
     "max_abs_error": "max_abs_error",
@@ -819,7 +820,8 @@ def rollout(
     version every request gets; the old version then drains and unloads. ``options``: ``url``, ``protocol``,
     ``golden``, ``out`` (folder for ``comparison.json``), ``headers``, ``allow_unverified``, ``timeout_s``,
     ``public_key`` and ``signature`` (the files sent must be the signed ones; default: the key of a local server
-    that ``serve(public_key=...)`` started, found by its port) and the thresholds ``max_p99_ratio``,
+    that ``serve(public_key=...)`` started, found by its port) and the thresholds ``max_latency_ratio`` (earlier
+    ``max_p99_ratio``; refused only when the candidate is consistently slower: :mod:`tritongen.deploy.gate`),
     ``min_cosine``, ``min_top1``, ``max_abs_error``, ``max_accuracy_drop``, ``gate_requests``. A refused version
     leaves the live one serving: ``result.promoted`` is False and ``result.gate`` says why. The model folder's
     ``tritongen-rollout.json`` records it (see ``rollback``).
@@ -838,7 +840,8 @@ def rollback(
 ) -> RolloutResult:
     """Return model ``name`` to the version that served before its last rollout (or ``to_version``), the same
     way a rollout switches (no gate). ``options``: ``url``, ``protocol``, ``headers``, ``allow_unverified``,
-    ``timeout_s``, ``public_key``, ``signature``."""
+    ``timeout_s``, ``public_key``, ``signature``, ``force`` (a version whose rollout the gate refused, as the
+    model's rollout record says, is refused unless ``force=True``)."""
     return _rollout(repo, name, "rollback", to_version, progress, options)
 
 
@@ -848,7 +851,13 @@ def _rollout(
     from .deploy.gate import GateThresholds
     from .deploy.rollout import RolloutSpec, rollout_from_repository
 
-    limits = {GATE_LIMITS[k]: options.pop(k) for k in list(options) if k in GATE_LIMITS}
+    if options.get("max_p99_ratio") is not None and options.get("max_latency_ratio") is not None:
+        raise TritongenError(
+            "both max_latency_ratio and max_p99_ratio are given (the second is the first's earlier name)",
+            "pass max_latency_ratio only",
+        )
+    given = {k: options.pop(k) for k in list(options) if k in GATE_LIMITS}
+    limits = {GATE_LIMITS[k]: v for k, v in given.items() if v is not None}
     thresholds = GateThresholds(**_given(limits))  # None: the default
     spec = RolloutSpec(
         repo=Path(repo),

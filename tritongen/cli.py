@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -472,17 +473,16 @@ def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
         for protocol in ("http", "grpc"):
             ((key, value),) = server.admin_headers(protocol).items()
             click.echo(f"  model-control API restricted; {protocol} header: {key}: {value}")
-    built = {m for m in server.models if _has_manifest(repo.resolve() / m)}
+    from .layout import has_manifest
+
+    built = {m for m in server.models if has_manifest(repo.resolve() / m)}
     for line in _next_steps(server.models, server.grpc_url, repo.resolve(), server.metrics_url, built):
         click.echo(line)
+    from .deploy.rollout_record import server_warnings
+
+    for line in server_warnings(server, repo.resolve()):  # a restart serves the newest version, not the record's
+        _echo_err(line)
     click.echo("press Ctrl-C to stop")
-
-
-def _has_manifest(model_dir: Path) -> bool:
-    """Whether a build of tritongen wrote the model (a version holds its manifest, and with it saved samples)."""
-    from .layout import ARTIFACT_DIR, MANIFEST_NAME
-
-    return any(model_dir.glob(f"*/{ARTIFACT_DIR}/{MANIFEST_NAME}"))
 
 
 def _next_steps(
@@ -504,10 +504,11 @@ def _next_steps(
             f"  tritongen perf {first} --url {grpc_url}{metrics} --input-data inputs.npz --concurrency 1,4,16 "
             "--report perf/",
         ]
+    shown = shlex.quote(str(repo))  # typed as written: a folder named with a space stays one argument
     return [
         "next (in another shell):",
-        f"  tritongen infer {first} --repo {repo} --url {grpc_url} --check      # answers vs the build's reference",
-        f"  tritongen perf {first} --repo {repo} --url {grpc_url}{metrics} --concurrency 1,4,16 --report perf/",
+        f"  tritongen infer {first} --repo {shown} --url {grpc_url} --check      # answers vs the build's reference",
+        f"  tritongen perf {first} --repo {shown} --url {grpc_url}{metrics} --concurrency 1,4,16 --report perf/",
     ]
 
 

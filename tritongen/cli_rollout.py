@@ -10,6 +10,7 @@ from . import api
 from .cli_options import ALLOW_UNVERIFIED, PROTOCOL
 from .deploy.gate import GateThresholds
 from .errors import TritongenError
+from .signals import sigterm_as_keyboard_interrupt
 
 _DEFAULTS = GateThresholds()
 _HEADER = click.option(
@@ -50,11 +51,15 @@ def _progress(message: str) -> None:
     "'label<TAB>text' for labels). Default: the new version's saved samples.",
 )
 @click.option(
+    "--max-latency-ratio",
     "--max-p99-ratio",
+    "max_latency_ratio",
     type=float,
-    default=_DEFAULTS.max_p99_ratio,
+    default=_DEFAULTS.max_latency_ratio,
     show_default=True,
-    help="Refuse when the new version's p99 is more than this times the live one's.",
+    help="Refuse when the new version is consistently slower than this times the live one: the median over "
+    "interleaved rounds of the rounds' p90 ratios, with its whole 90%% bootstrap interval above this "
+    "(--max-p99-ratio: its earlier name).",
 )
 @click.option(
     "--min-cosine",
@@ -85,7 +90,7 @@ def _progress(message: str) -> None:
     type=int,
     default=_DEFAULTS.latency_requests,
     show_default=True,
-    help="Timed requests per version in the gate.",
+    help="Timed requests per version in the gate (in up to 10 interleaved rounds).",
 )
 @click.option("--url", help=_URL_HELP)
 @PROTOCOL
@@ -102,13 +107,21 @@ def _progress(message: str) -> None:
 def rollout(repo: Path, name: str, to_version: int, **options) -> None:
     """Roll model NAME of REPO out to version --to-version on a running server with explicit model control."""
     options["headers"] = headers_from_options(options.pop("header"))
-    result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
+    with sigterm_as_keyboard_interrupt():  # SIGTERM (kill, a CI timeout) undoes the gate as Ctrl-C does
+        result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
     click.echo(result.summary())
     if result.gate is not None and not result.gate.passed:
+        fix = f"see {result.gate.path}, fix the model or pass looser thresholds"
+        if result.gate.latency_only:
+            fix = (
+                f"see {result.gate.path}: every answer agreed, but the new version was slower in most rounds; "
+                f"compare both with tritongen perf, or pass --max-latency-ratio above "
+                f"{result.gate.latency_ratio:.2f} if that is acceptable"
+            )
         raise TritongenError(
             f"version {result.to_version} failed the gate ({'; '.join(result.gate.reasons)}); "
             f"version {result.from_version} keeps serving",
-            f"see {result.gate.path}, fix the model or pass looser thresholds",
+            fix,
         )
 
 
@@ -122,11 +135,18 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 @ALLOW_UNVERIFIED
 @_PUBLIC_KEY
 @_SIGNATURE
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Roll back even to a version whose rollout the gate refused (the model's rollout record says so).",
+)
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollback(repo: Path, name: str, **options) -> None:
     """Roll model NAME of REPO back (no gate) on a running server with explicit model control."""
     options["headers"] = headers_from_options(options.pop("header"))
-    click.echo(api.rollback(repo, name, progress=_progress, **options).summary())
+    with sigterm_as_keyboard_interrupt():  # SIGTERM finishes or leaves the switch as Ctrl-C does
+        result = api.rollback(repo, name, progress=_progress, **options)
+    click.echo(result.summary())
 
 
 def headers_from_options(values: tuple[str, ...]) -> dict[str, str]:

@@ -22,13 +22,17 @@ One run at a time changes a model: a second one is refused, naming the holder (:
 The model folder's ``tritongen-rollout.json`` (:mod:`~tritongen.deploy.rollout_record`) holds the live version,
 the one ``rollback`` returns to and the step in progress: a run that finds a step in progress finishes a switch
 (the gate had passed) or undoes a gate. After a server restart Triton applies ``config.pbtxt`` again (the newest
-version): run ``rollout``/``rollback`` again to return to the recorded version.
+version): run ``rollout``/``rollback`` again to return to the recorded version (``serve``, and a run that finds the
+server serving another version than the record's, print a warning with that command:
+:func:`~tritongen.deploy.rollout_record.served_warnings`). A rollback to a version whose rollout the gate refused
+(the record's history says so) is refused unless ``force``: it would serve that version past its gate.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -63,6 +67,7 @@ from .rollout_record import (
     read_record,
     record_path,
     restore_record,
+    served_warnings,
     write_record,
 )
 
@@ -95,6 +100,7 @@ class RolloutSpec:
     # where serve started it with --public-key on this machine (found by its port), else no signature check.
     public_key: Path | None = None
     signature: Path | None = None  # None: REPO/.tritongen-signature.sig
+    force: bool = False  # rollback only: also to a version whose rollout the gate refused
 
     def __post_init__(self) -> None:
         check_fields(self, self.action if self.action in (ROLLOUT, ROLLBACK) else ROLLOUT, skip=("action",))
@@ -108,6 +114,8 @@ class RolloutSpec:
             raise TritongenError(f"version {self.to_version} is not a version number", "pass 1, 2, ...")
         if self.action == ROLLOUT and self.to_version is None:
             raise TritongenError("no version to roll out", "pass --to-version N")
+        if self.action == ROLLOUT and self.force:
+            raise TritongenError("a rollout takes no --force: it always runs the gate", "leave --force out")
         if self.timeout_s <= 0:
             raise TritongenError(f"timeout {self.timeout_s} s is not positive", "pass a positive timeout")
 
@@ -186,6 +194,11 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
             existed, ready = True, _ready(triton, spec.name, spec.url)
         live = ready[-1]
         target = _target(spec, record, model_dir, live)
+        if spec.action == ROLLBACK:
+            _check_not_refused(spec, record, target)
+        if target != record.live:  # the server serves another version than the record's (after a restart, say)
+            for line in served_warnings(spec.repo, {spec.name: ready}):  # nothing to say when this run returns to it
+                say(line)
         if ready == [target]:
             return RolloutResult(spec.name, spec.action, target, target, False, tuple(ready), None, resumed)
         config = triton.model_config(spec.name)
@@ -204,7 +217,10 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
                 )
         step.switch(config, target, files, say)
         record = replace(record, live=target, previous=live, pending=None)
-        write_record(spec.repo, model_dir, record.with_event(_event(spec.action, live, target, "promoted", gate)))
+        event = _event(spec.action, live, target, "promoted", gate)
+        if spec.action == ROLLBACK and record.gate_refusal(target) is not None:
+            event["forced"] = True  # past a refusal of the gate, with --force
+        write_record(spec.repo, model_dir, record.with_event(event))
         after = tuple(_ready(triton, spec.name, spec.url))
         elapsed = time.monotonic() - start
         return RolloutResult(
@@ -235,6 +251,14 @@ class _Step:
         except TritongenError:
             _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
             self._restore_if_unchanged()
+            raise
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the CLI takes it as Ctrl-C: undo the gate now
+            _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
+            try:
+                self._restore_if_unchanged()
+                say(f"stopped during the gate: candidate unloaded; version {live} keeps serving")
+            except TritongenError:
+                pass  # the record keeps the gate as pending: the next run undoes it
             raise
         return write_gate_report(gate, spec.out or unused_report_dir(Path("rollout_reports"), spec.name, live, target))
 
@@ -303,13 +327,42 @@ def _ready(triton: Triton, name: str, url: str) -> list[int]:
 def _target(spec: RolloutSpec, record: RolloutRecord, model_dir: Path, live: int) -> int:
     target = spec.to_version
     if target is None:  # rollback without a version
-        if record.previous is None or record.live != live:
+        again = f"tritongen rollback {shlex.quote(str(spec.repo))} {shlex.quote(spec.name)} --to-version"
+        if record.live is None:
             raise TritongenError(
-                f"no rollout of '{spec.name}' to version {live} is recorded, so there is nothing to roll back",
-                "pass --to-version N to roll back to a given version",
+                f"no rollout or rollback of '{spec.name}' is recorded, so there is nothing to roll back to",
+                f"pass the version: {again} N",
+            )
+        if record.live != live:
+            raise TritongenError(
+                f"the server serves '{spec.name}' version {live}, but the rollout record says version {record.live} "
+                f"is live ({record.last_change()}): a server restart loads config.pbtxt's versions (the newest by "
+                "default), so a plain rollback has nothing recorded to return from",
+                f"return to the recorded version with {again} {record.live} (or pass another version)",
+            )
+        if record.previous is None:
+            raise TritongenError(
+                f"the rollout record of '{spec.name}' has no version before {live}, so there is nothing to roll back",
+                f"pass the version: {again} N",
             )
         target = record.previous
     return _on_disk(spec, model_dir, target)
+
+
+def _check_not_refused(spec: RolloutSpec, record: RolloutRecord, target: int) -> None:
+    """A rollback skips the gate: refuse one to a version the gate refused (the record's history) unless forced."""
+    refusal = record.gate_refusal(target)
+    if refusal is None or spec.force:
+        return
+    gate = refusal.get("gate")
+    listed = gate.get("reasons") if isinstance(gate, dict) else None
+    reasons = "; ".join(str(r) for r in listed) if isinstance(listed, list) and listed else "see its comparison report"
+    raise TritongenError(
+        f"the gate refused version {target} of '{spec.name}' (rollout {refusal.get('from')} -> {target} at "
+        f"{refusal.get('at', '?')}: {reasons}), and a rollback skips the gate",
+        f"gate it again with tritongen rollout {shlex.quote(str(spec.repo))} {shlex.quote(spec.name)} --to-version "
+        f"{target}, or pass --force to serve it anyway",
+    )
 
 
 def _golden(spec: RolloutSpec, gate_model: str, target: int) -> GoldenSet:
@@ -344,8 +397,8 @@ def _gate(
     target: int,
 ) -> GateReport:
     candidate = spec.name + CANDIDATE_SUFFIX
-    triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, files)
-    try:
+    try:  # the load inside: an interrupt as it returns still unloads the candidate
+        triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, files)
         live_t: Target = (spec.name, live)
         cand_t: Target = (candidate, target)
         if ensembles:  # end to end: the ensemble's steps as served, with the candidate (or the live version) as step
@@ -606,7 +659,12 @@ def _ensembles_using(triton: Triton, name: str) -> list[str]:
 def _event(action: str, from_version: int, to_version: int, result: str, gate: GateReport | None) -> dict[str, Any]:
     event: dict[str, Any] = {"action": action, "from": from_version, "to": to_version, "result": result}
     if gate is not None:
-        event["gate"] = {"passed": gate.passed, "reasons": list(gate.reasons), "p99_ratio": round(gate.p99_ratio, 3)}
+        event["gate"] = {
+            "passed": gate.passed,
+            "reasons": list(gate.reasons),
+            "latency_ratio": round(gate.latency_ratio, 3),
+            "p99_ratio": round(gate.p99_ratio, 3),
+        }
     return event
 
 

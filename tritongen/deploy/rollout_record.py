@@ -3,14 +3,20 @@
 Written atomically (a temporary file at the top of the repository, where Triton and verify look at nothing,
 then ``os.replace``), so a reader sees the old record or the new one. ``pending`` is the step a run started and
 has not finished: the next run finishes it (a switch the gate allowed) or undoes it (a gate that did not end).
+
+A server restart applies ``config.pbtxt`` again (Triton's default policy: the newest version), whatever the record
+says is live: :func:`served_warnings` names each model where the two differ, with the command that returns to the
+recorded version (``serve``'s banner, ``rollout`` and ``rollback`` print it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,24 @@ class RolloutRecord:
     def with_event(self, event: dict[str, Any]) -> RolloutRecord:
         stamped = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **event}
         return replace(self, history=(self.history + (stamped,))[-HISTORY_KEPT:])
+
+    def gate_refusal(self, version: int) -> dict[str, Any] | None:
+        """The history's event where the gate refused a rollout to ``version``, when that is the last gate verdict
+        on it (a later rollout to it that the gate passed clears it; a forced rollback does not); else None."""
+        for event in reversed(self.history):
+            if event.get("action") == "rollout" and event.get("to") == version:
+                if event.get("result") == "refused":
+                    return event
+                if str(event.get("result", "")).startswith("promoted"):
+                    return None
+        return None
+
+    def last_change(self) -> str:
+        """The last finished rollout or rollback, in words (e.g. ``rollback 3 -> 1 at 2026-12-06T07:30:00Z``)."""
+        for event in reversed(self.history):
+            if str(event.get("result", "")).startswith("promoted"):
+                return f"{event.get('action')} {event.get('from')} -> {event.get('to')} at {event.get('at', '?')}"
+        return "no finished rollout or rollback"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,3 +153,52 @@ def _version(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"version {value!r} is not a version number")
     return value
+
+
+def served_warnings(repo: Path, served: Mapping[str, Sequence[int]], model_control: str = "explicit") -> list[str]:
+    """One ``warning:`` line per model of ``served`` (name -> the versions the server holds READY) whose rollout
+    record in ``repo`` says another version is live, as after a server restart (which loads ``config.pbtxt``'s
+    versions, the newest by default), with the command that returns to the recorded one. Models without a record,
+    with an unreadable one (``verify`` reports it), or whose recorded version has no folder any more, get none."""
+    lines = []
+    for name in sorted(served):
+        model_dir = Path(repo) / name
+        if not record_path(model_dir).is_file():
+            continue
+        try:
+            record = read_record(model_dir)
+        except TritongenError:
+            continue
+        versions = sorted(int(v) for v in served[name])
+        if record.live is None or versions == [record.live] or not (model_dir / str(record.live)).is_dir():
+            continue
+        command = f"tritongen rollback {shlex.quote(str(repo))} {shlex.quote(name)} --to-version {record.live}"
+        if model_control != "explicit":  # rollback needs a server that loads and unloads on request
+            serve = f"tritongen serve {shlex.quote(str(repo))} --model-control explicit"
+            command = f"restart serve with explicit model control ({serve}), then run {command}"
+        else:
+            command = f"run {command}"
+        serves = f"version {versions[0]}" if len(versions) == 1 else f"versions {', '.join(map(str, versions))}"
+        lines.append(
+            f"warning: '{name}' serves {serves}, but its rollout record says version {record.live} is live "
+            f"({record.last_change()}; a server restart loads config.pbtxt's versions, the newest by default): "
+            f"to return to it, {command}"
+        )
+    return lines
+
+
+def server_warnings(server: Any, repo: Path) -> list[str]:
+    """:func:`served_warnings` for a server ``tritongen serve`` started (a ``RunningServer``) on ``repo``: the versions
+    it serves are asked for once; a server that does not answer gets no warning."""
+    from ..client import Triton
+
+    try:
+        with Triton(server.http_url, "http", timeout_s=5, headers=server.admin_headers("http")) as triton:
+            index = triton.repository_index()
+    except TritongenError:
+        return []
+    served: dict[str, list[int]] = {}
+    for entry in index:
+        if entry["state"] == "READY" and entry["version"].isdigit():
+            served.setdefault(entry["name"], []).append(int(entry["version"]))
+    return served_warnings(repo, served, server.spec.model_control)
