@@ -191,6 +191,13 @@ def _version_dir_contents(model_dir: Path | None) -> dict[str, bool] | None:
     return {p.name: p.is_dir() for p in (model_dir / subdirs[0]).iterdir()}
 
 
+def completed_backend_name(config: ModelConfig, model_dir: Path) -> str | None:
+    """The backend Triton runs the model of ``model_dir`` on, its config completed as Triton completes it
+    (``backend: 'python'`` in any quoting, or no backend and a ``model.py``); None where none can be found."""
+    done = _completed_backend(config, model_dir, model_dir.name)
+    return None if isinstance(done, str) else done.backend
+
+
 def _completed_backend(config: ModelConfig, model_dir: Path | None, model_name: str) -> _Backend | str:
     """Triton's ``AutoCompleteBackendFields``; returns an error message when no backend can be found."""
     platform, backend, filename = config.platform, config.backend, config.default_model_filename

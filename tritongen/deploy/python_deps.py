@@ -98,10 +98,9 @@ MAX_SOURCE_BYTES = 16 << 20  # one .py of a Python-backend model (tritongen's ru
 def is_python_model(model_dir: Path, config) -> bool:
     """Whether Triton runs the model of ``model_dir`` (its parsed ``config``) on the Python backend: its backend
     as Triton completes it (``backend: 'python'`` in any quoting, or no backend and a ``model.py``)."""
-    from ..validate import _completed_backend
+    from ..validate import completed_backend_name
 
-    done = _completed_backend(config, model_dir, model_dir.name)
-    return not isinstance(done, str) and done.backend == "python"
+    return completed_backend_name(config, model_dir) == "python"
 
 
 def python_models(repo: Path) -> list[Path]:
