@@ -161,7 +161,7 @@ def test_help_lists_every_command_without_cutting_its_description():
     for form in ("TorchScript", "torch.export .pt2", "state_dict", "pickled module", "ONNX file", "Hugging Face"):
         assert form in " ".join(build_help.split()), form
     assert "tritongen build model.onnx" in build_help
-    for command in ("perf", "tune"):  # the commands a newcomer types next show how, too
+    for command in ("infer", "perf", "tune", "rollout", "rollback"):  # the commands a newcomer types next, too
         text = tritongen(command, "--help").stdout
         assert "Examples:" in text and f"tritongen {command} " in text.split("Examples:", 1)[1], command
 

@@ -323,7 +323,7 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
 def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified: tuple[str, ...]) -> None:
     """Sign every file in REPO (after it verifies) with an EC key: verify/serve --public-key check it.
 
-    tune and engine rewrite files of the repository: sign again after them.
+    build, tune and engine rewrite files of the repository: sign again after them.
     """
     path = api.sign(repo, private_key, signature=signature, allow_unverified=allow_unverified)
     click.echo(f"signed {repo}: signature {path}")
@@ -555,7 +555,16 @@ def _guessed_metrics(grpc_url: str, metrics_url: str) -> bool:
     help="The version to send to and check against (default: the highest version the server has ready).",
 )
 def infer(name: str, **options) -> None:
-    """Send inputs to model NAME on a running server and print its outputs."""
+    """Send inputs to model NAME on a running server and print its outputs.
+
+    Examples:
+
+    \b
+      tritongen infer minilm --check                         # the build's samples vs its PyTorch reference
+      tritongen infer resnet --input-file inputs.npz         # one array per input, batch axis first
+      tritongen infer minilm --text "a short sentence"       # a text-in ensemble
+      tritongen infer resnet --url http://127.0.0.1:8000     # over HTTP (gRPC on 8001 by default)
+    """
     result = api.infer(name, **options)
     click.echo(result.text())
     if result.check is not None and not result.check.ok:

@@ -105,7 +105,14 @@ def _progress(message: str) -> None:
 @_SIGNATURE
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollout(repo: Path, name: str, to_version: int, **options) -> None:
-    """Roll model NAME of REPO out to version --to-version on a running server with explicit model control."""
+    """Roll model NAME of REPO out to version --to-version on a running server with explicit model control.
+
+    Examples:
+
+    \b
+      tritongen rollout model_repository resnet --to-version 2
+      tritongen rollout model_repository resnet --to-version 2 --golden golden.npz --max-latency-ratio 1.3
+    """
     options["headers"] = headers_from_options(options.pop("header"))
     with sigterm_as_keyboard_interrupt():  # SIGTERM (kill, a CI timeout) undoes the gate as Ctrl-C does
         result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
@@ -142,7 +149,14 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 )
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollback(repo: Path, name: str, **options) -> None:
-    """Roll model NAME of REPO back (no gate) on a running server with explicit model control."""
+    """Roll model NAME of REPO back (no gate) on a running server with explicit model control.
+
+    Examples:
+
+    \b
+      tritongen rollback model_repository resnet                  # to the version before the last rollout
+      tritongen rollback model_repository resnet --to-version 1
+    """
     options["headers"] = headers_from_options(options.pop("header"))
     with sigterm_as_keyboard_interrupt():  # SIGTERM finishes or leaves the switch as Ctrl-C does
         result = api.rollback(repo, name, progress=_progress, **options)
