@@ -139,6 +139,21 @@ def test_a_report_folder_is_read_through_its_results_json(tmp_path):
     assert run_from_json(report).model == "double"
 
 
+def test_compare_without_a_report_prints_the_comparison_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.json").write_text(json_from_run(RUN))
+    (tmp_path / "b.json").write_text(json_from_run(replace(RUN, label="second")))
+    try:
+        main(["perf", "--compare", "a.json", "b.json"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    out = capsys.readouterr().out
+    assert "second" in out and "no report written" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
 def test_what_perf_writes_for_a_level_without_answers_reads_back():
     empty = latency_summary_from_ms([])
     assert math.isnan(empty.p99_ms)

@@ -150,14 +150,15 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
     from .perf.results import LevelFailed, comparison_lines, distinct_names, table_from_run
 
     if compare:
-        if not report_dir:
-            raise TritongenError("--compare needs --report DIR", "pass the folder to write report.html into")
         runs = distinct_names([run_from_json(Path(t)) for t in targets])  # each table named as the report names it
         for run in runs:
             click.echo(table_from_run(run))
         for line in comparison_lines(runs):
             click.echo(line)
-        click.echo(f"report: {api.report(runs, report_dir)}")
+        if report_dir:
+            click.echo(f"report: {api.report(runs, report_dir)}")
+        else:
+            click.echo("(no report written: pass --report DIR for report.html with the plots)")
         return
     if len(targets) != 1:
         raise TritongenError(
