@@ -348,7 +348,7 @@ def test_concurrent_requests_over_http(tiny_server):
 def test_model_metadata(tiny_server, protocol):
     meta = model_metadata(url_for(tiny_server, protocol), "double", protocol=protocol)
     assert meta["name"] == "double" and meta["platform"] == "python" and meta["max_batch_size"] == 8
-    assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4], "optional": False}]
     assert meta["outputs"] == [{"name": "Y", "datatype": "FP32", "shape": [-1, 4]}]
 
 
