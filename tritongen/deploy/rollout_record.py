@@ -192,8 +192,10 @@ def server_warnings(server: Any, repo: Path) -> list[str]:
     it serves are asked for once; a server that does not answer gets no warning."""
     from ..client import Triton
 
-    try:
-        with Triton(server.http_url, "http", timeout_s=5, headers=server.admin_headers("http")) as triton:
+    if not any(record_path(Path(repo) / name).is_file() for name in server.models):
+        return []  # no rollout recorded: nothing to ask the server
+    try:  # over gRPC: a SIGTERM (serve's stop) during an HTTP call made gevent print a traceback of it
+        with Triton(server.grpc_url, "grpc", timeout_s=5, headers=server.admin_headers("grpc")) as triton:
             index = triton.repository_index()
     except TritongenError:
         return []
