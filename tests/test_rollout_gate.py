@@ -136,6 +136,29 @@ def test_the_record_knows_which_versions_the_gate_refused(tmp_path):
     assert read_record(_record_repo(tmp_path / "c", passed) / NAME).gate_refusal(2) is None  # gated again, passed
 
 
+def test_the_command_back_to_a_forced_live_version_works_as_typed(tmp_path):
+    # a forced rollback made the refused version 2 live; after a restart the warning's command (rollback
+    # --to-version 2, no --force) must not be refused: returning to the live version brings nothing past the gate
+    from tritongen.deploy.rollout import ROLLBACK, RolloutSpec, _check_not_refused
+    from tritongen.deploy.rollout_record import read_record, served_warnings
+    from tritongen.errors import TritongenError
+
+    forced = [
+        *HISTORY,
+        {"at": "2026-12-06T07:23:00Z", "action": "rollback", "from": 1, "to": 2, "result": "promoted", "forced": True},
+    ]
+    repo = _record_repo(tmp_path, forced, live=2, previous=1)
+    (line,) = served_warnings(repo, {NAME: [3]})
+    assert "--to-version 2" in line and "--force" not in line
+    record = read_record(repo / NAME)
+    _check_not_refused(RolloutSpec(repo=repo, name=NAME, to_version=2, action=ROLLBACK), record, 2)  # no error
+    other = _record_repo(tmp_path / "b", forced, live=1, previous=3)
+    with pytest.raises(TritongenError, match="the gate refused version 2"):  # not live: still refused
+        _check_not_refused(
+            RolloutSpec(repo=other, name=NAME, to_version=2, action=ROLLBACK), read_record(other / NAME), 2
+        )
+
+
 def test_a_served_version_other_than_the_recorded_one_gets_a_warning_with_the_command(tmp_path):
     from tritongen.deploy.rollout_record import served_warnings
 

@@ -189,6 +189,7 @@ def test_did_you_mean_only_for_a_close_name():
     assert did_you_mean("mpl", ["mlp", "cnn"]) == "did you mean 'mlp'?"
     assert did_you_mean("ncn", ["mlp", "cnn"]) == "did you mean 'cnn'?"
     assert did_you_mean("abc", ["mlp", "cnn"]) == ""
+    assert did_you_mean("stop", ["pots", "stops"]) == "did you mean 'stops'?"  # an anagram is no typo: difflib's
     assert did_you_mean("x", []) == ""
     assert with_suggestion("tny", ["tiny"], "name one it holds") == "did you mean 'tiny'? name one it holds"
     assert with_suggestion("zzz", ["tiny"], "name one it holds") == "name one it holds"

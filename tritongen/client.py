@@ -215,7 +215,12 @@ def infer_concurrently(
 
 
 def model_metadata(
-    url: str, model: str, protocol: str = "grpc", timeout_s: float = 30, headers: Mapping[str, str] | None = None
+    url: str,
+    model: str,
+    protocol: str = "grpc",
+    timeout_s: float = 30,
+    headers: Mapping[str, str] | None = None,
+    version: str = "",
 ) -> dict[str, Any]:
     """The model's metadata and config in one mapping:
     ``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape", "optional"}],
@@ -229,8 +234,8 @@ def model_metadata(
     client = _connect(module, protocol, url, timeout_s)
     try:
         kwargs = {"as_json": True, "client_timeout": timeout_s} if protocol == "grpc" else {}
-        meta = client.get_model_metadata(model, headers=dict(headers or {}), **kwargs)
-        config = client.get_model_config(model, headers=dict(headers or {}), **kwargs)
+        meta = client.get_model_metadata(model, version, headers=dict(headers or {}), **kwargs)  # "": the default
+        config = client.get_model_config(model, version, headers=dict(headers or {}), **kwargs)
     except Exception as e:  # noqa: BLE001
         raise classify_error(e, url, protocol, model, timeout_s) from None
     finally:

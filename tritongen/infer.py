@@ -276,7 +276,8 @@ def _check_against_served(spec: InferSpec, url: str, inputs: Mapping[str, np.nda
     from .perf.inputs import check_arrays_against_metadata
 
     source = str(spec.input_file) if spec.input_file is not None else "the arrays given"
-    metadata = model_metadata(url, spec.name, spec.protocol, spec.timeout_s)
+    version = str(spec.model_version) if spec.model_version is not None else ""  # the version the request goes to
+    metadata = model_metadata(url, spec.name, spec.protocol, spec.timeout_s, version=version)
     check_arrays_against_metadata(inputs, metadata, source)
 
 

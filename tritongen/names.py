@@ -66,11 +66,24 @@ def did_you_mean(name: Any, known: Iterable[Any]) -> str:
     key = text.casefold()
     if key in folded:  # another case: MLP for mlp
         return f"did you mean '{shown(folded[key])}'?"
-    swapped = [n for n in names if len(text) > 2 and sorted(n.casefold()) == sorted(key)]  # mpl for mlp
+    swapped = [n for n in names if _one_adjacent_swap(n.casefold(), key)]  # mpl for mlp
     if len(swapped) == 1:
         return f"did you mean '{shown(swapped[0])}'?"
     close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.75)
     return f"did you mean '{shown(folded[close[0]])}'?" if close else ""
+
+
+def _one_adjacent_swap(a: str, b: str) -> bool:
+    """Whether ``a`` is ``b`` with two neighbouring characters swapped (``mpl`` and ``mlp``; not any anagram)."""
+    if len(a) != len(b):
+        return False
+    differ = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return (
+        len(differ) == 2
+        and differ[1] == differ[0] + 1
+        and a[differ[0]] == b[differ[1]]
+        and a[differ[1]] == b[differ[0]]
+    )
 
 
 def with_suggestion(name: Any, known: Iterable[Any], fix: str) -> str:

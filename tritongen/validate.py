@@ -550,7 +550,9 @@ def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> 
         if sample.batch_size > allowed:
             problems.append(
                 f"failed to run warmup sample '{sample.name}': batch size {sample.batch_size} for '{name}', max "
-                f"allowed is {config.max_batch_size}: set the sample's batch_size to at most {allowed}"
+                f"allowed is {config.max_batch_size}"
+                + ("" if config.max_batch_size else " (without batching a sample is one request: batch 1)")
+                + f": set the sample's batch_size to at most {allowed}"
             )
         for key in sorted(sample.inputs):
             value = sample.inputs[key]

@@ -350,9 +350,11 @@ def _target(spec: RolloutSpec, record: RolloutRecord, model_dir: Path, live: int
 
 
 def _check_not_refused(spec: RolloutSpec, record: RolloutRecord, target: int) -> None:
-    """A rollback skips the gate: refuse one to a version the gate refused (the record's history) unless forced."""
+    """A rollback skips the gate: refuse one to a version the gate refused (the record's history) unless forced.
+    The version the record says is live is not refused: returning to it (after a restart served another) brings
+    nothing new past the gate, whether or not a forced rollback made it live."""
     refusal = record.gate_refusal(target)
-    if refusal is None or spec.force:
+    if refusal is None or spec.force or target == record.live:
         return
     gate = refusal.get("gate")
     listed = gate.get("reasons") if isinstance(gate, dict) else None

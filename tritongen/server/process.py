@@ -244,7 +244,8 @@ def server_from_repository(spec: ServeSpec, *, signing_key: bytes | None = None)
             f"the model repository path {ascii(str(spec.repo))} holds {', '.join(map(repr, bad))}: Triton's Python "
             "backend starts each model's stub through a shell that splits or runs them",
             "serve it checked (tritongen serve; tritongen.serve without verify=False: a private copy of it is "
-            "served), or move it to a path of letters, digits, '_', '-', '.' and '/'",
+            "served from the temp folder, $TMPDIR, whose path must hold none either), or move it to a path of "
+            "letters, digits, '_', '-', '.' and '/'",
         )
     install = find_server_binary(spec.server_bin, spec.python_env)
     check_numpy(spec.repo, install, python_env=spec.python_env)
