@@ -134,6 +134,18 @@ instance_group [{ kind: KIND_CPU count: 1 }]
 """
 
 
+# The same model without the batcher: each request is its own execution, so a closed loop's latency is set by the
+# queue of requests ahead of it, not by when a batch fills (the rollout gate's and the live autoscaling test's).
+SLEEPY_UNBATCHED_CONFIG = """\
+name: "sleepy"
+backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+
+
 def sleepy_model(sleep_s: float) -> str:
     """A Python-backend model.py that answers every execution after ``sleep_s`` (latency by design, not timing)."""
     return f"""\

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, sleepy_model, write_model
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, SLEEPY_UNBATCHED_CONFIG, sleepy_model, write_model
 from tritongen.cli import main
 from tritongen.deploy.checks import check_bundle, core_problems, custom_resource_problems, rendered_overlay
 from tritongen.deploy.k8s_bundle import kubernetes_bundle_from_repository
@@ -446,14 +446,7 @@ def test_steady_window_is_read_from_the_scrapes_not_the_clock():
 # A 600 ms objective puts the knee at 8, with 200 ms of room below it for a busy machine's overhead (which only
 # adds latency) and 200 ms above it that no overhead removes. The HPA's metric, requests in flight, is ~c at any c.
 # (A batching model's tail is not bounded so: a client late for a batch waits a whole execution more.)
-LIVE_CONFIG = """\
-name: "sleepy"
-backend: "python"
-max_batch_size: 8
-input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
-output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
-instance_group [{ kind: KIND_CPU count: 1 }]
-"""
+LIVE_CONFIG = SLEEPY_UNBATCHED_CONFIG
 LIVE_MODEL = sleepy_model(0.05)
 LIVE_SLO_MS = 600.0
 

@@ -12,22 +12,12 @@ import pytest
 import yaml
 
 from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+from tests.test_deploy_docker import run_cli
 from tests.test_deploy_kubernetes import vouch
-from tritongen.cli import main
 from tritongen.deploy.bundle import MARKER_FILE, is_bundle
 from tritongen.deploy.python_deps import python_models
 
 TARGETS = ("docker", "kubernetes", "kserve")
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error(code: int, err: str) -> str:

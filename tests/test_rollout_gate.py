@@ -20,19 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import free_ports, sleepy_model, write_model
+from tests.conftest import SLEEPY_UNBATCHED_CONFIG, free_ports, sleepy_model, write_model
 from tests.test_bad_input import _run
 from tritongen.errors import TritongenError
 
 NAME = "sleepy"
-CONFIG = """\
-name: "sleepy"
-backend: "python"
-max_batch_size: 8
-input [{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }]
-output [{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }]
-instance_group [{ kind: KIND_CPU count: 1 }]
-"""
+CONFIG = SLEEPY_UNBATCHED_CONFIG
 SLEEP_S = {1: 0.02, 2: 0.06, 3: 0.02}  # 2: three times slower; 3: the same model as 1
 
 
