@@ -77,6 +77,19 @@ class TritonPythonModel:
 """
 
 
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``tritongen ARGS`` in this process: (exit code, stdout, stderr)."""
+    from tritongen.cli import main as cli_main
+
+    try:
+        cli_main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def write_model(repo: Path, name: str, config: str, model_py: str) -> Path:
     """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/model.py``."""
     folder = repo / name

@@ -25,8 +25,7 @@ import pytest
 import yaml
 
 from tests import factories
-from tests.conftest import ENV_CONFIG, ENV_MODEL, free_ports, write_model
-from tritongen.cli import main as cli_main
+from tests.conftest import ENV_CONFIG, ENV_MODEL, free_ports, run_cli, write_model
 from tritongen.deploy.docker import ENGINE_BUILDER_PACKAGES, compose_problems, docker_bundle_from_repository
 from tritongen.deploy.python_deps import BACKEND_MODULES, KNOWN_PACKAGES, modules_imported_by
 from tritongen.errors import TritongenError
@@ -48,16 +47,6 @@ def hadolint(path: Path) -> str:
     result = subprocess.run([tool("hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"hadolint {path.name}:\n{result.stdout}{result.stderr}"
     return result.stdout
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        cli_main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
-from tests.test_deploy_docker import run_cli
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, run_cli, write_model
 from tests.test_deploy_kubernetes import vouch
 from tritongen.deploy.bundle import MARKER_FILE, is_bundle
 from tritongen.deploy.python_deps import python_models

@@ -337,3 +337,46 @@ def test_after_a_rollback_and_a_restart_serve_rollout_and_rollback_say_what_serv
     assert code == 0 and "version 3 is already the one serving" in out and warning in err, (out, err)
     code, out, err = _run(_argv(world, "rollback", "--to-version", "1"))
     assert code == 0 and _ready(world) == [1] and "warning:" not in err, (out, err)  # returns to it: nothing to say
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_serve_with_explicit_control_loads_the_recorded_version_after_a_restart(world):
+    """A rollback outlives a restart: serve loads the record's live version where config.pbtxt would serve the
+    newest; --ignore-rollout-record (rollout_record=False) serves config.pbtxt's versions, with the warning."""
+    import tritongen
+    from tritongen.client import Triton
+    from tritongen.deploy.rollout_record import read_record, server_warnings
+
+    options = {"url": world["server"].grpc_url, "allow_unverified": [NAME]}
+    if read_record(world["repo"] / NAME).live != 1:
+        gate = {"golden": world["root"] / "golden.npz", "gate_requests": 20, "max_latency_ratio": 20.0}
+        assert tritongen.rollout(
+            world["repo"], NAME, to_version=3, out=world["root"] / "r2", **gate, **options
+        ).promoted
+        assert tritongen.rollback(world["repo"], NAME, to_version=1, **options).promoted
+    world["server"].stop(timeout_s=30)
+    http, grpc, metrics = free_ports(3)
+    ports = {"http_port": http, "grpc_port": grpc, "metrics_port": metrics}
+    serve = {"model_control": "explicit", "allow_unverified": [NAME], **ports}
+    try:
+        with tritongen.serve(world["repo"], **serve) as server:
+            with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
+                assert triton.ready_versions(NAME) == [1]
+            (note,) = server.rollout_notes
+            assert f"'{NAME}': serving version 1, as its rollout record says (rollback 3 -> 1 at" in note
+            assert "would serve 3" in note and server_warnings(server, world["repo"]) == []
+        with tritongen.serve(world["repo"], rollout_record=False, **serve) as server:
+            with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
+                assert triton.ready_versions(NAME) == [3]
+            assert server.rollout_notes == ()
+            (warning,) = server_warnings(server, world["repo"])
+            assert "serves version 3, but its rollout record says version 1 is live" in warning
+    finally:
+        world["server"] = _restarted(world)
+
+
+def _restarted(world):
+    from tritongen.server import server_from_repository
+
+    return server_from_repository(world["spec"])

@@ -80,7 +80,11 @@ CLI_SPELLINGS: dict[str, dict[str, str]] = {
     },
     "rollout": {"header": "headers={name: value}", "timeout": "timeout_s=..."},
     "rollback": {"header": "headers={name: value}", "timeout": "timeout_s=..."},
-    "serve": {"timeout_s": "ready_timeout_s=...", "docker": "tritongen.docker_steps(repo, ...) instead"},
+    "serve": {
+        "timeout_s": "ready_timeout_s=...",
+        "docker": "tritongen.docker_steps(repo, ...) instead",
+        "ignore_rollout_record": "rollout_record=False",
+    },
     "tune": {"dry_run": "write=False", "min_throughput": "min_throughput_rps=..."},
 }
 
@@ -232,8 +236,9 @@ def build(
     ``model`` is one of (a path may be a ``str`` or any ``os.PathLike``; the form of a file is read from its
     content, not its name):
 
-    - a file: TorchScript, ``torch.export`` ``.pt2``, an ONNX file (inputs and outputs read from its graph), a
-      state_dict (with ``model_factory="pkg.mod:make"``) or, with ``allow_pickle=True``, a pickled module;
+    - a file: TorchScript, ``torch.export`` ``.pt2`` (inputs read from its program), an ONNX file (inputs and
+      outputs read from its graph), a state_dict (with ``model_factory="pkg.mod:make"``) or, with
+      ``allow_pickle=True``, a pickled module;
     - a Hugging Face folder (``config.json`` beside the weights): builds a text- or image-in ensemble;
     - an in-memory ``torch.nn.Module``: then ``example_inputs`` is required, a mapping ``{input name: array}``
       (or a sequence of arrays/tensors, named ``input_0``, ``input_1``, ...) in ``forward()`` order, batch axis
@@ -556,6 +561,7 @@ def _serving(
 
     if not verify:
         with server_from_repository(spec) as server:
+            _restore_recorded(server)
             yield server
         return
     # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
@@ -590,6 +596,7 @@ def _serving(
         except TritongenError as error:  # a check's or the server's words about the copy name the repository
             raise with_repository_words(error, snapshot, spec.repo) from None
         with server:
+            _restore_recorded(server)
             checked = None
             if spec.model_control == "poll":  # Triton polls the copy; tritongen polls the repository and checks
                 checked = CheckedPoll(given, snapshot, seen, check, spec.poll_interval_s, progress or _poll_log)
@@ -601,6 +608,18 @@ def _serving(
                     checked.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _restore_recorded(server: RunningServer) -> None:
+    """With explicit model control, each model's recorded live version (:mod:`tritongen.deploy.rollout_record`)."""
+    if server.spec.model_control != "explicit" or not server.spec.rollout_record:
+        return
+    from .deploy.rollout_record import restore_recorded_versions
+
+    try:
+        server.rollout_notes = tuple(restore_recorded_versions(server, server.spec.ready_timeout_s))
+    except TritongenError as error:
+        server.rollout_notes = (f"warning: the rollout records' versions were not loaded: {error}",)
 
 
 def _poll_log(line: str) -> None:

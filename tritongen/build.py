@@ -29,6 +29,7 @@ from .layout import (
     WARMUP_DIR,
     is_tuned_config,
 )
+from .load.common import LoadedModel
 from .manifest import file_hashes, new_manifest, write_manifest
 from .names import check_labels
 from .parity import ParityReport
@@ -142,6 +143,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         loaded = stages.run(
             f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle
         )
+    if loaded.form == "torch.export":
+        loaded = _with_program_consts(loaded, spec, stages)
     check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
     if spec.state_from_attributes:  # the wrapper passes the consts itself
         from .state_attrs import explicit_state_from_module
@@ -162,6 +165,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
     if spec.inputs_from == "samples":
         stages.progress(f"      {fixed_dims_note(spec)}")
+    elif spec.inputs_from == "program":
+        stages.progress(f"      {program_inputs_note(spec)}")
     staged_model = stage / spec.name
     version_dir = staged_model / str(version)
     if loaded.form == "onnx":
@@ -306,6 +311,33 @@ def fixed_dims_note(spec: BuildSpec) -> str:
         " (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "
         "--dim-range INPUT:AXIS:MIN:OPT:MAX)"
     )
+
+
+def _with_program_consts(loaded: LoadedModel, spec: BuildSpec, stages: Stages) -> LoadedModel:
+    """A torch.export program fixed its number arguments at export: its module is called with them in place."""
+    from .consts import module_with_consts
+    from .export_input import fixed_arguments
+
+    fixed = fixed_arguments(loaded.exported_program)
+    if not fixed:
+        return loaded
+    text = ", ".join(f"{name}={value!r}" for _, name, value in fixed)
+    if spec.consts:
+        raise TritongenError(
+            f"--const given for a torch.export archive, whose program fixed its number arguments at export ({text})",
+            "drop --const (export the model again to change the values)",
+        )
+    stages.progress(f"      forward() arguments fixed in the exported program: {text}")
+    return replace(loaded, module=module_with_consts(loaded.module, (), [(p, v) for p, _, v in fixed]))
+
+
+def program_inputs_note(spec: BuildSpec) -> str:
+    """What reading the inputs from a torch.export program decided (:mod:`tritongen.export_input`)."""
+    batch = f"batched, max_batch_size {spec.max_batch_size}" if spec.batched else "unbatched"
+    read = ", ".join(f"{t.name} {t.dtype}{list(t.dims)}" for t in spec.inputs)
+    note = f"inputs read from the exported program: {read}"
+    bounded = [r.text for r in spec.dim_ranges]
+    return note + f" ({batch}" + (f"; ranges {', '.join(bounded)}" if bounded else "") + ")"
 
 
 def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenError:

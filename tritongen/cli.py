@@ -50,7 +50,7 @@ def cli(debug: bool) -> None:
     multiple=True,
     metavar="NAME:DTYPE:DIMS",
     help="A model input, e.g. x:FP32:3,224,224 (dims without batch, "
-    "-1 variable). Repeat per input, in forward() order.",
+    "-1 variable). Repeat per input, in forward() order. Read from the file for ONNX and torch.export .pt2.",
 )
 @click.option(
     "--output", "outputs", multiple=True, metavar="NAME", help="Output name, in the order forward() returns them."
@@ -231,7 +231,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
 
     \b
       tritongen build resnet.pt --name resnet --input x:FP32:3,224,224 --max-batch-size 32
-      tritongen build model.pt2 --spec spec.yaml --target onnxruntime
+      tritongen build model.pt2 --target onnxruntime             # inputs read from the exported program
       tritongen build model.onnx --name detector                  # inputs and outputs read from the graph
       tritongen build weights.safetensors --model-factory mypkg.models:make_net --input x:FP32:-1,80
       tritongen build path/to/hf-folder/ --name minilm            # text in, embeddings or labels out
@@ -397,6 +397,14 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     "process may use. Leaves the other CPUs to a load generator (tritongen perf --client-cpus).",
 )
 @click.option(
+    "--ignore-rollout-record",
+    "rollout_record",
+    flag_value=False,
+    default=None,
+    help="With explicit model control, serve config.pbtxt's versions (the newest by default) even where a model's "
+    "rollout record names another live version (by default serve loads the recorded one).",
+)
+@click.option(
     "--docker",
     is_flag=True,
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
@@ -480,6 +488,11 @@ def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
         click.echo(line)
     from .deploy.rollout_record import server_warnings
 
+    for line in server.rollout_notes:  # the rollout records' live versions, loaded after the start
+        if line.startswith("warning:"):
+            _echo_err(line)
+        else:
+            click.echo(f"  rollout {line}")
     for line in server_warnings(server, repo.resolve()):  # a restart serves the newest version, not the record's
         _echo_err(line)
     click.echo("press Ctrl-C to stop")

@@ -127,12 +127,16 @@ def inputs_with_ranges(inputs: Sequence[Any], ranges: Iterable[DimRange]) -> tup
     )
 
 
+def default_range(dynamic_dim_size: int, max_dynamic_dim: int) -> tuple[int, int, int]:
+    """MIN/OPT/MAX of a ``-1`` dimension nobody gave a range (see the module's docstring)."""
+    opt = max(1, min(dynamic_dim_size, max_dynamic_dim))
+    return min(DEFAULT_DIM_MIN, opt), opt, max(opt, max_dynamic_dim)
+
+
 def ranges_from_spec(spec: Any) -> tuple[DimRange, ...]:
     """A range for every ``-1`` dimension of ``spec.inputs``: the given one, else the default range."""
     given = {(r.input, r.axis): r for r in spec.dim_ranges}
-    max_dim = int(spec.max_dynamic_dim)
-    opt = max(1, min(int(spec.dynamic_dim_size), max_dim))
-    default = (min(DEFAULT_DIM_MIN, opt), opt, max(opt, max_dim))
+    default = default_range(int(spec.dynamic_dim_size), int(spec.max_dynamic_dim))
     out = []
     for t in spec.inputs:
         for axis in t.dynamic_axes:

@@ -302,17 +302,29 @@ def _chunk_symbolic(opset: int | None):
         torch.onnx.unregister_custom_op_symbolic("aten::unsafe_chunk", opset)
 
 
+def _takes_varargs(module: Any) -> bool:
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL
+
+
 def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, output_names) -> None:
     import torch
 
     dim = torch.export.Dim.DYNAMIC
     offset = 1 if spec.batched else 0
-    shapes = []
+    shapes: list[Any] = []
     for t in spec.inputs:
         axes = {i + offset: dim for i in t.dynamic_axes}
         if spec.batched:
             axes[0] = dim
         shapes.append(axes or None)
+    if _takes_varargs(module):  # a --const wrapper, forward(*tensors): torch.export wants one entry for *tensors
+        shapes = [tuple(shapes)]
     torch.onnx.export(
         module,
         tuple(args),

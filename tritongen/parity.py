@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TritongenError
+from .ort_session import onnx_session
 from .spec import BuildSpec
 
 
@@ -100,22 +101,6 @@ def compare_arrays(case: str, name: str, got: np.ndarray, want: np.ndarray, atol
     max_rel = float(np.nanmax(rel)) if rel.size else 0.0
     ok = (not nan_mismatch) and bool(np.all(diff <= atol + rtol * np.abs(w)))
     return OutputParity(case, name, tuple(want.shape), max_abs, max_rel, ok, "NaN mismatch" if nan_mismatch else "")
-
-
-def onnx_session(onnx_path: Path, threads: int = 0):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise TritongenError(
-            f"ONNX Runtime cannot load {onnx_path.name}: {str(exc).splitlines()[0][:300]}",
-            "the export produced a graph ONNX Runtime rejects; try another --opset",
-        ) from None
 
 
 def parity_from_onnx(

@@ -475,6 +475,10 @@ def build_spec_from_options(
         inputs_from = "samples"
     elif model.is_dir() or tokenizer is not None:
         input_specs = ()  # a Hugging Face folder or a tokenizer: the ensemble builder decides the inputs
+    elif _is_exported_archive(model):
+        program = _program_inputs(model, allow_pickle, given_mbs, ranges, file_opts, max_dynamic_dim)
+        input_specs, mbs, inputs_from = program.inputs, program.max_batch_size, "program"
+        ranges = (*ranges, *program.dim_ranges)
     else:
         raise TritongenError(
             "the model's inputs are not declared",
@@ -589,6 +593,39 @@ def _entries(
         check_entry("build option", key, where, entry)
         out.append(from_dict(entry, f"build option {where}"))
     return tuple(out)
+
+
+def _is_exported_archive(model: Path) -> bool:
+    from .export_input import is_exported_archive
+
+    return is_exported_archive(model)
+
+
+def _program_inputs(
+    model: Path,
+    allow_pickle: bool,
+    given_mbs: Any,
+    ranges: tuple[Any, ...],
+    file_opts: Mapping[str, Any],
+    max_dynamic_dim: int | None,
+) -> Any:
+    """A torch.export archive's inputs read from its program (:mod:`tritongen.export_input`)."""
+    from .dim_ranges import default_range
+    from .export_input import program_inputs_from_archive
+
+    max_dim = max_dynamic_dim if max_dynamic_dim is not None else file_opts.get("max_dynamic_dim")
+    dim_default = default_range(
+        int(file_opts.get("dynamic_dim_size", DEFAULTS["dynamic_dim_size"])),
+        int(max_dim if max_dim is not None else DEFAULTS["max_dynamic_dim"]),
+    )
+    return program_inputs_from_archive(
+        model,
+        allow_pickle=allow_pickle,
+        max_batch_size=None if given_mbs is None else int(given_mbs),
+        default_max_batch_size=int(DEFAULTS["max_batch_size"]),
+        dim_default=dim_default,
+        given_ranges=ranges,
+    )
 
 
 def _is_onnx_file(model: Path) -> bool:

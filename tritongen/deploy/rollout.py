@@ -22,15 +22,15 @@ One run at a time changes a model: a second one is refused, naming the holder (:
 The model folder's ``tritongen-rollout.json`` (:mod:`~tritongen.deploy.rollout_record`) holds the live version,
 the one ``rollback`` returns to and the step in progress: a run that finds a step in progress finishes a switch
 (the gate had passed) or undoes a gate. After a server restart Triton applies ``config.pbtxt`` again (the newest
-version): run ``rollout``/``rollback`` again to return to the recorded version (``serve``, and a run that finds the
-server serving another version than the record's, print a warning with that command:
-:func:`~tritongen.deploy.rollout_record.served_warnings`). A rollback to a version whose rollout the gate refused
+version): ``serve`` with explicit model control loads the recorded version back
+(:func:`~tritongen.deploy.rollout_record.restore_recorded_versions`); where that did not happen, ``serve`` and a run
+that finds the server serving another version than the record's print a warning with the command that returns to
+it (:func:`~tritongen.deploy.rollout_record.served_warnings`). A rollback to a version whose rollout the gate refused
 (the record's history says so) is refused unless ``force``: it would serve that version past its gate.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import shlex
 import time
@@ -68,6 +68,7 @@ from .rollout_record import (
     record_path,
     restore_record,
     served_warnings,
+    with_version_policy,
     write_record,
 )
 
@@ -400,7 +401,7 @@ def _gate(
 ) -> GateReport:
     candidate = spec.name + CANDIDATE_SUFFIX
     try:  # the load inside: an interrupt as it returns still unloads the candidate
-        triton.load(candidate, _with_policy(config, [target], candidate), spec.timeout_s, files)
+        triton.load(candidate, with_version_policy(config, [target], candidate), spec.timeout_s, files)
         live_t: Target = (spec.name, live)
         cand_t: Target = (candidate, target)
         if ensembles:  # end to end: the ensemble's steps as served, with the candidate (or the live version) as step
@@ -467,7 +468,7 @@ def _switch(
     under the lock every request's version lookup takes, releases the old version and marks the target READY.
     The target's files go with the request (:func:`_model_files`: the verified bytes, the ones the gate judged),
     so what Triton loads is what was checked, whatever happens to the repository meanwhile."""
-    triton.load(name, _with_policy(config, [target]), timeout_s, files)
+    triton.load(name, with_version_policy(config, [target]), timeout_s, files)
     deadline = time.monotonic() + timeout_s
     while triton.ready_versions(name) != [target]:  # the old version drains, then unloads
         if time.monotonic() > deadline:
@@ -516,14 +517,6 @@ def _resume(
     write_record(spec.repo, model_dir, record)
     say(done)
     return record, done
-
-
-def _with_policy(config: Mapping[str, Any], versions: list[int], name: str | None = None) -> dict[str, Any]:
-    out = copy.deepcopy(dict(config))
-    out["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
-    if name is not None:
-        out["name"] = name
-    return out
 
 
 def _digests(spec: RolloutSpec, model_dir: Path) -> dict[str, str] | None:

@@ -5,12 +5,14 @@ then ``os.replace``), so a reader sees the old record or the new one. ``pending`
 has not finished: the next run finishes it (a switch the gate allowed) or undoes it (a gate that did not end).
 
 A server restart applies ``config.pbtxt`` again (Triton's default policy: the newest version), whatever the record
-says is live: :func:`served_warnings` names each model where the two differ, with the command that returns to the
-recorded version (``serve``'s banner, ``rollout`` and ``rollback`` print it).
+says is live: ``serve`` with explicit model control loads the recorded version back after the start
+(:func:`restore_recorded_versions`); elsewhere :func:`served_warnings` names each model where the two differ, with
+the command that returns to the recorded version (``serve``'s banner, ``rollout`` and ``rollback`` print it).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -185,6 +187,73 @@ def served_warnings(repo: Path, served: Mapping[str, Sequence[int]], model_contr
             f"to return to it, {command}"
         )
     return lines
+
+
+def with_version_policy(config: Mapping[str, Any], versions: Sequence[int], name: str | None = None) -> dict[str, Any]:
+    """``config`` (a model config as JSON) serving exactly ``versions`` (``version_policy: specific``), renamed to
+    ``name`` if given."""
+    out = copy.deepcopy(dict(config))
+    out["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def restore_recorded_versions(server: Any, timeout_s: float = 300.0) -> list[str]:
+    """On a server just started with explicit model control: load, for each model whose rollout record names a live
+    version other than the ones served (a restart loads ``config.pbtxt``'s versions, the newest by default), that
+    version with ``version_policy: specific`` from the repository the server reads (serve's checked copy, where the
+    record was copied too), so a rollback outlives a restart and a version built since reaches traffic through
+    ``rollout``'s gate. Returns one line per model restored, or a ``warning:`` line where the load failed (the
+    server keeps what it loaded)."""
+    from ..client import ModelLoadError, Triton
+
+    repo = Path(server.spec.repo)
+    lines: list[str] = []
+    records = {}
+    for name in server.models:
+        model_dir = repo / name
+        if not record_path(model_dir).is_file():
+            continue
+        try:
+            record = read_record(model_dir)
+        except TritongenError:
+            continue  # verify reports it; served_warnings skips it too
+        if record.live is not None and (model_dir / str(record.live)).is_dir():
+            records[name] = record
+    if not records:
+        return lines
+    with Triton(server.grpc_url, "grpc", timeout_s=timeout_s, headers=server.admin_headers("grpc")) as triton:
+        for name, record in sorted(records.items()):
+            live = int(record.live or 0)
+            served = triton.ready_versions(name)
+            if served == [live]:
+                continue
+            was = ", ".join(map(str, served)) or "none"
+            try:
+                triton.load(name, with_version_policy(triton.model_config(name), [live]), timeout_s)
+                _wait_for_versions(triton, name, [live], timeout_s)
+            except (ModelLoadError, TritongenError) as exc:
+                lines.append(
+                    f"warning: '{name}': its rollout record says version {live} is live, but loading it failed "
+                    f"({exc}); the server serves {was} (config.pbtxt's versions)"
+                )
+                continue
+            lines.append(
+                f"'{name}': serving version {live}, as its rollout record says ({record.last_change()}); "
+                f"config.pbtxt's versions would serve {was} (tritongen rollout moves it on through the gate)"
+            )
+    return lines
+
+
+def _wait_for_versions(triton: Any, name: str, versions: list[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while triton.ready_versions(name) != versions:
+        if time.monotonic() > deadline:
+            raise TritongenError(
+                f"'{name}' did not come to serve versions {versions} within {timeout_s:g} s", "see the server log"
+            )
+        time.sleep(0.1)
 
 
 def server_warnings(server: Any, repo: Path) -> list[str]:

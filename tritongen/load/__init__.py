@@ -30,7 +30,8 @@ from typing import Any
 from ..errors import TritongenError
 from .common import FACTORY_FIX, FORMS_HELP, PICKLE_FIX, LoadedModel, first_line, guarded, no_factory, quiet_torch
 from .detect import Format, detect_format, open_model_archive
-from .safety import check_pt2_payloads, scan_pickles, training_ops
+from .exported import program_from_archive
+from .safety import scan_pickles
 from .state_dict import factory_from_spec, from_object, from_state_dict
 
 __all__ = [
@@ -55,12 +56,12 @@ def module_from_file(path: Path, model_factory: str | None = None, allow_pickle:
         no_factory(path, model_factory, "a TorchScript archive")
         return LoadedModel(module, "torchscript", path)
     if fmt.kind == "torch.export":
-        ep, module = _load_exported(path, allow_pickle)
+        ep, module = program_from_archive(path, allow_pickle)
         no_factory(path, model_factory, "a torch.export archive")
         return LoadedModel(module, "torch.export", path, ep)
     if fmt.kind == "onnx":
         from ..onnx_input import onnx_model_from_file
-        from ..onnx_stage import OnnxReference
+        from ..onnx_reference import OnnxReference
 
         onnx_model_from_file(path, load_data=False)  # the checks, before ONNX Runtime reads the file
         no_factory(path, model_factory, "an ONNX file")
@@ -87,36 +88,6 @@ def _load_torchscript(path: Path) -> Any:
     with quiet_torch():
         module = guarded(path, "loading TorchScript archive", lambda: torch.jit.load(str(path), map_location="cpu"))
     return module.eval()
-
-
-def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
-    import torch
-
-    check_pt2_payloads(path, allow_pickle)
-    with quiet_torch() as logged, path.open("rb") as f:  # a file object: torch warns about paths not ending in .pt2
-        try:
-            ep = torch.export.load(f)
-        except Exception as exc:  # noqa: BLE001
-            # For a vague "we ran into an error ... check the warnings above", the cause is in the logged warning.
-            cause = next((r.exc_info[1] for r in reversed(logged) if r.exc_info and r.exc_info[1] is not None), None)
-            detail = first_line(cause if cause is not None and "warnings above" in str(exc) else exc)
-            raise TritongenError(
-                f"loading torch.export archive {path} failed: {detail}",
-                "save it again with torch.export.save from the torch version installed here "
-                f"({torch.__version__.split('+')[0]}), or use another form; {FORMS_HELP}",
-            ) from None
-        module = guarded(path, "unlifting the exported program in", ep.module)
-    training = training_ops(ep)
-    if training:
-        raise TritongenError(
-            f"{path} was exported in training mode ({', '.join(training[:3])}): "
-            "its outputs would be random or depend on the batch",
-            "call model.eval() before torch.export.export, then save it again",
-        )
-    # ep.module() forbids .eval()/.train(); the graph's mode was fixed at export (checked above), so mark it.
-    for sub in module.modules():
-        sub.training = False
-    return ep, module
 
 
 def _load_safetensors(path: Path) -> dict:
