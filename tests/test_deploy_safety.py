@@ -152,6 +152,29 @@ def test_an_extra_package_with_a_trailing_newline_is_refused(tmp_path, capsys):
     assert code == 0, err
 
 
+def test_an_extra_package_that_replaces_a_pin_is_named_and_two_pins_of_one_package_are_refused(tmp_path, capsys):
+    """`--extra-package numpy=numpy==2.1.0` replaced tritongen's numpy pin without a word; two imports given two
+    versions of one package kept whichever came last."""
+    repo = built_repo(tmp_path / "repo")
+    code, out, err = run_cli(deploy(repo, "docker", tmp_path / "out", "--extra-package", "numpy=numpy==2.1.0"), capsys)
+    assert code == 0, err
+    assert "note: it installs numpy==2.1.0 (--extra-package numpy) in place of tritongen's numpy==1.26.4" in out
+    assert "numpy==2.1.0" in (tmp_path / "out" / "serving.Dockerfile").read_text()
+    code, out, err = run_cli(
+        deploy(repo, "docker", tmp_path / "same", "--extra-package", "numpy=numpy==1.26.4"), capsys
+    )
+    assert code == 0 and "in place of" not in out, err
+    (repo / "double" / "1" / "model.py").write_text(
+        DOUBLE_MODEL.replace("import numpy as np", "import numpy as np\nimport pkg_a\nimport pkg_b")
+    )
+    vouch(repo / "double")
+    two = ["--extra-package", "pkg_a=shared-lib==1.0", "--extra-package", "pkg_b=shared-lib==2.0"]
+    code, _, err = run_cli(deploy(repo, "docker", tmp_path / "two", *two), capsys)
+    line = one_error(code, err)
+    assert "two pins for package 'shared-lib': shared-lib==1.0 and shared-lib==2.0" in line, line
+    assert not (tmp_path / "two").exists()
+
+
 def test_python_models_are_found_however_the_config_spells_the_backend(tmp_path):
     repo = tmp_path / "repo"
     spellings = {

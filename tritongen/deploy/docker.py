@@ -89,6 +89,7 @@ class DockerBundle:
         lines += [f"  {name}" for name in self.files]
         if self.serving.requirements:
             lines.append(f"  serving image installs: {' '.join(self.serving.requirements)}")
+        lines += [f"  note: it installs {pin}" for pin in self.serving.replaced_pins]
         if self.pending_plans:
             lines.append(f"  plans built first: {_pending_text(self.pending_plans)}")
         lines.append(f"next: cd {self.out} && docker compose up")

@@ -64,6 +64,8 @@ class ServingPackages:
     requirements: tuple[str, ...]  # pinned, sorted by name; empty when the repository has no Python-backend model
     imports: tuple[ModelImports, ...]
     provided_by_image: frozenset[str]  # stdlib + backend modules found
+    # "numpy==2.1.0 (--extra-package numpy) in place of tritongen's numpy==1.26.4": pins a given package replaced
+    replaced_pins: tuple[str, ...] = ()
 
     @property
     def installed_modules(self) -> tuple[str, ...]:
@@ -168,7 +170,7 @@ def serving_packages_from_repository(repo: Path, extra_packages: Mapping[str, st
                 if is_provided_by_image(module):
                     provided.add(module)
                 elif module in mapping:
-                    requirements[_requirement_name(mapping[module])] = mapping[module]
+                    _pin(requirements, module, mapping[module], extra)
                 else:
                     unknown.setdefault(module, []).append(path)
     if unknown:
@@ -180,5 +182,24 @@ def serving_packages_from_repository(repo: Path, extra_packages: Mapping[str, st
         )
     if imports:
         for module in ALWAYS:
-            requirements.setdefault(_requirement_name(mapping[module]), mapping[module])
-    return ServingPackages(tuple(requirements[k] for k in sorted(requirements)), imports, frozenset(provided))
+            _pin(requirements, module, mapping[module], extra)
+    replaced = tuple(
+        f"{extra[m]} (--extra-package {m}) in place of tritongen's {KNOWN_PACKAGES[m]}"
+        for m in sorted(extra)
+        if m in KNOWN_PACKAGES and extra[m] != KNOWN_PACKAGES[m] and extra[m] in requirements.values()
+    )
+    return ServingPackages(tuple(requirements[k] for k in sorted(requirements)), imports, frozenset(provided), replaced)
+
+
+def _pin(requirements: dict[str, str], module: str, requirement: str, extra: Mapping[str, str]) -> None:
+    """Add ``requirement`` (for import ``module``) to ``requirements`` (package -> pin); two different pins of one
+    package (a given one against tritongen's, or two given ones) are refused, not one of them dropped."""
+    name = _requirement_name(requirement)
+    held = requirements.setdefault(name, requirement)
+    if held == requirement:
+        return
+    given = [f"--extra-package {m}={r}" for m, r in sorted(extra.items()) if _requirement_name(r) == name]
+    raise TritongenError(
+        f"two pins for package '{name}': {held} and {requirement} ({'; '.join(given) or 'tritongen pins'})",
+        f"give every --extra-package of {name} the same version (e.g. {held})",
+    )
