@@ -114,6 +114,15 @@ def test_build_reads_the_inputs_and_passes_the_gate(tmp_path, capsys):
     assert "batch 8" in out and "input  mask" in out
     config = (tmp_path / "repo" / "masked" / "config.pbtxt").read_text()
     assert "TYPE_INT64" in config and "max_batch_size: 8" in config
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "repo" / "masked" / "1" / "model.onnx"), load_external_data=False).graph
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*graph.input, *graph.output]
+    }
+    assert dims["x"][0] == dims["mask"][0] == dims["output"][0] == "batch"  # not the exporter's s31
+    assert dims["x"][1] == dims["mask"][1] != "batch" and dims["x"][2] == 4  # the shared sequence symbol kept
 
 
 def test_a_number_the_program_fixed_is_passed_for_the_client(tmp_path, capsys):

@@ -360,10 +360,28 @@ def graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[Tenso
     return tuple(specs)
 
 
-def cleaned_onnx_from_onnx(src: Any, dst_dir: Path) -> tuple[Path, Any]:
+def _name_batch_symbol(model: Any) -> None:
+    """Rename the symbol of every graph input's first dimension to ``batch`` (where they share one and ``batch``
+    names no other dimension), in the inputs, outputs and value infos alike."""
+    graph = model.graph
+    firsts = {i.type.tensor_type.shape.dim[0].dim_param for i in graph.input if i.type.tensor_type.shape.dim}
+    if len(firsts) != 1 or "" in firsts or len(graph.input) == 0:
+        return
+    (symbol,) = firsts
+    infos = [*graph.input, *graph.output, *graph.value_info]
+    dims = [d for v in infos for d in v.type.tensor_type.shape.dim]
+    if symbol == "batch" or any(d.dim_param == "batch" for d in dims):
+        return
+    for d in dims:
+        if d.dim_param == symbol:
+            d.dim_param = "batch"
+
+
+def cleaned_onnx_from_onnx(src: Any, dst_dir: Path, name_batch: bool = False) -> tuple[Path, Any]:
     """Fold constants, remove dead nodes and sort with onnx-graphsurgeon; save with external data; check.
 
-    ``src`` is an ONNX file path or an in-memory ``onnx.ModelProto``.
+    ``src`` is an ONNX file path or an in-memory ``onnx.ModelProto``. ``name_batch``: the symbol every input's first
+    dimension shares (the dynamo exporter writes ``s24`` and the like) is renamed ``batch`` throughout the graph.
     """
     import onnx
     import onnx_graphsurgeon as gs
@@ -376,6 +394,8 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path) -> tuple[Path, Any]:
     cleaned.ir_version = model.ir_version
     del cleaned.opset_import[:]
     cleaned.opset_import.extend(model.opset_import)
+    if name_batch:
+        _name_batch_symbol(cleaned)
     dst_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = dst_dir / ONNX_FILENAME
     (dst_dir / ONNX_DATA_FILENAME).unlink(missing_ok=True)  # onnx appends to an existing external data file
@@ -522,7 +542,7 @@ def onnx_from_module(
     fallback = ""
     if failures:
         fallback = f"the {failures[0].exporter} exporter failed: {failures[0].reason} ({log_note})"
-    onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir)
+    onnx_path, model = cleaned_onnx_from_onnx(raw, out_dir, name_batch=spec.batched)
     graph_inputs = [i.name for i in model.graph.input]
     unused = [n for n in input_names if n not in graph_inputs]
     if unused:
