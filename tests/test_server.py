@@ -601,3 +601,52 @@ def test_explicit_model_control_on_loopback_needs_the_key_that_only_its_user_can
             triton.load("double")
             assert triton.ready_versions("double") == [1]
     assert not home.exists()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_stop_held_by_an_open_client_connection_says_so(tmp_path, server_install):
+    """Triton 2.51 waits its exit timeout (30 s) for an idle keep-alive HTTP connection to close, then exits at
+    once without unloading its models (code 1): serve said "unloaded its models" all the same."""
+    import signal
+    import socket
+
+    repo, logs, proc = _serve_in_a_process(tmp_path, DOUBLE_MODEL)
+    with _ended(proc):
+        assert proc.stdout is not None
+        http_url = ""
+        for line in proc.stdout:
+            if line.strip().startswith("HTTP "):
+                http_url = line.split()[-1]
+            if line.startswith("press Ctrl-C"):
+                break
+        host, port = http_url.rsplit(":", 1)
+        client = socket.create_connection((host, int(port)))  # a client that keeps its connection open
+        client.sendall(f"GET /v2/health/ready HTTP/1.1\r\nHost: {http_url}\r\n\r\n".encode())
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        try:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            client.close()
+    assert proc.returncode == 0, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("stopped:")]
+    assert "open HTTP connection to close" in line and "without unloading its models (code 1)" in line, line
+    assert "unloaded its models and exited" not in line and "Traceback" not in err
+
+
+def test_stop_words_read_triton_251s_exit_timeout_lines(tmp_path):
+    from tritongen.server.readiness import stop_words
+
+    log = tmp_path / "server.log"
+    log.write_text(
+        'I1206 10:08:57.202746 21918 http_server.cc:248] "Timeout 2: Found 2 HTTP service connections"\n'
+        'I1206 10:08:58.202900 21918 http_server.cc:248] "Timeout 1: Found 1 HTTP service connections"\n'
+        "Signal (15) received.\n"
+        'E1206 10:08:59.204102 21918 main.cc:535] "failed to stop server: Internal - Exit timeout expired. '
+        'Exiting immediately."\n'
+    )
+    assert stop_words(1, log).startswith("tritonserver waited 3 s for 2 open HTTP connections to close")
+    assert stop_words(0, log) == "tritonserver unloaded its models and exited (code 0)"
+    log.write_text("Signal (15) received.\n")
+    assert stop_words(1, log) == "tritonserver unloaded its models and exited (code 1)"

@@ -441,7 +441,7 @@ def serve(
             code = server.stop()
         log = f"; its log: {server.log_path}" if server.log_path.exists() else ""
         if server.interrupted:
-            _echo_err(f"stopped: tritonserver unloaded its models and exited (code {code}){log}")
+            _echo_err(f"stopped: {server.stop_words()}{log}")
             return
         if code != 0:
             # how it ended, in its own log's words (a signal by name; "terminate called after ...", "Signal (6) ...")

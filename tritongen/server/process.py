@@ -29,7 +29,7 @@ from .allocator import allocator_from_library, library_from_allocator, preload_e
 from .blas import blas_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
 from .ports import choose_ports, connect_host, is_loopback
-from .readiness import PortRace, crash_words, tail_of, wait_ready
+from .readiness import PortRace, crash_words, stop_words, tail_of, wait_ready
 from .spec import ADMIN_HEADER, DEFAULT_PORTS, INSTALL_FIX, LOG_TAIL_LINES, RESTRICTED_APIS, ServeSpec
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,11 @@ class RunningServer:
         last word on it, e.g. "killed by signal 6 (SIGABRT); its log: terminate called after throwing an instance
         of 'boost::interprocess::lock_exception'" (:func:`crash_words`)."""
         return crash_words(self.process.poll(), self.log_path)
+
+    def stop_words(self) -> str:
+        """How the server ended after a stop that was asked for (:func:`stop_words`); empty while it runs."""
+        code = self.process.poll()
+        return "" if code is None else stop_words(code, self.log_path)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail_of(self.log_path, lines)

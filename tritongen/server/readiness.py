@@ -225,3 +225,26 @@ def tail_of(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+_OPEN_CONNECTIONS_RE = re.compile(r"Timeout (\d+): Found (\d+) HTTP service connections")
+
+
+def stop_words(returncode: int | None, log_path: Path) -> str:
+    """How a server that was asked to stop ended, for a person. Triton 2.51 first waits for every open HTTP
+    connection to close (a client that keeps its keep-alive connection idle holds it), counting down its exit
+    timeout (30 s), and then, the timeout spent, exits at once without unloading its models (code 1, "Exit
+    timeout expired. Exiting immediately."): said so, with what held it, rather than "unloaded its models"."""
+    tail = tail_of(log_path, 400)
+    if returncode == 0 or "Exit timeout expired" not in tail:
+        return f"tritonserver unloaded its models and exited (code {returncode})"
+    waits = [(int(t), int(n)) for t, n in _OPEN_CONNECTIONS_RE.findall(tail)]
+    if not waits:
+        return f"tritonserver's exit timeout expired before its models unloaded; it exited at once (code {returncode})"
+    most = max(n for _, n in waits)
+    seconds = max(t for t, _ in waits) + 1
+    return (
+        f"tritonserver waited {seconds} s for {most} open HTTP connection{'s' if most > 1 else ''} to close (a "
+        "client keeping its connection open), then exited at once without unloading its models "
+        f"(code {returncode}); close clients before stopping the server"
+    )
