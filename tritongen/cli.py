@@ -449,6 +449,23 @@ def serve(
         _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
 
 
+def _name_from_folder(name: str, options: dict) -> str:
+    """``infer REPO/NAME``: a model's folder given for NAME names the model and its repository (--repo, where given,
+    must be that repository)."""
+    folder = Path(name)
+    if len(folder.parts) < 2 or not (folder / "config.pbtxt").is_file():
+        return name
+    folder = folder.resolve()
+    source = click.get_current_context().get_parameter_source("repo")
+    if source is not click.core.ParameterSource.DEFAULT and Path(options["repo"]).resolve() != folder.parent:
+        raise TritongenError(
+            f"{name} is a model folder of {folder.parent}, but --repo names {options['repo']}",
+            f"pass the model's name with --repo, or its folder alone: tritongen infer {name}",
+        )
+    options["repo"] = folder.parent
+    return folder.name
+
+
 def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
     """The endpoints and settings of a server that is ready, what to type next, and how to stop it."""
     click.echo(f"ready: {', '.join(server.models)}")
@@ -577,7 +594,9 @@ def infer(name: str, **options) -> None:
       tritongen infer resnet --input-file inputs.npz         # one array per input, batch axis first
       tritongen infer minilm --text "a short sentence"       # a text-in ensemble
       tritongen infer resnet --url http://127.0.0.1:8000     # over HTTP (gRPC on 8001 by default)
+      tritongen infer model_repository/resnet --check        # the model's folder: NAME and --repo in one
     """
+    name = _name_from_folder(name, options)
     result = api.infer(name, **options)
     click.echo(result.text())
     if result.check is not None and not result.check.ok:

@@ -1,8 +1,13 @@
-"""Click options more than one CLI file uses (cli, cli_deploy, cli_perf, cli_rollout); this imports only click."""
+"""Click options and argument forms more than one CLI file uses (cli, cli_deploy, cli_perf, cli_rollout); this
+imports only click and tritongen.errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from .errors import TritongenError
 
 ALLOW_UNVERIFIED = click.option(
     "--allow-unverified",
@@ -17,3 +22,29 @@ PROTOCOL = click.option(
     default=None,
     help="grpc or http (default: the scheme of --url or $TRITONGEN_URL, http:// or grpc://, else grpc).",
 )
+
+
+MODEL_ARGS_METAVAR = "REPO NAME | REPO/NAME"
+
+
+def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
+    """A model named as ``REPO NAME`` or as its folder ``REPO/NAME`` (one argument): the forms every command that
+    acts on a model of a repository takes."""
+    usage = f"tritongen {command} model_repository my-model (or model_repository/my-model)"
+    if len(args) == 2:
+        return Path(args[0]), args[1]
+    if len(args) == 1:
+        folder = Path(args[0])
+        if (folder / "config.pbtxt").is_file() and folder.resolve().name:
+            return folder.resolve().parent, folder.resolve().name
+        if folder.is_dir() and any(p.is_file() for p in folder.glob("*/config.pbtxt")):
+            models = sorted(p.parent.name for p in folder.glob("*/config.pbtxt"))[:5]
+            raise TritongenError(
+                f"{args[0]} is a repository: {command} needs the model too (models there: {', '.join(models)})",
+                f"pass REPO NAME, e.g. tritongen {command} {args[0]} {models[0]}",
+            )
+        raise TritongenError(
+            f"{args[0]} is not a model folder (no config.pbtxt in it), and no model name follows it",
+            f"pass REPO NAME or the model's folder: {usage}",
+        )
+    raise TritongenError(f"{command} takes one model, got {len(args)} arguments", f"pass REPO NAME: {usage}")

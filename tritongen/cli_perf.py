@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import PROTOCOL
+from .cli_options import PROTOCOL, repo_and_name
 from .errors import TritongenError
 from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of, numbers_from_text
 from .perf.tune import TuneSpec
@@ -195,7 +195,7 @@ def _show(run, report_dir: Path | None) -> None:
 
 
 @click.command(short_help="Search instances, queue delay and batch sizes under a p99 bound.")
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model", nargs=-1, required=True, metavar="MODEL_DIR | REPO NAME")
 @click.option("--max-p99-ms", type=float, required=True, help="p99 latency bound every operating point must meet.")
 @click.option(
     "--min-throughput", "min_throughput_rps", type=float, help="Write a config only if it reaches this many req/s."
@@ -268,8 +268,9 @@ def _show(run, report_dir: Path | None) -> None:
     help="From the winner's confirmed point, re-measure up to this many higher concurrencies (0: none).",
 )
 @click.option("--dry-run", is_flag=True, help="Search and show the result, but leave config.pbtxt as it is.")
-def tune(model_dir: Path, dry_run: bool, **options) -> None:
-    """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>) under a p99 bound.
+def tune(model: tuple[str, ...], dry_run: bool, **options) -> None:
+    """Search instance count, queue delay and batch sizes for MODEL_DIR (<repository>/<model>, or REPO NAME) under a
+    p99 bound.
 
     The server must run with explicit model control (tritongen serve REPO --model-control explicit).
 
@@ -282,6 +283,10 @@ def tune(model_dir: Path, dry_run: bool, **options) -> None:
     """
     from .signals import sigterm_as_keyboard_interrupt
 
+    folder = Path(model[0])
+    if len(model) > 1 or (folder.is_dir() and not (folder / "config.pbtxt").is_file()):
+        folder = Path(*repo_and_name(model, "tune"))  # REPO NAME; a repository alone is refused naming its models
+    model_dir = folder
     # SIGTERM (kill, a CI job's timeout, docker stop) ends tune as Ctrl-C does: the server is loaded with what
     # config.pbtxt says before "aborted" (exit 143), rather than left on the candidate being measured.
     with sigterm_as_keyboard_interrupt():

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import ALLOW_UNVERIFIED, PROTOCOL
+from .cli_options import ALLOW_UNVERIFIED, MODEL_ARGS_METAVAR, PROTOCOL, repo_and_name
 from .deploy.gate import GateThresholds
 from .errors import TritongenError
 from .signals import sigterm_as_keyboard_interrupt
@@ -39,8 +39,7 @@ def _progress(message: str) -> None:
 
 
 @click.command(short_help="Load a new version beside the live one, judge it, switch to it, unload the old one.")
-@click.argument("repo", type=click.Path(path_type=Path))
-@click.argument("name")
+@click.argument("model", nargs=-1, required=True, metavar=MODEL_ARGS_METAVAR)
 @click.option(
     "--to-version", type=int, required=True, help="The version folder to roll out (built with --new-version)."
 )
@@ -104,7 +103,7 @@ def _progress(message: str) -> None:
 @_PUBLIC_KEY
 @_SIGNATURE
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
-def rollout(repo: Path, name: str, to_version: int, **options) -> None:
+def rollout(model: tuple[str, ...], to_version: int, **options) -> None:
     """Roll model NAME of REPO out to version --to-version on a running server with explicit model control.
 
     Examples:
@@ -113,6 +112,7 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
       tritongen rollout model_repository resnet --to-version 2
       tritongen rollout model_repository resnet --to-version 2 --golden golden.npz --max-latency-ratio 1.3
     """
+    repo, name = repo_and_name(model, "rollout")
     options["headers"] = headers_from_options(options.pop("header"))
     with sigterm_as_keyboard_interrupt():  # SIGTERM (kill, a CI timeout) undoes the gate as Ctrl-C does
         result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
@@ -133,8 +133,7 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
 
 
 @click.command(short_help="Return model NAME to the version that served before the last rollout.")
-@click.argument("repo", type=click.Path(path_type=Path))
-@click.argument("name")
+@click.argument("model", nargs=-1, required=True, metavar=MODEL_ARGS_METAVAR)
 @click.option("--to-version", type=int, help="Roll back to this version (default: the one before the last rollout).")
 @click.option("--url", help=_URL_HELP)
 @PROTOCOL
@@ -148,7 +147,7 @@ def rollout(repo: Path, name: str, to_version: int, **options) -> None:
     help="Roll back even to a version whose rollout the gate refused (the model's rollout record says so).",
 )
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
-def rollback(repo: Path, name: str, **options) -> None:
+def rollback(model: tuple[str, ...], **options) -> None:
     """Roll model NAME of REPO back (no gate) on a running server with explicit model control.
 
     Examples:
@@ -157,6 +156,7 @@ def rollback(repo: Path, name: str, **options) -> None:
       tritongen rollback model_repository resnet                  # to the version before the last rollout
       tritongen rollback model_repository resnet --to-version 1
     """
+    repo, name = repo_and_name(model, "rollback")
     options["headers"] = headers_from_options(options.pop("header"))
     with sigterm_as_keyboard_interrupt():  # SIGTERM finishes or leaves the switch as Ctrl-C does
         result = api.rollback(repo, name, progress=_progress, **options)

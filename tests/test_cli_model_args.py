@@ -1,0 +1,67 @@
+"""A model of a repository is named the same way in every command that acts on one: REPO NAME or its folder
+REPO/NAME (tritongen/cli_options.py repo_and_name; infer's NAME may be the folder too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, run_cli, write_model
+from tritongen.cli_options import repo_and_name
+from tritongen.errors import TritongenError
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    return tmp_path / "repo"
+
+
+def test_both_forms_name_the_same_model(repo):
+    assert repo_and_name((str(repo), "double"), "rollout") == (repo, "double")
+    assert repo_and_name((str(repo / "double"),), "rollout") == (repo.resolve(), "double")
+
+
+def test_a_repository_alone_or_too_many_arguments_are_refused_with_the_form_that_works(repo, tmp_path):
+    with pytest.raises(TritongenError) as err:
+        repo_and_name((str(repo),), "rollback")
+    assert "is a repository: rollback needs the model too (models there: double)" in err.value.message
+    assert f"tritongen rollback {repo} double" in err.value.fix
+    with pytest.raises(TritongenError, match="is not a model folder"):
+        repo_and_name((str(tmp_path / "nowhere"),), "rollback")
+    with pytest.raises(TritongenError, match="takes one model, got 3 arguments"):
+        repo_and_name((str(repo), "double", "x"), "rollout")
+
+
+def test_rollout_and_rollback_take_the_folder(repo, capsys):
+    """A version that is not there is refused after the arguments are read: both forms get that far alike."""
+    for model in ([str(repo), "double"], [str(repo / "double")]):
+        code, _, err = run_cli(["rollout", *model, "--to-version", "7", "--allow-unverified", "double"], capsys)
+        assert code == 1 and "model 'double' has no version 7" in err, err
+    code, _, err = run_cli(["rollback", str(repo), "--to-version", "1"], capsys)
+    assert code == 1 and "is a repository: rollback needs the model too" in err, err
+
+
+def test_tune_takes_repo_and_name_and_names_the_models_of_a_repository(repo, capsys):
+    code, _, err = run_cli(["tune", str(repo), "--max-p99-ms", "10"], capsys)
+    assert code == 1 and "is a repository: tune needs the model too (models there: double)" in err, err
+
+
+def test_infer_takes_the_models_folder_for_its_name_and_repository(repo, capsys, monkeypatch):
+    from tritongen import api
+
+    seen = {}
+
+    def infer(name, **options):  # the API call the CLI makes: what it was given is the point here
+        seen.update(name=name, repo=options["repo"])
+        raise TritongenError("stop here", "nothing")
+
+    monkeypatch.setattr(api, "infer", infer)
+    code, _, err = run_cli(["infer", str(repo / "double")], capsys)
+    assert code == 1 and seen == {"name": "double", "repo": repo.resolve()}, (seen, err)
+    code, _, err = run_cli(["infer", str(repo / "double"), "--repo", str(repo.parent)], capsys)
+    assert code == 1 and "is a model folder of" in err and "but --repo names" in err, err
+    seen.clear()
+    run_cli(["infer", "double", "--repo", str(repo)], capsys)  # a plain name stays a name
+    assert seen == {"name": "double", "repo": repo}
