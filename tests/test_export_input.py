@@ -3,6 +3,8 @@ its program (tritongen/export_input.py)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -92,18 +94,82 @@ def test_the_programs_bounds_become_the_batch_size_and_dim_ranges(tmp_path):
     assert [r.text for r in given.dim_ranges] == ["x:0:2:4:8"]
 
 
-def test_a_program_that_needs_batches_of_two_is_refused(tmp_path):
-    path = _save(tmp_path, "two.pt2", Cumsum(), (torch.randn(3, 8),), {"x": {0: Dim("b", min=2)}})
+def test_a_program_that_needs_batches_of_three_is_refused_and_dim_dynamic_is_not(tmp_path):
+    path = _save(tmp_path, "three.pt2", Cumsum(), (torch.randn(3, 8),), {"x": {0: Dim("b", min=3)}})
     with pytest.raises(TritongenError) as err:
         build_spec_from_options(path)
-    assert "batches of at least 2" in err.value.message and "min=1" in err.value.fix
+    assert (
+        "batches of at least 3" in err.value.message and "{'x': {0: torch.export.Dim('batch', min=1)}}" in err.value.fix
+    )
+    # torch reports Dim.DYNAMIC (and Dim.AUTO) as 2..inf, its 0/1 specialization; batch 1 still runs
+    dynamic = _save(tmp_path, "dynamic.pt2", Cumsum(), (torch.randn(3, 8),), {"x": {0: Dim.DYNAMIC}})
+    assert build_spec_from_options(dynamic).max_batch_size == 8
 
 
-def test_nested_arguments_ask_for_declared_inputs(tmp_path):
-    path = _save(tmp_path, "nested.pt2", Nested(), (torch.randn(2, 3), {"a": torch.randn(2, 3)}))
+def test_first_dimensions_that_are_no_batch_axis_stay_variable(tmp_path):
+    class Cat(torch.nn.Module):
+        def forward(self, x, y):
+            return torch.cat([x, y], 0)
+
+    class Total(torch.nn.Module):
+        def forward(self, x):
+            return x.sum(0)
+
+    args = (torch.randn(2, 3), torch.randn(3, 3))
+    cat = _save(tmp_path, "cat.pt2", Cat(), args, {"x": {0: Dim("n")}, "y": {0: Dim("m")}})
+    spec = build_spec_from_options(cat)
+    assert spec.max_batch_size == 0 and _io(spec) == [("x", "FP32", (-1, 3)), ("y", "FP32", (-1, 3))]
+    assert "the inputs' first dimensions are different sizes in the program" in spec.inputs_note
+    total = _save(tmp_path, "total.pt2", Total(), (torch.randn(2, 3),), {"x": {0: Dim("n")}})
+    spec = build_spec_from_options(total)
+    assert spec.max_batch_size == 0 and "does not follow the inputs' first dimension" in spec.inputs_note
+    with pytest.raises(TritongenError, match="--max-batch-size 8: output .* does not follow"):
+        build_spec_from_options(total, max_batch_size=8)
+
+
+def test_inputs_anywhere_in_the_arguments_are_read_and_a_shared_size_shares_its_range(tmp_path):
+    """Keyword, dict and list arguments are inputs too (named as torch.export names them), and a --dim-range given
+    for one of two dimensions the program holds equal applies to the other."""
+
+    class Text(torch.nn.Module):
+        def forward(self, *, input_ids, attention_mask):
+            return (input_ids * attention_mask).sum(1, keepdim=True).float()
+
+    ids = torch.ones(2, 7, dtype=torch.int64)
+    batch, seq = Dim("batch"), Dim("seq")
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    path = tmp_path / "text.pt2"
+    torch.export.save(
+        torch.export.export(Text(), (), kwargs={"input_ids": ids, "attention_mask": ids}, dynamic_shapes=shapes),
+        str(path),
+    )
+    spec = build_spec_from_options(path, dim_ranges=["input_ids:0:1:16:32"])
+    assert _io(spec) == [("input_ids", "INT64", (-1,)), ("attention_mask", "INT64", (-1,))]
+    assert sorted(r.text for r in spec.dim_ranges) == ["attention_mask:0:1:16:32", "input_ids:0:1:16:32"]
+    nested = _save(tmp_path, "nested.pt2", Nested(), (torch.randn(2, 3), {"a": torch.randn(2, 3)}))
+    assert [t.name for t in build_spec_from_options(nested).inputs] == ["x", "d_a"]
+
+
+def test_the_programs_upper_bound_is_kept_unless_max_dim_is_given(tmp_path):
+    path = _save(tmp_path, "seq.pt2", Cumsum(), (torch.randn(2, 150),), {"x": {1: Dim("s", min=100, max=200)}})
+    assert [r.text for r in build_spec_from_options(path, max_batch_size=0).dim_ranges] == ["x:1:100:100:200"]
+    capped = build_spec_from_options(path, max_batch_size=0, max_dynamic_dim=128)
+    assert [r.text for r in capped.dim_ranges] == ["x:1:100:100:128"]
+
+
+def test_inputs_triton_cannot_take_are_refused_in_one_line(tmp_path):
+    class Scale(torch.nn.Module):
+        def forward(self, x, s):
+            return x * s
+
+    scalar = _save(tmp_path, "scalar.pt2", Scale(), (torch.randn(2, 3), torch.tensor(2.0)))
     with pytest.raises(TritongenError) as err:
-        build_spec_from_options(path)
-    assert "nested" in err.value.message and "--input" in err.value.fix
+        build_spec_from_options(scalar)
+    assert "input 's' of the exported program in scalar.pt2 is a 0-d (scalar) tensor" in err.value.message
+    bf16 = _save(tmp_path, "bf16.pt2", Cumsum(), (torch.randn(2, 3, dtype=torch.bfloat16),))
+    with pytest.raises(TritongenError) as err:
+        build_spec_from_options(bf16)
+    assert "is a bfloat16 tensor" in err.value.message and "float32" in err.value.fix
 
 
 def test_build_reads_the_inputs_and_passes_the_gate(tmp_path, capsys):
@@ -138,6 +204,46 @@ def test_a_number_the_program_fixed_is_passed_for_the_client(tmp_path, capsys):
     assert [i.name for i in session.get_inputs()] == ["x"]
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x * 3)
+    manifest = json.loads((repo / "scaled" / "1" / "tritongen" / "manifest.json").read_text())
+    assert manifest["export"]["program_consts"] == {"n": 3}
     code, _, err = run_cli(["build", str(path), "--repo", str(repo), "--force", "--const", "n=4"], capsys)
     assert code != 0 and "Traceback" not in err
     assert "fixed its number arguments at export (n=3)" in err and "drop --const" in err
+    code, _, err = run_cli(["build", str(path), "--repo", str(repo), "--force", "--exporter", "torchscript"], capsys)
+    assert code != 0 and "--exporter torchscript cannot export a torch.export program" in err, err
+
+
+def test_keyword_dict_and_fixed_arguments_go_back_where_the_program_takes_them(tmp_path, capsys):
+    class Mixed(torch.nn.Module):
+        def forward(self, x, d, mode: str, *, scale: float = 1.0, bias=None):
+            y = x + d["a"] * d["b"]
+            return (y.sum(-1, keepdim=True) if mode == "sum" else y) * scale + bias
+
+    args = (torch.randn(2, 3), {"a": torch.randn(2, 3), "b": torch.randn(2, 3)}, "sum")
+    kwargs = {"scale": 0.5, "bias": torch.randn(2, 1)}
+    batch = Dim("batch")
+    shapes = {"x": {0: batch}, "d": {"a": {0: batch}, "b": {0: batch}}, "mode": None, "scale": None, "bias": {0: batch}}
+    model = Mixed().eval()
+    path = tmp_path / "mixed.pt2"
+    torch.export.save(torch.export.export(model, args, kwargs=kwargs, dynamic_shapes=shapes), str(path))
+    repo = tmp_path / "repo"
+    code, out, err = run_cli(["build", str(path), "--repo", str(repo), "--target", "onnxruntime"], capsys)
+    assert code == 0, err
+    assert "forward() arguments fixed in the exported program: mode='sum', scale=0.5" in err
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(repo / "mixed" / "1" / "model.onnx"))
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["x", "d_a", "d_b", "bias"]
+    feed = {
+        n: np.random.default_rng(i).standard_normal((4, 1 if n == "bias" else 3)).astype(np.float32)
+        for i, n in enumerate(names)
+    }
+    want = model(
+        torch.from_numpy(feed["x"]),
+        {"a": torch.from_numpy(feed["d_a"]), "b": torch.from_numpy(feed["d_b"])},
+        "sum",
+        scale=0.5,
+        bias=torch.from_numpy(feed["bias"]),
+    )
+    np.testing.assert_allclose(session.run(None, feed)[0], want.numpy(), rtol=1e-5, atol=1e-5)

@@ -169,6 +169,36 @@ def test_a_served_version_other_than_the_recorded_one_gets_a_warning_with_the_co
     assert served_warnings(repo, {NAME: [3]}) == []  # unreadable: verify says so, not the banner
 
 
+def test_the_recorded_live_version_is_pinned_in_the_served_copy_unless_an_ensemble_calls_another(tmp_path):
+    from tritongen.deploy.rollout_record import pin_recorded_versions
+    from tritongen.validate import config_from_file
+
+    repo = _record_repo(tmp_path, HISTORY)
+    (repo / NAME / "config.pbtxt").write_text(CONFIG)
+    (note,) = pin_recorded_versions(repo)
+    assert note.startswith(f"'{NAME}': serving version 1, as its rollout record says (rollback 3 -> 1 at")
+    assert "would serve 3" in note
+    config = config_from_file(repo / NAME / "config.pbtxt")
+    assert list(config.version_policy.specific.versions) == [1] and config.name == NAME  # the rest kept
+    assert pin_recorded_versions(repo) == []  # pinned already: the policy serves the live version
+
+    again = _record_repo(tmp_path / "b", HISTORY)
+    (again / NAME / "config.pbtxt").write_text(CONFIG)
+    ensemble = again / "ens"
+    (ensemble / "1").mkdir(parents=True)
+    (ensemble / "config.pbtxt").write_text(
+        'name: "ens"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+        'input [ { name: "X" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        f'ensemble_scheduling {{ step [ {{ model_name: "{NAME}" model_version: 3 '
+        'input_map { key: "X" value: "X" } output_map { key: "Y" value: "Y" } } ] }\n'
+    )
+    (warning,) = pin_recorded_versions(again)
+    assert warning.startswith(f"warning: '{NAME}': its rollout record says version 1 is live, but ensemble 'ens'")
+    assert "calls version 3: serving config.pbtxt's versions (3)" in warning
+    assert not config_from_file(again / NAME / "config.pbtxt").HasField("version_policy")
+
+
 # --- on a real server --------------------------------------------------------------------------------------------
 
 
@@ -341,9 +371,10 @@ def test_after_a_rollback_and_a_restart_serve_rollout_and_rollback_say_what_serv
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_serve_with_explicit_control_loads_the_recorded_version_after_a_restart(world):
-    """A rollback outlives a restart: serve loads the record's live version where config.pbtxt would serve the
-    newest; --ignore-rollout-record (rollout_record=False) serves config.pbtxt's versions, with the warning."""
+def test_serve_pins_the_recorded_version_after_a_restart(world):
+    """A rollback outlives a restart: serve pins the record's live version in its checked copy where config.pbtxt
+    would serve the newest, so the newest never loads; --ignore-rollout-record (rollout_record=False) serves
+    config.pbtxt's versions, with the warning. The repository's config.pbtxt is not touched."""
     import tritongen
     from tritongen.client import Triton
     from tritongen.deploy.rollout_record import read_record, server_warnings
@@ -363,6 +394,8 @@ def test_serve_with_explicit_control_loads_the_recorded_version_after_a_restart(
         with tritongen.serve(world["repo"], **serve) as server:
             with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
                 assert triton.ready_versions(NAME) == [1]
+                assert {e["version"] for e in triton.repository_index() if e["name"] == NAME} == {"1"}  # 3 never loaded
+            assert (world["repo"] / NAME / "config.pbtxt").read_text() == CONFIG
             (note,) = server.rollout_notes
             assert f"'{NAME}': serving version 1, as its rollout record says (rollback 3 -> 1 at" in note
             assert "would serve 3" in note and server_warnings(server, world["repo"]) == []

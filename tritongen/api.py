@@ -561,7 +561,6 @@ def _serving(
 
     if not verify:
         with server_from_repository(spec) as server:
-            _restore_recorded(server)
             yield server
         return
     # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
@@ -592,11 +591,12 @@ def _serving(
         snapshot = snapshot_from_repository(given, served_copy(root, given))
         try:
             check(snapshot)
+            pinned = _pin_recorded(spec, snapshot)  # after the checks, in the copy: the repository is not touched
             server = server_from_repository(dataclasses.replace(spec, repo=snapshot), signing_key=kept)
         except TritongenError as error:  # a check's or the server's words about the copy name the repository
             raise with_repository_words(error, snapshot, spec.repo) from None
         with server:
-            _restore_recorded(server)
+            server.rollout_notes = pinned
             checked = None
             if spec.model_control == "poll":  # Triton polls the copy; tritongen polls the repository and checks
                 checked = CheckedPoll(given, snapshot, seen, check, spec.poll_interval_s, progress or _poll_log)
@@ -610,16 +610,14 @@ def _serving(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _restore_recorded(server: RunningServer) -> None:
-    """With explicit model control, each model's recorded live version (:mod:`tritongen.deploy.rollout_record`)."""
-    if server.spec.model_control != "explicit" or not server.spec.rollout_record:
-        return
-    from .deploy.rollout_record import restore_recorded_versions
+def _pin_recorded(spec: Any, snapshot: Path) -> tuple[str, ...]:
+    """Each model's recorded live version pinned in the checked copy (:mod:`tritongen.deploy.rollout_record`);
+    not in poll mode (a change swapped into the copy would bring config.pbtxt's versions back)."""
+    if spec.model_control == "poll" or not spec.rollout_record:
+        return ()
+    from .deploy.rollout_record import pin_recorded_versions
 
-    try:
-        server.rollout_notes = tuple(restore_recorded_versions(server, server.spec.ready_timeout_s))
-    except TritongenError as error:
-        server.rollout_notes = (f"warning: the rollout records' versions were not loaded: {error}",)
+    return tuple(pin_recorded_versions(snapshot))
 
 
 def _poll_log(line: str) -> None:

@@ -8,11 +8,13 @@ validation (``validate``) and the atomic move into the repository (``repository`
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +146,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle
         )
     if loaded.form == "torch.export":
-        loaded = _with_program_consts(loaded, spec, stages)
+        loaded = _with_program_call(loaded, spec, stages)
     check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
     if spec.state_from_attributes:  # the wrapper passes the consts itself
         from .state_attrs import explicit_state_from_module
@@ -264,7 +266,12 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
                 version,
                 file_hashes(staged_model, files),
                 source={"path": str(spec.model_path), "form": loaded.form},
-                export={"requested": spec.exporter, **export.to_dict(), "consts": dict(spec.consts)},
+                export={
+                    "requested": spec.exporter,
+                    **export.to_dict(),
+                    "consts": dict(spec.consts),
+                    "program_consts": program_consts(loaded),
+                },
                 spec=spec.to_dict(),
                 samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
                 parity=report.to_dict(),
@@ -313,27 +320,46 @@ def fixed_dims_note(spec: BuildSpec) -> str:
     )
 
 
-def _with_program_consts(loaded: LoadedModel, spec: BuildSpec, stages: Stages) -> LoadedModel:
-    """A torch.export program fixed its number arguments at export: its module is called with them in place."""
-    from .consts import module_with_consts
+def _with_program_call(loaded: LoadedModel, spec: BuildSpec, stages: Stages) -> LoadedModel:
+    """A torch.export program is called with its tensors alone: the values it fixed at export go back in their
+    places, and the tensors into its argument structure (keywords, lists, dicts)."""
+    from .export_input import fixed_arguments, module_with_program_call
+
+    if spec.exporter == "torchscript":
+        raise TritongenError(
+            "--exporter torchscript cannot export a torch.export program (its module is not scriptable or traceable)",
+            "drop --exporter (the dynamo exporter exports it), or build the TorchScript file of the model instead",
+        )
+    fixed = fixed_arguments(loaded.exported_program)
+    if fixed:
+        text = ", ".join(f"{name}={value!r}" for name, value in fixed)
+        if spec.consts:
+            raise TritongenError(
+                f"--const given for a torch.export archive, whose program fixed its number arguments at export "
+                f"({text})",
+                "drop --const (export the model again to change the values)",
+            )
+        stages.progress(f"      forward() arguments fixed in the exported program: {text}")
+    return replace(loaded, module=module_with_program_call(loaded.exported_program, loaded.module))
+
+
+def program_consts(loaded: LoadedModel) -> dict[str, Any]:
+    """The values a torch.export program fixed at export, for the manifest (JSON values; others as their repr)."""
+    if loaded.form != "torch.export":
+        return {}
     from .export_input import fixed_arguments
 
-    fixed = fixed_arguments(loaded.exported_program)
-    if not fixed:
-        return loaded
-    text = ", ".join(f"{name}={value!r}" for _, name, value in fixed)
-    if spec.consts:
-        raise TritongenError(
-            f"--const given for a torch.export archive, whose program fixed its number arguments at export ({text})",
-            "drop --const (export the model again to change the values)",
-        )
-    stages.progress(f"      forward() arguments fixed in the exported program: {text}")
-    return replace(loaded, module=module_with_consts(loaded.module, (), [(p, v) for p, _, v in fixed]))
+    return {
+        name: value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+        for name, value in fixed_arguments(loaded.exported_program)
+    }
 
 
 def program_inputs_note(spec: BuildSpec) -> str:
     """What reading the inputs from a torch.export program decided (:mod:`tritongen.export_input`)."""
     batch = f"batched, max_batch_size {spec.max_batch_size}" if spec.batched else "unbatched"
+    if spec.inputs_note:
+        batch += f": {spec.inputs_note}"
     read = ", ".join(f"{t.name} {t.dtype}{list(t.dims)}" for t in spec.inputs)
     note = f"inputs read from the exported program: {read}"
     bounded = [r.text for r in spec.dim_ranges]
@@ -350,8 +376,9 @@ def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenErr
         return TritongenError(
             f"the ONNX model's outputs differ from {reference} at {' and '.join(failed)} but not at the export's size"
             f"{how}: the export fixed a size that should vary",
-            "make forward() compute sizes with torch operations (not Python numbers), try --exporter dynamo, or give "
-            f"--dim-range the sizes the model supports{range_hint(spec)}",
+            "make forward() compute sizes with torch operations (not Python numbers), "
+            + ("try --exporter dynamo, " if export.exporter != "dynamo" else "")
+            + f"or give --dim-range the sizes the model supports{range_hint(spec)}",
             details=report.table(),
         )
     return TritongenError(
@@ -420,7 +447,7 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
         stages.progress(
             "      TensorRT is not installed here: wrote "
             f"{ARTIFACT_DIR}/{PREPARED_ONNX} and {ARTIFACT_DIR}/{ENGINE_PLAN_NAME}; "
-            "run `tritongen engine REPO` on a GPU host with TensorRT to make model.plan"
+            f"run `tritongen engine {shlex.quote(str(spec.repo))}` on a GPU host with TensorRT to make model.plan"
         )
     return precision, record
 

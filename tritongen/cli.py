@@ -401,8 +401,8 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     "rollout_record",
     flag_value=False,
     default=None,
-    help="With explicit model control, serve config.pbtxt's versions (the newest by default) even where a model's "
-    "rollout record names another live version (by default serve loads the recorded one).",
+    help="Serve config.pbtxt's versions (the newest by default) even where a model's rollout record names another "
+    "live version (by default serve pins the recorded one in the checked copy it serves).",
 )
 @click.option(
     "--docker",
@@ -505,13 +505,15 @@ def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
         click.echo(line)
     from .deploy.rollout_record import server_warnings
 
-    for line in server.rollout_notes:  # the rollout records' live versions, loaded after the start
+    for line in server.rollout_notes:  # the rollout records' live versions, pinned in the served copy
         if line.startswith("warning:"):
             _echo_err(line)
         else:
             click.echo(f"  rollout {line}")
+    told = {line.split("'")[1] for line in server.rollout_notes if line.count("'") >= 2}
     for line in server_warnings(server, repo.resolve()):  # a restart serves the newest version, not the record's
-        _echo_err(line)
+        if line.split("'")[1] not in told:  # a model the pin already spoke of
+            _echo_err(line)
     click.echo("press Ctrl-C to stop")
 
 

@@ -167,25 +167,20 @@ def _fits(value: Any, annotation: type) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def module_with_consts(module: Any, consts: Sequence[Const], positional: Sequence[tuple[int, Any]] = ()) -> Any:
-    """``module`` wrapped so it takes only the tensors and passes the consts by name, and each ``(position, value)``
-    of ``positional`` at that place among the arguments (``module`` itself if there are none)."""
-    if not consts and not positional:
+def module_with_consts(module: Any, consts: Sequence[Const]) -> Any:
+    """``module`` wrapped so it takes only the tensors and passes the consts by name (``module`` if there are none)."""
+    if not consts:
         return module
     import torch
 
     class WithConsts(torch.nn.Module):
-        def __init__(self, inner: Any, values: dict[str, Any], fixed: tuple[tuple[int, Any], ...]) -> None:
+        def __init__(self, inner: Any, values: dict[str, Any]) -> None:
             super().__init__()
             self.inner = inner
             self.values = values
-            self.fixed = fixed
 
         def forward(self, *tensors: Any) -> Any:
-            args = list(tensors)
-            for position, value in self.fixed:
-                args.insert(position, value)
-            return self.inner(*args, **self.values)
+            return self.inner(*tensors, **self.values)
 
     annotations = _parameters(module) or {}
     values = {}
@@ -193,7 +188,7 @@ def module_with_consts(module: Any, consts: Sequence[Const], positional: Sequenc
         annotation = annotations.get(name)
         annotation = annotation[1] if isinstance(annotation, tuple) else annotation
         values[name] = float(value) if annotation is float else value
-    wrapped = WithConsts(module, values, tuple(sorted(positional, key=lambda p: p[0])))
+    wrapped = WithConsts(module, values)
     for sub in wrapped.modules():  # what .eval() does, without calling train(): torch.export's module refuses it
         sub.training = False
     return wrapped

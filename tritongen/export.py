@@ -176,6 +176,12 @@ def _size_hint(spec: BuildSpec, reason: str) -> str:
 def _inputs_fix(spec: BuildSpec) -> str:
     """How to fix inputs the model failed on, for where they came from: --input, the spec file, the samples."""
     declared = "the spec file's inputs" if spec.inputs_from == "spec" else "--input"
+    if spec.inputs_from == "program" and spec.sample_inputs is None:
+        return (
+            "the inputs were read from the exported program, whose guards tie some sizes together: give tied "
+            "dimensions the same --dim-range, or pass --sample-inputs with arrays the program accepts (a dimension "
+            "computed from another, like 2*s, needs them)"
+        )
     if spec.sample_inputs is None:
         return (
             f"check {declared} names, order, dtypes and dims against the model's forward() "

@@ -11,8 +11,13 @@ with :func:`tritongen.load.exported.program_from_archive`, which first refuses p
   symbol's upper bound if that is lower) when every input's first dimension is dynamic, else unbatched.
 * Every other dynamic dimension is ``-1``; where the program bounds it tighter than the default range
   (:func:`tritongen.dim_ranges.ranges_from_spec`), the bounds become its ``--dim-range`` (a given one wins).
-* Only arguments passed positionally and each a tensor are read; any other signature (keyword arguments, nested
-  lists or dicts, numbers) asks for ``--input``.
+* Every tensor the program takes is an input, wherever it sits in ``forward()``'s arguments: positional, keyword,
+  or inside a list or dict (named as torch.export names its placeholder: ``d_a`` for ``d["a"]``, ``xs_0``). The
+  build calls the program through :func:`module_with_program_call`, which puts the tensors back where the program
+  takes them (``tree_unflatten`` of its input spec) with the numbers fixed at export (:func:`fixed_arguments`).
+* Dimensions that share one symbol in the program (``input_ids`` and ``attention_mask`` of one sequence length)
+  share a range: a ``--dim-range`` given for one applies to the others too.
+* A 0-d (scalar) tensor input is refused: a Triton input has at least one dimension.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dim_ranges import DimRange
+from .dim_ranges import MAX_DIM_SIZE, DimRange
 from .dtypes import triton_from_torch
 from .errors import TritongenError
 from .tensors import TensorSpec
@@ -45,6 +50,16 @@ class _Dim:
     size: int | None  # None: dynamic
     lower: int = 0
     upper: int | None = None  # None: unbounded
+    symbol: str = ""  # the program's symbol of a dynamic dimension (shared by dimensions that are one size)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One leaf of the program's inputs, in the order torch.export flattens them."""
+
+    name: str
+    tensor: bool
+    value: Any = None  # a value fixed at export (tensor False)
 
 
 def is_exported_archive(model: Path) -> bool:
@@ -67,9 +82,12 @@ def program_inputs_from_archive(
     default_max_batch_size: int,
     dim_default: tuple[int, int, int],
     given_ranges: Sequence[DimRange] = (),
+    max_dim_given: bool = False,
 ) -> ProgramInputs:
     """Load the archive and read its inputs (see the module's docstring). ``dim_default`` is the default
-    MIN/OPT/MAX of a ``-1`` dimension; ``given_ranges`` are the user's, which replace the program's bounds."""
+    MIN/OPT/MAX of a ``-1`` dimension; ``given_ranges`` are the user's, which replace the program's bounds (and
+    apply to the dimensions that share a symbol with theirs). A program's upper bound is the range's MAX unless
+    ``--max-dim`` was given (``max_dim_given``) below it."""
     from .load.exported import program_from_archive
 
     ep, _ = program_from_archive(model, allow_pickle)
@@ -80,6 +98,7 @@ def program_inputs_from_archive(
         default_max_batch_size=default_max_batch_size,
         dim_default=dim_default,
         given_ranges=given_ranges,
+        max_dim_given=max_dim_given,
     )
 
 
@@ -91,69 +110,123 @@ def program_inputs_from_program(
     default_max_batch_size: int,
     dim_default: tuple[int, int, int],
     given_ranges: Sequence[DimRange] = (),
+    max_dim_given: bool = False,
 ) -> ProgramInputs:
     """:func:`program_inputs_from_archive` for a loaded ``ExportedProgram`` (``source`` names it in messages)."""
     shapes = _input_shapes(ep, source)
     if not shapes:
         raise TritongenError(f"the exported program in {source} takes no tensor inputs", _DECLARE)
-    batched, mbs, note = _batch_axis(shapes, source, max_batch_size, default_max_batch_size)
-    given = {(r.input, r.axis) for r in given_ranges}
+    batched, mbs, note = _batch_axis(shapes, source, max_batch_size, default_max_batch_size, _output_firsts(ep))
+    kept = {name: (dtype, dims[1:] if batched else dims) for name, (dtype, dims) in shapes.items()}
+    given = {(r.input, r.axis): r for r in given_ranges}
+    by_symbol = {kept[r.input][1][r.axis].symbol: r for r in given_ranges if _symbol_of(kept, r)}
     specs, ranges = [], []
-    for name, (dtype, dims) in shapes.items():
-        kept = dims[1:] if batched else dims
-        specs.append(TensorSpec(name=name, dtype=dtype, dims=tuple(-1 if d.size is None else d.size for d in kept)))
-        for axis, d in enumerate(kept):
-            if d.size is None and (name, axis) not in given:
-                bounded = _bounded_range(name, axis, d, dim_default)
-                if bounded is not None:
-                    ranges.append(bounded)
+    for name, (dtype, dims) in kept.items():
+        specs.append(TensorSpec(name=name, dtype=dtype, dims=tuple(-1 if d.size is None else d.size for d in dims)))
+        for axis, d in enumerate(dims):
+            if d.size is not None or (name, axis) in given:
+                continue
+            shared = by_symbol.get(d.symbol) if d.symbol else None
+            if shared is not None:  # one size in the program: the range given for its twin
+                ranges.append(DimRange(name, axis, shared.min, shared.opt, shared.max, explicit=shared.explicit))
+                continue
+            bounded = _bounded_range(name, axis, d, dim_default, max_dim_given)
+            if bounded is not None:
+                ranges.append(bounded)
     return ProgramInputs(tuple(specs), mbs, tuple(ranges), note)
 
 
+def _symbol_of(kept: dict[str, tuple[str, list[_Dim]]], r: DimRange) -> str:
+    dims = kept.get(r.input, ("", []))[1]
+    return dims[r.axis].symbol if 0 <= r.axis < len(dims) and dims[r.axis].size is None else ""
+
+
 def _input_shapes(ep: Any, source: str) -> dict[str, tuple[str, list[_Dim]]]:
-    """``{input name: (Triton dtype, dims)}`` in ``forward()`` order, or a clear refusal."""
+    """``{input name: (Triton dtype, dims)}`` in the order the program takes them, or a clear refusal."""
     import torch
 
-    spec = getattr(getattr(ep, "call_spec", None), "in_spec", None)
-    if spec is not None:
-        args_spec, kwargs_spec = _children(spec)
-        if kwargs_spec.num_leaves or any(not child.is_leaf() for child in _children(args_spec)):
-            raise TritongenError(
-                f"the exported program in {source} takes keyword or nested (list, dict) arguments, "
-                "which tritongen cannot name from the program",
-                _DECLARE,
-            )
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     ranges = dict(getattr(ep, "range_constraints", {}) or {})
     out: dict[str, tuple[str, list[_Dim]]] = {}
-    for name in ep.graph_signature.user_inputs:
-        if not isinstance(name, str):
-            continue  # a number fixed at export: :func:`fixed_arguments` passes it
-        node = placeholders.get(name)
+    for entry in user_input_entries(ep):
+        if not entry.tensor:
+            continue  # fixed at export: module_with_program_call passes it
+        node = placeholders.get(entry.name)
         val = node.meta.get("val") if node is not None else None
         if not isinstance(val, torch.Tensor):
-            raise TritongenError(f"argument '{name}' of the exported program in {source} is not a tensor", _DECLARE)
+            raise TritongenError(
+                f"argument '{entry.name}' of the exported program in {source} is not a tensor", _DECLARE
+            )
+        if val.dim() == 0:
+            raise TritongenError(
+                f"input '{entry.name}' of the exported program in {source} is a 0-d (scalar) tensor, and a Triton "
+                "input has at least one dimension",
+                f"export it again with '{entry.name}' of shape [1] (or [batch, 1]), or fix its value inside the model",
+            )
         try:
             dtype = triton_from_torch(val.dtype)
-        except TritongenError as err:
-            raise TritongenError(f"input '{name}' of {source}: {err.problem}", err.fix) from None
-        out[name] = (dtype, [_dim(size, ranges) for size in val.shape])
+        except TritongenError:
+            kind = str(val.dtype).replace("torch.", "")
+            raise TritongenError(
+                f"input '{entry.name}' of the exported program in {source} is a {kind} tensor, which Triton has no "
+                "type for",
+                f"export it again taking '{entry.name}' as float32 (cast it to {kind} inside forward())",
+            ) from None
+        out[entry.name] = (dtype, [_dim(size, ranges) for size in val.shape])
     return out
 
 
-def fixed_arguments(ep: Any) -> tuple[tuple[int, str, Any], ...]:
-    """``(position, name, value)`` of every ``forward()`` argument the program fixed at export (a number, a bool,
-    None): torch.export keeps the value among ``graph_signature.user_inputs`` and its module still takes it."""
-    import inspect
+def user_input_entries(ep: Any) -> tuple[_Entry, ...]:
+    """The program's inputs as torch.export flattens them (``graph_signature.input_specs`` of kind USER_INPUT):
+    tensors by placeholder name, and values fixed at export (numbers, bools, None) with theirs."""
+    from torch.export.graph_signature import ConstantArgument, InputKind
 
-    fixed = [(i, v) for i, v in enumerate(ep.graph_signature.user_inputs) if not isinstance(v, str)]
-    if not fixed:
-        return ()
-    try:
-        names = list(inspect.signature(ep.module().forward).parameters)
-    except (TypeError, ValueError):
-        names = []
-    return tuple((i, names[i] if i < len(names) else f"argument {i}", v) for i, v in fixed)
+    entries = []
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind != InputKind.USER_INPUT:
+            continue
+        if isinstance(spec.arg, ConstantArgument):
+            entries.append(_Entry(spec.arg.name, False, spec.arg.value))
+        else:
+            entries.append(_Entry(str(getattr(spec.arg, "name", "")), True))
+    return tuple(entries)
+
+
+def fixed_arguments(ep: Any) -> tuple[tuple[str, Any], ...]:
+    """``(name, value)`` of every ``forward()`` argument the program fixed at export (a number, a bool, None):
+    torch.export keeps the value among its inputs and its module still takes it."""
+    return tuple((e.name, e.value) for e in user_input_entries(ep) if not e.tensor)
+
+
+def module_with_program_call(ep: Any, module: Any) -> Any:
+    """``module`` (``ep.module()``) called with its tensors alone, in :func:`user_input_entries` order: the values
+    fixed at export go back in their places and the leaves back into the program's argument structure (keyword
+    arguments, lists, dicts) with ``tree_unflatten``; ``module`` itself where it takes its tensors positionally."""
+    import torch
+    from torch.utils._pytree import tree_unflatten
+
+    entries = user_input_entries(ep)
+    in_spec = ep.call_spec.in_spec
+    args_spec, kwargs_spec = _children(in_spec)
+    plain = all(e.tensor for e in entries) and not kwargs_spec.num_leaves
+    if plain and all(child.is_leaf() for child in _children(args_spec)):
+        return module
+
+    class ProgramCall(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors: Any) -> Any:
+            given = iter(tensors)
+            flat = [next(given) if e.tensor else e.value for e in entries]
+            args, kwargs = tree_unflatten(flat, in_spec)
+            return self.inner(*args, **kwargs)
+
+    wrapped = ProgramCall(module)
+    for sub in wrapped.modules():  # what .eval() does, without calling train(): torch.export's module refuses it
+        sub.training = False
+    return wrapped
 
 
 def _children(spec: Any) -> list[Any]:
@@ -169,9 +242,9 @@ def _dim(size: Any, ranges: dict[Any, Any]) -> _Dim:
         return _Dim(int(expr))
     bound = ranges.get(expr)
     if bound is None:
-        return _Dim(None)  # an expression of symbols (e.g. 2*s0): dynamic, no bounds of its own
+        return _Dim(None, symbol=str(expr or ""))  # an expression of symbols (e.g. 2*s0): no bounds of its own
     lower, upper = _finite(bound.lower), _finite(bound.upper)
-    return _Dim(None, lower or 0, upper)
+    return _Dim(None, lower or 0, upper, symbol=str(expr))
 
 
 def _finite(value: Any) -> int | None:
@@ -181,31 +254,81 @@ def _finite(value: Any) -> int | None:
     return int(value) if getattr(value, "is_Integer", False) else None
 
 
+def _output_firsts(ep: Any) -> dict[str, str]:
+    """``{output name: the symbol (or size) of its first dimension}`` for the program's tensor outputs."""
+    import torch
+
+    outputs = next((n for n in ep.graph.nodes if n.op == "output"), None)
+    if outputs is None:
+        return {}
+    out = {}
+    for node in outputs.args[0] if outputs.args and isinstance(outputs.args[0], (list, tuple)) else ():
+        val = getattr(node, "meta", {}).get("val")
+        if isinstance(val, torch.Tensor):
+            first = val.shape[0] if val.dim() else None
+            expr = getattr(getattr(first, "node", None), "expr", first)
+            out[str(node.name)] = "" if first is None else str(expr)
+    return out
+
+
 def _batch_axis(
-    shapes: dict[str, tuple[str, list[_Dim]]], source: str, given: int | None, default: int
+    shapes: dict[str, tuple[str, list[_Dim]]],
+    source: str,
+    given: int | None,
+    default: int,
+    output_firsts: dict[str, str] | None = None,
 ) -> tuple[bool, int, str]:
-    """(batched, max_batch_size, note)."""
+    """(batched, max_batch_size, note). The first dimensions are the batch axis when they are one dynamic symbol in
+    every input and every output's first dimension is that symbol too."""
     firsts = {name: dims[0] if dims else None for name, (_, dims) in shapes.items()}
     fixed = {name: d for name, d in firsts.items() if d is None or d.size is not None}
     if given == 0:
-        return False, 0, "max_batch_size 0: every input keeps its full shape"
+        return False, 0, "--max-batch-size 0: every input keeps its full shape"
     if fixed:
         name, d = next(iter(fixed.items()))
+        export_again = f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}"
         if given is not None:
             what = "has no dimensions" if d is None else f"fixes its first dimension at {d.size}"
             raise TritongenError(
                 f"--max-batch-size {given}: input '{name}' of the exported program in {source} {what}, "
                 "so it has no batch axis",
-                f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}, "
-                "or pass --max-batch-size 0",
+                f"{export_again}, or pass --max-batch-size 0",
             )
-        return False, 0, f"unbatched (max_batch_size 0): the first dimension of '{name}' is fixed in the program"
+        dynamic = [n for n, f in firsts.items() if f is not None and f.size is None]
+        kept = (
+            f"; the dynamic first dimension of {', '.join(map(repr, dynamic))} stays a variable one" if dynamic else ""
+        )
+        size = d.size if d is not None else 0
+        return (
+            False,
+            0,
+            f"the first dimension of '{name}' is fixed at {size} in the program{kept}: to batch, {export_again}",
+        )
+    symbols = {d.symbol for d in firsts.values() if d is not None}
+    (symbol,) = symbols if len(symbols) == 1 else ("",)
+    differing = {n: f for n, f in (output_firsts or {}).items() if f != symbol}
+    if not symbol or differing:
+        if not symbol:
+            why = f"the inputs' first dimensions are different sizes in the program ({', '.join(sorted(symbols))})"
+        else:
+            name, first = next(iter(differing.items()))
+            why = f"output '{name}' does not follow the inputs' first dimension ({symbol}): its first is " + (
+                first or "none"
+            )
+        if given is not None:
+            raise TritongenError(
+                f"--max-batch-size {given}: {why}, so they are no batch axis",
+                "pass --max-batch-size 0, or export the model again with one Dim('batch') for the first dimension "
+                "of every input, which every output keeps",
+            )
+        return False, 0, f"{why}: the first dimensions stay variable ones"
     lowest = max(d.lower for d in firsts.values() if d is not None)
-    if lowest > 1:
+    if lowest > 2:  # torch reports Dim.DYNAMIC / Dim.AUTO as 2..: its 0/1 specialization, batch 1 still runs
+        name = next(n for n, d in firsts.items() if d is not None and d.lower == lowest)
         raise TritongenError(
             f"the exported program in {source} takes batches of at least {lowest}; Triton sends batches from 1",
-            "export it again with dynamic_shapes={...: {0: torch.export.Dim('batch', min=1)}}, "
-            "or declare the inputs with --input",
+            f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch', min=1)}}}} "
+            "(the same Dim for every input), or declare the inputs with --input",
         )
     uppers = [d.upper for d in firsts.values() if d is not None and d.upper is not None]
     if given is not None:
@@ -214,17 +337,23 @@ def _batch_axis(
                 f"--max-batch-size {given} is above the exported program's largest batch, {min(uppers)}",
                 f"pass --max-batch-size {min(uppers)} or less, or export it again with a larger Dim('batch', max=...)",
             )
-        return True, given, f"batched: the first dimension of every input is dynamic (max_batch_size {given})"
+        return True, given, "the first dimension of every input is dynamic: the batch axis"
     mbs = min([default, *uppers])
-    return True, mbs, f"batched: the first dimension of every input is dynamic (max_batch_size {mbs})"
+    bound = f" (the program's largest batch, {mbs})" if uppers and mbs < default else ""
+    return True, mbs, f"the first dimension of every input is dynamic: the batch axis{bound}"
 
 
-def _bounded_range(name: str, axis: int, d: _Dim, default: tuple[int, int, int]) -> DimRange | None:
+def _bounded_range(
+    name: str, axis: int, d: _Dim, default: tuple[int, int, int], max_dim_given: bool = False
+) -> DimRange | None:
     """The program's bounds as a range (checked by the gate at its MIN, the TensorRT profile's minimum), where they
-    exclude part of the default range; else None. ``--max-dim`` still caps MAX unless the program's MIN is above."""
+    exclude part of the default range; else None. The program's upper bound is MAX, capped by a given ``--max-dim``
+    (never below the program's MIN)."""
     lo_default, opt_default, hi_default = default
     lower = max(d.lower, 1)
-    if lower <= lo_default and (d.upper is None or d.upper >= hi_default):
+    upper = None if d.upper is None else min(d.upper, MAX_DIM_SIZE)
+    if lower <= lo_default and (upper is None or upper == hi_default or (upper > hi_default and max_dim_given)):
         return None
-    hi = max(hi_default if d.upper is None else min(d.upper, hi_default), lower)
+    hi = hi_default if upper is None else (min(upper, hi_default) if max_dim_given else upper)
+    hi = max(hi, lower)
     return DimRange(name, axis, lower, min(max(opt_default, lower), hi), hi, explicit=True)

@@ -136,7 +136,9 @@ class BuildSpec:
     # given ranges of -1 dims (tritongen.dim_ranges fills in the rest)
     dim_ranges: tuple[DimRange, ...] = field(default=(), metadata=_yaml("dim_ranges"))
     # flags | spec | samples (inferred from --sample-inputs: every dim fixed unless ranged) | onnx (read from the graph)
+    # | program (read from a torch.export archive's program)
     inputs_from: str = "flags"
+    inputs_note: str = ""  # how inputs read from a file were decided (the batch axis), for the build's output
     # (name, int/float/bool) arguments of forward() fixed at export
     consts: tuple[tuple[str, Any], ...] = field(default=(), metadata=_yaml("consts"))
     # stateful streaming model (tritongen.sequence): state input -> output pairs, served by the sequence batcher
@@ -455,7 +457,7 @@ def build_spec_from_options(
         dim_range_from_dict(e, f"spec file dim_ranges #{i + 1}")
         for i, e in enumerate(file_opts.get("dim_ranges") or ())
     )
-    inputs_from = "flags"
+    inputs_from, inputs_note = "flags", ""
     if inputs:
         input_specs = _entries(inputs, "inputs", tensor_spec_from_arg, tensor_spec_from_dict)
     elif file_opts.get("inputs"):
@@ -479,6 +481,7 @@ def build_spec_from_options(
         program = _program_inputs(model, allow_pickle, given_mbs, ranges, file_opts, max_dynamic_dim)
         input_specs, mbs, inputs_from = program.inputs, program.max_batch_size, "program"
         ranges = (*ranges, *program.dim_ranges)
+        inputs_note = program.batch_note
     else:
         raise TritongenError(
             "the model's inputs are not declared",
@@ -544,6 +547,7 @@ def build_spec_from_options(
         dim_ranges=check_ranges(ranges, input_specs),
         consts=_consts(consts, file_opts),
         inputs_from=inputs_from,
+        inputs_note=inputs_note,
         states=state_pairs_from_args(states) or state_pairs_from_args(file_opts.get("states") or ()),
         state_from_attributes=attribute_names_from_arg(
             state_from_attributes if state_from_attributes is not None else file_opts.get("state_from_attributes")
@@ -625,6 +629,7 @@ def _program_inputs(
         default_max_batch_size=int(DEFAULTS["max_batch_size"]),
         dim_default=dim_default,
         given_ranges=ranges,
+        max_dim_given=max_dim is not None,
     )
 
 

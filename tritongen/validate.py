@@ -733,7 +733,7 @@ def hidden_folder_problem(name: str) -> str:
     )
 
 
-def _versions_to_load(config: ModelConfig, existing: list[int]) -> tuple[list[int], list[int]]:
+def versions_to_load(config: ModelConfig, existing: list[int]) -> tuple[list[int], list[int]]:
     """Triton's ``VersionsToLoad``: (versions loaded, specific versions asked for but absent)."""
     policy = config.version_policy
     if policy.HasField("specific"):
@@ -769,7 +769,7 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
                 "integral number (version folders are named 1, 2, ...)"
             )
     problems += [": ".join(misread_version_problem(name, *misread)) for misread in misread_version_folders(model_dir)]
-    loaded, absent = _versions_to_load(config, version_numbers(model_dir))
+    loaded, absent = versions_to_load(config, version_numbers(model_dir))
     for version in absent:
         problems.append(f"version {version} is specified for model '{name}', but the version directory is not present")
     if not loaded:

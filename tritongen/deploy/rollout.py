@@ -22,8 +22,8 @@ One run at a time changes a model: a second one is refused, naming the holder (:
 The model folder's ``tritongen-rollout.json`` (:mod:`~tritongen.deploy.rollout_record`) holds the live version,
 the one ``rollback`` returns to and the step in progress: a run that finds a step in progress finishes a switch
 (the gate had passed) or undoes a gate. After a server restart Triton applies ``config.pbtxt`` again (the newest
-version): ``serve`` with explicit model control loads the recorded version back
-(:func:`~tritongen.deploy.rollout_record.restore_recorded_versions`); where that did not happen, ``serve`` and a run
+version): ``serve`` pins the recorded version in the checked copy it serves before Triton starts
+(:func:`~tritongen.deploy.rollout_record.pin_recorded_versions`); where that did not happen, ``serve`` and a run
 that finds the server serving another version than the record's print a warning with the command that returns to
 it (:func:`~tritongen.deploy.rollout_record.served_warnings`). A rollback to a version whose rollout the gate refused
 (the record's history says so) is refused unless ``force``: it would serve that version past its gate.

@@ -5,8 +5,8 @@ then ``os.replace``), so a reader sees the old record or the new one. ``pending`
 has not finished: the next run finishes it (a switch the gate allowed) or undoes it (a gate that did not end).
 
 A server restart applies ``config.pbtxt`` again (Triton's default policy: the newest version), whatever the record
-says is live: ``serve`` with explicit model control loads the recorded version back after the start
-(:func:`restore_recorded_versions`); elsewhere :func:`served_warnings` names each model where the two differ, with
+says is live: ``serve`` pins the recorded version in the checked copy it serves before Triton starts
+(:func:`pin_recorded_versions`); elsewhere :func:`served_warnings` names each model where the two differ, with
 the command that returns to the recorded version (``serve``'s banner, ``rollout`` and ``rollback`` print it).
 """
 
@@ -199,61 +199,62 @@ def with_version_policy(config: Mapping[str, Any], versions: Sequence[int], name
     return out
 
 
-def restore_recorded_versions(server: Any, timeout_s: float = 300.0) -> list[str]:
-    """On a server just started with explicit model control: load, for each model whose rollout record names a live
-    version other than the ones served (a restart loads ``config.pbtxt``'s versions, the newest by default), that
-    version with ``version_policy: specific`` from the repository the server reads (serve's checked copy, where the
-    record was copied too), so a rollback outlives a restart and a version built since reaches traffic through
-    ``rollout``'s gate. Returns one line per model restored, or a ``warning:`` line where the load failed (the
-    server keeps what it loaded)."""
-    from ..client import ModelLoadError, Triton
+def pin_recorded_versions(served: Path) -> list[str]:
+    """Before a server starts on ``served`` (serve's checked copy of a repository, never the repository itself): for
+    each model whose rollout record names a live version other than the ones its ``config.pbtxt`` would serve (a
+    rollback, then a restart: Triton's default policy serves the newest), write ``version_policy: specific
+    [live]`` into the copy's ``config.pbtxt``, so that the server never serves another version, not even for the
+    moment a load after the start would take, and a version built since reaches traffic through ``rollout``'s gate.
+    Left as it is, with a ``warning:`` line, where an ensemble calls another version of the model by number.
+    Returns one line per model pinned (or left)."""
+    from google.protobuf import text_format
 
-    repo = Path(server.spec.repo)
+    from ..layout import version_numbers
+    from ..validate import config_from_file, config_pb2, versions_to_load
+
+    served = Path(served)
+    configs = {}
+    for config_path in sorted(served.glob("*/config.pbtxt")):
+        try:
+            configs[config_path.parent.name] = config_from_file(config_path)
+        except TritongenError:
+            continue  # checked already; nothing to pin in what does not parse
+    called: dict[str, list[tuple[str, int]]] = {}
+    for ensemble, config in configs.items():
+        for step in config.ensemble_scheduling.step:
+            if step.model_version > 0:
+                called.setdefault(step.model_name, []).append((ensemble, step.model_version))
     lines: list[str] = []
-    records = {}
-    for name in server.models:
-        model_dir = repo / name
+    for name, config in configs.items():
+        model_dir = served / name
         if not record_path(model_dir).is_file():
             continue
         try:
             record = read_record(model_dir)
         except TritongenError:
-            continue  # verify reports it; served_warnings skips it too
-        if record.live is not None and (model_dir / str(record.live)).is_dir():
-            records[name] = record
-    if not records:
-        return lines
-    with Triton(server.grpc_url, "grpc", timeout_s=timeout_s, headers=server.admin_headers("grpc")) as triton:
-        for name, record in sorted(records.items()):
-            live = int(record.live or 0)
-            served = triton.ready_versions(name)
-            if served == [live]:
-                continue
-            was = ", ".join(map(str, served)) or "none"
-            try:
-                triton.load(name, with_version_policy(triton.model_config(name), [live]), timeout_s)
-                _wait_for_versions(triton, name, [live], timeout_s)
-            except (ModelLoadError, TritongenError) as exc:
-                lines.append(
-                    f"warning: '{name}': its rollout record says version {live} is live, but loading it failed "
-                    f"({exc}); the server serves {was} (config.pbtxt's versions)"
-                )
-                continue
+            continue  # verify reports it
+        live = record.live
+        if live is None or not (model_dir / str(live)).is_dir():
+            continue
+        would, _ = versions_to_load(config, version_numbers(model_dir))
+        if would == [live]:
+            continue
+        was = ", ".join(map(str, would)) or "none"
+        other = [(e, v) for e, v in called.get(name, []) if v != live]
+        if other:
             lines.append(
-                f"'{name}': serving version {live}, as its rollout record says ({record.last_change()}); "
-                f"config.pbtxt's versions would serve {was} (tritongen rollout moves it on through the gate)"
+                f"warning: '{name}': its rollout record says version {live} is live, but ensemble '{other[0][0]}' "
+                f"calls version {other[0][1]}: serving config.pbtxt's versions ({was})"
             )
+            continue
+        pb = config_pb2()
+        config.version_policy.CopyFrom(pb.ModelVersionPolicy(specific=pb.ModelVersionPolicy.Specific(versions=[live])))
+        (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+        lines.append(
+            f"'{name}': serving version {live}, as its rollout record says ({record.last_change()}); config.pbtxt's "
+            f"versions would serve {was} (tritongen rollout moves it on through the gate)"
+        )
     return lines
-
-
-def _wait_for_versions(triton: Any, name: str, versions: list[int], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while triton.ready_versions(name) != versions:
-        if time.monotonic() > deadline:
-            raise TritongenError(
-                f"'{name}' did not come to serve versions {versions} within {timeout_s:g} s", "see the server log"
-            )
-        time.sleep(0.1)
 
 
 def server_warnings(server: Any, repo: Path) -> list[str]:

@@ -66,7 +66,7 @@ class RunningServer:
         self.boot_s: float | None = None
         self.workdir: Path | None = None  # the empty folder it runs in, in its private folder (see _start)
         self.checked_poll: Any = None  # tritongen.server.snapshot.CheckedPoll where serve polls for it
-        self.rollout_notes: tuple[str, ...] = ()  # the recorded versions serve loaded (or could not) after the start
+        self.rollout_notes: tuple[str, ...] = ()  # the recorded live versions serve pinned in its copy (or not)
         connect = connect_host(spec.host)
         # host:port, each knowing its protocol: infer(url=server.http_url) speaks HTTP without protocol="http"
         self.http_url = ServerAddress(f"{connect}:{self.ports['http']}", "http")

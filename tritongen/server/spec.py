@@ -89,9 +89,9 @@ class ServeSpec:
     # CPU ids tritonserver (and the Python-backend stubs it starts) may run on, e.g. (1, 2, 3) or "1-3"; ():
     # wherever this process may run. Keeps a load generator on the other CPUs from taking the server's time.
     cpus: tuple[int, ...] = ()
-    # With explicit model control: load each model's live version as its rollout record says, where config.pbtxt
-    # would serve another (a rollback outlives a restart). False: config.pbtxt's versions (a warning names the
-    # difference).
+    # Serve each model's live version as its rollout record says, where config.pbtxt would serve another (a rollback
+    # outlives a restart): pinned in the checked copy before Triton starts (not in poll mode, nor unverified).
+    # False: config.pbtxt's versions (a warning names the difference).
     rollout_record: bool = True
 
     def __post_init__(self) -> None:
