@@ -174,3 +174,25 @@ def test_a_new_version_over_a_tuned_config_says_the_tuned_settings_go(tmp_path):
     lines.clear()
     tritongen.build(net, example_inputs=example, name="lin", repo=repo, new_version=True, progress=lines.append)
     assert any("lin/config.pbtxt was written by tritongen tune" in line and "tune again" in line for line in lines)
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "local"])
+def test_a_scalar_per_batch_item_gets_an_empty_reshape(tmp_path, target):
+    """forward() returning [batch] (a score per item): dims [1] alone made the ONNX Runtime backend refuse the model
+    ("the model expects 1 dimensions (shape [-1]) but the model configuration specifies 2"); with `reshape: { shape:
+    [ ] }` the model writes [batch] and clients read [batch, 1], in every target alike."""
+    import torch
+
+    import tritongen
+    from tritongen.validate import config_from_file
+
+    class Score(torch.nn.Module):
+        def forward(self, x):
+            return x.sum(-1)
+
+    result = tritongen.build(Score(), example_inputs={"x": torch.randn(2, 3)}, repo=tmp_path / "repo", target=target)
+    assert result.parity.ok
+    (output,) = config_from_file(result.config_path).output
+    assert list(output.dims) == [1] and output.HasField("reshape") and list(output.reshape.shape) == []
+    assert result.spec.outputs[0].scalar and result.spec.outputs[0].to_dict()["scalar"] is True
+    check_repository(tmp_path / "repo")

@@ -95,7 +95,7 @@ def _observed_dims(
             sizes = {s[axis] for s in shapes}
             if len(sizes) > 1 or (dims[axis] != -1 and dims[axis] not in sizes):
                 dims[axis] = -1
-        resolved.append(TensorSpec(spec.name, spec.dtype, tuple(dims)))
+        resolved.append(replace(spec, dims=tuple(dims)))
     return tuple(resolved)
 
 

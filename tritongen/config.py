@@ -88,6 +88,7 @@ def tensor_entries(tensors: tuple[TensorSpec, ...], ragged: bool = False) -> lis
             "dims": list(t.dims),
             "label_filename": "",
             "allow_ragged_batch": ragged and bool(t.dynamic_axes),
+            "scalar": t.scalar,
         }
         for t in tensors
     ]

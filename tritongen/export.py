@@ -362,7 +362,7 @@ def graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[Tenso
                     "return one value per batch item (shape [batch, ...]) or build with --max-batch-size 0",
                 )
             dims = dims[1:]
-        specs.append(TensorSpec(name=name, dtype=dtype, dims=tuple(dims) or (1,)))
+        specs.append(TensorSpec(name=name, dtype=dtype, dims=tuple(dims) or (1,), scalar=spec.batched and not dims))
     return tuple(specs)
 
 

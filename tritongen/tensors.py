@@ -23,6 +23,9 @@ class TensorSpec:
     name: str
     dtype: str
     dims: tuple[int, ...]
+    # A scalar per batch item (the model's shape is [batch]): Triton's dims are [1] with an empty reshape, so the
+    # model reads and writes [batch] while clients see [batch, 1] (the ONNX Runtime backend refuses dims [1] alone).
+    scalar: bool = False
 
     def __post_init__(self) -> None:
         if not _TENSOR_NAME_RE.fullmatch(check_name(self.name, "tensor name")):
@@ -39,6 +42,8 @@ class TensorSpec:
                 "every dimension must be a positive size, or -1 for a variable size",
             )
         object.__setattr__(self, "dims", dims)
+        if self.scalar and dims != (1,):
+            raise TritongenError(f"tensor '{self.name}' is a scalar per item but has dims {list(dims)}", "use dims [1]")
 
     @property
     def dynamic_axes(self) -> tuple[int, ...]:
@@ -46,7 +51,10 @@ class TensorSpec:
         return tuple(i for i, d in enumerate(self.dims) if d == -1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+        if self.scalar:
+            out["scalar"] = True
+        return out
 
 
 def tensor_spec_from_arg(arg: str) -> TensorSpec:
