@@ -145,6 +145,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         loaded = stages.run(
             f"loading {spec.model_path.name}", module_from_file, spec.model_path, spec.model_factory, spec.allow_pickle
         )
+    if spec.inputs_from == "program":
+        stages.progress(f"      {program_inputs_note(spec)}")
     if loaded.form == "torch.export":
         loaded = _with_program_call(loaded, spec, stages)
     check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
@@ -165,10 +167,11 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
         stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
+    checked = _checked_sizes(spec)
+    if checked:
+        stages.progress(f"      variable dims checked at MIN/OPT/MAX: {checked}")
     if spec.inputs_from == "samples":
         stages.progress(f"      {fixed_dims_note(spec)}")
-    elif spec.inputs_from == "program":
-        stages.progress(f"      {program_inputs_note(spec)}")
     staged_model = stage / spec.name
     version_dir = staged_model / str(version)
     if loaded.form == "onnx":
@@ -353,6 +356,14 @@ def program_consts(loaded: LoadedModel) -> dict[str, Any]:
         name: value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
         for name, value in fixed_arguments(loaded.exported_program)
     }
+
+
+def _checked_sizes(spec: BuildSpec) -> str:
+    """The sizes the gate runs each variable dimension at (``x[1] 32/64/128``): its MIN and MAX cases and the OPT
+    the export and the batch cases use (AXIS counts dims without the batch dimension)."""
+    from .dim_ranges import ranges_from_spec
+
+    return ", ".join(f"{r.input}[{r.axis}] {r.min}/{r.opt}/{r.max}" for r in ranges_from_spec(spec))
 
 
 def program_inputs_note(spec: BuildSpec) -> str:

@@ -449,6 +449,8 @@ def exporter_order(module: Any, requested: str) -> tuple[str, ...]:
         )
     if requested != "auto":
         return (requested,)
+    if type(module).__name__ == "ProgramCall" or isinstance(inner_module(module), torch.fx.GraphModule):
+        return ("dynamo",)  # a torch.export program's module: the TorchScript exporter cannot run it (train())
     return ("torchscript",) if is_script or is_state_wrapper(module) else ("dynamo", "torchscript")
 
 
