@@ -247,3 +247,16 @@ def test_keyword_dict_and_fixed_arguments_go_back_where_the_program_takes_them(t
         bias=torch.from_numpy(feed["bias"]),
     )
     np.testing.assert_allclose(session.run(None, feed)[0], want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_api_builds_an_exported_program_in_memory(tmp_path):
+    import tritongen
+
+    program = torch.export.export(Masked().eval(), (torch.randn(2, 3, 4), torch.ones(2, 3, 4, dtype=torch.int64)))
+    result = tritongen.build(program, repo=tmp_path / "repo", target="onnxruntime")
+    assert result.model_dir.name == "model" and result.parity.ok and result.spec.inputs_from == "program"
+    assert [t.name for t in result.spec.inputs] == ["x", "mask"] and result.spec.max_batch_size == 0  # static
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["source"]["path"] == "<in-memory ExportedProgram>"
+    with pytest.raises(TritongenError, match="example_inputs given with an ExportedProgram"):
+        tritongen.build(program, example_inputs={"x": np.zeros((1, 3, 4))}, repo=tmp_path / "other")

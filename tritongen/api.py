@@ -240,6 +240,8 @@ def build(
       outputs read from its graph), a state_dict (with ``model_factory="pkg.mod:make"``) or, with
       ``allow_pickle=True``, a pickled module;
     - a Hugging Face folder (``config.json`` beside the weights): builds a text- or image-in ensemble;
+    - an in-memory ``torch.export.ExportedProgram`` (built as the ``.pt2`` it saves to; ``name`` defaults to
+      ``model``);
     - an in-memory ``torch.nn.Module``: then ``example_inputs`` is required, a mapping ``{input name: array}``
       (or a sequence of arrays/tensors, named ``input_0``, ``input_1``, ...) in ``forward()`` order, batch axis
       first when ``max_batch_size`` > 0. The input specs are inferred from them and they feed the parity gate.
@@ -380,10 +382,12 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
         import torch
     except ImportError:
         raise TritongenError("building an in-memory module needs torch", "pip install 'tritongen[convert]'") from None
+    if isinstance(module, torch.export.ExportedProgram):
+        return _build_program(module, example_inputs, progress, **options)
     if not isinstance(module, torch.nn.Module):
         raise TritongenError(
             f"cannot build a value of type {type(module).__name__}",
-            "pass a model file, a Hugging Face folder or a torch.nn.Module",
+            "pass a model file, a Hugging Face folder, a torch.nn.Module or a torch.export.ExportedProgram",
         )
     if example_inputs is None:
         raise TritongenError(
@@ -413,6 +417,31 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
     finally:
         for m, training in modes:
             m.training = training
+
+
+def _build_program(program: Any, example_inputs: Any, progress: Progress | None, **options: Any) -> Any:
+    """An in-memory ``ExportedProgram``: saved (``torch.export.save``) into a temporary folder and built as the
+    ``.pt2`` file it makes, its inputs read from the program; ``name`` defaults to ``model``."""
+    import torch
+
+    from .spec import check_model_name
+
+    if example_inputs is not None:
+        raise TritongenError(
+            "example_inputs given with an ExportedProgram, which carries its inputs",
+            "leave example_inputs out (or pass sample_inputs='samples.npz' for real data)",
+        )
+    name = check_model_name(options.pop("name", None) or "model")
+    with tempfile.TemporaryDirectory(prefix="tritongen-program-") as tmp:
+        path = Path(tmp) / f"{name}.pt2"
+        with path.open("wb") as fh:
+            torch.export.save(program, fh)
+        from .load import LoadedModel
+        from .load.exported import program_from_archive
+
+        ep, module = program_from_archive(path, bool(options.get("allow_pickle")))  # its checks, as for a file
+        loaded = LoadedModel(module, "torch.export", Path("<in-memory ExportedProgram>"), ep)
+        return _build_spec(path, progress, loaded=loaded, name=name, **options)
 
 
 def _example_arrays(example_inputs: Any) -> dict[str, Any]:
