@@ -20,7 +20,7 @@ def repo(tmp_path) -> Path:
 
 def test_both_forms_name_the_same_model(repo):
     assert repo_and_name((str(repo), "double"), "rollout") == (repo, "double")
-    assert repo_and_name((str(repo / "double"),), "rollout") == (repo.resolve(), "double")
+    assert repo_and_name((str(repo / "double"),), "rollout") == (repo, "double")
 
 
 def test_a_repository_alone_or_too_many_arguments_are_refused_with_the_form_that_works(repo, tmp_path):
@@ -65,3 +65,11 @@ def test_infer_takes_the_models_folder_for_its_name_and_repository(repo, capsys,
     seen.clear()
     run_cli(["infer", "double", "--repo", str(repo)], capsys)  # a plain name stays a name
     assert seen == {"name": "double", "repo": repo}
+
+
+def test_a_linked_model_folder_is_named_by_its_link_as_repo_name_would_name_it(repo, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo / "double").rename(elsewhere / "double")
+    (repo / "double").symlink_to(elsewhere / "double")
+    assert repo_and_name((str(repo / "double"),), "rollout") == (repo, "double")  # not elsewhere/

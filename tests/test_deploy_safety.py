@@ -15,6 +15,7 @@ from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, run_cli, write_model
 from tests.test_deploy_kubernetes import vouch
 from tritongen.deploy.bundle import MARKER_FILE, is_bundle
 from tritongen.deploy.python_deps import python_models
+from tritongen.errors import TritongenError
 
 TARGETS = ("docker", "kubernetes", "kserve")
 
@@ -253,3 +254,19 @@ def test_the_longest_namespace_leaves_room_for_the_dev_overlay(tmp_path, capsys)
     dev = yaml.safe_load((tmp_path / "out" / "overlays" / "dev" / "kustomization.yaml").read_text())
     assert dev["namespace"] == namespace + "-dev" and len(dev["namespace"]) == 63
     shutil.rmtree(tmp_path / "out")
+
+
+def test_package_names_are_compared_as_pypi_normalizes_them(tmp_path):
+    from tritongen.deploy.python_deps import serving_packages_from_repository
+
+    repo = tmp_path / "repo"
+    write_model(
+        repo,
+        "double",
+        DOUBLE_CONFIG,
+        DOUBLE_MODEL.replace("import numpy as np", "import numpy as np\nimport a\nimport b"),
+    )
+    one = serving_packages_from_repository(repo, {"a": "Shared_Lib==1.0", "b": "shared-lib==1.0"})
+    assert [r for r in one.requirements if r.lower().startswith("shared")] == ["Shared_Lib==1.0"]
+    with pytest.raises(TritongenError, match="two pins for package 'shared-lib'"):
+        serving_packages_from_repository(repo, {"a": "shared.lib==1.0", "b": "Shared-Lib==2.0"})

@@ -260,3 +260,23 @@ def test_the_api_builds_an_exported_program_in_memory(tmp_path):
     assert manifest["source"]["path"] == "<in-memory ExportedProgram>"
     with pytest.raises(TritongenError, match="example_inputs given with an ExportedProgram"):
         tritongen.build(program, example_inputs={"x": np.zeros((1, 3, 4))}, repo=tmp_path / "other")
+
+
+def test_const_is_refused_for_every_exported_program(tmp_path, capsys):
+    path = _save(tmp_path, "nested.pt2", Nested(), (torch.randn(2, 3), {"a": torch.randn(2, 3)}))
+    code, _, err = run_cli(["build", str(path), "--repo", str(tmp_path / "repo"), "--const", "k=1"], capsys)
+    assert code != 0 and "--const given for a torch.export archive" in err and "drop --const" in err, err
+
+
+def test_a_scalar_per_item_is_checked_in_the_shape_the_model_computes():
+    """Served as [batch, 1] (Triton's empty reshape), a [batch] output was judged row by row by the precision
+    check: each row's cosine is +-1, so answers of the right sign passed whatever their size."""
+    from tritongen.infer import _in_reference_shapes
+    from tritongen.precision.accuracy import accuracy_from_outputs
+
+    want = {"score": np.array([0.5, 1.0, 2.0, 4.0], np.float32)}
+    served = {"score": np.array([[5.0], [5.0], [5.0], [5.0]], np.float32)}
+    compared = _in_reference_shapes(served, want)
+    assert compared["score"].shape == (4,)
+    report = accuracy_from_outputs(["score"], [[compared["score"]]], [[want["score"]]], 0.99, None)
+    assert not report.ok

@@ -169,12 +169,19 @@ def test_a_served_version_other_than_the_recorded_one_gets_a_warning_with_the_co
     assert served_warnings(repo, {NAME: [3]}) == []  # unreadable: verify says so, not the banner
 
 
+def _servable_record_repo(tmp_path: Path, history: list[dict], live: int = 1) -> Path:
+    repo = _record_repo(tmp_path, history, live=live)
+    (repo / NAME / "config.pbtxt").write_text(CONFIG)
+    for version in (1, 2, 3):
+        (repo / NAME / str(version) / "model.py").write_text(sleepy_model(SLEEP_S[version]))
+    return repo
+
+
 def test_the_recorded_live_version_is_pinned_in_the_served_copy_unless_an_ensemble_calls_another(tmp_path):
     from tritongen.deploy.rollout_record import pin_recorded_versions
     from tritongen.validate import config_from_file
 
-    repo = _record_repo(tmp_path, HISTORY)
-    (repo / NAME / "config.pbtxt").write_text(CONFIG)
+    repo = _servable_record_repo(tmp_path, HISTORY)
     (note,) = pin_recorded_versions(repo)
     assert note.startswith(f"'{NAME}': serving version 1, as its rollout record says (rollback 3 -> 1 at")
     assert "would serve 3" in note
@@ -182,8 +189,7 @@ def test_the_recorded_live_version_is_pinned_in_the_served_copy_unless_an_ensemb
     assert list(config.version_policy.specific.versions) == [1] and config.name == NAME  # the rest kept
     assert pin_recorded_versions(repo) == []  # pinned already: the policy serves the live version
 
-    again = _record_repo(tmp_path / "b", HISTORY)
-    (again / NAME / "config.pbtxt").write_text(CONFIG)
+    again = _servable_record_repo(tmp_path / "b", HISTORY)
     ensemble = again / "ens"
     (ensemble / "1").mkdir(parents=True)
     (ensemble / "config.pbtxt").write_text(
@@ -197,6 +203,36 @@ def test_the_recorded_live_version_is_pinned_in_the_served_copy_unless_an_ensemb
     assert warning.startswith(f"warning: '{NAME}': its rollout record says version 1 is live, but ensemble 'ens'")
     assert "calls version 3: serving config.pbtxt's versions (3)" in warning
     assert not config_from_file(again / NAME / "config.pbtxt").HasField("version_policy")
+
+
+def test_an_unsigned_record_is_followed_only_where_it_is_consistent_and_never_on_a_signed_repository(tmp_path):
+    """The record is not signed: a hand-written one could otherwise pick any older version to serve."""
+    from tritongen.deploy.rollout_record import pin_recorded_versions
+
+    def pinned(repo: Path, signed: bool = False) -> str:
+        before = (repo / NAME / "config.pbtxt").read_text()
+        (line,) = pin_recorded_versions(repo, signed=signed)
+        changed = (repo / NAME / "config.pbtxt").read_text() != before
+        assert changed == (not line.startswith("warning:")), line
+        return line
+
+    assert "the record is not signed and the repository is" in pinned(
+        _servable_record_repo(tmp_path / "a", HISTORY), True
+    )
+    forged = [{"at": "x", "action": "rollout", "from": 3, "to": 1, "result": "refused"}]
+    assert "that is not where its last finished change led" in pinned(_servable_record_repo(tmp_path / "b", forged))
+    refused = [*HISTORY, {"action": "rollback", "from": 1, "to": 2, "result": "promoted"}]
+    line = pinned(_servable_record_repo(tmp_path / "c", refused, live=2))
+    assert "the gate refused that version and no forced rollback chose it" in line
+    forced = [*HISTORY, {"action": "rollback", "from": 1, "to": 2, "result": "promoted", "forced": True}]
+    assert pinned(_servable_record_repo(tmp_path / "d", forced, live=2)).startswith(f"'{NAME}': serving version 2")
+    broken = _servable_record_repo(tmp_path / "e", HISTORY)
+    (broken / NAME / "1" / "model.py").unlink()  # the live version does not validate: put back, said so
+    line = pinned(broken)
+    assert (
+        "that version does not validate with today's config.pbtxt" in line
+        and "serving config.pbtxt's versions (3)" in line
+    )
 
 
 # --- on a real server --------------------------------------------------------------------------------------------

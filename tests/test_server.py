@@ -646,7 +646,7 @@ def test_stop_words_read_triton_251s_exit_timeout_lines(tmp_path):
         'E1206 10:08:59.204102 21918 main.cc:535] "failed to stop server: Internal - Exit timeout expired. '
         'Exiting immediately."\n'
     )
-    assert stop_words(1, log).startswith("tritonserver waited 3 s for 2 open HTTP connections to close")
+    assert stop_words(1, log).startswith("tritonserver waited 2 s for 2 open HTTP connections to close")
     assert stop_words(0, log) == "tritonserver unloaded its models and exited (code 0)"
     log.write_text("Signal (15) received.\n")
     assert stop_words(1, log) == "tritonserver unloaded its models and exited (code 1)"

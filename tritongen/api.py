@@ -620,7 +620,11 @@ def _serving(
         snapshot = snapshot_from_repository(given, served_copy(root, given))
         try:
             check(snapshot)
-            pinned = _pin_recorded(spec, snapshot)  # after the checks, in the copy: the repository is not touched
+            # after the checks, in the copy (the repository is not touched); not on a signed repository
+            pinned = tuple(
+                line.replace(str(snapshot), str(given))
+                for line in _pin_recorded(spec, snapshot, signed=key is not None)
+            )
             server = server_from_repository(dataclasses.replace(spec, repo=snapshot), signing_key=kept)
         except TritongenError as error:  # a check's or the server's words about the copy name the repository
             raise with_repository_words(error, snapshot, spec.repo) from None
@@ -639,14 +643,14 @@ def _serving(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _pin_recorded(spec: Any, snapshot: Path) -> tuple[str, ...]:
+def _pin_recorded(spec: Any, snapshot: Path, signed: bool) -> tuple[str, ...]:
     """Each model's recorded live version pinned in the checked copy (:mod:`tritongen.deploy.rollout_record`);
     not in poll mode (a change swapped into the copy would bring config.pbtxt's versions back)."""
     if spec.model_control == "poll" or not spec.rollout_record:
         return ()
     from .deploy.rollout_record import pin_recorded_versions
 
-    return tuple(pin_recorded_versions(snapshot))
+    return tuple(pin_recorded_versions(snapshot, signed=signed))
 
 
 def _poll_log(line: str) -> None:

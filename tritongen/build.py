@@ -334,14 +334,14 @@ def _with_program_call(loaded: LoadedModel, spec: BuildSpec, stages: Stages) -> 
             "drop --exporter (the dynamo exporter exports it), or build the TorchScript file of the model instead",
         )
     fixed = fixed_arguments(loaded.exported_program)
+    text = ", ".join(f"{name}={value!r}" for name, value in fixed)
+    if spec.consts:
+        held = f" ({text})" if fixed else ""
+        raise TritongenError(
+            f"--const given for a torch.export archive, whose program fixed its number arguments at export{held}",
+            "drop --const (export the model again to change the values)",
+        )
     if fixed:
-        text = ", ".join(f"{name}={value!r}" for name, value in fixed)
-        if spec.consts:
-            raise TritongenError(
-                f"--const given for a torch.export archive, whose program fixed its number arguments at export "
-                f"({text})",
-                "drop --const (export the model again to change the values)",
-            )
         stages.progress(f"      forward() arguments fixed in the exported program: {text}")
     return replace(loaded, module=module_with_program_call(loaded.exported_program, loaded.module))
 

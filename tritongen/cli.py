@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -455,9 +456,9 @@ def _name_from_folder(name: str, options: dict) -> str:
     folder = Path(name)
     if len(folder.parts) < 2 or not (folder / "config.pbtxt").is_file():
         return name
-    folder = folder.resolve()
+    folder = Path(os.path.abspath(folder))  # not resolve(): a linked model folder stays a link
     source = click.get_current_context().get_parameter_source("repo")
-    if source is not click.core.ParameterSource.DEFAULT and Path(options["repo"]).resolve() != folder.parent:
+    if source is not click.core.ParameterSource.DEFAULT and Path(os.path.abspath(options["repo"])) != folder.parent:
         raise TritongenError(
             f"{name} is a model folder of {folder.parent}, but --repo names {options['repo']}",
             f"pass the model's name with --repo, or its folder alone: tritongen infer {name}",

@@ -3,6 +3,7 @@ imports only click and tritongen.errors."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -35,8 +36,9 @@ def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
         return Path(args[0]), args[1]
     if len(args) == 1:
         folder = Path(args[0])
-        if (folder / "config.pbtxt").is_file() and folder.resolve().name:
-            return folder.resolve().parent, folder.resolve().name
+        whole = Path(os.path.abspath(folder))  # not resolve(): a linked model folder stays a link, as REPO NAME has it
+        if (folder / "config.pbtxt").is_file() and whole.name:
+            return whole.parent, whole.name
         if folder.is_dir() and any(p.is_file() for p in folder.glob("*/config.pbtxt")):
             models = sorted(p.parent.name for p in folder.glob("*/config.pbtxt"))[:5]
             raise TritongenError(

@@ -262,12 +262,13 @@ def _output_firsts(ep: Any) -> dict[str, str]:
     if outputs is None:
         return {}
     out = {}
-    for node in outputs.args[0] if outputs.args and isinstance(outputs.args[0], (list, tuple)) else ():
+    nodes = outputs.args[0] if outputs.args and isinstance(outputs.args[0], (list, tuple)) else ()
+    for i, node in enumerate(nodes):
         val = getattr(node, "meta", {}).get("val")
         if isinstance(val, torch.Tensor):
             first = val.shape[0] if val.dim() else None
             expr = getattr(getattr(first, "node", None), "expr", first)
-            out[str(node.name)] = "" if first is None else str(expr)
+            out[f"#{i + 1} of {len(nodes)}"] = "" if first is None else str(expr)  # the graph's node names mean nothing
     return out
 
 

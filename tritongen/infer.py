@@ -399,6 +399,20 @@ def _bars(recorded: Any) -> tuple[tuple[str, float], ...]:
     return tuple((str(k), float(v)) for k, v in recorded.items() if isinstance(v, (int, float)))
 
 
+def _in_reference_shapes(
+    outputs: dict[str, np.ndarray], reference: Mapping[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """``outputs`` with every output served as ``[batch, 1]`` (a scalar per item: Triton's empty reshape) where the
+    reference is ``[batch]``, in the reference's shape: compared as the model computes it (a [batch, 1] array is
+    judged row by row by the precision checks, which turns each cosine into a sign check)."""
+    if not reference:
+        return outputs
+    return {
+        n: a.reshape(reference[n].shape) if n in reference and a.shape == (*reference[n].shape, 1) else a
+        for n, a in outputs.items()
+    }
+
+
 def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> AccuracyReport:
     names = list(reference)
     missing = [n for n in names if n not in outputs]
@@ -520,27 +534,25 @@ def infer_model(spec: InferSpec) -> InferResult:
             url, spec.name, inputs, protocol=spec.protocol, timeout_s=spec.timeout_s, model_version=pinned
         )
     report: CheckReport | None = None
+    # a scalar per item is served with Triton's empty reshape, as [batch, 1]: compared in the model's [batch]
+    compared = _in_reference_shapes(outputs, end_to_end if end_to_end is not None else reference)
     if end_to_end is not None:
         report = ParityReport(
             atol=tolerances[0],
             rtol=tolerances[1],
-            results=tuple(compare_end_to_end(outputs, end_to_end, *tolerances)),
+            results=tuple(compare_end_to_end(compared, end_to_end, *tolerances)),
             got="served",
         )
-    if reference is not None:  # a scalar per item is served with Triton's empty reshape, as [batch, 1]
-        reference = {
-            n: w[..., None] if n in outputs and outputs[n].shape == (*w.shape, 1) else w for n, w in reference.items()
-        }
     if reference is not None and bar is not None:
-        report = _variant_check(bar, outputs, reference)
+        report = _variant_check(bar, compared, reference)
     elif reference is not None:
         results = []
         for name, want in reference.items():
-            if name not in outputs:
+            if name not in compared:
                 raise TritongenError(
                     f"the server returned no output '{name}'", "rebuild the model: config and reference disagree"
                 )
-            results.append(compare_arrays("served", name, outputs[name], want, *tolerances))
+            results.append(compare_arrays("served", name, compared[name], want, *tolerances))
         report = ParityReport(
             atol=tolerances[0], rtol=tolerances[1], results=tuple(results), got="served", want=reference_of
         )

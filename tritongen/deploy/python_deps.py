@@ -74,7 +74,8 @@ class ServingPackages:
 
 
 def _requirement_name(requirement: str) -> str:
-    return re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0].lower()
+    """The package a requirement names, normalized as PyPI does (PEP 503: ``Scikit_Learn`` is ``scikit-learn``)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0]).lower()
 
 
 def modules_imported_by(source: str, filename: str = "<model.py>") -> frozenset[str]:
@@ -196,8 +197,8 @@ def _pin(requirements: dict[str, str], module: str, requirement: str, extra: Map
     package (a given one against tritongen's, or two given ones) are refused, not one of them dropped."""
     name = _requirement_name(requirement)
     held = requirements.setdefault(name, requirement)
-    if held == requirement:
-        return
+    if held.split("==", 1)[-1] == requirement.split("==", 1)[-1]:
+        return  # one version, however the name is spelled
     given = [f"--extra-package {m}={r}" for m, r in sorted(extra.items()) if _requirement_name(r) == name]
     raise TritongenError(
         f"two pins for package '{name}': {held} and {requirement} ({'; '.join(given) or 'tritongen pins'})",

@@ -66,6 +66,29 @@ class RolloutRecord:
                     return None
         return None
 
+    def last_promoted_to(self) -> int | None:
+        """The version the last finished rollout or rollback led to (None without one)."""
+        for event in reversed(self.history):
+            if str(event.get("result", "")).startswith("promoted"):
+                to = event.get("to")
+                return to if isinstance(to, int) and not isinstance(to, bool) else None
+        return None
+
+    def forced_to(self, version: int) -> bool:
+        """Whether a forced rollback led to ``version`` after the gate's last refusal of it."""
+        for event in reversed(self.history):
+            if event.get("to") != version:
+                continue
+            if (
+                event.get("action") == "rollback"
+                and event.get("forced")
+                and str(event.get("result", "")).startswith("promoted")
+            ):
+                return True
+            if event.get("action") == "rollout" and event.get("result") == "refused":
+                return False
+        return False
+
     def last_change(self) -> str:
         """The last finished rollout or rollback, in words (e.g. ``rollback 3 -> 1 at 2026-12-06T07:30:00Z``)."""
         for event in reversed(self.history):
@@ -199,18 +222,24 @@ def with_version_policy(config: Mapping[str, Any], versions: Sequence[int], name
     return out
 
 
-def pin_recorded_versions(served: Path) -> list[str]:
-    """Before a server starts on ``served`` (serve's checked copy of a repository, never the repository itself): for
-    each model whose rollout record names a live version other than the ones its ``config.pbtxt`` would serve (a
-    rollback, then a restart: Triton's default policy serves the newest), write ``version_policy: specific
-    [live]`` into the copy's ``config.pbtxt``, so that the server never serves another version, not even for the
-    moment a load after the start would take, and a version built since reaches traffic through ``rollout``'s gate.
-    Left as it is, with a ``warning:`` line, where an ensemble calls another version of the model by number.
-    Returns one line per model pinned (or left)."""
+def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
+    """Before a server starts on ``served`` (serve's checked copy of a repository, never the repository itself, and
+    after its checks): for each model whose rollout record names a live version other than the ones its
+    ``config.pbtxt`` would serve (a rollback, then a restart: Triton's default policy serves the newest), write
+    ``version_policy: specific [live]`` into the copy's ``config.pbtxt``, so that the server never serves another
+    version, not even for the moment a load after the start would take, and a version built since reaches traffic
+    through ``rollout``'s gate. The pinned copy is validated again (the checks judged the versions the config
+    loaded): a model whose live version fails is put back as it was.
+
+    The record is not signed (rollouts write it): it is followed only where it is consistent (its last finished
+    change led to the live version, and the gate did not refuse that version unless a forced rollback chose it),
+    and not at all on a signed repository (``signed``), where whoever can write the repository could otherwise
+    pick any older signed version. Left as it is too where an ensemble calls another version by number. Returns
+    one line per model pinned, and a ``warning:`` line per model left."""
     from google.protobuf import text_format
 
     from ..layout import version_numbers
-    from ..validate import config_from_file, config_pb2, versions_to_load
+    from ..validate import config_from_file, config_pb2, validate_repository, versions_to_load
 
     served = Path(served)
     configs = {}
@@ -225,6 +254,7 @@ def pin_recorded_versions(served: Path) -> list[str]:
             if step.model_version > 0:
                 called.setdefault(step.model_name, []).append((ensemble, step.model_version))
     lines: list[str] = []
+    originals: dict[str, tuple[str, int, str]] = {}  # pinned model -> (its config text, live, would serve)
     for name, config in configs.items():
         model_dir = served / name
         if not record_path(model_dir).is_file():
@@ -240,20 +270,40 @@ def pin_recorded_versions(served: Path) -> list[str]:
         if would == [live]:
             continue
         was = ", ".join(map(str, would)) or "none"
+        leave = f"warning: '{name}': its rollout record says version {live} is live, but "
+        keep = f"serving config.pbtxt's versions ({was})"
         other = [(e, v) for e, v in called.get(name, []) if v != live]
-        if other:
-            lines.append(
-                f"warning: '{name}': its rollout record says version {live} is live, but ensemble '{other[0][0]}' "
-                f"calls version {other[0][1]}: serving config.pbtxt's versions ({was})"
-            )
+        why = ""
+        if signed:
+            why = f"the record is not signed and the repository is: {keep}"
+        elif record.last_promoted_to() != live:
+            why = f"that is not where its last finished change led ({record.last_change()}): {keep}"
+        elif record.gate_refusal(live) is not None and not record.forced_to(live):
+            why = f"the gate refused that version and no forced rollback chose it: {keep}"
+        elif other:
+            why = f"ensemble '{other[0][0]}' calls version {other[0][1]}: {keep}"
+        if why:
+            lines.append(leave + why)
             continue
+        text = (model_dir / "config.pbtxt").read_text()
         pb = config_pb2()
         config.version_policy.CopyFrom(pb.ModelVersionPolicy(specific=pb.ModelVersionPolicy.Specific(versions=[live])))
         (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+        originals[name] = (text, live, was)
         lines.append(
             f"'{name}': serving version {live}, as its rollout record says ({record.last_change()}); config.pbtxt's "
             f"versions would serve {was} (tritongen rollout moves it on through the gate)"
         )
+    if originals:
+        problems = validate_repository(served).problems_by_model
+        for name, (text, live, was) in originals.items():
+            if problems.get(name):
+                (served / name / "config.pbtxt").write_text(text)
+                lines = [line for line in lines if not line.startswith(f"'{name}': serving version")]
+                lines.append(
+                    f"warning: '{name}': its rollout record says version {live} is live, but that version does not "
+                    f"validate with today's config.pbtxt ({problems[name][0]}): serving config.pbtxt's versions ({was})"
+                )
     return lines
 
 

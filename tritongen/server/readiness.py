@@ -242,7 +242,7 @@ def stop_words(returncode: int | None, log_path: Path) -> str:
     if not waits:
         return f"tritonserver's exit timeout expired before its models unloaded; it exited at once (code {returncode})"
     most = max(n for _, n in waits)
-    seconds = max(t for t, _ in waits) + 1
+    seconds = max(t for t, _ in waits)  # Triton counts down from its exit timeout, one line a second
     return (
         f"tritonserver waited {seconds} s for {most} open HTTP connection{'s' if most > 1 else ''} to close (a "
         "client keeping its connection open), then exited at once without unloading its models "
