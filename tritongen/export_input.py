@@ -1,14 +1,15 @@
 """``tritongen build model.pt2``: a torch.export archive's inputs read from its program, so no ``--input`` is needed.
 
 An ``ExportedProgram`` carries what ``--input`` would declare: the names of ``forward()``'s tensor arguments
-(``graph_signature.user_inputs``), and per input the dtype and the shape it was exported with, where a dimension
-is a number (fixed) or a symbol (dynamic, with the range ``range_constraints`` gives it). The archive is loaded
-with :func:`tritongen.load.exported.program_from_archive`, which first refuses pickled payloads unless
-``--allow-pickle``.
+(``graph_signature.input_specs`` of kind USER_INPUT), and per input the dtype and the shape it was exported with,
+where a dimension is a number (fixed) or a symbol (dynamic, with the range ``range_constraints`` gives it). The
+spec loads the archive with :func:`tritongen.load.exported.program_from_archive`, which first refuses pickled
+payloads unless ``--allow-pickle``.
 
-* The batch axis: ``max_batch_size`` given > 0 takes every input's first dimension as the batch (it must be
-  dynamic); given 0 keeps the full shapes; not given, the model is batched (``max_batch_size`` 8, or the batch
-  symbol's upper bound if that is lower) when every input's first dimension is dynamic, else unbatched.
+* The batch axis: the inputs' first dimensions are one when they are one dynamic symbol in every input and every
+  output's first dimension is that symbol too; then the model is batched (``max_batch_size`` given, else 8 or the
+  symbol's upper bound if that is lower), else unbatched (a given ``max_batch_size`` > 0 is refused, naming why);
+  ``max_batch_size`` 0 keeps the full shapes. torch reports ``Dim.DYNAMIC`` as 2..: batches from 3 are refused.
 * Every other dynamic dimension is ``-1``; where the program bounds it tighter than the default range
   (:func:`tritongen.dim_ranges.ranges_from_spec`), the bounds become its ``--dim-range`` (a given one wins).
 * Every tensor the program takes is an input, wherever it sits in ``forward()``'s arguments: positional, keyword,
@@ -74,34 +75,6 @@ def is_exported_archive(model: Path) -> bool:
         return False
 
 
-def program_inputs_from_archive(
-    model: Path,
-    *,
-    allow_pickle: bool,
-    max_batch_size: int | None,
-    default_max_batch_size: int,
-    dim_default: tuple[int, int, int],
-    given_ranges: Sequence[DimRange] = (),
-    max_dim_given: bool = False,
-) -> ProgramInputs:
-    """Load the archive and read its inputs (see the module's docstring). ``dim_default`` is the default
-    MIN/OPT/MAX of a ``-1`` dimension; ``given_ranges`` are the user's, which replace the program's bounds (and
-    apply to the dimensions that share a symbol with theirs). A program's upper bound is the range's MAX unless
-    ``--max-dim`` was given (``max_dim_given``) below it."""
-    from .load.exported import program_from_archive
-
-    ep, _ = program_from_archive(model, allow_pickle)
-    return program_inputs_from_program(
-        ep,
-        model.name,
-        max_batch_size=max_batch_size,
-        default_max_batch_size=default_max_batch_size,
-        dim_default=dim_default,
-        given_ranges=given_ranges,
-        max_dim_given=max_dim_given,
-    )
-
-
 def program_inputs_from_program(
     ep: Any,
     source: str,
@@ -112,7 +85,10 @@ def program_inputs_from_program(
     given_ranges: Sequence[DimRange] = (),
     max_dim_given: bool = False,
 ) -> ProgramInputs:
-    """:func:`program_inputs_from_archive` for a loaded ``ExportedProgram`` (``source`` names it in messages)."""
+    """The inputs of a loaded ``ExportedProgram`` (``source`` names it in messages; see the module's docstring).
+    ``dim_default`` is the default MIN/OPT/MAX of a ``-1`` dimension; ``given_ranges`` are the user's, which replace
+    the program's bounds (and apply to the dimensions that share a symbol with theirs). A program's upper bound is
+    the range's MAX unless ``--max-dim`` was given (``max_dim_given``) below it."""
     shapes = _input_shapes(ep, source)
     if not shapes:
         raise TritongenError(f"the exported program in {source} takes no tensor inputs", _DECLARE)

@@ -615,16 +615,18 @@ def _program_inputs(
 ) -> Any:
     """A torch.export archive's inputs read from its program (:mod:`tritongen.export_input`)."""
     from .dim_ranges import default_range
-    from .export_input import program_inputs_from_archive
+    from .export_input import program_inputs_from_program
+    from .load.exported import program_from_archive
 
     max_dim = max_dynamic_dim if max_dynamic_dim is not None else file_opts.get("max_dynamic_dim")
     dim_default = default_range(
         int(file_opts.get("dynamic_dim_size", DEFAULTS["dynamic_dim_size"])),
         int(max_dim if max_dim is not None else DEFAULTS["max_dynamic_dim"]),
     )
-    return program_inputs_from_archive(
-        model,
-        allow_pickle=allow_pickle,
+    program, _ = program_from_archive(model, allow_pickle)
+    return program_inputs_from_program(
+        program,
+        model.name,
         max_batch_size=None if given_mbs is None else int(given_mbs),
         default_max_batch_size=int(DEFAULTS["max_batch_size"]),
         dim_default=dim_default,
