@@ -7,6 +7,7 @@ The model answers each execution after 20 ms whatever its batch holds, so a conf
 serves several times more (latency by design, not this machine's timing); the p99 bound is far above anything it
 reaches."""
 
+import json
 import os
 import signal
 import subprocess
@@ -33,7 +34,15 @@ output [{{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }}]
 dynamic_batching {{ max_queue_delay_microseconds: 0 }}
 instance_group [{{ kind: KIND_CPU count: 1 }}]
 """
-MODELS = ("dry", "written", "same", "ctrlc", "term")
+MODELS = ("dry", "written", "same", "ctrlc", "term", "rolledback")
+ROLLED_BACK = {  # version 2 was rolled back: serve pins version 1 from the record, and tune must keep it
+    "tool": "tritongen-rollout",
+    "model": "rolledback",
+    "live": 1,
+    "previous": 2,
+    "pending": None,
+    "history": [{"at": "2026-12-06T09:00:00Z", "action": "rollback", "from": 2, "to": 1, "result": "promoted"}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +53,9 @@ def served(server_install, tmp_path_factory):
     repo = work / "repo"
     for name in MODELS:
         write_model(repo, name, CONFIG.format(name=name), sleepy_model(0.02))
+    (repo / "rolledback" / "2").mkdir()
+    (repo / "rolledback" / "2" / "model.py").write_text(sleepy_model(0.02))
+    (repo / "rolledback" / "tritongen-rollout.json").write_text(json.dumps(ROLLED_BACK))
     np.savez(work / "x.npz", X=np.ones((8, 4), np.float32))
     # As `tritongen serve --model-control explicit` serves it: Triton reads a checked copy, which tune never writes.
     with tritongen.serve(repo, allow_unverified=list(MODELS), model_control="explicit", ready_timeout_s=180) as server:
@@ -191,3 +203,16 @@ def test_sigterm_during_tune_is_taken_as_ctrl_c(served):
     assert process.returncode == 143, (process.returncode, text)
     assert "tune stopped: the server now serves term with config.pbtxt's config" in text and "aborted" in text, text
     assert _served(server, "term") == (1, [1], 1), text
+
+
+def test_tune_keeps_the_version_the_server_serves(served):
+    """After a rollback (pinned by serve from the rollout record), a candidate loaded with config.pbtxt's own policy
+    brought the newest version back, and tune left it serving; its written config must not pin anything either."""
+    server, repo, _ = served
+    with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
+        assert triton.ready_versions("rolledback") == [1]
+    result = tune_model(_quick(served, "rolledback", confirm=False))
+    assert len(result.trials) >= 2 and result.config_path is not None
+    with Triton(server.grpc_url, "grpc", headers=server.admin_headers("grpc")) as triton:
+        assert triton.ready_versions("rolledback") == [1]
+    assert not config_from_file(result.config_path).HasField("version_policy")

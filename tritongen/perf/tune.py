@@ -489,7 +489,10 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     ladder = [c for c in CONCURRENCY_LADDER if c <= spec.max_concurrency]
     peak_index = [0]
 
-    again = _Remeasure(server, model, base_config, perf, requests, spec, progress)
+    # the versions the server serves now stay the ones served (a rollback, serve's pin of the rollout record):
+    # config.pbtxt's own policy would load the newest version with the first candidate
+    served_versions = server.model_config(model).get("version_policy")
+    again = _Remeasure(server, model, base_config, perf, requests, spec, progress, served_versions)
 
     def ok(p: PerfPoint) -> bool:
         return _within(p, target_ms)
@@ -753,16 +756,16 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                 serving,
             )
         ending = True
-        served = _serve(server, model, serving)
+        served = _serve(server, model, serving, served_versions)
     except TritongenError:
         if not ending and again.changed:
-            _serve_after_stop(server, model, serving, progress)
+            _serve_after_stop(server, model, serving, progress, served_versions)
         raise
     except BaseException:
         if ending:  # Ctrl-C again while the final config loaded
             progress(f"tune stopped while the server loaded {serving.name}: run tune again, or restart the server")
         elif again.changed:
-            _serve_after_stop(server, model, serving, progress)
+            _serve_after_stop(server, model, serving, progress, served_versions)
         raise
     finally:
         server.close()
@@ -795,23 +798,36 @@ class _Serving:
     name: str
 
 
-def _serve_after_stop(server: Triton, model: str, serving: _Serving, progress: Progress) -> None:
+def override_json(config: Any, versions: Any = None) -> str:
+    """``config`` as the JSON of a load's config override, with ``versions`` (a version policy as JSON) in place of
+    its own policy where given."""
+    from google.protobuf import json_format
+
+    if not versions:
+        return json_format.MessageToJson(config)
+    kept = type(config)()
+    kept.CopyFrom(config)
+    kept.ClearField("version_policy")
+    json_format.ParseDict(versions, kept.version_policy)
+    return json_format.MessageToJson(kept)
+
+
+def _serve_after_stop(server: Triton, model: str, serving: _Serving, progress: Progress, versions: Any = None) -> None:
     """Ctrl-C, SIGTERM (the CLI takes it as Ctrl-C), a failed measurement or write: the server is put back on what
     config.pbtxt says now before the error goes on, and the user is told whether that worked."""
     try:
-        progress(f"tune stopped: {_serve(server, model, serving)}")
+        progress(f"tune stopped: {_serve(server, model, serving, versions)}")
     except TritongenError as failed:
         progress(f"tune stopped: {failed.problem}; {failed.fix}")
 
 
-def _serve(server: Triton, model: str, serving: _Serving) -> str:
-    """Load ``serving.config`` into the server with a config override (what config.pbtxt says now), and say so in
-    one sentence. Raises :class:`TritongenError` where the server refuses or does not answer."""
-    from google.protobuf import json_format
-
+def _serve(server: Triton, model: str, serving: _Serving, versions: Any = None) -> str:
+    """Load ``serving.config`` into the server with a config override (what config.pbtxt says now, serving
+    ``versions``, the version policy the server had), and say so in one sentence. Raises :class:`TritongenError`
+    where the server refuses or does not answer."""
     label = candidate_from_config(serving.config).label()
     try:
-        server.load(model, json_format.MessageToJson(serving.config))
+        server.load(model, override_json(serving.config, versions))
     except TritongenError as failed:
         raise TritongenError(
             f"the server could not load {model} with {serving.name} again ({failed.problem}): it may still serve "
@@ -950,6 +966,7 @@ class _Remeasure:
     requests: Any
     spec: TuneSpec
     progress: Progress
+    versions: Any = None  # the version policy the server served with when tune began (JSON), kept by every load
     loaded: Candidate | None = None
     changed: bool = False  # a candidate was loaded (or its load began): the server must be given config.pbtxt's back
 
@@ -964,12 +981,12 @@ class _Remeasure:
     def swap(self, candidate: Candidate) -> None:
         """Load ``candidate``, not warmed; ``loaded`` is None until it has loaded (a refused load leaves the
         server's holding unknown). Raises :class:`ModelLoadError` for a config Triton refuses."""
-        from google.protobuf import json_format
-
         self.loaded = None
         changed, self.changed = self.changed, True
         try:
-            self.server.load(self.model, json_format.MessageToJson(config_from_candidate(self.base_config, candidate)))
+            self.server.load(
+                self.model, override_json(config_from_candidate(self.base_config, candidate), self.versions)
+            )
         except ModelLoadError:
             raise
         except TritongenError:
