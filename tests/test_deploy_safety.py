@@ -270,3 +270,25 @@ def test_package_names_are_compared_as_pypi_normalizes_them(tmp_path):
     assert [r for r in one.requirements if r.lower().startswith("shared")] == ["Shared_Lib==1.0"]
     with pytest.raises(TritongenError, match="two pins for package 'shared-lib'"):
         serving_packages_from_repository(repo, {"a": "shared.lib==1.0", "b": "Shared-Lib==2.0"})
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_bundle_says_which_rollout_record_it_does_not_follow(tmp_path, capsys, target):
+    """A bundle serves config.pbtxt's versions (the newest by default), whatever the rollout record says is live:
+    its summary says so, with the command that returns a running server to the recorded version."""
+    import json
+
+    repo = write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL).parent  # by hand: allowed unverified
+    (repo / "double" / "2").mkdir()
+    (repo / "double" / "2" / "model.py").write_text(DOUBLE_MODEL)
+    record = {"tool": "tritongen-rollout", "model": "double", "live": 1, "previous": 2, "pending": None}
+    event = {"at": "2026-12-06T09:00:00Z", "action": "rollback", "from": 2, "to": 1, "result": "promoted"}
+    (repo / "double" / "tritongen-rollout.json").write_text(json.dumps({**record, "history": [event]}))
+    code, out, err = run_cli(deploy(repo, target, tmp_path / "out", "--allow-unverified", "double"), capsys)
+    assert code == 0, err
+    (note,) = [line for line in out.splitlines() if line.startswith("note: 'double'")]
+    assert "its rollout record says version 1 is live (rollback 2 -> 1 at 2026-12-06T09:00:00Z)" in note
+    assert "serves config.pbtxt's versions (2)" in note and f"tritongen rollback {repo} double --to-version 1" in note
+    if target == "docker":
+        code, out, err = run_cli(["serve", str(repo), "--docker", "--allow-unverified", "double"], capsys)
+        assert code == 0 and "# note: 'double': its rollout record says version 1 is live" in out, (out, err)

@@ -40,6 +40,7 @@ from ..plan_compat import (
 )
 from .bundle import check_out_dir, comment_text, render, write_bundle
 from .python_deps import ServingPackages, serving_packages_from_repository
+from .rollout_record import unfollowed_records
 from .serving_env import SERVING_ENV
 
 # What `tritongen engine` imports besides tritongen's own dependencies and TensorRT (in the image), pinned to
@@ -75,6 +76,7 @@ class DockerBundle:
     files: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     repo_default: str = ""  # the repository path relative to ``out``, compose's default mount
+    notes: tuple[str, ...] = ()  # rollout records the bundle does not follow (rollout_record.unfollowed_records)
 
     @property
     def has_builder(self) -> bool:
@@ -93,7 +95,7 @@ class DockerBundle:
         if self.pending_plans:
             lines.append(f"  plans built first: {_pending_text(self.pending_plans)}")
         lines.append(f"next: cd {self.out} && docker compose up")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.notes])
 
 
 def _pending_text(pending: Mapping[str, list[int]]) -> str:
@@ -330,6 +332,7 @@ def docker_bundle_from_repository(
         files=tuple(sorted(files)),
         host=host,
         repo_default=repo_default,
+        notes=unfollowed_records(repo),
     )
 
 
@@ -344,10 +347,12 @@ class DockerSteps:
     command: str | None
     reasons: tuple[str, ...] = ()
     deploy_command: str | None = None
+    notes: tuple[str, ...] = ()  # rollout records the image does not follow; printed as shell comments
 
     def text(self) -> str:
+        comments = [f"# {note}" for note in self.notes]
         if self.command:
-            return self.command
+            return "\n".join([self.command, *comments])
         lines = ["NGC's Triton image cannot serve this repository as it is:"]
         lines += [f"  - {reason}" for reason in self.reasons]
         lines += [
@@ -355,7 +360,7 @@ class DockerSteps:
             f"  {self.deploy_command}",
             "  cd deploy && docker compose up",
         ]
-        return "\n".join(lines)
+        return "\n".join([*lines, *comments])
 
 
 def _checkable(model_dir: Path) -> bool:
@@ -393,14 +398,15 @@ def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -
     from ..server import docker_command
 
     reasons = stock_image_problems(spec.repo)
+    notes = unfollowed_records(spec.repo)
     if not reasons:
-        return DockerSteps(command=docker_command(spec, image=TRITON_IMAGE.format(release=ngc_release)))
+        return DockerSteps(command=docker_command(spec, image=TRITON_IMAGE.format(release=ngc_release)), notes=notes)
     deploy = ["tritongen", "deploy", str(spec.repo), "--to", "docker", "--out", "deploy"]
     if ngc_release != DEFAULT_NGC_RELEASE:
         deploy += ["--ngc-version", ngc_release]
     if spec.host != "127.0.0.1":
         deploy += ["--host", spec.host]
-    return DockerSteps(command=None, reasons=tuple(reasons), deploy_command=shlex.join(deploy))
+    return DockerSteps(command=None, reasons=tuple(reasons), deploy_command=shlex.join(deploy), notes=notes)
 
 
 # ------------------------------------------------------------------------------------------ checking

@@ -29,6 +29,7 @@ from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
 from . import kserve, monitoring
 from . import kubernetes as k8s
 from .bundle import check_out_dir, comment_text, write_bundle
+from .rollout_record import unfollowed_records
 from .thresholds import Thresholds, load_time_from_tune_record, thresholds_from_run, unmeasured_thresholds
 
 TARGETS = ("kubernetes", "kserve")
@@ -51,6 +52,7 @@ class DeployBundle:
     thresholds: Thresholds
     files: tuple[str, ...]
     overlays: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # rollout records the bundle does not follow (rollout_record.unfollowed_records)
 
     def summary(self) -> str:
         t = self.thresholds
@@ -58,7 +60,9 @@ class DeployBundle:
         return (
             f"wrote {self.out} ({self.target}, {len(self.files)} files; overlays {', '.join(self.overlays)})\n"
             f"thresholds {t.mark}: {knee}target {t.target_in_flight:g} requests in flight per replica, "
-            f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}" + "".join(f"\ncaution: {c}" for c in t.cautions)
+            f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}"
+            + "".join(f"\ncaution: {c}" for c in t.cautions)
+            + "".join(f"\n{note}" for note in self.notes)
         )
 
 
@@ -444,4 +448,4 @@ def kubernetes_bundle_from_repository(
         canary_p99_ratio=monitoring.CANARY_P99_RATIO,
     )
     write_bundle(out, files, force=force)
-    return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays)
+    return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays, unfollowed_records(repo))

@@ -307,6 +307,39 @@ def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
     return lines
 
 
+def unfollowed_records(repo: Path) -> tuple[str, ...]:
+    """For what serves ``repo`` without ``tritongen serve`` (the Docker and Kubernetes bundles, ``serve --docker``):
+    one line per model whose rollout record names a live version other than the ones its ``config.pbtxt`` serves,
+    with the command that returns a running server to it. Read only."""
+    from ..layout import version_numbers
+    from ..validate import config_from_file, versions_to_load
+
+    lines = []
+    for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
+        model_dir = config_path.parent
+        if not record_path(model_dir).is_file():
+            continue
+        try:
+            record = read_record(model_dir)
+            config = config_from_file(config_path)
+        except TritongenError:
+            continue  # verify reports it
+        live = record.live
+        if live is None or not (model_dir / str(live)).is_dir():
+            continue
+        would, _ = versions_to_load(config, version_numbers(model_dir))
+        if would == [live]:
+            continue
+        name = model_dir.name
+        lines.append(
+            f"note: '{name}': its rollout record says version {live} is live ({record.last_change()}), but Triton "
+            f"started this way serves config.pbtxt's versions ({', '.join(map(str, would)) or 'none'}): once it "
+            f"runs, return it with tritongen rollback {shlex.quote(str(repo))} {shlex.quote(name)} --to-version "
+            f"{live} --url HOST:PORT (explicit model control)"
+        )
+    return tuple(lines)
+
+
 def server_warnings(server: Any, repo: Path) -> list[str]:
     """:func:`served_warnings` for a server ``tritongen serve`` started (a ``RunningServer``) on ``repo``: the versions
     it serves are asked for once; a server that does not answer gets no warning."""
