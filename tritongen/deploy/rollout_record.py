@@ -238,16 +238,10 @@ def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
     one line per model pinned, and a ``warning:`` line per model left."""
     from google.protobuf import text_format
 
-    from ..layout import version_numbers
-    from ..validate import config_from_file, config_pb2, validate_repository, versions_to_load
+    from ..validate import config_pb2, validate_repository
 
     served = Path(served)
-    configs = {}
-    for config_path in sorted(served.glob("*/config.pbtxt")):
-        try:
-            configs[config_path.parent.name] = config_from_file(config_path)
-        except TritongenError:
-            continue  # checked already; nothing to pin in what does not parse
+    configs = _configs(served)
     called: dict[str, list[tuple[str, int]]] = {}
     for ensemble, config in configs.items():
         for step in config.ensemble_scheduling.step:
@@ -255,20 +249,7 @@ def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
                 called.setdefault(step.model_name, []).append((ensemble, step.model_version))
     lines: list[str] = []
     originals: dict[str, tuple[str, int, str]] = {}  # pinned model -> (its config text, live, would serve)
-    for name, config in configs.items():
-        model_dir = served / name
-        if not record_path(model_dir).is_file():
-            continue
-        try:
-            record = read_record(model_dir)
-        except TritongenError:
-            continue  # verify reports it
-        live = record.live
-        if live is None or not (model_dir / str(live)).is_dir():
-            continue
-        would, _ = versions_to_load(config, version_numbers(model_dir))
-        if would == [live]:
-            continue
+    for name, model_dir, config, record, live, would in _differing(served, configs):
         was = ", ".join(map(str, would)) or "none"
         leave = f"warning: '{name}': its rollout record says version {live} is live, but "
         keep = f"serving config.pbtxt's versions ({was})"
@@ -311,33 +292,50 @@ def unfollowed_records(repo: Path) -> tuple[str, ...]:
     """For what serves ``repo`` without ``tritongen serve`` (the Docker and Kubernetes bundles, ``serve --docker``):
     one line per model whose rollout record names a live version other than the ones its ``config.pbtxt`` serves,
     with the command that returns a running server to it. Read only."""
-    from ..layout import version_numbers
-    from ..validate import config_from_file, versions_to_load
+    return tuple(
+        f"note: '{name}': its rollout record says version {live} is live ({record.last_change()}), but Triton "
+        f"started this way serves config.pbtxt's versions ({', '.join(map(str, would)) or 'none'}): once it "
+        f"runs, return it with tritongen rollback {shlex.quote(str(repo))} {shlex.quote(name)} --to-version "
+        f"{live} --url HOST:PORT (explicit model control)"
+        for name, _, _, record, live, would in _differing(Path(repo), _configs(Path(repo)))
+    )
 
-    lines = []
-    for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
-        model_dir = config_path.parent
+
+def _configs(repo: Path) -> dict[str, Any]:
+    """Every model's parsed config.pbtxt (those that do not parse left out: validate reports them)."""
+    from ..validate import config_from_file
+
+    configs = {}
+    for config_path in sorted(repo.glob("*/config.pbtxt")):
+        try:
+            configs[config_path.parent.name] = config_from_file(config_path)
+        except TritongenError:
+            continue
+    return configs
+
+
+def _differing(repo: Path, configs: Mapping[str, Any]) -> list[tuple[str, Path, Any, RolloutRecord, int, list[int]]]:
+    """(name, folder, config, record, live version, versions config.pbtxt serves) of every model whose readable
+    rollout record names a live version, still on disk, that its config.pbtxt would not serve alone."""
+    from ..layout import version_numbers
+    from ..validate import versions_to_load
+
+    out = []
+    for name, config in configs.items():
+        model_dir = repo / name
         if not record_path(model_dir).is_file():
             continue
         try:
             record = read_record(model_dir)
-            config = config_from_file(config_path)
         except TritongenError:
             continue  # verify reports it
         live = record.live
         if live is None or not (model_dir / str(live)).is_dir():
             continue
         would, _ = versions_to_load(config, version_numbers(model_dir))
-        if would == [live]:
-            continue
-        name = model_dir.name
-        lines.append(
-            f"note: '{name}': its rollout record says version {live} is live ({record.last_change()}), but Triton "
-            f"started this way serves config.pbtxt's versions ({', '.join(map(str, would)) or 'none'}): once it "
-            f"runs, return it with tritongen rollback {shlex.quote(str(repo))} {shlex.quote(name)} --to-version "
-            f"{live} --url HOST:PORT (explicit model control)"
-        )
-    return tuple(lines)
+        if would != [live]:
+            out.append((name, model_dir, config, record, live, would))
+    return out
 
 
 def server_warnings(server: Any, repo: Path) -> list[str]:
