@@ -34,6 +34,10 @@ def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_d
             "Python environment outside its folder",
         ),
         ('model_operations { op_library_filename: "/opt/libcustom.so" }', "operation library '/opt/libcustom.so'"),
+        # the backend joins the model file's name to the version folder: ../ (or an absolute path) loads any file
+        ('default_model_filename: "../../../../tmp/evil.py"', "default_model_filename '../../../../tmp/evil.py'"),
+        ('default_model_filename: "/tmp/evil.py"', "default_model_filename '/tmp/evil.py', a path out of"),
+        ('cc_model_filenames { key: "8.0" value: "../x.plan" }', "cc_model_filenames '8.0' '../x.plan'"),
         (
             'optimization { execution_accelerators { gpu_execution_accelerator { name: "tensorrt" '
             'parameters { key: "trt_extra_plugin_lib_paths" value: "/tmp/plugin.so" } } } }',
@@ -58,7 +62,8 @@ def test_settings_inside_the_model_folder_or_without_files_pass():
         'parameters { key: "trt_engine_cache_enable" value: "false" } '
         'parameters { key: "precision_mode" value: "FP16" } } } }'
     )
-    assert outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off), "hand") == []
+    own_file = 'default_model_filename: "sub/model.py"\n'
+    assert outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off + own_file), "hand") == []
 
 
 def test_verify_refuses_a_hand_written_model_whose_environment_lies_outside_the_repository(tmp_path):

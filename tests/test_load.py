@@ -366,6 +366,48 @@ def test_malicious_pickle_inside_export_archive_is_refused(saved, tmp_path):
     assert not marker.exists()
 
 
+class _TensorStateTheWeightsOnlyReaderRefuses:
+    """A tensor whose pickled state is a 3-tuple: torch's weights-only unpickler refuses it with a TypeError (not an
+    UnpicklingError), where the full unpickler accepts it and goes on to the next object."""
+
+    def __reduce__(self):
+        import collections
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TypedStorage is deprecated
+            storage = torch.zeros(3).storage()
+        rebuild = (storage, 0, (3,), (1,), False, collections.OrderedDict())
+        return (torch._utils._rebuild_tensor_v2, rebuild, (False, None, None))
+
+
+@pytest.mark.parametrize("where", ["sample inputs", "a weight marked use_pickle"])
+def test_a_pickle_the_weights_only_reader_refuses_for_any_reason_is_refused(saved, tmp_path, where):
+    """torch.export.load loads a record again with weights_only=False when the weights-only load fails for any
+    reason (and loads use_pickle weights so from the start): a TypeError from a crafted tensor state let a
+    code-running pickle through the check, which counted only UnpicklingError."""
+    marker = tmp_path / "pwned"
+    evil = io.BytesIO()
+    torch.save((_TensorStateTheWeightsOnlyReaderRefuses(), Evil(marker)), evil)
+    if where == "sample inputs":
+        replace = {"data/sample_inputs/model.pt": evil.getvalue()}
+    else:
+        with zipfile.ZipFile(saved["torch.export"]) as zf:
+            name = next(n for n in zf.namelist() if n.endswith("data/weights/model_weights_config.json"))
+            config = json.loads(zf.read(name))
+        fqn, meta = next(iter(config["config"].items()))
+        config["config"][fqn] = {**meta, "use_pickle": True}
+        replace = {
+            "data/weights/model_weights_config.json": json.dumps(config).encode(),
+            f"data/weights/{meta['path_name']}": evil.getvalue(),
+        }
+    path = _rewrite_zip(saved["torch.export"], tmp_path / "evil.pt2", replace)
+    with pytest.raises(TritongenError) as err:
+        module_from_file(path)
+    assert "--allow-pickle" in message(err)
+    assert not marker.exists()
+
+
 def test_opaque_constants_in_export_archive_are_refused(saved, tmp_path):
     config = json.dumps({"config": {"obj": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False}}})
     path = _rewrite_zip(

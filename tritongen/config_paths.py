@@ -8,6 +8,8 @@ setting is refused:
 - ``parameters { key: "EXECUTION_ENV_PATH" }`` (Python backend): a packed environment whose ``bin/activate`` the
   stub sources before it imports ``model.py``. Accepted as ``$$TRITON_MODEL_DIRECTORY/<file>`` (the backend puts
   the model folder's path there), with no ``..``.
+- ``default_model_filename`` and ``cc_model_filenames``: the model file (a Python backend's ``model.py``), joined
+  to the version folder; an absolute path or ``..`` would load one from anywhere.
 - ``model_operations { op_library_filename: ... }``: shared libraries a backend loads into the server.
 - The ONNX Runtime backend's TensorRT accelerator: ``trt_extra_plugin_lib_paths`` (shared libraries),
   ``trt_engine_cache_enable``/``trt_engine_cache_path`` and ``trt_ep_context_file_path`` (engines it deserialises
@@ -44,6 +46,13 @@ def inside_model_folder(value: str) -> bool:
     return bool(rest.parts) and not rest.is_absolute() and ".." not in rest.parts and "\\" not in value
 
 
+def inside_version_folder(filename: str) -> bool:
+    """True for a relative path without ``..`` (nor backslashes): what Triton joins to a version folder to find the
+    model file (``default_model_filename``, ``cc_model_filenames``) stays in that folder."""
+    path = PurePosixPath(filename)
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts and "\\" not in filename
+
+
 def outside_path_problems(config: Any, name: str) -> list[str]:
     """What in ``config`` (a parsed ``ModelConfig``) points Triton at files outside model ``name``'s folder."""
     problems = []
@@ -53,6 +62,14 @@ def outside_path_problems(config: Any, name: str) -> list[str]:
             f"model '{name}' names a Python environment outside its folder ({EXECUTION_ENV_KEY} "
             f"'{env.string_value[:200]}'), which the stub unpacks and runs unchecked"
         )
+    files = [("default_model_filename", config.default_model_filename)]
+    files += [(f"cc_model_filenames '{cc[:40]}'", f) for cc, f in sorted(config.cc_model_filenames.items())]
+    for field, filename in files:
+        if filename and not inside_version_folder(filename):
+            problems.append(
+                f"model '{name}' sets {field} '{filename[:200]}', a path out of its version folders: the backend "
+                "would load that file, unchecked, instead of the version's own"
+            )
     for library in config.model_operations.op_library_filename:
         problems.append(f"model '{name}' loads operation library '{library[:200]}' into the server unchecked")
     for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:

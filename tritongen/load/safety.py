@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +91,15 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
             data = archive.read(records[rel], archive.size_bytes(records[rel]))
             if not data:
                 continue
+            # Any failure counts, not only UnpicklingError: where the weights-only load fails, torch.export.load
+            # loads the record again with weights_only=False (sample inputs, legacy records) or loads use_pickle
+            # records so from the start. A crafted tensor state that makes the restricted unpickler raise a
+            # TypeError reached a payload that way.
             try:
                 with quiet_torch():
                     torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-            except pickle.UnpicklingError:
+            except Exception:  # noqa: BLE001 -- pickle.UnpicklingError, TypeError, damaged data alike
                 unsafe.append(rel)
-            except Exception:  # noqa: BLE001 -- damaged; torch.export.load reports it
-                pass
     return unsafe
 
 
