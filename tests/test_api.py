@@ -40,6 +40,11 @@ def test_build_from_in_memory_module(tmp_path):
     assert result.parity.ok
     assert [t.name for t in result.spec.inputs] == ["input_0"] and result.spec.inputs[0].dims == (4,)
     assert result.model_dir == repo / "net"
+    import json
+
+    manifest = json.loads(Path(result.manifest_path).read_text())  # no temporary path, gone after the build
+    assert manifest["source"]["path"] == manifest["spec"]["model_path"] == "<in-memory Sequential>"
+    assert manifest["spec"]["sample_inputs"] == "<example_inputs>"
     assert tritongen.validate(repo).ok
     tritongen.verify(repo)
     with pytest.raises(TritongenError, match="example_inputs"):
@@ -542,3 +547,117 @@ def test_an_in_memory_module_failing_on_its_example_inputs_names_them(tmp_path):
         tritongen.build(torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(2, 5)}, repo=tmp_path / "repo")
     assert "check example_inputs (names, order, dtypes, dims) against the module's forward()" in str(caught.value)
     assert ".npz" not in str(caught.value) and "sample" not in str(caught.value)
+
+
+def test_an_error_shown_in_python_carries_the_lines_its_message_refers_to(tmp_path):
+    """validate's error says "the config.pbtxt files named below": a traceback in Python (str(error)) shows them, as
+    the CLI prints them under its one line; ``.message`` stays that one line."""
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    repo = write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL).parent
+    config = repo / "double" / "config.pbtxt"
+    config.write_text(re.sub(r"max_batch_size: \d+", "max_batch_size: -3", config.read_text()))
+    with pytest.raises(TritongenError) as err:
+        tritongen.validate(repo)
+    assert "named below" in err.value.message and "\n" not in err.value.message
+    assert str(err.value) == f"{err.value.message}\n{err.value.details}" and "double" in err.value.details
+
+
+@pytest.mark.parametrize(
+    "example, words",
+    [
+        ("bfloat16", "example input 'x' is a bfloat16 tensor, which NumPy cannot hold"),
+        ("meta", "example input 'x' is a tensor on the meta device"),
+        ("generator", "example_inputs is an iterator or generator"),
+    ],
+)
+def test_example_inputs_numpy_cannot_hold_are_refused_in_one_line(tmp_path, example, words):
+    """Each was a raw TypeError or NotImplementedError from deep inside numpy or torch."""
+    import torch
+
+    x = torch.randn(2, 4)
+    given = {
+        "bfloat16": {"x": x.to(torch.bfloat16)},
+        "meta": {"x": torch.empty(2, 4, device="meta")},
+        "generator": (t for t in [x]),
+    }[example]
+    with pytest.raises(TritongenError, match=re.escape(words)):
+        tritongen.build(torch.nn.Linear(4, 3), example_inputs=given, repo=tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_infer_inputs_numpy_cannot_hold_are_refused_before_sending():
+    import torch
+
+    with pytest.raises(TritongenError, match="infer input 'x' is a bfloat16 tensor"):
+        tritongen.infer("m", url="127.0.0.1:1", inputs={"x": torch.ones(2, 4, dtype=torch.bfloat16)})
+
+
+def _double_repo(tmp_path: Path) -> Path:
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    return write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL).parent
+
+
+@pytest.mark.server
+def test_a_server_started_outside_a_with_block_is_stopped_with_its_checked_copy(tmp_path, server_install):
+    """server.stop() (a notebook's start and stop) left the whole checked copy behind until the context manager's
+    exit; the context manager itself, asked for a server's attribute, raised a raw AttributeError."""
+    from tests.conftest import free_ports
+
+    http, grpc, metrics = free_ports(3)
+    serving = tritongen.serve(
+        _double_repo(tmp_path), allow_unverified=["double"], http_port=http, grpc_port=grpc, metrics_port=metrics
+    )
+    with pytest.raises(TritongenError, match=r"returns a context manager .* \(asked for \.grpc_url\)"):
+        serving.grpc_url  # noqa: B018
+    assert not hasattr(serving, "grpc_url")
+    server = serving.__enter__()
+    root = server.spec.repo.parent.parent  # the private folder of the checked copy
+    assert (root / "copy").is_dir() and server.is_running()
+    assert server.stop() == 0
+    assert not root.exists()
+    serving.__exit__(None, None, None)
+
+
+@pytest.mark.server
+def test_sigterm_in_a_serve_block_stops_the_server_and_removes_its_copy(tmp_path, server_install):
+    """Python's default for SIGTERM ends the process at once: the checked copy and the log stayed behind."""
+    import os
+    import signal
+
+    from tests.conftest import free_ports
+
+    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3)))
+    script = (
+        "import sys, time, tritongen\n"
+        f"with tritongen.serve({str(_double_repo(tmp_path))!r}, allow_unverified=['double'], **{ports!r}) as s:\n"
+        "    print(s.spec.repo.parent.parent, s.pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        root, pid = proc.stdout.readline().split()
+        assert Path(root).is_dir()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and not Path(root).exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+
+
+def test_example_inputs_are_named_as_given_not_as_the_temporary_file_they_are_saved_to(tmp_path):
+    """The messages spoke of "sample file example_inputs.npz" (and "pickled objects" of a file the caller never
+    wrote, for a None)."""
+    import torch
+
+    with pytest.raises(TritongenError) as err:
+        tritongen.build(
+            torch.nn.Linear(4, 3), example_inputs={"x": torch.randn(20, 4)}, repo=tmp_path / "r", max_batch_size=8
+        )
+    assert err.value.message.startswith("example_inputs holds a batch of 20") and ".npz" not in err.value.message
+    assert "rows in example_inputs" in err.value.fix
+    with pytest.raises(TritongenError, match=r"example input 'x' holds Python objects \(NoneType\), not numbers"):
+        tritongen.build(torch.nn.Linear(4, 3), example_inputs={"x": None}, repo=tmp_path / "r")

@@ -119,7 +119,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
 
     model = factories.save_model(Broken(), tmp_path / "nan.pt", "torchscript-trace", factories.dynamic_seq_inputs())
     repo = tmp_path / "repo"
-    with pytest.raises(TritongenError, match="differ from PyTorch") as info:
+    with pytest.raises(TritongenError, match="PyTorch's output 'output' holds NaN on the build's samples") as info:
         build(build_spec_from_options(model, inputs=["x:FP32:-1,8"], repo=repo))
     assert "PyTorch output holds NaN" in info.value.details
     assert not repo.exists(), "a repository folder created by a failed build must be removed"
@@ -196,3 +196,55 @@ def test_a_scalar_per_batch_item_gets_an_empty_reshape(tmp_path, target):
     assert list(output.dims) == [1] and output.HasField("reshape") and list(output.reshape.shape) == []
     assert result.spec.outputs[0].scalar and result.spec.outputs[0].to_dict()["scalar"] is True
     check_repository(tmp_path / "repo")
+
+
+class _IndexedScale(__import__("torch").nn.Module):
+    """x [batch, 4] scaled by an embedding row chosen by t [batch]: one index per item, as a class label or a
+    diffusion timestep is."""
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, x, t):
+        return x * self.table(t)
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "local"])
+def test_a_scalar_per_item_input_is_read_by_the_model_as_batch(tmp_path, target):
+    """`--input t:INT64:` (nothing after the colon): the model reads t as [batch] and clients send [batch, 1]
+    through Triton's empty reshape. Before, the model read [batch, 1] and the embedding answered [batch, 1, 4]."""
+    import torch
+
+    import tritongen
+    from tritongen.layout import SAMPLES_NAME
+    from tritongen.npz import arrays_from_npz
+    from tritongen.validate import config_from_file
+
+    path = tmp_path / "indexed.pt"
+    torch.jit.save(torch.jit.script(_IndexedScale().eval()), str(path))
+    result = tritongen.build(
+        path, inputs=["x:FP32:4", "t:INT64:"], max_batch_size=8, repo=tmp_path / "repo", target=target
+    )
+    assert result.parity.ok
+    config = config_from_file(result.config_path)
+    x, t = config.input
+    assert not x.HasField("reshape") and list(t.dims) == [1] and t.HasField("reshape") and not t.reshape.shape
+    assert [list(o.dims) for o in config.output] == [[4]]  # [batch, 4], not [batch, 1, 4]
+    assert result.spec.inputs[1].scalar and result.spec.inputs[1].shape == ()
+    samples = arrays_from_npz(result.model_dir / "1" / "tritongen" / SAMPLES_NAME)
+    assert samples["t"].ndim == 1 and samples["x"].shape == (len(samples["t"]), 4)
+    check_repository(tmp_path / "repo")
+
+
+def test_a_scalar_per_item_stays_1_where_the_model_does_not_batch(tmp_path):
+    """Without a batch dimension there is nothing for a scalar to ride on (Triton has no 0-d tensor): t is [1]."""
+    import torch
+
+    torch.jit.save(torch.jit.script(_IndexedScale().eval()), str(tmp_path / "m.pt"))
+    spec = build_spec_from_options(
+        tmp_path / "m.pt", inputs=["x:FP32:4", "t:INT64:"], max_batch_size=0, repo=tmp_path / "repo", name="m"
+    )
+    assert spec.inputs[1].dims == (1,) and not spec.inputs[1].scalar and spec.inputs[1].shape == (1,)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import tritongen
 from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, run_cli, write_model
 from tritongen.cli_options import repo_and_name
 from tritongen.errors import TritongenError
@@ -73,3 +74,17 @@ def test_a_linked_model_folder_is_named_by_its_link_as_repo_name_would_name_it(r
     (repo / "double").rename(elsewhere / "double")
     (repo / "double").symlink_to(elsewhere / "double")
     assert repo_and_name((str(repo / "double"),), "rollout") == (repo, "double")  # not elsewhere/
+
+
+def test_the_api_takes_the_models_folder_for_its_name_as_the_cli_does(repo):
+    """tritongen.infer("model_repository/double") said "no build of model 'model_repository/double' in
+    model_repository"; the folder names the model and its repository, as `tritongen infer REPO/NAME` does."""
+    from tritongen.infer import model_from_folder
+
+    assert model_from_folder(str(repo / "double"), None) == ("double", repo.resolve())
+    assert model_from_folder(str(repo / "double"), repo) == ("double", repo.resolve())
+    assert model_from_folder("double", repo) == ("double", None)
+    with pytest.raises(TritongenError, match="is a model folder of"):
+        model_from_folder(str(repo / "double"), repo.parent)
+    with pytest.raises(TritongenError, match="is a model folder of"):  # the API call goes through it
+        tritongen.infer(str(repo / "double"), repo=repo.parent, url="127.0.0.1:1")

@@ -292,3 +292,8 @@ def test_a_bundle_says_which_rollout_record_it_does_not_follow(tmp_path, capsys,
     if target == "docker":
         code, out, err = run_cli(["serve", str(repo), "--docker", "--allow-unverified", "double"], capsys)
         assert code == 0 and "# note: 'double': its rollout record says version 1 is live" in out, (out, err)
+        # --ignore-rollout-record asks for config.pbtxt's versions, which the image serves: nothing to note
+        code, out, err = run_cli(
+            ["serve", str(repo), "--docker", "--allow-unverified", "double", "--ignore-rollout-record"], capsys
+        )
+        assert code == 0 and "docker run" in out and "rollout record" not in out, (out, err)

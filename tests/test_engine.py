@@ -208,3 +208,26 @@ def test_a_recorded_plan_is_current_only_for_its_gpu_tensorrt_and_bytes(prepared
     assert not plan_is_current(None, version_dir, "8.9", "10.5.0.18")  # nothing recorded
     plan.write_bytes(b"a plan swapped in")
     assert not plan_is_current(engines, version_dir, "8.9", "10.5.0.18")
+
+
+@pytest.mark.parametrize(
+    "given, words",
+    [
+        ("bogus", "--triton-version 'bogus' is not a Triton server version"),
+        (
+            "24.10",
+            "--triton-version 24.10 is an NGC release, not a Triton version: pass its server's version: "
+            "--triton-version 2.51.0",
+        ),
+    ],
+)
+def test_a_triton_version_that_is_none_is_refused_not_skipped(tmp_path, given, words):
+    """'bogus' passed: a release the table does not know skips the plan check (Triton says so at load time)."""
+    import re
+
+    from tritongen.errors import TritongenError
+    from tritongen.validate import check_repository
+
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(TritongenError, match=re.escape(words)):
+        check_repository(tmp_path / "repo", triton_version=given)

@@ -280,3 +280,60 @@ def test_a_scalar_per_item_is_checked_in_the_shape_the_model_computes():
     assert compared["score"].shape == (4,)
     report = accuracy_from_outputs(["score"], [[compared["score"]]], [[want["score"]]], 0.99, None)
     assert not report.ok
+
+
+class Indexed(torch.nn.Module):
+    """x [batch, 4] scaled by an embedding row chosen by t [batch] (a class label, a timestep: one per item)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x * self.table(t)
+
+
+def _indexed(tmp_path):
+    batch = Dim("batch", max=64)
+    args = (torch.randn(3, 4), torch.tensor([1, 2, 3]))
+    return _save(tmp_path, "indexed.pt2", Indexed(), args, ({0: batch}, {0: batch}))
+
+
+def test_an_input_of_one_value_per_item_is_a_scalar_per_item(tmp_path):
+    """t [batch] has no dims after the batch axis: dims [1] to clients with Triton's empty reshape, [batch] to the
+    program (a build failed before: "model input 't' must specify 'dims'")."""
+    spec = build_spec_from_options(_indexed(tmp_path), repo=tmp_path / "repo")
+    (x, t) = spec.inputs
+    assert (x.dims, x.scalar) == ((4,), False) and (t.dims, t.scalar, t.shape) == ((1,), True, ())
+
+
+@pytest.mark.server
+def test_a_scalar_per_item_input_is_served_and_checked_end_to_end(tmp_path, capsys, server_install):
+    """Served: the saved samples ([batch], as the model reads them) go as [batch, 1]; infer --check passes; a [batch]
+    .npy from the user is sent as [batch, 1] too; perf's requests carry the served shape."""
+    from tritongen.client import infer_from_arrays, model_metadata
+    from tritongen.perf.inputs import request_set_for_model
+    from tritongen.server import ServeSpec, server_from_repository
+
+    repo = tmp_path / "repo"
+    code, out, err = run_cli(["build", str(_indexed(tmp_path)), "--repo", str(repo)], capsys)
+    assert code == 0, err
+    assert "input  t                        INT64  [1] (a scalar per item: the model's [batch])" in out
+    np.save(tmp_path / "t.npy", np.array([1, 2, 3]))
+    with server_from_repository(ServeSpec(repo=repo)) as server:
+        code, out, err = run_cli(["infer", "indexed", "--repo", str(repo), "--url", server.grpc_url, "--check"], capsys)
+        assert code == 0 and "MATCH" in out, (out, err)
+        x = np.ones((3, 4), np.float32)
+        np.savez(tmp_path / "given.npz", x=x, t=np.array([1, 2, 3]))
+        code, out, err = run_cli(
+            ["infer", "indexed", "--url", server.grpc_url, "--input-file", str(tmp_path / "given.npz")], capsys
+        )
+        assert code == 0 and "output: float32 [3, 4]" in out, (out, err)
+        metadata = model_metadata(server.grpc_url, "indexed", "grpc", 10)
+        requests = request_set_for_model(metadata, repo)
+        assert {r["t"].shape for r in requests.requests} == {(1, 1)}
+        answer = infer_from_arrays(server.grpc_url, "indexed", {"x": x, "t": np.array([[1], [2], [3]])})
+        program = torch.export.load(str(tmp_path / "indexed.pt2")).module()
+        with torch.no_grad():
+            want = program(torch.from_numpy(x), torch.tensor([1, 2, 3])).numpy()
+        np.testing.assert_allclose(answer["output"], want, rtol=1e-5, atol=1e-6)

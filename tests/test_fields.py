@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -110,3 +111,64 @@ def test_in_api_words_names_keywords_and_keeps_command_lines():
     ]
     for text, want in cases:
         assert in_api_words(text, options, spellings) == want, text
+
+
+def _spec(kind: str, tmp_path: Path, **given: Any) -> Any:
+    from tritongen.infer import InferSpec
+    from tritongen.perf.spec import PerfSpec
+    from tritongen.server import ServeSpec
+
+    if kind == "perf":
+        return PerfSpec(model="m", concurrency=(1,), **given)
+    if kind == "infer":
+        return InferSpec(name="m", **given)
+    return ServeSpec(repo=tmp_path, **given)
+
+
+@pytest.mark.parametrize(
+    "kind, given, words",
+    [
+        ("perf", {"duration_s": float("nan")}, "perf option duration_s=nan is not a finite number"),
+        ("perf", {"warmup_s": float("inf")}, "perf option warmup_s=inf is not a finite number"),
+        ("perf", {"request_rates": (10.0, float("nan"))}, "perf option request_rates item nan is not a finite"),
+        ("perf", {"stability_pct": -1.0}, "perf option stability_pct=-1.0 is negative"),
+        ("perf", {"max_in_flight": 0}, "perf option max_in_flight=0 is below 1"),
+        ("infer", {"timeout_s": -1.0}, "infer option timeout_s=-1.0 is not above 0"),
+        ("infer", {"chunk_size": -1}, "infer option chunk_size=-1 is below 1"),
+        ("infer", {"sequence_id": -1}, "infer option sequence_id=-1 is below 1"),
+        ("serve", {"ready_timeout_s": float("nan")}, "serve option ready_timeout_s=nan is not a finite number"),
+        ("serve", {"log_verbose": -1}, "serve option log_verbose=-1 is negative"),
+    ],
+)
+def test_numbers_no_run_can_use_are_refused_where_they_enter(tmp_path, kind, given, words):
+    """Each was accepted: a NaN request rate ran a level of 0 requests and reported it, a negative timeout sent the
+    request and then called it timed out after -1 s."""
+    with pytest.raises(TritongenError, match=re.escape(words)):
+        _spec(kind, tmp_path, **given)
+
+
+@pytest.mark.parametrize(
+    "given, words",
+    [
+        ({"atol": float("nan")}, "tolerances must be finite and not negative"),
+        ({"rtol": float("inf")}, "tolerances must be finite and not negative"),
+        ({"max_queue_delay_us": -5}, "--queue-delay-us -5 is outside 0..60000000"),
+        ({"max_queue_delay_us": 2**70}, f"--queue-delay-us {2**70} is outside"),
+    ],
+)
+def test_build_numbers_no_build_can_use_are_refused_before_the_export(tmp_path, given, words):
+    from tests import factories
+    from tritongen.spec import build_spec_from_options
+
+    path = factories.save_model(factories.make_tiny_linear(), tmp_path / "lin.pt", "torchscript")
+    with pytest.raises(TritongenError, match=re.escape(words)):
+        build_spec_from_options(path, inputs=["x:FP32:4"], repo=tmp_path / "repo", **given)
+
+
+def test_top_k_below_1_is_refused(tmp_path):
+    from tests import factories
+    from tritongen.spec import build_spec_from_options
+
+    path = factories.save_model(factories.make_tiny_linear(), tmp_path / "lin.pt", "torchscript")
+    with pytest.raises(TritongenError, match=re.escape("--top-k -1 is below 1")):
+        build_spec_from_options(path, inputs=["x:FP32:4"], repo=tmp_path / "repo", top_k=-1)

@@ -135,3 +135,14 @@ def test_a_pytorch_file_given_to_lint_is_named_as_such(tmp_path):
     (tmp_path / "g.onnx").write_bytes(b"garbage")
     with pytest.raises(TritongenError, match="cannot read"):
         lint_from_onnx(tmp_path / "g.onnx")
+
+
+@pytest.mark.parametrize("content", [b"", b"hi"], ids=["empty", "text"])
+def test_a_file_that_is_no_onnx_model_is_refused_not_linted(tmp_path, content):
+    """protobuf parses these as an empty model: lint reported "opset 0 is outside the TensorRT parser's range"."""
+    from tritongen.errors import TritongenError
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    with pytest.raises(TritongenError, match="does not start as an ONNX model"):
+        lint_from_onnx(path)

@@ -41,3 +41,9 @@ def test_infer_with_a_subarray_dtype_sample_is_one_error_line(tmp_path):
         zf.writestr("x.npy", SUBARRAY)
     code, out, err = _run(["infer", "double", "--url", "127.0.0.1:9", "--input-file", str(tmp_path / "sub.npz")])
     _assert_one_clean_line("subarray dtype", code, out, err, ("sub.npz", "subarray dtype", "plain dtype"))
+
+
+def test_a_folder_given_as_a_sample_file_is_named_a_folder(tmp_path):
+    """It was "does not exist" for a folder that plainly does."""
+    with pytest.raises(TritongenError, match=f"sample file {tmp_path} is a folder: pass an .npz"):
+        arrays_from_npz(tmp_path)

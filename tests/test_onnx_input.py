@@ -285,3 +285,31 @@ def test_onnx_file_serves_and_passes_infer_check(files, tmp_path):
         # the reference an ONNX file's build saved is the original graph's outputs, not PyTorch's
         assert "check against the original ONNX file's outputs saved by the build:" in out, out
         assert "(tolerance: |served - original| <= " in out and "PyTorch" not in out, out
+
+
+def test_a_graph_input_of_one_value_per_item_is_a_scalar_per_item(tmp_path):
+    """A [batch] graph input (an index per item) is served as dims [1] with Triton's empty reshape: the reference
+    run fed it [batch, 1] before ("Invalid rank for input: t Got: 2 Expected: 1")."""
+    from tests.test_build import _IndexedScale
+
+    path = _export(
+        _IndexedScale().eval(),
+        (torch.randn(2, 4), torch.tensor([1, 2])),
+        tmp_path / "indexed.onnx",
+        ["x", "t"],
+        ["y"],
+        {"x": {0: "batch"}, "t": {0: "batch"}, "y": {0: "batch"}},
+    )
+    code, out, err = _run(["build", str(path), "--repo", str(tmp_path / "repo"), "--target", "onnxruntime"])
+    assert code == 0, err
+    assert _manifest(tmp_path / "repo", "indexed")["spec"]["inputs"][1] == {
+        "name": "t",
+        "dtype": "INT64",
+        "dims": [1],
+        "scalar": True,
+    }
+    code, out, err = _run(
+        ["build", str(path), "--repo", str(tmp_path / "r2"), "--input", "x:FP32:4", "--input", "t:INT64:1"]
+    )
+    words = ("--input t:INT64:1 does not fit the graph's INT64 [batch] (a scalar per item: --input t:INT64:)",)
+    _assert_one_clean_line("t:INT64:1", code, out, err, words)

@@ -161,3 +161,15 @@ def test_the_guard_refuses_a_variant_beyond_a_given_bar_and_records_a_bar_it_mee
         and accuracy["max_abs_error"] == {"y": 1e3}
         and accuracy["outputs"][0]["max_abs_error_bar"] == 1e3
     )
+
+
+def test_a_bar_for_an_output_the_model_does_not_have_is_refused_once_the_outputs_are_known(tmp_path):
+    """Without --output the names come from the export: a bar for 'nope' was dropped silently and the output judged
+    by cosine instead of the bar asked for."""
+    path = factories.save_model(factories.make_tiny_linear(), tmp_path / "lin.pt", "torchscript")
+    spec = build_spec_from_options(
+        path, inputs=["x:FP32:4"], repo=tmp_path / "repo", name="lin", precision="fp16", max_abs_error=["nope=0.1"]
+    )
+    with pytest.raises(TritongenError, match=r"--max-abs-error names 'nope', which is not an output of the model \("):
+        build(spec)
+    assert not (tmp_path / "repo" / "lin").exists()

@@ -449,3 +449,15 @@ def _restarted(world):
     from tritongen.server import server_from_repository
 
     return server_from_repository(world["spec"])
+
+
+def test_the_golden_set_sends_a_scalar_per_item_as_the_server_takes_it(tmp_path):
+    """The build saves a scalar-per-item input as the model reads it ([batch]); the served metadata says [-1, 1]:
+    the gate refused its own build's samples ("shape [8], model wants [-1, 1]")."""
+    from tritongen.deploy.gate import golden_from_file
+
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, x=np.zeros((8, 4), np.float32), t=np.arange(8))
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}, {"name": "t", "datatype": "INT64", "shape": [-1, 1]}]
+    golden = golden_from_file(None, samples, inputs, batched=True)
+    assert {(r["t"].shape, r["x"].shape) for r in golden.requests} == {((1, 1), (1, 4))}

@@ -47,7 +47,7 @@ def test_a_special_file_is_refused(tmp_path):
 def test_a_message_about_the_copy_names_the_repository(tmp_path):
     error = TritongenError(f"{tmp_path}/copy/m is wrong", f"fix {tmp_path}/copy/m", details=f"{tmp_path}/copy")
     with_repository_words(error, tmp_path / "copy", Path("/data/repo"))
-    assert str(error) == "/data/repo/m is wrong: fix /data/repo/m" and error.details == "/data/repo"
+    assert error.message == "/data/repo/m is wrong: fix /data/repo/m" and error.details == "/data/repo"
 
 
 MARKER_MODEL_PY = 'open(__import__("os").environ["TRITONGEN_TEST_MARKER"], "a").write("loaded unchecked\\n")\n'

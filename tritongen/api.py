@@ -366,7 +366,7 @@ def _with_handoff(result: Any, progress: Progress | None) -> Any:
         made = handoff_from_model(repo, result.spec.name, handoff_dir_for(repo))
     except TritongenError as err:
         if progress is not None:
-            progress(f"no perf_analyzer/Model Analyzer hand-offs: {err}")
+            progress(f"no perf_analyzer/Model Analyzer hand-offs: {err.message}")
         return result
     return dataclasses.replace(result, handoff_dir=made.folder)
 
@@ -413,7 +413,15 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
             placeholder = Path(tmp) / f"{name}.module"
             placeholder.touch()  # the spec resolver checks that the model exists
             loaded = LoadedModel(module.eval(), "nn.Module", Path(f"<in-memory {type(module).__name__}>"))
-            return _build_spec(placeholder, progress, loaded=loaded, name=name, sample_inputs=samples, **options)
+            try:
+                return _build_spec(placeholder, progress, loaded=loaded, name=name, sample_inputs=samples, **options)
+            except TritongenError as error:  # the arrays were given in memory: no sample file to name
+                for attribute in ("problem", "fix", "details"):
+                    text = getattr(error, attribute)
+                    for file_words in (f"sample file {samples}", f"sample file {samples.name}", str(samples)):
+                        text = text.replace(file_words, "example_inputs")
+                    setattr(error, attribute, text.replace("the sample file", "example_inputs"))
+                raise
     finally:
         for m, training in modes:
             m.training = training
@@ -445,8 +453,14 @@ def _build_program(program: Any, example_inputs: Any, progress: Progress | None,
 
 
 def _example_arrays(example_inputs: Any) -> dict[str, Any]:
-    import numpy as np
+    from collections.abc import Iterator
 
+    from .dtypes import numpy_from_value
+
+    if isinstance(example_inputs, Iterator):
+        raise TritongenError(
+            "example_inputs is an iterator or generator, read only once", "pass a tuple or a dict of tensors"
+        )
     if isinstance(example_inputs, Mapping):
         items = list(example_inputs.items())
     elif isinstance(example_inputs, Sequence):
@@ -455,12 +469,14 @@ def _example_arrays(example_inputs: Any) -> dict[str, Any]:
         items = [("input_0", example_inputs)]
     if not items:
         raise TritongenError("example_inputs is empty", "pass one array per forward() argument")
-    out = {}
-    for key, value in items:
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        out[str(key)] = np.asarray(value)
-    return out
+    arrays = {str(key): numpy_from_value(value, f"example input '{key}'") for key, value in items}
+    for key, array in arrays.items():
+        if array.dtype == object:  # None, a dict, text: saved, they would be "pickled objects" of a sample file
+            kind = type(array.reshape(-1)[0]).__name__ if array.size else "nothing"
+            raise TritongenError(
+                f"example input '{key}' holds Python objects ({kind}), not numbers", "pass a tensor or a numeric array"
+            )
+    return arrays
 
 
 @_checked()
@@ -550,6 +566,12 @@ def serve(
 
         with tritongen.serve("model_repository") as server:
             print(tritongen.infer("resnet", url=server.grpc_url).outputs)
+
+    Outside a ``with`` block (a notebook): ``server = tritongen.serve(repo).__enter__()``, later ``server.stop()``,
+    which also removes the checked copy. On the main thread, a SIGTERM (``docker stop``, systemd, ``kill``) while
+    the server boots or runs raises :class:`~tritongen.server.Terminated` (a ``KeyboardInterrupt``) where Python
+    would end the process at once, so the server is stopped and its copy removed first (a SIGTERM handler of
+    your own is left alone).
     """
     from .server import ServeSpec
 
@@ -559,7 +581,32 @@ def serve(
             "verify=False serves the repository unchecked: its signature would not be checked",
             "leave verify on to check the signature with public_key, or leave public_key and signature out",
         )
-    return _serving(spec, repo, verify, allow_unverified, public_key, signature, progress)
+    return _Serving(_serving(spec, repo, verify, allow_unverified, public_key, signature, progress))
+
+
+class _NotStarted(TritongenError, AttributeError):
+    """A server's attribute asked of what :func:`serve` returns, before it started (an AttributeError too, so
+    ``hasattr`` keeps working)."""
+
+
+class _Serving(contextlib.AbstractContextManager):
+    """What :func:`serve` returns: the server starts on ``__enter__``; its attributes asked before then get a fix."""
+
+    def __init__(self, manager: contextlib.AbstractContextManager[RunningServer]) -> None:
+        self._manager = manager
+
+    def __enter__(self) -> RunningServer:
+        return self._manager.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._manager.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        raise _NotStarted(
+            f"tritongen.serve() returns a context manager that starts the server, not the server (asked for .{name})",
+            f"use it in a with block: with tritongen.serve(repo) as server: server.{name} (or server = "
+            "tritongen.serve(repo).__enter__(), then server.stop())",
+        )
 
 
 @contextlib.contextmanager
@@ -572,16 +619,10 @@ def _serving(
     signature: PathLike | None,
     progress: Progress | None = None,
 ) -> Iterator[RunningServer]:
-    import dataclasses
-    import shutil
 
-    from .server import server_from_repository
+    from .server import server_from_repository, stop_on_sigterm
     from .server.admin import SIGNING_KEY_NAME
     from .server.snapshot import (
-        CheckedPoll,
-        fingerprint,
-        served_copy,
-        snapshot_from_repository,
         snapshot_root,
         with_repository_words,
     )
@@ -589,7 +630,7 @@ def _serving(
     from .validate import check_repository_folder
 
     if not verify:
-        with server_from_repository(spec) as server:
+        with stop_on_sigterm(), server_from_repository(spec) as server:
             yield server
         return
     # The checks and Triton read the same bytes: a private copy of the repository, checked, then served.
@@ -613,6 +654,28 @@ def _serving(
         except TritongenError as error:  # words about the key's copy name the key given
             raise error if key is None else with_repository_words(error, key_copy, key) from None
 
+    with stop_on_sigterm():
+        yield from _checked_serving(spec, given, root, key, key_copy, kept, signed, check, progress)
+
+
+def _checked_serving(
+    spec: Any,
+    given: Path,
+    root: Path,
+    key: Path | None,
+    key_copy: Path,
+    kept: bytes | None,
+    signed: Path | None,
+    check: Callable[[Path], None],
+    progress: Progress | None,
+) -> Iterator[RunningServer]:
+    """:func:`_serving` once the inputs are checked: the private copy, checked, pinned and served (removed after)."""
+    import dataclasses
+    import shutil
+
+    from .server import server_from_repository
+    from .server.snapshot import CheckedPoll, fingerprint, served_copy, snapshot_from_repository, with_repository_words
+
     try:
         if kept is not None:
             key_copy.write_bytes(kept)
@@ -634,6 +697,9 @@ def _serving(
             if spec.model_control == "poll":  # Triton polls the copy; tritongen polls the repository and checks
                 checked = CheckedPoll(given, snapshot, seen, check, spec.poll_interval_s, progress or _poll_log)
                 server.checked_poll = checked.start()
+                server.cleanups.append(checked.stop)
+            # server.stop() outside a with block (a notebook) removes the copy too
+            server.cleanups.append(lambda: shutil.rmtree(root, ignore_errors=True))
             try:
                 yield server
             finally:
@@ -719,7 +785,8 @@ def check_servable(
 @_checked(_spec_fields(".infer", "InferSpec", "name"))
 def infer(name: str, **options: Any) -> InferResult:
     """Send inputs to model ``name`` on a running server and return its outputs (and, with ``check=True``, the
-    comparison with the build's saved PyTorch reference).
+    comparison with the build's saved PyTorch reference). ``name`` may be the model's folder
+    (``"model_repository/resnet"``), which names its repository too.
 
     ``options`` are :class:`~tritongen.infer.InferSpec` fields: ``url``, ``protocol`` (``grpc``/``http``; default:
     the ``url``'s ``http://`` or ``grpc://``, else ``$TRITONGEN_URL``'s, else gRPC),
@@ -729,9 +796,13 @@ def infer(name: str, **options: Any) -> InferResult:
     sequence, ``chunk_size`` (default: the first input's fixed size) and ``sequence_id`` (its correlation ID,
     default 1).
     """
-    from .infer import InferSpec, infer_model
+    from .infer import InferSpec, infer_model, model_from_folder
 
-    return infer_model(InferSpec(name=name, **_given(options)))
+    options = _given(options)
+    name, repo = model_from_folder(name, options.get("repo"))  # "model_repository/resnet": the name and repo
+    if repo is not None:
+        options["repo"] = repo
+    return infer_model(InferSpec(name=name, **options))
 
 
 @_checked(_spec_fields(".perf.spec", "PerfSpec", "model"))

@@ -268,14 +268,14 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             new_manifest(
                 version,
                 file_hashes(staged_model, files),
-                source={"path": str(spec.model_path), "form": loaded.form},
+                source={"path": _source_path(spec, loaded), "form": loaded.form},
                 export={
                     "requested": spec.exporter,
                     **export.to_dict(),
                     "consts": dict(spec.consts),
                     "program_consts": program_consts(loaded),
                 },
-                spec=spec.to_dict(),
+                spec=_recorded_spec(spec, loaded),
                 samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
                 parity=report.to_dict(),
                 precision=precision.to_dict() if precision is not None else {"precision": spec.precision},
@@ -377,6 +377,23 @@ def program_inputs_note(spec: BuildSpec) -> str:
     return note + f" ({batch}" + (f"; ranges {', '.join(bounded)}" if bounded else "") + ")"
 
 
+def _in_memory(loaded) -> bool:
+    """Built from the API's in-memory module: its file paths are a temporary folder's, gone after the build."""
+    return str(loaded.source).startswith("<in-memory")
+
+
+def _source_path(spec: BuildSpec, loaded) -> str:
+    return str(loaded.source) if _in_memory(loaded) else str(spec.model_path)
+
+
+def _recorded_spec(spec: BuildSpec, loaded) -> dict:
+    """The spec for the manifest; an in-memory module's temporary paths recorded as what they stood for."""
+    recorded = spec.to_dict()
+    if _in_memory(loaded):
+        recorded.update(model_path=str(loaded.source), sample_inputs="<example_inputs>")
+    return recorded
+
+
 def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenError:
     how = f" (exported by the {export.exporter} exporter because {export.fallback})" if export.fallback else ""
     reference = "the original ONNX file's" if spec.inputs_from == "onnx" else "PyTorch's"
@@ -390,6 +407,15 @@ def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenErr
             "make forward() compute sizes with torch operations (not Python numbers), "
             + ("try --exporter dynamo, " if export.exporter != "dynamo" else "")
             + f"or give --dim-range the sizes the model supports{range_hint(spec)}",
+            details=report.table(),
+        )
+    nan = sorted({r.output for r in report.results if r.note == "PyTorch output holds NaN"})
+    if nan:  # no tolerance helps: the reference itself is not a number
+        return TritongenError(
+            f"{reference[0].upper()}{reference[1:]} output {', '.join(map(repr, nan))} holds NaN on the build's "
+            "samples, so no answer can be checked against it",
+            "fix the model (a division by zero, a log of 0, an uninitialised weight), or pass --sample-inputs with "
+            "inputs it is meant for",
             details=report.table(),
         )
     return TritongenError(

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import sys
@@ -50,8 +49,9 @@ def cli(debug: bool) -> None:
     "inputs",
     multiple=True,
     metavar="NAME:DTYPE:DIMS",
-    help="A model input, e.g. x:FP32:3,224,224 (dims without batch, "
-    "-1 variable). Repeat per input, in forward() order. Read from the file for ONNX and torch.export .pt2.",
+    help="A model input, e.g. x:FP32:3,224,224 (dims without batch, -1 variable; t:INT64: with no dims: one value "
+    "per item, the model reads [batch]). Repeat per input, in forward() order. Read from the file for ONNX and "
+    "torch.export .pt2.",
 )
 @click.option(
     "--output", "outputs", multiple=True, metavar="NAME", help="Output name, in the order forward() returns them."
@@ -265,9 +265,9 @@ def build(model: Path, no_warmup: bool, **options) -> None:
         click.echo(f"  the {result.exporter} exporter was used because {result.fallback}")
     click.echo(result.parity.table())
     for t in result.spec.inputs:
-        click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+        click.echo(f"  input  {t.name:<24} {t.dtype:<6} {_dims_text(t)}")
     for t in result.spec.outputs:
-        click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+        click.echo(f"  output {t.name:<24} {t.dtype:<6} {_dims_text(t)}")
     click.echo(f"manifest: {result.manifest_path}")
     if result.handoff_dir is not None:
         click.echo(f"perf_analyzer / Model Analyzer hand-offs: {result.handoff_dir}")
@@ -450,21 +450,22 @@ def serve(
         _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
 
 
+def _dims_text(t) -> str:
+    """A tensor's dims as clients see them; a scalar per item says what the model itself reads or writes."""
+    return f"{list(t.dims)} (a scalar per item: the model's [batch])" if t.scalar else str(list(t.dims))
+
+
 def _name_from_folder(name: str, options: dict) -> str:
     """``infer REPO/NAME``: a model's folder given for NAME names the model and its repository (--repo, where given,
-    must be that repository)."""
-    folder = Path(name)
-    if len(folder.parts) < 2 or not (folder / "config.pbtxt").is_file():
-        return name
-    folder = Path(os.path.abspath(folder))  # not resolve(): a linked model folder stays a link
+    must be that repository: :func:`tritongen.infer.model_from_folder`)."""
+    from .infer import model_from_folder
+
     source = click.get_current_context().get_parameter_source("repo")
-    if source is not click.core.ParameterSource.DEFAULT and Path(os.path.abspath(options["repo"])) != folder.parent:
-        raise TritongenError(
-            f"{name} is a model folder of {folder.parent}, but --repo names {options['repo']}",
-            f"pass the model's name with --repo, or its folder alone: tritongen infer {name}",
-        )
-    options["repo"] = folder.parent
-    return folder.name
+    given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
+    name, repo = model_from_folder(name, given)
+    if repo is not None:
+        options["repo"] = repo
+    return name
 
 
 def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:

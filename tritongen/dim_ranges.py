@@ -145,9 +145,10 @@ def ranges_from_spec(spec: Any) -> tuple[DimRange, ...]:
 
 
 def shapes_at(spec: Any, point: str) -> dict[str, tuple[int, ...]]:
-    """Each input's dims (no batch dimension) with every ``-1`` at its range's ``point`` (min, opt or max)."""
+    """Each input's shape as the model reads it (no batch dimension; ``()`` for a scalar per item) with every
+    ``-1`` at its range's ``point`` (min, opt or max)."""
     sizes = {(r.input, r.axis): getattr(r, point) for r in ranges_from_spec(spec)}
-    return {t.name: tuple(sizes.get((t.name, i), d) for i, d in enumerate(t.dims)) for t in spec.inputs}
+    return {t.name: tuple(sizes.get((t.name, i), d) for i, d in enumerate(t.shape)) for t in spec.inputs}
 
 
 def range_hint(spec: Any) -> str:

@@ -96,3 +96,29 @@ def triton_from_torch(dtype) -> str:
             "cast the output to float32 or int64 in the model's forward()",
         )
     return table[name]
+
+
+def numpy_from_value(value: object, what: str) -> np.ndarray:
+    """A torch tensor, NumPy array, list or number as a NumPy array (``what`` names it in messages): one clear error
+    for what NumPy cannot hold (a bfloat16 tensor, a tensor without data on the meta device, a generator)."""
+    from collections.abc import Iterator
+
+    if hasattr(value, "detach") and hasattr(value, "dtype"):  # a torch tensor
+        if str(getattr(value, "device", "")) == "meta":
+            raise TritongenError(f"{what} is a tensor on the meta device (it holds no values)", "pass a CPU tensor")
+        try:
+            value = value.detach().cpu().numpy()  # type: ignore[attr-defined]
+        except (TypeError, RuntimeError) as exc:
+            raise TritongenError(
+                f"{what} is a {str(value.dtype).removeprefix('torch.')} tensor, which NumPy cannot hold "  # type: ignore[attr-defined]
+                f"({str(exc).splitlines()[0][:120]})",
+                "convert it to a type Triton takes, e.g. tensor.float() (FP32) or tensor.half() (FP16)",
+            ) from None
+    if isinstance(value, Iterator):
+        raise TritongenError(f"{what} is an iterator or generator, read only once", "pass a list, tuple or array")
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TritongenError(
+            f"{what} is not an array ({str(exc)[:120]})", "pass NumPy arrays, torch tensors or lists"
+        ) from None

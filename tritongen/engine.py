@@ -44,10 +44,10 @@ def profiles_from_spec(spec: Any) -> list[Profile]:
     ranges = {(r.input, r.axis): r for r in ranges_from_spec(spec)}
     profile: Profile = {}
     for t in spec.inputs:
-        picked = [ranges.get((t.name, i)) for i in range(len(t.dims))]
-        lo = [d if r is None else (r.min if r.explicit else 1) for d, r in zip(t.dims, picked)]
-        opt = [d if r is None else r.opt for d, r in zip(t.dims, picked)]
-        hi = [d if r is None else r.max for d, r in zip(t.dims, picked)]
+        picked = [ranges.get((t.name, i)) for i in range(len(t.shape))]  # the model's own shape: () for a scalar
+        lo = [d if r is None else (r.min if r.explicit else 1) for d, r in zip(t.shape, picked)]
+        opt = [d if r is None else r.opt for d, r in zip(t.shape, picked)]
+        hi = [d if r is None else r.max for d, r in zip(t.shape, picked)]
         if spec.batched:
             best = max(preferred_batch_sizes(spec) or (spec.max_batch_size,))
             lo, opt, hi = [1] + lo, [best] + opt, [spec.max_batch_size] + hi

@@ -23,4 +23,10 @@ class TritongenError(Exception):
 
     @property
     def message(self) -> str:
+        """The one line: problem and fix (what the CLI prints after ``error:``)."""
         return f"{self.problem}: {self.fix}" if self.fix else self.problem
+
+    def __str__(self) -> str:
+        """The line and, below it, the details, so that a traceback in Python shows the list a message refers to
+        ("the config.pbtxt files named below", a parity table)."""
+        return f"{self.message}\n{self.details}" if self.details else self.message

@@ -98,7 +98,9 @@ def program_inputs_from_program(
     by_symbol = {kept[r.input][1][r.axis].symbol: r for r in given_ranges if _symbol_of(kept, r)}
     specs, ranges = [], []
     for name, (dtype, dims) in kept.items():
-        specs.append(TensorSpec(name=name, dtype=dtype, dims=tuple(-1 if d.size is None else d.size for d in dims)))
+        # a [batch] input is a scalar per item (dims [1] to clients, [batch] to the program)
+        sizes = tuple(-1 if d.size is None else d.size for d in dims)
+        specs.append(TensorSpec(name=name, dtype=dtype, dims=sizes or (1,), scalar=not sizes))
         for axis, d in enumerate(dims):
             if d.size is not None or (name, axis) in given:
                 continue

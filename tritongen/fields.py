@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import numbers
 import os
 import re
@@ -57,7 +58,29 @@ def check_fields(
         if parse and field.name in parse:
             value = parse[field.name](value)
         name = names.get(field.name, field.name) if names else field.name
-        object.__setattr__(spec, field.name, check_value(value, hints[field.name], name, what))
+        value = check_value(value, hints[field.name], name, what)
+        _check_number(value, name, what)
+        object.__setattr__(spec, field.name, value)
+
+
+_UNIT_SUFFIXES = ("_s", "_ms", "_us", "_pct")
+
+
+def _check_number(value: Any, name: str, what: str) -> None:
+    """Numbers a field holds (one, or a tuple of them): finite (a NaN passes every comparison a spec makes, an inf
+    turns a gate off), not negative where the name carries a unit (``_s``, ``_ms``, ``_us``, ``_pct``), and above
+    zero for a timeout."""
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        shown_value = f"{name}={item!r}" if len(items) == 1 else f"{name} item {item!r}"
+        if isinstance(item, float) and not math.isfinite(item):
+            raise TritongenError(f"{what} option {shown_value} is not a finite number", "pass a number")
+        if name.endswith("timeout_s") and item <= 0:
+            raise TritongenError(f"{what} option {shown_value} is not above 0", "pass a timeout in seconds, e.g. 30")
+        if name.endswith(_UNIT_SUFFIXES) and item < 0:
+            raise TritongenError(f"{what} option {shown_value} is negative", "pass 0 or more")
 
 
 def check_arguments(func: Callable[..., Any], values: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -25,13 +25,13 @@ import json
 import os
 import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
 from .files import regular_bytes
-from .perf.inputs import RequestSet, request_set_from_samples
+from .perf.inputs import RequestSet, arrays_as_served, request_set_from_samples
 from .perf.perf_analyzer import (
     PerfAnalyzerInstall,
     command_from_spec,
@@ -220,6 +220,9 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
     config = config_from_file(repo / model / "config.pbtxt")
     spec = spec or PerfSpec(model=model, url=DEFAULT_GRPC_URL, repo=repo)
     requests = request_set_from_samples(repo, model, config.max_batch_size > 0)
+    if config.max_batch_size > 0:  # a scalar per item goes as [batch, 1], as the server takes it
+        shapes = {i.name: [-1, *i.dims] for i in config.input}
+        requests = replace(requests, requests=tuple(arrays_as_served(r, shapes) for r in requests.requests))
     folder = Path(out) / model
     owner = _written_for(folder)
     if owner is not None and owner != str(repo):  # another repository beside this one has a model of this name

@@ -9,6 +9,7 @@ parity tolerances: a variant is not meant to match FP32 to 1e-4.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .client import default_url, spec_protocol
+from .dtypes import numpy_from_value
 from .errors import TritongenError
 from .fields import check_fields
 from .files import read_problem, regular_bytes
@@ -54,9 +56,28 @@ class InferSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, "infer")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise TritongenError(f"infer option chunk_size={self.chunk_size} is below 1", "pass 1 or more values")
+        if self.sequence_id < 1:  # 0 is Triton's "no sequence"
+            raise TritongenError(f"infer option sequence_id={self.sequence_id} is below 1", "pass an ID of 1 or more")
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         if self.inputs is not None:
             object.__setattr__(self, "inputs", _arrays_given(self.inputs))
+
+
+def model_from_folder(name: str, repo: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
+    """A model's folder given for its name (``model_repository/resnet``): the model's name and its repository
+    (``repo``, where given, must be that repository). Any other name comes back as it is, with None."""
+    folder = Path(name)
+    if len(folder.parts) < 2 or not (folder / "config.pbtxt").is_file():
+        return name, None
+    folder = Path(os.path.abspath(folder))  # not resolve(): a linked model folder stays a link
+    if repo is not None and Path(os.path.abspath(repo)) != folder.parent:
+        raise TritongenError(
+            f"{name} is a model folder of {folder.parent}, but --repo names {repo}",
+            f"pass the model's name with --repo, or its folder alone: tritongen infer {name}",
+        )
+    return folder.name, folder.parent
 
 
 def _arrays_given(given: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -65,12 +86,7 @@ def _arrays_given(given: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raise TritongenError("infer option inputs is empty", 'pass inputs={"INPUT_NAME": array, ...}')
     arrays = {}
     for name, value in given.items():
-        if hasattr(value, "detach"):  # a torch tensor
-            value = value.detach().cpu().numpy()
-        try:
-            array = np.asarray(value)
-        except (TypeError, ValueError) as exc:
-            raise TritongenError(f"infer input '{name}' is not an array ({exc})", "pass NumPy arrays") from None
+        array = numpy_from_value(value, f"infer input '{name}'")
         if array.dtype == object and not all(isinstance(v, (str, bytes)) for v in array.reshape(-1)):
             raise TritongenError(
                 f"infer input '{name}' holds Python objects", "pass a numeric array, or text as str/bytes"
@@ -269,16 +285,24 @@ def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) ->
     )
 
 
-def _check_against_served(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) -> None:
+def _check_against_served(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays given against the served model's inputs (names, datatypes, shapes, batch size), before sending:
-    the server's refusal would name neither the file nor the inputs the model wants."""
-    from .client import model_metadata
-    from .perf.inputs import check_arrays_against_metadata
+    the server's refusal would name neither the file nor the inputs the model wants. Returned as sent: a scalar
+    per item given as ``[batch]`` (the model's own shape) goes as ``[batch, 1]``."""
+    from .perf.inputs import arrays_as_served, check_arrays_against_metadata, served_shapes
 
     source = str(spec.input_file) if spec.input_file is not None else "the arrays given"
     version = str(spec.model_version) if spec.model_version is not None else ""  # the version the request goes to
-    metadata = model_metadata(url, spec.name, spec.protocol, spec.timeout_s, version=version)
-    check_arrays_against_metadata(inputs, metadata, source)
+    metadata = _metadata(spec, url, version)
+    sent = arrays_as_served(inputs, served_shapes(metadata))
+    check_arrays_against_metadata(sent, metadata, source)
+    return sent
+
+
+def _metadata(spec: InferSpec, url: str, version: str) -> dict[str, Any]:
+    from .client import model_metadata
+
+    return model_metadata(url, spec.name, spec.protocol, spec.timeout_s, version=version)
 
 
 def _named_npy(spec: InferSpec, url: str) -> dict[str, np.ndarray]:
@@ -462,7 +486,7 @@ def infer_model(spec: InferSpec) -> InferResult:
         if spec.input_file is not None and spec.inputs is not None:
             raise TritongenError("both input_file and inputs are given", "pass one of them")
         inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, url)
-        _check_against_served(spec, url, inputs)
+        inputs = _check_against_served(spec, url, inputs)
     else:
         version = served_version(spec, url)
         checked_version = version
@@ -503,6 +527,10 @@ def infer_model(spec: InferSpec) -> InferResult:
             )
         else:
             inputs = arrays_from_npz(artifacts / SAMPLES_NAME)
+            if any(a.ndim == 1 for a in inputs.values()):  # a scalar per item, saved as the model reads it: [batch]
+                from .perf.inputs import arrays_as_served, served_shapes
+
+                inputs = arrays_as_served(inputs, served_shapes(_metadata(spec, url, pinned)))
         if spec.check and end_to_end is None:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)

@@ -87,6 +87,12 @@ def lint_from_onnx(onnx_path: Path, profiles: Iterable[dict] | None = None) -> L
                 "limit is 2 GiB; save the weights as external data",
             )
         )
+    from .onnx_input import is_onnx_file
+
+    with open(onnx_path, "rb") as fh:
+        head = fh.read(16)
+    if not is_onnx_file(head):  # protobuf parses an empty file, or two bytes of text, as an empty model
+        raise _not_onnx(onnx_path, ValueError("it does not start as an ONNX model (ir_version first)"))
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:

@@ -31,7 +31,8 @@ def arrays_from_npz(path: Path) -> Arrays:
     array is a view of the bytes read, so a file costs its arrays' size once."""
     path = Path(path)
     if not path.is_file():
-        raise TritongenError(f"sample file {path} does not exist", "pass an .npz with one array per model input")
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise TritongenError(f"sample file {path} {what}", "pass an .npz with one array per model input")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)

@@ -161,7 +161,8 @@ def io_from_onnx(model: Any) -> OnnxIO:
                 "make every graph input a numeric or bool tensor",
             ) from None
         dims = _dims(vi)[1:] if batch_axis else _dims(vi)
-        inputs.append(TensorSpec(vi.name, dtype, tuple(dims) or (1,)))
+        # a [batch] input is a scalar per item (dims [1] to clients, [batch] to the graph)
+        inputs.append(TensorSpec(vi.name, dtype, tuple(dims) or (1,), scalar=batch_axis and not dims))
     return OnnxIO(tuple(inputs), tuple(o.name for o in model.graph.output), batch_axis)
 
 
@@ -194,11 +195,16 @@ def spec_io_from_onnx(
             "drop --input (read from the graph) or list those, in order",
         )
     for want, have in zip(declared, inputs):
-        fits = len(want.dims) == len(have.dims) and all(h in (-1, w) for w, h in zip(want.dims, have.dims))
+        # in the graph's own shapes: () for a scalar per item (--input NAME:DTYPE: with nothing after the colon)
+        fits = len(want.shape) == len(have.shape) and all(h in (-1, w) for w, h in zip(want.shape, have.shape))
         if want.dtype != have.dtype or not fits:
             raise TritongenError(
-                f"--input {want.name}:{want.dtype}:{list(want.dims)} does not fit the graph's "
-                f"{have.dtype} {list(have.dims)}",
+                f"--input {want.name}:{want.dtype}:{','.join(map(str, want.shape))} does not fit the graph's "
+                + (
+                    f"{have.dtype} [batch] (a scalar per item: --input {have.name}:{have.dtype}:)"
+                    if have.scalar
+                    else f"{have.dtype} {list(have.dims)}"
+                ),
                 "drop --input (read from the graph) or match it",
             )
     return tuple(declared), max_batch_size

@@ -90,8 +90,27 @@ def plan_problems_for_model(model_dir: Path, triton_version: str) -> list[str]:
     return problems
 
 
+def check_triton_version(triton_version: str) -> str:
+    """``triton_version`` if it reads as a Triton server version (``2.51.0``), else one clear error; an NGC release
+    (``24.10``) is named as such, with its server's version."""
+    from .errors import TritongenError  # noqa: PLC0415
+
+    if triton_version in NGC_RELEASES:
+        raise TritongenError(
+            f"--triton-version {triton_version} is an NGC release, not a Triton version",
+            f"pass its server's version: --triton-version {NGC_RELEASES[triton_version][0]}",
+        )
+    if not re.fullmatch(r"2\.\d{1,3}(\.\d{1,3})?", triton_version):
+        raise TritongenError(
+            f"--triton-version {triton_version[:40]!r} is not a Triton server version",
+            f"pass one like {DEFAULT_TRITON_VERSION} (tritonserver --version; $TRITON_SERVER_VERSION in NGC's images)",
+        )
+    return triton_version
+
+
 def plan_problems_from_repository(repo: Path, triton_version: str) -> dict[str, list[str]]:
     """Model name -> plan problems, for every model folder of ``repo`` that has any."""
+    check_triton_version(triton_version)
     out = {}
     for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith(".")):
         found = plan_problems_for_model(model_dir, triton_version)

@@ -110,14 +110,19 @@ def check_arrays_match_spec(
                 f"{what}: input '{t.name}' is {a.dtype} but the spec says {t.dtype} ({numpy_dtype(t.dtype)})",
                 f"save it as {numpy_dtype(t.dtype)} or declare the input as the array's type",
             )
-        shape = a.shape[1:] if batched else a.shape
         if batched and a.ndim == 0:
-            shape = ()
-        ok = len(shape) == len(t.dims) and all(d == -1 or d == s for d, s in zip(t.dims, shape))
+            raise TritongenError(
+                f"{what}: input '{t.name}' is a single value (a 0-d array), and the model batches: its samples start "
+                "with the batch dimension",
+                f"save it as a batch, e.g. numpy.array([value]) for a scalar per item ({t.name} of shape [batch])",
+            )
+        shape = a.shape[1:] if batched else a.shape
+        ok = len(shape) == len(t.shape) and all(d == -1 or d == s for d, s in zip(t.shape, shape))
         if not ok:
             batch_note = " after the batch dimension" if batched else ""
+            wanted = "a scalar per item (shape [batch])" if t.scalar else f"dims {list(t.dims)}{batch_note}"
             raise TritongenError(
-                f"{what}: input '{t.name}' has shape {list(a.shape)} but the spec says dims {list(t.dims)}{batch_note}",
+                f"{what}: input '{t.name}' has shape {list(a.shape)} but the spec says {wanted}",
                 "fix the sample shapes or the --input dims (dims exclude the batch dimension; -1 is variable)",
             )
 

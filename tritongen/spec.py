@@ -82,6 +82,9 @@ _YAML_KINDS = {
 }
 
 
+MAX_QUEUE_DELAY_US = 60_000_000  # a request waiting a minute for a fuller batch is a mistake, not a setting
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """Everything a build needs, defaults resolved. Paths are absolute."""
@@ -172,6 +175,8 @@ class BuildSpec:
             raise TritongenError(
                 f"--max-batch-size {mbs} is negative", "use 0 for no batching or a positive batch size"
             )
+        if not self.batched:  # a scalar per item rides on the batch dimension (Triton has no 0-d tensor): [1] here
+            set_(self, "inputs", tuple(dataclasses.replace(t, scalar=False) for t in self.inputs))
         if self.target not in TARGETS:
             raise TritongenError(
                 f"unknown target '{self.target}'",
@@ -187,6 +192,8 @@ class BuildSpec:
             raise TritongenError(
                 f"preferred batch size {bad[0]} is outside 1..{mbs}", "use sizes between 1 and --max-batch-size"
             )
+        if self.top_k is not None and self.top_k < 1:
+            raise TritongenError(f"--top-k {self.top_k} is below 1", "use the labels to return per item, e.g. 5")
         if self.instance_count < 1:
             raise TritongenError(f"instance count {self.instance_count} is below 1", "use --instances 1 or more")
         if self.instance_count > MAX_INSTANCE_COUNT:
@@ -195,8 +202,16 @@ class BuildSpec:
                 "its own memory; a process for the Python backend)",
                 f"use --instances 1 to {MAX_INSTANCE_COUNT}; tritongen tune finds the count that pays",
             )
-        if min(self.atol, self.rtol) < 0:
-            raise TritongenError("--atol/--rtol must not be negative", "use tolerances >= 0")
+        if not (min(self.atol, self.rtol) >= 0 and math.isfinite(self.atol) and math.isfinite(self.rtol)):
+            raise TritongenError(  # a NaN made the gate fail with "tolerance nan", an inf turned it off
+                f"--atol {self.atol:g} / --rtol {self.rtol:g}: tolerances must be finite and not negative",
+                "use tolerances >= 0, e.g. --atol 1e-4 --rtol 1e-3",
+            )
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise TritongenError(  # was refused only after the export, as a "syntax" problem of a staging folder
+                f"--queue-delay-us {self.max_queue_delay_us} is outside 0..{MAX_QUEUE_DELAY_US} (one minute)",
+                "use the microseconds a request may wait for a fuller batch, e.g. 500",
+            )
         if self.dynamic_dim_size < 1:
             raise TritongenError(
                 f"spec dynamic_dim_size {self.dynamic_dim_size} is below 1",

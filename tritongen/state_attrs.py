@@ -313,7 +313,7 @@ def _random_inputs(spec: Any, batch: int, seed: int) -> list[Any]:
     rng = np.random.default_rng(seed)
     arrays = []
     for t in spec.inputs:
-        shape = (batch, *[spec.dynamic_dim_size if d == -1 else d for d in t.dims])
+        shape = (batch, *[spec.dynamic_dim_size if d == -1 else d for d in t.shape])
         dtype = numpy_dtype(t.dtype)
         array = rng.standard_normal(shape) * 0.1 if dtype.kind == "f" else rng.integers(0, 2, shape)
         arrays.append(torch.from_numpy(np.ascontiguousarray(array.astype(dtype))))

@@ -41,9 +41,17 @@ class TensorSpec:
                 f"tensor '{self.name}' has a dimension of size {bad[0]} (dims {','.join(map(str, dims))})",
                 "every dimension must be a positive size, or -1 for a variable size",
             )
+        if self.scalar and not dims:
+            dims = (1,)
         object.__setattr__(self, "dims", dims)
         if self.scalar and dims != (1,):
             raise TritongenError(f"tensor '{self.name}' is a scalar per item but has dims {list(dims)}", "use dims [1]")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The dims the model itself reads or writes per item (no batch dimension): ``()`` for a scalar per item,
+        which clients send and receive as ``[1]`` (``dims``)."""
+        return () if self.scalar else self.dims
 
     @property
     def dynamic_axes(self) -> tuple[int, ...]:
@@ -73,9 +81,8 @@ def tensor_spec_from_arg(arg: str) -> TensorSpec:
             f"--input '{arg}' has dims '{dims_text}' that are not integers",
             "write dims as comma-separated integers like 3,224,224 (-1 for variable)",
         ) from None
-    if not dims:
-        dims = (1,)
-    return TensorSpec(name=name, dtype=dtype, dims=dims)
+    # empty: a scalar per item (the model reads [batch]; kept as [1] where the model does not batch, BuildSpec)
+    return TensorSpec(name=name, dtype=dtype, dims=dims or (1,), scalar=not dims)
 
 
 def tensor_spec_from_dict(entry: Mapping[str, Any], where: str) -> TensorSpec:
@@ -89,7 +96,10 @@ def tensor_spec_from_dict(entry: Mapping[str, Any], where: str) -> TensorSpec:
     if not isinstance(dims, (list, tuple)):
         raise TritongenError(f"{where} has dims {dims!r}", "write dims as a list like [3, 224, 224]")
     return TensorSpec(
-        name=str(entry["name"]), dtype=str(entry.get("dtype", entry.get("data_type", "FP32"))), dims=tuple(dims)
+        name=str(entry["name"]),
+        dtype=str(entry.get("dtype", entry.get("data_type", "FP32"))),
+        dims=tuple(dims) or (1,),
+        scalar=not dims or bool(entry.get("scalar", False)),
     )
 
 
@@ -98,5 +108,10 @@ def tensor_specs_from_samples(samples: Mapping[str, Any], batched: bool) -> tupl
     specs = []
     for name, array in samples.items():
         shape = tuple(array.shape[1:] if batched else array.shape)
-        specs.append(TensorSpec(name=name, dtype=triton_from_numpy(array.dtype), dims=shape or (1,)))
+        # a batched [batch] array: a scalar per item, which the model reads as [batch]
+        specs.append(
+            TensorSpec(
+                name=name, dtype=triton_from_numpy(array.dtype), dims=shape or (1,), scalar=batched and not shape
+            )
+        )
     return tuple(specs)

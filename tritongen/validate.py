@@ -1092,6 +1092,10 @@ def validate_repository(
     refuses such names (``skip_folders``: a build's own scratch folders inside its staging folder).
     """
     repo = Path(repo)
+    if triton_version:
+        from .plan_compat import check_triton_version
+
+        check_triton_version(triton_version)
     check_repository_folder(repo)
     skipped = set(skip_folders)
     folders = sorted(p for p in repo.iterdir() if p.is_dir() and p.name not in skipped)

@@ -398,7 +398,8 @@ def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -
     from ..server import docker_command
 
     reasons = stock_image_problems(spec.repo)
-    notes = unfollowed_records(spec.repo)
+    # --ignore-rollout-record asks for config.pbtxt's versions: what the image serves, nothing to note
+    notes = unfollowed_records(spec.repo) if spec.rollout_record else ()
     if not reasons:
         return DockerSteps(command=docker_command(spec, image=TRITON_IMAGE.format(release=ngc_release)), notes=notes)
     deploy = ["tritongen", "deploy", str(spec.repo), "--to", "docker", "--out", "deploy"]

@@ -251,6 +251,10 @@ def _golden(
     batched: bool,
     source: str,
 ) -> GoldenSet:
+    from ..perf.inputs import arrays_as_served
+
+    # a scalar per item, saved as the model reads it ([batch]), goes as the server takes it ([batch, 1])
+    arrays = arrays_as_served(arrays, {i["name"]: list(i["shape"]) for i in inputs})
     _check_matches(arrays, inputs, batched, source)
     rows = len(next(iter(arrays.values()))) if batched else 1
     if labels is not None:

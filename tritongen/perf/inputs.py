@@ -8,7 +8,7 @@ served model's metadata before any load is sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,20 @@ def wire_from_array(array: np.ndarray) -> tuple[str, bytes]:
         serialized = serialize_byte_tensor(np.asarray(array, dtype=object))
         return "BYTES", serialized.item() if serialized.size else b""
     return np_to_triton_dtype(array.dtype), np.ascontiguousarray(array).tobytes()
+
+
+def arrays_as_served(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """``arrays`` in the model's own shapes (the build's samples) as the server takes them: a scalar per item, which
+    the model reads as ``[batch]`` through Triton's empty reshape, goes as ``[batch, 1]`` (its served shape in
+    ``shapes``: ``[-1, 1]``, the batch dimension first). Other arrays are left as they are."""
+    return {
+        name: a[:, None] if a.ndim == 1 and list(shapes.get(name, ())) == [-1, 1] else a for name, a in arrays.items()
+    }
+
+
+def served_shapes(metadata: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Each input's shape from the server's model metadata (the batch dimension first where the model batches)."""
+    return {t["name"]: [int(d) for d in t["shape"]] for t in metadata["inputs"]}
 
 
 def request_set_from_arrays(
@@ -142,6 +156,8 @@ def request_set_for_model(
         texts = [t["name"] for t in metadata["inputs"] if t["datatype"] == "BYTES"]
         served = [int(v) for v in metadata.get("versions", ()) if str(v).isdigit()]
         requests = request_set_from_samples(Path(repo), model, batched, texts[0] if len(texts) == 1 else None, served)
+    shapes = served_shapes(metadata)
+    requests = replace(requests, requests=tuple(arrays_as_served(r, shapes) for r in requests.requests))
     check_requests_against_metadata(requests, metadata)
     return requests
 

@@ -123,6 +123,11 @@ class PerfSpec:
                 )
         if self.warmup_s < 0:
             raise TritongenError(f"--warmup-s {self.warmup_s} is negative", "give 0 or more seconds")
+        if self.max_in_flight < 1:  # 0: every request of an open loop failed as client_overloaded
+            raise TritongenError(
+                f"perf option max_in_flight={self.max_in_flight} is below 1",
+                "pass the requests that may be outstanding",
+            )
         if self.max_windows < STABLE_WINDOWS:
             raise TritongenError(
                 f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows"

@@ -153,7 +153,7 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
             f"cannot load a tokenizer from {tokenizer}: {str(exc).splitlines()[0][:200]}",
             "pass --tokenizer with a folder holding tokenizer.json / tokenizer_config.json",
         ) from None
-    fixed = {t.dims[0] for t in inputs if len(t.dims) == 1 and t.dims[0] != -1}
+    fixed = {t.shape[0] for t in inputs if len(t.shape) == 1 and t.shape[0] != -1}
     max_len = (
         fixed.pop()
         if fixed

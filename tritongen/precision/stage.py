@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import TritongenError
 from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
 from .calibration import calibration_data_from_arrays, calibration_data_from_path
 from .guard import GuardResult, guarded_onnx_from_onnx
@@ -26,6 +27,13 @@ def precision_from_build(
     from ..export import torch_outputs_from_module
 
     say = progress or (lambda message: None)
+    outputs = [t.name for t in spec.outputs]
+    unknown = [name for name, _ in spec.max_abs_error if name not in outputs]
+    if unknown:  # names given with --output were checked by the spec; the exported ones are known only now
+        raise TritongenError(
+            f"--max-abs-error names '{unknown[0]}', which is not an output of the model ({', '.join(outputs)})",
+            f"name one of its outputs, e.g. --max-abs-error {outputs[0]}=0.05",
+        )
     batch = max(1, min(CALIB_BATCH, spec.max_batch_size)) if spec.batched else 1
     if spec.calib_data is not None:
         tokenizer = spec.tokenizer or (spec.model_path if spec.model_path.is_dir() else None)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ class RunningServer:
         self.workdir: Path | None = None  # the empty folder it runs in, in its private folder (see _start)
         self.checked_poll: Any = None  # tritongen.server.snapshot.CheckedPoll where serve polls for it
         self.rollout_notes: tuple[str, ...] = ()  # the recorded live versions serve pinned in its copy (or not)
+        # run once, in order, when the server has stopped: tritongen.serve's poll thread, then its checked copy
+        self.cleanups: list[Callable[[], Any]] = []
         connect = connect_host(spec.host)
         # host:port, each knowing its protocol: infer(url=server.http_url) speaks HTTP without protocol="http"
         self.http_url = ServerAddress(f"{connect}:{self.ports['http']}", "http")
@@ -129,6 +131,8 @@ class RunningServer:
             self.log_path.unlink(missing_ok=True)
         if self.workdir is not None:  # and its key beside it
             shutil.rmtree(self.workdir.parent, ignore_errors=True)
+        while self.cleanups:
+            self.cleanups.pop(0)()
         return proc.returncode
 
     def wait(self) -> int:

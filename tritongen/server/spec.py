@@ -102,6 +102,8 @@ class ServeSpec:
             parse={"cpus": lambda v: cpus_from_text(v, "--cpus"), "extra_args": _split_args},
             skip=("poll_interval_s", "stub_blas_threads"),  # checked below (poll: a whole number of seconds, 2.0 too)
         )
+        if self.log_verbose < 0:
+            raise TritongenError(f"serve option log_verbose={self.log_verbose} is negative", "pass 0 (off) or more")
         object.__setattr__(self, "repo", Path(self.repo).expanduser().resolve())
         if self.python_env is not None:
             object.__setattr__(self, "python_env", Path(self.python_env).expanduser().absolute())
