@@ -337,3 +337,38 @@ def test_a_scalar_per_item_input_is_served_and_checked_end_to_end(tmp_path, caps
         with torch.no_grad():
             want = program(torch.from_numpy(x), torch.tensor([1, 2, 3])).numpy()
         np.testing.assert_allclose(answer["output"], want, rtol=1e-5, atol=1e-6)
+
+
+class TwoFramesPerStep(torch.nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(2, dim=1) + y
+
+
+def _two_frames(tmp_path):
+    batch, steps = Dim("batch"), Dim("steps", min=2, max=64)
+    args = (torch.randn(2, 5), torch.randn(2, 10))
+    return _save(tmp_path, "frames.pt2", TwoFramesPerStep(), args, ({0: batch, 1: steps}, {0: batch, 1: 2 * steps}))
+
+
+def test_a_dimension_the_program_computes_from_another_takes_its_sizes_from_that_ones_range(tmp_path):
+    """y's length is 2*x's (a derived Dim): its own default range 32/64/128 made the gate fail on the program's guard
+    ("2 * x.size()[1] == y.size()[1]"); it follows x's range, and a range given for it names x's to give."""
+    from tritongen.dim_ranges import ranges_from_spec
+
+    path = _two_frames(tmp_path)
+    spec = build_spec_from_options(path, repo=tmp_path / "repo")
+    assert [t.text for t in spec.tied_dims] == ["y[0] = 2*x[0]"]
+    assert {(r.input, r.min, r.opt, r.max) for r in ranges_from_spec(spec)} == {("x", 2, 64, 64), ("y", 4, 128, 128)}
+    given = build_spec_from_options(path, repo=tmp_path / "repo", dim_ranges=["x:0:3:8:16"])
+    assert {(r.input, r.min, r.opt, r.max) for r in ranges_from_spec(given)} == {("x", 3, 8, 16), ("y", 6, 16, 32)}
+    with pytest.raises(
+        TritongenError, match=r"dimension 0 of 'y' is 2\*s\d+ in the program, computed from dimension 0"
+    ):
+        build_spec_from_options(path, repo=tmp_path / "repo", dim_ranges=["y:0:4:8:16"])
+
+
+def test_a_program_with_a_derived_dimension_builds_and_passes_the_gate(tmp_path, capsys):
+    code, out, err = run_cli(["build", str(_two_frames(tmp_path)), "--repo", str(tmp_path / "repo")], capsys)
+    assert code == 0, err
+    assert "tied y[0] = 2*x[0]" in err and "y[0] 4/128/128" in err
+    assert "batch 1, min dims" in out

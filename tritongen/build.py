@@ -374,7 +374,14 @@ def program_inputs_note(spec: BuildSpec) -> str:
     read = ", ".join(f"{t.name} {t.dtype}{list(t.dims)}" for t in spec.inputs)
     note = f"inputs read from the exported program: {read}"
     bounded = [r.text for r in spec.dim_ranges]
-    return note + f" ({batch}" + (f"; ranges {', '.join(bounded)}" if bounded else "") + ")"
+    tied = [t.text for t in spec.tied_dims]  # computed from another dimension: checked at the sizes that follow
+    return (
+        note
+        + f" ({batch}"
+        + (f"; ranges {', '.join(bounded)}" if bounded else "")
+        + (f"; tied {', '.join(tied)}" if tied else "")
+        + ")"
+    )
 
 
 def _in_memory(loaded) -> bool:

@@ -55,6 +55,38 @@ class DimRange:
         return f"{self.input}:{self.axis}:{self.min}:{self.opt}:{self.max}"
 
 
+@dataclass(frozen=True)
+class TiedDim:
+    """A variable dimension the model computes from another (a torch.export program's ``2*L``): its size is
+    ``scale * base + offset``, so every size it is checked at follows the base dimension's range."""
+
+    input: str
+    axis: int
+    base_input: str
+    base_axis: int
+    scale: int
+    offset: int = 0
+
+    def size(self, base: int) -> int:
+        return self.scale * base + self.offset
+
+    @property
+    def text(self) -> str:
+        offset = f" {'+' if self.offset > 0 else '-'} {abs(self.offset)}" if self.offset else ""
+        scale = f"{self.scale}*" if self.scale != 1 else ""
+        return f"{self.input}[{self.axis}] = {scale}{self.base_input}[{self.base_axis}]{offset}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "axis": self.axis,
+            "base_input": self.base_input,
+            "base_axis": self.base_axis,
+            "scale": self.scale,
+            "offset": self.offset,
+        }
+
+
 def _checked(name: str, axis: int, sizes: Sequence[int], where: str) -> DimRange:
     lo, opt, hi = sizes
     if axis < 0:
@@ -134,13 +166,27 @@ def default_range(dynamic_dim_size: int, max_dynamic_dim: int) -> tuple[int, int
 
 
 def ranges_from_spec(spec: Any) -> tuple[DimRange, ...]:
-    """A range for every ``-1`` dimension of ``spec.inputs``: the given one, else the default range."""
+    """A range for every ``-1`` dimension of ``spec.inputs``: the given one, else the default range; a dimension
+    tied to another (``spec.tied_dims``) takes the sizes of its base's range, computed."""
     given = {(r.input, r.axis): r for r in spec.dim_ranges}
+    tied = {(t.input, t.axis): t for t in getattr(spec, "tied_dims", ())}
     default = default_range(int(spec.dynamic_dim_size), int(spec.max_dynamic_dim))
+    own = {
+        (t.name, axis): given.get((t.name, axis)) or DimRange(t.name, axis, *default, explicit=False)
+        for t in spec.inputs
+        for axis in t.dynamic_axes
+        if (t.name, axis) not in tied
+    }
     out = []
     for t in spec.inputs:
         for axis in t.dynamic_axes:
-            out.append(given.get((t.name, axis)) or DimRange(t.name, axis, *default, explicit=False))
+            tie = tied.get((t.name, axis))
+            base = own.get((tie.base_input, tie.base_axis)) if tie is not None else None
+            if tie is None or base is None:
+                out.append(own.get((t.name, axis)) or DimRange(t.name, axis, *default, explicit=False))
+                continue
+            sizes = (tie.size(base.min), tie.size(base.opt), tie.size(base.max))
+            out.append(DimRange(t.name, axis, *sizes, explicit=base.explicit))
     return tuple(out)
 
 

@@ -180,7 +180,7 @@ def _inputs_fix(spec: BuildSpec) -> str:
         return (
             "the inputs were read from the exported program, whose guards tie some sizes together: give tied "
             "dimensions the same --dim-range, or pass --sample-inputs with arrays the program accepts (a dimension "
-            "computed from another, like 2*s, needs them)"
+            "computed from others in a way other than a*s+b, like s0*s1 or s//2, needs them)"
         )
     if spec.sample_inputs is None:
         return (

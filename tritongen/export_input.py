@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dim_ranges import MAX_DIM_SIZE, DimRange
+from .dim_ranges import MAX_DIM_SIZE, DimRange, TiedDim
 from .dtypes import triton_from_torch
 from .errors import TritongenError
 from .tensors import TensorSpec
@@ -44,6 +44,7 @@ class ProgramInputs:
     max_batch_size: int
     dim_ranges: tuple[DimRange, ...]  # only where the program bounds a dimension tighter than the default range
     batch_note: str  # how the batch axis was decided, for the build's progress line
+    tied_dims: tuple[TiedDim, ...] = ()  # dimensions the program computes from another (2*L)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class _Dim:
     lower: int = 0
     upper: int | None = None  # None: unbounded
     symbol: str = ""  # the program's symbol of a dynamic dimension (shared by dimensions that are one size)
+    tie: tuple[str, int, int] | None = None  # an expression scale*s + offset of one symbol s: (s, scale, offset)
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,23 @@ def program_inputs_from_program(
     kept = {name: (dtype, dims[1:] if batched else dims) for name, (dtype, dims) in shapes.items()}
     given = {(r.input, r.axis): r for r in given_ranges}
     by_symbol = {kept[r.input][1][r.axis].symbol: r for r in given_ranges if _symbol_of(kept, r)}
-    specs, ranges = [], []
+    specs, ranges, ties = [], [], []
+    bases = {d.symbol: (name, axis) for name, (_, dims) in kept.items() for axis, d in enumerate(dims) if d.symbol}
     for name, (dtype, dims) in kept.items():
         # a [batch] input is a scalar per item (dims [1] to clients, [batch] to the program)
         sizes = tuple(-1 if d.size is None else d.size for d in dims)
         specs.append(TensorSpec(name=name, dtype=dtype, dims=sizes or (1,), scalar=not sizes))
         for axis, d in enumerate(dims):
+            base = bases.get(d.tie[0]) if d.tie is not None else None
+            if base is not None and d.tie is not None:  # computed from another dimension: its sizes follow that one
+                if (name, axis) in given:
+                    raise TritongenError(
+                        f"--dim-range {given[(name, axis)].text}: dimension {axis} of '{name}' is {d.symbol} in the "
+                        f"program, computed from dimension {base[1]} of '{base[0]}'",
+                        f"give the range of {base[0]}'s dimension {base[1]} instead: {name}'s follows it",
+                    )
+                ties.append(TiedDim(name, axis, base[0], base[1], d.tie[1], d.tie[2]))
+                continue
             if d.size is not None or (name, axis) in given:
                 continue
             shared = by_symbol.get(d.symbol) if d.symbol else None
@@ -111,7 +124,7 @@ def program_inputs_from_program(
             bounded = _bounded_range(name, axis, d, dim_default, max_dim_given)
             if bounded is not None:
                 ranges.append(bounded)
-    return ProgramInputs(tuple(specs), mbs, tuple(ranges), note)
+    return ProgramInputs(tuple(specs), mbs, tuple(ranges), note, tuple(ties))
 
 
 def _symbol_of(kept: dict[str, tuple[str, list[_Dim]]], r: DimRange) -> str:
@@ -218,11 +231,34 @@ def _dim(size: Any, ranges: dict[Any, Any]) -> _Dim:
     expr = getattr(getattr(size, "node", None), "expr", None)
     if expr is not None and getattr(expr, "is_Integer", False):
         return _Dim(int(expr))
+    # an expression of a symbol (torch.export's derived dim 2*L): tied to the dimension that is that symbol
+    tie = None if expr is None or getattr(expr, "is_Symbol", False) else _linear_tie(expr)
     bound = ranges.get(expr)
-    if bound is None:
-        return _Dim(None, symbol=str(expr or ""))  # an expression of symbols (e.g. 2*s0): no bounds of its own
+    if bound is None:  # an expression of symbols with no bounds of its own
+        return _Dim(None, symbol=str(expr or ""), tie=tie)
     lower, upper = _finite(bound.lower), _finite(bound.upper)
-    return _Dim(None, lower or 0, upper, symbol=str(expr))
+    return _Dim(None, lower or 0, upper, symbol=str(expr), tie=tie)
+
+
+def _linear_tie(expr: Any) -> tuple[str, int, int] | None:
+    """``(s, a, b)`` for an expression ``a*s + b`` of one symbol with integers ``a >= 1`` and ``b`` (what
+    ``torch.export`` derived dims are), else None."""
+    free = getattr(expr, "free_symbols", None)
+    if not free or len(free) != 1:
+        return None
+    (symbol,) = free
+    try:
+        import sympy
+
+        poly = sympy.Poly(expr, symbol)
+        if poly.degree() != 1:
+            return None
+        scale, offset = poly.all_coeffs()
+    except Exception:  # noqa: BLE001 -- not a polynomial in it (a floor division, a max): no tie
+        return None
+    if not (getattr(scale, "is_Integer", False) and getattr(offset, "is_Integer", False)) or int(scale) < 1:
+        return None
+    return str(symbol), int(scale), int(offset)
 
 
 def _finite(value: Any) -> int | None:

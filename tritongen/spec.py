@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from .dim_ranges import (
     DEFAULT_DIM_OPT,
     DimRange,
+    TiedDim,
     check_ranges,
     dim_range_from_arg,
     dim_range_from_dict,
@@ -142,6 +143,7 @@ class BuildSpec:
     # | program (read from a torch.export archive's program)
     inputs_from: str = "flags"
     inputs_note: str = ""  # how inputs read from a file were decided (the batch axis), for the build's output
+    tied_dims: tuple[TiedDim, ...] = ()  # dimensions a torch.export program computes from another (2*L)
     # (name, int/float/bool) arguments of forward() fixed at export
     consts: tuple[tuple[str, Any], ...] = field(default=(), metadata=_yaml("consts"))
     # stateful streaming model (tritongen.sequence): state input -> output pairs, served by the sequence batcher
@@ -319,7 +321,7 @@ class BuildSpec:
             elif (
                 isinstance(value, tuple)
                 and value
-                and isinstance(value[0], (TensorSpec, DimRange, StatePair, QueuePolicy, RateLimiterResource))
+                and isinstance(value[0], (TensorSpec, DimRange, TiedDim, StatePair, QueuePolicy, RateLimiterResource))
             ):
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
@@ -473,6 +475,7 @@ def build_spec_from_options(
         for i, e in enumerate(file_opts.get("dim_ranges") or ())
     )
     inputs_from, inputs_note = "flags", ""
+    tied: tuple[TiedDim, ...] = ()
     if inputs:
         input_specs = _entries(inputs, "inputs", tensor_spec_from_arg, tensor_spec_from_dict)
     elif file_opts.get("inputs"):
@@ -496,7 +499,7 @@ def build_spec_from_options(
         program = _program_inputs(model, allow_pickle, given_mbs, ranges, file_opts, max_dynamic_dim)
         input_specs, mbs, inputs_from = program.inputs, program.max_batch_size, "program"
         ranges = (*ranges, *program.dim_ranges)
-        inputs_note = program.batch_note
+        inputs_note, tied = program.batch_note, program.tied_dims
     else:
         raise TritongenError(
             "the model's inputs are not declared",
@@ -563,6 +566,7 @@ def build_spec_from_options(
         consts=_consts(consts, file_opts),
         inputs_from=inputs_from,
         inputs_note=inputs_note,
+        tied_dims=tied,
         states=state_pairs_from_args(states) or state_pairs_from_args(file_opts.get("states") or ()),
         state_from_attributes=attribute_names_from_arg(
             state_from_attributes if state_from_attributes is not None else file_opts.get("state_from_attributes")
