@@ -612,12 +612,19 @@ def test_a_server_started_outside_a_with_block_is_stopped_with_its_checked_copy(
     with pytest.raises(TritongenError, match=r"returns a context manager .* \(asked for \.grpc_url\)"):
         serving.grpc_url  # noqa: B018
     assert not hasattr(serving, "grpc_url")
-    server = serving.__enter__()
+    del serving  # the notebook form keeps no reference to it: freed, it stopped the server at once
+    import gc
+    import signal
+
+    server = tritongen.serve(
+        _double_repo(tmp_path), allow_unverified=["double"], http_port=http, grpc_port=grpc, metrics_port=metrics
+    ).__enter__()
+    gc.collect()
     root = server.spec.repo.parent.parent  # the private folder of the checked copy
     assert (root / "copy").is_dir() and server.is_running()
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # a SIGTERM stops it cleanly meanwhile
     assert server.stop() == 0
-    assert not root.exists()
-    serving.__exit__(None, None, None)
+    assert not root.exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.server

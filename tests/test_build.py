@@ -248,3 +248,12 @@ def test_a_scalar_per_item_stays_1_where_the_model_does_not_batch(tmp_path):
         tmp_path / "m.pt", inputs=["x:FP32:4", "t:INT64:"], max_batch_size=0, repo=tmp_path / "repo", name="m"
     )
     assert spec.inputs[1].dims == (1,) and not spec.inputs[1].scalar and spec.inputs[1].shape == (1,)
+
+
+def test_a_model_of_max_batch_size_1_passes_its_gate_with_one_batch_1_case(tmp_path, conv_state_dict):
+    """Both parity cases were labelled "batch 1" and the references are keyed by label: the first case was compared
+    with the second case's reference, and every --max-batch-size 1 build failed its gate."""
+    result = build(_spec(conv_state_dict, tmp_path / "repo", max_batch_size=1))
+    assert result.parity.ok
+    cases = [r.case for r in result.parity.results]
+    assert cases == ["batch 1"]

@@ -216,7 +216,7 @@ def test_a_recorded_plan_is_current_only_for_its_gpu_tensorrt_and_bytes(prepared
         ("bogus", "--triton-version 'bogus' is not a Triton server version"),
         (
             "24.10",
-            "--triton-version 24.10 is an NGC release, not a Triton version: pass its server's version: "
+            "--triton-version 24.10 is an NGC release (YY.MM), not a Triton version: pass its server's version: "
             "--triton-version 2.51.0",
         ),
     ],
@@ -231,3 +231,14 @@ def test_a_triton_version_that_is_none_is_refused_not_skipped(tmp_path, given, w
     (tmp_path / "repo").mkdir()
     with pytest.raises(TritongenError, match=re.escape(words)):
         check_repository(tmp_path / "repo", triton_version=given)
+
+
+def test_a_servers_own_version_string_is_not_judged_as_a_users(tmp_path):
+    """serve reads $TRITON_SERVER_VERSION of a server on PATH: a source build's '2.55.0dev' (or a 3.x) must not stop
+    it; plan checks just know no such release."""
+    from tritongen.plan_compat import check_triton_version, plan_problems_from_repository
+
+    (tmp_path / "repo" / "m").mkdir(parents=True)
+    for version in ("2.55.0dev", "3.0.1", "whatever"):
+        assert plan_problems_from_repository(tmp_path / "repo", version) == {}
+    assert check_triton_version("2.55.0dev") == "2.55.0dev" and check_triton_version("3.0.1") == "3.0.1"

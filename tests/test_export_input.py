@@ -319,6 +319,7 @@ def test_a_scalar_per_item_input_is_served_and_checked_end_to_end(tmp_path, caps
     code, out, err = run_cli(["build", str(_indexed(tmp_path)), "--repo", str(repo)], capsys)
     assert code == 0, err
     assert "input  t                        INT64  [1] (a scalar per item: the model's [batch])" in out
+    assert "t INT64[] (a scalar per item)" in err
     np.save(tmp_path / "t.npy", np.array([1, 2, 3]))
     with server_from_repository(ServeSpec(repo=repo)) as server:
         code, out, err = run_cli(["infer", "indexed", "--repo", str(repo), "--url", server.grpc_url, "--check"], capsys)

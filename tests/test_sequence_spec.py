@@ -421,3 +421,45 @@ def test_a_state_output_is_judged_on_the_shape_the_graph_computes(tmp_path):
     ]
     unknown = graph("unknown", helper.make_node("Declared", ["h"], ["next"], domain=factories.DECLARED_DOMAIN))
     assert _onnx_problems(unknown, [("h", "next", None, [4, 8])], "s", True) == []  # next: no shape, not judged
+
+
+class _OnePerStream(torch.nn.Module):
+    """A per-stream count kept in an attribute of shape [batch]: one value per stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+        self.n = torch.zeros(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.n.shape[0] != x.shape[0]:
+            self.n = torch.zeros(x.shape[0])
+        self.n = self.n + self.lin(x)[:, 0]
+        return x * self.n[:, None]
+
+
+def test_a_state_of_one_value_per_stream_is_carried_locally_and_refused_where_triton_carries_it(tmp_path):
+    """Its explicit state crashed the stream check with a raw RuntimeError (a [batch, 1] zero state for a [batch]
+    attribute); on the onnxruntime target it failed after the export naming a staging folder. Triton's implicit
+    state has no reshape: refused before the export there, built for the local target (tritongen's runner)."""
+    import tritongen
+    from tritongen.errors import TritongenError
+
+    model = _OnePerStream().eval()
+    example = {"x": torch.randn(2, 4)}
+    result = tritongen.build(model, example_inputs=example, repo=tmp_path / "r", state_from_attributes="auto")
+    assert result.parity.ok and any(t.scalar for t in result.spec.inputs)
+    with pytest.raises(TritongenError, match=r"is a scalar per item .* the onnxruntime target uses, has no reshape"):
+        tritongen.build(
+            model, example_inputs=example, repo=tmp_path / "r2", state_from_attributes="auto", target="onnxruntime"
+        )
+    acc = factories.save_model(factories.Accumulator(), tmp_path / "acc.pt", "torchscript")
+    with pytest.raises(TritongenError, match=r"state 'acc:acc_out' is a scalar per item"):  # before any export
+        tritongen.build(
+            acc,
+            inputs=["x:FP32:", "acc:FP32:"],
+            outputs=["y", "acc_out"],
+            states=["acc:acc_out"],
+            repo=tmp_path / "r3",
+            target="onnxruntime",
+        )

@@ -594,12 +594,27 @@ class _Serving(contextlib.AbstractContextManager):
 
     def __init__(self, manager: contextlib.AbstractContextManager[RunningServer]) -> None:
         self._manager = manager
+        self._done = False
 
     def __enter__(self) -> RunningServer:
-        return self._manager.__enter__()
+        server = self._manager.__enter__()
+        # tritongen.serve(repo).__enter__() keeps no reference to this: freed, its generator would be closed and the
+        # server stopped at once. The server holds it; its stop() closes it (the SIGTERM handler goes back too).
+        server.owner = self
+        server.cleanups.append(self._close)
+        return server
 
     def __exit__(self, *exc: Any) -> bool | None:
+        if self._done:
+            return None
+        self._done = True
         return self._manager.__exit__(*exc)
+
+    def _close(self) -> None:
+        """``server.stop()`` outside a ``with`` block: the block's exit, once."""
+        if not self._done:
+            self._done = True
+            self._manager.__exit__(None, None, None)
 
     def __getattr__(self, name: str) -> Any:
         raise _NotStarted(

@@ -207,7 +207,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     if spec.states:
         from .sequence import check_state_tensors
 
-        check_state_tensors(spec.states, spec.inputs, spec.outputs)
+        check_state_tensors(spec.states, spec.inputs, spec.outputs, spec.target)
 
     def reference():
         return {label: torch_outputs_from_module(loaded.module, spec, inputs) for label, inputs in samples.parity}
@@ -309,9 +309,14 @@ def sequence_start_sample(spec: BuildSpec, inputs, module) -> tuple[dict[str, np
     return client, [None if t.name in state_out else a for t, a in zip(spec.outputs, outputs)]
 
 
+def _per_item(t) -> str:
+    """An input's dims in a build note: a scalar per item as the model reads it."""
+    return "[] (a scalar per item)" if t.scalar else str(list(t.dims))
+
+
 def fixed_dims_note(spec: BuildSpec) -> str:
     """What inferring the inputs from a sample file decided: which dims it fixed, which stay variable."""
-    fixed = [f"{t.name}{list(t.dims)}" for t in spec.inputs]
+    fixed = [f"{t.name}{_per_item(t)}" for t in spec.inputs]
     kept = ", ".join(r.text for r in spec.dim_ranges)
     source = spec.sample_inputs.name if spec.sample_inputs else "the samples"
     note = f"inputs inferred from {source}: " + ", ".join(fixed)
@@ -371,7 +376,7 @@ def program_inputs_note(spec: BuildSpec) -> str:
     batch = f"batched, max_batch_size {spec.max_batch_size}" if spec.batched else "unbatched"
     if spec.inputs_note:
         batch += f": {spec.inputs_note}"
-    read = ", ".join(f"{t.name} {t.dtype}{list(t.dims)}" for t in spec.inputs)
+    read = ", ".join(f"{t.name} {t.dtype}{_per_item(t)}" for t in spec.inputs)
     note = f"inputs read from the exported program: {read}"
     bounded = [r.text for r in spec.dim_ranges]
     tied = [t.text for t in spec.tied_dims]  # computed from another dimension: checked at the sizes that follow

@@ -95,12 +95,16 @@ def check_triton_version(triton_version: str) -> str:
     (``24.10``) is named as such, with its server's version."""
     from .errors import TritongenError  # noqa: PLC0415
 
-    if triton_version in NGC_RELEASES:
+    version = re.fullmatch(r"(\d{1,3})\.\d{1,3}(\.\d{1,3})?[0-9A-Za-z.+-]{0,16}", triton_version)  # 2.55.0dev too
+    if triton_version in NGC_RELEASES or (version is not None and int(version.group(1)) >= 20):
+        known = NGC_RELEASES.get(triton_version)
         raise TritongenError(
-            f"--triton-version {triton_version} is an NGC release, not a Triton version",
-            f"pass its server's version: --triton-version {NGC_RELEASES[triton_version][0]}",
+            f"--triton-version {triton_version} is an NGC release (YY.MM), not a Triton version",
+            f"pass its server's version: --triton-version {known[0]}"
+            if known
+            else "pass the server's version (tritonserver --version), e.g. 2.51.0 for NGC 24.10",
         )
-    if not re.fullmatch(r"2\.\d{1,3}(\.\d{1,3})?", triton_version):
+    if version is None:
         raise TritongenError(
             f"--triton-version {triton_version[:40]!r} is not a Triton server version",
             f"pass one like {DEFAULT_TRITON_VERSION} (tritonserver --version; $TRITON_SERVER_VERSION in NGC's images)",
@@ -109,8 +113,8 @@ def check_triton_version(triton_version: str) -> str:
 
 
 def plan_problems_from_repository(repo: Path, triton_version: str) -> dict[str, list[str]]:
-    """Model name -> plan problems, for every model folder of ``repo`` that has any."""
-    check_triton_version(triton_version)
+    """Model name -> plan problems, for every model folder of ``repo`` that has any (``triton_version`` as a server
+    reports it: an unknown one checks nothing; :func:`check_triton_version` judges what a user typed)."""
     out = {}
     for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith(".")):
         found = plan_problems_for_model(model_dir, triton_version)

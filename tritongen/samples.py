@@ -12,7 +12,7 @@ data, since the file holds one size).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,10 +148,33 @@ def _take_batch(arrays: Arrays, batch: int) -> Arrays:
     return out
 
 
+def _with_zero_states(spec: BuildSpec, arrays: Arrays) -> Arrays:
+    """The sample file's arrays, with a stream's start (zeros) for each state input tritongen made from the
+    module's attributes (``--state-from-attributes``): no sample file can hold those."""
+    if not spec.state_from_attributes or not arrays:
+        return arrays
+    first = next(iter(arrays.values()))
+    rows = (first.shape[0] if first.ndim else 1) if spec.batched else None
+    made = {p.input for p in spec.states}
+    out = dict(arrays)
+    for t in spec.inputs:
+        if t.name in made and t.name not in out and -1 not in t.shape:
+            out[t.name] = np.zeros(((rows,) if rows is not None else ()) + t.shape, numpy_dtype(t.dtype))
+    return out
+
+
+def _batch_cases(one: Arrays, ranged: Sequence[tuple[str, Arrays]], full: Arrays, max_batch_size: int) -> tuple:
+    """The parity cases of a batching model: batch 1, the ranged ones, the largest batch; one "batch 1" where the
+    largest is 1 (the references are keyed by the label: two cases of one label compared one's outputs with the
+    other's reference)."""
+    largest = () if max_batch_size == 1 else ((f"batch {max_batch_size}", full),)
+    return (("batch 1", one), *ranged, *largest)
+
+
 def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
     """Samples from ``spec.sample_inputs`` when given, otherwise random arrays shaped by the spec."""
     if spec.sample_inputs is not None:
-        arrays = arrays_from_npz(spec.sample_inputs)
+        arrays = _with_zero_states(spec, arrays_from_npz(spec.sample_inputs))
         check_arrays_match_spec(arrays, spec.inputs, spec.batched, f"sample file {spec.sample_inputs.name}")
         arrays = {t.name: arrays[t.name] for t in spec.inputs}
         if not spec.batched:
@@ -176,7 +199,7 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         ranged = tuple(_range_cases(spec, np.random.default_rng(seed), only_explicit=True))
         return SampleSet(
             export=export,
-            parity=(("batch 1", one), *ranged, (f"batch {spec.max_batch_size}", full)),
+            parity=_batch_cases(one, ranged, full, spec.max_batch_size),
             warmup=one,
             from_file=True,
         )
@@ -194,7 +217,7 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
     full = _random_arrays(spec, spec.max_batch_size, opt, rng)
     return SampleSet(
         export=export,
-        parity=(("batch 1", one), *cases, (f"batch {spec.max_batch_size}", full)),
+        parity=_batch_cases(one, cases, full, spec.max_batch_size),
         warmup=one,
         from_file=False,
     )

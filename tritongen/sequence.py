@@ -153,9 +153,10 @@ def check_states(
 
 
 def check_state_tensors(
-    states: Sequence[StatePair], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+    states: Sequence[StatePair], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], target: str = "local"
 ) -> None:
-    """Once the graph exists: every state output has its input's data type and dims (the next call reads it)."""
+    """Once the graph exists: every state output has its input's data type and shape (the next call reads it);
+    a scalar per item only where tritongen's runner carries the state (:func:`check_scalar_state`)."""
     by_in = {t.name: t for t in inputs}
     by_out = {t.name: t for t in outputs}
     for pair in states:
@@ -164,16 +165,29 @@ def check_state_tensors(
             raise TritongenError(
                 f"state output '{pair.output}' is not an output of the model", f"name one of {', '.join(by_out)}"
             )
+        check_scalar_state(pair, state_in, target)
+        check_scalar_state(pair, state_out, target)
         if state_in.dtype != state_out.dtype:
             raise TritongenError(
                 f"state '{pair.text}' changes data type: input {state_in.dtype}, output {state_out.dtype}",
                 "return the next state in the state input's data type (or fix --input)",
             )
-        if list(state_in.dims) != list(state_out.dims):
+        if state_in.shape != state_out.shape:  # the model's own shapes: [batch] is not [batch, 1]
             raise TritongenError(
-                f"state '{pair.text}' changes dims: input {list(state_in.dims)}, output {list(state_out.dims)}",
+                f"state '{pair.text}' changes dims: input {list(state_in.shape)}, output {list(state_out.shape)}",
                 "return the next state with the state input's dims (or pair the right output in --state)",
             )
+
+
+def check_scalar_state(pair: StatePair, tensor: TensorSpec, target: str) -> None:
+    """A state of one value per stream (``[batch]`` to the model) is carried by tritongen's runner (the local
+    target); Triton's implicit state, which the other targets use, has no reshape for it."""
+    if tensor.scalar and target != "local":
+        raise TritongenError(
+            f"state '{pair.text}' is a scalar per item ({tensor.name} is [batch] to the model), and Triton's implicit "
+            f"state, which the {target} target uses, has no reshape for it",
+            "keep the state as [batch, 1] in the model (unsqueeze(-1) it), or build with --target local",
+        )
 
 
 def sequence_batching_entry(

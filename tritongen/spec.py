@@ -36,7 +36,7 @@ from .scheduling import (
     rate_limiter_resource_from_arg,
     rate_limiter_resource_from_dict,
 )
-from .sequence import StatePair, attribute_names_from_arg, check_states, state_pairs_from_args
+from .sequence import StatePair, attribute_names_from_arg, check_scalar_state, check_states, state_pairs_from_args
 from .tensors import TensorSpec, tensor_spec_from_arg, tensor_spec_from_dict, tensor_specs_from_samples
 
 T = TypeVar("T")
@@ -243,6 +243,10 @@ class BuildSpec:
             preferred_batch_sizes=self.preferred_batch_sizes,
             from_attributes=bool(self.state_from_attributes),
         )
+        by_name = {t.name: t for t in self.inputs}
+        for pair in self.states:  # declared scalar: refused before the export where the target cannot carry it
+            if pair.input in by_name:
+                check_scalar_state(pair, by_name[pair.input], self.target)
         set_(self, "queue_policies", tuple(self.queue_policies))
         set_(self, "rate_limiter", tuple(self.rate_limiter))
         default_priority = check_scheduling(

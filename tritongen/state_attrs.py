@@ -183,8 +183,9 @@ def _tensor_state(probe: _Probe, name: str, output_names: set[str]) -> TensorSta
     in_name, out_name = f"{base}_in", f"{base}_out"
     if in_name in output_names or out_name in output_names:
         raise TritongenError(f"state tensor name '{in_name}' is already taken", "rename the model's inputs/outputs")
-    dims = tuple(int(s) for a, s in enumerate(one.shape) if a != axis) or (1,)
-    spec = TensorSpec(in_name, triton_from_torch(one.dtype), dims)
+    dims = tuple(int(s) for a, s in enumerate(one.shape) if a != axis)
+    # one value per stream ([batch] to the module): a scalar per item, [batch, 1] to clients
+    spec = TensorSpec(in_name, triton_from_torch(one.dtype), dims or (1,), scalar=not dims)
     return TensorState(name, axis, one.dim(), spec, out_name)
 
 
@@ -373,7 +374,7 @@ def _stream_check(module: Any, wrapper: Any, spec: Any, consts: Mapping[str, Any
     """The wrapper from zero state reproduces the module's own outputs over a few calls (batch 2)."""
     torch = _torch()
     own = copy.deepcopy(module)
-    carried = [torch.zeros((2, *s.spec.dims), dtype=getattr(own, s.attribute).dtype) for s in states]
+    carried = [torch.zeros((2, *s.spec.shape), dtype=getattr(own, s.attribute).dtype) for s in states]
     for call in range(STREAM_CHECK_CALLS):
         args = _random_inputs(spec, 2, 100 + call)
         expected = _call(own, args, consts)

@@ -69,6 +69,7 @@ class RunningServer:
         self.rollout_notes: tuple[str, ...] = ()  # the recorded live versions serve pinned in its copy (or not)
         # run once, in order, when the server has stopped: tritongen.serve's poll thread, then its checked copy
         self.cleanups: list[Callable[[], Any]] = []
+        self.owner: Any = None  # what started it (tritongen.serve's context manager), kept alive as long as it
         connect = connect_host(spec.host)
         # host:port, each knowing its protocol: infer(url=server.http_url) speaks HTTP without protocol="http"
         self.http_url = ServerAddress(f"{connect}:{self.ports['http']}", "http")
