@@ -163,7 +163,7 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...], bool]
     (
         "a torch.export archive exported with a fixed batch",
         lambda r, repo: ["build", str(_exported_fixed_batch(r)), "--input", "x:FP32:4", "--repo", str(repo)],
-        ("batch dimension of input 'x' to 2", "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}"),
+        ("batch dimension of input 'x' to 2", "batch = torch.export.Dim('batch'); dynamic_shapes={'x': {0: batch}}"),
         True,
     ),
     (

@@ -498,3 +498,132 @@ def test_infer_checks_the_arrays_against_the_served_model_before_sending(tiny_se
     assert words in err.value.problem and str(path) in err.value.problem
     good = tritongen.infer("double", url=tiny_server.grpc_url, inputs={"X": np.ones((8, 4), np.float32)})
     assert good.outputs["Y"].shape == (8, 4)
+
+
+class _Hostile:
+    """A server on 127.0.0.1 (a thread) that answers every request with ``answer(send)``: what a broken or hostile
+    server at --url may send."""
+
+    def __init__(self, answer) -> None:
+        import socket
+        import threading
+
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.recv(1 << 16)
+                    self.answer(conn.sendall, self.stop)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def _endless(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    while not stop.is_set():
+        send(b"x" * (1 << 16))
+
+
+def _trickle(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    while not stop.is_set():
+        send(b"{")
+        time.sleep(0.3)
+
+
+def _gzip(send, stop) -> None:
+    import gzip
+
+    body = gzip.compress(b" " * (8 << 20))  # 8 MiB of spaces in a few KiB
+    send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (_endless, "the server's answer is larger than 1 MiB"),  # it was read whole: 19 GB before the kill
+        (_trickle, "timed out after 1.5 s"),  # a byte every 0.3 s held a request for hours (each read has a timeout)
+        (_gzip, "compressed answer that was not asked for"),  # tritonclient would inflate it, a bomb included
+    ],
+    ids=["endless", "trickle", "gzip"],
+)
+def test_an_http_answer_is_read_within_a_size_and_a_time(monkeypatch, answer, words):
+    import tritongen.client as client
+
+    monkeypatch.setattr(client, "MAX_ANSWER_BYTES", 1 << 20)
+    server = _Hostile(answer)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TritongenError, match=words):
+            client.infer_from_arrays(server.url, "m", {"x": np.zeros((1, 4), np.float32)}, "http", timeout_s=1.5)
+        assert time.monotonic() - started < 10
+    finally:
+        server.close()
+
+
+def test_metadata_that_names_another_model_is_refused():
+    """perf and tune read the build's samples of the model the metadata names: a server naming
+    /secret/private made them read and send that folder's samples."""
+    from tritongen.client import _metadata_from_answers
+
+    meta = {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []}
+    assert _metadata_from_answers(meta, {"max_batch_size": 8}, "m")["name"] == "m"
+    with pytest.raises(ValueError, match="it names the model '/secret/private'"):
+        _metadata_from_answers({**meta, "name": "/secret/private"}, {}, "m")
+
+
+def test_output_names_and_values_a_server_sends_are_printed_escaped():
+    from tritongen.infer import InferResult
+
+    result = InferResult({"\x1b]0;T\x07y": np.array(["\x1b[2Jv"], dtype=object)}, None)
+    assert "\x1b" not in result.text() and "\\x1b]0;T\\x07y" in result.text()
+
+
+@pytest.mark.parametrize("stats", [{"model_stats": [{"inference_count": "abc"}]}, {"model_stats": [[1]]}])
+def test_malformed_statistics_are_one_error(stats):
+    """Each was a traceback (ValueError, AttributeError) out of perf."""
+    import json
+
+    from tritongen.client import model_statistics
+
+    body = json.dumps(stats).encode()
+
+    def answer(send, stop) -> None:
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    server = _Hostile(answer)
+    try:
+        with pytest.raises(TritongenError, match="answered malformed statistics for model 'm'"):
+            model_statistics(server.url, "m", "http", timeout_s=5)
+    finally:
+        server.close()
+
+
+def test_a_version_policy_that_is_none_is_one_error_before_tune_loads_anything():
+    from tritongen.perf.tune import _served_policy
+
+    class Server:
+        def __init__(self, policy):
+            self.policy = policy
+
+        def model_config(self, model):
+            return {"version_policy": self.policy}
+
+    assert _served_policy(Server({"specific": {"versions": [1]}}), "m") == {"specific": {"versions": [1]}}
+    with pytest.raises(TritongenError, match="holds a version policy that is none"):
+        _served_policy(Server({"bogus": 1}), "m")

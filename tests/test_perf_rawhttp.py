@@ -46,6 +46,43 @@ def test_chunked_and_connection_close_responses():
         ResponseParser().feed(b"SSH-2.0-OpenSSH\r\n\r\n")
 
 
+def test_chunked_bodies_split_anywhere_with_trailers_are_framed():
+    chunked = b"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3\r\nefg\r\n0\r\nX-T: 1\r\n\r\n"
+    parser = ResponseParser()
+    got = [answer for i in range(len(chunked + OK)) for answer in parser.feed((chunked + OK)[i : i + 1])]
+    assert got == [(500, b"abcdefg", False), (200, b"", False)]
+
+
+@pytest.mark.parametrize(
+    "stream, words",
+    [
+        # a negative chunk size sent the parser back to the same line for ever, blocking the event loop
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\nabcdef\r\n", "no hexadecimal byte count"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "is no byte count"),
+        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * (70 << 10), "head is longer than"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * (70 << 10), "chunk line is longer"),
+    ],
+    ids=["negative chunk", "negative length", "endless head", "endless chunk line"],
+)
+def test_answers_no_server_sends_are_refused_not_followed(stream, words):
+    with pytest.raises(ValueError, match=words):
+        ResponseParser().feed(stream)
+
+
+def test_a_large_answer_is_consumed_as_it_comes_not_held():
+    """A 200's body is dropped as it arrives, an error's first 64 KiB kept: a server streaming a huge body grew the
+    buffer until the answer was complete."""
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n") == []
+    for _ in range(10):
+        assert parser.feed(b"x" * (1 << 20)) == []
+    assert len(parser.buffer) == 0 and parser.length == 100_000_000 - (10 << 20)
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 500 X\r\nContent-Length: 1000000\r\n\r\n" + b"e" * 1_000_000) == [
+        (500, b"e" * (64 << 10), False)
+    ]
+
+
 def test_error_kind_carries_tritons_reason():
     assert (
         error_from_response(400, b'{"error":"unexpected shape for input \'X\'"}')
@@ -234,3 +271,13 @@ def test_a_real_triton_answers_and_its_errors_are_counted_with_reasons(tiny_serv
     assert answers == [None, None, None]
     assert bad_shape.startswith("http_400: ") and "shape" in bad_shape
     assert missing.startswith(("http_400: ", "http_404: ")) and "no_such_model" in missing
+
+
+def test_a_servers_reason_is_kept_with_its_control_characters_escaped():
+    """printed in perf's table and stored in results.json: an ESC ] title sequence reached the terminal, and perf
+    wrote a results.json its own reader refused ("holds a control character")."""
+    from tritongen.perf.rawgrpc import reason_from_grpc_message
+
+    kind = error_from_response(400, json.dumps({"error": "\x1b]0;TITLE\x07bad"}).encode())
+    assert "\x1b" not in kind and "\x07" not in kind and kind.startswith("http_400: \\x1b]0;TITLE\\x07bad")
+    assert reason_from_grpc_message("%1B%5B2Jcleared") == "\\x1b[2Jcleared"

@@ -492,3 +492,20 @@ def test_a_window_where_every_answer_is_unavailable_with_a_reason_means_the_serv
     spec = PerfSpec(model="m", url="10.0.0.1:8001", duration_s=0.3, warmup_s=0, max_windows=1000)
     with pytest.raises(ServerGone, match="no server answered during window"):
         asyncio.run(_level(Refused(), "concurrency", 1, spec, no_stats, lambda m: None))
+
+
+def test_inputs_of_different_batch_sizes_are_refused_before_sending():
+    """x with 8 rows and t with 4 went to the server, whose refusal names neither the file nor the inputs."""
+    from tritongen.perf.inputs import check_arrays_against_metadata
+
+    metadata = {
+        "name": "m",
+        "max_batch_size": 8,
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [-1, 4]},
+            {"name": "t", "datatype": "INT64", "shape": [-1, 1]},
+        ],
+    }
+    arrays = {"x": np.zeros((8, 4), np.float32), "t": np.zeros((4, 1), np.int64)}
+    with pytest.raises(TritongenError, match=r"hold different batch sizes \(x: 8, t: 4\)"):
+        check_arrays_against_metadata(arrays, metadata, "cond_bad.npz")

@@ -153,6 +153,7 @@ def test_the_guard_refuses_a_variant_beyond_a_given_bar_and_records_a_bar_it_mee
     with pytest.raises(TritongenError) as err:  # FP16 cannot be within 1e-9 of FP32 everywhere
         build(build_spec_from_options(path, max_abs_error=["y=1e-9"], **options))
     assert "below the accuracy bar" in err.value.problem and "(--max-abs-error)" in err.value.details
+    assert "--calib-method" not in err.value.fix  # FP16 is not calibrated: no INT8 option offered
     assert not (tmp_path / "repo" / "mlp").exists()
     result = build(build_spec_from_options(path, max_abs_error=["y=1e3"], **options))
     accuracy = json.loads(Path(result.manifest_path).read_text())["precision"]["accuracy"]

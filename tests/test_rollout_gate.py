@@ -461,3 +461,20 @@ def test_the_golden_set_sends_a_scalar_per_item_as_the_server_takes_it(tmp_path)
     inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}, {"name": "t", "datatype": "INT64", "shape": [-1, 1]}]
     golden = golden_from_file(None, samples, inputs, batched=True)
     assert {(r["t"].shape, r["x"].shape) for r in golden.requests} == {((1, 1), (1, 4))}
+
+
+def test_an_answer_of_inf_or_nan_from_one_version_is_no_agreement():
+    """A candidate answering +inf where the live version answered numbers gave a NaN cosine, which passed the
+    threshold (NaN < 0.99 is False): the gate promoted it. The same non-finite values in both are compared on the
+    rest."""
+    from tritongen.deploy.gate import _agreement
+
+    live = [{"y": np.array([[1.0, 2.0]])}, {"y": np.array([[3.0, 4.0]])}]
+    worse = [{"y": np.array([[np.inf, -5.0]])}, {"y": np.array([[3.0, 4.0]])}]
+    nan = [{"y": np.array([[np.nan, 2.0]])}, {"y": np.array([[3.0, 4.0]])}]
+    for candidate in (worse, nan):
+        outputs, _ = _agreement({"live": live, "candidate": candidate}, None)
+        assert outputs["y"].min_cosine == 0.0 and outputs["y"].max_abs_error == float("inf")
+    both = [{"y": np.array([[np.inf, 2.0]])}, {"y": np.array([[3.0, 4.0]])}]
+    outputs, _ = _agreement({"live": both, "candidate": both}, None)
+    assert outputs["y"].min_cosine == 1.0 and outputs["y"].max_abs_error == 0.0

@@ -221,3 +221,12 @@ def test_a_later_gate_of_the_same_versions_keeps_the_earlier_report(tmp_path):
     (second / "comparison.json").write_text("{}")
     assert unused_report_dir(tmp_path, "m", 1, 2) == tmp_path / "m-v1-to-v2-3"
     assert unused_report_dir(tmp_path, "m", 2, 1) == tmp_path / "m-v2-to-v1"
+
+
+def test_the_last_change_read_from_a_record_is_printed_escaped():
+    """The record is a file anyone may have written; its history reached serve's and rollout's lines raw."""
+    from tritongen.deploy.rollout_record import RolloutRecord
+
+    event = {"at": "\x1b]0;TITLE\x07", "action": "rollback", "from": 2, "to": 1, "result": "promoted"}
+    record = RolloutRecord(model="m", live=1, previous=2, pending=None, history=(event,))
+    assert record.last_change() == "rollback 2 -> 1 at \\x1b]0;TITLE\\x07"

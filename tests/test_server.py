@@ -650,3 +650,17 @@ def test_stop_words_read_triton_251s_exit_timeout_lines(tmp_path):
     assert stop_words(0, log) == "tritonserver unloaded its models and exited (code 0)"
     log.write_text("Signal (15) received.\n")
     assert stop_words(1, log) == "tritonserver unloaded its models and exited (code 1)"
+
+
+def test_port_0_asks_for_any_free_port_never_the_default(tmp_path):
+    """A newcomer's serve took 8000-8002 because they were free; --http-port 0 was refused as no port number."""
+    import socket
+
+    from tritongen.server.ports import choose_ports
+
+    spec = ServeSpec(repo=tmp_path, http_port=0, grpc_port=0, metrics_port=0)
+    chosen = choose_ports(spec)
+    assert len(set(chosen.values())) == 3 and not set(chosen.values()) & {8000, 8001, 8002}
+    for port in chosen.values():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free

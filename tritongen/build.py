@@ -421,13 +421,32 @@ def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenErr
             + f"or give --dim-range the sizes the model supports{range_hint(spec)}",
             details=report.table(),
         )
+    # NaN: no tolerance helps. Generated integers are 0 or 1, and a length or count of 0 empties a row (a masked
+    # softmax over nothing is NaN): where the build made the samples, that is the likely cause
+    generated = spec.sample_inputs is None and any(t.dtype.startswith(("INT", "UINT")) for t in spec.inputs)
+    integers = (
+        "the build's generated integer inputs are 0 or 1 (a length or count of 0 can empty a row, and a masked "
+        "softmax over nothing is NaN): pass --sample-inputs with values the model is meant for"
+    )
     nan = sorted({r.output for r in report.results if r.note == "PyTorch output holds NaN"})
-    if nan:  # no tolerance helps: the reference itself is not a number
+    if nan:  # the reference itself is not a number
         return TritongenError(
             f"{reference[0].upper()}{reference[1:]} output {', '.join(map(repr, nan))} holds NaN on the build's "
             "samples, so no answer can be checked against it",
-            "fix the model (a division by zero, a log of 0, an uninitialised weight), or pass --sample-inputs with "
-            "inputs it is meant for",
+            integers
+            if generated
+            else "fix the model (a division by zero, a log of 0, an uninitialised weight), or pass --sample-inputs "
+            "with inputs it is meant for",
+            details=report.table(),
+        )
+    mismatch = sorted({f"{r.output} at {r.case}" for r in report.results if r.note == "NaN mismatch"})
+    if mismatch:
+        return TritongenError(
+            f"the ONNX model's outputs hold NaN where {reference} do not, or the other way round "
+            f"({', '.join(mismatch[:3])}){how}",
+            integers
+            if generated
+            else "check the model for rows it computes from nothing (a mask with no position, a length of 0)",
             details=report.table(),
         )
     return TritongenError(

@@ -343,9 +343,9 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     show_default=True,
     help="Address to bind. Anything but loopback restricts the model-control API.",
 )
-@click.option("--http-port", type=int, help="Default 8000 if free, else a free port.")
-@click.option("--grpc-port", type=int, help="Default 8001 if free, else a free port.")
-@click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port.")
+@click.option("--http-port", type=int, help="Default 8000 if free, else a free port; 0: any free port.")
+@click.option("--grpc-port", type=int, help="Default 8001 if free, else a free port; 0: any free port.")
+@click.option("--metrics-port", type=int, help="Default 8002 if free, else a free port; 0: any free port.")
 @click.option(
     "--timeout-s",
     "ready_timeout_s",

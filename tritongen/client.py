@@ -271,8 +271,11 @@ def _metadata_from_answers(meta: Any, config: Any, model: str) -> dict[str, Any]
         ]
 
     optional = {t.get("name") for t in config.get("input") or [] if isinstance(t, dict) and t.get("optional")}
+    name = text(meta.get("name", model))
+    if name != model:  # the name picks the build's samples that perf and tune read: never another folder's
+        raise ValueError(f"it names the model {ascii(name)[:60]}")
     return {
-        "name": text(meta.get("name", model)),
+        "name": name,
         "versions": [str(v) for v in meta.get("versions", [])],
         "platform": text(meta.get("platform", "")),
         "max_batch_size": int(config.get("max_batch_size", 0)),
@@ -305,6 +308,18 @@ def model_statistics(
         raise classify_error(e, url, protocol, model, timeout_s) from None
     finally:
         _close(client)
+    try:
+        return _statistics_from_answer(raw, model)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise TritongenError(
+            f"the server at {url} answered malformed statistics for model '{model}' ({type(e).__name__}: "
+            f"{ascii(str(e))[:80]})",
+            "check that the URL points at a Triton Inference Server",
+        ) from None
+
+
+def _statistics_from_answer(raw: Any, model: str) -> dict[str, Any]:
+    """:func:`model_statistics`'s mapping from the server's answer; a malformed answer raises on the way."""
     # gRPC's JSON renders int64 as strings and leaves out zero fields; HTTP gives ints.
     out: dict[str, Any] = {
         "model": model,
@@ -560,6 +575,9 @@ def server_live(
         return False
 
 
+MAX_METRICS_BYTES = 64 << 20  # Triton's metrics page for hundreds of models is a few MB
+
+
 def metrics_from_url(metrics_url: str, names: Sequence[str] | None = None, timeout_s: float = 5.0) -> dict[str, float]:
     """Triton's Prometheus endpoint (``host:port``, served at ``/metrics``): sample name -> value summed over its
     labels, only ``names`` when given. Empty when nothing answers (a server started without metrics)."""
@@ -568,18 +586,29 @@ def metrics_from_url(metrics_url: str, names: Sequence[str] | None = None, timeo
 
     from prometheus_client.parser import text_string_to_metric_families
 
+    deadline = time.monotonic() + timeout_s  # the whole answer, not each read (a server may send a byte a second)
+    chunks: list[bytes] = []
+    size = 0
     try:
         with urllib.request.urlopen(f"http://{_host_port(metrics_url)}/metrics", timeout=timeout_s) as response:
-            text = response.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError, TimeoutError):
+            while chunk := response.read1(1 << 16):
+                size += len(chunk)
+                if size > MAX_METRICS_BYTES or time.monotonic() > deadline:
+                    return {}  # not Triton's metrics page: nothing to read from it
+                chunks.append(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError):
         return {}
+    text = b"".join(chunks).decode(errors="replace")
     wanted = None if names is None else set(names)
     out: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if (wanted is None or sample.name in wanted) and not math.isnan(sample.value):
-                    out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+                value = float(sample.value)
+                # Triton's figures are counts, times, bytes and ratios: a NaN, an infinity or a negative value is
+                # no figure of its (and would make a results.json its own reader refuses)
+                if (wanted is None or sample.name in wanted) and math.isfinite(value) and value >= 0:
+                    out[sample.name] = out.get(sample.name, 0.0) + value
     except ValueError:  # not Prometheus text: what was read so far stands
         pass
     return out
@@ -650,17 +679,104 @@ def host_port_from_url(url: str, option: str = "--url") -> str:
     return text
 
 
+# An HTTP answer larger than this is refused as it is read (gRPC's own limit on a message: tritonclient's channel
+# takes at most 2 GiB); a server that streams without end was read into memory until the machine ran out.
+MAX_ANSWER_BYTES = 2 << 30
+_ANSWER_CHUNK_BYTES = 1 << 20
+
+
 def _connect(module, protocol: str, url: str, timeout_s: float, concurrency: int = 1):
     try:
         if protocol == "grpc":
             return module.InferenceServerClient(url)
-        return module.InferenceServerClient(
-            url, concurrency=concurrency, connection_timeout=timeout_s, network_timeout=timeout_s
+        return _bounded_http_client(module)(
+            url,
+            concurrency=concurrency,
+            connection_timeout=timeout_s,
+            network_timeout=timeout_s,
+            answer_timeout_s=timeout_s,
         )
     except Exception as e:  # noqa: BLE001 - a malformed URL fails here
         raise TritongenError(
             f"cannot make a {protocol} client for '{url}' ({e})", "pass the URL as host:port, e.g. 127.0.0.1:8001"
         ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _bounded_http_client(module):
+    """tritonclient's HTTP client whose every answer is read whole, within ``answer_timeout_s`` from the request
+    (tritonclient's ``network_timeout`` bounds each read, so a server sending a byte a second held a request for
+    hours) and :data:`MAX_ANSWER_BYTES`; a compressed answer, never asked for, is refused (tritonclient would
+    inflate it, a bomb included)."""
+
+    class BoundedClient(module.InferenceServerClient):
+        def __init__(self, *args: Any, answer_timeout_s: float, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._answer_timeout_s = answer_timeout_s
+
+        def _get(self, *args: Any, **kwargs: Any) -> Any:
+            return _whole_answer(super()._get, args, kwargs, self._answer_timeout_s)
+
+        def _post(self, *args: Any, **kwargs: Any) -> Any:
+            return _whole_answer(super()._post, args, kwargs, self._answer_timeout_s)
+
+    return BoundedClient
+
+
+def _whole_answer(send: Any, args: tuple, kwargs: dict, timeout_s: float) -> _ReadAnswer:
+    import gevent
+
+    with gevent.Timeout(timeout_s, TimeoutError(f"no whole answer within {timeout_s:g} s")):
+        response = send(*args, **kwargs)
+        if response.get("Content-Encoding"):
+            raise TritongenError(
+                f"the server sent a {str(response.get('Content-Encoding'))[:40]!r}-compressed answer that was not "
+                "asked for",
+                "check that --url points at a Triton server",
+            )
+        chunks, size = [], 0
+        while chunk := response.read(_ANSWER_CHUNK_BYTES):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                response.release()
+                raise TritongenError(
+                    f"the server's answer is larger than {_size_text(MAX_ANSWER_BYTES)} (gRPC's limit on a message)",
+                    "ask for fewer rows per request, or check that --url points at a Triton server",
+                )
+            chunks.append(chunk)
+    return _ReadAnswer(response, b"".join(chunks))
+
+
+def _size_text(size: int) -> str:
+    return f"{size >> 30} GiB" if size >= 1 << 30 else f"{size >> 20} MiB"
+
+
+class _ReadAnswer:
+    """A geventhttpclient response whose body was read whole: what tritonclient reads of it (``status_code``,
+    ``get``, ``read``)."""
+
+    def __init__(self, response: Any, body: bytes) -> None:
+        self._response = response
+        self._body = body
+        self._at = 0
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._response.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._response[key]
+
+    def read(self, length: int | None = None) -> bytes:
+        end = len(self._body) if length is None else min(len(self._body), self._at + max(0, int(length)))
+        data, self._at = self._body[self._at : end], end
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
 
 
 def _close(client) -> None:

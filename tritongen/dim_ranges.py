@@ -207,3 +207,11 @@ def range_hint(spec: Any) -> str:
         f"; -1 dimensions without --dim-range take the default sizes {r.min}/{r.opt}/{r.max}: pass "
         f"--dim-range {r.input}:{r.axis}:MIN:OPT:MAX with sizes the model accepts"
     )
+
+
+def batch_dims_hint(names: list[str], min_size: int | None = None) -> str:
+    """The ``dynamic_shapes`` that batch every one of the inputs ``names`` with one Dim (torch.export wants an entry
+    for every argument: one for ``x`` alone is refused when forward() takes ``x`` and ``t``)."""
+    minimum = f", min={min_size}" if min_size is not None else ""
+    entries = ", ".join(f"'{n}': {{0: batch}}" for n in names)
+    return f"batch = torch.export.Dim('batch'{minimum}); dynamic_shapes={{{entries}}}"

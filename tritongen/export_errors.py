@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .dim_ranges import batch_dims_hint
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OP_PATTERNS = (
     re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'"),
@@ -140,8 +142,7 @@ def _shape_failure(
             exporter,
             f"the model fixes the batch dimension of input '{name}' to {size}",
             "make forward() accept any batch size (a torch.export .pt2 fixes the sizes it was exported with: "
-            f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}), "
-            "or build with --max-batch-size 0",
+            f"export it again with {batch_dims_hint(list(input_names) or [name])}), or build with --max-batch-size 0",
             "shape",
         )
     dim = axis - 1 if batched else axis

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dim_ranges import MAX_DIM_SIZE, DimRange, TiedDim
+from .dim_ranges import MAX_DIM_SIZE, DimRange, TiedDim, batch_dims_hint
 from .dtypes import triton_from_torch
 from .errors import TritongenError
 from .tensors import TensorSpec
@@ -107,14 +107,17 @@ def program_inputs_from_program(
         for axis, d in enumerate(dims):
             base = bases.get(d.tie[0]) if d.tie is not None else None
             if base is not None and d.tie is not None:  # computed from another dimension: its sizes follow that one
+                tie = TiedDim(name, axis, base[0], base[1], d.tie[1], d.tie[2])
                 if (name, axis) in given:
                     raise TritongenError(
-                        f"--dim-range {given[(name, axis)].text}: dimension {axis} of '{name}' is {d.symbol} in the "
-                        f"program, computed from dimension {base[1]} of '{base[0]}'",
+                        f"--dim-range {given[(name, axis)].text}: dimension {axis} of '{name}' is computed from "
+                        f"dimension {base[1]} of '{base[0]}' in the program ({tie.text})",
                         f"give the range of {base[0]}'s dimension {base[1]} instead: {name}'s follows it",
                     )
-                ties.append(TiedDim(name, axis, base[0], base[1], d.tie[1], d.tie[2]))
+                ties.append(tie)
                 continue
+            if d.size is None and (name, axis) in given:
+                _check_within_bounds(given[(name, axis)], d)
             if d.size is not None or (name, axis) in given:
                 continue
             shared = by_symbol.get(d.symbol) if d.symbol else None
@@ -125,6 +128,22 @@ def program_inputs_from_program(
             if bounded is not None:
                 ranges.append(bounded)
     return ProgramInputs(tuple(specs), mbs, tuple(ranges), note, tuple(ties))
+
+
+def _check_within_bounds(given: DimRange, d: _Dim) -> None:
+    """A ``--dim-range`` within the sizes the program takes for that dimension (its guards refuse the others: the
+    gate failed on "Guard failed: features.size()[1] <= 100" after the export)."""
+    low, high = max(d.lower, 1), d.upper
+    if given.min >= low and (high is None or given.max <= high):
+        return
+    taken = f"from {low} to {high}" if high is not None else f"from {low} up"
+    lo = max(given.min, low)
+    hi = given.max if high is None else max(lo, min(given.max, high))
+    opt = min(max(given.opt, lo), hi)
+    raise TritongenError(
+        f"--dim-range {given.text}: the program takes dimension {given.axis} of '{given.input}' {taken}",
+        f"give sizes within that, e.g. --dim-range {given.input}:{given.axis}:{lo}:{opt}:{hi}",
+    )
 
 
 def _symbol_of(kept: dict[str, tuple[str, list[_Dim]]], r: DimRange) -> str:
@@ -301,7 +320,7 @@ def _batch_axis(
         return False, 0, "--max-batch-size 0: every input keeps its full shape"
     if fixed:
         name, d = next(iter(fixed.items()))
-        export_again = f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}"
+        export_again = f"export it again with {batch_dims_hint(list(shapes))}"
         if given is not None:
             what = "has no dimensions" if d is None else f"fixes its first dimension at {d.size}"
             raise TritongenError(
@@ -342,8 +361,7 @@ def _batch_axis(
         name = next(n for n, d in firsts.items() if d is not None and d.lower == lowest)
         raise TritongenError(
             f"the exported program in {source} takes batches of at least {lowest}; Triton sends batches from 1",
-            f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch', min=1)}}}} "
-            "(the same Dim for every input), or declare the inputs with --input",
+            f"export it again with {batch_dims_hint(list(shapes), min_size=1)}, or declare the inputs with --input",
         )
     uppers = [d.upper for d in firsts.values() if d is not None and d.upper is not None]
     if given is not None:

@@ -24,6 +24,7 @@ from .fields import check_fields
 from .files import read_problem, regular_bytes
 from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, latest_artifacts, version_numbers
 from .manifest import ENSEMBLE, read_manifest
+from .names import one_line
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
 from .precision.accuracy import AccuracyReport, accuracy_from_outputs
@@ -124,7 +125,8 @@ class InferResult:
                 for v in flat
             )
             more = ", ..." if array.size > values else ""
-            lines.append(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]")
+            # names and values are the server's: their control characters escaped (a terminal would obey them)
+            lines.append(one_line(f"{name}: {array.dtype} {list(array.shape)} [{shown}{more}]"))
         if self.check is not None:
             if isinstance(self.check, ParityReport) and self.check.want == "original":
                 lines.append("check against the original ONNX file's outputs saved by the build:")

@@ -491,7 +491,7 @@ def build_spec_from_options(
         )
     elif onnx_file:
         input_specs = ()  # read from the graph below
-    elif samples_path is not None:
+    elif samples_path is not None and not _is_exported_archive(model):  # a program keeps its own inputs below
         from .npz import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -390,8 +391,17 @@ def _agreement(
                 abs_errors.append(0.0 if same else float("inf"))
                 continue
             a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+            finite = np.isfinite(a64)
+            if not np.array_equal(finite, np.isfinite(b64)) or not np.array_equal(a64[~finite], b64[~finite]):
+                # an inf or NaN one version answers and the other does not: no agreement (the cosine of an inf
+                # answer was NaN, which passed every threshold, and a candidate answering inf was promoted)
+                cosines.append(0.0)
+                abs_errors.append(float("inf"))
+                continue
+            a64, b64 = a64[finite], b64[finite]  # the same non-finite values in both: compared on the rest
             norm = np.linalg.norm(a64) * np.linalg.norm(b64)
-            cosines.append(float(a64 @ b64 / norm) if norm > 0 else float(np.array_equal(a64, b64)))
+            cosine = float(a64 @ b64 / norm) if norm > 0 else float(np.array_equal(a64, b64))
+            cosines.append(cosine if math.isfinite(cosine) else 0.0)
             abs_errors.append(float(np.max(np.abs(a64 - b64))) if a64.size else 0.0)
             if a.ndim >= 2 and a.shape[-1] > 1:
                 classed = True
@@ -417,7 +427,7 @@ def _judged(report: GateReport) -> GateReport:
     if not report.outputs:
         reasons.append("no request got an answer from both versions")
     for name, m in report.outputs.items():
-        if m.min_cosine < t.min_cosine:
+        if not m.min_cosine >= t.min_cosine:  # a NaN is below every threshold
             reasons.append(f"{name}: cosine {m.min_cosine:.4f} < {t.min_cosine}")
         if m.top1_agreement is not None and m.top1_agreement < t.min_top1_agreement:
             reasons.append(f"{name}: top-1 agreement {m.top1_agreement:.4f} < {t.min_top1_agreement}")

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import TritongenError
 from ..files import json_file
 from ..layout import ROLLOUT_RECORD_MAX_BYTES, ROLLOUT_RECORD_NAME
+from ..names import one_line
 
 TOOL = "tritongen-rollout"
 GATE_STEP, SWITCH_STEP = "gate", "switch"  # a candidate under test / the live version being replaced
@@ -93,7 +94,10 @@ class RolloutRecord:
         """The last finished rollout or rollback, in words (e.g. ``rollback 3 -> 1 at 2026-12-06T07:30:00Z``)."""
         for event in reversed(self.history):
             if str(event.get("result", "")).startswith("promoted"):
-                return f"{event.get('action')} {event.get('from')} -> {event.get('to')} at {event.get('at', '?')}"
+                # read from a file anyone may have written: printed with its control characters escaped
+                return one_line(
+                    f"{event.get('action')} {event.get('from')} -> {event.get('to')} at {event.get('at', '?')}"[:200]
+                )
         return "no finished rollout or rollback"
 
     def to_json(self) -> dict[str, Any]:

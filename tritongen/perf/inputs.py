@@ -182,6 +182,12 @@ def check_arrays_against_metadata(arrays: Mapping[str, np.ndarray], metadata: Ma
             + (f"; unknown {', '.join(extra)}" if extra else ""),
             f"give one array per model input, named {', '.join(wanted)}",
         )
+    rows = {name: a.shape[0] for name, a in arrays.items() if a.ndim}
+    if int(metadata.get("max_batch_size") or 0) and len(set(rows.values())) > 1:
+        raise TritongenError(
+            f"the inputs from {source} hold different batch sizes ({', '.join(f'{n}: {r}' for n, r in rows.items())})",
+            "give every input the same number of rows (one per item of the batch)",
+        )
     for name, array in arrays.items():
         want = wanted[name]
         got_type = triton_from_numpy(array.dtype)

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from ..names import one_line
 from .inputs import RequestSet, wire_from_array
 from .rawhttp import REASON_CHARS
 from .sequences import SequenceTracker, grpc_sequence_bytes
@@ -143,7 +144,8 @@ def status_from_headers(headers: Sequence[tuple[str, str]], got_message: bool) -
 def reason_from_grpc_message(raw: str) -> str:
     """A ``grpc-message`` trailer as text: percent-decoded (as gRPC sends it), on one line, at most
     ``REASON_CHARS`` characters (the reason is part of the failure kind)."""
-    return " ".join(unquote(raw, errors="replace").split())[:REASON_CHARS].rstrip()
+    # a server's own words, printed and stored: its control characters escaped (a terminal would obey them)
+    return one_line(" ".join(unquote(raw, errors="replace").split())[:REASON_CHARS].rstrip())
 
 
 def kind_name(kind: str) -> str:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..names import one_line
 from .inputs import RequestSet, wire_from_array
 from .sequences import SequenceTracker, http_sequence_body
 
@@ -26,6 +28,8 @@ HEADER_END = b"\r\n\r\n"
 # An error's reason is part of its kind: kinds stay short, yet long enough for ONNX Runtime's, whose cause comes
 # last ("... while running Conv node. Name:'conv2d_1_nchwc' Status Message: Invalid input shape: {2,2}", 190).
 REASON_CHARS = 240
+MAX_HEAD_BYTES = 64 << 10  # an answer's head, a chunk-size or trailer line
+KEPT_BODY_BYTES = 64 << 10  # of an error answer's body: its reason is read from the start
 
 
 def http_request_bytes(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -61,17 +65,25 @@ def error_from_response(status: int, body: bytes) -> str:
             reason = data["error"]
     except ValueError:
         reason = body[:REASON_CHARS].decode("utf-8", "replace").strip()
-    reason = " ".join(reason.split())[:REASON_CHARS]
+    # a server's own words, printed and stored: its control characters escaped (a terminal would obey them)
+    reason = one_line(" ".join(reason.split())[:REASON_CHARS])
     return f"http_{status}: {reason}" if reason else f"http_{status}"
 
 
 class ResponseParser:
-    """Splits a byte stream into HTTP/1.1 responses: ``feed`` returns the (status, body, close) of each finished one."""
+    """Splits a byte stream into HTTP/1.1 responses: ``feed`` returns the (status, body, close) of each finished one.
+
+    Incremental and bounded whatever the server sends: a body is consumed as it arrives (a 200's is dropped, an
+    error's first :data:`KEPT_BODY_BYTES` kept for its reason), a head or a chunk-size line longer than its bound,
+    a Content-Length or a chunk size that is no plain number (``-6``), is a ``ValueError`` (the connection fails as
+    ``bad_response``). A negative chunk size once sent the parser back to the same line for ever."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()  # appended to and consumed from the front: no copy of the whole per read
         self.status = 0
-        self.length = -1  # body bytes expected; -2: chunked
+        self.length = -1  # -1: reading a head; -2: chunked; else body bytes still to come
+        self.chunk = -1  # chunked: -1 reading a size line, -3 reading trailers, else bytes left (its CRLF included)
+        self.body = bytearray()  # the kept start of an error answer's body
         self.close = False
 
     def feed(self, data: bytes) -> list[tuple[int, bytes, bool]]:
@@ -81,20 +93,28 @@ class ResponseParser:
             if self.length == -1:
                 end = self.buffer.find(HEADER_END)
                 if end < 0:
+                    if len(self.buffer) > MAX_HEAD_BYTES:
+                        raise ValueError(f"an answer's head is longer than {MAX_HEAD_BYTES} bytes")
                     return done
                 self._head(bytes(self.buffer[:end]))
                 del self.buffer[: end + 4]
+                self.body, self.chunk = bytearray(), -1
             if self.length == -2:
-                body = self._chunked()
-                if body is None:
+                if not self._chunked():
                     return done
-            elif len(self.buffer) >= self.length:
-                body = b"" if self.status == 200 else bytes(self.buffer[: self.length])  # only errors are read
-                del self.buffer[: self.length]
             else:
-                return done
-            done.append((self.status, body, self.close))
+                take = min(self.length, len(self.buffer))
+                self._keep(self.buffer[:take])
+                del self.buffer[:take]
+                self.length -= take
+                if self.length:
+                    return done
+            done.append((self.status, b"" if self.status == 200 else bytes(self.body), self.close))
             self.length = -1
+
+    def _keep(self, data: bytes | bytearray) -> None:
+        if self.status != 200 and len(self.body) < KEPT_BODY_BYTES:
+            self.body += data[: KEPT_BODY_BYTES - len(self.body)]
 
     def _head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -107,33 +127,42 @@ class ResponseParser:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
+                if not value.strip().isdigit():
+                    raise ValueError(f"Content-Length {value[:40]!r} is no byte count")
                 self.length = int(value)
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
                 self.length = -2
             elif name == b"connection":
                 self.close = value.strip().lower() == b"close"
 
-    def _chunked(self) -> bytes | None:
-        """The whole body once every chunk is in the buffer (consumed then), else None."""
-        at, parts = 0, list[bytes]()
+    def _chunked(self) -> bool:
+        """Consume what has come of a chunked body; True once its last chunk and trailers are in."""
         while True:
-            line_end = self.buffer.find(b"\r\n", at)
-            if line_end < 0:
-                return None
-            size = int(self.buffer[at:line_end].split(b";")[0], 16)
-            if size == 0:
-                trailer_end = self.buffer.find(b"\r\n\r\n", line_end)
-                if self.buffer[line_end : line_end + 4] == b"\r\n\r\n":
-                    trailer_end = line_end
-                if trailer_end < 0:
-                    return None
-                del self.buffer[: trailer_end + 4]
-                return b"".join(parts)
-            start = line_end + 2
-            if len(self.buffer) < start + size + 2:
-                return None
-            parts.append(bytes(self.buffer[start : start + size]))
-            at = start + size + 2
+            if self.chunk in (-1, -3):  # a chunk-size line, or a trailer line (an empty one ends the body)
+                end = self.buffer.find(b"\r\n")
+                if end < 0:
+                    if len(self.buffer) > MAX_HEAD_BYTES:
+                        raise ValueError(f"a chunk line is longer than {MAX_HEAD_BYTES} bytes")
+                    return False
+                line = bytes(self.buffer[:end])
+                del self.buffer[: end + 2]
+                if self.chunk == -3:
+                    if not line:
+                        return True
+                    continue
+                size = line.split(b";")[0].strip()
+                if not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size):
+                    raise ValueError(f"chunk size {size[:20]!r} is no hexadecimal byte count")
+                self.chunk = int(size, 16) + 2 if int(size, 16) else -3
+                continue
+            take = min(self.chunk, len(self.buffer))
+            if not take:
+                return False
+            self._keep(self.buffer[: max(0, min(take, self.chunk - 2))])  # the data, not its closing CRLF
+            del self.buffer[:take]
+            self.chunk -= take
+            if not self.chunk:
+                self.chunk = -1
 
 
 class Connection(asyncio.Protocol):

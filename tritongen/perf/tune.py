@@ -491,7 +491,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
 
     # the versions the server serves now stay the ones served (a rollback, serve's pin of the rollout record):
     # config.pbtxt's own policy would load the newest version with the first candidate
-    served_versions = server.model_config(model).get("version_policy")
+    served_versions = _served_policy(server, model)
     again = _Remeasure(server, model, base_config, perf, requests, spec, progress, served_versions)
 
     def ok(p: PerfPoint) -> bool:
@@ -796,6 +796,24 @@ class _Serving:
 
     config: Any
     name: str
+
+
+def _served_policy(server: Triton, model: str) -> Any:
+    """The version policy of the config the server serves ``model`` with (JSON), checked as Triton's message."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    policy = server.model_config(model).get("version_policy")
+    if policy is None:
+        return None
+    try:
+        json_format.ParseDict(policy, model_config_pb2.ModelVersionPolicy())
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as e:
+        raise TritongenError(
+            f"the server's config of model '{model}' holds a version policy that is none ({ascii(str(e))[:80]})",
+            "check that the URL points at a Triton Inference Server",
+        ) from None
+    return policy
 
 
 def override_json(config: Any, versions: Any = None) -> str:

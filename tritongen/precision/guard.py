@@ -300,9 +300,13 @@ def guarded_onnx_from_onnx(
         lines.append(report.table())
         raise TritongenError(
             f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)",
-            "give more or more representative --calib-data, try another --calib-method, lower --min-cosine/--min-top1 "
-            "or give --max-abs-error OUTPUT=VALUE (outputs whose meaning is absolute) if the loss is acceptable, "
-            "or use a higher --precision",
+            (
+                "give more or more representative --calib-data, try another --calib-method, "
+                if precision == "int8"
+                else ""  # FP16 has no calibration: its ranges are the model's own
+            )
+            + "lower --min-cosine/--min-top1 or give --max-abs-error OUTPUT=VALUE (outputs whose meaning is absolute) "
+            "if the loss is acceptable, or use a higher --precision",
             details="\n".join(lines),
         )
     return result

@@ -101,14 +101,14 @@ def choose_ports(spec: ServeSpec) -> dict[str, int]:
     try:
         for kind, default in DEFAULT_PORTS.items():
             port = getattr(spec, f"{kind}_port")
-            if port is not None:
+            if port is not None and port != 0:  # 0: any free port, as the system picks for a bind to port 0
                 if not port_is_free(spec.host, port):
                     raise TritongenError(
                         f"{kind} port {port} on {spec.host} is already in use",
                         f"stop what listens there, pass another --{kind}-port, or leave it out to pick a free one",
                     )
                 chosen[kind] = int(port)
-            elif default not in chosen.values() and port_is_free(spec.host, default):
+            elif port is None and default not in chosen.values() and port_is_free(spec.host, default):
                 chosen[kind] = default
             else:
                 s = socket.socket(_family(spec.host), socket.SOCK_STREAM)

@@ -129,10 +129,10 @@ class ServeSpec:
         object.__setattr__(self, "poll_interval_s", int(self.poll_interval_s))
         for kind in DEFAULT_PORTS:
             port = getattr(self, f"{kind}_port")
-            if port is not None and not 0 < int(port) < 65536:
+            if port is not None and not 0 <= int(port) < 65536:
                 raise TritongenError(
                     f"--{kind}-port {port} is not a port number",
-                    "use a number from 1 to 65535, or leave it out to pick one",
+                    "use a number from 1 to 65535, or 0 for any free port (left out: the default if free)",
                 )
         if self.ready_timeout_s <= 0:
             raise TritongenError(
