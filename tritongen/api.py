@@ -634,7 +634,6 @@ def _serving(
     signature: PathLike | None,
     progress: Progress | None = None,
 ) -> Iterator[RunningServer]:
-
     from .server import server_from_repository, stop_on_sigterm
     from .server.admin import SIGNING_KEY_NAME
     from .server.snapshot import (
