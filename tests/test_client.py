@@ -627,3 +627,19 @@ def test_a_version_policy_that_is_none_is_one_error_before_tune_loads_anything()
     assert _served_policy(Server({"specific": {"versions": [1]}}), "m") == {"specific": {"versions": [1]}}
     with pytest.raises(TritongenError, match="holds a version policy that is none"):
         _served_policy(Server({"bogus": 1}), "m")
+
+
+def test_one_npy_asks_the_server_for_the_models_metadata_once(tiny_server, tmp_path, monkeypatch):
+    """The file is read first (a missing one needs no server); the metadata that names the array and checks it is
+    asked once (it was asked twice)."""
+    import tritongen
+    import tritongen.client as client
+
+    calls = []
+    asked = client.model_metadata
+    monkeypatch.setattr(client, "model_metadata", lambda *a, **k: calls.append(a) or asked(*a, **k))
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    result = tritongen.infer("double", url=tiny_server.grpc_url, input_file=tmp_path / "x.npy")
+    assert result.outputs["Y"].shape == (2, 4) and len(calls) == 1
+    with pytest.raises(TritongenError, match="does not exist"):
+        tritongen.infer("double", url="127.0.0.1:1", input_file=tmp_path / "missing.npy")

@@ -287,15 +287,15 @@ def _check_takes(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) ->
     )
 
 
-def _check_against_served(spec: InferSpec, url: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _check_against_served(
+    spec: InferSpec, metadata: Mapping[str, Any], inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The arrays given against the served model's inputs (names, datatypes, shapes, batch size), before sending:
     the server's refusal would name neither the file nor the inputs the model wants. Returned as sent: a scalar
     per item given as ``[batch]`` (the model's own shape) goes as ``[batch, 1]``."""
     from .perf.inputs import arrays_as_served, check_arrays_against_metadata, served_shapes
 
     source = str(spec.input_file) if spec.input_file is not None else "the arrays given"
-    version = str(spec.model_version) if spec.model_version is not None else ""  # the version the request goes to
-    metadata = _metadata(spec, url, version)
     sent = arrays_as_served(inputs, served_shapes(metadata))
     check_arrays_against_metadata(sent, metadata, source)
     return sent
@@ -307,15 +307,14 @@ def _metadata(spec: InferSpec, url: str, version: str) -> dict[str, Any]:
     return model_metadata(url, spec.name, spec.protocol, spec.timeout_s, version=version)
 
 
-def _named_npy(spec: InferSpec, url: str) -> dict[str, np.ndarray]:
-    """``spec.input_file``'s arrays; a single ``.npy`` array (read as "input") goes to the model's one input, by
-    the server's own name for it."""
+def _named_npy(spec: InferSpec, arrays: dict[str, np.ndarray], metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``spec.input_file``'s ``arrays``; a single ``.npy`` array (read as "input") goes to the model's one input,
+    by the server's own name for it."""
     assert spec.input_file is not None
-    arrays = arrays_from_npz(spec.input_file)
     with open(spec.input_file, "rb") as fh:  # readable: just read
         if fh.read(6) != b"\x93NUMPY":
             return arrays
-    takes = _served_inputs(spec, url)
+    takes = [i["name"] for i in metadata["inputs"]]
     if len(takes) != 1:
         raise TritongenError(
             f"{spec.input_file} holds one array, and model '{spec.name}' takes {len(takes)} inputs "
@@ -487,8 +486,11 @@ def infer_model(spec: InferSpec) -> InferResult:
             )
         if spec.input_file is not None and spec.inputs is not None:
             raise TritongenError("both input_file and inputs are given", "pass one of them")
-        inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, url)
-        inputs = _check_against_served(spec, url, inputs)
+        read = None if spec.input_file is None else arrays_from_npz(spec.input_file)  # the file before the server
+        # asked once: the version the request goes to (None: the server's pick)
+        metadata = _metadata(spec, url, str(spec.model_version) if spec.model_version is not None else "")
+        inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, read or {}, metadata)
+        inputs = _check_against_served(spec, metadata, inputs)
     else:
         version = served_version(spec, url)
         checked_version = version
