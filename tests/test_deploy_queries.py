@@ -287,3 +287,34 @@ def test_a_pvc_model_source_keeps_its_mount_beside_dev_shm(repo, tmp_path):
     assert [v["name"] for v in pod["volumes"]] == ["models", k8s.SHM_VOLUME]
     assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == ["/models", "/dev/shm"]
     shutil.rmtree(b.out)
+
+
+def test_a_prometheus_answer_is_read_within_its_bound(monkeypatch, tmp_path):
+    """An answer larger than the bound is one error, not read whole into memory (a real HTTP server sends it)."""
+    import http.server
+    import threading
+
+    from tritongen.deploy import prometheus
+
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}, "pad": "x" * 4096})
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the standard library's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        prom = prometheus.LocalPrometheus(None, f"http://127.0.0.1:{server.server_address[1]}", tmp_path)  # type: ignore[arg-type]
+        assert prom.query("up") == []  # within the bound: read and parsed
+        monkeypatch.setattr(prometheus, "MAX_ANSWER_BYTES", 1024)
+        with pytest.raises(TritongenError, match=r"Prometheus answered 'up' with more than"):
+            prom.query("up")
+    finally:
+        server.shutdown()

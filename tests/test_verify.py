@@ -58,6 +58,14 @@ def test_hand_written_models_fail_unless_allowed_by_name(repo):
     assert "handmade" in report.summary()
 
 
+def test_an_allowed_name_that_is_no_model_folder_is_refused(repo):
+    """A typo (or a model removed since) in --allow-unverified is named, not silently accepted."""
+    (repo / "handmade" / "1").mkdir(parents=True)
+    with pytest.raises(TritongenError, match=r"--allow-unverified names 'handmad', which is no model folder") as err:
+        check_verified(repo, allow_unverified=["handmade", "handmad"])
+    assert "handmade" in str(err.value) and err.value.fix.startswith("name a model folder")
+
+
 def _unchecked_hash_pyc(cache: Path, code_text: str, filename: str) -> None:
     """An "unchecked hash-based" .pyc (PEP 552): Python runs it without looking at the source it sits beside."""
     import importlib.util

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import config_text_from_spec, warmup_files
+from .config import batching_text, config_text_from_spec, warmup_files
 from .errors import TritongenError
 from .layout import (
     ARTIFACT_DIR,
@@ -55,6 +55,11 @@ class BuildResult:
     timings_s: Mapping[str, float]
     fallback: str = ""  # why the first exporter was not used ("" when it was)
     handoff_dir: Path | None = None  # perf_analyzer / Model Analyzer hand-offs (tritongen.handoff), outside the repo
+
+    @property
+    def batching(self) -> str:
+        """One line on how the config batches requests and what its queue delay costs at low load."""
+        return batching_text(self.spec)
 
 
 class Stages:

@@ -253,6 +253,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
             click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")
         for t in made.outputs:
             click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
+        click.echo(made.batching)
         click.echo(f"manifest: {made.manifest_path}")
         return
     result = made
@@ -268,6 +269,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
         click.echo(f"  input  {t.name:<24} {t.dtype:<6} {_dims_text(t)}")
     for t in result.spec.outputs:
         click.echo(f"  output {t.name:<24} {t.dtype:<6} {_dims_text(t)}")
+    click.echo(result.batching)
     click.echo(f"manifest: {result.manifest_path}")
     if result.handoff_dir is not None:
         click.echo(f"perf_analyzer / Model Analyzer hand-offs: {result.handoff_dir}")

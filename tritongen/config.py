@@ -64,6 +64,27 @@ def preferred_batch_sizes(spec: BuildSpec) -> tuple[int, ...]:
     return tuple(sorted({b for b in (spec.max_batch_size // 2, spec.max_batch_size) if b > 0}))
 
 
+def batching_text(spec: BuildSpec, steps: int = 1) -> str:
+    """One line on how the config batches requests, and what its queue delay costs a lone request (at each of an
+    ensemble's ``steps``: every step has its own batcher)."""
+    if not spec.batched:
+        return "batching: none (max batch size 0): each request runs alone"
+    batcher = "sequence batcher" if spec.states else "dynamic batcher"
+    preferred = (spec.max_batch_size,) if spec.states else preferred_batch_sizes(spec)  # as the entries say
+    head = (
+        f"batching: {batcher}, up to {spec.max_batch_size} per run (preferred {', '.join(map(str, preferred))}), "
+        f"{spec.instance_count} instance{'s' if spec.instance_count > 1 else ''}"
+    )
+    if not spec.max_queue_delay_us:
+        return head + "; no queue delay: a run takes whatever waits when an instance is free"
+    return (
+        f"{head}; a request short of a preferred batch waits up to {spec.max_queue_delay_us} us for others"
+        + (f" at each of the {steps} steps" if steps > 1 else "")
+        + ", which at low load is added to every answer (--queue-delay-us 0 for the lowest latency; tritongen tune"
+        " measures what pays)"
+    )
+
+
 def warmup_entries(spec: BuildSpec, samples: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     """One warm-up request built from the batch-1 sample (files written by :func:`warmup_files`)."""
     inputs = []

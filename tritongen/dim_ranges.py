@@ -14,6 +14,7 @@ minimum what the gate checked.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,14 +42,7 @@ class DimRange:
     explicit: bool = True  # False: the default range of a -1 dimension nobody gave a range
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "input": self.input,
-            "axis": self.axis,
-            "min": self.min,
-            "opt": self.opt,
-            "max": self.max,
-            "explicit": self.explicit,
-        }
+        return dataclasses.asdict(self)
 
     @property
     def text(self) -> str:
@@ -77,14 +71,7 @@ class TiedDim:
         return f"{self.input}[{self.axis}] = {scale}{self.base_input}[{self.base_axis}]{offset}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "input": self.input,
-            "axis": self.axis,
-            "base_input": self.base_input,
-            "base_axis": self.base_axis,
-            "scale": self.scale,
-            "offset": self.offset,
-        }
+        return dataclasses.asdict(self)
 
 
 def _checked(name: str, axis: int, sizes: Sequence[int], where: str) -> DimRange:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import Stages
-from .config import preferred_batch_sizes
+from .config import batching_text, preferred_batch_sizes
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel
 from .pre_post import (
@@ -69,6 +69,11 @@ class EnsembleBuildResult:
     exporter: str
     manifest_path: Path
     timings_s: Mapping[str, float]
+
+    @property
+    def batching(self) -> str:
+        """One line on how the steps batch requests (each its own batcher, with the same queue delay)."""
+        return batching_text(self.spec, steps=len(self.steps))
 
 
 def model_names(name: str) -> dict[str, str]:

@@ -54,6 +54,7 @@ from .layout import (
     version_numbers,
 )
 from .manifest import load_manifest, sha256_regular_file
+from .names import one_line
 from .validate import HIDDEN_FOLDER_FIX, check_repository_folder, config_from_file, hidden_folder_problem
 
 _FIX_CHANGED = "rebuild the model with tritongen build --force, or restore the original file"
@@ -423,6 +424,14 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
             found.add(hidden_folder_problem(entry.name), HIDDEN_FOLDER_FIX)
         elif not _check_model(entry, allowed, found):
             unverified.append(entry.name)
+    stray = sorted(allowed - {entry.name for entry in folders})
+    if stray:  # a typo, or a model since removed: the flag would be read as allowing what it does not
+        models = ", ".join(one_line(entry.name) for entry in folders) or "none"
+        found.add(
+            f"--allow-unverified names {', '.join(repr(one_line(n)) for n in stray)}, which is no model folder of "
+            f"{repo} (its models: {models})",
+            "name a model folder of the repository written by hand, or leave the name out",
+        )
     # a stale bytecode cache is named after what was changed, whatever the order of the files
     problems = sorted(found.problems, key=lambda problem: problem[1] == BYTECODE_FIX)
     return VerifyReport(

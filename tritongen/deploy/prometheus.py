@@ -24,6 +24,8 @@ from ..errors import TritongenError
 from .checks import tool
 from .monitoring import label_value
 
+MAX_ANSWER_BYTES = 64 << 20  # of one API answer, read whole: the queries here select a few series
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -39,9 +41,15 @@ class LocalPrometheus:
         query = urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
-                body = json.loads(response.read())
+                raw = response.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as err:
-            body = json.loads(err.read() or b"{}")
+            raw = err.read(MAX_ANSWER_BYTES + 1) or b"{}"
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise TritongenError(
+                f"Prometheus answered {params.get('query', path)!r} with more than {MAX_ANSWER_BYTES >> 20} MiB",
+                "select fewer series or a shorter range",
+            )
+        body = json.loads(raw)
         if body.get("status") != "success":
             raise TritongenError(f"Prometheus rejected {params.get('query', path)!r}", str(body.get("error", body)))
         return body["data"]
