@@ -154,6 +154,24 @@ def test_a_change_that_fails_the_check_is_not_loaded_until_the_repository_change
     assert poll.poll_once() == ["a"] and (served / "a" / "1" / "model.py").read_text() == "v2"
 
 
+def test_a_poll_removing_a_hand_written_model_the_flag_names_is_loaded(tmp_path):
+    """serve --allow-unverified a,b in poll mode, then b removed: the change is checked and loaded (the first check
+    refuses a name that is no model folder; a poll's changes may remove one)."""
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+    from tritongen.api import _serve_check
+
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        write_model(repo, name, DOUBLE_CONFIG.replace('name: "double"', f'name: "{name}"'), DOUBLE_MODEL)
+    check = _serve_check(repo, ("a", "b"), None, tmp_path / "key", None)
+    poll, served, calls = _poller(repo, tmp_path, check)
+    check(served)  # what serve checks before Triton starts
+    shutil.rmtree(repo / "b")
+    assert poll.poll_once() == ["b"] and not (served / "b").exists(), calls["said"]
+    with pytest.raises(TritongenError, match="allow_unverified names 'b', which is no model folder"):
+        _serve_check(repo, ("a", "b"), None, tmp_path / "key", None)(served)  # a serve started now
+
+
 def test_exchange_swaps_two_folders_in_one_step(tmp_path):
     from tritongen.server.snapshot import exchange
 

@@ -638,7 +638,6 @@ def _serving(
     from .server.admin import SIGNING_KEY_NAME
     from .server.snapshot import (
         snapshot_root,
-        with_repository_words,
     )
     from .signing import check_public_key
     from .validate import check_repository_folder
@@ -657,19 +656,34 @@ def _serving(
     root = snapshot_root(given)
     key_copy = root / SIGNING_KEY_NAME  # the key serve was started with, for every check (poll's too) and rollout
 
+    check = _serve_check(given, allow_unverified, key, key_copy, signed)
+    with stop_on_sigterm():
+        yield from _checked_serving(spec, given, root, key, key_copy, kept, signed, check, progress)
+
+
+def _serve_check(
+    given: Path, allow_unverified: Sequence[str], key: Path | None, key_copy: Path, signed: Path | None
+) -> Callable[[Path], None]:
+    """What serve checks in each copy it makes of ``given``: the first (before Triton starts) and those of a
+    poll's changes, where a hand-written model ``allow_unverified`` names may have been removed since."""
+    from .server.snapshot import with_repository_words
+
+    started = []
+
     def check(copy: Path) -> None:
+        allowed = [n for n in allow_unverified if (copy / n).is_dir()] if started else allow_unverified
+        started.append(True)
         try:
             check_servable(
                 copy,
-                allow_unverified=allow_unverified,
+                allow_unverified=allowed,
                 public_key=None if key is None else key_copy,
                 signature=_in_snapshot(signed, given, copy),
             )
         except TritongenError as error:  # words about the key's copy name the key given
             raise error if key is None else with_repository_words(error, key_copy, key) from None
 
-    with stop_on_sigterm():
-        yield from _checked_serving(spec, given, root, key, key_copy, kept, signed, check, progress)
+    return check
 
 
 def _checked_serving(
