@@ -154,6 +154,25 @@ def test_compare_without_a_report_prints_the_comparison_and_writes_nothing(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 
+def test_compare_keeps_each_row_of_a_crafted_file_on_its_line(tmp_path, capsys, monkeypatch):
+    """The reader refuses a terminal's escapes in a results.json's texts but keeps newlines and tabs (a partial
+    reason quotes the server's log): printed, they are escaped, so no text forges a row of the table."""
+    from dataclasses import replace
+
+    monkeypatch.chdir(tmp_path)
+    forged = "\n        1c   99999.0"
+    crafted = replace(RUN, label="second", partial=True, partial_reason=f"died{forged}")
+    (tmp_path / "a.json").write_text(json_from_run(RUN))
+    (tmp_path / "b.json").write_text(json_from_run(crafted))
+    try:
+        main(["perf", "--compare", "a.json", "b.json"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    out = capsys.readouterr().out
+    assert "99999.0" in out and not any(line.lstrip().startswith("1c   99999.0") for line in out.splitlines())
+    assert "[PARTIAL: died\\n        1c   99999.0]" in out
+
+
 def test_what_perf_writes_for_a_level_without_answers_reads_back():
     empty = latency_summary_from_ms([])
     assert math.isnan(empty.p99_ms)
@@ -171,6 +190,8 @@ def test_what_perf_writes_for_a_level_without_answers_reads_back():
     back = run_from_json(json_from_run(run))
     assert math.isnan(back.points[0].latency.p99_ms) and math.isnan(back.points[0].window_history[0][1])
     assert back.points[0].client_cpu_us_per_request is None and back.partial_reason == run.partial_reason
+    table = back.table()  # what perf prints, from the result object (the API's users have no CLI)
+    assert "[PARTIAL: server died\\nat 3 s\\tlog: x.log]" in table and "        1c       0.0" in table, table
 
 
 def test_a_comparison_with_a_zero_server_cpu_figure_says_it_was_not_measured(tmp_path):

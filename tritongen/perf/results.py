@@ -25,6 +25,7 @@ import numpy as np
 from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, size_text
+from ..names import one_line
 
 PERCENTILES = (50, 90, 95, 99)
 SERVER_PARTS = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
@@ -191,6 +192,10 @@ class PerfRun:
     @property
     def name(self) -> str:
         return self.label or f"{self.model} ({self.engine})"
+
+    def table(self) -> str:
+        """The table ``tritongen perf`` prints: one row per load level, with its legend."""
+        return table_from_run(self)
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -603,7 +608,8 @@ def table_from_run(run: PerfRun) -> str:
         lines.append(run.placement)
     elif run.client_cpus:
         lines.append(f"client CPUs {cpus_text(run.client_cpus)}")
-    return "\n".join(lines)
+    # a results.json from elsewhere (perf --compare) may carry a newline or a terminal's escape in any text
+    return "\n".join(one_line(line) for line in lines)
 
 
 ERROR_KINDS_SHOWN = 4  # per level; the rest are counted in results.json
@@ -793,4 +799,4 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
                     line + f"; with its {cores} CPU(s) saturated in both, that accounts for a throughput of "
                     f"{1 / cpu:.2f}x, not all of it: compare the clients' CPU and the queue times"
                 )
-    return lines
+    return [one_line(line) for line in lines]
