@@ -668,7 +668,7 @@ def _serve_check(
     poll's changes, where a hand-written model ``allow_unverified`` names may have been removed since."""
     from .server.snapshot import with_repository_words
 
-    started = []
+    started: list[bool] = []
 
     def check(copy: Path) -> None:
         allowed = [n for n in allow_unverified if (copy / n).is_dir()] if started else allow_unverified
