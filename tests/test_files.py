@@ -96,3 +96,17 @@ def test_every_reader_of_a_config_pbtxt_is_bounded(tmp_path):
     config.write_text('backend: "python"\n')
     assert config_text(config) == 'backend: "python"\n' and python_models(tmp_path / "repo") == [model]
     assert has_python_models(tmp_path / "repo") is True
+
+
+def test_replace_file_replaces_a_planted_link_and_never_writes_through_it(tmp_path):
+    from tritongen.files import replace_file
+
+    victim = tmp_path / "victim.html"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").symlink_to(victim)
+    replace_file(out / "report.html", "<html>")
+    assert victim.read_text() == "precious"
+    assert not (out / "report.html").is_symlink() and (out / "report.html").read_text() == "<html>"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # no temporary file left

@@ -297,3 +297,20 @@ def test_runs_of_one_name_are_labelled_apart_by_what_differs(tmp_path, capsys):
     assert f"{RUN.name} [HTTP, 127.0.0.1:8000] reads 2.00x the throughput of {RUN.name} [gRPC, 127.0.0.1:8001]" in out
     page = (tmp_path / "r" / "report.html").read_text()
     assert f"{RUN.name} [gRPC, 127.0.0.1:8001] vs {RUN.name} [HTTP, 127.0.0.1:8000]" in page
+
+
+@pytest.mark.parametrize("name", ["report.html", "results.json", "results.csv"])
+def test_a_link_planted_in_a_report_folder_is_refused_and_its_target_untouched(tmp_path, capsys, monkeypatch, name):
+    """A report folder received from someone, holding ``report.html -> ~/somewhere``: perf refused nothing and
+    wrote the report through the link."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.json").write_text(json_from_run(RUN))
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / name).symlink_to(victim)
+    with pytest.raises(SystemExit) as exc:
+        main(["perf", "--compare", "a.json", "--report", "rep"])
+    assert exc.value.code == 1
+    assert f"the report folder rep holds a {name} that is not a file (a link or a folder)" in capsys.readouterr().err
+    assert victim.read_text() == "precious"

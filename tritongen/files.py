@@ -1,4 +1,5 @@
-"""Reading a file someone hands us: one open, a regular file only, never more than a stated number of bytes.
+"""Reading a file someone hands us: one open, a regular file only, never more than a stated number of bytes; and
+writing one into a folder someone may have handed us (:func:`replace_file`: a planted link is never followed).
 
 Every reader of a user's (or an attacker's) file goes through :func:`regular_bytes`: a FIFO would hang a plain
 ``open`` (it is opened non-blocking and refused), a device such as ``/dev/zero`` would never end (refused: only
@@ -14,6 +15,7 @@ import errno
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,17 @@ def read_problem(error: OSError) -> str:
 def json_file(path: Path | str, max_bytes: int, *, follow_links: bool = True) -> Any:
     """:func:`json_from_bytes` of :func:`regular_bytes`: ``OSError`` or ``ValueError`` for every bad file."""
     return json_from_bytes(regular_bytes(path, max_bytes, follow_links=follow_links))
+
+
+def replace_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``path`` through a new file renamed over it: a link planted at ``path`` (a report folder received from
+    someone) is replaced, never followed, and a failure leaves what was there."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .files import regular_bytes
+from .files import regular_bytes, replace_file
 from .perf.inputs import RequestSet, arrays_as_served, request_set_from_samples
 from .perf.perf_analyzer import (
     PerfAnalyzerInstall,
@@ -197,19 +196,6 @@ def model_analyzer_config(
     }
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``path`` through a new file renamed over it: a link at ``path`` is replaced, never followed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None = None) -> Handoff:
     """Write ``out/<model>/`` for the model ``model`` built in ``repo`` (its newest version's saved samples)."""
     import yaml
@@ -234,10 +220,10 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         data_path = folder / DATA_NAME
-        _write(data_path, json.dumps(input_data_from_requests(requests)))
+        replace_file(data_path, json.dumps(input_data_from_requests(requests)))
         commands = perf_analyzer_commands(spec, requests)
         script = folder / SCRIPT_NAME
-        _write(script, _script(model, commands, local_perf_analyzer()), mode=0o755)
+        replace_file(script, _script(model, commands, local_perf_analyzer()), mode=0o755)
         cpu_only = bool(config.instance_group) and all(g.kind == g.KIND_CPU for g in config.instance_group)
         ma = model_analyzer_config(repo, model, spec, requests, data_path.resolve(), cpu_only)
         ma_path = folder / MA_CONFIG_NAME
@@ -247,7 +233,7 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
             "# needs tritonserver --model-control-mode=explicit --load-model='*'). Run: model-analyzer profile -f "
             "config.yaml\n"
         )
-        _write(ma_path, header + yaml.safe_dump(ma, sort_keys=False))
+        replace_file(ma_path, header + yaml.safe_dump(ma, sort_keys=False))
     except OSError as err:
         raise TritongenError(
             f"cannot write the hand-offs of {model} to {folder}: {err.strerror or err}",

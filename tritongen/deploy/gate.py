@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import TritongenError
 from ..fields import check_fields
+from ..files import replace_file
 from ..npz import arrays_from_npz
 
 LABELS_KEY = "labels"  # optional in a golden .npz: one class index per row
@@ -453,9 +454,7 @@ def write_gate_report(report: GateReport, out: Path) -> GateReport:
         (path, json.dumps(report.to_json(), indent=2, default=str) + "\n"),
         (out / "comparison.html", html_from_gate(report)),
     ):
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+        replace_file(target, text)
     return GateReport(**{**report.__dict__, "path": path})
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..files import replace_file
 from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, comparison_lines, version_count_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -364,5 +365,5 @@ def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None =
         files_from_run(runs[0], out_dir)
     path = out_dir / "report.html"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
+    replace_file(path, page)
     return path

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..cpus import cpus_text
 from ..errors import TritongenError
-from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, size_text
+from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, replace_file, size_text
 from ..names import one_line
 
 PERCENTILES = (50, 90, 95, 99)
@@ -523,9 +523,9 @@ def check_report_dir(out_dir: Path) -> None:
     if os.path.isdir(out_dir):
         for name in REPORT_FILES:
             target = out_dir / name
-            if os.path.lexists(target) and not os.path.isfile(target):
+            if os.path.lexists(target) and (os.path.islink(target) or not os.path.isfile(target)):
                 raise TritongenError(
-                    f"the report folder {out_dir} holds a {name} that is not a file",
+                    f"the report folder {out_dir} holds a {name} that is not a file (a link or a folder)",
                     f"remove {target}, or pass --report with another folder",
                 )
         existing = out_dir
@@ -556,7 +556,7 @@ def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / RESULTS_NAME, "csv": out_dir / "results.csv"}
     for kind, path in paths.items():
-        path.write_text(texts[kind])
+        replace_file(path, texts[kind])
     return paths
 
 
