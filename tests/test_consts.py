@@ -58,6 +58,23 @@ def test_consts_are_fixed_in_the_graph_and_recorded(models, tmp_path, form, expo
     np.testing.assert_allclose(session.run(None, {"x": x})[0], -x * 16.0 * 2.0, rtol=1e-6)
 
 
+def test_a_scripted_forwards_defaults_are_fixed_at_export(models, tmp_path):
+    """TorchScript's exporter passes every argument of the scripted method: one with a default and no --const
+    failed inside torch (an INTERNAL ASSERT, "please report a bug to PyTorch"). Its default is used, and said."""
+    code, out, err = _run(
+        ["build", str(models["scripted"]), "--name", "rate", "--input", "x:FP32:4", "--const", "sr=8000"]
+        + ["--repo", str(tmp_path)]
+    )
+    assert code == 0, err
+    assert "a TorchScript forward() takes every argument" in err
+    assert "forward() arguments fixed at export: sr=8000, gain=1.0, negate=False" in err
+    manifest = json.loads((tmp_path / "rate" / "1" / "tritongen" / "manifest.json").read_text())
+    assert manifest["export"]["consts"] == {"sr": 8000, "gain": 1.0, "negate": False}
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    got = onnx_session(tmp_path / "rate" / "1" / "model.onnx").run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x * 8.0, rtol=1e-6)
+
+
 def test_consts_from_the_spec_file(models, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("inputs: [{name: x, dims: [4]}]\nconsts: {sr: 8000, gain: 0.5}\n")

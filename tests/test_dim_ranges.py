@@ -184,6 +184,15 @@ def test_sample_inputs_keep_declared_dynamic_dims(tmp_path):
     cases = _cases(_manifest(tmp_path / "repo", "seq"))
     assert cases == {"batch 1": [1, 8], "batch 1, min dims": [1, 8], "batch 1, max dims": [1, 8], "batch 8": [8, 8]}
     assert "inputs inferred" not in err
+    # the line says what the gate ran: the file's sizes (5), and the given range's MIN and MAX; no OPT case
+    assert "variable dims checked at the sizes of the sample file and at MIN/MAX: x[0] 2/12" in err
+    code, out, err = _run(
+        ["build", str(path), "--input", "x:FP32:-1,8", "--sample-inputs", str(samples)]
+        + ["--repo", str(tmp_path / "repo2")]
+    )
+    assert code == 0, err
+    assert "variable dims checked at the sizes of the sample file\n" in err and "MIN/OPT/MAX" not in err
+    assert set(_cases(_manifest(tmp_path / "repo2", "seq"))) == {"batch 1", "batch 8"}
 
 
 def test_inputs_inferred_from_samples_say_which_dims_they_fixed(tmp_path):

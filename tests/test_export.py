@@ -185,3 +185,40 @@ def test_the_graph_is_written_at_the_opset_asked_for(tmp_path, case, opset):
 def test_a_torchscript_module_asked_for_an_opset_only_dynamo_writes_is_refused(tmp_path):
     with pytest.raises(TritongenError, match="TorchScript exporter .* writes opset 20 at most; --opset is 21"):
         _export(tmp_path, "conv-torchscript", opset=21)
+
+
+class DictOut(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"double": x * 2, "half": x / 2}
+
+
+def test_a_scripted_dict_output_names_the_forms_that_work(tmp_path):
+    """ "try another --opset" cannot help the TorchScript exporter write a dict: the fix names a tuple or
+    torch.export."""
+    import tritongen
+
+    path = tmp_path / "dict.pt"
+    torch.jit.save(torch.jit.script(DictOut()), str(path))
+    with pytest.raises(TritongenError) as err:
+        tritongen.build(path, inputs=["x:FP32:4"], name="d", repo=tmp_path / "r")
+    assert "operator prim::DictConstruct has no ONNX translation" in err.value.problem
+    assert "return a tuple of tensors from forward()" in err.value.fix and "another --opset" not in err.value.fix
+
+
+class NeedsLongLengths(torch.nn.Module):
+    """Refuses the values the build generates for an integer input (0 or 1), as pack_padded_sequence refuses 0."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if bool((lengths < 2).any()):
+            raise ValueError("Length of all samples has to be greater than 0, but found an element <= 0")
+        return x[:, : int(lengths.max())]
+
+
+def test_a_model_refusing_the_generated_integers_is_told_about_them_not_about_sizes(tmp_path):
+    import tritongen
+
+    path = factories.save_model(NeedsLongLengths(), tmp_path / "m.pt", "pickled_module")
+    with pytest.raises(TritongenError) as err:
+        tritongen.build(path, inputs=["x:FP32:-1", "lengths:INT64:"], name="n", repo=tmp_path / "r", allow_pickle=True)
+    assert "greater than 0" in err.value.problem
+    assert "generated integer inputs are 0 or 1" in err.value.fix and "dim_range" not in err.value.fix, err.value.fix

@@ -623,3 +623,24 @@ def test_a_pickle_of_a_class_defined_in_the_saving_script_names_main_and_a_fix_t
     assert "torch.export.save" in line and "--model-factory" in line
     assert "importable" not in line  # the generic advice does not apply
     assert not repo.exists() or not any(repo.iterdir())  # nothing half-written
+
+
+def test_a_pickled_module_from_a_module_not_importable_here_names_it_and_pythonpath(tmp_path, monkeypatch):
+    """The fix said "run from its directory", which does not help (the working folder is not on the unpickler's
+    path): it names the module and PYTHONPATH."""
+    import importlib
+    import sys
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "gone_module_x.py").write_text(
+        "import torch\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    net = importlib.import_module("gone_module_x").Net()
+    torch.save(net, tmp_path / "net.pt")
+    monkeypatch.delitem(sys.modules, "gone_module_x")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path / "code")])
+    with pytest.raises(TritongenError) as err:
+        module_from_file(tmp_path / "net.pt", allow_pickle=True)
+    assert "No module named 'gone_module_x'" in err.value.problem
+    assert "make the model's module 'gone_module_x' importable" in err.value.fix and "PYTHONPATH" in err.value.fix

@@ -34,7 +34,7 @@ from .layout import (
 from .load.common import LoadedModel
 from .manifest import file_hashes, new_manifest, write_manifest
 from .names import check_labels
-from .parity import ParityReport
+from .parity import INF_MISMATCH, ParityReport, check_items_independent, check_outputs_follow_batch
 from .progress import Progress
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
 from .spec import BuildSpec, TensorSpec, check_model_name
@@ -137,7 +137,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     Used by :func:`build` for a single model and by builders that stage several models (ensembles) into one
     staging folder before validating and installing them together.
     """
-    from .consts import check_consts, module_with_consts
+    from .consts import check_consts, module_with_consts, scripted_defaults
     from .export import onnx_from_module, torch_outputs_from_module
     from .load import module_from_file
     from .parity import onnx_session, parity_from_onnx
@@ -155,6 +155,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     if loaded.form == "torch.export":
         loaded = _with_program_call(loaded, spec, stages)
     check_consts(loaded.module, spec.consts, [t.name for t in spec.inputs])
+    defaults = scripted_defaults(loaded.module, spec.consts, [t.name for t in spec.inputs])
+    if defaults:
+        spec = replace(spec, consts=spec.consts + defaults)
+        stages.progress("      a TorchScript forward() takes every argument: its defaults are fixed at export below")
     if spec.state_from_attributes:  # the wrapper passes the consts itself
         from .state_attrs import explicit_state_from_module
 
@@ -174,7 +178,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
     checked = _checked_sizes(spec)
     if checked:
-        stages.progress(f"      variable dims checked at MIN/OPT/MAX: {checked}")
+        stages.progress(f"      {checked}")
     if spec.inputs_from == "samples":
         stages.progress(f"      {fixed_dims_note(spec)}")
     staged_model = stage / spec.name
@@ -228,6 +232,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             session.run([t.name for t in spec.outputs], {t.name: inputs[t.name] for t in spec.inputs})
             for _, inputs in samples.parity
         ]
+        if report.ok:  # answers that match PyTorch's, and that Triton's batcher can split and gather
+            check_outputs_follow_batch(spec, samples.parity, observed)
+            check_items_independent(session, spec, samples.parity[-1], observed[-1])
         return report, observed
 
     report, observed = stages.run(
@@ -369,11 +376,19 @@ def program_consts(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def _checked_sizes(spec: BuildSpec) -> str:
-    """The sizes the gate runs each variable dimension at (``x[1] 32/64/128``): its MIN and MAX cases and the OPT
-    the export and the batch cases use (AXIS counts dims without the batch dimension)."""
+    """The line on the sizes the gate runs each variable dimension at (``x[1] 32/64/128``): its MIN and MAX cases
+    and the OPT the export and the batch cases use (AXIS counts dims without the batch dimension); with
+    ``--sample-inputs`` the file's sizes, and MIN/MAX only where a --dim-range gives them; "" without either."""
     from .dim_ranges import ranges_from_spec
 
-    return ", ".join(f"{r.input}[{r.axis}] {r.min}/{r.opt}/{r.max}" for r in ranges_from_spec(spec))
+    ranges = ranges_from_spec(spec)
+    if spec.sample_inputs is None:
+        sizes = ", ".join(f"{r.input}[{r.axis}] {r.min}/{r.opt}/{r.max}" for r in ranges)
+        return f"variable dims checked at MIN/OPT/MAX: {sizes}" if sizes else ""
+    given = ", ".join(f"{r.input}[{r.axis}] {r.min}/{r.max}" for r in ranges if r.explicit)
+    if not any(t.dynamic_axes for t in spec.inputs):
+        return ""
+    return "variable dims checked at the sizes of the sample file" + (f" and at MIN/MAX: {given}" if given else "")
 
 
 def program_inputs_note(spec: BuildSpec) -> str:
@@ -452,6 +467,15 @@ def _parity_error(report: ParityReport, export, spec: BuildSpec) -> TritongenErr
             integers
             if generated
             else "check the model for rows it computes from nothing (a mask with no position, a length of 0)",
+            details=report.table(),
+        )
+    infinite = sorted({f"{r.output} at {r.case}" for r in report.results if r.note == INF_MISMATCH})
+    if infinite:
+        return TritongenError(
+            f"the ONNX model's outputs hold an infinity where {reference} hold a number or the other infinity "
+            f"({', '.join(infinite[:3])}){how}",
+            "no tolerance covers it: check the model for an overflow or a mask the export computes differently "
+            "(a -inf fill, a division by zero)",
             details=report.table(),
         )
     return TritongenError(

@@ -159,6 +159,24 @@ def check_consts(module: Any, consts: Sequence[Const], input_names: Iterable[str
             )
 
 
+def scripted_defaults(module: Any, consts: Sequence[Const], input_names: Iterable[str]) -> tuple[Const, ...]:
+    """A TorchScript forward()'s int/float/bool arguments with a default that neither a const nor an input gives:
+    (name, default) each. The TorchScript exporter passes every argument of the scripted method, and one left out
+    fails inside torch ("input_values.size() == param_count_list.size()"), so they are fixed at their defaults."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is None:
+        return ()
+    taken = set(input_names) | {name for name, _ in consts}
+    out = []
+    for a in schema.arguments[1:]:
+        default = a.default_value
+        if a.name in taken or default is None or _norm(str(a.type)) not in SCALAR_TYPES:
+            continue
+        if isinstance(default, (bool, int, float)):
+            out.append((a.name, default))
+    return tuple(out)
+
+
 def _fits(value: Any, annotation: type) -> bool:
     if annotation is bool:
         return isinstance(value, bool)

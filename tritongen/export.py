@@ -163,11 +163,28 @@ _DTYPE_FAILURE = re.compile(
 )
 
 
+# torch's words for a value the model does not take (a length of 0, an index out of range): generated integers
+# are 0 or 1 (tritongen.samples), and no size changes them
+_VALUE_FAILURE = re.compile(
+    r"greater than 0|must be positive|out of range|out of bounds|index \d+ is out|must be non-?negative|"
+    r"expected .*values? (?:in|between)",
+    re.IGNORECASE,
+)
+GENERATED_INTEGERS = (
+    "; the build's generated integer inputs are 0 or 1 (a length or count of 0, an index the model does not "
+    "take): pass --sample-inputs with values the model is meant for"
+)
+
+
 def _size_hint(spec: BuildSpec, reason: str) -> str:
     """The --dim-range advice for a -1 dimension at its default size, where that size may be why the model failed:
-    not where torch's reason is a dtype the model does not take (another size would fail alike)."""
+    not where torch's reason is a dtype the model does not take (another size would fail alike), nor where it is
+    a value of the build's generated integers (then that is the advice)."""
     if _DTYPE_FAILURE.search(reason):
         return ""
+    generated = spec.sample_inputs is None and any(t.dtype.startswith(("INT", "UINT")) for t in spec.inputs)
+    if generated and _VALUE_FAILURE.search(reason):
+        return GENERATED_INTEGERS
     from .dim_ranges import range_hint
 
     return range_hint(spec)

@@ -88,6 +88,13 @@ def forward_arg_names(module: Any) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+# The TorchScript exporter cannot write a dict; torch.export programs and eager modules return dicts fine.
+DICT_OUTPUT_FIX = (
+    "return a tuple of tensors from forward() and name them with --output, or save the model with "
+    "torch.export.save (a program's dict outputs are read by name)"
+)
+
+
 def failure_from_exception(
     exc: BaseException, exporter: str, opset: int, input_names: Sequence[str], arg_names: Sequence[str], batched: bool
 ) -> ExportFailure:
@@ -98,12 +105,12 @@ def failure_from_exception(
         found = pattern.search(joined)
         if found:
             op = found.group(1).replace(".", "::", 1) if "::" not in found.group(1) else found.group(1)
-            return ExportFailure(
-                exporter,
-                f"operator {op} has no ONNX translation (opset {opset})",
-                f"replace {op} in forward() with standard torch operations, or try another --opset",
-                "operator",
+            fix = (
+                DICT_OUTPUT_FIX
+                if op == "prim::DictConstruct"
+                else f"replace {op} in forward() with standard torch operations, or try another --opset"
             )
+            return ExportFailure(exporter, f"operator {op} has no ONNX translation (opset {opset})", fix, "operator")
     for pattern in _SHAPE_PATTERNS:
         found = pattern.search(joined)
         if found:
@@ -124,12 +131,13 @@ def failure_from_exception(
         lines = [ln.strip() for ln in texts[-1].splitlines() if ln.strip()]
         line = lines[0] if lines else type(exc).__name__
     where = f" at {_where(site['file'], site['line'], site['code'])}" if site else ""
-    return ExportFailure(
-        exporter,
-        f"{line[:MAX_REASON_CHARS]}{where}",
-        "fix the dims, replace the unsupported operation, or try another --opset or --exporter",
-        "other",
-    )
+    fix = "fix the dims, replace the unsupported operation, or try another --opset or --exporter"
+    if exporter == "torchscript":  # a TorchScript file has no other exporter: its eager module has
+        fix = (
+            "fix the dims or replace the unsupported operation; a TorchScript file exports only this way, so the "
+            "eager module may fare better: save it with torch.export.save (or pass the module to tritongen.build)"
+        )
+    return ExportFailure(exporter, f"{line[:MAX_REASON_CHARS]}{where}", fix, "other")
 
 
 def _shape_failure(

@@ -1,8 +1,9 @@
 """Parity gate: ONNX Runtime (CPU) against PyTorch on the same inputs, per output.
 
 A pair of arrays passes when ``|onnx - torch| <= atol + rtol * |torch|`` everywhere (NumPy's ``allclose``
-rule) and neither holds NaN where the other does not. The report keeps the worst absolute and relative
-errors so a failure says exactly which output drifted and by how much.
+rule), neither holds NaN where the other does not, and an infinity stands where the other holds the same one.
+The report keeps the worst absolute and relative errors (of the finite pairs) so a failure says exactly which
+output drifted and by how much.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 from .errors import TritongenError
 from .ort_session import onnx_session
 from .spec import BuildSpec
+
+INF_MISMATCH = "infinity mismatch"  # an infinity on one side only, or of the other sign
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,18 @@ def compare_arrays(case: str, name: str, got: np.ndarray, want: np.ndarray, atol
         return OutputParity(
             case, name, tuple(want.shape), float("nan"), float("nan"), False, "PyTorch output holds NaN"
         )
+    # an infinity (a masked logit's -inf) equals the same infinity, as np.isclose has it; any other pairing with
+    # one is a mismatch no tolerance covers. Only finite pairs have an error.
+    infinite = np.isinf(g) | np.isinf(w)
+    inf_mismatch = bool(np.any(infinite & (g != w)))
+    g, w = np.where(infinite, 0.0, g), np.where(infinite, 0.0, w)
     diff = np.abs(g - w)
     max_abs = float(np.nanmax(diff)) if diff.size else 0.0
     rel = diff / np.maximum(np.abs(w), np.finfo(np.float64).tiny)
     max_rel = float(np.nanmax(rel)) if rel.size else 0.0
-    ok = (not nan_mismatch) and bool(np.all(diff <= atol + rtol * np.abs(w)))
-    return OutputParity(case, name, tuple(want.shape), max_abs, max_rel, ok, "NaN mismatch" if nan_mismatch else "")
+    ok = not nan_mismatch and not inf_mismatch and bool(np.all(diff <= atol + rtol * np.abs(w)))
+    note = "NaN mismatch" if nan_mismatch else INF_MISMATCH if inf_mismatch else ""
+    return OutputParity(case, name, tuple(want.shape), max_abs, max_rel, ok, note)
 
 
 def parity_from_onnx(
@@ -129,3 +138,62 @@ def parity_from_onnx(
             results.append(compare_arrays(label, name, g, w, spec.atol, spec.rtol))
     want = "original" if spec.inputs_from == "onnx" else "torch"
     return ParityReport(atol=spec.atol, rtol=spec.rtol, results=tuple(results), want=want)
+
+
+def _unbatched_fix(spec: BuildSpec) -> str:
+    first = spec.inputs[0]
+    whole = ",".join(str(d) for d in (-1, *first.dims))
+    shape = f"--input {first.name}:{first.dtype}:{whole}"
+    return f"or build it unbatched: --max-batch-size 0 with each input's whole shape ({shape})"
+
+
+def check_outputs_follow_batch(
+    spec: BuildSpec, cases: tuple[tuple[str, Mapping[str, np.ndarray]], ...], answers: list[list[np.ndarray]]
+) -> None:
+    """A batching model answers each case with as many rows as it was given, in every output: Triton splits an
+    answer by its first dimension, so any other first dimension hands one request rows of another's answer."""
+    if not spec.batched:
+        return
+    first = spec.inputs[0].name
+    for (label, inputs), outputs in zip(cases, answers):
+        rows = int(inputs[first].shape[0])
+        for tensor, array in zip(spec.outputs, outputs):
+            if array.ndim == 0 or array.shape[0] != rows:
+                found = "is a single value" if array.ndim == 0 else f"has {array.shape[0]} rows {list(array.shape)}"
+                where = "" if label == f"batch {rows}" else f" ({label})"
+                raise TritongenError(
+                    f"output '{tensor.name}' {found} for a batch of {rows}{where}: its first dimension is not the "
+                    "batch, so Triton would hand each request part of another's answer",
+                    "return every output batch-first (an nn.LSTM, GRU or RNN with batch_first=False answers "
+                    f"[time, batch, ...]: set batch_first=True or transpose), {_unbatched_fix(spec)}",
+                )
+
+
+def check_items_independent(
+    session: Any, spec: BuildSpec, case: tuple[str, Mapping[str, np.ndarray]], answers: list[np.ndarray]
+) -> None:
+    """The first item of the largest batch, run alone, gets the answer it got among the others (within the
+    gate's tolerance): a model that mixes the items of a batch (a softmax or a norm over the batch dimension)
+    would answer a request differently with every neighbour Triton's dynamic batcher gives it."""
+    label, inputs = case
+    rows = int(inputs[spec.inputs[0].name].shape[0])
+    if not spec.batched or spec.states or rows < 2:
+        return
+    alone = session.run(
+        [t.name for t in spec.outputs], {t.name: np.ascontiguousarray(inputs[t.name][:1]) for t in spec.inputs}
+    )
+    for tensor, together, single in zip(spec.outputs, answers, alone):
+        if together.shape[1:] != single.shape[1:]:  # sized by the batch's content (padding): not comparable
+            continue
+        mine = together[:1]
+        if mine.dtype.kind in "fc" and (np.isnan(mine).any() or np.isnan(single).any()):
+            continue  # the gate judged NaN already
+        result = compare_arrays("alone", tensor.name, single, mine, spec.atol, spec.rtol)
+        if not result.ok:
+            raise TritongenError(
+                f"output '{tensor.name}' of the first item differs when it runs with {rows - 1} others ({label}) "
+                f"from its answer alone (max abs err {result.max_abs_err:.3g}): the model mixes the items of a "
+                "batch, so Triton's dynamic batcher would change each request's answer with its neighbours",
+                "compute each item from its own row only (a softmax or norm over the item's dimensions, BatchNorm "
+                f"in eval mode), {_unbatched_fix(spec)}",
+            )

@@ -101,9 +101,11 @@ def guarded(path: Path, what: str, fn: Callable[[], Any]) -> Any:
                 "save it in a self-contained form: torch.export.save(...) or torch.jit.save(...), or save its "
                 "state_dict and pass --model-factory module:function that builds the model",
             ) from None
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        module = f"module '{missing}'" if missing else "module"
         raise TritongenError(
             f"{what} {path} failed: the pickled model refers to code that cannot be imported here ({first_line(exc)})",
-            "make the model's module importable (install it or run from its directory), "
+            f"make the model's {module} importable (install it, or set PYTHONPATH to the folder that holds it), "
             "or save it in a self-contained form: torch.export.save(...) or torch.jit.save(...)",
         ) from None
     except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file; the user can act on the message

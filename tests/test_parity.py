@@ -1,0 +1,87 @@
+"""The parity gate (tritongen.parity): infinities, and answers Triton's batcher can split and gather."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tritongen
+from tritongen.errors import TritongenError
+from tritongen.parity import INF_MISMATCH, compare_arrays
+
+
+def test_the_same_infinity_on_both_sides_passes_and_any_other_pairing_fails():
+    want = np.array([[1.0, -np.inf, np.inf]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in subtract" reaches the terminal
+        same = compare_arrays("batch 1", "y", want + np.array([[1e-7, 0, 0]], np.float32), want, 1e-4, 1e-3)
+        assert same.ok and same.max_abs_err < 1e-6, same
+        for got in ([[1.0, np.inf, np.inf]], [[1.0, -np.inf, 3.0]], [[np.inf, -np.inf, np.inf]]):
+            other = compare_arrays("batch 1", "y", np.array(got, np.float32), want, 10.0, 10.0)
+            assert not other.ok and other.note == INF_MISMATCH, (got, other)
+
+
+class MaskedLogits(torch.nn.Module):
+    """Masked logits, as attention and top-k code writes them: -inf where the mask is off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(x).masked_fill(x[:, :1] > 0, float("-inf"))
+
+
+class TimeMajorLSTM(torch.nn.Module):
+    """nn.LSTM's default batch_first=False: [batch, time, features] is read as [time, batch, ...]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return out[-1]
+
+
+class SoftmaxOverBatch(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(x), dim=0)
+
+
+def test_an_output_holding_minus_infinity_builds(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    result = tritongen.build(MaskedLogits().eval(), example_inputs=[x], name="masked", repo=tmp_path / "r")
+    assert result.parity.ok, result.parity.table()
+
+
+def test_an_output_whose_first_dimension_is_not_the_batch_is_refused(tmp_path):
+    """A traced time-major LSTM with a variable time axis: ONNX Runtime and PyTorch agree on every case, and each
+    answers [time, features] whatever the batch: the build wrote dims [3] and the served answers mixed requests."""
+    path = tmp_path / "tm.pt"
+    torch.jit.save(torch.jit.trace(TimeMajorLSTM().eval(), torch.randn(2, 6, 4)), str(path))
+    with pytest.raises(TritongenError) as err:
+        tritongen.build(path, inputs=["x:FP32:-1,4"], name="tm", repo=tmp_path / "r")
+    assert "output 'output' has 64 rows [64, 3] for a batch of 1:" in err.value.message, err.value.message
+    assert "batch_first=True" in err.value.fix and "x:FP32:-1,-1,4" in err.value.fix
+    assert not (tmp_path / "r" / "tm").exists()
+
+
+def test_a_model_mixing_the_items_of_a_batch_is_refused(tmp_path):
+    with pytest.raises(TritongenError) as err:
+        tritongen.build(SoftmaxOverBatch().eval(), example_inputs=[torch.randn(2, 4)], name="mix", repo=tmp_path)
+    assert "of the first item differs when it runs with 7 others (batch 8) from its answer alone" in str(err.value)
+    assert not (tmp_path / "mix").exists()
+    # unbatched, it is one answer for the whole input: built
+    built = tritongen.build(
+        SoftmaxOverBatch().eval(), example_inputs=[torch.randn(2, 4)], name="mix", repo=tmp_path, max_batch_size=0
+    )
+    assert built.parity.ok
