@@ -297,3 +297,68 @@ def test_a_bundle_says_which_rollout_record_it_does_not_follow(tmp_path, capsys,
             ["serve", str(repo), "--docker", "--allow-unverified", "double", "--ignore-rollout-record"], capsys
         )
         assert code == 0 and "docker run" in out and "rollout record" not in out, (out, err)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_record_with_a_version_no_folder_can_name_is_skipped_and_the_bundle_written(tmp_path, capsys, target):
+    """``"live": 10**300`` (verify accepts the record's form) made deploy fail with "File name too long" after it had
+    written a complete-looking bundle, and tritongen.deploy raise a plain OSError: the record is malformed, skipped
+    like every unreadable one."""
+    import json
+
+    import tritongen
+
+    repo = write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL).parent
+    record = {"tool": "tritongen-rollout", "model": "double", "live": 10**300, "previous": None, "pending": None}
+    (repo / "double" / "tritongen-rollout.json").write_text(json.dumps({**record, "history": []}))
+    code, out, err = run_cli(deploy(repo, target, tmp_path / "out", "--allow-unverified", "double"), capsys)
+    assert code == 0 and "note:" not in out and is_bundle(tmp_path / "out"), (out, err)
+    bundle = tritongen.deploy(repo, to=target, out=tmp_path / "api", allow_unverified=["double"])
+    assert bundle.notes == () and is_bundle(tmp_path / "api")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_rollout_notes_are_read_before_the_bundle_is_written(tmp_path, capsys, monkeypatch, target):
+    """A failure reading the records left a whole bundle behind an error line: they are read first now."""
+    from tritongen.deploy import docker, k8s_bundle
+
+    def failing(repo):
+        raise TritongenError("the records cannot be read", "fix them")
+
+    for module in (docker, k8s_bundle):
+        monkeypatch.setattr(module, "unfollowed_records", failing)
+    repo = built_repo(tmp_path / "repo")
+    code, _, err = run_cli(deploy(repo, target, tmp_path / "out"), capsys)
+    assert "the records cannot be read" in one_error(code, err) and not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging folder either
+
+
+def test_a_bundle_that_cannot_be_written_is_one_error_from_the_api_too(tmp_path):
+    from tritongen.deploy.bundle import write_bundle
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(
+        TritongenError, match="cannot write the bundle .*/file/out: .*check that its folder is writable"
+    ):
+        write_bundle(tmp_path / "file" / "out", {"README.md": "x"}, force=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ("x = " + "1+" * 200_000 + "1\n", "RecursionError"),  # nesting the parser's recursion cannot follow
+        ("x = " + "-" * 200_000 + "1\n", "MemoryError"),
+    ],
+)
+def test_python_code_the_parser_cannot_follow_is_one_error_naming_the_file(tmp_path, capsys, body, why):
+    """ast.parse raised RecursionError or MemoryError, which only SyntaxError was caught around: a traceback from
+    deploy --to docker|kubernetes and serve --docker."""
+    repo = tmp_path / "repo"
+    vouch(write_model(repo, "double", DOUBLE_CONFIG, DOUBLE_MODEL + body))  # verified: every target takes it
+    model_py = repo / "double" / "1" / "model.py"
+    for target in ("docker", "kubernetes"):
+        code, _, err = run_cli(deploy(repo, target, tmp_path / "out"), capsys)
+        assert f"{model_py} cannot be parsed ({why})" in one_error(code, err) and not (tmp_path / "out").exists()
+    code, out, err = run_cli(["serve", str(repo), "--docker"], capsys)
+    assert code == 0 and "Traceback" not in err and f"{model_py} cannot be parsed ({why})" in out, (out, err)

@@ -47,3 +47,14 @@ def test_a_folder_given_as_a_sample_file_is_named_a_folder(tmp_path):
     """It was "does not exist" for a folder that plainly does."""
     with pytest.raises(TritongenError, match=f"sample file {tmp_path} is a folder: pass an .npz"):
         arrays_from_npz(tmp_path)
+
+
+def test_an_empty_array_whose_other_dimensions_are_huge_is_refused(tmp_path):
+    """Shape (10**12, 0) is zero bytes, so the byte bound passed it: 256 bytes of .npz claimed 10**12 rows."""
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as zf:
+        zf.writestr("x.npy", _npy("<f4", (10**12, 0), b""))
+    with pytest.raises(TritongenError, match=r"empty shape \[1000000000000, 0\].* more than the \d+ tritongen reads"):
+        arrays_from_npz(tmp_path / "huge.npz")
+    np.savez(tmp_path / "empty.npz", a=np.zeros((0, 4), np.float32), b=np.zeros((8, 0)), c=np.zeros((0,)))
+    arrays = arrays_from_npz(tmp_path / "empty.npz")
+    assert {k: v.shape for k, v in arrays.items()} == {"a": (0, 4), "b": (8, 0), "c": (0,)}

@@ -478,3 +478,47 @@ def test_an_answer_of_inf_or_nan_from_one_version_is_no_agreement():
     both = [{"y": np.array([[np.inf, 2.0]])}, {"y": np.array([[3.0, 4.0]])}]
     outputs, _ = _agreement({"live": both, "candidate": both}, None)
     assert outputs["y"].min_cosine == 1.0 and outputs["y"].max_abs_error == 0.0
+
+
+TEXT_INPUT = [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}]
+
+
+def test_a_golden_set_of_more_rows_than_the_gate_sends_is_refused_before_its_requests_exist(tmp_path):
+    """A 256-byte .npz of shape (10**7, 0) became ten million requests, each sent to both versions: GBs of memory
+    and a gate that never ended. A text file was read whole, one request per line. Both are bounded now."""
+    from tritongen.deploy.gate import MAX_GOLDEN_ROWS, golden_from_file
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+    for rows in (MAX_GOLDEN_ROWS + 1, 10**7):
+        np.savez(tmp_path / "empty.npz", x=np.zeros((rows, 0), np.float32))
+        with pytest.raises(TritongenError, match=f"holds {rows} rows .*more than the {MAX_GOLDEN_ROWS} the gate"):
+            golden_from_file(tmp_path / "empty.npz", tmp_path / "none.npz", inputs, batched=True)
+    np.savez(tmp_path / "full.npz", x=np.zeros((MAX_GOLDEN_ROWS, 2), np.float32))
+    assert len(golden_from_file(tmp_path / "full.npz", tmp_path / "none.npz", inputs, True).requests) == MAX_GOLDEN_ROWS
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a\n\n" * (MAX_GOLDEN_ROWS + 1))  # blank lines are not requests
+    with pytest.raises(TritongenError, match=f"holds {MAX_GOLDEN_ROWS + 1} rows"):
+        golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
+    texts.write_text("a\r\n\n" * MAX_GOLDEN_ROWS)
+    assert len(golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, True).requests) == MAX_GOLDEN_ROWS
+
+
+def test_a_text_golden_file_is_read_bounded_and_its_labels_are_class_indexes(tmp_path, monkeypatch):
+    from tritongen.deploy import gate
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("3\tone text\n-1\tanother\n")
+    golden = gate.golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
+    assert golden.labels == (3, -1) and [r["TEXT"].tolist() for r in golden.requests] == [
+        [[b"one text"]],
+        [[b"another"]],
+    ]
+    monkeypatch.setattr(gate, "MAX_GOLDEN_TEXT_BYTES", 16)
+    with pytest.raises(TritongenError, match=r"texts.txt cannot be read \(it is over 16 bytes\): .*at most 16 bytes"):
+        gate.golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
+    monkeypatch.undo()
+    for label in ("--3", "\u00b2", "9" * 5000):  # each passes isdigit(); int() raised ValueError: a traceback
+        texts.write_text(f"{label}\tone text\n")
+        with pytest.raises(TritongenError, match="is not a class index"):
+            gate.golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)

@@ -230,3 +230,42 @@ def test_the_last_change_read_from_a_record_is_printed_escaped():
     event = {"at": "\x1b]0;TITLE\x07", "action": "rollback", "from": 2, "to": 1, "result": "promoted"}
     record = RolloutRecord(model="m", live=1, previous=2, pending=None, history=(event,))
     assert record.last_change() == "rollback 2 -> 1 at \\x1b]0;TITLE\\x07"
+
+
+@pytest.mark.parametrize("field", ["live", "previous"])
+def test_a_version_no_folder_can_name_makes_the_record_unreadable_in_one_short_line(repo, field):
+    """``"live": 10**300`` was read as a version: serve and deploy looked for a folder of 301 digits ("File name too
+    long") and stopped. A version is 0 to 2**63 - 1, as Triton reads a folder name."""
+    from tritongen.deploy.rollout_record import read_record
+
+    for bad in (10**300, 2**63, -1):
+        path = _record(repo, **{field: bad})
+        try:
+            with pytest.raises(TritongenError, match="cannot be read .*is not a version number") as caught:
+                read_record(repo / "tiny")
+            assert len(str(caught.value)) < 400  # the number is cut, not printed whole
+        finally:
+            path.unlink()
+    path = _record(repo, **{field: 2**63 - 1})
+    try:
+        assert getattr(read_record(repo / "tiny"), field) == 2**63 - 1
+    finally:
+        path.unlink()
+
+
+def test_serve_pins_nothing_and_warns_nothing_for_a_record_with_a_version_no_folder_can_name(tmp_path):
+    """serve read the record before its server started (signed repositories too, where it is ignored) and raised
+    OSError on it: such a record is skipped as every unreadable one is (verify's job)."""
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+    from tritongen.deploy.rollout_record import pin_recorded_versions, served_warnings, unfollowed_records
+
+    repo = write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL).parent
+    (repo / "double" / "2").mkdir()
+    record = {"tool": "tritongen-rollout", "model": "double", "live": 10**300, "previous": None, "pending": None}
+    event = {"at": "x", "action": "rollback", "from": 2, "to": 10**300, "result": "promoted"}
+    (repo / "double" / "tritongen-rollout.json").write_text(json.dumps({**record, "history": [event]}))
+    before = (repo / "double" / "config.pbtxt").read_text()
+    for signed in (True, False):
+        assert pin_recorded_versions(repo, signed=signed) == []
+    assert (repo / "double" / "config.pbtxt").read_text() == before
+    assert unfollowed_records(repo) == () and served_warnings(repo, {"double": [2]}) == []

@@ -55,6 +55,7 @@ CACHE_ENV = "TRITONGEN_CACHE_DIR"
 # a sign and the leading ASCII digits, the rest ignored
 _STOLL = re.compile("[ \t\n\x0b\x0c\r]*([+-]?[0-9]+)")
 _INT64 = range(-(2**63), 2**63)
+MAX_VERSION = 2**63 - 1  # the highest version Triton reads from a folder name (a signed 64-bit integer)
 
 
 def triton_version(name: str) -> int | None:

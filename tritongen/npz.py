@@ -12,6 +12,7 @@ import numpy as np
 
 from .archive import open_archive
 from .errors import TritongenError
+from .names import shown
 
 Arrays = dict[str, np.ndarray]
 
@@ -113,6 +114,16 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
             f"{claimed_bytes} bytes, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
             _SMALLER_FIX,
         )
+    if claimed_bytes == 0:  # an empty array: its other dimensions bounded as if the empty one held one item
+        spread = dtype.itemsize
+        for dim in shape:
+            spread *= max(dim, 1)
+        if spread > MAX_SAMPLE_FILE_BYTES:
+            raise TritongenError(
+                f"sample file {path}: {what} claims the empty shape {shown(list(shape), 80)}, whose other "
+                f"dimensions span {spread} bytes of {dtype}, more than the {MAX_SAMPLE_FILE_BYTES} tritongen reads",
+                _SMALLER_FIX,
+            )
     data_at = stream.tell()
     if size_bytes - data_at != claimed_bytes:
         raise TritongenError(

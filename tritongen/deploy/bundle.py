@@ -127,6 +127,19 @@ def write_bundle(
         raise TritongenError(f"--out {out} already exists", "pass --force to replace it, or choose another folder")
     if MARKER_FILE in files:
         raise TritongenError(f"a bundle file is named {MARKER_FILE}", "that name is tritongen's marker: rename it")
+    try:
+        _write_staged(out, files, executable)
+    except OSError as exc:  # disk full, a folder we may not write: one line, from the API too
+        where = f" ({one_line(str(exc.filename))})" if exc.filename else ""
+        raise TritongenError(
+            f"cannot write the bundle {one_line(str(out))}: {exc.strerror or exc}{where}",
+            "check that its folder is writable and has free space, or pass another --out",
+        ) from None
+    return out
+
+
+def _write_staged(out: Path, files: Mapping[str, str | bytes | Path], executable: tuple[str, ...]) -> None:
+    """:func:`write_bundle`'s writing: a staging folder beside ``out``, renamed into place (removed on failure)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -156,7 +169,6 @@ def write_bundle(
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
-    return out
 
 
 def render(template: str, **context) -> str:

@@ -319,6 +319,7 @@ def docker_bundle_from_repository(
         ports=ports,
         host_note=host_note,
     )
+    notes = unfollowed_records(repo)  # before anything is written: a failure here leaves no bundle
     write_bundle(out, files, force=force)
     return DockerBundle(
         out=out,
@@ -332,7 +333,7 @@ def docker_bundle_from_repository(
         files=tuple(sorted(files)),
         host=host,
         repo_default=repo_default,
-        notes=unfollowed_records(repo),
+        notes=notes,
     )
 
 

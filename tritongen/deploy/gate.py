@@ -31,6 +31,7 @@ as before; the p99 ratio is not gated.
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 import time
@@ -43,7 +44,8 @@ import numpy as np
 
 from ..errors import TritongenError
 from ..fields import check_fields
-from ..files import replace_file
+from ..files import read_problem, regular_bytes, replace_file, size_text
+from ..names import shown
 from ..npz import arrays_from_npz
 
 LABELS_KEY = "labels"  # optional in a golden .npz: one class index per row
@@ -53,6 +55,8 @@ ROUND_PERCENTILE = 90  # the latency statistic of each round and version
 BOOTSTRAP_SAMPLES = 2000
 INTERVAL = 0.90  # the latency ratio's interval: refused when all of it lies above the threshold
 LATENCY_REASON = "latency ratio"  # how a latency refusal's reason starts
+MAX_GOLDEN_ROWS = 4096  # requests in a golden set: each is sent to both versions, one at a time
+MAX_GOLDEN_TEXT_BYTES = 16 << 20  # a text golden file, read whole
 Target = tuple[str, int | None]  # (model name, version to pin; None: the highest READY)
 
 
@@ -219,11 +223,31 @@ def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[
         arrays = dict(arrays_from_npz(path))
         labels = arrays.pop(LABELS_KEY, None)
         return _golden(arrays, labels, inputs, batched, source)
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    try:
+        raw = regular_bytes(path, MAX_GOLDEN_TEXT_BYTES)  # bounded, one open
+    except OSError as exc:
+        raise TritongenError(
+            f"golden set {path} {read_problem(exc)}",
+            f"pass an .npz of inputs or a text file of at most {size_text(MAX_GOLDEN_TEXT_BYTES)}, one text per line",
+        ) from None
+    lines: list[str] = []
+    for chunk in io.StringIO(raw.decode(errors="replace"), newline=None):  # one line at a time, as splitlines
+        lines += [ln for ln in chunk.splitlines() if ln.strip()]
+        _check_rows(len(lines), source)  # before a file of short lines becomes millions of strings
     parts = [ln.split("\t", 1) for ln in lines]
     if lines and all(len(p) == 2 and p[0].strip().lstrip("-").isdigit() for p in parts):
-        return golden_from_texts([p[1] for p in parts], [int(p[0]) for p in parts], inputs, batched, source)
+        return golden_from_texts([p[1] for p in parts], [_label(p[0], source) for p in parts], inputs, batched, source)
     return golden_from_texts(lines, None, inputs, batched, source)
+
+
+def _label(text: str, source: str) -> int:
+    """A text golden file's ``label<TAB>`` as a class index (``--3``, ``²`` and 5000 digits pass ``isdigit``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise TritongenError(
+            f"{source}: label '{shown(text, 40)}' is not a class index", "write each line as label<TAB>text, label 0-N"
+        ) from None
 
 
 def golden_from_texts(
@@ -241,6 +265,7 @@ def golden_from_texts(
         )
     if not texts:
         raise TritongenError(f"{source} has no texts", "write one text per line")
+    _check_rows(len(texts), source)
     shape = inputs[0]["shape"]
     array = np.array([t.encode() for t in texts], dtype=object).reshape((len(texts),) + (1,) * (len(shape) - 1))
     return _golden({inputs[0]["name"]: array}, None if labels is None else np.asarray(labels), inputs, batched, source)
@@ -259,6 +284,7 @@ def _golden(
     arrays = arrays_as_served(arrays, {i["name"]: list(i["shape"]) for i in inputs})
     _check_matches(arrays, inputs, batched, source)
     rows = len(next(iter(arrays.values()))) if batched else 1
+    _check_rows(rows, source)
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if labels.dtype.kind not in "iu" or len(labels) != rows:
@@ -268,6 +294,16 @@ def _golden(
             )
     requests = tuple({k: v[i : i + 1] for k, v in arrays.items()} for i in range(rows)) if batched else (dict(arrays),)
     return GoldenSet(requests, None if labels is None else tuple(int(x) for x in labels), source)
+
+
+def _check_rows(rows: int, source: str) -> None:
+    """A golden set of at most :data:`MAX_GOLDEN_ROWS` requests: each row is one request to each version, sent one
+    at a time (a 256-byte .npz of shape (10**7, 0) asked for ten million of them)."""
+    if rows > MAX_GOLDEN_ROWS:
+        raise TritongenError(
+            f"{source} holds {rows} rows (requests), more than the {MAX_GOLDEN_ROWS} the gate sends",
+            f"pass a golden set of at most {MAX_GOLDEN_ROWS} rows (a few hundred judge a version well)",
+        )
 
 
 def _check_matches(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]], batched: bool, source: str):

@@ -447,5 +447,6 @@ def kubernetes_bundle_from_repository(
         canary_percent=canary_traffic_percent,
         canary_p99_ratio=monitoring.CANARY_P99_RATIO,
     )
+    notes = unfollowed_records(repo)  # before anything is written: a failure here leaves no bundle
     write_bundle(out, files, force=force)
-    return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays, unfollowed_records(repo))
+    return DeployBundle(out, target, info.name, app, t, tuple(sorted(files)), overlays, notes)

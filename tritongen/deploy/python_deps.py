@@ -86,6 +86,11 @@ def modules_imported_by(source: str, filename: str = "<model.py>") -> frozenset[
         raise TritongenError(
             f"{filename} has a syntax error at line {exc.lineno}", "fix the model's Python code"
         ) from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # a NUL byte; nesting the parser cannot follow
+        raise TritongenError(
+            f"{filename} cannot be parsed ({type(exc).__name__})",
+            "fix the model's Python code (no NUL bytes; expressions nested less deeply)",
+        ) from None
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

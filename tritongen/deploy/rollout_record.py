@@ -25,8 +25,8 @@ from typing import Any
 
 from ..errors import TritongenError
 from ..files import json_file
-from ..layout import ROLLOUT_RECORD_MAX_BYTES, ROLLOUT_RECORD_NAME
-from ..names import one_line
+from ..layout import MAX_VERSION, ROLLOUT_RECORD_MAX_BYTES, ROLLOUT_RECORD_NAME
+from ..names import one_line, shown
 
 TOOL = "tritongen-rollout"
 GATE_STEP, SWITCH_STEP = "gate", "switch"  # a candidate under test / the live version being replaced
@@ -177,10 +177,13 @@ def _pending(value: Any) -> Pending:
 
 
 def _version(value: Any) -> int | None:
+    """A version the record names: a number Triton could have as a folder (0 to :data:`MAX_VERSION`), or None.
+    A larger one (``10**300``) is refused like any malformed record: it named a folder whose name is too long to
+    look up, and ``serve``, ``deploy`` and ``serve --docker`` failed on it."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"version {value!r} is not a version number")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+        raise ValueError(f"version {shown(repr(value), 40)} is not a version number (0 to {MAX_VERSION})")
     return value
 
 
