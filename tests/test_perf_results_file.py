@@ -16,7 +16,14 @@ from tests.test_deploy_kubernetes import RUN
 from tritongen.cli import main
 from tritongen.deploy.k8s_bundle import comment_text
 from tritongen.errors import TritongenError
-from tritongen.perf.results import json_from_run, latency_summary_from_ms, run_from_json
+from tritongen.perf.results import (
+    MAX_LEVELS,
+    MAX_POINT_VERSIONS,
+    MAX_STEPS,
+    json_from_run,
+    latency_summary_from_ms,
+    run_from_json,
+)
 
 GOOD = json.loads(json_from_run(RUN))
 DEEP = "<50,000 nested lists>"  # written as raw text: this test's own json could not build it
@@ -75,6 +82,38 @@ CRAFTED = {
         "points[3].latency.mean_ms is nan at a throughput of 110 req/s",
     ),
     "nan throughput of a window": (_set("points.0.window_history", [[math.nan, 1.0]]), "window_history[0]"),
+}
+
+
+def _levels(count: int):
+    return lambda data: data.update(points=[{**data["points"][0], "load": i + 1} for i in range(count)])
+
+
+def _versions(*names: str):
+    def figures(name: str) -> dict:
+        p = GOOD["points"][0]
+        return {"version": name, "share_pct": 10, "requests": 1, "throughput_rps": 1.0, "latency": p["latency"]}
+
+    return _set("points.0.versions", {name: figures(name) for name in names})
+
+
+# found by an attack session: 20,000 levels in 3.3 MB took perf --compare --report 5 minutes and ~5 GB, and wrote
+# a results.json of 18.6 MB that it could not read back; a 4000-digit version leaked matplotlib's warning, and "²"
+# (a digit to str.isdigit(), not to int()) was blamed on the runs' labels
+CRAFTED |= {
+    "more levels than a run measures": (_levels(MAX_LEVELS + 1), f"holds {MAX_LEVELS + 1} load levels, over the"),
+    "more versions than a split names": (
+        _versions(*(str(v) for v in range(1, MAX_POINT_VERSIONS + 2))),
+        f"holds {MAX_POINT_VERSIONS + 1} versions at points[0], over the {MAX_POINT_VERSIONS}",
+    ),
+    "more steps than an ensemble has": (
+        _set("points.1.steps", {f"s{i}": {} for i in range(MAX_STEPS + 1)}),
+        f"holds {MAX_STEPS + 1} ensemble steps at points[1], over the {MAX_STEPS}",
+    ),
+    "a 4000-digit version": (_versions("9" * 4000), "points[0].versions has '99999999999999999999'... (4000 char"),
+    "a version past int64": (_versions(str(2**63)), "has '9223372036854775808', not a model version from 1 to"),
+    "version 0": (_versions("0", "1"), "has '0', not a model version"),
+    "a superscript digit for a version": (_versions("\u00b2"), "points[0].versions has '\u00b2', not a model version"),
 }
 
 
@@ -227,8 +266,8 @@ def test_a_dollar_in_a_label_or_name_is_drawn_as_text(tmp_path, capsys, label):
     from tritongen.perf.results import VersionFigures
 
     p = RUN.points[0]
-    figures = VersionFigures(label, 100, p.requests, p.throughput_rps, p.latency, server=p.server)
-    versioned = replace(p, versions={label: figures})
+    figures = VersionFigures("1", 100, p.requests, p.throughput_rps, p.latency, server=p.server)
+    versioned = replace(p, versions={"1": figures})  # a file's versions are numbers: the API's may be any text
     runs = {"a.json": replace(RUN, label=label, model=label, points=(versioned,)), "b.json": replace(RUN, label="b")}
     for name, run in runs.items():
         (tmp_path / name).write_text(json_from_run(run))
@@ -314,3 +353,142 @@ def test_a_link_planted_in_a_report_folder_is_refused_and_its_target_untouched(t
     assert exc.value.code == 1
     assert f"the report folder rep holds a {name} that is not a file (a link or a folder)" in capsys.readouterr().err
     assert victim.read_text() == "precious"
+
+
+def _maximal_run():
+    """A run of perf at every bound the reader sets: each level with the most versions (19-digit names), the most
+    ensemble steps (names of the most characters a model's name has), every error kind and perf's default windows."""
+    from dataclasses import replace
+
+    from tritongen.names import MAX_NAME_CHARS
+    from tritongen.perf.results import ServerBreakdown, VersionFigures
+    from tritongen.perf.spec import PerfSpec, defaults_of
+
+    windows = defaults_of(PerfSpec)["max_windows"]
+    big = 123456.789012345
+    server = ServerBreakdown(10**12, 10**12, big, big, big, big)
+    latency = latency_summary_from_ms([big, big / 3, big / 7])
+    errors = {kind: 10**12 for kind in ("no_server", "timeout", "not_found", "forbidden", "unavailable", "rejected")}
+    errors["client_overloaded"] = 10**12
+    versions = {
+        v: VersionFigures(v, 12, 10**12, big, latency, errors, server)
+        for v in (str(2**63 - 1 - i) for i in range(MAX_POINT_VERSIONS))
+    }
+    steps = {f"{i:03d}".ljust(MAX_NAME_CHARS, "s"): server for i in range(MAX_STEPS)}
+    figures = dict.fromkeys(
+        ("send_rate_rps", "max_send_lag_ms", "client_cpu_cores", "client_cpu_us_per_request", "client_machine_share"),
+        big,
+    )
+    figures |= dict.fromkeys(("server_cpu_cores", "server_cpu_us_per_request", "server_wakeups_per_request"), big)
+    point = replace(
+        RUN.points[0],
+        throughput_rps=big,
+        latency=latency,
+        requests=10**12,
+        errors=errors,
+        measured_s=big,
+        windows=windows,
+        server=server,
+        window_history=((big, big),) * windows,
+        steps=steps,
+        versions=versions,
+        **figures,
+    )
+    return replace(RUN, points=tuple(replace(point, load=float(i + 1)) for i in range(MAX_LEVELS)))
+
+
+def test_what_perf_writes_at_every_bound_reads_back_under_the_byte_limit(tmp_path):
+    """The reader's bounds are what perf can write: a run at all of them stays under the reader's byte limit (perf
+    wrote 18.6 MB it could not read back), and a split names no more versions than a level may hold."""
+    from tritongen.perf.results import MAX_RESULT_BYTES
+    from tritongen.perf.split import MAX_VERSIONS
+
+    assert MAX_VERSIONS == MAX_POINT_VERSIONS
+    run = _maximal_run()
+    text = json_from_run(run)
+    assert len(text.encode()) < MAX_RESULT_BYTES * 0.8, len(text)  # room to spare for longer windows or texts
+    (tmp_path / "results.json").write_text(text)
+    assert run_from_json(tmp_path) == run
+
+
+def _png_size(png: str) -> tuple[int, int]:
+    import base64
+    import struct
+
+    width, height = struct.unpack(">II", base64.b64decode(png)[16:24])  # the PNG's IHDR chunk
+    return width, height
+
+
+def test_a_bar_chart_draws_a_bounded_number_of_levels_and_says_how_many_it_left_out(monkeypatch):
+    """The "where the time goes" chart grew 0.32 inches a level: 20,000 levels drew a 745 x 497,887 PNG in
+    minutes. Levels of many runs together are as many: the chart keeps MAX_BAR_ROWS of them."""
+    from dataclasses import replace
+
+    from tritongen.perf import report
+
+    monkeypatch.setattr(report, "MAX_BAR_ROWS", 4)
+    versions = _maximal_run().points[0].versions
+    versioned = replace(RUN, points=tuple(replace(p, versions=versions) for p in RUN.points[:4]))
+    sizes = {}
+    for count in (4, 12):
+        plots = dict(report.plots_from_runs([replace(versioned, label=f"r{i}") for i in range(count // 4)]))
+        sizes[count] = {title.split(" (")[0]: _png_size(png) for title, png in plots.items()}
+        if count == 12:
+            left_out = "(the first 4 of 12 levels; the tables list every one)"
+            assert f"Where the time goes (server statistics API) {left_out}" in plots, list(plots)
+            assert any(t.startswith("Versions compared") and t.endswith(left_out) for t in plots), list(plots)
+    assert sizes[12]["Where the time goes"][1] == sizes[4]["Where the time goes"][1], sizes
+
+
+def test_a_figure_is_never_wider_or_taller_than_the_cap(monkeypatch):
+    """A legend of many runs, or a name as long as a results.json allows, widens a figure that bbox_inches="tight"
+    writes whole: past MAX_PLOT_PIXELS it is written at a lower resolution, and refused in one line where even
+    MIN_PLOT_DPI would not fit (FreeType failed on the text: a traceback)."""
+    from dataclasses import replace
+
+    from tritongen.perf import report
+
+    monkeypatch.setattr(report, "MAX_PLOT_PIXELS", 1000)
+    runs = [replace(RUN, label="a" * 300), replace(RUN, label="b")]
+    for title, png in report.plots_from_runs(runs):
+        assert max(_png_size(png)) <= 1000 * 1.05, (title, _png_size(png))
+    monkeypatch.setattr(report, "MAX_PLOT_PIXELS", 300)
+    with pytest.raises(TritongenError, match=r"plots cannot be drawn \(a figure \d+ inches long, over 300 pixels"):
+        report.plots_from_runs([replace(RUN, label="a" * 4000), replace(RUN, label="b")])
+
+
+def test_a_throughput_plot_of_many_levels_names_a_bounded_number_of_them(monkeypatch):
+    from dataclasses import replace
+
+    from tritongen.perf import report
+
+    figures = []
+    monkeypatch.setattr(report, "_figure_png", lambda fig: figures.append(fig) or "")
+    points = tuple(replace(RUN.points[0], load=float(c)) for c in range(1, 41))
+    try:
+        report.plots_from_runs([replace(RUN, points=points)])
+        ticks = [t for t in figures[0].axes[0].get_xticks() if 1 <= t <= 40]
+        assert 2 <= len(ticks) <= report.MAX_TICKS and all(t == int(t) for t in ticks), ticks
+    finally:
+        import matplotlib.pyplot as plt
+
+        for fig in figures:
+            plt.close(fig)
+
+
+def test_versions_the_api_passes_as_any_text_are_drawn_without_a_warning():
+    """A PerfRun from the API is not read from a file: its versions may be any text. "²" reached int() (an error
+    blaming the labels) and a 4000-digit name made matplotlib warn on the output."""
+    import warnings
+    from dataclasses import replace
+
+    from tritongen.perf.report import plots_from_runs
+    from tritongen.perf.results import VersionFigures
+
+    p = RUN.points[0]
+    names = ("\u00b2", "9" * 4000, "2", "10", "a$\\foo{$b")
+    versions = {v: VersionFigures(v, 20, p.requests, p.throughput_rps, p.latency, server=p.server) for v in names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots = plots_from_runs([replace(RUN, points=(replace(p, versions=versions),))])
+    assert any(title.startswith("Versions compared") for title, _ in plots)

@@ -119,6 +119,20 @@ def test_report_folder_is_checked_by_the_spec_and_the_check_writes_nothing(tmp_p
     assert notes.read_text() == "# notes\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "taken"]
 
 
+def test_perf_measures_no_more_levels_or_windows_than_its_results_file_can_hold():
+    """A results.json's reader refuses more than MAX_LEVELS levels; perf refused none, so it could write a file it
+    then refused (and windows without bound could take it past the reader's byte limit)."""
+    from tritongen.perf.results import MAX_LEVELS
+    from tritongen.perf.spec import MAX_WINDOWS
+
+    assert len(PerfSpec(model="m", concurrency=tuple(range(1, MAX_LEVELS + 1))).levels) == MAX_LEVELS
+    with pytest.raises(TritongenError, match=f"{MAX_LEVELS + 1} load levels are more than the {MAX_LEVELS}"):
+        PerfSpec(model="m", concurrency=tuple(range(1, MAX_LEVELS + 2)))
+    assert PerfSpec(model="m", max_windows=MAX_WINDOWS).max_windows == MAX_WINDOWS
+    with pytest.raises(TritongenError, match=f"--max-windows {MAX_WINDOWS + 1} is outside 3..{MAX_WINDOWS}"):
+        PerfSpec(model="m", max_windows=MAX_WINDOWS + 1)
+
+
 def test_time_budget_is_stated_and_max_time_lowers_the_window_cap():
     spec = PerfSpec(model="m", concurrency=(1, 4), duration_s=3.0, warmup_s=1.0)
     assert spec.time_budget_s() == (2 * (1.0 + 3.0), 2 * (1.0 + 10 * 1.0))
@@ -489,7 +503,7 @@ def test_a_window_where_every_answer_is_unavailable_with_a_reason_means_the_serv
     async def no_stats():
         return None
 
-    spec = PerfSpec(model="m", url="10.0.0.1:8001", duration_s=0.3, warmup_s=0, max_windows=1000)
+    spec = PerfSpec(model="m", url="10.0.0.1:8001", duration_s=0.3, warmup_s=0, max_windows=100)
     with pytest.raises(ServerGone, match="no server answered during window"):
         asyncio.run(_level(Refused(), "concurrency", 1, spec, no_stats, lambda m: None))
 

@@ -4,6 +4,12 @@ Plots: throughput vs concurrency / request rate, latency percentiles vs throughp
 breakdown of each load level's mean latency (queue, compute input/infer/output, and what is left: client
 and network). Several runs (``tritongen perf --compare a.json b.json``) share each plot. The file is
 self-contained: no script, no network.
+
+Every plot's size is bounded whatever the runs hold (many runs compared, a crafted results.json): the bar charts
+draw at most :data:`MAX_BAR_ROWS` load levels and :data:`MAX_POINT_VERSIONS` versions (their titles say what was
+left out; the tables list every level), the throughput plot labels at most :data:`MAX_TICKS` levels, and a
+figure that still comes out over :data:`MAX_PLOT_PIXELS` on a side is written at a lower resolution (down to
+:data:`MIN_PLOT_DPI`; a larger one is refused).
 """
 
 from __future__ import annotations
@@ -13,13 +19,30 @@ import html
 import io
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
 from ..files import replace_file
-from .results import SERVER_PARTS, PerfPoint, PerfRun, client_bound_note, comparison_lines, version_count_text
+from .results import (
+    MAX_LEVELS,
+    MAX_POINT_VERSIONS,
+    SERVER_PARTS,
+    PerfPoint,
+    PerfRun,
+    client_bound_note,
+    comparison_lines,
+    version_count_text,
+)
+
+MAX_BAR_ROWS = MAX_LEVELS  # load levels a bar chart draws (all runs together): one run's at most, ~4,200 px tall
+MAX_TICKS = 16  # measured levels named on the throughput plot's x axis; more: matplotlib's own (whole) ticks
+MAX_PLOT_PIXELS = 8192  # a side of a PNG, whatever the legends hold (hundreds of runs compared): lower dpi beyond
+PLOT_DPI = 100
+MIN_PLOT_DPI = 20  # below this a figure is refused: 8-point text would be 2 pixels high
+PLOT_PAD_INCHES = 0.1  # matplotlib's default margin around a tight figure
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 PART_COLORS = {
@@ -53,7 +76,12 @@ def _figure_png(fig) -> str:
 
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches: what bbox_inches="tight" writes, less its pad
+        side = max(box.width, box.height) + 2 * PLOT_PAD_INCHES
+        dpi = min(float(PLOT_DPI), MAX_PLOT_PIXELS / side)
+        if dpi < MIN_PLOT_DPI:  # its text would be a pixel high (FreeType refuses smaller)
+            raise ValueError(f"a figure {side:.0f} inches long, over {MAX_PLOT_PIXELS} pixels at {MIN_PLOT_DPI} dpi")
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=PLOT_PAD_INCHES)
     finally:
         plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
@@ -75,7 +103,7 @@ def plots_from_runs(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise TritongenError(
                 f"the report's plots cannot be drawn ({reason})",
-                "shorten the runs' labels (--label) and names, then write the report again",
+                "shorten the runs' labels (--label) and names, or compare fewer runs, then write the report again",
             ) from None
 
 
@@ -108,8 +136,14 @@ def _plots(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
             if levels[-1] >= 8 * levels[0]:
                 ax.set_xscale("log", base=2)  # 1, 2, 4, ... 64 evenly spaced
                 ax.minorticks_off()
-            ax.set_xticks(levels)  # the measured levels, never fractional concurrencies
-            ax.set_xticklabels([f"{v:g}" for v in levels])
+            if len(levels) <= MAX_TICKS:
+                ax.set_xticks(levels)  # the measured levels, never fractional concurrencies
+                ax.set_xticklabels([f"{v:g}" for v in levels])
+            else:  # too many to name each: whole numbers (powers of 2 on the log scale)
+                from matplotlib.ticker import MaxNLocator
+
+                if ax.get_xscale() == "linear":
+                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("throughput (req/s)")
         ax.grid(alpha=0.3)
@@ -139,7 +173,8 @@ def _plots(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
     ax.legend(fontsize=7, ncol=2)
     plots.append(("Latency percentiles vs throughput", _figure_png(fig)))
 
-    rows = [(run, p) for run in runs for p in run.points]
+    every = [(run, p) for run in runs for p in run.points]
+    rows = every[:MAX_BAR_ROWS]  # the chart's height grows with its rows: bounded
     if rows:
         fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(rows)))
         labels = []
@@ -160,19 +195,39 @@ def _plots(runs: Sequence[PerfRun]) -> list[tuple[str, str]]:
         title = "Where the time goes (server statistics API" + (
             "; an ensemble's bar sums its steps)" if any(p.steps for _, p in rows) else ")"
         )
+        title += left_out_text(len(rows), len(every))
         plots.append((title, _figure_png(fig)))
     versioned = [(run, p) for run in runs for p in run.points if p.versions]
     if versioned:
-        plots.append(("Versions compared (--version-split): p50 / p99 and throughput", _versions_png(runs, versioned)))
+        shown = versioned[:MAX_BAR_ROWS]
+        versions = sorted({v for _, p in shown for v in p.versions}, key=version_order)
+        title = "Versions compared (--version-split): p50 / p99 and throughput" + left_out_text(
+            len(shown), len(versioned)
+        )
+        if len(versions) > MAX_POINT_VERSIONS:
+            title += f" (the first {MAX_POINT_VERSIONS} of {len(versions)} versions; the tables list every one)"
+        plots.append((title, _versions_png(runs, shown, versions[:MAX_POINT_VERSIONS])))
     return plots
 
 
-def _versions_png(runs: Sequence[PerfRun], rows) -> str:
+def left_out_text(shown: int, total: int) -> str:
+    """What a bar chart of ``shown`` of ``total`` load levels says of the rest."""
+    return "" if shown == total else f" (the first {shown} of {total} levels; the tables list every one)"
+
+
+def version_order(version: str) -> tuple[int, int, str]:
+    """Versions by number (without int(): a name from the API may be any text), other names after them."""
+    if version.isascii() and version.isdigit():
+        number = version.lstrip("0")
+        return (0, len(number), number)
+    return (1, 0, version)
+
+
+def _versions_png(runs: Sequence[PerfRun], rows, versions: Sequence[str]) -> str:
     """One group of bars per load level: each version's p50 and p99 (left axis) and its throughput (right)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    versions = sorted({v for _, p in rows for v in p.versions}, key=lambda v: int(v) if v.isdigit() else 0)
     fig, (lat_ax, rps_ax) = plt.subplots(1, 2, figsize=(6.4, 3.4))
     x = np.arange(len(rows))
     width = 0.8 / len(versions)
@@ -192,7 +247,9 @@ def _versions_png(runs: Sequence[PerfRun], rows) -> str:
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # long names: bbox_inches="tight" fits them anyway, matplotlib need not say
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        fig.tight_layout()
     return _figure_png(fig)
 
 

@@ -264,14 +264,22 @@ def _json_default(value):
 
 
 MAX_RESULT_BYTES = 4 << 20  # a run of many levels is a few hundred KiB; 4 MiB of tiny JSON values parse to ~100 MB
+# What one run holds, at most: beyond any real run, and small enough that a run at every bound (each level with
+# MAX_POINT_VERSIONS versions, MAX_STEPS steps of 128-character names, 10 windows: ~2.7 MB as perf writes it) stays
+# under MAX_RESULT_BYTES, so that what perf writes it reads back, and a report of it draws in seconds.
+MAX_LEVELS = 128  # load levels of one run (--concurrency and --request-rate values): 1 to 1024 by powers of 2 is 11
+MAX_POINT_VERSIONS = 8  # versions of one level: split.MAX_VERSIONS (split imports this module; a test holds them equal)
+MAX_STEPS = 32  # composing models of an ensemble measured at one level (tritongen's own ensembles have 2 or 3)
+MAX_VERSION = 2**63 - 1  # Triton's model versions are int64: a version's name is 1 to 19 ASCII digits
 RESULTS_NAME = "results.json"  # in a --report folder
 RESULT_FIX = "pass a results.json written by tritongen perf (or the --report folder that holds it)"
 
 
 def run_from_json(text_or_path: str | Path) -> PerfRun:
     """A run from a results.json (a :class:`~pathlib.Path`, or a str naming one) or from its JSON text (a str that
-    starts with ``{``), checked whole: every field's type, every figure finite and within bounds, names without
-    control characters, known engines, protocols and modes."""
+    starts with ``{``), checked whole: at most :data:`MAX_LEVELS` levels of at most :data:`MAX_POINT_VERSIONS` versions
+    (each a number from 1 to :data:`MAX_VERSION`) and :data:`MAX_STEPS` steps, every field's type, every figure
+    finite and within bounds, names without control characters, known engines, protocols and modes."""
     is_text = isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{")
     path = None if is_text else Path(text_or_path)
     if path is not None and path.is_dir() and (path / RESULTS_NAME).is_file():  # a report folder: its results
@@ -292,6 +300,9 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
         raise TritongenError(f"{where} is not readable JSON ({str(e)[:120]})", RESULT_FIX) from None
     if not isinstance(data, dict) or data.get("format") != "tritongen-perf/1":
         raise TritongenError(f"{path or 'the text'} is not a tritongen perf result", RESULT_FIX)
+    too_many = _count_problem(data)
+    if too_many:
+        raise TritongenError(f"{where} {too_many}", RESULT_FIX)
     try:
         run = _run_from_data(data)
         _check_types(run, PerfRun, "")
@@ -301,6 +312,24 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
     except (TypeError, ValueError, AttributeError) as e:
         raise TritongenError(f"{where} is malformed ({str(e)[:200]})", RESULT_FIX) from None
     return run
+
+
+def _count_problem(data: Mapping[str, Any]) -> str | None:
+    """Where a parsed results.json holds more load levels, versions or steps than a run of perf can (MAX_LEVELS,
+    MAX_POINT_VERSIONS, MAX_STEPS), what; checked before anything is built from it or drawn."""
+    points = data.get("points", [])
+    if not isinstance(points, list):
+        return None  # the type check names it
+    if len(points) > MAX_LEVELS:
+        return f"holds {len(points)} load levels, over the {MAX_LEVELS} one run of perf measures"
+    for i, p in enumerate(points):
+        if not isinstance(p, dict):
+            continue
+        for key, bound, what in (("versions", MAX_POINT_VERSIONS, "versions"), ("steps", MAX_STEPS, "ensemble steps")):
+            items = p.get(key)
+            if isinstance(items, dict) and len(items) > bound:
+                return f"holds {len(items)} {what} at points[{i}], over the {bound} perf measures at one level"
+    return None
 
 
 MAX_FIGURE = 1e15  # no figure of a run (requests, microseconds, bytes of a gauge, a Unix time) comes near it
@@ -326,6 +355,11 @@ def _check_values(run: PerfRun) -> None:
             raise ValueError(f"points[{i}].load is not positive")
         _check_latency(p.latency, p.throughput_rps, f"points[{i}]")
         for version, v in p.versions.items():
+            # str.isdigit() takes "²" and other digits int() refuses: ASCII digits only, at most int64's 19 of them
+            digits = version.isascii() and version.isdigit() and len(version) <= len(str(MAX_VERSION))
+            if not (digits and 1 <= int(version) <= MAX_VERSION):
+                shown = f"{version[:20]!r}... ({len(version)} characters)" if len(version) > 40 else repr(version)
+                raise ValueError(f"points[{i}].versions has {shown}, not a model version from 1 to 2**63-1")
             _check_latency(v.latency, v.throughput_rps, f"points[{i}].versions[{version[:40]!r}]")
         for j, (window_rps, _) in enumerate(p.window_history):
             if math.isnan(window_rps):

@@ -13,11 +13,12 @@ from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..fields import check_fields
 from ..names import shown
-from .results import ENGINES, check_report_dir
+from .results import ENGINES, MAX_LEVELS, check_report_dir
 
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
 STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
+MAX_WINDOWS = 100  # per level: with every other figure at its bound, a results.json stays within its reader's limit
 
 
 def numbers_from_text(text: str | None, kind: type, option: str) -> tuple:
@@ -128,9 +129,16 @@ class PerfSpec:
                 f"perf option max_in_flight={self.max_in_flight} is below 1",
                 "pass the requests that may be outstanding",
             )
-        if self.max_windows < STABLE_WINDOWS:
+        if not STABLE_WINDOWS <= self.max_windows <= MAX_WINDOWS:  # more: a results.json its own reader refuses
             raise TritongenError(
-                f"--max-windows {self.max_windows} is below {STABLE_WINDOWS}", f"use {STABLE_WINDOWS} or more windows"
+                f"--max-windows {self.max_windows} is outside {STABLE_WINDOWS}..{MAX_WINDOWS}",
+                f"use {STABLE_WINDOWS} to {MAX_WINDOWS} windows (a longer --duration-s makes each window steadier)",
+            )
+        if len(self.levels) > MAX_LEVELS:
+            raise TritongenError(
+                f"{len(self.levels)} load levels are more than the {MAX_LEVELS} one run measures (and its "
+                "results.json holds)",
+                "measure fewer --concurrency/--request-rate values per run",
             )
         if self.sequence_length < 0:
             raise TritongenError(

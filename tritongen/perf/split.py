@@ -16,9 +16,15 @@ from typing import Any
 
 from ..errors import TritongenError
 from ..names import shown
-from .results import ServerBreakdown, VersionFigures, latency_summary_from_ms, server_breakdown_from_stats
+from .results import (
+    MAX_POINT_VERSIONS,
+    ServerBreakdown,
+    VersionFigures,
+    latency_summary_from_ms,
+    server_breakdown_from_stats,
+)
 
-MAX_VERSIONS = 8
+MAX_VERSIONS = MAX_POINT_VERSIONS  # what a results.json may hold per level
 SPLIT_EXAMPLE = "--version-split 1:90,2:10"
 _PART = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
