@@ -281,6 +281,18 @@ def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkey
     )
     assert result.exit_code == 0, result.output
     assert "Y: float32 [2, 4] [1, 3, 5, 7, 9, 11" in result.output
+    # --output-file: every output whole (the line shows six values), written where asked; a bad name is refused
+    out = tmp_path / "answers.npz"
+    saved = CliRunner().invoke(
+        cli, ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--repo", str(tmp_path)]
+        + ["--output-file", str(out)]
+    )  # fmt: skip
+    assert saved.exit_code == 0 and f"outputs saved: {out}" in saved.output, saved.output
+    np.testing.assert_array_equal(np.load(out)["Y"], 2 * x + 1)
+    refused = CliRunner().invoke(
+        cli, ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--output-file", "o.txt"]
+    )
+    assert isinstance(refused.exception, TritongenError) and "o.txt is not a .npz file" in refused.exception.message
 
 
 @pytest.mark.server

@@ -570,6 +570,11 @@ def _guessed_metrics(grpc_url: str, metrics_url: str) -> bool:
 @click.option("--url", help="Server address (default 127.0.0.1:8001 for gRPC, :8000 for HTTP, or $TRITONGEN_URL).")
 @PROTOCOL
 @click.option("--check", is_flag=True, help="Compare the outputs with the build's saved PyTorch reference outputs.")
+@click.option(
+    "--output-file",
+    type=click.Path(path_type=Path),
+    help="Save every output whole to this .npz (the lines printed show the first values).",
+)
 @click.option("--text", "texts", multiple=True, help="A text to send to a text-in ensemble (repeat for a batch).")
 @click.option(
     "--image",
@@ -598,13 +603,21 @@ def infer(name: str, **options) -> None:
     \b
       tritongen infer minilm --check                         # the build's samples vs its PyTorch reference
       tritongen infer resnet --input-file inputs.npz         # one array per input, batch axis first
+      tritongen infer resnet --input-file in.npz --output-file out.npz   # every output saved whole
       tritongen infer minilm --text "a short sentence"       # a text-in ensemble
       tritongen infer resnet --url http://127.0.0.1:8000     # over HTTP (gRPC on 8001 by default)
       tritongen infer model_repository/resnet --check        # the model's folder: NAME and --repo in one
     """
     name = _name_from_folder(name, options)
+    output_file = options.pop("output_file")
+    if output_file is not None:
+        from .infer import checked_output_file
+
+        checked_output_file(output_file)  # before anything is sent
     result = api.infer(name, **options)
     click.echo(result.text())
+    if output_file is not None:
+        click.echo(f"outputs saved: {result.save(output_file)}")
     if result.check is not None and not result.check.ok:
         # where the server started before this build (build --force into the repository it serves): why, and
         # what to do, in place of the table

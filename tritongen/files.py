@@ -83,12 +83,12 @@ def json_file(path: Path | str, max_bytes: int, *, follow_links: bool = True) ->
     return json_from_bytes(regular_bytes(path, max_bytes, follow_links=follow_links))
 
 
-def replace_file(path: Path, text: str, mode: int = 0o644) -> None:
+def replace_file(path: Path, text: str | bytes, mode: int = 0o644) -> None:
     """Write ``path`` through a new file renamed over it: a link planted at ``path`` (a report folder received from
     someone) is replaced, never followed, and a failure leaves what was there."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)

@@ -105,12 +105,37 @@ class StaleServer:
     fix: str
 
 
+def checked_output_file(path: Path) -> Path:
+    """``path`` if answers can be saved there (a ``.npz`` name in a folder that exists); checked before sending."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise TritongenError(f"--output-file {path} is not a .npz file", "name it OUT.npz")
+    if path.is_dir() or not path.parent.is_dir():
+        raise TritongenError(
+            f"--output-file {path} cannot be written ({'a folder' if path.is_dir() else 'no such folder'})",
+            "name a .npz file in a folder that exists",
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class InferResult:
     outputs: dict[str, np.ndarray]
     check: CheckReport | None
     precision: str = "fp32"  # the served model's precision (an FP16/INT8 variant is checked against the guard's bar)
     stale: StaleServer | None = None  # a failed check against a server older than the build: why, and what to do
+
+    def save(self, path: Path) -> Path:
+        """Every output, whole, into the ``.npz`` file ``path`` (written through a new file renamed over it)."""
+        import io
+
+        from .files import replace_file
+
+        path = checked_output_file(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: array for name, array in self.outputs.items()})  # type: ignore[arg-type]
+        replace_file(path, buffer.getvalue())
+        return path
 
     def text(self, values: int = 6) -> str:
         lines = []
