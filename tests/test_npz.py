@@ -58,3 +58,36 @@ def test_an_empty_array_whose_other_dimensions_are_huge_is_refused(tmp_path):
     np.savez(tmp_path / "empty.npz", a=np.zeros((0, 4), np.float32), b=np.zeros((8, 0)), c=np.zeros((0,)))
     arrays = arrays_from_npz(tmp_path / "empty.npz")
     assert {k: v.shape for k, v in arrays.items()} == {"a": (0, 4), "b": (8, 0), "c": (0,)}
+
+
+def test_arrays_of_any_name_are_written_and_read_back(tmp_path):
+    """numpy.savez(f, **arrays) took a tensor named 'file' for its own argument (a TypeError after the inference
+    ran, and a build with an output named file failed); a BYTES tensor comes back as bytes, not a pickle."""
+    from tritongen.npz import arrays_from_npz, write_npz
+
+    arrays = {
+        "file": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "allow_pickle": np.array([1, 2], np.int64),
+        "text": np.array([b"a", b"bc"], dtype=object),
+    }
+    write_npz(tmp_path / "x.npz", arrays)
+    back = arrays_from_npz(tmp_path / "x.npz")
+    np.testing.assert_array_equal(back["file"], arrays["file"])
+    np.testing.assert_array_equal(back["allow_pickle"], arrays["allow_pickle"])
+    assert back["text"].tolist() == [b"a", b"bc"]
+    loaded = np.load(tmp_path / "x.npz")  # numpy reads it as its own
+    assert sorted(loaded.files) == ["allow_pickle", "file", "text"]
+
+
+def test_a_build_whose_input_and_output_are_named_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    import tritongen
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    result = tritongen.build(
+        Double(), example_inputs={"file": torch.randn(2, 3)}, outputs=["allow_pickle"], name="f", repo=tmp_path
+    )
+    assert result.parity.ok and (result.model_dir / "1" / "tritongen").is_dir()

@@ -62,6 +62,16 @@ def test_bad_split_one_line(text, words):
     assert words in info.value.problem and "\n" not in info.value.message and info.value.fix
 
 
+def test_a_version_past_int64_is_refused_as_the_results_reader_refuses_it():
+    """perf wrote a results.json naming version 99999999999999999999, which perf --compare then refused."""
+    from tritongen.layout import MAX_VERSION
+
+    assert version_split_from_text(f"1:50,{MAX_VERSION}:50")[1] == (str(MAX_VERSION), 50)
+    for big in (str(MAX_VERSION + 1), "9" * 5000):
+        with pytest.raises(TritongenError, match="--version-split names version .*Triton versions are 1 to"):
+            version_split_from_text(f"1:50,{big}:50")
+
+
 def test_split_needs_the_builtin_engine():
     with pytest.raises(TritongenError, match="needs the builtin engine"):
         PerfSpec(model="m", version_split="1:50,2:50", engine="perf_analyzer")

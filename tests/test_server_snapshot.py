@@ -170,6 +170,10 @@ def test_a_poll_removing_a_hand_written_model_the_flag_names_is_loaded(tmp_path)
     assert poll.poll_once() == ["b"] and not (served / "b").exists(), calls["said"]
     with pytest.raises(TritongenError, match="allow_unverified names 'b', which is no model folder"):
         _serve_check(repo, ("a", "b"), None, tmp_path / "key", None)(served)  # a serve started now
+    # in poll mode a hand-written model may come later: its name is allowed before its folder exists
+    _serve_check(repo, ("a", "b"), None, tmp_path / "key", None, poll=True)(served)
+    write_model(repo, "b", DOUBLE_CONFIG.replace('name: "double"', 'name: "b"'), DOUBLE_MODEL)
+    assert poll.poll_once() == ["b"] and (served / "b").is_dir(), calls["said"]
 
 
 def test_exchange_swaps_two_folders_in_one_step(tmp_path):

@@ -204,6 +204,18 @@ def test_a_space_inside_a_dimension_is_refused_not_dropped():
         tensor_spec_from_arg("x:FP32:3,6 4,64")
 
 
+def test_an_input_mapping_without_dims_is_refused_not_read_as_one_value(tmp_path):
+    """{name: x, dtype: FP32} built a model input of dims [1] (the model takes [3, 8]): its build failed later, or
+    served the wrong shape. dims: [] still means one value per item."""
+    from tritongen.tensors import tensor_spec_from_dict
+
+    with pytest.raises(TritongenError, match=r"spec file input #1 \('x'\) has no 'dims'"):
+        tensor_spec_from_dict({"name": "x", "dtype": "FP32"}, "spec file input #1")
+    scalar = tensor_spec_from_dict({"name": "t", "dtype": "INT64", "dims": []}, "input")
+    assert scalar.dims == (1,) and scalar.scalar
+    assert tensor_spec_from_dict({"name": "x", "shape": [3, 8]}, "input").dims == (3, 8)
+
+
 def test_a_spec_file_that_grew_after_its_size_was_read_is_still_bounded(tmp_path, monkeypatch):
     """The size checked is the size read: a file that stat() said was small but holds more than MAX_SPEC_BYTES
     when read (it grew in between) is refused after MAX_SPEC_BYTES + 1 bytes. The old code stat()ed, then read the

@@ -72,7 +72,7 @@ CLI_SPELLINGS: dict[str, dict[str, str]] = {
         "canary_percent": "canary_traffic_percent=N",
     },
     "engine": {"workspace_gb": "workspace_bytes=GB << 30", "opt_level": "optimization_level=N"},
-    "infer": {"text": "texts=[...]", "image": "images=[...]"},
+    "infer": {"text": "texts=[...]", "image": "images=[...]", "output_file": "result.save(path)"},
     "perf": {
         "request_rate": "request_rates=[...]",
         "report": "report_dir=...",
@@ -404,12 +404,11 @@ def _build_module(module: Any, example_inputs: Any, progress: Progress | None, *
     modes = [(m, m.training) for m in module.modules()]  # the caller's module: put back as it was (train or eval)
     try:
         with tempfile.TemporaryDirectory(prefix="tritongen-module-") as tmp:
-            import numpy as np
-
             from .export import EXAMPLE_INPUTS_NPZ
+            from .npz import write_npz
 
             samples = Path(tmp) / EXAMPLE_INPUTS_NPZ
-            np.savez(samples, **arrays)  # type: ignore[arg-type]
+            write_npz(samples, arrays)
             placeholder = Path(tmp) / f"{name}.module"
             placeholder.touch()  # the spec resolver checks that the model exists
             loaded = LoadedModel(module.eval(), "nn.Module", Path(f"<in-memory {type(module).__name__}>"))
@@ -656,22 +655,29 @@ def _serving(
     root = snapshot_root(given)
     key_copy = root / SIGNING_KEY_NAME  # the key serve was started with, for every check (poll's too) and rollout
 
-    check = _serve_check(given, allow_unverified, key, key_copy, signed)
+    check = _serve_check(given, allow_unverified, key, key_copy, signed, poll=spec.model_control == "poll")
     with stop_on_sigterm():
         yield from _checked_serving(spec, given, root, key, key_copy, kept, signed, check, progress)
 
 
 def _serve_check(
-    given: Path, allow_unverified: Sequence[str], key: Path | None, key_copy: Path, signed: Path | None
+    given: Path,
+    allow_unverified: Sequence[str],
+    key: Path | None,
+    key_copy: Path,
+    signed: Path | None,
+    poll: bool = False,
 ) -> Callable[[Path], None]:
     """What serve checks in each copy it makes of ``given``: the first (before Triton starts) and those of a
-    poll's changes, where a hand-written model ``allow_unverified`` names may have been removed since."""
+    poll's changes. A name ``allow_unverified`` gives that is no model folder is refused at the start, except in
+    poll mode (a hand-written model may be added, or removed, while the server runs)."""
     from .server.snapshot import with_repository_words
 
     started: list[bool] = []
 
     def check(copy: Path) -> None:
-        allowed = [n for n in allow_unverified if (copy / n).is_dir()] if started else allow_unverified
+        present = [n for n in allow_unverified if (copy / n).is_dir()]
+        allowed = present if started or poll else allow_unverified
         started.append(True)
         try:
             check_servable(

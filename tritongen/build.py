@@ -34,6 +34,7 @@ from .layout import (
 from .load.common import LoadedModel
 from .manifest import file_hashes, new_manifest, write_manifest
 from .names import check_labels
+from .npz import write_npz
 from .parity import INF_MISMATCH, ParityReport, check_items_independent, check_outputs_follow_batch
 from .progress import Progress
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
@@ -258,8 +259,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         reference = torch_ref[label]
         if spec.states:  # what a client sends at a sequence's start: its inputs, the state zeros (kept inside)
             inputs, reference = sequence_start_sample(spec, inputs, loaded.module)
-        np.savez(artifacts / SAMPLES_NAME, **{t.name: inputs[t.name] for t in spec.inputs if t.name in inputs})
-        np.savez(artifacts / REFERENCE_NAME, **{t.name: a for t, a in zip(spec.outputs, reference) if a is not None})
+        write_npz(artifacts / SAMPLES_NAME, {t.name: inputs[t.name] for t in spec.inputs if t.name in inputs})
+        write_npz(artifacts / REFERENCE_NAME, {t.name: a for t, a in zip(spec.outputs, reference) if a is not None})
         if spec.target == "local":
             runner = "python/sequence_runner.py" if spec.states else "python/onnx_runner.py"
             shutil.copyfile(template_path(runner), version_dir / "model.py")

@@ -21,6 +21,7 @@ from .build import Stages
 from .config import batching_text, preferred_batch_sizes
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel
+from .npz import write_npz
 from .pre_post import (
     PythonStep,
     custom_step_from_code,
@@ -235,8 +236,6 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
 
 def _model_samples(source: _Source, work: Path) -> BuildSpec:
     """Real tokenized sentences for the parity gate of a text model (unless the user gave samples)."""
-    import numpy as np
-
     from .hf import text_samples
 
     spec = source.model_spec
@@ -245,9 +244,7 @@ def _model_samples(source: _Source, work: Path) -> BuildSpec:
     work.mkdir(parents=True, exist_ok=True)
     path = work / "samples.npz"
     max_rows = spec.max_batch_size if spec.batched else None
-    np.savez(
-        path, **text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length, max_rows)
-    )
+    write_npz(path, text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length, max_rows))
     return dataclasses.replace(spec, sample_inputs=path)
 
 

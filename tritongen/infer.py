@@ -127,14 +127,14 @@ class InferResult:
 
     def save(self, path: Path) -> Path:
         """Every output, whole, into the ``.npz`` file ``path`` (written through a new file renamed over it)."""
-        import io
-
-        from .files import replace_file
+        from .files import read_problem, replace_file
+        from .npz import npz_bytes
 
         path = checked_output_file(path)
-        buffer = io.BytesIO()
-        np.savez(buffer, **{name: array for name, array in self.outputs.items()})  # type: ignore[arg-type]
-        replace_file(path, buffer.getvalue())
+        try:
+            replace_file(path, npz_bytes(self.outputs))
+        except OSError as exc:
+            raise TritongenError(f"--output-file {path} {read_problem(exc)}", "name a file you may write") from None
         return path
 
     def text(self, values: int = 6) -> str:

@@ -1,4 +1,5 @@
-"""Reading sample arrays from ``.npz``/``.npy`` files safely, with bounded memory.
+"""Reading sample arrays from ``.npz``/``.npy`` files safely, with bounded memory; writing them whatever their
+names (:func:`npz_bytes`).
 
 Below :mod:`tritongen.spec` and :mod:`tritongen.samples` (both read sample files), above :mod:`tritongen.archive`.
 """
@@ -6,6 +7,8 @@ Below :mod:`tritongen.spec` and :mod:`tritongen.samples` (both read sample files
 from __future__ import annotations
 
 import io
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,27 @@ MAX_SAMPLE_ARRAYS = 1024
 _NPY_HEADER_LIMIT_BYTES = 64 * 1024
 _NPZ_FIX = "save the samples with numpy.savez(path, name=array, ...)"
 _SMALLER_FIX = "save fewer or smaller samples (a few batches are enough)"
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An ``.npz`` holding ``arrays`` by name, as ``numpy.savez`` writes one, for any names: ``savez(f, **arrays)``
+    takes a tensor named ``file`` for its own argument (a TypeError). An object array of bytes or text (a BYTES
+    tensor) is written as fixed-width bytes, never pickled, so :func:`arrays_from_npz` reads it back."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            array = np.asanyarray(array)
+            if array.dtype == object:
+                array = np.array([v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)])
+                array = array.reshape(np.asanyarray(arrays[name]).shape)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """:func:`npz_bytes` into ``path``."""
+    Path(path).write_bytes(npz_bytes(arrays))
 
 
 def arrays_from_npz(path: Path) -> Arrays:

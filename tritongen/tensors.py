@@ -90,7 +90,12 @@ def tensor_spec_from_dict(entry: Mapping[str, Any], where: str) -> TensorSpec:
         raise TritongenError(
             f"{where} is not a mapping with a 'name'", "write entries like {name: x, dtype: FP32, dims: [3, 224, 224]}"
         )
-    dims = entry.get("dims", entry.get("shape", [1]))
+    if "dims" not in entry and "shape" not in entry:  # [1] by default built a model of the wrong shape silently
+        raise TritongenError(
+            f"{where} ('{entry['name']}') has no 'dims'",
+            "give its dims without the batch dimension, e.g. dims: [3, 224, 224] (dims: [] for one value per item)",
+        )
+    dims = entry.get("dims", entry.get("shape"))
     if isinstance(dims, str):
         dims = [int(d) for d in dims.split(",") if d.strip()]
     if not isinstance(dims, (list, tuple)):

@@ -25,6 +25,7 @@ import numpy as np
 from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, replace_file, size_text
+from ..layout import MAX_VERSION  # Triton's versions are int64: a version's name is 1 to 19 ASCII digits
 from ..names import one_line
 
 PERCENTILES = (50, 90, 95, 99)
@@ -270,7 +271,6 @@ MAX_RESULT_BYTES = 4 << 20  # a run of many levels is a few hundred KiB; 4 MiB o
 MAX_LEVELS = 128  # load levels of one run (--concurrency and --request-rate values): 1 to 1024 by powers of 2 is 11
 MAX_POINT_VERSIONS = 8  # versions of one level: split.MAX_VERSIONS (split imports this module; a test holds them equal)
 MAX_STEPS = 32  # composing models of an ensemble measured at one level (tritongen's own ensembles have 2 or 3)
-MAX_VERSION = 2**63 - 1  # Triton's model versions are int64: a version's name is 1 to 19 ASCII digits
 RESULTS_NAME = "results.json"  # in a --report folder
 RESULT_FIX = "pass a results.json written by tritongen perf (or the --report folder that holds it)"
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import TritongenError
+from ..layout import MAX_VERSION
 from ..names import shown
 from .results import (
     MAX_POINT_VERSIONS,
@@ -56,6 +57,11 @@ def version_split_from_text(
                 f"write whole numbers like {SPLIT_EXAMPLE}",
             )
         pairs.append((match.group(1), int(match.group(2))))
+    too_long = next((v for v, _ in pairs if len(v.lstrip("0")) > len(str(MAX_VERSION))), None)
+    if too_long is not None:  # int() of thousands of digits is slow, and refused past 4300
+        raise TritongenError(
+            f"--version-split names version {shown(too_long, 24)}", f"Triton versions are 1 to {MAX_VERSION}"
+        )
     versions = [str(int(v)) for v, _ in pairs]
     if len(pairs) < 2:
         raise TritongenError(
@@ -67,6 +73,9 @@ def version_split_from_text(
         )
     if any(int(v) < 1 for v in versions):
         raise TritongenError("--version-split names version 0", "Triton versions are folder numbers from 1")
+    if any(int(v) > MAX_VERSION for v in versions):  # a results.json holds none (its reader refuses them)
+        big = next(v for v in versions if int(v) > MAX_VERSION)
+        raise TritongenError(f"--version-split names version {big}", f"Triton versions are 1 to {MAX_VERSION}")
     repeated = sorted({v for v in versions if versions.count(v) > 1}, key=int)
     if repeated:
         raise TritongenError(
