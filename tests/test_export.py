@@ -214,27 +214,26 @@ class NeedsLongLengths(torch.nn.Module):
         return x[:, : int(lengths.max())]
 
 
-def test_a_model_refusing_the_generated_integers_is_told_about_them_not_about_sizes(tmp_path):
-    import tritongen
-
-    path = factories.save_model(NeedsLongLengths(), tmp_path / "m.pt", "pickled_module")
-    with pytest.raises(TritongenError) as err:
-        tritongen.build(path, inputs=["x:FP32:-1", "lengths:INT64:"], name="n", repo=tmp_path / "r", allow_pickle=True)
-    assert "greater than 0" in err.value.problem
-    assert "generated integer inputs are 0 or 1" in err.value.fix and "dim_range" not in err.value.fix, err.value.fix
-
-
 class IndexPastDefaultSize(torch.nn.Module):
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return (x[:, 100] + ids.float()).unsqueeze(1)
 
 
-def test_an_index_past_a_default_size_still_gets_the_dim_range_advice(tmp_path):
-    """ "out of bounds" is a size's words too: with an integer input beside, the advice stayed --dim-range."""
+@pytest.mark.parametrize(
+    "model, words, advice, not_advice",
+    [
+        (NeedsLongLengths, "greater than 0", "generated integer inputs are 0 or 1", "dim_range"),
+        # "out of bounds" is a size's words too: with an integer input beside, the advice stays --dim-range
+        (IndexPastDefaultSize, "out of bounds", "dim_range", "generated integer"),
+    ],
+)
+def test_a_model_failing_on_the_generated_samples_gets_the_advice_for_its_cause(
+    tmp_path, model, words, advice, not_advice
+):
     import tritongen
 
-    path = factories.save_model(IndexPastDefaultSize(), tmp_path / "m.pt", "pickled_module")
+    path = factories.save_model(model(), tmp_path / "m.pt", "pickled_module")
     with pytest.raises(TritongenError) as err:
-        tritongen.build(path, inputs=["x:FP32:-1", "ids:INT64:"], name="n", repo=tmp_path / "r", allow_pickle=True)
-    assert "out of bounds" in err.value.problem
-    assert "dim_range" in err.value.fix and "generated integer" not in err.value.fix, err.value.fix
+        tritongen.build(path, inputs=["x:FP32:-1", "n:INT64:"], name="n", repo=tmp_path / "r", allow_pickle=True)
+    assert words in err.value.problem
+    assert advice in err.value.fix and not_advice not in err.value.fix, err.value.fix
