@@ -217,6 +217,44 @@ def test_serve_names_commands_that_work_for_a_hand_written_model(tmp_path):
     assert "tritongen infer built --repo" in _next_steps(("built", "hand"), "h:1", tmp_path, built={"built"})[1]
 
 
+def test_serve_names_a_model_whose_check_works(tmp_path):
+    """Before, the first model alphabetically was named with --check: an image/custom ensemble (no end-to-end
+    reference: "ensemble 'custom' has no end-to-end reference") or a text ensemble with an INT8 model step (its
+    reference is FP32 PyTorch's) fails there; a text ensemble of FP32, or a model step, checks."""
+    import json
+
+    from tritongen.cli import _next_steps
+
+    def made(name: str, files: tuple[str, ...], **manifest) -> None:
+        artifacts = tmp_path / name / "1" / "tritongen"
+        artifacts.mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+        (artifacts / "manifest.json").write_text(json.dumps({"manifest_schema": 1, "files": {}, **manifest}))
+        for file in files:
+            (artifacts / file).write_bytes(b"")
+
+    for ensemble, end_to_end, precision in (("custom", False, "fp32"), ("txt", True, "fp32"), ("txt8", True, "int8")):
+        made(
+            ensemble,
+            ("end_to_end.json",) if end_to_end else (),
+            kind="ensemble",
+            model={"spec": {"precision": precision}},
+        )
+        made(f"{ensemble}_model", ("samples.npz", "reference_outputs.npz"), kind="model")
+        made(f"{ensemble}_preprocess", (), kind="python")
+        made(f"{ensemble}_postprocess", (), kind="python")
+
+    def named(*prefixes: str) -> str:
+        models = tuple(sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(prefixes)))
+        lines = _next_steps(models, "h:1", tmp_path, built=set(models))
+        assert lines[2].split()[:3] == ["tritongen", "perf", lines[1].split()[2]]  # perf names the same model
+        return " ".join(lines[1].split("#")[0].split()[2:3] + lines[1].split("#")[0].split()[-1:])
+
+    assert named("custom", "txt") == "txt --check"  # the ensemble that checks, before custom (alphabetical first)
+    assert named("custom") == "custom_model --check"  # no ensemble checks: its model step does
+    assert named("txt8") == "txt8_model --check"  # INT8 model step: the FP32 end-to-end reference does not apply
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [

@@ -288,3 +288,29 @@ def test_yaml_dim_ranges_are_type_checked(tmp_path, text, words):
         return
     with pytest.raises(TritongenError, match=words):
         build_spec_from_options(path, spec_file=spec_file)
+
+
+def test_a_text_ensembles_tensorrt_profile_takes_every_length_the_tokenizer_sends(tmp_path):
+    """The tokenizer step truncates at max_length (256 for all-MiniLM-L6-v2) while the model step's TensorRT profile
+    ended at --max-dim's default 128: on a GPU, texts of 129-256 tokens were refused by the engine."""
+    import dataclasses
+
+    from tritongen.dim_ranges import dim_range_from_arg
+    from tritongen.engine import profiles_from_spec
+    from tritongen.pre_post import model_spec_for_tokenizer
+
+    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript")
+    spec = build_spec_from_options(model, inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path, target="tensorrt")
+    assert profiles_from_spec(spec)[0]["x"]["max"] == [4, DEFAULT_MAX_DYNAMIC_DIM, 8]  # what the build wrote
+    assert profiles_from_spec(model_spec_for_tokenizer(spec, 256))[0]["x"]["max"] == [4, 256, 8]
+    assert model_spec_for_tokenizer(spec, 64) == spec  # the default already covers it
+    assert model_spec_for_tokenizer(dataclasses.replace(spec, target="onnxruntime"), 256).max_dynamic_dim == 128
+    wide = dataclasses.replace(spec, dim_ranges=(dim_range_from_arg("x:0:1:16:512"),))
+    assert model_spec_for_tokenizer(wide, 256) == wide
+    with pytest.raises(TritongenError) as err:
+        model_spec_for_tokenizer(dataclasses.replace(spec, max_dynamic_dim=200), 256)
+    assert "--max-dim 200 is below the 256 tokens" in err.value.problem and "--max-dim 256" in err.value.fix
+    with pytest.raises(TritongenError) as err:
+        model_spec_for_tokenizer(dataclasses.replace(spec, dim_ranges=(dim_range_from_arg("x:0:1:16:100"),)), 256)
+    assert "--dim-range x:0:1:16:100 ends at 100 tokens" in err.value.problem
+    assert "--dim-range x:0:1:16:256" in err.value.fix

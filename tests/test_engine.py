@@ -242,3 +242,45 @@ def test_a_servers_own_version_string_is_not_judged_as_a_users(tmp_path):
     for version in ("2.55.0dev", "3.0.1", "whatever"):
         assert plan_problems_from_repository(tmp_path / "repo", version) == {}
     assert check_triton_version("2.55.0dev") == "2.55.0dev" and check_triton_version("3.0.1") == "3.0.1"
+
+
+def test_engine_takes_one_model_folder_as_that_model(prepared_repo, tmp_path, capsys):
+    """``engine REPO/NAME``: before, "no model in repo/conv is prepared for TensorRT" although it was."""
+    from tritongen.engine import engine_models
+
+    assert [m[0].name for m in engine_models(prepared_repo / "conv")] == ["conv"]
+    if tensorrt_version() is None:  # got past the search for prepared models: only TensorRT is missing
+        with pytest.raises(TritongenError, match="TensorRT is not installed"):
+            engines_from_repository(prepared_repo / "conv")
+    unprepared = tmp_path / "repo" / "plain"
+    unprepared.mkdir(parents=True)
+    (unprepared / "config.pbtxt").write_text('name: "plain"\n')
+    with pytest.raises(SystemExit):
+        main(["engine", str(unprepared)])
+    assert capsys.readouterr().err.startswith(f"error: model plain ({unprepared}) is not prepared for TensorRT")
+
+
+def test_engine_warns_where_a_text_ensembles_profile_is_shorter_than_its_tokenizer(tmp_path):
+    """A text ensemble built before its profile took the tokenizer's max_length (profile max 128, max_length 256):
+    the engine would refuse texts of 129-256 tokens; `tritongen engine` says so before building the plan."""
+    repo = tmp_path / "repo"
+    plan = repo / "t_model" / "1" / "tritongen"
+    plan.mkdir(parents=True)
+    profile = {"input_ids": {"min": [1, 1], "opt": [8, 64], "max": [8, 128]}}
+    (plan / "engine.json").write_text(json.dumps({"onnx": "model.onnx", "profiles": [profile]}))
+    (repo / "t_preprocess").mkdir()
+    (repo / "t_preprocess" / "config.pbtxt").write_text(
+        'name: "t_preprocess"\nbackend: "python"\n'
+        'parameters {\n  key: "max_length"\n  value { string_value: "256" }\n}\n'
+    )
+    said: list[str] = []
+    with pytest.raises(TritongenError):  # TensorRT missing here; on a GPU host the placeholder ONNX fails to parse
+        engines_from_repository(repo, progress=said.append)
+    assert said[0].startswith("warning: t_model's TensorRT profile 0 takes input_ids up to 128 tokens, but ")
+    assert "refuse texts of 129 to 256 tokens; rebuild the ensemble with --max-dim 256" in said[0]
+    profile["input_ids"]["max"] = [8, 256]
+    (plan / "engine.json").write_text(json.dumps({"onnx": "model.onnx", "profiles": [profile]}))
+    said.clear()
+    with pytest.raises(TritongenError):
+        engines_from_repository(repo, progress=said.append)
+    assert not [line for line in said if line.startswith("warning")]

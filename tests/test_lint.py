@@ -146,3 +146,27 @@ def test_a_file_that_is_no_onnx_model_is_refused_not_linted(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(TritongenError, match="does not start as an ONNX model"):
         lint_from_onnx(path)
+
+
+def test_lint_takes_one_model_folder_as_that_model(tmp_path, capsys):
+    """``lint REPO/NAME``: before, "no ONNX model found in repo/m" although m/1/model.onnx was there."""
+    from tritongen import lint
+    from tritongen.errors import TritongenError
+
+    repo = tmp_path / "repo"
+    for name in ("m", "other"):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+        _relu(repo / name / "1" / "model.onnx")
+    reports = lint(repo / "m")
+    assert [r.path for r in reports] == [repo / "m" / "1" / "model.onnx"]
+    main(["lint", str(repo / "m")])
+    out = capsys.readouterr().out
+    assert "m/1/model.onnx" in out and "other" not in out
+    (repo / "ens" / "1").mkdir(parents=True)  # an ensemble's folder: no ONNX of its own, its step named
+    (repo / "ens" / "config.pbtxt").write_text('name: "ens"\nplatform: "ensemble"\n')
+    (repo / "ens_model").mkdir()
+    (repo / "ens_model" / "config.pbtxt").write_text('name: "ens_model"\n')
+    with pytest.raises(TritongenError) as err:
+        lint(repo / "ens")
+    assert "holds no ONNX model" in err.value.problem and f"tritongen lint {repo / 'ens_model'}" in err.value.fix

@@ -526,12 +526,35 @@ def _next_steps(
 ) -> list[str]:
     """What to type next, for the models users call (an ensemble's steps are left out when it is served); the
     metrics URL is named where perf would not guess it (it guesses port 8002 beside gRPC on 8001). A model no build
-    wrote (``built``: those one did; default all) has no saved samples or reference: its commands take inputs."""
+    wrote (``built``: those one did; default all) has no saved samples or reference: its commands take inputs.
+    The model named is one whose ``infer --check`` works (its newest build saved samples and a reference, or is a
+    text ensemble with an FP32 end-to-end reference), an ensemble's model step where no ensemble has one."""
+    from .end_to_end import END_TO_END_NAME
+    from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, version_numbers
+    from .manifest import read_manifest
+
+    def checkable(model: str) -> bool:  # what infer --check compares against, in the newest version's build
+        versions = version_numbers(repo / model)
+        if not versions:
+            return False
+        artifacts = artifact_dir(repo / model, versions[-1])
+        try:
+            details = read_manifest(repo / model, versions[-1]).details  # infer --check reads its tolerances
+        except TritongenError:
+            return False
+        if (artifacts / END_TO_END_NAME).is_file():  # FP32 PyTorch's answers: only an FP32 model step is held to them
+            spec = details.get("model", {}).get("spec", {}) if isinstance(details.get("model"), dict) else None
+            return isinstance(spec, dict) and str(spec.get("precision", "fp32")) == "fp32"
+        return (artifacts / SAMPLES_NAME).is_file() and (artifacts / REFERENCE_NAME).is_file()
+
     steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
     entry = [m for m in models if m not in steps] or list(models)
     if not entry:
         return []
-    first = next((m for m in entry if built is None or m in built), entry[0])
+    candidates = [m for m in entry + [m for m in models if m not in entry] if built is None or m in built]
+    first = next(
+        (m for m in candidates if checkable(m)), next((m for m in entry if built is None or m in built), entry[0])
+    )
     metrics = f" --metrics-url {metrics_url}" if metrics_url and not _guessed_metrics(grpc_url, metrics_url) else ""
     if built is not None and first not in built:
         return [

@@ -11,10 +11,11 @@ from . import api
 from .errors import TritongenError
 
 
-@click.command(short_help="Check an ONNX file or a repository for TensorRT, offline.")
+@click.command(short_help="Check an ONNX file, a repository or one model for TensorRT, offline.")
 @click.argument("path", type=click.Path(path_type=Path), default="model_repository")
 def lint(path: Path) -> None:
-    """Check an ONNX file, or every model in a repository, for TensorRT offline.
+    """Check an ONNX file, every model in a repository, or one model given as its folder REPO/NAME, for TensorRT
+    offline.
 
     Opset, operators, INT64 tensors, profiles and size.
     """
@@ -41,7 +42,8 @@ def lint(path: Path) -> None:
 )
 @click.option("--rebuild", is_flag=True, help="Build plans again even where the manifest records a current one.")
 def engine(repo: Path, workspace_gb: float | None, optimization_level: int | None, per_cc: bool, rebuild: bool) -> None:
-    """Build model.plan for every model in REPO prepared by `build --target tensorrt` (needs TensorRT and a GPU)."""
+    """Build model.plan for every model in REPO prepared by `build --target tensorrt`, or for one model given as its
+    folder REPO/NAME (needs TensorRT and a GPU)."""
     results = api.engine(
         repo,
         workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,

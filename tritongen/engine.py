@@ -20,6 +20,7 @@ from typing import Any
 from .errors import TritongenError
 from .layout import (
     ARTIFACT_DIR,
+    CONFIG_NAME,
     ENGINE_PLAN_NAME,
     PLAN_FILENAME,
     PREPARED_ONNX,
@@ -206,15 +207,69 @@ def engine_from_onnx(
 
 
 def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
-    """(model folder, version folder, engine.json content) for every model prepared for TensorRT in ``repo``."""
+    """(model folder, version folder, engine.json content) for every model prepared for TensorRT in ``repo``, or
+    for the one model whose folder ``repo`` is (``REPO/NAME``, holding ``config.pbtxt``)."""
     from .lint import engine_plan_from_file  # noqa: PLC0415
 
+    repo = Path(repo)
+    pattern = f"*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}"
     found = []
-    for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
+    for plan in sorted(repo.glob(pattern if is_model_folder(repo) else f"*/{pattern}")):
         version_dir = plan.parent.parent
         if version_dir.name.isdigit():
             found.append((version_dir.parent, version_dir, engine_plan_from_file(plan)))
     return found
+
+
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` is one model's folder (``REPO/NAME``: it holds ``config.pbtxt``), not a repository."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def _not_prepared(path: Path) -> TritongenError:
+    """The error for a repository, or a model folder, with no model prepared for TensorRT."""
+    fix = (
+        "build with `tritongen build ... --target tensorrt` first "
+        f"(it writes <model>/<version>/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME})"
+    )
+    if not is_model_folder(path):
+        return TritongenError(f"no model in {path} is prepared for TensorRT", fix)
+    step = path.parent / f"{path.name}_model"
+    if is_model_folder(step) and engine_models(step):
+        fix = f"its model step is the one to build: tritongen engine {step}"
+    return TritongenError(f"model {path.name} ({path}) is not prepared for TensorRT", fix)
+
+
+def token_profile_warnings(model_dir: Path, profiles: list[Profile]) -> list[str]:
+    """For the model step ``<ensemble>_model`` of a text ensemble: a warning for each profile that ends an input
+    below the ``max_length`` its tokenizer step (``<ensemble>_preprocess``) truncates at, since the engine refuses
+    every longer text (builds before the profile took ``max_length`` wrote ``--max-dim``'s default 128 there)."""
+    from .validate import config_from_text  # noqa: PLC0415
+
+    name = model_dir.name
+    config = model_dir.parent / f"{name.removesuffix('_model')}_preprocess" / CONFIG_NAME
+    if not name.endswith("_model") or not config.is_file():
+        return []
+    try:
+        parameters = config_from_text(config_text(config), str(config)).parameters
+        max_length = int(parameters["max_length"].string_value) if "max_length" in parameters else 0
+    except (TritongenError, ValueError):
+        return []
+    out = []
+    for k, profile in enumerate(profiles):
+        for tensor, shapes in profile.items() if isinstance(profile, dict) else ():
+            top_dims = shapes.get("max") if isinstance(shapes, dict) else None
+            sizes = [d for d in top_dims[1:] if type(d) is int] if isinstance(top_dims, list) else []
+            top = min(sizes or [max_length])  # the dims after the batch dimension
+            if top < max_length:
+                out.append(
+                    f"warning: {name}'s TensorRT profile {k} takes {tensor} up to {top} tokens, but "
+                    f"{config.parent.name} sends up to {max_length} (its tokenizer's max_length): the engine will "
+                    f"refuse texts of {top + 1} to {max_length} tokens; rebuild the ensemble with --max-dim "
+                    f"{max_length} (or a --dim-range ending at {max_length})"
+                )
+                break
+    return out
 
 
 def plan_is_current(engines: Any, version_dir: Path, compute_capability: str, tensorrt_version: str) -> bool:
@@ -238,7 +293,8 @@ def engines_from_repository(
     rebuild: bool = False,
     progress=None,
 ) -> list[EngineResult]:
-    """Build ``model.plan`` for every prepared model in ``repo`` and record TensorRT version + compute capability.
+    """Build ``model.plan`` for every prepared model in ``repo`` (or for the one model whose folder ``repo`` is,
+    ``REPO/NAME``) and record TensorRT version + compute capability.
 
     With ``per_cc`` the plan is saved as ``model.<cc>.plan`` and listed in the config's ``cc_model_filenames``
     so one repository can carry plans for several GPU generations. A model whose manifest records a current
@@ -250,11 +306,12 @@ def engines_from_repository(
     repo = Path(repo)
     models = engine_models(repo)
     if not models:
-        raise TritongenError(
-            f"no model in {repo} is prepared for TensorRT",
-            "build with `tritongen build ... --target tensorrt` first "
-            "(it writes <model>/<version>/tritongen/engine.json)",
-        )
+        raise _not_prepared(repo)
+    if is_model_folder(repo):  # REPO/NAME: that one model; the timing cache stays the repository's
+        repo = repo.parent
+    for model_dir, _, plan in models:
+        for line in token_profile_warnings(model_dir, plan["profiles"]):
+            say(line)
     trt_version = require_tensorrt()
     results = []
     for model_dir, version_dir, plan in models:

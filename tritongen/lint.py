@@ -265,21 +265,39 @@ def _bare_name(value: Any) -> bool:
 
 
 def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
-    """(ONNX file, profiles or None) for an ONNX file, or for every model in a repository."""
-    from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME
+    """(ONNX file, profiles or None) for an ONNX file, for one model's folder (``REPO/NAME``, holding
+    ``config.pbtxt``: each of its versions), or for every model in a repository."""
+    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME
 
     path = Path(path)
     if path.is_file():
         plan = path.parent / ENGINE_PLAN_NAME
         return [(path, engine_plan_from_file(plan)["profiles"] if plan.is_file() else None)]
+    if not path.is_dir():
+        raise TritongenError(
+            f"{path} does not exist", "pass an .onnx file, a model repository or one model's folder in it (REPO/NAME)"
+        )
+    model_folder = (path / CONFIG_NAME).is_file()
     found = []
-    for version_dir in sorted(p for p in path.glob("*/*") if p.is_dir() and p.name.isdigit()):
+    for version_dir in sorted(p for p in path.glob("*" if model_folder else "*/*") if p.is_dir() and p.name.isdigit()):
         plan = version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME
         if plan.is_file():
             content = engine_plan_from_file(plan)
             found.append((version_dir / ARTIFACT_DIR / content["onnx"], content["profiles"]))
         elif (version_dir / "model.onnx").is_file():
             found.append((version_dir / "model.onnx", None))
+    if not found and model_folder:
+        step = path.parent / f"{path.name}_model"
+        raise TritongenError(
+            f"model folder {path} holds no ONNX model (no <version>/model.onnx, no <version>/{ARTIFACT_DIR}/"
+            f"{ENGINE_PLAN_NAME})",
+            f"its model step is the one to lint: tritongen lint {step}"
+            if (step / CONFIG_NAME).is_file()
+            else "pass an .onnx file, or a model folder or repository built by tritongen",
+        )
     if not found:
-        raise TritongenError(f"no ONNX model found in {path}", "pass an .onnx file or a repository built by tritongen")
+        raise TritongenError(
+            f"no ONNX model found in {path}",
+            "pass an .onnx file, a repository built by tritongen, or one model's folder in it (REPO/NAME)",
+        )
     return found

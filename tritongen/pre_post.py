@@ -28,7 +28,7 @@ from typing import Any
 from .errors import TritongenError
 from .files import read_problem, regular_bytes
 from .names import check_labels
-from .spec import TensorSpec, tensor_spec_from_arg
+from .spec import BuildSpec, TensorSpec, tensor_spec_from_arg
 from .templates import render, template_path
 
 TEXT_INPUT = "TEXT"
@@ -86,6 +86,47 @@ def text_preprocess_step(
         parameters={"max_length": str(max_length), "max_text_bytes": str(max_text_bytes)},
         files=files,
     )
+
+
+def model_spec_for_tokenizer(spec: BuildSpec, max_length: int) -> BuildSpec:
+    """The model step's :class:`~tritongen.spec.BuildSpec` of a text ensemble, its TensorRT profile able to take
+    what the tokenizer step sends: up to ``max_length`` tokens (the tokenizer truncates there), in every ``-1``
+    dimension of the token inputs.
+
+    The profile's MAX of such a dimension is its ``--dim-range`` MAX, else ``--max-dim`` (default 128,
+    :mod:`tritongen.dim_ranges`): the default is raised to ``max_length``; a ``--max-dim`` or a ``--dim-range``
+    MAX given below it is refused, since the engine would refuse every text of more tokens than that. Other
+    targets than ``tensorrt`` have no profile: ``spec`` is returned as it is."""
+    import dataclasses
+
+    from .spec import DEFAULT_MAX_DYNAMIC_DIM
+
+    if spec.target != "tensorrt":
+        return spec
+    given = {(r.input, r.axis): r for r in spec.dim_ranges}
+    unranged = []
+    for t in spec.inputs:
+        for axis in t.dynamic_axes:
+            r = given.get((t.name, axis))
+            if r is None:
+                unranged.append((t.name, axis))
+            elif r.max < max_length:
+                raise TritongenError(
+                    f"--dim-range {r.text} ends at {r.max} tokens, but the tokenizer step sends up to {max_length} "
+                    f"(its max_length): the TensorRT engine would refuse texts of {r.max + 1} to {max_length} tokens",
+                    f"give it MAX {max_length}: --dim-range {r.input}:{r.axis}:{r.min}:{r.opt}:{max_length}",
+                )
+    if not unranged or spec.max_dynamic_dim >= max_length:
+        return spec
+    if spec.max_dynamic_dim != DEFAULT_MAX_DYNAMIC_DIM:
+        name, axis = unranged[0]
+        raise TritongenError(
+            f"--max-dim {spec.max_dynamic_dim} is below the {max_length} tokens the tokenizer step sends (its "
+            f"max_length): the TensorRT engine would refuse texts of {spec.max_dynamic_dim + 1} to {max_length} "
+            "tokens",
+            f"pass --max-dim {max_length} (or leave it out), or --dim-range {name}:{axis}:MIN:OPT:{max_length}",
+        )
+    return dataclasses.replace(spec, max_dynamic_dim=max_length)
 
 
 def image_preprocess_step(name: str, settings: Any, output: TensorSpec) -> PythonStep:
