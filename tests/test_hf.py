@@ -4,6 +4,7 @@ user pre/post files, and builds that fail before or after export leaving nothing
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,72 @@ def test_loading_weights_prints_no_progress_bar(capfd):
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "%|" not in err, err[-300:]
     assert transformers.utils.logging.is_progress_bar_enabled()  # the caller's setting is restored
+
+
+def _token_classifier(path: Path) -> Path:
+    """A TorchScript text classifier taking (input_ids, attention_mask), small enough to build in seconds."""
+    import torch
+
+    class TokenMean(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(30522, 8)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, input_ids, attention_mask):
+            mask = attention_mask[..., None].float()
+            return self.fc((self.emb(input_ids) * mask).sum(1) / mask.sum(1))
+
+    torch.manual_seed(0)
+    ids, mask = torch.randint(0, 30522, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    torch.jit.save(torch.jit.trace(TokenMean().eval(), (ids, mask)), str(path))
+    return path
+
+
+def test_model_inputs_the_tokenizer_does_not_give_are_one_error_line(tmp_path, capsys):
+    """A model file whose inputs are not named like the tokenizer's outputs: one error line naming both, before any
+    export (it was a KeyError traceback from the parity samples)."""
+    from tritongen.cli import main
+    from tritongen.hf import text_samples
+
+    model = _token_classifier(tmp_path / "tc.pt")
+    for inputs, first in ((["x:FP32:16"], "x"), (["ids:INT64:-1", "mask:INT64:-1"], "ids")):
+        args = ["build", str(model), "--repo", str(tmp_path / "repo"), "--name", "e", "--tokenizer", str(minilm_dir())]
+        with pytest.raises(SystemExit) as exit_info:
+            main(args + [a for i in inputs for a in ("--input", i)])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error:")] == [
+            f"error: the tokenizer gives input_ids, token_type_ids, attention_mask but the model takes "
+            f"{', '.join(i.split(':')[0] for i in inputs)} ('{first}' is not a tokenizer output): name the model "
+            "inputs like the tokenizer's outputs (e.g. --input input_ids:INT64:-1 --input attention_mask:INT64:-1), "
+            "or pass --preprocess my_pre.py to make the model's inputs yourself"
+        ]
+        assert not (tmp_path / "repo").exists()
+    with pytest.raises(TritongenError, match="'pixel_values' is not a tokenizer output"):
+        text_samples(minilm_dir(), ("input_ids", "pixel_values"), 16)
+
+
+@pytest.mark.parametrize("options", [{"precision": "fp16"}, {"precision": "fp16", "target": "tensorrt"}])
+def test_ensemble_stage_numbers_count_every_stage(tmp_path, options):
+    """[i/n]: n counts the precision and TensorRT stages of the model step too (an fp16 ensemble printed [10/9])."""
+    model = _token_classifier(tmp_path / "tc.pt")
+    lines: list[str] = []
+    spec = build_spec_from_options(
+        model,
+        name="tc",
+        repo=tmp_path / "repo",
+        tokenizer=minilm_dir(),
+        task="text-classification",
+        max_batch_size=4,
+        **options,
+    )
+    build_ensemble(spec, progress=lines.append)
+    numbers = [tuple(map(int, m.groups())) for m in (re.match(r"\[(\d+)/(\d+)\] ", line) for line in lines) if m]
+    totals = {total for _, total in numbers}
+    assert len(totals) == 1 and [i for i, _ in numbers] == list(range(1, totals.pop() + 1)), numbers
+    if options.get("target") == "tensorrt":  # the profile takes every length the tokenizer step sends
+        engine = json.loads((tmp_path / "repo" / "tc_model" / "1" / "tritongen" / "engine.json").read_text())
+        pre = (tmp_path / "repo" / "tc_preprocess" / "config.pbtxt").read_text()
+        max_length = int(re.search(r'key: "max_length"\s*value \{ string_value: "(\d+)"', pre).group(1))
+        assert max_length > 128 and engine["profiles"][0]["input_ids"]["max"] == [4, max_length]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,9 @@ def test_bad_calibration_data(tmp_path, conv):
     np.savez(tmp_path / "nan.npz", x=nan)
     assert "NaN" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "nan.npz").problem
     (tmp_path / "lines.txt").write_text("a sentence\n" * 40)
-    assert "tokenizer" in _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "lines.txt").problem
+    lines = _bad(tmp_path, conv, precision="int8", calib_data=tmp_path / "lines.txt")
+    assert "is text, but the model takes an image (x FP32 [3, 32, 32])" in lines.problem
+    assert "folder of images" in lines.fix
 
 
 def test_precision_the_target_cannot_do(tmp_path, conv, conv_calib):
@@ -240,6 +243,59 @@ def test_precision_the_target_cannot_do(tmp_path, conv, conv_calib):
         _conv_spec(conv, tmp_path / "repo", precision="int4")
     with pytest.raises(TritongenError, match="min-cosine"):
         _conv_spec(conv, tmp_path / "repo", precision="fp16", min_cosine=1.5)
+
+
+def test_guard_options_without_a_precision_are_refused(tmp_path, conv, conv_calib):
+    """An FP32 build has no variant and no guard: calibration data and guard bars given to it would be ignored."""
+    for options, flags in (
+        ({"calib_data": conv_calib}, "--calib-data"),
+        ({"min_cosine": 0.95}, "--min-cosine"),
+        ({"min_top1": 0.9}, "--min-top1"),
+        ({"calib_method": "minmax"}, "--calib-method"),
+        ({"calib_data": conv_calib, "min_top1": 0.9}, "--calib-data/--min-top1"),
+    ):
+        with pytest.raises(TritongenError) as err:
+            _conv_spec(conv, tmp_path / "repo", **options)
+        assert err.value.problem.startswith(f"{flags} set the --precision fp16/int8 variant's"), options
+        assert "this build is fp32" in err.value.problem and "add --precision int8 (or fp16)" in err.value.fix
+    with pytest.raises(TritongenError, match="an fp16 variant is not calibrated"):
+        _conv_spec(conv, tmp_path / "repo", precision="fp16", calib_method="entropy")
+    assert _conv_spec(conv, tmp_path / "repo", precision="fp16", calib_data=conv_calib, min_top1=0.9).min_top1 == 0.9
+
+
+def test_a_failed_abs_error_bar_says_to_raise_it_to_the_measured_error_and_why_retries_were_skipped(tmp_path):
+    """A --max-abs-error bar out of reach: every layer alone already costs more than the bar allows, so the guard
+    stops after one build and says so; the fix gives the measured error as the bar to raise to, and that bar builds."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    path = factories.save_model(model, tmp_path / "mlp.pt", "torchscript-trace", (torch.randn(2, 16),))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
+
+    def spec(bar: str, name: str):
+        return build_spec_from_options(
+            path,
+            inputs=["x:FP32:16"],
+            outputs=["y"],
+            max_batch_size=8,
+            repo=tmp_path / "repo",
+            name=name,
+            target="onnxruntime",
+            precision="int8",
+            calib_data=calib,
+            max_abs_error=[f"y={bar}"],
+        )
+
+    with pytest.raises(TritongenError) as err:
+        build(spec("1e-9", "tight"))
+    problem, fix, details = err.value.problem, err.value.fix, err.value.details
+    assert "after 1 attempt(s) of up to 4 (retries skipped: all 2 layer(s) would have to stay in FP32" in problem
+    assert "retries skipped: all 2 layer(s)" in details and "by the measured sensitivities" in details
+    assert "raise --max-abs-error for y to its measured max abs error" in fix and "--min-cosine" not in fix
+    measured = float(re.search(r"measured max abs error (\S+):", fix).group(1))
+    suggested = re.search(r"--max-abs-error y=(\S+);", fix).group(1)
+    assert float(suggested) >= measured > 1e-9
+    assert json.loads(build(spec(suggested, "met")).manifest_path.read_text())["precision"]["ok"]
 
 
 def test_image_folder_calibration(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,37 @@ def test_a_bar_for_an_output_the_model_does_not_have_is_refused_once_the_outputs
     with pytest.raises(TritongenError, match=r"--max-abs-error names 'nope', which is not an output of the model \("):
         build(spec)
     assert not (tmp_path / "repo" / "lin").exists()
+
+
+def _shown(failure: str, what: str) -> tuple[str, str, str]:
+    """(value, sign, bar) as a failure line prints them after ``what``."""
+    found = re.search(re.escape(what) + r" (\S+) ([<>]) (\S+)", failure)
+    assert found, failure
+    return found.group(1), found.group(2), found.group(3)
+
+
+def test_failures_print_enough_digits_for_the_comparison_to_read_true():
+    """A measured 0.99988 against 0.99999 reads 0.99988 < 0.99999 (not 0.9999 < 0.99999), a top-1 of 0.99995
+    against 0.99999 does not read 1.0000, an error of 1.00004e-09 against 1e-09 does not read 1e-09 > 1e-09, and a
+    bar of 0.99999999 is not printed as 1."""
+    angle = np.arccos(0.99988)
+    want = np.tile(np.array([[1.0, 0.0]]), (8, 1))
+    got = np.tile(np.array([[np.cos(angle), np.sin(angle)]]), (8, 1))
+    for bar in (0.99999, 0.99999999):
+        report = accuracy_from_outputs(["y"], [[got]], [[want]], bar)
+        value, sign, shown_bar = _shown(next(f for f in report.failures() if "mean cosine" in f), "mean cosine")
+        assert float(value) < float(shown_bar) and sign == "<" and float(shown_bar) == pytest.approx(bar, abs=1e-12)
+        decimals = len(shown_bar.split(".")[1])
+        assert abs(float(value) - report.outputs[0].cosine_mean) <= 0.5 * 10.0**-decimals, (value, shown_bar)
+        assert f"mean cosine >= {shown_bar}," in report.table()
+    classes = np.zeros((20000, 2))
+    classes[:, 0] = 1.0
+    flipped = classes.copy()
+    flipped[0] = [0.0, 1.0]  # one of 20000 disagrees: top-1 0.99995
+    report = accuracy_from_outputs(["y"], [[flipped]], [[classes]], 0.5, 0.99999)
+    value, _, shown_bar = _shown(next(f for f in report.failures() if "top-1" in f), "top-1 agreement")
+    assert float(value) < float(shown_bar) and float(value) == pytest.approx(0.99995)
+    zeros = np.zeros((4, 3))
+    report = accuracy_from_outputs(["y"], [[zeros + 1.00004e-9]], [[zeros]], 0.5, max_abs_error={"y": 1e-9})
+    value, sign, shown_bar = _shown(report.failures()[0], "max abs error")
+    assert sign == ">" and float(value) > float(shown_bar) == 1e-9

@@ -921,7 +921,8 @@ def engine(
     rebuild: bool = False,
     progress: Progress | None = None,
 ) -> list[EngineResult]:
-    """Build ``model.plan`` for every model in ``repo`` prepared by ``build(..., target="tensorrt")``.
+    """Build ``model.plan`` for every model in ``repo`` prepared by ``build(..., target="tensorrt")`` (``repo`` may
+    be one model's folder, ``REPO/NAME``: that model only).
 
     ``workspace_bytes``: the builder's workspace limit (``tritongen engine --workspace-gb`` times 2**30; default:
     the model's ``engine.json``, 4 GiB). ``optimization_level``: the builder optimization level 0-5
@@ -945,7 +946,8 @@ def engine(
 
 @_checked()
 def lint(path: PathLike = "model_repository") -> list[Any]:
-    """Check an ONNX file, or every model of a repository, for TensorRT offline; one report per model."""
+    """Check an ONNX file, every model of a repository, or one model's folder (``REPO/NAME``) for TensorRT
+    offline; one report per model."""
     from .lint import lint_from_onnx, lint_targets
 
     return [lint_from_onnx(onnx_path, profiles) for onnx_path, profiles in lint_targets(Path(path))]

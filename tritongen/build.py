@@ -132,6 +132,14 @@ class StagedModel:
     fallback: str = ""  # why the first exporter was not used
 
 
+def stage_model_steps(spec: BuildSpec, loaded: bool = False) -> int:
+    """How many :class:`Stages` :func:`stage_model` runs for ``spec`` (``loaded``: the module is given, so no
+    loading stage): load, samples, export, reference, parity gate, files, and the state, precision and TensorRT
+    stages where ``spec`` asks for them. Builders add their own stages to it."""
+    optional = bool(spec.state_from_attributes) + (spec.precision != "fp32") + (spec.target == "tensorrt")
+    return 6 - loaded + optional
+
+
 def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, loaded=None) -> StagedModel:
     """Load (unless ``loaded`` is given), export, gate and write ``stage/<spec.name>/`` for one ONNX model.
 
@@ -560,14 +568,7 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
     check_model_name(spec.name)
     _check_names(spec)
     plan = plan_install(spec)
-    stages = Stages(
-        progress,
-        8
-        - (loaded is not None)
-        + (spec.precision != "fp32")
-        + (spec.target == "tensorrt")
-        + bool(spec.state_from_attributes),
-    )
+    stages = Stages(progress, stage_model_steps(spec, loaded is not None) + 2)  # + validating, installing
     if plan.mode == "new_version" and is_tuned_config(plan.model_dir / CONFIG_NAME):
         stages.progress(
             f"      note: {spec.name}/{CONFIG_NAME} was written by tritongen tune; this build replaces it with its own "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .build import Stages
+from .build import Stages, stage_model_steps
 from .config import batching_text, preferred_batch_sizes
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel
@@ -26,6 +26,7 @@ from .pre_post import (
     PythonStep,
     custom_step_from_code,
     image_preprocess_step,
+    model_spec_for_tokenizer,
     postprocess_step,
     python_step_config_text,
     stage_python_step,
@@ -155,6 +156,7 @@ def _post_choice(spec: BuildSpec, task: str | None) -> str:
 
 def _source_from_spec(spec: BuildSpec) -> _Source:
     from .hf import (
+        check_tokenizer_gives,
         hf_model_from_folder,
         is_hf_folder,
         labels_from_config,
@@ -196,6 +198,7 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
         text = text_settings_from_folder(spec.tokenizer, config, None, accepts=("input_ids", "attention_mask"))
         tokenizer_dir, max_length = spec.tokenizer, text.max_length
         inputs = spec.inputs or tuple(TensorSpec(n, "INT64", (-1,)) for n in text.model_input_names)
+        check_tokenizer_gives(inputs, text.tokenizer_outputs)  # before any export work
         labels = labels_from_config(config) if task == "text-classification" else ()
         model_spec = dataclasses.replace(model_spec, inputs=inputs, labels=labels)
     elif pre == "image":
@@ -221,6 +224,8 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
             "neither pre- nor post-processing is chosen, so there is no ensemble to build",
             "pass --preprocess/--postprocess (or --task), or build the model on its own",
         )
+    if pre == "tokenizer":  # a TensorRT profile takes every length the tokenizer step sends
+        model_spec = model_spec_for_tokenizer(model_spec, max_length)
     return _Source(
         model_spec=model_spec,
         hf=hf,
@@ -370,7 +375,8 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     ]
     rebuilt = frozenset(names[r] for r in roles)  # steps of this ensemble may be replaced together with it
     plans = {r: plan_install(dataclasses.replace(spec, name=names[r]), rebuilt) for r in roles}  # conflicts up front
-    stages = Stages(progress, 9)
+    # stage_model's stages (loading counted there, or here for a Hugging Face folder) + steps, validating, installing
+    stages = Stages(progress, stage_model_steps(source.model_spec) + 3)
     with staging_dir(plans["ensemble"]) as stage:
         model_spec = _model_samples(source, stage / WORK_DIR)
         loaded = (

@@ -149,6 +149,20 @@ class TextSettings:
     tokenizer_dir: Path
     model_input_names: tuple[str, ...]  # in forward() order: input_ids, attention_mask[, token_type_ids]
     max_length: int
+    tokenizer_outputs: tuple[str, ...] = ()  # every tensor the tokenizer gives (its model_input_names)
+
+
+def check_tokenizer_gives(inputs: tuple[TensorSpec, ...], tokenizer_outputs: tuple[str, ...]) -> None:
+    """Every model input must be one of the tokenizer's outputs, since the pre-processing step (and the parity
+    samples) feed the model what the tokenizer gives, by name; else one :class:`TritongenError` naming both."""
+    missing = [t.name for t in inputs if t.name not in tokenizer_outputs]
+    if missing:
+        raise TritongenError(
+            f"the tokenizer gives {', '.join(tokenizer_outputs) or 'nothing'} but the model takes "
+            f"{', '.join(t.name for t in inputs)} ('{missing[0]}' is not a tokenizer output)",
+            "name the model inputs like the tokenizer's outputs (e.g. --input input_ids:INT64:-1 "
+            "--input attention_mask:INT64:-1), or pass --preprocess my_pre.py to make the model's inputs yourself",
+        )
 
 
 def tokenizer_from_folder(folder: Path):
@@ -215,7 +229,12 @@ def text_settings_from_folder(
         model_max = int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
         positions = _config_count(model_config, "max_position_embeddings", model_folder)
         limits = [min(v for v in (model_max, positions or model_max, 100_000) if v > 0)]
-    return TextSettings(tokenizer_dir=Path(tokenizer_dir), model_input_names=tuple(names), max_length=min(limits))
+    return TextSettings(
+        tokenizer_dir=Path(tokenizer_dir),
+        model_input_names=tuple(names),
+        max_length=min(limits),
+        tokenizer_outputs=tuple(str(n) for n in tokenizer.model_input_names),
+    )
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
@@ -253,6 +272,7 @@ def text_samples(
     encoded = tokenizer_from_folder(tokenizer_dir)(
         sentences, padding="longest", truncation=True, max_length=max_length, return_tensors="np"
     )
+    check_tokenizer_gives(tuple(TensorSpec(n, "INT64", (-1,)) for n in names), tuple(encoded.keys()))
     return {n: np.asarray(encoded[n]).astype(np.int64) for n in names}
 
 

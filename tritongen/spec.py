@@ -276,6 +276,27 @@ class BuildSpec:
             raise TritongenError(
                 f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}"
             )
+        guard_options = [
+            flag
+            for flag, given in (
+                ("--calib-data", self.calib_data is not None),
+                ("--calib-method", self.calib_method != "auto"),
+                ("--min-cosine", self.min_cosine != DEFAULT_MIN_COSINE),
+                ("--min-top1", self.min_top1 is not None),
+            )
+            if given
+        ]
+        if chosen == "fp32" and guard_options:  # an FP32 build has no variant and no accuracy guard to apply them to
+            raise TritongenError(
+                f"{'/'.join(guard_options)} set the --precision fp16/int8 variant's calibration and accuracy guard, "
+                "and this build is fp32",
+                f"add --precision int8 (or fp16), or drop {'/'.join(guard_options)}",
+            )
+        if chosen == "fp16" and self.calib_method != "auto":
+            raise TritongenError(
+                "--calib-method sets INT8 calibration, and an fp16 variant is not calibrated",
+                "drop --calib-method, or use --precision int8",
+            )
         if chosen == "int8" and self.calib_data is None:
             raise TritongenError(
                 "--precision int8 needs calibration data",

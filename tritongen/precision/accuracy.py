@@ -23,11 +23,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 ROW_ERROR_OF_RANGE = 0.1  # default row error bar: 10% of the output's FP32 range, as an error-vector length
+
+
+def bar_text(bar: float) -> str:
+    """A bar as given, to 12 significant digits: 0.99999999 stays 0.99999999 (``:g`` would print 1)."""
+    return f"{bar:.12g}"
+
+
+def compared(value: float, sign: str, bar: float, style: str = "f") -> str:
+    """``"value sign bar"`` (``sign`` ``<`` or ``>``, which holds) with as many digits as it takes to read true:
+    a mean cosine of 0.99988 against 0.99999 shows as ``0.99988 < 0.99999``, not ``0.9999 < 0.99999``. ``style``:
+    ``f`` (decimals, from 4) or ``g`` (significant digits, from 4)."""
+    holds = (lambda a, b: a < b) if sign == "<" else (lambda a, b: a > b)
+    shown_bar = bar_text(bar)
+    own = 0  # at least the bar's own digits: 0.99999 is met with 0.99988, not 0.9999
+    if np.isfinite(bar):
+        decimal = Decimal(shown_bar).as_tuple()
+        own = len(decimal.digits) if style == "g" else -int(decimal.exponent)
+    for digits in range(max(4, own), 18):
+        shown = f"{value:.{digits}{style}}"
+        if holds(float(shown), float(shown_bar)):
+            return f"{shown} {sign} {shown_bar}"
+    return f"{float(value)!r} {sign} {float(bar)!r}"
 
 
 @dataclass(frozen=True)
@@ -93,18 +116,19 @@ class AccuracyReport:
             if o.max_abs_error_bar is not None:
                 if o.max_abs_err > o.max_abs_error_bar:
                     problems.append(
-                        f"{o.output}: max abs error {o.max_abs_err:.4g} > {o.max_abs_error_bar:g} (--max-abs-error)"
+                        f"{o.output}: max abs error {compared(o.max_abs_err, '>', o.max_abs_error_bar, 'g')} "
+                        "(--max-abs-error)"
                     )
                 continue
             if o.cosine_mean < self.min_cosine:
-                problems.append(f"{o.output}: mean cosine {o.cosine_mean:.4f} < {self.min_cosine:g}")
+                problems.append(f"{o.output}: mean cosine {compared(o.cosine_mean, '<', self.min_cosine)}")
             if o.cosine_min_gated is not None and o.cosine_min_gated < floor:
                 problems.append(
-                    f"{o.output}: min cosine {o.cosine_min_gated:.4f} < {floor:g} on a sample whose error is longer "
-                    f"than {o.row_error_bar:.4g} ({ROW_ERROR_OF_RANGE:.0%} of its FP32 range)"
+                    f"{o.output}: min cosine {compared(o.cosine_min_gated, '<', floor)} on a sample whose error is "
+                    f"longer than {o.row_error_bar:.4g} ({ROW_ERROR_OF_RANGE:.0%} of its FP32 range)"
                 )
             if self.min_top1 is not None and o.top1 is not None and o.top1 < self.min_top1:
-                problems.append(f"{o.output}: top-1 agreement {o.top1:.4f} < {self.min_top1:g}")
+                problems.append(f"{o.output}: top-1 agreement {compared(o.top1, '<', self.min_top1)}")
         if self.min_top1 is not None and self.top1 is None:
             problems.append("--min-top1 is set but no output is shaped [batch, classes]")
         return problems
@@ -124,9 +148,9 @@ class AccuracyReport:
                 f"{o.output:<20} {o.samples:>7} {o.max_abs_err:>12.3g} {o.max_rel_err:>12.3g} "
                 f"{o.cosine_mean:>9.5f} {o.cosine_min:>9.5f} {top1:>7}"
             )
-        bar = f"(bar: mean cosine >= {self.min_cosine:g}, min cosine >= {self.min_cosine - 0.01:g}"
-        rows.append(bar + (f", top-1 >= {self.min_top1:g})" if self.min_top1 is not None else ")"))
-        given = [f"{o} <= {v:g}" for o, v in self.max_abs_errors().items()]
+        bar = f"(bar: mean cosine >= {bar_text(self.min_cosine)}, min cosine >= {bar_text(self.min_cosine - 0.01)}"
+        rows.append(bar + (f", top-1 >= {bar_text(self.min_top1)})" if self.min_top1 is not None else ")"))
+        given = [f"{o} <= {bar_text(v)}" for o, v in self.max_abs_errors().items()]
         if given:
             rows.append("(judged by max abs error instead: " + ", ".join(given) + ")")
         return "\n".join(rows)

@@ -2,10 +2,11 @@
 
 ``--calib-data`` may be an ``.npz`` file or a folder of them (one array per model input, batch axis first
 for batching models, or one sample per file without batching), or a text file with one sentence per line
-for models with a tokenizer (``--tokenizer DIR``, a Hugging Face tokenizer folder), or a folder of images for
-a model with one image input ``[3, H, W]`` (resized to H x W, RGB, scaled to [0, 1], then normalised with the
-``image_mean``/``image_std`` of a Hugging Face ``preprocessor_config.json`` when one is given). Every 4th sample is held
-out: the accuracy guard measures on samples that calibration never saw.
+for models with a tokenizer (``--tokenizer DIR``, a Hugging Face tokenizer folder; UTF-8, lines split on ``\n``
+alone), or a folder of images for a model with one image input ``[3, H, W]``, H and W fixed (resized to H x W,
+RGB, scaled to [0, 1], then normalised with the ``image_mean``/``image_std`` of a Hugging Face
+``preprocessor_config.json`` when one is given). Every 4th sample is held out: the accuracy guard measures on
+samples that calibration never saw.
 """
 
 from __future__ import annotations
@@ -123,7 +124,46 @@ def _items_from_npz(
     return items
 
 
+def _described(inputs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{t.name} {t.dtype} {list(t.dims)}" for t in inputs)
+
+
+def _is_image_input(inputs: tuple[TensorSpec, ...]) -> bool:
+    """One float input shaped [3, H, W] (H and W fixed or not): what a folder of images can calibrate."""
+    return (
+        len(inputs) == 1
+        and len(inputs[0].dims) == 3
+        and inputs[0].dims[0] == 3
+        and numpy_dtype(inputs[0].dtype).kind == "f"
+    )
+
+
+def _utf8_lines(raw: bytes, path: Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text, split on "\n" alone (a trailing "\r" dropped), so that form feeds,
+    separators and U+2028 inside a line do not make samples; bytes that are not UTF-8 are a :class:`TritongenError`."""
+    try:
+        text = raw.decode("utf-8-sig")  # a byte order mark is no part of the first sample
+    except UnicodeDecodeError as exc:
+        raise TritongenError(
+            f"calibration text file {path} is not UTF-8 text (byte {exc.start} is {raw[exc.start : exc.start + 1]!r})",
+            "give a UTF-8 text file with one sample per line, or .npz samples",
+        ) from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return [line.strip() for line in lines if line.strip()]
+
+
 def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, tokenizer: Path | None) -> list[Arrays]:
+    if not all(numpy_dtype(t.dtype).kind in "iu" for t in inputs):  # a tokenizer gives integer token ids
+        if _is_image_input(inputs):
+            raise TritongenError(
+                f"calibration data {path.name} is text, but the model takes an image ({_described(inputs)})",
+                "calibrate an image model with a folder of images (.jpg, .png, ...) or an .npz of input arrays",
+            )
+        raise TritongenError(
+            f"calibration data {path.name} is text, but the model's inputs are not a tokenizer's token ids "
+            f"({_described(inputs)})",
+            "give .npz samples with one array per model input",
+        )
     if tokenizer is None:
         raise TritongenError(
             f"calibration data {path.name} is text, which needs a tokenizer",
@@ -141,7 +181,7 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
             f"calibration text file {path} {read_problem(exc)}",
             "give a readable text file with one sample per line (a few hundred lines are enough)",
         ) from None
-    lines = [line.strip() for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
+    lines = _utf8_lines(raw, path)
     if not lines:
         raise TritongenError(f"calibration text file {path} has no non-empty lines", "write one sample text per line")
     try:
@@ -178,13 +218,20 @@ def _items_from_images(
 ) -> list[Arrays]:
     from PIL import Image
 
-    image_inputs = [t for t in inputs if len(t.dims) == 3 and t.dims[0] == 3 and -1 not in t.dims[1:]]
-    if len(inputs) != 1 or not image_inputs or numpy_dtype(inputs[0].dtype).kind != "f":
+    if not _is_image_input(inputs):
         raise TritongenError(
-            f"calibration folder {folder} holds images, but the model does not take one image [3, H, W] (float)",
+            f"calibration folder {folder} holds images, but the model does not take one image [3, H, W] (float): "
+            f"it takes {_described(inputs)}",
             "give .npz samples with one array per model input",
         )
-    t = image_inputs[0]
+    t = inputs[0]
+    if -1 in t.dims[1:]:
+        raise TritongenError(
+            f"calibration folder {folder} holds images, but the model's image input {_described(inputs)} has a "
+            "variable height or width, and a folder of images calibrates a fixed H x W only",
+            f"give an .npz with an array '{t.name}' of shape [N, 3, H, W] ({numpy_dtype(t.dtype)}; a folder of "
+            "such .npz files for several sizes), or declare H and W with --input",
+        )
     height, width = t.dims[1], t.dims[2]
     mean = std = None
     if preprocessor is not None and (preprocessor / "preprocessor_config.json").is_file():

@@ -7,12 +7,15 @@
 3. Rank the layers by loss per FLOP that keeping them in FP32 would cost (INT8: weight-GEMM FLOPs on a real
    batch; FP16: loss alone) and keep the first k in FP32, with the smallest k whose predicted loss (the sum of
    the remaining layers' losses) fits in three quarters of the allowed loss; measure again; double k on failure,
-   at most ``max_attempts`` builds in all. The kept layers and every attempt's figures are reported; if no attempt
-   passes the build fails with that report. Nothing below the bar is returned.
+   at most ``max_attempts`` builds in all, fewer when an attempt would keep every layer in FP32 (no variant left:
+   the failure says "retries skipped" and why). The kept layers and every attempt's figures are reported; if no
+   attempt passes the build fails with that report, and its fix names the bars that failed with the measured
+   figures (a ``--max-abs-error`` bar to raise to the measured error). Nothing below the bar is returned.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -260,6 +263,11 @@ def guarded_onnx_from_onnx(
         return path, report
 
     path, report = attempt([])
+    skipped, why = "", ""  # why the guard stopped before max_attempts builds, when it did (and the figures)
+    if not report.ok and not variant.candidates:
+        skipped = "the graph has no layer the guard can keep in FP32"
+    elif not report.ok and max_attempts <= 1:
+        skipped = f"at most {max_attempts} build is allowed"
     if not report.ok and variant.candidates and max_attempts > 1:
         probe_batches, probe_ref, rows = [], [], 0
         for b, r in zip(data.eval, reference):
@@ -275,10 +283,23 @@ def guarded_onnx_from_onnx(
         budget = 0.75 * ((1.0 - min_cosine) + (0.0 if min_top1 is None else (1.0 - min_top1)))
         loss = dict(scores)
         order = [n for n, _ in loss_per_flop(scores, variant.flops)] if variant.flops else [n for n, _ in scores]
-        k = max(1, _keep_count([(n, loss[n]) for n in order], budget))
+        predicted = _keep_count([(n, loss[n]) for n in order], budget)
+        k = max(1, predicted)
+        if predicted >= len(order):
+            skipped = f"all {len(order)} layer(s) would have to stay in FP32 to fit the bar"
+            why = (
+                f"by the measured sensitivities (even the last-ranked layer alone, {order[-1]}, loses "
+                f"{loss[order[-1]]:.3g}, beyond the allowed {budget:.3g}), which leaves no {precision} variant to try"
+            )
+        elif k >= len(order):  # one layer, whose predicted loss fits though the measured variant does not
+            skipped = f"the next attempt would keep the only layer, {order[0]}, in FP32"
+            why = f"which leaves no {precision} variant to try"
         while not report.ok and len(attempts) < max_attempts and k < len(order):
             path, report = attempt(order[:k])
             k = max(k + 1, 2 * k)
+        if not report.ok and len(attempts) < max_attempts and k >= len(order) and not skipped:
+            skipped = f"the next attempt would keep all {len(order)} layer(s) in FP32"
+            why = f"(doubling the {len(attempts[-1].kept)} kept), which leaves no {precision} variant to try"
     result = GuardResult(
         precision=precision,
         onnx_path=path,
@@ -298,15 +319,49 @@ def guarded_onnx_from_onnx(
         if result.flops is not None:
             lines.append(result.flops.text())
         lines.append(report.table())
+        if skipped:
+            lines.insert(len(attempts), f"retries skipped: {skipped} {why}".rstrip())
         raise TritongenError(
-            f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)",
+            f"the {precision} variant stays below the accuracy bar after {len(attempts)} attempt(s)"
+            + (f" of up to {max_attempts} (retries skipped: {skipped})" if skipped else ""),
             (
-                "give more or more representative --calib-data, try another --calib-method, "
+                "give more or more representative --calib-data or try another --calib-method; "
                 if precision == "int8"
                 else ""  # FP16 has no calibration: its ranges are the model's own
             )
-            + "lower --min-cosine/--min-top1 or give --max-abs-error OUTPUT=VALUE (outputs whose meaning is absolute) "
-            "if the loss is acceptable, or use a higher --precision",
+            + f"if the loss is acceptable, {_relaxed_bars(report, len(attempts))}; or use a higher --precision",
             details="\n".join(lines),
         )
     return result
+
+
+def _above(value: float) -> str:
+    """``value`` rounded up to two significant digits: a bar the measured value meets."""
+    text = f"{value:.2g}"
+    return text if float(text) >= value else f"{float(text) + 10 ** (math.floor(math.log10(value)) - 1):.2g}"
+
+
+def _relaxed_bars(report: AccuracyReport, attempt: int = 1) -> str:
+    """What to change for ``report`` (of attempt ``attempt``, the last) to pass: raise each failing
+    ``--max-abs-error`` bar to the measured error, lower ``--min-cosine``/``--min-top1`` where those failed."""
+    hints = []
+    over = [
+        o
+        for o in report.outputs
+        if o.max_abs_error_bar is not None and np.isfinite(o.max_abs_err) and o.max_abs_err > o.max_abs_error_bar
+    ]
+    for o in over:
+        hints.append(
+            f"raise --max-abs-error for {o.output} to its measured max abs error {o.max_abs_err:.4g}"
+            + (f" (attempt {attempt})" if attempt > 1 else "")
+            + f": --max-abs-error {o.output}={_above(o.max_abs_err)}"
+        )
+    failures = report.failures()
+    if any("cosine" in f for f in failures):
+        hints.append(
+            f"lower --min-cosine (mean cosine measured {report.cosine_mean:.6g}) or give --max-abs-error OUTPUT=VALUE "
+            "(outputs whose meaning is absolute)"
+        )
+    if any("top-1" in f for f in failures):
+        hints.append("lower --min-top1" + (f" (measured {report.top1:.6g})" if report.top1 is not None else ""))
+    return "; or ".join(hints) if hints else "lower --min-cosine/--min-top1"
