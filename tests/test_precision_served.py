@@ -66,6 +66,27 @@ def test_fp16_on_the_cpu_says_it_may_be_slow_and_int8_does_not(variants):
     assert not any(LOCAL_FP16_NOTE in line for line in said["int8"])
 
 
+def test_an_int8_builds_check_samples_are_held_out_calibration_rows(variants):
+    """infer --check of an INT8 image model failed its own bar: it sent the build's random samples (std 1), outside
+    the range its calibration data covered ([-1, 1] pixels), while the guard had measured held-out calibration
+    samples. The saved samples are now held-out calibration rows, with PyTorch FP32's outputs on them."""
+    import torch
+
+    repo, _ = variants
+    artifacts = repo / "conv_int8" / "1" / "tritongen"
+    sent = arrays_from_npz(artifacts / "samples.npz")["x"]
+    calib = np.load(repo.parent / "calib.npz")["x"]
+    rows = [int(np.flatnonzero((calib == row).all(axis=(1, 2, 3)))[0]) for row in sent]  # each is a calib row
+    assert len(rows) == len(sent) > 1 and all(r % 4 == 3 for r in rows), rows  # every 4th sample is held out
+    net = factories.make_small_conv()
+    net.load_state_dict(torch.load(repo.parent / "conv.pt"))
+    want = net.eval()(torch.from_numpy(sent)).detach().numpy()
+    got = arrays_from_npz(artifacts / "reference_outputs.npz")["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    fp16 = arrays_from_npz(repo / "conv_fp16" / "1" / "tritongen" / "samples.npz")["x"]  # no calibration data
+    assert not any((calib == row).all(axis=(1, 2, 3)).any() for row in fp16)
+
+
 @pytest.mark.server
 def test_served_variants_pass_the_guards_bar_against_pytorch_fp32(variants, server_install, capsys):
     repo, _ = variants

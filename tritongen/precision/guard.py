@@ -52,6 +52,9 @@ class GuardResult:
     sensitivity: tuple[tuple[str, float], ...]  # (layer, loss when converted alone), worst first; empty if not needed
     calibration: dict[str, Any]
     flops: FlopShare | None = None  # INT8: the share of weight-GEMM FLOPs that runs in INT8
+    # calibration data given: the first held-out batch and its FP32 PyTorch outputs, which the build saves as the
+    # samples infer --check sends (data like the guard's, not the build's random samples a calibrated range misses)
+    check_sample: tuple[Mapping[str, np.ndarray], list[np.ndarray]] | None = None
 
     @property
     def kept_layers(self) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ folder, so the repository serves exactly the file whose accuracy the manifest re
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,7 @@ def precision_from_build(
         f"{data.eval_samples} held out for the accuracy guard ({data.source})"
     )
     reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
-    return guarded_onnx_from_onnx(
+    result = guarded_onnx_from_onnx(
         fp32_onnx,
         work,
         spec.precision,
@@ -63,6 +64,9 @@ def precision_from_build(
         int8_form="cpu" if spec.target == "local" else "tensorrt",  # local: ONNX Runtime's CPU integer kernels
         max_abs_error=dict(spec.max_abs_error),
     )
+    if spec.calib_data is None or not data.eval or spec.states:
+        return result
+    return dataclasses.replace(result, check_sample=(data.eval[0], reference[0]))
 
 
 def move_onnx(src: Path, dst_dir: Path) -> Path:
