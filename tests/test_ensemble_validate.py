@@ -101,3 +101,14 @@ def test_generated_ensemble_is_valid(tmp_path):
 def test_broken_generated_ensemble_is_named_by_step_and_tensor(tmp_path, model, old, new, words):
     lines = problems_after(tmp_path, model, old, new)
     assert any(all(w in line for w in words) for line in lines), "\n".join(lines)
+
+
+def test_a_top_k_above_the_classes_is_refused_not_cut():
+    """--top-k 20 on a 10-class classifier built a step answering 10 labels, without a word."""
+    from tritongen.errors import TritongenError
+
+    logits = (TensorSpec("logits", "FP32", (10,)),)
+    assert postprocess_step("c_postprocess", "softmax_topk", logits, top_k=10).parameters["top_k"] == "10"
+    assert postprocess_step("c_postprocess", "softmax_topk", logits).parameters["top_k"] == "5"  # the default
+    with pytest.raises(TritongenError, match="--top-k 20 is more than the model's 10 classes: use --top-k 1 to 10"):
+        postprocess_step("c_postprocess", "softmax_topk", logits, top_k=20)

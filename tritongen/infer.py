@@ -538,7 +538,7 @@ def infer_model(spec: InferSpec) -> InferResult:
                 precision = str(model_spec.get("precision", "fp32"))
                 if precision != "fp32":  # the saved end-to-end answers are FP32 PyTorch's, labels included
                     raise TritongenError(
-                        f"ensemble '{spec.name}' serves a {precision} model step, and its end-to-end reference is "
+                        f"ensemble '{spec.name}' serves an {precision} model step, and its end-to-end reference is "
                         "FP32 PyTorch's (parity tolerances, exact labels)",
                         f"check the model step against the accuracy guard's bar: tritongen infer {spec.name}_model "
                         "--check",

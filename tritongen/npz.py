@@ -116,7 +116,8 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
     if dtype.hasobject:
         raise TritongenError(
             f"sample file {path} holds pickled objects ({what} has dtype {dtype})",
-            "save plain numeric arrays with numpy.savez",
+            "save numbers as numeric arrays, and text (a STRING/BYTES input) as bytes or str arrays "
+            "(np.array([b'a', b'b']) or dtype 'U'), with numpy.savez",
         )
     if dtype.subdtype is not None:  # '(2,)<f4': each item an array, so the data holds more items than the shape says
         raise TritongenError(

@@ -200,6 +200,10 @@ def postprocess_step(
             f"the model has {classes} classes but {len(labels)} labels (id2label)", "make id2label list every class"
         )
     labels = check_labels(labels, "labels")  # the generated model splits labels.txt on b"\n" only
+    if top_k is not None and top_k > classes:  # it was cut to the classes silently
+        raise TritongenError(
+            f"--top-k {top_k} is more than the model's {classes} classes", f"use --top-k 1 to {classes}"
+        )
     k = min(top_k or DEFAULT_TOP_K, classes)
     if k < 1:
         raise TritongenError(f"--top-k {top_k} is below 1", "use --top-k 1 or more")
