@@ -289,6 +289,21 @@ def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkey
     )  # fmt: skip
     assert saved.exit_code == 0 and f"outputs saved: {out}" in saved.output, saved.output
     np.testing.assert_array_equal(np.load(out)["Y"], 2 * x + 1)
+    # --expected: the answers to one's own inputs against one's own outputs, within --atol/--rtol
+    base = ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--repo", str(tmp_path)]
+    np.savez(tmp_path / "want.npz", Y=2 * x + 1 + 1e-6)
+    matched = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "want.npz")])
+    assert matched.exit_code == 0 and "check against the expected outputs given:" in matched.output, matched.output
+    assert "MATCH" in matched.output and "|served - expected| <= 0.0001 + 0.001" in matched.output
+    np.savez(tmp_path / "off.npz", Y=2 * x + 1.01)
+    off = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "off.npz")])
+    assert isinstance(off.exception, TritongenError) and "MISMATCH" in off.output
+    assert f"served outputs differ from --expected {tmp_path / 'off.npz'} beyond tolerance" in off.exception.message
+    loose = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "off.npz"), "--atol", "0.02"])
+    assert loose.exit_code == 0, loose.output
+    np.savez(tmp_path / "named.npz", Z=2 * x)
+    unknown = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "named.npz")])
+    assert isinstance(unknown.exception, TritongenError) and "holds 'Z', which is no output" in str(unknown.exception)
     refused = CliRunner().invoke(
         cli, ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--output-file", "o.txt"]
     )
@@ -655,3 +670,11 @@ def test_one_npy_asks_the_server_for_the_models_metadata_once(tiny_server, tmp_p
     assert result.outputs["Y"].shape == (2, 4) and len(calls) == 1
     with pytest.raises(TritongenError, match="does not exist"):
         tritongen.infer("double", url="127.0.0.1:1", input_file=tmp_path / "missing.npy")
+
+
+def test_expected_outputs_without_inputs_are_refused_before_anything_is_sent(tmp_path):
+    from tritongen.infer import InferSpec, infer_model
+
+    np.savez(tmp_path / "want.npz", Y=np.zeros((1, 4), np.float32))
+    with pytest.raises(TritongenError, match="--expected holds the outputs of --input-file's inputs"):
+        infer_model(InferSpec(name="double", expected=tmp_path / "want.npz", url="127.0.0.1:9"))

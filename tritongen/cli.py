@@ -598,6 +598,14 @@ def _guessed_metrics(grpc_url: str, metrics_url: str) -> bool:
     type=click.Path(path_type=Path),
     help="Save every output whole to this .npz (the lines printed show the first values).",
 )
+@click.option(
+    "--expected",
+    type=click.Path(path_type=Path),
+    help="With --input-file: an .npz of the outputs those inputs should get (by output name), compared within "
+    "--atol + --rtol x |expected|.",
+)
+@click.option("--atol", type=float, help="With --expected: absolute tolerance (default 1e-4).")
+@click.option("--rtol", type=float, help="With --expected: relative tolerance (default 1e-3).")
 @click.option("--text", "texts", multiple=True, help="A text to send to a text-in ensemble (repeat for a batch).")
 @click.option(
     "--image",
@@ -627,6 +635,7 @@ def infer(name: str, **options) -> None:
       tritongen infer minilm --check                         # the build's samples vs its PyTorch reference
       tritongen infer resnet --input-file inputs.npz         # one array per input, batch axis first
       tritongen infer resnet --input-file in.npz --output-file out.npz   # every output saved whole
+      tritongen infer resnet --input-file in.npz --expected mine.npz     # vs the outputs you expect
       tritongen infer minilm --text "a short sentence"       # a text-in ensemble
       tritongen infer resnet --url http://127.0.0.1:8000     # over HTTP (gRPC on 8001 by default)
       tritongen infer model_repository/resnet --check        # the model's folder: NAME and --repo in one
@@ -648,6 +657,11 @@ def infer(name: str, **options) -> None:
         why, fix = (f" ({stale.cause})", stale.fix) if stale is not None else ("", "see the table above")
         if result.precision != "fp32":
             raise TritongenError(f"the served {result.precision} answers are below the accuracy guard's bar{why}", fix)
+        if options.get("expected") is not None:
+            raise TritongenError(
+                f"served outputs differ from --expected {options['expected']} beyond tolerance",
+                "see the table above; raise --atol/--rtol if the differences are acceptable",
+            )
         raise TritongenError(f"served outputs differ from the PyTorch reference beyond tolerance{why}", fix)
 
 

@@ -54,6 +54,11 @@ class InferSpec:
     model_version: int | None = None
     # arrays to send, by input name (the Python API's in-memory form of input_file)
     inputs: Mapping[str, Any] | None = None
+    # an .npz of the outputs those inputs should get, by output name (your own PyTorch's, say): compared within
+    # atol + rtol * |expected|, as the build's parity gate compares
+    expected: Path | None = None
+    atol: float = 1e-4
+    rtol: float = 1e-3
 
     def __post_init__(self) -> None:
         check_fields(self, "infer")
@@ -155,6 +160,8 @@ class InferResult:
         if self.check is not None:
             if isinstance(self.check, ParityReport) and self.check.want == "original":
                 lines.append("check against the original ONNX file's outputs saved by the build:")
+            elif isinstance(self.check, ParityReport) and self.check.want == "expected":
+                lines.append("check against the expected outputs given:")
             elif self.precision == "fp32":
                 lines.append("check against the PyTorch reference saved by the build:")
             else:
@@ -496,6 +503,11 @@ def infer_model(spec: InferSpec) -> InferResult:
     url = spec.url or default_url(spec.protocol)
     pinned = str(spec.model_version) if spec.model_version is not None else ""
     checked_version: int | None = None  # the version whose saved samples are sent
+    if spec.expected is not None and spec.input_file is None and spec.inputs is None:
+        raise TritongenError(
+            "--expected holds the outputs of --input-file's inputs, and no --input-file is given",
+            "pass --input-file with the inputs those outputs answer (--check compares the build's own samples)",
+        )
     if spec.texts or spec.images:
         if spec.check or spec.input_file is not None:
             raise TritongenError(
@@ -511,6 +523,8 @@ def infer_model(spec: InferSpec) -> InferResult:
             )
         if spec.input_file is not None and spec.inputs is not None:
             raise TritongenError("both input_file and inputs are given", "pass one of them")
+        if spec.expected is not None:  # read before anything is sent, as the inputs are
+            reference, reference_of, tolerances = arrays_from_npz(spec.expected), "expected", (spec.atol, spec.rtol)
         read = None if spec.input_file is None else arrays_from_npz(spec.input_file)  # the file before the server
         # asked once: the version the request goes to (None: the server's pick)
         metadata = _metadata(spec, url, str(spec.model_version) if spec.model_version is not None else "")
@@ -606,6 +620,12 @@ def infer_model(spec: InferSpec) -> InferResult:
         results = []
         for name, want in reference.items():
             if name not in compared:
+                if reference_of == "expected":
+                    raise TritongenError(
+                        f"--expected {spec.expected} holds '{one_line(name)}', which is no output of model "
+                        f"'{spec.name}' ({', '.join(map(one_line, compared))})",
+                        "name the arrays of --expected after the model's outputs",
+                    )
                 raise TritongenError(
                     f"the server returned no output '{name}'", "rebuild the model: config and reference disagree"
                 )
