@@ -148,6 +148,7 @@ def test_build_takes_one_string_where_a_list_goes_as_one_item(tmp_path, monkeypa
             max_batch_size=4,
             consts={"sr": 16000},
             max_abs_error="y=0.1",
+            precision="fp16",  # the guard's options are refused for fp32
             repo=tmp_path / "repo",
         )
     (spec,) = made
@@ -166,7 +167,7 @@ def test_build_keywords_take_the_spec_files_python_forms(tmp_path):
 
     model = tmp_path / "m.pt"
     model.write_bytes(b"placeholder")  # never loaded: the spec only
-    common = {"inputs": ["x:FP32:4", "h:FP32:8"], "outputs": ["y", "h_next"], "max_batch_size": 4}
+    common = {"inputs": ["x:FP32:4", "h:FP32:8"], "outputs": ["y", "h_next"], "max_batch_size": 4, "precision": "fp16"}
 
     def spec(**kw):
         return build_spec_from_options(model, repo=tmp_path / "repo", **common, **kw)
@@ -210,9 +211,14 @@ def test_build_of_an_in_memory_module_hands_it_back_in_its_mode(tmp_path):
     before = [m.training for m in net.modules()]
     assert before == [True, True, False]
     result = tritongen.build(
-        net, example_inputs=[torch.randn(2, 4)], name="net", repo=tmp_path / "repo", max_abs_error={"output_0": 1.0}
+        net,
+        example_inputs=[torch.randn(2, 4)],
+        name="net",
+        repo=tmp_path / "repo",
+        max_abs_error={"output": 1.0},
+        precision="fp16",
     )
-    assert result.parity.ok and result.spec.max_abs_error == (("output_0", 1.0),)
+    assert result.parity.ok and result.spec.max_abs_error == (("output", 1.0),)
     assert [m.training for m in net.modules()] == before
     with pytest.raises(TritongenError, match="negative"):
         tritongen.build(net, example_inputs=[torch.randn(2, 4)], name="bad", repo=tmp_path / "r2", max_batch_size=-1)

@@ -304,6 +304,7 @@ def test_a_text_ensembles_tensorrt_profile_takes_every_length_the_tokenizer_send
     assert profiles_from_spec(spec)[0]["x"]["max"] == [4, DEFAULT_MAX_DYNAMIC_DIM, 8]  # what the build wrote
     assert profiles_from_spec(model_spec_for_tokenizer(spec, 256))[0]["x"]["max"] == [4, 256, 8]
     assert model_spec_for_tokenizer(spec, 64) == spec  # the default already covers it
+    assert model_spec_for_tokenizer(spec, 100_000) == spec  # no real limit (no model_max_length): --max-dim stays
     assert model_spec_for_tokenizer(dataclasses.replace(spec, target="onnxruntime"), 256).max_dynamic_dim == 128
     wide = dataclasses.replace(spec, dim_ranges=(dim_range_from_arg("x:0:1:16:512"),))
     assert model_spec_for_tokenizer(wide, 256) == wide

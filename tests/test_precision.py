@@ -252,12 +252,18 @@ def test_guard_options_without_a_precision_are_refused(tmp_path, conv, conv_cali
         ({"min_cosine": 0.95}, "--min-cosine"),
         ({"min_top1": 0.9}, "--min-top1"),
         ({"calib_method": "minmax"}, "--calib-method"),
+        ({"max_abs_error": ["logits=0.1"]}, "--max-abs-error"),
         ({"calib_data": conv_calib, "min_top1": 0.9}, "--calib-data/--min-top1"),
     ):
         with pytest.raises(TritongenError) as err:
             _conv_spec(conv, tmp_path / "repo", **options)
-        assert err.value.problem.startswith(f"{flags} set the --precision fp16/int8 variant's"), options
+        verb = "set" if "/" in flags else "sets"
+        assert err.value.problem.startswith(f"{flags} {verb} the --precision fp16/int8 variant's"), options
         assert "this build is fp32" in err.value.problem and "add --precision int8 (or fp16)" in err.value.fix
+    # a spec file holding a variant's settings, overridden to fp32 on the command line: its settings are not flags
+    spec_file = tmp_path / "int8.yaml"
+    spec_file.write_text(f"precision: int8\ncalib_data: {conv_calib}\nmin_cosine: 0.98\n")
+    assert _conv_spec(conv, tmp_path / "repo", spec_file=spec_file, precision="fp32").precision == "fp32"
     with pytest.raises(TritongenError, match="an fp16 variant is not calibrated"):
         _conv_spec(conv, tmp_path / "repo", precision="fp16", calib_method="entropy")
     assert _conv_spec(conv, tmp_path / "repo", precision="fp16", calib_data=conv_calib, min_top1=0.9).min_top1 == 0.9
@@ -355,3 +361,25 @@ def test_cli_build_fp16_prints_the_guard_and_errors_in_one_line(tmp_path, conv, 
         "a folder of .npz files or a text file"
     ]
     assert not (tmp_path / "repo" / "conv8").exists()
+
+
+def test_the_check_samples_of_a_tensorrt_build_stay_within_its_profile(tmp_path):
+    """Held-out calibration rows become the samples infer --check sends; for --target tensorrt only where their
+    sizes fit the engine's profile (a 200-step row is past --max-dim 128: the engine would refuse it)."""
+    from tritongen.build import build
+    from tritongen.layout import SAMPLES_NAME
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)).eval()  # per step: any length
+    path = factories.save_model(net, tmp_path / "seq.pt", "torchscript-trace", (torch.randn(2, 16, 8),))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(3).standard_normal((32, 200, 8)).astype(np.float32))
+    shapes = {}
+    for target in ("local", "tensorrt"):
+        spec = build_spec_from_options(
+            path, name=f"seq_{target}", inputs=["x:FP32:-1,8"], max_batch_size=8,
+            repo=tmp_path / "repo", target=target, precision="int8", calib_data=calib, min_cosine=0.5,
+        )  # fmt: skip
+        build(spec)
+        shapes[target] = np.load(tmp_path / "repo" / f"seq_{target}" / "1" / "tritongen" / SAMPLES_NAME)["x"].shape
+    assert shapes["local"][1] == 200 and shapes["tensorrt"][1] == 64, shapes  # calibration rows / the build's OPT

@@ -134,3 +134,21 @@ def test_a_text_ensemble_with_a_variant_model_step_points_to_the_step_check(tmp_
     # refused before any request (nothing listens on port 9): its saved answers are FP32 PyTorch's
     with pytest.raises(TritongenError, match=r"fp16 model step.*tritongen infer sentiment_model --check"):
         infer_model(InferSpec(name="sentiment", repo=tmp_path / "repo", url="127.0.0.1:9", check=True))
+
+
+def test_an_int8_text_ensembles_model_step_keeps_the_build_sentences_as_its_samples(tmp_path):
+    """The model step's saved samples (and so end_to_end.json, which pairs them with the build's sentences) stay the
+    build's own sentences: calibration lines in their place made the end-to-end reference answer other texts."""
+    from tests.test_ensemble import save_text_classifier
+    from tritongen.ensemble import build_ensemble
+
+    model = save_text_classifier(tmp_path / "sentiment")
+    lines = [f"calibration line number {i} about the weather in some town" for i in range(80)]
+    (tmp_path / "calib.txt").write_text("\n".join(lines) + "\n")
+    spec = dict(repo=tmp_path / "repo", max_batch_size=4, precision="int8", calib_data=tmp_path / "calib.txt")
+    build_ensemble(build_spec_from_options(model, min_cosine=0.5, **spec))
+    fp32 = tmp_path / "fp32"
+    build_ensemble(build_spec_from_options(model, repo=fp32, max_batch_size=4))
+    step = "sentiment_model/1/tritongen/samples.npz"
+    int8_ids, fp32_ids = arrays_from_npz(tmp_path / "repo" / step), arrays_from_npz(fp32 / step)
+    np.testing.assert_array_equal(int8_ids["input_ids"], fp32_ids["input_ids"])  # the same sentences, tokenized

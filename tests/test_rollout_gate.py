@@ -495,6 +495,11 @@ def test_a_golden_set_of_more_rows_than_the_gate_sends_is_refused_before_its_req
             golden_from_file(tmp_path / "empty.npz", tmp_path / "none.npz", inputs, batched=True)
     np.savez(tmp_path / "full.npz", x=np.zeros((MAX_GOLDEN_ROWS, 2), np.float32))
     assert len(golden_from_file(tmp_path / "full.npz", tmp_path / "none.npz", inputs, True).requests) == MAX_GOLDEN_ROWS
+    # the default, the build's own samples (max batch size rows: 5000 for --max-batch-size 5000), is not refused:
+    # its first MAX_GOLDEN_ROWS rows judge
+    np.savez(tmp_path / "samples.npz", x=np.arange(5000 * 2, dtype=np.float32).reshape(5000, 2))
+    default = golden_from_file(None, tmp_path / "samples.npz", inputs, True)
+    assert len(default.requests) == MAX_GOLDEN_ROWS and default.requests[-1]["x"][0, 0] == 2 * (MAX_GOLDEN_ROWS - 1)
 
     texts = tmp_path / "texts.txt"
     texts.write_text("a\n\n" * (MAX_GOLDEN_ROWS + 1))  # blank lines are not requests

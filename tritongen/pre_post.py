@@ -88,6 +88,11 @@ def text_preprocess_step(
     )
 
 
+# The longest token profile followed: past it the tokenizer's max_length is no model's (all-MiniLM-L6-v2 256, BERT
+# 512, long-context encoders 8192); a tokenizer without model_max_length reads as 100000 (tritongen.hf).
+MAX_TOKEN_PROFILE = 8192
+
+
 def model_spec_for_tokenizer(spec: BuildSpec, max_length: int) -> BuildSpec:
     """The model step's :class:`~tritongen.spec.BuildSpec` of a text ensemble, its TensorRT profile able to take
     what the tokenizer step sends: up to ``max_length`` tokens (the tokenizer truncates there), in every ``-1``
@@ -101,8 +106,8 @@ def model_spec_for_tokenizer(spec: BuildSpec, max_length: int) -> BuildSpec:
 
     from .spec import DEFAULT_MAX_DYNAMIC_DIM
 
-    if spec.target != "tensorrt":
-        return spec
+    if spec.target != "tensorrt" or max_length > MAX_TOKEN_PROFILE:  # no real limit (a tokenizer without
+        return spec  # model_max_length): a profile that long is no engine; --max-dim stays the engine's limit
     given = {(r.input, r.axis): r for r in spec.dim_ranges}
     unranged = []
     for t in spec.inputs:

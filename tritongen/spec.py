@@ -276,22 +276,6 @@ class BuildSpec:
             raise TritongenError(
                 f"unknown calibration method '{self.calib_method}'", f"use one of {', '.join(CALIB_METHODS)}"
             )
-        guard_options = [
-            flag
-            for flag, given in (
-                ("--calib-data", self.calib_data is not None),
-                ("--calib-method", self.calib_method != "auto"),
-                ("--min-cosine", self.min_cosine != DEFAULT_MIN_COSINE),
-                ("--min-top1", self.min_top1 is not None),
-            )
-            if given
-        ]
-        if chosen == "fp32" and guard_options:  # an FP32 build has no variant and no accuracy guard to apply them to
-            raise TritongenError(
-                f"{'/'.join(guard_options)} set the --precision fp16/int8 variant's calibration and accuracy guard, "
-                "and this build is fp32",
-                f"add --precision int8 (or fp16), or drop {'/'.join(guard_options)}",
-            )
         if chosen == "fp16" and self.calib_method != "auto":
             raise TritongenError(
                 "--calib-method sets INT8 calibration, and an fp16 variant is not calibrated",
@@ -428,6 +412,20 @@ def _abs_error_bars(given: Iterable[Any] | Mapping[str, float]) -> tuple[tuple[s
     return tuple(out.items())
 
 
+def check_guard_flags(precision: str, flags: Mapping[str, Any]) -> None:
+    """Refuse the accuracy guard's options given for an FP32 build, which has no variant to apply them to (they
+    were ignored). Only options given here count: a ``--spec`` file may hold a variant's settings that a
+    ``--precision fp32`` given with it overrides."""
+    given = [flag for flag, value in flags.items() if value is not None]
+    if precision == "fp32" and given:
+        one = len(given) == 1
+        raise TritongenError(
+            f"{'/'.join(given)} {'sets' if one else 'set'} the --precision fp16/int8 variant's calibration and "
+            "accuracy guard, and this build is fp32",
+            f"add --precision int8 (or fp16), or drop {'/'.join(given)}",
+        )
+
+
 def build_spec_from_options(
     model_path: str | Path,
     *,
@@ -485,6 +483,16 @@ def build_spec_from_options(
     def pick(flag: Any, key: str) -> Any:
         return flag if flag is not None else file_opts.get(key, DEFAULTS.get(key))
 
+    check_guard_flags(
+        str(pick(precision, "precision")).lower(),
+        {
+            "--calib-data": calib_data,
+            "--calib-method": calib_method,
+            "--min-cosine": min_cosine,
+            "--min-top1": min_top1,
+            "--max-abs-error": max_abs_error or None,
+        },
+    )
     onnx_file = _is_onnx_file(model)
     given_mbs = max_batch_size if max_batch_size is not None else file_opts.get("max_batch_size")
     # ONNX: -1 until read from the graph

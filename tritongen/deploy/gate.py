@@ -213,8 +213,9 @@ def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[
     """The golden set: ``path`` (an ``.npz`` keyed by input name, optional ``labels``; or a text file, one text
     per line, ``label<TAB>text`` for labels) or, without it, the build's samples (``default``). Checked
     against the served model's ``inputs`` (``{"name", "datatype", "shape"}``, batch dimension included)."""
-    if path is None:
-        return _golden(dict(arrays_from_npz(default)), None, inputs, batched, f"the build's samples ({default.name})")
+    if path is None:  # the build's samples, as many rows as its max batch size: the first MAX_GOLDEN_ROWS of them
+        samples = {k: v[:MAX_GOLDEN_ROWS] if batched else v for k, v in arrays_from_npz(default).items()}
+        return _golden(samples, None, inputs, batched, f"the build's samples ({default.name})")
     path = Path(path)
     if not path.is_file():
         raise TritongenError(f"golden set {path} does not exist", "pass an .npz of inputs or a text file")

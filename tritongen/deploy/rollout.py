@@ -49,6 +49,7 @@ from ..files import FileTooLargeError, read_problem, regular_bytes
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
 from .gate import (
+    MAX_GOLDEN_ROWS,
     GateReport,
     GateThresholds,
     GoldenSet,
@@ -382,6 +383,7 @@ def _golden(spec: RolloutSpec, gate_model: str, target: int) -> GoldenSet:
                 "pass --golden: an .npz of the ensemble's inputs, or a text file with one text a line",
             )
         texts, _ = read_reference(reference)
+        texts = texts[:MAX_GOLDEN_ROWS]  # the build's own sentences, repeated to its max batch size: its first rows
         return golden_from_texts(texts, None, meta["inputs"], batched, f"the end-to-end reference of '{gate_model}'")
     default = artifact_dir(spec.repo / spec.name, target) / SAMPLES_NAME
     if spec.golden is None and not default.is_file():

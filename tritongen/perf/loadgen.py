@@ -34,7 +34,14 @@ from ..progress import Progress
 from .inputs import RequestSet
 from .rawgrpc import RawGrpcSender, kind_name
 from .rawhttp import RawHttpSender
-from .results import PerfPoint, ServerBreakdown, latency_summary_from_ms, server_breakdown_from_stats, steps_from_stats
+from .results import (
+    MAX_STEPS,
+    PerfPoint,
+    ServerBreakdown,
+    latency_summary_from_ms,
+    server_breakdown_from_stats,
+    steps_from_stats,
+)
 from .server_cpu import (
     ServerCpuMeter,
     ServerReading,
@@ -379,7 +386,8 @@ async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, 
     )
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
-        steps = tuple(model_metadata(url, spec.model, spec.protocol, 10).get("steps", ()))
+        # at most MAX_STEPS (a results.json holds no more; a server names as many as it likes): the first ones
+        steps = tuple(model_metadata(url, spec.model, spec.protocol, 10).get("steps", ()))[:MAX_STEPS]
     except TritongenError:
         steps = ()
 

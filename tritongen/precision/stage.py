@@ -64,9 +64,24 @@ def precision_from_build(
         int8_form="cpu" if spec.target == "local" else "tensorrt",  # local: ONNX Runtime's CPU integer kernels
         max_abs_error=dict(spec.max_abs_error),
     )
-    if spec.calib_data is None or not data.eval or spec.states:
-        return result
+    if spec.calib_data is None or spec.sample_inputs is not None or not data.eval or spec.states:
+        return result  # real samples given (a text ensemble's sentences, --sample-inputs) stay the check's
+    if spec.target == "tensorrt" and not _within_profile(spec, data.eval[0]):
+        return result  # an engine refuses sizes past its profile: the build's samples stay
     return dataclasses.replace(result, check_sample=(data.eval[0], reference[0]))
+
+
+def _within_profile(spec: Any, arrays: Any) -> bool:
+    """Every variable dimension of ``arrays`` within the sizes a TensorRT profile of ``spec`` takes (a range's MIN
+    to MAX; a dimension without one from 1 to its MAX, :mod:`tritongen.engine`)."""
+    from ..dim_ranges import ranges_from_spec
+
+    offset = 1 if spec.batched else 0
+    for r in ranges_from_spec(spec):
+        size = arrays[r.input].shape[offset + r.axis]
+        if not (r.min if r.explicit else 1) <= size <= r.max:
+            return False
+    return True
 
 
 def move_onnx(src: Path, dst_dir: Path) -> Path:
