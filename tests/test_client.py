@@ -678,3 +678,5 @@ def test_expected_outputs_without_inputs_are_refused_before_anything_is_sent(tmp
     np.savez(tmp_path / "want.npz", Y=np.zeros((1, 4), np.float32))
     with pytest.raises(TritongenError, match="--expected holds the outputs of --input-file's inputs"):
         infer_model(InferSpec(name="double", expected=tmp_path / "want.npz", url="127.0.0.1:9"))
+    with pytest.raises(TritongenError, match="--expected is not compared with --sequence"):
+        infer_model(InferSpec(name="vad", sequence=True, input_file=tmp_path / "a.npy", expected=tmp_path / "want.npz"))

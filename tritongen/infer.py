@@ -492,6 +492,8 @@ def infer_model(spec: InferSpec) -> InferResult:
     from .client import infer_from_arrays
 
     if spec.sequence:
+        if spec.expected is not None:
+            raise TritongenError("--expected is not compared with --sequence", "leave out one of them")
         return sequence_from_file(spec)
     from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
 
