@@ -26,6 +26,7 @@ from .layout import (
     PREPARED_ONNX,
     TIMING_CACHE_NAME,
     config_text,
+    is_model_folder,
     manifest_path,
 )
 
@@ -219,11 +220,6 @@ def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
         if version_dir.name.isdigit():
             found.append((version_dir.parent, version_dir, engine_plan_from_file(plan)))
     return found
-
-
-def is_model_folder(path: Path) -> bool:
-    """Whether ``path`` is one model's folder (``REPO/NAME``: it holds ``config.pbtxt``), not a repository."""
-    return (Path(path) / CONFIG_NAME).is_file()
 
 
 def _not_prepared(path: Path) -> TritongenError:

@@ -162,10 +162,15 @@ def config_text(path: Path) -> str:
         raise TritongenError(f"{path} is not UTF-8 text", "save it as UTF-8 (protobuf text format)") from None
 
 
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` is one model's folder (``REPO/NAME``: it holds ``config.pbtxt``), not a repository."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
 def check_not_model_folder(repo: Path) -> None:
     """Refuse a model folder given where its repository goes (``repo/pnet`` for ``repo``): read as a repository, its
     version folders look like models without a config, and the fixes offered for that would be wrong."""
-    if (Path(repo) / CONFIG_NAME).is_file():
+    if is_model_folder(repo):
         raise TritongenError(
             f"{repo} is a model folder (it holds {CONFIG_NAME}), not a model repository",
             f"pass the repository that holds it: {Path(repo).resolve().parent}",

@@ -267,7 +267,7 @@ def _bare_name(value: Any) -> bool:
 def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
     """(ONNX file, profiles or None) for an ONNX file, for one model's folder (``REPO/NAME``, holding
     ``config.pbtxt``: each of its versions), or for every model in a repository."""
-    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME
+    from .layout import ARTIFACT_DIR, ENGINE_PLAN_NAME, is_model_folder
 
     path = Path(path)
     if path.is_file():
@@ -277,7 +277,7 @@ def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
         raise TritongenError(
             f"{path} does not exist", "pass an .onnx file, a model repository or one model's folder in it (REPO/NAME)"
         )
-    model_folder = (path / CONFIG_NAME).is_file()
+    model_folder = is_model_folder(path)
     found = []
     for version_dir in sorted(p for p in path.glob("*" if model_folder else "*/*") if p.is_dir() and p.name.isdigit()):
         plan = version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME
@@ -292,7 +292,7 @@ def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
             f"model folder {path} holds no ONNX model (no <version>/model.onnx, no <version>/{ARTIFACT_DIR}/"
             f"{ENGINE_PLAN_NAME})",
             f"its model step is the one to lint: tritongen lint {step}"
-            if (step / CONFIG_NAME).is_file()
+            if is_model_folder(step)
             else "pass an .onnx file, or a model folder or repository built by tritongen",
         )
     if not found:
