@@ -678,5 +678,12 @@ def test_expected_outputs_without_inputs_are_refused_before_anything_is_sent(tmp
     np.savez(tmp_path / "want.npz", Y=np.zeros((1, 4), np.float32))
     with pytest.raises(TritongenError, match="--expected holds the outputs of --input-file's inputs"):
         infer_model(InferSpec(name="double", expected=tmp_path / "want.npz", url="127.0.0.1:9"))
+    with pytest.raises(TritongenError, match="--atol/--rtol set the tolerances of --expected, which is not given"):
+        InferSpec(name="double", check=True, atol=100.0)
+    with pytest.raises(TritongenError, match="a tolerance is negative"):
+        InferSpec(name="double", expected=tmp_path / "want.npz", atol=-1.0)
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(TritongenError, match="empty.npz holds no arrays"):
+        infer_model(InferSpec(name="double", input_file=tmp_path / "want.npz", expected=tmp_path / "empty.npz"))
     with pytest.raises(TritongenError, match="--expected is not compared with --sequence"):
         infer_model(InferSpec(name="vad", sequence=True, input_file=tmp_path / "a.npy", expected=tmp_path / "want.npz"))

@@ -110,3 +110,24 @@ def test_replace_file_replaces_a_planted_link_and_never_writes_through_it(tmp_pa
     assert victim.read_text() == "precious"
     assert not (out / "report.html").is_symlink() and (out / "report.html").read_text() == "<html>"
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # no temporary file left
+
+
+def test_replace_file_leaves_the_permissions_a_plain_write_would(tmp_path):
+    """It forced 0644: a file kept private (0600) became readable by everyone, and the umask was ignored."""
+    import stat
+
+    from tritongen.files import replace_file
+
+    private = tmp_path / "private.npz"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    replace_file(private, b"new")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_bytes() == b"new"
+    old_umask = os.umask(0o077)
+    try:
+        replace_file(tmp_path / "fresh.txt", "x")
+        replace_file(tmp_path / "run.sh", "#!/bin/sh\n", mode=0o755)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "fresh.txt").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o700

@@ -91,3 +91,17 @@ def test_a_build_whose_input_and_output_are_named_file(tmp_path):
         Double(), example_inputs={"file": torch.randn(2, 3)}, outputs=["allow_pickle"], name="f", repo=tmp_path
     )
     assert result.parity.ok and (result.model_dir / "1" / "tritongen").is_dir()
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "a\nb", ".", ""])
+def test_a_name_no_npz_member_can_hold_is_refused_before_writing(tmp_path, name):
+    """A server's output named '../x' was saved as the member '../x.npy' (a path traversal for whoever unpacks it),
+    which tritongen's own reader then refused."""
+    from tritongen.errors import TritongenError
+    from tritongen.npz import write_npz
+
+    with pytest.raises(TritongenError, match="cannot name an array of an .npz file"):
+        write_npz(tmp_path / "o.npz", {"ok": np.zeros(2), name: np.zeros(2)})
+    with pytest.raises(TritongenError, match="or another name equal but for case"):
+        write_npz(tmp_path / "o.npz", {"X": np.zeros(2), "x": np.zeros(2)})
+    assert not (tmp_path / "o.npz").exists()

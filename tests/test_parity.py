@@ -118,3 +118,17 @@ def test_an_onnx_graph_with_an_output_sized_by_its_content_is_told_about_the_gra
         tritongen.build(tmp_path / "nz.onnx", name="nz", repo=tmp_path / "r")
     assert "output 'idx' has" in err.value.message and "its first dimension is not the batch" in err.value.message
     assert err.value.fix.startswith("export the graph with the batch first in every output")
+
+
+def test_text_complex_and_expected_nan_outputs_compare_without_a_traceback():
+    """infer --expected: a STRING output that differed was a ValueError (converted to float); a complex one lost
+    its imaginary part and matched; NaN the user expects never matched ("PyTorch output holds NaN")."""
+    served = np.array([b"yes", b"no"], dtype=object)
+    assert compare_arrays("served", "s", served, np.array(["yes", "no"]), 1e-4, 1e-3).ok  # str expected for bytes
+    other = compare_arrays("served", "s", served, np.array([b"yes", b"maybe"]), 1e-4, 1e-3)
+    assert not other.ok and other.max_abs_err == float("inf")
+    assert not compare_arrays("served", "c", np.array([1 + 1j]), np.array([1 + 2j]), 1e-4, 1e-3).ok
+    nan = np.array([1.0, np.nan])
+    assert compare_arrays("served", "y", nan, nan.copy(), 1e-4, 1e-3, equal_nan=True).ok
+    assert not compare_arrays("served", "y", np.array([1.0, 2.0]), nan, 1e-4, 1e-3, equal_nan=True).ok
+    assert compare_arrays("served", "y", nan, nan.copy(), 1e-4, 1e-3).note == "PyTorch output holds NaN"

@@ -495,6 +495,12 @@ def test_a_golden_set_of_more_rows_than_the_gate_sends_is_refused_before_its_req
             golden_from_file(tmp_path / "empty.npz", tmp_path / "none.npz", inputs, batched=True)
     np.savez(tmp_path / "full.npz", x=np.zeros((MAX_GOLDEN_ROWS, 2), np.float32))
     assert len(golden_from_file(tmp_path / "full.npz", tmp_path / "none.npz", inputs, True).requests) == MAX_GOLDEN_ROWS
+    np.savez(tmp_path / "none_rows.npz", x=np.zeros((0, 2), np.float32))  # was a ZeroDivisionError in the gate
+    with pytest.raises(TritongenError, match="golden set none_rows.npz holds no rows"):
+        golden_from_file(tmp_path / "none_rows.npz", tmp_path / "none.npz", inputs, batched=True)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(TritongenError, match="fifo is not a regular file"):
+        golden_from_file(tmp_path / "fifo", tmp_path / "none.npz", inputs, batched=True)
     # the default, the build's own samples (max batch size rows: 5000 for --max-batch-size 5000), is not refused:
     # its first MAX_GOLDEN_ROWS rows judge
     np.savez(tmp_path / "samples.npz", x=np.arange(5000 * 2, dtype=np.float32).reshape(5000, 2))

@@ -63,6 +63,9 @@ def test_an_allowed_name_that_is_no_model_folder_is_refused(repo):
     (repo / "handmade" / "1").mkdir(parents=True)
     with pytest.raises(TritongenError, match=r"--allow-unverified names 'handmad', which is no model folder") as err:
         check_verified(repo, allow_unverified=["handmade", "handmad"])
+    # the typo comes first, before what it causes (the model it meant has no manifest)
+    with pytest.raises(TritongenError, match=r"^--allow-unverified names 'handmad', which is no model folder"):
+        check_verified(repo, allow_unverified=["handmad"])
     assert "handmade" in str(err.value) and err.value.fix.startswith("name a model folder")
 
 

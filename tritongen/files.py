@@ -83,14 +83,26 @@ def json_file(path: Path | str, max_bytes: int, *, follow_links: bool = True) ->
     return json_from_bytes(regular_bytes(path, max_bytes, follow_links=follow_links))
 
 
-def replace_file(path: Path, text: str | bytes, mode: int = 0o644) -> None:
+def replace_file(path: Path, text: str | bytes, mode: int | None = None) -> None:
     """Write ``path`` through a new file renamed over it: a link planted at ``path`` (a report folder received from
-    someone) is replaced, never followed, and a failure leaves what was there."""
+    someone) is replaced, never followed, and a failure leaves what was there. The file gets ``mode`` less the umask
+    where given (a script's 0o755), else the permissions a plain write would leave: an existing regular file's own,
+    or 0o666 less the umask."""
+    try:
+        existing = None if mode is not None else os.lstat(path)
+    except OSError:
+        existing = None
+    if existing is not None and stat.S_ISREG(existing.st_mode):
+        permissions = stat.S_IMODE(existing.st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        permissions = (0o666 if mode is None else mode) & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
-        os.chmod(tmp, mode)
+        os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

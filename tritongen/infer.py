@@ -64,6 +64,15 @@ class InferSpec:
         check_fields(self, "infer")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise TritongenError(f"infer option chunk_size={self.chunk_size} is below 1", "pass 1 or more values")
+        if self.expected is None and (self.atol, self.rtol) != (1e-4, 1e-3):  # they were ignored
+            raise TritongenError(
+                "--atol/--rtol set the tolerances of --expected, which is not given",
+                "pass --expected with the outputs you expect (--check uses the build's own tolerances)",
+            )
+        if self.atol < 0 or self.rtol < 0:  # every answer would fail
+            raise TritongenError(
+                f"--atol {self.atol:g} / --rtol {self.rtol:g}: a tolerance is negative", "use 0 or more"
+            )
         if self.sequence_id < 1:  # 0 is Triton's "no sequence"
             raise TritongenError(f"infer option sequence_id={self.sequence_id} is below 1", "pass an ID of 1 or more")
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
@@ -132,14 +141,16 @@ class InferResult:
 
     def save(self, path: Path) -> Path:
         """Every output, whole, into the ``.npz`` file ``path`` (written through a new file renamed over it)."""
-        from .files import read_problem, replace_file
+        from .files import replace_file
         from .npz import npz_bytes
 
         path = checked_output_file(path)
         try:
             replace_file(path, npz_bytes(self.outputs))
         except OSError as exc:
-            raise TritongenError(f"--output-file {path} {read_problem(exc)}", "name a file you may write") from None
+            raise TritongenError(
+                f"--output-file {path} cannot be written ({exc.strerror or exc})", "name a file you may write"
+            ) from None
         return path
 
     def text(self, values: int = 6) -> str:
@@ -527,6 +538,10 @@ def infer_model(spec: InferSpec) -> InferResult:
             raise TritongenError("both input_file and inputs are given", "pass one of them")
         if spec.expected is not None:  # read before anything is sent, as the inputs are
             reference, reference_of, tolerances = arrays_from_npz(spec.expected), "expected", (spec.atol, spec.rtol)
+            if not reference:
+                raise TritongenError(
+                    f"--expected {spec.expected} holds no arrays", "save one array per output you expect, by its name"
+                )
         read = None if spec.input_file is None else arrays_from_npz(spec.input_file)  # the file before the server
         # asked once: the version the request goes to (None: the server's pick)
         metadata = _metadata(spec, url, str(spec.model_version) if spec.model_version is not None else "")
@@ -631,7 +646,9 @@ def infer_model(spec: InferSpec) -> InferResult:
                 raise TritongenError(
                     f"the server returned no output '{name}'", "rebuild the model: config and reference disagree"
                 )
-            results.append(compare_arrays("served", name, compared[name], want, *tolerances))
+            results.append(
+                compare_arrays("served", name, compared[name], want, *tolerances, equal_nan=reference_of == "expected")
+            )
         report = ParityReport(
             atol=tolerances[0], rtol=tolerances[1], results=tuple(results), got="served", want=reference_of
         )

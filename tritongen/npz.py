@@ -30,6 +30,16 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     """An ``.npz`` holding ``arrays`` by name, as ``numpy.savez`` writes one, for any names: ``savez(f, **arrays)``
     takes a tensor named ``file`` for its own argument (a TypeError). An object array of bytes or text (a BYTES
     tensor) is written as fixed-width bytes, never pickled, so :func:`arrays_from_npz` reads it back."""
+    seen: set[str] = set()
+    for name in arrays:  # what arrays_from_npz (tritongen.archive) reads back: no path, one name ignoring case
+        bad = not name or name in (".", "..") or any(c in "/\\" or not c.isprintable() for c in name)
+        if bad or name.lower() in seen:
+            raise TritongenError(
+                f"the name {shown(repr(name), 60)} cannot name an array of an .npz file (a '/' or '\\', a control "
+                "character, '.' or '..', or another name equal but for case)",
+                "read such arrays from the Python API (InferResult.outputs), or rename the tensor",
+            )
+        seen.add(name.lower())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, array in arrays.items():

@@ -417,6 +417,14 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
             f"model repository {repo} holds no model folders",
             "pass the folder that holds one sub-folder per model (tritongen build creates it)",
         )
+    stray = sorted(allowed - {entry.name for entry in folders})
+    if stray:  # first: a typo, or a model since removed (the model it meant then fails for want of a manifest)
+        models = ", ".join(one_line(entry.name) for entry in folders) or "none"
+        found.add(
+            f"--allow-unverified names {', '.join(repr(one_line(n)) for n in stray)}, which is no model folder of "
+            f"{repo} (its models: {models})",
+            "name a model folder of the repository written by hand, or leave the name out",
+        )
     for entry in folders:
         if entry.is_symlink():
             found.add(f"model folder {entry.name} is a symbolic link", _FIX_LINK)
@@ -424,14 +432,6 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
             found.add(hidden_folder_problem(entry.name), HIDDEN_FOLDER_FIX)
         elif not _check_model(entry, allowed, found):
             unverified.append(entry.name)
-    stray = sorted(allowed - {entry.name for entry in folders})
-    if stray:  # a typo, or a model since removed: the flag would be read as allowing what it does not
-        models = ", ".join(one_line(entry.name) for entry in folders) or "none"
-        found.add(
-            f"--allow-unverified names {', '.join(repr(one_line(n)) for n in stray)}, which is no model folder of "
-            f"{repo} (its models: {models})",
-            "name a model folder of the repository written by hand, or leave the name out",
-        )
     # a stale bytecode cache is named after what was changed, whatever the order of the files
     problems = sorted(found.problems, key=lambda problem: problem[1] == BYTECODE_FIX)
     return VerifyReport(

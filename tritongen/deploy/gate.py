@@ -218,7 +218,8 @@ def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[
         return _golden(samples, None, inputs, batched, f"the build's samples ({default.name})")
     path = Path(path)
     if not path.is_file():
-        raise TritongenError(f"golden set {path} does not exist", "pass an .npz of inputs or a text file")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise TritongenError(f"golden set {path} {what}", "pass an .npz of inputs or a text file")
     source = f"golden set {path.name}"
     if path.suffix == ".npz":
         arrays = dict(arrays_from_npz(path))
@@ -285,6 +286,8 @@ def _golden(
     arrays = arrays_as_served(arrays, {i["name"]: list(i["shape"]) for i in inputs})
     _check_matches(arrays, inputs, batched, source)
     rows = len(next(iter(arrays.values()))) if batched else 1
+    if rows == 0:  # nothing to judge with (the gate divided by the number of requests)
+        raise TritongenError(f"{source} holds no rows", "save one request or more per input (a few hundred judge well)")
     _check_rows(rows, source)
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
