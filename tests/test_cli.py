@@ -348,3 +348,16 @@ def test_a_model_folder_given_for_its_repository_is_named_as_such(tiny_repositor
     assert f"error: {model} is a model folder (it holds config.pbtxt), not a model repository" in err, err
     assert f"pass the repository that holds it: {tiny_repository.resolve()}" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["infer", "perf"])
+def test_a_model_folder_names_the_model_and_its_repository(tiny_repository, tmp_path, command, capsys):
+    """`perf REPO/NAME` was read as a model named 'REPO/NAME' (infer took the folder): both take it now, and a
+    --repo naming another repository is refused before anything is sent."""
+    from tritongen.cli import main
+
+    model = tiny_repository / "double"
+    with pytest.raises(SystemExit) as exc:
+        main([command, str(model), "--repo", str(tmp_path), "--url", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and f"is a model folder of {tiny_repository}, but --repo names {tmp_path}" in err, err

@@ -165,9 +165,16 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             f"perf takes one model name, got {len(targets)} arguments",
             "pass one MODEL, or --compare with results.json files",
         )
+    from .infer import model_from_folder
+
+    source = click.get_current_context().get_parameter_source("repo")
+    given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
+    name, repo = model_from_folder(targets[0], given)  # REPO/NAME: the model and its repository, as infer takes it
+    if repo is not None:
+        options["repo"] = repo
     try:
         run = api.perf(
-            targets[0],
+            name,
             concurrency=numbers_from_text(concurrency, int, "--concurrency"),
             request_rates=numbers_from_text(request_rate, float, "--request-rate"),
             version_split=version_split or (),
