@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__, api
-from .cli_options import ALLOW_UNVERIFIED, PROTOCOL
+from .cli_options import ALLOW_UNVERIFIED, PROTOCOL, name_from_folder
 from .cpus import cpus_text
 from .errors import TritongenError
 from .logs import attach_cli_handler
@@ -457,19 +457,6 @@ def _dims_text(t) -> str:
     return f"{list(t.dims)} (a scalar per item: the model's [batch])" if t.scalar else str(list(t.dims))
 
 
-def _name_from_folder(name: str, options: dict) -> str:
-    """``infer REPO/NAME``: a model's folder given for NAME names the model and its repository (--repo, where given,
-    must be that repository: :func:`tritongen.infer.model_from_folder`)."""
-    from .infer import model_from_folder
-
-    source = click.get_current_context().get_parameter_source("repo")
-    given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
-    name, repo = model_from_folder(name, given)
-    if repo is not None:
-        options["repo"] = repo
-    return name
-
-
 def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
     """The endpoints and settings of a server that is ready, what to type next, and how to stop it."""
     click.echo(f"ready: {', '.join(server.models)}")
@@ -640,7 +627,7 @@ def infer(name: str, **options) -> None:
       tritongen infer resnet --url http://127.0.0.1:8000     # over HTTP (gRPC on 8001 by default)
       tritongen infer model_repository/resnet --check        # the model's folder: NAME and --repo in one
     """
-    name = _name_from_folder(name, options)
+    name = name_from_folder(name, options)
     output_file = options.pop("output_file")
     if output_file is not None:
         from .infer import checked_output_file

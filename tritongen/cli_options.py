@@ -1,5 +1,5 @@
 """Click options and argument forms more than one CLI file uses (cli, cli_deploy, cli_perf, cli_rollout); this
-imports only click and tritongen.errors."""
+imports only click and tritongen.errors (and tritongen.infer, inside name_from_folder)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
             f"pass REPO NAME or the model's folder: {usage}",
         )
     raise TritongenError(f"{command} takes one model, got {len(args)} arguments", f"pass REPO NAME: {usage}")
+
+
+def name_from_folder(name: str, options: dict) -> str:
+    """``infer REPO/NAME`` (and ``perf``): a model's folder given for NAME names the model and its repository (the
+    ``repo`` option, where given, must be that repository: :func:`tritongen.infer.model_from_folder`)."""
+    from .infer import model_from_folder
+
+    source = click.get_current_context().get_parameter_source("repo")
+    given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
+    name, repo = model_from_folder(name, given)
+    if repo is not None:
+        options["repo"] = repo
+    return name

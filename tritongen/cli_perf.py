@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import PROTOCOL, repo_and_name
+from .cli_options import PROTOCOL, name_from_folder, repo_and_name
 from .errors import TritongenError
 from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of, numbers_from_text
 from .perf.tune import TuneSpec
@@ -165,13 +165,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             f"perf takes one model name, got {len(targets)} arguments",
             "pass one MODEL, or --compare with results.json files",
         )
-    from .infer import model_from_folder
-
-    source = click.get_current_context().get_parameter_source("repo")
-    given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
-    name, repo = model_from_folder(targets[0], given)  # REPO/NAME: the model and its repository, as infer takes it
-    if repo is not None:
-        options["repo"] = repo
+    name = name_from_folder(targets[0], options)  # REPO/NAME: the model and its repository, as infer takes it
     try:
         run = api.perf(
             name,
