@@ -519,9 +519,9 @@ def test_a_text_golden_file_is_read_bounded_and_its_labels_are_class_indexes(tmp
     from tritongen.deploy import gate
 
     texts = tmp_path / "texts.txt"
-    texts.write_text("3\tone text\n-1\tanother\n")
+    texts.write_text("3\tone text\n0\tanother\n")
     golden = gate.golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
-    assert golden.labels == (3, -1) and [r["TEXT"].tolist() for r in golden.requests] == [
+    assert golden.labels == (3, 0) and [r["TEXT"].tolist() for r in golden.requests] == [
         [[b"one text"]],
         [[b"another"]],
     ]
@@ -529,7 +529,39 @@ def test_a_text_golden_file_is_read_bounded_and_its_labels_are_class_indexes(tmp
     with pytest.raises(TritongenError, match=r"texts.txt cannot be read \(it is over 16 bytes\): .*at most 16 bytes"):
         gate.golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
     monkeypatch.undo()
-    for label in ("--3", "\u00b2", "9" * 5000):  # each passes isdigit(); int() raised ValueError: a traceback
+    # each passes isdigit() (int() raised ValueError: a traceback), or int() reads it as a number no argmax equals
+    # (both versions scored 0 and the gate compared them), or as a digit of another script
+    for label in ("--3", "\u00b2", "9" * 5000, "-1", "+2", str(2**64 - 1), "\u0663"):
         texts.write_text(f"{label}\tone text\n")
         with pytest.raises(TritongenError, match="is not a class index"):
             gate.golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
+
+
+def test_golden_labels_in_an_npz_are_one_class_index_per_row(tmp_path):
+    from tritongen.deploy.gate import golden_from_file
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+    x = np.zeros((4, 2), np.float32)
+    for labels in (np.array([0, 1, 2, 3]), np.array([[0], [1], [2], [3]], np.uint8)):
+        np.savez(tmp_path / "g.npz", x=x, labels=labels)
+        assert golden_from_file(tmp_path / "g.npz", tmp_path / "none.npz", inputs, True).labels == (0, 1, 2, 3)
+    bad = {
+        "one integer class per row .*int64\\[2, 2\\]": np.array([[0, 1], [2, 3]]),  # flattened to 4 rows before
+        "one integer class per row": np.array([0.0, 1.0, 2.0, 3.0]),
+        "holds -1, not a class index": np.array([0, -1, 2, 3]),
+        "holds 18446744073709551615, not a class index": np.array([0, 2**64 - 1, 2, 3], np.uint64),
+    }
+    for message, labels in bad.items():
+        np.savez(tmp_path / "g.npz", x=x, labels=labels)
+        with pytest.raises(TritongenError, match=message):
+            golden_from_file(tmp_path / "g.npz", tmp_path / "none.npz", inputs, True)
+
+
+def test_a_text_golden_file_splits_on_newlines_only_as_calibration_text_does(tmp_path):
+    """A \\r, \\x85 or U+2028 inside a text split it into two requests (splitlines); a \\r\\n ending is one line."""
+    from tritongen.deploy.gate import golden_from_file
+
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes("one\rtext\r\ntwo\x85with\u2028breaks\n\n  \nthree".encode())
+    golden = golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
+    assert [r["TEXT"][0, 0].decode() for r in golden.requests] == ["one\rtext", "two\x85with\u2028breaks", "three"]

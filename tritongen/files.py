@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,16 @@ def replace_file(path: Path, text: str | bytes, mode: int | None = None) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def text_lines(text: str) -> Iterator[str]:
+    """The non-blank lines of a text file's contents, one at a time, split on ``"\n"`` alone (a ``"\r"`` ending
+    dropped): a ``"\r"``, form feed, ``"\x85"`` or U+2028 inside a line stays in it (``splitlines`` split there).
+    Calibration text and golden text files are read with it."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line, start = text[start:end].removesuffix("\r"), end + 1
+        if line.strip():
+            yield line

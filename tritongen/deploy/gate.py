@@ -31,7 +31,6 @@ as before; the p99 ratio is not gated.
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 import time
@@ -44,11 +43,12 @@ import numpy as np
 
 from ..errors import TritongenError
 from ..fields import check_fields
-from ..files import read_problem, regular_bytes, replace_file, size_text
+from ..files import read_problem, regular_bytes, replace_file, size_text, text_lines
 from ..names import shown
 from ..npz import arrays_from_npz
 
 LABELS_KEY = "labels"  # optional in a golden .npz: one class index per row
+MAX_LABEL = 2**31 - 1  # the largest class index a label may name
 ROUNDS = 10  # the most rounds the timed requests are split into
 MIN_PER_ROUND = 10  # timed requests per version in a round, at least (fewer requests: fewer rounds)
 ROUND_PERCENTILE = 90  # the latency statistic of each round and version
@@ -233,23 +233,29 @@ def golden_from_file(path: Path | None, default: Path, inputs: Sequence[Mapping[
             f"pass an .npz of inputs or a text file of at most {size_text(MAX_GOLDEN_TEXT_BYTES)}, one text per line",
         ) from None
     lines: list[str] = []
-    for chunk in io.StringIO(raw.decode(errors="replace"), newline=None):  # one line at a time, as splitlines
-        lines += [ln for ln in chunk.splitlines() if ln.strip()]
+    for text in text_lines(raw.decode(errors="replace")):  # split on \n only, as --calib-data text is
+        lines.append(text)
         _check_rows(len(lines), source)  # before a file of short lines becomes millions of strings
     parts = [ln.split("\t", 1) for ln in lines]
-    if lines and all(len(p) == 2 and p[0].strip().lstrip("-").isdigit() for p in parts):
+    if lines and all(len(p) == 2 and _looks_like_label(p[0]) for p in parts):
         return golden_from_texts([p[1] for p in parts], [_label(p[0], source) for p in parts], inputs, batched, source)
     return golden_from_texts(lines, None, inputs, batched, source)
 
 
+def _looks_like_label(text: str) -> bool:
+    """Whether a line's part before its tab is meant as a label (digits, maybe signed): checked by :func:`_label`."""
+    return text.strip().lstrip("-+").isdigit()
+
+
 def _label(text: str, source: str) -> int:
-    """A text golden file's ``label<TAB>`` as a class index (``--3``, ``²`` and 5000 digits pass ``isdigit``)."""
-    try:
-        return int(text)
-    except ValueError:
+    """A text golden file's ``label<TAB>`` as a class index: ASCII digits, at most :data:`MAX_LABEL` (``--3``,
+    ``-1``, ``²``, Arabic-Indic digits and 5000 digits passed ``isdigit``)."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= len(str(MAX_LABEL))) or int(digits) > MAX_LABEL:
         raise TritongenError(
             f"{source}: label '{shown(text, 40)}' is not a class index", "write each line as label<TAB>text, label 0-N"
-        ) from None
+        )
+    return int(digits)
 
 
 def golden_from_texts(
@@ -290,11 +296,22 @@ def _golden(
         raise TritongenError(f"{source} holds no rows", "save one request or more per input (a few hundred judge well)")
     _check_rows(rows, source)
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
-        if labels.dtype.kind not in "iu" or len(labels) != rows:
+        labels = np.asarray(labels)
+        # one class index per row: [rows] or [rows, 1] (a [rows / 2, 2] array flattened to the right length), each
+        # 0..MAX_LABEL (-1 or 2**64 - 1 never equals an argmax: both versions scored 0 and the gate compared them)
+        one_per_row = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
+        if labels.dtype.kind not in "iu" or not one_per_row or len(labels) != rows:
             raise TritongenError(
-                f"{source}: '{LABELS_KEY}' must hold one integer class per row ({rows})",
-                "store the expected class indices as an integer array",
+                f"{source}: '{LABELS_KEY}' must hold one integer class per row ({rows}), is "
+                f"{labels.dtype}{list(labels.shape)}",
+                "store the expected class indices as an integer array of shape [rows]",
+            )
+        labels = labels.reshape(-1)
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise TritongenError(
+                f"{source}: '{LABELS_KEY}' holds {bad}, not a class index",
+                f"store class indices from 0 to the number of classes - 1 (at most {MAX_LABEL})",
             )
     requests = tuple({k: v[i : i + 1] for k, v in arrays.items()} for i in range(rows)) if batched else (dict(arrays),)
     return GoldenSet(requests, None if labels is None else tuple(int(x) for x in labels), source)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..dtypes import numpy_dtype
 from ..errors import TritongenError
-from ..files import json_file, read_problem, regular_bytes
+from ..files import json_file, read_problem, regular_bytes, text_lines
 from ..spec import TensorSpec
 
 Arrays = dict[str, np.ndarray]
@@ -148,8 +148,7 @@ def _utf8_lines(raw: bytes, path: Path) -> list[str]:
             f"calibration text file {path} is not UTF-8 text (byte {exc.start} is {raw[exc.start : exc.start + 1]!r})",
             "give a UTF-8 text file with one sample per line, or .npz samples",
         ) from None
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    return [line.strip() for line in lines if line.strip()]
+    return [line.strip() for line in text_lines(text)]
 
 
 def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, tokenizer: Path | None) -> list[Arrays]:
