@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -219,6 +220,9 @@ def test_build_of_an_in_memory_module_hands_it_back_in_its_mode(tmp_path):
         precision="fp16",
     )
     assert result.parity.ok and result.spec.max_abs_error == (("output", 1.0),)
+    # the guard's figures on the result, as the manifest records them (the API caller had to read the manifest)
+    assert result.precision == json.loads(result.manifest_path.read_text())["precision"]
+    assert result.precision["precision"] == "fp16" and result.precision["accuracy"]["cosine_min"] > 0.99
     assert [m.training for m in net.modules()] == before
     with pytest.raises(TritongenError, match="negative"):
         tritongen.build(net, example_inputs=[torch.randn(2, 4)], name="bad", repo=tmp_path / "r2", max_batch_size=-1)

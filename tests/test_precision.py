@@ -56,6 +56,7 @@ def _conv_spec(model: Path, repo: Path, **options):
 def test_conv_int8_top1_agrees_with_fp32(tmp_path, conv, conv_calib):
     result = build(_conv_spec(conv, tmp_path / "repo", precision="int8", calib_data=conv_calib, min_top1=0.99))
     record = json.loads(result.manifest_path.read_text())["precision"]
+    assert result.precision == record
     assert record["precision"] == "int8" and record["ok"]
     assert record["calibration"]["samples"] == 360 and record["calibration"]["eval_samples"] == 120
     assert record["accuracy"]["top1"] >= 0.99 and record["accuracy"]["cosine_mean"] >= 0.99

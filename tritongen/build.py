@@ -12,7 +12,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class BuildResult:
     timings_s: Mapping[str, float]
     fallback: str = ""  # why the first exporter was not used ("" when it was)
     handoff_dir: Path | None = None  # perf_analyzer / Model Analyzer hand-offs (tritongen.handoff), outside the repo
+    # the manifest's precision record: {"precision": "fp32"}, or for FP16/INT8 the accuracy guard's figures
+    # ("ok", "accuracy": cosine mean/min, top-1, ...; "kept_layers", "attempts", "calibration", ...)
+    precision: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def batching(self) -> str:
@@ -130,6 +133,7 @@ class StagedModel:
     exporter: str
     form: str
     fallback: str = ""  # why the first exporter was not used
+    precision: Mapping[str, Any] = field(default_factory=dict)  # as the manifest records it
 
 
 def stage_model_steps(spec: BuildSpec, loaded: bool = False) -> int:
@@ -260,6 +264,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         )
     precision, tensorrt = _precision_stage(spec, loaded, export.onnx_path, samples, stage, version_dir, stages)
 
+    precision_record = precision.to_dict() if precision is not None else {"precision": spec.precision}
+
     def write_files() -> Path:
         artifacts = version_dir / ARTIFACT_DIR
         artifacts.mkdir(parents=True, exist_ok=True)
@@ -301,7 +307,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
                 spec=_recorded_spec(spec, loaded),
                 samples={"from_file": samples.from_file, "cases": [label for label, _ in samples.parity]},
                 parity=report.to_dict(),
-                precision=precision.to_dict() if precision is not None else {"precision": spec.precision},
+                precision=precision_record,
                 **({"tensorrt": tensorrt} if tensorrt else {}),
             ),
         )
@@ -316,6 +322,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         exporter=export.exporter,
         form=loaded.form,
         fallback=export.fallback,
+        precision=precision_record,
     )
 
 
@@ -593,4 +600,5 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
         exporter=staged.exporter,
         timings_s=dict(stages.timings_s),
         fallback=staged.fallback,
+        precision=staged.precision,
     )
