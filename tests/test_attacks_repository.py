@@ -491,3 +491,24 @@ def test_a_changed_file_whose_digest_holds_a_quote_is_named_through_the_cli(worl
     _assert_one_clean_line("quoted digest", code, out, err, ("differs from what was signed",))
     assert "(changed since signing: conv/1/model.py, conv/1/tritongen/manifest.json):" in err, err
     assert "Digest" not in err and "\\x" not in err, err
+
+
+def test_a_model_of_a_thousand_nested_folders_is_one_line_in_validate_verify_sign_and_serve(world, tmp_path):
+    """Found by an attacker: validate, verify, sign and serve ended in RecursionError tracebacks (and verify
+    --public-key said the signature "cannot be checked (RecursionError ...)")."""
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    folder = repo / "conv" / "1"
+    for _ in range(11):  # os.makedirs recurses too: 100 levels at a time
+        folder = folder.joinpath(*["d"] * 100)
+        folder.mkdir(parents=True)
+    for argv in (
+        ["validate", str(repo)],
+        ["verify", str(repo)],
+        ["verify", str(repo), "--public-key", str(world.pub)],
+        ["sign", str(repo), "--private-key", str(world.key)],
+        ["serve", str(repo), "--public-key", str(world.pub), "--server-bin", str(world.server_bin)],
+    ):
+        code, out, err = _run(argv)
+        _assert_one_clean_line(argv[0], code, out, err, ("nested more than 64 deep",))
+    assert not world.marker.exists()

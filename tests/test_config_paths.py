@@ -48,10 +48,17 @@ def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_d
             'parameters { key: "trt_engine_cache_enable" value: "true" } } } }',
             "cached engines from the server's working folder",
         ),
+        # Triton looks a backend up as <backends>/<name>/: this loaded a library from /tmp into the server, with
+        # validate, sign, verify and serve --public-key passing (the library can be swapped after signing)
+        ('backend: "../../../../tmp/bt/L"', "names backend '../../../../tmp/bt/L'"),
+        ('backend: "/tmp/bt/L"', "names backend '/tmp/bt/L'"),
+        ('runtime: "../../tmp/libx.so"', "names runtime '../../tmp/libx.so', a path"),
+        ('model_repository_agents { agents [ { name: "../../tmp/a" } ] }', "repository agent '../../tmp/a'"),
     ],
 )
 def test_settings_that_point_triton_outside_the_model_folder_are_named(setting, words):
-    problems = outside_path_problems(config_from_text(HAND_CONFIG + setting), "hand")
+    base = HAND_CONFIG.replace('backend: "python"\n', "") if setting.startswith("backend:") else HAND_CONFIG
+    problems = outside_path_problems(config_from_text(base + setting), "hand")
     assert len(problems) == 1 and words in problems[0], problems
 
 
@@ -64,6 +71,12 @@ def test_settings_inside_the_model_folder_or_without_files_pass():
     )
     own_file = 'default_model_filename: "sub/model.py"\n'
     assert outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off + own_file), "hand") == []
+    for plain in (
+        'backend: "my_backend-2"',
+        'runtime: "model.py"',
+        'model_repository_agents { agents [ { name: "checksum" } ] }',
+    ):
+        assert outside_path_problems(config_from_text(HAND_CONFIG.replace('backend: "python"', "") + plain), "h") == []
 
 
 def test_verify_refuses_a_hand_written_model_whose_environment_lies_outside_the_repository(tmp_path):

@@ -131,3 +131,43 @@ def test_replace_file_leaves_the_permissions_a_plain_write_would(tmp_path):
         os.umask(old_umask)
     assert stat.S_IMODE((tmp_path / "fresh.txt").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o700
+
+
+def _tree(root):
+    for rel in ("a/b/c", "a/d", "e"):
+        (root / rel).mkdir(parents=True)
+    for rel in ("f.txt", "a/g.txt", "a/b/c/h.txt"):
+        (root / rel).write_text("x")
+    (root / "link").symlink_to(root / "a")  # listed among the folders, as os.walk does, never descended into
+
+
+def test_walk_is_os_walk_without_recursion(tmp_path):
+    from tritongen.files import walk
+
+    _tree(tmp_path)
+
+    def listing(walker):
+        return sorted((os.path.relpath(d, tmp_path), sorted(ds), sorted(fs)) for d, ds, fs in walker)
+
+    assert listing(walk(tmp_path)) == listing(os.walk(tmp_path))
+    seen = []
+    for folder, dirs, _ in walk(tmp_path):  # pruned in place, as os.walk's callers do
+        seen.append(os.path.relpath(folder, tmp_path))
+        dirs[:] = [d for d in dirs if d != "b"]
+    assert sorted(seen) == [".", "a", "a/d", "e"]
+    errors = []
+    assert list(walk(tmp_path / "missing", onerror=errors.append)) == [] and isinstance(errors[0], OSError)
+
+
+def test_walk_refuses_a_tree_deeper_than_its_bound_with_one_line(tmp_path):
+    """1,100 nested empty folders (2.2 KB of path) in a model made validate, verify, sign and serve end in a
+    RecursionError traceback (Python 3.11's os.walk recurses once per level)."""
+    from tritongen.errors import TritongenError
+    from tritongen.files import MAX_TREE_DEPTH, walk
+
+    deep = tmp_path / "m"
+    deep.joinpath(*["d"] * MAX_TREE_DEPTH).mkdir(parents=True)
+    assert len(list(walk(deep))) == MAX_TREE_DEPTH + 1  # exactly the bound: walked
+    deep.joinpath(*["d"] * (MAX_TREE_DEPTH + 1)).mkdir()
+    with pytest.raises(TritongenError, match=f"holds folders nested more than {MAX_TREE_DEPTH} deep"):
+        list(walk(deep))

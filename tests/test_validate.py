@@ -1140,6 +1140,20 @@ def test_a_python_model_name_a_shell_would_split_or_run_is_a_problem(name):
     assert not [p for p in problems_in_config(config_from_text(other)) if "Python-backend" in p]
 
 
+def test_an_instance_group_name_a_shell_would_run_is_a_problem_for_every_stub_backend():
+    """The stub's instance is <group name>_<n>, in the shell command Triton starts it with: a group named
+    g$(id>...) ran the command in the server (validate, sign and verify passed). A Python-based backend (vllm:
+    a model.py in its folder) starts a stub the same way; ONNX Runtime's instances are threads."""
+    group = 'instance_group [ { name: "g$(id>/tmp/x)" count: 1 kind: KIND_CPU } ]\n'
+    for backend in ("python", "vllm"):
+        text = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], backend=backend, extra=group)
+        assert_problem(problems_in_config(config_from_text(text)), "instance group name 'g$(id>/tmp/x)'", "rename")
+    plain = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], extra=group.replace("$(id>/tmp/x)", "_a"))
+    assert problems_in_config(config_from_text(plain)) == []
+    native = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], backend="onnxruntime", extra=group)
+    assert not [p for p in problems_in_config(config_from_text(native)) if "Python-backend" in p]
+
+
 def test_a_python_model_file_name_a_shell_would_split_is_a_problem():
     text = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], extra='default_model_filename: "m y.py"\n')
     assert_problem(problems_in_config(config_from_text(text)), "model file name 'm y.py'", "rename")

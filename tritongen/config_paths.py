@@ -15,11 +15,17 @@ setting is refused:
   ``trt_engine_cache_enable``/``trt_engine_cache_path`` and ``trt_ep_context_file_path`` (engines it deserialises
   and runs, read from the server's working folder or the path named), ``trt_timing_cache_path``.
 
+- ``backend``, ``runtime`` and repository agents' names: Triton looks each up as a folder or file under its
+  backends (repository agents) folder, so a name with ``/`` or ``..`` loads a shared library (or a ``model.py``)
+  from anywhere on the server's machine, which a signature cannot cover: a backend or agent name is letters,
+  digits, ``_`` and ``-``; a runtime is a file name, no path.
+
 tritongen writes none of these; a hand-written model that needs them is served from an image that holds them.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -53,9 +59,28 @@ def inside_version_folder(filename: str) -> bool:
     return bool(path.parts) and not path.is_absolute() and ".." not in path.parts and "\\" not in filename
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def outside_path_problems(config: Any, name: str) -> list[str]:
     """What in ``config`` (a parsed ``ModelConfig``) points Triton at files outside model ``name``'s folder."""
     problems = []
+    if config.backend and not _PLAIN_NAME.fullmatch(config.backend):
+        problems.append(
+            f"model '{name}' names backend '{config.backend[:200]}': Triton looks a backend up as a folder of its "
+            "backends folder, and this name leads elsewhere (a shared library loaded into the server unchecked)"
+        )
+    if config.runtime and ("/" in config.runtime or "\\" in config.runtime or ".." in config.runtime):
+        problems.append(
+            f"model '{name}' names runtime '{config.runtime[:200]}', a path: Triton loads the runtime from its "
+            "backend's folder, and a path leads elsewhere (loaded into the server unchecked)"
+        )
+    for agent in config.model_repository_agents.agents:
+        if not _PLAIN_NAME.fullmatch(agent.name):
+            problems.append(
+                f"model '{name}' names repository agent '{agent.name[:200]}': Triton looks an agent up as a folder "
+                "of its repoagents folder, and this name leads elsewhere (a shared library loaded unchecked)"
+            )
     env = config.parameters.get(EXECUTION_ENV_KEY)
     if env is not None and not inside_model_folder(env.string_value):
         problems.append(

@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import TritongenError
+from .names import shown
+
 READ_CHUNK_BYTES = 1 << 16
 
 
@@ -121,3 +124,40 @@ def text_lines(text: str) -> Iterator[str]:
         line, start = text[start:end].removesuffix("\r"), end + 1
         if line.strip():
             yield line
+
+
+MAX_TREE_DEPTH = 64  # folders below a walked top: a model folder holds model/version/files, a package a few more
+
+
+def walk(top: str | os.PathLike[str], onerror: Any = None) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top, onerror=onerror)`` (top-down, links not descended into, ``dirnames`` prunable in place),
+    without recursion and at most :data:`MAX_TREE_DEPTH` folders deep: Python 3.11's ``os.walk`` recurses once
+    per level, so 1,100 nested empty folders in a model were a RecursionError traceback in validate, verify, sign
+    and serve. Deeper is a :class:`TritongenError` naming the folder."""
+    stack: list[tuple[str, int]] = [(os.fspath(top), 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except OSError as exc:
+            if onerror is not None:
+                onerror(exc)
+            continue
+        dirs: list[str] = []
+        files: list[str] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # as os.walk: a link to a folder is listed among the folders
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
+        yield folder, dirs, files
+        below = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        if below and depth >= MAX_TREE_DEPTH:
+            raise TritongenError(
+                f"{shown(os.fspath(top), 120)} holds folders nested more than {MAX_TREE_DEPTH} deep "
+                f"(at {shown(os.path.relpath(os.path.join(folder, below[0]), top), 120)})",
+                "remove the deep folders: a model folder holds its config and version folders with the model's files",
+            )
+        stack.extend((os.path.join(folder, d), depth + 1) for d in reversed(below))

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from .errors import TritongenError
+from .files import walk
 from .names import shown, with_suggestion
 
 CONFIG_NAME = "config.pbtxt"
@@ -217,7 +218,7 @@ def link_problems(repo: Path, model_dir: Path) -> list[str]:
         return [f"model folder '{shown(name)}' is a symbolic link (to {shown(os.readlink(model_dir), 120)})"]
     root = Path(repo).resolve()
     problems = []
-    for folder, dirs, files in os.walk(model_dir):  # links are not followed
+    for folder, dirs, files in walk(model_dir):  # links are not followed
         for entry in sorted(dirs + files):
             path = Path(folder) / entry
             if not path.is_symlink():

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .errors import TritongenError
-from .files import FileTooLargeError, read_problem, regular_bytes
+from .files import FileTooLargeError, read_problem, regular_bytes, walk
 from .layout import SIGNATURE_NAME
 from .validate import check_repository_folder
 
@@ -202,7 +202,7 @@ def bytecode_cache_dirs(repo: Path) -> list[str]:
 
     out = []
     for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.is_symlink()):
-        for dirpath, dirnames, filenames in os.walk(model_dir):
+        for dirpath, dirnames, filenames in walk(model_dir):
             dirnames[:] = sorted(d for d in dirnames if d != PYCACHE)
             if any(f.endswith(".py") for f in filenames):
                 out.append((Path(dirpath) / PYCACHE).relative_to(repo).as_posix())
@@ -264,6 +264,8 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
     key = check_public_key(public_key)
     path, skipped = signature_location(repo, signature)
     data = _signature_bytes(repo, path)
+    for _ in walk(repo):  # a tree too deep to walk is one line (the library's own walk recursed out of the stack)
+        pass
     hashing, _, verifying = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
         copy, key_copy = _checked_copies(Path(tmp), data, key)

@@ -696,23 +696,33 @@ def problems_in_config(
         problems += _warmup_problems(config, name, model_dir)
     if done.backend == "onnxruntime":
         problems += _onnxruntime_problems(config, name)
-    if done.backend == "python":
+    if done.backend not in NATIVE_BACKENDS and config.platform != ENSEMBLE_PLATFORM:  # python or Python-based
         problems += _stub_path_problems(config, name)
     if model_dir is not None:
         problems += _folder_problems(config, name, model_dir, done)
     return problems
 
 
+# backends Triton runs in its own process, without a stub: any other (python, or a Python-based one such as vllm,
+# whose folder holds a model.py) starts a stub process per instance through a shell
+NATIVE_BACKENDS = frozenset(
+    {"onnxruntime", "tensorrt", "pytorch", "tensorflow", "openvino", "fil", "dali", "identity", "tensorrtllm"}
+)
+
+
 def _stub_path_problems(config: ModelConfig, name: str) -> list[str]:
-    """A Python-backend model whose name or model file name a shell would split or run."""
+    """A Python-backend model whose name, model file name or instance group names (the stub's instance is
+    ``<group>_<n>``) a shell would split or run: a group named ``g$(id>/tmp/x)`` ran the command in the server."""
     problems = []
-    for what, text in (("name", name), ("model file name", config.default_model_filename)):
+    texts = [("name", name), ("model file name", config.default_model_filename)]
+    texts += [("instance group name", group.name) for group in config.instance_group]
+    for what, text in texts:
         bad = shell_special_chars(text)
         if bad:
             problems.append(
-                f"the {what} {text!r} of Python-backend model '{name}' holds {', '.join(map(repr, bad))}: Triton "
-                "starts the model's stub through a shell that splits or runs them; rename it with letters, digits, "
-                "'_', '-' and '.'"
+                f"the {what} {text[:200]!r} of Python-backend model '{name}' holds {', '.join(map(repr, bad))}: "
+                "Triton starts the model's stub through a shell that splits or runs them; rename it with letters, "
+                "digits, '_', '-' and '.'"
             )
     return problems
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..errors import TritongenError
+from ..files import walk
 
 COPY_CHUNK_BYTES = 1 << 20
 SNAPSHOT_PREFIX = "tritongen-snapshot-"  # the private folder (in the temp directory) that holds a served copy
@@ -85,7 +86,7 @@ def snapshot_from_repository(
         os.mkdir(dest, 0o700)
     except OSError as exc:
         raise _no_room(exc) from None
-    for dirpath, dirnames, filenames in os.walk(repo, onerror=_unreadable_folder):
+    for dirpath, dirnames, filenames in walk(repo, onerror=_unreadable_folder):
         here = Path(dirpath)
         there = dest / here.relative_to(repo)
         if models_only and here == repo:
@@ -108,7 +109,7 @@ def snapshot_from_repository(
 
 def _check_room(repo: Path, where: Path) -> None:
     size_bytes = 0
-    for dirpath, _, filenames in os.walk(repo):
+    for dirpath, _, filenames in walk(repo):
         for name in filenames:
             try:
                 size_bytes += os.lstat(os.path.join(dirpath, name)).st_size
@@ -192,7 +193,7 @@ def fingerprint(repo: Path) -> dict[str, tuple[int, ...]]:
     inode only (a file created beside it, such as rollout's lock, changes the folder's mtime but is no change to
     load). Unreadable folders leave their entries out (the check names them)."""
     entries: dict[str, tuple[int, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(repo):
+    for dirpath, dirnames, filenames in walk(repo):
         here = Path(dirpath)
         for name in (*dirnames, *filenames):
             path = here / name
