@@ -502,13 +502,21 @@ def test_a_model_of_a_thousand_nested_folders_is_one_line_in_validate_verify_sig
     for _ in range(11):  # os.makedirs recurses too: 100 levels at a time
         folder = folder.joinpath(*["d"] * 100)
         folder.mkdir(parents=True)
-    for argv in (
-        ["validate", str(repo)],
-        ["verify", str(repo)],
-        ["verify", str(repo), "--public-key", str(world.pub)],
-        ["sign", str(repo), "--private-key", str(world.key)],
-        ["serve", str(repo), "--public-key", str(world.pub), "--server-bin", str(world.server_bin)],
-    ):
-        code, out, err = _run(argv)
-        _assert_one_clean_line(argv[0], code, out, err, ("nested more than 64 deep",))
-    assert not world.marker.exists()
+    try:
+        for argv in (
+            ["validate", str(repo)],
+            ["verify", str(repo)],
+            ["verify", str(repo), "--public-key", str(world.pub)],
+            ["sign", str(repo), "--private-key", str(world.key)],
+            ["serve", str(repo), "--public-key", str(world.pub), "--server-bin", str(world.server_bin)],
+        ):
+            code, out, err = _run(argv)
+            _assert_one_clean_line(argv[0], code, out, err, ("nested more than 64 deep",))
+        assert not world.marker.exists()
+    finally:  # pytest's clean-up of old temp folders uses shutil.rmtree, which recurses as deep: removed here
+        deep = repo / "conv" / "1" / "d"
+        while deep.exists():
+            below = deep
+            while (below / "d").is_dir():
+                below = below / "d"
+            below.rmdir()
