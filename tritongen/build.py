@@ -517,6 +517,19 @@ LOCAL_FP16_NOTE = (
 )
 
 
+def int8_cpu_note(saturates: bool) -> str:
+    """What an INT8 CPU-form build says about the CPU its guard measured on (``saturates``: x86 without VNNI)."""
+    if saturates:
+        return (
+            "this CPU has no VNNI: ONNX Runtime's INT8 kernels add in 16 bits and saturate here, so the guard "
+            "measured (and kept layers in FP32 for) this CPU; a host with VNNI answers closer to FP32"
+        )
+    return (
+        "measured on a CPU with VNNI; on an x86 CPU without it (AVX2 only) ONNX Runtime's INT8 kernels saturate and "
+        "answer further from FP32: run tritongen infer NAME --check on the serving host"
+    )
+
+
 def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
     """FP16/INT8 behind the accuracy guard (the variant replaces model.onnx), then for ``--target tensorrt``
     the prepared ONNX, its profiles and the lint under ``<version>/tritongen/``.
@@ -543,6 +556,8 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
         stages.progress(f"      {precision.summary()}")
         if spec.target == "local" and spec.precision == "fp16":
             stages.progress(f"      note: {LOCAL_FP16_NOTE}")
+        if "u8s8_saturation" in precision.calibration:  # the CPU form: its answers depend on the CPU's INT8 kernels
+            stages.progress(f"      note: {int8_cpu_note(bool(precision.calibration['u8s8_saturation']))}")
     if spec.target != "tensorrt":
         if precision is None or spec.target != "onnxruntime":
             return precision, None

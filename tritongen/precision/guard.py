@@ -149,7 +149,7 @@ class _Variant:
             from .fp16 import fp16_onnx_from_onnx
 
             return fp16_onnx_from_onnx(self.src, dst, keep_nodes=kept)
-        from .int8 import int8_onnx_from_onnx
+        from .int8 import int8_onnx_from_onnx, u8s8_saturates
 
         result = int8_onnx_from_onnx(
             self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges, form=self.form
@@ -166,6 +166,8 @@ class _Variant:
                 "percentile_tensors": clipped,  # --calib-method auto: tensors whose outliers set the range
                 "qdq_pairs": result.qdq_form.pairs if result.qdq_form else None,
                 "int8_form": result.form,  # where the Q/DQ sit: "tensorrt" (inputs) or "cpu" (Conv outputs too)
+                # the CPU form measured on a host whose U8S8 kernels saturate (x86 without VNNI)
+                **({"u8s8_saturation": u8s8_saturates()} if result.form == "cpu" else {}),
             }
         return result.onnx_path
 
