@@ -221,7 +221,30 @@ ATTACKS = [
         ("com.example::", "standard ONNX"),
     ),
     ("truncated ONNX file", lambda f: _truncated(f), ("cannot be read",)),
+    (
+        # was a failure of the generated config's validation naming a staging folder already removed
+        "a 0-d (scalar) graph input",
+        lambda f: _scalar_input(f),
+        ("graph input 's' is a 0-d (scalar) tensor", "of shape [1]"),
+    ),
 ]
+
+
+def _scalar_input(files: dict[str, Path]) -> Path:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["y"])],
+        "scale",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
+    path = files["root"] / "scalar_in.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
 def _truncated(files: dict[str, Path]) -> Path:

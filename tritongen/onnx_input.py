@@ -160,6 +160,12 @@ def io_from_onnx(model: Any) -> OnnxIO:
                 f"graph input '{vi.name}' is not a tensor of a type Triton serves",
                 "make every graph input a numeric or bool tensor",
             ) from None
+        if not _dims(vi):  # batch_axis is False then: no first dimension to carry it
+            raise TritongenError(
+                f"graph input '{vi.name}' is a 0-d (scalar) tensor, and a Triton input has at least one dimension",
+                f"export the model again with '{vi.name}' of shape [1] (or [batch] beside batched inputs), or fix "
+                "its value inside the model",
+            )
         dims = _dims(vi)[1:] if batch_axis else _dims(vi)
         # a [batch] input is a scalar per item (dims [1] to clients, [batch] to the graph)
         inputs.append(TensorSpec(vi.name, dtype, tuple(dims) or (1,), scalar=batch_axis and not dims))
