@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +25,34 @@ def onnx_session(onnx_path: Path, threads: int = 0) -> Any:
             f"ONNX Runtime cannot load {onnx_path.name}: {str(exc).splitlines()[0][:300]}",
             "the export produced a graph ONNX Runtime rejects; try another --opset",
         ) from None
+
+
+LOAD_PROBE_TIMEOUT_S = 600.0
+_LOAD_PROBE = (
+    "import sys, onnxruntime as ort\n"
+    "options = ort.SessionOptions()\n"
+    "options.log_severity_level = 3\n"
+    "ort.InferenceSession(sys.argv[1], options, providers=['CPUExecutionProvider'])\n"
+)
+
+
+def loads_in_a_child(onnx_path: Path) -> str | None:
+    """Whether ONNX Runtime can open ``onnx_path`` (as :func:`onnx_session` and the served runner do) without
+    crashing: None when it can (or when it raises: the caller's own session says why), else how the child ended
+    ("signal SIGSEGV"). ONNX Runtime 1.32's graph optimiser crashes the process on some graphs (an FP16 two-layer
+    GRU): the build died with no error line, leaving its staging folders behind."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _LOAD_PROBE, str(onnx_path)],
+            capture_output=True,
+            timeout=LOAD_PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"no answer within {LOAD_PROBE_TIMEOUT_S:g} s"
+    if proc.returncode >= 0:
+        return None
+    try:
+        return f"signal {signal.Signals(-proc.returncode).name}"
+    except ValueError:
+        return f"signal {-proc.returncode}"

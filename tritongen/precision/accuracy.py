@@ -86,6 +86,7 @@ class AccuracyReport:
     outputs: tuple[OutputAccuracy, ...]
     min_cosine: float
     min_top1: float | None
+    also_failing: tuple[str, ...] = ()  # failures measured elsewhere (the guard's check batch), with their place
 
     @property
     def cosine_mean(self) -> float:
@@ -131,7 +132,7 @@ class AccuracyReport:
                 problems.append(f"{o.output}: top-1 agreement {compared(o.top1, '<', self.min_top1)}")
         if self.min_top1 is not None and self.top1 is None:
             problems.append("--min-top1 is set but no output is shaped [batch, classes]")
-        return problems
+        return problems + list(self.also_failing)
 
     @property
     def ok(self) -> bool:

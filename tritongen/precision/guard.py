@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -25,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import TritongenError
+from ..ort_session import loads_in_a_child
 from ..progress import Progress
 from .accuracy import AccuracyReport, accuracy_from_outputs
 from .calibration import CalibrationData
-from .flops import FlopShare, flop_share, loss_per_flop, weight_gemm_flops
+from .flops import FlopShare, flop_share, loss_per_flop, recurrent_nodes, weight_gemm_flops
 
 DEFAULT_MAX_ATTEMPTS = 4
 SENSITIVITY_SAMPLES = 32  # held-out samples used to rank layers (the full held-out set checks each attempt)
@@ -119,6 +121,7 @@ class _Variant:
         self.precision, self.src, self.data, self.method, self.form = precision, src, data, method, form
         self.calibration: dict[str, Any] = {}
         self.flops: dict[str, int] = {}
+        self.float_only: list[str] = []
         self.ranges: list[Any] | None = None
         if precision == "int8":
             self._prepare_int8(work)
@@ -143,6 +146,7 @@ class _Variant:
             self.ranges = range_choices(model, activation_inputs(model, QUANTIZED_OPS), batches)
         sample = (self.data.eval or self.data.calib)[0]
         self.flops = weight_gemm_flops(model, sample)
+        self.float_only = recurrent_nodes(model)  # weighted, counted, never INT8
 
     def build(self, dst: Path, kept: Sequence[str]) -> Path:
         if self.precision == "fp16":
@@ -230,13 +234,18 @@ def guarded_onnx_from_onnx(
     progress: Progress | None = None,
     int8_form: str = "tensorrt",
     max_abs_error: Mapping[str, float] | None = None,
+    check: tuple[Mapping[str, np.ndarray], Sequence[np.ndarray]] | None = None,
 ) -> GuardResult:
-    """The ``precision`` variant of ``src`` that meets the bar on ``data.eval`` against ``reference``.
+    """The ``precision`` variant of ``src`` that meets the bar on ``data.eval`` against ``reference``, and on
+    ``check`` (the batch ``infer --check`` will send, with its FP32 reference) on its own.
 
     ``reference[b]`` holds the FP32 reference outputs (PyTorch's) for ``data.eval[b]``. The variant is written
     under ``work``; the returned path is the one that passed. ``int8_form``: where an INT8 graph will run
     (:data:`.int8.INT8_FORMS`). ``max_abs_error``: outputs judged by their largest absolute error alone
-    (:mod:`.accuracy`). Raises :class:`TritongenError` with every
+    (:mod:`.accuracy`). ``check``: held to the same bar (and the row error bars measured on ``data.eval``, as
+    ``infer --check`` applies them): a variant that passed on held-out calibration rows and failed on the samples
+    the build saves was a build whose own ``infer --check`` read MISMATCH (MiniLM INT8 calibrated on random words:
+    held-out mean cosine 0.9947, the saved sentences 0.9875). Raises :class:`TritongenError` with every
     attempt's figures when none passes.
     """
     say = progress or (lambda message: None)
@@ -250,6 +259,15 @@ def guarded_onnx_from_onnx(
 
     def attempt(kept: Sequence[str]) -> tuple[Path, AccuracyReport]:
         path = variant.build(work / f"attempt-{len(attempts) + 1}", kept)
+        crash = loads_in_a_child(path) if not attempts else None  # the first variant: every layer converted
+        if crash is not None:
+            raise TritongenError(
+                f"ONNX Runtime crashes loading the {precision} variant of this model ({crash}), as the served "
+                "runner would",
+                "build with --precision fp32"
+                + (" or fp16" if precision == "int8" else " or int8 --calib-data FILE")
+                + " (ONNX Runtime's bug on this graph: a two-layer GRU in FP16 is one)",
+            )
         report = accuracy_from_outputs(
             output_names,
             outputs_from_onnx(path, data.eval, output_names),
@@ -258,6 +276,18 @@ def guarded_onnx_from_onnx(
             min_top1,
             max_abs_error=max_abs_error,
         )
+        if check is not None and report.ok:
+            checked = accuracy_from_outputs(
+                output_names,
+                outputs_from_onnx(path, [dict(check[0])], output_names),
+                [list(check[1])],
+                min_cosine,
+                min_top1,
+                max_abs_error=max_abs_error,
+                row_error_bars=report.row_error_bars(),
+            )
+            where = "on the samples the build saves for infer --check"
+            report = dataclasses.replace(report, also_failing=tuple(f"{where}: {f}" for f in checked.failures()))
         attempts.append(Attempt(tuple(kept), report))
         say(
             f"      attempt {len(attempts)} ({len(kept)} layer(s) kept in FP32): cosine mean {report.cosine_mean:.5f}"
@@ -312,7 +342,7 @@ def guarded_onnx_from_onnx(
         attempts=tuple(attempts),
         sensitivity=tuple(scores),
         calibration=dict(variant.calibration),
-        flops=flop_share(variant.flops, attempts[-1].kept) if variant.flops else None,
+        flops=flop_share(variant.flops, [*attempts[-1].kept, *variant.float_only]) if variant.flops else None,
     )
     if not report.ok:
         lines = [

@@ -50,6 +50,18 @@ def precision_from_build(
         f"{data.eval_samples} held out for the accuracy guard ({data.source})"
     )
     reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
+    # the samples the build saves, which infer --check sends: held-out calibration rows (data like the guard's),
+    # else the build's last parity samples (a text ensemble's sentences, --sample-inputs); the guard holds the
+    # variant to its bar on them too, so that the build's own check agrees with its guard
+    saves_heldout = not (spec.calib_data is None or spec.sample_inputs is not None or not data.eval or spec.states)
+    if saves_heldout and spec.target == "tensorrt" and not _within_profile(spec, data.eval[0]):
+        saves_heldout = False  # an engine refuses sizes past its profile: the build's samples stay
+    check = None
+    if saves_heldout:
+        check = (data.eval[0], reference[0])
+    elif not spec.states and parity_samples:  # a stateful model's check sends a sequence start, built later
+        inputs = parity_samples[-1][1]
+        check = (inputs, torch_outputs_from_module(module, spec, inputs))
     result = guarded_onnx_from_onnx(
         fp32_onnx,
         work,
@@ -63,11 +75,10 @@ def precision_from_build(
         progress=say,
         int8_form="cpu" if spec.target == "local" else "tensorrt",  # local: ONNX Runtime's CPU integer kernels
         max_abs_error=dict(spec.max_abs_error),
+        check=check,
     )
-    if spec.calib_data is None or spec.sample_inputs is not None or not data.eval or spec.states:
+    if not saves_heldout:
         return result  # real samples given (a text ensemble's sentences, --sample-inputs) stay the check's
-    if spec.target == "tensorrt" and not _within_profile(spec, data.eval[0]):
-        return result  # an engine refuses sizes past its profile: the build's samples stay
     return dataclasses.replace(result, check_sample=(data.eval[0], reference[0]))
 
 
