@@ -171,6 +171,38 @@ def test_flop_share_matches_the_hand_count():
     assert [n for n, _ in loss_per_flop([("first", 0.01), ("second", 0.006)], flops)] == ["second", "first"]
 
 
+def test_recurrent_layers_count_as_weight_gemms_that_stay_in_float():
+    """A 2-layer LSTM with a Linear head read "100% (1/1 weighted ops in INT8)": only the head was INT8."""
+    from tritongen.precision.flops import recurrent_nodes
+
+    steps, batch, inputs, hidden = 5, 2, 6, 8
+    nodes = [
+        helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden),
+        helper.make_node("Squeeze", ["y", "axis"], ["ys"], name="sq"),
+        helper.make_node("MatMul", ["ys", "head"], ["out"], name="head"),
+    ]
+    inits = [
+        _init("W", np.ones((1, 4 * hidden, inputs))),
+        _init("R", np.ones((1, 4 * hidden, hidden))),
+        _init("head", np.ones((hidden, 3))),
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, batch, inputs])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [steps, batch, 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    flops = weight_gemm_flops(model, {"x": np.ones((steps, batch, inputs), np.float32)})
+    lstm = 2 * steps * batch * 4 * hidden * (inputs + hidden)  # every step, every gate, input and recurrent weights
+    assert flops == {"lstm": lstm, "head": 2 * steps * batch * hidden * 3}
+    assert recurrent_nodes(model) == ["lstm"]
+    share = flop_share(flops, kept=recurrent_nodes(model))
+    assert share.int8_nodes == 1 and share.total_nodes == 2 and share.share == pytest.approx(480 / (lstm + 480))
+
+
 def test_range_choice_is_per_tensor():
     """Two tensors, one with rare huge outliers: only that one takes the percentile range."""
     nodes = [
