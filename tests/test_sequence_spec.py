@@ -58,6 +58,22 @@ def test_a_state_pair_makes_a_sequence_model(files, tmp_path, target):
     assert problems_in_config(config, tmp_path / "acc") == []
 
 
+def test_an_onnx_file_pairs_its_state_with_the_graphs_own_output_names(tmp_path):
+    """`build lstm.onnx --state h:h_next` said "name every output forward() returns with --output", and naming
+    them in another order said "drop --output (the names are read from the graph)": the graph names them."""
+    path = tmp_path / "acc.onnx"
+    torch.onnx.export(
+        factories.Accumulator(), (torch.zeros(2, 4), torch.zeros(2, 4)), str(path), input_names=["x", "acc"],
+        output_names=["y", "acc_out"], dynamic_axes={n: {0: "b"} for n in ("x", "acc", "y", "acc_out")},
+        opset_version=17, dynamo=False,
+    )  # fmt: skip
+    code, out, err = _run(["build", str(path), "--state", "acc:acc_out", "--repo", str(tmp_path / "repo")])
+    assert code == 0, err
+    config = config_from_file(tmp_path / "repo" / "acc" / "config.pbtxt")
+    assert [t.name for t in config.input] == ["x"] and [t.name for t in config.output] == ["y"]
+    assert config.parameters["tritongen_states"].string_value == "acc:acc_out"
+
+
 def _stream(module, chunks):
     module = copy.deepcopy(module)
     with torch.inference_mode():

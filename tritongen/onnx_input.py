@@ -172,6 +172,11 @@ def io_from_onnx(model: Any) -> OnnxIO:
     return OnnxIO(tuple(inputs), tuple(o.name for o in model.graph.output), batch_axis)
 
 
+def graph_output_names(path: Path) -> tuple[str, ...]:
+    """The graph's output names, in order (what a stateful ONNX build pairs its --state outputs with)."""
+    return io_from_onnx(onnx_model_from_file(path, load_data=False)).outputs
+
+
 def spec_io_from_onnx(
     path: Path, declared: Sequence[Any], output_names: Sequence[str], max_batch_size: int | None
 ) -> tuple[tuple[Any, ...], int]:

@@ -553,6 +553,10 @@ def build_spec_from_options(
             )
         input_specs, mbs = spec_io_from_onnx(model, input_specs, out_names, None if mbs < 0 else mbs)
         inputs_from = "onnx"
+        if not out_names and (states or file_opts.get("states")):  # a stateful graph names its outputs itself
+            from .onnx_input import graph_output_names
+
+            out_names = graph_output_names(model)
     calib = pick(calib_data, "calib_data")
     if calib is not None and not Path(calib).expanduser().exists():
         raise TritongenError(
