@@ -366,6 +366,49 @@ def test_streams_are_cut_into_padded_chunks(tmp_path):
         arrays_from_stream_file(tmp_path / "a.wav", ["x", "y"])
 
 
+def test_a_stream_is_cut_as_the_models_dims_say_and_checked_before_sending():
+    """A newcomer's frame-wise model (dims [4]) got its natural [T, 4] file as [1, 4, 4] requests and a channel-
+    first one (dims [8, -1]) its [8, 60] file as [1, 8, 60]: both refused by Triton with its long message."""
+    from tritongen.errors import TritongenError
+    from tritongen.infer_sequence import chunks_from_arrays
+
+    f32 = {"x": np.dtype(np.float32)}
+    frames = np.arange(20, dtype=np.float32).reshape(5, 4)
+    chunks = chunks_from_arrays({"x": frames}, None, f32, {"x": [4]})  # one request per step
+    assert [c["x"].shape for c in chunks] == [(1, 4)] * 5 and np.array_equal(chunks[2]["x"][0], frames[2])
+    with pytest.raises(TritongenError, match="one request per step of \\[4\\], so --chunk-size 2 cannot apply"):
+        chunks_from_arrays({"x": frames}, 2, f32, {"x": [4]})
+    channels = np.arange(8 * 60, dtype=np.float32).reshape(8, 60)
+    chunks = chunks_from_arrays({"x": channels}, 25, f32, {"x": [8, -1]})  # along the variable (time) axis
+    assert [c["x"].shape for c in chunks] == [(1, 8, 25)] * 3 and np.array_equal(chunks[1]["x"][0], channels[:, 25:50])
+    assert np.all(chunks[2]["x"][0, :, 10:] == 0)  # 60 = 25 + 25 + 10, zero-padded
+    with pytest.raises(TritongenError, match="so the chunk size is not fixed"):
+        chunks_from_arrays({"x": channels}, None, f32, {"x": [8, -1]})
+    with pytest.raises(TritongenError, match=r"would be \[4, 1, 4\], and the model takes \[4\]"):
+        chunks_from_arrays({"x": frames.reshape(5, 1, 4)}, 4, f32, {"x": [4]})
+    samples = np.zeros(1000, np.float32)  # audio for dims [512]: 512 per request, as before
+    assert [c["x"].shape for c in chunks_from_arrays({"x": samples}, None, f32, {"x": [512]})] == [(1, 512)] * 2
+
+
+def test_a_wav_at_another_rate_than_the_models_sr_is_refused(tmp_path):
+    """A 44.1 kHz file streamed to a VAD built with --const sr=16000 was answered, for audio at the wrong speed."""
+    import wave
+
+    from tritongen.errors import TritongenError
+    from tritongen.infer_sequence import check_wav_rate
+
+    for rate in (16000, 44100):
+        with wave.open(str(tmp_path / f"{rate}.wav"), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(rate)
+            wav.writeframes(np.zeros(100, "<i2").tobytes())
+    check_wav_rate(tmp_path / "16000.wav", {"sr": 16000})
+    check_wav_rate(tmp_path / "44100.wav", {})  # no rate recorded: nothing to hold it to
+    with pytest.raises(TritongenError, match="44100.wav is 44100 Hz audio, and the model was built for sr=16000"):
+        check_wav_rate(tmp_path / "44100.wav", {"sr": 16000})
+
+
 def test_a_wav_whose_data_is_not_whole_samples_is_one_error(tmp_path):
     """A 16-bit PCM .wav whose data chunk declares 4 bytes and holds 3 (cut short): wave reads the 3 and numpy's
     frombuffer raised "buffer size must be a multiple of element size"."""

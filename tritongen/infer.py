@@ -388,7 +388,7 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
     """``spec.input_file`` streamed to a stateful model as one sequence; outputs stacked per chunk."""
     from .client import infer_sequence_from_chunks
     from .dtypes import numpy_dtype
-    from .infer_sequence import arrays_from_stream_file, chunks_from_arrays, default_chunk_size, stacked
+    from .infer_sequence import arrays_from_stream_file, check_wav_rate, chunks_from_arrays, stacked
     from .validate import config_from_file, config_pb2
 
     if spec.input_file is None or spec.check or spec.texts or spec.images:
@@ -406,14 +406,15 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
     names = [t.name for t in config.input]
     dtypes = {t.name: numpy_dtype(config_pb2().DataType.Name(t.data_type)) for t in config.input}
     arrays = arrays_from_stream_file(spec.input_file, names)
+    check_wav_rate(spec.input_file, _built_consts(Path(spec.repo) / spec.name))
     unknown = sorted(set(arrays) - set(names))
     if unknown or set(names) - set(arrays):
         raise TritongenError(
             f"the stream's arrays ({', '.join(sorted(arrays))}) are not the model's inputs ({', '.join(names)})",
             "name the .npz arrays after the inputs",
         )
-    size = spec.chunk_size if spec.chunk_size is not None else default_chunk_size(config)
-    chunks = chunks_from_arrays(arrays, size, dtypes)
+    dims = {t.name: list(t.dims) for t in config.input}  # as clients send them (a reshape is Triton's)
+    chunks = chunks_from_arrays(arrays, spec.chunk_size, dtypes, dims)
     url = spec.url or default_url(spec.protocol)
     answers = infer_sequence_from_chunks(
         url,
@@ -656,3 +657,18 @@ def infer_model(spec: InferSpec) -> InferResult:
     if report is not None and not report.ok and checked_version is not None:
         stale = stale_server(url, Path(spec.repo), spec.name, checked_version)
     return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32", stale=stale)
+
+
+def _built_consts(model_dir: Path) -> dict[str, Any]:
+    """The ``--const`` values the newest version was built with (empty where no manifest says)."""
+    from .layout import version_numbers
+    from .manifest import read_manifest
+
+    versions = version_numbers(model_dir)
+    try:
+        details = read_manifest(model_dir, versions[-1]).details if versions else {}
+    except TritongenError:
+        return {}
+    export = details.get("export")
+    consts = export.get("consts") if isinstance(export, dict) else None
+    return dict(consts) if isinstance(consts, dict) else {}

@@ -1,15 +1,16 @@
 """``tritongen infer NAME --sequence``: stream a file to a stateful model in chunks, as one sequence.
 
 The file is an audio ``.wav`` (PCM, mono; samples scaled to [-1, 1] as float32), an ``.npy`` array, or an ``.npz``
-with one array per input; every array is cut along its first axis into chunks of ``--chunk-size`` (the last one
-zero-padded), and each chunk goes as one request of the sequence (batch 1), the first flagged start and the last
-end, all with the correlation ID ``--sequence-id``.
+with one array per input; :func:`chunks_from_arrays` cuts each into requests (one per row of a ``[steps, *dims]``
+array, else chunks of ``--chunk-size`` along the input's variable axis, the last one zero-padded), and each goes
+as one request of the sequence (batch 1), the first flagged start and the last end, all with the correlation ID
+``--sequence-id``.
 """
 
 from __future__ import annotations
 
 import wave
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,31 @@ def arrays_from_stream_file(path: Path, input_names: list[str]) -> dict[str, np.
     raise TritongenError(f"cannot stream {path.name}", "pass a .wav (PCM, mono), .npy or .npz file")
 
 
+RATE_CONSTS = ("sr", "sample_rate", "sampling_rate")  # --const names that state the rate a model takes audio at
+
+
+def check_wav_rate(path: Path, consts: Mapping[str, object]) -> None:
+    """A ``.wav`` stream whose frame rate is not the rate the model was built for (``--const sr=16000``): its
+    answers would be for audio played at the wrong speed (a 44.1 kHz file streamed to silero-vad answered)."""
+    if Path(path).suffix.lower() != ".wav":
+        return
+    name = next(
+        (n for n in RATE_CONSTS if isinstance(consts.get(n), int) and not isinstance(consts.get(n), bool)), None
+    )
+    if name is None:
+        return
+    try:
+        with wave.open(str(path), "rb") as wav:
+            rate = wav.getframerate()
+    except (wave.Error, EOFError, OSError):
+        return  # the reader says why
+    if rate != consts[name]:
+        raise TritongenError(
+            f"{Path(path).name} is {rate} Hz audio, and the model was built for {name}={consts[name]}",
+            f"resample it first (sox {Path(path).name} -r {consts[name]} out.wav)",
+        )
+
+
 def _wav_samples(path: Path) -> np.ndarray:
     try:
         with wave.open(str(path), "rb") as wav:
@@ -78,43 +104,91 @@ def _wav_samples(path: Path) -> np.ndarray:
 
 
 def chunks_from_arrays(
-    arrays: Mapping[str, np.ndarray], chunk_size: int, dtypes: Mapping[str, np.dtype]
+    arrays: Mapping[str, np.ndarray],
+    chunk_size: int | None,
+    dtypes: Mapping[str, np.dtype],
+    dims: Mapping[str, Sequence[int]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Requests of one sequence: each array cut along its first axis, a batch axis of 1 added."""
-    if chunk_size < 1:
+    """Requests of one sequence, a batch axis of 1 added to each. ``dims``: each input's dims as the config
+    states them (without the batch axis), which decide how a stream is cut:
+
+    - an array of one more axis than the input, whose other axes fit its dims (``[steps, 4]`` for ``dims: [4]``),
+      holds one request per step: step by step (``chunk_size`` 1, the default);
+    - else it is cut into chunks of ``chunk_size`` along the input's one variable axis (``[8, 60]`` for ``dims:
+      [8, -1]``: 8 x chunk), or along its first axis (``dims: [512]``: 512 samples, the default size), the last
+      chunk zero-padded.
+
+    Every chunk is checked against ``dims`` before anything is sent."""
+    dims = {k: list(v) for k, v in (dims or {}).items()}
+    if chunk_size is not None and chunk_size < 1:
         raise TritongenError(f"--chunk-size {chunk_size} is below 1", "pass the number of samples per request")
-    lengths = {name: len(a) for name, a in arrays.items()}
+    steps = {n for n, a in arrays.items() if n in dims and a.ndim == len(dims[n]) + 1 and _fits(a.shape[1:], dims[n])}
+    if steps and steps != set(arrays):
+        raise TritongenError(
+            f"the stream gives {sorted(steps)} one step per row but not {sorted(set(arrays) - steps)}",
+            "save every input as [steps, *dims] (one request per step), or every one cut by --chunk-size",
+        )
+    if steps and chunk_size not in (None, 1):
+        name = sorted(steps)[0]
+        raise TritongenError(
+            f"the stream's '{name}' is {list(arrays[name].shape)}: one request per step of "
+            f"[{', '.join(map(str, dims[name]))}], so --chunk-size {chunk_size} cannot apply",
+            "drop --chunk-size (each row is one request)",
+        )
+    axes = {n: (0 if n in steps else _cut_axis(a, dims.get(n))) for n, a in arrays.items()}
+    size = 1 if steps else (chunk_size if chunk_size is not None else _default_size(arrays, dims))
+    lengths = {name: a.shape[axes[name]] if a.ndim else 0 for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
         raise TritongenError(
             f"the stream's arrays differ in length ({lengths})", "give every input the same number of steps"
         )
     length = next(iter(lengths.values()), 0)
-    count = -(-length // chunk_size)
+    count = -(-length // size)
     if count < 1 or count > MAX_CHUNKS:
         raise TritongenError(
-            f"the stream makes {count} chunks of {chunk_size}", f"send 1 to {MAX_CHUNKS} chunks (check --chunk-size)"
+            f"the stream makes {count} chunks of {size}", f"send 1 to {MAX_CHUNKS} chunks (check --chunk-size)"
         )
     chunks = []
     for i in range(count):
         chunk = {}
         for name, array in arrays.items():
-            piece = np.asarray(array[i * chunk_size : (i + 1) * chunk_size])
-            if len(piece) < chunk_size:  # the last chunk, zero-padded to the size the model takes
-                pad = np.zeros((chunk_size - len(piece), *piece.shape[1:]), piece.dtype)
-                piece = np.concatenate([piece, pad])
+            axis = axes[name]
+            piece = np.take(array, range(i * size, min((i + 1) * size, length)), axis=axis)
+            if name in steps:
+                piece = piece[0]  # one step: the request is [1, *dims]
+            elif piece.shape[axis] < size:  # the last chunk, zero-padded to the size the model takes
+                pad_shape = list(piece.shape)
+                pad_shape[axis] = size - piece.shape[axis]
+                piece = np.concatenate([piece, np.zeros(pad_shape, piece.dtype)], axis=axis)
+            if i == 0 and name in dims and not _fits(piece.shape, dims[name]):
+                raise TritongenError(
+                    f"a request of '{name}' cut from the stream ({list(array.shape)}) would be {list(piece.shape)}, "
+                    f"and the model takes [{', '.join(map(str, dims[name]))}]",
+                    f"save '{name}' as [steps, {', '.join(map(str, dims[name]))}] (one request per step) or with "
+                    "the model's dims, its variable axis the stream's time",
+                )
             chunk[name] = np.ascontiguousarray(piece[None].astype(dtypes.get(name, piece.dtype), copy=False))
         chunks.append(chunk)
     return chunks
 
 
-def default_chunk_size(config) -> int:
-    """The first input's size when the config fixes it in one dimension (e.g. ``dims: [ 512 ]``)."""
-    dims = list(config.input[0].dims)
-    if len(dims) >= 1 and dims[0] > 0:
-        return int(dims[0])
-    raise TritongenError(
-        f"input '{config.input[0].name}' has dims {dims}, so the chunk size is not fixed", "pass --chunk-size"
-    )
+def _fits(shape: Sequence[int], dims: Sequence[int]) -> bool:
+    return len(shape) == len(dims) and all(d < 0 or d == s for d, s in zip(dims, shape))
+
+
+def _cut_axis(array: np.ndarray, dims: Sequence[int] | None) -> int:
+    """The axis a stream is cut along: the input's one variable axis, else the first."""
+    variable = [i for i, d in enumerate(dims or ()) if d < 0]
+    return variable[0] if dims is not None and array.ndim == len(dims) and len(variable) == 1 else 0
+
+
+def _default_size(arrays: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[int]]) -> int:
+    """The first input's size when its config fixes it in one dimension (e.g. ``dims: [ 512 ]``)."""
+    name = next(iter(arrays))
+    given = list(dims.get(name, ()))
+    if len(given) >= 1 and given[0] > 0 and _cut_axis(arrays[name], given) == 0:
+        return int(given[0])
+    raise TritongenError(f"input '{name}' has dims {given}, so the chunk size is not fixed", "pass --chunk-size")
 
 
 def stacked(answers: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
