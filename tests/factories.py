@@ -209,6 +209,41 @@ class GrowingHistory(nn.Module):
         return self._history.mean(dim=1, keepdim=True)
 
 
+class StreamingConv(nn.Module):
+    """A streaming Conv1d over [batch, 8, time] chunks of any length: the last 2 frames of each chunk are the next
+    one's left context (``_cache``, a state attribute). ``trim`` frames are kept instead: 3 breaks the state's
+    shape, which the TorchScript exporter cannot see (a slice of a variable-length concatenation)."""
+
+    def __init__(self, keep: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(8, 16, 3)
+        self.keep = keep
+        self.register_buffer("_cache", torch.zeros(1, 8, 2), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._cache.shape[0] != x.shape[0]:
+            self._cache = torch.zeros(x.shape[0], 8, 2)
+        full = torch.cat([self._cache, x], -1)
+        self._cache = full[:, :, -self.keep :]
+        return self.conv(full)
+
+
+class StreamingConvExplicit(nn.Module):
+    """:class:`StreamingConv` with its state explicit: ``forward(x, cache) -> (y, next_cache)``, keeping ``keep``
+    frames (3 breaks the state's shape)."""
+
+    def __init__(self, keep: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(8, 16, 3)
+        self.keep = keep
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        full = torch.cat([cache, x], -1)
+        return self.conv(full), full[:, :, -self.keep :]
+
+
 class GlobalCounter(nn.Module):
     """State that does not follow the batch: one counter for every row."""
 

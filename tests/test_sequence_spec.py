@@ -58,6 +58,31 @@ def test_a_state_pair_makes_a_sequence_model(files, tmp_path, target):
     assert problems_in_config(config, tmp_path / "acc") == []
 
 
+def test_a_state_the_exporter_leaves_symbolic_is_measured_on_the_samples(tmp_path):
+    """A streaming conv over chunks of any length (state: the last 2 frames) was refused: "state changes dims:
+    input [8, 2], output [8, -1]" (the TorchScript exporter loses a slice's size), although it returns [8, 2]. The
+    state's shape is now read off the graph's answers; one that really changes (3 frames kept) is refused, as an
+    attribute (the stream check) and as an explicit --state pair (the samples), in one line each."""
+    common = ["--input", "x:FP32:8,-1", "--dim-range", "x:1:1:16:64", "--allow-pickle", "--repo", str(tmp_path)]
+    for keep, name in ((2, "stream"), (3, "broken")):
+        path = factories.save_model(factories.StreamingConv(keep), tmp_path / f"{name}.pt", "pickled_module")
+        code, out, err = _run(["build", str(path), "--name", name, *common, "--state-from-attributes", "auto"])
+        if keep == 2:
+            assert code == 0, err
+            config = config_from_file(tmp_path / name / "config.pbtxt")
+            assert config.parameters["tritongen_states"].string_value == "cache_in:cache_out"
+        else:
+            _assert_one_clean_line(name, code, out, err, ("a state attribute changes shape between calls",))
+        # scripted: the TorchScript exporter loses the slice's size, so only the samples can tell
+        path = factories.save_model(factories.StreamingConvExplicit(keep), tmp_path / f"e{name}.pt", "torchscript")
+        explicit = ["--input", "cache:FP32:8,2", "--state", "cache:next", "--output", "y", "--output", "next"]
+        code, out, err = _run(["build", str(path), "--name", f"e{name}", *common, *explicit])
+        if keep == 2:
+            assert code == 0, err
+        else:
+            _assert_one_clean_line(name, code, out, err, ("state 'cache:next' changes shape on the", "[1, 8, 3]"))
+
+
 def test_an_onnx_file_pairs_its_state_with_the_graphs_own_output_names(tmp_path):
     """`build lstm.onnx --state h:h_next` said "name every output forward() returns with --output", and naming
     them in another order said "drop --output (the names are read from the graph)": the graph names them."""

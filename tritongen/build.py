@@ -255,6 +255,10 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     )
     if not report.ok:
         raise _parity_error(report, export, spec)
+    if spec.states:
+        from .sequence import check_state_shapes_observed
+
+        check_state_shapes_observed(spec.states, [t.name for t in spec.outputs], samples.parity, observed)
     spec = spec.with_outputs(_observed_dims(spec.outputs, observed, spec.batched))
     classes = spec.outputs[0].dims[-1]
     if spec.labels and classes not in (-1, len(spec.labels)):

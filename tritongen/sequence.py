@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import TritongenError
 from .names import check_name
 from .tensors import TensorSpec
@@ -172,11 +174,36 @@ def check_state_tensors(
                 f"state '{pair.text}' changes data type: input {state_in.dtype}, output {state_out.dtype}",
                 "return the next state in the state input's data type (or fix --input)",
             )
-        if state_in.shape != state_out.shape:  # the model's own shapes: [batch] is not [batch, 1]
+        # the model's own shapes ([batch] is not [batch, 1]); a dimension the exporter left symbolic in the output
+        # (-1: a slice of a variable-length concatenation, `full[:, :, -2:]`) is measured on the samples instead
+        # (check_state_shapes_observed)
+        fits = len(state_in.shape) == len(state_out.shape) and all(
+            o in (-1, i) for i, o in zip(state_in.shape, state_out.shape)
+        )
+        if not fits or state_in.scalar != state_out.scalar:
             raise TritongenError(
                 f"state '{pair.text}' changes dims: input {list(state_in.shape)}, output {list(state_out.shape)}",
                 "return the next state with the state input's dims (or pair the right output in --state)",
             )
+
+
+def check_state_shapes_observed(
+    states: Sequence[StatePair],
+    output_names: Sequence[str],
+    cases: Sequence[tuple[str, Mapping[str, np.ndarray]]],
+    observed: Sequence[Sequence[np.ndarray]],
+) -> None:
+    """Every state output, as the graph really answers on the samples (``observed[case][output]``), has the shape
+    its state input had in that case: the next call reads it back."""
+    for pair in states:
+        at = list(output_names).index(pair.output)
+        for (label, inputs), outputs in zip(cases, observed):
+            sent, got = np.shape(inputs[pair.input]), np.shape(outputs[at])
+            if sent != got:
+                raise TritongenError(
+                    f"state '{pair.text}' changes shape on the {label} samples: input {list(sent)}, output {list(got)}",
+                    "return the next state with the state input's shape (or pair the right output in --state)",
+                )
 
 
 def check_scalar_state(pair: StatePair, tensor: TensorSpec, target: str) -> None:

@@ -382,6 +382,14 @@ def _stream_check(module: Any, wrapper: Any, spec: Any, consts: Mapping[str, Any
             got = wrapper(*args, *carried)
         outputs, carried = list(got[: len(expected)]), list(got[len(expected) :])
         for want, have in zip(expected, outputs):
+            if want.shape != have.shape:  # the carried state has the first call's shape, the module's own another
+                raise TritongenError(
+                    f"with its state attributes ({', '.join(s.attribute for s in states)}) passed in as tensors, the "
+                    f"module answers {list(have.shape)} where it answers {list(want.shape)} itself at call "
+                    f"{call + 1}: a state attribute changes shape between calls",
+                    "keep every state attribute one shape from call to call (a fixed window), or make the state "
+                    "explicit in forward() and pass --state IN:OUT",
+                )
             diff = float((want.float() - have.float()).abs().max()) if want.numel() else 0.0
             bound = spec.atol + spec.rtol * float(want.float().abs().max()) if want.numel() else 0.0
             if diff > bound:
