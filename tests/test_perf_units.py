@@ -418,7 +418,7 @@ def test_a_space_inside_a_number_list_is_refused_not_dropped():
     from tritongen.perf.spec import numbers_from_text
 
     assert numbers_from_text(" 1, 4 ,", int, "--concurrency") == (1, 4)
-    with pytest.raises(TritongenError, match="'1 4' is not a comma-separated list of numbers"):
+    with pytest.raises(TritongenError, match="'1 4' is not a comma-separated list of whole numbers"):
         numbers_from_text("1 4", int, "--concurrency")
 
 

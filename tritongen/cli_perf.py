@@ -40,6 +40,12 @@ def _progress(message: str) -> None:
     help="builtin: tritongen's async client; perf_analyzer: the real perf_analyzer with generated input data.",
 )
 @click.option(
+    "--seed",
+    type=int,
+    help="Seed of --arrival poisson's schedule, to repeat a run's (results.json's settings.seed). Default: a fresh "
+    "one per run.",
+)
+@click.option(
     "--duration-s",
     type=float,
     default=PERF_DEFAULTS["duration_s"],
@@ -147,9 +153,18 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
       tritongen perf --compare perf-minilm/ pa/ --report compare/        # report folders or results.json files
     """
     from .perf import run_from_json
-    from .perf.results import LevelFailed, comparison_lines, distinct_names, table_from_run
+    from .perf.results import LevelFailed, check_compare_dir, comparison_lines, distinct_names, table_from_run
+    from .signals import sigterm_as_keyboard_interrupt
 
     if compare:
+        measuring = _given_options(("targets", "compare", "report_dir"))
+        if measuring:
+            raise TritongenError(
+                f"--compare reads finished runs: {', '.join(measuring)} would measure nothing there",
+                "drop " + ("it" if len(measuring) == 1 else "them") + ", or run perf without --compare to measure",
+            )
+        if report_dir:
+            check_compare_dir(targets, report_dir)
         runs = distinct_names([run_from_json(Path(t)) for t in targets])  # each table named as the report names it
         for run in runs:
             click.echo(table_from_run(run))
@@ -166,16 +181,19 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             "pass one MODEL, or --compare with results.json files",
         )
     name = name_from_folder(targets[0], options)  # REPO/NAME: the model and its repository, as infer takes it
+    # SIGTERM (kill, a CI job's timeout, docker stop) ends perf as Ctrl-C does: the levels measured so far are
+    # reported and written, marked partial, rather than lost with the process.
     try:
-        run = api.perf(
-            name,
-            concurrency=numbers_from_text(concurrency, int, "--concurrency"),
-            request_rates=numbers_from_text(request_rate, float, "--request-rate"),
-            version_split=version_split or (),
-            report_dir=report_dir,  # checked before any load is sent; the report is written there after the run
-            progress=_progress,
-            **options,
-        )
+        with sigterm_as_keyboard_interrupt():
+            run = api.perf(
+                name,
+                concurrency=numbers_from_text(concurrency, int, "--concurrency"),
+                request_rates=numbers_from_text(request_rate, float, "--request-rate"),
+                version_split=version_split or (),
+                report_dir=report_dir,  # checked before any load is sent; the report is written there after the run
+                progress=_progress,
+                **options,
+            )
     except LevelFailed as failed:  # a level where every request failed: the table first, then the one error
         _show(failed.run, report_dir)
         raise
@@ -185,6 +203,20 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             f"the run is partial: {run.partial_reason}",
             "the levels measured before it stopped are reported" + (f" in {report_dir}" if report_dir else ""),
         )
+
+
+def _given_options(leave_out: tuple[str, ...]) -> list[str]:
+    """The options of the current command given on the command line (not left at their defaults), as spelled
+    there, less ``leave_out`` (parameter names)."""
+    context = click.get_current_context()
+    given = []
+    for param in context.command.params:
+        if param.name in leave_out or not isinstance(param, click.Option) or param.name is None:
+            continue
+        source = context.get_parameter_source(param.name)
+        if source not in (None, click.core.ParameterSource.DEFAULT):
+            given.append(param.opts[0])
+    return given
 
 
 def _show(run, report_dir: Path | None) -> None:

@@ -61,6 +61,21 @@ class ServerGone(Exception):
     """Every request of a window failed to reach the server."""
 
 
+class CutShort(Exception):
+    """--max-time-s ran out during a level: ``point`` holds its windows measured so far (None: none was)."""
+
+    def __init__(self, label: str, point: PerfPoint | None) -> None:
+        super().__init__(label)
+        self.label = label
+        self.point = point
+
+
+# Open loop: how long requests still outstanding when a level ends may take to answer before they are abandoned
+# (their answers would fall outside every window anyway); a server offered far more than it serves would
+# otherwise hold the level open for the whole --timeout-s.
+OPEN_LOOP_GRACE_S = 1.0
+
+
 # --------------------------------------------------------------------------------------------- senders
 
 
@@ -77,6 +92,15 @@ class Recorder:
     send_lag_s: list[float] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)  # the version each request was pinned to ("" = none)
     sent: int = 0
+    # Open loop: requests due but never sent, because the client had max_in_flight outstanding or could not keep
+    # up (counted, not recorded one by one: an offer far above what is served would fill memory). Two counters,
+    # each with one writer: the schedule's thread, and the event loop.
+    dropped_by_schedule: int = 0
+    dropped_by_loop: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_by_schedule + self.dropped_by_loop
 
     def add(self, done_s: float, latency_s: float, error: str | None, version: str = "") -> None:
         self.done_s.append(done_s)
@@ -97,10 +121,18 @@ class Window:
     stats: Mapping[str, Any] | None  # server statistics at the window's end
     client_cpu_s: float = 0.0  # CPU time this process (the load generator) used during the window
     server_use: ServerUse | None = None  # CPU time and wakeups of a local server in the window (None: not readable)
+    dropped: int = 0  # open loop: requests due in the window but never sent (counted in ``errors`` too)
 
 
 def _window(
-    rec: Recorder, start: int, end: int, seconds: float, stats, client_cpu_s: float = 0.0, server_use=None
+    rec: Recorder,
+    start: int,
+    end: int,
+    seconds: float,
+    stats,
+    client_cpu_s: float = 0.0,
+    server_use=None,
+    dropped: int = 0,
 ) -> Window:
     lat = np.asarray(rec.latency_s[start:end]) * 1000.0
     ok = np.asarray([e is None for e in rec.errors[start:end]], dtype=bool)
@@ -112,10 +144,11 @@ def _window(
         float(ok.sum() / seconds) if seconds > 0 else 0.0,
         float(good.mean()) if good.size else float("nan"),
         float(np.percentile(good, 99)) if good.size else float("nan"),
-        int((~ok).sum()),
+        int((~ok).sum()) + dropped,
         stats,
         client_cpu_s,
         server_use,
+        dropped,
     )
 
 
@@ -136,8 +169,19 @@ def is_stable(windows: Sequence[Window], pct: float) -> bool:
 
 
 async def _level(
-    sender, mode: str, load: float, spec: PerfSpec, stats_fn, progress: Progress, meter: ServerCpuMeter | None = None
+    sender,
+    mode: str,
+    load: float,
+    spec: PerfSpec,
+    stats_fn,
+    progress: Progress,
+    meter: ServerCpuMeter | None = None,
+    deadline_s: float | None = None,
+    spoiled: Callable[[], None] | None = None,
 ) -> PerfPoint:
+    """One load level. ``deadline_s`` (a ``time.perf_counter`` reading: --max-time-s) is a hard end: no window
+    starts that would end after it, and the level raises :class:`CutShort`. ``spoiled`` is called when requests
+    had to be abandoned at the end (the sender is then in no state for another level)."""
     rec = Recorder()
 
     async def server_read() -> ServerReading | None:
@@ -171,12 +215,14 @@ async def _level(
         t1 = clock()
         rec.add(t1, t1 - scheduled_s, error, version)
 
+    taken = [0]  # requests the event loop took from the schedule (the loop writes it; the schedule's thread reads)
+
     def start_open(due: list[tuple[int, float]]) -> None:
-        now = clock()
+        taken[0] += len(due)
         for index, scheduled_s in due:
             version = pick()
             if len(tasks) >= spec.max_in_flight:
-                rec.add(now, now - scheduled_s, "client_overloaded", version)
+                rec.dropped_by_loop += 1
                 continue
             task = asyncio.ensure_future(one_open(index, scheduled_s, version))
             tasks.add(task)
@@ -191,6 +237,7 @@ async def _level(
         def schedule() -> None:
             next_s = clock()
             index = 0
+            posted = 0  # requests handed to the event loop
             while not halt.is_set() and not stop.is_set():
                 wait_s = next_s - clock()
                 if wait_s > 0:
@@ -203,6 +250,12 @@ async def _level(
                     index += 1
                     next_s += rng.exponential(1.0 / rate) if spec.arrival == "poisson" else 1.0 / rate
                 rec.sent += len(due)
+                if posted - taken[0] >= spec.max_in_flight:
+                    # the event loop has not even taken the last max_in_flight requests: these are not sent (nor
+                    # queued for it without end), and count as dropped in the window they were due in
+                    rec.dropped_by_schedule += len(due)
+                    continue
+                posted += len(due)
                 try:
                     loop.call_soon_threadsafe(start_open, due)
                 except RuntimeError:  # the loop closed
@@ -226,27 +279,42 @@ async def _level(
     windows: list[Window] = []
     stable = False
     gone = None
+    cut = False
+
+    def left_s() -> float:  # until --max-time-s ends the run
+        return float("inf") if deadline_s is None else deadline_s - clock()
+
     try:
-        await _sleep_or_fail(drivers, spec.warmup_s)
-        start_index = len(rec.done_s)
+        await _sleep_or_fail(drivers, max(0.0, min(spec.warmup_s, left_s())))
+        start_index, dropped_edge = len(rec.done_s), rec.dropped
         start_stats = await stats_fn()
         edge_s, cpu_edge_s = clock(), time.process_time()
         server_edge = await server_read()
         while len(windows) < spec.max_windows:
+            if left_s() < spec.window_s * 0.95:  # this window would end after --max-time-s (5% of it: the edges)
+                cut = True
+                break
             await _sleep_or_fail(drivers, spec.window_s)
-            end_index = len(rec.done_s)
+            end_index, dropped_now = len(rec.done_s), rec.dropped
             now, cpu_now_s = clock(), time.process_time()
             server_now = await server_read()
             stats = await stats_fn()
             server_use = server_cpu_between(server_edge, server_now)
-            w = _window(rec, start_index, end_index, now - edge_s, stats, cpu_now_s - cpu_edge_s, server_use)
+            w = _window(
+                rec,
+                start_index,
+                end_index,
+                now - edge_s,
+                stats,
+                cpu_now_s - cpu_edge_s,
+                server_use,
+                dropped_now - dropped_edge,
+            )
             windows.append(w)
             start_index, edge_s, cpu_edge_s, server_edge = end_index, now, cpu_now_s, server_now
+            dropped_edge = dropped_now
             stable = is_stable(windows, spec.stability_pct)
-            progress(
-                f"  {label}: window {len(windows)}: {w.throughput_rps:8.1f} req/s  mean {w.mean_ms:7.2f} ms  "
-                f"p99 {w.p99_ms:7.2f} ms  errors {w.errors}" + ("  stable" if stable else "")
-            )
+            progress(f"  {label}: window {len(windows)}: {window_text(w)}" + ("  stable" if stable else ""))
             kinds = Counter(e for e in rec.errors[w.start : w.end])
             if (
                 w.end > w.start
@@ -258,8 +326,12 @@ async def _level(
                 break
     finally:
         stop.set()
-        await _drain(drivers, tasks, spec.timeout_s)
+        grace_s = spec.timeout_s + 5 if mode == "concurrency" else min(spec.timeout_s + 5, OPEN_LOOP_GRACE_S)
+        if await _drain(drivers, tasks, max(0.2, min(grace_s, left_s()))) and spoiled is not None:
+            spoiled()
     used = windows[-STABLE_WINDOWS:]
+    if not used and cut:
+        raise CutShort(label, None)
     if not used:
         raise ServerGone(gone or "no window was measured")
     first, last = used[0].start, used[-1].end
@@ -267,6 +339,9 @@ async def _level(
     client_cpu_s = sum(w.client_cpu_s for w in used)
     server_use = server_use_total([w.server_use for w in used])
     errors = Counter(e for e in rec.errors[first:last] if e is not None)
+    dropped = sum(w.dropped for w in used)
+    if dropped:
+        errors["client_overloaded"] += dropped
     ok = [lat * 1000.0 for lat, e in zip(rec.latency_s[first:last], rec.errors[first:last]) if e is None]
     before = windows[-STABLE_WINDOWS - 1].stats if len(windows) > STABLE_WINDOWS else start_stats
     server = server_breakdown_from_stats(before, used[-1].stats) if (before and used[-1].stats) else ServerBreakdown()
@@ -283,7 +358,7 @@ async def _level(
         engine="builtin",
         throughput_rps=len(ok) / seconds if seconds else 0.0,
         latency=latency_summary_from_ms(ok),
-        requests=last - first,
+        requests=last - first + dropped,
         errors=dict(errors),
         measured_s=seconds,
         windows=len(windows),
@@ -314,7 +389,16 @@ async def _level(
         point = _with_open_loop(point, rec, seconds, float(lags.max()) if lags.size else 0.0)
     if gone:
         raise ServerGone(gone)
+    if cut:
+        raise CutShort(label, point)
     return point
+
+
+def window_text(w: Window) -> str:
+    """A window's figures for the progress lines: "no answers" where none came (not a mean of nan)."""
+    latency = f"mean {w.mean_ms:7.2f} ms  p99 {w.p99_ms:7.2f} ms" if w.mean_ms == w.mean_ms else "no answers"
+    dropped = f" ({w.dropped} never sent: the client could not keep up)" if w.dropped else ""
+    return f"{w.throughput_rps:8.1f} req/s  {latency}  errors {w.errors}{dropped}"
 
 
 def _machine_share(spec: PerfSpec, client_cores: float) -> float | None:
@@ -349,14 +433,17 @@ async def _sleep_or_fail(drivers, seconds: float) -> None:
             raise task.exception()
 
 
-async def _drain(drivers, tasks, timeout_s: float) -> None:
+async def _drain(drivers, tasks, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the level's requests to end, then cancel the rest; True where any was."""
     pending = [*drivers, *tasks]
-    if pending:
-        _, still = await asyncio.wait(pending, timeout=timeout_s + 5)
-        for task in still:
-            task.cancel()
-        if still:
-            await asyncio.wait(still, timeout=5)
+    if not pending:
+        return False
+    _, still = await asyncio.wait(pending, timeout=timeout_s)
+    for task in still:
+        task.cancel()
+    if still:
+        await asyncio.wait(still, timeout=5)
+    return bool(still)
 
 
 # --------------------------------------------------------------------------------------------- entry
@@ -376,14 +463,19 @@ def points_from_builtin(
 async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, on_point) -> list[PerfPoint]:
     from ..client import model_metadata, model_statistics
 
+    deadline_s = None if spec.max_time_s is None else time.perf_counter() + spec.max_time_s
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
     versions = tuple(v for v, _ in spec.version_split) or ("",)
-    sender = (
-        RawGrpcSender(url, spec.model, requests, spec.timeout_s, versions)
-        if spec.protocol == "grpc"
-        else RawHttpSender(url, spec.model, requests, spec.timeout_s, connections, versions)
-    )
+
+    def new_sender() -> RawGrpcSender | RawHttpSender:
+        return (
+            RawGrpcSender(url, spec.model, requests, spec.timeout_s, versions)
+            if spec.protocol == "grpc"
+            else RawHttpSender(url, spec.model, requests, spec.timeout_s, connections, versions)
+        )
+
+    sender = new_sender()
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
         # at most MAX_STEPS (a results.json holds no more; a server names as many as it likes): the first ones
@@ -404,12 +496,35 @@ async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, 
             return None
 
     meter = server_cpu_meter_at(url)
-    points = []
+    points: list[PerfPoint] = []
+    spoiled: list[bool] = []
     try:
-        for mode, load in spec.levels:
-            point = await _level(sender, mode, load, spec, stats, progress, meter)
+        for i, (mode, load) in enumerate(spec.levels):
+            if spoiled:  # requests abandoned mid-flight: a new sender, so that no late answer reaches this level
+                spoiled.clear()
+                await sender.close()
+                sender = new_sender()
+            try:
+                point = await _level(
+                    sender, mode, load, spec, stats, progress, meter, deadline_s, lambda: spoiled.append(True)
+                )
+            except CutShort as cut:
+                if cut.point is not None:
+                    points.append(cut.point)
+                    on_point(cut.point)
+                raise time_up_error(spec, cut.label, cut.point, len(spec.levels) - i - 1) from None
             points.append(point)
             on_point(point)
     finally:
         await sender.close()
     return points
+
+
+def time_up_error(spec: PerfSpec, label: str, point: PerfPoint | None, left: int) -> TritongenError:
+    """--max-time-s ran out at the level ``label`` (its ``point`` so far, if any), ``left`` levels after it."""
+    done = f"cut short after {point.windows} window(s)" if point is not None else "cut short before any window"
+    return TritongenError(
+        f"--max-time-s {spec.max_time_s:g} ran out: {label} was {done}"
+        + (f"; {left} more level(s) not measured" if left else ""),
+        "raise --max-time-s, or measure fewer levels, or shorten --duration-s or --warmup-s",
+    )

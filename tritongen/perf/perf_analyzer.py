@@ -203,21 +203,41 @@ def points_from_perf_analyzer(
     on_point: Callable[[PerfPoint], None] | None = None,
 ) -> list[PerfPoint]:
     """Run perf_analyzer once per load level of ``spec`` and parse each CSV."""
+    from .loadgen import time_up_error
+
     progress = progress or (lambda message: None)
     install = find_perf_analyzer()
     meter = server_cpu_meter_at(spec.resolved_url())
     points = []
+    deadline_s = None if spec.max_time_s is None else time.monotonic() + spec.max_time_s
     with tempfile.TemporaryDirectory(prefix="tritongen-pa-") as tmp:
         data_path = Path(tmp) / "input_data.json"
         data_path.write_text(json.dumps(input_data_from_requests(requests)))
-        for mode, load in spec.levels:
+        for i, (mode, load) in enumerate(spec.levels):
+            label = f"{mode.replace('_', ' ')} {load:g}" + (" req/s" if mode == "request_rate" else "")
             csv_path = Path(tmp) / f"{mode}-{load:g}.csv"
             command = command_from_spec(install, spec, mode, load, data_path, csv_path, requests)
             limit_s = 60 + spec.max_windows * spec.window_s * 3 + spec.timeout_s
+            left_s = None if deadline_s is None else deadline_s - time.monotonic()
+            if left_s is not None and left_s <= limit_s:  # --max-time-s: perf_analyzer is stopped when it ends
+                limit_s = max(left_s, 0.0)
+                if limit_s < spec.window_s:
+                    raise time_up_error(spec, label, None, len(spec.levels) - i - 1)
             progress(f"  perf_analyzer {mode.replace('_', ' ')} {load:g} ...")
             before = _costs(spec, meter)
-            done, output = _run(command, install, limit_s, mode, load)
-            if done.returncode != 0 and "stable measurement" in output and not csv_path.is_file():
+            try:
+                done, output = _run(command, install, limit_s, mode, load)
+            except TritongenError:
+                if left_s is not None and left_s <= limit_s + 1:
+                    raise time_up_error(spec, label, None, len(spec.levels) - i - 1) from None
+                raise
+            refused = _usage_error(done.returncode, output)
+            if refused:  # an option it does not take: its own words, at once (not the retry, not the usage text)
+                raise TritongenError(
+                    f"perf_analyzer refused its options: {refused}",
+                    "fix --perf-analyzer-args (perf_analyzer --help lists the options it takes)",
+                )
+            if done.returncode != 0 and "Failed to obtain stable measurement" in output and not csv_path.is_file():
                 # Noisy machine: measure 3 windows whatever they vary by, and report the point as not stable.
                 widened = list(command)
                 widened[widened.index("--stability-percentage") + 1] = "1000"
@@ -299,6 +319,17 @@ def _with_costs(point: PerfPoint, before: _Costs, after: _Costs) -> PerfPoint:
         server_cpu_us_per_request=server.us_per_request if server else None,
         server_wakeups_per_request=server.wakeups_per_request if server else None,
     )
+
+
+def _usage_error(returncode: int, output: str) -> str:
+    """perf_analyzer's own complaint where it exited on its command line (the lines before its usage text, e.g.
+    "unrecognized option '--bogus-flag'"), one line; "" where it did not."""
+    lines = output.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith("Usage:")), None)
+    if returncode == 0 or at is None:
+        return ""
+    said = [line.strip() for line in lines[:at] if line.strip()][-3:] or ["it printed its usage text"]
+    return "; ".join(line.split("perf_analyzer: ", 1)[-1] for line in said)[:300]
 
 
 def _run(command: list[str], install: PerfAnalyzerInstall, limit_s: float, mode: str, load: float):

@@ -543,6 +543,25 @@ def _r(value: float | None) -> str:
 REPORT_FILES = ("report.html", RESULTS_NAME, "results.csv")  # what a report folder receives
 
 
+def check_compare_dir(sources: Sequence[str | Path], out_dir: Path) -> None:
+    """Refuse ``out_dir`` for a comparison's report when it is the folder of one of the compared runs (a report
+    folder, or the folder a results.json lies in): its report.html would show the comparison while its results.json
+    still held that one run."""
+    out_dir = Path(out_dir)
+    for source in sources:
+        folder = Path(source) if os.path.isdir(source) else Path(source).parent
+        try:
+            same = os.path.isdir(out_dir) and os.path.samefile(out_dir, folder)
+        except OSError:
+            same = False
+        if same:
+            raise TritongenError(
+                f"--report {out_dir} is the folder of the compared run {source}: its report.html would show the "
+                "comparison while its results.json holds that run alone",
+                "write the comparison to a folder of its own, e.g. --report compare/",
+            )
+
+
 def check_report_dir(out_dir: Path) -> None:
     """Raise :class:`TritongenError` unless a report can be written into ``out_dir``: a folder that exists and can
     be written in, or one that can be created (missing parents included). :class:`~tritongen.perf.PerfSpec` runs
@@ -607,12 +626,12 @@ def table_from_run(run: PerfRun) -> str:
     for p in run.points:
         unit = "c" if p.mode == "concurrency" else "/s"
         load = f"{p.load:g}{unit}"
-        mx = "-" if p.latency.max_ms is None else f"{p.latency.max_ms:.2f}"
+        mx = _ms(p.latency.max_ms)
         flag = ("" if p.stable else "  (not stable)") + ("  (client-bound)" if p.client_bound else "")
         lines.append(
-            f"{load:>10} {p.throughput_rps:>9.1f} {p.latency.mean_ms:>8.2f} "
-            f"{p.latency.p50_ms:>8.2f} {p.latency.p90_ms:>8.2f} "
-            f"{p.latency.p99_ms:>8.2f} {mx:>8} {p.error_count:>6} "
+            f"{load:>10} {p.throughput_rps:>9.1f} {_ms(p.latency.mean_ms):>8} "
+            f"{_ms(p.latency.p50_ms):>8} {_ms(p.latency.p90_ms):>8} "
+            f"{_ms(p.latency.p99_ms):>8} {mx:>8} {p.error_count:>6} "
             f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
             f"{p.server.avg_batch:>5.2f} {_us(p.server_cpu_us_per_request):>10}{flag}"
         )
@@ -624,8 +643,8 @@ def table_from_run(run: PerfRun) -> str:
         for version, v in p.versions.items():
             label = f"v{version} {v.share_pct}%"
             lines.append(
-                f"{label:>10} {v.throughput_rps:>9.1f} {v.latency.mean_ms:>8.2f} {v.latency.p50_ms:>8.2f} "
-                f"{v.latency.p90_ms:>8.2f} {v.latency.p99_ms:>8.2f} {_ms(v.latency.max_ms):>8} {v.error_count:>6} "
+                f"{label:>10} {v.throughput_rps:>9.1f} {_ms(v.latency.mean_ms):>8} {_ms(v.latency.p50_ms):>8} "
+                f"{_ms(v.latency.p90_ms):>8} {_ms(v.latency.p99_ms):>8} {_ms(v.latency.max_ms):>8} {v.error_count:>6} "
                 f"{v.server.queue_us:>9.0f} {v.server.compute_infer_us:>9.0f} {v.server.avg_batch:>5.2f}"
                 f"  {version_count_text(v)}"
             )
@@ -703,7 +722,7 @@ def _us(value: float | None) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None or value != value else f"{value:.2f}"  # nan: a level without answers
 
 
 def version_count_text(v: VersionFigures) -> str:

@@ -143,10 +143,17 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
             f"no load level of '{spec.model}' could be measured ({partial_reason})",
             "check that the server is up (tritongen serve) and the model loaded",
         )
+    metrics_url = spec.resolved_metrics_url()
+    metrics = metrics_from_server(metrics_url)
+    if spec.metrics_url and not metrics:  # asked for by name: its absence is said, once (the default is a guess)
+        progress(
+            f"warning: no metrics were read from --metrics-url {spec.metrics_url} (nothing answered at "
+            f"http://{metrics_url}/metrics, or it served none of Triton's gauges); the run has no server metrics"
+        )
     return replace(
         run,
         points=tuple(collected),
-        metrics=metrics_from_server(spec.resolved_metrics_url()),
+        metrics=metrics,
         partial=bool(partial_reason),
         partial_reason=partial_reason,
     )

@@ -18,24 +18,54 @@ from .results import ENGINES, MAX_LEVELS, check_report_dir
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
 STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
+# Open loop: the highest request rate one run offers. The built-in client spends 35-65 us of CPU per request (about
+# 15,000-30,000 req/s on one core) and perf_analyzer about as much; a rate far above that is a typo (1e12), which
+# would only fill the windows with requests never sent.
+MAX_REQUEST_RATE = 100_000.0
 MAX_WINDOWS = 100  # per level: with every other figure at its bound, a results.json stays within its reader's limit
 
 
 def numbers_from_text(text: str | None, kind: type, option: str) -> tuple:
-    """``"1,4"`` -> ``(1, 4)`` (``kind`` each): the text form of ``--concurrency`` and ``--request-rate``."""
-    if not text:
+    """``"1,4"`` -> ``(1, 4)`` (``kind`` each): the text form of ``--concurrency`` and ``--request-rate``. None (not
+    given) is ``()``; a text that names no number (``""``, ``","``) is refused rather than read as not given."""
+    if text is None:
         return ()
+    what = "whole numbers" if kind is int else "numbers"
+    example = "1,2,4,8" if kind is int else "50,100,200"
     try:
-        return tuple(kind(v) for v in (v.strip() for v in text.split(",")) if v)  # "1 4" is no number
+        numbers = tuple(kind(v) for v in (v.strip() for v in text.split(",")) if v)  # "1 4" is no number
     except ValueError:
         raise TritongenError(
-            f"{option} '{shown(text)}' is not a comma-separated list of numbers", f"write it like {option} 1,2,4,8"
+            f"{option} '{shown(text)}' is not a comma-separated list of {what}", f"write it like {option} {example}"
         ) from None
+    if not numbers:
+        raise TritongenError(f"{option} '{shown(text)}' names no load level", f"write it like {option} {example}")
+    return numbers
+
+
+ABOVE_0_S = "give a time above 0 seconds"
+
+
+def refuse_not_positive(spec: Any, fixes: dict[str, str]) -> None:
+    """Each field of ``spec`` that ``fixes`` names, where it holds a number, must be above 0: one message for -1 and 0
+    alike (the field checks' own "negative: pass 0 or more" would accept the 0 this refuses)."""
+    for name, fix in fixes.items():
+        value = getattr(spec, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise TritongenError(f"--{name.replace('_', '-')} {value:g} is not above 0", fix)
 
 
 def defaults_of(spec_class: type) -> dict[str, Any]:
     """A spec dataclass's field defaults, by field name (what the CLI shows and leaves to the spec)."""
     return {f.name: f.default for f in dataclasses.fields(spec_class) if f.default is not dataclasses.MISSING}
+
+
+# Times a run cannot be measured in at 0 (a --max-time-s of 0 fits no level).
+POSITIVE_PERF_FIELDS = {
+    "duration_s": ABOVE_0_S,
+    "timeout_s": "give a timeout above 0 seconds, e.g. 30",
+    "max_time_s": "give the most seconds the whole run may take, above 0",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +94,9 @@ class PerfSpec:
     text_file: Path | None = None
     metrics_url: str | None = None  # None: the URL's host on port 8002 when the URL uses a default port
     label: str = ""
-    seed: int = 0
+    # Poisson arrivals' random seed: None draws a fresh one per run (a fixed one biased every short run the same
+    # way), kept in the spec and so in results.json's settings; pass it again to repeat a run's schedule.
+    seed: int | None = None
     max_in_flight: int = 4096  # open loop: requests outstanding before the client counts itself overloaded
     max_time_s: float | None = None  # cap on the whole run: lowers max_windows so every level fits
     sequence_length: int = 0  # stateful models: requests per sequence (0: 20 when the model is a sequence model)
@@ -80,10 +112,9 @@ class PerfSpec:
     report_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        import shlex
-
         from .split import version_split_from_text
 
+        refuse_not_positive(self, POSITIVE_PERF_FIELDS)  # before the field checks: -1 and 0 get one message
         check_fields(
             self,
             "perf",
@@ -92,10 +123,16 @@ class PerfSpec:
                 "request_rates": lambda v: numbers_from_text(v, float, "request_rates") if isinstance(v, str) else v,
                 "client_cpus": lambda v: cpus_from_text(v, "--client-cpus"),
                 "version_split": version_split_from_text,
-                "perf_analyzer_args": lambda v: tuple(shlex.split(v)) if isinstance(v, str) else v,
+                "perf_analyzer_args": lambda v: _split_args(v) if isinstance(v, str) else v,
             },
         )
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
+        if self.seed is None:
+            import secrets
+
+            object.__setattr__(self, "seed", secrets.randbits(32))
+        elif not 0 <= self.seed < 2**63:
+            raise TritongenError(f"--seed {self.seed} is outside 0..2**63-1", "give a whole number of 0 or more")
         if self.engine not in ENGINES:
             raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
         if self.arrival not in ARRIVALS:
@@ -109,6 +146,18 @@ class PerfSpec:
             raise TritongenError(
                 f"request rate {min(rates):g} is not positive", "use request rates above 0 (requests per second)"
             )
+        if any(r > MAX_REQUEST_RATE for r in rates):
+            raise TritongenError(
+                f"request rate {max(rates):g} req/s is over the {MAX_REQUEST_RATE:.0f} req/s one client can offer",
+                f"use request rates of at most {MAX_REQUEST_RATE:.0f} (requests per second)",
+            )
+        for kind, values in (("concurrency", conc), ("request rate", rates)):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise TritongenError(
+                    f"{kind} {repeated[0]:g} is given more than once (each level is measured once)",
+                    f"drop the repeated {kind} values",
+                )
         object.__setattr__(self, "concurrency", conc)
         object.__setattr__(self, "request_rates", rates)
         from ..client import host_port_from_url
@@ -117,11 +166,7 @@ class PerfSpec:
             host_port_from_url(self.url)
         if self.metrics_url:
             host_port_from_url(self.metrics_url, "--metrics-url")
-        for name in ("duration_s", "timeout_s"):
-            if getattr(self, name) <= 0:
-                raise TritongenError(
-                    f"--{name.replace('_', '-')} {getattr(self, name)} is not positive", "give a time above 0 seconds"
-                )
+        refuse_not_positive(self, POSITIVE_PERF_FIELDS)  # a value the field checks converted
         if self.warmup_s < 0:
             raise TritongenError(f"--warmup-s {self.warmup_s} is negative", "give 0 or more seconds")
         if self.max_in_flight < 1:  # 0: every request of an open loop failed as client_overloaded
@@ -223,10 +268,21 @@ MANAGED_PERF_ANALYZER_OPTIONS = frozenset(
 )  # fmt: skip
 
 
-def _perf_analyzer_args(value: str | tuple[str, ...] | list[str], engine: str) -> tuple[str, ...]:
+def _split_args(text: str) -> tuple[str, ...]:
+    """``--perf-analyzer-args`` as the shell would split it; an unclosed quote is one error line."""
     import shlex
 
-    args = tuple(shlex.split(value)) if isinstance(value, str) else tuple(str(a) for a in value)
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        raise TritongenError(
+            f"--perf-analyzer-args '{shown(text)}' cannot be split into options ({str(exc).lower()})",
+            "close every quote, e.g. --perf-analyzer-args '--async --max-threads 1'",
+        ) from None
+
+
+def _perf_analyzer_args(value: str | tuple[str, ...] | list[str], engine: str) -> tuple[str, ...]:
+    args = _split_args(value) if isinstance(value, str) else tuple(str(a) for a in value)
     if not args:
         return ()
     if engine != "perf_analyzer":

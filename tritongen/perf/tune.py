@@ -14,7 +14,8 @@ with the same max batch size and no preferred sizes (the two regions where Model
 winners: batching beating instances, or instances filling the cores), then runs a coordinate descent over instance
 count, max queue delay, max batch size and preferred batch sizes from the best of the three: each pass walks one
 dimension at a time from the best config so far (a step up, and further while it keeps improving; a step down
-likewise; preferred sizes, which have no order, try each other kind: none, the max, half and max) and keeps a
+likewise; preferred sizes, which have no order, try the other kind: none, which Triton serves as the max alone,
+or half and max) and keeps a
 change only when it beats the best by more than the noise margin. Each config's best operating point comes from a
 concurrency ladder (powers of two) that starts where the best config so far peaked (the first config: at instances
 x max batch size) and steps up towards the concurrency where p99 would reach the target if it grew in proportion
@@ -57,7 +58,7 @@ from ..errors import TritongenError
 from ..layout import CONFIG_NAME
 from ..progress import Progress
 from .results import PerfPoint
-from .spec import ENGINES, PerfSpec
+from .spec import ABOVE_0_S, ENGINES, PerfSpec, refuse_not_positive
 
 if TYPE_CHECKING:
     from ..server.admin import LocalServer
@@ -90,7 +91,7 @@ class TuneSpec:
     min_throughput_rps: float | None = None
     url: str | None = None
     protocol: str = ""  # "": the URL's scheme (http://, grpc://), else $TRITONGEN_URL's, else grpc
-    max_instances: int = 0  # 0: the number of CPU cores (KIND_CPU) or 4
+    max_instances: int | None = None  # None: the number of CPU cores (KIND_CPU) or 4
     queue_delays_us: tuple[int, ...] = (0, 100, 500, 2000, 10000)
     max_batch_sizes: tuple[int, ...] = ()  # empty: powers of two up to twice the current maximum (at most 128)
     max_concurrency: int = 128
@@ -139,16 +140,25 @@ class TuneSpec:
         from ..cpus import cpus_from_text
         from ..fields import check_fields
 
+        # before the field checks, whose "negative: pass 0 or more" would contradict these (0 is refused too)
+        positive = {"max_p99_ms": "give the p99 latency bound in milliseconds, above 0", "duration_s": ABOVE_0_S}
+        refuse_not_positive(self, positive)
         check_fields(
             self,
             "tune",
             parse={"client_cpus": lambda v: cpus_from_text(v, "--client-cpus")},
         )
+        refuse_not_positive(self, positive)
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser().resolve())
-        if self.max_p99_ms <= 0:
+        if self.max_instances is not None and self.max_instances < 1:
             raise TritongenError(
-                f"--max-p99-ms {self.max_p99_ms} is not positive", "give the p99 latency bound in milliseconds"
+                f"--max-instances {self.max_instances} is below 1",
+                "give the largest instance count to try, 1 or more (leave it out for the default)",
+            )
+        if self.max_concurrency < 1:
+            raise TritongenError(
+                f"--max-concurrency {self.max_concurrency} is below 1", "give the largest concurrency to try, 1 or more"
             )
         if self.min_throughput_rps is not None and self.min_throughput_rps < 0:
             raise TritongenError("--min-throughput is negative", "give requests per second, 0 or more")
@@ -359,7 +369,7 @@ def config_from_candidate(base, candidate: Candidate):
 
 def _search_space(spec: TuneSpec, base: Candidate, kind_cpu: bool) -> dict[str, list]:
     cores = os.cpu_count() or 4
-    max_instances = spec.max_instances or (cores if kind_cpu else 4)
+    max_instances = spec.max_instances if spec.max_instances is not None else (cores if kind_cpu else 4)
     space: dict[str, list] = {"instances": list(range(1, max(max_instances, base.instances) + 1))}
     if base.max_batch_size > 0:
         space["max_queue_delay_us"] = sorted(set(spec.queue_delays_us) | {base.max_queue_delay_us})
@@ -367,7 +377,8 @@ def _search_space(spec: TuneSpec, base: Candidate, kind_cpu: bool) -> dict[str, 
             b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(2 * base.max_batch_size, 1)
         )
         space["max_batch_size"] = sorted(set(sizes) | {base.max_batch_size})
-        space["preferred"] = ["none", "max", "half+max"]
+        # "none" and "max" are one served config: Triton fills an empty preferred_batch_size with max_batch_size
+        space["preferred"] = ["none", "half+max"]
     return space
 
 
@@ -380,9 +391,16 @@ def _preferred(kind: str, max_batch_size: int) -> tuple[int, ...]:
 
 
 def _preferred_kind(c: Candidate) -> str:
-    if not c.preferred:
-        return "none"
-    return "max" if c.preferred == (c.max_batch_size,) else "half+max"
+    """``none`` for no preferred sizes and for the max alone (what Triton serves for none), else ``half+max``."""
+    return "none" if served_form(c).preferred == (c.max_batch_size,) else "half+max"
+
+
+def served_form(c: Candidate) -> Candidate:
+    """``c`` as Triton serves it: its NormalizeModelConfig fills an empty preferred_batch_size of a batching model
+    with max_batch_size, so "none" and "the max" are one config (measured once)."""
+    if c.max_batch_size > 0 and not c.preferred:
+        return replace(c, preferred=(c.max_batch_size,))
+    return c
 
 
 def _neighbour(c: Candidate, dim: str, value) -> Candidate:
@@ -508,8 +526,9 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     ) -> Trial:
         """Load ``candidate`` and find its best point. ``against``: the best config so far, which a first point
         far below it prunes; ``start``: the ladder index to begin at (default: where the best config peaked)."""
-        if candidate in trials:
-            return trials[candidate]
+        same = tried(candidate)
+        if same is not None:
+            return same
         t0 = time.monotonic()
         header = f"config {len(trials) + 1}: {candidate.label()}"
         try:
@@ -604,6 +623,11 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         trials[candidate] = trial
         return trial
 
+    def tried(candidate: Candidate) -> Trial | None:
+        """The trial of ``candidate``, or of one the server serves alike (:func:`served_form`)."""
+        served = served_form(candidate)
+        return next((t for c, t in trials.items() if served_form(c) == served), None)
+
     def peak_of(trial: Trial) -> int:
         """The ladder index at or just below the concurrency where ``trial`` peaked."""
         return max(
@@ -687,7 +711,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                 (_parallel_seed(space, base), "the most instances, the same max batch size, no preferred sizes"),
             )
             for seed, text in seeds:
-                if seed is not None and seed not in trials and in_budget():
+                if seed is not None and tried(seed) is None and in_budget():
                     progress(f"also from {text}")
                     other = measure(seed, start=_start_index(ladder, seed))
                     if beats(other, start):

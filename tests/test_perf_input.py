@@ -1,0 +1,324 @@
+"""What ``tritongen perf`` takes and refuses on its command line, and what it says: one error line for bad input,
+no silently ignored option, a warning where it reads nothing, and SIGTERM taken as Ctrl-C."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tritongen.errors import TritongenError
+from tritongen.perf.results import LatencySummary, PerfPoint, PerfRun, json_from_run
+from tritongen.perf.spec import MAX_REQUEST_RATE, PerfSpec
+
+NO_SERVER = ["--url", "127.0.0.1:9"]  # refused before any load is sent: nothing needs to listen there
+
+
+def _one_error_line(code: int, out: str, err: str) -> str:
+    assert code != 0 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        # -1 and 0 are refused alike, and the message says so (it said "pass 0 or more" for -1, then refused 0)
+        (["--duration-s", "-1"], "error: --duration-s -1 is not above 0: give a time above 0 seconds"),
+        (["--duration-s", "0"], "error: --duration-s 0 is not above 0: give a time above 0 seconds"),
+        (["--timeout-s", "-1"], "error: --timeout-s -1 is not above 0: give a timeout above 0 seconds, e.g. 30"),
+        (["--max-time-s", "0"], "error: --max-time-s 0 is not above 0: give the most seconds the whole run may"),
+        (["--max-time-s", "-2"], "error: --max-time-s -2 is not above 0: give the most seconds the whole run may"),
+        # a concurrency is a whole number
+        (["--concurrency", "1.5"], "error: --concurrency '1.5' is not a comma-separated list of whole numbers: "),
+        (["--request-rate", "x"], "error: --request-rate 'x' is not a comma-separated list of numbers: "),
+        # an empty list ran the default levels
+        (["--concurrency", ""], "error: --concurrency '' names no load level: write it like --concurrency 1,2,4,8"),
+        (["--request-rate", ","], "error: --request-rate ',' names no load level: write it like --request-rate 50"),
+        # a repeated level was measured twice, as two rows
+        (["--concurrency", "1,4,1"], "error: concurrency 1 is given more than once (each level is measured once)"),
+        (["--request-rate", "50,50.0"], "error: request rate 50 is given more than once"),
+        # an absurd rate ran windows of "0.0 req/s mean nan ms"
+        (["--request-rate", "1e12"], f"error: request rate 1e+12 req/s is over the {MAX_REQUEST_RATE:.0f} req/s"),
+        # an unclosed quote was shlex's traceback
+        (
+            ["--engine", "perf_analyzer", "--perf-analyzer-args", '"unclosed'],
+            "error: --perf-analyzer-args '\"unclosed' cannot be split into options (no closing quotation): close",
+        ),
+    ],
+)
+def test_bad_perf_options_are_one_line_that_states_the_accepted_range(capsys, tmp_path, args, line):
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--report", str(tmp_path / "r"), *args], capsys)
+    assert _one_error_line(code, out, err).startswith(line)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_spec_refuses_the_same_values_from_python():
+    with pytest.raises(TritongenError, match="--duration-s 0 is not above 0"):
+        PerfSpec(model="m", duration_s=0)
+    with pytest.raises(TritongenError, match="names no load level"):
+        PerfSpec(model="m", concurrency="")
+    with pytest.raises(TritongenError, match="given more than once"):
+        PerfSpec(model="m", concurrency=(2, 2))
+    with pytest.raises(TritongenError, match="cannot be split into options"):
+        PerfSpec(model="m", engine="perf_analyzer", perf_analyzer_args="'a")
+    assert PerfSpec(model="m", request_rates=(MAX_REQUEST_RATE,)).request_rates == (MAX_REQUEST_RATE,)
+
+
+# ------------------------------------------------------------------------------------------ --compare
+
+
+def _run(label: str) -> PerfRun:
+    point = PerfPoint(
+        mode="concurrency",
+        load=1.0,
+        engine="builtin",
+        throughput_rps=100.0,
+        latency=LatencySummary(1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+        requests=300,
+        errors={},
+        measured_s=3.0,
+        windows=3,
+    )
+    return PerfRun(model="m", url="127.0.0.1:8001", protocol="grpc", engine="builtin", points=(point,), label=label)
+
+
+def _two_runs(tmp_path):
+    for name in ("pX", "pa1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json_from_run(_run(name)))
+        (tmp_path / name / "report.html").write_text(f"{name}'s own report")
+    return tmp_path / "pX", tmp_path / "pa1"
+
+
+def test_compare_refuses_measurement_options_naming_them(capsys, tmp_path):
+    a, b = _two_runs(tmp_path)
+    argv = ["perf", "--compare", str(a), str(b), "--concurrency", "64", "--engine", "perf_analyzer", "--label", "X"]
+    code, out, err = run_cli([*argv, "--report", str(tmp_path / "c")], capsys)
+    assert _one_error_line(code, out, err) == (
+        "error: --compare reads finished runs: --concurrency, --engine, --label would measure nothing there: drop "
+        "them, or run perf without --compare to measure"
+    )
+    assert out == "" and not (tmp_path / "c").exists()
+    code, out, err = run_cli(["perf", "--compare", str(a), str(b), "--report", str(tmp_path / "c")], capsys)
+    assert code == 0 and (tmp_path / "c" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("given", ["folder", "results.json"])
+def test_compare_refuses_to_write_into_a_compared_runs_folder(capsys, tmp_path, given):
+    a, b = _two_runs(tmp_path)
+    source = a if given == "folder" else a / "results.json"
+    code, out, err = run_cli(["perf", "--compare", str(source), str(b), "--report", str(a)], capsys)
+    line = _one_error_line(code, out, err)
+    assert line.startswith(f"error: --report {a} is the folder of the compared run {source}: ")
+    assert line.endswith(": write the comparison to a folder of its own, e.g. --report compare/")
+    assert (a / "report.html").read_text() == "pX's own report"  # nothing half-written
+
+
+# ------------------------------------------------------------------------------------------ a faked engine
+
+
+def _fake_server(monkeypatch, engine):
+    """perf_from_spec with everything that would reach a server replaced: ``engine(spec, on_point)`` measures."""
+    import importlib
+
+    import tritongen.client
+    from tritongen.perf.inputs import request_set_from_arrays
+
+    inputs = importlib.import_module("tritongen.perf.inputs")  # tritongen.perf, the attribute, is the API's function
+    run = importlib.import_module("tritongen.perf.run")
+    monkeypatch.setattr(tritongen.client, "model_metadata", lambda *a, **k: {"versions": ["1"]})
+    requests = request_set_from_arrays({"X": np.zeros((1, 4), np.float32)}, True, "test")
+    monkeypatch.setattr(inputs, "request_set_for_model", lambda *a, **k: requests)
+    monkeypatch.setattr(run, "_sequence_length", lambda spec, url: 0)
+    monkeypatch.setattr(run, "server_cpus_at", lambda url: None)
+    monkeypatch.setattr(run, "points_from_engine", lambda spec, req, progress, on_point: engine(spec, on_point))
+
+
+def test_a_metrics_url_where_nothing_answers_is_warned_about_once(monkeypatch, capsys, tmp_path):
+    from tests.conftest import free_ports
+
+    _fake_server(monkeypatch, lambda spec, on_point: on_point(_run("").points[0]))
+    url = f"127.0.0.1:{free_ports(1)[0]}"
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1", "--metrics-url", url], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "metrics" in line]
+    assert warnings == [
+        f"warning: no metrics were read from --metrics-url {url} (nothing answered at http://{url}/metrics, or it "
+        "served none of Triton's gauges); the run has no server metrics"
+    ]
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1"], capsys)  # no URL asked for: no warning
+    assert code == 0 and "warning" not in err
+
+
+def test_sigterm_during_perf_keeps_the_levels_measured_as_ctrl_c_does(monkeypatch, capsys, tmp_path):
+    import os
+    import signal
+    import time
+
+    from tritongen.perf.results import run_from_json
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM already has a handler here: the command leaves it alone")
+
+    def engine(spec, on_point):
+        # Without a handler SIGTERM would end pytest itself: fail instead.
+        assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL, "perf runs with SIGTERM's default (exit at once)"
+        on_point(_run("").points[0])  # the first level measured
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not interrupt perf")
+
+    _fake_server(monkeypatch, engine)
+    started = time.monotonic()
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1,2,4", "--report", str(tmp_path)], capsys)
+    assert time.monotonic() - started < 4.5
+    assert err.strip().splitlines()[-1] == (
+        f"error: the run is partial: interrupted: the levels measured before it stopped are reported in {tmp_path}"
+    )
+    assert code == 1 and "Traceback" not in err
+    run = run_from_json(tmp_path / "results.json")
+    assert run.partial and run.partial_reason == "interrupted" and len(run.points) == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back after the command
+
+
+# ------------------------------------------------------------------------------------------ time and overload
+
+
+class _NeverAnswers:
+    """A sender for a server that takes every request and answers none (a model far slower than the offer)."""
+
+    sends = 0
+
+    async def send(self, index, version="", worker=None):
+        import asyncio
+
+        type(self).sends += 1
+        await asyncio.sleep(3600)
+
+    async def close(self):
+        pass
+
+
+def test_an_open_loop_offering_more_than_is_served_ends_on_time_counting_what_it_never_sent():
+    """20,000 req/s at a server that answers nothing: the windows ended, then the level waited the whole
+    --timeout-s (and more) for requests outstanding; the progress lines read "mean nan ms"."""
+    import asyncio
+    import time
+
+    from tritongen.perf.loadgen import _level
+
+    async def no_stats():
+        return None
+
+    lines: list[str] = []
+    spoiled: list[bool] = []
+    spec = PerfSpec(model="m", url="10.0.0.1:8001", request_rates=(20000,), duration_s=0.3, warmup_s=0.1)
+    spec = __import__("dataclasses").replace(spec, max_windows=3, max_in_flight=50, timeout_s=30)
+    started = time.monotonic()
+    point = asyncio.run(
+        _level(
+            _NeverAnswers(), "request_rate", 20000, spec, no_stats, lines.append, None, None, lambda: spoiled.append(1)
+        )
+    )
+    took_s = time.monotonic() - started
+    # 0.1 s warm-up, 3 windows of 0.1 s, 1 s for the requests outstanding: 1.4 s; the timeout alone was 35 s
+    assert took_s < 6.0, f"the level took {took_s:.1f} s"
+    assert spoiled, "the requests abandoned at the end were not reported (the sender is then replaced)"
+    assert point.throughput_rps == 0 and point.errors["client_overloaded"] > 0 and point.windows == 3
+    assert point.requests >= point.errors["client_overloaded"]
+    assert len(lines) == 3 and all("no answers" in line and "nan" not in line for line in lines), lines
+    assert "never sent" in lines[-1]
+
+
+def test_max_time_is_a_hard_end_for_the_whole_run(monkeypatch):
+    """Levels whose requests take longer than the run may: the builtin engine waited for each of them past the
+    cap (61 s for a 3 s --max-time-s). It stops on time now, keeps what it measured, and says what it cut."""
+    import importlib
+    import time
+
+    import tritongen.client
+
+    loadgen = importlib.import_module("tritongen.perf.loadgen")
+    monkeypatch.setattr(loadgen, "RawGrpcSender", lambda *a, **k: _NeverAnswers())
+    monkeypatch.setattr(loadgen, "server_cpu_meter_at", lambda url: None)
+    monkeypatch.setattr(tritongen.client, "model_metadata", lambda *a, **k: {})
+    monkeypatch.setattr(tritongen.client, "model_statistics", lambda *a, **k: {})
+    spec = PerfSpec(model="m", url="127.0.0.1:9", concurrency=(1, 2, 4), duration_s=0.6, warmup_s=0.2, max_time_s=3)
+    assert spec.time_budget_s()[1] <= 3
+    measured: list[PerfPoint] = []
+    started = time.monotonic()
+    with pytest.raises(TritongenError) as err:
+        loadgen.points_from_builtin(spec, None, lambda m: None, measured.append)
+    took_s = time.monotonic() - started
+    assert took_s < 3 + 2.0, f"the run took {took_s:.1f} s"  # each request would hold its level for an hour
+    assert err.value.problem.startswith("--max-time-s 3 ran out: concurrency ")
+    assert err.value.fix.startswith("raise --max-time-s")
+    assert len(measured) >= 1 and all(p.windows >= 1 for p in measured)
+
+
+# ------------------------------------------------------------------------------------------ perf_analyzer
+
+
+def test_perf_analyzer_refusing_an_option_stops_at_once_with_its_own_words(monkeypatch, tmp_path):
+    """--perf-analyzer-args '--bogus-flag': its usage text holds "stable measurement", so perf took the exit for
+    an unstable level, ran it a second time, then showed the usage text; the line naming the option was lost."""
+    import importlib
+    import os
+    import stat
+
+    import tritongen.client
+    from tritongen.perf.inputs import request_set_from_arrays
+
+    pa = importlib.import_module("tritongen.perf.perf_analyzer")
+    calls = tmp_path / "calls"
+    script = tmp_path / "perf_analyzer"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo run >> {calls}\n"
+        "echo \"$0: unrecognized option '--bogus-flag'\" >&2\n"
+        'echo "Usage: $0 [options]" >&2\n'
+        "echo '  --stability-percentage (-s) <deviation threshold for stable measurement (in percentage)>' >&2\n"
+        "exit 99\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(pa, "find_perf_analyzer", lambda: pa.PerfAnalyzerInstall(script, dict(os.environ)))
+    monkeypatch.setattr(pa, "server_cpu_meter_at", lambda url: None)
+
+    def no_server(*a, **k):
+        raise TritongenError("no server", "start one")
+
+    monkeypatch.setattr(tritongen.client, "model_statistics", no_server)
+    spec = PerfSpec(
+        model="m", url="127.0.0.1:9", engine="perf_analyzer", concurrency=(1, 2), perf_analyzer_args="--bogus-flag"
+    )
+    requests = request_set_from_arrays({"X": np.zeros((1, 4), np.float32)}, True, "test")
+    with pytest.raises(TritongenError) as err:
+        pa.points_from_perf_analyzer(spec, requests, lambda m: None)
+    assert err.value.problem == "perf_analyzer refused its options: unrecognized option '--bogus-flag'"
+    assert err.value.fix.startswith("fix --perf-analyzer-args")
+    assert "Usage" not in str(err.value) and calls.read_text() == "run\n"  # once, not again with a wider band
+
+
+# ------------------------------------------------------------------------------------------ seed
+
+
+def test_each_run_draws_its_own_poisson_seed_and_records_it(monkeypatch, capsys, tmp_path):
+    """A fixed seed biased every short Poisson run the same way (a 200/s level read 177.6 twice)."""
+    from tritongen.perf.results import run_from_json
+
+    seeds = {PerfSpec(model="m", request_rates=(200,), arrival="poisson").seed for _ in range(5)}
+    assert len(seeds) == 5
+    assert PerfSpec(model="m", seed=7).seed == 7
+    with pytest.raises(TritongenError, match="--seed -1 is outside"):
+        PerfSpec(model="m", seed=-1)
+    _fake_server(monkeypatch, lambda spec, on_point: on_point(_run("").points[0]))
+    recorded = []
+    for extra in ([], [], ["--seed", "7"]):
+        out_dir = tmp_path / str(len(recorded))
+        argv = ["perf", "m", *NO_SERVER, "--request-rate", "200", "--arrival", "poisson", "--report", str(out_dir)]
+        code, out, err = run_cli([*argv, *extra], capsys)
+        assert code == 0, err
+        recorded.append(run_from_json(out_dir / "results.json").settings["seed"])
+    assert isinstance(recorded[0], int) and recorded[0] != recorded[1] and recorded[2] == 7

@@ -1,0 +1,59 @@
+"""What ``tritongen tune`` refuses on its command line: one error line, before any server is asked anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        # an IndexError from an empty concurrency ladder
+        (["--max-concurrency", "0"], "error: --max-concurrency 0 is below 1: give the largest concurrency to try"),
+        (["--max-concurrency", "-2"], "error: --max-concurrency -2 is below 1: give the largest concurrency to try"),
+        # taken silently as the default (the CPU cores)
+        (["--max-instances", "0"], "error: --max-instances 0 is below 1: give the largest instance count to try"),
+        (["--max-instances", "-1"], "error: --max-instances -1 is below 1: give the largest instance count to try"),
+        # -3 said "pass 0 or more", then 0 was refused as "not positive"
+        (["--max-p99-ms", "-3"], "error: --max-p99-ms -3 is not above 0: give the p99 latency bound in milliseconds"),
+        (["--max-p99-ms", "0"], "error: --max-p99-ms 0 is not above 0: give the p99 latency bound in milliseconds"),
+        (["--duration-s", "-1"], "error: --duration-s -1 is not above 0: give a time above 0 seconds"),
+        (["--duration-s", "0"], "error: --duration-s 0 is not above 0: give a time above 0 seconds"),
+    ],
+)
+def test_bad_tune_options_are_one_line_that_states_the_accepted_range(capsys, tmp_path, args, line):
+    folder = tmp_path / "repo" / "m"
+    code, out, err = run_cli(["tune", str(folder), "--max-p99-ms", "10", "--url", "127.0.0.1:9", *args], capsys)
+    assert code != 0 and "Traceback" not in err and out == ""
+    assert err.strip().splitlines() == [err.strip()] and err.strip().startswith(line), err
+
+
+def test_the_search_space_takes_the_instances_given_and_the_cores_when_none_is():
+    import os
+
+    from tritongen.perf.tune import Candidate, TuneSpec, _search_space
+
+    base = Candidate(1, 0, 8, ())
+    assert _search_space(TuneSpec("m", 10, max_instances=1), base, True)["instances"] == [1]
+    cores = os.cpu_count() or 4
+    assert _search_space(TuneSpec("m", 10), base, True)["instances"] == list(range(1, cores + 1))
+
+
+def test_no_preferred_sizes_and_the_max_alone_are_one_config_measured_once():
+    """Triton's NormalizeModelConfig fills an empty preferred_batch_size with max_batch_size: tune measured
+    "preferred=-" and "preferred=8" (max batch 8) as two configs, though the server served the same one."""
+    from tritongen.perf.tune import Candidate, TuneSpec, _neighbour, _preferred_kind, _search_space, served_form
+
+    none, the_max = Candidate(2, 500, 8, ()), Candidate(2, 500, 8, (8,))
+    assert served_form(none) == served_form(the_max)
+    assert served_form(Candidate(2, 500, 8, (4, 8))) != served_form(none)
+    assert served_form(Candidate(2, 0, 0, ())) == Candidate(2, 0, 0, ())  # no batching: nothing filled in
+    kinds = _search_space(TuneSpec("m", 10), none, True)["preferred"]
+    for start in (none, the_max):  # from either spelling, the preferred dimension tries only a different config
+        assert _preferred_kind(start) in kinds
+        others = [_neighbour(start, "preferred", k) for k in kinds if k != _preferred_kind(start)]
+        assert others and all(served_form(o) != served_form(start) for o in others)
+        served = [served_form(_neighbour(start, "preferred", k)) for k in kinds]
+        assert len(set(served)) == len(served)
