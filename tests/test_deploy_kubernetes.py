@@ -4,6 +4,7 @@ Prometheus scraping a real tritonserver."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from dataclasses import replace
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, SLEEPY_UNBATCHED_CONFIG, sleepy_model, write_model
+from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, SLEEPY_UNBATCHED_CONFIG, run_cli, sleepy_model, write_model
 from tritongen.cli import main
 from tritongen.deploy.checks import check_bundle, core_problems, custom_resource_problems, rendered_overlay
 from tritongen.deploy.k8s_bundle import kubernetes_bundle_from_repository
@@ -92,7 +93,9 @@ def test_thresholds_from_measurement():
     assert [r.meets_slo for r in t.levels] == [True, True, True, True, False]
 
 
-def test_knee_is_the_highest_load_meeting_the_objective_without_errors():
+def test_knee_is_the_last_level_of_the_unbroken_run_meeting_the_objective():
+    """A level that meets the objective above one that failed is no knee (the load that failed may fail again
+    in production): the knee is the last level below the first failure, and a caution names both levels."""
     run = PerfRun(
         "m",
         "u",
@@ -101,7 +104,79 @@ def test_knee_is_the_highest_load_meeting_the_objective_without_errors():
         (point(1, 10, 50, 0), point(2, 19, 99, 0), point(4, 35, 90, 0), point(8, 60, 92, 0, errors=3)),
     )
     t = thresholds_from_run(run, slo_p99_ms=95)
-    assert t.knee_load == 4 and t.capacity_rps == 35  # 2 broke the objective (noise), 8 had errors
+    assert t.knee_load == 1 and t.capacity_rps == 10  # 2 broke the objective: 4 meeting it again is no knee
+    assert [r.meets_slo for r in t.levels] == [True, False, True, False]
+    assert t.cautions == (
+        "concurrency 4 met p99 <= 95 ms above concurrency 2, which did not (p99 99.0 ms): the knee is concurrency 1, "
+        "the last level below the first that failed, since a load that failed once may fail again; if concurrency 2 "
+        "was noise, measure the levels again for longer (tritongen perf m --concurrency 1,2,4,8 --duration-s 12 "
+        "--report perf-m/, then --from-perf perf-m/)",
+    )
+    errors = replace(run, points=(point(1, 10, 50, 0), point(2, 19, 60, 0, errors=3), point(4, 35, 70, 0)))
+    t = thresholds_from_run(replace(errors, settings={"duration_s": 10.0}), slo_p99_ms=95)
+    assert t.knee_load == 1
+    (caution,) = t.cautions
+    assert caution.startswith("concurrency 4 met p99 <= 95 ms above concurrency 2, which did not (3 errors)")
+    assert "--duration-s 20 " in caution  # twice the run's own
+    failing_top = replace(run, points=(point(1, 10, 50, 0), point(2, 19, 60, 0), point(4, 35, 99, 0)))
+    t = thresholds_from_run(failing_top, slo_p99_ms=95)
+    assert t.knee_load == 2 and t.cautions == ()  # nothing met the objective above the failure
+
+
+def test_an_unstable_knee_level_is_a_caution(work, tmp_path, capsys):
+    """perf marks a level "not stable" when its windows kept disagreeing: a knee there is uncertain, and the
+    bundle says so where the thresholds are read (printed, thresholds.json, README)."""
+    shaky = replace(RUN, points=tuple(replace(p, stable=p.load != 8) for p in RUN.points))
+    (caution,) = thresholds_from_run(shaky, slo_p99_ms=SLO_MS).cautions
+    assert caution == (
+        "the knee level, concurrency 8, was not stable (its last windows differed in throughput or latency by more "
+        "than the perf run's --stability-pct), so its capacity and p99 are uncertain; measure the levels again for "
+        "longer (tritongen perf double --concurrency 1,2,4,8,16 --duration-s 12 --report perf-double/, then "
+        "--from-perf perf-double/)"
+    )
+    below = replace(RUN, points=tuple(replace(p, stable=p.load != 4) for p in RUN.points))
+    assert thresholds_from_run(below, slo_p99_ms=SLO_MS).cautions == ()  # not the knee: no number rests on it
+    results = tmp_path / "shaky.json"
+    results.write_text(json_from_run(shaky))
+    out = tmp_path / "k8s"
+    code, printed, err = run_cli(
+        ["deploy", str(work / "repo"), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
+        + ["--image", "r/x:1", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0 and not err, err
+    assert f"\ncaution: {caution}\n" in printed + "\n"
+    assert json.loads((out / "thresholds.json").read_text())["cautions"] == [caution]
+    assert f"- **Caution**: {caution}." in (out / "README.md").read_text()
+
+
+def test_a_run_mixing_concurrency_and_request_rates_notes_the_levels_left_out(work, tmp_path, capsys):
+    """A knee is a level of one kind of load: the request-rate levels of a run that measured both are left out,
+    and the bundle says so (printed, in thresholds.json and in every file's source line)."""
+    rate = replace(point(100, 99.0, 60.0, 1_000), mode="request_rate")
+    mixed = replace(RUN, points=RUN.points + (rate,))
+    t = thresholds_from_run(mixed, slo_p99_ms=SLO_MS)
+    assert (t.mode, t.knee_load, len(t.levels)) == ("concurrency", 8, 5)  # as without the rate level
+    note = (
+        "the perf run also measured request rate 100, left out: the thresholds come from its concurrency levels "
+        "alone (a knee is a level of one kind of load); to deploy from the request rate levels, measure them alone "
+        "(tritongen perf double --request-rate 100 --report perf-double/)"
+    )
+    assert t.notes == (note,) and thresholds_from_run(RUN, slo_p99_ms=SLO_MS).notes == ()
+    results = tmp_path / "mixed.json"
+    results.write_text(json_from_run(mixed))
+    out = tmp_path / "k8s"
+    code, printed, err = run_cli(
+        ["deploy", str(work / "repo"), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
+        + ["--image", "r/x:1", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0 and not err, err
+    assert f"\nnote: {note}" in printed
+    assert json.loads((out / "thresholds.json").read_text())["notes"] == [note]
+    readme = (out / "README.md").read_text()
+    assert "mixed.json of double: 5 concurrency levels (1 request-rate level left out: see thresholds.json)" in readme
+    assert check_bundle(out).ok
 
 
 def test_a_knee_at_the_highest_measured_level_is_a_caution_saying_to_measure_higher():
@@ -115,8 +190,8 @@ def test_a_knee_at_the_highest_measured_level_is_a_caution_saying_to_measure_hig
     )
     assert thresholds_from_run(RUN, slo_p99_ms=SLO_MS).cautions == ()  # c16 broke it: the knee was measured
     errors_below = PerfRun("m", "u", "grpc", "builtin", (point(1, 10, 50, 0, errors=2), point(2, 19, 60, 0)))
-    (caution,) = thresholds_from_run(errors_below, slo_p99_ms=95).cautions
-    assert caution.startswith("the highest level met p99 <= 95 ms")
+    with pytest.raises(TritongenError, match=r"record 2 errors at the lowest load \(concurrency 1\): no measured"):
+        thresholds_from_run(errors_below, slo_p99_ms=95)  # no unbroken run of levels meeting it: no knee
 
 
 def test_a_client_bound_or_cpu_sharing_perf_run_is_a_caution():
@@ -156,6 +231,41 @@ def test_deploy_prints_its_cautions_and_writes_them_into_the_readme_and_threshol
     assert "- **Caution**: every measured level met p99 <= 150 ms" in readme
     record = json.loads((tmp_path / "k8s" / "thresholds.json").read_text())
     assert record["cautions"][0].startswith("every measured level met p99 <= 150 ms")
+
+
+@pytest.mark.parametrize("tuned_s", [None, 500.0, 2000.0])
+def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, capsys, tuned_s):
+    """results.json does not record the config it measured; tune.json records when tune rewrote config.pbtxt and
+    with what: a rewrite after the run began (2000 > 1000) makes the figures those of the config before."""
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    if tuned_s is not None:
+        record = repo / "double" / "1" / "tritongen" / "tune.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        config = {"instances": 2, "max_queue_delay_us": 100, "max_batch_size": 8, "preferred": [4, 8]}
+        record.write_text(json.dumps({"created_unix_s": tuned_s, "winner": {"config": config, "load_s": 1.0}}))
+        vouch(repo / "double")  # tune rehashes what it writes
+    results = tmp_path / "results.json"
+    results.write_text(json_from_run(replace(RUN, started_unix_s=1000.0)))
+    out = tmp_path / "k8s"
+    code, printed, err = run_cli(
+        ["deploy", str(repo), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
+        + ["--image", "r/x:1", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0 and not err, err
+    cautions = json.loads((out / "thresholds.json").read_text())["cautions"]
+    if tuned_s != 2000.0:
+        assert cautions == [] and "caution" not in printed
+        return
+    caution = (
+        "tritongen tune rewrote double's config.pbtxt (double/1/tritongen/tune.json: instances 2, max_queue_delay_us "
+        "100, max_batch_size 8, preferred 4,8) after this perf run measured it, so the thresholds are of the config "
+        "before; measure the model again as it is configured now (tritongen perf double --concurrency 1,2,4,8,16 "
+        "--report perf-double/, then --from-perf perf-double/)"
+    )
+    assert cautions == [caution] and f"\ncaution: {caution}" in printed
+    assert f"- **Caution**: {caution}." in (out / "README.md").read_text()
 
 
 def test_ensemble_target_uses_the_whole_request_time():
@@ -497,9 +607,10 @@ def test_live_prometheus_scrapes_triton_under_perf(tmp_path, server_install):
     table = proof_table(proof)
     print(table)
     t = proof.bundle.thresholds
-    # the knee is the highest measured level within the objective: 8 by design (4 where a busy machine's overhead
-    # took concurrency 8 over it), never 16
-    assert t.knee_load == max(lv.load for lv in t.levels if lv.meets_slo) and t.knee_load in (4, 8), table
+    # the knee is the last level of the unbroken run within the objective: 8 by design (4 where a busy machine's
+    # overhead took concurrency 8 over it), never 16
+    unbroken = [lv.load for lv in itertools.takewhile(lambda lv: lv.meets_slo, t.levels)]
+    assert t.knee_load == unbroken[-1] and t.knee_load in (4, 8), table
     half, knee, double = proof.levels
     # each level was read where its load had filled the rate window and the alert's ``for``
     for lv in proof.levels:
@@ -602,7 +713,7 @@ def test_kserve_canary_from_the_command_line(work, tmp_path, capsys):
     "args, words",
     [
         (["--to", "kserve", "--canary-percent", "150"], "canary traffic 150% is not a percentage"),
-        (["--to", "kubernetes", "--canary-percent", "10"], "--canary-percent is KServe's canaryTrafficPercent"),
+        (["--to", "kubernetes", "--canary-percent", "10"], "deploy option --canary-percent is for kserve bundles"),
     ],
 )
 def test_bad_canary_one_error_nothing_written(work, tmp_path, capsys, args, words):
@@ -610,6 +721,79 @@ def test_bad_canary_one_error_nothing_written(work, tmp_path, capsys, args, word
     code, err = _cli(["deploy", str(work / "repo"), *args, "--out", str(out), "--slo-p99-ms", "95"], capsys)
     assert code == 1 and err.startswith("error: ") and words in err.splitlines()[0] and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--to", "docker", "--from-perf", "perf1"],
+            "error: deploy option --from-perf is for kserve and kubernetes bundles, not docker: leave it out, or "
+            "deploy to kserve or kubernetes",
+        ),
+        (
+            ["--to", "docker", "--canary-percent", "5"],
+            "error: deploy option --canary-percent is for kserve bundles, not docker: leave it out, deploy to kserve, "
+            "or compare versions on one server (tritongen perf MODEL --version-split 1:90,2:10)",
+        ),
+        (
+            ["--to", "kubernetes", "--canary-percent", "5"],
+            "error: deploy option --canary-percent is for kserve bundles, not kubernetes: leave it out, deploy to "
+            "kserve, or compare versions on one server (tritongen perf MODEL --version-split 1:90,2:10)",
+        ),
+    ],
+)
+def test_another_targets_option_is_named_as_typed_and_its_targets_truly(work, tmp_path, capsys, args, line):
+    """The flag the user typed (--from-perf, not the keyword perf_results), and only the targets that take it (a
+    canary is KServe's alone); from Python the same error names the keyword."""
+    import tritongen
+
+    out = tmp_path / "out"
+    code, printed, err = run_cli(["deploy", str(work / "repo"), *args, "--out", str(out)], capsys)
+    assert (code, err, printed) == (1, line + "\n", ""), err
+    assert not out.exists()
+    with pytest.raises(TritongenError, match=r"^deploy option perf_results is for kserve and kubernetes bundles, not"):
+        tritongen.deploy(work / "repo", to="docker", out=out, perf_results=work / "results.json")
+    with pytest.raises(TritongenError, match=r"^deploy option canary_traffic_percent is for kserve bundles, not ku"):
+        tritongen.deploy(work / "repo", to="kubernetes", out=out, canary_traffic_percent=5)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--peak-rps", "0"],
+            "error: --peak-rps 0 is not a request rate above 0 and at most 1e9 per second: give the peak request rate "
+            "in requests per second",
+        ),
+        (
+            ["--peak-rps", "2e9", "--from-perf", "results.json"],
+            "error: --peak-rps 2e+09 is not a request rate above 0 and at most 1e9 per second: give the peak request "
+            "rate in requests per second",
+        ),
+        (
+            ["--slo-p99-ms", "0"],
+            "error: --slo-p99-ms 0 is not a latency above 0 and at most 3600000 ms (an hour): give the p99 latency "
+            "objective in milliseconds",
+        ),
+        (
+            ["--peak-rps", "100000"],
+            "error: --peak-rps 100000 sizes the maximum replica count by the capacity per replica a perf run "
+            "measures, and no --from-perf results are given (the unmeasured default would be kept): measure the model "
+            "on the target hardware (tritongen perf MODEL --concurrency 1,2,4,8,16,32 --report perf/) and pass "
+            "--from-perf perf/ and --slo-p99-ms with it, or leave out --peak-rps",
+        ),
+    ],
+)
+def test_peak_rate_and_objective_out_of_range_or_unmeasured_are_one_true_error(work, tmp_path, capsys, args, line):
+    """The accepted range as it is (0 is refused: above 0), and a peak rate without measurements refused: it
+    would size nothing (the unmeasured replica bounds stay) while thresholds.json recorded it."""
+    out = tmp_path / "out"
+    args = [a.replace("results.json", str(work / "results.json")) for a in args]
+    code, printed, err = run_cli(["deploy", str(work / "repo"), "--to", "kubernetes", *args, "--out", str(out)], capsys)
+    assert (code, err, printed) == (1, line + "\n", ""), err
+    assert not out.exists() and not list(tmp_path.iterdir())
 
 
 CANARY_CONFIG = """\

@@ -86,12 +86,26 @@ TARGETS: dict[str, Callable[..., Any]] = {
 }
 
 
+# Options a target's function has but the target does not take: kubernetes and kserve share one function, and a
+# canary is KServe's (canaryTrafficPercent).
+_NOT_TAKEN: dict[str, tuple[str, ...]] = {"kubernetes": ("canary_traffic_percent",)}
+# The CLI's flag for an option whose keyword is spelled otherwise (api.CLI_SPELLINGS["deploy"], the other way round)
+_FLAGS = {"perf_results": "--from-perf", "canary_traffic_percent": "--canary-percent"}
+# What else does the work of an option, for a target that does not take it
+_INSTEAD = {"canary_traffic_percent": "compare versions on one server (tritongen perf MODEL --version-split 1:90,2:10)"}
+
+
 def target_options(target: str) -> tuple[str, ...]:
-    """The options ``target`` takes (its function's keyword parameters)."""
+    """The options ``target`` takes (its function's keyword parameters, less :data:`_NOT_TAKEN`'s)."""
     import inspect
 
     params = inspect.signature(TARGETS[target]).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_TAKEN.get(target, ()))
+
+
+def _flag(key: str) -> str:
+    """The ``tritongen deploy`` flag of option ``key``: ``perf_results`` -> ``--from-perf``."""
+    return _FLAGS.get(key, f"--{key.replace('_', '-')}")
 
 
 def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -> Any:
@@ -111,10 +125,13 @@ def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -
             continue
         others = [t for t in sorted(TARGETS) if key in target_options(t)]
         if others:
-            raise TritongenError(
-                f"deploy option --{key.replace('_', '-')} is for {' and '.join(others)} bundles, not {target}",
-                f"leave it out, or deploy to {' or '.join(others)}",
+            to = " or ".join(others)
+            fix = (
+                f"leave it out, deploy to {to}, or {_INSTEAD[key]}"
+                if key in _INSTEAD
+                else f"leave it out, or deploy to {to}"
             )
+            raise TritongenError(f"deploy option {_flag(key)} is for {' and '.join(others)} bundles, not {target}", fix)
         raise TritongenError(
             f"deploy to {target} has no option '{shown(key)}'",
             with_suggestion(key, takes, f"its options are {', '.join(takes)}"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,13 @@ from . import kserve, monitoring
 from . import kubernetes as k8s
 from .bundle import check_out_dir, comment_text, write_bundle
 from .rollout_record import unfollowed_records
-from .thresholds import Thresholds, load_time_from_tune_record, thresholds_from_run, unmeasured_thresholds
+from .thresholds import (
+    Thresholds,
+    load_time_from_tune_record,
+    thresholds_from_run,
+    tuned_after_caution,
+    unmeasured_thresholds,
+)
 
 TARGETS = ("kubernetes", "kserve")
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
@@ -62,8 +68,28 @@ class DeployBundle:
             f"thresholds {t.mark}: {knee}target {t.target_in_flight:g} requests in flight per replica, "
             f"replicas {t.min_replicas_prod}-{t.max_replicas_prod}"
             + "".join(f"\ncaution: {c}" for c in t.cautions)
+            + "".join(f"\nnote: {n}" for n in t.notes)
             + "".join(f"\n{note}" for note in self.notes)
         )
+
+
+def _number(value: float) -> str:
+    """``value`` as a person writes it: 1e9, not Python's 1e+09."""
+    return re.sub(r"e\+0*", "e", f"{value:g}")
+
+
+def _measured_source(run: Any, name: str) -> str:
+    """Where measured thresholds come from: the file, the model, the levels used (and those left out)."""
+    mode = run.points[0].mode if run.points else "concurrency"
+    used = sum(p.mode == mode for p in run.points)
+    left_out = len(run.points) - used
+    kind, other = ("concurrency", "request-rate") if mode == "concurrency" else ("request-rate", "concurrency")
+
+    def levels(count: int, which: str) -> str:
+        return f"{count} {which} level{'' if count == 1 else 's'}"
+
+    rest = f" ({levels(left_out, other)} left out: see thresholds.json)" if left_out else ""
+    return f"tritongen perf {name} of {run.model}: {levels(used, kind)}{rest}, {run.engine} engine"
 
 
 @dataclass(frozen=True)
@@ -352,12 +378,19 @@ def kubernetes_bundle_from_repository(
         )
     if peak_rps is not None and not 0 < peak_rps <= MAX_PEAK_RPS:
         raise TritongenError(
-            f"--peak-rps {peak_rps:g} is not a request rate from 0 to {MAX_PEAK_RPS:g}",
+            f"--peak-rps {peak_rps:g} is not a request rate above 0 and at most {_number(MAX_PEAK_RPS)} per second",
             "give the peak request rate in requests per second",
+        )
+    if peak_rps is not None and perf_results is None:
+        raise TritongenError(
+            f"--peak-rps {peak_rps:g} sizes the maximum replica count by the capacity per replica a perf run "
+            "measures, and no --from-perf results are given (the unmeasured default would be kept)",
+            "measure the model on the target hardware (tritongen perf MODEL --concurrency 1,2,4,8,16,32 --report "
+            "perf/) and pass --from-perf perf/ and --slo-p99-ms with it, or leave out --peak-rps",
         )
     if slo_p99_ms is not None and not 0 < slo_p99_ms <= MAX_SLO_P99_MS:
         raise TritongenError(
-            f"--slo-p99-ms {slo_p99_ms:g} is not a latency from 0 to {MAX_SLO_P99_MS:g} ms",
+            f"--slo-p99-ms {slo_p99_ms:g} is not a latency above 0 and at most {MAX_SLO_P99_MS:.0f} ms (an hour)",
             "give the p99 latency objective in milliseconds",
         )
     check_namespace(namespace)
@@ -399,16 +432,17 @@ def kubernetes_bundle_from_repository(
             slo_p99_ms=slo_p99_ms,
             peak_rps=peak_rps,
             load_time_s=load_time_s,
-            source=f"tritongen perf {Path(str(perf_results)).name} of {run.model}: {len(run.points)} levels, "
-            f"{run.engine} engine",
+            source=_measured_source(run, Path(str(perf_results)).name),
         )
+        stale = tuned_after_caution(repo / info.name, run)
+        if stale is not None:
+            t = replace(t, cautions=(*t.cautions, stale))
     else:
         t = unmeasured_thresholds(
             info.name,
             max_batch_size=info.max_batch_size,
             instances=info.instances,
             slo_p99_ms=slo_p99_ms,
-            peak_rps=peak_rps,
             load_time_s=load_time_s,
         )
     app = k8s.app_name_for(info.name)

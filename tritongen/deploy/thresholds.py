@@ -2,7 +2,8 @@
 
 The input is a ``tritongen perf`` run (``results.json``) against one server, which is one replica:
 
-- **knee**: the highest measured load whose p99 meets the objective (and that had no errors);
+- **knee**: the last level of the unbroken run of levels, from the lowest load up, whose p99 meets the objective
+  without errors: a level above one that failed is not trusted to hold (a caution names both);
 - **capacity** per replica: the throughput measured at the knee;
 - **autoscaling target**: requests in flight per replica at the knee, ``throughput x server time per request``
   (Little's law). Triton exposes its numerator as a counter, ``rate(nv_inference_request_duration_us) / 1e6``,
@@ -13,9 +14,11 @@ The input is a ``tritongen perf`` run (``results.json``) against one server, whi
 - **replicas**: ``max = ceil(peak_rps / capacity) + 1`` (one spare for a rolling update or a lost node),
   ``min`` 2 in production (a PodDisruptionBudget can then let one go), 1 in development.
 
-**Cautions** say where the measurement understates a replica, each with what to measure instead: the highest
-measured load met the objective (the knee lies above it, unmeasured), a level was client-bound (the load
-generator, not the server, set its pace), or the load generator shared CPUs with the server.
+**Cautions** say where the measurement understates a replica, or leaves the knee uncertain, each with what to
+measure instead: the highest measured load met the objective (the knee lies above it, unmeasured), a level above
+the knee met the objective again after one that failed, the knee level was not stable (its windows disagreed), a
+level was client-bound (the load generator, not the server, set its pace), or the load generator shared CPUs with
+the server. **Notes** say what of the run the thresholds leave out (the levels of a second kind of load).
 
 Without a measurement the same fields hold defaults and ``measured`` is False; every file that uses them
 says "unmeasured".
@@ -93,6 +96,7 @@ class Thresholds:
     exit_timeout_s: int = 30
     levels: tuple[LevelRow, ...] = ()
     cautions: tuple[str, ...] = ()  # where the measurement understates a replica, and what to measure (module doc)
+    notes: tuple[str, ...] = ()  # what of the perf run the thresholds leave out (module doc)
     # CPU a replica uses at its autoscaling target: the server's CPU at the knee (cores busy) where the perf run
     # measured it (a server on the perf machine); None: unmeasured, the pod asks for kubernetes.py's default
     cpu_request_cores: float | None = None
@@ -163,8 +167,18 @@ def _replicas(peak_rps: float | None, capacity_rps: float | None, min_replicas: 
     return max(math.ceil(needed) + 1, min_replicas)
 
 
+def _meets(point: PerfPoint, slo_p99_ms: float) -> bool:
+    return point.latency.p99_ms <= slo_p99_ms and point.error_count == 0
+
+
+def _where(mode: str) -> str:
+    return "concurrency" if mode == "concurrency" else "request rate"
+
+
 def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]]:
-    """The highest load of the run's first mode whose p99 meets the objective without errors, and that mode's points."""
+    """The knee of the run's first mode, and that mode's points: the last level of the unbroken run of levels, from
+    the lowest load up, whose p99 meets the objective without errors. A level above the first that failed is left
+    out even where it met the objective (:func:`cautions_of` names it): a load that failed once may fail again."""
     if not run.points:
         raise TritongenError(
             "the perf results hold no measured load level", "run tritongen perf with --report DIR again"
@@ -178,32 +192,75 @@ def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]
             f"({lowest.latency.p99_ms:.1f} ms at {mode} {lowest.load:g}): no replica count can meet it",
             "raise --slo-p99-ms, or make the model faster (tritongen tune, a TensorRT engine) and measure again",
         )
-    good = [p for p in points if p.latency.p99_ms <= slo_p99_ms and p.error_count == 0]
-    if not good:
+    if lowest.error_count:
         raise TritongenError(
-            f"every measured level of {run.model} had errors", "fix the errors perf reported and measure again"
+            f"the perf results of {run.model} record {lowest.error_count} errors at the lowest load "
+            f"({_where(mode)} {lowest.load:g}): no measured level is a knee to size replicas from",
+            "fix the errors perf reported and measure again",
         )
-    return good[-1], points
+    knee = lowest
+    for p in points[1:]:
+        if not _meets(p, slo_p99_ms):
+            break
+        knee = p
+    return knee, points
+
+
+def _loads_option(mode: str, loads: list[float]) -> str:
+    """perf's option for ``loads``: ``--concurrency 8,16,32,64``."""
+    text = ",".join(f"{load:g}" for load in loads)
+    return f"--concurrency {text}" if mode == "concurrency" else f"--request-rate {text}"
 
 
 def _higher_loads(mode: str, top: float) -> str:
     """perf's option for four loads above ``top``, doubling: ``--concurrency 8,16,32,64``."""
-    loads = ",".join(f"{top * 2**i:g}" for i in range(1, 5))
-    return f"--concurrency {loads}" if mode == "concurrency" else f"--request-rate {loads}"
+    return _loads_option(mode, [top * 2**i for i in range(1, 5)])
+
+
+def _longer_levels(run: PerfRun, points: list[PerfPoint]) -> str:
+    """The perf command that measures ``points``' loads again for twice as long each (to a stable measurement)."""
+    duration = run.settings.get("duration_s")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
+        duration = 6.0  # perf's default
+    loads = _loads_option(points[0].mode, [p.load for p in points])
+    return f"tritongen perf {run.model} {loads} --duration-s {2 * duration:g} --report perf-{run.model}/"
+
+
+def _failure(point: PerfPoint, slo_p99_ms: float) -> str:
+    """Why ``point`` missed: its p99 above the objective, or its errors."""
+    if point.latency.p99_ms > slo_p99_ms:
+        return f"p99 {point.latency.p99_ms:.1f} ms"
+    return f"{point.error_count} errors"
 
 
 def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_ms: float) -> tuple[str, ...]:
-    """What makes the run understate a replica's capacity (the module's docstring), one sentence each."""
-    where = "concurrency" if knee.mode == "concurrency" else "request rate"
+    """What makes the run understate a replica's capacity, or the knee uncertain (the module's docstring), one
+    sentence each."""
+    where = _where(knee.mode)
     out = []
     if knee is points[-1]:
-        met = all(p.latency.p99_ms <= slo_p99_ms and not p.error_count for p in points)
-        which = "every measured level" if met else "the highest level"
         out.append(
-            f"{which} met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {where} {knee.load:g}): the "
-            f"knee is above {where} {knee.load:g}, so capacity per replica is understated (and replicas overcounted); "
-            f"measure higher loads (tritongen perf {run.model} {_higher_loads(knee.mode, knee.load)} --report "
-            f"perf-{run.model}/, then --from-perf perf-{run.model}/)"
+            f"every measured level met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {where} "
+            f"{knee.load:g}): the knee is above {where} {knee.load:g}, so capacity per replica is understated (and "
+            f"replicas overcounted); measure higher loads (tritongen perf {run.model} "
+            f"{_higher_loads(knee.mode, knee.load)} --report perf-{run.model}/, then --from-perf perf-{run.model}/)"
+        )
+    else:
+        failed = points[points.index(knee) + 1]
+        again = [p for p in points[points.index(failed) + 1 :] if _meets(p, slo_p99_ms)]
+        if again:
+            out.append(
+                f"{where} {', '.join(f'{p.load:g}' for p in again)} met p99 <= {slo_p99_ms:g} ms above {where} "
+                f"{failed.load:g}, which did not ({_failure(failed, slo_p99_ms)}): the knee is {where} {knee.load:g}, "
+                f"the last level below the first that failed, since a load that failed once may fail again; if "
+                f"{where} {failed.load:g} was noise, measure the levels again for longer ("
+                f"{_longer_levels(run, points)}, then --from-perf perf-{run.model}/)"
+            )
+    if not knee.stable:
+        out.append(
+            f"the knee level, {where} {knee.load:g}, was not stable (its last windows differed in throughput or "
+            "latency by more than the perf run's --stability-pct), so its capacity and p99 are uncertain; measure "
+            f"the levels again for longer ({_longer_levels(run, points)}, then --from-perf perf-{run.model}/)"
         )
     bound = [p for p in points if p.client_bound]
     if bound:
@@ -220,6 +277,21 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
             "--cpus, perf --client-cpus) or with the client on another machine"
         )
     return tuple(out)
+
+
+def notes_of(run: PerfRun, points: list[PerfPoint]) -> tuple[str, ...]:
+    """What of ``run`` the thresholds leave out: the levels of a second kind of load (a knee is a level of one)."""
+    mode = points[0].mode
+    others = sorted((p for p in run.points if p.mode != mode), key=lambda p: p.load)
+    if not others:
+        return ()
+    other = _where(others[0].mode)
+    return (
+        f"the perf run also measured {other} {', '.join(f'{p.load:g}' for p in others)}, left out: the "
+        f"thresholds come from its {_where(mode)} levels alone (a knee is a level of one kind of load); to deploy "
+        f"from the {other} levels, measure them alone (tritongen perf {run.model} "
+        f"{_loads_option(others[0].mode, [p.load for p in others])} --report perf-{run.model}/)",
+    )
 
 
 def thresholds_from_run(
@@ -284,6 +356,7 @@ def thresholds_from_run(
         exit_timeout_s=max(10, math.ceil(3 * max_p99_s)),
         levels=rows,
         cautions=cautions_of(run, knee, points, slo_p99_ms),
+        notes=notes_of(run, points),
         cpu_request_cores=_cpu_request(run, knee),
     )
 
@@ -294,10 +367,10 @@ def unmeasured_thresholds(
     max_batch_size: int,
     instances: int,
     slo_p99_ms: float | None = None,
-    peak_rps: float | None = None,
     load_time_s: float | None = None,
 ) -> Thresholds:
-    """Defaults from the model's config (one full batch per instance in flight), marked unmeasured."""
+    """Defaults from the model's config (one full batch per instance in flight), marked unmeasured. No peak rate:
+    without a measured capacity per replica none sizes the replicas."""
     check_model_name(model)
     slo = slo_p99_ms if slo_p99_ms is not None else DEFAULT_SLO_P99_MS
     target = float(max(1, max_batch_size) * max(1, instances))
@@ -309,16 +382,53 @@ def unmeasured_thresholds(
         target_in_flight=target,
         queue_alert_us=slo * 1000.0 / 2,
         above_knee_in_flight=target * ABOVE_KNEE_ALERT_FACTOR,
-        peak_rps=peak_rps,
         load_time_s=load_time_s if load_time_s is not None else DEFAULT_LOAD_TIME_S,
         load_time_measured=load_time_s is not None,
     )
 
 
+def _tune_records(model_dir: Path) -> list[Path]:
+    """``tritongen tune``'s records (``<version>/tritongen/tune.json``), the newest version's first."""
+    records = sorted(model_dir.glob("*/tritongen/tune.json"), key=lambda p: (len(p.parts[-3]), p.parts[-3]))
+    return records[::-1]
+
+
+def tuned_after_caution(model_dir: Path, run: PerfRun) -> str | None:
+    """A caution where ``tritongen tune`` rewrote the model's config.pbtxt after ``run`` began measuring it: the
+    figures are of the config before. results.json does not record the config it measured, so the times (tune.json's
+    ``created_unix_s``, the run's ``started_unix_s``) are what shows it; None where no record is newer."""
+    if not run.started_unix_s > 0:
+        return None
+    for record in _tune_records(model_dir):
+        try:
+            data = json_file(record, MAX_TUNE_RECORD_BYTES)
+            created, config = data["created_unix_s"], data["winner"]["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
+            continue
+        if created <= run.started_unix_s:
+            return None
+        wrote = []  # the knobs tune wrote (its Candidate), where the record holds them as numbers
+        for knob in ("instances", "max_queue_delay_us", "max_batch_size", "preferred"):
+            value = config.get(knob) if isinstance(config, dict) else None
+            values = value if isinstance(value, list) else [value]
+            if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                wrote.append(f"{knob} {','.join(map(str, values))}")
+        mode = run.points[0].mode if run.points else "concurrency"
+        loads = _loads_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
+        return (
+            f"tritongen tune rewrote {run.model}'s config.pbtxt ({record.relative_to(model_dir.parent)}"
+            f"{': ' + ', '.join(wrote) if wrote else ''}) after this perf run measured it, so the thresholds are of "
+            f"the config before; measure the model again as it is configured now (tritongen perf {run.model} {loads} "
+            f"--report perf-{run.model}/, then --from-perf perf-{run.model}/)"
+        )
+    return None
+
+
 def load_time_from_tune_record(model_dir: Path) -> float | None:
     """The winner's measured load time from ``tritongen tune``'s record (``<version>/tritongen/tune.json``), if any."""
-    records = sorted(model_dir.glob("*/tritongen/tune.json"), key=lambda p: (len(p.parts[-3]), p.parts[-3]))
-    for record in reversed(records):
+    for record in _tune_records(model_dir):
         try:
             load_s = json_file(record, MAX_TUNE_RECORD_BYTES)["winner"]["load_s"]
         except (OSError, ValueError, KeyError, TypeError):
