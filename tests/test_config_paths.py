@@ -20,6 +20,8 @@ HAND_CONFIG = 'name: "hand"\nbackend: "python"\nmax_batch_size: 0\n'
         ("/opt/envs/env.tar.gz", False),
         ("env.tar.gz", False),
         ("$$TRITON_MODEL_DIRECTORY/a\\..\\..\\b", False),
+        ("$$TRITON_MODEL_DIRECTORY/env$(id).tar.gz", False),  # the stub sources the environment through a shell
+        ("$$TRITON_MODEL_DIRECTORY/my env.tar.gz", False),
     ],
 )
 def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_directory_variable(value, inside):

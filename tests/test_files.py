@@ -168,6 +168,10 @@ def test_walk_refuses_a_tree_deeper_than_its_bound_with_one_line(tmp_path):
     deep = tmp_path / "m"
     deep.joinpath(*["d"] * MAX_TREE_DEPTH).mkdir(parents=True)
     assert len(list(walk(deep))) == MAX_TREE_DEPTH + 1  # exactly the bound: walked
+    with pytest.raises(TritongenError, match=f"holds folders nested more than {MAX_TREE_DEPTH} deep"):
+        list(walk(deep, depth=1))  # a model folder, one below the repository the bound counts from
+    with pytest.raises(TritongenError, match="nested more than"):
+        list(walk(tmp_path))  # the same tree walked from the repository: refused the same
     deep.joinpath(*["d"] * (MAX_TREE_DEPTH + 1)).mkdir()
     with pytest.raises(TritongenError, match=f"holds folders nested more than {MAX_TREE_DEPTH} deep"):
         list(walk(deep))

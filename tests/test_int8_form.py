@@ -365,7 +365,12 @@ def test_the_cpus_whose_int8_kernels_saturate_are_x86_without_vnni():
     vnni = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
     assert u8s8_saturates(avx2, "x86_64") and not u8s8_saturates(vnni, "x86_64")
     assert not u8s8_saturates(avx2.replace("avx2", "avx2 avx_vnni"), "x86_64")  # Alder Lake's AVX-VNNI
-    assert not u8s8_saturates(avx2, "aarch64") and not u8s8_saturates("processor\t: 0\n", "x86_64")
+    assert u8s8_saturates(avx2, "aarch64") is False  # ARM's dot products add in 32 bits
+    assert u8s8_saturates("processor\t: 0\n", "x86_64") is None  # x86, kind unknown: the note says so
+    from tritongen.build import int8_cpu_note
+
+    assert "could not tell whether this CPU has VNNI" in int8_cpu_note(None)
+    assert "VNNI" not in int8_cpu_note(False).split(";")[0] and "no VNNI" in int8_cpu_note(True)
 
 
 def test_cpu_form_keeps_the_tensorrt_form_for_a_graph_without_conv(tmp_path):

@@ -227,10 +227,15 @@ ATTACKS = [
         lambda f: _scalar_input(f),
         ("graph input 's' is a 0-d (scalar) tensor", "of shape [1]"),
     ),
+    ("a graph input of unknown rank", lambda f: _unranked_input(f), ("graph input 's' has no shape",)),
 ]
 
 
-def _scalar_input(files: dict[str, Path]) -> Path:
+def _unranked_input(files: dict[str, Path]) -> Path:
+    return _scalar_input(files, shape=None, name="unranked")
+
+
+def _scalar_input(files: dict[str, Path], shape=(), name: str = "scalar_in") -> Path:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -238,11 +243,11 @@ def _scalar_input(files: dict[str, Path]) -> Path:
         "scale",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
-            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, shape),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
     )
-    path = files["root"] / "scalar_in.onnx"
+    path = files["root"] / f"{name}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 

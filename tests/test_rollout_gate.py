@@ -557,6 +557,19 @@ def test_golden_labels_in_an_npz_are_one_class_index_per_row(tmp_path):
             golden_from_file(tmp_path / "g.npz", tmp_path / "none.npz", inputs, True)
 
 
+def test_golden_labels_past_the_models_classes_are_refused(tmp_path):
+    from tritongen.deploy.gate import check_labels_within, golden_from_file
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+    np.savez(tmp_path / "g.npz", x=np.zeros((3, 2), np.float32), labels=np.array([0, 2, 5]))
+    golden = golden_from_file(tmp_path / "g.npz", tmp_path / "none.npz", inputs, True)
+    outputs = [{"name": "probs", "datatype": "FP32", "shape": [-1, 3]}]
+    with pytest.raises(TritongenError, match="label 5 is past the 3 classes of output 'probs': store class indices"):
+        check_labels_within(golden, outputs)
+    check_labels_within(golden, [{"name": "probs", "datatype": "FP32", "shape": [-1, 6]}])
+    check_labels_within(golden, [{"name": "probs", "datatype": "FP32", "shape": [-1, -1]}])  # unknown: not judged
+
+
 def test_a_text_golden_file_splits_on_newlines_only_as_calibration_text_does(tmp_path):
     """A \\r, \\x85 or U+2028 inside a text split it into two requests (splitlines); a \\r\\n ending is one line."""
     from tritongen.deploy.gate import golden_from_file

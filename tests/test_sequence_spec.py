@@ -411,6 +411,12 @@ def test_a_stream_is_cut_as_the_models_dims_say_and_checked_before_sending():
         chunks_from_arrays({"x": channels}, None, f32, {"x": [8, -1]})
     with pytest.raises(TritongenError, match=r"would be \[4, 1, 4\], and the model takes \[4\]"):
         chunks_from_arrays({"x": frames.reshape(5, 1, 4)}, 4, f32, {"x": [4]})
+    # a value per step beside frames ([T] for dims [1]: as a scalar per item is sent) steps with them
+    flags = np.arange(5, dtype=np.float32)
+    both = chunks_from_arrays({"x": frames, "f": flags}, None, {**f32, "f": f32["x"]}, {"x": [4], "f": [1]})
+    assert [(c["x"].shape, c["f"].shape) for c in both] == [((1, 4), (1, 1))] * 5 and both[3]["f"][0, 0] == 3
+    with pytest.raises(TritongenError, match="'x' is a single value"):
+        chunks_from_arrays({"x": np.float32(1.0)}, None, f32, {"x": [1]})
     samples = np.zeros(1000, np.float32)  # audio for dims [512]: 512 per request, as before
     assert [c["x"].shape for c in chunks_from_arrays({"x": samples}, None, f32, {"x": [512]})] == [(1, 512)] * 2
 
@@ -430,8 +436,9 @@ def test_a_wav_at_another_rate_than_the_models_sr_is_refused(tmp_path):
             wav.writeframes(np.zeros(100, "<i2").tobytes())
     check_wav_rate(tmp_path / "16000.wav", {"sr": 16000})
     check_wav_rate(tmp_path / "44100.wav", {})  # no rate recorded: nothing to hold it to
-    with pytest.raises(TritongenError, match="44100.wav is 44100 Hz audio, and the model was built for sr=16000"):
-        check_wav_rate(tmp_path / "44100.wav", {"sr": 16000})
+    for sr in (16000, 16000.0):  # --const sr=16000.0 is a float
+        with pytest.raises(TritongenError, match="44100.wav is 44100 Hz audio, and the model was built for sr=16000"):
+            check_wav_rate(tmp_path / "44100.wav", {"sr": sr})
 
 
 def test_a_wav_whose_data_is_not_whole_samples_is_one_error(tmp_path):

@@ -1152,6 +1152,9 @@ def test_an_instance_group_name_a_shell_would_run_is_a_problem_for_every_stub_ba
     assert problems_in_config(config_from_text(plain)) == []
     native = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], backend="onnxruntime", extra=group)
     assert not [p for p in problems_in_config(config_from_text(native)) if "Python-backend" in p]
+    # PyTorch 2 models run in the pytorch backend's Python stub (runtime: "model.py"): started the same way
+    torch2 = model_text("net", [("x", "FP32", [3])], [("y", "FP32", [2])], backend="pytorch", extra=group)
+    assert_problem(problems_in_config(config_from_text(torch2 + 'runtime: "model.py"\n')), "instance group", "rename")
 
 
 def test_a_python_model_file_name_a_shell_would_split_is_a_problem():

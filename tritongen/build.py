@@ -521,16 +521,18 @@ LOCAL_FP16_NOTE = (
 )
 
 
-def int8_cpu_note(saturates: bool) -> str:
-    """What an INT8 CPU-form build says about the CPU its guard measured on (``saturates``: x86 without VNNI)."""
+def int8_cpu_note(saturates: bool | None) -> str:
+    """What an INT8 CPU-form build says about the CPU its guard measured on (``saturates``: x86 without VNNI;
+    None: an x86 CPU whose kind could not be read)."""
     if saturates:
         return (
             "this CPU has no VNNI: ONNX Runtime's INT8 kernels add in 16 bits and saturate here, so the guard "
             "measured (and kept layers in FP32 for) this CPU; a host with VNNI answers closer to FP32"
         )
+    where = "could not tell whether this CPU has VNNI" if saturates is None else "measured on a CPU without 16-bit sums"
     return (
-        "measured on a CPU with VNNI; on an x86 CPU without it (AVX2 only) ONNX Runtime's INT8 kernels saturate and "
-        "answer further from FP32: run tritongen infer NAME --check on the serving host"
+        f"{where}; on an x86 CPU without VNNI (AVX2 only) ONNX Runtime's INT8 kernels saturate and answer further "
+        "from FP32: run tritongen infer NAME --check on the serving host"
     )
 
 
@@ -561,7 +563,7 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
         if spec.target == "local" and spec.precision == "fp16":
             stages.progress(f"      note: {LOCAL_FP16_NOTE}")
         if "u8s8_saturation" in precision.calibration:  # the CPU form: its answers depend on the CPU's INT8 kernels
-            stages.progress(f"      note: {int8_cpu_note(bool(precision.calibration['u8s8_saturation']))}")
+            stages.progress(f"      note: {int8_cpu_note(precision.calibration['u8s8_saturation'])}")
     if spec.target != "tensorrt":
         if precision is None or spec.target != "onnxruntime":
             return precision, None

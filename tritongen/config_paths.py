@@ -29,6 +29,8 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
+from .names import shell_special_chars
+
 MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
 EXECUTION_ENV_KEY = "EXECUTION_ENV_PATH"
 _ORT_TENSORRT_FILE_KEYS = (
@@ -49,6 +51,8 @@ def inside_model_folder(value: str) -> bool:
     if not value.startswith(prefix):
         return False
     rest = PurePosixPath(value[len(prefix) :])
+    if shell_special_chars(value[len(prefix) :]):  # the stub sources the environment through a shell
+        return False
     return bool(rest.parts) and not rest.is_absolute() and ".." not in rest.parts and "\\" not in value
 
 

@@ -129,12 +129,16 @@ def text_lines(text: str) -> Iterator[str]:
 MAX_TREE_DEPTH = 64  # folders below a walked top: a model folder holds model/version/files, a package a few more
 
 
-def walk(top: str | os.PathLike[str], onerror: Any = None) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(
+    top: str | os.PathLike[str], onerror: Any = None, *, depth: int = 0
+) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk(top, onerror=onerror)`` (top-down, links not descended into, ``dirnames`` prunable in place),
     without recursion and at most :data:`MAX_TREE_DEPTH` folders deep: Python 3.11's ``os.walk`` recurses once
     per level, so 1,100 nested empty folders in a model were a RecursionError traceback in validate, verify, sign
-    and serve. Deeper is a :class:`TritongenError` naming the folder."""
-    stack: list[tuple[str, int]] = [(os.fspath(top), 0)]
+    and serve. Deeper is a :class:`TritongenError` naming the folder. ``depth``: how deep ``top`` itself lies in
+    the tree the bound counts from (a model folder lies 1 below its repository), so that a walk of the model and
+    one of its repository refuse the same trees (sign passed a tree its own verify --public-key refused)."""
+    stack: list[tuple[str, int]] = [(os.fspath(top), depth)]
     while stack:
         folder, depth = stack.pop()
         try:

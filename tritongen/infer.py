@@ -406,7 +406,7 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
     names = [t.name for t in config.input]
     dtypes = {t.name: numpy_dtype(config_pb2().DataType.Name(t.data_type)) for t in config.input}
     arrays = arrays_from_stream_file(spec.input_file, names)
-    check_wav_rate(spec.input_file, _built_consts(Path(spec.repo) / spec.name))
+    check_wav_rate(spec.input_file, _built_consts(Path(spec.repo) / spec.name, spec.model_version))
     unknown = sorted(set(arrays) - set(names))
     if unknown or set(names) - set(arrays):
         raise TritongenError(
@@ -659,12 +659,12 @@ def infer_model(spec: InferSpec) -> InferResult:
     return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32", stale=stale)
 
 
-def _built_consts(model_dir: Path) -> dict[str, Any]:
-    """The ``--const`` values the newest version was built with (empty where no manifest says)."""
+def _built_consts(model_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """The ``--const`` values ``version`` (default: the newest) was built with (empty where no manifest says)."""
     from .layout import version_numbers
     from .manifest import read_manifest
 
-    versions = version_numbers(model_dir)
+    versions = [version] if version is not None else version_numbers(model_dir)[-1:]
     try:
         details = read_manifest(model_dir, versions[-1]).details if versions else {}
     except TritongenError:

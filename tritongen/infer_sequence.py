@@ -64,9 +64,12 @@ def check_wav_rate(path: Path, consts: Mapping[str, object]) -> None:
     answers would be for audio played at the wrong speed (a 44.1 kHz file streamed to silero-vad answered)."""
     if Path(path).suffix.lower() != ".wav":
         return
-    name = next(
-        (n for n in RATE_CONSTS if isinstance(consts.get(n), int) and not isinstance(consts.get(n), bool)), None
-    )
+    rates = {
+        n: int(v)
+        for n, v in consts.items()
+        if n in RATE_CONSTS and isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+    }  # --const sr=16000.0 is a float
+    name = next(iter(rates), None)
     if name is None:
         return
     try:
@@ -74,10 +77,10 @@ def check_wav_rate(path: Path, consts: Mapping[str, object]) -> None:
             rate = wav.getframerate()
     except (wave.Error, EOFError, OSError):
         return  # the reader says why
-    if rate != consts[name]:
+    if rate != rates[name]:
         raise TritongenError(
-            f"{Path(path).name} is {rate} Hz audio, and the model was built for {name}={consts[name]}",
-            f"resample it first (sox {Path(path).name} -r {consts[name]} out.wav)",
+            f"{Path(path).name} is {rate} Hz audio, and the model was built for {name}={rates[name]}",
+            f"resample it first (sox {Path(path).name} -r {rates[name]} out.wav)",
         )
 
 
@@ -122,7 +125,12 @@ def chunks_from_arrays(
     dims = {k: list(v) for k, v in (dims or {}).items()}
     if chunk_size is not None and chunk_size < 1:
         raise TritongenError(f"--chunk-size {chunk_size} is below 1", "pass the number of samples per request")
-    steps = {n for n, a in arrays.items() if n in dims and a.ndim == len(dims[n]) + 1 and _fits(a.shape[1:], dims[n])}
+    flat = [n for n, a in arrays.items() if np.ndim(a) == 0]
+    if flat:
+        raise TritongenError(
+            f"the stream's '{flat[0]}' is a single value (0-d), not a stream", "save it with one row per step"
+        )
+    steps = {n for n, a in arrays.items() if n in dims and _per_step(a, dims[n])}
     if steps and steps != set(arrays):
         raise TritongenError(
             f"the stream gives {sorted(steps)} one step per row but not {sorted(set(arrays) - steps)}",
@@ -154,8 +162,8 @@ def chunks_from_arrays(
         for name, array in arrays.items():
             axis = axes[name]
             piece = np.take(array, range(i * size, min((i + 1) * size, length)), axis=axis)
-            if name in steps:
-                piece = piece[0]  # one step: the request is [1, *dims]
+            if name in steps and array.ndim == len(dims[name]) + 1:
+                piece = piece[0]  # one step: the request is [1, *dims] (a [steps] array for dims [1] is that already)
             elif piece.shape[axis] < size:  # the last chunk, zero-padded to the size the model takes
                 pad_shape = list(piece.shape)
                 pad_shape[axis] = size - piece.shape[axis]
@@ -172,6 +180,12 @@ def chunks_from_arrays(
     return chunks
 
 
+def _per_step(array: np.ndarray, dims: Sequence[int]) -> bool:
+    """Whether ``array`` holds one step per row of an input of ``dims``: ``[steps, *dims]``, or ``[steps]`` for
+    ``dims: [1]`` (a value per step, as a scalar per item is sent)."""
+    return (array.ndim == len(dims) + 1 and _fits(array.shape[1:], dims)) or (list(dims) == [1] and array.ndim == 1)
+
+
 def _fits(shape: Sequence[int], dims: Sequence[int]) -> bool:
     return len(shape) == len(dims) and all(d < 0 or d == s for d, s in zip(dims, shape))
 
@@ -184,7 +198,7 @@ def _cut_axis(array: np.ndarray, dims: Sequence[int] | None) -> int:
 
 def _default_size(arrays: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[int]]) -> int:
     """The first input's size when its config fixes it in one dimension (e.g. ``dims: [ 512 ]``)."""
-    name = next(iter(arrays))
+    name = next((n for n in dims if n in arrays), next(iter(arrays)))  # the config's first input
     given = list(dims.get(name, ()))
     if len(given) >= 1 and given[0] > 0 and _cut_axis(arrays[name], given) == 0:
         return int(given[0])

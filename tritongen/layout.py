@@ -218,7 +218,7 @@ def link_problems(repo: Path, model_dir: Path) -> list[str]:
         return [f"model folder '{shown(name)}' is a symbolic link (to {shown(os.readlink(model_dir), 120)})"]
     root = Path(repo).resolve()
     problems = []
-    for folder, dirs, files in walk(model_dir):  # links are not followed
+    for folder, dirs, files in walk(model_dir, depth=1):  # links are not followed
         for entry in sorted(dirs + files):
             path = Path(folder) / entry
             if not path.is_symlink():

@@ -160,6 +160,12 @@ def io_from_onnx(model: Any) -> OnnxIO:
                 f"graph input '{vi.name}' is not a tensor of a type Triton serves",
                 "make every graph input a numeric or bool tensor",
             ) from None
+        if not vi.type.tensor_type.HasField("shape"):
+            raise TritongenError(
+                f"graph input '{vi.name}' has no shape in the graph (its rank is unknown)",
+                "export the model again with the input's shape (torch.onnx.export records it), or run ONNX shape "
+                "inference on the file",
+            )
         if not _dims(vi):  # batch_axis is False then: no first dimension to carry it
             raise TritongenError(
                 f"graph input '{vi.name}' is a 0-d (scalar) tensor, and a Triton input has at least one dimension",

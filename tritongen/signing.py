@@ -202,7 +202,7 @@ def bytecode_cache_dirs(repo: Path) -> list[str]:
 
     out = []
     for model_dir in sorted(p for p in Path(repo).iterdir() if p.is_dir() and not p.is_symlink()):
-        for dirpath, dirnames, filenames in walk(model_dir):
+        for dirpath, dirnames, filenames in walk(model_dir, depth=1):
             dirnames[:] = sorted(d for d in dirnames if d != PYCACHE)
             if any(f.endswith(".py") for f in filenames):
                 out.append((Path(dirpath) / PYCACHE).relative_to(repo).as_posix())

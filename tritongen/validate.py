@@ -696,7 +696,8 @@ def problems_in_config(
         problems += _warmup_problems(config, name, model_dir)
     if done.backend == "onnxruntime":
         problems += _onnxruntime_problems(config, name)
-    if done.backend not in NATIVE_BACKENDS and config.platform != ENSEMBLE_PLATFORM:  # python or Python-based
+    stub = done.backend not in NATIVE_BACKENDS or config.runtime.endswith(".py")  # pytorch runtime: "model.py"
+    if stub and config.platform != ENSEMBLE_PLATFORM:  # python or Python-based: a stub started through a shell
         problems += _stub_path_problems(config, name)
     if model_dir is not None:
         problems += _folder_problems(config, name, model_dir, done)
@@ -704,9 +705,22 @@ def problems_in_config(
 
 
 # backends Triton runs in its own process, without a stub: any other (python, or a Python-based one such as vllm,
-# whose folder holds a model.py) starts a stub process per instance through a shell
+# whose folder holds a model.py; or pytorch with runtime: "model.py", its PyTorch 2 form) starts a stub process per
+# instance through a shell
 NATIVE_BACKENDS = frozenset(
-    {"onnxruntime", "tensorrt", "pytorch", "tensorflow", "openvino", "fil", "dali", "identity", "tensorrtllm"}
+    {
+        "onnxruntime",
+        "tensorrt",
+        "pytorch",
+        "tensorflow",
+        "openvino",
+        "fil",
+        "dali",
+        "identity",
+        "repeat",
+        "square",
+        "tensorrtllm",
+    }
 )
 
 

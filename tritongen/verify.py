@@ -128,7 +128,7 @@ def _walk(model_dir: Path, found: _Findings) -> dict[str, bool]:
     def unreadable(exc: OSError) -> None:
         found.add(f"{model_dir.name}: cannot read folder {exc.filename} ({exc.strerror})", "check its permissions")
 
-    for dirpath, dirnames, filenames in walk(model_dir, onerror=unreadable):
+    for dirpath, dirnames, filenames in walk(model_dir, onerror=unreadable, depth=1):
         here = Path(dirpath)
         for name in list(dirnames):
             if (here / name).is_symlink():
@@ -372,7 +372,7 @@ def _check_unverified_bytecode(model_dir: Path, found: _Findings) -> None:
     """The bytecode caches of a model allowed unverified. Its files are the user's (and the signature's, which
     leaves ``__pycache__/`` out: the server writes it after signing), but Python runs a cache instead of its
     source, so each must be its source as it is now, compiled; anything else in a cache folder is a problem."""
-    for dirpath, dirnames, _ in walk(model_dir):
+    for dirpath, dirnames, _ in walk(model_dir, depth=1):
         if PYCACHE not in dirnames:
             continue
         dirnames.remove(PYCACHE)

@@ -317,6 +317,21 @@ def _golden(
     return GoldenSet(requests, None if labels is None else tuple(int(x) for x in labels), source)
 
 
+def check_labels_within(golden: GoldenSet, outputs: Sequence[Mapping[str, Any]]) -> None:
+    """A golden set's labels name classes of the model's first output (``outputs``: served metadata, shapes with
+    the batch dimension): a label past its last class never equals an argmax, so both versions scored 0 on it."""
+    if not golden.labels or not outputs:
+        return
+    shape = list(outputs[0].get("shape") or [])
+    classes = int(shape[-1]) if shape else -1
+    if classes > 0 and max(golden.labels) >= classes:
+        raise TritongenError(
+            f"{golden.source}: label {max(golden.labels)} is past the {classes} classes of output "
+            f"'{outputs[0].get('name')}'",
+            f"store class indices from 0 to {classes - 1}",
+        )
+
+
 def _check_rows(rows: int, source: str) -> None:
     """A golden set of at most :data:`MAX_GOLDEN_ROWS` requests: each row is one request to each version, sent one
     at a time (a 256-byte .npz of shape (10**7, 0) asked for ten million of them)."""

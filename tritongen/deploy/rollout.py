@@ -54,6 +54,7 @@ from .gate import (
     GateThresholds,
     GoldenSet,
     Target,
+    check_labels_within,
     golden_from_file,
     golden_from_texts,
     run_gate,
@@ -388,7 +389,9 @@ def _golden(spec: RolloutSpec, gate_model: str, target: int) -> GoldenSet:
     default = artifact_dir(spec.repo / spec.name, target) / SAMPLES_NAME
     if spec.golden is None and not default.is_file():
         raise TritongenError(f"'{spec.name}' has no saved samples ({default})", "pass --golden with inputs")
-    return golden_from_file(spec.golden, default, meta["inputs"], batched)
+    golden = golden_from_file(spec.golden, default, meta["inputs"], batched)
+    check_labels_within(golden, meta.get("outputs") or [])
+    return golden
 
 
 def _gate(

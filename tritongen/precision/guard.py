@@ -256,26 +256,34 @@ def guarded_onnx_from_onnx(
     variant = _Variant(precision, src, data, method, work, int8_form)
     attempts: list[Attempt] = []
     scores: list[tuple[str, float]] = []
+    # the check batch is measured with the held-out rows (first, so that the layer sensitivities see it) and on
+    # its own; the worse of the two reports gives the fix's figures
+    eval_batches, eval_reference = list(data.eval), [list(r) for r in reference]
+    if check is not None and not any(b is check[0] for b in eval_batches):
+        eval_batches.insert(0, dict(check[0]))
+        eval_reference.insert(0, list(check[1]))
+    check_reports: list[AccuracyReport] = []  # per attempt, when the check batch failed on its own
 
     def attempt(kept: Sequence[str]) -> tuple[Path, AccuracyReport]:
         path = variant.build(work / f"attempt-{len(attempts) + 1}", kept)
         crash = loads_in_a_child(path) if not attempts else None  # the first variant: every layer converted
         if crash is not None:
             raise TritongenError(
-                f"ONNX Runtime crashes loading the {precision} variant of this model ({crash}), as the served "
-                "runner would",
+                f"ONNX Runtime, opening the {precision} variant of this model in a child process, ended with "
+                f"{crash} (the guard's own session would take the build down with it)",
                 "build with --precision fp32"
                 + (" or fp16" if precision == "int8" else " or int8 --calib-data FILE")
                 + " (ONNX Runtime's bug on this graph: a two-layer GRU in FP16 is one)",
             )
         report = accuracy_from_outputs(
             output_names,
-            outputs_from_onnx(path, data.eval, output_names),
-            reference,
+            outputs_from_onnx(path, eval_batches, output_names),
+            eval_reference,
             min_cosine,
             min_top1,
             max_abs_error=max_abs_error,
         )
+        check_reports.clear()
         if check is not None and report.ok:
             checked = accuracy_from_outputs(
                 output_names,
@@ -288,12 +296,20 @@ def guarded_onnx_from_onnx(
             )
             where = "on the samples the build saves for infer --check"
             report = dataclasses.replace(report, also_failing=tuple(f"{where}: {f}" for f in checked.failures()))
+            if not checked.ok:
+                check_reports.append(checked)
         attempts.append(Attempt(tuple(kept), report))
         say(
             f"      attempt {len(attempts)} ({len(kept)} layer(s) kept in FP32): cosine mean {report.cosine_mean:.5f}"
             f" min {report.cosine_min:.5f}"
             + (f" top-1 {report.top1:.4f}" if report.top1 is not None else "")
             + (" ok" if report.ok else " below the bar")
+            + (
+                f" on the samples the build saves for infer --check (cosine mean {check_reports[0].cosine_mean:.5f}"
+                f" min {check_reports[0].cosine_min:.5f})"
+                if check_reports
+                else ""
+            )
         )
         return path, report
 
@@ -305,7 +321,7 @@ def guarded_onnx_from_onnx(
         skipped = f"at most {max_attempts} build is allowed"
     if not report.ok and variant.candidates and max_attempts > 1:
         probe_batches, probe_ref, rows = [], [], 0
-        for b, r in zip(data.eval, reference):
+        for b, r in zip(eval_batches, eval_reference):
             if rows >= SENSITIVITY_SAMPLES:
                 break
             probe_batches.append(b)
@@ -354,6 +370,11 @@ def guarded_onnx_from_onnx(
         if result.flops is not None:
             lines.append(result.flops.text())
         lines.append(report.table())
+        if len(eval_batches) > len(data.eval):
+            lines.append(
+                f"(measured on {data.eval_samples} held-out row(s) and the {data.rows(eval_batches[0])} row(s) the "
+                "build saves for infer --check)"
+            )
         if skipped:
             lines.insert(len(attempts), f"retries skipped: {skipped} {why}".rstrip())
         raise TritongenError(
@@ -364,7 +385,8 @@ def guarded_onnx_from_onnx(
                 if precision == "int8"
                 else ""  # FP16 has no calibration: its ranges are the model's own
             )
-            + f"if the loss is acceptable, {_relaxed_bars(report, len(attempts))}; or use a higher --precision",
+            + f"if the loss is acceptable, {_relaxed_bars((check_reports or [report])[0], len(attempts))}; "
+            "or use a higher --precision",
             details="\n".join(lines),
         )
     return result
