@@ -257,3 +257,33 @@ def test_a_model_of_max_batch_size_1_passes_its_gate_with_one_batch_1_case(tmp_p
     assert result.parity.ok
     cases = [r.case for r in result.parity.results]
     assert cases == ["batch 1"]
+
+
+def test_a_new_version_that_changes_the_shared_interface_is_refused_and_new_settings_are_said(
+    tmp_path, conv_state_dict
+):
+    """config.pbtxt is one for all versions: a --new-version with a renamed input rewrote it for every version, and
+    after a restart Triton served the unchecked new version (the recorded live one no longer loaded; its clients'
+    input 'x' was refused; `rollback --to-version` failed)."""
+    repo = tmp_path / "repo"
+    build(_spec(conv_state_dict, repo))
+    before = (repo / "conv" / "config.pbtxt").read_bytes()
+    for options, words in (
+        ({"inputs": ["image:FP32:3,32,32"]}, "input 'x' is gone; input 'image' is new"),
+        ({"outputs": ["scores"]}, "output 'logits' is gone"),
+        ({"max_batch_size": 0, "inputs": ["x:FP32:1,3,32,32"]}, "max_batch_size 4 -> 0 (batching turned on or off)"),
+    ):
+        with pytest.raises(TritongenError) as err:
+            build(_spec(conv_state_dict, repo, new_version=True, **options))
+        problem = err.value.problem
+        assert "version 2 of 'conv' changes the interface its other versions share in config.pbtxt: " in problem
+        assert words in problem, problem
+        assert "--name conv_v2" in err.value.fix and "--force" in err.value.fix
+        assert (repo / "conv" / "config.pbtxt").read_bytes() == before and not (repo / "conv" / "2").exists()
+    lines: list[str] = []
+    result = build(
+        _spec(conv_state_dict, repo, new_version=True, max_batch_size=8, instance_count=2), progress=lines.append
+    )
+    assert result.version == 2
+    (note,) = [line for line in lines if "settings change for every version" in line]
+    assert "max_batch_size 4 -> 8" in note and "instances 1 -> 2" in note and "tritongen rollout keeps" in note
