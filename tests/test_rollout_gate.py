@@ -338,6 +338,11 @@ def test_a_three_times_slower_version_is_refused_and_a_rollback_to_it_needs_forc
     assert _ready(world) == [2] and read_record(world["repo"] / NAME).history[-1].get("forced") is True
     code, out, err = _run(_argv(world, "rollback", "--to-version", "1"))
     assert code == 0 and _ready(world) == [1], (out, err)
+    # judged again (perhaps under other load): the earlier refusal is said first
+    again = _argv(world, "rollout", "--to-version", "2", "--gate-requests", "60", "--out", str(out_dir) + "-again")
+    code, out, err = _run(again)
+    assert code != 0 and "note: the gate refused version 2 before (rollout 1 -> 2 at" in out + err, (out, err)
+    assert _ready(world) == [1]
 
 
 @pytest.mark.server
@@ -578,3 +583,18 @@ def test_a_text_golden_file_splits_on_newlines_only_as_calibration_text_does(tmp
     texts.write_bytes("one\rtext\r\ntwo\x85with\u2028breaks\n\n  \nthree".encode())
     golden = golden_from_file(texts, tmp_path / "none.npz", TEXT_INPUT, batched=True)
     assert [r["TEXT"][0, 0].decode() for r in golden.requests] == ["one\rtext", "two\x85with\u2028breaks", "three"]
+
+
+def test_a_golden_set_holding_nan_is_refused_and_the_comparison_json_is_json(tmp_path):
+    """A NaN golden set got a healthy candidate refused ("cosine 0.0000") and recorded as refused; the comparison
+    file held `Infinity`, which no JSON reader takes."""
+    import json as json_module
+
+    from tritongen.deploy.gate import _finite, golden_from_file
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+    np.savez(tmp_path / "g.npz", x=np.array([[1.0, np.nan], [0.0, 1.0]], np.float32))
+    with pytest.raises(TritongenError, match="input 'x' holds NaN or infinite values"):
+        golden_from_file(tmp_path / "g.npz", tmp_path / "none.npz", inputs, True)
+    text = json_module.dumps(_finite({"a": [float("inf"), 1.0], "b": {"c": float("nan")}}), allow_nan=False)
+    assert json_module.loads(text) == {"a": ["inf", 1.0], "b": {"c": "nan"}}

@@ -269,3 +269,46 @@ def test_serve_pins_nothing_and_warns_nothing_for_a_record_with_a_version_no_fol
         assert pin_recorded_versions(repo, signed=signed) == []
     assert (repo / "double" / "config.pbtxt").read_text() == before
     assert unfollowed_records(repo) == () and served_warnings(repo, {"double": [2]}) == []
+
+
+def test_a_second_plain_rollback_does_not_re_promote_what_the_first_rolled_back_from(tmp_path):
+    """rollout 6 -> 10, rollback (to 6), rollback again: the second put 10 back, past no gate (a CI retry or a
+    nervous second rollback served the bad version)."""
+    from types import SimpleNamespace
+
+    from tritongen.deploy.rollout import _target
+    from tritongen.deploy.rollout_record import RolloutRecord
+
+    record = RolloutRecord("cnn", live=10, previous=6).with_event(
+        {"action": "rollout", "from": 6, "to": 10, "result": "promoted"}
+    )
+    spec = SimpleNamespace(to_version=None, repo=tmp_path, name="cnn")
+    (tmp_path / "cnn" / "6").mkdir(parents=True)
+    assert _target(spec, record, tmp_path / "cnn", 10) == 6  # the first: back to the version before the rollout
+    after = RolloutRecord("cnn", live=6, previous=10, history=record.history).with_event(
+        {"action": "rollback", "from": 10, "to": 6, "result": "promoted"}
+    )
+    with pytest.raises(TritongenError, match="'cnn' version 6 already serves: the last change was a rollback to it"):
+        _target(spec, after, tmp_path / "cnn", 6)
+
+
+def test_a_stop_during_the_switch_says_triton_may_finish_it_and_how_to_go_on(tmp_path):
+    """SIGTERM during the switch printed "aborted" only, and Triton finished the switch after the command ended."""
+    from types import SimpleNamespace
+
+    from tritongen.deploy.rollout import ROLLOUT, _Step
+    from tritongen.deploy.rollout_record import RolloutRecord, read_record
+
+    class StoppedDuringLoad:
+        def load(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    (tmp_path / "cnn").mkdir()
+    spec = SimpleNamespace(repo=tmp_path, name="cnn", action=ROLLOUT, timeout_s=5.0, url="")
+    step = _Step(StoppedDuringLoad(), spec, tmp_path / "cnn", RolloutRecord("cnn", live=6), True, [6])
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        step.switch({}, 10, {}, said.append)
+    assert "stopped during the switch: Triton may still finish loading version 10 (version 6 answers" in said[-1]
+    assert "tritongen rollout" in said[-1] and "--to-version 10 finishes it" in said[-1]
+    assert read_record(tmp_path / "cnn").pending.to_version == 10  # kept for the next run to finish or undo

@@ -57,7 +57,7 @@ def _progress(message: str) -> None:
     default=_DEFAULTS.max_latency_ratio,
     show_default=True,
     help="Refuse when the new version is consistently slower than this times the live one: the median over "
-    "interleaved rounds of the rounds' p90 ratios, with its whole 90%% bootstrap interval above this "
+    "interleaved rounds of the rounds' p90 ratios, with its whole 90% bootstrap interval above this "
     "(--max-p99-ratio: its earlier name).",
 )
 @click.option(
@@ -89,7 +89,8 @@ def _progress(message: str) -> None:
     type=int,
     default=_DEFAULTS.latency_requests,
     show_default=True,
-    help="Timed requests per version in the gate (in up to 10 interleaved rounds).",
+    help="Timed requests per version in the gate, at least (in up to 10 interleaved rounds; every golden request is "
+    "sent at least once, so a larger golden set sends more).",
 )
 @click.option("--url", help=_URL_HELP)
 @PROTOCOL

@@ -81,7 +81,9 @@ class GateThresholds:
         if self.max_abs_error is not None and self.max_abs_error < 0:
             raise TritongenError(f"max abs error {self.max_abs_error} is negative", "pass 0 or more")
         if self.latency_requests < 1:
-            raise TritongenError(f"latency_requests {self.latency_requests} is below 1", "pass 1 or more")
+            raise TritongenError(
+                f"--gate-requests (gate_requests) {self.latency_requests} is below 1", "pass 1 or more timed requests"
+            )
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,12 @@ def _golden(
     # a scalar per item, saved as the model reads it ([batch]), goes as the server takes it ([batch, 1])
     arrays = arrays_as_served(arrays, {i["name"]: list(i["shape"]) for i in inputs})
     _check_matches(arrays, inputs, batched, source)
+    for name, array in arrays.items():  # a NaN request answers NaN from both versions: "no agreement", refused
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            raise TritongenError(
+                f"{source}: input '{name}' holds NaN or infinite values",
+                "pass a golden set of real requests (finite values), which both versions can be judged on",
+            )
     rows = len(next(iter(arrays.values()))) if batched else 1
     if rows == 0:  # nothing to judge with (the gate divided by the number of requests)
         raise TritongenError(f"{source} holds no rows", "save one request or more per input (a few hundred judge well)")
@@ -315,6 +323,18 @@ def _golden(
             )
     requests = tuple({k: v[i : i + 1] for k, v in arrays.items()} for i in range(rows)) if batched else (dict(arrays),)
     return GoldenSet(requests, None if labels is None else tuple(int(x) for x in labels), source)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every inf or NaN float as the string JSON readers take (``"inf"``, ``"nan"``): Python wrote
+    ``Infinity``, which is no JSON (node refused the file, jq read 1.797e308)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def check_labels_within(golden: GoldenSet, outputs: Sequence[Mapping[str, Any]]) -> None:
@@ -523,7 +543,7 @@ def write_gate_report(report: GateReport, out: Path) -> GateReport:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "comparison.json"
     for target, text in (
-        (path, json.dumps(report.to_json(), indent=2, default=str) + "\n"),
+        (path, json.dumps(_finite(report.to_json()), indent=2, default=str, allow_nan=False) + "\n"),
         (out / "comparison.html", html_from_gate(report)),
     ):
         replace_file(target, text)

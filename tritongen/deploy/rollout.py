@@ -210,6 +210,12 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
         step = _Step(triton, spec, model_dir, record, existed, ready)
         gate = None
         if spec.action == ROLLOUT:
+            earlier = record.gate_refusal(target)
+            if earlier is not None:  # judged again, perhaps under other load: the earlier verdict is worth knowing
+                say(
+                    f"note: the gate refused version {target} before (rollout {earlier.get('from')} -> {target} at "
+                    f"{earlier.get('at', '?')}); judging it again"
+                )
             gate = step.judge(config, target, files, say)
             if not gate.passed:
                 event = _event(ROLLOUT, live, target, "refused", gate)
@@ -273,6 +279,14 @@ class _Step:
             _switch(self.triton, self.spec.name, config, files, live, target, self.spec.timeout_s)
         except TritongenError:
             self._restore_if_unchanged()
+            raise
+        except KeyboardInterrupt:  # the load request is Triton's now: it may still finish the switch
+            again = f"{shlex.quote(str(self.spec.repo))} {shlex.quote(self.spec.name)}"
+            say(
+                f"stopped during the switch: Triton may still finish loading version {target} (version {live} "
+                f"answers until it does); the record keeps the switch as pending: tritongen rollout {again} "
+                f"--to-version {target} finishes it, tritongen rollback {again} --to-version {live} returns"
+            )
             raise
 
     def _mark(self, pending: Pending) -> None:
@@ -347,6 +361,15 @@ def _target(spec: RolloutSpec, record: RolloutRecord, model_dir: Path, live: int
             raise TritongenError(
                 f"the rollout record of '{spec.name}' has no version before {live}, so there is nothing to roll back",
                 f"pass the version: {again} N",
+            )
+        last = record.last_promotion()
+        if last is not None and last.get("action") == ROLLBACK and last.get("to") == live:
+            # a second plain rollback re-promoted, past no gate, the version the first one had rolled back from
+            raise TritongenError(
+                f"'{spec.name}' version {live} already serves: the last change was a rollback to it "
+                f"({record.last_change()}), and a plain rollback returns to the version before the last rollout",
+                f"to serve version {record.previous} again, gate it: tritongen rollout {shlex.quote(str(spec.repo))} "
+                f"{shlex.quote(spec.name)} --to-version {record.previous} (or {again} {record.previous})",
             )
         target = record.previous
     return _on_disk(spec, model_dir, target)

@@ -75,6 +75,10 @@ class RolloutRecord:
                 return to if isinstance(to, int) and not isinstance(to, bool) else None
         return None
 
+    def last_promotion(self) -> dict[str, Any] | None:
+        """The last finished rollout or rollback event (None without one)."""
+        return next((e for e in reversed(self.history) if str(e.get("result", "")).startswith("promoted")), None)
+
     def forced_to(self, version: int) -> bool:
         """Whether a forced rollback led to ``version`` after the gate's last refusal of it."""
         for event in reversed(self.history):
