@@ -216,9 +216,9 @@ def test_an_unsigned_record_is_followed_only_where_it_is_consistent_and_never_on
         assert changed == (not line.startswith("warning:")), line
         return line
 
-    assert "the record is not signed and the repository is" in pinned(
-        _servable_record_repo(tmp_path / "a", HISTORY), True
-    )
+    line = pinned(_servable_record_repo(tmp_path / "a", HISTORY), True)
+    assert "the record is not signed and the repository is" in line
+    assert "sign again, or run tritongen rollback REPO" in line and "--to-version" in line  # what to do about it
     forged = [{"at": "x", "action": "rollout", "from": 3, "to": 1, "result": "refused"}]
     assert "that is not where its last finished change led" in pinned(_servable_record_repo(tmp_path / "b", forged))
     refused = [*HISTORY, {"action": "rollback", "from": 1, "to": 2, "result": "promoted"}]

@@ -267,7 +267,11 @@ def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
         other = [(e, v) for e, v in called.get(name, []) if v != live]
         why = ""
         if signed:
-            why = f"the record is not signed and the repository is: {keep}"
+            why = (
+                f"the record is not signed and the repository is: {keep}; to serve version {live}, put "
+                f"version_policy: {{ specific: {{ versions: [ {live} ] }} }} in its config.pbtxt and sign again, or "
+                f"run tritongen rollback REPO {name} --to-version {live} once the server is up"
+            )
         elif record.last_promoted_to() != live:
             why = f"that is not where its last finished change led ({record.last_change()}): {keep}"
         elif record.gate_refusal(live) is not None and not record.forced_to(live):
