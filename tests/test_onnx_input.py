@@ -269,6 +269,12 @@ FLAG_CASES = [
     ("--input with another name", ["--input", "x:FP32:3,32,32"], ("are not the graph's inputs ['image']",)),
     ("--const with an ONNX file", ["--const", "sr=1"], ("--const does not apply to an ONNX file",)),
     (
+        # said "declare it -1 in --input", which an ONNX file's fixed dimension cannot take
+        "--dim-range on a fixed dimension of the graph",
+        ["--dim-range", "image:1:16:32:32"],
+        ("dimension 1 of input 'image' is fixed at 32", "export the ONNX file again with that dimension dynamic"),
+    ),
+    (
         "--model-factory with an ONNX file",
         ["--model-factory", "tests.factories:make_small_conv"],
         ("an ONNX file that already contains the model",),

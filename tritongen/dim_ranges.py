@@ -103,8 +103,9 @@ def dim_range_from_dict(entry: Mapping[str, Any], where: str) -> DimRange:
     return _checked(str(entry["input"]), int(entry["axis"]), [int(entry[k]) for k in ("min", "opt", "max")], where)
 
 
-def check_ranges(ranges: Iterable[DimRange], inputs: Sequence[Any]) -> tuple[DimRange, ...]:
-    """Every range names a declared input and one of its ``-1`` dimensions, at most once."""
+def check_ranges(ranges: Iterable[DimRange], inputs: Sequence[Any], from_graph: bool = False) -> tuple[DimRange, ...]:
+    """Every range names a declared input and one of its ``-1`` dimensions, at most once (``from_graph``: the
+    inputs are an ONNX file's, whose fixed dimensions no --input can make variable)."""
     by_name = {t.name: t for t in inputs}
     seen: set[tuple[str, int]] = set()
     out = []
@@ -124,7 +125,10 @@ def check_ranges(ranges: Iterable[DimRange], inputs: Sequence[Any]) -> tuple[Dim
         if tensor.dims[r.axis] != -1:
             raise TritongenError(
                 f"--dim-range {r.text}: dimension {r.axis} of input '{r.input}' is fixed at {tensor.dims[r.axis]}",
-                "declare it -1 in --input to give it a range",
+                "export the ONNX file again with that dimension dynamic (dynamic_axes / dynamic_shapes), or drop the "
+                "--dim-range"
+                if from_graph
+                else "declare it -1 in --input to give it a range",
             )
         if (r.input, r.axis) in seen:
             raise TritongenError(

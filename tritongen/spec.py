@@ -599,7 +599,7 @@ def build_spec_from_options(
         or tuple((str(k), float(v)) for k, v in (file_opts.get("max_abs_error") or {}).items()),
         max_dynamic_dim=int(pick(max_dynamic_dim, "max_dynamic_dim")),
         exporter=str(pick(exporter, "exporter")),
-        dim_ranges=check_ranges(ranges, input_specs),
+        dim_ranges=check_ranges(ranges, input_specs, from_graph=onnx_file),
         consts=_consts(consts, file_opts),
         inputs_from=inputs_from,
         inputs_note=inputs_note,
