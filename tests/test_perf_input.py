@@ -114,6 +114,11 @@ def test_compare_refuses_to_write_into_a_compared_runs_folder(capsys, tmp_path, 
     assert line.startswith(f"error: --report {a} is the folder of the compared run {source}: ")
     assert line.endswith(": write the comparison to a folder of its own, e.g. --report compare/")
     assert (a / "report.html").read_text() == "pX's own report"  # nothing half-written
+    import tritongen
+
+    with pytest.raises(TritongenError, match="is the folder of the compared run"):
+        tritongen.report([source, b], a)  # the API's comparison too
+    assert (a / "report.html").read_text() == "pX's own report"
 
 
 # ------------------------------------------------------------------------------------------ a faked engine

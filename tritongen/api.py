@@ -880,10 +880,12 @@ def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = Non
     --report DIR`` is ``report(["A.json", "B.json"], "DIR")``); with one run its ``results.json`` and
     ``results.csv`` too. Returns the report's path."""
     from .perf.report import report_from_runs
-    from .perf.results import PerfRun, run_from_json
+    from .perf.results import PerfRun, check_compare_dir, run_from_json
 
     if not runs:
         raise TritongenError("report() got no runs", "pass the runs perf() returned, or results.json files")
+    if len(runs) > 1:  # a comparison written into a compared run's folder left its results.json holding that run
+        check_compare_dir([Path(r) for r in runs if isinstance(r, (str, os.PathLike))], Path(report_dir))
     loaded = []
     for run in runs:
         if isinstance(run, PerfRun):
