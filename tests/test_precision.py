@@ -432,6 +432,13 @@ def test_a_variant_onnx_runtime_crashes_on_is_refused_in_one_line_and_nothing_is
     from tritongen.cli import main
 
     assert ort_session.loads_in_a_child(Path("no-such.onnx")) is None  # a refusal is the in-process session's to say
+    planted = tmp_path / "downloaded"  # a folder one builds from: its onnxruntime.py ran in the probe (python -c)
+    planted.mkdir()
+    (planted / "onnxruntime.py").write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').write('ran')\n")
+    monkeypatch.chdir(planted)
+    ort_session.loads_in_a_child(Path("no-such.onnx"))
+    assert not (tmp_path / "PWNED").exists()
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ort_session, "_LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     assert ort_session.loads_in_a_child(Path("any.onnx")) == "signal SIGSEGV"
     torch.manual_seed(0)

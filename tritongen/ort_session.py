@@ -43,7 +43,8 @@ def loads_in_a_child(onnx_path: Path) -> str | None:
     GRU): the build died with no error line, leaving its staging folders behind."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _LOAD_PROBE, str(onnx_path)],
+            # isolated (-I): neither the current folder (an onnxruntime.py there ran in the child) nor PYTHON* env
+            [sys.executable, "-I", "-c", _LOAD_PROBE, str(onnx_path)],
             capture_output=True,
             timeout=LOAD_PROBE_TIMEOUT_S,
             check=False,
