@@ -287,6 +287,8 @@ def test_ensemble_rebuilt_with_force_may_replace_its_steps(world, tmp_path):
             "ens",
             "--postprocess",
             "softmax-topk",
+            "--top-k",
+            "3",  # the interface every version shares (another top-k is refused: test_build)
             "--new-version",
             "--repo",
             str(repo),

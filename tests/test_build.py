@@ -272,6 +272,8 @@ def test_a_new_version_that_changes_the_shared_interface_is_refused_and_new_sett
         ({"inputs": ["image:FP32:3,32,32"]}, "input 'x' is gone; input 'image' is new"),
         ({"outputs": ["scores"]}, "output 'logits' is gone"),
         ({"max_batch_size": 0, "inputs": ["x:FP32:1,3,32,32"]}, "max_batch_size 4 -> 0 (batching turned on or off)"),
+        # python's model.py runner beside version 1's onnxruntime-only folder (and KIND_GPU on a CPU host)
+        ({"target": "onnxruntime"}, "backend 'python' -> 'onnxruntime'"),
     ):
         with pytest.raises(TritongenError) as err:
             build(_spec(conv_state_dict, repo, new_version=True, **options))
@@ -287,3 +289,23 @@ def test_a_new_version_that_changes_the_shared_interface_is_refused_and_new_sett
     assert result.version == 2
     (note,) = [line for line in lines if "settings change for every version" in line]
     assert "max_batch_size 4 -> 8" in note and "instances 1 -> 2" in note and "tritongen rollout keeps" in note
+
+
+def test_a_new_version_of_an_ensemble_that_changes_an_interface_is_refused(tmp_path):
+    """The ensemble build installed a new version without the check: --top-k 5 over --top-k 3 changed the
+    ensemble's LABELS/SCORES dims for every version, and a 5-class model over a 10-class one went in silently."""
+    from tests.test_bad_input import CONV, _run
+
+    conv = factories.save_model(
+        factories.make_small_conv(), tmp_path / "conv.pt", "torchscript-trace", factories.small_conv_inputs()
+    )
+    base = ["build", str(conv), "--name", "ens", "--postprocess", "softmax-topk", "--repo", str(tmp_path / "r"), *CONV]
+    code, out, err = _run([*base, "--top-k", "3"])
+    assert code == 0, err
+    before = (tmp_path / "r" / "ens" / "config.pbtxt").read_bytes()
+    code, out, err = _run([*base, "--top-k", "5", "--new-version"])
+    assert code == 1 and "changes the interface its other versions share in config.pbtxt" in err, err
+    assert "dims [3] -> [5]" in err
+    assert (tmp_path / "r" / "ens" / "config.pbtxt").read_bytes() == before and not (
+        tmp_path / "r" / "ens" / "2"
+    ).exists()

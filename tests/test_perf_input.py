@@ -327,3 +327,11 @@ def test_each_run_draws_its_own_poisson_seed_and_records_it(monkeypatch, capsys,
         assert code == 0, err
         recorded.append(run_from_json(out_dir / "results.json").settings["seed"])
     assert isinstance(recorded[0], int) and recorded[0] != recorded[1] and recorded[2] == 7
+
+
+def test_a_huge_max_time_is_no_cap_not_an_overflow():
+    """--max-time-s 1e308 with 1 s windows was an OverflowError traceback (an infinite number of windows)."""
+    from tritongen.perf.spec import PerfSpec
+
+    spec = PerfSpec(model="m", max_time_s=1e308, duration_s=1)
+    assert spec.max_windows == PerfSpec(model="m", duration_s=1).max_windows

@@ -123,6 +123,8 @@ def test_nothing_to_roll_back_and_a_refused_gate(world):
     )
     assert "latency ratio" in line and "version 1 keeps serving" in line  # --max-p99-ratio: the earlier name
     assert "every answer agreed" in line and "--max-latency-ratio" in line  # latency alone: says so
+    # a bar below 1 refuses a candidate as fast as the live one: not called "slower" (it was)
+    assert "above 0.001x the live latency in most of" in line and "slower" not in line, line
     assert (out_dir / "comparison.json").is_file()
     assert 'id="verdict">refused: latency ratio' in (out_dir / "comparison.html").read_text()
     assert '"result": "refused"' in (world["repo"] / NAME / "tritongen-rollout.json").read_text()

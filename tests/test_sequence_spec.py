@@ -99,6 +99,17 @@ def test_an_onnx_file_pairs_its_state_with_the_graphs_own_output_names(tmp_path)
     assert config.parameters["tritongen_states"].string_value == "acc:acc_out"
 
 
+def test_a_new_version_with_other_state_tensors_is_refused(files, tmp_path):
+    """Only the presence of sequence batching was compared: renamed state tensors rewrote the shared config's
+    state for every version, and version 1's graph (acc/acc_out) no longer loaded with it."""
+    argv = ["build", str(files["acc"]), "--name", "acc", "--target", "onnxruntime", "--repo", str(tmp_path)]
+    assert _run([*argv, *ACC])[0] == 0
+    renamed = [a.replace("acc", "h2") for a in ACC]
+    code, out, err = _run([*argv, *renamed, "--new-version"])
+    assert code == 1 and "sequence state [('acc', 'acc_out')] -> [('h2', 'h2_out')]" in err, err
+    assert not (tmp_path / "acc" / "2").exists()
+
+
 def _stream(module, chunks):
     module = copy.deepcopy(module)
     with torch.inference_mode():
@@ -417,6 +428,9 @@ def test_a_stream_is_cut_as_the_models_dims_say_and_checked_before_sending():
     assert [(c["x"].shape, c["f"].shape) for c in both] == [((1, 4), (1, 1))] * 5 and both[3]["f"][0, 0] == 3
     with pytest.raises(TritongenError, match="'x' is a single value"):
         chunks_from_arrays({"x": np.float32(1.0)}, None, f32, {"x": [1]})
+    for bad in (np.array([["abc"] * 4] * 3), np.zeros((3, 4), np.complex64), np.zeros(3, "V4")):
+        with pytest.raises(TritongenError, match="the stream's 'x' is .* values, and the model takes float32"):
+            chunks_from_arrays({"x": bad}, None, f32, {"x": [4]})  # a ValueError traceback, or the imaginary part lost
     samples = np.zeros(1000, np.float32)  # audio for dims [512]: 512 per request, as before
     assert [c["x"].shape for c in chunks_from_arrays({"x": samples}, None, f32, {"x": [512]})] == [(1, 512)] * 2
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import batching_text, config_text_from_spec, warmup_files
+from .config_changes import check_shared_config
 from .errors import TritongenError
 from .layout import (
     ARTIFACT_DIR,
@@ -588,36 +589,6 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
     return precision, record
 
 
-def _check_shared_config(model_dir: Path, staged: Path, version: int, say: Progress) -> None:
-    """A new version's config.pbtxt replaces the one every version of the model shares: a changed interface is
-    refused (the older versions would no longer load, their clients break at the next load, a rollback to them
-    fails: a newcomer's 5-class version 9 was served after a restart in place of the recorded 10-class live
-    version), changed settings are said."""
-    from .config_changes import interface_changes, setting_changes
-    from .validate import config_from_file
-
-    try:
-        old = config_from_file(model_dir / CONFIG_NAME)
-    except TritongenError:
-        return  # no readable config to keep (validate names it)
-    new = config_from_file(staged / CONFIG_NAME)
-    name, changed = model_dir.name, interface_changes(old, new)
-    if changed:
-        raise TritongenError(
-            f"version {version} of '{name}' changes the interface its other versions share in {CONFIG_NAME}: "
-            + "; ".join(changed),
-            f"keep the inputs and outputs of the live version, build it as another model (--name {name}_v{version}), "
-            "or replace the model and all its versions (--force)",
-        )
-    settings = setting_changes(old, new)
-    if settings:
-        say(
-            f"      note: {name}/{CONFIG_NAME}'s settings change for every version: {'; '.join(settings)} (a server "
-            "applies them when it loads the model from the file, e.g. at a restart; tritongen rollout keeps the "
-            "served ones)"
-        )
-
-
 def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> BuildResult:
     """Build one model into ``spec.repo`` and return what was written. Raises :class:`TritongenError`.
 
@@ -638,7 +609,7 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
         staged = stage_model(spec, stage, plan.version, stages, loaded)
         stages.run("validating the generated config", check_repository, stage)
         if plan.mode == "new_version":
-            _check_shared_config(plan.model_dir, staged.folder, plan.version, stages.progress)
+            check_shared_config(plan.model_dir, staged.folder, plan.version, stages.progress)
         added = frozenset({spec.name} if plan.mode == "new_version" else ())
         check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)
         installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)

@@ -10,7 +10,12 @@ sizes, queue delay) apply to every version too, at the next load from ``config.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from .errors import TritongenError
+from .layout import CONFIG_NAME
 
 
 def _tensors(config: Any, kind: str) -> dict[str, tuple[int, list[int], list[int] | None]]:
@@ -41,6 +46,24 @@ def interface_changes(old: Any, new: Any) -> list[str]:
     stateful = [c.HasField("sequence_batching") for c in (old, new)]
     if stateful[0] != stateful[1]:
         changes.append("sequence batching " + ("removed" if stateful[0] else "added"))
+    elif stateful[0]:  # the state tensors each version's graph reads and writes (implicit state), the controls
+        states = [
+            sorted((s.input_name, s.output_name, s.data_type, tuple(s.dims)) for s in c.sequence_batching.state)
+            for c in (old, new)
+        ]
+        if states[0] != states[1]:
+            changes.append(f"sequence state {[s[:2] for s in states[0]]} -> {[s[:2] for s in states[1]]}")
+        controls = [sorted(c.name for c in cfg.sequence_batching.control_input) for cfg in (old, new)]
+        if controls[0] != controls[1]:
+            changes.append(f"sequence control inputs {controls[0]} -> {controls[1]}")
+    # what runs each version's files: another backend (python's model.py beside an onnxruntime model.onnx) or
+    # instance kind (KIND_GPU on a CPU host) loads none of the older versions
+    for label, values in (("backend", [c.backend for c in (old, new)]), ("platform", [c.platform for c in (old, new)])):
+        if values[0] != values[1]:
+            changes.append(f"{label} '{values[0]}' -> '{values[1]}'")
+    kinds = [sorted({g.kind for g in c.instance_group}) for c in (old, new)]
+    if kinds[0] != kinds[1]:
+        changes.append("instance kind changes (another --target)")
     return changes
 
 
@@ -60,3 +83,32 @@ def setting_changes(old: Any, new: Any) -> list[str]:
     if delays[0] != delays[1]:
         changes.append(f"queue delay us {delays[0]} -> {delays[1]}")
     return changes
+
+
+def check_shared_config(model_dir: Path, staged: Path, version: int, say: Callable[[str], None]) -> None:
+    """A new version's config.pbtxt (``staged``'s) replaces the one every version of ``model_dir`` shares: a
+    changed interface is refused (the older versions would no longer load, their clients break at the next load,
+    a rollback to them fails: a newcomer's 5-class version 9 was served after a restart in place of the recorded
+    10-class live version), changed settings are said."""
+    from .validate import config_from_file
+
+    try:
+        old = config_from_file(model_dir / CONFIG_NAME)
+    except TritongenError:
+        return  # no readable config to keep (validate names it)
+    new = config_from_file(staged / CONFIG_NAME)
+    name, changed = model_dir.name, interface_changes(old, new)
+    if changed:
+        raise TritongenError(
+            f"version {version} of '{name}' changes the interface its other versions share in {CONFIG_NAME}: "
+            + "; ".join(changed),
+            f"keep the inputs and outputs of the live version, build it as another model (--name {name}_v{version}), "
+            "or replace the model and all its versions (--force)",
+        )
+    settings = setting_changes(old, new)
+    if settings:
+        say(
+            f"      note: {name}/{CONFIG_NAME}'s settings change for every version: {'; '.join(settings)} (a server "
+            "applies them when it loads the model from the file, e.g. at a restart; tritongen rollout keeps the "
+            "served ones)"
+        )

@@ -19,6 +19,7 @@ from typing import Any
 
 from .build import Stages, stage_model_steps
 from .config import batching_text, preferred_batch_sizes
+from .config_changes import check_shared_config
 from .errors import TritongenError
 from .hf import TEXT_TASKS, HFModel
 from .npz import write_npz
@@ -427,6 +428,9 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
             "writing pre/post-processing and the ensemble", write_steps
         )
         stages.run("validating the ensemble and its models", check_repository, stage, skip_folders=(WORK_DIR,))
+        for role in roles:  # every version of a model (an ensemble's steps too) shares its config.pbtxt
+            if plans[role].mode == "new_version":
+                check_shared_config(plans[role].model_dir, stage / names[role], plans[role].version, stages.progress)
         check_ensembles_with(
             spec.repo,
             {names[r]: stage / names[r] for r in roles},

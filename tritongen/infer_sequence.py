@@ -130,6 +130,14 @@ def chunks_from_arrays(
         raise TritongenError(
             f"the stream's '{flat[0]}' is a single value (0-d), not a stream", "save it with one row per step"
         )
+    for name, array in arrays.items():  # cast to the input's type below: only where the values stay the values
+        want = dtypes.get(name)
+        numeric = want is not None and np.dtype(want).kind in "biuf"
+        if numeric and array.dtype.kind not in "biuf":
+            raise TritongenError(
+                f"the stream's '{name}' is {array.dtype} values, and the model takes {np.dtype(want)}",
+                f"save '{name}' as numbers of that type (a complex, text or record array is not sent)",
+            )
     steps = {n for n, a in arrays.items() if n in dims and _per_step(a, dims[n])}
     if steps and steps != set(arrays):
         raise TritongenError(

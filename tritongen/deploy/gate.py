@@ -530,9 +530,11 @@ def _judged(report: GateReport) -> GateReport:
         reasons.append(f"accuracy {report.accuracy['candidate']:.4f} vs live {report.accuracy['live']:.4f}")
     if report.latency is not None and report.latency.consistently_above(t.max_latency_ratio):
         reasons.append(
-            f"{LATENCY_REASON} {report.latency.ratio:.2f} > {t.max_latency_ratio:g}: slower in most of "
-            f"{len(report.latency.round_ratios)} rounds ({INTERVAL:.0%} interval {report.latency.low:.2f}-"
-            f"{report.latency.high:.2f}, all above it)"
+            # "slower" only where the bar is 1 or more: below 1 (a candidate must be faster) a faster one is refused
+            f"{LATENCY_REASON} {report.latency.ratio:.2f} > {t.max_latency_ratio:g}: "
+            + ("slower" if t.max_latency_ratio >= 1 else f"above {t.max_latency_ratio:g}x the live latency")
+            + f" in most of {len(report.latency.round_ratios)} rounds ({INTERVAL:.0%} interval "
+            f"{report.latency.low:.2f}-{report.latency.high:.2f}, all above it)"
         )
     return GateReport(**{**report.__dict__, "reasons": tuple(reasons)})
 

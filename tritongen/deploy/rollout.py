@@ -114,7 +114,9 @@ class RolloutSpec:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise TritongenError(f"'{self.name}' is not a model name", "pass the name of a model folder in REPO")
         if self.to_version is not None and (isinstance(self.to_version, bool) or int(self.to_version) < 0):
-            raise TritongenError(f"version {self.to_version} is not a version number", "pass 1, 2, ...")
+            raise TritongenError(
+                f"version {self.to_version} is not a version number", "pass a version folder's number (1 or more)"
+            )
         if self.action == ROLLOUT and self.to_version is None:
             raise TritongenError("no version to roll out", "pass --to-version N")
         if self.action == ROLLOUT and self.force:

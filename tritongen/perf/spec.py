@@ -212,7 +212,7 @@ class PerfSpec:
 
     def _windows_within(self, max_time_s: float) -> int:
         per_level_s = max_time_s / len(self.levels)
-        fits = int((per_level_s - self.warmup_s) / self.window_s + 1e-9)
+        fits = int(min((per_level_s - self.warmup_s) / self.window_s + 1e-9, 1e9))  # 1e308 s: no OverflowError
         if fits < STABLE_WINDOWS:
             shortest_s = len(self.levels) * (self.warmup_s + STABLE_WINDOWS * self.window_s)
             raise TritongenError(
