@@ -9,10 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tritongen.cpus import u8s8_saturates
 from tritongen.lint import lint_from_onnx
 from tritongen.precision.calibration import calibration_data_from_arrays
 from tritongen.precision.flops import flop_share, loss_per_flop, weight_gemm_flops
-from tritongen.precision.int8 import int8_onnx_from_onnx, u8s8_saturates
+from tritongen.precision.int8 import int8_onnx_from_onnx
 from tritongen.precision.smoothquant import smoothed_onnx_from_onnx
 from tritongen.precision.tensor_ranges import range_choices
 

@@ -99,7 +99,17 @@ def test_a_dynamically_quantized_onnx_graph_batches_as_it_did(tmp_path):
         dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False,
     )  # fmt: skip
     quantize_dynamic(str(tmp_path / "mlp.onnx"), str(tmp_path / "mlp_int8.onnx"), weight_type=QuantType.QInt8)
-    result = tritongen.build(tmp_path / "mlp_int8.onnx", name="mlpq", repo=tmp_path / "r")
+    from tritongen.cpus import u8s8_saturates
+
+    try:
+        result = tritongen.build(tmp_path / "mlp_int8.onnx", name="mlpq", repo=tmp_path / "r")
+    except TritongenError as exc:
+        # on an x86 CPU without VNNI the INT8 kernels saturate, and the per-batch scale moved an item by 9% (an
+        # AVX2-only EPYC): refused, saying why and what quantizes with one scale
+        assert u8s8_saturates(), exc
+        assert "a dynamically quantized graph takes one activation scale per batch; this CPU has no VNNI" in str(exc)
+        assert "int8" in exc.fix and "FILE" in exc.fix and "or build it unbatched" in exc.fix
+        return
     assert result.parity.ok and (tmp_path / "r" / "mlpq" / "1").is_dir()
 
 

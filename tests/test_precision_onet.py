@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from tritongen.build import build
+from tritongen.cpus import u8s8_saturates
 from tritongen.precision.guard import outputs_from_onnx
-from tritongen.precision.int8 import u8s8_saturates
 from tritongen.spec import build_spec_from_options
 
 pytestmark = pytest.mark.skipif(

@@ -248,7 +248,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
         ]
         if report.ok:  # answers that match PyTorch's, and that Triton's batcher can split and gather
             check_outputs_follow_batch(spec, samples.parity, observed)
-            check_items_independent(session, spec, samples.parity[-1], observed[-1])
+            check_items_independent(session, spec, samples.parity[-1], observed[-1], export.onnx_path)
         return report, observed
 
     report, observed = stages.run(

@@ -130,3 +130,25 @@ def cpus_of(pid: int) -> tuple[int, ...] | None:
         return tuple(sorted(os.sched_getaffinity(pid)))
     except (OSError, AttributeError):
         return None
+
+
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # /proc/cpuinfo flags of x86 u8 x s8 dot products
+
+
+def u8s8_saturates(cpuinfo: str | None = None, machine: str | None = None) -> bool | None:
+    """Whether ONNX Runtime's U8S8 kernels on this CPU add products in 16 bits, saturating: True on x86 without
+    VNNI, False on x86 with it and on other architectures (ARM's dot products add in 32 bits), None on x86 where
+    it cannot tell (no /proc/cpuinfo, no flags line). ``cpuinfo``/``machine``: ``/proc/cpuinfo``'s text and
+    ``platform.machine()``, read when None."""
+    import platform
+
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read(1 << 20)
+        except OSError:
+            return None
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), None)
+    return None if flags is None else not (VNNI_FLAGS & set(flags))

@@ -198,8 +198,25 @@ def check_outputs_follow_batch(
                 )
 
 
+DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"})
+
+
+def _dynamically_quantized(onnx_path: Path) -> bool:
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - the gate loaded it already; an unreadable file is not this check's to name
+        return False
+    return any(n.op_type in DYNAMIC_QUANT_OPS for n in graph.node)
+
+
 def check_items_independent(
-    session: Any, spec: BuildSpec, case: tuple[str, Mapping[str, np.ndarray]], answers: list[np.ndarray]
+    session: Any,
+    spec: BuildSpec,
+    case: tuple[str, Mapping[str, np.ndarray]],
+    answers: list[np.ndarray],
+    onnx_path: Path | None = None,
 ) -> None:
     """The first item of the largest batch, run alone, gets about the answer it got among the others: a model that
     mixes the items of a batch (a softmax or a norm over the batch dimension) would answer a request differently
@@ -221,6 +238,19 @@ def check_items_independent(
             continue  # the gate judged NaN and infinities already
         scale = max(float(np.linalg.norm(mine)), float(np.linalg.norm(single)), 1e-12)
         distance = float(np.linalg.norm(single - mine)) / scale
+        if distance > MIXED_ITEMS_REL and onnx_path is not None and _dynamically_quantized(onnx_path):
+            from .cpus import u8s8_saturates
+
+            why = "; this CPU has no VNNI, so its INT8 kernels saturate and that scale matters"
+            why = why if u8s8_saturates() else ""
+            raise TritongenError(
+                f"output '{tensor.name}' of the first item differs when it runs with {rows - 1} others ({label}) "
+                f"from its answer alone by {distance:.0%} of its size: a dynamically quantized graph takes one "
+                f"activation scale per batch{why}, so Triton's dynamic batcher would change each request's answer "
+                "with its neighbours",
+                "quantize with one scale for every batch (the FP32 model with --precision int8 --calib-data FILE), "
+                + _unbatched_fix(spec),
+            )
         if distance > MIXED_ITEMS_REL:
             raise TritongenError(
                 f"output '{tensor.name}' of the first item differs when it runs with {rows - 1} others ({label}) "

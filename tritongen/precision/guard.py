@@ -153,7 +153,8 @@ class _Variant:
             from .fp16 import fp16_onnx_from_onnx
 
             return fp16_onnx_from_onnx(self.src, dst, keep_nodes=kept)
-        from .int8 import int8_onnx_from_onnx, u8s8_saturates
+        from ..cpus import u8s8_saturates
+        from .int8 import int8_onnx_from_onnx
 
         result = int8_onnx_from_onnx(
             self.src, dst, self.data, self.method, exclude_nodes=kept, smooth=False, ranges=self.ranges, form=self.form

@@ -51,7 +51,7 @@ class Int8Form:
       or AVX-512 without VNNI) the U8S8 kernels add two 255 x 127 products in 16 bits, which saturate: the same
       graph answers further from FP32 there (ONet's face probability: min cosine 0.30 against 0.99+ with VNNI).
       The guard measures this host's kernels, so a build on such a host keeps more layers in FP32;
-      :func:`u8s8_saturates` tells, the manifest records it, and ``infer --check`` on the serving host measures
+      :func:`tritongen.cpus.u8s8_saturates` tells, the manifest records it, and ``infer --check`` on the serving host measures
       it there. (7-bit weights, ``reduce_range``, avoid the saturation but cost more accuracy than the guard's
       kept layers: on ONet it kept 6 layers with them against 4 without.)
       Graphs without a Conv (transformers) keep the TensorRT form, which ONNX Runtime already fuses into
@@ -68,28 +68,6 @@ INT8_FORMS = {
     "tensorrt": Int8Form("tensorrt", (), asymmetric=False, quantize_bias=False),
     "cpu": Int8Form("cpu", ("Conv",), asymmetric=True, quantize_bias=True),
 }
-
-
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # /proc/cpuinfo flags of x86 u8 x s8 dot products
-
-
-def u8s8_saturates(cpuinfo: str | None = None, machine: str | None = None) -> bool | None:
-    """Whether ONNX Runtime's U8S8 kernels on this CPU add products in 16 bits, saturating: True on x86 without
-    VNNI, False on x86 with it and on other architectures (ARM's dot products add in 32 bits), None on x86 where
-    it cannot tell (no /proc/cpuinfo, no flags line). ``cpuinfo``/``machine``: ``/proc/cpuinfo``'s text and
-    ``platform.machine()``, read when None."""
-    import platform
-
-    if (machine or platform.machine()).lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read(1 << 20)
-        except OSError:
-            return None
-    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), None)
-    return None if flags is None else not (VNNI_FLAGS & set(flags))
 
 
 @dataclass(frozen=True)
