@@ -139,15 +139,17 @@ def test_an_unstable_knee_level_is_a_caution(work, tmp_path, capsys):
     results = tmp_path / "shaky.json"
     results.write_text(json_from_run(shaky))
     out = tmp_path / "k8s"
-    code, printed, err = run_cli(
-        ["deploy", str(work / "repo"), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
-        + ["--image", "r/x:1", "--out", str(out)],
-        capsys,
-    )
+    code, printed, err = _deploy_from(Path(str(work / "repo")), results, out, capsys)
     assert code == 0 and not err, err
     assert f"\ncaution: {caution}\n" in printed + "\n"
     assert json.loads((out / "thresholds.json").read_text())["cautions"] == [caution]
     assert f"- **Caution**: {caution}." in (out / "README.md").read_text()
+
+
+def _deploy_from(repo: Path, results: Path, out: Path, capsys) -> tuple[int, str, str]:
+    """``tritongen deploy REPO --to kubernetes --from-perf RESULTS`` (objective 95 ms) into ``out``."""
+    argv = ["deploy", str(repo), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
+    return run_cli([*argv, "--image", "r/x:1", "--out", str(out)], capsys)
 
 
 def test_a_run_mixing_concurrency_and_request_rates_notes_the_levels_left_out(work, tmp_path, capsys):
@@ -166,11 +168,7 @@ def test_a_run_mixing_concurrency_and_request_rates_notes_the_levels_left_out(wo
     results = tmp_path / "mixed.json"
     results.write_text(json_from_run(mixed))
     out = tmp_path / "k8s"
-    code, printed, err = run_cli(
-        ["deploy", str(work / "repo"), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
-        + ["--image", "r/x:1", "--out", str(out)],
-        capsys,
-    )
+    code, printed, err = _deploy_from(Path(str(work / "repo")), results, out, capsys)
     assert code == 0 and not err, err
     assert f"\nnote: {note}" in printed
     assert json.loads((out / "thresholds.json").read_text())["notes"] == [note]
@@ -248,11 +246,7 @@ def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, c
     results = tmp_path / "results.json"
     results.write_text(json_from_run(replace(RUN, started_unix_s=1000.0)))
     out = tmp_path / "k8s"
-    code, printed, err = run_cli(
-        ["deploy", str(repo), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
-        + ["--image", "r/x:1", "--out", str(out)],
-        capsys,
-    )
+    code, printed, err = _deploy_from(Path(str(repo)), results, out, capsys)
     assert code == 0 and not err, err
     cautions = json.loads((out / "thresholds.json").read_text())["cautions"]
     if tuned_s != 2000.0:
