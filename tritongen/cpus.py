@@ -1,4 +1,5 @@
-"""CPU sets: parse ``1-3,5``, pin a child process or this whole process to one, read a process's set.
+"""CPU sets: parse ``1-3,5``, pin a child process or this whole process to one, read a process's set; and
+whether this CPU's INT8 kernels saturate (:func:`u8s8_saturates`, x86 without VNNI).
 
 Used by ``tritongen serve --cpus`` (the server and its Python-backend stubs on some CPUs) and ``tritongen perf
 --client-cpus`` (the load generator on others), so that a client on the server's machine does not take the
