@@ -51,9 +51,9 @@ class Int8Form:
       or AVX-512 without VNNI) the U8S8 kernels add two 255 x 127 products in 16 bits, which saturate: the same
       graph answers further from FP32 there (ONet's face probability: min cosine 0.30 against 0.99+ with VNNI).
       The guard measures this host's kernels, so a build on such a host keeps more layers in FP32;
-      :func:`tritongen.cpus.u8s8_saturates` tells, the manifest records it, and ``infer --check`` on the serving host measures
-      it there. (7-bit weights, ``reduce_range``, avoid the saturation but cost more accuracy than the guard's
-      kept layers: on ONet it kept 6 layers with them against 4 without.)
+      :func:`tritongen.cpus.u8s8_saturates` tells, the manifest records it, and ``infer --check`` on the serving
+      host measures it there. (7-bit weights, ``reduce_range``, avoid the saturation but cost more accuracy than
+      the guard's kept layers: on ONet it kept 6 layers with them against 4 without.)
       Graphs without a Conv (transformers) keep the TensorRT form, which ONNX Runtime already fuses into
       ``MatMulIntegerToFloat``.
     """
