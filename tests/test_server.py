@@ -150,38 +150,6 @@ def test_numpy_2_is_refused_for_python_backend_models(tmp_path):
     check_numpy(tmp_path, ServerInstall(binary=Path("/x"), source="path"), numpy_version="2.1.0")  # not our stub
 
 
-def test_sigterm_within_stop_on_sigterm_is_a_ctrl_c_once_then_the_old_handler_is_back():
-    import signal
-
-    from tritongen.server import Terminated, stop_on_sigterm
-
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # else the block would change nothing
-    with stop_on_sigterm():
-        assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # never send SIGTERM to the test run unhandled
-        with pytest.raises(KeyboardInterrupt) as caught:
-            signal.raise_signal(signal.SIGTERM)
-            time.sleep(30)  # the handler raises as soon as Python checks for signals, long before this ends
-        assert isinstance(caught.value, Terminated) and caught.value.exit_code == 143
-        signal.raise_signal(signal.SIGTERM)  # a second one, while the stop the first began runs: ignored
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-
-
-def test_stop_on_sigterm_leaves_a_handler_someone_else_set():
-    import signal
-
-    from tritongen.server import stop_on_sigterm
-
-    def mine(signum, frame) -> None:
-        pass
-
-    previous = signal.signal(signal.SIGTERM, mine)
-    try:
-        with stop_on_sigterm():
-            assert signal.getsignal(signal.SIGTERM) is mine
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def test_wheel_install_prepares_a_backend_dir_for_this_python(server_install):
     if server_install.source != "wheel":
         pytest.skip(f"tritonserver comes from {server_install.source}, not the nvidia-pytriton wheel")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from .server.process import Terminated, stop_on_sigterm
+from .server.sigterm import Terminated, stop_on_sigterm
 
 __all__ = ["Terminated", "sigterm_as_keyboard_interrupt"]
 

@@ -16,7 +16,8 @@ packages (numpy, onnxruntime, ...) from *this* environment.
 from .docker import docker_command
 from .install import ServerInstall, check_numpy, find_server_binary, venv_bin
 from .ports import is_loopback, port_is_free
-from .process import RunningServer, Terminated, server_args, server_from_repository, stop_on_sigterm
+from .process import RunningServer, server_args, server_from_repository
+from .sigterm import Terminated, stop_on_sigterm
 from .spec import (
     ADMIN_HEADER,
     DEFAULT_IMAGE,

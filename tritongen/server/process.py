@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from .blas import blas_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
 from .ports import choose_ports, connect_host, is_loopback
 from .readiness import PortRace, crash_words, stop_words, tail_of, wait_ready
-from .spec import ADMIN_HEADER, DEFAULT_PORTS, INSTALL_FIX, LOG_TAIL_LINES, RESTRICTED_APIS, ServeSpec
+from .sigterm import raise_lost_interrupt
+from .spec import ADMIN_HEADER, DEFAULT_PORTS, INSTALL_FIX, LOG_TAIL_LINES, POLL_INTERVAL_S, RESTRICTED_APIS, ServeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,10 @@ class RunningServer:
         """Block until the server exits; Ctrl-C stops it cleanly (``interrupted`` tells which). Returns the server's
         exit code."""
         try:
-            return self.process.wait()
+            while True:
+                raise_lost_interrupt()  # a SIGTERM or Ctrl-C a finalizer dropped (within stop_on_sigterm)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    return self.process.wait(timeout=POLL_INTERVAL_S)
         except KeyboardInterrupt:
             self.interrupted = True
             return self.stop()
@@ -160,43 +164,6 @@ class RunningServer:
 
 
 _RUNNING: weakref.WeakSet[RunningServer] = weakref.WeakSet()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised by :func:`stop_on_sigterm` as Ctrl-C's KeyboardInterrupt is, so the same clean stop
-    follows. 143 (128 + SIGTERM) is the exit code of a command it aborts, as 130 is Ctrl-C's."""
-
-    exit_code = 128 + signal.SIGTERM
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM (``docker stop``, systemd, ``kill``) raises :class:`Terminated`, a
-    KeyboardInterrupt: whatever stops the server on Ctrl-C (:meth:`RunningServer.wait`, the ``with`` block's
-    exit, a boot cut short) stops it on SIGTERM too. Python's default would end this process at once, leaving
-    tritonserver to shut down alone (its ports held meanwhile) and its log behind.
-
-    Only the first SIGTERM raises; later ones are ignored while the stop it began runs (another raise would cut
-    that stop short). The previous handler is back after the block. Nothing changes off the main thread (Python
-    runs signal handlers there only), nor where SIGTERM already had a handler or was ignored (as Python leaves
-    SIGINT alone when it started ignored).
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-    taken = False
-
-    def on_sigterm(signum, frame) -> None:
-        nonlocal taken
-        if not taken:
-            taken = True
-            raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @atexit.register

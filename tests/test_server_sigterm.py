@@ -1,0 +1,109 @@
+"""SIGTERM within stop_on_sigterm: a Ctrl-C once, and one that a finalizer dropped raised again where serve waits."""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tritongen.server import RunningServer, ServerInstall, ServeSpec, Terminated, stop_on_sigterm
+from tritongen.server.sigterm import raise_lost_interrupt
+
+
+class TakesSigtermWhenFreed:
+    """Freed, it sends this process SIGTERM and runs on: Python runs the handler inside this __del__, where the
+    raise is printed as "Exception ignored in ..." and dropped (how a serve under load once booted on, stop unheard)."""
+
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGTERM)
+        self.after = [0]  # bytecode after the call: the handler has run by now
+
+
+def _drop_a_sigterm_in_a_finalizer() -> None:
+    TakesSigtermWhenFreed()  # freed at once
+
+
+def test_sigterm_within_stop_on_sigterm_is_a_ctrl_c_once_then_the_old_handler_is_back():
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # else the block would change nothing
+    with stop_on_sigterm():
+        assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # never send SIGTERM to the test run unhandled
+        with pytest.raises(KeyboardInterrupt) as caught:
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(30)  # the handler raises as soon as Python checks for signals, long before this ends
+        assert isinstance(caught.value, Terminated) and caught.value.exit_code == 143
+        signal.raise_signal(signal.SIGTERM)  # a second one, while the stop the first began runs: ignored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_stop_on_sigterm_leaves_a_handler_someone_else_set():
+    def mine(signum, frame) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with stop_on_sigterm():
+            assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_a_finalizer_dropped_is_raised_where_the_command_next_waits_and_not_printed(capfd):
+    with stop_on_sigterm():
+        _drop_a_sigterm_in_a_finalizer()  # no exception here: Python dropped it
+        with pytest.raises(Terminated):
+            raise_lost_interrupt()
+        raise_lost_interrupt()  # once
+        signal.raise_signal(signal.SIGTERM)  # taken already: ignored, as every later one
+    assert "Traceback" not in capfd.readouterr().err
+    raise_lost_interrupt()  # nothing kept past the block
+
+
+def test_a_server_waited_on_stops_for_a_sigterm_a_finalizer_dropped(tmp_path):
+    process = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    log = tmp_path / "server.log"
+    log.write_text("")
+    server = RunningServer(
+        ServeSpec(repo=tmp_path, log_path=log), ServerInstall(binary=Path("sleep"), source="path"), process,
+        ["sleep", "120"], {"http": 1, "grpc": 2, "metrics": 3}, log, None,
+    )  # fmt: skip
+    try:
+        with stop_on_sigterm():
+            _drop_a_sigterm_in_a_finalizer()
+            started = time.monotonic()
+            server.wait()
+        assert server.interrupted and process.poll() is not None
+        assert time.monotonic() - started < 60  # the sleep would run 120 s unheard
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_other_unraisable_exceptions_still_reach_the_previous_hook(monkeypatch):
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+
+    class Fails:
+        def __del__(self) -> None:
+            raise ValueError("in a finalizer")
+
+    with stop_on_sigterm():
+        Fails()
+    assert [type(u.exc_value) for u in seen] == [ValueError]
+    assert sys.unraisablehook == seen.append
+
+
+class TakesCtrlCWhenFreed:
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGINT)
+        self.after = [0]
+
+
+def test_a_ctrl_c_a_finalizer_dropped_is_raised_again_too():
+    with stop_on_sigterm():
+        TakesCtrlCWhenFreed()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            raise_lost_interrupt()
+    assert not isinstance(caught.value, Terminated)
