@@ -21,6 +21,7 @@ from tritongen.deploy.k8s_bundle import kubernetes_bundle_from_repository
 from tritongen.deploy.thresholds import desired_replicas, thresholds_from_run
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint, PerfRun, ServerBreakdown, json_from_run
+from tritongen.served_settings import ServedSettings
 
 SLO_MS = 95.0
 
@@ -233,8 +234,9 @@ def test_deploy_prints_its_cautions_and_writes_them_into_the_readme_and_threshol
 
 @pytest.mark.parametrize("tuned_s", [None, 500.0, 2000.0])
 def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, capsys, tuned_s):
-    """results.json does not record the config it measured; tune.json records when tune rewrote config.pbtxt and
-    with what: a rewrite after the run began (2000 > 1000) makes the figures those of the config before."""
+    """A results.json written before perf recorded the config it measured: tune.json records when tune rewrote
+    config.pbtxt and with what: a rewrite after the run began (2000 > 1000) makes the figures those of the config
+    before."""
     repo = tmp_path / "repo"
     shutil.copytree(work / "repo", repo)
     if tuned_s is not None:
@@ -260,6 +262,45 @@ def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, c
     )
     assert cautions == [caution] and f"\ncaution: {caution}" in printed
     assert f"- **Caution**: {caution}." in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "served, changed",
+    [
+        # double's config.pbtxt: max batch 8, 1 CPU instance, dynamic batching, delay 20000 us, no preferred sizes
+        (ServedSettings(8, 1, True, (8,), 20000), None),  # as Triton serves it: an empty preferred list is [8]
+        (ServedSettings(8, 2, True, (4, 8), 100), "instances 2 -> 1; preferred batch sizes [4,8] -> [8]; queue delay"),
+        (
+            ServedSettings(16, 1, False),
+            "max batch 16 -> 8; dynamic batching off -> on; preferred batch sizes [] -> [8]",
+        ),
+    ],
+)
+def test_a_config_changed_since_the_perf_run_measured_it_is_a_caution(work, tmp_path, capsys, served, changed):
+    """perf records the batching and instances the server served the model with; deploy compares them with the
+    config.pbtxt it deploys (a hand edit or a tune since): the thresholds are of the config measured. A newer
+    tune.json is no caution where the recorded settings match (tune may have written the same config)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    record = repo / "double" / "1" / "tritongen" / "tune.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"created_unix_s": 2000.0, "winner": {"config": {"instances": 1}, "load_s": 1.0}}))
+    vouch(repo / "double")
+    results = tmp_path / "results.json"
+    results.write_text(json_from_run(replace(RUN, started_unix_s=1000.0, served=served)))
+    out = tmp_path / "k8s"
+    code, printed, err = _deploy_from(Path(str(repo)), results, out, capsys)
+    assert code == 0 and not err, err
+    cautions = json.loads((out / "thresholds.json").read_text())["cautions"]
+    if changed is None:
+        assert cautions == [] and "caution" not in printed
+        return
+    (caution,) = cautions
+    assert caution.startswith(
+        f"double's config.pbtxt now serves it otherwise than this perf run measured it ({changed}"
+    )
+    assert "so the thresholds are of the config before; measure the model again" in caution
+    assert f"\ncaution: {caution}" in printed
 
 
 def test_ensemble_target_uses_the_whole_request_time():

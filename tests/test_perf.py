@@ -79,6 +79,7 @@ def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
         assert p.server_wakeups_per_request is not None and p.server_wakeups_per_request > 0
         assert 0 < p.server_cpu_cores <= len(run.server_cpus) + 0.1, (p.server_cpu_cores, run.server_cpus)
     assert run.points[1].throughput_rps > run.points[0].throughput_rps
+    assert run.served is not None and run.served == _settings_in_file(run.settings["repo"], "seq"), run.served
     assert (
         "nv_cpu_utilization" in run.metrics or run.metrics == {}
     )  # the CPU gauges exist in Triton 2.51 builds with them
@@ -100,6 +101,17 @@ def test_http_protocol(served):
     assert closed.error_count == 0 and closed.throughput_rps > 0 and closed.client_cpu_us_per_request > 0
     assert opened.mode == "request_rate" and opened.error_count == 0
     assert opened.throughput_rps == pytest.approx(80, rel=0.25)
+    assert run.served == _settings_in_file(run.settings["repo"], "seq")  # as the HTTP answer writes it
+
+
+def _settings_in_file(repo, name: str):
+    """The batching and instances the model's config.pbtxt asks for, as perf records those it measured under."""
+    from pathlib import Path
+
+    from tritongen.served_settings import served_settings_from_model_config
+    from tritongen.validate import config_from_file
+
+    return served_settings_from_model_config(config_from_file(Path(repo) / name / "config.pbtxt"))
 
 
 def test_perf_analyzer_engine_agrees_with_builtin(served):

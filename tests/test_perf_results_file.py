@@ -115,6 +115,23 @@ CRAFTED |= {
     "version 0": (_versions("0", "1"), "has '0', not a model version"),
     "a superscript digit for a version": (_versions("\u00b2"), "points[0].versions has '\u00b2', not a model version"),
 }
+SERVED = {
+    "max_batch_size": 8,
+    "instances": 1,
+    "dynamic_batching": True,
+    "preferred_batch_sizes": [8],
+    "max_queue_delay_us": 0,
+}
+CRAFTED |= {  # the served settings deploy compares with the repository's config
+    "served settings of another shape": (_set("served", {**SERVED, "gpus": 2}), "unexpected keyword argument 'gpus'"),
+    "a bool for an instance count": (_set("served", {**SERVED, "instances": True}), "served.instances is not a int"),
+    "a text queue delay": (_set("served", {**SERVED, "max_queue_delay_us": "0"}), "served.max_queue_delay_us is not"),
+    "a negative batch size": (
+        _set("served", {**SERVED, "preferred_batch_sizes": [-8]}),
+        "preferred_batch_sizes[0] is -8",
+    ),
+    "served settings as a list": (_set("served", [8, 1]), "served is not a ServedSettings"),
+}
 
 
 def _write(tmp_path, data) -> str:
@@ -492,3 +509,31 @@ def test_versions_the_api_passes_as_any_text_are_drawn_without_a_warning():
         warnings.simplefilter("error")
         plots = plots_from_runs([replace(RUN, points=(replace(p, versions=versions),))])
     assert any(title.startswith("Versions compared") for title, _ in plots)
+
+
+def test_the_served_settings_a_run_records_read_back():
+    from dataclasses import replace
+
+    from tritongen.served_settings import ServedSettings
+
+    run = replace(RUN, served=ServedSettings(8, 2, True, (4, 8), 100))
+    assert run_from_json(json_from_run(run)) == run
+    assert run_from_json(json_from_run(RUN)).served is None  # a run the server's answer said nothing of
+    old = _crafted(lambda data: data.pop("served"))  # written before perf recorded them
+    assert run_from_json(json.dumps(old)).served is None
+
+
+def test_a_comparison_of_runs_served_with_other_configs_says_what_differed(tmp_path, capsys):
+    from dataclasses import replace
+
+    from tritongen.served_settings import ServedSettings
+
+    one = replace(RUN, label="one", served=ServedSettings(8, 1, True, (8,), 0))
+    two = replace(RUN, label="two", served=ServedSettings(16, 2, True, (16,), 0))
+    for name, run in (("a", one), ("b", two), ("c", replace(two, label="three", served=None))):
+        (tmp_path / f"{name}.json").write_text(json_from_run(run))
+    main(["perf", "--compare", *(str(tmp_path / f"{n}.json") for n in "abc"), "--report", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    said = "two measured the model served otherwise than one did (max batch 8 -> 16; instances 1 -> 2; preferred batch"
+    assert said in out and "the figures compare two configs" in out
+    assert "three measured" not in out  # its server's answer did not say

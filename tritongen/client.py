@@ -22,6 +22,7 @@ import numpy as np
 from .dtypes import triton_from_numpy
 from .errors import TritongenError
 from .names import with_suggestion
+from .served_settings import ServedSettings, served_settings_from_config
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -224,7 +225,8 @@ def model_metadata(
 ) -> dict[str, Any]:
     """The model's metadata and config in one mapping:
     ``{"name", "versions", "platform", "max_batch_size", "inputs": [{"name", "datatype", "shape", "optional"}],
-    "outputs", "steps"}``.
+    "outputs", "steps", "served"}`` (``served``: the config's batching and instances, a
+    :class:`~tritongen.served_settings.ServedSettings`, or None).
 
     Shapes are lists of ints and include the batch dimension (-1) when the model batches.
     """
@@ -283,7 +285,17 @@ def _metadata_from_answers(meta: Any, config: Any, model: str) -> dict[str, Any]
         "outputs": tensors(meta.get("outputs") or []),
         # An ensemble's composing models, in step order (empty for a plain model).
         "steps": [str(step.get("model_name", "")) for step in config.get("ensemble_scheduling", {}).get("step", [])],
+        "served": _served_settings(config),
     }
+
+
+def _served_settings(config: Any) -> ServedSettings | None:
+    """The batching and instances the server serves the model with (what perf records), None where its config
+    answer does not say them as Triton writes them."""
+    try:
+        return served_settings_from_config(config)
+    except ValueError:
+        return None
 
 
 def model_statistics(

@@ -26,12 +26,14 @@ from typing import Any
 from ..errors import TritongenError
 from ..names import with_suggestion
 from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
+from ..served_settings import served_settings_from_model_config
 from . import kserve, monitoring
 from . import kubernetes as k8s
 from .bundle import check_out_dir, comment_text, write_bundle
 from .rollout_record import unfollowed_records
 from .thresholds import (
     Thresholds,
+    config_changed_caution,
     load_time_from_tune_record,
     thresholds_from_run,
     tuned_after_caution,
@@ -434,7 +436,11 @@ def kubernetes_bundle_from_repository(
             load_time_s=load_time_s,
             source=_measured_source(run, Path(str(perf_results)).name),
         )
-        stale = tuned_after_caution(repo / info.name, run)
+        stale = (
+            config_changed_caution(served_settings_from_model_config(configs[info.name]), run)
+            if run.served is not None
+            else tuned_after_caution(repo / info.name, run)
+        )
         if stale is not None:
             t = replace(t, cautions=(*t.cautions, stale))
     else:

@@ -37,6 +37,7 @@ from ..errors import TritongenError
 from ..files import json_file
 from ..names import shown
 from ..perf.results import PerfPoint, PerfRun
+from ..served_settings import ServedSettings
 
 DEFAULT_SLO_P99_MS = 100.0
 DEFAULT_MAX_REPLICAS = 4
@@ -393,10 +394,35 @@ def _tune_records(model_dir: Path) -> list[Path]:
     return records[::-1]
 
 
+def _measure_again(run: PerfRun) -> str:
+    mode = run.points[0].mode if run.points else "concurrency"
+    loads = _loads_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
+    return (
+        f"measure the model again as it is configured now (tritongen perf {run.model} {loads} "
+        f"--report perf-{run.model}/, then --from-perf perf-{run.model}/)"
+    )
+
+
+def config_changed_caution(now: ServedSettings, run: PerfRun) -> str | None:
+    """A caution where the model's config.pbtxt (``now``) batches or runs instances otherwise than the server
+    served it while ``run`` measured it (a tune, a hand edit since): the figures are of the config before. None
+    where they agree, or where the run did not record what it measured (see :func:`tuned_after_caution`)."""
+    if run.served is None:
+        return None
+    changed = run.served.differences(now)
+    if not changed:
+        return None
+    return (
+        f"{run.model}'s config.pbtxt now serves it otherwise than this perf run measured it ({'; '.join(changed)}), "
+        f"so the thresholds are of the config before; {_measure_again(run)}"
+    )
+
+
 def tuned_after_caution(model_dir: Path, run: PerfRun) -> str | None:
     """A caution where ``tritongen tune`` rewrote the model's config.pbtxt after ``run`` began measuring it: the
-    figures are of the config before. results.json does not record the config it measured, so the times (tune.json's
-    ``created_unix_s``, the run's ``started_unix_s``) are what shows it; None where no record is newer."""
+    figures are of the config before. For a results.json that does not record the config it measured (written before
+    perf recorded it: :func:`config_changed_caution` compares that), the times (tune.json's ``created_unix_s``, the
+    run's ``started_unix_s``) are what shows it; None where no record is newer."""
     if not run.started_unix_s > 0:
         return None
     for record in _tune_records(model_dir):
@@ -415,13 +441,10 @@ def tuned_after_caution(model_dir: Path, run: PerfRun) -> str | None:
             values = value if isinstance(value, list) else [value]
             if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 wrote.append(f"{knob} {','.join(map(str, values))}")
-        mode = run.points[0].mode if run.points else "concurrency"
-        loads = _loads_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
         return (
             f"tritongen tune rewrote {run.model}'s config.pbtxt ({record.relative_to(model_dir.parent)}"
             f"{': ' + ', '.join(wrote) if wrote else ''}) after this perf run measured it, so the thresholds are of "
-            f"the config before; measure the model again as it is configured now (tritongen perf {run.model} {loads} "
-            f"--report perf-{run.model}/, then --from-perf perf-{run.model}/)"
+            f"the config before; {_measure_again(run)}"
         )
     return None
 

@@ -27,6 +27,7 @@ from ..errors import TritongenError
 from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, replace_file, size_text
 from ..layout import MAX_VERSION  # Triton's versions are int64: a version's name is 1 to 19 ASCII digits
 from ..names import one_line
+from ..served_settings import ServedSettings
 
 PERCENTILES = (50, 90, 95, 99)
 SERVER_PARTS = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
@@ -186,6 +187,9 @@ class PerfRun:
     client_cpus: tuple[int, ...] = ()  # the CPUs the load generator ran on (its whole set when not pinned)
     server_cpus: tuple[int, ...] = ()  # a local tritonserver's CPUs, where its process was found; () otherwise
     placement: str = ""  # whether those overlap (placement_note); empty when the server's are unknown
+    # the batching and instances the server served the model with (its config answer at the start); None where the
+    # answer did not say them, and in a results.json written before perf recorded them
+    served: ServedSettings | None = None
 
     def with_point(self, point: PerfPoint) -> PerfRun:
         return replace(self, points=self.points + (point,))
@@ -250,6 +254,7 @@ def json_from_run(run: PerfRun) -> str:
     data = {f.name: getattr(run, f.name) for f in fields(run) if f.name != "points"}
     data["settings"] = dict(run.settings)
     data["metrics"] = dict(run.metrics)
+    data["served"] = asdict(run.served) if run.served is not None else None
     data["points"] = [_point_dict(p) for p in run.points]
     return json.dumps({"format": "tritongen-perf/1", **data}, indent=2, default=_json_default) + "\n"
 
@@ -482,6 +487,12 @@ def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
     for name in ("client_cpus", "server_cpus"):
         value = run.get(name) or ()
         run[name] = tuple(value) if isinstance(value, list) else value
+    served = run.get("served")
+    if isinstance(served, dict):
+        sizes = served.get("preferred_batch_sizes", ())
+        run["served"] = ServedSettings(
+            **{**served, "preferred_batch_sizes": tuple(sizes) if isinstance(sizes, list) else sizes}
+        )
     return PerfRun(points=tuple(points), **run)
 
 
@@ -806,8 +817,9 @@ def distinct_names(runs: Sequence[PerfRun]) -> tuple[PerfRun, ...]:
 
 
 def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
-    """Where a run reads a throughput more than AGREE_PCT away from the first run's at the same load, one line on
-    whether the server's own CPU per request accounts for it: a server whose cores are saturated serves
+    """Where a run measured the model served with other batching or instances than the first run, one line naming
+    what differed. Where a run reads a throughput more than AGREE_PCT away from the first run's at the same load,
+    one line on whether the server's own CPU per request accounts for it: a server whose cores are saturated serves
     cores / CPU per request, and that cost depends on how each client's requests arrive (README: perf)."""
     if len(runs) < 2:
         return []
@@ -816,6 +828,11 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
     by_load = {(p.mode, p.load): p for p in base.points}
     lines = []
     for other in runs[1:]:
+        if base.served is not None and other.served is not None and base.served != other.served:
+            lines.append(
+                f"{other.name} measured the model served otherwise than {base.name} did "
+                f"({'; '.join(base.served.differences(other.served))}): the figures compare two configs"
+            )
         for p in other.points:
             a = by_load.get((p.mode, p.load))
             if a is None or a.throughput_rps <= 0 or p.throughput_rps <= 0:

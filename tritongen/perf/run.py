@@ -105,12 +105,15 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         settings=settings,
         started_unix_s=round(time.time(), 3),
         label=spec.label,
+        served=metadata.get("served"),
     )
     collected: list[PerfPoint] = []
     progress(
         f"{spec.engine}: {spec.model} at {url} ({spec.protocol}); "
         f"{len(requests.requests)} distinct request(s) from {requests.source}"
     )
+    if run.served is not None:
+        progress(f"served with {run.served.text()}")
     progress(f"time: {spec.budget_text()}")
     if spec.version_split:
         progress("versions: " + ", ".join(f"v{v} {p}%" for v, p in spec.version_split) + " (interleaved in send order)")

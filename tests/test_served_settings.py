@@ -1,0 +1,67 @@
+"""The batching and instances a model is served with, read alike from a server's config answer and a config.pbtxt."""
+
+import json
+
+import pytest
+
+from tests.conftest import DOUBLE_CONFIG
+from tritongen.served_settings import (
+    ServedSettings,
+    served_settings_from_config,
+    served_settings_from_model_config,
+)
+
+
+def _parsed(text: str):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def test_a_file_and_the_config_triton_serves_from_it_compare_equal():
+    served = {  # Triton's answer for DOUBLE_CONFIG: the empty preferred list filled, int64 as a string (gRPC JSON)
+        "name": "double",
+        "max_batch_size": 8,
+        "instance_group": [{"name": "double_0", "kind": "KIND_CPU", "count": 1, "gpus": []}],
+        "dynamic_batching": {"preferred_batch_size": [8], "max_queue_delay_microseconds": "20000"},
+    }
+    from_file = served_settings_from_model_config(_parsed(DOUBLE_CONFIG))
+    assert from_file == served_settings_from_config(served) == ServedSettings(8, 1, True, (8,), 20000)
+    assert from_file.text() == "max batch 8, 1 instance, dynamic batching (preferred 8; queue delay 20000 us)"
+
+
+def test_instances_are_counted_over_every_group_and_a_count_of_0_is_one():
+    config = _parsed("max_batch_size: 4 instance_group [{ count: 3 }, { count: 0 kind: KIND_CPU }]")
+    settings = served_settings_from_model_config(config)
+    assert (settings.instances, settings.dynamic_batching) == (4, False)
+    assert settings.text() == "max batch 4, 4 instances, no dynamic batching"
+    assert served_settings_from_config({}) == ServedSettings(0, 1, False)
+
+
+def test_the_differences_name_each_changed_setting_before_and_after():
+    before = ServedSettings(8, 2, True, (4, 8), 100)
+    assert before.differences(before) == []
+    assert before.differences(ServedSettings(16, 2, True, tuple(range(1, 17)), 0)) == [
+        "max batch 8 -> 16",
+        "preferred batch sizes [4,8] -> [1,2,3,4,5,6,7,8,...]",
+        "queue delay (us) 100 -> 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ({"max_batch_size": True}, "max_batch_size is not an integer"),
+        ({"max_batch_size": "8x"}, "max_batch_size is not an integer"),
+        ({"max_batch_size": -1}, "max_batch_size is -1"),
+        ({"max_batch_size": 10**16}, "is 10000000000000000, not from 0"),
+        ({"instance_group": {"count": 2}}, "instance_group is not a list"),
+        ({"dynamic_batching": []}, "dynamic_batching is not a mapping"),
+        ({"dynamic_batching": {"preferred_batch_size": 8}}, "preferred_batch_size is not a list"),
+        ({"dynamic_batching": {"max_queue_delay_microseconds": "1" * 18}}, "not an integer"),
+    ],
+)
+def test_a_config_answer_that_is_not_what_triton_writes_is_refused(config, problem):
+    with pytest.raises(ValueError, match=problem):
+        served_settings_from_config(json.loads(json.dumps(config)))
