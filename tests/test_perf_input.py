@@ -335,3 +335,28 @@ def test_a_huge_max_time_is_no_cap_not_an_overflow():
 
     spec = PerfSpec(model="m", max_time_s=1e308, duration_s=1)
     assert spec.max_windows == PerfSpec(model="m", duration_s=1).max_windows
+
+
+def test_the_questions_before_the_load_end_within_max_time_on_a_server_that_never_answers():
+    """A server that takes the connection and says nothing: the metadata question waited --timeout-s (30 s at most),
+    whatever --max-time-s said."""
+    import socket
+    import time
+
+    from tritongen.perf.run import perf_from_spec
+
+    assert PerfSpec(model="m").probe_timeout_s == 30.0
+    assert PerfSpec(model="m", timeout_s=5).probe_timeout_s == 5.0
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the connection; nothing ever reads or answers it
+        port = silent.getsockname()[1]
+        spec = PerfSpec(
+            model="m", url=f"127.0.0.1:{port}", protocol="http", timeout_s=60, concurrency=(1,), duration_s=0.5,
+            warmup_s=0.2, max_time_s=2,
+        )  # fmt: skip
+        assert spec.probe_timeout_s == 2.0
+        started = time.monotonic()
+        with pytest.raises(TritongenError):
+            perf_from_spec(spec)
+        assert time.monotonic() - started < 20  # 2 s and the client's own set-up; the bug waited 30 s

@@ -595,3 +595,14 @@ def test_a_server_that_refused_every_load_is_not_given_config_pbtxt_back(tmp_pat
     again = _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10))
     again.swap(A)
     assert again.changed
+
+
+def test_a_ladder_point_without_answers_says_so_rather_than_p99_nan():
+    from tritongen.perf.results import latency_summary_from_ms
+    from tritongen.perf.tune import ladder_line
+
+    empty = replace(_p(8, 0.0, 1.0, errors={"timeout": 3}), latency=latency_summary_from_ms([]))
+    assert ladder_line(empty, False) == "  concurrency   8:      0.0 req/s  no answers  errors {'timeout': 3}"
+    assert "nan" not in ladder_line(empty, False)
+    assert ladder_line(_p(4, 900.0, 7.5), True) == "  concurrency   4:    900.0 req/s  p99    7.50 ms"
+    assert ladder_line(_p(4, 900.0, 12.5), False).endswith("p99   12.50 ms  (over the target)")

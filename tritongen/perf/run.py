@@ -41,7 +41,7 @@ def _sequence_length(spec: PerfSpec, url: str) -> int:
     from ..client import Triton
     from .sequences import DEFAULT_SEQUENCE_LENGTH, is_sequence_model
 
-    with Triton(url, spec.protocol, timeout_s=min(spec.timeout_s, 30)) as triton:
+    with Triton(url, spec.protocol, timeout_s=spec.probe_timeout_s) as triton:
         sequence = is_sequence_model(triton.model_config(spec.model))
     if not sequence:
         if spec.sequence_length:
@@ -82,7 +82,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     url = spec.resolved_url()
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything else if it is missing
-    metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=min(spec.timeout_s, 30))
+    metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=spec.probe_timeout_s)
     if spec.version_split:
         from .split import check_split_against_model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,12 @@ class PerfSpec:
             levels * (self.warmup_s + STABLE_WINDOWS * self.window_s),
             levels * (self.warmup_s + self.max_windows * self.window_s),
         )
+
+    @property
+    def probe_timeout_s(self) -> float:
+        """How long a question to the server before the load (its metadata, its config) may take: the request
+        timeout, at most 30 s, and never past ``--max-time-s``."""
+        return min(self.timeout_s, 30.0, self.max_time_s if self.max_time_s is not None else math.inf)
 
     def budget_text(self) -> str:
         shortest_s, longest_s = self.time_budget_s()

@@ -555,10 +555,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
                 level = replace(perf, concurrency=(c,), request_rates=())
                 p = points_from_engine(level, requests)[0]
                 points[c] = p
-                progress(
-                    f"  concurrency {c:>3}: {p.throughput_rps:8.1f} req/s  p99 {p.latency.p99_ms:7.2f} ms"
-                    + ("" if ok(p) else "  (over the target)" if not p.errors else f"  errors {dict(p.errors)}")
-                )
+                progress(ladder_line(p, ok(p)))
             return points[c]
 
         try:
@@ -1098,6 +1095,14 @@ def _confirm(contenders: Sequence[Trial], again: _Remeasure, engine_name: str) -
                 break
             over_at = point.load
     return measured
+
+
+def ladder_line(p: PerfPoint, within: bool) -> str:
+    """tune's progress line for one measured concurrency of a config's ladder (``within``: the point holds the
+    target)."""
+    p99 = "no answers" if math.isnan(p.latency.p99_ms) else f"p99 {p.latency.p99_ms:7.2f} ms"
+    verdict = "" if within else "  (over the target)" if not p.errors else f"  errors {dict(p.errors)}"
+    return f"  concurrency {int(p.load):>3}: {p.throughput_rps:8.1f} req/s  {p99}{verdict}"
 
 
 def _warm(perf: PerfSpec, requests, concurrency: int, spec: TuneSpec) -> None:
