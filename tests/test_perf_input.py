@@ -306,6 +306,45 @@ def test_perf_analyzer_refusing_an_option_stops_at_once_with_its_own_words(monke
     assert "Usage" not in str(err.value) and calls.read_text() == "run\n"  # once, not again with a wider band
 
 
+def test_perf_analyzers_second_try_at_an_unstable_level_gets_what_max_time_leaves(monkeypatch, tmp_path):
+    """A level perf_analyzer found no stable measurement for is measured again with a wider band: that second run
+    was given the whole level's time limit again, past --max-time-s."""
+    import importlib
+    import os
+    import stat
+    import time
+
+    import tritongen.client
+    from tritongen.perf.inputs import request_set_from_arrays
+
+    pa = importlib.import_module("tritongen.perf.perf_analyzer")
+    calls = tmp_path / "calls"
+    script = tmp_path / "perf_analyzer"
+    script.write_text(  # unstable after 1.5 s; the second try (a wider band) would take a minute
+        "#!/bin/sh\n"
+        f"echo run >> {calls}\n"
+        'case "$*" in *"--stability-percentage 1000"*) exec sleep 60;; esac\n'
+        "sleep 1.5\n"
+        "echo 'Failed to obtain stable measurement within 10 measurement windows' >&2\n"
+        "exit 1\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(pa, "find_perf_analyzer", lambda: pa.PerfAnalyzerInstall(script, dict(os.environ)))
+    monkeypatch.setattr(pa, "server_cpu_meter_at", lambda url: None)
+    monkeypatch.setattr(tritongen.client, "model_statistics", lambda *a, **k: {})
+    spec = PerfSpec(
+        model="m", url="127.0.0.1:9", engine="perf_analyzer", concurrency=(1,), duration_s=0.5, warmup_s=0.1,
+        max_time_s=4,
+    )  # fmt: skip
+    requests = request_set_from_arrays({"X": np.zeros((1, 4), np.float32)}, True, "test")
+    started = time.monotonic()
+    with pytest.raises(TritongenError) as err:
+        pa.points_from_perf_analyzer(spec, requests, lambda m: None)
+    took_s = time.monotonic() - started
+    assert calls.read_text() == "run\nrun\n" and took_s < 4 + 2.0, took_s  # the bug: 1.5 s + a fresh 4 s
+    assert err.value.problem.startswith("--max-time-s 4 ran out")
+
+
 # ------------------------------------------------------------------------------------------ seed
 
 

@@ -241,11 +241,21 @@ def points_from_perf_analyzer(
                 # Noisy machine: measure 3 windows whatever they vary by, and report the point as not stable.
                 widened = list(command)
                 widened[widened.index("--stability-percentage") + 1] = "1000"
+                if deadline_s is not None:  # the second run gets what --max-time-s leaves of the first's time
+                    left_s = deadline_s - time.monotonic()
+                    if left_s < spec.window_s:
+                        raise time_up_error(spec, label, None, len(spec.levels) - i - 1)
+                    limit_s = min(limit_s, left_s)
                 progress(
                     f"  perf_analyzer found no stable measurement within {spec.max_windows} windows; "
                     "measuring 3 windows and marking the point not stable"
                 )
-                done, output = _run(widened, install, limit_s, mode, load)
+                try:
+                    done, output = _run(widened, install, limit_s, mode, load)
+                except TritongenError:
+                    if deadline_s is not None and deadline_s - time.monotonic() < 1:
+                        raise time_up_error(spec, label, None, len(spec.levels) - i - 1) from None
+                    raise
                 output += "\nFailed to obtain stable measurement (first attempt)"
             if done.returncode != 0 or not csv_path.is_file():
                 last = [line for line in output.splitlines() if line.strip()][-8:]
