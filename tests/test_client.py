@@ -580,14 +580,22 @@ def _gzip(send, stop) -> None:
     send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def _declared_huge(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (3 << 30))
+    while not stop.is_set():
+        send(b"x" * (1 << 16))
+        time.sleep(0.5)  # 3 GiB this way would take 7 hours: refused at the head, not after reading 1 MiB
+
+
 @pytest.mark.parametrize(
     "answer, words",
     [
+        (_declared_huge, r"the server's answer is larger than 1 MiB \(gRPC's limit on a message; it declares 3 GiB\)"),
         (_endless, "the server's answer is larger than 1 MiB"),  # it was read whole: 19 GB before the kill
         (_trickle, "timed out after 1.5 s"),  # a byte every 0.3 s held a request for hours (each read has a timeout)
         (_gzip, "compressed answer that was not asked for"),  # tritonclient would inflate it, a bomb included
     ],
-    ids=["endless", "trickle", "gzip"],
+    ids=["declared", "endless", "trickle", "gzip"],
 )
 def test_an_http_answer_is_read_within_a_size_and_a_time(monkeypatch, answer, words):
     import tritongen.client as client

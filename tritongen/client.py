@@ -746,6 +746,14 @@ def _whole_answer(send: Any, args: tuple, kwargs: dict, timeout_s: float) -> _Re
                 "asked for",
                 "check that --url points at a Triton server",
             )
+        declared = str(response.get("Content-Length") or "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            response.release()  # said up front: refused before any of it is read
+            raise TritongenError(
+                f"the server's answer is larger than {_size_text(MAX_ANSWER_BYTES)} (gRPC's limit on a message; it "
+                f"declares {_size_text(int(declared))})",
+                "ask for fewer rows per request, or check that --url points at a Triton server",
+            )
         chunks, size = [], 0
         while chunk := response.read(_ANSWER_CHUNK_BYTES):
             size += len(chunk)
