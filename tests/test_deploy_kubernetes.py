@@ -303,6 +303,28 @@ def test_a_config_changed_since_the_perf_run_measured_it_is_a_caution(work, tmp_
     assert f"\ncaution: {caution}" in printed
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("count: 1", "count: -1"),
+        ("max_queue_delay_microseconds: 20000", "max_queue_delay_microseconds: 10000000000000000"),
+    ],
+    ids=["count -1", "delay 1e16"],
+)
+def test_a_config_triton_loads_but_perf_records_nothing_of_compares_nothing(work, tmp_path, capsys, edit):
+    """Triton serves count -1 as 1 and loads a 10**16 us queue delay: deploy stopped with a ValueError traceback."""
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    config = repo / "double" / "config.pbtxt"
+    config.write_text(config.read_text().replace(*edit))
+    vouch(repo / "double")
+    results = tmp_path / "results.json"
+    results.write_text(json_from_run(replace(RUN, served=ServedSettings(8, 1, True, (8,), 20000))))
+    code, printed, err = _deploy_from(Path(str(repo)), results, tmp_path / "k8s", capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert "otherwise than this perf run measured it" not in printed
+
+
 def test_ensemble_target_uses_the_whole_request_time():
     # an ensemble's own statistics (50 ms here) leave out its steps; the client's mean (p99/2 = 37.5 ms) covers them
     from dataclasses import replace

@@ -227,6 +227,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             f"      note: forward() returned None for {', '.join(export.dropped_outputs)}: not an output of the model"
         )
     spec = spec.with_outputs(export.outputs)
+    samples = _samples_across_tables(samples, spec, export.onnx_path, stages)
     if spec.states:
         from .sequence import check_state_tensors
 
@@ -535,6 +536,25 @@ def int8_cpu_note(saturates: bool | None) -> str:
         f"{where}; on an x86 CPU without VNNI (AVX2 only) ONNX Runtime's INT8 kernels saturate and answer further "
         "from FP32: run tritongen infer NAME --check on the serving host"
     )
+
+
+def _samples_across_tables(samples, spec: BuildSpec, onnx_path: Path, stages: Stages):
+    """Generated integer inputs that only index tables (token ids) redrawn across those tables for the parity gate,
+    the calibration and the check sample (:mod:`tritongen.index_inputs`); the export ran on ids 0 and 1."""
+    from .dtypes import numpy_dtype
+    from .index_inputs import index_bounds_from_onnx
+    from .samples import with_index_bounds
+
+    ints = [t.name for t in spec.inputs if numpy_dtype(t.dtype).kind in "iu"]
+    if samples.from_file or not ints:
+        return samples
+    bounds = index_bounds_from_onnx(onnx_path, ints)
+    if bounds:
+        stages.progress(
+            "      samples: "
+            + ", ".join(f"{n} drawn from 0..{b - 1} (the rows of the table it indexes)" for n, b in bounds.items())
+        )
+    return with_index_bounds(samples, bounds)
 
 
 def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):

@@ -221,3 +221,27 @@ def sample_set_from_spec(spec: BuildSpec, seed: int = 0) -> SampleSet:
         warmup=one,
         from_file=False,
     )
+
+
+def with_index_bounds(samples: SampleSet, bounds: Mapping[str, int], seed: int = 1) -> SampleSet:
+    """``samples`` whose generated integer inputs named in ``bounds`` (an input -> the rows of the tables it indexes,
+    :func:`tritongen.index_inputs.index_bounds_from_onnx`) hold ids drawn from 0 to that bound, in the parity cases
+    and the warm-up; the export's stay as they were (the graph was exported from them). Samples from a file are the
+    user's: unchanged."""
+    if samples.from_file or not bounds:
+        return samples
+    rng = np.random.default_rng(seed)
+
+    def redrawn(arrays: Arrays) -> Arrays:
+        out = dict(arrays)
+        for name, bound in bounds.items():
+            array = arrays.get(name)
+            if array is None or array.dtype.kind not in "iu":
+                continue
+            high = min(int(bound), int(np.iinfo(array.dtype).max) + 1)
+            out[name] = rng.integers(0, high, array.shape).astype(array.dtype)
+        return out
+
+    parity = tuple((label, redrawn(arrays)) for label, arrays in samples.parity)
+    warmup = parity[0][1] if samples.warmup is samples.parity[0][1] else redrawn(samples.warmup)
+    return SampleSet(export=samples.export, parity=parity, warmup=warmup, from_file=False)

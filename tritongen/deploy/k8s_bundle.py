@@ -112,6 +112,15 @@ def _models(repo: Path) -> dict[str, Any]:
     }
 
 
+def _file_settings(config: Any) -> Any:
+    """The batching and instances a config.pbtxt asks for (None where a value is past what perf records: Triton
+    loads a queue delay of 10**16 us; nothing is compared then)."""
+    try:
+        return served_settings_from_model_config(config)
+    except ValueError:
+        return None
+
+
 def _check_stock_image(repo: Path, target: str, stock: str) -> None:
     """Refuse NGC's image for a repository it cannot serve: every pod would fail to load the models."""
     from .docker import stock_image_problems
@@ -437,7 +446,7 @@ def kubernetes_bundle_from_repository(
             source=_measured_source(run, Path(str(perf_results)).name),
         )
         stale = (
-            config_changed_caution(served_settings_from_model_config(configs[info.name]), run)
+            config_changed_caution(_file_settings(configs[info.name]), run)
             if run.served is not None
             else tuned_after_caution(repo / info.name, run)
         )

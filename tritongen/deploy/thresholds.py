@@ -403,11 +403,11 @@ def _measure_again(run: PerfRun) -> str:
     )
 
 
-def config_changed_caution(now: ServedSettings, run: PerfRun) -> str | None:
+def config_changed_caution(now: ServedSettings | None, run: PerfRun) -> str | None:
     """A caution where the model's config.pbtxt (``now``) batches or runs instances otherwise than the server
     served it while ``run`` measured it (a tune, a hand edit since): the figures are of the config before. None
     where they agree, or where the run did not record what it measured (see :func:`tuned_after_caution`)."""
-    if run.served is None:
+    if run.served is None or now is None:
         return None
     changed = run.served.differences(now)
     if not changed:

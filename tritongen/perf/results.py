@@ -490,9 +490,9 @@ def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
     served = run.get("served")
     if isinstance(served, dict):
         sizes = served.get("preferred_batch_sizes", ())
-        run["served"] = ServedSettings(
-            **{**served, "preferred_batch_sizes": tuple(sizes) if isinstance(sizes, list) else sizes}
-        )
+        if isinstance(sizes, list):  # as perf writes them: in order, once each (a mixed list: a TypeError here)
+            sizes = tuple(sorted(set(sizes)))
+        run["served"] = ServedSettings(**{**served, "preferred_batch_sizes": sizes})
     return PerfRun(points=tuple(points), **run)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import secrets
@@ -30,8 +29,7 @@ from .blas import blas_environ
 from .install import ServerInstall, check_numpy, check_plans, find_server_binary
 from .ports import choose_ports, connect_host, is_loopback
 from .readiness import PortRace, crash_words, stop_words, tail_of, wait_ready
-from .sigterm import raise_lost_interrupt
-from .spec import ADMIN_HEADER, DEFAULT_PORTS, INSTALL_FIX, LOG_TAIL_LINES, POLL_INTERVAL_S, RESTRICTED_APIS, ServeSpec
+from .spec import ADMIN_HEADER, DEFAULT_PORTS, INSTALL_FIX, LOG_TAIL_LINES, RESTRICTED_APIS, ServeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +139,7 @@ class RunningServer:
         """Block until the server exits; Ctrl-C stops it cleanly (``interrupted`` tells which). Returns the server's
         exit code."""
         try:
-            while True:
-                raise_lost_interrupt()  # a SIGTERM or Ctrl-C a finalizer dropped (within stop_on_sigterm)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    return self.process.wait(timeout=POLL_INTERVAL_S)
+            return self.process.wait()
         except KeyboardInterrupt:
             self.interrupted = True
             return self.stop()

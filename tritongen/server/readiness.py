@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any  # the server: a process.RunningServer (which imports this module)
 
 from ..errors import TritongenError
-from .sigterm import raise_lost_interrupt
 from .spec import DEFAULT_PORTS, POLL_INTERVAL_S
 
 
@@ -30,7 +29,6 @@ def wait_ready(server: Any, deadline: float) -> tuple[str, ...]:
 
 def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
     while True:
-        raise_lost_interrupt()  # a SIGTERM or Ctrl-C a finalizer dropped (within stop_on_sigterm): the boot stops
         code = server.process.poll()
         if code is not None:
             _raise_exited(server, code)

@@ -1,5 +1,5 @@
-"""SIGTERM taken as Ctrl-C while a server boots or runs (:func:`stop_on_sigterm`), and a SIGTERM or Ctrl-C that
-Python dropped raised again where the command next waits (:func:`raise_lost_interrupt`)."""
+"""SIGTERM taken as Ctrl-C while a server boots or runs, or a command changes one (:func:`stop_on_sigterm`); a
+SIGTERM or Ctrl-C whose exception Python dropped is delivered again."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
-# A SIGTERM's Terminated (or Ctrl-C's KeyboardInterrupt) raised inside a finalizer (an object's __del__, a weakref
-# callback), where Python prints it as "Exception ignored in ..." and goes on: the stop asked for would never happen.
-_LOST: list[type[KeyboardInterrupt]] = []
+REDELIVER_AFTER_S = 0.05  # a dropped stop is sent again this soon: the main thread is back out of the finalizer
 
 
 class Terminated(KeyboardInterrupt):
@@ -21,30 +19,30 @@ class Terminated(KeyboardInterrupt):
     exit_code = 128 + signal.SIGTERM
 
 
-def raise_lost_interrupt() -> None:
-    """Raise again the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) that a finalizer dropped within
-    :func:`stop_on_sigterm`; nothing otherwise. Called where commands wait: the boot's readiness poll,
-    :meth:`RunningServer.wait`."""
-    if _LOST:
-        lost = _LOST[0]
-        _LOST.clear()
-        raise lost
+def _send_to_main_thread(signum: int) -> None:
+    """``signum`` to the main thread, from a timer thread: it runs the handler once it is back in ordinary code
+    (a blocking call it waits in is interrupted)."""
+    main = threading.main_thread()
+    if main.is_alive() and main.ident is not None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pthread_kill(main.ident, signum)
 
 
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
     """Within the block, SIGTERM (``docker stop``, systemd, ``kill``) raises :class:`Terminated`, a
     KeyboardInterrupt: whatever stops the server on Ctrl-C (:meth:`RunningServer.wait`, the ``with`` block's
-    exit, a boot cut short) stops it on SIGTERM too. Python's default would end this process at once, leaving
-    tritonserver to shut down alone (its ports held meanwhile) and its log behind.
+    exit, a boot cut short, a command's own clean-up) stops it on SIGTERM too. Python's default would end this
+    process at once, leaving tritonserver to shut down alone (its ports held meanwhile) and its log behind.
 
     Only the first SIGTERM raises; later ones are ignored while the stop it began runs (another raise would cut
-    that stop short). Python runs the handler between any two bytecodes of the main thread, a finalizer's too,
-    where the exception is printed and dropped: such a lost Terminated (or Ctrl-C's KeyboardInterrupt, dropped
-    the same way) is not printed but kept, and raised again by :func:`raise_lost_interrupt` where the command next
-    waits. The previous handler (and ``sys.unraisablehook``)
-    is back after the block. Nothing changes off the main thread (Python runs signal handlers there only), nor
-    where SIGTERM already had a handler or was ignored (as Python leaves SIGINT alone when it started ignored).
+    that stop short). Python runs a signal handler between any two bytecodes of the main thread, a finalizer's
+    (``__del__``, a weakref callback) too, where the exception is printed ("Exception ignored in ...") and dropped:
+    the stop asked for would never come, and every later SIGTERM would be ignored. Such a dropped Terminated (or
+    Ctrl-C's KeyboardInterrupt) is not printed but sent again, :data:`REDELIVER_AFTER_S` later, to be raised in
+    ordinary code. The previous handler (and ``sys.unraisablehook``) is back after the block. Nothing changes off
+    the main thread (Python runs signal handlers there only), nor where SIGTERM already had a handler or was
+    ignored (as Python leaves SIGINT alone when it started ignored).
     """
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
@@ -60,12 +58,20 @@ def stop_on_sigterm() -> Iterator[None]:
     previous_hook = sys.unraisablehook
 
     def on_unraisable(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            _LOST.append(type(unraisable.exc_value))
+        nonlocal taken
+        lost = unraisable.exc_value
+        if isinstance(lost, Terminated):
+            taken = False  # not taken after all: the next one raises
+            signum = signal.SIGTERM
+        elif isinstance(lost, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signum = signal.SIGINT
+        else:
+            previous_hook(unraisable)
             return
-        previous_hook(unraisable)
+        timer = threading.Timer(REDELIVER_AFTER_S, _send_to_main_thread, (signum,))
+        timer.daemon = True
+        timer.start()
 
-    _LOST.clear()
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     sys.unraisablehook = on_unraisable
     try:
@@ -74,4 +80,3 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
         if sys.unraisablehook is on_unraisable:
             sys.unraisablehook = previous_hook
-        _LOST.clear()

@@ -1,0 +1,119 @@
+"""Integer inputs that only index tables get generated ids across the table, not 0 and 1 alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from tritongen.index_inputs import index_bounds_from_graph
+
+
+def _graph(nodes, initializers=(), inputs=("ids",), outputs=("y",)):
+    return helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, [None, 4]) for n in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [_table(name, dims) for name, dims in initializers],
+    )
+
+
+def _table(name, dims):
+    return helper.make_tensor(name, TensorProto.FLOAT, list(dims), np.zeros(dims, np.float32).ravel())
+
+
+def test_an_input_gathered_from_an_initializer_through_casts_is_bounded_by_the_table_rows():
+    graph = _graph(
+        [
+            helper.make_node("Cast", ["ids"], ["i32"], to=TensorProto.INT32),
+            helper.make_node("Unsqueeze", ["i32", "axes"], ["u"]),
+            helper.make_node("Gather", ["table", "u"], ["y"]),
+        ],
+        [("table", (1000, 3))],
+    )
+    graph.initializer.append(helper.make_tensor("axes", TensorProto.INT64, [1], [0]))
+    assert index_bounds_from_graph(graph, ["ids"]) == {"ids": 1000}
+
+
+def test_the_smallest_table_and_the_gathered_axis_bound_it():
+    graph = _graph(
+        [helper.make_node("Gather", ["big", "ids"], ["a"]), helper.make_node("Gather", ["wide", "ids"], ["y"], axis=1)],
+        [("big", (500, 2)), ("wide", (3, 40))],
+    )
+    assert index_bounds_from_graph(graph, ["ids"]) == {"ids": 40}
+
+
+def test_a_constant_node_is_a_table_too():
+    table = helper.make_tensor("t", TensorProto.FLOAT, [7, 2], np.zeros(14, np.float32))
+    graph = _graph(
+        [helper.make_node("Constant", [], ["table"], value=table), helper.make_node("Gather", ["table", "ids"], ["y"])]
+    )
+    assert index_bounds_from_graph(graph, ["ids"]) == {"ids": 7}
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        # a mask: arithmetic on its values
+        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["f", "f"], ["y"])],
+        # a gather on computed data, whose size the graph does not say
+        [helper.make_node("Relu", ["x"], ["data"]), helper.make_node("Gather", ["data", "ids"], ["y"])],
+        # the gathered table indexed, but the ids compared too
+        [helper.make_node("Gather", ["table", "ids"], ["y"]), helper.make_node("Equal", ["ids", "ids"], ["e"])],
+        # the ids as the data, not the indices
+        [helper.make_node("Gather", ["ids", "table"], ["y"])],
+    ],
+    ids=["mask", "computed", "compared", "data"],
+)
+def test_any_other_use_leaves_the_input_unbounded(nodes):
+    graph = _graph(nodes, [("table", (100, 2))], inputs=("ids", "x"))
+    assert index_bounds_from_graph(graph, ["ids"]) == {}
+
+
+def test_an_input_read_inside_a_subgraph_is_left_alone():
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["z"])],
+        "body",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+    )
+    cond = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+    branch = helper.make_node("If", ["cond"], ["y"], then_branch=body, else_branch=body)
+    constant = helper.make_node("Constant", [], ["cond"], value=cond)
+    graph = _graph([constant, branch, helper.make_node("Gather", ["table", "ids"], ["w"])], [("table", (100, 2))])
+    assert index_bounds_from_graph(graph, ["ids"]) == {}
+
+
+class _TokenModel(__import__("torch").nn.Module):
+    """Token ids into a 1000-row embedding, averaged where the mask is 1: the ids index, the mask is arithmetic."""
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.embed = torch.nn.Embedding(1000, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, ids, mask):
+        m = mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        return self.head((self.embed(ids) * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+def test_a_build_draws_generated_token_ids_across_the_embedding_and_keeps_the_mask_0_or_1(tmp_path, capsys):
+    import torch
+
+    import tritongen
+    from tritongen.layout import SAMPLES_NAME
+    from tritongen.npz import arrays_from_npz
+
+    path = tmp_path / "tokens.pt"
+    torch.jit.save(torch.jit.script(_TokenModel().eval()), str(path))
+    result = tritongen.build(
+        path, inputs=["ids:INT64:12", "mask:INT64:12"], max_batch_size=8, repo=tmp_path / "repo", progress=print
+    )
+    assert result.parity.ok
+    samples = arrays_from_npz(result.model_dir / "1" / "tritongen" / SAMPLES_NAME)
+    assert samples["ids"].max() > 1 and 0 <= samples["ids"].min() and samples["ids"].max() < 1000
+    assert set(np.unique(samples["mask"])) <= {0, 1}
+    assert "ids drawn from 0..999 (the rows of the table it indexes)" in capsys.readouterr().out
