@@ -1037,3 +1037,19 @@ def test_a_tune_records_load_time_sets_the_startup_probe(work, tmp_path):
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text('{"winner": {"load_s": 86400}}')  # a day: the most a record may say
     assert load_time_from_tune_record(repo / "double") == 86400.0
+
+
+def test_a_run_whose_server_statistics_were_not_read_says_so_in_perf_and_in_deploy():
+    """A server stopped during an HTTP run kept answering its open connections, but not its statistics API: the
+    table showed queue 0, infer 0, batch 0.00 and deploy took 0 us of compute for the queue alert, silently."""
+    from tritongen.perf.results import table_from_run
+
+    blind = replace(RUN, points=tuple(replace(p, server=ServerBreakdown()) for p in RUN.points))
+    table = table_from_run(blind)
+    row = next(line for line in table.splitlines() if line.strip().startswith("8c"))
+    assert row.split()[8:11] == ["-", "-", "-"], row
+    assert "the server's statistics could not be read at concurrency 1, 2, 4, 8, 16 (queue us" in table
+    assert "statistics could not be read" not in table_from_run(RUN)
+    cautions = thresholds_from_run(blind, slo_p99_ms=SLO_MS).cautions
+    assert any(c.startswith("the server's statistics were not read at the knee level, concurrency 8") for c in cautions)
+    assert not any("statistics" in c for c in thresholds_from_run(RUN, slo_p99_ms=SLO_MS).cautions)

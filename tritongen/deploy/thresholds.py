@@ -270,6 +270,13 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
             "not the server, set the pace), so capacity per replica is understated; measure again with --engine "
             "perf_analyzer, or with the client on another machine"
         )
+    if not knee.server.requests and not knee.steps:
+        out.append(
+            f"the server's statistics were not read at the knee level, {where} {knee.load:g} (the server stopped "
+            "answering them during the run, or the perf run reached it through a proxy), so the time it computes per "
+            "request is unknown: the queue alert is the whole objective and the in-flight target comes from the "
+            "client's latency; measure again with the server answering its statistics API"
+        )
     shared = sorted(set(run.client_cpus) & set(run.server_cpus))
     if shared:
         out.append(

@@ -624,6 +624,15 @@ def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _loads_words(points: Sequence[PerfPoint]) -> str:
+    """``concurrency 1, 2; 50, 100 req/s``."""
+    closed = [f"{p.load:g}" for p in points if p.mode == "concurrency"]
+    rates = [f"{p.load:g}" for p in points if p.mode != "concurrency"]
+    return "; ".join(
+        ([f"concurrency {', '.join(closed)}"] if closed else []) + ([f"{', '.join(rates)} req/s"] if rates else [])
+    )
+
+
 def table_from_run(run: PerfRun) -> str:
     """A plain-text table for the terminal."""
     head = (
@@ -643,8 +652,12 @@ def table_from_run(run: PerfRun) -> str:
             f"{load:>10} {p.throughput_rps:>9.1f} {_ms(p.latency.mean_ms):>8} "
             f"{_ms(p.latency.p50_ms):>8} {_ms(p.latency.p90_ms):>8} "
             f"{_ms(p.latency.p99_ms):>8} {mx:>8} {p.error_count:>6} "
-            f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} "
-            f"{p.server.avg_batch:>5.2f} {_us(p.server_cpu_us_per_request):>10}{flag}"
+            + (
+                f"{p.server.queue_us:>9.0f} {p.server.compute_infer_us:>9.0f} {p.server.avg_batch:>5.2f} "
+                if p.server.requests
+                else f"{'-':>9} {'-':>9} {'-':>5} "  # no statistics read: not zero
+            )
+            + f"{_us(p.server_cpu_us_per_request):>10}{flag}"
         )
         for name, step in p.steps.items():
             lines.append(
@@ -660,6 +673,12 @@ def table_from_run(run: PerfRun) -> str:
                 f"  {version_count_text(v)}"
             )
     lines += error_lines(run)
+    unread = [p for p in run.points if not p.server.requests and p.throughput_rps > 0]
+    if unread:
+        lines.append(
+            f"the server's statistics could not be read at {_loads_words(unread)} (queue us, "
+            "infer us and batch show -): the server stopped answering them, or --url reaches it through a proxy"
+        )
     note = client_bound_note(run)
     if note:
         lines.append(note)
