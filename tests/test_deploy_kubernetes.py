@@ -257,7 +257,8 @@ def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, c
     caution = (
         "tritongen tune rewrote double's config.pbtxt (double/1/tritongen/tune.json: instances 2, max_queue_delay_us "
         "100, max_batch_size 8, preferred 4,8) after this perf run measured it, so the thresholds are of the config "
-        "before; measure the model again as it is configured now (tritongen perf double --concurrency 1,2,4,8,16 "
+        "before; restart tritongen serve on the repository (a running server keeps the config it loaded) and measure "
+        f"the model again (tritongen perf double --concurrency 1,2,4,8,16 --repo {repo} "
         "--report perf-double/, then --from-perf perf-double/)"
     )
     assert cautions == [caution] and f"\ncaution: {caution}" in printed
@@ -299,7 +300,8 @@ def test_a_config_changed_since_the_perf_run_measured_it_is_a_caution(work, tmp_
     assert caution.startswith(
         f"double's config.pbtxt now serves it otherwise than this perf run measured it ({changed}"
     )
-    assert "so the thresholds are of the config before; measure the model again" in caution
+    assert "so the thresholds are of the config before; restart tritongen serve" in caution
+    assert f"(tritongen perf double --concurrency 1,2,4,8,16 --repo {repo} --report perf-double/" in caution
     assert f"\ncaution: {caution}" in printed
 
 
@@ -1053,3 +1055,15 @@ def test_a_run_whose_server_statistics_were_not_read_says_so_in_perf_and_in_depl
     cautions = thresholds_from_run(blind, slo_p99_ms=SLO_MS).cautions
     assert any(c.startswith("the server's statistics were not read at the knee level, concurrency 8") for c in cautions)
     assert not any("statistics" in c for c in thresholds_from_run(RUN, slo_p99_ms=SLO_MS).cautions)
+
+
+def test_the_command_to_measure_again_names_the_runs_server_and_repository():
+    from tritongen.deploy.thresholds import config_changed_caution
+    from tritongen.served_settings import ServedSettings
+
+    was, now = ServedSettings(8, 1, False), ServedSettings(8, 2, False)
+    http = replace(RUN, url="127.0.0.1:46000", protocol="http", served=was)
+    caution = config_changed_caution(now, http, Path("my repo"))
+    assert "--repo 'my repo' --url 127.0.0.1:46000 --protocol http --report perf-double/" in caution
+    assert "--repo " not in config_changed_caution(now, replace(RUN, served=was), Path("model_repository"))
+    assert config_changed_caution(was, replace(RUN, served=was)) is None

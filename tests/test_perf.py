@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -369,3 +370,22 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
     (owner,) = [c for c, p in zip(result.confirmation_configs, result.confirmation) if p is result.confirmed]
     assert owner == result.winner.candidate
     assert [c for c, p in zip(result.confirmation_configs, result.confirmation) if int(p.load) == 10] == [owner]
+
+
+def test_perf_warns_where_the_config_on_disk_differs_from_what_the_server_serves(served, tmp_path):
+    """A build --force with other instances while serve runs: perf measured the old config and said nothing; deploy
+    then asked to measure again, which measured the old config again."""
+    import shutil
+
+    from tritongen.perf.run import served_differs_from_disk
+
+    server, repo = served
+    run = perf_from_spec(spec_for(served, concurrency=(1,), max_windows=3))
+    assert served_differs_from_disk(run.served, spec_for(served)) is None  # as built and served
+    copy = tmp_path / "repo"
+    shutil.copytree(repo / "seq", copy / "seq")
+    config = copy / "seq" / "config.pbtxt"
+    config.write_text(config.read_text().replace("count: 1", "count: 3"))
+    warning = served_differs_from_disk(run.served, replace(spec_for(served), repo=copy))
+    assert warning is not None and warning.startswith(f"the server serves seq otherwise than {config} now says")
+    assert "(instances 1 -> 3)" in warning and "restart tritongen serve" in warning

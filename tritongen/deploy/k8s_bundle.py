@@ -446,7 +446,7 @@ def kubernetes_bundle_from_repository(
             source=_measured_source(run, Path(str(perf_results)).name),
         )
         stale = (
-            config_changed_caution(_file_settings(configs[info.name]), run)
+            config_changed_caution(_file_settings(configs[info.name]), run, repo)
             if run.served is not None
             else tuned_after_caution(repo / info.name, run)
         )

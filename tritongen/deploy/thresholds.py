@@ -29,9 +29,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..client import DEFAULT_URLS
 from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import json_file
@@ -401,16 +403,27 @@ def _tune_records(model_dir: Path) -> list[Path]:
     return records[::-1]
 
 
-def _measure_again(run: PerfRun) -> str:
+def _measure_again(run: PerfRun, repo: Path | None = None) -> str:
+    """How to measure ``run``'s model again as configured now: serve it anew (a running server keeps the config it
+    loaded), then the same perf command, with the run's server address and ``repo`` (its samples) where they are
+    not perf's defaults."""
     mode = run.points[0].mode if run.points else "concurrency"
     loads = _loads_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
+    where = ""
+    if repo is not None and repo != Path("model_repository"):
+        where += f" --repo {shlex.quote(str(repo))}"
+    if run.url != DEFAULT_URLS.get(run.protocol):
+        where += f" --url {shlex.quote(run.url)}" + (" --protocol http" if run.protocol == "http" else "")
+    elif run.protocol == "http":
+        where += " --protocol http"
     return (
-        f"measure the model again as it is configured now (tritongen perf {run.model} {loads} "
-        f"--report perf-{run.model}/, then --from-perf perf-{run.model}/)"
+        f"restart tritongen serve on the repository (a running server keeps the config it loaded) and measure the "
+        f"model again (tritongen perf {run.model} {loads}{where} --report perf-{run.model}/, then --from-perf "
+        f"perf-{run.model}/)"
     )
 
 
-def config_changed_caution(now: ServedSettings | None, run: PerfRun) -> str | None:
+def config_changed_caution(now: ServedSettings | None, run: PerfRun, repo: Path | None = None) -> str | None:
     """A caution where the model's config.pbtxt (``now``) batches or runs instances otherwise than the server
     served it while ``run`` measured it (a tune, a hand edit since): the figures are of the config before. None
     where they agree, or where the run did not record what it measured (see :func:`tuned_after_caution`)."""
@@ -421,7 +434,7 @@ def config_changed_caution(now: ServedSettings | None, run: PerfRun) -> str | No
         return None
     return (
         f"{run.model}'s config.pbtxt now serves it otherwise than this perf run measured it ({'; '.join(changed)}), "
-        f"so the thresholds are of the config before; {_measure_again(run)}"
+        f"so the thresholds are of the config before; {_measure_again(run, repo)}"
     )
 
 
@@ -451,7 +464,7 @@ def tuned_after_caution(model_dir: Path, run: PerfRun) -> str | None:
         return (
             f"tritongen tune rewrote {run.model}'s config.pbtxt ({record.relative_to(model_dir.parent)}"
             f"{': ' + ', '.join(wrote) if wrote else ''}) after this perf run measured it, so the thresholds are of "
-            f"the config before; {_measure_again(run)}"
+            f"the config before; {_measure_again(run, model_dir.parent)}"
         )
     return None
 

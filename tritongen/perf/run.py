@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..cpus import available_cpus, cpus_text, pinned
 from ..errors import TritongenError
 from ..progress import Progress
+from ..served_settings import ServedSettings, served_settings_from_model_config
 from .placement import placement_note, server_cpus_at
 from .results import PerfPoint, PerfRun
 from .spec import PerfSpec
@@ -55,6 +56,31 @@ def _sequence_length(spec: PerfSpec, url: str) -> int:
             "use --concurrency (each client is one stream), or --engine perf_analyzer for --request-rate",
         )
     return spec.sequence_length or DEFAULT_SEQUENCE_LENGTH
+
+
+def served_differs_from_disk(served: ServedSettings, spec: PerfSpec) -> str | None:
+    """Where the model's config.pbtxt in ``spec.repo`` batches or runs instances otherwise than the server serves it
+    (a build --force or a tune since the server loaded it), what differs and what to do; None where it agrees, or
+    where there is no such file here."""
+    from ..validate import config_from_file
+
+    if spec.repo is None:
+        return None
+    path = spec.repo / spec.model / "config.pbtxt"
+    try:
+        if not path.is_file():
+            return None
+        on_disk = served_settings_from_model_config(config_from_file(path))
+    except (TritongenError, ValueError, OSError):
+        return None
+    changed = served.differences(on_disk) if on_disk is not None else []
+    if not changed:
+        return None
+    return (
+        f"the server serves {spec.model} otherwise than {path} now says ({'; '.join(changed)}): these figures measure "
+        "what the server loaded; restart tritongen serve (or tritongen rollout a new version) to measure the config "
+        "on disk"
+    )
 
 
 def points_from_engine(
@@ -114,6 +140,9 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     )
     if run.served is not None:
         progress(f"served with {run.served.text()}")
+        changed = served_differs_from_disk(run.served, spec)
+        if changed:
+            progress(f"warning: {changed}")
     progress(f"time: {spec.budget_text()}")
     if spec.version_split:
         progress("versions: " + ", ".join(f"v{v} {p}%" for v, p in spec.version_split) + " (interleaved in send order)")
