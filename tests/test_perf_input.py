@@ -399,3 +399,37 @@ def test_the_questions_before_the_load_end_within_max_time_on_a_server_that_neve
         with pytest.raises(TritongenError):
             perf_from_spec(spec)
         assert time.monotonic() - started < 20  # 2 s and the client's own set-up; the bug waited 30 s
+
+
+def test_a_report_folder_holding_an_earlier_report_needs_force_and_one_holding_other_files_is_refused(tmp_path):
+    """perf --report DIR replaced an earlier run's results.json (the baseline of a --compare) and wrote into a
+    deploy bundle's folder, silently."""
+    earlier = tmp_path / "perf-m"
+    earlier.mkdir()
+    (earlier / "results.json").write_text("{}")
+    with pytest.raises(TritongenError) as err:
+        PerfSpec(model="m", report_dir=earlier)
+    assert (
+        err.value.problem
+        == f"the report folder {earlier} holds an earlier perf report (results.json): this run would replace it"
+    )
+    assert err.value.fix.startswith("pass --force to replace it")
+    assert PerfSpec(model="m", report_dir=earlier, force=True).report_dir == earlier
+    bundle = tmp_path / "k8s"
+    bundle.mkdir()
+    for name in ("kustomization.yaml", "README.md", "base", "overlays"):
+        (bundle / name).write_text("")
+    with pytest.raises(TritongenError, match=r"holds other files than a perf report \(README.md, base, kustomization"):
+        PerfSpec(model="m", report_dir=bundle, force=True)
+    (tmp_path / "empty").mkdir()
+    assert PerfSpec(model="m", report_dir=tmp_path / "empty").report_dir == tmp_path / "empty"
+
+
+def test_perf_force_on_the_command_line_reaches_the_spec(capsys, tmp_path):
+    earlier = tmp_path / "perf-m"
+    earlier.mkdir()
+    (earlier / "results.json").write_text("{}")
+    code, _, err = run_cli(["perf", "m", "--url", "127.0.0.1:9", "--report", str(earlier)], capsys)
+    assert code == 1 and "holds an earlier perf report" in err and "pass --force" in err
+    code, _, err = run_cli(["perf", "m", "--url", "127.0.0.1:9", "--report", str(earlier), "--force"], capsys)
+    assert code == 1 and "earlier perf report" not in err  # past the folder: no server answers on port 9

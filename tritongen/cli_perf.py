@@ -116,6 +116,7 @@ def _progress(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Folder for report.html, results.json and results.csv.",
 )
+@click.option("--force", is_flag=True, help="Replace an earlier run's report in the --report folder.")
 @click.option(
     "--version-split",
     help="A/B on one server: VERSION:PERCENT pairs, e.g. 1:90,2:10; version-pinned requests in those proportions "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -573,10 +574,34 @@ def check_compare_dir(sources: Sequence[str | Path], out_dir: Path) -> None:
             )
 
 
-def check_report_dir(out_dir: Path) -> None:
+def _check_report_folder_holds_a_report(out_dir: Path, force: bool) -> None:
+    """Refuse an existing folder with other files than a report's, and one with an earlier report unless ``force``."""
+    earlier: list[str] = []
+    others: list[str] = []
+    with os.scandir(out_dir) as entries:
+        for entry in itertools.islice(entries, 1000):  # enough to tell; a huge folder is no report folder either
+            (earlier if entry.name in REPORT_FILES else others).append(entry.name)
+    if others:
+        shown = ", ".join(sorted(one_line(n)[:60] for n in others)[:3]) + (", ..." if len(others) > 3 else "")
+        raise TritongenError(
+            f"the report folder {out_dir} holds other files than a perf report ({shown}): the report would be written "
+            "among them",
+            "pass --report with a new or empty folder, e.g. --report perf-<model>/",
+        )
+    if earlier and not force:
+        raise TritongenError(
+            f"the report folder {out_dir} holds an earlier perf report ({', '.join(sorted(earlier))}): this run "
+            "would replace it",
+            "pass --force to replace it, or --report another folder (keep the earlier one to --compare with)",
+        )
+
+
+def check_report_dir(out_dir: Path, force: bool = False) -> None:
     """Raise :class:`TritongenError` unless a report can be written into ``out_dir``: a folder that exists and can
     be written in, or one that can be created (missing parents included). :class:`~tritongen.perf.PerfSpec` runs
-    it on its ``report_dir``, before any load is sent: a bad ``--report`` costs no run.
+    it on its ``report_dir``, before any load is sent: a bad ``--report`` costs no run. A folder holding other
+    files than a report's is refused (a deploy bundle, the current folder), and one holding an earlier report
+    without ``force`` (its results.json may be the baseline of a ``--compare``).
 
     Nothing is left behind: writability is probed with an empty folder, removed at once (``os.access`` says yes
     to root on a path where nothing can be created, such as ``/proc``).
@@ -592,6 +617,7 @@ def check_report_dir(out_dir: Path) -> None:
                     f"the report folder {out_dir} holds a {name} that is not a file (a link or a folder)",
                     f"remove {target}, or pass --report with another folder",
                 )
+        _check_report_folder_holds_a_report(out_dir, force)
         existing = out_dir
     else:
         existing = out_dir.parent

@@ -118,7 +118,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     settings = {
         k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
         for k, v in asdict(spec).items()
-        if k != "report_dir"  # where the report goes, not how the load was made
+        if k not in ("report_dir", "force")  # where the report goes, not how the load was made
     }
     settings["inputs"] = requests.source
     settings["distinct_requests"] = len(requests.requests)

@@ -111,6 +111,7 @@ class PerfSpec:
     # The folder the report will go to (report.report_from_runs, after the run; tritongen perf --report): checked
     # here, before any load is sent, so that a path no report can be written to costs no run. None: no report.
     report_dir: Path | None = None
+    force: bool = False  # with report_dir: replace an earlier run's report there (tritongen perf --force)
 
     def __post_init__(self) -> None:
         from .split import version_split_from_text
@@ -205,7 +206,7 @@ class PerfSpec:
         object.__setattr__(self, "perf_analyzer_args", _perf_analyzer_args(self.perf_analyzer_args, self.engine))
         if self.report_dir is not None:
             object.__setattr__(self, "report_dir", Path(self.report_dir))
-            check_report_dir(self.report_dir)
+            check_report_dir(self.report_dir, self.force)
 
     @property
     def window_s(self) -> float:
