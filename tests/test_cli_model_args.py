@@ -88,3 +88,15 @@ def test_the_api_takes_the_models_folder_for_its_name_as_the_cli_does(repo):
         model_from_folder(str(repo / "double"), repo.parent)
     with pytest.raises(TritongenError, match="is a model folder of"):  # the API call goes through it
         tritongen.infer(str(repo / "double"), repo=repo.parent, url="127.0.0.1:1")
+
+
+@pytest.mark.parametrize("command", ["infer", "perf"])
+def test_a_repository_given_to_infer_or_perf_for_the_model_is_refused_with_its_models(tmp_path, capsys, command):
+    """`tritongen infer repo` asked the server for a model named 'repo' ("no build of model 'repo'")."""
+
+    write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    code, _, err = run_cli([command, str(tmp_path / "repo"), "--url", "127.0.0.1:9"], capsys)
+    assert code == 1 and err.startswith(
+        f"error: {tmp_path / 'repo'} is a model repository, not a model (models there: double)"
+    )
+    assert f"name the model: tritongen {command} {tmp_path / 'repo' / 'double'}" in err

@@ -3,6 +3,7 @@ imports only click and tritongen.errors (and tritongen.infer, inside name_from_f
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def name_from_folder(name: str, options: dict) -> str:
 
     source = click.get_current_context().get_parameter_source("repo")
     given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
+    folder = Path(name)
+    if folder.is_dir() and not (folder / "config.pbtxt").is_file():
+        models = sorted(p.parent.name for p in itertools.islice(folder.glob("*/config.pbtxt"), 1000))[:5]
+        if models:  # a repository given for the model
+            command = click.get_current_context().info_name
+            raise TritongenError(
+                f"{name} is a model repository, not a model (models there: {', '.join(models)})",
+                f"name the model: tritongen {command} {Path(name, models[0])}",
+            )
     name, repo = model_from_folder(name, given)
     if repo is not None:
         options["repo"] = repo
