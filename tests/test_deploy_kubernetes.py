@@ -1067,3 +1067,14 @@ def test_the_command_to_measure_again_names_the_runs_server_and_repository():
     assert "--repo 'my repo' --url 127.0.0.1:46000 --protocol http --report perf-double/" in caution
     assert "--repo " not in config_changed_caution(now, replace(RUN, served=was), Path("model_repository"))
     assert config_changed_caution(was, replace(RUN, served=was)) is None
+
+
+def test_a_model_the_repository_does_not_hold_is_named_as_such_before_the_perf_results_are_compared(
+    work, tmp_path, capsys
+):
+    results = tmp_path / "results.json"
+    results.write_text(json_from_run(RUN))
+    argv = ["deploy", str(work / "repo"), "--to", "kubernetes", "--from-perf", str(results), "--slo-p99-ms", "95"]
+    code, _, err = run_cli([*argv, "--image", "r/x:1", "--out", str(tmp_path / "k8s"), "--model", "doubel"], capsys)
+    assert code == 1 and err.startswith(f"error: model 'doubel' is not in model repository {work / 'repo'}"), err
+    assert "did you mean 'double'" in err

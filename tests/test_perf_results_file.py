@@ -537,3 +537,13 @@ def test_a_comparison_of_runs_served_with_other_configs_says_what_differed(tmp_p
     said = "two measured the model served otherwise than one did (max batch 8 -> 16; instances 1 -> 2; preferred batch"
     assert said in out and "the figures compare two configs" in out
     assert "three measured" not in out  # its server's answer did not say
+
+
+def test_compare_with_one_run_says_nothing_was_compared(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json_from_run(RUN))
+    main(["perf", "--compare", str(tmp_path / "a.json")])
+    out = capsys.readouterr().out
+    assert "(one run: shown, nothing compared; pass two or more" in out
+    (tmp_path / "b.json").write_text(json_from_run(RUN))
+    main(["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert "nothing compared" not in capsys.readouterr().out

@@ -171,6 +171,8 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
             click.echo(table_from_run(run))
         for line in comparison_lines(runs):
             click.echo(line)
+        if len(runs) == 1:
+            click.echo("(one run: shown, nothing compared; pass two or more report folders or results.json files)")
         if report_dir:
             click.echo(f"report: {api.report(runs, report_dir)}")
         else:

@@ -418,12 +418,13 @@ def kubernetes_bundle_from_repository(
         )
     repo = Path(repo)
     run = run_from_json(Path(perf_results)) if perf_results is not None else None
+    configs = _models(repo)
     if run is not None and model is not None and model != run.model:
+        _served_model(configs, model, repo)  # a --model the repository does not hold is named as such first
         raise TritongenError(
             f"the perf results are of model '{run.model}', not '{model}'",
             f"pass the results of a perf run on {model}, or leave out --model",
         )
-    configs = _models(repo)
     check_verified(repo, allow_unverified=allow_unverified)  # before tune.json or a manifest is read from it
     info = _served_model(configs, run.model if run is not None else model, repo, from_perf=run is not None)
     stock = TRITON_IMAGE.format(release=ngc_release)
