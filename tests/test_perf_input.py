@@ -433,3 +433,52 @@ def test_perf_force_on_the_command_line_reaches_the_spec(capsys, tmp_path):
     assert code == 1 and "holds an earlier perf report" in err and "pass --force" in err
     code, _, err = run_cli(["perf", "m", "--url", "127.0.0.1:9", "--report", str(earlier), "--force"], capsys)
     assert code == 1 and "earlier perf report" not in err  # past the folder: no server answers on port 9
+
+
+def test_max_time_counts_the_questions_before_the_load_as_part_of_the_run(tmp_path):
+    """A server that answers each question after 1.8 s: with --max-time-s 2 each question got up to 2 s of its own
+    and the load's clock started after them (the first request went out at 9 s, the run took 11 s)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tritongen.perf.run import perf_from_spec
+
+    tensor = '{"name": "x", "datatype": "FP32", "shape": [-1, 4]}'
+    metadata = f'{{"name": "m", "versions": ["1"], "platform": "python", "inputs": [{tensor}], "outputs": [{tensor}]}}'
+    config = '{"name": "m", "max_batch_size": 8, "input": [], "output": []}'
+
+    class Slow(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            time.sleep(1.8)
+            body = (config if self.path.endswith("/config") else metadata).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):  # noqa: N802
+            time.sleep(30)  # inference never answers within the run
+
+        def log_message(self, *args):
+            pass
+
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.zeros((1, 4), np.float32))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = PerfSpec(
+            model="m", url=f"127.0.0.1:{server.server_address[1]}", protocol="http", timeout_s=60, concurrency=(1,),
+            duration_s=0.5, warmup_s=0.2, max_time_s=3, input_data=data,
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(TritongenError):
+            perf_from_spec(spec)
+        took_s = time.monotonic() - started
+        assert took_s < 3 + 5, took_s  # the bug: 11.4 s (1.8 s per question, then 3 s of load counted from there)
+    finally:
+        server.shutdown()
+        server.server_close()

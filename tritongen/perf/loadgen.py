@@ -454,16 +454,22 @@ def points_from_builtin(
     requests: RequestSet,
     progress: Progress | None = None,
     on_point: Callable[[PerfPoint], None] | None = None,
+    started_s: float | None = None,
 ) -> list[PerfPoint]:
-    """Measure every load level of ``spec`` with the built-in engine. Raises :class:`ServerGone` mid-run."""
+    """Measure every load level of ``spec`` with the built-in engine. Raises :class:`ServerGone` mid-run.
+    ``started_s``: the ``time.monotonic()`` reading the run began at, which ``--max-time-s`` counts from (default:
+    now)."""
     progress = progress or (lambda message: None)
-    return asyncio.run(_run_levels(spec, requests, progress, on_point or (lambda p: None)))
+    left_s = None if spec.max_time_s is None else spec.max_time_s - (time.monotonic() - (started_s or time.monotonic()))
+    return asyncio.run(_run_levels(spec, requests, progress, on_point or (lambda p: None), left_s))
 
 
-async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, on_point) -> list[PerfPoint]:
+async def _run_levels(
+    spec: PerfSpec, requests: RequestSet, progress: Progress, on_point, left_s: float | None = None
+) -> list[PerfPoint]:
     from ..client import model_metadata, model_statistics
 
-    deadline_s = None if spec.max_time_s is None else time.perf_counter() + spec.max_time_s
+    deadline_s = None if left_s is None else time.perf_counter() + left_s
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
     versions = tuple(v for v, _ in spec.version_split) or ("",)
@@ -479,7 +485,8 @@ async def _run_levels(spec: PerfSpec, requests: RequestSet, progress: Progress, 
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
         # at most MAX_STEPS (a results.json holds no more; a server names as many as it likes): the first ones
-        steps = tuple(model_metadata(url, spec.model, spec.protocol, 10).get("steps", ()))[:MAX_STEPS]
+        probe_s = min(10.0, max(left_s, 0.5)) if left_s is not None else 10.0
+        steps = tuple(model_metadata(url, spec.model, spec.protocol, probe_s).get("steps", ()))[:MAX_STEPS]
     except TritongenError:
         steps = ()
 

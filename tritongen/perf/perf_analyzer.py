@@ -201,15 +201,17 @@ def points_from_perf_analyzer(
     requests: RequestSet,
     progress: Progress | None = None,
     on_point: Callable[[PerfPoint], None] | None = None,
+    started_s: float | None = None,
 ) -> list[PerfPoint]:
-    """Run perf_analyzer once per load level of ``spec`` and parse each CSV."""
+    """Run perf_analyzer once per load level of ``spec`` and parse each CSV. ``started_s``: the
+    ``time.monotonic()`` reading the run began at, which ``--max-time-s`` counts from (default: now)."""
     from .loadgen import time_up_error
 
     progress = progress or (lambda message: None)
     install = find_perf_analyzer()
     meter = server_cpu_meter_at(spec.resolved_url())
     points = []
-    deadline_s = None if spec.max_time_s is None else time.monotonic() + spec.max_time_s
+    deadline_s = None if spec.max_time_s is None else (started_s or time.monotonic()) + spec.max_time_s
     with tempfile.TemporaryDirectory(prefix="tritongen-pa-") as tmp:
         data_path = Path(tmp) / "input_data.json"
         data_path.write_text(json.dumps(input_data_from_requests(requests)))

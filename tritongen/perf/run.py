@@ -37,12 +37,12 @@ def metrics_from_server(metrics_url: str | None, timeout_s: float = 5.0) -> dict
     return metrics_from_url(metrics_url, METRIC_NAMES, timeout_s) if metrics_url else {}
 
 
-def _sequence_length(spec: PerfSpec, url: str) -> int:
+def _sequence_length(spec: PerfSpec, url: str, timeout_s: float) -> int:
     """Requests per sequence: the spec's, or the default for a sequence model; refused for other models."""
     from ..client import Triton
     from .sequences import DEFAULT_SEQUENCE_LENGTH, is_sequence_model
 
-    with Triton(url, spec.protocol, timeout_s=spec.probe_timeout_s) as triton:
+    with Triton(url, spec.protocol, timeout_s=timeout_s) as triton:
         sequence = is_sequence_model(triton.model_config(spec.model))
     if not sequence:
         if spec.sequence_length:
@@ -88,13 +88,15 @@ def points_from_engine(
     requests: RequestSet,
     progress: Progress | None = None,
     on_point: Callable[[PerfPoint], None] | None = None,
+    started_s: float | None = None,
 ) -> list[PerfPoint]:
-    """Measure every load level of ``spec`` with the engine ``spec.engine`` names (built-in or perf_analyzer)."""
+    """Measure every load level of ``spec`` with the engine ``spec.engine`` names (built-in or perf_analyzer);
+    ``--max-time-s`` counts from ``started_s`` (a ``time.monotonic()`` reading; default: now)."""
     from .loadgen import points_from_builtin
     from .perf_analyzer import points_from_perf_analyzer
 
     engine = points_from_perf_analyzer if spec.engine == "perf_analyzer" else points_from_builtin
-    return engine(spec, requests, progress, on_point)
+    return engine(spec, requests, progress, on_point, started_s)
 
 
 def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
@@ -104,17 +106,24 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     from .loadgen import ServerGone
     from .perf_analyzer import find_perf_analyzer
 
+    started_s = time.monotonic()  # --max-time-s counts from here: the questions before the load too
     progress = progress or (lambda message: None)
     url = spec.resolved_url()
+
+    def probe_s() -> float:  # a question's timeout: within what --max-time-s leaves
+        if spec.max_time_s is None:
+            return spec.probe_timeout_s
+        return max(0.5, min(spec.probe_timeout_s, spec.max_time_s - (time.monotonic() - started_s)))
+
     if spec.engine == "perf_analyzer":
         find_perf_analyzer()  # fail before anything else if it is missing
-    metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=spec.probe_timeout_s)
+    metadata = model_metadata(url, spec.model, protocol=spec.protocol, timeout_s=probe_s())
     if spec.version_split:
         from .split import check_split_against_model
 
         check_split_against_model(spec.version_split, spec.model, metadata["versions"])
     requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
-    requests = replace(requests, sequence_length=_sequence_length(spec, url))
+    requests = replace(requests, sequence_length=_sequence_length(spec, url, probe_s()))
     settings = {
         k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
         for k, v in asdict(spec).items()
@@ -161,7 +170,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     partial_reason = ""
     try:
         with pinned(spec.client_cpus):  # perf_analyzer, started inside, inherits the set
-            points_from_engine(spec, requests, progress, collected.append)
+            points_from_engine(spec, requests, progress, collected.append, started_s)
     except ServerGone as gone:
         partial_reason = f"the server stopped answering: {gone}"
     except TritongenError as err:
