@@ -136,9 +136,9 @@ def _fake_server(monkeypatch, engine):
     monkeypatch.setattr(tritongen.client, "model_metadata", lambda *a, **k: {"versions": ["1"]})
     requests = request_set_from_arrays({"X": np.zeros((1, 4), np.float32)}, True, "test")
     monkeypatch.setattr(inputs, "request_set_for_model", lambda *a, **k: requests)
-    monkeypatch.setattr(run, "_sequence_length", lambda spec, url: 0)
+    monkeypatch.setattr(run, "_sequence_length", lambda spec, url, timeout_s: 0)
     monkeypatch.setattr(run, "server_cpus_at", lambda url: None)
-    monkeypatch.setattr(run, "points_from_engine", lambda spec, req, progress, on_point: engine(spec, on_point))
+    monkeypatch.setattr(run, "points_from_engine", lambda spec, req, progress, on_point, *_: engine(spec, on_point))
 
 
 def test_a_metrics_url_where_nothing_answers_is_warned_about_once(monkeypatch, capsys, tmp_path):
