@@ -751,7 +751,7 @@ def _whole_answer(send: Any, args: tuple, kwargs: dict, timeout_s: float) -> _Re
             response.release()  # said up front: refused before any of it is read
             raise TritongenError(
                 f"the server's answer is larger than {_size_text(MAX_ANSWER_BYTES)} (gRPC's limit on a message; it "
-                f"declares {_size_text(int(declared))})",
+                f"declares {int(declared):,} bytes)",
                 "ask for fewer rows per request, or check that --url points at a Triton server",
             )
         chunks, size = [], 0
