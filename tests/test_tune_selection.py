@@ -606,3 +606,31 @@ def test_a_ladder_point_without_answers_says_so_rather_than_p99_nan():
     assert "nan" not in ladder_line(empty, False)
     assert ladder_line(_p(4, 900.0, 7.5), True) == "  concurrency   4:    900.0 req/s  p99    7.50 ms"
     assert ladder_line(_p(4, 900.0, 12.5), False).endswith("p99   12.50 ms  (over the target)")
+
+
+def test_a_tuned_max_batch_above_the_batch_the_build_checked_is_noted(tmp_path):
+    """The build gated batches 1 and 16; tune wrote max batch 32 with nothing said about batch 32 never being
+    compared with PyTorch."""
+    import tritongen
+    from tests import factories
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+    from tritongen.perf.tune import checked_max_batch
+
+    a, b = _trial(A, _p(16, 8100, 4.0)), _trial(B, _p(16, 9000, 4.7))
+    checked = B.max_batch_size // 2
+    text = TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True, checked_max_batch=checked).table()
+    assert (
+        f"note: the tuned max batch {B.max_batch_size} is above the largest batch the build compared with PyTorch "
+        f"({checked})" in text
+    )
+    assert (
+        "above the largest batch"
+        not in TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True, checked_max_batch=B.max_batch_size).table()
+    )
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    assert checked_max_batch(tmp_path / "double") is None  # no build: no manifest says
+    seq = factories.save_model(
+        factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript-trace", factories.dynamic_seq_inputs()
+    )
+    built = tritongen.build(seq, inputs=["x:FP32:-1,8"], max_batch_size=4, repo=tmp_path / "repo", name="seq")
+    assert checked_max_batch(built.model_dir) == 4

@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -233,6 +234,7 @@ class TuneResult:
     unchanged: bool = False  # the winner is the starting config: config.pbtxt was left as it was
     served: str = ""  # what the server serves now that tune has ended, in one sentence
     max_concurrency: int = 0  # the highest concurrency the search could try (--max-concurrency)
+    checked_max_batch: int | None = None  # the largest batch the build's parity gate compared with PyTorch
 
     @property
     def operating_point(self) -> PerfPoint | None:
@@ -334,7 +336,31 @@ class TuneResult:
                     f"{self.max_concurrency} requests in flight get, not the most it serves within the bound; raise "
                     f"--max-concurrency (e.g. {2 * self.max_concurrency}) to find that"
                 )
+        checked = self.checked_max_batch
+        tuned = self.winner.candidate.max_batch_size if self.winner is not None else 0
+        if checked and tuned > checked and not self.unchanged:
+            notes.append(
+                f"note: the tuned max batch {tuned} is above the largest batch the build compared with PyTorch "
+                f"({checked}); ONNX Runtime runs any batch the graph's batch axis takes, but no batch of {tuned} was "
+                f"checked: rebuild with --max-batch-size {tuned} (its parity gate compares that batch) before you "
+                "rely on it"
+            )
         return notes
+
+
+def checked_max_batch(model_dir: Path) -> int | None:
+    """The largest batch the newest build's parity gate compared with PyTorch (its manifest's ``batch N`` cases);
+    None where no manifest says."""
+    from ..layout import version_numbers
+    from ..manifest import read_manifest
+
+    versions = version_numbers(model_dir)
+    try:
+        cases = read_manifest(model_dir, versions[-1]).details["samples"]["cases"] if versions else []
+    except (TritongenError, KeyError, TypeError):
+        return None
+    sizes = [int(c.split()[1]) for c in cases if isinstance(c, str) and re.fullmatch(r"batch \d{1,9}", c)]
+    return max(sizes) if sizes else None
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -808,6 +834,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         unchanged=unchanged,
         served=served,
         max_concurrency=spec.max_concurrency,
+        checked_max_batch=checked_max_batch(spec.model_dir),
     )
 
 
