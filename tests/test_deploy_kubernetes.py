@@ -111,7 +111,7 @@ def test_knee_is_the_last_level_of_the_unbroken_run_meeting_the_objective():
         "concurrency 4 met p99 <= 95 ms above concurrency 2, which did not (p99 99.0 ms): the knee is concurrency 1, "
         "the last level below the first that failed, since a load that failed once may fail again; if concurrency 2 "
         "was noise, measure the levels again for longer (tritongen perf m --concurrency 1,2,4,8 --duration-s 12 "
-        "--report perf-m/, then --from-perf perf-m/)",
+        "--report perf-m/ --force, then --from-perf perf-m/)",
     )
     errors = replace(run, points=(point(1, 10, 50, 0), point(2, 19, 60, 0, errors=3), point(4, 35, 70, 0)))
     t = thresholds_from_run(replace(errors, settings={"duration_s": 10.0}), slo_p99_ms=95)
@@ -132,7 +132,7 @@ def test_an_unstable_knee_level_is_a_caution(work, tmp_path, capsys):
     assert caution == (
         "the knee level, concurrency 8, was not stable (its last windows differed in throughput or latency by more "
         "than the perf run's --stability-pct), so its capacity and p99 are uncertain; measure the levels again for "
-        "longer (tritongen perf double --concurrency 1,2,4,8,16 --duration-s 12 --report perf-double/, then "
+        "longer (tritongen perf double --concurrency 1,2,4,8,16 --duration-s 12 --report perf-double/ --force, then "
         "--from-perf perf-double/)"
     )
     below = replace(RUN, points=tuple(replace(p, stable=p.load != 4) for p in RUN.points))
@@ -163,7 +163,7 @@ def test_a_run_mixing_concurrency_and_request_rates_notes_the_levels_left_out(wo
     note = (
         "the perf run also measured request rate 100, left out: the thresholds come from its concurrency levels "
         "alone (a knee is a level of one kind of load); to deploy from the request rate levels, measure them alone "
-        "(tritongen perf double --request-rate 100 --report perf-double/)"
+        "(tritongen perf double --request-rate 100 --report perf-double/ --force)"
     )
     assert t.notes == (note,) and thresholds_from_run(RUN, slo_p99_ms=SLO_MS).notes == ()
     results = tmp_path / "mixed.json"
@@ -185,7 +185,7 @@ def test_a_knee_at_the_highest_measured_level_is_a_caution_saying_to_measure_hig
     assert t.cautions == (
         "every measured level met p99 <= 150 ms (p99 140.0 ms at concurrency 16): the knee is above concurrency 16, "
         "so capacity per replica is understated (and replicas overcounted); measure higher loads (tritongen perf "
-        "double --concurrency 32,64,128,256 --report perf-double/, then --from-perf perf-double/)",
+        "double --concurrency 32,64,128,256 --report perf-double/ --force, then --from-perf perf-double/)",
     )
     assert thresholds_from_run(RUN, slo_p99_ms=SLO_MS).cautions == ()  # c16 broke it: the knee was measured
     errors_below = PerfRun("m", "u", "grpc", "builtin", (point(1, 10, 50, 0, errors=2), point(2, 19, 60, 0)))
@@ -259,7 +259,7 @@ def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, c
         "100, max_batch_size 8, preferred 4,8) after this perf run measured it, so the thresholds are of the config "
         "before; restart tritongen serve on the repository (a running server keeps the config it loaded) and measure "
         f"the model again (tritongen perf double --concurrency 1,2,4,8,16 --repo {repo} "
-        "--report perf-double/, then --from-perf perf-double/)"
+        "--report perf-double/ --force, then --from-perf perf-double/)"
     )
     assert cautions == [caution] and f"\ncaution: {caution}" in printed
     assert f"- **Caution**: {caution}." in (out / "README.md").read_text()
@@ -301,7 +301,7 @@ def test_a_config_changed_since_the_perf_run_measured_it_is_a_caution(work, tmp_
         f"double's config.pbtxt now serves it otherwise than this perf run measured it ({changed}"
     )
     assert "so the thresholds are of the config before; restart tritongen serve" in caution
-    assert f"(tritongen perf double --concurrency 1,2,4,8,16 --repo {repo} --report perf-double/" in caution
+    assert f"(tritongen perf double --concurrency 1,2,4,8,16 --repo {repo} --report perf-double/ --force" in caution
     assert f"\ncaution: {caution}" in printed
 
 
@@ -1064,7 +1064,7 @@ def test_the_command_to_measure_again_names_the_runs_server_and_repository():
     was, now = ServedSettings(8, 1, False), ServedSettings(8, 2, False)
     http = replace(RUN, url="127.0.0.1:46000", protocol="http", served=was)
     caution = config_changed_caution(now, http, Path("my repo"))
-    assert "--repo 'my repo' --url 127.0.0.1:46000 --protocol http --report perf-double/" in caution
+    assert "--repo 'my repo' --url 127.0.0.1:46000 --protocol http --report perf-double/ --force" in caution
     assert "--repo " not in config_changed_caution(now, replace(RUN, served=was), Path("model_repository"))
     assert config_changed_caution(was, replace(RUN, served=was)) is None
 

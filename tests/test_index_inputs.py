@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -116,4 +118,23 @@ def test_a_build_draws_generated_token_ids_across_the_embedding_and_keeps_the_ma
     samples = arrays_from_npz(result.model_dir / "1" / "tritongen" / SAMPLES_NAME)
     assert samples["ids"].max() > 1 and 0 <= samples["ids"].min() and samples["ids"].max() < 1000
     assert set(np.unique(samples["mask"])) <= {0, 1}
-    assert "ids drawn from 0..999 (the rows of the table it indexes)" in capsys.readouterr().out
+    assert "ids drawn from 0..999 (the table it indexes has 1000 rows)" in capsys.readouterr().out
+
+
+def test_a_shape_read_of_the_ids_leaves_them_bounded():
+    """Positions taken from the ids' length (Shape) read no id: Hugging Face graphs do it."""
+    graph = _graph([helper.make_node("Shape", ["ids"], ["s"]), helper.make_node("Gather", ["table", "ids"], ["y"])])
+    graph.initializer.append(_table("table", (50, 2)))
+    assert index_bounds_from_graph(graph, ["ids"]) == {"ids": 50}
+
+
+def test_redrawn_ids_stay_within_their_type_and_the_warm_up_stays_one_of_the_cases():
+    from tritongen.samples import SampleSet, with_index_bounds
+
+    ids = np.zeros((1, 5), np.int8)
+    one = {"ids": ids}
+    samples = SampleSet(export=one, parity=(("min", {"ids": ids[:, :2]}), ("sample", one)), warmup=one, from_file=False)
+    redrawn = with_index_bounds(samples, {"ids": 1000})
+    assert redrawn.warmup is redrawn.parity[1][1] and redrawn.export is one
+    assert redrawn.parity[1][1]["ids"].dtype == np.int8 and redrawn.parity[1][1]["ids"].max() <= 127
+    assert with_index_bounds(replace(samples, from_file=True), {"ids": 1000}).parity[1][1]["ids"] is ids

@@ -3,6 +3,8 @@ no silently ignored option, a warning where it reads nothing, and SIGTERM taken 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -482,3 +484,29 @@ def test_max_time_counts_the_questions_before_the_load_as_part_of_the_run(tmp_pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_force_replaces_an_earlier_report_after_the_run_and_a_comparison_too(monkeypatch, tmp_path, capsys):
+    """--force got past the check before the run, then the report written after it was refused: the run's figures
+    were lost, and the fix asked for the flag already given. A second comparison into one folder could not be
+    written at all (--force was refused as a measurement option)."""
+    import importlib
+
+    import tritongen
+
+    perf_package = importlib.import_module("tritongen.perf")  # tritongen.perf is the API's function
+    monkeypatch.setattr(perf_package, "perf_from_spec", lambda spec, progress=None: _run(""))
+    folder = tmp_path / "perf-m"
+    folder.mkdir()
+    (folder / "results.json").write_text("{}")
+    tritongen.perf("m", report_dir=folder, force=True)
+    assert json.loads((folder / "results.json").read_text())["model"] == _run("").model
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json_from_run(_run("")))
+    b.write_text(json_from_run(_run("")))
+    compare = ["perf", "--compare", str(a), str(b), "--report", str(tmp_path / "cmp")]
+    assert run_cli(compare, capsys)[0] == 0
+    code, _, err = run_cli(compare, capsys)
+    assert code == 1 and "holds an earlier perf report (report.html)" in err
+    assert run_cli([*compare, "--force"], capsys)[0] == 0
+    assert tritongen.report([a, b], tmp_path / "cmp", force=True).is_file()

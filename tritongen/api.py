@@ -858,7 +858,7 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
     run = perf_from_spec(spec, progress=progress)
     if spec.report_dir is not None:
         try:
-            report_from_runs([run], spec.report_dir)
+            report_from_runs([run], spec.report_dir, force=spec.force)
         except TritongenError as failed:  # the folder changed during the run: the figures are not lost
             from .perf.results import table_from_run
 
@@ -874,11 +874,12 @@ def perf(model: str, *, progress: Progress | None = None, **options: Any) -> Per
 
 
 @_checked()
-def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = None) -> Path:
+def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = None, force: bool = False) -> Path:
     """Write ``report.html`` into ``report_dir`` (created if missing) for ``runs``: runs :func:`perf` returned, or
     ``results.json`` files an earlier ``tritongen perf --report`` wrote (``tritongen perf --compare A.json B.json
     --report DIR`` is ``report(["A.json", "B.json"], "DIR")``); with one run its ``results.json`` and
-    ``results.csv`` too. Returns the report's path."""
+    ``results.csv`` too. An earlier report in ``report_dir`` is replaced only with ``force``. Returns the report's
+    path."""
     from .perf.report import report_from_runs
     from .perf.results import PerfRun, check_compare_dir, run_from_json
 
@@ -897,7 +898,7 @@ def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = Non
                 f"report() got a {type(run).__name__} among its runs",
                 "pass the runs perf() returned, or paths of results.json files",
             )
-    return report_from_runs(loaded, Path(report_dir), title)
+    return report_from_runs(loaded, Path(report_dir), title, force)
 
 
 @_checked(_spec_fields(".perf.tune", "TuneSpec", "model_dir", "max_p99_ms"))

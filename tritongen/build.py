@@ -543,16 +543,20 @@ def _samples_across_tables(samples, spec: BuildSpec, onnx_path: Path, stages: St
     the calibration and the check sample (:mod:`tritongen.index_inputs`); the export ran on ids 0 and 1."""
     from .dtypes import numpy_dtype
     from .index_inputs import index_bounds_from_onnx
-    from .samples import with_index_bounds
+    from .samples import index_draw_bound, with_index_bounds
 
     ints = [t.name for t in spec.inputs if numpy_dtype(t.dtype).kind in "iu"]
     if samples.from_file or not ints:
         return samples
     bounds = index_bounds_from_onnx(onnx_path, ints)
     if bounds:
+        dtypes = {t.name: numpy_dtype(t.dtype) for t in spec.inputs}
         stages.progress(
             "      samples: "
-            + ", ".join(f"{n} drawn from 0..{b - 1} (the rows of the table it indexes)" for n, b in bounds.items())
+            + ", ".join(
+                f"{n} drawn from 0..{index_draw_bound(b, dtypes[n]) - 1} (the table it indexes has {b} rows)"
+                for n, b in bounds.items()
+            )
         )
     return with_index_bounds(samples, bounds)
 

@@ -4,7 +4,8 @@ smallest such table holds, so that generated samples draw ids across it rather t
 Generated integer samples are 0 and 1 (valid ids, masks and indices for any model): the export runs on them. After
 the export the graph says what each integer input does. An input whose every use, through ops that only move or
 cast values (``Cast``, ``Reshape``, ``Unsqueeze``, ...), is the indices of a ``Gather`` on a constant table (an
-initializer or a ``Constant``) may hold any id below that table's size along the gathered axis; the parity gate,
+initializer or a ``Constant``), or a read of its shape (``Shape``), may hold any id below that table's size along
+the gathered axis; the parity gate,
 the INT8 calibration (without ``--calib-data``) and the saved check sample then see the whole table, not two of its
 rows. Any other use (arithmetic: a mask; a comparison; a gather on computed data; a subgraph) leaves the input's
 samples as they were.
@@ -18,6 +19,8 @@ from typing import Any
 
 # ops that hand their first input's values on unchanged (a new shape, type or order)
 PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Transpose"})
+# ops that read a tensor's shape, never its values (positions taken from the ids' length)
+SHAPE_ONLY = frozenset({"Shape", "Size"})
 
 
 def index_bounds_from_onnx(onnx_path: Path, names: Iterable[str]) -> dict[str, int]:
@@ -67,6 +70,8 @@ def _bound(
         if tensor in in_subgraphs or tensor in outputs:
             return None
         for node, position in consumers.get(tensor, ()):
+            if node.op_type in SHAPE_ONLY:
+                continue
             if node.op_type in PASS_THROUGH and position == 0:
                 pending.extend(node.output)
             elif node.op_type == "Gather" and position == 1 and node.input[0] in tables:

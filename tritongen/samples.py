@@ -238,10 +238,16 @@ def with_index_bounds(samples: SampleSet, bounds: Mapping[str, int], seed: int =
             array = arrays.get(name)
             if array is None or array.dtype.kind not in "iu":
                 continue
-            high = min(int(bound), int(np.iinfo(array.dtype).max) + 1)
+            high = index_draw_bound(bound, array.dtype)
             out[name] = rng.integers(0, high, array.shape).astype(array.dtype)
         return out
 
     parity = tuple((label, redrawn(arrays)) for label, arrays in samples.parity)
-    warmup = parity[0][1] if samples.warmup is samples.parity[0][1] else redrawn(samples.warmup)
+    same = [i for i, (_, arrays) in enumerate(samples.parity) if arrays is samples.warmup]
+    warmup = parity[same[0]][1] if same else redrawn(samples.warmup)  # the warm-up stays one of the cases
     return SampleSet(export=samples.export, parity=parity, warmup=warmup, from_file=False)
+
+
+def index_draw_bound(bound: int, dtype: np.dtype) -> int:
+    """The exclusive top of the ids drawn for an input of ``dtype`` indexing a table of ``bound`` rows."""
+    return min(int(bound), int(np.iinfo(dtype).max) + 1)

@@ -226,7 +226,7 @@ def _longer_levels(run: PerfRun, points: list[PerfPoint]) -> str:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
         duration = 6.0  # perf's default
     loads = _loads_option(points[0].mode, [p.load for p in points])
-    return f"tritongen perf {run.model} {loads} --duration-s {2 * duration:g} --report perf-{run.model}/"
+    return f"tritongen perf {run.model} {loads} --duration-s {2 * duration:g} --report perf-{run.model}/ --force"
 
 
 def _failure(point: PerfPoint, slo_p99_ms: float) -> str:
@@ -246,7 +246,8 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
             f"every measured level met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {where} "
             f"{knee.load:g}): the knee is above {where} {knee.load:g}, so capacity per replica is understated (and "
             f"replicas overcounted); measure higher loads (tritongen perf {run.model} "
-            f"{_higher_loads(knee.mode, knee.load)} --report perf-{run.model}/, then --from-perf perf-{run.model}/)"
+            f"{_higher_loads(knee.mode, knee.load)} --report perf-{run.model}/ --force, then --from-perf "
+            f"perf-{run.model}/)"
         )
     else:
         failed = points[points.index(knee) + 1]
@@ -300,7 +301,7 @@ def notes_of(run: PerfRun, points: list[PerfPoint]) -> tuple[str, ...]:
         f"the perf run also measured {other} {', '.join(f'{p.load:g}' for p in others)}, left out: the "
         f"thresholds come from its {_where(mode)} levels alone (a knee is a level of one kind of load); to deploy "
         f"from the {other} levels, measure them alone (tritongen perf {run.model} "
-        f"{_loads_option(others[0].mode, [p.load for p in others])} --report perf-{run.model}/)",
+        f"{_loads_option(others[0].mode, [p.load for p in others])} --report perf-{run.model}/ --force)",
     )
 
 
@@ -418,7 +419,7 @@ def _measure_again(run: PerfRun, repo: Path | None = None) -> str:
         where += " --protocol http"
     return (
         f"restart tritongen serve on the repository (a running server keeps the config it loaded) and measure the "
-        f"model again (tritongen perf {run.model} {loads}{where} --report perf-{run.model}/, then --from-perf "
+        f"model again (tritongen perf {run.model} {loads}{where} --report perf-{run.model}/ --force, then --from-perf "
         f"perf-{run.model}/)"
     )
 

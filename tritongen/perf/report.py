@@ -422,16 +422,16 @@ def _setting_number(settings: Mapping[str, Any], name: str, default: float) -> f
     return float(value) if ok else default
 
 
-def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None = None) -> Path:
+def report_from_runs(runs: Sequence[PerfRun], out_dir: Path, title: str | None = None, force: bool = False) -> Path:
     """Write ``report.html`` (and each run's JSON/CSV when there is one run) into ``out_dir``, created if missing.
 
-    A destination that cannot take them is refused (:func:`~tritongen.perf.results.check_report_dir`) before
-    anything is written; so is a run the report cannot render.
+    A destination that cannot take them is refused (:func:`~tritongen.perf.results.check_report_dir`: an earlier
+    report there without ``force``) before anything is written; so is a run the report cannot render.
     """
     from .results import check_report_dir, distinct_names, files_from_run
 
     out_dir = Path(out_dir)
-    check_report_dir(out_dir)
+    check_report_dir(out_dir, force)
     page = html_from_runs(distinct_names(runs), title)
     if len(runs) == 1:
         files_from_run(runs[0], out_dir)
