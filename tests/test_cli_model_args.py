@@ -100,3 +100,12 @@ def test_a_repository_given_to_infer_or_perf_for_the_model_is_refused_with_its_m
         f"error: {tmp_path / 'repo'} is a model repository, not a model (models there: double)"
     )
     assert f"name the model: tritongen {command} {tmp_path / 'repo' / 'double'}" in err
+
+
+def test_a_repository_of_many_models_is_listed_with_how_many_it_holds(tmp_path, capsys):
+    for i in range(7):
+        write_model(tmp_path / "repo", f"m{i}", DOUBLE_CONFIG.replace('"double"', f'"m{i}"'), DOUBLE_MODEL)
+    code, _, err = run_cli(["infer", str(tmp_path / "repo"), "--url", "127.0.0.1:9"], capsys)
+    assert code == 1 and "(models there: m0, m1, m2, m3, m4, ... (7 in all))" in err
+    code, _, err = run_cli(["tune", str(tmp_path / "repo"), "--max-p99-ms", "5"], capsys)
+    assert code == 1 and "(models there: m0, m1, m2, m3, m4, ... (7 in all))" in err

@@ -118,7 +118,9 @@ def test_a_build_draws_generated_token_ids_across_the_embedding_and_keeps_the_ma
     samples = arrays_from_npz(result.model_dir / "1" / "tritongen" / SAMPLES_NAME)
     assert samples["ids"].max() > 1 and 0 <= samples["ids"].min() and samples["ids"].max() < 1000
     assert set(np.unique(samples["mask"])) <= {0, 1}
-    assert "ids drawn from 0..999 (the table it indexes has 1000 rows)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ids drawn from 0..999 (the table it indexes has 1000 rows)" in out
+    assert "samples: mask kept at 0 and 1 (the graph reads it otherwise than as a table's index" in out
 
 
 def test_a_shape_read_of_the_ids_leaves_them_bounded():
@@ -138,3 +140,72 @@ def test_redrawn_ids_stay_within_their_type_and_the_warm_up_stays_one_of_the_cas
     assert redrawn.warmup is redrawn.parity[1][1] and redrawn.export is one
     assert redrawn.parity[1][1]["ids"].dtype == np.int8 and redrawn.parity[1][1]["ids"].max() <= 127
     assert with_index_bounds(replace(samples, from_file=True), {"ids": 1000}).parity[1][1]["ids"] is ids
+
+
+@pytest.mark.parametrize("bad_id", [1000, -7])
+def test_calibration_ids_outside_the_embedding_are_one_error_line(tmp_path, capsys, bad_id):
+    """An id past the table stopped the INT8 build with ONNX Runtime's traceback; a negative one built silently
+    (ONNX Runtime's Gather counts it from the end, PyTorch refuses it)."""
+    import torch
+
+    from tests.conftest import run_cli
+
+    path = tmp_path / "tokens.pt"
+    torch.jit.save(torch.jit.script(_TokenModel().eval()), str(path))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, (64, 12))
+    ids[5, 3] = bad_id
+    np.savez(tmp_path / "calib.npz", ids=ids, mask=np.ones((64, 12), np.int64))
+    args = ["build", str(path), "--input", "ids:INT64:12", "--input", "mask:INT64:12", "--max-batch-size", "8"]
+    code, _, err = run_cli(
+        [*args, "--precision", "int8", "--calib-data", str(tmp_path / "calib.npz"), "--repo", str(tmp_path / "r")],
+        capsys,
+    )
+    assert code == 1 and "Traceback" not in err, err[-800:]
+    assert (
+        f"\nerror: --calib-data {tmp_path / 'calib.npz'} holds the id {bad_id} in input 'ids', outside the 1000 rows"
+        in err
+    ), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_sample_ids_past_the_embedding_are_named_as_such_not_as_a_size(tmp_path, capsys):
+    import torch
+
+    from tests.conftest import run_cli
+
+    path = tmp_path / "tokens.pt"
+    torch.jit.save(torch.jit.script(_TokenModel().eval()), str(path))
+    np.savez(tmp_path / "s.npz", ids=np.full((2, 12), 5000), mask=np.ones((2, 12), np.int64))
+    code, _, err = run_cli(
+        ["build", str(path), "--input", "ids:INT64:-1", "--input", "mask:INT64:-1", "--sample-inputs",
+         str(tmp_path / "s.npz"), "--repo", str(tmp_path / "r")],
+        capsys,
+    )  # fmt: skip
+    assert code == 1 and "index out of range" in err and "--dim-range" not in err, err
+    said = "an integer input holds an index the model has no row for (an id past an embedding's table): check the ids"
+    assert f"{said} in {tmp_path / 's.npz'}" in err
+
+
+def test_calibration_data_the_model_answers_with_one_constant_is_refused(tmp_path, capsys):
+    """Every attention mask 0: each held-out reference was the head's bias alone, the guard passed at cosine 1.0,
+    and the served INT8 model was 0.32 off FP32 on real inputs."""
+    import torch
+
+    from tests.conftest import run_cli
+
+    path = tmp_path / "tokens.pt"
+    torch.jit.save(torch.jit.script(_TokenModel().eval()), str(path))
+    ids = np.random.default_rng(0).integers(0, 1000, (64, 12))
+    np.savez(tmp_path / "calib.npz", ids=ids, mask=np.zeros((64, 12), np.int64))
+    code, _, err = run_cli(
+        ["build", str(path), "--input", "ids:INT64:12", "--input", "mask:INT64:12", "--max-batch-size", "8",
+         "--precision", "int8", "--calib-data", str(tmp_path / "calib.npz"), "--repo", str(tmp_path / "r")],
+        capsys,
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    assert (
+        f"error: the FP32 model answers every held-out sample of --calib-data {tmp_path / 'calib.npz'} with the same"
+        in err
+    )
+    assert not (tmp_path / "r").exists()

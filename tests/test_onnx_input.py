@@ -268,6 +268,7 @@ FLAG_CASES = [
     ),
     ("--input with another name", ["--input", "x:FP32:3,32,32"], ("are not the graph's inputs ['image']",)),
     ("--const with an ONNX file", ["--const", "sr=1"], ("--const does not apply to an ONNX file",)),
+    ("--exporter with an ONNX file", ["--exporter", "dynamo"], ("--exporter dynamo does not apply to an ONNX file",)),
     (
         # said "declare it -1 in --input", which an ONNX file's fixed dimension cannot take
         "--dim-range on a fixed dimension of the graph",

@@ -549,6 +549,12 @@ def _samples_across_tables(samples, spec: BuildSpec, onnx_path: Path, stages: St
     if samples.from_file or not ints:
         return samples
     bounds = index_bounds_from_onnx(onnx_path, ints)
+    kept = [n for n in ints if n not in bounds]
+    if kept:
+        stages.progress(
+            f"      samples: {', '.join(kept)} kept at 0 and 1 (the graph reads {'it' if len(kept) == 1 else 'them'} "
+            "otherwise than as a table's index: a mask, a count); --sample-inputs checks other values"
+        )
     if bounds:
         dtypes = {t.name: numpy_dtype(t.dtype) for t in spec.inputs}
         stages.progress(

@@ -41,9 +41,9 @@ def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
         if (folder / "config.pbtxt").is_file() and whole.name:
             return whole.parent, whole.name
         if folder.is_dir() and any(p.is_file() for p in folder.glob("*/config.pbtxt")):
-            models = sorted(p.parent.name for p in folder.glob("*/config.pbtxt"))[:5]
+            models = sorted(p.parent.name for p in folder.glob("*/config.pbtxt"))
             raise TritongenError(
-                f"{args[0]} is a repository: {command} needs the model too (models there: {', '.join(models)})",
+                f"{args[0]} is a repository: {command} needs the model too (models there: {_first(models)})",
                 f"pass REPO NAME, e.g. tritongen {command} {args[0]} {models[0]}",
             )
         raise TritongenError(
@@ -62,14 +62,20 @@ def name_from_folder(name: str, options: dict) -> str:
     given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
     folder = Path(name)
     if folder.is_dir() and not (folder / "config.pbtxt").is_file():
-        models = sorted(p.parent.name for p in itertools.islice(folder.glob("*/config.pbtxt"), 1000))[:5]
+        models = sorted(p.parent.name for p in itertools.islice(folder.glob("*/config.pbtxt"), 1000))
         if models:  # a repository given for the model
             command = click.get_current_context().info_name
             raise TritongenError(
-                f"{name} is a model repository, not a model (models there: {', '.join(models)})",
+                f"{name} is a model repository, not a model (models there: {_first(models)})",
                 f"name the model: tritongen {command} {Path(name, models[0])}",
             )
     name, repo = model_from_folder(name, given)
     if repo is not None:
         options["repo"] = repo
     return name
+
+
+def _first(names: list[str], shown: int = 5) -> str:
+    """``a, b, c, d, e, ... (8 in all)``."""
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -172,12 +172,22 @@ GENERATED_INTEGERS = (
 )
 
 
+# torch's words for an index past a table (an embedding given an id it has no row for)
+_INDEX_FAILURE = re.compile(r"index out of range in self", re.IGNORECASE)  # not "out of bounds": a size says it
+
+
 def _size_hint(spec: BuildSpec, reason: str) -> str:
     """The --dim-range advice for a -1 dimension at its default size, where that size may be why the model failed:
     not where torch's reason is a dtype the model does not take (another size would fail alike), nor where it is
-    a value of the build's generated integers (then that is the advice)."""
+    a value of the build's generated integers (then that is the advice), nor an id past an embedding's rows."""
     if _DTYPE_FAILURE.search(reason):
         return ""
+    if _INDEX_FAILURE.search(reason) and any(t.dtype.startswith(("INT", "UINT")) for t in spec.inputs):
+        where = f"in {spec.sample_inputs}" if spec.sample_inputs is not None else "you give"
+        return (
+            f"; an integer input holds an index the model has no row for (an id past an embedding's table): check "
+            f"the ids {where} against the model's vocabulary"
+        )
     generated = spec.sample_inputs is None and any(t.dtype.startswith(("INT", "UINT")) for t in spec.inputs)
     if generated and _VALUE_FAILURE.search(reason):
         return GENERATED_INTEGERS

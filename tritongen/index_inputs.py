@@ -5,10 +5,9 @@ Generated integer samples are 0 and 1 (valid ids, masks and indices for any mode
 the export the graph says what each integer input does. An input whose every use, through ops that only move or
 cast values (``Cast``, ``Reshape``, ``Unsqueeze``, ...), is the indices of a ``Gather`` on a constant table (an
 initializer or a ``Constant``), or a read of its shape (``Shape``), may hold any id below that table's size along
-the gathered axis; the parity gate,
-the INT8 calibration (without ``--calib-data``) and the saved check sample then see the whole table, not two of its
-rows. Any other use (arithmetic: a mask; a comparison; a gather on computed data; a subgraph) leaves the input's
-samples as they were.
+the gathered axis; the parity gate, the precision guard's samples where no ``--calib-data`` is given, and the saved
+check sample then see the whole table, not two of its rows. Any other use (arithmetic: a mask; a comparison; a
+gather on computed data; a subgraph) leaves the input's samples as they were, and the build says so.
 """
 
 from __future__ import annotations

@@ -551,6 +551,12 @@ def build_spec_from_options(
             raise TritongenError(
                 "--const does not apply to an ONNX file: its graph already holds every value", "drop --const"
             )
+        if exporter is not None:
+            raise TritongenError(
+                f"--exporter {exporter} does not apply to an ONNX file: it is built from its graph as it is, "
+                "not exported",
+                "drop --exporter",
+            )
         input_specs, mbs = spec_io_from_onnx(model, input_specs, out_names, None if mbs < 0 else mbs)
         inputs_from = "onnx"
         if not out_names and (states or file_opts.get("states")):  # a stateful graph names its outputs itself

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import TritongenError
 from ..export import ONNX_DATA_FILENAME, ONNX_FILENAME
@@ -20,6 +22,42 @@ from .calibration import calibration_data_from_arrays, calibration_data_from_pat
 from .guard import GuardResult, guarded_onnx_from_onnx
 
 CALIB_BATCH = 16
+
+
+def check_ids_within_tables(onnx_path: Path, batches: Sequence[Mapping[str, np.ndarray]], where: str) -> None:
+    """Refuse integer inputs in ``batches`` that index a table (:mod:`tritongen.index_inputs`) with an id outside
+    it: ONNX Runtime's Gather stops with a traceback on one past the end, and takes a negative one from the end
+    (PyTorch refuses it), so calibration would measure what the model never computes."""
+    from ..index_inputs import index_bounds_from_onnx
+
+    names = {n for b in batches for n, a in b.items() if np.asarray(a).dtype.kind in "iu"}
+    bounds = index_bounds_from_onnx(onnx_path, sorted(names)) if names else {}
+    for name, rows in bounds.items():
+        for batch in batches:
+            ids = np.asarray(batch[name])
+            bad = ids[(ids < 0) | (ids >= rows)] if ids.size else ids
+            if bad.size:
+                raise TritongenError(
+                    f"{where} holds the id {int(bad.flat[0])} in input '{name}', outside the {rows} rows of the table "
+                    f"it indexes (0 to {rows - 1})",
+                    "give ids the model's own tokenizer or vocabulary gives (the table is the model's embedding)",
+                )
+
+
+def check_references_differ(names: Sequence[str], reference: Sequence[Sequence[Any]], calib_data: Path) -> None:
+    """Refuse held-out samples on which the FP32 model answers one and the same thing (every attention mask 0, all
+    padding): the guard would compare a constant and pass any variant, however far it answers on real inputs."""
+    for i, name in enumerate(names):
+        rows = [np.asarray(batch[i]) for batch in reference if batch[i] is not None and np.asarray(batch[i]).ndim]
+        stacked = np.concatenate([r.reshape(r.shape[0], -1) for r in rows]) if rows else None
+        if stacked is None or stacked.shape[0] < 2 or not np.issubdtype(stacked.dtype, np.number):
+            continue
+        if np.all(stacked == stacked[0]):
+            raise TritongenError(
+                f"the FP32 model answers every held-out sample of --calib-data {calib_data} with the same '{name}' "
+                f"({stacked.shape[0]} rows): the accuracy guard would compare a constant and pass any variant",
+                "pass calibration data the model answers differently (real inputs; not all padding, nor masks of 0)",
+            )
 
 
 def precision_from_build(
@@ -41,6 +79,7 @@ def precision_from_build(
         data = calibration_data_from_path(
             spec.calib_data, spec.inputs, spec.batched, batch, tokenizer=tokenizer, holdout=spec.precision == "int8"
         )
+        check_ids_within_tables(fp32_onnx, [*data.calib, *data.eval], f"--calib-data {spec.calib_data}")
     else:
         data = calibration_data_from_arrays(
             [], [inputs for _, inputs in parity_samples], batched=spec.batched, source="build samples"
@@ -50,6 +89,8 @@ def precision_from_build(
         f"{data.eval_samples} held out for the accuracy guard ({data.source})"
     )
     reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
+    if spec.calib_data is not None:
+        check_references_differ(outputs, reference, spec.calib_data)
     # the samples the build saves, which infer --check sends: held-out calibration rows (data like the guard's),
     # else the build's last parity samples (a text ensemble's sentences, --sample-inputs); the guard holds the
     # variant to its bar on them too, so that the build's own check agrees with its guard
