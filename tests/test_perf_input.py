@@ -268,30 +268,38 @@ def test_max_time_is_a_hard_end_for_the_whole_run(monkeypatch):
 # ------------------------------------------------------------------------------------------ perf_analyzer
 
 
-def test_perf_analyzer_refusing_an_option_stops_at_once_with_its_own_words(monkeypatch, tmp_path):
-    """--perf-analyzer-args '--bogus-flag': its usage text holds "stable measurement", so perf took the exit for
-    an unstable level, ran it a second time, then showed the usage text; the line naming the option was lost."""
+def _fake_perf_analyzer(monkeypatch, tmp_path, body: str):
+    """perf_analyzer replaced by a shell script of ``body`` (each run appends "run" to the returned file first),
+    with no server CPU meter; returns (the perf_analyzer module, the calls file)."""
     import importlib
     import os
     import stat
 
-    import tritongen.client
-    from tritongen.perf.inputs import request_set_from_arrays
-
     pa = importlib.import_module("tritongen.perf.perf_analyzer")
     calls = tmp_path / "calls"
     script = tmp_path / "perf_analyzer"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"echo run >> {calls}\n"
-        "echo \"$0: unrecognized option '--bogus-flag'\" >&2\n"
-        'echo "Usage: $0 [options]" >&2\n'
-        "echo '  --stability-percentage (-s) <deviation threshold for stable measurement (in percentage)>' >&2\n"
-        "exit 99\n"
-    )
+    script.write_text(f"#!/bin/sh\necho run >> {calls}\n" + body)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(pa, "find_perf_analyzer", lambda: pa.PerfAnalyzerInstall(script, dict(os.environ)))
     monkeypatch.setattr(pa, "server_cpu_meter_at", lambda url: None)
+    return pa, calls
+
+
+def test_perf_analyzer_refusing_an_option_stops_at_once_with_its_own_words(monkeypatch, tmp_path):
+    """--perf-analyzer-args '--bogus-flag': its usage text holds "stable measurement", so perf took the exit for
+    an unstable level, ran it a second time, then showed the usage text; the line naming the option was lost."""
+
+    import tritongen.client
+    from tritongen.perf.inputs import request_set_from_arrays
+
+    pa, calls = _fake_perf_analyzer(
+        monkeypatch,
+        tmp_path,
+        "echo \"$0: unrecognized option '--bogus-flag'\" >&2\n"
+        'echo "Usage: $0 [options]" >&2\n'
+        "echo '  --stability-percentage (-s) <deviation threshold for stable measurement (in percentage)>' >&2\n"
+        "exit 99\n",
+    )
 
     def no_server(*a, **k):
         raise TritongenError("no server", "start one")
@@ -311,28 +319,19 @@ def test_perf_analyzer_refusing_an_option_stops_at_once_with_its_own_words(monke
 def test_perf_analyzers_second_try_at_an_unstable_level_gets_what_max_time_leaves(monkeypatch, tmp_path):
     """A level perf_analyzer found no stable measurement for is measured again with a wider band: that second run
     was given the whole level's time limit again, past --max-time-s."""
-    import importlib
-    import os
-    import stat
     import time
 
     import tritongen.client
     from tritongen.perf.inputs import request_set_from_arrays
 
-    pa = importlib.import_module("tritongen.perf.perf_analyzer")
-    calls = tmp_path / "calls"
-    script = tmp_path / "perf_analyzer"
-    script.write_text(  # unstable after 1.5 s; the second try (a wider band) would take a minute
-        "#!/bin/sh\n"
-        f"echo run >> {calls}\n"
+    pa, calls = _fake_perf_analyzer(  # unstable after 1.5 s; the second try (a wider band) would take a minute
+        monkeypatch,
+        tmp_path,
         'case "$*" in *"--stability-percentage 1000"*) exec sleep 60;; esac\n'
         "sleep 1.5\n"
         "echo 'Failed to obtain stable measurement within 10 measurement windows' >&2\n"
-        "exit 1\n"
+        "exit 1\n",
     )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(pa, "find_perf_analyzer", lambda: pa.PerfAnalyzerInstall(script, dict(os.environ)))
-    monkeypatch.setattr(pa, "server_cpu_meter_at", lambda url: None)
     monkeypatch.setattr(tritongen.client, "model_statistics", lambda *a, **k: {})
     spec = PerfSpec(
         model="m", url="127.0.0.1:9", engine="perf_analyzer", concurrency=(1,), duration_s=0.5, warmup_s=0.1,
