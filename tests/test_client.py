@@ -335,7 +335,7 @@ def test_perf_from_python_writes_its_report_where_report_dir_says(tiny_server, t
     # The folder is checked before the run; where it cannot take the report after it, the figures are not lost.
     from tritongen.perf import report as report_module
 
-    def refuse(runs, out_dir, title=None):
+    def refuse(runs, out_dir, title=None, force=False):
         raise TritongenError(f"{out_dir} went read-only", "pass a folder that can be written")
 
     monkeypatch.setattr(report_module, "report_from_runs", refuse)
