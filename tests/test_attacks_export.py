@@ -379,3 +379,19 @@ def test_unknown_exporter_flag_value_is_refused(tmp_path):
     path = factories.save_model(factories.make_small_conv(), tmp_path / "m.pt", "state_dict")
     with pytest.raises(TritongenError, match="unknown exporter 'tvm'"):
         build_spec_from_options(path, inputs=["x:FP32:3,32,32"], exporter="tvm")
+
+
+@pytest.mark.parametrize(
+    "inputs, words",
+    [
+        (["a:FP32:4"], "forward() also takes 'b': declare one input per argument of forward(), in its order"),
+        (["a:FP32:4", "b:FP32:4", "c:FP32:4"], "forward() takes 2 argument(s) and 3 input(s) are declared"),
+    ],
+)
+def test_inputs_that_are_not_forwards_arguments_are_named_without_the_size_advice(tmp_path, inputs, words):
+    """A forward(ids, mask) built with only --input ids was told to pass --dim-range for ids."""
+    model = factories.save_model(factories.make_two_in_two_out(), tmp_path / "m.pt", "state_dict")
+    argv = ["build", str(model), "--model-factory", "tests.factories:make_two_in_two_out", "--repo", str(tmp_path)]
+    code, out, err = _run([*argv, *(arg for spec in inputs for arg in ("--input", spec))])
+    _assert_one_clean_line("inputs that are not forward()'s", code, out, err, ("the model failed on inputs", words))
+    assert "--dim-range" not in err and "default sizes" not in err, err

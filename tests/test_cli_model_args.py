@@ -27,7 +27,9 @@ def test_both_forms_name_the_same_model(repo):
 def test_a_repository_alone_or_too_many_arguments_are_refused_with_the_form_that_works(repo, tmp_path):
     with pytest.raises(TritongenError) as err:
         repo_and_name((str(repo),), "rollback")
-    assert "is a repository: rollback needs the model too (models there: double)" in err.value.message
+    assert (
+        "is a model repository, not a model: rollback needs the model too (models there: double)" in err.value.message
+    )
     assert f"tritongen rollback {repo} double" in err.value.fix
     with pytest.raises(TritongenError, match="is not a model folder"):
         repo_and_name((str(tmp_path / "nowhere"),), "rollback")
@@ -41,12 +43,14 @@ def test_rollout_and_rollback_take_the_folder(repo, capsys):
         code, _, err = run_cli(["rollout", *model, "--to-version", "7", "--allow-unverified", "double"], capsys)
         assert code == 1 and "model 'double' has no version 7" in err, err
     code, _, err = run_cli(["rollback", str(repo), "--to-version", "1"], capsys)
-    assert code == 1 and "is a repository: rollback needs the model too" in err, err
+    assert code == 1 and "is a model repository, not a model: rollback needs the model too" in err, err
 
 
 def test_tune_takes_repo_and_name_and_names_the_models_of_a_repository(repo, capsys):
     code, _, err = run_cli(["tune", str(repo), "--max-p99-ms", "10"], capsys)
-    assert code == 1 and "is a repository: tune needs the model too (models there: double)" in err, err
+    assert code == 1 and "is a model repository, not a model: tune needs the model too (models there: double)" in err, (
+        err
+    )
 
 
 def test_infer_takes_the_models_folder_for_its_name_and_repository(repo, capsys, monkeypatch):
@@ -97,7 +101,8 @@ def test_a_repository_given_to_infer_or_perf_for_the_model_is_refused_with_its_m
     write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
     code, _, err = run_cli([command, str(tmp_path / "repo"), "--url", "127.0.0.1:9"], capsys)
     assert code == 1 and err.startswith(
-        f"error: {tmp_path / 'repo'} is a model repository, not a model (models there: double)"
+        f"error: {tmp_path / 'repo'} is a model repository, not a model: {command} needs the model too "
+        "(models there: double)"
     )
     assert f"name the model: tritongen {command} {tmp_path / 'repo' / 'double'}" in err
 

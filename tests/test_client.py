@@ -698,3 +698,30 @@ def test_expected_outputs_without_inputs_are_refused_before_anything_is_sent(tmp
         infer_model(InferSpec(name="double", input_file=tmp_path / "want.npz", expected=tmp_path / "empty.npz"))
     with pytest.raises(TritongenError, match="--expected is not compared with --sequence"):
         infer_model(InferSpec(name="vad", sequence=True, input_file=tmp_path / "a.npy", expected=tmp_path / "want.npz"))
+
+
+@pytest.mark.parametrize("precision, noted", [("int8", True), ("fp32", False)])
+def test_a_variant_that_misses_expected_outputs_at_fp32_tolerances_is_told_of_the_guards_bar(precision, noted):
+    """An INT8 model compared with --expected at the default 1e-4/1e-3 read MISMATCH and nothing said why."""
+    from tritongen.infer import InferResult
+    from tritongen.parity import ParityReport, compare_arrays
+
+    got, want = np.array([1.0, 2.0], np.float32), np.array([1.01, 2.0], np.float32)
+    report = ParityReport(1e-4, 1e-3, (compare_arrays("served", "y", got, want, 1e-4, 1e-3),), "served", "expected")
+    text = InferResult({"y": got}, report, precision=precision).text()
+    assert "MISMATCH" in text
+    assert ("note: this is the build's int8 variant, compared with --atol/--rtol" in text) is noted
+
+
+def test_the_built_precision_is_read_from_the_served_versions_manifest(tmp_path):
+    from tritongen.infer import _built_precision
+    from tritongen.manifest import new_manifest, write_manifest
+
+    model_dir = tmp_path / "m"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "2").mkdir()
+    write_manifest(model_dir, 1, new_manifest(1, {}, precision={"precision": "int8"}))
+    write_manifest(model_dir, 2, new_manifest(2, {}, precision={"precision": "fp32"}))
+    assert _built_precision(model_dir, 1) == "int8"
+    assert _built_precision(model_dir) == "fp32"  # the newest version's
+    assert _built_precision(model_dir, 3) == "fp32"  # no manifest says: nothing to add

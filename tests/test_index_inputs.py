@@ -73,6 +73,24 @@ def test_any_other_use_leaves_the_input_unbounded(nodes):
     assert index_bounds_from_graph(graph, ["ids"]) == {}
 
 
+@pytest.mark.parametrize("op", ["Equal", "Greater", "LessOrEqual"])
+def test_ids_compared_with_a_constant_stay_bounded(op):
+    """``ids != pad`` (an attention mask made from the ids) holds for any id: they were kept at 0 and 1."""
+    pad = helper.make_tensor("pad", TensorProto.INT64, [], [1])
+    graph = _graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"]), helper.make_node(op, ["ids", "pad"], ["mask"])],
+        [("table", (100, 2))],
+    )
+    graph.initializer.append(pad)
+    assert index_bounds_from_graph(graph, ["ids"]) == {"ids": 100}
+    swapped = _graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"]), helper.make_node(op, ["pad", "ids"], ["mask"])],
+        [("table", (100, 2))],
+    )
+    swapped.initializer.append(pad)
+    assert index_bounds_from_graph(swapped, ["ids"]) == {"ids": 100}
+
+
 def test_an_input_read_inside_a_subgraph_is_left_alone():
     body = helper.make_graph(
         [helper.make_node("Gather", ["table", "ids"], ["z"])],

@@ -348,3 +348,21 @@ def test_a_graph_input_of_one_value_per_item_is_a_scalar_per_item(tmp_path):
     )
     words = ("--input t:INT64:1 does not fit the graph's INT64 [batch] (a scalar per item: --input t:INT64:)",)
     _assert_one_clean_line("t:INT64:1", code, out, err, words)
+
+
+def test_a_graph_that_fails_on_the_samples_is_one_line_without_onnx_runtimes_own_log(tmp_path, capfd):
+    """ONNX Runtime logged its error (coloured, on the process's stderr) before the error line, and the fix named
+    forward(), which an ONNX file has not."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [3, 5])  # fits no batch of 4 wide rows
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g", [x], [y], [shape])
+    path = tmp_path / "reshape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    code, out, err = _run(["build", str(path), "--repo", str(tmp_path / "repo")])
+    words = ("the model failed on inputs x[", "the graph's inputs were read from the file: pass --sample-inputs")
+    _assert_one_clean_line("a failing graph", code, out, err, words)
+    assert "forward()" not in err
+    assert "onnxruntime" not in capfd.readouterr().err  # what ONNX Runtime itself wrote to the process's stderr

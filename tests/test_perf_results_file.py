@@ -322,7 +322,7 @@ def test_a_client_bound_level_without_cpu_per_request_is_compared_with_its_note(
     main(["perf", "--compare", str(good), crafted, "--report", str(tmp_path / "report")])
     out, err = capsys.readouterr()
     assert "Traceback" not in err and (tmp_path / "report" / "report.html").is_file()
-    assert "client-bound at 1: tritongen's client used 0.90 cores, so these figures understate" in out
+    assert "client-bound at concurrency 1: tritongen's client used 0.90 cores, so these figures understate" in out
     from dataclasses import replace
 
     from tritongen.perf.results import client_bound_note

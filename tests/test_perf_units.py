@@ -241,7 +241,9 @@ def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():
     run = PerfRun(model="m", url="u", protocol="grpc", engine="builtin", points=(easy, busy))
     assert not easy.client_bound and busy.client_bound
     note = client_bound_note(run)
-    assert note.startswith("client-bound at 4:") and "0.97 cores" in note and "--engine perf_analyzer" in note
+    assert (
+        note.startswith("client-bound at concurrency 4:") and "0.97 cores" in note and "--engine perf_analyzer" in note
+    )
     assert "(client-bound)" in table_from_run(run).splitlines()[3] and note in table_from_run(run)
     assert client_bound_note(replace(run, points=(easy,))) == ""
     assert run_from_json(json_from_run(run)).points[1].client_cpu_us_per_request == 410.0

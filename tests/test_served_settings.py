@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import DOUBLE_CONFIG
 from tritongen.served_settings import (
     ServedSettings,
+    comparable_settings,
     served_settings_from_config,
     served_settings_from_model_config,
 )
@@ -87,3 +88,12 @@ def test_the_differences_name_each_changed_setting_before_and_after():
 def test_a_config_answer_that_is_not_what_triton_writes_is_refused(config, problem):
     with pytest.raises(ValueError, match=problem):
         served_settings_from_config(json.loads(json.dumps(config)))
+
+
+def test_a_file_past_what_perf_records_is_not_compared_but_an_ordinary_one_is():
+    far = DOUBLE_CONFIG.replace(
+        "max_queue_delay_microseconds: 20000", "max_queue_delay_microseconds: 10000000000000000"
+    )
+    assert far != DOUBLE_CONFIG  # Triton loads this delay; perf never records it
+    assert comparable_settings(_parsed(far)) is None
+    assert comparable_settings(_parsed(DOUBLE_CONFIG)) == ServedSettings(8, 1, True, (8,), 20000)

@@ -227,7 +227,8 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             f"      note: forward() returned None for {', '.join(export.dropped_outputs)}: not an output of the model"
         )
     spec = spec.with_outputs(export.outputs)
-    samples = _samples_across_tables(samples, spec, export.onnx_path, stages)
+    bounds = _index_bounds(spec, export.onnx_path)
+    samples = _samples_across_tables(samples, spec, bounds, stages)
     if spec.states:
         from .sequence import check_state_tensors
 
@@ -268,7 +269,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
             f"model '{spec.name}' outputs {classes} classes but has {len(spec.labels)} labels",
             "make id2label (and num_labels) list exactly the classes of the classifier's output",
         )
-    precision, tensorrt = _precision_stage(spec, loaded, export.onnx_path, samples, stage, version_dir, stages)
+    precision, tensorrt = _precision_stage(spec, loaded, export.onnx_path, samples, stage, version_dir, stages, bounds)
 
     precision_record = precision.to_dict() if precision is not None else {"precision": spec.precision}
 
@@ -538,17 +539,25 @@ def int8_cpu_note(saturates: bool | None) -> str:
     )
 
 
-def _samples_across_tables(samples, spec: BuildSpec, onnx_path: Path, stages: Stages):
-    """Generated integer inputs that only index tables (token ids) redrawn across those tables for the parity gate,
-    the calibration and the check sample (:mod:`tritongen.index_inputs`); the export ran on ids 0 and 1."""
+def _index_bounds(spec: BuildSpec, onnx_path: Path) -> dict[str, int]:
+    """The rows of the table each integer input indexes, for those that only index tables (token ids): read once
+    from the exported graph for the samples and for the --calib-data check (:mod:`tritongen.index_inputs`)."""
     from .dtypes import numpy_dtype
     from .index_inputs import index_bounds_from_onnx
+
+    ints = [t.name for t in spec.inputs if numpy_dtype(t.dtype).kind in "iu"]
+    return index_bounds_from_onnx(onnx_path, ints) if ints else {}
+
+
+def _samples_across_tables(samples, spec: BuildSpec, bounds: dict[str, int], stages: Stages):
+    """Generated integer inputs that only index tables (``bounds``: :func:`_index_bounds`) redrawn across those
+    tables for the parity gate, the calibration and the check sample; the export ran on ids 0 and 1."""
+    from .dtypes import numpy_dtype
     from .samples import index_draw_bound, with_index_bounds
 
     ints = [t.name for t in spec.inputs if numpy_dtype(t.dtype).kind in "iu"]
     if samples.from_file or not ints:
         return samples
-    bounds = index_bounds_from_onnx(onnx_path, ints)
     kept = [n for n in ints if n not in bounds]
     if kept:
         stages.progress(
@@ -567,7 +576,16 @@ def _samples_across_tables(samples, spec: BuildSpec, onnx_path: Path, stages: St
     return with_index_bounds(samples, bounds)
 
 
-def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: Path, version_dir: Path, stages: Stages):
+def _precision_stage(
+    spec: BuildSpec,
+    loaded,
+    fp32_onnx: Path,
+    samples,
+    stage: Path,
+    version_dir: Path,
+    stages: Stages,
+    bounds: dict[str, int],
+):
     """FP16/INT8 behind the accuracy guard (the variant replaces model.onnx), then for ``--target tensorrt``
     the prepared ONNX, its profiles and the lint under ``<version>/tritongen/``.
     Returns (guard result, tensorrt record)."""
@@ -586,6 +604,7 @@ def _precision_stage(spec: BuildSpec, loaded, fp32_onnx: Path, samples, stage: P
                 samples.parity,
                 work,
                 stages.progress,
+                index_bounds=bounds,
             )
             move_onnx(precision.onnx_path, version_dir)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -40,12 +41,9 @@ def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
         whole = Path(os.path.abspath(folder))  # not resolve(): a linked model folder stays a link, as REPO NAME has it
         if (folder / "config.pbtxt").is_file() and whole.name:
             return whole.parent, whole.name
-        if folder.is_dir() and any(p.is_file() for p in folder.glob("*/config.pbtxt")):
-            models = sorted(p.parent.name for p in folder.glob("*/config.pbtxt"))
-            raise TritongenError(
-                f"{args[0]} is a repository: {command} needs the model too (models there: {_first(models)})",
-                f"pass REPO NAME, e.g. tritongen {command} {args[0]} {models[0]}",
-            )
+        _refuse_repository(
+            args[0], command, lambda model: f"pass REPO NAME, e.g. tritongen {command} {args[0]} {model}"
+        )
         raise TritongenError(
             f"{args[0]} is not a model folder (no config.pbtxt in it), and no model name follows it",
             f"pass REPO NAME or the model's folder: {usage}",
@@ -60,19 +58,29 @@ def name_from_folder(name: str, options: dict) -> str:
 
     source = click.get_current_context().get_parameter_source("repo")
     given = None if source is click.core.ParameterSource.DEFAULT else options["repo"]
-    folder = Path(name)
-    if folder.is_dir() and not (folder / "config.pbtxt").is_file():
-        models = sorted(p.parent.name for p in itertools.islice(folder.glob("*/config.pbtxt"), 1000))
-        if models:  # a repository given for the model
-            command = click.get_current_context().info_name
-            raise TritongenError(
-                f"{name} is a model repository, not a model (models there: {_first(models)})",
-                f"name the model: tritongen {command} {Path(name, models[0])}",
-            )
+    if not (Path(name) / "config.pbtxt").is_file():
+        command = click.get_current_context().info_name or "infer"
+        _refuse_repository(name, command, lambda model: f"name the model: tritongen {command} {Path(name, model)}")
     name, repo = model_from_folder(name, given)
     if repo is not None:
         options["repo"] = repo
     return name
+
+
+def _refuse_repository(given: str, command: str, fix: Callable[[str], str]) -> None:
+    """Raise when the folder ``given`` for a model is a repository (model folders with a config.pbtxt in it), naming
+    its first models (at most 1000 looked at); ``fix`` words the fix for its first model."""
+    folder = Path(given)
+    if not folder.is_dir():
+        return
+    found = (p for p in folder.glob("*/config.pbtxt") if p.is_file())
+    models = sorted(p.parent.name for p in itertools.islice(found, 1000))
+    if models:
+        raise TritongenError(
+            f"{given} is a model repository, not a model: {command} needs the model too (models there: "
+            f"{_first(models)})",
+            fix(models[0]),
+        )
 
 
 def _first(names: list[str], shown: int = 5) -> str:

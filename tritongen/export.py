@@ -176,10 +176,28 @@ GENERATED_INTEGERS = (
 _INDEX_FAILURE = re.compile(r"index out of range in self", re.IGNORECASE)  # not "out of bounds": a size says it
 
 
+# Python's words for a call with too few or too many arguments: the inputs declared are not forward()'s
+_MISSING_ARGS = re.compile(r"forward\(\) missing \d+ required positional arguments?: (.+)$")
+_EXTRA_ARGS = re.compile(r"forward\(\) takes (\d+) positional arguments? but (\d+) (?:were|was) given")
+
+
 def _size_hint(spec: BuildSpec, reason: str) -> str:
     """The --dim-range advice for a -1 dimension at its default size, where that size may be why the model failed:
     not where torch's reason is a dtype the model does not take (another size would fail alike), nor where it is
-    a value of the build's generated integers (then that is the advice), nor an id past an embedding's rows."""
+    a value of the build's generated integers (then that is the advice), nor an id past an embedding's rows, nor
+    a call with other arguments than forward() takes (then that is the advice)."""
+    missing = _MISSING_ARGS.search(reason)
+    if missing:
+        return (
+            f"; forward() also takes {missing.group(1).replace(' and ', ', ')}: declare one input per argument of "
+            "forward(), in its order (each as NAME:DTYPE:DIMS)"
+        )
+    extra = _EXTRA_ARGS.search(reason)
+    if extra:  # the count includes self
+        return (
+            f"; forward() takes {int(extra.group(1)) - 1} argument(s) and {len(spec.inputs)} input(s) are declared: "
+            "declare one input per argument of forward(), in its order"
+        )
     if _DTYPE_FAILURE.search(reason):
         return ""
     if _INDEX_FAILURE.search(reason) and any(t.dtype.startswith(("INT", "UINT")) for t in spec.inputs):
@@ -199,6 +217,10 @@ def _size_hint(spec: BuildSpec, reason: str) -> str:
 def _inputs_fix(spec: BuildSpec) -> str:
     """How to fix inputs the model failed on, for where they came from: --input, the spec file, the samples."""
     declared = "the spec file's inputs" if spec.inputs_from == "spec" else "--input"
+    if spec.inputs_from == "onnx":  # the graph's own inputs: only their sizes and values were the build's choice
+        if spec.sample_inputs is not None:
+            return f"check the arrays of {spec.sample_inputs.name} (values and sizes) against what the graph accepts"
+        return "the graph's inputs were read from the file: pass --sample-inputs with arrays it accepts"
     if spec.inputs_from == "program" and spec.sample_inputs is None:
         return (
             "the inputs were read from the exported program, whose guards tie some sizes together: give tied "

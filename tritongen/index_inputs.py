@@ -6,8 +6,10 @@ the export the graph says what each integer input does. An input whose every use
 cast values (``Cast``, ``Reshape``, ``Unsqueeze``, ...), is the indices of a ``Gather`` on a constant table (an
 initializer or a ``Constant``), or a read of its shape (``Shape``), may hold any id below that table's size along
 the gathered axis; the parity gate, the precision guard's samples where no ``--calib-data`` is given, and the saved
-check sample then see the whole table, not two of its rows. Any other use (arithmetic: a mask; a comparison; a
-gather on computed data; a subgraph) leaves the input's samples as they were, and the build says so.
+check sample then see the whole table, not two of its rows. A comparison with a constant (``ids != pad``, a mask
+made from the ids) holds for any id and is allowed too. Any other use (arithmetic: a mask; a comparison with
+computed values; a gather on computed data; a subgraph) leaves the input's samples as they were, and the build says
+so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any
 PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Transpose"})
 # ops that read a tensor's shape, never its values (positions taken from the ids' length)
 SHAPE_ONLY = frozenset({"Shape", "Size"})
+# comparisons whose other side is a constant (``ids != pad``: an attention mask made from the ids): true or false
+# for any id, so an id drawn across the table is as valid there as 0 or 1
+COMPARISONS = frozenset({"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"})
 
 
 def index_bounds_from_onnx(onnx_path: Path, names: Iterable[str]) -> dict[str, int]:
@@ -70,6 +75,8 @@ def _bound(
             return None
         for node, position in consumers.get(tensor, ()):
             if node.op_type in SHAPE_ONLY:
+                continue
+            if node.op_type in COMPARISONS and len(node.input) == 2 and node.input[1 - position] in tables:
                 continue
             if node.op_type in PASS_THROUGH and position == 0:
                 pending.extend(node.output)

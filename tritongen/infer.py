@@ -182,6 +182,13 @@ class InferResult:
                 )
             lines.append(self.check.table())
             lines.append("MATCH" if self.check.ok else "MISMATCH")
+            expected = isinstance(self.check, ParityReport) and self.check.want == "expected"
+            if expected and not self.check.ok and self.precision != "fp32":
+                lines.append(
+                    f"note: this is the build's {self.precision} variant, compared with --atol/--rtol (1e-4/1e-3 "
+                    "unless given, FP32's tolerances): --check compares it with the FP32 reference at the accuracy "
+                    "guard's bar; or pass the tolerances the variant is meant to meet"
+                )
         return "\n".join(lines)
 
 
@@ -656,11 +663,14 @@ def infer_model(spec: InferSpec) -> InferResult:
     stale = None
     if report is not None and not report.ok and checked_version is not None:
         stale = stale_server(url, Path(spec.repo), spec.name, checked_version)
-    return InferResult(outputs=outputs, check=report, precision=bar.precision if bar else "fp32", stale=stale)
+    precision = bar.precision if bar else "fp32"
+    if reference_of == "expected" and report is not None and not report.ok:  # the tolerances may be the wrong bar
+        precision = _built_precision(Path(spec.repo) / spec.name, spec.model_version)
+    return InferResult(outputs=outputs, check=report, precision=precision, stale=stale)
 
 
-def _built_consts(model_dir: Path, version: int | None = None) -> dict[str, Any]:
-    """The ``--const`` values ``version`` (default: the newest) was built with (empty where no manifest says)."""
+def _built_details(model_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """The manifest details of ``version`` (default: the newest) of ``model_dir``; empty where no manifest says."""
     from .layout import version_numbers
     from .manifest import read_manifest
 
@@ -669,6 +679,18 @@ def _built_consts(model_dir: Path, version: int | None = None) -> dict[str, Any]
         details = read_manifest(model_dir, versions[-1]).details if versions else {}
     except TritongenError:
         return {}
-    export = details.get("export")
+    return details if isinstance(details, dict) else {}
+
+
+def _built_consts(model_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """The ``--const`` values ``version`` (default: the newest) was built with (empty where no manifest says)."""
+    export = _built_details(model_dir, version).get("export")
     consts = export.get("consts") if isinstance(export, dict) else None
     return dict(consts) if isinstance(consts, dict) else {}
+
+
+def _built_precision(model_dir: Path, version: int | None = None) -> str:
+    """The precision ``version`` (default: the newest) was built at (fp32 where no manifest says)."""
+    record = _built_details(model_dir, version).get("precision")
+    precision = record.get("precision") if isinstance(record, dict) else None
+    return precision if isinstance(precision, str) and precision in ("fp16", "int8") else "fp32"

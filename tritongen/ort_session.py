@@ -15,7 +15,8 @@ def onnx_session(onnx_path: Path, threads: int = 0) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: its errors come back as exceptions, each made one error line; logged, they came first, coloured
+    options.log_severity_level = 4
     if threads:
         options.intra_op_num_threads = threads
     try:

@@ -134,3 +134,12 @@ def served_settings_from_model_config(config: Any) -> ServedSettings | None:
     from google.protobuf.json_format import MessageToDict
 
     return served_settings_from_config(MessageToDict(config, preserving_proto_field_name=True))
+
+
+def comparable_settings(config: Any) -> ServedSettings | None:
+    """:func:`served_settings_from_model_config`, or None where a value is past what perf records (Triton loads a
+    queue delay of 10**16 us): nothing is compared with such a file."""
+    try:
+        return served_settings_from_model_config(config)
+    except ValueError:
+        return None

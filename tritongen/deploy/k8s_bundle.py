@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import TritongenError
 from ..names import with_suggestion
 from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
-from ..served_settings import served_settings_from_model_config
+from ..served_settings import comparable_settings
 from . import kserve, monitoring
 from . import kubernetes as k8s
 from .bundle import check_out_dir, comment_text, write_bundle
@@ -110,15 +110,6 @@ def _models(repo: Path) -> dict[str, Any]:
         for d in sorted(repo.iterdir())
         if d.is_dir() and not d.name.startswith(".") and (d / "config.pbtxt").is_file()
     }
-
-
-def _file_settings(config: Any) -> Any:
-    """The batching and instances a config.pbtxt asks for (None where a value is past what perf records: Triton
-    loads a queue delay of 10**16 us; nothing is compared then)."""
-    try:
-        return served_settings_from_model_config(config)
-    except ValueError:
-        return None
 
 
 def _check_stock_image(repo: Path, target: str, stock: str) -> None:
@@ -447,7 +438,7 @@ def kubernetes_bundle_from_repository(
             source=_measured_source(run, Path(str(perf_results)).name),
         )
         stale = (
-            config_changed_caution(_file_settings(configs[info.name]), run, repo)
+            config_changed_caution(comparable_settings(configs[info.name]), run, repo)
             if run.served is not None
             else tuned_after_caution(repo / info.name, run)
         )

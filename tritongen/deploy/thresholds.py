@@ -38,7 +38,7 @@ from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import json_file
 from ..names import shown
-from ..perf.results import PerfPoint, PerfRun
+from ..perf.results import PerfPoint, PerfRun, load_option, load_words, mode_words
 from ..served_settings import ServedSettings
 
 DEFAULT_SLO_P99_MS = 100.0
@@ -174,10 +174,6 @@ def _meets(point: PerfPoint, slo_p99_ms: float) -> bool:
     return point.latency.p99_ms <= slo_p99_ms and point.error_count == 0
 
 
-def _where(mode: str) -> str:
-    return "concurrency" if mode == "concurrency" else "request rate"
-
-
 def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]]:
     """The knee of the run's first mode, and that mode's points: the last level of the unbroken run of levels, from
     the lowest load up, whose p99 meets the objective without errors. A level above the first that failed is left
@@ -192,13 +188,13 @@ def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]
     if lowest.latency.p99_ms > slo_p99_ms:
         raise TritongenError(
             f"--slo-p99-ms {slo_p99_ms:g} is below the p99 measured at the lowest load "
-            f"({lowest.latency.p99_ms:.1f} ms at {mode} {lowest.load:g}): no replica count can meet it",
+            f"({lowest.latency.p99_ms:.1f} ms at {lowest.where}): no replica count can meet it",
             "raise --slo-p99-ms, or make the model faster (tritongen tune, a TensorRT engine) and measure again",
         )
     if lowest.error_count:
         raise TritongenError(
             f"the perf results of {run.model} record {lowest.error_count} errors at the lowest load "
-            f"({_where(mode)} {lowest.load:g}): no measured level is a knee to size replicas from",
+            f"({lowest.where}): no measured level is a knee to size replicas from",
             "fix the errors perf reported and measure again",
         )
     knee = lowest
@@ -209,15 +205,9 @@ def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]
     return knee, points
 
 
-def _loads_option(mode: str, loads: list[float]) -> str:
-    """perf's option for ``loads``: ``--concurrency 8,16,32,64``."""
-    text = ",".join(f"{load:g}" for load in loads)
-    return f"--concurrency {text}" if mode == "concurrency" else f"--request-rate {text}"
-
-
 def _higher_loads(mode: str, top: float) -> str:
     """perf's option for four loads above ``top``, doubling: ``--concurrency 8,16,32,64``."""
-    return _loads_option(mode, [top * 2**i for i in range(1, 5)])
+    return load_option(mode, [top * 2**i for i in range(1, 5)])
 
 
 def _longer_levels(run: PerfRun, points: list[PerfPoint]) -> str:
@@ -225,7 +215,7 @@ def _longer_levels(run: PerfRun, points: list[PerfPoint]) -> str:
     duration = run.settings.get("duration_s")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
         duration = 6.0  # perf's default
-    loads = _loads_option(points[0].mode, [p.load for p in points])
+    loads = load_option(points[0].mode, [p.load for p in points])
     return f"tritongen perf {run.model} {loads} --duration-s {2 * duration:g} --report perf-{run.model}/ --force"
 
 
@@ -239,12 +229,11 @@ def _failure(point: PerfPoint, slo_p99_ms: float) -> str:
 def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_ms: float) -> tuple[str, ...]:
     """What makes the run understate a replica's capacity, or the knee uncertain (the module's docstring), one
     sentence each."""
-    where = _where(knee.mode)
     out = []
     if knee is points[-1]:
         out.append(
-            f"every measured level met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {where} "
-            f"{knee.load:g}): the knee is above {where} {knee.load:g}, so capacity per replica is understated (and "
+            f"every measured level met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {knee.where}): "
+            f"the knee is above {knee.where}, so capacity per replica is understated (and "
             f"replicas overcounted); measure higher loads (tritongen perf {run.model} "
             f"{_higher_loads(knee.mode, knee.load)} --report perf-{run.model}/ --force, then --from-perf "
             f"perf-{run.model}/)"
@@ -254,28 +243,28 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
         again = [p for p in points[points.index(failed) + 1 :] if _meets(p, slo_p99_ms)]
         if again:
             out.append(
-                f"{where} {', '.join(f'{p.load:g}' for p in again)} met p99 <= {slo_p99_ms:g} ms above {where} "
-                f"{failed.load:g}, which did not ({_failure(failed, slo_p99_ms)}): the knee is {where} {knee.load:g}, "
+                f"{load_words(knee.mode, [p.load for p in again])} met p99 <= {slo_p99_ms:g} ms above {failed.where}, "
+                f"which did not ({_failure(failed, slo_p99_ms)}): the knee is {knee.where}, "
                 f"the last level below the first that failed, since a load that failed once may fail again; if "
-                f"{where} {failed.load:g} was noise, measure the levels again for longer ("
+                f"{failed.where} was noise, measure the levels again for longer ("
                 f"{_longer_levels(run, points)}, then --from-perf perf-{run.model}/)"
             )
     if not knee.stable:
         out.append(
-            f"the knee level, {where} {knee.load:g}, was not stable (its last windows differed in throughput or "
+            f"the knee level, {knee.where}, was not stable (its last windows differed in throughput or "
             "latency by more than the perf run's --stability-pct), so its capacity and p99 are uncertain; measure "
             f"the levels again for longer ({_longer_levels(run, points)}, then --from-perf perf-{run.model}/)"
         )
     bound = [p for p in points if p.client_bound]
     if bound:
         out.append(
-            f"the perf run was client-bound at {where} {', '.join(f'{p.load:g}' for p in bound)} (its load generator, "
+            f"the perf run was client-bound at {load_words(knee.mode, [p.load for p in bound])} (its load generator, "
             "not the server, set the pace), so capacity per replica is understated; measure again with --engine "
             "perf_analyzer, or with the client on another machine"
         )
     if not knee.server.requests and not knee.steps:
         out.append(
-            f"the server's statistics were not read at the knee level, {where} {knee.load:g} (the server stopped "
+            f"the server's statistics were not read at the knee level, {knee.where} (the server stopped "
             "answering them during the run, or the perf run reached it through a proxy), so the time it computes per "
             "request is unknown: the queue alert is the whole objective and the in-flight target comes from the "
             "client's latency; measure again with the server answering its statistics API"
@@ -296,12 +285,12 @@ def notes_of(run: PerfRun, points: list[PerfPoint]) -> tuple[str, ...]:
     others = sorted((p for p in run.points if p.mode != mode), key=lambda p: p.load)
     if not others:
         return ()
-    other = _where(others[0].mode)
+    other = mode_words(others[0].mode)
     return (
-        f"the perf run also measured {other} {', '.join(f'{p.load:g}' for p in others)}, left out: the "
-        f"thresholds come from its {_where(mode)} levels alone (a knee is a level of one kind of load); to deploy "
+        f"the perf run also measured {load_words(others[0].mode, [p.load for p in others])}, left out: the "
+        f"thresholds come from its {mode_words(mode)} levels alone (a knee is a level of one kind of load); to deploy "
         f"from the {other} levels, measure them alone (tritongen perf {run.model} "
-        f"{_loads_option(others[0].mode, [p.load for p in others])} --report perf-{run.model}/ --force)",
+        f"{load_option(others[0].mode, [p.load for p in others])} --report perf-{run.model}/ --force)",
     )
 
 
@@ -409,7 +398,7 @@ def _measure_again(run: PerfRun, repo: Path | None = None) -> str:
     loaded), then the same perf command, with the run's server address and ``repo`` (its samples) where they are
     not perf's defaults."""
     mode = run.points[0].mode if run.points else "concurrency"
-    loads = _loads_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
+    loads = load_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
     where = ""
     if repo is not None and repo != Path("model_repository"):
         where += f" --repo {shlex.quote(str(repo))}"

@@ -129,6 +129,23 @@ ENGINES = ("builtin", "perf_analyzer")  # the load generators a run can be measu
 MODES = ("concurrency", "request_rate")  # closed loop at a concurrency; open loop at an offered rate
 
 
+def mode_words(mode: str) -> str:
+    """``concurrency`` or ``request rate``: a kind of load, in words."""
+    return "concurrency" if mode == "concurrency" else "request rate"
+
+
+def load_words(mode: str, loads: Sequence[float]) -> str:
+    """``concurrency 1, 2`` or ``50, 100 req/s``: levels of one kind of load, in words."""
+    text = ", ".join(f"{load:g}" for load in loads)
+    return f"concurrency {text}" if mode == "concurrency" else f"{text} req/s"
+
+
+def load_option(mode: str, loads: Sequence[float]) -> str:
+    """perf's option that measures ``loads``: ``--concurrency 8,16`` or ``--request-rate 50,100``."""
+    text = ",".join(f"{load:g}" for load in loads)
+    return f"--concurrency {text}" if mode == "concurrency" else f"--request-rate {text}"
+
+
 @dataclass(frozen=True)
 class PerfPoint:
     """One load level measured: ``mode`` is ``concurrency`` or ``request_rate`` and ``load`` its value."""
@@ -168,6 +185,11 @@ class PerfPoint:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+    @property
+    def where(self) -> str:
+        """``concurrency 4`` or ``50 req/s``."""
+        return load_words(self.mode, [self.load])
 
 
 @dataclass(frozen=True)
@@ -652,11 +674,8 @@ def files_from_run(run: PerfRun, out_dir: Path) -> dict[str, Path]:
 
 def _loads_words(points: Sequence[PerfPoint]) -> str:
     """``concurrency 1, 2; 50, 100 req/s``."""
-    closed = [f"{p.load:g}" for p in points if p.mode == "concurrency"]
-    rates = [f"{p.load:g}" for p in points if p.mode != "concurrency"]
-    return "; ".join(
-        ([f"concurrency {', '.join(closed)}"] if closed else []) + ([f"{', '.join(rates)} req/s"] if rates else [])
-    )
+    by_mode = {mode: [p.load for p in points if p.mode == mode] for mode in MODES}
+    return "; ".join(load_words(mode, loads) for mode, loads in by_mode.items() if loads)
 
 
 def table_from_run(run: PerfRun) -> str:
@@ -761,7 +780,7 @@ def failed_level_error(run: PerfRun, report_dir: Path | None = None) -> LevelFai
     for p in run.points:
         if not p.errors or p.requests > p.error_count:
             continue
-        where = f"concurrency {p.load:g}" if p.mode == "concurrency" else f"{p.load:g} req/s"
+        where = p.where
         first = next(iter(p.errors))  # kinds are counted in the order they first happened
         kinds = f", {len(p.errors)} kinds" if len(p.errors) > 1 else ""
         saved = f"; every failure kind is in {Path(report_dir) / 'results.json'}" if report_dir else ""
@@ -799,7 +818,7 @@ def client_bound_note(run: PerfRun) -> str:
     per_request = worst.client_cpu_us_per_request
     per_request_text = f" ({per_request:.0f} us of CPU per request)" if per_request is not None else ""
     return (
-        f"client-bound at {', '.join(f'{p.load:g}' for p in bound)}: tritongen's client used "
+        f"client-bound at {_loads_words(bound)}: tritongen's client used "
         f"{worst.client_cpu_cores or 0.0:.2f} cores{per_request_text}, so these "
         "figures understate the server; measure again with --engine perf_analyzer (C++, cheaper per request), or "
         "run the client on another machine"
@@ -885,7 +904,7 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
             tp = p.throughput_rps / a.throughput_rps
             if abs(tp - 1.0) * 100.0 <= AGREE_PCT:
                 continue
-            where = f"concurrency {p.load:g}" if p.mode == "concurrency" else f"{p.load:g} req/s"
+            where = p.where
             line = f"{where}: {other.name} reads {tp:.2f}x the throughput of {base.name}"
             if not a.server_cpu_us_per_request or not p.server_cpu_us_per_request:
                 lines.append(line + "; the server's CPU was not measured in both (a server on another machine)")

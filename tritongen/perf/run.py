@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..cpus import available_cpus, cpus_text, pinned
 from ..errors import TritongenError
 from ..progress import Progress
-from ..served_settings import ServedSettings, served_settings_from_model_config
+from ..served_settings import ServedSettings, comparable_settings
 from .placement import placement_note, server_cpus_at
 from .results import PerfPoint, PerfRun
 from .spec import PerfSpec
@@ -70,8 +70,8 @@ def served_differs_from_disk(served: ServedSettings, spec: PerfSpec) -> str | No
     try:
         if not path.is_file():
             return None
-        on_disk = served_settings_from_model_config(config_from_file(path))
-    except (TritongenError, ValueError, OSError):
+        on_disk = comparable_settings(config_from_file(path))
+    except (TritongenError, OSError):
         return None
     changed = served.differences(on_disk) if on_disk is not None else []
     if not changed:

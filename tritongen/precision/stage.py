@@ -24,16 +24,15 @@ from .guard import GuardResult, guarded_onnx_from_onnx
 CALIB_BATCH = 16
 
 
-def check_ids_within_tables(onnx_path: Path, batches: Sequence[Mapping[str, np.ndarray]], where: str) -> None:
-    """Refuse integer inputs in ``batches`` that index a table (:mod:`tritongen.index_inputs`) with an id outside
-    it: ONNX Runtime's Gather stops with a traceback on one past the end, and takes a negative one from the end
-    (PyTorch refuses it), so calibration would measure what the model never computes."""
-    from ..index_inputs import index_bounds_from_onnx
-
-    names = {n for b in batches for n, a in b.items() if np.asarray(a).dtype.kind in "iu"}
-    bounds = index_bounds_from_onnx(onnx_path, sorted(names)) if names else {}
+def check_ids_within_tables(bounds: Mapping[str, int], batches: Sequence[Mapping[str, np.ndarray]], where: str) -> None:
+    """Refuse integer inputs in ``batches`` that index a table (``bounds``: its rows, from
+    :func:`tritongen.index_inputs.index_bounds_from_onnx`) with an id outside it: ONNX Runtime's Gather stops with a
+    traceback on one past the end, and takes a negative one from the end (PyTorch refuses it), so calibration would
+    measure what the model never computes."""
     for name, rows in bounds.items():
         for batch in batches:
+            if name not in batch:
+                continue
             ids = np.asarray(batch[name])
             bad = ids[(ids < 0) | (ids >= rows)] if ids.size else ids
             if bad.size:
@@ -61,8 +60,16 @@ def check_references_differ(names: Sequence[str], reference: Sequence[Sequence[A
 
 
 def precision_from_build(
-    fp32_onnx: Path, spec: Any, module: Any, parity_samples, work: Path, progress: Callable[[str], None] | None = None
+    fp32_onnx: Path,
+    spec: Any,
+    module: Any,
+    parity_samples,
+    work: Path,
+    progress: Callable[[str], None] | None = None,
+    index_bounds: Mapping[str, int] | None = None,
 ) -> GuardResult:
+    """The variant ``spec.precision`` asks for, behind the accuracy guard. ``index_bounds``: the rows of the table
+    each integer input indexes (read from ``fp32_onnx`` where not given)."""
     from ..export import torch_outputs_from_module
 
     say = progress or (lambda message: None)
@@ -79,7 +86,11 @@ def precision_from_build(
         data = calibration_data_from_path(
             spec.calib_data, spec.inputs, spec.batched, batch, tokenizer=tokenizer, holdout=spec.precision == "int8"
         )
-        check_ids_within_tables(fp32_onnx, [*data.calib, *data.eval], f"--calib-data {spec.calib_data}")
+        if index_bounds is None:
+            from ..index_inputs import index_bounds_from_onnx
+
+            index_bounds = index_bounds_from_onnx(fp32_onnx, [t.name for t in spec.inputs])
+        check_ids_within_tables(index_bounds, [*data.calib, *data.eval], f"--calib-data {spec.calib_data}")
     else:
         data = calibration_data_from_arrays(
             [], [inputs for _, inputs in parity_samples], batched=spec.batched, source="build samples"
