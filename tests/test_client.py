@@ -299,6 +299,16 @@ def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkey
     off = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "off.npz")])
     assert isinstance(off.exception, TritongenError) and "MISMATCH" in off.output
     assert f"served outputs differ from --expected {tmp_path / 'off.npz'} beyond tolerance" in off.exception.message
+    # a variant (an INT8 build) missing its --expected outputs at these tolerances: that, and the note why
+    import importlib
+
+    infer_module = importlib.import_module("tritongen.infer")  # tritongen.infer is the API's function
+    built_precision = infer_module._built_precision
+    monkeypatch.setattr(infer_module, "_built_precision", lambda model_dir, version=None: "int8")
+    variant = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "off.npz")])
+    assert f"served outputs differ from --expected {tmp_path / 'off.npz'}" in variant.exception.message
+    assert "note: this is the build's int8 variant, compared with --atol/--rtol" in variant.output
+    monkeypatch.setattr(infer_module, "_built_precision", built_precision)
     loose = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "off.npz"), "--atol", "0.02"])
     assert loose.exit_code == 0, loose.output
     np.savez(tmp_path / "named.npz", Z=2 * x)

@@ -161,7 +161,7 @@ def test_a_run_mixing_concurrency_and_request_rates_notes_the_levels_left_out(wo
     t = thresholds_from_run(mixed, slo_p99_ms=SLO_MS)
     assert (t.mode, t.knee_load, len(t.levels)) == ("concurrency", 8, 5)  # as without the rate level
     note = (
-        "the perf run also measured request rate 100, left out: the thresholds come from its concurrency levels "
+        "the perf run also measured 100 req/s, left out: the thresholds come from its concurrency levels "
         "alone (a knee is a level of one kind of load); to deploy from the request rate levels, measure them alone "
         "(tritongen perf double --request-rate 100 --report perf-double/ --force)"
     )

@@ -355,9 +355,9 @@ def test_each_run_draws_its_own_poisson_seed_and_records_it(monkeypatch, capsys,
 
     seeds = {PerfSpec(model="m", request_rates=(200,), arrival="poisson").seed for _ in range(5)}
     assert len(seeds) == 5
-    assert PerfSpec(model="m", seed=7).seed == 7
+    assert PerfSpec(model="m", request_rates=(200,), arrival="poisson", seed=7).seed == 7
     with pytest.raises(TritongenError, match="--seed -1 is outside"):
-        PerfSpec(model="m", seed=-1)
+        PerfSpec(model="m", request_rates=(200,), arrival="poisson", seed=-1)
     _fake_server(monkeypatch, lambda spec, on_point: on_point(_run("").points[0]))
     recorded = []
     for extra in ([], [], ["--seed", "7"]):
@@ -509,3 +509,23 @@ def test_force_replaces_an_earlier_report_after_the_run_and_a_comparison_too(mon
     assert code == 1 and "holds an earlier perf report (report.html)" in err
     assert run_cli([*compare, "--force"], capsys)[0] == 0
     assert tritongen.report([a, b], tmp_path / "cmp", force=True).is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (
+            ["--concurrency", "1", "--arrival", "poisson"],
+            "error: --arrival poisson shapes the schedule of --request-rate",
+        ),
+        (["--concurrency", "1", "--seed", "7"], "error: --seed 7 draws --arrival poisson's schedule, and the arrival"),
+        (
+            ["--request-rate", "50", "--seed", "7"],
+            "error: --seed 7 draws --arrival poisson's schedule, and the arrival",
+        ),
+    ],
+)
+def test_arrival_options_a_run_would_not_use_are_refused(capsys, extra, words):
+    """They were accepted, ignored, and recorded in results.json as if they had shaped the run."""
+    code, _, err = run_cli(["perf", "m", *NO_SERVER, *extra], capsys)
+    assert code == 1 and err.startswith(words), err

@@ -104,3 +104,31 @@ def test_the_served_copy_has_a_name_a_shell_leaves_whole(tmp_path):
     from tritongen.server.snapshot import served_copy
 
     assert shell_special_chars(str(served_copy(tmp_path, tmp_path / "my $(repo)"))) == []
+
+
+def test_models_still_loading_at_the_deadline_name_the_option_that_waits_longer(tmp_path):
+    """The fix named --ready-timeout, which no command takes (serve's is --timeout-s)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from tritongen.cli import cli
+    from tritongen.errors import TritongenError
+    from tritongen.server.readiness import _poll_ready
+
+    server = SimpleNamespace(
+        process=SimpleNamespace(poll=lambda: None),
+        ports={},
+        pid=0,
+        spec=SimpleNamespace(ready_timeout_s=2.0),
+        log_path=tmp_path / "server.log",
+        log_tail=lambda: "",
+    )
+    triton = SimpleNamespace(repository_index=lambda: [{"name": "m", "state": "LOADING"}])
+    with pytest.raises(TritongenError) as err:
+        _poll_ready(server, triton, deadline=0.0)
+    assert err.value.problem == "tritonserver did not get all models ready within 2 s"
+    option = err.value.fix.split("raise serve's ")[1].split()[0]
+    assert option == "--timeout-s"
+    opts = {o for p in cli.commands["serve"].params for o in getattr(p, "opts", ())}
+    assert option in opts

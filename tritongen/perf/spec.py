@@ -129,12 +129,23 @@ class PerfSpec:
             },
         )
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
-        if self.seed is None:
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise TritongenError(f"--seed {self.seed} is outside 0..2**63-1", "give a whole number of 0 or more")
+        if self.arrival == "poisson" and not self.request_rates:
+            raise TritongenError(
+                "--arrival poisson shapes the schedule of --request-rate's open loop, and no --request-rate is given "
+                "(a concurrency's closed loop sends each request when one returns)",
+                "pass --request-rate, or drop --arrival",
+            )
+        if self.seed is not None and self.arrival != "poisson":
+            raise TritongenError(
+                f"--seed {self.seed} draws --arrival poisson's schedule, and the arrival is {self.arrival}",
+                "pass --arrival poisson with --request-rate, or drop --seed",
+            )
+        if self.seed is None and self.arrival == "poisson":  # a fresh one per run, recorded to repeat the run
             import secrets
 
             object.__setattr__(self, "seed", secrets.randbits(32))
-        elif not 0 <= self.seed < 2**63:
-            raise TritongenError(f"--seed {self.seed} is outside 0..2**63-1", "give a whole number of 0 or more")
         if self.engine not in ENGINES:
             raise TritongenError(f"engine '{self.engine}' is not known", f"use one of {', '.join(ENGINES)}")
         if self.arrival not in ARRIVALS:

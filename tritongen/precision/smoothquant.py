@@ -105,16 +105,14 @@ def _layernorm_foldable(node: Any, inits: dict[str, Any], channels: int) -> bool
 
 def _own(model: Any, node: Any, index: int, users: dict[str, int]) -> Any:
     """The initializer ``node.input[index]`` reads, copied under a new name first if other nodes read it too."""
-    import onnx
 
     name = node.input[index]
     init = next(i for i in model.graph.initializer if i.name == name)
     if users[name] <= 1:
         return init
-    copy = onnx.TensorProto()
+    copy = model.graph.initializer.add()  # the graph's own message: append() would store a copy of a new one
     copy.CopyFrom(init)
     copy.name = f"{name}_smooth_{node.name or id(node)}"
-    model.graph.initializer.append(copy)
     node.input[index] = copy.name
     users[name] -= 1
     users[copy.name] = 1

@@ -61,7 +61,8 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
                 )
             raise TritongenError(
                 f"tritonserver did not get all models ready within {server.spec.ready_timeout_s:g} s",
-                f"raise --ready-timeout, or see the server log {server.log_path}",
+                f"raise serve's --timeout-s (ready_timeout_s in the Python API), or see the server log "
+                f"{server.log_path}",
                 details=server.log_tail(),
             )
         time.sleep(POLL_INTERVAL_S)
