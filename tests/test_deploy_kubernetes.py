@@ -111,7 +111,7 @@ def test_knee_is_the_last_level_of_the_unbroken_run_meeting_the_objective():
         "concurrency 4 met p99 <= 95 ms above concurrency 2, which did not (p99 99.0 ms): the knee is concurrency 1, "
         "the last level below the first that failed, since a load that failed once may fail again; if concurrency 2 "
         "was noise, measure the levels again for longer (tritongen perf m --concurrency 1,2,4,8 --duration-s 12 "
-        "--report perf-m/ --force, then --from-perf perf-m/)",
+        "--url u --report perf-m/ --force, then --from-perf perf-m/)",
     )
     errors = replace(run, points=(point(1, 10, 50, 0), point(2, 19, 60, 0, errors=3), point(4, 35, 70, 0)))
     t = thresholds_from_run(replace(errors, settings={"duration_s": 10.0}), slo_p99_ms=95)
@@ -1078,3 +1078,13 @@ def test_a_model_the_repository_does_not_hold_is_named_as_such_before_the_perf_r
     code, _, err = run_cli([*argv, "--image", "r/x:1", "--out", str(tmp_path / "k8s"), "--model", "doubel"], capsys)
     assert code == 1 and err.startswith(f"error: model 'doubel' is not in model repository {work / 'repo'}"), err
     assert "did you mean 'double'" in err
+
+
+def test_every_measure_again_command_names_the_runs_server_and_recorded_repository():
+    """'measure higher loads (tritongen perf tiny --concurrency 8,16,32,64 ...)' dropped the run's --url and --repo:
+    run as printed, it found no server."""
+    run = replace(RUN, url="127.0.0.1:18601", settings={**RUN.settings, "repo": "my repo"})
+    cautions = thresholds_from_run(run, slo_p99_ms=10_000).cautions  # every level met it: measure higher loads
+    higher = next(c for c in cautions if "measure higher loads" in c)
+    assert "--repo 'my repo' --url 127.0.0.1:18601 --report perf-double/ --force" in higher
+    assert "--url" not in next(c for c in thresholds_from_run(RUN, slo_p99_ms=10_000).cautions if "higher" in c)

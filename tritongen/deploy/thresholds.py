@@ -216,7 +216,7 @@ def _longer_levels(run: PerfRun, points: list[PerfPoint]) -> str:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
         duration = 6.0  # perf's default
     loads = load_option(points[0].mode, [p.load for p in points])
-    return f"tritongen perf {run.model} {loads} --duration-s {2 * duration:g} --report perf-{run.model}/ --force"
+    return _perf_command(run, loads, extra=f" --duration-s {2 * duration:g}")
 
 
 def _failure(point: PerfPoint, slo_p99_ms: float) -> str:
@@ -234,8 +234,8 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
         out.append(
             f"every measured level met p99 <= {slo_p99_ms:g} ms (p99 {knee.latency.p99_ms:.1f} ms at {knee.where}): "
             f"the knee is above {knee.where}, so capacity per replica is understated (and "
-            f"replicas overcounted); measure higher loads (tritongen perf {run.model} "
-            f"{_higher_loads(knee.mode, knee.load)} --report perf-{run.model}/ --force, then --from-perf "
+            f"replicas overcounted); measure higher loads ("
+            f"{_perf_command(run, _higher_loads(knee.mode, knee.load))}, then --from-perf "
             f"perf-{run.model}/)"
         )
     else:
@@ -289,8 +289,8 @@ def notes_of(run: PerfRun, points: list[PerfPoint]) -> tuple[str, ...]:
     return (
         f"the perf run also measured {load_words(others[0].mode, [p.load for p in others])}, left out: the "
         f"thresholds come from its {mode_words(mode)} levels alone (a knee is a level of one kind of load); to deploy "
-        f"from the {other} levels, measure them alone (tritongen perf {run.model} "
-        f"{load_option(others[0].mode, [p.load for p in others])} --report perf-{run.model}/ --force)",
+        f"from the {other} levels, measure them alone ("
+        f"{_perf_command(run, load_option(others[0].mode, [p.load for p in others]))})",
     )
 
 
@@ -393,12 +393,13 @@ def _tune_records(model_dir: Path) -> list[Path]:
     return records[::-1]
 
 
-def _measure_again(run: PerfRun, repo: Path | None = None) -> str:
-    """How to measure ``run``'s model again as configured now: serve it anew (a running server keeps the config it
-    loaded), then the same perf command, with the run's server address and ``repo`` (its samples) where they are
-    not perf's defaults."""
-    mode = run.points[0].mode if run.points else "concurrency"
-    loads = load_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
+def _perf_command(run: PerfRun, loads: str, repo: Path | None = None, extra: str = "") -> str:
+    """The perf command that measures ``loads`` (perf's option) of ``run``'s model again, on the run's server
+    (``--url``/``--protocol`` where not perf's defaults) and with its repository's samples (``repo``, else the
+    run's own ``--repo``), into the report folder the run's advice names."""
+    if repo is None:
+        recorded = run.settings.get("repo")
+        repo = Path(recorded) if isinstance(recorded, str) and recorded else None
     where = ""
     if repo is not None and repo != Path("model_repository"):
         where += f" --repo {shlex.quote(str(repo))}"
@@ -406,10 +407,17 @@ def _measure_again(run: PerfRun, repo: Path | None = None) -> str:
         where += f" --url {shlex.quote(run.url)}" + (" --protocol http" if run.protocol == "http" else "")
     elif run.protocol == "http":
         where += " --protocol http"
+    return f"tritongen perf {run.model} {loads}{extra}{where} --report perf-{run.model}/ --force"
+
+
+def _measure_again(run: PerfRun, repo: Path | None = None) -> str:
+    """How to measure ``run``'s model again as configured now: serve it anew (a running server keeps the config it
+    loaded), then the same perf command (:func:`_perf_command`)."""
+    mode = run.points[0].mode if run.points else "concurrency"
+    loads = load_option(mode, sorted({p.load for p in run.points if p.mode == mode}))
     return (
         f"restart tritongen serve on the repository (a running server keeps the config it loaded) and measure the "
-        f"model again (tritongen perf {run.model} {loads}{where} --report perf-{run.model}/ --force, then --from-perf "
-        f"perf-{run.model}/)"
+        f"model again ({_perf_command(run, loads, repo)}, then --from-perf perf-{run.model}/)"
     )
 
 
