@@ -56,6 +56,13 @@ def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_d
         ('backend: "/tmp/bt/L"', "names backend '/tmp/bt/L'"),
         ('runtime: "../../tmp/libx.so"', "names runtime '../../tmp/libx.so', a path"),
         ('model_repository_agents { agents [ { name: "../../tmp/a" } ] }', "repository agent '../../tmp/a'"),
+        # Triton reads <model>/initial_state/<data_file> as every sequence's starting state, unchecked
+        (
+            'sequence_batching { state [ { input_name: "h" output_name: "h_next" data_type: TYPE_FP32 dims: [4] '
+            'initial_state [ { name: "s" data_type: TYPE_FP32 dims: [4] data_file: "../../../tmp/state.bin" } ] '
+            "} ] }",
+            "initial state of 'h' from data_file '../../../tmp/state.bin', a path out of its initial_state folder",
+        ),
     ],
 )
 def test_settings_that_point_triton_outside_the_model_folder_are_named(setting, words):
@@ -72,7 +79,13 @@ def test_settings_inside_the_model_folder_or_without_files_pass():
         'parameters { key: "precision_mode" value: "FP16" } } } }'
     )
     own_file = 'default_model_filename: "sub/model.py"\n'
-    assert outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off + own_file), "hand") == []
+    own_state = (
+        'sequence_batching { state [ { input_name: "h" output_name: "h_next" data_type: TYPE_FP32 dims: [4] '
+        'initial_state [ { name: "s" data_type: TYPE_FP32 dims: [4] data_file: "h0.bin" } ] } ] }'
+    )
+    assert (
+        outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off + own_file + own_state), "hand") == []
+    )
     for plain in (
         'backend: "my_backend-2"',
         'runtime: "model.py"',

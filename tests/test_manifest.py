@@ -73,3 +73,28 @@ def test_a_manifest_field_of_the_wrong_type_is_one_error_not_a_traceback(tmp_pat
     path.write_text(json.dumps({"files": {"config.pbtxt": DIGEST}, field: value}))
     with pytest.raises(TritongenError, match=re.escape(problem)):
         read_manifest(model_dir, 1)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{}, {"spec": [1]}, {"spec": {"atol": "x", "rtol": 1e-3}}, {"spec": {"atol": True, "rtol": 1e-3}}],
+    ids=["no spec", "a list", "a word", "a bool"],
+)
+def test_parity_tolerances_a_manifest_does_not_hold_as_numbers_are_one_error(details):
+    """infer --check read details["spec"]["atol"] unchecked: a KeyError, a TypeError or a numpy ufunc error
+    traceback from a hand-edited manifest (verify passes it: a manifest does not list itself)."""
+    manifest = new_manifest(1, {}, **details)
+    with pytest.raises(TritongenError, match="records no parity tolerances tritongen can use"):
+        manifest.tolerances()
+    assert new_manifest(1, {}, spec={"atol": 0.01, "rtol": 0}).tolerances() == (0.01, 0.0)
+    nested = new_manifest(1, {}, kind=ENSEMBLE, model={"spec": {"atol": 1e-4, "rtol": 1e-3}})
+    assert nested.tolerances("model") == (1e-4, 1e-3) and nested.spec_record("model")["atol"] == 1e-4
+
+
+def test_a_variant_bar_that_is_not_a_number_is_one_error():
+    from tritongen.infer import variant_bar
+
+    record = {"precision": "int8", "accuracy": {"min_cosine": 0.99, "min_top1": "x"}}
+    with pytest.raises(TritongenError, match="without the accuracy guard's bar"):
+        variant_bar(record)
+    assert variant_bar({**record, "accuracy": {"min_cosine": 0.99, "min_top1": 0.9}}).min_top1 == 0.9

@@ -105,3 +105,32 @@ def test_a_name_no_npz_member_can_hold_is_refused_before_writing(tmp_path, name)
     with pytest.raises(TritongenError, match="or another name equal but for case"):
         write_npz(tmp_path / "o.npz", {"X": np.zeros(2), "x": np.zeros(2)})
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_more_dimensions_than_an_array_may_have_is_one_error_line(tmp_path):
+    """A header of 41 dims passed every check, then numpy's reshape raised ValueError (a traceback out of build,
+    --calib-data and infer --input-file)."""
+    deep = _npy("<f4", (2,) + (1,) * 39 + (4,), np.zeros(8, "<f4").tobytes())
+    (tmp_path / "deep.npy").write_bytes(deep)
+    with zipfile.ZipFile(tmp_path / "deep.npz", "w") as zf:
+        zf.writestr("x.npy", deep)
+    for name in ("deep.npy", "deep.npz"):
+        with pytest.raises(TritongenError, match="claims 41 dimensions, more than the 32 an array may have"):
+            arrays_from_npz(tmp_path / name)
+    code, out, err = _run(["infer", "double", "--url", "127.0.0.1:9", "--input-file", str(tmp_path / "deep.npz")])
+    _assert_one_clean_line("41 dims", code, out, err, ("deep.npz", "41 dimensions"))
+    flat = _npy("<f4", (1,) * 32, np.zeros(1, "<f4").tobytes())  # numpy's most
+    (tmp_path / "flat.npy").write_bytes(flat)
+    assert arrays_from_npz(tmp_path / "flat.npy")["input"].ndim == 32
+
+
+def test_calibration_rows_of_no_values_are_refused_before_they_are_split(tmp_path):
+    """236 bytes of .npz claiming shape (100000000, 0) made 10**8 calibration rows: 23 GB, then the OOM killer."""
+    from tritongen.precision.calibration import calibration_data_from_path
+    from tritongen.spec import TensorSpec
+
+    with zipfile.ZipFile(tmp_path / "rows.npz", "w") as zf:
+        zf.writestr("x.npy", _npy("<f4", (100_000_000, 0), b""))
+    inputs = (TensorSpec("x", "FP32", (-1,)),)
+    with pytest.raises(TritongenError, match=r"input 'x' is empty \(shape \[100000000, 0\]\)"):
+        calibration_data_from_path(tmp_path / "rows.npz", inputs, True, 8)

@@ -499,6 +499,32 @@ def test_syntax_error_names_file_line_and_column():
     assert "repo/net/config.pbtxt:3:" in err.value.problem and err.value.fix
 
 
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("data_type: 99", "input.data_type is 99, which names no DataType value"),
+        ("data_type: -1", "input.data_type is -1, which names no DataType value"),
+        ("data_type: 2147483648", "Value out of range: 2147483648"),
+    ],
+)
+def test_an_enum_number_no_name_stands_for_is_one_error_line(tmp_path, setting, words):
+    """Each was a ValueError traceback out of validate, verify, serve, infer and deploy."""
+    text = ONNX_MODEL.replace("data_type: TYPE_FP32", setting, 1)
+    assert text != ONNX_MODEL
+    with pytest.raises(TritongenError, match=re.escape(words)):
+        config_from_text(text)
+    repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL})
+    (repo / "net" / "config.pbtxt").write_text(text)
+    report = validate_repository(repo)
+    assert not report.ok and any(words in p for p in report.problems_by_model["net"]), report
+    warm = ONNX_MODEL + (
+        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "x" value: { data_type: -1 dims: [3] zero_data: true '
+        "} } } ]\n"
+    )
+    with pytest.raises(TritongenError, match=r"model_warmup.inputs.data_type is -1"):
+        config_from_text(warm)
+
+
 def test_unknown_field_gets_a_spelling_hint():
     with pytest.raises(TritongenError, match=r"config.pbtxt:2:1: .*no field named \"max_batch\""):
         config_from_text('name: "net"\nmax_batch: 8\n')

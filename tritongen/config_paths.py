@@ -10,6 +10,8 @@ setting is refused:
   the model folder's path there), with no ``..``.
 - ``default_model_filename`` and ``cc_model_filenames``: the model file (a Python backend's ``model.py``), joined
   to the version folder; an absolute path or ``..`` would load one from anywhere.
+- ``sequence_batching { state { initial_state { data_file } } }``: read from ``<model>/initial_state/<data_file>``,
+  so a path with ``..`` (or an absolute one) would give every sequence a starting state from anywhere.
 - ``model_operations { op_library_filename: ... }``: shared libraries a backend loads into the server.
 - The ONNX Runtime backend's TensorRT accelerator: ``trt_extra_plugin_lib_paths`` (shared libraries),
   ``trt_engine_cache_enable``/``trt_engine_cache_path`` and ``trt_ep_context_file_path`` (engines it deserialises
@@ -99,6 +101,15 @@ def outside_path_problems(config: Any, name: str) -> list[str]:
                 f"model '{name}' sets {field} '{filename[:200]}', a path out of its version folders: the backend "
                 "would load that file, unchecked, instead of the version's own"
             )
+    for state in config.sequence_batching.state:
+        for initial in state.initial_state:
+            data_file = initial.data_file if initial.WhichOneof("state_data") == "data_file" else ""
+            if data_file and not inside_version_folder(data_file):
+                problems.append(
+                    f"model '{name}' reads the initial state of '{state.input_name[:100]}' from data_file "
+                    f"'{data_file[:200]}', a path out of its initial_state folder: Triton would read that file, "
+                    "unchecked, as every sequence's starting state"
+                )
     for library in config.model_operations.op_library_filename:
         problems.append(f"model '{name}' loads operation library '{library[:200]}' into the server unchecked")
     for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:

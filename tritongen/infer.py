@@ -9,6 +9,7 @@ parity tolerances: a variant is not meant to match FP32 to 1e-4.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -454,12 +455,12 @@ def variant_bar(precision_record: Any) -> VariantBar | None:
     if not isinstance(precision_record, dict) or precision_record.get("precision", "fp32") == "fp32":
         return None
     accuracy = precision_record.get("accuracy")
-    if not isinstance(accuracy, dict) or not isinstance(accuracy.get("min_cosine"), (int, float)):
+    top1 = accuracy.get("min_top1") if isinstance(accuracy, dict) else None
+    if not isinstance(accuracy, dict) or not _finite(accuracy.get("min_cosine")) or not (top1 is None or _finite(top1)):
         raise TritongenError(
             f"the manifest records a {precision_record.get('precision')} variant without the accuracy guard's bar",
             "rebuild the model with tritongen build --precision",
         )
-    top1 = accuracy.get("min_top1")
     return VariantBar(
         str(precision_record["precision"]),
         float(accuracy["min_cosine"]),
@@ -469,10 +470,14 @@ def variant_bar(precision_record: Any) -> VariantBar | None:
     )
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _bars(recorded: Any) -> tuple[tuple[str, float], ...]:
     if not isinstance(recorded, dict):
         return ()
-    return tuple((str(k), float(v)) for k, v in recorded.items() if isinstance(v, (int, float)))
+    return tuple((str(k), float(v)) for k, v in recorded.items() if _finite(v))
 
 
 def _in_reference_shapes(
@@ -570,11 +575,9 @@ def infer_model(spec: InferSpec) -> InferResult:
             inputs = ensemble_inputs_from_files(tuple(texts))
             if spec.check:
                 end_to_end = saved
-                model_spec = (
-                    read_manifest(Path(spec.repo) / spec.name, version).details.get("model", {}).get("spec", {})
-                )
-                tolerances = (float(model_spec.get("atol", 1e-4)), float(model_spec.get("rtol", 1e-3)))
-                precision = str(model_spec.get("precision", "fp32"))
+                manifest = read_manifest(Path(spec.repo) / spec.name, version)
+                tolerances = manifest.tolerances("model")
+                precision = str(manifest.spec_record("model").get("precision", "fp32"))
                 if precision != "fp32":  # the saved end-to-end answers are FP32 PyTorch's, labels included
                     raise TritongenError(
                         f"ensemble '{spec.name}' serves an {precision} model step, and its end-to-end reference is "
@@ -602,9 +605,9 @@ def infer_model(spec: InferSpec) -> InferResult:
         if spec.check and end_to_end is None:
             reference = arrays_from_npz(artifacts / REFERENCE_NAME)
             manifest = read_manifest(Path(spec.repo) / spec.name, version)
-            tolerances = (manifest.details["spec"]["atol"], manifest.details["spec"]["rtol"])
+            tolerances = manifest.tolerances()
             # an ONNX file's build saved the original graph's outputs as the reference, not PyTorch's
-            reference_of = "original" if manifest.details["spec"].get("inputs_from") == "onnx" else "torch"
+            reference_of = "original" if manifest.spec_record().get("inputs_from") == "onnx" else "torch"
             bar = variant_bar(manifest.details.get("precision"))
     if _is_sequence_model(Path(spec.repo) / spec.name):
         # The sequence batcher takes batch 1: each row goes as a sequence of one request, from zero state.

@@ -90,6 +90,28 @@ class Manifest:
             out["tensorrt_version"] = self.tensorrt_version
         return out
 
+    def spec_record(self, *keys: str) -> dict[str, Any]:
+        """The build's spec as this manifest records it (``details["spec"]``, or for ``keys=("model",)`` an
+        ensemble's model step's ``details["model"]["spec"]``); empty where it records none as a mapping."""
+        record: Any = self.details
+        for key in (*keys, "spec"):
+            record = record.get(key) if isinstance(record, dict) else None
+        return record if isinstance(record, dict) else {}
+
+    def tolerances(self, *keys: str) -> tuple[float, float]:
+        """The parity gate's ``(atol, rtol)`` the build recorded (:meth:`spec_record`); a manifest without them as
+        finite numbers of 0 or more (edited by hand: a manifest vouches for the files, not for itself) is refused."""
+        spec = self.spec_record(*keys)
+        values = [spec.get("atol"), spec.get("rtol")]
+        atol, rtol = (v if isinstance(v, (int, float)) and not isinstance(v, bool) else -1.0 for v in values)
+        if not (0 <= atol < float("inf") and 0 <= rtol < float("inf")):
+            raise TritongenError(
+                f"the manifest of version {self.version} records no parity tolerances tritongen can use "
+                f"({'.'.join((*keys, 'spec'))}.atol/rtol: {str(values[0])[:40]}, {str(values[1])[:40]})",
+                "rebuild the model with tritongen build (its manifest records them)",
+            )
+        return float(atol), float(rtol)
+
     @property
     def int8_flop_share(self) -> float | None:
         """INT8 share of the weight-GEMM FLOPs (``precision.int8_weight_gemm_flops.share``); None when the build

@@ -21,6 +21,7 @@ Arrays = dict[str, np.ndarray]
 
 MAX_SAMPLE_FILE_BYTES = 512 * 2**20  # the arrays of one .npz (or .npy) file, together
 MAX_SAMPLE_ARRAYS = 1024
+MAX_DIMS = 32  # numpy's limit (NPY_MAXDIMS): an array of more cannot be made
 _NPY_HEADER_LIMIT_BYTES = 64 * 1024
 _NPZ_FIX = "save the samples with numpy.savez(path, name=array, ...)"
 _SMALLER_FIX = "save fewer or smaller samples (a few batches are enough)"
@@ -139,6 +140,11 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
     if any(dim < 0 for dim in shape):
         raise TritongenError(
             f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}", _NPZ_FIX
+        )
+    if len(shape) > MAX_DIMS:
+        raise TritongenError(
+            f"sample file {path}: {what} claims {len(shape)} dimensions, more than the {MAX_DIMS} an array may have",
+            _NPZ_FIX,
         )
     claimed_bytes = dtype.itemsize
     for dim in shape:

@@ -145,19 +145,56 @@ def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(text, config_pb2().ModelConfig())
+        config = text_format.Parse(text, config_pb2().ModelConfig())
     except text_format.ParseError as err:
-        reason = str(err).split(" : ", 1)[-1]
-        where = f"{source}:{err.GetLine()}:{err.GetColumn()}" if err.GetLine() else source
-        fix = "fix the syntax there (protobuf text format: `field: value`, lists as `[ a, b ]`, enums bare)"
-        if 'oneof "scheduling_choice"' in reason:
-            fix = (
-                "keep one scheduler: dynamic_batching, sequence_batching or ensemble_scheduling "
-                "(an ensemble batches in its composing models)"
-            )
-        elif "has no field named" in reason:
-            fix = "check the field's spelling and nesting against Triton's model_config.proto"
-        raise TritongenError(f"{where}: invalid model configuration: {reason}", fix) from None
+        raise _syntax_error(err, source) from None
+    except ValueError as err:  # a number out of its field's range (an enum of 2**31): no ParseError
+        raise TritongenError(
+            f"{source}: invalid model configuration: {str(err)[:200]}",
+            "fix the value there (an enum by its name, a number within its field's range)",
+        ) from None
+    unknown = _unknown_enum(config)
+    if unknown:
+        raise TritongenError(
+            f"{source}: invalid model configuration: {unknown}", "give the enum by one of its names (e.g. TYPE_FP32)"
+        )
+    return config
+
+
+def _unknown_enum(message: Any, where: str = "") -> str | None:
+    """The first enum field of ``message`` (nested messages and maps included) holding a number its enum does not
+    name: the text format takes ``data_type: 99``, and reading its name raises ValueError."""
+    for fd, value in message.ListFields():
+        path = f"{where}.{fd.name}" if where else fd.name
+        repeated = getattr(fd, "is_repeated", None)  # protobuf 6; label (deprecated there) before it
+        if not (fd.label == fd.LABEL_REPEATED if repeated is None else repeated):
+            items = [value]
+        elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            items = list(value.values())
+        else:
+            items = list(value)
+        for item in items:
+            if fd.enum_type is not None and item not in fd.enum_type.values_by_number:
+                return f"{path} is {item}, which names no {fd.enum_type.name} value"
+            if hasattr(item, "ListFields"):
+                found = _unknown_enum(item, path)
+                if found:
+                    return found
+    return None
+
+
+def _syntax_error(err: Any, source: str) -> TritongenError:
+    reason = str(err).split(" : ", 1)[-1]
+    where = f"{source}:{err.GetLine()}:{err.GetColumn()}" if err.GetLine() else source
+    fix = "fix the syntax there (protobuf text format: `field: value`, lists as `[ a, b ]`, enums bare)"
+    if 'oneof "scheduling_choice"' in reason:
+        fix = (
+            "keep one scheduler: dynamic_batching, sequence_batching or ensemble_scheduling "
+            "(an ensemble batches in its composing models)"
+        )
+    elif "has no field named" in reason:
+        fix = "check the field's spelling and nesting against Triton's model_config.proto"
+    return TritongenError(f"{where}: invalid model configuration: {reason}", fix)
 
 
 def config_from_file(path: Path) -> ModelConfig:
