@@ -146,3 +146,15 @@ def test_an_image_folder_for_a_variable_image_size_asks_for_arrays_and_arrays_wo
     np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((24, 3, 20, 12), dtype=np.float32))
     data = calibration_data_from_path(tmp_path / "x.npz", variable, True, 8)
     assert (data.calib_samples, data.eval_samples) == (18, 6) and data.calib[0]["x"].shape == (8, 3, 20, 12)
+
+
+def test_the_fewest_samples_named_are_the_fewest_that_build(tmp_path):
+    """20 samples were told 'give at least 22', yet 21 calibrate and check (16 and 5)."""
+    for count in (20, 21):
+        np.savez(tmp_path / f"c{count}.npz", x=np.random.default_rng(0).random((count, 3, 8, 8), np.float32))
+    with pytest.raises(TritongenError) as err:
+        calibration_data_from_path(tmp_path / "c20.npz", X, batched=True)
+    need = int(err.value.fix.split("give at least ")[1].split()[0])
+    np.savez(tmp_path / "need.npz", x=np.random.default_rng(0).random((need, 3, 8, 8), np.float32))
+    data = calibration_data_from_path(tmp_path / "need.npz", X, batched=True)
+    assert need == 21 and (data.calib_samples, data.eval_samples) == (16, 5)

@@ -315,3 +315,15 @@ def test_a_text_ensembles_tensorrt_profile_takes_every_length_the_tokenizer_send
         model_spec_for_tokenizer(dataclasses.replace(spec, dim_ranges=(dim_range_from_arg("x:0:1:16:100"),)), 256)
     assert "--dim-range x:0:1:16:100 ends at 100 tokens" in err.value.problem
     assert "--dim-range x:0:1:16:256" in err.value.fix
+
+
+def test_a_text_ensembles_own_sentences_are_named_as_such_not_as_a_sample_file(tmp_path):
+    """A Hugging Face build, given no sample file, said its dims were checked 'at the sizes of the sample file'."""
+    from tritongen.build import _checked_sizes
+    from tritongen.layout import TOKENIZED_SAMPLES_NAME
+
+    (tmp_path / "m.pt").write_bytes(b"")
+    for name, words in ((TOKENIZED_SAMPLES_NAME, "the tokenized sample sentences"), ("mine.npz", "the sample file")):
+        np.savez(tmp_path / name, input_ids=np.ones((2, 7), np.int64))
+        spec = build_spec_from_options(tmp_path / "m.pt", inputs=["input_ids:INT64:-1"], sample_inputs=tmp_path / name)
+        assert _checked_sizes(spec) == f"variable dims checked at the sizes of {words}"

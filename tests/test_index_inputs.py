@@ -227,3 +227,25 @@ def test_calibration_data_the_model_answers_with_one_constant_is_refused(tmp_pat
         in err
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_calibration_inputs_of_lengths_the_model_cannot_pair_name_the_file_not_dim_range(tmp_path, capsys):
+    """ids of 16 tokens and a mask of 12 failed with --dim-range as the fix, and no word of --calib-data."""
+    import torch
+
+    from tests.conftest import run_cli
+
+    path = tmp_path / "tokens.pt"
+    torch.jit.save(torch.jit.script(_TokenModel().eval()), str(path))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", ids=rng.integers(0, 1000, (64, 16)), mask=np.ones((64, 12), np.int64))
+    args = ["build", str(path), "--input", "ids:INT64:-1", "--input", "mask:INT64:-1", "--max-batch-size", "8"]
+    code, _, err = run_cli(
+        [*args, "--precision", "int8", "--calib-data", str(tmp_path / "calib.npz"), "--repo", str(tmp_path / "r")],
+        capsys,
+    )
+    assert code == 1 and "Traceback" not in err, err[-800:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"error: --calib-data {tmp_path / 'calib.npz'}: the model failed on inputs"), line
+    assert "the inputs of one sample the same length" in line and "--dim-range" not in line
+    assert not (tmp_path / "r").exists()

@@ -29,6 +29,7 @@ from .layout import (
     PREPARED_ONNX,
     REFERENCE_NAME,
     SAMPLES_NAME,
+    TOKENIZED_SAMPLES_NAME,
     WARMUP_DIR,
     is_tuned_config,
 )
@@ -413,7 +414,9 @@ def _checked_sizes(spec: BuildSpec) -> str:
     given = ", ".join(f"{r.input}[{r.axis}] {r.min}/{r.max}" for r in ranges if r.explicit)
     if not any(t.dynamic_axes for t in spec.inputs):
         return ""
-    return "variable dims checked at the sizes of the sample file" + (f" and at MIN/MAX: {given}" if given else "")
+    tokenized = spec.sample_inputs.name == TOKENIZED_SAMPLES_NAME  # a text ensemble's own sentences
+    where = "the tokenized sample sentences" if tokenized else "the sample file"
+    return f"variable dims checked at the sizes of {where}" + (f" and at MIN/MAX: {given}" if given else "")
 
 
 def program_inputs_note(spec: BuildSpec) -> str:

@@ -247,8 +247,10 @@ def _model_samples(source: _Source, work: Path) -> BuildSpec:
     spec = source.model_spec
     if spec.sample_inputs is not None or source.tokenizer_dir is None or source.pre != "tokenizer":
         return spec
+    from .layout import TOKENIZED_SAMPLES_NAME
+
     work.mkdir(parents=True, exist_ok=True)
-    path = work / "samples.npz"
+    path = work / TOKENIZED_SAMPLES_NAME
     max_rows = spec.max_batch_size if spec.batched else None
     write_npz(path, text_samples(source.tokenizer_dir, tuple(t.name for t in spec.inputs), source.max_length, max_rows))
     return dataclasses.replace(spec, sample_inputs=path)

@@ -35,6 +35,7 @@ NON_VERSION_FOLDERS = frozenset({WARMUP_DIR, "initial_state", "configs"})  # Tri
 ARTIFACT_DIR = "tritongen"  # inside each version folder
 MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.npz"
+TOKENIZED_SAMPLES_NAME = "tokenized_sentences.npz"  # a text ensemble's model step: its sample sentences, tokenized
 REFERENCE_NAME = "reference_outputs.npz"
 ENGINE_PLAN_NAME = "engine.json"  # what `tritongen engine` needs to build the plan (tensorrt target)
 PREPARED_ONNX = "model.onnx"  # inside <version>/tritongen/ for the tensorrt target

@@ -364,7 +364,7 @@ def calibration_data_from_path(
         calib = [it for i, it in enumerate(items) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
         held = [it for i, it in enumerate(items) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
         if len(calib) < MIN_CALIB_SAMPLES or len(held) < MIN_EVAL_SAMPLES:
-            need = MIN_CALIB_SAMPLES + MIN_CALIB_SAMPLES // (HOLDOUT_EVERY - 1) + 1
+            need = min_holdout_samples()
             raise TritongenError(
                 f"calibration data {path.name} has {len(items)} sample(s), too few to calibrate and check accuracy",
                 f"give at least {need} samples (a few hundred is better): "
@@ -387,6 +387,15 @@ def calibration_data_from_path(
         digest=digest_of(calib_batches),
         batched=batched,
     )
+
+
+def min_holdout_samples() -> int:
+    """The fewest samples that, every :data:`HOLDOUT_EVERY`-th held out, leave :data:`MIN_CALIB_SAMPLES` to
+    calibrate and :data:`MIN_EVAL_SAMPLES` to check."""
+    n = MIN_CALIB_SAMPLES
+    while n - n // HOLDOUT_EVERY < MIN_CALIB_SAMPLES or n // HOLDOUT_EVERY < MIN_EVAL_SAMPLES:
+        n += 1
+    return n
 
 
 def calibration_data_from_arrays(

@@ -99,7 +99,16 @@ def precision_from_build(
         f"      {data.calib_samples} calibration sample(s), "
         f"{data.eval_samples} held out for the accuracy guard ({data.source})"
     )
-    reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
+    try:
+        reference = [torch_outputs_from_module(module, spec, b) for b in data.eval]
+    except TritongenError as err:
+        if spec.calib_data is None:
+            raise
+        raise TritongenError(  # the build's own samples passed: the sizes are the file's, not --dim-range's
+            f"--calib-data {spec.calib_data}: {err.problem}",
+            "check its arrays against the model's inputs: names, dtypes, and sizes the model takes together "
+            "(the inputs of one sample the same length where the model pairs them)",
+        ) from None
     if spec.calib_data is not None:
         check_references_differ(outputs, reference, spec.calib_data)
     # the samples the build saves, which infer --check sends: held-out calibration rows (data like the guard's),
