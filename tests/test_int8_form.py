@@ -416,3 +416,24 @@ def test_cpu_form_keeps_the_tensorrt_form_for_a_graph_without_conv(tmp_path):
     assert result.form == "tensorrt"
     zero_points = [numpy_helper.to_array(i) for i in onnx.load(str(result.onnx_path)).graph.initializer]
     assert not any(a.dtype == np.uint8 for a in zero_points)
+
+
+def test_a_migration_that_changes_the_fp32_function_is_left_out(tmp_path, monkeypatch, caplog):
+    """Insurance against the next weight-sharing pattern: the migrated graph is checked against the original on a
+    calibration batch, and one that answers otherwise is not used."""
+    import tritongen.precision.smoothquant as smoothquant
+
+    rng = np.random.default_rng(4)
+    src = _save(_block(rng), tmp_path / "src" / "model.onnx")
+    migrate = smoothquant.smooth_model
+
+    def broken(model, batches, *args):
+        model, groups = migrate(model, batches, *args)
+        gamma = next(i for i in model.graph.initializer if i.name == "gamma")
+        gamma.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(gamma) * 2, "gamma"))  # the LayerNorm off
+        return model, groups
+
+    monkeypatch.setattr(smoothquant, "smooth_model", broken)
+    with caplog.at_level("WARNING"):
+        out, groups = smoothed_onnx_from_onnx(src, tmp_path / "smooth" / "model.onnx", _batches(rng, 4))
+    assert out == src and groups == () and "scale migration left out: output 'y' moved by" in caplog.text
