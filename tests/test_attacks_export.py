@@ -381,6 +381,14 @@ def test_unknown_exporter_flag_value_is_refused(tmp_path):
         build_spec_from_options(path, inputs=["x:FP32:3,32,32"], exporter="tvm")
 
 
+def test_three_missing_arguments_are_listed_once_each():
+    from tritongen.export import _size_hint
+
+    reason = "M.forward() missing 3 required positional arguments: 'a', 'b', and 'c'"
+    spec = build_spec_from_options(Path(__file__), inputs=["x:FP32:-1"])
+    assert "forward() also takes 'a', 'b', 'c': declare one input" in _size_hint(spec, reason)
+
+
 @pytest.mark.parametrize(
     "inputs, words",
     [

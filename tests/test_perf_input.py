@@ -523,6 +523,10 @@ def test_force_replaces_an_earlier_report_after_the_run_and_a_comparison_too(mon
             ["--request-rate", "50", "--seed", "7"],
             "error: --seed 7 draws --arrival poisson's schedule, and the arrival",
         ),
+        (
+            ["--request-rate", "50", "--arrival", "poisson", "--seed", "7", "--engine", "perf_analyzer"],
+            "error: --seed 7 draws the built-in engine's Poisson schedule; perf_analyzer draws its own",
+        ),
     ],
 )
 def test_arrival_options_a_run_would_not_use_are_refused(capsys, extra, words):

@@ -511,8 +511,13 @@ def test_an_enum_number_no_name_stands_for_is_one_error_line(tmp_path, setting, 
     """Each was a ValueError traceback out of validate, verify, serve, infer and deploy."""
     text = ONNX_MODEL.replace("data_type: TYPE_FP32", setting, 1)
     assert text != ONNX_MODEL
-    with pytest.raises(TritongenError, match=re.escape(words)):
+    with pytest.raises(TritongenError, match=re.escape(words)) as err:
         config_from_text(text)
+    assert "names no DataType" not in words or err.value.fix.startswith("give the enum by one of its names (TYPE_")
+    with pytest.raises(TritongenError) as kind:
+        config_from_text(ONNX_MODEL + "instance_group [ { kind: 7 } ]\n")
+    assert "instance_group.kind is 7, which names no Kind value" in kind.value.problem
+    assert "KIND_CPU" in kind.value.fix and "TYPE_" not in kind.value.fix
     repo = write_repo(tmp_path / "repo", {"net": ONNX_MODEL})
     (repo / "net" / "config.pbtxt").write_text(text)
     report = validate_repository(repo)

@@ -189,7 +189,7 @@ def _size_hint(spec: BuildSpec, reason: str) -> str:
     missing = _MISSING_ARGS.search(reason)
     if missing:
         return (
-            f"; forward() also takes {missing.group(1).replace(' and ', ', ')}: declare one input per argument of "
+            f"; forward() also takes {re.sub(r',? and ', ', ', missing.group(1))}: declare one input per argument of "
             "forward(), in its order (each as NAME:DTYPE:DIMS)"
         )
     extra = _EXTRA_ARGS.search(reason)

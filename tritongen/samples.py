@@ -20,7 +20,6 @@ import numpy as np
 from .dim_ranges import ranges_from_spec, shapes_at
 from .dtypes import numpy_dtype
 from .errors import TritongenError
-from .names import shown
 from .npz import Arrays, arrays_from_npz
 from .spec import BuildSpec, TensorSpec
 
@@ -116,11 +115,6 @@ def check_arrays_match_spec(
                 f"{what}: input '{t.name}' is a single value (a 0-d array), and the model batches: its samples start "
                 "with the batch dimension",
                 f"save it as a batch, e.g. numpy.array([value]) for a scalar per item ({t.name} of shape [batch])",
-            )
-        if a.size == 0:  # no values for the model (a shape like [100000000, 0] holds none, yet splits into rows)
-            raise TritongenError(
-                f"{what}: input '{t.name}' is empty (shape {shown(list(a.shape), 80)}): it holds no values to run",
-                "save arrays with every dimension at least 1",
             )
         shape = a.shape[1:] if batched else a.shape
         ok = len(shape) == len(t.shape) and all(d == -1 or d == s for d, s in zip(t.shape, shape))

@@ -155,15 +155,18 @@ def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:
         ) from None
     unknown = _unknown_enum(config)
     if unknown:
+        problem, names = unknown
         raise TritongenError(
-            f"{source}: invalid model configuration: {unknown}", "give the enum by one of its names (e.g. TYPE_FP32)"
+            f"{source}: invalid model configuration: {problem}",
+            f"give the enum by one of its names ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})",
         )
     return config
 
 
-def _unknown_enum(message: Any, where: str = "") -> str | None:
+def _unknown_enum(message: Any, where: str = "") -> tuple[str, list[str]] | None:
     """The first enum field of ``message`` (nested messages and maps included) holding a number its enum does not
-    name: the text format takes ``data_type: 99``, and reading its name raises ValueError."""
+    name (and that enum's names, its default left out): the text format takes ``data_type: 99``, and reading its
+    name raises ValueError."""
     for fd, value in message.ListFields():
         path = f"{where}.{fd.name}" if where else fd.name
         repeated = getattr(fd, "is_repeated", None)  # protobuf 6; label (deprecated there) before it
@@ -175,7 +178,8 @@ def _unknown_enum(message: Any, where: str = "") -> str | None:
             items = list(value)
         for item in items:
             if fd.enum_type is not None and item not in fd.enum_type.values_by_number:
-                return f"{path} is {item}, which names no {fd.enum_type.name} value"
+                names = [v.name for v in fd.enum_type.values if v.number != 0] or [fd.enum_type.values[0].name]
+                return f"{path} is {item}, which names no {fd.enum_type.name} value", names
             if hasattr(item, "ListFields"):
                 found = _unknown_enum(item, path)
                 if found:

@@ -137,12 +137,18 @@ class PerfSpec:
                 "(a concurrency's closed loop sends each request when one returns)",
                 "pass --request-rate, or drop --arrival",
             )
+        if self.seed is not None and self.engine == "perf_analyzer":
+            raise TritongenError(
+                f"--seed {self.seed} draws the built-in engine's Poisson schedule; perf_analyzer draws its own and "
+                "takes no seed",
+                "drop --seed, or measure with --engine builtin",
+            )
         if self.seed is not None and self.arrival != "poisson":
             raise TritongenError(
                 f"--seed {self.seed} draws --arrival poisson's schedule, and the arrival is {self.arrival}",
                 "pass --arrival poisson with --request-rate, or drop --seed",
             )
-        if self.seed is None and self.arrival == "poisson":  # a fresh one per run, recorded to repeat the run
+        if self.seed is None and self.arrival == "poisson" and self.engine != "perf_analyzer":  # recorded
             import secrets
 
             object.__setattr__(self, "seed", secrets.randbits(32))

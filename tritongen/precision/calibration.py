@@ -29,6 +29,9 @@ Arrays = dict[str, np.ndarray]
 MIN_CALIB_SAMPLES = 16
 MIN_EVAL_SAMPLES = 4
 HOLDOUT_EVERY = 4  # every 4th sample is held out for the accuracy guard
+# samples read from --calib-data (rows of its files, its files, its lines): a few hundred calibrate well; each is
+# kept as arrays of its own, so a file of 10**8 tiny (or empty) rows within the byte bound would fill the memory
+MAX_CALIB_SAMPLES = 100_000
 DEFAULT_MAX_TOKENS = 128
 TEXT_SUFFIXES = (".txt", ".text", ".lines")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -96,6 +99,7 @@ def _items_from_npz(
         if not files:
             images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if images:
+                _check_count(len(images), path)
                 return _items_from_images(path, images, inputs, batched, preprocessor)
         if not files:
             raise TritongenError(
@@ -105,6 +109,7 @@ def _items_from_npz(
             )
     else:
         files = [path]
+    _check_count(len(files), path)
     items: list[Arrays] = []
     for f in files:
         arrays = arrays_from_npz(f)
@@ -120,8 +125,18 @@ def _items_from_npz(
                 f"calibration file {f.name}: arrays have different batch sizes",
                 "give every input the same number of rows",
             )
-        items.extend({k: a[i : i + 1] for k, a in arrays.items()} for i in range(rows.pop()))
+        count = rows.pop()
+        _check_count(len(items) + count, path)
+        items.extend({k: a[i : i + 1] for k, a in arrays.items()} for i in range(count))
     return items
+
+
+def _check_count(samples: int, path: Path) -> None:
+    if samples > MAX_CALIB_SAMPLES:
+        raise TritongenError(
+            f"calibration data {path} holds more than {MAX_CALIB_SAMPLES} samples",
+            "give a few hundred to a few thousand representative samples",
+        )
 
 
 def _described(inputs: tuple[TensorSpec, ...]) -> str:
@@ -181,6 +196,7 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
             "give a readable text file with one sample per line (a few hundred lines are enough)",
         ) from None
     lines = _utf8_lines(raw, path)
+    _check_count(len(lines), path)
     if not lines:
         raise TritongenError(f"calibration text file {path} has no non-empty lines", "write one sample text per line")
     try:
