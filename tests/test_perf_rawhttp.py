@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import LoopbackServer
+from tritongen.errors import TritongenError
 from tritongen.perf.inputs import RequestSet
 from tritongen.perf.rawhttp import REASON_CHARS, RawHttpSender, ResponseParser, error_from_response
 
@@ -281,3 +282,30 @@ def test_a_servers_reason_is_kept_with_its_control_characters_escaped():
     kind = error_from_response(400, json.dumps({"error": "\x1b]0;TITLE\x07bad"}).encode())
     assert "\x1b" not in kind and "\x07" not in kind and kind.startswith("http_400: \\x1b]0;TITLE\\x07bad")
     assert reason_from_grpc_message("%1B%5B2Jcleared") == "\\x1b[2Jcleared"
+
+
+@pytest.mark.server
+def test_a_statistics_read_that_stalls_ends_within_max_time(tiny_server, monkeypatch, tmp_path):
+    """A server answering requests but not its statistics API held each level's statistics read 12 s, past
+    --max-time-s, or took the level's whole time."""
+    import time
+
+    import tritongen.client
+    from tritongen.perf import PerfSpec
+    from tritongen.perf.run import perf_from_spec
+
+    def stalled(url, model, protocol="grpc", timeout_s=10.0, *args, **kwargs):
+        time.sleep(timeout_s)  # what a server that never answers costs a client that waits its timeout
+        raise TritongenError("the statistics read timed out", "")
+
+    monkeypatch.setattr(tritongen.client, "model_statistics", stalled)
+    np.savez(tmp_path / "x.npz", X=np.ones((2, 4), np.float32))
+    spec = PerfSpec(
+        model="double", url=tiny_server.http_url, protocol="http", concurrency=(1,), duration_s=0.5, warmup_s=0.2,
+        max_time_s=6, input_data=tmp_path / "x.npz", repo=None, metrics_url=None,
+    )  # fmt: skip
+    started = time.monotonic()
+    run = perf_from_spec(spec)
+    taken_s = time.monotonic() - started
+    assert run.points and run.points[0].server.requests == 0  # measured, its statistics unread
+    assert taken_s < 6 + 8, taken_s  # the cap, the grace after it, the client's set-up; it was 6 + 12 and more

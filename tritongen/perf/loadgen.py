@@ -74,6 +74,7 @@ class CutShort(Exception):
 # (their answers would fall outside every window anyway); a server offered far more than it serves would
 # otherwise hold the level open for the whole --timeout-s.
 OPEN_LOOP_GRACE_S = 1.0
+STATS_GRACE_S = 1.0  # a statistics read at --max-time-s's deadline may run this far past it
 
 
 # --------------------------------------------------------------------------------------------- senders
@@ -490,15 +491,27 @@ async def _run_levels(
     except TritongenError:
         steps = ()
 
-    def snapshot() -> dict:
-        own = model_statistics(url, spec.model, spec.protocol, 10)
+    def stats_wait_s() -> float:
+        """How long a statistics read may take: 10 s a model (and 2 s more); with --max-time-s, a quarter of the
+        time left and a second more (a server answers them in milliseconds; one that stalls leaves the level its
+        time, and the read after it ends a second past the deadline at most)."""
+        cap = 12.0 + 10.0 * len(steps)
+        if deadline_s is None:
+            return cap
+        left_s = max(0.0, deadline_s - time.perf_counter())
+        return max(0.5, min(cap, left_s / 4 + STATS_GRACE_S))
+
+    def snapshot(wait_s: float) -> dict:
+        each_s = min(10.0, wait_s)
+        own = model_statistics(url, spec.model, spec.protocol, each_s)
         if steps:
-            own["steps"] = {name: model_statistics(url, name, spec.protocol, 10) for name in steps}
+            own["steps"] = {name: model_statistics(url, name, spec.protocol, each_s) for name in steps}
         return own
 
     async def stats():
+        wait_s = stats_wait_s()
         try:
-            return await asyncio.wait_for(asyncio.to_thread(snapshot), timeout=12 + 10 * len(steps))
+            return await asyncio.wait_for(asyncio.to_thread(snapshot, wait_s), timeout=wait_s)
         except (TritongenError, asyncio.TimeoutError):
             return None
 
