@@ -735,3 +735,21 @@ def test_the_built_precision_is_read_from_the_served_versions_manifest(tmp_path)
     assert _built_precision(model_dir, 1) == "int8"
     assert _built_precision(model_dir) == "fp32"  # the newest version's
     assert _built_precision(model_dir, 3) == "fp32"  # no manifest says: nothing to add
+
+
+@pytest.mark.parametrize("protocol, status", [("grpc", "StatusCode.UNAVAILABLE"), ("http", "400")])
+def test_a_built_version_the_server_has_not_loaded_is_named_as_such(monkeypatch, protocol, status):
+    """infer --model-version 3 of a version built but not loaded read 'refused the request ... send the admin
+    header': the wrong diagnosis and a fix that does not help."""
+    import importlib
+
+    from tritonclient.utils import InferenceServerException
+
+    client = importlib.import_module("tritongen.client")
+    monkeypatch.setattr(client, "server_live", lambda *a, **k: True)
+    monkeypatch.setattr(client, "is_metrics_port", lambda *a, **k: False)
+    monkeypatch.setattr(client, "model_metadata", lambda *a, **k: {"versions": ["1"]})
+    error = InferenceServerException("Request for unknown model: 'cls0' version 3 is not at ready state", status=status)
+    err = client.classify_error(error, "127.0.0.1:1", protocol, "cls0", 5.0)
+    assert err.problem == "version 3 of model 'cls0' is not loaded on the server at 127.0.0.1:1 (loaded: 1)"
+    assert "tritongen rollout REPO cls0 --to-version 3" in err.fix and "admin header" not in err.fix

@@ -217,8 +217,17 @@ def test_an_unsigned_record_is_followed_only_where_it_is_consistent_and_never_on
         return line
 
     line = pinned(_servable_record_repo(tmp_path / "a", HISTORY), True)
-    assert "the record is not signed and the repository is" in line
-    assert "sign again, or run tritongen rollback REPO" in line and "--to-version" in line  # what to do about it
+    assert "the record is not signed and the repository is" in line and "REFUSED" not in line
+    assert f"run tritongen rollback REPO {NAME} --to-version 1 now that the server is up" in line  # what to do
+    # the newest version, which a signed repository serves, is one the gate refused: said loudly, and the command
+    # names the repository (editing config.pbtxt and signing again, the fix it gave, fails: the manifest holds it)
+    gate = {"passed": False, "reasons": ["cosine 0.3705 < 0.99"], "latency_ratio": 1.0, "p99_ratio": 1.0}
+    bad = [{"at": "2026-12-06T07:20:00Z", "action": "rollout", "from": 1, "to": 3, "result": "refused", "gate": gate}]
+    repo = _servable_record_repo(tmp_path / "s", bad)
+    (line,) = pin_recorded_versions(repo, signed=True, repo=Path("my repo"))
+    assert "VERSION 3 NOW SERVED IS ONE THE ROLLOUT GATE REFUSED (cosine 0.3705 < 0.99)" in line, line
+    assert f"run tritongen rollback 'my repo' {NAME} --to-version 1 now that the server is up" in line
+    assert "sign again" not in line
     forged = [{"at": "x", "action": "rollout", "from": 3, "to": 1, "result": "refused"}]
     assert "that is not where its last finished change led" in pinned(_servable_record_repo(tmp_path / "b", forged))
     refused = [*HISTORY, {"action": "rollback", "from": 1, "to": 2, "result": "promoted"}]

@@ -290,6 +290,18 @@ def test_a_second_plain_rollback_does_not_re_promote_what_the_first_rolled_back_
     )
     with pytest.raises(TritongenError, match="'cnn' version 6 already serves: the last change was a rollback to it"):
         _target(spec, after, tmp_path / "cnn", 6)
+    try:
+        _target(spec, after, tmp_path / "cnn", 6)
+    except TritongenError as err:
+        assert err.fix.endswith(f"--to-version 10 (or tritongen rollback {tmp_path} cnn --to-version 10)"), err.fix
+    # a version the gate refused: a rollback to it is refused without --force, so only the gated way is offered
+    refused = RolloutRecord("cnn", live=6, previous=10).with_event(
+        {"action": "rollout", "from": 6, "to": 10, "result": "refused"}
+    )
+    refused = refused.with_event({"action": "rollback", "from": 10, "to": 6, "result": "promoted"})
+    with pytest.raises(TritongenError) as err:
+        _target(spec, refused, tmp_path / "cnn", 6)
+    assert err.value.fix.endswith("--to-version 10") and "tritongen rollback" not in err.value.fix
 
 
 def test_a_stop_during_the_switch_says_triton_may_finish_it_and_how_to_go_on(tmp_path):

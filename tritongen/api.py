@@ -750,7 +750,7 @@ def _pin_recorded(spec: Any, snapshot: Path, signed: bool) -> tuple[str, ...]:
         return ()
     from .deploy.rollout_record import pin_recorded_versions
 
-    return tuple(pin_recorded_versions(snapshot, signed=signed))
+    return tuple(pin_recorded_versions(snapshot, signed=signed, repo=spec.repo))
 
 
 def _poll_log(line: str) -> None:

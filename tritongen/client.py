@@ -21,7 +21,7 @@ import numpy as np
 
 from .dtypes import triton_from_numpy
 from .errors import TritongenError
-from .names import with_suggestion
+from .names import one_line, with_suggestion
 from .served_settings import ServedSettings, served_settings_from_config
 
 PROTOCOLS = ("grpc", "http")
@@ -991,6 +991,16 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
             f"the server at {url} has no model '{model}' ready ({message})",
             with_suggestion(model, _served_names(url, protocol, min(timeout_s, 5)), fix),
         )
+    unready = re.search(r"version (\d+) is not at ready state", message)
+    if unready and kind in (NOT_FOUND, UNAVAILABLE, FORBIDDEN, REJECTED):
+        version = unready.group(1)
+        loaded = _loaded_versions(url, protocol, model, min(timeout_s, 5))
+        now = f" (loaded: {', '.join(loaded)})" if loaded else ""
+        return TritongenError(
+            f"version {version} of model '{model}' is not loaded on the server at {url}{now}",
+            f"bring a built version to traffic with tritongen rollout REPO {model} --to-version {version} (through "
+            "the release gate), or pass --model-version with a loaded one",
+        )
     if kind in (FORBIDDEN, UNAVAILABLE):
         return TritongenError(
             f"the server at {url} refused the request: {message}",
@@ -1021,6 +1031,15 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
         f"model's (GET {_metadata_address(url, protocol, model)} "
         "lists them)",
     )
+
+
+def _loaded_versions(url: str, protocol: str, model: str, timeout_s: float) -> list[str]:
+    """The versions of ``model`` the server has loaded (its metadata answer); empty where it does not say."""
+    try:
+        versions = model_metadata(url, model, protocol=protocol, timeout_s=timeout_s).get("versions", [])
+    except TritongenError:
+        return []
+    return [one_line(str(v))[:20] for v in versions[:10]] if isinstance(versions, list) else []
 
 
 def is_metrics_port(url: str, timeout_s: float = 2.0) -> bool:

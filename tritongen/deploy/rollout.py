@@ -367,11 +367,13 @@ def _target(spec: RolloutSpec, record: RolloutRecord, model_dir: Path, live: int
         last = record.last_promotion()
         if last is not None and last.get("action") == ROLLBACK and last.get("to") == live:
             # a second plain rollback re-promoted, past no gate, the version the first one had rolled back from
+            refused = record.gate_refusal(record.previous) is not None  # a rollback to it would need --force
+            alternative = "" if refused else f" (or {again} {record.previous})"
             raise TritongenError(
                 f"'{spec.name}' version {live} already serves: the last change was a rollback to it "
                 f"({record.last_change()}), and a plain rollback returns to the version before the last rollout",
                 f"to serve version {record.previous} again, gate it: tritongen rollout {shlex.quote(str(spec.repo))} "
-                f"{shlex.quote(spec.name)} --to-version {record.previous} (or {again} {record.previous})",
+                f"{shlex.quote(spec.name)} --to-version {record.previous}{alternative}",
             )
         target = record.previous
     return _on_disk(spec, model_dir, target)

@@ -233,7 +233,17 @@ def with_version_policy(config: Mapping[str, Any], versions: Sequence[int], name
     return out
 
 
-def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
+def _refusal_words(record: RolloutRecord, version: int) -> str:
+    """Why the gate refused ``version``, as its history event says (its reasons, else when)."""
+    event = record.gate_refusal(version) or {}
+    gate = event.get("gate")
+    reasons = gate.get("reasons") if isinstance(gate, dict) else None
+    if isinstance(reasons, list) and reasons:
+        return one_line("; ".join(str(r)[:120] for r in reasons[:2]))
+    return f"refused at {one_line(str(event.get('at', 'an earlier rollout')))[:40]}"
+
+
+def pin_recorded_versions(served: Path, signed: bool = False, repo: Path | None = None) -> list[str]:
     """Before a server starts on ``served`` (serve's checked copy of a repository, never the repository itself, and
     after its checks): for each model whose rollout record names a live version other than the ones its
     ``config.pbtxt`` would serve (a rollback, then a restart: Triton's default policy serves the newest), write
@@ -246,7 +256,8 @@ def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
     change led to the live version, and the gate did not refuse that version unless a forced rollback chose it),
     and not at all on a signed repository (``signed``), where whoever can write the repository could otherwise
     pick any older signed version. Left as it is too where an ensemble calls another version by number. Returns
-    one line per model pinned, and a ``warning:`` line per model left."""
+    one line per model pinned, and a ``warning:`` line per model left (naming ``repo``, the repository the copy was
+    made of, in the commands it gives)."""
     from google.protobuf import text_format
 
     from ..validate import config_pb2, validate_repository
@@ -267,10 +278,15 @@ def pin_recorded_versions(served: Path, signed: bool = False) -> list[str]:
         other = [(e, v) for e, v in called.get(name, []) if v != live]
         why = ""
         if signed:
+            refused = [v for v in would if record.gate_refusal(v) is not None and not record.forced_to(v)]
+            loud = ""
+            if refused:
+                why_refused = _refusal_words(record, refused[0])
+                loud = f"; VERSION {refused[0]} NOW SERVED IS ONE THE ROLLOUT GATE REFUSED ({why_refused})"
+            where = shlex.quote(str(repo)) if repo is not None else "REPO"
             why = (
-                f"the record is not signed and the repository is: {keep}; to serve version {live}, put "
-                f"version_policy: {{ specific: {{ versions: [ {live} ] }} }} in its config.pbtxt and sign again, or "
-                f"run tritongen rollback REPO {name} --to-version {live} once the server is up"
+                f"the record is not signed and the repository is: {keep}{loud}; to serve version {live}, run "
+                f"tritongen rollback {where} {name} --to-version {live} now that the server is up"
             )
         elif record.last_promoted_to() != live:
             why = f"that is not where its last finished change led ({record.last_change()}): {keep}"
