@@ -753,7 +753,9 @@ def test_a_batch_outputs_dims_are_not_compared(tmp_path):
 
 def test_an_unnamed_data_type_number_and_bf16_are_problems_not_crashes(tmp_path):
     graph = graph_io_from_onnx(graph_file(tmp_path, [value("x", 1, [4])], [value("y", 1, [4])]))
-    unknown = onnx_io_problems(config_from_text(PLAIN.replace("TYPE_FP32 dims", "99 dims", 1)), "p", graph, "w")
+    config = config_from_text(PLAIN)  # a config.pbtxt naming 99 is refused as it is read (config_from_text)
+    config.input[0].data_type = 99  # one made in code, as the API may hand it
+    unknown = onnx_io_problems(config, "p", graph, "w")
     assert unknown == ["unsupported datatype data type 99 for input 'x' for model 'p'"]
     bf16 = onnx_io_problems(config_from_text(PLAIN.replace("TYPE_FP32 dims", "TYPE_BF16 dims", 1)), "p", graph, "w")
     assert bf16 == ["unsupported datatype TYPE_BF16 for input 'x' for model 'p'"]  # Triton 2.51's backend
