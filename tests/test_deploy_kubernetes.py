@@ -1051,6 +1051,7 @@ def test_a_run_whose_server_statistics_were_not_read_says_so_in_perf_and_in_depl
     row = next(line for line in table.splitlines() if line.strip().startswith("8c"))
     assert row.split()[8:11] == ["-", "-", "-"], row
     assert "the server's statistics could not be read at concurrency 1, 2, 4, 8, 16 (queue us" in table
+    assert "the model's versions changed during the level (a rollout or rollback" in table
     assert "statistics could not be read" not in table_from_run(RUN)
     cautions = thresholds_from_run(blind, slo_p99_ms=SLO_MS).cautions
     assert any(c.startswith("the server's statistics were not read at the knee level, concurrency 8") for c in cautions)

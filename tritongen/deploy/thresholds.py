@@ -265,7 +265,8 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
     if not knee.server.requests and not knee.steps:
         out.append(
             f"the server's statistics were not read at the knee level, {knee.where} (the server stopped "
-            "answering them during the run, or the perf run reached it through a proxy), so the time it computes per "
+            "answering them during the run, the model's versions changed during it, or the perf run reached it "
+            "through a proxy), so the time it computes per "
             "request is unknown: the queue alert is the whole objective and the in-flight target comes from the "
             "client's latency; measure again with the server answering its statistics API"
         )

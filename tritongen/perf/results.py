@@ -722,7 +722,9 @@ def table_from_run(run: PerfRun) -> str:
     if unread:
         lines.append(
             f"the server's statistics could not be read at {_loads_words(unread)} (queue us, "
-            "infer us and batch show -): the server stopped answering them, or --url reaches it through a proxy"
+            "infer us and batch show -): the server stopped answering them, the model's versions changed during "
+            "the level (a rollout or rollback: an unloaded version's counters go with it), or --url reaches it "
+            "through a proxy"
         )
     note = client_bound_note(run)
     if note:
