@@ -607,3 +607,33 @@ def test_a_golden_set_holding_nan_is_refused_and_the_comparison_json_is_json(tmp
         golden_from_file(tmp_path / "g.npz", tmp_path / "none.npz", inputs, True)
     text = json_module.dumps(_finite({"a": [float("inf"), 1.0], "b": {"c": float("nan")}}), allow_nan=False)
     assert json_module.loads(text) == {"a": ["inf", 1.0], "b": {"c": "nan"}}
+
+
+@pytest.mark.parametrize("traffic", [0, 500])
+def test_a_gate_under_traffic_says_the_latency_ratio_overstates_the_idle_candidate(traffic):
+    """Under load the default queue delay made an identical candidate read 1.47x the live latency and be refused:
+    the live version's batches filled from the traffic while each candidate request waited for a batch alone."""
+    import time
+
+    import numpy as np
+
+    from tritongen.deploy.gate import GateThresholds, GoldenSet, run_gate
+
+    counts = {"live": 0, "candidate": 0}
+
+    def infer(target, request):
+        role = target[0]
+        counts[role] += 1 + (traffic // 20 if role == "live" else 0)  # other clients' requests, as Triton counts
+        time.sleep(0.003 if role == "candidate" else 0.0)
+        return {"y": request["x"] * 2}
+
+    def stats(target):
+        return counts[target[0]], counts[target[0]] * 1_000_000
+
+    golden = GoldenSet(tuple({"x": np.full((1, 4), float(i), np.float32)} for i in range(20)), None, "test")
+    report = run_gate(
+        infer, stats, ("live", 1), ("candidate", 2), golden, GateThresholds(latency_requests=20), "m", (1, 2)
+    )
+    assert report.live_traffic == traffic and report.latency.ratio > 1
+    note = "the live version answered 500 requests of other clients during the comparison"
+    assert (note in report.summary()) is bool(traffic)

@@ -127,6 +127,8 @@ def rollout(model: tuple[str, ...], to_version: int, **options) -> None:
                 f"compare both with tritongen perf, or pass --max-latency-ratio above "
                 f"{result.gate.latency_ratio:.2f} if that is acceptable"
             )
+            if result.gate.traffic_note:
+                fix += f" ({result.gate.traffic_note})"
         raise TritongenError(
             f"version {result.to_version} failed the gate ({'; '.join(result.gate.reasons)}); "
             f"version {result.from_version} keeps serving",

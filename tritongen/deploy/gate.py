@@ -157,6 +157,22 @@ class GateReport:
     requests_per_version: int = 0
     latency: LatencyComparison | None = None  # None: not measured (a report built by hand)
     path: Path | None = field(default=None, compare=False)
+    # requests of other clients the live version answered during the timed comparison (traffic on it)
+    live_traffic: int = 0
+
+    @property
+    def traffic_note(self) -> str:
+        """Why a latency ratio measured under traffic overstates the candidate's latency ("" without traffic, or
+        with the candidate no slower)."""
+        if not self.live_traffic or self.latency is None or self.latency.ratio <= 1.0:
+            return ""
+        return (
+            f"the live version answered {self.live_traffic} requests of other clients during the comparison: its "
+            "dynamic batcher fills batches from that traffic, while the candidate, with no traffic of its own, may "
+            "hold each request for its max_queue_delay_microseconds waiting for a batch; the latency ratio then "
+            "overstates the candidate's latency by up to that delay per request: gate it with the traffic off to "
+            "compare the models alone"
+        )
 
     @property
     def passed(self) -> bool:
@@ -207,6 +223,8 @@ class GateReport:
             lines.append(f"  latency ratio candidate/live: {self.latency.text()}{noise}")
         lines.append(f"  server mean ms: live {live['server_mean']:.2f}  candidate {cand['server_mean']:.2f}")
         lines.append(f"  failed requests: live {self.errors['live']}  candidate {self.errors['candidate']}")
+        if self.traffic_note:
+            lines.append(f"  note: {self.traffic_note}")
         lines.append("  verdict: promote" if self.passed else "  verdict: refused: " + "; ".join(self.reasons))
         return "\n".join(lines)
 
@@ -458,6 +476,7 @@ def run_gate(
         golden=golden.source,
         requests_per_version=total,
         latency=compare_latency(times["live"], times["candidate"]),
+        live_traffic=max(0, (after["live"][0] - before["live"][0]) - (total - errors["live"])),
     )
     return _judged(report)
 
