@@ -101,6 +101,7 @@ def test_unloaded_version_refused():
     with pytest.raises(TritongenError) as info:
         check_split_against_model((("1", 50), ("3", 50)), "m", ["1", "2"])
     assert info.value.problem == "version 3 of 'm' is not loaded (loaded: 1, 2)" and "version_policy" in info.value.fix
+    assert "tritongen rollout's gate" in info.value.fix  # a built repository's config.pbtxt is held to its manifest
 
 
 def test_server_statistics_split_by_version():

@@ -131,7 +131,9 @@ def check_split_against_model(split: Sequence[tuple[str, int]], model: str, load
             raise TritongenError(
                 f"version {version} of '{model}' is not loaded (loaded: {', '.join(ready) or 'none'})",
                 "split between loaded versions, or serve both: version_policy { all {} } or "
-                "{ specific { versions: [...] } } in config.pbtxt, or load it with explicit model control",
+                "{ specific { versions: [...] } } in a hand-written config.pbtxt; a tritongen build's config.pbtxt "
+                "is held to its manifest, so for one compare the versions with tritongen rollout's gate (it serves "
+                "the new version beside the live one and measures both)",
             )
 
 
