@@ -114,6 +114,10 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_free_the_memory(wor
     assert out.promoted and out.gate is not None and out.gate.passed, out.summary()
     assert back.promoted and (back.from_version, back.to_version) == (2, 1), back.summary()
     assert out.gate.path is not None and out.gate.path.is_file()
+    # the verdict is said before the switch (a stop during it ends the command before the summary prints)
+    said = [line for _, line in events]
+    passed = next(i for i, line in enumerate(said) if line.startswith("gate: passed (latency ratio "))
+    assert str(out.gate.path) in said[passed] and said[passed + 1].startswith("switch: "), said
     page = (out.gate.path.parent / "comparison.html").read_text()
     assert 'id="verdict">promote<' in page and "min cosine" in page and ">None<" not in page
     failed = [a for a in answers if a.output is None]

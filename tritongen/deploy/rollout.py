@@ -226,6 +226,8 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
                 return RolloutResult(
                     spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed, signature=signature
                 )
+            # said before the switch, whose stop (Ctrl-C, SIGTERM) ends the command before the summary prints
+            say(f"gate: passed (latency ratio {gate.latency_ratio:.2f}; report {gate.path})")
         step.switch(config, target, files, say)
         record = replace(record, live=target, previous=live, pending=None)
         event = _event(spec.action, live, target, "promoted", gate)
