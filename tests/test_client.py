@@ -737,8 +737,16 @@ def test_the_built_precision_is_read_from_the_served_versions_manifest(tmp_path)
     assert _built_precision(model_dir, 3) == "fp32"  # no manifest says: nothing to add
 
 
-@pytest.mark.parametrize("protocol, status", [("grpc", "StatusCode.UNAVAILABLE"), ("http", "400")])
-def test_a_built_version_the_server_has_not_loaded_is_named_as_such(monkeypatch, protocol, status):
+@pytest.mark.parametrize(
+    "protocol, status, words",
+    [
+        ("grpc", "StatusCode.UNAVAILABLE", "version 3 is not at ready state"),  # loaded once, unloaded since
+        ("http", "400", "version 3 is not at ready state"),
+        ("grpc", "StatusCode.NOT_FOUND", "version 3 is not found"),  # built, never loaded
+        ("http", "404", "version 3 is not found"),
+    ],
+)
+def test_a_built_version_the_server_has_not_loaded_is_named_as_such(monkeypatch, protocol, status, words):
     """infer --model-version 3 of a version built but not loaded read 'refused the request ... send the admin
     header': the wrong diagnosis and a fix that does not help."""
     import importlib
@@ -749,7 +757,7 @@ def test_a_built_version_the_server_has_not_loaded_is_named_as_such(monkeypatch,
     monkeypatch.setattr(client, "server_live", lambda *a, **k: True)
     monkeypatch.setattr(client, "is_metrics_port", lambda *a, **k: False)
     monkeypatch.setattr(client, "model_metadata", lambda *a, **k: {"versions": ["1"]})
-    error = InferenceServerException("Request for unknown model: 'cls0' version 3 is not at ready state", status=status)
+    error = InferenceServerException(f"Request for unknown model: 'cls0' {words}", status=status)
     err = client.classify_error(error, "127.0.0.1:1", protocol, "cls0", 5.0)
     assert err.problem == "version 3 of model 'cls0' is not loaded on the server at 127.0.0.1:1 (loaded: 1)"
     assert "tritongen rollout REPO cls0 --to-version 3" in err.fix and "admin header" not in err.fix

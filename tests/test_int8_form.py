@@ -437,3 +437,17 @@ def test_a_migration_that_changes_the_fp32_function_is_left_out(tmp_path, monkey
     with caplog.at_level("WARNING"):
         out, groups = smoothed_onnx_from_onnx(src, tmp_path / "smooth" / "model.onnx", _batches(rng, 4))
     assert out == src and groups == () and "scale migration left out: output 'y' moved by" in caplog.text
+
+
+def test_outputs_with_the_same_inf_or_nan_in_the_same_places_do_not_leave_a_correct_migration_out(tmp_path):
+    """inf - inf is NaN: a second output holding -inf (a masked score) made every migration read 'moved by nan'."""
+    rng = np.random.default_rng(5)
+    model = _block(rng)
+    model.graph.node.append(helper.make_node("Add", ["y", "mask"], ["masked"], name="masked"))
+    mask = np.zeros(D)
+    mask[2], mask[7] = -np.inf, np.nan
+    model.graph.initializer.append(_init("mask", mask))
+    model.graph.output.append(helper.make_tensor_value_info("masked", TensorProto.FLOAT, ["b", 8, D]))
+    src = _save(model, tmp_path / "src" / "model.onnx")
+    out, groups = smoothed_onnx_from_onnx(src, tmp_path / "smooth" / "model.onnx", _batches(rng, 4))
+    assert out != src and groups  # migrated: the non-finite values sit where they sat

@@ -218,13 +218,14 @@ def test_an_unsigned_record_is_followed_only_where_it_is_consistent_and_never_on
 
     line = pinned(_servable_record_repo(tmp_path / "a", HISTORY), True)
     assert "the record is not signed and the repository is" in line and "REFUSED" not in line
-    assert f"run tritongen rollback REPO {NAME} --to-version 1 now that the server is up" in line  # what to do
+    assert "restart serve with --model-control explicit (a rollback loads and unloads models)" in line
+    assert f"then run tritongen rollback REPO {NAME} --to-version 1 (with --url" in line  # what to do
     # the newest version, which a signed repository serves, is one the gate refused: said loudly, and the command
     # names the repository (editing config.pbtxt and signing again, the fix it gave, fails: the manifest holds it)
     gate = {"passed": False, "reasons": ["cosine 0.3705 < 0.99"], "latency_ratio": 1.0, "p99_ratio": 1.0}
     bad = [{"at": "2026-12-06T07:20:00Z", "action": "rollout", "from": 1, "to": 3, "result": "refused", "gate": gate}]
     repo = _servable_record_repo(tmp_path / "s", bad)
-    (line,) = pin_recorded_versions(repo, signed=True, repo=Path("my repo"))
+    (line,) = pin_recorded_versions(repo, signed=True, repo=Path("my repo"), explicit=True)
     assert "VERSION 3 NOW SERVED IS ONE THE ROLLOUT GATE REFUSED (cosine 0.3705 < 0.99)" in line, line
     assert f"run tritongen rollback 'my repo' {NAME} --to-version 1 now that the server is up" in line
     assert "sign again" not in line
@@ -636,4 +637,20 @@ def test_a_gate_under_traffic_says_the_latency_ratio_overstates_the_idle_candida
     )
     assert report.live_traffic == traffic and report.latency.ratio > 1
     note = "the live version answered 500 requests of other clients during the comparison"
-    assert (note in report.summary()) is bool(traffic)
+    from dataclasses import replace
+
+    batching = replace(report, queue_delay_us=500)  # as the rollout sets it from the served config
+    assert (note in batching.summary()) is bool(traffic)
+    assert not traffic or "up to its queue delay (500 us)" in batching.traffic_note
+    assert note not in report.summary()  # no batcher's delay (max batch 0, a delay of 0, sequences): nothing to wait
+
+
+def test_the_queue_delay_the_gate_notes_is_the_dynamic_batchers_alone():
+    from tritongen.deploy.rollout import _queue_delay_us
+
+    batching = {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": "500"}}
+    assert _queue_delay_us(batching) == 500
+    assert _queue_delay_us({**batching, "max_batch_size": 0}) == 0
+    assert _queue_delay_us({**batching, "sequence_batching": {"max_sequence_idle_microseconds": 1}}) == 0
+    assert _queue_delay_us({"max_batch_size": 8, "dynamic_batching": {}}) == 0
+    assert _queue_delay_us({"max_batch_size": 8}) == 0

@@ -750,7 +750,9 @@ def _pin_recorded(spec: Any, snapshot: Path, signed: bool) -> tuple[str, ...]:
         return ()
     from .deploy.rollout_record import pin_recorded_versions
 
-    return tuple(pin_recorded_versions(snapshot, signed=signed, repo=spec.repo))
+    return tuple(
+        pin_recorded_versions(snapshot, signed=signed, repo=spec.repo, explicit=spec.model_control == "explicit")
+    )
 
 
 def _poll_log(line: str) -> None:

@@ -124,7 +124,7 @@ def rollout(model: tuple[str, ...], to_version: int, **options) -> None:
             fix = (
                 f"see {result.gate.path}: every answer agreed, but the new version's latency was above "
                 "--max-latency-ratio times the live one's in most rounds; "
-                f"compare both with tritongen perf, or pass --max-latency-ratio above "
+                f"make it faster and build it again, or pass --max-latency-ratio above "
                 f"{result.gate.latency_ratio:.2f} if that is acceptable"
             )
             if result.gate.traffic_note:

@@ -982,16 +982,8 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
             f"request to model '{model}' at {url} ({protocol}) timed out after {timeout_s:g} s",
             "raise the timeout, or check that the server is not overloaded (its log says more)",
         )
-    if kind == NOT_FOUND:
-        fix = (
-            "check the model name (tritongen serve lists the models it loaded), or see the server log for why it did "
-            "not load"
-        )
-        return TritongenError(
-            f"the server at {url} has no model '{model}' ready ({message})",
-            with_suggestion(model, _served_names(url, protocol, min(timeout_s, 5)), fix),
-        )
-    unready = re.search(r"version (\d+) is not at ready state", message)
+    # a version built but never loaded: "version 1 is not found"; one loaded once and unloaded: "not at ready state"
+    unready = re.search(r"version (\d+) is not (?:at ready state|found)", message)
     if unready and kind in (NOT_FOUND, UNAVAILABLE, FORBIDDEN, REJECTED):
         version = unready.group(1)
         loaded = _loaded_versions(url, protocol, model, min(timeout_s, 5))
@@ -1000,6 +992,15 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
             f"version {version} of model '{model}' is not loaded on the server at {url}{now}",
             f"bring a built version to traffic with tritongen rollout REPO {model} --to-version {version} (through "
             "the release gate), or pass --model-version with a loaded one",
+        )
+    if kind == NOT_FOUND:
+        fix = (
+            "check the model name (tritongen serve lists the models it loaded), or see the server log for why it did "
+            "not load"
+        )
+        return TritongenError(
+            f"the server at {url} has no model '{model}' ready ({message})",
+            with_suggestion(model, _served_names(url, protocol, min(timeout_s, 5)), fix),
         )
     if kind in (FORBIDDEN, UNAVAILABLE):
         return TritongenError(

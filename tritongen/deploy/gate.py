@@ -159,19 +159,20 @@ class GateReport:
     path: Path | None = field(default=None, compare=False)
     # requests of other clients the live version answered during the timed comparison (traffic on it)
     live_traffic: int = 0
+    queue_delay_us: int = 0  # how long the model's dynamic batcher may hold a request for a batch (its config)
 
     @property
     def traffic_note(self) -> str:
-        """Why a latency ratio measured under traffic overstates the candidate's latency ("" without traffic, or
-        with the candidate no slower)."""
-        if not self.live_traffic or self.latency is None or self.latency.ratio <= 1.0:
+        """Why a latency ratio measured under traffic overstates the candidate's latency ("" without traffic, with
+        no batcher's delay, or with the candidate no slower)."""
+        if not self.live_traffic or not self.queue_delay_us or self.latency is None or self.latency.ratio <= 1.0:
             return ""
         return (
             f"the live version answered {self.live_traffic} requests of other clients during the comparison: its "
             "dynamic batcher fills batches from that traffic, while the candidate, with no traffic of its own, may "
-            "hold each request for its max_queue_delay_microseconds waiting for a batch; the latency ratio then "
-            "overstates the candidate's latency by up to that delay per request: gate it with the traffic off to "
-            "compare the models alone"
+            f"hold each request up to its queue delay ({self.queue_delay_us} us) waiting for a batch; the latency "
+            "ratio then overstates the candidate's latency by up to that delay per request: gate it with the "
+            "traffic off to compare the models alone"
         )
 
     @property
@@ -476,7 +477,9 @@ def run_gate(
         golden=golden.source,
         requests_per_version=total,
         latency=compare_latency(times["live"], times["candidate"]),
-        live_traffic=max(0, (after["live"][0] - before["live"][0]) - (total - errors["live"])),
+        # Triton counts a request as a success once the model answered it, even where the gate saw an error after
+        # (a later ensemble step, the client's timeout): all the gate's own requests are taken off
+        live_traffic=max(0, (after["live"][0] - before["live"][0]) - total),
     )
     return _judged(report)
 

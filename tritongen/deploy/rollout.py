@@ -453,9 +453,22 @@ def _gate(
             entry = triton.version_statistics(t[0]).get(int(t[1] or 0), {})
             return entry.get("success_count", 0), entry.get("success_ns", 0)
 
-        return run_gate(infer, stats, live_t, cand_t, golden, spec.thresholds, spec.name, (live, target))
+        report = run_gate(infer, stats, live_t, cand_t, golden, spec.thresholds, spec.name, (live, target))
+        return replace(report, queue_delay_us=_queue_delay_us(config))
     finally:
         _quiet_unload(triton, [candidate])
+
+
+def _queue_delay_us(config: Mapping[str, Any]) -> int:
+    """How long the model's dynamic batcher may hold a request for a batch (its config answer; 0 without one, or
+    for a model that does not batch or batches sequences)."""
+    batching = config.get("dynamic_batching")
+    if not isinstance(batching, dict) or not config.get("max_batch_size") or config.get("sequence_batching"):
+        return 0
+    try:
+        return max(0, int(batching.get("max_queue_delay_microseconds", 0) or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _through_steps(

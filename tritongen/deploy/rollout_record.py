@@ -243,7 +243,9 @@ def _refusal_words(record: RolloutRecord, version: int) -> str:
     return f"refused at {one_line(str(event.get('at', 'an earlier rollout')))[:40]}"
 
 
-def pin_recorded_versions(served: Path, signed: bool = False, repo: Path | None = None) -> list[str]:
+def pin_recorded_versions(
+    served: Path, signed: bool = False, repo: Path | None = None, explicit: bool = False
+) -> list[str]:
     """Before a server starts on ``served`` (serve's checked copy of a repository, never the repository itself, and
     after its checks): for each model whose rollout record names a live version other than the ones its
     ``config.pbtxt`` would serve (a rollback, then a restart: Triton's default policy serves the newest), write
@@ -257,7 +259,8 @@ def pin_recorded_versions(served: Path, signed: bool = False, repo: Path | None 
     and not at all on a signed repository (``signed``), where whoever can write the repository could otherwise
     pick any older signed version. Left as it is too where an ensemble calls another version by number. Returns
     one line per model pinned, and a ``warning:`` line per model left (naming ``repo``, the repository the copy was
-    made of, in the commands it gives)."""
+    made of, in the commands it gives; ``explicit``: the server starts with explicit model control, which a
+    rollback needs)."""
     from google.protobuf import text_format
 
     from ..validate import config_pb2, validate_repository
@@ -284,10 +287,15 @@ def pin_recorded_versions(served: Path, signed: bool = False, repo: Path | None 
                 why_refused = _refusal_words(record, refused[0])
                 loud = f"; VERSION {refused[0]} NOW SERVED IS ONE THE ROLLOUT GATE REFUSED ({why_refused})"
             where = shlex.quote(str(repo)) if repo is not None else "REPO"
-            why = (
-                f"the record is not signed and the repository is: {keep}{loud}; to serve version {live}, run "
-                f"tritongen rollback {where} {name} --to-version {live} now that the server is up"
+            command = f"tritongen rollback {where} {shlex.quote(name)} --to-version {live}"
+            how = (
+                f"run {command} now that the server is up (with --url at its gRPC address unless that is "
+                "localhost:8001)"
+                if explicit
+                else f"restart serve with --model-control explicit (a rollback loads and unloads models), then run "
+                f"{command} (with --url at its gRPC address unless that is localhost:8001)"
             )
+            why = f"the record is not signed and the repository is: {keep}{loud}; to serve version {live}, {how}"
         elif record.last_promoted_to() != live:
             why = f"that is not where its last finished change led ({record.last_change()}): {keep}"
         elif record.gate_refusal(live) is not None and not record.forced_to(live):

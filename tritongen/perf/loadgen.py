@@ -502,10 +502,19 @@ async def _run_levels(
         return max(0.5, min(cap, left_s / 4 + STATS_GRACE_S))
 
     def snapshot(wait_s: float) -> dict:
-        each_s = min(10.0, wait_s)
-        own = model_statistics(url, spec.model, spec.protocol, each_s)
+        """The model's statistics and its steps', each read within what is left of ``wait_s``: the thread an
+        abandoned read leaves behind ends by then too (the run waits for it as it ends)."""
+        until = time.perf_counter() + wait_s
+
+        def read(name: str) -> dict:
+            left_s = until - time.perf_counter()
+            if left_s <= 0:
+                raise TritongenError("the statistics read ran out of time", "")
+            return model_statistics(url, name, spec.protocol, min(10.0, left_s))
+
+        own = read(spec.model)
         if steps:
-            own["steps"] = {name: model_statistics(url, name, spec.protocol, each_s) for name in steps}
+            own["steps"] = {name: read(name) for name in steps}
         return own
 
     async def stats():

@@ -234,8 +234,14 @@ def _answers_differ(src: Path, dst: Path, batch: dict) -> str | None:
         if np.asarray(w).dtype.kind not in "fiub":  # text: nothing the scales move
             continue
         w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
+        if w.shape != g.shape:
+            return f"output '{meta.name}' changed shape {list(w.shape)} -> {list(g.shape)}"
+        finite = np.isfinite(w)
+        if not np.array_equal(finite, np.isfinite(g)) or not np.array_equal(w[~finite], g[~finite], equal_nan=True):
+            return f"output '{meta.name}' changed where it is not finite (inf or NaN)"
+        w, g = w[finite], g[finite]
         scale = max(1.0, float(np.max(np.abs(w)))) if w.size else 1.0
         error = float(np.max(np.abs(g - w))) if w.size else 0.0
-        if w.shape != g.shape or not error <= 1e-3 * scale:
+        if not error <= 1e-3 * scale:
             return f"output '{meta.name}' moved by {error:.3g} (largest value {scale:.3g})"
     return None
