@@ -134,8 +134,8 @@ def _spec(kind: str, tmp_path: Path, **given: Any) -> Any:
         ("perf", {"stability_pct": -1.0}, "perf option stability_pct=-1.0 is negative"),
         ("perf", {"max_in_flight": 0}, "perf option max_in_flight=0 is below 1"),
         ("infer", {"timeout_s": -1.0}, "infer option timeout_s=-1.0 is not above 0"),
-        ("infer", {"chunk_size": -1}, "infer option chunk_size=-1 is below 1"),
-        ("infer", {"sequence_id": -1}, "infer option sequence_id=-1 is below 1"),
+        ("infer", {"chunk_size": -1, "sequence": True}, "--chunk-size -1 is below 1"),
+        ("infer", {"sequence_id": -1}, "--sequence-id -1 is below 1"),
         ("serve", {"ready_timeout_s": float("nan")}, "serve option ready_timeout_s=nan is not a finite number"),
         ("serve", {"log_verbose": -1}, "serve option log_verbose=-1 is negative"),
     ],
@@ -172,3 +172,11 @@ def test_top_k_below_1_is_refused(tmp_path):
     path = factories.save_model(factories.make_tiny_linear(), tmp_path / "lin.pt", "torchscript")
     with pytest.raises(TritongenError, match=re.escape("--top-k -1 is below 1")):
         build_spec_from_options(path, inputs=["x:FP32:4"], repo=tmp_path / "repo", top_k=-1)
+
+
+def test_a_chunk_size_without_sequence_is_refused_not_ignored(capsys):
+    """infer --chunk-size 512 without --sequence ran and ignored it (--atol without --expected is refused)."""
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(["infer", "m", "--url", "127.0.0.1:9", "--chunk-size", "512"], capsys)
+    assert code == 1 and err.startswith("error: --chunk-size cuts --sequence's input into requests"), err

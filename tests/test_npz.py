@@ -137,3 +137,17 @@ def test_calibration_rows_past_the_bound_are_refused_before_they_are_split(tmp_p
         calibration_data_from_path(tmp_path / "rows.npz", inputs, True, 8)
     np.savez(tmp_path / "empty.npz", x=np.zeros((32, 0), np.float32))
     assert calibration_data_from_path(tmp_path / "empty.npz", inputs, True, 8).calib_samples == 24
+
+
+def test_a_wav_given_as_samples_points_at_infer_sequence(tmp_path):
+    """infer vad --input-file speech.wav (without --sequence) said only 'save the samples with numpy.savez'."""
+    import wave
+
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.zeros(1600, np.int16).tobytes())
+    with pytest.raises(TritongenError) as err:
+        arrays_from_npz(tmp_path / "speech.wav")
+    assert "it is a WAV audio file" in err.value.problem and "--sequence --input-file" in err.value.fix

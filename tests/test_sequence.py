@@ -108,6 +108,9 @@ def test_build_makes_the_attributes_state(vad_server):
     assert [t.name for t in config.input] == ["x"] and [t.name for t in config.output] == ["output"]
     controls = {c.name for c in config.sequence_batching.control_input}
     assert controls == {"START", "END", "READY", "CORRID"}
+    # the hand-off script drives sequences as tritongen perf --engine perf_analyzer does (it sent 8 per sequence)
+    script = (result.handoff_dir / "perf_analyzer.sh").read_text()
+    assert "--sequence-length 20 --sequence-length-variation 0 --serial-sequences" in script
 
 
 def test_served_streams_match_the_packaged_model_and_batch(vad_server):

@@ -209,6 +209,10 @@ def handoff_from_model(repo: Path, model: str, out: Path, spec: PerfSpec | None 
     if config.max_batch_size > 0:  # a scalar per item goes as [batch, 1], as the server takes it
         shapes = {i.name: [-1, *i.dims] for i in config.input}
         requests = replace(requests, requests=tuple(arrays_as_served(r, shapes) for r in requests.requests))
+    if config.HasField("sequence_batching"):  # sequences as tritongen perf sends them (perf/run.py)
+        from .perf.sequences import DEFAULT_SEQUENCE_LENGTH
+
+        requests = replace(requests, sequence_length=spec.sequence_length or DEFAULT_SEQUENCE_LENGTH)
     folder = Path(out) / model
     owner = _written_for(folder)
     if owner is not None and owner != str(repo):  # another repository beside this one has a model of this name

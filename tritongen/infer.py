@@ -64,7 +64,12 @@ class InferSpec:
     def __post_init__(self) -> None:
         check_fields(self, "infer")
         if self.chunk_size is not None and self.chunk_size < 1:
-            raise TritongenError(f"infer option chunk_size={self.chunk_size} is below 1", "pass 1 or more values")
+            raise TritongenError(f"--chunk-size {self.chunk_size} is below 1", "pass 1 or more values")
+        if self.chunk_size is not None and not self.sequence:  # it was ignored
+            raise TritongenError(
+                "--chunk-size cuts --sequence's input into requests, and --sequence is not given",
+                "pass --sequence to stream the input as one sequence, or drop --chunk-size",
+            )
         if self.expected is None and (self.atol, self.rtol) != (1e-4, 1e-3):  # they were ignored
             raise TritongenError(
                 "--atol/--rtol set the tolerances of --expected, which is not given",
@@ -75,7 +80,7 @@ class InferSpec:
                 f"--atol {self.atol:g} / --rtol {self.rtol:g}: a tolerance is negative", "use 0 or more"
             )
         if self.sequence_id < 1:  # 0 is Triton's "no sequence"
-            raise TritongenError(f"infer option sequence_id={self.sequence_id} is below 1", "pass an ID of 1 or more")
+            raise TritongenError(f"--sequence-id {self.sequence_id} is below 1", "pass an ID of 1 or more")
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         if self.inputs is not None:
             object.__setattr__(self, "inputs", _arrays_given(self.inputs))

@@ -84,6 +84,12 @@ def arrays_from_npz(path: Path) -> Arrays:
     except OSError as exc:
         why = exc.strerror or exc
         raise TritongenError(f"cannot read sample file {path}: {why}", "check the file's permissions") from None
+    if magic.startswith(b"RIFF"):  # audio: what infer --sequence reads (tritongen.infer_sequence)
+        raise TritongenError(
+            f"cannot read sample file {path}: it is a WAV audio file, not an .npz or .npy file",
+            "stream it to a stateful model with tritongen infer NAME --sequence --input-file FILE; elsewhere "
+            + _NPZ_FIX,
+        )
     if not magic.startswith(b"PK\x03\x04") and not magic.startswith(b"PK\x05\x06"):
         raise TritongenError(f"cannot read sample file {path}: it is not an .npz or .npy file", _NPZ_FIX)
     with open_archive(path, "sample file", _NPZ_FIX) as archive:
