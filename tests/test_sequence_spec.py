@@ -568,3 +568,33 @@ def test_a_state_of_one_value_per_stream_is_carried_locally_and_refused_where_tr
             repo=tmp_path / "r3",
             target="onnxruntime",
         )
+
+
+class _ResetsOnNewBatch(torch.nn.Module):
+    """Resets its state when the batch size changes, as silero-vad does: made with a state of 0.5 at batch 1."""
+
+    def __init__(self, init: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+        self.h = torch.zeros(1, 4) + init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.h.shape[0] != x.shape[0]:
+            self.h = torch.zeros(x.shape[0], 4)
+        self.h = torch.tanh(self.lin(x) + self.h)
+        return self.h * 2
+
+
+@pytest.mark.parametrize("init, refused", [(0.5, True), (0.0, False)])
+def test_a_fresh_state_other_than_zeros_is_refused_even_where_a_new_batch_size_resets_it(tmp_path, init, refused):
+    """The stream check ran at batch 2 only, where such a module starts from zeros: built, it served a batch-1
+    stream 0.97 off its own answers."""
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(_ResetsOnNewBatch(init)), str(path))
+    argv = ["build", str(path), "--input", "x:FP32:4", "--state-from-attributes", "auto", "--repo", str(tmp_path / "r")]
+    code, out, err = _run(argv)
+    if refused:
+        assert code == 1 and "starting from zeros, the module's output differs from its own" in err, err
+    else:
+        assert code == 0, err

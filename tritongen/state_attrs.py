@@ -371,12 +371,19 @@ def explicit_state_from_module(module: Any, spec: Any) -> ExplicitState:
 
 
 def _stream_check(module: Any, wrapper: Any, spec: Any, consts: Mapping[str, Any], states) -> None:
-    """The wrapper from zero state reproduces the module's own outputs over a few calls (batch 2)."""
+    """The wrapper from zero state reproduces the module's own outputs over a few calls, at batch 2 and at batch 1
+    (a module that resets its state when the batch size changes, as silero-vad does, starts a batch-1 stream from
+    the state it was made with: a fresh state other than zeros shows only there)."""
+    for batch in (2, 1):
+        _stream_check_at(module, wrapper, spec, consts, states, batch)
+
+
+def _stream_check_at(module: Any, wrapper: Any, spec: Any, consts: Mapping[str, Any], states, batch: int) -> None:
     torch = _torch()
     own = copy.deepcopy(module)
-    carried = [torch.zeros((2, *s.spec.shape), dtype=getattr(own, s.attribute).dtype) for s in states]
+    carried = [torch.zeros((batch, *s.spec.shape), dtype=getattr(own, s.attribute).dtype) for s in states]
     for call in range(STREAM_CHECK_CALLS):
-        args = _random_inputs(spec, 2, 100 + call)
+        args = _random_inputs(spec, batch, 100 + call)
         expected = _call(own, args, consts)
         with torch.inference_mode():
             got = wrapper(*args, *carried)
