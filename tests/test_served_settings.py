@@ -97,3 +97,13 @@ def test_a_file_past_what_perf_records_is_not_compared_but_an_ordinary_one_is():
     assert far != DOUBLE_CONFIG  # Triton loads this delay; perf never records it
     assert comparable_settings(_parsed(far)) is None
     assert comparable_settings(_parsed(DOUBLE_CONFIG)) == ServedSettings(8, 1, True, (8,), 20000)
+
+
+def test_a_sequence_model_is_said_to_batch_by_its_sequence_batcher_and_its_batching_is_not_compared():
+    """perf on a sequence model said 'no dynamic batching' while its sequence batcher batched 4.14 on average."""
+    config = _parsed(
+        DOUBLE_CONFIG.replace("dynamic_batching { max_queue_delay_microseconds: 20000 }", "sequence_batching { }")
+    )
+    settings = served_settings_from_model_config(config)
+    assert settings.text() == "max batch 8, 1 instance, batched by its sequence batcher"
+    assert settings.differences(ServedSettings(8, 1, True, (8,), 100)) == []

@@ -6,8 +6,8 @@ Triton fills a dynamic batcher's empty ``preferred_batch_size`` with ``max_batch
 ``[max_batch_size]``, so that a file and the config served from it compare equal. What Triton decides by itself is
 unknown (None) and not compared: the instance count of a group that gives none (or 0, or no group at all: 1 or 2
 per CPU, one per GPU, by backend and host), and the batching of a file without ``max_batch_size`` for a backend
-whose auto-complete may set it (ONNX Runtime, TensorFlow, OpenVINO). An ensemble (its steps batch and run instances
-of their own) has no settings here.
+whose auto-complete may set it (ONNX Runtime, TensorFlow, OpenVINO), and the batching of a sequence model (its
+sequence batcher's rules). An ensemble (its steps batch and run instances of their own) has no settings here.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class ServedSettings:
             parts.append(f"dynamic batching (preferred {sizes}; queue delay {self.max_queue_delay_us} us)")
         elif self.dynamic_batching is not None:
             parts.append("no dynamic batching")
+        elif self.max_batch_size is not None:  # a sequence model: its sequence batcher batches it
+            parts.append("batched by its sequence batcher")
         return ", ".join(parts)
 
     def differences(self, now: ServedSettings) -> list[str]:
@@ -114,6 +116,8 @@ def served_settings_from_config(config: Mapping[str, Any]) -> ServedSettings | N
     engine = {str(config.get("backend") or ""), str(config.get("platform") or "")}
     if max_batch == 0 and engine & AUTO_COMPLETING:  # auto-complete may batch it: Triton's to say
         return ServedSettings(None, instances, None, None, None)
+    if config.get("sequence_batching") is not None:  # the sequence batcher batches by its own rules: not compared
+        return ServedSettings(max_batch, instances, None, None, None)
     batching = config.get("dynamic_batching")
     if batching is None:
         return ServedSettings(max_batch, instances, False)
