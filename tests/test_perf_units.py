@@ -525,3 +525,16 @@ def test_inputs_of_different_batch_sizes_are_refused_before_sending():
     arrays = {"x": np.zeros((8, 4), np.float32), "t": np.zeros((4, 1), np.int64)}
     with pytest.raises(TritongenError, match=r"hold different batch sizes \(x: 8, t: 4\)"):
         check_arrays_against_metadata(arrays, metadata, "cond_bad.npz")
+
+
+def test_a_dimension_the_model_does_not_take_is_named_not_the_batch_hint():
+    """[30, 256] against [-1, 512] was told that a batched model's shape starts with the batch dimension."""
+    from tritongen.perf.inputs import check_arrays_against_metadata
+
+    metadata = {"name": "vad", "max_batch_size": 8, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 512]}]}
+    with pytest.raises(TritongenError) as err:
+        check_arrays_against_metadata({"x": np.zeros((1, 256), np.float32)}, metadata, "vadbad.npz")
+    assert err.value.fix.startswith("dimension 1 is 256, the model takes 512") and "array[None]" not in err.value.fix
+    with pytest.raises(TritongenError) as flat:
+        check_arrays_against_metadata({"x": np.zeros(512, np.float32)}, metadata, "flat.npz")
+    assert "a single item: array[None]" in flat.value.fix  # a dimension missing: the batch hint stays

@@ -198,9 +198,17 @@ def check_arrays_against_metadata(arrays: Mapping[str, np.ndarray], metadata: Ma
                 f"save the array as {want['datatype']} (numpy dtype)",
             )
         if not _shape_fits(array.shape, want["shape"]):
+            fix = "-1 is any size; a batched model's shape starts with the batch dimension (a single item: array[None])"
+            if len(array.shape) == len(want["shape"]):  # the dims are there: name the ones that differ
+                off = [
+                    f"dimension {i} is {got}, the model takes {int(w)}"
+                    for i, (got, w) in enumerate(zip(array.shape, want["shape"]))
+                    if int(w) != -1 and got != int(w)
+                ]
+                fix = f"{'; '.join(off)}: save the array with the model's sizes (-1 is any size)"
             raise TritongenError(
                 f"input '{name}' from {source} has shape {list(array.shape)}, model '{model}' wants {want['shape']}",
-                "-1 is any size; a batched model's shape starts with the batch dimension (a single item: array[None])",
+                fix,
             )
         limit = int(metadata.get("max_batch_size") or 0)
         if limit and array.ndim and array.shape[0] > limit:
