@@ -598,3 +598,25 @@ def test_a_fresh_state_other_than_zeros_is_refused_even_where_a_new_batch_size_r
         assert code == 1 and "starting from zeros, the module's output differs from its own" in err, err
     else:
         assert code == 0, err
+
+
+def test_the_local_runner_drops_the_state_of_sequences_triton_has_released(monkeypatch):
+    """A client gone mid-stream (no END) left its sequence's state in the runner for good: Triton releases an idle
+    sequence without telling the model."""
+    import importlib.util
+    import sys
+    import types
+
+    from tritongen.templates import template_dir
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    spec = importlib.util.spec_from_file_location("sequence_runner", template_dir() / "python" / "sequence_runner.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    model = runner.TritonPythonModel.__new__(runner.TritonPythonModel)
+    model.idle_s, model.swept = 2.0, 100.0  # twice Triton's default 1 s idle
+    model.sequences = {1: (100.0, []), 2: (102.5, []), 3: (103.5, [])}
+    model._drop_idle(101.0)  # within one idle span of the last sweep: nothing looked at
+    assert set(model.sequences) == {1, 2, 3}
+    model._drop_idle(104.0)
+    assert set(model.sequences) == {2, 3}  # 1 unused for 4 s: Triton released it after 1

@@ -10,6 +10,7 @@ one ONNX Runtime call, their states stacked along the batch axis.
 
 import json
 import os
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -65,7 +66,13 @@ class TritonPythonModel:
             info = graph_inputs[state_in]
             self.zeros[state_in] = (tuple(int(d) for d in info.shape[1:]), _ORT_TYPES[info.type])
         self.run_outputs = self.output_names + [out for _, out in self.pairs]
-        self.sequences = {}  # correlation ID -> [state arrays, one per pair, batch axis first]
+        self.sequences = {}  # correlation ID -> (last used, monotonic s; [state arrays, one per pair, batch first])
+        # Triton releases a sequence idle this long (its default: 1 s) and never tells the model: a client gone
+        # mid-stream left its state here for good. Kept twice as long, then dropped (a later request of it needs
+        # the start flag anyway).
+        idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 0) or 1_000_000)
+        self.idle_s = 2 * idle_us / 1e6
+        self.swept = time.monotonic()
 
     def _flag(self, request, name):
         tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -91,7 +98,7 @@ class TritonPythonModel:
         if self._flag(request, self.start):
             states = [np.zeros((rows,) + self.zeros[s][0], self.zeros[s][1]) for s, _ in self.pairs]
         elif corrid in self.sequences:
-            states = self.sequences[corrid]
+            states = self.sequences[corrid][1]
         else:
             raise ValueError(f"sequence {corrid} has no state here: start it with the sequence start flag")
         if states[0].shape[0] != rows:
@@ -109,7 +116,17 @@ class TritonPythonModel:
             feed[state_in] = np.concatenate([m[3][k] for _, m in members], axis=0)
         return feed
 
+    def _drop_idle(self, now):
+        """Drop the state of every sequence unused for longer than Triton keeps one (checked once per idle span)."""
+        if now - self.swept < self.idle_s:
+            return
+        self.swept = now
+        for corrid in [c for c, (used, _) in self.sequences.items() if now - used > self.idle_s]:
+            del self.sequences[corrid]
+
     def execute(self, requests):
+        now = time.monotonic()
+        self._drop_idle(now)
         responses = [None] * len(requests)
         groups = {}
         for i, request in enumerate(requests):
@@ -136,7 +153,7 @@ class TritonPythonModel:
                 if end:
                     self.sequences.pop(corrid, None)
                 else:
-                    self.sequences[corrid] = [np.array(s) for s in part[count:]]
+                    self.sequences[corrid] = (now, [np.array(s) for s in part[count:]])
                 responses[i] = self._respond(part[:count])
         return responses
 
