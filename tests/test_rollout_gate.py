@@ -654,3 +654,5 @@ def test_the_queue_delay_the_gate_notes_is_the_dynamic_batchers_alone():
     assert _queue_delay_us({**batching, "sequence_batching": {"max_sequence_idle_microseconds": 1}}) == 0
     assert _queue_delay_us({"max_batch_size": 8, "dynamic_batching": {}}) == 0
     assert _queue_delay_us({"max_batch_size": 8}) == 0
+    assert _queue_delay_us({"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": "x"}}) == 0
+    assert _queue_delay_us({**batching, "platform": "ensemble"}) == 0

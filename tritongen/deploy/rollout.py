@@ -48,6 +48,7 @@ from ..fields import check_fields
 from ..files import FileTooLargeError, read_problem, regular_bytes
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
+from ..served_settings import served_settings_from_config
 from .gate import (
     MAX_GOLDEN_ROWS,
     GateReport,
@@ -462,13 +463,13 @@ def _gate(
 def _queue_delay_us(config: Mapping[str, Any]) -> int:
     """How long the model's dynamic batcher may hold a request for a batch (its config answer; 0 without one, or
     for a model that does not batch or batches sequences)."""
-    batching = config.get("dynamic_batching")
-    if not isinstance(batching, dict) or not config.get("max_batch_size") or config.get("sequence_batching"):
-        return 0
     try:
-        return max(0, int(batching.get("max_queue_delay_microseconds", 0) or 0))
-    except (TypeError, ValueError):
+        settings = served_settings_from_config(config)
+    except ValueError:
         return 0
+    if settings is None or not settings.max_batch_size:
+        return 0
+    return settings.max_queue_delay_us or 0
 
 
 def _through_steps(
