@@ -63,9 +63,14 @@ def _block(rng: np.random.Generator) -> onnx.ModelProto:
         _init("one", np.array(1.0)),
         _init("half", np.array(0.5)),
     ]
+    return _sequence_model(nodes, inits, "block")
+
+
+def _sequence_model(nodes: list, inits: list, name: str) -> onnx.ModelProto:
+    """An opset-17 model of ``nodes`` from ``x`` to ``y``, both ``[b, 8, D]``."""
     graph = helper.make_graph(
         nodes,
-        "block",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8, D])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8, D])],
         inits,
@@ -124,14 +129,7 @@ def test_scale_migration_keeps_the_fp32_function_where_layernorms_share_their_we
         _init("wa", rng.standard_normal((D, D)) / 4),
         _init("wb", rng.standard_normal((D, D)) / 4),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "shared",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8, D])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8, D])],
-        inits,
-    )
-    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "src" / "m.onnx")
+    src = _save(_sequence_model(nodes, inits, "shared"), tmp_path / "src" / "m.onnx")
     out, groups = smoothed_onnx_from_onnx(src, tmp_path / "smooth" / "model.onnx", _batches(rng, 4))
     assert {g.matmuls for g in groups} == {("a",), ("b",)} and all(g.scale_max > 1.5 for g in groups)
     feed = {"x": rng.standard_normal((3, 8, D)).astype(np.float32)}

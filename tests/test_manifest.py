@@ -98,3 +98,30 @@ def test_a_variant_bar_that_is_not_a_number_is_one_error():
     with pytest.raises(TritongenError, match="without the accuracy guard's bar"):
         variant_bar(record)
     assert variant_bar({**record, "accuracy": {"min_cosine": 0.99, "min_top1": 0.9}}).min_top1 == 0.9
+
+
+@pytest.mark.parametrize(
+    "record, precision, share",
+    [
+        ({"precision": "int8", "int8_weight_gemm_flops": {"share": 0.5}}, "int8", 0.5),
+        ({"precision": "fp16"}, "fp16", None),
+        ({"precision": "int4", "int8_weight_gemm_flops": {"share": float("inf")}}, "fp32", None),
+        ({"precision": ["int8"], "int8_weight_gemm_flops": {"share": True}}, "fp32", None),
+        ("int8", "fp32", None),
+    ],
+)
+def test_the_precision_record_is_read_typed_whatever_a_hand_edit_wrote(record, precision, share):
+    """A manifest vouches for the files, not for itself: its precision record is read as the build writes it or
+    taken as absent (FP32, no INT8 figure)."""
+    manifest = Manifest(files={}, schema=1, details={"precision": record})
+    assert manifest.precision == precision and manifest.int8_flop_share == share
+    assert manifest.precision_record == (record if isinstance(record, dict) else {})
+
+
+@pytest.mark.parametrize("atol, rtol", [(1e-5, 0.0), (0, 1e-3)])
+def test_recorded_tolerances_are_finite_numbers_of_zero_or_more(atol, rtol):
+    spec = {"spec": {"atol": atol, "rtol": rtol}}
+    assert Manifest(files={}, schema=1, details=spec).tolerances() == (float(atol), float(rtol))
+    for bad in (-1e-5, float("nan"), float("inf"), True, "1e-5", None):
+        with pytest.raises(TritongenError, match="records no parity tolerances tritongen can use"):
+            Manifest(files={}, schema=1, details={"spec": {"atol": bad, "rtol": rtol}}).tolerances()

@@ -9,7 +9,6 @@ parity tolerances: a variant is not meant to match FP32 to 1e-4.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from .errors import TritongenError
 from .fields import check_fields
 from .files import read_problem, regular_bytes
 from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, latest_artifacts, version_numbers
-from .manifest import ENSEMBLE, read_manifest
+from .manifest import ENSEMBLE, Manifest, finite_number, read_manifest
 from .names import one_line
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
@@ -461,7 +460,11 @@ def variant_bar(precision_record: Any) -> VariantBar | None:
         return None
     accuracy = precision_record.get("accuracy")
     top1 = accuracy.get("min_top1") if isinstance(accuracy, dict) else None
-    if not isinstance(accuracy, dict) or not _finite(accuracy.get("min_cosine")) or not (top1 is None or _finite(top1)):
+    if (
+        not isinstance(accuracy, dict)
+        or not finite_number(accuracy.get("min_cosine"))
+        or not (top1 is None or finite_number(top1))
+    ):
         raise TritongenError(
             f"the manifest records a {precision_record.get('precision')} variant without the accuracy guard's bar",
             "rebuild the model with tritongen build --precision",
@@ -475,14 +478,10 @@ def variant_bar(precision_record: Any) -> VariantBar | None:
     )
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _bars(recorded: Any) -> tuple[tuple[str, float], ...]:
     if not isinstance(recorded, dict):
         return ()
-    return tuple((str(k), float(v)) for k, v in recorded.items() if _finite(v))
+    return tuple((str(k), float(v)) for k, v in recorded.items() if finite_number(v))
 
 
 def _in_reference_shapes(
@@ -613,7 +612,7 @@ def infer_model(spec: InferSpec) -> InferResult:
             tolerances = manifest.tolerances()
             # an ONNX file's build saved the original graph's outputs as the reference, not PyTorch's
             reference_of = "original" if manifest.spec_record().get("inputs_from") == "onnx" else "torch"
-            bar = variant_bar(manifest.details.get("precision"))
+            bar = variant_bar(manifest.precision_record)
     if _is_sequence_model(Path(spec.repo) / spec.name):
         # The sequence batcher takes batch 1: each row goes as a sequence of one request, from zero state.
         from .client import infer_sequence_from_chunks
@@ -677,16 +676,19 @@ def infer_model(spec: InferSpec) -> InferResult:
     return InferResult(outputs=outputs, check=report, precision=precision, stale=stale)
 
 
-def _built_details(model_dir: Path, version: int | None = None) -> dict[str, Any]:
-    """The manifest details of ``version`` (default: the newest) of ``model_dir``; empty where no manifest says."""
-    from .layout import version_numbers
-    from .manifest import read_manifest
-
+def _built_manifest(model_dir: Path, version: int | None = None) -> Manifest | None:
+    """The manifest of ``version`` (default: the newest) of ``model_dir``; None where none is readable."""
     versions = [version] if version is not None else version_numbers(model_dir)[-1:]
     try:
-        details = read_manifest(model_dir, versions[-1]).details if versions else {}
+        return read_manifest(model_dir, versions[-1]) if versions else None
     except TritongenError:
-        return {}
+        return None
+
+
+def _built_details(model_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """The manifest details of ``version`` (default: the newest) of ``model_dir``; empty where no manifest says."""
+    manifest = _built_manifest(model_dir, version)
+    details = manifest.details if manifest is not None else {}
     return details if isinstance(details, dict) else {}
 
 
@@ -699,6 +701,5 @@ def _built_consts(model_dir: Path, version: int | None = None) -> dict[str, Any]
 
 def _built_precision(model_dir: Path, version: int | None = None) -> str:
     """The precision ``version`` (default: the newest) was built at (fp32 where no manifest says)."""
-    record = _built_details(model_dir, version).get("precision")
-    precision = record.get("precision") if isinstance(record, dict) else None
-    return precision if isinstance(precision, str) and precision in ("fp16", "int8") else "fp32"
+    manifest = _built_manifest(model_dir, version)
+    return manifest.precision if manifest is not None else "fp32"

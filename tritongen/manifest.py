@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import TritongenError
 from .layout import manifest_path
@@ -48,6 +49,11 @@ _KNOWN = (
     "engines",
     "tensorrt_version",
 )
+
+
+def finite_number(value: Any) -> TypeGuard[int | float]:
+    """A number as JSON carries it that tritongen can compute with: an int or a float, not a bool, finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -102,24 +108,34 @@ class Manifest:
         """The parity gate's ``(atol, rtol)`` the build recorded (:meth:`spec_record`); a manifest without them as
         finite numbers of 0 or more (edited by hand: a manifest vouches for the files, not for itself) is refused."""
         spec = self.spec_record(*keys)
-        values = [spec.get("atol"), spec.get("rtol")]
-        atol, rtol = (v if isinstance(v, (int, float)) and not isinstance(v, bool) else -1.0 for v in values)
-        if not (0 <= atol < float("inf") and 0 <= rtol < float("inf")):
-            raise TritongenError(
-                f"the manifest of version {self.version} records no parity tolerances tritongen can use "
-                f"({'.'.join((*keys, 'spec'))}.atol/rtol: {str(values[0])[:40]}, {str(values[1])[:40]})",
-                "rebuild the model with tritongen build (its manifest records them)",
-            )
-        return float(atol), float(rtol)
+        atol, rtol = spec.get("atol"), spec.get("rtol")
+        if finite_number(atol) and atol >= 0 and finite_number(rtol) and rtol >= 0:
+            return float(atol), float(rtol)
+        raise TritongenError(
+            f"the manifest of version {self.version} records no parity tolerances tritongen can use "
+            f"({'.'.join((*keys, 'spec'))}.atol/rtol: {str(atol)[:40]}, {str(rtol)[:40]})",
+            "rebuild the model with tritongen build (its manifest records them)",
+        )
+
+    @property
+    def precision_record(self) -> dict[str, Any]:
+        """The build's ``precision`` record (precision, accuracy guard, INT8 figures); empty where none is."""
+        record = self.details.get("precision")
+        return record if isinstance(record, dict) else {}
+
+    @property
+    def precision(self) -> str:
+        """The precision the version was built at: ``fp16``, ``int8``, or ``fp32`` (also where no record says)."""
+        value = self.precision_record.get("precision")
+        return value if value in ("fp16", "int8") else "fp32"
 
     @property
     def int8_flop_share(self) -> float | None:
         """INT8 share of the weight-GEMM FLOPs (``precision.int8_weight_gemm_flops.share``); None when the build
         was not INT8 or predates the figure."""
-        record = self.details.get("precision")
-        flops = record.get("int8_weight_gemm_flops") if isinstance(record, dict) else None
+        flops = self.precision_record.get("int8_weight_gemm_flops")
         share = flops.get("share") if isinstance(flops, dict) else None
-        return float(share) if isinstance(share, (int, float)) else None
+        return float(share) if finite_number(share) else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
