@@ -122,6 +122,18 @@ class WithRate(nn.Module):
         return y
 
 
+class WithOptionalMask(nn.Module):
+    """forward() with defaults the TorchScript exporter cannot pass: an optional tensor and a string."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "sum") -> torch.Tensor:
+        y = x * 2.0
+        if mask is not None:
+            y = y * mask
+        if mode == "neg":
+            return -y
+        return y
+
+
 class Accumulator(nn.Module):
     """Explicit state: ``forward(x, acc) -> (y, acc_out)``; y = x + acc, the next state acc + x (a running sum)."""
 

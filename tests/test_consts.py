@@ -75,6 +75,18 @@ def test_a_scripted_forwards_defaults_are_fixed_at_export(models, tmp_path):
     np.testing.assert_allclose(got, x * 8.0, rtol=1e-6)
 
 
+def test_a_scripted_forwards_tensor_and_string_defaults_are_left_to_the_module(tmp_path):
+    """forward(x, mask: Optional[Tensor] = None, mode: str = "sum") as TorchScript failed inside torch's exporter
+    (INTERNAL ASSERT "input_values.size() == param_count_list.size()"): the module is called without them."""
+    model = factories.save_model(factories.WithOptionalMask(), tmp_path / "masked.pt", "torchscript")
+    code, _, err = _run(["build", str(model), "--name", "masked", "--input", "x:FP32:4", "--repo", str(tmp_path)])
+    assert code == 0, err
+    assert "forward() arguments left at their defaults at export: mask=None, mode='sum'" in err
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    got = onnx_session(tmp_path / "masked" / "1" / "model.onnx").run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x * 2.0, rtol=1e-6)
+
+
 def test_consts_from_the_spec_file(models, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("inputs: [{name: x, dims: [4]}]\nconsts: {sr: 8000, gain: 0.5}\n")

@@ -152,7 +152,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     Used by :func:`build` for a single model and by builders that stage several models (ensembles) into one
     staging folder before validating and installing them together.
     """
-    from .consts import check_consts, module_with_consts, scripted_defaults
+    from .consts import check_consts, module_with_consts, scripted_defaults, scripted_left_at_default
     from .export import onnx_from_module, torch_outputs_from_module
     from .load import module_from_file
     from .parity import onnx_session, parity_from_onnx
@@ -174,6 +174,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     if defaults:
         spec = replace(spec, consts=spec.consts + defaults)
         stages.progress("      a TorchScript forward() takes every argument: its defaults are fixed at export below")
+    left = scripted_left_at_default(loaded.module, spec.consts, [t.name for t in spec.inputs])
+    if left:
+        stages.progress(f"      forward() arguments left at their defaults at export: {', '.join(left)}")
     if spec.state_from_attributes:  # the wrapper passes the consts itself
         from .state_attrs import explicit_state_from_module
 
@@ -187,8 +190,9 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
                 f"{s.attribute} -> {s.spec.name}/{s.output} {s.spec.dtype}{list(s.spec.dims)}" for s in explicit.states
             )
         )
-    elif spec.consts:
-        loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts))
+    elif spec.consts or left:
+        loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts, wrap=bool(left)))
+    if spec.consts and not spec.state_from_attributes:
         stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
     samples = stages.run("preparing samples", sample_set_from_spec, spec)
     checked = _checked_sizes(spec)

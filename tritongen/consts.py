@@ -177,6 +177,22 @@ def scripted_defaults(module: Any, consts: Sequence[Const], input_names: Iterabl
     return tuple(out)
 
 
+def scripted_left_at_default(module: Any, consts: Sequence[Const], input_names: Iterable[str]) -> tuple[str, ...]:
+    """A TorchScript forward()'s other arguments with a default (``None``, a string, a list: not an int, float or
+    bool, which :func:`scripted_defaults` fixes) that neither a const nor an input gives, as ``name=default``. The
+    TorchScript exporter would pass every argument of the scripted method and fail inside torch, so the module is
+    wrapped (:func:`module_with_consts` with ``wrap=True``) and called without them: their defaults apply."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is None:
+        return ()
+    taken = set(input_names) | {name for name, _ in consts}
+    return tuple(
+        f"{a.name}={a.default_value!r}"
+        for a in schema.arguments[1:]
+        if a.name not in taken and a.has_default_value() and _norm(str(a.type)) not in SCALAR_TYPES
+    )
+
+
 def _fits(value: Any, annotation: type) -> bool:
     if annotation is bool:
         return isinstance(value, bool)
@@ -185,9 +201,10 @@ def _fits(value: Any, annotation: type) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def module_with_consts(module: Any, consts: Sequence[Const]) -> Any:
-    """``module`` wrapped so it takes only the tensors and passes the consts by name (``module`` if there are none)."""
-    if not consts:
+def module_with_consts(module: Any, consts: Sequence[Const], wrap: bool = False) -> Any:
+    """``module`` wrapped so it takes only the tensors and passes the consts by name (``module`` if there are none,
+    unless ``wrap``: a TorchScript module with arguments left at their defaults, :func:`scripted_left_at_default`)."""
+    if not consts and not wrap:
         return module
     import torch
 
