@@ -238,7 +238,8 @@ def given_ma_winner(args, work: Path, repo: Path) -> tuple[float, dict]:
     """--ma-winner: the config an earlier Model Analyzer run chose, written beside the model, and its time."""
     from google.protobuf import text_format
 
-    from tritongen.perf.tune import Candidate, config_from_candidate
+    from tritongen.perf.tune_configs import config_from_candidate
+    from tritongen.perf.tune_spec import Candidate
     from tritongen.validate import config_from_file
 
     fields = dict(item.split("=", 1) for item in args.ma_winner.split(",") if item)
@@ -260,7 +261,8 @@ def given_ma_winner(args, work: Path, repo: Path) -> tuple[float, dict]:
 
 
 def run_tune(args, repo: Path) -> tuple[float, object]:
-    from tritongen.perf.tune import TuneSpec, tune_model
+    from tritongen.perf.tune import tune_model
+    from tritongen.perf.tune_spec import TuneSpec
     from tritongen.server import ServeSpec, server_from_repository
 
     started = time.monotonic()
@@ -519,7 +521,7 @@ def find_holding(
 def remeasure(args, work: Path, tune_repo: Path, ma_best: dict, tune_result) -> dict:
     """Both winners in one server, measured by perf_analyzer in alternating rounds: first at the concurrency
     each search chose, then each at the highest concurrency at which its p99 holds the bound."""
-    from tritongen.perf.tune import candidate_from_config
+    from tritongen.perf.tune_configs import candidate_from_config
     from tritongen.server import ServeSpec, server_from_repository
     from tritongen.validate import config_from_file
 

@@ -64,7 +64,7 @@ def test_a_spec_settles_its_protocol_from_the_url_or_the_environment(monkeypatch
     from tritongen.deploy.rollout import RolloutSpec
     from tritongen.infer import InferSpec
     from tritongen.perf.spec import PerfSpec
-    from tritongen.perf.tune import TuneSpec
+    from tritongen.perf.tune_spec import TuneSpec
 
     for name in ("TRITONGEN_URL", "TRITONGEN_GRPC_URL", "TRITONGEN_HTTP_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -663,7 +663,7 @@ def test_malformed_statistics_are_one_error(stats):
 
 
 def test_a_version_policy_that_is_none_is_one_error_before_tune_loads_anything():
-    from tritongen.perf.tune import _served_policy
+    from tritongen.perf.tune_configs import served_policy
 
     class Server:
         def __init__(self, policy):
@@ -672,9 +672,9 @@ def test_a_version_policy_that_is_none_is_one_error_before_tune_loads_anything()
         def model_config(self, model):
             return {"version_policy": self.policy}
 
-    assert _served_policy(Server({"specific": {"versions": [1]}}), "m") == {"specific": {"versions": [1]}}
+    assert served_policy(Server({"specific": {"versions": [1]}}), "m") == {"specific": {"versions": [1]}}
     with pytest.raises(TritongenError, match="holds a version policy that is none"):
-        _served_policy(Server({"bogus": 1}), "m")
+        served_policy(Server({"bogus": 1}), "m")
 
 
 def test_one_npy_asks_the_server_for_the_models_metadata_once(tiny_server, tmp_path, monkeypatch):

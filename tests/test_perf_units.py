@@ -192,7 +192,9 @@ def test_inputs_that_do_not_match_the_model_are_refused():
 
 
 def test_tune_config_round_trip_and_frontier():
-    from tritongen.perf.tune import Candidate, _frontier, candidate_from_config, config_from_candidate
+    from tritongen.perf.tune_configs import candidate_from_config, config_from_candidate
+    from tritongen.perf.tune_select import frontier
+    from tritongen.perf.tune_spec import Candidate
     from tritongen.validate import config_from_text
 
     base = config_from_text(
@@ -209,11 +211,12 @@ def test_tune_config_round_trip_and_frontier():
         (c, PerfPoint("concurrency", n, "builtin", tp, LatencySummary(1, 1, 1, 1, p99, 1), 1))
         for n, tp, p99 in ((1, 100, 1.0), (2, 90, 2.0), (4, 300, 3.0), (8, 250, 5.0))
     ]
-    assert [p.throughput_rps for _, p in _frontier(pts)] == [100, 300]
+    assert [p.throughput_rps for _, p in frontier(pts)] == [100, 300]
 
 
 def test_tune_seeds_a_second_descent_in_the_batching_region():
-    from tritongen.perf.tune import Candidate, _batching_seed, _parallel_seed
+    from tritongen.perf.tune_select import batching_seed, parallel_seed
+    from tritongen.perf.tune_spec import Candidate
 
     space = {
         "instances": [1, 2],
@@ -221,12 +224,12 @@ def test_tune_seeds_a_second_descent_in_the_batching_region():
         "max_batch_size": [2, 4, 8, 16],
         "preferred": ["none"],
     }
-    assert _batching_seed(space, Candidate(2, 500, 8, (4, 8))) == Candidate(1, 500, 16, ())
-    assert _batching_seed({"instances": [1, 2]}, Candidate(1, 0, 0, ())) is None  # no batching: nothing to seed
+    assert batching_seed(space, Candidate(2, 500, 8, (4, 8))) == Candidate(1, 500, 16, ())
+    assert batching_seed({"instances": [1, 2]}, Candidate(1, 0, 0, ())) is None  # no batching: nothing to seed
     # and one in the instance-parallel region: the most instances, the same max batch size, no preferred sizes
-    assert _parallel_seed(space, Candidate(1, 500, 8, (4, 8))) == Candidate(2, 500, 8, ())
-    assert _parallel_seed({"instances": [1, 2, 3]}, Candidate(1, 0, 0, ())) == Candidate(3, 0, 0, ())
-    assert _parallel_seed({"instances": [1]}, Candidate(1, 500, 8, ())) is None  # one instance only: no such region
+    assert parallel_seed(space, Candidate(1, 500, 8, (4, 8))) == Candidate(2, 500, 8, ())
+    assert parallel_seed({"instances": [1, 2, 3]}, Candidate(1, 0, 0, ())) == Candidate(3, 0, 0, ())
+    assert parallel_seed({"instances": [1]}, Candidate(1, 500, 8, ())) is None  # one instance only: no such region
 
 
 def test_a_client_bound_level_is_flagged_with_its_cpu_and_what_to_do():

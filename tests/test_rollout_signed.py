@@ -252,16 +252,16 @@ def _server_with_key(folder, public, address: str = "127.0.0.1:1"):
 def test_tune_starts_only_from_the_signed_config_on_such_a_server(signed, tmp_path):
     """tune loads variations of the model's config: into a server that checks signatures (found by the port) the
     config they start from must be the signed one."""
-    from tritongen.perf.tune import _check_signed_config
+    from tritongen.perf.tune_configs import check_signed_config
 
     repo, _, public = signed
     config = repo / NAME / "config.pbtxt"
-    _check_signed_config(LocalServer("127.0.0.1:1", None), repo / NAME, config.read_text())  # none found: no check
+    check_signed_config(LocalServer("127.0.0.1:1", None), repo / NAME, config.read_text())  # none found: no check
     server = _server_with_key(tmp_path / "home", public)
-    _check_signed_config(server, repo / NAME, config.read_text())  # the signed config
+    check_signed_config(server, repo / NAME, config.read_text())  # the signed config
     changed = config.read_text() + "\n# changed\n"
     with pytest.raises(TritongenError) as err:
-        _check_signed_config(server, repo / NAME, changed)
+        check_signed_config(server, repo / NAME, changed)
     assert "is not the one the repository's signature lists" in err.value.problem
     assert "127.0.0.1:1" in err.value.problem and str(public) not in err.value.message
 

@@ -33,27 +33,29 @@ def test_bad_tune_options_are_one_line_that_states_the_accepted_range(capsys, tm
 def test_the_search_space_takes_the_instances_given_and_the_cores_when_none_is():
     import os
 
-    from tritongen.perf.tune import Candidate, TuneSpec, _search_space
+    from tritongen.perf.tune_configs import search_space
+    from tritongen.perf.tune_spec import Candidate, TuneSpec
 
     base = Candidate(1, 0, 8, ())
-    assert _search_space(TuneSpec("m", 10, max_instances=1), base, True)["instances"] == [1]
+    assert search_space(TuneSpec("m", 10, max_instances=1), base, True)["instances"] == [1]
     cores = os.cpu_count() or 4
-    assert _search_space(TuneSpec("m", 10), base, True)["instances"] == list(range(1, cores + 1))
+    assert search_space(TuneSpec("m", 10), base, True)["instances"] == list(range(1, cores + 1))
 
 
 def test_no_preferred_sizes_and_the_max_alone_are_one_config_measured_once():
     """Triton's NormalizeModelConfig fills an empty preferred_batch_size with max_batch_size: tune measured
     "preferred=-" and "preferred=8" (max batch 8) as two configs, though the server served the same one."""
-    from tritongen.perf.tune import Candidate, TuneSpec, _neighbour, _preferred_kind, _search_space, served_form
+    from tritongen.perf.tune_configs import neighbour, preferred_kind, search_space, served_form
+    from tritongen.perf.tune_spec import Candidate, TuneSpec
 
     none, the_max = Candidate(2, 500, 8, ()), Candidate(2, 500, 8, (8,))
     assert served_form(none) == served_form(the_max)
     assert served_form(Candidate(2, 500, 8, (4, 8))) != served_form(none)
     assert served_form(Candidate(2, 0, 0, ())) == Candidate(2, 0, 0, ())  # no batching: nothing filled in
-    kinds = _search_space(TuneSpec("m", 10), none, True)["preferred"]
+    kinds = search_space(TuneSpec("m", 10), none, True)["preferred"]
     for start in (none, the_max):  # from either spelling, the preferred dimension tries only a different config
-        assert _preferred_kind(start) in kinds
-        others = [_neighbour(start, "preferred", k) for k in kinds if k != _preferred_kind(start)]
+        assert preferred_kind(start) in kinds
+        others = [neighbour(start, "preferred", k) for k in kinds if k != preferred_kind(start)]
         assert others and all(served_form(o) != served_form(start) for o in others)
-        served = [served_form(_neighbour(start, "preferred", k)) for k in kinds]
+        served = [served_form(neighbour(start, "preferred", k)) for k in kinds]
         assert len(set(served)) == len(served)

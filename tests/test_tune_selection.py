@@ -9,28 +9,20 @@ import pytest
 
 from tritongen.errors import TritongenError
 from tritongen.perf.results import LatencySummary, PerfPoint
-from tritongen.perf.tune import (
-    CONCURRENCY_LADDER,
-    Candidate,
-    Trial,
-    TuneResult,
-    TuneSpec,
-    _after_paired,
-    _beats_side_by_side,
-    _best_point,
-    _climb,
-    _climb_loads,
-    _confirm,
-    _contenders,
-    _fallback_contenders,
-    _paired,
-    _pick_confirmed,
-    _pick_paired,
-    _pruned,
-    _Remeasure,
-    _rivals,
-    _start_index,
+from tritongen.perf.tune_confirm import Remeasure, beats_side_by_side, climb, confirm, paired
+from tritongen.perf.tune_select import (
+    after_paired,
+    best_point,
+    climb_loads,
+    contenders,
+    fallback_contenders,
+    pick_confirmed,
+    pick_paired,
+    pruned,
+    rivals,
+    start_index,
 )
+from tritongen.perf.tune_spec import CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec
 
 
 def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
@@ -40,7 +32,7 @@ def _p(load: int, rps: float, p99_ms: float, errors=None) -> PerfPoint:
 
 
 def _trial(cand: Candidate, *points: PerfPoint, target_ms: float = 9.0) -> Trial:
-    return Trial(cand, points, _best_point(points, target_ms), 0.1)
+    return Trial(cand, points, best_point(points, target_ms), 0.1)
 
 
 A, B, C = Candidate(1, 500, 16, ()), Candidate(1, 500, 16, (16,)), Candidate(2, 500, 8, ())
@@ -52,8 +44,8 @@ def test_points_count_only_within_the_bound_less_the_margin(tmp_path):
     assert TuneSpec(model_dir=tmp_path, max_p99_ms=10, p99_margin_pct=0).target_p99_ms == 10
     # 9.5 ms is within the bound but not the target: the faster point does not count; an errored point never does.
     points = [_p(8, 5000, 4.0), _p(16, 7000, 8.9), _p(32, 7600, 9.5), _p(24, 9000, 3.0, errors={"unavailable": 1})]
-    assert _best_point(points, spec.target_p99_ms).load == 16
-    assert _best_point([_p(32, 7600, 9.5)], spec.target_p99_ms) is None
+    assert best_point(points, spec.target_p99_ms).load == 16
+    assert best_point([_p(32, 7600, 9.5)], spec.target_p99_ms) is None
     for bad in (
         {"p99_margin_pct": 100},
         {"p99_margin_pct": -1},
@@ -73,38 +65,38 @@ def test_points_count_only_within_the_bound_less_the_margin(tmp_path):
 
 def test_the_first_ladder_starts_where_every_instance_fills_its_largest_batch_once():
     ladder = list(CONCURRENCY_LADDER[:7])  # 1 .. 64
-    assert ladder[_start_index(ladder, Candidate(1, 500, 16, ()))] == 16
-    assert ladder[_start_index(ladder, Candidate(2, 500, 8, ()))] == 16
-    assert ladder[_start_index(ladder, Candidate(3, 0, 4, ()))] == 8  # 12: the level just below
-    assert ladder[_start_index(ladder, Candidate(1, 0, 0, ()))] == 1  # no batching: one request per instance
-    assert ladder[_start_index(ladder, Candidate(4, 0, 128, ()))] == 64  # capped by the largest level
+    assert ladder[start_index(ladder, Candidate(1, 500, 16, ()))] == 16
+    assert ladder[start_index(ladder, Candidate(2, 500, 8, ()))] == 16
+    assert ladder[start_index(ladder, Candidate(3, 0, 4, ()))] == 8  # 12: the level just below
+    assert ladder[start_index(ladder, Candidate(1, 0, 0, ()))] == 1  # no batching: one request per instance
+    assert ladder[start_index(ladder, Candidate(4, 0, 128, ()))] == 64  # capped by the largest level
 
 
 def test_a_config_far_below_the_best_is_pruned_after_its_first_point():
     best = _trial(A, _p(16, 8000, 4.7), _p(32, 8100, 8.0))  # score 8100
-    assert _pruned(_p(16, 6000, 5.0), best, 20.0)  # 6000 < 0.8 x 8100
-    assert not _pruned(_p(16, 6600, 5.0), best, 20.0)  # within 20%: its ladder goes on
-    assert not _pruned(_p(16, 10, 5.0), best, 0.0)  # 0%: pruning off
-    assert not _pruned(_p(16, 10, 5.0), None, 20.0)  # nothing to compare with (the starting configs)
-    assert not _pruned(_p(16, 10, 5.0), _trial(A, _p(16, 9000, 50.0)), 20.0)  # the best has no point in the target
+    assert pruned(_p(16, 6000, 5.0), best, 20.0)  # 6000 < 0.8 x 8100
+    assert not pruned(_p(16, 6600, 5.0), best, 20.0)  # within 20%: its ladder goes on
+    assert not pruned(_p(16, 10, 5.0), best, 0.0)  # 0%: pruning off
+    assert not pruned(_p(16, 10, 5.0), None, 20.0)  # nothing to compare with (the starting configs)
+    assert not pruned(_p(16, 10, 5.0), _trial(A, _p(16, 9000, 50.0)), 20.0)  # the best has no point in the target
 
 
 def test_pruning_compares_a_first_point_with_what_the_best_config_served_at_the_same_concurrency():
     # The best config peaked at 14, a bisected level; the next config's ladder starts at 8, where the best served
     # 3237 req/s. Against its best (4958) both first points below would fall 20% short: the faster one must not.
     best = _trial(A, _p(8, 3237, 4.5), _p(12, 4274, 5.3), _p(14, 4958, 5.8), _p(16, 3838, 9.8))
-    assert not _pruned(_p(8, 3510, 4.4), best, 20.0)  # more than the best served at 8
-    assert _pruned(_p(8, 2197, 6.9), best, 20.0)  # 2197 < 0.8 x 3237
-    assert not _pruned(_p(16, 4100, 8.0), best, 20.0)  # at 16: against 4958 (its best at or below 16)
-    assert _pruned(_p(16, 3900, 8.0), best, 20.0)  # 3900 < 0.8 x 4958
-    assert not _pruned(_p(4, 10, 2.0), best, 20.0)  # below every point of the best: nothing to compare with
+    assert not pruned(_p(8, 3510, 4.4), best, 20.0)  # more than the best served at 8
+    assert pruned(_p(8, 2197, 6.9), best, 20.0)  # 2197 < 0.8 x 3237
+    assert not pruned(_p(16, 4100, 8.0), best, 20.0)  # at 16: against 4958 (its best at or below 16)
+    assert pruned(_p(16, 3900, 8.0), best, 20.0)  # 3900 < 0.8 x 4958
+    assert not pruned(_p(4, 10, 2.0), best, 20.0)  # below every point of the best: nothing to compare with
 
 
 def test_the_climb_tries_a_quarter_more_concurrency_each_step_within_the_largest_level():
-    assert _climb_loads(14, 1.25, 2, 64) == [18, 23]
-    assert _climb_loads(1, 1.25, 3, 64) == [2, 3, 4]  # at least one more each step
-    assert _climb_loads(50, 1.25, 2, 64) == [63]  # 79 is over the largest level
-    assert _climb_loads(64, 1.25, 2, 64) == [] and _climb_loads(14, 1.25, 0, 64) == []
+    assert climb_loads(14, 1.25, 2, 64) == [18, 23]
+    assert climb_loads(1, 1.25, 3, 64) == [2, 3, 4]  # at least one more each step
+    assert climb_loads(50, 1.25, 2, 64) == [63]  # 79 is over the largest level
+    assert climb_loads(64, 1.25, 2, 64) == [] and climb_loads(14, 1.25, 0, 64) == []
 
 
 class _Server:
@@ -125,13 +117,13 @@ def _base_config():
     )
 
 
-def _again(spec: TuneSpec, server: _Server | None = None, base=None) -> _Remeasure:
+def _again(spec: TuneSpec, server: _Server | None = None, base=None) -> Remeasure:
     """What re-measuring needs, for a config of "conv": a recording server, the base config, no requests (the
     engines are replaced in these tests), silent progress."""
     from tritongen.perf.spec import PerfSpec
 
     base = _base_config() if base is None else base
-    return _Remeasure(server or _Server(), "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)
+    return Remeasure(server or _Server(), "conv", base, PerfSpec(model="conv"), None, spec, lambda m: None)
 
 
 def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.4)):
@@ -151,7 +143,7 @@ def _climb_with(monkeypatch, tmp_path, measured: dict, chosen_at=(14, 4200.0, 6.
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, duration_s=2.5, climb_steps=2, load_warmup_s=0)
     chosen = (_trial(A, _p(*chosen_at)), _p(*chosen_at))
     server = _Server()
-    climbed = _climb(chosen, _again(spec, server, base))
+    climbed = climb(chosen, _again(spec, server, base))
     return asked, climbed, server
 
 
@@ -161,37 +153,37 @@ def test_the_climb_claims_a_higher_concurrency_only_on_a_re_measurement_within_t
     assert asked == [(18, 5.0), (23, 5.0)]  # as long as the confirmation (twice the search's 2.5 s)
     assert server.loaded[0][1]["maxBatchSize"] == 16 and server.loaded[0][1]["instanceGroup"][0]["count"] == 1
     chosen = (_trial(A, _p(14, 4200.0, 6.4)), _p(14, 4200.0, 6.4))
-    trial, point = _pick_confirmed([chosen, *climbed], 9.0)
+    trial, point = pick_confirmed([chosen, *climbed], 9.0)
     assert trial.candidate == A and point.load == 18
     # Over the target at the first step: nothing else measured, the confirmed point stands.
     asked, climbed, _ = _climb_with(monkeypatch, tmp_path, {18: (4900.0, 9.3)})
-    assert asked == [(18, 5.0)] and _pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
+    assert asked == [(18, 5.0)] and pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
     # Within the target but serving no more (saturated): the climb stops there and keeps the lower point.
     asked, climbed, _ = _climb_with(monkeypatch, tmp_path, {18: (4100.0, 7.0)})
-    assert asked == [(18, 5.0)] and _pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
+    assert asked == [(18, 5.0)] and pick_confirmed([chosen, *climbed], 9.0)[1].load == 14
 
 
 def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_picked_on_both(monkeypatch, tmp_path):
     a, b, c = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7)), _trial(C, _p(8, 6000, 4.0))
     remeasured = [(a, _p(32, 7900, 9.6)), (a, _p(16, 7400, 5.1)), (b, _p(16, 7800, 5.0)), (c, _p(8, 6000, 4.0))]
-    rivals = _rivals(remeasured, 9.0)
-    assert [(t.candidate, p.throughput_rps) for t, p in rivals] == [(A, 7400), (B, 7800)]  # in measured order
-    assert len(_rivals(remeasured[:3], 9.0)) == 2 and len(_rivals(remeasured[:2], 9.0)) == 1
+    pair = rivals(remeasured, 9.0)
+    assert [(t.candidate, p.throughput_rps) for t, p in pair] == [(A, 7400), (B, 7800)]  # in measured order
+    assert len(rivals(remeasured[:3], 9.0)) == 2 and len(rivals(remeasured[:2], 9.0)) == 1
     # B read more once, but measured again after A's drift the other way, A serves more on the mean (7500 vs 7400);
     # its figure is the lower of its two.
-    trial, point = _pick_paired(rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 5.0))], 9.0)
+    trial, point = pick_paired(pair, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 5.0))], 9.0)
     assert trial is a and point.throughput_rps == 7400
     # A's second measurement breaks the target: B wins, on its lower figure; neither holds twice: no pick.
-    trial, point = _pick_paired(rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 9.5))], 9.0)
+    trial, point = pick_paired(pair, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 9.5))], 9.0)
     assert trial is b and point.throughput_rps == 7000
-    assert _pick_paired(rivals, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0) is None
+    assert pick_paired(pair, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0) is None
     # Neither held twice: the first re-measurement's best stays, and the output says why.
     said: list[str] = []
     chosen = (b, _p(16, 7800, 5.0))
-    assert _after_paired(chosen, rivals, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0, said.append) is chosen
+    assert after_paired(chosen, pair, [(b, _p(16, 7000, 9.2)), (a, _p(16, 7600, 9.5))], 9.0, said.append) is chosen
     assert len(said) == 1 and "neither held the target both times" in said[0] and B.label() in said[0]
     said.clear()
-    assert _after_paired(chosen, rivals, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 5.0))], 9.0, said.append)[0] is a
+    assert after_paired(chosen, pair, [(b, _p(16, 7000, 5.2)), (a, _p(16, 7600, 5.0))], 9.0, said.append)[0] is a
     assert said == []
     # The second measurements run B first (measured last the first time), each with its config loaded, same load.
     from tritongen.perf import perf_analyzer
@@ -203,8 +195,8 @@ def test_the_two_configs_that_held_are_measured_again_in_the_reverse_order_and_p
         lambda level, requests, *_: asked.append(level.concurrency[0]) or [_p(level.concurrency[0], 7000, 5)],
     )
     server = _Server()
-    again = _paired(
-        rivals,
+    again = paired(
+        pair,
         _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0), server),
     )
     assert [t.candidate for t, _ in again] == [B, A] and asked == [16, 16]
@@ -218,22 +210,22 @@ def test_the_best_configs_within_the_window_are_measured_again_best_first():
         _trial(B, _p(16, 8049, 4.7)),
         _trial(Candidate(2, 0, 1, ()), _p(2, 900, 20.0)),
     ]  # no point within the target
-    assert [t.candidate for t in _contenders(trials, 2, 10.0)] == [B, A]
-    assert [t.candidate for t in _contenders(trials, 3, 10.0)] == [B, A]  # C is 13% below: not a contender
-    assert [t.candidate for t in _contenders(trials, 3, 15.0)] == [B, A, C]
-    assert [t.candidate for t in _contenders(trials, 1, 50.0)] == [B]
-    assert _contenders(trials[3:], 2, 10.0) == []
+    assert [t.candidate for t in contenders(trials, 2, 10.0)] == [B, A]
+    assert [t.candidate for t in contenders(trials, 3, 10.0)] == [B, A]  # C is 13% below: not a contender
+    assert [t.candidate for t in contenders(trials, 3, 15.0)] == [B, A, C]
+    assert [t.candidate for t in contenders(trials, 1, 50.0)] == [B]
+    assert contenders(trials[3:], 2, 10.0) == []
 
 
 def test_the_winner_is_the_highest_re_measured_throughput_that_holds_the_target():
     a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
     # A searched best, but measured again its p99 breaks the target; its lower point holds but B's is faster.
     remeasured = [(a, _p(32, 7900, 9.6)), (a, _p(16, 7400, 5.1)), (b, _p(16, 7800, 5.0))]
-    winner, point = _pick_confirmed(remeasured, 9.0)
+    winner, point = pick_confirmed(remeasured, 9.0)
     assert winner is b and point.throughput_rps == 7800
-    assert _pick_confirmed(remeasured[:2], 9.0)[1].load == 16  # A's lower point
-    assert _pick_confirmed([(a, _p(32, 7900, 9.6))], 9.0) is None  # nothing holds: no winner
-    assert _pick_confirmed([(a, _p(16, 9000, 2.0, errors={"timeout": 3}))], 9.0) is None
+    assert pick_confirmed(remeasured[:2], 9.0)[1].load == 16  # A's lower point
+    assert pick_confirmed([(a, _p(32, 7900, 9.6))], 9.0) is None  # nothing holds: no winner
+    assert pick_confirmed([(a, _p(16, 9000, 2.0, errors={"timeout": 3}))], 9.0) is None
 
 
 def test_when_no_re_measurement_holds_the_next_configs_are_measured_again():
@@ -244,15 +236,15 @@ def test_when_no_re_measurement_holds_the_next_configs_are_measured_again():
     c, d = _trial(C, _p(8, 5500, 4.5), _p(16, 7000, 8.2)), _trial(D, _p(16, 5800, 7.9))
     e = _trial(Candidate(2, 0, 1, ()), _p(2, 900, 20.0))  # no point within the target
     trials = [b, a, e, d, c]
-    contenders = _contenders(trials, 2, 10.0)
-    assert [t.candidate for t in contenders] == [B, A]
+    top = contenders(trials, 2, 10.0)
+    assert [t.candidate for t in top] == [B, A]
     remeasured = [(b, _p(16, 3800, 16.8)), (a, _p(20, 4600, 15.5))]
-    assert _pick_confirmed(remeasured, 9.0) is None
-    assert [t.candidate for t in _fallback_contenders(trials, contenders, 2)] == [C, D]
-    assert [t.candidate for t in _fallback_contenders(trials, contenders, 1)] == [C]
-    assert _fallback_contenders([b, a, e], contenders, 2) == []  # nothing else has a point within the target
+    assert pick_confirmed(remeasured, 9.0) is None
+    assert [t.candidate for t in fallback_contenders(trials, top, 2)] == [C, D]
+    assert [t.candidate for t in fallback_contenders(trials, top, 1)] == [C]
+    assert fallback_contenders([b, a, e], top, 2) == []  # nothing else has a point within the target
     # the fallback's re-measurement that holds is the winner, and only one that holds
-    winner, point = _pick_confirmed([*remeasured, (c, _p(16, 6200, 9.4)), (c, _p(8, 5200, 4.9))], 9.0)
+    winner, point = pick_confirmed([*remeasured, (c, _p(16, 6200, 9.4)), (c, _p(8, 5200, 4.9))], 9.0)
     assert winner is c and point.load == 8
 
 
@@ -274,7 +266,7 @@ def test_the_table_names_each_re_measurement_with_its_config_and_verdict():
 def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
     import json
 
-    from tritongen.perf.tune import _write_winner
+    from tritongen.perf.tune_record import write_winner
     from tritongen.validate import config_from_file
 
     model = tmp_path / "repo" / "m"
@@ -288,7 +280,7 @@ def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
     spec = TuneSpec(model_dir=model, max_p99_ms=10)
     a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
     remeasured = [(a, _p(32, 7900, 9.6)), (b, _p(16, 7800, 5.0))]
-    config_path, record_path = _write_winner(
+    config_path, record_path = write_winner(
         spec, config_from_file(model / "config.pbtxt"), b, a, [a, b], [], 12.0, remeasured, remeasured[1][1]
     )
     record = json.loads(record_path.read_text())
@@ -339,7 +331,7 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     )
     a, b = _trial(A, _p(16, 7400, 5.1)), _trial(B, _p(8, 7800, 5.0))
     spec = TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=2.0)
-    _paired(
+    paired(
         [(a, a.points[0]), (b, b.points[0])],
         _again(spec),
     )
@@ -352,7 +344,7 @@ def test_a_freshly_loaded_config_gets_unmeasured_load_before_its_first_measureme
     warm = calls[0][1]
     assert warm.engine == "builtin" and warm.duration_s == 2.0 and warm.warmup_s == 0.0
     calls.clear()
-    _paired(
+    paired(
         [(a, a.points[0]), (b, b.points[0])],
         _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=0)),
     )
@@ -377,10 +369,10 @@ def test_the_config_loaded_and_just_measured_is_not_loaded_and_warmed_again(monk
     a, b = _trial(A, _p(16, 7400, 5.1)), _trial(B, _p(8, 7800, 5.0))
     server = _Server()
     again = _again(TuneSpec(model_dir=tmp_path, max_p99_ms=10, load_warmup_s=1.0), server)
-    confirmed = _confirm([a, b], again, "perf_analyzer")  # A, then B: both loaded and warmed
+    confirmed = confirm([a, b], again, "perf_analyzer")  # A, then B: both loaded and warmed
     assert [t.candidate for t, _ in confirmed] == [A, B] and again.loaded == B
     calls.clear()
-    _paired(confirmed, again)  # B (loaded now: measured as it is), then A (loaded and warmed)
+    paired(confirmed, again)  # B (loaded now: measured as it is), then A (loaded and warmed)
     assert calls == ["measure", "warm", "measure"] and len(server.loaded) == 3 and again.loaded == A
 
     class _Refusing(_Server):
@@ -412,12 +404,12 @@ def test_a_later_contender_gets_its_lower_points_tried_only_while_they_could_sti
     monkeypatch.setattr(perf_analyzer, "points_from_perf_analyzer", fake)
     a = _trial(A, _p(16, 7400, 5.1))
     b = _trial(B, _p(24, 9000, 8.5), _p(32, 8500, 8.9), _p(16, 8000, 7.0), _p(8, 6500, 3.0))
-    confirmed = _confirm([a, b], again, "perf_analyzer")
+    confirmed = confirm([a, b], again, "perf_analyzer")
     assert asked == [(A, 16), (B, 24), (B, 16)]
-    assert _pick_confirmed(confirmed, 9.0)[0].candidate == B
+    assert pick_confirmed(confirmed, 9.0)[0].candidate == B
     asked.clear()
     reads[(B, 16)] = (7900, 9.5)  # over the target too: the third point, under A's figure, is still not tried
-    _confirm([a, b], again, "perf_analyzer")
+    confirm([a, b], again, "perf_analyzer")
     assert asked == [(A, 16), (B, 24), (B, 16)]
 
 
@@ -443,7 +435,7 @@ def test_a_newcomer_is_kept_only_if_it_beats_the_best_config_measured_again_besi
         now["reads"] = reads
         server, checks = _Server(), []
         again = _again(spec, server)
-        return _beats_side_by_side(challenger, incumbent, again, checks), server, checks
+        return beats_side_by_side(challenger, incumbent, again, checks), server, checks
 
     # the best config reads more now (6,500): 6,600 is not 3% over it; it reads 5,900: the newcomer stays
     kept, server, checks = check((6500, 8.0))
@@ -479,13 +471,13 @@ def test_the_bench_compares_capacity_on_a_shared_ladder_deciding_the_level_per_r
 def test_the_walk_up_aims_at_the_concurrency_where_p99_would_reach_the_target():
     """From a point within the target, the next concurrency is where p99 would reach the target if it grew in
     proportion to concurrency: at least one more, at most double, never past the largest concurrency searched."""
-    from tritongen.perf.tune import _next_up
+    from tritongen.perf.tune_select import next_up
 
-    assert _next_up(_p(16, 5000, 7.0), 9.0, 128) == 20  # 16 x 9 / 7 = 20.6
-    assert _next_up(_p(8, 3000, 1.0), 9.0, 128) == 16  # far below the target: a doubling at most
-    assert _next_up(_p(16, 5000, 8.9), 9.0, 128) == 17  # at the target already: one more
-    assert _next_up(_p(16, 5000, 2.0), 9.0, 24) == 24  # capped by the search's largest concurrency
-    assert _next_up(_p(24, 5000, 2.0), 9.0, 24) is None
+    assert next_up(_p(16, 5000, 7.0), 9.0, 128) == 20  # 16 x 9 / 7 = 20.6
+    assert next_up(_p(8, 3000, 1.0), 9.0, 128) == 16  # far below the target: a doubling at most
+    assert next_up(_p(16, 5000, 8.9), 9.0, 128) == 17  # at the target already: one more
+    assert next_up(_p(16, 5000, 2.0), 9.0, 24) == 24  # capped by the search's largest concurrency
+    assert next_up(_p(24, 5000, 2.0), 9.0, 24) is None
 
 
 def test_the_summary_says_which_figures_to_plan_capacity_with():
@@ -599,7 +591,7 @@ def test_a_server_that_refused_every_load_is_not_given_config_pbtxt_back(tmp_pat
 
 def test_a_ladder_point_without_answers_says_so_rather_than_p99_nan():
     from tritongen.perf.results import latency_summary_from_ms
-    from tritongen.perf.tune import ladder_line
+    from tritongen.perf.tune_select import ladder_line
 
     empty = replace(_p(8, 0.0, 1.0, errors={"timeout": 3}), latency=latency_summary_from_ms([]))
     assert ladder_line(empty, False) == "  concurrency   8:      0.0 req/s  no answers  errors {'timeout': 3}"
@@ -614,7 +606,7 @@ def test_a_tuned_max_batch_above_the_batch_the_build_checked_is_noted(tmp_path):
     import tritongen
     from tests import factories
     from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
-    from tritongen.perf.tune import checked_max_batch
+    from tritongen.perf.tune_configs import checked_max_batch
 
     a, b = _trial(A, _p(16, 8100, 4.0)), _trial(B, _p(16, 9000, 4.7))
     checked = B.max_batch_size // 2
