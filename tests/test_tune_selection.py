@@ -291,6 +291,44 @@ def test_the_record_keeps_every_re_measurement_with_its_config(tmp_path):
     assert config_from_file(config_path).dynamic_batching.preferred_batch_size == [16]
 
 
+def test_the_written_winner_replaces_planted_links_and_refuses_a_linked_record_folder(tmp_path):
+    """tune wrote its record and config through links planted in the model folder (a victim file outside the
+    repository received them, and config.pbtxt became a link to it)."""
+    from tritongen.perf.tune_record import write_winner
+    from tritongen.validate import config_from_file
+
+    model = tmp_path / "repo" / "m"
+    (model / "1" / "tritongen").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (model / "config.pbtxt").write_text(
+        'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninput [{name: "x" data_type: TYPE_FP32 dims: [4]}]\n'
+        'output [{name: "y" data_type: TYPE_FP32 dims: [4]}]\ninstance_group [{count: 1 kind: KIND_CPU}]\n'
+    )
+    base = config_from_file(model / "config.pbtxt")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    (model / "1" / "tritongen" / "tune.json").symlink_to(victim)
+    original = (model / "config.pbtxt").read_text()
+    (model / "config.pbtxt").unlink()
+    (tmp_path / "config-elsewhere.pbtxt").write_text(original)
+    (model / "config.pbtxt").symlink_to(tmp_path / "config-elsewhere.pbtxt")
+    spec = TuneSpec(model_dir=model, max_p99_ms=10)
+    a, b = _trial(A, _p(32, 8100, 8.0)), _trial(B, _p(16, 8049, 4.7))
+    config_path, record_path = write_winner(spec, base, b, a, [a, b], [], 12.0)
+    assert victim.read_text() == "victim" and (tmp_path / "config-elsewhere.pbtxt").read_text() == original
+    assert not record_path.is_symlink() and not config_path.is_symlink()
+    assert config_from_file(config_path).dynamic_batching.preferred_batch_size == [16]
+    # a record folder that is a link: refused before anything is written
+    (model / "1" / "tritongen" / "tune.json").unlink()
+    (model / "1" / "tritongen").rmdir()
+    (tmp_path / "outside").mkdir()
+    (model / "1" / "tritongen").symlink_to(tmp_path / "outside", target_is_directory=True)
+    before = config_path.read_text()
+    with pytest.raises(TritongenError, match=r"tritongen is a link, and tritongen would write through it"):
+        write_winner(spec, base, a, b, [a, b], [], 12.0)
+    assert list((tmp_path / "outside").iterdir()) == [] and config_path.read_text() == before
+
+
 def test_the_bench_finds_the_highest_concurrency_that_holds_the_bound_with_few_probes():
     """bench/tune_vs_model_analyzer.py compares both winners at the highest concurrency whose p99 holds the bound:
     from the chosen concurrency, doubling while it holds, else bisecting down, within a probe budget."""

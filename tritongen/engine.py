@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .files import replace_file
 from .layout import (
     ARTIFACT_DIR,
     CONFIG_NAME,
@@ -362,7 +363,7 @@ def _record_engine(
         config = model_dir / "config.pbtxt"
         text = config_text(config)  # bounded, one open
         entries = {cc: e["plan"] for cc, e in engines.items()}
-        config.write_text(cc_config_text(text, entries))
+        replace_file(config, cc_config_text(text, entries))  # a link planted there is replaced, not followed
         files.update(file_hashes(model_dir, [config]))
     if manifest.is_file():
         update_manifest(manifest, files, engines=engines, tensorrt_version=result.tensorrt_version)

@@ -113,6 +113,20 @@ def replace_file(path: Path, text: str | bytes, mode: int | None = None) -> None
         raise
 
 
+def refuse_linked_folders(folder: Path, root: Path) -> None:
+    """Refuse ``folder`` (``root`` or inside it) where a folder below ``root`` on the way to it is a link: a file
+    written there would land wherever the link points (a link planted in a repository someone else can write).
+    Checked before anything is written; a file itself is written with :func:`replace_file`."""
+    here = root
+    for part in folder.relative_to(root).parts:
+        here = here / part
+        if here.is_symlink():
+            raise TritongenError(
+                f"{here} is a link, and tritongen would write through it to wherever it points",
+                "replace the link with a folder of its own (or remove it), then run again",
+            )
+
+
 def text_lines(text: str) -> Iterator[str]:
     """The non-blank lines of a text file's contents, one at a time, split on ``"\n"`` alone (a ``"\r"`` ending
     dropped): a ``"\r"``, form feed, ``"\x85"`` or U+2028 inside a line stays in it (``splitlines`` split there).

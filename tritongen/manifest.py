@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
 from .errors import TritongenError
+from .files import replace_file
 from .layout import manifest_path
 
 MANIFEST_SCHEMA = 1
@@ -216,7 +217,7 @@ def tool_versions() -> dict[str, str]:
 
 
 def _dump(path: Path, manifest: Manifest) -> None:
-    path.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    replace_file(path, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")  # a link is not followed
 
 
 def write_manifest(model_dir: Path, version: int, manifest: Manifest) -> Path:

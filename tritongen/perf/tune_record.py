@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..files import refuse_linked_folders, replace_file
 from ..layout import CONFIG_NAME
 from .results import PerfPoint
 from .tune_configs import Serving, config_from_candidate
@@ -51,6 +51,7 @@ def write_winner(
     previous = config_text(config_path)  # bounded, one open
     versions = version_numbers(spec.model_dir)
     record_dir = spec.model_dir / str(versions[-1] if versions else 1) / ARTIFACT_DIR
+    refuse_linked_folders(record_dir, spec.model_dir)  # before anything is written: nothing is left half-done
     record_dir.mkdir(parents=True, exist_ok=True)
     record_path = record_dir / TUNE_RECORD
     record = {
@@ -85,10 +86,8 @@ def write_winner(
         ],
         "previous_config": previous,
     }
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
-    tmp = config_path.with_name(".config.pbtxt.tune")
-    tmp.write_text(text)
-    os.replace(tmp, config_path)
+    replace_file(record_path, json.dumps(record, indent=2) + "\n")  # a link planted at either is replaced
+    replace_file(config_path, text)
     if serving is not None:
         serving.config, serving.name = config, f"the tuned config written to {CONFIG_NAME}"
     if versions:  # the build's manifest now vouches for the tuned config (and the record of how it was chosen)
