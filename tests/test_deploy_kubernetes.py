@@ -469,6 +469,40 @@ def test_gpus_follow_the_instance_kinds_unless_given(work, tmp_path):
         assert c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == expected, (kinds, given)
 
 
+def test_the_bundle_is_made_from_the_config_bytes_verify_checked(work, tmp_path, monkeypatch):
+    """deploy parsed each config.pbtxt before verify hashed it again: a config swapped between the two reads (an
+    attacker's inotify race made a bundle asking for 64 GPU instances from a repository that verified) was what the
+    bundle was made from. Now it is read again after the check and held to the digest the check found."""
+    import importlib
+
+    verify = importlib.import_module("tritongen.verify")  # tritongen.verify is also the API's function
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    config = repo / "double" / "config.pbtxt"
+    legit = config.read_text()
+    config.write_text(legit.replace("kind: KIND_CPU", "kind: KIND_GPU"))  # what the first read sees
+    real = verify.check_verified
+
+    def swapped_around_the_check(*args, **kwargs):
+        config.write_text(legit)  # the verified bytes are back for the check ...
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verify, "check_verified", swapped_around_the_check)
+    b = kubernetes_bundle_from_repository(repo, tmp_path / "out", slo_p99_ms=SLO_MS)
+    (c,) = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in c.get("resources", {}).get("limits", {})  # the verified config: CPU only
+
+    def swapped_after_the_check(*args, **kwargs):
+        report = real(*args, **kwargs)
+        config.write_text(legit.replace("kind: KIND_CPU", "kind: KIND_GPU"))  # ... and swapped again after it
+        return report
+
+    monkeypatch.setattr(verify, "check_verified", swapped_after_the_check)
+    with pytest.raises(TritongenError, match=r"double/config.pbtxt changed after it was verified"):
+        kubernetes_bundle_from_repository(repo, tmp_path / "out2", slo_p99_ms=SLO_MS)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_unmeasured_defaults_are_marked_in_every_file_that_uses_them(work):
     b = kubernetes_bundle_from_repository(work / "repo", work / "unmeasured", slo_p99_ms=SLO_MS)
     assert not b.thresholds.measured and b.thresholds.target_in_flight == 8.0  # max_batch_size 8 x 1 instance

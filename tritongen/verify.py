@@ -28,9 +28,10 @@ can rewrite a manifest too. :mod:`tritongen.signing` adds the origin (``--public
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,9 @@ class VerifyReport:
     signature: Path | None = None  # checked against a public key first, when one was given
     # a signature file beside the repository that nobody checked (verified without a public key): see summary()
     unchecked_signature: Path | None = None
+    # "<model>/<path>" -> the sha256 of the bytes checked against the manifest (verified_config_text holds a later
+    # read to them)
+    digests: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +113,7 @@ class _Findings:
     def __init__(self) -> None:
         self.problems: list[tuple[str, str]] = []
         self.checked = 0
+        self.digests: dict[str, str] = {}
 
     def add(self, problem: str, fix: str = _FIX_CHANGED) -> None:
         self.problems.append((printable(problem), printable(fix)))
@@ -275,6 +280,7 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
             found.add(f"{shown} does not match its manifest (sha256 differs): the file was changed or swapped")
         else:
             found.checked += 1
+            found.digests[f"{name}/{rel}"] = digest
     for rel in sorted(required - set(entries)):
         found.add(f"{name}/{rel} is missing")
     return True
@@ -440,7 +446,25 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
         problems=tuple(p for p, _ in problems),
         unverified_models=tuple(unverified),
         fixes=tuple(f for _, f in problems),
+        digests=found.digests,
     )
+
+
+def verified_config_text(report: VerifyReport, model_dir: Path) -> str:
+    """``model_dir``'s config.pbtxt read once, held to the digest ``report``'s check found for it: what the caller
+    parses is what was verified, not a file swapped in after the check (a model the check let through unverified,
+    ``--allow-unverified``, has no digest: it is read as it is)."""
+    from .layout import config_text
+
+    text = config_text(model_dir / CONFIG_NAME)
+    expected = report.digests.get(f"{model_dir.name}/{CONFIG_NAME}")
+    if expected is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
+        raise TritongenError(
+            f"{printable(model_dir.name)}/{CONFIG_NAME} changed after it was verified (its sha256 no longer matches "
+            "its manifest)",
+            "run again once nothing writes to the repository (tritongen verify names what changed)",
+        )
+    return text
 
 
 def check_verified(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TritongenError
 from ..names import with_suggestion
@@ -39,6 +40,9 @@ from .thresholds import (
     tuned_after_caution,
     unmeasured_thresholds,
 )
+
+if TYPE_CHECKING:
+    from ..verify import VerifyReport
 
 TARGETS = ("kubernetes", "kserve")
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
@@ -109,6 +113,18 @@ def _models(repo: Path) -> dict[str, Any]:
         d.name: config_from_file(d / "config.pbtxt")
         for d in sorted(repo.iterdir())
         if d.is_dir() and not d.name.startswith(".") and (d / "config.pbtxt").is_file()
+    }
+
+
+def _verified_models(repo: Path, report: VerifyReport, configs: Mapping[str, Any]) -> dict[str, Any]:
+    """``configs`` (the models :func:`_models` found) read again, each held to the digest the check found: a
+    config.pbtxt swapped after it was read and before it was verified is not what the bundle is made from."""
+    from ..validate import config_from_text
+    from ..verify import verified_config_text
+
+    return {
+        name: config_from_text(verified_config_text(report, repo / name), source=str(repo / name / "config.pbtxt"))
+        for name in configs
     }
 
 
@@ -416,7 +432,8 @@ def kubernetes_bundle_from_repository(
             f"the perf results are of model '{run.model}', not '{model}'",
             f"pass the results of a perf run on {model}, or leave out --model",
         )
-    check_verified(repo, allow_unverified=allow_unverified)  # before tune.json or a manifest is read from it
+    report = check_verified(repo, allow_unverified=allow_unverified)  # before tune.json or a manifest is read
+    configs = _verified_models(repo, report, configs)  # what the bundle is made from: the bytes verified
     info = _served_model(configs, run.model if run is not None else model, repo, from_perf=run is not None)
     stock = TRITON_IMAGE.format(release=ngc_release)
     if image is None:
