@@ -265,6 +265,27 @@ def test_a_config_tune_rewrote_after_the_perf_run_is_a_caution(work, tmp_path, c
     assert f"- **Caution**: {caution}." in (out / "README.md").read_text()
 
 
+def test_figures_no_server_reaches_are_refused_not_made_a_scaling_target():
+    """1e15 req/s at a server time of 1e12 us made an HPA target of 1e27 requests in flight (past what a Kubernetes
+    quantity holds: the autoscaler would never scale); promtool and kubernetes-validate accepted it."""
+    huge = replace(RUN, points=tuple(replace(p, throughput_rps=1e15) for p in RUN.points))
+    with pytest.raises(TritongenError, match=r"requests in flight per replica .*more than one server holds"):
+        thresholds_from_run(huge, slo_p99_ms=SLO_MS)
+
+
+def test_a_tune_record_listing_many_sizes_names_a_few(tmp_path):
+    """A crafted tune.json with 700,000 preferred sizes made a 4.8 MB caution line (printed, and in the README)."""
+    from tritongen.deploy.thresholds import tuned_after_caution
+
+    record = tmp_path / "repo" / "double" / "1" / "tritongen" / "tune.json"
+    record.parent.mkdir(parents=True)
+    config = {"instances": 2, "max_queue_delay_us": 2**40, "max_batch_size": 8, "preferred": list(range(700_000))}
+    record.write_text(json.dumps({"created_unix_s": 2000.0, "winner": {"config": config}}))
+    caution = tuned_after_caution(tmp_path / "repo" / "double", replace(RUN, started_unix_s=1000.0))
+    assert caution is not None and len(caution) < 1000
+    assert "instances 2, max_batch_size 8, preferred 0,1,2,3,4,5,6,7,... (700000 values))" in caution
+
+
 @pytest.mark.parametrize(
     "served, changed",
     [

@@ -133,6 +133,26 @@ CRAFTED |= {  # the served settings deploy compares with the repository's config
     "served settings as a list": (_set("served", [8, 1]), "served is not a ServedSettings"),
 }
 
+NESTED = "[" * 200 + "]" * 200  # written back with indent=2, a file 1000 lists deep grew a thousandfold
+CRAFTED |= {  # a later attack session: recorded options and names reached terminals, READMEs and a written-back file
+    "settings nested deep": (_set("settings.k0", json.loads(NESTED)), "settings['k0'] [0] [0] is not what perf"),
+    "a setting with a terminal escape": (_set("settings.repo", "/tmp/x\x1b]0;PWNED\x07"), "settings['repo'] holds a"),
+    "a repo setting with a line break": (_set("settings.repo", "/tmp/x\nerror: none"), "holds the character U+000A"),
+    "more options than perf records": (
+        _set("settings", {f"k{i}": 1 for i in range(129)}),
+        "settings holds 129 options, over the 128",
+    ),
+    "a long list of a setting": (_set("settings.concurrency", list(range(5000))), "holds 5000 items, over 4096"),
+    "a right-to-left override in the model's name": (
+        _set("model", "m\u202egpj.exe"),
+        "model holds the character U+202E",
+    ),
+    "a line separator in the label": (_set("label", "a\u2028b"), "label holds the character U+2028"),
+    "a line break in the URL": (_set("url", "127.0.0.1:1\nerror: none"), "url holds the character U+000A"),
+    "a concurrency of 1e15": (_set("points.0.load", 1e15), "points[0].load is 1e+15, not a concurrency from 1 to"),
+    "a concurrency of 2.5": (_set("points.0.load", 2.5), "points[0].load is 2.5, not a concurrency from 1 to 4096"),
+}
+
 
 def _write(tmp_path, data) -> str:
     path = tmp_path / "crafted.json"

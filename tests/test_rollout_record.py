@@ -98,6 +98,23 @@ def test_a_record_whose_versions_are_not_numbers_is_one_error(repo):
         path.unlink()
 
 
+def test_a_history_event_nested_deeper_than_tritongen_writes_is_one_error(repo):
+    """A 2 KB record whose event nested 960 lists deep passed verify; rollback --force wrote it back indented, 1.8 MB,
+    which verify and rollback then refused as no record of tritongen's."""
+    from tritongen.deploy.rollout_record import read_record
+
+    gate = {"passed": False, "reasons": ["cosine 0.3 < 0.99"], "latency_ratio": 1.0}
+    path = _record(repo, history=[{"action": "rollout", "from": 1, "to": 2, "gate": gate}])
+    try:
+        assert read_record(repo / "tiny").history[0]["gate"] == gate  # as tritongen writes it
+        path.unlink()
+        path = _record(repo, history=[{"action": "rollout", "gate": {"reasons": [json.loads("[" * 50 + "]" * 50)]}}])
+        with pytest.raises(TritongenError, match="history event 0 nests deeper than the 3 levels tritongen writes"):
+            read_record(repo / "tiny")
+    finally:
+        path.unlink(missing_ok=True)
+
+
 @pytest.mark.parametrize(
     "pending",
     [

@@ -131,6 +131,9 @@ def read_record(model_dir: Path) -> RolloutRecord:
         if not isinstance(data, dict) or data.get("tool") != TOOL or data.get("model") != model_dir.name:
             raise ValueError("not a rollout record of this model")
         pending = data.get("pending")
+        deep = next((i for i, e in enumerate(data.get("history", [])) if _nested_deeper(e, MAX_EVENT_DEPTH)), None)
+        if deep is not None:  # written back indented, such an event grows a thousandfold past what verify reads
+            raise ValueError(f"history event {deep} nests deeper than the {MAX_EVENT_DEPTH} levels tritongen writes")
         return RolloutRecord(
             model=model_dir.name,
             live=_version(data.get("live")),
@@ -140,6 +143,19 @@ def read_record(model_dir: Path) -> RolloutRecord:
         )
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise TritongenError(f"rollout record {path} cannot be read ({exc})", fix) from None
+
+
+MAX_EVENT_DEPTH = 3  # a history event, its gate verdict, the verdict's reasons
+
+
+def _nested_deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` holds lists or objects nested more than ``levels`` deep (an object of strings is 1)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if levels == 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_nested_deeper(item, levels - 1) for item in items)
 
 
 def write_record(repo: Path, model_dir: Path, record: RolloutRecord) -> None:

@@ -46,6 +46,8 @@ DEFAULT_MAX_REPLICAS = 4
 MAX_REPLICAS = 10_000  # a replica count past this is a mistake in the inputs, not a fleet
 MAX_EXIT_TIMEOUT_S = 3600  # the grace period for requests in flight at shutdown, however slow the slowest was
 MAX_TUNE_RECORD_BYTES = 16 << 20  # tune.json: every trial of a search, a few hundred KiB at most
+MAX_TARGET_IN_FLIGHT = 1e6  # requests in flight per replica: perf keeps at most 4096 in flight from one client
+MAX_KNOB_VALUES_SHOWN = 8  # preferred batch sizes a caution names (a crafted record listed 700,000)
 MAX_LOAD_TIME_S = 86_400  # a day: a model that takes longer to load is a mistake in the record, not a model
 DEFAULT_LOAD_TIME_S = 90.0  # a budget, not a measurement: the startup probe allows 3x this
 FAILURE_RATIO_ALERT = 0.01  # 1% of requests failing, for any one reason
@@ -322,6 +324,12 @@ def thresholds_from_run(
         raise TritongenError(
             f"the knee level of {run.model} measured no throughput (or no latency)", "measure again with tritongen perf"
         )
+    if target > MAX_TARGET_IN_FLIGHT:  # a Kubernetes quantity past 2**63 milli-units never triggers a scale-up
+        raise TritongenError(
+            f"the knee level of {run.model} reads {target:.3g} requests in flight per replica ({knee.throughput_rps:g} "
+            f"req/s), more than one server holds ({MAX_TARGET_IN_FLIGHT:g}): the figures are not a measurement",
+            "pass the results.json of a tritongen perf run",
+        )
     compute_us = knee.server.total_us - knee.server.queue_us if knee.server.requests else 0.0
     rows = tuple(
         LevelRow(
@@ -458,8 +466,9 @@ def tuned_after_caution(model_dir: Path, run: PerfRun) -> str | None:
         for knob in ("instances", "max_queue_delay_us", "max_batch_size", "preferred"):
             value = config.get(knob) if isinstance(config, dict) else None
             values = value if isinstance(value, list) else [value]
-            if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                wrote.append(f"{knob} {','.join(map(str, values))}")
+            if values and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in values):
+                more = f",... ({len(values)} values)" if len(values) > MAX_KNOB_VALUES_SHOWN else ""
+                wrote.append(f"{knob} {','.join(map(str, values[:MAX_KNOB_VALUES_SHOWN]))}{more}")
         return (
             f"tritongen tune rewrote {run.model}'s config.pbtxt ({record.relative_to(model_dir.parent)}"
             f"{': ' + ', '.join(wrote) if wrote else ''}) after this perf run measured it, so the thresholds are of "

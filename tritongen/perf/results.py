@@ -27,7 +27,7 @@ from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, replace_file, size_text
 from ..layout import MAX_VERSION  # Triton's versions are int64: a version's name is 1 to 19 ASCII digits
-from ..names import one_line
+from ..names import one_line, refused_character
 from ..served_settings import ServedSettings
 
 PERCENTILES = (50, 90, 95, 99)
@@ -360,14 +360,49 @@ def _count_problem(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+MAX_CONCURRENCY = 4096  # a closed loop's requests in flight, as many as an open loop keeps (max_in_flight)
+MAX_REQUEST_RATE = 100_000.0  # req/s one client offers (the built-in engine's ~15,000-30,000 on one core, with room)
 MAX_FIGURE = 1e15  # no figure of a run (requests, microseconds, bytes of a gauge, a Unix time) comes near it
 MAX_UNIX_S = 253_402_300_799  # 9999-12-31: a start time a report can print
 MAX_TEXT_CHARS = 4096  # a model name, a URL, a label, an error kind
 
 
+MAX_SETTINGS = 128  # options perf records (a PerfSpec's fields and two of its own)
+MAX_SETTING_ITEMS = 4096  # items of one recorded option (levels, CPUs, a version split's pairs)
+
+
+def _setting_problem(value: Any, depth: int = 0) -> str | None:
+    """What a recorded option holds that perf never writes: a value other than a number, a name, a bool or None,
+    or lists of them two deep at most (a version split's pairs), or more than :data:`MAX_SETTING_ITEMS` items (a
+    file nesting lists a thousand deep was written back a thousand times larger)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return _text_problem(value) if isinstance(value, str) else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "is not a finite number"
+    if isinstance(value, list) and depth < 2:
+        if len(value) > MAX_SETTING_ITEMS:
+            return f"holds {len(value)} items, over {MAX_SETTING_ITEMS}"
+        return next((f"[{i}] {p}" for i, v in enumerate(value) if (p := _setting_problem(v, depth + 1))), None)
+    return "is not what perf records (a number, a name, or a list of them)"
+
+
 def _check_values(run: PerfRun) -> None:
     """What the tool acts on holds what it writes: known engines, protocols and modes (a crafted file cannot name
-    a new engine), a positive load, a start time a report can print."""
+    a new engine), a positive load, a start time a report can print, names without format characters (a
+    right-to-left override would spoof a run's name) and line breaks, recorded options as perf writes them."""
+    for name in ("model", "url", "label"):
+        char = refused_character(getattr(run, name))
+        if char is not None:
+            raise ValueError(f"{name} holds the character U+{ord(char):04X}, which no name holds")
+    if len(run.settings) > MAX_SETTINGS:
+        raise ValueError(f"settings holds {len(run.settings)} options, over the {MAX_SETTINGS} perf records")
+    for key, value in run.settings.items():
+        problem = _setting_problem(value)
+        if problem is None and isinstance(value, str) and key in ("repo", "url", "model"):
+            char = refused_character(value)
+            problem = None if char is None else f"holds the character U+{ord(char):04X}, which no name holds"
+        if problem:
+            raise ValueError(f"settings[{key[:40]!r}] {problem}")
     if run.engine not in ENGINES:
         raise ValueError(f"engine is {run.engine[:40]!r}, not one of {', '.join(ENGINES)}")
     if run.started_unix_s > MAX_UNIX_S:
@@ -381,6 +416,10 @@ def _check_values(run: PerfRun) -> None:
             raise ValueError(f"points[{i}].engine is {p.engine[:40]!r}, not one of {', '.join(ENGINES)}")
         if p.load <= 0:
             raise ValueError(f"points[{i}].load is not positive")
+        if p.mode == "concurrency" and not (p.load == int(p.load) and p.load <= MAX_CONCURRENCY):
+            raise ValueError(f"points[{i}].load is {p.load:g}, not a concurrency from 1 to {MAX_CONCURRENCY}")
+        if p.mode != "concurrency" and p.load > MAX_REQUEST_RATE:
+            raise ValueError(f"points[{i}].load is {p.load:g} req/s, over the {MAX_REQUEST_RATE:g} perf offers")
         _check_latency(p.latency, p.throughput_rps, f"points[{i}]")
         for version, v in p.versions.items():
             # str.isdigit() takes "²" and other digits int() refuses: ASCII digits only, at most int64's 19 of them
@@ -904,14 +943,15 @@ def comparison_lines(runs: Sequence[PerfRun]) -> list[str]:
             if a is None or a.throughput_rps <= 0 or p.throughput_rps <= 0:
                 continue
             tp = p.throughput_rps / a.throughput_rps
-            if abs(tp - 1.0) * 100.0 <= AGREE_PCT:
+            if abs(tp - 1.0) * 100.0 <= AGREE_PCT or not 1e-6 < tp < 1e6:  # a million times: not two measurements
                 continue
             where = p.where
             line = f"{where}: {other.name} reads {tp:.2f}x the throughput of {base.name}"
-            if not a.server_cpu_us_per_request or not p.server_cpu_us_per_request:
+            a_cpu, p_cpu = a.server_cpu_us_per_request or 0.0, p.server_cpu_us_per_request or 0.0
+            if not (a_cpu >= 1e-3 and p_cpu >= 1e-3):  # a nanosecond of CPU per request: not measured
                 lines.append(line + "; the server's CPU was not measured in both (a server on another machine)")
                 continue
-            cpu = p.server_cpu_us_per_request / a.server_cpu_us_per_request
+            cpu = p_cpu / a_cpu
             line += (
                 f"; the server spent {cpu:.2f}x the CPU per request on its requests "
                 f"({p.server_cpu_us_per_request:.0f} against {a.server_cpu_us_per_request:.0f} us)"

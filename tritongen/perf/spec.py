@@ -14,15 +14,14 @@ from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..fields import check_fields
 from ..names import shown
-from .results import ENGINES, MAX_LEVELS, check_report_dir
+from .results import ENGINES, MAX_CONCURRENCY, MAX_LEVELS, MAX_REQUEST_RATE, check_report_dir
 
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
 STABLE_WINDOWS = 3  # the reported figures come from the last 3 windows, as in perf_analyzer
-# Open loop: the highest request rate one run offers. The built-in client spends 35-65 us of CPU per request (about
-# 15,000-30,000 req/s on one core) and perf_analyzer about as much; a rate far above that is a typo (1e12), which
-# would only fill the windows with requests never sent.
-MAX_REQUEST_RATE = 100_000.0
+# Open loop: the highest request rate one run offers (results.MAX_REQUEST_RATE). The built-in client spends 35-65 us
+# of CPU per request (about 15,000-30,000 req/s on one core) and perf_analyzer about as much; a rate far above that
+# is a typo (1e12), which would only fill the windows with requests never sent.
 MAX_WINDOWS = 100  # per level: with every other figure at its bound, a results.json stays within its reader's limit
 
 
@@ -161,6 +160,11 @@ class PerfSpec:
             conc = DEFAULT_CONCURRENCY
         if any(c < 1 for c in conc):
             raise TritongenError(f"concurrency {min(conc)} is below 1", "use concurrencies of 1 or more")
+        if any(c > MAX_CONCURRENCY for c in conc):
+            raise TritongenError(
+                f"concurrency {max(conc)} is over the {MAX_CONCURRENCY} requests in flight one client keeps",
+                f"use concurrencies of at most {MAX_CONCURRENCY} (or measure from several clients)",
+            )
         if any(r <= 0 for r in rates):
             raise TritongenError(
                 f"request rate {min(rates):g} is not positive", "use request rates above 0 (requests per second)"
