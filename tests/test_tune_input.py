@@ -11,8 +11,9 @@ from tests.conftest import run_cli
     ("args", "line"),
     [
         # an IndexError from an empty concurrency ladder
-        (["--max-concurrency", "0"], "error: --max-concurrency 0 is below 1: give the largest concurrency to try"),
-        (["--max-concurrency", "-2"], "error: --max-concurrency -2 is below 1: give the largest concurrency to try"),
+        (["--max-concurrency", "0"], "error: --max-concurrency 0 is not from 1 to 4096: give the largest concurrency"),
+        (["--max-concurrency", "-2"], "error: --max-concurrency -2 is not from 1 to 4096: give the largest"),
+        (["--max-concurrency", "5000"], "error: --max-concurrency 5000 is not from 1 to 4096: give the largest"),
         # taken silently as the default (the CPU cores)
         (["--max-instances", "0"], "error: --max-instances 0 is below 1: give the largest instance count to try"),
         (["--max-instances", "-1"], "error: --max-instances -1 is below 1: give the largest instance count to try"),

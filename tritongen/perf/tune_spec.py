@@ -9,7 +9,7 @@ from typing import Any
 
 from ..client import spec_protocol
 from ..errors import TritongenError
-from .results import PerfPoint
+from .results import MAX_CONCURRENCY, PerfPoint
 from .spec import ABOVE_0_S, ENGINES, refuse_not_positive
 
 CONCURRENCY_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -107,9 +107,10 @@ class TuneSpec:
                 f"--max-instances {self.max_instances} is below 1",
                 "give the largest instance count to try, 1 or more (leave it out for the default)",
             )
-        if self.max_concurrency < 1:
+        if not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
             raise TritongenError(
-                f"--max-concurrency {self.max_concurrency} is below 1", "give the largest concurrency to try, 1 or more"
+                f"--max-concurrency {self.max_concurrency} is not from 1 to {MAX_CONCURRENCY}",
+                f"give the largest concurrency to try, 1 to {MAX_CONCURRENCY} (one client's most in flight)",
             )
         if self.min_throughput_rps is not None and self.min_throughput_rps < 0:
             raise TritongenError("--min-throughput is negative", "give requests per second, 0 or more")
