@@ -237,3 +237,37 @@ def test_a_model_failing_on_the_generated_samples_gets_the_advice_for_its_cause(
         tritongen.build(path, inputs=["x:FP32:-1", "n:INT64:"], name="n", repo=tmp_path / "r", allow_pickle=True)
     assert words in err.value.problem
     assert advice in err.value.fix and not_advice not in err.value.fix, err.value.fix
+
+
+class _LastHidden(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 8, 1, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[1][0][-1]
+
+
+def test_a_variable_length_lstm_builds_twice_in_one_process(tmp_path):
+    """torch's dispatch cache kept the LSTM kernel of the first dynamo export: the second build in one notebook
+    (FP32 then FP16, or a second model) failed with "the model fixes dimension 0 of input 'x' to 16"."""
+    import numpy as np
+
+    import tritongen
+    from tritongen.parity import onnx_session
+
+    for name in ("first", "second"):
+        torch.manual_seed(0)
+        result = tritongen.build(
+            _LastHidden(),
+            example_inputs={"x": torch.rand(2, 16, 4)},
+            name=name,
+            repo=tmp_path,
+            dim_ranges=["x:0:4:16:64"],
+        )
+        assert result.exporter == "dynamo"
+    session = onnx_session(tmp_path / "second" / "1" / "model.onnx")
+    x = np.random.default_rng(0).random((3, 40, 4), dtype=np.float32)  # a length the example never had
+    torch.manual_seed(0)
+    want = _LastHidden()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], want, atol=1e-5)

@@ -376,6 +376,7 @@ def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, outpu
         shapes.append(axes or None)
     if _takes_varargs(module):  # a --const wrapper, forward(*tensors): torch.export wants one entry for *tensors
         shapes = [tuple(shapes)]
+    _forget_rnn_kernels()
     torch.onnx.export(
         module,
         tuple(args),
@@ -389,6 +390,21 @@ def _export_dynamo(module, args, path: Path, spec: BuildSpec, input_names, outpu
         verbose=False,
         optimize=True,
     )
+
+
+def _forget_rnn_kernels() -> None:
+    """Drop what torch's dispatcher cached for LSTM and GRU. With dynamic shapes the dynamo exporter swaps in a
+    while-loop LSTM/GRU kernel for the export and takes it out after, but the operator's dispatch cache keeps the
+    kernel a call resolved to: from the second such export in one process (a notebook building twice, FP32 then
+    FP16), the recurrent layers traced the plain way and fixed the sequence length ("the model fixes dimension 0 of
+    input 'x' to 16"; torch 2.13, measured). A fresh cache resolves the swapped-in kernel again."""
+    import torch
+
+    for name in ("lstm", "gru"):
+        op = getattr(getattr(torch.ops.aten, name, None), "input", None)
+        cache = getattr(op, "_dispatch_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
 
 
 def graph_outputs(model, names: tuple[str, ...], spec: BuildSpec) -> tuple[TensorSpec, ...]:
