@@ -678,3 +678,29 @@ def test_example_inputs_are_named_as_given_not_as_the_temporary_file_they_are_sa
     assert "rows in example_inputs" in err.value.fix
     with pytest.raises(TritongenError, match=r"example input 'x' holds Python objects \(NoneType\), not numbers"):
         tritongen.build(torch.nn.Linear(4, 3), example_inputs={"x": None}, repo=tmp_path / "r")
+
+
+def test_a_serve_entered_twice_is_one_error_not_contextlibs_attribute_error():
+    """A notebook cell re-run: `cm.__enter__()` a second time raised "'_GeneratorContextManager' object has no
+    attribute 'args'" from inside contextlib."""
+    import contextlib
+    import types
+
+    from tritongen.api import _Serving
+
+    started = []
+
+    @contextlib.contextmanager
+    def manager():
+        started.append(1)
+        yield types.SimpleNamespace(owner=None, cleanups=[])
+
+    serving = _Serving(manager())
+    server = serving.__enter__()
+    assert server.owner is serving and started == [1]
+    with pytest.raises(TritongenError, match=r"was started already") as err:
+        serving.__enter__()
+    assert "call tritongen.serve(repo, ...) again" in err.value.fix and started == [1]
+    serving.__exit__(None, None, None)
+    with pytest.raises(TritongenError, match=r"was started already"):
+        serving.__enter__()

@@ -134,6 +134,13 @@ def test_spec_rejects_unknown_model_control_and_bad_ports(tmp_path):
         ServeSpec(repo=tmp_path, model_control="sometimes")
     with pytest.raises(TritongenError, match="--grpc-port 70000"):
         ServeSpec(repo=tmp_path, grpc_port=70000)
+    # Triton booted, printed its --help and exited (the reason was the last line of a 19 KB log)
+    with pytest.raises(TritongenError, match="--http-port and --grpc-port are both 18600") as err:
+        ServeSpec(repo=tmp_path, http_port=18600, grpc_port=18600)
+    assert err.value.fix.startswith("give --grpc-port another port")
+    with pytest.raises(TritongenError, match="--grpc-port and --metrics-port are both 9"):
+        ServeSpec(repo=tmp_path, grpc_port=9, metrics_port=9)
+    assert ServeSpec(repo=tmp_path, http_port=0, grpc_port=0, metrics_port=0).http_port == 0  # any free ones
 
 
 def test_missing_repository_is_a_clean_error(tmp_path):

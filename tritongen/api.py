@@ -594,8 +594,15 @@ class _Serving(contextlib.AbstractContextManager):
     def __init__(self, manager: contextlib.AbstractContextManager[RunningServer]) -> None:
         self._manager = manager
         self._done = False
+        self._entered = False
 
     def __enter__(self) -> RunningServer:
+        if self._entered:  # contextlib's own words: "'_GeneratorContextManager' object has no attribute 'args'"
+            raise TritongenError(
+                "this tritongen.serve(...) was started already (each call starts one server, once)",
+                "call tritongen.serve(repo, ...) again for another server (stop the first with server.stop())",
+            )
+        self._entered = True
         server = self._manager.__enter__()
         # tritongen.serve(repo).__enter__() keeps no reference to this: freed, its generator would be closed and the
         # server stopped at once. The server holds it; its stop() closes it (the SIGTERM handler goes back too).

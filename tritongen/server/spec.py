@@ -134,6 +134,14 @@ class ServeSpec:
                     f"--{kind}-port {port} is not a port number",
                     "use a number from 1 to 65535, or 0 for any free port (left out: the default if free)",
                 )
+        given = [(kind, getattr(self, f"{kind}_port")) for kind in DEFAULT_PORTS]
+        for i, (kind, port) in enumerate(given):
+            other = next((k for k, p in given[i + 1 :] if port and p == port), None)
+            if other is not None:  # Triton boots, prints its --help and exits; the reason was a 19 KB log's last line
+                raise TritongenError(
+                    f"--{kind}-port and --{other}-port are both {port}: Triton listens on each port for one protocol",
+                    f"give --{other}-port another port (or leave it out: the default, else a free one)",
+                )
         if self.ready_timeout_s <= 0:
             raise TritongenError(
                 f"ready timeout {self.ready_timeout_s} s is not positive", "give a timeout in seconds above 0"
