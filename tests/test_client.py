@@ -723,6 +723,18 @@ def test_a_variant_that_misses_expected_outputs_at_fp32_tolerances_is_told_of_th
     assert ("note: this is the build's int8 variant, compared with --atol/--rtol" in text) is noted
 
 
+def test_outputs_left_out_of_expected_are_named_not_passed_over():
+    """An --expected file without one of the model's outputs read MATCH with that output's row simply missing."""
+    from tritongen.infer import InferResult
+    from tritongen.parity import ParityReport, compare_arrays
+
+    got = np.array([1.0, 2.0], np.float32)
+    report = ParityReport(1e-4, 1e-3, (compare_arrays("served", "prob", got, got, 1e-4, 1e-3),), "served", "expected")
+    text = InferResult({"prob": got, "box": got}, report, uncompared=("box",)).text()
+    assert "MATCH" in text and "not compared (not in --expected): box; the verdict is of the outputs above" in text
+    assert "not compared" not in InferResult({"prob": got}, report).text()
+
+
 def test_the_built_precision_is_read_from_the_served_versions_manifest(tmp_path):
     from tritongen.infer import _built_precision
     from tritongen.manifest import new_manifest, write_manifest

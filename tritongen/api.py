@@ -837,7 +837,12 @@ def infer(name: str, **options: Any) -> InferResult:
     (arrays in memory: ``{"x": array}``), ``check``, ``texts``, ``images``, ``timeout_s``, ``model_version``, and for a
     stateful model (``build(..., states=...)``) ``sequence=True`` to stream ``input_file`` in chunks as one
     sequence, ``chunk_size`` (default: the first input's fixed size) and ``sequence_id`` (its correlation ID,
-    default 1).
+    default 1). ``expected`` (an ``.npz`` of the outputs you expect, by output name; those it leaves out are not
+    compared and ``result.uncompared`` names them) is compared within ``atol`` + ``rtol`` x ``|expected|``
+    (default 1e-4 and 1e-3, as the build's parity gate).
+
+    A comparison that fails does not raise: ``result.check.ok`` is False and ``result.text()`` ends in MISMATCH
+    (``tritongen infer`` exits 1 then). Anything that stops the request raises :class:`TritongenError`.
     """
     from .infer import InferSpec, infer_model, model_from_folder
 

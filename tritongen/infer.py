@@ -143,6 +143,7 @@ class InferResult:
     check: CheckReport | None
     precision: str = "fp32"  # the served model's precision (an FP16/INT8 variant is checked against the guard's bar)
     stale: StaleServer | None = None  # a failed check against a server older than the build: why, and what to do
+    uncompared: tuple[str, ...] = ()  # outputs served but not in --expected: the check says nothing of them
 
     def save(self, path: Path) -> Path:
         """Every output, whole, into the ``.npz`` file ``path`` (written through a new file renamed over it)."""
@@ -187,6 +188,11 @@ class InferResult:
                 )
             lines.append(self.check.table())
             lines.append("MATCH" if self.check.ok else "MISMATCH")
+            if self.uncompared:
+                lines.append(
+                    f"not compared (not in --expected): {', '.join(one_line(n) for n in self.uncompared)}; the "
+                    "verdict is of the outputs above only"
+                )
             expected = isinstance(self.check, ParityReport) and self.check.want == "expected"
             if expected and not self.check.ok and self.precision != "fp32":
                 lines.append(
@@ -673,7 +679,8 @@ def infer_model(spec: InferSpec) -> InferResult:
     precision = bar.precision if bar else "fp32"
     if reference_of == "expected" and report is not None and not report.ok:  # the tolerances may be the wrong bar
         precision = _built_precision(Path(spec.repo) / spec.name, spec.model_version)
-    return InferResult(outputs=outputs, check=report, precision=precision, stale=stale)
+    uncompared = tuple(n for n in outputs if n not in reference) if reference_of == "expected" and reference else ()
+    return InferResult(outputs=outputs, check=report, precision=precision, stale=stale, uncompared=uncompared)
 
 
 def _built_manifest(model_dir: Path, version: int | None = None) -> Manifest | None:
