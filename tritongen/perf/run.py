@@ -185,6 +185,10 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
             "check that the server is up (tritongen serve) and the model loaded",
         )
     metrics_url = spec.resolved_metrics_url()
+    if metrics_url is None:  # not Triton's default ports: a local server's own metrics port, where one is found
+        from ..server.ports import metrics_address_at
+
+        metrics_url = metrics_address_at(url)
     metrics = metrics_from_server(metrics_url)
     if spec.metrics_url and not metrics:  # asked for by name: its absence is said, once (the default is a guess)
         progress(

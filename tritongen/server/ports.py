@@ -300,3 +300,41 @@ def server_found_at(url: str) -> FoundServer | None:
             literal = str(target) if target.version == 4 else f"[{target}]"
             return FoundServer(found[0], f"{literal}:{int(port)}")
     return None
+
+
+MAX_CMDLINE_BYTES = 1 << 20
+
+
+def metrics_address_at(url: str) -> str | None:
+    """``host:port`` of the metrics endpoint of the tritonserver listening at ``url`` on this machine (its
+    ``--metrics-port``, from its command line, 8002 where it names none; on ``--metrics-address`` where it names
+    one, else on the address it was found at); None where no such server is found, its metrics are off
+    (``--allow-metrics=false``) or its command line cannot be read. What ``perf`` reads the server's gauges from
+    when its URL is not on Triton's default ports (a server ``tritongen serve`` started on ports of its own)."""
+    try:
+        found = server_found_at(url)
+    except (OSError, ValueError, TritongenError):
+        return None
+    if found is None:
+        return None
+    try:
+        with open(f"/proc/{found.pid}/cmdline", "rb") as f:
+            argv = f.read(MAX_CMDLINE_BYTES).decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    options: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--"):
+            key, eq, value = arg.partition("=")
+            options[key] = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+    if options.get("--allow-metrics", "true").strip().lower() in ("false", "0", "no", "off"):
+        return None
+    port = options.get("--metrics-port", "8002").strip()
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    host = options.get("--metrics-address", "").strip()
+    if not host or host in ("0.0.0.0", "::", "[::]"):
+        host = found.address.rpartition(":")[0]
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{int(port)}"
