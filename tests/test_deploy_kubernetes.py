@@ -273,6 +273,23 @@ def test_figures_no_server_reaches_are_refused_not_made_a_scaling_target():
         thresholds_from_run(huge, slo_p99_ms=SLO_MS)
 
 
+def test_the_api_takes_the_run_perf_returned_as_the_cli_takes_its_file(work, tmp_path):
+    """tritongen.deploy(perf_results=run) was refused ("is a PerfRun, not a path"): a notebook had to write a
+    report folder to hand the run back. The run is held to a file's checks."""
+    import tritongen
+
+    given = tritongen.deploy(work / "repo", to="kubernetes", out=tmp_path / "a", perf_results=RUN, slo_p99_ms=SLO_MS)
+    from_file = tritongen.deploy(
+        work / "repo", to="kubernetes", out=tmp_path / "b", perf_results=work / "results.json", slo_p99_ms=SLO_MS
+    )
+    assert given.thresholds.target_in_flight == from_file.thresholds.target_in_flight
+    assert "results (given in Python)" in given.thresholds.source
+    crafted = replace(RUN, model="m\u202e")
+    with pytest.raises(TritongenError, match="model holds the character U\\+202E"):
+        tritongen.deploy(work / "repo", to="kubernetes", out=tmp_path / "c", perf_results=crafted, slo_p99_ms=SLO_MS)
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_tune_record_listing_many_sizes_names_a_few(tmp_path):
     """A crafted tune.json with 700,000 preferred sizes made a 4.8 MB caution line (printed, and in the README)."""
     from tritongen.deploy.thresholds import tuned_after_caution

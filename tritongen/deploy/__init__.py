@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..perf.results import PerfRun
 from ..plan_compat import DEFAULT_NGC_RELEASE
 from .docker import DockerBundle, docker_bundle_from_repository, docker_steps_from_repository
 
@@ -42,7 +43,7 @@ def _to_cluster(target: str) -> Callable[..., Any]:
         out: Path,
         *,
         ngc_version: str = DEFAULT_NGC_RELEASE,
-        perf_results: Path | None = None,
+        perf_results: Path | PerfRun | None = None,  # a results.json (or its report folder), or perf()'s result
         slo_p99_ms: float | None = None,
         peak_rps: float | None = None,
         model: str | None = None,

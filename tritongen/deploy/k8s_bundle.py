@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TritongenError
 from ..names import with_suggestion
+from ..perf.results import PerfRun
 from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
 from ..served_settings import comparable_settings
 from . import kserve, monitoring
@@ -114,6 +115,22 @@ def _models(repo: Path) -> dict[str, Any]:
         for d in sorted(repo.iterdir())
         if d.is_dir() and not d.name.startswith(".") and (d / "config.pbtxt").is_file()
     }
+
+
+def _run_from(perf_results: Path | PerfRun | None) -> PerfRun | None:
+    """The run of a results.json (or its report folder), or one given as :func:`tritongen.perf` returned it: held
+    to the same checks as a file (it is written as results.json would be and read back)."""
+    from ..perf.results import json_from_run, run_from_json
+
+    if perf_results is None:
+        return None
+    if isinstance(perf_results, PerfRun):
+        return run_from_json(json_from_run(perf_results))
+    return run_from_json(Path(perf_results))
+
+
+def _results_name(perf_results: Path | PerfRun | None) -> str:
+    return "results (given in Python)" if isinstance(perf_results, PerfRun) else Path(str(perf_results)).name
 
 
 def _verified_models(repo: Path, report: VerifyReport, configs: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,7 +375,7 @@ def kubernetes_bundle_from_repository(
     out: Path,
     *,
     target: str = "kubernetes",
-    perf_results: Path | None = None,
+    perf_results: Path | PerfRun | None = None,
     slo_p99_ms: float | None = None,
     peak_rps: float | None = None,
     model: str | None = None,
@@ -386,7 +403,6 @@ def kubernetes_bundle_from_repository(
     instances are KIND_CPU. The repository must verify (:func:`tritongen.verify.check_verified`), as for ``deploy
     --to docker``; ``allow_unverified``: models without a build manifest (written by hand) deployed all the same.
     """
-    from ..perf.results import run_from_json
     from ..verify import check_verified
 
     out = check_out_dir(Path(out), Path(repo), force)  # before any work: an existing bundle, or one inside the repo
@@ -424,7 +440,7 @@ def kubernetes_bundle_from_repository(
             "use --to kserve, or compare versions on one server (tritongen perf MODEL --version-split 1:90,2:10)",
         )
     repo = Path(repo)
-    run = run_from_json(Path(perf_results)) if perf_results is not None else None
+    run = _run_from(perf_results)
     configs = _models(repo)
     if run is not None and model is not None and model != run.model:
         _served_model(configs, model, repo)  # a --model the repository does not hold is named as such first
@@ -452,7 +468,7 @@ def kubernetes_bundle_from_repository(
             slo_p99_ms=slo_p99_ms,
             peak_rps=peak_rps,
             load_time_s=load_time_s,
-            source=_measured_source(run, Path(str(perf_results)).name),
+            source=_measured_source(run, _results_name(perf_results)),
         )
         stale = (
             config_changed_caution(comparable_settings(configs[info.name]), run, repo)
