@@ -271,3 +271,36 @@ def test_a_variable_length_lstm_builds_twice_in_one_process(tmp_path):
     torch.manual_seed(0)
     want = _LastHidden()(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(session.run(None, {"x": x})[0], want, atol=1e-5)
+
+
+class _FixedSize(torch.nn.Module):
+    """Takes 48x48 images only: its linear layer is sized for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Linear(4 * 46 * 46, 2)
+
+    def forward(self, x):
+        return self.head(self.conv(x).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "exporter, words",
+    [
+        # the eager model failed at the range's MIN: the fix blamed example_inputs
+        ("torchscript", "dimension 1 of 'x' is 32 here, the MIN of dim_ranges x:1:32:48:64: give a range of sizes"),
+        # the exporter found the size fixed: the fix said to declare it, which the range contradicts
+        ("dynamo", "the model takes only 48 there: drop dim_ranges x:1:32:48:64 and declare that dimension as 48"),
+    ],
+)
+def test_a_dim_range_the_model_does_not_take_is_named_in_the_fix(tmp_path, exporter, words):
+    import tritongen
+
+    with pytest.raises(TritongenError) as err:
+        tritongen.build(
+            _FixedSize(), example_inputs={"x": torch.rand(2, 3, 48, 48)}, name="m", repo=tmp_path,
+            dim_ranges=["x:1:32:48:64"], exporter=exporter,
+        )  # fmt: skip
+    assert err.value.fix.startswith(words), err.value.fix
+    assert not (tmp_path / "m").exists()

@@ -14,7 +14,7 @@ import io
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +145,8 @@ def torch_result_from_module(module: Any, spec: BuildSpec, inputs: Mapping[str, 
     except Exception as exc:  # the user's model failed on the declared inputs
         shapes = ", ".join(f"{t.name}{list(inputs[t.name].shape)} {inputs[t.name].dtype}" for t in spec.inputs)
         reason = short_reason(exc)
-        raise TritongenError(
-            f"the model failed on inputs {shapes}: {reason[:300]}", f"{_inputs_fix(spec)}{_size_hint(spec, reason)}"
-        ) from None
+        fix = _range_at_fault(spec, inputs) or f"{_inputs_fix(spec)}{_size_hint(spec, reason)}"
+        raise TritongenError(f"the model failed on inputs {shapes}: {reason[:300]}", fix) from None
     return result
 
 
@@ -489,6 +488,43 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path, name_batch: bool = False) ->
     return onnx_path, skeleton
 
 
+def _with_range_words(failure: ExportFailure, spec: BuildSpec) -> ExportFailure:
+    """A shape failure at a dimension a --dim-range made variable: that range is named in the fix (declaring the
+    size alone would contradict it)."""
+    from .dim_ranges import ranges_from_spec
+
+    if failure.fixed_at is None:
+        return failure
+    name, axis, size = failure.fixed_at
+    given = next((r for r in ranges_from_spec(spec) if r.explicit and (r.input, r.axis) == (name, axis)), None)
+    if given is None:
+        return failure
+    return replace(
+        failure,
+        fix=f"the model takes only {size} there: drop --dim-range {given.text} and declare that dimension as {size} "
+        "in --input (where it is declared -1), or make forward() accept any size there",
+    )
+
+
+def _range_at_fault(spec: BuildSpec, inputs: Mapping[str, np.ndarray]) -> str:
+    """Where the model failed on inputs sized at the MIN or MAX of a --dim-range (not at the samples' own sizes),
+    the fix naming that range: the sizes came from it, not from the inputs given."""
+    from .dim_ranges import ranges_from_spec
+
+    for r in ranges_from_spec(spec):
+        shape = inputs.get(r.input, np.empty(0)).shape
+        at = r.axis + (1 if spec.batched else 0)
+        if not r.explicit or at >= len(shape) or shape[at] == r.opt:
+            continue
+        end = "MIN" if shape[at] == r.min else "MAX" if shape[at] == r.max else None
+        if end is not None:
+            return (
+                f"dimension {r.axis} of '{r.input}' is {shape[at]} here, the {end} of --dim-range {r.text}: give a "
+                "range of sizes the model accepts, or leave it out"
+            )
+    return ""
+
+
 def exporter_order(module: Any, requested: str) -> tuple[str, ...]:
     """Exporters to try, in order: ``auto`` is dynamo then TorchScript, or TorchScript alone for a ScriptModule
     (the dynamo exporter cannot trace one)."""
@@ -597,7 +633,7 @@ def onnx_from_module(
     log = export_log_from_text(spec.name, sections) if failures else None
     log_note = f"torch's output is in {log}" if isinstance(log, Path) else (log or "")
     if failure is not None:
-        first = failures[0]
+        first = _with_range_words(failures[0], spec)
         also = "".join(f" (the {f.exporter} exporter also failed: {f.reason})" for f in failures[1:])
         other = "torchscript" if first.exporter == "dynamo" else "dynamo"
         untried = first.kind in ("operator", "other") and len(failures) == 1 and other not in order

@@ -61,6 +61,7 @@ class ExportFailure:
     reason: str
     fix: str
     kind: str  # "operator" | "shape" | "control-flow" | "trace" | "other"
+    fixed_at: tuple[str, int, str] | None = None  # a shape failure's (input, dimension without batch, size)
 
 
 def _chain_texts(exc: BaseException) -> list[str]:
@@ -159,6 +160,7 @@ def _shape_failure(
         f"the model fixes dimension {dim} of input '{name}' (declared -1) to {size}",
         f"declare that dimension as {size} in --input, or make forward() accept any size there",
         "shape",
+        (name, dim, str(size)),
     )
 
 
