@@ -539,6 +539,24 @@ def test_the_bundle_is_made_from_the_config_bytes_verify_checked(work, tmp_path,
     with pytest.raises(TritongenError, match=r"double/config.pbtxt changed after it was verified"):
         kubernetes_bundle_from_repository(repo, tmp_path / "out2", slo_p99_ms=SLO_MS)
     assert not (tmp_path / "out2").exists()
+    config.write_text(legit)
+
+    def moved_away_during_the_check(*args, **kwargs):  # a reviewer's variant: the check never sees the folder
+        (repo / "double").rename(tmp_path / "away")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            (tmp_path / "away").rename(repo / "double")
+            config.write_text(legit.replace("kind: KIND_CPU", "kind: KIND_GPU"))
+
+    (repo / "other").mkdir()  # so that the repository verifies without double
+    shutil.copytree(work / "repo" / "double", repo / "other", dirs_exist_ok=True)
+    (repo / "other" / "config.pbtxt").write_text(legit.replace('name: "double"', 'name: "other"'))
+    vouch(repo / "other")
+    monkeypatch.setattr(verify, "check_verified", moved_away_during_the_check)
+    with pytest.raises(TritongenError, match=r"model folder double was not there when the repository was verified"):
+        kubernetes_bundle_from_repository(repo, tmp_path / "out3", slo_p99_ms=SLO_MS, model="double")
+    assert not (tmp_path / "out3").exists()
 
 
 def test_unmeasured_defaults_are_marked_in_every_file_that_uses_them(work):

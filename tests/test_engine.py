@@ -60,6 +60,22 @@ def test_prepared_repository_validates_and_engine_says_tensorrt_is_missing(prepa
         assert "error: TensorRT is not installed here" in capsys.readouterr().err
 
 
+def test_engine_refuses_a_linked_artifact_folder_before_building_anything(prepared_repo, tmp_path):
+    """A manifest or plan written under a <version>/tritongen that is a link lands wherever it points (tune refused
+    it already; a reviewer found engine did not)."""
+    import shutil
+
+    from tritongen.engine import engines_from_repository
+
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared_repo, repo)
+    artifacts = repo / "conv" / "1" / "tritongen"
+    shutil.move(artifacts, tmp_path / "elsewhere")
+    artifacts.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(TritongenError, match=r"tritongen is a link, and tritongen would write through it"):
+        engines_from_repository(repo)
+
+
 def test_engine_on_a_repository_without_prepared_models(tmp_path):
     with pytest.raises(TritongenError, match="prepared for TensorRT"):
         engines_from_repository(tmp_path)

@@ -43,6 +43,9 @@ def _one_error_line(code: int, out: str, err: str) -> str:
         (["--request-rate", "50,50.0"], "error: request rate 50 is given more than once"),
         # an absurd rate ran windows of "0.0 req/s mean nan ms"
         (["--request-rate", "1e12"], f"error: request rate 1e+12 req/s is over the {MAX_REQUEST_RATE:.0f} req/s"),
+        # recorded in results.json, which its readers then refused (a run written that nothing could compare)
+        (["--label", "a\u202eb"], "error: --label 'a\\u202eb' holds the character U+202E, which would change how"),
+        (["--repo", "/tmp/x\ny"], "error: --repo '/tmp/x\\ny' holds the character U+000A"),
         # a million connections were opened (the descriptors ran out)
         (["--concurrency", "1,1000000"], "error: concurrency 1000000 is over the 4096 requests in flight one client"),
         # an unclosed quote was shlex's traceback

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -152,6 +153,19 @@ CRAFTED |= {  # a later attack session: recorded options and names reached termi
     "a concurrency of 1e15": (_set("points.0.load", 1e15), "points[0].load is 1e+15, not a concurrency from 1 to"),
     "a concurrency of 2.5": (_set("points.0.load", 2.5), "points[0].load is 2.5, not a concurrency from 1 to 4096"),
 }
+
+
+def test_what_perf_records_it_reads_back_format_characters_of_real_labels_included(tmp_path):
+    """A zero-width joiner (an emoji), a zero-width non-joiner (Persian), a soft hyphen: PerfSpec took them and the
+    reader refused the file perf wrote with them."""
+    from tritongen.perf.spec import PerfSpec
+
+    label = "baseline \U0001f469\u200d\U0001f4bb \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 soft\u00adhyphen"
+    spec = PerfSpec(model="double", label=label, repo=tmp_path / "r\u200cepo")
+    run = replace(RUN, label=spec.label, settings=spec.recorded_settings())
+    path = tmp_path / "results.json"
+    path.write_text(json_from_run(run))
+    assert run_from_json(path).label == label
 
 
 def _write(tmp_path, data) -> str:

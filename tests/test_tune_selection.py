@@ -545,6 +545,12 @@ def test_the_summary_says_when_the_search_stopped_at_max_concurrency_far_under_t
         capped.table()
     )
     assert "raise --max-concurrency (e.g. 32)" in capped.table()
+    # never a value TuneSpec refuses: 3000 suggests 4096, and at 4096 the note says it is the limit
+    top = _trial(A, _p(3000, 8000, 2.15))
+    assert "(e.g. 4096)" in replace(capped, winner=top, baseline=top, trials=(top,), max_concurrency=3000).table()
+    top = _trial(A, _p(4096, 8000, 2.15))
+    at_limit = replace(capped, winner=top, baseline=top, trials=(top,), max_concurrency=4096).table()
+    assert "raise" not in at_limit and "4096 is the most one client keeps in flight" in at_limit
     # Under the cap, or at the cap with p99 near the target: the figures are the bound's, no note.
     assert "--max-concurrency" not in replace(capped, max_concurrency=32).table()
     near = _trial(A, _p(16, 8000, 8.5))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .files import replace_file
+from .files import refuse_linked_folders, replace_file
 from .layout import (
     ARTIFACT_DIR,
     CONFIG_NAME,
@@ -309,6 +309,8 @@ def engines_from_repository(
     for model_dir, _, plan in models:
         for line in token_profile_warnings(model_dir, plan["profiles"]):
             say(line)
+    for model_dir, version_dir, _ in models:  # before anything is built or written: nothing through a link
+        refuse_linked_folders(version_dir / ARTIFACT_DIR, model_dir)
     trt_version = require_tensorrt()
     results = []
     for model_dir, version_dir, plan in models:

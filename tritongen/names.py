@@ -106,6 +106,23 @@ def refused_character(text: str) -> str | None:
     return None
 
 
+# Characters that reorder or break what follows them on screen: the bidirectional embeddings, overrides and isolates
+# (U+202E shows "exe.gpj" as "jpg.exe"), and line and paragraph separators. A run's label or a folder may hold other
+# format characters (a zero-width joiner in an emoji, a zero-width non-joiner in Persian, a soft hyphen).
+_SPOOFING = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
+def display_problem_character(text: str) -> str | None:
+    """The first character of ``text`` that would change how a terminal, a README or a report shows what follows
+    it: a control character (Cc), a line or paragraph separator (Zl, Zp), a lone surrogate (Cs), or a bidirectional
+    override, embedding or isolate. Labels, names and paths a run records and shows are held to it (not to
+    :func:`refused_character`, which is for what generated files hold)."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _SPOOFING:
+            return char
+    return None
+
+
 def check_text(text: Any, what: str, max_chars: int, fix: str) -> str:
     """``text`` if it is a string of at most ``max_chars`` characters without a refused character."""
     if not isinstance(text, str):

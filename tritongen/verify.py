@@ -452,12 +452,18 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
 
 def verified_config_text(report: VerifyReport, model_dir: Path) -> str:
     """``model_dir``'s config.pbtxt read once, held to the digest ``report``'s check found for it: what the caller
-    parses is what was verified, not a file swapped in after the check (a model the check let through unverified,
-    ``--allow-unverified``, has no digest: it is read as it is)."""
+    parses is what was verified, not a file swapped in after the check, nor a folder the check did not see (a model
+    the check let through unverified, ``--allow-unverified``, has no digest: it is read as it is)."""
     from .layout import config_text
 
     text = config_text(model_dir / CONFIG_NAME)
     expected = report.digests.get(f"{model_dir.name}/{CONFIG_NAME}")
+    if expected is None and model_dir.name not in report.unverified_models:  # a folder the check never saw
+        raise TritongenError(
+            f"model folder {printable(model_dir.name)} was not there when the repository was verified (it appeared "
+            "or was moved back since)",
+            "run again once nothing writes to the repository (tritongen verify names what changed)",
+        )
     if expected is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
         raise TritongenError(
             f"{printable(model_dir.name)}/{CONFIG_NAME} changed after it was verified (its sha256 no longer matches "

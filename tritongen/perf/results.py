@@ -27,7 +27,7 @@ from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, replace_file, size_text
 from ..layout import MAX_VERSION  # Triton's versions are int64: a version's name is 1 to 19 ASCII digits
-from ..names import one_line, refused_character
+from ..names import display_problem_character, one_line
 from ..served_settings import ServedSettings
 
 PERCENTILES = (50, 90, 95, 99)
@@ -379,11 +379,31 @@ def _setting_problem(value: Any, depth: int = 0) -> str | None:
         return _text_problem(value) if isinstance(value, str) else None
     if isinstance(value, float):
         return None if math.isfinite(value) else "is not a finite number"
-    if isinstance(value, list) and depth < 2:
+    if isinstance(value, (list, tuple)) and depth < 2:  # a spec's tuples are lists in the file
         if len(value) > MAX_SETTING_ITEMS:
             return f"holds {len(value)} items, over {MAX_SETTING_ITEMS}"
         return next((f"[{i}] {p}" for i, v in enumerate(value) if (p := _setting_problem(v, depth + 1))), None)
     return "is not what perf records (a number, a name, or a list of them)"
+
+
+SHOWN_SETTINGS = ("repo", "url", "model", "label")  # recorded options printed in cautions, READMEs and reports
+
+
+def settings_problem(settings: Mapping[str, Any]) -> str | None:
+    """What in ``settings`` (the options a run records) a results.json reader refuses, in words; None where all is
+    well. :class:`~tritongen.perf.spec.PerfSpec` holds its options to it, so what perf writes it reads back."""
+    if len(settings) > MAX_SETTINGS:
+        return f"settings holds {len(settings)} options, over the {MAX_SETTINGS} perf records"
+    for key, value in settings.items():
+        problem = _setting_problem(value)
+        if problem is None and isinstance(value, str) and key in SHOWN_SETTINGS:
+            char = display_problem_character(value)
+            problem = (
+                None if char is None else f"holds the character U+{ord(char):04X}, which would change how it is shown"
+            )
+        if problem:
+            return f"settings[{key[:40]!r}] {problem}"
+    return None
 
 
 def _check_values(run: PerfRun) -> None:
@@ -391,18 +411,12 @@ def _check_values(run: PerfRun) -> None:
     a new engine), a positive load, a start time a report can print, names without format characters (a
     right-to-left override would spoof a run's name) and line breaks, recorded options as perf writes them."""
     for name in ("model", "url", "label"):
-        char = refused_character(getattr(run, name))
+        char = display_problem_character(getattr(run, name))
         if char is not None:
-            raise ValueError(f"{name} holds the character U+{ord(char):04X}, which no name holds")
-    if len(run.settings) > MAX_SETTINGS:
-        raise ValueError(f"settings holds {len(run.settings)} options, over the {MAX_SETTINGS} perf records")
-    for key, value in run.settings.items():
-        problem = _setting_problem(value)
-        if problem is None and isinstance(value, str) and key in ("repo", "url", "model"):
-            char = refused_character(value)
-            problem = None if char is None else f"holds the character U+{ord(char):04X}, which no name holds"
-        if problem:
-            raise ValueError(f"settings[{key[:40]!r}] {problem}")
+            raise ValueError(f"{name} holds the character U+{ord(char):04X}, which would change how it is shown")
+    problem = settings_problem(run.settings)
+    if problem:
+        raise ValueError(problem)
     if run.engine not in ENGINES:
         raise ValueError(f"engine is {run.engine[:40]!r}, not one of {', '.join(ENGINES)}")
     if run.started_unix_s > MAX_UNIX_S:

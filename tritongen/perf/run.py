@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..cpus import available_cpus, cpus_text, pinned
@@ -124,11 +124,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         check_split_against_model(spec.version_split, spec.model, metadata["versions"])
     requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
     requests = replace(requests, sequence_length=_sequence_length(spec, url, probe_s()))
-    settings = {
-        k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
-        for k, v in asdict(spec).items()
-        if k not in ("report_dir", "force")  # where the report goes, not how the load was made
-    }
+    settings = spec.recorded_settings()
     settings["inputs"] = requests.source
     settings["distinct_requests"] = len(requests.requests)
     run = PerfRun(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,8 @@ from ..client import default_url, spec_protocol
 from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..fields import check_fields
-from ..names import shown
-from .results import ENGINES, MAX_CONCURRENCY, MAX_LEVELS, MAX_REQUEST_RATE, check_report_dir
+from ..names import one_line, shown
+from .results import ENGINES, MAX_CONCURRENCY, MAX_LEVELS, MAX_REQUEST_RATE, check_report_dir, settings_problem
 
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
@@ -225,6 +225,16 @@ class PerfSpec:
         if self.input_data is not None and self.text_file is not None:
             raise TritongenError("--input-data and --text-file both given", "pass one source of inputs")
         object.__setattr__(self, "perf_analyzer_args", _perf_analyzer_args(self.perf_analyzer_args, self.engine))
+        problem = settings_problem(self.recorded_settings())
+        if problem:  # what perf records, its readers take back: refused here, before the run, not at the next read
+            key = problem.split("'")[1]
+            value = str(self.recorded_settings()[key])
+            raise TritongenError(
+                f"--{key.replace('_', '-')} '{one_line(value[:60])}' {problem.split('] ', 1)[1]}, and results.json "
+                "records it",
+                "give it without control characters, line separators or bidirectional overrides (at most "
+                "4096 characters)",
+            )
         if self.report_dir is not None:
             object.__setattr__(self, "report_dir", Path(self.report_dir))
             check_report_dir(self.report_dir, self.force)
@@ -274,6 +284,14 @@ class PerfSpec:
         return tuple(("concurrency", float(c)) for c in self.concurrency) + tuple(
             ("request_rate", r) for r in self.request_rates
         )
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """The options a run records in results.json (``settings``): every field but where the report goes."""
+        return {
+            k: (str(v) if v is not None and not isinstance(v, (int, float, str, bool, tuple)) else v)
+            for k, v in asdict(self).items()
+            if k not in ("report_dir", "force")  # where the report goes, not how the load was made
+        }
 
     def resolved_url(self) -> str:
         return re.sub(r"^(grpc|http)://", "", self.url or default_url(self.protocol)).rstrip("/")

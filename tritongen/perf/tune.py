@@ -154,12 +154,13 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     # a load may take minutes; the key of a server tritongen started on this machine, found by its port
     # to a server found here, by the address it was found listening on (the name is not resolved again)
     server = Triton(local.url(url), spec.protocol, max(spec.timeout_s, 300), local.headers(spec.protocol))
+    started = time.monotonic()  # the search's clock (budget_s, search_s): from its first question to the server
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     # the versions the server serves now stay the ones served (a rollback, serve's pin of the rollout record):
     # config.pbtxt's own policy would load the newest version with the first candidate
     served_versions = served_policy(server, model)
     again = Remeasure(server, model, base_config, perf, requests, spec, progress, served_versions)
-    search = _Search(spec, again, search_space(spec, candidate_from_config(base_config), kind_cpu))
+    search = _Search(spec, again, search_space(spec, candidate_from_config(base_config), kind_cpu), started)
     # What the server must serve when tune ends, however it ends: config.pbtxt's config, the written winner once it
     # is on disk. Loaded with a config override, as the candidates were: a plain load after an override does not
     # read config.pbtxt again when its files have not changed, and a `tritongen serve` server reads a checked copy
@@ -243,7 +244,7 @@ class _Search:
     """One search over ``space`` (the module doc): every config's trial, by candidate, and the paired descent's
     side-by-side checks, in order."""
 
-    def __init__(self, spec: TuneSpec, again: Remeasure, space: dict[str, list]) -> None:
+    def __init__(self, spec: TuneSpec, again: Remeasure, space: dict[str, list], started: float) -> None:
         self.spec, self.again, self.space = spec, again, space
         self.progress = again.progress
         self.target_ms = spec.target_p99_ms
@@ -251,7 +252,7 @@ class _Search:
         self.trials: dict[Candidate, Trial] = {}
         self.checks: list[dict[str, Any]] = []
         self.peak_index = 0  # where the best config so far peaked: the next config's ladder starts there
-        self.started = time.monotonic()
+        self.started = started
 
     def run(self) -> _Outcome:
         """The starting config and the two seeds, the descent from the best of them, then the confirmation."""

@@ -284,8 +284,13 @@ class TuneResult:
                 notes.append(
                     f"note: the search stopped at --max-concurrency {self.max_concurrency}, where the winner's p99 is "
                     f"{op.latency.p99_ms:.2f} ms against a target of {target:.2f} ms: its figures are what "
-                    f"{self.max_concurrency} requests in flight get, not the most it serves within the bound; raise "
-                    f"--max-concurrency (e.g. {2 * self.max_concurrency}) to find that"
+                    f"{self.max_concurrency} requests in flight get, not the most it serves within the bound"
+                    + (
+                        f"; raise --max-concurrency (e.g. {min(2 * self.max_concurrency, MAX_CONCURRENCY)}) to find "
+                        "that"
+                        if self.max_concurrency < MAX_CONCURRENCY
+                        else f" ({MAX_CONCURRENCY} is the most one client keeps in flight: measure from several)"
+                    )
                 )
         checked = self.checked_max_batch
         tuned = self.winner.candidate.max_batch_size if self.winner is not None else 0
