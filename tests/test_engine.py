@@ -166,6 +166,15 @@ def test_serve_refuses_a_plan_its_server_cannot_load_before_booting(prepared_rep
     assert "nvcr.io/nvidia/tritonserver:24.08-py3" in err.value.message
 
 
+def test_serve_refuses_a_model_whose_plan_is_not_built_before_booting(prepared_repo, server_install):
+    """Triton booted and failed to load the model about 10 s later (validate only warned of the pending plan)."""
+    from tritongen.server import ServeSpec, server_from_repository
+
+    with pytest.raises(TritongenError, match=r"model 'conv' of .* has no TensorRT plan for version\(s\) 1 yet") as err:
+        server_from_repository(ServeSpec(repo=prepared_repo))
+    assert "tritongen engine" in err.value.fix and "--target local" in err.value.fix
+
+
 def test_recorded_plans_and_rewritten_config_still_verify(prepared_repo, tmp_path):
     """What `tritongen engine --per-cc` records after a build (the TensorRT build itself cannot run here: the
     plan is a placeholder file) keeps the repository verifiable: the plan and the rewritten config are hashed."""

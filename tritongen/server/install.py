@@ -221,8 +221,13 @@ def _link(link: Path, target: Path) -> None:
 
 
 def check_plans(repo: Path, install: ServerInstall) -> None:
-    """Refuse TensorRT plans built with another TensorRT than this server's (when its version is known)."""
-    from ..plan_compat import plan_problems_from_repository, triton_version_from_environment
+    """Refuse TensorRT plans built with another TensorRT than this server's (when its version is known), and
+    models whose plan is not built yet (Triton would fail to load them a while after it booted)."""
+    from ..plan_compat import (
+        pending_plans_from_repository,
+        plan_problems_from_repository,
+        triton_version_from_environment,
+    )
 
     version = install.version if install.source == "wheel" else triton_version_from_environment()
     problems = plan_problems_from_repository(repo, version) if version else {}
@@ -233,6 +238,16 @@ def check_plans(repo: Path, install: ServerInstall) -> None:
             "use the Triton image named above, or rebuild the plans "
             "with `tritongen engine` in the matching TensorRT image",
             details="\n".join(lines),
+        )
+    pending = pending_plans_from_repository(repo)
+    if pending:
+        name, versions = next(iter(pending.items()))
+        more = f" (and {len(pending) - 1} more model(s))" if len(pending) > 1 else ""
+        raise TritongenError(
+            f"model '{name}' of {repo} has no TensorRT plan for version(s) {', '.join(map(str, versions))} yet{more}: "
+            "Triton cannot load it",
+            f"build the plans with `tritongen engine {repo}` on a GPU host with TensorRT (or `tritongen deploy {repo} "
+            "--to docker --out DIR` writes an engine builder), or build the model with --target local to serve it here",
         )
 
 
