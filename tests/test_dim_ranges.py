@@ -327,3 +327,18 @@ def test_a_text_ensembles_own_sentences_are_named_as_such_not_as_a_sample_file(t
         np.savez(tmp_path / name, input_ids=np.ones((2, 7), np.int64))
         spec = build_spec_from_options(tmp_path / "m.pt", inputs=["input_ids:INT64:-1"], sample_inputs=tmp_path / name)
         assert _checked_sizes(spec) == f"variable dims checked at the sizes of {words}"
+
+
+def test_inputs_inferred_from_example_inputs_are_said_in_the_apis_words(tmp_path):
+    """tritongen.build(module, example_inputs=...) said "inputs inferred from example_inputs.npz" (a temporary file
+    the user never made) and pointed at --input and --dim-range."""
+    from tritongen.build import fixed_dims_note
+    from tritongen.export import EXAMPLE_INPUTS_NPZ
+    from tritongen.spec import build_spec_from_options
+
+    model = factories.save_model(factories.make_dynamic_seq(), tmp_path / "seq.pt", "torchscript")
+    np.savez(tmp_path / EXAMPLE_INPUTS_NPZ, x=np.zeros((2, 4), np.float32))
+    spec = build_spec_from_options(model, sample_inputs=tmp_path / EXAMPLE_INPUTS_NPZ, repo=tmp_path / "r")
+    note = fixed_dims_note(spec)
+    assert note.startswith("inputs inferred from example_inputs: x[4]") and "pass dim_ranges=[" in note
+    assert "--input" not in note and ".npz" not in note

@@ -360,10 +360,15 @@ def fixed_dims_note(spec: BuildSpec) -> str:
     """What inferring the inputs from a sample file decided: which dims it fixed, which stay variable."""
     fixed = [f"{t.name}{_per_item(t)}" for t in spec.inputs]
     kept = ", ".join(r.text for r in spec.dim_ranges)
-    source = spec.sample_inputs.name if spec.sample_inputs else "the samples"
+    from .export import EXAMPLE_INPUTS_NPZ
+
+    in_python = spec.sample_inputs is not None and spec.sample_inputs.name == EXAMPLE_INPUTS_NPZ
+    source = "example_inputs" if in_python else spec.sample_inputs.name if spec.sample_inputs else "the samples"
     note = f"inputs inferred from {source}: " + ", ".join(fixed)
     if kept:
         return note + f" (variable: {kept}; every other dimension fixed at the samples' size)"
+    if in_python:  # tritongen.build(module, example_inputs=...): the keyword, not the command line's flags
+        return note + " (every dimension fixed at the examples' size: pass dim_ranges=['INPUT:AXIS:MIN:OPT:MAX'])"
     return note + (
         " (every dimension fixed at the samples' size: declare variable ones -1 with --input, or pass "
         "--dim-range INPUT:AXIS:MIN:OPT:MAX)"
