@@ -150,6 +150,22 @@ def _conv_with(name: str, member: str, data: bytes = b"x") -> Callable[[Files], 
     return lambda f: ["build", str(f.conv_with(name, {member: data})), *CONV]
 
 
+def _symbolic_size_payload(f: Files) -> list[str]:
+    """torch.export.load evaluates each symbolic size text with sympy.sympify, that is as Python: a crafted one ran
+    code while the build reported success (an attack session)."""
+    import re
+
+    def edit(member: str, data: bytes) -> list[tuple[str, bytes]]:
+        if member.endswith("models/model.json"):
+            found = re.search(rb"Symbol\('s\d+', positive=True, integer=True\)", data)
+            assert found is not None, "the sample .pt2 has no symbolic size"
+            payload = b"(__import__('os').system('touch " + str(f.marker).encode() + b"'), " + found.group(0) + b")[1]"
+            data = data.replace(found.group(0), payload)
+        return [(member, data)]
+
+    return ["build", str(f.pt2_with("sympy.pt2", edit)), *TWO]
+
+
 def _pt2_raw(name: str, member: str, entry: Entry) -> Callable[[Files], list[str]]:
     return lambda f: ["build", str(f.pt2_raw(name, {member: entry})), *TWO]
 
@@ -165,6 +181,7 @@ ONE_INPUT = "inputs: [{name: x, dims: [3, 32, 32]}]\n"
 
 # (case id, argv builder, words the error line must contain)
 CASES: list[tuple[str, Callable[[Files], list[str]], tuple[str, ...]]] = [
+    ("pt2: a symbolic size that runs code", _symbolic_size_payload, ("a symbolic size that holds a Subscript",)),
     ("pt2: two same-named sample inputs, the code-running one in the middle", _duplicate("BEB"), ("two members",)),
     ("pt2: two same-named sample inputs, the code-running one first", _duplicate("EB"), ("two members",)),
     ("pt2: a code-running copy whose name differs only in case", _case_variant(True), ("two members", "ignores case")),

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..names import shown
 from .common import quiet_torch
 from .detect import JSON_LIMIT_BYTES, open_model_archive, record_names
+from .sym_exprs import expr_strings, unsafe_expr
 
 _PICKLE_LIMIT_BYTES = 256 * 2**20
 
@@ -36,8 +38,8 @@ def check_pt2_payloads(path: Path, allow_pickle: bool) -> None:
     unsafe = _pt2_unsafe_payloads(path)
     if unsafe and not allow_pickle:
         raise TritongenError(
-            f"{path} holds pickled Python objects ({', '.join(unsafe[:3])}) that torch.export.load would unpickle, "
-            "which can run any code",
+            f"{path} holds pickled Python objects or code ({', '.join(unsafe[:3])}) that torch.export.load would "
+            "unpickle or evaluate, which can run any code",
             "pass --allow-pickle only if you trust the file",
         )
 
@@ -70,6 +72,20 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
                 f"{path} carries compiled code ({', '.join(native)}) that loading would execute",
                 "save the ExportedProgram alone: torch.export.save(torch.export.export(model, args), 'model.pt2')",
             )
+        for rel in records:  # the program's symbolic sizes: sympify evaluates them as Python
+            if not (rel.startswith("models/") or rel == "serialized_exported_program.json") or not rel.endswith(
+                ".json"
+            ):
+                continue
+            try:
+                program = json.loads(archive.read(records[rel], JSON_LIMIT_BYTES))
+            except (ValueError, RecursionError):
+                continue  # torch.export.load will report it
+            for text in expr_strings(program):
+                why = unsafe_expr(text)
+                if why is not None:
+                    unsafe.append(f"a symbolic size that {why} ({shown(text, 50)}), which torch would evaluate")
+                    break
         pickled: list[str] = [r for r in records if r.endswith(".pt")]  # sample inputs, legacy weights/constants
         for rel in records:
             if not (rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("config.json")):
