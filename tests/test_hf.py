@@ -382,3 +382,59 @@ def test_ensemble_stage_numbers_count_every_stage(tmp_path, options):
         pre = (tmp_path / "repo" / "tc_preprocess" / "config.pbtxt").read_text()
         max_length = int(re.search(r'key: "max_length"\s*value \{ string_value: "(\d+)"', pre).group(1))
         assert max_length > 128 and engine["profiles"][0]["input_ids"]["max"] == [4, max_length]
+
+
+def _minilm_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "minilm"
+    shutil.copytree(minilm_dir(), folder)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json"])
+def test_a_folder_naming_code_of_its_own_is_refused_without_a_prompt(tmp_path, where):
+    """transformers asked "run the custom code? [y/N]" on a terminal and ran the folder's evil.py on "y"."""
+    folder = _minilm_copy(tmp_path)
+    data = json.loads((folder / where).read_text())
+    data["auto_map"] = {"AutoModel": "evil.EvilModel", "AutoTokenizer": ["evil.Tok", "evil.Tok"]}
+    (folder / where).write_text(json.dumps(data))
+    with pytest.raises(TritongenError, match=rf"{where} names code of the folder's own \(auto_map"):
+        hf_model_from_folder(folder)
+
+
+def test_a_tokenizer_file_that_is_a_link_is_refused_not_copied(tmp_path):
+    """A merges.txt linked to a 0600 secret was copied, world-readable, into the repository (a fast tokenizer never
+    reads merges.txt, so nothing noticed)."""
+    folder = _minilm_copy(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("api_key=hunter2")
+    (folder / "merges.txt").symlink_to(secret)
+    with pytest.raises(TritongenError, match=r"tokenizer file .*merges.txt is a link"):
+        hf_model_from_folder(folder)
+
+
+@pytest.mark.parametrize("archs", [5, True, "BertModel", [3]])
+def test_architectures_that_are_not_class_names_are_one_error(tmp_path, archs):
+    _write(tmp_path / "m", "config.json", {"architectures": archs})
+    with pytest.raises(TritongenError, match=r"config.json: architectures is .*, not a list of class names"):
+        hf_model_from_folder(tmp_path / "m")
+
+
+@pytest.mark.parametrize("bad", ["abc", [1], 1e400, 0, -1])
+def test_lengths_from_the_tokenizer_and_sentence_config_stay_within_the_positions(tmp_path, bad):
+    """model_max_length "abc" / [1] / 1e400 were tracebacks; sentence_bert max_seq_length 1000 on a 512-position
+    model built one that failed every text past 512 tokens, and 0 or -1 stopped truncation or failed."""
+    from tritongen.hf import text_settings_from_folder
+
+    folder = _minilm_copy(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["model_max_length"] = bad
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config).replace("1e+400", "1e400"))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": bad}))
+    assert text_settings_from_folder(folder, config, folder).max_length == config["max_position_embeddings"]
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 1000}))
+    assert text_settings_from_folder(folder, config, folder).max_length == config["max_position_embeddings"]
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    assert text_settings_from_folder(folder, config, folder).max_length == 128

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .files import json_file, read_problem
+from .files import json_file, read_problem, regular_bytes, size_text
 from .names import MAX_LABELS, check_class_index, check_label, shown, with_suggestion
 from .spec import TensorSpec
 
@@ -81,7 +81,64 @@ def read_config(folder: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise TritongenError(f"{path} is not a JSON object", "pass a Hugging Face folder with a valid config.json")
+    _refuse_own_code(path, data)
+    archs = data.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise TritongenError(
+            f"{path}: architectures is {shown(repr(archs))}, not a list of class names",
+            "save the model's config with save_pretrained",
+        )
     return data
+
+
+def _refuse_own_code(path: Path, data: Mapping[str, Any]) -> None:
+    """A config naming code of the folder's own (``auto_map``), which transformers would import and run (after a
+    ``[y/N]`` prompt on a terminal): refused before transformers reads the folder."""
+    if data.get("auto_map"):
+        raise TritongenError(
+            f"{path} names code of the folder's own (auto_map {shown(repr(data['auto_map']), 80)}), which loading it "
+            "would run",
+            "tritongen runs no code from a model folder: save a model of a class transformers ships (save_pretrained)",
+        )
+
+
+MAX_TOKENIZER_FILE_BYTES = 256 << 20  # tokenizer.json of a 250k-token vocabulary is ~20 MB
+
+
+def checked_tokenizer_files(folder: Path) -> list[str]:
+    """The tokenizer files of ``folder`` (:data:`TOKENIZER_FILES` present), each a regular file, not a link (one
+    leading to a secret outside the folder was copied into the repository, world-readable), of at most
+    :data:`MAX_TOKENIZER_FILE_BYTES` (a 2 GB sparse merges.txt made a 2.1 GB repository); tokenizer_config.json
+    naming code of its own is refused."""
+    found = []
+    for name in TOKENIZER_FILES:
+        path = Path(folder) / name
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise TritongenError(f"{path} {read_problem(exc)}", "pass a tokenizer folder you can read") from None
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+            raise TritongenError(
+                f"tokenizer file {path} is {'a link' if stat.S_ISLNK(info.st_mode) else 'not a regular file'}",
+                "copy the file itself into the folder (tritongen copies tokenizer files into the repository)",
+            )
+        if info.st_size > MAX_TOKENIZER_FILE_BYTES:
+            raise TritongenError(
+                f"tokenizer file {path} holds {info.st_size} bytes, over {size_text(MAX_TOKENIZER_FILE_BYTES)}",
+                "pass the tokenizer tokenizer.save_pretrained writes",
+            )
+        found.append(name)
+    config = Path(folder) / "tokenizer_config.json"
+    if "tokenizer_config.json" in found:
+        try:
+            data = json_file(config, MAX_CONFIG_BYTES, follow_links=False)
+        except (OSError, ValueError):
+            data = None  # transformers names it
+        if isinstance(data, dict):
+            _refuse_own_code(config, data)
+    return found
 
 
 def task_from_config(config: Mapping[str, Any], folder: Path | None = None) -> str:
@@ -173,8 +230,10 @@ def tokenizer_from_folder(folder: Path):
             f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
             "pass --tokenizer DIR with the model's tokenizer (tokenizer.save_pretrained writes it)",
         )
+    checked_tokenizer_files(Path(folder))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        # trust_remote_code=False: a folder whose auto_map names its own code is refused, never prompted for
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
         raise TritongenError(
             f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0][:300]}",
@@ -218,17 +277,23 @@ def text_settings_from_folder(
     ):
         names.append("token_type_ids")
     limits = []
+    positions = _config_count(model_config, "max_position_embeddings", model_folder)
     for folder in {p for p in (model_folder, tokenizer_dir) if p is not None}:
         st = Path(folder) / "sentence_bert_config.json"
         if st.is_file():
             try:
-                limits.append(int(json_file(st, MAX_CONFIG_BYTES).get("max_seq_length")))
-            except (ValueError, TypeError, OSError, AttributeError, OverflowError):
-                pass
+                value = json_file(st, MAX_CONFIG_BYTES).get("max_seq_length")
+            except (ValueError, TypeError, OSError, AttributeError):
+                continue
+            if type(value) is int and value > 0:  # 0, -1, 1e30 or text: not a length (0 stopped truncation)
+                limits.append(value)
     if not limits:
-        model_max = int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
-        positions = _config_count(model_config, "max_position_embeddings", model_folder)
+        model_max = getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)
+        if isinstance(model_max, bool) or not isinstance(model_max, int) or model_max <= 0:
+            model_max = DEFAULT_MAX_LENGTH  # "abc", [1], 1e400 in tokenizer_config.json: no length
         limits = [min(v for v in (model_max, positions or model_max, 100_000) if v > 0)]
+    if positions:  # never past the position table (a 1000-token setting served texts a 64-position model fails on)
+        limits.append(positions)
     return TextSettings(
         tokenizer_dir=Path(tokenizer_dir),
         model_input_names=tuple(names),
@@ -238,13 +303,18 @@ def text_settings_from_folder(
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    """Copy ``src``'s tokenizer files (:func:`checked_tokenizer_files`: regular, bounded, read once) into ``dst``."""
+    names = checked_tokenizer_files(src)
     dst.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
-            copied.append(name)
-    return copied
+    for name in names:
+        try:
+            data = regular_bytes(src / name, MAX_TOKENIZER_FILE_BYTES, follow_links=False)
+        except OSError as exc:
+            raise TritongenError(
+                f"tokenizer file {src / name} {read_problem(exc)}", "pass a readable tokenizer"
+            ) from None
+        (dst / name).write_bytes(data)
+    return names
 
 
 SAMPLE_SENTENCES = (
@@ -507,7 +577,9 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # a raw tqdm bar would break the build's stage output
     try:
-        hf = auto.from_pretrained(str(model.folder), local_files_only=True, attn_implementation="eager")
+        hf = auto.from_pretrained(
+            str(model.folder), local_files_only=True, attn_implementation="eager", trust_remote_code=False
+        )  # a config whose auto_map names code of its own is refused, not prompted for ("run the custom code? [y/N]")
     except Exception as exc:  # noqa: BLE001
         raise TritongenError(
             f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",

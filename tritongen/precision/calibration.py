@@ -202,7 +202,7 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(tokenizer))
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise TritongenError(
             f"cannot load a tokenizer from {tokenizer}: {str(exc).splitlines()[0][:200]}",
