@@ -16,6 +16,9 @@ from .names import check_name
 _TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
 
 
+MAX_TENSOR_DIMS = 31  # numpy arrays hold at most 32 dimensions; the batch dimension is one of them
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output: Triton name, Triton data type (``FP32``), dims without the batch dimension."""
@@ -40,6 +43,12 @@ class TensorSpec:
             raise TritongenError(
                 f"tensor '{self.name}' has a dimension of size {bad[0]} (dims {','.join(map(str, dims))})",
                 "every dimension must be a positive size, or -1 for a variable size",
+            )
+        if len(dims) > MAX_TENSOR_DIMS:  # numpy's limit is 32, and a batch dimension comes first
+            raise TritongenError(
+                f"tensor '{self.name}' has {len(dims)} dimensions, more than the {MAX_TENSOR_DIMS} a batched array "
+                "can hold besides its batch dimension",
+                f"give at most {MAX_TENSOR_DIMS} dims",
             )
         if self.scalar and not dims:
             dims = (1,)
