@@ -158,3 +158,24 @@ def test_the_fewest_samples_named_are_the_fewest_that_build(tmp_path):
     np.savez(tmp_path / "need.npz", x=np.random.default_rng(0).random((need, 3, 8, 8), np.float32))
     data = calibration_data_from_path(tmp_path / "need.npz", X, batched=True)
     assert need == 21 and (data.calib_samples, data.eval_samples) == (16, 5)
+
+
+def test_a_long_calibration_line_is_cut_before_tokenizing_and_within_the_positions(tmp_path):
+    """A 60 MB line took 7.6 GB to tokenize whole for the 128 tokens kept; lines past a model's position table failed
+    as "the size of tensor a (102) must match ... (64)", blamed on the data."""
+    import json
+    import shutil
+
+    from tritongen.precision import calibration
+
+    folder = tmp_path / "tok"
+    shutil.copytree(_minilm_dir(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 64
+    (folder / "config.json").write_text(json.dumps(config))
+    text = tmp_path / "lines.txt"
+    text.write_text("a short one\n" * 20 + "word " * 200_000 + "\n")
+    data = calibration_data_from_path(text, IDS, True, 8, tokenizer=folder)
+    rows = np.concatenate([b["input_ids"] for b in data.calib + data.eval])
+    assert rows.shape[1] == 64  # the position table, not the tokenizer's 128
+    assert calibration._length_limits(type("T", (), {"model_max_length": "abc"})(), folder) == [64]

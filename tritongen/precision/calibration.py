@@ -17,6 +17,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -209,11 +210,10 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
             "pass --tokenizer with a folder holding tokenizer.json / tokenizer_config.json",
         ) from None
     fixed = {t.shape[0] for t in inputs if len(t.shape) == 1 and t.shape[0] != -1}
-    max_len = (
-        fixed.pop()
-        if fixed
-        else min(DEFAULT_MAX_TOKENS, getattr(tok, "model_max_length", DEFAULT_MAX_TOKENS) or DEFAULT_MAX_TOKENS)
-    )
+    max_len = fixed.pop() if fixed else min([DEFAULT_MAX_TOKENS, *_length_limits(tok, Path(tokenizer))])
+    # A line is cut to what max_len tokens could hold before it is tokenized: one 60 MB line took 7.6 GB to
+    # tokenize whole, for the 128 tokens kept.
+    lines = [line[: max_len * MAX_CHARS_PER_TOKEN] for line in lines]
     # One padded length for all lines: histogram calibrators stack batches, so shapes must agree.
     enc = tok(
         lines, padding="max_length" if fixed else "longest", truncation=True, max_length=max_len, return_tensors="np"
@@ -226,6 +226,25 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
         )
     arrays = {t.name: np.asarray(enc[t.name]).astype(numpy_dtype(t.dtype)) for t in inputs}
     return [{k: a[i : i + 1] for k, a in arrays.items()} for i in range(len(lines))]
+
+
+MAX_CHARS_PER_TOKEN = 64  # far more characters than any tokenizer puts in one token
+
+
+def _length_limits(tok: Any, folder: Path) -> list[int]:
+    """The token counts a calibration line may not pass: the tokenizer's ``model_max_length`` and, where the
+    folder holds the model's config.json, its ``max_position_embeddings`` (lines of 102 tokens failed a 64-position
+    model as "the size of tensor a (102) must match ... (64)", blamed on the data); each only where it is a count."""
+    from ..files import json_file
+
+    limits = [getattr(tok, "model_max_length", None)]
+    try:
+        config = json_file(folder / "config.json", 16 << 20, follow_links=False)
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict):
+        limits.append(config.get("max_position_embeddings"))
+    return [v for v in limits if type(v) is int and v > 0]
 
 
 def _items_from_images(
