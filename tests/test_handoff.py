@@ -92,6 +92,15 @@ def test_build_writes_the_handoffs_beside_the_repository_and_verify_is_unaffecte
     assert verify_repository(work / "repo").ok
 
 
+def test_a_repository_named_handoff_gets_its_handoffs_beside_it_not_inside():
+    """--repo handoff wrote config.yaml, input_data.json and perf_analyzer.sh into the fresh repository's model
+    folder, which verify then refused (files no manifest lists), and serve with it."""
+    from tritongen.handoff import handoff_dir_for
+
+    assert handoff_dir_for(Path("/x/model_repository")) == Path("/x/handoff")
+    assert handoff_dir_for(Path("/x/handoff")) == Path("/x/handoff-files")
+
+
 def test_input_data_is_the_saved_samples_as_batch_one_requests(built):
     work, result = built
     artifacts, _ = latest_artifacts(work / "repo", "seq")

@@ -62,8 +62,10 @@ class Handoff:
 
 
 def handoff_dir_for(repo: Path) -> Path:
-    """Where a build into ``repo`` writes its hand-offs: ``handoff/`` beside the repository."""
-    return Path(repo).resolve().parent / HANDOFF_DIR
+    """Where a build into ``repo`` writes its hand-offs: ``handoff/`` beside the repository (``handoff-files/``
+    where the repository is itself named ``handoff``: hand-offs written into it failed its verify)."""
+    repo = Path(repo).resolve()
+    return repo.parent / (HANDOFF_DIR if repo.name != HANDOFF_DIR else f"{HANDOFF_DIR}-files")
 
 
 def perf_analyzer_commands(spec: PerfSpec, requests: RequestSet) -> tuple[tuple[str, ...], ...]:
