@@ -555,6 +555,19 @@ def test_factory_spec_errors(factories_file, spec, words):
     assert words in message(err)
 
 
+def test_a_factory_that_exits_is_one_error_not_a_quiet_exit_0(tmp_path):
+    """A training script's sys.exit(main()) at import, or sys:exit as the factory: the build ended with status 0,
+    nothing built and nothing said."""
+    from tritongen.load.state_dict import from_state_dict
+
+    (tmp_path / "train.py").write_text("import sys\ndef make():\n    pass\nprint('training...')\nsys.exit(0)\n")
+    with pytest.raises(TritongenError, match=r"importing .*train.py exited \(SystemExit 0\) instead of returning"):
+        factory_from_spec(f"{tmp_path / 'train.py'}:make")
+    with pytest.raises(TritongenError, match=r"model factory sys:exit exited \(SystemExit None\)") as err:
+        from_state_dict(tmp_path / "w.pt", {"w": torch.zeros(1)}, "sys:exit", "a state_dict")
+    assert "if __name__ == '__main__'" in err.value.fix
+
+
 def test_factory_import_error_inside_module(tmp_path):
     (tmp_path / "broken.py").write_text("import no_such_dependency_xyz\ndef make():\n    pass\n")
     with pytest.raises(TritongenError) as err:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..names import shown
 from .common import FACTORY_FIX, FORMS_HELP, LoadedModel, first_line, no_factory
 
 # Checkpoint dicts keep the state_dict under one of these keys (Lightning, the PyTorch tutorials, timm, ...).
@@ -82,6 +83,8 @@ def from_state_dict(path: Path, state: Mapping, model_factory: str | None, what:
         model = factory()
     except TritongenError:
         raise
+    except SystemExit as exc:  # sys.exit, quit(): the build ended with exit status 0 and nothing built
+        raise TritongenError(f"model factory {model_factory} {_exited(exc)}", _EXIT_FIX) from None
     except Exception as exc:  # noqa: BLE001 -- user code
         raise TritongenError(
             f"model factory {model_factory} raised {first_line(exc)}",
@@ -132,6 +135,16 @@ def _match_keys(state: Mapping, expected: Any) -> Mapping:
         else:
             return state
     return current
+
+
+_EXIT_FIX = (
+    "name a function that returns the nn.Module, in a file whose own script code runs only under "
+    "if __name__ == '__main__':"
+)
+
+
+def _exited(exc: SystemExit) -> str:
+    return f"exited (SystemExit {shown(repr(exc.code), 40)}) instead of returning a model"
 
 
 def factory_from_spec(spec: str) -> Callable:
@@ -192,6 +205,9 @@ def _module_from_target(target: str, spec: str) -> Any:
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
+        except SystemExit as exc:  # a script's own main: the build ended with its exit status, nothing built
+            sys.modules.pop(name, None)
+            raise TritongenError(f"model factory {spec}: importing {file} {_exited(exc)}", _EXIT_FIX) from None
         except Exception as exc:  # noqa: BLE001 -- user code
             sys.modules.pop(name, None)
             raise TritongenError(
@@ -203,6 +219,8 @@ def _module_from_target(target: str, spec: str) -> Any:
         sys.path.append(os.getcwd())
     try:
         return importlib.import_module(target)
+    except SystemExit as exc:
+        raise TritongenError(f"model factory {spec}: importing {target} {_exited(exc)}", _EXIT_FIX) from None
     except ModuleNotFoundError as exc:
         if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
             raise TritongenError(
