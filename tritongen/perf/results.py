@@ -391,19 +391,25 @@ SHOWN_SETTINGS = ("repo", "url", "model", "label")  # recorded options printed i
 
 def settings_problem(settings: Mapping[str, Any]) -> str | None:
     """What in ``settings`` (the options a run records) a results.json reader refuses, in words; None where all is
-    well. :class:`~tritongen.perf.spec.PerfSpec` holds its options to it, so what perf writes it reads back."""
+    well."""
     if len(settings) > MAX_SETTINGS:
         return f"settings holds {len(settings)} options, over the {MAX_SETTINGS} perf records"
     for key, value in settings.items():
-        problem = _setting_problem(value)
-        if problem is None and isinstance(value, str) and key in SHOWN_SETTINGS:
-            char = display_problem_character(value)
-            problem = (
-                None if char is None else f"holds the character U+{ord(char):04X}, which would change how it is shown"
-            )
+        problem = setting_problem(key, value)
         if problem:
             return f"settings[{key[:40]!r}] {problem}"
     return None
+
+
+def setting_problem(key: str, value: Any) -> str | None:
+    """What in one recorded option a results.json reader refuses; :class:`~tritongen.perf.spec.PerfSpec` holds its
+    options to it, so what perf writes it reads back."""
+    problem = _setting_problem(value)
+    if problem is None and isinstance(value, str) and key in SHOWN_SETTINGS:
+        char = display_problem_character(value)
+        if char is not None:
+            problem = f"holds the character U+{ord(char):04X}, which would change how it is shown"
+    return problem
 
 
 def _check_values(run: PerfRun) -> None:

@@ -14,7 +14,7 @@ from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..fields import check_fields
 from ..names import one_line, shown
-from .results import ENGINES, MAX_CONCURRENCY, MAX_LEVELS, MAX_REQUEST_RATE, check_report_dir, settings_problem
+from .results import ENGINES, MAX_CONCURRENCY, MAX_LEVELS, MAX_REQUEST_RATE, check_report_dir, setting_problem
 
 ARRIVALS = ("constant", "poisson")
 DEFAULT_CONCURRENCY = (1, 4)
@@ -225,16 +225,14 @@ class PerfSpec:
         if self.input_data is not None and self.text_file is not None:
             raise TritongenError("--input-data and --text-file both given", "pass one source of inputs")
         object.__setattr__(self, "perf_analyzer_args", _perf_analyzer_args(self.perf_analyzer_args, self.engine))
-        problem = settings_problem(self.recorded_settings())
-        if problem:  # what perf records, its readers take back: refused here, before the run, not at the next read
-            key = problem.split("'")[1]
-            value = str(self.recorded_settings()[key])
-            raise TritongenError(
-                f"--{key.replace('_', '-')} '{one_line(value[:60])}' {problem.split('] ', 1)[1]}, and results.json "
-                "records it",
-                "give it without control characters, line separators or bidirectional overrides (at most "
-                "4096 characters)",
-            )
+        for key, value in self.recorded_settings().items():  # what perf records, its readers take back
+            problem = setting_problem(key, value)
+            if problem:  # refused here, before the run, not at the next read of its results.json
+                raise TritongenError(
+                    f"--{key.replace('_', '-')} '{one_line(str(value)[:60])}' {problem}, and results.json records it",
+                    "give it without control characters, line separators or bidirectional overrides (at most "
+                    "4096 characters)",
+                )
         if self.report_dir is not None:
             object.__setattr__(self, "report_dir", Path(self.report_dir))
             check_report_dir(self.report_dir, self.force)
