@@ -160,6 +160,25 @@ def test_the_fewest_samples_named_are_the_fewest_that_build(tmp_path):
     assert need == 21 and (data.calib_samples, data.eval_samples) == (16, 5)
 
 
+@pytest.mark.parametrize("value", [-5, "64", 1e30])
+def test_a_position_count_that_is_not_a_count_is_one_error_naming_the_file(tmp_path, value):
+    """The calibration read config.json by its own rule (a bad count was ignored, a linked file refused); it reads
+    it as the build does (hf.max_positions)."""
+    import shutil
+
+    from tritongen.precision import calibration
+
+    folder = tmp_path / "tok"
+    shutil.copytree(_minilm_dir(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TritongenError, match=r"config.json: max_position_embeddings is .*, not a count from 0 to"):
+        calibration._length_limits(type("T", (), {"model_max_length": 128})(), folder)
+    (folder / "config.json").unlink()
+    assert calibration._length_limits(type("T", (), {"model_max_length": 128})(), folder) == [128]
+
+
 def test_a_long_calibration_line_is_cut_before_tokenizing_and_within_the_positions(tmp_path):
     """A 60 MB line took 7.6 GB to tokenize whole for the 128 tokens kept; lines past a model's position table failed
     as "the size of tensor a (102) must match ... (64)", blamed on the data."""

@@ -403,6 +403,22 @@ def test_a_folder_naming_code_of_its_own_is_refused_without_a_prompt(tmp_path, w
         hf_model_from_folder(folder)
 
 
+def test_the_tokenizer_config_copied_is_the_one_checked_for_code_of_its_own(tmp_path, monkeypatch):
+    """The copy read tokenizer_config.json again after the check had read it: a file swapped between the two
+    reached the repository unchecked. The copy checks the bytes it writes."""
+    from tritongen import hf
+
+    folder = _minilm_copy(tmp_path)
+    names = hf.checked_tokenizer_files(folder)  # checked while clean ...
+    data = json.loads((folder / "tokenizer_config.json").read_text())
+    data["auto_map"] = {"AutoTokenizer": ["evil.Tok", "evil.Tok"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(data))  # ... swapped before the copy reads it
+    monkeypatch.setattr(hf, "checked_tokenizer_files", lambda _folder: names)
+    with pytest.raises(TritongenError, match=r"tokenizer_config.json names code of the folder's own"):
+        hf.copy_tokenizer_files(folder, tmp_path / "out")
+    assert not (tmp_path / "out" / "tokenizer_config.json").exists()
+
+
 def test_a_tokenizer_file_that_is_a_link_is_refused_not_copied(tmp_path):
     """A merges.txt linked to a 0600 secret was copied, world-readable, into the repository (a fast tokenizer never
     reads merges.txt, so nothing noticed)."""

@@ -150,6 +150,7 @@ CRAFTED |= {  # a later attack session: recorded options and names reached termi
     ),
     "a line separator in the label": (_set("label", "a\u2028b"), "label holds the character U+2028"),
     "a line break in the URL": (_set("url", "127.0.0.1:1\nerror: none"), "url holds the character U+000A"),
+    "a label of a megabyte": (_set("label", "x" * (1 << 20)), "label is over 4096 characters"),
     "a concurrency of 1e15": (_set("points.0.load", 1e15), "points[0].load is 1e+15, not a concurrency from 1 to"),
     "a concurrency of 2.5": (_set("points.0.load", 2.5), "points[0].load is 2.5, not a concurrency from 1 to 4096"),
 }

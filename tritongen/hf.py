@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .files import json_file, read_problem, regular_bytes, size_text
+from .files import json_file, json_from_bytes, read_problem, regular_bytes, size_text
 from .names import MAX_LABELS, check_class_index, check_label, shown, with_suggestion
 from .spec import TensorSpec
 
@@ -133,12 +133,23 @@ def checked_tokenizer_files(folder: Path) -> list[str]:
     config = Path(folder) / "tokenizer_config.json"
     if "tokenizer_config.json" in found:
         try:
-            data = json_file(config, MAX_CONFIG_BYTES, follow_links=False)
-        except (OSError, ValueError):
+            data = regular_bytes(config, MAX_CONFIG_BYTES, follow_links=False)
+        except OSError:
             data = None  # transformers names it
-        if isinstance(data, dict):
-            _refuse_own_code(config, data)
+        if data is not None:
+            _refuse_own_code_in(config, data)
     return found
+
+
+def _refuse_own_code_in(path: Path, data: bytes) -> None:
+    """:func:`_refuse_own_code` for a JSON file's bytes; bytes that are not a JSON object pass (transformers names
+    what is wrong with them)."""
+    try:
+        parsed = json_from_bytes(data)
+    except ValueError:
+        return
+    if isinstance(parsed, dict):
+        _refuse_own_code(path, parsed)
 
 
 def task_from_config(config: Mapping[str, Any], folder: Path | None = None) -> str:
@@ -261,6 +272,14 @@ def _config_count(config: Mapping[str, Any] | None, key: str, folder: Path | Non
     return value
 
 
+def max_positions(folder: Path) -> int:
+    """The ``max_position_embeddings`` of ``folder``'s config.json: 0 where the folder has no config.json or it
+    gives none; a :class:`TritongenError` where the file cannot be read or the value is not a count."""
+    if not (Path(folder) / "config.json").is_file():
+        return 0
+    return _config_count(read_config(Path(folder)), "max_position_embeddings", Path(folder))
+
+
 def text_settings_from_folder(
     tokenizer_dir: Path,
     model_config: Mapping[str, Any] | None,
@@ -313,6 +332,8 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
             raise TritongenError(
                 f"tokenizer file {src / name} {read_problem(exc)}", "pass a readable tokenizer"
             ) from None
+        if name == "tokenizer_config.json":  # the bytes copied are the bytes checked for code of its own
+            _refuse_own_code_in(src / name, data)
         (dst / name).write_bytes(data)
     return names
 

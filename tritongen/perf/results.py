@@ -417,9 +417,9 @@ def _check_values(run: PerfRun) -> None:
     a new engine), a positive load, a start time a report can print, names without format characters (a
     right-to-left override would spoof a run's name) and line breaks, recorded options as perf writes them."""
     for name in ("model", "url", "label"):
-        char = display_problem_character(getattr(run, name))
-        if char is not None:
-            raise ValueError(f"{name} holds the character U+{ord(char):04X}, which would change how it is shown")
+        shown = setting_problem(name, getattr(run, name))
+        if shown:
+            raise ValueError(f"{name} {shown}")
     problem = settings_problem(run.settings)
     if problem:
         raise ValueError(problem)

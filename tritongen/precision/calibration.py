@@ -235,15 +235,9 @@ def _length_limits(tok: Any, folder: Path) -> list[int]:
     """The token counts a calibration line may not pass: the tokenizer's ``model_max_length`` and, where the
     folder holds the model's config.json, its ``max_position_embeddings`` (lines of 102 tokens failed a 64-position
     model as "the size of tensor a (102) must match ... (64)", blamed on the data); each only where it is a count."""
-    from ..files import json_file
+    from ..hf import max_positions
 
-    limits = [getattr(tok, "model_max_length", None)]
-    try:
-        config = json_file(folder / "config.json", 16 << 20, follow_links=False)
-    except (OSError, ValueError):
-        config = None
-    if isinstance(config, dict):
-        limits.append(config.get("max_position_embeddings"))
+    limits = [getattr(tok, "model_max_length", None), max_positions(folder)]
     return [v for v in limits if type(v) is int and v > 0]
 
 
