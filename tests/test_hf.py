@@ -15,6 +15,7 @@ from tritongen.hf import (
     hf_model_from_folder,
     image_settings_from_folder,
     labels_from_config,
+    loaded_from_hf,
     task_from_config,
     task_from_name,
 )
@@ -417,6 +418,39 @@ def test_the_tokenizer_config_copied_is_the_one_checked_for_code_of_its_own(tmp_
     with pytest.raises(TritongenError, match=r"tokenizer_config.json names code of the folder's own"):
         hf.copy_tokenizer_files(folder, tmp_path / "out")
     assert not (tmp_path / "out" / "tokenizer_config.json").exists()
+
+
+def _with_config(folder: Path, **changes) -> Path:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return folder
+
+
+def test_a_config_describing_a_model_larger_than_its_weights_is_refused_before_allocating(tmp_path):
+    """A vocab_size of 10**8 made the build allocate 13 GB for weights the folder never had; one of 10**9 would
+    take 1.5 TB. The weights are counted on PyTorch's meta device and compared with the weight files."""
+    folder = _with_config(_minilm_copy(tmp_path), vocab_size=10**9)
+    with pytest.raises(TritongenError, match=r"a model of 384,0\d\d,\d{3},\d{3} weights .* the folder's weight"):
+        loaded_from_hf(hf_model_from_folder(folder))
+
+
+@pytest.mark.parametrize(
+    ("changes", "task", "named"),
+    [
+        ({"num_hidden_layers": 7}, None, "lack 16 tensor(s) the feature-extraction model needs (encoder.layer.6."),
+        (
+            {"id2label": {"0": "no", "1": "yes"}, "label2id": {"no": 0, "yes": 1}},
+            "text-classification",
+            "the text-classification model needs (classifier.bias, classifier.weight",
+        ),
+    ],
+)
+def test_weights_missing_from_the_folder_are_refused_not_filled_with_random_numbers(tmp_path, changes, task, named):
+    """transformers fills weights the checkpoint lacks with random numbers and says so in a log line: a sentence
+    encoder built as a classifier (no trained head) served random labels."""
+    folder = _with_config(_minilm_copy(tmp_path), **changes)
+    with pytest.raises(TritongenError, match=re.escape(named)):
+        loaded_from_hf(hf_model_from_folder(folder, task=task))
 
 
 def test_a_tokenizer_file_that_is_a_link_is_refused_not_copied(tmp_path):

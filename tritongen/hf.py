@@ -584,6 +584,34 @@ class LoadedHF:
     exported_program: Any = None
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin")  # model.safetensors (and its shards), pytorch_model.bin
+
+
+def _check_size_against_weights(model: HFModel, auto: Any) -> None:
+    """Refuse, before anything is allocated, a config.json describing a model larger than its weight files could
+    hold (at 2 bytes a weight): a vocab_size of 10**8 made the build allocate 13 GB for weights the folder never
+    had. The model is built on PyTorch's meta device, which allocates nothing, to count its weights."""
+    import torch
+    import transformers
+
+    weight_bytes = 0
+    for path in Path(model.folder).iterdir():
+        info = path.lstat()
+        if path.name.endswith(WEIGHT_SUFFIXES) and stat.S_ISREG(info.st_mode):
+            weight_bytes += info.st_size
+    config = transformers.AutoConfig.from_pretrained(str(model.folder), local_files_only=True, trust_remote_code=False)
+    with torch.device("meta"):
+        skeleton = auto.from_config(config, attn_implementation="eager", trust_remote_code=False)
+    count = sum(p.numel() for p in skeleton.parameters())
+    if 2 * count > weight_bytes * 1.05 + (16 << 20):
+        raise TritongenError(
+            f"{model.folder}/config.json describes a model of {count:,} weights ({2 * count / 1e6:,.0f} MB at 16 bits "
+            f"or more), but the folder's weight files hold {weight_bytes / 1e6:,.0f} MB",
+            "save the fine-tuned model itself with save_pretrained (its config.json describes the model its weights "
+            "hold)",
+        )
+
+
 def loaded_from_hf(model: HFModel) -> LoadedHF:
     """Load the weights with transformers (offline, safe unpickling) and wrap them to take/return tensors."""
     import torch
@@ -597,18 +625,37 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
     }[model.task]
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # a raw tqdm bar would break the build's stage output
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()  # its load report (with terminal escapes): our error says it
     try:
-        hf = auto.from_pretrained(
-            str(model.folder), local_files_only=True, attn_implementation="eager", trust_remote_code=False
+        _check_size_against_weights(model, auto)
+        hf, info = auto.from_pretrained(
+            str(model.folder),
+            local_files_only=True,
+            attn_implementation="eager",
+            trust_remote_code=False,
+            output_loading_info=True,
         )  # a config whose auto_map names code of its own is refused, not prompted for ("run the custom code? [y/N]")
+    except TritongenError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise TritongenError(
             f"cannot load the {model.task} model in {model.folder}: {str(exc).strip().splitlines()[0][:300]}",
             "check the folder was written by save_pretrained, or pass --task with the right task",
         ) from None
     finally:
+        transformers.utils.logging.set_verbosity(verbosity)
         if bars:
             transformers.utils.logging.enable_progress_bar()
+    missing = sorted(str(k) for k in info.get("missing_keys") or ())
+    if missing:  # transformers fills them with random numbers: the model would answer, wrongly
+        raise TritongenError(
+            f"the weights in {model.folder} lack {len(missing)} tensor(s) the {model.task} model needs "
+            f"({', '.join(shown(k, 80) for k in missing[:3])}{', ...' if len(missing) > 3 else ''}); loading would "
+            "fill them with random numbers",
+            "save the fine-tuned model itself with save_pretrained (its config.json describes the model its "
+            "weights hold), or pass --task matching the head it was trained with",
+        )
     hf = hf.eval()
     names = tuple(t.name for t in model.inputs)
 
