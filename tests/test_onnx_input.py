@@ -366,3 +366,63 @@ def test_a_graph_that_fails_on_the_samples_is_one_line_without_onnx_runtimes_own
     _assert_one_clean_line("a failing graph", code, out, err, words)
     assert "forward()" not in err
     assert "onnxruntime" not in capfd.readouterr().err  # what ONNX Runtime itself wrote to the process's stderr
+
+
+def _constant_bomb(path: Path, shape: list[int], copies: int = 1, via_concat: bool = False, rank: int = 0) -> Path:
+    """A tiny graph computing, from constants alone, ``copies`` float tensors of ``shape`` (summed into the output):
+    a 300-byte file of this form with a shape of 10**10 took all memory in constant folding."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, sums = [], [], ["x"]
+    for i in range(copies):
+        if via_concat:  # the shape computed by a node: found only by shape inference's data propagation
+            inits.append(numpy_helper.from_array(np.array(shape[:1], dtype=np.int64), f"part{i}"))
+            parts = [f"part{i}"] * len(shape)
+            nodes.append(helper.make_node("Concat", parts, [f"shape{i}"], axis=0))
+        else:
+            inits.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"shape{i}"))
+        value = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+        nodes.append(helper.make_node("ConstantOfShape", [f"shape{i}"], [f"big{i}"], value=value))
+        nodes.append(helper.make_node("ReduceSum", [f"big{i}"], [f"sum{i}"], keepdims=0))
+        sums.append(f"sum{i}")
+    nodes.append(helper.make_node("Sum", sums, ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=inits,
+    )
+    if rank:  # a declared rank shape inference is not given (a crafted rank of millions took gigabytes)
+        graph.value_info.append(helper.make_tensor_value_info("sum0", TensorProto.FLOAT, [1] * rank))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, shape, copies, via_concat, rank, words",
+    [
+        ("one tensor too large", [8192, 8192], 1, False, 0, ("big0 (ConstantOfShape) of shape [8192,8192]", "128 MiB")),
+        ("a shape computed by a Concat", [8192, 8192], 1, True, 0, ("big0 (ConstantOfShape) of shape [8192,8192]",)),
+        ("too many folded constants", [1 << 23], 3, False, 0, ("computes 0.1 GB of tensors from its constants",)),
+        ("a graph shape inference cannot size", [4], 1, False, 65, ("shape inference cannot follow",)),
+    ],
+)
+def test_a_graph_computing_huge_constants_is_refused_before_onnx_runtime_folds_them(
+    tmp_path, monkeypatch, case, shape, copies, via_concat, rank, words
+):
+    """The bounds are made small here (128 MiB for one tensor, 64 MiB folded) so that a regression allocates
+    megabytes, not the gigabytes the real bounds (4 GiB, 2 GiB) stand for."""
+    from tritongen import onnx_input
+
+    monkeypatch.setattr(onnx_input, "MAX_STATIC_TENSOR_BYTES", 128 << 20)
+    monkeypatch.setattr(onnx_input, "MAX_FOLDED_BYTES", 64 << 20)
+    model = _constant_bomb(tmp_path / "bomb.onnx", shape, copies, via_concat, rank)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["build", str(model), "--repo", "repo"])
+    _assert_one_clean_line(case, code, out, err, words)
+    assert code == 1 and not (tmp_path / "repo").exists()
+    small = _constant_bomb(tmp_path / "small.onnx", [256, 256], copies, via_concat)
+    assert _run(["build", str(small), "--repo", "repo"])[0] == 0  # the same graph at a sane size builds

@@ -128,6 +128,46 @@ def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
     return model
 
 
+MAX_STATIC_TENSOR_BYTES = 4 << 30  # one tensor a graph computes at a fixed shape (activations at batch 1: MBs)
+MAX_FOLDED_BYTES = 2 << 30  # the tensors constant folding computes from weights alone (protobuf's limit for one)
+
+
+def check_static_sizes(path: Path) -> None:
+    """Refuse a graph computing, at shapes fixed in the file, a tensor over :data:`MAX_STATIC_TENSOR_BYTES` or
+    constants over :data:`MAX_FOLDED_BYTES` in all: a 300-byte file whose ConstantOfShape makes 10**12 floats took
+    all memory in constant folding (and would in ONNX Runtime). Sizes come from ONNX's shape inference in a bounded
+    child (:func:`tritongen.validate_onnx.graph_io_from_onnx`); a size that depends on a request's values is not
+    known before one is run."""
+    from .files import size_text
+    from .validate_onnx import graph_io_from_onnx, shape_text, tensor_names
+
+    try:
+        graph = graph_io_from_onnx(path)
+    except ValueError:
+        return  # the load that follows names what is wrong with the file
+    if not graph.sized:  # a graph crafted to exhaust inference would otherwise pass unsized
+        raise TritongenError(
+            f"ONNX's shape inference cannot follow {path.name}'s graph within its limits, so the sizes of the "
+            "tensors it computes are unknown",
+            "check the graph with onnx.shape_inference.infer_shapes(model, data_prop=True); export it again",
+        )
+    big = graph.largest
+    if big is not None and big.nbytes > MAX_STATIC_TENSOR_BYTES:
+        raise TritongenError(
+            f"{path.name} computes {tensor_names([big.name])} ({tensor_names([big.operator])}) of shape "
+            f"{shape_text(big.dims)}: {big.nbytes / 1e9:,.1f} GB, over the {size_text(MAX_STATIC_TENSOR_BYTES)} one "
+            "tensor may take",
+            "check the shape that node is given (a constant shape that large is a mistake in the graph)",
+        )
+    if graph.folded_bytes > MAX_FOLDED_BYTES:
+        raise TritongenError(
+            f"{path.name} computes {graph.folded_bytes / 1e9:,.1f} GB of tensors from its constants alone, which "
+            f"constant folding would store as weights (over {size_text(MAX_FOLDED_BYTES)})",
+            "check the shapes given to ConstantOfShape, Expand, Tile and the like (constant shapes that large are a "
+            "mistake in the graph)",
+        )
+
+
 def _dims(value_info: Any) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .onnx_input import check_static_sizes
 from .ort_session import onnx_session
 
 
@@ -16,6 +17,7 @@ class OnnxReference:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        check_static_sizes(self.path)  # before ONNX Runtime folds its constants
         self.session = onnx_session(self.path)
         self.input_names = [i.name for i in self.session.get_inputs()]
 

@@ -75,10 +75,25 @@ class GraphTensor:
 
 
 @dataclass(frozen=True)
+class StaticTensor:
+    """A tensor the graph computes at a shape shape inference fixes, with its size."""
+
+    name: str
+    operator: str  # the op type of the node computing it
+    dims: tuple[int, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True)
 class GraphIO:
     inputs: Mapping[str, GraphTensor]  # graph inputs that are not initializers: a request must send them
     overridable: Mapping[str, GraphTensor]  # initializers listed as inputs (IR >= 4): a request may send them
     outputs: Mapping[str, GraphTensor]
+    # Where shape inference ran: the largest tensor the graph computes at a fixed shape, and the bytes of the
+    # tensors computed from constants alone (what constant folding computes and saves as new weights).
+    largest: StaticTensor | None = None
+    folded_bytes: int = 0
+    sized: bool = False  # whether shape inference ran (largest and folded_bytes hold only then)
 
 
 def _type_from_onnx(elem_type: int) -> str:
@@ -191,7 +206,28 @@ def child_main(header: Mapping[str, Any], data: bytes) -> None:
         sys.stdout.write(json.dumps({"error": _not_a_model(exc)}))
         sys.stdout.flush()
         sys.exit(2)
-    sys.stdout.write(json.dumps({k: {n: _tensor_json(t) for n, t in getattr(graph, k).items()} for k in _GRAPH_TABLES}))
+    answer: dict[str, Any] = {k: {n: _tensor_json(t) for n, t in getattr(graph, k).items()} for k in _GRAPH_TABLES}
+    big = graph.largest
+    answer["largest"] = None if big is None else [big.name, big.operator, list(big.dims), big.nbytes]
+    answer["folded_bytes"] = graph.folded_bytes
+    answer["sized"] = graph.sized
+    sys.stdout.write(json.dumps(answer))
+
+
+def _static_from_json(value: Any) -> StaticTensor | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, list)
+        and len(value) == 4
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
+        and isinstance(value[2], list)
+        and all(type(d) is int for d in value[2])
+        and type(value[3]) is int
+    ):
+        raise ValueError("not a static tensor")
+    return StaticTensor(value[0], value[1], tuple(value[2]), value[3])
 
 
 def _not_a_model(exc: Exception) -> str:
@@ -258,26 +294,75 @@ def _graph_io_in_child(data: bytes, infer: bool) -> GraphIO | None:
             reason = answer["error"]
         else:
             tables = [{str(n): _tensor_from_json(t) for n, t in answer[k].items()} for k in _GRAPH_TABLES]
-            return GraphIO(*tables)
+            folded, sized = answer["folded_bytes"], answer["sized"]
+            if type(folded) is not int or type(sized) is not bool:
+                raise ValueError("not a size")
+            return GraphIO(tables[0], tables[1], tables[2], _static_from_json(answer["largest"]), folded, sized)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # not what the child writes
     raise ValueError(str(reason)[:300])
 
 
-def _inferred_outputs(model: Any) -> dict[str, GraphTensor]:
-    """The graph's outputs as ONNX's shape inference computes them from the graph (changes ``model``: call it
-    last). {} where the graph has a tensor of a rank past ``_MAX_RANK`` or inference finds any error (strict: a
-    graph ONNX Runtime would read differently, e.g. a stale value_info, is not judged on inference) or runs out of
-    memory; the caller's limits bound the rest (see ``_CHILD``)."""
+def _inferred(model: Any) -> tuple[Any | None, Any | None]:
+    """``model`` (changed: call it last) through ONNX's shape inference, as ONNX Runtime sees the graph (see
+    :func:`_lightened`), twice: strict (None where inference finds any error: a graph ONNX Runtime would read
+    differently, e.g. a stale value_info, is not judged on inference) and lenient (for the sizes of what the graph
+    computes: an error planted in one node does not hide a tensor of a terabyte in another). Both None where the
+    graph has a tensor of a rank past ``_MAX_RANK``; the caller's limits bound the rest (see ``_CHILD``)."""
     import onnx
 
     if not _ranks_bounded(model):
-        return {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_lightened(model), strict_mode=True, data_prop=False)
-    except Exception:  # noqa: BLE001 -- a graph inference cannot follow: only the declarations are judged
+        return None, None
+    light = _lightened(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(light)
+    found: list[Any] = []
+    for graph, strict in ((light, True), (copy, False)):  # the lenient one follows shapes computed from constants
+        try:
+            found.append(onnx.shape_inference.infer_shapes(graph, strict_mode=strict, data_prop=not strict))
+        except Exception:  # noqa: BLE001 -- a graph inference cannot follow: only the declarations are judged
+            found.append(None)
+    return found[0], found[1]
+
+
+def _inferred_outputs(inferred: Any | None) -> dict[str, GraphTensor]:
+    """The graph's outputs as ONNX's shape inference computes them ({} where it did not)."""
+    if inferred is None:
         return {}
     return {v.name: _tensor(v) for v in inferred.graph.output if len(v.type.tensor_type.shape.dim) <= _MAX_RANK}
+
+
+def _static_sizes(
+    inferred: Any | None, constants: set[str], nodes: list[tuple[str, list[str], list[str]]]
+) -> tuple[StaticTensor | None, int]:
+    """The largest tensor ``inferred`` computes at a fixed shape and the bytes of those computed from ``constants``
+    (initializers, Constant nodes) alone. ``nodes``: (op type, inputs, outputs) of the graph as written (sorted, as
+    ONNX requires: an unsorted graph fails the checker after)."""
+    from onnx import helper
+
+    if inferred is None:
+        return None, 0
+    sizes: dict[str, StaticTensor] = {}
+    ops = {out: op for op, _ins, outs in nodes for out in outs}
+    for v in [*inferred.graph.value_info, *inferred.graph.output]:
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        if not t.HasField("shape") or any(d < 0 for d in dims) or v.name not in ops:
+            continue
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            continue  # strings and types numpy has no fixed size for
+        count = 1
+        for d in dims:
+            count *= d
+        sizes[v.name] = StaticTensor(v.name, ops[v.name], tuple(dims), count * itemsize)
+    folded = set(constants)
+    for _op, ins, outs in nodes:
+        if all(not i or i in folded for i in ins):
+            folded.update(outs)
+    largest = max(sizes.values(), key=lambda t: t.nbytes, default=None)
+    return largest, sum(t.nbytes for name, t in sizes.items() if name in folded and name not in constants)
 
 
 def _merged(declared: GraphTensor, inferred: GraphTensor | None) -> GraphTensor:
@@ -322,9 +407,17 @@ def _graph_io(data: bytes, infer: bool = True) -> GraphIO:
             if t.name in declared and t.name not in passed
         }
     )
-    inferred = _inferred_outputs(model) if infer else {}  # changes model: after every declaration is read
+    if not infer:
+        return GraphIO(
+            inputs, overridable, {name: passed.get(name) or _merged(t, None) for name, t in declared.items()}
+        )
+    constants = initializers | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    nodes = [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    strict, lenient = _inferred(model)  # changes model: after every declaration is read
+    inferred = _inferred_outputs(strict)
     outputs = {name: passed.get(name) or _merged(t, inferred.get(name)) for name, t in declared.items()}
-    return GraphIO(inputs, overridable, outputs)
+    largest, folded = _static_sizes(lenient, constants, nodes)
+    return GraphIO(inputs, overridable, outputs, largest, folded, lenient is not None)
 
 
 def onnx_available() -> bool:
