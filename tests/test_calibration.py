@@ -59,6 +59,55 @@ def _images(folder, count: int = 24) -> None:
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
 
 
+def _png_claiming(path, width: int, height: int) -> None:
+    """A 1 x 1 PNG whose header claims ``width`` x ``height`` (CRC fixed): PIL reads the size, never the pixels."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IHDR")
+    data[at + 4 : at + 12] = struct.pack(">II", width, height)
+    data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
+    path.write_bytes(bytes(data))
+
+
+def test_a_calibration_image_past_the_pixel_bound_is_refused_from_its_header(tmp_path, recwarn):
+    """PIL warned (DecompressionBombWarning, on the console) between 89 and 178 million pixels and decoded them;
+    the build refuses past 64 Mi pixels, as the served pre-processing step does, before decoding."""
+    _images(tmp_path / "images")
+    _png_claiming(tmp_path / "images" / "huge.png", 12_000, 10_000)
+    with pytest.raises(TritongenError, match=r"image huge.png has 12000 x 10000 pixels, over the 67,108,864"):
+        calibration_data_from_path(tmp_path / "images", X, True, 8)
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+    (tmp_path / "images" / "huge.png").unlink()
+    _sparse(tmp_path / "images" / "long.png", (32 << 20) + 1)
+    with pytest.raises(TritongenError, match=r"calibration image long.png cannot be read \(it is over 32 MiB"):
+        calibration_data_from_path(tmp_path / "images", X, True, 8)
+
+
+@pytest.mark.parametrize("kind", ["npz", "images"])
+def test_calibration_data_past_the_total_bound_is_refused(tmp_path, monkeypatch, kind):
+    """Each .npz was bounded (512 MiB) and the count (100,000), not the total: 51 TB passed. The bound is made
+    small here (the arrays of 20 samples) so that the test reads kilobytes."""
+    from tritongen.precision import calibration
+
+    folder = tmp_path / "data"
+    if kind == "images":
+        _images(folder)
+    else:
+        folder.mkdir()
+        for i in range(24):
+            np.savez(folder / f"{i:02d}.npz", x=np.zeros((1, 3, 8, 8), np.float32))
+    monkeypatch.setattr(calibration, "MAX_CALIB_BYTES", 20 * 3 * 8 * 8 * 4)
+    with pytest.raises(TritongenError, match=r"calibration data .*data holds over 15 KiB of arrays"):
+        calibration_data_from_path(folder, X, True, 8)
+    monkeypatch.setattr(calibration, "MAX_CALIB_BYTES", 24 * 3 * 8 * 8 * 4)
+    assert calibration_data_from_path(folder, X, True, 8).calib_samples == 18
+
+
 @pytest.mark.parametrize(
     "config, words",
     [

@@ -413,6 +413,8 @@ class ImageSettings:
 
 MAX_PROCESSOR_CONFIG_BYTES = 1 << 20  # preprocessor_config.json: a few hundred bytes
 MAX_IMAGE_SIDE = 16384  # pixels: a resize or crop past this is a mistake in the file, not a model's input
+MAX_IMAGE_FILE_BYTES = 32 << 20  # one encoded image: a request to the served pre-processing step, a calibration file
+MAX_IMAGE_PIXELS = 64 << 20  # width x height of one image decoded (PIL warns past 89 million, refuses past 178)
 MAX_IMAGE_CHANNELS = 4  # RGBA at most: the pre-processing step decodes images with PIL
 PIL_RESAMPLE_FILTERS = range(6)  # NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING: what Image.resize takes
 PROCESSOR_FIX = "write preprocessor_config.json as the model's image processor saves it (save_pretrained)"

@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import TritongenError
 from .files import read_problem, regular_bytes
+from .hf import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS
 from .names import check_labels
 from .spec import BuildSpec, TensorSpec, tensor_spec_from_arg
 from .templates import render, template_path
@@ -140,7 +141,7 @@ def image_preprocess_step(name: str, settings: Any, output: TensorSpec) -> Pytho
         template="image_preprocess.py",
         inputs=(TensorSpec(IMAGE_INPUT, "STRING", (1,)),),
         outputs=(output,),
-        parameters={"max_image_bytes": str(32 << 20), "max_image_pixels": str(64 << 20)},
+        parameters={"max_image_bytes": str(MAX_IMAGE_FILE_BYTES), "max_image_pixels": str(MAX_IMAGE_PIXELS)},
         texts={"image_processor.json": json.dumps(settings.to_dict(), indent=2) + "\n"},
     )
 

@@ -12,8 +12,10 @@ samples that calibration never saw.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ import numpy as np
 
 from ..dtypes import numpy_dtype
 from ..errors import TritongenError
-from ..files import json_file, read_problem, regular_bytes, text_lines
+from ..files import json_file, read_problem, regular_bytes, size_text, text_lines
 from ..spec import TensorSpec
 
 Arrays = dict[str, np.ndarray]
@@ -38,6 +40,7 @@ TEXT_SUFFIXES = (".txt", ".text", ".lines")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 MAX_TEXT_BYTES = 64 << 20  # a calibration text file: a few hundred sentences are plenty, a million still fit
 MAX_PREPROCESSOR_BYTES = 1 << 20  # preprocessor_config.json: a few hundred bytes
+MAX_CALIB_BYTES = 2 << 30  # the arrays of all calibration samples together, as read
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,10 @@ def _items_from_npz(
         files = [path]
     _check_count(len(files), path)
     items: list[Arrays] = []
+    total = 0
     for f in files:
         arrays = arrays_from_npz(f)
+        total = _check_total(total + sum(a.nbytes for a in arrays.values()), path)
         check_arrays_match_spec(arrays, inputs, batched, f"calibration file {f.name}")
         arrays = {t.name: arrays[t.name] for t in inputs}
         _check_finite(arrays, f"calibration file {f.name}")
@@ -130,6 +135,17 @@ def _items_from_npz(
         _check_count(len(items) + count, path)
         items.extend({k: a[i : i + 1] for k, a in arrays.items()} for i in range(count))
     return items
+
+
+def _check_total(nbytes: int, path: Path) -> int:
+    """``nbytes`` (the calibration arrays read so far), a :class:`TritongenError` past :data:`MAX_CALIB_BYTES`: a
+    folder of 100,000 files of 512 MiB each passed every per-file bound."""
+    if nbytes > MAX_CALIB_BYTES:
+        raise TritongenError(
+            f"calibration data {path} holds over {size_text(MAX_CALIB_BYTES)} of arrays",
+            "give a few hundred representative samples (more add little to calibration)",
+        )
+    return nbytes
 
 
 def _check_count(samples: int, path: Path) -> None:
@@ -246,6 +262,8 @@ def _items_from_images(
 ) -> list[Arrays]:
     from PIL import Image
 
+    from ..hf import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS
+
     if not _is_image_input(inputs):
         raise TritongenError(
             f"calibration folder {folder} holds images, but the model does not take one image [3, H, W] (float): "
@@ -264,22 +282,39 @@ def _items_from_images(
     mean = std = None
     if preprocessor is not None and (preprocessor / "preprocessor_config.json").is_file():
         mean, std = _normalisation(preprocessor / "preprocessor_config.json")
-    items = []
+    items: list[Arrays] = []
+    total = 0
     for f in files:
         try:
-            with Image.open(f) as image:
-                array = (
-                    np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32).transpose(2, 0, 1)
-                    / 255.0
-                )
+            data = regular_bytes(f, MAX_IMAGE_FILE_BYTES)
+        except OSError as exc:
+            raise TritongenError(
+                f"calibration image {f.name} {read_problem(exc)}", "remove it or replace it with a smaller image"
+            ) from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own bound is below PIL's
+                with Image.open(io.BytesIO(data)) as image:
+                    pixels = image.size[0] * image.size[1]  # from the header, before anything is decoded
+                    if pixels > MAX_IMAGE_PIXELS:
+                        raise TritongenError(
+                            f"calibration image {f.name} has {image.size[0]} x {image.size[1]} pixels, over the "
+                            f"{MAX_IMAGE_PIXELS:,} the build decodes",
+                            "remove it or scale it down (the model sees it resized to its input anyway)",
+                        )
+                    rgb = np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32)
+        except TritongenError:
+            raise
         except Exception as exc:
             raise TritongenError(
                 f"calibration image {f.name} cannot be read ({type(exc).__name__})",
                 "remove it or replace it with a valid image",
             ) from None
+        array = rgb.transpose(2, 0, 1) / 255.0
         if mean is not None and std is not None:
             array = (array - mean) / std
         array = array.astype(numpy_dtype(t.dtype))
+        total = _check_total(total + array.nbytes, folder)
         items.append({t.name: array[None] if batched else array})
     return items
 
