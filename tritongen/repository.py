@@ -32,7 +32,7 @@ class InstallPlan:
     model_dir: Path
     version: int
     mode: str  # "new", "replace" or "new_version"
-    created_repo: bool
+    created: tuple[Path, ...]  # the folders the plan made for the repository, deepest first: removed on failure
 
 
 def ensembles_using(repo: Path) -> dict[str, set[str]]:
@@ -71,11 +71,12 @@ def plan_install(spec: BuildSpec, rebuilt: frozenset[str] = frozenset()) -> Inst
     repo = spec.repo
     if repo.exists() and not repo.is_dir():
         raise TritongenError(f"the repository path {repo} is a file, not a folder", "pass --repo with a folder path")
-    created = False
+    created: tuple[Path, ...] = ()
     if not repo.exists():
+        missing = tuple(p for p in (repo, *repo.absolute().parents) if not p.exists())
         try:
             repo.mkdir(parents=True)
-            created = True
+            created = missing
         except OSError as exc:
             raise TritongenError(
                 f"cannot create repository folder {repo} ({exc.strerror})", "pass --repo with a folder you can write to"
@@ -195,9 +196,12 @@ def staging_dir(plan: InstallPlan) -> Iterator[Path]:
         ok = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if not ok and plan.created_repo:
-            with contextlib.suppress(OSError):
-                plan.repo.rmdir()  # only succeeds if we created it and it is still empty
+        if not ok:
+            for folder in plan.created:  # the repository and the parents the build made for it, while empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def _normalise_modes(root: Path) -> None:
