@@ -453,6 +453,18 @@ def test_weights_missing_from_the_folder_are_refused_not_filled_with_random_numb
         loaded_from_hf(hf_model_from_folder(folder, task=task))
 
 
+def test_a_tokenizer_file_past_the_bound_is_refused_before_it_is_parsed(tmp_path):
+    """A 98 MB tokenizer.json took 2.4 GB to parse (tokenizers takes about 25x a file's size); real ones of a
+    250k-token vocabulary are about 20 MB."""
+    from tritongen.hf import MAX_TOKENIZER_FILE_BYTES, tokenizer_from_folder
+
+    folder = _minilm_copy(tmp_path)
+    with open(folder / "tokenizer.json", "r+b") as fh:
+        fh.truncate(MAX_TOKENIZER_FILE_BYTES + 1)  # sparse: no disk
+    with pytest.raises(TritongenError, match=r"tokenizer.json holds 67108865 bytes, over 64 MiB"):
+        tokenizer_from_folder(folder)
+
+
 def test_a_tokenizer_file_that_is_a_link_is_refused_not_copied(tmp_path):
     """A merges.txt linked to a 0600 secret was copied, world-readable, into the repository (a fast tokenizer never
     reads merges.txt, so nothing noticed)."""
