@@ -285,6 +285,20 @@ def test_user_code_declarations_read_without_running(tmp_path):
     assert [(t.name, t.dtype, t.dims) for t in code.declared] == [("CSV", "STRING", (1,))]
 
 
+def test_the_user_code_served_is_the_text_whose_declarations_were_read(tmp_path):
+    """The build read --preprocess for its INPUTS and copied the file again later: a file changed in between was
+    served with declarations it never had."""
+    from tritongen.pre_post import custom_step_from_code
+
+    path = tmp_path / "pre.py"
+    text = "INPUTS = ['CSV:STRING:1']\r\ndef preprocess(batch):\r\n    return batch\r\n"
+    path.write_bytes(text.encode())
+    code = user_code_from_file(path, "preprocess")
+    path.write_text("INPUTS = ['X:FP32:4']\ndef preprocess(batch):\n    import os\n")
+    step = custom_step_from_code("pre", code, code.declared or (), ())
+    assert step.texts["user_code.py"].encode() == text.encode() and not step.files
+
+
 def test_production_target_gets_the_same_ensemble(tmp_path):
     from tests.test_ensemble import LABELS, save_text_classifier
 

@@ -231,6 +231,7 @@ class UserCode:
     path: Path
     function: str
     declared: tuple[TensorSpec, ...] | None  # INPUTS of a preprocess, OUTPUTS of a postprocess
+    source: str = ""  # the text read and parsed: what the step serves (the file read again could differ)
 
 
 def user_code_from_file(path: Path, function: str) -> UserCode:
@@ -242,7 +243,8 @@ def user_code_from_file(path: Path, function: str) -> UserCode:
             f"{flag} file {path} does not exist", f"pass a .py file defining {function}(batch) -> dict"
         )
     try:
-        tree = ast.parse(regular_bytes(path, MAX_USER_CODE_BYTES).decode(), filename=str(path))
+        source = regular_bytes(path, MAX_USER_CODE_BYTES).decode()
+        tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise TritongenError(
             f"{flag} file {path} has a syntax error at line {exc.lineno}", "fix the Python syntax"
@@ -280,7 +282,7 @@ def user_code_from_file(path: Path, function: str) -> UserCode:
         raise TritongenError(
             f"{path.name} does not declare its outputs", 'add OUTPUTS = ["NAME:DTYPE:DIMS", ...] at module level'
         )
-    return UserCode(path=path, function=function, declared=declared)
+    return UserCode(path=path, function=function, declared=declared, source=source)
 
 
 def custom_step_from_code(
@@ -292,7 +294,7 @@ def custom_step_from_code(
         inputs=inputs,
         outputs=outputs,
         parameters={"function": code.function},
-        files={"user_code.py": code.path},
+        texts={"user_code.py": code.source},  # the text whose declarations were read, not the file read again
     )
 
 
