@@ -228,7 +228,28 @@ ATTACKS = [
         ("graph input 's' is a 0-d (scalar) tensor", "of shape [1]"),
     ),
     ("a graph input of unknown rank", lambda f: _unranked_input(f), ("graph input 's' has no shape",)),
+    (
+        # was "the exported ONNX model does not pass onnx.checker: ...: report this with the model; try --opset 17"
+        "a graph the checker refuses",
+        lambda f: _shapeless_output(f),
+        ("shapeless.onnx does not pass onnx.checker: Field 'shape'", "check_model('shapeless.onnx', full_check"),
+    ),
 ]
+
+
+def _shapeless_output(files: dict[str, Path]) -> Path:
+    """A graph output declared with a type and no shape: ONNX Runtime runs it, onnx.checker (full) refuses it."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    path = files["root"] / "shapeless.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
 def _unranked_input(files: dict[str, Path]) -> Path:

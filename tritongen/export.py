@@ -24,6 +24,7 @@ from .dtypes import triton_from_numpy
 from .errors import TritongenError
 from .export_errors import ExportFailure
 from .logs import quieted
+from .names import one_line
 from .spec import TORCHSCRIPT_MAX_OPSET, BuildSpec, TensorSpec
 
 ONNX_FILENAME = "model.onnx"
@@ -443,11 +444,14 @@ def _name_batch_symbol(model: Any) -> None:
             d.dim_param = "batch"
 
 
-def cleaned_onnx_from_onnx(src: Any, dst_dir: Path, name_batch: bool = False) -> tuple[Path, Any]:
+def cleaned_onnx_from_onnx(
+    src: Any, dst_dir: Path, name_batch: bool = False, given: Path | None = None
+) -> tuple[Path, Any]:
     """Fold constants, remove dead nodes and sort with onnx-graphsurgeon; save with external data; check.
 
     ``src`` is an ONNX file path or an in-memory ``onnx.ModelProto``. ``name_batch``: the symbol every input's first
     dimension shares (the dynamo exporter writes ``s24`` and the like) is renamed ``batch`` throughout the graph.
+    ``given``: the user's ONNX file ``src`` was read from (a checker failure is then the file's, not an export's).
     """
     import onnx
     import onnx_graphsurgeon as gs
@@ -476,9 +480,15 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path, name_batch: bool = False) ->
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except Exception as exc:
+        why = one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
+        if given is not None and not _passes_checker(given):  # else the cleaning broke it: ours to report
+            raise TritongenError(
+                f"{given.name} does not pass onnx.checker: {why}",
+                f"fix the graph and save it again (onnx.checker.check_model('{given.name}', full_check=True) "
+                "shows the same)",
+            ) from None
         raise TritongenError(
-            f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0]}",
-            "report this with the model; try --opset 17",
+            f"the exported ONNX model does not pass onnx.checker: {why}", "report this with the model; try --opset 17"
         ) from None
     skeleton = onnx.load(str(onnx_path), load_external_data=False)
     try:  # shapes the exporter left open (e.g. after a Reshape) are often known with data propagation
@@ -486,6 +496,16 @@ def cleaned_onnx_from_onnx(src: Any, dst_dir: Path, name_batch: bool = False) ->
     except Exception:
         pass
     return onnx_path, skeleton
+
+
+def _passes_checker(path: Path) -> bool:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception:  # noqa: BLE001 -- whatever the checker raises on the graph
+        return False
+    return True
 
 
 def _with_range_words(failure: ExportFailure, spec: BuildSpec) -> ExportFailure:

@@ -17,7 +17,7 @@ def onnx_from_onnx_file(loaded: Any, spec: Any, out_dir: Path) -> Any:
 
     model = onnx_model_from_file(loaded.source)
     names = tuple(o.name for o in model.graph.output)
-    onnx_path, cleaned = cleaned_onnx_from_onnx(model, out_dir)
+    onnx_path, cleaned = cleaned_onnx_from_onnx(model, out_dir, given=Path(loaded.source))
     if [i.name for i in cleaned.graph.input if i.name not in {x.name for x in cleaned.graph.initializer}] != [
         t.name for t in spec.inputs
     ]:
