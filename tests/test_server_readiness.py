@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tritongen.server.readiness import crash_words
 
 # The end of Triton 2.51's log when its Python backend aborted on its shared-memory lock (the stub-kill soak, a
@@ -132,3 +134,52 @@ def test_models_still_loading_at_the_deadline_name_the_option_that_waits_longer(
     assert option == "--timeout-s"
     opts = {o for p in cli.commands["serve"].params for o in getattr(p, "opts", ())}
     assert option in opts
+
+
+def test_a_stub_that_cannot_start_fails_the_wait_at_once_naming_the_model(tmp_path):
+    """A version folder without model.py (served with verify off): the backend logged it and tritonserver waited,
+    not answering, for the whole ready timeout (60 s in the newcomer's run)."""
+    import time
+    from types import SimpleNamespace
+
+    import pytest
+
+    from tritongen.errors import TritongenError
+    from tritongen.server.readiness import _poll_ready
+
+    log = tmp_path / "server.log"
+    log.write_text(
+        'I1207 06:26:08.476067 13531 model_lifecycle.cc:472] "loading: small:2"\n'
+        "I1207 06:26:08.582004 13547 pb_stub.cc:2105]  Failed to preinitialize Python stub: Python model file not "
+        "found in '/r/small/2/model.py'\n"
+    )
+    server = SimpleNamespace(
+        process=SimpleNamespace(poll=lambda: None),
+        ports={},
+        pid=0,
+        spec=SimpleNamespace(ready_timeout_s=60.0, repo=tmp_path / "r"),
+        log_path=log,
+        log_tail=lambda: "",
+    )
+    triton = SimpleNamespace(repository_index=lambda: None)
+    with pytest.raises(TritongenError) as err:
+        _poll_ready(server, triton, deadline=time.monotonic() + 3)  # without the log's word: the timeout's error
+    assert err.value.problem.startswith("model small:2 failed to start in tritonserver (Python model file not found")
+    assert f"tritongen verify {tmp_path / 'r'}" in err.value.fix
+
+
+@pytest.mark.server
+def test_serving_a_version_folder_without_its_files_fails_in_seconds_not_at_the_timeout(tmp_path):
+    import time
+
+    import tritongen
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+    from tritongen.errors import TritongenError
+
+    write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    (tmp_path / "repo" / "double" / "2").mkdir()
+    started = time.monotonic()
+    with pytest.raises(TritongenError, match=r"model double:2 failed to start in tritonserver"):
+        with tritongen.serve(tmp_path / "repo", verify=False, ready_timeout_s=600, http_port=0, grpc_port=0):
+            pass
+    assert time.monotonic() - started < 300  # the wait ends on the log's word, long before the 600 s timeout

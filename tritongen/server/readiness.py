@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any  # the server: a process.RunningServer (which imports this module)
 
 from ..errors import TritongenError
+from ..names import one_line
 from .spec import DEFAULT_PORTS, POLL_INTERVAL_S
 
 
@@ -37,6 +38,8 @@ def _poll_ready(server: Any, triton, deadline: float) -> tuple[str, ...]:
             # Another tritonserver holds one of our ports and answered: its index says nothing about ours, which
             # fails to bind and exits (a PortRace above, and a start on other ports), or the deadline says so.
             index = None
+        if index is None:
+            _raise_stub_failed(server)
         if index is not None:
             states: dict[str, list[dict[str, str]]] = {}
             for entry in index:
@@ -176,6 +179,35 @@ def log_errors(log_path: Path, limit: int = 10) -> list[str]:
         if line and not re.search(r"NVML|DCGM|CudaDriverHelper", line):
             found.append(line.replace("\\n", " ")[:500])
     return found[-limit:]
+
+
+# A Python-backend model whose stub cannot start (its model.py missing from the version served): the backend says so
+# and tritonserver then waits, not answering, until the ready timeout (Triton 2.51).
+_STUB_FAILED_RE = re.compile(r"Failed to preinitialize Python stub: (?P<reason>.*?)\"?$", re.MULTILINE)
+_LOADING_RE = re.compile(r"\"loading: (?P<model>[^\"]+)\"")
+_STUB_LOG_TAIL_BYTES = 256 << 10  # read each poll: the log's last 256 KiB
+
+
+def _raise_stub_failed(server: Any) -> None:
+    """Raise at once where the log says a Python-backend stub failed to start (see ``_STUB_FAILED_RE``)."""
+    try:
+        with open(server.log_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - _STUB_LOG_TAIL_BYTES))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return
+    failed = _STUB_FAILED_RE.search(text)
+    if failed is None:
+        return
+    loading = [m["model"] for m in _LOADING_RE.finditer(text, 0, failed.start())]
+    which = f"model {one_line(loading[-1])}" if loading else "a Python-backend model"
+    raise TritongenError(
+        f"{which} failed to start in tritonserver ({one_line(failed['reason'].strip())[:300]}), and the server "
+        "waits on it",
+        f"run tritongen verify {server.spec.repo} (every version folder the model serves needs its files), or see "
+        f"the server log {server.log_path}",
+        details=server.log_tail(),
+    )
 
 
 _LOAD_ERROR_RE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?P<reason>.*?)\"?$", re.MULTILINE)
