@@ -597,9 +597,47 @@ def _declared_huge(send, stop) -> None:
         time.sleep(0.5)  # 3 GiB this way would take 7 hours: refused at the head, not after reading 1 MiB
 
 
+def _endless_head(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\n")
+    i = 0
+    while not stop.is_set():
+        send(b"X-%d: %s\r\n" % (i, b"a" * 100))
+        i += 1
+
+
+def _one_endless_header(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\nX-A: ")
+    while not stop.is_set():
+        send(b"a" * (1 << 16))
+
+
+def _continues(send, stop) -> None:
+    while not stop.is_set():
+        send(b"HTTP/1.1 100 Continue\r\n\r\n" * 1000)
+
+
+def _big_refusal(send, stop) -> None:
+    send(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    send(b'{"error": "' + b"A" * (2 << 20) + b'"}')
+
+
+def _long_refusal(send, stop) -> None:
+    body = b'{"error": "' + b"B" * 500_000 + b'"}'
+    send(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    send(body)
+
+
 @pytest.mark.parametrize(
     "answer, words",
     [
+        # an attack session's fake server: headers without end took 2.8 GB in 37 s; a stream of "100 Continue"
+        # held infer for good (its reads never yielded to gevent, so no timeout fired); a 50 MB refusal was
+        # printed whole
+        (_endless_head, r"not an HTTP answer Triton sends: its answer's head is over 64 KiB"),
+        (_one_endless_header, r"not an HTTP answer Triton sends: its answer's head is over 64 KiB"),
+        (_continues, r"it sent over 8 interim answers \(\"100 Continue\"\) in a row"),
+        (_big_refusal, r"refused the request \(HTTP 400\) with an answer over 1 MiB"),
+        (_long_refusal, r"BBBB\.\.\. \(500,000 characters\)"),
         (
             _declared_huge,
             r"the server's answer is larger than 1 MiB \(gRPC's limit on a message; it declares 3,221,225,472 bytes\)",
@@ -608,7 +646,17 @@ def _declared_huge(send, stop) -> None:
         (_trickle, "timed out after 1.5 s"),  # a byte every 0.3 s held a request for hours (each read has a timeout)
         (_gzip, "compressed answer that was not asked for"),  # tritonclient would inflate it, a bomb included
     ],
-    ids=["declared", "endless", "trickle", "gzip"],
+    ids=[
+        "endless-head",
+        "endless-header",
+        "continues",
+        "big-refusal",
+        "long-refusal",
+        "declared",
+        "endless",
+        "trickle",
+        "gzip",
+    ],
 )
 def test_an_http_answer_is_read_within_a_size_and_a_time(monkeypatch, answer, words):
     import tritongen.client as client
@@ -773,3 +821,133 @@ def test_a_built_version_the_server_has_not_loaded_is_named_as_such(monkeypatch,
     err = client.classify_error(error, "127.0.0.1:1", protocol, "cls0", 5.0)
     assert err.problem == "version 3 of model 'cls0' is not loaded on the server at 127.0.0.1:1 (loaded: 1)"
     assert "tritongen rollout REPO cls0 --to-version 3" in err.fix and "admin header" not in err.fix
+
+
+def _page(body: bytes):
+    def answer(send, stop) -> None:
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    return answer
+
+
+def _slow_head(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\n")
+    while not stop.is_set():
+        send(b"X")
+        time.sleep(0.2)
+
+
+def _many_headers(send, stop) -> None:
+    send(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(200)) + b"\r\n")
+
+
+GAUGES = b"# TYPE nv_cpu_utilization gauge\nnv_cpu_utilization 0.5\n"
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (_page(GAUGES), {"nv_cpu_utilization": 0.5}),
+        # an attack session: a head sent a byte a second held perf for good (each read had its own timeout);
+        # 200 headers or a bad status line ended perf with a traceback after the whole measurement
+        (_slow_head, {}),
+        (_many_headers, {}),
+        # two samples of 1e308 summed to infinity, written into a results.json perf's own reader refused
+        (_page(GAUGES + b'nv_cpu_utilization{a="b"} 1e308\nnv_cpu_utilization{a="c"} 1e308\n'), {}),
+        (_page(GAUGES + b"nv_gpu_utilization 1e300\n"), {"nv_cpu_utilization": 0.5}),
+        # a page of more samples than any server's (2 million took 38 s and 1.3 GB to parse)
+        (_page(GAUGES + b"".join(b'nv_cpu_utilization{a="%d"} 0\n' % i for i in range(200_001))), {}),
+    ],
+    ids=["gauges", "slow-head", "many-headers", "sum-to-infinity", "past-the-ceiling", "too-many-samples"],
+)
+def test_a_metrics_page_is_read_within_a_time_and_its_figures_within_bounds(answer, expected):
+    from tritongen.client import metrics_from_url
+
+    server = _Hostile(answer)
+    try:
+        started = time.monotonic()
+        assert metrics_from_url(server.url, ["nv_cpu_utilization", "nv_gpu_utilization"], timeout_s=1.5) == expected
+        assert time.monotonic() - started < 60  # the slow head held it for good
+    finally:
+        server.close()
+
+
+def test_a_metrics_port_that_answers_a_byte_at_a_time_is_not_taken_for_one():
+    """infer's error classification asks whether --url is the metrics port: a slow page held it for good."""
+    from tritongen.client import is_metrics_port
+
+    def answer(send, stop) -> None:
+        send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n# HELP nv_")
+        while not stop.is_set():
+            send(b"X")
+            time.sleep(0.2)
+
+    server = _Hostile(answer)
+    try:
+        assert is_metrics_port(server.url, timeout_s=1.0) is False
+    finally:
+        server.close()
+    server = _Hostile(_page(b"# HELP nv_inference_count x\n" + GAUGES))
+    try:
+        assert is_metrics_port(server.url, timeout_s=1.0) is True
+    finally:
+        server.close()
+
+
+def _json_answer(value):
+    import json
+
+    return _page(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    "index, ready, words",
+    [
+        ([{"name": "m", "version": "1", "state": "READY"}], [1], None),
+        # a version "²" passes str.isdigit() and int() refuses it; one of 4,000 digits named a rollout report folder
+        # the OS refused, and the half-written rollout record then blocked every later run
+        (
+            [{"name": "m", "version": v, "state": "READY"} for v in ("²", "9" * 4000, "2", "9223372036854775808")],
+            [2],
+            None,
+        ),
+        ([["m", "1"]], None, "answered its repository index with something other than a list of models"),
+        ("m", None, "answered its repository index with something other than a list of models"),
+    ],
+    ids=["plain", "versions-out-of-range", "entries-not-objects", "a-string"],
+)
+def test_a_repository_index_is_held_to_what_triton_sends(index, ready, words):
+    from tritongen.client import Triton
+
+    server = _Hostile(_json_answer(index))
+    try:
+        with Triton(server.url, "http", timeout_s=5) as triton:
+            if words is None:
+                assert triton.ready_versions("m") == ready
+            else:
+                with pytest.raises(TritongenError, match=words):
+                    triton.ready_versions("m")
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "stats, words",
+    [
+        ({"model_stats": [{"version": "1", "inference_count": "abc"}]}, r"counts \('abc' is not a count\)"),
+        ({"model_stats": [{"version": "1", "inference_stats": [1]}]}, r"counts \(list where an object"),
+        ({"model_stats": ["x"]}, "something other than Triton's model_stats"),
+        ([1], "something other than Triton's model_stats"),
+    ],
+)
+def test_version_statistics_are_held_to_what_triton_sends(stats, words):
+    """Each was a traceback out of rollout's gate (ValueError, AttributeError), after the candidate was loaded."""
+    from tritongen.client import Triton
+
+    server = _Hostile(_json_answer(stats))
+    try:
+        with Triton(server.url, "http", timeout_s=5) as triton:
+            with pytest.raises(TritongenError, match=words):
+                triton.version_statistics("m")
+    finally:
+        server.close()

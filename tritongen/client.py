@@ -443,18 +443,21 @@ class Triton:
             return False
 
     def repository_index(self) -> list[dict[str, str]]:
-        """Every model version the repository holds: ``[{"name", "version", "state", "reason"}]``."""
+        """Every model version the repository holds: ``[{"name", "version", "state", "reason"}]`` (a field the
+        server gives as other than text or a number is empty)."""
         answer = self._call("get_model_repository_index", "", json_answer=True)
         entries = answer.get("models", []) if isinstance(answer, dict) else answer
-        return [
-            {
-                "name": str(e.get("name", "")),
-                "version": str(e.get("version", "")),
-                "state": str(e.get("state", "")),
-                "reason": str(e.get("reason", "")),
-            }
-            for e in entries or []
-        ]
+        entries = entries or []
+        listed = isinstance(entries, list) and len(entries) <= MAX_INDEX_ENTRIES
+        if not (listed and all(isinstance(e, dict) for e in entries)):
+            raise self._not_triton("its repository index", "a list of models")
+        return [{k: _index_field(e.get(k)) for k in ("name", "version", "state", "reason")} for e in entries]
+
+    def _not_triton(self, what: str, expected: str) -> TritongenError:
+        return TritongenError(
+            f"the server at {self.url} answered {what} with something other than {expected}",
+            "check that --url points at a Triton server",
+        )
 
     def model_config(self, model: str) -> dict[str, Any]:
         """The config the server uses for ``model``, as JSON (``model_config.proto`` field names)."""
@@ -527,31 +530,40 @@ class Triton:
         return model_statistics(self.url, model, self.protocol, self.timeout_s, self.headers)
 
     def ready_versions(self, model: str) -> list[int]:
-        """The versions of ``model`` the server holds READY, ascending (unversioned requests get the last)."""
-        return sorted(
-            int(e["version"])
+        """The versions of ``model`` the server holds READY, ascending (unversioned requests get the last); a
+        version that is not a model version number (:func:`version_number`) is none."""
+        found = [
+            version_number(e["version"])
             for e in self.repository_index()
-            if e["name"] == model and e["state"] == "READY" and e["version"].isdigit()
-        )
+            if e["name"] == model and e["state"] == "READY"
+        ]
+        return sorted(v for v in found if v is not None)
 
     def version_statistics(self, model: str) -> dict[int, dict[str, int]]:
         """Triton's statistics per loaded version of ``model``: ``{version: {"success_count", "failure_count",
         "inference_count", "execution_count", "success_ns", "queue_ns", "compute_infer_ns"}}`` (cumulative)."""
         raw = self._call("get_inference_statistics", model, model, json_answer=True)
+        entries = raw.get("model_stats", []) if isinstance(raw, dict) else None
+        if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+            raise self._not_triton(f"the statistics of model '{one_line(model)}'", "Triton's model_stats")
         out: dict[int, dict[str, int]] = {}
-        for entry in raw.get("model_stats", []):
-            if not str(entry.get("version", "")).isdigit():
-                continue
-            stats = entry.get("inference_stats", {})
-            out[int(entry["version"])] = {
-                "success_count": int(stats.get("success", {}).get("count", 0)),
-                "failure_count": int(stats.get("fail", {}).get("count", 0)),
-                "inference_count": int(entry.get("inference_count", 0)),
-                "execution_count": int(entry.get("execution_count", 0)),
-                "success_ns": int(stats.get("success", {}).get("ns", 0)),
-                "queue_ns": int(stats.get("queue", {}).get("ns", 0)),
-                "compute_infer_ns": int(stats.get("compute_infer", {}).get("ns", 0)),
-            }
+        try:
+            for entry in entries:
+                version = version_number(_index_field(entry.get("version")))
+                if version is None:
+                    continue
+                stats = _mapping(entry.get("inference_stats"))
+                out[version] = {
+                    "success_count": _count(_mapping(stats.get("success")).get("count")),
+                    "failure_count": _count(_mapping(stats.get("fail")).get("count")),
+                    "inference_count": _count(entry.get("inference_count")),
+                    "execution_count": _count(entry.get("execution_count")),
+                    "success_ns": _count(_mapping(stats.get("success")).get("ns")),
+                    "queue_ns": _count(_mapping(stats.get("queue")).get("ns")),
+                    "compute_infer_ns": _count(_mapping(stats.get("compute_infer")).get("ns")),
+                }
+        except ValueError as exc:
+            raise self._not_triton(f"the statistics of model '{one_line(model)}'", f"counts ({exc})") from None
         return dict(sorted(out.items()))
 
     def infer(
@@ -567,6 +579,47 @@ class Triton:
         except Exception as e:  # noqa: BLE001
             raise classify_error(e, self.url, self.protocol, model, timeout_s or self.timeout_s) from None
         return _arrays(result, self.protocol, None)
+
+
+MAX_INDEX_ENTRIES = 100_000  # model versions in one repository index
+MAX_MODEL_VERSION = 2**63 - 1  # Triton's versions are int64
+MAX_COUNT = 2**64 - 1  # Triton's statistics are uint64
+
+
+def version_number(text: str) -> int | None:
+    """A model version from a server's text (``"3"``), or None: ASCII digits only (``str.isdigit`` takes ``"²"``,
+    which ``int`` refuses) and at most int64 (a version of 4,000 digits named a report folder the OS refused)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_MODEL_VERSION))):
+        return None
+    value = int(text)
+    return value if value <= MAX_MODEL_VERSION else None
+
+
+def _index_field(value: Any) -> str:
+    """A repository index field as text: a name, a version, a state, a reason; "" for anything else (a list, a
+    dict: not what Triton sends), and at most :data:`MAX_ERROR_TEXT_CHARS` of it."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return ""
+    return str(value)[:MAX_ERROR_TEXT_CHARS]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{type(value).__name__} where an object was expected")
+    return value
+
+
+def _count(value: Any) -> int:
+    """A statistics count (an int, or its digits as text over HTTP); 0 where absent; ValueError otherwise."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(MAX_COUNT)):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{one_line(repr(value))[:40]} is not a count")
+    return value
 
 
 class ModelLoadError(TritongenError):
@@ -587,34 +640,82 @@ def server_live(
         return False
 
 
-MAX_METRICS_BYTES = 64 << 20  # Triton's metrics page for hundreds of models is a few MB
+MAX_METRICS_BYTES = 16 << 20  # Triton's metrics page for hundreds of models is a few MB
+MAX_METRIC_SAMPLES = 200_000  # sample lines of the names asked for (a page of 2 million took 38 s and 1.3 GB)
+MAX_METRIC_VALUE = 1e15  # a figure perf's results reader takes (counts, microseconds, bytes, ratios)
+
+
+def http_get_bounded(address: str, path: str, timeout_s: float, max_bytes: int, whole: bool = True) -> bytes | None:
+    """``GET http://address/path``: the body of a 200 answer, read within ``timeout_s`` for the whole exchange (a
+    server sending its head a byte a second held a read for good: each read had its own timeout) and at most
+    ``max_bytes`` (None past it where ``whole``, else the first ``max_bytes``); None for any other answer, a
+    malformed one (http.client's bounds: 100 headers of 64 KiB) or none."""
+    import http.client
+    import socket
+
+    hostport, _, base = address.partition("/")
+    host, _, port = hostport.rpartition(":")
+    path = f"/{base.strip('/')}{path}" if base.strip("/") else path
+    found: list[bytes] = []
+
+    def fetch() -> None:
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            if response.status != 200:
+                return
+            chunks, size = [], 0
+            while size < max_bytes + 1 and (chunk := response.read1(min(1 << 16, max_bytes + 1 - size))):
+                size += len(chunk)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            if len(body) <= max_bytes or not whole:
+                found.append(body[:max_bytes])
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+
+    try:
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout_s)
+    except (ValueError, http.client.HTTPException):
+        return None
+    worker = threading.Thread(target=fetch, name="tritongen-http-get", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    late = worker.is_alive()
+    if late:  # out of time: its socket is shut, so its read ends now; what it read is not the answer
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        worker.join(1.0)
+    conn.close()
+    return found[0] if found and not late else None
 
 
 def metrics_from_url(metrics_url: str, names: Sequence[str] | None = None, timeout_s: float = 5.0) -> dict[str, float]:
     """Triton's Prometheus endpoint (``host:port``, served at ``/metrics``): sample name -> value summed over its
-    labels, only ``names`` when given. Empty when nothing answers (a server started without metrics)."""
-    import urllib.error
-    import urllib.request
-
+    labels, only ``names`` when given. Empty when nothing answers (a server started without metrics) or the page is
+    not one Triton serves (over :data:`MAX_METRICS_BYTES`, or :data:`MAX_METRIC_SAMPLES` samples)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    deadline = time.monotonic() + timeout_s  # the whole answer, not each read (a server may send a byte a second)
-    chunks: list[bytes] = []
-    size = 0
     try:
-        with urllib.request.urlopen(f"http://{_host_port(metrics_url)}/metrics", timeout=timeout_s) as response:
-            while chunk := response.read1(1 << 16):
-                size += len(chunk)
-                if size > MAX_METRICS_BYTES or time.monotonic() > deadline:
-                    return {}  # not Triton's metrics page: nothing to read from it
-                chunks.append(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError, ValueError):
+        address = _host_port(metrics_url)
+    except TritongenError:
         return {}
-    text = b"".join(chunks).decode(errors="replace")
+    body = http_get_bounded(address, "/metrics", timeout_s, MAX_METRICS_BYTES)
+    if body is None:
+        return {}
+    lines = body.decode(errors="replace").splitlines()
     wanted = None if names is None else set(names)
+    if wanted is not None:  # only the families asked for are parsed: a page's other lines cost nothing
+        lines = [line for line in lines if _metric_name(line) in wanted]
+    if sum(1 for line in lines if not line.startswith("#")) > MAX_METRIC_SAMPLES:
+        return {}
     out: dict[str, float] = {}
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families("\n".join(lines) + "\n"):
             for sample in family.samples:
                 value = float(sample.value)
                 # Triton's figures are counts, times, bytes and ratios: a NaN, an infinity or a negative value is
@@ -623,7 +724,15 @@ def metrics_from_url(metrics_url: str, names: Sequence[str] | None = None, timeo
                     out[sample.name] = out.get(sample.name, 0.0) + value
     except ValueError:  # not Prometheus text: what was read so far stands
         pass
-    return out
+    return {k: v for k, v in out.items() if v <= MAX_METRIC_VALUE}  # two samples of 1e308 summed to infinity
+
+
+def _metric_name(line: str) -> str:
+    """The metric a line of Prometheus text is about: ``# HELP NAME ...``/``# TYPE NAME ...`` or ``NAME{...} v``."""
+    if line.startswith("#"):
+        parts = line.split(None, 3)
+        return parts[2] if len(parts) > 2 and parts[1] in ("HELP", "TYPE") else ""
+    return re.split(r"[{\s]", line, maxsplit=1)[0]
 
 
 class _NotFound(Exception):
@@ -725,6 +834,9 @@ def _bounded_http_client(module):
         def __init__(self, *args: Any, answer_timeout_s: float, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._answer_timeout_s = answer_timeout_s
+            pool = self._client_stub._connection_pool  # every connection it makes is guarded (_GuardedSocket)
+            connect = pool._connect_socket
+            pool._connect_socket = lambda sock, address: _GuardedSocket(connect(sock, address))
 
         def _get(self, *args: Any, **kwargs: Any) -> Any:
             return _whole_answer(super()._get, args, kwargs, self._answer_timeout_s)
@@ -733,6 +845,79 @@ def _bounded_http_client(module):
             return _whole_answer(super()._post, args, kwargs, self._answer_timeout_s)
 
     return BoundedClient
+
+
+MAX_ERROR_ANSWER_BYTES = 1 << 20  # the body of a refusal (HTTP 4xx/5xx): Triton's is {"error": "..."}
+MAX_ERROR_TEXT_CHARS = 2000  # of a server's reason, in a message (a 50 MB one was printed whole)
+MAX_HEAD_BYTES = 64 << 10  # one answer's status line and headers (Triton's: about 200 bytes)
+MAX_INTERIM_ANSWERS = 8  # "100 Continue" and the like before the answer itself (Triton sends at most one)
+
+
+class _GuardedSocket:
+    """A geventhttpclient connection whose reads (1) yield to gevent's hub, so that :func:`_whole_answer`'s timeout
+    fires even while data keeps coming (a server streaming "100 Continue" without end kept a read busy for good),
+    and (2) watch each answer's head: over :data:`MAX_HEAD_BYTES` (headers without end took 2.8 GB in 37 s) or more
+    than :data:`MAX_INTERIM_ANSWERS` interim answers, the connection is closed and the read refused. The rest is
+    the socket's own."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._expect_head()
+
+    def _expect_head(self) -> None:
+        self._in_head, self._head_bytes, self._start, self._window, self._interim = True, 0, b"", b"", 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def sendall(self, data: Any, *args: Any) -> Any:
+        self._expect_head()  # an answer follows each request
+        return self._sock.sendall(data, *args)
+
+    def sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        self._expect_head()
+        return self._sock.sendfile(*args, **kwargs)
+
+    def recv(self, size: int, *args: Any) -> bytes:
+        import gevent
+
+        gevent.sleep(0)
+        data = self._sock.recv(size, *args)
+        if self._in_head and data:
+            self._watch(data)
+        return data
+
+    def _watch(self, data: bytes) -> None:
+        at = 0
+        while self._in_head and at < len(data):
+            if len(self._start) < 12:  # "HTTP/1.1 100": the status of the head being read
+                self._start += data[at : at + 12 - len(self._start)]
+            joined = self._window + data[at:]
+            end = joined.find(b"\r\n\r\n")
+            taken = len(data) - at if end < 0 else end + 4 - len(self._window)
+            self._head_bytes += taken
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(f"its answer's head is over {MAX_HEAD_BYTES >> 10} KiB (Triton's are a few hundred bytes)")
+            if end < 0:
+                self._window = joined[-3:]
+                return
+            at += taken
+            if self._start[9:10] == b"1":  # an interim answer: the answer itself follows
+                self._interim += 1
+                if self._interim > MAX_INTERIM_ANSWERS:
+                    self._refuse(f'it sent over {MAX_INTERIM_ANSWERS} interim answers ("100 Continue") in a row')
+                self._head_bytes, self._start, self._window = 0, b"", b""
+            else:
+                self._in_head = False
+
+    def _refuse(self, why: str) -> None:
+        try:
+            self._sock.close()  # never back into the pool with the rest of that stream unread
+        finally:
+            raise TritongenError(
+                f"the server's answer is not an HTTP answer Triton sends: {why}",
+                "check that --url points at a Triton server",
+            )
 
 
 def _whole_answer(send: Any, args: tuple, kwargs: dict, timeout_s: float) -> _ReadAnswer:
@@ -754,9 +939,17 @@ def _whole_answer(send: Any, args: tuple, kwargs: dict, timeout_s: float) -> _Re
                 f"declares {int(declared):,} bytes)",
                 "ask for fewer rows per request, or check that --url points at a Triton server",
             )
+        refusal = response.status_code >= 400  # Triton's refusals are a line of JSON
         chunks, size = [], 0
         while chunk := response.read(_ANSWER_CHUNK_BYTES):
             size += len(chunk)
+            if refusal and size > MAX_ERROR_ANSWER_BYTES:
+                response.release()
+                raise TritongenError(
+                    f"the server refused the request (HTTP {response.status_code}) with an answer over "
+                    f"{_size_text(MAX_ERROR_ANSWER_BYTES)} (Triton's refusals are a line)",
+                    "check that --url points at a Triton server",
+                )
             if size > MAX_ANSWER_BYTES:
                 response.release()
                 raise TritongenError(
@@ -1047,20 +1240,12 @@ def is_metrics_port(url: str, timeout_s: float = 2.0) -> bool:
     """Whether ``url`` is Triton's metrics port: it answers ``GET /metrics`` with Prometheus text (``# HELP nv_``:
     the HTTP port says 404 there, gRPC's no HTTP/1.1 at all) and every other path, ``/v2/health/live`` included, with
     an empty 200 (which tritonclient's HTTP liveness check takes for a live server)."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
     try:
         address = _host_port(url).split("/", 1)[0]
     except TritongenError:
         return False
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as response:
-            head = response.read(4096)
-    except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException):  # gRPC's port: no HTTP/1.1
-        return False
-    return head.startswith(b"# HELP nv_") or head.startswith(b"# TYPE nv_")
+    head = http_get_bounded(address, "/metrics", timeout_s, 4096, whole=False)  # gRPC's port: no HTTP/1.1, None
+    return head is not None and (head.startswith(b"# HELP nv_") or head.startswith(b"# TYPE nv_"))
 
 
 def _metadata_address(url: str, protocol: str, model: str) -> str:
@@ -1080,5 +1265,7 @@ def _error_text(error: BaseException) -> tuple[str, str]:
     status = getattr(error, "status", None)
     message = message() if callable(message) else message
     status = status() if callable(status) else status
-    text = str(message or error) or type(error).__name__
-    return text.strip(), str(status or "")
+    text = (str(message or error) or type(error).__name__).strip()
+    if len(text) > MAX_ERROR_TEXT_CHARS:
+        text = f"{text[:MAX_ERROR_TEXT_CHARS]}... ({len(text):,} characters)"
+    return text, str(status or "")[:40]
