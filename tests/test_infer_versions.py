@@ -7,11 +7,11 @@ import pytest
 
 from tritongen.errors import TritongenError
 
-torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-
+@pytest.mark.server
+@pytest.mark.slow
 def test_the_check_uses_the_served_version_and_model_version_pins_one(tmp_path, server_install):
+    torch = pytest.importorskip("torch")
     import tritongen
     from tritongen.server import ServeSpec, server_from_repository
 
@@ -33,3 +33,23 @@ def test_the_check_uses_the_served_version_and_model_version_pins_one(tmp_path, 
             tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True, model_version=2)  # not loaded
         with pytest.raises(TritongenError, match="build of version 7 of model 'tiny' is not in"):
             tritongen.infer("tiny", repo=repo, url=server.grpc_url, check=True, model_version=7)
+
+
+def test_versions_the_server_names_that_are_no_int64_number_are_skipped(tmp_path, monkeypatch):
+    """int() of a version from the server's metadata: 5000 digits were a ValueError traceback, and a 20-digit
+    number past int64 was taken as the version answering."""
+    import tritongen.client
+    from tritongen.infer import InferSpec, served_version
+    from tritongen.layout import MAX_VERSION, artifact_dir
+
+    for version in (1, 2):
+        artifact_dir(tmp_path / "m", version).mkdir(parents=True)
+    odd = ["\u00b2", "9" * 5000, str(MAX_VERSION + 1), "1e3", "-3", " 4", ""]
+    names = {"versions": ["1", *odd]}
+    monkeypatch.setattr(tritongen.client, "model_metadata", lambda *a, **k: names)
+    spec = InferSpec(name="m", repo=tmp_path)
+    assert served_version(spec, "127.0.0.1:9") == 1
+    names = {"versions": odd}  # none is a version: the newest build
+    assert served_version(spec, "127.0.0.1:9") == 2
+    names = {"versions": ["1", str(MAX_VERSION)]}
+    assert served_version(spec, "127.0.0.1:9") == MAX_VERSION

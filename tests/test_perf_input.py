@@ -545,3 +545,23 @@ def test_arrival_options_a_run_would_not_use_are_refused(capsys, extra, words):
     """They were accepted, ignored, and recorded in results.json as if they had shaped the run."""
     code, _, err = run_cli(["perf", "m", *NO_SERVER, *extra], capsys)
     assert code == 1 and err.startswith(words), err
+
+
+def test_versions_the_server_names_that_are_no_int64_number_are_skipped_choosing_samples(tmp_path):
+    """int() of the metadata's versions: "²" (str.isdigit() takes it) and 5000 digits were a ValueError traceback;
+    versions that are no int64 number are skipped, and unversioned requests take the newest build's samples."""
+    from tritongen.layout import MAX_VERSION, SAMPLES_NAME, artifact_dir
+    from tritongen.perf.inputs import request_set_for_model
+
+    for version, width in ((1, 4), (2, 6)):
+        folder = artifact_dir(tmp_path / "m", version)
+        folder.mkdir(parents=True)
+        np.savez(folder / SAMPLES_NAME, x=np.zeros((2, width), np.float32))
+
+    def width(versions: list) -> int:
+        metadata = {"name": "m", "max_batch_size": 8, "versions": versions}
+        metadata["inputs"] = [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+        return request_set_for_model(metadata, tmp_path).requests[0]["x"].shape[1]
+
+    assert width(["1", "\u00b2"]) == 4 and width(["1", "9" * 5000]) == 4 and width(["1", str(MAX_VERSION + 1)]) == 4
+    assert width(["\u00b2"]) == 6  # no version named: the newest build's

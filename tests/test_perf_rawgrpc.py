@@ -210,6 +210,24 @@ def test_grpc_errors_resets_and_bad_answers_are_counted_by_kind():
     assert server.connections == 1
 
 
+def test_a_status_that_is_no_http_status_is_a_bad_status_not_the_servers_text():
+    """The server's ``:status`` text went into the kind: ``http_500\\x1b[31m...`` reached the terminal and
+    results.json, which perf's own reader (perf --compare) then refused."""
+    evil = "500\x1b[31mRED\x1b]0;pwned\x07\u202eevil"
+    statuses = [evil, "5000", "²00", "", "5" * 1000]
+
+    def answer(server, n, s):
+        if n <= len(statuses):  # trailers-only: the call ends with the status
+            return [server.headers(s, [(":status", statuses[n - 1]), ("grpc-status", "0")], True)]
+        if n == len(statuses) + 1:  # headers first: the call is cancelled on them
+            return [server.headers(s, [(":status", evil)], False)]
+        return [server.ok(s)]
+
+    kinds, _ = sends(answer, len(statuses) + 2)
+    assert kinds == ["http_bad_status"] * (len(statuses) + 1) + [None]
+    assert status_from_headers([(":status", "503")], False) == "http_503"
+
+
 def test_a_header_block_in_continuation_frames_and_pings_are_handled():
     def answer(server, n, s):
         block = server.encoder.encode([(":status", "200"), *trailers(3, "bad shape " * 20)])

@@ -157,7 +157,8 @@ def sends(behaviour, count, worker=0, timeout_s=10.0, connections=64, version=""
                 await asyncio.sleep(0.05)  # the server's handlers see the connections close
             return list(kinds), server
 
-    return asyncio.run(go())
+    # a send left unresolved waits for ever: the guard makes that a failure, not a hung test run
+    return asyncio.run(asyncio.wait_for(go(), 60))
 
 
 def test_answers_are_counted_on_one_kept_alive_connection():
@@ -183,6 +184,30 @@ def test_a_server_that_disconnects_fails_that_request_and_the_next_reconnects():
     assert kinds == [None, "connection", None, None] and server.connections == 2
     kinds, _ = sends(lambda n: b"garbage\r\n\r\n", 1)
     assert kinds == ["bad_response"]
+
+
+DEEP_ERROR = b'{"error":' + b"[" * 60000 + b"]" * 60000 + b"}"
+
+
+def test_an_error_body_nested_deeper_than_json_reads_is_a_failure_with_its_text():
+    """json.loads raised RecursionError, not ValueError, inside data_received: asyncio printed a traceback per
+    connection, the request was never resolved, every worker hung and perf wrote a run of 0 requests, exit 0."""
+    assert error_from_response(400, DEEP_ERROR) == "http_400: " + '{"error":' + "[" * (REASON_CHARS - 9)
+    kinds, server = sends(lambda n: response(400, DEEP_ERROR) if n == 1 else OK, 2)
+    assert kinds == [error_from_response(400, DEEP_ERROR), None] and server.connections == 1
+
+
+def test_any_fault_reading_an_answer_fails_its_request_and_the_connection(monkeypatch):
+    """Whatever goes wrong with an answer's bytes, the request outstanding gets a kind (it was taken off the
+    connection first, and nothing else, the timeout watchdog included, would resolve it) and the next reconnects."""
+    from tritongen.perf import rawhttp
+
+    def broken(status, body):
+        raise RuntimeError("a fault of our own")
+
+    monkeypatch.setattr(rawhttp, "error_from_response", broken)
+    kinds, server = sends(lambda n: response(400, b"no") if n == 1 else OK, 2)
+    assert kinds == ["bad_response", None] and server.connections == 2
 
 
 def test_no_server_is_a_connection_failure_for_every_send():

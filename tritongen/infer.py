@@ -22,7 +22,14 @@ from .dtypes import numpy_from_value
 from .errors import TritongenError
 from .fields import check_fields
 from .files import read_problem, regular_bytes
-from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, latest_artifacts, version_numbers
+from .layout import (
+    REFERENCE_NAME,
+    SAMPLES_NAME,
+    artifact_dir,
+    latest_artifacts,
+    version_from_api,
+    version_numbers,
+)
 from .manifest import ENSEMBLE, Manifest, finite_number, read_manifest
 from .names import one_line
 from .npz import arrays_from_npz
@@ -295,7 +302,8 @@ def served_version(spec: InferSpec, url: str) -> int:
         return newest  # one build: nothing to choose (checks that need no server are made before any request)
 
     versions = model_metadata(url, spec.name, spec.protocol, spec.timeout_s)["versions"]
-    ready = sorted(int(v) for v in versions if v.isascii() and v.isdigit())
+    # a version that is no int64 number is skipped (int() of 5000 digits was a traceback)
+    ready = sorted(n for v in versions if (n := version_from_api(v)) is not None)
     return ready[-1] if ready else newest
 
 

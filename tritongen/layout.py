@@ -74,6 +74,18 @@ def triton_version(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def version_from_api(name: object) -> int | None:
+    """The version number a server's answer names (model metadata's ``versions``, ``"3"``), or None for one that is
+    no version: Triton's versions are int64, so 1 to 19 ASCII digits, at most :data:`MAX_VERSION`. ``str.isdigit``
+    takes ``"²"``, which ``int()`` refuses, and ``int()`` refuses over 4300 digits: both were a traceback."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return name if 0 <= name <= MAX_VERSION else None
+    if not (isinstance(name, str) and name.isascii() and name.isdigit() and len(name) <= len(str(MAX_VERSION))):
+        return None
+    number = int(name)
+    return number if number <= MAX_VERSION else None
+
+
 def _sub_folders(model_dir: Path) -> list[str]:
     model_dir = Path(model_dir)
     return sorted(p.name for p in model_dir.iterdir() if p.is_dir()) if model_dir.is_dir() else []

@@ -129,7 +129,7 @@ def status_from_headers(headers: Sequence[tuple[str, str]], got_message: bool) -
     fields = dict(headers)
     status = fields.get(":status")
     if status is not None and status != "200":
-        return f"http_{status}"
+        return http_status_kind(status)
     grpc_status = fields.get("grpc-status")
     if grpc_status is None or not grpc_status.isdigit():
         return "bad_response"
@@ -139,6 +139,15 @@ def status_from_headers(headers: Sequence[tuple[str, str]], got_message: bool) -
     kind = STATUS_NAMES[code] if code < len(STATUS_NAMES) else "unknown"
     reason = reason_from_grpc_message(fields.get("grpc-message", ""))
     return f"{kind}: {reason}" if reason else kind
+
+
+def http_status_kind(status: str | None) -> str:
+    """The failure kind of an answer whose ``:status`` is not 200: ``http_<status>`` for an HTTP status (three
+    ASCII digits), else ``http_bad_status``. The server's text is no part of a kind: ``500\\x1b[31m...`` reached
+    the terminal and results.json, which perf's own reader (``perf --compare``) then refused."""
+    if status is not None and len(status) == 3 and status.isascii() and status.isdigit():
+        return f"http_{status}"
+    return "http_bad_status"
 
 
 def reason_from_grpc_message(raw: str) -> str:
@@ -380,7 +389,7 @@ class H2Connection(asyncio.Protocol):
             stream.headers_seen = True
             status = dict(headers).get(":status")
             if status != "200":
-                self.cancel(ident, f"http_{status}")
+                self.cancel(ident, http_status_kind(status))
 
     def _decode(self, block: bytes) -> tuple[tuple[str, str], ...]:
         cached = self.decoded.get(block)

@@ -64,7 +64,7 @@ def error_from_response(status: int, body: bytes) -> str:
         data = json.loads(body)
         if isinstance(data, dict) and isinstance(data.get("error"), str):
             reason = data["error"]
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or JSON nested deeper than the parser recurses: its text
         reason = body[:REASON_CHARS].decode("utf-8", "replace").strip()
     # a server's own words, printed and stored: its control characters escaped (a terminal would obey them)
     reason = one_line(" ".join(reason.split())[:REASON_CHARS])
@@ -200,14 +200,19 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            answers = self.parser.feed(data)
-        except ValueError:
+            self._answers(data)
+        except Exception:
+            # whatever a server's bytes make go wrong here, the request outstanding gets a kind and the stream is
+            # dropped: an exception let out reaches asyncio (a traceback per connection, the connection closed)
+            # with the request unresolved and nothing left to time it out, and the worker waited for ever
             self.fail("bad_response")
-            return
-        for status, body, close in answers:
+
+    def _answers(self, data: bytes) -> None:
+        for status, body, close in self.parser.feed(data):  # a ValueError: bytes that are no HTTP answer
+            kind = None if status == 200 else error_from_response(status, body)  # before the waiter is taken
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
-                waiter.set_result(None if status == 200 else error_from_response(status, body))
+                waiter.set_result(kind)
             if close:
                 self.fail("connection")
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..cpus import cpus_text
 from ..errors import TritongenError
 from ..files import FileTooLargeError, json_from_bytes, read_problem, regular_bytes, replace_file, size_text
-from ..layout import MAX_VERSION  # Triton's versions are int64: a version's name is 1 to 19 ASCII digits
+from ..layout import version_from_api  # Triton's versions are int64: a version's name is 1 to 19 ASCII digits
 from ..names import display_problem_character, one_line
 from ..served_settings import ServedSettings
 
@@ -443,8 +443,8 @@ def _check_values(run: PerfRun) -> None:
         _check_latency(p.latency, p.throughput_rps, f"points[{i}]")
         for version, v in p.versions.items():
             # str.isdigit() takes "²" and other digits int() refuses: ASCII digits only, at most int64's 19 of them
-            digits = version.isascii() and version.isdigit() and len(version) <= len(str(MAX_VERSION))
-            if not (digits and 1 <= int(version) <= MAX_VERSION):
+            number = version_from_api(version)
+            if number is None or number < 1:
                 shown = f"{version[:20]!r}... ({len(version)} characters)" if len(version) > 40 else repr(version)
                 raise ValueError(f"points[{i}].versions has {shown}, not a model version from 1 to 2**63-1")
             _check_latency(v.latency, v.throughput_rps, f"points[{i}].versions[{version[:40]!r}]")
