@@ -21,6 +21,7 @@ import numpy as np
 
 from .dtypes import triton_from_numpy
 from .errors import TritongenError
+from .layout import version_from_api
 from .names import one_line, with_suggestion
 from .served_settings import ServedSettings, served_settings_from_config
 
@@ -531,9 +532,9 @@ class Triton:
 
     def ready_versions(self, model: str) -> list[int]:
         """The versions of ``model`` the server holds READY, ascending (unversioned requests get the last); a
-        version that is not a model version number (:func:`version_number`) is none."""
+        version that is not a model version number (:func:`~tritongen.layout.version_from_api`) is none."""
         found = [
-            version_number(e["version"])
+            version_from_api(e["version"])
             for e in self.repository_index()
             if e["name"] == model and e["state"] == "READY"
         ]
@@ -549,7 +550,7 @@ class Triton:
         out: dict[int, dict[str, int]] = {}
         try:
             for entry in entries:
-                version = version_number(_index_field(entry.get("version")))
+                version = version_from_api(_index_field(entry.get("version")))
                 if version is None:
                     continue
                 stats = _mapping(entry.get("inference_stats"))
@@ -582,17 +583,7 @@ class Triton:
 
 
 MAX_INDEX_ENTRIES = 100_000  # model versions in one repository index
-MAX_MODEL_VERSION = 2**63 - 1  # Triton's versions are int64
 MAX_COUNT = 2**64 - 1  # Triton's statistics are uint64
-
-
-def version_number(text: str) -> int | None:
-    """A model version from a server's text (``"3"``), or None: ASCII digits only (``str.isdigit`` takes ``"²"``,
-    which ``int`` refuses) and at most int64 (a version of 4,000 digits named a report folder the OS refused)."""
-    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_MODEL_VERSION))):
-        return None
-    value = int(text)
-    return value if value <= MAX_MODEL_VERSION else None
 
 
 def _index_field(value: Any) -> str:

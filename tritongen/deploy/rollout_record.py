@@ -396,7 +396,8 @@ def _differing(repo: Path, configs: Mapping[str, Any]) -> list[tuple[str, Path, 
 def server_warnings(server: Any, repo: Path) -> list[str]:
     """:func:`served_warnings` for a server ``tritongen serve`` started (a ``RunningServer``) on ``repo``: the versions
     it serves are asked for once; a server that does not answer gets no warning."""
-    from ..client import Triton, version_number
+    from ..client import Triton
+    from ..layout import version_from_api
 
     if not any(record_path(Path(repo) / name).is_file() for name in server.models):
         return []  # no rollout recorded: nothing to ask the server
@@ -407,7 +408,7 @@ def server_warnings(server: Any, repo: Path) -> list[str]:
         return []
     served: dict[str, list[int]] = {}
     for entry in index:
-        version = version_number(entry["version"])
+        version = version_from_api(entry["version"])
         if entry["state"] == "READY" and version is not None:
             served.setdefault(entry["name"], []).append(version)
     return served_warnings(repo, served, server.spec.model_control)
