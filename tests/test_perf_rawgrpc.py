@@ -129,7 +129,11 @@ class ScriptedH2(LoopbackServer):
         )
 
     async def handle(self, reader, writer):
+        from hpack import Encoder
+
         self.connections += 1
+        self.encoder = Encoder()  # HPACK's state is a connection's: a new one starts from the table size update
+        self.encoder.header_table_size = 0
         bodies: dict[int, bytearray] = {}
         heads: dict[int, list] = {}
         try:
@@ -273,6 +277,27 @@ def test_a_frame_over_our_limit_and_garbage_are_protocol_errors(caplog):
     assert any("given up" in r.getMessage() for r in caplog.records)  # why the connection was dropped is logged
     kinds, _ = sends(lambda server, n, s: [b"HTTP/1.1 400 Bad Request\r\n\r\n"], 1)
     assert kinds == ["bad_response"]
+
+
+def test_any_fault_reading_the_answers_fails_the_calls_and_the_connection(monkeypatch):
+    """Only ValueError, IndexError and struct.error were caught in data_received: another fault (a RecursionError in
+    a header block, say) went to asyncio, which printed a traceback and dropped the connection, and the call was
+    counted as a lost connection, not as the bad answer it got."""
+    from tritongen.perf import rawgrpc
+
+    real = rawgrpc.H2Connection._frame
+    data_seen = []
+
+    def broken(self, kind, flags, ident, payload):
+        if kind == DATA:
+            data_seen.append(ident)
+            if len(data_seen) == 1:
+                raise RuntimeError("a fault of our own")
+        return real(self, kind, flags, ident, payload)
+
+    monkeypatch.setattr(rawgrpc.H2Connection, "_frame", broken)
+    kinds, server = sends(ok, 2)
+    assert kinds == ["bad_response", None] and server.connections == 2
 
 
 def test_a_call_never_answered_times_out_and_is_reset():

@@ -309,8 +309,8 @@ class H2Connection(asyncio.Protocol):
                 payload = bytes(buf[at + 9 : at + 9 + length])
                 at += 9 + length
                 self._frame(kind, flags, ident, payload)
-        except (ValueError, IndexError, struct.error) as e:
-            self._protocol_error(str(e))
+        except Exception as e:  # noqa: BLE001 -- any fault reading the answers: its calls fail, none left waiting
+            self._protocol_error(f"{type(e).__name__}: {e}"[:300])
             return
         del self.buffer[:at]
 
