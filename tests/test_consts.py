@@ -170,3 +170,63 @@ def test_spec_file_consts_are_type_checked(models, tmp_path, text, words):
     spec.write_text("inputs: [{name: x, dims: [4]}]\n" + text)
     with pytest.raises(TritongenError, match=words):
         build_spec_from_options(models["pickled"], spec_file=spec, allow_pickle=True)
+
+
+class _Sub:
+    """forward(a, b) = a - 2 b: which tensor is which shows in the answer."""
+
+    @staticmethod
+    def module():
+        import torch
+
+        class Sub(torch.nn.Module):
+            def forward(self, a, b):
+                return a - 2 * b
+
+        return Sub()
+
+
+def _served(path: Path, a, b):
+    return onnx_session(path).run(None, {"a": a, "b": b})[0]
+
+
+@pytest.mark.parametrize("form", ["--input", "npz keys", "example_inputs"])
+def test_inputs_named_after_forwards_arguments_reach_them_whatever_their_order(tmp_path, form):
+    """A newcomer's build: --input attention_mask ... --input input_ids for forward(input_ids, attention_mask)
+    exported each tensor under the other's name (cosine 0.05 to PyTorch), and the parity gate compared the same
+    mix-up, so it passed; an .npz's keys or example_inputs in another order did the same."""
+    import torch
+
+    import tritongen
+
+    a, b = np.zeros((1, 4), np.float32), np.ones((1, 4), np.float32)
+    if form == "example_inputs":
+        tritongen.build(
+            _Sub.module(),
+            example_inputs={"b": torch.from_numpy(b), "a": torch.from_numpy(a)},
+            repo=tmp_path,
+            name="sub",
+        )
+    else:
+        model = tmp_path / "sub.pt"
+        torch.jit.script(_Sub.module()).save(str(model))
+        if form == "npz keys":
+            np.savez(tmp_path / "samples.npz", b=b, a=a)
+            extra = ["--sample-inputs", str(tmp_path / "samples.npz")]
+        else:
+            extra = ["--input", "b:FP32:4", "--input", "a:FP32:4"]
+        code, _, err = _run(["build", str(model), "--name", "sub", "--repo", str(tmp_path), *extra])
+        assert code == 0, err
+        assert "inputs passed to forward() by name (b, a: not its argument order)" in err
+    np.testing.assert_allclose(_served(tmp_path / "sub" / "1" / "model.onnx", a, b), a - 2 * b)
+
+
+def test_inputs_naming_some_of_forwards_arguments_out_of_place_are_refused():
+    from tritongen.consts import inputs_by_name
+
+    module = _Sub.module()
+    assert inputs_by_name(module, ["a", "b"]) is None  # in order: passed in order
+    assert inputs_by_name(module, ["x", "y"]) is None  # names of the user's own: passed in order
+    assert inputs_by_name(module, ["a", "y"]) is None  # the one named is in its place
+    with pytest.raises(TritongenError, match=r"input 'b' is forward\(\)'s argument 2 but is declared 1st"):
+        inputs_by_name(module, ["b", "y"])

@@ -152,7 +152,7 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
     Used by :func:`build` for a single model and by builders that stage several models (ensembles) into one
     staging folder before validating and installing them together.
     """
-    from .consts import check_consts, module_with_consts, scripted_defaults, scripted_left_at_default
+    from .consts import check_consts, inputs_by_name, module_with_consts, scripted_defaults, scripted_left_at_default
     from .export import onnx_from_module, torch_outputs_from_module
     from .load import module_from_file
     from .parity import onnx_session, parity_from_onnx
@@ -190,8 +190,16 @@ def stage_model(spec: BuildSpec, stage: Path, version: int, stages: Stages, load
                 f"{s.attribute} -> {s.spec.name}/{s.output} {s.spec.dtype}{list(s.spec.dims)}" for s in explicit.states
             )
         )
-    elif spec.consts or left:
-        loaded = replace(loaded, module=module_with_consts(loaded.module, spec.consts, wrap=bool(left)))
+    else:
+        by_name = (
+            inputs_by_name(loaded.module, [t.name for t in spec.inputs]) if loaded.form != "torch.export" else None
+        )
+        if by_name:
+            stages.progress(f"      inputs passed to forward() by name ({', '.join(by_name)}: not its argument order)")
+        if spec.consts or left or by_name:
+            loaded = replace(
+                loaded, module=module_with_consts(loaded.module, spec.consts, wrap=bool(left), by_name=by_name)
+            )
     if spec.consts and not spec.state_from_attributes:
         stages.progress("      forward() arguments fixed at export: " + ", ".join(f"{n}={v!r}" for n, v in spec.consts))
     samples = stages.run("preparing samples", sample_set_from_spec, spec)

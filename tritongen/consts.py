@@ -201,20 +201,59 @@ def _fits(value: Any, annotation: type) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def module_with_consts(module: Any, consts: Sequence[Const], wrap: bool = False) -> Any:
+def inputs_by_name(module: Any, input_names: Sequence[str]) -> tuple[str, ...] | None:
+    """The input names to pass to forward() by name, where passing the tensors in their declared order would give
+    them to other arguments: every declared name is one of forward()'s arguments but they are not its first ones in
+    that order (``--input attention_mask --input input_ids`` for ``forward(input_ids, attention_mask)``, the keys of
+    an .npz or of ``example_inputs`` in another order: each was exported under the other's name, and the parity gate
+    compared the same mix-up). None where passing in order is right, or forward()'s arguments cannot be read, or
+    no declared name is one of them (names of the user's own). A declaration naming some of forward()'s arguments
+    at other places than theirs, and others not at all, is refused: which tensor goes where cannot be told."""
+    params = _parameters(module)
+    names = list(input_names)
+    if params is None or not names:
+        return None
+    order = list(params)
+    if names == order[: len(names)]:
+        return None
+    if set(names) <= set(order):
+        return tuple(names)
+    misplaced = [n for i, n in enumerate(names) if n in params and order.index(n) != i]
+    if misplaced:
+        raise TritongenError(
+            f"input '{misplaced[0]}' is forward()'s argument {order.index(misplaced[0]) + 1} but is declared "
+            f"{names.index(misplaced[0]) + 1}{_ordinal(names.index(misplaced[0]) + 1)}, and other inputs "
+            f"({', '.join(n for n in names if n not in params)}) name none of forward()'s arguments "
+            f"({', '.join(order)})",
+            "declare the inputs in forward()'s order, or name each after the argument it is",
+        )
+    return None
+
+
+def _ordinal(n: int) -> str:
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+
+def module_with_consts(
+    module: Any, consts: Sequence[Const], wrap: bool = False, by_name: Sequence[str] | None = None
+) -> Any:
     """``module`` wrapped so it takes only the tensors and passes the consts by name (``module`` if there are none,
-    unless ``wrap``: a TorchScript module with arguments left at their defaults, :func:`scripted_left_at_default`)."""
-    if not consts and not wrap:
+    unless ``wrap``: a TorchScript module with arguments left at their defaults, :func:`scripted_left_at_default`,
+    or ``by_name``: the tensors' names, passed by name, :func:`inputs_by_name`)."""
+    if not consts and not wrap and not by_name:
         return module
     import torch
 
     class WithConsts(torch.nn.Module):
-        def __init__(self, inner: Any, values: dict[str, Any]) -> None:
+        def __init__(self, inner: Any, values: dict[str, Any], names: tuple[str, ...]) -> None:
             super().__init__()
             self.inner = inner
             self.values = values
+            self.names = names
 
         def forward(self, *tensors: Any) -> Any:
+            if self.names:
+                return self.inner(**dict(zip(self.names, tensors)), **self.values)
             return self.inner(*tensors, **self.values)
 
     annotations = _parameters(module) or {}
@@ -223,7 +262,7 @@ def module_with_consts(module: Any, consts: Sequence[Const], wrap: bool = False)
         annotation = annotations.get(name)
         annotation = annotation[1] if isinstance(annotation, tuple) else annotation
         values[name] = float(value) if annotation is float else value
-    wrapped = WithConsts(module, values)
+    wrapped = WithConsts(module, values, tuple(by_name or ()))
     for sub in wrapped.modules():  # what .eval() does, without calling train(): torch.export's module refuses it
         sub.training = False
     return wrapped
