@@ -586,3 +586,26 @@ def test_python_env_must_be_a_venv_of_the_stubs_python(tmp_path):
     here = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     (tmp_path / "pyvenv.cfg").write_text(f"home = /usr/bin\nversion = {here}\n")
     assert venv_bin(tmp_path) == tmp_path / "bin"
+
+
+@pytest.mark.parametrize("precision, entry", [("fp32", "m"), ("int8", "m_model"), ("fp16", "m_model")])
+def test_the_readmes_check_of_an_ensemble_with_a_variant_model_step_checks_that_step(
+    tmp_path, monkeypatch, precision, entry
+):
+    """The bundle README said `tritongen infer minilm_int8 ... --check`, which infer refuses: the end-to-end answers
+    are FP32 PyTorch's, and an INT8 step is checked alone against the accuracy guard's bar."""
+    import tritongen.end_to_end as end_to_end
+    import tritongen.manifest as manifest
+    from tritongen.deploy.docker import _check_entry
+    from tritongen.layout import REFERENCE_NAME, artifact_dir
+
+    for name, saved in (("m", end_to_end.END_TO_END_NAME), ("m_model", REFERENCE_NAME)):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+        artifact_dir(tmp_path / name, 1).mkdir(parents=True, exist_ok=True)
+        (artifact_dir(tmp_path / name, 1) / saved).write_text("{}")
+    monkeypatch.setattr(manifest, "read_manifest", lambda model_dir, version: model_dir.name)
+    monkeypatch.setattr(end_to_end, "step_precision", lambda record: precision)
+    assert _check_entry(tmp_path / "m") == entry
+    (artifact_dir(tmp_path / "m_model", 1) / REFERENCE_NAME).unlink()
+    assert _check_entry(tmp_path / "m") == ("m" if precision == "fp32" else None)

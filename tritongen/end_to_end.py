@@ -94,6 +94,13 @@ def _is_float64(value: Any) -> bool:
     return type(value) is int and abs(value) <= MAX_FLOAT_INT
 
 
+def step_precision(manifest: Any) -> str:
+    """The precision of an ensemble's model step as its manifest records it (``fp32`` where none). The end-to-end
+    reference is FP32 PyTorch's (parity tolerances, exact labels): it checks an ensemble end to end only where that
+    step is FP32; another is checked alone, against the accuracy guard's bar (``infer NAME_model --check``)."""
+    return str(manifest.spec_record("model").get("precision", "fp32"))
+
+
 def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """``(texts, outputs)`` from a reference file, checked for shape and type before anything is built."""
     bad = TritongenError(

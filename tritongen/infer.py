@@ -537,7 +537,7 @@ def infer_model(spec: InferSpec) -> InferResult:
         if spec.expected is not None:
             raise TritongenError("--expected is not compared with --sequence", "leave out one of them")
         return sequence_from_file(spec)
-    from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference
+    from .end_to_end import END_TO_END_NAME, compare_end_to_end, read_reference, step_precision
 
     reference = None
     end_to_end = None
@@ -595,7 +595,7 @@ def infer_model(spec: InferSpec) -> InferResult:
                 end_to_end = saved
                 manifest = read_manifest(Path(spec.repo) / spec.name, version)
                 tolerances = manifest.tolerances("model")
-                precision = str(manifest.spec_record("model").get("precision", "fp32"))
+                precision = step_precision(manifest)
                 if precision != "fp32":  # the saved end-to-end answers are FP32 PyTorch's, labels included
                     raise TritongenError(
                         f"ensemble '{spec.name}' serves an {precision} model step, and its end-to-end reference is "
