@@ -288,7 +288,10 @@ def test_a_bundle_says_which_rollout_record_it_does_not_follow(tmp_path, capsys,
     assert code == 0, err
     (note,) = [line for line in out.splitlines() if line.startswith("note: 'double'")]
     assert "its rollout record says version 1 is live (rollback 2 -> 1 at 2026-12-06T09:00:00Z)" in note
-    assert "serves config.pbtxt's versions (2)" in note and f"tritongen rollback {repo} double --to-version 1" in note
+    assert "(model control none) serves config.pbtxt's versions (2)" in note
+    assert f"tritongen rollback {repo} double --to-version 1" in note
+    # rollback refuses a server without explicit model control, which the bundle's Triton runs by default
+    assert "add --model-control-mode=explicit --load-model=* to tritonserver's command" in note
     if target == "docker":
         code, out, err = run_cli(["serve", str(repo), "--docker", "--allow-unverified", "double"], capsys)
         assert code == 0 and "# note: 'double': its rollout record says version 1 is live" in out, (out, err)

@@ -349,9 +349,10 @@ def unfollowed_records(repo: Path) -> tuple[str, ...]:
     with the command that returns a running server to it. Read only."""
     return tuple(
         f"note: '{name}': its rollout record says version {live} is live ({record.last_change()}), but Triton "
-        f"started this way serves config.pbtxt's versions ({', '.join(map(str, would)) or 'none'}): once it "
-        f"runs, return it with tritongen rollback {shlex.quote(str(repo))} {shlex.quote(name)} --to-version "
-        f"{live} --url HOST:PORT (explicit model control)"
+        f"started this way (model control none) serves config.pbtxt's versions ({', '.join(map(str, would)) or 'none'})"
+        f": to return to version {live}, add --model-control-mode=explicit --load-model=* to tritonserver's command "
+        f"(rollback loads and unloads through it), then run tritongen rollback {shlex.quote(str(repo))} "
+        f"{shlex.quote(name)} --to-version {live} --url HOST:PORT"
         for name, _, _, record, live, would in _differing(Path(repo), _configs(Path(repo)))
     )
 
