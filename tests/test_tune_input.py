@@ -60,3 +60,20 @@ def test_no_preferred_sizes_and_the_max_alone_are_one_config_measured_once():
         assert others and all(served_form(o) != served_form(start) for o in others)
         served = [served_form(neighbour(start, "preferred", k)) for k in kinds]
         assert len(set(served)) == len(served)
+
+
+def test_tune_takes_request_texts_as_perf_does(capsys, tmp_path):
+    """tune's fix for a model without saved samples (a text ensemble's pre-processing step) named --text-file, which
+    tune did not take; it takes it, under perf's rules."""
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    folder = write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    (tmp_path / "texts.txt").write_text("one\ntwo\n")
+    np_file = tmp_path / "x.npz"
+    np_file.write_bytes(b"")
+    code, out, err = run_cli(
+        ["tune", str(folder), "--max-p99-ms", "10", "--url", "127.0.0.1:9", "--text-file", str(tmp_path / "texts.txt")]
+        + ["--input-data", str(np_file)],
+        capsys,
+    )
+    assert code != 0 and err.strip() == "error: --input-data and --text-file both given: pass one source of inputs"

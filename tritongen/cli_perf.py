@@ -279,6 +279,11 @@ def _show(run, report_dir: Path | None) -> None:
     "--input-data", type=click.Path(path_type=Path), help=".npz of inputs instead of the build's saved samples."
 )
 @click.option(
+    "--text-file",
+    type=click.Path(path_type=Path),
+    help="Text ensembles: one request text per line, sent to the model's BYTES input.",
+)
+@click.option(
     "--engine",
     type=click.Choice(ENGINES),
     default=TUNE_DEFAULTS["engine"],

@@ -141,6 +141,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
         timeout_s=spec.timeout_s,
         repo=spec.model_dir.parent,
         input_data=spec.input_data,
+        text_file=spec.text_file,
         engine=spec.engine,
         client_cpus=spec.client_cpus,
     )
@@ -150,7 +151,7 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     local = local_server_at(host_port_from_url(url))  # found once: its admin key and signing key belong together
     check_signed_config(local, spec.model_dir, text)
     metadata = model_metadata(url, model, protocol=spec.protocol)
-    requests = request_set_for_model(metadata, spec.model_dir.parent, spec.input_data)
+    requests = request_set_for_model(metadata, spec.model_dir.parent, perf.input_data, perf.text_file)
     # a load may take minutes; the key of a server tritongen started on this machine, found by its port
     # to a server found here, by the address it was found listening on (the name is not resolved again)
     server = Triton(local.url(url), spec.protocol, max(spec.timeout_s, 300), local.headers(spec.protocol))

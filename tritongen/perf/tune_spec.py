@@ -82,6 +82,7 @@ class TuneSpec:
     budget_s: float = 900.0  # stop searching after this long (the best so far is used)
     write: bool = True
     input_data: Path | None = None
+    text_file: Path | None = None  # a text ensemble's requests: one text per line (perf --text-file)
     timeout_s: float = 30.0
     # CPU ids every measurement runs on, e.g. "0" (the search's process; perf_analyzer as its child); (): wherever
     # this process runs. Keep them off the server's (serve --cpus) on one machine.
