@@ -115,3 +115,57 @@ def test_a_ctrl_c_a_finalizer_dropped_is_delivered_again_too():
         TakesCtrlCWhenFreed()
         time.sleep(30)
     assert not isinstance(caught.value, Terminated)
+
+
+def test_a_hangup_within_stop_on_sigterm_is_taken_as_sigterm_is():
+    """A closed terminal (an ssh session dropped) sends SIGHUP, whose default ended serve at once and left its
+    checked copy of the repository in the temp folder."""
+    from tritongen.server.sigterm import HungUp
+
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    with stop_on_sigterm():
+        assert signal.getsignal(signal.SIGHUP) != signal.SIG_DFL
+        with pytest.raises(KeyboardInterrupt) as caught:
+            signal.raise_signal(signal.SIGHUP)
+            time.sleep(30)
+        assert isinstance(caught.value, HungUp) and caught.value.exit_code == 129
+        signal.raise_signal(signal.SIGTERM)  # the stop the hangup began runs: ignored
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
+def test_under_nohup_a_hangup_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_on_sigterm():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.mark.server
+def test_serve_hung_up_on_stops_its_server_and_removes_its_checked_copy(tmp_path):
+    import os
+    import sys
+
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    repo = write_model(tmp_path / "repo", "double", DOUBLE_CONFIG, DOUBLE_MODEL).parent
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    command = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
+    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    process = subprocess.Popen(
+        command, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        for line in process.stdout:  # type: ignore[union-attr]
+            if "ready" in line.lower() and "serving" in line.lower() or "Ctrl-C" in line:
+                break
+        assert any(p.name.startswith("tritongen-snapshot-") for p in temp.iterdir()), list(temp.iterdir())
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(timeout=120) == 0  # a stop asked for, as Ctrl-C and SIGTERM are
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not [p for p in temp.iterdir() if p.name.startswith("tritongen-snapshot-")], list(temp.iterdir())

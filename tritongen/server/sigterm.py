@@ -1,5 +1,5 @@
-"""SIGTERM taken as Ctrl-C while a server boots or runs, or a command changes one (:func:`stop_on_sigterm`); a
-SIGTERM or Ctrl-C whose exception Python dropped is delivered again."""
+"""SIGTERM (and SIGHUP) taken as Ctrl-C while a server boots or runs, or a command changes one
+(:func:`stop_on_sigterm`); a SIGTERM or Ctrl-C whose exception Python dropped is delivered again."""
 
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised by :func:`stop_on_sigterm` as Ctrl-C's KeyboardInterrupt is, so the same clean stop
     follows. 143 (128 + SIGTERM) is the exit code of a command it aborts, as 130 is Ctrl-C's."""
 
+    signum = signal.SIGTERM
     exit_code = 128 + signal.SIGTERM
+
+
+class HungUp(Terminated):
+    """SIGHUP (the terminal closed, an ssh session dropped), taken as SIGTERM is: Python's default ended ``serve`` at
+    once, leaving its checked copy of the repository (hundreds of MB for a text model) in the temp folder. Exit
+    code 129."""
+
+    signum = signal.SIGHUP
+    exit_code = 128 + signal.SIGHUP
 
 
 def _send_to_main_thread(signum: int) -> None:
@@ -48,12 +58,13 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
         return
     taken = False
+    hangup = signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # not under nohup, which ignores it
 
     def on_sigterm(signum, frame) -> None:
         nonlocal taken
         if not taken:
             taken = True
-            raise Terminated
+            raise HungUp if signum == signal.SIGHUP else Terminated
 
     previous_hook = sys.unraisablehook
 
@@ -62,7 +73,7 @@ def stop_on_sigterm() -> Iterator[None]:
         lost = unraisable.exc_value
         if isinstance(lost, Terminated):
             taken = False  # not taken after all: the next one raises
-            signum = signal.SIGTERM
+            signum = lost.signum
         elif isinstance(lost, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signum = signal.SIGINT
         else:
@@ -73,10 +84,13 @@ def stop_on_sigterm() -> Iterator[None]:
         timer.start()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous_hangup = signal.signal(signal.SIGHUP, on_sigterm) if hangup else None
     sys.unraisablehook = on_unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if hangup:
+            signal.signal(signal.SIGHUP, previous_hangup)
         if sys.unraisablehook is on_unraisable:
             sys.unraisablehook = previous_hook
