@@ -195,6 +195,19 @@ def test_sigterm_during_perf_keeps_the_levels_measured_as_ctrl_c_does(monkeypatc
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back after the command
 
 
+def test_ctrl_c_before_the_first_level_ends_is_an_abort_not_a_servers_fault(monkeypatch, capsys, tmp_path):
+    """It said "no load level could be measured (interrupted): check that the server is up" and exited 1; build,
+    serve and tune exit 130 on Ctrl-C, with "aborted"."""
+
+    def engine(spec, on_point):
+        raise KeyboardInterrupt
+
+    _fake_server(monkeypatch, engine)
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1,2", "--report", str(tmp_path / "r")], capsys)
+    assert code == 130 and "check that the server is up" not in err and "aborted" in err, (code, err)
+    assert not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------------------------------ time and overload
 
 

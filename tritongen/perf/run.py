@@ -174,6 +174,8 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
             raise
         partial_reason = err.message
     except KeyboardInterrupt:
+        if not collected:  # stopped before a level ended: an abort (exit 130), not a server's fault
+            raise
         partial_reason = "interrupted"
     if partial_reason and not collected and spec.engine == "builtin":
         raise TritongenError(
