@@ -533,9 +533,14 @@ def test_the_summary_says_which_figures_to_plan_capacity_with():
     # Unconfirmed: no capacity line, and the ratio says it compares search figures.
     text = TuneResult("conv", b, a, (a, b), (), 1.0, None, None, True).table()
     assert "plan capacity" not in text and "(1.11x the starting config's search figure)" in text
-    # The starting config won: said so, with no ratio.
+    # The starting config won: said so, with no ratio; and, as B read more in the search, why it is the best (a
+    # newcomer read "<- best" beside a row of higher figures as a mistake).
     text = TuneResult("conv", a, a, (a, b), (), 1.0, None, None, True).table()
-    assert f"best: {A.label()}: 8100.0 req/s in the search (the starting config)" in text
+    assert f"best: {A.label()}: 8100.0 req/s in the search (chosen on re-measurement: {B.label()} read more in" in text
+    assert "the search, 9000.0 req/s, and not again) (the starting config)" in text
+    assert [line for line in text.splitlines() if "<- best" in line][0].endswith("<- best (chosen on re-measurement)")
+    text = TuneResult("conv", a, a, (a,), (), 1.0, None, None, True).table()
+    assert f"best: {A.label()}: 8100.0 req/s in the search (the starting config)" in text and "chosen on" not in text
 
 
 def test_the_summary_says_when_the_search_stopped_at_max_concurrency_far_under_the_target():

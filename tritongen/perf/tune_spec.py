@@ -211,7 +211,9 @@ class TuneResult:
                     f" {t.error or 'no point within the p99 target'}"
                 )
             else:
-                mark = "  <- best" if self.winner is not None and t is self.winner else ""
+                mark = ""
+                if self.winner is not None and t is self.winner:
+                    mark = "  <- best" + (" (chosen on re-measurement)" if self._outread_in_search() else "")
                 mark += "  (pruned after one point)" if t.pruned else ""
                 lines.append(
                     f"{t.candidate.label():<64} {int(t.best.load):>4} "
@@ -248,6 +250,12 @@ class TuneResult:
         re-measurement)."""
         assert self.winner is not None
         line = f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} req/s in the search"
+        outread = self._outread_in_search()
+        if outread is not None:
+            line += (
+                f" (chosen on re-measurement: {outread.candidate.label()} read more in the search, "
+                f"{outread.score:.1f} req/s, and not again)"
+            )
         if self.winner.candidate == self.baseline.candidate:
             return line + " (the starting config)"
         start = self._held(self.baseline.candidate)
@@ -258,6 +266,13 @@ class TuneResult:
             return line + " (the starting config had no point within the target)"
         ratio = self.winner.score / self.baseline.score if self.baseline.score else float("inf")
         return line + f" ({ratio:.2f}x the starting config's search figure)"
+
+    def _outread_in_search(self) -> Trial | None:
+        """The config that read the most in the search where it is not the winner (re-measurements chose it)."""
+        if self.winner is None:
+            return None
+        top = max((t for t in self.trials if t.best is not None), key=lambda t: t.score, default=None)
+        return top if top is not None and top is not self.winner and top.score > self.winner.score else None
 
     def _held(self, candidate: Candidate) -> PerfPoint | None:
         """``candidate``'s highest re-measurement that held the target, if any."""
