@@ -77,11 +77,11 @@ def batching_text(spec: BuildSpec, steps: int = 1) -> str:
     )
     if not spec.max_queue_delay_us:
         return head + "; no queue delay: a run takes whatever waits when an instance is free"
+    measure = "tritongen perf measures it" if spec.states else "tritongen tune measures what pays"  # tune: no sequences
     return (
         f"{head}; a request short of a preferred batch waits up to {spec.max_queue_delay_us} us for others"
         + (f" at each of the {steps} steps" if steps > 1 else "")
-        + ", which at low load is added to every answer (--queue-delay-us 0 for the lowest latency; tritongen tune"
-        " measures what pays)"
+        + f", which at low load is added to every answer (--queue-delay-us 0 for the lowest latency; {measure})"
     )
 
 
