@@ -170,3 +170,32 @@ def test_lint_takes_one_model_folder_as_that_model(tmp_path, capsys):
     with pytest.raises(TritongenError) as err:
         lint(repo / "ens")
     assert "holds no ONNX model" in err.value.problem and f"tritongen lint {repo / 'ens_model'}" in err.value.fix
+
+
+@pytest.mark.parametrize("target", ["local", "onnxruntime"])
+def test_a_model_built_for_the_cpu_fails_no_lint_of_its_repository(tmp_path, capsys, target):
+    """A newcomer's repository failed lint on its --target local INT8 model (the CPU's asymmetric Q/DQ form, which
+    TensorRT's rules refuse by design): TensorRT never parses such a model, and lint says so."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    import tritongen
+
+    tritongen.build(
+        torch.nn.ReLU(), example_inputs={"x": np.ones((1, 4), np.float32)}, repo=tmp_path / "repo", name="m",
+        target=target,
+    )  # fmt: skip
+    shutil.copy(_relu(tmp_path / "old.onnx", opset=7), tmp_path / "repo" / "m" / "1" / "model.onnx")
+    capsys.readouterr()
+    code = 0
+    try:
+        main(["lint", str(tmp_path / "repo")])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr().out
+    if target == "local":
+        assert code == 0 and "would not pass TensorRT, which never parses it: built with --target local" in out, out
+    else:
+        assert code == 1 and "NOT compatible" in out, out

@@ -965,9 +965,14 @@ def engine(
 def lint(path: PathLike = "model_repository") -> list[Any]:
     """Check an ONNX file, every model of a repository, or one model's folder (``REPO/NAME``) for TensorRT
     offline; one report per model."""
-    from .lint import lint_from_onnx, lint_targets
+    import dataclasses
 
-    return [lint_from_onnx(onnx_path, profiles) for onnx_path, profiles in lint_targets(Path(path))]
+    from .lint import lint_from_onnx, lint_targets, not_for_tensorrt
+
+    return [
+        dataclasses.replace(lint_from_onnx(onnx_path, profiles), not_for_tensorrt=not_for_tensorrt(onnx_path))
+        for onnx_path, profiles in lint_targets(Path(path))
+    ]
 
 
 @_checked(_deploy_options)
