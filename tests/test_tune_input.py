@@ -45,7 +45,7 @@ def test_the_search_space_takes_the_instances_given_and_the_cores_when_none_is()
 
 def test_no_preferred_sizes_and_the_max_alone_are_one_config_measured_once():
     """Triton's NormalizeModelConfig fills an empty preferred_batch_size with max_batch_size: tune measured
-    "preferred=-" and "preferred=8" (max batch 8) as two configs, though the server served the same one."""
+    "preferred=none" and "preferred=8" (max batch 8) as two configs, though the server served the same one."""
     from tritongen.perf.tune_configs import neighbour, preferred_kind, search_space, served_form
     from tritongen.perf.tune_spec import Candidate, TuneSpec
 

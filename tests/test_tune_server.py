@@ -130,7 +130,11 @@ def test_after_a_written_run_the_server_serves_the_written_config(served, monkey
 
     server, repo, _ = served
     loaded: list[str] = []
-    figures = {"max_batch=1 preferred=-": 40.0, "max_batch=8 preferred=-": 400.0, "max_batch=8 preferred=4,8": 300.0}
+    figures = {
+        "max_batch=1 preferred=none": 40.0,
+        "max_batch=8 preferred=none": 400.0,
+        "max_batch=8 preferred=4,8": 300.0,
+    }
 
     def measured(level, requests):
         rps = next(v for k, v in figures.items() if loaded[-1].endswith(k))
@@ -146,7 +150,7 @@ def test_after_a_written_run_the_server_serves_the_written_config(served, monkey
     )
     assert result.config_path == repo / "written" / "config.pbtxt" and not result.unchanged
     assert loaded[-1].endswith("max_batch=8 preferred=4,8"), loaded
-    assert result.winner is not None and result.winner.candidate.label().endswith("max_batch=8 preferred=-")
+    assert result.winner is not None and result.winner.candidate.label().endswith("max_batch=8 preferred=none")
     written = config_from_file(result.config_path)
     assert _settings(written)[0] == 8 and _served(server, "written") == _settings(written)
     assert "the tuned config written to config.pbtxt" in result.served

@@ -77,8 +77,9 @@ def setting_changes(old: Any, new: Any) -> list[str]:
         changes.append(f"instances {counts[0]} -> {counts[1]}")
     batchers = [c.dynamic_batching if c.HasField("dynamic_batching") else None for c in (old, new)]
     sizes = [list(b.preferred_batch_size) if b is not None else None for b in batchers]
-    if sizes[0] != sizes[1]:
-        changes.append(f"preferred batch sizes {sizes[0]} -> {sizes[1]}")
+    if sizes[0] != sizes[1]:  # none: Triton batches up to max_batch_size (what perf and deploy show as that size)
+        shown = [f"none (up to {c.max_batch_size})" if s == [] else str(s) for s, c in zip(sizes, (old, new))]
+        changes.append(f"preferred batch sizes {shown[0]} -> {shown[1]}")
     delays = [b.max_queue_delay_microseconds if b is not None else None for b in batchers]
     if delays[0] != delays[1]:
         changes.append(f"queue delay us {delays[0]} -> {delays[1]}")

@@ -28,7 +28,7 @@ class Candidate:
     preferred: tuple[int, ...]
 
     def label(self) -> str:
-        pref = ",".join(map(str, self.preferred)) or "-"
+        pref = ",".join(map(str, self.preferred)) or "none"  # Triton then batches up to max_batch
         return (
             f"instances={self.instances} delay={self.max_queue_delay_us}us "
             f"max_batch={self.max_batch_size} preferred={pref}"
