@@ -184,7 +184,11 @@ def cli(debug: bool) -> None:
     "is within 10% of the output's FP32 range passes the per-sample cosine minimum (the mean is still gated).",
 )
 @click.option(
-    "--max-dim", "max_dynamic_dim", type=int, help="TensorRT profiles: largest size of every -1 dimension. Default 128."
+    "--max-dim",
+    "max_dynamic_dim",
+    type=int,
+    help="Largest size of every -1 dimension: what the parity gate and the samples reach (every target) and the "
+    "TensorRT profiles' MAX. Default 128.",
 )
 @click.option(
     "--dim-range",

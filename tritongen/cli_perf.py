@@ -105,7 +105,7 @@ def _progress(message: str) -> None:
 @click.option(
     "--metrics-url",
     help="Triton's metrics endpoint host:port (default: the URL's host on 8002 when the URL's port is 8000 or 8001; "
-    "none otherwise).",
+    "else the metrics port of a server tritongen serve started on this machine; none otherwise).",
 )
 @click.option(
     "--timeout-s", type=float, default=PERF_DEFAULTS["timeout_s"], show_default=True, help="Per-request timeout."
