@@ -462,3 +462,18 @@ def test_a_variant_onnx_runtime_crashes_on_is_refused_in_one_line_and_nothing_is
         code = int(exc.code or 0)
     err = capsys.readouterr().err
     assert code == 0 or "opening the fp16 variant of this model in a child process" in err, err
+
+
+def test_text_calibration_without_a_tokenizer_is_refused_before_the_export(tmp_path, conv):
+    """It was refused after the export and the parity gate (8 s of a newcomer's build), and its fix did not say that
+    --tokenizer turns the build into a text-in ensemble."""
+    (tmp_path / "sentences.txt").write_text("one sentence\nanother one\n")
+    lines: list[str] = []
+    with pytest.raises(TritongenError) as err:
+        build(
+            _conv_spec(conv, tmp_path / "repo", precision="int8", calib_data=tmp_path / "sentences.txt"),
+            progress=lines.append,
+        )
+    assert err.value.problem == "calibration data sentences.txt is text, which needs a tokenizer"
+    assert "an ensemble NAME of NAME_preprocess -> NAME_model -> NAME_postprocess" in err.value.fix
+    assert not lines and not (tmp_path / "repo").exists()  # no stage began, nothing was made

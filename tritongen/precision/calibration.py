@@ -196,10 +196,7 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
             "give .npz samples with one array per model input",
         )
     if tokenizer is None:
-        raise TritongenError(
-            f"calibration data {path.name} is text, which needs a tokenizer",
-            "pass --tokenizer DIR (a Hugging Face tokenizer folder), or give .npz samples instead",
-        )
+        raise _no_tokenizer(path)
     if not batched:
         raise TritongenError(
             "text calibration data needs a batching model",
@@ -390,6 +387,24 @@ def _looks_like_text(path: Path) -> bool:
     finally:
         os.close(fd)
     return not head.startswith(b"PK") and b"\x00" not in head
+
+
+def _no_tokenizer(path: Path) -> TritongenError:
+    return TritongenError(
+        f"calibration data {path.name} is text, which needs a tokenizer",
+        "pass --tokenizer DIR (a Hugging Face tokenizer folder; the build then serves text in: an ensemble NAME of "
+        "NAME_preprocess -> NAME_model -> NAME_postprocess), or give .npz samples of the model's inputs instead",
+    )
+
+
+def check_text_has_tokenizer(calib_data: Path | None, tokenizer: Path | None) -> None:
+    """Refuse, before anything is exported, text calibration data with no tokenizer to read it (the build found
+    out after the export and the parity gate)."""
+    if calib_data is None or tokenizer is not None:
+        return
+    path = Path(calib_data).expanduser()
+    if path.is_file() and _looks_like_text(path):
+        raise _no_tokenizer(path)
 
 
 def calibration_data_from_path(
