@@ -285,6 +285,16 @@ def _quiet():
             yield
 
 
+def _quiet_onnxruntime() -> None:
+    """ONNX Runtime's default logger at errors only: a session made without options (onnx-graphsurgeon's, folding
+    constants) printed its graph optimizers' warnings, in terminal colours, into the build's stage output."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    ort.set_default_logger_severity(3)
+
+
 def _export_torchscript(module, args, path: Path, spec: BuildSpec, input_names, output_names):
     """TorchScript exporter; returns the ModelProto in memory for models under protobuf's 2 GB limit
     (saves writing and re-reading the whole model), else writes ``path`` and returns it."""
@@ -457,6 +467,7 @@ def cleaned_onnx_from_onnx(
     import onnx_graphsurgeon as gs
 
     model = src if isinstance(src, onnx.ModelProto) else onnx.load(str(src), load_external_data=True)
+    _quiet_onnxruntime()  # onnx-graphsurgeon folds with sessions of its own, at ONNX Runtime's default severity
     with _quiet():
         graph = gs.import_onnx(model)
         graph.fold_constants().cleanup().toposort()
