@@ -77,3 +77,15 @@ def test_tune_takes_request_texts_as_perf_does(capsys, tmp_path):
         capsys,
     )
     assert code != 0 and err.strip() == "error: --input-data and --text-file both given: pass one source of inputs"
+
+
+def test_a_bare_model_name_is_pointed_at_its_folder_in_the_default_repository(capsys, tmp_path, monkeypatch):
+    """`tune minilm` said the folder does not exist and gave a generic example; infer takes the bare name."""
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL, write_model
+
+    monkeypatch.chdir(tmp_path)
+    write_model(tmp_path / "model_repository", "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    code, out, err = run_cli(["tune", "double", "--max-p99-ms", "10", "--url", "127.0.0.1:9"], capsys)
+    assert code != 0 and "did you mean model_repository/double?" in err, err
+    code, out, err = run_cli(["tune", "nothing", "--max-p99-ms", "10", "--url", "127.0.0.1:9"], capsys)
+    assert code != 0 and "did you mean" not in err and "e.g. model_repository/my-model" in err, err

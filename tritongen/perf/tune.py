@@ -47,6 +47,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..client import ModelLoadError, Triton
@@ -111,9 +112,12 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     progress = progress or (lambda message: None)
     config_path = spec.model_dir / "config.pbtxt"
     if not spec.model_dir.is_dir():
+        guess = Path("model_repository") / spec.model_dir.name  # a bare model name, as infer and perf take it
         raise TritongenError(
             f"model folder {spec.model_dir} does not exist",
-            "pass a model folder inside a repository, e.g. model_repository/my-model",
+            f"did you mean {guess}? (tune takes the model's folder: REPO/NAME, or REPO NAME)"
+            if spec.model_dir.absolute().parent == Path.cwd() and (guess / "config.pbtxt").is_file()
+            else "pass a model folder inside a repository, e.g. model_repository/my-model",
         )
     if not config_path.is_file():
         raise TritongenError(
