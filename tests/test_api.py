@@ -704,3 +704,15 @@ def test_a_serve_entered_twice_is_one_error_not_contextlibs_attribute_error():
     serving.__exit__(None, None, None)
     with pytest.raises(TritongenError, match=r"was started already"):
         serving.__enter__()
+
+
+def test_help_of_each_api_function_names_the_cli_flags_it_spells_otherwise():
+    """help(tritongen.build) had a table of keyword and flag; help(perf) and help(deploy) had none, and a newcomer
+    met report_dir, request_rates and perf_results only in errors."""
+    import tritongen
+    from tritongen.api import CLI_SPELLINGS
+
+    for command, spelled in CLI_SPELLINGS.items():
+        doc = getattr(tritongen, command).__doc__ or ""
+        for flag in spelled:
+            assert f"--{flag.replace('_', '-')}" in doc, (command, flag)

@@ -222,6 +222,13 @@ def _checked(options: Callable[[], Mapping[str, Any]] | None = None) -> Callable
                 raise
 
         checked.__dict__["options"] = known_options
+        spelled = CLI_SPELLINGS.get(func.__name__, {})
+        if spelled and func.__name__ != "build" and checked.__doc__:  # build's docstring has its whole table
+            checked.__doc__ = (
+                checked.__doc__.rstrip()
+                + "\n\n    The CLI's flags spelled otherwise here::\n\n"
+                + "\n".join(f"        --{flag.replace('_', '-'):<24} {keyword}" for flag, keyword in spelled.items())
+            )
         return checked
 
     return wrap
