@@ -224,7 +224,7 @@ def test_a_report_folder_is_read_through_its_results_json(tmp_path):
     # perf --report DIR writes DIR/results.json: --compare DIR and deploy --from-perf DIR take the folder itself
     report = tmp_path / "perf-cnn"
     report.mkdir()
-    with pytest.raises(TritongenError, match="cannot be read"):  # a folder without one is still refused
+    with pytest.raises(TritongenError, match="holds no results.json"):  # a folder without one is still refused
         run_from_json(report)
     (report / "results.json").write_text(json_from_run(RUN))
     assert run_from_json(report).model == "double"
@@ -582,3 +582,21 @@ def test_compare_with_one_run_says_nothing_was_compared(tmp_path, capsys):
     (tmp_path / "b.json").write_text(json_from_run(RUN))
     main(["perf", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     assert "nothing compared" not in capsys.readouterr().out
+
+
+def test_a_folder_without_results_is_named_so_a_compare_report_as_such(tmp_path):
+    """deploy --from-perf on a perf --compare folder said "cannot be read (it is a folder): pass a results.json ...
+    (or the --report folder that holds it)": the fix contradicted the problem."""
+    from tritongen.errors import TritongenError
+
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "report.html").write_text("<html></html>")
+    with pytest.raises(TritongenError) as err:
+        run_from_json(tmp_path / "cmp")
+    assert err.value.problem.endswith(
+        "cmp holds no results.json (a perf --compare report: its runs' results are in their own --report folders)"
+    )
+    assert "pass the results.json of one run" in err.value.fix
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TritongenError, match=r"empty holds no results.json: pass"):
+        run_from_json(tmp_path / "empty")

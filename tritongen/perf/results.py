@@ -312,6 +312,16 @@ def run_from_json(text_or_path: str | Path) -> PerfRun:
     path = None if is_text else Path(text_or_path)
     if path is not None and path.is_dir() and (path / RESULTS_NAME).is_file():  # a report folder: its results
         path = path / RESULTS_NAME
+    elif path is not None and path.is_dir():  # "it is a folder: pass ... the folder that holds it" contradicted itself
+        raise TritongenError(
+            f"perf result folder {path} holds no {RESULTS_NAME}"
+            + (
+                " (a perf --compare report: its runs' results are in their own --report folders)"
+                if (path / "report.html").is_file()
+                else ""
+            ),
+            "pass the results.json of one run (tritongen perf ... --report DIR writes DIR/results.json)",
+        )
     where = f"perf result {path}" if path is not None else "perf result text"
     try:
         raw = regular_bytes(path, MAX_RESULT_BYTES) if path is not None else str(text_or_path)
