@@ -100,3 +100,29 @@ def test_check_after_a_forced_rebuild_of_a_served_model_says_to_restart(tmp_path
         "--model-control poll, or build with --new-version and tritongen rollout)"
     )
     assert " after the server started at " in line
+
+
+def test_check_from_another_folder_reads_the_repository_the_local_server_serves(tmp_path, monkeypatch):
+    """`infer voice --check` from a folder without model_repository said "no build of model 'voice' in
+    model_repository" while the server on this machine served it from another folder (which serve records)."""
+    import subprocess
+    from pathlib import Path
+
+    repo = _model(tmp_path, time.time())
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", f"--model-repository={repo}"]
+    )  # what tritonserver's command line names
+    try:
+        monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: stand_in.pid)
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        spec = infer_module.InferSpec(name="m", check=True)
+        assert infer_module.with_served_repository(spec, "127.0.0.1:8001").repo == repo
+        assert infer_module.with_served_repository(infer_module.InferSpec(name="other"), "127.0.0.1:8001").repo == Path(
+            "model_repository"
+        )  # not a model it serves: as given
+        given = infer_module.InferSpec(name="m", repo=tmp_path / "mine")
+        assert infer_module.with_served_repository(given, "127.0.0.1:8001").repo == tmp_path / "mine"
+    finally:
+        stand_in.kill()
+        stand_in.wait()

@@ -9,6 +9,7 @@ parity tolerances: a variant is not meant to match FP32 to 1e-4.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -232,10 +233,10 @@ def _built_at(model_dir: Path, version: int) -> float | None:
         return None
 
 
-def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer | None:
-    """Where the tritonserver at ``url`` runs on this machine (found by the port it listens on), serves ``repo``
-    and started before ``version`` of ``name`` was built: the cause, and the fix for its model-control mode (with
-    none, Triton never reads a model's files again). None otherwise, or where any of it cannot be read."""
+def _local_server(url: str) -> tuple[float, dict[str, str], str | None, Path | None] | None:
+    """The tritonserver at ``url`` on this machine (found by the port it listens on): its start time, its ``--x=y``
+    options, the repository it serves (the one ``tritongen serve`` checked and copied, where it serves such a copy)
+    and that copy's source; None where there is none or it cannot be read."""
     import psutil
 
     from .client import host_port_from_url
@@ -260,6 +261,29 @@ def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer |
             served = str(source)
     except (psutil.Error, OSError):
         return None
+    return started, options, served, source
+
+
+def with_served_repository(spec: InferSpec, url: str) -> InferSpec:
+    """``spec`` reading its samples and references from the repository the local server at ``url`` serves, where
+    ``spec``'s is the default one (``model_repository``) and does not hold the model (``infer NAME --check`` from
+    another folder than serve's said "no build of model NAME in model_repository")."""
+    if spec.repo != Path("model_repository") or (spec.repo / spec.name).is_dir():
+        return spec
+    found = _local_server(url)
+    if found is None or found[2] is None or not (Path(found[2]) / spec.name).is_dir():
+        return spec
+    return dataclasses.replace(spec, repo=Path(found[2]))
+
+
+def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer | None:
+    """Where the tritonserver at ``url`` runs on this machine (found by the port it listens on), serves ``repo``
+    and started before ``version`` of ``name`` was built: the cause, and the fix for its model-control mode (with
+    none, Triton never reads a model's files again). None otherwise, or where any of it cannot be read."""
+    found = _local_server(url)
+    if found is None:
+        return None
+    started, options, served, source = found
     try:
         if served is not None and Path(served).resolve() != Path(repo).resolve():
             return None  # it serves another repository: this build is not what it answers from
@@ -533,6 +557,7 @@ def _variant_check(bar: VariantBar, outputs: dict[str, np.ndarray], reference: d
 def infer_model(spec: InferSpec) -> InferResult:
     from .client import infer_from_arrays
 
+    spec = with_served_repository(spec, spec.url or default_url(spec.protocol))
     if spec.sequence:
         if spec.expected is not None:
             raise TritongenError("--expected is not compared with --sequence", "leave out one of them")
