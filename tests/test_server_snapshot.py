@@ -230,3 +230,43 @@ def test_serve_with_poll_loads_a_checked_new_version_and_refuses_an_unchecked_on
         assert _wait_for(lambda: any("not loaded" in line for line in said)), said
         assert "the change to lin" in said[-1] and "lin/3 has no manifest" in said[-1], said
         assert ready() == [2] and not (server.spec.repo / "lin" / "3").exists()
+
+
+def test_a_snapshot_whose_serve_is_gone_is_removed_at_the_next_start(tmp_path, monkeypatch):
+    """A serve killed with SIGKILL left its copy of the repository (hundreds of MB for a text model) in the temp
+    folder for good; the next snapshot removes it, and only it."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from tritongen.server import snapshot
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def made(name: str, owner: str | None) -> Path:
+        root = tmp_path / f"{snapshot.SNAPSHOT_PREFIX}{name}"
+        (root / "copy" / "repo").mkdir(parents=True)
+        if owner is not None:
+            (root / snapshot.OWNER_NAME).write_text(owner)
+        return root
+
+    running = made("running", snapshot._process_key(os.getpid()))
+    dead = made("dead", f"{gone.pid} 12345.00")
+    reused = made("reused", f"{os.getpid()} 12345.00")  # this pid, another process's start time
+    old = made("old", None)  # an older tritongen's: no owner record
+    orphaned = made("orphaned", f"{gone.pid} 12345.00")
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", f"--model-repository={orphaned}/copy/repo"]
+    )  # a tritonserver that outlived its serve still serves it
+    try:
+        removed = snapshot.remove_stale_snapshots()
+    finally:
+        server.kill()
+        server.wait()
+    assert sorted(removed) == sorted([dead, reused])
+    assert running.is_dir() and old.is_dir() and orphaned.is_dir() and not dead.exists() and not reused.exists()
+    root = snapshot.snapshot_root(tmp_path / "repo")  # a new one records its serve
+    assert (root / snapshot.OWNER_NAME).read_text() == snapshot._process_key(os.getpid())

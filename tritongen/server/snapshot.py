@@ -36,11 +36,58 @@ SERVED_NAME = "repo"
 SPACE_MARGIN_BYTES = 64 << 20  # left free in the temp directory beside a copy
 
 
+OWNER_NAME = "owner.txt"  # in that folder: "PID START_TIME" of the serve that made it
+
+
+def _process_key(pid: int) -> str | None:
+    """``"PID START_TIME"`` of a running process (None where there is none): a pid reused later reads otherwise."""
+    import psutil
+
+    try:
+        return f"{pid} {psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return None
+
+
+def remove_stale_snapshots() -> list[Path]:
+    """Remove this user's snapshot folders in the temp directory whose serve is gone (killed: SIGKILL, a power cut)
+    and that no running process names (an orphaned tritonserver still serving one): each is a whole copy of a
+    repository (hundreds of MB for a text model). Folders without an owner record (an older tritongen's) are kept."""
+    import psutil
+
+    from ..files import regular_bytes
+
+    stale = []
+    for root in Path(tempfile.gettempdir()).glob(f"{SNAPSHOT_PREFIX}*"):
+        try:
+            info = root.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            owner = regular_bytes(root / OWNER_NAME, 256, follow_links=False).decode().split()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if len(owner) == 2 and owner[0].isdigit() and _process_key(int(owner[0])) == " ".join(owner):
+            continue  # its serve runs
+        stale.append(root)
+    if stale:
+        named: set[Path] = set()
+        for process in psutil.process_iter(["cmdline"]):
+            for arg in process.info.get("cmdline") or ():
+                named.update(root for root in stale if str(root) in arg)
+        stale = [root for root in stale if root not in named]
+    for root in stale:
+        shutil.rmtree(root, ignore_errors=True)
+    return stale
+
+
 def snapshot_root(repo: Path) -> Path:
     """A new private folder for copies of ``repo``, naming ``repo`` in its :data:`SOURCE_NAME` (what a server
-    serving the copy answers from, for those who ask: ``infer --check``)."""
+    serving the copy answers from, for those who ask: ``infer --check``) and its serve in :data:`OWNER_NAME` (so a
+    later serve removes it once that one is gone: :func:`remove_stale_snapshots`)."""
+    remove_stale_snapshots()
     root = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
     try:
+        (root / OWNER_NAME).write_text(_process_key(os.getpid()) or "")
         (root / SOURCE_NAME).write_text(str(Path(repo).resolve()))
         os.mkdir(root / COPY_DIR, 0o700)
     except OSError as exc:
