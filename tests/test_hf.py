@@ -467,6 +467,52 @@ def test_weights_missing_from_the_folder_are_refused_not_filled_with_random_numb
         loaded_from_hf(hf_model_from_folder(folder, task=task))
 
 
+def test_a_checkpoint_without_a_pooler_builds_as_token_embeddings(tmp_path):
+    """A RobertaForMaskedLM checkpoint (roberta-base itself) saves no pooler: built as feature-extraction, which
+    serves last_hidden_state, it was refused as lacking pooler.dense.*, weights that never reach the output."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    folder = tmp_path / "mlm"
+    BertForMaskedLM(config).save_pretrained(folder)
+    _minilm_tokenizer_into(folder)
+    assert loaded_from_hf(hf_model_from_folder(folder, task="feature-extraction")).form == "huggingface"
+
+
+def _minilm_tokenizer_into(folder: Path) -> None:
+    import shutil
+
+    from tritongen.hf import TOKENIZER_FILES
+
+    for name in TOKENIZER_FILES:
+        if (minilm_dir() / name).is_file():
+            shutil.copy(minilm_dir() / name, folder / name)
+
+
+def test_weight_files_that_are_links_count_as_what_loads(tmp_path):
+    """A Hugging Face cache's snapshot folder links each weight file to its blob: they were counted as 0 bytes and
+    every model over 8M weights was refused as "larger than its weight files"."""
+    folder = _minilm_copy(tmp_path)
+    blob = tmp_path / "blobs" / "abc123"
+    blob.parent.mkdir()
+    (folder / "model.safetensors").rename(blob)
+    (folder / "model.safetensors").symlink_to(blob)
+    assert loaded_from_hf(hf_model_from_folder(folder)).form == "huggingface"
+
+
+def test_the_config_loaded_is_the_one_read_and_checked(tmp_path):
+    """The size check and the load each read config.json again: one swapped after the check (vocab_size 10**9) was
+    allocated unchecked. Both use the config read first."""
+    folder = _minilm_copy(tmp_path)
+    model = hf_model_from_folder(folder)
+    _with_config(folder, vocab_size=10**9)  # swapped after it was read and checked
+    loaded = loaded_from_hf(model)
+    assert loaded.module.inner.config.vocab_size == model.config["vocab_size"] == 30522
+
+
 def test_a_tokenizer_file_past_the_bound_is_refused_before_it_is_parsed(tmp_path):
     """A 98 MB tokenizer.json took 2.4 GB to parse (tokenizers takes about 25x a file's size); real ones of a
     250k-token vocabulary are about 20 MB."""

@@ -589,19 +589,36 @@ class LoadedHF:
 WEIGHT_SUFFIXES = (".safetensors", ".bin")  # model.safetensors (and its shards), pytorch_model.bin
 
 
-def _check_size_against_weights(model: HFModel, auto: Any) -> None:
+def _config_object(model: HFModel) -> Any:
+    """transformers' config for ``model`` made from the config.json bytes :func:`read_config` read and checked (the
+    size check and the load use this one object: the file is not read again, so a config.json swapped after the
+    check is not what loads)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = model.config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise TritongenError(
+            f"{model.folder}/config.json: model_type is {shown(repr(model_type))}, not a model type transformers knows",
+            "save the model's config with save_pretrained",
+        )
+    return CONFIG_MAPPING[model_type].from_dict(dict(model.config))
+
+
+def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
     """Refuse, before anything is allocated, a config.json describing a model larger than its weight files could
     hold (at 2 bytes a weight): a vocab_size of 10**8 made the build allocate 13 GB for weights the folder never
-    had. The model is built on PyTorch's meta device, which allocates nothing, to count its weights."""
+    had. The model is built on PyTorch's meta device, which allocates nothing, to count its weights. Weight files
+    are counted through links (a Hugging Face cache's snapshot folder links each to its blob: what loads)."""
     import torch
-    import transformers
 
     weight_bytes = 0
     for path in Path(model.folder).iterdir():
-        info = path.lstat()
+        try:
+            info = path.stat()
+        except OSError:
+            continue
         if path.name.endswith(WEIGHT_SUFFIXES) and stat.S_ISREG(info.st_mode):
             weight_bytes += info.st_size
-    config = transformers.AutoConfig.from_pretrained(str(model.folder), local_files_only=True, trust_remote_code=False)
     with torch.device("meta"):
         skeleton = auto.from_config(config, attn_implementation="eager", trust_remote_code=False)
     count = sum(p.numel() for p in skeleton.parameters())
@@ -612,6 +629,19 @@ def _check_size_against_weights(model: HFModel, auto: Any) -> None:
             "save the fine-tuned model itself with save_pretrained (its config.json describes the model its weights "
             "hold)",
         )
+
+
+def _unused_weight(model: HFModel, hf: Any, key: str) -> bool:
+    """Whether a weight the checkpoint lacks never reaches what the build serves: a pooler's where the model serves
+    its token embeddings (``last_hidden_state``: a RobertaForMaskedLM checkpoint, roberta-base itself, saves no
+    pooler), or one the model class itself lists as fine to lack (``_keys_to_ignore_on_load_missing``)."""
+    import re
+
+    if model.task == "feature-extraction" and model.output_names[:1] == ("last_hidden_state",):
+        if key.startswith("pooler.") or ".pooler." in key:
+            return True
+    patterns = getattr(type(hf), "_keys_to_ignore_on_load_missing", None) or ()
+    return any(isinstance(p, str) and re.search(p, key) for p in patterns)
 
 
 def loaded_from_hf(model: HFModel) -> LoadedHF:
@@ -630,9 +660,11 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
     verbosity = transformers.utils.logging.get_verbosity()
     transformers.utils.logging.set_verbosity_error()  # its load report (with terminal escapes): our error says it
     try:
-        _check_size_against_weights(model, auto)
+        config = _config_object(model)
+        _check_size_against_weights(model, auto, config)
         hf, info = auto.from_pretrained(
             str(model.folder),
+            config=config,
             local_files_only=True,
             attn_implementation="eager",
             trust_remote_code=False,
@@ -649,7 +681,7 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
         transformers.utils.logging.set_verbosity(verbosity)
         if bars:
             transformers.utils.logging.enable_progress_bar()
-    missing = sorted(str(k) for k in info.get("missing_keys") or ())
+    missing = sorted(k for k in map(str, info.get("missing_keys") or ()) if not _unused_weight(model, hf, k))
     if missing:  # transformers fills them with random numbers: the model would answer, wrongly
         raise TritongenError(
             f"the weights in {model.folder} lack {len(missing)} tensor(s) the {model.task} model needs "
