@@ -447,3 +447,51 @@ def test_a_graph_computing_huge_constants_is_refused_before_onnx_runtime_folds_t
     assert code == 1 and not (tmp_path / "out").exists()  # nor the parents the build made for the repository
     small = _constant_bomb(tmp_path / "small.onnx", [256, 256], copies, via_concat)
     assert _run(["build", str(small), "--repo", "repo"])[0] == 0  # the same graph at a sane size builds
+
+
+def _external(name: str, dtype: int, dims: list[int]):
+    """An initializer whose data is external (no file needed: only the graph is read for sizes)."""
+    from onnx import TensorProto
+
+    tensor = TensorProto(name=name, data_type=dtype, dims=dims, data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "weights.bin"), ("offset", "0"), ("length", "1")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+@pytest.mark.parametrize("kind", ["int8 weights dequantized", "linear layers transposed"])
+def test_a_large_models_own_weights_set_the_scale_of_what_it_may_compute(tmp_path, kind):
+    """A review found real models refused: a DequantizeLinear of 655M INT8 weights computes 2.6 GB from constants
+    (4x its bytes), 36 transposed 4096x4096 weights 2.4 GB (as many bytes as they hold); the bounds are the larger
+    of theirs and 4x the model's own weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tritongen.onnx_input import check_static_sizes
+
+    if kind.startswith("int8"):
+        inits = [
+            _external("W", TensorProto.INT8, [40000, 16384]),
+            numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+        ]
+        nodes = [
+            helper.make_node("DequantizeLinear", ["W", "s", "z"], ["Wf"]),
+            helper.make_node("Gather", ["Wf", "x"], ["y"]),
+        ]
+        x = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", 8])
+    else:
+        inits = [_external(f"W{i}", TensorProto.FLOAT, [4096, 4096]) for i in range(36)]
+        nodes, previous = [], "x"
+        for i in range(36):
+            nodes += [
+                helper.make_node("Transpose", [f"W{i}"], [f"T{i}"], perm=[1, 0]),
+                helper.make_node("MatMul", [previous, f"T{i}"], [f"h{i}"]),
+            ]
+            previous = f"h{i}"
+        nodes.append(helper.make_node("Identity", [previous], ["y"]))
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4096])
+    graph = helper.make_graph(nodes, "big", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    check_static_sizes(path)  # no refusal

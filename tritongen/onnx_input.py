@@ -138,7 +138,6 @@ def check_static_sizes(path: Path) -> None:
     all memory in constant folding (and would in ONNX Runtime). Sizes come from ONNX's shape inference in a bounded
     child (:func:`tritongen.validate_onnx.graph_io_from_onnx`); a size that depends on a request's values is not
     known before one is run."""
-    from .files import size_text
     from .validate_onnx import graph_io_from_onnx, shape_text, tensor_names
 
     try:
@@ -151,21 +150,32 @@ def check_static_sizes(path: Path) -> None:
             "tensors it computes are unknown",
             "check the graph with onnx.shape_inference.infer_shapes(model, data_prop=True); export it again",
         )
+    # a model's own weights set the scale: a dequantized INT8 weight is 4x its bytes, and folding a transposed weight
+    # rewrites as many bytes as it reads
+    one_bound = max(MAX_STATIC_TENSOR_BYTES, 4 * graph.largest_weight_bytes)
+    folded_bound = max(MAX_FOLDED_BYTES, 4 * graph.weight_bytes)
     big = graph.largest
-    if big is not None and big.nbytes > MAX_STATIC_TENSOR_BYTES:
+    if big is not None and big.nbytes > one_bound:
         raise TritongenError(
             f"{path.name} computes {tensor_names([big.name])} ({tensor_names([big.operator])}) of shape "
-            f"{shape_text(big.dims)}: {big.nbytes / 1e9:,.1f} GB, over the {size_text(MAX_STATIC_TENSOR_BYTES)} one "
-            "tensor may take",
+            f"{shape_text(big.dims)}: {big.nbytes / 1e9:,.1f} GB, over the {_bound_text(one_bound)} one tensor may "
+            "take (the larger of 4 GiB and 4x its largest weight)",
             "check the shape that node is given (a constant shape that large is a mistake in the graph)",
         )
-    if graph.folded_bytes > MAX_FOLDED_BYTES:
+    if graph.folded_bytes > folded_bound:
         raise TritongenError(
             f"{path.name} computes {graph.folded_bytes / 1e9:,.1f} GB of tensors from its constants alone, which "
-            f"constant folding would store as weights (over {size_text(MAX_FOLDED_BYTES)})",
+            f"constant folding would store as weights (over {_bound_text(folded_bound)}: the larger of 2 GiB and 4x "
+            "its weights)",
             "check the shapes given to ConstantOfShape, Expand, Tile and the like (constant shapes that large are a "
             "mistake in the graph)",
         )
+
+
+def _bound_text(n_bytes: int) -> str:
+    from .files import size_text
+
+    return size_text(n_bytes) if n_bytes % (1 << 20) == 0 else f"{n_bytes / 1e9:,.1f} GB"
 
 
 def _dims(value_info: Any) -> list[int]:

@@ -94,6 +94,9 @@ class GraphIO:
     largest: StaticTensor | None = None
     folded_bytes: int = 0
     sized: bool = False  # whether shape inference ran (largest and folded_bytes hold only then)
+    # The graph's weights (initializers, their external data included, by their dims): what a model's own size is
+    weight_bytes: int = 0
+    largest_weight_bytes: int = 0
 
 
 def _type_from_onnx(elem_type: int) -> str:
@@ -211,6 +214,7 @@ def child_main(header: Mapping[str, Any], data: bytes) -> None:
     answer["largest"] = None if big is None else [big.name, big.operator, list(big.dims), big.nbytes]
     answer["folded_bytes"] = graph.folded_bytes
     answer["sized"] = graph.sized
+    answer["weights"] = [graph.weight_bytes, graph.largest_weight_bytes]
     sys.stdout.write(json.dumps(answer))
 
 
@@ -294,10 +298,13 @@ def _graph_io_in_child(data: bytes, infer: bool) -> GraphIO | None:
             reason = answer["error"]
         else:
             tables = [{str(n): _tensor_from_json(t) for n, t in answer[k].items()} for k in _GRAPH_TABLES]
-            folded, sized = answer["folded_bytes"], answer["sized"]
+            folded, sized, weights = answer["folded_bytes"], answer["sized"], answer["weights"]
             if type(folded) is not int or type(sized) is not bool:
                 raise ValueError("not a size")
-            return GraphIO(tables[0], tables[1], tables[2], _static_from_json(answer["largest"]), folded, sized)
+            if not (isinstance(weights, list) and len(weights) == 2 and all(type(w) is int for w in weights)):
+                raise ValueError("not sizes")
+            largest = _static_from_json(answer["largest"])
+            return GraphIO(tables[0], tables[1], tables[2], largest, folded, sized, weights[0], weights[1])
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # not what the child writes
     raise ValueError(str(reason)[:300])
@@ -413,11 +420,28 @@ def _graph_io(data: bytes, infer: bool = True) -> GraphIO:
         )
     constants = initializers | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     nodes = [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    weights = [_tensor_bytes(t.dims, t.data_type) for t in model.graph.initializer]
     strict, lenient = _inferred(model)  # changes model: after every declaration is read
     inferred = _inferred_outputs(strict)
     outputs = {name: passed.get(name) or _merged(t, inferred.get(name)) for name, t in declared.items()}
     largest, folded = _static_sizes(lenient, constants, nodes)
-    return GraphIO(inputs, overridable, outputs, largest, folded, lenient is not None)
+    return GraphIO(
+        inputs, overridable, outputs, largest, folded, lenient is not None, sum(weights), max(weights, default=0)
+    )
+
+
+def _tensor_bytes(dims: Iterable[int], elem_type: int) -> int:
+    """The bytes of a tensor of ``dims`` and ONNX element type ``elem_type`` (0 for a type of no fixed size)."""
+    from onnx import helper
+
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
+    count = 1
+    for d in dims:
+        count *= max(int(d), 0)
+    return count * itemsize
 
 
 def onnx_available() -> bool:
