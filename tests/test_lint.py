@@ -199,3 +199,26 @@ def test_a_model_built_for_the_cpu_fails_no_lint_of_its_repository(tmp_path, cap
         assert code == 0 and "would not pass TensorRT, which never parses it: built with --target local" in out, out
     else:
         assert code == 1 and "NOT compatible" in out, out
+    # a fault of the file itself (external data missing) fails whatever runs it (a review: the first version of this
+    # let every error pass for a local model)
+    weighted = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.ones(4, np.float32), "w")],
+    )
+    served = tmp_path / "repo" / "m" / "1" / "model.onnx"
+    onnx.save_model(
+        helper.make_model(weighted, opset_imports=[helper.make_opsetid("", 17)]), str(served),
+        save_as_external_data=True, location="gone.bin", size_threshold=0,
+    )  # fmt: skip
+    (served.parent / "gone.bin").unlink()
+    capsys.readouterr()
+    code = 0
+    try:
+        main(["lint", str(tmp_path / "repo")])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr().out
+    assert code == 1 and "external-data" in out, out

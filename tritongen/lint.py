@@ -40,6 +40,12 @@ ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 )
 
 
+FILE_CODES = (
+    "external-data",
+    "file-size",
+)  # findings about the file itself: every runtime meets them, not TensorRT only
+
+
 @dataclass(frozen=True)
 class LintReport:
     path: Path
@@ -53,15 +59,20 @@ class LintReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.not_for_tensorrt) or not any(f.level == "error" for f in self.findings)
+        """No error, or where TensorRT never parses the model, none about the file itself (:data:`FILE_CODES`)."""
+        return not any(
+            f.level == "error" and (not self.not_for_tensorrt or f.code in FILE_CODES) for f in self.findings
+        )
 
     def text(self) -> str:
-        compatible = any(f.level == "error" for f in self.findings)
-        verdict = "NOT compatible" if compatible else "ok"
+        refused = any(f.level == "error" for f in self.findings)
+        verdict = "NOT compatible" if refused else "ok"
         if self.not_for_tensorrt:
-            verdict = f"{'would not pass' if compatible else 'would pass'} TensorRT, which never parses it: " + (
+            verdict = f"{'would not pass' if refused else 'would pass'} TensorRT, which never parses it: " + (
                 self.not_for_tensorrt
             )
+            if not self.ok:
+                verdict = "NOT usable (its file itself; TensorRT never parses it: " + self.not_for_tensorrt + ")"
         head = f"{self.path}: opset {self.opset}, {len(self.ops)} operator types: {verdict}"
         return "\n".join([head] + [f"  {f.level:<7} {f.code:<18} {f.message}" for f in self.findings])
 
