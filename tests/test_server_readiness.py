@@ -150,6 +150,7 @@ def test_a_stub_that_cannot_start_fails_the_wait_at_once_naming_the_model(tmp_pa
     log = tmp_path / "server.log"
     log.write_text(
         'I1207 06:26:08.476067 13531 model_lifecycle.cc:472] "loading: small:2"\n'
+        'I1207 06:26:08.476080 13531 model_lifecycle.cc:472] "loading: other:1"\n'  # in parallel: not the one
         "I1207 06:26:08.582004 13547 pb_stub.cc:2105]  Failed to preinitialize Python stub: Python model file not "
         "found in '/r/small/2/model.py'\n"
     )

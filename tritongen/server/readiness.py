@@ -184,7 +184,7 @@ def log_errors(log_path: Path, limit: int = 10) -> list[str]:
 # A Python-backend model whose stub cannot start (its model.py missing from the version served): the backend says so
 # and tritonserver then waits, not answering, until the ready timeout (Triton 2.51).
 _STUB_FAILED_RE = re.compile(r"Failed to preinitialize Python stub: (?P<reason>.*?)\"?$", re.MULTILINE)
-_LOADING_RE = re.compile(r"\"loading: (?P<model>[^\"]+)\"")
+_MODEL_PATH_RE = re.compile(r"/(?P<model>[^/']+)/(?P<version>\d+)/model\.py")
 _STUB_LOG_TAIL_BYTES = 256 << 10  # read each poll: the log's last 256 KiB
 
 
@@ -199,8 +199,10 @@ def _raise_stub_failed(server: Any) -> None:
     failed = _STUB_FAILED_RE.search(text)
     if failed is None:
         return
-    loading = [m["model"] for m in _LOADING_RE.finditer(text, 0, failed.start())]
-    which = f"model {one_line(loading[-1])}" if loading else "a Python-backend model"
+    # the model from the path in the reason (.../NAME/VERSION/model.py): models load in parallel, so the last
+    # "loading:" line before it may be another's
+    at = _MODEL_PATH_RE.search(failed["reason"])
+    which = f"model {one_line(at['model'])}:{at['version']}" if at else "a Python-backend model"
     raise TritongenError(
         f"{which} failed to start in tritonserver ({one_line(failed['reason'].strip())[:300]}), and the server "
         "waits on it",
