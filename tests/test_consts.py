@@ -230,3 +230,14 @@ def test_inputs_naming_some_of_forwards_arguments_out_of_place_are_refused():
     assert inputs_by_name(module, ["a", "y"]) is None  # the one named is in its place
     with pytest.raises(TritongenError, match=r"input 'b' is forward\(\)'s argument 2 but is declared 1st"):
         inputs_by_name(module, ["b", "y"])
+    # a review: names of some of forward()'s arguments, one left without a tensor, built before (the tensor went
+    # to the first argument) and would fail inside the wrapper ("missing 1 required positional argument")
+    with pytest.raises(TritongenError, match=r"leaves forward\(\)'s argument 'a' without a tensor"):
+        inputs_by_name(module, ["b"])
+
+    class PositionalOnly(type(module)):
+        def forward(self, a, b, /):
+            return a - 2 * b
+
+    with pytest.raises(TritongenError, match=r"names arguments forward\(\) takes by position only"):
+        inputs_by_name(PositionalOnly(), ["b", "a"])

@@ -217,6 +217,17 @@ def inputs_by_name(module: Any, input_names: Sequence[str]) -> tuple[str, ...] |
     if names == order[: len(names)]:
         return None
     if set(names) <= set(order):
+        unfilled = [
+            p for p, a in params.items() if p not in names and not isinstance(a, tuple) and a not in SCALAR_TYPES
+        ]
+        if unfilled or _positional_only(module) & set(names):
+            what = f"leaves forward()'s argument '{unfilled[0]}' without a tensor" if unfilled else "names arguments"
+            raise TritongenError(
+                f"the inputs declared ({', '.join(names)}) {what} "
+                + ("" if unfilled else "forward() takes by position only ")
+                + f"(forward({', '.join(order)}))",
+                "declare every tensor argument of forward(), in its order",
+            )
         return tuple(names)
     misplaced = [n for i, n in enumerate(names) if n in params and order.index(n) != i]
     if misplaced:
@@ -228,6 +239,15 @@ def inputs_by_name(module: Any, input_names: Sequence[str]) -> tuple[str, ...] |
             "declare the inputs in forward()'s order, or name each after the argument it is",
         )
     return None
+
+
+def _positional_only(module: Any) -> set[str]:
+    """forward()'s arguments that cannot be passed by name (``def forward(self, a, b, /)``)."""
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (AttributeError, TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind is p.POSITIONAL_ONLY}
 
 
 def _ordinal(n: int) -> str:
