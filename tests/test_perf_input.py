@@ -39,7 +39,7 @@ def _one_error_line(code: int, out: str, err: str) -> str:
         (["--concurrency", ""], "error: --concurrency '' names no load level: write it like --concurrency 1,2,4,8"),
         (["--request-rate", ","], "error: --request-rate ',' names no load level: write it like --request-rate 50"),
         # ran levels 1 and 4, the slip unsaid (while "4,4,1" was refused)
-        (["--concurrency", "1,,4"], "error: --concurrency '1,,4' has an empty item between commas: write it like"),
+        (["--concurrency", "1,,4"], "error: --concurrency '1,,4' has an empty item: write it like"),
         # a repeated level was measured twice, as two rows
         (["--concurrency", "1,4,1"], "error: concurrency 1 is given more than once (each level is measured once)"),
         (["--request-rate", "50,50.0"], "error: request rate 50 is given more than once"),

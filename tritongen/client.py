@@ -662,7 +662,7 @@ def http_get_bounded(address: str, path: str, timeout_s: float, max_bytes: int, 
             body = b"".join(chunks)
             if len(body) <= max_bytes or not whole:
                 found.append(body[:max_bytes])
-        except (OSError, ValueError, http.client.HTTPException):
+        except Exception:  # noqa: BLE001 -- any fault (a socket shut under it included): no page, not a traceback
             pass
 
     try:
@@ -681,7 +681,8 @@ def http_get_bounded(address: str, path: str, timeout_s: float, max_bytes: int, 
             except OSError:
                 pass
         worker.join(1.0)
-    conn.close()
+    if not worker.is_alive():  # closed only once its worker is done with it (a daemon thread ends with the process)
+        conn.close()
     return found[0] if found and not late else None
 
 

@@ -33,10 +33,8 @@ def numbers_from_text(text: str | None, kind: type, option: str) -> tuple:
     what = "whole numbers" if kind is int else "numbers"
     example = "1,2,4,8" if kind is int else "50,100,200"
     parts = [v.strip() for v in text.split(",")]
-    if "" in parts[:-1] and any(parts):  # "1,,4": a level left out by a slip (a trailing comma is none)
-        raise TritongenError(
-            f"{option} '{shown(text)}' has an empty item between commas", f"write it like {option} {example}"
-        )
+    if "" in parts[:-1] and any(parts):  # "1,,4", ",4": a level left out by a slip (one trailing comma is none)
+        raise TritongenError(f"{option} '{shown(text)}' has an empty item", f"write it like {option} {example}")
     try:
         numbers = tuple(kind(v) for v in parts if v)  # "1 4" is no number
     except ValueError:
