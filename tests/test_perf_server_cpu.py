@@ -297,7 +297,7 @@ def test_a_result_file_is_read_within_a_bound_and_a_folder_or_binary_is_one_erro
     with pytest.raises(TritongenError, match="is over"):
         run_from_json(good)
     monkeypatch.undo()
-    with pytest.raises(TritongenError, match="cannot be read"):
+    with pytest.raises(TritongenError, match="holds no results.json"):
         run_from_json(tmp_path)
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00{")
     with pytest.raises(TritongenError, match="not UTF-8|not JSON"):

@@ -468,12 +468,20 @@ def test_text_calibration_without_a_tokenizer_is_refused_before_the_export(tmp_p
     """It was refused after the export and the parity gate (8 s of a newcomer's build), and its fix did not say that
     --tokenizer turns the build into a text-in ensemble."""
     (tmp_path / "sentences.txt").write_text("one sentence\nanother one\n")
-    lines: list[str] = []
-    with pytest.raises(TritongenError) as err:
-        build(
-            _conv_spec(conv, tmp_path / "repo", precision="int8", calib_data=tmp_path / "sentences.txt"),
-            progress=lines.append,
+    for inputs, problem in (
+        (["input_ids:INT64:-1"], "calibration data sentences.txt is text, which needs a tokenizer"),
+        (
+            ["x:FP32:3,32,32"],
+            "calibration data sentences.txt is text, but the model takes an image (x FP32 [3, 32, 32])",
+        ),
+    ):
+        lines: list[str] = []
+        spec = _conv_spec(
+            conv, tmp_path / "repo", precision="int8", calib_data=tmp_path / "sentences.txt", inputs=inputs
         )
-    assert err.value.problem == "calibration data sentences.txt is text, which needs a tokenizer"
-    assert "an ensemble NAME of NAME_preprocess -> NAME_model -> NAME_postprocess" in err.value.fix
-    assert not lines and not (tmp_path / "repo").exists()  # no stage began, nothing was made
+        with pytest.raises(TritongenError) as err:
+            build(spec, progress=lines.append)
+        assert err.value.problem == problem
+        assert not lines and not (tmp_path / "repo").exists()  # no stage began, nothing was made
+        if "tokenizer" in problem:
+            assert "an ensemble NAME of NAME_preprocess -> NAME_model -> NAME_postprocess" in err.value.fix

@@ -122,15 +122,18 @@ def test_a_hangup_within_stop_on_sigterm_is_taken_as_sigterm_is():
     checked copy of the repository in the temp folder."""
     from tritongen.server.sigterm import HungUp
 
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
-    with stop_on_sigterm():
-        assert signal.getsignal(signal.SIGHUP) != signal.SIG_DFL
-        with pytest.raises(KeyboardInterrupt) as caught:
-            signal.raise_signal(signal.SIGHUP)
-            time.sleep(30)
-        assert isinstance(caught.value, HungUp) and caught.value.exit_code == 129
-        signal.raise_signal(signal.SIGTERM)  # the stop the hangup began runs: ignored
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the suite may run under nohup (SIGHUP ignored)
+    try:
+        with stop_on_sigterm():
+            assert signal.getsignal(signal.SIGHUP) != signal.SIG_DFL
+            with pytest.raises(KeyboardInterrupt) as caught:
+                signal.raise_signal(signal.SIGHUP)
+                time.sleep(30)
+            assert isinstance(caught.value, HungUp) and caught.value.exit_code == 129
+            signal.raise_signal(signal.SIGTERM)  # the stop the hangup began runs: ignored
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_under_nohup_a_hangup_stays_ignored():

@@ -668,7 +668,8 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
 
     check_model_name(spec.name)
     _check_names(spec)
-    check_text_has_tokenizer(spec.calib_data, spec.tokenizer or (spec.model_path if spec.model_path.is_dir() else None))
+    tokenizer = spec.tokenizer or (spec.model_path if spec.model_path.is_dir() else None)
+    check_text_has_tokenizer(spec.calib_data, tokenizer, spec.inputs)
     plan = plan_install(spec)
     stages = Stages(progress, stage_model_steps(spec, loaded is not None) + 2)  # + validating, installing
     if plan.mode == "new_version" and is_tuned_config(plan.model_dir / CONFIG_NAME):

@@ -183,8 +183,9 @@ def _utf8_lines(raw: bytes, path: Path) -> list[str]:
     return [line.strip() for line in text_lines(text)]
 
 
-def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, tokenizer: Path | None) -> list[Arrays]:
-    if not all(numpy_dtype(t.dtype).kind in "iu" for t in inputs):  # a tokenizer gives integer token ids
+def _check_text_fits(path: Path, inputs: tuple[TensorSpec, ...], tokenizer: Path | None) -> None:
+    """Text calibration data needs token-id inputs and a tokenizer to make them."""
+    if inputs and not all(numpy_dtype(t.dtype).kind in "iu" for t in inputs):  # a tokenizer gives integer token ids
         if _is_image_input(inputs):
             raise TritongenError(
                 f"calibration data {path.name} is text, but the model takes an image ({_described(inputs)})",
@@ -197,6 +198,11 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
         )
     if tokenizer is None:
         raise _no_tokenizer(path)
+
+
+def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, tokenizer: Path | None) -> list[Arrays]:
+    _check_text_fits(path, inputs, tokenizer)
+    assert tokenizer is not None  # refused above
     if not batched:
         raise TritongenError(
             "text calibration data needs a batching model",
@@ -397,14 +403,16 @@ def _no_tokenizer(path: Path) -> TritongenError:
     )
 
 
-def check_text_has_tokenizer(calib_data: Path | None, tokenizer: Path | None) -> None:
-    """Refuse, before anything is exported, text calibration data with no tokenizer to read it (the build found
-    out after the export and the parity gate)."""
+def check_text_has_tokenizer(
+    calib_data: Path | None, tokenizer: Path | None, inputs: tuple[TensorSpec, ...] = ()
+) -> None:
+    """Refuse, before anything is exported, text calibration data the model cannot take (inputs that are not token
+    ids, where declared) or that no tokenizer reads (the build found out after the export and the parity gate)."""
     if calib_data is None or tokenizer is not None:
         return
     path = Path(calib_data).expanduser()
     if path.is_file() and _looks_like_text(path):
-        raise _no_tokenizer(path)
+        _check_text_fits(path, inputs, tokenizer)
 
 
 def calibration_data_from_path(
