@@ -182,7 +182,8 @@ def test_a_version_that_fails_the_gate_is_never_served(world):
 
 
 def test_a_second_run_finishes_or_undoes_a_half_done_step(world):
-    from tritongen.deploy.rollout_record import Pending, read_record, write_record
+    from tritongen.deploy.rollout_record import read_record, write_record
+    from tritongen.rollout_format import Pending
 
     model_dir = world["repo"] / NAME
     rollout_to_2 = ["rollout", str(world["repo"]), NAME, "--to-version", "2", "--url", world["server"].grpc_url]

@@ -335,6 +335,9 @@ def test_a_three_times_slower_version_is_refused_and_a_rollback_to_it_needs_forc
     assert report["latency"]["low"] > 2.0  # 60 ms against 20 ms of sleep: ~3x, far from the 1.2 threshold
     assert 'id="verdict">refused: latency ratio' in (out_dir / "comparison.html").read_text()
     assert _ready(world) == [1] and _candidate_answers(world) is None
+    # an attack session: after a first rollout's refusal the record named no live version, and a restart served
+    # config.pbtxt's newest, the refused one, unpinned and unwarned
+    assert read_record(world["repo"] / NAME).live == 1
 
     # finding 8: a rollback to the refused version is refused, with the reason, unless --force
     record = world["repo"] / NAME / "tritongen-rollout.json"

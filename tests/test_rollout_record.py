@@ -24,7 +24,8 @@ def repo(tmp_path_factory):
 
 
 def _record(repo, **changes):
-    from tritongen.deploy.rollout_record import Pending, RolloutRecord, write_record
+    from tritongen.deploy.rollout_record import write_record
+    from tritongen.rollout_format import Pending, RolloutRecord
 
     record = RolloutRecord(model="tiny", live=2, previous=1, pending=Pending("rollout", 1, 2, "switch"))
     write_record(repo, repo / "tiny", record.with_event({"action": "rollout", "from": 1, "to": 2}))
@@ -61,6 +62,10 @@ def test_the_record_round_trips_and_verify_accepts_it(repo):
         ("link", "symbolic link"),
         ("big", "not a rollout record"),
         ("deep", "not a rollout record"),  # deep enough to exhaust the JSON parser's recursion
+        # an attack session: verify passed these, which rollout refuses (a writer blocked every rollout unseen)
+        ({"history": [{"a": [[[[1]]]]}]}, "history event 0 nests deeper than the 3 levels"),
+        ({"live": "1"}, "version '1' is not a version number"),
+        ({"pending": {"action": "rollout"}}, "not a rollout record"),
     ],
 )
 def test_verify_refuses_anything_else_under_the_record_name(repo, change, problem):
@@ -141,7 +146,8 @@ def test_a_recorded_switch_from_a_version_the_server_no_longer_serves_is_dropped
     """A switch 1 -> 2 recorded as unfinished while the server serves version 3: the record is stale (or written
     by hand to force a version in without its gate), so the run changes nothing on the server and drops it."""
     from tritongen.deploy.rollout import RolloutSpec, _resume
-    from tritongen.deploy.rollout_record import Pending, RolloutRecord, read_record
+    from tritongen.deploy.rollout_record import read_record
+    from tritongen.rollout_format import Pending, RolloutRecord
 
     record = RolloutRecord(model="tiny", live=3, previous=2, pending=Pending("rollout", 1, 2, "switch"))
     spec = RolloutSpec(repo=repo, name="tiny", to_version=1, action="rollback")
@@ -242,7 +248,7 @@ def test_a_later_gate_of_the_same_versions_keeps_the_earlier_report(tmp_path):
 
 def test_the_last_change_read_from_a_record_is_printed_escaped():
     """The record is a file anyone may have written; its history reached serve's and rollout's lines raw."""
-    from tritongen.deploy.rollout_record import RolloutRecord
+    from tritongen.rollout_format import RolloutRecord
 
     event = {"at": "\x1b]0;TITLE\x07", "action": "rollback", "from": 2, "to": 1, "result": "promoted"}
     record = RolloutRecord(model="m", live=1, previous=2, pending=None, history=(event,))
@@ -294,7 +300,7 @@ def test_a_second_plain_rollback_does_not_re_promote_what_the_first_rolled_back_
     from types import SimpleNamespace
 
     from tritongen.deploy.rollout import _target
-    from tritongen.deploy.rollout_record import RolloutRecord
+    from tritongen.rollout_format import RolloutRecord
 
     record = RolloutRecord("cnn", live=10, previous=6).with_event(
         {"action": "rollout", "from": 6, "to": 10, "result": "promoted"}
@@ -326,7 +332,8 @@ def test_a_stop_during_the_switch_says_triton_may_finish_it_and_how_to_go_on(tmp
     from types import SimpleNamespace
 
     from tritongen.deploy.rollout import ROLLOUT, _Step
-    from tritongen.deploy.rollout_record import RolloutRecord, read_record
+    from tritongen.deploy.rollout_record import read_record
+    from tritongen.rollout_format import RolloutRecord
 
     class StoppedDuringLoad:
         def load(self, *args, **kwargs):

@@ -327,15 +327,20 @@ def _check_rollout_record(model_dir: Path, found: _Findings) -> None:
     """``<model>/tritongen-rollout.json``: tolerated unlisted only in the form tritongen writes it."""
     path = model_dir / ROLLOUT_RECORD_NAME
     fix = f"remove {model_dir.name}/{ROLLOUT_RECORD_NAME} (tritongen rollout writes it again; the server is unchanged)"
+    from .rollout_format import record_from_data  # rollout's own reading: what it refuses, this does
+
+    why = "it cannot be read"
     try:
         text = _bounded_bytes(path, ROLLOUT_RECORD_MAX_BYTES)
-        data = json_from_bytes(text) if text is not None else None
-    except ValueError:
-        data = None
-    if not (isinstance(data, dict) and data.get("tool") == "tritongen-rollout" and data.get("model") == model_dir.name):
-        found.add(f"{model_dir.name}/{ROLLOUT_RECORD_NAME} is not a rollout record tritongen wrote for this model", fix)
-    else:
-        found.checked += 1
+        if text is not None:
+            record_from_data(json_from_bytes(text), model_dir.name)
+            found.checked += 1
+            return
+    except ValueError as exc:
+        why = one_line(str(exc))[:120]
+    found.add(
+        f"{model_dir.name}/{ROLLOUT_RECORD_NAME} is not a rollout record tritongen wrote for this model ({why})", fix
+    )
 
 
 def _check_rollout_lock(model_dir: Path, found: _Findings) -> None:

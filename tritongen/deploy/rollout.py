@@ -48,6 +48,7 @@ from ..fields import check_fields
 from ..files import FileTooLargeError, read_problem, regular_bytes
 from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
 from ..progress import Progress
+from ..rollout_format import GATE_STEP, SWITCH_STEP, Pending, RolloutRecord
 from ..served_settings import served_settings_from_config
 from .gate import (
     MAX_GOLDEN_ROWS,
@@ -63,10 +64,6 @@ from .gate import (
 )
 from .rollout_lock import rollout_lock
 from .rollout_record import (
-    GATE_STEP,
-    SWITCH_STEP,
-    Pending,
-    RolloutRecord,
     read_record,
     record_path,
     restore_record,
@@ -222,7 +219,10 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
             gate = step.judge(config, target, files, say)
             if not gate.passed:
                 event = _event(ROLLOUT, live, target, "refused", gate)
-                write_record(spec.repo, model_dir, replace(record, pending=None).with_event(event))
+                # a first rollout records the version that keeps serving as live: else a restart served config.pbtxt's
+                # newest, the refused one, with nothing to pin it back (nor a warning)
+                kept = record.live if record.live is not None else live
+                write_record(spec.repo, model_dir, replace(record, live=kept, pending=None).with_event(event))
                 elapsed = time.monotonic() - start
                 return RolloutResult(
                     spec.name, ROLLOUT, live, target, False, tuple(ready), gate, resumed, elapsed, signature=signature
