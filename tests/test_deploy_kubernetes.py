@@ -1179,3 +1179,49 @@ def test_every_measure_again_command_names_the_runs_server_and_recorded_reposito
     higher = next(c for c in cautions if "measure higher loads" in c)
     assert "--repo 'my repo' --url 127.0.0.1:18601 --report perf-double/ --force" in higher
     assert "--url" not in next(c for c in thresholds_from_run(RUN, slo_p99_ms=10_000).cautions if "higher" in c)
+
+
+def test_the_load_time_a_bundle_takes_from_tune_json_is_the_verified_record(tmp_path):
+    """An attack session: a tune.json added (and listed in a manifest) set the startup probe to 2166 failures; and
+    it was read again after verify, so a record swapped in after the check set it unchecked. Read once, held to
+    the digest verify found; one verify did not list is not used."""
+    import hashlib
+
+    from tritongen.deploy.thresholds import load_time_from_tune_record
+
+    model_dir = tmp_path / "m"
+    record = model_dir / "1" / "tritongen" / "tune.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"winner": {"load_s": 2.5}}))
+    digest = hashlib.sha256(record.read_bytes()).hexdigest()
+    assert load_time_from_tune_record(model_dir) == 2.5  # no verify report: as read
+    assert load_time_from_tune_record(model_dir, {"m/1/tritongen/tune.json": digest}) == 2.5
+    assert load_time_from_tune_record(model_dir, {}) is None  # not verified: not used
+    record.write_text(json.dumps({"winner": {"load_s": 3600}}))  # swapped after the check
+    with pytest.raises(TritongenError, match=r"tune.json changed after it was verified"):
+        load_time_from_tune_record(model_dir, {"m/1/tritongen/tune.json": digest})
+
+
+@pytest.mark.parametrize("target", ["kubernetes", "docker"])
+def test_deploy_checks_the_signature_first_where_a_key_is_given(work, tmp_path, capsys, target):
+    """deploy took no --public-key (verify, serve, rollout and tune do): a writer who rewrote a manifest with a
+    crafted tune.json or config got thresholds of their own into the bundle, signature or not."""
+    from tests.keys import write_key_pair
+    from tritongen.signing import sign_repository
+
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    private, public = write_key_pair(tmp_path)
+    sign_repository(repo, private)
+    args = ["deploy", str(repo), "--to", target, "--public-key", str(public)]
+    code, out, err = run_cli([*args, "--out", str(tmp_path / "ok")], capsys)
+    assert code == 0, err
+    config = repo / "double" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: 64"))
+    code, out, err = run_cli([*args, "--out", str(tmp_path / "changed")], capsys)
+    assert code == 1 and "double/config.pbtxt" in err and "sign" in err, err
+    assert not (tmp_path / "changed").exists()
+    code, out, err = run_cli(
+        ["deploy", str(repo), "--to", target, "--out", str(tmp_path / "x"), "--signature", "s"], capsys
+    )
+    assert code == 1 and "--signature without --public-key checks nothing" in err

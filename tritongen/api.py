@@ -137,7 +137,7 @@ def _deploy_options() -> dict[str, Any]:
     from .deploy import TARGETS, target_options
     from .fields import parameter_hints
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"public_key": PathLike | None, "signature": PathLike | None}  # every target's
     for target, write in TARGETS.items():  # what each target takes, as deploy itself decides it
         hints = parameter_hints(write)
         for key in target_options(target):
@@ -987,11 +987,20 @@ def deploy(repo: PathLike, *, to: str, out: PathLike, **options: Any) -> Any:
     """Write what serves ``repo`` on ``to`` (``docker``, ``kubernetes`` or ``kserve``) into ``out``.
 
     ``options`` are the keyword forms of ``tritongen deploy``'s flags (``force``, ``ngc_version``, ``host``,
-    ``extra_packages``, ``perf_results``, ``slo_p99_ms``, ``peak_rps``, ...). Returns the target's typed result
-    (it has ``summary()``).
+    ``extra_packages``, ``perf_results``, ``slo_p99_ms``, ``peak_rps``, ...). With ``public_key`` the repository's
+    signature (``signature``: its file) is checked first, as ``verify`` checks it: a bundle's thresholds come from
+    files in the repository (``config.pbtxt``, tune.json), which its manifests alone do not vouch for. Returns the
+    target's typed result (it has ``summary()``).
     """
     from .deploy import bundle_from_repository
 
+    public_key, signature = options.pop("public_key", None), options.pop("signature", None)
+    if public_key is not None:
+        from .signing import check_signature
+
+        check_signature(Path(repo), Path(public_key), _path(signature))  # before anything else reads the repository
+    elif signature is not None:
+        raise TritongenError("--signature without --public-key checks nothing", "pass --public-key with it")
     return bundle_from_repository(Path(repo), to, Path(out), **options)
 
 

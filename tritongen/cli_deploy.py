@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from . import api
-from .cli_options import ALLOW_UNVERIFIED
+from .cli_options import ALLOW_UNVERIFIED, PUBLIC_KEY, SIGNATURE
 from .deploy import TARGETS
 from .plan_compat import DEFAULT_NGC_RELEASE
 
@@ -91,6 +91,8 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     is_flag=True,
     help="Replace --out if it exists and is empty or a bundle tritongen deploy wrote (never the repository's folder).",
 )
+@PUBLIC_KEY
+@SIGNATURE
 def deploy(repo: Path, target: str, out: Path, **options) -> None:
     """Write the files that serve REPO on TARGET into --out, for exactly this repository.
 

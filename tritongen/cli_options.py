@@ -87,3 +87,13 @@ def _first(names: list[str], shown: int = 5) -> str:
     """``a, b, c, d, e, ... (8 in all)``."""
     more = f", ... ({len(names)} in all)" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+PUBLIC_KEY = click.option(
+    "--public-key",
+    type=click.Path(path_type=Path),
+    help="PEM public key: first check REPO's signature (tritongen sign), so a changed, added or removed file fails.",
+)
+SIGNATURE = click.option(
+    "--signature", type=click.Path(path_type=Path), help="Signature file (default: REPO/.tritongen-signature.sig)."
+)

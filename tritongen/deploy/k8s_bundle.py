@@ -457,7 +457,9 @@ def kubernetes_bundle_from_repository(
     if gpus is None:
         gpus = 0 if all(_cpu_only(c) for c in configs.values()) else 1
     if load_time_s is None:
-        load_time_s = load_time_from_tune_record(repo / info.name)
+        # a model allowed unverified has no digests: its record is read as it is, as its config is
+        verified = None if info.name in report.unverified_models else report.digests
+        load_time_s = load_time_from_tune_record(repo / info.name, verified)
     if run is not None:
         if slo_p99_ms is None:
             raise TritongenError(

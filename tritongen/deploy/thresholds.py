@@ -30,13 +30,14 @@ import json
 import math
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..client import DEFAULT_URLS
 from ..cpus import cpus_text
 from ..errors import TritongenError
-from ..files import json_file
+from ..files import json_file, json_from_bytes, regular_bytes
 from ..names import shown
 from ..perf.results import PerfPoint, PerfRun, load_option, load_words, mode_words
 from ..served_settings import ServedSettings
@@ -477,12 +478,29 @@ def tuned_after_caution(model_dir: Path, run: PerfRun) -> str | None:
     return None
 
 
-def load_time_from_tune_record(model_dir: Path) -> float | None:
-    """The winner's measured load time from ``tritongen tune``'s record (``<version>/tritongen/tune.json``), if any."""
+def load_time_from_tune_record(model_dir: Path, digests: Mapping[str, str] | None = None) -> float | None:
+    """The winner's measured load time from ``tritongen tune``'s record (``<version>/tritongen/tune.json``), if any.
+    ``digests`` (a verify report's, by ``NAME/path``): a record is read once and used only as verified (one it did
+    not list is not used; one changed since is refused), so what sets the startup probe is what was checked."""
+    import hashlib
+
     for record in _tune_records(model_dir):
         try:
-            load_s = json_file(record, MAX_TUNE_RECORD_BYTES)["winner"]["load_s"]
-        except (OSError, ValueError, KeyError, TypeError):
+            data = regular_bytes(record, MAX_TUNE_RECORD_BYTES)
+        except OSError:
+            continue
+        if digests is not None:
+            expected = digests.get(f"{model_dir.name}/{record.relative_to(model_dir).as_posix()}")
+            if expected is None:
+                continue  # not verified: not what the bundle is made from
+            if hashlib.sha256(data).hexdigest() != expected:
+                raise TritongenError(
+                    f"{record} changed after it was verified (its sha256 no longer matches its manifest)",
+                    "run again once nothing writes to the repository (tritongen verify names what changed)",
+                )
+        try:
+            load_s = json_from_bytes(data)["winner"]["load_s"]
+        except (ValueError, KeyError, TypeError):
             continue
         if load_s is None:
             continue
