@@ -172,6 +172,16 @@ def test_lint_takes_one_model_folder_as_that_model(tmp_path, capsys):
     assert "holds no ONNX model" in err.value.problem and f"tritongen lint {repo / 'ens_model'}" in err.value.fix
 
 
+def _lint_exit(path: Path, capsys) -> tuple[int, str]:
+    """``tritongen lint PATH``'s exit code and standard output."""
+    capsys.readouterr()
+    try:
+        main(["lint", str(path)])
+    except SystemExit as exc:
+        return int(exc.code or 0), capsys.readouterr().out
+    return 0, capsys.readouterr().out
+
+
 @pytest.mark.parametrize("target", ["local", "onnxruntime"])
 def test_a_model_built_for_the_cpu_fails_no_lint_of_its_repository(tmp_path, capsys, target):
     """A newcomer's repository failed lint on its --target local INT8 model (the CPU's asymmetric Q/DQ form, which
@@ -188,13 +198,7 @@ def test_a_model_built_for_the_cpu_fails_no_lint_of_its_repository(tmp_path, cap
         target=target,
     )  # fmt: skip
     shutil.copy(_relu(tmp_path / "old.onnx", opset=7), tmp_path / "repo" / "m" / "1" / "model.onnx")
-    capsys.readouterr()
-    code = 0
-    try:
-        main(["lint", str(tmp_path / "repo")])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr().out
+    code, out = _lint_exit(tmp_path / "repo", capsys)
     if target == "local":
         assert code == 0 and "would not pass TensorRT, which never parses it: built with --target local" in out, out
     else:
@@ -214,11 +218,5 @@ def test_a_model_built_for_the_cpu_fails_no_lint_of_its_repository(tmp_path, cap
         save_as_external_data=True, location="gone.bin", size_threshold=0,
     )  # fmt: skip
     (served.parent / "gone.bin").unlink()
-    capsys.readouterr()
-    code = 0
-    try:
-        main(["lint", str(tmp_path / "repo")])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr().out
+    code, out = _lint_exit(tmp_path / "repo", capsys)
     assert code == 1 and "external-data" in out, out

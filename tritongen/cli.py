@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__, api
-from .cli_options import ALLOW_UNVERIFIED, PROTOCOL, name_from_folder
+from .cli_options import ALLOW_UNVERIFIED, PROTOCOL, PUBLIC_KEY, SIGNATURE, name_from_folder
 from .cpus import cpus_text
 from .errors import TritongenError
 from .logs import attach_cli_handler
@@ -292,21 +292,11 @@ def validate(repo: Path, triton_version: str) -> None:
     click.echo(api.validate(repo, triton_version=triton_version).summary())
 
 
-_PUBLIC_KEY = click.option(
-    "--public-key",
-    type=click.Path(path_type=Path),
-    help="PEM public key: first check REPO's signature (tritongen sign), so a changed, added or removed file fails.",
-)
-_SIGNATURE = click.option(
-    "--signature", type=click.Path(path_type=Path), help="Signature file (default: REPO/.tritongen-signature.sig)."
-)
-
-
 @cli.command(short_help="Check that every file Triton would load from REPO is in a build manifest (and signed).")
 @click.argument("repo", type=click.Path(path_type=Path), default="model_repository")
 @ALLOW_UNVERIFIED
-@_PUBLIC_KEY
-@_SIGNATURE
+@PUBLIC_KEY
+@SIGNATURE
 def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | None, signature: Path | None) -> None:
     """Check that every file Triton would load from REPO is listed, with its sha256, in a build manifest.
 
@@ -325,7 +315,7 @@ def verify(repo: Path, allow_unverified: tuple[str, ...], public_key: Path | Non
     required=True,
     help="PEM elliptic-curve private key (P-256, P-384 or P-521; unencrypted). Never printed.",
 )
-@_SIGNATURE
+@SIGNATURE
 @ALLOW_UNVERIFIED
 def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified: tuple[str, ...]) -> None:
     """Sign every file in REPO (after it verifies) with an EC key: verify/serve --public-key check it.
@@ -417,8 +407,8 @@ def sign(repo: Path, private_key: Path, signature: Path | None, allow_unverified
     help="Print how to serve REPO with NGC's Triton image (docker run, or the deploy steps it needs).",
 )
 @ALLOW_UNVERIFIED
-@_PUBLIC_KEY
-@_SIGNATURE
+@PUBLIC_KEY
+@SIGNATURE
 def serve(
     repo: Path,
     docker: bool,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import ALLOW_UNVERIFIED, MODEL_ARGS_METAVAR, PROTOCOL, repo_and_name
+from .cli_options import ALLOW_UNVERIFIED, MODEL_ARGS_METAVAR, PROTOCOL, SIGNATURE, repo_and_name
 from .deploy.gate import GateThresholds
 from .errors import TritongenError
 from .signals import sigterm_as_keyboard_interrupt
@@ -27,9 +27,6 @@ _PUBLIC_KEY = click.option(
     type=click.Path(path_type=Path),
     help="PEM public key: every file sent must be the one REPO's signature lists (tritongen sign). Default: the key "
     "of a server that serve --public-key started on this machine, else no signature check.",
-)
-_SIGNATURE = click.option(
-    "--signature", type=click.Path(path_type=Path), help="Signature file (default: REPO/.tritongen-signature.sig)."
 )
 _URL_HELP = "Server address (default 127.0.0.1:8001 for gRPC, or $TRITONGEN_URL). It needs explicit model control."
 
@@ -102,7 +99,7 @@ def _progress(message: str) -> None:
 @_HEADER
 @ALLOW_UNVERIFIED
 @_PUBLIC_KEY
-@_SIGNATURE
+@SIGNATURE
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per model load.")
 def rollout(model: tuple[str, ...], to_version: int, **options) -> None:
     """Roll model NAME of REPO out to version --to-version on a running server with explicit model control.
@@ -144,7 +141,7 @@ def rollout(model: tuple[str, ...], to_version: int, **options) -> None:
 @_HEADER
 @ALLOW_UNVERIFIED
 @_PUBLIC_KEY
-@_SIGNATURE
+@SIGNATURE
 @click.option(
     "--force",
     is_flag=True,
