@@ -345,8 +345,6 @@ def _static_sizes(
     """The largest tensor ``inferred`` computes at a fixed shape and the bytes of those computed from ``constants``
     (initializers, Constant nodes) alone. ``nodes``: (op type, inputs, outputs) of the graph as written (sorted, as
     ONNX requires: an unsorted graph fails the checker after)."""
-    from onnx import helper
-
     if inferred is None:
         return None, 0
     sizes: dict[str, StaticTensor] = {}
@@ -356,14 +354,7 @@ def _static_sizes(
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
         if not t.HasField("shape") or any(d < 0 for d in dims) or v.name not in ops:
             continue
-        try:
-            itemsize = helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
-        except (KeyError, TypeError, ValueError):
-            continue  # strings and types numpy has no fixed size for
-        count = 1
-        for d in dims:
-            count *= d
-        sizes[v.name] = StaticTensor(v.name, ops[v.name], tuple(dims), count * itemsize)
+        sizes[v.name] = StaticTensor(v.name, ops[v.name], tuple(dims), _tensor_bytes(dims, t.elem_type))
     folded = set(constants)
     for _op, ins, outs in nodes:
         if all(not i or i in folded for i in ins):
