@@ -158,7 +158,12 @@ def test_serve_hung_up_on_stops_its_server_and_removes_its_checked_copy(tmp_path
     command = [sys.executable, "-m", "tritongen", "serve", str(repo), "--allow-unverified", "double"]
     command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
     process = subprocess.Popen(
-        command, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as from a terminal, even under nohup
     )
     try:
         for line in process.stdout:  # type: ignore[union-attr]
