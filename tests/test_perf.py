@@ -331,29 +331,35 @@ def test_tune_bisects_the_concurrency_between_the_last_level_within_the_bound_an
 
     server, repo = served
     np.savez(tmp_path / "x.npz", X=np.ones((4, 4), np.float32))
-    result = tune_model(
-        TuneSpec(
-            model_dir=repo / "sleepy",
-            max_p99_ms=95,
-            url=server.grpc_url,
-            max_instances=1,
-            queue_delays_us=(20000,),
-            max_batch_sizes=(8,),
-            max_concurrency=16,
-            duration_s=0.6,
-            warmup_s=0.2,
-            budget_s=120,
-            write=False,
-            input_data=tmp_path / "x.npz",
-            p99_margin_pct=0,
-            climb_steps=2,
-            load_warmup_s=0.5,
-        )
+    spec = TuneSpec(
+        model_dir=repo / "sleepy",
+        max_p99_ms=95,
+        url=server.grpc_url,
+        max_instances=1,
+        queue_delays_us=(20000,),
+        max_batch_sizes=(8,),
+        max_concurrency=16,
+        duration_s=0.6,
+        warmup_s=0.2,
+        budget_s=120,
+        write=False,
+        input_data=tmp_path / "x.npz",
+        p99_margin_pct=0,
+        climb_steps=2,
+        load_warmup_s=0.5,
     )  # 8 in flight ~75 ms, 16 ~125
-    print(result.table())
-    baseline = {int(p.load): p for p in result.baseline.points}
-    above = sorted(c for c in baseline if c > 8)
-    assert above and baseline[8].latency.p99_ms <= 95, "the model's latency did not behave as designed"
+    # The premise is the machine's: 8 in flight make one batch of 8 within the 20 ms queue delay. A fresh-clone CI
+    # run once measured 146.7 ms at 8 (a straggler missed the batch: p99 of 0.6 s windows is their worst request),
+    # so the search is run again, up to three times, until the model behaves as designed; the assertions after
+    # it are the code's.
+    for _ in range(3):
+        result = tune_model(spec)
+        print(result.table())
+        baseline = {int(p.load): p for p in result.baseline.points}
+        above = sorted(c for c in baseline if c > 8)
+        if above and 8 in baseline and baseline[8].latency.p99_ms <= 95:
+            break
+    assert above and 8 in baseline and baseline[8].latency.p99_ms <= 95, "the latency did not behave as designed"
     # From 8 (p99 ~75 ms) the walk steps to where p99 would reach 95 ms if it grew in proportion (9-12), not to 16;
     # every level above 8 is over (a second execution waits), and bisection narrows the gap to 8.
     assert 16 not in baseline and above[0] <= 12 and len(above) <= 3, sorted(baseline)
