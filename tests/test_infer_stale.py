@@ -102,17 +102,23 @@ def test_check_after_a_forced_rebuild_of_a_served_model_says_to_restart(tmp_path
     assert " after the server started at " in line
 
 
-def test_check_from_another_folder_reads_the_repository_the_local_server_serves(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spelling", ["--model-repository={}", "--model-repository {}"])
+def test_check_from_another_folder_reads_the_repository_the_local_server_serves(tmp_path, monkeypatch, spelling):
     """`infer voice --check` from a folder without model_repository said "no build of model 'voice' in
-    model_repository" while the server on this machine served it from another folder (which serve records)."""
+    model_repository" while the server on this machine served it from another folder (which serve records). A
+    server started by hand names it either way (the space form was not read: one reader now, server_options)."""
     import subprocess
     from pathlib import Path
 
     repo = _model(tmp_path, time.time())
     stand_in = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", f"--model-repository={repo}"]
+        [sys.executable, "-c", "import time; time.sleep(60)", *spelling.format(repo).split(" ")]
     )  # what tritonserver's command line names
     try:
+        deadline = time.monotonic() + 10
+        while b"sleep(60)" not in Path(f"/proc/{stand_in.pid}/cmdline").read_bytes():  # empty until its exec
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: stand_in.pid)
         (tmp_path / "elsewhere").mkdir()
         monkeypatch.chdir(tmp_path / "elsewhere")

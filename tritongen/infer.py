@@ -234,13 +234,14 @@ def _built_at(model_dir: Path, version: int) -> float | None:
 
 
 def _local_server(url: str) -> tuple[float, dict[str, str], str | None, Path | None] | None:
-    """The tritonserver at ``url`` on this machine (found by the port it listens on): its start time, its ``--x=y``
-    options, the repository it serves (the one ``tritongen serve`` checked and copied, where it serves such a copy)
-    and that copy's source; None where there is none or it cannot be read."""
+    """The tritonserver at ``url`` on this machine (found by the port it listens on): its start time, its options
+    (:func:`~tritongen.server.ports.server_options`), the repository it serves (the one ``tritongen serve`` checked
+    and copied, where it serves such a copy) and that copy's source; None where there is none or it cannot be read."""
     import psutil
 
     from .client import host_port_from_url
     from .perf.server_cpu import server_pid_at
+    from .server.ports import server_options
     from .server.snapshot import snapshot_source
 
     try:
@@ -251,8 +252,9 @@ def _local_server(url: str) -> tuple[float, dict[str, str], str | None, Path | N
         return None
     try:
         process = psutil.Process(pid)
-        started, command = process.create_time(), process.cmdline()
-        options = dict(a.split("=", 1) for a in command if a.startswith("--") and "=" in a)
+        started, options = process.create_time(), server_options(pid)
+        if options is None:
+            return None
         served = options.get("--model-repository")
         if served is not None and not Path(served).is_absolute():
             served = str(Path(process.cwd()) / served)

@@ -305,6 +305,25 @@ def server_found_at(url: str) -> FoundServer | None:
 MAX_CMDLINE_BYTES = 1 << 20
 
 
+def server_options(pid: int) -> dict[str, str] | None:
+    """The ``--name`` options of process ``pid``'s command line (a local tritonserver's), read from /proc (the first
+    :data:`MAX_CMDLINE_BYTES`), ``--name=value`` and ``--name value`` both; a flag without a value maps to "". None
+    where the command line cannot be read. The one reader of a local server's options (its metrics port, the
+    repository it serves, its model-control mode)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read(MAX_CMDLINE_BYTES).decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    options: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--"):
+            key, eq, value = arg.partition("=")
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            options[key] = value if eq else ("" if following.startswith("--") else following)
+    return options
+
+
 def metrics_address_at(url: str) -> str | None:
     """``host:port`` of the metrics endpoint of the tritonserver listening at ``url`` on this machine (its
     ``--metrics-port``, from its command line, 8002 where it names none; on ``--metrics-address`` where it names
@@ -317,16 +336,9 @@ def metrics_address_at(url: str) -> str | None:
         return None
     if found is None:
         return None
-    try:
-        with open(f"/proc/{found.pid}/cmdline", "rb") as f:
-            argv = f.read(MAX_CMDLINE_BYTES).decode("utf-8", "replace").split("\0")
-    except OSError:
+    options = server_options(found.pid)
+    if options is None:
         return None
-    options: dict[str, str] = {}
-    for i, arg in enumerate(argv):
-        if arg.startswith("--"):
-            key, eq, value = arg.partition("=")
-            options[key] = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
     if options.get("--allow-metrics", "true").strip().lower() in ("false", "0", "no", "off"):
         return None
     port = options.get("--metrics-port", "8002").strip()
