@@ -141,8 +141,9 @@ class FakeServer(LoopbackServer):
         writer.close()
 
 
-def sends(behaviour, count, worker=0, timeout_s=10.0, connections=64, version=""):
-    """The kinds ``count`` sends got (sequential for one worker; all at once for worker None), and the server."""
+def sends(behaviour, count, worker=0, timeout_s=10.0, connections=64, version="", blocking=False):
+    """The kinds ``count`` sends got (sequential for one worker; all at once for worker None), and the server.
+    ``blocking``: the worker's sends as a closed loop makes them, from a thread of its own (``send_blocking``)."""
 
     async def go():
         async with FakeServer(behaviour) as server:
@@ -150,6 +151,10 @@ def sends(behaviour, count, worker=0, timeout_s=10.0, connections=64, version=""
             try:
                 if worker is None:
                     kinds = await asyncio.gather(*(sender.send(i, version) for i in range(count)))
+                elif blocking:
+                    kinds = await asyncio.to_thread(
+                        lambda: [sender.send_blocking(i, version, worker) for i in range(count)]
+                    )
                 else:
                     kinds = [await sender.send(i, version, worker) for i in range(count)]
             finally:
@@ -161,8 +166,12 @@ def sends(behaviour, count, worker=0, timeout_s=10.0, connections=64, version=""
     return asyncio.run(asyncio.wait_for(go(), 60))
 
 
-def test_answers_are_counted_on_one_kept_alive_connection():
-    kinds, server = sends(lambda n: OK, 5, version="2")
+BOTH = pytest.mark.parametrize("blocking", [False, True], ids=["event-loop", "thread"])
+
+
+@BOTH
+def test_answers_are_counted_on_one_kept_alive_connection(blocking):
+    kinds, server = sends(lambda n: OK, 5, version="2", blocking=blocking)
     assert kinds == [None] * 5 and len(server.requests) == 5 and server.connections == 1
     first = server.requests[0]
     assert first.startswith(b"POST /v2/models/m/versions/2/infer HTTP/1.1\r\n")
@@ -172,32 +181,36 @@ def test_answers_are_counted_on_one_kept_alive_connection():
     assert body[header_size:] == np.arange(4, dtype=np.float32).tobytes()
 
 
-def test_an_error_answer_is_a_failure_with_its_reason_and_the_connection_stays():
+@BOTH
+def test_an_error_answer_is_a_failure_with_its_reason_and_the_connection_stays(blocking):
     answers = {2: response(400, b'{"error":"inference request for unknown model \'m\'"}'), 3: response(503, b"")}
-    kinds, server = sends(lambda n: answers.get(n, OK), 4)
+    kinds, server = sends(lambda n: answers.get(n, OK), 4, blocking=blocking)
     assert kinds == [None, "http_400: inference request for unknown model 'm'", "http_503", None]
     assert server.connections == 1
 
 
-def test_a_server_that_disconnects_fails_that_request_and_the_next_reconnects():
-    kinds, server = sends(lambda n: None if n == 2 else OK, 4)
+@BOTH
+def test_a_server_that_disconnects_fails_that_request_and_the_next_reconnects(blocking):
+    kinds, server = sends(lambda n: None if n == 2 else OK, 4, blocking=blocking)
     assert kinds == [None, "connection", None, None] and server.connections == 2
-    kinds, _ = sends(lambda n: b"garbage\r\n\r\n", 1)
+    kinds, _ = sends(lambda n: b"garbage\r\n\r\n", 1, blocking=blocking)
     assert kinds == ["bad_response"]
 
 
 DEEP_ERROR = b'{"error":' + b"[" * 60000 + b"]" * 60000 + b"}"
 
 
-def test_an_error_body_nested_deeper_than_json_reads_is_a_failure_with_its_text():
+@BOTH
+def test_an_error_body_nested_deeper_than_json_reads_is_a_failure_with_its_text(blocking):
     """json.loads raised RecursionError, not ValueError, inside data_received: asyncio printed a traceback per
     connection, the request was never resolved, every worker hung and perf wrote a run of 0 requests, exit 0."""
     assert error_from_response(400, DEEP_ERROR) == "http_400: " + '{"error":' + "[" * (REASON_CHARS - 9)
-    kinds, server = sends(lambda n: response(400, DEEP_ERROR) if n == 1 else OK, 2)
+    kinds, server = sends(lambda n: response(400, DEEP_ERROR) if n == 1 else OK, 2, blocking=blocking)
     assert kinds == [error_from_response(400, DEEP_ERROR), None] and server.connections == 1
 
 
-def test_any_fault_reading_an_answer_fails_its_request_and_the_connection(monkeypatch):
+@BOTH
+def test_any_fault_reading_an_answer_fails_its_request_and_the_connection(monkeypatch, blocking):
     """Whatever goes wrong with an answer's bytes, the request outstanding gets a kind (it was taken off the
     connection first, and nothing else, the timeout watchdog included, would resolve it) and the next reconnects."""
     from tritongen.perf import rawhttp
@@ -206,7 +219,7 @@ def test_any_fault_reading_an_answer_fails_its_request_and_the_connection(monkey
         raise RuntimeError("a fault of our own")
 
     monkeypatch.setattr(rawhttp, "error_from_response", broken)
-    kinds, server = sends(lambda n: response(400, b"no") if n == 1 else OK, 2)
+    kinds, server = sends(lambda n: response(400, b"no") if n == 1 else OK, 2, blocking=blocking)
     assert kinds == ["bad_response", None] and server.connections == 2
 
 
@@ -218,16 +231,66 @@ def test_no_server_is_a_connection_failure_for_every_send():
     async def go():
         sender = RawHttpSender(f"127.0.0.1:{port}", "m", REQUESTS, 5.0, 4)
         try:
-            return [await sender.send(0, "", 0), await sender.send(1)]
+            return [await sender.send(0, "", 0), await sender.send(1), sender.send_blocking(2, "", 1)]
         finally:
             await sender.close()
 
-    assert asyncio.run(go()) == ["connection", "connection"]
+    assert asyncio.run(go()) == ["connection", "connection", "connection"]
 
 
-def test_a_request_never_answered_times_out_and_the_next_gets_a_fresh_connection():
-    kinds, server = sends(lambda n: "hang" if n == 1 else OK, 2, timeout_s=0.3)
+@BOTH
+def test_a_request_never_answered_times_out_and_the_next_gets_a_fresh_connection(blocking):
+    kinds, server = sends(lambda n: "hang" if n == 1 else OK, 2, timeout_s=0.3, blocking=blocking)
     assert kinds == ["deadline_exceeded", None] and server.connections == 2
+
+
+def test_an_answer_trickled_byte_by_byte_times_out_by_one_deadline():
+    """A thread's socket timeout counts per read: a server sending a byte every 50 ms would have kept a 0.3 s
+    request waiting for as long as it liked (the answer's deadline is set again before every read)."""
+
+    async def go():
+        async def handle(reader, writer):
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                for byte in OK:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            except ConnectionError:  # the client gave up and closed
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sender = RawHttpSender(f"127.0.0.1:{port}", "m", REQUESTS, 0.3, 1)
+        try:
+            started = asyncio.get_running_loop().time()
+            kind = await asyncio.to_thread(sender.send_blocking, 0, "", 0)
+            return kind, asyncio.get_running_loop().time() - started
+        finally:
+            await sender.close()
+            server.close()
+
+    kind, took_s = asyncio.run(asyncio.wait_for(go(), 30))
+    assert kind == "deadline_exceeded" and took_s < len(OK) * 0.05 / 2
+
+
+def test_closing_the_sender_wakes_a_worker_thread_waiting_for_an_answer():
+    """A level that gives up on a request (the drain's grace over) closes its sender: a worker's thread blocked
+    reading an answer that never comes returns at once instead of after the whole timeout."""
+
+    async def go():
+        async with FakeServer(lambda n: "hang") as server:
+            sender = RawHttpSender(server.url, "m", REQUESTS, 60.0, 1)
+            waiting = asyncio.ensure_future(asyncio.to_thread(sender.send_blocking, 0, "", 0))
+            while not server.requests:
+                await asyncio.sleep(0.01)
+            await sender.close()
+            kind = await asyncio.wait_for(waiting, 5)
+            after = await asyncio.to_thread(sender.send_blocking, 1, "", 0)  # a closed sender opens nothing
+            return kind, after, server.connections
+
+    assert asyncio.run(asyncio.wait_for(go(), 30)) == ("connection", "connection", 1)
 
 
 def test_open_loop_sends_share_at_most_the_connection_limit():
@@ -252,13 +315,17 @@ def test_connections_the_server_closes_while_idle_free_their_slots():
     assert kinds == [None] * 5 and connections == 5
 
 
-def test_sequence_requests_carry_their_ids():
+@BOTH
+def test_sequence_requests_carry_their_ids(blocking):
     sequenced = RequestSet(REQUESTS.requests, batched=True, source="test", sequence_length=2)
 
     async def go():
         async with FakeServer(lambda n: OK) as server:
             sender = RawHttpSender(server.url, "m", sequenced, 5.0, 4)
-            kinds = [await sender.send(i, "", 7) for i in range(3)]
+            if blocking:
+                kinds = await asyncio.to_thread(lambda: [sender.send_blocking(i, "", 7) for i in range(3)])
+            else:
+                kinds = [await sender.send(i, "", 7) for i in range(3)]
             await sender.close()
             return kinds, server.requests
 

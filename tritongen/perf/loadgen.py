@@ -7,7 +7,9 @@ time sending, not encoding. Client CPU per request, measured on a 2-core machine
 gRPC about 65 us (grpc.aio, which it replaced, 120-130 us and about 0.17 ms more per round trip), HTTP about 35
 us; perf_analyzer's own client about 100-150 us on the same model.
 
-Closed loop: ``concurrency`` workers, each sending its next request when the last one answers. Open loop:
+Closed loop: ``concurrency`` workers, each sending its next request when the last one answers (over HTTP each
+worker is a thread of its own on a blocking connection, as perf_analyzer's synchronous client: see
+:mod:`.rawhttp`; over gRPC, tasks of the event loop sharing one HTTP/2 connection). Open loop:
 sends follow a schedule (constant or Poisson intervals) whatever the server does, and latency is measured from
 the *scheduled* send time, so a client or server that falls behind shows as latency instead of being hidden.
 
@@ -85,7 +87,9 @@ STATS_GRACE_S = 1.0  # a statistics read at --max-time-s's deadline may run this
 
 @dataclass
 class Recorder:
-    """Completion time, latency and error kind of every request, in completion order."""
+    """Completion time, latency and error kind of every request, in completion order. Written from the event loop
+    and from the HTTP workers' threads: each record is added under :attr:`lock`, and :meth:`count` is read under it
+    (every list holds the first ``count`` records)."""
 
     done_s: list[float] = field(default_factory=list)
     latency_s: list[float] = field(default_factory=list)
@@ -98,16 +102,23 @@ class Recorder:
     # each with one writer: the schedule's thread, and the event loop.
     dropped_by_schedule: int = 0
     dropped_by_loop: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def dropped(self) -> int:
         return self.dropped_by_schedule + self.dropped_by_loop
 
     def add(self, done_s: float, latency_s: float, error: str | None, version: str = "") -> None:
-        self.done_s.append(done_s)
-        self.latency_s.append(latency_s)
-        self.errors.append(error)
-        self.versions.append(version)
+        with self.lock:
+            self.done_s.append(done_s)
+            self.latency_s.append(latency_s)
+            self.errors.append(error)
+            self.versions.append(version)
+
+    def count(self) -> int:
+        """Requests recorded so far (each in every list)."""
+        with self.lock:
+            return len(self.done_s)
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,7 @@ async def _level(
         return await asyncio.to_thread(meter.read) if meter is not None else None
 
     stop = asyncio.Event()
+    halted = threading.Event()  # set with ``stop``: what the HTTP workers' threads look at
     clock = time.perf_counter
     tasks: set[asyncio.Task] = set()
     rng = np.random.default_rng(spec.seed)
@@ -209,6 +221,41 @@ async def _level(
             t1 = clock()
             rec.add(t1, t1 - t0, error, version)
             index += step
+
+    async def thread_worker(first: int, step: int) -> None:
+        """An HTTP closed-loop worker in a thread of its own (:meth:`RawHttpSender.send_blocking`): its requests
+        leave one at a time, each when its own answer is read, as independent clients' do."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future = loop.create_future()
+
+        def settle(failure: BaseException | None) -> None:
+            if finished.done():
+                return
+            if failure is not None:
+                finished.set_exception(failure)
+            else:
+                finished.set_result(None)
+
+        def run() -> None:
+            failure = None
+            try:
+                index = first
+                while not halted.is_set():
+                    version = pick()
+                    t0 = clock()
+                    error = sender.send_blocking(index, version, first)
+                    t1 = clock()
+                    rec.add(t1, t1 - t0, error, version)
+                    index += step
+            except BaseException as exc:  # reported to the level like an asyncio worker's
+                failure = exc
+            try:
+                loop.call_soon_threadsafe(settle, failure)
+            except RuntimeError:  # the event loop is closed: nobody waits for this worker
+                pass
+
+        threading.Thread(target=run, name=f"tritongen-http-worker-{first}", daemon=True).start()
+        await finished
 
     async def one_open(index: int, scheduled_s: float, version: str) -> None:
         rec.send_lag_s.append(clock() - scheduled_s)
@@ -273,7 +320,8 @@ async def _level(
 
     if mode == "concurrency":
         n = int(load)
-        drivers = [asyncio.ensure_future(closed_worker(i, n)) for i in range(n)]
+        worker = thread_worker if isinstance(sender, RawHttpSender) else closed_worker
+        drivers = [asyncio.ensure_future(worker(i, n)) for i in range(n)]
     else:
         drivers = [asyncio.ensure_future(open_scheduler(load))]
     label = f"concurrency {int(load)}" if mode == "concurrency" else f"{load:g} req/s"
@@ -287,7 +335,7 @@ async def _level(
 
     try:
         await _sleep_or_fail(drivers, max(0.0, min(spec.warmup_s, left_s())))
-        start_index, dropped_edge = len(rec.done_s), rec.dropped
+        start_index, dropped_edge = rec.count(), rec.dropped
         start_stats = await stats_fn()
         edge_s, cpu_edge_s = clock(), time.process_time()
         server_edge = await server_read()
@@ -296,7 +344,7 @@ async def _level(
                 cut = True
                 break
             await _sleep_or_fail(drivers, spec.window_s)
-            end_index, dropped_now = len(rec.done_s), rec.dropped
+            end_index, dropped_now = rec.count(), rec.dropped
             now, cpu_now_s = clock(), time.process_time()
             server_now = await server_read()
             stats = await stats_fn()
@@ -327,6 +375,7 @@ async def _level(
                 break
     finally:
         stop.set()
+        halted.set()
         grace_s = spec.timeout_s + 5 if mode == "concurrency" else min(spec.timeout_s + 5, OPEN_LOOP_GRACE_S)
         if await _drain(drivers, tasks, max(0.2, min(grace_s, left_s()))) and spoiled is not None:
             spoiled()

@@ -8,6 +8,7 @@ spreads the requests over ``--num-of-sequences`` concurrent sequences.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 DEFAULT_SEQUENCE_LENGTH = 20  # perf_analyzer's default too
@@ -20,14 +21,16 @@ class SequenceTracker:
         self.length = length
         self.next_id = first_id
         self.at: dict[int, tuple[int, int]] = {}  # worker -> (correlation ID, requests sent in it)
+        self.lock = threading.Lock()  # workers in threads of their own (HTTP) take IDs from one counter
 
     def next(self, worker: int) -> tuple[int, bool, bool]:
         """(correlation ID, is start, is end) of the worker's next request."""
-        sequence_id, sent = self.at.get(worker, (0, self.length))
-        if sent >= self.length:
-            sequence_id, sent = self.next_id, 0
-            self.next_id += 1
-        self.at[worker] = (sequence_id, sent + 1)
+        with self.lock:
+            sequence_id, sent = self.at.get(worker, (0, self.length))
+            if sent >= self.length:
+                sequence_id, sent = self.next_id, 0
+                self.next_id += 1
+            self.at[worker] = (sequence_id, sent + 1)
         return sequence_id, sent == 0, sent + 1 == self.length
 
 
