@@ -132,3 +132,40 @@ def test_check_from_another_folder_reads_the_repository_the_local_server_serves(
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+def test_a_server_serving_several_repositories_is_found_serving_each(tmp_path, monkeypatch):
+    """Triton takes --model-repository several times: the build in the first of two is what it serves (the last
+    value alone hid the stale-server cause), and a repository it does not name is not."""
+    import subprocess
+    from pathlib import Path
+
+    other = tmp_path / "other"
+    other.mkdir()
+    stand_in = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(60)",
+            "--model-repository",
+            "repo",
+            "--model-repository",
+            str(other),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while b"sleep(60)" not in Path(f"/proc/{stand_in.pid}/cmdline").read_bytes():  # empty until its exec
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        import psutil
+
+        repo = _model(tmp_path / "cwd", psutil.Process(stand_in.pid).create_time() + 5)  # built after its start
+        monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: stand_in.pid)
+        monkeypatch.setattr(psutil.Process, "cwd", lambda self: str(tmp_path / "cwd"))  # "repo" is relative to it
+        stale = infer_module.stale_server("127.0.0.1:8001", repo, "m", 1)
+        assert stale is not None and stale.cause.startswith("model m was rebuilt at ")
+        assert infer_module.stale_server("127.0.0.1:8001", _model(tmp_path / "third", time.time() + 5), "m", 1) is None
+    finally:
+        stand_in.kill()
+        stand_in.wait()

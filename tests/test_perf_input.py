@@ -285,6 +285,109 @@ def test_max_time_is_a_hard_end_for_the_whole_run(monkeypatch):
     assert len(measured) >= 1 and all(p.windows >= 1 for p in measured)
 
 
+def _hanging_http_server():
+    """A listening socket on loopback whose connections are read and never answered (a thread accepts them); the
+    port and a function that stops it."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def stop() -> None:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+    return listener.getsockname()[1], stop
+
+
+def test_the_http_closed_loop_ends_on_time_and_its_worker_threads_end_with_it(monkeypatch):
+    """The HTTP closed loop's workers are threads blocked reading answers that never come: --max-time-s still ends
+    the run on time, and closing the sender wakes every one of them (none is left reading after the run)."""
+    import importlib
+    import threading
+    import time
+
+    import tritongen.client
+
+    loadgen = importlib.import_module("tritongen.perf.loadgen")
+    monkeypatch.setattr(loadgen, "server_cpu_meter_at", lambda url: None)
+    monkeypatch.setattr(tritongen.client, "model_metadata", lambda *a, **k: {})
+    monkeypatch.setattr(tritongen.client, "model_statistics", lambda *a, **k: {})
+    port, stop = _hanging_http_server()
+    requests = __import__("tritongen.perf.inputs", fromlist=["RequestSet"]).RequestSet(
+        ({"X": np.zeros((1, 4), np.float32)},), batched=True, source="test"
+    )
+    spec = PerfSpec(
+        model="m",
+        url=f"127.0.0.1:{port}",
+        protocol="http",
+        concurrency=(4, 8),
+        duration_s=0.6,
+        warmup_s=0.2,
+        max_time_s=3,
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(TritongenError) as err:
+            loadgen.points_from_builtin(spec, requests, lambda m: None)
+        took_s = time.monotonic() - started
+        assert took_s < 3 + 2.0, f"the run took {took_s:.1f} s"  # each request would wait the whole --timeout-s
+        assert err.value.problem.startswith("--max-time-s 3 ran out: concurrency ")
+        deadline = time.monotonic() + 5
+        while any(t.name.startswith("tritongen-http-worker") for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "worker threads still reading after the run"
+            time.sleep(0.05)
+    finally:
+        stop()
+
+
+def test_a_system_that_refuses_worker_threads_is_one_error(monkeypatch):
+    """4096 requests in flight over HTTP are 4096 threads: a container's process limit refusing one ended perf
+    with a traceback (RuntimeError: can't start new thread)."""
+    import asyncio
+    import threading
+
+    from tritongen.perf.inputs import RequestSet
+    from tritongen.perf.loadgen import _level
+    from tritongen.perf.rawhttp import RawHttpSender
+
+    def refused(self):
+        raise RuntimeError("can't start new thread")
+
+    async def no_stats():
+        return None
+
+    async def go():
+        sender = RawHttpSender(
+            "127.0.0.1:9", "m", RequestSet(({"X": np.zeros((1, 4), np.float32)},), True, "t"), 5.0, 4
+        )
+        try:
+            return await _level(sender, "concurrency", 4, spec, no_stats, lambda m: None)
+        finally:
+            await sender.close()
+
+    spec = PerfSpec(model="m", url="127.0.0.1:9", protocol="http", duration_s=0.3, warmup_s=0)
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    with pytest.raises(TritongenError) as err:
+        asyncio.run(go())
+    assert (
+        err.value.problem == "the system refused a thread for each of the 4 requests in flight (can't start new thread)"
+    )
+    assert "--protocol grpc" in err.value.fix
+
+
 # ------------------------------------------------------------------------------------------ perf_analyzer
 
 

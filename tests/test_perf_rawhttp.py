@@ -426,3 +426,54 @@ def test_a_request_is_written_as_its_head_then_its_body_as_http_clients_send_it(
     payload, writes = asyncio.run(go())
     assert len(writes) == 2 and writes[0].endswith(b"\r\n\r\n") and writes[1] == b"{}BODY"
     assert b"".join(writes) == payload
+
+
+def test_an_answer_sent_before_the_whole_request_was_taken_is_read_for_its_reason():
+    """A server refusing a large request after its head (413, then closing) broke the worker's send of the body:
+    the thread reported "connection" with the server's reason unread in its socket (the event loop read it)."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        conn.sendall(response(413, b'{"error":"request too large"}', b"Connection: close\r\n"))
+        time.sleep(0.2)  # the client is still sending the body when the connection goes
+        conn.close()
+
+    threading.Thread(target=refuse, daemon=True).start()
+    large = RequestSet(({"X": np.zeros((1, 8_000_000), np.float32)},), batched=True, source="test")  # 32 MB
+    sender = RawHttpSender(f"127.0.0.1:{listener.getsockname()[1]}", "m", large, 10.0, 1)
+    try:
+        assert sender.send_blocking(0, "", 0) == "http_413: request too large"
+    finally:
+        asyncio.run(sender.close())
+        listener.close()
+
+
+def test_a_worker_connection_the_server_closed_while_idle_is_opened_again_before_its_next_request():
+    """The server (or a proxy) closes a kept connection between two requests: the event loop saw the close and
+    reconnected; the worker's thread sent its next request into the closed connection and counted a failure."""
+    import time
+
+    async def go():
+        async with FakeServer(lambda n: OK + b"<close>") as server:
+            sender = RawHttpSender(server.url, "m", REQUESTS, 5.0, 1)
+
+            def worker() -> list:
+                kinds = []
+                for i in range(3):
+                    kinds.append(sender.send_blocking(i, "", 0))
+                    time.sleep(0.1)  # the server's close arrives while the connection is idle
+                return kinds
+
+            kinds = await asyncio.to_thread(worker)
+            await sender.close()
+            return kinds, server.connections
+
+    assert asyncio.run(asyncio.wait_for(go(), 30)) == ([None, None, None], 3)

@@ -233,10 +233,11 @@ def _built_at(model_dir: Path, version: int) -> float | None:
         return None
 
 
-def _local_server(url: str) -> tuple[float, dict[str, str], str | None, Path | None] | None:
+def _local_server(url: str) -> tuple[float, dict[str, list[str]], tuple[tuple[Path, Path | None], ...]] | None:
     """The tritonserver at ``url`` on this machine (found by the port it listens on): its start time, its options
-    (:func:`~tritongen.server.ports.server_options`), the repository it serves (the one ``tritongen serve`` checked
-    and copied, where it serves such a copy) and that copy's source; None where there is none or it cannot be read."""
+    (:func:`~tritongen.server.ports.server_options`) and each repository it serves (Triton takes several), as
+    (the repository, the source of the checked copy ``tritongen serve`` serves, where it is such a copy: then the
+    source is the repository named); None where there is none or it cannot be read."""
     import psutil
 
     from .client import host_port_from_url
@@ -255,15 +256,14 @@ def _local_server(url: str) -> tuple[float, dict[str, str], str | None, Path | N
         started, options = process.create_time(), server_options(pid)
         if options is None:
             return None
-        served = options.get("--model-repository")
-        if served is not None and not Path(served).is_absolute():
-            served = str(Path(process.cwd()) / served)
-        source = snapshot_source(Path(served)) if served is not None else None
-        if source is not None:  # tritongen serve loads a checked copy of the repository, made at its start
-            served = str(source)
+        repos = []
+        for named in options.get("--model-repository", []):
+            served = Path(named) if Path(named).is_absolute() else Path(process.cwd()) / named
+            source = snapshot_source(served)  # tritongen serve loads a checked copy of a repository, made at its start
+            repos.append((source or served, source))
     except (psutil.Error, OSError):
         return None
-    return started, options, served, source
+    return started, options, tuple(repos)
 
 
 def with_served_repository(spec: InferSpec, url: str) -> InferSpec:
@@ -273,29 +273,35 @@ def with_served_repository(spec: InferSpec, url: str) -> InferSpec:
     if spec.repo != Path("model_repository") or (spec.repo / spec.name).is_dir():
         return spec
     found = _local_server(url)
-    if found is None or found[2] is None or not (Path(found[2]) / spec.name).is_dir():
-        return spec
-    return dataclasses.replace(spec, repo=Path(found[2]))
+    holding = [repo for repo, _ in (found[2] if found is not None else ()) if (repo / spec.name).is_dir()]
+    return dataclasses.replace(spec, repo=holding[0]) if holding else spec
 
 
 def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer | None:
     """Where the tritonserver at ``url`` runs on this machine (found by the port it listens on), serves ``repo``
-    and started before ``version`` of ``name`` was built: the cause, and the fix for its model-control mode (with
-    none, Triton never reads a model's files again). None otherwise, or where any of it cannot be read."""
+    (one of its repositories) and started before ``version`` of ``name`` was built: the cause, and the fix for its
+    model-control mode (with none, Triton never reads a model's files again). None otherwise, or where any of it
+    cannot be read."""
     found = _local_server(url)
     if found is None:
         return None
-    started, options, served, source = found
-    try:
-        if served is not None and Path(served).resolve() != Path(repo).resolve():
-            return None  # it serves another repository: this build is not what it answers from
-    except OSError:
-        return None
+    started, options, repos = found
+    source = None
+    if repos:  # none named (a command line cut short): assume it serves this one
+        try:
+            ours = [src for served, src in repos if served.resolve() == Path(repo).resolve()]
+        except OSError:
+            return None
+        if not ours:
+            return None  # it serves other repositories: this build is not what it answers from
+        source = ours[0]
     built = _built_at(Path(repo) / name, version)
     if built is None or built <= started:
         return None
     cause = f"model {name} was rebuilt at {_clock(built)} after the server started at {_clock(started)}"
-    mode = options.get("--model-control-mode", "none")
+    from .server.ports import last_option
+
+    mode = last_option(options, "--model-control-mode", "none")
     if mode == "poll" and source is not None:
         return StaleServer(
             f"{cause} (serve polls {repo} and checks each change)", "check again once serve says it checked the change"

@@ -1,11 +1,12 @@
-"""The built-in engine: an asyncio load generator over gRPC (:mod:`.rawgrpc`, HTTP/2 framed by hand) or HTTP/1.1
-(:mod:`.rawhttp`).
+"""The built-in engine: a load generator over gRPC (:mod:`.rawgrpc`, HTTP/2 framed by hand, on an asyncio event
+loop) or HTTP/1.1 (:mod:`.rawhttp`: a closed loop's workers in threads, an open loop's requests on the event loop).
 
 Requests are serialised once before the run (gRPC: a ``ModelInferRequest`` in its gRPC message, and one HEADERS
 block for every call; HTTP: the whole request, headers and Triton's binary-tensor body), so the client spends its
 time sending, not encoding. Client CPU per request, measured on a 2-core machine with the client on its own core:
-gRPC about 65 us (grpc.aio, which it replaced, 120-130 us and about 0.17 ms more per round trip), HTTP about 35
-us; perf_analyzer's own client about 100-150 us on the same model.
+gRPC about 65 us (grpc.aio, which it replaced, 120-130 us and about 0.17 ms more per round trip), HTTP 50-75 us
+from its worker threads (bench/harness_agreement.py, a ~1 ms model at 4 and 16 in flight); perf_analyzer's own
+client about 100-150 us on the same model.
 
 Closed loop: ``concurrency`` workers, each sending its next request when the last one answers (over HTTP each
 worker is a thread of its own on a blocking connection, as perf_analyzer's synchronous client: see
@@ -254,7 +255,7 @@ async def _level(
             except RuntimeError:  # the event loop is closed: nobody waits for this worker
                 pass
 
-        threading.Thread(target=run, name=f"tritongen-http-worker-{first}", daemon=True).start()
+        _start_thread(run, f"tritongen-http-worker-{first}", step)
         await finished
 
     async def one_open(index: int, scheduled_s: float, version: str) -> None:
@@ -444,6 +445,25 @@ async def _level(
     return point
 
 
+WORKER_STACK_BYTES = 1 << 20  # a worker thread's stack: a closed loop of 4096 takes 4 GiB of address space, not 32
+
+
+def _start_thread(target: Callable[[], None], name: str, workers: int) -> None:
+    """Start one of ``workers`` closed-loop worker threads (daemons, with a smaller stack than the default 8 MiB);
+    a system that refuses another thread (a container's process limit) is the run's error, not a traceback."""
+    previous = threading.stack_size(WORKER_STACK_BYTES)
+    try:
+        threading.Thread(target=target, name=name, daemon=True).start()
+    except RuntimeError as exc:
+        raise TritongenError(
+            f"the system refused a thread for each of the {workers} requests in flight ({exc})",
+            "measure a lower --concurrency, raise the process limit (ulimit -u, a container's pids limit), or "
+            "measure over gRPC (--protocol grpc), whose closed loop needs no threads",
+        ) from None
+    finally:
+        threading.stack_size(previous)
+
+
 def window_text(w: Window) -> str:
     """A window's figures for the progress lines: "no answers" where none came (not a mean of nan)."""
     latency = f"mean {w.mean_ms:7.2f} ms  p99 {w.p99_ms:7.2f} ms" if w.mean_ms == w.mean_ms else "no answers"
@@ -484,7 +504,8 @@ async def _sleep_or_fail(drivers, seconds: float) -> None:
 
 
 async def _drain(drivers, tasks, timeout_s: float) -> bool:
-    """Wait up to ``timeout_s`` for the level's requests to end, then cancel the rest; True where any was."""
+    """Wait up to ``timeout_s`` for the level's requests to end, then cancel the rest; True where any was (an HTTP
+    worker's thread is not stopped by that: closing the sender, which a spoiled level gets, wakes it)."""
     pending = [*drivers, *tasks]
     if not pending:
         return False

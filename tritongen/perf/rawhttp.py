@@ -1,4 +1,5 @@
-"""A lean HTTP/1.1 sender for the built-in engine: asyncio Protocols on plain keep-alive connections.
+"""A lean HTTP/1.1 sender for the built-in engine: plain keep-alive connections, a closed loop's on blocking sockets
+in threads, an open loop's as asyncio Protocols.
 
 aiohttp costs about 160 us of CPU per request (headers objects, a stream reader, per-request timers); on a
 machine whose cores the server shares, that CPU is taken from the server and the measurement is the client's.
@@ -96,7 +97,7 @@ class ResponseParser:
         self.body = bytearray()  # the kept start of an error answer's body
         self.close = False
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes, bool]]:
+    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes, bool]]:
         self.buffer += data
         done: list[tuple[int, bytes, bool]] = []
         while True:
@@ -247,6 +248,9 @@ class Connection(asyncio.Protocol):
             waiter.set_result(kind)
 
 
+READ_BYTES = 16 << 10  # one read of an answer on a blocking connection (a buffer per connection, reused)
+
+
 class BlockingConnection:
     """One keep-alive connection on a blocking socket, for one thread: a request at a time, the answer read in it."""
 
@@ -255,40 +259,76 @@ class BlockingConnection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.parser = ResponseParser()
         self.timeout_s = timeout_s
+        self.buffer = bytearray(READ_BYTES)
+
+    def reusable(self) -> bool:
+        """Whether the kept connection is still in step: nothing has arrived on it since its last answer (a
+        server or proxy that closed it while idle sent its end, which would cost the next request a failure)."""
+        try:
+            # non-blocking: a socket with a timeout polls for up to that long before any read, MSG_DONTWAIT or not
+            self.sock.setblocking(False)
+            self.sock.recv(1, socket.MSG_PEEK)  # b"": closed; bytes: an answer nobody asked for
+            return False
+        except BlockingIOError:  # nothing to read: open and in step
+            return True
+        except OSError:
+            return False
 
     def request(self, data: bytes) -> tuple[str | None, bool]:
         """Send ``data`` (its head, then its body: two writes, as :meth:`Connection.request`) and read its answer
-        within the timeout: (failure kind or None, whether the connection may be used again)."""
+        within the timeout, one deadline for both: (failure kind or None, whether the connection may be used
+        again). An answer the server sent before it took the whole request (and then closed) is still read."""
         deadline_s = time.perf_counter() + self.timeout_s
         end = data.find(HEADER_END) + len(HEADER_END)
         view = memoryview(data)
+        parts = (view,) if end < len(HEADER_END) else (view[:end], view[end:])
         try:
-            self.sock.settimeout(self.timeout_s)
-            if end < len(HEADER_END):
-                self.sock.sendall(view)
-            else:
-                self.sock.sendall(view[:end])
-                self.sock.sendall(view[end:])
+            for part in parts:
+                self.sock.settimeout(max(deadline_s - time.perf_counter(), 1e-3))
+                try:
+                    self.sock.sendall(part)
+                except (BrokenPipeError, ConnectionResetError):
+                    answered = self._early_answer()
+                    if answered is not None:
+                        return answered, False
+                    raise
             while True:
                 left_s = deadline_s - time.perf_counter()
                 if left_s <= 0:
                     return "deadline_exceeded", False
                 self.sock.settimeout(left_s)  # one deadline for the answer, however it trickles in
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
+                got = self.sock.recv_into(self.buffer)
+                if not got:
                     return "connection", False
-                answers = self.parser.feed(chunk)  # a ValueError: bytes that are no HTTP answer
+                answers = self.parser.feed(self.buffer[:got])  # a ValueError: bytes that are no HTTP answer
                 if answers:
                     status, body, close = answers[0]
                     kind = None if status == 200 else error_from_response(status, body)
-                    # more than the one answer asked for: the stream is out of step, so not used again
-                    return kind, not close and len(answers) == 1 and not self.parser.buffer
+                    # more than the one answer asked for, whole or begun: the stream is out of step
+                    in_step = len(answers) == 1 and not self.parser.buffer and self.parser.length == -1
+                    return kind, not close and in_step
         except TimeoutError:
             return "deadline_exceeded", False
         except OSError:
             return "connection", False
         except Exception:  # whatever a server's bytes make go wrong reading them: a kind, never a dead worker
             return "bad_response", False
+
+    def _early_answer(self) -> str | None:
+        """The kind of an answer already received when sending failed (a server refusing a request before reading
+        all of it, then closing): its status and reason, not "connection"; None where none has come whole."""
+        try:
+            self.sock.setblocking(False)  # what has arrived, without waiting (see reusable)
+            while True:
+                got = self.sock.recv_into(self.buffer, READ_BYTES)
+                if not got:
+                    return None
+                answers = self.parser.feed(self.buffer[:got])
+                if answers:
+                    status, body, _ = answers[0]
+                    return "connection" if status == 200 else error_from_response(status, body)
+        except (OSError, ValueError):
+            return None
 
     def close(self) -> None:
         """Close the socket; a thread blocked reading it wakes with a failure (shutdown reaches it, close may not)."""
@@ -350,6 +390,11 @@ class RawHttpSender:
         opened again after a failure, here), its answer read before this returns. The same kinds as :meth:`send`."""
         payload = self._payload(index, version, worker)
         conn = self.blocking.get(worker)
+        if conn is not None and not conn.reusable():
+            with self.blocking_lock:
+                self.blocking.pop(worker, None)
+            conn.close()
+            conn = None
         if conn is None:
             try:
                 conn = BlockingConnection(self.host, self.port, self.timeout_s)

@@ -228,7 +228,9 @@ class PerfRun:
 
 # --------------------------------------------------------------------------------------------- files
 
-CLIENT_BOUND_CORES = 0.85  # the asyncio loop is one thread: at ~1 core it cannot send faster, whatever the server
+# The client's Python runs one thread at a time (the event loop, or HTTP workers taking turns at the GIL): at ~1 core
+# it cannot send faster, whatever the server
+CLIENT_BOUND_CORES = 0.85
 # A client on the server's machine using this share of its cores takes them from the server (measured on 2 cores:
 # 0.5 cores of client -> 0.77x perf_analyzer's throughput on a ~1 ms model).
 CLIENT_SHARE_COMPETES = 0.2

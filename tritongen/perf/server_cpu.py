@@ -4,17 +4,18 @@ processes), read through psutil.
 
 Why it is measured: a server whose cores are saturated serves ``cores / CPU per request`` requests a second, and
 that cost is not the model's alone. It depends on how the requests arrive: on a ~1 ms model here, tritonserver
-spent 100 us per request on a client that sends a batch's worth of requests back to back, and 113-138 us on
-clients that spread them out (perf_analyzer's; bench/harness_agreement.py). Two load generators that disagree on
-such a model show it in this figure.
+spent 100 us per request on a client that sent a batch's worth of requests back to back (the built-in engine's HTTP
+closed loop when it ran on one event loop), and 113-138 us on clients that spread them out (perf_analyzer's;
+bench/harness_agreement.py). Two load generators that disagree on such a model show it in this figure.
 
 With the CPU, the meter counts the server's wakeups: the voluntary context switches of every thread of its
 processes (a thread that sleeps until a request, a batch or an answer wakes it). They say why the CPU per request
-differs: here tritonserver's threads woke 0.8 times per request under the built-in engine, whose closed loop sends
-a batch's answers' next requests back to back (one HTTP thread reads several per wakeup), and 2.0 times under
-perf_analyzer, whose threads send theirs one at a time and whose connections libevhtp spreads over more of its
-threads: 44 against 57 us of CPU per request in tritonserver's own process. A reading opens one /proc file per
-thread: about a millisecond for tritonserver's hundred, so the built-in engine reads it off its event loop.
+differs: tritonserver's threads woke 0.8 times per request under that event loop (one HTTP thread read several
+requests per wakeup) and 2.0 times under perf_analyzer, whose threads send theirs one at a time: 44 against 57 us of
+CPU per request in tritonserver's own process. The HTTP closed loop now sends from a thread per request in flight,
+as perf_analyzer does (1.5-2.0 wakeups per request against perf_analyzer's 1.6-2.0 at 16 in flight). A reading
+opens one /proc file per thread: about a millisecond for tritonserver's hundred, so the built-in engine reads it off
+its event loop.
 
 Only for a server found listening on the port of a URL of this machine (:func:`server_pid_at`); None otherwise.
 The stubs are found once, when the meter is made (they start when their model loads); every process of the server

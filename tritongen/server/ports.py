@@ -305,23 +305,29 @@ def server_found_at(url: str) -> FoundServer | None:
 MAX_CMDLINE_BYTES = 1 << 20
 
 
-def server_options(pid: int) -> dict[str, str] | None:
+def server_options(pid: int) -> dict[str, list[str]] | None:
     """The ``--name`` options of process ``pid``'s command line (a local tritonserver's), read from /proc (the first
-    :data:`MAX_CMDLINE_BYTES`), ``--name=value`` and ``--name value`` both; a flag without a value maps to "". None
-    where the command line cannot be read. The one reader of a local server's options (its metrics port, the
-    repository it serves, its model-control mode)."""
+    :data:`MAX_CMDLINE_BYTES`), ``--name=value`` and ``--name value`` both: every value of each, in order (Triton
+    takes ``--model-repository`` several times); a flag without a value gives "". None where the command line cannot
+    be read. The one reader of a local server's options (its metrics port, the repositories it serves, its
+    model-control mode)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read(MAX_CMDLINE_BYTES).decode("utf-8", "replace").split("\0")
     except OSError:
         return None
-    options: dict[str, str] = {}
+    options: dict[str, list[str]] = {}
     for i, arg in enumerate(argv):
-        if arg.startswith("--"):
+        if arg.startswith("--") and arg != "--":
             key, eq, value = arg.partition("=")
             following = argv[i + 1] if i + 1 < len(argv) else ""
-            options[key] = value if eq else ("" if following.startswith("--") else following)
+            options.setdefault(key, []).append(value if eq else ("" if following.startswith("--") else following))
     return options
+
+
+def last_option(options: dict[str, list[str]], name: str, default: str = "") -> str:
+    """The value of option ``name`` as a program reading its options in order keeps it: the last one given."""
+    return options.get(name, [default])[-1]
 
 
 def metrics_address_at(url: str) -> str | None:
@@ -339,12 +345,12 @@ def metrics_address_at(url: str) -> str | None:
     options = server_options(found.pid)
     if options is None:
         return None
-    if options.get("--allow-metrics", "true").strip().lower() in ("false", "0", "no", "off"):
+    if last_option(options, "--allow-metrics", "true").strip().lower() in ("false", "0", "no", "off"):
         return None
-    port = options.get("--metrics-port", "8002").strip()
+    port = last_option(options, "--metrics-port", "8002").strip()
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         return None
-    host = options.get("--metrics-address", "").strip()
+    host = last_option(options, "--metrics-address").strip()
     if not host or host in ("0.0.0.0", "::", "[::]"):
         host = found.address.rpartition(":")[0]
     elif ":" in host and not host.startswith("["):
