@@ -50,6 +50,33 @@ def test_build_from_in_memory_module(tmp_path):
     tritongen.verify(repo)
     with pytest.raises(TritongenError, match="example_inputs"):
         tritongen.build(net, name="again", repo=repo)
+    # every result prints as the CLI prints it, by one name (build's text was the CLI's own code)
+    assert result.text().splitlines()[0].startswith(f"built {repo / 'net'} (version 1, local target, ")
+    assert f"  input  {'input_0':<24} FP32   [4]" in result.text().splitlines()
+    assert tritongen.validate(repo).text() == tritongen.validate(repo).summary()
+    assert tritongen.verify(repo).text().startswith("6 files match their manifests in ")
+
+
+def test_every_result_the_api_returns_prints_with_text():
+    """The newcomer's note: one result printed with text(), another with summary(), a third with table()."""
+    from tritongen.build import BuildResult
+    from tritongen.deploy.docker import DockerBundle, DockerSteps
+    from tritongen.deploy.k8s_bundle import DeployBundle
+    from tritongen.deploy.rollout import RolloutResult
+    from tritongen.engine import EngineResult
+    from tritongen.ensemble import EnsembleBuildResult
+    from tritongen.infer import InferResult
+    from tritongen.lint import LintReport
+    from tritongen.perf.results import PerfRun
+    from tritongen.perf.tune_spec import TuneResult
+    from tritongen.validate import ValidationReport
+    from tritongen.verify import VerifyReport
+
+    kinds = (BuildResult, EnsembleBuildResult, ValidationReport, VerifyReport, DockerSteps, InferResult, PerfRun)
+    kinds += (TuneResult, EngineResult, LintReport, DockerBundle, DeployBundle, RolloutResult)
+    assert [k.__name__ for k in kinds if not callable(getattr(k, "text", None))] == []
+    plan = EngineResult(Path("m/1/model.plan"), "10.3.0", "8.9", 61.04)
+    assert plan.text() == "built m/1/model.plan (TensorRT 10.3.0, compute capability 8.9) in 61.0s"
 
 
 def test_build_refuses_what_it_cannot_build(tmp_path):

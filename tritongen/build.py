@@ -67,6 +67,27 @@ class BuildResult:
         """One line on how the config batches requests and what its queue delay costs at low load."""
         return batching_text(self.spec)
 
+    def text(self) -> str:
+        """What ``tritongen build`` prints: where it wrote what, the parity table, the tensors clients see, the
+        batching line and the manifest."""
+        how = "from the ONNX file" if self.spec.inputs_from == "onnx" else f"{self.exporter} exporter"
+        total_s = sum(self.timings_s.values())
+        lines = [f"built {self.model_dir} (version {self.version}, {self.spec.target} target, {how}) in {total_s:.1f}s"]
+        if self.fallback:
+            lines.append(f"  the {self.exporter} exporter was used because {self.fallback}")
+        lines.append(self.parity.table())
+        lines += [f"  input  {t.name:<24} {t.dtype:<6} {client_dims_text(t)}" for t in self.spec.inputs]
+        lines += [f"  output {t.name:<24} {t.dtype:<6} {client_dims_text(t)}" for t in self.spec.outputs]
+        lines += [self.batching, f"manifest: {self.manifest_path}"]
+        if self.handoff_dir is not None:
+            lines.append(f"perf_analyzer / Model Analyzer hand-offs: {self.handoff_dir}")
+        return "\n".join(lines)
+
+
+def client_dims_text(t: TensorSpec) -> str:
+    """A tensor's dims as clients see them; a scalar per item says what the model itself reads or writes."""
+    return f"{list(t.dims)} (a scalar per item: the model's [batch])" if t.scalar else str(list(t.dims))
+
 
 class Stages:
     """Reports one line per stage with its wall time (to ``progress`` and to this module's logger)."""

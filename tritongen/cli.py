@@ -243,40 +243,8 @@ def build(model: Path, no_warmup: bool, **options) -> None:
       tritongen build model.pt --precision int8 --calib-data calib.npz --min-cosine 0.99
       tritongen build retrained.pt --name resnet --input x:FP32:3,224,224 --new-version
     """
-    from .ensemble import EnsembleBuildResult
-
     made = api.build(model, progress=_echo_err, warmup=False if no_warmup else None, **options)
-    if isinstance(made, EnsembleBuildResult):
-        click.echo(
-            f"built ensemble {made.ensemble_dir} ({made.task or 'custom'}, {made.spec.target} target, "
-            f"{made.exporter} exporter) in {sum(made.timings_s.values()):.1f}s"
-        )
-        click.echo(made.parity.table())
-        click.echo("  steps  " + " -> ".join(s.model_name for s in made.steps))
-        for t in made.inputs:
-            click.echo(f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}")
-        for t in made.outputs:
-            click.echo(f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}")
-        click.echo(made.batching)
-        click.echo(f"manifest: {made.manifest_path}")
-        return
-    result = made
-    total_s = sum(result.timings_s.values())
-    how = "from the ONNX file" if result.spec.inputs_from == "onnx" else f"{result.exporter} exporter"
-    click.echo(
-        f"built {result.model_dir} (version {result.version}, {result.spec.target} target, {how}) in {total_s:.1f}s"
-    )
-    if result.fallback:
-        click.echo(f"  the {result.exporter} exporter was used because {result.fallback}")
-    click.echo(result.parity.table())
-    for t in result.spec.inputs:
-        click.echo(f"  input  {t.name:<24} {t.dtype:<6} {_dims_text(t)}")
-    for t in result.spec.outputs:
-        click.echo(f"  output {t.name:<24} {t.dtype:<6} {_dims_text(t)}")
-    click.echo(result.batching)
-    click.echo(f"manifest: {result.manifest_path}")
-    if result.handoff_dir is not None:
-        click.echo(f"perf_analyzer / Model Analyzer hand-offs: {result.handoff_dir}")
+    click.echo(made.text())
 
 
 @cli.command()
@@ -444,11 +412,6 @@ def serve(
             # how it ended, in its own log's words (a signal by name; "terminate called after ...", "Signal (6) ...")
             raise TritongenError(f"tritonserver ended on its own: {server.crash()}", f"read its log {server.log_path}")
         _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
-
-
-def _dims_text(t) -> str:
-    """A tensor's dims as clients see them; a scalar per item says what the model itself reads or writes."""
-    return f"{list(t.dims)} (a scalar per item: the model's [batch])" if t.scalar else str(list(t.dims))
 
 
 def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:

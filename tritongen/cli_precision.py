@@ -53,7 +53,4 @@ def engine(repo: Path, workspace_gb: float | None, optimization_level: int | Non
         progress=lambda m: click.echo(m, err=True),
     )
     for r in results:
-        click.echo(
-            f"built {r.plan_path} (TensorRT {r.tensorrt_version}, compute "
-            f"capability {r.compute_capability}) in {r.build_s:.1f}s"
-        )
+        click.echo(r.text())

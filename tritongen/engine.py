@@ -160,6 +160,13 @@ class EngineResult:
     compute_capability: str
     build_s: float
 
+    def text(self) -> str:
+        """What ``tritongen engine`` prints for this plan."""
+        return (
+            f"built {self.plan_path} (TensorRT {self.tensorrt_version}, compute capability "
+            f"{self.compute_capability}) in {self.build_s:.1f}s"
+        )
+
 
 def engine_from_onnx(
     onnx_path: Path,

@@ -78,6 +78,20 @@ class EnsembleBuildResult:
         """One line on how the steps batch requests (each its own batcher, with the same queue delay)."""
         return batching_text(self.spec, steps=len(self.steps))
 
+    def text(self) -> str:
+        """What ``tritongen build`` prints for an ensemble: where it wrote it, the model step's parity table, the
+        steps, the tensors clients send and get, the batching line and the manifest."""
+        lines = [
+            f"built ensemble {self.ensemble_dir} ({self.task or 'custom'}, {self.spec.target} target, "
+            f"{self.exporter} exporter) in {sum(self.timings_s.values()):.1f}s",
+            self.parity.table(),
+            "  steps  " + " -> ".join(s.model_name for s in self.steps),
+        ]
+        lines += [f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}" for t in self.inputs]
+        lines += [f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}" for t in self.outputs]
+        lines += [self.batching, f"manifest: {self.manifest_path}"]
+        return "\n".join(lines)
+
 
 def model_names(name: str) -> dict[str, str]:
     return {"ensemble": name, "pre": f"{name}_preprocess", "model": f"{name}_model", "post": f"{name}_postprocess"}

@@ -1116,6 +1116,10 @@ class ValidationReport:
     def warning_lines(self) -> list[str]:
         return [f"warning: {model}: {w}" for model, found in sorted(self.warnings_by_model.items()) for w in found]
 
+    def text(self) -> str:
+        """What ``tritongen validate`` prints (:meth:`summary`); every result of the API has ``text()``."""
+        return self.summary()
+
     def summary(self) -> str:
         models = sorted(self.problems_by_model)
         if self.ok:

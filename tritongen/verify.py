@@ -84,6 +84,10 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def text(self) -> str:
+        """What ``tritongen verify`` prints (:meth:`summary`); every result of the API has ``text()``."""
+        return self.summary()
+
     def summary(self) -> str:
         lines = [
             f"{self.checked_files} files match their manifests in {self.repo}"

@@ -82,6 +82,10 @@ class DockerBundle:
     def has_builder(self) -> bool:
         return bool(self.pending_plans)
 
+    def text(self) -> str:
+        """What ``tritongen deploy --to docker`` prints (:meth:`summary`); every result of the API has ``text()``."""
+        return self.summary()
+
     def summary(self) -> str:
         lines = [
             f"wrote {self.out} (NGC {self.release}: {self.triton_image}"

@@ -67,6 +67,10 @@ class DeployBundle:
     overlays: tuple[str, ...]
     notes: tuple[str, ...] = ()  # rollout records the bundle does not follow (rollout_record.unfollowed_records)
 
+    def text(self) -> str:
+        """What ``tritongen deploy`` prints (:meth:`summary`); every result of the API has ``text()``."""
+        return self.summary()
+
     def summary(self) -> str:
         t = self.thresholds
         knee = f"knee {t.mode} {t.knee_load:g}, {t.capacity_rps:.1f} req/s per replica, " if t.measured else ""

@@ -136,6 +136,10 @@ class RolloutResult:
     elapsed_s: float = 0.0
     signature: str | None = None  # what the files sent were held to, beyond the manifests (None: nothing to say)
 
+    def text(self) -> str:
+        """What ``tritongen rollout``/``rollback`` print (:meth:`summary`); every result of the API has ``text()``."""
+        return self.summary()
+
     def summary(self) -> str:
         lines = [f"resumed: {self.resumed}"] if self.resumed else []
         if self.signature:

@@ -221,6 +221,10 @@ class PerfRun:
     def name(self) -> str:
         return self.label or f"{self.model} ({self.engine})"
 
+    def text(self) -> str:
+        """What ``tritongen perf`` prints (:meth:`table`); every result of the API has ``text()``."""
+        return self.table()
+
     def table(self) -> str:
         """The table ``tritongen perf`` prints: one row per load level, with its legend."""
         return table_from_run(self)

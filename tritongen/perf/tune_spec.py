@@ -195,6 +195,10 @@ class TuneResult:
             return self.confirmed
         return self.winner.best if self.winner is not None else None
 
+    def text(self) -> str:
+        """The table ``tritongen tune`` prints (:meth:`table`); every result of the API has ``text()``."""
+        return self.table()
+
     def table(self) -> str:
         lines = [
             f"tune {self.model}: {len(self.trials)} configs, "
