@@ -245,6 +245,29 @@ def test_compare_without_a_report_prints_the_comparison_and_writes_nothing(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 
+def test_compare_is_an_api_function_the_cli_prints(tmp_path, monkeypatch):
+    """perf --compare assembled its comparison in the CLI: the API had only report(), which needs a folder."""
+    from dataclasses import replace
+
+    import tritongen
+
+    second = replace(RUN, label="second")
+    (tmp_path / "a.json").write_text(json_from_run(RUN))
+    compared = tritongen.compare([tmp_path / "a.json", second])
+    assert [r.model for r in compared.runs] == ["double", "double"] and compared.report_path is None
+    assert compared.text().endswith("(no report written: pass --report DIR for report.html with the plots)")
+    assert "second" in compared.text()
+    written = tritongen.compare([str(tmp_path / "a.json"), second], tmp_path / "cmp")
+    assert written.report_path == tmp_path / "cmp" / "report.html" and written.report_path.is_file()
+    assert written.text().endswith(f"report: {tmp_path / 'cmp' / 'report.html'}")
+    with pytest.raises(TritongenError, match="holds an earlier perf report"):  # refused before anything is read or written
+        tritongen.compare([tmp_path / "a.json", second], tmp_path / "cmp")
+    with pytest.raises(TritongenError, match="got no runs"):
+        tritongen.compare([])
+    monkeypatch.chdir(tmp_path)
+    assert main(["perf", "--compare", "a.json", "a.json"]) in (0, None)
+
+
 def test_compare_keeps_each_row_of_a_crafted_file_on_its_line(tmp_path, capsys, monkeypatch):
     """The reader refuses a terminal's escapes in a results.json's texts but keeps newlines and tabs (a partial
     reason quotes the server's log): printed, they are escaped, so no text forges a row of the table."""

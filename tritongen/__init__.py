@@ -12,9 +12,9 @@ The Python API (each function imports its stage when called, so ``import tritong
 
 ``build`` takes a model file, a Hugging Face folder or an in-memory ``torch.nn.Module`` (with ``example_inputs``);
 ``serve`` validates and verifies before it boots Triton (``docker_steps``: how to serve it with NGC's image
-instead); ``perf`` (``report``: one report for several runs), ``tune``, ``engine``, ``lint``, ``deploy``,
-``rollout``, ``rollback`` and ``sign`` are the other commands. Every failure raises :class:`TritongenError`
-(``problem`` and ``fix``).
+instead); ``perf`` (``report``: one report for several runs; ``compare``: runs side by side), ``tune``,
+``engine``, ``lint``, ``deploy``, ``rollout``, ``rollback`` and ``sign`` are the other commands. Every failure
+raises :class:`TritongenError` (``problem`` and ``fix``). Every result prints as the CLI prints it with ``text()``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 from .api import (  # noqa: E402
     build,
+    compare,
     deploy,
     docker_steps,
     engine,
@@ -47,6 +48,7 @@ __all__ = [
     "TritongenError",
     "__version__",
     "build",
+    "compare",
     "deploy",
     "docker_steps",
     "engine",

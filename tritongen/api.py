@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from .engine import EngineResult
     from .ensemble import EnsembleBuildResult
     from .infer import InferResult
+    from .perf.compare import Comparison
     from .perf.results import PerfRun
     from .perf.tune import TuneResult
     from .server import RunningServer
@@ -901,25 +902,30 @@ def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = Non
     --report DIR`` is ``report(["A.json", "B.json"], "DIR")``); with one run its ``results.json`` and
     ``results.csv`` too. An earlier report in ``report_dir`` is replaced only with ``force``. Returns the report's
     path."""
+    from .perf.compare import runs_from_sources
     from .perf.report import report_from_runs
-    from .perf.results import PerfRun, check_compare_dir, run_from_json
+    from .perf.results import check_compare_dir
 
     if not runs:
         raise TritongenError("report() got no runs", "pass the runs perf() returned, or results.json files")
     if len(runs) > 1:  # a comparison written into a compared run's folder left its results.json holding that run
         check_compare_dir([Path(r) for r in runs if isinstance(r, (str, os.PathLike))], Path(report_dir))
-    loaded = []
-    for run in runs:
-        if isinstance(run, PerfRun):
-            loaded.append(run)
-        elif isinstance(run, (str, os.PathLike)):
-            loaded.append(run_from_json(Path(run)))
-        else:
-            raise TritongenError(
-                f"report() got a {type(run).__name__} among its runs",
-                "pass the runs perf() returned, or paths of results.json files",
-            )
-    return report_from_runs(loaded, Path(report_dir), title, force)
+    return report_from_runs(runs_from_sources(runs, "report"), Path(report_dir), title, force)
+
+
+@_checked()
+def compare(
+    runs: Sequence[Any], report_dir: PathLike | None = None, *, title: str | None = None, force: bool = False
+) -> Comparison:
+    """Compare finished runs: runs :func:`perf` returned, or ``results.json`` files and report folders an earlier
+    ``tritongen perf --report`` wrote (``tritongen perf --compare A B [--report DIR]`` is ``compare(["A", "B"],
+    "DIR")``). Returns a :class:`~tritongen.perf.compare.Comparison`: the runs (named apart where two share a
+    name), one line for each load where a run's served config or throughput differs from the first run's (and
+    whether the server's CPU per request accounts for it), and ``report.html``'s path where ``report_dir`` is given;
+    ``text()`` is what the CLI prints."""
+    from .perf.compare import comparison_from_runs
+
+    return comparison_from_runs(runs, Path(report_dir) if report_dir is not None else None, title, force)
 
 
 @_checked(_spec_fields(".perf.tune", "TuneSpec", "model_dir", "max_p99_ms"))

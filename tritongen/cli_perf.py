@@ -153,14 +153,8 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
       tritongen perf minilm --concurrency 4 --engine perf_analyzer --report pa/
       tritongen perf --compare perf-minilm/ pa/ --report compare/        # report folders or results.json files
     """
-    from .perf import run_from_json
     from .perf.results import (
         LevelFailed,
-        check_compare_dir,
-        check_report_dir,
-        comparison_lines,
-        distinct_names,
-        table_from_run,
     )
     from .signals import sigterm_as_keyboard_interrupt
 
@@ -171,20 +165,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
                 f"--compare reads finished runs: {', '.join(measuring)} would measure nothing there",
                 "drop " + ("it" if len(measuring) == 1 else "them") + ", or run perf without --compare to measure",
             )
-        if report_dir:
-            check_compare_dir(targets, report_dir)
-            check_report_dir(report_dir, options["force"])  # before any table: an earlier report needs --force
-        runs = distinct_names([run_from_json(Path(t)) for t in targets])  # each table named as the report names it
-        for run in runs:
-            click.echo(table_from_run(run))
-        for line in comparison_lines(runs):
-            click.echo(line)
-        if len(runs) == 1:
-            click.echo("(one run: shown, nothing compared; pass two or more report folders or results.json files)")
-        if report_dir:
-            click.echo(f"report: {api.report(runs, report_dir, force=options['force'])}")
-        else:
-            click.echo("(no report written: pass --report DIR for report.html with the plots)")
+        click.echo(api.compare(targets, report_dir, force=options["force"]).text())
         return
     if len(targets) != 1:
         raise TritongenError(
