@@ -459,7 +459,7 @@ def test_an_answer_sent_before_the_whole_request_was_taken_is_read_for_its_reaso
 def test_a_worker_connection_the_server_closed_while_idle_is_opened_again_before_its_next_request():
     """The server (or a proxy) closes a kept connection between two requests: the event loop saw the close and
     reconnected; the worker's thread sent its next request into the closed connection and counted a failure."""
-    import time
+    import select
 
     async def go():
         async with FakeServer(lambda n: OK + b"<close>") as server:
@@ -469,7 +469,9 @@ def test_a_worker_connection_the_server_closed_while_idle_is_opened_again_before
                 kinds = []
                 for i in range(3):
                     kinds.append(sender.send_blocking(i, "", 0))
-                    time.sleep(0.1)  # the server's close arrives while the connection is idle
+                    kept = sender.blocking.get(0)
+                    if kept is not None:  # the server's close arrives while the connection is idle
+                        select.select([kept.sock], [], [], 10)
                 return kinds
 
             kinds = await asyncio.to_thread(worker)
