@@ -396,6 +396,8 @@ class RawHttpSender:
             conn.close()
             conn = None
         if conn is None:
+            if self.closing:  # the level is over: no new connection
+                return "connection"
             try:
                 conn = BlockingConnection(self.host, self.port, self.timeout_s)
             except OSError:
