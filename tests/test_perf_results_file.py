@@ -260,7 +260,7 @@ def test_compare_is_an_api_function_the_cli_prints(tmp_path, monkeypatch):
     written = tritongen.compare([str(tmp_path / "a.json"), second], tmp_path / "cmp")
     assert written.report_path == tmp_path / "cmp" / "report.html" and written.report_path.is_file()
     assert written.text().endswith(f"report: {tmp_path / 'cmp' / 'report.html'}")
-    with pytest.raises(TritongenError, match="holds an earlier perf report"):  # refused before anything is read or written
+    with pytest.raises(TritongenError, match="holds an earlier perf report"):  # refused before any read or write
         tritongen.compare([tmp_path / "a.json", second], tmp_path / "cmp")
     with pytest.raises(TritongenError, match="got no runs"):
         tritongen.compare([])

@@ -514,6 +514,9 @@ async def _drain(drivers, tasks, timeout_s: float) -> bool:
         task.cancel()
     if still:
         await asyncio.wait(still, timeout=5)
+    for task in pending:  # a failure the level raised once: the other workers' are not logged with tracebacks
+        if task.done() and not task.cancelled():
+            task.exception()
     return bool(still)
 
 
