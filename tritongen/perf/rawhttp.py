@@ -12,10 +12,12 @@ open one, up to ``connections``; their timeouts are checked by one watchdog task
 A closed loop's workers each run in a thread of their own on a blocking socket (:meth:`RawHttpSender.send_blocking`),
 as perf_analyzer's synchronous client and independent users do: each request is written when its own answer has
 been read, one wakeup of the worker each. Driven from one event loop instead, the answers of a batch were read in
-one go and the next requests written back to back, so one wakeup of Triton's HTTP thread read several of them: the
-server spent less CPU per request than under independent clients (1.09-1.18x less than under perf_analyzer's, over
-HTTP at 16 in flight on a ~1 ms model) and the engine read that much more throughput than perf_analyzer; from
-threads the two agree (0.99x, the server's CPU per request 1.01x; bench/harness_agreement.py).
+one go and the next requests written back to back, so one wakeup of Triton's HTTP thread read several of them
+(tritonserver's threads woke 1.0 times per request at 16 in flight on a ~1 ms model, 1.6-2.0 under perf_analyzer):
+the server spent less CPU per request than under independent clients, and the engine read 1.09-1.18x perf_analyzer's
+throughput. From threads the server wakes as often as under perf_analyzer (1.5-2.0 times per request) and the engine
+reads 0.99-1.07x; what is left is perf_analyzer's own client time per request, about twice this one's
+(bench/harness_agreement.py; README).
 """
 
 from __future__ import annotations
