@@ -353,6 +353,41 @@ def test_the_http_closed_loop_ends_on_time_and_its_worker_threads_end_with_it(mo
         stop()
 
 
+def test_ctrl_c_mid_level_waits_for_no_request_outstanding():
+    """Ctrl-C while requests were outstanding waited up to --timeout-s (+5 s) for them before perf could exit 130."""
+    import asyncio
+    import time
+
+    from tritongen.perf.inputs import RequestSet
+    from tritongen.perf.loadgen import _level
+    from tritongen.perf.rawhttp import RawHttpSender
+
+    port, stop = _hanging_http_server()
+    spec = PerfSpec(model="m", url=f"127.0.0.1:{port}", protocol="http", duration_s=5, warmup_s=0, timeout_s=60)
+
+    async def no_stats():
+        return None
+
+    async def go() -> float:
+        requests = RequestSet(({"X": np.zeros((1, 4), np.float32)},), True, "t")
+        sender = RawHttpSender(f"127.0.0.1:{port}", "m", requests, 60.0, 4)
+        level = asyncio.ensure_future(_level(sender, "concurrency", 4, spec, no_stats, lambda m: None))
+        await asyncio.sleep(0.5)
+        level.cancel()  # what asyncio.run does with the run on Ctrl-C
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await level
+        took_s = time.monotonic() - started
+        await sender.close()
+        return took_s
+
+    try:
+        took_s = asyncio.run(asyncio.wait_for(go(), 120))
+    finally:
+        stop()
+    assert took_s < 3.0, f"the level took {took_s:.1f} s to end after Ctrl-C"
+
+
 def test_a_system_that_refuses_worker_threads_is_one_error(monkeypatch, caplog):
     """4096 requests in flight over HTTP are 4096 threads: a container's process limit refusing one ended perf
     with a traceback (RuntimeError: can't start new thread)."""

@@ -35,6 +35,15 @@ def test_responses_split_anywhere_or_run_together_are_framed():
     assert ResponseParser().feed(stream) == got and ResponseParser().feed(stream[:-1]) == got[:2]
 
 
+def test_an_interim_answer_is_skipped_for_the_answer_that_follows():
+    """A 100 Continue before the answer was taken as the answer: every request failed as http_100."""
+    parser = ResponseParser()
+    got = parser.feed(b"HTTP/1.1 100 Continue\r\n\r\n" + b"HTTP/1.1 102 Processing\r\n\r\n" + OK[:20])
+    assert got == [] and parser.feed(OK[20:]) == [(200, b"", False)]
+    kinds, _ = sends(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n" + OK, 2, blocking=True)
+    assert kinds == [None, None]
+
+
 def test_chunked_and_connection_close_responses():
     chunked = b"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\n\r\n"
     parser = ResponseParser()

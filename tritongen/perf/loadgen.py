@@ -8,9 +8,9 @@ gRPC about 65 us (grpc.aio, which it replaced, 120-130 us and about 0.17 ms more
 from its worker threads (bench/harness_agreement.py, a ~1 ms model at 4 and 16 in flight); perf_analyzer's own
 client about 100-150 us on the same model.
 
-Closed loop: ``concurrency`` workers, each sending its next request when the last one answers (over HTTP each
-worker is a thread of its own on a blocking connection, as perf_analyzer's synchronous client: see
-:mod:`.rawhttp`; over gRPC, tasks of the event loop sharing one HTTP/2 connection). Open loop:
+Closed loop: ``concurrency`` workers, each sending its next request when the last one answers (over HTTP, up to
+:data:`MAX_THREAD_WORKERS` in flight, each worker a thread of its own on a blocking connection, as perf_analyzer's
+synchronous client: see :mod:`.rawhttp`; above that, and over gRPC, tasks of the event loop). Open loop:
 sends follow a schedule (constant or Poisson intervals) whatever the server does, and latency is measured from
 the *scheduled* send time, so a client or server that falls behind shows as latency instead of being hidden.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 import time
 from collections import Counter
@@ -223,9 +224,13 @@ async def _level(
             rec.add(t1, t1 - t0, error, version)
             index += step
 
-    async def thread_worker(first: int, step: int) -> None:
+    go = threading.Event()  # the HTTP workers' threads start sending together, once every one has started
+
+    def thread_worker(first: int, step: int) -> asyncio.Future:
         """An HTTP closed-loop worker in a thread of its own (:meth:`RawHttpSender.send_blocking`): its requests
-        leave one at a time, each when its own answer is read, as independent clients' do."""
+        leave one at a time, each when its own answer is read, as independent clients' do. The thread is started
+        here and waits for ``go`` (threads started while others send would each wait for the GIL: 2048 took
+        minutes, with Ctrl-C unheard); the future returned settles when it ends."""
         loop = asyncio.get_running_loop()
         finished: asyncio.Future = loop.create_future()
 
@@ -240,6 +245,8 @@ async def _level(
         def run() -> None:
             failure = None
             try:
+                _share_one_cpu()
+                go.wait()
                 index = first
                 while not halted.is_set():
                     version = pick()
@@ -256,7 +263,7 @@ async def _level(
                 pass
 
         _start_thread(run, f"tritongen-http-worker-{first}", step)
-        await finished
+        return finished
 
     async def one_open(index: int, scheduled_s: float, version: str) -> None:
         rec.send_lag_s.append(clock() - scheduled_s)
@@ -321,8 +328,17 @@ async def _level(
 
     if mode == "concurrency":
         n = int(load)
-        worker = thread_worker if isinstance(sender, RawHttpSender) else closed_worker
-        drivers = [asyncio.ensure_future(worker(i, n)) for i in range(n)]
+        if isinstance(sender, RawHttpSender) and n <= MAX_THREAD_WORKERS:
+            drivers = []
+            try:
+                drivers = [thread_worker(i, n) for i in range(n)]
+            except BaseException:  # a thread refused: those started end at once
+                halted.set()
+                raise
+            finally:
+                go.set()
+        else:
+            drivers = [asyncio.ensure_future(closed_worker(i, n)) for i in range(n)]
     else:
         drivers = [asyncio.ensure_future(open_scheduler(load))]
     label = f"concurrency {int(load)}" if mode == "concurrency" else f"{load:g} req/s"
@@ -334,12 +350,15 @@ async def _level(
     def left_s() -> float:  # until --max-time-s ends the run
         return float("inf") if deadline_s is None else deadline_s - clock()
 
+    interrupted = False
     try:
         await _sleep_or_fail(drivers, max(0.0, min(spec.warmup_s, left_s())))
-        start_index, dropped_edge = rec.count(), rec.dropped
         start_stats = await stats_fn()
-        edge_s, cpu_edge_s = clock(), time.process_time()
         server_edge = await server_read()
+        # the window starts here, its count and its clock read together: requests answered during a slow
+        # statistics read were counted in the first window without its time (63,698 req/s against 8,000 steady)
+        start_index, dropped_edge = rec.count(), rec.dropped
+        edge_s, cpu_edge_s = clock(), time.process_time()
         while len(windows) < spec.max_windows:
             if left_s() < spec.window_s * 0.95:  # this window would end after --max-time-s (5% of it: the edges)
                 cut = True
@@ -374,10 +393,15 @@ async def _level(
                 break
             if stable:
                 break
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        interrupted = True
+        raise
     finally:
         stop.set()
         halted.set()
         grace_s = spec.timeout_s + 5 if mode == "concurrency" else min(spec.timeout_s + 5, OPEN_LOOP_GRACE_S)
+        if interrupted:  # Ctrl-C: nothing more is measured, so no request is waited for (it waited --timeout-s)
+            grace_s = 0.2
         if await _drain(drivers, tasks, max(0.2, min(grace_s, left_s()))) and spoiled is not None:
             spoiled()
     used = windows[-STABLE_WINDOWS:]
@@ -445,7 +469,27 @@ async def _level(
     return point
 
 
-WORKER_STACK_BYTES = 1 << 20  # a worker thread's stack: a closed loop of 4096 takes 4 GiB of address space, not 32
+# An HTTP closed loop up to this many requests in flight runs a thread per request (perf_analyzer's pacing); above
+# it, tasks of the event loop. Threads taking turns at the GIL (on one CPU, _share_one_cpu) serve about 22,000 req/s
+# against a trivial server where the event loop serves 33,000, and their tail grows with their number (p99 at 64
+# in flight 10.9 ms against 3.2; at 256, 136 ms, some threads starved), while their pacing matters where a closed
+# loop waits on the server's batches: concurrencies around the max batch size.
+MAX_THREAD_WORKERS = 64
+WORKER_STACK_BYTES = 1 << 20  # a worker thread's stack: 64 of them take 64 MiB of address space, not 512
+
+
+def _share_one_cpu() -> None:
+    """Keep the calling worker thread on the first CPU this process may use (Linux). CPython's threads take turns at
+    one lock (the GIL): spread over several cores they hand it across them, and the HTTP closed loop served a fourth
+    of what it did on one core (64 in flight against a trivial server: 4,900 req/s spread, 22,000 on one CPU; the
+    event loop's tasks 32,000), one core being what the event loop they replace uses anyway. A set of CPUs given
+    with ``--client-cpus`` is this process's: its first CPU then."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (OSError, ValueError):
+        pass
 
 
 def _start_thread(target: Callable[[], None], name: str, workers: int) -> None:

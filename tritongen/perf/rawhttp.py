@@ -1,5 +1,5 @@
 """A lean HTTP/1.1 sender for the built-in engine: plain keep-alive connections, a closed loop's on blocking sockets
-in threads, an open loop's as asyncio Protocols.
+in threads (up to 64 in flight), others as asyncio Protocols.
 
 aiohttp costs about 160 us of CPU per request (headers objects, a stream reader, per-request timers); on a
 machine whose cores the server shares, that CPU is taken from the server and the measurement is the client's.
@@ -9,15 +9,15 @@ needed: the status line, ``Content-Length`` (or chunked framing) and, on a non-2
 JSON Triton puts in the body, which becomes the failure's reason. Open-loop requests take an idle connection or
 open one, up to ``connections``; their timeouts are checked by one watchdog task, not one timer per request.
 
-A closed loop's workers each run in a thread of their own on a blocking socket (:meth:`RawHttpSender.send_blocking`),
-as perf_analyzer's synchronous client and independent users do: each request is written when its own answer has
-been read, one wakeup of the worker each. Driven from one event loop instead, the answers of a batch were read in
-one go and the next requests written back to back, so one wakeup of Triton's HTTP thread read several of them
-(tritonserver's threads woke 1.0 times per request at 16 in flight on a ~1 ms model, 1.6-2.0 under perf_analyzer):
-the server spent less CPU per request than under independent clients, and the engine read 1.09-1.18x perf_analyzer's
-throughput. From threads the server wakes as often as under perf_analyzer (1.5-2.0 times per request) and the engine
-reads 0.99-1.07x; what is left is perf_analyzer's own client time per request, about twice this one's
-(bench/harness_agreement.py; README).
+A closed loop's workers (up to 64 in flight: ``loadgen.MAX_THREAD_WORKERS``) each run in a thread of their own on a
+blocking socket (:meth:`RawHttpSender.send_blocking`), as perf_analyzer's synchronous client and independent users
+do: each request is written when its own answer has been read, one wakeup of the worker each. Driven from one event
+loop instead, the answers of a batch were read in one go and the next requests written back to back, so one wakeup
+of Triton's HTTP thread read several of them (tritonserver's threads woke 1.0 times per request at 16 in flight on a
+~1 ms model, 1.6-2.0 under perf_analyzer): the server spent less CPU per request than under independent clients, and
+the engine read 1.09-1.18x perf_analyzer's throughput. From threads the server wakes as often as under perf_analyzer
+(1.5-2.0 times per request) and the engine reads 0.99-1.07x; what is left is perf_analyzer's own client time per
+request, about twice this one's (bench/harness_agreement.py; README).
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ class ResponseParser:
                 self._head(bytes(self.buffer[:end]))
                 del self.buffer[: end + 4]
                 self.body, self.chunk = bytearray(), -1
+                if 100 <= self.status < 200 and self.status != 101:  # interim (100 Continue): the answer follows
+                    self.length = -1
+                    continue
             if self.length == -2:
                 if not self._chunked():
                     return done
