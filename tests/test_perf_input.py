@@ -721,3 +721,24 @@ def test_versions_the_server_names_that_are_no_int64_number_are_skipped_choosing
 
     assert width(["1", "\u00b2"]) == 4 and width(["1", "9" * 5000]) == 4 and width(["1", str(MAX_VERSION + 1)]) == 4
     assert width(["\u00b2"]) == 6  # no version named: the newest build's
+
+
+def test_a_load_needing_more_open_files_than_allowed_raises_the_limit_or_is_refused():
+    """300 connections under ulimit -n 200: the connects failed as "connection", then a statistics client's pipe
+    aborted the process (SIGABRT, a gevent traceback)."""
+    import resource
+
+    from tritongen.perf.loadgen import enough_open_files
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+        enough_open_files(556, "300 connections")  # the hard limit allows it: raised
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 556
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(TritongenError) as err:
+                enough_open_files(hard + 1, "many connections")
+            assert err.value.problem.startswith(f"many connections need about {hard + 1} open files")
+            assert err.value.fix == "raise the limit (ulimit -n), or measure a lower --concurrency"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

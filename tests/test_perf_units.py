@@ -460,6 +460,19 @@ def test_a_level_where_every_request_failed_is_an_error_naming_the_first_failure
     assert failed_level_error(_failed_run(_all_failed(1))).fix == "fix that and run perf again"
 
 
+def test_a_level_where_nothing_was_answered_nor_failed_is_an_error():
+    """A server that took every request and answered none (a hung model) gave "0.0 req/s ... errors 0" and exit 0:
+    the requests' timeouts fell after the last measured window."""
+    from dataclasses import replace
+
+    from tritongen.perf.results import failed_level_error
+
+    silent = replace(_point(4), throughput_rps=0.0, latency=latency_summary_from_ms([]), requests=0, errors={})
+    failed = failed_level_error(_failed_run(_point(1), silent))
+    assert failed is not None and failed.problem.startswith("no request at concurrency 4 was answered in its measured ")
+    assert "--duration-s" in failed.fix
+
+
 def _fake_perf(monkeypatch, run):
     import importlib
 

@@ -590,6 +590,8 @@ async def _run_levels(
     deadline_s = None if left_s is None else time.perf_counter() + left_s
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
+    if spec.protocol != "grpc":
+        enough_open_files(connections + FILES_BESIDE_CONNECTIONS, f"{connections} connections")
     versions = tuple(v for v, _ in spec.version_split) or ("",)
 
     def new_sender() -> RawGrpcSender | RawHttpSender:
@@ -664,6 +666,32 @@ async def _run_levels(
     finally:
         await sender.close()
     return points
+
+
+FILES_BESIDE_CONNECTIONS = 256  # statistics clients, gevent's pipes, /proc reads, the samples: beside the load's
+
+
+def enough_open_files(needed: int, what: str) -> None:
+    """Raise this process's soft limit on open files to ``needed`` where its hard limit allows; refuse where it does
+    not (at 300 connections under ``ulimit -n 200`` the load's connects failed as "connection" and the statistics
+    client's pipe aborted the process with a gevent traceback)."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return
+        except (OSError, ValueError):
+            pass
+    raise TritongenError(
+        f"{what} need about {needed} open files, and this process may open {soft} (at most {hard})",
+        "raise the limit (ulimit -n), or measure a lower --concurrency",
+    )
 
 
 def time_up_error(spec: PerfSpec, label: str, point: PerfPoint | None, left: int) -> TritongenError:

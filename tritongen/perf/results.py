@@ -851,10 +851,19 @@ class LevelFailed(TritongenError):
 
 
 def failed_level_error(run: PerfRun, report_dir: Path | None = None) -> LevelFailed | None:
-    """The error for the first level of ``run`` where no request succeeded (each failed, with a kind), if any:
+    """The error for the first level of ``run`` where no request succeeded (each failed, with a kind, or none was
+    answered at all), if any:
     its figures are no measurement of the model, so the run is no success. Levels with some answers stay results
     (their error kinds are counted, as :func:`error_lines` shows)."""
     for p in run.points:
+        if not p.requests and not p.errors:  # nothing answered and nothing failed: every request still out
+            return LevelFailed(
+                run,
+                f"no request at {p.where} was answered in its measured {p.measured_s:.1f} s (none failed either: "
+                "the server took the requests and kept them)",
+                "check the server (its log, its model's health); a model that takes longer than a window per "
+                "request needs a longer --duration-s",
+            )
         if not p.errors or p.requests > p.error_count:
             continue
         where = p.where
