@@ -742,3 +742,20 @@ def test_a_load_needing_more_open_files_than_allowed_raises_the_limit_or_is_refu
             assert err.value.fix == "raise the limit (ulimit -n), or measure a lower --concurrency"
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_http_workers_share_a_cpu_the_local_server_does_not_use(monkeypatch):
+    """All worker threads on the process's first CPU piled onto one of the server's (serve --cpus 0-3) while
+    others stood idle (the reviewer): the first CPU outside the server's set where there is one."""
+    import importlib
+    import os
+
+    loadgen = importlib.import_module("tritongen.perf.loadgen")
+    placement = importlib.import_module("tritongen.perf.placement")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    monkeypatch.setattr(placement, "server_cpus_at", lambda url: (0, 1, 2, 3))
+    assert loadgen.worker_cpu_for("127.0.0.1:8000") == 4
+    monkeypatch.setattr(placement, "server_cpus_at", lambda url: (0, 1, 2, 3, 4, 5))
+    assert loadgen.worker_cpu_for("127.0.0.1:8000") == 0  # no CPU of its own: shared, the first
+    monkeypatch.setattr(placement, "server_cpus_at", lambda url: None)  # no local server found
+    assert loadgen.worker_cpu_for("10.0.0.1:8000") == 0

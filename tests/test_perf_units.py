@@ -471,6 +471,11 @@ def test_a_level_where_nothing_was_answered_nor_failed_is_an_error():
     failed = failed_level_error(_failed_run(_point(1), silent))
     assert failed is not None and failed.problem.startswith("no request at concurrency 4 was answered in its measured ")
     assert "--duration-s" in failed.fix
+    # not where an empty window is no fault (the reviewer): an open loop at 0.1 req/s may have had nothing due;
+    # perf_analyzer's count is its throughput times the time (0.07 req/s rounds to 0); a run --max-time-s cut
+    assert failed_level_error(_failed_run(replace(silent, mode="request_rate", load=0.1))) is None
+    assert failed_level_error(_failed_run(replace(silent, engine="perf_analyzer"))) is None
+    assert failed_level_error(replace(_failed_run(silent), partial=True, partial_reason="--max-time-s")) is None
 
 
 def _fake_perf(monkeypatch, run):

@@ -192,10 +192,12 @@ async def _level(
     meter: ServerCpuMeter | None = None,
     deadline_s: float | None = None,
     spoiled: Callable[[], None] | None = None,
+    worker_cpu: int | None = None,
 ) -> PerfPoint:
     """One load level. ``deadline_s`` (a ``time.perf_counter`` reading: --max-time-s) is a hard end: no window
     starts that would end after it, and the level raises :class:`CutShort`. ``spoiled`` is called when requests
-    had to be abandoned at the end (the sender is then in no state for another level)."""
+    had to be abandoned at the end (the sender is then in no state for another level). ``worker_cpu``: where an
+    HTTP closed loop's worker threads run (:func:`worker_cpu_for`; None: the first CPU this process may use)."""
     rec = Recorder()
 
     async def server_read() -> ServerReading | None:
@@ -245,7 +247,7 @@ async def _level(
         def run() -> None:
             failure = None
             try:
-                _share_one_cpu()
+                _share_one_cpu(worker_cpu)
                 go.wait()
                 index = first
                 while not halted.is_set():
@@ -326,21 +328,6 @@ async def _level(
             halt.set()
             await asyncio.to_thread(thread.join, 5)
 
-    if mode == "concurrency":
-        n = int(load)
-        if isinstance(sender, RawHttpSender) and n <= MAX_THREAD_WORKERS:
-            drivers = []
-            try:
-                drivers = [thread_worker(i, n) for i in range(n)]
-            except BaseException:  # a thread refused: those started end at once
-                halted.set()
-                raise
-            finally:
-                go.set()
-        else:
-            drivers = [asyncio.ensure_future(closed_worker(i, n)) for i in range(n)]
-    else:
-        drivers = [asyncio.ensure_future(open_scheduler(load))]
     label = f"concurrency {int(load)}" if mode == "concurrency" else f"{load:g} req/s"
     windows: list[Window] = []
     stable = False
@@ -351,7 +338,18 @@ async def _level(
         return float("inf") if deadline_s is None else deadline_s - clock()
 
     interrupted = False
+    drivers: list[asyncio.Future] = []
     try:
+        if mode == "concurrency":
+            n = int(load)
+            if isinstance(sender, RawHttpSender) and n <= MAX_THREAD_WORKERS:
+                for i in range(n):  # one by one: a thread refused leaves those started in `drivers`, to end
+                    drivers.append(thread_worker(i, n))
+                go.set()
+            else:
+                drivers += [asyncio.ensure_future(closed_worker(i, n)) for i in range(n)]
+        else:
+            drivers.append(asyncio.ensure_future(open_scheduler(load)))
         await _sleep_or_fail(drivers, max(0.0, min(spec.warmup_s, left_s())))
         start_stats = await stats_fn()
         server_edge = await server_read()
@@ -399,6 +397,7 @@ async def _level(
     finally:
         stop.set()
         halted.set()
+        go.set()  # threads not yet let go see the halt and end
         grace_s = spec.timeout_s + 5 if mode == "concurrency" else min(spec.timeout_s + 5, OPEN_LOOP_GRACE_S)
         if interrupted:  # Ctrl-C: nothing more is measured, so no request is waited for (it waited --timeout-s)
             grace_s = 0.2
@@ -478,18 +477,33 @@ MAX_THREAD_WORKERS = 64
 WORKER_STACK_BYTES = 1 << 20  # a worker thread's stack: 64 of them take 64 MiB of address space, not 512
 
 
-def _share_one_cpu() -> None:
-    """Keep the calling worker thread on the first CPU this process may use (Linux). CPython's threads take turns at
-    one lock (the GIL): spread over several cores they hand it across them, and the HTTP closed loop served a fourth
-    of what it did on one core (64 in flight against a trivial server: 4,900 req/s spread, 22,000 on one CPU; the
-    event loop's tasks 32,000), one core being what the event loop they replace uses anyway. A set of CPUs given
-    with ``--client-cpus`` is this process's: its first CPU then."""
+def _share_one_cpu(cpu: int | None) -> None:
+    """Keep the calling worker thread on ``cpu`` (None: the first CPU this process may use; Linux). CPython's threads
+    take turns at one lock (the GIL): spread over several cores they hand it across them, and the HTTP closed loop
+    served a fourth of what it did on one core (64 in flight against a trivial server: 4,900 req/s spread, 22,000
+    on one CPU; the event loop's tasks 32,000), one core being what the event loop they replace uses anyway."""
     if not hasattr(os, "sched_setaffinity"):
         return
     try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        os.sched_setaffinity(0, {cpu if cpu is not None else min(os.sched_getaffinity(0))})
     except (OSError, ValueError):
         pass
+
+
+def worker_cpu_for(url: str) -> int | None:
+    """The CPU an HTTP closed loop's worker threads share: the first this process may use (``--client-cpus``'s set,
+    when given) that the local server at ``url`` does not (``serve --cpus 0-3`` left CPU 0 to the server's threads
+    and the client's), else the first; None where affinity cannot be read."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    from .placement import server_cpus_at
+
+    allowed = os.sched_getaffinity(0)
+    try:
+        served = set(server_cpus_at(url) or ())
+    except (OSError, ValueError, TritongenError):
+        served = set()
+    return min(allowed - served or allowed)
 
 
 def _start_thread(target: Callable[[], None], name: str, workers: int) -> None:
@@ -590,8 +604,11 @@ async def _run_levels(
     deadline_s = None if left_s is None else time.perf_counter() + left_s
     url = spec.resolved_url()
     connections = max([int(c) for c in spec.concurrency] + [64])
-    if spec.protocol != "grpc":
-        enough_open_files(connections + FILES_BESIDE_CONNECTIONS, f"{connections} connections")
+    worker_cpu = None
+    if spec.protocol != "grpc":  # a closed loop opens a connection per request in flight; an open loop up to the cap
+        opened = connections if spec.request_rates else max(int(c) for c in spec.concurrency)
+        enough_open_files(opened + FILES_BESIDE_CONNECTIONS, f"{opened} connections")
+        worker_cpu = worker_cpu_for(url)
     versions = tuple(v for v, _ in spec.version_split) or ("",)
 
     def new_sender() -> RawGrpcSender | RawHttpSender:
@@ -654,7 +671,16 @@ async def _run_levels(
                 sender = new_sender()
             try:
                 point = await _level(
-                    sender, mode, load, spec, stats, progress, meter, deadline_s, lambda: spoiled.append(True)
+                    sender,
+                    mode,
+                    load,
+                    spec,
+                    stats,
+                    progress,
+                    meter,
+                    deadline_s,
+                    lambda: spoiled.append(True),
+                    worker_cpu,
                 )
             except CutShort as cut:
                 if cut.point is not None:
@@ -668,7 +694,7 @@ async def _run_levels(
     return points
 
 
-FILES_BESIDE_CONNECTIONS = 256  # statistics clients, gevent's pipes, /proc reads, the samples: beside the load's
+FILES_BESIDE_CONNECTIONS = 64  # statistics clients, gevent's pipes, /proc reads, the samples: beside the load's
 
 
 def enough_open_files(needed: int, what: str) -> None:
