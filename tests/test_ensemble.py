@@ -215,6 +215,11 @@ def test_generated_repository_is_valid_and_loads(served):
         "sentiment_postprocess",
     ]
     assert (repo / "sentiment_model" / "labels.txt").read_bytes() == ("\n".join(LABELS.values()) + "\n").encode()
+    lines = built["minilm"].text().splitlines()  # what `tritongen build` prints for it
+    assert lines[0].startswith(f"built ensemble {repo / 'minilm'} (") and lines[-1].startswith("manifest: ")
+    assert "  steps  minilm_preprocess -> minilm_model -> minilm_postprocess" in lines
+    assert any(line.startswith("  input  ") and " STRING " in line for line in lines)
+    assert sum(line.startswith("  output ") for line in lines) == len(built["minilm"].outputs)
 
 
 def test_text_classifier_top1_and_scores_match_pytorch(served):

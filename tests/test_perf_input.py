@@ -127,7 +127,12 @@ def test_compare_refuses_to_write_into_a_compared_runs_folder(capsys, tmp_path, 
 
     with pytest.raises(TritongenError, match="is the folder of the compared run"):
         tritongen.report([source, b], a)  # the API's comparison too
+    with pytest.raises(TritongenError, match="is the folder of the compared run"):
+        tritongen.compare([source, b], a, force=True)
     assert (a / "report.html").read_text() == "pX's own report"
+    # one run's report may replace its own (its results.json still holds that run alone)
+    assert tritongen.compare([source], a, force=True).report_path == a / "report.html"
+    assert (a / "report.html").read_text() != "pX's own report"
 
 
 # ------------------------------------------------------------------------------------------ a faked engine

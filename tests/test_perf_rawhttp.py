@@ -63,6 +63,19 @@ def test_chunked_bodies_split_anywhere_with_trailers_are_framed():
     assert got == [(500, b"abcdefg", False), (200, b"", False)]
 
 
+def test_a_body_without_its_length_runs_until_the_server_closes():
+    """An answer with neither Content-Length nor chunks (HTTP/1.0 servers and proxies) was read as an empty body: an
+    error's reason was lost, and an HTTP/1.1 body was parsed as the next answer's head."""
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.0 503 X\r\n\r\n" + b'{"error":"over') == [] and parser.feed(b'loaded"}') == []
+    assert parser.eof() == [(503, b'{"error":"overloaded"}', True)] and parser.eof() == []
+    assert ResponseParser().feed(b"HTTP/1.1 204 No Content\r\n\r\n") == [(204, b"", False)]  # no body to wait for
+    unframed = b'HTTP/1.1 500 X\r\n\r\n{"error":"disk full"}<close>'
+    for blocking in (False, True):
+        kinds, _ = sends(lambda n: unframed if n == 1 else OK, 2, blocking=blocking)
+        assert kinds == ["http_500: disk full", None], blocking  # the next request on a new connection
+
+
 @pytest.mark.parametrize(
     "stream, words",
     [
@@ -410,6 +423,33 @@ def test_a_statistics_read_that_stalls_ends_within_max_time(tiny_server, monkeyp
     taken_s = time.monotonic() - started
     assert run.points and run.points[0].server.requests == 0  # measured, its statistics unread
     assert taken_s < 6 + 8, taken_s  # the cap, the grace after it, the client's set-up; it was 6 + 12 and more
+
+
+@pytest.mark.server
+def test_a_statistics_read_that_stalls_takes_no_longer_than_the_request_timeout(tiny_server, monkeypatch, tmp_path):
+    """Without --max-time-s a stalled statistics read took 12 s at every window edge whatever --timeout-s: a level
+    of 1-4 s took 43 s on a server accepting slowly."""
+    import time
+
+    import tritongen.client
+    from tritongen.perf import PerfSpec
+    from tritongen.perf.run import perf_from_spec
+
+    waits = []
+
+    def stalled(url, model, protocol="grpc", timeout_s=10.0, *args, **kwargs):
+        waits.append(timeout_s)
+        time.sleep(timeout_s)
+        raise TritongenError("the statistics read timed out", "")
+
+    monkeypatch.setattr(tritongen.client, "model_statistics", stalled)
+    np.savez(tmp_path / "x.npz", X=np.ones((2, 4), np.float32))
+    spec = PerfSpec(
+        model="double", url=tiny_server.http_url, protocol="http", concurrency=(1,), duration_s=0.5, warmup_s=0.2,
+        timeout_s=0.5, input_data=tmp_path / "x.npz", repo=None, metrics_url=None,
+    )  # fmt: skip
+    run = perf_from_spec(spec)
+    assert run.points and waits and max(waits) <= 0.5, waits  # each read within --timeout-s; it was 10 s
 
 
 def test_a_request_is_written_as_its_head_then_its_body_as_http_clients_send_it():

@@ -902,14 +902,12 @@ def report(runs: Sequence[Any], report_dir: PathLike, *, title: str | None = Non
     --report DIR`` is ``report(["A.json", "B.json"], "DIR")``); with one run its ``results.json`` and
     ``results.csv`` too. An earlier report in ``report_dir`` is replaced only with ``force``. Returns the report's
     path."""
-    from .perf.compare import runs_from_sources
+    from .perf.compare import check_comparison_dir, runs_from_sources
     from .perf.report import report_from_runs
-    from .perf.results import check_compare_dir
 
     if not runs:
         raise TritongenError("report() got no runs", "pass the runs perf() returned, or results.json files")
-    if len(runs) > 1:  # a comparison written into a compared run's folder left its results.json holding that run
-        check_compare_dir([Path(r) for r in runs if isinstance(r, (str, os.PathLike))], Path(report_dir))
+    check_comparison_dir(runs, Path(report_dir))
     return report_from_runs(runs_from_sources(runs, "report"), Path(report_dir), title, force)
 
 

@@ -76,9 +76,7 @@ class BuildResult:
         if self.fallback:
             lines.append(f"  the {self.exporter} exporter was used because {self.fallback}")
         lines.append(self.parity.table())
-        lines += [f"  input  {t.name:<24} {t.dtype:<6} {client_dims_text(t)}" for t in self.spec.inputs]
-        lines += [f"  output {t.name:<24} {t.dtype:<6} {client_dims_text(t)}" for t in self.spec.outputs]
-        lines += [self.batching, f"manifest: {self.manifest_path}"]
+        lines += tail_lines(self.spec.inputs, self.spec.outputs, self.batching, self.manifest_path)
         if self.handoff_dir is not None:
             lines.append(f"perf_analyzer / Model Analyzer hand-offs: {self.handoff_dir}")
         return "\n".join(lines)
@@ -87,6 +85,16 @@ class BuildResult:
 def client_dims_text(t: TensorSpec) -> str:
     """A tensor's dims as clients see them; a scalar per item says what the model itself reads or writes."""
     return f"{list(t.dims)} (a scalar per item: the model's [batch])" if t.scalar else str(list(t.dims))
+
+
+def tail_lines(
+    inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], batching: str, manifest_path: Path
+) -> list[str]:
+    """The end of what ``tritongen build`` prints (a model's or an ensemble's): the tensors clients send and get,
+    the batching line, the manifest."""
+    lines = [f"  input  {t.name:<24} {t.dtype:<6} {client_dims_text(t)}" for t in inputs]
+    lines += [f"  output {t.name:<24} {t.dtype:<6} {client_dims_text(t)}" for t in outputs]
+    return lines + [batching, f"manifest: {manifest_path}"]
 
 
 class Stages:

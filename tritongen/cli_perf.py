@@ -153,9 +153,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
       tritongen perf minilm --concurrency 4 --engine perf_analyzer --report pa/
       tritongen perf --compare perf-minilm/ pa/ --report compare/        # report folders or results.json files
     """
-    from .perf.results import (
-        LevelFailed,
-    )
+    from .perf.results import LevelFailed
     from .signals import sigterm_as_keyboard_interrupt
 
     if compare:

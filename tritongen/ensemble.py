@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .build import Stages, stage_model_steps
+from .build import Stages, stage_model_steps, tail_lines
 from .config import batching_text, preferred_batch_sizes
 from .config_changes import check_shared_config
 from .errors import TritongenError
@@ -87,10 +87,7 @@ class EnsembleBuildResult:
             self.parity.table(),
             "  steps  " + " -> ".join(s.model_name for s in self.steps),
         ]
-        lines += [f"  input  {t.name:<24} {t.dtype:<6} {list(t.dims)}" for t in self.inputs]
-        lines += [f"  output {t.name:<24} {t.dtype:<6} {list(t.dims)}" for t in self.outputs]
-        lines += [self.batching, f"manifest: {self.manifest_path}"]
-        return "\n".join(lines)
+        return "\n".join(lines + tail_lines(self.inputs, self.outputs, self.batching, self.manifest_path))
 
 
 def model_names(name: str) -> dict[str, str]:

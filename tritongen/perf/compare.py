@@ -55,6 +55,13 @@ def runs_from_sources(runs: Sequence[Any], caller: str) -> list[PerfRun]:
     return loaded
 
 
+def check_comparison_dir(runs: Sequence[Any], report_dir: Path) -> None:
+    """Refuse ``report_dir`` for a report of several ``runs`` when it is the folder of one of them given as a path
+    (:func:`~tritongen.perf.results.check_compare_dir`); one run's report may replace its own."""
+    if len(runs) > 1:
+        check_compare_dir([Path(r) for r in runs if isinstance(r, (str, os.PathLike))], Path(report_dir))
+
+
 def comparison_from_runs(
     runs: Sequence[Any], report_dir: Path | None = None, title: str | None = None, force: bool = False
 ) -> Comparison:
@@ -66,7 +73,7 @@ def comparison_from_runs(
     if not runs:
         raise TritongenError("compare() got no runs", "pass the runs perf() returned, or results.json files")
     if report_dir is not None:
-        check_compare_dir([Path(r) for r in runs if isinstance(r, (str, os.PathLike))], Path(report_dir))
+        check_comparison_dir(runs, Path(report_dir))
         check_report_dir(Path(report_dir), force)
     named = distinct_names(runs_from_sources(runs, "compare"))  # each table named as the report names it
     path = report_from_runs(named, Path(report_dir), title, force) if report_dir is not None else None

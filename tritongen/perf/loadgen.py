@@ -78,6 +78,7 @@ class CutShort(Exception):
 # (their answers would fall outside every window anyway); a server offered far more than it serves would
 # otherwise hold the level open for the whole --timeout-s.
 OPEN_LOOP_GRACE_S = 1.0
+STATS_READ_S = 10.0  # the longest one model's statistics read may take (--timeout-s, when shorter)
 STATS_GRACE_S = 1.0  # a statistics read at --max-time-s's deadline may run this far past it
 
 
@@ -216,15 +217,20 @@ async def _level(
     def pick() -> str:  # the next version in send order: the split holds over any stretch of the run
         return cycle[next(slots) % len(cycle)]
 
+    def record(t0: float, error: str | None, version: str) -> None:
+        """One answer (or failure) recorded as it is taken, its latency from ``t0``: the send, or the schedule."""
+        t1 = clock()
+        rec.add(t1, t1 - t0, error, version)
+
+    # A closed-loop worker (a task here, a thread below): pick the version, send, record, the next index.
+    # Worker `first` is one stream of a sequence model.
     async def closed_worker(first: int, step: int) -> None:
-        index = first
-        while not stop.is_set():
+        for index in itertools.count(first, step):
+            if stop.is_set():
+                return
             version = pick()
             t0 = clock()
-            error = await sender.send(index, version, first)  # worker `first` is one stream of a sequence model
-            t1 = clock()
-            rec.add(t1, t1 - t0, error, version)
-            index += step
+            record(t0, await sender.send(index, version, first), version)
 
     go = threading.Event()  # the HTTP workers' threads start sending together, once every one has started
 
@@ -249,14 +255,12 @@ async def _level(
             try:
                 _share_one_cpu(worker_cpu)
                 go.wait()
-                index = first
-                while not halted.is_set():
+                for index in itertools.count(first, step):
+                    if halted.is_set():
+                        break
                     version = pick()
                     t0 = clock()
-                    error = sender.send_blocking(index, version, first)
-                    t1 = clock()
-                    rec.add(t1, t1 - t0, error, version)
-                    index += step
+                    record(t0, sender.send_blocking(index, version, first), version)
             except BaseException as exc:  # reported to the level like an asyncio worker's
                 failure = exc
             try:
@@ -269,9 +273,7 @@ async def _level(
 
     async def one_open(index: int, scheduled_s: float, version: str) -> None:
         rec.send_lag_s.append(clock() - scheduled_s)
-        error = await sender.send(index, version)
-        t1 = clock()
-        rec.add(t1, t1 - scheduled_s, error, version)
+        record(scheduled_s, await sender.send(index, version), version)
 
     taken = [0]  # requests the event loop took from the schedule (the loop writes it; the schedule's thread reads)
 
@@ -619,19 +621,20 @@ async def _run_levels(
         )
 
     sender = new_sender()
+    read_s = min(STATS_READ_S, spec.timeout_s)  # a question to the server is a request: --timeout-s bounds it too
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
         # at most MAX_STEPS (a results.json holds no more; a server names as many as it likes): the first ones
-        probe_s = min(10.0, max(left_s, 0.5)) if left_s is not None else 10.0
+        probe_s = min(read_s, max(left_s, 0.5)) if left_s is not None else read_s
         steps = tuple(model_metadata(url, spec.model, spec.protocol, probe_s).get("steps", ()))[:MAX_STEPS]
     except TritongenError:
         steps = ()
 
     def stats_wait_s() -> float:
-        """How long a statistics read may take: 10 s a model (and 2 s more); with --max-time-s, a quarter of the
-        time left and a second more (a server answers them in milliseconds; one that stalls leaves the level its
-        time, and the read after it ends a second past the deadline at most)."""
-        cap = 12.0 + 10.0 * len(steps)
+        """How long a statistics read may take: --timeout-s (at most 10 s) a model, and 2 s more; with --max-time-s,
+        a quarter of the time left and a second more (a server answers them in milliseconds; one that stalls leaves
+        the level its time, and the read after it ends a second past the deadline at most)."""
+        cap = 2.0 + read_s * (1 + len(steps))
         if deadline_s is None:
             return cap
         left_s = max(0.0, deadline_s - time.perf_counter())
@@ -646,7 +649,7 @@ async def _run_levels(
             left_s = until - time.perf_counter()
             if left_s <= 0:
                 raise TritongenError("the statistics read ran out of time", "")
-            return model_statistics(url, name, spec.protocol, min(10.0, left_s))
+            return model_statistics(url, name, spec.protocol, min(read_s, left_s))
 
         own = read(spec.model)
         if steps:

@@ -83,6 +83,9 @@ def error_from_response(status: int, body: bytes) -> str:
     return f"http_{status}: {reason}" if reason else f"http_{status}"
 
 
+UNTIL_CLOSE = -4  # ResponseParser.length of a body that runs until the server closes the connection
+
+
 class ResponseParser:
     """Splits a byte stream into HTTP/1.1 responses: ``feed`` returns the (status, body, close) of each finished one.
 
@@ -94,7 +97,7 @@ class ResponseParser:
     def __init__(self) -> None:
         self.buffer = bytearray()  # appended to and consumed from the front: no copy of the whole per read
         self.status = 0
-        self.length = -1  # -1: reading a head; -2: chunked; else body bytes still to come
+        self.length = -1  # -1: reading a head; -2: chunked; -4: until the server closes; else body bytes to come
         self.chunk = -1  # chunked: -1 reading a size line, -3 reading trailers, else bytes left (its CRLF included)
         self.body = bytearray()  # the kept start of an error answer's body
         self.close = False
@@ -115,6 +118,10 @@ class ResponseParser:
                 if 100 <= self.status < 200 and self.status != 101:  # interim (100 Continue): the answer follows
                     self.length = -1
                     continue
+            if self.length == UNTIL_CLOSE:  # a body without its length: all that comes is body, until the close
+                self._keep(self.buffer)
+                del self.buffer[:]
+                return done
             if self.length == -2:
                 if not self._chunked():
                     return done
@@ -128,6 +135,13 @@ class ResponseParser:
             done.append((self.status, b"" if self.status == 200 else bytes(self.body), self.close))
             self.length = -1
 
+    def eof(self) -> list[tuple[int, bytes, bool]]:
+        """The server closed: an answer whose body ran until the close (no Content-Length, not chunked) is whole."""
+        if self.length != UNTIL_CLOSE:
+            return []
+        self.length = -1
+        return [(self.status, b"" if self.status == 200 else bytes(self.body), True)]
+
     def _keep(self, data: bytes | bytearray) -> None:
         if self.status != 200 and len(self.body) < KEPT_BODY_BYTES:
             self.body += data[: KEPT_BODY_BYTES - len(self.body)]
@@ -138,7 +152,9 @@ class ResponseParser:
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             raise ValueError(f"not an HTTP response: {lines[0][:60]!r}")
         self.status = int(parts[1])
-        self.length, self.close = 0, parts[0] == b"HTTP/1.0"
+        self.length, self.close = UNTIL_CLOSE, parts[0] == b"HTTP/1.0"
+        if self.status in (204, 304) or 100 <= self.status < 200:  # answers that have no body (RFC 9112 6.3)
+            self.length = 0
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -150,6 +166,8 @@ class ResponseParser:
                 self.length = -2
             elif name == b"connection":
                 self.close = value.strip().lower() == b"close"
+        if self.length == UNTIL_CLOSE:
+            self.close = True
 
     def _chunked(self) -> bool:
         """Consume what has come of a chunked body; True once its last chunk and trailers are in."""
@@ -223,7 +241,10 @@ class Connection(asyncio.Protocol):
             self.fail("bad_response")
 
     def _answers(self, data: bytes) -> None:
-        for status, body, close in self.parser.feed(data):  # a ValueError: bytes that are no HTTP answer
+        self._deliver(self.parser.feed(data))  # a ValueError: bytes that are no HTTP answer
+
+    def _deliver(self, answers: list[tuple[int, bytes, bool]]) -> None:
+        for status, body, close in answers:
             kind = None if status == 200 else error_from_response(status, body)  # before the waiter is taken
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
@@ -232,6 +253,8 @@ class Connection(asyncio.Protocol):
                 self.fail("connection")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:  # closed, not reset: an answer that ran until the close is whole
+            self._deliver(self.parser.eof())
         self._close()
         self._resolve("connection")
 
@@ -303,9 +326,9 @@ class BlockingConnection:
                     return "deadline_exceeded", False
                 self.sock.settimeout(left_s)  # one deadline for the answer, however it trickles in
                 got = self.sock.recv_into(self.buffer)
-                if not got:
+                answers = self.parser.feed(self.buffer[:got]) if got else self.parser.eof()  # ValueError: no HTTP
+                if not got and not answers:
                     return "connection", False
-                answers = self.parser.feed(self.buffer[:got])  # a ValueError: bytes that are no HTTP answer
                 if answers:
                     status, body, close = answers[0]
                     kind = None if status == 200 else error_from_response(status, body)
@@ -326,9 +349,9 @@ class BlockingConnection:
             self.sock.setblocking(False)  # what has arrived, without waiting (see reusable)
             while True:
                 got = self.sock.recv_into(self.buffer, READ_BYTES)
-                if not got:
+                answers = self.parser.feed(self.buffer[:got]) if got else self.parser.eof()
+                if not got and not answers:
                     return None
-                answers = self.parser.feed(self.buffer[:got])
                 if answers:
                     status, body, _ = answers[0]
                     return "connection" if status == 200 else error_from_response(status, body)
