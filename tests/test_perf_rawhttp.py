@@ -214,7 +214,10 @@ def test_an_error_answer_is_a_failure_with_its_reason_and_the_connection_stays(b
 @BOTH
 def test_a_server_that_disconnects_fails_that_request_and_the_next_reconnects(blocking):
     kinds, server = sends(lambda n: None if n == 2 else OK, 4, blocking=blocking)
-    assert kinds == [None, "connection", None, None] and server.connections == 2
+    if blocking:  # the thread's client sends a request a kept connection dropped unanswered again, as libcurl does
+        assert kinds == [None] * 4 and len(server.requests) == 5 and server.connections == 2
+    else:
+        assert kinds == [None, "connection", None, None] and server.connections == 2
     kinds, _ = sends(lambda n: b"garbage\r\n\r\n", 1, blocking=blocking)
     assert kinds == ["bad_response"]
 
@@ -503,6 +506,17 @@ def test_an_answer_sent_before_the_whole_request_was_taken_is_read_for_its_reaso
     finally:
         asyncio.run(sender.close())
         listener.close()
+
+
+def test_a_request_a_kept_connection_dropped_unanswered_is_sent_again_once_on_a_new_one():
+    """A server closing a kept connection as the next request left (keep-alive's race) cost that request a
+    `connection` failure: about 6% of requests to a server closing after every answer. libcurl sends it again."""
+    kinds, server = sends(lambda n: OK if n % 2 else None, 3, blocking=True)  # every 2nd request read, dropped
+    assert kinds == [None, None, None] and len(server.requests) == 5 and server.connections == 3
+    kinds, server = sends(lambda n: None, 2, blocking=True)  # a new connection's request is not sent again
+    assert kinds == ["connection", "connection"] and len(server.requests) == 2
+    kinds, server = sends(lambda n: OK if n == 1 else "hang", 2, blocking=True, timeout_s=0.5)
+    assert kinds == [None, "deadline_exceeded"] and len(server.requests) == 2  # nor one that timed out
 
 
 def test_a_worker_connection_the_server_closed_while_idle_is_opened_again_before_its_next_request():

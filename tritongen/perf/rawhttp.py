@@ -288,6 +288,8 @@ class BlockingConnection:
         self.parser = ResponseParser()
         self.timeout_s = timeout_s
         self.buffer = bytearray(READ_BYTES)
+        self.answered = 0  # answers read on this connection: with any, it is a kept one
+        self.heard = False  # whether any byte of the last request's answer came
 
     def reusable(self) -> bool:
         """Whether the kept connection is still in step: nothing has arrived on it since its last answer (a
@@ -307,6 +309,7 @@ class BlockingConnection:
         within the timeout, one deadline for both: (failure kind or None, whether the connection may be used
         again). An answer the server sent before it took the whole request (and then closed) is still read."""
         deadline_s = time.perf_counter() + self.timeout_s
+        self.heard = False
         end = data.find(HEADER_END) + len(HEADER_END)
         view = memoryview(data)
         parts = (view,) if end < len(HEADER_END) else (view[:end], view[end:])
@@ -329,7 +332,9 @@ class BlockingConnection:
                 answers = self.parser.feed(self.buffer[:got]) if got else self.parser.eof()  # ValueError: no HTTP
                 if not got and not answers:
                     return "connection", False
+                self.heard = True
                 if answers:
+                    self.answered += 1
                     status, body, close = answers[0]
                     kind = None if status == 200 else error_from_response(status, body)
                     # more than the one answer asked for, whole or begun: the stream is out of step
@@ -419,28 +424,50 @@ class RawHttpSender:
         payload = self._payload(index, version, worker)
         conn = self.blocking.get(worker)
         if conn is not None and not conn.reusable():
-            with self.blocking_lock:
-                self.blocking.pop(worker, None)
-            conn.close()
+            self._drop(worker, conn)
             conn = None
+        kind, conn = self._request_on(conn, worker, payload)
+        # a kept connection closed with none of the answer come: the server closed it as the request left
+        # (keep-alive's race: 6% of requests to a server closing after every answer). Sent again once on a new
+        # connection, as libcurl (perf_analyzer's client) does; never a sequence's request (its state moved on)
+        if kind == "connection" and conn is not None and conn.answered and not conn.heard and self.sequences is None:
+            kind, _ = self._request_on(None, worker, payload)
+        return kind
+
+    def _request_on(
+        self, conn: BlockingConnection | None, worker: int, payload: bytes
+    ) -> tuple[str | None, BlockingConnection | None]:
+        """``payload`` on ``conn`` (None: a new connection for ``worker``), dropped after unless the answer lets it be
+        kept: the failure kind or None, and the connection it went on (None where none could be opened)."""
+        conn = conn or self._open_for(worker)
         if conn is None:
-            if self.closing:  # the level is over: no new connection
-                return "connection"
-            try:
-                conn = BlockingConnection(self.host, self.port, self.timeout_s)
-            except OSError:
-                return "connection"
-            with self.blocking_lock:
-                if self.closing:  # closed meanwhile: nobody would close this one
-                    conn.close()
-                    return "connection"
-                self.blocking[worker] = conn
+            return "connection", None
         kind, keep = conn.request(payload)
         if not keep:
-            with self.blocking_lock:
-                self.blocking.pop(worker, None)
-            conn.close()
-        return kind
+            self._drop(worker, conn)
+        return kind, conn
+
+    def _open_for(self, worker: int) -> BlockingConnection | None:
+        """A new connection for ``worker``, kept where :meth:`close` finds it; None where none can be opened (or the
+        sender is closing)."""
+        if self.closing:  # the level is over: no new connection
+            return None
+        try:
+            conn = BlockingConnection(self.host, self.port, self.timeout_s)
+        except OSError:
+            return None
+        with self.blocking_lock:
+            if self.closing:  # closed meanwhile: nobody would close this one
+                conn.close()
+                return None
+            self.blocking[worker] = conn
+        return conn
+
+    def _drop(self, worker: int, conn: BlockingConnection) -> None:
+        with self.blocking_lock:
+            if self.blocking.get(worker) is conn:
+                del self.blocking[worker]
+        conn.close()
 
     async def send(self, index: int, version: str = "", worker: int | None = None) -> str | None:
         if self.watchdog is None:
