@@ -79,6 +79,7 @@ class CutShort(Exception):
 # otherwise hold the level open for the whole --timeout-s.
 OPEN_LOOP_GRACE_S = 1.0
 STATS_READ_S = 10.0  # the longest one model's statistics read may take (--timeout-s, when shorter)
+STATS_READ_MIN_S = 1.0  # ... and the least, whatever --timeout-s
 STATS_GRACE_S = 1.0  # a statistics read at --max-time-s's deadline may run this far past it
 
 
@@ -621,7 +622,9 @@ async def _run_levels(
         )
 
     sender = new_sender()
-    read_s = min(STATS_READ_S, spec.timeout_s)  # a question to the server is a request: --timeout-s bounds it too
+    # a question to the server is a request: --timeout-s bounds it too, but never under a second (a short timeout
+    # for inference left remote servers' statistics unread)
+    read_s = min(STATS_READ_S, max(spec.timeout_s, STATS_READ_MIN_S))
 
     try:  # an ensemble's composing models get their own statistics: how each step batched, queued, computed
         # at most MAX_STEPS (a results.json holds no more; a server names as many as it likes): the first ones
@@ -631,7 +634,7 @@ async def _run_levels(
         steps = ()
 
     def stats_wait_s() -> float:
-        """How long a statistics read may take: --timeout-s (at most 10 s) a model, and 2 s more; with --max-time-s,
+        """How long a statistics read may take: --timeout-s (1 to 10 s) a model, and 2 s more; with --max-time-s,
         a quarter of the time left and a second more (a server answers them in milliseconds; one that stalls leaves
         the level its time, and the read after it ends a second past the deadline at most)."""
         cap = 2.0 + read_s * (1 + len(steps))

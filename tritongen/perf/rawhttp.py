@@ -153,8 +153,6 @@ class ResponseParser:
             raise ValueError(f"not an HTTP response: {lines[0][:60]!r}")
         self.status = int(parts[1])
         self.length, self.close = UNTIL_CLOSE, parts[0] == b"HTTP/1.0"
-        if self.status in (204, 304) or 100 <= self.status < 200:  # answers that have no body (RFC 9112 6.3)
-            self.length = 0
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -166,7 +164,9 @@ class ResponseParser:
                 self.length = -2
             elif name == b"connection":
                 self.close = value.strip().lower() == b"close"
-        if self.length == UNTIL_CLOSE:
+        if self.status in (204, 304) or 100 <= self.status < 200:  # no body, whatever the head says (RFC 9112 6.3)
+            self.length = 0
+        elif self.length == UNTIL_CLOSE:
             self.close = True
 
     def _chunked(self) -> bool:
@@ -282,8 +282,9 @@ READ_BYTES = 16 << 10  # one read of an answer on a blocking connection (a buffe
 class BlockingConnection:
     """One keep-alive connection on a blocking socket, for one thread: a request at a time, the answer read in it."""
 
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
-        self.sock = socket.create_connection((host, port), timeout=min(timeout_s, 30))
+    def __init__(self, host: str, port: int, timeout_s: float, connect_s: float | None = None) -> None:
+        """``connect_s``: how long connecting may take (default: the timeout, at most 30 s)."""
+        self.sock = socket.create_connection((host, port), timeout=connect_s or min(timeout_s, 30))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.parser = ResponseParser()
         self.timeout_s = timeout_s
@@ -304,11 +305,12 @@ class BlockingConnection:
         except OSError:
             return False
 
-    def request(self, data: bytes) -> tuple[str | None, bool]:
+    def request(self, data: bytes, deadline_s: float | None = None) -> tuple[str | None, bool]:
         """Send ``data`` (its head, then its body: two writes, as :meth:`Connection.request`) and read its answer
-        within the timeout, one deadline for both: (failure kind or None, whether the connection may be used
-        again). An answer the server sent before it took the whole request (and then closed) is still read."""
-        deadline_s = time.perf_counter() + self.timeout_s
+        within the timeout, one deadline for both (``deadline_s``, a ``time.perf_counter`` reading, where the request
+        began earlier): (failure kind or None, whether the connection may be used again). An answer the server
+        sent before it took the whole request (and then closed) is still read."""
+        deadline_s = deadline_s or time.perf_counter() + self.timeout_s
         self.heard = False
         end = data.find(HEADER_END) + len(HEADER_END)
         view = memoryview(data)
@@ -422,38 +424,44 @@ class RawHttpSender:
         """A closed-loop worker's send, in its own thread: the request on the worker's connection (opened, or
         opened again after a failure, here), its answer read before this returns. The same kinds as :meth:`send`."""
         payload = self._payload(index, version, worker)
+        deadline_s = time.perf_counter() + self.timeout_s  # one deadline, the request sent again included
         conn = self.blocking.get(worker)
         if conn is not None and not conn.reusable():
             self._drop(worker, conn)
             conn = None
-        kind, conn = self._request_on(conn, worker, payload)
+        kind, conn = self._request_on(conn, worker, payload, deadline_s)
         # a kept connection closed with none of the answer come: the server closed it as the request left
         # (keep-alive's race: 6% of requests to a server closing after every answer). Sent again once on a new
-        # connection, as libcurl (perf_analyzer's client) does; never a sequence's request (its state moved on)
+        # connection within the same deadline, as libcurl (perf_analyzer's client) does; never a sequence's request
+        # (its state moved on)
         if kind == "connection" and conn is not None and conn.answered and not conn.heard and self.sequences is None:
-            kind, _ = self._request_on(None, worker, payload)
+            if deadline_s - time.perf_counter() <= 0:
+                return "deadline_exceeded"
+            kind, _ = self._request_on(None, worker, payload, deadline_s)
         return kind
 
     def _request_on(
-        self, conn: BlockingConnection | None, worker: int, payload: bytes
+        self, conn: BlockingConnection | None, worker: int, payload: bytes, deadline_s: float
     ) -> tuple[str | None, BlockingConnection | None]:
-        """``payload`` on ``conn`` (None: a new connection for ``worker``), dropped after unless the answer lets it be
-        kept: the failure kind or None, and the connection it went on (None where none could be opened)."""
-        conn = conn or self._open_for(worker)
+        """``payload`` on ``conn`` (None: a new connection for ``worker``) by ``deadline_s``, dropped after unless the
+        answer lets it be kept: the failure kind or None, and the connection it went on (None where none could be
+        opened)."""
+        conn = conn or self._open_for(worker, deadline_s)
         if conn is None:
             return "connection", None
-        kind, keep = conn.request(payload)
+        kind, keep = conn.request(payload, deadline_s)
         if not keep:
             self._drop(worker, conn)
         return kind, conn
 
-    def _open_for(self, worker: int) -> BlockingConnection | None:
-        """A new connection for ``worker``, kept where :meth:`close` finds it; None where none can be opened (or the
-        sender is closing)."""
-        if self.closing:  # the level is over: no new connection
+    def _open_for(self, worker: int, deadline_s: float) -> BlockingConnection | None:
+        """A new connection for ``worker``, opened by ``deadline_s`` and kept where :meth:`close` finds it; None where
+        none can be opened (or the sender is closing)."""
+        left_s = min(deadline_s - time.perf_counter(), 30.0)
+        if self.closing or left_s <= 0:  # the level is over: no new connection
             return None
         try:
-            conn = BlockingConnection(self.host, self.port, self.timeout_s)
+            conn = BlockingConnection(self.host, self.port, self.timeout_s, left_s)
         except OSError:
             return None
         with self.blocking_lock:
