@@ -222,6 +222,7 @@ class _NeverAnswers:
     """A sender for a server that takes every request and answers none (a model far slower than the offer)."""
 
     sends = 0
+    resent = 0  # what the level reads of every sender
 
     async def send(self, index, version="", worker=None):
         import asyncio

@@ -167,8 +167,8 @@ def test_the_server_cpu_is_saved_and_shown_where_it_was_measured():
     assert back.points[1].server_cpu_us_per_request == 172.4 and back.points[0].server_cpu_cores is None
     assert back.points[1].server_wakeups_per_request == 1.25 and back.points[0].server_wakeups_per_request is None
     header, *rows = csv_from_run(run).splitlines()
-    assert header.endswith(",server_cpu_cores,server_cpu_us_per_request,server_wakeups_per_request")
-    assert rows[1].endswith(",0.9800,172.4000,1.2500")
+    assert header.endswith(",server_cpu_cores,server_cpu_us_per_request,server_wakeups_per_request,resent")
+    assert rows[1].endswith(",0.9800,172.4000,1.2500,0")
     table = table_from_run(run).splitlines()
     assert "srv CPU us" in table[1] and table[3].rstrip().endswith(" 172") and table[2].rstrip().endswith(" -")
     assert any(line.startswith("srv CPU us: ") for line in table)

@@ -339,6 +339,22 @@ def test_the_table_names_error_kinds_and_says_unsent_requests_are_not_the_server
     assert "errors at 4c" not in table  # a level without errors gets no line
 
 
+def test_requests_sent_again_are_shown_and_kept_in_the_results():
+    """A server closing kept connections as requests left had each request sent twice (once unanswered), and
+    nothing said so: it did double the work at the load shown."""
+    from dataclasses import replace
+
+    from tritongen.perf.results import PerfRun, csv_from_run, json_from_run, run_from_json, table_from_run
+
+    run = PerfRun("m", "u", "http", "builtin", (replace(_point(4.0), errors={}, resent=1925), _point(8.0)))
+    table = table_from_run(run)
+    assert "sent again at 4c: 1925 requests, on a new connection" in table and "sent again at 8c" not in table
+    assert "errors at 4c" not in table
+    assert [p.resent for p in run_from_json(json_from_run(run)).points] == [1925, 0]
+    header, first = csv_from_run(run).splitlines()[:2]
+    assert header.endswith(",resent") and first.endswith(",1925")
+
+
 def test_an_ensembles_time_is_its_steps_summed_not_client_and_network():
     from dataclasses import replace
 
@@ -519,6 +535,8 @@ def test_a_window_where_every_answer_is_unavailable_with_a_reason_means_the_serv
     from tritongen.perf.loadgen import ServerGone, _level
 
     class Refused:
+        resent = 0
+
         async def send(self, index, version="", worker=None):
             await asyncio.sleep(0.001)
             return "unavailable: Request for unknown model: 'm' has no available versions"

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -138,6 +138,7 @@ class Window:
     client_cpu_s: float = 0.0  # CPU time this process (the load generator) used during the window
     server_use: ServerUse | None = None  # CPU time and wakeups of a local server in the window (None: not readable)
     dropped: int = 0  # open loop: requests due in the window but never sent (counted in ``errors`` too)
+    resent: int = 0  # requests sent again in the window (HTTP: a kept connection closed with none of the answer come)
 
 
 def _window(
@@ -358,14 +359,14 @@ async def _level(
         server_edge = await server_read()
         # the window starts here, its count and its clock read together: requests answered during a slow
         # statistics read were counted in the first window without its time (63,698 req/s against 8,000 steady)
-        start_index, dropped_edge = rec.count(), rec.dropped
+        start_index, dropped_edge, resent_edge = rec.count(), rec.dropped, sender.resent
         edge_s, cpu_edge_s = clock(), time.process_time()
         while len(windows) < spec.max_windows:
             if left_s() < spec.window_s * 0.95:  # this window would end after --max-time-s (5% of it: the edges)
                 cut = True
                 break
             await _sleep_or_fail(drivers, spec.window_s)
-            end_index, dropped_now = rec.count(), rec.dropped
+            end_index, dropped_now, resent_now = rec.count(), rec.dropped, sender.resent
             now, cpu_now_s = clock(), time.process_time()
             server_now = await server_read()
             stats = await stats_fn()
@@ -380,9 +381,10 @@ async def _level(
                 server_use,
                 dropped_now - dropped_edge,
             )
+            w = replace(w, resent=resent_now - resent_edge)
             windows.append(w)
             start_index, edge_s, cpu_edge_s, server_edge = end_index, now, cpu_now_s, server_now
-            dropped_edge = dropped_now
+            dropped_edge, resent_edge = dropped_now, resent_now
             stable = is_stable(windows, spec.stability_pct)
             progress(f"  {label}: window {len(windows)}: {window_text(w)}" + ("  stable" if stable else ""))
             kinds = Counter(e for e in rec.errors[w.start : w.end])
@@ -437,6 +439,7 @@ async def _level(
         latency=latency_summary_from_ms(ok),
         requests=last - first + dropped,
         errors=dict(errors),
+        resent=sum(w.resent for w in used),
         measured_s=seconds,
         windows=len(windows),
         stable=stable,

@@ -484,6 +484,7 @@ class RawGrpcSender:
         self.opening: asyncio.Future | None = None
         self.connections: list[H2Connection] = []
         self.watchdog: asyncio.Task | None = None
+        self.resent = 0  # as RawHttpSender's; a gRPC call is never sent again
 
     async def send(self, index: int, version: str = "", worker: int | None = None) -> str | None:
         if self.watchdog is None:

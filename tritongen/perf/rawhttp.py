@@ -209,19 +209,23 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.sent_s = 0.0
         self.closed = False
+        self.answered = 0  # answers read on this connection: with any, it is a kept one
+        self.heard = False  # whether any byte of the last request's answer came
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
-    def request(self, data: bytes) -> asyncio.Future:
+    def request(self, data: bytes, sent_s: float | None = None) -> asyncio.Future:
         """Send one request: its head, then its body, two writes as HTTP clients send them (libcurl, which
         perf_analyzer and tritonclient use, and Python's http.client do): Triton's HTTP frontend then reads and
         parses them as it does its users' requests. One write of both let it take a request in one read: it spent
         about a quarter less CPU per request on the built-in engine's traffic than on perf_analyzer's, and the
-        engine read about 1.25x perf_analyzer's throughput on a ~1 ms model (bench/harness_agreement.py)."""
+        engine read about 1.25x perf_analyzer's throughput on a ~1 ms model (bench/harness_agreement.py).
+        ``sent_s``: when the request was first sent, where this sends it again (its timeout runs from then)."""
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
-        self.sent_s = time.perf_counter()
+        self.sent_s = sent_s or time.perf_counter()
+        self.heard = False
         end = data.find(HEADER_END) + len(HEADER_END)
         if end < len(HEADER_END):  # no header end: bytes as they are
             self.transport.write(data)
@@ -232,6 +236,7 @@ class Connection(asyncio.Protocol):
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         try:
             self._answers(data)
         except Exception:
@@ -245,6 +250,7 @@ class Connection(asyncio.Protocol):
 
     def _deliver(self, answers: list[tuple[int, bytes, bool]]) -> None:
         for status, body, close in answers:
+            self.answered += 1
             kind = None if status == 200 else error_from_response(status, body)  # before the waiter is taken
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
@@ -359,6 +365,7 @@ class BlockingConnection:
                 answers = self.parser.feed(self.buffer[:got]) if got else self.parser.eof()
                 if not got and not answers:
                     return None
+                self.heard = True  # an answer came (whole or begun): the server took the request
                 if answers:
                     status, body, _ = answers[0]
                     return "connection" if status == 200 else error_from_response(status, body)
@@ -411,6 +418,7 @@ class RawHttpSender:
         self.blocking: dict[int, BlockingConnection] = {}  # a closed-loop worker's (thread's) connection
         self.blocking_lock = threading.Lock()
         self.closing = False
+        self.resent = 0  # requests sent again on a new connection (a kept one closed with none of the answer come)
 
     def _payload(self, index: int, version: str, worker: int | None) -> bytes:
         if self.sequences is not None and worker is not None:
@@ -434,11 +442,20 @@ class RawHttpSender:
         # (keep-alive's race: 6% of requests to a server closing after every answer). Sent again once on a new
         # connection within the same deadline, as libcurl (perf_analyzer's client) does; never a sequence's request
         # (its state moved on)
-        if kind == "connection" and conn is not None and conn.answered and not conn.heard and self.sequences is None:
+        if self._send_again(kind, conn):
             if deadline_s - time.perf_counter() <= 0:
                 return "deadline_exceeded"
+            with self.blocking_lock:
+                self.resent += 1
             kind, _ = self._request_on(None, worker, payload, deadline_s)
         return kind
+
+    def _send_again(self, kind: str | None, conn: BlockingConnection | Connection | None) -> bool:
+        """Whether a request that got ``kind`` on ``conn`` is sent once more: ``conn`` was a kept connection (it had
+        answered before) that closed with none of this answer come, and the request is no sequence's."""
+        if kind != "connection" or conn is None or self.sequences is not None:
+            return False
+        return conn.answered > 0 and not conn.heard
 
     def _request_on(
         self, conn: BlockingConnection | None, worker: int, payload: bytes, deadline_s: float
@@ -481,14 +498,26 @@ class RawHttpSender:
         if self.watchdog is None:
             self.watchdog = asyncio.ensure_future(self._watch())
         payload = self._payload(index, version, worker)
+        sent_s = time.perf_counter()
+        kind, conn = await self._send_on(payload, worker, sent_s)
+        if self._send_again(kind, conn):  # as send_blocking does, within the first send's timeout
+            if time.perf_counter() - sent_s >= self.timeout_s:
+                return "deadline_exceeded"
+            self.resent += 1
+            kind, _ = await self._send_on(payload, worker, sent_s)
+        return kind
+
+    async def _send_on(self, payload: bytes, worker: int | None, sent_s: float) -> tuple[str | None, Connection | None]:
+        """``payload`` on the worker's connection, or a free one (opened where there is none): the failure kind or
+        None, and the connection it went on (None where none could be opened). Its timeout runs from ``sent_s``."""
         conn = self.by_worker.get(worker) if worker is not None else None
         if conn is None or conn.closed:
             try:
                 conn = await self._connection(worker)
             except (OSError, asyncio.TimeoutError):
-                return "connection"
+                return "connection", None
         try:
-            return await conn.request(payload)
+            return await conn.request(payload, sent_s), conn
         finally:
             self._release(conn, worker)
 

@@ -172,6 +172,9 @@ class PerfPoint:
     server_cpu_cores: float | None = None  # a server on this machine: its CPU (all its processes), in cores busy
     server_cpu_us_per_request: float | None = None  # ... and per request it answered (server_cpu.py)
     server_wakeups_per_request: float | None = None  # ... and its threads' wakeups per request it answered
+    # built-in engine over HTTP: requests sent once more on a new connection, a kept one having closed with none of
+    # the answer come (the server may have run them twice)
+    resent: int = 0
 
     @property
     def client_bound(self) -> bool:
@@ -267,6 +270,7 @@ CSV_COLUMNS = (
     "server_cpu_cores",
     "server_cpu_us_per_request",
     "server_wakeups_per_request",
+    "resent",
 )
 
 
@@ -577,6 +581,7 @@ def _run_from_data(data: Mapping[str, Any]) -> PerfRun:
                 server_cpu_cores=p.get("server_cpu_cores"),
                 server_cpu_us_per_request=p.get("server_cpu_us_per_request"),
                 server_wakeups_per_request=p.get("server_wakeups_per_request"),
+                resent=p.get("resent", 0),
                 versions={v: _version_from_dict(f) for v, f in p.get("versions", {}).items()},
             )
         )
@@ -640,6 +645,7 @@ def csv_from_run(run: PerfRun) -> str:
                 _r(p.server_cpu_cores),
                 _r(p.server_cpu_us_per_request),
                 _r(p.server_wakeups_per_request),
+                p.resent,
             ]
         )
     return buffer.getvalue()
@@ -823,12 +829,17 @@ ERROR_KINDS_SHOWN = 4  # per level; the rest are counted in results.json
 def error_lines(run: PerfRun) -> list[str]:
     """One line per level that had errors: the kinds and their counts, so that requests the client never sent
     (``client_overloaded``: an open loop offered more than it could send on schedule) are not read as failures
-    of the server."""
+    of the server; and one per level where requests were sent again."""
     lines = []
     for p in run.points:
+        where = f"{p.load:g}c" if p.mode == "concurrency" else f"{p.load:g}/s"
+        if p.resent:
+            lines.append(
+                f"sent again at {where}: {p.resent} requests, on a new connection: the server closed kept connections "
+                "as they left, unanswered (the server may have run them twice; counted once here)"
+            )
         if not p.errors:
             continue
-        where = f"{p.load:g}c" if p.mode == "concurrency" else f"{p.load:g}/s"
         kinds = sorted(p.errors.items(), key=lambda kv: -kv[1])
         text = ", ".join(f"{kind} {count}" for kind, count in kinds[:ERROR_KINDS_SHOWN])
         more = f" and {len(kinds) - ERROR_KINDS_SHOWN} more kinds" if len(kinds) > ERROR_KINDS_SHOWN else ""
