@@ -12,7 +12,7 @@ import pytest
 
 # tritongen.infer and tritongen.perf, the attributes, are the API's functions: the modules by name
 infer_module = importlib.import_module("tritongen.infer")
-server_cpu = importlib.import_module("tritongen.perf.server_cpu")
+ports = importlib.import_module("tritongen.server.ports")
 
 
 def _model(tmp_path, built_s: float):
@@ -31,7 +31,7 @@ def test_a_server_started_before_the_build_is_named_with_its_fix(tmp_path, monke
 
     started = psutil.Process().create_time()
     repo = _model(tmp_path, started + 5)
-    monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: os.getpid())
+    monkeypatch.setattr(ports, "server_pid_at", lambda url: os.getpid())
     stale = infer_module.stale_server("127.0.0.1:8001", repo, "m", 1)
     assert stale is not None
     assert stale.cause == (
@@ -46,9 +46,9 @@ def test_no_cause_is_claimed_for_a_build_older_than_the_server_or_no_local_serve
     import psutil
 
     repo = _model(tmp_path, psutil.Process().create_time() - 5)
-    monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: os.getpid())
+    monkeypatch.setattr(ports, "server_pid_at", lambda url: os.getpid())
     assert infer_module.stale_server("127.0.0.1:8001", repo, "m", 1) is None
-    monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: None)
+    monkeypatch.setattr(ports, "server_pid_at", lambda url: None)
     assert infer_module.stale_server("127.0.0.1:8001", _model(tmp_path / "b", time.time() + 5), "m", 1) is None
 
 
@@ -119,7 +119,7 @@ def test_check_from_another_folder_reads_the_repository_the_local_server_serves(
         while b"sleep(60)" not in Path(f"/proc/{stand_in.pid}/cmdline").read_bytes():  # empty until its exec
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: stand_in.pid)
+        monkeypatch.setattr(ports, "server_pid_at", lambda url: stand_in.pid)
         (tmp_path / "elsewhere").mkdir()
         monkeypatch.chdir(tmp_path / "elsewhere")
         spec = infer_module.InferSpec(name="m", check=True)
@@ -161,7 +161,7 @@ def test_a_server_serving_several_repositories_is_found_serving_each(tmp_path, m
         import psutil
 
         repo = _model(tmp_path / "cwd", psutil.Process(stand_in.pid).create_time() + 5)  # built after its start
-        monkeypatch.setattr(server_cpu, "server_pid_at", lambda url: stand_in.pid)
+        monkeypatch.setattr(ports, "server_pid_at", lambda url: stand_in.pid)
         monkeypatch.setattr(psutil.Process, "cwd", lambda self: str(tmp_path / "cwd"))  # "repo" is relative to it
         stale = infer_module.stale_server("127.0.0.1:8001", repo, "m", 1)
         assert stale is not None and stale.cause.startswith("model m was rebuilt at ")

@@ -194,12 +194,27 @@ def test_sigterm_during_perf_keeps_the_levels_measured_as_ctrl_c_does(monkeypatc
     code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1,2,4", "--report", str(tmp_path)], capsys)
     assert time.monotonic() - started < 4.5
     assert err.strip().splitlines()[-1] == (
-        f"error: the run is partial: interrupted: the levels measured before it stopped are reported in {tmp_path}"
+        "error: the run is partial: terminated (SIGTERM): the levels measured before it stopped are reported in "
+        f"{tmp_path}"
     )
-    assert code == 1 and "Traceback" not in err
+    assert code == 143 and "Traceback" not in err  # SIGTERM's exit code, as before the first level ends
     run = run_from_json(tmp_path / "results.json")
-    assert run.partial and run.partial_reason == "interrupted" and len(run.points) == 1
+    assert run.partial and run.partial_reason == "terminated (SIGTERM)" and len(run.points) == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back after the command
+
+
+def test_ctrl_c_after_a_level_reports_it_and_exits_130_as_before_one(monkeypatch, capsys, tmp_path):
+    """Ctrl-C during the first level exited 130, during a later one 1 (README: "exit 130"): the exit code depended on
+    when the key was pressed."""
+
+    def engine(spec, on_point):
+        on_point(_run("").points[0])
+        raise KeyboardInterrupt
+
+    _fake_server(monkeypatch, engine)
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1,2", "--report", str(tmp_path / "r")], capsys)
+    assert code == 130 and err.strip().splitlines()[-1].startswith("error: the run is partial: interrupted: ")
+    assert (tmp_path / "r" / "results.json").is_file()  # the level measured is kept
 
 
 def test_ctrl_c_before_the_first_level_ends_is_an_abort_not_a_servers_fault(monkeypatch, capsys, tmp_path):
@@ -765,3 +780,27 @@ def test_the_http_workers_share_a_cpu_the_local_server_does_not_use(monkeypatch)
     assert loadgen.worker_cpu_for("127.0.0.1:8000") == 0  # no CPU of its own: shared, the first
     monkeypatch.setattr(placement, "server_cpus_at", lambda url: None)  # no local server found
     assert loadgen.worker_cpu_for("10.0.0.1:8000") == 0
+
+
+def test_perf_from_another_folder_reads_the_build_the_local_server_serves(monkeypatch, capsys, tmp_path):
+    """`infer NAME` found the build through the local server's record; `perf NAME` against the same server said
+    "no build of model 'NAME' in model_repository" (a newcomer's first perf run from another folder)."""
+    import importlib
+
+    local = importlib.import_module("tritongen.server.local")
+    inputs = importlib.import_module("tritongen.perf.inputs")
+    _fake_server(monkeypatch, lambda spec, on_point: on_point(_run("").points[0]))
+    served = tmp_path / "served"
+    (served / "m").mkdir(parents=True)
+    monkeypatch.setattr(local, "local_server", lambda url: (0.0, {}, ((served, None),)))
+    read_from = []
+    real = inputs.request_set_for_model  # the fake's: any arguments
+    monkeypatch.setattr(inputs, "request_set_for_model", lambda meta, repo, *a: read_from.append(repo) or real())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1"], capsys)
+    assert code == 0, err
+    assert read_from == [served]
+    read_from.clear()
+    code, out, err = run_cli(["perf", "m", *NO_SERVER, "--concurrency", "1", "--repo", str(tmp_path / "mine")], capsys)
+    assert code == 0 and read_from == [tmp_path / "mine"]  # a repository given is the one read

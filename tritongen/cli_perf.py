@@ -154,6 +154,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
       tritongen perf --compare perf-minilm/ pa/ --report compare/        # report folders or results.json files
     """
     from .perf.results import LevelFailed
+    from .perf.run import stopped_exit_code
     from .signals import sigterm_as_keyboard_interrupt
 
     if compare:
@@ -188,10 +189,11 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
         _show(failed.run, report_dir)
         raise
     _show(run, report_dir)
-    if run.partial:
+    if run.partial:  # stopped by Ctrl-C or a signal: its exit code (130, 143), as an abort before any level
         raise TritongenError(
             f"the run is partial: {run.partial_reason}",
             "the levels measured before it stopped are reported" + (f" in {report_dir}" if report_dir else ""),
+            exit_code=stopped_exit_code(run.partial_reason) or 1,
         )
 
 

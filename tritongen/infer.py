@@ -36,6 +36,7 @@ from .names import one_line
 from .npz import arrays_from_npz
 from .parity import ParityReport, compare_arrays
 from .precision.accuracy import AccuracyReport, accuracy_from_outputs
+from .server.local import local_server, served_repository
 
 MAX_IMAGE_BYTES = 64 << 20  # one image sent by infer --image; a photo is a few MiB
 
@@ -233,48 +234,11 @@ def _built_at(model_dir: Path, version: int) -> float | None:
         return None
 
 
-def _local_server(url: str) -> tuple[float, dict[str, list[str]], tuple[tuple[Path, Path | None], ...]] | None:
-    """The tritonserver at ``url`` on this machine (found by the port it listens on): its start time, its options
-    (:func:`~tritongen.server.ports.server_options`) and each repository it serves (Triton takes several), as
-    (the repository, the source of the checked copy ``tritongen serve`` serves, where it is such a copy: then the
-    source is the repository named); None where there is none or it cannot be read."""
-    import psutil
-
-    from .client import host_port_from_url
-    from .perf.server_cpu import server_pid_at
-    from .server.ports import server_options
-    from .server.snapshot import snapshot_source
-
-    try:
-        pid = server_pid_at(host_port_from_url(url).split("/", 1)[0])
-    except TritongenError:
-        return None
-    if pid is None:
-        return None
-    try:
-        process = psutil.Process(pid)
-        started, options = process.create_time(), server_options(pid)
-        if options is None:
-            return None
-        repos = []
-        for named in options.get("--model-repository", []):
-            served = Path(named) if Path(named).is_absolute() else Path(process.cwd()) / named
-            source = snapshot_source(served)  # tritongen serve loads a checked copy of a repository, made at its start
-            repos.append((source or served, source))
-    except (psutil.Error, OSError):
-        return None
-    return started, options, tuple(repos)
-
-
 def with_served_repository(spec: InferSpec, url: str) -> InferSpec:
     """``spec`` reading its samples and references from the repository the local server at ``url`` serves, where
     ``spec``'s is the default one (``model_repository``) and does not hold the model (``infer NAME --check`` from
     another folder than serve's said "no build of model NAME in model_repository")."""
-    if spec.repo != Path("model_repository") or (spec.repo / spec.name).is_dir():
-        return spec
-    found = _local_server(url)
-    holding = [repo for repo, _ in (found[2] if found is not None else ()) if (repo / spec.name).is_dir()]
-    return dataclasses.replace(spec, repo=holding[0]) if holding else spec
+    return dataclasses.replace(spec, repo=served_repository(spec.repo, spec.name, url))
 
 
 def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer | None:
@@ -282,7 +246,7 @@ def stale_server(url: str, repo: Path, name: str, version: int) -> StaleServer |
     (one of its repositories) and started before ``version`` of ``name`` was built: the cause, and the fix for its
     model-control mode (with none, Triton never reads a model's files again). None otherwise, or where any of it
     cannot be read."""
-    found = _local_server(url)
+    found = local_server(url)
     if found is None:
         return None
     started, options, repos = found

@@ -99,6 +99,15 @@ def points_from_engine(
     return engine(spec, requests, progress, on_point, started_s)
 
 
+# Why a run stopped early, by the exit code of the command it stopped: Ctrl-C, SIGTERM, SIGHUP (signals.Terminated).
+STOPPED_BY = {130: "interrupted", 143: "terminated (SIGTERM)", 129: "hung up (SIGHUP)"}
+
+
+def stopped_exit_code(partial_reason: str) -> int | None:
+    """The exit code of a run stopped by Ctrl-C or a signal (its ``partial_reason``); None for any other reason."""
+    return next((code for code, reason in STOPPED_BY.items() if reason == partial_reason), None)
+
+
 def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
     """Load-test ``spec.model`` on a running server. Raises :class:`TritongenError` for bad use before any load."""
     from ..client import model_metadata
@@ -122,6 +131,10 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         from .split import check_split_against_model
 
         check_split_against_model(spec.version_split, spec.model, metadata["versions"])
+    if spec.repo is not None:  # perf from another folder than serve's: the build the local server serves
+        from ..server.local import served_repository
+
+        spec = replace(spec, repo=served_repository(spec.repo, spec.model, url))
     requests = request_set_for_model(metadata, spec.repo, spec.input_data, spec.text_file)
     requests = replace(requests, sequence_length=_sequence_length(spec, url, probe_s()))
     settings = spec.recorded_settings()
@@ -173,10 +186,10 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         if not collected:
             raise
         partial_reason = err.message
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if not collected:  # stopped before a level ended: an abort (exit 130), not a server's fault
             raise
-        partial_reason = "interrupted"
+        partial_reason = STOPPED_BY.get(getattr(stop, "exit_code", 130), STOPPED_BY[130])  # SIGTERM: Terminated
     if partial_reason and not collected and spec.engine == "builtin":
         raise TritongenError(
             f"no load level of '{spec.model}' could be measured ({partial_reason})",
