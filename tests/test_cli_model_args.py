@@ -114,3 +114,14 @@ def test_a_repository_of_many_models_is_listed_with_how_many_it_holds(tmp_path, 
     assert code == 1 and "(models there: m0, m1, m2, m3, m4, ... (7 in all))" in err
     code, _, err = run_cli(["tune", str(tmp_path / "repo"), "--max-p99-ms", "5"], capsys)
     assert code == 1 and "(models there: m0, m1, m2, m3, m4, ... (7 in all))" in err
+
+
+@pytest.mark.parametrize("command", [["infer"], ["perf"], ["rollback", "--to-version", "1"]])
+def test_a_typo_in_the_model_folders_name_names_the_repository_and_its_models(repo, capsys, command):
+    """`infer repo/doubel` said "no build of model 'repo/doubel' in model_repository": the whole path taken for a
+    model's name, the default repository named, no did-you-mean."""
+    code, out, err = run_cli([command[0], str(repo / "doubel"), *command[1:]], capsys)
+    assert code == 1 and err.strip() == (
+        f"error: the model repository {repo} holds no model 'doubel' (models there: double): did you mean 'double'? "
+        "check the model's name"
+    ), err

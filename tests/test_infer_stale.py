@@ -169,3 +169,19 @@ def test_a_server_serving_several_repositories_is_found_serving_each(tmp_path, m
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+@pytest.mark.server
+def test_a_typo_in_the_name_is_named_from_the_models_the_server_serves(tiny_server, tmp_path, monkeypatch, capsys):
+    """`infer doubel` from a folder without the build said "no build of model 'doubel' in model_repository": no
+    did-you-mean, though the server serves 'double'."""
+    from tests.conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["infer", "doubel", "--url", tiny_server.grpc_url], capsys)
+    assert code == 1 and err.strip() == (
+        f"error: no build of model 'doubel' in model_repository, and the server at {tiny_server.grpc_url} serves no "
+        "model 'doubel': did you mean 'double'? check the model's name"
+    ), err
+    code, out, err = run_cli(["infer", "zzzzzz", "--url", tiny_server.grpc_url], capsys)
+    assert code == 1 and err.startswith("error: no build of model 'zzzzzz' in model_repository: "), err  # no near name

@@ -64,7 +64,6 @@ def test_inputs_inferred_from_sample_file(model_file, tmp_path):
 @pytest.mark.parametrize(
     "options, words",
     [
-        (dict(), "inputs are not declared"),
         (dict(inputs=["x:FP32:3"], name="../evil"), "not a valid folder name"),
         (dict(inputs=["x:FP32:3"], name="a/b"), "not a valid folder name"),
         (dict(inputs=["x:FP32:3"], max_batch_size=-1), "negative"),
@@ -80,6 +79,19 @@ def test_bad_options_are_rejected(model_file, options, words):
         build_spec_from_options(model_file, **options)
 
 
+def test_a_file_that_is_no_model_is_named_before_its_inputs_are_asked_for(tmp_path):
+    """`build ok.npz` said "the model's inputs are not declared"; only with --input did the user learn the file is
+    no model at all."""
+    np.savez(tmp_path / "ok.npz", a=np.zeros(3))
+    with pytest.raises(TritongenError, match="ok.npz is a zip archive but not a PyTorch one"):
+        build_spec_from_options(tmp_path / "ok.npz")
+    import pickle
+
+    (tmp_path / "state.pt").write_bytes(pickle.dumps({"weight": [1.0]}, protocol=4))  # a model file: then its inputs
+    with pytest.raises(TritongenError, match="the model's inputs are not declared"):
+        build_spec_from_options(tmp_path / "state.pt")
+
+
 def test_missing_model_file_and_bad_yaml(tmp_path):
     with pytest.raises(TritongenError, match="does not exist"):
         build_spec_from_options(tmp_path / "nope.pt", inputs=["x:FP32:3"])
@@ -93,6 +105,11 @@ def test_missing_model_file_and_bad_yaml(tmp_path):
     unknown.write_text("max_batchsize: 3\n")
     with pytest.raises(TritongenError, match="unknown key 'max_batchsize'"):
         build_spec_from_options(model, spec_file=unknown)
+    typo = tmp_path / "typo.yaml"  # a key of an input entry: it showed the whole entry, not which key was wrong
+    typo.write_text("inputs:\n  - {name: x, dtype: FP32, dim: [3]}\n")
+    with pytest.raises(TritongenError, match=r"input #1 has an unknown key 'dim' \(known: name, ") as err:
+        build_spec_from_options(model, spec_file=typo)
+    assert err.value.fix.startswith("did you mean 'dims'? ")
 
 
 def test_spec_is_frozen_and_serialisable(model_file):

@@ -1,5 +1,5 @@
 """Click options and argument forms more than one CLI file uses (cli, cli_deploy, cli_perf, cli_rollout); this
-imports only click and tritongen.errors (and tritongen.infer, inside name_from_folder)."""
+imports only click, tritongen.errors and tritongen.names (and tritongen.infer, inside name_from_folder)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import TritongenError
+from .names import with_suggestion
 
 ALLOW_UNVERIFIED = click.option(
     "--allow-unverified",
@@ -44,6 +45,7 @@ def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
         _refuse_repository(
             args[0], command, lambda model: f"pass REPO NAME, e.g. tritongen {command} {args[0]} {model}"
         )
+        _refuse_missing_model(args[0])
         raise TritongenError(
             f"{args[0]} is not a model folder (no config.pbtxt in it), and no model name follows it",
             f"pass REPO NAME or the model's folder: {usage}",
@@ -61,20 +63,41 @@ def name_from_folder(name: str, options: dict) -> str:
     if not (Path(name) / "config.pbtxt").is_file():
         command = click.get_current_context().info_name or "infer"
         _refuse_repository(name, command, lambda model: f"name the model: tritongen {command} {Path(name, model)}")
+        _refuse_missing_model(name)
     name, repo = model_from_folder(name, given)
     if repo is not None:
         options["repo"] = repo
     return name
 
 
+def _repository_models(folder: Path) -> list[str]:
+    """The models of the repository ``folder`` (folders with a config.pbtxt; at most 1000 looked at); none where it
+    is no folder."""
+    if not folder.is_dir():
+        return []
+    found = (p for p in folder.glob("*/config.pbtxt") if p.is_file())
+    return sorted(p.parent.name for p in itertools.islice(found, 1000))
+
+
+def _refuse_missing_model(given: str) -> None:
+    """Raise when ``given`` reads as ``REPO/NAME`` for a repository that holds no model NAME (a typo in NAME was
+    taken whole for a model's name, and the default repository named: "no build of model 'repo/convnett' in
+    model_repository")."""
+    folder = Path(given)
+    if os.sep not in given and "/" not in given:
+        return
+    models = _repository_models(folder.parent)
+    if models and folder.name not in models:
+        raise TritongenError(
+            f"the model repository {folder.parent} holds no model '{folder.name}' (models there: {_first(models)})",
+            with_suggestion(folder.name, models, "check the model's name"),
+        )
+
+
 def _refuse_repository(given: str, command: str, fix: Callable[[str], str]) -> None:
     """Raise when the folder ``given`` for a model is a repository (model folders with a config.pbtxt in it), naming
     its first models (at most 1000 looked at); ``fix`` words the fix for its first model."""
-    folder = Path(given)
-    if not folder.is_dir():
-        return
-    found = (p for p in folder.glob("*/config.pbtxt") if p.is_file())
-    models = sorted(p.parent.name for p in itertools.islice(found, 1000))
+    models = _repository_models(Path(given))
     if models:
         raise TritongenError(
             f"{given} is a model repository, not a model: {command} needs the model too (models there: "

@@ -1128,7 +1128,7 @@ def error_kind(error: BaseException) -> str:
     return REJECTED
 
 
-def _served_names(url: str, protocol: str, timeout_s: float) -> list[str]:
+def served_model_names(url: str, protocol: str, timeout_s: float) -> list[str]:
     """The model names the server's repository index holds (for a did-you-mean), or [] when it does not answer.
     Asked with tritonclient itself: a failure here is never classified (no loop back into :func:`classify_error`)."""
     try:
@@ -1185,7 +1185,7 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
         )
         return TritongenError(
             f"the server at {url} has no model '{model}' ready ({message})",
-            with_suggestion(model, _served_names(url, protocol, min(timeout_s, 5)), fix),
+            with_suggestion(model, served_model_names(url, protocol, min(timeout_s, 5)), fix),
         )
     if kind in (FORBIDDEN, UNAVAILABLE):
         return TritongenError(

@@ -289,7 +289,11 @@ def served_version(spec: InferSpec, url: str) -> int:
     """The version whose saved samples and reference ``infer`` uses: ``--model-version``, else the highest version
     the server has ready (after a rollback or a ``build --new-version`` the server loaded no newer one, and the
     newest folder on disk is not what answers), else the newest built one."""
-    _, newest = saved_artifacts_dir(spec.repo, spec.name)  # no build of it here: said before any request
+    try:
+        _, newest = saved_artifacts_dir(spec.repo, spec.name)  # no build of it here: said before any request
+    except TritongenError:
+        _refuse_a_typo(spec, url)
+        raise
     if spec.model_version is not None:
         return spec.model_version
     from .client import model_metadata
@@ -301,6 +305,23 @@ def served_version(spec: InferSpec, url: str) -> int:
     # a version that is no int64 number is skipped (int() of 5000 digits was a traceback)
     ready = sorted(n for v in versions if (n := version_from_api(v)) is not None)
     return ready[-1] if ready else newest
+
+
+def _refuse_a_typo(spec: InferSpec, url: str) -> None:
+    """Where ``spec.repo`` holds no model ``spec.name`` and the server serves one of a name close to it: that name
+    (``infer doubel`` from a folder without the build said "no build of model 'doubel' in model_repository")."""
+    from .client import served_model_names
+    from .names import did_you_mean
+
+    if (Path(spec.repo) / spec.name).exists():
+        return
+    names = served_model_names(url, spec.protocol, min(spec.timeout_s, 5))
+    hint = did_you_mean(spec.name, names) if spec.name not in names else ""
+    if hint:
+        raise TritongenError(
+            f"no build of model '{spec.name}' in {spec.repo}, and the server at {url} serves no model '{spec.name}'",
+            f"{hint} check the model's name",
+        )
 
 
 def saved_artifacts_dir(repo: Path, name: str) -> tuple[Path, int]:

@@ -543,6 +543,10 @@ def build_spec_from_options(
         ranges = (*ranges, *program.dim_ranges)
         inputs_note, tied = program.batch_note, program.tied_dims
     else:
+        if model.is_file():  # a file that is no model is named as such before its inputs are asked for
+            from .load.detect import detect_format
+
+            detect_format(model)
         raise TritongenError(
             "the model's inputs are not declared",
             "pass --input NAME:DTYPE:DIMS (e.g. x:FP32:3,224,224), --spec spec.yaml or --sample-inputs samples.npz",

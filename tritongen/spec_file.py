@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import TritongenError
 from .files import FileTooLargeError, regular_bytes
-from .names import did_you_mean
+from .names import did_you_mean, one_line, with_suggestion
 
 MAX_SPEC_BYTES = 1 << 20
 MAX_SPEC_NODES = 10_000
@@ -221,7 +221,14 @@ def _check_text(source: str, where: str, value: Any) -> None:
 def check_input_entry(source: str, where: str, entry: Any) -> None:
     """One ``inputs`` entry: a mapping with a string name, an optional string dtype and dims, a list of integers
     (or a string like ``"3,224,224"``)."""
-    if not isinstance(entry, dict) or "name" not in entry or set(entry) - set(INPUT_KEYS):
+    if isinstance(entry, dict) and "name" in entry:
+        unknown = sorted((str(k) for k in entry if k not in INPUT_KEYS), key=str)
+        if unknown:  # a typo of a key ("dim:") was only shown as the whole entry
+            raise TritongenError(
+                f"{source}: {where} has an unknown key '{one_line(unknown[0])[:40]}' (known: {', '.join(INPUT_KEYS)})",
+                with_suggestion(unknown[0], INPUT_KEYS, f"write it as {_ENTRY_EXAMPLE}"),
+            )
+    if not isinstance(entry, dict) or "name" not in entry:
         raise _wrong(source, where, entry, f"a mapping of {', '.join(INPUT_KEYS)} with a name", _ENTRY_EXAMPLE)
     _check_text(source, f"{where} name", entry["name"])
     for key in ("dtype", "data_type"):
