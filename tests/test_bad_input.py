@@ -272,6 +272,8 @@ CASES: list[tuple[str, Callable[[World], list[str]], tuple[str, ...]]] = [
     ("validate: repository missing", lambda w: ["validate", str(w.root / "no-repo")], ("does not exist",)),
     ("validate: repository is a file", lambda w: ["validate", str(w.file("repofile", b"x"))], ("not a folder",)),
     ("serve: invalid repository", lambda w: ["serve", str(_syntax_error_repo(w))], ("problem",)),
+    ("serve: repository missing", lambda w: ["serve", str(w.root / "no-repo")], ("does not exist",)),
+    ("serve: no such port", lambda w: ["serve", str(w.repo), "--http-port", "99999"], ("is not a port number",)),
     (
         "serve: bogus --server-bin",
         lambda w: ["serve", str(w.repo), "--server-bin", str(w.root / "no-tritonserver")],
@@ -627,3 +629,13 @@ def test_debug_flag_shows_the_traceback(world):
         timeout=120,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "TritongenError" in proc.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--http-port", "99999"]], ids=["missing repository", "no such port"])
+def test_serve_refuses_bad_arguments_before_it_says_it_is_starting(tmp_path, capsys, extra):
+    """serve printed "checking ... and starting tritonserver on a checked copy of it ..." before refusing a
+    repository that is not there or a port number that is no port."""
+    from tests.conftest import run_cli
+
+    code, out, err = run_cli(["serve", str(tmp_path / "no-repo"), *extra], capsys)
+    assert code == 1 and err.strip().startswith("error: ") and "checking" not in err, err

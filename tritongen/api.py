@@ -588,6 +588,10 @@ def serve(
             "verify=False serves the repository unchecked: its signature would not be checked",
             "leave verify on to check the signature with public_key, or leave public_key and signature out",
         )
+    if verify:  # a repository that is not there is refused at the call too, before anything is said to be checked
+        from .validate import check_repository_folder
+
+        check_repository_folder(Path(repo).resolve())
     return _Serving(_serving(spec, repo, verify, allow_unverified, public_key, signature, progress))
 
 

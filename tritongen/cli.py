@@ -391,13 +391,14 @@ def serve(
     if docker:  # checked against the image's Triton release
         click.echo(api.docker_steps(repo, **checks, **options).text())
         return
+    serving = api.serve(repo, **checks, progress=_echo_err, **options)  # its options and folder refused first
     # checked as a private copy, which tritongen serves: the server's own Triton checks plans at boot
     _echo_err(f"checking {repo.resolve()} and starting tritonserver on a checked copy of it ...")
     # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does, with the same "stopped:" line and the
     # same exit code 0: a stop that was asked for and done is the command's success (docker stop then shows
     # Exited (0), systemd a clean stop; 143 would be a failure to systemd unless SuccessExitStatus=143). Cut short
     # before the server is ready, serve exits 143 as it exits 130 on Ctrl-C (main()).
-    with stop_on_sigterm(), api.serve(repo, **checks, progress=_echo_err, **options) as server:
+    with stop_on_sigterm(), serving as server:
         try:
             _print_ready(server, repo, public_key)
             code = server.wait()

@@ -217,7 +217,7 @@ class TuneResult:
             else:
                 mark = ""
                 if self.winner is not None and t is self.winner:
-                    mark = "  <- best" + (" (chosen on re-measurement)" if self._outread_in_search() else "")
+                    mark = "  <- best" + (" (chosen when measured again)" if self._outread_in_search() else "")
                 mark += "  (pruned after one point)" if t.pruned else ""
                 lines.append(
                     f"{t.candidate.label():<64} {int(t.best.load):>4} "
@@ -255,21 +255,27 @@ class TuneResult:
         assert self.winner is not None
         line = f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} req/s in the search"
         outread = self._outread_in_search()
-        if outread is not None:
-            line += (
-                f" (chosen on re-measurement: {outread.candidate.label()} read more in the search, "
-                f"{outread.score:.1f} req/s, and not again)"
-            )
+        chosen = (
+            f"; chosen over {outread.candidate.label()}, which read more in the search ({outread.score:.1f} req/s) "
+            "but less when measured again"
+            if outread is not None
+            else ""
+        )
+        return line + self._against_start() + chosen
+
+    def _against_start(self) -> str:
+        """The winner against the starting config, in parentheses: re-measured figures where both have one."""
+        assert self.winner is not None
         if self.winner.candidate == self.baseline.candidate:
-            return line + " (the starting config)"
+            return " (the starting config)"
         start = self._held(self.baseline.candidate)
         if self.confirmed is not None and start is not None:
             ratio = self.confirmed.throughput_rps / start.throughput_rps if start.throughput_rps else float("inf")
-            return line + f" ({ratio:.2f}x the starting config, both measured again)"
+            return f" ({ratio:.2f}x the starting config, both measured again)"
         if self.baseline.best is None:
-            return line + " (the starting config had no point within the target)"
+            return " (the starting config had no point within the target)"
         ratio = self.winner.score / self.baseline.score if self.baseline.score else float("inf")
-        return line + f" ({ratio:.2f}x the starting config's search figure)"
+        return f" ({ratio:.2f}x the starting config's search figure)"
 
     def _outread_in_search(self) -> Trial | None:
         """The config that read the most in the search where it is not the winner (re-measurements chose it)."""
