@@ -310,7 +310,10 @@ def test_only_a_failure_that_is_not_a_dtype_gets_the_size_advice(tmp_path, reaso
 
     (tmp_path / "m.pt").write_bytes(b"")
     spec = build_spec_from_options(tmp_path / "m.pt", inputs=["x:FP32:-1"])
-    assert ("--dim-range x:0:MIN:OPT:MAX" in _size_hint(spec, reason)) is sized
+    hint = _size_hint(spec, reason)
+    assert ("--dim-range x:0:MIN:OPT:MAX" in hint) is sized
+    # a dtype failure names the dtypes declared and which a model usually takes (a newcomer got a generic hint)
+    assert ("torch names a data type: the inputs were declared x FP32: give each the dtype" in hint) is not sized
 
 
 def test_unwritable_log_folder_still_gives_one_line(root, repo, tmp_path, monkeypatch):

@@ -198,8 +198,12 @@ def _size_hint(spec: BuildSpec, reason: str) -> str:
             f"; forward() takes {int(extra.group(1)) - 1} argument(s) and {len(spec.inputs)} input(s) are declared: "
             "declare one input per argument of forward(), in its order"
         )
-    if _DTYPE_FAILURE.search(reason):
-        return ""
+    if _DTYPE_FAILURE.search(reason):  # another size would fail alike: the dtype is the advice
+        declared = ", ".join(f"{t.name} {t.dtype}" for t in spec.inputs)
+        return (
+            f"; torch names a data type: the inputs were declared {declared}: give each the dtype forward() computes "
+            "with (FP32 for features a float layer reads, INT64 for ids an embedding looks up)"
+        )
     if _INDEX_FAILURE.search(reason) and any(t.dtype.startswith(("INT", "UINT")) for t in spec.inputs):
         where = f"in {spec.sample_inputs}" if spec.sample_inputs is not None else "you give"
         return (
