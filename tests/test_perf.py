@@ -271,6 +271,7 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
     server, repo = served
     before = os.sched_getaffinity(0)
     config_before = (repo / "seq_tune" / "config.pbtxt").read_bytes()
+    said: list[str] = []
     result = tune_model(
         TuneSpec(
             model_dir=repo / "seq_tune",
@@ -284,9 +285,13 @@ def test_tune_writes_a_config_that_validates_and_loads(served):
             warmup_s=0.2,
             budget_s=120,
             client_cpus="0",
-        )
+        ),
+        progress=said.append,
     )
     assert result.winner is not None and result.meets_constraints and len(result.trials) >= 3
+    # how long it searches, and that the re-measurements come after, said up front (--budget-s 30 took 54 s)
+    up_front = "searching for up to 120 s (--budget-s); then the best configs are measured again, 3 s each"
+    assert any(up_front in line for line in said[:3]), said[:3]
     if result.unchanged:  # the starting config won: config.pbtxt is left as it was, and served as it is
         assert result.config_path is None and result.record_path is None
         assert (repo / "seq_tune" / "config.pbtxt").read_bytes() == config_before

@@ -160,6 +160,11 @@ def _tune_model(spec: TuneSpec, progress: Progress | None) -> TuneResult:
     # to a server found here, by the address it was found listening on (the name is not resolved again)
     server = Triton(local.url(url), spec.protocol, max(spec.timeout_s, 300), local.headers(spec.protocol))
     started = time.monotonic()  # the search's clock (budget_s, search_s): from its first question to the server
+    # said up front: --budget-s 30 took 54 s, and nothing said the re-measurements come after the search
+    progress(
+        f"searching for up to {spec.budget_s:g} s (--budget-s); then the best configs are measured again, "
+        f"{spec.confirm_s:g} s each, and the winner is loaded"
+    )
     kind_cpu = all(g.kind in (0, 2) for g in base_config.instance_group)  # KIND_AUTO / KIND_CPU
     # the versions the server serves now stay the ones served (a rollback, serve's pin of the rollout record):
     # config.pbtxt's own policy would load the newest version with the first candidate
