@@ -407,37 +407,9 @@ def test_a_servers_reason_is_kept_with_its_control_characters_escaped():
     assert reason_from_grpc_message("%1B%5B2Jcleared") == "\\x1b[2Jcleared"
 
 
-@pytest.mark.server
-def test_a_statistics_read_that_stalls_ends_within_max_time(tiny_server, monkeypatch, tmp_path):
-    """A server answering requests but not its statistics API held each level's statistics read 12 s, past
-    --max-time-s, or took the level's whole time."""
-    import time
-
-    import tritongen.client
-    from tritongen.perf import PerfSpec
-    from tritongen.perf.run import perf_from_spec
-
-    def stalled(url, model, protocol="grpc", timeout_s=10.0, *args, **kwargs):
-        time.sleep(timeout_s)  # what a server that never answers costs a client that waits its timeout
-        raise TritongenError("the statistics read timed out", "")
-
-    monkeypatch.setattr(tritongen.client, "model_statistics", stalled)
-    np.savez(tmp_path / "x.npz", X=np.ones((2, 4), np.float32))
-    spec = PerfSpec(
-        model="double", url=tiny_server.http_url, protocol="http", concurrency=(1,), duration_s=0.5, warmup_s=0.2,
-        max_time_s=6, input_data=tmp_path / "x.npz", repo=None, metrics_url=None,
-    )  # fmt: skip
-    started = time.monotonic()
-    run = perf_from_spec(spec)
-    taken_s = time.monotonic() - started
-    assert run.points and run.points[0].server.requests == 0  # measured, its statistics unread
-    assert taken_s < 6 + 8, taken_s  # the cap, the grace after it, the client's set-up; it was 6 + 12 and more
-
-
-@pytest.mark.server
-def test_a_statistics_read_that_stalls_takes_no_longer_than_the_request_timeout(tiny_server, monkeypatch, tmp_path):
-    """Without --max-time-s a stalled statistics read took 12 s at every window edge whatever --timeout-s: a level
-    of 1-4 s took 43 s on a server accepting slowly."""
+def _run_with_stalled_statistics(server, monkeypatch, tmp_path, **options):
+    """A perf run against ``server`` whose statistics API never answers (each read waits its whole timeout): the
+    run, the timeouts the reads were given, and how long the run took."""
     import time
 
     import tritongen.client
@@ -448,16 +420,34 @@ def test_a_statistics_read_that_stalls_takes_no_longer_than_the_request_timeout(
 
     def stalled(url, model, protocol="grpc", timeout_s=10.0, *args, **kwargs):
         waits.append(timeout_s)
-        time.sleep(timeout_s)
+        time.sleep(timeout_s)  # what a server that never answers costs a client that waits its timeout
         raise TritongenError("the statistics read timed out", "")
 
     monkeypatch.setattr(tritongen.client, "model_statistics", stalled)
     np.savez(tmp_path / "x.npz", X=np.ones((2, 4), np.float32))
     spec = PerfSpec(
-        model="double", url=tiny_server.http_url, protocol="http", concurrency=(1,), duration_s=0.5, warmup_s=0.2,
-        timeout_s=0.5, input_data=tmp_path / "x.npz", repo=None, metrics_url=None,
+        model="double", url=server.http_url, protocol="http", concurrency=(1,), duration_s=0.5, warmup_s=0.2,
+        input_data=tmp_path / "x.npz", repo=None, metrics_url=None, **options,
     )  # fmt: skip
+    started = time.monotonic()
     run = perf_from_spec(spec)
+    return run, waits, time.monotonic() - started
+
+
+@pytest.mark.server
+def test_a_statistics_read_that_stalls_ends_within_max_time(tiny_server, monkeypatch, tmp_path):
+    """A server answering requests but not its statistics API held each level's statistics read 12 s, past
+    --max-time-s, or took the level's whole time."""
+    run, _, taken_s = _run_with_stalled_statistics(tiny_server, monkeypatch, tmp_path, max_time_s=6)
+    assert run.points and run.points[0].server.requests == 0  # measured, its statistics unread
+    assert taken_s < 6 + 8, taken_s  # the cap, the grace after it, the client's set-up; it was 6 + 12 and more
+
+
+@pytest.mark.server
+def test_a_statistics_read_that_stalls_takes_no_longer_than_the_request_timeout(tiny_server, monkeypatch, tmp_path):
+    """Without --max-time-s a stalled statistics read took 12 s at every window edge whatever --timeout-s: a level
+    of 1-4 s took 43 s on a server accepting slowly."""
+    run, waits, _ = _run_with_stalled_statistics(tiny_server, monkeypatch, tmp_path, timeout_s=0.5)
     assert run.points and waits and max(waits) <= 1.0, waits  # each read within --timeout-s, 1 s at least; it was 10 s
 
 
