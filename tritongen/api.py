@@ -668,7 +668,7 @@ def _serving(
     given = Path(repo).resolve()  # once: a later chdir of the caller changes nothing
     key = None if public_key is None else Path(public_key).expanduser().resolve()
     signed = None if signature is None else Path(signature).expanduser().resolve()
-    check_repository_folder(given)
+    check_repository_folder(given)  # again: serve() checked it at the call, and may be entered much later
 
     kept = None if key is None else check_public_key(key)
     root = snapshot_root(given)
