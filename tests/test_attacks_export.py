@@ -314,6 +314,8 @@ def test_only_a_failure_that_is_not_a_dtype_gets_the_size_advice(tmp_path, reaso
     assert ("--dim-range x:0:MIN:OPT:MAX" in hint) is sized
     # a dtype failure names the dtypes declared and which a model usually takes (a newcomer got a generic hint)
     assert ("torch names a data type: the inputs were declared x FP32: give each the dtype" in hint) is not sized
+    device = "Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"
+    assert _size_hint(spec, device) == ""  # a CPU/GPU mismatch: no dtype (nor size) advice
 
 
 def test_unwritable_log_folder_still_gives_one_line(root, repo, tmp_path, monkeypatch):

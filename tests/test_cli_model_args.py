@@ -125,3 +125,10 @@ def test_a_typo_in_the_model_folders_name_names_the_repository_and_its_models(re
         f"error: the model repository {repo} holds no model 'doubel' (models there: double): did you mean 'double'? "
         "check the model's name"
     ), err
+
+
+def test_a_folder_without_a_config_is_not_called_a_typo(repo, capsys):
+    """A folder that is there but holds no config.pbtxt was said to be missing from the repository."""
+    (repo / "empty").mkdir()
+    code, out, err = run_cli(["rollback", str(repo / "empty"), "--to-version", "1"], capsys)
+    assert code == 1 and "is not a model folder (no config.pbtxt in it)" in err and "holds no model" not in err, err

@@ -535,10 +535,16 @@ def test_the_summary_says_which_figures_to_plan_capacity_with():
     assert "plan capacity" not in text and "(1.11x the starting config's search figure)" in text
     # The starting config won: said so, with no ratio; and, as B read more in the search, why it is the best (a
     # newcomer read "<- best" beside a row of higher figures as a mistake).
-    text = TuneResult("conv", a, a, (a, b), (), 1.0, None, None, True).table()
+    held = (replace(_p(16, 6300, 5.0), measured_s=3.0), replace(_p(16, 6000, 5.0), measured_s=3.0))
+    text = TuneResult("conv", a, a, (a, b), (), 1.0, None, None, True, held, held[0], (A, B), 9.0).table()
     assert f"best: {A.label()}: 8100.0 req/s in the search (the starting config); chosen over {B.label()}," in text
-    assert "read more in the search (9000.0 req/s) but less when measured again" in text
+    assert "read more in the search (9000.0 req/s) but read less when measured again (6000.0 req/s)" in text
     assert [line for line in text.splitlines() if "<- best" in line][0].endswith("<- best (chosen when measured again)")
+    over = (held[0], replace(_p(16, 9500, 30.0), measured_s=3.0))  # B read more again, but over the p99 target
+    text = TuneResult("conv", a, a, (a, b), (), 1.0, None, None, True, over, over[0], (A, B), 9.0).table()
+    assert "read more in the search (9000.0 req/s) but went over the p99 target when measured again" in text
+    text = TuneResult("conv", a, a, (a, b), (), 1.0, None, None, True).table()  # B never measured again: no reason
+    assert "chosen " not in text
     text = TuneResult("conv", a, a, (a,), (), 1.0, None, None, True).table()
     assert f"best: {A.label()}: 8100.0 req/s in the search (the starting config)" in text and "chosen " not in text
 

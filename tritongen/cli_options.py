@@ -84,8 +84,8 @@ def _refuse_missing_model(given: str) -> None:
     taken whole for a model's name, and the default repository named: "no build of model 'repo/convnett' in
     model_repository")."""
     folder = Path(given)
-    if os.sep not in given and "/" not in given:
-        return
+    if (os.sep not in given and "/" not in given) or folder.name in ("", ".", "..") or folder.exists():
+        return  # a name, or a folder that is there (without a config.pbtxt: said as such where it is read)
     models = _repository_models(folder.parent)
     if models and folder.name not in models:
         raise TritongenError(

@@ -156,6 +156,7 @@ EXAMPLE_INPUTS_NPZ = "example_inputs.npz"  # where the API's build(module, examp
 
 # torch's words for a tensor of the wrong dtype: 'must have the same dtype', 'one of the following scalar types',
 # 'mixed dtype', '"addmm" not implemented for 'Long'', 'Input type (long int) and bias type (float) should be the same'
+_DEVICE_WORDS = re.compile(r"cuda|device", re.IGNORECASE)
 _DTYPE_FAILURE = re.compile(
     r"dtype|datatype|scalar type|not implemented for '|can't be cast to|"
     r"type \([^)]*\) and \w+ type \([^)]*\) should be the same",
@@ -199,6 +200,8 @@ def _size_hint(spec: BuildSpec, reason: str) -> str:
             "declare one input per argument of forward(), in its order"
         )
     if _DTYPE_FAILURE.search(reason):  # another size would fail alike: the dtype is the advice
+        if _DEVICE_WORDS.search(reason) or not spec.inputs:  # a CPU/GPU mismatch is no dtype the user declared
+            return ""
         declared = ", ".join(f"{t.name} {t.dtype}" for t in spec.inputs)
         return (
             f"; torch names a data type: the inputs were declared {declared}: give each the dtype forward() computes "

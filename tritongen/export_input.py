@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .dim_ranges import MAX_DIM_SIZE, DimRange, TiedDim, batch_dims_hint
@@ -63,18 +62,6 @@ class _Entry:
     name: str
     tensor: bool
     value: Any = None  # a value fixed at export (tensor False)
-
-
-def is_exported_archive(model: Path) -> bool:
-    """Whether ``model`` is a torch.export archive (read from its content, not its name)."""
-    from .load.detect import detect_format
-
-    if not model.is_file():
-        return False
-    try:
-        return detect_format(model).kind == "torch.export"
-    except TritongenError:
-        return False
 
 
 def program_inputs_from_program(

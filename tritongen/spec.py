@@ -518,6 +518,16 @@ def build_spec_from_options(
     )
     inputs_from, inputs_note = "flags", ""
     tied: tuple[TiedDim, ...] = ()
+    detected: list[Any] = []  # the model file's format, read once (a zip's members are all checked: GBs take seconds)
+
+    def model_format() -> Any:
+        if not detected:
+            detected.append(_model_format(model))
+        return detected[0]
+
+    def exported() -> bool:
+        return getattr(model_format(), "kind", None) == "torch.export"
+
     if inputs:
         input_specs = _entries(inputs, "inputs", tensor_spec_from_arg, tensor_spec_from_dict)
     elif file_opts.get("inputs"):
@@ -529,7 +539,7 @@ def build_spec_from_options(
         )
     elif onnx_file:
         input_specs = ()  # read from the graph below
-    elif samples_path is not None and not _is_exported_archive(model):  # a program keeps its own inputs below
+    elif samples_path is not None and not exported():  # a program keeps its own inputs below
         from .npz import arrays_from_npz
 
         input_specs = tensor_specs_from_samples(arrays_from_npz(samples_path), batched=mbs > 0)
@@ -537,16 +547,14 @@ def build_spec_from_options(
         inputs_from = "samples"
     elif model.is_dir() or tokenizer is not None:
         input_specs = ()  # a Hugging Face folder or a tokenizer: the ensemble builder decides the inputs
-    elif _is_exported_archive(model):
+    elif exported():
         program = _program_inputs(model, allow_pickle, given_mbs, ranges, file_opts, max_dynamic_dim)
         input_specs, mbs, inputs_from = program.inputs, program.max_batch_size, "program"
         ranges = (*ranges, *program.dim_ranges)
         inputs_note, tied = program.batch_note, program.tied_dims
     else:
-        if model.is_file():  # a file that is no model is named as such before its inputs are asked for
-            from .load.detect import detect_format
-
-            detect_format(model)
+        if isinstance(model_format(), TritongenError):  # a file that is no model, named before its inputs are asked
+            raise model_format()
         raise TritongenError(
             "the model's inputs are not declared",
             "pass --input NAME:DTYPE:DIMS (e.g. x:FP32:3,224,224), --spec spec.yaml or --sample-inputs samples.npz",
@@ -674,10 +682,17 @@ def _entries(
     return tuple(out)
 
 
-def _is_exported_archive(model: Path) -> bool:
-    from .export_input import is_exported_archive
+def _model_format(model: Path) -> Any:
+    """The format of the model file, read from its content (:func:`tritongen.load.detect.detect_format`); the
+    refusal of a file that is no model; None where ``model`` is no file (a Hugging Face folder)."""
+    from .load.detect import detect_format
 
-    return is_exported_archive(model)
+    if not model.is_file():
+        return None
+    try:
+        return detect_format(model)
+    except TritongenError as exc:
+        return exc
 
 
 def _program_inputs(

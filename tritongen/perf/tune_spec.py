@@ -217,7 +217,7 @@ class TuneResult:
             else:
                 mark = ""
                 if self.winner is not None and t is self.winner:
-                    mark = "  <- best" + (" (chosen when measured again)" if self._outread_in_search() else "")
+                    mark = "  <- best" + (" (chosen when measured again)" if self._chosen_over() else "")
                 mark += "  (pruned after one point)" if t.pruned else ""
                 lines.append(
                     f"{t.candidate.label():<64} {int(t.best.load):>4} "
@@ -254,14 +254,23 @@ class TuneResult:
         re-measurement)."""
         assert self.winner is not None
         line = f"best: {self.winner.candidate.label()}: {self.winner.score:.1f} req/s in the search"
+        return line + self._against_start() + self._chosen_over()
+
+    def _chosen_over(self) -> str:
+        """Why a config that read more in the search lost, from its re-measurements ("" where it has none)."""
         outread = self._outread_in_search()
-        chosen = (
-            f"; chosen over {outread.candidate.label()}, which read more in the search ({outread.score:.1f} req/s) "
-            "but less when measured again"
-            if outread is not None
-            else ""
+        if outread is None or outread.candidate not in self.confirmation_configs:
+            return ""
+        held = self._held(outread.candidate)
+        why = (
+            "went over the p99 target when measured again"
+            if held is None
+            else f"read less when measured again ({held.throughput_rps:.1f} req/s)"
         )
-        return line + self._against_start() + chosen
+        return (
+            f"; chosen over {outread.candidate.label()}, which read more in the search ({outread.score:.1f} req/s) "
+            f"but {why}"
+        )
 
     def _against_start(self) -> str:
         """The winner against the starting config, in parentheses: re-measured figures where both have one."""
