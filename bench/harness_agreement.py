@@ -20,6 +20,8 @@ Every comparison is one protocol for both engines (perf_analyzer ``-i grpc`` aga
    it out). On a ~1 ms model a closed loop's throughput follows each client's own time per request, and the two
    perf_analyzer clients differ from each other by about as much as either differs from the built-in engine:
    the second is the reference that shows whether the built-in engine measures the server or its own client.
+   The summary also judges perf_analyzer against itself (default client / asynchronous client, same rounds, same
+   bands): where the reference's two clients miss the 5% band between themselves, the load is client-bound.
 2. Drive: the highest request rate each can push through a trivial model (DynamicSeq, a mean over 8
    features): closed loop at high concurrency, and open loop offered at twice that; prints the ratio of
    achieved throughputs. Target: >= 0.8 of perf_analyzer's.
@@ -328,6 +330,16 @@ def summary(protocols, agreement, drives, args) -> None:
                         f"    the server's CPU per request, {REFERENCES[ref]} / built-in: {cpu_ratio:.3f} (median of "
                         "rounds; the throughput ratio where the server's cores are saturated)"
                     )
+                if "pa_self" in a:  # how far the reference agrees with itself: the band a client-bound load allows
+                    tp_word, tp_text = band_verdict(a["pa_self"][0], 0.95, 1.05)
+                    p99_word, p99_text = band_verdict(a["pa_self"][1], 0.90, 1.10)
+                    ok = tp_word in MET and p99_word in MET
+                    print(
+                        f"  perf_analyzer against itself ({REFERENCES['perf_analyzer']} / "
+                        f"{REFERENCES['perf_analyzer_async']}): {'within' if ok else 'OUTSIDE'} the same targets"
+                    )
+                    print(f"    throughput {tp_text}; per round " + ", ".join(f"{r:.3f}" for r in a["pa_self"][0]))
+                    print(f"    p99 {p99_text}; per round " + ", ".join(f"{r:.3f}" for r in a["pa_self"][1]))
                 cpu, outside, batch = a["cpu_us"], a["outside_us"], a["avg_batch"]
                 print(
                     f"  client CPU per request: built-in {cpu['builtin']:.0f} us ({a['client_cpu_cores']:.2f} cores); "
@@ -422,6 +434,12 @@ def agree(server, repo: Path, protocol: str, model: str, concurrency: int, args,
         out.setdefault("server_cpu_ratios", {})[ref] = [
             sum(r) / sum(b) if sum(b) else 0.0 for b, r in zip(server_us["builtin"], server_us[ref])
         ]
+    if "perf_analyzer_async" in figures:  # the reference against itself: its two clients, same round
+        pairs = list(zip(figures["perf_analyzer"], figures["perf_analyzer_async"]))
+        out["pa_self"] = (
+            [d.throughput_rps / a.throughput_rps for d, a in pairs],
+            [d.latency.p99_ms / a.latency.p99_ms for d, a in pairs],
+        )
     out["client_cpu_cores"] = statistics.median(p.client_cpu_cores or 0.0 for p in figures["builtin"])
     out["cpu_us"] = {e: statistics.median(p.client_cpu_us_per_request or 0.0 for p in ps) for e, ps in figures.items()}
     # Each request's time outside Triton's queue and compute (the client's own latency, the network, Triton's
