@@ -112,7 +112,7 @@ def test_calibration_data_past_the_total_bound_is_refused(tmp_path, monkeypatch,
     "config, words",
     [
         ({"image_mean": [0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}, "image_mean is .* not one or three finite numbers"),
-        ({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.0, 0.5]}, "image_std is .* finite numbers above 0"),
+        ({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.0, 0.5]}, "image_std is .* numbers above 0"),
         ({"image_mean": ["a", "b", "c"]}, "image_mean is"),
         ({"image_mean": {"r": 1}}, "image_mean is"),
         ([0.5, 0.5, 0.5], "is not a JSON object"),
@@ -132,13 +132,52 @@ def test_image_normalisation_from_the_preprocessor_config(tmp_path):
     plain = calibration_data_from_path(tmp_path / "images", X, True, 8).calib[0]["x"]
     hf = tmp_path / "hf"
     hf.mkdir()
-    (hf / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5, 0.25, 0.0], "image_std": 0.5}))
+    config = {"size": {"height": 8, "width": 8}, "image_mean": [0.5, 0.25, 0.0], "image_std": 0.5, "resample": 3}
+    (hf / "preprocessor_config.json").write_text(json.dumps(config))
     normalised = calibration_data_from_path(tmp_path / "images", X, True, 8, tokenizer=hf).calib[0]["x"]
     mean = np.array([0.5, 0.25, 0.0], np.float32).reshape(1, 3, 1, 1)
-    np.testing.assert_allclose(normalised, (plain - mean) / 0.5, rtol=1e-6)
+    np.testing.assert_allclose(normalised, (plain - mean) / 0.5, rtol=1e-5, atol=1e-6)
     (hf / "preprocessor_config.json").write_bytes(b"{" + b" " * (2 << 20) + b"}")
     with pytest.raises(TritongenError, match="preprocessor_config.json cannot be read \\(it is over 1 MiB"):
         calibration_data_from_path(tmp_path / "images", X, True, 8, tokenizer=hf)
+
+
+def test_calibration_images_get_the_served_steps_resize_crop_and_rescale(tmp_path):
+    """Calibration squashed every image to H x W and always normalised, while the served step resizes the shortest
+    edge, centre-crops (ConvNext's crop_pct) and honours do_normalize: INT8 was calibrated, and its guard checked,
+    on other pixels than the ensemble feeds the model."""
+    import importlib.util
+
+    from PIL import Image
+
+    from tritongen.hf import image_settings_from_folder
+    from tritongen.templates import template_path
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    config = {"size": {"shortest_edge": 8}, "crop_pct": 0.5, "do_normalize": False, "rescale_factor": 0.5}
+    (hf / "preprocessor_config.json").write_text(json.dumps(config))
+    got = calibration_data_from_path(folder, X, True, 8, tokenizer=hf, holdout=False)
+    path = template_path("python/image_preprocess.py")  # the served step, imported as the build imports it
+    spec = importlib.util.spec_from_file_location("served_step", path)
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
+    settings = json.loads(json.dumps(image_settings_from_folder(hf).to_dict()))  # as image_processor.json holds it
+    with Image.open(folder / "0.png") as image:
+        served = step.normalise(step.pixels_from_image(image, settings)[None], settings)
+        squashed = np.asarray(image.convert("RGB").resize((8, 8)), np.float32).transpose(2, 0, 1)[None] / 255
+    first = np.concatenate([b["x"] for b in got.eval])[:1]
+    np.testing.assert_array_equal(first, served)
+    assert served.max() > 1.5 and not np.allclose(first, squashed, atol=0.05)  # rescaled by 0.5, not 1/255; cropped
+    config["size"] = {"shortest_edge": 6}  # a 6 x 6 crop for an 8 x 8 input
+    (hf / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(TritongenError, match="makes 6 x 6 pixels, but the model's image input is 8 x 8"):
+        calibration_data_from_path(folder, X, True, 8, tokenizer=hf)
 
 
 def _minilm_dir():
@@ -247,3 +286,19 @@ def test_a_long_calibration_line_is_cut_before_tokenizing_and_within_the_positio
     rows = np.concatenate([b["input_ids"] for b in data.calib + data.eval])
     assert rows.shape[1] == 64  # the position table, not the tokenizer's 128
     assert calibration._length_limits(type("T", (), {"model_max_length": "abc"})(), folder) == [64]
+
+
+def test_a_calibration_tokenizer_is_checked_as_the_served_steps_is(tmp_path):
+    """Calibration loaded the tokenizer folder itself: a tokenizer.json linked to a file outside the folder was read
+    (the served step's checked_tokenizer_files refuses links: one led to a secret)."""
+    import shutil
+
+    folder = tmp_path / "tok"
+    shutil.copytree(_minilm_dir(), folder)
+    real = tmp_path / "elsewhere.json"
+    (folder / "tokenizer.json").rename(real)
+    (folder / "tokenizer.json").symlink_to(real)
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a sentence\n" * 20)
+    with pytest.raises(TritongenError, match="tokenizer.json.*link"):
+        calibration_data_from_path(lines, IDS, True, tokenizer=folder)

@@ -443,6 +443,11 @@ def test_urls_people_write_are_accepted():
 
     assert host_port_from_url("grpc://localhost:8001/") == "localhost:8001"
     assert host_port_from_url("http://[::1]:8000") == "[::1]:8000"
+    # the scheme as protocol_for_url reads it (any case): "HTTP://..." was "not host:port with a port from 1 to 65535"
+    assert host_port_from_url(" HTTP://127.0.0.1:8000/") == "127.0.0.1:8000"
+    from tritongen.perf.spec import PerfSpec
+
+    assert PerfSpec(model="m", url="Grpc://10.0.0.5:8001").resolved_url() == "10.0.0.5:8001"
     assert host_port_from_url("localhost:8000/triton") == "localhost:8000/triton"  # HTTP behind a proxy's path
     with pytest.raises(TritongenError, match="asks for TLS"):
         host_port_from_url("https://triton.example.com:443")  # would go in clear
@@ -488,6 +493,45 @@ def test_malformed_metadata_from_a_server_is_one_error(meta, config):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    "index, names",
+    [
+        ([{"name": "double", "version": "1"}, {"name": "pnet"}, {"name": {"x": 1}}, "junk"], None),  # refused whole
+        ([{"name": "double", "version": "1"}, {"name": "pnet"}, {"name": {"x" * 9: 1}}], ["double", "pnet"]),
+        ([{"name": "m"}] * 100_001, []),  # past the bound every other index reader keeps: no suggestion
+    ],
+)
+def test_the_served_names_for_a_did_you_mean_are_read_as_bounded_as_the_repository_index(index, names):
+    """served_model_names parsed the index itself: no bound on its entries, a dict's text taken for a name."""
+    import http.server
+    import json
+    import threading
+
+    from tritongen.client import served_model_names
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps(index).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got = served_model_names(f"127.0.0.1:{server.server_address[1]}", "http", timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == (names or [])
 
 
 def test_a_rejected_request_points_at_the_metadata_of_the_server_it_went_to():

@@ -55,6 +55,8 @@ def test_cpu_lists_parse_to_sorted_sets_and_print_back_compactly():
         ("100000", "is not available here"),
         ("0-99999999999999", "beyond any machine's"),  # refused before a range that size is built
         ("1" * 5000, "beyond any machine's"),
+        ("\u00b2", "is not a list of CPU ids"),  # str.isdigit takes it, int() does not: was a traceback
+        ("0-\u00b2", "is not a list of CPU ids"),
     ],
 )
 def test_bad_cpu_lists_are_one_clear_error(text, problem):

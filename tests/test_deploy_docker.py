@@ -596,16 +596,17 @@ def test_the_readmes_check_of_an_ensemble_with_a_variant_model_step_checks_that_
     are FP32 PyTorch's, and an INT8 step is checked alone against the accuracy guard's bar."""
     import tritongen.end_to_end as end_to_end
     import tritongen.manifest as manifest
-    from tritongen.deploy.docker import _check_entry
-    from tritongen.layout import REFERENCE_NAME, artifact_dir
+    from tritongen.end_to_end import check_target
+    from tritongen.layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir
 
-    for name, saved in (("m", end_to_end.END_TO_END_NAME), ("m_model", REFERENCE_NAME)):
+    for name, saved in (("m", (end_to_end.END_TO_END_NAME,)), ("m_model", (REFERENCE_NAME, SAMPLES_NAME))):
         (tmp_path / name / "1").mkdir(parents=True)
         (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\n')
         artifact_dir(tmp_path / name, 1).mkdir(parents=True, exist_ok=True)
-        (artifact_dir(tmp_path / name, 1) / saved).write_text("{}")
+        for file in saved:
+            (artifact_dir(tmp_path / name, 1) / file).write_text("{}")
     monkeypatch.setattr(manifest, "read_manifest", lambda model_dir, version: model_dir.name)
     monkeypatch.setattr(end_to_end, "step_precision", lambda record: precision)
-    assert _check_entry(tmp_path / "m") == entry
-    (artifact_dir(tmp_path / "m_model", 1) / REFERENCE_NAME).unlink()
-    assert _check_entry(tmp_path / "m") == ("m" if precision == "fp32" else None)
+    assert check_target(tmp_path / "m") == entry
+    (artifact_dir(tmp_path / "m_model", 1) / SAMPLES_NAME).unlink()  # infer --check sends the saved samples
+    assert check_target(tmp_path / "m") == ("m" if precision == "fp32" else None)

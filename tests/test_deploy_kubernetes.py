@@ -1202,6 +1202,20 @@ def test_the_load_time_a_bundle_takes_from_tune_json_is_the_verified_record(tmp_
         load_time_from_tune_record(model_dir, {"m/1/tritongen/tune.json": digest})
 
 
+def test_tune_records_are_read_from_version_folders_only_the_newest_first(tmp_path):
+    """A glob of ``*/tritongen/tune.json`` read ``01/`` and ``9x/`` (folders Triton never loads) as versions, and
+    ``9x`` sorted as the newest."""
+    from tritongen.deploy.thresholds import load_time_from_tune_record
+
+    model_dir = tmp_path / "m"
+    for folder, load_s in (("1", 1.5), ("2", 2.5), ("01", 7.0), ("9x", 9.0), ("10", None)):
+        record = model_dir / folder / "tritongen" / "tune.json"
+        record.parent.mkdir(parents=True)
+        if load_s is not None:
+            record.write_text(json.dumps({"winner": {"load_s": load_s}}))
+    assert load_time_from_tune_record(model_dir) == 2.5  # version 2's: 10 holds none, 9x and 01 are no versions
+
+
 @pytest.mark.parametrize("target", ["kubernetes", "docker"])
 def test_deploy_checks_the_signature_first_where_a_key_is_given(work, tmp_path, capsys, target):
     """deploy took no --public-key (verify, serve, rollout and tune do): a writer who rewrote a manifest with a

@@ -76,6 +76,22 @@ def test_the_readers_of_images_and_text_files_refuse_fifos_and_large_files(tmp_p
         inputs.request_set_from_text(lines, "TEXT", batched=True)
 
 
+def test_infer_refuses_an_image_the_served_pre_processing_step_would_refuse(tmp_path):
+    """infer --image took up to 64 MiB while the served step takes 32: a 40 MiB image was sent, then refused."""
+    from tritongen.errors import TritongenError
+    from tritongen.hf import MAX_IMAGE_FILE_BYTES
+    from tritongen.infer import ensemble_inputs_from_files
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_IMAGE_FILE_BYTES + 1)  # sparse: no 32 MiB written
+    with pytest.raises(TritongenError, match="is over 32 MiB"):
+        ensemble_inputs_from_files(images=(big,))
+    with open(big, "r+b") as f:
+        f.truncate(MAX_IMAGE_FILE_BYTES)
+    assert len(ensemble_inputs_from_files(images=(big,))["IMAGE"]) == 1
+
+
 def test_every_reader_of_a_config_pbtxt_is_bounded(tmp_path):
     """config.pbtxt is read by one bounded reader (layout.config_text): validate, the deploy bundle's Python-model
     scan, serve's numpy check, tune's and engine's rewrites; a 5 MiB config is one clean error (or, where only a

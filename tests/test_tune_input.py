@@ -15,8 +15,9 @@ from tests.conftest import run_cli
         (["--max-concurrency", "-2"], "error: --max-concurrency -2 is not from 1 to 4096: give the largest"),
         (["--max-concurrency", "5000"], "error: --max-concurrency 5000 is not from 1 to 4096: give the largest"),
         # taken silently as the default (the CPU cores)
-        (["--max-instances", "0"], "error: --max-instances 0 is below 1: give the largest instance count to try"),
-        (["--max-instances", "-1"], "error: --max-instances -1 is below 1: give the largest instance count to try"),
+        (["--max-instances", "0"], "error: --max-instances 0 is not from 1 to 256: give the largest instance count to"),
+        (["--max-instances", "-1"], "error: --max-instances -1 is not from 1 to 256: give the largest instance count"),
+        (["--max-instances", "257"], "error: --max-instances 257 is not from 1 to 256: give the largest instance"),
         # -3 said "pass 0 or more", then 0 was refused as "not positive"
         (["--max-p99-ms", "-3"], "error: --max-p99-ms -3 is not above 0: give the p99 latency bound in milliseconds"),
         (["--max-p99-ms", "0"], "error: --max-p99-ms 0 is not above 0: give the p99 latency bound in milliseconds"),
@@ -31,7 +32,7 @@ def test_bad_tune_options_are_one_line_that_states_the_accepted_range(capsys, tm
     assert err.strip().splitlines() == [err.strip()] and err.strip().startswith(line), err
 
 
-def test_the_search_space_takes_the_instances_given_and_the_cores_when_none_is():
+def test_the_search_space_takes_the_instances_given_and_the_cores_when_none_is(monkeypatch):
     import os
 
     from tritongen.perf.tune_configs import search_space
@@ -41,6 +42,9 @@ def test_the_search_space_takes_the_instances_given_and_the_cores_when_none_is()
     assert search_space(TuneSpec("m", 10, max_instances=1), base, True)["instances"] == [1]
     cores = os.cpu_count() or 4
     assert search_space(TuneSpec("m", 10), base, True)["instances"] == list(range(1, cores + 1))
+    # a machine of more cores than validate takes instances: the search stops at what validate takes
+    monkeypatch.setattr(os, "cpu_count", lambda: 512)
+    assert search_space(TuneSpec("m", 10), base, True)["instances"][-1] == 256
 
 
 def test_no_preferred_sizes_and_the_max_alone_are_one_config_measured_once():

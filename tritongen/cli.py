@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__, api
-from .cli_options import ALLOW_UNVERIFIED, PROTOCOL, PUBLIC_KEY, SIGNATURE, name_from_folder
+from .cli_options import ALLOW_UNVERIFIED, PROTOCOL, PUBLIC_KEY, SIGNATURE, echo_err, name_from_folder
 from .cpus import cpus_text
 from .errors import TritongenError
 from .logs import attach_cli_handler
@@ -25,10 +25,6 @@ from .server.allocator import ALLOCATORS
 from .server.spec import MODEL_CONTROL_MODES
 
 _DEBUG = {"on": False}
-
-
-def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
@@ -243,7 +239,7 @@ def build(model: Path, no_warmup: bool, **options) -> None:
       tritongen build model.pt --precision int8 --calib-data calib.npz --min-cosine 0.99
       tritongen build retrained.pt --name resnet --input x:FP32:3,224,224 --new-version
     """
-    made = api.build(model, progress=_echo_err, warmup=False if no_warmup else None, **options)
+    made = api.build(model, progress=echo_err, warmup=False if no_warmup else None, **options)
     click.echo(made.text())
 
 
@@ -391,9 +387,9 @@ def serve(
     if docker:  # checked against the image's Triton release
         click.echo(api.docker_steps(repo, **checks, **options).text())
         return
-    serving = api.serve(repo, **checks, progress=_echo_err, **options)  # its options and folder refused first
+    serving = api.serve(repo, **checks, progress=echo_err, **options)  # its options and folder refused first
     # checked as a private copy, which tritongen serves: the server's own Triton checks plans at boot
-    _echo_err(f"checking {repo.resolve()} and starting tritonserver on a checked copy of it ...")
+    echo_err(f"checking {repo.resolve()} and starting tritonserver on a checked copy of it ...")
     # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does, with the same "stopped:" line and the
     # same exit code 0: a stop that was asked for and done is the command's success (docker stop then shows
     # Exited (0), systemd a clean stop; 143 would be a failure to systemd unless SuccessExitStatus=143). Cut short
@@ -407,12 +403,12 @@ def serve(
             code = server.stop()
         log = f"; its log: {server.log_path}" if server.log_path.exists() else ""
         if server.interrupted:
-            _echo_err(f"stopped: {server.stop_words()}{log}")
+            echo_err(f"stopped: {server.stop_words()}{log}")
             return
         if code != 0:
             # how it ended, in its own log's words (a signal by name; "terminate called after ...", "Signal (6) ...")
             raise TritongenError(f"tritonserver ended on its own: {server.crash()}", f"read its log {server.log_path}")
-        _echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
+        echo_err("tritonserver exited on its own (code 0: a signal asked it to stop)")
 
 
 def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
@@ -456,13 +452,13 @@ def _print_ready(server, repo: Path, public_key: Path | None = None) -> None:
 
     for line in server.rollout_notes:  # the rollout records' live versions, pinned in the served copy
         if line.startswith("warning:"):
-            _echo_err(line)
+            echo_err(line)
         else:
             click.echo(f"  rollout {line}")
     told = {line.split("'")[1] for line in server.rollout_notes if line.count("'") >= 2}
     for line in server_warnings(server, repo.resolve()):  # a restart serves the newest version, not the record's
         if line.split("'")[1] not in told:  # a model the pin already spoke of
-            _echo_err(line)
+            echo_err(line)
     click.echo("press Ctrl-C to stop")
 
 
@@ -474,23 +470,7 @@ def _next_steps(
     wrote (``built``: those one did; default all) has no saved samples or reference: its commands take inputs.
     The model named is one whose ``infer --check`` works (its newest build saved samples and a reference, or is a
     text ensemble with an FP32 end-to-end reference), an ensemble's model step where no ensemble has one."""
-    from .end_to_end import END_TO_END_NAME
-    from .layout import REFERENCE_NAME, SAMPLES_NAME, artifact_dir, version_numbers
-    from .manifest import read_manifest
-
-    def checkable(model: str) -> bool:  # what infer --check compares against, in the newest version's build
-        versions = version_numbers(repo / model)
-        if not versions:
-            return False
-        artifacts = artifact_dir(repo / model, versions[-1])
-        try:
-            details = read_manifest(repo / model, versions[-1]).details  # infer --check reads its tolerances
-        except TritongenError:
-            return False
-        if (artifacts / END_TO_END_NAME).is_file():  # FP32 PyTorch's answers: only an FP32 model step is held to them
-            spec = details.get("model", {}).get("spec", {}) if isinstance(details.get("model"), dict) else None
-            return isinstance(spec, dict) and str(spec.get("precision", "fp32")) == "fp32"
-        return (artifacts / SAMPLES_NAME).is_file() and (artifacts / REFERENCE_NAME).is_file()
+    from .end_to_end import checkable
 
     steps = {f"{m}{suffix}" for m in models for suffix in ("_preprocess", "_model", "_postprocess")}
     entry = [m for m in models if m not in steps] or list(models)
@@ -498,7 +478,8 @@ def _next_steps(
         return []
     candidates = [m for m in entry + [m for m in models if m not in entry] if built is None or m in built]
     first = next(
-        (m for m in candidates if checkable(m)), next((m for m in entry if built is None or m in built), entry[0])
+        (m for m in candidates if checkable(repo / m)),
+        next((m for m in entry if built is None or m in built), entry[0]),
     )
     metrics = f" --metrics-url {metrics_url}" if metrics_url and not _guessed_metrics(grpc_url, metrics_url) else ""
     if built is not None and first not in built:
@@ -673,31 +654,31 @@ def main(argv: list[str] | None = None) -> None:
     except TritongenError as exc:
         if _DEBUG["on"]:
             raise
-        _echo_err(f"error: {one_line(exc.message)}")
+        echo_err(f"error: {one_line(exc.message)}")
         if exc.details:
-            _echo_err(exc.details)
+            echo_err(exc.details)
         sys.exit(exc.exit_code)
     except OSError as exc:  # disk full, permissions on a path we did not foresee
         if _DEBUG["on"]:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         problem = one_line(f"{exc.strerror or exc}{where}")
-        _echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
+        echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
         sys.exit(1)
     except click.exceptions.Abort as exc:  # click's for Ctrl-C; or SIGTERM, where serve takes it as Ctrl-C
-        _echo_err("aborted")
+        echo_err("aborted")
         sys.exit(exc.__cause__.exit_code if isinstance(exc.__cause__, Terminated) else 130)
     except click.exceptions.NoArgsIsHelpError as exc:  # `tritongen` alone: its help, as click prints it
         exc.show()
         sys.exit(0)
     except click.UsageError as exc:  # a missing argument, an unknown option, a value of the wrong type
-        _echo_err(f"error: {_usage_problem(exc)}: {_usage_fix(exc, argv)}")
+        echo_err(f"error: {_usage_problem(exc)}: {_usage_fix(exc, argv)}")
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _echo_err("interrupted")
+        echo_err("interrupted")
         sys.exit(130)
 
 

@@ -1,9 +1,9 @@
 """Click options and argument forms more than one CLI file uses (cli, cli_deploy, cli_perf, cli_rollout); this
-imports only click, tritongen.errors and tritongen.names (and tritongen.infer, inside name_from_folder)."""
+imports only click, tritongen.errors, tritongen.layout and tritongen.names (and tritongen.infer, inside
+name_from_folder)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from .errors import TritongenError
-from .names import with_suggestion
+from .layout import repository_models
+from .names import listed, with_suggestion
 
 ALLOW_UNVERIFIED = click.option(
     "--allow-unverified",
@@ -29,6 +30,11 @@ PROTOCOL = click.option(
 
 
 MODEL_ARGS_METAVAR = "REPO NAME | REPO/NAME"
+
+
+def echo_err(message: str) -> None:
+    """A line to stderr: progress and notes, so stdout holds only the result (every CLI file's progress callback)."""
+    click.echo(message, err=True)
 
 
 def repo_and_name(args: tuple[str, ...], command: str) -> tuple[Path, str]:
@@ -70,15 +76,6 @@ def name_from_folder(name: str, options: dict) -> str:
     return name
 
 
-def _repository_models(folder: Path) -> list[str]:
-    """The models of the repository ``folder`` (folders with a config.pbtxt; at most 1000 looked at); none where it
-    is no folder."""
-    if not folder.is_dir():
-        return []
-    found = (p for p in folder.glob("*/config.pbtxt") if p.is_file())
-    return sorted(p.parent.name for p in itertools.islice(found, 1000))
-
-
 def _refuse_missing_model(given: str) -> None:
     """Raise when ``given`` reads as ``REPO/NAME`` for a repository that holds no model NAME (a typo in NAME was
     taken whole for a model's name, and the default repository named: "no build of model 'repo/convnett' in
@@ -86,10 +83,10 @@ def _refuse_missing_model(given: str) -> None:
     folder = Path(given)
     if (os.sep not in given and "/" not in given) or folder.name in ("", ".", "..") or folder.exists():
         return  # a name, or a folder that is there (without a config.pbtxt: said as such where it is read)
-    models = _repository_models(folder.parent)
+    models = repository_models(folder.parent)
     if models and folder.name not in models:
         raise TritongenError(
-            f"the model repository {folder.parent} holds no model '{folder.name}' (models there: {_first(models)})",
+            f"the model repository {folder.parent} holds no model '{folder.name}' (models there: {listed(models)})",
             with_suggestion(folder.name, models, "check the model's name"),
         )
 
@@ -97,19 +94,13 @@ def _refuse_missing_model(given: str) -> None:
 def _refuse_repository(given: str, command: str, fix: Callable[[str], str]) -> None:
     """Raise when the folder ``given`` for a model is a repository (model folders with a config.pbtxt in it), naming
     its first models (at most 1000 looked at); ``fix`` words the fix for its first model."""
-    models = _repository_models(Path(given))
+    models = repository_models(Path(given))
     if models:
         raise TritongenError(
             f"{given} is a model repository, not a model: {command} needs the model too (models there: "
-            f"{_first(models)})",
+            f"{listed(models)})",
             fix(models[0]),
         )
-
-
-def _first(names: list[str], shown: int = 5) -> str:
-    """``a, b, c, d, e, ... (8 in all)``."""
-    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 PUBLIC_KEY = click.option(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import PROTOCOL, name_from_folder, repo_and_name
+from .cli_options import PROTOCOL, echo_err, name_from_folder, repo_and_name
 from .errors import TritongenError
 from .perf.spec import ARRIVALS, ENGINES, PerfSpec, defaults_of, numbers_from_text
 from .perf.tune import TuneSpec
@@ -15,10 +15,6 @@ from .perf.tune import TuneSpec
 # The defaults shown in --help are the specs' own (one place: the dataclasses).
 PERF_DEFAULTS = defaults_of(PerfSpec)
 TUNE_DEFAULTS = defaults_of(TuneSpec)
-
-
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @click.command(short_help="Load-test a served model: throughput, latency percentiles, HTML report.")
@@ -182,7 +178,7 @@ def perf(targets: tuple[str, ...], concurrency, request_rate, report_dir, compar
                 request_rates=numbers_from_text(request_rate, float, "--request-rate"),
                 version_split=version_split or (),
                 report_dir=report_dir,  # checked before any load is sent; the report is written there after the run
-                progress=_progress,
+                progress=echo_err,
                 **options,
             )
     except LevelFailed as failed:  # a level where every request failed: the table first, then the one error
@@ -320,7 +316,7 @@ def tune(model: tuple[str, ...], dry_run: bool, **options) -> None:
     # SIGTERM (kill, a CI job's timeout, docker stop) ends tune as Ctrl-C does: the server is loaded with what
     # config.pbtxt says before "aborted" (exit 143), rather than left on the candidate being measured.
     with sigterm_as_keyboard_interrupt():
-        result = api.tune(model_dir, write=not dry_run, progress=_progress, **options)
+        result = api.tune(model_dir, write=not dry_run, progress=echo_err, **options)
     click.echo(result.table())
     config = Path(model_dir) / "config.pbtxt"
     served = f"; {result.served}" if result.served else ""

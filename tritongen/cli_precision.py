@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import api
+from .cli_options import echo_err
 from .errors import TritongenError
 
 
@@ -50,7 +51,7 @@ def engine(repo: Path, workspace_gb: float | None, optimization_level: int | Non
         optimization_level=optimization_level,
         per_cc=per_cc,
         rebuild=rebuild,
-        progress=lambda m: click.echo(m, err=True),
+        progress=echo_err,
     )
     for r in results:
         click.echo(r.text())

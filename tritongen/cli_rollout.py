@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .cli_options import ALLOW_UNVERIFIED, MODEL_ARGS_METAVAR, PROTOCOL, SIGNATURE, repo_and_name
+from .cli_options import ALLOW_UNVERIFIED, MODEL_ARGS_METAVAR, PROTOCOL, SIGNATURE, echo_err, repo_and_name
 from .deploy.gate import GateThresholds
 from .errors import TritongenError
 from .signals import sigterm_as_keyboard_interrupt
@@ -29,10 +29,6 @@ _PUBLIC_KEY = click.option(
     "of a server that serve --public-key started on this machine, else no signature check.",
 )
 _URL_HELP = "Server address (default 127.0.0.1:8001 for gRPC, or $TRITONGEN_URL). It needs explicit model control."
-
-
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @click.command(short_help="Load a new version beside the live one, judge it, switch to it, unload the old one.")
@@ -113,7 +109,7 @@ def rollout(model: tuple[str, ...], to_version: int, **options) -> None:
     repo, name = repo_and_name(model, "rollout")
     options["headers"] = headers_from_options(options.pop("header"))
     with sigterm_as_keyboard_interrupt():  # SIGTERM (kill, a CI timeout) undoes the gate as Ctrl-C does
-        result = api.rollout(repo, name, to_version=to_version, progress=_progress, **options)
+        result = api.rollout(repo, name, to_version=to_version, progress=echo_err, **options)
     click.echo(result.summary())
     if result.gate is not None and not result.gate.passed:
         fix = f"see {result.gate.path}, fix the model or pass looser thresholds"
@@ -160,7 +156,7 @@ def rollback(model: tuple[str, ...], **options) -> None:
     repo, name = repo_and_name(model, "rollback")
     options["headers"] = headers_from_options(options.pop("header"))
     with sigterm_as_keyboard_interrupt():  # SIGTERM finishes or leaves the switch as Ctrl-C does
-        result = api.rollback(repo, name, progress=_progress, **options)
+        result = api.rollback(repo, name, progress=echo_err, **options)
     click.echo(result.summary())
 
 

@@ -54,11 +54,14 @@ def default_url(protocol: str = "grpc") -> str:
     return os.environ.get(f"TRITONGEN_{protocol.upper()}_URL") or os.environ.get(URL_ENV) or DEFAULT_URLS[protocol]
 
 
+_SCHEME = re.compile(r"^\s*(grpc|http)://", re.IGNORECASE)  # a server URL's scheme, as every reader of one takes it
+
+
 def protocol_for_url(url: str | None, protocol: str | None, option: str = "--url") -> str:
     """The protocol to speak to ``url``: ``protocol`` when given, else the URL's scheme (``http://`` HTTP,
     ``grpc://`` gRPC), else gRPC. A scheme that contradicts ``protocol`` is refused (one would be tried on the
     other's port and answer "no server")."""
-    match = re.match(r"\s*(grpc|http)://", url or "", re.IGNORECASE)
+    match = _SCHEME.match(url or "")
     scheme = match.group(1).lower() if match else getattr(url, "protocol", None)  # a ServerAddress knows its own
     if protocol is None:
         return scheme or "grpc"
@@ -446,13 +449,10 @@ class Triton:
     def repository_index(self) -> list[dict[str, str]]:
         """Every model version the repository holds: ``[{"name", "version", "state", "reason"}]`` (a field the
         server gives as other than text or a number is empty)."""
-        answer = self._call("get_model_repository_index", "", json_answer=True)
-        entries = answer.get("models", []) if isinstance(answer, dict) else answer
-        entries = entries or []
-        listed = isinstance(entries, list) and len(entries) <= MAX_INDEX_ENTRIES
-        if not (listed and all(isinstance(e, dict) for e in entries)):
+        entries = _index_entries(self._call("get_model_repository_index", "", json_answer=True))
+        if entries is None:
             raise self._not_triton("its repository index", "a list of models")
-        return [{k: _index_field(e.get(k)) for k in ("name", "version", "state", "reason")} for e in entries]
+        return entries
 
     def _not_triton(self, what: str, expected: str) -> TritongenError:
         return TritongenError(
@@ -584,6 +584,18 @@ class Triton:
 
 MAX_INDEX_ENTRIES = 100_000  # model versions in one repository index
 MAX_COUNT = 2**64 - 1  # Triton's statistics are uint64
+
+
+def _index_entries(answer: Any) -> list[dict[str, str]] | None:
+    """A repository index answer (HTTP's list, gRPC's ``{"models": [...]}``) as ``[{"name", "version", "state",
+    "reason"}]``, each field bounded (:func:`_index_field`); None where it is not a list of at most
+    :data:`MAX_INDEX_ENTRIES` objects."""
+    entries = (answer.get("models", []) if isinstance(answer, dict) else answer) or []
+    if not (
+        isinstance(entries, list) and len(entries) <= MAX_INDEX_ENTRIES and all(isinstance(e, dict) for e in entries)
+    ):
+        return None
+    return [{k: _index_field(e.get(k)) for k in ("name", "version", "state", "reason")} for e in entries]
 
 
 def _index_field(value: Any) -> str:
@@ -773,7 +785,7 @@ def host_port_from_url(url: str, option: str = "--url") -> str:
             f"{option} {ascii(text)[1:-1][:80]} asks for TLS, which tritongen's clients do not speak",
             f"pass {option} host:port of the server's plain HTTP/gRPC port (terminate TLS in front of it)",
         )
-    text = re.sub(r"^(grpc|http)://", "", text).rstrip("/")
+    text = _SCHEME.sub("", text, count=1).rstrip("/")
     if not text:
         raise TritongenError("no server URL given", f"pass {option} host:port (gRPC is usually 8001, HTTP 8000)")
     host, sep, port = text.split("/", 1)[0].rpartition(":")  # HTTP may carry a base path: host:port/triton
@@ -1123,7 +1135,7 @@ def error_kind(error: BaseException) -> str:
     _, status = _error_text(error)
     if status.startswith("StatusCode."):
         return _GRPC_KINDS.get(status.removeprefix("StatusCode."), REJECTED)
-    if status.isdigit():
+    if status.isascii() and status.isdigit():
         return _HTTP_KINDS.get(int(status), REJECTED)
     return REJECTED
 
@@ -1140,8 +1152,7 @@ def served_model_names(url: str, protocol: str, timeout_s: float) -> list[str]:
             _close(client)
     except Exception:  # noqa: BLE001 -- no answer, no suggestion
         return []
-    entries = answer.get("models", []) if isinstance(answer, dict) else answer
-    return sorted({str(e.get("name", "")) for e in entries if isinstance(e, dict)} if isinstance(entries, list) else [])
+    return sorted({e["name"] for e in _index_entries(answer) or () if e["name"]})
 
 
 def classify_error(error: BaseException, url: str, protocol: str, model: str, timeout_s: float) -> TritongenError:

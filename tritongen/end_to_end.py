@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import TritongenError
 from .files import json_file
+from .layout import CONFIG_NAME, REFERENCE_NAME, SAMPLES_NAME, artifact_dir, version_numbers
 from .parity import OutputParity, compare_arrays
 from .pre_post import EMBEDDING_OUTPUT, LABELS_OUTPUT, SCORES_OUTPUT, TEXT_INPUT
 
@@ -99,6 +100,39 @@ def step_precision(manifest: Any) -> str:
     reference is FP32 PyTorch's (parity tolerances, exact labels): it checks an ensemble end to end only where that
     step is FP32; another is checked alone, against the accuracy guard's bar (``infer NAME_model --check``)."""
     return str(manifest.spec_record("model").get("precision", "fp32"))
+
+
+def checkable(model_dir: Path) -> bool:
+    """Whether ``infer --check`` checks the model of ``model_dir`` as its newest build left it: a readable manifest
+    (``infer`` reads its tolerances) and saved samples with their reference, or, for an ensemble, an end-to-end
+    reference with an FP32 model step (:func:`step_precision`). The one answer the next steps ``serve`` prints and
+    the deploy bundle's README give."""
+    from .manifest import read_manifest
+
+    versions = version_numbers(model_dir)
+    if not versions or not (model_dir / CONFIG_NAME).is_file():
+        return False
+    artifacts = artifact_dir(model_dir, versions[-1])
+    try:
+        manifest = read_manifest(model_dir, versions[-1])
+    except TritongenError:
+        return False
+    if (artifacts / END_TO_END_NAME).is_file():
+        return step_precision(manifest) == "fp32"
+    return (artifacts / SAMPLES_NAME).is_file() and (artifacts / REFERENCE_NAME).is_file()
+
+
+def check_target(model_dir: Path) -> str | None:
+    """The model ``infer --check`` checks for the entry point ``model_dir``: itself where :func:`checkable`, an
+    ensemble's model step (``NAME_model``) where the ensemble's end-to-end reference is not for it (another precision
+    than FP32) and the step is checkable, else None."""
+    if checkable(model_dir):
+        return model_dir.name
+    step = model_dir.parent / f"{model_dir.name}_model"
+    versions = version_numbers(model_dir)
+    if versions and (artifact_dir(model_dir, versions[-1]) / END_TO_END_NAME).is_file() and checkable(step):
+        return step.name
+    return None
 
 
 def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:

@@ -29,6 +29,7 @@ from .layout import (
     config_text,
     is_model_folder,
     manifest_path,
+    version_of_folder,
 )
 
 DEFAULT_WORKSPACE_BYTES = 4 << 30
@@ -225,7 +226,7 @@ def engine_models(repo: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
     found = []
     for plan in sorted(repo.glob(pattern if is_model_folder(repo) else f"*/{pattern}")):
         version_dir = plan.parent.parent
-        if version_dir.name.isdigit():
+        if version_of_folder(version_dir.name) is not None:
             found.append((version_dir.parent, version_dir, engine_plan_from_file(plan)))
     return found
 

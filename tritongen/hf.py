@@ -11,7 +11,6 @@ what the ONNX exporter and the parity gate need.
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 
 from .errors import TritongenError
 from .files import json_file, json_from_bytes, read_problem, regular_bytes, size_text
+from .manifest import finite_number
 from .names import MAX_LABELS, check_class_index, check_label, shown, with_suggestion
 from .spec import TensorSpec
 
@@ -420,10 +420,6 @@ PIL_RESAMPLE_FILTERS = range(6)  # NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAM
 PROCESSOR_FIX = "write preprocessor_config.json as the model's image processor saves it (save_pretrained)"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def image_settings_from_folder(folder: Path) -> ImageSettings:
     """The image pre-processing of a Hugging Face folder, from its ``preprocessor_config.json`` (read bounded),
     every field it uses checked: sides whole pixels from 1 to :data:`MAX_IMAGE_SIDE`, ``image_mean``/``image_std``
@@ -470,7 +466,7 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
 
     resize = hw("size") if cfg.get("do_resize", True) else None
     crop_pct = cfg.get("crop_pct") if resize and "shortest_edge" in resize and not cfg.get("do_center_crop") else None
-    if crop_pct is not None and not (_is_number(crop_pct) and 0 < crop_pct <= 1):
+    if crop_pct is not None and not (finite_number(crop_pct) and 0 < crop_pct <= 1):
         raise bad("crop_pct", "a fraction above 0, at most 1")
     if crop_pct is not None and resize is not None and resize["shortest_edge"] >= 384:
         crop_pct = None  # ConvNext warps to a square at 384 and above
@@ -490,7 +486,7 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
         if value is None or value == []:
             return None
         values = value if isinstance(value, list) else [value]
-        if len(values) not in (1, 3) or not all(_is_number(v) for v in values):
+        if len(values) not in (1, 3) or not all(finite_number(v) for v in values):
             raise bad(key, "one or three finite numbers (one per RGB channel)")
         if key == "image_std" and min(values) <= 0:
             raise bad(key, "one or three numbers above 0 (it divides)")
@@ -501,7 +497,7 @@ def image_settings_from_folder(folder: Path) -> ImageSettings:
     if mean and std is None:
         raise bad("image_std", "one or three numbers above 0 beside image_mean")
     rescale_value = cfg.get("rescale_factor", 1 / 255)
-    if cfg.get("do_rescale", True) and not (_is_number(rescale_value) and 0 < rescale_value <= 255):
+    if cfg.get("do_rescale", True) and not (finite_number(rescale_value) and 0 < rescale_value <= 255):
         raise bad("rescale_factor", "a number above 0, at most 255 (1/255 scales bytes to 0..1)")
     rescale = float(rescale_value) if cfg.get("do_rescale", True) else None
     resample = cfg.get("resample", 2)

@@ -38,8 +38,6 @@ from .parity import ParityReport, compare_arrays
 from .precision.accuracy import AccuracyReport, accuracy_from_outputs
 from .server.local import local_server, served_repository
 
-MAX_IMAGE_BYTES = 64 << 20  # one image sent by infer --image; a photo is a few MiB
-
 CheckReport = ParityReport | AccuracyReport  # both have .ok and .table()
 
 
@@ -341,10 +339,12 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
         )
     if texts:
         return {TEXT_INPUT: np.array([[t.encode("utf-8")] for t in texts], dtype=object)}
+    from .hf import MAX_IMAGE_FILE_BYTES  # what the served pre-processing step takes: refused here, not after sending
+
     data = []
     for path in images:
         try:
-            data.append([regular_bytes(path, MAX_IMAGE_BYTES)])
+            data.append([regular_bytes(path, MAX_IMAGE_FILE_BYTES)])
         except OSError as exc:
             raise TritongenError(f"image {path} {read_problem(exc)}", "pass an image file (JPEG, PNG)") from None
     return {IMAGE_INPUT: np.array(data, dtype=object)}

@@ -18,6 +18,7 @@ A model folder::
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -91,15 +92,19 @@ def _sub_folders(model_dir: Path) -> list[str]:
     return sorted(p.name for p in model_dir.iterdir() if p.is_dir()) if model_dir.is_dir() else []
 
 
+def version_of_folder(name: str) -> int | None:
+    """The version a sub-folder of a model folder named ``name`` holds, or None where it is no version folder: its
+    name must be the number :func:`triton_version` reads from it, without a sign, within 64 bits ("0" is a version;
+    "01", "9x" and "\u00b2" are not: ``str.isdigit`` takes the last, which ``int()`` refuses). Every loop over version
+    folders filters with this."""
+    v = triton_version(name)
+    return v if v is not None and name == str(v) and v >= 0 and v in _INT64 else None
+
+
 def version_numbers(model_dir: Path) -> list[int]:
-    """Version folders Triton would consider, ascending: the sub-folders whose name is the number
-    :func:`triton_version` reads from it, without a sign, within 64 bits ("0" is a version; "01" is not). Empty
-    when ``model_dir`` is not a folder."""
-    return sorted(
-        v
-        for name in _sub_folders(model_dir)
-        if (v := triton_version(name)) is not None and name == str(v) and v >= 0 and v in _INT64
-    )
+    """Version folders Triton would consider, ascending (:func:`version_of_folder`). Empty when ``model_dir`` is not a
+    folder."""
+    return sorted(v for name in _sub_folders(model_dir) if (v := version_of_folder(name)) is not None)
 
 
 def misread_version_folders(model_dir: Path) -> list[tuple[str, int]]:
@@ -203,14 +208,18 @@ def latest_artifacts(repo: Path, name: str, inputs_option: str = "--input-file")
                 f"no build of model '{name}' in {repo} (its folder holds no version folder such as 1/)",
                 f"rebuild it with tritongen build --force, or pass {inputs_option} with inputs",
             )
-        raise TritongenError(f"no build of model '{name}' in {repo}", with_suggestion(name, _model_names(repo), fix))
+        models = repository_models(repo)
+        raise TritongenError(f"no build of model '{name}' in {repo}", with_suggestion(name, models, fix))
     return artifact_dir(Path(repo) / name, versions[-1]), versions[-1]
 
 
-def _model_names(repo: Path) -> list[str]:
-    """The model folders of ``repo`` (for a did-you-mean); empty when it is not a readable folder."""
+def repository_models(repo: Path, limit: int = 1000) -> list[str]:
+    """The models of the repository ``repo``: its folders that hold a config.pbtxt (at most ``limit`` looked at; no
+    hidden ones), sorted; none where ``repo`` is no readable folder. What every did-you-mean for a model name and
+    every "models there: ..." list reads."""
     try:
-        return sorted(p.name for p in Path(repo).iterdir() if p.is_dir() and not p.name.startswith("."))
+        found = (p for p in Path(repo).glob(f"*/{CONFIG_NAME}") if not p.parent.name.startswith(".") and p.is_file())
+        return sorted(p.parent.name for p in itertools.islice(found, limit))
     except OSError:
         return []
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import TritongenError
 from .findings import Finding
+from .layout import version_of_folder
 
 MIN_OPSET, MAX_OPSET = 9, 22  # what the TensorRT 10.x ONNX parser documents
 PROTOBUF_LIMIT_BYTES = 2 << 30
@@ -285,10 +286,11 @@ def not_for_tensorrt(onnx_path: Path) -> str:
     from .manifest import read_manifest
 
     version_dir = Path(onnx_path).parent
-    if Path(onnx_path).name != "model.onnx" or not version_dir.name.isdigit():
+    version = version_of_folder(version_dir.name)
+    if Path(onnx_path).name != "model.onnx" or version is None:
         return ""
     try:
-        target = read_manifest(version_dir.parent, int(version_dir.name)).spec_record().get("target")
+        target = read_manifest(version_dir.parent, version).spec_record().get("target")
     except (TritongenError, ValueError):
         return ""
     if target != "local":
@@ -319,7 +321,8 @@ def lint_targets(path: Path) -> list[tuple[Path, list | None]]:
         )
     model_folder = is_model_folder(path)
     found = []
-    for version_dir in sorted(p for p in path.glob("*" if model_folder else "*/*") if p.is_dir() and p.name.isdigit()):
+    folders = path.glob("*" if model_folder else "*/*")
+    for version_dir in sorted(p for p in folders if p.is_dir() and version_of_folder(p.name) is not None):
         plan = version_dir / ARTIFACT_DIR / ENGINE_PLAN_NAME
         if plan.is_file():
             content = engine_plan_from_file(plan)

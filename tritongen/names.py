@@ -73,6 +73,12 @@ def did_you_mean(name: Any, known: Iterable[Any]) -> str:
     return f"did you mean '{shown(folded[close[0]])}'?" if close else ""
 
 
+def listed(names: list[str], shown_at_most: int = 5) -> str:
+    """``a, b, c, d, e, ... (8 in all)``: the first names of a list for a message."""
+    more = f", ... ({len(names)} in all)" if len(names) > shown_at_most else ""
+    return ", ".join(shown(n) for n in names[:shown_at_most]) + more
+
+
 def _one_adjacent_swap(a: str, b: str) -> bool:
     """Whether ``a`` is ``b`` with two neighbouring characters swapped (``mpl`` and ``mlp``; not any anagram)."""
     if len(a) != len(b):

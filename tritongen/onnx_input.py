@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
+from .validate_onnx import MAX_ONNX_BYTES
 
-MAX_ONNX_BYTES = 2**31 - 1  # protobuf's limit on one message
 MIN_ONNX_OPSET = 7  # the oldest opset ONNX Runtime runs
 ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 _MODEL_FIELD_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x72, 0x7A, 0x82}  # fields 2..16 after ir_version

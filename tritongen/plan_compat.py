@@ -123,11 +123,6 @@ def plan_problems_from_repository(repo: Path, triton_version: str) -> dict[str, 
     return out
 
 
-def python_of_release(release: str) -> str:
-    """The Python (major.minor) in NGC release ``release``'s tritonserver and tensorrt images."""
-    return NGC_PLATFORMS[release][1]
-
-
 def check_release(release: str) -> str:
     """``release`` if this table knows it, else a :class:`TritongenError` listing the releases it knows."""
     from .errors import TritongenError  # noqa: PLC0415
@@ -147,13 +142,14 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
     (``model.plan`` or a ``cc_model_filenames`` entry): Triton cannot load it until ``tritongen engine`` ran.
     """
     from .errors import TritongenError
-    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME, PLAN_FILENAME, config_text
+    from .layout import ARTIFACT_DIR, CONFIG_NAME, ENGINE_PLAN_NAME, PLAN_FILENAME, config_text, version_of_folder
 
     pending: dict[str, list[int]] = {}
     for plan in sorted(Path(repo).glob(f"*/*/{ARTIFACT_DIR}/{ENGINE_PLAN_NAME}")):
         version_dir = plan.parent.parent
         model_dir = version_dir.parent
-        if not version_dir.name.isdigit() or model_dir.name.startswith("."):
+        version = version_of_folder(version_dir.name)
+        if version is None or model_dir.name.startswith("."):
             continue
         try:  # a config too large (or unreadable) is named by validate; here it names no plan
             config = config_text(model_dir / CONFIG_NAME)
@@ -161,5 +157,5 @@ def pending_plans_from_repository(repo: Path) -> dict[str, list[int]]:
             config = ""
         names = {PLAN_FILENAME, *re.findall(r'value:\s*"([^"]+\.plan)"', config)}
         if not any((version_dir / name).is_file() for name in names):
-            pending.setdefault(model_dir.name, []).append(int(version_dir.name))
+            pending.setdefault(model_dir.name, []).append(version)
     return {name: sorted(versions) for name, versions in pending.items()}

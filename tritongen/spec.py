@@ -8,6 +8,7 @@ then makes a new spec with :meth:`BuildSpec.with_outputs`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -518,12 +519,8 @@ def build_spec_from_options(
     )
     inputs_from, inputs_note = "flags", ""
     tied: tuple[TiedDim, ...] = ()
-    detected: list[Any] = []  # the model file's format, read once (a zip's members are all checked: GBs take seconds)
-
-    def model_format() -> Any:
-        if not detected:
-            detected.append(_model_format(model))
-        return detected[0]
+    # the model file's format, read once and only where needed (a zip's members are all checked: GBs take seconds)
+    model_format = functools.cache(lambda: _model_format(model))
 
     def exported() -> bool:
         return getattr(model_format(), "kind", None) == "torch.export"

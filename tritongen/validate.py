@@ -51,6 +51,7 @@ from .validate_ensemble import (
 from .validate_onnx import (
     GraphIO,
     GraphTensor,
+    config_pb2,
     graph_io_from_onnx,
     onnx_available,
     onnx_io_problems,
@@ -131,13 +132,6 @@ _ORT_TENSORRT_KEYS = frozenset(
     }
 )
 _ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "BF16", "INT8"})
-
-
-def config_pb2():
-    """Triton's ``model_config_pb2`` module (imported when first needed: tritonclient is slow to import)."""
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
 
 
 def config_from_text(text: str, source: str = CONFIG_NAME) -> ModelConfig:

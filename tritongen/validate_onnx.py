@@ -30,8 +30,9 @@ from typing import Any
 from .files import read_problem, regular_bytes
 from .names import one_line
 
+MAX_ONNX_BYTES = 2**31 - 1  # protobuf's limit on one message: a larger model keeps its weights as external data
+
 DEFAULT_MAX_BATCH_SIZE = 4  # tritonserver --backend-config=default-max-batch-size, Triton's default
-MAX_ONNX_FILE_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its weights as external data
 _SMALL_INITIALIZER_BYTES = 4096  # an initializer up to this size goes into shape inference with its values
 _MAX_RANK = 64  # a graph with a tensor of a higher rank is not given to shape inference (ONNX Runtime: at most 8)
 
@@ -457,7 +458,7 @@ def graph_io_from_onnx(path: Path) -> GraphIO:
         path = path / "model.onnx"
     try:
         # one bounded read of a regular file (a FIFO or a device in its place would hang or never end a plain open)
-        data = regular_bytes(path, MAX_ONNX_FILE_BYTES)
+        data = regular_bytes(path, MAX_ONNX_BYTES)  # protobuf's limit: larger keeps weights as external data
     except OSError as exc:
         raise ValueError(f"the file {read_problem(exc)}") from None
     key = hashlib.sha256(data).digest()
@@ -538,9 +539,10 @@ def _dims_problem(name: str, tensor: str, graph: tuple[int, ...], dims: list[int
     )
 
 
-def _type_name(value: int) -> str:
+def data_type_name(value: int) -> str:
+    """``TYPE_FP32`` for a config's data type number; a number the enum does not name said as such."""
     try:
-        return str(_config_pb2().DataType.Name(value))
+        return str(config_pb2().DataType.Name(value))
     except ValueError:  # a number the enum does not name (the text format accepts one)
         return f"data type {value}"
 
@@ -551,7 +553,7 @@ def _tensor_problems(
     """The backend's checks of one config tensor against its graph tensor. ORT completes the graph's outputs by
     shape inference before the backend reads them, so for an output only what the graph declares or ONNX's shape
     inference found is compared: a known type, and the fixed dims (a variable or unknown one may be anything)."""
-    type_name = _type_name(io.data_type)
+    type_name = data_type_name(io.data_type)
     if type_name not in _SUPPORTED_TYPES:
         return [f"unsupported datatype {type_name} for {role} '{io.name}' for model '{name}'"]
     if role == "output" and not graph.type_name:
@@ -637,7 +639,7 @@ def _control_tensors(config: Any) -> list[tuple[str, str]]:
     """(tensor, its Triton type) of each START, END, READY and CORRID control the sequence batcher sets."""
     if not config.HasField("sequence_batching"):
         return []
-    kind = _config_pb2().ModelSequenceBatching.Control
+    kind = config_pb2().ModelSequenceBatching.Control
     wanted = (
         kind.CONTROL_SEQUENCE_START,
         kind.CONTROL_SEQUENCE_END,
@@ -650,7 +652,7 @@ def _control_tensors(config: Any) -> list[tuple[str, str]]:
             if control.kind not in wanted:
                 continue
             if control.kind == kind.CONTROL_SEQUENCE_CORRID:
-                type_name = _type_name(control.data_type)
+                type_name = data_type_name(control.data_type)
             elif control.fp32_false_true:
                 type_name = "TYPE_FP32"
             elif control.bool_false_true:
@@ -695,7 +697,7 @@ def auto_completed(config: Any, name: str, graph: GraphIO) -> tuple[Any | None, 
         for tensor_name, tensor in values.items():
             io = tensors_of.add()
             io.name = tensor_name
-            io.data_type = _config_pb2().DataType.Value(tensor.type_name) if tensor.type_name.startswith("TYPE_") else 0
+            io.data_type = config_pb2().DataType.Value(tensor.type_name) if tensor.type_name.startswith("TYPE_") else 0
             dims = list(tensor.dims or ())[1 if done.max_batch_size > 0 else 0 :]
             io.dims.extend(dims or [1])
             if not dims and done.max_batch_size > 0:
@@ -781,7 +783,9 @@ def _control_problems(config: Any, name: str, graph: GraphIO, controls: list[tup
     return problems
 
 
-def _config_pb2():
+def config_pb2():
+    """Triton's ``model_config_pb2`` module (imported when first needed: tritonclient is slow to import); what every
+    validator reads config enums from."""
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2

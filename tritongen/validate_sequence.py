@@ -14,18 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .sequence import STATES_PARAMETER
+from .validate_onnx import config_pb2, data_type_name
 
 _IMPLICIT_STATE_BACKENDS = ("onnxruntime", "tensorrt", "pytorch")
-
-
-def _config_pb2():
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
-
-
-def _type_name(value: int) -> str:
-    return _config_pb2().DataType.Name(value)
 
 
 def state_problems(config: Any, name: str, backend: str) -> list[str]:
@@ -123,7 +114,7 @@ def graph_state_problems(config: Any, name: str, model_dir: Path, versions: list
     if STATES_PARAMETER in config.parameters:
         kinds = {c.kind for ci in config.sequence_batching.control_input for c in ci.control}
         names = {ci.name for ci in config.sequence_batching.control_input}
-        kind = _config_pb2().ModelSequenceBatching.Control
+        kind = config_pb2().ModelSequenceBatching.Control
         needed = (kind.CONTROL_SEQUENCE_START, kind.CONTROL_SEQUENCE_END, kind.CONTROL_SEQUENCE_CORRID)
         if not config.HasField("sequence_batching") or any(k not in kinds for k in needed):
             problems.append(
@@ -164,10 +155,11 @@ def _onnx_problems(path: Path, pairs, name: str, batched: bool) -> list[str]:
                     f"(its {role}s: {', '.join(table) or 'none'}): name one of them in the state pair "
                     "(tritongen build --state INPUT:OUTPUT)"
                 )
-            elif data_type is not None and table[tensor][0] and f"TYPE_{table[tensor][0]}" != _type_name(data_type):
+            elif data_type is not None and table[tensor][0] and f"TYPE_{table[tensor][0]}" != data_type_name(data_type):
                 problems.append(
                     f"state {role} '{tensor}' of model {name} is {table[tensor][0]} in the graph but "
-                    f"{_type_name(data_type)} in sequence_batching.state: set its data_type: TYPE_{table[tensor][0]}"
+                    f"{data_type_name(data_type)} in sequence_batching.state: "
+                    f"set its data_type: TYPE_{table[tensor][0]}"
                 )
             elif dims is not None and (graph_dims := table[tensor][1]) is not None and not _dims_fit(graph_dims, dims):
                 problems.append(

@@ -11,8 +11,53 @@ import json
 import os
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 from PIL import Image
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported by tritongen's build: INT8 calibration applies this file's steps to its images
+    pb_utils = None
+
+
+def pixels_from_image(image, s):
+    """One decoded PIL image as float32 CHW pixels: RGB, resized and centre-cropped as ``s`` (image_processor.json)
+    says. The one place that does it: the served step and the build's calibration both call it."""
+    image = image.convert("RGB")
+    resize = s["resize"]
+    if resize is not None:
+        if "height" in resize:
+            image = image.resize((resize["width"], resize["height"]), resample=int(s["resample"]))
+        else:
+            short = resize["shortest_edge"]
+            if s["crop_pct"] is not None:
+                short = int(short / s["crop_pct"])
+            w, h = image.size
+            if w <= h:
+                size = (short, int(short * h / w))
+            else:
+                size = (int(short * w / h), short)
+            image = image.resize(size, resample=int(s["resample"]))
+    array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)  # CHW
+    crop = s["crop"]
+    if crop is None and s["crop_pct"] is not None:
+        crop = (resize["shortest_edge"], resize["shortest_edge"])
+    if crop is not None:
+        _, h, w = array.shape
+        top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
+        if top < 0 or left < 0:
+            raise ValueError(f"is smaller than the crop size {list(crop)}")
+        array = array[:, top:top + crop[0], left:left + crop[1]]
+    return array
+
+
+def normalise(batch, s):
+    """A batch of pixels [N, C, H, W] rescaled and normalised as ``s`` says, float32."""
+    if s["rescale_factor"] is not None:
+        batch = batch * np.float32(s["rescale_factor"])
+    if s["mean"] is not None:
+        mean = np.asarray(s["mean"], np.float32).reshape(-1, 1, 1)
+        batch = (batch - mean) / np.asarray(s["std"], np.float32).reshape(-1, 1, 1)
+    return np.ascontiguousarray(batch, dtype=np.float32)
 
 
 class TritonPythonModel:
@@ -25,14 +70,7 @@ class TritonPythonModel:
         Image.MAX_IMAGE_PIXELS = int(params.get("max_image_pixels", str(64 << 20)))
         path = os.path.join(args["model_repository"], args["model_version"], "image_processor.json")
         with open(path) as f:
-            s = json.load(f)
-        self.resize = s["resize"]
-        self.crop = s["crop"]
-        self.crop_pct = s["crop_pct"]
-        self.resample = int(s["resample"])
-        self.scale = s["rescale_factor"]
-        self.mean = None if s["mean"] is None else np.asarray(s["mean"], np.float32).reshape(-1, 1, 1)
-        self.std = None if s["std"] is None else np.asarray(s["std"], np.float32).reshape(-1, 1, 1)
+            self.settings = json.load(f)
 
     def _image(self, data):
         if len(data) > self.max_image_bytes:
@@ -42,31 +80,10 @@ class TritonPythonModel:
             image.load()
         except Exception as exc:
             raise ValueError(f"input '{self.input_name}' is not a decodable image ({type(exc).__name__})") from None
-        image = image.convert("RGB")
-        if self.resize is not None:
-            if "height" in self.resize:
-                image = image.resize((self.resize["width"], self.resize["height"]), resample=self.resample)
-            else:
-                short = self.resize["shortest_edge"]
-                if self.crop_pct is not None:
-                    short = int(short / self.crop_pct)
-                w, h = image.size
-                if w <= h:
-                    size = (short, int(short * h / w))
-                else:
-                    size = (int(short * w / h), short)
-                image = image.resize(size, resample=self.resample)
-        array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)  # CHW
-        crop = self.crop
-        if crop is None and self.crop_pct is not None:
-            crop = (self.resize["shortest_edge"], self.resize["shortest_edge"])
-        if crop is not None:
-            _, h, w = array.shape
-            top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
-            if top < 0 or left < 0:
-                raise ValueError(f"input '{self.input_name}' is smaller than the crop size {list(crop)}")
-            array = array[:, top:top + crop[0], left:left + crop[1]]
-        return array
+        try:
+            return pixels_from_image(image, self.settings)
+        except ValueError as exc:
+            raise ValueError(f"input '{self.input_name}' {exc}") from None
 
     def _images(self, request):
         tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
@@ -77,13 +94,6 @@ class TritonPythonModel:
             raise ValueError(f"input '{self.input_name}' has type {array.dtype}, expected encoded image bytes (TYPE_STRING)")
         return [self._image(item if isinstance(item, bytes) else bytes(item)) for item in array.reshape(-1)]
 
-    def _normalise(self, batch):
-        if self.scale is not None:
-            batch = batch * np.float32(self.scale)
-        if self.mean is not None:
-            batch = (batch - self.mean) / self.std
-        return np.ascontiguousarray(batch, dtype=np.float32)
-
     def execute(self, requests):
         responses = [None] * len(requests)
         good = []
@@ -93,7 +103,7 @@ class TritonPythonModel:
             except Exception as exc:  # this request only
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
         if good:
-            batch = self._normalise(np.stack([image for _, images in good for image in images]))
+            batch = normalise(np.stack([image for _, images in good for image in images]), self.settings)
             start = 0
             for i, images in good:
                 out = pb_utils.Tensor(self.output_name, batch[start:start + len(images)])

@@ -299,10 +299,11 @@ def docker_bundle_from_repository(
     )
     described.append((README_FILE, "this file"))
     host_note = "loopback only" if is_loopback(host) else f"set {ADMIN_ENV} before `docker compose up`"
+    from ..end_to_end import check_target
     from ..repository import ensembles_using
 
     called = ensembles_using(repo)  # an ensemble's steps answer through it: the entry points are checked
-    entries = [c for d in sorted(repo.iterdir()) if d.is_dir() and d.name not in called and (c := _check_entry(d))]
+    entries = [c for d in sorted(repo.iterdir()) if d.is_dir() and d.name not in called and (c := check_target(d))]
     files[README_FILE] = render(
         "docker/README.md.j2",
         checks=[
@@ -366,32 +367,6 @@ class DockerSteps:
             "  cd deploy && docker compose up",
         ]
         return "\n".join([*lines, *comments])
-
-
-def _check_entry(model_dir: Path) -> str | None:
-    """The model ``infer --check`` checks for the entry point ``model_dir``: itself where the newest version has a
-    saved reference (a model's, or an ensemble's end to end with an FP32 model step), an ensemble's model step where
-    that step is another precision (``infer`` refuses the FP32 end-to-end reference for it), else None."""
-    from ..end_to_end import END_TO_END_NAME, step_precision
-    from ..layout import REFERENCE_NAME, artifact_dir, version_numbers
-    from ..manifest import read_manifest
-
-    versions = version_numbers(model_dir)
-    if not versions or not (model_dir / "config.pbtxt").is_file():
-        return None
-    artifacts = artifact_dir(model_dir, versions[-1])
-    if (artifacts / REFERENCE_NAME).is_file():
-        return model_dir.name
-    if not (artifacts / END_TO_END_NAME).is_file():
-        return None
-    try:
-        precision = step_precision(read_manifest(model_dir, versions[-1]))
-    except TritongenError:
-        return None
-    if precision == "fp32":
-        return model_dir.name
-    step = model_dir.parent / f"{model_dir.name}_model"
-    return step.name if _check_entry(step) == step.name else None
 
 
 def stock_image_problems(repo: Path) -> list[str]:

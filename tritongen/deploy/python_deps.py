@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import TritongenError
 from ..files import regular_bytes
+from ..layout import version_of_folder
 from ..names import one_line
 
 # Provided inside every Triton Python-backend stub (not on PyPI).
@@ -127,7 +128,7 @@ def python_models(repo: Path) -> list[Path]:
 def imports_from_model(model_dir: Path, repo: Path) -> ModelImports:
     """Modules imported by every ``.py`` of every version folder (tritongen's own records excluded)."""
     by_file = {}
-    for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+    for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir() and version_of_folder(p.name) is not None):
         local = {p.stem for p in version_dir.glob("*.py")} | {
             p.name for p in version_dir.iterdir() if (p / "__init__.py").is_file()
         }

@@ -173,10 +173,6 @@ def _replicas(peak_rps: float | None, capacity_rps: float | None, min_replicas: 
     return max(math.ceil(needed) + 1, min_replicas)
 
 
-def _meets(point: PerfPoint, slo_p99_ms: float) -> bool:
-    return point.latency.p99_ms <= slo_p99_ms and point.error_count == 0
-
-
 def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]]:
     """The knee of the run's first mode, and that mode's points: the last level of the unbroken run of levels, from
     the lowest load up, whose p99 meets the objective without errors. A level above the first that failed is left
@@ -202,7 +198,7 @@ def knee_of(run: PerfRun, slo_p99_ms: float) -> tuple[PerfPoint, list[PerfPoint]
         )
     knee = lowest
     for p in points[1:]:
-        if not _meets(p, slo_p99_ms):
+        if not p.within(slo_p99_ms):
             break
         knee = p
     return knee, points
@@ -243,7 +239,7 @@ def cautions_of(run: PerfRun, knee: PerfPoint, points: list[PerfPoint], slo_p99_
         )
     else:
         failed = points[points.index(knee) + 1]
-        again = [p for p in points[points.index(failed) + 1 :] if _meets(p, slo_p99_ms)]
+        again = [p for p in points[points.index(failed) + 1 :] if p.within(slo_p99_ms)]
         if again:
             out.append(
                 f"{load_words(knee.mode, [p.load for p in again])} met p99 <= {slo_p99_ms:g} ms above {failed.where}, "
@@ -340,7 +336,7 @@ def thresholds_from_run(
             _in_flight(p),
             p.server.queue_us,
             p.error_count,
-            p.latency.p99_ms <= slo_p99_ms and p.error_count == 0,
+            p.within(slo_p99_ms),
         )
         for p in points
     )
@@ -398,9 +394,13 @@ def unmeasured_thresholds(
 
 
 def _tune_records(model_dir: Path) -> list[Path]:
-    """``tritongen tune``'s records (``<version>/tritongen/tune.json``), the newest version's first."""
-    records = sorted(model_dir.glob("*/tritongen/tune.json"), key=lambda p: (len(p.parts[-3]), p.parts[-3]))
-    return records[::-1]
+    """``tritongen tune``'s records (``<version>/tritongen/tune.json``) of the version folders Triton reads (not
+    ``01/`` or ``9x/``), the newest version's first."""
+    from ..layout import artifact_dir, version_numbers
+    from ..perf.tune_spec import TUNE_RECORD
+
+    records = (artifact_dir(model_dir, v) / TUNE_RECORD for v in reversed(version_numbers(model_dir)))
+    return [p for p in records if p.is_file() or p.is_symlink()]
 
 
 def _perf_command(run: PerfRun, loads: str, repo: Path | None = None, extra: str = "") -> str:

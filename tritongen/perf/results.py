@@ -189,6 +189,11 @@ class PerfPoint:
     def error_count(self) -> int:
         return sum(self.errors.values())
 
+    def within(self, p99_ms: float) -> bool:
+        """Whether this level held a p99 bound (tune's target, deploy's objective): p99 at most ``p99_ms``, no
+        request failed."""
+        return self.latency.p99_ms <= p99_ms and self.error_count == 0
+
     @property
     def where(self) -> str:
         """``concurrency 4`` or ``50 req/s``."""
@@ -216,9 +221,6 @@ class PerfRun:
     # the batching and instances the server served the model with (its config answer at the start); None where the
     # answer did not say them, and in a results.json written before perf recorded them
     served: ServedSettings | None = None
-
-    def with_point(self, point: PerfPoint) -> PerfRun:
-        return replace(self, points=self.points + (point,))
 
     @property
     def name(self) -> str:

@@ -295,7 +295,9 @@ class PerfSpec:
         }
 
     def resolved_url(self) -> str:
-        return re.sub(r"^(grpc|http)://", "", self.url or default_url(self.protocol)).rstrip("/")
+        from ..client import host_port_from_url
+
+        return host_port_from_url(self.url or default_url(self.protocol))  # checked in __post_init__
 
     def resolved_metrics_url(self) -> str | None:
         if self.metrics_url:  # host:port, as handoff writes it too (http://host:8002/metrics)

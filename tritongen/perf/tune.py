@@ -87,7 +87,7 @@ from .tune_select import (
     rivals,
     start_index,
 )
-from .tune_spec import CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec, within_target
+from .tune_spec import CONCURRENCY_LADDER, Candidate, Trial, TuneResult, TuneSpec
 
 __all__ = ["TuneResult", "TuneSpec", "tune_model"]
 
@@ -335,7 +335,7 @@ class _Search:
         return confirmation, chosen
 
     def ok(self, p: PerfPoint) -> bool:
-        return within_target(p, self.target_ms)
+        return p.within(self.target_ms)
 
     def in_budget(self) -> bool:
         return time.monotonic() - self.started < self.spec.budget_s

@@ -13,6 +13,7 @@ from ..client import Triton
 from ..errors import TritongenError
 from ..layout import CONFIG_NAME
 from ..progress import Progress
+from ..scheduling import MAX_INSTANCE_COUNT
 from .tune_spec import Candidate, TuneSpec
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ def config_from_candidate(base, candidate: Candidate):
 def search_space(spec: TuneSpec, base: Candidate, kind_cpu: bool) -> dict[str, list]:
     cores = os.cpu_count() or 4
     max_instances = spec.max_instances if spec.max_instances is not None else (cores if kind_cpu else 4)
-    space: dict[str, list] = {"instances": list(range(1, max(max_instances, base.instances) + 1))}
+    top = min(max(max_instances, base.instances), MAX_INSTANCE_COUNT)  # what validate takes (a machine's cores may not)
+    space: dict[str, list] = {"instances": list(range(1, top + 1))}
     if base.max_batch_size > 0:
         space["max_queue_delay_us"] = sorted(set(spec.queue_delays_us) | {base.max_queue_delay_us})
         sizes = spec.max_batch_sizes or tuple(

@@ -15,7 +15,7 @@ from .spec import ENGINES, PerfSpec
 from .tune_configs import config_from_candidate, override_json
 from .tune_record import point_dict
 from .tune_select import climb_loads, pick_confirmed
-from .tune_spec import Candidate, Trial, TuneSpec, within_target
+from .tune_spec import Candidate, Trial, TuneSpec
 
 
 def confirm_engine(spec: TuneSpec) -> str:
@@ -99,7 +99,7 @@ def confirm(contenders: Sequence[Trial], again: Remeasure, engine_name: str) -> 
     measured: list[tuple[Trial, PerfPoint]] = []
     for trial in contenders:
         feasible = sorted(
-            (p for p in trial.points if within_target(p, target_ms)), key=lambda p: p.throughput_rps, reverse=True
+            (p for p in trial.points if p.within(target_ms)), key=lambda p: p.throughput_rps, reverse=True
         )
         if not feasible:
             continue
@@ -127,7 +127,7 @@ def confirm(contenders: Sequence[Trial], again: Remeasure, engine_name: str) -> 
                 progress(f"  measuring {trial.candidate.label()} again failed ({failed.problem}): it cannot win")
                 break
             measured.append((trial, remeasured))
-            holds = within_target(remeasured, target_ms)
+            holds = remeasured.within(target_ms)
             progress(
                 f"measured again ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency "
                 f"{int(point.load)}: {remeasured.throughput_rps:.1f} req/s p99 {remeasured.latency.p99_ms:.2f} ms"
@@ -186,7 +186,7 @@ def climb(chosen: tuple[Trial, PerfPoint], again: Remeasure) -> list[tuple[Trial
             again.progress(f"  measuring concurrency {load} failed ({failed.problem}): the climb stops")
             break
         measured.append((trial, point))
-        holds = within_target(point, spec.target_p99_ms)
+        holds = point.within(spec.target_p99_ms)
         more = point.throughput_rps > below.throughput_rps
         again.progress(
             f"climbing ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency {load}: "
@@ -217,7 +217,7 @@ def paired(rivals: Sequence[tuple[Trial, PerfPoint]], again: Remeasure) -> list[
         again.progress(
             f"measured a second time ({engine_name}, {spec.confirm_s:g} s) {trial.candidate.label()} at concurrency "
             f"{int(first.load)}: {second.throughput_rps:.1f} req/s p99 {second.latency.p99_ms:.2f} ms"
-            + ("" if within_target(second, spec.target_p99_ms) else "  (over the target)")
+            + ("" if second.within(spec.target_p99_ms) else "  (over the target)")
         )
     return measured
 
@@ -245,7 +245,7 @@ def beats_side_by_side(challenger: Trial, incumbent: Trial, again: Remeasure, ch
         progress(f"  measuring the best config again beside it failed ({failed.problem}): the newcomer is kept")
         checks.append({**check, "again": None, "kept": True})
         return True
-    holds = within_target(now, spec.target_p99_ms)
+    holds = now.within(spec.target_p99_ms)
     kept = not holds or challenger.score > now.throughput_rps * (1 + spec.margin_pct / 100.0)
     checks.append({**check, "again": point_dict(now), "kept": kept})
     progress(

@@ -8,12 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .results import PerfPoint
-from .tune_spec import Candidate, Trial, within_target
+from .tune_spec import Candidate, Trial
 
 
 def best_point(points, target_p99_ms: float) -> PerfPoint | None:
     """The highest-throughput point within the target, or None."""
-    feasible = [p for p in points if within_target(p, target_p99_ms)]
+    feasible = [p for p in points if p.within(target_p99_ms)]
     return max(feasible, key=lambda p: p.throughput_rps) if feasible else None
 
 
@@ -99,7 +99,7 @@ def pick_confirmed(
     """The re-measurement with the highest throughput whose p99 holds the target (the earliest on a tie)."""
     best: tuple[Trial, PerfPoint] | None = None
     for trial, p in remeasured:
-        if within_target(p, target_p99_ms) and (best is None or p.throughput_rps > best[1].throughput_rps):
+        if p.within(target_p99_ms) and (best is None or p.throughput_rps > best[1].throughput_rps):
             best = (trial, p)
     return best
 
@@ -110,7 +110,7 @@ def rivals(remeasured: Sequence[tuple[Trial, PerfPoint]], target_p99_ms: float) 
     best: dict[Candidate, tuple[int, Trial, PerfPoint]] = {}
     for index, (trial, p) in enumerate(remeasured):
         held = best.get(trial.candidate)
-        if within_target(p, target_p99_ms) and (held is None or p.throughput_rps > held[2].throughput_rps):
+        if p.within(target_p99_ms) and (held is None or p.throughput_rps > held[2].throughput_rps):
             best[trial.candidate] = (index, trial, p)
     top = sorted(best.values(), key=lambda itp: itp[2].throughput_rps, reverse=True)[:2]
     return [(trial, p) for _, trial, p in sorted(top, key=lambda itp: itp[0])]
@@ -126,7 +126,7 @@ def pick_paired(
     best: tuple[float, Trial, PerfPoint] | None = None
     for trial, second in again:
         first = firsts.get(trial.candidate)
-        if first is None or not (within_target(first, target_p99_ms) and within_target(second, target_p99_ms)):
+        if first is None or not (first.within(target_p99_ms) and second.within(target_p99_ms)):
             continue
         mean_rps = (first.throughput_rps + second.throughput_rps) / 2
         if best is None or mean_rps > best[0]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..client import spec_protocol
 from ..errors import TritongenError
+from ..scheduling import MAX_INSTANCE_COUNT
 from .results import MAX_CONCURRENCY, PerfPoint
 from .spec import ABOVE_0_S, ENGINES, refuse_not_positive
 
@@ -103,10 +104,10 @@ class TuneSpec:
         refuse_not_positive(self, positive)
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser().resolve())
-        if self.max_instances is not None and self.max_instances < 1:
-            raise TritongenError(
-                f"--max-instances {self.max_instances} is below 1",
-                "give the largest instance count to try, 1 or more (leave it out for the default)",
+        if self.max_instances is not None and not 1 <= self.max_instances <= MAX_INSTANCE_COUNT:
+            raise TritongenError(  # a winner above the bound failed validation after the whole search
+                f"--max-instances {self.max_instances} is not from 1 to {MAX_INSTANCE_COUNT}",
+                f"give the largest instance count to try, 1 to {MAX_INSTANCE_COUNT} (leave it out for the default)",
             )
         if not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
             raise TritongenError(
@@ -239,7 +240,7 @@ class TuneResult:
             lines.append(self._best_line())
         configs: Sequence[Candidate | None] = self.confirmation_configs or (None,) * len(self.confirmation)
         for remeasured, p in zip(configs, self.confirmation, strict=False):
-            holds = p.latency.p99_ms <= (self.target_p99_ms or float("inf")) and not p.errors
+            holds = p.within(self.target_p99_ms or float("inf"))
             verdict = "the winner" if p is self.confirmed else "holds" if holds else "over the target"
             lines.append(
                 f"measured again at concurrency {int(p.load)}: {p.throughput_rps:.1f} "
@@ -298,7 +299,7 @@ class TuneResult:
         held = [
             p
             for c, p in zip(self.confirmation_configs, self.confirmation, strict=False)
-            if c == candidate and within_target(p, self.target_p99_ms or float("inf"))
+            if c == candidate and p.within(self.target_p99_ms or float("inf"))
         ]
         return max(held, key=lambda p: p.throughput_rps) if held else None
 
@@ -337,7 +338,3 @@ class TuneResult:
                 "rely on it"
             )
         return notes
-
-
-def within_target(p: PerfPoint, target_p99_ms: float) -> bool:
-    return p.latency.p99_ms <= target_p99_ms and not p.errors

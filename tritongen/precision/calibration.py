@@ -25,7 +25,7 @@ import numpy as np
 
 from ..dtypes import numpy_dtype
 from ..errors import TritongenError
-from ..files import json_file, read_problem, regular_bytes, size_text, text_lines
+from ..files import read_problem, regular_bytes, size_text, text_lines
 from ..spec import TensorSpec
 
 Arrays = dict[str, np.ndarray]
@@ -39,7 +39,6 @@ DEFAULT_MAX_TOKENS = 128
 TEXT_SUFFIXES = (".txt", ".text", ".lines")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 MAX_TEXT_BYTES = 64 << 20  # a calibration text file: a few hundred sentences are plenty, a million still fit
-MAX_PREPROCESSOR_BYTES = 1 << 20  # preprocessor_config.json: a few hundred bytes
 MAX_CALIB_BYTES = 2 << 30  # the arrays of all calibration samples together, as read
 
 
@@ -219,6 +218,9 @@ def _items_from_text(path: Path, inputs: tuple[TensorSpec, ...], batched: bool, 
     _check_count(len(lines), path)
     if not lines:
         raise TritongenError(f"calibration text file {path} has no non-empty lines", "write one sample text per line")
+    from ..hf import checked_tokenizer_files
+
+    checked_tokenizer_files(Path(tokenizer))  # as the served step's tokenizer: no links, bounded, no code of its own
     try:
         from transformers import AutoTokenizer
 
@@ -282,9 +284,8 @@ def _items_from_images(
             "such .npz files for several sizes), or declare H and W with --input",
         )
     height, width = t.dims[1], t.dims[2]
-    mean = std = None
-    if preprocessor is not None and (preprocessor / "preprocessor_config.json").is_file():
-        mean, std = _normalisation(preprocessor / "preprocessor_config.json")
+    settings = _image_settings(preprocessor, (height, width), folder)
+    steps = _served_image_steps()
     items: list[Arrays] = []
     total = 0
     for f in files:
@@ -305,56 +306,57 @@ def _items_from_images(
                             f"{MAX_IMAGE_PIXELS:,} the build decodes",
                             "remove it or scale it down (the model sees it resized to its input anyway)",
                         )
-                    rgb = np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32)
+                    image.load()
+                    pixels = steps.pixels_from_image(image, settings)
         except TritongenError:
             raise
+        except ValueError as exc:  # the served step's own refusal: an image smaller than the crop
+            raise TritongenError(f"calibration image {f.name} {exc}", "remove it or use a larger image") from None
         except Exception as exc:
             raise TritongenError(
                 f"calibration image {f.name} cannot be read ({type(exc).__name__})",
                 "remove it or replace it with a valid image",
             ) from None
-        array = rgb.transpose(2, 0, 1) / 255.0
-        if mean is not None and std is not None:
-            array = (array - mean) / std
-        array = array.astype(numpy_dtype(t.dtype))
+        array = steps.normalise(pixels[None], settings)[0].astype(numpy_dtype(t.dtype))
         total = _check_total(total + array.nbytes, folder)
         items.append({t.name: array[None] if batched else array})
     return items
 
 
-def _normalisation(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``image_mean`` and ``image_std`` of a Hugging Face ``preprocessor_config.json`` as [3, 1, 1] arrays (None
-    where it gives none); a file that is not such JSON, or values that are not 1 or 3 finite numbers (std above 0),
-    are a :class:`TritongenError`."""
-    try:
-        cfg = json_file(path, MAX_PREPROCESSOR_BYTES)
-    except (OSError, ValueError) as exc:
-        problem = read_problem(exc) if isinstance(exc, OSError) else f"is not valid JSON ({exc})"
+def _image_settings(preprocessor: Path | None, hw: tuple[int, int], folder: Path) -> dict[str, Any]:
+    """The steps that make a calibration image the model's input, as ``image_processor.json`` writes them for the
+    served pre-processing step: the model folder's ``preprocessor_config.json`` where it has one (read and checked by
+    :func:`tritongen.hf.image_settings_from_folder`, the served step's own settings: resize, crop, rescale and
+    normalisation as served), else a resize to the input's H x W and a rescale of bytes to 0..1."""
+    from ..hf import IMAGE_PROCESSOR_FILE, image_settings_from_folder
+
+    if preprocessor is None or not (Path(preprocessor) / IMAGE_PROCESSOR_FILE).is_file():
+        resize = {"height": hw[0], "width": hw[1]}  # PIL's default filter, bicubic (3), as before
+        return dict(resize=resize, crop=None, crop_pct=None, resample=3, rescale_factor=1 / 255.0, mean=None, std=None)
+    settings = image_settings_from_folder(Path(preprocessor))
+    if tuple(settings.output_hw) != tuple(hw):
         raise TritongenError(
-            f"{path} {problem}", "give a Hugging Face preprocessor_config.json, or leave it out"
-        ) from None
-    if not isinstance(cfg, dict):
-        raise TritongenError(f"{path} is not a JSON object", "give a Hugging Face preprocessor_config.json")
-    out: list[np.ndarray | None] = []
-    for key in ("image_mean", "image_std"):
-        value = cfg.get(key)
-        if value is None or value == []:
-            out.append(None)
-            continue
-        values = value if isinstance(value, list) else [value]
-        if (
-            len(values) not in (1, 3)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            or not np.all(np.isfinite(np.asarray(values, np.float64)))
-            or (key == "image_std" and min(values) <= 0)
-        ):
-            raise TritongenError(
-                f"{path}: {key} is {str(value)[:80]}, not one or three finite numbers"
-                + (" above 0" if key == "image_std" else ""),
-                f"give {key} as three numbers, one per RGB channel" + (" (each above 0)" if key == "image_std" else ""),
-            )
-        out.append(np.broadcast_to(np.asarray(values, np.float32).reshape(-1, 1, 1), (3, 1, 1)).copy())
-    return out[0], out[1]
+            f"the image processor of {preprocessor} makes {settings.output_hw[0]} x {settings.output_hw[1]} pixels, "
+            f"but the model's image input is {hw[0]} x {hw[1]} (calibration images from {folder})",
+            "declare the input as the processor's size (--input), or fix preprocessor_config.json",
+        )
+    return settings.to_dict()
+
+
+def _served_image_steps() -> Any:
+    """The served image pre-processing step's own module (``templates/python/image_preprocess.py``): calibration
+    applies its functions, so INT8 is calibrated on the pixels the served ensemble feeds the model."""
+    import importlib.util
+
+    from ..templates import template_path
+
+    path = template_path("python/image_preprocess.py")
+    spec = importlib.util.spec_from_file_location("tritongen_image_preprocess_step", path)
+    if spec is None or spec.loader is None:
+        raise TritongenError(f"{path} cannot be loaded", "reinstall tritongen")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _batches(items: list[Arrays], batch: int, batched: bool) -> list[Arrays]:

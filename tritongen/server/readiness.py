@@ -121,13 +121,13 @@ def _local_fix(repo: Path, names: list[str]) -> str:
     """How to get a Python-backend model for the named ones: build again with --target local; for a model tritongen
     did not write (no manifest), from its ONNX file where it has one (an empty config.pbtxt names no backend:
     Triton completes it from model.onnx as onnxruntime)."""
-    from ..layout import has_manifest
+    from ..layout import has_manifest, version_of_folder
 
     for name in names:
         model_dir = repo / name
         if has_manifest(model_dir):
             continue
-        onnx = [p for p in model_dir.glob("*/model.onnx") if p.parent.name.isdigit()]
+        onnx = [p for p in model_dir.glob("*/model.onnx") if version_of_folder(p.parent.name) is not None]
         if onnx:
             source = max(onnx, key=lambda p: int(p.parent.name))  # the version Triton serves by default
             return (
