@@ -132,8 +132,8 @@ def test_image_normalisation_from_the_preprocessor_config(tmp_path):
     plain = calibration_data_from_path(tmp_path / "images", X, True, 8).calib[0]["x"]
     hf = tmp_path / "hf"
     hf.mkdir()
-    config = {"size": {"height": 8, "width": 8}, "image_mean": [0.5, 0.25, 0.0], "image_std": 0.5, "resample": 3}
-    (hf / "preprocessor_config.json").write_text(json.dumps(config))
+    # no size: a model file's --tokenizer folder may hold only the normalisation (resized to the input's H x W)
+    (hf / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5, 0.25, 0.0], "image_std": 0.5}))
     normalised = calibration_data_from_path(tmp_path / "images", X, True, 8, tokenizer=hf).calib[0]["x"]
     mean = np.array([0.5, 0.25, 0.0], np.float32).reshape(1, 3, 1, 1)
     np.testing.assert_allclose(normalised, (plain - mean) / 0.5, rtol=1e-5, atol=1e-6)
@@ -302,3 +302,17 @@ def test_a_calibration_tokenizer_is_checked_as_the_served_steps_is(tmp_path):
     lines.write_text("a sentence\n" * 20)
     with pytest.raises(TritongenError, match="tokenizer.json.*link"):
         calibration_data_from_path(lines, IDS, True, tokenizer=folder)
+
+
+def test_an_image_pil_refuses_with_a_value_error_is_named_unreadable_not_too_small(tmp_path):
+    """The served step's own ValueError (an image smaller than the crop) was caught around the decode too: a PNG
+    whose text chunk decompresses past PIL's bound was told to be replaced with a larger image."""
+    from PIL import Image, PngImagePlugin
+
+    _images(tmp_path / "images", count=20)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("k", "a" * (2 << 20), zip=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "zz.png", pnginfo=info)
+    with pytest.raises(TritongenError) as err:
+        calibration_data_from_path(tmp_path / "images", X, True, 8)
+    assert "zz.png cannot be read (ValueError)" in err.value.problem and "valid image" in err.value.fix

@@ -534,6 +534,20 @@ def test_the_served_names_for_a_did_you_mean_are_read_as_bounded_as_the_reposito
     assert got == (names or [])
 
 
+def test_perf_reads_its_urls_as_every_reader_does_and_names_an_environments_bad_one(monkeypatch):
+    """--metrics-url HTTP://h:8002/metrics kept its scheme ("nothing answered at http://HTTP://h:8002/metrics"); a bad
+    $TRITONGEN_URL was blamed on --url."""
+    from tritongen.perf.spec import PerfSpec
+
+    assert PerfSpec(model="m", metrics_url="HTTP://h:8002/metrics/").resolved_metrics_url() == "h:8002"
+    monkeypatch.setenv("TRITONGEN_URL", "localhost")
+    with pytest.raises(TritongenError) as err:
+        PerfSpec(model="m").resolved_url()
+    assert err.value.problem.startswith("$TRITONGEN_URL localhost is not host:port")
+    monkeypatch.setenv("TRITONGEN_GRPC_URL", "127.0.0.1:8101")
+    assert PerfSpec(model="m").resolved_url() == "127.0.0.1:8101"
+
+
 def test_a_rejected_request_points_at_the_metadata_of_the_server_it_went_to():
     from tritongen.client import _metadata_address
 

@@ -605,7 +605,10 @@ def test_the_readmes_check_of_an_ensemble_with_a_variant_model_step_checks_that_
         artifact_dir(tmp_path / name, 1).mkdir(parents=True, exist_ok=True)
         for file in saved:
             (artifact_dir(tmp_path / name, 1) / file).write_text("{}")
-    monkeypatch.setattr(manifest, "read_manifest", lambda model_dir, version: model_dir.name)
+    import types
+
+    read = types.SimpleNamespace(tolerances=lambda *keys: (1e-5, 1e-3))  # a manifest with the parity tolerances
+    monkeypatch.setattr(manifest, "read_manifest", lambda model_dir, version: read)
     monkeypatch.setattr(end_to_end, "step_precision", lambda record: precision)
     assert check_target(tmp_path / "m") == entry
     (artifact_dir(tmp_path / "m_model", 1) / SAMPLES_NAME).unlink()  # infer --check sends the saved samples

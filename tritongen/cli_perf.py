@@ -229,7 +229,7 @@ def _show(run, report_dir: Path | None) -> None:
     "--max-instances",
     type=int,
     default=TUNE_DEFAULTS["max_instances"],
-    help="Largest instance count tried (default: CPU cores for CPU models, else 4).",
+    help="Largest instance count tried, 1 to 256 (default: CPU cores for CPU models, at most 256, else 4).",
 )
 @click.option(
     "--max-concurrency",

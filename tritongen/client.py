@@ -54,6 +54,14 @@ def default_url(protocol: str = "grpc") -> str:
     return os.environ.get(f"TRITONGEN_{protocol.upper()}_URL") or os.environ.get(URL_ENV) or DEFAULT_URLS[protocol]
 
 
+def default_url_source(protocol: str = "grpc") -> str:
+    """Where :func:`default_url` takes its address from, as an error names it: ``$TRITONGEN_GRPC_URL`` /
+    ``$TRITONGEN_HTTP_URL``, else ``$TRITONGEN_URL``, else ``--url`` (the built-in default, which the option
+    replaces)."""
+    own = f"TRITONGEN_{_check_protocol(protocol).upper()}_URL"
+    return f"${own}" if os.environ.get(own) else f"${URL_ENV}" if os.environ.get(URL_ENV) else "--url"
+
+
 _SCHEME = re.compile(r"^\s*(grpc|http)://", re.IGNORECASE)  # a server URL's scheme, as every reader of one takes it
 
 
@@ -86,8 +94,8 @@ def spec_protocol(url: str | None, protocol: str | None) -> str:
     if not protocol:
         return protocol_for_url(os.environ.get(URL_ENV), None, f"${URL_ENV}")
     protocol = _check_protocol(protocol)
-    own = f"TRITONGEN_{protocol.upper()}_URL"
-    name = own if os.environ.get(own) else URL_ENV
+    source = default_url_source(protocol)
+    name = source.removeprefix("$") if source.startswith("$") else URL_ENV
     return protocol_for_url(os.environ.get(name), protocol, f"${name}")
 
 

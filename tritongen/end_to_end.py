@@ -113,11 +113,13 @@ def checkable(model_dir: Path) -> bool:
     if not versions or not (model_dir / CONFIG_NAME).is_file():
         return False
     artifacts = artifact_dir(model_dir, versions[-1])
+    ensemble = (artifacts / END_TO_END_NAME).is_file()
     try:
         manifest = read_manifest(model_dir, versions[-1])
+        manifest.tolerances(*(("model",) if ensemble else ()))  # what infer --check holds the answers to
     except TritongenError:
         return False
-    if (artifacts / END_TO_END_NAME).is_file():
+    if ensemble:
         return step_precision(manifest) == "fp32"
     return (artifacts / SAMPLES_NAME).is_file() and (artifacts / REFERENCE_NAME).is_file()
 
@@ -128,11 +130,17 @@ def check_target(model_dir: Path) -> str | None:
     than FP32) and the step is checkable, else None."""
     if checkable(model_dir):
         return model_dir.name
+    from .manifest import read_manifest
+
     step = model_dir.parent / f"{model_dir.name}_model"
     versions = version_numbers(model_dir)
-    if versions and (artifact_dir(model_dir, versions[-1]) / END_TO_END_NAME).is_file() and checkable(step):
-        return step.name
-    return None
+    if not versions or not (artifact_dir(model_dir, versions[-1]) / END_TO_END_NAME).is_file():
+        return None
+    try:  # an ensemble whose manifest cannot be read names no step either
+        read_manifest(model_dir, versions[-1])
+    except TritongenError:
+        return None
+    return step.name if checkable(step) else None
 
 
 def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:

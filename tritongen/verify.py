@@ -53,6 +53,7 @@ from .layout import (
     misread_version_folders,
     misread_version_problem,
     version_numbers,
+    version_of_folder,
 )
 from .manifest import load_manifest, sha256_regular_file
 from .names import one_line
@@ -177,7 +178,7 @@ def _manifests(model_dir: Path, versions: list[int], found: _Findings) -> dict[i
             continue
         for rel in files:
             head = rel.split("/", 1)[0]
-            if head.isdigit() and head != str(version):
+            if version_of_folder(head) is not None and head != str(version):
                 found.add(f"{model_dir.name}: the manifest of version {version} lists {rel}, a file of another version")
                 out[version] = None
                 break
@@ -193,9 +194,10 @@ def _expected(manifests: dict[int, dict[str, str] | None], newest: int) -> tuple
     required: set[str] = set()
     for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
         for rel, digest in (files or {}).items():
-            if rel.split("/", 1)[0].isdigit() or rel not in expected:
+            in_version = version_of_folder(rel.split("/", 1)[0]) is not None
+            if in_version or rel not in expected:
                 expected[rel] = digest
-                if rel.split("/", 1)[0].isdigit() or version == newest:
+                if in_version or version == newest:
                     required.add(rel)
     return expected, required
 

@@ -19,6 +19,19 @@ except ImportError:  # imported by tritongen's build: INT8 calibration applies t
     pb_utils = None
 
 
+SETTINGS = ("resize", "crop", "crop_pct", "resample", "rescale_factor", "mean", "std")
+
+
+def checked_settings(s):
+    """image_processor.json's settings with every key the steps read: a damaged file fails the model's load, not
+    each request."""
+    missing = [key for key in SETTINGS if key not in s]
+    if missing:
+        raise ValueError(f"image_processor.json lacks {', '.join(missing)}: rebuild the model with tritongen")
+    int(s["resample"])
+    return s
+
+
 def pixels_from_image(image, s):
     """One decoded PIL image as float32 CHW pixels: RGB, resized and centre-cropped as ``s`` (image_processor.json)
     says. The one place that does it: the served step and the build's calibration both call it."""
@@ -70,7 +83,7 @@ class TritonPythonModel:
         Image.MAX_IMAGE_PIXELS = int(params.get("max_image_pixels", str(64 << 20)))
         path = os.path.join(args["model_repository"], args["model_version"], "image_processor.json")
         with open(path) as f:
-            self.settings = json.load(f)
+            self.settings = checked_settings(json.load(f))
 
     def _image(self, data):
         if len(data) > self.max_image_bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -295,13 +294,17 @@ class PerfSpec:
         }
 
     def resolved_url(self) -> str:
-        from ..client import host_port_from_url
+        from ..client import default_url_source, host_port_from_url
 
-        return host_port_from_url(self.url or default_url(self.protocol))  # checked in __post_init__
+        if self.url:
+            return host_port_from_url(self.url)
+        return host_port_from_url(default_url(self.protocol), default_url_source(self.protocol))  # an environment's
 
     def resolved_metrics_url(self) -> str | None:
+        from ..client import host_port_from_url
+
         if self.metrics_url:  # host:port, as handoff writes it too (http://host:8002/metrics)
-            return re.sub(r"/metrics$", "", re.sub(r"^https?://", "", self.metrics_url).rstrip("/"))
+            return host_port_from_url(self.metrics_url, "--metrics-url").removesuffix("/metrics")
         host, _, port = self.resolved_url().rpartition(":")
         return f"{host}:8002" if port in ("8000", "8001") and host else None
 

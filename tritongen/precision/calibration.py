@@ -3,14 +3,16 @@
 ``--calib-data`` may be an ``.npz`` file or a folder of them (one array per model input, batch axis first
 for batching models, or one sample per file without batching), or a text file with one sentence per line
 for models with a tokenizer (``--tokenizer DIR``, a Hugging Face tokenizer folder; UTF-8, lines split on ``\n``
-alone), or a folder of images for a model with one image input ``[3, H, W]``, H and W fixed (resized to H x W,
-RGB, scaled to [0, 1], then normalised with the ``image_mean``/``image_std`` of a Hugging Face
-``preprocessor_config.json`` when one is given). Every 4th sample is held out: the accuracy guard measures on
+alone), or a folder of images for a model with one image input ``[3, H, W]``, H and W fixed (with a Hugging Face
+``preprocessor_config.json``, through the served pre-processing step's own code: its resize, crop, rescale and
+normalisation; without one, resized to H x W, RGB, scaled to [0, 1]). Every 4th sample is held out: the accuracy
+guard measures on
 samples that calibration never saw.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -307,11 +309,14 @@ def _items_from_images(
                             "remove it or scale it down (the model sees it resized to its input anyway)",
                         )
                     image.load()
-                    pixels = steps.pixels_from_image(image, settings)
+                    try:
+                        pixels = steps.pixels_from_image(image, settings)
+                    except ValueError as exc:  # the served step's own refusal: an image smaller than the crop
+                        raise TritongenError(
+                            f"calibration image {f.name} {exc}", "remove it or use a larger image"
+                        ) from None
         except TritongenError:
             raise
-        except ValueError as exc:  # the served step's own refusal: an image smaller than the crop
-            raise TritongenError(f"calibration image {f.name} {exc}", "remove it or use a larger image") from None
         except Exception as exc:
             raise TritongenError(
                 f"calibration image {f.name} cannot be read ({type(exc).__name__})",
@@ -327,13 +332,18 @@ def _image_settings(preprocessor: Path | None, hw: tuple[int, int], folder: Path
     """The steps that make a calibration image the model's input, as ``image_processor.json`` writes them for the
     served pre-processing step: the model folder's ``preprocessor_config.json`` where it has one (read and checked by
     :func:`tritongen.hf.image_settings_from_folder`, the served step's own settings: resize, crop, rescale and
-    normalisation as served), else a resize to the input's H x W and a rescale of bytes to 0..1."""
+    normalisation as served; a file that sets no fixed size, as a model file's ``--tokenizer DIR`` may hold, gets a
+    resize to the input's H x W with its own rescale and normalisation), else a resize to the input's H x W and a
+    rescale of bytes to 0..1. A processor that makes another size than the model's input is refused."""
     from ..hf import IMAGE_PROCESSOR_FILE, image_settings_from_folder
 
-    if preprocessor is None or not (Path(preprocessor) / IMAGE_PROCESSOR_FILE).is_file():
-        resize = {"height": hw[0], "width": hw[1]}  # PIL's default filter, bicubic (3), as before
+    resize = {"height": hw[0], "width": hw[1]}
+    if preprocessor is None or not (Path(preprocessor) / IMAGE_PROCESSOR_FILE).is_file():  # PIL's default: bicubic
         return dict(resize=resize, crop=None, crop_pct=None, resample=3, rescale_factor=1 / 255.0, mean=None, std=None)
     settings = image_settings_from_folder(Path(preprocessor))
+    fixed = settings.crop is not None or (settings.resize is not None and "height" in settings.resize)
+    if not fixed and not (settings.resize and settings.crop_pct is not None):
+        settings = dataclasses.replace(settings, resize=resize, crop=None, crop_pct=None)
     if tuple(settings.output_hw) != tuple(hw):
         raise TritongenError(
             f"the image processor of {preprocessor} makes {settings.output_hw[0]} x {settings.output_hw[1]} pixels, "
@@ -427,8 +437,8 @@ def calibration_data_from_path(
 ) -> CalibrationData:
     """Read, check and split the user's calibration data; every problem is a :class:`TritongenError`.
 
-    ``tokenizer``: a tokenizer folder (text), or a Hugging Face folder whose preprocessor_config.json normalises
-    images.
+    ``tokenizer``: a tokenizer folder (text), or a Hugging Face folder whose preprocessor_config.json the served
+    pre-processing step applies to images (calibration applies it the same way).
 
     With ``holdout`` every 4th sample goes to the evaluation batches; without it (FP16 needs no calibration)
     every sample is used for evaluation.
