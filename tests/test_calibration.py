@@ -316,3 +316,22 @@ def test_an_image_pil_refuses_with_a_value_error_is_named_unreadable_not_too_sma
     with pytest.raises(TritongenError) as err:
         calibration_data_from_path(tmp_path / "images", X, True, 8)
     assert "zz.png cannot be read (ValueError)" in err.value.problem and "valid image" in err.value.fix
+
+
+def test_the_served_image_step_refuses_damaged_settings_when_it_loads(tmp_path):
+    """Its initialize read every key (a damaged image_processor.json failed the load); with the steps shared with
+    calibration it read the file whole and each request failed on the missing key ('resize') instead."""
+    import importlib.util
+
+    from tritongen.hf import ImageSettings
+    from tritongen.templates import template_path
+
+    spec = importlib.util.spec_from_file_location("served_step", template_path("python/image_preprocess.py"))
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
+    good = ImageSettings({"height": 8, "width": 8}, None, None, 2, 1 / 255, None, None).to_dict()
+    assert step.checked_settings(good) is good
+    with pytest.raises(ValueError, match="image_processor.json lacks resize, mean"):
+        step.checked_settings({k: v for k, v in good.items() if k not in ("resize", "mean")})
+    with pytest.raises(ValueError):
+        step.checked_settings(good | {"resample": "bicubic"})
