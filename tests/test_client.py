@@ -1009,3 +1009,26 @@ def test_version_statistics_are_held_to_what_triton_sends(stats, words):
                 triton.version_statistics("m")
     finally:
         server.close()
+
+
+def test_an_http_client_whose_construction_was_interrupted_closes_quietly():
+    """Ctrl-C while tritonclient's HTTP client connected (serve stopped while it boots): its __del__ read a
+    '_closed' its __init__ never set, and Python printed that traceback on stderr."""
+    import gc
+    import sys
+
+    import tritonclient.http
+
+    from tritongen.client import _bounded_http_client
+
+    cls = _bounded_http_client(tritonclient.http)
+    half_built = cls.__new__(cls)  # as if __init__ was interrupted before tritonclient's own ended
+    half_built.close()  # raised AttributeError: 'BoundedClient' object has no attribute '_closed'
+    seen = []
+    old_hook, sys.unraisablehook = sys.unraisablehook, seen.append
+    try:
+        del half_built
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert seen == []

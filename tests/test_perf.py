@@ -86,11 +86,14 @@ def test_closed_loop_numbers_are_sane_and_self_consistent(closed_loop_run):
 
 
 def test_open_loop_request_rate_is_held(served):
-    run = perf_from_spec(spec_for(served, request_rates=(80,), arrival="poisson"))
+    # Poisson arrivals: 80/s over the 1.2 s measured were about 96 requests, +-10 by chance alone (a run read 100.6/s,
+    # 2.5 sigma, against a 25% band); at 200/s the band below is over 4 sigma of that count, and 200/s is still
+    # little for the trivial model on a machine twice as slow
+    run = perf_from_spec(spec_for(served, request_rates=(200,), arrival="poisson", seed=7))
     (p,) = run.points
     assert p.mode == "request_rate" and p.error_count == 0
-    assert p.throughput_rps == pytest.approx(80, rel=0.25)
-    assert p.send_rate_rps == pytest.approx(80, rel=0.25)
+    assert p.throughput_rps == pytest.approx(200, rel=0.3)
+    assert p.send_rate_rps == pytest.approx(200, rel=0.3)
     assert p.latency.p50_ms > 0 and p.max_send_lag_ms is not None
 
 

@@ -843,6 +843,10 @@ def _bounded_http_client(module):
     inflate it, a bomb included)."""
 
     class BoundedClient(module.InferenceServerClient):
+        # until tritonclient's __init__ ends (it sets False): one it never finished (Ctrl-C while it connected) has
+        # nothing to close, where tritonclient's __del__ read a missing attribute (a traceback on stderr)
+        _closed = True
+
         def __init__(self, *args: Any, answer_timeout_s: float, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._answer_timeout_s = answer_timeout_s
