@@ -217,6 +217,9 @@ def test_serve_names_commands_that_work_for_a_hand_written_model(tmp_path):
     assert "tritongen infer built --repo" in _next_steps(("built", "hand"), "h:1", tmp_path, built={"built"})[1]
 
 
+TOLERANCES = {"atol": 1e-5, "rtol": 1e-3}
+
+
 def test_serve_names_a_model_whose_check_works(tmp_path):
     """Before, the first model alphabetically was named with --check: an image/custom ensemble (no end-to-end
     reference: "ensemble 'custom' has no end-to-end reference") or a text ensemble with an INT8 model step (its
@@ -238,9 +241,9 @@ def test_serve_names_a_model_whose_check_works(tmp_path):
             ensemble,
             ("end_to_end.json",) if end_to_end else (),
             kind="ensemble",
-            model={"spec": {"precision": precision}},
+            model={"spec": {"precision": precision, "atol": 1e-5, "rtol": 1e-3}},  # infer --check's tolerances
         )
-        made(f"{ensemble}_model", ("samples.npz", "reference_outputs.npz"), kind="model")
+        made(f"{ensemble}_model", ("samples.npz", "reference_outputs.npz"), kind="model", spec=TOLERANCES)
         made(f"{ensemble}_preprocess", (), kind="python")
         made(f"{ensemble}_postprocess", (), kind="python")
 
@@ -253,6 +256,11 @@ def test_serve_names_a_model_whose_check_works(tmp_path):
     assert named("custom", "txt") == "txt --check"  # the ensemble that checks, before custom (alphabetical first)
     assert named("custom") == "custom_model --check"  # no ensemble checks: its model step does
     assert named("txt8") == "txt8_model --check"  # INT8 model step: the FP32 end-to-end reference does not apply
+    # a manifest without the parity tolerances infer --check holds the answers to (edited by hand): not named
+    from tritongen.end_to_end import checkable
+
+    made("plain", ("samples.npz", "reference_outputs.npz"), kind="model")
+    assert checkable(tmp_path / "txt_model") and not checkable(tmp_path / "plain")
 
 
 @pytest.mark.parametrize(
