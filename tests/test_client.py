@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -458,6 +459,39 @@ def test_urls_people_write_are_accepted():
     assert host_port_from_url("localhost:8000/proxy/v2x") == "localhost:8000/proxy/v2x"
 
 
+@contextlib.contextmanager
+def _json_server(answer):
+    """A real HTTP server on a free loopback port answering every GET and POST with ``answer(path)`` as JSON: what
+    Triton never would. Yields its host:port."""
+    import http.server
+    import json
+    import threading
+
+    class NotTriton(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(answer(self.path)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTriton)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize(
     "meta, config",
     [
@@ -469,30 +503,9 @@ def test_urls_people_write_are_accepted():
     ],
 )
 def test_malformed_metadata_from_a_server_is_one_error(meta, config):
-    import http.server
-    import json
-    import threading
-
-    class NotTriton(http.server.BaseHTTPRequestHandler):  # a real HTTP server answering what Triton never would
-        def do_GET(self):
-            body = json.dumps(config if self.path.endswith("/config") else meta).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTriton)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with _json_server(lambda path: config if path.endswith("/config") else meta) as url:
         with pytest.raises(TritongenError, match="answered malformed metadata for model 'm'"):
-            model_metadata(f"127.0.0.1:{server.server_address[1]}", "m", "http", timeout_s=5)
-    finally:
-        server.shutdown()
-        server.server_close()
+            model_metadata(url, "m", "http", timeout_s=5)
 
 
 @pytest.mark.parametrize(
@@ -505,32 +518,10 @@ def test_malformed_metadata_from_a_server_is_one_error(meta, config):
 )
 def test_the_served_names_for_a_did_you_mean_are_read_as_bounded_as_the_repository_index(index, names):
     """served_model_names parsed the index itself: no bound on its entries, a dict's text taken for a name."""
-    import http.server
-    import json
-    import threading
-
     from tritongen.client import served_model_names
 
-    class Index(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.dumps(index).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        got = served_model_names(f"127.0.0.1:{server.server_address[1]}", "http", timeout_s=5)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _json_server(lambda path: index) as url:
+        got = served_model_names(url, "http", timeout_s=5)
     assert got == (names or [])
 
 

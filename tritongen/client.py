@@ -94,8 +94,8 @@ def spec_protocol(url: str | None, protocol: str | None) -> str:
     if not protocol:
         return protocol_for_url(os.environ.get(URL_ENV), None, f"${URL_ENV}")
     protocol = _check_protocol(protocol)
-    source = default_url_source(protocol)
-    name = source.removeprefix("$") if source.startswith("$") else URL_ENV
+    own = f"TRITONGEN_{protocol.upper()}_URL"
+    name = own if os.environ.get(own) else URL_ENV
     return protocol_for_url(os.environ.get(name), protocol, f"${name}")
 
 

@@ -38,17 +38,13 @@ def cpus_text(cpus: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-def _digits(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` takes ``"\u00b2"``, which ``int()`` refuses (a traceback)."""
-    return text.isascii() and text.isdigit()
-
-
 def _parse(text: str, option: str) -> list[int]:
     example = f"write it like {option} 1 or {option} 1-3,5 (CPU ids, ranges inclusive)"
     cpus: list[int] = []
     for part in (p.strip() for p in text.split(",")):  # "0 1" is no CPU id
         low, dash, high = part.partition("-")
-        if not _digits(low) or (dash and not _digits(high)):
+        # ASCII digits: str.isdigit takes "\u00b2", which int() refuses (a traceback)
+        if not (low.isascii() and low.isdigit()) or (dash and not (high.isascii() and high.isdigit())):
             raise TritongenError(f"{option} '{text}' is not a list of CPU ids", example)
         if len(low) > 6 or len(high) > 6:  # no machine has a million CPUs: refuse before building the range
             raise TritongenError(f"{option} '{text}' names a CPU id beyond any machine's", example)
