@@ -6,8 +6,7 @@ for models with a tokenizer (``--tokenizer DIR``, a Hugging Face tokenizer folde
 alone), or a folder of images for a model with one image input ``[3, H, W]``, H and W fixed (with a Hugging Face
 ``preprocessor_config.json``, through the served pre-processing step's own code: its resize, crop, rescale and
 normalisation; without one, resized to H x W, RGB, scaled to [0, 1]). Every 4th sample is held out: the accuracy
-guard measures on
-samples that calibration never saw.
+guard measures on samples that calibration never saw.
 """
 
 from __future__ import annotations
@@ -341,8 +340,9 @@ def _image_settings(preprocessor: Path | None, hw: tuple[int, int], folder: Path
     if preprocessor is None or not (Path(preprocessor) / IMAGE_PROCESSOR_FILE).is_file():  # PIL's default: bicubic
         return dict(resize=resize, crop=None, crop_pct=None, resample=3, rescale_factor=1 / 255.0, mean=None, std=None)
     settings = image_settings_from_folder(Path(preprocessor))
-    fixed = settings.crop is not None or (settings.resize is not None and "height" in settings.resize)
-    if not fixed and not (settings.resize and settings.crop_pct is not None):
+    try:
+        settings.output_hw  # noqa: B018 -- the served step's own rule for a fixed size
+    except TritongenError:
         settings = dataclasses.replace(settings, resize=resize, crop=None, crop_pct=None)
     if tuple(settings.output_hw) != tuple(hw):
         raise TritongenError(
