@@ -248,7 +248,7 @@ def link_problems(repo: Path, model_dir: Path) -> list[str]:
             rel = path.relative_to(model_dir).as_posix()
             target = path.resolve()
             where = f"{shown(name)}/{shown(rel)}"
-            if Path(folder) == model_dir and version_of_folder(entry) is not None:
+            if Path(folder) == model_dir and entry.isdigit():  # any digit name, wider than Triton's: refused
                 problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
             elif target != root and root not in target.parents:
                 problems.append(

@@ -53,7 +53,6 @@ from .layout import (
     misread_version_folders,
     misread_version_problem,
     version_numbers,
-    version_of_folder,
 )
 from .manifest import load_manifest, sha256_regular_file
 from .names import one_line
@@ -178,7 +177,7 @@ def _manifests(model_dir: Path, versions: list[int], found: _Findings) -> dict[i
             continue
         for rel in files:
             head = rel.split("/", 1)[0]
-            if version_of_folder(head) is not None and head != str(version):
+            if head.isdigit() and head != str(version):  # any digit name (01, ²): wider than a version, refused
                 found.add(f"{model_dir.name}: the manifest of version {version} lists {rel}, a file of another version")
                 out[version] = None
                 break
@@ -194,7 +193,7 @@ def _expected(manifests: dict[int, dict[str, str] | None], newest: int) -> tuple
     required: set[str] = set()
     for version, files in sorted(manifests.items(), reverse=True):  # shared files: the newest manifest listing them
         for rel, digest in (files or {}).items():
-            in_version = version_of_folder(rel.split("/", 1)[0]) is not None
+            in_version = rel.split("/", 1)[0].isdigit()  # each version's own file, required (the wider rule)
             if in_version or rel not in expected:
                 expected[rel] = digest
                 if in_version or version == newest:
