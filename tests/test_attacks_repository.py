@@ -197,6 +197,13 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], tuple[str, ...], bool]
         True,
     ),
     (
+        "link at the top of a signed repository, checked with the public key",
+        lambda r: (r / "toplink").symlink_to("/etc/hostname"),
+        ["--public-key", "{pub}"],
+        ("holds what no signature covers", "toplink", "remove it"),
+        True,
+    ),
+    (
         "unsigned repository with --public-key",
         lambda r: (r / ".tritongen-signature.sig").unlink(),
         ["--public-key", "{pub}"],
@@ -272,6 +279,35 @@ def test_rewritten_manifest_passes_plain_verify_but_not_the_signature(world, tmp
     assert _run(["verify", str(repo)])[0] == 0
     code, out, err = _run(["verify", str(repo), "--public-key", str(world.pub)])
     _assert_one_clean_line("rewritten manifest", code, out, err, ("differs from what was signed",))
+
+
+def test_a_model_under_the_name_a_signature_had_at_the_top_is_not_left_out_of_it(world, tmp_path):
+    """Signed with --signature REPO/release.sig, the signature kept elsewhere: the library leaves out everything
+    under a name the signature lists as left out, so a model folder named release.sig (its manifest made to fit)
+    verified as signed and served."""
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    (repo / ".tritongen-signature.sig").unlink()
+    assert _run(["sign", str(repo), "--private-key", str(world.key), "--signature", str(repo / "release.sig")])[0] == 0
+    signature = tmp_path / "release.sig"
+    (repo / "release.sig").rename(signature)
+    args = ["--public-key", str(world.pub), "--signature", str(signature)]
+    assert _run(["verify", str(repo), *args])[0] == 0  # the signature kept apart checks as before
+    shutil.copytree(repo / "conv", repo / "release.sig")
+    config = repo / "release.sig" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "conv"', 'name: "release.sig"'))
+    model_py = repo / "release.sig" / "1" / "model.py"
+    model_py.write_text(model_py.read_text() + "\nimport os  # and anything else\n")
+    manifest = repo / "release.sig" / "1" / "tritongen" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["files"].update({"1/model.py": sha256_file(model_py), "config.pbtxt": sha256_file(config)})
+    manifest.write_text(json.dumps(data))
+    assert _run(["verify", str(repo)])[0] == 0  # its manifest fits: only the signature can tell
+    code, out, err = _run(["verify", str(repo), *args])
+    _assert_one_clean_line("model under a signature's name", code, out, err, ("release.sig is left out", "a folder"))
+    code, out, err = _run(["serve", str(repo), *args, "--server-bin", str(world.server_bin)])
+    _assert_one_clean_line("serve: model under a signature's name", code, out, err, ("release.sig is left out",))
+    assert not world.marker.exists(), "serve started the server"
 
 
 def test_validate_refuses_a_hidden_model_folder(world, tmp_path):
@@ -520,3 +556,62 @@ def test_a_model_of_a_thousand_nested_folders_is_one_line_in_validate_verify_sig
             while (below / "d").is_dir():
                 below = below / "d"
             below.rmdir()
+
+
+def test_loops_of_symbolic_links_are_one_clean_line_each(world, tmp_path):
+    """Path.resolve() raises RuntimeError on a loop: validate (the link check), verify (a manifest path through a
+    loop) and a signature path through a loop each ended in a traceback."""
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    (repo / "conv" / "1" / "loop").symlink_to("loop")
+    code, out, err = _run(["validate", str(repo)])
+    _assert_one_clean_line("validate: link loop", code, out, err, ("1 problem in model repository",))
+    assert "'conv/1/loop' is a symbolic link that loops" in err, err  # the problem, listed below the error line
+    (repo / "conv" / "1" / "loop").unlink()
+    (repo / "conv" / "1" / "tritongen" / "loop").symlink_to("loop")
+    _rewrite_manifest(repo, lambda d: d["files"].update({"1/tritongen/loop/x": "0" * 64}))
+    for args in (["verify", str(repo)], ["sign", str(repo), "--private-key", str(world.key)]):
+        code, out, err = _run(args)
+        _assert_one_clean_line(f"{args[0]}: manifest path through a loop", code, out, err, ("loop of symbolic links",))
+    (tmp_path / "sigloop").symlink_to("sigloop")
+    code, out, err = _run(
+        ["verify", str(world.repo), "--public-key", str(world.pub), "--signature", str(tmp_path / "sigloop" / "x.sig")]
+    )
+    _assert_one_clean_line("verify: signature path through a loop", code, out, err, ("loop of symbolic links",))
+
+
+def test_sign_signs_with_the_key_bytes_it_checked(world, tmp_path, monkeypatch):
+    """The key was checked on one read and the library read the path again: a key swapped in between signed."""
+    from tritongen import signing
+
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    (repo / ".tritongen-signature.sig").unlink()
+    key = tmp_path / "key.pem"
+    shutil.copy(world.key, key)
+    checked = signing.check_private_key
+
+    def check_then_swap(path):
+        data = checked(path)
+        other, _ = write_key_pair(tmp_path, "swapped", ec.generate_private_key(ec.SECP256R1()))
+        shutil.copy(other, key)
+        return data
+
+    monkeypatch.setattr(signing, "check_private_key", check_then_swap)
+    signing.sign_repository(repo, key)
+    signing.check_signature(repo, world.pub)  # signed with the key that was checked, not the one swapped in
+
+
+def test_only_the_forms_sign_leaves_out_are_taken_from_a_signature(tmp_path):
+    """A signature's list of paths left out is taken as the library wrote it: a top-level `__pycache__` (as
+    `model_signing --ignore-paths __pycache__` writes) hid a whole model folder of that name."""
+    from tritongen.signing import ignored_path_problems
+
+    (tmp_path / "__pycache__" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "release.sig").write_text("{}")
+    fine = ["m/tritongen-rollout.json", "m/tritongen-rollout.lock", "m/1/__pycache__", "release.sig", "gone.sig"]
+    assert ignored_path_problems(tmp_path, fine) == []
+    for entry in ("__pycache__", "__pycache__/__pycache__", "../x/tritongen-rollout.json", "m/../m", "", "m/1/x", 7):
+        (problem,) = ignored_path_problems(tmp_path, [entry])
+        assert "which tritongen sign never does" in problem, (entry, problem)

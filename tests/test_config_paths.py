@@ -63,6 +63,20 @@ def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_d
             "} ] }",
             "initial state of 'h' from data_file '../../../tmp/state.bin', a path out of its initial_state folder",
         ),
+        # Triton reads <model>/warmup/<input_data_file> into a warm-up request, and a label file from the model folder
+        (
+            'model_warmup [{ name: "w" batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: [1] '
+            'input_data_file: "../../../../etc/hostname" } } }]',
+            "warms 'x' up with input_data_file '../../../../etc/hostname', a path out of its warmup folder",
+        ),
+        (
+            'output [{ name: "z" data_type: TYPE_FP32 dims: [1] label_filename: "../../../etc/passwd" }]',
+            "labels of output 'z' from '../../../etc/passwd', a path out of its folder",
+        ),
+        (
+            'output [{ name: "z" data_type: TYPE_FP32 dims: [1] label_filename: "/etc/passwd" }]',
+            "labels of output 'z' from '/etc/passwd'",
+        ),
     ],
 )
 def test_settings_that_point_triton_outside_the_model_folder_are_named(setting, words):
@@ -83,9 +97,13 @@ def test_settings_inside_the_model_folder_or_without_files_pass():
         'sequence_batching { state [ { input_name: "h" output_name: "h_next" data_type: TYPE_FP32 dims: [4] '
         'initial_state [ { name: "s" data_type: TYPE_FP32 dims: [4] data_file: "h0.bin" } ] } ] }'
     )
-    assert (
-        outside_path_problems(config_from_text(HAND_CONFIG + inside + cache_off + own_file + own_state), "hand") == []
+    own_warmup = (
+        'model_warmup [{ name: "w" batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: [1] '
+        'input_data_file: "x.bin" } } }]\n'
+        'output [{ name: "z" data_type: TYPE_FP32 dims: [1] label_filename: "labels.txt" }]'
     )
+    config = config_from_text(HAND_CONFIG + inside + cache_off + own_file + own_state + own_warmup)
+    assert outside_path_problems(config, "hand") == []
     for plain in (
         'backend: "my_backend-2"',
         'runtime: "model.py"',
@@ -108,3 +126,25 @@ def test_verify_refuses_a_hand_written_model_whose_environment_lies_outside_the_
     (model / "config.pbtxt").write_text(HAND_CONFIG + outside.replace("/tmp/", "$$TRITON_MODEL_DIRECTORY/"))
     report = verify_repository(repo, allow_unverified=["hand"])
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize(
+    "tail, words",
+    [
+        (b"# \xff\n", "cannot be checked for settings that read files outside its folder"),
+        (b"optimization { priority: 7 }\n", "cannot be checked for settings"),
+    ],
+)
+def test_a_config_tritongen_cannot_read_fails_verify_rather_than_skipping_its_path_checks(tmp_path, tail, words):
+    """Triton reads a config with a non-UTF-8 byte in a comment, or an enum number without a name: verify, sign and
+    serve --public-key passed such a config unchecked (its outside paths too), as they could not parse it."""
+    repo = tmp_path / "repo"
+    model = repo / "hand"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    outside = b'parameters { key: "EXECUTION_ENV_PATH" value { string_value: "/tmp/env.tar.gz" } }\n'
+    (model / "config.pbtxt").write_bytes(HAND_CONFIG.encode() + tail + outside)
+    with pytest.raises(TritongenError, match=words):
+        check_verified(repo, allow_unverified=["hand"])
+    (model / "config.pbtxt").write_bytes(HAND_CONFIG.encode())
+    assert verify_repository(repo, allow_unverified=["hand"]).ok

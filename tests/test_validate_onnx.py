@@ -781,3 +781,42 @@ def test_without_onnx_installed_no_graph_is_judged(tmp_path, monkeypatch):
     assert not validate_repository(repo).ok
     monkeypatch.setattr(validate_module, "onnx_available", lambda: False)
     assert validate_repository(repo).ok
+
+
+@pytest.mark.parametrize(
+    "location, outside",
+    [("model.onnx.data", False), ("weights/w.bin", False), ("../../../outside.bin", True), ("/etc/w.bin", True)],
+)
+def test_weights_kept_outside_the_version_folder_are_refused(tmp_path, location, outside):
+    """ONNX Runtime opens a graph's external data at the ``location`` it names, relative to the model file: a path
+    out of the version folder loaded a file no manifest or signature covers (validate, and so serve, passed it)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(4, dtype=np.float32), "W")
+    raw = weight.raw_data
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, text in (("location", location), ("offset", "0"), ("length", str(len(raw)))):
+        weight.external_data.add(key=key, value=text)
+    node = helper.make_node("Add", ["x", "W"], ["y"])
+    graph = helper.make_graph([node], "g", [value("x", 1, [4])], [value("y", 1, [4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    text = PLAIN.replace('name: "p"', 'name: "m"')
+    repo = repository_with(tmp_path, text, model.SerializeToString())
+    assert graph_io_from_onnx(repo / "m" / "1" / "model.onnx").external_locations == (location,)
+    if not outside:  # where it stays beside the model, ONNX Runtime reads it from there
+        import onnxruntime as ort
+
+        (repo / "m" / "1" / location).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "m" / "1" / location).write_bytes(raw)
+        session = ort.InferenceSession(str(repo / "m" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        (y,) = session.run(None, {"x": np.ones(4, dtype=np.float32)})
+        assert y.tolist() == [1.0, 2.0, 3.0, 4.0]
+    problems = [p for p in validate_repository(repo).lines() if "reads weights from" in p]
+    assert bool(problems) is outside, problems
+    if outside:
+        assert (
+            f"1/model.onnx of model 'm' reads weights from '{location}', a path out of its version folder"
+            in (problems[0])
+        )

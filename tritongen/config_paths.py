@@ -12,6 +12,8 @@ setting is refused:
   to the version folder; an absolute path or ``..`` would load one from anywhere.
 - ``sequence_batching { state { initial_state { data_file } } }``: read from ``<model>/initial_state/<data_file>``,
   so a path with ``..`` (or an absolute one) would give every sequence a starting state from anywhere.
+- ``model_warmup { inputs { input_data_file } }``: read from ``<model>/warmup/<input_data_file>`` as a warm-up
+  request's data; ``output { label_filename }``: read from the model folder as the output's class labels.
 - ``model_operations { op_library_filename: ... }``: shared libraries a backend loads into the server.
 - The ONNX Runtime backend's TensorRT accelerator: ``trt_extra_plugin_lib_paths`` (shared libraries),
   ``trt_engine_cache_enable``/``trt_engine_cache_path`` and ``trt_ep_context_file_path`` (engines it deserialises
@@ -110,6 +112,20 @@ def outside_path_problems(config: Any, name: str) -> list[str]:
                     f"'{data_file[:200]}', a path out of its initial_state folder: Triton would read that file, "
                     "unchecked, as every sequence's starting state"
                 )
+    for warmup in config.model_warmup:
+        for input_name, data in sorted(warmup.inputs.items()):
+            data_file = data.input_data_file if data.WhichOneof("input_data_type") == "input_data_file" else ""
+            if data_file and not inside_version_folder(data_file):
+                problems.append(
+                    f"model '{name}' warms '{input_name[:100]}' up with input_data_file '{data_file[:200]}', a path "
+                    "out of its warmup folder: Triton would read that file, unchecked, into a request to the model"
+                )
+    for output in config.output:
+        if output.label_filename and not inside_version_folder(output.label_filename):
+            problems.append(
+                f"model '{name}' reads the labels of output '{output.name[:100]}' from '{output.label_filename[:200]}'"
+                ", a path out of its folder: Triton would read that file, unchecked, into its answers"
+            )
     for library in config.model_operations.op_library_filename:
         problems.append(f"model '{name}' loads operation library '{library[:200]}' into the server unchecked")
     for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:

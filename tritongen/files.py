@@ -66,6 +66,16 @@ def regular_bytes(path: Path | str, max_bytes: int, *, follow_links: bool = True
     return data
 
 
+def leads_through_loop(path: Path | str) -> bool:
+    """Whether ``path`` (or a folder on the way to it) is a loop of symbolic links. Asked of the system (ELOOP):
+    ``Path.resolve()`` raises RuntimeError on a loop before Python 3.13 and returns the looping path from 3.13 on."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def json_from_bytes(raw: bytes | str) -> Any:
     """``json.loads``, with every failure a crafted file can cause raised as ``ValueError`` (``UnicodeDecodeError``
     for bytes that are not UTF-8, UTF-16 or UTF-32, itself a ``ValueError``)."""

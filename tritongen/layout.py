@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from .errors import TritongenError
-from .files import walk
+from .files import leads_through_loop, walk
 from .names import shown, with_suggestion
 
 CONFIG_NAME = "config.pbtxt"
@@ -246,8 +246,11 @@ def link_problems(repo: Path, model_dir: Path) -> list[str]:
             if not path.is_symlink():
                 continue
             rel = path.relative_to(model_dir).as_posix()
-            target = path.resolve()
             where = f"{shown(name)}/{shown(rel)}"
+            if leads_through_loop(path):
+                problems.append(f"'{where}' is a symbolic link that loops (to {shown(os.readlink(path), 120)})")
+                continue
+            target = path.resolve()
             if Path(folder) == model_dir and entry.isdigit():  # any digit name, wider than Triton's: refused
                 problems.append(f"version folder '{where}' is a symbolic link (to {shown(os.readlink(path), 120)})")
             elif target != root and root not in target.parents:

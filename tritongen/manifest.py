@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
 from .errors import TritongenError
-from .files import replace_file
+from .files import leads_through_loop, replace_file
 from .layout import manifest_path
 
 MANIFEST_SCHEMA = 1
@@ -283,6 +283,8 @@ def _path_problem(rel: Any, model_dir: Path) -> str | None:
     if any(p in ("", ".", "..") for p in parts):
         return f"lists the path {shown}, which has an empty, '.' or '..' component"
     root = model_dir.resolve()
+    if leads_through_loop(root / PurePosixPath(rel)):
+        return f"lists the path {shown}, which leads through a loop of symbolic links"
     if root not in (root / PurePosixPath(rel)).resolve().parents:
         return f"lists the path {shown}, which leads out of its model folder"
     return None

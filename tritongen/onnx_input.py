@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .validate_onnx import MAX_ONNX_BYTES
+from .validate_onnx import MAX_ONNX_BYTES, external_tensors
 
 MIN_ONNX_OPSET = 7  # the oldest opset ONNX Runtime runs
 ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -49,17 +49,9 @@ def is_onnx_file(head: bytes) -> bool:
     return 1 <= ir_version <= 64 and i + 1 < len(head) and head[i + 1] in _MODEL_FIELD_TAGS
 
 
-def _external_refs(model: Any) -> list[Any]:
-    """Every tensor of the model (initializers, Constant attributes, subgraphs) whose data is in another file."""
-    from onnx import TensorProto, external_data_helper
-
-    tensors = getattr(external_data_helper, "_get_all_tensors", lambda m: m.graph.initializer)(model)
-    return [t for t in tensors if t.data_location == TensorProto.EXTERNAL]
-
-
 def _check_external_data(model: Any, path: Path) -> None:
     base = path.parent.resolve()
-    for tensor in _external_refs(model):
+    for tensor in external_tensors(model):
         entry = {e.key: e.value for e in tensor.external_data}
         location = entry.get("location", "")
         where = f"{path.name}: tensor '{tensor.name[:80]}' keeps its data in '{location[:120]}'"
@@ -121,7 +113,7 @@ def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
             "export it with standard ONNX operators",
         )
     _check_external_data(model, path)
-    if load_data and _external_refs(model):
+    if load_data and external_tensors(model):
         from onnx.external_data_helper import load_external_data_for_model
 
         load_external_data_for_model(model, str(path.parent))

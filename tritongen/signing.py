@@ -18,12 +18,13 @@ import ast
 import contextlib
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .errors import TritongenError
-from .files import FileTooLargeError, read_problem, regular_bytes, walk
+from .files import FileTooLargeError, leads_through_loop, read_problem, regular_bytes, walk
 from .layout import SIGNATURE_NAME
 from .validate import check_repository_folder
 
@@ -99,8 +100,9 @@ def _check_curve(key, path: Path, role: str) -> None:
         )
 
 
-def check_private_key(path: Path) -> None:
-    """Raise :class:`TritongenError` unless ``path`` is an unencrypted PEM EC private key of a supported curve."""
+def check_private_key(path: Path) -> bytes:
+    """Raise :class:`TritongenError` unless ``path`` is an unencrypted PEM EC private key of a supported curve;
+    returns the bytes checked."""
     from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
@@ -119,6 +121,7 @@ def check_private_key(path: Path) -> None:
     except (ValueError, UnsupportedAlgorithm):
         raise TritongenError(f"private key file {path} is not a PEM private key", _KEYGEN) from None
     _check_curve(key, Path(path), "private")
+    return data
 
 
 def check_public_key(path: Path) -> bytes:
@@ -163,8 +166,12 @@ def unchecked_signature(repo: Path, signature: Path | None = None) -> Path | Non
 
 def signature_location(repo: Path, signature: Path | None) -> tuple[Path, str | None]:
     """(signature path, its name if it lies at the top of ``repo`` and the hashing must skip it, else None)."""
-    root = Path(repo).resolve()
     path = Path(signature) if signature is not None else Path(repo) / SIGNATURE_NAME
+    if leads_through_loop(path.parent) or leads_through_loop(repo):
+        raise TritongenError(
+            f"signature path {path} leads through a loop of symbolic links", "pass a signature path in a real folder"
+        )
+    root = Path(repo).resolve()
     full = path.parent.resolve() / path.name
     if full == root or root not in full.parents:
         return full, None
@@ -218,7 +225,7 @@ def sign_repository(
 
     repo = Path(repo)
     check_repository_folder(repo)
-    check_private_key(private_key)
+    key = check_private_key(private_key)
     check_verified(repo, allow_unverified=allow_unverified)  # sign only what matches its manifests
     path, skipped = signature_location(repo, signature)
     if path.is_dir():
@@ -230,10 +237,13 @@ def sign_repository(
     hashing, signing, _ = _library()
     with tempfile.TemporaryDirectory(prefix="tritongen-sign-") as work:
         made = Path(work) / "signature.sig"  # written outside the repository, so the hashing never sees it
+        key_copy = Path(work) / "private-key.pem"  # the bytes checked are the bytes the library signs with
+        with os.fdopen(os.open(key_copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(key)
         try:
             hashed = _hashing_config(hashing, skipped, bytecode_cache_dirs(repo), rollout_record_paths(repo))
             config = signing.Config().set_hashing_config(hashed)
-            config.use_elliptic_key_signer(private_key=Path(private_key)).sign(repo, made)
+            config.use_elliptic_key_signer(private_key=key_copy).sign(repo, made)
         except (ValueError, OSError) as exc:  # a link in the repository, an unreadable file
             raise TritongenError(
                 f"cannot sign model repository {repo}: {_short(exc)}", "fix the path named, then sign again"
@@ -275,9 +285,61 @@ def check_signature(repo: Path, public_key: Path, signature: Path | None = None)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
                 config.use_elliptic_key_verifier(public_key=key_copy).verify(repo, copy)
+            ignored = _signed_manifest(copy, key_copy).serialization_type.get("ignore_paths", [])
         except Exception as exc:  # noqa: BLE001 - whatever the library raises, the repository is not proven signed
             raise TritongenError(*_failure(repo, path, public_key, exc)) from None
+    problems = ignored_path_problems(repo, ignored)
+    if problems:
+        raise TritongenError(
+            f"model repository {repo} holds what its signature does not cover: {'; '.join(problems)}",
+            "remove it (Triton would load it unchecked), or re-sign the repository after a build",
+        )
     return path
+
+
+def ignored_path_problems(repo: Path, ignored: Iterable[str]) -> list[str]:
+    """Where a path the signature leaves out (the library skips everything under one at verify as at signing)
+    holds what Triton may load unchecked. tritongen sign leaves out three forms: the signature's own name at the
+    top of the repository (a file, which Triton never loads: a folder of that name would be a whole model outside
+    the signature), ``MODEL/tritongen-rollout.json`` and ``.lock`` (their form is verify's), and
+    ``.../__pycache__`` (verify holds their files to the signed source). Anything else was not made by it."""
+    from .bytecode import PYCACHE
+    from .layout import ROLLOUT_LOCK_NAME, ROLLOUT_RECORD_NAME
+
+    problems = []
+    for rel in ignored:
+        parts = rel.split("/") if isinstance(rel, str) else []
+        if any(part in ("", ".", "..") for part in parts):
+            problems.append(f"it leaves out {_short(repr(rel), 200)}, which tritongen sign never does")
+            continue
+        if len(parts) == 2 and parts[1] in (ROLLOUT_RECORD_NAME, ROLLOUT_LOCK_NAME):
+            continue
+        if len(parts) >= 2 and parts[-1] == PYCACHE and PYCACHE not in parts[:-1]:  # in a model folder, never atop
+            continue
+        if len(parts) != 1 or parts[0] == PYCACHE:
+            problems.append(f"it leaves out {_short(repr(rel), 200)}, which tritongen sign never does")
+            continue
+        try:
+            mode = os.lstat(Path(repo) / parts[0]).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{_short(parts[0], 200)} (left out as a signature's name) {read_problem(exc)}")
+            continue
+        if not stat.S_ISREG(mode):
+            problems.append(
+                f"{_short(parts[0], 200)} is left out as a signature's name, and is not a file but "
+                f"{'a folder' if stat.S_ISDIR(mode) else 'a link or special file'}"
+            )
+    return problems
+
+
+def _signed_manifest(signature: Path, public_key: Path):
+    """The manifest ``signature`` signs, once it is proven to be ``public_key``'s (the library's own reading)."""
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb  # noqa: PLC0415 - no public API returns these
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
+        return sign_ec_key.Verifier(public_key).verify(sign_sigstore_pb.Signature.read(signature))
 
 
 def signed_digests(repo: Path, public_key: Path, signature: Path | None = None) -> dict[str, str]:
@@ -290,13 +352,11 @@ def signed_digests(repo: Path, public_key: Path, signature: Path | None = None) 
     path, _ = signature_location(repo, signature)
     data = _signature_bytes(repo, path)
     _library()  # a missing library is one error
-    from model_signing._signing import sign_ec_key, sign_sigstore_pb  # noqa: PLC0415 - no public API returns these
 
     with tempfile.TemporaryDirectory(prefix="tritongen-signature-") as tmp:
         copy, key_copy = _checked_copies(Path(tmp), data, key)
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the library prints warnings about old formats
-                manifest = sign_ec_key.Verifier(key_copy).verify(sign_sigstore_pb.Signature.read(copy))
+            manifest = _signed_manifest(copy, key_copy)
             listed = [(d.identifier, d.digest.algorithm, d.digest.digest_hex) for d in manifest.resource_descriptors()]
         except Exception as exc:  # noqa: BLE001 - whatever the library raises, the signature is not proven
             raise TritongenError(*_failure(Path(repo), path, public_key, exc)) from None
@@ -396,6 +456,11 @@ def _failure(repo: Path, path: Path, public_key: Path, exc: Exception) -> tuple[
         return (
             f"signature {path} was not made with the private key of {public_key}",
             "pass the public key that belongs to the signing key, or re-sign the repository with its private key",
+        )
+    if text.startswith("Cannot use '"):  # a link or special file in the repository, which no signature covers
+        return (
+            f"model repository {repo} holds what no signature covers ({text})",
+            "remove it: links and special files are neither signed nor loaded as signed",
         )
     return (
         f"signature {path} cannot be checked ({type(exc).__name__}: {text})",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_paths import inside_version_folder
 from .errors import TritongenError
 from .layout import (
     ARTIFACT_DIR,
@@ -39,7 +40,7 @@ from .layout import (
     triton_version,
     version_numbers,
 )
-from .names import shell_special_chars
+from .names import one_line, shell_special_chars
 from .scheduling import MAX_INSTANCE_COUNT
 from .sequence import STATES_PARAMETER
 from .validate_ensemble import (
@@ -886,6 +887,13 @@ def _version_graph_problems(
         except ValueError as exc:
             problems.append(f"{where} of model '{name}' {unreadable[0]} ({exc}): {unreadable[1]}")
             continue
+        problems += [
+            f"{where} of model '{name}' reads weights from '{one_line(location[:200])}', a path out of its version "
+            "folder: ONNX Runtime would load that file unchecked (no manifest or signature covers it): keep the "
+            "external data beside the model file (onnx.save_model(..., location='model.onnx.data'))"
+            for location in graph.external_locations
+            if not inside_version_folder(location)
+        ]
         problems += check(config, name, graph, where)
     return problems
 

@@ -31,6 +31,7 @@ from .files import read_problem, regular_bytes
 from .names import one_line
 
 MAX_ONNX_BYTES = 2**31 - 1  # protobuf's limit on one message: a larger model keeps its weights as external data
+MAX_EXTERNAL_LOCATIONS = 64  # distinct external-data paths a graph's record lists (the rest are not listed)
 
 DEFAULT_MAX_BATCH_SIZE = 4  # tritonserver --backend-config=default-max-batch-size, Triton's default
 _SMALL_INITIALIZER_BYTES = 4096  # an initializer up to this size goes into shape inference with its values
@@ -98,6 +99,9 @@ class GraphIO:
     # The graph's weights (initializers, their external data included, by their dims): what a model's own size is
     weight_bytes: int = 0
     largest_weight_bytes: int = 0
+    # Where the graph's weights kept outside it are read from (``location`` of external data, relative to the model
+    # file's folder): ONNX Runtime opens each path as written (at most MAX_EXTERNAL_LOCATIONS distinct ones listed)
+    external_locations: tuple[str, ...] = ()
 
 
 def _type_from_onnx(elem_type: int) -> str:
@@ -216,6 +220,7 @@ def child_main(header: Mapping[str, Any], data: bytes) -> None:
     answer["folded_bytes"] = graph.folded_bytes
     answer["sized"] = graph.sized
     answer["weights"] = [graph.weight_bytes, graph.largest_weight_bytes]
+    answer["external"] = list(graph.external_locations)
     sys.stdout.write(json.dumps(answer))
 
 
@@ -305,7 +310,14 @@ def _graph_io_in_child(data: bytes, infer: bool) -> GraphIO | None:
             if not (isinstance(weights, list) and len(weights) == 2 and all(type(w) is int for w in weights)):
                 raise ValueError("not sizes")
             largest = _static_from_json(answer["largest"])
-            return GraphIO(tables[0], tables[1], tables[2], largest, folded, sized, weights[0], weights[1])
+            external = answer["external"]
+            if not (isinstance(external, list) and len(external) <= MAX_EXTERNAL_LOCATIONS):
+                raise ValueError("not a list of paths")
+            if not all(isinstance(e, str) for e in external):
+                raise ValueError("not a list of paths")
+            return GraphIO(
+                tables[0], tables[1], tables[2], largest, folded, sized, weights[0], weights[1], tuple(external)
+            )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # not what the child writes
     raise ValueError(str(reason)[:300])
@@ -406,10 +418,10 @@ def _graph_io(data: bytes, infer: bool = True) -> GraphIO:
             if t.name in declared and t.name not in passed
         }
     )
+    external = _external_locations(model)
     if not infer:
-        return GraphIO(
-            inputs, overridable, {name: passed.get(name) or _merged(t, None) for name, t in declared.items()}
-        )
+        outputs = {name: passed.get(name) or _merged(t, None) for name, t in declared.items()}
+        return GraphIO(inputs, overridable, outputs, external_locations=external)
     constants = initializers | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     nodes = [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
     weights = [_tensor_bytes(t.dims, t.data_type) for t in model.graph.initializer]
@@ -418,8 +430,47 @@ def _graph_io(data: bytes, infer: bool = True) -> GraphIO:
     outputs = {name: passed.get(name) or _merged(t, inferred.get(name)) for name, t in declared.items()}
     largest, folded = _static_sizes(lenient, constants, nodes)
     return GraphIO(
-        inputs, overridable, outputs, largest, folded, lenient is not None, sum(weights), max(weights, default=0)
+        inputs,
+        overridable,
+        outputs,
+        largest,
+        folded,
+        lenient is not None,
+        sum(weights),
+        max(weights, default=0),
+        external,
     )
+
+
+def external_tensors(model: Any) -> list[Any]:
+    """Every tensor of ``model`` (an onnx ModelProto) whose data is kept in another file: initializers, sparse ones,
+    and the constants of its nodes' attributes, subgraphs included."""
+    from onnx import TensorProto
+
+    def tensors(graph: Any) -> Iterable[Any]:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in graph.node:
+            for attribute in node.attribute:
+                yield from (attribute.t, *attribute.tensors)
+                for sparse in (attribute.sparse_tensor, *attribute.sparse_tensors):
+                    yield from (sparse.values, sparse.indices)
+                for sub in (attribute.g, *attribute.graphs):
+                    yield from tensors(sub)
+
+    return [t for t in tensors(model.graph) if t.data_location == TensorProto.EXTERNAL]
+
+
+def _external_locations(model: Any) -> tuple[str, ...]:
+    """The ``location`` of every tensor the graph keeps as external data (:func:`external_tensors`), distinct, in
+    the order met, at most :data:`MAX_EXTERNAL_LOCATIONS`."""
+    found: dict[str, None] = {}
+    for tensor in external_tensors(model):
+        found.setdefault(next((e.value for e in tensor.external_data if e.key == "location"), ""), None)
+        if len(found) >= MAX_EXTERNAL_LOCATIONS:
+            break
+    return tuple(found)
 
 
 def _tensor_bytes(dims: Iterable[int], elem_type: int) -> int:

@@ -294,13 +294,19 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
 def _check_config_paths(model_dir: Path, found: _Findings) -> None:
     """Settings of the model's config that point Triton at files outside the folder (:mod:`tritongen.config_paths`),
     for every model, hand-written ones included: what they name is in no manifest and under no signature. A config
-    that cannot be read or parsed is left to the checks of Triton's rules (Triton would not load it)."""
+    that tritongen cannot read or parse is a problem: Triton may load it all the same (a non-UTF-8 byte in a
+    comment, a config above tritongen's size bound, an enum number without a name), with settings unchecked."""
     path = model_dir / CONFIG_NAME
     if not path.is_file() or path.is_symlink():
         return
     try:
         config = config_from_file(path)
-    except TritongenError:
+    except TritongenError as err:
+        found.add(
+            f"the config of model '{model_dir.name}' cannot be checked for settings that read files outside its "
+            f"folder ({err.problem})",
+            "fix the config.pbtxt (tritongen validate names what is wrong), or rebuild the model",
+        )
         return
     for problem in outside_path_problems(config, model_dir.name):
         found.add(problem, CONFIG_PATHS_FIX)
