@@ -573,13 +573,195 @@ def test_plans_pin_nodes_to_their_compute_capability(work, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(work / "repo", repo)
     vouch(repo / "double", engines={"8.9": {"plan": "x"}})
-    b = kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1)
+    b = kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1, model="double")
     pod = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert {e["key"]: e["values"] for e in term["matchExpressions"]} == {
         "nvidia.com/gpu.compute.major": ["8"],
         "nvidia.com/gpu.compute.minor": ["9"],
     }
+
+
+def test_plans_of_models_pin_nodes_to_a_capability_every_loaded_version_has(work, tmp_path):
+    """One model's plans for 8.0 and another's for 8.9: no node loads both (the affinity had been either); plans
+    for 8.0 and 8.9 beside plans for 8.9: nodes with 8.9 only. A version Triton does not load does not count."""
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    shutil.copytree(repo / "double", repo / "other")
+    other = repo / "other" / "config.pbtxt"
+    other.write_text(other.read_text().replace('name: "double"', 'name: "other"'))
+    vouch(repo / "double", engines={"8.0": {"plan": "x"}})
+    vouch(repo / "other", engines={"8.9": {"plan": "x"}})
+    with pytest.raises(TritongenError) as err:
+        kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1, model="double")
+    assert "no GPU can load every model" in err.value.problem and "8.0" in err.value.problem
+    assert not (tmp_path / "out").exists()
+    vouch(repo / "double", engines={"8.0": {"plan": "x"}, "8.9": {"plan": "y"}})
+    b = kubernetes_bundle_from_repository(repo, tmp_path / "out", gpus=1, model="double")
+    assert b.out.is_dir()
+    pod = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [e["values"] for e in term["matchExpressions"]] == [["8"], ["9"]]
+    # version 2 of 'other' (plans for 8.0 only) is what Triton loads (latest 1): 8.0 is common, 8.9 no longer
+    shutil.copytree(repo / "other" / "1", repo / "other" / "2")
+    from tritongen.manifest import file_hashes, manifest_path, new_manifest, write_manifest
+
+    files = [f for f in (repo / "other" / "2").rglob("*") if f.is_file() and f != manifest_path(repo / "other", 2)]
+    manifest = replace(new_manifest(2, file_hashes(repo / "other", files)), engines={"8.0": {"plan": "x"}})
+    write_manifest(repo / "other", 2, manifest)
+    b = kubernetes_bundle_from_repository(repo, tmp_path / "out2", gpus=1, model="double")
+    pod = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [e["values"] for e in term["matchExpressions"]] == [["8"], ["0"]]
+
+
+def test_plans_are_checked_against_the_release_of_the_image_the_bundle_names(work, tmp_path):
+    """Plans built with TensorRT 10.8 (NGC 25.01): a Kubernetes bundle on 24.10's image was written (every pod then
+    failed to load them), and any --ngc-version was written as an image tag; KServe's runtime image is of a
+    release the cluster decides (not checked), and --ngc-version there names NGC's image of that release."""
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    vouch(repo / "double", engines={"8.9": {"plan": "x", "tensorrt_version": "10.8.0.43"}})
+    for target, release, words in (
+        ("kubernetes", "24.10", "built with TensorRT 10.8.0.43"),
+        ("kserve", "24.10", "built with TensorRT 10.8.0.43"),
+        ("kubernetes", "banana", "NGC release 'banana' is not known"),
+        ("kubernetes", "", "NGC release '' is not known"),
+        ("kubernetes", None, "built with TensorRT 10.8.0.43"),  # None: the default release, 24.10
+        ("kserve", None, "KServe 0.20 installs nvcr.io/nvidia/tritonserver:23.05-py3"),  # the runtime's image
+    ):
+        out = tmp_path / f"out-{target}-{release}"
+        with pytest.raises(TritongenError) as err:
+            kubernetes_bundle_from_repository(repo, out, target=target, gpus=1, ngc_release=release)
+        assert words in f"{err.value.problem} {err.value.details}", (target, release, err.value)
+        assert not out.exists()
+    b = kubernetes_bundle_from_repository(repo, tmp_path / "k8s", gpus=1, ngc_release="25.01")
+    (c,) = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    for release, image, written in (
+        ("25.01", None, "nvcr.io/nvidia/tritonserver:25.01-py3"),
+        (None, "registry.example.com/serving:1", "registry.example.com/serving:1"),
+    ):
+        b = kubernetes_bundle_from_repository(
+            repo, tmp_path / f"kserve-{release}", target="kserve", gpus=1, ngc_release=release, image=image
+        )
+        isvc = yaml.safe_load((b.out / "overlays" / "prod" / "inferenceservice.yaml").read_text())
+        assert isvc["spec"]["predictor"]["model"]["image"] == written
+    # without plans, KServe's runtime image serves as it is (its release not named, nothing written over it)
+    b = kubernetes_bundle_from_repository(work / "repo", tmp_path / "kserve-plain", target="kserve")
+    isvc = yaml.safe_load((b.out / "overlays" / "prod" / "inferenceservice.yaml").read_text())
+    assert "image" not in isvc["spec"]["predictor"]["model"]
+
+
+@pytest.mark.parametrize("image", ["", " ", "a b", "x\n"])
+def test_an_image_that_is_no_name_is_one_error(work, tmp_path, capsys, image):
+    out = tmp_path / "out"
+    code, err = _cli(["deploy", str(work / "repo"), "--to", "kubernetes", "--out", str(out), "--image", image], capsys)
+    assert code == 1 and err.startswith("error: --image") and "is not an image name" in err and not out.exists()
+
+
+@pytest.mark.parametrize("uri", ["as://account/container/repo", "/models/repo"])
+def test_a_model_uri_kserve_cannot_read_is_refused_for_kserve_only(work, tmp_path, capsys, uri):
+    out = tmp_path / "out"
+    code, err = _cli(["deploy", str(work / "repo"), "--to", "kserve", "--out", str(out), "--model-uri", uri], capsys)
+    assert code == 1 and "is not a storageUri KServe reads" in err and "pvc://" in err and not out.exists(), err
+    b = kubernetes_bundle_from_repository(work / "repo", out, target="kubernetes", model_uri=uri)
+    assert uri in (b.out / "base" / "deployment.yaml").read_text()
+
+
+def test_the_pod_kserve_makes_is_scraped_and_holds_its_requests(work, tmp_path):
+    """KServe makes the pod from its Triton runtime (no container port; limits 1 CPU, 2Gi) patched with the
+    InferenceService: the PodMonitor's port must be declared (Prometheus' pod discovery finds no other), and a
+    measured CPU request above the runtime's limit must come with a limit (the API server refuses the pod)."""
+    from tritongen.deploy import kserve, monitoring
+    from tritongen.deploy import kubernetes as k8s
+    from tritongen.deploy.checks import kserve_pod, kserve_pod_problems
+    from tritongen.deploy.thresholds import unmeasured_thresholds
+
+    t = replace(unmeasured_thresholds("double", max_batch_size=8, instances=1), cpu_request_cores=2.5)
+    q = monitoring.Queries(job="triton-double", model="double")
+
+    def isvc(placement: k8s.Placement) -> dict:
+        return kserve.inference_service(
+            "triton-double",
+            "ns",
+            "s3://b/r",
+            q,
+            t,
+            placement,
+            prometheus_url="http://p:9090",
+            min_replicas=1,
+            max_replicas=2,
+        )
+
+    monitor = kserve.pod_monitor("triton-double")
+    good = isvc(k8s.Placement(gpus=1))
+    assert kserve_pod_problems(good, [monitor]) == []
+    (c,) = kserve_pod(good)["spec"]["containers"]
+    assert c["resources"]["requests"]["cpu"] == "2500m" and c["resources"]["limits"]["cpu"] == "5000m"  # 2x: bursts
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["args"][:2] == [
+        "tritonserver",
+        "--model-store=/mnt/models",
+    ]
+    assert {p["containerPort"] for p in c["ports"]} == {8080, 8002} and c["ports"][0]["containerPort"] == 8080
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == k8s.PRESTOP_SLEEP_S  # drained as the Deployment's
+    assert good["spec"]["predictor"]["terminationGracePeriodSeconds"] == k8s.grace_period_s(t)
+    # the bundle as it was: no ports, requests alone (the runtime's limits stay)
+    old = isvc(k8s.Placement(gpus=1))
+    del old["spec"]["predictor"]["model"]["ports"]
+    old["spec"]["predictor"]["model"]["resources"]["limits"] = {"nvidia.com/gpu": 1}
+    problems = kserve_pod_problems(old, [monitor])
+    assert any("requests cpu 2500m, above its limit 1" in p for p in problems), problems
+    assert any("scrapes port metrics, which the pod KServe makes does not declare" in p for p in problems), problems
+    # with the default request (1 core), the runtime's 1-CPU limit is kept, not lowered
+    t1 = replace(t, cpu_request_cores=None)
+    small = kserve.inference_service(
+        "triton-double",
+        "ns",
+        "s3://b/r",
+        q,
+        t1,
+        k8s.Placement(gpus=0),
+        prometheus_url="http://p:9090",
+        min_replicas=1,
+        max_replicas=2,
+    )
+    (c,) = kserve_pod(small)["spec"]["containers"]
+    assert c["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}  # the runtime's own, kept
+
+
+def test_one_rule_asks_for_a_gpu_in_the_docker_and_the_cluster_bundles(work, tmp_path):
+    """A Python-backend model with no instance group (Triton's KIND_AUTO) loads where no GPU is given (Triton makes
+    CPU instances; whether model.py uses CUDA is its own business): the Docker bundle asked for no GPU while the
+    Kubernetes bundle asked for one per replica."""
+    from tritongen.deploy.docker import model_needs_gpu
+    from tritongen.validate import config_from_text
+
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    config = repo / "double" / "config.pbtxt"
+    for i, (group, onnx, expected) in enumerate(
+        (
+            ("", False, False),
+            ("instance_group [{ kind: KIND_AUTO }]", False, False),
+            ("instance_group [{ kind: KIND_GPU }]", False, True),
+            ("", True, True),
+            ("instance_group [{ kind: KIND_CPU }]", True, False),
+        )
+    ):
+        text = DOUBLE_CONFIG.replace("instance_group [{ kind: KIND_CPU count: 1 }]", group)
+        if onnx:
+            text = text.replace('backend: "python"', 'backend: "onnxruntime"')
+        assert model_needs_gpu(config_from_text(text)) is expected, (group, onnx)
+        if onnx:
+            continue
+        config.write_text(text)
+        vouch(repo / "double")
+        b = kubernetes_bundle_from_repository(repo, tmp_path / f"out-{i}", slo_p99_ms=SLO_MS)
+        (c,) = yaml.safe_load((b.out / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert ("nvidia.com/gpu" in c["resources"].get("limits", {})) is expected, group
 
 
 def test_checks_catch_what_they_claim_to(measured, tmp_path):
@@ -1239,3 +1421,37 @@ def test_deploy_checks_the_signature_first_where_a_key_is_given(work, tmp_path, 
         ["deploy", str(repo), "--to", target, "--out", str(tmp_path / "x"), "--signature", "s"], capsys
     )
     assert code == 1 and "--signature without --public-key checks nothing" in err
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://host/repo",
+        "pvc://",
+        "pvc://Bad_Claim/x",
+        "relative/repo",
+        "s3:/bucket",
+        "s3://",  # no bucket
+        "gs:///path",
+        "s3:// b/r",
+        "pvc://claim/../x",  # a subPath with .. (the API server refuses it)
+        "/models/./repo",
+    ],
+)
+def test_a_model_uri_neither_triton_nor_a_pod_reads_is_one_error(work, tmp_path, capsys, uri):
+    out = tmp_path / "out"
+    code, err = _cli(
+        ["deploy", str(work / "repo"), "--to", "kubernetes", "--out", str(out), "--model-uri", uri], capsys
+    )
+    assert code == 1 and f"model repository location '{uri}' is not one Triton or a pod can read" in err, err
+    assert "pvc://CLAIM[/path]" in err and not out.exists()
+
+
+def test_quantities_are_read_as_kubernetes_writes_them():
+    from tritongen.deploy.checks import _quantity_value
+
+    cases = {"1": 1, "2500m": 2.5, "2Gi": 2**31, "1e3": 1000, ".5": 0.5, "1Ei": 2.0**60, "3P": 3e15, "+2": 2}
+    for text, value in cases.items():
+        assert _quantity_value(text) == pytest.approx(value), text
+    for text in ("x", "1.5.5", "2GB", ""):
+        assert _quantity_value(text) is None, text

@@ -26,9 +26,9 @@ from .plan_compat import DEFAULT_NGC_RELEASE
 @click.option(
     "--ngc-version",
     default=DEFAULT_NGC_RELEASE,
-    show_default=True,
     metavar="YY.MM",
-    help="NGC release of every image (Triton, TensorRT): plans built by one load in the other.",
+    help=f"NGC release of every image (Triton, TensorRT): plans built by one load in the other (default: "
+    f"{DEFAULT_NGC_RELEASE}; kserve: its Triton runtime's image, refused with TensorRT plans).",
 )
 @click.option(
     "--host",
@@ -60,12 +60,13 @@ from .plan_compat import DEFAULT_NGC_RELEASE
 @click.option(
     "--image",
     default=None,
-    help="kubernetes/kserve: serving image, e.g. the one --to docker "
-    "builds (default: NGC's tritonserver of --ngc-version).",
+    help="kubernetes/kserve: serving image, e.g. the one --to docker builds (default: NGC's tritonserver of "
+    "--ngc-version; kserve without --ngc-version: the Triton runtime's).",
 )
 @click.option(
     "--model-uri",
-    help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or a path in the image.",
+    help="kubernetes/kserve: model repository: pvc://CLAIM[/path], s3://..., gs://..., or (kubernetes) as://... or "
+    "a path in the image.",
 )
 @click.option(
     "--namespace",
@@ -77,7 +78,7 @@ from .plan_compat import DEFAULT_NGC_RELEASE
     "--gpus",
     type=int,
     default=None,
-    help="kubernetes/kserve: GPUs per replica (default: 1, or 0 where every model's instances are KIND_CPU).",
+    help="kubernetes/kserve: GPUs per replica (default: 1, or 0 where no model runs on a GPU).",
 )
 @click.option(
     "--canary-percent",

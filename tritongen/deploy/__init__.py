@@ -42,7 +42,7 @@ def _to_cluster(target: str) -> Callable[..., Any]:
         repo: Path,
         out: Path,
         *,
-        ngc_version: str = DEFAULT_NGC_RELEASE,
+        ngc_version: str | None = None,  # Kubernetes: DEFAULT_NGC_RELEASE; KServe: its Triton runtime's image
         perf_results: Path | PerfRun | None = None,  # a results.json (or its report folder), or perf()'s result
         slo_p99_ms: float | None = None,
         peak_rps: float | None = None,

@@ -27,6 +27,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import TritongenError
 from ..plan_compat import (
@@ -106,22 +107,26 @@ def _pending_text(pending: Mapping[str, list[int]]) -> str:
     return ", ".join(f"{name} v{','.join(map(str, versions))}" for name, versions in sorted(pending.items()))
 
 
-def _needs_gpu(repo: Path) -> bool:
-    """Whether any model runs on a GPU: a KIND_GPU instance group, or a non-Python model left to Triton's default."""
-    from ..validate import config_from_file, config_pb2
+def model_needs_gpu(config: Any) -> bool:
+    """Whether a model (its ModelConfig) runs on a GPU: a KIND_GPU instance group, or a model other than an ensemble
+    or a Python-backend one left to Triton's default (no group, or KIND_AUTO: a GPU where one is present). The one
+    rule by which the Docker and the Kubernetes/KServe bundles ask for a GPU."""
+    from ..validate import config_pb2
 
     Group = config_pb2().ModelInstanceGroup
-    for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
-        config = config_from_file(config_path)
-        kinds = {group.kind for group in config.instance_group}
-        gpu, cpu = Group.KIND_GPU, Group.KIND_CPU
-        if gpu in kinds:
-            return True
-        if config.platform == "ensemble" or config.backend == "python":
-            continue
-        if not kinds or kinds - {cpu}:
-            return True
-    return False
+    kinds = {group.kind for group in config.instance_group}
+    if Group.KIND_GPU in kinds:
+        return True
+    if config.platform == "ensemble" or config.backend == "python":
+        return False
+    return not kinds or bool(kinds - {Group.KIND_CPU})
+
+
+def _needs_gpu(repo: Path) -> bool:
+    """Whether any model of ``repo`` runs on a GPU (:func:`model_needs_gpu`)."""
+    from ..validate import config_from_file
+
+    return any(model_needs_gpu(config_from_file(path)) for path in sorted(Path(repo).glob("*/config.pbtxt")))
 
 
 def _docker_host(host: str) -> str:

@@ -21,7 +21,8 @@ repeated comparison:
    the same times give the same verdict);
 4. the candidate is refused for latency only when the **whole interval lies above** ``max_latency_ratio``: it was
    slower than that in most rounds, consistently, not in one unlucky one. A ratio above the threshold whose
-   interval reaches below it is reported ("within noise"), not refused.
+   interval reaches below it is reported ("within noise"), not refused; nor is one measured in fewer than
+   :data:`MIN_JUDGED_ROUNDS` rounds (fewer than 30 timed requests: one round's hiccup would decide it).
 
 A real regression stays refused: a version 3x slower gives ratios near 3 in every round (tests/test_rollout_gate.py
 checks both ways on a real server, with a model whose latency is a fixed sleep). The pooled p50/p99 are reported
@@ -51,6 +52,7 @@ LABELS_KEY = "labels"  # optional in a golden .npz: one class index per row
 MAX_LABEL = 2**31 - 1  # the largest class index a label may name
 ROUNDS = 10  # the most rounds the timed requests are split into
 MIN_PER_ROUND = 10  # timed requests per version in a round, at least (fewer requests: fewer rounds)
+MIN_JUDGED_ROUNDS = 3  # rounds a latency refusal needs: with fewer, one hiccup would decide it
 ROUND_PERCENTILE = 90  # the latency statistic of each round and version
 BOOTSTRAP_SAMPLES = 2000
 INTERVAL = 0.90  # the latency ratio's interval: refused when all of it lies above the threshold
@@ -104,8 +106,13 @@ class LatencyComparison:
     round_ratios: tuple[float, ...]
     per_round: int  # timed requests per version in each round
 
+    @property
+    def judged(self) -> bool:
+        """Whether there were rounds enough to refuse on (:data:`MIN_JUDGED_ROUNDS`)."""
+        return len(self.round_ratios) >= MIN_JUDGED_ROUNDS
+
     def consistently_above(self, threshold: float) -> bool:
-        return self.low > threshold
+        return self.judged and self.low > threshold
 
     def text(self) -> str:
         return (
@@ -216,11 +223,14 @@ class GateReport:
         )
         if self.latency is not None:
             limit = self.thresholds.max_latency_ratio
-            noise = (
-                ""
-                if self.latency.ratio <= limit or self.latency.consistently_above(limit)
-                else f" (above {limit:g} but within noise: not refused)"
-            )
+            noise = ""
+            if self.latency.ratio > limit and not self.latency.judged:
+                noise = (
+                    f" (above {limit:g} in too few rounds to judge: not refused; --gate-requests "
+                    f"{MIN_JUDGED_ROUNDS * MIN_PER_ROUND} or more judges latency)"
+                )
+            elif self.latency.ratio > limit and not self.latency.consistently_above(limit):
+                noise = f" (above {limit:g} but within noise: not refused)"
             lines.append(f"  latency ratio candidate/live: {self.latency.text()}{noise}")
         lines.append(f"  server mean ms: live {live['server_mean']:.2f}  candidate {cand['server_mean']:.2f}")
         lines.append(f"  failed requests: live {self.errors['live']}  candidate {self.errors['candidate']}")

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TritongenError
-from ..names import with_suggestion
+from ..names import shown, with_suggestion
 from ..perf.results import PerfRun
-from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
+from ..plan_compat import DEFAULT_NGC_RELEASE, NGC_RELEASES, TRITON_IMAGE, check_release
 from ..served_settings import comparable_settings
 from . import kserve, monitoring
 from . import kubernetes as k8s
@@ -110,10 +110,12 @@ class _ModelInfo:
     instances: int
 
 
-def _models(repo: Path) -> dict[str, Any]:
+def _models(repo: Path, triton_version: str | None) -> dict[str, Any]:
+    """The repository's model configs, once it validates (its TensorRT plans against ``triton_version``'s TensorRT,
+    where the serving image's release is known)."""
     from ..validate import check_repository, config_from_file
 
-    check_repository(repo)
+    check_repository(repo, triton_version=triton_version)
     return {
         d.name: config_from_file(d / "config.pbtxt")
         for d in sorted(repo.iterdir())
@@ -149,13 +151,14 @@ def _verified_models(repo: Path, report: VerifyReport, configs: Mapping[str, Any
     }
 
 
-def _check_stock_image(repo: Path, target: str, stock: str) -> None:
-    """Refuse NGC's image for a repository it cannot serve: every pod would fail to load the models."""
+def _check_stock_image(repo: Path, stock: str | None) -> None:
+    """Refuse NGC's image (``stock``; None: KServe's Triton runtime's) for a repository it cannot serve: every pod
+    would fail to load the models."""
     from .docker import stock_image_problems
 
     problems = stock_image_problems(repo)
     if problems:
-        image = stock if target == "kubernetes" else f"the {kserve.RUNTIME} runtime's image"
+        image = stock or f"the {kserve.RUNTIME} runtime's image"
         raise TritongenError(
             f"NGC's Triton image ({image}) cannot serve model repository {repo}: {'; '.join(problems)}",
             f"build the serving image with tritongen deploy {repo} --to docker, push it to your registry, and pass "
@@ -183,16 +186,6 @@ def check_namespace(namespace: Any) -> str:
     if not _DNS_LABEL_RE.fullmatch(namespace):
         raise TritongenError(f"--namespace '{shown(namespace)}' is not a Kubernetes namespace name", fix)
     return namespace
-
-
-def _cpu_only(config: Any) -> bool:
-    """Whether every instance of the model runs on CPU (KIND_CPU); an ensemble runs none of its own."""
-    from tritonclient.grpc import model_config_pb2
-
-    if config.platform == "ensemble":
-        return True
-    groups = config.instance_group
-    return bool(groups) and all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in groups)
 
 
 def _served_model(configs: dict[str, Any], wanted: str | None, repo: Path, from_perf: bool = False) -> _ModelInfo:
@@ -384,7 +377,7 @@ def kubernetes_bundle_from_repository(
     peak_rps: float | None = None,
     model: str | None = None,
     image: str | None = None,
-    ngc_release: str = DEFAULT_NGC_RELEASE,
+    ngc_release: str | None = None,
     model_uri: str | None = None,
     namespace: str = "tritongen",
     gpus: int | None = None,
@@ -401,11 +394,15 @@ def kubernetes_bundle_from_repository(
     Raises :class:`TritongenError` (and writes nothing) when the repository does not validate, the perf results
     are of a model the repository does not hold, the objective is below the p99 measured at the lowest load, or
     an option is out of range. ``rate_window`` (every rate's range) and ``alert_for_scale`` (multiplies every
-    alert's ``for``) exist for fast live checks: a cluster keeps the defaults. ``image`` None: NGC's Triton image
-    of ``ngc_release`` (KServe: its Triton runtime's), refused for a repository that image cannot serve (see
-    :func:`tritongen.deploy.docker.stock_image_problems`). ``gpus`` None: 1 per replica, 0 where every model's
-    instances are KIND_CPU. The repository must verify (:func:`tritongen.verify.check_verified`), as for ``deploy
-    --to docker``; ``allow_unverified``: models without a build manifest (written by hand) deployed all the same.
+    alert's ``for``) exist for fast live checks: a cluster keeps the defaults. ``ngc_release``: the NGC release of
+    the serving image (TensorRT plans are checked against its TensorRT); None: :data:`DEFAULT_NGC_RELEASE` for
+    Kubernetes, for KServe the Triton runtime's image, of a release the cluster decides (refused for a repository
+    with TensorRT plans: KServe 0.20 installs Triton 23.05, older than any plan tritongen builds). ``image`` None:
+    NGC's Triton image of ``ngc_release`` (KServe with ``ngc_release`` None: its Triton runtime's), refused for a
+    repository that image cannot serve (see :func:`tritongen.deploy.docker.stock_image_problems`). ``gpus`` None: 1
+    per replica, 0 where no model runs on a GPU (:func:`tritongen.deploy.docker.model_needs_gpu`). The repository
+    must verify (:func:`tritongen.verify.check_verified`), as for ``deploy --to docker``; ``allow_unverified``:
+    models without a build manifest (written by hand) deployed all the same.
     """
     from ..verify import check_verified
 
@@ -432,6 +429,14 @@ def kubernetes_bundle_from_repository(
             "give the p99 latency objective in milliseconds",
         )
     check_namespace(namespace)
+    if ngc_release is None and target == "kubernetes":
+        ngc_release = DEFAULT_NGC_RELEASE
+    release = check_release(ngc_release) if ngc_release is not None else None
+    if image is not None and (not image or any(c.isspace() or not c.isprintable() for c in image)):
+        raise TritongenError(
+            f"--image '{shown(image)}' is not an image name",
+            "give the serving image, e.g. registry.example.com/team/triton:1",
+        )
     if gpus is not None and gpus < 0:
         raise TritongenError(f"--gpus {gpus} is negative", "give the number of GPUs per replica (0 for none)")
     if alert_for_scale <= 0:
@@ -445,7 +450,7 @@ def kubernetes_bundle_from_repository(
         )
     repo = Path(repo)
     run = _run_from(perf_results)
-    configs = _models(repo)
+    configs = _models(repo, NGC_RELEASES[release][0] if release is not None else None)
     if run is not None and model is not None and model != run.model:
         _served_model(configs, model, repo)  # a --model the repository does not hold is named as such first
         raise TritongenError(
@@ -455,11 +460,13 @@ def kubernetes_bundle_from_repository(
     report = check_verified(repo, allow_unverified=allow_unverified)  # before tune.json or a manifest is read
     configs = _verified_models(repo, report, configs)  # what the bundle is made from: the bytes verified
     info = _served_model(configs, run.model if run is not None else model, repo, from_perf=run is not None)
-    stock = TRITON_IMAGE.format(release=ngc_release)
+    stock = TRITON_IMAGE.format(release=release) if release is not None else None  # None: KServe's runtime's
     if image is None:
-        _check_stock_image(repo, target, stock)
+        _check_stock_image(repo, stock)
     if gpus is None:
-        gpus = 0 if all(_cpu_only(c) for c in configs.values()) else 1
+        from .docker import model_needs_gpu
+
+        gpus = 1 if any(model_needs_gpu(c) for c in configs.values()) else 0
     if load_time_s is None:
         # a model allowed unverified has no digests: its record is read as it is, as its config is
         verified = None if info.name in report.unverified_models else report.digests
@@ -493,17 +500,39 @@ def kubernetes_bundle_from_repository(
         )
     app = k8s.app_name_for(info.name)
     q = monitoring.Queries(job=app, model=info.name, window=rate_window)
-    placement = k8s.Placement(gpus=gpus, compute_capabilities=k8s.compute_capabilities_from_repository(repo))
+    placement = k8s.Placement(gpus=gpus, compute_capabilities=k8s.compute_capabilities_from_repository(repo, configs))
+    if target == "kserve" and release is None and image is None and placement.compute_capabilities:
+        raise TritongenError(
+            "the repository's TensorRT plans load only in the TensorRT they were built with, and KServe's Triton "
+            f"runtime runs the image its cluster gives it (KServe 0.20 installs {kserve.RUNTIME_IMAGE}, TensorRT 8.6)",
+            "pass --ngc-version with the NGC release the plans were built in (the TensorRT image `tritongen engine` "
+            "ran in), or --image with a serving image of it",
+        )
     uri = model_uri or f"pvc://{app}-models"
     source = k8s.model_source_from_uri(uri)
+    if target == "kserve" and not uri.startswith(kserve.STORAGE_SCHEMES):
+        raise TritongenError(
+            f"--model-uri '{shown(uri, 200)}' is not a storageUri KServe reads (its storage initializer copies the "
+            "repository into /mnt/models, where its Triton runtime serves it from)",
+            f"use {', '.join(s + '...' for s in kserve.STORAGE_SCHEMES)}, or deploy to kubernetes",
+        )
     if target == "kubernetes":
         files = _kubernetes_files(
-            app, namespace, image or stock, source, t, q, placement, prometheus_url, alert_for_scale
+            app, namespace, image or str(stock), source, t, q, placement, prometheus_url, alert_for_scale
         )
         overlays: tuple[str, ...] = ("dev", "prod", "prod-keda")
     else:
         files = _kserve_files(
-            app, namespace, uri, t, q, placement, prometheus_url, canary_traffic_percent, alert_for_scale, image
+            app,
+            namespace,
+            uri,
+            t,
+            q,
+            placement,
+            prometheus_url,
+            canary_traffic_percent,
+            alert_for_scale,
+            image or stock,
         )
         overlays = ("dev", "prod")
     files.update(_monitoring_files(app, t, q, alert_for_scale))
@@ -516,7 +545,7 @@ def kubernetes_bundle_from_repository(
         target=target,
         overlays=overlays,
         namespace=namespace,
-        image=image or (stock if target == "kubernetes" else f"the {kserve.RUNTIME} runtime's"),
+        image=image or stock or f"the {kserve.RUNTIME} runtime's",
         uri=uri,
         metric=monitoring.metric_name_for(info.name),
         hpa_query=q.in_flight_per_pod(),

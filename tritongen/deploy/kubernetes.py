@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import TritongenError
+from ..names import shown
 from .monitoring import Queries, metric_name_for
 from .serving_env import kubernetes_env
 from .thresholds import Thresholds
 
-DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server tests run here
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 PRESTOP_SLEEP_S = 10  # time for endpoints to drop the pod before Triton stops taking requests
 PROBE_PERIOD_S = 5
@@ -63,16 +64,17 @@ class ModelSource:
 
 
 def model_source_from_uri(uri: str) -> ModelSource:
-    if uri.startswith(REMOTE_SCHEMES) or uri.startswith("/"):
+    """``uri`` as a :class:`ModelSource`, if it names a bucket, a claim (a DNS-1123 label) or an absolute path: no
+    space or control character, no ``.`` or ``..`` step (a subPath with ``..`` is refused by the API server)."""
+    scheme = next((s for s in (*REMOTE_SCHEMES, "pvc://") if uri.startswith(s)), "")
+    head, *rest = uri[len(scheme) :].split("/")
+    plain = not any(c.isspace() or not c.isprintable() for c in uri) and not {".", ".."} & set(rest)
+    if plain and (uri.startswith("/") or (scheme in REMOTE_SCHEMES and head not in ("", ".", ".."))):
         return ModelSource(uri)
-    if (
-        uri.startswith("pvc://")
-        and len(uri) > len("pvc://")
-        and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", uri[6:].split("/")[0])
-    ):
+    if plain and scheme == "pvc://" and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", head):
         return ModelSource(uri)
     raise TritongenError(
-        f"model repository location '{uri}' is not one Triton or a pod can read",
+        f"model repository location '{shown(uri, 200)}' is not one Triton or a pod can read",
         "use pvc://CLAIM[/path], s3://bucket/path, gs://bucket/path, as://account/container/path, "
         "or an absolute path inside the image",
     )
@@ -86,16 +88,31 @@ class Placement:
     compute_capabilities: tuple[str, ...] = ()
 
 
-def compute_capabilities_from_repository(repo: Path) -> tuple[str, ...]:
-    """Compute capabilities of the TensorRT plans recorded in the models' manifests (``engines`` keys)."""
+def compute_capabilities_from_repository(repo: Path, configs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The compute capabilities a node's GPU may have for every model of ``repo`` (``configs``: name -> its
+    ModelConfig) to load: a version Triton loads (by its version policy) that holds TensorRT plans (its manifest's
+    ``engines``) loads on those capabilities only, so a node needs one that every such version has. Empty where no
+    loaded version holds plans; a :class:`TritongenError` where they have none in common."""
     from ..layout import version_numbers
     from ..manifest import engines_of
+    from ..validate import versions_to_load
 
-    found: set[str] = set()
-    for model_dir in sorted(Path(repo).iterdir()) if Path(repo).is_dir() else []:
-        for version in version_numbers(model_dir):
-            found.update(str(cc) for cc in engines_of(model_dir, version) if re.fullmatch(r"\d+\.\d+", str(cc)))
-    return tuple(sorted(found))
+    common: set[str] | None = None
+    needs = []
+    for name, config in sorted(configs.items()):
+        model_dir = Path(repo) / name
+        for version in versions_to_load(config, version_numbers(model_dir))[0]:
+            found = {str(cc) for cc in engines_of(model_dir, version) if re.fullmatch(r"\d+\.\d+", str(cc))}
+            if found:
+                needs.append(f"{name} version {version}: {', '.join(sorted(found))}")
+                common = found if common is None else common & found
+    if common is not None and not common:
+        raise TritongenError(
+            f"no GPU can load every model of {repo}: their TensorRT plans are built for different compute "
+            f"capabilities ({'; '.join(needs)})",
+            "build the plans on one kind of GPU (tritongen engine), or deploy the models apart",
+        )
+    return tuple(sorted(common or ()))
 
 
 def _labels(app: str) -> dict[str, str]:
@@ -103,7 +120,8 @@ def _labels(app: str) -> dict[str, str]:
 
 
 def _affinity(cc: tuple[str, ...]) -> dict[str, Any]:
-    """Node affinity on GPU Feature Discovery's compute capability labels (one term per capability: any may match)."""
+    """Node affinity on GPU Feature Discovery's compute capability labels (one term per capability: any may match;
+    each is one that every model's plans have: :func:`compute_capabilities_from_repository`)."""
     terms = [
         {
             "matchExpressions": [

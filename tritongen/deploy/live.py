@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ..errors import TritongenError
 from ..perf.results import PerfRun, files_from_run
+from ..server import DEFAULT_IMAGE
 from .k8s_bundle import DeployBundle, kubernetes_bundle_from_repository
-from .kubernetes import DEFAULT_IMAGE
 from .monitoring import Queries, adapter_query, adapter_rule, alerts_for, all_queries
 from .prometheus import LocalPrometheus, prometheus_scraping
 from .thresholds import desired_replicas

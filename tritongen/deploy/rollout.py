@@ -111,7 +111,7 @@ class RolloutSpec:
             raise TritongenError(f"unknown action '{self.action}'", "use rollout or rollback")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise TritongenError(f"'{self.name}' is not a model name", "pass the name of a model folder in REPO")
-        if self.to_version is not None and (isinstance(self.to_version, bool) or int(self.to_version) < 0):
+        if self.to_version is not None and (isinstance(self.to_version, bool) or int(self.to_version) < 1):
             raise TritongenError(
                 f"version {self.to_version} is not a version number", "pass a version folder's number (1 or more)"
             )
@@ -273,10 +273,16 @@ class _Step:
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the CLI takes it as Ctrl-C: undo the gate now
             _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
             try:
-                self._restore_if_unchanged()
-                say(f"stopped during the gate: candidate unloaded; version {live} keeps serving")
+                restored = self._restore_if_unchanged()
             except TritongenError:
-                pass  # the record keeps the gate as pending: the next run undoes it
+                restored = False
+            if restored:
+                say(f"stopped during the gate: candidate unloaded; version {live} keeps serving")
+            else:
+                say(
+                    "stopped during the gate: the record keeps the gate as pending (the server did not answer, or "
+                    "serves other versions now); the next rollout or rollback settles it"
+                )
             raise
         return write_gate_report(gate, spec.out or unused_report_dir(Path("rollout_reports"), spec.name, live, target))
 
@@ -301,9 +307,18 @@ class _Step:
     def _mark(self, pending: Pending) -> None:
         write_record(self.spec.repo, self.model_dir, replace(self.record, pending=pending))
 
-    def _restore_if_unchanged(self) -> None:
-        if _ready(self.triton, self.spec.name, self.spec.url) == self.ready:
-            restore_record(self.spec.repo, self.model_dir, self.record, self.existed)
+    def _restore_if_unchanged(self) -> bool:
+        """The record as it was, where the server still serves what it did (True). Where the server cannot say (it
+        stopped), the record keeps the step as pending for the next run to settle, and the error that brought us
+        here is the one raised."""
+        try:
+            ready = _ready(self.triton, self.spec.name, self.spec.url)
+        except TritongenError:
+            return False
+        if ready != self.ready:
+            return False
+        restore_record(self.spec.repo, self.model_dir, self.record, self.existed)
+        return True
 
 
 def _checked_model(spec: RolloutSpec) -> Path:

@@ -10,13 +10,14 @@ from ..cpus import cpus_from_text
 from ..errors import TritongenError
 from ..fields import check_fields
 from ..names import check_host
+from ..plan_compat import DEFAULT_NGC_RELEASE, TRITON_IMAGE
 from .allocator import check_allocator
 from .blas import check_blas_threads
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
-DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the server the wheel ships
+DEFAULT_IMAGE = TRITON_IMAGE.format(release=DEFAULT_NGC_RELEASE)  # 24.10: Triton 2.51, the server the wheel ships
 
 
 WHEEL_SERVER_VERSION = "2.51.0"  # nvidia-pytriton 0.7.0
