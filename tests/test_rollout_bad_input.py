@@ -192,3 +192,13 @@ def test_a_second_run_is_refused_while_one_runs_and_a_killed_run_does_not_block(
             tritongen.verify(repo)
     finally:
         lock.unlink()
+
+
+@pytest.mark.parametrize("value", ["no-equals-sign", "=value", "bad name=x", "a:b=x", "name=line\nbreak"])
+def test_a_header_that_is_not_name_equals_value_is_one_error(value):
+    from tritongen.cli_rollout import headers_from_options
+    from tritongen.errors import TritongenError
+
+    with pytest.raises(TritongenError, match="is not NAME=VALUE"):
+        headers_from_options((value,))
+    assert headers_from_options(("Triton-GRPC-Protocol-Admin=s=3",)) == {"triton-grpc-protocol-admin": "s=3"}

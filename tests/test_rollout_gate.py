@@ -659,3 +659,26 @@ def test_the_queue_delay_the_gate_notes_is_the_dynamic_batchers_alone():
     assert _queue_delay_us({"max_batch_size": 8}) == 0
     assert _queue_delay_us({"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": "x"}}) == 0
     assert _queue_delay_us({**batching, "platform": "ensemble"}) == 0
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_latency_is_judged_on_three_rounds_or_more(rounds):
+    """--gate-requests 5 makes one round: its one ratio was the whole interval, and one hiccup refused an identical
+    model ("latency ratio 14.37 > 1.2: slower in most of 1 rounds")."""
+    from tritongen.deploy.gate import MIN_JUDGED_ROUNDS, compare_latency
+
+    live = [[1.0, 1.1, 0.9, 1.0, 1.0]] * rounds
+    cand = [[3.0, 3.3, 2.7, 3.0, 3.0]] * rounds  # 3x slower in every round
+    verdict = compare_latency(live, cand)
+    assert verdict.low > 1.2 and verdict.judged is (rounds >= MIN_JUDGED_ROUNDS)
+    assert verdict.consistently_above(1.2) is (rounds >= MIN_JUDGED_ROUNDS)
+
+
+@pytest.mark.parametrize("action", ["rollout", "rollback"])
+def test_version_0_is_no_version_to_go_to(tmp_path, action):
+    """Triton loads no version 0 (tritongen's folders start at 1): it passed the check that said "1 or more"."""
+    import tritongen
+
+    with pytest.raises(TritongenError, match="version 0 is not a version number") as err:
+        getattr(tritongen, action)(tmp_path, NAME, to_version=0)
+    assert "(1 or more)" in err.value.fix

@@ -348,3 +348,47 @@ def test_a_stop_during_the_switch_says_triton_may_finish_it_and_how_to_go_on(tmp
     assert "stopped during the switch: Triton may still finish loading version 10 (version 6 answers" in said[-1]
     assert "tritongen rollout" in said[-1] and "--to-version 10 finishes it" in said[-1]
     assert read_record(tmp_path / "cnn").pending.to_version == 10  # kept for the next run to finish or undo
+
+
+def test_a_server_that_died_during_the_switch_leaves_the_switch_error_and_the_pending_step(tmp_path):
+    """A failed switch puts the record back only where the server still serves what it did; asking a server that
+    had died raised "connection refused", in place of the error that said what failed."""
+    from types import SimpleNamespace
+
+    from tritongen.deploy.rollout import ROLLOUT, _Step
+    from tritongen.deploy.rollout_record import read_record
+    from tritongen.rollout_format import RolloutRecord
+
+    class DiedDuringLoad:
+        def load(self, *args, **kwargs):
+            raise TritongenError("loading version 10 failed: the server closed the connection", "see its log")
+
+        def ready_versions(self, name):
+            raise TritongenError("the server at 127.0.0.1:8001 is not reachable", "start it")
+
+    (tmp_path / "cnn").mkdir()
+    spec = SimpleNamespace(repo=tmp_path, name="cnn", action=ROLLOUT, timeout_s=5.0, url="127.0.0.1:8001")
+    step = _Step(DiedDuringLoad(), spec, tmp_path / "cnn", RolloutRecord("cnn", live=6), True, [6])
+    with pytest.raises(TritongenError, match="loading version 10 failed"):
+        step.switch({}, 10, {}, lambda _: None)
+    assert read_record(tmp_path / "cnn").pending.to_version == 10  # the next run settles it
+
+
+def test_a_refusal_outlives_the_history_kept_and_so_does_a_forced_rollback_to_it():
+    """The record keeps the last 50 events: after 25 rollout/rollback cycles of other versions the gate's refusal
+    of version 3 was gone, and `rollback --to-version 3` needed no --force (serve's pin trusted it too)."""
+    from tritongen.rollout_format import HISTORY_KEPT, RolloutRecord
+
+    record = RolloutRecord("cnn", live=2).with_event({"action": "rollout", "from": 2, "to": 3, "result": "refused"})
+    record = record.with_event({"action": "rollout", "from": 2, "to": 4, "result": "refused"})
+    record = record.with_event({"action": "rollout", "from": 2, "to": 4, "result": "promoted"})  # 4 passed later
+    record = record.with_event({"action": "rollout", "from": 2, "to": 5, "result": "refused"})
+    forced = {"action": "rollback", "from": 2, "to": 5, "result": "promoted", "forced": True}
+    record = record.with_event(forced)
+    for i in range(HISTORY_KEPT):
+        record = record.with_event({"action": "rollout", "from": 6 + i, "to": 7 + i, "result": "promoted"})
+    assert record.gate_refusal(3) is not None and record.gate_refusal(3)["to"] == 3
+    assert record.gate_refusal(4) is None  # its later passed gate decides, and neither event is kept
+    assert record.gate_refusal(5) is not None and record.forced_to(5)
+    assert len(record.history) == HISTORY_KEPT + 3  # 3's refusal, 5's refusal and its forced rollback
+    assert not any(e.get("to") == 4 for e in record.history)

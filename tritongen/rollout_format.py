@@ -13,7 +13,9 @@ from .names import one_line, shown
 
 TOOL = "tritongen-rollout"
 GATE_STEP, SWITCH_STEP = "gate", "switch"  # a candidate under test / the live version being replaced
-HISTORY_KEPT = 50
+HISTORY_KEPT = 50  # the latest events; before them, those the gate's refusals rest on (RolloutRecord.with_event)
+# refusals (each with its forced rollback) kept so, at most: a record is read up to 1 MiB (ROLLOUT_RECORD_MAX_BYTES)
+OLDER_KEPT = 200
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class RolloutRecord:
 
     def with_event(self, event: dict[str, Any]) -> RolloutRecord:
         stamped = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **event}
-        return replace(self, history=(self.history + (stamped,))[-HISTORY_KEPT:])
+        return replace(self, history=_kept((*self.history, stamped)))
 
     def gate_refusal(self, version: int) -> dict[str, Any] | None:
         """The history's event where the gate refused a rollout to ``version``, when that is the last gate verdict
@@ -121,6 +123,34 @@ def record_from_data(data: Any, model: str) -> RolloutRecord:
         )
     except (KeyError, TypeError, OverflowError) as exc:
         raise ValueError(str(exc) or type(exc).__name__) from None
+
+
+def _kept(history: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    """The last :data:`HISTORY_KEPT` events and, before them, the older ones a refusal still in force rests on: the
+    gate's refusal of a version (when no later gate passed it) and the last forced rollback to it after that. Cut
+    at the last 50 alone, a refusal was forgotten as other rollouts went on: ``rollback --to-version`` then took
+    the refused version without ``--force``, and serve's pin trusted it."""
+    cut = len(history) - HISTORY_KEPT
+    if cut <= 0:
+        return history
+    keep: list[list[int]] = []  # per refusal still in force: its index, and its forced rollback's
+    for i, event in enumerate(history[:cut]):
+        version = event.get("to")
+        if event.get("action") != "rollout" or event.get("result") != "refused" or not isinstance(version, int):
+            continue
+        if RolloutRecord("", history=history[i:]).gate_refusal(version) is not event:
+            continue  # a later gate verdict on the version decides
+        forced = [
+            j
+            for j in range(i + 1, cut)
+            if history[j].get("to") == version
+            and history[j].get("action") == "rollback"
+            and history[j].get("forced")
+            and str(history[j].get("result", "")).startswith("promoted")
+        ]
+        keep.append([i, *forced[-1:]])
+    kept = sorted(i for group in keep[-OLDER_KEPT:] for i in group)  # a refusal and its forced rollback together
+    return tuple(history[i] for i in kept) + history[cut:]
 
 
 MAX_EVENT_DEPTH = 3  # a history event, its gate verdict, the verdict's reasons
