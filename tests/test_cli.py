@@ -369,3 +369,24 @@ def test_a_model_folder_names_the_model_and_its_repository(tiny_repository, tmp_
         main([command, str(model), "--repo", str(tmp_path), "--url", "127.0.0.1:9"])
     err = capsys.readouterr().err
     assert exc.value.code == 1 and f"is a model folder of {tiny_repository}, but --repo names {tmp_path}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["serve", ".", "--timeout-s", "nan"], "error: serve option --timeout-s nan is not a finite number"),
+        (["serve", ".", "--timeout-s", "-1"], "error: serve option --timeout-s -1.0 is not above 0"),
+        (["rollout", ".", "m", "--to-version", "2", "--timeout", "nan"], "error: rollout option --timeout nan is not"),
+    ],
+)
+def test_a_specs_own_check_names_the_flag_typed_not_the_api_keyword(argv, line):
+    """serve --timeout-s nan said "serve option ready_timeout_s=nan": a keyword of the Python API, no flag."""
+    from tests.test_bad_input import _run
+
+    code, _, err = _run(argv)
+    assert code == 1 and err.startswith(line), err
+    import tritongen
+    from tritongen.errors import TritongenError
+
+    with pytest.raises(TritongenError, match=r"serve option ready_timeout_s=nan is not a finite number"):
+        tritongen.serve(".", ready_timeout_s=float("nan"))  # from Python: the keyword

@@ -315,6 +315,14 @@ def test_an_http_tritongen_url_is_served_over_http(tiny_server, tmp_path, monkey
     np.savez(tmp_path / "named.npz", Z=2 * x)
     unknown = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "named.npz")])
     assert isinstance(unknown.exception, TritongenError) and "holds 'Z', which is no output" in str(unknown.exception)
+    # a single .npy is the one output's, as a single .npy input is the one input's; a record array is refused
+    np.save(tmp_path / "want.npy", 2 * x + 1)
+    single = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "want.npy")])
+    assert single.exit_code == 0 and "MATCH" in single.output, single.output
+    np.savez(tmp_path / "records.npz", Y=np.zeros((2, 4), "V4"))
+    records = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "records.npz")])
+    assert isinstance(records.exception, TritongenError), records.output
+    assert "holds 'Y' as |V4 values, which no output holds" in str(records.exception)
     refused = CliRunner().invoke(
         cli, ["infer", "double", "--input-file", str(tmp_path / "x.npz"), "--output-file", "o.txt"]
     )

@@ -613,3 +613,19 @@ def test_the_readmes_check_of_an_ensemble_with_a_variant_model_step_checks_that_
     assert check_target(tmp_path / "m") == entry
     (artifact_dir(tmp_path / "m_model", 1) / SAMPLES_NAME).unlink()  # infer --check sends the saved samples
     assert check_target(tmp_path / "m") == ("m" if precision == "fp32" else None)
+
+
+def test_the_deploy_command_serve_docker_suggests_carries_the_checks_options(tmp_path):
+    """serve --docker --allow-unverified m on a model importing tokenizers suggested `deploy ... --to docker` without
+    --allow-unverified: run as printed, it refused the repository ("no manifest")."""
+    import shlex
+
+    import tritongen
+    from tests.conftest import DOUBLE_CONFIG, DOUBLE_MODEL
+
+    repo = tmp_path / "repo"
+    write_model(repo, "double", DOUBLE_CONFIG, "import tokenizers  # a package NGC's image lacks\n" + DOUBLE_MODEL)
+    steps = tritongen.docker_steps(repo, allow_unverified=["double"])
+    assert steps.command is None and steps.deploy_command is not None, steps.text()
+    words = shlex.split(steps.deploy_command)
+    assert words[words.index("--allow-unverified") + 1] == "double"

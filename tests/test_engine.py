@@ -309,3 +309,14 @@ def test_engine_warns_where_a_text_ensembles_profile_is_shorter_than_its_tokeniz
     with pytest.raises(TritongenError):
         engines_from_repository(repo, progress=said.append)
     assert not [line for line in said if line.startswith("warning")]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "5000"])
+def test_a_workspace_that_is_no_size_is_one_error_line(tmp_path, capsys, value):
+    """--workspace-gb nan was a ValueError traceback from the CLI's own int(); 0 silently meant the default 4 GiB."""
+    from tests.test_bad_input import _assert_one_clean_line, _run
+
+    code, out, err = _run(["engine", str(tmp_path), "--workspace-gb", value])
+    _assert_one_clean_line(value, code, out, err, ("is not a size above 0 and at most 1024 GiB",))
+    with pytest.raises(TritongenError, match="is not a byte count above 0"):
+        engines_from_repository(tmp_path, workspace_bytes=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -432,6 +433,71 @@ def test_the_tokenizer_config_copied_is_the_one_checked_for_code_of_its_own(tmp_
     with pytest.raises(TritongenError, match=r"tokenizer_config.json names code of the folder's own"):
         hf.copy_tokenizer_files(folder, tmp_path / "out")
     assert not (tmp_path / "out" / "tokenizer_config.json").exists()
+
+
+def test_tokenizer_files_are_read_once_and_what_was_read_is_what_the_step_writes(tmp_path):
+    """The pre-processing step copied tokenizer files with shutil.copyfile long after the checks: a file replaced by
+    a link to a secret in between reached the repository, world-readable and listed in the manifest."""
+    from tritongen.pre_post import text_preprocess_step
+
+    folder = _minilm_copy(tmp_path)
+    step = text_preprocess_step("pre", folder, ("input_ids", "attention_mask"), 128)
+    assert step.files["tokenizer/tokenizer.json"] == (folder / "tokenizer.json").read_bytes()
+    (tmp_path / "secret.txt").write_text("password")
+    (folder / "special_tokens_map.json").unlink()
+    (folder / "special_tokens_map.json").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(TritongenError, match="special_tokens_map.json is a link"):
+        text_preprocess_step("pre", folder, ("input_ids", "attention_mask"), 128)
+
+
+@pytest.mark.parametrize("key", ["fast_tokenizer_files", "tokenizer_file", "vocab_file"])
+def test_a_tokenizer_config_naming_a_file_by_path_is_refused(tmp_path, key):
+    """fast_tokenizer_files: ["/elsewhere/tokenizer.1.json"] had transformers read a file outside the folder at
+    build time, and the served step at serve time, outside every check and the signature."""
+    from tritongen.hf import tokenizer_from_folder
+
+    folder = _minilm_copy(tmp_path)
+    outside = tmp_path / "outside.json"
+    shutil.copyfile(folder / "tokenizer.json", outside)
+    data = json.loads((folder / "tokenizer_config.json").read_text())
+    data[key] = [str(outside)] if key.endswith("files") else str(outside)
+    (folder / "tokenizer_config.json").write_text(json.dumps(data))
+    with pytest.raises(TritongenError, match=rf"tokenizer_config.json: {key} names '{outside}', a path"):
+        tokenizer_from_folder(folder)
+    data[key] = ["tokenizer.json"] if key.endswith("files") else "tokenizer.json"  # a name beside it: as saved
+    (folder / "tokenizer_config.json").write_text(json.dumps(data))
+    assert tokenizer_from_folder(folder)("hello")["input_ids"][0] == 101
+
+
+def test_the_tokenizer_loads_from_the_checked_bytes_not_the_folder(tmp_path, monkeypatch):
+    """The load read the folder again after the checks: it now reads a private copy of the bytes checked."""
+    import transformers
+
+    from tritongen.hf import tokenizer_from_folder
+
+    folder = _minilm_copy(tmp_path)
+    seen = []
+    real = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(
+        transformers.AutoTokenizer, "from_pretrained", lambda where, **kw: seen.append(where) or real(where, **kw)
+    )
+    assert tokenizer_from_folder(folder).is_fast
+    assert len(seen) == 1 and Path(seen[0]) != folder and not Path(seen[0]).exists()  # removed after the load
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"num_hidden_layers": 2_000_000}, {"vision_config": {"depths": [2, 2, 5000, 2]}}, {"num_attention_heads": 10**6}],
+)
+def test_a_config_counting_absurdly_many_layers_is_refused_before_the_skeleton_is_built(tmp_path, changes):
+    """num_hidden_layers 2,000,000 in a 1 kB config.json ran the meta-device count for an hour toward 100 GB."""
+    import time
+
+    folder = _with_config(_minilm_copy(tmp_path), **changes)
+    started = time.monotonic()
+    with pytest.raises(TritongenError, match=r"config.json: \w+ is [\d,]+, past the 4096 layers"):
+        loaded_from_hf(hf_model_from_folder(folder))
+    assert time.monotonic() - started < 60  # refused from the numbers, not after building anything
 
 
 def _with_config(folder: Path, **changes) -> Path:

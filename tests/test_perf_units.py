@@ -577,3 +577,17 @@ def test_a_dimension_the_model_does_not_take_is_named_not_the_batch_hint():
     with pytest.raises(TritongenError) as flat:
         check_arrays_against_metadata({"x": np.zeros(512, np.float32)}, metadata, "flat.npz")
     assert "a single item: array[None]" in flat.value.fix  # a dimension missing: the batch hint stays
+
+
+def test_a_local_servers_own_metrics_port_wins_over_the_8002_guess(monkeypatch):
+    """With 8002 taken, serve picked another metrics port; perf on :8001 read 8002 (the other listener) all the
+    same, as the guess came before the lookup."""
+    from tritongen.perf import run
+    from tritongen.server import ports
+
+    monkeypatch.setattr(ports, "metrics_address_at", lambda url: "127.0.0.1:36817")
+    assert run.metrics_url_for(PerfSpec(model="m", url="127.0.0.1:8001"), "127.0.0.1:8001") == "127.0.0.1:36817"
+    given = PerfSpec(model="m", url="127.0.0.1:8001", metrics_url="h:9102")
+    assert run.metrics_url_for(given, "127.0.0.1:8001") == "h:9102"  # asked for by name
+    monkeypatch.setattr(ports, "metrics_address_at", lambda url: None)  # a server elsewhere: Triton's default
+    assert run.metrics_url_for(PerfSpec(model="m", url="127.0.0.1:8001"), "127.0.0.1:8001") == "127.0.0.1:8002"

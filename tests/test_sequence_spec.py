@@ -440,7 +440,7 @@ def test_a_wav_at_another_rate_than_the_models_sr_is_refused(tmp_path):
     import wave
 
     from tritongen.errors import TritongenError
-    from tritongen.infer_sequence import check_wav_rate
+    from tritongen.infer_sequence import arrays_from_stream_file
 
     for rate in (16000, 44100):
         with wave.open(str(tmp_path / f"{rate}.wav"), "wb") as wav:
@@ -448,11 +448,11 @@ def test_a_wav_at_another_rate_than_the_models_sr_is_refused(tmp_path):
             wav.setsampwidth(2)
             wav.setframerate(rate)
             wav.writeframes(np.zeros(100, "<i2").tobytes())
-    check_wav_rate(tmp_path / "16000.wav", {"sr": 16000})
-    check_wav_rate(tmp_path / "44100.wav", {})  # no rate recorded: nothing to hold it to
+    assert arrays_from_stream_file(tmp_path / "16000.wav", ["x"], {"sr": 16000})["x"].shape == (100,)
+    arrays_from_stream_file(tmp_path / "44100.wav", ["x"], {})  # no rate recorded: nothing to hold it to
     for sr in (16000, 16000.0):  # --const sr=16000.0 is a float
         with pytest.raises(TritongenError, match="44100.wav is 44100 Hz audio, and the model was built for sr=16000"):
-            check_wav_rate(tmp_path / "44100.wav", {"sr": sr})
+            arrays_from_stream_file(tmp_path / "44100.wav", ["x"], {"sr": sr})
 
 
 def test_a_wav_whose_data_is_not_whole_samples_is_one_error(tmp_path):

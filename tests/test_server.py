@@ -108,6 +108,19 @@ def test_docker_command_off_loopback_publishes_all_and_restricts_admin_apis(tmp_
     )
 
 
+def test_docker_command_keys_what_a_local_serve_keys_and_publishes_on_addresses_docker_takes(tmp_path):
+    """serve --docker --model-control explicit on loopback printed a line with the model-control API open (a local
+    serve keys it: any local process could load a model through it); --host localhost printed -p localhost:8000:...,
+    which Docker refuses (an IP address only)."""
+    explicit = shlex.split(docker_command(ServeSpec(repo=tmp_path, model_control="explicit"), admin_token="k"))
+    assert "--http-restricted-api=model-repository,shared-memory,trace,logging:tritongen-admin-token=k" in explicit
+    restricted = shlex.split(docker_command(ServeSpec(repo=tmp_path, restricted=True), admin_token="k"))
+    assert any(w.startswith("--grpc-restricted-protocol=") for w in restricted)
+    assert not any("restricted" in w for w in shlex.split(docker_command(ServeSpec(repo=tmp_path))))
+    assert "127.0.0.1:8000:8000" in shlex.split(docker_command(ServeSpec(repo=tmp_path, host="localhost")))
+    assert "[::1]:8001:8001" in shlex.split(docker_command(ServeSpec(repo=tmp_path, host="::1")))
+
+
 def test_server_args_bind_every_endpoint_to_the_host(tmp_path):
     args = server_args(
         ServeSpec(repo=tmp_path, log_verbose=1, extra_args=("--exit-timeout-secs=5",)),
@@ -639,3 +652,63 @@ def test_port_0_asks_for_any_free_port_never_the_default(tmp_path):
     for port in chosen.values():
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # free
+
+
+def test_a_port_given_for_one_protocol_is_never_anothers_default(tmp_path):
+    """--grpc-port 8000 with 8000-8002 free chose 8000 for HTTP too: tritonserver printed its help and exited."""
+    from tritongen.server.ports import DEFAULT_PORTS, choose_ports, port_is_free
+
+    if not all(port_is_free("127.0.0.1", p) for p in DEFAULT_PORTS.values()):
+        pytest.skip("the default ports are taken on this machine")  # the clash needs the defaults free
+    for given in ({"grpc_port": 8000}, {"metrics_port": 8001}, {"http_port": 8002, "grpc_port": 8000}):
+        chosen = choose_ports(ServeSpec(repo=tmp_path, **given))
+        assert len(set(chosen.values())) == 3, (given, chosen)
+        for key, port in given.items():
+            assert chosen[key.removesuffix("_port")] == port
+
+
+def test_a_ctrl_c_while_the_server_unloads_kills_it_and_cleans_up(tmp_path):
+    """Ctrl-C pressed again while stop() waited for the unload: serve exited with tritonserver still running (only
+    the parent-death signal ended it later), its private folder and log left in /tmp, and the exit-time hook no
+    longer knew of it."""
+    from tritongen.server import process as process_module
+    from tritongen.server.process import RunningServer
+
+    ignores_sigint = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(120)"
+    child = subprocess.Popen([sys.executable, "-c", ignores_sigint], start_new_session=True)
+    time.sleep(0.5)  # its handler set
+    log = tmp_path / "server.log"
+    log.write_text("")
+    server = RunningServer(ServeSpec(repo=tmp_path), None, child, [], {"http": 1, "grpc": 2, "metrics": 3}, log, None)
+    private = tmp_path / "private"
+    (private / "cwd").mkdir(parents=True)
+    server.workdir = private / "cwd"
+    cleaned = []
+    server.cleanups.append(lambda: cleaned.append(True))
+
+    real_wait = child.wait
+    presses = iter([KeyboardInterrupt])
+
+    def wait(timeout=None):
+        if timeout is not None and next(presses, None) is KeyboardInterrupt:
+            raise KeyboardInterrupt  # the second Ctrl-C, while it waits for the unload
+        return real_wait(timeout)
+
+    child.wait = wait  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        server.stop(timeout_s=60)
+    assert child.poll() is not None and not private.exists() and cleaned == [True]
+    assert server not in process_module._RUNNING
+
+
+@pytest.mark.server
+def test_a_server_log_that_cannot_be_written_is_one_error_and_nothing_is_left(
+    server_install, tiny_repository, tmp_path
+):
+    """serve(verify=False, log_path=<a folder>) raised a raw IsADirectoryError from the Python API."""
+    from tritongen.server import server_from_repository
+
+    before = set(Path(tempfile.gettempdir()).glob("tritongen-serve-*"))
+    with pytest.raises(TritongenError, match=f"cannot write the server log {tmp_path}: Is a directory"):
+        server_from_repository(ServeSpec(repo=tiny_repository, log_path=tmp_path))
+    assert set(Path(tempfile.gettempdir()).glob("tritongen-serve-*")) == before

@@ -214,12 +214,14 @@ def _checked(options: Callable[[], Mapping[str, Any]] | None = None) -> Callable
             try:
                 return func(*bound.args, **bound.kwargs)
             except TritongenError as exc:
-                if not _CLI_CALLS.get():
-                    from .fields import in_api_words
+                from .fields import in_api_words, in_cli_words
 
-                    spellings = CLI_SPELLINGS.get(command, {})
+                spellings = CLI_SPELLINGS.get(command, {})
+                if not _CLI_CALLS.get():
                     exc.problem, exc.fix = (in_api_words(t, known, spellings) for t in (exc.problem, exc.fix))
-                    exc.args = (exc.message,)
+                else:  # a spec's own check names its field: the CLI's user typed a flag
+                    exc.problem = in_cli_words(exc.problem, spellings)
+                exc.args = (exc.message,)
                 raise
 
         checked.__dict__["options"] = known_options
@@ -816,7 +818,9 @@ def docker_steps(
         signature=signature,
         triton_version=DEFAULT_TRITON_VERSION,  # the image's release
     )
-    return docker_steps_from_repository(spec)
+    return docker_steps_from_repository(
+        spec, allow_unverified=tuple(allow_unverified), public_key=_path(public_key), signature=_path(signature)
+    )
 
 
 @_checked()

@@ -9,6 +9,7 @@ import click
 
 from . import api
 from .cli_options import echo_err
+from .engine import workspace_bytes_from_gb
 from .errors import TritongenError
 
 
@@ -47,7 +48,7 @@ def engine(repo: Path, workspace_gb: float | None, optimization_level: int | Non
     folder REPO/NAME (needs TensorRT and a GPU)."""
     results = api.engine(
         repo,
-        workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None,
+        workspace_bytes=workspace_bytes_from_gb(workspace_gb) if workspace_gb is not None else None,
         optimization_level=optimization_level,
         per_cc=per_cc,
         rebuild=rebuild,

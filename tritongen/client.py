@@ -136,6 +136,9 @@ def infer_from_arrays(
         _close(client)
 
 
+MAX_SEQUENCE_ID = 2**63 - 1  # Triton's correlation ID travels as an int64 parameter
+
+
 def infer_sequence_from_chunks(
     url: str,
     model: str,
@@ -151,8 +154,11 @@ def infer_sequence_from_chunks(
     ``sequence_id``, the first flagged as the sequence's start and the last as its end; one answer per chunk."""
     if not chunks:
         raise TritongenError("the sequence has no chunks", "pass at least one chunk of input")
-    if sequence_id < 1:
-        raise TritongenError(f"correlation ID {sequence_id} is below 1", "use a positive --sequence-id (0 means none)")
+    if not 1 <= sequence_id <= MAX_SEQUENCE_ID:
+        raise TritongenError(
+            f"correlation ID {sequence_id} is outside 1..{MAX_SEQUENCE_ID}",
+            "use a positive --sequence-id (0 means none) that an int64 holds",
+        )
     protocol = _check_protocol(protocol)
     module = _module(protocol)
     url = _host_port(url)
@@ -359,17 +365,17 @@ def _statistics_from_answer(raw: Any, model: str) -> dict[str, Any]:
         "batch_executions": {},
         "raw": raw,
     }
-    for entry in raw.get("model_stats", []):
-        out["inference_count"] += int(entry.get("inference_count", 0))
-        out["execution_count"] += int(entry.get("execution_count", 0))
+    for entry in raw.get("model_stats", []):  # every figure a count from 0 to MAX_COUNT (a negative one: malformed)
+        out["inference_count"] += _count(entry.get("inference_count"))
+        out["execution_count"] += _count(entry.get("execution_count"))
         stats = entry.get("inference_stats", {})
-        out["success_count"] += int(stats.get("success", {}).get("count", 0))
-        out["failure_count"] += int(stats.get("fail", {}).get("count", 0))
+        out["success_count"] += _count(stats.get("success", {}).get("count"))
+        out["failure_count"] += _count(stats.get("fail", {}).get("count"))
         for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
-            out[f"{key}_ns"] += int(stats.get(key, {}).get("ns", 0))
+            out[f"{key}_ns"] += _count(stats.get(key, {}).get("ns"))
         for batch in entry.get("batch_stats", []):
-            size = int(batch.get("batch_size", 0))
-            count = int(batch.get("compute_infer", {}).get("count", 0))
+            size = _count(batch.get("batch_size"))
+            count = _count(batch.get("compute_infer", {}).get("count"))
             out["batch_executions"][size] = out["batch_executions"].get(size, 0) + count
     out["batch_executions"] = dict(sorted(out["batch_executions"].items()))
     return out

@@ -69,9 +69,16 @@ def triton_from_numpy(dtype: np.dtype) -> str:
     if dtype.kind in ("S", "U", "O"):
         return "STRING"
     if dtype not in _FROM_NUMPY:
+        native = dtype.newbyteorder("<") if dtype.byteorder == ">" else None
+        if native is not None and native in _FROM_NUMPY:  # the type Triton takes, its bytes in the other order
+            raise TritongenError(
+                f"NumPy data type {dtype.str} is {native} with its bytes big-endian; Triton takes little-endian",
+                f"convert the array: array.astype('{native.str}')",
+            )
         raise TritongenError(
             f"NumPy data type {dtype} has no Triton equivalent",
-            f"convert the array to one of {', '.join(str(d) for d in _FROM_NUMPY)}",
+            f"convert the array to one of {', '.join(str(d) for d in _FROM_NUMPY if d.kind != 'O')}, or to bytes "
+            "(numpy.bytes_) for text",
         )
     return _FROM_NUMPY[dtype]
 

@@ -11,6 +11,7 @@ removed the FP16/INT8 builder flags and implicit calibration).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -289,6 +290,20 @@ def plan_is_current(engines: Any, version_dir: Path, compute_capability: str, te
     return plan.is_file() and plan.parent == version_dir and sha256_file(plan) == entry.get("sha256")
 
 
+MAX_WORKSPACE_GB = 1024
+
+
+def workspace_bytes_from_gb(gb: float) -> int:
+    """``--workspace-gb`` as bytes: a size above 0 and at most :data:`MAX_WORKSPACE_GB` GiB (NaN, infinities and 0,
+    which meant "the default" without a word, are refused)."""
+    if not (math.isfinite(gb) and 0 < gb <= MAX_WORKSPACE_GB):
+        raise TritongenError(
+            f"--workspace-gb {gb:g} is not a size above 0 and at most {MAX_WORKSPACE_GB} GiB",
+            "pass the builder's workspace limit in GiB, e.g. --workspace-gb 4 (or leave it out: engine.json's)",
+        )
+    return max(1, int(gb * 2**30))
+
+
 def engines_from_repository(
     repo: Path,
     *,
@@ -307,6 +322,13 @@ def engines_from_repository(
     """
     from .manifest import load_manifest
 
+    if workspace_bytes is not None and (
+        isinstance(workspace_bytes, bool) or not isinstance(workspace_bytes, int) or not 0 < workspace_bytes <= 1 << 40
+    ):
+        raise TritongenError(
+            f"workspace_bytes {workspace_bytes!r} is not a byte count above 0 and at most {MAX_WORKSPACE_GB} GiB",
+            "pass the builder's workspace limit in bytes, e.g. 4 << 30",
+        )
     say = progress or (lambda message: None)
     repo = Path(repo)
     models = engine_models(repo)

@@ -291,6 +291,22 @@ def in_api_words(text: str, options: Mapping[str, Any], spellings: Mapping[str, 
     return _FLAG.sub(word, text)
 
 
+_OPTION_VALUE = re.compile(r"\boption ([A-Za-z_][A-Za-z0-9_]*)=")
+
+
+def in_cli_words(text: str, spellings: Mapping[str, str]) -> str:
+    """``text`` with each ``option keyword=value`` a spec's check wrote (``serve option ready_timeout_s=nan``) as
+    the CLI's flag (``serve option --timeout-s nan``): ``spellings`` maps a flag the API names otherwise to its
+    keyword, as :func:`in_api_words` reads it."""
+    flags = {keyword.split("=")[0]: flag for flag, keyword in spellings.items() if " " not in keyword}
+
+    def flag(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return f"option --{flags.get(key, key).replace('_', '-')} "
+
+    return _OPTION_VALUE.sub(flag, text)
+
+
 def _is_bool(annotation: Any) -> bool:
     members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
     return annotation is bool or (bool in members and all(m in (bool, type(None)) for m in members))

@@ -9,7 +9,7 @@ a model of the same name in another repository beside it):
   (the requests ``tritongen perf`` sends), tensors base64-encoded;
 - ``perf_analyzer.sh``: one perf_analyzer process per concurrency level, the command line tritongen's own
   ``--engine perf_analyzer`` runs (same windows, stability and trials), with ``--shape`` for every input (its
-  dynamic dimensions at the samples' sizes). ``./perf_analyzer.sh [URL]`` (default ``localhost:8001``, gRPC)
+  dynamic dimensions at the samples' sizes). ``./perf_analyzer.sh [URL]`` (default ``127.0.0.1:8001``, gRPC)
   runs ``$PERF_ANALYZER`` when set, else ``perf_analyzer`` on ``PATH``, else (on the machine that wrote it) the
   binary tritongen's own engine runs, with the CUDA runtime folder tritongen puts on ``LD_LIBRARY_PATH``
   (:func:`tritongen.perf.perf_analyzer.find_perf_analyzer`); with none of them it prints one line saying what to
@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .client import DEFAULT_URLS
 from .errors import TritongenError
 from .files import regular_bytes, replace_file
 from .perf.inputs import RequestSet, arrays_as_served, request_set_from_samples
@@ -44,7 +45,7 @@ HANDOFF_DIR = "handoff"
 DATA_NAME = "input_data.json"
 SCRIPT_NAME = "perf_analyzer.sh"
 MA_CONFIG_NAME = "config.yaml"
-DEFAULT_GRPC_URL = "localhost:8001"
+DEFAULT_GRPC_URL = DEFAULT_URLS["grpc"]  # as every other command: 127.0.0.1 (localhost may be ::1 first)
 _URL = "${URL}"  # the script's one variable
 
 

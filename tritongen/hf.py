@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import TritongenError
-from .files import json_file, json_from_bytes, read_problem, regular_bytes, size_text
+from .files import FileTooLargeError, json_file, json_from_bytes, read_problem, regular_bytes, size_text
 from .manifest import finite_number
 from .names import MAX_LABELS, check_class_index, check_label, shown, with_suggestion
 from .spec import TensorSpec
@@ -130,26 +131,57 @@ def checked_tokenizer_files(folder: Path) -> list[str]:
                 "pass the tokenizer tokenizer.save_pretrained writes",
             )
         found.append(name)
-    config = Path(folder) / "tokenizer_config.json"
-    if "tokenizer_config.json" in found:
-        try:
-            data = regular_bytes(config, MAX_CONFIG_BYTES, follow_links=False)
-        except OSError:
-            data = None  # transformers names it
-        if data is not None:
-            _refuse_own_code_in(config, data)
     return found
 
 
-def _refuse_own_code_in(path: Path, data: bytes) -> None:
-    """:func:`_refuse_own_code` for a JSON file's bytes; bytes that are not a JSON object pass (transformers names
-    what is wrong with them)."""
+def tokenizer_file_bytes(folder: Path) -> dict[str, bytes]:
+    """The tokenizer files of ``folder`` (:func:`checked_tokenizer_files`), each read once (no link followed, at
+    most :data:`MAX_TOKENIZER_FILE_BYTES`), ``tokenizer_config.json`` checked in those bytes: what tritongen loads
+    the tokenizer from and copies into the repository, so a file swapped in after the checks (a link to a secret)
+    is never read."""
+    out = {}
+    for name in checked_tokenizer_files(folder):
+        try:
+            data = regular_bytes(Path(folder) / name, MAX_TOKENIZER_FILE_BYTES, follow_links=False)
+        except FileTooLargeError:
+            raise TritongenError(
+                f"tokenizer file {Path(folder) / name} is over {size_text(MAX_TOKENIZER_FILE_BYTES)}",
+                "pass the tokenizer tokenizer.save_pretrained writes",
+            ) from None
+        except OSError as exc:
+            raise TritongenError(
+                f"tokenizer file {Path(folder) / name} {read_problem(exc)}", "pass a readable tokenizer"
+            ) from None
+        if name == "tokenizer_config.json":
+            _check_tokenizer_config(Path(folder) / name, data)
+        out[name] = data
+    return out
+
+
+# tokenizer_config.json keys that name files transformers opens (fast_tokenizer_files picks a tokenizer.json by
+# version): a path there led the build, and the served step, to a file outside the folder and the signature.
+_FILE_KEY_SUFFIXES = ("_file", "_files")
+
+
+def _check_tokenizer_config(path: Path, data: bytes) -> None:
+    """No code of its own (:func:`_refuse_own_code`), no file named by a path (only names beside it)."""
     try:
         parsed = json_from_bytes(data)
     except ValueError:
+        return  # transformers names what is wrong with it
+    if not isinstance(parsed, dict):
         return
-    if isinstance(parsed, dict):
-        _refuse_own_code(path, parsed)
+    _refuse_own_code(path, parsed)
+    for key, value in parsed.items():
+        if not (isinstance(key, str) and key.endswith(_FILE_KEY_SUFFIXES)):
+            continue
+        for name in value if isinstance(value, list) else [value]:
+            if isinstance(name, str) and (not name or name in (".", "..") or any(c in name for c in "/\\")):
+                raise TritongenError(
+                    f"{path}: {shown(key, 40)} names {shown(repr(name), 80)}, a path: transformers would read that "
+                    "file, outside the tokenizer's folder",
+                    "save the tokenizer with tokenizer.save_pretrained (its files beside tokenizer_config.json)",
+                )
 
 
 def task_from_config(config: Mapping[str, Any], folder: Path | None = None) -> str:
@@ -241,15 +273,19 @@ def tokenizer_from_folder(folder: Path):
             f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
             "pass --tokenizer DIR with the model's tokenizer (tokenizer.save_pretrained writes it)",
         )
-    checked_tokenizer_files(Path(folder))
-    try:
-        # trust_remote_code=False: a folder whose auto_map names its own code is refused, never prompted for
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
-        raise TritongenError(
-            f"cannot load the tokenizer in {folder}: {str(exc).splitlines()[0][:300]}",
-            "pass --tokenizer DIR with files written by tokenizer.save_pretrained",
-        ) from None
+    files = tokenizer_file_bytes(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="tritongen-tokenizer-") as private:
+        for name, data in files.items():  # loaded from the checked bytes, in a folder of tritongen's own
+            (Path(private) / name).write_bytes(data)
+        try:
+            # trust_remote_code=False: a folder whose auto_map names its own code is refused, never prompted for
+            tokenizer = AutoTokenizer.from_pretrained(private, local_files_only=True, trust_remote_code=False)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
+            why = str(exc).replace(private, str(folder)).splitlines()
+            raise TritongenError(
+                f"cannot load the tokenizer in {folder}: {(why[0] if why else type(exc).__name__)[:300]}",
+                "pass --tokenizer DIR with files written by tokenizer.save_pretrained",
+            ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise TritongenError(
             f"the tokenizer in {folder} is not a fast tokenizer", "save it with tokenizer.json (a fast tokenizer)"
@@ -322,20 +358,12 @@ def text_settings_from_folder(
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
-    """Copy ``src``'s tokenizer files (:func:`checked_tokenizer_files`: regular, bounded, read once) into ``dst``."""
-    names = checked_tokenizer_files(src)
+    """Copy ``src``'s tokenizer files (:func:`tokenizer_file_bytes`: regular, bounded, read once) into ``dst``."""
+    files = tokenizer_file_bytes(src)
     dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        try:
-            data = regular_bytes(src / name, MAX_TOKENIZER_FILE_BYTES, follow_links=False)
-        except OSError as exc:
-            raise TritongenError(
-                f"tokenizer file {src / name} {read_problem(exc)}", "pass a readable tokenizer"
-            ) from None
-        if name == "tokenizer_config.json":  # the bytes copied are the bytes checked for code of its own
-            _refuse_own_code_in(src / name, data)
+    for name, data in files.items():
         (dst / name).write_bytes(data)
-    return names
+    return list(files)
 
 
 SAMPLE_SENTENCES = (
@@ -600,6 +628,32 @@ def _config_object(model: HFModel) -> Any:
     return CONFIG_MAPPING[model_type].from_dict(dict(model.config))
 
 
+MAX_STRUCTURE_COUNT = 4096  # layers, heads, experts, blocks of one kind: the largest models have ~130 layers
+_STRUCTURE_WORDS = ("layer", "head", "expert", "block", "depth")
+
+
+def _check_structure_counts(model: HFModel) -> None:
+    """Refuse a config.json counting layers (heads, experts, blocks) past :data:`MAX_STRUCTURE_COUNT`, at any depth
+    of it (a vision or text sub-config): building even the meta-device skeleton costs time and memory per layer
+    (num_hidden_layers 2,000,000 in a 1 kB file ran for an hour toward 100 GB)."""
+    stack: list[tuple[str, Any]] = [("", model.config)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, Mapping):
+            stack += [(str(k), v) for k, v in value.items()]
+            continue
+        counts = [v for v in value if type(v) is int] if isinstance(value, list) else [value]
+        if not any(word in key.lower() for word in _STRUCTURE_WORDS):
+            continue
+        total = sum(v for v in counts if type(v) is int and v > 0)
+        if total > MAX_STRUCTURE_COUNT:
+            raise TritongenError(
+                f"{model.folder}/config.json: {shown(key, 60)} is {total:,}, past the {MAX_STRUCTURE_COUNT} layers, "
+                "heads or experts of one kind tritongen builds",
+                "save the model's config with save_pretrained (its config.json describes the model its weights hold)",
+            )
+
+
 def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
     """Refuse, before anything is allocated, a config.json describing a model larger than its weight files could
     hold (at 2 bytes a weight): a vocab_size of 10**8 made the build allocate 13 GB for weights the folder never
@@ -615,6 +669,7 @@ def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
             continue
         if path.name.endswith(WEIGHT_SUFFIXES) and stat.S_ISREG(info.st_mode):
             weight_bytes += info.st_size
+    _check_structure_counts(model)
     with torch.device("meta"):
         skeleton = auto.from_config(config, attn_implementation="eager", trust_remote_code=False)
     count = sum(p.numel() for p in skeleton.parameters())

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import default_url, spec_protocol
+from .client import MAX_SEQUENCE_ID, default_url, spec_protocol
 from .dtypes import numpy_from_value
 from .errors import TritongenError
 from .fields import check_fields
@@ -33,7 +33,7 @@ from .layout import (
 )
 from .manifest import ENSEMBLE, Manifest, finite_number, read_manifest
 from .names import one_line
-from .npz import arrays_from_npz
+from .npz import arrays_and_form_from_npz, arrays_from_npz
 from .parity import ParityReport, compare_arrays
 from .precision.accuracy import AccuracyReport, accuracy_from_outputs
 from .server.local import local_server, served_repository
@@ -87,6 +87,10 @@ class InferSpec:
             )
         if self.sequence_id < 1:  # 0 is Triton's "no sequence"
             raise TritongenError(f"--sequence-id {self.sequence_id} is below 1", "pass an ID of 1 or more")
+        if self.sequence_id > MAX_SEQUENCE_ID:  # the request carries it as an int64
+            raise TritongenError(
+                f"--sequence-id {self.sequence_id} is over {MAX_SEQUENCE_ID}", "pass an ID that an int64 holds"
+            )
         object.__setattr__(self, "protocol", spec_protocol(self.url, self.protocol))
         if self.inputs is not None:
             object.__setattr__(self, "inputs", _arrays_given(self.inputs))
@@ -337,6 +341,13 @@ def ensemble_inputs_from_files(texts: tuple[str, ...] = (), images: tuple[Path, 
         raise TritongenError(
             "--text is empty", "pass the sentence to embed or classify, e.g. --text 'a short sentence'"
         )
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell's locale could not decode (a lone surrogate): no request
+            raise TritongenError(
+                f"--text {one_line(text)[:80]} is not valid UTF-8 text", "pass UTF-8 text (check the terminal's locale)"
+            ) from None
     if texts:
         return {TEXT_INPUT: np.array([[t.encode("utf-8")] for t in texts], dtype=object)}
     from .hf import MAX_IMAGE_FILE_BYTES  # what the served pre-processing step takes: refused here, not after sending
@@ -393,13 +404,14 @@ def _metadata(spec: InferSpec, url: str, version: str) -> dict[str, Any]:
     return model_metadata(url, spec.name, spec.protocol, spec.timeout_s, version=version)
 
 
-def _named_npy(spec: InferSpec, arrays: dict[str, np.ndarray], metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """``spec.input_file``'s ``arrays``; a single ``.npy`` array (read as "input") goes to the model's one input,
-    by the server's own name for it."""
-    assert spec.input_file is not None
-    with open(spec.input_file, "rb") as fh:  # readable: just read
-        if fh.read(6) != b"\x93NUMPY":
-            return arrays
+def _named_npy(
+    spec: InferSpec, arrays: dict[str, np.ndarray] | None, single: bool, metadata: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """``spec.input_file``'s ``arrays``; a single ``.npy`` array (``single``, read as "input") goes to the model's
+    one input, by the server's own name for it."""
+    assert spec.input_file is not None and arrays is not None
+    if not single:
+        return arrays
     takes = [i["name"] for i in metadata["inputs"]]
     if len(takes) != 1:
         raise TritongenError(
@@ -408,6 +420,32 @@ def _named_npy(spec: InferSpec, arrays: dict[str, np.ndarray], metadata: Mapping
             "pass an .npz with one array per input, named by input (numpy.savez(path, NAME=array, ...))",
         )
     return {takes[0]: arrays["input"]}
+
+
+def _check_expected(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``--expected``'s arrays hold what an output can be: numbers, booleans or text (not records, dates)."""
+    if not arrays:
+        raise TritongenError(f"--expected {path} holds no arrays", "save one array per output you expect, by its name")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biufcSU":
+            raise TritongenError(
+                f"--expected {path} holds '{one_line(name)[:80]}' as {array.dtype.str} values, which no output holds",
+                "save each expected output as numbers, booleans or text (bytes)",
+            )
+
+
+def _named_expected(
+    spec: InferSpec, arrays: dict[str, np.ndarray], metadata: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """A single ``.npy`` given as ``--expected`` (read as "input") is the model's one output, by its served name."""
+    gives = [o["name"] for o in metadata.get("outputs", ())]
+    if len(gives) != 1:
+        raise TritongenError(
+            f"--expected {spec.expected} holds one array, and model '{spec.name}' gives {len(gives)} outputs "
+            f"({', '.join(map(one_line, gives))})",
+            "pass an .npz with one array per output, named by output (numpy.savez(path, NAME=array, ...))",
+        )
+    return {gives[0]: arrays["input"]}
 
 
 def _is_sequence_model(model_dir: Path) -> bool:
@@ -431,7 +469,7 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
     """``spec.input_file`` streamed to a stateful model as one sequence; outputs stacked per chunk."""
     from .client import infer_sequence_from_chunks
     from .dtypes import numpy_dtype
-    from .infer_sequence import arrays_from_stream_file, check_wav_rate, chunks_from_arrays, stacked
+    from .infer_sequence import arrays_from_stream_file, chunks_from_arrays, stacked
     from .validate import config_from_file, config_pb2
 
     if spec.input_file is None or spec.check or spec.texts or spec.images:
@@ -448,8 +486,9 @@ def sequence_from_file(spec: InferSpec) -> InferResult:
         )
     names = [t.name for t in config.input]
     dtypes = {t.name: numpy_dtype(config_pb2().DataType.Name(t.data_type)) for t in config.input}
-    arrays = arrays_from_stream_file(spec.input_file, names)
-    check_wav_rate(spec.input_file, _built_consts(Path(spec.repo) / spec.name, spec.model_version))
+    arrays = arrays_from_stream_file(
+        spec.input_file, names, _built_consts(Path(spec.repo) / spec.name, spec.model_version)
+    )
     unknown = sorted(set(arrays) - set(names))
     if unknown or set(names) - set(arrays):
         raise TritongenError(
@@ -585,17 +624,18 @@ def infer_model(spec: InferSpec) -> InferResult:
             )
         if spec.input_file is not None and spec.inputs is not None:
             raise TritongenError("both input_file and inputs are given", "pass one of them")
+        expected_single = False
         if spec.expected is not None:  # read before anything is sent, as the inputs are
-            reference, reference_of, tolerances = arrays_from_npz(spec.expected), "expected", (spec.atol, spec.rtol)
-            if not reference:
-                raise TritongenError(
-                    f"--expected {spec.expected} holds no arrays", "save one array per output you expect, by its name"
-                )
-        read = None if spec.input_file is None else arrays_from_npz(spec.input_file)  # the file before the server
+            reference, expected_single = arrays_and_form_from_npz(spec.expected)
+            reference_of, tolerances = "expected", (spec.atol, spec.rtol)
+            _check_expected(spec.expected, reference)
+        read, single = (None, False) if spec.input_file is None else arrays_and_form_from_npz(spec.input_file)
         # asked once: the version the request goes to (None: the server's pick)
         metadata = _metadata(spec, url, str(spec.model_version) if spec.model_version is not None else "")
-        inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, read or {}, metadata)
+        inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, read, single, metadata)
         inputs = _check_against_served(spec, metadata, inputs)
+        if reference is not None and expected_single:
+            reference = _named_expected(spec, reference, metadata)
     else:
         version = served_version(spec, url)
         checked_version = version

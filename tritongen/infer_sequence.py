@@ -9,6 +9,8 @@ as one request of the sequence (batch 1), the first flagged start and the last e
 
 from __future__ import annotations
 
+import io
+import math
 import wave
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,12 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TritongenError
+from .names import one_line
 
 MAX_CHUNKS = 100_000
+MAX_REQUEST_BYTES = 512 << 20  # one chunk's tensor: as much as a whole sample file holds (tritongen.npz)
 
 
-def arrays_from_stream_file(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
-    """The file's arrays keyed by input name (a .wav or .npy feeds the model's only client input)."""
+def arrays_from_stream_file(
+    path: Path, input_names: list[str], consts: Mapping[str, object] | None = None
+) -> dict[str, np.ndarray]:
+    """The file's arrays keyed by input name (a .wav or .npy feeds the model's only client input). A ``.wav`` is
+    read once, and its frame rate held to the rate the model was built for (``consts``: the build's ``--const``
+    values, see :func:`check_wav_rate`) from those same bytes."""
     path = Path(path)
     if not path.is_file():
         raise TritongenError(f"stream file {path} does not exist", "pass a .wav, .npy or .npz file")
@@ -36,13 +44,20 @@ def arrays_from_stream_file(path: Path, input_names: list[str]) -> dict[str, np.
             "pass an .npz with one array per input",
         )
     if suffix == ".wav":
+        from .files import FileTooLargeError, read_problem, regular_bytes
         from .npz import MAX_SAMPLE_FILE_BYTES
 
-        if path.stat().st_size > MAX_SAMPLE_FILE_BYTES:  # the frames are read whole: bounded like an .npz
+        try:  # the frames are read whole: bounded like an .npz
+            data = regular_bytes(path, MAX_SAMPLE_FILE_BYTES)
+        except FileTooLargeError:
             raise TritongenError(
                 f"{path.name} is over {MAX_SAMPLE_FILE_BYTES >> 20} MiB", "stream a shorter recording (cut it with sox)"
-            )
-        return {input_names[0]: _wav_samples(path)}
+            ) from None
+        except OSError as exc:
+            raise TritongenError(f"stream file {path} {read_problem(exc)}", "pass a readable .wav file") from None
+        samples, rate = _wav_samples(data, path.name)
+        check_wav_rate(path.name, rate, consts or {})
+        return {input_names[0]: samples}
     if suffix == ".npy":
         from .npz import arrays_from_npz
 
@@ -59,51 +74,45 @@ def arrays_from_stream_file(path: Path, input_names: list[str]) -> dict[str, np.
 RATE_CONSTS = ("sr", "sample_rate", "sampling_rate")  # --const names that state the rate a model takes audio at
 
 
-def check_wav_rate(path: Path, consts: Mapping[str, object]) -> None:
-    """A ``.wav`` stream whose frame rate is not the rate the model was built for (``--const sr=16000``): its
-    answers would be for audio played at the wrong speed (a 44.1 kHz file streamed to silero-vad answered)."""
-    if Path(path).suffix.lower() != ".wav":
-        return
+def check_wav_rate(name: str, rate: int, consts: Mapping[str, object]) -> None:
+    """A ``.wav`` stream (file ``name``) whose frame ``rate`` is not the rate the model was built for (``--const
+    sr=16000``): its answers would be for audio played at the wrong speed (a 44.1 kHz file streamed to silero-vad
+    answered)."""
     rates = {
         n: int(v)
         for n, v in consts.items()
         if n in RATE_CONSTS and isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
     }  # --const sr=16000.0 is a float
-    name = next(iter(rates), None)
-    if name is None:
-        return
-    try:
-        with wave.open(str(path), "rb") as wav:
-            rate = wav.getframerate()
-    except (wave.Error, EOFError, OSError):
-        return  # the reader says why
-    if rate != rates[name]:
+    const = next(iter(rates), None)
+    if const is not None and rate != rates[const]:
         raise TritongenError(
-            f"{Path(path).name} is {rate} Hz audio, and the model was built for {name}={rates[name]}",
-            f"resample it first (sox {Path(path).name} -r {rates[name]} out.wav)",
+            f"{name} is {rate} Hz audio, and the model was built for {const}={rates[const]}",
+            f"resample it first (sox {name} -r {rates[const]} out.wav)",
         )
 
 
-def _wav_samples(path: Path) -> np.ndarray:
+def _wav_samples(raw: bytes, name: str) -> tuple[np.ndarray, int]:
+    """The samples of the ``.wav`` bytes ``raw`` (file ``name``), scaled to [-1, 1], and its frame rate."""
     try:
-        with wave.open(str(path), "rb") as wav:
+        with wave.open(io.BytesIO(raw), "rb") as wav:
             channels, width, frames = wav.getnchannels(), wav.getsampwidth(), wav.getnframes()
+            rate = wav.getframerate()
             data = wav.readframes(frames)
     except (wave.Error, EOFError, OSError) as exc:
-        raise TritongenError(f"cannot read {path.name} as a PCM .wav ({exc})", "pass a PCM .wav file") from None
+        raise TritongenError(f"cannot read {name} as a PCM .wav ({exc})", "pass a PCM .wav file") from None
     if channels != 1:
-        raise TritongenError(f"{path.name} has {channels} channels", "pass mono audio (e.g. sox in.wav -c 1 out.wav)")
+        raise TritongenError(f"{name} has {channels} channels", "pass mono audio (e.g. sox in.wav -c 1 out.wav)")
     if width in (2, 4) and len(data) % width:  # a data chunk cut short, or one whose size is not whole samples
         raise TritongenError(
-            f"{path.name} holds {len(data)} bytes of {8 * width}-bit samples, not a whole number of samples",
+            f"{name} holds {len(data)} bytes of {8 * width}-bit samples, not a whole number of samples",
             "pass a complete PCM .wav file (write it again with sox or soundfile)",
         )
     if width == 1:
-        return ((np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+        return ((np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0).astype(np.float32), rate
     if width in (2, 4):
         dtype = np.int16 if width == 2 else np.int32
-        return (np.frombuffer(data, dtype).astype(np.float64) / float(2 ** (8 * width - 1))).astype(np.float32)
-    raise TritongenError(f"{path.name} has {8 * width}-bit samples", "pass 8, 16 or 32-bit PCM")
+        return (np.frombuffer(data, dtype).astype(np.float64) / float(2 ** (8 * width - 1))).astype(np.float32), rate
+    raise TritongenError(f"{name} has {8 * width}-bit samples", "pass 8, 16 or 32-bit PCM")
 
 
 def chunks_from_arrays(
@@ -138,6 +147,12 @@ def chunks_from_arrays(
                 f"the stream's '{name}' is {array.dtype} values, and the model takes {np.dtype(want)}",
                 f"save '{name}' as numbers of that type (a complex, text or record array is not sent)",
             )
+        if numeric and not _keeps_values(array, np.dtype(want)):
+            raise TritongenError(
+                f"the stream's '{name}' is {array.dtype} values, and as the model's {np.dtype(want)} some would change "
+                "(a fraction, NaN, or a value out of its range)",
+                f"save '{name}' as {np.dtype(want)} values",
+            )
     steps = {n for n, a in arrays.items() if n in dims and _per_step(a, dims[n])}
     if steps and steps != set(arrays):
         raise TritongenError(
@@ -164,6 +179,24 @@ def chunks_from_arrays(
         raise TritongenError(
             f"the stream makes {count} chunks of {size}", f"send 1 to {MAX_CHUNKS} chunks (check --chunk-size)"
         )
+    for name, array in arrays.items():  # each request's shape and size, before a padded chunk is made
+        if name in steps:
+            continue
+        shape = [*array.shape[: axes[name]], size, *array.shape[axes[name] + 1 :]]
+        if name in dims and not _fits(shape, dims[name]):
+            raise TritongenError(
+                f"a request of '{name}' cut from the stream ({list(array.shape)}) would be {shape}, "
+                f"and the model takes [{', '.join(map(str, dims[name]))}]",
+                f"save '{name}' as [steps, {', '.join(map(str, dims[name]))}] (one request per step) or with "
+                "the model's dims, its variable axis the stream's time",
+            )
+        request_bytes = math.prod(shape) * np.dtype(dtypes.get(name, array.dtype)).itemsize
+        if request_bytes > MAX_REQUEST_BYTES:
+            raise TritongenError(
+                f"a request of '{name}' cut from the stream would be {shape}: {request_bytes} bytes, over the "
+                f"{MAX_REQUEST_BYTES >> 20} MiB tritongen sends in one",
+                f"pass a smaller --chunk-size (the stream is {length} long)",
+            )
     chunks = []
     for i in range(count):
         chunk = {}
@@ -176,16 +209,19 @@ def chunks_from_arrays(
                 pad_shape = list(piece.shape)
                 pad_shape[axis] = size - piece.shape[axis]
                 piece = np.concatenate([piece, np.zeros(pad_shape, piece.dtype)], axis=axis)
-            if i == 0 and name in dims and not _fits(piece.shape, dims[name]):
-                raise TritongenError(
-                    f"a request of '{name}' cut from the stream ({list(array.shape)}) would be {list(piece.shape)}, "
-                    f"and the model takes [{', '.join(map(str, dims[name]))}]",
-                    f"save '{name}' as [steps, {', '.join(map(str, dims[name]))}] (one request per step) or with "
-                    "the model's dims, its variable axis the stream's time",
-                )
             chunk[name] = np.ascontiguousarray(piece[None].astype(dtypes.get(name, piece.dtype), copy=False))
         chunks.append(chunk)
     return chunks
+
+
+def _keeps_values(array: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether ``array``'s numbers are the same numbers as ``dtype`` (a float type: rounding to its precision is
+    what sending a float64 file to an FP32 input means; an integer or boolean type: every value exactly)."""
+    if np.can_cast(array.dtype, dtype, "safe") or dtype.kind == "f":
+        return True
+    with np.errstate(invalid="ignore", over="ignore"):
+        cast = array.astype(dtype)
+        return bool(np.all(np.isfinite(array))) and bool(np.array_equal(cast.astype(array.dtype), array))
 
 
 def _per_step(array: np.ndarray, dims: Sequence[int]) -> bool:
@@ -215,4 +251,19 @@ def _default_size(arrays: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[
 
 def stacked(answers: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-chunk answers as one array per output, chunks along the first axis."""
-    return {name: np.concatenate([a[name] for a in answers], axis=0) for name in answers[0]}
+    if not answers:
+        raise TritongenError("nothing was sent: the input holds no rows", "give at least one row (one request)")
+    out: dict[str, np.ndarray] = {}
+    for name in answers[0]:
+        parts = [a[name] for a in answers if name in a]
+        shapes = {tuple(p.shape[1:]) if p.ndim else None for p in parts}
+        # a variable-size output (or one some answers lack): no one array holds every chunk's
+        if len(parts) != len(answers) or len(shapes) != 1 or None in shapes:
+            raise TritongenError(
+                f"output '{one_line(name)[:80]}' came back in different shapes per request "
+                f"({', '.join(sorted(str(list(s)) if s is not None else 'none' for s in shapes))}), which no one "
+                "array holds",
+                "read each request's answer from the Python API (tritongen.client.infer_sequence_from_chunks)",
+            )
+        out[name] = np.concatenate(parts, axis=0)
+    return out

@@ -46,8 +46,14 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
         for name, array in arrays.items():
             array = np.asanyarray(array)
             if array.dtype == object:
-                array = np.array([v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)])
-                array = array.reshape(np.asanyarray(arrays[name]).shape)
+                values = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+                if any(v.endswith(b"\0") for v in values):  # fixed-width bytes end at the first trailing NUL
+                    raise TritongenError(
+                        f"tensor {shown(repr(name), 60)} holds bytes ending in NUL, which an .npz file's fixed-width "
+                        "bytes would drop",
+                        "read it from the Python API (InferResult.outputs), where every byte is kept",
+                    )
+                array = np.array(values, dtype=np.bytes_).reshape(array.shape)  # bytes_ even when empty
             with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, array, allow_pickle=False)
     return buffer.getvalue()
@@ -59,7 +65,14 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def arrays_from_npz(path: Path) -> Arrays:
-    """Read an ``.npz`` (or ``.npy`` for a single input) safely and with bounded memory.
+    """:func:`arrays_and_form_from_npz`'s arrays (a single ``.npy`` array as ``"input"``)."""
+    return arrays_and_form_from_npz(path)[0]
+
+
+def arrays_and_form_from_npz(path: Path) -> tuple[Arrays, bool]:
+    """Read an ``.npz`` (or ``.npy`` for a single input) safely and with bounded memory: the arrays, and whether the
+    file was a single ``.npy`` array (read as ``"input"``), from the same read (a caller opening the file again to
+    tell could find another one swapped in).
 
     Every archive member goes through :mod:`tritongen.archive`; each ``.npy`` header is parsed and its shape
     times item size checked against :data:`MAX_SAMPLE_FILE_BYTES` and the member's real length before any
@@ -80,7 +93,7 @@ def arrays_from_npz(path: Path) -> Arrays:
                 data = bytearray(fh.read(MAX_SAMPLE_FILE_BYTES + _NPY_HEADER_LIMIT_BYTES))
                 head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
                 shape, fortran, dtype, data_at = _npy_header(head, len(data), path, "its array")
-                return {"input": _array(data, data_at, shape, fortran, dtype)}
+                return {"input": _array(data, data_at, shape, fortran, dtype)}, True
     except OSError as exc:
         why = exc.strerror or exc
         raise TritongenError(f"cannot read sample file {path}: {why}", "check the file's permissions") from None
@@ -114,7 +127,7 @@ def arrays_from_npz(path: Path) -> Arrays:
             head = bytes(data[:_NPY_HEADER_LIMIT_BYTES])
             shape, fortran, dtype, data_at = _npy_header(head, len(data), path, f"array {name!r}")
             arrays[name[: -len(".npy")]] = _array(data, data_at, shape, fortran, dtype)
-    return arrays
+    return arrays, False
 
 
 def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:

@@ -53,7 +53,8 @@ class PythonStep:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     parameters: Mapping[str, str] = field(default_factory=dict)
-    files: Mapping[str, Path] = field(default_factory=dict)  # name inside the version folder -> source file
+    # name inside the version folder -> its bytes, read once when the step was decided (what was checked is written)
+    files: Mapping[str, bytes] = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)  # name inside the version folder -> content
     folders: Mapping[str, Path] = field(
         default_factory=dict
@@ -76,9 +77,9 @@ def text_preprocess_step(
     max_length: int,
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
 ) -> PythonStep:
-    from .hf import TOKENIZER_FILES
+    from .hf import tokenizer_file_bytes
 
-    files = {f"tokenizer/{f}": tokenizer_dir / f for f in TOKENIZER_FILES if (tokenizer_dir / f).is_file()}
+    files = {f"tokenizer/{name}": data for name, data in tokenizer_file_bytes(tokenizer_dir).items()}
     return PythonStep(
         name=name,
         template="text_preprocess.py",
@@ -344,9 +345,9 @@ def stage_python_step(step: PythonStep, stage: Path, version: int, config_text: 
     version_dir = folder / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template_path(f"python/{step.template}"), version_dir / "model.py")
-    for rel, src in step.files.items():
+    for rel, data in step.files.items():
         (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, version_dir / rel)
+        (version_dir / rel).write_bytes(data)
     for rel, text in step.texts.items():
         (version_dir / rel).write_bytes(text.encode("utf-8"))  # exactly these bytes: no newline translation
     (folder / "config.pbtxt").write_text(config_text)

@@ -39,6 +39,7 @@ from ..plan_compat import (
     check_release,
     pending_plans_from_repository,
 )
+from ..server.docker import docker_host
 from .bundle import check_out_dir, comment_text, render, write_bundle
 from .python_deps import ServingPackages, serving_packages_from_repository
 from .rollout_record import unfollowed_records
@@ -129,24 +130,6 @@ def _needs_gpu(repo: Path) -> bool:
     return any(model_needs_gpu(config_from_file(path)) for path in sorted(Path(repo).glob("*/config.pbtxt")))
 
 
-def _docker_host(host: str) -> str:
-    """``host`` as Docker publishes ports on it: an IP address (``localhost`` is 127.0.0.1)."""
-    import ipaddress
-
-    from ..names import check_host
-
-    check_host(host)
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        raise TritongenError(
-            f"--host '{host}' is a host name; Docker publishes ports on an IP address",
-            "pass the address itself, e.g. --host 0.0.0.0 for every interface or --host 10.0.0.5",
-        ) from None
-
-
 def _publish(host: str) -> list[str]:
     if host in ("", "0.0.0.0", "::"):
         bind = "0.0.0.0:" if host != "::" else "[::]:"
@@ -208,7 +191,7 @@ def docker_bundle_from_repository(
     from ..verify import check_verified
 
     release = check_release(ngc_release or DEFAULT_NGC_RELEASE)
-    host = _docker_host(host)
+    host = docker_host(host)
     triton_version, tensorrt_version = NGC_RELEASES[release]
     ubuntu, python = NGC_PLATFORMS[release]
     repo = Path(repo).expanduser()
@@ -390,8 +373,17 @@ def stock_image_problems(repo: Path) -> list[str]:
     return reasons
 
 
-def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -> DockerSteps:
-    """For a validated ``spec.repo`` (a :class:`tritongen.server.ServeSpec`): the ``docker run`` line, or the steps."""
+def docker_steps_from_repository(
+    spec,
+    ngc_release: str = DEFAULT_NGC_RELEASE,
+    *,
+    allow_unverified: tuple[str, ...] = (),
+    public_key: Path | None = None,
+    signature: Path | None = None,
+) -> DockerSteps:
+    """For a validated ``spec.repo`` (a :class:`tritongen.server.ServeSpec`): the ``docker run`` line, or the steps
+    (the deploy command carries the checks' options serve was given: without them it would refuse the repository
+    serve accepted, or check it less)."""
 
     from ..server import docker_command
 
@@ -405,6 +397,12 @@ def docker_steps_from_repository(spec, ngc_release: str = DEFAULT_NGC_RELEASE) -
         deploy += ["--ngc-version", ngc_release]
     if spec.host != "127.0.0.1":
         deploy += ["--host", spec.host]
+    for name in allow_unverified:
+        deploy += ["--allow-unverified", name]
+    if public_key is not None:
+        deploy += ["--public-key", str(public_key)]
+    if signature is not None:
+        deploy += ["--signature", str(signature)]
     return DockerSteps(command=None, reasons=tuple(reasons), deploy_command=shlex.join(deploy), notes=notes)
 
 

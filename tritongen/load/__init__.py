@@ -4,7 +4,10 @@ The form is read from the file's content, never its extension:
 
 * **TorchScript** (``torch.jit.save``): a zip whose records (under one root folder) include ``constants.pkl``
   next to ``data.pkl`` and ``code/``. Loaded with ``torch.jit.load(map_location="cpu")``; TorchScript's own
-  unpickler only builds TorchScript types, so no Python code from the file runs.
+  unpickler only builds TorchScript types, so no Python code from the file runs. Its TorchScript code does run
+  (``__setstate__`` at load, ``forward`` at export): code naming an op that reads or writes files or calls out
+  (:data:`tritongen.load.safety.SIDE_EFFECT_OPS`) is refused before the load, and every loaded method graph is
+  checked again for them before it runs; a torch.export program's node targets are checked the same way.
 * **torch.export** (``torch.export.save``, usually ``.pt2``): a zip with ``archive_format`` = ``pt2`` and the
   program in ``models/<name>.json`` (or, from torch <= 2.7, ``serialized_exported_program.json`` at the top).
   Loaded with ``torch.export.load``; the module is ``ep.module()``.
@@ -31,7 +34,7 @@ from ..errors import TritongenError
 from .common import FACTORY_FIX, FORMS_HELP, PICKLE_FIX, LoadedModel, first_line, guarded, no_factory, quiet_torch
 from .detect import Format, detect_format, open_model_archive
 from .exported import program_from_archive
-from .safety import scan_pickles
+from .safety import check_torchscript_code, scan_pickles, side_effect_error, side_effect_ops_in_script_module
 from .state_dict import factory_from_spec, from_object, from_state_dict
 
 __all__ = [
@@ -85,8 +88,12 @@ def module_from_file(path: Path, model_factory: str | None = None, allow_pickle:
 def _load_torchscript(path: Path) -> Any:
     import torch
 
+    check_torchscript_code(path)  # torch.jit.load runs a module's __setstate__
     with quiet_torch():
         module = guarded(path, "loading TorchScript archive", lambda: torch.jit.load(str(path), map_location="cpu"))
+    found = side_effect_ops_in_script_module(module)
+    if found:
+        raise side_effect_error(path, found)
     return module.eval()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from .detect import JSON_LIMIT_BYTES, open_model_archive, record_names
 from .sym_exprs import expr_strings, unsafe_expr
 
 _PICKLE_LIMIT_BYTES = 256 * 2**20
+_SIDE_EFFECT_MARK = "side effect: "
 
 
 # Ops of an exported graph whose argument at this index (or keyword) says "training mode".
@@ -33,9 +35,108 @@ _TRAINING_ARGS = {
 }
 
 
+# Operators that reach outside the model when its graph runs (or, for TorchScript, when ``__setstate__`` runs at
+# load): files read, mapped writable or written, tensors loaded by name, remote calls. No graph a server runs
+# needs one, none has an ONNX translation, and each does its harm before the export fails: a TorchScript forward
+# calling torch.from_file(path, shared=True) rewrote a file the user could write during the build's first run.
+SIDE_EFFECT_OPS = (
+    "aten::from_file",
+    "aten::save",
+    "debugprims::load_tensor",
+    "prim::rpc_async",
+    "prim::rpc_remote",
+    "prim::rpc_sync",
+)
+# The same ops as TorchScript's serialized code names them (torch.from_file(...), ops.aten.save(...), rpc_async(...))
+_SIDE_EFFECT_CODE = re.compile(
+    r"\b(?:from_file|load_tensor|rpc_async|rpc_remote|rpc_sync)\b|\b(?:torch|aten)\s*\.\s*save\b"
+)
+_SIDE_EFFECT_FIX = (
+    "remove those calls from the model (a served model computes from its inputs alone), then save it again"
+)
+_CODE_LIMIT_BYTES = 64 * 2**20  # one TorchScript source file (a whole model's code is kilobytes to a few MB)
+
+
+def side_effect_error(path: Path, found: list[str]) -> TritongenError:
+    return TritongenError(
+        f"{path} calls {', '.join(sorted(set(found))[:4])}, which read or write files (or call out) as the model "
+        "loads or runs: refused before anything of it runs",
+        _SIDE_EFFECT_FIX,
+    )
+
+
+def check_torchscript_code(path: Path) -> None:
+    """Refuse a TorchScript archive whose code (every ``code/*.py`` record: ``forward``, ``__setstate__``, which
+    ``torch.jit.load`` itself runs) names an op of :data:`SIDE_EFFECT_OPS`; read before torch loads anything."""
+    found = []
+    with open_model_archive(path) as archive:
+        for name in archive.names:
+            rel = name.split("/", 1)[-1].lower()
+            if not (rel.startswith("code/") and rel.endswith(".py")):
+                continue
+            text = bytes(archive.read(name, _CODE_LIMIT_BYTES)).decode("utf-8", errors="replace")
+            found += [" ".join(m.group(0).split()) for m in _SIDE_EFFECT_CODE.finditer(text)]
+    if found:
+        raise side_effect_error(path, found)
+
+
+def side_effect_ops_in_script_module(module: Any) -> list[str]:
+    """The :data:`SIDE_EFFECT_OPS` in any method graph of a loaded TorchScript ``module`` or its submodules, the
+    functions they call inlined: what the compiler resolved, whatever the code's spelling."""
+    import torch
+
+    found = set()
+    for sub in module.modules():
+        script = getattr(sub, "_c", None)
+        if script is None:
+            continue
+        for name in script._method_names():
+            graph = script._get_method(name).graph.copy()
+            torch._C._jit_pass_inline(graph)
+            blocks = [graph.block()] if hasattr(graph, "block") else []
+            nodes = list(graph.nodes())
+            while nodes or blocks:
+                if blocks:
+                    nodes += list(blocks.pop().nodes())
+                    continue
+                node = nodes.pop()
+                if node.kind() in SIDE_EFFECT_OPS:
+                    found.add(node.kind())
+                blocks += list(node.blocks())
+    return sorted(found)
+
+
+def side_effect_op_of_target(target: str) -> str | None:
+    """``torch.ops.aten.from_file.default`` (an exported graph node's target) as ``aten::from_file`` when that is
+    one of :data:`SIDE_EFFECT_OPS`."""
+    parts = target.removeprefix("torch.ops.").split(".")
+    op = "::".join(parts[:2]) if len(parts) >= 2 else ""
+    return op if op in SIDE_EFFECT_OPS else None
+
+
+def _targets(program: Any) -> list[str]:
+    """Every string a node of the serialized program names as its ``target`` (walked without recursion)."""
+    found, stack = [], [program]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "target" and isinstance(value, str):
+                    found.append(value)
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def check_pt2_payloads(path: Path, allow_pickle: bool) -> None:
-    """Refuse (unless allowed) what torch.export.load would unpickle with weights_only=False or run natively."""
+    """Refuse (unless allowed) what torch.export.load would unpickle with weights_only=False or run natively; refuse
+    outright a program calling an op of :data:`SIDE_EFFECT_OPS`."""
     unsafe = _pt2_unsafe_payloads(path)
+    side_effects = [u.removeprefix(_SIDE_EFFECT_MARK) for u in unsafe if u.startswith(_SIDE_EFFECT_MARK)]
+    if side_effects:
+        raise side_effect_error(path, side_effects)
     if unsafe and not allow_pickle:
         raise TritongenError(
             f"{path} holds pickled Python objects or code ({', '.join(unsafe[:3])}) that torch.export.load would "
@@ -86,6 +187,10 @@ def _pt2_unsafe_payloads(path: Path) -> list[str]:
                 if why is not None:
                     unsafe.append(f"a symbolic size that {why} ({shown(text, 50)}), which torch would evaluate")
                     break
+            for target in _targets(program):
+                op = side_effect_op_of_target(target)
+                if op is not None:
+                    unsafe.append(_SIDE_EFFECT_MARK + op)
         pickled: list[str] = [r for r in records if r.endswith(".pt")]  # sample inputs, legacy weights/constants
         for rel in records:
             if not (rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("config.json")):

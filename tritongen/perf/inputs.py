@@ -18,6 +18,7 @@ from ..dtypes import triton_from_numpy
 from ..errors import TritongenError
 from ..files import read_problem, regular_bytes
 from ..layout import version_from_api
+from ..names import one_line
 
 Request = Mapping[str, np.ndarray]
 
@@ -68,8 +69,15 @@ def request_set_from_arrays(
         raise TritongenError(f"{source} holds no arrays", "pass an .npz with one array per model input")
     if not batched:
         return RequestSet((dict(arrays),), batched, source)
-    sizes = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
-    if len(set(sizes.values())) != 1 or 0 in sizes.values():
+    for name, array in arrays.items():
+        if not array.ndim or not array.shape[0]:
+            raise TritongenError(
+                f"array '{one_line(name)[:80]}' in {source} "
+                + ("is a single value (0-d), not a batch" if not array.ndim else "holds no rows (an empty batch)"),
+                "give every input a first (batch) dimension of 1 or more rows (a single item: array[None])",
+            )
+    sizes = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(sizes.values())) != 1:
         raise TritongenError(
             f"the arrays in {source} have different batch sizes {sizes}",
             "give every input the same first (batch) dimension",
@@ -185,6 +193,12 @@ def check_arrays_against_metadata(arrays: Mapping[str, np.ndarray], metadata: Ma
             f"give one array per model input, named {', '.join(wanted)}",
         )
     rows = {name: a.shape[0] for name, a in arrays.items() if a.ndim}
+    empty = sorted(name for name, count in rows.items() if count == 0)
+    if int(metadata.get("max_batch_size") or 0) and empty:  # nothing to send, and nothing would come back
+        raise TritongenError(
+            f"input '{one_line(empty[0])[:80]}' from {source} holds no rows (an empty batch)",
+            "give every input 1 or more rows (one per item of the batch)",
+        )
     if int(metadata.get("max_batch_size") or 0) and len(set(rows.values())) > 1:
         raise TritongenError(
             f"the inputs from {source} hold different batch sizes ({', '.join(f'{n}: {r}' for n, r in rows.items())})",
@@ -198,6 +212,11 @@ def check_arrays_against_metadata(arrays: Mapping[str, np.ndarray], metadata: Ma
             raise TritongenError(
                 f"input '{name}' from {source} is {got_type}, model '{model}' wants {want['datatype']}",
                 f"save the array as {want['datatype']} (numpy dtype)",
+            )
+        if got_type == "BYTES" and not _sendable_text(array):
+            raise TritongenError(
+                f"input '{name}' from {source} holds text UTF-8 cannot encode (a lone surrogate)",
+                "save the text as UTF-8 bytes (numpy.bytes_: array.astype('S'))",
             )
         if not _shape_fits(array.shape, want["shape"]):
             fix = "-1 is any size; a batched model's shape starts with the batch dimension (a single item: array[None])"
@@ -219,6 +238,18 @@ def check_arrays_against_metadata(arrays: Mapping[str, np.ndarray], metadata: Ma
                 f"in one request (max_batch_size {limit})",
                 f"send at most {limit} rows per request (split the array: array[:{limit}], ...)",
             )
+
+
+def _sendable_text(array: np.ndarray) -> bool:
+    """Whether every value of a BYTES input goes into a request: no text UTF-8 cannot encode."""
+    if array.dtype.kind == "S":
+        return True
+    for value in array.reshape(-1).tolist():
+        try:
+            (value if isinstance(value, str) else "").encode("utf-8")  # anything else goes as its bytes or str()
+        except UnicodeEncodeError:
+            return False
+    return True
 
 
 def _shape_fits(shape: Sequence[int], wanted: Sequence[int]) -> bool:

@@ -89,6 +89,11 @@ STATS_GRACE_S = 1.0  # a statistics read at --max-time-s's deadline may run this
 # --------------------------------------------------------------------------------------------- recording
 
 
+MAX_ERROR_KINDS = 20  # distinct error kinds kept per level; later ones are counted as OTHER_ERRORS
+MAX_ERROR_KIND_CHARS = 200
+OTHER_ERRORS = "other errors"
+
+
 @dataclass
 class Recorder:
     """Completion time, latency and error kind of every request, in completion order. Written from the event loop
@@ -106,6 +111,7 @@ class Recorder:
     # each with one writer: the schedule's thread, and the event loop.
     dropped_by_schedule: int = 0
     dropped_by_loop: int = 0
+    kinds: set[str] = field(default_factory=set)  # the distinct error kinds recorded (at most MAX_ERROR_KINDS)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -114,6 +120,11 @@ class Recorder:
 
     def add(self, done_s: float, latency_s: float, error: str | None, version: str = "") -> None:
         with self.lock:
+            if error is not None:  # a server naming every failure differently would fill results.json and the report
+                error = error[:MAX_ERROR_KIND_CHARS]
+                if error not in self.kinds and len(self.kinds) >= MAX_ERROR_KINDS:
+                    error = OTHER_ERRORS
+                self.kinds.add(error)
             self.done_s.append(done_s)
             self.latency_s.append(latency_s)
             self.errors.append(error)

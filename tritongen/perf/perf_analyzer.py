@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TritongenError
+from ..names import one_line
 from ..progress import Progress
 from .inputs import RequestSet
 from .results import LatencySummary, PerfPoint, ServerBreakdown
@@ -81,13 +82,28 @@ def input_data_from_requests(requests: RequestSet) -> dict:
         for name, array in request.items():
             tensor = array[0] if requests.batched else array
             if array.dtype == object or array.dtype.kind in ("U", "S"):
-                content = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(tensor).reshape(-1)]
+                content = [_text(name, v) for v in np.asarray(tensor).reshape(-1)]
                 entry[name] = {"content": content, "shape": list(tensor.shape) or [1]}
             else:
                 raw = np.ascontiguousarray(tensor).tobytes()
                 entry[name] = {"b64": base64.b64encode(raw).decode(), "shape": list(tensor.shape) or [1]}
         entries.append(entry)
     return {"data": entries}
+
+
+def _text(name: str, value: Any) -> str:
+    """A BYTES value as perf_analyzer's JSON input data carries it: text (its ``b64`` form is a whole tensor's raw
+    bytes, not one string's)."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TritongenError(
+            f"input '{one_line(name)[:80]}' holds binary bytes (an encoded image, say), which perf_analyzer's JSON "
+            "input data carries only as text",
+            "measure it with the built-in engine (drop --engine perf_analyzer)",
+        ) from None
 
 
 def shape_args_from_requests(requests: RequestSet) -> list[str]:

@@ -86,17 +86,21 @@ def steps_from_stats(
 
 
 def server_breakdown_from_stats(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerBreakdown:
-    """The difference of two :func:`tritongen.client.model_statistics` snapshots, per successful request."""
-    count = int(after["success_count"]) - int(before["success_count"])
-    if count <= 0:
+    """The difference of two :func:`tritongen.client.model_statistics` snapshots, per successful request; none (as
+    where nothing was counted) where a figure went down between them: the model's statistics were reset (a version
+    unloaded, or the model reloaded, during the level), and no difference says what the level did."""
+    keys = ("success_count", "execution_count", "queue_ns", "compute_input_ns", "compute_infer_ns", "compute_output_ns")
+    delta = {key: int(after[key]) - int(before[key]) for key in keys}
+    count = delta["success_count"]
+    if count <= 0 or min(delta.values()) < 0:
         return ServerBreakdown()
 
     def per_request_us(key: str) -> float:
-        return (int(after[key]) - int(before[key])) / count / 1000.0
+        return delta[key] / count / 1000.0
 
     return ServerBreakdown(
         requests=count,
-        executions=int(after["execution_count"]) - int(before["execution_count"]),
+        executions=delta["execution_count"],
         queue_us=per_request_us("queue_ns"),
         compute_input_us=per_request_us("compute_input_ns"),
         compute_infer_us=per_request_us("compute_infer_ns"),

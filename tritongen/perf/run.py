@@ -195,11 +195,7 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
             f"no load level of '{spec.model}' could be measured ({partial_reason})",
             "check that the server is up (tritongen serve) and the model loaded",
         )
-    metrics_url = spec.resolved_metrics_url()
-    if metrics_url is None:  # not Triton's default ports: a local server's own metrics port, where one is found
-        from ..server.ports import metrics_address_at
-
-        metrics_url = metrics_address_at(url)
+    metrics_url = metrics_url_for(spec, url)
     metrics = metrics_from_server(metrics_url)
     if spec.metrics_url and not metrics:  # asked for by name: its absence is said, once (the default is a guess)
         progress(
@@ -213,3 +209,14 @@ def perf_from_spec(spec: PerfSpec, progress: Progress | None = None) -> PerfRun:
         partial=bool(partial_reason),
         partial_reason=partial_reason,
     )
+
+
+def metrics_url_for(spec: PerfSpec, url: str) -> str | None:
+    """Where the server's metrics are read: ``--metrics-url`` where given; else the metrics port of the local
+    tritonserver listening at ``url`` (a serve that found 8002 taken listens on another: 8002 is then someone
+    else's); else 8002 beside Triton's default ports."""
+    if spec.metrics_url:
+        return spec.resolved_metrics_url()
+    from ..server.ports import metrics_address_at
+
+    return metrics_address_at(url) or spec.resolved_metrics_url()

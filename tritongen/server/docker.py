@@ -2,33 +2,54 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import shlex
 
 from ..cpus import cpus_text
+from ..errors import TritongenError
+from ..names import check_host
 from .allocator import ngc_preload
 from .blas import BLAS_THREADS_VARIABLE
-from .ports import connect_host, is_loopback
+from .ports import is_loopback
 from .process import server_args
 from .spec import DEFAULT_IMAGE, DEFAULT_PORTS, ServeSpec
+
+
+def docker_host(host: str) -> str:
+    """``host`` as Docker publishes ports on it: an IP address (``localhost`` is 127.0.0.1)."""
+    check_host(host)
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise TritongenError(
+            f"--host '{host}' is a host name; Docker publishes ports on an IP address",
+            "pass the address itself, e.g. --host 0.0.0.0 for every interface or --host 10.0.0.5",
+        ) from None
 
 
 def docker_command(spec: ServeSpec, image: str = DEFAULT_IMAGE, admin_token: str | None = None) -> str:
     """The ``docker run`` line that serves ``spec.repo`` with the NGC Triton image on a GPU host."""
     ports = {k: getattr(spec, f"{k}_port") or d for k, d in DEFAULT_PORTS.items()}
     publish = []
+    address = "" if spec.host in ("", "0.0.0.0", "::") else docker_host(spec.host)
+    bind = f"[{address}]:" if ":" in address else f"{address}:" if address else ""
     for kind, container_port in DEFAULT_PORTS.items():
-        bind = "" if spec.host in ("", "0.0.0.0", "::") else f"{connect_host(spec.host)}:"
         publish += ["-p", f"{bind}{ports[kind]}:{container_port}"]
-    if not is_loopback(spec.host) and admin_token is None:
+    # the key rule of a local serve (tritongen.server.process): off loopback, restricted, or explicit model control
+    keyed = not is_loopback(spec.host) or spec.restricted or spec.model_control == "explicit"
+    if keyed and admin_token is None:
         admin_token = secrets.token_urlsafe(24)
-    token = None if is_loopback(spec.host) else admin_token
+    token = admin_token if keyed else None
     # Inside the container the server listens on all interfaces; docker's -p decides who can reach it.
     inner = ServeSpec(
         repo=spec.repo,
         host="0.0.0.0",
         model_control=spec.model_control,
+        restricted=spec.restricted,
         poll_interval_s=spec.poll_interval_s,
         log_verbose=spec.log_verbose,
         extra_args=spec.extra_args,

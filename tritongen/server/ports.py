@@ -96,8 +96,11 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def choose_ports(spec: ServeSpec) -> dict[str, int]:
+    """A port per protocol: the one given, else its default where free and not given for another protocol
+    (``--grpc-port 8000`` leaves HTTP's 8000 to gRPC), else one the system picks."""
     chosen: dict[str, int] = {}
     holders = []
+    given = {getattr(spec, f"{kind}_port") for kind in DEFAULT_PORTS} - {None, 0}
     try:
         for kind, default in DEFAULT_PORTS.items():
             port = getattr(spec, f"{kind}_port")
@@ -108,12 +111,20 @@ def choose_ports(spec: ServeSpec) -> dict[str, int]:
                         f"stop what listens there, pass another --{kind}-port, or leave it out to pick a free one",
                     )
                 chosen[kind] = int(port)
-            elif port is None and default not in chosen.values() and port_is_free(spec.host, default):
+            elif (
+                port is None
+                and default not in chosen.values()
+                and default not in given
+                and port_is_free(spec.host, default)
+            ):
                 chosen[kind] = default
             else:
-                s = socket.socket(_family(spec.host), socket.SOCK_STREAM)
-                holders.append(s)  # held until all three are picked, so they differ
-                s.bind((spec.host, 0))
+                while True:  # the system's pick is free now, but a port given for a later protocol is free too
+                    s = socket.socket(_family(spec.host), socket.SOCK_STREAM)
+                    holders.append(s)  # held until all three are picked, so they differ
+                    s.bind((spec.host, 0))
+                    if s.getsockname()[1] not in given:
+                        break
                 chosen[kind] = s.getsockname()[1]
     finally:
         for s in holders:

@@ -113,26 +113,31 @@ class RunningServer:
         directory is removed when the server exited cleanly, unless ``keep_log``; one named by
         ``ServeSpec.log_path`` is always kept.
         """
-        _RUNNING.discard(self)
         proc = self.process
-        if proc.poll() is None:
-            _signal(proc, signal.SIGINT, group=False)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal(proc, signal.SIGTERM, group=True)
+        try:
+            if proc.poll() is None:
+                _signal(proc, signal.SIGINT, group=False)
                 try:
-                    proc.wait(timeout=5)
+                    proc.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
-                    _signal(proc, signal.SIGKILL, group=True)
-                    proc.wait()
-        _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
-        if self.temporary_log and not keep_log and proc.returncode == 0:
-            self.log_path.unlink(missing_ok=True)
-        if self.workdir is not None:  # and its key beside it
-            shutil.rmtree(self.workdir.parent, ignore_errors=True)
-        while self.cleanups:
-            self.cleanups.pop(0)()
+                    _signal(proc, signal.SIGTERM, group=True)
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        _signal(proc, signal.SIGKILL, group=True)
+                        proc.wait()
+        finally:  # a Ctrl-C while it unloads (pressed again and again) ends it now, and nothing is left behind
+            if proc.poll() is None:
+                _signal(proc, signal.SIGKILL, group=True)
+                proc.wait()
+            _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
+            if self.temporary_log and not keep_log and proc.returncode == 0:
+                self.log_path.unlink(missing_ok=True)
+            if self.workdir is not None:  # and its key beside it
+                shutil.rmtree(self.workdir.parent, ignore_errors=True)
+            while self.cleanups:
+                self.cleanups.pop(0)()
+            _RUNNING.discard(self)  # only now: until it is gone, the exit-time hook still stops it
         return proc.returncode
 
     def wait(self) -> int:
@@ -268,7 +273,13 @@ def _start(spec: ServeSpec, install: ServerInstall, signing_key: bytes | None = 
         if signing_key is not None:
             write_signing_key(home, signing_key)  # what they hold the files they load to
         started = time.monotonic()
-        with open(log_path, "wb") as log:
+        try:
+            log = open(log_path, "wb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise TritongenError(
+                f"cannot write the server log {log_path}: {exc.strerror or exc}", "pass a file path you can write"
+            ) from None
+        with log:
             shown = shlex.join(command).replace(admin_token, "***") if admin_token else shlex.join(command)
             preload = f"LD_PRELOAD={allocator} " if allocator is not None else ""
             pin = f"taskset -c {cpus_text(spec.cpus)} " if spec.cpus else ""
@@ -289,6 +300,8 @@ def _start(spec: ServeSpec, install: ServerInstall, signing_key: bytes | None = 
                 raise TritongenError(f"could not start {install.binary}: {e.strerror or e}", INSTALL_FIX) from None
     except BaseException:
         shutil.rmtree(home, ignore_errors=True)
+        if spec.log_path is None:  # a log of tritongen's own that names no server
+            log_path.unlink(missing_ok=True)
         raise
     server = RunningServer(spec, install, process, command, ports, log_path, admin_token, allocator, stub_blas)
     server.workdir = workdir

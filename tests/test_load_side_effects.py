@@ -1,0 +1,185 @@
+"""Model files whose graph reads or writes files when it loads or runs (tritongen.load.safety.SIDE_EFFECT_OPS).
+
+A TorchScript forward calling ``torch.from_file(path, shared=True)`` and filling the tensor rewrote a file the user
+could write during ``tritongen build``, without --allow-pickle, before the export failed; a ``__setstate__`` calling
+``torch.save`` wrote a file inside ``torch.jit.load`` itself; a ``.pt2`` program with an ``aten.from_file`` node
+did the same through ``torch.export.load``'s module. Each is refused now before anything of it runs."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_bad_input import _assert_one_clean_line, _run
+from tritongen.errors import TritongenError
+from tritongen.load import module_from_file, safety
+
+
+class _Maps(torch.nn.Module):
+    def __init__(self, victim: str) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.from_file(self.victim, True, 4, dtype=torch.uint8)
+        t.fill_(88)
+        return x + t[:4].float() * 0
+
+
+class _Outer(torch.nn.Module):  # the op one submodule down: the graph walk looks into every module
+    def __init__(self, victim: str) -> None:
+        super().__init__()
+        self.inner = _Maps(victim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class _SavesOnLoad(torch.nn.Module):
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.target, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.target = state[0]
+        self.training = state[1]
+        torch.save(torch.zeros(1), self.target)
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"hello world")
+    return victim
+
+
+def test_a_torchscript_forward_mapping_a_file_writable_is_refused_before_it_runs(tmp_path):
+    victim = _victim(tmp_path)
+    torch.jit.script(_Outer(str(victim))).save(str(tmp_path / "maps.pt"))
+    code, out, err = _run(["build", str(tmp_path / "maps.pt"), "--input", "x:FP32:4", "--repo", str(tmp_path / "repo")])
+    _assert_one_clean_line("maps", code, out, err, ("calls from_file, which read or write files",))
+    assert victim.read_bytes() == b"hello world" and not (tmp_path / "repo").exists()
+
+
+def test_the_graph_walk_finds_what_the_code_scan_would_miss(tmp_path, monkeypatch):
+    """Both checks hold on their own: with the source scan blind, the loaded graphs are still walked."""
+    import re
+
+    victim = _victim(tmp_path)
+    torch.jit.script(_Outer(str(victim))).save(str(tmp_path / "maps.pt"))
+    monkeypatch.setattr(safety, "_SIDE_EFFECT_CODE", re.compile(r"(?!)"))
+    with pytest.raises(TritongenError, match="calls aten::from_file"):
+        module_from_file(tmp_path / "maps.pt")
+    assert victim.read_bytes() == b"hello world"
+    assert safety.side_effect_ops_in_script_module(torch.jit.script(torch.nn.Linear(2, 2))) == []
+
+
+def test_a_torchscript_setstate_that_writes_a_file_is_refused_before_torch_loads_it(tmp_path):
+    written = tmp_path / "written.pt"
+    scripted = torch.jit.script(_SavesOnLoad(str(written)))
+    scripted.save(str(tmp_path / "saves.pt"))
+    written.unlink(missing_ok=True)  # saving ran __getstate__ only; the load would run __setstate__
+    with pytest.raises(TritongenError, match=r"calls torch\.save, which read or write files"):
+        module_from_file(tmp_path / "saves.pt")
+    assert not written.exists()
+
+
+def _pt2_with_from_file(tmp_path: Path, victim: Path) -> Path:
+    """A plain ``x + 1`` export whose program gains ``from_file(victim, shared)``, ``fill_``, ``_to_copy`` nodes
+    feeding the add (torch's verifier takes it: the archive declares the TRAINING dialect)."""
+
+    class AddOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    plain = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(AddOne().eval(), (torch.zeros(2, 4),)), str(plain))
+    crafted = tmp_path / "crafted.pt2"
+    with zipfile.ZipFile(plain) as zin:
+        names = zin.namelist()
+        (program_name,) = [n for n in names if n.endswith("/models/model.json")]
+        program = json.loads(zin.read(program_name))
+        graph = program["graph_module"]["graph"]
+
+        def meta(dtype: int) -> dict:
+            return {
+                "dtype": dtype,
+                "sizes": [{"as_int": 4}],
+                "requires_grad": False,
+                "device": {"type": "cpu", "index": None},
+                "strides": [{"as_int": 1}],
+                "storage_offset": {"as_int": 0},
+                "layout": 7,
+            }
+
+        graph["tensor_values"].update(ff=meta(1), filled=meta(1), cvt=meta(7))
+        add = graph["nodes"][0]
+        arg = {"name": "self", "kind": 1}
+        graph["nodes"] = [
+            {
+                "target": "torch.ops.aten.from_file.default",
+                "inputs": [
+                    {"name": "filename", "arg": {"as_string": str(victim)}, "kind": 1},
+                    {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
+                    {"name": "size", "arg": {"as_int": 4}, "kind": 1},
+                    {"name": "dtype", "arg": {"as_scalar_type": 1}, "kind": 2},
+                ],
+                "outputs": [{"as_tensor": {"name": "ff"}}],
+                "metadata": {},
+                "name": "ff",
+            },
+            {
+                "target": "torch.ops.aten.fill_.Scalar",
+                "inputs": [
+                    {**arg, "arg": {"as_tensor": {"name": "ff"}}},
+                    {"name": "value", "arg": {"as_int": 88}, "kind": 1},
+                ],
+                "outputs": [{"as_tensor": {"name": "filled"}}],
+                "metadata": {},
+                "name": "filled",
+            },
+            {
+                "target": "torch.ops.aten._to_copy.default",
+                "inputs": [
+                    {**arg, "arg": {"as_tensor": {"name": "filled"}}},
+                    {"name": "dtype", "arg": {"as_scalar_type": 7}, "kind": 2},
+                ],
+                "outputs": [{"as_tensor": {"name": "cvt"}}],
+                "metadata": {},
+                "name": "cvt",
+            },
+            {**add, "inputs": [add["inputs"][0], {"name": "other", "arg": {"as_tensor": {"name": "cvt"}}, "kind": 1}]},
+        ]
+        with zipfile.ZipFile(crafted, "w", zipfile.ZIP_STORED) as zout:
+            for name in names:
+                zout.writestr(
+                    zin.getinfo(name), json.dumps(program).encode() if name == program_name else zin.read(name)
+                )
+    return crafted
+
+
+def test_an_exported_program_with_a_from_file_node_is_refused_before_torch_loads_it(tmp_path):
+    victim = _victim(tmp_path)
+    crafted = _pt2_with_from_file(tmp_path, victim)
+    for allow in ([], ["--allow-pickle"]):  # no opt-in lets it run: no served model needs it
+        code, out, err = _run(["build", str(crafted), "--repo", str(tmp_path / "repo"), *allow])
+        _assert_one_clean_line("pt2", code, out, err, ("calls aten::from_file, which read or write files",))
+    assert victim.read_bytes() == b"hello world" and not (tmp_path / "repo").exists()
+
+
+def test_a_target_names_a_side_effect_op_only_for_those_ops():
+    assert safety.side_effect_op_of_target("torch.ops.aten.from_file.default") == "aten::from_file"
+    assert safety.side_effect_op_of_target("torch.ops.aten.save.default") == "aten::save"
+    assert safety.side_effect_op_of_target("torch.ops.aten.add.Tensor") is None
+    assert safety.side_effect_op_of_target("from_file") is None
