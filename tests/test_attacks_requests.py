@@ -89,6 +89,18 @@ def test_a_stream_whose_values_the_models_type_would_change_is_refused():
     assert [int(c["x"][0, 0]) for c in whole] == [1, 2] and whole[0]["x"].dtype == np.int64
     halves = chunks_from_arrays({"x": np.array([0.5, 0.25])}, 1, {"x": np.dtype(np.float32)}, {"x": [1]})
     assert halves[1]["x"].dtype == np.float32  # float64 to FP32: a float file to a float input is rounding only
+    # wrap-around a round trip hides, and finite values a narrower float makes infinite (a reviewer's cases)
+    for bad, want in (
+        (np.array([2**64 - 1], np.uint64), np.int64),
+        (np.array([-1], np.int32), np.uint32),
+        (np.array([1e300]), np.float32),
+        (np.array([1e6], np.float32), np.float16),
+        (np.array([2.0**63]), np.int64),
+    ):
+        with pytest.raises(TritongenError, match="some would change"):
+            chunks_from_arrays({"x": bad}, 1, {"x": np.dtype(want)}, {"x": [1]})
+    edge = chunks_from_arrays({"x": np.array([2**63 - 1, -(2**63)], np.int64)}, 1, i64, {"x": [1]})
+    assert int(edge[0]["x"][0, 0]) == 2**63 - 1
 
 
 def test_sequence_ids_past_int64_are_refused_by_the_spec_and_by_the_client():

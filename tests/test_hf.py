@@ -3,6 +3,7 @@ user pre/post files, and builds that fail before or after export leaving nothing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -467,6 +468,11 @@ def test_a_tokenizer_config_naming_a_file_by_path_is_refused(tmp_path, key):
     data[key] = ["tokenizer.json"] if key.endswith("files") else "tokenizer.json"  # a name beside it: as saved
     (folder / "tokenizer_config.json").write_text(json.dumps(data))
     assert tokenizer_from_folder(folder)("hello")["input_ids"][0] == 101
+    # transformers 4.2x-4.3x recorded where it saved from under these keys (no version reads through them)
+    data["special_tokens_map_file"] = "/Users/someone/.cache/huggingface/hub/special_tokens_map.json"
+    data["added_tokens_file"] = None
+    (folder / "tokenizer_config.json").write_text(json.dumps(data))
+    assert tokenizer_from_folder(folder)("hello")["input_ids"][0] == 101
 
 
 def test_the_tokenizer_loads_from_the_checked_bytes_not_the_folder(tmp_path, monkeypatch):
@@ -487,7 +493,13 @@ def test_the_tokenizer_loads_from_the_checked_bytes_not_the_folder(tmp_path, mon
 
 @pytest.mark.parametrize(
     "changes",
-    [{"num_hidden_layers": 2_000_000}, {"vision_config": {"depths": [2, 2, 5000, 2]}}, {"num_attention_heads": 10**6}],
+    [
+        {"num_hidden_layers": 2_000_000},
+        {"vision_config": {"depths": [2, 2, 5000, 2]}},
+        {"num_attention_heads": 10**6},
+        {"num_hidden_groups": 10**6},  # ALBERT builds a group per count
+        {"num_codebooks": 10**6},
+    ],
 )
 def test_a_config_counting_absurdly_many_layers_is_refused_before_the_skeleton_is_built(tmp_path, changes):
     """num_hidden_layers 2,000,000 in a 1 kB config.json ran the meta-device count for an hour toward 100 GB."""
@@ -498,6 +510,20 @@ def test_a_config_counting_absurdly_many_layers_is_refused_before_the_skeleton_i
     with pytest.raises(TritongenError, match=r"config.json: \w+ is [\d,]+, past the 4096 layers"):
         loaded_from_hf(hf_model_from_folder(folder))
     assert time.monotonic() - started < 60  # refused from the numbers, not after building anything
+
+
+def test_widths_and_label_maps_are_not_counts_of_modules(tmp_path):
+    """A reviewer's real configs: Qwen MoE's shared_expert_intermediate_size 5632 (a width) and a 22k-class
+    label2id were refused as counts of layers."""
+    from tritongen import hf
+
+    model = hf_model_from_folder(_minilm_copy(tmp_path))
+    for changes in (
+        {"shared_expert_intermediate_size": 20480, "block_size": 8192, "head_dim": 256},
+        {"label2id": {f"class {i}": i for i in range(22000)}, "num_labels": 22000},
+        {"cross_attention_layers": list(range(3, 100, 5))},
+    ):
+        hf._check_structure_counts(dataclasses.replace(model, config={**model.config, **changes}))
 
 
 def _with_config(folder: Path, **changes) -> Path:

@@ -161,6 +161,9 @@ def tokenizer_file_bytes(folder: Path) -> dict[str, bytes]:
 # tokenizer_config.json keys that name files transformers opens (fast_tokenizer_files picks a tokenizer.json by
 # version): a path there led the build, and the served step, to a file outside the folder and the signature.
 _FILE_KEY_SUFFIXES = ("_file", "_files")
+# ... but not these: transformers 4.2x-4.3x save_pretrained wrote the absolute path they were saved from, and no
+# version reads a file through them (the folder's own special_tokens_map.json and added_tokens.json are read).
+_RECORDED_ONLY_KEYS = frozenset({"special_tokens_map_file", "added_tokens_file", "tokenizer_config_file"})
 
 
 def _check_tokenizer_config(path: Path, data: bytes) -> None:
@@ -173,7 +176,7 @@ def _check_tokenizer_config(path: Path, data: bytes) -> None:
         return
     _refuse_own_code(path, parsed)
     for key, value in parsed.items():
-        if not (isinstance(key, str) and key.endswith(_FILE_KEY_SUFFIXES)):
+        if not (isinstance(key, str) and key.endswith(_FILE_KEY_SUFFIXES)) or key in _RECORDED_ONLY_KEYS:
             continue
         for name in value if isinstance(value, list) else [value]:
             if isinstance(name, str) and (not name or name in (".", "..") or any(c in name for c in "/\\")):
@@ -629,23 +632,37 @@ def _config_object(model: HFModel) -> Any:
 
 
 MAX_STRUCTURE_COUNT = 4096  # layers, heads, experts, blocks of one kind: the largest models have ~130 layers
-_STRUCTURE_WORDS = ("layer", "head", "expert", "block", "depth")
+# A config key counts repeated modules when one of its words is one of these (num_hidden_layers, num_local_experts,
+# num_hidden_groups, inner_group_num, num_codebooks, depths) and it names no size (shared_expert_intermediate_size,
+# block_size, head_dim): those are widths, not counts of modules.
+_STRUCTURE_WORDS = frozenset(
+    {"layer", "layers", "head", "heads", "expert", "experts", "block", "blocks", "group", "groups", "depth",
+     "depths", "codebooks", "quantizers", "stages"}
+)  # fmt: skip
+_NOT_COUNTS = ("_size", "_dim", "_eps", "_ratio", "_prob", "_rate", "_id", "_ids", "_idx", "_index", "_type", "_types")
+_LABEL_MAPS = ("id2label", "label2id")  # class names and indices: bounded as labels (tritongen.names.MAX_LABELS)
 
 
 def _check_structure_counts(model: HFModel) -> None:
-    """Refuse a config.json counting layers (heads, experts, blocks) past :data:`MAX_STRUCTURE_COUNT`, at any depth
-    of it (a vision or text sub-config): building even the meta-device skeleton costs time and memory per layer
-    (num_hidden_layers 2,000,000 in a 1 kB file ran for an hour toward 100 GB)."""
+    """Refuse a config.json counting modules of one kind (layers, heads, experts, groups) past
+    :data:`MAX_STRUCTURE_COUNT`, at any depth of it (a vision or text sub-config): building even the meta-device
+    skeleton costs time and memory per module (num_hidden_layers 2,000,000 in a 1 kB file ran for an hour toward
+    100 GB). A list of counts (Swin's depths) is summed; any other list counts its items."""
     stack: list[tuple[str, Any]] = [("", model.config)]
     while stack:
         key, value = stack.pop()
         if isinstance(value, Mapping):
-            stack += [(str(k), v) for k, v in value.items()]
+            if key not in _LABEL_MAPS:
+                stack += [(str(k), v) for k, v in value.items()]
             continue
-        counts = [v for v in value if type(v) is int] if isinstance(value, list) else [value]
-        if not any(word in key.lower() for word in _STRUCTURE_WORDS):
+        name = key.lower()
+        if name.endswith(_NOT_COUNTS) or not _STRUCTURE_WORDS & set(name.split("_")):
             continue
-        total = sum(v for v in counts if type(v) is int and v > 0)
+        if isinstance(value, list):
+            numbers = [v for v in value if type(v) is int and v > 0]
+            total = sum(numbers) if name in ("depth", "depths") else len(value)
+        else:
+            total = value if type(value) is int else 0
         if total > MAX_STRUCTURE_COUNT:
             raise TritongenError(
                 f"{model.folder}/config.json: {shown(key, 60)} is {total:,}, past the {MAX_STRUCTURE_COUNT} layers, "

@@ -215,13 +215,26 @@ def chunks_from_arrays(
 
 
 def _keeps_values(array: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether ``array``'s numbers are the same numbers as ``dtype`` (a float type: rounding to its precision is
-    what sending a float64 file to an FP32 input means; an integer or boolean type: every value exactly)."""
-    if np.can_cast(array.dtype, dtype, "safe") or dtype.kind == "f":
+    """Whether ``array``'s numbers are the same numbers as ``dtype``: to a float type, rounding to its precision is
+    what sending a float64 file to an FP32 input means, but a finite value must stay finite (1e300 as FP32 is inf);
+    to an integer or boolean type every value exactly, within the type's range (uint64 2**64-1 as INT64 is -1)."""
+    if np.can_cast(array.dtype, dtype, "safe") or not array.size:
         return True
     with np.errstate(invalid="ignore", over="ignore"):
-        cast = array.astype(dtype)
-        return bool(np.all(np.isfinite(array))) and bool(np.array_equal(cast.astype(array.dtype), array))
+        if dtype.kind == "f":
+            return not bool(np.any(np.isfinite(array) & ~np.isfinite(array.astype(dtype))))
+        if array.dtype.kind == "f" and not bool(np.all(np.isfinite(array))):
+            return False
+        low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+        if array.dtype.kind == "f":  # whole, and inside the range: high + 1 (2**k) is exact as a float, high may not be
+            inside = (array >= low) & (array < float(high + 1))
+            return bool(np.all(array == np.trunc(array))) and bool(np.all(inside))
+        if array.dtype.kind == "b":
+            return True
+        have = np.iinfo(array.dtype)  # each bound compared in the array's own type, where it holds it: exact
+        below = int(have.min) < low and bool(np.any(array < array.dtype.type(low)))
+        above = int(have.max) > high and bool(np.any(array > array.dtype.type(high)))
+        return not (below or above)
 
 
 def _per_step(array: np.ndarray, dims: Sequence[int]) -> bool:

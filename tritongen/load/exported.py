@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import TritongenError
 from .common import FORMS_HELP, first_line, guarded, quiet_torch
-from .safety import check_pt2_payloads, training_ops
+from .safety import check_pt2_payloads, side_effect_error, side_effect_ops_in_program, training_ops
 
 
 def program_from_archive(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
@@ -43,6 +43,9 @@ def program_from_archive(path: Path, allow_pickle: bool) -> tuple[Any, Any]:
             "save it again with torch.export.save from the torch version installed here "
             f"({torch.__version__.split('+')[0]}), or use another form; {FORMS_HELP}",
         )
+    found = side_effect_ops_in_program(ep)  # what torch resolved the targets to, before anything runs
+    if found:
+        raise side_effect_error(path, found)
     with quiet_torch():
         module = guarded(path, "unlifting the exported program in", ep.module)
     training = training_ops(ep)

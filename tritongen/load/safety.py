@@ -3,9 +3,11 @@ no graph left in training mode."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,11 @@ SIDE_EFFECT_OPS = (
     "prim::rpc_remote",
     "prim::rpc_sync",
 )
-# The same ops as TorchScript's serialized code names them (torch.from_file(...), ops.aten.save(...), rpc_async(...))
-_SIDE_EFFECT_CODE = re.compile(
-    r"\b(?:from_file|load_tensor|rpc_async|rpc_remote|rpc_sync)\b|\b(?:torch|aten)\s*\.\s*save\b"
-)
+# The names of those ops as TorchScript's serialized code calls them (torch.from_file(...), ops.aten.save(...),
+# rpc_async(...)); ``save`` only as an attribute (torch.save, torch.autograd.save: any module's), or as text.
+_SIDE_EFFECT_NAMES = frozenset({"from_file", "load_tensor", "rpc_async", "rpc_remote", "rpc_sync"})
+_SIDE_EFFECT_WORDS = re.compile(r"\b(?:from_file|load_tensor|rpc_async|rpc_remote|rpc_sync|save)\b")
+_SKIPPED_TOKENS = frozenset({tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT})
 _SIDE_EFFECT_FIX = (
     "remove those calls from the model (a served model computes from its inputs alone), then save it again"
 )
@@ -75,9 +78,33 @@ def check_torchscript_code(path: Path) -> None:
             if not (rel.startswith("code/") and rel.endswith(".py")):
                 continue
             text = bytes(archive.read(name, _CODE_LIMIT_BYTES)).decode("utf-8", errors="replace")
-            found += [" ".join(m.group(0).split()) for m in _SIDE_EFFECT_CODE.finditer(text)]
+            found += side_effects_in_code(text)
     if found:
         raise side_effect_error(path, found)
+
+
+def side_effects_in_code(text: str) -> list[str]:
+    """The :data:`SIDE_EFFECT_OPS` TorchScript source ``text`` names, read as Python tokens (TorchScript's syntax):
+    comments, line continuations and spacing cannot split a name from the module it is taken from. A name in a
+    string counts too; text that is not Python is judged by its words alone (torch would not compile it either)."""
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in _SKIPPED_TOKENS]
+    except (tokenize.TokenError, SyntaxError):
+        return sorted(set(_SIDE_EFFECT_WORDS.findall(text)))
+    found = []
+    for i, token in enumerate(tokens):
+        if token.type == tokenize.NAME and token.string in _SIDE_EFFECT_NAMES:
+            found.append(token.string)
+        elif token.type == tokenize.NAME and token.string == "save" and i and tokens[i - 1].string == ".":
+            found.append("save")
+        elif token.type == tokenize.STRING and _SIDE_EFFECT_WORDS.search(token.string):
+            try:
+                value = ast.literal_eval(token.string)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                value = token.string
+            if isinstance(value, str) and _SIDE_EFFECT_WORDS.fullmatch(value.strip()):
+                found.append(value.strip())
+    return found
 
 
 def side_effect_ops_in_script_module(module: Any) -> list[str]:
@@ -109,9 +136,23 @@ def side_effect_ops_in_script_module(module: Any) -> list[str]:
 def side_effect_op_of_target(target: str) -> str | None:
     """``torch.ops.aten.from_file.default`` (an exported graph node's target) as ``aten::from_file`` when that is
     one of :data:`SIDE_EFFECT_OPS`."""
-    parts = target.removeprefix("torch.ops.").split(".")
-    op = "::".join(parts[:2]) if len(parts) >= 2 else ""
-    return op if op in SIDE_EFFECT_OPS else None
+    parts = target.split(".")  # torch resolves torch.ops.aten.x, torch._ops.ops.aten.x, torchX.ops.aten.x alike
+    pairs = {f"{a}::{b}" for a, b in zip(parts, parts[1:])}
+    return next((op for op in SIDE_EFFECT_OPS if op in pairs), None)
+
+
+def side_effect_ops_in_program(ep: Any) -> list[str]:
+    """The :data:`SIDE_EFFECT_OPS` a loaded ExportedProgram's graphs (and their subgraphs) call, as torch resolved
+    them: checked before its module is made or run, whatever the file spelled."""
+    found = set()
+    for gm in ep.graph_module.modules():
+        graph = getattr(gm, "graph", None)
+        for node in graph.nodes if graph is not None else ():
+            name = getattr(node.target, "name", None) if node.op == "call_function" else None
+            op = name().split(".")[0] if callable(name) else ""
+            if op in SIDE_EFFECT_OPS:
+                found.add(op)
+    return sorted(found)
 
 
 def _targets(program: Any) -> list[str]:
