@@ -667,7 +667,7 @@ def test_a_port_given_for_one_protocol_is_never_anothers_default(tmp_path):
             assert chosen[key.removesuffix("_port")] == port
 
 
-def test_a_ctrl_c_while_the_server_unloads_kills_it_and_cleans_up(tmp_path):
+def test_a_ctrl_c_while_the_server_unloads_kills_it_and_cleans_up(tmp_path, caplog):
     """Ctrl-C pressed again while stop() waited for the unload: serve exited with tritonserver still running (only
     the parent-death signal ended it later), its private folder and log left in /tmp, and the exit-time hook no
     longer knew of it."""
@@ -699,6 +699,8 @@ def test_a_ctrl_c_while_the_server_unloads_kills_it_and_cleans_up(tmp_path):
         server.stop(timeout_s=60)
     assert child.poll() is not None and not private.exists() and cleaned == [True]
     assert server not in process_module._RUNNING
+    # killed (not a clean exit): the temporary log is kept, and named (the Python API printed nothing of it)
+    assert log.exists() and f"its log is kept: {log}" in caplog.text
 
 
 @pytest.mark.server

@@ -40,6 +40,7 @@ from .npz import write_npz
 from .parity import INF_MISMATCH, ParityReport, check_items_independent, check_outputs_follow_batch
 from .progress import Progress
 from .repository import check_ensembles_with, install_model, plan_install, staging_dir
+from .signals import signals_deferred
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import template_path
 
@@ -713,7 +714,8 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
             check_shared_config(plan.model_dir, staged.folder, plan.version, stages.progress)
         added = frozenset({spec.name} if plan.mode == "new_version" else ())
         check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)
-        installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
+        with signals_deferred():  # a new version's folder and shared files go in together
+            installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
 
     return BuildResult(
         spec=staged.spec,

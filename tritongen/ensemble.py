@@ -35,6 +35,7 @@ from .pre_post import (
     user_code_from_file,
 )
 from .progress import Progress
+from .signals import signals_deferred
 from .spec import BuildSpec, TensorSpec, check_model_name
 from .templates import render
 
@@ -452,11 +453,12 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
 
         def install() -> dict[str, Path]:
             installed = {}
-            for role in sorted(plans, key=("pre", "model", "post", "ensemble").index):  # composing models first
-                folder = stage / names[role]
-                trash = stage / WORK_DIR / f"trash-{role}"
-                trash.mkdir(parents=True, exist_ok=True)
-                installed[names[role]] = install_model(folder, plans[role], trash)
+            with signals_deferred():  # the four models go in together: a Ctrl-C waits for the last rename
+                for role in sorted(plans, key=("pre", "model", "post", "ensemble").index):  # composing models first
+                    folder = stage / names[role]
+                    trash = stage / WORK_DIR / f"trash-{role}"
+                    trash.mkdir(parents=True, exist_ok=True)
+                    installed[names[role]] = install_model(folder, plans[role], trash)
             return installed
 
         installed = stages.run(f"installing into {spec.repo}", install)

@@ -15,11 +15,13 @@ back after the block. Off the main thread, or where SIGTERM already has a handle
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 
 from .server.sigterm import Terminated, stop_on_sigterm
 
-__all__ = ["Terminated", "sigterm_as_keyboard_interrupt"]
+__all__ = ["Terminated", "signals_deferred", "sigterm_as_keyboard_interrupt"]
 
 
 @contextlib.contextmanager
@@ -27,3 +29,27 @@ def sigterm_as_keyboard_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``, ``exit_code`` 143)."""
     with stop_on_sigterm():
         yield
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM wait: the block runs to its end, then the first one arrives as it would
+    have (its handler raised again). For steps that must not stop half-way: an ensemble's models installed one by
+    one, a Ctrl-C between two left a repository whose ensemble named a model of another build. Off the main
+    thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        caught.append(signum)
+
+    previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # to the handler it was meant for: KeyboardInterrupt, Terminated, ...

@@ -133,6 +133,8 @@ class RunningServer:
             _signal(proc, signal.SIGKILL, group=True)  # the group outlives its leader only through orphaned stubs
             if self.temporary_log and not keep_log and proc.returncode == 0:
                 self.log_path.unlink(missing_ok=True)
+            elif self.temporary_log and not keep_log:  # kept for what it says: named, or nobody would find it
+                logger.warning("tritonserver ended with code %s; its log is kept: %s", proc.returncode, self.log_path)
             if self.workdir is not None:  # and its key beside it
                 shutil.rmtree(self.workdir.parent, ignore_errors=True)
             while self.cleanups:

@@ -1,0 +1,37 @@
+"""tritongen.signals: SIGTERM as Ctrl-C, and steps a signal must not cut in half."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tritongen.signals import Terminated, signals_deferred, sigterm_as_keyboard_interrupt
+
+
+def test_a_ctrl_c_within_deferred_steps_arrives_after_the_last_one():
+    """An ensemble's four models went in one by one: a Ctrl-C between two left a mixed repository."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("first")
+            done.append("second")  # still runs: the signal waits for the block's end
+    assert done == ["first", "second"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_a_sigterm_within_deferred_steps_reaches_the_handler_it_was_meant_for():
+    done = []
+    with sigterm_as_keyboard_interrupt(), pytest.raises(Terminated):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("installed")
+    assert done == ["installed"]
+
+
+def test_no_signal_no_change():
+    with signals_deferred():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
