@@ -519,7 +519,8 @@ def test_widths_and_label_maps_are_not_counts_of_modules(tmp_path):
 
     model = hf_model_from_folder(_minilm_copy(tmp_path))
     for changes in (
-        {"shared_expert_intermediate_size": 20480, "block_size": 8192, "head_dim": 256},
+        {"shared_expert_intermediate_size": 20480, "block_size": 8192, "head_dim": 256, "expert_capacity": 8192},
+        {"vocab_size_per_layer_input": 262144, "n_positions_per_head": 8192},  # Gemma 3n; sizes per module
         {"label2id": {f"class {i}": i for i in range(22000)}, "num_labels": 22000},
         {"cross_attention_layers": list(range(3, 100, 5))},
     ):

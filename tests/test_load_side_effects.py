@@ -8,6 +8,7 @@ did the same through ``torch.export.load``'s module. Each is refused now before 
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -105,25 +106,31 @@ def _rewritten(source: Path, target: Path, edit) -> Path:
 
 
 @pytest.mark.parametrize(
-    "spelling",
+    ("spelling", "named"),
     [
-        "torch.autograd.save(",  # an ordinary spelling the first scan's words missed
-        "torch.  # a comment inside the call\n        save(",
-        "torch.\\\n        save(",  # a line continuation
+        ("torch.autograd.save(", "save"),  # an ordinary spelling the first scan's words missed
+        ("torch.  # a comment inside the call\n        save(", "code that does not parse as Python"),
+        ("torch.\\\n        save(", "save"),  # a line continuation
+        ('getattr(torch, "sa" "ve")(', "getattr on torch"),  # adjacent literals, joined by TorchScript's parser
     ],
 )
-def test_spellings_of_save_in_setstate_are_refused_before_the_load(tmp_path, spelling):
-    """A reviewer's edits of code/__torch__.py past a word scan: each wrote its file inside torch.jit.load."""
+def test_spellings_of_save_in_setstate_are_refused_before_the_load(tmp_path, spelling, named):
+    """Reviewers' edits of code/__torch__.py past a word scan and then a token scan: each wrote its file inside
+    torch.jit.load, where only the source check comes in time."""
     written = tmp_path / "written.pt"
     torch.jit.script(_SavesOnLoad(str(written))).save(str(tmp_path / "saves.pt"))
     written.unlink(missing_ok=True)
     edited = _rewritten(tmp_path / "saves.pt", tmp_path / "edited.pt", lambda t: t.replace("torch.save(", spelling))
     with zipfile.ZipFile(edited) as archive:  # the edit took
         assert any(spelling.split("(")[0] in archive.read(n).decode() for n in archive.namelist() if n.endswith(".py"))
-    with pytest.raises(TritongenError, match=r"calls save, which read or write files"):
+    with pytest.raises(TritongenError, match=rf"calls {re.escape(named)}, which read or write files"):
         module_from_file(edited)
     assert not written.exists()
-    assert safety.side_effects_in_code("self.saved = saved_x  # save for later\nx = 'saved'") == []
+
+
+def test_code_that_only_looks_like_a_side_effect_is_not_refused():
+    code = "self.saved = saved_x  # save for later\nx = 'save'\ny = self.save(x)\nz = getattr(self, '0')"
+    assert safety.side_effects_in_code(code) == []
 
 
 def _pt2_with_from_file(tmp_path: Path, victim: Path) -> Path:

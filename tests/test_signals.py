@@ -35,3 +35,27 @@ def test_no_signal_no_change():
     with signals_deferred():
         pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_error_in_the_block_is_not_hidden_by_a_held_signal():
+    """A held Ctrl-C replaced the install's own OSError with KeyboardInterrupt: the reason was lost."""
+    with pytest.raises(OSError, match="disk full"):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise OSError("disk full")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sighup_waits_too_and_an_ignored_signal_stays_ignored():
+    seen = []
+    previous = signal.signal(signal.SIGHUP, lambda *_: seen.append("hup"))
+    ignored = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == []  # held
+        assert seen == ["hup"] and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        signal.signal(signal.SIGTERM, ignored)

@@ -632,15 +632,23 @@ def _config_object(model: HFModel) -> Any:
 
 
 MAX_STRUCTURE_COUNT = 4096  # layers, heads, experts, blocks of one kind: the largest models have ~130 layers
-# A config key counts repeated modules when one of its words is one of these (num_hidden_layers, num_local_experts,
-# num_hidden_groups, inner_group_num, num_codebooks, depths) and it names no size (shared_expert_intermediate_size,
-# block_size, head_dim): those are widths, not counts of modules.
+# A config key counts repeated modules when it is shaped as a count (num_*, n_*, *_num, or ending in one of these
+# words: num_hidden_layers, num_local_experts, num_hidden_groups, inner_group_num, num_codebooks, depths) and names
+# no size (shared_expert_intermediate_size, block_size, head_dim, expert_capacity, vocab_size_per_layer_input,
+# n_positions_per_head): those are widths or sizes per module, not counts of modules.
 _STRUCTURE_WORDS = frozenset(
     {"layer", "layers", "head", "heads", "expert", "experts", "block", "blocks", "group", "groups", "depth",
      "depths", "codebooks", "quantizers", "stages"}
 )  # fmt: skip
-_NOT_COUNTS = ("_size", "_dim", "_eps", "_ratio", "_prob", "_rate", "_id", "_ids", "_idx", "_index", "_type", "_types")
+_NOT_COUNT_WORDS = frozenset({"size", "dim", "eps", "ratio", "prob", "rate", "id", "ids", "idx", "index", "type",
+                              "types", "per", "capacity", "dropout"})  # fmt: skip
 _LABEL_MAPS = ("id2label", "label2id")  # class names and indices: bounded as labels (tritongen.names.MAX_LABELS)
+
+
+def _counts_modules(key: str) -> bool:
+    words = key.lower().split("_")
+    shaped = words[0] in ("num", "n") or words[-1] in ("num", *_STRUCTURE_WORDS)
+    return shaped and bool(_STRUCTURE_WORDS & set(words)) and not _NOT_COUNT_WORDS & set(words)
 
 
 def _check_structure_counts(model: HFModel) -> None:
@@ -656,7 +664,7 @@ def _check_structure_counts(model: HFModel) -> None:
                 stack += [(str(k), v) for k, v in value.items()]
             continue
         name = key.lower()
-        if name.endswith(_NOT_COUNTS) or not _STRUCTURE_WORDS & set(name.split("_")):
+        if not _counts_modules(name):
             continue
         if isinstance(value, list):
             numbers = [v for v in value if type(v) is int and v > 0]

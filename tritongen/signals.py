@@ -18,6 +18,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from .server.sigterm import Terminated, stop_on_sigterm
 
@@ -33,10 +34,10 @@ def sigterm_as_keyboard_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Within the block, Ctrl-C and SIGTERM wait: the block runs to its end, then the first one arrives as it would
-    have (its handler raised again). For steps that must not stop half-way: an ensemble's models installed one by
-    one, a Ctrl-C between two left a repository whose ensemble named a model of another build. Off the main
-    thread, nothing changes."""
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP wait: the block runs to its end, then the first one arrives as it
+    would have (its handler raised again). For steps that must not stop half-way: an ensemble's models installed one
+    by one, a Ctrl-C between two left a repository whose ensemble named a model of another build. An error the block
+    raises is not hidden by a held signal. Off the main thread, nothing changes; a signal ignored stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -45,11 +46,23 @@ def signals_deferred() -> Iterator[None]:
     def hold(signum: int, _frame: object) -> None:
         caught.append(signum)
 
-    previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {}
     try:
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            handler = signal.getsignal(number)
+            if handler is None or handler is signal.SIG_IGN:  # set outside Python (not restorable), or ignored
+                continue
+            signal.signal(number, hold)
+            previous[number] = handler
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if caught:
-            signal.raise_signal(caught[0])  # to the handler it was meant for: KeyboardInterrupt, Terminated, ...
+    except BaseException:
+        _restore(previous)
+        raise
+    _restore(previous)
+    if caught:
+        signal.raise_signal(caught[0])  # to the handler it was meant for: KeyboardInterrupt, Terminated, ...
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for number, handler in previous.items():
+        signal.signal(number, handler)

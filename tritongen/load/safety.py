@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import re
-import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +48,9 @@ SIDE_EFFECT_OPS = (
     "prim::rpc_sync",
 )
 # The names of those ops as TorchScript's serialized code calls them (torch.from_file(...), ops.aten.save(...),
-# rpc_async(...)); ``save`` only as an attribute (torch.save, torch.autograd.save: any module's), or as text.
+# rpc_async(...)); ``save`` as an attribute of torch or ops (torch.save, torch.autograd.save).
 _SIDE_EFFECT_NAMES = frozenset({"from_file", "load_tensor", "rpc_async", "rpc_remote", "rpc_sync"})
-_SIDE_EFFECT_WORDS = re.compile(r"\b(?:from_file|load_tensor|rpc_async|rpc_remote|rpc_sync|save)\b")
-_SKIPPED_TOKENS = frozenset({tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT})
+_OP_ROOTS = frozenset({"torch", "ops"})  # where TorchScript code finds builtin ops
 _SIDE_EFFECT_FIX = (
     "remove those calls from the model (a served model computes from its inputs alone), then save it again"
 )
@@ -63,7 +60,7 @@ _CODE_LIMIT_BYTES = 64 * 2**20  # one TorchScript source file (a whole model's c
 def side_effect_error(path: Path, found: list[str]) -> TritongenError:
     return TritongenError(
         f"{path} calls {', '.join(sorted(set(found))[:4])}, which read or write files (or call out) as the model "
-        "loads or runs: refused before anything of it runs",
+        "loads or runs: refused before it runs",
         _SIDE_EFFECT_FIX,
     )
 
@@ -84,27 +81,38 @@ def check_torchscript_code(path: Path) -> None:
 
 
 def side_effects_in_code(text: str) -> list[str]:
-    """The :data:`SIDE_EFFECT_OPS` TorchScript source ``text`` names, read as Python tokens (TorchScript's syntax):
-    comments, line continuations and spacing cannot split a name from the module it is taken from. A name in a
-    string counts too; text that is not Python is judged by its words alone (torch would not compile it either)."""
+    """The :data:`SIDE_EFFECT_OPS` TorchScript source ``text`` names, read as Python (TorchScript's syntax, which
+    ``ast`` parses as torch does: comments, line continuations and adjacent string literals cannot split a name), plus
+    ``getattr`` on torch or ops (``getattr(torch, "sa" "ve")`` is torch.save). Code that is not Python counts as one:
+    torch writes none, and it could not be read for what it calls."""
     try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in _SKIPPED_TOKENS]
-    except (tokenize.TokenError, SyntaxError):
-        return sorted(set(_SIDE_EFFECT_WORDS.findall(text)))
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return ["code that does not parse as Python"]
     found = []
-    for i, token in enumerate(tokens):
-        if token.type == tokenize.NAME and token.string in _SIDE_EFFECT_NAMES:
-            found.append(token.string)
-        elif token.type == tokenize.NAME and token.string == "save" and i and tokens[i - 1].string == ".":
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in _SIDE_EFFECT_NAMES:
+            found.append(node.id)
+        elif isinstance(node, ast.Attribute) and node.attr in _SIDE_EFFECT_NAMES:
+            found.append(node.attr)
+        elif isinstance(node, ast.Attribute) and node.attr == "save" and _root(node.value) in _OP_ROOTS:
             found.append("save")
-        elif token.type == tokenize.STRING and _SIDE_EFFECT_WORDS.search(token.string):
-            try:
-                value = ast.literal_eval(token.string)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                value = token.string
-            if isinstance(value, str) and _SIDE_EFFECT_WORDS.fullmatch(value.strip()):
-                found.append(value.strip())
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and node.args
+            and _root(node.args[0]) in _OP_ROOTS
+        ):
+            found.append("getattr on " + _root(node.args[0]))
     return found
+
+
+def _root(node: ast.AST) -> str:
+    """The name an attribute chain starts at (``torch`` for ``torch.autograd.save``); "" for anything else."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else ""
 
 
 def side_effect_ops_in_script_module(module: Any) -> list[str]:
