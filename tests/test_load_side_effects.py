@@ -94,12 +94,17 @@ def test_a_torchscript_setstate_that_writes_a_file_is_refused_before_torch_loads
     assert not written.exists()
 
 
-def _rewritten(source: Path, target: Path, edit) -> Path:
-    """``source``'s archive with its TorchScript code records edited by ``edit`` (text -> text)."""
+def _is_code(name: str) -> bool:
+    return "/code/" in name and name.endswith(".py")
+
+
+def _rewritten(source: Path, target: Path, edit, members=_is_code) -> Path:
+    """``source``'s archive with the records ``members`` picks (TorchScript code by default) edited by ``edit``
+    (text -> text)."""
     with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             data = zin.read(info.filename)
-            if "/code/" in info.filename and info.filename.endswith(".py"):
+            if members(info.filename):
                 data = edit(data.decode()).encode()
             zout.writestr(info, data)
     return target
@@ -221,13 +226,12 @@ def test_an_exported_program_is_walked_again_as_torch_resolved_it(tmp_path, monk
     so passed a prefix check, and one forward rewrote the victim. The loaded program's graph is walked too."""
     victim = _victim(tmp_path)
     crafted = _pt2_with_from_file(tmp_path, victim)
-    respelled = tmp_path / "respelled.pt2"
-    with zipfile.ZipFile(crafted) as zin, zipfile.ZipFile(respelled, "w", zipfile.ZIP_STORED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename.endswith("/models/model.json"):
-                data = data.replace(b"torch.ops.aten.from_file", b"torch._ops.ops.aten.from_file")
-            zout.writestr(info, data)
+    respelled = _rewritten(
+        crafted,
+        tmp_path / "respelled.pt2",
+        lambda text: text.replace("torch.ops.aten.from_file", "torch._ops.ops.aten.from_file"),
+        members=lambda name: name.endswith("/models/model.json"),
+    )
     with pytest.raises(TritongenError, match="calls aten::from_file"):
         module_from_file(respelled)
     monkeypatch.setattr(safety, "side_effect_op_of_target", lambda target: None)  # the file's scan blind

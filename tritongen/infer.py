@@ -412,14 +412,21 @@ def _named_npy(
     assert spec.input_file is not None and arrays is not None
     if not single:
         return arrays
-    takes = [i["name"] for i in metadata["inputs"]]
-    if len(takes) != 1:
+    return _single_array_as(str(spec.input_file), arrays["input"], spec.name, metadata["inputs"], "input")
+
+
+def _single_array_as(
+    given: str, array: np.ndarray, model: str, tensors: list[Mapping[str, Any]], kind: str
+) -> dict[str, np.ndarray]:
+    """A single ``.npy`` array (``given``) as the model's one input or output (``kind``), by its served name."""
+    names = [str(t["name"]) for t in tensors]
+    if len(names) != 1:
         raise TritongenError(
-            f"{spec.input_file} holds one array, and model '{spec.name}' takes {len(takes)} inputs "
-            f"({', '.join(takes)})",
-            "pass an .npz with one array per input, named by input (numpy.savez(path, NAME=array, ...))",
+            f"{given} holds one array, and model '{model}' {'takes' if kind == 'input' else 'gives'} {len(names)} "
+            f"{kind}s ({', '.join(map(one_line, names))})",
+            f"pass an .npz with one array per {kind}, named by {kind} (numpy.savez(path, NAME=array, ...))",
         )
-    return {takes[0]: arrays["input"]}
+    return {names[0]: array}
 
 
 def _check_expected(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -432,20 +439,6 @@ def _check_expected(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
                 f"--expected {path} holds '{one_line(name)[:80]}' as {array.dtype.str} values, which no output holds",
                 "save each expected output as numbers, booleans or text (bytes)",
             )
-
-
-def _named_expected(
-    spec: InferSpec, arrays: dict[str, np.ndarray], metadata: Mapping[str, Any]
-) -> dict[str, np.ndarray]:
-    """A single ``.npy`` given as ``--expected`` (read as "input") is the model's one output, by its served name."""
-    gives = [o["name"] for o in metadata.get("outputs", ())]
-    if len(gives) != 1:
-        raise TritongenError(
-            f"--expected {spec.expected} holds one array, and model '{spec.name}' gives {len(gives)} outputs "
-            f"({', '.join(map(one_line, gives))})",
-            "pass an .npz with one array per output, named by output (numpy.savez(path, NAME=array, ...))",
-        )
-    return {gives[0]: arrays["input"]}
 
 
 def _is_sequence_model(model_dir: Path) -> bool:
@@ -635,7 +628,9 @@ def infer_model(spec: InferSpec) -> InferResult:
         inputs = dict(spec.inputs) if spec.inputs is not None else _named_npy(spec, read, single, metadata)
         inputs = _check_against_served(spec, metadata, inputs)
         if reference is not None and expected_single:
-            reference = _named_expected(spec, reference, metadata)
+            reference = _single_array_as(
+                f"--expected {spec.expected}", reference["input"], spec.name, metadata.get("outputs", []), "output"
+            )
     else:
         version = served_version(spec, url)
         checked_version = version
