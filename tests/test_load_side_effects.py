@@ -246,3 +246,27 @@ def test_a_target_names_a_side_effect_op_only_for_those_ops():
     assert safety.side_effect_op_of_target("torch.ops.aten.save.default") == "aten::save"
     assert safety.side_effect_op_of_target("torch.ops.aten.add.Tensor") is None
     assert safety.side_effect_op_of_target("from_file") is None
+
+
+def test_a_file_swapped_after_the_checks_is_not_what_loads(tmp_path, monkeypatch):
+    """The checks read the model file, then torch opened it again by its path: a file swapped in between (after
+    the side-effect scan, before torch.jit.load) was what loaded. Checks and load now read one private copy."""
+    victim = _victim(tmp_path)
+    model = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Linear(4, 4)).save(str(model))
+    torch.jit.script(_Outer(str(victim))).save(str(tmp_path / "evil.pt"))
+    checked = safety.check_torchscript_code
+    seen = []
+
+    def check_then_swap(path):
+        checked(path)
+        seen.append(Path(path))
+        model.write_bytes((tmp_path / "evil.pt").read_bytes())  # the attacker's moment
+
+    monkeypatch.setattr("tritongen.load.check_torchscript_code", check_then_swap)
+    loaded = module_from_file(model)
+    assert seen and seen[0] != model and loaded.source == model  # checked a copy; named by the user's path
+    out = loaded.module(torch.zeros(1, 4))
+    assert out.shape == (1, 4) and victim.read_bytes() == b"hello world"
+    with pytest.raises(TritongenError, match=rf"{re.escape(str(model))} calls from_file"):  # the swap, next time
+        module_from_file(model)

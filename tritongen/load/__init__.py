@@ -26,7 +26,12 @@ an archive that needs more, or that carries AOTInductor-compiled native code, is
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import pickle
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +56,42 @@ __all__ = [
 
 
 def module_from_file(path: Path, model_factory: str | None = None, allow_pickle: bool = False) -> LoadedModel:
-    """Load ``path`` in whichever form it is (see the module docstring). Raises :class:`TritongenError`."""
+    """Load ``path`` in whichever form it is (see the module docstring). Raises :class:`TritongenError`.
+
+    A model file torch loads (every form but ONNX) is first copied, in one read, into a private folder: the format
+    is read, every check runs and torch loads from that copy, so a file swapped or rewritten on disk between a check
+    and the load (the pickle scan, the side-effect scan) is never what loads. Messages name ``path``."""
     path = Path(path)
+    if detect_format(path).kind == "onnx":
+        return _module_from_copy(path, model_factory, allow_pickle)  # its checks and ONNX Runtime read the path
+    with tempfile.TemporaryDirectory(prefix="tritongen-model-") as private:
+        copy = Path(private) / path.name
+        _copy_once(path, copy)
+        try:
+            loaded = _module_from_copy(copy, model_factory, allow_pickle)
+        except TritongenError as exc:
+            exc.problem, exc.fix, exc.details = (
+                text.replace(str(copy), str(path)) for text in (exc.problem, exc.fix, exc.details)
+            )
+            exc.args = (exc.message,)
+            raise
+    return dataclasses.replace(loaded, source=path)
+
+
+def _copy_once(path: Path, copy: Path) -> None:
+    """``path``'s bytes into ``copy`` (mode 0600, in a private folder) from one open of a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TritongenError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from None
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):  # swapped for a FIFO or device since it was read
+            raise TritongenError(f"{path} is not a regular file", FORMS_HELP)
+        with open(copy, "xb") as target:
+            shutil.copyfileobj(source, target, 16 << 20)
+
+
+def _module_from_copy(path: Path, model_factory: str | None, allow_pickle: bool) -> LoadedModel:
     fmt = detect_format(path)
     if fmt.kind == "torchscript":
         module = _load_torchscript(path)
