@@ -270,3 +270,18 @@ def test_a_file_swapped_after_the_checks_is_not_what_loads(tmp_path, monkeypatch
     assert out.shape == (1, 4) and victim.read_bytes() == b"hello world"
     with pytest.raises(TritongenError, match=rf"{re.escape(str(model))} calls from_file"):  # the swap, next time
         module_from_file(model)
+
+
+def test_a_copy_that_cannot_be_written_is_one_error(tmp_path, monkeypatch):
+    import shutil
+
+    model = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(model))
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    words = rf"cannot copy {re.escape(str(model))} into a private folder .*: No space"
+    with pytest.raises(TritongenError, match=words):
+        module_from_file(model)

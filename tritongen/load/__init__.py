@@ -87,8 +87,14 @@ def _copy_once(path: Path, copy: Path) -> None:
     with os.fdopen(fd, "rb") as source:
         if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):  # swapped for a FIFO or device since it was read
             raise TritongenError(f"{path} is not a regular file", FORMS_HELP)
-        with open(copy, "xb") as target:
-            shutil.copyfileobj(source, target, 16 << 20)
+        try:
+            with open(copy, "xb") as target:
+                shutil.copyfileobj(source, target, 16 << 20)
+        except OSError as exc:  # the source read, or the copy written (a full temp folder)
+            raise TritongenError(
+                f"cannot copy {path} into a private folder under {copy.parent.parent}: {exc.strerror or exc}",
+                "free space there, or set TMPDIR to a folder with room for the model file",
+            ) from None
 
 
 def _module_from_copy(path: Path, model_factory: str | None, allow_pickle: bool) -> LoadedModel:
