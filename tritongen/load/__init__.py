@@ -63,12 +63,12 @@ def module_from_file(path: Path, model_factory: str | None = None, allow_pickle:
     and the load (the pickle scan, the side-effect scan) is never what loads. Messages name ``path``."""
     path = Path(path)
     if detect_format(path).kind == "onnx":
-        return _module_from_copy(path, model_factory, allow_pickle)  # its checks and ONNX Runtime read the path
+        return _loaded_from(path, model_factory, allow_pickle)  # its checks and ONNX Runtime read the path
     with tempfile.TemporaryDirectory(prefix="tritongen-model-") as private:
         copy = Path(private) / path.name
         _copy_once(path, copy)
         try:
-            loaded = _module_from_copy(copy, model_factory, allow_pickle)
+            loaded = _loaded_from(copy, model_factory, allow_pickle)
         except TritongenError as exc:
             exc.problem, exc.fix, exc.details = (
                 text.replace(str(copy), str(path)) for text in (exc.problem, exc.fix, exc.details)
@@ -97,7 +97,7 @@ def _copy_once(path: Path, copy: Path) -> None:
             ) from None
 
 
-def _module_from_copy(path: Path, model_factory: str | None, allow_pickle: bool) -> LoadedModel:
+def _loaded_from(path: Path, model_factory: str | None, allow_pickle: bool) -> LoadedModel:
     fmt = detect_format(path)
     if fmt.kind == "torchscript":
         module = _load_torchscript(path)
