@@ -285,3 +285,47 @@ def test_a_copy_that_cannot_be_written_is_one_error(tmp_path, monkeypatch):
     words = rf"cannot copy {re.escape(str(model))} into a private folder .*: No space"
     with pytest.raises(TritongenError, match=words):
         module_from_file(model)
+
+
+def test_the_program_a_pt2_builds_its_inputs_from_is_the_program_checked(tmp_path, monkeypatch):
+    """A .pt2 build read its inputs from a program loaded from the user's path (checked, then opened again): that
+    read goes through the same private copy as the load."""
+    from tritongen.load import exported
+    from tritongen.spec import build_spec_from_options
+
+    class AddOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    model = tmp_path / "add.pt2"
+    torch.export.save(torch.export.export(AddOne().eval(), (torch.zeros(2, 4),)), str(model))
+    checked = exported.check_pt2_payloads
+    seen = []
+    monkeypatch.setattr(
+        exported, "check_pt2_payloads", lambda path, allow: seen.append(Path(path)) or checked(path, allow)
+    )
+    spec = build_spec_from_options(model, repo=tmp_path / "repo")
+    assert [t.name for t in spec.inputs] and seen and all(p != model for p in seen)
+
+
+def test_a_file_that_turns_into_onnx_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    """ONNX is read from its path again later: a file that was TorchScript at the first look and ONNX in the copy
+    left the build holding a path whose bytes were never checked."""
+    import tritongen.load as load
+
+    model = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(model))
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+    )
+    onnx_bytes = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    assert onnx.load_from_string(onnx_bytes).graph.node
+    monkeypatch.setattr(load, "_copy_once", lambda path, copy: copy.write_bytes(onnx_bytes))
+    with pytest.raises(TritongenError, match=rf"{re.escape(str(model))} changed while it was read"):
+        module_from_file(model)

@@ -703,6 +703,7 @@ def _program_inputs(
     """A torch.export archive's inputs read from its program (:mod:`tritongen.export_input`)."""
     from .dim_ranges import default_range
     from .export_input import program_inputs_from_program
+    from .load import private_copy
     from .load.exported import program_from_archive
 
     max_dim = max_dynamic_dim if max_dynamic_dim is not None else file_opts.get("max_dynamic_dim")
@@ -710,7 +711,8 @@ def _program_inputs(
         int(file_opts.get("dynamic_dim_size", DEFAULTS["dynamic_dim_size"])),
         int(max_dim if max_dim is not None else DEFAULTS["max_dynamic_dim"]),
     )
-    program, _ = program_from_archive(model, allow_pickle)
+    with private_copy(model) as copy:  # the program read is the program checked (tritongen.load.private_copy)
+        program, _ = program_from_archive(copy, allow_pickle)
     return program_inputs_from_program(
         program,
         model.name,

@@ -26,12 +26,14 @@ an archive that needs more, or that carries AOTInductor-compiled native code, is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ __all__ = [
     "factory_from_spec",
     "module_from_file",
     "open_model_archive",
+    "private_copy",
 ]
 
 
@@ -64,18 +67,33 @@ def module_from_file(path: Path, model_factory: str | None = None, allow_pickle:
     path = Path(path)
     if detect_format(path).kind == "onnx":
         return _loaded_from(path, model_factory, allow_pickle)  # its checks and ONNX Runtime read the path
+    with private_copy(path) as copy:
+        loaded = _loaded_from(copy, model_factory, allow_pickle)
+        if loaded.form == "onnx":  # it was not, a moment ago: and ONNX is read from the path again later
+            raise TritongenError(
+                f"{path} changed while it was read (it is an ONNX file now)",
+                "keep the model file unchanged while tritongen builds from it (where only you write)",
+            )
+    return dataclasses.replace(loaded, source=path)
+
+
+@contextlib.contextmanager
+def private_copy(path: Path) -> Iterator[Path]:
+    """``path`` copied in one read into a private folder (in $TMPDIR, removed after the block), for code that checks
+    a model file and then has torch load it: both read the copy. A :class:`TritongenError` raised in the block names
+    ``path``, not the copy."""
+    path = Path(path)
     with tempfile.TemporaryDirectory(prefix="tritongen-model-") as private:
         copy = Path(private) / path.name
         _copy_once(path, copy)
         try:
-            loaded = _loaded_from(copy, model_factory, allow_pickle)
+            yield copy
         except TritongenError as exc:
             exc.problem, exc.fix, exc.details = (
                 text.replace(str(copy), str(path)) for text in (exc.problem, exc.fix, exc.details)
             )
             exc.args = (exc.message,)
             raise
-    return dataclasses.replace(loaded, source=path)
 
 
 def _copy_once(path: Path, copy: Path) -> None:
@@ -88,7 +106,7 @@ def _copy_once(path: Path, copy: Path) -> None:
         if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):  # swapped for a FIFO or device since it was read
             raise TritongenError(f"{path} is not a regular file", FORMS_HELP)
         try:
-            with open(copy, "xb") as target:
+            with os.fdopen(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as target:
                 shutil.copyfileobj(source, target, 16 << 20)
         except OSError as exc:  # the source read, or the copy written (a full temp folder)
             raise TritongenError(
