@@ -715,7 +715,9 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
         added = frozenset({spec.name} if plan.mode == "new_version" else ())
         check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)
         with signals_deferred():  # a new version's folder and shared files go in together
-            installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, stage)
+            trash = stage / ".replaced"  # what the install replaces; not beside the staged folder, whatever its name
+            trash.mkdir()
+            installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, trash)
 
     return BuildResult(
         spec=staged.spec,

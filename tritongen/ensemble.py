@@ -375,7 +375,7 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
     from .hf import loaded_from_hf
     from .layout import ARTIFACT_DIR
     from .manifest import ENSEMBLE, file_hashes, new_manifest, write_manifest
-    from .repository import check_ensembles_with, install_model, plan_install, staging_dir
+    from .repository import check_ensembles_with, install_model, installing, plan_install, staging_dir
     from .validate import check_repository
 
     check_model_name(spec.name)
@@ -453,12 +453,13 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
 
         def install() -> dict[str, Path]:
             installed = {}
-            with signals_deferred():  # the four models go in together: a Ctrl-C waits for the last rename
+            # the four models go in together: a Ctrl-C waits for the last rename, a failure undoes the others
+            with signals_deferred(), installing(spec.repo) as undo:
                 for role in sorted(plans, key=("pre", "model", "post", "ensemble").index):  # composing models first
                     folder = stage / names[role]
                     trash = stage / WORK_DIR / f"trash-{role}"
                     trash.mkdir(parents=True, exist_ok=True)
-                    installed[names[role]] = install_model(folder, plans[role], trash)
+                    installed[names[role]] = install_model(folder, plans[role], trash, undo)
             return installed
 
         installed = stages.run(f"installing into {spec.repo}", install)

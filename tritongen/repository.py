@@ -3,6 +3,8 @@
 A build never leaves a half-written model behind: everything is written under a hidden staging folder beside the
 target repository (or in it; same file system either way, so the final step is a rename) and removed if anything
 fails.
+The install itself is a series of renames, each with its inverse (:class:`Undo`): one that fails part-way (an
+ensemble's third model, a new version's second shared file) takes back the ones before it.
 An existing model is replaced only with ``force``; ``new_version`` adds version N+1 beside the old ones.
 
 The repository is the boundary: a model folder that is a symbolic link, or holds a version folder that is one
@@ -213,24 +215,91 @@ def _normalise_modes(root: Path) -> None:
         path.chmod((0o755 if path.is_dir() else 0o644) & ~umask)
 
 
-def install_model(staged_model: Path, plan: InstallPlan, trash: Path) -> Path:
-    """Move a staged model folder into the repository. ``trash`` is a folder inside the staging area."""
+class Undo:
+    """The renames an install made, each with its inverse: a step that fails part-way (an ensemble's third model, a
+    new version's second shared file) puts the repository back as it was, newest step first. An install that
+    finishes leaves what it replaced in ``trash`` (the staging area, removed after)."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Path, Path]] = []
+
+    def rename(self, source: Path, target: Path) -> None:
+        os.rename(source, target)
+        self._steps.append(("rename", source, target))
+
+    def exchange(self, a: Path, b: Path) -> bool:
+        if not exchange_paths(a, b):
+            return False
+        self._steps.append(("exchange", a, b))
+        return True
+
+    def replace_file(self, new: Path, target: Path, kept: Path) -> None:
+        """``new`` over the file ``target`` in one rename, ``target``'s old bytes kept at ``kept`` (a hard link)."""
+        if os.path.lexists(target):
+            try:
+                os.link(target, kept, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(target, kept, follow_symlinks=False)
+            self._steps.append(("kept", kept, target))
+        else:
+            self._steps.append(("created", new, target))
+        os.replace(new, target)
+
+    def undo(self) -> list[str]:
+        """Reverse every step, newest first; what could not be reversed, as lines naming the paths."""
+        failed = []
+        while self._steps:
+            kind, a, b = self._steps.pop()
+            try:
+                if kind == "rename":
+                    os.rename(b, a)
+                elif kind == "exchange":
+                    exchange_paths(a, b)
+                elif kind == "kept":
+                    os.replace(a, b)
+                else:  # a file the install added: it goes back where it came from
+                    os.rename(b, a)
+            except OSError as exc:
+                failed.append(f"{b}: {exc.strerror or exc}")
+        return failed
+
+
+@contextlib.contextmanager
+def installing(repo: Path) -> Iterator[Undo]:
+    """A block of installs that go in together: if one fails, the others in the block are undone and the error
+    raised says whether the repository is as it was."""
+    undo = Undo()
+    try:
+        yield undo
+    except BaseException as exc:
+        failed = undo.undo()
+        if not failed:
+            raise
+        raise TritongenError(
+            f"installing into {repo} failed ({exc}) and {len(failed)} step(s) could not be undone: {failed[0]}",
+            "check the paths named and their permissions, then rebuild with --force",
+            details="\n".join(failed),
+        ) from exc
+
+
+def install_model(staged_model: Path, plan: InstallPlan, trash: Path, undo: Undo | None = None) -> Path:
+    """Move a staged model folder into the repository. ``trash`` is a folder inside the staging area. Within
+    :func:`installing`, pass its ``undo``: a later failure in the block undoes this install too."""
+    if undo is None:
+        with installing(plan.repo) as own:
+            return install_model(staged_model, plan, trash, own)
     _refuse_links(plan.repo, plan.model_dir)  # again: a link may have appeared while the model was exported
     _normalise_modes(staged_model)
     if plan.mode == "new":
-        os.rename(staged_model, plan.model_dir)
+        undo.rename(staged_model, plan.model_dir)
     elif plan.mode == "replace":
-        os.rename(plan.model_dir, trash / "previous")
-        try:
-            os.rename(staged_model, plan.model_dir)
-        except OSError:
-            os.rename(trash / "previous", plan.model_dir)
-            raise
+        undo.rename(plan.model_dir, trash / "previous")
+        undo.rename(staged_model, plan.model_dir)
     else:  # new version beside the existing ones: the version folder first (one rename: it appears whole), then
         # shared files, each replaced in one step, so a server polling the repository never sees one missing
-        os.rename(staged_model / str(plan.version), plan.model_dir / str(plan.version))
+        undo.rename(staged_model / str(plan.version), plan.model_dir / str(plan.version))
         for item in sorted(staged_model.iterdir()):
-            swap_into_place(item, plan.model_dir / item.name, trash)
+            swap_into_place(item, plan.model_dir / item.name, trash, undo)
     return plan.model_dir
 
 
@@ -238,16 +307,19 @@ RENAME_EXCHANGE = 2  # linux/fs.h
 AT_FDCWD = -100
 
 
-def swap_into_place(new: Path, target: Path, trash: Path) -> None:
+def swap_into_place(new: Path, target: Path, trash: Path, undo: Undo | None = None) -> None:
     """Put ``new`` at ``target``, the folder or file there before going to ``trash``. A reader sees the old one or
     the new one, never neither: files are replaced by one rename, folders exchanged by one
     ``renameat2(RENAME_EXCHANGE)`` (Linux; elsewhere, or on a file system without it, two renames)."""
+    undo = undo or Undo()
     if target.is_dir() and not target.is_symlink():
-        if exchange_paths(new, target):
-            os.rename(new, trash / target.name)  # ``new`` now holds what was at ``target``
+        if undo.exchange(new, target):
+            undo.rename(new, trash / target.name)  # ``new`` now holds what was at ``target``
             return
-        os.rename(target, trash / target.name)
-    os.replace(new, target)
+        undo.rename(target, trash / target.name)
+        undo.rename(new, target)
+        return
+    undo.replace_file(new, target, trash / target.name)
 
 
 def exchange_paths(a: Path, b: Path) -> bool:
