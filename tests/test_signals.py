@@ -59,3 +59,16 @@ def test_sighup_waits_too_and_an_ignored_signal_stays_ignored():
     finally:
         signal.signal(signal.SIGHUP, previous)
         signal.signal(signal.SIGTERM, ignored)
+
+
+def test_a_held_ctrl_c_says_what_the_block_finished():
+    """A Ctrl-C during an install was held until the install finished, then the CLI said "aborted" alone: the user
+    could not tell the model had gone in."""
+    from tritongen.cli import stopped_line
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with signals_deferred("after the install it held back, which finished: repo/m"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert stopped_line("aborted", caught.value) == "aborted (after the install it held back, which finished: repo/m)"
+    assert stopped_line("interrupted", KeyboardInterrupt()) == "interrupted"  # nothing held, nothing said
+    assert stopped_line("aborted", None) == "aborted"

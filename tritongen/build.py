@@ -714,7 +714,8 @@ def build(spec: BuildSpec, progress: Progress | None = None, loaded=None) -> Bui
             check_shared_config(plan.model_dir, staged.folder, plan.version, stages.progress)
         added = frozenset({spec.name} if plan.mode == "new_version" else ())
         check_ensembles_with(plan.repo, {spec.name: staged.folder}, added)
-        with signals_deferred():  # a new version's folder and shared files go in together
+        # a new version's folder and shared files go in together
+        with signals_deferred(f"after the install it held back, which finished: {plan.model_dir}"):
             trash = stage / ".replaced"  # what the install replaces; not beside the staged folder, whatever its name
             trash.mkdir()
             installed = stages.run(f"installing into {plan.repo}", install_model, staged.folder, plan, trash)

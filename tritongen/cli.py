@@ -648,6 +648,13 @@ def _usage_fix(exc: click.UsageError, argv: list[str] | None) -> str:
     return f"see '{command} --help'"
 
 
+def stopped_line(word: str, cause: BaseException | None) -> str:
+    """The line for a command stopped by Ctrl-C or SIGTERM, with what it finished before the signal took effect
+    (the notes :func:`tritongen.signals.signals_deferred` adds)."""
+    notes = [one_line(n) for n in getattr(cause, "__notes__", ()) if isinstance(n, str)]
+    return word + "".join(f" ({n})" for n in notes)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="tritongen", standalone_mode=False)
@@ -666,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
         echo_err(f"error: {problem}: check the path and its permissions, or rerun with --debug")
         sys.exit(1)
     except click.exceptions.Abort as exc:  # click's for Ctrl-C; or SIGTERM, where serve takes it as Ctrl-C
-        echo_err("aborted")
+        echo_err(stopped_line("aborted", exc.__cause__))
         sys.exit(exc.__cause__.exit_code if isinstance(exc.__cause__, Terminated) else 130)
     except click.exceptions.NoArgsIsHelpError as exc:  # `tritongen` alone: its help, as click prints it
         exc.show()
@@ -677,8 +684,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        echo_err("interrupted")
+    except KeyboardInterrupt as exc:
+        echo_err(stopped_line("interrupted", exc))
         sys.exit(130)
 
 

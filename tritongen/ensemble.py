@@ -454,7 +454,9 @@ def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> Ensembl
         def install() -> dict[str, Path]:
             installed = {}
             # the four models go in together: a Ctrl-C waits for the last rename, a failure undoes the others
-            with signals_deferred(), installing(spec.repo) as undo:
+            built = ", ".join(sorted(names[r] for r in roles))
+            finished = f"after the install it held back, which finished: {built} in {spec.repo}"
+            with signals_deferred(finished), installing(spec.repo) as undo:
                 for role in sorted(plans, key=("pre", "model", "post", "ensemble").index):  # composing models first
                     folder = stage / names[role]
                     trash = stage / WORK_DIR / f"trash-{role}"

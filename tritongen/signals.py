@@ -33,11 +33,15 @@ def sigterm_as_keyboard_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
+def signals_deferred(finished: str = "") -> Iterator[None]:
     """Within the block, Ctrl-C, SIGTERM and SIGHUP wait: the block runs to its end, then the first one arrives as it
     would have (its handler raised again). For steps that must not stop half-way: an ensemble's models installed one
     by one, a Ctrl-C between two left a repository whose ensemble named a model of another build. An error the block
-    raises is not hidden by a held signal. Off the main thread, nothing changes; a signal ignored stays ignored."""
+    raises is not hidden by a held signal. Off the main thread, nothing changes; a signal ignored stays ignored.
+
+    ``finished`` says what the block did (e.g. "the model was installed whole in ..."): an exception the held signal
+    raises carries it as a note (``__notes__``), and the CLI's "aborted" line says it, so a user who pressed Ctrl-C
+    is not left thinking nothing happened."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -60,7 +64,12 @@ def signals_deferred() -> Iterator[None]:
         raise
     _restore(previous)
     if caught:
-        signal.raise_signal(caught[0])  # to the handler it was meant for: KeyboardInterrupt, Terminated, ...
+        try:
+            signal.raise_signal(caught[0])  # to the handler it was meant for: KeyboardInterrupt, Terminated, ...
+        except BaseException as exc:
+            if finished:  # add_note's attribute (Python 3.11), set by hand for 3.10
+                exc.__notes__ = [*getattr(exc, "__notes__", ()), finished]  # type: ignore[attr-defined]
+            raise
 
 
 def _restore(previous: dict[int, Any]) -> None:
