@@ -4,7 +4,9 @@ served end to end with ``infer --check``."""
 
 from __future__ import annotations
 
+import gc
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -131,6 +133,45 @@ def test_external_data_is_read_and_written_beside_the_model(files, tmp_path):
     manifest = _manifest(tmp_path, "ext")
     assert {"1/model.onnx", "1/model.onnx.data"} <= set(manifest["files"])
     assert manifest["parity"]["ok"]
+
+
+def test_an_onnx_file_swapped_after_its_checks_is_not_what_is_built(files, tmp_path, monkeypatch):
+    """The checks and ONNX Runtime read the ONNX file (and its external data) from where it was, and the build's
+    cleaning read it once more: a file (or its data) swapped between the two was written into the repository."""
+    import tritongen
+
+    source = _with_external_data(files["conv"], tmp_path / "model")
+    other = _export(
+        factories.make_small_conv(seed=7),
+        factories.small_conv_inputs(),
+        tmp_path / "other.onnx",
+        ["image"],
+        ["logits"],
+        {"image": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    swapped = _with_external_data(other, tmp_path / "swap")
+    said = []
+
+    def progress(line: str) -> None:
+        said.append(line)
+        if "cleaning the ONNX graph" in line:  # after the load and its checks, before the graph is read again
+            for name in ("conv.onnx", "conv.weights"):
+                (source.parent / name).write_bytes((swapped.parent / name).read_bytes())
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the private copy goes
+    tritongen.build(source, repo=tmp_path / "repo", name="conv", progress=progress)
+    assert any("cleaning the ONNX graph" in line for line in said)
+    gc.collect()
+    assert not list(private.iterdir())  # the copy went with the build
+    served = onnx.load(str(tmp_path / "repo" / "conv" / "1" / "model.onnx"))
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in served.graph.initializer}
+    first = onnx.load(str(files["conv"]))
+    for t in first.graph.initializer:  # the file as checked, not the one swapped in
+        if t.name in weights:
+            np.testing.assert_array_equal(weights[t.name], onnx.numpy_helper.to_array(t))
+    assert set(weights) & {t.name for t in first.graph.initializer}
 
 
 def test_a_graph_without_batch_axis_builds_unbatched_or_says_why_not(files, tmp_path):

@@ -6,6 +6,9 @@ turns it into one line on stderr and a non-zero exit code; anything else is a bu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class TritongenError(Exception):
     """A problem the user can fix: bad input, a missing tool, a failed gate.
@@ -30,3 +33,18 @@ class TritongenError(Exception):
         """The line and, below it, the details, so that a traceback in Python shows the list a message refers to
         ("the config.pbtxt files named below", a parity table)."""
         return f"{self.message}\n{self.details}" if self.details else self.message
+
+
+@contextlib.contextmanager
+def errors_naming(shown: object, read: object) -> Iterator[None]:
+    """Within the block, a :class:`TritongenError` that names ``read`` (a private copy of a user's file) names
+    ``shown`` (the user's path) instead."""
+    try:
+        yield
+    except TritongenError as exc:
+        if str(read) != str(shown):
+            exc.problem, exc.fix, exc.details = (
+                text.replace(str(read), str(shown)) for text in (exc.problem, exc.fix, exc.details)
+            )
+            exc.args = (exc.message,)
+        raise

@@ -74,11 +74,10 @@ def _check_external_data(model: Any, path: Path) -> None:
             )
 
 
-def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
-    """The checked ``ModelProto`` of ``path`` (see the module docstring). Raises :class:`TritongenError`."""
+def _parsed(path: Path) -> Any:
+    """``path``'s ``ModelProto`` without its external data, within protobuf's size limit."""
     import onnx
 
-    path = Path(path)
     size = path.stat().st_size
     if size > MAX_ONNX_BYTES:
         raise TritongenError(
@@ -86,10 +85,26 @@ def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
             "save the weights as external data (onnx.save_model(..., save_as_external_data=True))",
         )
     try:
-        model = onnx.load_model(str(path), load_external_data=False)
+        return onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 -- a damaged or foreign protobuf
         why = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise TritongenError(f"{path} starts like an ONNX file but cannot be read ({why})", _FIX) from None
+
+
+def external_data_locations(path: Path, beside: Path) -> list[str]:
+    """The files ``path``'s tensors keep their data in, each checked (as :func:`onnx_model_from_file` does) to be a
+    file inside the folder of ``beside``: the user's file that ``path`` is a private copy of."""
+    model = _parsed(Path(path))
+    _check_external_data(model, Path(beside))
+    return sorted({e.value for t in external_tensors(model) for e in t.external_data if e.key == "location"})
+
+
+def onnx_model_from_file(path: Path, load_data: bool = True) -> Any:
+    """The checked ``ModelProto`` of ``path`` (see the module docstring). Raises :class:`TritongenError`."""
+    import onnx
+
+    path = Path(path)
+    model = _parsed(path)
     if not model.HasField("graph") or not model.graph.node:
         raise TritongenError(f"{path} is an ONNX file without a graph", _FIX)
     if model.ir_version > onnx.IR_VERSION:

@@ -13,10 +13,12 @@ from .ort_session import onnx_session
 
 class OnnxReference:
     """The original ONNX file in ONNX Runtime, called like a torch module (tensors in, a tuple of tensors out): the
-    reference that the parity gate and the precision guard compare with."""
+    reference that the parity gate and the precision guard compare with. ``path`` is the private copy the load
+    made (:func:`tritongen.load.module_from_file`), which the build's cleaning reads too."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep: Any = None) -> None:
         self.path = Path(path)
+        self.keep = keep  # what holds ``path`` (a private copy's temporary folder): it lives as long as this
         check_static_sizes(self.path)  # before ONNX Runtime folds its constants
         self.session = onnx_session(self.path)
         self.input_names = [i.name for i in self.session.get_inputs()]

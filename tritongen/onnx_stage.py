@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import TritongenError
+from .errors import TritongenError, errors_naming
 from .onnx_input import onnx_model_from_file
 
 
@@ -15,9 +15,11 @@ def onnx_from_onnx_file(loaded: Any, spec: Any, out_dir: Path) -> Any:
     """The "export" of an ONNX input: the checked graph, cleaned and saved like an export's."""
     from .export import ONNX_DATA_FILENAME, ExportResult, cleaned_onnx_from_onnx, graph_outputs
 
-    model = onnx_model_from_file(loaded.source)
-    names = tuple(o.name for o in model.graph.output)
-    onnx_path, cleaned = cleaned_onnx_from_onnx(model, out_dir, given=Path(loaded.source))
+    read = loaded.module.path  # the private copy the reference runs (tritongen.load), not the user's path again
+    with errors_naming(loaded.source, read):
+        model = onnx_model_from_file(read)
+        names = tuple(o.name for o in model.graph.output)
+        onnx_path, cleaned = cleaned_onnx_from_onnx(model, out_dir, given=read)  # same file name as the user's
     if [i.name for i in cleaned.graph.input if i.name not in {x.name for x in cleaned.graph.initializer}] != [
         t.name for t in spec.inputs
     ]:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import TritongenError
+from ..errors import TritongenError, errors_naming
 from .common import FACTORY_FIX, FORMS_HELP, PICKLE_FIX, LoadedModel, first_line, guarded, no_factory, quiet_torch
 from .detect import Format, detect_format, open_model_archive
 from .exported import program_from_archive
@@ -66,7 +66,7 @@ def module_from_file(path: Path, model_factory: str | None = None, allow_pickle:
     and the load (the pickle scan, the side-effect scan) is never what loads. Messages name ``path``."""
     path = Path(path)
     if detect_format(path).kind == "onnx":
-        return _loaded_from(path, model_factory, allow_pickle)  # its checks and ONNX Runtime read the path
+        return _onnx_from_private_copy(path, model_factory)
     with private_copy(path) as copy:
         loaded = _loaded_from(copy, model_factory, allow_pickle)
         if loaded.form == "onnx":  # it was not, a moment ago: and ONNX is read from the path again later
@@ -86,18 +86,40 @@ def private_copy(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="tritongen-model-") as private:
         copy = Path(private) / path.name
         _copy_once(path, copy)
-        try:
+        with errors_naming(path, copy):
             yield copy
-        except TritongenError as exc:
-            exc.problem, exc.fix, exc.details = (
-                text.replace(str(copy), str(path)) for text in (exc.problem, exc.fix, exc.details)
-            )
-            exc.args = (exc.message,)
-            raise
 
 
-def _copy_once(path: Path, copy: Path) -> None:
-    """``path``'s bytes into ``copy`` (mode 0600, in a private folder) from one open of a regular file."""
+def _onnx_from_private_copy(path: Path, model_factory: str | None) -> LoadedModel:
+    """An ONNX file and the external data files it names, copied once into a private folder that lives as long as the
+    reference made from it (:class:`tritongen.onnx_reference.OnnxReference` holds it): the checks, ONNX Runtime and
+    the build's cleaning read the copy, so a file swapped after its checks is not what runs or what is served."""
+    from ..onnx_input import external_data_locations, onnx_model_from_file
+    from ..onnx_reference import OnnxReference
+
+    private = tempfile.TemporaryDirectory(prefix="tritongen-model-")
+    try:
+        copy = Path(private.name) / path.name
+        _copy_once(path, copy)
+        with errors_naming(path, copy):
+            for location in external_data_locations(copy, path):  # names checked to stay beside the model
+                target = copy.parent / location
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    _copy_once(path.parent / location, target, inside=path.parent)
+            onnx_model_from_file(copy, load_data=False)  # the checks, before ONNX Runtime reads the copy
+            no_factory(path, model_factory, "an ONNX file")
+            reference = OnnxReference(copy, keep=private)
+    except BaseException:
+        private.cleanup()
+        raise
+    return LoadedModel(reference, "onnx", path)
+
+
+def _copy_once(path: Path, copy: Path, inside: Path | None = None) -> None:
+    """``path``'s bytes into ``copy`` (mode 0600, in a private folder) from one open of a regular file; with
+    ``inside``, the file opened must lie in that folder (read back from the open file: a link swapped in after a
+    check cannot lead elsewhere)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -105,6 +127,10 @@ def _copy_once(path: Path, copy: Path) -> None:
     with os.fdopen(fd, "rb") as source:
         if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):  # swapped for a FIFO or device since it was read
             raise TritongenError(f"{path} is not a regular file", FORMS_HELP)
+        if inside is not None and not _opened_inside(source.fileno(), inside):
+            raise TritongenError(
+                f"{path} leads outside {inside}", "keep the model's data files as plain files beside it (no links)"
+            )
         try:
             with os.fdopen(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as target:
                 shutil.copyfileobj(source, target, 16 << 20)
@@ -113,6 +139,16 @@ def _copy_once(path: Path, copy: Path) -> None:
                 f"cannot copy {path} into a private folder under {copy.parent.parent}: {exc.strerror or exc}",
                 "free space there, or set TMPDIR to a folder with room for the model file",
             ) from None
+
+
+def _opened_inside(fd: int, folder: Path) -> bool:
+    """Whether the file open as ``fd`` lies under ``folder`` (the kernel's name for it, from Linux's /proc)."""
+    base = folder.resolve()
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return True  # no /proc: the location check before the copy stands alone
+    return base in opened.parents
 
 
 def _loaded_from(path: Path, model_factory: str | None, allow_pickle: bool) -> LoadedModel:
@@ -125,13 +161,8 @@ def _loaded_from(path: Path, model_factory: str | None, allow_pickle: bool) -> L
         ep, module = program_from_archive(path, allow_pickle)
         no_factory(path, model_factory, "a torch.export archive")
         return LoadedModel(module, "torch.export", path, ep)
-    if fmt.kind == "onnx":
-        from ..onnx_input import onnx_model_from_file
-        from ..onnx_reference import OnnxReference
-
-        onnx_model_from_file(path, load_data=False)  # the checks, before ONNX Runtime reads the file
-        no_factory(path, model_factory, "an ONNX file")
-        return LoadedModel(OnnxReference(path), "onnx", path)
+    if fmt.kind == "onnx":  # a private copy of a torch form turned into ONNX: module_from_file refuses it
+        return LoadedModel(None, "onnx", path)
     if fmt.kind == "safetensors":
         return from_state_dict(path, _load_safetensors(path), model_factory, "a safetensors file")
     if fmt.kind == "pickle":
