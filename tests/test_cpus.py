@@ -94,6 +94,23 @@ def test_docker_pins_the_container_to_the_same_cpus():
     assert "--cpuset-cpus" not in docker_command(ServeSpec(repo=Path(".")))
 
 
+def test_serve_docker_takes_the_docker_hosts_cpus_not_this_machines(tmp_path, capsys):
+    """serve --docker prints a docker run for a GPU host: its --cpus were refused where this machine has fewer."""
+    from tests.test_deploy_docker import run_cli
+
+    beyond = max(CPUS) + 8
+    write_model(tmp_path, "double", DOUBLE_CONFIG, DOUBLE_MODEL)
+    code, out, err = run_cli(
+        ["serve", str(tmp_path), "--docker", "--cpus", f"{beyond}-{beyond + 1}", "--allow-unverified", "double"], capsys
+    )
+    assert code == 0, err
+    assert f"--cpuset-cpus={beyond}-{beyond + 1}" in out
+    with pytest.raises(TritongenError, match="is not available here"):  # a local server still cannot use them
+        ServeSpec(repo=Path("."), cpus=(beyond,))
+    with pytest.raises(TritongenError, match="not a list of CPU ids"):  # the form is checked for Docker too
+        ServeSpec(repo=Path("."), cpus="x", docker_host=True)
+
+
 # --------------------------------------------------------------------------------------------- pinning
 
 

@@ -548,7 +548,7 @@ def sign(
     return sign_repository(Path(repo), Path(private_key), _path(signature), allow_unverified=tuple(allow_unverified))
 
 
-@_checked(_spec_fields(".server", "ServeSpec", "repo"))
+@_checked(_spec_fields(".server", "ServeSpec", "repo", "docker_host"))
 def serve(
     repo: PathLike = "model_repository",
     *,
@@ -793,7 +793,7 @@ def _in_snapshot(signature: Path | None, repo: Path, snapshot: Path) -> Path | N
         return signature
 
 
-@_checked(_spec_fields(".server", "ServeSpec", "repo"))
+@_checked(_spec_fields(".server", "ServeSpec", "repo", "docker_host"))
 def docker_steps(
     repo: PathLike = "model_repository",
     *,
@@ -810,7 +810,7 @@ def docker_steps(
     from .deploy.docker import docker_steps_from_repository
     from .server import ServeSpec
 
-    spec = ServeSpec(repo=Path(repo).resolve(), **_given(options))
+    spec = ServeSpec(repo=Path(repo).resolve(), docker_host=True, **_given(options))  # CPUs: the Docker host's
     check_servable(
         repo,
         allow_unverified=allow_unverified,

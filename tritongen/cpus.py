@@ -55,11 +55,13 @@ def _parse(text: str, option: str) -> list[int]:
     return cpus
 
 
-def cpus_from_text(value: str | int | Iterable[int] | None, option: str = "--cpus") -> tuple[int, ...]:
+def cpus_from_text(
+    value: str | int | Iterable[int] | None, option: str = "--cpus", here: bool = True
+) -> tuple[int, ...]:
     """A checked, sorted CPU set from ``"1-3,5"`` or CPU ids; ``()`` for none given (no pinning).
 
-    Every CPU must be one this process may run on (``os.sched_getaffinity``): a CPU outside it could not be
-    given to a child either.
+    With ``here``, every CPU must be one this process may run on (``os.sched_getaffinity``): a CPU outside it could
+    not be given to a child either. Without (a command for another machine), the ids are checked for form only.
     """
     if value is None or value == "" or value == ():
         return ()
@@ -71,7 +73,7 @@ def cpus_from_text(value: str | int | Iterable[int] | None, option: str = "--cpu
             raise TritongenError(f"{option} {given!r} is not a list of CPU ids", f"write it like {option} 1-3,5")
         cpus = [int(c) for c in given]
     allowed = available_cpus()
-    outside = sorted(set(cpus) - set(allowed))
+    outside = sorted(set(cpus) - set(allowed)) if here else []
     if outside:
         raise TritongenError(
             f"{option}: CPU {cpus_text(outside)} is not available here (this process may use {cpus_text(allowed)})",

@@ -94,13 +94,16 @@ class ServeSpec:
     # outlives a restart): pinned in the checked copy before Triton starts (not in poll mode, nor unverified).
     # False: config.pbtxt's versions (a warning names the difference).
     rollout_record: bool = True
+    # The spec of a ``docker run`` (serve --docker), for a Docker host that may be another machine: CPU ids are
+    # checked for their form, not against this machine's CPUs.
+    docker_host: bool = False
 
     def __post_init__(self) -> None:
         check_fields(
             self,
             "serve",
             # one string of arguments is split as a shell would (as perf's perf_analyzer_args is)
-            parse={"cpus": lambda v: cpus_from_text(v, "--cpus"), "extra_args": _split_args},
+            parse={"cpus": lambda v: cpus_from_text(v, "--cpus", here=not self.docker_host), "extra_args": _split_args},
             skip=("poll_interval_s", "stub_blas_threads"),  # checked below (poll: a whole number of seconds, 2.0 too)
         )
         if self.log_verbose < 0:
