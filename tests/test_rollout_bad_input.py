@@ -6,6 +6,7 @@ rollout record is unchanged.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,71 @@ def test_a_header_that_is_not_name_equals_value_is_one_error(value):
     with pytest.raises(TritongenError, match="is not NAME=VALUE"):
         headers_from_options((value,))
     assert headers_from_options(("Triton-GRPC-Protocol-Admin=s=3",)) == {"triton-grpc-protocol-admin": "s=3"}
+
+
+@pytest.mark.parametrize("value", ["x=\u00e9", "a/b=1", "x=tab\there", "\u00e9=1", "x-bin=abc"])
+def test_a_header_grpc_or_http_cannot_carry_is_one_error_before_any_request(value):
+    """gRPC core logged its own lines for these and the error said to see the server log (no request was sent)."""
+    from tritongen.cli_rollout import headers_from_options
+    from tritongen.errors import TritongenError
+
+    with pytest.raises(TritongenError, match="is not a header both gRPC and HTTP carry"):
+        headers_from_options((value,))
+
+
+def test_a_report_folder_the_gate_could_not_write_is_refused_before_the_gate(world, monkeypatch):
+    """Checked only after the whole gate, a report folder that could not be written left the record's gate pending;
+    one inside the repository (rollout run from there) became a model folder that verify then refused."""
+    import tritongen
+
+    repo, root = world["repo"], world["root"]
+    base = ["rollout", str(repo), NAME, "--to-version", "2"]
+    _refused(world, [*base, "--out", str(repo / "reports")], "is inside the model repository")
+    monkeypatch.chdir(repo)  # the default rollout_reports/ would land in the repository
+    _refused(world, base, "is inside the model repository")
+    monkeypatch.chdir(root)
+    (root / "a-file").write_text("")
+    _refused(world, [*base, "--out", str(root / "a-file")], "is a file")
+    _refused(world, [*base, "--out", str(root / "a-file" / "below")], "is not a folder you may write")
+    assert not (repo / "reports").exists() and not (repo / "rollout_reports").exists()
+    tritongen.verify(repo)  # nothing was left in the repository
+
+
+def test_paths_and_values_a_rollout_cannot_use_are_refused_before_anything_loads(world):
+    root = world["root"]
+    odd = Path(os.fsdecode(os.fsencode(root) + b"/g\xff.npz"))  # a name that is not UTF-8
+    np.savez(odd, x=np.zeros((2, 4), np.float32))
+    base = ["rollout", str(world["repo"]), NAME, "--to-version", "2"]
+    _refused(world, [*base, "--golden", str(odd)], "holds the character U+DCFF")
+    _refused(world, [*base, "--out", str(root / "r\x1b[31m")], "holds the character U+001B")
+    _refused(world, [*base, "--timeout", "1e12"], "--timeout (timeout_s) 1e+12 s is not a positive number")
+    _refused(world, [*base, "--max-accuracy-drop", "-5"], "--max-accuracy-drop -5 is not a drop in accuracy")
+    _refused(world, [*base, "--gate-requests", "1000000000"], "is not 1 to 100,000")
+
+
+def test_the_records_text_is_escaped_and_its_reasons_bounded(tmp_path):
+    """A record is a file anyone who may write the repository can edit: its text reached the terminal raw (a forged
+    error line, a terminal title); and one event per refused gate kept every reason, which outgrew the 1 MiB a
+    record is read up to after 16 refusals of a 200-output model."""
+    from types import SimpleNamespace
+
+    from tritongen.deploy.rollout import MAX_EVENT_REASONS, ROLLBACK, _check_not_refused, _event
+    from tritongen.errors import TritongenError
+    from tritongen.rollout_format import RolloutRecord
+
+    (tmp_path / "cnn" / "2").mkdir(parents=True)
+    hostile = {"action": "rollout", "to": 2, "result": "refused", "from": "1\x1b]0;pwned\x07", "at": "2026\nerror: x"}
+    record = RolloutRecord("cnn", live=1).with_event(hostile)
+    spec = SimpleNamespace(repo=tmp_path, name="cnn", action=ROLLBACK, force=False)
+    with pytest.raises(TritongenError) as caught:
+        _check_not_refused(spec, record, 2)
+    assert "\x1b" not in caught.value.message and "\n" not in caught.value.message
+    gate = SimpleNamespace(
+        passed=False,
+        reasons=[f"output_{i}: cosine 0.1 below 0.99 " + "x" * 300 for i in range(200)],
+        latency_ratio=1.0,
+        p99_ratio=1.0,
+    )
+    reasons = _event("rollout", 1, 2, "refused", gate)["gate"]["reasons"]
+    assert len(reasons) == MAX_EVENT_REASONS and reasons[-1].startswith("and 197 more")
+    assert all(len(r) <= 200 for r in reasons)

@@ -145,6 +145,8 @@ def test_a_pending_step_is_read_only_in_the_form_tritongen_writes(repo, pending)
 def test_a_recorded_switch_from_a_version_the_server_no_longer_serves_is_dropped_not_done(repo):
     """A switch 1 -> 2 recorded as unfinished while the server serves version 3: the record is stale (or written
     by hand to force a version in without its gate), so the run changes nothing on the server and drops it."""
+    from types import SimpleNamespace
+
     from tritongen.deploy.rollout import RolloutSpec, _resume
     from tritongen.deploy.rollout_record import read_record
     from tritongen.rollout_format import Pending, RolloutRecord
@@ -153,7 +155,9 @@ def test_a_recorded_switch_from_a_version_the_server_no_longer_serves_is_dropped
     spec = RolloutSpec(repo=repo, name="tiny", to_version=1, action="rollback")
     lines: list[str] = []
     try:
-        after, done = _resume(None, spec, repo / "tiny", record, [3], lines.append, None)  # type: ignore[arg-type]
+        index = [{"name": "tiny", "version": "3", "state": "READY"}]  # version 2 is not loading either
+        server = SimpleNamespace(repository_index=lambda: index)
+        after, done = _resume(server, spec, repo / "tiny", record, [3], lines.append, None)  # type: ignore[arg-type]
         assert after.pending is None and after.live == 3 and after.history[-1]["result"] == "stale step dropped"
         assert "dropped the recorded unfinished rollout 1 -> 2: the server serves version 3" == done
         assert read_record(repo / "tiny").pending is None

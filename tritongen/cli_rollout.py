@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -170,5 +171,16 @@ def headers_from_options(values: tuple[str, ...]) -> dict[str, str]:
             raise TritongenError(
                 f"--header {value!r} is not NAME=VALUE", "pass e.g. --header triton-grpc-protocol-admin=secret"
             )
+        # what both gRPC metadata and HTTP carry as text: gRPC core refused others with its own log lines, and a
+        # "-bin" name wants bytes
+        if not _HEADER_NAME.fullmatch(key) or key.endswith("-bin") or not all(" " <= c <= "~" for c in text):
+            raise TritongenError(
+                f"--header {value!r} is not a header both gRPC and HTTP carry",
+                "use a name of lower-case letters, digits, '-', '_' and '.' (not ending in -bin) and a value of "
+                "printable ASCII characters",
+            )
         headers[key] = text
     return headers
+
+
+_HEADER_NAME = re.compile(r"[0-9a-z._-]+")

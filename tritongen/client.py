@@ -497,13 +497,18 @@ class Triton:
         kwargs: dict[str, Any] = {"config": text} if text is not None else {}
         if files:
             kwargs["files"] = {f"file:{rel}": bytes(data) for rel, data in files.items()}
+        # over HTTP the connection's timeout bounds a request: a load that may take longer gets a connection of its own
+        own = _connect(self._module, "http", self.url, timeout_s) if self.protocol == "http" else None
         try:
-            if self.protocol == "grpc":
-                self.client.load_model(model, headers=self.headers, client_timeout=timeout_s, **kwargs)
+            if own is not None:
+                own.load_model(model, headers=self.headers, **kwargs)
             else:
-                self.client.load_model(model, headers=self.headers, **kwargs)
+                self.client.load_model(model, headers=self.headers, client_timeout=timeout_s, **kwargs)
         except Exception as e:  # noqa: BLE001
-            self._raise_load_error(e, model, "load")
+            self._raise_load_error(e, model, "load", timeout_s)
+        finally:
+            if own is not None:
+                _close(own)
 
     def unload(self, model: str, timeout_s: float = 300.0) -> None:
         """Unload ``model`` (explicit model control only)."""
@@ -522,9 +527,9 @@ class Triton:
             else:
                 self.client.unload_model(model, headers=self.headers)
         except Exception as e:  # noqa: BLE001
-            self._raise_load_error(e, model, action)
+            self._raise_load_error(e, model, action, timeout_s)
 
-    def _raise_load_error(self, error: BaseException, model: str, action: str) -> None:
+    def _raise_load_error(self, error: BaseException, model: str, action: str, timeout_s: float | None = None) -> None:
         kind = error_kind(error)
         if kind in (REJECTED, NOT_FOUND):
             raise ModelLoadError(_error_text(error)[0]) from None
@@ -538,7 +543,7 @@ class Triton:
                 "--model-control-mode=explicit --load-model='*'); on an address other than loopback, send the admin "
                 "header that serve prints",
             ) from None
-        raise classify_error(error, self.url, self.protocol, model, self.timeout_s) from None
+        raise classify_error(error, self.url, self.protocol, model, timeout_s or self.timeout_s) from None
 
     def statistics(self, model: str) -> dict[str, Any]:
         """:func:`model_statistics` over this connection's URL and protocol."""
@@ -637,6 +642,10 @@ def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ValueError(f"{one_line(repr(value))[:40]} is not a count")
     return value
+
+
+class RequestTimedOut(TritongenError):
+    """No answer within the timeout: the server may still be doing what was asked (a load goes on)."""
 
 
 class ModelLoadError(TritongenError):
@@ -1192,7 +1201,7 @@ def classify_error(error: BaseException, url: str, protocol: str, model: str, ti
             "Triton's defaults are 8001 and 8000, and tritongen serve prints all three",
         )
     if kind == TIMEOUT:
-        return TritongenError(
+        return RequestTimedOut(
             f"request to model '{model}' at {url} ({protocol}) timed out after {timeout_s:g} s",
             "raise the timeout, or check that the server is not overloaded (its log says more)",
         )

@@ -112,6 +112,18 @@ def refused_character(text: str) -> str | None:
     return None
 
 
+def check_path_text(path: Any, option: str) -> None:
+    """Refuse a path that a report or bundle will quote but cannot hold: a control or format character, or a byte
+    that is not UTF-8 (Python holds it as a lone surrogate, which no UTF-8 file can store)."""
+    char = refused_character(str(path))
+    if char is not None:
+        raise TritongenError(
+            f"{option} {shown(path, 80)} holds the character U+{ord(char):04X}, which the files written from it "
+            "cannot hold",
+            "rename it to a name of printable UTF-8 characters",
+        )
+
+
 # Characters that reorder or break what follows them on screen: the bidirectional embeddings, overrides and isolates
 # (U+202E shows "exe.gpj" as "jpg.exe"), and line and paragraph separators. A run's label or a folder may hold other
 # format characters (a zero-width joiner in an emoji, a zero-width non-joiner in Persian, a soft hyphen).

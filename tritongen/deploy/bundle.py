@@ -75,6 +75,13 @@ def _repository_places(repo: Path) -> set[Path]:
     return places
 
 
+def repository_holding(path: Path, repo: Path) -> Path | None:
+    """The place of the model repository ``repo`` that ``path`` is (or lies inside), else None: a folder written
+    there becomes a model folder to Triton and to ``verify``."""
+    real = Path(path).expanduser().absolute().resolve()
+    return next((place for place in sorted(_repository_places(repo)) if real == place or place in real.parents), None)
+
+
 def check_out_dir(out: Path, repo: Path, force: bool) -> Path:
     """``out`` resolved, after refusing what cannot be written: a place inside the model repository (Triton would
     take the bundle for a model folder), the repository itself or a folder holding it (replacing it would delete

@@ -57,6 +57,7 @@ ROUND_PERCENTILE = 90  # the latency statistic of each round and version
 BOOTSTRAP_SAMPLES = 2000
 INTERVAL = 0.90  # the latency ratio's interval: refused when all of it lies above the threshold
 LATENCY_REASON = "latency ratio"  # how a latency refusal's reason starts
+MAX_LATENCY_REQUESTS = 100_000  # timed requests per version, with the candidate loaded meanwhile
 MAX_GOLDEN_ROWS = 4096  # requests in a golden set: each is sent to both versions, one at a time
 MAX_GOLDEN_TEXT_BYTES = 16 << 20  # a text golden file, read whole
 Target = tuple[str, int | None]  # (model name, version to pin; None: the highest READY)
@@ -82,9 +83,15 @@ class GateThresholds:
             raise TritongenError(f"max latency ratio {self.max_latency_ratio} is not positive", "pass e.g. 1.2")
         if self.max_abs_error is not None and self.max_abs_error < 0:
             raise TritongenError(f"max abs error {self.max_abs_error} is negative", "pass 0 or more")
-        if self.latency_requests < 1:
+        if not 1 <= self.latency_requests <= MAX_LATENCY_REQUESTS:
             raise TritongenError(
-                f"--gate-requests (gate_requests) {self.latency_requests} is below 1", "pass 1 or more timed requests"
+                f"--gate-requests (gate_requests) {self.latency_requests} is not 1 to {MAX_LATENCY_REQUESTS:,}",
+                f"pass 1 to {MAX_LATENCY_REQUESTS:,} timed requests per version (200 by default)",
+            )
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise TritongenError(
+                f"--max-accuracy-drop {self.max_accuracy_drop:g} is not a drop in accuracy (0 to 1)",
+                "pass e.g. 0.01 (a point of accuracy); a negative drop would refuse a version as good as the live one",
             )
 
 
@@ -574,13 +581,19 @@ def _judged(report: GateReport) -> GateReport:
 def write_gate_report(report: GateReport, out: Path) -> GateReport:
     """Write ``comparison.json`` and ``comparison.html`` into ``out`` (created); the report with the JSON's path."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "comparison.json"
-    for target, text in (
-        (path, json.dumps(_finite(report.to_json()), indent=2, default=str, allow_nan=False) + "\n"),
-        (out / "comparison.html", html_from_gate(report)),
-    ):
-        replace_file(target, text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for target, text in (
+            (path, json.dumps(_finite(report.to_json()), indent=2, default=str, allow_nan=False) + "\n"),
+            (out / "comparison.html", html_from_gate(report)),
+        ):
+            replace_file(target, text)
+    except OSError as exc:  # a full disk, a folder taken away since it was checked
+        raise TritongenError(
+            f"cannot write the gate's report into {shown(out, 120)}: {exc.strerror or exc}",
+            "pass --out with a folder you can write (with free space)",
+        ) from None
     return GateReport(**{**report.__dict__, "path": path})
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TritongenError
-from ..names import shown, with_suggestion
+from ..names import check_path_text, shown, with_suggestion
 from ..perf.results import PerfRun
 from ..plan_compat import DEFAULT_NGC_RELEASE, NGC_RELEASES, TRITON_IMAGE, check_release
 from ..served_settings import comparable_settings
@@ -84,6 +84,9 @@ class DeployBundle:
         )
 
 
+MAX_GPUS_PER_REPLICA = 64  # GPUs of one pod, so of one node (8 or 16 on today's largest)
+
+
 def _number(value: float) -> str:
     """``value`` as a person writes it: 1e9, not Python's 1e+09."""
     return re.sub(r"e\+0*", "e", f"{value:g}")
@@ -132,6 +135,7 @@ def _run_from(perf_results: Path | PerfRun | None) -> PerfRun | None:
         return None
     if isinstance(perf_results, PerfRun):
         return run_from_json(json_from_run(perf_results))
+    check_path_text(perf_results, "--from-perf")  # its name goes into the bundle's files
     return run_from_json(Path(perf_results))
 
 
@@ -437,8 +441,11 @@ def kubernetes_bundle_from_repository(
             f"--image '{shown(image)}' is not an image name",
             "give the serving image, e.g. registry.example.com/team/triton:1",
         )
-    if gpus is not None and gpus < 0:
-        raise TritongenError(f"--gpus {gpus} is negative", "give the number of GPUs per replica (0 for none)")
+    if gpus is not None and not 0 <= gpus <= MAX_GPUS_PER_REPLICA:
+        raise TritongenError(
+            f"--gpus {gpus} is not a number of GPUs one node has",
+            f"give the number of GPUs per replica, 0 (none) to {MAX_GPUS_PER_REPLICA}",
+        )
     if alert_for_scale <= 0:
         raise TritongenError(f"alert for-scale {alert_for_scale:g} is not positive", "leave it at 1 outside tests")
     if canary_traffic_percent is not None and not 0 <= canary_traffic_percent <= 100:

@@ -32,6 +32,7 @@ it (:func:`~tritongen.deploy.rollout_record.served_warnings`). A rollback to a v
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import time
 from collections.abc import Mapping
@@ -41,12 +42,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..client import Triton, default_url, model_metadata, spec_protocol
+from ..client import RequestTimedOut, Triton, default_url, model_metadata, spec_protocol
 from ..end_to_end import END_TO_END_NAME, read_reference
 from ..errors import TritongenError
 from ..fields import check_fields
 from ..files import FileTooLargeError, read_problem, regular_bytes
-from ..layout import ARTIFACT_DIR, LABELS_FILENAME, SAMPLES_NAME, WARMUP_DIR, artifact_dir, version_numbers
+from ..layout import (
+    ARTIFACT_DIR,
+    LABELS_FILENAME,
+    SAMPLES_NAME,
+    WARMUP_DIR,
+    artifact_dir,
+    version_from_api,
+    version_numbers,
+)
+from ..names import check_path_text, shown
 from ..progress import Progress
 from ..rollout_format import GATE_STEP, SWITCH_STEP, Pending, RolloutRecord
 from ..served_settings import served_settings_from_config
@@ -78,6 +88,10 @@ if TYPE_CHECKING:
 CANDIDATE_SUFFIX = "__tritongen_candidate"
 MAX_LOAD_BYTES = (2 << 30) - 1  # the files of one load request: gRPC and protobuf carry no larger message
 ROLLOUT, ROLLBACK = "rollout", "rollback"
+# a gate verdict's reasons kept in the record's event: the record stays far below the 1 MiB it is read up to with its
+# 250 events (rollout_format.HISTORY_KEPT, OLDER_KEPT)
+MAX_EVENT_REASONS, MAX_REASON_CHARS = 4, 200
+MAX_TIMEOUT_S = 86400.0  # one model load: a day (far larger overflowed gRPC's deadline into an instant timeout)
 
 
 @dataclass(frozen=True)
@@ -119,8 +133,14 @@ class RolloutSpec:
             raise TritongenError("no version to roll out", "pass --to-version N")
         if self.action == ROLLOUT and self.force:
             raise TritongenError("a rollout takes no --force: it always runs the gate", "leave --force out")
-        if self.timeout_s <= 0:
-            raise TritongenError(f"timeout {self.timeout_s} s is not positive", "pass a positive timeout")
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:
+            raise TritongenError(
+                f"--timeout (timeout_s) {self.timeout_s:g} s is not a positive number of seconds up to a day",
+                f"pass a timeout of 0 to {MAX_TIMEOUT_S:g} s (the default is 300)",
+            )
+        for option, path in (("--golden", self.golden), ("--out", self.out)):
+            if path is not None:
+                check_path_text(path, option)  # quoted in the report and the record, which are UTF-8 files
 
 
 @dataclass(frozen=True)
@@ -216,11 +236,11 @@ def _locked(spec: RolloutSpec, model_dir: Path, say: Progress, start: float) -> 
         if spec.action == ROLLOUT:
             earlier = record.gate_refusal(target)
             if earlier is not None:  # judged again, perhaps under other load: the earlier verdict is worth knowing
-                say(
-                    f"note: the gate refused version {target} before (rollout {earlier.get('from')} -> {target} at "
-                    f"{earlier.get('at', '?')}); judging it again"
+                say(  # the record's text escaped: it is a file anyone who may write the repository can edit
+                    f"note: the gate refused version {target} before (rollout {shown(earlier.get('from'), 12)} -> "
+                    f"{target} at {shown(earlier.get('at', '?'), 32)}); judging it again"
                 )
-            gate = step.judge(config, target, files, say)
+            gate = step.judge(config, target, files, say, _report_dir(spec, live, target))
             if not gate.passed:
                 event = _event(ROLLOUT, live, target, "refused", gate)
                 # a first rollout records the version that keeps serving as live: else a restart served config.pbtxt's
@@ -258,7 +278,9 @@ class _Step:
     existed: bool
     ready: list[int]
 
-    def judge(self, config: Mapping[str, Any], target: int, files: Mapping[str, bytes], say: Progress) -> GateReport:
+    def judge(
+        self, config: Mapping[str, Any], target: int, files: Mapping[str, bytes], say: Progress, out: Path
+    ) -> GateReport:
         spec, live = self.spec, self.ready[-1]
         ensembles = _ensembles_using(self.triton, spec.name)
         golden = _golden(spec, ensembles[0] if ensembles else spec.name, target)
@@ -266,6 +288,7 @@ class _Step:
         self._mark(Pending(ROLLOUT, live, target, GATE_STEP))
         try:
             gate = _gate(self.triton, spec, config, files, ensembles, golden, live, target)
+            return write_gate_report(gate, out)  # a report that cannot be written undoes the gate as its errors do
         except TritongenError:
             _quiet_unload(self.triton, [spec.name + CANDIDATE_SUFFIX])
             self._restore_if_unchanged()
@@ -284,7 +307,6 @@ class _Step:
                     "serves other versions now); the next rollout or rollback settles it"
                 )
             raise
-        return write_gate_report(gate, spec.out or unused_report_dir(Path("rollout_reports"), spec.name, live, target))
 
     def switch(self, config: Mapping[str, Any], target: int, files: Mapping[str, bytes], say: Progress) -> None:
         live = self.ready[-1]
@@ -292,17 +314,25 @@ class _Step:
         self._mark(Pending(self.spec.action, live, target, SWITCH_STEP))
         try:
             _switch(self.triton, self.spec.name, config, files, live, target, self.spec.timeout_s)
+        except RequestTimedOut as exc:  # no answer is no refusal: Triton goes on loading, and may finish the switch
+            raise TritongenError(
+                f"{exc.problem}: {self._still_pending(live, target)}",
+                "wait for the server (its log shows the load), then run that command",
+            ) from None
         except TritongenError:
             self._restore_if_unchanged()
             raise
         except KeyboardInterrupt:  # the load request is Triton's now: it may still finish the switch
-            again = f"{shlex.quote(str(self.spec.repo))} {shlex.quote(self.spec.name)}"
-            say(
-                f"stopped during the switch: Triton may still finish loading version {target} (version {live} "
-                f"answers until it does); the record keeps the switch as pending: tritongen rollout {again} "
-                f"--to-version {target} finishes it, tritongen rollback {again} --to-version {live} returns"
-            )
+            say(f"stopped during the switch: {self._still_pending(live, target)}")
             raise
+
+    def _still_pending(self, live: int, target: int) -> str:
+        again = f"{shlex.quote(str(self.spec.repo))} {shlex.quote(self.spec.name)}"
+        return (
+            f"Triton may still finish loading version {target} (version {live} answers until it does); the record "
+            f"keeps the switch as pending: tritongen rollout {again} --to-version {target} finishes it, tritongen "
+            f"rollback {again} --to-version {live} returns"
+        )
 
     def _mark(self, pending: Pending) -> None:
         write_record(self.spec.repo, self.model_dir, replace(self.record, pending=pending))
@@ -410,10 +440,14 @@ def _check_not_refused(spec: RolloutSpec, record: RolloutRecord, target: int) ->
         return
     gate = refusal.get("gate")
     listed = gate.get("reasons") if isinstance(gate, dict) else None
-    reasons = "; ".join(str(r) for r in listed) if isinstance(listed, list) and listed else "see its comparison report"
+    reasons = (  # the record's text, escaped and cut: anyone who may write the repository can edit it
+        "; ".join(shown(r, MAX_REASON_CHARS) for r in listed[:MAX_EVENT_REASONS])
+        if isinstance(listed, list) and listed
+        else "see its comparison report"
+    )
     raise TritongenError(
-        f"the gate refused version {target} of '{spec.name}' (rollout {refusal.get('from')} -> {target} at "
-        f"{refusal.get('at', '?')}: {reasons}), and a rollback skips the gate",
+        f"the gate refused version {target} of '{spec.name}' (rollout {shown(refusal.get('from'), 12)} -> {target} "
+        f"at {shown(refusal.get('at', '?'), 32)}: {reasons}), and a rollback skips the gate",
         f"gate it again with tritongen rollout {shlex.quote(str(spec.repo))} {shlex.quote(spec.name)} --to-version "
         f"{target}, or pass --force to serve it anyway",
     )
@@ -560,6 +594,12 @@ def _resume(
         record = replace(record, pending=None).with_event(
             _event(pending.action, pending.from_version, pending.to_version, "gate undone", None)
         )
+    elif pending.to_version not in ready and loading_version(triton, spec.name, pending.to_version):
+        raise TritongenError(
+            f"the server is still loading '{spec.name}' version {pending.to_version} for the unfinished "
+            f"{pending.action} {pending.from_version} -> {pending.to_version}",
+            "wait until it has loaded (the server log shows it), then run the command again",
+        )
     elif pending.to_version not in ready or not set(ready) <= {pending.from_version, pending.to_version}:
         # The server moved on since, or never got the switch's load: act on nothing. A switch is finished only where
         # the server already holds its target, so a record written by hand cannot bring a version in past its gate
@@ -584,6 +624,14 @@ def _resume(
     write_record(spec.repo, model_dir, record)
     say(done)
     return record, done
+
+
+def loading_version(triton: Triton, name: str, version: int) -> bool:
+    """Whether the server's repository index shows ``version`` of ``name`` as loading (a switch's load under way)."""
+    return any(
+        e["name"] == name and version_from_api(e["version"]) == version and e["state"] == "LOADING"
+        for e in triton.repository_index()
+    )
 
 
 def _digests(spec: RolloutSpec, model_dir: Path) -> dict[str, str] | None:
@@ -721,13 +769,44 @@ def _ensembles_using(triton: Triton, name: str) -> list[str]:
 def _event(action: str, from_version: int, to_version: int, result: str, gate: GateReport | None) -> dict[str, Any]:
     event: dict[str, Any] = {"action": action, "from": from_version, "to": to_version, "result": result}
     if gate is not None:
+        reasons = [r if len(r) <= MAX_REASON_CHARS else r[: MAX_REASON_CHARS - 3] + "..." for r in gate.reasons]
+        if len(reasons) > MAX_EVENT_REASONS:  # one per output and check: a wide model's list outgrew the record
+            more = len(reasons) - MAX_EVENT_REASONS + 1
+            reasons = reasons[: MAX_EVENT_REASONS - 1] + [f"and {more} more (the comparison report lists them)"]
         event["gate"] = {
             "passed": gate.passed,
-            "reasons": list(gate.reasons),
+            "reasons": reasons,
             "latency_ratio": round(gate.latency_ratio, 3),
             "p99_ratio": round(gate.p99_ratio, 3),
         }
     return event
+
+
+def _report_dir(spec: RolloutSpec, live: int, target: int) -> Path:
+    """Where the gate's report goes (``--out``, else ``rollout_reports/`` in the current folder), checked before the
+    gate runs: a folder that cannot be written failed after the whole gate, and one inside the repository made it
+    a model folder that ``verify`` (so serve, deploy and the next rollout) refused."""
+    from .bundle import repository_holding
+
+    out = spec.out if spec.out is not None else unused_report_dir(Path("rollout_reports"), spec.name, live, target)
+    out = Path(out).expanduser().absolute()
+    place = repository_holding(out, spec.repo)
+    if place is not None:
+        raise TritongenError(
+            f"the gate's report folder {shown(out, 120)} is inside the model repository {shown(place, 120)}, where "
+            "Triton and verify would take it for a model",
+            "pass --out with a folder beside the repository, or run the rollout from another folder",
+        )
+    if out.exists() and not out.is_dir():
+        raise TritongenError(f"--out {shown(out, 120)} is a file", "pass a folder path (it is created)")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TritongenError(
+            f"the gate's report cannot be written into {shown(out, 120)} ({shown(existing, 120)} is not a folder "
+            "you may write)",
+            "pass --out with a folder you can write, or run the rollout from one",
+        )
+    return out
 
 
 def unused_report_dir(root: Path, name: str, live: int, target: int) -> Path:
