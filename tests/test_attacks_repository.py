@@ -200,7 +200,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], tuple[str, ...], bool]
         "link at the top of a signed repository, checked with the public key",
         lambda r: (r / "toplink").symlink_to("/etc/hostname"),
         ["--public-key", "{pub}"],
-        ("holds what no signature covers", "toplink", "remove it"),
+        ("toplink", "remove it"),  # verify: no signature covers it; serve: the served copy refuses it first
         True,
     ),
     (
@@ -615,3 +615,37 @@ def test_only_the_forms_sign_leaves_out_are_taken_from_a_signature(tmp_path):
     for entry in ("__pycache__", "__pycache__/__pycache__", "../x/tritongen-rollout.json", "m/../m", "", "m/1/x", 7):
         (problem,) = ignored_path_problems(tmp_path, [entry])
         assert "which tritongen sign never does" in problem, (entry, problem)
+
+
+@pytest.mark.parametrize("target", ["a file", "nothing"])
+def test_a_link_at_the_top_of_the_repository_is_refused_whatever_it_leads_to(world, tmp_path, target):
+    """Found by an attacker: verify and validate looked at folders only, so a link at the top of the repository to a
+    file (or to nothing) passed both, serve copied it into the served folder, and Triton loaded the model folder put
+    where it led after the checks (in a poll round, or in a race with its first scan), code and all."""
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo)
+    elsewhere = tmp_path / "elsewhere"
+    if target == "a file":
+        elsewhere.write_text("a model folder later")
+    (repo / "evil").symlink_to(elsewhere)
+    for argv in (
+        ["validate", str(repo)],
+        ["verify", str(repo)],
+        ["serve", str(repo), "--server-bin", str(world.server_bin)],
+    ):
+        code, out, err = _run(argv)
+        _assert_one_clean_line(argv[0], code, out, err, ("'evil' at the top of", "is a symbolic link"))
+    assert not world.marker.exists()
+
+
+def test_a_link_at_the_top_is_not_copied_into_the_served_folder(tmp_path):
+    """The served copy is what Triton reads: a link there led it out of the copy, to what was there by then."""
+    from tritongen.errors import TritongenError
+    from tritongen.server.snapshot import snapshot_from_repository
+
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    (repo / "m" / "config.pbtxt").write_text('name: "m"\n')
+    (repo / "evil").symlink_to(tmp_path / "later")
+    with pytest.raises(TritongenError, match="'evil' at the top of .* is a symbolic link"):
+        snapshot_from_repository(repo, tmp_path / "copy")

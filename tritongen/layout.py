@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import stat
 from pathlib import Path
 
 from .errors import TritongenError
@@ -230,6 +231,27 @@ def cache_root() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser().absolute()
     return (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tritongen").absolute()
+
+
+def top_level_problems(repo: Path) -> list[str]:
+    """Entries at the top of ``repo`` that no model check reads and Triton may still follow: a symbolic link that is
+    no folder now (to a file, or dangling: Triton loads whatever folder it leads to when it looks, which may be
+    there by then), and special files (FIFOs, sockets, devices). Links to folders are model folders'
+    (:func:`link_problems`)."""
+    problems = []
+    for entry in sorted(Path(repo).iterdir()):
+        mode = entry.lstat().st_mode
+        if stat.S_ISLNK(mode) and not entry.is_dir():
+            problems.append(
+                f"'{shown(entry.name)}' at the top of the repository is a symbolic link (to "
+                f"{shown(os.readlink(entry), 120)}): Triton would load what it leads to when it looks, unchecked"
+            )
+        elif not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            problems.append(f"'{shown(entry.name)}' at the top of the repository is a special file (not a file)")
+    return problems
+
+
+TOP_LEVEL_FIX = "remove it, or put the model folder itself there (a folder, not a link)"
 
 
 def link_problems(repo: Path, model_dir: Path) -> list[str]:

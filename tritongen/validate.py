@@ -31,12 +31,14 @@ from .layout import (
     CONFIG_NAME,
     ENGINE_PLAN_NAME,
     NON_VERSION_FOLDERS,
+    TOP_LEVEL_FIX,
     WARMUP_DIR,
     check_not_model_folder,
     config_text,
     link_problems,
     misread_version_folders,
     misread_version_problem,
+    top_level_problems,
     triton_version,
     version_numbers,
 )
@@ -1169,6 +1171,9 @@ def validate_repository(
         check_triton_version(triton_version)
     check_repository_folder(repo)
     skipped = set(skip_folders)
+    top = top_level_problems(repo)
+    if top:
+        raise TritongenError(top[0], TOP_LEVEL_FIX)
     folders = sorted(p for p in repo.iterdir() if p.is_dir() and p.name not in skipped)
     hidden = [p.name for p in folders if p.name.startswith(".")]
     if hidden:

@@ -50,8 +50,10 @@ from .layout import (
     ROLLOUT_LOCK_TOOL,
     ROLLOUT_RECORD_MAX_BYTES,
     ROLLOUT_RECORD_NAME,
+    TOP_LEVEL_FIX,
     misread_version_folders,
     misread_version_problem,
+    top_level_problems,
     version_numbers,
 )
 from .manifest import load_manifest, sha256_regular_file
@@ -433,6 +435,8 @@ def verify_repository(repo: Path, *, allow_unverified: Iterable[str] = ()) -> Ve
     allowed = set(allow_unverified)
     found = _Findings()
     unverified: list[str] = []
+    for problem in top_level_problems(repo):
+        found.add(problem, TOP_LEVEL_FIX)
     folders = [entry for entry in sorted(repo.iterdir()) if entry.is_dir()]
     if not folders:  # files at the top of the repository are not loaded by Triton (the signature lives there)
         found.add(

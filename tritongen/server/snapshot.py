@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ..errors import TritongenError
 from ..files import walk
+from ..layout import TOP_LEVEL_FIX
+from ..names import one_line
 
 COPY_CHUNK_BYTES = 1 << 20
 SNAPSHOT_PREFIX = "tritongen-snapshot-"  # the private folder (in the temp directory) that holds a served copy
@@ -150,6 +152,12 @@ def snapshot_from_repository(
         for name in filenames:
             if cancelled is not None and cancelled():
                 return dest
+            if here == repo and (here / name).is_symlink():  # Triton would follow it to whatever is there by then
+                raise TritongenError(
+                    f"'{one_line(name)}' at the top of {repo} is a symbolic link: the served copy would lead Triton "
+                    "out of it",
+                    TOP_LEVEL_FIX,
+                )
             _copy_entry(here / name, there / name, repo)
     return dest
 
