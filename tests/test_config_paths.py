@@ -77,6 +77,26 @@ def test_an_environment_path_is_inside_the_model_folder_only_through_the_model_d
             'output [{ name: "z" data_type: TYPE_FP32 dims: [1] label_filename: "/etc/passwd" }]',
             "labels of output 'z' from '/etc/passwd'",
         ),
+        # a backend's own settings naming files elsewhere: OpenVINO loads CPU_EXTENSION_PATH as a library, TensorRT-LLM
+        # reads its engine and tokenizer from gpt_model_path and tokenizer_dir (an attacker's finding: verify passed)
+        (
+            'parameters { key: "CPU_EXTENSION_PATH" value { string_value: "/tmp/libevil.so" } }',
+            "sets parameter CPU_EXTENSION_PATH to '/tmp/libevil.so', a path out of its folder",
+        ),
+        (
+            'parameters { key: "gpt_model_path" value { string_value: "../../other/engines" } }',
+            "sets parameter gpt_model_path to '../../other/engines'",
+        ),
+        (
+            'parameters { key: "tokenizer_dir" value { string_value: "~/tokenizers/x" } }',
+            "sets parameter tokenizer_dir to '~/tokenizers/x'",
+        ),
+        # no file has a NUL in its name: validate's own check of the warm-up file ended in a traceback on it
+        (
+            'model_warmup [{ name: "w" batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: [1] '
+            'input_data_file: "x\\000y" } } }]',
+            "warms 'x' up with input_data_file 'x\x00y'",
+        ),
     ],
 )
 def test_settings_that_point_triton_outside_the_model_folder_are_named(setting, words):
@@ -102,7 +122,12 @@ def test_settings_inside_the_model_folder_or_without_files_pass():
         'input_data_file: "x.bin" } } }]\n'
         'output [{ name: "z" data_type: TYPE_FP32 dims: [1] label_filename: "labels.txt" }]'
     )
-    config = config_from_text(HAND_CONFIG + inside + cache_off + own_file + own_state + own_warmup)
+    own_params = (
+        'parameters { key: "model_file" value { string_value: "weights/model.bin" } }\n'
+        'parameters { key: "tokenizer_dir" value { string_value: "$$TRITON_MODEL_DIRECTORY/tokenizer" } }\n'
+        'parameters { key: "separator" value { string_value: "/" } }\n'  # no path key: not read as a path
+    )
+    config = config_from_text(HAND_CONFIG + inside + cache_off + own_file + own_state + own_warmup + own_params)
     assert outside_path_problems(config, "hand") == []
     for plain in (
         'backend: "my_backend-2"',
@@ -148,3 +173,28 @@ def test_a_config_tritongen_cannot_read_fails_verify_rather_than_skipping_its_pa
         check_verified(repo, allow_unverified=["hand"])
     (model / "config.pbtxt").write_bytes(HAND_CONFIG.encode())
     assert verify_repository(repo, allow_unverified=["hand"]).ok
+
+
+def test_a_hand_written_model_whose_config_or_version_folder_links_elsewhere_fails_verify(tmp_path):
+    """Found by an attacker: verify skipped a config.pbtxt that is a link (its outside paths unchecked: serve
+    --docker then printed its docker run), and did not look at a version folder of an unverified model that links
+    out of the repository (where a stale bytecode cache hid)."""
+    repo = tmp_path / "repo"
+    model = repo / "hand"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (model / "real.pbtxt").write_text(
+        HAND_CONFIG + 'parameters { key: "EXECUTION_ENV_PATH" value { string_value: "/tmp/evil_env.tar.gz" } }\n'
+    )
+    (model / "config.pbtxt").symlink_to("real.pbtxt")
+    with pytest.raises(TritongenError, match="the config of model 'hand' is a symbolic link"):
+        check_verified(repo, allow_unverified=["hand"])
+    (model / "config.pbtxt").unlink()
+    (model / "config.pbtxt").write_text(HAND_CONFIG)
+    assert verify_repository(repo, allow_unverified=["hand"]).ok
+    outside = tmp_path / "v2"
+    outside.mkdir()
+    (outside / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (model / "2").symlink_to(outside)
+    with pytest.raises(TritongenError, match="version folder 'hand/2' is a symbolic link"):
+        check_verified(repo, allow_unverified=["hand"])

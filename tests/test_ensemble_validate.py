@@ -112,3 +112,32 @@ def test_a_top_k_above_the_classes_is_refused_not_cut():
     assert postprocess_step("c_postprocess", "softmax_topk", logits).parameters["top_k"] == "5"  # the default
     with pytest.raises(TritongenError, match="--top-k 20 is more than the model's 10 classes: use --top-k 1 to 10"):
         postprocess_step("c_postprocess", "softmax_topk", logits, top_k=20)
+
+
+@pytest.mark.parametrize("order", ["forward", "backward"])
+def test_a_chain_of_thousands_of_steps_is_checked_without_recursion_or_repeated_passes(order):
+    """Found by an attacker: a 3,000-step chain ended validate and serve in a RecursionError (the cycle search
+    recursed per step), and listed backwards took 98 s at 2,700 steps (a pass over every step per step run), hours
+    at the 34,000 a 4 MiB config holds. A cycle at the end of the chain is still found."""
+    from tritongen.validate import config_from_text
+    from tritongen.validate_ensemble import problems_in_ensemble_scheduling
+
+    n = 3000
+    steps = [
+        f'{{ model_name: "m" model_version: -1 input_map {{ key: "X" value: "t{i}" }} '
+        f'output_map {{ key: "Y" value: "t{i + 1}" }} }}'
+        for i in range(n)
+    ]
+    steps = steps if order == "forward" else steps[::-1]
+    text = (
+        'name: "chain" platform: "ensemble" max_batch_size: 8\n'
+        'input [{ name: "t0" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+        f'output [{{ name: "t{n}" data_type: TYPE_FP32 dims: [ 4 ] }}]\n'
+        f"ensemble_scheduling {{ step [ {', '.join(steps)} ] }}\n"
+    )
+    assert problems_in_ensemble_scheduling(config_from_text(text), "chain") == []
+    looped = text.replace('value: "t1" }', 'value: "t1" } output_map { key: "Z" value: "t0b" }').replace(
+        'input_map { key: "X" value: "t0" }', 'input_map { key: "X" value: "t0" } input_map { key: "W" value: "t0b" }'
+    )
+    problems = problems_in_ensemble_scheduling(config_from_text(looped), "chain")
+    assert any("form a cycle" in p for p in problems), problems

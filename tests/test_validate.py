@@ -1200,3 +1200,29 @@ def test_an_instance_count_past_the_bound_is_a_problem():
     text = ONNX_MODEL + "instance_group [ { kind: KIND_CPU count: %d } ]\n"
     assert_problem(problems_in_config(config_from_text(text % 2147483647)), "asks for 2147483647 instances", "256")
     assert problems_in_config(config_from_text(text % 256)) == []
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        (
+            'model_warmup [{ name: "w" batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: [1] '
+            'input_data_file: "x\\000y" } } }]',
+            "warmup data file 'x\\x00y' for input 'x' is no file name",
+        ),
+        ('output [{ name: "z" data_type: TYPE_FP32 dims: [1] label_filename: "l\\000" }]', "label file 'l\\x00'"),
+    ],
+)
+def test_a_file_name_holding_a_nul_is_a_problem_not_a_traceback(tmp_path, setting, words):
+    """Found by an attacker: resolving the name raised ValueError (embedded null byte) in validate, and in serve,
+    which validates first."""
+    from tritongen.validate import validate_repository
+
+    model = tmp_path / "repo" / "hand"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    io = 'input [{ name: "x" data_type: TYPE_FP32 dims: [1] }]\n'
+    io += "" if "label_filename" in setting else 'output [{ name: "z" data_type: TYPE_FP32 dims: [1] }]\n'
+    (model / "config.pbtxt").write_text('name: "hand"\nbackend: "python"\nmax_batch_size: 0\n' + io + setting + "\n")
+    report = validate_repository(tmp_path / "repo")
+    assert any(words in p for p in report.problems_by_model["hand"]), report.problems_by_model

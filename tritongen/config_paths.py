@@ -64,10 +64,29 @@ def inside_version_folder(filename: str) -> bool:
     """True for a relative path without ``..`` (nor backslashes): what Triton joins to a version folder to find the
     model file (``default_model_filename``, ``cc_model_filenames``) stays in that folder."""
     path = PurePosixPath(filename)
-    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts and "\\" not in filename
+    return (
+        bool(path.parts)
+        and not path.is_absolute()
+        and ".." not in path.parts
+        and "\\" not in filename
+        and "\x00" not in filename  # no file has that name: C code ends the path there
+    )
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# parameter names that name files: OpenVINO's CPU_EXTENSION_PATH (a library it loads), TensorRT-LLM's
+# gpt_model_path and tokenizer_dir, and the like
+_PATH_KEY = re.compile(r"path|dir|file|lib|folder|model", re.IGNORECASE)
+
+
+def _leads_out(value: str) -> bool:
+    """Whether a parameter's value is a path that leaves the model's folder: absolute, from home, or through ``..``
+    (relative to the server's working folder, which is no model's)."""
+    text = value.strip()
+    if not text or text.startswith(MODEL_DIRECTORY_VARIABLE + "/"):
+        return not inside_model_folder(text) if text else False
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    return text.startswith(("/", "~")) or ".." in parts or (len(text) > 1 and text[1] == ":")
 
 
 def outside_path_problems(config: Any, name: str) -> list[str]:
@@ -88,6 +107,13 @@ def outside_path_problems(config: Any, name: str) -> list[str]:
             problems.append(
                 f"model '{name}' names repository agent '{agent.name[:200]}': Triton looks an agent up as a folder "
                 "of its repoagents folder, and this name leads elsewhere (a shared library loaded unchecked)"
+            )
+    for key, parameter in sorted(config.parameters.items()):  # a backend's own settings naming files elsewhere
+        value = parameter.string_value
+        if key != EXECUTION_ENV_KEY and _PATH_KEY.search(key) and _leads_out(value):
+            problems.append(
+                f"model '{name}' sets parameter {key[:100]} to '{value[:200]}', a path out of its folder: the "
+                f"{config.backend or config.platform or 'model'} backend would read it (code or weights) unchecked"
             )
     env = config.parameters.get(EXECUTION_ENV_KEY)
     if env is not None and not inside_model_folder(env.string_value):

@@ -42,7 +42,7 @@ from .layout import (
     triton_version,
     version_numbers,
 )
-from .names import one_line, shell_special_chars
+from .names import one_line, shell_special_chars, shown
 from .scheduling import MAX_INSTANCE_COUNT
 from .sequence import STATES_PARAMETER
 from .validate_ensemble import (
@@ -626,13 +626,25 @@ def _warmup_problems(config: ModelConfig, name: str, model_dir: Path | None) -> 
     return problems
 
 
+def _resolved(folder: Path, name: str) -> Path | None:
+    """``folder / name`` resolved; None for a name no file can have (a NUL character) or a path through a loop."""
+    if "\x00" in name:
+        return None
+    try:
+        return (folder / name).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
 def _dims_compatible(given, expected) -> bool:
     return len(given) == len(expected) and all(e == WILDCARD_DIM or g == e for g, e in zip(given, expected))
 
 
 def _warmup_file_problems(model_dir: Path, key: str, value, where: str) -> list[str]:
     folder = (model_dir / WARMUP_DIR).resolve()
-    path = (folder / value.input_data_file).resolve()
+    path = _resolved(folder, value.input_data_file)
+    if path is None:
+        return [f"warmup data file '{shown(value.input_data_file)}' for input '{key}' is no file name ({where})"]
     if folder not in path.parents:
         return [f"warmup data file '{value.input_data_file}' for input '{key}' is outside {folder} ({where})"]
     if not path.is_file():
@@ -847,8 +859,12 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
         problems += _runner_io_problems(config, name, model_dir, loaded)
     for io in config.output:
         if io.label_filename:
-            path = (model_dir / io.label_filename).resolve()
-            if model_dir.resolve() not in path.parents:
+            path = _resolved(model_dir, io.label_filename)
+            if path is None:
+                problems.append(
+                    f"label file '{shown(io.label_filename)}' for output '{io.name}' in model '{name}' is no file name"
+                )
+            elif model_dir.resolve() not in path.parents:
                 problems.append(
                     f"label file path '{path}' for output '{io.name}' in model '{name}' is outside model directory"
                 )

@@ -15,6 +15,7 @@ name) and the tensor, so a user can find the line to fix.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
@@ -88,16 +89,34 @@ def _flow(config: ModelConfig) -> _Flow:
             writers.setdefault(step.output_map[key], []).append(index)
         for key in sorted(step.input_map):
             readers.setdefault(step.input_map[key], []).append(index)
-    ready = {t.name for t in config.input}
+    # Kahn's order, the lowest-numbered runnable step first: linear in the steps and maps (passes over every step
+    # until none changed took 98 s on a 2,700-step chain listed backwards, and hours on the 34,000 a config can hold)
+    ready: set[str] = set()
+    waiting = [len(set(step.input_map.values())) for step in steps]  # distinct tensors each step still waits on
+    readers_of: dict[str, set[int]] = {}
+    for index, step in enumerate(steps):
+        for tensor in set(step.input_map.values()):
+            readers_of.setdefault(tensor, set()).add(index)
+    runnable = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(runnable)
+
+    def made(tensor: str) -> None:
+        if tensor in ready:
+            return
+        ready.add(tensor)
+        for reader in readers_of.get(tensor, ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(runnable, reader)
+
+    for t in config.input:
+        made(t.name)
     ran: list[int] = []
-    progress = True
-    while progress:
-        progress = False
-        for index, step in enumerate(steps):
-            if index not in ran and all(t in ready for t in step.input_map.values()):
-                ran.append(index)
-                ready.update(step.output_map.values())
-                progress = True
+    while runnable:
+        index = heapq.heappop(runnable)
+        ran.append(index)
+        for tensor in steps[index].output_map.values():
+            made(tensor)
     return _Flow(writers, readers, ran, ready)
 
 
@@ -177,7 +196,7 @@ def _cycle_problems(steps: Sequence[Any], flow: _Flow, name: str) -> list[str]:
     """Steps that wait, directly or not, on their own outputs (strongly connected parts of the step graph)."""
     edges: dict[int, set[int]] = {i: set() for i in range(len(steps))}
     for tensor, readers in flow.readers.items():
-        for writer in flow.writers.get(tensor, []):
+        for writer in flow.writers.get(tensor, [])[:1]:  # a second writer is a problem of its own (written twice)
             edges[writer].update(readers)
     problems = []
     for component in _strongly_connected(edges):
@@ -201,36 +220,44 @@ def _cycle_problems(steps: Sequence[Any], flow: _Flow, name: str) -> list[str]:
 
 
 def _strongly_connected(edges: Mapping[int, Set[int]]) -> list[list[int]]:
-    """Tarjan's algorithm, iterative enough for the few steps an ensemble has."""
+    """Tarjan's algorithm without recursion (a 3,000-step chain exhausted Python's recursion limit)."""
     index: dict[int, int] = {}
     low: dict[int, int] = {}
     stack: list[int] = []
     on_stack: set[int] = set()
     components: list[list[int]] = []
-
-    def visit(node: int) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in sorted(edges[node]):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                component.append(top)
-                if top == node:
-                    break
-            components.append(component)
-
-    for node in sorted(edges):
-        if node not in index:
-            visit(node)
+    for root in sorted(edges):
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(sorted(edges[root])))]  # each node with the successors it has yet to look at
+        while work:
+            node, successors = work[-1]
+            nxt = next(successors, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(edges[nxt]))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:  # back in the caller: its low takes this node's
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    component.append(top)
+                    if top == node:
+                        break
+                components.append(component)
     return components
 
 

@@ -51,6 +51,7 @@ from .layout import (
     ROLLOUT_RECORD_MAX_BYTES,
     ROLLOUT_RECORD_NAME,
     TOP_LEVEL_FIX,
+    link_problems,
     misread_version_folders,
     misread_version_problem,
     top_level_problems,
@@ -225,6 +226,8 @@ def _check_model(model_dir: Path, allow_unverified: set[str], found: _Findings) 
     manifests = _manifests(model_dir, versions, found)
     if not manifests:
         if name in allow_unverified:
+            for problem in link_problems(model_dir.parent, model_dir):  # Triton follows these, unchecked by us too
+                found.add(problem, "copy the files into the model folder (no links out of the repository)")
             _check_unverified_bytecode(model_dir, found)
             return False
         if not versions:  # nothing Triton could load, and no manifest because its version folders are gone
@@ -299,7 +302,13 @@ def _check_config_paths(model_dir: Path, found: _Findings) -> None:
     that tritongen cannot read or parse is a problem: Triton may load it all the same (a non-UTF-8 byte in a
     comment, a config above tritongen's size bound, an enum number without a name), with settings unchecked."""
     path = model_dir / CONFIG_NAME
-    if not path.is_file() or path.is_symlink():
+    if path.is_symlink():  # Triton reads what it leads to, which this check would not have read
+        found.add(
+            f"the config of model '{model_dir.name}' is a symbolic link (to {one_line(os.readlink(path))[:120]})",
+            f"put the file itself at {model_dir.name}/{CONFIG_NAME}",
+        )
+        return
+    if not path.is_file():
         return
     try:
         config = config_from_file(path)
