@@ -220,3 +220,36 @@ def test_a_model_built_for_the_cpu_fails_no_lint_of_its_repository(tmp_path, cap
     (served.parent / "gone.bin").unlink()
     code, out = _lint_exit(tmp_path / "repo", capsys)
     assert code == 1 and "external-data" in out, out
+
+
+def _save_raw(path: Path, nodes, inputs, outputs, initializers) -> Path:
+    """Saved without onnx's checks (they would refuse what an attacker writes by hand)."""
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_crafted_initializers_and_q_dq_nodes_are_findings_not_tracebacks(tmp_path):
+    """Found by an attacker: an INT64 initializer whose data does not fill its dims ("cannot reshape"), one kept in
+    segments, a QuantizeLinear with one input and a DequantizeLinear with no output ended lint (and lint REPO, and
+    build --target tensorrt, which lint every model.onnx) in tracebacks."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    short = helper.make_tensor("short", TensorProto.INT64, [3], [1, 2, 3])
+    short.dims[0] = 1000  # 3 values for 1,000
+    segmented = helper.make_tensor("seg", TensorProto.INT64, [2], [1, 2])
+    segmented.segment.begin, segmented.segment.end = 0, 1
+    wide = helper.make_tensor("wide", TensorProto.INT64, [2], [2**40, 1])
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    path = _save_raw(tmp_path / "inits.onnx", [relu], [x], [y], [short, segmented, wide])
+    report = lint_from_onnx(path)
+    assert [f.message for f in report.findings if f.code == "int64-range"] == [
+        "initializer wide holds INT64 values beyond the INT32 range (clamped by TensorRT)"
+    ]
+    one_input = helper.make_node("QuantizeLinear", ["x"], ["q"], name="q1")
+    no_output = helper.make_node("DequantizeLinear", ["q", "s"], [], name="dq1")
+    scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s")
+    path = _save_raw(tmp_path / "qdq.onnx", [one_input, no_output, relu], [x], [y], [scale])
+    messages = [f.message for f in lint_from_onnx(path).findings if f.code == "qdq-arity"]
+    assert len(messages) == 2 and "QuantizeLinear 'q1' has 1 input(s) and 1 output(s)" in messages[0], messages

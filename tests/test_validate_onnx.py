@@ -820,3 +820,38 @@ def test_weights_kept_outside_the_version_folder_are_refused(tmp_path, location,
             f"1/model.onnx of model 'm' reads weights from '{location}', a path out of its version folder"
             in (problems[0])
         )
+
+
+def _external_weights_graph(locations: list[str]) -> bytes:
+    """A graph adding one external weight per location (no data written: only the graph is read)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights, nodes, last = [], [], "x"
+    for i, location in enumerate(locations):
+        weight = numpy_helper.from_array(np.ones(4, dtype=np.float32), f"W{i}")
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, text in (("location", location), ("offset", "0"), ("length", "16")):
+            weight.external_data.add(key=key, value=text)
+        weights.append(weight)
+        out = "y" if i == len(locations) - 1 else f"t{i}"
+        nodes.append(helper.make_node("Add", [last, f"W{i}"], [out]))
+        last = out
+    graph = helper.make_graph(nodes, "g", [value("x", 1, [4])], [value("y", 1, [4])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_an_outside_path_after_64_others_and_in_a_gpu_only_graph_is_still_refused(tmp_path):
+    """Found by an attacker: only the first 64 distinct locations were listed, so a 65th leading out of the folder
+    passed; and the graphs cc_model_filenames names (what a GPU of that capability loads) were never read."""
+    locations = [f"w{i}.bin" for i in range(64)] + ["../../../../tmp/evil.bin"]
+    text = PLAIN.replace('name: "p"', 'name: "m"')
+    repo = repository_with(tmp_path / "a", text, _external_weights_graph(locations))
+    problems = [p for p in validate_repository(repo).lines() if "reads weights from" in p]
+    assert problems and "'../../../../tmp/evil.bin'" in problems[0], problems
+    repo = repository_with(tmp_path / "b", text + 'cc_model_filenames { key: "9.0" value: "gpu.onnx" }\n', b"")
+    (repo / "m" / "1" / "model.onnx").write_bytes(_external_weights_graph(["model.onnx.data"]))
+    (repo / "m" / "1" / "gpu.onnx").write_bytes(_external_weights_graph(["../../../../tmp/evil.bin"]))
+    problems = [p for p in validate_repository(repo).lines() if "reads weights from" in p]
+    assert problems and "1/gpu.onnx of model 'm' reads weights from '../../../../tmp/evil.bin'" in problems[0]

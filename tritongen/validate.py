@@ -855,6 +855,9 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
     problems += graph_state_problems(config, name, model_dir, loaded)
     if done.backend == "onnxruntime":
         problems += _graph_io_problems(config, name, model_dir, loaded, done.filename)
+        for filename in sorted(set(config.cc_model_filenames.values())):  # what a GPU of that capability loads
+            if filename != done.filename and inside_version_folder(filename):
+                problems += _external_data_problems(config, name, model_dir, loaded, filename)
     elif done.backend == "python":
         problems += _runner_io_problems(config, name, model_dir, loaded)
     for io in config.output:
@@ -914,6 +917,22 @@ def _version_graph_problems(
         ]
         problems += check(config, name, graph, where)
     return problems
+
+
+def _external_data_problems(
+    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
+) -> list[str]:
+    """The problems of each loaded version's graph ``filename`` (one ``cc_model_filenames`` names) on its own: an
+    unreadable graph, external data out of its folder."""
+    return _version_graph_problems(
+        config,
+        name,
+        model_dir,
+        versions,
+        filename,
+        lambda folder: lambda config, name, graph, where: [],
+        ("is not a model the ONNX Runtime backend can load", "export it again or rebuild with tritongen"),
+    )
 
 
 def _graph_io_problems(

@@ -464,13 +464,15 @@ def external_tensors(model: Any) -> list[Any]:
 
 def _external_locations(model: Any) -> tuple[str, ...]:
     """The ``location`` of every tensor the graph keeps as external data (:func:`external_tensors`), distinct, in
-    the order met, at most :data:`MAX_EXTERNAL_LOCATIONS`."""
+    the order met, at most :data:`MAX_EXTERNAL_LOCATIONS`: those leading out of the model's folder first (the 65th
+    path of a graph, cut from the list, once passed the check that judges each listed one)."""
+    from .config_paths import inside_version_folder
+
     found: dict[str, None] = {}
     for tensor in external_tensors(model):
         found.setdefault(next((e.value for e in tensor.external_data if e.key == "location"), ""), None)
-        if len(found) >= MAX_EXTERNAL_LOCATIONS:
-            break
-    return tuple(found)
+    ordered = sorted(found, key=lambda location: inside_version_folder(location))  # stable: outside ones first
+    return tuple(ordered[:MAX_EXTERNAL_LOCATIONS])
 
 
 def _tensor_bytes(dims: Iterable[int], elem_type: int) -> int:

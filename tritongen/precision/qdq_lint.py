@@ -21,6 +21,9 @@ QDQ_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 _SHAPE_ONLY = ("Shape", "Size")  # read the shape, not the values: harmless
 
 
+MAX_QDQ_PARAM_ELEMENTS = 1 << 16  # a scale or zero point: one per channel at most
+
+
 def qdq_findings(model: Any) -> list[Finding]:
     """Findings for the Q/DQ nodes of ``model`` (an ``onnx.ModelProto``; weights need not be loaded)."""
     from onnx import TensorProto, numpy_helper
@@ -35,13 +38,29 @@ def qdq_findings(model: Any) -> list[Finding]:
     out: list[Finding] = []
 
     def small(name: str) -> np.ndarray | None:
+        """A scale or zero point: read only where it is small and whole (its dims and data agree)."""
         init = inits.get(name)
-        if init is None or init.data_location == TensorProto.EXTERNAL:
+        if init is None or init.data_location == TensorProto.EXTERNAL or init.HasField("segment"):
             return None
-        return numpy_helper.to_array(init)
+        if int(np.prod([max(int(d), 0) for d in init.dims], dtype=np.float64)) > MAX_QDQ_PARAM_ELEMENTS:
+            return None
+        try:
+            return numpy_helper.to_array(init)
+        except (ValueError, TypeError):  # data that does not fill its dims
+            return None
 
     for n in graph.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if len(n.input) < 2 or not n.input[0] or not n.input[1] or len(n.output) < 1 or not n.output[0]:
+            out.append(
+                Finding(
+                    "error",
+                    "qdq-arity",
+                    f"{n.op_type} '{n.name}' has {len(n.input)} input(s) and {len(n.output)} output(s): it takes "
+                    "an input and a scale (and a zero point) and gives one output",
+                )
+            )
             continue
         label = f"{n.op_type} '{n.name or n.output[0]}'"
         zero = small(n.input[2]) if len(n.input) > 2 and n.input[2] else None
