@@ -254,6 +254,17 @@ def test_bad_input_is_one_error_and_writes_nothing(trt_repo, ensemble_repo, tmp_
             ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "c"), "--extra-package", "sklearn"],
             "IMPORT=REQUIREMENT",
         ),
+        # found by an attacker: the last of two pins won silently; a version pip refuses passed into the Dockerfile
+        "--extra-package twice": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "f")]
+            + ["--extra-package", "sklearn=scikit-learn==1.5.2", "--extra-package", "sklearn=scikit-learn==1.4.0"],
+            "--extra-package names sklearn twice, as scikit-learn==1.5.2 and scikit-learn==1.4.0",
+        ),
+        "--extra-package with no version": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "g")]
+            + ["--extra-package", "sklearn=scikit-learn==!+-"],
+            "is not a pinned requirement",
+        ),
     }
     for what, (args, words) in cases.items():
         code, _, err = run_cli(args, capsys)

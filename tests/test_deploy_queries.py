@@ -318,3 +318,11 @@ def test_a_prometheus_answer_is_read_within_its_bound(monkeypatch, tmp_path):
             prom.query("up")
     finally:
         server.shutdown()
+
+
+def test_the_unmeasured_target_of_a_huge_config_is_capped():
+    """Found by an attacker: max_batch_size 2**31 - 1 over 17,000 instance groups made an autoscaling target past
+    2**63 milli-units (a Kubernetes quantity that never scales), which the bundle's checks passed."""
+    t = unmeasured_thresholds("m", max_batch_size=2**31 - 1, instances=17_000 * 256)
+    assert t.target_in_flight == 4096 and "capped at 4096" in t.source
+    assert unmeasured_thresholds("m", max_batch_size=8, instances=2).target_in_flight == 16

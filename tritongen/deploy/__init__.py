@@ -155,6 +155,11 @@ def extra_packages_from_args(values: Any) -> dict[str, str]:
                 f"--extra-package '{value}' is not IMPORT=REQUIREMENT",
                 "write the import name, '=' and a pinned requirement: --extra-package sklearn=scikit-learn==1.5.2",
             )
+        if out.get(module, requirement) != requirement:  # the last one silently won
+            raise TritongenError(
+                f"--extra-package names {module} twice, as {out[module]} and {requirement}",
+                f"give {module} one requirement",
+            )
         out[module] = requirement
     return out
 

@@ -74,6 +74,18 @@ class ServingPackages:
         return tuple(sorted({m for model in self.imports for m in model.modules} - self.provided_by_image))
 
 
+def _valid_version(text: str) -> bool:
+    """Whether pip takes ``text`` as a version (PEP 440): ``==!+-`` passed the pattern and failed the image's
+    pip install."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
 def _requirement_name(requirement: str) -> str:
     """The package a requirement names, normalized as PyPI does (PEP 503: ``Scikit_Learn`` is ``scikit-learn``)."""
     return re.sub(r"[-_.]+", "-", re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0]).lower()
@@ -160,7 +172,7 @@ def serving_packages_from_repository(repo: Path, extra_packages: Mapping[str, st
     """
     extra = dict(extra_packages or {})
     for module, requirement in extra.items():
-        if not _REQUIREMENT_RE.fullmatch(requirement):
+        if not _REQUIREMENT_RE.fullmatch(requirement) or not _valid_version(requirement.partition("==")[2]):
             example = one_line(re.split(r"[=<>!~\s]", requirement)[0])
             raise TritongenError(
                 f"--extra-package {one_line(module)}={one_line(requirement)} is not a pinned requirement",

@@ -47,6 +47,7 @@ DEFAULT_MAX_REPLICAS = 4
 MAX_REPLICAS = 10_000  # a replica count past this is a mistake in the inputs, not a fleet
 MAX_EXIT_TIMEOUT_S = 3600  # the grace period for requests in flight at shutdown, however slow the slowest was
 MAX_TUNE_RECORD_BYTES = 16 << 20  # tune.json: every trial of a search, a few hundred KiB at most
+MAX_UNMEASURED_TARGET = 4096  # the default target where nothing was measured: the most perf keeps in flight
 MAX_TARGET_IN_FLIGHT = 1e6  # requests in flight per replica: perf keeps at most 4096 in flight from one client
 MAX_KNOB_VALUES_SHOWN = 8  # preferred batch sizes a caution names (a crafted record listed 700,000)
 MAX_LOAD_TIME_S = 86_400  # a day: a model that takes longer to load is a mistake in the record, not a model
@@ -379,11 +380,13 @@ def unmeasured_thresholds(
     without a measured capacity per replica none sizes the replicas."""
     check_model_name(model)
     slo = slo_p99_ms if slo_p99_ms is not None else DEFAULT_SLO_P99_MS
-    target = float(max(1, max_batch_size) * max(1, instances))
+    full = max(1, max_batch_size) * max(1, instances)
+    target = float(min(full, MAX_UNMEASURED_TARGET))  # a config's 2**31 x 17,000 overflowed a Kubernetes quantity
+    capped = f", capped at {MAX_UNMEASURED_TARGET}" if full > MAX_UNMEASURED_TARGET else ""
     return Thresholds(
         model=model,
         measured=False,
-        source="unmeasured: defaults from config.pbtxt (one full batch per instance in flight)",
+        source=f"unmeasured: defaults from config.pbtxt (one full batch per instance in flight{capped})",
         slo_p99_ms=slo,
         target_in_flight=target,
         queue_alert_us=slo * 1000.0 / 2,
