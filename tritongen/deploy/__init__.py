@@ -147,7 +147,7 @@ def extra_packages_from_args(values: Any) -> dict[str, str]:
         return dict(values)
     if isinstance(values, str):
         values = (values,)  # one IMPORT=REQUIREMENT, not its letters
-    out = {}
+    out: dict[str, str] = {}
     for value in values:
         module, sep, requirement = value.partition("=")
         if not sep or not module or not requirement or not module.isidentifier():
