@@ -134,6 +134,9 @@ def _spec(kind: str, tmp_path: Path, **given: Any) -> Any:
         ("perf", {"stability_pct": -1.0}, "perf option stability_pct=-1.0 is negative"),
         ("perf", {"max_in_flight": 0}, "perf option max_in_flight=0 is below 1"),
         ("infer", {"timeout_s": -1.0}, "infer option timeout_s=-1.0 is not above 0"),
+        # past ~9.2e9 s a socket's timeout overflowed: every request failed as a "bad response" from the server
+        ("perf", {"timeout_s": 1e10}, "perf option timeout_s=10000000000.0 is more than a day"),
+        ("serve", {"ready_timeout_s": 1e6}, "serve option ready_timeout_s=1000000.0 is more than a day"),
         ("infer", {"chunk_size": -1, "sequence": True}, "--chunk-size -1 is below 1"),
         ("infer", {"sequence_id": -1}, "--sequence-id -1 is below 1"),
         ("serve", {"ready_timeout_s": float("nan")}, "serve option ready_timeout_s=nan is not a finite number"),

@@ -151,3 +151,18 @@ def test_a_wav_given_as_samples_points_at_infer_sequence(tmp_path):
     with pytest.raises(TritongenError) as err:
         arrays_from_npz(tmp_path / "speech.wav")
     assert "it is a WAV audio file" in err.value.problem and "--sequence --input-file" in err.value.fix
+
+
+def test_a_shape_of_booleans_is_one_error_line(tmp_path):
+    """Found by an attacker: numpy's header parser takes (True, 16) (a bool is an int to isinstance), and the
+    reshape then raised TypeError out of build --calib-data, perf --input-data, infer --input-file and
+    build --sample-inputs."""
+    odd = _npy("<f4", (True, 16), np.zeros(16, "<f4").tobytes())  # type: ignore[arg-type]
+    (tmp_path / "bool.npy").write_bytes(odd)
+    with zipfile.ZipFile(tmp_path / "bool.npz", "w") as zf:
+        zf.writestr("x.npy", odd)
+    for name in ("bool.npy", "bool.npz"):
+        with pytest.raises(TritongenError, match=r"has a shape that is not whole numbers \(\(True, 16\)\)"):
+            arrays_from_npz(tmp_path / name)
+    code, out, err = _run(["infer", "double", "--url", "127.0.0.1:9", "--input-file", str(tmp_path / "bool.npz")])
+    _assert_one_clean_line("bool shape", code, out, err, ("bool.npz", "not whole numbers"))

@@ -485,3 +485,25 @@ def test_text_calibration_without_a_tokenizer_is_refused_before_the_export(tmp_p
         assert not lines and not (tmp_path / "repo").exists()  # no stage began, nothing was made
         if "tokenizer" in problem:
             assert "an ensemble NAME of NAME_preprocess -> NAME_model -> NAME_postprocess" in err.value.fix
+
+
+def test_the_reference_check_takes_rows_of_several_lengths_a_constant_flag_and_names_a_nan(tmp_path):
+    """Found by an attacker: held-out batches of two lengths (the README's folder of .npz files for several sizes)
+    ended every INT8/FP16 build in a traceback (np.concatenate of rows of two widths); a model with a constant
+    validity flag beside a varying output could never be built in INT8 (no data can vary a constant); and a NaN in
+    the FP32 answers was blamed on the variant."""
+    from tritongen.errors import TritongenError
+    from tritongen.precision.stage import check_references_differ
+
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib"
+    varying = [(rng.standard_normal((32, 24)),), (rng.standard_normal((32, 40)),)]
+    check_references_differ(["y"], varying, calib)
+    with_flag = [(rng.standard_normal((8, 4)), np.ones((8, 4))) for _ in range(2)]
+    check_references_differ(["y", "valid"], with_flag, calib)
+    constant = [(np.ones((8, 4)), np.zeros((8, 2))) for _ in range(2)]
+    with pytest.raises(TritongenError, match=r"with the same 'y' \(16 rows\), and so in every other output"):
+        check_references_differ(["y", "valid"], constant, calib)
+    nan = [(np.array([[1.0, np.nan], [2.0, 3.0]]),)]
+    with pytest.raises(TritongenError, match="answers NaN or Inf in 'y' on held-out samples"):
+        check_references_differ(["y"], nan, calib)

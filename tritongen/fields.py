@@ -64,6 +64,7 @@ def check_fields(
 
 
 _UNIT_SUFFIXES = ("_s", "_ms", "_us", "_pct")
+MAX_TIMEOUT_S = 86400.0  # any timeout: a day (a socket's or gRPC's deadline overflows far above)
 
 
 def _check_number(value: Any, name: str, what: str) -> None:
@@ -79,6 +80,10 @@ def _check_number(value: Any, name: str, what: str) -> None:
             raise TritongenError(f"{what} option {shown_value} is not a finite number", "pass a number")
         if name.endswith("timeout_s") and item <= 0:
             raise TritongenError(f"{what} option {shown_value} is not above 0", "pass a timeout in seconds, e.g. 30")
+        if name.endswith("timeout_s") and item > MAX_TIMEOUT_S:  # past ~9.2e9 s a socket's timeout overflows
+            raise TritongenError(
+                f"{what} option {shown_value} is more than a day", f"pass a timeout in seconds up to {MAX_TIMEOUT_S:g}"
+            )
         if name.endswith(_UNIT_SUFFIXES) and item < 0:
             raise TritongenError(f"{what} option {shown_value} is negative", "pass 0 or more")
 

@@ -156,6 +156,11 @@ def _npy_header(head: bytes, size_bytes: int, path: Path, what: str) -> tuple[tu
         )
     if dtype.itemsize == 0:
         raise TritongenError(f"sample file {path}: {what} has dtype {dtype} with no bytes per item", _NPZ_FIX)
+    if not all(type(dim) is int for dim in shape):  # literal_eval's (True, 16): bool is an int to isinstance
+        raise TritongenError(
+            f"cannot read sample file {path}: {what} has a shape that is not whole numbers ({str(shape)[:80]})",
+            _NPZ_FIX,
+        )
     if any(dim < 0 for dim in shape):
         raise TritongenError(
             f"cannot read sample file {path}: {what} has a negative dimension in shape {list(shape)}", _NPZ_FIX

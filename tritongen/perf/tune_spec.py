@@ -19,6 +19,9 @@ CONCURRENCY_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TUNE_RECORD = "tune.json"
 
 
+MAX_P99_BOUND_MS = 60_000.0  # a p99 bound: a request a minute is no latency target
+
+
 @dataclass(frozen=True)
 class Candidate:
     """The knobs tune turns. ``preferred`` is a tuple of preferred batch sizes (empty: none)."""
@@ -108,6 +111,11 @@ class TuneSpec:
             raise TritongenError(  # a winner above the bound failed validation after the whole search
                 f"--max-instances {self.max_instances} is not from 1 to {MAX_INSTANCE_COUNT}",
                 f"give the largest instance count to try, 1 to {MAX_INSTANCE_COUNT} (leave it out for the default)",
+            )
+        if self.max_p99_ms > MAX_P99_BOUND_MS:  # a 300-digit target in its notes, for no search it could run
+            raise TritongenError(
+                f"--max-p99-ms {self.max_p99_ms:g} is more than a minute",
+                f"give the p99 latency bound in milliseconds, up to {MAX_P99_BOUND_MS:g}",
             )
         if not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
             raise TritongenError(

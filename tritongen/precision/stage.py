@@ -44,19 +44,42 @@ def check_ids_within_tables(bounds: Mapping[str, int], batches: Sequence[Mapping
 
 
 def check_references_differ(names: Sequence[str], reference: Sequence[Sequence[Any]], calib_data: Path) -> None:
-    """Refuse held-out samples on which the FP32 model answers one and the same thing (every attention mask 0, all
-    padding): the guard would compare a constant and pass any variant, however far it answers on real inputs."""
+    """Refuse held-out samples on which the FP32 model answers one and the same thing in every output (every
+    attention mask 0, all padding): the guard would compare constants and pass any variant, however far it answers
+    on real inputs. One output constant by design (a validity flag) beside others that vary is compared like them.
+    Refuse, too, a reference that is NaN or Inf: the variant would be blamed for the FP32 model's answer. Rows may
+    differ in shape (samples of several lengths): they then differ."""
+    constant: list[tuple[str, int]] = []
+    judged = 0
     for i, name in enumerate(names):
-        rows = [np.asarray(batch[i]) for batch in reference if batch[i] is not None and np.asarray(batch[i]).ndim]
-        stacked = np.concatenate([r.reshape(r.shape[0], -1) for r in rows]) if rows else None
-        if stacked is None or stacked.shape[0] < 2 or not np.issubdtype(stacked.dtype, np.number):
+        rows = [row for batch in reference if batch[i] is not None for row in _rows(batch[i])]
+        if len(rows) < 2 or not all(np.issubdtype(r.dtype, np.number) for r in rows):
             continue
-        if np.all(stacked == stacked[0]):
+        judged += 1
+        if any(np.issubdtype(r.dtype, np.inexact) and not np.all(np.isfinite(r)) for r in rows):
             raise TritongenError(
-                f"the FP32 model answers every held-out sample of --calib-data {calib_data} with the same '{name}' "
-                f"({stacked.shape[0]} rows): the accuracy guard would compare a constant and pass any variant",
-                "pass calibration data the model answers differently (real inputs; not all padding, nor masks of 0)",
+                f"the FP32 model answers NaN or Inf in '{name}' on held-out samples of --calib-data {calib_data}: "
+                "the accuracy guard cannot compare a variant with that",
+                "pass calibration data in the range the model takes (its own FP32 answers must be finite)",
             )
+        first = rows[0]
+        if all(r.shape == first.shape and np.array_equal(r, first) for r in rows[1:]):
+            constant.append((name, len(rows)))
+    if judged and len(constant) == judged:
+        name, count = constant[0]
+        raise TritongenError(
+            f"the FP32 model answers every held-out sample of --calib-data {calib_data} with the same '{name}' "
+            f"({count} rows)"
+            + (", and so in every other output" if judged > 1 else "")
+            + ": the accuracy guard would compare constants and pass any variant",
+            "pass calibration data the model answers differently (real inputs; not all padding, nor masks of 0)",
+        )
+
+
+def _rows(batch: Any) -> list[np.ndarray]:
+    """A batch's rows (its first axis); none for a 0-d answer."""
+    array = np.asarray(batch)
+    return list(array) if array.ndim else []
 
 
 def precision_from_build(
