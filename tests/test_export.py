@@ -304,3 +304,33 @@ def test_a_dim_range_the_model_does_not_take_is_named_in_the_fix(tmp_path, expor
         )  # fmt: skip
     assert err.value.fix.startswith(words), err.value.fix
     assert not (tmp_path / "m").exists()
+
+
+def test_the_cleaned_graph_names_every_node_once(tmp_path):
+    """Found by an attacker: an ONNX file's three unnamed Gemms were one "layer" to the precision guard (1/1 weighted
+    ops in INT8, a per-layer fallback that could never work, blank layer names in its report)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tritongen.export import cleaned_onnx_from_onnx
+
+    inits, nodes, last = [], [], "x"
+    for i in range(3):
+        inits.append(numpy_helper.from_array(np.eye(4, dtype=np.float32) * (i + 1), f"W{i}"))
+        out = "y" if i == 2 else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [last, f"W{i}"], [out], name="" if i < 2 else "Gemm_0"))
+        last = out
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, cleaned = cleaned_onnx_from_onnx(model, tmp_path / "out")
+    names = [n.name for n in cleaned.graph.node]
+    assert len(names) == 3 and all(names) and len(set(names)) == 3, names
+    assert "Gemm_0" in names  # a name the file gave is kept
+    assert onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node[0].name == names[0]

@@ -484,6 +484,7 @@ def cleaned_onnx_from_onnx(
     cleaned.opset_import.extend(model.opset_import)
     if name_batch:
         _name_batch_symbol(cleaned)
+    _name_every_node(cleaned)
     dst_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = dst_dir / ONNX_FILENAME
     (dst_dir / ONNX_DATA_FILENAME).unlink(missing_ok=True)  # onnx appends to an existing external data file
@@ -514,6 +515,22 @@ def cleaned_onnx_from_onnx(
     except Exception:
         pass
     return onnx_path, skeleton
+
+
+def _name_every_node(model: Any) -> None:
+    """Give each unnamed node (and each that repeats an earlier name) a name of its own: the precision guard
+    counts, falls back and reports layers by name, and an ONNX file's unnamed Gemms were one "layer" holding the
+    whole model (its per-layer fallback could never work, its report named blank layers)."""
+    taken = {node.name for node in model.graph.node if node.name}
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            name, number = f"{node.op_type}_{index}", 1
+            while name in taken:
+                name, number = f"{node.op_type}_{index}_{number}", number + 1
+            node.name = name
+            taken.add(name)
+        seen.add(node.name)
 
 
 def _passes_checker(path: Path) -> bool:
