@@ -507,3 +507,19 @@ def test_the_reference_check_takes_rows_of_several_lengths_a_constant_flag_and_n
     nan = [(np.array([[1.0, np.nan], [2.0, 3.0]]),)]
     with pytest.raises(TritongenError, match="answers NaN or Inf in 'y' on held-out samples"):
         check_references_differ(["y"], nan, calib)
+
+
+def test_min_top1_without_a_class_output_is_refused_before_the_guard_runs(tmp_path):
+    """Found by an attacker: every attempt of the guard (and its sensitivity pass) ran, then failed with "--min-top1
+    is set but no output is shaped [batch, classes]" and a fix about calibration data."""
+    from tests.test_bad_input import _assert_one_clean_line, _run
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(16, 1).eval()), str(path))
+    argv = ["build", str(path), "--input", "x:FP32:16", "--max-batch-size", "8", "--repo", str(tmp_path / "r")]
+    code, out, err = _run([*argv, "--target", "onnxruntime", "--precision", "fp16", "--min-top1", "0.9"])
+    _assert_one_clean_line(
+        "top-1 of no classes", code, out, err, ("no output of the model is shaped", "leave --min-top1")
+    )
+    assert "attempt" not in err and not (tmp_path / "r").exists()

@@ -134,6 +134,12 @@ def precision_from_build(
         ) from None
     if spec.calib_data is not None:
         check_references_differ(outputs, reference, spec.calib_data)
+    if spec.min_top1 is not None and not any(_has_classes(reference, i) for i in range(len(outputs))):
+        raise TritongenError(  # found only after every attempt of the guard, with a fix about calibration data
+            f"--min-top1 is set, but no output of the model is shaped [batch, classes] ({', '.join(outputs)}): "
+            "top-1 agreement has nothing to compare",
+            "leave --min-top1 out (the cosine bar, --min-cosine, judges these outputs)",
+        )
     # the samples the build saves, which infer --check sends: held-out calibration rows (data like the guard's),
     # else the build's last parity samples (a text ensemble's sentences, --sample-inputs); the guard holds the
     # variant to its bar on them too, so that the build's own check agrees with its guard
@@ -164,6 +170,12 @@ def precision_from_build(
     if not saves_heldout:
         return result  # real samples given (a text ensemble's sentences, --sample-inputs) stay the check's
     return dataclasses.replace(result, check_sample=(data.eval[0], reference[0]))
+
+
+def _has_classes(reference: Sequence[Sequence[Any]], index: int) -> bool:
+    """Whether output ``index`` is ``[batch, classes]`` in every reference batch (what top-1 agreement compares)."""
+    shapes = [np.shape(batch[index]) for batch in reference if batch[index] is not None]
+    return bool(shapes) and all(len(shape) == 2 and shape[1] > 1 for shape in shapes)
 
 
 def _within_profile(spec: Any, arrays: Any) -> bool:
