@@ -199,6 +199,12 @@ def test_calibration_cache_is_reused_while_model_and_data_are_unchanged(tmp_path
         src, tmp_path / "c", calibration_data_from_path(tmp_path / "changed.npz", X, True, 16), "percentile"
     )
     assert new.cache_path != first.cache_path and not new.cache_hit
+    # a damaged entry (a truncated write, found by an attacker) failed every rebuild, naming the calibration samples:
+    # it is calibrated again and rewritten
+    first.cache_path.write_text(first.cache_path.read_text()[:100])
+    mended = int8_onnx_from_onnx(src, tmp_path / "d", data, "percentile")
+    assert mended.cache_path == first.cache_path and not mended.cache_hit
+    assert int8_onnx_from_onnx(src, tmp_path / "e", data, "percentile").cache_hit
     assert (
         data.calib_samples == 360 and first.calib_samples == 352
     )  # histogram methods need one batch shape: tail dropped

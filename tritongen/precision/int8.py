@@ -87,6 +87,43 @@ def cache_dir() -> Path:
     return cache_root() / "calibration"
 
 
+MAX_CACHE_ENTRY_BYTES = 64 << 20  # one calibration's tensor ranges (a few MB for the largest models here)
+
+
+def _usable_cache_entry(path: Path) -> bool:
+    """Whether ``path`` holds a calibration ONNX Runtime can read back: a regular file, not a link, of bounded size,
+    a JSON object. Anything else there (a truncated write, a FIFO, a link) is removed, and calibration runs again:
+    a damaged entry failed every rebuild with "check that the calibration samples are valid inputs"."""
+    import json
+    import stat
+
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise TritongenError(f"cannot read the calibration cache {path}: {exc.strerror or exc}", _CACHE_FIX) from None
+    if stat.S_ISREG(info.st_mode) and info.st_size <= MAX_CACHE_ENTRY_BYTES:
+        try:
+            if isinstance(json.loads(path.read_bytes()), dict):
+                return True
+        except (OSError, ValueError):
+            pass
+    try:
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as exc:
+        raise TritongenError(
+            f"the calibration cache entry {path} is damaged and cannot be removed ({exc.strerror or exc})", _CACHE_FIX
+        ) from None
+    return False
+
+
+_CACHE_FIX = "remove it (or the folder $TRITONGEN_CACHE_DIR names) and build again"
+
+
 def onnx_digest(src: Path) -> str:
     """sha256 of the ONNX file and its external data."""
     h = hashlib.sha256()
@@ -254,7 +291,7 @@ def _quantize(
         ).encode()
     ).hexdigest()[:32]
     cache_path = cache_dir() / f"{key}.json"
-    hit = cache_path.is_file()
+    hit = _usable_cache_entry(cache_path)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
