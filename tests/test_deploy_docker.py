@@ -640,3 +640,17 @@ def test_the_deploy_command_serve_docker_suggests_carries_the_checks_options(tmp
     assert steps.command is None and steps.deploy_command is not None, steps.text()
     words = shlex.split(steps.deploy_command)
     assert words[words.index("--allow-unverified") + 1] == "double"
+
+
+def test_a_bundle_written_through_a_link_mounts_the_repository_it_names(trt_repo, tmp_path, capsys):
+    """Found by an attacker: with --out lnk/d8 and lnk -> deep/a/b, compose.yaml mounted ../../repo, computed from
+    the link's path against the repository's real one: from the real folder it named a folder that is not there."""
+    (tmp_path / "deep" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(tmp_path / "deep" / "a" / "b")
+    for out in (tmp_path / "lnk" / "d8", tmp_path / "plain"):
+        code, _, err = run_cli(["deploy", str(trt_repo), "--to", "docker", "--out", str(out)], capsys)
+        assert code == 0, err
+        volume = yaml.safe_load((out / "compose.yaml").read_text())["services"]["triton"]["volumes"][0]
+        default = volume[len("${TRITONGEN_REPOSITORY:-") : -len("}:/models:ro")]
+        for base in (out, out.resolve()):  # joined by name (compose) and followed on disk (a shell there)
+            assert Path(os.path.normpath(base / default)).resolve() == trt_repo.resolve(), (base, default)

@@ -1455,3 +1455,16 @@ def test_quantities_are_read_as_kubernetes_writes_them():
         assert _quantity_value(text) == pytest.approx(value), text
     for text in ("x", "1.5.5", "2GB", ""):
         assert _quantity_value(text) is None, text
+
+
+def test_a_dollar_in_the_model_path_reaches_triton_as_written():
+    """Found by an attacker: the kubelet expands $(NAME) in container args, so --model-uri
+    's3://bucket/models$(LD_PRELOAD)' named another folder in the pod; $$ is the kubelet's escape for one $."""
+    from tritongen.deploy.kubernetes import triton_args
+    from tritongen.deploy.thresholds import unmeasured_thresholds
+
+    args = triton_args("s3://bucket/models$(LD_PRELOAD)", unmeasured_thresholds("m", max_batch_size=8, instances=1))
+    assert "--model-repository=s3://bucket/models$$(LD_PRELOAD)" in args
+    assert "--model-repository=/models" in triton_args(
+        "/models", unmeasured_thresholds("m", max_batch_size=8, instances=1)
+    )

@@ -154,6 +154,17 @@ def _triton_command(host: str) -> list[str]:
 MOUNT_PATH_REFUSED = "$}:"
 
 
+def _repository_from(out: Path, repo: Path) -> str:
+    """The path compose mounts the repository from: relative to the bundle folder where that reads the same whether
+    joined by name (compose joins ``..`` to the path given) or followed on disk (a shell in the real folder); an
+    ``--out`` through a link makes the two differ, and then the repository's absolute path is used."""
+    real_out = out.parent.resolve() / out.name
+    relative = os.path.relpath(repo, real_out)
+    if os.path.normpath(os.path.join(out, relative)) == str(repo):
+        return relative
+    return str(repo)
+
+
 def _mount_path(relative: str) -> str:
     """The repository's path relative to ``out`` (compose's default mount and the README's), refused when the
     compose file cannot hold it as it is."""
@@ -204,7 +215,7 @@ def docker_bundle_from_repository(
     triton_image = TRITON_IMAGE.format(release=release)
     tensorrt_image = TENSORRT_IMAGE.format(release=release) if pending else None
     externally_managed = ubuntu >= "24.04"  # PEP 668 marker on Ubuntu 24.04's Python
-    repo_default = _mount_path(os.path.relpath(repo, out))
+    repo_default = _mount_path(_repository_from(out, repo))
     repo_mount = f"${{{REPOSITORY_ENV}:-{repo_default}}}"
     files: dict[str, str | bytes | Path] = {}
     described: list[tuple[str, str]] = []

@@ -135,9 +135,12 @@ def _affinity(cc: tuple[str, ...]) -> dict[str, Any]:
 
 
 def triton_args(model_path: str, t: Thresholds) -> list[str]:
+    """tritonserver's command line in the pod. The kubelet expands ``$(NAME)`` in a container's args to that
+    environment variable and reads ``$$`` as one ``$``: each ``$`` of the path is doubled, so Triton gets the
+    path as given (``s3://bucket/models$(LD_PRELOAD)`` named another folder)."""
     return [
         "tritonserver",
-        f"--model-repository={model_path}",
+        f"--model-repository={model_path.replace('$', '$$')}",
         "--metrics-config=summary_latencies=true",
         f"--exit-timeout-secs={t.exit_timeout_s}",
         "--strict-readiness=true",
