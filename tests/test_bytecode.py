@@ -46,3 +46,28 @@ def test_an_optimised_cache_is_checked_at_its_own_level(tmp_path):
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     assert bytecode_problem(pyc, source, digest, tag, level, [str(source)]) is None
     assert bytecode_problem(pyc, source, digest, tag, 0, [str(source)]) == "is not the bytecode of its verified source"
+
+
+def test_a_cache_whose_header_names_another_source_or_a_huge_one_is_refused_without_compiling(tmp_path):
+    """Found by an attacker: 116 bytes of fake cache beside 16 MiB of source were compared by compiling the source
+    three times (54 s, 7 GB); the header (PEP 552) says which source a cache is of, in 16 bytes."""
+    source = tmp_path / "model.py"
+    source.write_text("VALUE = 1\n")
+    pyc = tmp_path / "__pycache__" / f"model.{sys.implementation.cache_tag}.pyc"
+    for mode in (py_compile.PycInvalidationMode.TIMESTAMP, py_compile.PycInvalidationMode.CHECKED_HASH):
+        py_compile.compile(str(source), cfile=str(pyc), doraise=True, invalidation_mode=mode)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        assert bytecode_problem(pyc, source, digest, sys.implementation.cache_tag, 0, [str(source)]) is None
+        data = bytearray(pyc.read_bytes())
+        data[12] ^= 1  # another size (or hash) in the header, the code itself unchanged
+        pyc.write_bytes(bytes(data))
+        problem = bytecode_problem(pyc, source, digest, sys.implementation.cache_tag, 0, [str(source)])
+        assert problem is not None and "its header records another source" in problem
+    big = tmp_path / "big.py"
+    big.write_bytes(b"X = 1\n" * ((9 << 20) // 6))
+    header = importlib.util.MAGIC_NUMBER + bytes(8) + (len(big.read_bytes()) & 0xFFFFFFFF).to_bytes(4, "little")
+    fake = tmp_path / "__pycache__" / f"big.{sys.implementation.cache_tag}.pyc"
+    fake.write_bytes(header + b"\xe3" + bytes(99))
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    problem = bytecode_problem(fake, big, digest, sys.implementation.cache_tag, 0, [str(big)])
+    assert problem is not None and "more than the 8 MiB compared with its bytecode" in problem

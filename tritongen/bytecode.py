@@ -24,6 +24,7 @@ from .manifest import open_regular
 
 PYCACHE = "__pycache__"
 MAX_PYC_BYTES = 64 << 20
+MAX_COMPILED_SOURCE_BYTES = 8 << 20  # a source compiled to compare with its cache (a generated model.py: KBs)
 _HEADER_BYTES = 16
 # NAME.TAG[.opt-N].pyc: the stem as short as the rest allows (a greedy one read model.cpython-311.opt-1.pyc as the
 # source model.cpython-311.py under the tag opt-1), as importlib.util.source_from_cache splits it; a source name with
@@ -44,6 +45,17 @@ def cached_source(rel: str) -> tuple[str, str, int] | None:
     if match is None:
         return None
     return "/".join([*parts[:-2], f"{match['stem']}.py"]), match["tag"], int(match["opt"] or 0)
+
+
+def _header_matches(data: bytes, text: bytes) -> bool:
+    """Whether the pyc header (PEP 552) names ``text``: its size (a timestamp-based cache) or its SipHash (a
+    hash-based one)."""
+    if len(data) < _HEADER_BYTES:
+        return False
+    flags = int.from_bytes(data[4:8], "little")
+    if flags & 1:  # hash-based
+        return data[8:16] == importlib.util.source_hash(text)
+    return int.from_bytes(data[12:16], "little") == len(text) & 0xFFFFFFFF
 
 
 def _read(path: Path, limit_bytes: int) -> bytes:
@@ -76,6 +88,13 @@ def bytecode_problem(
         return "is bytecode of a source that does not match its manifest"
     if len(data) > MAX_PYC_BYTES or data[:4] != importlib.util.MAGIC_NUMBER:
         return "is not bytecode of this Python"
+    if not _header_matches(data, text):  # before any compile: an attacker's 116 bytes beside 16 MiB of source
+        return "is not the bytecode of its verified source (its header records another source)"
+    if len(text) > MAX_COMPILED_SOURCE_BYTES:  # each compile of 16 MiB took seconds and GBs
+        return (
+            f"is the cache of a source of {len(text) >> 20} MiB, more than the {MAX_COMPILED_SOURCE_BYTES >> 20} MiB "
+            "compared with its bytecode"
+        )
     for filename in (_PLACEHOLDER, *dict.fromkeys(filenames)):
         try:
             code = compile(text, filename, "exec", dont_inherit=True, optimize=optimize)
