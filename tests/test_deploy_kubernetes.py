@@ -1468,3 +1468,39 @@ def test_a_dollar_in_the_model_path_reaches_triton_as_written():
     assert "--model-repository=/models" in triton_args(
         "/models", unmeasured_thresholds("m", max_batch_size=8, instances=1)
     )
+
+
+@pytest.mark.parametrize("target", ["kubernetes", "docker"])
+def test_a_config_and_manifest_rewritten_after_the_signature_check_are_not_deployed(
+    work, tmp_path, capsys, monkeypatch, target
+):
+    """Found by an attacker: the signature was checked, then the manifests on a second read: a config.pbtxt and its
+    manifest rewritten between the two gave a bundle the rewritten config's thresholds (max_batch_size 4096)."""
+    import hashlib
+
+    from tests.keys import write_key_pair
+    from tritongen import signing
+    from tritongen.signing import sign_repository
+
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    private, public = write_key_pair(tmp_path)
+    sign_repository(repo, private)
+    real = signing.check_signature
+
+    def then_rewritten(*args, **kwargs):
+        found = real(*args, **kwargs)
+        config = repo / "double" / "config.pbtxt"
+        text = config.read_text().replace("max_batch_size: 8", "max_batch_size: 4096")
+        config.write_text(text)
+        manifest = repo / "double" / "1" / "tritongen" / "manifest.json"
+        data = json.loads(manifest.read_text())
+        data["files"]["config.pbtxt"] = hashlib.sha256(text.encode()).hexdigest()
+        manifest.write_text(json.dumps(data))
+        return found
+
+    monkeypatch.setattr(signing, "check_signature", then_rewritten)
+    args = ["deploy", str(repo), "--to", target, "--public-key", str(public), "--out", str(tmp_path / "out")]
+    code, out, err = run_cli(args, capsys)
+    assert code == 1 and "changed after the repository's signature was checked" in err, err
+    assert not (tmp_path / "out").exists()

@@ -1007,13 +1007,16 @@ def deploy(repo: PathLike, *, to: str, out: PathLike, **options: Any) -> Any:
     from .deploy import bundle_from_repository
 
     public_key, signature = options.pop("public_key", None), options.pop("signature", None)
+    signed = None
     if public_key is not None:
-        from .signing import check_signature
+        from .signing import check_signature, signed_digests
 
         check_signature(Path(repo), Path(public_key), _path(signature))  # before anything else reads the repository
+        # what the bundle verifies (and reads: configs, tune records) is then held to these digests
+        signed = signed_digests(Path(repo), Path(public_key), _path(signature))
     elif signature is not None:
         raise TritongenError("--signature without --public-key checks nothing", "pass --public-key with it")
-    return bundle_from_repository(Path(repo), to, Path(out), **options)
+    return bundle_from_repository(Path(repo), to, Path(out), signed_digests=signed, **options)
 
 
 @_checked(_rollout_options())

@@ -502,6 +502,22 @@ def verified_config_text(report: VerifyReport, model_dir: Path) -> str:
     return text
 
 
+def check_held_to_signature(report: VerifyReport, signed: Mapping[str, str] | None) -> None:
+    """Refuse a verified file whose digest is not the one the repository's signature gives it (``signed``: path in
+    the repository -> sha256, from :func:`tritongen.signing.signed_digests`; None: no signature to hold to). The
+    signature was checked first, then the manifests: a config.pbtxt and its manifest rewritten between the two
+    passed both, and a bundle's thresholds were made from the rewritten config."""
+    if signed is None:
+        return
+    changed = sorted(path for path, digest in report.digests.items() if signed.get(path) != digest)
+    if changed:
+        raise TritongenError(
+            f"{printable(changed[0])} changed after the repository's signature was checked"
+            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
+            "run again once nothing writes to the repository (tritongen verify --public-key names what changed)",
+        )
+
+
 def check_verified(repo: Path, *, allow_unverified: Iterable[str] = ()) -> VerifyReport:
     """:func:`verify_repository`, raising :class:`TritongenError` naming the first problem. (The signature is
     checked before it by :func:`tritongen.verify`, the public API, with ``public_key``.)"""

@@ -25,6 +25,7 @@ def _to_docker(
     force: bool = False,
     extra_packages: Mapping[str, str] | tuple[str, ...] = (),
     allow_unverified: tuple[str, ...] = (),
+    signed_digests: Mapping[str, str] | None = None,
 ) -> Any:
     return docker_bundle_from_repository(
         repo,
@@ -34,6 +35,7 @@ def _to_docker(
         force=force,
         extra_packages=extra_packages_from_args(extra_packages),
         allow_unverified=tuple(allow_unverified),
+        signed_digests=signed_digests,
     )
 
 
@@ -54,6 +56,7 @@ def _to_cluster(target: str) -> Callable[..., Any]:
         canary_traffic_percent: int | None = None,
         force: bool = False,
         allow_unverified: tuple[str, ...] = (),
+        signed_digests: Mapping[str, str] | None = None,
     ) -> Any:
         from .k8s_bundle import kubernetes_bundle_from_repository
 
@@ -73,6 +76,7 @@ def _to_cluster(target: str) -> Callable[..., Any]:
             canary_traffic_percent=canary_traffic_percent,
             force=force,
             allow_unverified=tuple(allow_unverified),
+            signed_digests=signed_digests,
         )
 
     return write
@@ -90,6 +94,8 @@ TARGETS: dict[str, Callable[..., Any]] = {
 # Options a target's function has but the target does not take: kubernetes and kserve share one function, and a
 # canary is KServe's (canaryTrafficPercent).
 _NOT_TAKEN: dict[str, tuple[str, ...]] = {"kubernetes": ("canary_traffic_percent",)}
+# What deploy passes itself, no option: the digests the signature gives (tritongen.deploy(public_key=...))
+_INTERNAL = ("signed_digests",)
 # The CLI's flag for an option whose keyword is spelled otherwise (api.CLI_SPELLINGS["deploy"], the other way round)
 _FLAGS = {"perf_results": "--from-perf", "canary_traffic_percent": "--canary-percent"}
 # What else does the work of an option, for a target that does not take it
@@ -101,7 +107,8 @@ def target_options(target: str) -> tuple[str, ...]:
     import inspect
 
     params = inspect.signature(TARGETS[target]).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_TAKEN.get(target, ()))
+    left_out = (*_NOT_TAKEN.get(target, ()), *_INTERNAL)
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in left_out)
 
 
 def _flag(key: str) -> str:
@@ -109,7 +116,9 @@ def _flag(key: str) -> str:
     return _FLAGS.get(key, f"--{key.replace('_', '-')}")
 
 
-def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -> Any:
+def bundle_from_repository(
+    repo: Path, target: str, out: Path, *, signed_digests: Mapping[str, str] | None = None, **options: Any
+) -> Any:
     """Write the ``target`` bundle (docker, kubernetes, kserve) that serves ``repo`` into ``out``; an option
     ``target`` does not take is refused, before anything is written."""
     from ..fields import check_arguments
@@ -138,7 +147,7 @@ def bundle_from_repository(repo: Path, target: str, out: Path, **options: Any) -
             with_suggestion(key, takes, f"its options are {', '.join(takes)}"),
         )
     options = check_arguments(TARGETS[target], options, f"deploy to {target}")
-    return TARGETS[target](Path(repo), Path(out), **options)
+    return TARGETS[target](Path(repo), Path(out), signed_digests=signed_digests, **options)
 
 
 def extra_packages_from_args(values: Any) -> dict[str, str]:

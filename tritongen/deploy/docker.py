@@ -191,15 +191,18 @@ def docker_bundle_from_repository(
     force: bool = False,
     extra_packages: Mapping[str, str] | None = None,
     allow_unverified: tuple[str, ...] = (),
+    signed_digests: Mapping[str, str] | None = None,
 ) -> DockerBundle:
     """Write the Docker bundle that serves ``repo`` into ``out`` (atomically) and describe it.
 
     ``allow_unverified``: models without a build manifest (written by hand) that may be deployed all the same.
+    ``signed_digests``: what the repository's signature gives each file (checked before): the verified files must
+    be those.
     """
     from .. import __version__
     from ..server import ADMIN_HEADER, is_loopback
     from ..validate import check_repository
-    from ..verify import check_verified
+    from ..verify import check_held_to_signature, check_verified
 
     release = check_release(ngc_release or DEFAULT_NGC_RELEASE)
     host = docker_host(host)
@@ -207,7 +210,7 @@ def docker_bundle_from_repository(
     ubuntu, python = NGC_PLATFORMS[release]
     repo = Path(repo).expanduser()
     check_repository(repo, triton_version=triton_version)
-    check_verified(repo, allow_unverified=allow_unverified)
+    check_held_to_signature(check_verified(repo, allow_unverified=allow_unverified), signed_digests)
     repo = repo.resolve()
     out = check_out_dir(out, repo, force)
     serving = serving_packages_from_repository(repo, extra_packages)

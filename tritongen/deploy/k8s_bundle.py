@@ -392,6 +392,7 @@ def kubernetes_bundle_from_repository(
     alert_for_scale: float = 1.0,
     force: bool = False,
     allow_unverified: tuple[str, ...] = (),
+    signed_digests: Mapping[str, str] | None = None,
 ) -> DeployBundle:
     """Write a Kubernetes (kustomize) or KServe bundle for ``repo`` into ``out``; thresholds from ``perf_results``.
 
@@ -408,7 +409,7 @@ def kubernetes_bundle_from_repository(
     must verify (:func:`tritongen.verify.check_verified`), as for ``deploy --to docker``; ``allow_unverified``:
     models without a build manifest (written by hand) deployed all the same.
     """
-    from ..verify import check_verified
+    from ..verify import check_held_to_signature, check_verified
 
     out = check_out_dir(Path(out), Path(repo), force)  # before any work: an existing bundle, or one inside the repo
     if target not in TARGETS:
@@ -465,6 +466,7 @@ def kubernetes_bundle_from_repository(
             f"pass the results of a perf run on {model}, or leave out --model",
         )
     report = check_verified(repo, allow_unverified=allow_unverified)  # before tune.json or a manifest is read
+    check_held_to_signature(report, signed_digests)  # and each verified file the one signed
     configs = _verified_models(repo, report, configs)  # what the bundle is made from: the bytes verified
     info = _served_model(configs, run.model if run is not None else model, repo, from_perf=run is not None)
     stock = TRITON_IMAGE.format(release=release) if release is not None else None  # None: KServe's runtime's
