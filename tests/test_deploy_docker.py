@@ -250,6 +250,11 @@ def test_bad_input_is_one_error_and_writes_nothing(trt_repo, ensemble_repo, tmp_
             ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "e"), "--host", "$(touch x)"],
             "is not an IP address",
         ),
+        # Docker reads a published port's address with Go's net.ParseIP: compose would refuse the bundle
+        "--host with an IPv6 zone": (
+            ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "z"), "--host", "fe80::1%lo"],
+            "names an IPv6 zone (lo); Docker publishes ports on an address without one",
+        ),
         "bad --extra-package": (
             ["deploy", str(trt_repo), "--to", "docker", "--out", str(tmp_path / "c"), "--extra-package", "sklearn"],
             "IMPORT=REQUIREMENT",

@@ -1105,8 +1105,13 @@ def test_another_targets_option_is_named_as_typed_and_its_targets_truly(work, tm
         ),
         (
             ["--slo-p99-ms", "0"],
-            "error: --slo-p99-ms 0 is not a latency above 0 and at most 3600000 ms (an hour): give the p99 latency "
-            "objective in milliseconds",
+            "error: --slo-p99-ms 0 is not a latency from 0.01 ms (10 us) to 3600000 ms (an hour): give the p99 "
+            "latency objective in milliseconds",
+        ),
+        (  # found by an attacker: alert thresholds of 5e-298 were written
+            ["--slo-p99-ms", "1e-300"],
+            "error: --slo-p99-ms 1e-300 is not a latency from 0.01 ms (10 us) to 3600000 ms (an hour): give the p99 "
+            "latency objective in milliseconds",
         ),
         (
             ["--peak-rps", "100000"],
@@ -1504,3 +1509,15 @@ def test_a_config_and_manifest_rewritten_after_the_signature_check_are_not_deplo
     code, out, err = run_cli(args, capsys)
     assert code == 1 and "changed after the repository's signature was checked" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_kserve_host_name_longer_than_a_dns_label_is_refused(work, tmp_path, capsys):
+    """KServe's RawDeployment names the predictor's host <isvc>-predictor-<namespace> (kserve/kserve#4807): a
+    namespace of 59 characters, which Kubernetes takes, gave an InferenceService its controller never reconciles."""
+    long_namespace = "a" * 59
+    base = ["deploy", str(work / "repo"), "--to", "kserve", "--model-uri", "s3://models/repo"]
+    code, err = _cli([*base, "--namespace", long_namespace, "--out", str(tmp_path / "long")], capsys)
+    assert code == 1 and "KServe would name the predictor's host 'triton-double-predictor-aaaa" in err, err
+    assert "use a --namespace of at most 35 characters" in err and not (tmp_path / "long").exists()
+    code, _, err = run_cli([*base, "--namespace", "a" * 35, "--out", str(tmp_path / "fits")], capsys)
+    assert code == 0, err

@@ -49,6 +49,7 @@ TARGETS = ("kubernetes", "kserve")
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 MAX_PEAK_RPS = 1e9  # a billion requests a second: beyond any fleet this sizes
 MAX_SLO_P99_MS = 3_600_000.0  # an hour
+MIN_SLO_P99_MS = 0.01  # 10 us, below any served request (1e-300 wrote alert thresholds of 5e-298)
 DEV_SUFFIX = "-dev"  # the dev overlay's namespace: <namespace>-dev
 MAX_NAMESPACE_CHARS = 63 - len(DEV_SUFFIX)  # a namespace is a DNS-1123 label (63), and so is <namespace>-dev
 _DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
@@ -167,6 +168,21 @@ def _check_stock_image(repo: Path, stock: str | None) -> None:
             f"NGC's Triton image ({image}) cannot serve model repository {repo}: {'; '.join(problems)}",
             f"build the serving image with tritongen deploy {repo} --to docker, push it to your registry, and pass "
             "its name with --image",
+        )
+
+
+def _check_kserve_host_label(app: str, namespace: str) -> None:
+    """KServe's RawDeployment names the predictor's host ``<isvc>-predictor-<namespace>``, one DNS label of at most
+    63 characters (kserve/kserve#4807): longer, its controller never reconciles the InferenceService (the dev
+    overlay's namespace is ``<namespace>-dev``)."""
+    label = f"{app}-predictor-{namespace}{DEV_SUFFIX}"
+    if len(label) > 63:
+        room = 63 - len(f"{app}-predictor-{DEV_SUFFIX}")
+        raise TritongenError(
+            f"KServe would name the predictor's host '{label[:80]}', {len(label)} characters (a DNS label holds 63): "
+            "its controller would never reconcile the InferenceService",
+            f"use a --namespace of at most {max(room, 0)} characters"
+            + ("" if room > 0 else ", and build the model under a shorter --name"),
         )
 
 
@@ -428,9 +444,10 @@ def kubernetes_bundle_from_repository(
             "measure the model on the target hardware (tritongen perf MODEL --concurrency 1,2,4,8,16,32 --report "
             "perf/) and pass --from-perf perf/ and --slo-p99-ms with it, or leave out --peak-rps",
         )
-    if slo_p99_ms is not None and not 0 < slo_p99_ms <= MAX_SLO_P99_MS:
+    if slo_p99_ms is not None and not MIN_SLO_P99_MS <= slo_p99_ms <= MAX_SLO_P99_MS:
         raise TritongenError(
-            f"--slo-p99-ms {slo_p99_ms:g} is not a latency above 0 and at most {MAX_SLO_P99_MS:.0f} ms (an hour)",
+            f"--slo-p99-ms {slo_p99_ms:g} is not a latency from {MIN_SLO_P99_MS:g} ms (10 us) to "
+            f"{MAX_SLO_P99_MS:.0f} ms (an hour)",
             "give the p99 latency objective in milliseconds",
         )
     check_namespace(namespace)
@@ -508,6 +525,8 @@ def kubernetes_bundle_from_repository(
             load_time_s=load_time_s,
         )
     app = k8s.app_name_for(info.name)
+    if target == "kserve":
+        _check_kserve_host_label(app, namespace)
     q = monitoring.Queries(job=app, model=info.name, window=rate_window)
     placement = k8s.Placement(gpus=gpus, compute_capabilities=k8s.compute_capabilities_from_repository(repo, configs))
     if target == "kserve" and release is None and image is None and placement.compute_capabilities:

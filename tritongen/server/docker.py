@@ -22,6 +22,12 @@ def docker_host(host: str) -> str:
     check_host(host)
     if host == "localhost":
         return "127.0.0.1"
+    if "%" in host:  # Docker reads a published port's address with Go's net.ParseIP, which takes no zone
+        raise TritongenError(
+            f"--host '{host}' names an IPv6 zone ({host.partition('%')[2]}); Docker publishes ports on an address "
+            "without one",
+            "pass the address without its zone (--host fe80::1), or --host :: for every IPv6 interface",
+        )
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
