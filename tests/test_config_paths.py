@@ -126,6 +126,14 @@ def test_settings_inside_the_model_folder_or_without_files_pass():
         'parameters { key: "model_file" value { string_value: "weights/model.bin" } }\n'
         'parameters { key: "tokenizer_dir" value { string_value: "$$TRITON_MODEL_DIRECTORY/tokenizer" } }\n'
         'parameters { key: "separator" value { string_value: "/" } }\n'  # no path key: not read as a path
+        # a reviewer's false positives of the first version: TensorRT-LLM's stock worker in the image, values that
+        # are no paths, a path inside the model folder with a space, keys that only hold "file" or "lib" in a word
+        'parameters { key: "executor_worker_path" value { string_value: '
+        '"/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker" } }\n'
+        'parameters { key: "model_devices" value { string_value: "0:1" } }\n'
+        'parameters { key: "calibration_mode" value { string_value: "D:quick" } }\n'
+        'parameters { key: "engine_dir" value { string_value: "$$TRITON_MODEL_DIRECTORY/engines (v2)" } }\n'
+        'parameters { key: "profile" value { string_value: "~fast" } }\n'
     )
     config = config_from_text(HAND_CONFIG + inside + cache_off + own_file + own_state + own_warmup + own_params)
     assert outside_path_problems(config, "hand") == []

@@ -659,3 +659,14 @@ def test_a_bundle_written_through_a_link_mounts_the_repository_it_names(trt_repo
         default = volume[len("${TRITONGEN_REPOSITORY:-") : -len("}:/models:ro")]
         for base in (out, out.resolve()):  # joined by name (compose) and followed on disk (a shell there)
             assert Path(os.path.normpath(base / default)).resolve() == trt_repo.resolve(), (base, default)
+
+
+def test_a_bundle_beside_the_repository_under_a_linked_folder_stays_relative(tmp_path):
+    """A reviewer's catch: a link anywhere above both (macOS's /tmp, a /home on a link) made the first version write
+    the absolute path, so the bundle could no longer move with the repository."""
+    from tritongen.deploy.docker import _repository_from
+
+    (tmp_path / "real" / "repo").mkdir(parents=True)
+    (tmp_path / "lk").symlink_to(tmp_path / "real")
+    out = tmp_path / "lk" / "deploy"
+    assert _repository_from(out, (tmp_path / "lk" / "repo").resolve()) == "../repo"

@@ -141,3 +141,23 @@ def test_a_chain_of_thousands_of_steps_is_checked_without_recursion_or_repeated_
     )
     problems = problems_in_ensemble_scheduling(config_from_text(looped), "chain")
     assert any("form a cycle" in p for p in problems), problems
+
+
+def test_steps_run_in_passes_over_the_index_order_as_before():
+    """A step made runnable by a later one waits for the next pass (the decoupled-label check follows this order):
+    the first linear version ran the lowest-numbered runnable step first, [1, 0, 3] here."""
+    from tritongen.validate import config_from_text
+    from tritongen.validate_ensemble import _flow
+
+    def step(inputs: list[str], output: str) -> str:
+        maps = " ".join(f'input_map {{ key: "i{j}" value: "{t}" }}' for j, t in enumerate(inputs))
+        return f'{{ model_name: "m" model_version: -1 {maps} output_map {{ key: "o" value: "{output}" }} }}'
+
+    steps = [step(["in", "t1"], "t0"), step(["in"], "t1"), step(["t1", "t2"], "t2"), step(["in"], "t3")]
+    text = (
+        'name: "e" platform: "ensemble" max_batch_size: 8\n'
+        'input [{ name: "in" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+        'output [{ name: "t3" data_type: TYPE_FP32 dims: [ 4 ] }]\n'
+        f"ensemble_scheduling {{ step [ {', '.join(steps)} ] }}\n"
+    )
+    assert _flow(config_from_text(text)).ran == [1, 3, 0]

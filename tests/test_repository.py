@@ -98,3 +98,13 @@ def test_undo_reverses_newest_first(tmp_path):
     undo.rename(b, c)  # oldest first would move b back before it exists again
     assert undo.undo() == [] and a.read_text() == "x" and not b.exists() and not c.exists()
     assert undo.undo() == []  # nothing left to undo
+
+
+def test_a_file_replace_that_fails_is_not_undone_as_if_it_had_happened(tmp_path):
+    """A reviewer's catch: the step was recorded before the rename it stood for, so a failed rename was "undone" too,
+    and a repository left as it was was reported as one that could not be put back."""
+    target = tmp_path / "labels.txt"
+    with pytest.raises(FileNotFoundError):  # the install's own error, not "could not be undone"
+        with installing(tmp_path) as undo:
+            undo.replace_file(tmp_path / "missing", target, tmp_path / "kept")
+    assert not target.exists()

@@ -271,3 +271,14 @@ def test_the_records_text_is_escaped_and_its_reasons_bounded(tmp_path):
     reasons = _event("rollout", 1, 2, "refused", gate)["gate"]["reasons"]
     assert len(reasons) == MAX_EVENT_REASONS and reasons[-1].startswith("and 197 more")
     assert all(len(r) <= 200 for r in reasons)
+
+
+def test_a_path_with_a_zero_width_joiner_is_taken():
+    """Persian names hold U+200C; a UTF-8 report or record holds it as well as any letter (a reviewer's catch: the
+    first version refused every format character)."""
+    from tritongen.errors import TritongenError
+    from tritongen.names import check_path_text
+
+    check_path_text("/home/u/\u062f\u0627\u062f\u0647\u200c\u0647\u0627/golden.npz", "--golden")
+    with pytest.raises(TritongenError, match="U\\+202E"):  # a right-to-left override would spoof what follows
+        check_path_text("/home/u/gpj.\u202eexe.npz", "--golden")

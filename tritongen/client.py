@@ -527,7 +527,8 @@ class Triton:
             else:
                 self.client.unload_model(model, headers=self.headers)
         except Exception as e:  # noqa: BLE001
-            self._raise_load_error(e, model, action, timeout_s)
+            # over HTTP the connection's own timeout bounded the request
+            self._raise_load_error(e, model, action, timeout_s if self.protocol == "grpc" else None)
 
     def _raise_load_error(self, error: BaseException, model: str, action: str, timeout_s: float | None = None) -> None:
         kind = error_kind(error)

@@ -74,19 +74,30 @@ def inside_version_folder(filename: str) -> bool:
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
-# parameter names that name files: OpenVINO's CPU_EXTENSION_PATH (a library it loads), TensorRT-LLM's
-# gpt_model_path and tokenizer_dir, and the like
-_PATH_KEY = re.compile(r"path|dir|file|lib|folder|model", re.IGNORECASE)
+# parameter names that name files (a word of the name: OpenVINO's CPU_EXTENSION_PATH, a library it loads;
+# TensorRT-LLM's gpt_model_path and tokenizer_dir); not "profile" nor "calibration_mode"
+_PATH_WORDS = frozenset({"path", "paths", "dir", "directory", "file", "filename", "lib", "library", "folder"})
+# Triton's own install in the serving image (TensorRT-LLM's stock executor_worker_path): the image's, not a file
+# a repository brings
+_IMAGE_PREFIX = "/opt/tritonserver/"
+
+
+def _names_a_file(key: str) -> bool:
+    return any(word in _PATH_WORDS for word in re.split(r"[_\-.\s]+", key.lower()))
 
 
 def _leads_out(value: str) -> bool:
-    """Whether a parameter's value is a path that leaves the model's folder: absolute, from home, or through ``..``
-    (relative to the server's working folder, which is no model's)."""
+    """Whether a parameter's value is a path that leaves the model's folder: absolute (but for Triton's own
+    install), from home, a drive, or through ``..`` (relative to the server's working folder, which is no model's);
+    a ``$$TRITON_MODEL_DIRECTORY/`` path that stays inside does not."""
     text = value.strip()
-    if not text or text.startswith(MODEL_DIRECTORY_VARIABLE + "/"):
-        return not inside_model_folder(text) if text else False
+    if text.startswith(MODEL_DIRECTORY_VARIABLE + "/"):
+        rest = PurePosixPath(text[len(MODEL_DIRECTORY_VARIABLE) + 1 :].replace("\\", "/"))
+        return rest.is_absolute() or ".." in rest.parts
+    if text.startswith(_IMAGE_PREFIX) and ".." not in PurePosixPath(text).parts:
+        return False
     parts = PurePosixPath(text.replace("\\", "/")).parts
-    return text.startswith(("/", "~")) or ".." in parts or (len(text) > 1 and text[1] == ":")
+    return text.startswith(("/", "~")) or ".." in parts or re.match(r"[A-Za-z]:[\\/]", text) is not None
 
 
 def outside_path_problems(config: Any, name: str) -> list[str]:
@@ -110,7 +121,7 @@ def outside_path_problems(config: Any, name: str) -> list[str]:
             )
     for key, parameter in sorted(config.parameters.items()):  # a backend's own settings naming files elsewhere
         value = parameter.string_value
-        if key != EXECUTION_ENV_KEY and _PATH_KEY.search(key) and _leads_out(value):
+        if key != EXECUTION_ENV_KEY and _names_a_file(key) and _leads_out(value):
             problems.append(
                 f"model '{name}' sets parameter {key[:100]} to '{value[:200]}', a path out of its folder: the "
                 f"{config.backend or config.platform or 'model'} backend would read it (code or weights) unchecked"

@@ -240,7 +240,10 @@ def top_level_problems(repo: Path) -> list[str]:
     (:func:`link_problems`)."""
     problems = []
     for entry in sorted(Path(repo).iterdir()):
-        mode = entry.lstat().st_mode
+        try:
+            mode = entry.lstat().st_mode
+        except FileNotFoundError:  # gone since the listing (a build's staging folder)
+            continue
         if stat.S_ISLNK(mode) and not entry.is_dir():
             problems.append(
                 f"'{shown(entry.name)}' at the top of the repository is a symbolic link (to "
@@ -251,7 +254,7 @@ def top_level_problems(repo: Path) -> list[str]:
     return problems
 
 
-TOP_LEVEL_FIX = "remove it, or put the model folder itself there (a folder, not a link)"
+TOP_LEVEL_FIX = "remove it, or put the folder (or file) itself there, not a link to it"
 
 
 def link_problems(repo: Path, model_dir: Path) -> list[str]:

@@ -115,11 +115,11 @@ def refused_character(text: str) -> str | None:
 def check_path_text(path: Any, option: str) -> None:
     """Refuse a path that a report or bundle will quote but cannot hold: a control or format character, or a byte
     that is not UTF-8 (Python holds it as a lone surrogate, which no UTF-8 file can store)."""
-    char = refused_character(str(path))
+    char = display_problem_character(str(path))  # a zero-width joiner (Persian names) is fine in UTF-8
     if char is not None:
         raise TritongenError(
             f"{option} {shown(path, 80)} holds the character U+{ord(char):04X}, which the files written from it "
-            "cannot hold",
+            "cannot hold as it is",
             "rename it to a name of printable UTF-8 characters",
         )
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import TritongenError
 from .layout import STAGING_PREFIX, link_problems, version_numbers
+from .names import one_line
 from .spec import BuildSpec
 
 
@@ -235,15 +236,14 @@ class Undo:
 
     def replace_file(self, new: Path, target: Path, kept: Path) -> None:
         """``new`` over the file ``target`` in one rename, ``target``'s old bytes kept at ``kept`` (a hard link)."""
-        if os.path.lexists(target):
+        existed = os.path.lexists(target)
+        if existed:
             try:
                 os.link(target, kept, follow_symlinks=False)
             except OSError:
                 shutil.copy2(target, kept, follow_symlinks=False)
-            self._steps.append(("kept", kept, target))
-        else:
-            self._steps.append(("created", new, target))
-        os.replace(new, target)
+        os.replace(new, target)  # the step is recorded once it is done: a replace that failed changed nothing
+        self._steps.append(("kept", kept, target) if existed else ("created", new, target))
 
     def undo(self) -> list[str]:
         """Reverse every step, newest first; what could not be reversed, as lines naming the paths."""
@@ -275,8 +275,10 @@ def installing(repo: Path) -> Iterator[Undo]:
         failed = undo.undo()
         if not failed:
             raise
+        why = exc.message if isinstance(exc, TritongenError) else str(exc) or type(exc).__name__
         raise TritongenError(
-            f"installing into {repo} failed ({exc}) and {len(failed)} step(s) could not be undone: {failed[0]}",
+            f"installing into {repo} failed ({one_line(why)}) and {len(failed)} step(s) could not be undone: "
+            f"{failed[0]}",
             "check the paths named and their permissions, then rebuild with --force",
             details="\n".join(failed),
         ) from exc

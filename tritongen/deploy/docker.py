@@ -160,7 +160,8 @@ def _repository_from(out: Path, repo: Path) -> str:
     ``--out`` through a link makes the two differ, and then the repository's absolute path is used."""
     real_out = out.parent.resolve() / out.name
     relative = os.path.relpath(repo, real_out)
-    if os.path.normpath(os.path.join(out, relative)) == str(repo):
+    by_name = Path(os.path.normpath(os.path.join(out, relative)))
+    if by_name.resolve() == repo and (real_out / relative).resolve() == repo:
         return relative
     return str(repo)
 

@@ -19,7 +19,7 @@ CONCURRENCY_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TUNE_RECORD = "tune.json"
 
 
-MAX_P99_BOUND_MS = 60_000.0  # a p99 bound: a request a minute is no latency target
+MAX_P99_BOUND_MS = 3_600_000.0  # a p99 bound: an hour (a 300-digit one filled the search's notes)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class TuneSpec:
             )
         if self.max_p99_ms > MAX_P99_BOUND_MS:  # a 300-digit target in its notes, for no search it could run
             raise TritongenError(
-                f"--max-p99-ms {self.max_p99_ms:g} is more than a minute",
+                f"--max-p99-ms {self.max_p99_ms:g} is more than an hour",
                 f"give the p99 latency bound in milliseconds, up to {MAX_P99_BOUND_MS:g}",
             )
         if not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
