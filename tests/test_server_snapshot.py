@@ -270,3 +270,41 @@ def test_a_snapshot_whose_serve_is_gone_is_removed_at_the_next_start(tmp_path, m
     assert running.is_dir() and old.is_dir() and orphaned.is_dir() and not dead.exists() and not reused.exists()
     root = snapshot.snapshot_root(tmp_path / "repo")  # a new one records its serve
     assert (root / snapshot.OWNER_NAME).read_text() == snapshot._process_key(os.getpid())
+
+
+def test_a_file_written_at_the_top_while_a_round_copies_does_not_hold_the_change_back(tmp_path, monkeypatch):
+    """Found by an attacker: a log file written into the repository's top folder changed the whole repository's
+    fingerprint during every copy, and no change was ever loaded while it was written."""
+    from tritongen.server import snapshot
+
+    repo = tmp_path / "repo"
+    (repo / "a" / "1").mkdir(parents=True)
+    (repo / "a" / "1" / "model.py").write_text("v1")
+    poll, served, calls = _poller(repo, tmp_path)
+    real = snapshot.snapshot_from_repository
+
+    def copied_while_logging(*args, **kwargs):
+        done = real(*args, **kwargs)
+        with open(repo / "app.log", "a") as log:  # what a process writing its log there does meanwhile
+            log.write("a line\n")
+        return done
+
+    monkeypatch.setattr(snapshot, "snapshot_from_repository", copied_while_logging)
+    (repo / "a" / "1" / "model.py").write_text("v2")
+    assert poll.poll_once() == ["a"] and (served / "a" / "1" / "model.py").read_text() == "v2"
+
+
+def test_a_copy_the_round_cannot_make_is_not_tried_again_until_the_repository_changes(tmp_path):
+    """Found by an attacker: a FIFO in a model folder made every round copy the whole repository again, forever."""
+    repo = tmp_path / "repo"
+    (repo / "a" / "1").mkdir(parents=True)
+    (repo / "a" / "1" / "model.py").write_text("v1")
+    poll, served, calls = _poller(repo, tmp_path)
+    os.mkfifo(repo / "a" / "1" / "pipe")
+    assert poll.poll_once() == [] and poll.rounds == 1
+    assert poll.poll_once() == [] and poll.rounds == 1  # unchanged since: not copied again
+    (line,) = calls["said"]
+    assert line.startswith(f"poll: not loaded, the change to a in {repo}: ") and "is not a regular file" in line
+    (repo / "a" / "1" / "pipe").unlink()
+    (repo / "a" / "1" / "model.py").write_text("v2")
+    assert poll.poll_once() == ["a"] and poll.rounds == 2

@@ -383,11 +383,18 @@ class CheckedPoll:
                 shutil.rmtree(work, ignore_errors=True)
 
     def _round(self, now: dict[str, tuple], changed: list[str], work: Path) -> list[str]:
-        staged = snapshot_from_repository(
-            self.repo, work / self.served.name, models_only=True, cancelled=self._stop.is_set
-        )
-        if self._stop.is_set() or fingerprint(self.repo) != now:
-            return []  # stopped, or changed while copied: the next round looks again
+        try:
+            staged = snapshot_from_repository(
+                self.repo, work / self.served.name, models_only=True, cancelled=self._stop.is_set
+            )
+        except TritongenError as error:  # a FIFO, a link at the top: not copied again until the repository changes
+            self.attempted = now
+            self._say(f"poll: not loaded, the change to {', '.join(changed)} in {self.repo}: {error.message}")
+            return []
+        # stopped, or a model changed while copied: the next round looks again (a log file written at the top of the
+        # repository, or a build's hidden staging folder, is no model: it held every round back)
+        if self._stop.is_set() or changed_models(now, fingerprint(self.repo)):
+            return []
         try:
             self.check(staged)
         except TritongenError as error:
