@@ -653,3 +653,32 @@ def test_lengths_from_the_tokenizer_and_sentence_config_stay_within_the_position
     assert text_settings_from_folder(folder, config, folder).max_length == config["max_position_embeddings"]
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
     assert text_settings_from_folder(folder, config, folder).max_length == 128
+
+
+def test_a_config_without_positions_takes_transformers_default_and_a_huge_length_is_no_length(tmp_path):
+    """Found by an attacker: with max_position_embeddings left out, max_seq_length 4096 was served on a 512-position
+    BERT (transformers' default) and every text past 512 tokens failed; 10**30 was an OverflowError traceback."""
+    from tritongen.hf import text_settings_from_folder
+
+    folder = _minilm_copy(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    del config["max_position_embeddings"]
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 4096}))
+    assert text_settings_from_folder(folder, config, folder).max_length == 512
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": ' + "1" + "0" * 30 + "}")
+    assert text_settings_from_folder(folder, config, folder).max_length <= 512
+
+
+def test_a_config_saying_float16_loads_the_model_in_float32(tmp_path):
+    """Found by an attacker: "torch_dtype": "float16" (as many checkpoints are saved) loaded the model in FP16, and
+    its FP32 export then failed the parity gate with a message about ops that export differently."""
+    import torch
+
+    from tritongen.hf import hf_model_from_folder, loaded_from_hf
+
+    folder = _minilm_copy(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(torch_dtype="float16", dtype="float16")
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = loaded_from_hf(hf_model_from_folder(folder))
+    assert {p.dtype for p in loaded.module.parameters()} == {torch.float32}

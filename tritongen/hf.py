@@ -311,6 +311,24 @@ def _config_count(config: Mapping[str, Any] | None, key: str, folder: Path | Non
     return value
 
 
+MAX_TEXT_TOKENS = 100_000  # a truncation length: past the longest context of any model here
+
+
+def _default_positions(model_config: Mapping[str, Any] | None) -> int:
+    """The position table transformers gives a model whose config.json names none (BERT's 512): a config without
+    the key still builds a model of that many positions, and a longer truncation length served texts it fails on."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = (model_config or {}).get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        return 0
+    try:
+        value = getattr(CONFIG_MAPPING[model_type](), "max_position_embeddings", 0)
+    except Exception:  # noqa: BLE001 -- a config class that needs arguments: no default to read
+        return 0
+    return value if type(value) is int and 0 < value <= MAX_CONFIG_COUNT else 0
+
+
 def max_positions(folder: Path) -> int:
     """The ``max_position_embeddings`` of ``folder``'s config.json: 0 where the folder has no config.json or it
     gives none; a :class:`TritongenError` where the file cannot be read or the value is not a count."""
@@ -335,7 +353,7 @@ def text_settings_from_folder(
     ):
         names.append("token_type_ids")
     limits = []
-    positions = _config_count(model_config, "max_position_embeddings", model_folder)
+    positions = _config_count(model_config, "max_position_embeddings", model_folder) or _default_positions(model_config)
     for folder in {p for p in (model_folder, tokenizer_dir) if p is not None}:
         st = Path(folder) / "sentence_bert_config.json"
         if st.is_file():
@@ -343,13 +361,14 @@ def text_settings_from_folder(
                 value = json_file(st, MAX_CONFIG_BYTES).get("max_seq_length")
             except (ValueError, TypeError, OSError, AttributeError):
                 continue
-            if type(value) is int and value > 0:  # 0, -1, 1e30 or text: not a length (0 stopped truncation)
+            # 0, -1, 1e30, 10**30 or text: not a length (0 stopped truncation; 10**30 overflowed the tokenizer)
+            if type(value) is int and 0 < value <= MAX_TEXT_TOKENS:
                 limits.append(value)
     if not limits:
         model_max = getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)
         if isinstance(model_max, bool) or not isinstance(model_max, int) or model_max <= 0:
             model_max = DEFAULT_MAX_LENGTH  # "abc", [1], 1e400 in tokenizer_config.json: no length
-        limits = [min(v for v in (model_max, positions or model_max, 100_000) if v > 0)]
+        limits = [min(v for v in (model_max, positions or model_max, MAX_TEXT_TOKENS) if v > 0)]
     if positions:  # never past the position table (a 1000-token setting served texts a 64-position model fails on)
         limits.append(positions)
     return TextSettings(
@@ -766,7 +785,9 @@ def loaded_from_hf(model: HFModel) -> LoadedHF:
             "save the fine-tuned model itself with save_pretrained (its config.json describes the model its "
             "weights hold), or pass --task matching the head it was trained with",
         )
-    hf = hf.eval()
+    # a config.json saying "torch_dtype": "float16" (many checkpoints do) loads the model in FP16: the export and
+    # its parity gate are FP32's (precision variants are the build's own, behind its guard)
+    hf = hf.float().eval()
     names = tuple(t.name for t in model.inputs)
 
     class TextModel(torch.nn.Module):
