@@ -139,6 +139,39 @@ def test_a_crafted_end_to_end_reference_is_damaged_not_a_traceback(tmp_path, sha
     path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: ["a"]}, "outputs": {"scores": entry}}))
     with pytest.raises(TritongenError, match="end-to-end reference .* is damaged"):
         read_reference(path)
-    entry.update(shape=[2, 0], data=[])  # the same file with a shape its data fills reads back
-    path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: ["a"]}, "outputs": {"scores": entry}}))
+    entry.update(shape=[2, 0], data=[])  # the same file with a shape its data fills reads back (a row per text)
+    path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: ["a", "b"]}, "outputs": {"scores": entry}}))
     assert read_reference(path)[1]["scores"].shape == (2, 0)
+
+
+def _labels_and_scores(labels_shape, labels, scores_dtype="FP64", scores_shape=(1, 2), scores=(0.6, 0.4)):
+    return {
+        "LABELS": {"dtype": "STRING", "shape": list(labels_shape), "data": list(labels)},
+        "SCORES": {"dtype": scores_dtype, "shape": list(scores_shape), "data": list(scores)},
+    }
+
+
+@pytest.mark.parametrize(
+    "texts, outputs",
+    [
+        (["a"], {}),  # nothing to compare: --check printed MATCH having compared nothing
+        (["   "], _labels_and_scores((1, 2), ("x", "y"))),  # a blank text: was "--text is empty", a flag never given
+        (["a"], _labels_and_scores((2,), ("x", "y"))),  # labels not [texts, k]: "not enough values to unpack"
+        (["a"], _labels_and_scores((1, 2), ("x", "y"), "STRING", (1, 2), ("0.6", "0.4"))),  # scores as text
+        (["a"], _labels_and_scores((1, 2), ("x", "y"), scores_shape=(1, 1), scores=(0.6,))),  # an IndexError
+        (["a", "b"], _labels_and_scores((1, 2), ("x", "y"))),  # fewer rows than texts
+    ],
+)
+def test_a_crafted_reference_that_check_cannot_compare_with_is_damaged(tmp_path, texts, outputs):
+    """Found by an attacker: each ended infer --check in a traceback, or said MATCH for nothing compared."""
+    from tritongen.end_to_end import FORMAT, read_reference
+    from tritongen.errors import TritongenError
+    from tritongen.pre_post import TEXT_INPUT
+
+    path = tmp_path / "end_to_end.json"
+    path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: texts}, "outputs": outputs}))
+    with pytest.raises(TritongenError, match="end-to-end reference .* is damaged"):
+        read_reference(path)
+    good = _labels_and_scores((1, 2), ("x", "y"))
+    path.write_text(json.dumps({"format": FORMAT, "inputs": {TEXT_INPUT: ["a"]}, "outputs": good}))
+    assert read_reference(path)[1]["LABELS"].shape == (1, 2)

@@ -192,6 +192,10 @@ def test_build_of_an_image_folder_with_a_list_size_is_one_error_line(tmp_path):
     _write(folder, "config.json", config)
     with pytest.raises(TritongenError, match="config.json: num_channels is '3', not a channel count from 1 to 4"):
         hf_model_from_folder(folder)
+    # found by an attacker: a 1-channel model built, and the RGB pre-processing step failed every request
+    _write(folder, "config.json", {**config, "num_channels": 1})
+    with pytest.raises(TritongenError, match="takes images of 1 channel.*gives RGB"):
+        hf_model_from_folder(folder)
 
 
 @pytest.mark.parametrize("config", [{"type_vocab_size": "abc"}, {"type_vocab_size": [2]}, {"type_vocab_size": -2}])
@@ -682,3 +686,26 @@ def test_a_config_saying_float16_loads_the_model_in_float32(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     loaded = loaded_from_hf(hf_model_from_folder(folder))
     assert {p.dtype for p in loaded.module.parameters()} == {torch.float32}
+
+
+def test_sentence_transformers_modules_the_embedding_step_does_not_compute_are_refused(tmp_path):
+    """Found by an attacker: a CLS-pooling model, or one without Normalize, built and served mean-pooled, normalized
+    embeddings, and infer --check passed (its reference pools the same way)."""
+    from tritongen.hf import check_sentence_transformers_modules
+
+    folder = _minilm_copy(tmp_path)
+    check_sentence_transformers_modules(folder)  # MiniLM: mean pooling, then Normalize, as the step does
+    pooling = folder / "1_Pooling" / "config.json"
+    original = pooling.read_text()
+    pooling.write_text(original.replace('"pooling_mode_cls_token": false', '"pooling_mode_cls_token": true'))
+    with pytest.raises(TritongenError, match="pools with pooling_mode_cls_token, pooling_mode_mean_tokens"):
+        check_sentence_transformers_modules(folder)
+    pooling.write_text(original)
+    modules = json.loads((folder / "modules.json").read_text())
+    (folder / "modules.json").write_text(json.dumps(modules[:2]))
+    with pytest.raises(TritongenError, match="has no Normalize"):
+        check_sentence_transformers_modules(folder)
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    (folder / "modules.json").write_text(json.dumps([*modules, dense]))
+    with pytest.raises(TritongenError, match="has a Dense module"):
+        check_sentence_transformers_modules(folder)

@@ -155,7 +155,12 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("outputs"), dict):
         raise bad
     texts = data.get("inputs", {}).get(TEXT_INPUT) if isinstance(data.get("inputs"), dict) else None
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and _encodable(t) for t in texts):
+    if (
+        not isinstance(texts, list)
+        or not texts
+        or not all(isinstance(t, str) and _encodable(t) and t.strip() for t in texts)  # a blank one: no sentence
+        or not data["outputs"]  # nothing to compare: --check said MATCH having compared nothing
+    ):
         raise bad
     outputs = {}
     for name, entry in data["outputs"].items():
@@ -173,13 +178,19 @@ def read_reference(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         ):
             raise bad
         if entry["dtype"] == "STRING":
-            if not all(isinstance(v, str) for v in values):
+            if not all(isinstance(v, str) for v in values) or len(shape) != 2:  # labels: [texts, k]
                 raise bad
             outputs[name] = np.array(values, dtype=object).reshape(shape)
         else:
             if not all(_is_float64(v) for v in values):
                 raise bad
             outputs[name] = np.array(values, dtype=np.float64).reshape(shape)
+    labels, scores = outputs.get(LABELS_OUTPUT), outputs.get(SCORES_OUTPUT)
+    # label ties are read from the scores beside them: the same [texts, k] of numbers, or none at all
+    if scores is not None and (scores.dtype == object or (labels is not None and scores.shape != labels.shape)):
+        raise bad
+    if any(len(array) != len(texts) for array in outputs.values() if array.ndim):  # a row per text
+        raise bad
     return texts, outputs
 
 

@@ -169,6 +169,7 @@ def _post_choice(spec: BuildSpec, task: str | None) -> str:
 
 def _source_from_spec(spec: BuildSpec) -> _Source:
     from .hf import (
+        check_sentence_transformers_modules,
         check_tokenizer_gives,
         hf_model_from_folder,
         is_hf_folder,
@@ -192,6 +193,8 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
     elif spec.tokenizer is not None and task is None:
         task = "feature-extraction"
     pre, post = _pre_choice(spec, task), _post_choice(spec, task)
+    if hf is not None and post == "embedding":  # what the model's own modules do, where it says
+        check_sentence_transformers_modules(spec.model_path)
     model_spec = dataclasses.replace(spec, name=names["model"], task=task)
     tokenizer_dir, max_length = None, 0
     if hf is not None:

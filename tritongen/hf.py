@@ -311,6 +311,45 @@ def _config_count(config: Mapping[str, Any] | None, key: str, folder: Path | Non
     return value
 
 
+def check_sentence_transformers_modules(folder: Path) -> None:
+    """Where ``folder`` is a sentence-transformers model (``modules.json``), refuse what tritongen's embedding
+    step would not compute as it does: pooling other than the mean of the tokens (CLS, max, weighted), a Dense layer
+    after it, no Normalize. The step mean-pools and normalizes: such a model built and served other embeddings
+    than its own, with nothing said (and ``infer --check`` passing: the reference pools the same way)."""
+    modules_path = Path(folder) / "modules.json"
+    if not modules_path.is_file():
+        return
+    fix = "pass --postprocess with a .py file doing what the model's modules do, or --postprocess none (raw tokens)"
+    try:
+        modules = json_file(modules_path, MAX_CONFIG_BYTES)
+    except (OSError, ValueError):
+        raise TritongenError(f"{modules_path} cannot be read as JSON", fix) from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise TritongenError(f"{modules_path} is not a list of modules", fix)
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    other = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    if other or "Pooling" not in kinds or "Normalize" not in kinds:
+        what = f"a {other[0]} module" if other else "no Pooling module" if "Pooling" not in kinds else "no Normalize"
+        raise TritongenError(
+            f"the sentence-transformers model in {folder} has {what} (modules.json), and tritongen's embedding step "
+            "mean-pools and normalizes: it would serve other embeddings than the model's",
+            fix,
+        )
+    pooling = modules[kinds.index("Pooling")]
+    path = Path(folder) / str(pooling.get("path", "")) / "config.json"
+    try:
+        config = json_file(path, MAX_CONFIG_BYTES) if path.is_file() else {}
+    except (OSError, ValueError):
+        raise TritongenError(f"{path} cannot be read as JSON", fix) from None
+    modes = sorted(k for k, v in (config or {}).items() if k.startswith("pooling_mode_") and v is True)
+    if config and modes != ["pooling_mode_mean_tokens"]:
+        raise TritongenError(
+            f"the sentence-transformers model in {folder} pools with {', '.join(modes) or 'no mode'} ({path.name} "
+            "of its Pooling module), and tritongen's embedding step takes the mean of the tokens",
+            fix,
+        )
+
+
 MAX_TEXT_TOKENS = 100_000  # a truncation length: past the longest context of any model here
 
 
@@ -609,6 +648,13 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
             f"{folder}/config.json: num_channels is {shown(repr(channels))}, not a channel count from 1 to "
             f"{MAX_IMAGE_CHANNELS}",
             "save the model's config with save_pretrained (3 for RGB images)",
+        )
+    if channels != 3:  # the pre-processing step decodes every image to RGB: each request would fail on its shape
+        raise TritongenError(
+            f"{folder}/config.json: the model takes images of {channels} channel(s), and tritongen's image "
+            "pre-processing gives RGB (3)",
+            "build the model alone from a saved module (tritongen build model.pt --input pixel_values:FP32:"
+            f"{channels},H,W) and prepare its images yourself",
         )
     h, w = image.output_hw
     return HFModel(
