@@ -709,3 +709,35 @@ def test_sentence_transformers_modules_the_embedding_step_does_not_compute_are_r
     (folder / "modules.json").write_text(json.dumps([*modules, dense]))
     with pytest.raises(TritongenError, match="has a Dense module"):
         check_sentence_transformers_modules(folder)
+
+
+def test_only_the_weight_files_transformers_loads_count_and_a_shard_index_is_bounded(tmp_path):
+    """Found by an attacker: a 2 GB sparse pad.bin beside a config.json asking for 2,000,000 tokens passed the size
+    check (every *.bin counted) and transformers allocated 3.4 GB; an index naming a FIFO hung the build, and a 3 GB
+    index was read whole."""
+    import os
+
+    from tritongen.hf import hf_model_from_folder, loaded_from_hf, loaded_weight_files
+
+    folder = _minilm_copy(tmp_path)
+    weights = (folder / "model.safetensors").stat().st_size
+    with open(folder / "pad.bin", "wb") as pad:
+        pad.truncate(2 << 30)  # sparse: no disk used
+    assert loaded_weight_files(folder) == {"model.safetensors": weights}
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 2_000_000}))
+    with pytest.raises(TritongenError, match="describes a model of .* weights"):
+        loaded_from_hf(hf_model_from_folder(folder))
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    os.mkfifo(sharded / "shard.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "shard.safetensors"}}))
+    with pytest.raises(TritongenError, match="shard.safetensors is not a regular file"):
+        loaded_weight_files(sharded)
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "../outside.safetensors"}}))
+    with pytest.raises(TritongenError, match="not a weight file beside it"):
+        loaded_weight_files(sharded)
+    with open(sharded / "model.safetensors.index.json", "wb") as index:
+        index.truncate(65 << 20)
+    with pytest.raises(TritongenError, match="cannot be read as a checkpoint index"):
+        loaded_weight_files(sharded)

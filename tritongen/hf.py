@@ -744,6 +744,54 @@ def _check_structure_counts(model: HFModel) -> None:
             )
 
 
+MAX_INDEX_BYTES = 64 << 20  # a sharded checkpoint's index: a line per tensor (a few MB for the largest models)
+
+
+def loaded_weight_files(folder: Path) -> dict[str, int]:
+    """The weight files transformers loads from ``folder`` (``model.safetensors``, else the shards its index names,
+    else ``pytorch_model.bin`` or its shards), name -> size: each a regular file (through links: a Hugging Face
+    cache's snapshot links each to its blob), an index read within :data:`MAX_INDEX_BYTES`. Other files are no
+    weights: a 2 GB file of nothing beside the model once let a config.json describe a model that size. A shard
+    that is a FIFO (a build that hung in transformers' read), outside the folder, or missing is refused."""
+    for single, index in (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
+        if os.path.lexists(folder / single):
+            return {single: _weight_file_size(folder, single)}
+        if os.path.lexists(folder / index):
+            try:
+                data = json_file(folder / index, MAX_INDEX_BYTES)
+            except (OSError, ValueError) as exc:
+                raise TritongenError(
+                    f"{folder}/{index} cannot be read as a checkpoint index ({shown(exc, 120)})",
+                    "save the model again with save_pretrained",
+                ) from None
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise TritongenError(f"{folder}/{index} has no weight_map of shard names", "save the model again")
+            return {name: _weight_file_size(folder, name) for name in sorted(set(weight_map.values()))}
+    return {}
+
+
+def _weight_file_size(folder: Path, name: str) -> int:
+    path = folder / name
+    if "/" in name or "\\" in name or name in ("", ".", "..") or not name.endswith(WEIGHT_SUFFIXES):
+        raise TritongenError(
+            f"{folder}: the checkpoint names the weight file '{shown(name, 120)}', not a weight file beside it",
+            "save the model again with save_pretrained",
+        )
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise TritongenError(
+            f"weight file {path} cannot be read ({exc.strerror or exc})", "save the model again"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO: transformers' read would wait forever
+        raise TritongenError(f"weight file {path} is not a regular file", "save the model again with save_pretrained")
+    return info.st_size
+
+
 def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
     """Refuse, before anything is allocated, a config.json describing a model larger than its weight files could
     hold (at 2 bytes a weight): a vocab_size of 10**8 made the build allocate 13 GB for weights the folder never
@@ -751,14 +799,7 @@ def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
     are counted through links (a Hugging Face cache's snapshot folder links each to its blob: what loads)."""
     import torch
 
-    weight_bytes = 0
-    for path in Path(model.folder).iterdir():
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        if path.name.endswith(WEIGHT_SUFFIXES) and stat.S_ISREG(info.st_mode):
-            weight_bytes += info.st_size
+    weight_bytes = sum(loaded_weight_files(Path(model.folder)).values())
     _check_structure_counts(model)
     with torch.device("meta"):
         skeleton = auto.from_config(config, attn_implementation="eager", trust_remote_code=False)
