@@ -741,3 +741,19 @@ def test_only_the_weight_files_transformers_loads_count_and_a_shard_index_is_bou
         index.truncate(65 << 20)
     with pytest.raises(TritongenError, match="cannot be read as a checkpoint index"):
         loaded_weight_files(sharded)
+
+
+def test_a_config_multiplying_modules_by_a_key_no_rule_knows_is_refused_while_its_skeleton_is_made(tmp_path):
+    """Found by an attacker: MobileBERT's num_feedforward_networks 100000 passed the count rules (no count-shaped
+    name), and the meta-device skeleton built modules for hours toward 100 GB before any size was compared."""
+    from tritongen.hf import MAX_SKELETON_MODULES, hf_model_from_folder, loaded_from_hf
+
+    folder = _minilm_copy(tmp_path)
+    (folder / "modules.json").unlink()
+    config = {"architectures": ["MobileBertModel"], "model_type": "mobilebert", "vocab_size": 30522}
+    (folder / "config.json").write_text(json.dumps({**config, "num_feedforward_networks": 100_000}))
+    with pytest.raises(TritongenError, match=f"a model of more than {MAX_SKELETON_MODULES:,} modules"):
+        loaded_from_hf(hf_model_from_folder(folder))
+    import torch
+
+    assert torch.nn.Module.__init__.__qualname__ == "Module.__init__"  # torch's own again

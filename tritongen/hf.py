@@ -11,10 +11,11 @@ what the ONNX exporter and the parity gate need.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -792,6 +793,37 @@ def _weight_file_size(folder: Path, name: str) -> int:
     return info.st_size
 
 
+MAX_SKELETON_MODULES = 50_000  # modules of one model: BERT-large ~400, Mixtral ~1,100, the largest MoE LLMs ~40,000
+
+
+@contextlib.contextmanager
+def _modules_bounded(folder: Path, limit: int) -> Iterator[None]:
+    """Within the block, making more than ``limit`` torch modules raises a :class:`TritongenError`: config keys no
+    name rule knows multiply modules too (MobileBERT's num_feedforward_networks 100000 built modules for hours toward
+    100 GB before any size was compared; EfficientNet's depth_coefficient, Funnel's block_sizes)."""
+    import torch
+
+    original = torch.nn.Module.__init__
+    made = 0
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        if made > limit:
+            raise TritongenError(
+                f"{folder}/config.json describes a model of more than {limit:,} modules",
+                "save the fine-tuned model itself with save_pretrained (its config.json describes the model its "
+                "weights hold)",
+            )
+        original(self, *args, **kwargs)
+
+    torch.nn.Module.__init__ = counted  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.__init__ = original  # type: ignore[method-assign]
+
+
 def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
     """Refuse, before anything is allocated, a config.json describing a model larger than its weight files could
     hold (at 2 bytes a weight): a vocab_size of 10**8 made the build allocate 13 GB for weights the folder never
@@ -801,7 +833,7 @@ def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:
 
     weight_bytes = sum(loaded_weight_files(Path(model.folder)).values())
     _check_structure_counts(model)
-    with torch.device("meta"):
+    with torch.device("meta"), _modules_bounded(model.folder, MAX_SKELETON_MODULES):
         skeleton = auto.from_config(config, attn_implementation="eager", trust_remote_code=False)
     count = sum(p.numel() for p in skeleton.parameters())
     if 2 * count > weight_bytes * 1.05 + (16 << 20):
