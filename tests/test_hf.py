@@ -757,3 +757,26 @@ def test_a_config_multiplying_modules_by_a_key_no_rule_knows_is_refused_while_it
     import torch
 
     assert torch.nn.Module.__init__.__qualname__ == "Module.__init__"  # torch's own again
+
+
+def test_the_tokenizer_the_gate_used_is_the_one_shipped(tmp_path):
+    """Found by an attacker: the tokenizer files were read for the settings, again for the parity samples, and again
+    for the pre-processing step: a tokenizer.json swapped after the gate shipped unchecked (ids past the model's
+    table, every served request failing)."""
+    import tritongen
+
+    folder = _minilm_copy(tmp_path)
+    original = (folder / "tokenizer.json").read_bytes()
+    swapped = original.replace(b'"[PAD]":0', b'"[PAD]":1')
+    assert swapped != original
+    said = []
+
+    def progress(line: str) -> None:
+        said.append(line)
+        if "exporting to ONNX" in line:  # after the settings and the parity samples were read
+            (folder / "tokenizer.json").write_bytes(swapped)
+
+    tritongen.build(folder, name="emb", repo=tmp_path / "repo", max_batch_size=4, progress=progress)
+    assert any("exporting to ONNX" in line for line in said)
+    shipped = next((tmp_path / "repo" / "emb_preprocess").rglob("tokenizer.json"))
+    assert shipped.read_bytes() == original

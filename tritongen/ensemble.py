@@ -373,7 +373,16 @@ def _wiring(
 
 
 def build_ensemble(spec: BuildSpec, progress: Progress | None = None) -> EnsembleBuildResult:
-    """Build the ensemble ``spec.name`` and its composing models into ``spec.repo``. Raises :class:`TritongenError`."""
+    """Build the ensemble ``spec.name`` and its composing models into ``spec.repo``. Raises :class:`TritongenError`.
+    The tokenizer files are read once: the settings, the parity samples and the pre-processing step use the same
+    bytes (:func:`tritongen.hf.tokenizer_read_once`)."""
+    from .hf import tokenizer_read_once
+
+    with tokenizer_read_once():
+        return _build_ensemble(spec, progress)
+
+
+def _build_ensemble(spec: BuildSpec, progress: Progress | None) -> EnsembleBuildResult:
     from .end_to_end import END_TO_END_NAME
     from .hf import loaded_from_hf
     from .layout import ARTIFACT_DIR

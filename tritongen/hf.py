@@ -12,6 +12,7 @@ what the ONNX exporter and the parity gate need.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import stat
 import tempfile
@@ -135,11 +136,38 @@ def checked_tokenizer_files(folder: Path) -> list[str]:
     return found
 
 
+_READ_ONCE: contextvars.ContextVar[dict[str, dict[str, bytes]] | None] = contextvars.ContextVar(
+    "tritongen_tokenizer_reads", default=None
+)
+
+
+@contextlib.contextmanager
+def tokenizer_read_once() -> Iterator[None]:
+    """Within the block, each folder's tokenizer files are read once (:func:`tokenizer_file_bytes`): a build reads
+    the settings, tokenizes the parity samples and writes the pre-processing step from the same bytes (a
+    tokenizer.json swapped between the gate and the copy shipped unchecked: ids past the model's table)."""
+    token = _READ_ONCE.set({})
+    try:
+        yield
+    finally:
+        _READ_ONCE.reset(token)
+
+
 def tokenizer_file_bytes(folder: Path) -> dict[str, bytes]:
     """The tokenizer files of ``folder`` (:func:`checked_tokenizer_files`), each read once (no link followed, at
     most :data:`MAX_TOKENIZER_FILE_BYTES`), ``tokenizer_config.json`` checked in those bytes: what tritongen loads
     the tokenizer from and copies into the repository, so a file swapped in after the checks (a link to a secret)
-    is never read."""
+    is never read. Within :func:`tokenizer_read_once`, the first read of a folder is every later one's."""
+    memo, key = _READ_ONCE.get(), os.path.abspath(folder)
+    if memo is not None and key in memo:
+        return dict(memo[key])
+    out = _tokenizer_file_bytes(Path(folder))
+    if memo is not None:
+        memo[key] = dict(out)
+    return out
+
+
+def _tokenizer_file_bytes(folder: Path) -> dict[str, bytes]:
     out = {}
     for name in checked_tokenizer_files(folder):
         try:
