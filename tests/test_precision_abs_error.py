@@ -209,3 +209,14 @@ def test_failures_print_enough_digits_for_the_comparison_to_read_true():
     report = accuracy_from_outputs(["y"], [[zeros + 1.00004e-9]], [[zeros]], 0.5, max_abs_error={"y": 1e-9})
     value, sign, shown_bar = _shown(report.failures()[0], "max abs error")
     assert sign == ">" and float(value) > float(shown_bar) == 1e-9
+
+
+def test_rows_of_no_values_do_not_lift_the_mean_cosine():
+    """Suspected by an attacker and so: held-out rows of a 0-length dimension scored cosine 1.0 each, lifting the
+    mean over rows that do hold values."""
+    want = [[np.ones((2, 4))], [np.ones((6, 0))]]
+    got = [[np.array([[1.0, 1.0, 1.0, -1.0], [1.0, 1.0, 1.0, -1.0]])], [np.ones((6, 0))]]
+    report = accuracy_from_outputs(["y"], got, want, 0.99)
+    (output,) = report.outputs
+    assert output.samples == 8 and output.cosine_mean == pytest.approx(0.5)  # the two rows that hold values
+    assert not report.ok
