@@ -192,10 +192,12 @@ def test_build_of_an_image_folder_with_a_list_size_is_one_error_line(tmp_path):
     _write(folder, "config.json", config)
     with pytest.raises(TritongenError, match="config.json: num_channels is '3', not a channel count from 1 to 4"):
         hf_model_from_folder(folder)
-    # found by an attacker: a 1-channel model built, and the RGB pre-processing step failed every request
+    # found by an attacker: a 1-channel model built, and the RGB pre-processing step failed every request; with a
+    # pre-processing of the user's own it is no problem (a reviewer's catch: the first version refused that too)
     _write(folder, "config.json", {**config, "num_channels": 1})
-    with pytest.raises(TritongenError, match="takes images of 1 channel.*gives RGB"):
-        hf_model_from_folder(folder)
+    assert hf_model_from_folder(folder).inputs[0].dims[0] == 1
+    code, out, err = _run(["build", str(folder), "--repo", str(tmp_path / "repo")])
+    _assert_one_clean_line("1 channel", code, out, err, ("takes images of 1 channel(s)", "gives RGB (3)"))
 
 
 @pytest.mark.parametrize("config", [{"type_vocab_size": "abc"}, {"type_vocab_size": [2]}, {"type_vocab_size": -2}])
@@ -709,6 +711,14 @@ def test_sentence_transformers_modules_the_embedding_step_does_not_compute_are_r
     (folder / "modules.json").write_text(json.dumps([*modules, dense]))
     with pytest.raises(TritongenError, match="has a Dense module"):
         check_sentence_transformers_modules(folder)
+    (folder / "modules.json").write_text(json.dumps([*modules, {"type": "sentence_transformers.models.Normalize"}]))
+    pooling.write_text("[1]")  # a reviewer's catch: an AttributeError traceback
+    with pytest.raises(TritongenError, match="is not a Pooling module's settings"):
+        check_sentence_transformers_modules(folder)
+    sqrt = json.loads(original)
+    sqrt.update(pooling_mode_mean_tokens=False, pooling_mode_mean_sqrt_len_tokens=True)  # the same once normalized
+    pooling.write_text(json.dumps(sqrt))
+    check_sentence_transformers_modules(folder)
 
 
 def test_only_the_weight_files_transformers_loads_count_and_a_shard_index_is_bounded(tmp_path):
@@ -743,20 +753,63 @@ def test_only_the_weight_files_transformers_loads_count_and_a_shard_index_is_bou
         loaded_weight_files(sharded)
 
 
-def test_a_config_multiplying_modules_by_a_key_no_rule_knows_is_refused_while_its_skeleton_is_made(tmp_path):
+def test_a_config_multiplying_modules_by_a_key_no_rule_knows_is_refused_while_its_skeleton_is_made(
+    tmp_path, monkeypatch
+):
     """Found by an attacker: MobileBERT's num_feedforward_networks 100000 passed the count rules (no count-shaped
     name), and the meta-device skeleton built modules for hours toward 100 GB before any size was compared."""
+    import torch
+
+    from tritongen import hf
     from tritongen.hf import MAX_SKELETON_MODULES, hf_model_from_folder, loaded_from_hf
 
     folder = _minilm_copy(tmp_path)
     (folder / "modules.json").unlink()
     config = {"architectures": ["MobileBertModel"], "model_type": "mobilebert", "vocab_size": 30522}
-    (folder / "config.json").write_text(json.dumps({**config, "num_feedforward_networks": 100_000}))
-    with pytest.raises(TritongenError, match=f"a model of more than {MAX_SKELETON_MODULES:,} modules"):
+    (folder / "config.json").write_text(json.dumps({**config, "num_feedforward_networks": 100}))
+    # the real bound (MAX_SKELETON_MODULES) takes ~10 s of modules to reach: a smaller one shows the same in a second
+    monkeypatch.setattr(hf, "MAX_SKELETON_MODULES", 500)
+    with pytest.raises(TritongenError, match="a model of more than 500 modules"):
         loaded_from_hf(hf_model_from_folder(folder))
+    assert torch.nn.Module.__init__.__qualname__ == "Module.__init__"  # torch's own again
+    assert MAX_SKELETON_MODULES >= 50_000
+
+
+def test_skeletons_made_in_two_threads_leave_torch_as_it_was(tmp_path):
+    """A reviewer's catch: two threads' blocks each restored what they had found, so the second to leave put the
+    first one's counting wrapper back in torch for good (then every nn.Linear anywhere failed past its bound)."""
+    import threading
+
     import torch
 
-    assert torch.nn.Module.__init__.__qualname__ == "Module.__init__"  # torch's own again
+    from tritongen.hf import _modules_bounded
+
+    original = torch.nn.Module.__init__
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    made: list[str] = []
+
+    def first() -> None:
+        with _modules_bounded(tmp_path, 5):
+            a_in.set()
+            b_in.wait(timeout=2)  # unlocked, the second block opens inside this one
+            made.append("a")
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(timeout=10)
+        with _modules_bounded(tmp_path, 50_000):
+            b_in.set()
+            a_out.wait(timeout=10)  # ... and closes after it: it put back the first one's wrapper
+            made.append("b")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(made) == ["a", "b"] and torch.nn.Module.__init__ is original
+    for _ in range(10):
+        torch.nn.Linear(2, 2)  # no bound left behind
 
 
 def test_the_tokenizer_the_gate_used_is_the_one_shipped(tmp_path):

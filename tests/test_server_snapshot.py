@@ -308,3 +308,22 @@ def test_a_copy_the_round_cannot_make_is_not_tried_again_until_the_repository_ch
     (repo / "a" / "1" / "pipe").unlink()
     (repo / "a" / "1" / "model.py").write_text("v2")
     assert poll.poll_once() == ["a"] and poll.rounds == 2
+
+
+def test_a_copy_the_machine_had_no_room_for_is_tried_again_each_poll(tmp_path, monkeypatch):
+    """A reviewer's catch: remembered as tried like a FIFO, a copy refused for want of room was never made again
+    once space was freed (the repository had not changed)."""
+    from tritongen.errors import TritongenError
+    from tritongen.server import snapshot
+
+    repo = tmp_path / "repo"
+    (repo / "a" / "1").mkdir(parents=True)
+    (repo / "a" / "1" / "model.py").write_text("v1")
+    poll, served, calls = _poller(repo, tmp_path)
+    (repo / "a" / "1" / "model.py").write_text("v2")
+    real = snapshot.shutil.disk_usage
+    monkeypatch.setattr(snapshot.shutil, "disk_usage", lambda where: real(where)._replace(free=0))
+    with pytest.raises(TritongenError, match="MiB free"):  # to the poll loop, which says it tries again each poll
+        poll.poll_once()
+    monkeypatch.setattr(snapshot.shutil, "disk_usage", real)
+    assert poll.poll_once() == ["a"] and (served / "a" / "1" / "model.py").read_text() == "v2"

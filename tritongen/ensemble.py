@@ -195,6 +195,13 @@ def _source_from_spec(spec: BuildSpec) -> _Source:
     pre, post = _pre_choice(spec, task), _post_choice(spec, task)
     if hf is not None and post == "embedding":  # what the model's own modules do, where it says
         check_sentence_transformers_modules(spec.model_path)
+    channels = hf.inputs[0].dims[0] if hf is not None and hf.image is not None else 3
+    if pre == "image" and channels != 3:  # the step decodes every image to RGB: each request would fail its shape
+        raise TritongenError(
+            f"{spec.model_path}/config.json: the model takes images of {channels} channel(s), and tritongen's image "
+            "pre-processing gives RGB (3)",
+            "pass --preprocess with a .py file that gives the model's channels",
+        )
     model_spec = dataclasses.replace(spec, name=names["model"], task=task)
     tokenizer_dir, max_length = None, 0
     if hf is not None:

@@ -16,6 +16,7 @@ import contextvars
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,13 +366,21 @@ def check_sentence_transformers_modules(folder: Path) -> None:
             fix,
         )
     pooling = modules[kinds.index("Pooling")]
-    path = Path(folder) / str(pooling.get("path", "")) / "config.json"
+    where = str(pooling.get("path") or "")
+    if where.startswith(("/", "\\")) or ".." in Path(where).parts:
+        raise TritongenError(
+            f"{modules_path} names the Pooling module's folder '{shown(where)}', outside the model", fix
+        )
+    path = Path(folder) / where / "config.json"
     try:
         config = json_file(path, MAX_CONFIG_BYTES) if path.is_file() else {}
     except (OSError, ValueError):
         raise TritongenError(f"{path} cannot be read as JSON", fix) from None
-    modes = sorted(k for k, v in (config or {}).items() if k.startswith("pooling_mode_") and v is True)
-    if config and modes != ["pooling_mode_mean_tokens"]:
+    if not isinstance(config, dict):
+        raise TritongenError(f"{path} is not a Pooling module's settings (a JSON object)", fix)
+    modes = sorted(k for k, v in config.items() if k.startswith("pooling_mode_") and v is True)
+    # the mean over sqrt(length) is the mean scaled per row: the same once normalized
+    if (config and not modes) or set(modes) - {"pooling_mode_mean_tokens", "pooling_mode_mean_sqrt_len_tokens"}:
         raise TritongenError(
             f"the sentence-transformers model in {folder} pools with {', '.join(modes) or 'no mode'} ({path.name} "
             "of its Pooling module), and tritongen's embedding step takes the mean of the tokens",
@@ -390,9 +399,9 @@ def _default_positions(model_config: Mapping[str, Any] | None) -> int:
     model_type = (model_config or {}).get("model_type")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         return 0
-    try:
-        value = getattr(CONFIG_MAPPING[model_type](), "max_position_embeddings", 0)
-    except Exception:  # noqa: BLE001 -- a config class that needs arguments: no default to read
+    try:  # from the folder's own values: n_positions (GPT-2) is max_position_embeddings by transformers' alias
+        value = getattr(CONFIG_MAPPING[model_type].from_dict(dict(model_config or {})), "max_position_embeddings", 0)
+    except Exception:  # noqa: BLE001 -- a config its class cannot take: no default to read
         return 0
     return value if type(value) is int and 0 < value <= MAX_CONFIG_COUNT else 0
 
@@ -678,13 +687,6 @@ def hf_model_from_folder(folder: Path, task: str | None = None, tokenizer_dir: P
             f"{MAX_IMAGE_CHANNELS}",
             "save the model's config with save_pretrained (3 for RGB images)",
         )
-    if channels != 3:  # the pre-processing step decodes every image to RGB: each request would fail on its shape
-        raise TritongenError(
-            f"{folder}/config.json: the model takes images of {channels} channel(s), and tritongen's image "
-            "pre-processing gives RGB (3)",
-            "build the model alone from a saved module (tritongen build model.pt --input pixel_values:FP32:"
-            f"{channels},H,W) and prepare its images yourself",
-        )
     h, w = image.output_hw
     return HFModel(
         folder,
@@ -786,9 +788,9 @@ def loaded_weight_files(folder: Path) -> dict[str, int]:
         ("model.safetensors", "model.safetensors.index.json"),
         ("pytorch_model.bin", "pytorch_model.bin.index.json"),
     ):
-        if os.path.lexists(folder / single):
+        if (folder / single).exists():  # a dangling link (a half-downloaded cache): transformers takes the next
             return {single: _weight_file_size(folder, single)}
-        if os.path.lexists(folder / index):
+        if (folder / index).exists():
             try:
                 data = json_file(folder / index, MAX_INDEX_BYTES)
             except (OSError, ValueError) as exc:
@@ -821,6 +823,7 @@ def _weight_file_size(folder: Path, name: str) -> int:
     return info.st_size
 
 
+_SKELETON_LOCK = threading.Lock()
 MAX_SKELETON_MODULES = 50_000  # modules of one model: BERT-large ~400, Mixtral ~1,100, the largest MoE LLMs ~40,000
 
 
@@ -831,25 +834,28 @@ def _modules_bounded(folder: Path, limit: int) -> Iterator[None]:
     100 GB before any size was compared; EfficientNet's depth_coefficient, Funnel's block_sizes)."""
     import torch
 
-    original = torch.nn.Module.__init__
-    made = 0
+    with _SKELETON_LOCK:  # one patch at a time: two threads' blocks restored each other's wrapper for good
+        original = torch.nn.Module.__init__
+        owner = threading.get_ident()
+        made = 0
 
-    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal made
-        made += 1
-        if made > limit:
-            raise TritongenError(
-                f"{folder}/config.json describes a model of more than {limit:,} modules",
-                "save the fine-tuned model itself with save_pretrained (its config.json describes the model its "
-                "weights hold)",
-            )
-        original(self, *args, **kwargs)
+        def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+            nonlocal made
+            if threading.get_ident() == owner:  # another thread's modules are not this skeleton's
+                made += 1
+                if made > limit:
+                    raise TritongenError(
+                        f"{folder}/config.json describes a model of more than {limit:,} modules",
+                        "save the fine-tuned model itself with save_pretrained (its config.json describes the model "
+                        "its weights hold)",
+                    )
+            original(self, *args, **kwargs)
 
-    torch.nn.Module.__init__ = counted  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        torch.nn.Module.__init__ = original  # type: ignore[method-assign]
+        torch.nn.Module.__init__ = counted  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            torch.nn.Module.__init__ = original  # type: ignore[method-assign]
 
 
 def _check_size_against_weights(model: HFModel, auto: Any, config: Any) -> None:

@@ -172,15 +172,19 @@ def _check_room(repo: Path, where: Path) -> None:
                 continue  # named by the copy
     free_bytes = shutil.disk_usage(where).free
     if size_bytes + SPACE_MARGIN_BYTES > free_bytes:
-        raise TritongenError(
+        raise NoRoom(
             f"serve copies {repo} ({size_bytes >> 20} MiB) to check and serve it, and {where} has "
             f"{free_bytes >> 20} MiB free",
             "point $TMPDIR at a folder with room for it, or free space there",
         )
 
 
+class NoRoom(TritongenError):
+    """The copy could not be made for want of room or a writable temp folder: the machine's, not the repository's."""
+
+
 def _no_room(exc: OSError) -> TritongenError:
-    return TritongenError(
+    return NoRoom(
         f"the private copy of the repository could not be made in {tempfile.gettempdir()} ({exc.strerror or exc})",
         "point $TMPDIR at a writable folder with room for the repository",
     )
@@ -387,6 +391,8 @@ class CheckedPoll:
             staged = snapshot_from_repository(
                 self.repo, work / self.served.name, models_only=True, cancelled=self._stop.is_set
             )
+        except NoRoom:  # the machine's, not the repository's: tried again each poll (_run says so, once)
+            raise
         except TritongenError as error:  # a FIFO, a link at the top: not copied again until the repository changes
             self.attempted = now
             self._say(f"poll: not loaded, the change to {', '.join(changed)} in {self.repo}: {error.message}")
