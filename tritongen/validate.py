@@ -857,7 +857,7 @@ def _folder_problems(config: ModelConfig, name: str, model_dir: Path, done: _Bac
         problems += _graph_io_problems(config, name, model_dir, loaded, done.filename)
         for filename in sorted(set(config.cc_model_filenames.values())):  # what a GPU of that capability loads
             if filename != done.filename and inside_version_folder(filename):
-                problems += _external_data_problems(config, name, model_dir, loaded, filename)
+                problems += _graph_io_problems(config, name, model_dir, loaded, filename, io=False)
     elif done.backend == "python":
         problems += _runner_io_problems(config, name, model_dir, loaded)
     for io in config.output:
@@ -919,33 +919,19 @@ def _version_graph_problems(
     return problems
 
 
-def _external_data_problems(
-    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
-) -> list[str]:
-    """The problems of each loaded version's graph ``filename`` (one ``cc_model_filenames`` names) on its own: an
-    unreadable graph, external data out of its folder."""
-    return _version_graph_problems(
-        config,
-        name,
-        model_dir,
-        versions,
-        filename,
-        lambda folder: lambda config, name, graph, where: [],
-        ("is not a model the ONNX Runtime backend can load", "export it again or rebuild with tritongen"),
-    )
-
-
 def _graph_io_problems(
-    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str
+    config: ModelConfig, name: str, model_dir: Path, versions: list[int], filename: str, io: bool = True
 ) -> list[str]:
-    """The ONNX Runtime backend's checks of the config against each loaded version's graph (none without onnx)."""
+    """The ONNX Runtime backend's checks of the config against each loaded version's graph (none without onnx);
+    ``io=False``: the graph's own problems only (unreadable, external data out of its folder), for the graphs
+    ``cc_model_filenames`` names, which a GPU of that capability loads."""
     return _version_graph_problems(
         config,
         name,
         model_dir,
         versions,
         filename,
-        lambda folder: onnx_io_problems,
+        lambda folder: onnx_io_problems if io else lambda config, name, graph, where: [],
         ("is not a model the ONNX Runtime backend can load", "export it again or rebuild with tritongen"),
     )
 
