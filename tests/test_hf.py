@@ -769,9 +769,10 @@ def test_a_config_multiplying_modules_by_a_key_no_rule_knows_is_refused_while_it
     (folder / "config.json").write_text(json.dumps({**config, "num_feedforward_networks": 100}))
     # the real bound (MAX_SKELETON_MODULES) takes ~10 s of modules to reach: a smaller one shows the same in a second
     monkeypatch.setattr(hf, "MAX_SKELETON_MODULES", 500)
+    before = torch.nn.Module.__init__  # torch's own, or what torch.compile's dynamo put there earlier in the process
     with pytest.raises(TritongenError, match="a model of more than 500 modules"):
         loaded_from_hf(hf_model_from_folder(folder))
-    assert torch.nn.Module.__init__.__qualname__ == "Module.__init__"  # torch's own again
+    assert torch.nn.Module.__init__ is before  # as it was
     assert MAX_SKELETON_MODULES >= 50_000
 
 
